@@ -1,0 +1,1 @@
+"""aiostack: the async SDK and the `aiostack` command."""

@@ -1,0 +1,64 @@
+"""The `aiostack` command: `up` runs a whole cloud, `run` one actor, `ping` asks an actor if it lives."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from pathlib import Path
+
+from aiostack.config import Config, default_data_dir
+from bus import AiostackError, Bus
+from bus.bus import DEFAULT_PREFIX
+
+
+def _add_bus_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", type=Path, default=default_data_dir(), help="where everything is kept")
+    parser.add_argument("--prefix", default=DEFAULT_PREFIX, help="subject prefix (clouds sharing a NATS)")
+    parser.add_argument("--log-level", default="INFO")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="aiostack", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    up = commands.add_parser("up", help="start nats-server and every actor; Ctrl-C stops them")
+    _add_bus_options(up)
+    up.add_argument("--nats", help="use this NATS instead of starting an embedded nats-server")
+    up.add_argument("--nats-port", type=int, default=0, help="port of the embedded nats-server (0: free)")
+
+    ping = commands.add_parser("ping", help="ping an actor over the bus")
+    _add_bus_options(ping)
+    ping.add_argument("--nats", required=True)
+    ping.add_argument("actor", help="actor address, e.g. scheduler or node.host1")
+    return parser
+
+
+async def _ping(config: Config, address: str) -> int:
+    async with await Bus.connect(config.nats_url, prefix=config.prefix, name="aiostack-cli") as bus:
+        try:
+            print(json.dumps(await bus.call(f"{address}.ping", timeout=5), indent=2))
+        except AiostackError as exc:
+            print(f"aiostack: {address}: {exc.code}: {exc}", file=sys.stderr)
+            return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+        format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s",
+    )
+    if args.command == "up":
+        from aiostack.up import up
+
+        raise SystemExit(asyncio.run(up(args)))
+    config = Config(data_dir=args.data_dir, nats_url=args.nats, prefix=args.prefix)
+    raise SystemExit(asyncio.run(_ping(config, args.actor)))
+
+
+if __name__ == "__main__":
+    main()

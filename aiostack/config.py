@@ -1,0 +1,28 @@
+"""Configuration shared by every aiostack process: a frozen dataclass passed in, never a global."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from bus.bus import DEFAULT_PREFIX
+
+
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(os.environ.get("AIOSTACK_DATA_DIR") or os.path.join(base, "aiostack"))
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Where a process finds the bus and keeps its files."""
+
+    data_dir: Path
+    nats_url: str
+    prefix: str = DEFAULT_PREFIX
+
+    def store_path(self, name: str) -> Path:
+        """The sqlite file of one actor (``<data_dir>/<name>.sqlite``)."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        return self.data_dir / f"{name}.sqlite"

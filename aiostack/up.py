@@ -1,0 +1,141 @@
+"""`aiostack up`: one command, one cloud.
+
+Starts the embedded nats-server (unless ``--nats`` names one) and every aiostack process,
+each as its own OS process under a supervisor that restarts it with backoff when it dies.
+Ctrl-C (or SIGTERM) stops the processes in reverse order, then nats-server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from bus import EmbeddedNatsServer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ChildSpec:
+    """One process `aiostack up` runs: ``aiostack run <args>``."""
+
+    name: str
+    args: tuple[str, ...]
+
+
+class ChildProcess:
+    """Runs one child; restarts it with backoff (0.2 s doubling to 10 s) whenever it exits."""
+
+    def __init__(self, spec: ChildSpec, common_args: list[str], log_dir: Path) -> None:
+        self.spec = spec
+        self.common_args = common_args
+        self.log_path = log_dir / f"{spec.name}.log"
+        self.restarts = 0
+        self.process: asyncio.subprocess.Process | None = None
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
+
+    async def _spawn(self) -> asyncio.subprocess.Process:
+        with self.log_path.open("ab") as log_file:
+            return await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "aiostack.cli",
+                "run",
+                *self.spec.args,
+                *self.common_args,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=log_file,
+            )
+
+    async def _keep_running(self) -> None:
+        backoff = 0.2
+        while not self._stopping:
+            began = time.monotonic()
+            self.process = await self._spawn()
+            code = await self.process.wait()
+            if self._stopping:
+                return
+            if time.monotonic() - began > 30:
+                backoff = 0.2
+            self.restarts += 1
+            log.warning(
+                "%s exited with %s; restarting in %.1f s (log: %s)",
+                self.spec.name,
+                code,
+                backoff,
+                self.log_path,
+            )
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 10.0)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._keep_running(), name=f"child-{self.spec.name}")
+
+    async def stop(self, timeout: float = 15.0) -> None:
+        self._stopping = True
+        process = self.process
+        if process is not None and process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                async with asyncio.timeout(timeout):
+                    await process.wait()
+            except TimeoutError:
+                log.warning("%s did not stop in %.0f s; killing it", self.spec.name, timeout)
+                process.kill()
+                await process.wait()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
+def child_specs(args: argparse.Namespace) -> list[ChildSpec]:
+    """The processes of a one-machine cloud."""
+    return []
+
+
+async def up(args: argparse.Namespace) -> int:
+    data_dir: Path = args.data_dir
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log_dir = data_dir / "logs"
+    log_dir.mkdir(exist_ok=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+
+    server: EmbeddedNatsServer | None = None
+    nats_url = args.nats
+    if nats_url is None:
+        server = EmbeddedNatsServer(data_dir, port=args.nats_port)
+        await server.start()
+        nats_url = server.url
+    common = ["--nats", nats_url, "--data-dir", str(data_dir), "--prefix", args.prefix]
+    children = [ChildProcess(spec, common, log_dir) for spec in child_specs(args)]
+    try:
+        for child in children:
+            child.start()
+        print(f"aiostack up: NATS at {nats_url} (prefix {args.prefix!r}), data in {data_dir}")
+        if server is not None:
+            print(f"  embedded nats-server pid {server.pid}, JetStream store in {server.data_dir}")
+        if children:
+            print("  processes: " + ", ".join(c.spec.name for c in children) + f" (logs in {log_dir})")
+        else:
+            print("  no actors are built yet: the bus runs alone")
+        print("Ctrl-C stops everything.", flush=True)
+        await stop.wait()
+    finally:
+        print("aiostack: stopping", flush=True)
+        await asyncio.gather(*(child.stop() for child in reversed(children)))
+        if server is not None:
+            await server.stop()
+    return 0

@@ -1,0 +1,60 @@
+"""The actor bus: NATS + msgpack envelopes, call/cast/publish, actors and their supervisor."""
+
+from bus.actor import Actor, ActorCrashed, ActorState, Supervisor, handler
+from bus.bus import Bus, BusClosed, Current, current, current_request_id, request_scope
+from bus.envelope import Context, Envelope, decode, encode
+from bus.errors import (
+    ActorStopped,
+    AiostackError,
+    BadMessage,
+    CallTimeout,
+    Conflict,
+    DeadlineExpired,
+    Forbidden,
+    InvalidRequest,
+    NoResponders,
+    NoSuchMethod,
+    NotFound,
+    NoValidHost,
+    Overloaded,
+    QuotaExceeded,
+    RemoteError,
+    Unauthorized,
+)
+from bus.server import EmbeddedNatsServer, NatsServerError
+
+__all__ = [
+    "Actor",
+    "ActorCrashed",
+    "ActorState",
+    "ActorStopped",
+    "AiostackError",
+    "BadMessage",
+    "Bus",
+    "BusClosed",
+    "CallTimeout",
+    "Conflict",
+    "Context",
+    "Current",
+    "DeadlineExpired",
+    "EmbeddedNatsServer",
+    "Envelope",
+    "Forbidden",
+    "InvalidRequest",
+    "NatsServerError",
+    "NoResponders",
+    "NoSuchMethod",
+    "NoValidHost",
+    "NotFound",
+    "Overloaded",
+    "QuotaExceeded",
+    "RemoteError",
+    "Supervisor",
+    "Unauthorized",
+    "current",
+    "current_request_id",
+    "decode",
+    "encode",
+    "handler",
+    "request_scope",
+]

@@ -1,0 +1,395 @@
+"""The actor base class and its supervisor.
+
+An actor serves its ``@handler`` methods on ``<prefix>.rpc.<address>.<method>`` with one
+queue-group subscription (queue = address), so replicas of one actor share the load.
+A message's body is the map of the handler's keyword arguments; the handler's return
+value is the reply body. At most ``max_inflight`` messages are handled at once; up to
+``max_backlog`` more wait, and past that a caller gets ``Overloaded`` at once instead of
+a timeout. ``stop()`` drains: no new messages are taken, accepted ones are answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import inspect
+import logging
+import os
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any, ClassVar, TypeVar
+
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from bus.bus import Bus, BusClosed, Current, current
+from bus.envelope import Envelope, decode, new_id, request_id_of
+from bus.errors import (
+    ActorStopped,
+    AiostackError,
+    BadMessage,
+    DeadlineExpired,
+    InvalidRequest,
+    NoSuchMethod,
+    Overloaded,
+    RemoteError,
+)
+
+log = logging.getLogger(__name__)
+
+F = TypeVar("F", bound=Callable[..., Coroutine[Any, Any, Any]])
+_HANDLER_MARK = "_aiostack_handler"
+
+
+def handler(fn: F) -> F:
+    """Mark an ``async def`` method as served on the bus under its own name."""
+    if not inspect.iscoroutinefunction(fn):
+        raise TypeError(f"handler {fn.__qualname__} must be async")
+    setattr(fn, _HANDLER_MARK, True)
+    return fn
+
+
+class ActorState(enum.Enum):
+    NEW = "new"
+    RUNNING = "running"
+    DRAINING = "draining"
+    STOPPED = "stopped"
+    CRASHED = "crashed"
+
+
+class ActorCrashed(Exception):
+    """An actor's background task or start-up failed; its supervisor restarts it."""
+
+
+class Actor:
+    """Base class: subclasses set ``name`` and define ``@handler`` methods."""
+
+    name: ClassVar[str] = ""
+    max_inflight: ClassVar[int] = 64
+    max_backlog: ClassVar[int] = 1024
+    drain_timeout: ClassVar[float] = 10.0
+    _handler_names: ClassVar[frozenset[str]] = frozenset()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._handler_names = frozenset(
+            attr
+            for klass in cls.__mro__
+            for attr, value in vars(klass).items()
+            if getattr(value, _HANDLER_MARK, False)
+        )
+
+    def __init__(self, bus: Bus, *, address: str | None = None) -> None:
+        if not (address or self.name):
+            raise TypeError(f"{type(self).__name__} needs a name or an address")
+        self.bus = bus
+        self.address = address or self.name
+        self.instance_id = new_id()[:12]
+        self.state = ActorState.NEW
+        self.inflight = 0
+        self._handlers: dict[str, Callable[..., Coroutine[Any, Any, Any]]] = {
+            name: getattr(self, name) for name in self._handler_names
+        }
+        self._method_offset = len(bus.rpc_subject(self.address)) + 1
+        self._queue: asyncio.Queue[Msg] = asyncio.Queue(self.max_backlog)
+        self._subscription: Subscription | None = None
+        self._workers: list[asyncio.Task[None]] = []
+        self._background: set[asyncio.Task[Any]] = set()
+        self._started = asyncio.Event()
+        self._stop_requested = asyncio.Event()
+        self._failure: BaseException | None = None
+        self._run_task: asyncio.Task[None] | None = None
+        self._started_at = time.monotonic()
+
+    # -- hooks ----------------------------------------------------------------------------
+
+    async def on_start(self) -> None:
+        """Open stores and start background work; runs before the first message."""
+
+    async def on_stop(self) -> None:
+        """Close what ``on_start`` opened; runs after the last message is answered."""
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], *, name: str | None = None) -> asyncio.Task[Any]:
+        """Run background work for this actor; if it raises, the actor crashes."""
+        task = asyncio.create_task(coro, name=name or f"{self.address}-background")
+        self._background.add(task)
+        task.add_done_callback(self._background_done)
+        return task
+
+    def _background_done(self, task: asyncio.Task[Any]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self.crash(task.exception())  # type: ignore[arg-type]
+
+    def crash(self, exc: BaseException) -> None:
+        """Stop at once because of ``exc``; ``run()`` raises ``ActorCrashed`` from it."""
+        if self._failure is None:
+            self._failure = exc
+        self._stop_requested.set()
+
+    async def run(self) -> None:
+        """Serve until ``stop()``; raise ``ActorCrashed`` if the actor failed."""
+        try:
+            await self.on_start()
+            self._workers = [
+                asyncio.create_task(self._worker(), name=f"{self.address}-worker-{i}")
+                for i in range(self.max_inflight)
+            ]
+            self._subscription = await self.bus.subscribe(
+                f"{self.bus.rpc_subject(self.address)}.*",
+                self._on_message,
+                queue=self.address,
+                pending_msgs_limit=self.max_backlog * 4,
+            )
+            await self.bus.flush()
+            self.state = ActorState.RUNNING
+            self._started_at = time.monotonic()
+            self._started.set()
+            log.info("actor %s (%s) serving", self.address, self.instance_id)
+            await self._stop_requested.wait()
+        except Exception as exc:
+            self.crash(exc)
+        finally:
+            await self._shutdown()
+        if self._failure is not None:
+            raise ActorCrashed(f"actor {self.address} crashed: {self._failure!r}") from self._failure
+
+    async def start(self) -> None:
+        """Run in a task of its own; return once the subscription is live."""
+        if self._run_task is not None:
+            raise RuntimeError(f"actor {self.address} already started")
+        self._run_task = asyncio.create_task(self.run(), name=f"{self.address}-run")
+        started = asyncio.create_task(self._started.wait())
+        await asyncio.wait({self._run_task, started}, return_when=asyncio.FIRST_COMPLETED)
+        if not started.done():
+            started.cancel()
+            await self._run_task
+
+    async def stop(self) -> None:
+        """Drain and stop; idempotent."""
+        self._stop_requested.set()
+        if self._run_task is not None:
+            try:
+                await asyncio.shield(self._run_task)
+            except ActorCrashed:
+                log.debug("actor %s had crashed before stop", self.address)
+
+    async def wait_started(self) -> None:
+        await self._started.wait()
+
+    async def _shutdown(self) -> None:
+        crashed = self._failure is not None
+        self.state = ActorState.DRAINING
+        if self._subscription is not None:
+            try:
+                if crashed:
+                    await self._subscription.unsubscribe()
+                else:
+                    await self._subscription.drain()
+            except Exception as exc:
+                log.warning("actor %s: unsubscribe failed: %r", self.address, exc)
+        if not crashed:
+            try:
+                async with asyncio.timeout(self.drain_timeout):
+                    await self._queue.join()
+            except TimeoutError:
+                log.warning("actor %s: drain timed out with %d in flight", self.address, self.inflight)
+        while not self._queue.empty():
+            await self._answer_error(
+                self._queue.get_nowait(),
+                ActorStopped(f"actor {self.address} stopped before handling the message"),
+            )
+        for task in [*self._workers, *self._background]:
+            task.cancel()
+        await asyncio.gather(*self._workers, *self._background, return_exceptions=True)
+        self._workers.clear()
+        try:
+            await self.on_stop()
+        finally:
+            self.state = ActorState.CRASHED if crashed else ActorState.STOPPED
+            log.info("actor %s (%s) %s", self.address, self.instance_id, self.state.value)
+
+    # -- message handling -----------------------------------------------------------------
+
+    async def _on_message(self, msg: Msg) -> None:
+        if self.state not in (ActorState.RUNNING, ActorState.DRAINING):
+            await self._answer_error(msg, ActorStopped(f"actor {self.address} is not running"))
+            return
+        try:
+            self._queue.put_nowait(msg)
+        except asyncio.QueueFull:
+            await self._answer_error(
+                msg, Overloaded(f"actor {self.address} has {self.inflight} in flight and a full backlog")
+            )
+
+    async def _worker(self) -> None:
+        while True:
+            msg = await self._queue.get()
+            self.inflight += 1
+            try:
+                await self._handle(msg)
+            except asyncio.CancelledError:
+                await self._answer_error(
+                    msg, ActorStopped(f"actor {self.address} stopped while handling the message")
+                )
+                raise
+            except Exception:
+                log.exception("actor %s: failure answering %s", self.address, msg.subject)
+            finally:
+                self.inflight -= 1
+                self._queue.task_done()
+
+    async def _handle(self, msg: Msg) -> None:
+        method = msg.subject[self._method_offset :]
+        try:
+            envelope = decode(msg.data, self.bus.max_bytes)
+        except BadMessage as exc:
+            log.warning("actor %s: refused message on %s: %s", self.address, msg.subject, exc)
+            await self._answer_error(msg, exc)
+            return
+        token = current.set(Current(envelope.request_id, envelope.context, envelope.deadline))
+        try:
+            result = await self._dispatch(method, envelope)
+        except AiostackError as exc:
+            exc.request_id = envelope.request_id
+            log.info("actor %s.%s rid=%s: %s: %s", self.address, method, envelope.request_id, exc.code, exc)
+            await self._answer_error(msg, exc)
+        except Exception as exc:
+            log.exception("actor %s.%s rid=%s failed", self.address, method, envelope.request_id)
+            await self._answer_error(
+                msg,
+                RemoteError(
+                    f"{type(exc).__name__}: {exc}",
+                    request_id=envelope.request_id,
+                    remote_type=type(exc).__name__,
+                ),
+            )
+        else:
+            if msg.reply:
+                try:
+                    await self.bus.reply(msg, envelope.request_id, result)
+                except BadMessage as exc:
+                    exc.request_id = envelope.request_id
+                    await self._answer_error(msg, exc)
+        finally:
+            current.reset(token)
+
+    async def _dispatch(self, method: str, envelope: Envelope) -> Any:
+        method_handler = self._handlers.get(method)
+        if method_handler is None:
+            raise NoSuchMethod(f"actor {self.address} has no method {method!r}")
+        if envelope.expired():
+            raise DeadlineExpired(f"{self.address}.{method}: deadline passed before work started")
+        body = envelope.body
+        if body is None:
+            body = {}
+        elif not isinstance(body, dict):
+            raise InvalidRequest(f"{self.address}.{method}: body must be a map of arguments")
+        try:
+            # calling a coroutine function checks its arguments before any of its code runs
+            work = method_handler(**body)
+        except TypeError as exc:
+            raise InvalidRequest(f"{self.address}.{method}: {exc}") from None
+        return await work
+
+    async def _answer_error(self, msg: Msg, error: AiostackError) -> None:
+        if not msg.reply:
+            return
+        if error.request_id is None:
+            error.request_id = request_id_of(msg.data) or new_id()
+        try:
+            await self.bus.reply(msg, error.request_id, error=error.to_wire())
+        except BusClosed:
+            log.debug("actor %s: cannot answer %s, bus closed", self.address, msg.subject)
+
+    # -- handlers every actor has ---------------------------------------------------------
+
+    @handler
+    async def ping(self) -> dict[str, Any]:
+        """Liveness: who answered, since when, and how busy it is."""
+        return {
+            "actor": self.name or self.address,
+            "address": self.address,
+            "instance": self.instance_id,
+            "pid": os.getpid(),
+            "uptime": round(time.monotonic() - self._started_at, 3),
+            "inflight": self.inflight,
+            "backlog": self._queue.qsize(),
+        }
+
+
+class Supervisor:
+    """Runs the actor ``factory`` makes; when it crashes, makes and runs a new one after a backoff.
+
+    Backoff doubles from ``backoff_min`` to ``backoff_max`` and is reset once an actor has
+    run for ``stable_after`` seconds.
+    """
+
+    def __init__(
+        self,
+        factory: Callable[[], Actor],
+        *,
+        backoff_min: float = 0.1,
+        backoff_max: float = 10.0,
+        stable_after: float = 30.0,
+    ) -> None:
+        self.factory = factory
+        self.backoff_min = backoff_min
+        self.backoff_max = backoff_max
+        self.stable_after = stable_after
+        self.restarts = 0
+        self.actor: Actor | None = None
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._running = asyncio.Event()
+
+    async def run(self) -> None:
+        backoff = self.backoff_min
+        while not self._stopping.is_set():
+            actor = self.factory()
+            self.actor = actor
+            self._running.set()
+            began = time.monotonic()
+            try:
+                await actor.run()
+                return
+            except ActorCrashed as exc:
+                log.error("%s; restarting in %.2f s", exc, backoff, exc_info=exc.__cause__)
+            self._running.clear()
+            if time.monotonic() - began >= self.stable_after:
+                backoff = self.backoff_min
+            self.restarts += 1
+            try:
+                async with asyncio.timeout(backoff):
+                    await self._stopping.wait()
+            except TimeoutError:
+                backoff = min(backoff * 2, self.backoff_max)
+
+    async def start(self) -> None:
+        """Start supervising; return once the first actor serves (or failed its start)."""
+        self._task = asyncio.create_task(self.run(), name="supervisor")
+        while self.actor is None:
+            await asyncio.sleep(0)
+        ready = asyncio.create_task(self.actor.wait_started())
+        await asyncio.wait({ready, self._task}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+        ready.cancel()
+
+    async def wait_running(self, timeout: float = 30.0) -> Actor:
+        """Wait until an actor instance is serving and return it."""
+        async with asyncio.timeout(timeout):
+            while True:
+                await self._running.wait()
+                actor = self.actor
+                assert actor is not None
+                if actor.state is ActorState.RUNNING:
+                    return actor
+                await asyncio.sleep(0.01)
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        if self.actor is not None:
+            await self.actor.stop()
+        if self._task is not None:
+            await self._task

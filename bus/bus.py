@@ -1,0 +1,260 @@
+"""The bus: one NATS connection carrying msgpack envelopes.
+
+``call`` is the overview's rpc.call (request/reply with a deadline), ``cast`` its rpc.cast
+(no reply), ``publish`` sends events. Subjects are relative to the bus's prefix:
+``call("scheduler.select_destinations", ...)`` goes to ``<prefix>.rpc.scheduler.select_destinations``
+and ``publish("evt.instance.p1.i1", ...)`` to ``<prefix>.evt.instance.p1.i1``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import enum
+import itertools
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import nats
+import nats.errors
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from bus.envelope import DEFAULT_MAX_BYTES, Context, decode_reply, new_id, pack
+from bus.errors import AiostackError, CallTimeout, DeadlineExpired, NoResponders
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PREFIX = "aiostack"
+DEFAULT_CALL_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class Current:
+    """The request being handled: its id, the caller's context and the deadline."""
+
+    request_id: str
+    context: Context | None
+    deadline: float | None
+
+
+current: contextvars.ContextVar[Current | None] = contextvars.ContextVar(
+    "aiostack_current_request", default=None
+)
+
+
+def current_request_id() -> str | None:
+    cur = current.get()
+    return cur.request_id if cur else None
+
+
+@contextlib.contextmanager
+def request_scope(
+    request_id: str | None = None, context: Context | None = None, deadline: float | None = None
+) -> Iterator[Current]:
+    """Make the calls inside this block one request: same request id, context and deadline."""
+    scope = Current(request_id or new_id(), context, deadline)
+    token = current.set(scope)
+    try:
+        yield scope
+    finally:
+        current.reset(token)
+
+
+class BusClosed(AiostackError):
+    code = "bus_closed"
+    http_status = 503
+
+
+class BusState(enum.Enum):
+    CONNECTED = "connected"
+    CLOSED = "closed"
+
+
+class Bus:
+    """A NATS connection that speaks envelopes. Open with ``await Bus.connect(url)``."""
+
+    def __init__(
+        self, nc: NatsClient, *, prefix: str = DEFAULT_PREFIX, max_bytes: int = DEFAULT_MAX_BYTES
+    ) -> None:
+        if not prefix or any(c in prefix for c in " *>"):
+            raise ValueError(f"invalid subject prefix {prefix!r}")
+        self.nc = nc
+        self.prefix = prefix
+        self.max_bytes = max_bytes
+        self.state = BusState.CONNECTED
+        self._inbox_prefix = f"_INBOX.{new_id()}."
+        self._inbox: Subscription | None = None
+        self._reply_tokens = itertools.count(1)
+        self._waiting: dict[str, asyncio.Future[Msg]] = {}
+
+    @classmethod
+    async def connect(
+        cls,
+        url: str,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        name: str | None = None,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        credentials: dict[str, str] | None = None,
+        connect_timeout: float = 5.0,
+    ) -> Bus:
+        """Connect to NATS; reconnect forever afterwards (subscriptions are restored)."""
+        auth = credentials or {}
+        nc = await nats.connect(
+            url,
+            name=name,
+            connect_timeout=connect_timeout,
+            allow_reconnect=True,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.25,
+            error_cb=_log_nats_error,
+            disconnected_cb=_log_event("disconnected from NATS", name),
+            reconnected_cb=_log_event("reconnected to NATS", name),
+            **auth,
+        )
+        return cls(nc, prefix=prefix, max_bytes=max_bytes)
+
+    async def __aenter__(self) -> Bus:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    def subject(self, relative: str) -> str:
+        return f"{self.prefix}.{relative}"
+
+    def rpc_subject(self, address: str) -> str:
+        """``scheduler.ping`` -> ``<prefix>.rpc.scheduler.ping``."""
+        return f"{self.prefix}.rpc.{address}"
+
+    def _outgoing(self, body: Any, context: Context | None, timeout: float | None) -> bytes:
+        """Pack a new message that inherits the request being handled, if any."""
+        cur = current.get()
+        if cur is None:
+            request_id, deadline = new_id(), None
+        else:
+            request_id, deadline = cur.request_id, cur.deadline
+            if context is None:
+                context = cur.context
+        if timeout is not None:
+            mine = time.time() + timeout
+            deadline = mine if deadline is None or mine < deadline else deadline
+        if deadline is not None and deadline <= time.time():
+            raise DeadlineExpired("the request's deadline passed before this call", request_id=request_id)
+        return pack(request_id, body, context=context, deadline=deadline, max_bytes=self.max_bytes)
+
+    async def call(
+        self,
+        address: str,
+        body: Any = None,
+        *,
+        timeout: float = DEFAULT_CALL_TIMEOUT,
+        context: Context | None = None,
+    ) -> Any:
+        """Request/reply to ``<prefix>.rpc.<address>``; return the reply body or raise its error.
+
+        A call made while handling a request keeps that request's id and context, and never
+        waits past its deadline.
+
+        :raises CallTimeout: no reply within ``timeout`` (or the inherited deadline).
+        :raises NoResponders: nobody subscribes to the subject.
+        :raises AiostackError: the error the remote handler raised, rebuilt by its code.
+        """
+        payload = self._outgoing(body, context, timeout)
+        cur = current.get()
+        if cur is not None and cur.deadline is not None:
+            timeout = min(timeout, max(cur.deadline - time.time(), 0.001))
+        subject = f"{self.prefix}.rpc.{address}"
+        if self._inbox is None:
+            self._inbox = await self.nc.subscribe(f"{self._inbox_prefix}*", cb=self._on_reply)
+        token = f"{next(self._reply_tokens):x}"
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[Msg] = loop.create_future()
+        self._waiting[token] = waiter
+        timer = loop.call_later(timeout, _expire, waiter)
+        try:
+            await self._publish(subject, payload, reply=self._inbox_prefix + token)
+            msg = await waiter
+        except TimeoutError:
+            raise CallTimeout(f"no reply from {subject} within {timeout:.3f} s") from None
+        finally:
+            timer.cancel()
+            del self._waiting[token]
+        if msg.headers and msg.headers.get("Status") == "503":
+            raise NoResponders(f"no actor serves {subject}")
+        return decode_reply(msg.data, self.max_bytes)
+
+    async def _on_reply(self, msg: Msg) -> None:
+        waiter = self._waiting.get(msg.subject[len(self._inbox_prefix) :])
+        if waiter is not None and not waiter.done():
+            waiter.set_result(msg)
+
+    async def cast(self, address: str, body: Any = None, *, context: Context | None = None) -> None:
+        """Fire-and-forget to ``<prefix>.rpc.<address>`` (no reply, no delivery guarantee)."""
+        await self._publish(self.rpc_subject(address), self._outgoing(body, context, None))
+
+    async def publish(self, relative_subject: str, body: Any) -> None:
+        """Publish an event (an envelope whose body is the event) on ``<prefix>.<subject>``."""
+        await self._publish(self.subject(relative_subject), self._outgoing(body, None, None))
+
+    async def _publish(self, subject: str, payload: bytes, reply: str = "") -> None:
+        try:
+            await self.nc.publish(subject, payload, reply=reply)
+        except (nats.errors.ConnectionClosedError, nats.errors.ConnectionDrainingError) as exc:
+            raise BusClosed(f"bus connection is closed: {type(exc).__name__}") from None
+
+    async def reply(
+        self, msg: Msg, request_id: str, body: Any = None, error: dict[str, Any] | None = None
+    ) -> None:
+        """Answer a request message (nothing is sent when it has no reply subject)."""
+        if msg.reply:
+            await self._publish(msg.reply, pack(request_id, body, error=error, max_bytes=self.max_bytes))
+
+    async def subscribe(
+        self,
+        subject: str,
+        callback: Callable[[Msg], Awaitable[None]],
+        *,
+        queue: str = "",
+        pending_msgs_limit: int = 65536,
+    ) -> Subscription:
+        """Subscribe to an absolute subject with a raw-message callback."""
+        return await self.nc.subscribe(
+            subject, queue=queue, cb=callback, pending_msgs_limit=pending_msgs_limit
+        )
+
+    async def flush(self, timeout: float = 5.0) -> None:
+        await self.nc.flush(timeout=timeout)
+
+    async def close(self) -> None:
+        """Flush and close; idempotent."""
+        if self.state is BusState.CLOSED:
+            return
+        self.state = BusState.CLOSED
+        if not self.nc.is_closed:
+            try:
+                await self.nc.drain()
+            except (nats.errors.ConnectionClosedError, nats.errors.FlushTimeoutError):
+                await self.nc.close()
+
+
+def _expire(waiter: asyncio.Future[Msg]) -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutError())
+
+
+async def _log_nats_error(exc: Exception) -> None:
+    log.warning("nats: %s: %s", type(exc).__name__, exc)
+
+
+def _log_event(what: str, name: str | None) -> Callable[[], Awaitable[None]]:
+    async def callback() -> None:
+        log.info("%s (%s)", what, name or "bus")
+
+    return callback

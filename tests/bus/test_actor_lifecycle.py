@@ -1,0 +1,168 @@
+"""Replicas, backpressure, draining, supervision, nats-server restarts and prefixes."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter as Tally
+
+import pytest
+
+from bus import (
+    Actor,
+    ActorState,
+    Bus,
+    EmbeddedNatsServer,
+    NoResponders,
+    Overloaded,
+    Supervisor,
+    handler,
+)
+
+
+class Worker(Actor):
+    name = "worker"
+
+    def __init__(self, bus: Bus, *, max_inflight: int | None = None, max_backlog: int | None = None) -> None:
+        if max_inflight is not None:
+            self.max_inflight = max_inflight  # type: ignore[misc]
+        if max_backlog is not None:
+            self.max_backlog = max_backlog  # type: ignore[misc]
+        super().__init__(bus)
+        self.running = 0
+        self.peak = 0
+
+    @handler
+    async def work(self, seconds: float = 0.0) -> str:
+        self.running += 1
+        self.peak = max(self.peak, self.running)
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            self.running -= 1
+        return self.instance_id
+
+    @handler
+    async def fail_soon(self) -> None:
+        async def fail() -> None:
+            await asyncio.sleep(0.01)
+            raise RuntimeError("background loop broke")
+
+        self.spawn(fail())
+
+
+async def test_two_replicas_in_one_queue_group_share_load(nats_server: EmbeddedNatsServer) -> None:
+    async with (
+        await Bus.connect(nats_server.url) as bus_a,
+        await Bus.connect(nats_server.url) as bus_b,
+        await Bus.connect(nats_server.url) as client,
+    ):
+        first, second = Worker(bus_a), Worker(bus_b)
+        await first.start()
+        await second.start()
+        try:
+            served = Tally(await asyncio.gather(*(client.call("worker.work") for _ in range(200))))
+        finally:
+            await first.stop()
+            await second.stop()
+    assert set(served) == {first.instance_id, second.instance_id}
+    assert min(served.values()) >= 20
+
+
+async def test_stop_drains_accepted_calls(bus: Bus) -> None:
+    actor = Worker(bus)
+    await actor.start()
+    calls = [asyncio.create_task(bus.call("worker.work", {"seconds": 0.5})) for _ in range(10)]
+    while actor.inflight < 10:
+        await asyncio.sleep(0.01)
+    await actor.stop()
+    assert actor.state is ActorState.STOPPED
+    assert await asyncio.gather(*calls) == [actor.instance_id] * 10
+    with pytest.raises(NoResponders):
+        await bus.call("worker.work")
+
+
+async def test_inflight_limit_holds_and_overflow_is_refused_not_lost(bus: Bus) -> None:
+    actor = Worker(bus, max_inflight=2, max_backlog=3)
+    await actor.start()
+    try:
+        results = await asyncio.gather(
+            *(bus.call("worker.work", {"seconds": 0.2}) for _ in range(12)), return_exceptions=True
+        )
+    finally:
+        await actor.stop()
+    answered = [r for r in results if r == actor.instance_id]
+    refused = [r for r in results if isinstance(r, Overloaded)]
+    assert actor.peak == 2
+    assert len(answered) + len(refused) == 12
+    assert 3 <= len(answered) <= 5  # at most in-flight + backlog are taken at once
+    assert refused
+
+
+async def test_supervisor_restarts_a_crashed_actor(bus: Bus) -> None:
+    supervisor = Supervisor(lambda: Worker(bus), backoff_min=0.05)
+    await supervisor.start()
+    try:
+        first = await supervisor.wait_running()
+        await bus.call("worker.fail_soon")
+        async with asyncio.timeout(10):
+            while supervisor.restarts == 0 or supervisor.actor is first:
+                await asyncio.sleep(0.01)
+        second = await supervisor.wait_running()
+        assert first.state is ActorState.CRASHED
+        assert await bus.call("worker.work") == second.instance_id
+        assert supervisor.restarts == 1
+    finally:
+        await supervisor.stop()
+
+
+async def test_client_and_actor_survive_a_nats_server_restart(tmp_path) -> None:
+    server = EmbeddedNatsServer(tmp_path)
+    await server.start()
+    try:
+        async with (
+            await Bus.connect(server.url) as actor_bus,
+            await Bus.connect(server.url) as client,
+        ):
+            actor = Worker(actor_bus)
+            await actor.start()
+            assert await client.call("worker.work") == actor.instance_id
+            await server.kill()
+            await asyncio.sleep(0.5)
+            await server.start()
+            answer = None
+            async with asyncio.timeout(30):
+                while answer is None:
+                    try:
+                        answer = await client.call("worker.work", timeout=0.5)
+                    except (NoResponders, TimeoutError):
+                        await asyncio.sleep(0.1)
+            assert answer == actor.instance_id
+            await actor.stop()
+    finally:
+        await server.stop()
+
+
+async def test_two_prefixes_on_one_server_do_not_see_each_other(
+    nats_server: EmbeddedNatsServer,
+) -> None:
+    async with (
+        await Bus.connect(nats_server.url, prefix="cloud-a") as bus_a,
+        await Bus.connect(nats_server.url, prefix="cloud-b") as bus_b,
+    ):
+        seen_by_a: list[str] = []
+
+        async def spy(msg) -> None:
+            seen_by_a.append(msg.subject)
+
+        await bus_a.subscribe("cloud-a.>", spy)
+        only_a = Worker(bus_a)
+        await only_a.start()
+        try:
+            with pytest.raises(NoResponders):
+                await bus_b.call("worker.work")
+            await bus_b.publish("evt.instance.p.i", {"type": "x"})
+            await bus_b.flush()
+            assert await bus_a.call("worker.work") == only_a.instance_id
+        finally:
+            await only_a.stop()
+        assert seen_by_a and all(s.startswith("cloud-a.") or s.startswith("_INBOX") for s in seen_by_a)

@@ -1,0 +1,161 @@
+"""call / cast / publish over a real nats-server, and the typed errors a caller can get."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from bus import (
+    Actor,
+    Bus,
+    CallTimeout,
+    Context,
+    InvalidRequest,
+    NoResponders,
+    NoSuchMethod,
+    NotFound,
+    RemoteError,
+    current,
+    current_request_id,
+    handler,
+    request_scope,
+)
+
+
+class Echo(Actor):
+    name = "echo"
+
+    def __init__(self, bus: Bus) -> None:
+        super().__init__(bus)
+        self.casts: asyncio.Queue[object] = asyncio.Queue()
+
+    @handler
+    async def echo(self, value: object, delay: float = 0.0) -> object:
+        await asyncio.sleep(delay)
+        return value
+
+    @handler
+    async def record(self, value: object) -> None:
+        await self.casts.put(value)
+
+    @handler
+    async def whoami(self) -> dict[str, object]:
+        cur = current.get()
+        assert cur is not None
+        ctx = cur.context
+        return {
+            "rid": cur.request_id,
+            "user": ctx.user_id if ctx else None,
+            "roles": list(ctx.roles) if ctx else [],
+        }
+
+    @handler
+    async def explode(self) -> None:
+        raise ValueError("boom: the widget is bent")
+
+    @handler
+    async def missing(self, thing: str) -> None:
+        raise NotFound(f"no {thing} here")
+
+
+class Relay(Actor):
+    """Calls the echo actor from inside a handler: one hop further."""
+
+    name = "relay"
+
+    @handler
+    async def relay(self) -> dict[str, object]:
+        inner = await self.bus.call("echo.whoami")
+        return {"outer_rid": current_request_id(), "inner": inner}
+
+
+@pytest.fixture
+async def echo(bus: Bus) -> AsyncIterator[Echo]:
+    actor = Echo(bus)
+    await actor.start()
+    yield actor
+    await actor.stop()
+
+
+async def test_call_returns_the_handler_result(bus: Bus, echo: Echo) -> None:
+    assert await bus.call("echo.echo", {"value": {"a": [1, 2, b"bytes"]}}) == {"a": [1, 2, b"bytes"]}
+
+
+async def test_cast_delivers_without_reply(bus: Bus, echo: Echo) -> None:
+    assert await bus.cast("echo.record", {"value": 42}) is None
+    assert await asyncio.wait_for(echo.casts.get(), 5) == 42
+
+
+async def test_call_times_out_with_a_typed_error(bus: Bus, echo: Echo) -> None:
+    with pytest.raises(CallTimeout) as caught:
+        await bus.call("echo.echo", {"value": 1, "delay": 2.0}, timeout=0.2)
+    assert isinstance(caught.value, TimeoutError)
+
+
+async def test_call_with_no_responder_fails_fast(bus: Bus) -> None:
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    with pytest.raises(NoResponders):
+        await bus.call("nobody.home", {}, timeout=5)
+    assert loop.time() - began < 4  # answered by the server, not by the timeout
+
+
+async def test_remote_exception_keeps_type_message_and_request_id(bus: Bus, echo: Echo) -> None:
+    with request_scope("req-boom-1"), pytest.raises(RemoteError) as caught:
+        await bus.call("echo.explode")
+    assert caught.value.remote_type == "ValueError"
+    assert "boom: the widget is bent" in caught.value.message
+    assert caught.value.request_id == "req-boom-1"
+
+
+async def test_expected_error_is_rebuilt_as_its_class(bus: Bus, echo: Echo) -> None:
+    with pytest.raises(NotFound, match="no spoon here") as caught:
+        await bus.call("echo.missing", {"thing": "spoon"})
+    assert caught.value.remote_type == "NotFound"
+
+
+async def test_unknown_method_and_bad_arguments_are_typed_errors(bus: Bus, echo: Echo) -> None:
+    with pytest.raises(NoSuchMethod):
+        await bus.call("echo.nope")
+    with pytest.raises(InvalidRequest, match="wrong"):
+        await bus.call("echo.echo", {"wrong": 1})
+    with pytest.raises(InvalidRequest, match="map of arguments"):
+        await bus.call("echo.echo", [1, 2])
+    assert await bus.call("echo.echo", {"value": "still serving"}) == "still serving"
+
+
+async def test_request_id_and_context_are_kept_across_hops(bus: Bus, echo: Echo) -> None:
+    relay = Relay(bus)
+    await relay.start()
+    try:
+        ctx = Context(user_id="u1", project_id="p1", roles=("member",), token="tok")
+        with request_scope("req-trace-7", ctx):
+            answer = await bus.call("relay.relay")
+    finally:
+        await relay.stop()
+    assert answer["outer_rid"] == "req-trace-7"
+    assert answer["inner"] == {"rid": "req-trace-7", "user": "u1", "roles": ["member"]}
+
+
+async def test_publish_reaches_subscribers_as_an_envelope(bus: Bus) -> None:
+    from bus import decode
+
+    got: asyncio.Queue[bytes] = asyncio.Queue()
+
+    async def on_event(msg) -> None:
+        await got.put(msg.data)
+
+    await bus.subscribe(bus.subject("evt.test.>"), on_event)
+    await bus.flush()
+    await bus.publish("evt.test.p1.x1", {"type": "test.happened"})
+    envelope = decode(await asyncio.wait_for(got.get(), 5))
+    assert envelope.body == {"type": "test.happened"}
+    assert envelope.request_id
+
+
+async def test_ping_answers_on_every_actor(bus: Bus, echo: Echo) -> None:
+    pong = await bus.call("echo.ping")
+    assert pong["actor"] == "echo"
+    assert pong["instance"] == echo.instance_id
