@@ -1,15 +1,28 @@
-"""Shared fixtures: a real nats-server per test on a free loopback port."""
+"""Shared fixtures: a real nats-server per test on a free loopback port, actors on it, the gateway."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
+import aiohttp
 import pytest
+from aiohttp.test_utils import TestServer
 
-from bus import Bus, EmbeddedNatsServer
+from aiostack.config import Config
+from bus import Actor, Bus, EmbeddedNatsServer
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+ADMIN_PASSWORD = "admin-secret"
+DEMO_PASSWORD = "demo-secret"
+
+
+@pytest.fixture(autouse=True)
+def bootstrap_passwords(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIOSTACK_ADMIN_PASSWORD", ADMIN_PASSWORD)
+    monkeypatch.setenv("AIOSTACK_DEMO_PASSWORD", DEMO_PASSWORD)
 
 
 @pytest.fixture
@@ -22,3 +35,98 @@ async def nats_server(tmp_path) -> AsyncIterator[EmbeddedNatsServer]:
 async def bus(nats_server: EmbeddedNatsServer) -> AsyncIterator[Bus]:
     async with await Bus.connect(nats_server.url, name="test-client") as connection:
         yield connection
+
+
+@pytest.fixture
+def config(tmp_path, nats_server: EmbeddedNatsServer) -> Config:
+    return Config(data_dir=tmp_path / "data", nats_url=nats_server.url)
+
+
+StartActor = Callable[..., Awaitable[Actor]]
+
+
+@pytest.fixture
+async def start_actor(config: Config) -> AsyncIterator[StartActor]:
+    """``await start_actor(NetActor, config)``: an actor on its own bus connection, stopped at teardown."""
+    started: list[tuple[Actor, Bus]] = []
+
+    async def start(actor_class: type[Actor], *args: Any, **kwargs: Any) -> Actor:
+        actor_bus = await Bus.connect(config.nats_url, prefix=config.prefix, name=actor_class.__name__)
+        actor = actor_class(actor_bus, *args, **kwargs)
+        await actor.start()
+        started.append((actor, actor_bus))
+        return actor
+
+    yield start
+    for actor, actor_bus in reversed(started):
+        await actor.stop()
+        await actor_bus.close()
+
+
+class Api:
+    """An HTTP client for the gateway under test; ``login()`` sets X-Auth-Token."""
+
+    def __init__(self, session: aiohttp.ClientSession, base_url: str) -> None:
+        self.session = session
+        self.base_url = base_url
+        self.headers: dict[str, str] = {}
+        self.project_id: str | None = None
+
+    async def login(
+        self, user: str = "demo", password: str = DEMO_PASSWORD, project: str | None = None
+    ) -> str:
+        body = {
+            "auth": {
+                "identity": {
+                    "methods": ["password"],
+                    "password": {"user": {"name": user, "domain": {"id": "default"}, "password": password}},
+                },
+                "scope": {"project": {"name": project or user, "domain": {"id": "default"}}},
+            }
+        }
+        async with self.session.post(f"{self.base_url}/identity/v3/auth/tokens", json=body) as response:
+            assert response.status == 201, await response.text()
+            token = response.headers["X-Subject-Token"]
+            self.project_id = (await response.json())["token"]["project"]["id"]
+        self.headers = {"X-Auth-Token": token}
+        return token
+
+    async def request(self, method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
+        headers = {**self.headers, **kwargs.pop("headers", {})}
+        async with self.session.request(method, self.base_url + path, headers=headers, **kwargs) as response:
+            if response.content_type == "application/json":
+                return response.status, await response.json()
+            return response.status, await response.read()
+
+    async def get(self, path: str, **kwargs: Any) -> tuple[int, Any]:
+        return await self.request("GET", path, **kwargs)
+
+    async def post(self, path: str, body: Any = None, **kwargs: Any) -> tuple[int, Any]:
+        return await self.request("POST", path, json=body, **kwargs)
+
+    async def put(self, path: str, body: Any = None, **kwargs: Any) -> tuple[int, Any]:
+        return await self.request("PUT", path, json=body, **kwargs)
+
+    async def delete(self, path: str, **kwargs: Any) -> tuple[int, Any]:
+        return await self.request("DELETE", path, **kwargs)
+
+
+@pytest.fixture
+async def gateway_url(config: Config) -> AsyncIterator[str]:
+    """The gateway app on a real loopback HTTP server, on its own bus connection."""
+    from gateway.app import create_app
+
+    gateway_bus = await Bus.connect(config.nats_url, prefix=config.prefix, name="gateway")
+    server = TestServer(create_app(gateway_bus), host="127.0.0.1")
+    await server.start_server()
+    try:
+        yield str(server.make_url("")).rstrip("/")
+    finally:
+        await server.close()
+        await gateway_bus.close()
+
+
+@pytest.fixture
+async def api(gateway_url: str) -> AsyncIterator[Api]:
+    async with aiohttp.ClientSession() as session:
+        yield Api(session, gateway_url)

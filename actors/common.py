@@ -1,0 +1,74 @@
+"""What every actor does the same way: who is calling, what they may see, how events look."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from bus import Bus, Context, NotFound, Unauthorized, current
+
+
+def caller() -> Context | None:
+    """The context of the request being handled (None for a service-internal call)."""
+    cur = current.get()
+    return cur.context if cur is not None else None
+
+
+def require_caller() -> Context:
+    """The calling user's context; ``Unauthorized`` when the message acts for no one."""
+    ctx = caller()
+    if ctx is None or ctx.user_id is None:
+        raise Unauthorized("this operation needs a user context")
+    return ctx
+
+
+def sees_all(ctx: Context | None) -> bool:
+    """Service-internal calls (no user) and admins see every project."""
+    return ctx is None or ctx.user_id is None or ctx.is_admin
+
+
+def check_visible(kind: str, resource_id: str, owner: str | None, *, public: bool = False) -> None:
+    """Raise ``NotFound`` (never Forbidden: no existence leak) unless the caller may see it."""
+    ctx = caller()
+    if public or sees_all(ctx) or (ctx is not None and owner == ctx.project_id):
+        return
+    raise NotFound(f"{kind} {resource_id} could not be found")
+
+
+def new_uuid() -> str:
+    return str(uuid.uuid4())
+
+
+def utcnow() -> str:
+    """ISO 8601 UTC timestamp with a ``Z``, as OpenStack APIs show them."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def utcnow_precise() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+async def publish_event(
+    bus: Bus, kind: str, resource_id: str, project_id: str | None, event_type: str, state: dict[str, Any]
+) -> None:
+    """Publish one state change on ``<prefix>.evt.<kind>.<project>.<id>``.
+
+    The body: ``{kind, id, project, type, ts, request_id, state}``; ``state`` is the
+    resource's new state as its actor shows it.
+    """
+    cur = current.get()
+    project = project_id or "_"
+    await bus.publish(
+        f"evt.{kind}.{project}.{resource_id}",
+        {
+            "kind": kind,
+            "id": resource_id,
+            "project": project,
+            "type": event_type,
+            "ts": time.time(),
+            "request_id": cur.request_id if cur else None,
+            "state": state,
+        },
+    )

@@ -1,0 +1,180 @@
+"""The gateway's aiohttp application: request ids, authentication, errors, and the service routes.
+
+Each service's routes live in their own module (``identity``, ``compute``, ``image``,
+``network``, ``volume``, ``websocket``) with an ``add_routes(app)`` function. A handler
+gets the bus with ``request.app[BUS]``, the caller with ``context_of(request)`` and calls
+actors with ``await call(request, "image.get", {...})``, which carries the request id and
+the caller's context (token included) on every hop.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from bus import AiostackError, Bus, Context, InvalidRequest, Unauthorized, request_scope
+
+log = logging.getLogger(__name__)
+
+BUS = web.AppKey("bus", Bus)
+TOKENS = web.AppKey("tokens", "TokenCache")
+REQUEST_ID = web.RequestKey("request_id", str)
+CONTEXT = web.RequestKey("context", Context)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+_ERROR_NAMES = {
+    400: "badRequest",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "itemNotFound",
+    405: "methodNotAllowed",
+    409: "conflictingRequest",
+    413: "overLimit",
+    415: "unsupportedMediaType",
+    500: "computeFault",
+    503: "serviceUnavailable",
+    504: "gatewayTimeout",
+}
+
+
+def public(handler: Handler) -> Handler:
+    """Mark a route that needs no X-Auth-Token (token issue, version documents)."""
+    handler.aiostack_public = True  # type: ignore[attr-defined]
+    return handler
+
+
+class TokenCache:
+    """Validated tokens, kept until the earlier of their expiry and ``ttl`` seconds."""
+
+    def __init__(self, bus: Bus, ttl: float = 30.0, max_entries: int = 100_000) -> None:
+        self.bus = bus
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._entries: dict[str, tuple[Context, float]] = {}
+
+    async def validate(self, token: str) -> Context:
+        now = time.time()
+        entry = self._entries.get(token)
+        if entry is not None and entry[1] > now:
+            return entry[0]
+        with request_scope():
+            info = await self.bus.call("token.validate", {"token": token})
+        ctx = Context(info["user_id"], info["project_id"], tuple(info["roles"]), token)
+        if len(self._entries) >= self.max_entries:
+            self._entries.clear()
+        self._entries[token] = (ctx, min(now + self.ttl, float(info["expires_at"])))
+        return ctx
+
+    def forget(self, token: str) -> None:
+        self._entries.pop(token, None)
+
+
+def error_body(service: str, status: int, message: str, error_type: str | None = None) -> dict[str, Any]:
+    """An error in the format of the service the path belongs to."""
+    if service == "network":
+        return {"NeutronError": {"type": error_type or "HTTPError", "message": message, "detail": ""}}
+    if service in ("identity", "image"):
+        return {
+            "error": {
+                "code": status,
+                "title": error_type or _ERROR_NAMES.get(status, "error"),
+                "message": message,
+            }
+        }
+    return {_ERROR_NAMES.get(status, "computeFault"): {"code": status, "message": message}}
+
+
+def service_of(path: str) -> str:
+    return path.strip("/").split("/", 1)[0] or "root"
+
+
+@web.middleware
+async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    request_id = f"req-{uuid.uuid4()}"
+    request[REQUEST_ID] = request_id
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        exc.headers["x-openstack-request-id"] = request_id
+        raise
+    response.headers["x-openstack-request-id"] = request_id
+    return response
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    service = service_of(request.path)
+    try:
+        return await handler(request)
+    except AiostackError as exc:
+        status = exc.http_status
+        if status >= 500:
+            log.warning(
+                "%s %s rid=%s: %s: %s", request.method, request.path, request.get(REQUEST_ID), exc.code, exc
+            )
+        return web.json_response(error_body(service, status, str(exc), type(exc).__name__), status=status)
+    except web.HTTPException as exc:
+        if exc.status < 400 or exc.content_type == "application/json":
+            raise
+        message = exc.text if exc.text and not exc.text.startswith(str(exc.status)) else exc.reason
+        return web.json_response(
+            error_body(service, exc.status, message),
+            status=exc.status,
+            headers={k: v for k, v in exc.headers.items() if k.lower() == "allow"},
+        )
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if getattr(handler, "aiostack_public", False) or request.method == "OPTIONS":
+        return await handler(request)
+    token = request.headers.get("X-Auth-Token") or request.query.get("token")
+    if not token:
+        raise Unauthorized("The request you have made requires authentication (X-Auth-Token missing).")
+    request[CONTEXT] = await request.app[TOKENS].validate(token)
+    return await handler(request)
+
+
+async def call(request: web.Request, address: str, body: Any = None, *, timeout: float = 30.0) -> Any:
+    """Call an actor for this request: same request id and the caller's context."""
+    with request_scope(request[REQUEST_ID], request.get(CONTEXT)):
+        return await request.app[BUS].call(address, body, timeout=timeout)
+
+
+async def json_body(request: web.Request, key: str | None = None) -> Any:
+    """The request's JSON body (or its ``key`` member); ``InvalidRequest`` when it is not JSON."""
+    try:
+        body = await request.json(loads=json.loads)
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidRequest("Malformed request body: not valid JSON") from None
+    if key is None:
+        return body
+    if not isinstance(body, dict) or not isinstance(body.get(key), dict):
+        raise InvalidRequest(f"Malformed request body: expected an object with a {key!r} member")
+    return body[key]
+
+
+def context_of(request: web.Request) -> Context:
+    return request[CONTEXT]
+
+
+def create_app(bus: Bus) -> web.Application:
+    """The whole gateway on one bus connection."""
+    from gateway import compute, identity, image, network, volume, websocket
+
+    app = web.Application(
+        middlewares=[request_id_middleware, error_middleware, auth_middleware],
+        client_max_size=1024**3,
+    )
+    app[BUS] = bus
+    app[TOKENS] = TokenCache(bus)
+    for module in (identity, compute, image, network, volume, websocket):
+        module.add_routes(app)
+    return app

@@ -1,0 +1,7 @@
+"""compute routes (being built)."""
+
+from aiohttp import web
+
+
+def add_routes(app: web.Application) -> None:
+    """No compute routes yet."""

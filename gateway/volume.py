@@ -1,0 +1,7 @@
+"""volume routes (being built)."""
+
+from aiohttp import web
+
+
+def add_routes(app: web.Application) -> None:
+    """No volume routes yet."""

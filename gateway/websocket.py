@@ -1,0 +1,7 @@
+"""websocket routes (being built)."""
+
+from aiohttp import web
+
+
+def add_routes(app: web.Application) -> None:
+    """No websocket routes yet."""
