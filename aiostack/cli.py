@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from aiostack.config import Config, default_data_dir
+from aiostack.run import ACTOR_NAMES
 from bus import AiostackError, Bus
 from bus.bus import DEFAULT_PREFIX
 
@@ -28,6 +29,25 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bus_options(up)
     up.add_argument("--nats", help="use this NATS instead of starting an embedded nats-server")
     up.add_argument("--nats-port", type=int, default=0, help="port of the embedded nats-server (0: free)")
+
+    up.add_argument("--nodes", type=int, default=1, help="how many compute nodes to run")
+    up.add_argument(
+        "--libvirt",
+        default="test",
+        help="libvirt URI for the nodes; 'test' gives each node its own test-driver host",
+    )
+    up.add_argument("--listen", default="127.0.0.1:8774", help="gateway address HOST:PORT (port 0: free)")
+    up.add_argument("--node-vcpus", type=int, default=128, help="vCPUs of each test-driver node")
+    up.add_argument("--node-memory-mb", type=int, default=1024 * 1024, help="RAM of each test-driver node")
+
+    run = commands.add_parser("run", help="run one actor, the gateway or a node as this process")
+    _add_bus_options(run)
+    run.add_argument("actor", choices=ACTOR_NAMES)
+    run.add_argument("--nats", required=True, help="NATS URL")
+    run.add_argument("--host", default="node-1", help="node: the compute host's name")
+    run.add_argument("--libvirt", default="test:///default", help="node: libvirt URI")
+    run.add_argument("--report-interval", type=float, default=10.0, help="node: seconds between heartbeats")
+    run.add_argument("--listen", default="127.0.0.1:8774", help="gateway: HOST:PORT to listen on")
 
     ping = commands.add_parser("ping", help="ping an actor over the bus")
     _add_bus_options(ping)
@@ -56,6 +76,10 @@ def main(argv: list[str] | None = None) -> None:
         from aiostack.up import up
 
         raise SystemExit(asyncio.run(up(args)))
+    if args.command == "run":
+        from aiostack.run import run_actor
+
+        raise SystemExit(asyncio.run(run_actor(args)))
     config = Config(data_dir=args.data_dir, nats_url=args.nats, prefix=args.prefix)
     raise SystemExit(asyncio.run(_ping(config, args.actor)))
 

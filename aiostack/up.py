@@ -11,6 +11,8 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
+import secrets
 import signal
 import sys
 import time
@@ -18,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bus import EmbeddedNatsServer
+from node.testnode import write_test_node_file
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +36,11 @@ class ChildSpec:
 class ChildProcess:
     """Runs one child; restarts it with backoff (0.2 s doubling to 10 s) whenever it exits."""
 
-    def __init__(self, spec: ChildSpec, common_args: list[str], log_dir: Path) -> None:
+    def __init__(
+        self, spec: ChildSpec, common_args: list[str], log_dir: Path, env: dict[str, str] | None = None
+    ) -> None:
         self.spec = spec
+        self.env = {**os.environ, **(env or {})}
         self.common_args = common_args
         self.log_path = log_dir / f"{spec.name}.log"
         self.restarts = 0
@@ -99,8 +105,41 @@ class ChildProcess:
 
 
 def child_specs(args: argparse.Namespace) -> list[ChildSpec]:
-    """The processes of a one-machine cloud."""
-    return []
+    """The processes of a one-machine cloud: every actor, the gateway, the nodes."""
+    specs = [
+        ChildSpec(name, (name,)) for name in ("token", "scheduler", "conductor", "image", "net", "volume")
+    ]
+    specs.append(ChildSpec("gateway", ("gateway", "--listen", args.listen)))
+    for number in range(1, args.nodes + 1):
+        host = f"node-{number}"
+        uri = args.libvirt
+        if uri == "test":
+            uri = write_test_node_file(
+                args.data_dir / "nodes" / host / "testnode.xml",
+                vcpus=args.node_vcpus,
+                memory_mb=args.node_memory_mb,
+            )
+        specs.append(ChildSpec(host, ("node", "--host", host, "--libvirt", uri)))
+    return specs
+
+
+def first_start_passwords(data_dir: Path) -> dict[str, str]:
+    """On first start, the admin and demo passwords (from the environment, else generated)."""
+    if (data_dir / "token.sqlite").exists():
+        return {}
+    return {
+        f"AIOSTACK_{user.upper()}_PASSWORD": os.environ.get(f"AIOSTACK_{user.upper()}_PASSWORD")
+        or secrets.token_urlsafe(12)
+        for user in ("admin", "demo")
+    }
+
+
+async def wait_for_gateway(data_dir: Path, timeout: float = 60.0) -> str | None:
+    url_file = data_dir / "gateway.url"
+    async with asyncio.timeout(timeout):
+        while not url_file.exists() or not url_file.read_text().strip():
+            await asyncio.sleep(0.05)
+    return url_file.read_text().strip()
 
 
 async def up(args: argparse.Namespace) -> int:
@@ -120,17 +159,29 @@ async def up(args: argparse.Namespace) -> int:
         await server.start()
         nats_url = server.url
     common = ["--nats", nats_url, "--data-dir", str(data_dir), "--prefix", args.prefix]
-    children = [ChildProcess(spec, common, log_dir) for spec in child_specs(args)]
+    passwords = first_start_passwords(data_dir)
+    (data_dir / "gateway.url").unlink(missing_ok=True)
+    children = [
+        ChildProcess(spec, common, log_dir, passwords if spec.name == "token" else None)
+        for spec in child_specs(args)
+    ]
     try:
         for child in children:
             child.start()
+        gateway_url = await wait_for_gateway(data_dir)
         print(f"aiostack up: NATS at {nats_url} (prefix {args.prefix!r}), data in {data_dir}")
         if server is not None:
             print(f"  embedded nats-server pid {server.pid}, JetStream store in {server.data_dir}")
-        if children:
-            print("  processes: " + ", ".join(c.spec.name for c in children) + f" (logs in {log_dir})")
-        else:
-            print("  no actors are built yet: the bus runs alone")
+        print("  processes: " + ", ".join(c.spec.name for c in children) + f" (logs in {log_dir})")
+        print(f"  gateway: {gateway_url}")
+        if passwords:
+            print("  first start: these passwords are shown once and stored only as hashes:")
+            for user in ("admin", "demo"):
+                print(f"    {user}: {passwords[f'AIOSTACK_{user.upper()}_PASSWORD']}")
+        print(
+            f"  use it: export OS_AUTH_URL={gateway_url}/identity/v3 OS_USERNAME=admin "
+            "OS_PROJECT_NAME=admin OS_PASSWORD=<admin password>"
+        )
         print("Ctrl-C stops everything.", flush=True)
         await stop.wait()
     finally:

@@ -230,6 +230,12 @@ class Bus:
         )
 
     async def flush(self, timeout: float = 5.0) -> None:
+        """Return once the server has everything sent so far (subscriptions included).
+
+        nats-py 2.16 writes flush()'s PING straight to the socket, ahead of commands still
+        in its pending buffer, so the buffer is pushed out first.
+        """
+        await self.nc._flush_pending(force_flush=True)
         await self.nc.flush(timeout=timeout)
 
     async def close(self) -> None:

@@ -1,7 +1,289 @@
-"""compute routes (being built)."""
+"""Compute (Nova v2.1) routes: servers, server actions, volume attachments, flavors."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from typing import Any
 
 from aiohttp import web
 
+from bus import InvalidRequest
+from gateway.app import call, context_of, json_body
+
+BASE = "/compute/v2.1"
+CREATE_FIELDS = {
+    "name",
+    "imageRef",
+    "flavorRef",
+    "networks",
+    "metadata",
+    "key_name",
+    "user_data",
+    "availability_zone",
+    "security_groups",
+    "config_drive",
+    "OS-DCF:diskConfig",
+    "min_count",
+    "max_count",
+    "accessIPv4",
+    "accessIPv6",
+    "description",
+}
+
+
+def _links(request: web.Request, kind: str, resource_id: str) -> list[dict[str, str]]:
+    base = f"{request.scheme}://{request.host}"
+    return [
+        {"rel": "self", "href": f"{base}{BASE}/{kind}/{resource_id}"},
+        {"rel": "bookmark", "href": f"{base}/compute/{kind}/{resource_id}"},
+    ]
+
+
+def server_summary(request: web.Request, instance: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": instance["id"],
+        "name": instance["name"],
+        "links": _links(request, "servers", instance["id"]),
+    }
+
+
+def server_detail(request: web.Request, instance: dict[str, Any]) -> dict[str, Any]:
+    """A server as Nova's API shows it at microversion 2.1."""
+    is_admin = context_of(request).is_admin
+    host = instance["host"] or ""
+    server = {
+        **server_summary(request, instance),
+        "status": instance["status"],
+        "tenant_id": instance["project_id"],
+        "user_id": instance["user_id"],
+        "metadata": instance["metadata"],
+        "hostId": hashlib.sha224((instance["project_id"] + host).encode()).hexdigest() if host else "",
+        "image": {"id": instance["image_ref"], "links": _links(request, "images", instance["image_ref"])},
+        "flavor": {
+            "id": instance["flavor"]["id"],
+            "links": _links(request, "flavors", instance["flavor"]["id"]),
+        },
+        "created": instance["created_at"],
+        "updated": instance["updated_at"],
+        "addresses": instance["addresses"],
+        "accessIPv4": "",
+        "accessIPv6": "",
+        "key_name": instance["key_name"],
+        "progress": 0,
+        "config_drive": "",
+        "OS-DCF:diskConfig": "MANUAL",
+        "OS-EXT-AZ:availability_zone": "nova",
+        "OS-EXT-STS:vm_state": instance["vm_state"],
+        "OS-EXT-STS:task_state": instance["task_state"],
+        "OS-EXT-STS:power_state": instance["power_state"],
+        "OS-SRV-USG:launched_at": instance["launched_at"],
+        "OS-SRV-USG:terminated_at": instance["terminated_at"],
+        "os-extended-volumes:volumes_attached": [],
+        "security_groups": [{"name": "default"}],
+    }
+    if is_admin:
+        server["OS-EXT-SRV-ATTR:host"] = instance["host"]
+        server["OS-EXT-SRV-ATTR:hypervisor_hostname"] = instance["host"]
+        server["OS-EXT-SRV-ATTR:instance_name"] = f"instance-{instance['id']}"
+    if instance["fault"]:
+        server["fault"] = instance["fault"]
+    return server
+
+
+def _create_request(server: dict[str, Any]) -> dict[str, Any]:
+    unknown = set(server) - CREATE_FIELDS
+    if unknown:
+        raise InvalidRequest(
+            f"Invalid input for field/attribute server. Additional properties are not allowed "
+            f"({', '.join(sorted(unknown))} were unexpected)"
+        )
+    for field in ("name", "imageRef", "flavorRef"):
+        if field not in server:
+            raise InvalidRequest(
+                f"Invalid input for field/attribute server. '{field}' is a required property"
+            )
+    if not isinstance(server["name"], str):
+        raise InvalidRequest("Invalid input for field/attribute name. Value must be a string")
+    if not isinstance(server["imageRef"], str):
+        raise InvalidRequest("Invalid input for field/attribute imageRef. Value must be a string")
+    if not isinstance(server["flavorRef"], str | int) or isinstance(server["flavorRef"], bool):
+        raise InvalidRequest("Invalid input for field/attribute flavorRef. Value must be a string or integer")
+    return {
+        "name": server["name"],
+        "image_ref": server["imageRef"],
+        "flavor_ref": str(server["flavorRef"]),
+        "networks": server.get("networks", "auto"),
+        "metadata": server.get("metadata"),
+        "key_name": server.get("key_name"),
+        "user_data": server.get("user_data"),
+    }
+
+
+async def create_server(request: web.Request) -> web.Response:
+    instance = await call(
+        request, "conductor.create_instance", _create_request(await json_body(request, "server"))
+    )
+    body = {
+        **server_summary(request, instance),
+        "OS-DCF:diskConfig": "MANUAL",
+        "security_groups": [{"name": "default"}],
+        "adminPass": secrets.token_urlsafe(9),
+    }
+    return web.json_response({"server": body}, status=202, headers={"Location": body["links"][0]["href"]})
+
+
+def _list_query(request: web.Request) -> dict[str, Any]:
+    query: dict[str, Any] = {}
+    for key in ("name", "status", "marker"):
+        if key in request.query:
+            query[key] = request.query[key]
+    if "limit" in request.query:
+        try:
+            query["limit"] = int(request.query["limit"])
+        except ValueError:
+            raise InvalidRequest("limit must be an integer") from None
+    if "all_tenants" in request.query and request.query["all_tenants"].lower() not in ("0", "false", "no"):
+        query["all_projects"] = True
+    return query
+
+
+async def list_servers(request: web.Request) -> web.Response:
+    instances = await call(request, "conductor.list_instances", _list_query(request))
+    return web.json_response({"servers": [server_summary(request, i) for i in instances]})
+
+
+async def list_servers_detail(request: web.Request) -> web.Response:
+    instances = await call(request, "conductor.list_instances", _list_query(request))
+    return web.json_response({"servers": [server_detail(request, i) for i in instances]})
+
+
+async def show_server(request: web.Request) -> web.Response:
+    instance = await call(
+        request, "conductor.get_instance", {"instance_uuid": request.match_info["server_id"]}
+    )
+    return web.json_response({"server": server_detail(request, instance)})
+
+
+async def delete_server(request: web.Request) -> web.Response:
+    await call(request, "conductor.delete_instance", {"instance_uuid": request.match_info["server_id"]})
+    return web.Response(status=204)
+
+
+async def server_action(request: web.Request) -> web.Response:
+    body = await json_body(request)
+    if not isinstance(body, dict) or len(body) != 1:
+        raise InvalidRequest("Malformed request body: exactly one action is expected")
+    action, argument = next(iter(body.items()))
+    server_id = request.match_info["server_id"]
+    if action == "os-stop":
+        await call(request, "conductor.stop_instance", {"instance_uuid": server_id})
+    elif action == "os-start":
+        await call(request, "conductor.start_instance", {"instance_uuid": server_id})
+    elif action == "reboot":
+        if not isinstance(argument, dict) or argument.get("type") not in ("SOFT", "HARD"):
+            raise InvalidRequest("Invalid input for field/attribute reboot. 'type' must be SOFT or HARD")
+        await call(
+            request,
+            "conductor.reboot_instance",
+            {"instance_uuid": server_id, "reboot_type": argument["type"]},
+        )
+    else:
+        raise InvalidRequest(f"There is no such action: {action}")
+    return web.Response(status=202)
+
+
+def _attachment(attachment: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": attachment["id"],
+        "volumeId": attachment["volumeId"],
+        "serverId": attachment["serverId"],
+        "device": attachment["device"],
+    }
+
+
+async def list_volume_attachments(request: web.Request) -> web.Response:
+    attachments = await call(
+        request, "conductor.list_volume_attachments", {"instance_uuid": request.match_info["server_id"]}
+    )
+    return web.json_response({"volumeAttachments": [_attachment(a) for a in attachments]})
+
+
+async def attach_volume(request: web.Request) -> web.Response:
+    body = await json_body(request, "volumeAttachment")
+    if not isinstance(body.get("volumeId"), str):
+        raise InvalidRequest(
+            "Invalid input for field/attribute volumeAttachment. 'volumeId' is a required property"
+        )
+    if body.get("device") is not None and not isinstance(body["device"], str):
+        raise InvalidRequest("Invalid input for field/attribute device. Value must be a string")
+    attachment = await call(
+        request,
+        "conductor.attach_volume",
+        {
+            "instance_uuid": request.match_info["server_id"],
+            "volume_id": body["volumeId"],
+            "device": body.get("device"),
+        },
+        timeout=120,
+    )
+    return web.json_response({"volumeAttachment": _attachment(attachment)})
+
+
+async def detach_volume(request: web.Request) -> web.Response:
+    await call(
+        request,
+        "conductor.detach_volume",
+        {"instance_uuid": request.match_info["server_id"], "volume_id": request.match_info["volume_id"]},
+        timeout=120,
+    )
+    return web.Response(status=202)
+
+
+def flavor_view(request: web.Request, flavor: dict[str, Any], *, detail: bool) -> dict[str, Any]:
+    view = {"id": flavor["id"], "name": flavor["name"], "links": _links(request, "flavors", flavor["id"])}
+    if detail:
+        view.update(
+            {
+                "vcpus": flavor["vcpus"],
+                "ram": flavor["ram"],
+                "disk": flavor["disk"],
+                "OS-FLV-EXT-DATA:ephemeral": flavor["ephemeral"],
+                "swap": flavor["swap"] or "",
+                "rxtx_factor": 1.0,
+                "os-flavor-access:is_public": bool(flavor["is_public"]),
+                "OS-FLV-DISABLED:disabled": False,
+            }
+        )
+    return view
+
+
+async def list_flavors(request: web.Request) -> web.Response:
+    flavors = await call(request, "conductor.list_flavors")
+    return web.json_response({"flavors": [flavor_view(request, f, detail=False) for f in flavors]})
+
+
+async def list_flavors_detail(request: web.Request) -> web.Response:
+    flavors = await call(request, "conductor.list_flavors")
+    return web.json_response({"flavors": [flavor_view(request, f, detail=True) for f in flavors]})
+
+
+async def show_flavor(request: web.Request) -> web.Response:
+    flavor = await call(request, "conductor.get_flavor", {"flavor_id": request.match_info["flavor_id"]})
+    return web.json_response({"flavor": flavor_view(request, flavor, detail=True)})
+
 
 def add_routes(app: web.Application) -> None:
-    """No compute routes yet."""
+    router = app.router
+    router.add_post(f"{BASE}/servers", create_server)
+    router.add_get(f"{BASE}/servers", list_servers)
+    router.add_get(f"{BASE}/servers/detail", list_servers_detail)
+    router.add_get(f"{BASE}/servers/{{server_id}}", show_server)
+    router.add_delete(f"{BASE}/servers/{{server_id}}", delete_server)
+    router.add_post(f"{BASE}/servers/{{server_id}}/action", server_action)
+    router.add_get(f"{BASE}/servers/{{server_id}}/os-volume_attachments", list_volume_attachments)
+    router.add_post(f"{BASE}/servers/{{server_id}}/os-volume_attachments", attach_volume)
+    router.add_delete(f"{BASE}/servers/{{server_id}}/os-volume_attachments/{{volume_id}}", detach_volume)
+    router.add_get(f"{BASE}/flavors", list_flavors)
+    router.add_get(f"{BASE}/flavors/detail", list_flavors_detail)
+    router.add_get(f"{BASE}/flavors/{{flavor_id}}", show_flavor)

@@ -130,3 +130,35 @@ async def gateway_url(config: Config) -> AsyncIterator[str]:
 async def api(gateway_url: str) -> AsyncIterator[Api]:
     async with aiohttp.ClientSession() as session:
         yield Api(session, gateway_url)
+
+
+@pytest.fixture
+async def cloud(start_actor: StartActor, config: Config, request: pytest.FixtureRequest) -> list[Actor]:
+    """Every actor in this process, each on its own bus connection, plus ``nodes`` test-driver nodes.
+
+    Parametrize the node count with ``@pytest.mark.nodes(4)`` (default 1).
+    """
+    from actors.conductor import ConductorActor
+    from actors.image import ImageActor
+    from actors.net import NetActor
+    from actors.scheduler import SchedulerActor
+    from actors.token import TokenActor
+    from actors.volume import VolumeActor
+    from node.actor import NodeActor
+    from node.testnode import write_test_node_file
+
+    marker = request.node.get_closest_marker("nodes")
+    node_count = marker.args[0] if marker else 1
+    actors = [
+        await start_actor(cls, config)
+        for cls in (TokenActor, SchedulerActor, ConductorActor, ImageActor, NetActor, VolumeActor)
+    ]
+    for number in range(1, node_count + 1):
+        host = f"node-{number}"
+        uri = write_test_node_file(
+            config.data_dir / "nodes" / host / "testnode.xml", vcpus=64, memory_mb=65536
+        )
+        actors.append(await start_actor(NodeActor, config, host=host, libvirt_uri=uri))
+    for node in actors[6:]:
+        await node.report_capacity()  # type: ignore[attr-defined]
+    return actors

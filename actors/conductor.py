@@ -1,0 +1,799 @@
+"""The conductor actor (nova-conductor, and nova-api's database writes): the only writer of compute state.
+
+It owns instances, flavors and instance actions. Steps 6-13 of the overview happen here:
+``create_instance`` records the instance (BUILD/scheduling) and answers at once; a build
+task asks the scheduler for a host (which claims the resources) and casts
+``node.<host>.build_and_run_instance``. The node asks back for what it needs (steps
+14-19, ``get_build_request``) and reports libvirt's lifecycle events through
+``domain_event``: ACTIVE, SHUTOFF, DELETED come from those events, never from assuming
+that a libvirt call worked. Every state change is published as an ``instance`` event.
+
+Handlers (version history: 1 - initial):
+* create_instance(name, flavor_ref, image_ref, networks="auto", metadata=None, key_name=None,
+  user_data=None) -> instance
+* get_instance(instance_uuid), list_instances(...), delete_instance, stop_instance,
+  start_instance, reboot_instance(reboot_type) -> instance
+* attach_volume(instance_uuid, volume_id, device=None) -> attachment;
+  detach_volume(instance_uuid, volume_id); list_volume_attachments(instance_uuid)
+* list_flavors(), get_flavor(flavor_id), list_actions(instance_uuid)
+* node side: get_build_request(instance_uuid, host), instance_spawning(instance_uuid, host,
+  addresses), build_failed(instance_uuid, host, message), domain_event(instance_uuid, host,
+  event, detail), task_done(instance_uuid, host), list_host_instances(host)
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from actors.common import caller, check_visible, new_uuid, publish_event, require_caller, sees_all, utcnow
+from actors.store import Store, fetchone, from_json, to_json
+from aiostack.config import Config
+from bus import (
+    Actor,
+    AiostackError,
+    Bus,
+    Conflict,
+    InvalidRequest,
+    NotFound,
+    current_request_id,
+    handler,
+)
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS = [
+    """
+    CREATE TABLE flavors (
+        id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, vcpus INTEGER NOT NULL, ram INTEGER NOT NULL,
+        disk INTEGER NOT NULL, ephemeral INTEGER NOT NULL DEFAULT 0, swap INTEGER NOT NULL DEFAULT 0,
+        is_public INTEGER NOT NULL DEFAULT 1);
+    CREATE TABLE instances (
+        uuid TEXT PRIMARY KEY, name TEXT NOT NULL, project_id TEXT NOT NULL, user_id TEXT NOT NULL,
+        flavor TEXT NOT NULL, image_ref TEXT NOT NULL, requested_networks TEXT NOT NULL,
+        metadata TEXT NOT NULL DEFAULT '{}', key_name TEXT, user_data TEXT,
+        host TEXT, vm_state TEXT NOT NULL, task_state TEXT, power_state INTEGER NOT NULL DEFAULT 0,
+        addresses TEXT NOT NULL DEFAULT '{}', fault TEXT,
+        created_at TEXT NOT NULL, updated_at TEXT NOT NULL, launched_at TEXT, terminated_at TEXT,
+        deleted INTEGER NOT NULL DEFAULT 0);
+    CREATE INDEX instances_project ON instances(project_id, deleted, created_at);
+    CREATE INDEX instances_host ON instances(host, deleted);
+    CREATE TABLE instance_actions (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, instance_uuid TEXT NOT NULL, action TEXT NOT NULL,
+        request_id TEXT, user_id TEXT, project_id TEXT, start_time TEXT NOT NULL,
+        finish_time TEXT, result TEXT, message TEXT);
+    CREATE INDEX instance_actions_uuid ON instance_actions(instance_uuid);
+    """,
+]
+
+DEFAULT_FLAVORS = (
+    ("1", "m1.tiny", 1, 512, 1),
+    ("2", "m1.small", 1, 2048, 20),
+    ("3", "m1.medium", 2, 4096, 40),
+    ("4", "m1.large", 4, 8192, 80),
+    ("5", "m1.xlarge", 8, 16384, 160),
+)
+
+# power_state values, as Nova numbers them
+NOSTATE, RUNNING, PAUSED, SHUTDOWN, CRASHED, SUSPENDED = 0, 1, 3, 4, 6, 7
+
+# libvirt VIR_DOMAIN_EVENT_* lifecycle event numbers
+DEFINED, UNDEFINED, STARTED, EVENT_SUSPENDED, RESUMED, STOPPED, SHUTDOWN_EVENT, PMSUSPENDED, CRASHED_EVENT = (
+    range(9)
+)
+EVENT_NAMES = (
+    "DEFINED",
+    "UNDEFINED",
+    "STARTED",
+    "SUSPENDED",
+    "RESUMED",
+    "STOPPED",
+    "SHUTDOWN",
+    "PMSUSPENDED",
+    "CRASHED",
+)
+
+# The API status of a (vm_state, task_state), as Nova shows it
+_STATUS = {
+    "building": "BUILD",
+    "active": "ACTIVE",
+    "stopped": "SHUTOFF",
+    "paused": "PAUSED",
+    "suspended": "SUSPENDED",
+    "error": "ERROR",
+    "deleted": "DELETED",
+}
+_TASK_STATUS = {"rebooting": "REBOOT", "rebooting_hard": "HARD_REBOOT"}
+
+# Which vm_states an action may start from
+_ALLOWED_FROM = {
+    "stop": {"active", "paused", "suspended", "error"},
+    "start": {"stopped"},
+    "reboot": {"active"},
+    "reboot_hard": {"active", "stopped", "paused", "suspended", "error"},
+}
+
+
+def status_of(vm_state: str, task_state: str | None) -> str:
+    if vm_state == "active" and task_state in _TASK_STATUS:
+        return _TASK_STATUS[task_state]
+    return _STATUS.get(vm_state, "UNKNOWN")
+
+
+def view(row: dict[str, Any]) -> dict[str, Any]:
+    """An instance as the API and events show it."""
+    flavor = from_json(row["flavor"], {})
+    return {
+        "id": row["uuid"],
+        "name": row["name"],
+        "status": status_of(row["vm_state"], row["task_state"]),
+        "vm_state": row["vm_state"],
+        "task_state": row["task_state"],
+        "power_state": row["power_state"],
+        "project_id": row["project_id"],
+        "user_id": row["user_id"],
+        "host": row["host"],
+        "flavor": flavor,
+        "image_ref": row["image_ref"],
+        "metadata": from_json(row["metadata"], {}),
+        "key_name": row["key_name"],
+        "addresses": from_json(row["addresses"], {}),
+        "fault": from_json(row["fault"]),
+        "created_at": row["created_at"],
+        "updated_at": row["updated_at"],
+        "launched_at": row["launched_at"],
+        "terminated_at": row["terminated_at"],
+    }
+
+
+class ConductorActor(Actor):
+    name = "conductor"
+    max_inflight = 256
+
+    def __init__(self, bus: Bus, config: Config, *, schedule_timeout: float = 30.0) -> None:
+        super().__init__(bus)
+        self.store = Store(config.store_path("conductor"), MIGRATIONS)
+        self.schedule_timeout = schedule_timeout
+
+    async def on_start(self) -> None:
+        await self.store.open()
+        async with self.store.transaction() as db:
+            await db.executemany(
+                "INSERT OR IGNORE INTO flavors (id, name, vcpus, ram, disk) VALUES (?, ?, ?, ?, ?)",
+                DEFAULT_FLAVORS,
+            )
+
+    async def on_stop(self) -> None:
+        await self.store.close()
+
+    # -- reading ------------------------------------------------------------------------
+
+    async def _row(self, instance_uuid: str) -> dict[str, Any]:
+        row = await self.store.fetchone(
+            "SELECT * FROM instances WHERE uuid = ? AND deleted = 0", (str(instance_uuid),)
+        )
+        if row is None:
+            raise NotFound(f"Instance {instance_uuid} could not be found.")
+        check_visible("Instance", instance_uuid, row["project_id"])
+        return row
+
+    @handler
+    async def get_instance(self, instance_uuid: str) -> dict[str, Any]:
+        """:raises NotFound: no such instance, or another project's."""
+        return view(await self._row(instance_uuid))
+
+    @handler
+    async def list_instances(
+        self,
+        name: str | None = None,
+        status: str | None = None,
+        host: str | None = None,
+        all_projects: bool = False,
+        project_id: str | None = None,
+        limit: int | None = None,
+        marker: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Newest first; ``marker`` is the last id of the previous page.
+
+        :raises InvalidRequest: unknown marker or a bad limit.
+        """
+        ctx = caller()
+        clauses, params = ["deleted = 0"], []
+        if not (all_projects and sees_all(ctx)) and ctx is not None and ctx.user_id is not None:
+            clauses.append("project_id = ?")
+            params.append(ctx.project_id)
+        elif project_id:
+            clauses.append("project_id = ?")
+            params.append(project_id)
+        if host:
+            clauses.append("host = ?")
+            params.append(host)
+        if marker:
+            anchor = await self.store.fetchone(
+                "SELECT created_at, uuid FROM instances WHERE uuid = ?", (marker,)
+            )
+            if anchor is None:
+                raise InvalidRequest(f"marker [{marker}] not found")
+            clauses.append("(created_at < ? OR (created_at = ? AND uuid < ?))")
+            params += [anchor["created_at"], anchor["created_at"], anchor["uuid"]]
+        sql = f"SELECT * FROM instances WHERE {' AND '.join(clauses)} ORDER BY created_at DESC, uuid DESC"
+        rows = [view(row) for row in await self.store.fetchall(sql, params)]
+        if name:
+            rows = [row for row in rows if name in row["name"]]
+        if status:
+            rows = [row for row in rows if row["status"] == status.upper()]
+        if limit is not None:
+            if not isinstance(limit, int) or limit < 0:
+                raise InvalidRequest("limit must be a non-negative integer")
+            rows = rows[:limit]
+        return rows
+
+    @handler
+    async def list_flavors(self) -> list[dict[str, Any]]:
+        return await self.store.fetchall("SELECT * FROM flavors ORDER BY ram, id")
+
+    @handler
+    async def get_flavor(self, flavor_id: str) -> dict[str, Any]:
+        """:raises NotFound: no flavor with that id or name."""
+        flavor = await self.store.fetchone(
+            "SELECT * FROM flavors WHERE id = ? OR name = ?", (str(flavor_id), str(flavor_id))
+        )
+        if flavor is None:
+            raise NotFound(f"Flavor {flavor_id} could not be found.")
+        return flavor
+
+    @handler
+    async def list_actions(self, instance_uuid: str) -> list[dict[str, Any]]:
+        await self._row(instance_uuid)
+        return await self.store.fetchall(
+            "SELECT * FROM instance_actions WHERE instance_uuid = ? ORDER BY id", (instance_uuid,)
+        )
+
+    @handler
+    async def list_host_instances(self, host: str) -> list[dict[str, Any]]:
+        """Every live instance recorded on ``host`` (a node reconciles libvirt with these)."""
+        rows = await self.store.fetchall("SELECT * FROM instances WHERE host = ? AND deleted = 0", (host,))
+        return [view(row) for row in rows]
+
+    # -- create and build -----------------------------------------------------------------
+
+    @handler
+    async def create_instance(
+        self,
+        name: str,
+        flavor_ref: str,
+        image_ref: str,
+        networks: Any = "auto",
+        metadata: dict[str, str] | None = None,
+        key_name: str | None = None,
+        user_data: str | None = None,
+    ) -> dict[str, Any]:
+        """Record a new instance (BUILD/scheduling) and start building it; answers at once.
+
+        :raises InvalidRequest: bad name, unknown flavor, image or network, bad networks.
+        """
+        ctx = require_caller()
+        if not isinstance(name, str) or not name.strip() or len(name) > 255:
+            raise InvalidRequest("Invalid input: 'name' must be a string of 1 to 255 characters")
+        if metadata is not None and not (
+            isinstance(metadata, dict) and all(isinstance(v, str) for v in metadata.values())
+        ):
+            raise InvalidRequest("Invalid input: 'metadata' must map strings to strings")
+        try:
+            flavor = await self.get_flavor(str(flavor_ref))
+        except NotFound:
+            raise InvalidRequest(f"Flavor {flavor_ref} could not be found.") from None
+        await self._check_image(image_ref)
+        requested = await self._check_networks(networks)
+        now = utcnow()
+        row = {
+            "uuid": new_uuid(),
+            "name": name,
+            "project_id": ctx.project_id,
+            "user_id": ctx.user_id,
+            "flavor": to_json(flavor),
+            "image_ref": str(image_ref),
+            "requested_networks": to_json(requested),
+            "metadata": to_json(metadata or {}),
+            "key_name": key_name,
+            "user_data": user_data,
+            "vm_state": "building",
+            "task_state": "scheduling",
+            "created_at": now,
+            "updated_at": now,
+        }
+        async with self.store.transaction() as db:
+            await db.execute(
+                "INSERT INTO instances (uuid, name, project_id, user_id, flavor, image_ref,"
+                " requested_networks, metadata, key_name, user_data, vm_state, task_state, created_at,"
+                " updated_at) VALUES"
+                " (:uuid, :name, :project_id, :user_id, :flavor, :image_ref, :requested_networks, :metadata,"
+                " :key_name, :user_data, :vm_state, :task_state, :created_at, :updated_at)",
+                row,
+            )
+            await self._start_action(db, row["uuid"], "create")
+        instance = view(
+            {
+                **row,
+                "host": None,
+                "power_state": NOSTATE,
+                "addresses": "{}",
+                "fault": None,
+                "launched_at": None,
+                "terminated_at": None,
+            }
+        )
+        await publish_event(self.bus, "instance", row["uuid"], ctx.project_id, "instance.building", instance)
+        self.spawn(self._schedule_and_build(row["uuid"], flavor), name=f"build-{row['uuid']}")
+        return instance
+
+    async def _check_image(self, image_ref: Any) -> None:
+        if not isinstance(image_ref, str) or not image_ref:
+            raise InvalidRequest("Invalid input: 'imageRef' must be an image id")
+        try:
+            image = await self.bus.call("image.get", {"image_id": image_ref})
+        except NotFound:
+            raise InvalidRequest(f"Image {image_ref} could not be found.") from None
+        if image["status"] != "active":
+            raise InvalidRequest(f"Image {image_ref} is not active.")
+
+    async def _check_networks(self, networks: Any) -> Any:
+        if networks in ("auto", "none", None):
+            return networks or "auto"
+        if not isinstance(networks, list) or not all(isinstance(n, dict) for n in networks):
+            raise InvalidRequest("Invalid input: 'networks' must be 'auto', 'none' or a list of objects")
+        requested = []
+        for network in networks:
+            if isinstance(network.get("port"), str):
+                try:
+                    await self.bus.call("net.get_port", {"port_id": network["port"]})
+                except NotFound:
+                    raise InvalidRequest(f"Port {network['port']} could not be found.") from None
+                requested.append({"port": network["port"]})
+            elif isinstance(network.get("uuid"), str):
+                try:
+                    await self.bus.call("net.get_network", {"network_id": network["uuid"]})
+                except NotFound:
+                    raise InvalidRequest(f"Network {network['uuid']} could not be found.") from None
+                entry = {"uuid": network["uuid"]}
+                if isinstance(network.get("fixed_ip"), str):
+                    entry["fixed_ip"] = network["fixed_ip"]
+                requested.append(entry)
+            else:
+                raise InvalidRequest("Invalid input: each network needs a 'uuid' or a 'port'")
+        return requested
+
+    async def _schedule_and_build(self, instance_uuid: str, flavor: dict[str, Any]) -> None:
+        """Steps 8-13: pick and claim a host, record it, hand the build to the node."""
+        try:
+            placed = await self.bus.call(
+                "scheduler.select_destinations",
+                {
+                    "instance_uuid": instance_uuid,
+                    "vcpus": flavor["vcpus"],
+                    "memory_mb": flavor["ram"],
+                    "disk_gb": flavor["disk"],
+                },
+                timeout=self.schedule_timeout,
+            )
+            host = placed["host"]
+            row = await self._update(
+                instance_uuid, expect_task="scheduling", host=host, task_state="spawning"
+            )
+            if row is None:
+                await self.bus.call("scheduler.release", {"instance_uuid": instance_uuid})
+                return
+            await self.bus.cast(f"node.{host}.build_and_run_instance", {"instance_uuid": instance_uuid})
+        except AiostackError as exc:
+            await self._fail_build(instance_uuid, f"{type(exc).__name__}: {exc}")
+        except Exception as exc:
+            log.exception("build of %s failed in the conductor", instance_uuid)
+            await self._fail_build(instance_uuid, f"{type(exc).__name__}: {exc}")
+
+    @handler
+    async def get_build_request(self, instance_uuid: str, host: str) -> dict[str, Any]:
+        """Steps 14-19: what a node needs to build the instance (flavor, image, networks).
+
+        :raises Conflict: the instance is not being built on ``host`` (e.g. deleted meanwhile).
+        """
+        row = await self._row(instance_uuid)
+        if row["host"] != host or row["vm_state"] != "building":
+            raise Conflict(f"Instance {instance_uuid} is not being built on {host}")
+        return {
+            "instance": view(row),
+            "requested_networks": from_json(row["requested_networks"], "auto"),
+            "user_data": row["user_data"],
+        }
+
+    @handler
+    async def instance_spawning(self, instance_uuid: str, host: str, addresses: dict[str, Any]) -> None:
+        """The node has the image, ports and disks and is about to create the domain."""
+        await self._update(instance_uuid, expect_host=host, addresses=to_json(addresses))
+
+    @handler
+    async def build_failed(self, instance_uuid: str, host: str, message: str) -> None:
+        """The node could not build: ERROR with the fault; the claim is released."""
+        await self._fail_build(instance_uuid, message, host=host)
+
+    async def _fail_build(self, instance_uuid: str, message: str, host: str | None = None) -> None:
+        fault = {"code": 500, "message": message[:1000], "created": utcnow()}
+        row = await self._update(
+            instance_uuid, expect_host=host, vm_state="error", task_state=None, fault=to_json(fault)
+        )
+        if row is None:
+            return
+        await self._finish_action(instance_uuid, "create", "Error", message)
+        await self.bus.call("scheduler.release", {"instance_uuid": instance_uuid})
+        await publish_event(
+            self.bus, "instance", instance_uuid, row["project_id"], "instance.error", view(row)
+        )
+
+    # -- libvirt's word -----------------------------------------------------------------
+
+    @handler
+    async def domain_event(
+        self, instance_uuid: str, host: str, event: int, detail: int
+    ) -> dict[str, Any] | None:
+        """Turn a libvirt lifecycle event from ``host`` into the instance's new state.
+
+        Returns the instance as it now is (None when the event changed nothing).
+        """
+        row = await self._host_row(instance_uuid, host)
+        if row is None:
+            return None
+        name = EVENT_NAMES[event] if 0 <= event < len(EVENT_NAMES) else str(event)
+        return await self._apply(
+            row, self._transition(row, event), {"domain_event": name, "detail": detail, "host": host}
+        )
+
+    @handler
+    async def sync_power_state(self, instance_uuid: str, host: str, running: bool) -> dict[str, Any] | None:
+        """A node saw the domain's power state without an event (it did not change): settle the task."""
+        row = await self._host_row(instance_uuid, host)
+        if row is None or row["task_state"] == "deleting":
+            return None
+        if running:
+            changes = {"vm_state": "active", "power_state": RUNNING, "task_state": None}
+        else:
+            changes = {"vm_state": "stopped", "power_state": SHUTDOWN, "task_state": None}
+        return await self._apply(
+            row, changes, {"domain_event": None, "detail": "power state sync", "host": host}
+        )
+
+    @handler
+    async def domain_gone(self, instance_uuid: str, host: str) -> dict[str, Any] | None:
+        """A node found no domain to undefine for an instance being deleted."""
+        row = await self._host_row(instance_uuid, host)
+        if row is None or row["task_state"] != "deleting":
+            return None
+        return await self._apply(
+            row, {"deleted": True}, {"domain_event": None, "detail": "no domain", "host": host}
+        )
+
+    async def _host_row(self, instance_uuid: str, host: str) -> dict[str, Any] | None:
+        row = await self.store.fetchone(
+            "SELECT * FROM instances WHERE uuid = ? AND deleted = 0", (instance_uuid,)
+        )
+        return row if row is not None and row["host"] == host else None
+
+    async def _apply(
+        self, row: dict[str, Any], changes: dict[str, Any], cause: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """Write ``changes`` and publish the instance event they make, with their cause."""
+        if not changes:
+            return None
+        if changes.get("deleted"):
+            return await self._finish_delete(row, cause)
+        updated = await self._update(row["uuid"], expect_host=row["host"], **changes)
+        if updated is None:
+            return None
+        if row["vm_state"] == "building" and updated["vm_state"] == "active":
+            await self._finish_action(row["uuid"], "create", "Success")
+        instance = {**view(updated), "cause": cause}
+        if (updated["vm_state"], updated["task_state"]) != (row["vm_state"], row["task_state"]):
+            event_type = f"instance.{status_of(updated['vm_state'], updated['task_state']).lower()}"
+            await publish_event(self.bus, "instance", row["uuid"], row["project_id"], event_type, instance)
+        return instance
+
+    @staticmethod
+    def _transition(row: dict[str, Any], event: int) -> dict[str, Any]:
+        """The state machine: column changes for a lifecycle event in the current state."""
+        task = row["task_state"]
+        if event in (STARTED, RESUMED):
+            if task == "deleting":
+                return {"power_state": RUNNING}
+            changes: dict[str, Any] = {"vm_state": "active", "power_state": RUNNING, "task_state": None}
+            if row["vm_state"] == "building":
+                changes["launched_at"] = utcnow()
+            return changes
+        if event == STOPPED:
+            if task in ("deleting", "rebooting_hard", "rebooting") or row["vm_state"] == "building":
+                return {"power_state": SHUTDOWN}
+            return {"vm_state": "stopped", "power_state": SHUTDOWN, "task_state": None}
+        if event == EVENT_SUSPENDED:
+            return (
+                {"vm_state": "paused", "power_state": PAUSED, "task_state": None}
+                if task != "deleting"
+                else {}
+            )
+        if event == CRASHED_EVENT:
+            return {"vm_state": "error", "power_state": CRASHED, "task_state": None}
+        if event == UNDEFINED and task == "deleting":
+            return {"deleted": True}
+        return {}
+
+    @handler
+    async def task_done(self, instance_uuid: str, host: str) -> None:
+        """A node finished a task that libvirt reports no event for (a soft reboot)."""
+        row = await self._update(instance_uuid, expect_host=host, task_state=None)
+        if row is not None:
+            await publish_event(
+                self.bus,
+                "instance",
+                instance_uuid,
+                row["project_id"],
+                f"instance.{status_of(row['vm_state'], None).lower()}",
+                view(row),
+            )
+
+    # -- actions ------------------------------------------------------------------------
+
+    async def _begin(self, instance_uuid: str, action: str, task_state: str) -> dict[str, Any]:
+        """Set ``task_state`` if ``action`` may start now, and record the action.
+
+        :raises Conflict: the instance's state does not allow the action.
+        """
+        row = await self._row(instance_uuid)
+        if row["vm_state"] not in _ALLOWED_FROM[action] or row["task_state"] is not None:
+            raise Conflict(
+                f"Cannot '{action}' instance {instance_uuid} while it is in vm_state "
+                f"{row['vm_state']}" + (f", task_state {row['task_state']}" if row["task_state"] else "")
+            )
+        updated = await self._update(instance_uuid, expect_task=None, task_state=task_state)
+        if updated is None:
+            raise Conflict(f"Instance {instance_uuid} changed state meanwhile; try again")
+        async with self.store.transaction() as db:
+            await self._start_action(db, instance_uuid, action)
+        await publish_event(
+            self.bus, "instance", instance_uuid, row["project_id"], f"instance.{task_state}", view(updated)
+        )
+        return updated
+
+    @handler
+    async def stop_instance(self, instance_uuid: str) -> dict[str, Any]:
+        """os-stop: SHUTOFF once libvirt reports the domain stopped.
+
+        :raises Conflict: not in a state that can be stopped.
+        """
+        row = await self._begin(instance_uuid, "stop", "powering-off")
+        await self.bus.cast(f"node.{row['host']}.stop_instance", {"instance_uuid": instance_uuid})
+        return view(row)
+
+    @handler
+    async def start_instance(self, instance_uuid: str) -> dict[str, Any]:
+        """os-start: ACTIVE once libvirt reports the domain started.
+
+        :raises Conflict: not SHUTOFF.
+        """
+        row = await self._begin(instance_uuid, "start", "powering-on")
+        await self.bus.cast(f"node.{row['host']}.start_instance", {"instance_uuid": instance_uuid})
+        return view(row)
+
+    @handler
+    async def reboot_instance(self, instance_uuid: str, reboot_type: str = "SOFT") -> dict[str, Any]:
+        """reboot SOFT or HARD (a hard one is destroy + create: STOPPED then STARTED events).
+
+        :raises InvalidRequest: reboot_type is not SOFT or HARD.
+        :raises Conflict: the instance cannot be rebooted now.
+        """
+        if reboot_type not in ("SOFT", "HARD"):
+            raise InvalidRequest("Invalid input: reboot type must be SOFT or HARD")
+        if reboot_type == "HARD":
+            row = await self._begin(instance_uuid, "reboot_hard", "rebooting_hard")
+        else:
+            row = await self._begin(instance_uuid, "reboot", "rebooting")
+        await self.bus.cast(
+            f"node.{row['host']}.reboot_instance",
+            {"instance_uuid": instance_uuid, "reboot_type": reboot_type},
+        )
+        return view(row)
+
+    @handler
+    async def delete_instance(self, instance_uuid: str) -> None:
+        """DELETED once the node has destroyed and undefined the domain and released its resources."""
+        row = await self._row(instance_uuid)
+        if row["task_state"] == "deleting":
+            return
+        updated = await self._update(instance_uuid, task_state="deleting")
+        if updated is None:
+            return
+        async with self.store.transaction() as db:
+            await self._start_action(db, instance_uuid, "delete")
+        await publish_event(
+            self.bus, "instance", instance_uuid, row["project_id"], "instance.deleting", view(updated)
+        )
+        if row["host"] is None:
+            await self._release_everywhere(instance_uuid)
+            await self._finish_delete(updated, {"domain_event": None, "detail": None, "host": None})
+            return
+        await self.bus.cast(f"node.{row['host']}.terminate_instance", {"instance_uuid": instance_uuid})
+
+    async def _release_everywhere(self, instance_uuid: str) -> None:
+        await self.bus.call("net.deallocate_for_instance", {"instance_uuid": instance_uuid})
+        await self.bus.call("volume.detach_all", {"instance_uuid": instance_uuid})
+
+    async def _finish_delete(self, row: dict[str, Any], cause: dict[str, Any]) -> dict[str, Any]:
+        await self.bus.call("scheduler.release", {"instance_uuid": row["uuid"]})
+        now = utcnow()
+        await self.store.execute(
+            "UPDATE instances SET deleted = 1, vm_state = 'deleted', task_state = NULL, power_state = ?,"
+            " terminated_at = ?, updated_at = ? WHERE uuid = ?",
+            (NOSTATE, now, now, row["uuid"]),
+        )
+        await self._finish_action(row["uuid"], "delete", "Success")
+        instance = {
+            **view(
+                {
+                    **row,
+                    "vm_state": "deleted",
+                    "task_state": None,
+                    "power_state": NOSTATE,
+                    "terminated_at": now,
+                    "updated_at": now,
+                }
+            ),
+            "cause": cause,
+        }
+        await publish_event(
+            self.bus, "instance", row["uuid"], row["project_id"], "instance.deleted", instance
+        )
+        return instance
+
+    # -- volumes ------------------------------------------------------------------------
+
+    @handler
+    async def attach_volume(
+        self, instance_uuid: str, volume_id: str, device: str | None = None
+    ) -> dict[str, Any]:
+        """Reserve the volume, have the node attach it live, then mark it in-use.
+
+        :raises Conflict: the instance has no host or is busy, or the volume is not available.
+        """
+        row = await self._row(instance_uuid)
+        if row["host"] is None or row["vm_state"] not in ("active", "stopped") or row["task_state"]:
+            raise Conflict(
+                f"Cannot attach a volume to instance {instance_uuid} in vm_state {row['vm_state']}"
+            )
+        reserved = await self.bus.call(
+            "volume.reserve", {"volume_id": volume_id, "instance_uuid": instance_uuid}
+        )
+        try:
+            attached = await self.bus.call(
+                f"node.{row['host']}.attach_volume",
+                {
+                    "instance_uuid": instance_uuid,
+                    "volume_id": volume_id,
+                    "connection": reserved["connection"],
+                    "device": device,
+                },
+            )
+        except BaseException:
+            await self.bus.call("volume.unreserve", {"volume_id": volume_id})
+            raise
+        await self.bus.call(
+            "volume.attach_complete",
+            {
+                "volume_id": volume_id,
+                "instance_uuid": instance_uuid,
+                "host": row["host"],
+                "device": attached["device"],
+            },
+        )
+        async with self.store.transaction() as db:
+            await self._start_action(db, instance_uuid, "attach_volume", finished=True)
+        return {
+            "id": volume_id,
+            "volumeId": volume_id,
+            "serverId": instance_uuid,
+            "device": attached["device"],
+        }
+
+    @handler
+    async def detach_volume(self, instance_uuid: str, volume_id: str) -> None:
+        """:raises NotFound: the volume is not attached to this instance."""
+        row = await self._row(instance_uuid)
+        detaching = await self.bus.call(
+            "volume.begin_detach", {"volume_id": volume_id, "instance_uuid": instance_uuid}
+        )
+        try:
+            await self.bus.call(
+                f"node.{row['host']}.detach_volume",
+                {
+                    "instance_uuid": instance_uuid,
+                    "volume_id": volume_id,
+                    "connection": detaching["connection"],
+                },
+            )
+        except BaseException:
+            await self.bus.call("volume.roll_detaching", {"volume_id": volume_id})
+            raise
+        await self.bus.call(
+            "volume.detach_complete", {"volume_id": volume_id, "instance_uuid": instance_uuid}
+        )
+        async with self.store.transaction() as db:
+            await self._start_action(db, instance_uuid, "detach_volume", finished=True)
+
+    @handler
+    async def list_volume_attachments(self, instance_uuid: str) -> list[dict[str, Any]]:
+        await self._row(instance_uuid)
+        return [
+            {
+                "id": a["volume_id"],
+                "volumeId": a["volume_id"],
+                "serverId": instance_uuid,
+                "device": a["device"],
+            }
+            for a in await self.bus.call("volume.list_attachments")
+            if a["server_id"] == instance_uuid and a["attach_status"] == "attached"
+        ]
+
+    # -- store helpers --------------------------------------------------------------------
+
+    _UNSET: Any = object()
+
+    async def _update(
+        self,
+        instance_uuid: str,
+        *,
+        expect_task: Any = _UNSET,
+        expect_host: str | None = None,
+        **changes: Any,
+    ) -> dict[str, Any] | None:
+        """Apply ``changes`` if the row still matches the expectations; return the new row or None."""
+        clauses, params = ["uuid = ?", "deleted = 0"], [instance_uuid]
+        if expect_task is not self._UNSET:
+            clauses.append("task_state IS ?")
+            params.append(expect_task)
+        if expect_host is not None:
+            clauses.append("host = ?")
+            params.append(expect_host)
+        changes["updated_at"] = utcnow()
+        assignments = ", ".join(f"{column} = ?" for column in changes)
+        async with self.store.transaction() as db:
+            cursor = await db.execute(
+                f"UPDATE instances SET {assignments} WHERE {' AND '.join(clauses)}",
+                [*changes.values(), *params],
+            )
+            if cursor.rowcount != 1:
+                return None
+            return await fetchone(db, "SELECT * FROM instances WHERE uuid = ?", (instance_uuid,))
+
+    async def _start_action(
+        self, db: Any, instance_uuid: str, action: str, *, finished: bool = False
+    ) -> None:
+        ctx = caller()
+        now = utcnow()
+        await db.execute(
+            "INSERT INTO instance_actions (instance_uuid, action, request_id, user_id, project_id,"
+            " start_time, finish_time, result) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                instance_uuid,
+                action,
+                current_request_id(),
+                ctx.user_id if ctx else None,
+                ctx.project_id if ctx else None,
+                now,
+                now if finished else None,
+                "Success" if finished else None,
+            ),
+        )
+
+    async def _finish_action(
+        self, instance_uuid: str, action: str, result: str, message: str | None = None
+    ) -> None:
+        await self.store.execute(
+            "UPDATE instance_actions SET finish_time = ?, result = ?, message = ? WHERE id = ("
+            "SELECT MAX(id) FROM instance_actions"
+            " WHERE instance_uuid = ? AND action = ? AND finish_time IS NULL)",
+            (utcnow(), result, message, instance_uuid, action),
+        )

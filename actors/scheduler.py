@@ -1,0 +1,384 @@
+"""The scheduler actor (nova-scheduler + Placement): host capacity, liveness and claims.
+
+Compute nodes report their capacity (which is also their heartbeat); a boot asks
+``select_destinations`` for a host, which filters, weighs and claims in one transaction.
+Every change of a host's usage is a compare-and-swap on its ``generation``, so replicas
+sharing the sqlite file never put a host over capacity.
+
+Handlers (version history: 1 - initial):
+* report_capacity(host, vcpus, memory_mb, disk_gb, hypervisor_type="test") -> host
+* select_destinations(instance_uuid, vcpus, memory_mb, disk_gb, exclude_hosts=None) -> {host}
+* release(instance_uuid) -> {released}
+* list_hosts() -> [host]
+* list_allocations() -> [allocation]; get_allocation(instance_uuid) -> allocation
+
+Events: ``node.up`` (a host reported for the first time, or again after ``node.down``) and
+``node.down`` (its last report is older than ``service_down_time``), kind ``node``, the
+host's view (as ``list_hosts`` shows it) as state; each transition is published once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import aiosqlite
+
+from actors.common import publish_event, utcnow
+from actors.store import Store, fetchall, fetchone
+from aiostack.config import Config
+from bus import Actor, Bus, Conflict, InvalidRequest, NotFound, NoValidHost, handler
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS = [
+    """
+    CREATE TABLE hosts (
+        host TEXT PRIMARY KEY, hypervisor_type TEXT NOT NULL,
+        vcpus INTEGER NOT NULL, memory_mb INTEGER NOT NULL, disk_gb INTEGER NOT NULL,
+        vcpus_used INTEGER NOT NULL DEFAULT 0 CHECK (vcpus_used >= 0),
+        memory_mb_used INTEGER NOT NULL DEFAULT 0 CHECK (memory_mb_used >= 0),
+        disk_gb_used INTEGER NOT NULL DEFAULT 0 CHECK (disk_gb_used >= 0),
+        generation INTEGER NOT NULL DEFAULT 0, last_seen REAL NOT NULL,
+        enabled INTEGER NOT NULL DEFAULT 1,
+        announced_up INTEGER NOT NULL DEFAULT 1);
+    CREATE TABLE allocations (
+        instance_uuid TEXT PRIMARY KEY, host TEXT NOT NULL REFERENCES hosts(host),
+        vcpus INTEGER NOT NULL, memory_mb INTEGER NOT NULL, disk_gb INTEGER NOT NULL,
+        created_at TEXT NOT NULL);
+    CREATE INDEX allocations_host ON allocations(host);
+    """,
+]
+
+# hosts.generation: bumped by every change of a row but a bare heartbeat (inventory, usage,
+# announced_up); usage changes only through ``_swap_usage``, which checks it.
+# hosts.announced_up: the liveness last published (node.up = 1, node.down = 0).
+
+RESOURCES = ("vcpus", "memory_mb", "disk_gb")
+MAX_AMOUNT = 2**31 - 1
+MAX_NAME = 255
+CAS_ATTEMPTS = 5
+
+HOST_ROWS = (
+    "SELECT hosts.*, COUNT(allocations.instance_uuid) AS instances FROM hosts"
+    " LEFT JOIN allocations ON allocations.host = hosts.host {where}"
+    " GROUP BY hosts.host ORDER BY hosts.host"
+)
+
+T = TypeVar("T")
+
+
+class _StaleGeneration(Exception):
+    """A host's generation moved between read and write; the transaction rolls back."""
+
+
+def _amount(name: str, value: Any, minimum: int) -> int:
+    if type(value) is not int or not minimum <= value <= MAX_AMOUNT:
+        raise InvalidRequest(f"{name} must be an integer from {minimum} to {MAX_AMOUNT}, not {value!r}")
+    return value
+
+
+def _name(name: str, value: Any) -> str:
+    if not isinstance(value, str) or not value or len(value) > MAX_NAME:
+        raise InvalidRequest(f"{name} must be a non-empty string of at most {MAX_NAME} characters")
+    return value
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+async def _swap_usage(db: aiosqlite.Connection, host: str, generation: int, delta: dict[str, int]) -> None:
+    """Add ``delta`` to a host's usage if its generation is still ``generation``.
+
+    :raises _StaleGeneration: the generation moved (another writer got there first).
+    """
+    async with db.execute(
+        "UPDATE hosts SET vcpus_used = vcpus_used + ?, memory_mb_used = memory_mb_used + ?,"
+        " disk_gb_used = disk_gb_used + ?, generation = generation + 1"
+        " WHERE host = ? AND generation = ?",
+        (*(delta[resource] for resource in RESOURCES), host, generation),
+    ) as cursor:
+        if cursor.rowcount != 1:
+            raise _StaleGeneration(host)
+
+
+class SchedulerActor(Actor):
+    name = "scheduler"
+
+    def __init__(
+        self,
+        bus: Bus,
+        config: Config,
+        *,
+        service_down_time: float = 60.0,
+        cpu_allocation_ratio: float = 16.0,
+        ram_allocation_ratio: float = 1.0,
+        disk_allocation_ratio: float = 1.0,
+        liveness_interval: float = 5.0,
+    ) -> None:
+        super().__init__(bus)
+        ratios = (cpu_allocation_ratio, ram_allocation_ratio, disk_allocation_ratio)
+        if min(service_down_time, liveness_interval, *ratios) <= 0:
+            raise ValueError("scheduler times and allocation ratios must be positive")
+        self.store = Store(config.store_path("scheduler"), MIGRATIONS)
+        self.service_down_time = service_down_time
+        self.liveness_interval = liveness_interval
+        self.allocation_ratios = dict(zip(RESOURCES, ratios, strict=True))
+
+    async def on_start(self) -> None:
+        await self.store.open()
+        self.spawn(self._watch_liveness(), name="scheduler-liveness")
+
+    async def on_stop(self) -> None:
+        await self.store.close()
+
+    # -- host views -----------------------------------------------------------------------
+
+    def _free(self, row: dict[str, Any], resource: str) -> int:
+        """What is left of ``resource`` on a host: total x allocation ratio - used."""
+        return int(row[resource] * self.allocation_ratios[resource]) - row[f"{resource}_used"]
+
+    def _alive(self, row: dict[str, Any], now: float) -> bool:
+        return now - row["last_seen"] <= self.service_down_time
+
+    def _view(self, row: dict[str, Any], now: float) -> dict[str, Any]:
+        """A host as ``list_hosts`` shows it (``row`` from ``HOST_ROWS``)."""
+        view: dict[str, Any] = {
+            "host": row["host"],
+            "hypervisor_type": row["hypervisor_type"],
+            "enabled": bool(row["enabled"]),
+            "alive": self._alive(row, now),
+            "last_seen": row["last_seen"],
+            "generation": row["generation"],
+            "instances": row["instances"],
+        }
+        for resource in RESOURCES:
+            view[resource] = row[resource]
+            view[f"{resource}_used"] = row[f"{resource}_used"]
+            view[f"{resource}_free"] = self._free(row, resource)
+        return view
+
+    async def _views(self, db: aiosqlite.Connection, hosts: list[str]) -> list[dict[str, Any]]:
+        marks = ", ".join("?" * len(hosts))
+        rows = await fetchall(db, HOST_ROWS.format(where=f"WHERE hosts.host IN ({marks})"), hosts)
+        now = time.time()
+        return [self._view(row, now) for row in rows]
+
+    # -- capacity and liveness ------------------------------------------------------------
+
+    @handler
+    async def report_capacity(
+        self, host: str, vcpus: int, memory_mb: int, disk_gb: int, hypervisor_type: str = "test"
+    ) -> dict[str, Any]:
+        """A node's totals and heartbeat; a new host, or one back after ``node.down``, is ``node.up``.
+
+        :raises InvalidRequest: a name that is not a non-empty string, or a negative or non-integer total.
+        """
+        totals = {
+            "vcpus": _amount("vcpus", vcpus, 0),
+            "memory_mb": _amount("memory_mb", memory_mb, 0),
+            "disk_gb": _amount("disk_gb", disk_gb, 0),
+        }
+        values = {
+            **totals,
+            "host": _name("host", host),
+            "hypervisor_type": _name("hypervisor_type", hypervisor_type),
+        }
+        async with self.store.transaction() as db:
+            old = await fetchone(db, "SELECT * FROM hosts WHERE host = ?", (host,))
+            came_up = old is None or not old["announced_up"]
+            changed = came_up or any(old[key] != value for key, value in values.items())
+            await db.execute(
+                "INSERT INTO hosts (host, hypervisor_type, vcpus, memory_mb, disk_gb, last_seen)"
+                " VALUES (:host, :hypervisor_type, :vcpus, :memory_mb, :disk_gb, :last_seen)"
+                " ON CONFLICT (host) DO UPDATE SET hypervisor_type = excluded.hypervisor_type,"
+                " vcpus = excluded.vcpus, memory_mb = excluded.memory_mb, disk_gb = excluded.disk_gb,"
+                " last_seen = excluded.last_seen, announced_up = 1,"
+                " generation = generation + :bump",
+                {**values, "last_seen": time.time(), "bump": int(changed)},
+            )
+            (view,) = await self._views(db, [host])
+        if came_up:
+            log.info("host %s is up", host)
+            await publish_event(self.bus, "node", host, None, "node.up", view)
+        return view
+
+    async def _watch_liveness(self) -> None:
+        while True:
+            await asyncio.sleep(self.liveness_interval)
+            await self._mark_down()
+
+    async def _mark_down(self) -> None:
+        """Announce hosts whose last report is older than ``service_down_time`` as down, once."""
+        async with self.store.transaction() as db:
+            gone = await fetchall(
+                db,
+                "UPDATE hosts SET announced_up = 0, generation = generation + 1"
+                " WHERE announced_up = 1 AND last_seen < ? RETURNING host",
+                (time.time() - self.service_down_time,),
+            )
+            views = await self._views(db, [row["host"] for row in gone]) if gone else []
+        for view in views:
+            log.warning("host %s is down: no report since %.3f", view["host"], view["last_seen"])
+            await publish_event(self.bus, "node", view["host"], None, "node.down", view)
+
+    @handler
+    async def list_hosts(self) -> list[dict[str, Any]]:
+        """Every host: totals, used, free (after allocation ratios), alive, generation, instances."""
+        rows = await self.store.fetchall(HOST_ROWS.format(where=""))
+        now = time.time()
+        return [self._view(row, now) for row in rows]
+
+    # -- claims ---------------------------------------------------------------------------
+
+    @handler
+    async def select_destinations(
+        self,
+        instance_uuid: str,
+        vcpus: int,
+        memory_mb: int,
+        disk_gb: int,
+        exclude_hosts: list[str] | None = None,
+    ) -> dict[str, str]:
+        """Pick the alive, enabled, not excluded host with room and the most free RAM, and claim on it.
+
+        Idempotent: an instance that already has an allocation gets its host again.
+
+        :raises InvalidRequest: a bad instance uuid, amount or ``exclude_hosts``.
+        :raises NoValidHost: no host passes the filters; the message counts why each failed.
+        :raises Conflict: the chosen host's generation kept changing under the claim.
+        """
+        request = {
+            "vcpus": _amount("vcpus", vcpus, 1),
+            "memory_mb": _amount("memory_mb", memory_mb, 1),
+            "disk_gb": _amount("disk_gb", disk_gb, 0),
+        }
+        _name("instance_uuid", instance_uuid)
+        if exclude_hosts is None:
+            exclude_hosts = []
+        if not isinstance(exclude_hosts, list) or not all(isinstance(host, str) for host in exclude_hosts):
+            raise InvalidRequest("exclude_hosts must be a list of host names")
+        host = await self._retrying(
+            f"claim for {instance_uuid}", lambda: self._claim(instance_uuid, request, set(exclude_hosts))
+        )
+        return {"host": host}
+
+    async def _claim(self, instance_uuid: str, request: dict[str, int], excluded: set[str]) -> str:
+        async with self.store.transaction() as db:
+            existing = await fetchone(
+                db, "SELECT host FROM allocations WHERE instance_uuid = ?", (instance_uuid,)
+            )
+            if existing is not None:
+                return existing["host"]
+            now = time.time()
+            rows = await fetchall(db, "SELECT * FROM hosts")
+            reasons: Counter[str] = Counter()
+            fitting = []
+            for row in rows:
+                reason = self._rejection(row, request, excluded, now)
+                if reason is None:
+                    fitting.append(row)
+                else:
+                    reasons[reason] += 1
+            if not fitting:
+                raise self._no_valid_host(request, reasons, len(rows))
+            best = min(
+                fitting,
+                key=lambda row: (-self._free(row, "memory_mb"), -self._free(row, "vcpus"), row["host"]),
+            )
+            await _swap_usage(db, best["host"], best["generation"], request)
+            await db.execute(
+                "INSERT INTO allocations (instance_uuid, host, vcpus, memory_mb, disk_gb, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (instance_uuid, best["host"], *(request[resource] for resource in RESOURCES), utcnow()),
+            )
+        log.info("claimed %s on %s", instance_uuid, best["host"])
+        return best["host"]
+
+    def _rejection(
+        self, row: dict[str, Any], request: dict[str, int], excluded: set[str], now: float
+    ) -> str | None:
+        """Why a host cannot take ``request`` (the first filter it fails), or None."""
+        if not self._alive(row, now):
+            return "down"
+        if not row["enabled"]:
+            return "disabled"
+        if row["host"] in excluded:
+            return "excluded"
+        for resource, label in (("memory_mb", "RAM"), ("vcpus", "vCPU"), ("disk_gb", "disk")):
+            if self._free(row, resource) < request[resource]:
+                return f"short of {label}"
+        return None
+
+    @staticmethod
+    def _no_valid_host(request: dict[str, int], reasons: Counter[str], known: int) -> NoValidHost:
+        wanted = (
+            f"no valid host for {request['memory_mb']} MB RAM, {request['vcpus']} vCPU,"
+            f" {request['disk_gb']} GB disk"
+        )
+        if not known:
+            return NoValidHost(f"{wanted}: no compute host has reported its capacity")
+        why = ", ".join(f"{count} {reason}" for reason, count in reasons.most_common())
+        return NoValidHost(f"{wanted}: {_plural(known, 'host')} known, {why}")
+
+    async def _retrying(self, what: str, attempt: Callable[[], Awaitable[T]]) -> T:
+        """Run ``attempt`` (one transaction) again while a generation check fails, a few times.
+
+        :raises Conflict: it failed ``CAS_ATTEMPTS`` times.
+        """
+        for _ in range(CAS_ATTEMPTS):
+            try:
+                return await attempt()
+            except _StaleGeneration as exc:
+                log.info("%s: generation of host %s moved, retrying", what, exc)
+        raise Conflict(f"{what}: host usage kept changing, gave up after {CAS_ATTEMPTS} attempts")
+
+    @handler
+    async def release(self, instance_uuid: str) -> dict[str, bool]:
+        """Delete an instance's allocation and give its usage back; idempotent.
+
+        :raises InvalidRequest: ``instance_uuid`` is not a non-empty string.
+        :raises Conflict: the host's generation kept changing under the release.
+        """
+        _name("instance_uuid", instance_uuid)
+        released = await self._retrying(f"release of {instance_uuid}", lambda: self._release(instance_uuid))
+        return {"released": released}
+
+    async def _release(self, instance_uuid: str) -> bool:
+        async with self.store.transaction() as db:
+            allocation = await fetchone(
+                db, "SELECT * FROM allocations WHERE instance_uuid = ?", (instance_uuid,)
+            )
+            if allocation is None:
+                return False
+            host = await fetchone(db, "SELECT generation FROM hosts WHERE host = ?", (allocation["host"],))
+            assert host is not None, "an allocation's host row is never deleted"
+            delta = {resource: -allocation[resource] for resource in RESOURCES}
+            await _swap_usage(db, allocation["host"], host["generation"], delta)
+            await db.execute("DELETE FROM allocations WHERE instance_uuid = ?", (instance_uuid,))
+        log.info("released %s from %s", instance_uuid, allocation["host"])
+        return True
+
+    @handler
+    async def list_allocations(self) -> list[dict[str, Any]]:
+        """Every allocation: instance_uuid, host, vcpus, memory_mb, disk_gb, created_at."""
+        return await self.store.fetchall("SELECT * FROM allocations ORDER BY created_at, instance_uuid")
+
+    @handler
+    async def get_allocation(self, instance_uuid: str) -> dict[str, Any]:
+        """One instance's allocation.
+
+        :raises InvalidRequest: ``instance_uuid`` is not a non-empty string.
+        :raises NotFound: the instance has no allocation.
+        """
+        row = await self.store.fetchone(
+            "SELECT * FROM allocations WHERE instance_uuid = ?", (_name("instance_uuid", instance_uuid),)
+        )
+        if row is None:
+            raise NotFound(f"no allocation for instance {instance_uuid}")
+        return row

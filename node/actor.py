@@ -1,0 +1,561 @@
+"""The node actor (nova-compute + its libvirt driver): the domains of one compute host.
+
+Served on ``<prefix>.rpc.node.<host>.<method>``. Step 29 of the overview happens here,
+after the node has asked for what it needs (steps 14-28): the conductor for the build
+request, the image actor for the image, the net actor for ports, the volume actor for
+disks. libvirt lifecycle events arrive through libvirtaio on the event loop; each is
+published at once as a ``domain.lifecycle`` event and handed to the conductor, which turns
+it into the instance's state. Every blocking libvirt call runs off the loop.
+
+Handlers (version history: 1 - initial):
+* build_and_run_instance(instance_uuid)       cast by the conductor
+* stop_instance, start_instance, reboot_instance(reboot_type), terminate_instance   casts
+* attach_volume(instance_uuid, volume_id, connection, device) -> {"device"}
+* detach_volume(instance_uuid, volume_id, connection)
+* list_domains() -> [{uuid, name, state, project_id}]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from typing import Any
+
+import libvirt
+
+from actors.common import publish_event
+from actors.store import Store
+from aiostack.config import Config
+from bus import Actor, AiostackError, Bus, Conflict, NotFound, current_request_id, handler, request_scope
+from node.domain import (
+    Disk,
+    DomainSpec,
+    Nic,
+    disk_bus,
+    disk_targets,
+    disk_xml,
+    domain_xml,
+    next_disk_target,
+)
+from node.libvirt_conn import register_event_loop, silence_libvirt_stderr
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS = [
+    """
+    CREATE TABLE domains (
+        uuid TEXT PRIMARY KEY, project_id TEXT NOT NULL, xml TEXT NOT NULL,
+        desired_power TEXT NOT NULL DEFAULT 'running', created_at REAL NOT NULL);
+    """,
+]
+
+LIFECYCLE_NAMES = (
+    "DEFINED",
+    "UNDEFINED",
+    "STARTED",
+    "SUSPENDED",
+    "RESUMED",
+    "STOPPED",
+    "SHUTDOWN",
+    "PMSUSPENDED",
+    "CRASHED",
+)
+RUNNING_STATES = (libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_BLOCKED)
+
+
+@dataclass(frozen=True, slots=True)
+class LifecycleEvent:
+    instance_uuid: str
+    event: int
+    detail: int
+    at: float
+
+
+class NodeActor(Actor):
+    name = "node"
+    max_inflight = 64
+
+    def __init__(
+        self,
+        bus: Bus,
+        config: Config,
+        *,
+        host: str,
+        libvirt_uri: str = "test:///default",
+        disk_gb: int = 10240,
+        report_interval: float = 10.0,
+        shutdown_timeout: float = 60.0,
+    ) -> None:
+        if not host or any(c in host for c in " .*>"):
+            raise ValueError(f"invalid host name {host!r}")
+        super().__init__(bus, address=f"node.{host}")
+        self.host = host
+        self.libvirt_uri = libvirt_uri
+        self.disk_gb = disk_gb
+        self.report_interval = report_interval
+        self.shutdown_timeout = shutdown_timeout
+        self.state_dir = config.data_dir / "nodes" / host
+        self.store = Store(self.state_dir / "node.sqlite", MIGRATIONS)
+        self.conn: libvirt.virConnect | None = None
+        self._events: asyncio.Queue[LifecycleEvent] = asyncio.Queue()
+        self._projects: dict[str, str] = {}
+        self._request_ids: dict[str, str] = {}
+        self._stopped: dict[str, asyncio.Event] = {}
+        self._callback_id: int | None = None
+        self._network_names: dict[str, str] = {}
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def on_start(self) -> None:
+        await self.store.open()
+        for row in await self.store.fetchall("SELECT uuid, project_id FROM domains"):
+            self._projects[row["uuid"]] = row["project_id"]
+        register_event_loop()
+        silence_libvirt_stderr()
+        self.conn = await asyncio.to_thread(libvirt.open, self.libvirt_uri)
+        self._callback_id = self.conn.domainEventRegisterAny(
+            None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._on_lifecycle, None
+        )
+        self.spawn(self._forward_events(), name=f"{self.address}-events")
+        self.spawn(self._report_forever(), name=f"{self.address}-report")
+        self.spawn(self._reconcile(), name=f"{self.address}-reconcile")
+        log.info("node %s on %s", self.host, self.libvirt_uri)
+
+    async def on_stop(self) -> None:
+        if self.conn is not None:
+            if self._callback_id is not None:
+                self.conn.domainEventDeregisterAny(self._callback_id)
+            await asyncio.to_thread(self.conn.close)
+            self.conn = None
+        await self.store.close()
+
+    async def _virt(self, function: Any, *args: Any) -> Any:
+        """Run one blocking libvirt call off the event loop."""
+        return await asyncio.to_thread(function, *args)
+
+    def _domain(self, instance_uuid: str) -> libvirt.virDomain | None:
+        assert self.conn is not None
+        try:
+            return self.conn.lookupByUUIDString(instance_uuid)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                return None
+            raise
+
+    # -- events: libvirt -> bus -> conductor -----------------------------------------------
+
+    def _on_lifecycle(
+        self, _conn: Any, domain: libvirt.virDomain, event: int, detail: int, _opaque: Any
+    ) -> None:
+        """libvirtaio runs this on the loop thread: only queue the event."""
+        self._events.put_nowait(LifecycleEvent(domain.UUIDString(), event, detail, time.time()))
+
+    async def _forward_events(self) -> None:
+        """Publish each domain event at once, then let the conductor turn it into instance state."""
+        while True:
+            item = await self._events.get()
+            if item.event == libvirt.VIR_DOMAIN_EVENT_STOPPED and item.instance_uuid in self._stopped:
+                self._stopped[item.instance_uuid].set()
+            project = self._projects.get(item.instance_uuid)
+            name = LIFECYCLE_NAMES[item.event] if item.event < len(LIFECYCLE_NAMES) else str(item.event)
+            with request_scope(self._request_ids.get(item.instance_uuid)):
+                await publish_event(
+                    self.bus,
+                    "domain",
+                    item.instance_uuid,
+                    project,
+                    "domain.lifecycle",
+                    {
+                        "event": name,
+                        "event_id": item.event,
+                        "detail": item.detail,
+                        "host": self.host,
+                        "libvirt_ts": item.at,
+                    },
+                )
+                if project is not None and item.event != libvirt.VIR_DOMAIN_EVENT_DEFINED:
+                    await self._tell_conductor(item)
+
+    async def _tell_conductor(self, item: LifecycleEvent) -> None:
+        """Hand the event to the conductor, retrying while it is away (bounded: about a minute)."""
+        body = {
+            "instance_uuid": item.instance_uuid,
+            "host": self.host,
+            "event": item.event,
+            "detail": item.detail,
+        }
+        for attempt in range(12):
+            try:
+                await self.bus.call("conductor.domain_event", body, timeout=10)
+                return
+            except AiostackError as exc:
+                log.warning(
+                    "node %s: conductor did not take event %s of %s (%s); retrying",
+                    self.host,
+                    item.event,
+                    item.instance_uuid,
+                    exc,
+                )
+                await asyncio.sleep(min(0.2 * 2**attempt, 10))
+        log.error("node %s: gave up telling the conductor about %s", self.host, item.instance_uuid)
+
+    # -- capacity and heartbeat -----------------------------------------------------------
+
+    async def _report_forever(self) -> None:
+        while True:
+            try:
+                await self.report_capacity()
+            except AiostackError as exc:
+                log.warning("node %s: capacity report failed: %s", self.host, exc)
+            await asyncio.sleep(self.report_interval)
+
+    async def report_capacity(self) -> None:
+        assert self.conn is not None
+        _model, memory_mb, cpus, *_ = await self._virt(self.conn.getInfo)
+        await self.bus.call(
+            "scheduler.report_capacity",
+            {
+                "host": self.host,
+                "vcpus": cpus,
+                "memory_mb": memory_mb,
+                "disk_gb": self.disk_gb,
+                "hypervisor_type": self.conn.getType().lower(),
+            },
+            timeout=10,
+        )
+
+    # -- build (steps 14-29) ----------------------------------------------------------------
+
+    @handler
+    async def build_and_run_instance(self, instance_uuid: str) -> None:
+        """Gather image, ports and disks, then define and start the domain (cast by the conductor)."""
+        try:
+            request = await self.bus.call(
+                "conductor.get_build_request", {"instance_uuid": instance_uuid, "host": self.host}
+            )
+        except (Conflict, NotFound) as exc:
+            log.info("node %s: not building %s: %s", self.host, instance_uuid, exc)
+            return
+        instance = request["instance"]
+        self._request_ids[instance_uuid] = current_request_id() or ""
+        try:
+            xml = await self._prepare(instance, request["requested_networks"])
+            await self.store.execute(
+                "INSERT OR REPLACE INTO domains (uuid, project_id, xml, desired_power, created_at)"
+                " VALUES (?, ?, ?, 'running', ?)",
+                (instance_uuid, instance["project_id"], xml, time.time()),
+            )
+            self._projects[instance_uuid] = instance["project_id"]
+            assert self.conn is not None
+            domain = await self._virt(self.conn.defineXML, xml)
+            await self._virt(domain.create)
+        except Exception as exc:
+            message = f"{type(exc).__name__}: {exc}"
+            log.warning("node %s: build of %s failed: %s", self.host, instance_uuid, message)
+            await self._undo_build(instance_uuid)
+            await self.bus.call(
+                "conductor.build_failed",
+                {"instance_uuid": instance_uuid, "host": self.host, "message": message},
+            )
+
+    async def _prepare(self, instance: dict[str, Any], requested_networks: Any) -> str:
+        """Steps 20-28: the image (and its kernel and ramdisk), the ports; returns the domain XML."""
+        image = await self.bus.call("image.get", {"image_id": instance["image_ref"]})
+        properties = image.get("properties") or {}
+        kernel = initrd = None
+        for key in ("kernel_id", "ramdisk_id"):
+            if properties.get(key):
+                try:
+                    await self.bus.call("image.get", {"image_id": properties[key]})
+                except NotFound:
+                    raise NotFound(
+                        f"{key} image {properties[key]} of image {image['id']} could not be found"
+                    ) from None
+        if properties.get("kernel_id"):
+            kernel = str(self.state_dir / "images" / properties["kernel_id"])
+            initrd = (
+                str(self.state_dir / "images" / properties["ramdisk_id"])
+                if properties.get("ramdisk_id")
+                else None
+            )
+        ports = await self.bus.call(
+            "net.allocate_for_instance",
+            {
+                "instance_uuid": instance["id"],
+                "project_id": instance["project_id"],
+                "requested_networks": requested_networks,
+                "host": self.host,
+            },
+        )
+        addresses = await self._addresses(ports)
+        await self.bus.call(
+            "conductor.instance_spawning",
+            {"instance_uuid": instance["id"], "host": self.host, "addresses": addresses},
+        )
+        flavor = instance["flavor"]
+        spec = DomainSpec(
+            uuid=instance["id"],
+            name=instance["name"],
+            project_id=instance["project_id"],
+            flavor_name=flavor["name"],
+            vcpus=flavor["vcpus"],
+            memory_mb=flavor["ram"],
+            domain_type="test",
+            disks=(
+                Disk(
+                    str(self.state_dir / "instances" / instance["id"] / "disk"),
+                    "vda",
+                    bus=disk_bus(properties),
+                ),
+            ),
+            nics=tuple(Nic(port["mac_address"], port["id"]) for port in ports),
+            kernel=kernel,
+            initrd=initrd,
+            cmdline=properties.get("os_command_line"),
+        )
+        return domain_xml(spec)
+
+    async def _addresses(self, ports: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+        """Nova's ``addresses``: network name -> fixed IPs with their MAC."""
+        addresses: dict[str, list[dict[str, Any]]] = {}
+        for port in ports:
+            network_id = port["network_id"]
+            if network_id not in self._network_names:
+                network = await self.bus.call("net.get_network", {"network_id": network_id})
+                self._network_names[network_id] = network["name"] or network_id
+            for fixed in port["fixed_ips"]:
+                addresses.setdefault(self._network_names[network_id], []).append(
+                    {
+                        "addr": fixed["ip_address"],
+                        "version": 4,
+                        "OS-EXT-IPS:type": "fixed",
+                        "OS-EXT-IPS-MAC:mac_addr": port["mac_address"],
+                    }
+                )
+        return addresses
+
+    async def _undo_build(self, instance_uuid: str) -> None:
+        """Give back what a failed build took: the domain, its ports, its record here."""
+        domain = self._domain(instance_uuid)
+        if domain is not None:
+            if domain.isActive():
+                await self._virt(domain.destroy)
+            await self._virt(domain.undefine)
+        await self.bus.call("net.deallocate_for_instance", {"instance_uuid": instance_uuid})
+        await self.bus.call("volume.detach_all", {"instance_uuid": instance_uuid})
+        await self.store.execute("DELETE FROM domains WHERE uuid = ?", (instance_uuid,))
+
+    # -- power ----------------------------------------------------------------------------
+
+    async def _existing(self, instance_uuid: str) -> libvirt.virDomain:
+        domain = self._domain(instance_uuid)
+        if domain is None:
+            raise NotFound(f"no domain for instance {instance_uuid} on {self.host}")
+        self._request_ids[instance_uuid] = current_request_id() or ""
+        return domain
+
+    async def _set_desired(self, instance_uuid: str, power: str) -> None:
+        await self.store.execute(
+            "UPDATE domains SET desired_power = ? WHERE uuid = ?", (power, instance_uuid)
+        )
+
+    @handler
+    async def stop_instance(self, instance_uuid: str) -> None:
+        """ACPI shutdown; destroy when the guest has not stopped within ``shutdown_timeout``."""
+        domain = await self._existing(instance_uuid)
+        await self._set_desired(instance_uuid, "shutoff")
+        if not domain.isActive():
+            await self._sync(instance_uuid, running=False)
+            return
+        stopped = self._stopped.setdefault(instance_uuid, asyncio.Event())
+        try:
+            await self._virt(domain.shutdown)
+            async with asyncio.timeout(self.shutdown_timeout):
+                await stopped.wait()
+        except TimeoutError:
+            log.warning(
+                "node %s: %s ignored ACPI shutdown for %.0f s; destroying it",
+                self.host,
+                instance_uuid,
+                self.shutdown_timeout,
+            )
+            await self._virt(domain.destroy)
+        finally:
+            self._stopped.pop(instance_uuid, None)
+
+    @handler
+    async def start_instance(self, instance_uuid: str) -> None:
+        domain = await self._existing(instance_uuid)
+        await self._set_desired(instance_uuid, "running")
+        if domain.isActive():
+            await self._sync(instance_uuid, running=True)
+            return
+        await self._virt(domain.create)
+
+    @handler
+    async def reboot_instance(self, instance_uuid: str, reboot_type: str = "SOFT") -> None:
+        """SOFT: the guest reboots itself (no lifecycle event); HARD: destroy then create."""
+        domain = await self._existing(instance_uuid)
+        await self._set_desired(instance_uuid, "running")
+        if reboot_type == "HARD":
+            if domain.isActive():
+                await self._virt(domain.destroy)
+            await self._virt(domain.create)
+            return
+        await self._virt(domain.reboot, 0)
+        await self.bus.call("conductor.task_done", {"instance_uuid": instance_uuid, "host": self.host})
+
+    async def _sync(self, instance_uuid: str, *, running: bool) -> None:
+        """Tell the conductor a power state libvirt will send no event for (it did not change)."""
+        await self.bus.call(
+            "conductor.sync_power_state",
+            {"instance_uuid": instance_uuid, "host": self.host, "running": running},
+        )
+
+    @handler
+    async def terminate_instance(self, instance_uuid: str) -> None:
+        """Destroy, release ports and volumes, undefine: the UNDEFINED event finishes the delete."""
+        self._request_ids[instance_uuid] = current_request_id() or ""
+        domain = self._domain(instance_uuid)
+        if domain is not None and domain.isActive():
+            await self._virt(domain.destroy)
+        await self.bus.call("net.deallocate_for_instance", {"instance_uuid": instance_uuid})
+        await self.bus.call("volume.detach_all", {"instance_uuid": instance_uuid})
+        await self.store.execute("DELETE FROM domains WHERE uuid = ?", (instance_uuid,))
+        if domain is not None:
+            await self._virt(domain.undefine)
+        else:
+            await self.bus.call("conductor.domain_gone", {"instance_uuid": instance_uuid, "host": self.host})
+        self._request_ids.pop(instance_uuid, None)
+
+    # -- volumes ----------------------------------------------------------------------------
+
+    @handler
+    async def attach_volume(
+        self, instance_uuid: str, volume_id: str, connection: dict[str, Any], device: str | None = None
+    ) -> dict[str, str]:
+        """Attach live where the driver can, and always to the persistent definition."""
+        domain = await self._existing(instance_uuid)
+        used = set(disk_targets(domain.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)))
+        target = (device or "").removeprefix("/dev/") or next_disk_target(used)
+        if target in used:
+            raise Conflict(f"device /dev/{target} is already in use on instance {instance_uuid}")
+        disk = Disk(connection["path"], target, format=connection["format"], serial=volume_id)
+        await self._change_device(domain, disk_xml(disk), attach=True)
+        await self._remember_xml(instance_uuid, domain)
+        return {"device": f"/dev/{target}"}
+
+    @handler
+    async def detach_volume(self, instance_uuid: str, volume_id: str, connection: dict[str, Any]) -> None:
+        domain = await self._existing(instance_uuid)
+        targets = disk_targets(domain.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+        target = next((dev for dev, path in targets.items() if path == connection["path"]), None)
+        if target is None:
+            raise NotFound(f"volume {volume_id} is not attached to instance {instance_uuid}")
+        disk = Disk(connection["path"], target, format=connection["format"], serial=volume_id)
+        await self._change_device(domain, disk_xml(disk), attach=False)
+        await self._remember_xml(instance_uuid, domain)
+
+    async def _change_device(self, domain: libvirt.virDomain, device_xml: str, *, attach: bool) -> None:
+        flags = libvirt.VIR_DOMAIN_AFFECT_CONFIG
+        if domain.isActive():
+            flags |= libvirt.VIR_DOMAIN_AFFECT_LIVE
+        change = domain.attachDeviceFlags if attach else domain.detachDeviceFlags
+        try:
+            await self._virt(change, device_xml, flags)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() != libvirt.VIR_ERR_NO_SUPPORT:
+                raise
+            await self._redefine_with_device(domain, device_xml, attach=attach)
+
+    async def _redefine_with_device(
+        self, domain: libvirt.virDomain, device_xml: str, *, attach: bool
+    ) -> None:
+        """For drivers without device hot-plug (the test driver): change the persistent definition."""
+        root = ET.fromstring(domain.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+        devices = root.find("devices")
+        assert devices is not None
+        device = ET.fromstring(device_xml)
+        if attach:
+            devices.append(device)
+        else:
+            source = device.find("source")
+            path = source.get("file") if source is not None else None
+            for disk in devices.findall("disk"):
+                disk_source = disk.find("source")
+                if disk_source is not None and disk_source.get("file") == path:
+                    devices.remove(disk)
+        assert self.conn is not None
+        await self._virt(self.conn.defineXML, ET.tostring(root, encoding="unicode"))
+
+    async def _remember_xml(self, instance_uuid: str, domain: libvirt.virDomain) -> None:
+        xml = await self._virt(domain.XMLDesc, libvirt.VIR_DOMAIN_XML_INACTIVE)
+        await self.store.execute("UPDATE domains SET xml = ? WHERE uuid = ?", (xml, instance_uuid))
+
+    @handler
+    async def list_domains(self) -> list[dict[str, Any]]:
+        assert self.conn is not None
+        domains = await self._virt(self.conn.listAllDomains, 0)
+        return [
+            {
+                "uuid": d.UUIDString(),
+                "name": d.name(),
+                "state": d.state()[0],
+                "project_id": self._projects.get(d.UUIDString()),
+            }
+            for d in domains
+        ]
+
+    # -- restart: libvirt and the records agree again ----------------------------------------
+
+    async def _reconcile(self) -> None:
+        """Make libvirt match the conductor's records of this host (a restarted node or libvirt)."""
+        records = await self._records_when_conductor_answers()
+        stored = {row["uuid"]: row for row in await self.store.fetchall("SELECT * FROM domains")}
+        assert self.conn is not None
+        for instance in records:
+            uuid = instance["id"]
+            domain = self._domain(uuid)
+            if instance["task_state"] == "deleting":
+                await self.terminate_instance(uuid)
+                continue
+            if domain is None and uuid not in stored:
+                if instance["vm_state"] == "building":
+                    await self.bus.call(
+                        "conductor.build_failed",
+                        {
+                            "instance_uuid": uuid,
+                            "host": self.host,
+                            "message": f"node {self.host} restarted before the domain was defined",
+                        },
+                    )
+                continue
+            if domain is None:
+                domain = await self._virt(self.conn.defineXML, stored[uuid]["xml"])
+            want_running = (
+                instance["vm_state"] in ("active", "building") and instance["task_state"] != "powering-off"
+            )
+            if instance["task_state"] == "powering-on":
+                want_running = True
+            if want_running and not domain.isActive():
+                await self._virt(domain.create)
+            elif not want_running and domain.isActive():
+                await self._virt(domain.destroy)
+            else:
+                await self._sync(uuid, running=bool(domain.isActive()))
+        known = {instance["id"] for instance in records}
+        for uuid in set(stored) - known:
+            log.warning("node %s: domain %s has no live instance record; removing it", self.host, uuid)
+            await self.terminate_instance(uuid)
+        log.info("node %s reconciled %d instances", self.host, len(records))
+
+    async def _records_when_conductor_answers(self) -> list[dict[str, Any]]:
+        while True:
+            try:
+                return await self.bus.call("conductor.list_host_instances", {"host": self.host}, timeout=10)
+            except AiostackError as exc:
+                log.info("node %s: waiting for the conductor to reconcile (%s)", self.host, exc)
+                await asyncio.sleep(1)

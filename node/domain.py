@@ -1,0 +1,136 @@
+"""Domain XML for an instance: what nova's libvirt driver writes, for the test driver and QEMU alike."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from typing import Any
+
+METADATA_NS = "https://aiostack.dev/xmlns/instance/1"
+
+
+class DomainSpecError(ValueError):
+    """The instance asks for something no domain can have."""
+
+
+@dataclass(frozen=True, slots=True)
+class Disk:
+    path: str
+    target: str
+    format: str = "raw"
+    bus: str = "virtio"
+    serial: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Nic:
+    mac: str
+    port_id: str
+    network: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DomainSpec:
+    """Everything the domain XML says about one instance."""
+
+    uuid: str
+    name: str
+    project_id: str
+    flavor_name: str
+    vcpus: int
+    memory_mb: int
+    domain_type: str = "test"
+    disks: tuple[Disk, ...] = ()
+    nics: tuple[Nic, ...] = ()
+    kernel: str | None = None
+    initrd: str | None = None
+    cmdline: str | None = None
+    console_log: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def domain_name(instance_uuid: str) -> str:
+    return f"instance-{instance_uuid}"
+
+
+def disk_bus(image_properties: dict[str, Any]) -> str:
+    """The disk bus an image asks for (``hw_disk_bus``, default virtio); libvirt judges the value."""
+    return str(image_properties.get("hw_disk_bus") or "virtio")
+
+
+def domain_xml(spec: DomainSpec) -> str:
+    domain = ET.Element("domain", type=spec.domain_type)
+    ET.SubElement(domain, "name").text = domain_name(spec.uuid)
+    ET.SubElement(domain, "uuid").text = spec.uuid
+    metadata = ET.SubElement(ET.SubElement(domain, "metadata"), f"{{{METADATA_NS}}}instance")
+    ET.SubElement(metadata, f"{{{METADATA_NS}}}name").text = spec.name
+    ET.SubElement(metadata, f"{{{METADATA_NS}}}project").text = spec.project_id
+    ET.SubElement(metadata, f"{{{METADATA_NS}}}flavor").text = spec.flavor_name
+    ET.SubElement(domain, "memory", unit="MiB").text = str(spec.memory_mb)
+    ET.SubElement(domain, "vcpu").text = str(spec.vcpus)
+    os_element = ET.SubElement(domain, "os")
+    ET.SubElement(os_element, "type", arch="x86_64").text = "hvm"
+    if spec.kernel:
+        ET.SubElement(os_element, "kernel").text = spec.kernel
+        if spec.initrd:
+            ET.SubElement(os_element, "initrd").text = spec.initrd
+        if spec.cmdline:
+            ET.SubElement(os_element, "cmdline").text = spec.cmdline
+    else:
+        ET.SubElement(os_element, "boot", dev="hd")
+    ET.SubElement(domain, "on_poweroff").text = "destroy"
+    ET.SubElement(domain, "on_reboot").text = "restart"
+    ET.SubElement(domain, "on_crash").text = "destroy"
+    devices = ET.SubElement(domain, "devices")
+    for disk in spec.disks:
+        devices.append(disk_element(disk))
+    for nic in spec.nics:
+        interface = ET.SubElement(devices, "interface", type="network" if nic.network else "ethernet")
+        ET.SubElement(interface, "mac", address=nic.mac)
+        if nic.network:
+            ET.SubElement(interface, "source", network=nic.network)
+        ET.SubElement(interface, "model", type="virtio")
+    if spec.console_log:
+        serial = ET.SubElement(devices, "serial", type="file")
+        ET.SubElement(serial, "source", path=spec.console_log)
+        ET.SubElement(serial, "target", port="0")
+    return ET.tostring(domain, encoding="unicode")
+
+
+def disk_element(disk: Disk) -> ET.Element:
+    element = ET.Element("disk", type="file", device="disk")
+    ET.SubElement(element, "driver", name="qemu", type=disk.format)
+    ET.SubElement(element, "source", file=disk.path)
+    ET.SubElement(element, "target", dev=disk.target, bus=disk.bus)
+    if disk.serial:
+        ET.SubElement(element, "serial").text = disk.serial[:20]
+    return element
+
+
+def disk_xml(disk: Disk) -> str:
+    return ET.tostring(disk_element(disk), encoding="unicode")
+
+
+def next_disk_target(used: set[str], bus: str = "virtio") -> str:
+    prefix = "vd" if bus == "virtio" else "sd"
+    for letter in "abcdefghijklmnopqrstuvwxyz":
+        if prefix + letter not in used:
+            return prefix + letter
+    raise DomainSpecError("no free disk target left")
+
+
+def disk_targets(xml: str) -> dict[str, str]:
+    """``{target dev: source file}`` of a domain's disks."""
+    root = ET.fromstring(xml)
+    targets = {}
+    for disk in root.iter("disk"):
+        target, source = disk.find("target"), disk.find("source")
+        if target is not None:
+            targets[target.get("dev", "")] = source.get("file", "") if source is not None else ""
+    return targets
+
+
+def project_of(xml: str) -> str | None:
+    root = ET.fromstring(xml)
+    project = root.find(f"metadata/{{{METADATA_NS}}}instance/{{{METADATA_NS}}}project")
+    return project.text if project is not None else None

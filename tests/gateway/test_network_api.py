@@ -1,0 +1,228 @@
+"""Neutron v2.0 routes over real HTTP: shapes, status codes, filters, bad input and project isolation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from actors.net import NetActor
+from actors.token import TokenActor
+from bus import Bus, Context, NotFound, request_scope
+
+NETWORKS = "/network/v2.0/networks"
+SUBNETS = "/network/v2.0/subnets"
+PORTS = "/network/v2.0/ports"
+ADMIN_PASSWORD, DEMO_PASSWORD = "admin-secret", "demo-secret"  # as tests/conftest.py bootstraps them
+PORT_KEYS = {
+    "id", "name", "network_id", "project_id", "tenant_id", "mac_address", "fixed_ips", "device_id",
+    "device_owner", "status", "admin_state_up", "binding:host_id", "created_at", "updated_at",
+}  # fmt: skip
+
+
+@pytest.fixture
+async def demo(start_actor, config, api: Any) -> Any:
+    """The token and net actors behind the gateway, and ``api`` logged in as demo (a member)."""
+    await start_actor(TokenActor, config)
+    await start_actor(NetActor, config)
+    await api.login()
+    return api
+
+
+@pytest.fixture
+async def bob(bus: Bus, demo: Any) -> Any:
+    """A member of a second project, made by the admin through the token actor, logged in."""
+    issued = await bus.call("token.issue", {"username": "admin", "password": ADMIN_PASSWORD})
+    admin = Context(issued["user"]["id"], issued["project"]["id"], ("admin",), issued["token"])
+    with request_scope(context=admin):
+        await bus.call("token.create_project", {"name": "other"})
+        await bus.call("token.create_user", {"name": "bob", "password": "bob-pw", "default_project": "other"})
+        await bus.call("token.grant_role", {"user": "bob", "project": "other", "role": "member"})
+    client = type(demo)(demo.session, demo.base_url)
+    await client.login("bob", "bob-pw", project="other")
+    return client
+
+
+def neutron_error(body: Any) -> dict[str, str]:
+    """The NeutronError of an error body, checked for Neutron's shape."""
+    assert set(body) == {"NeutronError"}, body
+    error = body["NeutronError"]
+    assert set(error) == {"type", "message", "detail"} and error["message"], error
+    return error
+
+
+async def create(api: Any, path: str, key: str, fields: dict[str, Any]) -> dict[str, Any]:
+    status, body = await api.post(path, {key: fields})
+    assert status == 201, body
+    return body[key]
+
+
+async def snapshot(api: Any) -> dict[str, Any]:
+    """Everything the client sees, to show a refused request changed nothing."""
+    return {path: (await api.get(path))[1] for path in (NETWORKS, SUBNETS, PORTS)}
+
+
+async def test_version_document_needs_no_token(api: Any) -> None:
+    status, body = await api.get("/network/")
+    assert status == 200
+    [version] = body["versions"]
+    assert version["id"] == "v2.0" and version["links"][0]["href"].endswith("/network/v2.0/")
+
+
+async def test_demo_sees_the_default_network(demo: Any) -> None:
+    status, body = await demo.get(NETWORKS)
+    assert status == 200
+    [default] = body["networks"]
+    assert default["name"] == "default" and default["shared"] is True and default["router:external"] is False
+    status, body = await demo.get(NETWORKS, params={"shared": "true", "name": "default"})
+    assert status == 200 and [n["id"] for n in body["networks"]] == [default["id"]]
+    status, body = await demo.get(NETWORKS, params={"shared": "false"})
+    assert status == 200 and body["networks"] == []
+    status, body = await demo.get(
+        SUBNETS, params={"network_id": default["id"], "fields": ["cidr", "gateway_ip"]}
+    )
+    assert status == 200 and body["subnets"] == [{"cidr": "10.20.0.0/16", "gateway_ip": "10.20.0.1"}]
+
+
+async def test_network_subnet_and_port_lifecycle(demo: Any) -> None:
+    network = await create(demo, NETWORKS, "network", {"name": "web", "admin_state_up": True})
+    assert (
+        network["project_id"] == demo.project_id and network["status"] == "ACTIVE" and network["mtu"] == 1500
+    )
+    subnet = await create(
+        demo, SUBNETS, "subnet", {"network_id": network["id"], "cidr": "192.168.50.0/24", "name": "web-v4"}
+    )
+    assert subnet["gateway_ip"] == "192.168.50.1" and subnet["ip_version"] == 4
+    port = await create(demo, PORTS, "port", {"network_id": network["id"], "name": "web-1"})
+    assert set(port) == PORT_KEYS
+    assert port["fixed_ips"] == [{"subnet_id": subnet["id"], "ip_address": "192.168.50.2"}]
+    assert port["status"] == "DOWN" and port["mac_address"].startswith("fa:16:3e:")
+
+    status, body = await demo.get(f"{NETWORKS}/{network['id']}")
+    assert status == 200 and body["network"]["subnets"] == [subnet["id"]]
+    status, body = await demo.put(f"{NETWORKS}/{network['id']}", {"network": {"name": "web-renamed"}})
+    assert status == 200 and body["network"]["name"] == "web-renamed"
+    status, body = await demo.put(
+        f"{PORTS}/{port['id']}", {"port": {"device_id": "vm-1", "binding:host_id": "node-1"}}
+    )
+    assert (
+        status == 200 and body["port"]["status"] == "ACTIVE" and body["port"]["binding:host_id"] == "node-1"
+    )
+    status, body = await demo.get(PORTS, params={"device_id": "vm-1"})
+    assert status == 200 and [p["id"] for p in body["ports"]] == [port["id"]]
+    status, body = await demo.get(PORTS, params={"status": "ACTIVE", "network_id": network["id"]})
+    assert status == 200 and [p["id"] for p in body["ports"]] == [port["id"]]
+    status, body = await demo.get(PORTS, params={"device_id": "vm-2"})
+    assert status == 200 and body["ports"] == []
+
+    status, body = await demo.delete(f"{NETWORKS}/{network['id']}")
+    assert status == 409 and "still in use" in neutron_error(body)["message"]
+    status, body = await demo.delete(f"{SUBNETS}/{subnet['id']}")
+    assert status == 409 and "IP allocation" in neutron_error(body)["message"]
+    status, _ = await demo.delete(f"{PORTS}/{port['id']}")
+    assert status == 204
+    status, _ = await demo.delete(f"{NETWORKS}/{network['id']}")
+    assert status == 204
+    status, body = await demo.get(f"{NETWORKS}/{network['id']}")
+    assert status == 404 and network["id"] in neutron_error(body)["message"]
+    status, body = await demo.get(f"{SUBNETS}/{subnet['id']}")
+    assert status == 404
+
+
+async def test_projects_get_404_for_each_others_resources(demo: Any, bob: Any, bus: Bus) -> None:
+    network = await create(bob, NETWORKS, "network", {"name": "bobs"})
+    await create(bob, SUBNETS, "subnet", {"network_id": network["id"], "cidr": "10.1.0.0/24"})
+    port = await create(bob, PORTS, "port", {"network_id": network["id"]})
+    assert port["project_id"] == bob.project_id != demo.project_id
+    before = await snapshot(demo)
+    for method, path, body in (
+        ("GET", f"{NETWORKS}/{network['id']}", None),
+        ("PUT", f"{NETWORKS}/{network['id']}", {"network": {"name": "mine"}}),
+        ("DELETE", f"{NETWORKS}/{network['id']}", None),
+        ("GET", f"{PORTS}/{port['id']}", None),
+        ("PUT", f"{PORTS}/{port['id']}", {"port": {"name": "mine"}}),
+        ("DELETE", f"{PORTS}/{port['id']}", None),
+        ("POST", PORTS, {"port": {"network_id": network["id"]}}),
+    ):
+        status, answer = await demo.request(method, path, json=body)
+        assert status == 404, (method, path, answer)
+        assert "could not be found" in neutron_error(answer)["message"]
+    assert network["id"] not in {n["id"] for n in before[NETWORKS]["networks"]}
+    assert before[PORTS]["ports"] == []
+    assert await snapshot(demo) == before
+    status, body = await bob.get(f"{PORTS}/{port['id']}")
+    assert status == 200 and body["port"]["id"] == port["id"]
+    issued = await bus.call("token.issue", {"username": "demo", "password": DEMO_PASSWORD})
+    member = Context(issued["user"]["id"], issued["project"]["id"], ("member",), issued["token"])
+    with request_scope(context=member):
+        for method, argument in (
+            ("get_network", {"network_id": network["id"]}),
+            ("get_port", {"port_id": port["id"]}),
+        ):
+            with pytest.raises(NotFound):
+                await bus.call(f"net.{method}", argument)
+        assert await bus.call("net.list_ports", {"network_id": network["id"]}) == []
+
+
+async def test_a_member_cannot_create_a_shared_network(demo: Any) -> None:
+    before = await snapshot(demo)
+    status, body = await demo.post(NETWORKS, {"network": {"name": "everyone", "shared": True}})
+    assert status == 403 and "admin" in neutron_error(body)["message"]
+    assert await snapshot(demo) == before
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status", "message"),
+    [
+        ("POST", SUBNETS, {"subnet": {"cidr": "10.0.0.0/33"}}, 400, "not a valid IP subnet"),
+        ("POST", SUBNETS, {"subnet": {"cidr": "10.0.0.0/24", "gateway_ip": "10.9.9.1"}}, 400, "gateway_ip"),
+        ("POST", SUBNETS, {"subnet": {"cidr": "10.0.0.0/24", "network_id": "nope"}}, 404, "Network nope"),
+        ("POST", PORTS, {"port": {"network_id": "nope"}}, 404, "Network nope could not be found"),
+        ("POST", PORTS, {"port": {"admin_state_up": "yes"}}, 400, "boolean"),
+        ("POST", NETWORKS, {"network": {"name": 5}}, 400, "Invalid input for name"),
+        ("POST", NETWORKS, {"network": {"mtu": "big"}}, 400, "integer"),
+        (
+            "POST",
+            NETWORKS,
+            {"network": {"name": "x", "colour": "blue"}},
+            400,
+            "Unrecognized attribute(s) 'colour'",
+        ),
+        ("POST", NETWORKS, {"name": "x"}, 400, "'network' member"),
+        ("POST", NETWORKS, b"{not json", 400, "not valid JSON"),
+        (
+            "PUT",
+            f"{PORTS}/nope",
+            {"port": {"binding_host": "h"}},
+            400,
+            "Unrecognized attribute(s) 'binding_host'",
+        ),
+        ("PUT", f"{SUBNETS}/nope", {"subnet": {"name": "x"}}, 405, "Method Not Allowed"),
+        ("GET", f"{NETWORKS}?colour=blue", None, 400, "[colour] is invalid attribute for filtering"),
+        ("GET", f"{NETWORKS}?shared=perhaps", None, 400, "boolean"),
+        ("GET", f"{PORTS}/nope", None, 404, "Port nope could not be found"),
+    ],
+)
+async def test_bad_requests_answer_in_neutron_format_and_change_nothing(
+    demo: Any, method: str, path: str, body: Any, status: int, message: str
+) -> None:
+    network = await create(demo, NETWORKS, "network", {"name": "mine"})
+    await create(demo, SUBNETS, "subnet", {"network_id": network["id"], "cidr": "192.168.60.0/24"})
+    if path in (SUBNETS, PORTS) and isinstance(body, dict):
+        ((key, fields),) = body.items()
+        body = {key: {"network_id": network["id"], **fields}}
+    before = await snapshot(demo)
+    sent = (
+        {"data": body, "headers": {"Content-Type": "application/json"}}
+        if isinstance(body, bytes)
+        else {"json": body}
+    )
+    got, answer = await demo.request(method, path, **sent)
+    assert got == status, answer
+    assert message in neutron_error(answer)["message"]
+    assert await snapshot(demo) == before
+
+
+async def test_requests_without_a_token_are_refused(api: Any, demo: Any) -> None:
+    status, body = await api.get(NETWORKS, headers={"X-Auth-Token": ""})
+    assert status == 401 and neutron_error(body)

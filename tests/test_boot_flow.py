@@ -1,0 +1,266 @@
+"""The 29-step boot flow end to end: REST in, libvirt's events out over the websocket.
+
+Every actor runs for real on a real nats-server, nodes on libvirt's test driver, the
+gateway on a real loopback HTTP server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import aiohttp
+import pytest
+
+from bus import Bus, decode
+
+
+class EventStream:
+    """Events from the gateway's websocket, kept in arrival order."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.ws = ws
+        self.events: list[dict[str, Any]] = []
+        self._arrived = asyncio.Condition()
+        self._reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        async for message in self.ws:
+            if message.type != aiohttp.WSMsgType.TEXT:
+                break
+            frame = json.loads(message.data)
+            async with self._arrived:
+                self.events.append(frame["event"])
+                self._arrived.notify_all()
+
+    async def wait_for(
+        self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 30
+    ) -> dict[str, Any]:
+        async with asyncio.timeout(timeout), self._arrived:
+            while True:
+                for event in self.events:
+                    if predicate(event):
+                        return event
+                await self._arrived.wait()
+
+    async def close(self) -> None:
+        await self.ws.close()
+        self._reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._reader
+
+
+@pytest.fixture
+async def events(api, gateway_url, cloud) -> AsyncIterator[EventStream]:
+    await api.login()
+    ws = await api.session.ws_connect(f"{gateway_url}/ws?kinds=instance,domain", headers=api.headers)
+    stream = EventStream(ws)
+    yield stream
+    await stream.close()
+
+
+async def default_image_id(api) -> str:
+    status, body = await api.get("/image/v2/images?name=aiostack-tiny")
+    assert status == 200, body
+    return body["images"][0]["id"]
+
+
+async def boot(api, name: str = "vm", **extra: Any) -> str:
+    image = extra.pop("imageRef", None) or await default_image_id(api)
+    status, body = await api.post(
+        "/compute/v2.1/servers",
+        {"server": {"name": name, "imageRef": image, "flavorRef": "1", "networks": "auto", **extra}},
+    )
+    assert status == 202, body
+    return body["server"]["id"]
+
+
+def is_event(server_id: str, event_type: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda e: e["id"] == server_id and e["type"] == event_type
+
+
+async def test_boot_stop_start_reboot_delete_follow_libvirt_events(api, events: EventStream) -> None:
+    server_id = await boot(api)
+    active = await events.wait_for(is_event(server_id, "instance.active"))
+    started = await events.wait_for(
+        lambda e: (
+            e["id"] == server_id and e["type"] == "domain.lifecycle" and e["state"]["event"] == "STARTED"
+        )
+    )
+    assert events.events.index(started) < events.events.index(active)
+    assert active["state"]["cause"]["domain_event"] == "STARTED"
+    assert active["request_id"] == started["request_id"]
+    status, body = await api.get(f"/compute/v2.1/servers/{server_id}")
+    assert status == 200 and body["server"]["status"] == "ACTIVE"
+    assert body["server"]["addresses"]["default"][0]["addr"].startswith("10.20.")
+
+    assert (await api.post(f"/compute/v2.1/servers/{server_id}/action", {"os-stop": None}))[0] == 202
+    stopped = await events.wait_for(is_event(server_id, "instance.shutoff"))
+    assert stopped["state"]["cause"]["domain_event"] == "STOPPED"
+    status, body = await api.post(f"/compute/v2.1/servers/{server_id}/action", {"os-stop": None})
+    assert status == 409 and "stopped" in body["conflictingRequest"]["message"]
+
+    assert (await api.post(f"/compute/v2.1/servers/{server_id}/action", {"os-start": None}))[0] == 202
+    restarted = await events.wait_for(lambda e: is_event(server_id, "instance.active")(e) and e is not active)
+    assert restarted["state"]["cause"]["domain_event"] == "STARTED"
+
+    actives_before = sum(1 for e in events.events if is_event(server_id, "instance.active")(e))
+    assert (await api.post(f"/compute/v2.1/servers/{server_id}/action", {"reboot": {"type": "HARD"}}))[
+        0
+    ] == 202
+    await events.wait_for(is_event(server_id, "instance.rebooting_hard"))
+    await events.wait_for(
+        lambda e: (
+            is_event(server_id, "instance.active")(e)
+            and sum(1 for x in events.events if is_event(server_id, "instance.active")(x)) > actives_before
+        )
+    )
+    assert (await api.post(f"/compute/v2.1/servers/{server_id}/action", {"reboot": {"type": "SOFT"}}))[
+        0
+    ] == 202
+    await events.wait_for(is_event(server_id, "instance.rebooting"))
+
+    async with asyncio.timeout(10):
+        while (await api.get(f"/compute/v2.1/servers/{server_id}"))[1]["server"]["status"] != "ACTIVE":
+            await asyncio.sleep(0.02)
+    assert (await api.delete(f"/compute/v2.1/servers/{server_id}"))[0] == 204
+    deleted = await events.wait_for(is_event(server_id, "instance.deleted"))
+    assert deleted["state"]["cause"]["domain_event"] == "UNDEFINED"
+    status, body = await api.get(f"/compute/v2.1/servers/{server_id}")
+    assert status == 404 and "itemNotFound" in body
+
+
+async def test_every_message_on_the_bus_is_a_valid_envelope(api, events: EventStream, bus: Bus) -> None:
+    seen: list[tuple[str, bytes]] = []
+
+    async def spy(msg) -> None:
+        seen.append((msg.subject, msg.data))
+
+    await bus.subscribe(f"{bus.prefix}.>", spy)
+    await bus.subscribe("_INBOX.>", spy)
+    await bus.flush()
+    server_id = await boot(api, "traced")
+    await events.wait_for(is_event(server_id, "instance.active"))
+    await api.delete(f"/compute/v2.1/servers/{server_id}")
+    await events.wait_for(is_event(server_id, "instance.deleted"))
+    await asyncio.sleep(0.2)
+    subjects = {subject.split(".")[1] if subject.startswith(bus.prefix) else "reply" for subject, _ in seen}
+    assert {"rpc", "evt", "reply"} <= subjects
+    for _subject, data in seen:
+        if data:  # the server's no-responders status message carries no payload
+            decode(data)
+    methods = {s.split(".", 2)[2] for s, _ in seen if s.startswith(f"{bus.prefix}.rpc.")}
+    assert {
+        "conductor.create_instance",
+        "scheduler.select_destinations",
+        "image.get",
+        "net.allocate_for_instance",
+        "conductor.domain_event",
+    } <= methods
+
+
+@pytest.mark.nodes(4)
+async def test_200_concurrent_boots_across_4_nodes(api, events: EventStream, bus: Bus) -> None:
+    image = await default_image_id(api)
+    server_ids = await asyncio.gather(*(boot(api, f"many-{i}", imageRef=image) for i in range(200)))
+    for server_id in server_ids:
+        await events.wait_for(is_event(server_id, "instance.active"), timeout=120)
+    _status, body = await api.get("/compute/v2.1/servers/detail")
+    assert [s["status"] for s in body["servers"]] == ["ACTIVE"] * 200
+    addresses = [s["addresses"]["default"][0]["addr"] for s in body["servers"]]
+    assert len(set(addresses)) == 200
+    allocations = await bus.call("net.list_allocations")
+    assert len({a["ip_address"] for a in allocations}) == len(allocations)
+    hosts = await bus.call("scheduler.list_hosts")
+    assert sum(h["instances"] for h in hosts) == 200
+    assert len([h for h in hosts if h["instances"]]) == 4
+    for host in hosts:
+        assert host["memory_mb_used"] <= host["memory_mb"]
+        assert host["vcpus_used"] <= host["vcpus"] * 16
+        domains = await bus.call(f"node.{host['host']}.list_domains")
+        assert len(domains) == host["instances"]
+
+
+async def _image_with(api, **properties: str) -> str:
+    status, image = await api.post(
+        "/image/v2/images",
+        {"name": "special", "disk_format": "raw", "container_format": "bare", **properties},
+    )
+    assert status == 201, image
+    status, _ = await api.put(
+        f"/image/v2/images/{image['id']}/file",
+        None,
+        data=b"\0" * 4096,
+        headers={"Content-Type": "application/octet-stream"},
+    )
+    assert status == 204
+    return image["id"]
+
+
+@pytest.mark.parametrize(
+    ("properties", "fault_says"),
+    [
+        ({"kernel_id": "0d0bf2a4-0000-4000-8000-000000000000"}, "kernel_id image"),
+        ({"hw_disk_bus": "bogus"}, "Invalid value for attribute 'bus'"),
+    ],
+    ids=["missing-kernel-image", "libvirt-refuses-the-domain"],
+)
+async def test_failed_build_ends_in_error_and_releases_everything(
+    api, events: EventStream, bus: Bus, properties: dict[str, str], fault_says: str
+) -> None:
+    image = await _image_with(api, **properties)
+    server_id = await boot(api, "doomed", imageRef=image)
+    failed = await events.wait_for(is_event(server_id, "instance.error"))
+    assert fault_says in failed["state"]["fault"]["message"]
+    _status, body = await api.get(f"/compute/v2.1/servers/{server_id}")
+    assert body["server"]["status"] == "ERROR"
+    assert fault_says in body["server"]["fault"]["message"]
+    assert server_id not in {a["instance_uuid"] for a in await bus.call("scheduler.list_allocations")}
+    assert await bus.call("net.list_ports", {"device_id": server_id}) == []
+    assert await bus.call("node.node-1.list_domains") == []
+    assert (await api.delete(f"/compute/v2.1/servers/{server_id}"))[0] == 204
+    await events.wait_for(is_event(server_id, "instance.deleted"))
+
+
+@pytest.mark.parametrize(
+    ("server", "status", "says"),
+    [
+        ({"imageRef": "x", "flavorRef": "1"}, 400, "'name' is a required property"),
+        ({"name": "a", "imageRef": "IMAGE", "flavorRef": "nope"}, 400, "Flavor nope could not be found"),
+        ({"name": "a", "imageRef": "no-such-image", "flavorRef": "1"}, 400, "Image no-such-image could not"),
+        ({"name": 12, "imageRef": "IMAGE", "flavorRef": "1"}, 400, "Value must be a string"),
+        ({"name": "a", "imageRef": "IMAGE", "flavorRef": "1", "networks": "lots"}, 400, "networks"),
+        (
+            {"name": "a", "imageRef": "IMAGE", "flavorRef": "1", "networks": [{"uuid": "nope"}]},
+            400,
+            "Network nope could not be found",
+        ),
+        ({"name": "a", "imageRef": "IMAGE", "flavorRef": "1", "colour": "red"}, 400, "colour"),
+    ],
+)
+async def test_bad_server_requests_are_refused_and_change_nothing(
+    api, events: EventStream, bus: Bus, server: dict[str, Any], status: int, says: str
+) -> None:
+    image = await default_image_id(api)
+    body = {"server": {k: image if v == "IMAGE" else v for k, v in server.items()}}
+    got_status, got = await api.post("/compute/v2.1/servers", body)
+    assert got_status == status, got
+    assert says in json.dumps(got)
+    assert (await api.get("/compute/v2.1/servers"))[1] == {"servers": []}
+    assert await bus.call("net.list_ports", {"device_owner": "compute:nova"}) == []
+    assert await bus.call("scheduler.list_allocations") == []
+
+
+async def test_bad_token_and_bad_json_are_refused(api, events: EventStream) -> None:
+    status, body = await api.request(
+        "POST", "/compute/v2.1/servers", data=b"{nope", headers={"Content-Type": "application/json"}
+    )
+    assert status == 400 and "JSON" in body["badRequest"]["message"]
+    status, body = await api.get("/compute/v2.1/servers", headers={"X-Auth-Token": "forged"})
+    assert status == 401
+    api.headers = {}
+    status, body = await api.get("/compute/v2.1/servers")
+    assert status == 401 and "X-Auth-Token" in json.dumps(body)
