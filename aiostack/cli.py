@@ -9,6 +9,7 @@ import logging
 import sys
 from pathlib import Path
 
+from aiostack.commands import add_server_commands, run_server_command
 from aiostack.config import Config, default_data_dir
 from aiostack.run import ACTOR_NAMES
 from bus import AiostackError, Bus
@@ -49,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--report-interval", type=float, default=10.0, help="node: seconds between heartbeats")
     run.add_argument("--listen", default="127.0.0.1:8774", help="gateway: HOST:PORT to listen on")
 
+    add_server_commands(commands, default_data_dir())
+
     ping = commands.add_parser("ping", help="ping an actor over the bus")
     _add_bus_options(ping)
     ping.add_argument("--nats", required=True)
@@ -69,13 +72,15 @@ async def _ping(config: Config, address: str) -> int:
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
-        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+        level=getattr(logging, str(getattr(args, "log_level", "WARNING")).upper(), logging.INFO),
         format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s",
     )
     if args.command == "up":
         from aiostack.up import up
 
         raise SystemExit(asyncio.run(up(args)))
+    if args.command == "server":
+        raise SystemExit(asyncio.run(run_server_command(args)))
     if args.command == "run":
         from aiostack.run import run_actor
 

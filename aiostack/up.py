@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bus import EmbeddedNatsServer
+from bus import Bus, CallTimeout, EmbeddedNatsServer, NoResponders
 from node.testnode import write_test_node_file
 
 log = logging.getLogger(__name__)
@@ -134,6 +134,26 @@ def first_start_passwords(data_dir: Path) -> dict[str, str]:
     }
 
 
+async def wait_for_actors(nats_url: str, prefix: str, specs: list[ChildSpec], timeout: float = 90.0) -> None:
+    """Return once every actor and node answers ``ping``."""
+    addresses = [
+        f"node.{spec.name}" if spec.args[0] == "node" else spec.name
+        for spec in specs
+        if spec.name != "gateway"
+    ]
+    async with (
+        await Bus.connect(nats_url, prefix=prefix, name="aiostack-up") as bus,
+        asyncio.timeout(timeout),
+    ):
+        for address in addresses:
+            while True:
+                try:
+                    await bus.call(f"{address}.ping", timeout=2)
+                    break
+                except (NoResponders, CallTimeout):
+                    await asyncio.sleep(0.05)
+
+
 async def wait_for_gateway(data_dir: Path, timeout: float = 60.0) -> str | None:
     url_file = data_dir / "gateway.url"
     async with asyncio.timeout(timeout):
@@ -169,6 +189,7 @@ async def up(args: argparse.Namespace) -> int:
         for child in children:
             child.start()
         gateway_url = await wait_for_gateway(data_dir)
+        await wait_for_actors(nats_url, args.prefix, [c.spec for c in children])
         print(f"aiostack up: NATS at {nats_url} (prefix {args.prefix!r}), data in {data_dir}")
         if server is not None:
             print(f"  embedded nats-server pid {server.pid}, JetStream store in {server.data_dir}")

@@ -83,9 +83,13 @@ async def events_socket(request: web.Request) -> web.WebSocketResponse:
     kinds = frozenset(k for k in request.query.get("kinds", "").split(",") if k)
     subscriber = Subscriber(context_of(request), kinds)
     ws = web.WebSocketResponse(heartbeat=30, max_msg_size=1 << 20)
-    await ws.prepare(request)
     hub: EventHub = request.app[HUB]
-    hub.subscribers.add(subscriber)
+    hub.subscribers.add(subscriber)  # before the handshake answer: no event after it is missed
+    try:
+        await ws.prepare(request)
+    except BaseException:
+        hub.subscribers.discard(subscriber)
+        raise
     sender = asyncio.create_task(_send(ws, subscriber))
     try:
         async for _message in ws:

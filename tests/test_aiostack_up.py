@@ -1,41 +1,196 @@
-"""`aiostack up` as an operator runs it: a real process, stopped with Ctrl-C (SIGINT)."""
+"""`aiostack up` as an operator runs it: real processes, stopped with Ctrl-C (SIGINT), started again."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import signal
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
 
+import aiohttp
 import psutil
 
 from bus import Bus
+from tests.helpers import Api
 
 
-async def test_up_starts_the_bus_and_stops_cleanly_on_ctrl_c(tmp_path) -> None:
+@dataclass
+class RunningCloud:
+    process: asyncio.subprocess.Process
+    banner: str
+    nats_url: str
+    gateway_url: str
+
+
+@asynccontextmanager
+async def aiostack_up(data_dir: Path, *args: str) -> AsyncIterator[RunningCloud]:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "aiostack.cli",
         "up",
         "--data-dir",
-        str(tmp_path),
+        str(data_dir),
+        "--listen",
+        "127.0.0.1:0",
+        *args,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
+        env={
+            **os.environ,
+            "AIOSTACK_ADMIN_PASSWORD": "admin-secret",
+            "AIOSTACK_DEMO_PASSWORD": "demo-secret",
+        },
     )
     assert process.stdout is not None
     banner = ""
+    try:
+        async with asyncio.timeout(90):
+            while "Ctrl-C" not in banner:
+                line = (await process.stdout.readline()).decode()
+                assert line, f"aiostack up exited early: {banner}"
+                banner += line
+        cloud = RunningCloud(
+            process,
+            banner,
+            re.search(r"NATS at (nats://127\.0\.0\.1:\d+)", banner).group(1),
+            re.search(r"gateway: (http://\S+)", banner).group(1),
+        )
+        yield cloud
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGINT)
+            async with asyncio.timeout(60):
+                await process.wait()
+
+
+async def wait_until_settled(api: Api, expected: dict[str, str]) -> None:
+    """Poll until every server shows its expected status (and none is transitional)."""
     async with asyncio.timeout(60):
-        while "Ctrl-C" not in banner:
-            line = (await process.stdout.readline()).decode()
-            assert line, f"aiostack up exited early: {banner}"
-            banner += line
-    url = re.search(r"NATS at (nats://127\.0\.0\.1:\d+)", banner).group(1)
-    nats_pid = int(re.search(r"nats-server pid (\d+)", banner).group(1))
-    async with await Bus.connect(url) as bus:
-        await bus.flush()
-        assert bus.nc.is_connected
-    process.send_signal(signal.SIGINT)
-    async with asyncio.timeout(30):
-        assert await process.wait() == 0
-    assert not psutil.pid_exists(nats_pid) or psutil.Process(nats_pid).status() == psutil.STATUS_ZOMBIE
+        while True:
+            _, body = await api.get("/compute/v2.1/servers/detail")
+            statuses = {s["id"]: s["status"] for s in body["servers"]}
+            if statuses == expected:
+                return
+            await asyncio.sleep(0.1)
+
+
+async def test_up_starts_everything_and_stops_cleanly_on_ctrl_c(tmp_path) -> None:
+    async with aiostack_up(tmp_path, "--nodes", "2") as cloud:
+        nats_pid = int(re.search(r"nats-server pid (\d+)", cloud.banner).group(1))
+        children = psutil.Process(cloud.process.pid).children()
+        assert len(children) == 10  # nats-server, six actors, the gateway, two nodes
+        assert "admin: admin-secret" in cloud.banner
+        async with await Bus.connect(cloud.nats_url) as bus:
+            for actor in ("token", "scheduler", "conductor", "image", "net", "volume", "node.node-2"):
+                assert (await bus.call(f"{actor}.ping", timeout=20))["pid"] in {c.pid for c in children}
+        cloud.process.send_signal(signal.SIGINT)
+        async with asyncio.timeout(60):
+            assert await cloud.process.wait() == 0
+    assert not psutil.pid_exists(nats_pid)
+    assert not any(psutil.pid_exists(child.pid) for child in children)
+
+
+async def test_restart_on_the_same_data_dir_keeps_everything_and_reconciles(tmp_path) -> None:
+    async with aiostack_up(tmp_path, "--nodes", "2") as cloud, aiohttp.ClientSession() as session:
+        api = Api(session, cloud.gateway_url)
+        await api.login()
+        _, images = await api.get("/image/v2/images?name=aiostack-tiny")
+        image_id = images["images"][0]["id"]
+        servers = []
+        for name in ("keep-running-1", "keep-running-2", "keep-stopped"):
+            status, body = await api.post(
+                "/compute/v2.1/servers", {"server": {"name": name, "imageRef": image_id, "flavorRef": "1"}}
+            )
+            assert status == 202, body
+            servers.append(body["server"]["id"])
+        await wait_until_settled(api, dict.fromkeys(servers, "ACTIVE"))
+        assert (await api.post(f"/compute/v2.1/servers/{servers[2]}/action", {"os-stop": None}))[0] == 202
+        expected = {servers[0]: "ACTIVE", servers[1]: "ACTIVE", servers[2]: "SHUTOFF"}
+        await wait_until_settled(api, expected)
+        status, network = await api.post("/network/v2.0/networks", {"network": {"name": "kept"}})
+        assert status == 201
+        network_id = network["network"]["id"]
+        assert (
+            await api.post(
+                "/network/v2.0/subnets",
+                {"subnet": {"network_id": network_id, "cidr": "192.168.77.0/24", "ip_version": 4}},
+            )
+        )[0] == 201
+        status, port = await api.post("/network/v2.0/ports", {"port": {"network_id": network_id}})
+        assert status == 201
+        status, volume = await api.post(f"/volume/v3/{api.project_id}/volumes", {"volume": {"size": 1}})
+        assert status == 202
+        _, addresses_before = await api.get("/compute/v2.1/servers/detail")
+
+    async with aiostack_up(tmp_path, "--nodes", "2") as cloud, aiohttp.ClientSession() as session:
+        assert "first start" not in cloud.banner
+        api = Api(session, cloud.gateway_url)
+        await api.login()
+        await wait_until_settled(api, expected)
+        _, addresses_after = await api.get("/compute/v2.1/servers/detail")
+        assert {s["id"]: s["addresses"] for s in addresses_after["servers"]} == {
+            s["id"]: s["addresses"] for s in addresses_before["servers"]
+        }
+        assert (await api.get(f"/image/v2/images/{image_id}"))[0] == 200
+        assert (await api.get(f"/network/v2.0/networks/{network_id}"))[0] == 200
+        assert (await api.get(f"/network/v2.0/ports/{port['port']['id']}"))[0] == 200
+        status, kept = await api.get(f"/volume/v3/{api.project_id}/volumes/{volume['volume']['id']}")
+        assert status == 200 and kept["volume"]["status"] == "available"
+        async with await Bus.connect(cloud.nats_url) as bus:
+            running = {}
+            for host in ("node-1", "node-2"):
+                for domain in await bus.call(f"node.{host}.list_domains", timeout=20):
+                    running[domain["uuid"]] = domain["state"] == 1
+        assert running == {servers[0]: True, servers[1]: True, servers[2]: False}
+
+
+async def aiostack_cli(data_dir: Path, *args: str) -> tuple[int, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "aiostack.cli",
+        "server",
+        "--data-dir",
+        str(data_dir),
+        "--username",
+        "demo",
+        "--password",
+        "demo-secret",
+        "--project",
+        "demo",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await asyncio.wait_for(process.communicate(), 60)
+    return process.returncode, output.decode()
+
+
+async def test_server_commands_drive_the_cloud_from_the_shell(tmp_path) -> None:
+    async with aiostack_up(tmp_path):
+        code, output = await aiostack_cli(tmp_path, "create", "shell-vm", "--flavor", "m1.tiny", "--wait")
+        assert code == 0, output
+        assert '"status": "ACTIVE"' in output
+        code, output = await aiostack_cli(tmp_path, "list")
+        assert code == 0 and "shell-vm" in output and "ACTIVE" in output and "default=10.20." in output
+        code, output = await aiostack_cli(tmp_path, "stop", "shell-vm", "--wait")
+        assert code == 0, output
+        code, output = await aiostack_cli(tmp_path, "show", "shell-vm")
+        assert code == 0 and '"status": "SHUTOFF"' in output
+        for command in (["start", "shell-vm", "--wait"], ["reboot", "shell-vm", "--hard", "--wait"]):
+            code, output = await aiostack_cli(tmp_path, *command)
+            assert code == 0, output
+        code, output = await aiostack_cli(tmp_path, "show", "shell-vm")
+        assert '"status": "ACTIVE"' in output
+        code, output = await aiostack_cli(tmp_path, "stop", "no-such-vm")
+        assert code == 1 and "no server named 'no-such-vm'" in output
+        code, output = await aiostack_cli(tmp_path, "delete", "shell-vm", "--wait")
+        assert code == 0, output
+        code, output = await aiostack_cli(tmp_path, "list")
+        assert "shell-vm" not in output

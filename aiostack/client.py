@@ -1,0 +1,194 @@
+"""A small async client of the gateway: login, servers, and the event websocket.
+
+async with Client("http://127.0.0.1:8774") as client:
+    await client.login("demo", "secret")
+    server = await client.create_server("vm1", image="aiostack-tiny", flavor="m1.tiny", wait=True)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import aiohttp
+
+
+async def _frames(ws: aiohttp.ClientWebSocketResponse) -> AsyncIterator[dict[str, Any]]:
+    async for message in ws:
+        if message.type != aiohttp.WSMsgType.TEXT:
+            break
+        yield json.loads(message.data)["event"]
+
+
+class ApiError(Exception):
+    """The gateway answered an error: ``status`` and its message."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"HTTP {status}: {message}")
+        self.status = status
+        self.message = message
+
+
+def _error_message(body: Any) -> str:
+    if isinstance(body, dict) and len(body) == 1:
+        inner = next(iter(body.values()))
+        if isinstance(inner, dict) and "message" in inner:
+            return str(inner["message"])
+    return str(body)
+
+
+class Client:
+    def __init__(self, url: str) -> None:
+        self.url = url.rstrip("/")
+        self.token: str | None = None
+        self.project_id: str | None = None
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> Client:
+        self._session = aiohttp.ClientSession()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise RuntimeError("use the client as `async with Client(url) as client`")
+        return self._session
+
+    async def login(self, username: str, password: str, project: str | None = None) -> None:
+        body = {
+            "auth": {
+                "identity": {
+                    "methods": ["password"],
+                    "password": {
+                        "user": {"name": username, "domain": {"id": "default"}, "password": password}
+                    },
+                }
+            }
+        }
+        if project:
+            body["auth"]["scope"] = {"project": {"name": project, "domain": {"id": "default"}}}
+        async with self.session.post(f"{self.url}/identity/v3/auth/tokens", json=body) as response:
+            payload = await response.json()
+            if response.status != 201:
+                raise ApiError(response.status, _error_message(payload))
+            self.token = response.headers["X-Subject-Token"]
+            self.project_id = payload["token"]["project"]["id"]
+
+    async def request(self, method: str, path: str, body: Any = None) -> Any:
+        headers = {"X-Auth-Token": self.token} if self.token else {}
+        async with self.session.request(method, self.url + path, json=body, headers=headers) as response:
+            payload = await response.json() if response.content_type == "application/json" else None
+            if response.status >= 400:
+                raise ApiError(response.status, _error_message(payload))
+            return payload
+
+    @asynccontextmanager
+    async def subscribe(
+        self, kinds: tuple[str, ...] = ("instance",)
+    ) -> AsyncIterator[AsyncIterator[dict[str, Any]]]:
+        """A live subscription: events that happen after this is entered are all in the iterator."""
+        async with self.session.ws_connect(
+            f"{self.url}/ws?kinds={','.join(kinds)}", headers={"X-Auth-Token": self.token or ""}
+        ) as ws:
+            yield _frames(ws)
+
+    async def events(self, kinds: tuple[str, ...] = ("instance",)) -> AsyncIterator[dict[str, Any]]:
+        """The project's events as they happen."""
+        async with self.subscribe(kinds) as stream:
+            async for event in stream:
+                yield event
+
+    async def _find(self, collection_path: str, key: str, name_or_id: str) -> str:
+        items = (await self.request("GET", collection_path))[key]
+        for item in items:
+            if name_or_id in (item["id"], item.get("name")):
+                return item["id"]
+        raise ApiError(404, f"no {key[:-1]} named {name_or_id!r}")
+
+    async def create_server(
+        self,
+        name: str,
+        *,
+        image: str,
+        flavor: str,
+        network: str | None = None,
+        wait: bool = False,
+        timeout: float = 300,
+    ) -> dict[str, Any]:
+        """Boot a server; with ``wait``, return once its ACTIVE (or ERROR) event arrives."""
+        body: dict[str, Any] = {
+            "name": name,
+            "imageRef": await self._find("/image/v2/images?limit=1000", "images", image),
+            "flavorRef": await self._find("/compute/v2.1/flavors", "flavors", flavor),
+            "networks": [{"uuid": await self._find("/network/v2.0/networks", "networks", network)}]
+            if network
+            else "auto",
+        }
+        if not wait:
+            return (await self.request("POST", "/compute/v2.1/servers", {"server": body}))["server"]
+        return await self._until_event(
+            ("instance.active", "instance.error"), timeout, "POST", "/compute/v2.1/servers", {"server": body}
+        )
+
+    async def _until_event(
+        self,
+        types: tuple[str, ...],
+        timeout: float,
+        method: str,
+        path: str,
+        body: Any = None,
+        server_id: str | None = None,
+    ) -> dict[str, Any]:
+        """Make a request and wait for one of ``types`` for its server, subscribed before asking."""
+        async with self.subscribe(("instance",)) as stream:
+            answer = await self.request(method, path, body)
+            server_id = server_id or answer["server"]["id"]
+            async with asyncio.timeout(timeout):
+                async for event in stream:
+                    if event["id"] == server_id and event["type"] in types:
+                        return event["state"]
+        raise ApiError(499, "the event stream closed before the server got there")
+
+    async def servers(self) -> list[dict[str, Any]]:
+        return (await self.request("GET", "/compute/v2.1/servers/detail"))["servers"]
+
+    async def server(self, server: str) -> dict[str, Any]:
+        server_id = await self._find("/compute/v2.1/servers", "servers", server)
+        return (await self.request("GET", f"/compute/v2.1/servers/{server_id}"))["server"]
+
+    async def server_action(
+        self, server: str, action: str, *, wait: bool = False, timeout: float = 300
+    ) -> None:
+        """``stop``, ``start``, ``reboot`` (soft), ``reboot-hard`` or ``delete``."""
+        server_id = await self._find("/compute/v2.1/servers", "servers", server)
+        if action == "delete":
+            method, path, body, done = (
+                "DELETE",
+                f"/compute/v2.1/servers/{server_id}",
+                None,
+                ("instance.deleted",),
+            )
+        else:
+            body = {
+                "stop": {"os-stop": None},
+                "start": {"os-start": None},
+                "reboot": {"reboot": {"type": "SOFT"}},
+                "reboot-hard": {"reboot": {"type": "HARD"}},
+            }[action]
+            method, path = "POST", f"/compute/v2.1/servers/{server_id}/action"
+            done = (
+                ("instance.shutoff", "instance.error")
+                if action == "stop"
+                else ("instance.active", "instance.error")
+            )
+        if wait:
+            await self._until_event(done, timeout, method, path, body, server_id=server_id)
+        else:
+            await self.request(method, path, body)

@@ -1,0 +1,57 @@
+"""Test helpers shared by several test modules."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp
+
+DEMO_PASSWORD = "demo-secret"
+
+
+class Api:
+    """An HTTP client for the gateway under test; ``login()`` sets X-Auth-Token."""
+
+    def __init__(self, session: aiohttp.ClientSession, base_url: str) -> None:
+        self.session = session
+        self.base_url = base_url
+        self.headers: dict[str, str] = {}
+        self.project_id: str | None = None
+
+    async def login(
+        self, user: str = "demo", password: str = DEMO_PASSWORD, project: str | None = None
+    ) -> str:
+        body = {
+            "auth": {
+                "identity": {
+                    "methods": ["password"],
+                    "password": {"user": {"name": user, "domain": {"id": "default"}, "password": password}},
+                },
+                "scope": {"project": {"name": project or user, "domain": {"id": "default"}}},
+            }
+        }
+        async with self.session.post(f"{self.base_url}/identity/v3/auth/tokens", json=body) as response:
+            assert response.status == 201, await response.text()
+            token = response.headers["X-Subject-Token"]
+            self.project_id = (await response.json())["token"]["project"]["id"]
+        self.headers = {"X-Auth-Token": token}
+        return token
+
+    async def request(self, method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
+        headers = {**self.headers, **kwargs.pop("headers", {})}
+        async with self.session.request(method, self.base_url + path, headers=headers, **kwargs) as response:
+            if response.content_type == "application/json":
+                return response.status, await response.json()
+            return response.status, await response.read()
+
+    async def get(self, path: str, **kwargs: Any) -> tuple[int, Any]:
+        return await self.request("GET", path, **kwargs)
+
+    async def post(self, path: str, body: Any = None, **kwargs: Any) -> tuple[int, Any]:
+        return await self.request("POST", path, json=body, **kwargs)
+
+    async def put(self, path: str, body: Any = None, **kwargs: Any) -> tuple[int, Any]:
+        return await self.request("PUT", path, json=body, **kwargs)
+
+    async def delete(self, path: str, **kwargs: Any) -> tuple[int, Any]:
+        return await self.request("DELETE", path, **kwargs)
