@@ -27,7 +27,7 @@ import logging
 from typing import Any
 
 from actors.common import caller, check_visible, new_uuid, publish_event, require_caller, sees_all, utcnow
-from actors.store import Store, fetchone, from_json, to_json
+from actors.store import Store, from_json, to_json
 from aiostack.config import Config
 from bus import (
     Actor,
@@ -749,7 +749,10 @@ class ConductorActor(Actor):
         expect_host: str | None = None,
         **changes: Any,
     ) -> dict[str, Any] | None:
-        """Apply ``changes`` if the row still matches the expectations; return the new row or None."""
+        """Apply ``changes`` if the row still matches the expectations; return the new row or None.
+
+        One ``UPDATE ... RETURNING`` statement: atomic on its own, one hop to the store's thread.
+        """
         clauses, params = ["uuid = ?", "deleted = 0"], [instance_uuid]
         if expect_task is not self._UNSET:
             clauses.append("task_state IS ?")
@@ -759,14 +762,10 @@ class ConductorActor(Actor):
             params.append(expect_host)
         changes["updated_at"] = utcnow()
         assignments = ", ".join(f"{column} = ?" for column in changes)
-        async with self.store.transaction() as db:
-            cursor = await db.execute(
-                f"UPDATE instances SET {assignments} WHERE {' AND '.join(clauses)}",
-                [*changes.values(), *params],
-            )
-            if cursor.rowcount != 1:
-                return None
-            return await fetchone(db, "SELECT * FROM instances WHERE uuid = ?", (instance_uuid,))
+        return await self.store.fetchone(
+            f"UPDATE instances SET {assignments} WHERE {' AND '.join(clauses)} RETURNING *",
+            [*changes.values(), *params],
+        )
 
     async def _start_action(
         self, db: Any, instance_uuid: str, action: str, *, finished: bool = False

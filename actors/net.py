@@ -2,7 +2,9 @@
 
 A project sees its own networks, subnets and ports plus the shared networks (and their
 subnets); anything else is ``NotFound``. An IP allocation reads, checks and writes in one
-``BEGIN IMMEDIATE`` transaction, with ``UNIQUE(subnet_id, ip_address)`` as the backstop.
+``BEGIN IMMEDIATE`` transaction, with ``UNIQUE(subnet_id, ip_address)`` as the backstop; the
+lowest free address is the start of the subnet's lowest range in ``ip_free`` (its free pool
+addresses, kept by triggers), so it costs the same however many addresses are taken.
 Records carry Neutron's field names; the queries in ``NETWORK``, ``SUBNET`` and ``PORT``
 shape them.
 
@@ -78,13 +80,107 @@ MIGRATIONS = [
         UNIQUE (subnet_id, ip_address));
     CREATE INDEX ip_allocations_port ON ip_allocations(port_id);
     """,
+    # Addresses as integers; each subnet's pools, and its free ranges (the pool addresses no
+    # port holds, as disjoint [lo, hi] ranges), filled from the rows there are. TRIGGERS keep
+    # ip_free in step with ip_allocations from then on.
+    """
+    ALTER TABLE ip_allocations ADD COLUMN ip_int INTEGER;
+    UPDATE ip_allocations SET ip_int = (
+        SELECT sum(value << (24 - 8 * key)) FROM json_each('[' || replace(ip_address, '.', ',') || ']'));
+    CREATE TABLE ip_pools (
+        subnet_id TEXT NOT NULL REFERENCES subnets(id) ON DELETE CASCADE,
+        lo INTEGER NOT NULL, hi INTEGER NOT NULL, PRIMARY KEY (subnet_id, lo)) WITHOUT ROWID;
+    INSERT INTO ip_pools (subnet_id, lo, hi)
+        SELECT s.id,
+            (SELECT sum(value << (24 - 8 * key)) FROM json_each(
+                '[' || replace(json_extract(p.value, '$.start'), '.', ',') || ']')),
+            (SELECT sum(value << (24 - 8 * key)) FROM json_each(
+                '[' || replace(json_extract(p.value, '$.end'), '.', ',') || ']'))
+        FROM subnets s, json_each(s.allocation_pools) p;
+    CREATE TABLE ip_free (
+        subnet_id TEXT NOT NULL REFERENCES subnets(id) ON DELETE CASCADE,
+        lo INTEGER NOT NULL, hi INTEGER NOT NULL, PRIMARY KEY (subnet_id, lo)) WITHOUT ROWID;
+    INSERT INTO ip_free (subnet_id, lo, hi)
+        WITH bounds (subnet_id, pool, v) AS (
+            SELECT subnet_id, lo, lo - 1 FROM ip_pools
+            UNION ALL SELECT subnet_id, lo, hi + 1 FROM ip_pools
+            UNION ALL SELECT p.subnet_id, p.lo, a.ip_int FROM ip_pools p JOIN ip_allocations a
+                ON a.subnet_id = p.subnet_id AND a.ip_int BETWEEN p.lo AND p.hi),
+        gaps (subnet_id, v, next) AS (
+            SELECT subnet_id, v, lead(v) OVER (PARTITION BY subnet_id, pool ORDER BY v) FROM bounds)
+        SELECT subnet_id, v + 1, next - 1 FROM gaps WHERE next - v > 1;
+    """,
 ]
+
+# Keep ip_free (see MIGRATIONS[1]) in step with ip_allocations, whatever changes it (an ON
+# DELETE CASCADE from ports too). Created at start: a migration is split on ";", which a
+# trigger's body holds. Taking x: a range starting at x shrinks (or goes); a range reaching over
+# x from below splits. Releasing x, a pool address: it joins the range starting at x + 1 (or
+# makes one of its own), then that one joins a range ending at x - 1.
+_BELOW = (
+    "(SELECT lo FROM ip_free WHERE subnet_id = {0}.subnet_id AND lo < {0}.ip_int ORDER BY lo DESC LIMIT 1)"
+)
+TRIGGERS = [
+    f"""
+    CREATE TRIGGER IF NOT EXISTS ip_allocations_take AFTER INSERT ON ip_allocations BEGIN
+        INSERT INTO ip_free (subnet_id, lo, hi)
+            SELECT subnet_id, NEW.ip_int + 1, hi FROM ip_free
+            WHERE subnet_id = NEW.subnet_id AND lo = {_BELOW.format("NEW")} AND hi > NEW.ip_int;
+        UPDATE ip_free SET hi = NEW.ip_int - 1
+            WHERE subnet_id = NEW.subnet_id AND lo = {_BELOW.format("NEW")} AND hi >= NEW.ip_int;
+        UPDATE ip_free SET lo = NEW.ip_int + 1
+            WHERE subnet_id = NEW.subnet_id AND lo = NEW.ip_int AND hi > NEW.ip_int;
+        DELETE FROM ip_free WHERE subnet_id = NEW.subnet_id AND lo = NEW.ip_int AND hi = NEW.ip_int;
+    END
+    """,
+    f"""
+    CREATE TRIGGER IF NOT EXISTS ip_allocations_release AFTER DELETE ON ip_allocations
+    WHEN EXISTS (
+        SELECT 1 FROM ip_pools WHERE subnet_id = OLD.subnet_id AND lo <= OLD.ip_int AND hi >= OLD.ip_int)
+    BEGIN
+        UPDATE ip_free SET lo = OLD.ip_int WHERE subnet_id = OLD.subnet_id AND lo = OLD.ip_int + 1;
+        INSERT INTO ip_free (subnet_id, lo, hi) SELECT OLD.subnet_id, OLD.ip_int, OLD.ip_int
+            WHERE NOT EXISTS (SELECT 1 FROM ip_free WHERE subnet_id = OLD.subnet_id AND lo = OLD.ip_int);
+        UPDATE ip_free SET hi = (SELECT hi FROM ip_free WHERE subnet_id = OLD.subnet_id AND lo = OLD.ip_int)
+            WHERE subnet_id = OLD.subnet_id AND lo = {_BELOW.format("OLD")} AND hi = OLD.ip_int - 1;
+        DELETE FROM ip_free WHERE subnet_id = OLD.subnet_id AND lo = OLD.ip_int
+            AND (SELECT hi FROM ip_free WHERE subnet_id = OLD.subnet_id AND lo = {_BELOW.format("OLD")})
+                >= OLD.ip_int;
+    END
+    """,
+]
+
+# A port takes the lowest free address of a subnet (the start of its lowest free range); a
+# requested one unless a port holds it. Each answers the address, or no row.
+_TAKE_LOWEST = (
+    "INSERT INTO ip_allocations (subnet_id, ip_address, ip_int, port_id)"
+    " SELECT subnet_id,"
+    "  (lo >> 24) || '.' || ((lo >> 16) & 255) || '.' || ((lo >> 8) & 255) || '.' || (lo & 255), lo, :port_id"
+    " FROM ip_free WHERE subnet_id = :subnet_id ORDER BY lo LIMIT 1"
+    " RETURNING ip_address"
+)
+_TAKE = (
+    "INSERT INTO ip_allocations (subnet_id, ip_address, ip_int, port_id)"
+    " SELECT :subnet_id, :ip_address, :ip_int, :port_id WHERE NOT EXISTS"
+    "  (SELECT 1 FROM ip_allocations WHERE subnet_id = :subnet_id AND ip_address = :ip_address)"
+    " RETURNING ip_address"
+)
 
 DEFAULT_NETWORK = "default"
 DEFAULT_SUBNET = "default-subnet"
 DEFAULT_CIDR = "10.20.0.0/16"
 DEFAULT_GATEWAY = "10.20.0.1"
 COMPUTE_OWNER = "compute:nova"
+# A port's columns but id, network_id, project_id, mac_address and the timestamps, as the
+# schema defaults them.
+_PORT_DEFAULTS = {
+    "name": "",
+    "device_id": "",
+    "device_owner": "",
+    "admin_state_up": True,
+    "binding_host": "",
+    "created_for_instance": False,
+}
 MTU_RANGE = range(68, 9001)
 MAC_PREFIX = "fa:16:3e:"
 MAC_ATTEMPTS = 16
@@ -273,23 +369,57 @@ def _requested_ip(
     raise InvalidRequest(f"IP address {address} is not a valid IP for the subnets of network {network_id}.")
 
 
-def _lowest_free(pools: list[dict[str, str]], taken: set[int]) -> IPv4Address | None:
-    """The lowest pool address not ``taken`` (pools never hold the gateway, network or broadcast)."""
-    for pool in pools:
-        for value in range(int(IPv4Address(pool["start"])), int(IPv4Address(pool["end"])) + 1):
-            if value not in taken:
-                return IPv4Address(value)
-    return None
+def _port_record(row: dict[str, Any], fixed_ips: list[dict[str, str]]) -> dict[str, Any]:
+    """The record ``PORT`` gives for a port ``row`` (every column) holding ``fixed_ips``."""
+    up = bool(row["admin_state_up"])
+    return {
+        "id": row["id"],
+        "name": row["name"],
+        "network_id": row["network_id"],
+        "project_id": row["project_id"],
+        "tenant_id": row["project_id"],
+        "mac_address": row["mac_address"],
+        "fixed_ips": fixed_ips,
+        "device_id": row["device_id"],
+        "device_owner": row["device_owner"],
+        "admin_state_up": up,
+        "binding:host_id": row["binding_host"],
+        "status": "ACTIVE" if up and row["device_id"] and row["binding_host"] else "DOWN",
+        "created_at": row["created_at"],
+        "updated_at": row["updated_at"],
+    }
 
 
 # -- writes inside a transaction ---------------------------------------------------------------
 
 
-async def _insert(db: Db, table: str, row: dict[str, Any]) -> None:
+async def _insert(
+    db: Db, table: str, row: dict[str, Any], unless: str | None = None
+) -> dict[str, Any] | None:
+    """Insert ``row`` with its timestamps and answer it; with ``unless`` (a query on the row's
+    named values), insert nothing and answer None when that query finds a row."""
     now = utcnow()
     row = {**row, "created_at": now, "updated_at": now}
-    columns = ", ".join(row)
-    await db.execute(f"INSERT INTO {table} ({columns}) VALUES ({', '.join(':' + c for c in row)})", row)
+    values = ", ".join(":" + column for column in row)
+    condition = f" WHERE NOT EXISTS ({unless})" if unless else ""
+    cursor = await db.execute(f"INSERT INTO {table} ({', '.join(row)}) SELECT {values}{condition}", row)
+    return row if cursor.rowcount else None
+
+
+async def _insert_subnet(db: Db, subnet: dict[str, Any]) -> None:
+    """Insert a subnet row with its pools, all of them free."""
+    await _insert(db, "subnets", subnet)
+    pools = [
+        (subnet["id"], int(IPv4Address(pool["start"])), int(IPv4Address(pool["end"])))
+        for pool in from_json(subnet["allocation_pools"], [])
+    ]
+    if pools:
+        values = ", ".join(["(?, ?, ?)"] * len(pools))
+        for table in ("ip_pools", "ip_free"):
+            await db.execute(
+                f"INSERT INTO {table} (subnet_id, lo, hi) VALUES {values}",
+                [value for pool in pools for value in pool],
+            )
 
 
 async def _update(db: Db, table: str, row_id: str, changes: dict[str, Any]) -> None:
@@ -301,40 +431,48 @@ async def _update(db: Db, table: str, row_id: str, changes: dict[str, Any]) -> N
     )
 
 
-async def _mac(db: Db, network_id: str, requested: Any) -> str:
-    """The requested MAC (checked, lower-cased) or a new random ``fa:16:3e:xx:xx:xx``, unused."""
-    _check(str, optional=True, mac_address=requested)
-    if requested is not None and not _MAC.match(requested.lower()):
-        raise _invalid("mac_address", f"'{requested:.60}' is not a MAC address")
+async def _insert_port(db: Db, row: dict[str, Any], requested_mac: Any) -> dict[str, Any]:
+    """Insert a port ``row`` (every column but MAC and timestamps) with the requested MAC (checked,
+    lower-cased) or a new random ``fa:16:3e:xx:xx:xx``, unused; answer the row inserted.
+
+    :raises InvalidRequest: a bad MAC.
+    :raises Conflict: the requested MAC is in use, or no random one was free.
+    """
+    _check(str, optional=True, mac_address=requested_mac)
+    if requested_mac is not None and not _MAC.match(requested_mac.lower()):
+        raise _invalid("mac_address", f"'{requested_mac:.60}' is not a MAC address")
+    network_id = row["network_id"]
     for _ in range(MAC_ATTEMPTS):
-        mac = requested.lower() if requested else MAC_PREFIX + secrets.token_bytes(3).hex(":", 1)
-        if not await fetchone(db, "SELECT 1 FROM ports WHERE mac_address = ?", (mac,)):
-            return mac
-        if requested:
+        mac = requested_mac.lower() if requested_mac else MAC_PREFIX + secrets.token_bytes(3).hex(":", 1)
+        inserted = await _insert(
+            db,
+            "ports",
+            {**row, "mac_address": mac},
+            unless="SELECT 1 FROM ports WHERE mac_address = :mac_address",
+        )
+        if inserted is not None:
+            return inserted
+        if requested_mac:
             raise Conflict(
                 f"Unable to complete operation for network {network_id}. The mac address {mac} is in use."
             )
     raise Conflict(f"Unable to generate a unique mac address on network {network_id}.")
 
 
-async def _allocate(db: Db, subnet: dict[str, Any], address: IPv4Address | None, port_id: str) -> bool:
-    """Give the port ``address`` of the subnet, or else its lowest free pool address; False when full.
+async def _allocate(db: Db, subnet_id: str, address: IPv4Address | None, port_id: str) -> str | None:
+    """Give the port ``address`` of the subnet, or else its lowest free pool address; answer the
+    address given, None when the pools are full. One statement: ``ip_free`` answers the lowest
+    free address, and the transaction (and ``UNIQUE(subnet_id, ip_address)``) keeps it free.
 
     :raises Conflict: ``address`` is taken (Neutron's IpAddressAlreadyAllocated).
     """
-    rows = await fetchall(db, "SELECT ip_address FROM ip_allocations WHERE subnet_id = ?", (subnet["id"],))
-    taken = {int(IPv4Address(row["ip_address"])) for row in rows}
+    values = {"subnet_id": subnet_id, "port_id": port_id}
     if address is None:
-        address = _lowest_free(subnet["allocation_pools"], taken)
-        if address is None:
-            return False
-    elif int(address) in taken:
-        raise Conflict(f"IP address {address} already allocated in subnet {subnet['id']}.")
-    await db.execute(
-        "INSERT INTO ip_allocations (subnet_id, ip_address, port_id) VALUES (?, ?, ?)",
-        (subnet["id"], str(address), port_id),
-    )
-    return True
+        taken = await fetchall(db, _TAKE_LOWEST, values)
+        return taken[0]["ip_address"] if taken else None
+    if not await fetchall(db, _TAKE, {**values, "ip_address": str(address), "ip_int": int(address)}):
+        raise Conflict(f"IP address {address} already allocated in subnet {subnet_id}.")
+    return str(address)
 
 
 class NetActor(Actor):
@@ -352,14 +490,16 @@ class NetActor(Actor):
         await self.store.close()
 
     async def _bootstrap(self) -> None:
-        """The shared network "default" (of no project) and its subnet, on first start."""
+        """The ``TRIGGERS``; the shared network "default" (of no project) and its subnet, on first start."""
         async with self._writing() as db:
+            for trigger in TRIGGERS:
+                await db.execute(trigger)
             if await fetchone(db, "SELECT id FROM networks LIMIT 1"):
                 return
             network = {"id": new_uuid(), "name": DEFAULT_NETWORK, "project_id": "", "shared": True}
             await _insert(db, "networks", {**network, "admin_state_up": True, "mtu": 1500})
             subnet = _subnet_row(network, DEFAULT_SUBNET, DEFAULT_CIDR, DEFAULT_GATEWAY, None, 4)
-            await _insert(db, "subnets", {**subnet, "enable_dhcp": True, "dns_nameservers": "[]"})
+            await _insert_subnet(db, {**subnet, "enable_dhcp": True, "dns_nameservers": "[]"})
         log.info("first start: shared network %r with subnet %s", DEFAULT_NETWORK, DEFAULT_CIDR)
 
     @asynccontextmanager
@@ -527,7 +667,7 @@ class NetActor(Actor):
                         f"Invalid input for operation: Requested subnet with cidr: {subnet['cidr']} for"
                         f" network: {network_id} overlaps with another subnet."
                     )
-            await _insert(db, "subnets", {**subnet, "enable_dhcp": enable_dhcp, "dns_nameservers": dns})
+            await _insert_subnet(db, {**subnet, "enable_dhcp": enable_dhcp, "dns_nameservers": dns})
             return await self._get(SUBNET, subnet["id"], None, db)
 
     @handler
@@ -568,29 +708,46 @@ class NetActor(Actor):
 
     # -- ports --------------------------------------------------------------------------------
 
-    async def _new_port(self, db: Db, network_id: str, fixed_ips: Any, port: dict[str, Any]) -> str:
-        """Insert ``port`` (its columns but id and MAC) with its addresses: the lowest free one
-        of the first subnet that has one, or those ``fixed_ips`` asks for.
+    async def _new_port(
+        self, db: Db, network_id: Any, scope: str | None, fixed_ips: Any, port: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Insert ``port`` (some columns of ``_PORT_DEFAULTS``, and ``mac_address``) on a network
+        ``scope`` sees, with its addresses: the lowest free one of the first subnet that has one,
+        or those ``fixed_ips`` asks for; answer its record.
 
-        :raises InvalidRequest: a bad MAC or ``fixed_ips`` entry.
+        :raises NotFound: no such network ``scope`` sees.
+        :raises InvalidRequest: a bad network id, MAC or ``fixed_ips`` entry.
         :raises Conflict: no free address, or the MAC or an asked address is taken.
         """
+        _check(str, network_id=network_id)
+        visible = "" if scope is None else " AND (n.project_id = :scope OR n.shared)"
+        subnets = await fetchall(  # the network's subnets, or one row of NULLs when it has none
+            db,
+            "SELECT s.id, s.cidr, s.gateway_ip FROM networks n LEFT JOIN subnets s ON s.network_id = n.id"
+            f" WHERE n.id = :network_id{visible} ORDER BY s.rowid",
+            {"network_id": network_id, "scope": scope},
+        )
+        if not subnets:
+            raise NotFound(f"{NETWORK.title} {network_id} could not be found.")
+        subnets = [subnet for subnet in subnets if subnet["id"] is not None]
         _check(list, optional=True, fixed_ips=fixed_ips)
-        port_id = new_uuid()
-        mac = await _mac(db, network_id, port.pop("mac_address", None))
-        await _insert(db, "ports", {**port, "id": port_id, "network_id": network_id, "mac_address": mac})
-        subnets = await self._load(SUBNET, "r.network_id = ?", [network_id], db)
+        requested_mac = port.pop("mac_address", None)
+        row = {**_PORT_DEFAULTS, **port, "id": new_uuid(), "network_id": network_id}
+        row = await _insert_port(db, row, requested_mac)
+        given: list[dict[str, str]] = []
         if fixed_ips is None and subnets:
             for subnet in subnets:
-                if await _allocate(db, subnet, None, port_id):
+                if (address := await _allocate(db, subnet["id"], None, row["id"])) is not None:
+                    given.append({"subnet_id": subnet["id"], "ip_address": address})
                     break
             else:
                 raise Conflict(f"No more IP addresses available on network {network_id}.")
         for entry in fixed_ips or []:
-            subnet, address = _requested_ip(entry, subnets, network_id)
-            if not await _allocate(db, subnet, address, port_id):
+            subnet, requested = _requested_ip(entry, subnets, network_id)
+            if (address := await _allocate(db, subnet["id"], requested, row["id"])) is None:
                 raise Conflict(f"No more IP addresses available on subnet {subnet['id']}.")
-        return port_id
+            given.append({"subnet_id": subnet["id"], "ip_address": address})
+        return _port_record(row, given)
 
     @handler
     async def create_port(
@@ -613,16 +770,14 @@ class NetActor(Actor):
         _check(str, name=name, device_id=device_id, device_owner=device_owner)
         _check(bool, admin_state_up=admin_state_up)
         scope = _scope()
+        port = {"name": name, "device_id": device_id, "device_owner": device_owner}
+        port |= {
+            "project_id": _caller_project(),
+            "mac_address": mac_address,
+            "admin_state_up": admin_state_up,
+        }
         async with self._writing() as db:
-            await self._get(NETWORK, network_id, scope, db)
-            port = {"name": name, "device_id": device_id, "device_owner": device_owner}
-            port |= {
-                "project_id": _caller_project(),
-                "mac_address": mac_address,
-                "admin_state_up": admin_state_up,
-            }
-            port_id = await self._new_port(db, network_id, fixed_ips, port)
-            return await self._get(PORT, port_id, None, db)
+            return await self._new_port(db, network_id, scope, fixed_ips, port)
 
     @handler
     async def list_ports(
@@ -723,23 +878,24 @@ class NetActor(Actor):
                 return existing
             if requests is None:
                 requests = [{"uuid": await _auto_network(db, project_id)}]
-            port_ids = []
+            ports = []
             for request in requests:
                 if "port" in request:
-                    port_ids.append(await self._bind(db, request["port"], project_id, instance_uuid, host))
+                    ports.append(await self._bind(db, request["port"], project_id, instance_uuid, host))
                     continue
-                await self._get(NETWORK, request["uuid"], project_id, db)
                 fixed_ips = [{"ip_address": request["fixed_ip"]}] if "fixed_ip" in request else None
                 port = {"project_id": project_id, "device_id": instance_uuid, "binding_host": host}
                 port |= {"device_owner": COMPUTE_OWNER, "created_for_instance": True}
-                port_ids.append(await self._new_port(db, request["uuid"], fixed_ips, port))
-            ports = [await self._get(PORT, port_id, None, db) for port_id in port_ids]
+                ports.append(await self._new_port(db, request["uuid"], project_id, fixed_ips, port))
         for port in ports:
             await publish_event(self.bus, "port", port["id"], project_id, "port.bound", port)
         return ports
 
-    async def _bind(self, db: Db, port_id: str, project_id: str, instance_uuid: str, host: str) -> str:
-        """Bind a port of ``project_id`` that no instance holds to ``instance_uuid`` on ``host``."""
+    async def _bind(
+        self, db: Db, port_id: str, project_id: str, instance_uuid: str, host: str
+    ) -> dict[str, Any]:
+        """Bind a port of ``project_id`` that no instance holds to ``instance_uuid`` on ``host``;
+        answer its record."""
         port = await self._get(PORT, port_id, project_id, db)
         if port["device_id"]:
             raise Conflict(
@@ -748,7 +904,7 @@ class NetActor(Actor):
             )
         changes = {"device_id": instance_uuid, "device_owner": COMPUTE_OWNER, "binding_host": host}
         await _update(db, "ports", port_id, changes)
-        return port_id
+        return await self._get(PORT, port_id, None, db)
 
     @handler
     async def deallocate_for_instance(self, instance_uuid: str) -> dict[str, int]:
@@ -826,14 +982,18 @@ async def _auto_network(db: Db, project_id: str) -> str:
 
     :raises NotFound: there is no default network.
     """
-    own = await fetchall(db, "SELECT id FROM networks WHERE project_id = ?", (project_id,))
-    if len(own) == 1:
-        return own[0]["id"]
-    default = await fetchone(
+    rows = await fetchall(
         db,
-        "SELECT id FROM networks WHERE shared = 1 AND project_id = '' AND name = ? ORDER BY rowid LIMIT 1",
-        (DEFAULT_NETWORK,),
+        "SELECT id, project_id = :project AS own,"
+        " shared = 1 AND project_id = '' AND name = :default AS is_default"
+        " FROM networks WHERE project_id = :project OR (shared = 1 AND project_id = '' AND name = :default)"
+        " ORDER BY rowid",
+        {"project": project_id, "default": DEFAULT_NETWORK},
     )
+    own = [row["id"] for row in rows if row["own"]]
+    if len(own) == 1:
+        return own[0]
+    default = next((row["id"] for row in rows if row["is_default"]), None)
     if default is None:
         raise NotFound(f"Network {DEFAULT_NETWORK} could not be found.")
-    return default["id"]
+    return default

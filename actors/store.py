@@ -3,7 +3,9 @@
 Each actor keeps its own ``Store`` and no actor reads another's. Statements run on
 aiosqlite's thread; ``transaction()`` holds the store's lock and a ``BEGIN IMMEDIATE``
 so a read-check-write (a claim, an IP allocation) is atomic, also against other
-processes that open the same file (replicas of one actor).
+processes that open the same file (replicas of one actor). Every statement is one hop to
+aiosqlite's thread, so hot paths prefer one statement (``UPDATE ... RETURNING``) to a
+transaction of several.
 """
 
 from __future__ import annotations
@@ -75,9 +77,10 @@ class Store:
             await db.execute("COMMIT")
 
     async def fetchone(self, sql: str, params: Params = ()) -> dict[str, Any] | None:
-        async with self._lock, self.db.execute(sql, params) as cursor:
-            row = await cursor.fetchone()
-        return dict(row) if row is not None else None
+        """The first row (one thread hop: execute and fetch together)."""
+        async with self._lock:
+            rows = await self.db.execute_fetchall(sql, params)
+        return dict(rows[0]) if rows else None
 
     async def fetchall(self, sql: str, params: Params = ()) -> list[dict[str, Any]]:
         async with self._lock:
@@ -92,9 +95,8 @@ class Store:
 
 async def fetchone(db: aiosqlite.Connection, sql: str, params: Params = ()) -> dict[str, Any] | None:
     """``fetchone`` inside a ``transaction()``."""
-    async with db.execute(sql, params) as cursor:
-        row = await cursor.fetchone()
-    return dict(row) if row is not None else None
+    rows = await db.execute_fetchall(sql, params)
+    return dict(rows[0]) if rows else None
 
 
 async def fetchall(db: aiosqlite.Connection, sql: str, params: Params = ()) -> list[dict[str, Any]]:

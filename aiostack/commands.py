@@ -1,4 +1,7 @@
-"""`aiostack server ...`: drive a running cloud from the shell through the gateway."""
+"""`aiostack server ...`: drive a running cloud from the shell through the gateway.
+
+The HTTP client is imported only when a command runs, so `aiostack run` processes never load aiohttp.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +11,6 @@ import os
 import sys
 from pathlib import Path
 from typing import Any
-
-from aiostack.client import ApiError, Client
 
 
 def add_server_commands(commands: Any, data_dir_default: Path) -> None:
@@ -70,6 +71,8 @@ def _networks(server: dict[str, Any]) -> str:
 
 
 async def run_server_command(args: argparse.Namespace) -> int:
+    from aiostack.client import ApiError, Client
+
     if not args.password:
         print("aiostack: a password is needed: --password or $OS_PASSWORD", file=sys.stderr)
         return 2

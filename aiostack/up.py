@@ -53,8 +53,7 @@ class ChildProcess:
             return await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
-                "aiostack.cli",
-                "run",
+                "aiostack.child",
                 *self.spec.args,
                 *self.common_args,
                 stdin=asyncio.subprocess.DEVNULL,

@@ -94,6 +94,7 @@ class NodeActor(Actor):
         super().__init__(bus, address=f"node.{host}")
         self.host = host
         self.libvirt_uri = libvirt_uri
+        self.in_process_driver = libvirt_uri.startswith("test://")
         self.disk_gb = disk_gb
         self.report_interval = report_interval
         self.shutdown_timeout = shutdown_timeout
@@ -133,7 +134,13 @@ class NodeActor(Actor):
         await self.store.close()
 
     async def _virt(self, function: Any, *args: Any) -> Any:
-        """Run one blocking libvirt call off the event loop."""
+        """Run one libvirt call: off the event loop, except on the test driver.
+
+        The test driver lives in this process's memory and never blocks, so a thread hop
+        would only cost CPU; every real driver's call goes to a worker thread.
+        """
+        if self.in_process_driver:
+            return function(*args)
         return await asyncio.to_thread(function, *args)
 
     def _domain(self, instance_uuid: str) -> libvirt.virDomain | None:

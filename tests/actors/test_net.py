@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import json
+import random
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -11,7 +13,8 @@ from typing import Any
 import pytest
 from nats.aio.msg import Msg
 
-from actors.net import NetActor
+from actors.net import MIGRATIONS, NetActor
+from actors.store import Store
 from bus import Bus, Conflict, Context, Forbidden, InvalidRequest, NotFound, decode, request_scope
 
 ALICE = Context("alice-user", "project-a", ("member",), "token-a")
@@ -408,3 +411,142 @@ async def test_empty_subnet_is_deleted_and_its_range_reusable(bus: Bus, net) -> 
         assert port["fixed_ips"] == []
         again = await bus.call("net.create_subnet", {"network_id": network["id"], "cidr": "192.168.7.0/24"})
         assert again["id"] != subnet["id"]
+
+
+async def free_ranges_match_allocations(net: NetActor) -> None:
+    """``ip_free`` holds exactly the pool addresses no port holds, in disjoint ranges."""
+    for subnet in await net.store.fetchall("SELECT id, allocation_pools FROM subnets"):
+        pools = set()
+        for pool in json.loads(subnet["allocation_pools"]):
+            start, end = int(ipaddress.ip_address(pool["start"])), int(ipaddress.ip_address(pool["end"]))
+            pools |= set(range(start, end + 1))
+        held = {
+            int(ipaddress.ip_address(row["ip_address"]))
+            for row in await net.store.fetchall(
+                "SELECT ip_address FROM ip_allocations WHERE subnet_id = ?", (subnet["id"],)
+            )
+        }
+        free: list[int] = []
+        for row in await net.store.fetchall(
+            "SELECT lo, hi FROM ip_free WHERE subnet_id = ? ORDER BY lo", (subnet["id"],)
+        ):
+            assert row["lo"] <= row["hi"] and (not free or free[-1] < row["lo"]), row
+            free += range(row["lo"], row["hi"] + 1)
+        assert free == sorted(pools - held)
+
+
+def address(port: dict[str, Any]) -> str:
+    return port["fixed_ips"][0]["ip_address"]
+
+
+async def test_allocation_fills_the_lowest_holes_first(bus: Bus, net, port_events) -> None:
+    network, _ = await network_with_subnet(bus, ALICE)
+    with acting_as(ALICE):
+        ports = [await bus.call("net.create_port", {"network_id": network["id"]}) for _ in range(10)]
+        assert [address(p) for p in ports] == [f"192.168.7.{n}" for n in range(2, 12)]
+        for port in ports[2:5] + ports[7:8]:  # .4, .5, .6 and .9
+            await bus.call("net.delete_port", {"port_id": port["id"]})
+        refilled = [await bus.call("net.create_port", {"network_id": network["id"]}) for _ in range(5)]
+        assert [address(p) for p in refilled] == [f"192.168.7.{n}" for n in (4, 5, 6, 9, 12)]
+        for port in refilled[:4]:
+            assert await bus.call("net.get_port", {"port_id": port["id"]}) == port
+        for port in ports[0:1] + ports[5:7] + refilled[4:]:  # .2, .7, .8 and .12
+            await bus.call("net.delete_port", {"port_id": port["id"]})
+        concurrent = await asyncio.gather(
+            *(bus.call("net.create_port", {"network_id": network["id"]}) for _ in range(6))
+        )
+    assert sorted((address(p) for p in concurrent), key=ipaddress.ip_address) == [
+        f"192.168.7.{n}" for n in (2, 7, 8, 12, 13, 14)
+    ]
+    (bound,) = await allocate(bus, "vm-1", "project-a", [{"uuid": network["id"]}])
+    assert address(bound) == "192.168.7.15"
+    with acting_as(ALICE):
+        assert await bus.call("net.get_port", {"port_id": bound["id"]}) == bound
+    await free_ranges_match_allocations(net)
+
+
+async def test_allocation_matches_a_model_across_pools_fixed_ips_and_releases(bus: Bus, net) -> None:
+    """Random creates (lowest free or a fixed address, in the pools or not) and deletes on a
+    subnet of three pools (two of them adjacent) answer what a model says."""
+    pools = [("10.1.0.2", "10.1.0.20"), ("10.1.0.21", "10.1.0.30"), ("10.1.0.40", "10.1.0.50")]
+    network, subnet = await network_with_subnet(
+        bus, ALICE, "10.1.0.0/26", allocation_pools=[{"start": s, "end": e} for s, e in pools]
+    )
+    pool_addresses = [
+        str(ipaddress.ip_address(n))
+        for start, end in pools
+        for n in range(int(ipaddress.ip_address(start)), int(ipaddress.ip_address(end)) + 1)
+    ]
+    hosts = [str(host) for host in ipaddress.ip_network("10.1.0.0/26").hosts() if str(host) != "10.1.0.1"]
+    held: dict[str, str] = {}  # port id -> address
+    rng = random.Random(20240611)
+    with acting_as(ALICE):
+        for step in range(400):
+            choice = rng.random()
+            if choice < 0.4 and held:
+                port_id = rng.choice(list(held))
+                await bus.call("net.delete_port", {"port_id": port_id})
+                del held[port_id]
+                continue
+            taken = set(held.values())
+            if choice < 0.8:
+                expected = next((a for a in pool_addresses if a not in taken), None)
+                body: dict[str, Any] = {"network_id": network["id"]}
+            else:
+                expected = rng.choice(hosts)
+                body = {"network_id": network["id"], "fixed_ips": [{"ip_address": expected}]}
+                if expected in taken:
+                    with pytest.raises(Conflict, match=f"IP address {expected} already allocated"):
+                        await bus.call("net.create_port", body)
+                    continue
+            if expected is None:
+                with pytest.raises(Conflict, match="No more IP addresses available on network"):
+                    await bus.call("net.create_port", body)
+                continue
+            port = await bus.call("net.create_port", body)
+            assert port["fixed_ips"] == [{"subnet_id": subnet["id"], "ip_address": expected}], step
+            held[port["id"]] = expected
+            if step % 50 == 0:
+                await free_ranges_match_allocations(net)
+    await free_ranges_match_allocations(net)
+
+
+async def test_a_store_of_schema_1_keeps_its_allocations_and_holes(bus: Bus, start_actor, config) -> None:
+    """Addresses allocated before the free ranges existed stay taken; the holes between them,
+    not an address outside the pools, are the next ones given."""
+    store = Store(config.store_path("net"), MIGRATIONS[:1])
+    await store.open()
+    now = "2024-01-01T00:00:00Z"
+    pools = [{"start": "10.5.0.2", "end": "10.5.0.10"}, {"start": "10.5.0.20", "end": "10.5.0.30"}]
+    await store.execute(
+        "INSERT INTO networks VALUES ('net-1', 'old', 'project-a', 0, 1, 1500, ?, ?)", (now, now)
+    )
+    await store.execute(
+        "INSERT INTO subnets (id, name, network_id, project_id, cidr, ip_version, gateway_ip,"
+        " allocation_pools, enable_dhcp, dns_nameservers, created_at, updated_at)"
+        " VALUES ('subnet-1', '', 'net-1', 'project-a', '10.5.0.0/24', 4, '10.5.0.1', ?, 1, '[]', ?, ?)",
+        (json.dumps(pools), now, now),
+    )
+    old = ["10.5.0.2", "10.5.0.3", "10.5.0.5", "10.5.0.10", "10.5.0.15", "10.5.0.20", "10.5.0.25"]
+    for number, ip in enumerate(old):
+        await store.execute(
+            "INSERT INTO ports (id, network_id, project_id, mac_address, created_at, updated_at)"
+            " VALUES (?, 'net-1', 'project-a', ?, ?, ?)",
+            (f"port-{ip}", f"fa:16:3e:00:00:{number:02x}", now, now),
+        )
+        await store.execute(
+            "INSERT INTO ip_allocations (subnet_id, ip_address, port_id) VALUES ('subnet-1', ?, ?)",
+            (ip, f"port-{ip}"),
+        )
+    await store.close()
+    net = await start_actor(NetActor, config)
+    await free_ranges_match_allocations(net)
+    with acting_as(ALICE):
+        for port_id in ("port-10.5.0.15", "port-10.5.0.3"):
+            await bus.call("net.delete_port", {"port_id": port_id})
+        given = [address(await bus.call("net.create_port", {"network_id": "net-1"})) for _ in range(15)]
+        with pytest.raises(Conflict, match="No more IP addresses available on network net-1"):
+            await bus.call("net.create_port", {"network_id": "net-1"})
+    expected = [3, 4, 6, 7, 8, 9, 21, 22, 23, 24, 26, 27, 28, 29, 30]
+    assert given == [f"10.5.0.{n}" for n in expected]
+    await free_ranges_match_allocations(net)
