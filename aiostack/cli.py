@@ -37,6 +37,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="test",
         help="libvirt URI for the nodes; 'test' gives each node its own test-driver host",
     )
+    up.add_argument(
+        "--nodes-per-process",
+        type=int,
+        default=1,
+        help="run this many test-driver nodes in each node process (default: one each)",
+    )
     up.add_argument("--listen", default="127.0.0.1:8774", help="gateway address HOST:PORT (port 0: free)")
     up.add_argument("--node-vcpus", type=int, default=128, help="vCPUs of each test-driver node")
     up.add_argument("--node-memory-mb", type=int, default=1024 * 1024, help="RAM of each test-driver node")
@@ -45,8 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bus_options(run)
     run.add_argument("actor", choices=ACTOR_NAMES)
     run.add_argument("--nats", required=True, help="NATS URL")
-    run.add_argument("--host", default="node-1", help="node: the compute host's name")
-    run.add_argument("--libvirt", default="test:///default", help="node: libvirt URI")
+    run.add_argument("--host", action="append", help="node: the compute host's name (repeat for several)")
+    run.add_argument("--libvirt", action="append", help="node: libvirt URI, one per --host")
     run.add_argument("--report-interval", type=float, default=10.0, help="node: seconds between heartbeats")
     run.add_argument("--listen", default="127.0.0.1:8774", help="gateway: HOST:PORT to listen on")
 

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import signal
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from aiostack.config import Config
@@ -21,7 +22,28 @@ log = logging.getLogger(__name__)
 ACTOR_NAMES = ("token", "conductor", "scheduler", "image", "net", "volume", "node", "gateway")
 
 
-def actor_factory(name: str, bus: Bus, config: Config, args: argparse.Namespace) -> Callable[[], Actor]:
+def actor_factories(
+    name: str, bus: Bus, config: Config, args: argparse.Namespace
+) -> list[Callable[[], Actor]]:
+    """How to make the named actor (or the process's nodes); imports only what it needs."""
+    if name == "node":
+        from node.actor import NodeActor
+
+        hosts, uris = args.host or ["node-1"], args.libvirt or ["test:///default"]
+        if len(hosts) != len(uris):
+            raise SystemExit("aiostack run node: give one --libvirt URI for each --host")
+        if len(hosts) > 1 and not all(
+            uri.startswith("test:///") and uri != "test:///default" for uri in uris
+        ):
+            raise SystemExit("aiostack run node: several hosts in one process need test-driver node files")
+        return [
+            partial(NodeActor, bus, config, host=host, libvirt_uri=uri, report_interval=args.report_interval)
+            for host, uri in zip(hosts, uris, strict=True)
+        ]
+    return [actor_factory(name, bus, config)]
+
+
+def actor_factory(name: str, bus: Bus, config: Config) -> Callable[[], Actor]:
     """How to make the named actor; imports only that actor's module (a small process)."""
     if name == "token":
         from actors.token import TokenActor
@@ -47,12 +69,6 @@ def actor_factory(name: str, bus: Bus, config: Config, args: argparse.Namespace)
         from actors.volume import VolumeActor
 
         return lambda: VolumeActor(bus, config)
-    if name == "node":
-        from node.actor import NodeActor
-
-        return lambda: NodeActor(
-            bus, config, host=args.host, libvirt_uri=args.libvirt, report_interval=args.report_interval
-        )
     raise ValueError(f"unknown actor {name!r}; one of {', '.join(ACTOR_NAMES)}")
 
 
@@ -67,16 +83,17 @@ def _stop_on_signals() -> asyncio.Event:
 async def run_actor(args: argparse.Namespace) -> int:
     config = Config(data_dir=args.data_dir, nats_url=args.nats, prefix=args.prefix)
     stop = _stop_on_signals()
-    name = f"{args.actor}.{args.host}" if args.actor == "node" else args.actor
+    name = f"node.{','.join(args.host or ['node-1'])}" if args.actor == "node" else args.actor
     bus = await Bus.connect(config.nats_url, prefix=config.prefix, name=name)
     try:
         if args.actor == "gateway":
             await serve_gateway(bus, config, args.listen, stop)
             return 0
-        supervisor = Supervisor(actor_factory(args.actor, bus, config, args))
-        await supervisor.start()
+        supervisors = [Supervisor(factory) for factory in actor_factories(args.actor, bus, config, args)]
+        for supervisor in supervisors:
+            await supervisor.start()
         await stop.wait()
-        await supervisor.stop()
+        await asyncio.gather(*(supervisor.stop() for supervisor in supervisors))
         return 0
     finally:
         await bus.close()

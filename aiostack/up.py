@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ctypes
 import logging
 import os
 import secrets
@@ -23,6 +24,8 @@ from bus import Bus, CallTimeout, EmbeddedNatsServer, NoResponders
 from node.testnode import write_test_node_file
 
 log = logging.getLogger(__name__)
+
+PR_SET_PDEATHSIG = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +62,9 @@ class ChildProcess:
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=log_file,
+                env=self.env,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
             )
 
     async def _keep_running(self) -> None:
@@ -109,16 +115,21 @@ def child_specs(args: argparse.Namespace) -> list[ChildSpec]:
         ChildSpec(name, (name,)) for name in ("token", "scheduler", "conductor", "image", "net", "volume")
     ]
     specs.append(ChildSpec("gateway", ("gateway", "--listen", args.listen)))
-    for number in range(1, args.nodes + 1):
-        host = f"node-{number}"
-        uri = args.libvirt
-        if uri == "test":
-            uri = write_test_node_file(
-                args.data_dir / "nodes" / host / "testnode.xml",
-                vcpus=args.node_vcpus,
-                memory_mb=args.node_memory_mb,
-            )
-        specs.append(ChildSpec(host, ("node", "--host", host, "--libvirt", uri)))
+    hosts = [f"node-{number}" for number in range(1, args.nodes + 1)]
+    per_process = max(1, args.nodes_per_process) if args.libvirt == "test" else 1
+    for first in range(0, len(hosts), per_process):
+        group = hosts[first : first + per_process]
+        node_args: list[str] = ["node"]
+        for host in group:
+            uri = args.libvirt
+            if uri == "test":
+                uri = write_test_node_file(
+                    args.data_dir / "nodes" / host / "testnode.xml",
+                    vcpus=args.node_vcpus,
+                    memory_mb=args.node_memory_mb,
+                )
+            node_args += ["--host", host, "--libvirt", uri]
+        specs.append(ChildSpec("+".join(group), tuple(node_args)))
     return specs
 
 
@@ -133,13 +144,25 @@ def first_start_passwords(data_dir: Path) -> dict[str, str]:
     }
 
 
-async def wait_for_actors(nats_url: str, prefix: str, specs: list[ChildSpec], timeout: float = 90.0) -> None:
+def _die_with_parent() -> None:
+    """In a child, before exec: get SIGTERM when `aiostack up` dies, even by SIGKILL (Linux)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def actor_addresses(specs: list[ChildSpec]) -> list[str]:
+    """The bus address of every actor and node the children run."""
+    addresses = []
+    for spec in specs:
+        if spec.args[0] == "node":
+            addresses += [f"node.{host}" for host in spec.name.split("+")]
+        elif spec.name != "gateway":
+            addresses.append(spec.name)
+    return addresses
+
+
+async def wait_for_actors(nats_url: str, prefix: str, addresses: list[str], timeout: float = 90.0) -> None:
     """Return once every actor and node answers ``ping``."""
-    addresses = [
-        f"node.{spec.name}" if spec.args[0] == "node" else spec.name
-        for spec in specs
-        if spec.name != "gateway"
-    ]
     async with (
         await Bus.connect(nats_url, prefix=prefix, name="aiostack-up") as bus,
         asyncio.timeout(timeout),
@@ -159,6 +182,12 @@ async def wait_for_gateway(data_dir: Path, timeout: float = 60.0) -> str | None:
         while not url_file.exists() or not url_file.read_text().strip():
             await asyncio.sleep(0.05)
     return url_file.read_text().strip()
+
+
+async def _ready(data_dir: Path, nats_url: str, prefix: str, specs: list[ChildSpec]) -> str:
+    gateway_url = await wait_for_gateway(data_dir)
+    await wait_for_actors(nats_url, prefix, actor_addresses(specs))
+    return gateway_url
 
 
 async def up(args: argparse.Namespace) -> int:
@@ -187,8 +216,20 @@ async def up(args: argparse.Namespace) -> int:
     try:
         for child in children:
             child.start()
-        gateway_url = await wait_for_gateway(data_dir)
-        await wait_for_actors(nats_url, args.prefix, [c.spec for c in children])
+        starting = asyncio.ensure_future(_ready(data_dir, nats_url, args.prefix, [c.spec for c in children]))
+        stopping = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if not starting.done():
+            starting.cancel()
+            return 1
+        stopping.cancel()
+        try:
+            gateway_url = starting.result()
+        except TimeoutError:
+            print(
+                f"aiostack up: the cloud did not come up in time; see the logs in {log_dir}", file=sys.stderr
+            )
+            return 1
         print(f"aiostack up: NATS at {nats_url} (prefix {args.prefix!r}), data in {data_dir}")
         if server is not None:
             print(f"  embedded nats-server pid {server.pid}, JetStream store in {server.data_dir}")

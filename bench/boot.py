@@ -32,7 +32,7 @@ IN_FLIGHT = 64
 
 
 @asynccontextmanager
-async def aiostack_up(data_dir: str, nodes: int) -> AsyncIterator[tuple[str, int]]:
+async def aiostack_up(data_dir: str, nodes: int, *extra: str) -> AsyncIterator[tuple[str, int]]:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -46,6 +46,7 @@ async def aiostack_up(data_dir: str, nodes: int) -> AsyncIterator[tuple[str, int
         "127.0.0.1:0",
         "--log-level",
         "WARNING",
+        *extra,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
         env={**os.environ, "AIOSTACK_ADMIN_PASSWORD": PASSWORD, "AIOSTACK_DEMO_PASSWORD": PASSWORD},

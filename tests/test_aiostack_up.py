@@ -194,3 +194,16 @@ async def test_server_commands_drive_the_cloud_from_the_shell(tmp_path) -> None:
         assert code == 0, output
         code, output = await aiostack_cli(tmp_path, "list")
         assert "shell-vm" not in output
+
+
+async def test_several_test_driver_nodes_can_share_one_process(tmp_path) -> None:
+    async with aiostack_up(tmp_path, "--nodes", "3", "--nodes-per-process", "3") as cloud:
+        assert (
+            "processes: token, scheduler, conductor, image, net, volume, gateway, node-1+node-2+node-3"
+            in (cloud.banner)
+        )
+        async with await Bus.connect(cloud.nats_url) as bus:
+            pids = {(await bus.call(f"node.node-{n}.ping", timeout=20))["pid"] for n in (1, 2, 3)}
+            hosts = {h["host"]: h for h in await bus.call("scheduler.list_hosts")}
+        assert len(pids) == 1
+        assert sorted(hosts) == ["node-1", "node-2", "node-3"]

@@ -264,3 +264,50 @@ async def test_bad_token_and_bad_json_are_refused(api, events: EventStream) -> N
     api.headers = {}
     status, body = await api.get("/compute/v2.1/servers")
     assert status == 401 and "X-Auth-Token" in json.dumps(body)
+
+
+async def test_volume_attaches_to_a_server_through_its_node_and_detaches(
+    api, events: EventStream, bus: Bus
+) -> None:
+    server_id = await boot(api, "with-disk")
+    await events.wait_for(is_event(server_id, "instance.active"))
+    status, created = await api.post(
+        f"/volume/v3/{api.project_id}/volumes", {"volume": {"size": 1, "name": "d1"}}
+    )
+    assert status == 202
+    volume_id = created["volume"]["id"]
+    status, body = await api.post(
+        f"/compute/v2.1/servers/{server_id}/os-volume_attachments",
+        {"volumeAttachment": {"volumeId": volume_id}},
+    )
+    assert status == 200, body
+    assert body["volumeAttachment"] == {
+        "id": volume_id,
+        "volumeId": volume_id,
+        "serverId": server_id,
+        "device": "/dev/vdb",
+    }
+    status, volume = await api.get(f"/volume/v3/{api.project_id}/volumes/{volume_id}")
+    assert volume["volume"]["status"] == "in-use"
+    assert volume["volume"]["attachments"][0]["server_id"] == server_id
+    domains = await bus.call("node.node-1.list_domains")
+    assert [d["uuid"] for d in domains] == [server_id]
+    _, listed = await api.get(f"/compute/v2.1/servers/{server_id}/os-volume_attachments")
+    assert [a["volumeId"] for a in listed["volumeAttachments"]] == [volume_id]
+    status, body = await api.post(
+        f"/compute/v2.1/servers/{server_id}/os-volume_attachments",
+        {"volumeAttachment": {"volumeId": volume_id}},
+    )
+    assert status == 409, body
+    status, _ = await api.delete(f"/compute/v2.1/servers/{server_id}/os-volume_attachments/{volume_id}")
+    assert status == 202
+    _, volume = await api.get(f"/volume/v3/{api.project_id}/volumes/{volume_id}")
+    assert volume["volume"]["status"] == "available" and volume["volume"]["attachments"] == []
+    await api.post(
+        f"/compute/v2.1/servers/{server_id}/os-volume_attachments",
+        {"volumeAttachment": {"volumeId": volume_id}},
+    )
+    assert (await api.delete(f"/compute/v2.1/servers/{server_id}"))[0] == 204
+    await events.wait_for(is_event(server_id, "instance.deleted"))
+    _, volume = await api.get(f"/volume/v3/{api.project_id}/volumes/{volume_id}")
+    assert volume["volume"]["status"] == "available"
