@@ -8,9 +8,10 @@ task asks the scheduler for a host (which claims the resources) and casts
 ``domain_event``: ACTIVE, SHUTOFF, DELETED come from those events, never from assuming
 that a libvirt call worked. Every state change is published as an ``instance`` event.
 
-Handlers (version history: 1 - initial):
+Handlers (version history: 1 - initial; 2 - create_instance takes block_devices, volumes
+attached at boot; schema 2 stores them):
 * create_instance(name, flavor_ref, image_ref, networks="auto", metadata=None, key_name=None,
-  user_data=None) -> instance
+  user_data=None, block_devices=None) -> instance
 * get_instance(instance_uuid), list_instances(...), delete_instance, stop_instance,
   start_instance, reboot_instance(reboot_type) -> instance
 * attach_volume(instance_uuid, volume_id, device=None) -> attachment;
@@ -63,6 +64,9 @@ MIGRATIONS = [
         request_id TEXT, user_id TEXT, project_id TEXT, start_time TEXT NOT NULL,
         finish_time TEXT, result TEXT, message TEXT);
     CREATE INDEX instance_actions_uuid ON instance_actions(instance_uuid);
+    """,
+    """
+    ALTER TABLE instances ADD COLUMN block_devices TEXT NOT NULL DEFAULT '[]';
     """,
 ]
 
@@ -267,10 +271,14 @@ class ConductorActor(Actor):
         metadata: dict[str, str] | None = None,
         key_name: str | None = None,
         user_data: str | None = None,
+        block_devices: list[dict[str, Any]] | None = None,
     ) -> dict[str, Any]:
         """Record a new instance (BUILD/scheduling) and start building it; answers at once.
 
-        :raises InvalidRequest: bad name, unknown flavor, image or network, bad networks.
+        ``block_devices``: existing volumes to attach at boot, ``[{"volume_id", "device"}]``.
+
+        :raises InvalidRequest: bad name, unknown flavor, image, network or volume, bad networks,
+            a volume that is not available.
         """
         ctx = require_caller()
         if not isinstance(name, str) or not name.strip() or len(name) > 255:
@@ -285,6 +293,7 @@ class ConductorActor(Actor):
             raise InvalidRequest(f"Flavor {flavor_ref} could not be found.") from None
         await self._check_image(image_ref)
         requested = await self._check_networks(networks)
+        volumes = await self._check_block_devices(block_devices)
         now = utcnow()
         row = {
             "uuid": new_uuid(),
@@ -294,6 +303,7 @@ class ConductorActor(Actor):
             "flavor": to_json(flavor),
             "image_ref": str(image_ref),
             "requested_networks": to_json(requested),
+            "block_devices": to_json(volumes),
             "metadata": to_json(metadata or {}),
             "key_name": key_name,
             "user_data": user_data,
@@ -305,9 +315,10 @@ class ConductorActor(Actor):
         async with self.store.transaction() as db:
             await db.execute(
                 "INSERT INTO instances (uuid, name, project_id, user_id, flavor, image_ref,"
-                " requested_networks, metadata, key_name, user_data, vm_state, task_state, created_at,"
-                " updated_at) VALUES"
-                " (:uuid, :name, :project_id, :user_id, :flavor, :image_ref, :requested_networks, :metadata,"
+                " requested_networks, block_devices, metadata, key_name, user_data, vm_state, task_state,"
+                " created_at, updated_at) VALUES"
+                " (:uuid, :name, :project_id, :user_id, :flavor, :image_ref, :requested_networks,"
+                " :block_devices, :metadata,"
                 " :key_name, :user_data, :vm_state, :task_state, :created_at, :updated_at)",
                 row,
             )
@@ -363,6 +374,24 @@ class ConductorActor(Actor):
                 raise InvalidRequest("Invalid input: each network needs a 'uuid' or a 'port'")
         return requested
 
+    async def _check_block_devices(self, block_devices: Any) -> list[dict[str, Any]]:
+        if block_devices is None:
+            return []
+        if not isinstance(block_devices, list) or not all(
+            isinstance(d, dict) and isinstance(d.get("volume_id"), str) for d in block_devices
+        ):
+            raise InvalidRequest("Invalid input: each block device needs a 'volume_id'")
+        checked = []
+        for device in block_devices:
+            try:
+                volume = await self.bus.call("volume.get", {"volume_id": device["volume_id"]})
+            except NotFound:
+                raise InvalidRequest(f"Volume {device['volume_id']} could not be found.") from None
+            if volume["status"] != "available":
+                raise InvalidRequest(f"Volume {device['volume_id']} is {volume['status']}, not available.")
+            checked.append({"volume_id": device["volume_id"], "device": device.get("device")})
+        return checked
+
     async def _schedule_and_build(self, instance_uuid: str, flavor: dict[str, Any]) -> None:
         """Steps 8-13: pick and claim a host, record it, hand the build to the node."""
         try:
@@ -402,6 +431,7 @@ class ConductorActor(Actor):
         return {
             "instance": view(row),
             "requested_networks": from_json(row["requested_networks"], "auto"),
+            "block_devices": from_json(row["block_devices"], []),
             "user_data": row["user_data"],
         }
 

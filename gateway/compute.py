@@ -29,6 +29,7 @@ CREATE_FIELDS = {
     "accessIPv4",
     "accessIPv6",
     "description",
+    "block_device_mapping_v2",
 }
 
 
@@ -111,6 +112,7 @@ def _create_request(server: dict[str, Any]) -> dict[str, Any]:
         raise InvalidRequest("Invalid input for field/attribute flavorRef. Value must be a string or integer")
     return {
         "name": server["name"],
+        "block_devices": _block_devices(server.get("block_device_mapping_v2")),
         "image_ref": server["imageRef"],
         "flavor_ref": str(server["flavorRef"]),
         "networks": server.get("networks", "auto"),
@@ -118,6 +120,25 @@ def _create_request(server: dict[str, Any]) -> dict[str, Any]:
         "key_name": server.get("key_name"),
         "user_data": server.get("user_data"),
     }
+
+
+def _block_devices(mappings: Any) -> list[dict[str, Any]] | None:
+    """Existing volumes to attach at boot; other kinds of mapping are not built."""
+    if mappings is None:
+        return None
+    if not isinstance(mappings, list) or not all(isinstance(m, dict) for m in mappings):
+        raise InvalidRequest("Invalid input for field/attribute block_device_mapping_v2. Must be a list")
+    devices = []
+    for mapping in mappings:
+        if mapping.get("source_type") != "volume" or mapping.get("destination_type", "volume") != "volume":
+            raise InvalidRequest("Only block_device_mapping_v2 entries with source_type and destination_type "
+                                 "'volume' (an existing volume attached at boot) are supported")
+        if not isinstance(mapping.get("uuid"), str):
+            raise InvalidRequest("Invalid input for field/attribute uuid. Value must be a volume id")
+        if mapping.get("boot_index") not in (None, -1, "-1", "none"):
+            raise InvalidRequest("Booting from a volume is not supported: give imageRef and boot_index -1")
+        devices.append({"volume_id": mapping["uuid"], "device": mapping.get("device_name")})
+    return devices
 
 
 async def create_server(request: web.Request) -> web.Response:

@@ -249,7 +249,9 @@ class NodeActor(Actor):
         instance = request["instance"]
         self._request_ids[instance_uuid] = current_request_id() or ""
         try:
-            xml = await self._prepare(instance, request["requested_networks"])
+            xml, volumes = await self._prepare(
+                instance, request["requested_networks"], request["block_devices"]
+            )
             await self.store.execute(
                 "INSERT OR REPLACE INTO domains (uuid, project_id, xml, desired_power, created_at)"
                 " VALUES (?, ?, ?, 'running', ?)",
@@ -258,6 +260,16 @@ class NodeActor(Actor):
             self._projects[instance_uuid] = instance["project_id"]
             assert self.conn is not None
             domain = await self._virt(self.conn.defineXML, xml)
+            for volume_id, device in volumes:
+                await self.bus.call(
+                    "volume.attach_complete",
+                    {
+                        "volume_id": volume_id,
+                        "instance_uuid": instance_uuid,
+                        "host": self.host,
+                        "device": device,
+                    },
+                )
             await self._virt(domain.create)
         except Exception as exc:
             message = f"{type(exc).__name__}: {exc}"
@@ -268,8 +280,13 @@ class NodeActor(Actor):
                 {"instance_uuid": instance_uuid, "host": self.host, "message": message},
             )
 
-    async def _prepare(self, instance: dict[str, Any], requested_networks: Any) -> str:
-        """Steps 20-28: the image (and its kernel and ramdisk), the ports; returns the domain XML."""
+    async def _prepare(
+        self, instance: dict[str, Any], requested_networks: Any, block_devices: list[dict[str, Any]]
+    ) -> tuple[str, list[tuple[str, str]]]:
+        """Steps 20-28: the image (and its kernel and ramdisk), the ports, the volumes.
+
+        Returns the domain XML and the reserved volumes with their devices.
+        """
         image = await self.bus.call("image.get", {"image_id": instance["image_ref"]})
         properties = image.get("properties") or {}
         kernel = initrd = None
@@ -302,6 +319,21 @@ class NodeActor(Actor):
             "conductor.instance_spawning",
             {"instance_uuid": instance["id"], "host": self.host, "addresses": addresses},
         )
+        bus_name = disk_bus(properties)
+        disks = [Disk(str(self.state_dir / "instances" / instance["id"] / "disk"), "vda", bus=bus_name)]
+        volumes = []
+        for device in block_devices:
+            reserved = await self.bus.call(
+                "volume.reserve", {"volume_id": device["volume_id"], "instance_uuid": instance["id"]}
+            )
+            target = (device.get("device") or "").removeprefix("/dev/") or next_disk_target(
+                {disk.target for disk in disks}
+            )
+            connection = reserved["connection"]
+            disks.append(
+                Disk(connection["path"], target, format=connection["format"], serial=device["volume_id"])
+            )
+            volumes.append((device["volume_id"], f"/dev/{target}"))
         flavor = instance["flavor"]
         spec = DomainSpec(
             uuid=instance["id"],
@@ -311,19 +343,13 @@ class NodeActor(Actor):
             vcpus=flavor["vcpus"],
             memory_mb=flavor["ram"],
             domain_type="test",
-            disks=(
-                Disk(
-                    str(self.state_dir / "instances" / instance["id"] / "disk"),
-                    "vda",
-                    bus=disk_bus(properties),
-                ),
-            ),
+            disks=tuple(disks),
             nics=tuple(Nic(port["mac_address"], port["id"]) for port in ports),
             kernel=kernel,
             initrd=initrd,
             cmdline=properties.get("os_command_line"),
         )
-        return domain_xml(spec)
+        return domain_xml(spec), volumes
 
     async def _addresses(self, ports: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
         """Nova's ``addresses``: network name -> fixed IPs with their MAC."""

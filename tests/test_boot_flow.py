@@ -184,6 +184,57 @@ async def test_200_concurrent_boots_across_4_nodes(api, events: EventStream, bus
         assert len(domains) == host["instances"]
 
 
+async def _volume(api) -> str:
+    status, created = await api.post(f"/volume/v3/{api.project_id}/volumes", {"volume": {"size": 1}})
+    assert status == 202, created
+    return created["volume"]["id"]
+
+
+async def test_volumes_attach_at_boot(api, events: EventStream, bus: Bus) -> None:
+    first, second = await _volume(api), await _volume(api)
+    server_id = await boot(
+        api,
+        "booted-with-disks",
+        block_device_mapping_v2=[
+            {"uuid": first, "source_type": "volume", "destination_type": "volume", "boot_index": -1},
+            {
+                "uuid": second,
+                "source_type": "volume",
+                "destination_type": "volume",
+                "device_name": "/dev/vdd",
+            },
+        ],
+    )
+    await events.wait_for(is_event(server_id, "instance.active"))
+    _, listed = await api.get(f"/compute/v2.1/servers/{server_id}/os-volume_attachments")
+    assert {(a["volumeId"], a["device"]) for a in listed["volumeAttachments"]} == {
+        (first, "/dev/vdb"),
+        (second, "/dev/vdd"),
+    }
+    for volume_id in (first, second):
+        _, volume = await api.get(f"/volume/v3/{api.project_id}/volumes/{volume_id}")
+        assert volume["volume"]["status"] == "in-use"
+    status, body = await api.post(
+        "/compute/v2.1/servers",
+        {
+            "server": {
+                "name": "greedy",
+                "imageRef": await default_image_id(api),
+                "flavorRef": "1",
+                "block_device_mapping_v2": [
+                    {"uuid": first, "source_type": "volume", "destination_type": "volume"}
+                ],
+            }
+        },
+    )
+    assert status == 400 and "in-use, not available" in body["badRequest"]["message"]
+    assert (await api.delete(f"/compute/v2.1/servers/{server_id}"))[0] == 204
+    await events.wait_for(is_event(server_id, "instance.deleted"))
+    for volume_id in (first, second):
+        _, volume = await api.get(f"/volume/v3/{api.project_id}/volumes/{volume_id}")
+        assert volume["volume"]["status"] == "available"
+
+
 async def _image_with(api, **properties: str) -> str:
     status, image = await api.post(
         "/image/v2/images",
@@ -212,7 +263,15 @@ async def test_failed_build_ends_in_error_and_releases_everything(
     api, events: EventStream, bus: Bus, properties: dict[str, str], fault_says: str
 ) -> None:
     image = await _image_with(api, **properties)
-    server_id = await boot(api, "doomed", imageRef=image)
+    volume_id = await _volume(api)
+    server_id = await boot(
+        api,
+        "doomed",
+        imageRef=image,
+        block_device_mapping_v2=[
+            {"uuid": volume_id, "source_type": "volume", "destination_type": "volume", "boot_index": -1}
+        ],
+    )
     failed = await events.wait_for(is_event(server_id, "instance.error"))
     assert fault_says in failed["state"]["fault"]["message"]
     _status, body = await api.get(f"/compute/v2.1/servers/{server_id}")
@@ -221,6 +280,8 @@ async def test_failed_build_ends_in_error_and_releases_everything(
     assert server_id not in {a["instance_uuid"] for a in await bus.call("scheduler.list_allocations")}
     assert await bus.call("net.list_ports", {"device_id": server_id}) == []
     assert await bus.call("node.node-1.list_domains") == []
+    _, volume = await api.get(f"/volume/v3/{api.project_id}/volumes/{volume_id}")
+    assert volume["volume"]["status"] == "available" and volume["volume"]["attachments"] == []
     assert (await api.delete(f"/compute/v2.1/servers/{server_id}"))[0] == 204
     await events.wait_for(is_event(server_id, "instance.deleted"))
 
