@@ -9,6 +9,23 @@ from typing import Any
 
 from bus import Bus, Context, NotFound, Unauthorized, current
 
+# libvirt's domain lifecycle events (VIR_DOMAIN_EVENT_*), in libvirt's numbering
+LIFECYCLE_EVENTS = (
+    "DEFINED",
+    "UNDEFINED",
+    "STARTED",
+    "SUSPENDED",
+    "RESUMED",
+    "STOPPED",
+    "SHUTDOWN",
+    "PMSUSPENDED",
+    "CRASHED",
+)
+
+
+def lifecycle_name(event: int) -> str:
+    return LIFECYCLE_EVENTS[event] if 0 <= event < len(LIFECYCLE_EVENTS) else str(event)
+
 
 def caller() -> Context | None:
     """The context of the request being handled (None for a service-internal call)."""

@@ -27,7 +27,16 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from actors.common import caller, check_visible, new_uuid, publish_event, require_caller, sees_all, utcnow
+from actors.common import (
+    caller,
+    check_visible,
+    lifecycle_name,
+    new_uuid,
+    publish_event,
+    require_caller,
+    sees_all,
+    utcnow,
+)
 from actors.store import Store, from_json, to_json
 from aiostack.config import Config
 from bus import (
@@ -84,17 +93,6 @@ NOSTATE, RUNNING, PAUSED, SHUTDOWN, CRASHED, SUSPENDED = 0, 1, 3, 4, 6, 7
 # libvirt VIR_DOMAIN_EVENT_* lifecycle event numbers
 DEFINED, UNDEFINED, STARTED, EVENT_SUSPENDED, RESUMED, STOPPED, SHUTDOWN_EVENT, PMSUSPENDED, CRASHED_EVENT = (
     range(9)
-)
-EVENT_NAMES = (
-    "DEFINED",
-    "UNDEFINED",
-    "STARTED",
-    "SUSPENDED",
-    "RESUMED",
-    "STOPPED",
-    "SHUTDOWN",
-    "PMSUSPENDED",
-    "CRASHED",
 )
 
 # The API status of a (vm_state, task_state), as Nova shows it
@@ -471,7 +469,7 @@ class ConductorActor(Actor):
         row = await self._host_row(instance_uuid, host)
         if row is None:
             return None
-        name = EVENT_NAMES[event] if 0 <= event < len(EVENT_NAMES) else str(event)
+        name = lifecycle_name(event)
         return await self._apply(
             row, self._transition(row, event), {"domain_event": name, "detail": detail, "host": host}
         )

@@ -131,8 +131,10 @@ def _block_devices(mappings: Any) -> list[dict[str, Any]] | None:
     devices = []
     for mapping in mappings:
         if mapping.get("source_type") != "volume" or mapping.get("destination_type", "volume") != "volume":
-            raise InvalidRequest("Only block_device_mapping_v2 entries with source_type and destination_type "
-                                 "'volume' (an existing volume attached at boot) are supported")
+            raise InvalidRequest(
+                "Only block_device_mapping_v2 entries with source_type and destination_type "
+                "'volume' (an existing volume attached at boot) are supported"
+            )
         if not isinstance(mapping.get("uuid"), str):
             raise InvalidRequest("Invalid input for field/attribute uuid. Value must be a volume id")
         if mapping.get("boot_index") not in (None, -1, "-1", "none"):

@@ -26,7 +26,7 @@ from typing import Any
 
 import libvirt
 
-from actors.common import publish_event
+from actors.common import lifecycle_name, publish_event
 from actors.store import Store
 from aiostack.config import Config
 from bus import Actor, AiostackError, Bus, Conflict, NotFound, current_request_id, handler, request_scope
@@ -52,17 +52,6 @@ MIGRATIONS = [
     """,
 ]
 
-LIFECYCLE_NAMES = (
-    "DEFINED",
-    "UNDEFINED",
-    "STARTED",
-    "SUSPENDED",
-    "RESUMED",
-    "STOPPED",
-    "SHUTDOWN",
-    "PMSUSPENDED",
-    "CRASHED",
-)
 RUNNING_STATES = (libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_BLOCKED)
 
 
@@ -167,7 +156,6 @@ class NodeActor(Actor):
             if item.event == libvirt.VIR_DOMAIN_EVENT_STOPPED and item.instance_uuid in self._stopped:
                 self._stopped[item.instance_uuid].set()
             project = self._projects.get(item.instance_uuid)
-            name = LIFECYCLE_NAMES[item.event] if item.event < len(LIFECYCLE_NAMES) else str(item.event)
             with request_scope(self._request_ids.get(item.instance_uuid)):
                 await publish_event(
                     self.bus,
@@ -176,7 +164,7 @@ class NodeActor(Actor):
                     project,
                     "domain.lifecycle",
                     {
-                        "event": name,
+                        "event": lifecycle_name(item.event),
                         "event_id": item.event,
                         "detail": item.detail,
                         "host": self.host,
