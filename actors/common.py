@@ -69,15 +69,16 @@ def utcnow_precise() -> str:
 
 async def publish_event(
     bus: Bus, kind: str, resource_id: str, project_id: str | None, event_type: str, state: dict[str, Any]
-) -> None:
+) -> int:
     """Publish one state change on ``<prefix>.evt.<kind>.<project>.<id>``.
 
     The body: ``{kind, id, project, type, ts, request_id, state}``; ``state`` is the
-    resource's new state as its actor shows it.
+    resource's new state as its actor shows it. Returns the event's sequence in the event
+    stream, once the stream has stored it (docs/EVENTS.md).
     """
     cur = current.get()
     project = project_id or "_"
-    await bus.publish(
+    return await bus.publish_event(
         f"evt.{kind}.{project}.{resource_id}",
         {
             "kind": kind,

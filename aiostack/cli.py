@@ -9,7 +9,7 @@ import logging
 import sys
 from pathlib import Path
 
-from aiostack.commands import add_server_commands, run_server_command
+from aiostack.commands import add_client_commands, run_client_command
 from aiostack.config import Config, default_data_dir
 from aiostack.run import ACTOR_NAMES
 from bus import AiostackError, Bus
@@ -32,6 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--nats-port", type=int, default=0, help="port of the embedded nats-server (0: free)")
 
     up.add_argument("--nodes", type=int, default=1, help="how many compute nodes to run")
+    up.add_argument("--events-max-age", type=float, default=7 * 24 * 3600.0, help="seconds events are kept")
+    up.add_argument("--events-max-bytes", type=int, default=1024**3, help="bytes of events kept")
     up.add_argument(
         "--libvirt",
         default="test",
@@ -56,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--report-interval", type=float, default=10.0, help="node: seconds between heartbeats")
     run.add_argument("--listen", default="127.0.0.1:8774", help="gateway: HOST:PORT to listen on")
 
-    add_server_commands(commands, default_data_dir())
+    add_client_commands(commands, default_data_dir())
 
     ping = commands.add_parser("ping", help="ping an actor over the bus")
     _add_bus_options(ping)
@@ -85,8 +87,11 @@ def main(argv: list[str] | None = None) -> None:
         from aiostack.up import up
 
         raise SystemExit(asyncio.run(up(args)))
-    if args.command == "server":
-        raise SystemExit(asyncio.run(run_server_command(args)))
+    if args.command in ("server", "events"):
+        try:
+            raise SystemExit(asyncio.run(run_client_command(args)))
+        except KeyboardInterrupt:
+            raise SystemExit(130) from None
     if args.command == "run":
         from aiostack.run import run_actor
 

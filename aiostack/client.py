@@ -11,6 +11,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -20,7 +21,46 @@ async def _frames(ws: aiohttp.ClientWebSocketResponse) -> AsyncIterator[dict[str
     async for message in ws:
         if message.type != aiohttp.WSMsgType.TEXT:
             break
-        yield json.loads(message.data)["event"]
+        frame = json.loads(message.data)
+        if frame["type"] == "event":
+            yield frame["event"]
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One state change, as docs/EVENTS.md describes it; ``seq`` is its place in the event stream."""
+
+    seq: int
+    kind: str
+    id: str
+    project: str
+    type: str
+    ts: float
+    request_id: str | None
+    state: dict[str, Any]
+
+    @classmethod
+    def from_frame(cls, frame: dict[str, Any]) -> Event:
+        event = frame["event"]
+        return cls(
+            frame["seq"],
+            event["kind"],
+            event["id"],
+            event["project"],
+            event["type"],
+            event["ts"],
+            event.get("request_id"),
+            event["state"],
+        )
+
+
+class EventsExpired(Exception):
+    """The stream no longer keeps the events after the requested resume point."""
+
+    def __init__(self, requested_seq: int, first_seq: int) -> None:
+        super().__init__(f"events after {requested_seq} are gone: the stream now starts at {first_seq}")
+        self.requested_seq = requested_seq
+        self.first_seq = first_seq
 
 
 class ApiError(Exception):
@@ -99,11 +139,56 @@ class Client:
         ) as ws:
             yield _frames(ws)
 
-    async def events(self, kinds: tuple[str, ...] = ("instance",)) -> AsyncIterator[dict[str, Any]]:
-        """The project's events as they happen."""
-        async with self.subscribe(kinds) as stream:
-            async for event in stream:
-                yield event
+    async def events(
+        self,
+        kinds: tuple[str, ...] = (),
+        *,
+        ids: tuple[str, ...] = (),
+        types: tuple[str, ...] = (),
+        since: int | str = "now",
+        until_caught_up: bool = False,
+        max_backoff: float = 5.0,
+    ) -> AsyncIterator[Event]:
+        """The project's events in stream order, resuming by itself after any disconnect.
+
+        ``since``: the last sequence seen (0: all the stream keeps) or ``"now"``. A
+        disconnect, a slow-consumer cut-off or a gateway restart is followed by a reconnect
+        from the last event delivered, so nothing is missed and nothing repeats. With
+        ``until_caught_up`` the iterator ends once it has delivered what was stored when it began.
+
+        :raises EventsExpired: the stream no longer keeps the events after ``since``.
+        """
+        cursor: int | str = since
+        backoff = 0.1
+        query = {"kinds": ",".join(kinds), "ids": ",".join(ids), "types": ",".join(types)}
+        while True:
+            try:
+                async with self.session.ws_connect(
+                    f"{self.url}/ws",
+                    params={**query, "since": str(cursor)},
+                    headers={"X-Auth-Token": self.token or ""},
+                ) as ws:
+                    backoff = 0.1
+                    async for message in ws:
+                        if message.type != aiohttp.WSMsgType.TEXT:
+                            break
+                        frame = json.loads(message.data)
+                        if frame["type"] == "event":
+                            cursor = frame["seq"]
+                            yield Event.from_frame(frame)
+                        elif frame["type"] == "subscribed" and cursor == "now":
+                            cursor = frame["since"]
+                        elif frame["type"] == "caught_up" and until_caught_up:
+                            return
+                        elif frame["type"] == "resume_expired":
+                            raise EventsExpired(frame["requested_seq"], frame["first_seq"])
+            except aiohttp.WSServerHandshakeError as exc:
+                if exc.status in (400, 401, 403, 404):
+                    raise ApiError(exc.status, exc.message) from None
+            except (aiohttp.ClientError, ConnectionError):
+                pass
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, max_backoff)
 
     async def _find(self, collection_path: str, key: str, name_or_id: str) -> str:
         items = (await self.request("GET", collection_path))[key]

@@ -1,4 +1,4 @@
-"""`aiostack server ...`: drive a running cloud from the shell through the gateway.
+"""`aiostack server ...` and `aiostack events`: drive and watch a running cloud through the gateway.
 
 The HTTP client is imported only when a command runs, so `aiostack run` processes never load aiohttp.
 """
@@ -9,19 +9,37 @@ import argparse
 import json
 import os
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 
-def add_server_commands(commands: Any, data_dir_default: Path) -> None:
-    server = commands.add_parser("server", help="create, list, show, stop, start, reboot, delete servers")
-    server.add_argument(
+def _gateway_options(data_dir_default: Path) -> argparse.ArgumentParser:
+    options = argparse.ArgumentParser(add_help=False)
+    options.add_argument(
         "--url", help="gateway URL (default: $AIOSTACK_URL, $OS_AUTH_URL or <data-dir>/gateway.url)"
     )
-    server.add_argument("--data-dir", type=Path, default=data_dir_default)
-    server.add_argument("--username", default=os.environ.get("OS_USERNAME", "admin"))
-    server.add_argument("--password", default=os.environ.get("OS_PASSWORD"))
-    server.add_argument("--project", default=os.environ.get("OS_PROJECT_NAME"))
+    options.add_argument("--data-dir", type=Path, default=data_dir_default)
+    options.add_argument("--username", default=os.environ.get("OS_USERNAME", "admin"))
+    options.add_argument("--password", default=os.environ.get("OS_PASSWORD"))
+    options.add_argument("--project", default=os.environ.get("OS_PROJECT_NAME"))
+    return options
+
+
+def add_client_commands(commands: Any, data_dir_default: Path) -> None:
+    """`aiostack server ...` and `aiostack events ...`."""
+    options = _gateway_options(data_dir_default)
+    events = commands.add_parser("events", parents=[options], help="print events, one line each")
+    events.add_argument("--follow", "-f", action="store_true", help="keep printing new events")
+    events.add_argument(
+        "--kind", action="append", default=[], help="instance, domain, volume, port, image, node"
+    )
+    events.add_argument("--id", action="append", default=[], help="only this resource (repeatable)")
+    events.add_argument("--type", action="append", default=[], help="only this event type (repeatable)")
+    events.add_argument("--since", help="the last sequence seen (default: all kept, or now with --follow)")
+    server = commands.add_parser(
+        "server", parents=[options], help="create, list, show, stop, start, reboot, delete servers"
+    )
     actions = server.add_subparsers(dest="action", required=True)
     create = actions.add_parser("create", help="boot a server")
     create.add_argument("name")
@@ -70,7 +88,24 @@ def _networks(server: dict[str, Any]) -> str:
     )
 
 
-async def run_server_command(args: argparse.Namespace) -> int:
+def event_line(event: Any) -> str:
+    """One readable line: sequence, time, kind, type, id, and what changed."""
+    state = event.state
+    if event.kind == "instance":
+        detail = f"status={state.get('status')} task={state.get('task_state')} host={state.get('host')}"
+    elif event.kind == "domain":
+        detail = f"{state.get('event')} detail={state.get('detail')} host={state.get('host')}"
+    elif event.kind == "port":
+        detail = "ips=" + ",".join(ip["ip_address"] for ip in state.get("fixed_ips", []))
+    elif event.kind == "node":
+        detail = f"alive={state.get('alive')}"
+    else:
+        detail = f"status={state.get('status')}"
+    when = datetime.fromtimestamp(event.ts, UTC).strftime("%H:%M:%S.%f")[:-3]
+    return f"{event.seq:>8} {when} {event.kind:<8} {event.type:<24} {event.id} {detail}"
+
+
+async def run_client_command(args: argparse.Namespace) -> int:
     from aiostack.client import ApiError, Client
 
     if not args.password:
@@ -79,6 +114,17 @@ async def run_server_command(args: argparse.Namespace) -> int:
     async with Client(gateway_url(args)) as client:
         try:
             await client.login(args.username, args.password, args.project)
+            if args.command == "events":
+                since = args.since or ("now" if args.follow else "0")
+                async for event in client.events(
+                    tuple(args.kind),
+                    ids=tuple(args.id),
+                    types=tuple(args.type),
+                    since=since,
+                    until_caught_up=not args.follow,
+                ):
+                    print(event_line(event), flush=True)
+                return 0
             if args.action == "create":
                 server = await client.create_server(
                     args.name, image=args.image, flavor=args.flavor, network=args.network, wait=args.wait

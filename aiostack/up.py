@@ -206,6 +206,8 @@ async def up(args: argparse.Namespace) -> int:
         server = EmbeddedNatsServer(data_dir, port=args.nats_port)
         await server.start()
         nats_url = server.url
+    async with await Bus.connect(nats_url, prefix=args.prefix, name="aiostack-up") as bus:
+        await bus.ensure_event_stream(max_age=args.events_max_age, max_bytes=args.events_max_bytes)
     common = ["--nats", nats_url, "--data-dir", str(data_dir), "--prefix", args.prefix]
     passwords = first_start_passwords(data_dir)
     (data_dir / "gateway.url").unlink(missing_ok=True)

@@ -104,7 +104,10 @@ class Cloud:
     async def _read(self) -> None:
         async for message in self.ws:
             arrived = time.time()
-            event = json.loads(message.data)["event"]
+            frame = json.loads(message.data)
+            if frame["type"] != "event":
+                continue
+            event = frame["event"]
             key = (
                 event["id"],
                 event["type"] if event["type"] != "domain.lifecycle" else event["state"]["event"],

@@ -4,6 +4,8 @@
 (no reply), ``publish`` sends events. Subjects are relative to the bus's prefix:
 ``call("scheduler.select_destinations", ...)`` goes to ``<prefix>.rpc.scheduler.select_destinations``
 and ``publish("evt.instance.p1.i1", ...)`` to ``<prefix>.evt.instance.p1.i1``.
+``publish_event`` stores an event in the JetStream stream that keeps ``<prefix>.evt.>`` and
+returns its sequence once stored.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ import contextlib
 import contextvars
 import enum
 import itertools
+import json
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -21,9 +25,11 @@ from typing import Any
 
 import nats
 import nats.errors
+import nats.js.errors
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+from nats.js.api import DiscardPolicy, StorageType, StreamConfig, StreamInfo
 
 from bus.envelope import DEFAULT_MAX_BYTES, Context, decode_reply, new_id, pack
 from bus.errors import AiostackError, CallTimeout, DeadlineExpired, NoResponders
@@ -32,6 +38,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PREFIX = "aiostack"
 DEFAULT_CALL_TIMEOUT = 10.0
+DEFAULT_EVENT_MAX_AGE = 7 * 24 * 3600.0
+DEFAULT_EVENT_MAX_BYTES = 1024**3
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +100,7 @@ class Bus:
         self._inbox: Subscription | None = None
         self._reply_tokens = itertools.count(1)
         self._waiting: dict[str, asyncio.Future[Msg]] = {}
+        self._event_stream_checked = False
 
     @classmethod
     async def connect(
@@ -171,6 +180,13 @@ class Bus:
         if cur is not None and cur.deadline is not None:
             timeout = min(timeout, max(cur.deadline - time.time(), 0.001))
         subject = f"{self.prefix}.rpc.{address}"
+        msg = await self._request(subject, payload, timeout)
+        if _no_responders(msg):
+            raise NoResponders(f"no actor serves {subject}")
+        return decode_reply(msg.data, self.max_bytes)
+
+    async def _request(self, subject: str, payload: bytes, timeout: float) -> Msg:
+        """Publish with a reply subject on this connection's inbox and wait for the answer."""
         if self._inbox is None:
             self._inbox = await self.nc.subscribe(f"{self._inbox_prefix}*", cb=self._on_reply)
         token = f"{next(self._reply_tokens):x}"
@@ -180,15 +196,12 @@ class Bus:
         timer = loop.call_later(timeout, _expire, waiter)
         try:
             await self._publish(subject, payload, reply=self._inbox_prefix + token)
-            msg = await waiter
+            return await waiter
         except TimeoutError:
             raise CallTimeout(f"no reply from {subject} within {timeout:.3f} s") from None
         finally:
             timer.cancel()
             del self._waiting[token]
-        if msg.headers and msg.headers.get("Status") == "503":
-            raise NoResponders(f"no actor serves {subject}")
-        return decode_reply(msg.data, self.max_bytes)
 
     async def _on_reply(self, msg: Msg) -> None:
         waiter = self._waiting.get(msg.subject[len(self._inbox_prefix) :])
@@ -200,8 +213,59 @@ class Bus:
         await self._publish(self.rpc_subject(address), self._outgoing(body, context, None))
 
     async def publish(self, relative_subject: str, body: Any) -> None:
-        """Publish an event (an envelope whose body is the event) on ``<prefix>.<subject>``."""
+        """Publish an envelope on ``<prefix>.<subject>`` with no guarantee (core NATS)."""
         await self._publish(self.subject(relative_subject), self._outgoing(body, None, None))
+
+    @property
+    def event_stream(self) -> str:
+        """The JetStream stream that keeps ``<prefix>.evt.>``."""
+        return "EVENTS_" + re.sub(r"[^A-Za-z0-9_-]", "_", self.prefix)
+
+    async def publish_event(self, relative_subject: str, body: Any, timeout: float = 5.0) -> int:
+        """Store an event in the event stream; return its sequence once the stream has it.
+
+        The stream is made (with default limits) on this connection's first event if it is
+        missing, and again should it vanish later.
+
+        :raises CallTimeout: the stream did not acknowledge in time.
+        :raises AiostackError: the stream refused the event.
+        """
+        payload = self._outgoing(body, None, None)
+        subject = self.subject(relative_subject)
+        if not self._event_stream_checked:
+            await self.ensure_event_stream()
+            self._event_stream_checked = True
+        msg = await self._request(subject, payload, timeout)
+        if _no_responders(msg):
+            await self.ensure_event_stream()
+            msg = await self._request(subject, payload, timeout)
+            if _no_responders(msg):
+                raise NoResponders(f"no stream stores {subject}")
+        ack = json.loads(msg.data)
+        if "error" in ack:
+            raise AiostackError(f"event stream refused {subject}: {ack['error'].get('description')}")
+        return int(ack["seq"])
+
+    async def ensure_event_stream(
+        self, *, max_age: float | None = None, max_bytes: int | None = None
+    ) -> StreamInfo:
+        """Create the event stream if missing; with limits given, apply them to it."""
+        js = self.nc.jetstream()
+        config = StreamConfig(
+            name=self.event_stream,
+            subjects=[self.subject("evt.>")],
+            storage=StorageType.FILE,
+            discard=DiscardPolicy.OLD,
+            max_age=max_age if max_age is not None else DEFAULT_EVENT_MAX_AGE,
+            max_bytes=max_bytes if max_bytes is not None else DEFAULT_EVENT_MAX_BYTES,
+        )
+        try:
+            info = await js.stream_info(self.event_stream)
+        except nats.js.errors.NotFoundError:
+            return await js.add_stream(config)
+        if max_age is not None or max_bytes is not None:
+            return await js.update_stream(config)
+        return info
 
     async def _publish(self, subject: str, payload: bytes, reply: str = "") -> None:
         try:
@@ -248,6 +312,10 @@ class Bus:
                 await self.nc.drain()
             except (nats.errors.ConnectionClosedError, nats.errors.FlushTimeoutError):
                 await self.nc.close()
+
+
+def _no_responders(msg: Msg) -> bool:
+    return bool(msg.headers) and msg.headers.get("Status") == "503"
 
 
 def _expire(waiter: asyncio.Future[Msg]) -> None:

@@ -1,11 +1,21 @@
-"""The websocket endpoint: the caller's project's events, pushed as they happen.
+"""The event websocket: the caller's project's events, live, resumable, and never lost.
 
-``GET /ws?kinds=instance,domain`` with ``X-Auth-Token`` (or ``?token=``). Each event comes
-as one JSON text frame ``{"type": "event", "subject": ..., "event": {...}}``. The gateway
-keeps one NATS subscription on ``<prefix>.evt.>`` and hands each event to the sockets
-allowed to see it; every socket has a bounded queue and its own sender task, so a slow
-client never slows the others or the bus: when its queue is full it is closed with a
-"slow consumer" message.
+``GET /ws?kinds=instance,volume&ids=...&types=instance.active&since=SEQ`` with
+``X-Auth-Token`` (or ``?token=``). ``since`` is the last sequence the client saw (``now``
+by default, ``0`` for everything the stream keeps); ``since_time`` (ISO 8601) starts at a
+time instead. Frames (JSON text), documented in docs/EVENTS.md:
+
+* ``{"type": "subscribed", "since": S, "first_seq": F, "last_seq": L}``
+* ``{"type": "event", "seq": N, "subject": ..., "event": {...}}`` in stream order
+* ``{"type": "caught_up", "seq": N}`` once the replay asked for with ``since`` is done
+* ``{"type": "slow_consumer", "resume_seq": N}`` then close 4008: the client fell behind
+* ``{"type": "resume_expired", "requested_seq": S, "first_seq": F}`` then close 4010
+
+One ordered JetStream consumer per gateway feeds a ring of recent events and every live
+socket; each event's frame is made once. A resuming socket replays from the ring, or
+first from the stream itself when the ring does not reach back far enough. Every socket
+has a bounded queue and its own sender: a client that falls behind is cut off with its
+resume point, so server memory stays bounded and other clients lose nothing.
 """
 
 from __future__ import annotations
@@ -14,103 +24,311 @@ import asyncio
 import contextlib
 import json
 import logging
-import weakref
+from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
-from aiohttp import WSCloseCode, web
+from aiohttp import web
 from nats.aio.msg import Msg
+from nats.js.api import ConsumerConfig, DeliverPolicy
 
-from bus import BadMessage, Context, decode
+from bus import BadMessage, Bus, InvalidRequest, decode
 from gateway.app import BUS, context_of
 
 log = logging.getLogger(__name__)
 
+RING_SIZE = 8192
 QUEUE_LIMIT = 1024
+CLOSE_SLOW_CONSUMER = 4008
+CLOSE_RESUME_EXPIRED = 4010
 HUB = web.AppKey("event_hub", "EventHub")
+EVENT_QUEUE_LIMIT = web.AppKey("event_queue_limit", int)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    seq: int
+    event: dict[str, Any]
+    frame: str
+
+
+@dataclass(frozen=True, slots=True)
+class EventFilter:
+    """Which events a socket gets: its project's (all for an admin), narrowed by kind, id, type."""
+
+    project: str | None
+    kinds: frozenset[str] = frozenset()
+    ids: frozenset[str] = frozenset()
+    types: frozenset[str] = frozenset()
+
+    def matches(self, event: dict[str, Any]) -> bool:
+        return (
+            (self.project is None or event.get("project") == self.project)
+            and (not self.kinds or event.get("kind") in self.kinds)
+            and (not self.ids or event.get("id") in self.ids)
+            and (not self.types or event.get("type") in self.types)
+        )
+
+    def stream_subject(self, prefix: str) -> str:
+        """The narrowest stream subject that holds every event this filter can match."""
+        kind = next(iter(self.kinds)) if len(self.kinds) == 1 else "*"
+        if self.project is None:
+            return f"{prefix}.evt.{kind}.>" if kind != "*" else f"{prefix}.evt.>"
+        return f"{prefix}.evt.{kind}.{self.project}.>"
+
+
+def stored_event(msg: Msg) -> StoredEvent | None:
+    try:
+        body = decode(msg.data).body
+    except BadMessage as exc:
+        log.warning("gateway: undecodable event on %s: %s", msg.subject, exc)
+        return None
+    if not isinstance(body, dict):
+        return None
+    seq = msg.metadata.sequence.stream
+    frame = json.dumps({"type": "event", "seq": seq, "subject": msg.subject, "event": body})
+    return StoredEvent(seq, body, frame)
 
 
 @dataclass(eq=False)
 class Subscriber:
-    context: Context
-    kinds: frozenset[str]
-    queue: asyncio.Queue[dict[str, Any]] = field(default_factory=lambda: asyncio.Queue(QUEUE_LIMIT))
+    filter: EventFilter
+    queue_limit: int = QUEUE_LIMIT
+    queue: deque[StoredEvent] = field(default_factory=deque)
+    wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    cursor: int = 0
+    catching_up: bool = True
     overflowed: bool = False
+    sender: asyncio.Task[None] | None = None
 
-    def wants(self, event: dict[str, Any]) -> bool:
-        if self.kinds and event.get("kind") not in self.kinds:
-            return False
-        return self.context.is_admin or event.get("project") == self.context.project_id
+    def offer(self, stored: StoredEvent) -> None:
+        """Called by the hub for every live event; a full queue stops the sender at once."""
+        if self.catching_up or self.overflowed or not self.filter.matches(stored.event):
+            return
+        if len(self.queue) < self.queue_limit:
+            self.queue.append(stored)
+            self.wakeup.set()
+            return
+        self.overflowed = True
+        self.queue.clear()
+        if self.sender is not None:
+            self.sender.cancel()
 
 
 class EventHub:
-    """Fan-out of bus events to websocket subscribers."""
+    """One ordered consumer on the event stream, a ring of recent events, and the live sockets."""
 
-    def __init__(self) -> None:
-        self.subscribers: weakref.WeakSet[Subscriber] = weakref.WeakSet()
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+        self.ring: deque[StoredEvent] = deque(maxlen=RING_SIZE)
+        self.subscribers: set[Subscriber] = set()
+        self.started_after = 0
 
-    async def on_message(self, msg: Msg) -> None:
+    async def start(self) -> None:
+        info = await self.bus.ensure_event_stream()
+        self.started_after = info.state.last_seq
+        self._subscription = await self.bus.nc.jetstream().subscribe(
+            self.bus.subject("evt.>"),
+            cb=self._on_message,
+            ordered_consumer=True,
+            config=ConsumerConfig(
+                deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=self.started_after + 1
+            ),
+            pending_msgs_limit=1_000_000,
+        )
+
+    async def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            await self._subscription.unsubscribe()
+
+    async def _on_message(self, msg: Msg) -> None:
+        stored = stored_event(msg)
+        if stored is None:
+            return
+        self.ring.append(stored)
+        for subscriber in self.subscribers:
+            subscriber.offer(stored)
+
+    @property
+    def ring_covers_from(self) -> int:
+        """The ring holds every event from this sequence on (it starts where the hub started)."""
+        return self.ring[0].seq if len(self.ring) == self.ring.maxlen else self.started_after + 1
+
+    def ring_after(self, seq: int) -> list[StoredEvent] | None:
+        """Every event after ``seq`` from the ring, or None when the ring does not reach back to it."""
+        if seq + 1 < self.ring_covers_from:
+            return None
+        return [stored for stored in self.ring if stored.seq > seq]
+
+    async def bounds(self) -> tuple[int, int]:
+        """The first and last sequence the stream keeps."""
+        state = (await self.bus.ensure_event_stream()).state
+        return state.first_seq, state.last_seq
+
+    async def stored_after(
+        self, seq: int, event_filter: EventFilter, until: int
+    ) -> AsyncIterator[StoredEvent]:
+        """Events after ``seq`` up to ``until`` read from the stream itself (an ephemeral consumer)."""
+        if seq >= until:
+            return
+        subscription = await self.bus.nc.jetstream().subscribe(
+            event_filter.stream_subject(self.bus.prefix),
+            ordered_consumer=True,
+            config=ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=seq + 1),
+        )
         try:
-            envelope = decode(msg.data)
-        except BadMessage as exc:
-            log.warning("gateway: undecodable event on %s: %s", msg.subject, exc)
-            return
-        event = envelope.body
-        if not isinstance(event, dict):
-            return
-        frame = {"type": "event", "subject": msg.subject, "event": event}
-        for subscriber in list(self.subscribers):
-            if subscriber.overflowed or not subscriber.wants(event):
-                continue
-            try:
-                subscriber.queue.put_nowait(frame)
-            except asyncio.QueueFull:
-                subscriber.overflowed = True
+            if (await subscription.consumer_info()).num_pending == 0:
+                return
+            while True:
+                msg = await subscription.next_msg(timeout=10)
+                stored = stored_event(msg)
+                if stored is not None:
+                    yield stored
+                if msg.metadata.sequence.stream >= until or msg.metadata.num_pending == 0:
+                    return
+        finally:
+            with contextlib.suppress(Exception):
+                await subscription.unsubscribe()
+
+    async def first_after_time(self, since_time: datetime) -> int:
+        """The sequence just before the first event at or after ``since_time``."""
+        subscription = await self.bus.nc.jetstream().subscribe(
+            self.bus.subject("evt.>"),
+            ordered_consumer=True,
+            config=ConsumerConfig(
+                deliver_policy=DeliverPolicy.BY_START_TIME,
+                opt_start_time=since_time.isoformat().replace("+00:00", "Z"),
+            ),
+        )
+        try:
+            if (await subscription.consumer_info()).num_pending == 0:
+                return (await self.bounds())[1]
+            msg = await subscription.next_msg(timeout=10)
+            return msg.metadata.sequence.stream - 1
+        finally:
+            with contextlib.suppress(Exception):
+                await subscription.unsubscribe()
 
 
 async def hub_context(app: web.Application) -> AsyncIterator[None]:
-    bus = app[BUS]
-    hub = EventHub()
+    hub = EventHub(app[BUS])
+    await hub.start()
     app[HUB] = hub
-    subscription = await bus.subscribe(bus.subject("evt.>"), hub.on_message, pending_msgs_limit=1_000_000)
     yield
-    with contextlib.suppress(Exception):
-        await subscription.unsubscribe()
+    await hub.stop()
+
+
+def _list(request: web.Request, name: str) -> frozenset[str]:
+    return frozenset(item for item in request.query.get(name, "").split(",") if item)
+
+
+async def _start_seq(request: web.Request, hub: EventHub) -> int | None:
+    """The last sequence the client saw, from ``since``/``since_time``; None for "now"."""
+    if "since_time" in request.query:
+        try:
+            since_time = datetime.fromisoformat(request.query["since_time"].replace("Z", "+00:00"))
+        except ValueError:
+            raise InvalidRequest("since_time must be an ISO 8601 time") from None
+        return await hub.first_after_time(since_time)
+    since = request.query.get("since", "now")
+    if since == "now":
+        return None
+    if not since.isdigit():
+        raise InvalidRequest("since must be a sequence number or 'now'")
+    return int(since)
 
 
 async def events_socket(request: web.Request) -> web.WebSocketResponse:
-    kinds = frozenset(k for k in request.query.get("kinds", "").split(",") if k)
-    subscriber = Subscriber(context_of(request), kinds)
-    ws = web.WebSocketResponse(heartbeat=30, max_msg_size=1 << 20)
+    ctx = context_of(request)
+    project = request.query.get("project") if ctx.is_admin else ctx.project_id
+    event_filter = EventFilter(
+        project, _list(request, "kinds"), _list(request, "ids"), _list(request, "types")
+    )
     hub: EventHub = request.app[HUB]
+    since = await _start_seq(request, hub)
+    subscriber = Subscriber(event_filter, request.app[EVENT_QUEUE_LIMIT])
+    first_seq, last_seq = await hub.bounds()
+    if since is None:
+        subscriber.cursor = hub.ring[-1].seq if hub.ring else hub.started_after
+        subscriber.catching_up = False
     hub.subscribers.add(subscriber)  # before the handshake answer: no event after it is missed
+    ws = web.WebSocketResponse(heartbeat=30, max_msg_size=1 << 20)
     try:
         await ws.prepare(request)
-    except BaseException:
-        hub.subscribers.discard(subscriber)
-        raise
-    sender = asyncio.create_task(_send(ws, subscriber))
-    try:
-        async for _message in ws:
-            pass
+        subscriber.sender = asyncio.create_task(_serve(ws, hub, subscriber, since, first_seq, last_seq))
+        reader = asyncio.create_task(_read_until_closed(ws))
+        await asyncio.wait({subscriber.sender, reader}, return_when=asyncio.FIRST_COMPLETED)
+        if subscriber.overflowed:
+            await _cut_off(ws, subscriber)
+        for task in (subscriber.sender, reader):
+            task.cancel()
+        await asyncio.gather(subscriber.sender, reader, return_exceptions=True)
     finally:
         hub.subscribers.discard(subscriber)
-        sender.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await sender
     return ws
 
 
-async def _send(ws: web.WebSocketResponse, subscriber: Subscriber) -> None:
-    while True:
-        if subscriber.overflowed and subscriber.queue.empty():
-            break
-        frame = await subscriber.queue.get()
-        await ws.send_str(json.dumps(frame))
-    await ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=b"slow consumer: event queue overflowed")
+async def _read_until_closed(ws: web.WebSocketResponse) -> None:
+    async for _message in ws:
+        pass
+
+
+async def _serve(
+    ws: web.WebSocketResponse, hub: EventHub, subscriber: Subscriber, since: int | None, first: int, last: int
+) -> None:
+    start = subscriber.cursor if since is None else since
+    await ws.send_json({"type": "subscribed", "since": start, "first_seq": first, "last_seq": last})
+    if since is not None:
+        if 0 < since < first - 1:
+            await ws.send_json({"type": "resume_expired", "requested_seq": since, "first_seq": first})
+            await ws.close(code=CLOSE_RESUME_EXPIRED, message=f"resume point {since} expired".encode())
+            return
+        await _catch_up(ws, hub, subscriber, since)
+    await ws.send_json({"type": "caught_up", "seq": subscriber.cursor})
+    while not subscriber.overflowed:
+        await subscriber.wakeup.wait()
+        subscriber.wakeup.clear()
+        while subscriber.queue:
+            await _send(ws, subscriber, subscriber.queue.popleft())
+
+
+async def _cut_off(ws: web.WebSocketResponse, subscriber: Subscriber) -> None:
+    """Tell a client that fell behind where to resume, and close; never wait long on it."""
+    resume = subscriber.cursor
+    with contextlib.suppress(TimeoutError, ConnectionError):
+        async with asyncio.timeout(2):
+            await ws.send_json({"type": "slow_consumer", "resume_seq": resume})
+    with contextlib.suppress(TimeoutError, ConnectionError):
+        async with asyncio.timeout(2):
+            await ws.close(code=CLOSE_SLOW_CONSUMER, message=f"slow consumer; resume from {resume}".encode())
+    log.info("event socket fell behind; cut off at seq %d", resume)
+
+
+async def _catch_up(ws: web.WebSocketResponse, hub: EventHub, subscriber: Subscriber, since: int) -> None:
+    """Send what happened after ``since``: from the stream until the ring reaches back, then the ring."""
+    subscriber.cursor = since
+    while (recent := hub.ring_after(subscriber.cursor)) is None:
+        until = hub.ring_covers_from - 1
+        async for stored in hub.stored_after(subscriber.cursor, subscriber.filter, until):
+            if subscriber.filter.matches(stored.event):
+                await _send(ws, subscriber, stored)
+        subscriber.cursor = max(subscriber.cursor, until)
+    subscriber.catching_up = False  # with the ring read in the same step: nothing falls between
+    for stored in recent:
+        if subscriber.filter.matches(stored.event):
+            await _send(ws, subscriber, stored)
+
+
+async def _send(ws: web.WebSocketResponse, subscriber: Subscriber, stored: StoredEvent) -> None:
+    """Send once, in order; the frame is in the socket's buffer before the wait for it to drain."""
+    if stored.seq > subscriber.cursor:
+        subscriber.cursor = stored.seq
+        await ws.send_str(stored.frame)
 
 
 def add_routes(app: web.Application) -> None:
+    app[EVENT_QUEUE_LIMIT] = QUEUE_LIMIT
     app.cleanup_ctx.append(hub_context)
     app.router.add_get("/ws", events_socket)

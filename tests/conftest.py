@@ -64,12 +64,20 @@ async def start_actor(config: Config) -> AsyncIterator[StartActor]:
 
 
 @pytest.fixture
-async def gateway_url(config: Config) -> AsyncIterator[str]:
-    """The gateway app on a real loopback HTTP server, on its own bus connection."""
+async def gateway_url(config: Config, request: pytest.FixtureRequest) -> AsyncIterator[str]:
+    """The gateway app on a real loopback HTTP server, on its own bus connection.
+
+    ``@pytest.mark.event_queue_limit(n)`` sets each event socket's queue bound.
+    """
     from gateway.app import create_app
+    from gateway.websocket import EVENT_QUEUE_LIMIT
 
     gateway_bus = await Bus.connect(config.nats_url, prefix=config.prefix, name="gateway")
-    server = TestServer(create_app(gateway_bus), host="127.0.0.1")
+    app = create_app(gateway_bus)
+    marker = request.node.get_closest_marker("event_queue_limit")
+    if marker:
+        app[EVENT_QUEUE_LIMIT] = marker.args[0]
+    server = TestServer(app, host="127.0.0.1")
     await server.start_server()
     try:
         yield str(server.make_url("")).rstrip("/")

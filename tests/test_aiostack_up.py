@@ -172,6 +172,28 @@ async def aiostack_cli(data_dir: Path, *args: str) -> tuple[int, str]:
     return process.returncode, output.decode()
 
 
+async def aiostack_events(data_dir: Path, *args: str) -> tuple[int, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "aiostack.cli",
+        "events",
+        "--data-dir",
+        str(data_dir),
+        "--username",
+        "demo",
+        "--password",
+        "demo-secret",
+        "--project",
+        "demo",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await asyncio.wait_for(process.communicate(), 60)
+    return process.returncode, output.decode()
+
+
 async def test_server_commands_drive_the_cloud_from_the_shell(tmp_path) -> None:
     async with aiostack_up(tmp_path):
         code, output = await aiostack_cli(tmp_path, "create", "shell-vm", "--flavor", "m1.tiny", "--wait")
@@ -194,6 +216,46 @@ async def test_server_commands_drive_the_cloud_from_the_shell(tmp_path) -> None:
         assert code == 0, output
         code, output = await aiostack_cli(tmp_path, "list")
         assert "shell-vm" not in output
+        code, output = await aiostack_events(tmp_path, "--kind", "instance")
+        assert code == 0, output
+        lines = output.splitlines()
+        assert [line.split()[3] for line in lines][:3] == [
+            "instance.building",
+            "instance.active",
+            "instance.powering-off",
+        ]
+        assert lines[-1].split()[3] == "instance.deleted" and "status=DELETED" in lines[-1]
+        seqs = [int(line.split()[0]) for line in lines]
+        assert seqs == sorted(seqs)
+        follower = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "aiostack.cli",
+            "events",
+            "--data-dir",
+            str(tmp_path),
+            "--username",
+            "demo",
+            "--password",
+            "demo-secret",
+            "--project",
+            "demo",
+            "--follow",
+            "--since",
+            str(seqs[-1]),
+            stdout=asyncio.subprocess.PIPE,
+        )
+        try:
+            code, output = await aiostack_cli(tmp_path, "create", "followed", "--wait")
+            assert code == 0, output
+            async with asyncio.timeout(30):
+                followed = ""
+                while "instance.active" not in followed:
+                    followed += (await follower.stdout.readline()).decode()
+        finally:
+            follower.kill()
+            await follower.wait()
+        assert "instance.building" in followed and "domain.lifecycle" in followed
 
 
 async def test_several_test_driver_nodes_can_share_one_process(tmp_path) -> None:
