@@ -25,6 +25,7 @@ attached at boot; schema 2 stores them):
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from actors.common import (
@@ -86,6 +87,8 @@ DEFAULT_FLAVORS = (
     ("4", "m1.large", 4, 8192, 80),
     ("5", "m1.xlarge", 8, 16384, 160),
 )
+
+IMAGE_CHECK_TTL = 5.0
 
 # power_state values, as Nova numbers them
 NOSTATE, RUNNING, PAUSED, SHUTDOWN, CRASHED, SUSPENDED = 0, 1, 3, 4, 6, 7
@@ -156,6 +159,7 @@ class ConductorActor(Actor):
         super().__init__(bus)
         self.store = Store(config.store_path("conductor"), MIGRATIONS)
         self.schedule_timeout = schedule_timeout
+        self._images_checked: dict[tuple[str, str | None], float] = {}
 
     async def on_start(self) -> None:
         await self.store.open()
@@ -337,14 +341,26 @@ class ConductorActor(Actor):
         return instance
 
     async def _check_image(self, image_ref: Any) -> None:
+        """The image must exist, be active and visible to the caller (what nova-api checks).
+
+        A positive answer is kept for ``IMAGE_CHECK_TTL`` seconds per (image, project): the
+        node asks the image actor again before it builds (step 20), which stays the authority.
+        """
         if not isinstance(image_ref, str) or not image_ref:
             raise InvalidRequest("Invalid input: 'imageRef' must be an image id")
+        ctx = caller()
+        key = (image_ref, ctx.project_id if ctx else None)
+        if self._images_checked.get(key, 0.0) > time.monotonic():
+            return
         try:
             image = await self.bus.call("image.get", {"image_id": image_ref})
         except NotFound:
             raise InvalidRequest(f"Image {image_ref} could not be found.") from None
         if image["status"] != "active":
             raise InvalidRequest(f"Image {image_ref} is not active.")
+        if len(self._images_checked) > 10_000:
+            self._images_checked.clear()
+        self._images_checked[key] = time.monotonic() + IMAGE_CHECK_TTL
 
     async def _check_networks(self, networks: Any) -> Any:
         if networks in ("auto", "none", None):

@@ -28,7 +28,6 @@ from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 from aiohttp import web
 from nats.aio.msg import Msg
@@ -39,7 +38,7 @@ from gateway.app import BUS, context_of
 
 log = logging.getLogger(__name__)
 
-RING_SIZE = 8192
+RING_SIZE = 4096
 QUEUE_LIMIT = 1024
 CLOSE_SLOW_CONSUMER = 4008
 CLOSE_RESUME_EXPIRED = 4010
@@ -49,8 +48,13 @@ EVENT_QUEUE_LIMIT = web.AppKey("event_queue_limit", int)
 
 @dataclass(frozen=True, slots=True)
 class StoredEvent:
+    """An event as the gateway keeps it: what filters look at, and its frame, made once."""
+
     seq: int
-    event: dict[str, Any]
+    kind: str
+    id: str
+    project: str
+    type: str
     frame: str
 
 
@@ -63,12 +67,12 @@ class EventFilter:
     ids: frozenset[str] = frozenset()
     types: frozenset[str] = frozenset()
 
-    def matches(self, event: dict[str, Any]) -> bool:
+    def matches(self, stored: StoredEvent) -> bool:
         return (
-            (self.project is None or event.get("project") == self.project)
-            and (not self.kinds or event.get("kind") in self.kinds)
-            and (not self.ids or event.get("id") in self.ids)
-            and (not self.types or event.get("type") in self.types)
+            (self.project is None or stored.project == self.project)
+            and (not self.kinds or stored.kind in self.kinds)
+            and (not self.ids or stored.id in self.ids)
+            and (not self.types or stored.type in self.types)
         )
 
     def stream_subject(self, prefix: str) -> str:
@@ -89,7 +93,14 @@ def stored_event(msg: Msg) -> StoredEvent | None:
         return None
     seq = msg.metadata.sequence.stream
     frame = json.dumps({"type": "event", "seq": seq, "subject": msg.subject, "event": body})
-    return StoredEvent(seq, body, frame)
+    return StoredEvent(
+        seq,
+        str(body.get("kind")),
+        str(body.get("id")),
+        str(body.get("project")),
+        str(body.get("type")),
+        frame,
+    )
 
 
 @dataclass(eq=False)
@@ -105,7 +116,7 @@ class Subscriber:
 
     def offer(self, stored: StoredEvent) -> None:
         """Called by the hub for every live event; a full queue stops the sender at once."""
-        if self.catching_up or self.overflowed or not self.filter.matches(stored.event):
+        if self.catching_up or self.overflowed or not self.filter.matches(stored):
             return
         if len(self.queue) < self.queue_limit:
             self.queue.append(stored)
@@ -312,12 +323,12 @@ async def _catch_up(ws: web.WebSocketResponse, hub: EventHub, subscriber: Subscr
     while (recent := hub.ring_after(subscriber.cursor)) is None:
         until = hub.ring_covers_from - 1
         async for stored in hub.stored_after(subscriber.cursor, subscriber.filter, until):
-            if subscriber.filter.matches(stored.event):
+            if subscriber.filter.matches(stored):
                 await _send(ws, subscriber, stored)
         subscriber.cursor = max(subscriber.cursor, until)
     subscriber.catching_up = False  # with the ring read in the same step: nothing falls between
     for stored in recent:
-        if subscriber.filter.matches(stored.event):
+        if subscriber.filter.matches(stored):
             await _send(ws, subscriber, stored)
 
 
