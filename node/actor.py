@@ -95,6 +95,7 @@ class NodeActor(Actor):
         self._request_ids: dict[str, str] = {}
         self._stopped: dict[str, asyncio.Event] = {}
         self._callback_id: int | None = None
+        self._last_running: dict[str, bool] = {}
         self._network_names: dict[str, str] = {}
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -105,19 +106,80 @@ class NodeActor(Actor):
             self._projects[row["uuid"]] = row["project_id"]
         register_event_loop()
         silence_libvirt_stderr()
-        self.conn = await asyncio.to_thread(libvirt.open, self.libvirt_uri)
-        self._callback_id = self.conn.domainEventRegisterAny(
-            None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._on_lifecycle, None
-        )
+        await self._connect()
         self.spawn(self._forward_events(), name=f"{self.address}-events")
         self.spawn(self._report_forever(), name=f"{self.address}-report")
         self.spawn(self._reconcile(), name=f"{self.address}-reconcile")
         log.info("node %s on %s", self.host, self.libvirt_uri)
 
+    async def _connect(self) -> None:
+        """Open libvirt and register the lifecycle and close callbacks (again after a reconnect)."""
+        conn = await asyncio.to_thread(libvirt.open, self.libvirt_uri)
+        self._callback_id = conn.domainEventRegisterAny(
+            None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._on_lifecycle, None
+        )
+        conn.registerCloseCallback(self._on_close, None)
+        self.conn = conn
+        if not self._last_running:
+            self._last_running = {d.UUIDString(): bool(d.isActive()) for d in conn.listAllDomains(0)}
+
+    def _on_close(self, _conn: Any, reason: int, _opaque: Any) -> None:
+        """libvirt closed the connection (libvirtd restarted, or dropped us): reconnect and catch up."""
+        log.warning("node %s: libvirt connection closed (reason %d); reconnecting", self.host, reason)
+        self.conn = None
+        self.spawn(self._reconnect(), name=f"{self.address}-reconnect")
+
+    async def _reconnect(self) -> None:
+        backoff = 0.2
+        while True:
+            try:
+                await self._connect()
+                break
+            except libvirt.libvirtError as exc:
+                log.info("node %s: libvirt not back yet (%s); again in %.1f s", self.host, exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+        log.info("node %s: libvirt connection is back; reconciling", self.host)
+        await self._catch_up_after_reconnect()
+
+    async def _catch_up_after_reconnect(self) -> None:
+        """Publish what changed while the connection was down; bring back domains libvirt lost."""
+        assert self.conn is not None
+        for row in await self.store.fetchall("SELECT uuid, xml, desired_power FROM domains"):
+            uuid, was_running = row["uuid"], self._last_running.get(row["uuid"])
+            domain = self._domain(uuid)
+            if domain is None:
+                domain = await self._virt(self.conn.defineXML, row["xml"])
+                if row["desired_power"] == "running":
+                    await self._virt(domain.create)
+                continue
+            running = bool(domain.isActive())
+            if was_running is None or running == was_running:
+                continue
+            self._last_running[uuid] = running
+            with request_scope():
+                await publish_event(
+                    self.bus,
+                    "domain",
+                    uuid,
+                    self._projects.get(uuid),
+                    "domain.reconciled",
+                    {
+                        "event": "STARTED" if running else "STOPPED",
+                        "running": running,
+                        "host": self.host,
+                        "detail": "changed while the libvirt connection was down",
+                    },
+                )
+                if not running:
+                    await self._set_desired(uuid, "shutoff")
+                await self._sync(uuid, running=running)
+
     async def on_stop(self) -> None:
         if self.conn is not None:
             if self._callback_id is not None:
                 self.conn.domainEventDeregisterAny(self._callback_id)
+            self.conn.unregisterCloseCallback()
             await asyncio.to_thread(self.conn.close)
             self.conn = None
         await self.store.close()
@@ -153,6 +215,10 @@ class NodeActor(Actor):
         """Publish each domain event at once, then let the conductor turn it into instance state."""
         while True:
             item = await self._events.get()
+            if item.event in (libvirt.VIR_DOMAIN_EVENT_STARTED, libvirt.VIR_DOMAIN_EVENT_RESUMED):
+                self._last_running[item.instance_uuid] = True
+            elif item.event in (libvirt.VIR_DOMAIN_EVENT_STOPPED, libvirt.VIR_DOMAIN_EVENT_CRASHED):
+                self._last_running[item.instance_uuid] = False
             if item.event == libvirt.VIR_DOMAIN_EVENT_STOPPED and item.instance_uuid in self._stopped:
                 self._stopped[item.instance_uuid].set()
             project = self._projects.get(item.instance_uuid)
