@@ -183,12 +183,12 @@ class ConductorActor(Actor):
         check_visible("Instance", instance_uuid, row["project_id"])
         return row
 
-    @handler
+    @handler(policy="compute:read")
     async def get_instance(self, instance_uuid: str) -> dict[str, Any]:
         """:raises NotFound: no such instance, or another project's."""
         return view(await self._row(instance_uuid))
 
-    @handler
+    @handler(policy="compute:read")
     async def list_instances(
         self,
         name: str | None = None,
@@ -234,11 +234,11 @@ class ConductorActor(Actor):
             rows = rows[:limit]
         return rows
 
-    @handler
+    @handler(policy="compute:read")
     async def list_flavors(self) -> list[dict[str, Any]]:
         return await self.store.fetchall("SELECT * FROM flavors ORDER BY ram, id")
 
-    @handler
+    @handler(policy="compute:read")
     async def get_flavor(self, flavor_id: str) -> dict[str, Any]:
         """:raises NotFound: no flavor with that id or name."""
         flavor = await self.store.fetchone(
@@ -248,7 +248,7 @@ class ConductorActor(Actor):
             raise NotFound(f"Flavor {flavor_id} could not be found.")
         return flavor
 
-    @handler
+    @handler(policy="compute:read")
     async def list_actions(self, instance_uuid: str) -> list[dict[str, Any]]:
         await self._row(instance_uuid)
         return await self.store.fetchall(
@@ -263,7 +263,7 @@ class ConductorActor(Actor):
 
     # -- create and build -----------------------------------------------------------------
 
-    @handler
+    @handler(policy="compute:write")
     async def create_instance(
         self,
         name: str,
@@ -603,7 +603,7 @@ class ConductorActor(Actor):
         )
         return updated
 
-    @handler
+    @handler(policy="compute:write")
     async def stop_instance(self, instance_uuid: str) -> dict[str, Any]:
         """os-stop: SHUTOFF once libvirt reports the domain stopped.
 
@@ -613,7 +613,7 @@ class ConductorActor(Actor):
         await self.bus.cast(f"node.{row['host']}.stop_instance", {"instance_uuid": instance_uuid})
         return view(row)
 
-    @handler
+    @handler(policy="compute:write")
     async def start_instance(self, instance_uuid: str) -> dict[str, Any]:
         """os-start: ACTIVE once libvirt reports the domain started.
 
@@ -623,7 +623,7 @@ class ConductorActor(Actor):
         await self.bus.cast(f"node.{row['host']}.start_instance", {"instance_uuid": instance_uuid})
         return view(row)
 
-    @handler
+    @handler(policy="compute:write")
     async def reboot_instance(self, instance_uuid: str, reboot_type: str = "SOFT") -> dict[str, Any]:
         """reboot SOFT or HARD (a hard one is destroy + create: STOPPED then STARTED events).
 
@@ -642,7 +642,7 @@ class ConductorActor(Actor):
         )
         return view(row)
 
-    @handler
+    @handler(policy="compute:write")
     async def delete_instance(self, instance_uuid: str) -> None:
         """DELETED once the node has destroyed and undefined the domain and released its resources."""
         row = await self._row(instance_uuid)
@@ -695,7 +695,7 @@ class ConductorActor(Actor):
 
     # -- volumes ------------------------------------------------------------------------
 
-    @handler
+    @handler(policy="compute:write")
     async def attach_volume(
         self, instance_uuid: str, volume_id: str, device: str | None = None
     ) -> dict[str, Any]:
@@ -742,7 +742,7 @@ class ConductorActor(Actor):
             "device": attached["device"],
         }
 
-    @handler
+    @handler(policy="compute:write")
     async def detach_volume(self, instance_uuid: str, volume_id: str) -> None:
         """:raises NotFound: the volume is not attached to this instance."""
         row = await self._row(instance_uuid)
@@ -767,7 +767,7 @@ class ConductorActor(Actor):
         async with self.store.transaction() as db:
             await self._start_action(db, instance_uuid, "detach_volume", finished=True)
 
-    @handler
+    @handler(policy="compute:read")
     async def list_volume_attachments(self, instance_uuid: str) -> list[dict[str, Any]]:
         await self._row(instance_uuid)
         return [

@@ -196,7 +196,7 @@ class ImageActor(Actor):
 
     # -- records --------------------------------------------------------------------------
 
-    @handler
+    @handler(policy="image:write")
     async def create(
         self,
         name: str,
@@ -275,7 +275,7 @@ class ImageActor(Actor):
         await publish_event(self.bus, "image", record["id"], record["owner"], "image.queued", record)
         return record
 
-    @handler
+    @handler(policy="image:read")
     async def get(self, image_id: str) -> dict[str, Any]:
         """One image.
 
@@ -283,7 +283,7 @@ class ImageActor(Actor):
         """
         return _record(await self._load(image_id))
 
-    @handler
+    @handler(policy="image:read")
     async def list(
         self,
         name: str | None = None,
@@ -325,7 +325,7 @@ class ImageActor(Actor):
             params.append(limit)
         return [_record(row) for row in await self.store.fetchall(sql, params)]
 
-    @handler
+    @handler(policy="image:write")
     async def delete(self, image_id: str) -> None:
         """Mark the image deleted and remove its file.
 
@@ -346,7 +346,7 @@ class ImageActor(Actor):
 
     # -- data -----------------------------------------------------------------------------
 
-    @handler
+    @handler(policy="image:write")
     async def upload_chunk(self, image_id: str, offset: int, data: bytes) -> dict[str, int]:
         """Append one chunk at ``offset`` (the bytes received so far); return the new total.
 
@@ -358,7 +358,7 @@ class ImageActor(Actor):
         async with self._image_lock(str(image_id)):
             return {"size": await self._write_chunk(image_id, offset, data)}
 
-    @handler
+    @handler(policy="image:write")
     async def finish_upload(self, image_id: str) -> dict[str, Any]:
         """Hash the uploaded bytes and make the image ``active``.
 
@@ -369,7 +369,7 @@ class ImageActor(Actor):
         async with self._image_lock(str(image_id)):
             return await self._finish(image_id)
 
-    @handler
+    @handler(policy="image:write")
     async def upload(self, image_id: str, data: bytes) -> dict[str, Any]:
         """One-shot upload of a small image: one chunk at offset 0, then ``finish_upload``.
 
@@ -379,7 +379,7 @@ class ImageActor(Actor):
             await self._write_chunk(image_id, 0, data)
             return await self._finish(image_id)
 
-    @handler
+    @handler(policy="image:write")
     async def abort_upload(self, image_id: str) -> dict[str, Any]:
         """Drop a half-done upload: ``saving`` back to ``queued``, file removed, so it can restart.
 
@@ -399,7 +399,7 @@ class ImageActor(Actor):
             await asyncio.to_thread(self._path(row["id"]).unlink, missing_ok=True)
             return await self._get(row["id"])
 
-    @handler
+    @handler(policy="image:read")
     async def read_chunk(self, image_id: str, offset: int, length: int) -> bytes:
         """Up to ``length`` bytes (at most ``CHUNK_MAX``) of an active image from ``offset``.
 

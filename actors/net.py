@@ -552,7 +552,7 @@ class NetActor(Actor):
 
     # -- networks -----------------------------------------------------------------------------
 
-    @handler
+    @handler(policy="network:write")
     async def create_network(
         self, name: str = "", shared: bool = False, admin_state_up: bool = True, mtu: int = 1500
     ) -> dict[str, Any]:
@@ -574,7 +574,7 @@ class NetActor(Actor):
             await _insert(db, "networks", {**network, "admin_state_up": admin_state_up, "mtu": mtu})
             return await self._get(NETWORK, network_id, None, db)
 
-    @handler
+    @handler(policy="network:read")
     async def list_networks(
         self, name: str | None = None, shared: bool | None = None, project_id: str | None = None
     ) -> list[dict[str, Any]]:
@@ -587,7 +587,7 @@ class NetActor(Actor):
         where, params = _where({"r.name": name, "r.shared": shared, "r.project_id": project_id})
         return await self._load(NETWORK, where, params, scope=_scope())
 
-    @handler
+    @handler(policy="network:read")
     async def get_network(self, network_id: str) -> dict[str, Any]:
         """One network.
 
@@ -595,7 +595,7 @@ class NetActor(Actor):
         """
         return await self._get(NETWORK, network_id, _scope())
 
-    @handler
+    @handler(policy="network:write")
     async def update_network(
         self, network_id: str, name: str | None = None, admin_state_up: bool | None = None
     ) -> dict[str, Any]:
@@ -613,7 +613,7 @@ class NetActor(Actor):
             await _update(db, "networks", network_id, {"name": name, "admin_state_up": admin_state_up})
             return await self._get(NETWORK, network_id, None, db)
 
-    @handler
+    @handler(policy="network:write")
     async def delete_network(self, network_id: str) -> None:
         """Delete a network, its subnets and its unbound ports (``port.deleted`` for each).
 
@@ -637,7 +637,7 @@ class NetActor(Actor):
 
     # -- subnets ------------------------------------------------------------------------------
 
-    @handler
+    @handler(policy="network:write")
     async def create_subnet(
         self,
         network_id: str,
@@ -670,7 +670,7 @@ class NetActor(Actor):
             await _insert_subnet(db, {**subnet, "enable_dhcp": enable_dhcp, "dns_nameservers": dns})
             return await self._get(SUBNET, subnet["id"], None, db)
 
-    @handler
+    @handler(policy="network:read")
     async def list_subnets(self, network_id: str | None = None) -> list[dict[str, Any]]:
         """The subnets the caller sees (its own and those of shared networks).
 
@@ -680,7 +680,7 @@ class NetActor(Actor):
         where, params = _where({"r.network_id": network_id})
         return await self._load(SUBNET, where, params, scope=_scope())
 
-    @handler
+    @handler(policy="network:read")
     async def get_subnet(self, subnet_id: str) -> dict[str, Any]:
         """One subnet.
 
@@ -688,7 +688,7 @@ class NetActor(Actor):
         """
         return await self._get(SUBNET, subnet_id, _scope())
 
-    @handler
+    @handler(policy="network:write")
     async def delete_subnet(self, subnet_id: str) -> None:
         """Delete a subnet none of whose addresses is allocated.
 
@@ -749,7 +749,7 @@ class NetActor(Actor):
             given.append({"subnet_id": subnet["id"], "ip_address": address})
         return _port_record(row, given)
 
-    @handler
+    @handler(policy="network:write")
     async def create_port(
         self,
         network_id: str,
@@ -779,7 +779,7 @@ class NetActor(Actor):
         async with self._writing() as db:
             return await self._new_port(db, network_id, scope, fixed_ips, port)
 
-    @handler
+    @handler(policy="network:read")
     async def list_ports(
         self, network_id: str | None = None, device_id: str | None = None, device_owner: str | None = None
     ) -> list[dict[str, Any]]:
@@ -791,7 +791,7 @@ class NetActor(Actor):
         filters = {"r.network_id": network_id, "r.device_id": device_id, "r.device_owner": device_owner}
         return await self._load(PORT, *_where(filters), scope=_scope())
 
-    @handler
+    @handler(policy="network:read")
     async def get_port(self, port_id: str) -> dict[str, Any]:
         """One port.
 
@@ -799,7 +799,7 @@ class NetActor(Actor):
         """
         return await self._get(PORT, port_id, _scope())
 
-    @handler
+    @handler(policy="network:write")
     async def update_port(
         self,
         port_id: str,
@@ -829,7 +829,7 @@ class NetActor(Actor):
             await _update(db, "ports", port_id, {**changes, "admin_state_up": admin_state_up})
             return await self._get(PORT, port_id, None, db)
 
-    @handler
+    @handler(policy="network:write")
     async def delete_port(self, port_id: str) -> None:
         """Delete a port, releasing its addresses; publishes ``port.deleted``.
 

@@ -237,7 +237,7 @@ class VolumeActor(Actor):
 
     # -- volumes --------------------------------------------------------------------------
 
-    @handler
+    @handler(policy="volume:write")
     async def create(
         self,
         size: int,
@@ -287,7 +287,7 @@ class VolumeActor(Actor):
             )
         return await self._set_status(volume_id, "available")
 
-    @handler
+    @handler(policy="volume:read")
     async def get(self, volume_id: str) -> dict[str, Any]:
         """One volume. :raises NotFound: no such volume visible to the caller."""
         row = _check_found(
@@ -295,7 +295,7 @@ class VolumeActor(Actor):
         )
         return _record(row, await self.store.fetchall(ATTACHMENTS_OF, (volume_id,)))
 
-    @handler
+    @handler(policy="volume:read")
     async def list(
         self, name: str | None = None, status: str | None = None, all_tenants: bool = False
     ) -> list[dict[str, Any]]:
@@ -319,7 +319,7 @@ class VolumeActor(Actor):
             attachments.setdefault(attachment["volume_id"], []).append(attachment)
         return [_record(row, attachments.get(row["id"], [])) for row in rows]
 
-    @handler
+    @handler(policy="volume:write")
     async def update(
         self, volume_id: str, name: str | None = None, description: str | None = None
     ) -> dict[str, Any]:
@@ -341,7 +341,7 @@ class VolumeActor(Actor):
 
         return await self._change(volume_id, step)
 
-    @handler
+    @handler(policy="volume:write")
     async def delete(self, volume_id: str) -> None:
         """Remove a volume and its file: deleting -> gone (published as ``volume.deleted``).
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from aiostack.commands import add_client_commands, run_client_command
 from aiostack.config import Config, default_data_dir
+from aiostack.credentials import ADMIN, credentials_file
 from aiostack.run import ACTOR_NAMES
 from bus import AiostackError, Bus
 from bus.bus import DEFAULT_PREFIX
@@ -53,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bus_options(run)
     run.add_argument("actor", choices=ACTOR_NAMES)
     run.add_argument("--nats", required=True, help="NATS URL")
+    run.add_argument(
+        "--credentials", type=Path, help="this process's NATS user file (<data>/credentials/<user>.json)"
+    )
     run.add_argument("--host", action="append", help="node: the compute host's name (repeat for several)")
     run.add_argument("--libvirt", action="append", help="node: libvirt URI, one per --host")
     run.add_argument("--report-interval", type=float, default=10.0, help="node: seconds between heartbeats")
@@ -63,12 +67,19 @@ def build_parser() -> argparse.ArgumentParser:
     ping = commands.add_parser("ping", help="ping an actor over the bus")
     _add_bus_options(ping)
     ping.add_argument("--nats", required=True)
+    ping.add_argument(
+        "--credentials", type=Path, help="NATS user file (default: <data-dir>/credentials/admin.json if any)"
+    )
     ping.add_argument("actor", help="actor address, e.g. scheduler or node.host1")
     return parser
 
 
-async def _ping(config: Config, address: str) -> int:
-    async with await Bus.connect(config.nats_url, prefix=config.prefix, name="aiostack-cli") as bus:
+async def _ping(config: Config, address: str, credentials: Path | None) -> int:
+    if credentials is None and credentials_file(config.data_dir, ADMIN).exists():
+        credentials = credentials_file(config.data_dir, ADMIN)
+    async with await Bus.connect(
+        config.nats_url, prefix=config.prefix, name="aiostack-cli", credentials=credentials
+    ) as bus:
         try:
             print(json.dumps(await bus.call(f"{address}.ping", timeout=5), indent=2))
         except AiostackError as exc:
@@ -97,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
 
         raise SystemExit(asyncio.run(run_actor(args)))
     config = Config(data_dir=args.data_dir, nats_url=args.nats, prefix=args.prefix)
-    raise SystemExit(asyncio.run(_ping(config, args.actor)))
+    raise SystemExit(asyncio.run(_ping(config, args.actor, args.credentials)))
 
 
 if __name__ == "__main__":

@@ -2,6 +2,10 @@
 
 SIGTERM or SIGINT drains it and exits 0. Inside the process a ``Supervisor`` restarts the
 actor when one of its background tasks fails.
+
+On a NATS with authorization (`aiostack up`'s, or one run elsewhere that includes
+``<data>/credentials/authorization.conf``) give the process its own user's file:
+``aiostack run conductor --nats URL --credentials <data>/credentials/conductor.json``.
 """
 
 from __future__ import annotations
@@ -14,8 +18,10 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
+from actors.auth import install
 from aiostack.config import Config
 from bus import Actor, Bus, Supervisor
+from bus.bus import BusAuthFailed
 
 log = logging.getLogger(__name__)
 
@@ -84,11 +90,18 @@ async def run_actor(args: argparse.Namespace) -> int:
     config = Config(data_dir=args.data_dir, nats_url=args.nats, prefix=args.prefix)
     stop = _stop_on_signals()
     name = f"node.{','.join(args.host or ['node-1'])}" if args.actor == "node" else args.actor
-    bus = await Bus.connect(config.nats_url, prefix=config.prefix, name=name)
+    try:
+        bus = await Bus.connect(
+            config.nats_url, prefix=config.prefix, name=name, credentials=args.credentials
+        )
+    except BusAuthFailed as exc:
+        log.error("aiostack run %s: %s", args.actor, exc)
+        return 2
     try:
         if args.actor == "gateway":
             await serve_gateway(bus, config, args.listen, stop)
             return 0
+        await install(bus)
         supervisors = [Supervisor(factory) for factory in actor_factories(args.actor, bus, config, args)]
         for supervisor in supervisors:
             await supervisor.start()

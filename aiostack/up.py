@@ -3,6 +3,13 @@
 Starts the embedded nats-server (unless ``--nats`` names one) and every aiostack process,
 each as its own OS process under a supervisor that restarts it with backoff when it dies.
 Ctrl-C (or SIGTERM) stops the processes in reverse order, then nats-server.
+
+The bus is locked down: each process logs in to NATS as its own user, allowed only the
+subjects it uses (``aiostack.credentials``), with the credentials file ``up`` hands it
+(``--credentials <data>/credentials/<user>.json``); ``up`` itself and the operator's CLI use
+``admin.json``. With ``--nats URL`` the same files are used: that server must list the
+users of ``<data>/credentials/authorization.conf`` (``include`` it in its config), or have
+no authorization at all.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from aiostack.credentials import ADMIN, Credentials, Principal, prepare
 from bus import Bus, CallTimeout, EmbeddedNatsServer, NoResponders
 from node.testnode import write_test_node_file
 
@@ -34,6 +42,13 @@ class ChildSpec:
 
     name: str
     args: tuple[str, ...]
+
+    @property
+    def principal(self) -> Principal:
+        """Its NATS user: named like the process; a node process's user serves its hosts."""
+        kind = self.args[0]
+        hosts = tuple(self.name.split("+")) if kind == "node" else ()
+        return Principal(self.name, kind, hosts)
 
 
 class ChildProcess:
@@ -161,10 +176,12 @@ def actor_addresses(specs: list[ChildSpec]) -> list[str]:
     return addresses
 
 
-async def wait_for_actors(nats_url: str, prefix: str, addresses: list[str], timeout: float = 90.0) -> None:
+async def wait_for_actors(
+    nats_url: str, prefix: str, addresses: list[str], credentials: Path | None = None, timeout: float = 90.0
+) -> None:
     """Return once every actor and node answers ``ping``."""
     async with (
-        await Bus.connect(nats_url, prefix=prefix, name="aiostack-up") as bus,
+        await Bus.connect(nats_url, prefix=prefix, name="aiostack-up", credentials=credentials) as bus,
         asyncio.timeout(timeout),
     ):
         for address in addresses:
@@ -184,9 +201,11 @@ async def wait_for_gateway(data_dir: Path, timeout: float = 60.0) -> str | None:
     return url_file.read_text().strip()
 
 
-async def _ready(data_dir: Path, nats_url: str, prefix: str, specs: list[ChildSpec]) -> str:
+async def _ready(
+    data_dir: Path, nats_url: str, prefix: str, specs: list[ChildSpec], credentials: Credentials
+) -> str:
     gateway_url = await wait_for_gateway(data_dir)
-    await wait_for_actors(nats_url, prefix, actor_addresses(specs))
+    await wait_for_actors(nats_url, prefix, actor_addresses(specs), credentials.file(ADMIN))
     return gateway_url
 
 
@@ -200,25 +219,34 @@ async def up(args: argparse.Namespace) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
 
+    specs = child_specs(args)
+    credentials = prepare(data_dir, [spec.principal for spec in specs], args.prefix)
     server: EmbeddedNatsServer | None = None
     nats_url = args.nats
     if nats_url is None:
-        server = EmbeddedNatsServer(data_dir, port=args.nats_port)
+        server = EmbeddedNatsServer(data_dir, port=args.nats_port, authorization=credentials.authorization)
         await server.start()
         nats_url = server.url
-    async with await Bus.connect(nats_url, prefix=args.prefix, name="aiostack-up") as bus:
+    async with await Bus.connect(
+        nats_url, prefix=args.prefix, name="aiostack-up", credentials=credentials.file(ADMIN)
+    ) as bus:
         await bus.ensure_event_stream(max_age=args.events_max_age, max_bytes=args.events_max_bytes)
     common = ["--nats", nats_url, "--data-dir", str(data_dir), "--prefix", args.prefix]
     passwords = first_start_passwords(data_dir)
     (data_dir / "gateway.url").unlink(missing_ok=True)
     children = [
-        ChildProcess(spec, common, log_dir, passwords if spec.name == "token" else None)
-        for spec in child_specs(args)
+        ChildProcess(
+            spec,
+            [*common, "--credentials", str(credentials.file(spec.name))],
+            log_dir,
+            passwords if spec.name == "token" else None,
+        )
+        for spec in specs
     ]
     try:
         for child in children:
             child.start()
-        starting = asyncio.ensure_future(_ready(data_dir, nats_url, args.prefix, [c.spec for c in children]))
+        starting = asyncio.ensure_future(_ready(data_dir, nats_url, args.prefix, specs, credentials))
         stopping = asyncio.ensure_future(stop.wait())
         await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
         if not starting.done():
@@ -235,6 +263,12 @@ async def up(args: argparse.Namespace) -> int:
         print(f"aiostack up: NATS at {nats_url} (prefix {args.prefix!r}), data in {data_dir}")
         if server is not None:
             print(f"  embedded nats-server pid {server.pid}, JetStream store in {server.data_dir}")
+        else:
+            print(
+                f"  NATS credentials from {credentials.directory}: that server must include "
+                f"{credentials.config_file} (or have no authorization)"
+            )
+        print(f"  bus users: one per process, least privilege; admin's: {credentials.file(ADMIN)}")
         print("  processes: " + ", ".join(c.spec.name for c in children) + f" (logs in {log_dir})")
         print(f"  gateway: {gateway_url}")
         if passwords:

@@ -248,7 +248,11 @@ async def main() -> None:
             }
             async with (
                 Workers(url, 10, "volume", expect=args.flood) as workers,
-                await Bus.connect(nats_url, name="bench-flood") as bus,
+                await Bus.connect(
+                    nats_url,
+                    name="bench-flood",
+                    credentials=os.path.join(data_dir, "credentials", "admin.json"),
+                ) as bus,
             ):
                 began = time.time()
                 await asyncio.gather(

@@ -29,6 +29,7 @@ from bus.errors import (
     AiostackError,
     BadMessage,
     DeadlineExpired,
+    Forbidden,
     InvalidRequest,
     NoSuchMethod,
     Overloaded,
@@ -39,14 +40,24 @@ log = logging.getLogger(__name__)
 
 F = TypeVar("F", bound=Callable[..., Coroutine[Any, Any, Any]])
 _HANDLER_MARK = "_aiostack_handler"
+_POLICY_MARK = "_aiostack_policy"
 
 
-def handler(fn: F) -> F:
-    """Mark an ``async def`` method as served on the bus under its own name."""
-    if not inspect.iscoroutinefunction(fn):
-        raise TypeError(f"handler {fn.__qualname__} must be async")
-    setattr(fn, _HANDLER_MARK, True)
-    return fn
+def handler(fn: F | None = None, *, policy: str | None = None) -> Any:
+    """Mark an ``async def`` method as served on the bus under its own name.
+
+    ``policy`` names the operation of the policy table a calling user must be allowed
+    (checked when the bus has a ``policy_check``, for calls that carry a user).
+    """
+
+    def mark(method: F) -> F:
+        if not inspect.iscoroutinefunction(method):
+            raise TypeError(f"handler {method.__qualname__} must be async")
+        setattr(method, _HANDLER_MARK, True)
+        setattr(method, _POLICY_MARK, policy)
+        return method
+
+    return mark(fn) if fn is not None else mark
 
 
 class ActorState(enum.Enum):
@@ -251,6 +262,7 @@ class Actor:
             return
         token = current.set(Current(envelope.request_id, envelope.context, envelope.deadline))
         try:
+            await self._authorize(method, envelope)
             result = await self._dispatch(method, envelope)
         except AiostackError as exc:
             exc.request_id = envelope.request_id
@@ -293,6 +305,25 @@ class Actor:
         except TypeError as exc:
             raise InvalidRequest(f"{self.address}.{method}: {exc}") from None
         return await work
+
+    async def _authorize(self, method: str, envelope: Envelope) -> None:
+        """A call that acts for a user must carry that user's valid token, and the policy must allow it.
+
+        The checked context (with the token's roles, not the claimed ones) replaces the claim.
+        """
+        claimed = envelope.context
+        if claimed is None or claimed.user_id is None or self.bus.authenticator is None:
+            return
+        ctx = await self.bus.authenticator(claimed)
+        current.set(Current(envelope.request_id, ctx, envelope.deadline))
+        method_handler = self._handlers.get(method)
+        policy = getattr(method_handler, _POLICY_MARK, None)
+        if (
+            policy is not None
+            and self.bus.policy_check is not None
+            and not self.bus.policy_check(policy, ctx)
+        ):
+            raise Forbidden(f"Policy doesn't allow {policy} to be performed.")
 
     async def _answer_error(self, msg: Msg, error: AiostackError) -> None:
         if not msg.reply:

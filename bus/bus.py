@@ -17,13 +17,14 @@ import enum
 import itertools
 import json
 import logging
+import os
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-import nats
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client as NatsClient
@@ -40,6 +41,26 @@ DEFAULT_PREFIX = "aiostack"
 DEFAULT_CALL_TIMEOUT = 10.0
 DEFAULT_EVENT_MAX_AGE = 7 * 24 * 3600.0
 DEFAULT_EVENT_MAX_BYTES = 1024**3
+INBOX_PREFIX = "_INBOX"
+
+
+def inbox_prefix_for(user: str) -> str:
+    """The reply subjects of one NATS user: ``_INBOX_<user>`` (its permissions allow ``_INBOX_<user>.>``)."""
+    return f"{INBOX_PREFIX}_{user}"
+
+
+def event_stream_name(prefix: str) -> str:
+    """The JetStream stream that keeps ``<prefix>.evt.>``: ``EVENTS_<prefix>``."""
+    return "EVENTS_" + re.sub(r"[^A-Za-z0-9_-]", "_", prefix)
+
+
+def read_credentials(path: str | os.PathLike[str]) -> tuple[str, str]:
+    """The user and password in a credentials file (JSON ``{"user": ..., "password": ...}``)."""
+    try:
+        data = json.loads(Path(path).read_text())
+        return str(data["user"]), str(data["password"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise BusAuthFailed(f"cannot read NATS credentials from {path}: {exc}") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +100,13 @@ class BusClosed(AiostackError):
     http_status = 503
 
 
+class BusAuthFailed(AiostackError):
+    """NATS refused this connection's credentials (or they could not be read)."""
+
+    code = "bus_auth_failed"
+    http_status = 503
+
+
 class BusState(enum.Enum):
     CONNECTED = "connected"
     CLOSED = "closed"
@@ -88,7 +116,12 @@ class Bus:
     """A NATS connection that speaks envelopes. Open with ``await Bus.connect(url)``."""
 
     def __init__(
-        self, nc: NatsClient, *, prefix: str = DEFAULT_PREFIX, max_bytes: int = DEFAULT_MAX_BYTES
+        self,
+        nc: NatsClient,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        inbox_prefix: str = INBOX_PREFIX,
     ) -> None:
         if not prefix or any(c in prefix for c in " *>"):
             raise ValueError(f"invalid subject prefix {prefix!r}")
@@ -96,11 +129,14 @@ class Bus:
         self.prefix = prefix
         self.max_bytes = max_bytes
         self.state = BusState.CONNECTED
-        self._inbox_prefix = f"_INBOX.{new_id()}."
+        self._inbox_prefix = f"{inbox_prefix}.{new_id()}."
         self._inbox: Subscription | None = None
         self._reply_tokens = itertools.count(1)
         self._waiting: dict[str, asyncio.Future[Msg]] = {}
         self._event_stream_checked = False
+        # access control for the actors on this connection (actors.auth.install sets them)
+        self.authenticator: Callable[[Context], Awaitable[Context]] | None = None
+        self.policy_check: Callable[[str, Context], bool] | None = None
 
     @classmethod
     async def connect(
@@ -110,24 +146,49 @@ class Bus:
         prefix: str = DEFAULT_PREFIX,
         name: str | None = None,
         max_bytes: int = DEFAULT_MAX_BYTES,
-        credentials: dict[str, str] | None = None,
+        credentials: str | os.PathLike[str] | None = None,
         connect_timeout: float = 5.0,
     ) -> Bus:
-        """Connect to NATS; reconnect forever afterwards (subscriptions are restored)."""
-        auth = credentials or {}
-        nc = await nats.connect(
-            url,
-            name=name,
-            connect_timeout=connect_timeout,
-            allow_reconnect=True,
-            max_reconnect_attempts=-1,
-            reconnect_time_wait=0.25,
-            error_cb=_log_nats_error,
-            disconnected_cb=_log_event("disconnected from NATS", name),
-            reconnected_cb=_log_event("reconnected to NATS", name),
-            **auth,
-        )
-        return cls(nc, prefix=prefix, max_bytes=max_bytes)
+        """Connect to NATS; reconnect forever afterwards (subscriptions are restored).
+
+        With ``credentials`` (a file, see ``read_credentials``) the connection logs in as
+        that user and takes its replies on ``_INBOX_<user>.>``, the only inbox its
+        permissions allow.
+
+        :raises BusAuthFailed: the server refused the credentials.
+        """
+        options: dict[str, Any] = {}
+        inbox_prefix = INBOX_PREFIX
+        if credentials is not None:
+            user, password = read_credentials(credentials)
+            inbox_prefix = inbox_prefix_for(user)
+            options = {"user": user, "password": password, "inbox_prefix": inbox_prefix}
+        connected = False
+
+        async def on_error(exc: Exception) -> None:
+            if not connected and _refused_credentials(exc):
+                raise BusAuthFailed(f"NATS at {url} refused the credentials: {exc}")
+            await _log_nats_error(exc)
+
+        nc = NatsClient()
+        try:
+            await nc.connect(
+                url,
+                name=name,
+                connect_timeout=connect_timeout,
+                allow_reconnect=True,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=0.25,
+                error_cb=on_error,
+                disconnected_cb=_log_event("disconnected from NATS", name),
+                reconnected_cb=_log_event("reconnected to NATS", name),
+                **options,
+            )
+        except BusAuthFailed:
+            await nc.close()
+            raise
+        connected = True
+        return cls(nc, prefix=prefix, max_bytes=max_bytes, inbox_prefix=inbox_prefix)
 
     async def __aenter__(self) -> Bus:
         return self
@@ -219,7 +280,7 @@ class Bus:
     @property
     def event_stream(self) -> str:
         """The JetStream stream that keeps ``<prefix>.evt.>``."""
-        return "EVENTS_" + re.sub(r"[^A-Za-z0-9_-]", "_", self.prefix)
+        return event_stream_name(self.prefix)
 
     async def publish_event(self, relative_subject: str, body: Any, timeout: float = 5.0) -> int:
         """Store an event in the event stream; return its sequence once the stream has it.
@@ -321,6 +382,11 @@ def _no_responders(msg: Msg) -> bool:
 def _expire(waiter: asyncio.Future[Msg]) -> None:
     if not waiter.done():
         waiter.set_exception(TimeoutError())
+
+
+def _refused_credentials(exc: Exception) -> bool:
+    """The server's answer to a wrong user or password (nats-py reports it as a plain error)."""
+    return isinstance(exc, nats.errors.AuthorizationError) or "authorization violation" in str(exc).lower()
 
 
 async def _log_nats_error(exc: Exception) -> None:

@@ -9,7 +9,9 @@ import os
 import shutil
 import signal
 import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from bus.errors import AiostackError
 
@@ -34,8 +36,17 @@ def find_nats_server() -> str:
     return found
 
 
+def authorization_config(authorization: Mapping[str, Any]) -> str:
+    """nats-server's ``authorization { users: [...] }`` block (its config syntax accepts JSON)."""
+    return f"authorization: {json.dumps(authorization, indent=2)}\n"
+
+
 class EmbeddedNatsServer:
     """One nats-server process. ``port=0`` picks a free loopback port.
+
+    ``authorization`` is nats-server's authorization block (``{"users": [{"user", "password",
+    "permissions"}]}``); without it the server lets every client do everything. The config
+    file is written mode 0600 since it holds those passwords.
 
     Use as ``async with EmbeddedNatsServer(data_dir) as server: server.url``.
     """
@@ -48,6 +59,7 @@ class EmbeddedNatsServer:
         port: int = 0,
         max_payload: int = 8 * 1024 * 1024,
         extra_config: str = "",
+        authorization: Mapping[str, Any] | None = None,
         binary: str | None = None,
     ) -> None:
         self.data_dir = Path(data_dir) / "nats"
@@ -55,6 +67,7 @@ class EmbeddedNatsServer:
         self.port = port
         self.max_payload = max_payload
         self.extra_config = extra_config
+        self.authorization = authorization
         self.binary = binary
         self._process: asyncio.subprocess.Process | None = None
 
@@ -81,14 +94,19 @@ class EmbeddedNatsServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         config = self.data_dir / "nats-server.conf"
         port = self.port if self.port else -1
-        config.write_text(
+        text = (
             f'listen: "{self.host}:{port}"\n'
             f"max_payload: {self.max_payload}\n"
             f'jetstream {{ store_dir: "{self.data_dir / "jetstream"}" }}\n'
             f'ports_file_dir: "{self.data_dir}"\n'
             f'log_file: "{self.log_file}"\n'
-            f"{self.extra_config}\n"
         )
+        if self.authorization is not None:
+            text += authorization_config(self.authorization)
+        fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w") as file:
+            file.write(text + f"{self.extra_config}\n")
         return config
 
     async def start(self, timeout: float = 15.0) -> None:

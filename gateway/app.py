@@ -11,19 +11,20 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
+from actors.auth import TokenValidator
+from actors.policy import enforce
 from bus import AiostackError, Bus, Context, InvalidRequest, Unauthorized, request_scope
 
 log = logging.getLogger(__name__)
 
 BUS = web.AppKey("bus", Bus)
-TOKENS = web.AppKey("tokens", "TokenCache")
+TOKENS = web.AppKey("tokens", TokenValidator)
 REQUEST_ID = web.RequestKey("request_id", str)
 CONTEXT = web.RequestKey("context", Context)
 
@@ -48,32 +49,6 @@ def public(handler: Handler) -> Handler:
     """Mark a route that needs no X-Auth-Token (token issue, version documents)."""
     handler.aiostack_public = True  # type: ignore[attr-defined]
     return handler
-
-
-class TokenCache:
-    """Validated tokens, kept until the earlier of their expiry and ``ttl`` seconds."""
-
-    def __init__(self, bus: Bus, ttl: float = 30.0, max_entries: int = 100_000) -> None:
-        self.bus = bus
-        self.ttl = ttl
-        self.max_entries = max_entries
-        self._entries: dict[str, tuple[Context, float]] = {}
-
-    async def validate(self, token: str) -> Context:
-        now = time.time()
-        entry = self._entries.get(token)
-        if entry is not None and entry[1] > now:
-            return entry[0]
-        with request_scope():
-            info = await self.bus.call("token.validate", {"token": token})
-        ctx = Context(info["user_id"], info["project_id"], tuple(info["roles"]), token)
-        if len(self._entries) >= self.max_entries:
-            self._entries.clear()
-        self._entries[token] = (ctx, min(now + self.ttl, float(info["expires_at"])))
-        return ctx
-
-    def forget(self, token: str) -> None:
-        self._entries.pop(token, None)
 
 
 def error_body(service: str, status: int, message: str, error_type: str | None = None) -> dict[str, Any]:
@@ -138,8 +113,25 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     token = request.headers.get("X-Auth-Token") or request.query.get("token")
     if not token:
         raise Unauthorized("The request you have made requires authentication (X-Auth-Token missing).")
-    request[CONTEXT] = await request.app[TOKENS].validate(token)
+    ctx = (await request.app[TOKENS].validate(token)).context
+    request[CONTEXT] = ctx
+    operation = route_operation(request)
+    if operation is not None:
+        enforce(operation, ctx)
     return await handler(request)
+
+
+def route_operation(request: web.Request) -> str | None:
+    """The policy operation of a request: ``<service>:read`` for GET/HEAD, else ``<service>:write``.
+
+    Identity routes check their own (finer) operations; the event socket is ``events:read``.
+    """
+    service = service_of(request.path)
+    if service == "ws":
+        return "events:read"
+    if service not in ("compute", "image", "network", "volume"):
+        return None
+    return f"{service}:{'read' if request.method in ('GET', 'HEAD') else 'write'}"
 
 
 async def call(request: web.Request, address: str, body: Any = None, *, timeout: float = 30.0) -> Any:
@@ -165,6 +157,11 @@ def context_of(request: web.Request) -> Context:
     return request[CONTEXT]
 
 
+async def _listen_for_revocations(app: web.Application) -> AsyncIterator[None]:
+    await app[TOKENS].start()
+    yield
+
+
 def create_app(bus: Bus) -> web.Application:
     """The whole gateway on one bus connection."""
     from gateway import compute, identity, image, network, volume, websocket
@@ -174,7 +171,8 @@ def create_app(bus: Bus) -> web.Application:
         client_max_size=1024**3,
     )
     app[BUS] = bus
-    app[TOKENS] = TokenCache(bus)
+    app[TOKENS] = TokenValidator(bus)
+    app.cleanup_ctx.append(_listen_for_revocations)
     for module in (identity, compute, image, network, volume, websocket):
         module.add_routes(app)
     return app

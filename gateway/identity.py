@@ -1,14 +1,27 @@
-"""Identity (Keystone v3) routes: token issue and validation, with a service catalog."""
+"""Identity (Keystone v3) routes under ``/identity/v3``: tokens, projects, users, groups, roles,
+role assignments, application credentials, with Keystone's paths and JSON shapes.
+
+Everything but ``POST /auth/tokens`` needs a token; everything but the token routes and a
+user's own application credentials needs the ``admin`` role (403 otherwise). The token
+actor checks again: the REST check only answers early.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
 
-from bus import InvalidRequest, Unauthorized
-from gateway.app import call, json_body, public
+from bus import Forbidden, InvalidRequest, NotFound, Unauthorized, request_scope
+from gateway.app import BUS, REQUEST_ID, TOKENS, call, context_of, json_body, public
+
+V3 = "/identity/v3"
+DOMAIN = {"id": "default", "name": "Default"}
+# the token actor's one answer to every failed login (actors/token_passwords.AUTH_FAILED)
+AUTH_FAILED = "The request you have made requires authentication."
+AUTH_METHODS = ("password", "token", "application_credential")
 
 SERVICES = (
     ("identity", "keystone", "/identity/v3"),
@@ -49,93 +62,577 @@ def catalog(base_url: str, project_id: str | None) -> list[dict[str, Any]]:
     return entries
 
 
-def token_body(issued: dict[str, Any], base_url: str, methods: list[str]) -> dict[str, Any]:
-    domain = {"id": "default", "name": "Default"}
+# -- helpers ----------------------------------------------------------------------------------
+
+
+def _base(request: web.Request) -> str:
+    return f"{request.scheme}://{request.host}"
+
+
+def _url(request: web.Request, *parts: str) -> str:
+    return "/".join((_base(request) + V3, *parts))
+
+
+def _collection(request: web.Request, key: str, items: list[dict[str, Any]]) -> web.Response:
+    return web.json_response(
+        {key: items, "links": {"self": _base(request) + request.path_qs, "next": None, "previous": None}}
+    )
+
+
+def _require_admin(request: web.Request) -> None:
+    if not context_of(request).is_admin:
+        raise Forbidden("You are not authorized to perform the requested action: admin required.")
+
+
+async def _internal(request: web.Request, address: str, body: Any = None) -> Any:
+    """A call on the gateway's own behalf (no user context), for data any token holder may see."""
+    with request_scope(request[REQUEST_ID], None):
+        return await request.app[BUS].call(address, body, timeout=30.0)
+
+
+def _query_bool(value: str | None) -> bool | None:
+    if value is None:
+        return None
+    return value.strip().lower() not in ("0", "false", "no", "off")
+
+
+def _no_content() -> web.Response:
+    return web.Response(status=204)
+
+
+def _only(body: dict[str, Any], *keys: str) -> dict[str, Any]:
+    return {key: body[key] for key in keys if key in body}
+
+
+def _check_domain(domain: Any) -> None:
+    """Only the default domain exists: a login naming another fails like any other."""
+    if domain is None:
+        return
+    if not isinstance(domain, dict) or not ("id" in domain or "name" in domain):
+        raise InvalidRequest("a domain must be an object with an id or a name")
+    if domain.get("id", DOMAIN["id"]) != DOMAIN["id"] or domain.get("name", DOMAIN["name"]) != DOMAIN["name"]:
+        raise Unauthorized(AUTH_FAILED)
+
+
+# -- views ------------------------------------------------------------------------------------
+
+
+def project_view(request: web.Request, project: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": project["id"],
+        "name": project["name"],
+        "description": project["description"],
+        "domain_id": project["domain_id"],
+        "enabled": bool(project["enabled"]),
+        "parent_id": project["domain_id"],
+        "is_domain": False,
+        "tags": [],
+        "options": {},
+        "links": {"self": _url(request, "projects", project["id"])},
+    }
+
+
+def user_view(request: web.Request, user: dict[str, Any]) -> dict[str, Any]:
+    view = {
+        "id": user["id"],
+        "name": user["name"],
+        "description": user.get("description", ""),
+        "domain_id": user["domain_id"],
+        "enabled": bool(user["enabled"]),
+        "password_expires_at": None,
+        "options": {},
+        "links": {"self": _url(request, "users", user["id"])},
+    }
+    if user.get("default_project_id"):
+        view["default_project_id"] = user["default_project_id"]
+    return view
+
+
+def group_view(request: web.Request, group: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": group["id"],
+        "name": group["name"],
+        "description": group["description"],
+        "domain_id": group["domain_id"],
+        "links": {"self": _url(request, "groups", group["id"])},
+    }
+
+
+def role_view(request: web.Request, role: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": role["id"],
+        "name": role["name"],
+        "description": role.get("description", ""),
+        "domain_id": None,
+        "options": {},
+        "links": {"self": _url(request, "roles", role["id"])},
+    }
+
+
+def app_cred_view(request: web.Request, cred: dict[str, Any]) -> dict[str, Any]:
+    view = {
+        "id": cred["id"],
+        "name": cred["name"],
+        "description": cred["description"],
+        "user_id": cred["user_id"],
+        "project_id": cred["project_id"],
+        "roles": [{"id": role["id"], "name": role["name"], "domain_id": None} for role in cred["roles"]],
+        "expires_at": iso(cred["expires_at"]) if cred["expires_at"] is not None else None,
+        "unrestricted": False,
+        "access_rules": [],
+        "links": {"self": _url(request, "users", cred["user_id"], "application_credentials", cred["id"])},
+    }
+    if "secret" in cred:
+        view["secret"] = cred["secret"]
+    return view
+
+
+def assignment_view(request: web.Request, item: dict[str, Any], include_names: bool) -> dict[str, Any]:
+    role: dict[str, Any] = {"id": item["role_id"]}
+    if include_names:
+        role["name"] = item["role_name"]
+    actor_kind, actor_id = ("user", item["user_id"]) if item["user_id"] else ("group", item["group_id"])
+    link_kind, link_id = ("groups", item["via_group"]) if item["via_group"] else (f"{actor_kind}s", actor_id)
+    view: dict[str, Any] = {
+        "role": role,
+        "scope": {"project": {"id": item["project_id"]}},
+        actor_kind: {"id": actor_id},
+        "links": {
+            "assignment": _url(
+                request, "projects", item["project_id"], link_kind, link_id, "roles", item["role_id"]
+            )
+        },
+    }
+    if item["via_group"]:
+        view["links"]["membership"] = _url(request, "groups", item["via_group"], "users", actor_id)
+    return view
+
+
+# -- tokens -----------------------------------------------------------------------------------
+
+
+def token_body(issued: dict[str, Any], base_url: str, with_catalog: bool = True) -> dict[str, Any]:
+    """Keystone's token document for what ``token.issue`` (or a sibling) answered."""
     body: dict[str, Any] = {
-        "methods": methods,
+        "methods": issued["methods"],
         "user": {
             "id": issued["user"]["id"],
             "name": issued["user"]["name"],
-            "domain": domain,
+            "domain": DOMAIN,
             "password_expires_at": None,
         },
-        "audit_ids": [issued["token"][-22:]],
+        "audit_ids": issued["audit_ids"],
         "issued_at": iso(issued["issued_at"]),
         "expires_at": iso(issued["expires_at"]),
     }
     if issued["project"] is not None:
-        body["project"] = {"id": issued["project"]["id"], "name": issued["project"]["name"], "domain": domain}
+        body["project"] = {"id": issued["project"]["id"], "name": issued["project"]["name"], "domain": DOMAIN}
         body["is_domain"] = False
         body["roles"] = [{"id": role["id"], "name": role["name"]} for role in issued["roles"]]
-        body["catalog"] = catalog(base_url, issued["project"]["id"])
+        if with_catalog:
+            body["catalog"] = catalog(base_url, issued["project"]["id"])
+    if issued.get("application_credential"):
+        body["application_credential"] = issued["application_credential"]
     return body
 
 
-def _password_request(auth: dict[str, Any]) -> dict[str, Any]:
-    identity = auth.get("identity")
-    if not isinstance(identity, dict) or "password" not in (identity.get("methods") or []):
-        raise InvalidRequest("auth.identity.methods must include 'password'")
-    user = (identity.get("password") or {}).get("user")
-    if not isinstance(user, dict) or not isinstance(user.get("password"), str):
-        raise InvalidRequest("auth.identity.password.user must give a name and a password")
-    if not isinstance(user.get("name"), str):
-        raise InvalidRequest("auth.identity.password.user.name must be a string")
-    request: dict[str, Any] = {"username": user["name"], "password": user["password"]}
+def _scope(auth: dict[str, Any]) -> dict[str, Any]:
+    """The project a login asks for: ``{project_id}``, ``{project_name}``, ``{unscoped}`` or none."""
     scope = auth.get("scope")
-    if isinstance(scope, dict) and isinstance(scope.get("project"), dict):
-        project = scope["project"]
-        if isinstance(project.get("id"), str):
-            request["project_id"] = project["id"]
-        elif isinstance(project.get("name"), str):
-            request["project_name"] = project["name"]
-        else:
-            raise InvalidRequest("auth.scope.project needs an id or a name")
-    return request
+    if scope is None:
+        return {}
+    if scope == "unscoped":
+        return {"unscoped": True}
+    if not isinstance(scope, dict) or not isinstance(scope.get("project"), dict):
+        raise InvalidRequest("auth.scope must name a project (domain and system scopes are not supported)")
+    project = scope["project"]
+    if isinstance(project.get("id"), str):
+        return {"project_id": project["id"]}
+    if isinstance(project.get("name"), str):
+        _check_domain(project.get("domain"))
+        return {"project_name": project["name"]}
+    raise InvalidRequest("auth.scope.project needs an id or a name")
+
+
+def _member(identity: dict[str, Any], key: str) -> dict[str, Any]:
+    value = identity.get(key)
+    if not isinstance(value, dict):
+        raise InvalidRequest(f"auth.identity.{key} must be an object")
+    return value
+
+
+def auth_call(auth: Any) -> tuple[str, dict[str, Any]]:
+    """The token actor call a ``POST /auth/tokens`` body asks for."""
+    identity = auth.get("identity") if isinstance(auth, dict) else None
+    if not isinstance(identity, dict):
+        raise InvalidRequest("auth.identity must be an object")
+    methods = identity.get("methods")
+    if not isinstance(methods, list) or not methods or not all(isinstance(m, str) for m in methods):
+        raise InvalidRequest("auth.identity.methods must be a non-empty list of strings")
+    if len(set(methods)) != 1 or methods[0] not in AUTH_METHODS:
+        raise Unauthorized("Attempted to authenticate with an unsupported method.")
+    method, scope = methods[0], _scope(auth)
+    if method == "password":
+        user = _member(_member(identity, "password"), "user")
+        if not isinstance(user.get("password"), str):
+            raise InvalidRequest("auth.identity.password.user.password must be a string")
+        if isinstance(user.get("id"), str):
+            return "token.issue", {"user_id": user["id"], "password": user["password"], **scope}
+        if not isinstance(user.get("name"), str):
+            raise InvalidRequest("auth.identity.password.user needs an id or a name")
+        _check_domain(user.get("domain"))
+        return "token.issue", {"username": user["name"], "password": user["password"], **scope}
+    if method == "token":
+        token = _member(identity, "token").get("id")
+        if not isinstance(token, str):
+            raise InvalidRequest("auth.identity.token.id must be a string")
+        if scope.get("unscoped"):
+            raise InvalidRequest("a token can be re-scoped to a project, not unscoped")
+        return "token.issue_with_token", {"token": token, **scope}
+    credential = _member(identity, "application_credential")
+    if not isinstance(credential.get("id"), str) or not isinstance(credential.get("secret"), str):
+        raise InvalidRequest("auth.identity.application_credential needs an id and a secret")
+    return "token.issue_with_application_credential", {
+        "app_cred_id": credential["id"],
+        "secret": credential["secret"],
+    }
 
 
 @public
 async def issue_token(request: web.Request) -> web.Response:
-    auth = await json_body(request, "auth")
-    issued = await call(request, "token.issue", _password_request(auth))
-    base_url = f"{request.scheme}://{request.host}"
+    address, body = auth_call(await json_body(request, "auth"))
+    issued = await call(request, address, body)
     return web.json_response(
-        {"token": token_body(issued, base_url, ["password"])},
+        {"token": token_body(issued, _base(request), "nocatalog" not in request.query)},
         status=201,
         headers={"X-Subject-Token": issued["token"]},
     )
 
 
-async def validate_token(request: web.Request) -> web.Response:
+async def _subject(request: web.Request) -> tuple[str, dict[str, Any]]:
+    """The X-Subject-Token and what it says; 404 when it is not valid, 403 when not the caller's."""
     subject = request.headers.get("X-Subject-Token")
     if not subject:
         raise InvalidRequest("X-Subject-Token header is required")
     try:
         info = await call(request, "token.validate", {"token": subject})
     except Unauthorized:
-        raise web.HTTPNotFound(text="The token could not be found.") from None
+        raise web.HTTPNotFound(text=f"Could not find token: {subject[:16]}...") from None
+    ctx = context_of(request)
+    if not ctx.is_admin and ctx.user_id != info["user_id"]:
+        raise Forbidden("Only the token's owner or an admin may inspect it.")
+    return subject, info
+
+
+async def validate_token(request: web.Request) -> web.Response:
+    subject, info = await _subject(request)
+    ids = {}
+    if info["roles"]:
+        ids = {role["name"]: role["id"] for role in await _internal(request, "token.list_roles")}
+    issued = {
+        "methods": info["methods"],
+        "user": {"id": info["user_id"], "name": info["user_name"]},
+        "audit_ids": [info["audit_id"]],
+        "issued_at": info["issued_at"],
+        "expires_at": info["expires_at"],
+        "project": {"id": info["project_id"], "name": info["project_name"]} if info["project_id"] else None,
+        "roles": [{"id": ids.get(name), "name": name} for name in info["roles"]],
+        "application_credential": {"id": info["app_cred_id"], "restricted": True}
+        if info["app_cred_id"]
+        else None,
+    }
     return web.json_response(
-        {
-            "token": {
-                "methods": ["password"],
-                "user": {
-                    "id": info["user_id"],
-                    "name": info["user_name"],
-                    "domain": {"id": "default", "name": "Default"},
-                },
-                "project": {
-                    "id": info["project_id"],
-                    "name": info["project_name"],
-                    "domain": {"id": "default", "name": "Default"},
-                },
-                "roles": [{"name": role} for role in info["roles"]],
-                "issued_at": iso(info["issued_at"]),
-                "expires_at": iso(info["expires_at"]),
-            }
-        },
+        {"token": token_body(issued, _base(request), "nocatalog" not in request.query)},
         headers={"X-Subject-Token": subject},
     )
 
 
+async def check_token(request: web.Request) -> web.Response:
+    subject, _ = await _subject(request)
+    return web.Response(status=200, headers={"X-Subject-Token": subject})
+
+
+async def revoke_token(request: web.Request) -> web.Response:
+    subject = request.headers.get("X-Subject-Token")
+    if not subject:
+        raise InvalidRequest("X-Subject-Token header is required")
+    try:
+        revoked = await call(request, "token.revoke_token", {"token": subject})
+    except Unauthorized:
+        raise web.HTTPNotFound(text=f"Could not find token: {subject[:16]}...") from None
+    # the revocation is also published; applying it here closes the window before it arrives
+    request.app[TOKENS].revoke(revoked["kind"], revoked["id"], revoked["issued_before"])
+    return _no_content()
+
+
+# -- domains, projects, users, groups, roles ----------------------------------------------------
+
+
+async def list_domains(request: web.Request) -> web.Response:
+    _require_admin(request)
+    return _collection(request, "domains", [_domain_view(request)])
+
+
+async def get_domain(request: web.Request) -> web.Response:
+    _require_admin(request)
+    if request.match_info["domain_id"] != DOMAIN["id"]:
+        raise NotFound(f"Could not find domain: {request.match_info['domain_id']}.")
+    return web.json_response({"domain": _domain_view(request)})
+
+
+def _domain_view(request: web.Request) -> dict[str, Any]:
+    return {
+        **DOMAIN,
+        "description": "The default domain",
+        "enabled": True,
+        "tags": [],
+        "options": {},
+        "links": {"self": _url(request, "domains", DOMAIN["id"])},
+    }
+
+
+View = Callable[[web.Request, dict[str, Any]], dict[str, Any]]
+
+
+def _crud(kind: str, view: View, fields: tuple[str, ...], filters: tuple[str, ...]) -> dict[str, Any]:
+    """List, create, get, update and delete handlers for one kind (``project``, ``user``, ``group``)."""
+    plural = f"{kind}s"
+    id_key = f"{kind}_id"
+
+    async def list_all(request: web.Request) -> web.Response:
+        _require_admin(request)
+        if request.query.get("domain_id", DOMAIN["id"]) != DOMAIN["id"]:
+            return _collection(request, plural, [])
+        args: dict[str, Any] = {"name": request.query.get("name")}
+        if "enabled" in filters:
+            args["enabled"] = _query_bool(request.query.get("enabled"))
+        rows = await call(request, f"token.list_{plural}", args)
+        return _collection(request, plural, [view(request, row) for row in rows])
+
+    async def create(request: web.Request) -> web.Response:
+        _require_admin(request)
+        body = await json_body(request, kind)
+        args = _only(body, *fields, "domain_id")
+        if kind == "user" and body.get("default_project_id"):
+            args["default_project"] = body["default_project_id"]
+        row = await call(request, f"token.create_{kind}", args)
+        return web.json_response({kind: view(request, row)}, status=201)
+
+    async def get(request: web.Request) -> web.Response:
+        _require_admin(request)
+        row = await call(request, f"token.get_{kind}", {id_key: request.match_info[id_key]})
+        return web.json_response({kind: view(request, row)})
+
+    async def update(request: web.Request) -> web.Response:
+        _require_admin(request)
+        body = await json_body(request, kind)
+        if body.get("domain_id", DOMAIN["id"]) != DOMAIN["id"]:
+            raise InvalidRequest("a domain cannot be changed")
+        args = {id_key: request.match_info[id_key], **_only(body, *fields)}
+        if kind == "user" and "default_project_id" in body:
+            args["default_project"] = body["default_project_id"] or ""
+        for key, value in list(args.items()):
+            if value is None:
+                raise InvalidRequest(f"{key} cannot be null")
+        row = await call(request, f"token.update_{kind}", args)
+        return web.json_response({kind: view(request, row)})
+
+    async def delete(request: web.Request) -> web.Response:
+        _require_admin(request)
+        await call(request, f"token.delete_{kind}", {id_key: request.match_info[id_key]})
+        return _no_content()
+
+    return {"list": list_all, "create": create, "get": get, "update": update, "delete": delete}
+
+
+async def list_group_users(request: web.Request) -> web.Response:
+    _require_admin(request)
+    users = await call(request, "token.list_group_users", {"group_id": request.match_info["group_id"]})
+    return _collection(request, "users", [user_view(request, user) for user in users])
+
+
+async def list_user_groups(request: web.Request) -> web.Response:
+    _require_admin(request)
+    groups = await call(request, "token.list_user_groups", {"user_id": request.match_info["user_id"]})
+    return _collection(request, "groups", [group_view(request, group) for group in groups])
+
+
+async def membership(request: web.Request) -> web.Response:
+    """PUT adds, DELETE removes, HEAD/GET checks a user's membership of a group (204 or 404)."""
+    _require_admin(request)
+    args = {"group_id": request.match_info["group_id"], "user_id": request.match_info["user_id"]}
+    if request.method == "PUT":
+        await call(request, "token.add_user_to_group", args)
+    elif request.method == "DELETE":
+        await call(request, "token.remove_user_from_group", args)
+    elif not await call(request, "token.check_user_in_group", args):
+        raise NotFound(f"User {args['user_id']} is not a member of group {args['group_id']}.")
+    return _no_content()
+
+
+async def list_roles(request: web.Request) -> web.Response:
+    _require_admin(request)
+    roles = await call(request, "token.list_roles", {"name": request.query.get("name")})
+    return _collection(request, "roles", [role_view(request, role) for role in roles])
+
+
+async def create_role(request: web.Request) -> web.Response:
+    _require_admin(request)
+    body = await json_body(request, "role")
+    role = await call(request, "token.create_role", _only(body, "name", "description"))
+    return web.json_response({"role": role_view(request, role)}, status=201)
+
+
+async def get_role(request: web.Request) -> web.Response:
+    _require_admin(request)
+    role = await call(request, "token.get_role", {"role_id": request.match_info["role_id"]})
+    return web.json_response({"role": role_view(request, role)})
+
+
+# -- role assignments -------------------------------------------------------------------------
+
+
+async def assignment(request: web.Request) -> web.Response:
+    """PUT grants, DELETE revokes, HEAD/GET checks a role of a user or group on a project."""
+    _require_admin(request)
+    match = request.match_info
+    kind = "user" if "user_id" in match else "group"
+    who = match[f"{kind}_id"]
+    if request.method in ("PUT", "DELETE"):
+        verb = "grant" if request.method == "PUT" else "revoke"
+        address = f"token.{verb}_role" if kind == "user" else f"token.{verb}_group_role"
+        await call(request, address, {kind: who, "project": match["project_id"], "role": match["role_id"]})
+        return _no_content()
+    found = await call(
+        request,
+        "token.list_role_assignments",
+        {f"{kind}_id": who, "project_id": match["project_id"], "role_id": match["role_id"]},
+    )
+    if not found:
+        raise NotFound(f"Could not find role assignment of {match['role_id']} on {match['project_id']}.")
+    return _no_content()
+
+
+async def list_actor_roles(request: web.Request) -> web.Response:
+    """GET /projects/{p}/users/{u}/roles and /projects/{p}/groups/{g}/roles: the direct roles."""
+    _require_admin(request)
+    match = request.match_info
+    kind = "user" if "user_id" in match else "group"
+    found = await call(
+        request,
+        "token.list_role_assignments",
+        {f"{kind}_id": match[f"{kind}_id"], "project_id": match["project_id"]},
+    )
+    roles = [role_view(request, {"id": item["role_id"], "name": item["role_name"]}) for item in found]
+    return _collection(request, "roles", roles)
+
+
+async def list_role_assignments(request: web.Request) -> web.Response:
+    _require_admin(request)
+    query = request.query
+    effective = "effective" in query and _query_bool(query.get("effective") or "true")
+    if effective and "group.id" in query:
+        raise InvalidRequest("effective and group.id cannot be combined")
+    found = await call(
+        request,
+        "token.list_role_assignments",
+        {
+            "user_id": query.get("user.id"),
+            "group_id": query.get("group.id"),
+            "project_id": query.get("scope.project.id"),
+            "role_id": query.get("role.id"),
+            "effective": bool(effective),
+        },
+    )
+    include_names = "include_names" in query and bool(_query_bool(query.get("include_names") or "true"))
+    return _collection(
+        request, "role_assignments", [assignment_view(request, item, include_names) for item in found]
+    )
+
+
+# -- application credentials --------------------------------------------------------------------
+
+
+async def create_app_cred(request: web.Request) -> web.Response:
+    user_id = request.match_info["user_id"]
+    if context_of(request).user_id != user_id:
+        raise Forbidden("Application credentials are created by their user only.")
+    body = await json_body(request, "application_credential")
+    if body.get("unrestricted"):
+        raise InvalidRequest("unrestricted application credentials are not supported")
+    if body.get("access_rules"):
+        raise InvalidRequest("access rules are not supported")
+    created = await call(
+        request,
+        "token.create_application_credential",
+        _only(body, "name", "secret", "description", "expires_at", "roles"),
+    )
+    return web.json_response({"application_credential": app_cred_view(request, created)}, status=201)
+
+
+async def list_app_creds(request: web.Request) -> web.Response:
+    creds = await call(
+        request, "token.list_application_credentials", {"user_id": request.match_info["user_id"]}
+    )
+    name = request.query.get("name")
+    shown = [app_cred_view(request, cred) for cred in creds if name is None or cred["name"] == name]
+    return _collection(request, "application_credentials", shown)
+
+
+async def app_cred(request: web.Request) -> web.Response:
+    """GET shows, DELETE deletes one of a user's application credentials."""
+    args = {"user_id": request.match_info["user_id"], "app_cred_id": request.match_info["app_cred_id"]}
+    if request.method == "DELETE":
+        await call(request, "token.delete_application_credential", args)
+        return _no_content()
+    cred = await call(request, "token.get_application_credential", args)
+    return web.json_response({"application_credential": app_cred_view(request, cred)})
+
+
+# -- routes -----------------------------------------------------------------------------------
+
+Route = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
 def add_routes(app: web.Application) -> None:
-    app.router.add_post("/identity/v3/auth/tokens", issue_token)
-    app.router.add_get("/identity/v3/auth/tokens", validate_token)
+    routes: list[tuple[str, str, Route]] = [
+        ("POST", "/auth/tokens", issue_token),
+        ("GET", "/auth/tokens", validate_token),
+        ("HEAD", "/auth/tokens", check_token),
+        ("DELETE", "/auth/tokens", revoke_token),
+        ("GET", "/domains", list_domains),
+        ("GET", "/domains/{domain_id}", get_domain),
+        ("GET", "/groups/{group_id}/users", list_group_users),
+        ("GET", "/users/{user_id}/groups", list_user_groups),
+        ("GET", "/roles", list_roles),
+        ("POST", "/roles", create_role),
+        ("GET", "/roles/{role_id}", get_role),
+        ("GET", "/role_assignments", list_role_assignments),
+        ("GET", "/projects/{project_id}/users/{user_id}/roles", list_actor_roles),
+        ("GET", "/projects/{project_id}/groups/{group_id}/roles", list_actor_roles),
+        ("POST", "/users/{user_id}/application_credentials", create_app_cred),
+        ("GET", "/users/{user_id}/application_credentials", list_app_creds),
+        ("GET", "/users/{user_id}/application_credentials/{app_cred_id}", app_cred),
+        ("DELETE", "/users/{user_id}/application_credentials/{app_cred_id}", app_cred),
+    ]
+    for path, route in (
+        ("/groups/{group_id}/users/{user_id}", membership),
+        ("/projects/{project_id}/users/{user_id}/roles/{role_id}", assignment),
+        ("/projects/{project_id}/groups/{group_id}/roles/{role_id}", assignment),
+    ):
+        routes += [(method, path, route) for method in ("PUT", "DELETE", "HEAD", "GET")]
+    for kind, view, fields, filters in (
+        ("project", project_view, ("name", "description", "enabled"), ("name", "enabled")),
+        ("user", user_view, ("name", "password", "description", "enabled"), ("name", "enabled")),
+        ("group", group_view, ("name", "description"), ("name",)),
+    ):
+        handlers = _crud(kind, view, fields, filters)
+        routes += [
+            ("GET", f"/{kind}s", handlers["list"]),
+            ("POST", f"/{kind}s", handlers["create"]),
+            ("GET", f"/{kind}s/{{{kind}_id}}", handlers["get"]),
+            ("PATCH", f"/{kind}s/{{{kind}_id}}", handlers["update"]),
+            ("DELETE", f"/{kind}s/{{{kind}_id}}", handlers["delete"]),
+        ]
+    for method, path, route in routes:
+        app.router.add_route(method, V3 + path, route)

@@ -10,6 +10,7 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
+from actors.auth import install
 from aiostack.config import Config
 from bus import Actor, Bus, EmbeddedNatsServer
 from tests.helpers import DEMO_PASSWORD, Api
@@ -47,11 +48,16 @@ StartActor = Callable[..., Awaitable[Actor]]
 
 @pytest.fixture
 async def start_actor(config: Config) -> AsyncIterator[StartActor]:
-    """``await start_actor(NetActor, config)``: an actor on its own bus connection, stopped at teardown."""
+    """``await start_actor(NetActor, config)``: an actor on its own bus connection, stopped at teardown.
+
+    ``secure=True`` makes it check tokens and policies as `aiostack run` does.
+    """
     started: list[tuple[Actor, Bus]] = []
 
-    async def start(actor_class: type[Actor], *args: Any, **kwargs: Any) -> Actor:
+    async def start(actor_class: type[Actor], *args: Any, secure: bool = False, **kwargs: Any) -> Actor:
         actor_bus = await Bus.connect(config.nats_url, prefix=config.prefix, name=actor_class.__name__)
+        if secure:
+            await install(actor_bus)
         actor = actor_class(actor_bus, *args, **kwargs)
         await actor.start()
         started.append((actor, actor_bus))
@@ -110,7 +116,7 @@ async def cloud(start_actor: StartActor, config: Config, request: pytest.Fixture
     marker = request.node.get_closest_marker("nodes")
     node_count = marker.args[0] if marker else 1
     actors = [
-        await start_actor(cls, config)
+        await start_actor(cls, config, secure=True)
         for cls in (TokenActor, SchedulerActor, ConductorActor, ImageActor, NetActor, VolumeActor)
     ]
     for number in range(1, node_count + 1):
@@ -118,7 +124,7 @@ async def cloud(start_actor: StartActor, config: Config, request: pytest.Fixture
         uri = write_test_node_file(
             config.data_dir / "nodes" / host / "testnode.xml", vcpus=64, memory_mb=65536
         )
-        actors.append(await start_actor(NodeActor, config, host=host, libvirt_uri=uri))
+        actors.append(await start_actor(NodeActor, config, host=host, libvirt_uri=uri, secure=True))
     for node in actors[6:]:
         await node.report_capacity()  # type: ignore[attr-defined]
     return actors

@@ -86,7 +86,11 @@ async def test_up_starts_everything_and_stops_cleanly_on_ctrl_c(tmp_path) -> Non
         children = psutil.Process(cloud.process.pid).children()
         assert len(children) == 10  # nats-server, six actors, the gateway, two nodes
         assert "admin: admin-secret" in cloud.banner
-        async with await Bus.connect(cloud.nats_url) as bus:
+        credentials = tmp_path / "credentials"
+        assert credentials.stat().st_mode & 0o777 == 0o700
+        assert all(f.stat().st_mode & 0o777 == 0o600 for f in credentials.iterdir())
+        assert (credentials / "node-2.json").exists() and (credentials / "gateway.json").exists()
+        async with await Bus.connect(cloud.nats_url, credentials=credentials / "admin.json") as bus:
             for actor in ("token", "scheduler", "conductor", "image", "net", "volume", "node.node-2"):
                 assert (await bus.call(f"{actor}.ping", timeout=20))["pid"] in {c.pid for c in children}
         cloud.process.send_signal(signal.SIGINT)
@@ -142,7 +146,9 @@ async def test_restart_on_the_same_data_dir_keeps_everything_and_reconciles(tmp_
         assert (await api.get(f"/network/v2.0/ports/{port['port']['id']}"))[0] == 200
         status, kept = await api.get(f"/volume/v3/{api.project_id}/volumes/{volume['volume']['id']}")
         assert status == 200 and kept["volume"]["status"] == "available"
-        async with await Bus.connect(cloud.nats_url) as bus:
+        async with await Bus.connect(
+            cloud.nats_url, credentials=tmp_path / "credentials" / "admin.json"
+        ) as bus:
             running = {}
             for host in ("node-1", "node-2"):
                 for domain in await bus.call(f"node.{host}.list_domains", timeout=20):
@@ -264,7 +270,9 @@ async def test_several_test_driver_nodes_can_share_one_process(tmp_path) -> None
             "processes: token, scheduler, conductor, image, net, volume, gateway, node-1+node-2+node-3"
             in (cloud.banner)
         )
-        async with await Bus.connect(cloud.nats_url) as bus:
+        async with await Bus.connect(
+            cloud.nats_url, credentials=tmp_path / "credentials" / "admin.json"
+        ) as bus:
             pids = {(await bus.call(f"node.node-{n}.ping", timeout=20))["pid"] for n in (1, 2, 3)}
             hosts = {h["host"]: h for h in await bus.call("scheduler.list_hosts")}
         assert len(pids) == 1

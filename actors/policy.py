@@ -1,0 +1,50 @@
+"""The one policy table: which operation a caller may perform, by role.
+
+Rules: ``admin`` (the admin role), ``member`` (admin or member of the token's project),
+``reader`` (any of admin, member, reader). Which project a resource belongs to is the
+actors' part: another project's resource answers NotFound (``actors.common.check_visible``).
+
+The gateway enforces the table on every request (``<service>:read`` for GET and HEAD,
+``<service>:write`` otherwise, finer names where a route needs them) and each actor again
+on its handlers declared with ``@handler(policy=...)`` for calls that carry a user.
+"""
+
+from __future__ import annotations
+
+from bus import Context, Forbidden
+
+ADMIN, MEMBER, READER = "admin", "member", "reader"
+
+RULES: dict[str, frozenset[str]] = {
+    ADMIN: frozenset({"admin"}),
+    MEMBER: frozenset({"admin", "member"}),
+    READER: frozenset({"admin", "member", "reader"}),
+}
+
+POLICY: dict[str, str] = {
+    "compute:read": READER,
+    "compute:write": MEMBER,
+    "image:read": READER,
+    "image:write": MEMBER,
+    "image:publicize": ADMIN,
+    "network:read": READER,
+    "network:write": MEMBER,
+    "network:shared": ADMIN,
+    "volume:read": READER,
+    "volume:write": MEMBER,
+    "identity:read": READER,
+    "identity:admin": ADMIN,
+    "events:read": READER,
+}
+
+
+def allowed(operation: str, ctx: Context) -> bool:
+    """Whether ``ctx`` may perform ``operation`` (an unknown operation is refused)."""
+    rule = POLICY.get(operation)
+    return rule is not None and bool(RULES[rule].intersection(ctx.roles))
+
+
+def enforce(operation: str, ctx: Context) -> None:
+    """:raises Forbidden: the caller's roles do not allow ``operation``."""
+    if not allowed(operation, ctx):
+        raise Forbidden(f"Policy doesn't allow {operation} to be performed.")

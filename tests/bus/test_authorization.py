@@ -1,0 +1,266 @@
+"""The bus is locked down: a real nats-server with the generated users refuses what a process may not do."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nats
+import pytest
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+
+from aiostack.credentials import ADMIN, Credentials, Principal, prepare
+from bus import Actor, Bus, CallTimeout, EmbeddedNatsServer, handler
+from bus.bus import BusAuthFailed, read_credentials
+
+PROCESSES = [
+    *(Principal(kind, kind) for kind in ("token", "conductor", "scheduler", "image", "net", "volume")),
+    Principal("gateway", "gateway"),
+    Principal("node-1", "node", ("node-1",)),
+    Principal("node-2", "node", ("node-2",)),
+]
+
+
+@dataclass
+class Secured:
+    server: EmbeddedNatsServer
+    credentials: Credentials
+    prefix: str
+
+
+@dataclass
+class Connection:
+    """A raw nats-py connection as one user, keeping what the server reported to its error callback."""
+
+    nc: NatsClient
+    errors: list[str] = field(default_factory=list)
+
+    async def violation(self, text: str, timeout: float = 5.0) -> str:
+        """The permissions violation mentioning ``text``, once the server has reported it."""
+        async with asyncio.timeout(timeout):
+            while True:
+                found = [
+                    e
+                    for e in self.errors
+                    if "permissions violation" in e.lower() and text.lower() in e.lower()
+                ]
+                if found:
+                    return found[0]
+                await asyncio.sleep(0.01)
+
+
+@pytest.fixture
+async def secured(tmp_path: Path) -> AsyncIterator[Secured]:
+    credentials = prepare(tmp_path, PROCESSES, "aiostack")
+    async with EmbeddedNatsServer(tmp_path, authorization=credentials.authorization) as server:
+        yield Secured(server, credentials, "aiostack")
+
+
+@pytest.fixture
+async def connect_as(secured: Secured) -> AsyncIterator:
+    """``await connect_as("node-1")``: a raw connection with that user's credentials."""
+    opened: list[NatsClient] = []
+
+    async def connect(user: str) -> Connection:
+        name, password = read_credentials(secured.credentials.file(user))
+        connection = Connection(NatsClient())
+
+        async def on_error(exc: Exception) -> None:
+            connection.errors.append(str(exc))
+
+        await connection.nc.connect(
+            secured.server.url,
+            user=name,
+            password=password,
+            inbox_prefix=f"_INBOX_{name}",
+            error_cb=on_error,
+            allow_reconnect=False,
+        )
+        opened.append(connection.nc)
+        return connection
+
+    yield connect
+    for nc in opened:
+        await nc.close()
+
+
+@pytest.fixture
+async def bus_as(secured: Secured) -> AsyncIterator:
+    """``await bus_as("node-1")``: a Bus logged in with that user's credentials file."""
+    opened: list[Bus] = []
+
+    async def connect(user: str) -> Bus:
+        bus = await Bus.connect(
+            secured.server.url, prefix=secured.prefix, credentials=secured.credentials.file(user)
+        )
+        opened.append(bus)
+        return bus
+
+    yield connect
+    for bus in opened:
+        await bus.close()
+
+
+class FakeToken(Actor):
+    """Serves token's address with the token user's credentials."""
+
+    name = "token"
+
+    @handler
+    async def issue(self) -> str:
+        return "issued"
+
+    @handler
+    async def create_project(self) -> str:
+        return "created"
+
+
+def test_credentials_are_private_made_once_and_reused(tmp_path: Path) -> None:
+    first = prepare(tmp_path, PROCESSES, "aiostack")
+    directory = tmp_path / "credentials"
+    assert first.directory == directory
+    assert directory.stat().st_mode & 0o777 == 0o700
+    files = sorted(directory.iterdir())
+    assert {f.name for f in files} == {f"{p.user}.json" for p in PROCESSES} | {
+        "admin.json",
+        "authorization.conf",
+    }
+    assert all(f.stat().st_mode & 0o777 == 0o600 for f in files)
+    passwords = {f.name: f.read_text() for f in files if f.suffix == ".json"}
+    assert len({json.loads(text)["password"] for text in passwords.values()}) == len(passwords)
+    again = prepare(tmp_path, PROCESSES, "aiostack")
+    assert {f.name: f.read_text() for f in directory.iterdir() if f.suffix == ".json"} == passwords
+    assert again.authorization == first.authorization
+
+
+async def test_server_config_holding_passwords_is_private(secured: Secured) -> None:
+    config = secured.server.data_dir / "nats-server.conf"
+    assert config.stat().st_mode & 0o777 == 0o600
+    assert read_credentials(secured.credentials.file(ADMIN))[1] in config.read_text()
+
+
+async def test_node_cannot_publish_another_kinds_events(connect_as) -> None:
+    admin = await connect_as(ADMIN)
+    seen: list[str] = []
+
+    async def on_event(msg: Msg) -> None:
+        seen.append(msg.subject)
+
+    await admin.nc.subscribe("aiostack.evt.>", cb=on_event)
+    await admin.nc.flush()
+    node = await connect_as("node-1")
+    await node.nc.publish("aiostack.evt.instance.x.y", b"forged")
+    await node.nc.publish("aiostack.evt.domain.x.y", b"allowed")
+    await node.nc.flush()
+    assert 'publish to "aiostack.evt.instance.x.y"' in await node.violation("aiostack.evt.instance.x.y")
+    async with asyncio.timeout(5):
+        while not seen:
+            await asyncio.sleep(0.01)
+    await admin.nc.flush()
+    assert seen == ["aiostack.evt.domain.x.y"]  # same publisher: the refused one would have come first
+
+
+async def test_node_cannot_listen_to_another_node_or_its_replies(connect_as) -> None:
+    node = await connect_as("node-1")
+    received: list[str] = []
+
+    async def on_message(msg: Msg) -> None:
+        received.append(msg.subject)
+
+    await node.nc.subscribe("aiostack.rpc.node.node-2.>", cb=on_message)
+    await node.nc.subscribe("_INBOX_conductor.>", cb=on_message)
+    await node.nc.subscribe("aiostack.rpc.node.node-1.*", queue="node.node-1", cb=on_message)
+    await node.violation("aiostack.rpc.node.node-2.>")
+    await node.violation("_INBOX_conductor.>")
+    admin = await connect_as(ADMIN)
+    for subject in (
+        "aiostack.rpc.node.node-2.ping",
+        "_INBOX_conductor.abc.1",
+        "aiostack.rpc.node.node-1.ping",
+    ):
+        await admin.nc.publish(subject, b"x")
+    await admin.nc.flush()
+    async with asyncio.timeout(5):
+        while not received:
+            await asyncio.sleep(0.01)
+    await node.nc.flush()
+    assert received == ["aiostack.rpc.node.node-1.ping"]
+
+
+async def test_a_served_subject_needs_its_queue_group(connect_as) -> None:
+    conductor = await connect_as("conductor")
+    await conductor.nc.subscribe("aiostack.rpc.conductor.*")
+    plain = await conductor.violation('subscription to "aiostack.rpc.conductor.*"')
+    assert "queue" not in plain
+    await conductor.nc.subscribe("aiostack.rpc.conductor.*", queue="intruders")
+    await conductor.violation('using queue "intruders"')
+    await conductor.nc.subscribe("aiostack.rpc.conductor.*", queue="conductor")
+    await conductor.nc.flush()
+    assert len(conductor.errors) == 2
+
+
+async def test_node_cannot_call_token_but_the_gateway_can(connect_as, bus_as) -> None:
+    token = FakeToken(await bus_as("token"))
+    await token.start()
+    try:
+        node = await connect_as("node-1")
+        for method in ("issue", "create_project"):
+            await node.nc.publish(f"aiostack.rpc.token.{method}", b"", reply="_INBOX_node-1.x.1")
+            await node.violation(f"aiostack.rpc.token.{method}")
+        node_bus = await bus_as("node-1")
+        with pytest.raises(CallTimeout):
+            await node_bus.call("token.issue", timeout=0.5)
+        gateway = await bus_as("gateway")
+        assert await gateway.call("token.issue") == "issued"
+        assert await gateway.call("token.create_project") == "created"
+    finally:
+        await token.stop()
+
+
+async def test_processes_answer_each_other_through_their_own_inboxes(bus_as) -> None:
+    class Conductor(Actor):
+        name = "conductor"
+
+    conductor = Conductor(await bus_as("conductor"))
+    await conductor.start()
+    try:
+        node = await bus_as("node-1")
+        assert node._inbox_prefix.startswith("_INBOX_node-1.")
+        assert (await node.call("conductor.ping"))["address"] == "conductor"
+        assert await node.publish_event("evt.domain.p.i", {"event": "STARTED"}) == 1
+        assert await conductor.bus.publish_event("evt.instance.p.i", {"status": "ACTIVE"}) == 2
+        with pytest.raises(CallTimeout):
+            await conductor.bus.publish_event("evt.port.p.i", {"forged": True}, timeout=0.5)
+    finally:
+        await conductor.stop()
+
+
+async def test_gateway_reads_the_event_stream_but_cannot_call_nodes(connect_as, bus_as) -> None:
+    node_bus = await bus_as("node-1")
+    for number in range(3):
+        await node_bus.publish_event(f"evt.domain.p.i{number}", {"n": number})
+    gateway = await connect_as("gateway")
+    subscription = await gateway.nc.jetstream().subscribe("aiostack.evt.>", ordered_consumer=True)
+    subjects = [(await subscription.next_msg(timeout=5)).subject for _ in range(3)]
+    assert subjects == [f"aiostack.evt.domain.p.i{n}" for n in range(3)]
+    assert (await subscription.consumer_info()).num_pending == 0
+    await subscription.unsubscribe()
+    await gateway.nc.publish("aiostack.rpc.node.node-1.ping", b"")
+    await gateway.violation("aiostack.rpc.node.node-1.ping")
+    assert not [e for e in gateway.errors if "$JS" in e]
+
+
+async def test_wrong_password_or_none_is_refused_at_connect(secured: Secured, tmp_path: Path) -> None:
+    wrong = tmp_path / "wrong.json"
+    wrong.write_text(json.dumps({"user": "node-1", "password": "not-the-password"}))
+    async with asyncio.timeout(10):
+        with pytest.raises(BusAuthFailed, match="refused the credentials"):
+            await Bus.connect(secured.server.url, credentials=wrong)
+        with pytest.raises(BusAuthFailed):
+            await Bus.connect(secured.server.url)
+        with pytest.raises(nats.errors.Error, match="Authorization Violation"):
+            await nats.connect(secured.server.url, user="node-1", password="nope", allow_reconnect=False)

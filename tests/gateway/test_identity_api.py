@@ -1,0 +1,450 @@
+"""Keystone v3 routes over real HTTP: login methods and scopes, token validation and revocation,
+projects, users, groups, roles, role assignments, application credentials, 403s and 400s."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+
+from actors.token import TokenActor
+from tests.conftest import ADMIN_PASSWORD
+from tests.helpers import DEMO_PASSWORD, Api
+
+V3 = "/identity/v3"
+ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
+AUTH_FAILED = "The request you have made requires authentication."
+
+
+@pytest.fixture
+async def admin(start_actor, config, api: Api) -> Api:
+    """The token actor behind the gateway, and ``api`` logged in as the admin."""
+    await start_actor(TokenActor, config)
+    await api.login("admin", ADMIN_PASSWORD)
+    return api
+
+
+@pytest.fixture
+async def member(admin: Api) -> Api:
+    client = Api(admin.session, admin.base_url)
+    await client.login("demo", DEMO_PASSWORD)
+    return client
+
+
+def password_auth(user: dict[str, Any], password: str, scope: Any = None) -> dict[str, Any]:
+    auth: dict[str, Any] = {
+        "identity": {"methods": ["password"], "password": {"user": {**user, "password": password}}}
+    }
+    if scope is not None:
+        auth["scope"] = scope
+    return {"auth": auth}
+
+
+async def issue(api: Api, body: dict[str, Any]) -> tuple[int, Any, str | None]:
+    async with api.session.post(f"{api.base_url}{V3}/auth/tokens", json=body) as response:
+        return response.status, await response.json(), response.headers.get("X-Subject-Token")
+
+
+def identity_error(body: Any, code: int) -> str:
+    assert set(body) == {"error"} and body["error"]["code"] == code, body
+    assert body["error"]["title"] and body["error"]["message"], body
+    return body["error"]["message"]
+
+
+async def user_id(admin: Api, name: str) -> str:
+    status, body = await admin.get(f"{V3}/users?name={name}")
+    assert status == 200, body
+    return body["users"][0]["id"]
+
+
+async def subject(api: Api, method: str, token: str) -> tuple[int, Any]:
+    return await api.request(method, f"{V3}/auth/tokens", headers={"X-Subject-Token": token})
+
+
+# -- tokens -----------------------------------------------------------------------------------
+
+
+async def test_password_login_by_name_or_id_and_each_scope(admin: Api) -> None:
+    default = {"domain": {"id": "default"}}
+    status, body, token = await issue(
+        admin,
+        password_auth(
+            {"name": "demo", **default},
+            DEMO_PASSWORD,
+            {"project": {"name": "demo", "domain": {"name": "Default"}}},
+        ),
+    )
+    assert status == 201 and token
+    doc = body["token"]
+    assert doc["methods"] == ["password"] and len(doc["audit_ids"]) == 1
+    assert doc["user"]["name"] == "demo" and doc["user"]["domain"] == {"id": "default", "name": "Default"}
+    assert ISO_Z.match(doc["issued_at"]) and ISO_Z.match(doc["expires_at"])
+    assert doc["project"]["name"] == "demo" and doc["is_domain"] is False
+    assert [r["name"] for r in doc["roles"]] == ["member"] and doc["roles"][0]["id"]
+    assert {entry["type"] for entry in doc["catalog"]} >= {"identity", "compute", "image", "network"}
+
+    status, body, _ = await issue(
+        admin,
+        password_auth({"id": doc["user"]["id"]}, DEMO_PASSWORD, {"project": {"id": doc["project"]["id"]}}),
+    )
+    assert status == 201 and body["token"]["project"]["id"] == doc["project"]["id"]
+    status, body, _ = await issue(
+        admin, password_auth({"name": "demo", **default}, DEMO_PASSWORD, "unscoped")
+    )
+    assert status == 201 and "project" not in body["token"] and "catalog" not in body["token"]
+
+
+async def test_every_login_failure_is_the_same_401(admin: Api) -> None:
+    messages = set()
+    for body in (
+        password_auth({"name": "demo"}, "wrong"),
+        password_auth({"name": "nobody"}, "wrong"),
+        password_auth({"name": "demo", "domain": {"id": "elsewhere"}}, DEMO_PASSWORD),
+        password_auth({"name": "demo"}, DEMO_PASSWORD, {"project": {"name": "admin"}}),
+        password_auth({"name": "demo"}, DEMO_PASSWORD, {"project": {"id": "nope"}}),
+    ):
+        status, answer, token = await issue(admin, body)
+        assert status == 401 and token is None
+        messages.add(identity_error(answer, 401))
+    assert messages == {AUTH_FAILED}
+
+
+async def test_rescope_with_the_token_method(admin: Api) -> None:
+    _, body, unscoped = await issue(admin, password_auth({"name": "demo"}, DEMO_PASSWORD, "unscoped"))
+    assert unscoped
+    status, scoped, token = await issue(
+        admin,
+        {
+            "auth": {
+                "identity": {"methods": ["token"], "token": {"id": unscoped}},
+                "scope": {"project": {"name": "demo", "domain": {"id": "default"}}},
+            }
+        },
+    )
+    assert status == 201 and token and token != unscoped
+    assert scoped["token"]["methods"] == ["token", "password"]
+    assert scoped["token"]["audit_ids"][1] == body["token"]["audit_ids"][0]
+    assert scoped["token"]["expires_at"] <= body["token"]["expires_at"]
+    status, _, _ = await issue(
+        admin,
+        {
+            "auth": {
+                "identity": {"methods": ["token"], "token": {"id": "garbage"}},
+                "scope": {"project": {"name": "demo"}},
+            }
+        },
+    )
+    assert status == 401
+
+
+async def test_validate_check_and_revoke_a_token(admin: Api, member: Api) -> None:
+    demo_token = member.headers["X-Auth-Token"]
+    status, body = await subject(admin, "GET", demo_token)
+    assert status == 200, body
+    doc = body["token"]
+    assert doc["user"]["name"] == "demo" and doc["methods"] == ["password"]
+    assert doc["roles"][0]["name"] == "member" and doc["roles"][0]["id"]
+    assert ISO_Z.match(doc["expires_at"]) and doc["catalog"]
+    assert (await subject(member, "GET", demo_token))[0] == 200  # one's own token
+    assert (await subject(member, "HEAD", demo_token))[0] == 200
+    status, body = await subject(member, "GET", admin.headers["X-Auth-Token"])
+    assert status == 403 and identity_error(body, 403)
+    assert (await subject(member, "DELETE", admin.headers["X-Auth-Token"]))[0] == 403
+    status, body = await subject(admin, "GET", "not-a-token")
+    assert status == 404 and identity_error(body, 404)
+    assert (await subject(admin, "HEAD", "not-a-token"))[0] == 404
+
+    _, _, other = await issue(admin, password_auth({"name": "demo"}, DEMO_PASSWORD))
+    assert other
+    assert (await subject(member, "DELETE", other))[0] == 204
+    assert (await subject(admin, "GET", other))[0] == 404
+    assert (await subject(admin, "DELETE", other))[0] == 404
+    assert (await subject(admin, "GET", demo_token))[0] == 200
+    assert (await member.delete(f"{V3}/auth/tokens", headers={"X-Subject-Token": demo_token}))[0] == 204
+    assert (await member.get(f"{V3}/auth/tokens", headers={"X-Subject-Token": demo_token}))[0] == 401
+
+
+# -- projects, users, groups, roles -------------------------------------------------------------
+
+
+async def test_project_crud_shapes(admin: Api) -> None:
+    status, body = await admin.post(
+        f"{V3}/projects", {"project": {"name": "ops", "description": "operations"}}
+    )
+    assert status == 201, body
+    project = body["project"]
+    assert project["domain_id"] == "default" and project["enabled"] is True and project["is_domain"] is False
+    assert project["links"]["self"].endswith(f"{V3}/projects/{project['id']}")
+    status, body = await admin.get(f"{V3}/projects")
+    assert status == 200 and {p["name"] for p in body["projects"]} == {"admin", "demo", "ops"}
+    assert body["links"]["next"] is None and body["links"]["previous"] is None and body["links"]["self"]
+    status, body = await admin.get(f"{V3}/projects?name=ops")
+    assert [p["id"] for p in body["projects"]] == [project["id"]]
+    status, body = await admin.get(f"{V3}/projects/{project['id']}")
+    assert status == 200 and body["project"] == project
+    status, body = await admin.request(
+        "PATCH", f"{V3}/projects/{project['id']}", json={"project": {"enabled": False}}
+    )
+    assert status == 200 and body["project"]["enabled"] is False
+    status, body = await admin.get(f"{V3}/projects?enabled=false")
+    assert [p["name"] for p in body["projects"]] == ["ops"]
+    assert (await admin.delete(f"{V3}/projects/{project['id']}"))[0] == 204
+    status, body = await admin.get(f"{V3}/projects/{project['id']}")
+    assert status == 404 and identity_error(body, 404)
+    status, body = await admin.get(f"{V3}/domains/default")
+    assert status == 200 and body["domain"]["name"] == "Default"
+
+
+async def test_user_crud_and_disabling_stops_its_token(admin: Api) -> None:
+    status, body = await admin.get(f"{V3}/projects?name=demo")
+    demo_project = body["projects"][0]["id"]
+    status, body = await admin.post(
+        f"{V3}/users",
+        {
+            "user": {
+                "name": "frank",
+                "password": "pw-frank",
+                "default_project_id": demo_project,
+                "domain_id": "default",
+            }
+        },
+    )
+    assert status == 201, body
+    user = body["user"]
+    assert user["default_project_id"] == demo_project and user["enabled"] is True
+    assert "password" not in user and user["links"]["self"].endswith(f"/users/{user['id']}")
+    assert (await admin.put(f"{V3}/projects/{demo_project}/users/{user['id']}/roles/member"))[0] == 204
+    frank = Api(admin.session, admin.base_url)
+    token = await frank.login("frank", "pw-frank", project="demo")
+    status, body = await admin.request("PATCH", f"{V3}/users/{user['id']}", json={"user": {"enabled": False}})
+    assert status == 200 and body["user"]["enabled"] is False
+    assert (await subject(admin, "GET", token))[0] == 404
+    status, _, _ = await issue(admin, password_auth({"name": "frank"}, "pw-frank"))
+    assert status == 401
+    status, body = await admin.request(
+        "PATCH", f"{V3}/users/{user['id']}", json={"user": {"enabled": True, "password": "pw-new"}}
+    )
+    assert status == 200
+    assert (await issue(admin, password_auth({"name": "frank"}, "pw-new")))[0] == 201
+    status, body = await admin.get(f"{V3}/users")
+    assert {u["name"] for u in body["users"]} == {"admin", "demo", "frank"}
+    assert (await admin.delete(f"{V3}/users/{user['id']}"))[0] == 204
+    assert (await admin.get(f"{V3}/users/{user['id']}"))[0] == 404
+
+
+async def test_groups_membership_and_group_roles(admin: Api) -> None:
+    demo = await user_id(admin, "demo")
+    status, body = await admin.post(f"{V3}/groups", {"group": {"name": "ops", "description": "on call"}})
+    assert status == 201, body
+    group = body["group"]
+    assert group["links"]["self"].endswith(f"/groups/{group['id']}") and group["domain_id"] == "default"
+    membership = f"{V3}/groups/{group['id']}/users/{demo}"
+    assert (await admin.request("HEAD", membership))[0] == 404
+    assert (await admin.put(membership))[0] == 204
+    assert (await admin.request("HEAD", membership))[0] == 204
+    assert (await admin.get(membership))[0] == 204
+    status, body = await admin.get(f"{V3}/groups/{group['id']}/users")
+    assert status == 200 and [u["name"] for u in body["users"]] == ["demo"]
+    status, body = await admin.get(f"{V3}/users/{demo}/groups")
+    assert [g["name"] for g in body["groups"]] == ["ops"]
+
+    _, body = await admin.post(f"{V3}/projects", {"project": {"name": "pager"}})
+    pager = body["project"]["id"]
+    assert (await issue(admin, password_auth({"name": "demo"}, DEMO_PASSWORD, {"project": {"id": pager}})))[
+        0
+    ] == 401
+    grant = f"{V3}/projects/{pager}/groups/{group['id']}/roles/reader"
+    assert (await admin.put(grant))[0] == 204
+    assert (await admin.request("HEAD", grant))[0] == 204
+    status, body, _ = await issue(
+        admin, password_auth({"name": "demo"}, DEMO_PASSWORD, {"project": {"id": pager}})
+    )
+    assert status == 201 and [r["name"] for r in body["token"]["roles"]] == ["reader"]
+    status, body = await admin.get(f"{V3}/projects/{pager}/groups/{group['id']}/roles")
+    assert [r["name"] for r in body["roles"]] == ["reader"]
+    status, body = await admin.request(
+        "PATCH", f"{V3}/groups/{group['id']}", json={"group": {"name": "oncall"}}
+    )
+    assert status == 200 and body["group"]["name"] == "oncall"
+    assert (await admin.delete(membership))[0] == 204
+    assert (await admin.delete(membership))[0] == 404
+    assert (await admin.delete(f"{V3}/groups/{group['id']}"))[0] == 204
+    assert (await admin.get(f"{V3}/groups"))[1]["groups"] == []
+
+
+async def test_roles_and_role_assignments(admin: Api) -> None:
+    status, body = await admin.get(f"{V3}/roles")
+    assert status == 200 and {r["name"] for r in body["roles"]} >= {"admin", "member", "reader"}
+    status, body = await admin.post(f"{V3}/roles", {"role": {"name": "auditor"}})
+    assert status == 201 and body["role"]["name"] == "auditor"
+    role = body["role"]
+    assert (await admin.get(f"{V3}/roles/{role['id']}"))[1]["role"]["id"] == role["id"]
+    demo = await user_id(admin, "demo")
+    _, body = await admin.get(f"{V3}/projects?name=demo")
+    project = body["projects"][0]["id"]
+    path = f"{V3}/projects/{project}/users/{demo}/roles/{role['id']}"
+    assert (await admin.request("HEAD", path))[0] == 404
+    assert (await admin.put(path))[0] == 204
+    assert (await admin.request("HEAD", path))[0] == 204
+    status, body = await admin.get(f"{V3}/projects/{project}/users/{demo}/roles")
+    assert {r["name"] for r in body["roles"]} == {"auditor", "member"}
+    status, body = await admin.get(f"{V3}/role_assignments?user.id={demo}&scope.project.id={project}")
+    assert status == 200, body
+    assignments = body["role_assignments"]
+    assert {a["role"]["id"] for a in assignments} >= {role["id"]}
+    one = next(a for a in assignments if a["role"]["id"] == role["id"])
+    assert one["user"] == {"id": demo} and one["scope"] == {"project": {"id": project}}
+    assert one["links"]["assignment"].endswith(path)
+    status, body = await admin.get(f"{V3}/role_assignments?role.id={role['id']}&include_names")
+    assert [a["role"]["name"] for a in body["role_assignments"]] == ["auditor"]
+    assert (await admin.delete(path))[0] == 204
+    assert (await admin.delete(path))[0] == 404
+    status, body = await admin.get(f"{V3}/role_assignments?effective&group.id=x")
+    assert status == 400 and identity_error(body, 400)
+
+
+async def test_application_credentials_over_rest(admin: Api, member: Api) -> None:
+    demo = await user_id(admin, "demo")
+    _, body = await admin.get(f"{V3}/projects?name=demo")
+    project = body["projects"][0]["id"]
+    assert (await admin.put(f"{V3}/projects/{project}/users/{demo}/roles/reader"))[0] == 204
+    creds = f"{V3}/users/{demo}/application_credentials"
+    status, body = await member.post(
+        creds, {"application_credential": {"name": "ci", "roles": [{"name": "reader"}], "expires_at": None}}
+    )
+    assert status == 201, body
+    cred = body["application_credential"]
+    assert cred["secret"] and cred["project_id"] == project and cred["unrestricted"] is False
+    assert [r["name"] for r in cred["roles"]] == ["reader"] and cred["expires_at"] is None
+    status, body = await member.get(creds)
+    assert status == 200 and [c["id"] for c in body["application_credentials"]] == [cred["id"]]
+    assert "secret" not in body["application_credentials"][0]
+    assert (await member.get(f"{creds}/{cred['id']}"))[1]["application_credential"]["name"] == "ci"
+
+    login = {
+        "auth": {
+            "identity": {
+                "methods": ["application_credential"],
+                "application_credential": {"id": cred["id"], "secret": cred["secret"]},
+            }
+        }
+    }
+    status, body, token = await issue(member, login)
+    assert status == 201 and token
+    assert body["token"]["methods"] == ["application_credential"]
+    assert [r["name"] for r in body["token"]["roles"]] == ["reader"]
+    assert body["token"]["application_credential"]["id"] == cred["id"]
+    status, body = await subject(admin, "GET", token)
+    assert status == 200 and body["token"]["application_credential"]["id"] == cred["id"]
+
+    admin_id = await user_id(admin, "admin")
+    status, body = await member.post(
+        f"{V3}/users/{admin_id}/application_credentials", {"application_credential": {"name": "x"}}
+    )
+    assert status == 403 and identity_error(body, 403)
+    assert (await member.get(f"{V3}/users/{admin_id}/application_credentials"))[0] == 403
+    status, body = await member.post(
+        creds, {"application_credential": {"name": "y", "roles": [{"name": "admin"}]}}
+    )
+    assert status == 403
+    assert (await member.delete(f"{creds}/{cred['id']}"))[0] == 204
+    assert (await member.delete(f"{creds}/{cred['id']}"))[0] == 404
+    assert (await issue(member, login))[0] == 401
+    assert (await subject(admin, "GET", token))[0] == 404
+
+
+# -- refusals -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("GET", "/projects", None),
+        ("POST", "/projects", {"project": {"name": "sneaky"}}),
+        ("GET", "/projects/PROJECT", None),
+        ("PATCH", "/projects/PROJECT", {"project": {"enabled": False}}),
+        ("DELETE", "/projects/PROJECT", None),
+        ("GET", "/users", None),
+        ("POST", "/users", {"user": {"name": "sneaky", "password": "pw"}}),
+        ("PATCH", "/users/USER", {"user": {"password": "mine"}}),
+        ("DELETE", "/users/USER", None),
+        ("GET", "/groups", None),
+        ("POST", "/groups", {"group": {"name": "sneaky"}}),
+        ("GET", "/roles", None),
+        ("POST", "/roles", {"role": {"name": "boss"}}),
+        ("PUT", "/projects/PROJECT/users/USER/roles/admin", None),
+        ("DELETE", "/projects/PROJECT/users/USER/roles/member", None),
+        ("GET", "/role_assignments", None),
+        ("GET", "/domains", None),
+    ],
+)
+async def test_a_member_gets_403_on_admin_paths(
+    admin: Api, member: Api, method: str, path: str, body: Any
+) -> None:
+    _, projects = await admin.get(f"{V3}/projects?name=demo")
+    path = path.replace("PROJECT", projects["projects"][0]["id"]).replace(
+        "USER", await user_id(admin, "demo")
+    )
+    status, answer = await member.request(method, V3 + path, **({"json": body} if body else {}))
+    assert status == 403, answer
+    assert identity_error(answer, 403)
+    assert (await admin.get(f"{V3}/projects?name=sneaky"))[1]["projects"] == []
+    assert (await subject(admin, "GET", member.headers["X-Auth-Token"]))[0] == 200
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("POST", "/projects", {"project": {"name": ""}}),
+        ("POST", "/projects", {"project": {"name": "x" * 300}}),
+        ("POST", "/projects", {"project": {"name": "ok", "enabled": "yes"}}),
+        ("POST", "/projects", {"project": {"name": "ok", "domain_id": "elsewhere"}}),
+        ("POST", "/projects", {"project": "ok"}),
+        ("POST", "/projects", {"name": "ok"}),
+        ("PATCH", "/projects/PROJECT", {"project": {"name": "renamed", "enabled": "no"}}),
+        ("PATCH", "/projects/PROJECT", {"project": {"name": None}}),
+        ("POST", "/users", {"user": {"name": "ok", "password": 5}}),
+        ("PATCH", "/users/USER", {"user": {"name": "renamed", "enabled": 0}}),
+        ("POST", "/groups", {"group": {"name": ["x"]}}),
+        ("POST", "/roles", {"role": {}}),
+        ("POST", "/auth/tokens", {"auth": "nonsense"}),
+        ("POST", "/auth/tokens", {"auth": {"identity": {"methods": "password"}}}),
+        ("POST", "/auth/tokens", {"auth": {"identity": {"methods": ["password"], "password": {"user": {}}}}}),
+        ("POST", "/auth/tokens", {"auth": {"identity": {"methods": ["token"], "token": {}}}}),
+        ("POST", "/auth/tokens", {"auth": {"identity": {"methods": ["application_credential"]}}}),
+        (
+            "POST",
+            "/auth/tokens",
+            {
+                "auth": {
+                    "identity": {
+                        "methods": ["password"],
+                        "password": {"user": {"name": "demo", "password": "x"}},
+                    },
+                    "scope": {"domain": {"id": "default"}},
+                }
+            },
+        ),
+    ],
+)
+async def test_bad_input_is_400_with_a_message_and_changes_nothing(
+    admin: Api, method: str, path: str, body: Any
+) -> None:
+    _, projects = await admin.get(f"{V3}/projects?name=demo")
+    path = path.replace("PROJECT", projects["projects"][0]["id"]).replace(
+        "USER", await user_id(admin, "demo")
+    )
+    before = [(await admin.get(f"{V3}/{kind}"))[1][kind] for kind in ("projects", "users", "groups", "roles")]
+    status, answer = await admin.request(method, V3 + path, json=body)
+    assert status == 400, answer
+    assert identity_error(answer, 400)
+    after = [(await admin.get(f"{V3}/{kind}"))[1][kind] for kind in ("projects", "users", "groups", "roles")]
+    assert after == before
+
+
+async def test_unparsable_json_and_unsupported_methods(admin: Api) -> None:
+    status, body = await admin.request("POST", f"{V3}/projects", data=b"{not json")
+    assert status == 400 and identity_error(body, 400)
+    status, body, _ = await issue(admin, {"auth": {"identity": {"methods": ["totp"], "totp": {}}}})
+    assert status == 401 and identity_error(body, 401)
