@@ -91,7 +91,7 @@ class IdentityAdmin:
 
     # -- projects ---------------------------------------------------------------------------
 
-    @handler
+    @handler(policy="identity:admin")
     async def create_project(
         self, name: str, description: str = "", enabled: bool = True, domain_id: str | None = None
     ) -> dict[str, Any]:
@@ -122,7 +122,7 @@ class IdentityAdmin:
         )
         return project
 
-    @handler
+    @handler(policy="identity:admin")
     async def list_projects(
         self, name: str | None = None, enabled: bool | None = None
     ) -> list[dict[str, Any]]:
@@ -139,13 +139,13 @@ class IdentityAdmin:
         )
         return [_enabled(row) for row in rows]  # type: ignore[misc]
 
-    @handler
+    @handler(policy="identity:admin")
     async def get_project(self, project_id: str) -> dict[str, Any]:
         """:raises NotFound: no such project. :raises Forbidden: not an admin."""
         self._require_admin()
         return await self._find("projects", project_id, PROJECT_COLUMNS)
 
-    @handler
+    @handler(policy="identity:admin")
     async def update_project(
         self,
         project_id: str,
@@ -173,7 +173,7 @@ class IdentityAdmin:
             await self._revoke("project", project["id"])
         return {**project, **changes}
 
-    @handler
+    @handler(policy="identity:admin")
     async def delete_project(self, project_id: str) -> None:
         """Delete a project, its assignments and application credentials; revoke its tokens.
 
@@ -193,7 +193,7 @@ class IdentityAdmin:
 
     # -- users ------------------------------------------------------------------------------
 
-    @handler
+    @handler(policy="identity:admin")
     async def create_user(
         self,
         name: str,
@@ -244,7 +244,7 @@ class IdentityAdmin:
         )
         return user
 
-    @handler
+    @handler(policy="identity:admin")
     async def list_users(self, name: str | None = None, enabled: bool | None = None) -> list[dict[str, Any]]:
         """Users by name (never their password hashes).
 
@@ -259,13 +259,13 @@ class IdentityAdmin:
         )
         return [_enabled(row) for row in rows]  # type: ignore[misc]
 
-    @handler
+    @handler(policy="identity:admin")
     async def get_user(self, user_id: str) -> dict[str, Any]:
         """:raises NotFound: no such user. :raises Forbidden: not an admin."""
         self._require_admin()
         return await self._find("users", user_id, USER_COLUMNS)
 
-    @handler
+    @handler(policy="identity:admin")
     async def update_user(
         self,
         user_id: str,
@@ -304,7 +304,7 @@ class IdentityAdmin:
         changes.pop("password_hash", None)
         return {**user, **changes}
 
-    @handler
+    @handler(policy="identity:admin")
     async def delete_user(self, user_id: str) -> None:
         """Delete a user, its assignments, memberships and application credentials.
 
@@ -317,7 +317,7 @@ class IdentityAdmin:
 
     # -- groups -----------------------------------------------------------------------------
 
-    @handler
+    @handler(policy="identity:admin")
     async def create_group(
         self, name: str, description: str = "", domain_id: str | None = None
     ) -> dict[str, Any]:
@@ -340,7 +340,7 @@ class IdentityAdmin:
         )
         return group
 
-    @handler
+    @handler(policy="identity:admin")
     async def list_groups(self, name: str | None = None) -> list[dict[str, Any]]:
         """:raises Forbidden: not an admin."""
         self._require_admin()
@@ -349,13 +349,13 @@ class IdentityAdmin:
             {"name": name},
         )
 
-    @handler
+    @handler(policy="identity:admin")
     async def get_group(self, group_id: str) -> dict[str, Any]:
         """:raises NotFound: no such group. :raises Forbidden: not an admin."""
         self._require_admin()
         return await self._find("user_groups", group_id, GROUP_COLUMNS)
 
-    @handler
+    @handler(policy="identity:admin")
     async def update_group(
         self, group_id: str, name: str | None = None, description: str | None = None
     ) -> dict[str, Any]:
@@ -372,7 +372,7 @@ class IdentityAdmin:
         await self._update("user_groups", group["id"], changes)
         return {**group, **changes}
 
-    @handler
+    @handler(policy="identity:admin")
     async def delete_group(self, group_id: str) -> None:
         """Delete a group, its memberships and role assignments.
 
@@ -382,7 +382,7 @@ class IdentityAdmin:
         group = await self._find("user_groups", group_id, "id")
         await self.store.execute("DELETE FROM user_groups WHERE id = ?", (group["id"],))
 
-    @handler
+    @handler(policy="identity:admin")
     async def add_user_to_group(self, group_id: str, user_id: str) -> None:
         """:raises Forbidden: not an admin. :raises NotFound: no such group or user."""
         self._require_admin()
@@ -392,7 +392,7 @@ class IdentityAdmin:
             "INSERT OR IGNORE INTO group_members (group_id, user_id) VALUES (?, ?)", (group["id"], user["id"])
         )
 
-    @handler
+    @handler(policy="identity:admin")
     async def remove_user_from_group(self, group_id: str, user_id: str) -> None:
         """:raises Forbidden: not an admin. :raises NotFound: no such group, user or membership."""
         self._require_admin()
@@ -404,7 +404,7 @@ class IdentityAdmin:
         if not removed:
             raise NotFound(f"User {user_id} is not a member of group {group_id}.")
 
-    @handler
+    @handler(policy="identity:admin")
     async def check_user_in_group(self, group_id: str, user_id: str) -> bool:
         """:raises Forbidden: not an admin. :raises NotFound: no such group or user."""
         self._require_admin()
@@ -416,7 +416,7 @@ class IdentityAdmin:
             )
         )
 
-    @handler
+    @handler(policy="identity:admin")
     async def list_group_users(self, group_id: str) -> list[dict[str, Any]]:
         """:raises Forbidden: not an admin. :raises NotFound: no such group."""
         self._require_admin()
@@ -429,7 +429,7 @@ class IdentityAdmin:
         )
         return [_enabled(row) for row in rows]  # type: ignore[misc]
 
-    @handler
+    @handler(policy="identity:admin")
     async def list_user_groups(self, user_id: str) -> list[dict[str, Any]]:
         """:raises Forbidden: not an admin. :raises NotFound: no such user."""
         self._require_admin()
@@ -443,7 +443,7 @@ class IdentityAdmin:
 
     # -- roles and assignments ------------------------------------------------------------
 
-    @handler
+    @handler(policy="identity:admin")
     async def list_roles(self, name: str | None = None) -> list[dict[str, Any]]:
         """:raises Forbidden: not an admin."""
         self._require_admin()
@@ -452,7 +452,7 @@ class IdentityAdmin:
             {"name": name},
         )
 
-    @handler
+    @handler(policy="identity:admin")
     async def create_role(self, name: str, description: str = "") -> dict[str, Any]:
         """:raises Forbidden: not an admin. :raises InvalidRequest: bad values.
         :raises Conflict: the name is taken."""
@@ -468,13 +468,13 @@ class IdentityAdmin:
         )
         return role
 
-    @handler
+    @handler(policy="identity:admin")
     async def get_role(self, role_id: str) -> dict[str, Any]:
         """:raises NotFound: no such role. :raises Forbidden: not an admin."""
         self._require_admin()
         return await self._find("roles", role_id, "id, name, description")
 
-    @handler
+    @handler(policy="identity:admin")
     async def grant_role(self, user: str, project: str, role: str) -> None:
         """Give ``user`` the ``role`` on ``project``.
 
@@ -483,7 +483,7 @@ class IdentityAdmin:
         self._require_admin()
         await self._assign("assignments", "user_id", await self._find("users", user, "id"), project, role)
 
-    @handler
+    @handler(policy="identity:admin")
     async def revoke_role(self, user: str, project: str, role: str) -> None:
         """Take ``role`` on ``project`` from ``user`` (its tokens lose the role at once).
 
@@ -492,7 +492,7 @@ class IdentityAdmin:
         self._require_admin()
         await self._unassign("assignments", "user_id", await self._find("users", user, "id"), project, role)
 
-    @handler
+    @handler(policy="identity:admin")
     async def grant_group_role(self, group: str, project: str, role: str) -> None:
         """Give every member of ``group`` the ``role`` on ``project``.
 
@@ -502,7 +502,7 @@ class IdentityAdmin:
         target = await self._find("user_groups", group, "id")
         await self._assign("group_assignments", "group_id", target, project, role)
 
-    @handler
+    @handler(policy="identity:admin")
     async def revoke_group_role(self, group: str, project: str, role: str) -> None:
         """:raises Forbidden: not an admin.
         :raises NotFound: no such group, project, role or assignment."""
@@ -533,7 +533,7 @@ class IdentityAdmin:
         if not removed:
             raise NotFound(f"Could not find role assignment of {role} on project {project}.")
 
-    @handler
+    @handler(policy="identity:admin")
     async def list_role_assignments(
         self,
         user_id: str | None = None,
