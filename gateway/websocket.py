@@ -24,12 +24,13 @@ import asyncio
 import contextlib
 import json
 import logging
+import weakref
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from aiohttp import web
+from aiohttp import WSCloseCode, web
 from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
@@ -44,6 +45,7 @@ CLOSE_SLOW_CONSUMER = 4008
 CLOSE_RESUME_EXPIRED = 4010
 HUB = web.AppKey("event_hub", "EventHub")
 EVENT_QUEUE_LIMIT = web.AppKey("event_queue_limit", int)
+SOCKETS = web.AppKey("event_sockets", weakref.WeakSet)
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,6 +270,7 @@ async def events_socket(request: web.Request) -> web.WebSocketResponse:
     ws = web.WebSocketResponse(heartbeat=30, max_msg_size=1 << 20)
     try:
         await ws.prepare(request)
+        request.app[SOCKETS].add(ws)
         subscriber.sender = asyncio.create_task(_serve(ws, hub, subscriber, since, first_seq, last_seq))
         reader = asyncio.create_task(_read_until_closed(ws))
         await asyncio.wait({subscriber.sender, reader}, return_when=asyncio.FIRST_COMPLETED)
@@ -339,7 +342,17 @@ async def _send(ws: web.WebSocketResponse, subscriber: Subscriber, stored: Store
         await ws.send_str(stored.frame)
 
 
+async def _close_sockets(app: web.Application) -> None:
+    """On shutdown: every socket is told the gateway is going away (clients resume elsewhere or later)."""
+    for ws in list(app[SOCKETS]):
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(2):
+                await ws.close(code=WSCloseCode.GOING_AWAY, message=b"gateway shutting down")
+
+
 def add_routes(app: web.Application) -> None:
     app[EVENT_QUEUE_LIMIT] = QUEUE_LIMIT
+    app[SOCKETS] = weakref.WeakSet()
+    app.on_shutdown.append(_close_sockets)
     app.cleanup_ctx.append(hub_context)
     app.router.add_get("/ws", events_socket)
