@@ -27,11 +27,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import aiosqlite
+from nats.aio.msg import Msg
 
 from actors.common import publish_event, utcnow
 from actors.store import Store, fetchall, fetchone
 from aiostack.config import Config
-from bus import Actor, Bus, Conflict, InvalidRequest, NotFound, NoValidHost, handler
+from bus import Actor, AiostackError, Bus, Conflict, InvalidRequest, NotFound, NoValidHost, decode, handler
+from bus.envelope import request_id_of
 
 log = logging.getLogger(__name__)
 
@@ -132,9 +134,32 @@ class SchedulerActor(Actor):
 
     async def on_start(self) -> None:
         await self.store.open()
+        self._heartbeats = await self.bus.subscribe(
+            self.bus.subject("hb.*"), self._on_heartbeat, queue="scheduler"
+        )
         self.spawn(self._watch_liveness(), name="scheduler-liveness")
 
+    async def _on_heartbeat(self, msg: Msg) -> None:
+        """A node's heartbeat on ``<prefix>.hb.<host>``: the host is the subject's, never the body's."""
+        host = msg.subject.rsplit(".", 1)[1]
+        request_id = request_id_of(msg.data) or ""
+        try:
+            body = decode(msg.data, self.bus.max_bytes).body
+            if not isinstance(body, dict):
+                raise InvalidRequest("a heartbeat is a map of vcpus, memory_mb, disk_gb, hypervisor_type")
+            reported = await self.report_capacity(
+                host,
+                body.get("vcpus"),
+                body.get("memory_mb"),
+                body.get("disk_gb"),
+                body.get("hypervisor_type", "test"),
+            )
+            await self.bus.reply(msg, request_id, reported)
+        except AiostackError as exc:
+            await self.bus.reply(msg, request_id, error=exc.to_wire())
+
     async def on_stop(self) -> None:
+        await self._heartbeats.unsubscribe()
         await self.store.close()
 
     # -- host views -----------------------------------------------------------------------

@@ -48,7 +48,7 @@ class Kind:
     events: tuple[str, ...] = ()
     """The event kinds it publishes (``P.evt.<kind>.>``, stored in the event stream)."""
     publishes: tuple[str, ...] = ()
-    """Other core subjects it publishes, under ``P.``."""
+    """Other core subjects it publishes, under ``P.`` (``{host}``: each of its hosts)."""
     listens: tuple[str, ...] = ()
     """Other subjects it subscribes to, under ``P.``."""
     reads_events: bool = False
@@ -62,7 +62,9 @@ KINDS: dict[str, Kind] = {
         calls=("scheduler.>", "image.>", "net.>", "volume.>", "node.>", VALIDATE_TOKEN),
         events=("instance",),
     ),
-    "scheduler": Kind(serves="scheduler", calls=(VALIDATE_TOKEN,), events=("node",)),
+    "scheduler": Kind(
+        serves="scheduler", calls=(VALIDATE_TOKEN,), events=("node",), listens=("hb.* scheduler",)
+    ),
     "image": Kind(serves="image", calls=(VALIDATE_TOKEN,), events=("image",)),
     "net": Kind(serves="net", calls=(VALIDATE_TOKEN,), events=("port",)),
     "volume": Kind(serves="volume", calls=(VALIDATE_TOKEN,), events=("volume",)),
@@ -87,9 +89,9 @@ KINDS: dict[str, Kind] = {
             "volume.reserve",
             "volume.attach_complete",
             "volume.detach_all",
-            "scheduler.report_capacity",
         ),
         events=("domain",),
+        publishes=("hb.{host}",),
     ),
     "gateway": Kind(calls=(">",), never_calls=("node.>",), listens=("evt.>", "auth.>"), reads_events=True),
 }
@@ -114,7 +116,8 @@ def permissions(principal: Principal, prefix: str) -> dict[str, Any]:
     stream = event_stream_name(prefix)
     publish = [f"{prefix}.rpc.{subject}" for subject in kind.calls]
     publish += [f"{prefix}.evt.{event}.>" for event in kind.events]
-    publish += [f"{prefix}.{subject}" for subject in kind.publishes]
+    hosts = principal.hosts or ("",)
+    publish += [f"{prefix}.{subject.format(host=host)}" for subject in kind.publishes for host in hosts]
     if kind.events or kind.reads_events:
         publish += [f"$JS.API.STREAM.INFO.{stream}", f"$JS.API.STREAM.CREATE.{stream}"]
     if kind.reads_events:
@@ -128,7 +131,7 @@ def permissions(principal: Principal, prefix: str) -> dict[str, Any]:
         ]
     subscribe = [f"{inbox_prefix_for(principal.user)}.>", f"{prefix}.auth.revoked"]
     if kind.serves is not None:
-        addresses = [kind.serves.format(host=host) for host in principal.hosts or ("",)]
+        addresses = [kind.serves.format(host=host) for host in hosts]
         subscribe += [f"{prefix}.rpc.{address}.> {address}" for address in addresses]
     subscribe += [f"{prefix}.{subject}" for subject in kind.listens]
     result: dict[str, Any] = {"publish": {"allow": publish}, "subscribe": {"allow": subscribe}}

@@ -264,6 +264,19 @@ class Bus:
             timer.cancel()
             del self._waiting[token]
 
+    async def request(
+        self, relative_subject: str, body: Any = None, *, timeout: float = DEFAULT_CALL_TIMEOUT
+    ) -> Any:
+        """Request/reply on ``<prefix>.<subject>`` (not an actor method): the reply body, or its error.
+
+        :raises CallTimeout, NoResponders, AiostackError: as ``call``.
+        """
+        subject = self.subject(relative_subject)
+        msg = await self._request(subject, self._outgoing(body, None, timeout), timeout)
+        if _no_responders(msg):
+            raise NoResponders(f"nobody answers {subject}")
+        return decode_reply(msg.data, self.max_bytes)
+
     async def _on_reply(self, msg: Msg) -> None:
         waiter = self._waiting.get(msg.subject[len(self._inbox_prefix) :])
         if waiter is not None and not waiter.done():

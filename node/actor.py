@@ -274,10 +274,11 @@ class NodeActor(Actor):
             await asyncio.sleep(self.report_interval)
 
     async def report_capacity(self) -> None:
+        """The heartbeat: capacity on ``<prefix>.hb.<host>``, a subject only this node may publish to."""
         assert self.conn is not None
         _model, memory_mb, cpus, *_ = await self._virt(self.conn.getInfo)
-        await self.bus.call(
-            "scheduler.report_capacity",
+        await self.bus.request(
+            f"hb.{self.host}",
             {
                 "host": self.host,
                 "vcpus": cpus,

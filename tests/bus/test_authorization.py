@@ -264,3 +264,23 @@ async def test_wrong_password_or_none_is_refused_at_connect(secured: Secured, tm
             await Bus.connect(secured.server.url)
         with pytest.raises(nats.errors.Error, match="Authorization Violation"):
             await nats.connect(secured.server.url, user="node-1", password="nope", allow_reconnect=False)
+
+
+async def test_a_node_sends_only_its_own_heartbeats(connect_as, bus_as, tmp_path: Path) -> None:
+    from actors.scheduler import SchedulerActor
+    from aiostack.config import Config
+
+    scheduler_bus = await bus_as("scheduler")
+    scheduler = SchedulerActor(scheduler_bus, Config(data_dir=tmp_path / "data", nats_url="unused"))
+    await scheduler.start()
+    try:
+        node = await bus_as("node-1")
+        capacity = {"vcpus": 8, "memory_mb": 16384, "disk_gb": 100, "hypervisor_type": "test"}
+        assert (await node.request("hb.node-1", capacity))["host"] == "node-1"
+        impostor = await connect_as("node-1")
+        await impostor.nc.publish("aiostack.hb.node-2", b"forged")
+        await impostor.violation("aiostack.hb.node-2")
+        admin = await bus_as(ADMIN)
+        assert [h["host"] for h in await admin.call("scheduler.list_hosts")] == ["node-1"]
+    finally:
+        await scheduler.stop()
