@@ -9,19 +9,22 @@ nats-py and for the bus, and ends with one RESULT line.
 
 from __future__ import annotations
 
+import os
+import sys
+
+# Run as a script, this folder comes first on sys.path, where bench/token.py would shadow the
+# standard library's token module: put the repository there instead.
+sys.path[0] = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+
 import argparse
 import asyncio
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
-from pathlib import Path
 
 import msgpack
 import nats
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bus import Actor, Bus, EmbeddedNatsServer, handler
 

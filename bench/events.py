@@ -12,24 +12,24 @@ Ends with one RESULT line.
 
 from __future__ import annotations
 
+import os
+import sys
+
+# Run as a script, this folder comes first on sys.path, where bench/token.py would shadow the
+# standard library's token module: put the repository there instead.
+sys.path[0] = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+
 import argparse
 import asyncio
 import json
-import os
-import re
-import signal
 import statistics
-import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import aiohttp
 import psutil
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-
+from aiostack.launch import aiostack_up
 from bus import Bus
 
 PASSWORD = "bench-secret"
@@ -147,41 +147,6 @@ class Workers:
                 await process.wait()
 
 
-@asynccontextmanager
-async def aiostack_up(data_dir: str) -> AsyncIterator[tuple[str, str, int]]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "aiostack.cli",
-        "up",
-        "--data-dir",
-        data_dir,
-        "--listen",
-        "127.0.0.1:0",
-        "--log-level",
-        "WARNING",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        env={**os.environ, "AIOSTACK_ADMIN_PASSWORD": PASSWORD, "AIOSTACK_DEMO_PASSWORD": PASSWORD},
-    )
-    banner = ""
-    while "Ctrl-C" not in banner:
-        line = (await process.stdout.readline()).decode()
-        if not line:
-            raise RuntimeError(f"aiostack up failed: {banner}")
-        banner += line
-    gateway_pid = next(p.pid for p in psutil.Process(process.pid).children() if "gateway" in p.cmdline())
-    try:
-        yield (
-            re.search(r"gateway: (http://\S+)", banner).group(1),
-            re.search(r"NATS at (nats://\S+)", banner).group(1),
-            gateway_pid,
-        )
-    finally:
-        process.send_signal(signal.SIGINT)
-        await process.wait()
-
-
 async def boot_sequentially(url: str, count: int) -> None:
     async with aiohttp.ClientSession() as session:
         token, _ = await login(session, url)
@@ -226,7 +191,16 @@ async def main() -> None:
         return
     results: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as data_dir:
-        async with aiostack_up(data_dir) as (url, nats_url, gateway_pid):
+        async with aiostack_up(
+            data_dir,
+            "--log-level",
+            "WARNING",
+            env={"AIOSTACK_ADMIN_PASSWORD": PASSWORD, "AIOSTACK_DEMO_PASSWORD": PASSWORD},
+        ) as cloud:
+            url, nats_url = cloud.gateway_url, cloud.nats_url
+            gateway_pid = next(
+                p.pid for p in psutil.Process(cloud.process.pid).children() if "gateway" in p.cmdline()
+            )
             for subscribers in (1, 100):
                 async with Workers(url, subscribers, "domain") as workers:
                     await boot_sequentially(url, args.boots)
@@ -251,7 +225,7 @@ async def main() -> None:
                 await Bus.connect(
                     nats_url,
                     name="bench-flood",
-                    credentials=os.path.join(data_dir, "credentials", "admin.json"),
+                    credentials=cloud.admin_credentials,
                 ) as bus,
             ):
                 began = time.time()

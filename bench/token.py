@@ -14,60 +14,24 @@ from __future__ import annotations
 import os
 import sys
 
-# Run as a script, this file's folder comes first on sys.path, where this token.py would
-# shadow the standard library's token module: put the repository there instead.
+# Run as a script, this folder comes first on sys.path, where bench/token.py would shadow the
+# standard library's token module: put the repository there instead.
 sys.path[0] = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 
 import argparse
 import asyncio
-import re
-import signal
 import statistics
 import tempfile
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import aiohttp
 
 from actors.auth import TokenValidator
+from aiostack.launch import aiostack_up
 from bus import Bus
 
 PASSWORD = "bench-secret"
 STORM = 50
-
-
-@asynccontextmanager
-async def aiostack_up(data_dir: str) -> AsyncIterator[tuple[str, str]]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "aiostack.cli",
-        "up",
-        "--data-dir",
-        data_dir,
-        "--listen",
-        "127.0.0.1:0",
-        "--log-level",
-        "WARNING",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        env={**os.environ, "AIOSTACK_ADMIN_PASSWORD": PASSWORD, "AIOSTACK_DEMO_PASSWORD": PASSWORD},
-    )
-    banner = ""
-    while "Ctrl-C" not in banner:
-        line = (await process.stdout.readline()).decode()
-        if not line:
-            raise RuntimeError(f"aiostack up failed: {banner}")
-        banner += line
-    try:
-        yield (
-            re.search(r"gateway: (http://\S+)", banner).group(1),
-            re.search(r"NATS at (nats://\S+)", banner).group(1),
-        )
-    finally:
-        process.send_signal(signal.SIGINT)
-        await process.wait()
 
 
 async def login(session: aiohttp.ClientSession, url: str) -> str:
@@ -99,8 +63,17 @@ async def main() -> None:
     args = parser.parse_args()
     results: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as data_dir:
-        async with aiostack_up(data_dir) as (url, nats_url), aiohttp.ClientSession() as session:
-            credentials = os.path.join(data_dir, "credentials", "admin.json")
+        async with (
+            aiostack_up(
+                data_dir,
+                "--log-level",
+                "WARNING",
+                env={"AIOSTACK_ADMIN_PASSWORD": PASSWORD, "AIOSTACK_DEMO_PASSWORD": PASSWORD},
+            ) as cloud,
+            aiohttp.ClientSession() as session,
+        ):
+            url, nats_url = cloud.gateway_url, cloud.nats_url
+            credentials = cloud.admin_credentials
             async with await Bus.connect(nats_url, name="bench-token", credentials=credentials) as bus:
                 token = await login(session, url)
                 remaining = args.logins

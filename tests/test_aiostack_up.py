@@ -3,70 +3,25 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import signal
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
 import psutil
 
+from aiostack.launch import aiostack_up as launched
 from bus import Bus
 from tests.helpers import Api
 
 
-@dataclass
-class RunningCloud:
-    process: asyncio.subprocess.Process
-    banner: str
-    nats_url: str
-    gateway_url: str
-
-
-@asynccontextmanager
-async def aiostack_up(data_dir: Path, *args: str) -> AsyncIterator[RunningCloud]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "aiostack.cli",
-        "up",
-        "--data-dir",
-        str(data_dir),
-        "--listen",
-        "127.0.0.1:0",
+def aiostack_up(data_dir: Path, *args: str):
+    return launched(
+        data_dir,
         *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        env={
-            **os.environ,
-            "AIOSTACK_ADMIN_PASSWORD": "admin-secret",
-            "AIOSTACK_DEMO_PASSWORD": "demo-secret",
-        },
+        env={"AIOSTACK_ADMIN_PASSWORD": "admin-secret", "AIOSTACK_DEMO_PASSWORD": "demo-secret"},
     )
-    assert process.stdout is not None
-    banner = ""
-    try:
-        async with asyncio.timeout(90):
-            while "Ctrl-C" not in banner:
-                line = (await process.stdout.readline()).decode()
-                assert line, f"aiostack up exited early: {banner}"
-                banner += line
-        cloud = RunningCloud(
-            process,
-            banner,
-            re.search(r"NATS at (nats://127\.0\.0\.1:\d+)", banner).group(1),
-            re.search(r"gateway: (http://\S+)", banner).group(1),
-        )
-        yield cloud
-    finally:
-        if process.returncode is None:
-            process.send_signal(signal.SIGINT)
-            async with asyncio.timeout(60):
-                await process.wait()
 
 
 async def wait_until_settled(api: Api, expected: dict[str, str]) -> None:
