@@ -89,6 +89,7 @@ DEFAULT_FLAVORS = (
 )
 
 IMAGE_CHECK_TTL = 5.0
+ANY_TASK: Any = object()  # _update's "whatever the task_state is" (None is a task_state to expect)
 
 # power_state values, as Nova numbers them
 NOSTATE, RUNNING, PAUSED, SHUTDOWN, CRASHED, SUSPENDED = 0, 1, 3, 4, 6, 7
@@ -167,6 +168,13 @@ class ConductorActor(Actor):
             await db.executemany(
                 "INSERT OR IGNORE INTO flavors (id, name, vcpus, ram, disk) VALUES (?, ?, ?, ?, ?)",
                 DEFAULT_FLAVORS,
+            )
+        for row in await self.store.fetchall(
+            "SELECT uuid, flavor FROM instances WHERE deleted = 0 AND task_state = 'scheduling'"
+        ):
+            # a build task lives in memory: pick up what a previous conductor had not scheduled yet
+            self.spawn(
+                self._schedule_and_build(row["uuid"], from_json(row["flavor"])), name=f"build-{row['uuid']}"
             )
 
     async def on_stop(self) -> None:
@@ -440,7 +448,7 @@ class ConductorActor(Actor):
         :raises Conflict: the instance is not being built on ``host`` (e.g. deleted meanwhile).
         """
         row = await self._row(instance_uuid)
-        if row["host"] != host or row["vm_state"] != "building":
+        if row["host"] != host or row["vm_state"] != "building" or row["task_state"] == "deleting":
             raise Conflict(f"Instance {instance_uuid} is not being built on {host}")
         return {
             "instance": view(row),
@@ -462,12 +470,20 @@ class ConductorActor(Actor):
     async def _fail_build(self, instance_uuid: str, message: str, host: str | None = None) -> None:
         fault = {"code": 500, "message": message[:1000], "created": utcnow()}
         row = await self._update(
-            instance_uuid, expect_host=host, vm_state="error", task_state=None, fault=to_json(fault)
+            instance_uuid,
+            expect_host=host,
+            unless_task="deleting",
+            vm_state="error",
+            task_state=None,
+            fault=to_json(fault),
         )
         if row is None:
             return
         await self._finish_action(instance_uuid, "create", "Error", message)
-        await self.bus.call("scheduler.release", {"instance_uuid": instance_uuid})
+        try:
+            await self.bus.call("scheduler.release", {"instance_uuid": instance_uuid})
+        except AiostackError as exc:
+            log.error("instance %s is in ERROR but its claim could not be released: %s", instance_uuid, exc)
         await publish_event(
             self.bus, "instance", instance_uuid, row["project_id"], "instance.error", view(row)
         )
@@ -561,6 +577,8 @@ class ConductorActor(Actor):
                 else {}
             )
         if event == CRASHED_EVENT:
+            if task == "deleting":
+                return {"power_state": CRASHED}
             return {"vm_state": "error", "power_state": CRASHED, "task_state": None}
         if event == UNDEFINED and task == "deleting":
             return {"deleted": True}
@@ -647,20 +665,21 @@ class ConductorActor(Actor):
         """DELETED once the node has destroyed and undefined the domain and released its resources."""
         row = await self._row(instance_uuid)
         if row["task_state"] == "deleting":
-            return
-        updated = await self._update(instance_uuid, task_state="deleting")
-        if updated is None:
-            return
-        async with self.store.transaction() as db:
-            await self._start_action(db, instance_uuid, "delete")
-        await publish_event(
-            self.bus, "instance", instance_uuid, row["project_id"], "instance.deleting", view(updated)
-        )
-        if row["host"] is None:
+            updated = row  # asked again: do the (idempotent) work again, something may have been lost
+        else:
+            updated = await self._update(instance_uuid, task_state="deleting")
+            if updated is None:
+                return
+            async with self.store.transaction() as db:
+                await self._start_action(db, instance_uuid, "delete")
+            await publish_event(
+                self.bus, "instance", instance_uuid, row["project_id"], "instance.deleting", view(updated)
+            )
+        if updated["host"] is None:
             await self._release_everywhere(instance_uuid)
             await self._finish_delete(updated, {"domain_event": None, "detail": None, "host": None})
             return
-        await self.bus.cast(f"node.{row['host']}.terminate_instance", {"instance_uuid": instance_uuid})
+        await self.bus.cast(f"node.{updated['host']}.terminate_instance", {"instance_uuid": instance_uuid})
 
     async def _release_everywhere(self, instance_uuid: str) -> None:
         await self.bus.call("net.deallocate_for_instance", {"instance_uuid": instance_uuid})
@@ -783,14 +802,13 @@ class ConductorActor(Actor):
 
     # -- store helpers --------------------------------------------------------------------
 
-    _UNSET: Any = object()
-
     async def _update(
         self,
         instance_uuid: str,
         *,
-        expect_task: Any = _UNSET,
+        expect_task: Any = ANY_TASK,
         expect_host: str | None = None,
+        unless_task: str | None = None,
         **changes: Any,
     ) -> dict[str, Any] | None:
         """Apply ``changes`` if the row still matches the expectations; return the new row or None.
@@ -798,12 +816,15 @@ class ConductorActor(Actor):
         One ``UPDATE ... RETURNING`` statement: atomic on its own, one hop to the store's thread.
         """
         clauses, params = ["uuid = ?", "deleted = 0"], [instance_uuid]
-        if expect_task is not self._UNSET:
+        if expect_task is not ANY_TASK:
             clauses.append("task_state IS ?")
             params.append(expect_task)
         if expect_host is not None:
             clauses.append("host = ?")
             params.append(expect_host)
+        if unless_task is not None:
+            clauses.append("task_state IS NOT ?")
+            params.append(unless_task)
         changes["updated_at"] = utcnow()
         assignments = ", ".join(f"{column} = ?" for column in changes)
         return await self.store.fetchone(

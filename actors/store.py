@@ -71,10 +71,10 @@ class Store:
             await db.execute("BEGIN IMMEDIATE")
             try:
                 yield db
+                await db.execute("COMMIT")
             except BaseException:
                 await db.execute("ROLLBACK")
                 raise
-            await db.execute("COMMIT")
 
     async def fetchone(self, sql: str, params: Params = ()) -> dict[str, Any] | None:
         """The first row (one thread hop: execute and fetch together)."""

@@ -96,6 +96,7 @@ class NodeActor(Actor):
         self._stopped: dict[str, asyncio.Event] = {}
         self._callback_id: int | None = None
         self._last_running: dict[str, bool] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
         self._network_names: dict[str, str] = {}
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -268,8 +269,9 @@ class NodeActor(Actor):
     async def _report_forever(self) -> None:
         while True:
             try:
-                await self.report_capacity()
-            except AiostackError as exc:
+                if self.conn is not None:
+                    await self.report_capacity()
+            except (AiostackError, libvirt.libvirtError) as exc:
                 log.warning("node %s: capacity report failed: %s", self.host, exc)
             await asyncio.sleep(self.report_interval)
 
@@ -293,47 +295,65 @@ class NodeActor(Actor):
 
     @handler
     async def build_and_run_instance(self, instance_uuid: str) -> None:
-        """Gather image, ports and disks, then define and start the domain (cast by the conductor)."""
-        try:
-            request = await self.bus.call(
-                "conductor.get_build_request", {"instance_uuid": instance_uuid, "host": self.host}
-            )
-        except (Conflict, NotFound) as exc:
-            log.info("node %s: not building %s: %s", self.host, instance_uuid, exc)
-            return
-        instance = request["instance"]
-        self._request_ids[instance_uuid] = current_request_id() or ""
-        try:
-            xml, volumes = await self._prepare(
-                instance, request["requested_networks"], request["block_devices"]
-            )
-            await self.store.execute(
-                "INSERT OR REPLACE INTO domains (uuid, project_id, xml, desired_power, created_at)"
-                " VALUES (?, ?, ?, 'running', ?)",
-                (instance_uuid, instance["project_id"], xml, time.time()),
-            )
-            self._projects[instance_uuid] = instance["project_id"]
-            assert self.conn is not None
-            domain = await self._virt(self.conn.defineXML, xml)
-            for volume_id, device in volumes:
-                await self.bus.call(
-                    "volume.attach_complete",
-                    {
-                        "volume_id": volume_id,
-                        "instance_uuid": instance_uuid,
-                        "host": self.host,
-                        "device": device,
-                    },
+        """Gather image, ports and disks, then define and start the domain (cast by the conductor).
+
+        Builds and deletes of one instance never run at once on a node (``_instance_lock``).
+        """
+        async with self._instance_lock(instance_uuid):
+            try:
+                request = await self.bus.call(
+                    "conductor.get_build_request", {"instance_uuid": instance_uuid, "host": self.host}
                 )
-            await self._virt(domain.create)
-        except Exception as exc:
-            message = f"{type(exc).__name__}: {exc}"
-            log.warning("node %s: build of %s failed: %s", self.host, instance_uuid, message)
-            await self._undo_build(instance_uuid)
+            except (Conflict, NotFound) as exc:
+                log.info("node %s: not building %s: %s", self.host, instance_uuid, exc)
+                return
+            except AiostackError as exc:
+                await self._report_build_failure(instance_uuid, f"{type(exc).__name__}: {exc}")
+                return
+            self._request_ids[instance_uuid] = current_request_id() or ""
+            try:
+                await self._build(instance_uuid, request)
+            except Exception as exc:
+                message = f"{type(exc).__name__}: {exc}"
+                log.warning("node %s: build of %s failed: %s", self.host, instance_uuid, message)
+                try:
+                    await self._undo_build(instance_uuid)
+                finally:
+                    await self._report_build_failure(instance_uuid, message)
+
+    async def _build(self, instance_uuid: str, request: dict[str, Any]) -> None:
+        instance = request["instance"]
+        xml, volumes = await self._prepare(instance, request["requested_networks"], request["block_devices"])
+        await self.store.execute(
+            "INSERT OR REPLACE INTO domains (uuid, project_id, xml, desired_power, created_at)"
+            " VALUES (?, ?, ?, 'running', ?)",
+            (instance_uuid, instance["project_id"], xml, time.time()),
+        )
+        self._projects[instance_uuid] = instance["project_id"]
+        if self.conn is None:
+            raise ConnectionError(f"node {self.host} has no libvirt connection")
+        domain = await self._virt(self.conn.defineXML, xml)
+        for volume_id, device in volumes:
+            await self.bus.call(
+                "volume.attach_complete",
+                {"volume_id": volume_id, "instance_uuid": instance_uuid, "host": self.host, "device": device},
+            )
+        await self._virt(domain.create)
+
+    async def _report_build_failure(self, instance_uuid: str, message: str) -> None:
+        try:
             await self.bus.call(
                 "conductor.build_failed",
                 {"instance_uuid": instance_uuid, "host": self.host, "message": message},
             )
+        except AiostackError as exc:
+            log.error("node %s: could not report the failed build of %s: %s", self.host, instance_uuid, exc)
+
+    def _instance_lock(self, instance_uuid: str) -> asyncio.Lock:
+        lock = self._locks.get(instance_uuid)
+        if lock is None:
+            lock = self._locks[instance_uuid] = asyncio.Lock()
+        return lock
 
     async def _prepare(
         self, instance: dict[str, Any], requested_networks: Any, block_devices: list[dict[str, Any]]
@@ -450,8 +470,7 @@ class NodeActor(Actor):
             "UPDATE domains SET desired_power = ? WHERE uuid = ?", (power, instance_uuid)
         )
 
-    @handler
-    async def stop_instance(self, instance_uuid: str) -> None:
+    async def _stop_instance(self, instance_uuid: str) -> None:
         """ACPI shutdown; destroy when the guest has not stopped within ``shutdown_timeout``."""
         domain = await self._existing(instance_uuid)
         await self._set_desired(instance_uuid, "shutoff")
@@ -474,8 +493,7 @@ class NodeActor(Actor):
         finally:
             self._stopped.pop(instance_uuid, None)
 
-    @handler
-    async def start_instance(self, instance_uuid: str) -> None:
+    async def _start_instance(self, instance_uuid: str) -> None:
         domain = await self._existing(instance_uuid)
         await self._set_desired(instance_uuid, "running")
         if domain.isActive():
@@ -483,8 +501,7 @@ class NodeActor(Actor):
             return
         await self._virt(domain.create)
 
-    @handler
-    async def reboot_instance(self, instance_uuid: str, reboot_type: str = "SOFT") -> None:
+    async def _reboot_instance(self, instance_uuid: str, reboot_type: str = "SOFT") -> None:
         """SOFT: the guest reboots itself (no lifecycle event); HARD: destroy then create."""
         domain = await self._existing(instance_uuid)
         await self._set_desired(instance_uuid, "running")
@@ -496,6 +513,28 @@ class NodeActor(Actor):
         await self._virt(domain.reboot, 0)
         await self.bus.call("conductor.task_done", {"instance_uuid": instance_uuid, "host": self.host})
 
+    @handler
+    async def stop_instance(self, instance_uuid: str) -> None:
+        await self._settling(instance_uuid, self._stop_instance(instance_uuid))
+
+    @handler
+    async def start_instance(self, instance_uuid: str) -> None:
+        await self._settling(instance_uuid, self._start_instance(instance_uuid))
+
+    @handler
+    async def reboot_instance(self, instance_uuid: str, reboot_type: str = "SOFT") -> None:
+        await self._settling(instance_uuid, self._reboot_instance(instance_uuid, reboot_type))
+
+    async def _settling(self, instance_uuid: str, power_change: Any) -> None:
+        """Run a power change; if it fails, tell the conductor the state the domain is really in,
+        so the instance never stays in a task state."""
+        try:
+            await power_change
+        except Exception:
+            domain = self._domain(instance_uuid) if self.conn is not None else None
+            await self._sync(instance_uuid, running=bool(domain is not None and domain.isActive()))
+            raise
+
     async def _sync(self, instance_uuid: str, *, running: bool) -> None:
         """Tell the conductor a power state libvirt will send no event for (it did not change)."""
         await self.bus.call(
@@ -506,6 +545,11 @@ class NodeActor(Actor):
     @handler
     async def terminate_instance(self, instance_uuid: str) -> None:
         """Destroy, release ports and volumes, undefine: the UNDEFINED event finishes the delete."""
+        async with self._instance_lock(instance_uuid):
+            await self._terminate(instance_uuid)
+        self._locks.pop(instance_uuid, None)
+
+    async def _terminate(self, instance_uuid: str) -> None:
         self._request_ids[instance_uuid] = current_request_id() or ""
         domain = self._domain(instance_uuid)
         if domain is not None and domain.isActive():
