@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 
 import aiosqlite
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 
 from actors.common import publish_event, utcnow
 from actors.store import Store, fetchall, fetchone
@@ -131,6 +132,7 @@ class SchedulerActor(Actor):
         self.service_down_time = service_down_time
         self.liveness_interval = liveness_interval
         self.allocation_ratios = dict(zip(RESOURCES, ratios, strict=True))
+        self._heartbeats: Subscription | None = None
 
     async def on_start(self) -> None:
         await self.store.open()
@@ -159,7 +161,8 @@ class SchedulerActor(Actor):
             await self.bus.reply(msg, request_id, error=exc.to_wire())
 
     async def on_stop(self) -> None:
-        await self._heartbeats.unsubscribe()
+        if self._heartbeats is not None:
+            await self._heartbeats.unsubscribe()
         await self.store.close()
 
     # -- host views -----------------------------------------------------------------------

@@ -11,6 +11,7 @@ a timeout. ``stop()`` drains: no new messages are taken, accepted ones are answe
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import enum
 import inspect
 import logging
@@ -123,8 +124,16 @@ class Actor:
     # -- lifecycle ------------------------------------------------------------------------
 
     def spawn(self, coro: Coroutine[Any, Any, Any], *, name: str | None = None) -> asyncio.Task[Any]:
-        """Run background work for this actor; if it raises, the actor crashes."""
-        task = asyncio.create_task(coro, name=name or f"{self.address}-background")
+        """Run background work for this actor; if it raises, the actor crashes.
+
+        The work keeps the request id and context of the request that started it, not its
+        deadline: it goes on after that request has been answered.
+        """
+        context = contextvars.copy_context()
+        cur = context.get(current)
+        if cur is not None:
+            context.run(current.set, Current(cur.request_id, cur.context, None))
+        task = asyncio.create_task(coro, name=name or f"{self.address}-background", context=context)
         self._background.add(task)
         task.add_done_callback(self._background_done)
         return task
@@ -218,6 +227,11 @@ class Actor:
         self._workers.clear()
         try:
             await self.on_stop()
+        except Exception as exc:
+            log.exception("actor %s: on_stop failed", self.address)
+            if self._failure is None:
+                self._failure = exc
+            crashed = True
         finally:
             self.state = ActorState.CRASHED if crashed else ActorState.STOPPED
             log.info("actor %s (%s) %s", self.address, self.instance_id, self.state.value)
@@ -398,14 +412,21 @@ class Supervisor:
             except TimeoutError:
                 backoff = min(backoff * 2, self.backoff_max)
 
-    async def start(self) -> None:
-        """Start supervising; return once the first actor serves (or failed its start)."""
+    async def start(self, timeout: float = 30.0) -> None:
+        """Start supervising; return once an actor serves (or after ``timeout``, still trying).
+
+        :raises Exception: what ended supervision at once (the factory itself failed).
+        """
         self._task = asyncio.create_task(self.run(), name="supervisor")
-        while self.actor is None:
-            await asyncio.sleep(0)
-        ready = asyncio.create_task(self.actor.wait_started())
-        await asyncio.wait({ready, self._task}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
-        ready.cancel()
+        serving = asyncio.create_task(self.wait_running(timeout))
+        await asyncio.wait({serving, self._task}, return_when=asyncio.FIRST_COMPLETED)
+        if self._task.done():
+            serving.cancel()
+            self._task.result()
+        elif serving.exception() is not None:
+            log.warning(
+                "no %s actor serving after %.0f s; the supervisor keeps trying", self.factory, timeout
+            )
 
     async def wait_running(self, timeout: float = 30.0) -> Actor:
         """Wait until an actor instance is serving and return it."""

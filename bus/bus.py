@@ -203,13 +203,18 @@ class Bus:
         """``scheduler.ping`` -> ``<prefix>.rpc.scheduler.ping``."""
         return f"{self.prefix}.rpc.{address}"
 
-    def _outgoing(self, body: Any, context: Context | None, timeout: float | None) -> bytes:
-        """Pack a new message that inherits the request being handled, if any."""
+    def _outgoing(
+        self, body: Any, context: Context | None, timeout: float | None, *, inherit_deadline: bool = True
+    ) -> bytes:
+        """Pack a new message that inherits the request being handled, if any.
+
+        Calls inherit its deadline too (they must not outlive it); events do not carry one.
+        """
         cur = current.get()
         if cur is None:
             request_id, deadline = new_id(), None
         else:
-            request_id, deadline = cur.request_id, cur.deadline
+            request_id, deadline = cur.request_id, cur.deadline if inherit_deadline else None
             if context is None:
                 context = cur.context
         if timeout is not None:
@@ -288,7 +293,9 @@ class Bus:
 
     async def publish(self, relative_subject: str, body: Any) -> None:
         """Publish an envelope on ``<prefix>.<subject>`` with no guarantee (core NATS)."""
-        await self._publish(self.subject(relative_subject), self._outgoing(body, None, None))
+        await self._publish(
+            self.subject(relative_subject), self._outgoing(body, None, None, inherit_deadline=False)
+        )
 
     @property
     def event_stream(self) -> str:
@@ -304,7 +311,7 @@ class Bus:
         :raises CallTimeout: the stream did not acknowledge in time.
         :raises AiostackError: the stream refused the event.
         """
-        payload = self._outgoing(body, None, None)
+        payload = self._outgoing(body, None, None, inherit_deadline=False)
         subject = self.subject(relative_subject)
         if not self._event_stream_checked:
             await self.ensure_event_stream()
@@ -384,7 +391,7 @@ class Bus:
         if not self.nc.is_closed:
             try:
                 await self.nc.drain()
-            except (nats.errors.ConnectionClosedError, nats.errors.FlushTimeoutError):
+            except (nats.errors.Error, TimeoutError):
                 await self.nc.close()
 
 

@@ -104,6 +104,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             status=exc.status,
             headers={k: v for k, v in exc.headers.items() if k.lower() == "allow"},
         )
+    except Exception:
+        log.exception("%s %s rid=%s failed", request.method, request.path, request.get(REQUEST_ID))
+        message = f"Unexpected error; the request id is {request.get(REQUEST_ID)}."
+        return web.json_response(error_body(service, 500, message), status=500)
 
 
 @web.middleware
@@ -168,7 +172,6 @@ def create_app(bus: Bus) -> web.Application:
 
     app = web.Application(
         middlewares=[request_id_middleware, error_middleware, auth_middleware],
-        client_max_size=1024**3,
     )
     app[BUS] = bus
     app[TOKENS] = TokenValidator(bus)

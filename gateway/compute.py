@@ -80,7 +80,6 @@ def server_detail(request: web.Request, instance: dict[str, Any]) -> dict[str, A
         "OS-EXT-STS:power_state": instance["power_state"],
         "OS-SRV-USG:launched_at": instance["launched_at"],
         "OS-SRV-USG:terminated_at": instance["terminated_at"],
-        "os-extended-volumes:volumes_attached": [],
         "security_groups": [{"name": "default"}],
     }
     if is_admin:

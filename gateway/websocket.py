@@ -28,7 +28,7 @@ import weakref
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 from aiohttp import WSCloseCode, web
 from nats.aio.msg import Msg
@@ -244,11 +244,13 @@ async def _start_seq(request: web.Request, hub: EventHub) -> int | None:
             since_time = datetime.fromisoformat(request.query["since_time"].replace("Z", "+00:00"))
         except ValueError:
             raise InvalidRequest("since_time must be an ISO 8601 time") from None
+        if since_time.tzinfo is None:
+            since_time = since_time.replace(tzinfo=UTC)
         return await hub.first_after_time(since_time)
     since = request.query.get("since", "now")
     if since == "now":
         return None
-    if not since.isdigit():
+    if not (since.isascii() and since.isdigit()):
         raise InvalidRequest("since must be a sequence number or 'now'")
     return int(since)
 
@@ -278,7 +280,9 @@ async def events_socket(request: web.Request) -> web.WebSocketResponse:
             await _cut_off(ws, subscriber)
         for task in (subscriber.sender, reader):
             task.cancel()
-        await asyncio.gather(subscriber.sender, reader, return_exceptions=True)
+        for outcome in await asyncio.gather(subscriber.sender, reader, return_exceptions=True):
+            if isinstance(outcome, Exception):
+                log.error("event socket failed: %r", outcome)
     finally:
         hub.subscribers.discard(subscriber)
     return ws
@@ -295,7 +299,7 @@ async def _serve(
     start = subscriber.cursor if since is None else since
     await ws.send_json({"type": "subscribed", "since": start, "first_seq": first, "last_seq": last})
     if since is not None:
-        if 0 < since < first - 1:
+        if 0 < since < first - 1 or since > last:
             await ws.send_json({"type": "resume_expired", "requested_seq": since, "first_seq": first})
             await ws.close(code=CLOSE_RESUME_EXPIRED, message=f"resume point {since} expired".encode())
             return

@@ -166,3 +166,40 @@ async def test_two_prefixes_on_one_server_do_not_see_each_other(
         finally:
             await only_a.stop()
         assert seen_by_a and all(s.startswith("cloud-a.") or s.startswith("_INBOX") for s in seen_by_a)
+
+
+class Deferred(Actor):
+    name = "deferred"
+
+    def __init__(self, bus: Bus) -> None:
+        super().__init__(bus)
+        self.done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+    @handler
+    async def later(self) -> None:
+        async def work() -> None:
+            await asyncio.sleep(0.3)
+            seq = await self.bus.publish_event("evt.test._.later", {"after": "the deadline"})
+            await self.bus.cast("deferred.ping")
+            self.done.set_result(seq)
+
+        self.spawn(work())
+
+
+async def test_background_work_outlives_the_deadline_of_the_request_that_started_it(bus: Bus) -> None:
+    actor = Deferred(bus)
+    await actor.start()
+    try:
+        await bus.call("deferred.later", timeout=0.1)
+        assert await asyncio.wait_for(actor.done, 5) >= 1
+        assert actor.state is ActorState.RUNNING
+    finally:
+        await actor.stop()
+
+
+async def test_a_supervisor_whose_factory_fails_says_so_at_start(bus: Bus) -> None:
+    def broken() -> Actor:
+        raise ValueError("invalid host name 'a.b'")
+
+    with pytest.raises(ValueError, match="invalid host name"):
+        await Supervisor(broken).start()
