@@ -42,11 +42,10 @@ class TokenValidator:
         self._revoked_tokens: set[str] = set()
         self._revoked_users: dict[str, float] = {}
         self._revoked_projects: dict[str, float] = {}
-        self._subscription = None
 
     async def start(self) -> None:
         """Listen for revocations (call once the bus is connected)."""
-        self._subscription = await self.bus.subscribe(self.bus.subject("auth.revoked"), self._on_revoked)
+        await self.bus.subscribe(self.bus.subject("auth.revoked"), self._on_revoked)
         await self.bus.flush()
 
     async def _on_revoked(self, msg: Msg) -> None:

@@ -63,10 +63,6 @@ def utcnow() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def utcnow_precise() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
 async def publish_event(
     bus: Bus, kind: str, resource_id: str, project_id: str | None, event_type: str, state: dict[str, Any]
 ) -> int:

@@ -52,8 +52,6 @@ MIGRATIONS = [
     """,
 ]
 
-RUNNING_STATES = (libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_BLOCKED)
-
 
 @dataclass(frozen=True, slots=True)
 class LifecycleEvent:
@@ -668,7 +666,8 @@ class NodeActor(Actor):
             if domain is None:
                 domain = await self._virt(self.conn.defineXML, stored[uuid]["xml"])
             want_running = (
-                instance["vm_state"] in ("active", "building") and instance["task_state"] != "powering-off"
+                instance["vm_state"] in ("active", "building", "paused")
+                and instance["task_state"] != "powering-off"
             )
             if instance["task_state"] == "powering-on":
                 want_running = True
@@ -676,7 +675,7 @@ class NodeActor(Actor):
                 await self._virt(domain.create)
             elif not want_running and domain.isActive():
                 await self._virt(domain.destroy)
-            else:
+            elif instance["vm_state"] != "error":  # an ERROR instance keeps its fault, running or not
                 await self._sync(uuid, running=bool(domain.isActive()))
         known = {instance["id"] for instance in records}
         for uuid in set(stored) - known:

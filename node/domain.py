@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 METADATA_NS = "https://aiostack.dev/xmlns/instance/1"
@@ -46,7 +46,6 @@ class DomainSpec:
     initrd: str | None = None
     cmdline: str | None = None
     console_log: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def domain_name(instance_uuid: str) -> str:
@@ -128,9 +127,3 @@ def disk_targets(xml: str) -> dict[str, str]:
         if target is not None:
             targets[target.get("dev", "")] = source.get("file", "") if source is not None else ""
     return targets
-
-
-def project_of(xml: str) -> str | None:
-    root = ET.fromstring(xml)
-    project = root.find(f"metadata/{{{METADATA_NS}}}instance/{{{METADATA_NS}}}project")
-    return project.text if project is not None else None
