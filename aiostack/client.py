@@ -185,7 +185,7 @@ class Client:
             except aiohttp.WSServerHandshakeError as exc:
                 if exc.status in (400, 401, 403, 404):
                     raise ApiError(exc.status, exc.message) from None
-            except (aiohttp.ClientError, ConnectionError):
+            except (aiohttp.ClientError, ConnectionError, TimeoutError):
                 pass
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, max_backoff)

@@ -29,6 +29,7 @@ from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from aiohttp import WSCloseCode, web
 from nats.aio.msg import Msg
@@ -192,7 +193,7 @@ class EventHub:
             config=ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=seq + 1),
         )
         try:
-            if (await subscription.consumer_info()).num_pending == 0:
+            if await _nothing_to_deliver(subscription):
                 return
             while True:
                 msg = await subscription.next_msg(timeout=10)
@@ -216,13 +217,20 @@ class EventHub:
             ),
         )
         try:
-            if (await subscription.consumer_info()).num_pending == 0:
+            if await _nothing_to_deliver(subscription):
                 return (await self.bounds())[1]
             msg = await subscription.next_msg(timeout=10)
             return msg.metadata.sequence.stream - 1
         finally:
             with contextlib.suppress(Exception):
                 await subscription.unsubscribe()
+
+
+async def _nothing_to_deliver(subscription: Any) -> bool:
+    """A new push consumer that has nothing for us. ``num_pending`` alone is not enough: the
+    server may already have pushed every message into our subscription before we ask."""
+    info = await subscription.consumer_info()
+    return info.num_pending == 0 and info.delivered.consumer_seq == 0
 
 
 async def hub_context(app: web.Application) -> AsyncIterator[None]:

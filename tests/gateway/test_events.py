@@ -36,9 +36,13 @@ async def collect(client: Client, into: list[Event], **filters: Any) -> None:
         into.append(event)
 
 
-async def wait_until(predicate: Any, timeout: float = 60) -> None:
+async def wait_until(predicate: Any, timeout: float = 60, reader: asyncio.Task | None = None) -> None:
+    """Poll ``predicate``; if the ``reader`` task collecting events died, raise what killed it."""
     async with asyncio.timeout(timeout):
         while not predicate():
+            if reader is not None and reader.done():
+                reader.result()
+                raise AssertionError("the event reader stopped")
             await asyncio.sleep(0.02)
 
 
@@ -247,13 +251,13 @@ async def test_a_gateway_restart_loses_nothing_for_a_resuming_client(config, clo
             )
 
         published = [await publish(n) for n in range(10)]
-        await wait_until(lambda: len(seen) == 10)
+        await wait_until(lambda: len(seen) >= 10, reader=reader)
         await runner.cleanup()
         await gateway_bus.close()
         published += [await publish(n) for n in range(10, 20)]
         runner, gateway_bus, _ = await start_gateway(port)
         published += [await publish(n) for n in range(20, 25)]
-        await wait_until(lambda: len(seen) >= 25)
+        await wait_until(lambda: len(seen) >= 25, reader=reader)
         await asyncio.sleep(0.3)
         reader.cancel()
         await runner.cleanup()
