@@ -5,7 +5,8 @@ after the node has asked for what it needs (steps 14-28): the conductor for the 
 request, the image actor for the image, the net actor for ports, the volume actor for
 disks. libvirt lifecycle events arrive through libvirtaio on the event loop; each is
 published at once as a ``domain.lifecycle`` event and handed to the conductor, which turns
-it into the instance's state. Every blocking libvirt call runs off the loop.
+it into the instance's state. Every libvirt call that may block (all of them, on a remote or
+QEMU driver) goes through ``_virt``: off the loop, except on the in-process test driver.
 
 Handlers (version history: 1 - initial):
 * build_and_run_instance(instance_uuid)       cast by the conductor
@@ -120,7 +121,8 @@ class NodeActor(Actor):
         conn.registerCloseCallback(self._on_close, None)
         self.conn = conn
         if not self._last_running:
-            self._last_running = {d.UUIDString(): bool(d.isActive()) for d in conn.listAllDomains(0)}
+            domains = await asyncio.to_thread(conn.listAllDomains, 0)
+            self._last_running = {d.UUIDString(): bool(await asyncio.to_thread(d.isActive)) for d in domains}
 
     def _on_close(self, _conn: Any, reason: int, _opaque: Any) -> None:
         """libvirt closed the connection (libvirtd restarted, or dropped us): reconnect and catch up."""
@@ -146,13 +148,13 @@ class NodeActor(Actor):
         assert self.conn is not None
         for row in await self.store.fetchall("SELECT uuid, xml, desired_power FROM domains"):
             uuid, was_running = row["uuid"], self._last_running.get(row["uuid"])
-            domain = self._domain(uuid)
+            domain = await self._domain(uuid)
             if domain is None:
                 domain = await self._virt(self.conn.defineXML, row["xml"])
                 if row["desired_power"] == "running":
                     await self._virt(domain.create)
                 continue
-            running = bool(domain.isActive())
+            running = await self._is_running(domain)
             if was_running is None or running == was_running:
                 continue
             self._last_running[uuid] = running
@@ -193,14 +195,18 @@ class NodeActor(Actor):
             return function(*args)
         return await asyncio.to_thread(function, *args)
 
-    def _domain(self, instance_uuid: str) -> libvirt.virDomain | None:
-        assert self.conn is not None
+    async def _domain(self, instance_uuid: str) -> libvirt.virDomain | None:
+        if self.conn is None:
+            raise ConnectionError(f"node {self.host} has no libvirt connection")
         try:
-            return self.conn.lookupByUUIDString(instance_uuid)
+            return await self._virt(self.conn.lookupByUUIDString, instance_uuid)
         except libvirt.libvirtError as exc:
             if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
                 return None
             raise
+
+    async def _is_running(self, domain: libvirt.virDomain) -> bool:
+        return bool(await self._virt(domain.isActive))
 
     # -- events: libvirt -> bus -> conductor -----------------------------------------------
 
@@ -284,7 +290,7 @@ class NodeActor(Actor):
                 "vcpus": cpus,
                 "memory_mb": memory_mb,
                 "disk_gb": self.disk_gb,
-                "hypervisor_type": self.conn.getType().lower(),
+                "hypervisor_type": (await self._virt(self.conn.getType)).lower(),
             },
             timeout=10,
         )
@@ -445,9 +451,9 @@ class NodeActor(Actor):
 
     async def _undo_build(self, instance_uuid: str) -> None:
         """Give back what a failed build took: the domain, its ports, its record here."""
-        domain = self._domain(instance_uuid)
+        domain = await self._domain(instance_uuid)
         if domain is not None:
-            if domain.isActive():
+            if await self._is_running(domain):
                 await self._virt(domain.destroy)
             await self._virt(domain.undefine)
         await self.bus.call("net.deallocate_for_instance", {"instance_uuid": instance_uuid})
@@ -457,7 +463,7 @@ class NodeActor(Actor):
     # -- power ----------------------------------------------------------------------------
 
     async def _existing(self, instance_uuid: str) -> libvirt.virDomain:
-        domain = self._domain(instance_uuid)
+        domain = await self._domain(instance_uuid)
         if domain is None:
             raise NotFound(f"no domain for instance {instance_uuid} on {self.host}")
         self._request_ids[instance_uuid] = current_request_id() or ""
@@ -472,7 +478,7 @@ class NodeActor(Actor):
         """ACPI shutdown; destroy when the guest has not stopped within ``shutdown_timeout``."""
         domain = await self._existing(instance_uuid)
         await self._set_desired(instance_uuid, "shutoff")
-        if not domain.isActive():
+        if not await self._is_running(domain):
             await self._sync(instance_uuid, running=False)
             return
         stopped = self._stopped.setdefault(instance_uuid, asyncio.Event())
@@ -494,7 +500,7 @@ class NodeActor(Actor):
     async def _start_instance(self, instance_uuid: str) -> None:
         domain = await self._existing(instance_uuid)
         await self._set_desired(instance_uuid, "running")
-        if domain.isActive():
+        if await self._is_running(domain):
             await self._sync(instance_uuid, running=True)
             return
         await self._virt(domain.create)
@@ -504,7 +510,7 @@ class NodeActor(Actor):
         domain = await self._existing(instance_uuid)
         await self._set_desired(instance_uuid, "running")
         if reboot_type == "HARD":
-            if domain.isActive():
+            if await self._is_running(domain):
                 await self._virt(domain.destroy)
             await self._virt(domain.create)
             return
@@ -529,8 +535,8 @@ class NodeActor(Actor):
         try:
             await power_change
         except Exception:
-            domain = self._domain(instance_uuid) if self.conn is not None else None
-            await self._sync(instance_uuid, running=bool(domain is not None and domain.isActive()))
+            domain = await self._domain(instance_uuid) if self.conn is not None else None
+            await self._sync(instance_uuid, running=domain is not None and await self._is_running(domain))
             raise
 
     async def _sync(self, instance_uuid: str, *, running: bool) -> None:
@@ -549,8 +555,8 @@ class NodeActor(Actor):
 
     async def _terminate(self, instance_uuid: str) -> None:
         self._request_ids[instance_uuid] = current_request_id() or ""
-        domain = self._domain(instance_uuid)
-        if domain is not None and domain.isActive():
+        domain = await self._domain(instance_uuid)
+        if domain is not None and await self._is_running(domain):
             await self._virt(domain.destroy)
         await self.bus.call("net.deallocate_for_instance", {"instance_uuid": instance_uuid})
         await self.bus.call("volume.detach_all", {"instance_uuid": instance_uuid})
@@ -569,7 +575,7 @@ class NodeActor(Actor):
     ) -> dict[str, str]:
         """Attach live where the driver can, and always to the persistent definition."""
         domain = await self._existing(instance_uuid)
-        used = set(disk_targets(domain.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)))
+        used = set(disk_targets(await self._virt(domain.XMLDesc, libvirt.VIR_DOMAIN_XML_INACTIVE)))
         target = (device or "").removeprefix("/dev/") or next_disk_target(used)
         if target in used:
             raise Conflict(f"device /dev/{target} is already in use on instance {instance_uuid}")
@@ -581,7 +587,7 @@ class NodeActor(Actor):
     @handler
     async def detach_volume(self, instance_uuid: str, volume_id: str, connection: dict[str, Any]) -> None:
         domain = await self._existing(instance_uuid)
-        targets = disk_targets(domain.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+        targets = disk_targets(await self._virt(domain.XMLDesc, libvirt.VIR_DOMAIN_XML_INACTIVE))
         target = next((dev for dev, path in targets.items() if path == connection["path"]), None)
         if target is None:
             raise NotFound(f"volume {volume_id} is not attached to instance {instance_uuid}")
@@ -591,7 +597,7 @@ class NodeActor(Actor):
 
     async def _change_device(self, domain: libvirt.virDomain, device_xml: str, *, attach: bool) -> None:
         flags = libvirt.VIR_DOMAIN_AFFECT_CONFIG
-        if domain.isActive():
+        if await self._is_running(domain):
             flags |= libvirt.VIR_DOMAIN_AFFECT_LIVE
         change = domain.attachDeviceFlags if attach else domain.detachDeviceFlags
         try:
@@ -605,7 +611,7 @@ class NodeActor(Actor):
         self, domain: libvirt.virDomain, device_xml: str, *, attach: bool
     ) -> None:
         """For drivers without device hot-plug (the test driver): change the persistent definition."""
-        root = ET.fromstring(domain.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+        root = ET.fromstring(await self._virt(domain.XMLDesc, libvirt.VIR_DOMAIN_XML_INACTIVE))
         devices = root.find("devices")
         assert devices is not None
         device = ET.fromstring(device_xml)
@@ -627,17 +633,17 @@ class NodeActor(Actor):
 
     @handler
     async def list_domains(self) -> list[dict[str, Any]]:
-        assert self.conn is not None
-        domains = await self._virt(self.conn.listAllDomains, 0)
-        return [
-            {
-                "uuid": d.UUIDString(),
-                "name": d.name(),
-                "state": d.state()[0],
-                "project_id": self._projects.get(d.UUIDString()),
-            }
-            for d in domains
-        ]
+        """Every domain libvirt has on this host, with its state (``VIR_DOMAIN_*``) and project."""
+        if self.conn is None:
+            raise ConnectionError(f"node {self.host} has no libvirt connection")
+        listed = []
+        for domain in await self._virt(self.conn.listAllDomains, 0):
+            uuid = domain.UUIDString()
+            state = (await self._virt(domain.state))[0]
+            listed.append(
+                {"uuid": uuid, "name": domain.name(), "state": state, "project_id": self._projects.get(uuid)}
+            )
+        return listed
 
     # -- restart: libvirt and the records agree again ----------------------------------------
 
@@ -648,7 +654,7 @@ class NodeActor(Actor):
         assert self.conn is not None
         for instance in records:
             uuid = instance["id"]
-            domain = self._domain(uuid)
+            domain = await self._domain(uuid)
             if instance["task_state"] == "deleting":
                 await self.terminate_instance(uuid)
                 continue
@@ -671,12 +677,13 @@ class NodeActor(Actor):
             )
             if instance["task_state"] == "powering-on":
                 want_running = True
-            if want_running and not domain.isActive():
+            running = await self._is_running(domain)
+            if want_running and not running:
                 await self._virt(domain.create)
-            elif not want_running and domain.isActive():
+            elif not want_running and running:
                 await self._virt(domain.destroy)
             elif instance["vm_state"] != "error":  # an ERROR instance keeps its fault, running or not
-                await self._sync(uuid, running=bool(domain.isActive()))
+                await self._sync(uuid, running=running)
         known = {instance["id"] for instance in records}
         for uuid in set(stored) - known:
             log.warning("node %s: domain %s has no live instance record; removing it", self.host, uuid)
