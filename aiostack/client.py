@@ -63,6 +63,19 @@ class EventsExpired(Exception):
         self.first_seq = first_seq
 
 
+def password_auth(username: str, password: str, project: str | None = None) -> dict[str, Any]:
+    """The body of a Keystone v3 password login (``POST /identity/v3/auth/tokens``), domain ``default``."""
+    auth: dict[str, Any] = {
+        "identity": {
+            "methods": ["password"],
+            "password": {"user": {"name": username, "domain": {"id": "default"}, "password": password}},
+        }
+    }
+    if project:
+        auth["scope"] = {"project": {"name": project, "domain": {"id": "default"}}}
+    return {"auth": auth}
+
+
 class ApiError(Exception):
     """The gateway answered an error: ``status`` and its message."""
 
@@ -102,18 +115,7 @@ class Client:
         return self._session
 
     async def login(self, username: str, password: str, project: str | None = None) -> None:
-        body = {
-            "auth": {
-                "identity": {
-                    "methods": ["password"],
-                    "password": {
-                        "user": {"name": username, "domain": {"id": "default"}, "password": password}
-                    },
-                }
-            }
-        }
-        if project:
-            body["auth"]["scope"] = {"project": {"name": project, "domain": {"id": "default"}}}
+        body = password_auth(username, password, project)
         async with self.session.post(f"{self.url}/identity/v3/auth/tokens", json=body) as response:
             payload = await response.json()
             if response.status != 201:

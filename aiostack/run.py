@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import logging
 import signal
 from collections.abc import Callable
@@ -49,33 +50,23 @@ def actor_factories(
     return [actor_factory(name, bus, config)]
 
 
+ACTOR_CLASSES = {
+    "token": "actors.token:TokenActor",
+    "conductor": "actors.conductor:ConductorActor",
+    "scheduler": "actors.scheduler:SchedulerActor",
+    "image": "actors.image:ImageActor",
+    "net": "actors.net:NetActor",
+    "volume": "actors.volume:VolumeActor",
+}
+
+
 def actor_factory(name: str, bus: Bus, config: Config) -> Callable[[], Actor]:
     """How to make the named actor; imports only that actor's module (a small process)."""
-    if name == "token":
-        from actors.token import TokenActor
-
-        return lambda: TokenActor(bus, config)
-    if name == "conductor":
-        from actors.conductor import ConductorActor
-
-        return lambda: ConductorActor(bus, config)
-    if name == "scheduler":
-        from actors.scheduler import SchedulerActor
-
-        return lambda: SchedulerActor(bus, config)
-    if name == "image":
-        from actors.image import ImageActor
-
-        return lambda: ImageActor(bus, config)
-    if name == "net":
-        from actors.net import NetActor
-
-        return lambda: NetActor(bus, config)
-    if name == "volume":
-        from actors.volume import VolumeActor
-
-        return lambda: VolumeActor(bus, config)
-    raise ValueError(f"unknown actor {name!r}; one of {', '.join(ACTOR_NAMES)}")
+    if name not in ACTOR_CLASSES:
+        raise ValueError(f"unknown actor {name!r}; one of {', '.join(ACTOR_NAMES)}")
+    module, class_name = ACTOR_CLASSES[name].split(":")
+    actor_class = getattr(importlib.import_module(module), class_name)
+    return partial(actor_class, bus, config)
 
 
 def _stop_on_signals() -> asyncio.Event:

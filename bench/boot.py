@@ -30,6 +30,7 @@ from typing import Any
 import aiohttp
 import psutil
 
+from aiostack.client import password_auth
 from aiostack.launch import aiostack_up
 
 PASSWORD = "bench-secret"
@@ -52,17 +53,7 @@ class Cloud:
         self.waiting: dict[tuple[str, str], asyncio.Future[tuple[float, dict[str, Any]]]] = {}
 
     async def start(self, kinds: str = "instance") -> None:
-        body = {
-            "auth": {
-                "identity": {
-                    "methods": ["password"],
-                    "password": {
-                        "user": {"name": "admin", "domain": {"id": "default"}, "password": PASSWORD}
-                    },
-                },
-                "scope": {"project": {"name": "admin", "domain": {"id": "default"}}},
-            }
-        }
+        body = password_auth("admin", PASSWORD, "admin")
         async with self.session.post(f"{self.url}/identity/v3/auth/tokens", json=body) as response:
             self.headers = {"X-Auth-Token": response.headers["X-Subject-Token"]}
         async with self.session.get(

@@ -29,6 +29,7 @@ import time
 import aiohttp
 import psutil
 
+from aiostack.client import password_auth
 from aiostack.launch import aiostack_up
 from bus import Bus
 
@@ -37,15 +38,7 @@ SOCKETS_PER_WORKER = 25
 
 
 async def login(session: aiohttp.ClientSession, url: str) -> tuple[str, str]:
-    body = {
-        "auth": {
-            "identity": {
-                "methods": ["password"],
-                "password": {"user": {"name": "admin", "domain": {"id": "default"}, "password": PASSWORD}},
-            },
-            "scope": {"project": {"name": "admin", "domain": {"id": "default"}}},
-        }
-    }
+    body = password_auth("admin", PASSWORD, "admin")
     async with session.post(f"{url}/identity/v3/auth/tokens", json=body) as response:
         token = response.headers["X-Subject-Token"]
         project = (await response.json())["token"]["project"]["id"]

@@ -27,6 +27,7 @@ import time
 import aiohttp
 
 from actors.auth import TokenValidator
+from aiostack.client import password_auth
 from aiostack.launch import aiostack_up
 from bus import Bus
 
@@ -35,15 +36,7 @@ STORM = 50
 
 
 async def login(session: aiohttp.ClientSession, url: str) -> str:
-    body = {
-        "auth": {
-            "identity": {
-                "methods": ["password"],
-                "password": {"user": {"name": "demo", "domain": {"id": "default"}, "password": PASSWORD}},
-            },
-            "scope": {"project": {"name": "demo", "domain": {"id": "default"}}},
-        }
-    }
+    body = password_auth("demo", PASSWORD, "demo")
     async with session.post(f"{url}/identity/v3/auth/tokens", json=body) as response:
         if response.status != 201:
             raise RuntimeError(f"login failed: {response.status} {await response.text()}")

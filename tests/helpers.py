@@ -6,6 +6,8 @@ from typing import Any
 
 import aiohttp
 
+from aiostack.client import password_auth
+
 DEMO_PASSWORD = "demo-secret"
 
 
@@ -21,15 +23,7 @@ class Api:
     async def login(
         self, user: str = "demo", password: str = DEMO_PASSWORD, project: str | None = None
     ) -> str:
-        body = {
-            "auth": {
-                "identity": {
-                    "methods": ["password"],
-                    "password": {"user": {"name": user, "domain": {"id": "default"}, "password": password}},
-                },
-                "scope": {"project": {"name": project or user, "domain": {"id": "default"}}},
-            }
-        }
+        body = password_auth(user, password, project or user)
         async with self.session.post(f"{self.base_url}/identity/v3/auth/tokens", json=body) as response:
             assert response.status == 201, await response.text()
             token = response.headers["X-Subject-Token"]

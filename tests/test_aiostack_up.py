@@ -111,48 +111,31 @@ async def test_restart_on_the_same_data_dir_keeps_everything_and_reconciles(tmp_
         assert running == {servers[0]: True, servers[1]: True, servers[2]: False}
 
 
+async def as_demo(data_dir: Path, command: str, *args: str) -> tuple[int, str]:
+    """``aiostack COMMAND ARGS`` as the demo user; its exit status and output."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "aiostack.cli",
+        command,
+        "--data-dir",
+        str(data_dir),
+        "--username",
+        "demo",
+        "--password",
+        "demo-secret",
+        "--project",
+        "demo",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await asyncio.wait_for(process.communicate(), 60)
+    return process.returncode, output.decode()
+
+
 async def aiostack_cli(data_dir: Path, *args: str) -> tuple[int, str]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "aiostack.cli",
-        "server",
-        "--data-dir",
-        str(data_dir),
-        "--username",
-        "demo",
-        "--password",
-        "demo-secret",
-        "--project",
-        "demo",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    output, _ = await asyncio.wait_for(process.communicate(), 60)
-    return process.returncode, output.decode()
-
-
-async def aiostack_events(data_dir: Path, *args: str) -> tuple[int, str]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "aiostack.cli",
-        "events",
-        "--data-dir",
-        str(data_dir),
-        "--username",
-        "demo",
-        "--password",
-        "demo-secret",
-        "--project",
-        "demo",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    output, _ = await asyncio.wait_for(process.communicate(), 60)
-    return process.returncode, output.decode()
+    return await as_demo(data_dir, "server", *args)
 
 
 async def test_server_commands_drive_the_cloud_from_the_shell(tmp_path) -> None:
@@ -177,7 +160,7 @@ async def test_server_commands_drive_the_cloud_from_the_shell(tmp_path) -> None:
         assert code == 0, output
         code, output = await aiostack_cli(tmp_path, "list")
         assert "shell-vm" not in output
-        code, output = await aiostack_events(tmp_path, "--kind", "instance")
+        code, output = await as_demo(tmp_path, "events", "--kind", "instance")
         assert code == 0, output
         lines = output.splitlines()
         assert [line.split()[3] for line in lines][:3] == [
