@@ -800,6 +800,23 @@ class ConductorActor(Actor):
             if a["server_id"] == instance_uuid and a["attach_status"] == "attached"
         ]
 
+    @handler(policy="compute:read")
+    async def get_console_output(self, instance_uuid: str, length: int | None = None) -> dict[str, str]:
+        """The guest's serial console log from its node, the last ``length`` lines (-1 or None: all).
+
+        :raises InvalidRequest: a length that is not an integer >= -1.
+        :raises Conflict: the instance has no host yet, or its driver keeps no console log.
+        """
+        if length is not None and (not isinstance(length, int) or isinstance(length, bool) or length < -1):
+            raise InvalidRequest("length must be an integer >= -1")
+        row = await self._row(instance_uuid)
+        if not row["host"]:
+            raise Conflict(f"Instance {instance_uuid} is not running on a host yet.")
+        return await self.bus.call(
+            f"node.{row['host']}.get_console_output",
+            {"instance_uuid": instance_uuid, "length": None if length == -1 else length},
+        )
+
     # -- store helpers --------------------------------------------------------------------
 
     async def _update(

@@ -110,6 +110,11 @@ MIGRATIONS = [
             SELECT subnet_id, v, lead(v) OVER (PARTITION BY subnet_id, pool ORDER BY v) FROM bounds)
         SELECT subnet_id, v + 1, next - 1 FROM gaps WHERE next - v > 1;
     """,
+    # 3: how the port reaches its guest (Neutron's binding:vif_type and binding:vif_details).
+    """
+    ALTER TABLE ports ADD COLUMN binding_vif_type TEXT NOT NULL DEFAULT 'unbound';
+    ALTER TABLE ports ADD COLUMN binding_vif_details TEXT NOT NULL DEFAULT '{}';
+    """,
 ]
 
 # Keep ip_free (see MIGRATIONS[1]) in step with ip_allocations, whatever changes it (an ON
@@ -171,6 +176,13 @@ DEFAULT_SUBNET = "default-subnet"
 DEFAULT_CIDR = "10.20.0.0/16"
 DEFAULT_GATEWAY = "10.20.0.1"
 COMPUTE_OWNER = "compute:nova"
+UNBOUND = {
+    "device_id": "",
+    "device_owner": "",
+    "binding_host": "",
+    "binding_vif_type": "unbound",
+    "binding_vif_details": "{}",
+}
 # A port's columns but id, network_id, project_id, mac_address and the timestamps, as the
 # schema defaults them.
 _PORT_DEFAULTS = {
@@ -179,6 +191,8 @@ _PORT_DEFAULTS = {
     "device_owner": "",
     "admin_state_up": True,
     "binding_host": "",
+    "binding_vif_type": "unbound",
+    "binding_vif_details": "{}",
     "created_for_instance": False,
 }
 MTU_RANGE = range(68, 9001)
@@ -187,7 +201,10 @@ MAC_ATTEMPTS = 16
 _MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 _TYPE_NAMES = {str: "string", bool: "boolean", int: "integer", list: "list"}
 _BOOLEANS = frozenset(("shared", "admin_state_up", "router:external", "enable_dhcp"))
-_JSON = frozenset(("subnets", "allocation_pools", "dns_nameservers", "host_routes", "fixed_ips"))
+_JSON = frozenset(
+    ("subnets", "allocation_pools", "dns_nameservers", "host_routes", "fixed_ips", "binding:vif_details")
+)
+VIF_TYPES = ("bridge", "user", "unbound", "binding_failed")
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,6 +234,7 @@ PORT = Kind(
     " (SELECT json_group_array(json_object('subnet_id', a.subnet_id, 'ip_address', a.ip_address))"
     "  FROM ip_allocations a WHERE a.port_id = r.id) AS fixed_ips,"
     ' r.device_id, r.device_owner, r.admin_state_up, r.binding_host AS "binding:host_id",'
+    ' r.binding_vif_type AS "binding:vif_type", r.binding_vif_details AS "binding:vif_details",'
     " CASE WHEN r.admin_state_up AND r.device_id != '' AND r.binding_host != '' THEN 'ACTIVE'"
     "  ELSE 'DOWN' END AS status, r.created_at, r.updated_at FROM ports r",
     "0",
@@ -384,6 +402,8 @@ def _port_record(row: dict[str, Any], fixed_ips: list[dict[str, str]]) -> dict[s
         "device_owner": row["device_owner"],
         "admin_state_up": up,
         "binding:host_id": row["binding_host"],
+        "binding:vif_type": row["binding_vif_type"],
+        "binding:vif_details": from_json(row["binding_vif_details"], {}),
         "status": "ACTIVE" if up and row["device_id"] and row["binding_host"] else "DOWN",
         "created_at": row["created_at"],
         "updated_at": row["updated_at"],
@@ -841,6 +861,29 @@ class NetActor(Actor):
             await db.execute("DELETE FROM ports WHERE id = ?", (port_id,))
         await publish_event(self.bus, "port", port_id, port["project_id"], "port.deleted", port)
 
+    @handler
+    async def set_port_binding(
+        self, port_id: str, vif_type: str, vif_details: dict[str, Any]
+    ) -> dict[str, Any]:
+        """How a node plugged a bound port in (``binding:vif_type``: bridge, or user-mode
+        networking where no bridge could be made, with the reason in ``binding:vif_details``).
+
+        :raises InvalidRequest: an unknown vif type or details that are not a map.
+        :raises NotFound: no such port.
+        """
+        _check(str, port_id=port_id, vif_type=vif_type)
+        if vif_type not in VIF_TYPES:
+            raise _invalid("vif_type", f"{vif_type!r:.40} is not one of {', '.join(VIF_TYPES)}")
+        if not isinstance(vif_details, dict):
+            raise _invalid("vif_details", "must be a map")
+        async with self._writing() as db:
+            await self._get(PORT, port_id, None, db)
+            changes = {"binding_vif_type": vif_type, "binding_vif_details": to_json(vif_details)}
+            await _update(db, "ports", port_id, changes)
+            port = await self._get(PORT, port_id, None, db)
+        await publish_event(self.bus, "port", port_id, port["project_id"], "port.plugged", port)
+        return port
+
     # -- instances ----------------------------------------------------------------------------
 
     @handler
@@ -926,9 +969,7 @@ class NetActor(Actor):
                     await db.execute("DELETE FROM ports WHERE id = ?", (row["id"],))
                     events.append(("port.deleted", port))
                     continue
-                await _update(
-                    db, "ports", row["id"], {"device_id": "", "device_owner": "", "binding_host": ""}
-                )
+                await _update(db, "ports", row["id"], UNBOUND)
                 events.append(("port.unbound", await self._get(PORT, row["id"], None, db)))
         for event, port in events:
             await publish_event(self.bus, "port", port["id"], port["project_id"], event, port)

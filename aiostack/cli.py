@@ -23,6 +23,22 @@ def _add_bus_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", default="INFO")
 
 
+def _add_guest_options(parser: argparse.ArgumentParser) -> None:
+    """Options of nodes on a QEMU libvirt (real guests)."""
+    parser.add_argument(
+        "--virt-type",
+        choices=("auto", "kvm", "qemu"),
+        default="auto",
+        help="QEMU accelerator: kvm, qemu (TCG), or auto: kvm only where KVM really runs a guest",
+    )
+    parser.add_argument(
+        "--shutdown-timeout",
+        type=float,
+        default=60.0,
+        help="seconds a guest gets to power off after ACPI shutdown before it is destroyed",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aiostack", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -47,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="run this many test-driver nodes in each node process (default: one each)",
     )
     up.add_argument("--listen", default="127.0.0.1:8774", help="gateway address HOST:PORT (port 0: free)")
+    _add_guest_options(up)
     up.add_argument("--node-vcpus", type=int, default=128, help="vCPUs of each test-driver node")
     up.add_argument("--node-memory-mb", type=int, default=1024 * 1024, help="RAM of each test-driver node")
 
@@ -60,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--host", action="append", help="node: the compute host's name (repeat for several)")
     run.add_argument("--libvirt", action="append", help="node: libvirt URI, one per --host")
     run.add_argument("--report-interval", type=float, default=10.0, help="node: seconds between heartbeats")
+    _add_guest_options(run)
     run.add_argument("--listen", default="127.0.0.1:8774", help="gateway: HOST:PORT to listen on")
 
     add_client_commands(commands, default_data_dir())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -85,6 +86,20 @@ class ApiError(Exception):
         self.message = message
 
 
+async def _file_chunks(path: str | os.PathLike[str], size: int = 1024 * 1024) -> AsyncIterator[bytes]:
+    """A file's data, read off the event loop."""
+    file = await asyncio.to_thread(open, path, "rb")
+    try:
+        while chunk := await asyncio.to_thread(file.read, size):
+            yield chunk
+    finally:
+        file.close()
+
+
+async def _json_or_none(response: aiohttp.ClientResponse) -> Any:
+    return await response.json() if response.content_type == "application/json" else None
+
+
 def _error_message(body: Any) -> str:
     if isinstance(body, dict) and len(body) == 1:
         inner = next(iter(body.values()))
@@ -126,7 +141,7 @@ class Client:
     async def request(self, method: str, path: str, body: Any = None) -> Any:
         headers = {"X-Auth-Token": self.token} if self.token else {}
         async with self.session.request(method, self.url + path, json=body, headers=headers) as response:
-            payload = await response.json() if response.content_type == "application/json" else None
+            payload = await _json_or_none(response)
             if response.status >= 400:
                 raise ApiError(response.status, _error_message(payload))
             return payload
@@ -191,6 +206,33 @@ class Client:
                 pass
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, max_backoff)
+
+    async def upload_image(
+        self,
+        name: str,
+        path: str | os.PathLike[str],
+        *,
+        disk_format: str = "raw",
+        container_format: str = "bare",
+        visibility: str = "private",
+        properties: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """Create an image (Glance v2 extra properties: ``properties``) and upload the file's data."""
+        body = {
+            "name": name,
+            "disk_format": disk_format,
+            "container_format": container_format,
+            "visibility": visibility,
+            **(properties or {}),
+        }
+        image = await self.request("POST", "/image/v2/images", body)
+        headers = {"X-Auth-Token": self.token or "", "Content-Type": "application/octet-stream"}
+        async with self.session.put(
+            f"{self.url}/image/v2/images/{image['id']}/file", data=_file_chunks(path), headers=headers
+        ) as response:
+            if response.status >= 400:
+                raise ApiError(response.status, _error_message(await _json_or_none(response)))
+        return await self.request("GET", f"/image/v2/images/{image['id']}")
 
     async def _find(self, collection_path: str, key: str, name_or_id: str) -> str:
         items = (await self.request("GET", collection_path))[key]
@@ -279,3 +321,12 @@ class Client:
             await self._until_event(done, timeout, method, path, body, server_id=server_id)
         else:
             await self.request(method, path, body)
+
+    async def console_output(self, server: str, lines: int | None = None) -> str:
+        """The server's serial console log (its last ``lines`` lines when given)."""
+        server_id = await self._find("/compute/v2.1/servers", "servers", server)
+        argument = {} if lines is None else {"length": lines}
+        answer = await self.request(
+            "POST", f"/compute/v2.1/servers/{server_id}/action", {"os-getConsoleOutput": argument}
+        )
+        return answer["output"]

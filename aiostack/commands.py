@@ -38,7 +38,9 @@ def add_client_commands(commands: Any, data_dir_default: Path) -> None:
     events.add_argument("--type", action="append", default=[], help="only this event type (repeatable)")
     events.add_argument("--since", help="the last sequence seen (default: all kept, or now with --follow)")
     server = commands.add_parser(
-        "server", parents=[options], help="create, list, show, stop, start, reboot, delete servers"
+        "server",
+        parents=[options],
+        help="create, list, show, stop, start, reboot, delete servers; read a console log",
     )
     actions = server.add_subparsers(dest="action", required=True)
     create = actions.add_parser("create", help="boot a server")
@@ -50,6 +52,9 @@ def add_client_commands(commands: Any, data_dir_default: Path) -> None:
     actions.add_parser("list", help="list servers")
     show = actions.add_parser("show", help="show one server")
     show.add_argument("server", help="name or id")
+    console = actions.add_parser("console", help="print a server's serial console log")
+    console.add_argument("server", help="name or id")
+    console.add_argument("--lines", type=int, help="only the last N lines")
     for action in ("delete", "stop", "start", "reboot"):
         parser = actions.add_parser(action, help=f"{action} a server")
         parser.add_argument("server", help="name or id")
@@ -140,6 +145,9 @@ async def run_client_command(args: argparse.Namespace) -> int:
                 return 0
             if args.action == "show":
                 print(json.dumps(await client.server(args.server), indent=2, sort_keys=True))
+                return 0
+            if args.action == "console":
+                print(await client.console_output(args.server, args.lines), end="")
                 return 0
             action = "reboot-hard" if args.action == "reboot" and args.hard else args.action
             await client.server_action(args.server, action, wait=args.wait)

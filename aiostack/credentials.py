@@ -86,6 +86,8 @@ KINDS: dict[str, Kind] = {
             "net.allocate_for_instance",
             "net.deallocate_for_instance",
             "net.get_network",
+            "net.get_subnet",
+            "net.set_port_binding",
             "volume.reserve",
             "volume.attach_complete",
             "volume.detach_all",

@@ -44,7 +44,16 @@ def actor_factories(
         ):
             raise SystemExit("aiostack run node: several hosts in one process need test-driver node files")
         return [
-            partial(NodeActor, bus, config, host=host, libvirt_uri=uri, report_interval=args.report_interval)
+            partial(
+                NodeActor,
+                bus,
+                config,
+                host=host,
+                libvirt_uri=uri,
+                report_interval=args.report_interval,
+                virt_type=args.virt_type,
+                shutdown_timeout=args.shutdown_timeout,
+            )
             for host, uri in zip(hosts, uris, strict=True)
         ]
     return [actor_factory(name, bus, config)]

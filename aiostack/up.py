@@ -144,6 +144,8 @@ def child_specs(args: argparse.Namespace) -> list[ChildSpec]:
                     memory_mb=args.node_memory_mb,
                 )
             node_args += ["--host", host, "--libvirt", uri]
+        if args.libvirt != "test":
+            node_args += ["--virt-type", args.virt_type, "--shutdown-timeout", str(args.shutdown_timeout)]
         specs.append(ChildSpec("+".join(group), tuple(node_args)))
     return specs
 
@@ -219,6 +221,10 @@ async def up(args: argparse.Namespace) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
 
+    if args.libvirt.startswith("qemu:///system"):
+        from node.libvirtd import ensure_libvirtd
+
+        await asyncio.to_thread(ensure_libvirtd, args.libvirt)
     specs = child_specs(args)
     credentials = prepare(data_dir, [spec.principal for spec in specs], args.prefix)
     server: EmbeddedNatsServer | None = None

@@ -210,6 +210,16 @@ async def server_action(request: web.Request) -> web.Response:
             "conductor.reboot_instance",
             {"instance_uuid": server_id, "reboot_type": argument["type"]},
         )
+    elif action == "os-getConsoleOutput":
+        if not isinstance(argument, dict):
+            raise InvalidRequest("Invalid input for field/attribute os-getConsoleOutput: must be an object")
+        length = argument.get("length")
+        if isinstance(length, str) and length.lstrip("-").isdigit():  # Nova takes "50" as well as 50
+            length = int(length)
+        console = await call(
+            request, "conductor.get_console_output", {"instance_uuid": server_id, "length": length}
+        )
+        return web.json_response({"output": console["output"]})
     else:
         raise InvalidRequest(f"There is no such action: {action}")
     return web.Response(status=202)

@@ -87,6 +87,8 @@ RESOURCES = (
                 "status",
                 "admin_state_up",
                 "binding:host_id",
+                "binding:vif_type",
+                "binding:vif_details",
             ),
         ),
         create=_same(

@@ -14,15 +14,24 @@ Handlers (version history: 1 - initial):
 * attach_volume(instance_uuid, volume_id, connection, device) -> {"device"}
 * detach_volume(instance_uuid, volume_id, connection)
 * list_domains() -> [{uuid, name, state, project_id}]
+* get_console_output(instance_uuid, length=None) -> {"output"}   (real guests' serial console)
+
+On a QEMU host (``qemu:///system``, ``qemu:///embed?root=...``) guests are real: disks are
+qcow2 overlays on cached images (``node/images.py``), NICs join a libvirt network per
+aiostack network whose DHCP hands each port's MAC its fixed IP (``node/networks.py``), the
+serial console goes to a log, and the accelerator is KVM only where it really runs a guest
+(``node/virt_type.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import libvirt
@@ -41,7 +50,10 @@ from node.domain import (
     domain_xml,
     next_disk_target,
 )
+from node.images import ImageCache
 from node.libvirt_conn import register_event_loop, silence_libvirt_stderr
+from node.networks import GuestNetworks
+from node.virt_type import choose_virt_type
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +64,19 @@ MIGRATIONS = [
         desired_power TEXT NOT NULL DEFAULT 'running', created_at REAL NOT NULL);
     """,
 ]
+
+
+CONSOLE_MAX_BYTES = 1024 * 1024
+
+
+def _tail(path: Path, limit: int) -> bytes:
+    """The last ``limit`` bytes of a file (nothing if it does not exist yet)."""
+    try:
+        with path.open("rb") as f:
+            f.seek(max(0, path.stat().st_size - limit))
+            return f.read()
+    except FileNotFoundError:
+        return b""
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +101,9 @@ class NodeActor(Actor):
         disk_gb: int = 10240,
         report_interval: float = 10.0,
         shutdown_timeout: float = 60.0,
+        virt_type: str = "auto",
+        cpu_allocation_ratio: float = 4.0,
+        reserved_host_memory_mb: int = 512,
     ) -> None:
         if not host or any(c in host for c in " .*>"):
             raise ValueError(f"invalid host name {host!r}")
@@ -86,7 +114,13 @@ class NodeActor(Actor):
         self.disk_gb = disk_gb
         self.report_interval = report_interval
         self.shutdown_timeout = shutdown_timeout
+        self.requested_virt_type = virt_type
+        self.cpu_allocation_ratio = cpu_allocation_ratio
+        self.reserved_host_memory_mb = reserved_host_memory_mb
+        self.domain_type = "test"
         self.state_dir = config.data_dir / "nodes" / host
+        self.images = ImageCache(bus, self.state_dir)
+        self.networks = GuestNetworks(self._virt)
         self.store = Store(self.state_dir / "node.sqlite", MIGRATIONS)
         self.conn: libvirt.virConnect | None = None
         self._events: asyncio.Queue[LifecycleEvent] = asyncio.Queue()
@@ -107,10 +141,25 @@ class NodeActor(Actor):
         register_event_loop()
         silence_libvirt_stderr()
         await self._connect()
+        await self._choose_domain_type()
         self.spawn(self._forward_events(), name=f"{self.address}-events")
         self.spawn(self._report_forever(), name=f"{self.address}-report")
         self.spawn(self._reconcile(), name=f"{self.address}-reconcile")
-        log.info("node %s on %s", self.host, self.libvirt_uri)
+        log.info("node %s on %s (domain type %s)", self.host, self.libvirt_uri, self.domain_type)
+
+    @property
+    def real_guests(self) -> bool:
+        """QEMU runs this host's guests (else libvirt's test driver pretends to)."""
+        return self.domain_type in ("qemu", "kvm")
+
+    async def _choose_domain_type(self) -> None:
+        assert self.conn is not None
+        if (await self._virt(self.conn.getType)).lower() != "qemu":
+            return
+        local = "://" in self.libvirt_uri and self.libvirt_uri.split("://", 1)[1].startswith("/")
+        choice = await choose_virt_type(self.requested_virt_type, local=local)
+        self.domain_type = choice.domain_type
+        log.info("node %s: guests run with type=%s: %s", self.host, choice.domain_type, choice.reason)
 
     async def _connect(self) -> None:
         """Open libvirt and register the lifecycle and close callbacks (again after a reconnect)."""
@@ -213,8 +262,11 @@ class NodeActor(Actor):
     def _on_lifecycle(
         self, _conn: Any, domain: libvirt.virDomain, event: int, detail: int, _opaque: Any
     ) -> None:
-        """libvirtaio runs this on the loop thread: only queue the event."""
-        self._events.put_nowait(LifecycleEvent(domain.UUIDString(), event, detail, time.time()))
+        """libvirtaio runs this on the loop thread: only queue the event (of this node's domains:
+        several nodes may share one libvirtd)."""
+        uuid = domain.UUIDString()
+        if uuid in self._projects:
+            self._events.put_nowait(LifecycleEvent(uuid, event, detail, time.time()))
 
     async def _forward_events(self) -> None:
         """Publish each domain event at once, then let the conductor turn it into instance state."""
@@ -283,13 +335,18 @@ class NodeActor(Actor):
         """The heartbeat: capacity on ``<prefix>.hb.<host>``, a subject only this node may publish to."""
         assert self.conn is not None
         _model, memory_mb, cpus, *_ = await self._virt(self.conn.getInfo)
+        disk_gb = self.disk_gb
+        if self.real_guests:
+            cpus = int(cpus * self.cpu_allocation_ratio)
+            memory_mb = max(0, memory_mb - self.reserved_host_memory_mb)
+            disk_gb = min(disk_gb, shutil.disk_usage(self.state_dir).total // 1024**3)
         await self.bus.request(
             f"hb.{self.host}",
             {
                 "host": self.host,
                 "vcpus": cpus,
                 "memory_mb": memory_mb,
-                "disk_gb": self.disk_gb,
+                "disk_gb": disk_gb,
                 "hypervisor_type": (await self._virt(self.conn.getType)).lower(),
             },
             timeout=10,
@@ -368,22 +425,11 @@ class NodeActor(Actor):
         """
         image = await self.bus.call("image.get", {"image_id": instance["image_ref"]})
         properties = image.get("properties") or {}
-        kernel = initrd = None
-        for key in ("kernel_id", "ramdisk_id"):
-            if properties.get(key):
-                try:
-                    await self.bus.call("image.get", {"image_id": properties[key]})
-                except NotFound:
-                    raise NotFound(
-                        f"{key} image {properties[key]} of image {image['id']} could not be found"
-                    ) from None
-        if properties.get("kernel_id"):
-            kernel = str(self.state_dir / "images" / properties["kernel_id"])
-            initrd = (
-                str(self.state_dir / "images" / properties["ramdisk_id"])
-                if properties.get("ramdisk_id")
-                else None
-            )
+        boot_images = {
+            key: await self._boot_image(image, key)
+            for key in ("kernel_id", "ramdisk_id")
+            if properties.get(key)
+        }
         ports = await self.bus.call(
             "net.allocate_for_instance",
             {
@@ -398,8 +444,27 @@ class NodeActor(Actor):
             "conductor.instance_spawning",
             {"instance_uuid": instance["id"], "host": self.host, "addresses": addresses},
         )
-        bus_name = disk_bus(properties)
-        disks = [Disk(str(self.state_dir / "instances" / instance["id"] / "disk"), "vda", bus=bus_name)]
+        flavor = instance["flavor"]
+        if self.real_guests:
+            root = Disk(
+                str(await self.images.create_root_disk(instance["id"], image, flavor["disk"])),
+                "vda",
+                format="qcow2",
+                bus=disk_bus(properties),
+            )
+            files = {key: str(await self.images.base(record)) for key, record in boot_images.items()}
+            nics = [await self._guest_nic(port) for port in ports]
+            console_log: str | None = str(self.images.console_log(instance["id"]))
+        else:
+            root = Disk(
+                str(self.images.instance_dir(instance["id"]) / "disk"), "vda", bus=disk_bus(properties)
+            )
+            files = {
+                key: str(self.state_dir / "images" / record["id"]) for key, record in boot_images.items()
+            }
+            nics = [Nic(port["mac_address"], port["id"]) for port in ports]
+            console_log = None
+        disks = [root]
         volumes = []
         for device in block_devices:
             reserved = await self.bus.call(
@@ -413,7 +478,6 @@ class NodeActor(Actor):
                 Disk(connection["path"], target, format=connection["format"], serial=device["volume_id"])
             )
             volumes.append((device["volume_id"], f"/dev/{target}"))
-        flavor = instance["flavor"]
         spec = DomainSpec(
             uuid=instance["id"],
             name=instance["name"],
@@ -421,14 +485,46 @@ class NodeActor(Actor):
             flavor_name=flavor["name"],
             vcpus=flavor["vcpus"],
             memory_mb=flavor["ram"],
-            domain_type="test",
+            domain_type=self.domain_type,
             disks=tuple(disks),
-            nics=tuple(Nic(port["mac_address"], port["id"]) for port in ports),
-            kernel=kernel,
-            initrd=initrd,
+            nics=tuple(nics),
+            kernel=files.get("kernel_id"),
+            initrd=files.get("ramdisk_id"),
             cmdline=properties.get("os_command_line"),
+            console_log=console_log,
         )
         return domain_xml(spec), volumes
+
+    async def _boot_image(self, image: dict[str, Any], key: str) -> dict[str, Any]:
+        """The kernel (``kernel_id``) or ramdisk (``ramdisk_id``) image an image boots with."""
+        try:
+            return await self.bus.call("image.get", {"image_id": image["properties"][key]})
+        except NotFound:
+            raise NotFound(
+                f"{key} image {image['properties'][key]} of image {image['id']} could not be found"
+            ) from None
+
+    async def _guest_nic(self, port: dict[str, Any]) -> Nic:
+        """The port as a NIC of a real guest: on its network's bridge with a DHCP entry, or user-mode."""
+        assert self.conn is not None
+        subnet = None
+        if port["fixed_ips"]:
+            subnet = await self.bus.call("net.get_subnet", {"subnet_id": port["fixed_ips"][0]["subnet_id"]})
+        attachment = await self.networks.attach(self.conn, port["network_id"], subnet, port)
+        await self.bus.call(
+            "net.set_port_binding",
+            {
+                "port_id": port["id"],
+                "vif_type": attachment.vif_type,
+                "vif_details": {
+                    "libvirt_network": attachment.network,
+                    "fallback_reason": attachment.fallback_reason,
+                },
+            },
+        )
+        return Nic(
+            port["mac_address"], port["id"], network=attachment.network, user_mode=attachment.network is None
+        )
 
     async def _addresses(self, ports: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
         """Nova's ``addresses``: network name -> fixed IPs with their MAC."""
@@ -450,15 +546,30 @@ class NodeActor(Actor):
         return addresses
 
     async def _undo_build(self, instance_uuid: str) -> None:
-        """Give back what a failed build took: the domain, its ports, its record here."""
+        """Give back what a failed build took: the domain, its ports, its files, its record here."""
         domain = await self._domain(instance_uuid)
+        xml = await self._definition(instance_uuid, domain)
         if domain is not None:
             if await self._is_running(domain):
                 await self._virt(domain.destroy)
             await self._virt(domain.undefine)
         await self.bus.call("net.deallocate_for_instance", {"instance_uuid": instance_uuid})
         await self.bus.call("volume.detach_all", {"instance_uuid": instance_uuid})
+        await self._release_guest(instance_uuid, xml)
         await self.store.execute("DELETE FROM domains WHERE uuid = ?", (instance_uuid,))
+
+    async def _definition(self, instance_uuid: str, domain: libvirt.virDomain | None) -> str | None:
+        """The domain's persistent XML: libvirt's, else the copy this node stored."""
+        if domain is not None:
+            return await self._virt(domain.XMLDesc, libvirt.VIR_DOMAIN_XML_INACTIVE)
+        row = await self.store.fetchone("SELECT xml FROM domains WHERE uuid = ?", (instance_uuid,))
+        return row["xml"] if row else None
+
+    async def _release_guest(self, instance_uuid: str, xml: str | None) -> None:
+        """What a real guest held on this host: its DHCP entries, its overlay and console log."""
+        if xml is not None and self.conn is not None:
+            await self.networks.release(self.conn, xml)
+        await asyncio.to_thread(self.images.remove_instance, instance_uuid)
 
     # -- power ----------------------------------------------------------------------------
 
@@ -556,10 +667,12 @@ class NodeActor(Actor):
     async def _terminate(self, instance_uuid: str) -> None:
         self._request_ids[instance_uuid] = current_request_id() or ""
         domain = await self._domain(instance_uuid)
+        xml = await self._definition(instance_uuid, domain)
         if domain is not None and await self._is_running(domain):
             await self._virt(domain.destroy)
         await self.bus.call("net.deallocate_for_instance", {"instance_uuid": instance_uuid})
         await self.bus.call("volume.detach_all", {"instance_uuid": instance_uuid})
+        await self._release_guest(instance_uuid, xml)
         await self.store.execute("DELETE FROM domains WHERE uuid = ?", (instance_uuid,))
         if domain is not None:
             await self._virt(domain.undefine)
@@ -630,6 +743,19 @@ class NodeActor(Actor):
     async def _remember_xml(self, instance_uuid: str, domain: libvirt.virDomain) -> None:
         xml = await self._virt(domain.XMLDesc, libvirt.VIR_DOMAIN_XML_INACTIVE)
         await self.store.execute("UPDATE domains SET xml = ? WHERE uuid = ?", (xml, instance_uuid))
+
+    @handler
+    async def get_console_output(self, instance_uuid: str, length: int | None = None) -> dict[str, str]:
+        """The guest's serial console log; its last ``length`` lines when given (``os-getConsoleOutput``)."""
+        await self._existing(instance_uuid)
+        if not self.real_guests:
+            raise Conflict(f"the {self.domain_type} driver of {self.host} keeps no console log")
+        path = self.images.console_log(instance_uuid)
+        data = await asyncio.to_thread(_tail, path, CONSOLE_MAX_BYTES)
+        lines = data.decode(errors="replace").replace("\r\n", "\n").splitlines(keepends=True)
+        if length is not None:
+            lines = lines[-length:] if length > 0 else []
+        return {"output": "".join(lines)}
 
     @handler
     async def list_domains(self) -> list[dict[str, Any]]:

@@ -27,6 +27,7 @@ class Nic:
     mac: str
     port_id: str
     network: str | None = None
+    user_mode: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +69,8 @@ def domain_xml(spec: DomainSpec) -> str:
     ET.SubElement(domain, "memory", unit="MiB").text = str(spec.memory_mb)
     ET.SubElement(domain, "vcpu").text = str(spec.vcpus)
     os_element = ET.SubElement(domain, "os")
-    ET.SubElement(os_element, "type", arch="x86_64").text = "hvm"
+    real_guest = spec.domain_type in ("qemu", "kvm")
+    ET.SubElement(os_element, "type", arch="x86_64", **({"machine": "pc"} if real_guest else {})).text = "hvm"
     if spec.kernel:
         ET.SubElement(os_element, "kernel").text = spec.kernel
         if spec.initrd:
@@ -77,6 +79,10 @@ def domain_xml(spec: DomainSpec) -> str:
             ET.SubElement(os_element, "cmdline").text = spec.cmdline
     else:
         ET.SubElement(os_element, "boot", dev="hd")
+    if real_guest:
+        features = ET.SubElement(domain, "features")
+        ET.SubElement(features, "acpi")
+        ET.SubElement(features, "apic")
     ET.SubElement(domain, "on_poweroff").text = "destroy"
     ET.SubElement(domain, "on_reboot").text = "restart"
     ET.SubElement(domain, "on_crash").text = "destroy"
@@ -84,15 +90,20 @@ def domain_xml(spec: DomainSpec) -> str:
     for disk in spec.disks:
         devices.append(disk_element(disk))
     for nic in spec.nics:
-        interface = ET.SubElement(devices, "interface", type="network" if nic.network else "ethernet")
+        kind = "network" if nic.network else "user" if nic.user_mode else "ethernet"
+        interface = ET.SubElement(devices, "interface", type=kind)
         ET.SubElement(interface, "mac", address=nic.mac)
         if nic.network:
             ET.SubElement(interface, "source", network=nic.network)
         ET.SubElement(interface, "model", type="virtio")
     if spec.console_log:
-        serial = ET.SubElement(devices, "serial", type="file")
-        ET.SubElement(serial, "source", path=spec.console_log)
+        serial = ET.SubElement(devices, "serial", type="pty")
+        ET.SubElement(serial, "log", file=spec.console_log, append="on")
         ET.SubElement(serial, "target", port="0")
+        console = ET.SubElement(devices, "console", type="pty")
+        ET.SubElement(console, "target", type="serial", port="0")
+    if real_guest:
+        ET.SubElement(devices, "memballoon", model="none")
     return ET.tostring(domain, encoding="unicode")
 
 

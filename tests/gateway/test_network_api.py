@@ -16,7 +16,8 @@ PORTS = "/network/v2.0/ports"
 ADMIN_PASSWORD, DEMO_PASSWORD = "admin-secret", "demo-secret"  # as tests/conftest.py bootstraps them
 PORT_KEYS = {
     "id", "name", "network_id", "project_id", "tenant_id", "mac_address", "fixed_ips", "device_id",
-    "device_owner", "status", "admin_state_up", "binding:host_id", "created_at", "updated_at",
+    "device_owner", "status", "admin_state_up", "binding:host_id", "binding:vif_type", "binding:vif_details",
+    "created_at", "updated_at",
 }  # fmt: skip
 
 

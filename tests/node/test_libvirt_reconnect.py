@@ -1,6 +1,6 @@
 """A node whose libvirt connection drops reconnects, re-registers its callbacks and catches up.
 
-A private libvirtd (its own socket directory) serves libvirt's test driver over
+A private libvirtd (its own socket directory and /run/libvirt) serves libvirt's test driver over
 ``test+unix://``; the tests drop the node's connection with virt-admin, or kill libvirtd,
 and change domains behind the node's back.
 """
@@ -46,7 +46,16 @@ class Libvirtd:
         return f"test+unix:///default?socket={self.socket}"
 
     async def start(self) -> None:
+        # Its own /run/libvirt (a mount namespace), so its drivers do not meet the system
+        # libvirtd's pid files when one runs too (the QEMU tests start one).
         self.process = await asyncio.create_subprocess_exec(
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            'mkdir -p /run/libvirt && mount -t tmpfs aiostack-test /run/libvirt && exec libvirtd "$@"',
             "libvirtd",
             "--config",
             str(self.directory / "libvirtd.conf"),

@@ -1,0 +1,378 @@
+"""A tiny real Linux guest for QEMU tests, built from Debian packages only.
+
+The kernel and its modules come from Debian 12's ``linux-image-6.1.0-*-cloud-amd64`` package
+(fetched with ``apt-get download``), userspace is ``/bin/busybox`` from busybox-static. The
+guest's ``/init`` reports on the serial console with ``AIOSTACK-`` lines: its disks, its DHCP
+lease, a ready marker, hot-plugged disks and NICs, and power-off (ACPI power button, or
+``aiostack.poweroff_after=N`` on the kernel command line).
+
+Run ``python -m aiostack.testguest [--cache DIR]`` to build (or reuse) a guest and print its
+paths; add ``--url URL`` (and ``--password``, or ``$OS_PASSWORD``) to register it as kernel,
+ramdisk and disk images with a running aiostack.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gzip
+import hashlib
+import json
+import lzma
+import os
+import re
+import shutil
+import struct
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from aiostack.client import Client
+
+KERNEL_PACKAGE = re.compile(r"^linux-image-6\.1\.0-(\d+)-cloud-amd64$")
+# the modules the guest loads; their dependencies are resolved from each module's .modinfo
+MODULE_ROOTS = ("virtio_pci", "virtio_blk", "virtio_net", "evdev", "button")
+DECOMPRESSORS: dict[str, Callable[[bytes], bytes]] = {
+    ".ko": bytes,
+    ".ko.xz": lzma.decompress,
+    ".ko.gz": gzip.decompress,
+}
+BUSYBOX = Path("/bin/busybox")
+DISK_SIZE = 8 * 1024 * 1024
+DISK_MARKER = b"AIOSTACK-TESTGUEST-DISK\n"
+CMDLINE = "console=ttyS0 quiet panic=-1"
+
+INIT = r"""#!/bin/sh
+export PATH=/bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+echo  # the firmware leaves the console mid-line
+while read -r module; do insmod "/lib/modules/$module.ko"; done </etc/modules
+
+names() { for p in "$@"; do [ -e "$p" ] && printf '%s ' "${p##*/}"; done; }
+bytes() { echo $(( $(cat "/sys/block/$1/size") * 512 )); }
+listed() { case " $2 " in *" $1 "*) return 0;; esac; return 1; }
+
+disks=$(names /sys/block/vd*)
+for d in $disks; do echo "AIOSTACK-DISK name=$d bytes=$(bytes "$d")"; done
+
+ip link set lo up
+addr=
+if [ -e /sys/class/net/eth0 ]; then
+    ip link set eth0 up
+    udhcpc -i eth0 -s /etc/udhcpc.script -f -q -n -t 5 -T 2
+    addr=$(ip -o -4 addr show dev eth0 | awk '{print $4; exit}')
+    [ -n "$addr" ] && echo "AIOSTACK-IP dev=eth0 addr=$addr mac=$(cat /sys/class/net/eth0/address)"
+fi
+nics=$(names /sys/class/net/eth*)
+
+acpid -l /tmp/acpid.log
+
+watch_devices() {
+    while sleep 0.5; do
+        now=$(names /sys/block/vd*)
+        for d in $now; do listed "$d" "$disks" || echo "AIOSTACK-DISK-ADDED name=$d bytes=$(bytes "$d")"; done
+        for d in $disks; do listed "$d" "$now" || echo "AIOSTACK-DISK-REMOVED name=$d"; done
+        disks=$now
+        now=$(names /sys/class/net/eth*)
+        for n in $now; do
+            listed "$n" "$nics" || echo "AIOSTACK-NIC-ADDED dev=$n mac=$(cat "/sys/class/net/$n/address")"
+        done
+        nics=$now
+    done
+}
+watch_devices &
+
+ip=${addr%/*}
+echo "AIOSTACK-READY ip=${ip:-none} disks=$(echo $disks | tr ' ' ,)"
+
+after=$(sed -n 's/.*aiostack\.poweroff_after=\([0-9][0-9]*\).*/\1/p' /proc/cmdline)
+if [ -n "$after" ]; then
+    sleep "$after"
+    aiostack-poweroff self
+fi
+while :; do sleep 3600; done
+"""
+
+UDHCPC_SCRIPT = r"""#!/bin/sh
+case "$1" in
+    deconfig) ip -4 addr flush dev "$interface" ;;
+    bound|renew)
+        ip -4 addr flush dev "$interface"
+        ip addr add "$ip/$mask" dev "$interface"
+        [ -n "$router" ] && ip route replace default via "${router%% *}" dev "$interface"
+        ;;
+esac
+exit 0
+"""
+
+# acpid runs /etc/acpi/PWRF/00000080 (a symlink to this) on a KEY_POWER press, with no arguments
+POWEROFF_SCRIPT = r"""#!/bin/sh
+echo "AIOSTACK-POWEROFF reason=${1:-acpi}" >/dev/console
+exec poweroff -f
+"""
+
+
+@dataclass(frozen=True)
+class TestGuest:
+    """A built guest: boot ``kernel`` with ``initrd`` and ``cmdline``; ``disk`` is a raw image."""
+
+    __test__ = False  # not a pytest test class
+
+    kernel: Path
+    initrd: Path
+    disk: Path
+    cmdline: str
+    kernel_version: str
+
+
+def default_cache_dir() -> Path:
+    """``$AIOSTACK_GUEST_CACHE``, else ``~/.cache/aiostack/testguest``."""
+    return Path(os.environ.get("AIOSTACK_GUEST_CACHE") or Path.home() / ".cache" / "aiostack" / "testguest")
+
+
+def _run(*argv: str | Path, cwd: Path | None = None) -> str:
+    """Run a command, return its stdout; raise with its stderr if it fails."""
+    done = subprocess.run(argv, cwd=cwd, capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"{' '.join(map(str, argv))} failed ({done.returncode}): {done.stderr.strip()}")
+    return done.stdout
+
+
+def newest_kernel_package() -> tuple[str, str]:
+    """The newest Debian 12 cloud kernel package apt knows of, and its candidate version."""
+    abis = {
+        int(match[1]): name
+        for name in _run("apt-cache", "pkgnames", "linux-image-6.1.0-").split()
+        if (match := KERNEL_PACKAGE.match(name))
+    }
+    if not abis:
+        raise RuntimeError("apt knows no linux-image-6.1.0-*-cloud-amd64 package (run apt-get update)")
+    package = abis[max(abis)]
+    version = re.search(r"^Version: (\S+)$", _run("apt-cache", "show", "--no-all-versions", package), re.M)
+    if version is None:
+        raise RuntimeError(f"apt has no candidate version of {package}")
+    return package, version[1]
+
+
+def modinfo(elf: bytes) -> dict[str, str]:
+    """The ``.modinfo`` section of a kernel module (an ELF64 little-endian relocatable)."""
+    if elf[:6] != b"\x7fELF\x02\x01":
+        raise ValueError("not an ELF64 little-endian file")
+    (shoff,) = struct.unpack_from("<Q", elf, 0x28)
+    shentsize, shnum, shstrndx = struct.unpack_from("<HHH", elf, 0x3A)
+    sections = [struct.unpack_from("<I20xQQ", elf, shoff + i * shentsize) for i in range(shnum)]
+    names = sections[shstrndx][1]
+    for name, offset, size in sections:
+        if elf[names + name : elf.index(b"\0", names + name)] == b".modinfo":
+            entries = (e.decode() for e in elf[offset : offset + size].split(b"\0") if b"=" in e)
+            return dict(e.split("=", 1) for e in entries)
+    return {}
+
+
+def load_order(tree: Path, roots: Iterable[str]) -> list[tuple[str, bytes]]:
+    """The named modules under ``tree`` and their dependencies, decompressed, dependencies first."""
+    paths: dict[str, tuple[Path, Callable[[bytes], bytes]]] = {}
+    for path in tree.rglob("*.ko*"):
+        for suffix in DECOMPRESSORS:
+            if path.name.endswith(suffix):
+                paths[path.name.removesuffix(suffix).replace("-", "_")] = (path, DECOMPRESSORS[suffix])
+    order: dict[str, bytes] = {}
+
+    def visit(name: str) -> None:
+        if name in order:
+            return
+        if name not in paths:
+            raise RuntimeError(f"kernel module {name} not found under {tree}")
+        path, decompress = paths[name]
+        elf = decompress(path.read_bytes())
+        for dependency in filter(None, modinfo(elf).get("depends", "").split(",")):
+            visit(dependency)
+        order[name] = elf
+
+    for root in roots:
+        visit(root)
+    return list(order.items())
+
+
+class Cpio:
+    """A gzip'd newc cpio archive (an initramfs), written in memory."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.inode = 0
+
+    def add(self, name: str, mode: int, data: bytes = b"", rdev: tuple[int, int] = (0, 0)) -> None:
+        """Add one entry; ``mode`` includes the file type bits."""
+        self.inode += 1
+        header = (self.inode, mode, 0, 0, 1, 0, len(data), 0, 0, *rdev, len(name) + 1, 0)
+        self.data += b"070701" + b"".join(b"%08X" % f for f in header) + name.encode() + b"\0"
+        self.data += bytes(-len(self.data) % 4) + data
+        self.data += bytes(-len(self.data) % 4)
+
+    def directory(self, name: str) -> None:
+        self.add(name, 0o040755)
+
+    def file(self, name: str, data: bytes, perm: int = 0o644) -> None:
+        self.add(name, 0o100000 | perm, data)
+
+    def symlink(self, name: str, target: str) -> None:
+        self.add(name, 0o120777, target.encode())
+
+    def finish(self) -> bytes:
+        """The gzip'd archive, with its trailer."""
+        self.add("TRAILER!!!", 0)
+        return gzip.compress(bytes(self.data), mtime=0)
+
+
+def build_initrd(modules: list[tuple[str, bytes]]) -> bytes:
+    """The initramfs: busybox and its applets, /init, its scripts, and ``modules`` in load order."""
+    cpio = Cpio()
+    for name in (
+        "bin",
+        "dev",
+        "etc",
+        "etc/acpi",
+        "etc/acpi/PWRF",
+        "lib",
+        "lib/modules",
+        "proc",
+        "sys",
+        "tmp",
+    ):
+        cpio.directory(name)
+    cpio.add("dev/console", 0o020600, rdev=(5, 1))
+    cpio.file("bin/busybox", BUSYBOX.read_bytes(), 0o755)
+    for applet in _run(BUSYBOX, "--list").split():
+        if applet != "busybox":
+            cpio.symlink(f"bin/{applet}", "busybox")
+    cpio.file("init", INIT.encode(), 0o755)
+    cpio.file("etc/udhcpc.script", UDHCPC_SCRIPT.encode(), 0o755)
+    cpio.file("bin/aiostack-poweroff", POWEROFF_SCRIPT.encode(), 0o755)
+    cpio.symlink("etc/acpi/PWRF/00000080", "/bin/aiostack-poweroff")
+    cpio.file("etc/modules", "".join(f"{name}\n" for name, _ in modules).encode())
+    for name, elf in modules:
+        cpio.file(f"lib/modules/{name}.ko", elf)
+    return cpio.finish()
+
+
+def recipe_digest() -> str:
+    """A digest of everything besides the kernel that goes into a build."""
+    recipe = hashlib.sha256()
+    for part in (INIT, UDHCPC_SCRIPT, POWEROFF_SCRIPT, CMDLINE, repr(MODULE_ROOTS), DISK_MARKER, DISK_SIZE):
+        recipe.update(str(part).encode() + b"\0")
+    recipe.update(BUSYBOX.read_bytes())
+    return recipe.hexdigest()[:12]
+
+
+def _guest(directory: Path) -> TestGuest:
+    manifest = json.loads((directory / "guest.json").read_text())
+    return TestGuest(
+        kernel=directory / "vmlinuz",
+        initrd=directory / "initrd.gz",
+        disk=directory / "disk.raw",
+        cmdline=manifest["cmdline"],
+        kernel_version=manifest["kernel_version"],
+    )
+
+
+def _build(directory: Path, package: str, version: str) -> None:
+    """Download and unpack ``package``, write the guest's files into ``directory``."""
+    download = directory / "download"
+    download.mkdir()
+    _run("apt-get", "download", f"{package}={version}", cwd=download)
+    (deb,) = download.glob("*.deb")
+    root = download / "root"
+    _run("dpkg-deb", "-x", deb, root)
+    (tree,) = (root / "lib" / "modules").iterdir()
+    shutil.copyfile(root / "boot" / f"vmlinuz-{tree.name}", directory / "vmlinuz")
+    (directory / "initrd.gz").write_bytes(build_initrd(load_order(tree, MODULE_ROOTS)))
+    with open(directory / "disk.raw", "wb") as disk:
+        disk.write(DISK_MARKER)
+        disk.truncate(DISK_SIZE)
+    shutil.rmtree(download)
+    manifest = {"package": package, "kernel_version": tree.name, "cmdline": CMDLINE}
+    (directory / "guest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+async def register_test_guest(
+    client: Client, guest: TestGuest, *, name: str = "test-guest"
+) -> dict[str, str]:
+    """Upload the guest as Glance does AKI/ARI/AMI images: a kernel, a ramdisk, and a disk image
+    whose ``kernel_id``, ``ramdisk_id`` and ``os_command_line`` properties boot it directly.
+
+    Returns the ids: ``{"kernel": ..., "ramdisk": ..., "disk": ...}``.
+    """
+    kernel = await client.upload_image(
+        f"{name}-kernel", guest.kernel, disk_format="aki", container_format="aki"
+    )
+    ramdisk = await client.upload_image(
+        f"{name}-ramdisk", guest.initrd, disk_format="ari", container_format="ari"
+    )
+    properties = {"kernel_id": kernel["id"], "ramdisk_id": ramdisk["id"], "os_command_line": guest.cmdline}
+    disk = await client.upload_image(
+        name, guest.disk, disk_format="ami", container_format="ami", properties=properties
+    )
+    return {"kernel": kernel["id"], "ramdisk": ramdisk["id"], "disk": disk["id"]}
+
+
+def build_test_guest(cache_dir: Path) -> TestGuest:
+    """Build the guest into ``cache_dir``, or reuse a finished build of the same kernel and recipe.
+
+    A build is made in a temporary directory and renamed into place once complete, so an
+    interrupted build is never reused.
+    """
+    package, version = newest_kernel_package()
+    final = cache_dir / f"{package}_{version}_{recipe_digest()}"
+    if not final.is_dir():
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=".build-", dir=cache_dir))
+        work.chmod(0o755)  # readable by a hypervisor running as another user
+        try:
+            _build(work, package, version)
+            os.rename(work, final)
+        except OSError:
+            if not final.is_dir():  # not a concurrent build that finished first
+                raise
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    return _guest(final)
+
+
+async def _register(args: argparse.Namespace, guest: TestGuest) -> dict[str, str]:
+    from aiostack.client import Client
+
+    async with Client(args.url) as client:
+        await client.login(args.username, args.password, args.project)
+        return await register_test_guest(client, guest, name=args.name)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Build (or reuse) the test guest, print its paths; with ``--url``, register it as images."""
+    parser = argparse.ArgumentParser(prog="python -m aiostack.testguest", description=__doc__.splitlines()[0])
+    parser.add_argument("--cache", type=Path, default=default_cache_dir(), help="cache directory")
+    parser.add_argument("--url", help="register the guest as images with this aiostack gateway")
+    parser.add_argument(
+        "--name", default="test-guest", help="name of the disk image (kernel: NAME-kernel...)"
+    )
+    parser.add_argument("--username", default=os.environ.get("OS_USERNAME", "admin"))
+    parser.add_argument("--password", default=os.environ.get("OS_PASSWORD"))
+    parser.add_argument("--project", default=os.environ.get("OS_PROJECT_NAME", "admin"))
+    args = parser.parse_args(argv)
+    guest = build_test_guest(args.cache)
+    for field in fields(guest):
+        print(f"{field.name}: {getattr(guest, field.name)}")
+    if args.url:
+        if not args.password:
+            raise SystemExit("a password is needed to register: --password or $OS_PASSWORD")
+        for kind, image_id in asyncio.run(_register(args, guest)).items():
+            print(f"{kind} image: {image_id}")
+
+
+if __name__ == "__main__":
+    main()

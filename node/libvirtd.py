@@ -1,0 +1,83 @@
+"""libvirtd for QEMU nodes on a machine without systemd: start it (and virtlogd) if none answers.
+
+On a host managed by systemd, libvirtd is socket-activated and this finds it answering. In a
+container or CI machine nothing starts it, so `aiostack up --libvirt qemu:///system` and the
+real-guest tests start the daemons themselves, as root, and wait until a connection answers
+(the first one probes QEMU's capabilities: several seconds, cached afterwards).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import libvirt
+
+log = logging.getLogger(__name__)
+
+SYSTEM_URI = "qemu:///system"
+QEMU_CONF = Path("/etc/libvirt/qemu.conf")
+RUNTIME_DIRS = (Path("/var/log/libvirt"), Path("/var/lib/libvirt"), Path("/run/libvirt"))
+
+
+class LibvirtdUnavailable(RuntimeError):
+    """No libvirtd answers and none could be started here."""
+
+
+def answers(uri: str = SYSTEM_URI) -> bool:
+    libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+    try:
+        libvirt.open(uri).close()
+    except libvirt.libvirtError:
+        return False
+    return True
+
+
+def _running(program: str) -> bool:
+    return subprocess.run(["pgrep", "-x", program], capture_output=True, check=False).returncode == 0
+
+
+def ensure_qemu_runs_as_root() -> None:
+    """QEMU as root can open the node's root-owned images and logs (qemu.conf ``user``/``group``)."""
+    text = QEMU_CONF.read_text() if QEMU_CONF.exists() else ""
+    settings = {
+        line.split("=")[0].strip() for line in text.splitlines() if "=" in line and not line.startswith("#")
+    }
+    missing = [f'{key} = "root"' for key in ("user", "group") if key not in settings]
+    if missing:
+        QEMU_CONF.parent.mkdir(parents=True, exist_ok=True)
+        QEMU_CONF.write_text(text + "".join(f"{line}\n" for line in missing))
+
+
+def ensure_libvirtd(uri: str = SYSTEM_URI, timeout: float = 60.0) -> None:
+    """Return once ``uri`` answers, starting virtlogd and libvirtd first when none runs."""
+    if answers(uri):
+        return
+    if os.geteuid() != 0:
+        raise LibvirtdUnavailable(f"{uri} does not answer, and only root can start libvirtd")
+    for program in ("virtlogd", "libvirtd"):
+        if shutil.which(program) is None:
+            raise LibvirtdUnavailable(f"{program} is not installed (apt-get install libvirt-daemon)")
+    for directory in RUNTIME_DIRS:
+        directory.mkdir(parents=True, exist_ok=True)
+    ensure_qemu_runs_as_root()
+    for program in ("virtlogd", "libvirtd"):
+        if not _running(program):
+            log.info("starting %s", program)
+            subprocess.run([program, "--daemon"], check=True)
+    deadline = time.monotonic() + timeout
+    while not answers(uri):
+        if time.monotonic() > deadline:
+            raise LibvirtdUnavailable(f"libvirtd started but {uri} did not answer within {timeout:.0f} s")
+        time.sleep(0.2)
+
+
+def stop_libvirtd(sig: str = "KILL") -> None:
+    """Kill libvirtd (the guests it started keep running)."""
+    subprocess.run(["pkill", f"-{sig}", "-x", "libvirtd"], check=False)
+    while _running("libvirtd"):
+        time.sleep(0.05)

@@ -1,0 +1,164 @@
+"""Guest networking on a QEMU node: one libvirt network per aiostack network.
+
+Each aiostack network a guest joins becomes a persistent libvirt network on this host: an
+isolated bridge (no forwarding: guest traffic never leaves the host) that holds the subnet's
+gateway address, with dnsmasq serving DHCP only to the MACs of its ports, each with its
+port's fixed IP (``networkUpdate`` adds and removes one host entry per port). So the address
+the API lists is the address the guest gets. Where the bridge cannot be made (no privileges,
+the subnet already routed on this host, no dnsmasq), the guest gets user-mode networking
+instead and the port's binding says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from typing import Any
+
+import libvirt
+
+log = logging.getLogger(__name__)
+
+# libvirt drops an empty <dhcp> (and dnsmasq's static range with it) when its last host entry
+# goes: this entry, the gateway's own address on a MAC no port has, keeps it.
+KEEPER_MAC = "02:00:00:00:00:00"
+UPDATE_FLAGS = libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE | libvirt.VIR_NETWORK_UPDATE_AFFECT_CONFIG
+
+
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    """How one port reaches its guest: a libvirt network, or user-mode networking and why."""
+
+    network: str | None
+    vif_type: str
+    fallback_reason: str | None = None
+
+
+def libvirt_network_name(network_id: str) -> str:
+    return f"aiostack-{network_id}"
+
+
+def bridge_name(network_id: str) -> str:
+    """Linux allows 15 characters for an interface name."""
+    return f"aio-{network_id.replace('-', '')[:10]}"
+
+
+def network_xml(network_id: str, subnet: dict[str, Any]) -> str:
+    cidr = ipaddress.ip_network(subnet["cidr"])
+    gateway = subnet.get("gateway_ip") or str(next(cidr.hosts()))
+    network = ET.Element("network")
+    ET.SubElement(network, "name").text = libvirt_network_name(network_id)
+    ET.SubElement(network, "bridge", name=bridge_name(network_id), stp="off", delay="0")
+    ip = ET.SubElement(network, "ip", address=gateway, prefix=str(cidr.prefixlen))
+    ET.SubElement(ET.SubElement(ip, "dhcp"), "host", mac=KEEPER_MAC, ip=gateway)
+    return ET.tostring(network, encoding="unicode")
+
+
+def dhcp_host_xml(mac: str, ip: str) -> str:
+    return f"<host mac='{mac}' ip='{ip}'/>"
+
+
+class GuestNetworks:
+    """The libvirt networks of one node and their DHCP host entries."""
+
+    def __init__(self, run: Any) -> None:
+        self._run = run
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    async def attach(
+        self, conn: libvirt.virConnect, network_id: str, subnet: dict[str, Any] | None, port: dict[str, Any]
+    ) -> Attachment:
+        """Make sure the network exists and is running, then give the port's MAC its fixed IP."""
+        if subnet is None:
+            return Attachment(None, "user", "the network has no IPv4 subnet to serve over DHCP")
+        lock = self._locks.setdefault(network_id, asyncio.Lock())
+        async with lock:
+            try:
+                network = await self._ensure(conn, network_id, subnet)
+            except libvirt.libvirtError as exc:
+                reason = f"no bridge for network {network_id}: {exc.get_error_message()}"
+                log.warning("%s; guest falls back to user-mode networking", reason)
+                return Attachment(None, "user", reason)
+            for fixed_ip in port.get("fixed_ips") or []:
+                if fixed_ip.get("subnet_id") == subnet["id"]:
+                    await self._set_host(network, port["mac_address"], fixed_ip["ip_address"])
+        return Attachment(libvirt_network_name(network_id), "bridge")
+
+    async def release(self, conn: libvirt.virConnect, xml: str) -> None:
+        """Remove the DHCP host entries of a domain's NICs (given its XML) from their networks."""
+        for interface in ET.fromstring(xml).iter("interface"):
+            source, mac = interface.find("source"), interface.find("mac")
+            if interface.get("type") != "network" or source is None or mac is None:
+                continue
+            try:
+                network = await self._run(conn.networkLookupByName, source.get("network", ""))
+            except libvirt.libvirtError:
+                continue
+            await self._remove_host(network, mac.get("address", ""))
+
+    async def _ensure(self, conn: libvirt.virConnect, network_id: str, subnet: dict[str, Any]) -> Any:
+        name = libvirt_network_name(network_id)
+        try:
+            network = await self._run(conn.networkLookupByName, name)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() != libvirt.VIR_ERR_NO_NETWORK:
+                raise
+            network = await self._run(conn.networkDefineXML, network_xml(network_id, subnet))
+            log.info("defined libvirt network %s for %s", name, subnet["cidr"])
+        if not await self._run(network.isActive):
+            try:
+                await self._run(network.create)
+            except libvirt.libvirtError:
+                await self._run(network.undefine)
+                raise
+            await self._run(network.setAutostart, 1)
+        return network
+
+    async def _dhcp_hosts(self, network: Any) -> dict[str, str]:
+        """``{mac: ip}`` of the running network's DHCP host entries."""
+        root = ET.fromstring(await self._run(network.XMLDesc, 0))
+        return {
+            host.get("mac", "").lower(): host.get("ip", "") for host in root.iter("host") if host.get("mac")
+        }
+
+    async def _set_host(self, network: Any, mac: str, ip: str) -> None:
+        hosts = await self._dhcp_hosts(network)
+        if hosts.get(mac.lower()) == ip:
+            return
+        if mac.lower() in hosts:
+            await self._remove_host(network, mac)
+        for stale_mac, stale_ip in hosts.items():
+            if stale_ip == ip and stale_mac != mac.lower():
+                await self._remove_host(network, stale_mac)
+        await self._run(
+            network.update,
+            libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST,
+            libvirt.VIR_NETWORK_SECTION_IP_DHCP_HOST,
+            -1,
+            dhcp_host_xml(mac, ip),
+            UPDATE_FLAGS,
+        )
+
+    async def _remove_host(self, network: Any, mac: str) -> None:
+        hosts = await self._dhcp_hosts(network)
+        if mac.lower() not in hosts or mac.lower() == KEEPER_MAC:
+            return
+        await self._run(
+            network.update,
+            libvirt.VIR_NETWORK_UPDATE_COMMAND_DELETE,
+            libvirt.VIR_NETWORK_SECTION_IP_DHCP_HOST,
+            -1,
+            dhcp_host_xml(mac.lower(), hosts[mac.lower()]),
+            UPDATE_FLAGS,
+        )
+
+    async def dhcp_entries(self, conn: libvirt.virConnect, network_id: str) -> dict[str, str]:
+        """``{mac: ip}`` served on an aiostack network's libvirt network ({} when there is none)."""
+        try:
+            network = await self._run(conn.networkLookupByName, libvirt_network_name(network_id))
+        except libvirt.libvirtError:
+            return {}
+        return {mac: ip for mac, ip in (await self._dhcp_hosts(network)).items() if mac != KEEPER_MAC}

@@ -1,0 +1,202 @@
+"""Real guests: QEMU through the system libvirtd, booted through gateway -> scheduler -> conductor -> node.
+
+The guest is the test guest of ``aiostack.testguest`` (a Debian kernel and a busybox
+initramfs, registered as kernel, ramdisk and disk images); it prints ``AIOSTACK-*`` lines on
+its serial console, which the tests read through ``os-getConsoleOutput``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import subprocess
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import libvirt
+import pytest
+
+from actors.conductor import ConductorActor
+from actors.image import TINY_NAME, ImageActor
+from actors.net import NetActor
+from actors.scheduler import SchedulerActor
+from actors.token import TokenActor
+from actors.volume import VolumeActor
+from aiostack.client import Client
+from aiostack.testguest import TestGuest, build_test_guest, default_cache_dir, register_test_guest
+from node.actor import NodeActor
+from node.libvirtd import SYSTEM_URI, ensure_libvirtd, stop_libvirtd
+from node.networks import GuestNetworks
+from tests.helpers import DEMO_PASSWORD
+
+GUEST_DEADLINE = 120.0
+
+
+@pytest.fixture(scope="module")
+def test_guest() -> TestGuest:
+    ensure_libvirtd()
+    return build_test_guest(default_cache_dir())
+
+
+@dataclass
+class QemuCloud:
+    client: Client
+    node: NodeActor
+    images: dict[str, str]
+
+    async def console_until(self, server_id: str, pattern: str, *, count: int = 1) -> re.Match[str]:
+        """Poll the console log through the API until ``pattern`` has matched ``count`` times."""
+        output = ""
+        try:
+            async with asyncio.timeout(GUEST_DEADLINE):
+                while True:
+                    output = await self.client.console_output(server_id)
+                    matches = list(re.finditer(pattern, output))
+                    if len(matches) >= count:
+                        return matches[count - 1]
+                    await asyncio.sleep(0.5)
+        except TimeoutError:
+            raise AssertionError(f"no {pattern!r} (x{count}) on the console:\n{output[-3000:]}") from None
+
+    async def dhcp_entries(self, network_id: str) -> dict[str, str]:
+        assert self.node.conn is not None
+        return await GuestNetworks(self.node._virt).dhcp_entries(self.node.conn, network_id)
+
+
+async def _qemu_cloud(
+    start_actor: Any, config: Any, gateway_url: str, test_guest: TestGuest, **node_options: Any
+) -> AsyncIterator[QemuCloud]:
+    for actor_class in (TokenActor, SchedulerActor, ConductorActor, ImageActor, NetActor, VolumeActor):
+        await start_actor(actor_class, config, secure=True)
+    node = await start_actor(
+        NodeActor, config, host="qemu-1", libvirt_uri=SYSTEM_URI, secure=True, **node_options
+    )
+    assert isinstance(node, NodeActor)
+    await node.report_capacity()
+    async with Client(gateway_url) as client:
+        await client.login("demo", DEMO_PASSWORD, "demo")
+        images = await register_test_guest(client, test_guest, name="test-guest")
+        yield QemuCloud(client, node, images)
+
+
+@pytest.fixture
+async def qemu_cloud(start_actor, config, gateway_url, test_guest) -> AsyncIterator[QemuCloud]:
+    async for cloud in _qemu_cloud(start_actor, config, gateway_url, test_guest, shutdown_timeout=30.0):
+        yield cloud
+
+
+def qemu_running(instance_uuid: str) -> bool:
+    return (
+        subprocess.run(["pgrep", "-f", f"guest=instance-{instance_uuid}"], capture_output=True).returncode
+        == 0
+    )
+
+
+async def test_a_real_guest_gets_its_ip_sees_a_hot_plugged_volume_stops_starts_and_leaves_nothing(
+    qemu_cloud: QemuCloud,
+) -> None:
+    client = qemu_cloud.client
+    server = await client.create_server("guest-1", image="test-guest", flavor="m1.tiny", wait=True)
+    assert server["status"] == "ACTIVE", server
+    assert qemu_cloud.node.domain_type in ("qemu", "kvm")
+    [address] = server["addresses"]["default"]
+    ready = await qemu_cloud.console_until(server["id"], r"AIOSTACK-READY ip=(\S+) disks=(\S+)")
+    assert ready.group(1) == address["addr"] and ready.group(2) == "vda"
+    network_id = (await client.request("GET", "/network/v2.0/networks?name=default"))["networks"][0]["id"]
+    mac = address["OS-EXT-IPS-MAC:mac_addr"]
+    assert (await qemu_cloud.dhcp_entries(network_id)).get(mac) == address["addr"]
+    port = (await client.request("GET", f"/network/v2.0/ports?device_id={server['id']}"))["ports"][0]
+    assert port["binding:vif_type"] == "bridge" and port["status"] == "ACTIVE"
+
+    project = client.project_id
+    volume = (
+        await client.request("POST", f"/volume/v3/{project}/volumes", {"volume": {"size": 1, "name": "data"}})
+    )["volume"]
+    async with asyncio.timeout(30):
+        while (await client.request("GET", f"/volume/v3/{project}/volumes/{volume['id']}"))["volume"][
+            "status"
+        ] != "available":
+            await asyncio.sleep(0.2)
+    attachment = await client.request(
+        "POST",
+        f"/compute/v2.1/servers/{server['id']}/os-volume_attachments",
+        {"volumeAttachment": {"volumeId": volume["id"]}},
+    )
+    assert attachment["volumeAttachment"]["device"] == "/dev/vdb"
+    added = await qemu_cloud.console_until(server["id"], r"AIOSTACK-DISK-ADDED name=vdb bytes=(\d+)")
+    assert int(added.group(1)) == 1024**3
+
+    await client.server_action(server["id"], "stop", wait=True)
+    assert (await client.server(server["id"]))["status"] == "SHUTOFF"
+    await qemu_cloud.console_until(server["id"], r"AIOSTACK-POWEROFF reason=acpi")
+    assert not qemu_running(server["id"])
+
+    await client.server_action(server["id"], "start", wait=True)
+    again = await qemu_cloud.console_until(server["id"], r"AIOSTACK-READY ip=(\S+) disks=(\S+)", count=2)
+    assert again.group(1) == address["addr"] and again.group(2) == "vda,vdb"
+
+    instance_dir = qemu_cloud.node.images.instance_dir(server["id"])
+    assert (instance_dir / "disk").exists()
+    await client.server_action(server["id"], "delete", wait=True)
+    assert not qemu_running(server["id"])
+    assert not instance_dir.exists()
+    assert mac not in await qemu_cloud.dhcp_entries(network_id)
+    volume_after = (await client.request("GET", f"/volume/v3/{project}/volumes/{volume['id']}"))["volume"]
+    assert volume_after["status"] == "available" and volume_after["attachments"] == []
+    assert (await client.request("GET", f"/network/v2.0/ports?device_id={server['id']}"))["ports"] == []
+
+
+async def test_a_guest_that_powers_itself_off_becomes_shutoff_without_any_call(
+    qemu_cloud: QemuCloud, test_guest: TestGuest
+) -> None:
+    client = qemu_cloud.client
+    properties = {
+        "kernel_id": qemu_cloud.images["kernel"],
+        "ramdisk_id": qemu_cloud.images["ramdisk"],
+        "os_command_line": f"{test_guest.cmdline} aiostack.poweroff_after=1",
+    }
+    await client.upload_image("self-stopping", test_guest.disk, properties=properties)
+    async with client.subscribe(("instance",)) as stream:
+        server = await client.create_server("guest-2", image="self-stopping", flavor="m1.tiny", wait=True)
+        async with asyncio.timeout(GUEST_DEADLINE):
+            async for event in stream:
+                if event["id"] == server["id"] and event["type"] == "instance.shutoff":
+                    break
+    assert event["state"]["cause"]["domain_event"] == "STOPPED"
+    await qemu_cloud.console_until(server["id"], r"AIOSTACK-POWEROFF reason=self")
+    assert (await client.server(server["id"]))["status"] == "SHUTOFF"
+    await client.server_action(server["id"], "delete", wait=True)
+
+
+async def test_a_guest_that_ignores_acpi_is_destroyed_after_the_shutdown_timeout(
+    start_actor, config, gateway_url, test_guest
+) -> None:
+    async for cloud in _qemu_cloud(start_actor, config, gateway_url, test_guest, shutdown_timeout=2.0):
+        client = cloud.client
+        server = await client.create_server("no-os", image=TINY_NAME, flavor="m1.tiny", wait=True)
+        await client.server_action(server["id"], "stop", wait=True)
+        assert (await client.server(server["id"]))["status"] == "SHUTOFF"
+        assert not qemu_running(server["id"])
+        await client.server_action(server["id"], "delete", wait=True)
+
+
+async def test_a_guest_keeps_running_and_active_across_a_libvirtd_restart(qemu_cloud: QemuCloud) -> None:
+    client, node = qemu_cloud.client, qemu_cloud.node
+    server = await client.create_server("guest-3", image="test-guest", flavor="m1.tiny", wait=True)
+    await qemu_cloud.console_until(server["id"], r"AIOSTACK-READY")
+    old_connection = node.conn
+    await asyncio.to_thread(stop_libvirtd)
+    await asyncio.to_thread(ensure_libvirtd)
+    async with asyncio.timeout(60):
+        while node.conn is None or node.conn is old_connection:
+            await asyncio.sleep(0.1)
+    assert qemu_running(server["id"])
+    assert (await client.server(server["id"]))["status"] == "ACTIVE"
+    domain = await asyncio.to_thread(node.conn.lookupByUUIDString, server["id"])
+    assert domain.state()[0] == libvirt.VIR_DOMAIN_RUNNING
+    # the callbacks were registered again: the stop's STOPPED event reaches the conductor
+    await client.server_action(server["id"], "stop", wait=True)
+    await qemu_cloud.console_until(server["id"], r"AIOSTACK-POWEROFF reason=acpi")
+    await client.server_action(server["id"], "delete", wait=True)
+    assert not qemu_running(server["id"])

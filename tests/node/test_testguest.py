@@ -1,0 +1,161 @@
+"""The test guest boots under raw QEMU (TCG), reports its disk and lease, sees hot-plugs and powers off.
+
+The guest is built once into the default cache dir; each test boots its own QEMU with a QMP
+monitor on a unix socket and reads the serial console from a log file.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from aiostack.testguest import DISK_MARKER, TestGuest, build_test_guest, default_cache_dir
+
+MAC = "52:54:00:12:34:56"
+BOOT_TIMEOUT = 60.0
+TIMEOUT = 30.0
+
+
+@pytest.fixture(scope="module")
+def guest() -> TestGuest:
+    return build_test_guest(default_cache_dir())
+
+
+class Qemu:
+    """One guest under ``qemu-system-x86_64`` (TCG), its serial console logged to a file."""
+
+    def __init__(self, guest: TestGuest, directory: Path, cmdline: str) -> None:
+        directory.mkdir()
+        self.log = directory / "serial.log"
+        self.stderr = directory / "qemu.log"
+        self.qmp_path = directory / "qmp.sock"
+        self.qmp_file: Any = None
+        argv = [
+            "qemu-system-x86_64",
+            "-machine", "pc,accel=tcg",
+            "-m", "128",
+            "-nographic",
+            "-no-reboot",
+            "-kernel", str(guest.kernel),
+            "-initrd", str(guest.initrd),
+            "-append", cmdline,
+            "-drive", f"file={guest.disk},if=virtio,format=raw,readonly=on",
+            "-netdev", "user,id=n0",
+            "-device", f"virtio-net-pci,netdev=n0,mac={MAC}",
+            "-serial", f"file:{self.log}",
+            "-monitor", "none",
+            "-qmp", f"unix:{self.qmp_path},server=on,wait=off",
+        ]  # fmt: skip
+        with open(self.stderr, "wb") as stderr:
+            self.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr)
+
+    def console(self) -> str:
+        return self.log.read_text(errors="replace").replace("\r", "") if self.log.exists() else ""
+
+    def wait_for(self, pattern: str, timeout: float = TIMEOUT) -> re.Match[str]:
+        """The first console line matching ``pattern``, polled until ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            exited = self.process.poll() is not None
+            if match := re.search(pattern, self.console(), re.M):
+                return match
+            if exited or time.monotonic() > deadline:
+                state = f"exited {self.process.returncode}" if exited else "timed out"
+                pytest.fail(
+                    f"{pattern!r} not on the console ({state}):\n{self.console()}\n{self.stderr.read_text()}"
+                )
+            time.sleep(0.05)
+
+    def wait_exit(self, timeout: float = TIMEOUT) -> int:
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"qemu still running after {timeout}s:\n{self.console()}")
+
+    def qmp(self, command: str, **arguments: Any) -> Any:
+        """Run one QMP command and return its result (the connection is opened on first use)."""
+        if self.qmp_file is None:
+            connection = socket.socket(socket.AF_UNIX)
+            connection.connect(str(self.qmp_path))
+            self.qmp_file = connection.makefile("rw")
+            json.loads(self.qmp_file.readline())  # the greeting
+            self.qmp("qmp_capabilities")
+        self.qmp_file.write(json.dumps({"execute": command, "arguments": arguments}) + "\n")
+        self.qmp_file.flush()
+        while "event" in (reply := json.loads(self.qmp_file.readline())):
+            pass
+        assert "return" in reply, reply
+        return reply["return"]
+
+    def close(self) -> None:
+        if self.qmp_file is not None:
+            self.qmp_file.close()
+        self.process.kill()
+        self.process.wait()
+
+
+@pytest.fixture
+def boot(guest: TestGuest, tmp_path: Path) -> Iterator[Callable[..., Qemu]]:
+    """Start guests (extra kernel command line words optional); kill them all afterwards."""
+    started: list[Qemu] = []
+
+    def start(extra: str = "") -> Qemu:
+        started.append(Qemu(guest, tmp_path / f"vm{len(started)}", f"{guest.cmdline} {extra}".strip()))
+        return started[-1]
+
+    yield start
+    for vm in started:
+        vm.close()
+
+
+def test_guest_reports_disk_lease_and_ready(guest: TestGuest, boot: Callable[..., Qemu]) -> None:
+    assert guest.disk.read_bytes().startswith(DISK_MARKER)
+    vm = boot()
+    assert vm.wait_for(r"^AIOSTACK-READY .*$", BOOT_TIMEOUT)[0] == "AIOSTACK-READY ip=10.0.2.15 disks=vda"
+    disk = vm.wait_for(r"^AIOSTACK-DISK name=vda bytes=(\d+)$")
+    assert int(disk[1]) == guest.disk.stat().st_size
+    lease = vm.wait_for(r"^AIOSTACK-IP dev=eth0 .*$")
+    assert lease[0] == f"AIOSTACK-IP dev=eth0 addr=10.0.2.15/24 mac={MAC}"
+
+
+def test_guest_sees_hotplugged_disk_and_nic(boot: Callable[..., Qemu], tmp_path: Path) -> None:
+    extra = tmp_path / "extra.raw"
+    extra.write_bytes(bytes(1024 * 1024))
+    vm = boot()
+    vm.wait_for(r"^AIOSTACK-READY ", BOOT_TIMEOUT)
+    vm.qmp(
+        "blockdev-add",
+        driver="raw",
+        **{"node-name": "extra"},
+        file={"driver": "file", "filename": str(extra)},
+    )
+    vm.qmp("device_add", driver="virtio-blk-pci", drive="extra", id="extra-disk")
+    vm.wait_for(r"^AIOSTACK-DISK-ADDED name=vdb bytes=1048576$")
+    vm.qmp("netdev_add", type="user", id="n1")
+    vm.qmp("device_add", driver="virtio-net-pci", netdev="n1", mac="52:54:00:12:34:57", id="extra-nic")
+    vm.wait_for(r"^AIOSTACK-NIC-ADDED dev=eth1 mac=52:54:00:12:34:57$")
+    vm.qmp("device_del", id="extra-disk")
+    vm.wait_for(r"^AIOSTACK-DISK-REMOVED name=vdb$")
+
+
+def test_acpi_power_button_powers_guest_off(boot: Callable[..., Qemu]) -> None:
+    vm = boot()
+    vm.wait_for(r"^AIOSTACK-READY ", BOOT_TIMEOUT)
+    vm.qmp("system_powerdown")
+    vm.wait_for(r"^AIOSTACK-POWEROFF reason=acpi$")
+    assert vm.wait_exit() == 0
+
+
+def test_guest_powers_itself_off_when_asked_on_cmdline(boot: Callable[..., Qemu]) -> None:
+    vm = boot("aiostack.poweroff_after=1")
+    vm.wait_for(r"^AIOSTACK-READY ", BOOT_TIMEOUT)
+    assert vm.wait_exit() == 0
+    assert "AIOSTACK-POWEROFF reason=self" in vm.console().splitlines()
