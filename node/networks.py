@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from typing import Any
@@ -88,16 +89,56 @@ class GuestNetworks:
         return Attachment(libvirt_network_name(network_id), "bridge")
 
     async def release(self, conn: libvirt.virConnect, xml: str) -> None:
-        """Remove the DHCP host entries of a domain's NICs (given its XML) from their networks."""
+        """Remove the DHCP host entries of a (stopped) domain's NICs, given its XML, from their
+        networks; a network left with no guest goes too."""
         for interface in ET.fromstring(xml).iter("interface"):
             source, mac = interface.find("source"), interface.find("mac")
             if interface.get("type") != "network" or source is None or mac is None:
                 continue
-            try:
-                network = await self._run(conn.networkLookupByName, source.get("network", ""))
-            except libvirt.libvirtError:
+            name = source.get("network", "")
+            async with self._locks.setdefault(name.removeprefix("aiostack-"), asyncio.Lock()):
+                try:
+                    network = await self._run(conn.networkLookupByName, name)
+                except libvirt.libvirtError:
+                    continue
+                await self._remove_host(network, mac.get("address", ""))
+                await self._remove_if_unused(network)
+
+    async def _unused(self, network: Any) -> bool:
+        """No guest holds a DHCP entry on the network, and no running domain is plugged into it."""
+        if set(await self._dhcp_hosts(network)) - {KEEPER_MAC}:
+            return False
+        return not (await self._run(network.isActive) and await self._run(network.listAllPorts, 0))
+
+    async def _remove_if_unused(self, network: Any) -> None:
+        if not await self._unused(network):
+            return
+        name = await self._run(network.name)
+        if await self._run(network.isActive):
+            await self._run(network.destroy)
+        await self._run(network.undefine)
+        log.info("removed libvirt network %s: no guest uses it any more", name)
+
+    async def _reclaim_bridge_of(self, conn: libvirt.virConnect, error: libvirt.libvirtError) -> bool:
+        """If ``error`` says the subnet is taken by a stale aiostack network (left by a crashed or
+        removed deployment: no guest on it, no DHCP entry), remove that network; True if done."""
+        match = re.search(r"in use by interface (\S+)", error.get_error_message() or "")
+        if match is None:
+            return False
+        for network in await self._run(conn.listAllNetworks, 0):
+            name = await self._run(network.name)
+            if not name.startswith("aiostack-") or await self._run(network.bridgeName) != match[1]:
                 continue
-            await self._remove_host(network, mac.get("address", ""))
+            hosts = set(await self._dhcp_hosts(network)) - {KEEPER_MAC}
+            if await self._run(network.listAllPorts, 0):
+                return False
+            log.warning(
+                "taking the subnet of stale network %s over (%d stale DHCP entries)", name, len(hosts)
+            )
+            await self._run(network.destroy)
+            await self._run(network.undefine)
+            return True
+        return False
 
     async def _ensure(self, conn: libvirt.virConnect, network_id: str, subnet: dict[str, Any]) -> Any:
         name = libvirt_network_name(network_id)
@@ -111,9 +152,11 @@ class GuestNetworks:
         if not await self._run(network.isActive):
             try:
                 await self._run(network.create)
-            except libvirt.libvirtError:
-                await self._run(network.undefine)
-                raise
+            except libvirt.libvirtError as exc:
+                if not await self._reclaim_bridge_of(conn, exc):
+                    await self._run(network.undefine)
+                    raise
+                await self._run(network.create)
             await self._run(network.setAutostart, 1)
         return network
 

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import re
+import shutil
 import subprocess
+import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import libvirt
@@ -135,6 +138,10 @@ async def test_a_real_guest_gets_its_ip_sees_a_hot_plugged_volume_stops_starts_a
     await client.server_action(server["id"], "start", wait=True)
     again = await qemu_cloud.console_until(server["id"], r"AIOSTACK-READY ip=(\S+) disks=(\S+)", count=2)
     assert again.group(1) == address["addr"] and again.group(2) == "vda,vdb"
+    await client.request(
+        "DELETE", f"/compute/v2.1/servers/{server['id']}/os-volume_attachments/{volume['id']}"
+    )
+    await qemu_cloud.console_until(server["id"], r"AIOSTACK-DISK-REMOVED name=vdb")
 
     instance_dir = qemu_cloud.node.images.instance_dir(server["id"])
     assert (instance_dir / "disk").exists()
@@ -200,3 +207,35 @@ async def test_a_guest_keeps_running_and_active_across_a_libvirtd_restart(qemu_c
     await qemu_cloud.console_until(server["id"], r"AIOSTACK-POWEROFF reason=acpi")
     await client.server_action(server["id"], "delete", wait=True)
     assert not qemu_running(server["id"])
+
+
+async def test_without_a_bridge_a_guest_falls_back_to_user_mode_networking_and_its_port_says_so(
+    start_actor, config, gateway_url, test_guest
+) -> None:
+    """``qemu:///embed`` (QEMU driven in-process, no libvirtd) has no network driver.
+
+    Its root is short: QEMU's monitor socket path lives under it (108 characters at most).
+    """
+    embed_root = Path(tempfile.mkdtemp(prefix="aioemb-", dir="/tmp"))
+    (embed_root / "etc").mkdir()
+    (embed_root / "etc" / "qemu.conf").write_text('user = "root"\ngroup = "root"\n')
+    for actor_class in (TokenActor, SchedulerActor, ConductorActor, ImageActor, NetActor, VolumeActor):
+        await start_actor(actor_class, config, secure=True)
+    node = await start_actor(
+        NodeActor, config, host="embed-1", libvirt_uri=f"qemu:///embed?root={embed_root}", secure=True
+    )
+    await node.report_capacity()
+    async with Client(gateway_url) as client:
+        await client.login("demo", DEMO_PASSWORD, "demo")
+        await register_test_guest(client, test_guest, name="test-guest")
+        server = await client.create_server("guest-4", image="test-guest", flavor="m1.tiny", wait=True)
+        assert server["status"] == "ACTIVE", server
+        port = (await client.request("GET", f"/network/v2.0/ports?device_id={server['id']}"))["ports"][0]
+        assert port["binding:vif_type"] == "user"
+        assert "no bridge" in port["binding:vif_details"]["fallback_reason"]
+        cloud = QemuCloud(client, node, {})
+        await cloud.console_until(server["id"], r"AIOSTACK-READY ip=10\.0\.2\.15 ")
+        await client.server_action(server["id"], "delete", wait=True)
+        assert not qemu_running(server["id"])
+    await node.stop()
+    shutil.rmtree(embed_root)
