@@ -102,7 +102,6 @@ class NodeActor(Actor):
         report_interval: float = 10.0,
         shutdown_timeout: float = 60.0,
         virt_type: str = "auto",
-        cpu_allocation_ratio: float = 4.0,
         reserved_host_memory_mb: int = 512,
     ) -> None:
         if not host or any(c in host for c in " .*>"):
@@ -115,7 +114,6 @@ class NodeActor(Actor):
         self.report_interval = report_interval
         self.shutdown_timeout = shutdown_timeout
         self.requested_virt_type = virt_type
-        self.cpu_allocation_ratio = cpu_allocation_ratio
         self.reserved_host_memory_mb = reserved_host_memory_mb
         self.domain_type = "test"
         self.state_dir = config.data_dir / "nodes" / host
@@ -337,7 +335,6 @@ class NodeActor(Actor):
         _model, memory_mb, cpus, *_ = await self._virt(self.conn.getInfo)
         disk_gb = self.disk_gb
         if self.real_guests:
-            cpus = int(cpus * self.cpu_allocation_ratio)
             memory_mb = max(0, memory_mb - self.reserved_host_memory_mb)
             disk_gb = min(disk_gb, shutil.disk_usage(self.state_dir).total // 1024**3)
         await self.bus.request(
