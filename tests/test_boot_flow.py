@@ -319,6 +319,21 @@ async def test_bad_server_requests_are_refused_and_change_nothing(
     assert await bus.call("scheduler.list_allocations") == []
 
 
+async def test_console_output_refuses_bad_lengths_and_says_when_the_driver_keeps_no_log(
+    api, events: EventStream
+) -> None:
+    server_id = await boot(api)
+    await events.wait_for(is_event(server_id, "instance.active"))
+    action = f"/compute/v2.1/servers/{server_id}/action"
+    for argument in ({"length": -2}, {"length": "ten"}, {"length": True}, "all"):
+        status, body = await api.post(action, {"os-getConsoleOutput": argument})
+        assert status == 400, (argument, body)
+    status, body = await api.post(action, {"os-getConsoleOutput": {"length": 10}})
+    assert status == 409 and "keeps no console log" in body["conflictingRequest"]["message"]
+    status, body = await api.post("/compute/v2.1/servers/nope/action", {"os-getConsoleOutput": {}})
+    assert status == 404
+
+
 async def test_bad_token_and_bad_json_are_refused(api, events: EventStream) -> None:
     status, body = await api.request(
         "POST", "/compute/v2.1/servers", data=b"{nope", headers={"Content-Type": "application/json"}

@@ -11,6 +11,7 @@ import asyncio
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -89,6 +90,18 @@ async def qemu_cloud(start_actor, config, gateway_url, test_guest) -> AsyncItera
         yield cloud
 
 
+async def aiostack_cli(url: str, command: str, *args: str) -> str:
+    """``aiostack COMMAND ARGS`` as the demo user; its output (it must succeed)."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "aiostack.cli", command, "--url", url, "--username", "demo",
+        "--password", DEMO_PASSWORD, "--project", "demo", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    output, _ = await process.communicate()
+    assert process.returncode == 0, output
+    return output.decode()
+
+
 def qemu_running(instance_uuid: str) -> bool:
     return (
         subprocess.run(["pgrep", "-f", f"guest=instance-{instance_uuid}"], capture_output=True).returncode
@@ -106,6 +119,9 @@ async def test_a_real_guest_gets_its_ip_sees_a_hot_plugged_volume_stops_starts_a
     [address] = server["addresses"]["default"]
     ready = await qemu_cloud.console_until(server["id"], r"AIOSTACK-READY ip=(\S+) disks=(\S+)")
     assert ready.group(1) == address["addr"] and ready.group(2) == "vda"
+    assert f"AIOSTACK-READY ip={address['addr']}" in await aiostack_cli(
+        client.url, "server", "console", "guest-1", "--lines", "50"
+    )
     network_id = (await client.request("GET", "/network/v2.0/networks?name=default"))["networks"][0]["id"]
     mac = address["OS-EXT-IPS-MAC:mac_addr"]
     assert (await qemu_cloud.dhcp_entries(network_id)).get(mac) == address["addr"]
