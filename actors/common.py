@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from bus import Bus, Context, NotFound, Unauthorized, current
+from bus import AiostackError, Bus, Context, NotFound, Unauthorized, current, request_scope
+
+log = logging.getLogger(__name__)
 
 # libvirt's domain lifecycle events (VIR_DOMAIN_EVENT_*), in libvirt's numbering
 LIFECYCLE_EVENTS = (
@@ -86,3 +91,34 @@ async def publish_event(
             "state": state,
         },
     )
+
+
+ORPHAN_SWEEP_INTERVAL = 60.0
+
+
+async def sweep_orphans_forever(
+    bus: Bus,
+    holders: Callable[[], Awaitable[list[str]]],
+    release: Callable[[str], Awaitable[Any]],
+    what: str,
+    interval: float = ORPHAN_SWEEP_INTERVAL,
+) -> None:
+    """At start and then every ``interval``: ask the conductor which of the instances ``holders()``
+    names are gone, and ``release`` what each held (net: ports, scheduler: claims, volume:
+    attachments). Until the conductor answers, try again every few seconds."""
+    while True:
+        try:
+            instance_uuids = sorted(set(await holders()))
+            live = set(await bus.call("conductor.live_instances", {"instance_uuids": instance_uuids}))
+            for instance_uuid in instance_uuids:
+                if instance_uuid not in live:
+                    log.warning(
+                        "releasing the %s of instance %s, which no longer exists", what, instance_uuid
+                    )
+                    with request_scope():
+                        await release(instance_uuid)
+        except AiostackError as exc:
+            log.info("orphan sweep of %s postponed: %s", what, exc)
+            await asyncio.sleep(min(interval, 3.0))
+            continue
+        await asyncio.sleep(interval)

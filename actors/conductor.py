@@ -38,6 +38,7 @@ from actors.common import (
     sees_all,
     utcnow,
 )
+from actors.conductor_watch import TaskWatch
 from actors.store import Store, from_json, to_json
 from aiostack.config import Config
 from bus import (
@@ -77,6 +78,23 @@ MIGRATIONS = [
     """,
     """
     ALTER TABLE instances ADD COLUMN block_devices TEXT NOT NULL DEFAULT '[]';
+    """,
+    # 3: task supervision (actors/conductor_watch.py): when the instance last made progress,
+    # whether the node took the task's cast, how often it was sent, the build attempts and the
+    # hosts tried; the steps of each action (Nova's instance_actions_events).
+    """
+    ALTER TABLE instances ADD COLUMN progress_at REAL NOT NULL DEFAULT 0;
+    ALTER TABLE instances ADD COLUMN task_sent_at REAL;
+    ALTER TABLE instances ADD COLUMN task_acked INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE instances ADD COLUMN task_sends INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE instances ADD COLUMN build_attempts INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE instances ADD COLUMN tried_hosts TEXT NOT NULL DEFAULT '[]';
+    UPDATE instances SET progress_at = CAST(strftime('%s', 'now') AS REAL);
+    CREATE INDEX instances_task ON instances(deleted, task_state);
+    CREATE TABLE instance_action_events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, action_id INTEGER NOT NULL, event TEXT NOT NULL,
+        host TEXT, time TEXT NOT NULL, result TEXT NOT NULL, details TEXT);
+    CREATE INDEX instance_action_events_action ON instance_action_events(action_id);
     """,
 ]
 
@@ -152,15 +170,29 @@ def view(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-class ConductorActor(Actor):
+class ConductorActor(TaskWatch, Actor):
     name = "conductor"
     max_inflight = 256
 
-    def __init__(self, bus: Bus, config: Config, *, schedule_timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        bus: Bus,
+        config: Config,
+        *,
+        schedule_timeout: float = 30.0,
+        task_timeout: float = 60.0,
+        ack_timeout: float = 5.0,
+        max_build_attempts: int = 3,
+    ) -> None:
         super().__init__(bus)
         self.store = Store(config.store_path("conductor"), MIGRATIONS)
         self.schedule_timeout = schedule_timeout
+        self.task_timeout = task_timeout
+        self.ack_timeout = ack_timeout
+        self.max_build_attempts = max_build_attempts
         self._images_checked: dict[tuple[str, str | None], float] = {}
+        self._building: set[str] = set()
+        self._hosts_alive: dict[str, bool] = {}
 
     async def on_start(self) -> None:
         await self.store.open()
@@ -170,12 +202,11 @@ class ConductorActor(Actor):
                 DEFAULT_FLAVORS,
             )
         for row in await self.store.fetchall(
-            "SELECT uuid, flavor FROM instances WHERE deleted = 0 AND task_state = 'scheduling'"
+            "SELECT * FROM instances WHERE deleted = 0 AND task_state = 'scheduling'"
         ):
             # a build task lives in memory: pick up what a previous conductor had not scheduled yet
-            self.spawn(
-                self._schedule_and_build(row["uuid"], from_json(row["flavor"])), name=f"build-{row['uuid']}"
-            )
+            self._resume_scheduling(row)
+        self.spawn(self._watch_tasks(), name="conductor-task-watch")
 
     async def on_stop(self) -> None:
         await self.store.close()
@@ -194,7 +225,11 @@ class ConductorActor(Actor):
     @handler(policy="compute:read")
     async def get_instance(self, instance_uuid: str) -> dict[str, Any]:
         """:raises NotFound: no such instance, or another project's."""
-        return view(await self._row(instance_uuid))
+        return self._shown(await self._row(instance_uuid))
+
+    def _shown(self, row: dict[str, Any]) -> dict[str, Any]:
+        """An instance as the API shows it: its view and whether its host is up."""
+        return {**view(row), "host_status": self.host_status(row["host"])}
 
     @handler(policy="compute:read")
     async def list_instances(
@@ -231,7 +266,7 @@ class ConductorActor(Actor):
             clauses.append("(created_at < ? OR (created_at = ? AND uuid < ?))")
             params += [anchor["created_at"], anchor["created_at"], anchor["uuid"]]
         sql = f"SELECT * FROM instances WHERE {' AND '.join(clauses)} ORDER BY created_at DESC, uuid DESC"
-        rows = [view(row) for row in await self.store.fetchall(sql, params)]
+        rows = [self._shown(row) for row in await self.store.fetchall(sql, params)]
         if name:
             rows = [row for row in rows if name in row["name"]]
         if status:
@@ -414,8 +449,15 @@ class ConductorActor(Actor):
             checked.append({"volume_id": device["volume_id"], "device": device.get("device")})
         return checked
 
-    async def _schedule_and_build(self, instance_uuid: str, flavor: dict[str, Any]) -> None:
-        """Steps 8-13: pick and claim a host, record it, hand the build to the node."""
+    async def _schedule_and_build(
+        self,
+        instance_uuid: str,
+        flavor: dict[str, Any],
+        exclude_hosts: list[str] | None = None,
+        previous_failure: str | None = None,
+    ) -> None:
+        """Steps 8-13: pick and claim a host (not one tried before), record it, hand the build to the node."""
+        self._building.add(instance_uuid)
         try:
             placed = await self.bus.call(
                 "scheduler.select_destinations",
@@ -424,22 +466,32 @@ class ConductorActor(Actor):
                     "vcpus": flavor["vcpus"],
                     "memory_mb": flavor["ram"],
                     "disk_gb": flavor["disk"],
+                    "exclude_hosts": exclude_hosts or [],
                 },
                 timeout=self.schedule_timeout,
             )
             host = placed["host"]
-            row = await self._update(
-                instance_uuid, expect_task="scheduling", host=host, task_state="spawning"
+            row = await self.store.fetchone(
+                "UPDATE instances SET host = ?, task_state = 'spawning', build_attempts = build_attempts + 1,"
+                " task_acked = 0, task_sends = 0, progress_at = ?, updated_at = ?"
+                " WHERE uuid = ? AND deleted = 0 AND task_state = 'scheduling' RETURNING *",
+                (host, time.time(), utcnow(), instance_uuid),
             )
             if row is None:
                 await self.bus.call("scheduler.release", {"instance_uuid": instance_uuid})
                 return
-            await self.bus.cast(f"node.{host}.build_and_run_instance", {"instance_uuid": instance_uuid})
+            await self._record_step(instance_uuid, "create", "schedule", host, "Success")
+            await self._send_task(row)
         except AiostackError as exc:
-            await self._fail_build(instance_uuid, f"{type(exc).__name__}: {exc}")
+            message = f"{type(exc).__name__}: {exc}"
+            await self._fail_build(
+                instance_uuid, f"{previous_failure}; then {message}" if previous_failure else message
+            )
         except Exception as exc:
             log.exception("build of %s failed in the conductor", instance_uuid)
             await self._fail_build(instance_uuid, f"{type(exc).__name__}: {exc}")
+        finally:
+            self._building.discard(instance_uuid)
 
     @handler
     async def get_build_request(self, instance_uuid: str, host: str) -> dict[str, Any]:
@@ -450,6 +502,9 @@ class ConductorActor(Actor):
         row = await self._row(instance_uuid)
         if row["host"] != host or row["vm_state"] != "building" or row["task_state"] == "deleting":
             raise Conflict(f"Instance {instance_uuid} is not being built on {host}")
+        if not row["task_acked"]:
+            await self.task_progress(host, [instance_uuid])
+            await self._record_step(instance_uuid, "create", "node_accepted", host, "Success")
         return {
             "instance": view(row),
             "requested_networks": from_json(row["requested_networks"], "auto"),
@@ -464,8 +519,12 @@ class ConductorActor(Actor):
 
     @handler
     async def build_failed(self, instance_uuid: str, host: str, message: str) -> None:
-        """The node could not build: ERROR with the fault; the claim is released."""
-        await self._fail_build(instance_uuid, message, host=host)
+        """The node could not build (and gave back what it took): another host is tried, up to
+        ``max_build_attempts`` in all; then ERROR with the fault, the claim released."""
+        row = await self._host_row(instance_uuid, host)
+        if row is None or row["vm_state"] != "building" or row["task_state"] == "deleting":
+            return
+        await self._reschedule(row, f"build on {host} failed: {message}")
 
     async def _fail_build(self, instance_uuid: str, message: str, host: str | None = None) -> None:
         fault = {"code": 500, "message": message[:1000], "created": utcnow()}
@@ -628,7 +687,7 @@ class ConductorActor(Actor):
         :raises Conflict: not in a state that can be stopped.
         """
         row = await self._begin(instance_uuid, "stop", "powering-off")
-        await self.bus.cast(f"node.{row['host']}.stop_instance", {"instance_uuid": instance_uuid})
+        await self._send_task(row)
         return view(row)
 
     @handler(policy="compute:write")
@@ -638,7 +697,7 @@ class ConductorActor(Actor):
         :raises Conflict: not SHUTOFF.
         """
         row = await self._begin(instance_uuid, "start", "powering-on")
-        await self.bus.cast(f"node.{row['host']}.start_instance", {"instance_uuid": instance_uuid})
+        await self._send_task(row)
         return view(row)
 
     @handler(policy="compute:write")
@@ -654,10 +713,7 @@ class ConductorActor(Actor):
             row = await self._begin(instance_uuid, "reboot_hard", "rebooting_hard")
         else:
             row = await self._begin(instance_uuid, "reboot", "rebooting")
-        await self.bus.cast(
-            f"node.{row['host']}.reboot_instance",
-            {"instance_uuid": instance_uuid, "reboot_type": reboot_type},
-        )
+        await self._send_task(row)
         return view(row)
 
     @handler(policy="compute:write")
@@ -679,7 +735,7 @@ class ConductorActor(Actor):
             await self._release_everywhere(instance_uuid)
             await self._finish_delete(updated, {"domain_event": None, "detail": None, "host": None})
             return
-        await self.bus.cast(f"node.{updated['host']}.terminate_instance", {"instance_uuid": instance_uuid})
+        await self._send_task(updated)
 
     async def _release_everywhere(self, instance_uuid: str) -> None:
         await self.bus.call("net.deallocate_for_instance", {"instance_uuid": instance_uuid})
@@ -843,6 +899,9 @@ class ConductorActor(Actor):
             clauses.append("task_state IS NOT ?")
             params.append(unless_task)
         changes["updated_at"] = utcnow()
+        changes["progress_at"] = time.time()
+        if "task_state" in changes:
+            changes |= {"task_acked": 0, "task_sends": 0}
         assignments = ", ".join(f"{column} = ?" for column in changes)
         return await self.store.fetchone(
             f"UPDATE instances SET {assignments} WHERE {' AND '.join(clauses)} RETURNING *",
@@ -877,4 +936,21 @@ class ConductorActor(Actor):
             "SELECT MAX(id) FROM instance_actions"
             " WHERE instance_uuid = ? AND action = ? AND finish_time IS NULL)",
             (utcnow(), result, message, instance_uuid, action),
+        )
+
+    async def _record_step(
+        self,
+        instance_uuid: str,
+        action: str,
+        event: str,
+        host: str | None,
+        result: str,
+        details: str | None = None,
+    ) -> None:
+        """One step of the instance's latest ``action`` (Nova's instance action events)."""
+        await self.store.execute(
+            "INSERT INTO instance_action_events (action_id, event, host, time, result, details)"
+            " SELECT MAX(id), ?, ?, ?, ?, ? FROM instance_actions WHERE instance_uuid = ? AND action = ?"
+            " HAVING MAX(id) IS NOT NULL",
+            (event, host, utcnow(), result, details, instance_uuid, action),
         )

@@ -42,7 +42,15 @@ from typing import Any
 
 import aiosqlite
 
-from actors.common import caller, new_uuid, publish_event, sees_all, utcnow
+from actors.common import (
+    ORPHAN_SWEEP_INTERVAL,
+    caller,
+    new_uuid,
+    publish_event,
+    sees_all,
+    sweep_orphans_forever,
+    utcnow,
+)
 from actors.store import Store, fetchall, fetchone, from_json, to_json
 from aiostack.config import Config
 from bus import Actor, Bus, Conflict, Forbidden, InvalidRequest, NotFound, handler
@@ -497,6 +505,7 @@ async def _allocate(db: Db, subnet_id: str, address: IPv4Address | None, port_id
 
 class NetActor(Actor):
     name = "net"
+    orphan_sweep_interval = ORPHAN_SWEEP_INTERVAL
 
     def __init__(self, bus: Bus, config: Config) -> None:
         super().__init__(bus)
@@ -505,6 +514,23 @@ class NetActor(Actor):
     async def on_start(self) -> None:
         await self.store.open()
         await self._bootstrap()
+        self.spawn(
+            sweep_orphans_forever(
+                self.bus,
+                self._instances_with_ports,
+                self.deallocate_for_instance,
+                "ports",
+                self.orphan_sweep_interval,
+            ),
+            name="net-orphans",
+        )
+
+    async def _instances_with_ports(self) -> list[str]:
+        rows = await self.store.fetchall(
+            "SELECT DISTINCT device_id FROM ports WHERE device_owner = ? AND device_id != ''",
+            (COMPUTE_OWNER,),
+        )
+        return [row["device_id"] for row in rows]
 
     async def on_stop(self) -> None:
         await self.store.close()
@@ -917,7 +943,11 @@ class NetActor(Actor):
             existing = await self._load(
                 PORT, "r.device_id = ? AND r.project_id = ?", [instance_uuid, project_id], db
             )
-            if existing:
+            if existing:  # asked again (a build delivered twice, or rebuilt on another host)
+                for port in existing:
+                    if port["binding:host_id"] != host:
+                        await _update(db, "ports", port["id"], {"binding_host": host})
+                        port["binding:host_id"] = host
                 return existing
             if requests is None:
                 requests = [{"uuid": await _auto_network(db, project_id)}]

@@ -30,7 +30,7 @@ import aiosqlite
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from actors.common import publish_event, utcnow
+from actors.common import ORPHAN_SWEEP_INTERVAL, publish_event, sweep_orphans_forever, utcnow
 from actors.store import Store, fetchall, fetchone
 from aiostack.config import Config
 from bus import Actor, AiostackError, Bus, Conflict, InvalidRequest, NotFound, NoValidHost, decode, handler
@@ -112,6 +112,7 @@ async def _swap_usage(db: aiosqlite.Connection, host: str, generation: int, delt
 
 class SchedulerActor(Actor):
     name = "scheduler"
+    orphan_sweep_interval = ORPHAN_SWEEP_INTERVAL
 
     def __init__(
         self,
@@ -140,6 +141,17 @@ class SchedulerActor(Actor):
             self.bus.subject("hb.*"), self._on_heartbeat, queue="scheduler"
         )
         self.spawn(self._watch_liveness(), name="scheduler-liveness")
+        self.spawn(
+            sweep_orphans_forever(
+                self.bus, self._claimants, self._release, "claim", self.orphan_sweep_interval
+            ),
+            name="scheduler-orphans",
+        )
+
+    async def _claimants(self) -> list[str]:
+        return [
+            row["instance_uuid"] for row in await self.store.fetchall("SELECT instance_uuid FROM allocations")
+        ]
 
     async def _on_heartbeat(self, msg: Msg) -> None:
         """A node's heartbeat on ``<prefix>.hb.<host>``: the host is the subject's, never the body's."""

@@ -30,7 +30,15 @@ from typing import Any
 
 import aiosqlite
 
-from actors.common import caller, check_visible, new_uuid, publish_event, utcnow
+from actors.common import (
+    ORPHAN_SWEEP_INTERVAL,
+    caller,
+    check_visible,
+    new_uuid,
+    publish_event,
+    sweep_orphans_forever,
+    utcnow,
+)
 from actors.store import Store, fetchall, fetchone, from_json, to_json
 from aiostack.config import Config
 from bus import Actor, AiostackError, Bus, Conflict, InvalidRequest, NotFound, handler
@@ -180,6 +188,7 @@ async def _make_qcow2(qemu_img: str, path: Path, size_gib: int) -> None:
 
 class VolumeActor(Actor):
     name = "volume"
+    orphan_sweep_interval = ORPHAN_SWEEP_INTERVAL
 
     def __init__(self, bus: Bus, config: Config) -> None:
         super().__init__(bus)
@@ -189,6 +198,22 @@ class VolumeActor(Actor):
     async def on_start(self) -> None:
         self.pool.mkdir(parents=True, exist_ok=True)
         await self.store.open()
+        self.spawn(
+            sweep_orphans_forever(
+                self.bus,
+                self._attached_instances,
+                self.detach_all,
+                "volume attachments",
+                self.orphan_sweep_interval,
+            ),
+            name="volume-orphans",
+        )
+
+    async def _attached_instances(self) -> list[str]:
+        return [
+            row["server_id"]
+            for row in await self.store.fetchall("SELECT DISTINCT server_id FROM attachments")
+        ]
 
     async def on_stop(self) -> None:
         await self.store.close()

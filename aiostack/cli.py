@@ -23,6 +23,15 @@ def _add_bus_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", default="INFO")
 
 
+def _add_task_timeout(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--task-timeout",
+        type=float,
+        default=60.0,
+        help="conductor: seconds a build or task may go without progress before it is resolved",
+    )
+
+
 def _add_guest_options(parser: argparse.ArgumentParser) -> None:
     """Options of nodes on a QEMU libvirt (real guests)."""
     parser.add_argument(
@@ -64,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     up.add_argument("--listen", default="127.0.0.1:8774", help="gateway address HOST:PORT (port 0: free)")
     _add_guest_options(up)
+    _add_task_timeout(up)
     up.add_argument("--node-vcpus", type=int, default=128, help="vCPUs of each test-driver node")
     up.add_argument("--node-memory-mb", type=int, default=1024 * 1024, help="RAM of each test-driver node")
 
@@ -78,9 +88,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--libvirt", action="append", help="node: libvirt URI, one per --host")
     run.add_argument("--report-interval", type=float, default=10.0, help="node: seconds between heartbeats")
     _add_guest_options(run)
+    _add_task_timeout(run)
     run.add_argument("--listen", default="127.0.0.1:8774", help="gateway: HOST:PORT to listen on")
 
     add_client_commands(commands, default_data_dir())
+
+    audit = commands.add_parser("audit", help="check invariants across every actor; exit 1 if any is broken")
+    _add_bus_options(audit)
+    audit.add_argument("--nats", help="NATS URL (default: <data-dir>/nats.url, written by `aiostack up`)")
+    audit.add_argument(
+        "--credentials", type=Path, help="NATS user file (default: <data-dir>/credentials/admin.json)"
+    )
+    audit.add_argument("--json", action="store_true", help="one JSON line instead of text")
 
     ping = commands.add_parser("ping", help="ping an actor over the bus")
     _add_bus_options(ping)
@@ -106,6 +125,18 @@ async def _ping(config: Config, address: str, credentials: Path | None) -> int:
     return 0
 
 
+def _read_nats_url(data_dir: Path) -> str:
+    url_file = data_dir / "nats.url"
+    if not url_file.exists():
+        raise SystemExit(f"aiostack: no {url_file}: pass --nats, or run `aiostack up` with this data dir")
+    return url_file.read_text().strip()
+
+
+def _admin_credentials(data_dir: Path) -> Path | None:
+    path = credentials_file(data_dir, ADMIN)
+    return path if path.exists() else None
+
+
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -125,6 +156,12 @@ def main(argv: list[str] | None = None) -> None:
         from aiostack.run import run_actor
 
         raise SystemExit(asyncio.run(run_actor(args)))
+    if args.command == "audit":
+        from aiostack.audit import run_audit
+
+        nats_url = args.nats or _read_nats_url(args.data_dir)
+        credentials = args.credentials or _admin_credentials(args.data_dir)
+        raise SystemExit(asyncio.run(run_audit(args, nats_url, credentials)))
     config = Config(data_dir=args.data_dir, nats_url=args.nats, prefix=args.prefix)
     raise SystemExit(asyncio.run(_ping(config, args.actor, args.credentials)))
 

@@ -55,6 +55,7 @@ class Kind:
     """Whether it reads the event stream through (ordered) JetStream consumers."""
 
 
+LIVE_INSTANCES = "conductor.live_instances"  # owners ask which instances are gone (their orphan sweeps)
 KINDS: dict[str, Kind] = {
     "token": Kind(serves="token", calls=(VALIDATE_TOKEN,), publishes=("auth.revoked",)),
     "conductor": Kind(
@@ -63,11 +64,14 @@ KINDS: dict[str, Kind] = {
         events=("instance",),
     ),
     "scheduler": Kind(
-        serves="scheduler", calls=(VALIDATE_TOKEN,), events=("node",), listens=("hb.* scheduler",)
+        serves="scheduler",
+        calls=(VALIDATE_TOKEN, LIVE_INSTANCES),
+        events=("node",),
+        listens=("hb.* scheduler",),
     ),
     "image": Kind(serves="image", calls=(VALIDATE_TOKEN,), events=("image",)),
-    "net": Kind(serves="net", calls=(VALIDATE_TOKEN,), events=("port",)),
-    "volume": Kind(serves="volume", calls=(VALIDATE_TOKEN,), events=("volume",)),
+    "net": Kind(serves="net", calls=(VALIDATE_TOKEN, LIVE_INSTANCES), events=("port",)),
+    "volume": Kind(serves="volume", calls=(VALIDATE_TOKEN, LIVE_INSTANCES), events=("volume",)),
     "node": Kind(
         serves="node.{host}",
         calls=(
@@ -79,6 +83,7 @@ KINDS: dict[str, Kind] = {
             "conductor.sync_power_state",
             "conductor.domain_gone",
             "conductor.list_host_instances",
+            "conductor.task_progress",
             "conductor.ping",
             VALIDATE_TOKEN,
             "image.get",

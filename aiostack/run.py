@@ -56,6 +56,10 @@ def actor_factories(
             )
             for host, uri in zip(hosts, uris, strict=True)
         ]
+    if name == "conductor":
+        from actors.conductor import ConductorActor
+
+        return [partial(ConductorActor, bus, config, task_timeout=args.task_timeout)]
     return [actor_factory(name, bus, config)]
 
 

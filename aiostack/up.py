@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aiostack.credentials import ADMIN, Credentials, Principal, prepare
-from bus import Bus, CallTimeout, EmbeddedNatsServer, NoResponders
+from bus import Bus, CallTimeout, EmbeddedNatsServer, NatsServerError, NoResponders
 from node.testnode import write_test_node_file
 
 log = logging.getLogger(__name__)
@@ -126,9 +126,8 @@ class ChildProcess:
 
 def child_specs(args: argparse.Namespace) -> list[ChildSpec]:
     """The processes of a one-machine cloud: every actor, the gateway, the nodes."""
-    specs = [
-        ChildSpec(name, (name,)) for name in ("token", "scheduler", "conductor", "image", "net", "volume")
-    ]
+    specs = [ChildSpec(name, (name,)) for name in ("token", "scheduler", "image", "net", "volume")]
+    specs.insert(2, ChildSpec("conductor", ("conductor", "--task-timeout", str(args.task_timeout))))
     specs.append(ChildSpec("gateway", ("gateway", "--listen", args.listen)))
     hosts = [f"node-{number}" for number in range(1, args.nodes + 1)]
     per_process = max(1, args.nodes_per_process) if args.libvirt == "test" else 1
@@ -233,6 +232,8 @@ async def up(args: argparse.Namespace) -> int:
         server = EmbeddedNatsServer(data_dir, port=args.nats_port, authorization=credentials.authorization)
         await server.start()
         nats_url = server.url
+        nats_keeper = asyncio.ensure_future(_keep_nats_running(server))
+    (data_dir / "nats.url").write_text(f"{nats_url}\n")
     async with await Bus.connect(
         nats_url, prefix=args.prefix, name="aiostack-up", credentials=credentials.file(ADMIN)
     ) as bus:
@@ -291,5 +292,21 @@ async def up(args: argparse.Namespace) -> int:
         print("aiostack: stopping", flush=True)
         await asyncio.gather(*(child.stop() for child in reversed(children)))
         if server is not None:
+            nats_keeper.cancel()
             await server.stop()
     return 0
+
+
+async def _keep_nats_running(server: EmbeddedNatsServer) -> None:
+    """Restart the embedded nats-server on its port whenever it dies (every client reconnects)."""
+    backoff = 0.5
+    while True:
+        code = await server.exited()
+        log.warning("nats-server exited with %s; restarting it on %s in %.1f s", code, server.url, backoff)
+        await asyncio.sleep(backoff)
+        try:
+            await server.start()
+            backoff = 0.5
+        except NatsServerError as exc:
+            log.error("nats-server did not restart: %s", exc)
+            backoff = min(backoff * 2, 10.0)

@@ -166,6 +166,16 @@ class EmbeddedNatsServer:
             process.kill()
             await process.wait()
 
+    async def exited(self) -> int | None:
+        """Wait until the running server exits (None if none runs); ``start()`` may follow."""
+        process = self._process
+        if process is None:
+            return None
+        code = await process.wait()
+        if self._process is process:
+            self._process = None
+        return code
+
     async def kill(self) -> None:
         """SIGKILL the server (for crash tests); ``start()`` may be called again afterwards."""
         process, self._process = self._process, None

@@ -81,6 +81,7 @@ def server_detail(request: web.Request, instance: dict[str, Any]) -> dict[str, A
         "OS-SRV-USG:launched_at": instance["launched_at"],
         "OS-SRV-USG:terminated_at": instance["terminated_at"],
         "security_groups": [{"name": "default"}],
+        "host_status": instance.get("host_status", ""),
     }
     if is_admin:
         server["OS-EXT-SRV-ATTR:host"] = instance["host"]

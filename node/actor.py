@@ -26,10 +26,12 @@ serial console goes to a log, and the accelerator is KVM only where it really ru
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import shutil
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -103,6 +105,7 @@ class NodeActor(Actor):
         shutdown_timeout: float = 60.0,
         virt_type: str = "auto",
         reserved_host_memory_mb: int = 512,
+        orphan_sweep_interval: float = 60.0,
     ) -> None:
         if not host or any(c in host for c in " .*>"):
             raise ValueError(f"invalid host name {host!r}")
@@ -115,6 +118,7 @@ class NodeActor(Actor):
         self.shutdown_timeout = shutdown_timeout
         self.requested_virt_type = virt_type
         self.reserved_host_memory_mb = reserved_host_memory_mb
+        self.orphan_sweep_interval = orphan_sweep_interval
         self.domain_type = "test"
         self.state_dir = config.data_dir / "nodes" / host
         self.images = ImageCache(bus, self.state_dir)
@@ -129,6 +133,7 @@ class NodeActor(Actor):
         self._last_running: dict[str, bool] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._network_names: dict[str, str] = {}
+        self._working: dict[str, int] = {}
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -321,12 +326,22 @@ class NodeActor(Actor):
     # -- capacity and heartbeat -----------------------------------------------------------
 
     async def _report_forever(self) -> None:
+        """The heartbeat, and the instances this node is working on (their tasks make progress)."""
         while True:
             try:
                 if self.conn is not None:
                     await self.report_capacity()
             except (AiostackError, libvirt.libvirtError) as exc:
                 log.warning("node %s: capacity report failed: %s", self.host, exc)
+            try:
+                if self._working:
+                    await self.bus.call(
+                        "conductor.task_progress",
+                        {"host": self.host, "instance_uuids": sorted(self._working)},
+                        timeout=10,
+                    )
+            except AiostackError as exc:
+                log.warning("node %s: progress report failed: %s", self.host, exc)
             await asyncio.sleep(self.report_interval)
 
     async def report_capacity(self) -> None:
@@ -357,7 +372,7 @@ class NodeActor(Actor):
 
         Builds and deletes of one instance never run at once on a node (``_instance_lock``).
         """
-        async with self._instance_lock(instance_uuid):
+        async with self._instance_lock(instance_uuid), self._working_on(instance_uuid):
             try:
                 request = await self.bus.call(
                     "conductor.get_build_request", {"instance_uuid": instance_uuid, "host": self.host}
@@ -369,6 +384,8 @@ class NodeActor(Actor):
                 await self._report_build_failure(instance_uuid, f"{type(exc).__name__}: {exc}")
                 return
             self._request_ids[instance_uuid] = current_request_id() or ""
+            if await self._finish_earlier_build(instance_uuid):
+                return
             try:
                 await self._build(instance_uuid, request)
             except Exception as exc:
@@ -378,6 +395,19 @@ class NodeActor(Actor):
                     await self._undo_build(instance_uuid)
                 finally:
                     await self._report_build_failure(instance_uuid, message)
+
+    async def _finish_earlier_build(self, instance_uuid: str) -> bool:
+        """A build cast delivered again (the first one's answer was lost, or this node restarted):
+        never a second domain; start the one there is, or report it running."""
+        domain = await self._domain(instance_uuid) if self.conn is not None else None
+        if domain is None:
+            return False
+        log.info("node %s: build of %s delivered again; its domain exists", self.host, instance_uuid)
+        if await self._is_running(domain):
+            await self._sync(instance_uuid, running=True)
+        else:
+            await self._virt(domain.create)
+        return True
 
     async def _build(self, instance_uuid: str, request: dict[str, Any]) -> None:
         instance = request["instance"]
@@ -406,6 +436,23 @@ class NodeActor(Actor):
             )
         except AiostackError as exc:
             log.error("node %s: could not report the failed build of %s: %s", self.host, instance_uuid, exc)
+
+    @contextlib.asynccontextmanager
+    async def _working_on(self, instance_uuid: str) -> AsyncIterator[None]:
+        """The instance is in this node's hands: its heartbeat tells the conductor so."""
+        self._working[instance_uuid] = self._working.get(instance_uuid, 0) + 1
+        try:
+            yield
+        finally:
+            self._working[instance_uuid] -= 1
+            if not self._working[instance_uuid]:
+                del self._working[instance_uuid]
+
+    async def _take_task(self, instance_uuid: str) -> None:
+        """Acknowledge the conductor's cast, so it does not send it again."""
+        await self.bus.call(
+            "conductor.task_progress", {"host": self.host, "instance_uuids": [instance_uuid]}, timeout=10
+        )
 
     def _instance_lock(self, instance_uuid: str) -> asyncio.Lock:
         lock = self._locks.get(instance_uuid)
@@ -627,21 +674,23 @@ class NodeActor(Actor):
 
     @handler
     async def stop_instance(self, instance_uuid: str) -> None:
-        await self._settling(instance_uuid, self._stop_instance(instance_uuid))
+        await self._settling(instance_uuid, self._stop_instance)
 
     @handler
     async def start_instance(self, instance_uuid: str) -> None:
-        await self._settling(instance_uuid, self._start_instance(instance_uuid))
+        await self._settling(instance_uuid, self._start_instance)
 
     @handler
     async def reboot_instance(self, instance_uuid: str, reboot_type: str = "SOFT") -> None:
-        await self._settling(instance_uuid, self._reboot_instance(instance_uuid, reboot_type))
+        await self._settling(instance_uuid, lambda uuid: self._reboot_instance(uuid, reboot_type))
 
     async def _settling(self, instance_uuid: str, power_change: Any) -> None:
-        """Run a power change; if it fails, tell the conductor the state the domain is really in,
-        so the instance never stays in a task state."""
+        """Take the task (tell the conductor), run the power change; if it fails, tell the
+        conductor the state the domain is really in, so the instance never stays in a task state."""
         try:
-            await power_change
+            async with self._working_on(instance_uuid):
+                await self._take_task(instance_uuid)
+                await power_change(instance_uuid)
         except Exception:
             domain = await self._domain(instance_uuid) if self.conn is not None else None
             await self._sync(instance_uuid, running=domain is not None and await self._is_running(domain))
@@ -657,7 +706,8 @@ class NodeActor(Actor):
     @handler
     async def terminate_instance(self, instance_uuid: str) -> None:
         """Destroy, release ports and volumes, undefine: the UNDEFINED event finishes the delete."""
-        async with self._instance_lock(instance_uuid):
+        async with self._instance_lock(instance_uuid), self._working_on(instance_uuid):
+            await self._take_task(instance_uuid)
             await self._terminate(instance_uuid)
         self._locks.pop(instance_uuid, None)
 
@@ -755,6 +805,15 @@ class NodeActor(Actor):
         return {"output": "".join(lines)}
 
     @handler
+    async def get_power_state(self, instance_uuid: str) -> dict[str, bool]:
+        """Whether the instance has a domain here, and whether it runs (asked by the conductor)."""
+        domain = await self._domain(instance_uuid)
+        return {
+            "exists": domain is not None,
+            "running": domain is not None and await self._is_running(domain),
+        }
+
+    @handler
     async def list_domains(self) -> list[dict[str, Any]]:
         """Every domain libvirt has on this host, with its state (``VIR_DOMAIN_*``) and project."""
         if self.conn is None:
@@ -807,11 +866,53 @@ class NodeActor(Actor):
                 await self._virt(domain.destroy)
             elif instance["vm_state"] != "error":  # an ERROR instance keeps its fault, running or not
                 await self._sync(uuid, running=running)
-        known = {instance["id"] for instance in records}
-        for uuid in set(stored) - known:
-            log.warning("node %s: domain %s has no live instance record; removing it", self.host, uuid)
-            await self.terminate_instance(uuid)
+        await self._remove_orphans(records)
         log.info("node %s reconciled %d instances", self.host, len(records))
+        self.spawn(self._sweep_orphans_forever(), name=f"{self.address}-orphans")
+
+    async def _sweep_orphans_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.orphan_sweep_interval)
+            try:
+                await self._remove_orphans(
+                    await self.bus.call("conductor.list_host_instances", {"host": self.host}, timeout=10)
+                )
+            except (AiostackError, libvirt.libvirtError, ConnectionError) as exc:
+                log.info("node %s: orphan sweep postponed: %s", self.host, exc)
+
+    async def _remove_orphans(self, records: list[dict[str, Any]]) -> None:
+        """Remove the domains of instances not (or no longer) recorded on this host: deleted
+        while the node was away, or rebuilt on another host. Ports, volumes and claims are
+        not theirs to release here: the instance's new host, or the owners' sweeps, see to them.
+        Only this node's domains (stored here, or built here since it started) are looked at."""
+        known = {instance["id"] for instance in records}
+        stored = {row["uuid"] for row in await self.store.fetchall("SELECT uuid FROM domains")}
+        assert self.conn is not None
+        in_libvirt = {
+            domain.UUIDString()
+            for domain in await self._virt(self.conn.listAllDomains, 0)
+            if domain.name().startswith("instance-")
+        }
+        for uuid in (
+            stored | (in_libvirt & set(self._projects))
+        ) - known:  # several nodes may share a libvirtd
+            if uuid in self._working:
+                continue
+            async with self._instance_lock(uuid):
+                log.warning(
+                    "node %s: domain %s has no live instance record here; removing it", self.host, uuid
+                )
+                await self._remove_orphan(uuid)
+
+    async def _remove_orphan(self, instance_uuid: str) -> None:
+        domain = await self._domain(instance_uuid)
+        xml = await self._definition(instance_uuid, domain)
+        if domain is not None:
+            if await self._is_running(domain):
+                await self._virt(domain.destroy)
+            await self._virt(domain.undefine)
+        await self._release_guest(instance_uuid, xml)
+        await self.store.execute("DELETE FROM domains WHERE uuid = ?", (instance_uuid,))
 
     async def _records_when_conductor_answers(self) -> list[dict[str, Any]]:
         while True:

@@ -1,0 +1,145 @@
+"""`aiostack audit`: check the invariants that span actors, print what is wrong, exit 1 if anything is.
+
+Read over the bus as the operator (the admin credentials of the data directory):
+
+* instances in a task state past the conductor's task timeout, or in ERROR without a fault;
+* claims (scheduler) for no live instance;
+* ports bound to no live instance, and so the IPs they hold (net);
+* volumes reserved, attached or detaching to no live instance (volume);
+* libvirt domains with no record on their host, and records with no domain (every node
+  that is up; a node that is down is reported as not checked).
+
+The holders are read before the instances, so a resource made meanwhile belongs to a
+live instance; a problem is reported only if a second pass a moment later still sees it,
+so work in flight (a delete releasing its ports) is not mistaken for a leak.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from bus import AiostackError, Bus
+
+SETTLED_STATES = ("active", "stopped", "paused", "suspended")
+RECHECK_AFTER = 2.0
+
+
+@dataclass
+class AuditReport:
+    problems: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+async def _domains_by_host(bus: Bus, hosts: list[dict[str, Any]], report: AuditReport) -> dict[str, set[str]]:
+    domains: dict[str, set[str]] = {}
+    for host in hosts:
+        name = host["host"]
+        if not host["alive"]:
+            report.notes.append(f"node {name} is down: its domains were not checked")
+            continue
+        try:
+            listed = await bus.call(f"node.{name}.list_domains", timeout=10)
+        except AiostackError as exc:
+            report.notes.append(f"node {name} did not answer ({exc}): its domains were not checked")
+            continue
+        domains[name] = {d["uuid"] for d in listed if d["name"].startswith("instance-")}
+    return domains
+
+
+async def audit_once(bus: Bus) -> AuditReport:
+    report = AuditReport()
+    claims = await bus.call("scheduler.list_allocations")
+    ports = await bus.call("net.list_ports", {"device_owner": "compute:nova"})
+    attachments = await bus.call("volume.list_attachments")
+    hosts = await bus.call("scheduler.list_hosts")
+    domains = await _domains_by_host(bus, hosts, report)
+    answer = await bus.call("conductor.audit_instances")
+    instances = {row["uuid"]: row for row in answer["instances"]}
+    report.counts = {
+        "instances": len(instances),
+        "claims": len(claims),
+        "ports": len(ports),
+        "attachments": len(attachments),
+        "domains": sum(map(len, domains.values())),
+        "hosts": len(hosts),
+    }
+    problems = report.problems
+    for uuid, row in instances.items():
+        if row["task_state"] and row["idle_s"] > answer["task_timeout"]:
+            problems[f"stuck:{uuid}"] = (
+                f"instance {uuid} has been {row['task_state']} for {row['idle_s']:.0f} s"
+                f" (timeout {answer['task_timeout']:.0f} s) on host {row['host']}"
+            )
+        if row["vm_state"] == "error" and not row["fault"]:
+            problems[f"fault:{uuid}"] = f"instance {uuid} is in ERROR with no fault"
+    for claim in claims:
+        if claim["instance_uuid"] not in instances:
+            problems[f"claim:{claim['instance_uuid']}"] = (
+                f"claim on {claim['host']} for instance {claim['instance_uuid']}, which does not exist"
+            )
+    for port in ports:
+        if port["device_id"] not in instances:
+            ips = ", ".join(ip["ip_address"] for ip in port["fixed_ips"]) or "no IP"
+            problems[f"port:{port['id']}"] = (
+                f"port {port['id']} ({ips}) is bound to instance {port['device_id']}, which does not exist"
+            )
+    for attachment in attachments:
+        if attachment["server_id"] not in instances:
+            problems[f"volume:{attachment['volume_id']}"] = (
+                f"volume {attachment['volume_id']} is {attachment['attach_status']} to instance"
+                f" {attachment['server_id']}, which does not exist"
+            )
+    for host, uuids in domains.items():
+        for uuid in uuids:
+            if uuid not in instances or instances[uuid]["host"] != host:
+                problems[f"domain:{host}:{uuid}"] = (
+                    f"domain instance-{uuid} on {host} has no instance record there"
+                )
+        for uuid, row in instances.items():
+            if row["host"] == host and row["vm_state"] in SETTLED_STATES and uuid not in uuids:
+                problems[f"nodomain:{uuid}"] = f"instance {uuid} ({row['vm_state']}) has no domain on {host}"
+    return report
+
+
+async def audit(bus: Bus, recheck_after: float = RECHECK_AFTER) -> AuditReport:
+    """Problems seen twice, ``recheck_after`` seconds apart (work in flight is not a problem)."""
+    first = await audit_once(bus)
+    if not first.problems:
+        return first
+    await asyncio.sleep(recheck_after)
+    second = await audit_once(bus)
+    second.problems = {key: text for key, text in second.problems.items() if key in first.problems}
+    return second
+
+
+def print_report(report: AuditReport, as_json: bool) -> None:
+    if as_json:
+        print(
+            json.dumps({"problems": sorted(report.problems.values()), "notes": report.notes, **report.counts})
+        )
+        return
+    checked = ", ".join(f"{count} {name}" for name, count in report.counts.items())
+    print(f"aiostack audit: checked {checked}")
+    for note in report.notes:
+        print(f"  note: {note}")
+    for text in sorted(report.problems.values()):
+        print(f"  PROBLEM: {text}")
+    print("  clean" if not report.problems else f"  {len(report.problems)} problem(s)")
+
+
+async def run_audit(args: argparse.Namespace, nats_url: str, credentials: Any) -> int:
+    async with await Bus.connect(
+        nats_url, prefix=args.prefix, name="aiostack-audit", credentials=credentials
+    ) as bus:
+        try:
+            report = await audit(bus)
+        except AiostackError as exc:
+            print(f"aiostack audit: could not ask every actor: {exc.code}: {exc}")
+            return 2
+    print_report(report, args.json)
+    return 1 if report.problems else 0
