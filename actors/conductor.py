@@ -24,6 +24,7 @@ attached at boot; schema 2 stores them):
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
@@ -42,6 +43,7 @@ from actors.conductor_watch import TaskWatch
 from actors.store import Store, from_json, to_json
 from aiostack.config import Config
 from bus import (
+    TRANSIENT_ERRORS,
     Actor,
     AiostackError,
     Bus,
@@ -107,6 +109,9 @@ DEFAULT_FLAVORS = (
 )
 
 IMAGE_CHECK_TTL = 5.0
+SCHEDULE_ATTEMPT_TIMEOUT = (
+    5.0  # a claim takes milliseconds; a scheduler that died with the request never answers
+)
 ANY_TASK: Any = object()  # _update's "whatever the task_state is" (None is a task_state to expect)
 
 # power_state values, as Nova numbers them
@@ -225,7 +230,9 @@ class ConductorActor(TaskWatch, Actor):
     @handler(policy="compute:read")
     async def get_instance(self, instance_uuid: str) -> dict[str, Any]:
         """:raises NotFound: no such instance, or another project's."""
-        return self._shown(await self._row(instance_uuid))
+        row = await self._row(instance_uuid)
+        await self._refresh_hosts()
+        return self._shown(row)
 
     def _shown(self, row: dict[str, Any]) -> dict[str, Any]:
         """An instance as the API shows it: its view and whether its host is up."""
@@ -266,6 +273,7 @@ class ConductorActor(TaskWatch, Actor):
             clauses.append("(created_at < ? OR (created_at = ? AND uuid < ?))")
             params += [anchor["created_at"], anchor["created_at"], anchor["uuid"]]
         sql = f"SELECT * FROM instances WHERE {' AND '.join(clauses)} ORDER BY created_at DESC, uuid DESC"
+        await self._refresh_hosts()
         rows = [self._shown(row) for row in await self.store.fetchall(sql, params)]
         if name:
             rows = [row for row in rows if name in row["name"]]
@@ -296,6 +304,16 @@ class ConductorActor(TaskWatch, Actor):
         await self._row(instance_uuid)
         return await self.store.fetchall(
             "SELECT * FROM instance_actions WHERE instance_uuid = ? ORDER BY id", (instance_uuid,)
+        )
+
+    @handler(policy="compute:read")
+    async def list_action_events(self, instance_uuid: str) -> list[dict[str, Any]]:
+        """The steps of the instance's actions, oldest first, each with its action's name."""
+        await self._row(instance_uuid)
+        return await self.store.fetchall(
+            "SELECT a.action, e.event, e.host, e.time, e.result, e.details FROM instance_action_events e"
+            " JOIN instance_actions a ON a.id = e.action_id WHERE a.instance_uuid = ? ORDER BY e.id",
+            (instance_uuid,),
         )
 
     @handler
@@ -459,18 +477,7 @@ class ConductorActor(TaskWatch, Actor):
         """Steps 8-13: pick and claim a host (not one tried before), record it, hand the build to the node."""
         self._building.add(instance_uuid)
         try:
-            placed = await self.bus.call(
-                "scheduler.select_destinations",
-                {
-                    "instance_uuid": instance_uuid,
-                    "vcpus": flavor["vcpus"],
-                    "memory_mb": flavor["ram"],
-                    "disk_gb": flavor["disk"],
-                    "exclude_hosts": exclude_hosts or [],
-                },
-                timeout=self.schedule_timeout,
-            )
-            host = placed["host"]
+            host = await self._select_destination(instance_uuid, flavor, exclude_hosts or [])
             row = await self.store.fetchone(
                 "UPDATE instances SET host = ?, task_state = 'spawning', build_attempts = build_attempts + 1,"
                 " task_acked = 0, task_sends = 0, progress_at = ?, updated_at = ?"
@@ -492,6 +499,33 @@ class ConductorActor(TaskWatch, Actor):
             await self._fail_build(instance_uuid, f"{type(exc).__name__}: {exc}")
         finally:
             self._building.discard(instance_uuid)
+
+    async def _select_destination(
+        self, instance_uuid: str, flavor: dict[str, Any], exclude_hosts: list[str]
+    ) -> str:
+        """Ask the scheduler for a claimed host; while it is away (restarting, or died holding the
+        request), ask again until ``schedule_timeout`` has passed (claims are idempotent per instance)."""
+        deadline = time.monotonic() + self.schedule_timeout
+        backoff = 0.2
+        while True:
+            try:
+                placed = await self.bus.call(
+                    "scheduler.select_destinations",
+                    {
+                        "instance_uuid": instance_uuid,
+                        "vcpus": flavor["vcpus"],
+                        "memory_mb": flavor["ram"],
+                        "disk_gb": flavor["disk"],
+                        "exclude_hosts": exclude_hosts,
+                    },
+                    timeout=min(SCHEDULE_ATTEMPT_TIMEOUT, max(1.0, deadline - time.monotonic())),
+                )
+                return placed["host"]
+            except TRANSIENT_ERRORS:
+                if time.monotonic() + backoff > deadline:
+                    raise
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
 
     @handler
     async def get_build_request(self, instance_uuid: str, host: str) -> dict[str, Any]:

@@ -297,16 +297,19 @@ async def up(args: argparse.Namespace) -> int:
     return 0
 
 
+NATS_RESTART_DELAY = 2.0  # lets its clients see it gone and the port be free again
+
+
 async def _keep_nats_running(server: EmbeddedNatsServer) -> None:
     """Restart the embedded nats-server on its port whenever it dies (every client reconnects)."""
-    backoff = 0.5
+    backoff = NATS_RESTART_DELAY
     while True:
         code = await server.exited()
         log.warning("nats-server exited with %s; restarting it on %s in %.1f s", code, server.url, backoff)
         await asyncio.sleep(backoff)
         try:
             await server.start()
-            backoff = 0.5
+            backoff = NATS_RESTART_DELAY
         except NatsServerError as exc:
             log.error("nats-server did not restart: %s", exc)
             backoff = min(backoff * 2, 10.0)

@@ -4,6 +4,7 @@ from bus.actor import Actor, ActorCrashed, ActorState, Supervisor, handler
 from bus.bus import Bus, BusClosed, Current, current, current_request_id, request_scope
 from bus.envelope import Context, Envelope, decode, encode
 from bus.errors import (
+    TRANSIENT_ERRORS,
     ActorStopped,
     AiostackError,
     BadMessage,
@@ -24,6 +25,7 @@ from bus.errors import (
 from bus.server import EmbeddedNatsServer, NatsServerError
 
 __all__ = [
+    "TRANSIENT_ERRORS",
     "Actor",
     "ActorCrashed",
     "ActorState",

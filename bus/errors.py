@@ -140,3 +140,7 @@ class RemoteError(AiostackError):
     """An unexpected exception inside a remote handler (``remote_type`` names its class)."""
 
     code = "internal"
+
+
+TRANSIENT_ERRORS = (NoResponders, CallTimeout, ActorStopped, Overloaded)
+"""The callee is away, restarting or busy: the same (idempotent) call may well work a moment later."""

@@ -143,9 +143,17 @@ def _block_devices(mappings: Any) -> list[dict[str, Any]] | None:
     return devices
 
 
+# Recording a server takes milliseconds; a conductor that died holding the request never answers,
+# and the client should hear so soon (then ask again) rather than after the bus's 30 s.
+CREATE_TIMEOUT = 10.0
+
+
 async def create_server(request: web.Request) -> web.Response:
     instance = await call(
-        request, "conductor.create_instance", _create_request(await json_body(request, "server"))
+        request,
+        "conductor.create_instance",
+        _create_request(await json_body(request, "server")),
+        timeout=CREATE_TIMEOUT,
     )
     body = {
         **server_summary(request, instance),

@@ -41,7 +41,17 @@ import libvirt
 from actors.common import lifecycle_name, publish_event
 from actors.store import Store
 from aiostack.config import Config
-from bus import Actor, AiostackError, Bus, Conflict, NotFound, current_request_id, handler, request_scope
+from bus import (
+    TRANSIENT_ERRORS,
+    Actor,
+    AiostackError,
+    Bus,
+    Conflict,
+    NotFound,
+    current_request_id,
+    handler,
+    request_scope,
+)
 from node.domain import (
     Disk,
     DomainSpec,
@@ -69,6 +79,7 @@ MIGRATIONS = [
 
 
 CONSOLE_MAX_BYTES = 1024 * 1024
+TRANSIENT_RETRY_FOR = 15.0
 
 
 def _tail(path: Path, limit: int) -> bytes:
@@ -380,6 +391,14 @@ class NodeActor(Actor):
             except (Conflict, NotFound) as exc:
                 log.info("node %s: not building %s: %s", self.host, instance_uuid, exc)
                 return
+            except TRANSIENT_ERRORS as exc:  # unacknowledged: the conductor sends it again
+                log.info(
+                    "node %s: conductor away, build of %s waits for its redelivery: %s",
+                    self.host,
+                    instance_uuid,
+                    exc,
+                )
+                return
             except AiostackError as exc:
                 await self._report_build_failure(instance_uuid, f"{type(exc).__name__}: {exc}")
                 return
@@ -467,14 +486,14 @@ class NodeActor(Actor):
 
         Returns the domain XML and the reserved volumes with their devices.
         """
-        image = await self.bus.call("image.get", {"image_id": instance["image_ref"]})
+        image = await self._call("image.get", {"image_id": instance["image_ref"]})
         properties = image.get("properties") or {}
         boot_images = {
             key: await self._boot_image(image, key)
             for key in ("kernel_id", "ramdisk_id")
             if properties.get(key)
         }
-        ports = await self.bus.call(
+        ports = await self._call(
             "net.allocate_for_instance",
             {
                 "instance_uuid": instance["id"],
@@ -484,7 +503,7 @@ class NodeActor(Actor):
             },
         )
         addresses = await self._addresses(ports)
-        await self.bus.call(
+        await self._call(
             "conductor.instance_spawning",
             {"instance_uuid": instance["id"], "host": self.host, "addresses": addresses},
         )
@@ -538,6 +557,20 @@ class NodeActor(Actor):
             console_log=console_log,
         )
         return domain_xml(spec), volumes
+
+    async def _call(self, address: str, body: dict[str, Any]) -> Any:
+        """A call of the build path (all idempotent) that rides out an actor restarting: asked
+        again on no responders or a timeout for up to ``TRANSIENT_RETRY_FOR`` seconds."""
+        deadline = time.monotonic() + TRANSIENT_RETRY_FOR
+        backoff = 0.2
+        while True:
+            try:
+                return await self.bus.call(address, body, timeout=5)
+            except TRANSIENT_ERRORS:
+                if time.monotonic() + backoff > deadline:
+                    raise
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
 
     async def _boot_image(self, image: dict[str, Any], key: str) -> dict[str, Any]:
         """The kernel (``kernel_id``) or ramdisk (``ramdisk_id``) image an image boots with."""
@@ -841,15 +874,8 @@ class NodeActor(Actor):
                 await self.terminate_instance(uuid)
                 continue
             if domain is None and uuid not in stored:
-                if instance["vm_state"] == "building":
-                    await self.bus.call(
-                        "conductor.build_failed",
-                        {
-                            "instance_uuid": uuid,
-                            "host": self.host,
-                            "message": f"node {self.host} restarted before the domain was defined",
-                        },
-                    )
+                if instance["vm_state"] == "building":  # the node died before defining it: build it now
+                    self.spawn(self.build_and_run_instance(uuid), name=f"{self.address}-resume-{uuid}")
                 continue
             if domain is None:
                 domain = await self._virt(self.conn.defineXML, stored[uuid]["xml"])
