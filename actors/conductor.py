@@ -374,15 +374,16 @@ class ConductorActor(TaskWatch, Actor):
             "task_state": "scheduling",
             "created_at": now,
             "updated_at": now,
+            "progress_at": time.time(),
         }
         async with self.store.transaction() as db:
             await db.execute(
                 "INSERT INTO instances (uuid, name, project_id, user_id, flavor, image_ref,"
                 " requested_networks, block_devices, metadata, key_name, user_data, vm_state, task_state,"
-                " created_at, updated_at) VALUES"
+                " created_at, updated_at, progress_at) VALUES"
                 " (:uuid, :name, :project_id, :user_id, :flavor, :image_ref, :requested_networks,"
                 " :block_devices, :metadata,"
-                " :key_name, :user_data, :vm_state, :task_state, :created_at, :updated_at)",
+                " :key_name, :user_data, :vm_state, :task_state, :created_at, :updated_at, :progress_at)",
                 row,
             )
             await self._start_action(db, row["uuid"], "create")
@@ -397,7 +398,12 @@ class ConductorActor(TaskWatch, Actor):
                 "terminated_at": None,
             }
         )
-        await publish_event(self.bus, "instance", row["uuid"], ctx.project_id, "instance.building", instance)
+        try:
+            await publish_event(
+                self.bus, "instance", row["uuid"], ctx.project_id, "instance.building", instance
+            )
+        except Exception as exc:  # the instance is recorded: it is built, and the caller told so, regardless
+            log.warning("instance %s: its building event could not be stored: %s", row["uuid"], exc)
         self.spawn(self._schedule_and_build(row["uuid"], flavor), name=f"build-{row['uuid']}")
         return instance
 

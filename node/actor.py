@@ -294,22 +294,29 @@ class NodeActor(Actor):
                 self._stopped[item.instance_uuid].set()
             project = self._projects.get(item.instance_uuid)
             with request_scope(self._request_ids.get(item.instance_uuid)):
-                await publish_event(
-                    self.bus,
-                    "domain",
-                    item.instance_uuid,
-                    project,
-                    "domain.lifecycle",
-                    {
-                        "event": lifecycle_name(item.event),
-                        "event_id": item.event,
-                        "detail": item.detail,
-                        "host": self.host,
-                        "libvirt_ts": item.at,
-                    },
-                )
+                await self._publish_lifecycle(item, project)
                 if project is not None and item.event != libvirt.VIR_DOMAIN_EVENT_DEFINED:
                     await self._tell_conductor(item)
+
+    async def _publish_lifecycle(self, item: LifecycleEvent, project: str | None) -> None:
+        """Store the raw event in the event stream, riding out a nats-server restart (bounded)."""
+        body = {
+            "event": lifecycle_name(item.event),
+            "event_id": item.event,
+            "detail": item.detail,
+            "host": self.host,
+            "libvirt_ts": item.at,
+        }
+        for attempt in range(8):
+            try:
+                await publish_event(self.bus, "domain", item.instance_uuid, project, "domain.lifecycle", body)
+                return
+            except Exception as exc:  # the bus's own errors, and nats-py's while it reconnects
+                log.warning(
+                    "node %s: event of %s not stored yet (%s); retrying", self.host, item.instance_uuid, exc
+                )
+                await asyncio.sleep(min(0.2 * 2**attempt, 5))
+        log.error("node %s: gave up storing event %s of %s", self.host, body["event"], item.instance_uuid)
 
     async def _tell_conductor(self, item: LifecycleEvent) -> None:
         """Hand the event to the conductor, retrying while it is away (bounded: about a minute)."""
@@ -385,7 +392,7 @@ class NodeActor(Actor):
         """
         async with self._instance_lock(instance_uuid), self._working_on(instance_uuid):
             try:
-                request = await self.bus.call(
+                request = await self._call(
                     "conductor.get_build_request", {"instance_uuid": instance_uuid, "host": self.host}
                 )
             except (Conflict, NotFound) as exc:
@@ -449,7 +456,7 @@ class NodeActor(Actor):
 
     async def _report_build_failure(self, instance_uuid: str, message: str) -> None:
         try:
-            await self.bus.call(
+            await self._call(
                 "conductor.build_failed",
                 {"instance_uuid": instance_uuid, "host": self.host, "message": message},
             )
@@ -469,9 +476,7 @@ class NodeActor(Actor):
 
     async def _take_task(self, instance_uuid: str) -> None:
         """Acknowledge the conductor's cast, so it does not send it again."""
-        await self.bus.call(
-            "conductor.task_progress", {"host": self.host, "instance_uuids": [instance_uuid]}, timeout=10
-        )
+        await self._call("conductor.task_progress", {"host": self.host, "instance_uuids": [instance_uuid]})
 
     def _instance_lock(self, instance_uuid: str) -> asyncio.Lock:
         lock = self._locks.get(instance_uuid)
@@ -630,8 +635,8 @@ class NodeActor(Actor):
             if await self._is_running(domain):
                 await self._virt(domain.destroy)
             await self._virt(domain.undefine)
-        await self.bus.call("net.deallocate_for_instance", {"instance_uuid": instance_uuid})
-        await self.bus.call("volume.detach_all", {"instance_uuid": instance_uuid})
+        await self._call("net.deallocate_for_instance", {"instance_uuid": instance_uuid})
+        await self._call("volume.detach_all", {"instance_uuid": instance_uuid})
         await self._release_guest(instance_uuid, xml)
         await self.store.execute("DELETE FROM domains WHERE uuid = ?", (instance_uuid,))
 
@@ -731,7 +736,7 @@ class NodeActor(Actor):
 
     async def _sync(self, instance_uuid: str, *, running: bool) -> None:
         """Tell the conductor a power state libvirt will send no event for (it did not change)."""
-        await self.bus.call(
+        await self._call(
             "conductor.sync_power_state",
             {"instance_uuid": instance_uuid, "host": self.host, "running": running},
         )
@@ -750,8 +755,8 @@ class NodeActor(Actor):
         xml = await self._definition(instance_uuid, domain)
         if domain is not None and await self._is_running(domain):
             await self._virt(domain.destroy)
-        await self.bus.call("net.deallocate_for_instance", {"instance_uuid": instance_uuid})
-        await self.bus.call("volume.detach_all", {"instance_uuid": instance_uuid})
+        await self._call("net.deallocate_for_instance", {"instance_uuid": instance_uuid})
+        await self._call("volume.detach_all", {"instance_uuid": instance_uuid})
         await self._release_guest(instance_uuid, xml)
         await self.store.execute("DELETE FROM domains WHERE uuid = ?", (instance_uuid,))
         if domain is not None:
