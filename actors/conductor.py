@@ -47,6 +47,7 @@ from bus import (
     Actor,
     AiostackError,
     Bus,
+    CallTimeout,
     Conflict,
     InvalidRequest,
     NotFound,
@@ -826,6 +827,9 @@ class ConductorActor(TaskWatch, Actor):
         reserved = await self.bus.call(
             "volume.reserve", {"volume_id": volume_id, "instance_uuid": instance_uuid}
         )
+        async with self.store.transaction() as db:
+            await self._start_action(db, instance_uuid, "attach_volume")
+        await self._record_step(instance_uuid, "attach_volume", "reserve", None, "Success", volume_id)
         try:
             attached = await self.bus.call(
                 f"node.{row['host']}.attach_volume",
@@ -836,8 +840,8 @@ class ConductorActor(TaskWatch, Actor):
                     "device": device,
                 },
             )
-        except BaseException:
-            await self.bus.call("volume.unreserve", {"volume_id": volume_id})
+        except BaseException as exc:
+            await self._undo_attach(row, volume_id, reserved["connection"], exc)
             raise
         await self.bus.call(
             "volume.attach_complete",
@@ -848,14 +852,43 @@ class ConductorActor(TaskWatch, Actor):
                 "device": attached["device"],
             },
         )
-        async with self.store.transaction() as db:
-            await self._start_action(db, instance_uuid, "attach_volume", finished=True)
+        await self._record_step(
+            instance_uuid, "attach_volume", "attached", row["host"], "Success", attached["device"]
+        )
+        await self._finish_action(instance_uuid, "attach_volume", "Success")
         return {
             "id": volume_id,
             "volumeId": volume_id,
             "serverId": instance_uuid,
             "device": attached["device"],
         }
+
+    async def _undo_attach(
+        self, row: dict[str, Any], volume_id: str, connection: dict[str, Any], error: BaseException
+    ) -> None:
+        """The node did not say it attached the volume. If its answer was lost (a timeout), the
+        disk may be in the domain after all: have it taken out before the volume is free again."""
+        uuid = row["uuid"]
+        if isinstance(error, CallTimeout):
+            try:
+                await self.bus.call(
+                    f"node.{row['host']}.detach_volume",
+                    {"instance_uuid": uuid, "volume_id": volume_id, "connection": connection},
+                )
+            except NotFound:
+                pass  # it never got there
+            except AiostackError as exc:
+                await self._record_step(uuid, "attach_volume", "undo", row["host"], "Error", str(exc))
+                await self._finish_action(uuid, "attach_volume", "Error", f"attach state unknown: {exc}")
+                log.error(
+                    "instance %s: volume %s may be in the domain; it stays reserved: %s", uuid, volume_id, exc
+                )
+                return
+        await self.bus.call("volume.unreserve", {"volume_id": volume_id})
+        await self._record_step(
+            uuid, "attach_volume", "unreserve", None, "Success", f"{type(error).__name__}: {error}"
+        )
+        await self._finish_action(uuid, "attach_volume", "Error", f"{type(error).__name__}: {error}")
 
     @handler(policy="compute:write")
     async def detach_volume(self, instance_uuid: str, volume_id: str) -> None:

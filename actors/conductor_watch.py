@@ -79,6 +79,10 @@ class TaskWatch:
             (time.time(), row["uuid"]),
         )
         await self.bus.cast(f"node.{row['host']}.{method}", {"instance_uuid": row["uuid"], **extra})
+        step = "sent" if not row["task_sends"] else "sent_again"
+        await self._record_step(
+            row["uuid"], TASK_ACTIONS[row["task_state"]], f"{method}:{step}", row["host"], "Success"
+        )  # type: ignore[attr-defined]
 
     @handler
     async def task_progress(self, host: str, instance_uuids: list[str]) -> int:

@@ -35,15 +35,20 @@ async def test_killing_any_process_during_300_boots_leaves_nothing_stuck_or_leak
             assert result.stuck == 0 and result.audit_problems == [], result
             assert result.leaked == {"ports": 0, "claims": 0, "volume_attachments": 0, "domains": 0}, result
             assert result.active + result.errors >= 300  # a create whose answer was lost, asked again
-            await asyncio.sleep(0)
-        code = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "aiostack.cli",
-            "audit",
-            "--data-dir",
-            str(tmp_path),
-            "--log-level",
-            "WARNING",
+        assert (await aiostack_audit(tmp_path))[0] == 0
+        ghost = "00000000-0000-4000-8000-0000000000aa"
+        await bus.call(
+            "scheduler.select_destinations",
+            {"instance_uuid": ghost, "vcpus": 1, "memory_mb": 64, "disk_gb": 0},
         )
-        assert await code.wait() == 0
+        code, output = await aiostack_audit(tmp_path)
+        assert code == 1 and "PROBLEM: claim on node-" in output and ghost in output, output
+
+
+async def aiostack_audit(data_dir) -> tuple[int, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "aiostack.cli", "audit", "--data-dir", str(data_dir), "--log-level", "WARNING",
+        stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    output, _ = await process.communicate()
+    return process.returncode or 0, output.decode()

@@ -127,7 +127,9 @@ async def test_a_build_cast_lost_while_the_node_was_away_is_sent_again(crash_clo
     server = await crash_cloud.until(server_id, "ACTIVE")
     assert server["OS-EXT-SRV-ATTR:host"] == host
     events = await crash_cloud.bus.call("conductor.list_action_events", {"instance_uuid": server_id})
-    assert [e["event"] for e in events][:2] == ["schedule", "node_accepted"]
+    steps = [e["event"] for e in events]
+    assert steps[:2] == ["schedule", "build_and_run_instance:sent"], steps
+    assert "build_and_run_instance:sent_again" in steps and "node_accepted" in steps, steps
 
 
 async def test_a_node_that_never_comes_back_gets_its_builds_rescheduled(crash_cloud: Cloud) -> None:
