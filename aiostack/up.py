@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from aiostack.clouds import write_client_files
 from aiostack.credentials import ADMIN, Credentials, Principal, prepare
 from bus import Bus, CallTimeout, EmbeddedNatsServer, NatsServerError, NoResponders
 from node.testnode import write_test_node_file
@@ -278,14 +279,21 @@ async def up(args: argparse.Namespace) -> int:
         print(f"  bus users: one per process, least privilege; admin's: {credentials.file(ADMIN)}")
         print("  processes: " + ", ".join(c.spec.name for c in children) + f" (logs in {log_dir})")
         print(f"  gateway: {gateway_url}")
+        clouds_file, openrc_file = write_client_files(
+            data_dir,
+            gateway_url,
+            {user: passwords[f"AIOSTACK_{user.upper()}_PASSWORD"] for user in ("admin", "demo") if passwords},
+        )
+        print(
+            f"  OpenStack clients: export OS_CLIENT_CONFIG_FILE={clouds_file} OS_CLOUD=aiostack-admin"
+            f" (or aiostack-demo), or: source {openrc_file} [admin|demo]"
+        )
         if passwords:
-            print("  first start: these passwords are shown once and stored only as hashes:")
+            print(
+                f"  first start: passwords (kept as hashes, and in {clouds_file.name} and openrc, 0600):"
+            )
             for user in ("admin", "demo"):
                 print(f"    {user}: {passwords[f'AIOSTACK_{user.upper()}_PASSWORD']}")
-        print(
-            f"  use it: export OS_AUTH_URL={gateway_url}/identity/v3 OS_USERNAME=admin "
-            "OS_PROJECT_NAME=admin OS_PASSWORD=<admin password>"
-        )
         print("Ctrl-C stops everything.", flush=True)
         await stop.wait()
     finally:

@@ -168,14 +168,19 @@ async def _listen_for_revocations(app: web.Application) -> AsyncIterator[None]:
 
 def create_app(bus: Bus) -> web.Application:
     """The whole gateway on one bus connection."""
-    from gateway import compute, identity, image, network, volume, websocket
+    from gateway import compute, identity, image, network, versions, volume, websocket
 
     app = web.Application(
-        middlewares=[request_id_middleware, error_middleware, auth_middleware],
+        middlewares=[
+            request_id_middleware,
+            error_middleware,
+            auth_middleware,
+            versions.microversion_middleware,
+        ],
     )
     app[BUS] = bus
     app[TOKENS] = TokenValidator(bus)
     app.cleanup_ctx.append(_listen_for_revocations)
-    for module in (identity, compute, image, network, volume, websocket):
+    for module in (versions, identity, compute, image, network, volume, websocket):
         module.add_routes(app)
     return app

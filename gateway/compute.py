@@ -10,6 +10,7 @@ from aiohttp import web
 
 from bus import InvalidRequest
 from gateway.app import call, context_of, json_body
+from gateway.versions import microversion
 
 BASE = "/compute/v2.1"
 CREATE_FIELDS = {
@@ -50,7 +51,7 @@ def server_summary(request: web.Request, instance: dict[str, Any]) -> dict[str, 
 
 
 def server_detail(request: web.Request, instance: dict[str, Any]) -> dict[str, Any]:
-    """A server as Nova's API shows it at microversion 2.1."""
+    """A server as Nova's API shows it at the request's microversion (2.1-2.16)."""
     is_admin = context_of(request).is_admin
     host = instance["host"] or ""
     server = {
@@ -81,12 +82,26 @@ def server_detail(request: web.Request, instance: dict[str, Any]) -> dict[str, A
         "OS-SRV-USG:launched_at": instance["launched_at"],
         "OS-SRV-USG:terminated_at": instance["terminated_at"],
         "security_groups": [{"name": "default"}],
-        "host_status": instance.get("host_status", ""),
     }
+    version = microversion(request)
     if is_admin:
         server["OS-EXT-SRV-ATTR:host"] = instance["host"]
         server["OS-EXT-SRV-ATTR:hypervisor_hostname"] = instance["host"]
         server["OS-EXT-SRV-ATTR:instance_name"] = f"instance-{instance['id']}"
+        if version >= (2, 3):
+            server |= {
+                "OS-EXT-SRV-ATTR:reservation_id": "",
+                "OS-EXT-SRV-ATTR:launch_index": 0,
+                "OS-EXT-SRV-ATTR:hostname": instance["name"],
+                "OS-EXT-SRV-ATTR:kernel_id": "",
+                "OS-EXT-SRV-ATTR:ramdisk_id": "",
+                "OS-EXT-SRV-ATTR:root_device_name": "/dev/vda",
+                "OS-EXT-SRV-ATTR:user_data": None,
+            }
+        if version >= (2, 16):
+            server["host_status"] = instance.get("host_status", "")
+    if version >= (2, 9):
+        server["locked"] = False
     if instance["fault"]:
         server["fault"] = instance["fault"]
     return server
@@ -99,6 +114,9 @@ def _create_request(server: dict[str, Any]) -> dict[str, Any]:
             f"Invalid input for field/attribute server. Additional properties are not allowed "
             f"({', '.join(sorted(unknown))} were unexpected)"
         )
+    block_devices, boot_image = _block_devices(server.get("block_device_mapping_v2"))
+    if boot_image is not None and server.get("imageRef") in (None, ""):
+        server = {**server, "imageRef": boot_image}
     for field in ("name", "imageRef", "flavorRef"):
         if field not in server:
             raise InvalidRequest(
@@ -108,11 +126,13 @@ def _create_request(server: dict[str, Any]) -> dict[str, Any]:
         raise InvalidRequest("Invalid input for field/attribute name. Value must be a string")
     if not isinstance(server["imageRef"], str):
         raise InvalidRequest("Invalid input for field/attribute imageRef. Value must be a string")
+    if boot_image is not None and boot_image != server["imageRef"]:
+        raise InvalidRequest("The image of block_device_mapping_v2 boot_index 0 is not imageRef")
     if not isinstance(server["flavorRef"], str | int) or isinstance(server["flavorRef"], bool):
         raise InvalidRequest("Invalid input for field/attribute flavorRef. Value must be a string or integer")
     return {
         "name": server["name"],
-        "block_devices": _block_devices(server.get("block_device_mapping_v2")),
+        "block_devices": block_devices,
         "image_ref": server["imageRef"],
         "flavor_ref": str(server["flavorRef"]),
         "networks": server.get("networks", "auto"),
@@ -122,14 +142,24 @@ def _create_request(server: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _block_devices(mappings: Any) -> list[dict[str, Any]] | None:
-    """Existing volumes to attach at boot; other kinds of mapping are not built."""
+def _block_devices(mappings: Any) -> tuple[list[dict[str, Any]] | None, str | None]:
+    """Existing volumes to attach at boot, and the image of a boot-from-image mapping (source
+    image, destination local, boot_index 0: how the openstack CLI spells ``imageRef``); other
+    kinds of mapping are not built."""
     if mappings is None:
-        return None
+        return None, None
     if not isinstance(mappings, list) or not all(isinstance(m, dict) for m in mappings):
         raise InvalidRequest("Invalid input for field/attribute block_device_mapping_v2. Must be a list")
-    devices = []
+    devices, boot_image = [], None
     for mapping in mappings:
+        if (
+            mapping.get("source_type") == "image"
+            and mapping.get("destination_type", "local") == "local"
+            and str(mapping.get("boot_index")) == "0"
+            and isinstance(mapping.get("uuid"), str)
+        ):
+            boot_image = mapping["uuid"]
+            continue
         if mapping.get("source_type") != "volume" or mapping.get("destination_type", "volume") != "volume":
             raise InvalidRequest(
                 "Only block_device_mapping_v2 entries with source_type and destination_type "
@@ -140,7 +170,7 @@ def _block_devices(mappings: Any) -> list[dict[str, Any]] | None:
         if mapping.get("boot_index") not in (None, -1, "-1", "none"):
             raise InvalidRequest("Booting from a volume is not supported: give imageRef and boot_index -1")
         devices.append({"volume_id": mapping["uuid"], "device": mapping.get("device_name")})
-    return devices
+    return devices, boot_image
 
 
 # Recording a server takes milliseconds; a conductor that died holding the request never answers,

@@ -74,7 +74,9 @@ class Cloud:
         return body["server"]["id"]
 
     async def server(self, server_id: str) -> dict[str, Any]:
-        status, body = await self.api.get(f"/compute/v2.1/servers/{server_id}")
+        status, body = await self.api.get(
+            f"/compute/v2.1/servers/{server_id}", headers={"OpenStack-API-Version": "compute 2.16"}
+        )
         assert status == 200, body
         return body["server"]
 
