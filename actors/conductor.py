@@ -144,6 +144,20 @@ _ALLOWED_FROM = {
 }
 
 
+MAX_LIMIT = 1000  # Nova's osapi_max_limit: a page never holds more
+
+
+def _status_condition(status: str) -> str:
+    """The SQL condition for instances Nova would show with ``status`` (no match: none)."""
+    rebooting = {"REBOOT": "rebooting", "HARD_REBOOT": "rebooting_hard"}
+    if status in rebooting:
+        return f"(vm_state = 'active' AND task_state = '{rebooting[status]}')"
+    if status == "ACTIVE":
+        return "(vm_state = 'active' AND coalesce(task_state, '') NOT IN ('rebooting', 'rebooting_hard'))"
+    states = [vm_state for vm_state, shown in _STATUS.items() if shown == status]
+    return f"vm_state = '{states[0]}'" if states else "0"
+
+
 def status_of(vm_state: str, task_state: str | None) -> str:
     if vm_state == "active" and task_state in _TASK_STATUS:
         return _TASK_STATUS[task_state]
@@ -273,18 +287,20 @@ class ConductorActor(TaskWatch, Actor):
                 raise InvalidRequest(f"marker [{marker}] not found")
             clauses.append("(created_at < ? OR (created_at = ? AND uuid < ?))")
             params += [anchor["created_at"], anchor["created_at"], anchor["uuid"]]
-        sql = f"SELECT * FROM instances WHERE {' AND '.join(clauses)} ORDER BY created_at DESC, uuid DESC"
-        await self._refresh_hosts()
-        rows = [self._shown(row) for row in await self.store.fetchall(sql, params)]
         if name:
-            rows = [row for row in rows if name in row["name"]]
+            clauses.append("instr(name, ?) > 0")
+            params.append(str(name))
         if status:
-            rows = [row for row in rows if row["status"] == status.upper()]
-        if limit is not None:
-            if not isinstance(limit, int) or limit < 0:
-                raise InvalidRequest("limit must be a non-negative integer")
-            rows = rows[:limit]
-        return rows
+            clauses.append(_status_condition(str(status).upper()))
+        if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 0):
+            raise InvalidRequest("limit must be a non-negative integer")
+        params.append(MAX_LIMIT if limit is None else min(limit, MAX_LIMIT))
+        sql = (
+            f"SELECT * FROM instances WHERE {' AND '.join(clauses)}"
+            " ORDER BY created_at DESC, uuid DESC LIMIT ?"
+        )
+        await self._refresh_hosts()
+        return [self._shown(row) for row in await self.store.fetchall(sql, params)]
 
     @handler(policy="compute:read")
     async def list_flavors(self) -> list[dict[str, Any]]:

@@ -289,9 +289,7 @@ async def up(args: argparse.Namespace) -> int:
             f" (or aiostack-demo), or: source {openrc_file} [admin|demo]"
         )
         if passwords:
-            print(
-                f"  first start: passwords (kept as hashes, and in {clouds_file.name} and openrc, 0600):"
-            )
+            print(f"  first start: passwords (kept as hashes, and in {clouds_file.name} and openrc, 0600):")
             for user in ("admin", "demo"):
                 print(f"    {user}: {passwords[f'AIOSTACK_{user.upper()}_PASSWORD']}")
         print("Ctrl-C stops everything.", flush=True)

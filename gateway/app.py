@@ -35,11 +35,14 @@ _ERROR_NAMES = {
     401: "unauthorized",
     403: "forbidden",
     404: "itemNotFound",
-    405: "methodNotAllowed",
+    405: "badMethod",
+    406: "notAcceptable",
     409: "conflictingRequest",
     413: "overLimit",
-    415: "unsupportedMediaType",
+    415: "badMediaType",
+    429: "overLimit",
     500: "computeFault",
+    501: "notImplemented",
     503: "serviceUnavailable",
     504: "gatewayTimeout",
 }
@@ -72,15 +75,14 @@ def service_of(path: str) -> str:
 
 @web.middleware
 async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    request_id = f"req-{uuid.uuid4()}"
-    request[REQUEST_ID] = request_id
-    try:
-        response = await handler(request)
-    except web.HTTPException as exc:
-        exc.headers["x-openstack-request-id"] = request_id
-        raise
-    response.headers["x-openstack-request-id"] = request_id
-    return response
+    request[REQUEST_ID] = f"req-{uuid.uuid4()}"
+    return await handler(request)
+
+
+async def _add_request_id(request: web.Request, response: web.StreamResponse) -> None:
+    """Every answer names its request id, streamed ones (downloads, websockets) too."""
+    if REQUEST_ID in request:
+        response.headers["x-openstack-request-id"] = request[REQUEST_ID]
 
 
 @web.middleware
@@ -168,7 +170,7 @@ async def _listen_for_revocations(app: web.Application) -> AsyncIterator[None]:
 
 def create_app(bus: Bus) -> web.Application:
     """The whole gateway on one bus connection."""
-    from gateway import compute, identity, image, network, versions, volume, websocket
+    from gateway import compute, identity, image, network, openapi, versions, volume, websocket
 
     app = web.Application(
         middlewares=[
@@ -181,6 +183,7 @@ def create_app(bus: Bus) -> web.Application:
     app[BUS] = bus
     app[TOKENS] = TokenValidator(bus)
     app.cleanup_ctx.append(_listen_for_revocations)
-    for module in (versions, identity, compute, image, network, volume, websocket):
+    app.on_response_prepare.append(_add_request_id)
+    for module in (versions, identity, compute, image, network, volume, websocket, openapi):
         module.add_routes(app)
     return app

@@ -50,7 +50,9 @@ def server_summary(request: web.Request, instance: dict[str, Any]) -> dict[str, 
     }
 
 
-def server_detail(request: web.Request, instance: dict[str, Any]) -> dict[str, Any]:
+def server_detail(
+    request: web.Request, instance: dict[str, Any], volumes: list[dict[str, str]]
+) -> dict[str, Any]:
     """A server as Nova's API shows it at the request's microversion (2.1-2.16)."""
     is_admin = context_of(request).is_admin
     host = instance["host"] or ""
@@ -82,6 +84,7 @@ def server_detail(request: web.Request, instance: dict[str, Any]) -> dict[str, A
         "OS-SRV-USG:launched_at": instance["launched_at"],
         "OS-SRV-USG:terminated_at": instance["terminated_at"],
         "security_groups": [{"name": "default"}],
+        "os-extended-volumes:volumes_attached": volumes,
     }
     version = microversion(request)
     if is_admin:
@@ -186,7 +189,8 @@ async def create_server(request: web.Request) -> web.Response:
         timeout=CREATE_TIMEOUT,
     )
     body = {
-        **server_summary(request, instance),
+        "id": instance["id"],
+        "links": _links(request, "servers", instance["id"]),
         "OS-DCF:diskConfig": "MANUAL",
         "security_groups": [{"name": "default"}],
         "adminPass": secrets.token_urlsafe(9),
@@ -210,20 +214,44 @@ def _list_query(request: web.Request) -> dict[str, Any]:
 
 
 async def list_servers(request: web.Request) -> web.Response:
-    instances = await call(request, "conductor.list_instances", _list_query(request))
-    return web.json_response({"servers": [server_summary(request, i) for i in instances]})
+    query = _list_query(request)
+    instances = await call(request, "conductor.list_instances", query)
+    return web.json_response(_page(request, query, [server_summary(request, i) for i in instances]))
 
 
 async def list_servers_detail(request: web.Request) -> web.Response:
-    instances = await call(request, "conductor.list_instances", _list_query(request))
-    return web.json_response({"servers": [server_detail(request, i) for i in instances]})
+    query = _list_query(request)
+    instances = await call(request, "conductor.list_instances", query)
+    volumes = await _volumes_by_server(request)
+    return web.json_response(
+        _page(request, query, [server_detail(request, i, volumes.get(i["id"], [])) for i in instances])
+    )
+
+
+def _page(request: web.Request, query: dict[str, Any], servers: list[dict[str, Any]]) -> dict[str, Any]:
+    """Nova's page: a ``servers_links`` next link when the page is full (``limit`` reached)."""
+    page: dict[str, Any] = {"servers": servers}
+    if query.get("limit") and len(servers) == query["limit"]:
+        following = request.url.update_query(marker=servers[-1]["id"])
+        page["servers_links"] = [{"rel": "next", "href": str(following)}]
+    return page
+
+
+async def _volumes_by_server(request: web.Request) -> dict[str, list[dict[str, str]]]:
+    """``os-extended-volumes:volumes_attached`` of every server the caller sees, in one call."""
+    attached: dict[str, list[dict[str, str]]] = {}
+    for attachment in await call(request, "volume.list_attachments"):
+        if attachment["attach_status"] == "attached":
+            attached.setdefault(attachment["server_id"], []).append({"id": attachment["volume_id"]})
+    return attached
 
 
 async def show_server(request: web.Request) -> web.Response:
     instance = await call(
         request, "conductor.get_instance", {"instance_uuid": request.match_info["server_id"]}
     )
-    return web.json_response({"server": server_detail(request, instance)})
+    volumes = await _volumes_by_server(request)
+    return web.json_response({"server": server_detail(request, instance, volumes.get(instance["id"], []))})
 
 
 async def delete_server(request: web.Request) -> web.Response:

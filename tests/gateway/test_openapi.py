@@ -1,0 +1,297 @@
+"""The OpenAPI document: valid OpenAPI 3.1, the router's routes exactly, served without a token,
+and true to what the gateway answers: real responses are checked against its schemas."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from jsonschema import Draft202012Validator
+from openapi_spec_validator import OpenAPIV31SpecValidator, validate
+
+from aiostack.client import password_auth
+from aiostack.config import Config
+from bus import Bus
+from gateway import openapi
+from gateway.app import create_app
+from tests.conftest import ADMIN_PASSWORD
+from tests.helpers import DEMO_PASSWORD
+
+SERVERS = "/compute/v2.1/servers"
+SERVER = "/compute/v2.1/servers/{server_id}"
+NETWORKS = "/network/v2.0/networks"
+SUBNETS = "/network/v2.0/subnets"
+PORTS = "/network/v2.0/ports"
+IMAGES = "/image/v2/images"
+IMAGE = "/image/v2/images/{image_id}"
+VOLUMES = "/volume/v3/{project_id}/volumes"
+VOLUME = "/volume/v3/{project_id}/volumes/{volume_id}"
+TOKENS = "/identity/v3/auth/tokens"
+OCTETS = {"Content-Type": "application/octet-stream"}
+
+
+class Gateway:
+    """The gateway on a loopback server, and requests whose answers must match its document."""
+
+    def __init__(self, app: web.Application, session: aiohttp.ClientSession, base_url: str) -> None:
+        self.app = app
+        self.session = session
+        self.base_url = base_url
+        self.document = openapi.openapi_document(app)
+        self.headers: dict[str, str] = {}
+        self.project_id = ""
+
+    def resolve(self, item: dict[str, Any]) -> dict[str, Any]:
+        """``item``, or what its ``$ref`` points to in the document."""
+        if "$ref" not in item:
+            return item
+        target: Any = self.document
+        for part in item["$ref"].removeprefix("#/").split("/"):
+            target = target[part]
+        return target
+
+    async def request(
+        self, method: str, template: str, status: int, ids: dict[str, str] | None = None, **kwargs: Any
+    ) -> tuple[Any, Any]:
+        """``method`` on ``template`` filled with ``ids``: it must answer ``status`` as documented.
+
+        :returns: the body (JSON, else bytes) and the headers.
+        """
+        responses = self.document["paths"][template][method.lower()]["responses"]
+        documented = responses.get(str(status)) or (status >= 400 and responses["default"])
+        assert documented, f"{method} {template}: {status} is not documented"
+        documented = self.resolve(documented)
+        headers = {**self.headers, **kwargs.pop("headers", {})}
+        url = self.base_url + template.format(**(ids or {}))
+        async with self.session.request(method, url, headers=headers, **kwargs) as response:
+            assert response.status == status, (method, url, response.status, await response.text())
+            for name, described in documented.get("headers", {}).items():
+                assert not self.resolve(described)["required"] or name in response.headers, (url, name)
+            raw = await response.read()
+            content = documented.get("content")
+            if content is None:
+                assert raw == b"", (method, url, raw[:200])
+                return raw, response.headers
+            assert response.content_type in content, (method, url, response.content_type)
+            if response.content_type != "application/json":
+                return raw, response.headers
+            body = json.loads(raw)
+            schema = {"components": self.document["components"], **content["application/json"]["schema"]}
+            Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER).validate(body)
+            return body, response.headers
+
+    async def call(
+        self, method: str, template: str, status: int, ids: dict[str, str] | None = None, **kwargs: Any
+    ) -> Any:
+        """``request``'s body."""
+        return (await self.request(method, template, status, ids, **kwargs))[0]
+
+    async def login(
+        self, user: str = "demo", password: str = DEMO_PASSWORD, project: str | None = None
+    ) -> Any:
+        """Issue a token (checked) and send it from now on; the token document."""
+        body, headers = await self.request(
+            "POST", TOKENS, 201, json=password_auth(user, password, project or user)
+        )
+        self.headers = {"X-Auth-Token": headers["X-Subject-Token"]}
+        self.project_id = body["token"]["project"]["id"]
+        return body
+
+
+@pytest.fixture
+async def gateway(config: Config) -> AsyncIterator[Gateway]:
+    """The gateway with ``GET /openapi.json`` (added here while ``create_app`` does not add it)."""
+    gateway_bus = await Bus.connect(config.nats_url, prefix=config.prefix, name="gateway")
+    app = create_app(gateway_bus)
+    if not any(route.resource and route.resource.canonical == openapi.PATH for route in app.router.routes()):
+        openapi.add_routes(app)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        async with aiohttp.ClientSession() as session:
+            yield Gateway(app, session, str(server.make_url("")).rstrip("/"))
+    finally:
+        await server.close()
+        await gateway_bus.close()
+
+
+async def until(gateway: Gateway, template: str, ids: dict[str, str], key: str, status: str) -> Any:
+    """Show the resource (each answer checked) until its ``status`` is the one wanted."""
+    for _ in range(400):
+        body = await gateway.call("GET", template, 200, ids)
+        if body[key]["status"] == status:
+            return body[key]
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{template.format(**ids)} never became {status}: {body}")
+
+
+def test_the_document_is_valid_openapi_3_1(gateway: Gateway) -> None:
+    assert gateway.document["openapi"] == "3.1.0"
+    validate(gateway.document, cls=OpenAPIV31SpecValidator)
+
+
+def test_the_document_has_every_route_served_and_no_other(gateway: Gateway) -> None:
+    handlers = {
+        (route.method, route.resource.canonical): route.handler
+        for route in gateway.app.router.routes()
+        if route.resource is not None and route.method != "*"
+    }
+    # aiohttp adds a HEAD beside each GET; identity's HEADs that only answer like their GET go too
+    served = {
+        (method, path)
+        for (method, path), handler in handlers.items()
+        if not (method == "HEAD" and handlers.get(("GET", path)) == handler)
+    }
+    operations = {
+        (method.upper(), path): operation
+        for path, item in gateway.document["paths"].items()
+        for method, operation in item.items()
+    }
+    assert set(operations) == served
+    assert {("POST", SERVERS), ("HEAD", TOKENS), ("GET", openapi.PATH)} <= served
+    assert set(openapi.OPERATIONS) <= served, "table entries for routes that are gone"
+    for key, operation in operations.items():
+        public = getattr(handlers[key], "aiostack_public", False)
+        assert (operation.get("security") == []) == public, key
+    assert operations[("POST", TOKENS)]["security"] == [] and "security" not in operations[("GET", SERVERS)]
+
+
+async def test_the_document_is_served_without_a_token(gateway: Gateway) -> None:
+    async with gateway.session.get(gateway.base_url + openapi.PATH) as response:
+        assert response.status == 200 and response.content_type == "application/json"
+        assert "x-openstack-request-id" in response.headers
+        assert await response.json() == json.loads(json.dumps(gateway.document))
+
+
+async def test_version_documents_and_auth_errors_match(gateway: Gateway) -> None:
+    for template, status in (
+        ("/identity", 300),
+        ("/identity/v3/", 200),
+        ("/compute/", 200),
+        ("/compute/v2.1", 200),
+        ("/volume", 300),
+        ("/volume/v3/", 200),
+        ("/image/", 300),
+        ("/network", 200),
+        (openapi.PATH, 200),
+    ):
+        await gateway.call("GET", template, status)
+    await gateway.call("GET", SERVERS, 401)
+    await gateway.call("GET", NETWORKS, 401)
+    await gateway.call("GET", IMAGES, 401)
+    await gateway.call("GET", "/compute/v2.1", 406, headers={"OpenStack-API-Version": "compute 9.9"})
+
+
+async def test_identity_answers_match(gateway: Gateway, cloud: list[Any]) -> None:
+    bad = password_auth("demo", "wrong", "demo")
+    await gateway.call("POST", TOKENS, 401, json=bad)
+    token = await gateway.login()
+    assert token["token"]["catalog"] and token["token"]["roles"]
+    subject = {"X-Subject-Token": gateway.headers["X-Auth-Token"]}
+    await gateway.call("GET", TOKENS, 200, headers=subject)
+    await gateway.call("HEAD", TOKENS, 200, headers=subject)
+    await gateway.call("GET", "/identity/v3/projects", 403)
+
+    await gateway.login("admin", ADMIN_PASSWORD)
+    await gateway.call("GET", TOKENS, 200, headers=subject)
+    await gateway.call("GET", "/identity/v3/projects", 200)
+    await gateway.call("GET", "/identity/v3/users", 200)
+    await gateway.call("GET", "/identity/v3/roles", 200)
+    project = await gateway.call("POST", "/identity/v3/projects", 201, json={"project": {"name": "p2"}})
+    ident = {"project_id": project["project"]["id"]}
+    await gateway.call(
+        "PATCH", "/identity/v3/projects/{project_id}", 200, ident, json={"project": {"description": "d"}}
+    )
+    await gateway.call("DELETE", "/identity/v3/projects/{project_id}", 204, ident)
+    await gateway.call("GET", "/identity/v3/projects/{project_id}", 404, ident)
+    await gateway.call("DELETE", TOKENS, 204, headers=subject)
+
+
+async def test_compute_answers_match(gateway: Gateway, cloud: list[Any]) -> None:
+    await gateway.login()
+    await gateway.call("GET", "/compute/v2.1/flavors", 200)
+    await gateway.call("GET", "/compute/v2.1/flavors/detail", 200)
+    await gateway.call("GET", "/compute/v2.1/flavors/{flavor_id}", 200, {"flavor_id": "1"})
+    images = await gateway.call("GET", IMAGES, 200, params={"name": "aiostack-tiny"})
+    server = {"name": "vm", "imageRef": images["images"][0]["id"], "flavorRef": "1", "networks": "auto"}
+    created = await gateway.call("POST", SERVERS, 202, json={"server": server})
+    ident = {"server_id": created["server"]["id"]}
+    await until(gateway, SERVER, ident, "server", "ACTIVE")
+    await gateway.call("GET", SERVERS, 200)
+    page = await gateway.call("GET", SERVERS, 200, params={"limit": "1"})
+    assert page["servers_links"]
+    await gateway.call("GET", f"{SERVERS}/detail", 200)
+    await gateway.call("POST", f"{SERVER}/action", 202, ident, json={"os-stop": None})
+    await gateway.call("POST", f"{SERVER}/action", 400, ident, json={"os-fly": None})
+    await gateway.call("GET", SERVER, 404, {"server_id": "missing"})
+
+    await gateway.login("admin", ADMIN_PASSWORD)
+    latest = {"OpenStack-API-Version": "compute latest"}
+    shown = await gateway.call("GET", SERVER, 200, ident, headers=latest)
+    assert "OS-EXT-SRV-ATTR:root_device_name" in shown["server"] and "host_status" in shown["server"]
+    await gateway.call("GET", f"{SERVERS}/detail", 200, headers=latest, params={"all_tenants": "1"})
+    await gateway.call("DELETE", SERVER, 204, ident)
+
+
+async def test_network_answers_match(gateway: Gateway, cloud: list[Any]) -> None:
+    await gateway.login()
+    [default] = (await gateway.call("GET", NETWORKS, 200))["networks"]
+    await gateway.call("GET", f"{NETWORKS}/{{id}}", 200, {"id": default["id"]})
+    await gateway.call("GET", SUBNETS, 200, params={"fields": "cidr"})
+    network = await gateway.call("POST", NETWORKS, 201, json={"network": {"name": "web"}})
+    ident = {"id": network["network"]["id"]}
+    await gateway.call("PUT", f"{NETWORKS}/{{id}}", 200, ident, json={"network": {"name": "web-2"}})
+    await gateway.call("POST", NETWORKS, 400, json={"network": {"color": "blue"}})
+    subnet = {"network_id": ident["id"], "cidr": "192.168.7.0/24", "dns_nameservers": ["192.168.7.9"]}
+    subnet_id = (await gateway.call("POST", SUBNETS, 201, json={"subnet": subnet}))["subnet"]["id"]
+    port = await gateway.call("POST", PORTS, 201, json={"port": {"network_id": ident["id"]}})
+    port_id = {"id": port["port"]["id"]}
+    await gateway.call(
+        "PUT", f"{PORTS}/{{id}}", 200, port_id, json={"port": {"device_id": "d", "binding:host_id": "h"}}
+    )
+    await gateway.call("GET", PORTS, 200)
+    await gateway.call("GET", f"{SUBNETS}/{{id}}", 200, {"id": subnet_id})
+    await gateway.call("DELETE", f"{NETWORKS}/{{id}}", 409, ident)
+    await gateway.call("DELETE", f"{PORTS}/{{id}}", 204, port_id)
+    await gateway.call("DELETE", f"{SUBNETS}/{{id}}", 204, {"id": subnet_id})
+    await gateway.call("DELETE", f"{NETWORKS}/{{id}}", 204, ident)
+    await gateway.call("GET", f"{NETWORKS}/{{id}}", 404, ident)
+
+
+async def test_image_answers_match(gateway: Gateway, cloud: list[Any]) -> None:
+    await gateway.login()
+    created = await gateway.call(
+        "POST", IMAGES, 201, json={"name": "disk", "os_distro": "cirros", "tags": ["a"]}
+    )
+    ident = {"image_id": created["id"]}
+    await gateway.call("GET", f"{IMAGE}/file", 204, ident)
+    await gateway.call("PUT", f"{IMAGE}/file", 204, ident, data=b"\0" * 4096, headers=OCTETS)
+    image = await gateway.call("GET", IMAGE, 200, ident)
+    assert image["status"] == "active" and image["os_distro"] == "cirros"
+    data = await gateway.call("GET", f"{IMAGE}/file", 200, ident)
+    assert data == b"\0" * 4096
+    page = await gateway.call("GET", IMAGES, 200, params={"limit": "1"})
+    assert page["next"]
+    await gateway.call("POST", IMAGES, 403, json={"name": "x", "status": "active"})
+    await gateway.call("DELETE", IMAGE, 204, ident)
+    await gateway.call("GET", IMAGE, 404, ident)
+
+
+async def test_volume_answers_match(gateway: Gateway, cloud: list[Any]) -> None:
+    await gateway.login()
+    project = {"project_id": gateway.project_id}
+    created = await gateway.call("POST", VOLUMES, 202, project, json={"volume": {"size": 1, "name": "data"}})
+    ident = {**project, "volume_id": created["volume"]["id"]}
+    await until(gateway, VOLUME, ident, "volume", "available")
+    await gateway.call("PUT", VOLUME, 200, ident, json={"volume": {"description": "scratch"}})
+    await gateway.call("GET", VOLUMES, 200, project)
+    await gateway.call("GET", f"{VOLUMES}/detail", 200, project)
+    await gateway.call("GET", VOLUMES, 403, {"project_id": "another"})
+    await gateway.call("DELETE", VOLUME, 202, ident)
+    await gateway.call("GET", VOLUME, 404, {**project, "volume_id": "missing"})

@@ -1,0 +1,159 @@
+"""OpenStack's own clients, unmodified, against a real `aiostack up`: openstacksdk and the `openstack` CLI.
+
+Both read the ``clouds.yaml`` that `aiostack up` writes into its data directory, as they
+would DevStack's; the CLI runs as a subprocess, and each command's exit status and output
+are checked.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import openstack
+import pytest
+import pytest_asyncio
+
+from aiostack.launch import RunningCloud, aiostack_up
+
+PASSWORDS = {"AIOSTACK_ADMIN_PASSWORD": "admin-pw-clients", "AIOSTACK_DEMO_PASSWORD": "demo-pw-clients"}
+OPENSTACK = str(Path(sys.executable).with_name("openstack"))
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def cloud(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[RunningCloud]:
+    async with aiostack_up(tmp_path_factory.mktemp("clients"), env=PASSWORDS) as running:
+        yield running
+
+
+def openstack_cli(cloud: RunningCloud, *args: str, user: str = "demo") -> str:
+    """``openstack ARGS`` with OS_CLOUD=aiostack-USER from the data directory's clouds.yaml."""
+    env = {
+        **os.environ,
+        "OS_CLIENT_CONFIG_FILE": str(cloud.data_dir / "clouds.yaml"),
+        "OS_CLOUD": f"aiostack-{user}",
+    }
+    done = subprocess.run([OPENSTACK, *args], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, f"openstack {' '.join(args)} -> {done.returncode}\n{done.stderr[-2000:]}"
+    return done.stdout
+
+
+def cli_json(cloud: RunningCloud, *args: str, user: str = "demo") -> Any:
+    return json.loads(openstack_cli(cloud, *args, "-f", "json", user=user))
+
+
+def test_up_writes_clouds_yaml_and_openrc_that_work_at_once(cloud: RunningCloud) -> None:
+    clouds = json.loads((cloud.data_dir / "clouds.yaml").read_text())["clouds"]
+    assert clouds["aiostack-admin"]["auth"]["auth_url"] == f"{cloud.gateway_url}/identity/v3"
+    assert clouds["aiostack-demo"]["auth"]["password"] == PASSWORDS["AIOSTACK_DEMO_PASSWORD"]
+    assert (cloud.data_dir / "clouds.yaml").stat().st_mode & 0o077 == 0
+    script = f"source {cloud.data_dir / 'openrc'} demo && {OPENSTACK} token issue -f value -c project_id"
+    done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and len(done.stdout.strip()) == 32, done.stderr
+
+
+def test_openstacksdk_drives_images_networks_servers_and_volumes(
+    cloud: RunningCloud, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", str(cloud.data_dir / "clouds.yaml"))
+    conn = openstack.connect(cloud="aiostack-demo")
+    image_file = tmp_path / "disk.raw"
+    image_file.write_bytes(os.urandom(1 << 20))
+    image = conn.create_image(
+        "sdk-image", filename=str(image_file), disk_format="raw", container_format="bare", wait=True
+    )
+    assert image.status == "active" and image.size == 1 << 20
+    network = conn.network.create_network(name="sdk-net")
+    subnet = conn.network.create_subnet(
+        network_id=network.id, ip_version=4, cidr="10.60.0.0/24", name="sdk-sub"
+    )
+    assert subnet.gateway_ip == "10.60.0.1"
+    server = conn.create_server(
+        "sdk-vm", image=image.id, flavor="m1.tiny", network=network.id, wait=True, auto_ip=False, timeout=60
+    )
+    assert server.status == "ACTIVE"
+    assert server.addresses["sdk-net"][0]["addr"].startswith("10.60.0.")
+    assert "sdk-vm" in [s.name for s in conn.compute.servers()]
+    server = conn.compute.get_server(server.id)
+    conn.compute.stop_server(server)
+    conn.compute.wait_for_server(server, status="SHUTOFF", wait=30)
+    conn.compute.start_server(server)
+    conn.compute.wait_for_server(server, status="ACTIVE", wait=30)
+    conn.compute.reboot_server(server, "SOFT")
+    conn.compute.wait_for_server(server, status="ACTIVE", wait=30)
+    volume = conn.block_storage.create_volume(size=1, name="sdk-vol")
+    conn.block_storage.wait_for_status(volume, "available", wait=30)
+    attachment = conn.compute.create_volume_attachment(server, volume_id=volume.id)
+    assert attachment.device == "/dev/vdb"
+    volume = conn.block_storage.wait_for_status(volume, "in-use", wait=30)
+    assert [a["server_id"] for a in volume.attachments] == [server.id]
+    assert [v["id"] for v in conn.compute.get_server(server.id).attached_volumes] == [volume.id]
+    conn.compute.delete_server(server)
+    conn.compute.wait_for_delete(server, wait=30)
+    conn.block_storage.wait_for_status(volume, "available", wait=30)
+
+
+def test_the_openstack_cli_runs_a_whole_day(cloud: RunningCloud, tmp_path: Path) -> None:
+    token = cli_json(cloud, "token", "issue")
+    assert token["id"] and token["project_id"] and token["expires"]
+    services = {entry["Type"] for entry in cli_json(cloud, "catalog", "list")}
+    assert {"identity", "compute", "image", "network", "block-storage", "volumev3"} <= services
+    image_file = tmp_path / "cli.raw"
+    image_file.write_bytes(os.urandom(512 * 1024))
+    image = cli_json(
+        cloud, "image", "create", "--file", str(image_file), "--disk-format", "raw",
+        "--container-format", "bare", "cli-image",
+    )  # fmt: skip
+    assert image["status"] == "active" and image["size"] == 512 * 1024
+    assert "cli-image" in {i["Name"] for i in cli_json(cloud, "image", "list")}
+    assert {"m1.tiny", "m1.small"} <= {f["Name"] for f in cli_json(cloud, "flavor", "list")}
+    network = cli_json(cloud, "network", "create", "cli-net")
+    subnet = cli_json(
+        cloud, "subnet", "create", "--network", "cli-net", "--subnet-range", "10.70.0.0/24", "cli-sub"
+    )
+    assert subnet["network_id"] == network["id"] and subnet["cidr"] == "10.70.0.0/24"
+    server = cli_json(
+        cloud, "server", "create", "--image", "cli-image", "--flavor", "m1.tiny", "--network", "cli-net",
+        "--wait", "cli-vm",
+    )  # fmt: skip
+    assert server["status"] == "ACTIVE"
+    listed = {s["Name"]: s for s in cli_json(cloud, "server", "list")}
+    assert listed["cli-vm"]["Status"] == "ACTIVE"
+    assert listed["cli-vm"]["Networks"]["cli-net"][0].startswith("10.70.0.")
+    shown = cli_json(cloud, "server", "show", "cli-vm")
+    assert shown["id"] == server["id"] and shown["flavor"].startswith("m1.tiny")
+    volume = cli_json(cloud, "volume", "create", "--size", "1", "cli-vol")
+    assert volume["status"] in ("creating", "available") and volume["size"] == 1
+    openstack_cli(cloud, "server", "add", "volume", "cli-vm", "cli-vol")
+    volumes = {v["Name"]: v for v in cli_json(cloud, "volume", "list")}
+    assert volumes["cli-vol"]["Status"] == "in-use"
+    assert [a["server_id"] for a in volumes["cli-vol"]["Attached to"]] == [server["id"]]
+    openstack_cli(cloud, "server", "stop", "cli-vm")
+    openstack_cli(cloud, "server", "delete", "--wait", "cli-vm")
+    assert "cli-vm" not in {s["Name"] for s in cli_json(cloud, "server", "list")}
+    assert {v["Name"]: v for v in cli_json(cloud, "volume", "list")}["cli-vol"]["Status"] == "available"
+
+
+def test_the_openstack_cli_prints_the_services_own_error_messages(cloud: RunningCloud) -> None:
+    env = {
+        **os.environ,
+        "OS_CLIENT_CONFIG_FILE": str(cloud.data_dir / "clouds.yaml"),
+        "OS_CLOUD": "aiostack-demo",
+    }
+    done = subprocess.run(
+        [OPENSTACK, "server", "show", "no-such-server"], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 1 and "No Server found for no-such-server" in done.stderr
+    openstack_cli(cloud, "network", "create", "err-net")
+    done = subprocess.run(
+        [OPENSTACK, "subnet", "create", "--network", "err-net", "--subnet-range", "not-a-cidr", "bad"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 1 and "not-a-cidr" in done.stderr
