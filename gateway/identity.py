@@ -347,6 +347,35 @@ async def validate_token(request: web.Request) -> web.Response:
     )
 
 
+async def auth_catalog(request: web.Request) -> web.Response:
+    """GET /v3/auth/catalog: the catalog for the token's project."""
+    ctx = context_of(request)
+    return web.json_response(
+        {
+            "catalog": catalog(_base(request), ctx.project_id),
+            "links": {"self": _url(request, "auth", "catalog")},
+        }
+    )
+
+
+async def auth_projects(request: web.Request) -> web.Response:
+    """GET /v3/auth/projects: the projects the token's user has a role on (directly or by group)."""
+    ctx = context_of(request)
+    assignments = await _internal(
+        request, "token.list_role_assignments", {"user_id": ctx.user_id, "effective": True}
+    )
+    projects = [
+        project_view(request, await _internal(request, "token.get_project", {"project_id": project_id}))
+        for project_id in sorted({a["project_id"] for a in assignments})
+    ]
+    return _collection(request, "projects", projects)
+
+
+async def auth_domains(request: web.Request) -> web.Response:
+    """GET /v3/auth/domains: the one domain there is (no domain-scoped roles are built)."""
+    return _collection(request, "domains", [_domain_view(request)])
+
+
 async def check_token(request: web.Request) -> web.Response:
     subject, _ = await _subject(request)
     return web.Response(status=200, headers={"X-Subject-Token": subject})
@@ -599,6 +628,9 @@ def add_routes(app: web.Application) -> None:
         ("POST", "/auth/tokens", issue_token),
         ("GET", "/auth/tokens", validate_token),
         ("HEAD", "/auth/tokens", check_token),
+        ("GET", "/auth/catalog", auth_catalog),
+        ("GET", "/auth/projects", auth_projects),
+        ("GET", "/auth/domains", auth_domains),
         ("DELETE", "/auth/tokens", revoke_token),
         ("GET", "/domains", list_domains),
         ("GET", "/domains/{domain_id}", get_domain),
