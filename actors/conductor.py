@@ -141,6 +141,19 @@ _ALLOWED_FROM = {
     "start": {"stopped"},
     "reboot": {"active"},
     "reboot_hard": {"active", "stopped", "paused", "suspended", "error"},
+    "pause": {"active"},
+    "unpause": {"paused"},
+    "suspend": {"active"},
+    "resume": {"suspended"},
+}
+# os-pause / os-suspend actions: (action, task_state while it runs); libvirt's events finish them:
+# pause SUSPENDED -> paused, unpause RESUMED -> active, suspend (managed save) STOPPED -> suspended,
+# resume (restore) STARTED -> active
+POWER_ACTIONS = {
+    "pause": "pausing",
+    "unpause": "unpausing",
+    "suspend": "suspending",
+    "resume": "resuming",
 }
 
 
@@ -685,6 +698,8 @@ class ConductorActor(TaskWatch, Actor):
         if event == STOPPED:
             if task in ("deleting", "rebooting_hard", "rebooting") or row["vm_state"] == "building":
                 return {"power_state": SHUTDOWN}
+            if task == "suspending":
+                return {"vm_state": "suspended", "power_state": SHUTDOWN, "task_state": None}
             return {"vm_state": "stopped", "power_state": SHUTDOWN, "task_state": None}
         if event == EVENT_SUSPENDED:
             return (
@@ -754,6 +769,19 @@ class ConductorActor(TaskWatch, Actor):
         :raises Conflict: not SHUTOFF.
         """
         row = await self._begin(instance_uuid, "start", "powering-on")
+        await self._send_task(row)
+        return view(row)
+
+    @handler(policy="compute:write")
+    async def change_power(self, instance_uuid: str, action: str) -> dict[str, Any]:
+        """``pause``, ``unpause``, ``suspend`` (the guest saved to disk) or ``resume``.
+
+        :raises InvalidRequest: another action.
+        :raises Conflict: the instance is not in a state the action starts from.
+        """
+        if action not in POWER_ACTIONS:
+            raise InvalidRequest(f"Invalid input: action must be one of {', '.join(POWER_ACTIONS)}")
+        row = await self._begin(instance_uuid, action, POWER_ACTIONS[action])
         await self._send_task(row)
         return view(row)
 

@@ -44,6 +44,10 @@ NODE_TASKS: dict[str, tuple[str, dict[str, Any]]] = {
     "rebooting": ("reboot_instance", {"reboot_type": "SOFT"}),
     "rebooting_hard": ("reboot_instance", {"reboot_type": "HARD"}),
     "deleting": ("terminate_instance", {}),
+    "pausing": ("change_power", {"action": "pause"}),
+    "unpausing": ("change_power", {"action": "unpause"}),
+    "suspending": ("change_power", {"action": "suspend"}),
+    "resuming": ("change_power", {"action": "resume"}),
 }
 TASK_ACTIONS = {
     "scheduling": "create",
@@ -53,6 +57,10 @@ TASK_ACTIONS = {
     "rebooting": "reboot",
     "rebooting_hard": "reboot_hard",
     "deleting": "delete",
+    "pausing": "pause",
+    "unpausing": "unpause",
+    "suspending": "suspend",
+    "resuming": "resume",
 }
 MAX_TASK_SENDS = 3  # a stalled build or delete is sent again while its node answers, this often
 HOSTS_REFRESH = 2.0

@@ -277,6 +277,8 @@ async def server_action(request: web.Request) -> web.Response:
             "conductor.reboot_instance",
             {"instance_uuid": server_id, "reboot_type": argument["type"]},
         )
+    elif action in ("pause", "unpause", "suspend", "resume"):
+        await call(request, "conductor.change_power", {"instance_uuid": server_id, "action": action})
     elif action == "os-getConsoleOutput":
         if not isinstance(argument, dict):
             raise InvalidRequest("Invalid input for field/attribute os-getConsoleOutput: must be an object")

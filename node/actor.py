@@ -719,6 +719,31 @@ class NodeActor(Actor):
         await self._settling(instance_uuid, self._start_instance)
 
     @handler
+    async def change_power(self, instance_uuid: str, action: str) -> None:
+        """pause (libvirt suspend), unpause (resume), suspend (managed save), resume (restore)."""
+        await self._settling(instance_uuid, lambda uuid: self._change_power(uuid, action))
+
+    async def _change_power(self, instance_uuid: str, action: str) -> None:
+        domain = await self._existing(instance_uuid)
+        state = (await self._virt(domain.state))[0]
+        if action == "pause" and state != libvirt.VIR_DOMAIN_PAUSED:
+            await self._virt(domain.suspend)
+        elif action == "unpause" and state == libvirt.VIR_DOMAIN_PAUSED:
+            await self._virt(domain.resume)
+        elif action == "suspend" and state != libvirt.VIR_DOMAIN_SHUTOFF:
+            await self._set_desired(instance_uuid, "shutoff")
+            await self._virt(domain.managedSave, 0)
+        elif action == "resume" and state == libvirt.VIR_DOMAIN_SHUTOFF:
+            await self._set_desired(instance_uuid, "running")
+            await self._virt(domain.create)
+        else:  # already there (a cast delivered again): say so as libvirt would have
+            event = {
+                libvirt.VIR_DOMAIN_PAUSED: libvirt.VIR_DOMAIN_EVENT_SUSPENDED,
+                libvirt.VIR_DOMAIN_SHUTOFF: libvirt.VIR_DOMAIN_EVENT_STOPPED,
+            }.get(state, libvirt.VIR_DOMAIN_EVENT_RESUMED)
+            await self._tell_conductor(LifecycleEvent(instance_uuid, event, 0, time.time()))
+
+    @handler
     async def reboot_instance(self, instance_uuid: str, reboot_type: str = "SOFT") -> None:
         await self._settling(instance_uuid, lambda uuid: self._reboot_instance(uuid, reboot_type))
 

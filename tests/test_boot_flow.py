@@ -391,3 +391,25 @@ async def test_volume_attaches_to_a_server_through_its_node_and_detaches(
     await events.wait_for(is_event(server_id, "instance.deleted"))
     _, volume = await api.get(f"/volume/v3/{api.project_id}/volumes/{volume_id}")
     assert volume["volume"]["status"] == "available"
+
+
+async def test_pause_unpause_suspend_resume_follow_libvirt_events(api, events: EventStream, bus: Bus) -> None:
+    server_id = await boot(api)
+    seen = (await events.wait_for(is_event(server_id, "instance.active")))["seq"]
+    action = f"/compute/v2.1/servers/{server_id}/action"
+    for name, status in (
+        ("pause", "PAUSED"),
+        ("unpause", "ACTIVE"),
+        ("suspend", "SUSPENDED"),
+        ("resume", "ACTIVE"),
+    ):
+        assert (await api.post(action, {name: None}))[0] == 202
+        wanted = is_event(server_id, f"instance.{status.lower()}")
+        event = await events.wait_for(lambda e, after=seen, wanted=wanted: e["seq"] > after and wanted(e))
+        seen = event["seq"]
+        assert event["state"]["task_state"] is None
+        assert (await api.get(f"/compute/v2.1/servers/{server_id}"))[1]["server"]["status"] == status
+    status, body = await api.post(action, {"resume": None})
+    assert status == 409 and "resume" in body["conflictingRequest"]["message"]
+    domains = await bus.call("node.node-1.list_domains")
+    assert [d["state"] for d in domains if d["uuid"] == server_id] == [1]
