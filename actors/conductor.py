@@ -29,6 +29,7 @@ import logging
 import time
 from typing import Any
 
+from actors import keypairs
 from actors.common import (
     caller,
     check_visible,
@@ -40,6 +41,7 @@ from actors.common import (
     utcnow,
 )
 from actors.conductor_watch import TaskWatch
+from actors.keypairs import KeypairHandlers
 from actors.store import Store, from_json, to_json
 from aiostack.config import Config
 from bus import (
@@ -99,6 +101,7 @@ MIGRATIONS = [
         host TEXT, time TEXT NOT NULL, result TEXT NOT NULL, details TEXT);
     CREATE INDEX instance_action_events_action ON instance_action_events(action_id);
     """,
+    keypairs.MIGRATION,
 ]
 
 DEFAULT_FLAVORS = (
@@ -203,7 +206,7 @@ def view(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-class ConductorActor(TaskWatch, Actor):
+class ConductorActor(TaskWatch, KeypairHandlers, Actor):
     name = "conductor"
     max_inflight = 256
 
@@ -316,6 +319,20 @@ class ConductorActor(TaskWatch, Actor):
         return [self._shown(row) for row in await self.store.fetchall(sql, params)]
 
     @handler(policy="compute:read")
+    async def project_usage(self) -> dict[str, int]:
+        """What the caller's project uses now: instances, vCPUs, RAM (Nova's limits ``total*Used``)."""
+        flavors = await self.store.fetchall(
+            "SELECT flavor FROM instances WHERE project_id = ? AND deleted = 0",
+            (require_caller().project_id,),
+        )
+        sizes = [from_json(row["flavor"], {}) for row in flavors]
+        return {
+            "instances": len(sizes),
+            "cores": sum(size.get("vcpus", 0) for size in sizes),
+            "ram": sum(size.get("ram", 0) for size in sizes),
+        }
+
+    @handler(policy="compute:read")
     async def list_flavors(self) -> list[dict[str, Any]]:
         return await self.store.fetchall("SELECT * FROM flavors ORDER BY ram, id")
 
@@ -385,6 +402,10 @@ class ConductorActor(TaskWatch, Actor):
         except NotFound:
             raise InvalidRequest(f"Flavor {flavor_ref} could not be found.") from None
         await self._check_image(image_ref)
+        if key_name is not None and not await self.store.fetchone(
+            "SELECT 1 FROM keypairs WHERE user_id = ? AND name = ?", (ctx.user_id, str(key_name))
+        ):
+            raise InvalidRequest("Invalid key_name provided.")
         requested = await self._check_networks(networks)
         volumes = await self._check_block_devices(block_devices)
         now = utcnow()

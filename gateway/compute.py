@@ -374,6 +374,72 @@ async def show_flavor(request: web.Request) -> web.Response:
     return web.json_response({"flavor": flavor_view(request, flavor, detail=True)})
 
 
+def _keypair(keypair: dict[str, Any], *, full: bool = False) -> dict[str, Any]:
+    shown = {k: keypair[k] for k in ("name", "public_key", "fingerprint")}
+    if "private_key" in keypair:
+        shown["private_key"] = keypair["private_key"]
+    if full:
+        shown |= {
+            "user_id": keypair["user_id"],
+            "created_at": keypair["created_at"],
+            "deleted": False,
+            "deleted_at": None,
+            "updated_at": None,
+            "id": int(hashlib.sha256(f"{keypair['user_id']}/{keypair['name']}".encode()).hexdigest()[:7], 16),
+        }
+    return shown
+
+
+async def create_keypair(request: web.Request) -> web.Response:
+    keypair = await json_body(request, "keypair")
+    unknown = set(keypair) - {"name", "public_key", "type", "user_id"}
+    if unknown:
+        raise InvalidRequest(
+            f"Additional properties are not allowed ({', '.join(sorted(unknown))} were unexpected)"
+        )
+    created = await call(
+        request,
+        "conductor.create_keypair",
+        {"name": keypair.get("name"), "public_key": keypair.get("public_key")},
+    )
+    return web.json_response({"keypair": {**_keypair(created), "user_id": created["user_id"]}})
+
+
+async def list_keypairs(request: web.Request) -> web.Response:
+    keypairs = await call(request, "conductor.list_keypairs")
+    return web.json_response({"keypairs": [{"keypair": _keypair(k)} for k in keypairs]})
+
+
+async def show_keypair(request: web.Request) -> web.Response:
+    keypair = await call(request, "conductor.get_keypair", {"name": request.match_info["name"]})
+    return web.json_response({"keypair": _keypair(keypair, full=True)})
+
+
+async def delete_keypair(request: web.Request) -> web.Response:
+    await call(request, "conductor.delete_keypair", {"name": request.match_info["name"]})
+    return web.Response(status=202)
+
+
+async def limits(request: web.Request) -> web.Response:
+    """Nova's limits: no quotas are enforced, so every maximum is -1 (unlimited); usage is real."""
+    usage = await call(request, "conductor.project_usage")
+    unlimited = (
+        "maxTotalInstances", "maxTotalCores", "maxTotalRAMSize", "maxServerMeta", "maxImageMeta",
+        "maxPersonality", "maxPersonalitySize", "maxTotalKeypairs", "maxSecurityGroups",
+        "maxSecurityGroupRules", "maxServerGroups", "maxServerGroupMembers", "maxTotalFloatingIps",
+    )  # fmt: skip
+    absolute: dict[str, int] = dict.fromkeys(unlimited, -1)
+    absolute |= {
+        "totalInstancesUsed": usage["instances"],
+        "totalCoresUsed": usage["cores"],
+        "totalRAMUsed": usage["ram"],
+        "totalSecurityGroupsUsed": 0,
+        "totalFloatingIpsUsed": 0,
+        "totalServerGroupsUsed": 0,
+    }
+    return web.json_response({"limits": {"rate": [], "absolute": absolute}})
+
+
 def add_routes(app: web.Application) -> None:
     router = app.router
     router.add_post(f"{BASE}/servers", create_server)
@@ -382,6 +448,11 @@ def add_routes(app: web.Application) -> None:
     router.add_get(f"{BASE}/servers/{{server_id}}", show_server)
     router.add_delete(f"{BASE}/servers/{{server_id}}", delete_server)
     router.add_post(f"{BASE}/servers/{{server_id}}/action", server_action)
+    router.add_get(f"{BASE}/os-keypairs", list_keypairs)
+    router.add_post(f"{BASE}/os-keypairs", create_keypair)
+    router.add_get(f"{BASE}/os-keypairs/{{name}}", show_keypair)
+    router.add_delete(f"{BASE}/os-keypairs/{{name}}", delete_keypair)
+    router.add_get(f"{BASE}/limits", limits)
     router.add_get(f"{BASE}/servers/{{server_id}}/os-volume_attachments", list_volume_attachments)
     router.add_post(f"{BASE}/servers/{{server_id}}/os-volume_attachments", attach_volume)
     router.add_delete(f"{BASE}/servers/{{server_id}}/os-volume_attachments/{{volume_id}}", detach_volume)
