@@ -12,6 +12,7 @@ from pathlib import Path
 from aiostack.commands import add_client_commands, run_client_command
 from aiostack.config import Config, default_data_dir
 from aiostack.credentials import ADMIN, credentials_file
+from aiostack.resource_commands import RESOURCES
 from aiostack.run import ACTOR_NAMES
 from bus import AiostackError, Bus
 from bus.bus import DEFAULT_PREFIX
@@ -147,7 +148,7 @@ def main(argv: list[str] | None = None) -> None:
         from aiostack.up import up
 
         raise SystemExit(asyncio.run(up(args)))
-    if args.command in ("server", "events"):
+    if args.command in ("server", "events", *RESOURCES):
         try:
             raise SystemExit(asyncio.run(run_client_command(args)))
         except KeyboardInterrupt:

@@ -13,6 +13,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from aiostack.resource_commands import RESOURCES, add_resource_commands, run_resource_command
+
 
 def _gateway_options(data_dir_default: Path) -> argparse.ArgumentParser:
     options = argparse.ArgumentParser(add_help=False)
@@ -29,6 +31,7 @@ def _gateway_options(data_dir_default: Path) -> argparse.ArgumentParser:
 def add_client_commands(commands: Any, data_dir_default: Path) -> None:
     """`aiostack server ...` and `aiostack events ...`."""
     options = _gateway_options(data_dir_default)
+    add_resource_commands(commands, options)
     events = commands.add_parser("events", parents=[options], help="print events, one line each")
     events.add_argument("--follow", "-f", action="store_true", help="keep printing new events")
     events.add_argument(
@@ -130,6 +133,8 @@ async def run_client_command(args: argparse.Namespace) -> int:
                 ):
                     print(event_line(event), flush=True)
                 return 0
+            if args.command in RESOURCES:
+                return await run_resource_command(client, args, print_table)
             if args.action == "create":
                 server = await client.create_server(
                     args.name, image=args.image, flavor=args.flavor, network=args.network, wait=args.wait
@@ -152,6 +157,6 @@ async def run_client_command(args: argparse.Namespace) -> int:
             action = "reboot-hard" if args.action == "reboot" and args.hard else args.action
             await client.server_action(args.server, action, wait=args.wait)
             return 0
-        except ApiError as exc:
+        except (ApiError, LookupError) as exc:
             print(f"aiostack: {exc}", file=sys.stderr)
             return 1

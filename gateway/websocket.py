@@ -1,4 +1,5 @@
-"""The event websocket: the caller's project's events, live, resumable, and never lost.
+"""The event websocket: the caller's project's events, live, resumable, and never lost; and
+the REST API's requests on the same connection.
 
 ``GET /ws?kinds=instance,volume&ids=...&types=instance.active&since=SEQ`` with
 ``X-Auth-Token`` (or ``?token=``). ``since`` is the last sequence the client saw (``now``
@@ -10,12 +11,20 @@ time instead. Frames (JSON text), documented in docs/EVENTS.md:
 * ``{"type": "caught_up", "seq": N}`` once the replay asked for with ``since`` is done
 * ``{"type": "slow_consumer", "resume_seq": N}`` then close 4008: the client fell behind
 * ``{"type": "resume_expired", "requested_seq": S, "first_seq": F}`` then close 4010
+* ``{"type": "response", "id": ..., "status": N, "headers": {...}, "body": ...}`` answers a
+  request frame ``{"type": "request", "id": ..., "method": ..., "path": ..., "body": ...,
+  "headers": {...}}``; ``{"type": "error", "id": ..., "message": ...}`` refuses a bad frame
 
 One ordered JetStream consumer per gateway feeds a ring of recent events and every live
 socket; each event's frame is made once. A resuming socket replays from the ring, or
 first from the stream itself when the ring does not reach back far enough. Every socket
 has a bounded queue and its own sender: a client that falls behind is cut off with its
 resume point, so server memory stays bounded and other clients lose nothing.
+
+Request frames are answered by the gateway's own routes: each one is made over loopback
+HTTP to the address the socket came in on, with the socket's token (validated again each
+time, so a revoked token stops working), so every route, policy, microversion and error
+format is the REST API's. At most ``REQUEST_LIMIT`` run at once per socket; more answer 429.
 """
 
 from __future__ import annotations
@@ -31,12 +40,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from aiohttp import WSCloseCode, web
+import aiohttp
+from aiohttp import WSCloseCode, WSMsgType, web
+from multidict import CIMultiDict
 from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig, DeliverPolicy
+from yarl import URL
 
 from bus import BadMessage, Bus, InvalidRequest, decode
-from gateway.app import BUS, context_of
+from gateway.app import BUS, context_of, error_body, service_of
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +59,28 @@ CLOSE_RESUME_EXPIRED = 4010
 HUB = web.AppKey("event_hub", "EventHub")
 EVENT_QUEUE_LIMIT = web.AppKey("event_queue_limit", int)
 SOCKETS = web.AppKey("event_sockets", weakref.WeakSet)
+LOOPBACK = web.AppKey("loopback_session", aiohttp.ClientSession)
+
+REQUEST_LIMIT = 64  # request frames in flight per socket
+REQUEST_TIMEOUT = 300.0
+LOOPBACK_CONNECTIONS = 256
+REQUEST_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"))
+# what a request frame may not set: the socket's token and Host, and the HTTP transport's own
+FORBIDDEN_HEADERS = frozenset(
+    (
+        "x-auth-token", "host", "content-length", "transfer-encoding", "connection", "upgrade",
+        "keep-alive", "te", "trailer", "expect", "cookie",
+    )
+)  # fmt: skip
+RESPONSE_HEADERS = (
+    "x-openstack-request-id",
+    "Location",
+    "OpenStack-API-Version",
+    "X-OpenStack-Nova-API-Version",
+    "X-Subject-Token",
+    "Allow",
+    "Content-Type",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,6 +297,138 @@ async def _start_seq(request: web.Request, hub: EventHub) -> int | None:
     return int(since)
 
 
+class BadFrame(Exception):
+    """A frame that is no valid request; ``frame_id`` is its id when it had a usable one."""
+
+    def __init__(self, message: str, frame_id: str | None = None) -> None:
+        super().__init__(message)
+        self.frame_id = frame_id
+
+
+@dataclass(frozen=True, slots=True)
+class RequestFrame:
+    id: str
+    method: str
+    path: str
+    body: Any
+    headers: dict[str, str]
+
+
+def parse_request(text: str) -> RequestFrame:
+    """A request frame, checked. :raises BadFrame: not JSON, or not a request we can make."""
+    try:
+        frame = json.loads(text)
+    except ValueError:
+        raise BadFrame("the frame is not JSON") from None
+    if not isinstance(frame, dict):
+        raise BadFrame("a frame is a JSON object")
+    frame_id = frame.get("id") if isinstance(frame.get("id"), str) else None
+    if frame.get("type") != "request":
+        raise BadFrame(f'unknown frame type {frame.get("type")!r}: send "request" frames', frame_id)
+    if frame_id is None or not 0 < len(frame_id) <= 256:
+        raise BadFrame('a request needs an "id": a string of 1 to 256 characters')
+    method, path, headers = frame.get("method"), frame.get("path"), frame.get("headers") or {}
+    if not isinstance(method, str) or method.upper() not in REQUEST_METHODS:
+        raise BadFrame(f'"method" must be one of {", ".join(sorted(REQUEST_METHODS))}', frame_id)
+    if not isinstance(path, str) or not path.startswith("/") or not path.isprintable() or len(path) > 8192:
+        raise BadFrame('"path" must be a path on the gateway, starting with "/"', frame_id)
+    if service_of(URL(f"http://gateway{path}").path) == "ws":
+        raise BadFrame("requests cannot open another socket", frame_id)
+    if not isinstance(headers, dict) or not all(
+        isinstance(name, str) and isinstance(value, str) for name, value in headers.items()
+    ):
+        raise BadFrame('"headers" must map header names to strings', frame_id)
+    refused = sorted(name for name in headers if name.lower() in FORBIDDEN_HEADERS)
+    if refused:
+        raise BadFrame(f"a request frame cannot set {', '.join(refused)}", frame_id)
+    return RequestFrame(frame_id, method.upper(), path, frame.get("body"), headers)
+
+
+async def _response_body(response: aiohttp.ClientResponse) -> Any:
+    """JSON as JSON, text as a string; anything else (image data) is not carried: null."""
+    if response.content_type == "application/json":
+        return await response.json()
+    if response.content_type.startswith("text/"):
+        return await response.text()
+    return None
+
+
+class RequestRelay:
+    """Answers one socket's request frames through the gateway's own routes, over loopback HTTP."""
+
+    def __init__(self, ws: web.WebSocketResponse, request: web.Request) -> None:
+        self.ws = ws
+        self.session = request.app[LOOPBACK]
+        host, port = request.transport.get_extra_info("sockname")[:2]  # type: ignore[union-attr]
+        self.base = URL.build(scheme="http", host=host, port=port)
+        self.headers = {"X-Auth-Token": context_of(request).token or "", "Host": request.host}
+        self.in_flight: set[asyncio.Task[None]] = set()
+
+    async def receive(self, message: aiohttp.WSMessage) -> None:
+        """Start answering a request frame, or refuse it at once (an error frame, or 429)."""
+        if message.type is WSMsgType.BINARY:
+            await self._send({"type": "error", "id": None, "message": "binary frames are not taken"})
+            return
+        if message.type is not WSMsgType.TEXT:
+            return
+        try:
+            frame = parse_request(message.data)
+        except BadFrame as exc:
+            await self._send({"type": "error", "id": exc.frame_id, "message": str(exc)})
+            return
+        if len(self.in_flight) >= REQUEST_LIMIT:
+            message_text = f"at most {REQUEST_LIMIT} requests are in flight on one socket"
+            body = error_body(service_of(frame.path), 429, message_text)
+            await self._send({"type": "response", "id": frame.id, "status": 429, "headers": {}, "body": body})
+            return
+        task = asyncio.create_task(self._answer(frame))
+        self.in_flight.add(task)
+        task.add_done_callback(self.in_flight.discard)
+
+    async def _answer(self, frame: RequestFrame) -> None:
+        headers = CIMultiDict(frame.headers)
+        headers.update(self.headers)
+        data = None
+        if frame.body is not None:
+            data = json.dumps(frame.body).encode()
+            headers.setdefault("Content-Type", "application/json")
+        try:
+            async with self.session.request(
+                frame.method, URL(f"{self.base}{frame.path}"), data=data, headers=headers
+            ) as response:
+                status, body = response.status, await _response_body(response)
+                shown = {
+                    name: response.headers[name] for name in RESPONSE_HEADERS if name in response.headers
+                }
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            log.warning("socket request %s %s failed: %r", frame.method, frame.path, exc)
+            status = 504 if isinstance(exc, TimeoutError) else 502
+            body, shown = error_body(service_of(frame.path), status, f"the request failed: {exc!r}"), {}
+        await self._send(
+            {"type": "response", "id": frame.id, "status": status, "headers": shown, "body": body}
+        )
+
+    async def _send(self, frame: dict[str, Any]) -> None:
+        with contextlib.suppress(ConnectionError):
+            await self.ws.send_json(frame)
+
+    async def close(self) -> None:
+        """Cancel what is still in flight: nobody is left to answer."""
+        for task in self.in_flight:
+            task.cancel()
+        await asyncio.gather(*self.in_flight, return_exceptions=True)
+
+
+async def loopback_context(app: web.Application) -> AsyncIterator[None]:
+    async with aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=LOOPBACK_CONNECTIONS),
+        timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT),
+        cookie_jar=aiohttp.DummyCookieJar(),
+    ) as session:
+        app[LOOPBACK] = session
+        yield
+
+
 async def events_socket(request: web.Request) -> web.WebSocketResponse:
     ctx = context_of(request)
     project = request.query.get("project") if ctx.is_admin else ctx.project_id
@@ -278,11 +444,12 @@ async def events_socket(request: web.Request) -> web.WebSocketResponse:
         subscriber.catching_up = False
     hub.subscribers.add(subscriber)  # before the handshake answer: no event after it is missed
     ws = web.WebSocketResponse(heartbeat=30, max_msg_size=1 << 20)
+    relay = RequestRelay(ws, request)
     try:
         await ws.prepare(request)
         request.app[SOCKETS].add(ws)
         subscriber.sender = asyncio.create_task(_serve(ws, hub, subscriber, since, first_seq, last_seq))
-        reader = asyncio.create_task(_read_until_closed(ws))
+        reader = asyncio.create_task(_read_requests(ws, relay))
         await asyncio.wait({subscriber.sender, reader}, return_when=asyncio.FIRST_COMPLETED)
         if subscriber.overflowed:
             await _cut_off(ws, subscriber)
@@ -293,12 +460,13 @@ async def events_socket(request: web.Request) -> web.WebSocketResponse:
                 log.error("event socket failed: %r", outcome)
     finally:
         hub.subscribers.discard(subscriber)
+        await relay.close()
     return ws
 
 
-async def _read_until_closed(ws: web.WebSocketResponse) -> None:
-    async for _message in ws:
-        pass
+async def _read_requests(ws: web.WebSocketResponse, relay: RequestRelay) -> None:
+    async for message in ws:
+        await relay.receive(message)
 
 
 async def _serve(
@@ -367,4 +535,5 @@ def add_routes(app: web.Application) -> None:
     app[SOCKETS] = weakref.WeakSet()
     app.on_shutdown.append(_close_sockets)
     app.cleanup_ctx.append(hub_context)
+    app.cleanup_ctx.append(loopback_context)
     app.router.add_get("/ws", events_socket)

@@ -215,3 +215,25 @@ async def test_several_test_driver_nodes_can_share_one_process(tmp_path) -> None
             hosts = {h["host"]: h for h in await bus.call("scheduler.list_hosts")}
         assert len(pids) == 1
         assert sorted(hosts) == ["node-1", "node-2", "node-3"]
+
+
+async def test_image_network_volume_and_flavor_commands_print_tables(tmp_path) -> None:
+    image_file = tmp_path / "disk.raw"
+    image_file.write_bytes(b"\0" * (3 << 20))
+    async with aiostack_up(tmp_path / "data"):
+        data_dir = tmp_path / "data"
+        code, output = await as_demo(data_dir, "image", "upload", "shell-image", str(image_file))
+        assert code == 0 and "uploading" in output and "100.0%" in output and "active" in output, output
+        code, output = await as_demo(data_dir, "image", "list")
+        assert code == 0 and "shell-image" in output and "aiostack-tiny" in output and "| Status" in output
+        code, output = await as_demo(data_dir, "network", "create", "shell-net", "--cidr", "10.80.0.0/24")
+        assert code == 0 and "shell-net" in output and "10.80.0.0/24" in output, output
+        code, output = await as_demo(data_dir, "volume", "create", "shell-vol", "--size", "1")
+        assert code == 0 and "shell-vol" in output, output
+        code, output = await as_demo(data_dir, "flavor", "list")
+        assert code == 0 and "m1.tiny" in output and "512" in output
+        code, output = await as_demo(data_dir, "image", "delete", "no-such-image")
+        assert code == 1 and "no image named 'no-such-image'" in output
+        code, output = await as_demo(data_dir, "image", "delete", "shell-image")
+        assert code == 0
+        assert "shell-image" not in (await as_demo(data_dir, "image", "list"))[1]
