@@ -14,6 +14,7 @@ from urllib.parse import urlencode
 
 from aiohttp import StreamReader, web
 
+from actors.image import CONTAINER_FORMATS, DISK_FORMATS, STATUSES, VISIBILITIES
 from bus import AiostackError, Conflict, Forbidden, InvalidRequest, NotFound
 from gateway.app import REQUEST_ID, call, json_body, public
 
@@ -191,7 +192,74 @@ async def download_file(request: web.Request) -> web.StreamResponse:
     return response
 
 
+_NULLABLE_STRING = {"type": ["null", "string"]}
+IMAGE_SCHEMA = {
+    "name": "image",
+    "properties": {
+        "id": {
+            "type": "string",
+            "pattern": "^[0-9a-fA-F-]{36}$",
+            "description": "An identifier for the image",
+        },
+        "name": {**_NULLABLE_STRING, "maxLength": 255},
+        "status": {"type": "string", "readOnly": True, "enum": list(STATUSES)},
+        "visibility": {"type": "string", "enum": list(VISIBILITIES)},
+        "protected": {"type": "boolean"},
+        "checksum": {**_NULLABLE_STRING, "readOnly": True},
+        "os_hash_algo": {**_NULLABLE_STRING, "readOnly": True},
+        "os_hash_value": {**_NULLABLE_STRING, "readOnly": True},
+        "owner": {**_NULLABLE_STRING, "readOnly": True},
+        "size": {"type": ["null", "integer"], "readOnly": True},
+        "virtual_size": {"type": ["null", "integer"], "readOnly": True},
+        "min_disk": {"type": "integer"},
+        "min_ram": {"type": "integer"},
+        "disk_format": {"type": ["null", "string"], "enum": [None, *DISK_FORMATS]},
+        "container_format": {"type": ["null", "string"], "enum": [None, *CONTAINER_FORMATS]},
+        "created_at": {"type": "string", "readOnly": True},
+        "updated_at": {"type": "string", "readOnly": True},
+        "tags": {"type": "array", "items": {"type": "string", "maxLength": 255}},
+        "self": {"type": "string", "readOnly": True},
+        "file": {"type": "string", "readOnly": True},
+        "schema": {"type": "string", "readOnly": True},
+    },
+    "additionalProperties": {"type": "string"},
+    "links": [
+        {"rel": "self", "href": "{self}"},
+        {"rel": "enclosure", "href": "{file}"},
+        {"rel": "describedby", "href": "{schema}"},
+    ],
+}
+
+
+@public
+async def image_schema(request: web.Request) -> web.Response:
+    """Glance's JSON schema of an image (clients that validate or build forms read it)."""
+    return web.json_response(IMAGE_SCHEMA)
+
+
+@public
+async def images_schema(request: web.Request) -> web.Response:
+    return web.json_response(
+        {
+            "name": "images",
+            "properties": {
+                "images": {"type": "array", "items": IMAGE_SCHEMA},
+                "schema": {"type": "string"},
+                "first": {"type": "string"},
+                "next": {"type": "string"},
+            },
+            "links": [
+                {"rel": "first", "href": "{first}"},
+                {"rel": "next", "href": "{next}"},
+                {"rel": "describedby", "href": "{schema}"},
+            ],
+        }
+    )
+
+
 def add_routes(app: web.Application) -> None:
+    app.router.add_get("/image/v2/schemas/image", image_schema)
+    app.router.add_get("/image/v2/schemas/images", images_schema)
     app.router.add_get("/image", versions)
     app.router.add_get("/image/", versions)
     app.router.add_get("/image/v2/images", list_images)

@@ -85,3 +85,15 @@ async def test_keystone_auth_catalog_projects_and_domains(api: Api, cloud, gatew
     assert [p["name"] for p in projects["projects"]] == ["demo"]
     _, domains = await api.get("/identity/v3/auth/domains")
     assert [d["id"] for d in domains["domains"]] == ["default"]
+
+
+async def test_glance_schemas_describe_every_field_an_image_shows(api: Api, cloud) -> None:
+    status, schema = await api.get("/image/v2/schemas/image")
+    assert status == 200 and schema["name"] == "image"
+    await api.login()
+    _, listed = await api.get("/image/v2/images?name=aiostack-tiny")
+    image = listed["images"][0]
+    assert set(image) - set(schema["properties"]) == set()
+    assert image["status"] in schema["properties"]["status"]["enum"]
+    status, images_schema = await api.get("/image/v2/schemas/images")
+    assert status == 200 and images_schema["properties"]["images"]["items"] == schema
