@@ -1,21 +1,79 @@
-"""A small async client of the gateway: login, servers, and the event websocket.
+"""The async SDK: ``Client``, its typed resource managers, and the gateway's websocket.
 
 async with Client("http://127.0.0.1:8774") as client:
-    await client.login("demo", "secret")
-    server = await client.create_server("vm1", image="aiostack-tiny", flavor="m1.tiny", wait=True)
+    await client.login("demo", "secret", "demo")
+    server = await client.servers.create("vm1", image="aiostack-tiny", flavor="m1.tiny")
+    print(server.status, server.ips)
+
+``client.servers``, ``client.images``, ``client.networks``, ``client.volumes`` and
+``client.flavors`` (aiostack/sdk.py) return frozen dataclasses. Requests go over REST,
+except those that wait for an event: they go over the client's one websocket (opened on
+first use, resumed by itself after a disconnect) and return when the event arrives on it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Collection
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+
+from aiostack.sdk import (
+    ApiError,
+    BadRequest,
+    BuildFailed,
+    Conflict,
+    Flavor,
+    FlavorManager,
+    Forbidden,
+    Image,
+    ImageManager,
+    Network,
+    NetworkManager,
+    NotFound,
+    ResourceFailed,
+    Server,
+    ServerManager,
+    Unauthorized,
+    Volume,
+    VolumeAttachment,
+    VolumeManager,
+    api_error,
+    error_message,
+)
+
+__all__ = [
+    "ApiError",
+    "BadRequest",
+    "BuildFailed",
+    "Client",
+    "Conflict",
+    "Event",
+    "EventsExpired",
+    "Flavor",
+    "Forbidden",
+    "Image",
+    "Network",
+    "NotFound",
+    "ResourceFailed",
+    "Server",
+    "Socket",
+    "Unauthorized",
+    "Volume",
+    "VolumeAttachment",
+    "Watch",
+    "password_auth",
+]
+
+SOCKET_KINDS = "instance,volume"  # the events a client's own socket carries
+MAX_BACKOFF = 5.0
+RECONNECT_WAIT = 30.0  # how long a request waits for the socket to come back
 
 
 async def _frames(ws: aiohttp.ClientWebSocketResponse) -> AsyncIterator[dict[str, Any]]:
@@ -77,49 +135,209 @@ def password_auth(username: str, password: str, project: str | None = None) -> d
     return {"auth": auth}
 
 
-class ApiError(Exception):
-    """The gateway answered an error: ``status`` and its message."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(f"HTTP {status}: {message}")
-        self.status = status
-        self.message = message
-
-
-async def _file_chunks(path: str | os.PathLike[str], size: int = 1024 * 1024) -> AsyncIterator[bytes]:
-    """A file's data, read off the event loop."""
-    file = await asyncio.to_thread(open, path, "rb")
-    try:
-        while chunk := await asyncio.to_thread(file.read, size):
-            yield chunk
-    finally:
-        file.close()
-
-
 async def _json_or_none(response: aiohttp.ClientResponse) -> Any:
     return await response.json() if response.content_type == "application/json" else None
 
 
-def _error_message(body: Any) -> str:
-    if isinstance(body, dict) and len(body) == 1:
-        inner = next(iter(body.values()))
-        if isinstance(inner, dict) and "message" in inner:
-            return str(inner["message"])
-    return str(body)
+class Watch:
+    """The socket's events from the moment the watch was opened, to wait on or iterate."""
+
+    def __init__(self) -> None:
+        self._queue: asyncio.Queue[Event | BaseException] = asyncio.Queue()
+
+    def put(self, item: Event | BaseException) -> None:
+        self._queue.put_nowait(item)
+
+    def __aiter__(self) -> Watch:
+        return self
+
+    async def __anext__(self) -> Event:
+        item = await self._queue.get()
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    async def until(self, resource_id: str, types: Collection[str], timeout: float | None = None) -> Event:
+        """The first event of one of ``types`` for ``resource_id``. :raises TimeoutError:"""
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    event = await anext(self)
+                    if event.id == resource_id and event.type in types:
+                        return event
+        except TimeoutError:
+            wanted = " or ".join(sorted(types))
+            raise TimeoutError(f"no {wanted} event for {resource_id} within {timeout} s") from None
+
+
+class Socket:
+    """The client's websocket: request frames answered by id, and the project's instance and volume
+    events handed to every open ``Watch``. After a disconnect it reconnects and resumes after the
+    last event it got, so a watch misses nothing; requests in flight then fail with ConnectionError.
+    """
+
+    def __init__(self, session: aiohttp.ClientSession, url: str, token: str) -> None:
+        self._session = session
+        self._url = url
+        self._token = token
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._connected = asyncio.Event()
+        self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._watches: set[Watch] = set()
+        self._ids = itertools.count(1)
+        self._cursor: int | str = "now"
+        self._reader: asyncio.Task[None] | None = None
+        self._failure: BaseException | None = None
+
+    async def open(self) -> None:
+        """Connect. :raises ApiError: the gateway refused the token."""
+        self._ws = await self._connect()
+        self._connected.set()
+        self._reader = asyncio.create_task(self._run(self._ws))
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            await asyncio.gather(self._reader, return_exceptions=True)
+        if self._ws is not None:
+            await self._ws.close()
+        self._fail(ConnectionError("the client closed its socket"))
+
+    @property
+    def closed(self) -> bool:
+        return self._failure is not None
+
+    async def request(
+        self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
+    ) -> Any:
+        """A REST request made on the socket: the answer's JSON body. :raises ApiError:"""
+        try:
+            async with asyncio.timeout(RECONNECT_WAIT):
+                await self._connected.wait()
+        except TimeoutError:
+            raise ConnectionError("the gateway's socket closed and could not be opened again") from None
+        if self._failure is not None or self._ws is None:
+            raise ConnectionError("the gateway's socket is closed") from self._failure
+        frame_id = f"r{next(self._ids)}"
+        answer = self._pending[frame_id] = asyncio.get_running_loop().create_future()
+        frame = {"type": "request", "id": frame_id, "method": method, "path": path, "body": body}
+        try:
+            await self._ws.send_json({**frame, "headers": headers or {}})
+            response = await answer
+        finally:
+            self._pending.pop(frame_id, None)
+        if response["type"] == "error":
+            raise BadRequest(400, response["message"])
+        if response["status"] >= 400:
+            request_id = response["headers"].get("x-openstack-request-id")
+            raise api_error(response["status"], error_message(response["body"]), request_id)
+        return response["body"]
+
+    @asynccontextmanager
+    async def watch(self) -> AsyncIterator[Watch]:
+        """Every event that arrives while the block runs (those caused by requests made in it too)."""
+        watch = Watch()
+        self._watches.add(watch)
+        try:
+            yield watch
+        finally:
+            self._watches.discard(watch)
+
+    async def _connect(self) -> aiohttp.ClientWebSocketResponse:
+        try:
+            return await self._session.ws_connect(
+                f"{self._url}/ws",
+                params={"kinds": SOCKET_KINDS, "since": str(self._cursor)},
+                headers={"X-Auth-Token": self._token},
+                heartbeat=30,
+            )
+        except aiohttp.WSServerHandshakeError as exc:
+            raise api_error(exc.status, exc.message) from None
+
+    async def _run(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        """Read frames; after a disconnect, fail what is in flight and resume where the stream was."""
+        try:
+            while True:
+                with suppress(aiohttp.ClientError, OSError):
+                    await self._read(ws)
+                self._connected.clear()
+                self._fail_pending(ConnectionError("the gateway's socket closed before it answered"))
+                ws = self._ws = await self._reconnect()
+                self._connected.set()
+        except Exception as exc:  # a token no longer taken, or a broken frame: nothing more will come
+            self._fail(exc)
+
+    async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        async for message in ws:
+            if message.type != aiohttp.WSMsgType.TEXT:
+                break
+            frame = json.loads(message.data)
+            if frame["type"] in ("response", "error"):
+                answer = self._pending.get(frame.get("id"))
+                if answer is not None and not answer.done():
+                    answer.set_result(frame)
+            elif frame["type"] == "event":
+                self._cursor = frame["seq"]
+                event = Event.from_frame(frame)
+                for watch in self._watches:
+                    watch.put(event)
+            elif frame["type"] == "subscribed" and self._cursor == "now":
+                self._cursor = frame["since"]
+            elif frame["type"] == "resume_expired":
+                expired = EventsExpired(frame["requested_seq"], frame["first_seq"])
+                for watch in self._watches:
+                    watch.put(expired)
+                self._cursor = "now"
+
+    async def _reconnect(self) -> aiohttp.ClientWebSocketResponse:
+        """Connect again, backing off. :raises ApiError: the token is refused (401, 403)."""
+        backoff = 0.1
+        while True:
+            try:
+                return await self._connect()
+            except (ApiError, aiohttp.ClientError, OSError, TimeoutError) as exc:
+                if isinstance(exc, ApiError) and exc.status in (401, 403):
+                    raise
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF)
+
+    def _fail_pending(self, error: BaseException) -> None:
+        for answer in self._pending.values():
+            if not answer.done():
+                answer.set_exception(error)
+
+    def _fail(self, error: BaseException) -> None:
+        """The socket is done: requests and watches get ``error``, later requests a ConnectionError."""
+        if self._failure is None:
+            self._failure = error
+            self._fail_pending(error)
+            for watch in self._watches:
+                watch.put(error)
+        self._connected.set()
 
 
 class Client:
+    """The SDK's entry point: ``async with Client(url) as client: await client.login(...)``."""
+
     def __init__(self, url: str) -> None:
         self.url = url.rstrip("/")
         self.token: str | None = None
         self.project_id: str | None = None
         self._session: aiohttp.ClientSession | None = None
+        self._socket: Socket | None = None
+        self._socket_lock = asyncio.Lock()
+        self.servers = ServerManager(self)
+        self.images = ImageManager(self)
+        self.networks = NetworkManager(self)
+        self.volumes = VolumeManager(self)
+        self.flavors = FlavorManager(self)
 
     async def __aenter__(self) -> Client:
         self._session = aiohttp.ClientSession()
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
+        await self._close_socket()
         if self._session is not None:
             await self._session.close()
 
@@ -130,21 +348,53 @@ class Client:
         return self._session
 
     async def login(self, username: str, password: str, project: str | None = None) -> None:
+        """Get a token (scoped to ``project`` when given); the socket, if open, is reopened with it."""
         body = password_auth(username, password, project)
         async with self.session.post(f"{self.url}/identity/v3/auth/tokens", json=body) as response:
-            payload = await response.json()
+            payload = await _json_or_none(response)
             if response.status != 201:
-                raise ApiError(response.status, _error_message(payload))
+                request_id = response.headers.get("x-openstack-request-id")
+                raise api_error(response.status, error_message(payload), request_id)
             self.token = response.headers["X-Subject-Token"]
-            self.project_id = payload["token"]["project"]["id"]
+            self.project_id = payload["token"].get("project", {}).get("id")
+        await self._close_socket()
 
     async def request(self, method: str, path: str, body: Any = None) -> Any:
+        """A REST request: the answer's JSON body (None when it has none). :raises ApiError:"""
         headers = {"X-Auth-Token": self.token} if self.token else {}
         async with self.session.request(method, self.url + path, json=body, headers=headers) as response:
             payload = await _json_or_none(response)
             if response.status >= 400:
-                raise ApiError(response.status, _error_message(payload))
+                request_id = response.headers.get("x-openstack-request-id")
+                raise api_error(response.status, error_message(payload), request_id)
             return payload
+
+    async def ws_request(
+        self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
+    ) -> Any:
+        """A REST request made on the client's websocket. :raises ApiError:"""
+        return await (await self.socket()).request(method, path, body, headers)
+
+    @asynccontextmanager
+    async def watch(self) -> AsyncIterator[Watch]:
+        """The instance and volume events that arrive on the client's socket while the block runs."""
+        async with (await self.socket()).watch() as watch:
+            yield watch
+
+    async def socket(self) -> Socket:
+        """The client's websocket, opened on first use (and again after a login)."""
+        async with self._socket_lock:
+            if self._socket is None or self._socket.closed:
+                socket = Socket(self.session, self.url, self.token or "")
+                await socket.open()
+                self._socket = socket
+            return self._socket
+
+    async def _close_socket(self) -> None:
+        async with self._socket_lock:
+            if self._socket is not None:
+                await self._socket.close()
+                self._socket = None
 
     @asynccontextmanager
     async def subscribe(
@@ -164,7 +414,7 @@ class Client:
         types: tuple[str, ...] = (),
         since: int | str = "now",
         until_caught_up: bool = False,
-        max_backoff: float = 5.0,
+        max_backoff: float = MAX_BACKOFF,
     ) -> AsyncIterator[Event]:
         """The project's events in stream order, resuming by itself after any disconnect.
 
@@ -201,11 +451,13 @@ class Client:
                             raise EventsExpired(frame["requested_seq"], frame["first_seq"])
             except aiohttp.WSServerHandshakeError as exc:
                 if exc.status in (400, 401, 403, 404):
-                    raise ApiError(exc.status, exc.message) from None
+                    raise api_error(exc.status, exc.message) from None
             except (aiohttp.ClientError, ConnectionError, TimeoutError):
                 pass
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, max_backoff)
+
+    # -- the methods from before the managers (the CLI and scripts use them): REST-shaped dicts --
 
     async def upload_image(
         self,
@@ -217,29 +469,16 @@ class Client:
         visibility: str = "private",
         properties: dict[str, str] | None = None,
     ) -> dict[str, Any]:
-        """Create an image (Glance v2 extra properties: ``properties``) and upload the file's data."""
-        body = {
-            "name": name,
-            "disk_format": disk_format,
-            "container_format": container_format,
-            "visibility": visibility,
-            **(properties or {}),
-        }
-        image = await self.request("POST", "/image/v2/images", body)
-        headers = {"X-Auth-Token": self.token or "", "Content-Type": "application/octet-stream"}
-        async with self.session.put(
-            f"{self.url}/image/v2/images/{image['id']}/file", data=_file_chunks(path), headers=headers
-        ) as response:
-            if response.status >= 400:
-                raise ApiError(response.status, _error_message(await _json_or_none(response)))
-        return await self.request("GET", f"/image/v2/images/{image['id']}")
-
-    async def _find(self, collection_path: str, key: str, name_or_id: str) -> str:
-        items = (await self.request("GET", collection_path))[key]
-        for item in items:
-            if name_or_id in (item["id"], item.get("name")):
-                return item["id"]
-        raise ApiError(404, f"no {key[:-1]} named {name_or_id!r}")
+        """``images.upload``, as the image's REST body."""
+        image = await self.images.upload(
+            name,
+            path,
+            disk_format=disk_format,
+            container_format=container_format,
+            visibility=visibility,
+            properties=properties,
+        )
+        return image.raw
 
     async def create_server(
         self,
@@ -251,82 +490,35 @@ class Client:
         wait: bool = False,
         timeout: float = 300,
     ) -> dict[str, Any]:
-        """Boot a server; with ``wait``, return once its ACTIVE (or ERROR) event arrives."""
-        body: dict[str, Any] = {
-            "name": name,
-            "imageRef": await self._find("/image/v2/images?limit=1000", "images", image),
-            "flavorRef": await self._find("/compute/v2.1/flavors", "flavors", flavor),
-            "networks": [{"uuid": await self._find("/network/v2.0/networks", "networks", network)}]
-            if network
-            else "auto",
-        }
-        if not wait:
-            return (await self.request("POST", "/compute/v2.1/servers", {"server": body}))["server"]
-        return await self._until_event(
-            ("instance.active", "instance.error"), timeout, "POST", "/compute/v2.1/servers", {"server": body}
-        )
-
-    async def _until_event(
-        self,
-        types: tuple[str, ...],
-        timeout: float,
-        method: str,
-        path: str,
-        body: Any = None,
-        server_id: str | None = None,
-    ) -> dict[str, Any]:
-        """Make a request and wait for one of ``types`` for its server, subscribed before asking."""
-        async with self.subscribe(("instance",)) as stream:
-            answer = await self.request(method, path, body)
-            server_id = server_id or answer["server"]["id"]
-            async with asyncio.timeout(timeout):
-                async for event in stream:
-                    if event["id"] == server_id and event["type"] in types:
-                        return event["state"]
-        raise ApiError(499, "the event stream closed before the server got there")
-
-    async def servers(self) -> list[dict[str, Any]]:
-        return (await self.request("GET", "/compute/v2.1/servers/detail"))["servers"]
+        """``servers.create`` as the server's REST body; a failed build is returned (status ERROR)."""
+        try:
+            server = await self.servers.create(
+                name, image=image, flavor=flavor, network=network, wait=wait, timeout=timeout
+            )
+        except BuildFailed as exc:
+            return exc.resource.raw
+        return server.raw
 
     async def server(self, server: str) -> dict[str, Any]:
-        server_id = await self._find("/compute/v2.1/servers", "servers", server)
-        return (await self.request("GET", f"/compute/v2.1/servers/{server_id}"))["server"]
+        """``servers.get`` as the server's REST body."""
+        return (await self.servers.get(server)).raw
 
     async def server_action(
         self, server: str, action: str, *, wait: bool = False, timeout: float = 300
     ) -> None:
         """``stop``, ``start``, ``reboot`` (soft), ``reboot-hard`` or ``delete``."""
-        server_id = await self._find("/compute/v2.1/servers", "servers", server)
+        servers = self.servers
         if action == "delete":
-            method, path, body, done = (
-                "DELETE",
-                f"/compute/v2.1/servers/{server_id}",
-                None,
-                ("instance.deleted",),
-            )
+            await servers.delete(server, wait=wait, timeout=timeout)
+        elif action == "stop":
+            await servers.stop(server, wait=wait, timeout=timeout)
+        elif action == "start":
+            await servers.start(server, wait=wait, timeout=timeout)
+        elif action in ("reboot", "reboot-hard"):
+            await servers.reboot(server, hard=action == "reboot-hard", wait=wait, timeout=timeout)
         else:
-            body = {
-                "stop": {"os-stop": None},
-                "start": {"os-start": None},
-                "reboot": {"reboot": {"type": "SOFT"}},
-                "reboot-hard": {"reboot": {"type": "HARD"}},
-            }[action]
-            method, path = "POST", f"/compute/v2.1/servers/{server_id}/action"
-            done = (
-                ("instance.shutoff", "instance.error")
-                if action == "stop"
-                else ("instance.active", "instance.error")
-            )
-        if wait:
-            await self._until_event(done, timeout, method, path, body, server_id=server_id)
-        else:
-            await self.request(method, path, body)
+            raise ValueError(f"unknown server action {action!r}")
 
     async def console_output(self, server: str, lines: int | None = None) -> str:
         """The server's serial console log (its last ``lines`` lines when given)."""
-        server_id = await self._find("/compute/v2.1/servers", "servers", server)
-        argument = {} if lines is None else {"length": lines}
-        answer = await self.request(
-            "POST", f"/compute/v2.1/servers/{server_id}/action", {"os-getConsoleOutput": argument}
-        )
-        return answer["output"]
+        return await self.servers.console_output(server, lines)

@@ -918,8 +918,14 @@ OPERATIONS: dict[tuple[str, str], Schema] = {
     ("DELETE", f"{VOLUMES}/{{volume_id}}"): operation("Delete a volume", ACCEPTED),
     # events
     ("GET", "/ws"): operation(
-        "The event socket",
-        {"101": {"description": "Switching to a WebSocket of JSON event frames (docs/EVENTS.md)."}},
+        "The event socket, which also carries requests",
+        {
+            "101": {
+                "description": "Switching to a WebSocket of JSON frames: events, and the answers to"
+                " request frames ({type: request, id, method, path, body, headers}) that reach every"
+                " operation of this document with the socket's token (docs/EVENTS.md)."
+            }
+        },
         parameters=(
             query("kinds", "Comma-separated event kinds (instance, volume, ...)."),
             query("ids", "Comma-separated resource ids."),

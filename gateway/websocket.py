@@ -445,21 +445,22 @@ async def events_socket(request: web.Request) -> web.WebSocketResponse:
     hub.subscribers.add(subscriber)  # before the handshake answer: no event after it is missed
     ws = web.WebSocketResponse(heartbeat=30, max_msg_size=1 << 20)
     relay = RequestRelay(ws, request)
+    tasks: list[asyncio.Task[None]] = []
     try:
         await ws.prepare(request)
         request.app[SOCKETS].add(ws)
         subscriber.sender = asyncio.create_task(_serve(ws, hub, subscriber, since, first_seq, last_seq))
-        reader = asyncio.create_task(_read_requests(ws, relay))
-        await asyncio.wait({subscriber.sender, reader}, return_when=asyncio.FIRST_COMPLETED)
+        tasks = [subscriber.sender, asyncio.create_task(_read_requests(ws, relay))]
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         if subscriber.overflowed:
             await _cut_off(ws, subscriber)
-        for task in (subscriber.sender, reader):
+    finally:  # also when the handler is cancelled (the gateway stopping): no task outlives it
+        hub.subscribers.discard(subscriber)
+        for task in tasks:
             task.cancel()
-        for outcome in await asyncio.gather(subscriber.sender, reader, return_exceptions=True):
+        for outcome in await asyncio.gather(*tasks, return_exceptions=True):
             if isinstance(outcome, Exception):
                 log.error("event socket failed: %r", outcome)
-    finally:
-        hub.subscribers.discard(subscriber)
         await relay.close()
     return ws
 

@@ -1,0 +1,670 @@
+"""The SDK's typed layer: errors, resources as frozen dataclasses, and the managers that make them.
+
+``aiostack.client.Client`` carries one manager per resource: ``client.servers``,
+``client.images``, ``client.networks``, ``client.volumes``, ``client.flavors``. An
+operation with ``wait=True`` sends its request on the client's websocket and returns when
+the event that ends it arrives on that same socket (docs/EVENTS.md): no polling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import os
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+from urllib.parse import urlencode
+
+if TYPE_CHECKING:
+    from aiostack.client import Client, Watch
+
+COMPUTE = "/compute/v2.1"
+IMAGES = "/image/v2/images"
+NETWORKS = "/network/v2.0/networks"
+
+
+# -- errors ---------------------------------------------------------------------------------------
+
+
+class ApiError(Exception):
+    """The gateway answered an error: its ``status``, ``message`` and ``request_id`` (for its logs)."""
+
+    def __init__(self, status: int, message: str, request_id: str | None = None) -> None:
+        super().__init__(f"HTTP {status}: {message}")
+        self.status = status
+        self.message = message
+        self.request_id = request_id
+
+
+class BadRequest(ApiError):
+    """400: the request is malformed or asks for something invalid."""
+
+
+class Unauthorized(ApiError):
+    """401: no token, or an expired or revoked one."""
+
+
+class Forbidden(ApiError):
+    """403: the policy does not allow it."""
+
+
+class NotFound(ApiError):
+    """404: no such resource (or none the caller may see)."""
+
+
+class Conflict(ApiError):
+    """409: the resource is not in a state that allows it."""
+
+
+_BY_STATUS: dict[int, type[ApiError]] = {
+    400: BadRequest,
+    401: Unauthorized,
+    403: Forbidden,
+    404: NotFound,
+    409: Conflict,
+}
+
+
+def api_error(status: int, message: str, request_id: str | None = None) -> ApiError:
+    """The ``ApiError`` subclass for ``status``."""
+    return _BY_STATUS.get(status, ApiError)(status, message, request_id)
+
+
+def error_message(body: Any) -> str:
+    """The message of an OpenStack error body (``{"itemNotFound": {"message": ...}}`` and kin)."""
+    if isinstance(body, dict) and len(body) == 1:
+        inner = next(iter(body.values()))
+        if isinstance(inner, dict) and "message" in inner:
+            return str(inner["message"])
+    return str(body)
+
+
+class ResourceFailed(ApiError):
+    """A server or volume ended in error while we waited for it: ``resource``, and its ``fault``."""
+
+    def __init__(self, resource: Server | Volume, message: str, request_id: str | None = None) -> None:
+        fault = resource.fault if isinstance(resource.fault, dict) else {}
+        super().__init__(int(fault.get("code", 500)), message, request_id)
+        self.resource = resource
+        self.fault = resource.fault
+
+    def __str__(self) -> str:
+        kind = type(self.resource).__name__.lower()
+        return f"{kind} {self.resource.name or self.resource.id} ({self.resource.id}) failed: {self.message}"
+
+
+class BuildFailed(ResourceFailed):
+    """A server's build ended in ERROR; ``fault["message"]`` says why."""
+
+
+# -- resources ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Server:
+    """A server as ``GET /compute/v2.1/servers/{id}`` shows it; ``raw`` is that whole body."""
+
+    id: str
+    name: str
+    status: str
+    addresses: dict[str, list[dict[str, Any]]]
+    flavor_id: str
+    image_id: str
+    fault: dict[str, Any] | None
+    task_state: str | None
+    power_state: int | None
+    project_id: str
+    metadata: dict[str, str]
+    volume_ids: tuple[str, ...]
+    host: str | None  # admins only
+    host_status: str | None  # admins only, microversion 2.16
+    created: str
+    updated: str
+    raw: dict[str, Any] = field(repr=False, compare=False)
+
+    @classmethod
+    def from_api(cls, body: Mapping[str, Any]) -> Server:
+        image = body.get("image")
+        return cls(
+            id=body["id"],
+            name=body["name"],
+            status=body["status"],
+            addresses=body.get("addresses", {}),
+            flavor_id=body["flavor"]["id"],
+            image_id=image["id"] if isinstance(image, dict) else "",
+            fault=body.get("fault"),
+            task_state=body.get("OS-EXT-STS:task_state"),
+            power_state=body.get("OS-EXT-STS:power_state"),
+            project_id=body["tenant_id"],
+            metadata=body.get("metadata", {}),
+            volume_ids=tuple(v["id"] for v in body.get("os-extended-volumes:volumes_attached", [])),
+            host=body.get("OS-EXT-SRV-ATTR:host"),
+            host_status=body.get("host_status"),
+            created=body["created"],
+            updated=body["updated"],
+            raw=dict(body),
+        )
+
+    @property
+    def ips(self) -> list[str]:
+        """Every fixed IP of every network, in order."""
+        return [address["addr"] for addresses in self.addresses.values() for address in addresses]
+
+
+# the fields of an image that are no extra property
+_IMAGE_FIELDS = frozenset(
+    (
+        "id", "name", "status", "visibility", "protected", "checksum", "os_hash_algo", "os_hash_value",
+        "owner", "size", "virtual_size", "min_disk", "min_ram", "disk_format", "container_format",
+        "created_at", "updated_at", "tags", "self", "file", "schema",
+    )
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Image:
+    """A Glance v2 image; ``properties`` are its extra properties (``hw_disk_bus``, ``kernel_id``...)."""
+
+    id: str
+    name: str
+    status: str
+    visibility: str
+    disk_format: str | None
+    container_format: str | None
+    size: int | None
+    checksum: str | None
+    owner: str | None
+    min_disk: int
+    min_ram: int
+    properties: dict[str, Any]
+    created_at: str
+    updated_at: str
+    raw: dict[str, Any] = field(repr=False, compare=False)
+
+    @classmethod
+    def from_api(cls, body: Mapping[str, Any]) -> Image:
+        return cls(
+            id=body["id"],
+            name=body["name"],
+            status=body["status"],
+            visibility=body["visibility"],
+            disk_format=body.get("disk_format"),
+            container_format=body.get("container_format"),
+            size=body.get("size"),
+            checksum=body.get("checksum"),
+            owner=body.get("owner"),
+            min_disk=body.get("min_disk") or 0,
+            min_ram=body.get("min_ram") or 0,
+            properties={key: value for key, value in body.items() if key not in _IMAGE_FIELDS},
+            created_at=body["created_at"],
+            updated_at=body["updated_at"],
+            raw=dict(body),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Network:
+    """A Neutron network and the ids of its subnets."""
+
+    id: str
+    name: str
+    status: str
+    shared: bool
+    project_id: str | None
+    mtu: int | None
+    subnet_ids: tuple[str, ...]
+    raw: dict[str, Any] = field(repr=False, compare=False)
+
+    @classmethod
+    def from_api(cls, body: Mapping[str, Any]) -> Network:
+        return cls(
+            id=body["id"],
+            name=body["name"],
+            status=body.get("status", "ACTIVE"),
+            shared=bool(body.get("shared")),
+            project_id=body.get("project_id"),
+            mtu=body.get("mtu"),
+            subnet_ids=tuple(body.get("subnets") or ()),
+            raw=dict(body),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class VolumeAttachment:
+    """A volume attached to a server, at ``device``."""
+
+    server_id: str
+    volume_id: str
+    device: str | None
+
+    @classmethod
+    def from_nova(cls, body: Mapping[str, Any]) -> VolumeAttachment:
+        """From Nova's ``volumeAttachment``."""
+        return cls(body["serverId"], body["volumeId"], body.get("device"))
+
+    @classmethod
+    def from_cinder(cls, body: Mapping[str, Any]) -> VolumeAttachment:
+        """From an item of a Cinder volume's ``attachments``."""
+        return cls(body["server_id"], body["volume_id"], body.get("device"))
+
+
+@dataclass(frozen=True, slots=True)
+class Volume:
+    """A Cinder volume; ``fault`` says what went wrong with its file, when something did."""
+
+    id: str
+    name: str
+    status: str
+    size: int
+    description: str | None
+    attachments: tuple[VolumeAttachment, ...]
+    metadata: dict[str, str]
+    fault: str | None
+    created_at: str
+    updated_at: str | None
+    raw: dict[str, Any] = field(repr=False, compare=False)
+
+    @classmethod
+    def from_api(cls, body: Mapping[str, Any]) -> Volume:
+        return cls(
+            id=body["id"],
+            name=body.get("name") or "",
+            status=body["status"],
+            size=body["size"],
+            description=body.get("description"),
+            attachments=tuple(VolumeAttachment.from_cinder(a) for a in body.get("attachments", [])),
+            metadata=body.get("metadata") or {},
+            fault=body.get("fault"),
+            created_at=body["created_at"],
+            updated_at=body.get("updated_at"),
+            raw=dict(body),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Flavor:
+    """A Nova flavor: ``ram`` in MiB, ``disk`` in GiB."""
+
+    id: str
+    name: str
+    vcpus: int
+    ram: int
+    disk: int
+    ephemeral: int
+    is_public: bool
+    raw: dict[str, Any] = field(repr=False, compare=False)
+
+    @classmethod
+    def from_api(cls, body: Mapping[str, Any]) -> Flavor:
+        return cls(
+            id=str(body["id"]),
+            name=body["name"],
+            vcpus=body["vcpus"],
+            ram=body["ram"],
+            disk=body["disk"],
+            ephemeral=body.get("OS-FLV-EXT-DATA:ephemeral", 0),
+            is_public=body.get("os-flavor-access:is_public", True),
+            raw=dict(body),
+        )
+
+
+# -- managers -------------------------------------------------------------------------------------
+
+R = TypeVar("R", Server, Image, Network, Volume, Flavor)
+
+
+class _Manager(Generic[R]):
+    """What every manager does: find a resource's id from its name or id."""
+
+    kind: ClassVar[str]
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def _summaries_path(self) -> str:
+        raise NotImplementedError
+
+    async def find_id(self, ref: R | str) -> str:
+        """The id of a resource given as itself, its id or its (unique) name.
+
+        :raises NotFound: none has that id or name. :raises Conflict: several have that name.
+        """
+        if not isinstance(ref, str):
+            return ref.id
+        items = (await self._client.request("GET", self._summaries_path()))[f"{self.kind}s"]
+        named = []
+        for item in items:
+            if str(item["id"]) == ref:
+                return ref
+            if item.get("name") == ref:
+                named.append(str(item["id"]))
+        if not named:
+            raise NotFound(404, f"no {self.kind} named {ref!r}")
+        if len(named) > 1:
+            raise Conflict(409, f"{len(named)} {self.kind}s are named {ref!r}: use an id")
+        return named[0]
+
+
+def _query(path: str, filters: Mapping[str, Any]) -> str:
+    return f"{path}?{urlencode(filters)}" if filters else path
+
+
+class ServerManager(_Manager[Server]):
+    """``client.servers``: servers, their power actions, console and volumes."""
+
+    kind = "server"
+
+    def _summaries_path(self) -> str:
+        return f"{COMPUTE}/servers"
+
+    async def __call__(self) -> builtins.list[dict[str, Any]]:
+        """``await client.servers()``, as before the managers: every server as the REST API shows it."""
+        return [server.raw for server in await self.list()]
+
+    async def list(self, **filters: Any) -> builtins.list[Server]:
+        """The caller's servers (``name``, ``status``, ``all_tenants`` filter as in Nova)."""
+        body = await self._client.request("GET", _query(f"{COMPUTE}/servers/detail", filters))
+        return [Server.from_api(server) for server in body["servers"]]
+
+    async def get(self, server: Server | str) -> Server:
+        """One server, fresh. :raises NotFound:"""
+        server_id = await self.find_id(server)
+        return Server.from_api(
+            (await self._client.request("GET", f"{COMPUTE}/servers/{server_id}"))["server"]
+        )
+
+    async def create(
+        self,
+        name: str,
+        *,
+        image: Image | str,
+        flavor: Flavor | str,
+        network: Network | str | None = None,
+        metadata: dict[str, str] | None = None,
+        wait: bool = True,
+        timeout: float = 300.0,
+    ) -> Server:
+        """Boot a server (on ``network``, else the project's default); with ``wait``, return once its
+        ``instance.active`` event arrives.
+
+        :raises BuildFailed: it went to ERROR instead (``fault`` says why).
+        :raises TimeoutError: neither happened within ``timeout`` seconds.
+        """
+        client = self._client
+        body: dict[str, Any] = {
+            "name": name,
+            "imageRef": await client.images.find_id(image),
+            "flavorRef": await client.flavors.find_id(flavor),
+            "networks": [{"uuid": await client.networks.find_id(network)}] if network else "auto",
+        }
+        if metadata:
+            body["metadata"] = metadata
+        if not wait:
+            answer = await client.request("POST", f"{COMPUTE}/servers", {"server": body})
+            return await self.get(answer["server"]["id"])
+        async with client.watch() as watch:
+            answer = await client.ws_request("POST", f"{COMPUTE}/servers", {"server": body})
+            await self._until(watch, answer["server"]["id"], "instance.active", timeout, BuildFailed)
+        return await self.get(answer["server"]["id"])
+
+    async def delete(self, server: Server | str, *, wait: bool = True, timeout: float = 300.0) -> None:
+        """Delete a server; with ``wait``, return once its ``instance.deleted`` event arrives."""
+        server_id = await self.find_id(server)
+        path = f"{COMPUTE}/servers/{server_id}"
+        if not wait:
+            await self._client.request("DELETE", path)
+            return
+        async with self._client.watch() as watch:
+            await self._client.ws_request("DELETE", path)
+            await self._until(watch, server_id, "instance.deleted", timeout, ResourceFailed)
+
+    async def stop(self, server: Server | str, *, wait: bool = True, timeout: float = 300.0) -> Server:
+        """Power a server off; with ``wait``, return it once SHUTOFF."""
+        return await self._action(server, {"os-stop": None}, "instance.shutoff", wait, timeout)
+
+    async def start(self, server: Server | str, *, wait: bool = True, timeout: float = 300.0) -> Server:
+        """Power a server on; with ``wait``, return it once ACTIVE."""
+        return await self._action(server, {"os-start": None}, "instance.active", wait, timeout)
+
+    async def reboot(
+        self, server: Server | str, *, hard: bool = False, wait: bool = True, timeout: float = 300.0
+    ) -> Server:
+        """Reboot a server (soft: ACPI; ``hard``: power cycle); with ``wait``, return it once ACTIVE."""
+        action = {"reboot": {"type": "HARD" if hard else "SOFT"}}
+        return await self._action(server, action, "instance.active", wait, timeout)
+
+    async def console_output(self, server: Server | str, lines: int | None = None) -> str:
+        """The server's serial console log (its last ``lines`` lines when given)."""
+        argument = {} if lines is None else {"length": lines}
+        path = f"{COMPUTE}/servers/{await self.find_id(server)}/action"
+        return (await self._client.request("POST", path, {"os-getConsoleOutput": argument}))["output"]
+
+    async def attach_volume(
+        self, server: Server | str, volume: Volume | str, device: str | None = None
+    ) -> VolumeAttachment:
+        """Attach an available volume; it is in-use when this returns."""
+        body: dict[str, Any] = {"volumeId": await self._client.volumes.find_id(volume)}
+        if device:
+            body["device"] = device
+        path = f"{COMPUTE}/servers/{await self.find_id(server)}/os-volume_attachments"
+        answer = await self._client.request("POST", path, {"volumeAttachment": body})
+        return VolumeAttachment.from_nova(answer["volumeAttachment"])
+
+    async def detach_volume(self, server: Server | str, volume: Volume | str) -> None:
+        """Detach a volume; it is available again when this returns."""
+        volume_id = await self._client.volumes.find_id(volume)
+        path = f"{COMPUTE}/servers/{await self.find_id(server)}/os-volume_attachments/{volume_id}"
+        await self._client.request("DELETE", path)
+
+    async def _action(
+        self, server: Server | str, action: dict[str, Any], done: str, wait: bool, timeout: float
+    ) -> Server:
+        server_id = await self.find_id(server)
+        path = f"{COMPUTE}/servers/{server_id}/action"
+        if not wait:
+            await self._client.request("POST", path, action)
+        else:
+            async with self._client.watch() as watch:
+                await self._client.ws_request("POST", path, action)
+                await self._until(watch, server_id, done, timeout, ResourceFailed)
+        return await self.get(server_id)
+
+    async def _until(
+        self, watch: Watch, server_id: str, done: str, timeout: float, failure: type[ResourceFailed]
+    ) -> None:
+        """Wait for the server's ``done`` event.
+
+        :raises failure: it went to ERROR instead. :raises NotFound: it was deleted instead.
+        """
+        event = await watch.until(server_id, {done, "instance.error", "instance.deleted"}, timeout)
+        if event.type == done:
+            return
+        if event.type == "instance.deleted":
+            raise NotFound(404, f"server {server_id} was deleted", event.request_id)
+        server = await self.get(server_id)
+        fault = server.fault or event.state.get("fault") or {}
+        raise failure(server, str(fault.get("message", "the server is in ERROR")), event.request_id)
+
+
+class ImageManager(_Manager[Image]):
+    """``client.images``: Glance images, and uploading their data."""
+
+    kind = "image"
+
+    def _summaries_path(self) -> str:
+        return f"{IMAGES}?limit=1000"
+
+    async def list(self, **filters: Any) -> builtins.list[Image]:
+        """Every image the caller may see (``name``, ``status``, ``visibility`` filter), page after page."""
+        images: builtins.list[Image] = []
+        path: str | None = _query(IMAGES, {"limit": 1000, **filters})
+        while path is not None:
+            body = await self._client.request("GET", path)
+            images += [Image.from_api(image) for image in body["images"]]
+            path = "/image" + body["next"] if body.get("next") else None
+        return images
+
+    async def get(self, image: Image | str) -> Image:
+        """One image. :raises NotFound:"""
+        return Image.from_api(await self._client.request("GET", f"{IMAGES}/{await self.find_id(image)}"))
+
+    async def upload(
+        self,
+        name: str,
+        path: str | os.PathLike[str],
+        *,
+        disk_format: str = "raw",
+        container_format: str = "bare",
+        visibility: str = "private",
+        properties: dict[str, str] | None = None,
+    ) -> Image:
+        """Create an image (Glance extra ``properties`` too) and stream the file's data into it: active."""
+        body = {
+            "name": name,
+            "disk_format": disk_format,
+            "container_format": container_format,
+            "visibility": visibility,
+            **(properties or {}),
+        }
+        client = self._client
+        image = await client.request("POST", IMAGES, body)
+        headers = {"X-Auth-Token": client.token or "", "Content-Type": "application/octet-stream"}
+        async with client.session.put(
+            f"{client.url}{IMAGES}/{image['id']}/file", data=_file_chunks(path), headers=headers
+        ) as response:
+            if response.status >= 400:
+                answer = await response.json() if response.content_type == "application/json" else None
+                raise api_error(
+                    response.status, error_message(answer), response.headers.get("x-openstack-request-id")
+                )
+        return await self.get(image["id"])
+
+    async def delete(self, image: Image | str) -> None:
+        await self._client.request("DELETE", f"{IMAGES}/{await self.find_id(image)}")
+
+
+async def _file_chunks(path: str | os.PathLike[str], size: int = 1024 * 1024) -> AsyncIterator[bytes]:
+    """A file's data, read off the event loop."""
+    file = await asyncio.to_thread(open, path, "rb")
+    try:
+        while chunk := await asyncio.to_thread(file.read, size):
+            yield chunk
+    finally:
+        file.close()
+
+
+class NetworkManager(_Manager[Network]):
+    """``client.networks``: Neutron networks (a subnet is made with the network when given a ``cidr``)."""
+
+    kind = "network"
+
+    def _summaries_path(self) -> str:
+        return NETWORKS
+
+    async def list(self, **filters: Any) -> builtins.list[Network]:
+        """The networks the caller may see (``name``, ``shared``... filter as in Neutron)."""
+        body = await self._client.request("GET", _query(NETWORKS, filters))
+        return [Network.from_api(network) for network in body["networks"]]
+
+    async def get(self, network: Network | str) -> Network:
+        """One network. :raises NotFound:"""
+        body = await self._client.request("GET", f"{NETWORKS}/{await self.find_id(network)}")
+        return Network.from_api(body["network"])
+
+    async def create(self, name: str, *, cidr: str | None = None, shared: bool = False) -> Network:
+        """A network, and an IPv4 subnet of ``cidr`` on it when given (servers need one to boot on it)."""
+        body = {"network": {"name": name, "shared": shared}}
+        network = (await self._client.request("POST", NETWORKS, body))["network"]
+        if cidr is not None:
+            subnet = {"subnet": {"network_id": network["id"], "cidr": cidr, "ip_version": 4, "name": name}}
+            await self._client.request("POST", "/network/v2.0/subnets", subnet)
+        return await self.get(network["id"])
+
+    async def delete(self, network: Network | str) -> None:
+        await self._client.request("DELETE", f"{NETWORKS}/{await self.find_id(network)}")
+
+
+class VolumeManager(_Manager[Volume]):
+    """``client.volumes``: Cinder volumes of the client's project."""
+
+    kind = "volume"
+
+    def _summaries_path(self) -> str:
+        return f"/volume/v3/{self._client.project_id}/volumes"
+
+    async def list(self, **filters: Any) -> builtins.list[Volume]:
+        """The project's volumes (``name``, ``status`` filter)."""
+        body = await self._client.request("GET", _query(f"{self._summaries_path()}/detail", filters))
+        return [Volume.from_api(volume) for volume in body["volumes"]]
+
+    async def get(self, volume: Volume | str) -> Volume:
+        """One volume. :raises NotFound:"""
+        path = f"{self._summaries_path()}/{await self.find_id(volume)}"
+        return Volume.from_api((await self._client.request("GET", path))["volume"])
+
+    async def create(
+        self,
+        size: int,
+        name: str = "",
+        *,
+        description: str | None = None,
+        metadata: dict[str, str] | None = None,
+        wait: bool = True,
+        timeout: float = 300.0,
+    ) -> Volume:
+        """A volume of ``size`` GiB; with ``wait``, returned once its ``volume.available`` event arrives.
+
+        :raises ResourceFailed: it went to ``error`` instead.
+        """
+        body: dict[str, Any] = {"size": size, "name": name}
+        if description is not None:
+            body["description"] = description
+        if metadata:
+            body["metadata"] = metadata
+        if not wait:
+            answer = await self._client.request("POST", self._summaries_path(), {"volume": body})
+            return Volume.from_api(answer["volume"])
+        async with self._client.watch() as watch:
+            answer = await self._client.ws_request("POST", self._summaries_path(), {"volume": body})
+            volume_id = answer["volume"]["id"]
+            event = await watch.until(volume_id, {"volume.available", "volume.error"}, timeout)
+        volume = await self.get(volume_id)
+        if event.type == "volume.error":
+            raise ResourceFailed(volume, volume.fault or "the volume is in error", event.request_id)
+        return volume
+
+    async def delete(self, volume: Volume | str, *, wait: bool = True, timeout: float = 300.0) -> None:
+        """Delete a volume; with ``wait``, return once its ``volume.deleted`` event arrives.
+
+        :raises ResourceFailed: its file could not be removed (``error_deleting``).
+        """
+        volume_id = await self.find_id(volume)
+        path = f"{self._summaries_path()}/{volume_id}"
+        if not wait:
+            await self._client.request("DELETE", path)
+            return
+        async with self._client.watch() as watch:
+            await self._client.ws_request("DELETE", path)
+            event = await watch.until(volume_id, {"volume.deleted", "volume.error_deleting"}, timeout)
+        if event.type == "volume.error_deleting":
+            failed = await self.get(volume_id)
+            raise ResourceFailed(failed, failed.fault or "the volume could not be deleted", event.request_id)
+
+
+class FlavorManager(_Manager[Flavor]):
+    """``client.flavors``: Nova flavors."""
+
+    kind = "flavor"
+
+    def _summaries_path(self) -> str:
+        return f"{COMPUTE}/flavors"
+
+    async def list(self) -> builtins.list[Flavor]:
+        body = await self._client.request("GET", f"{COMPUTE}/flavors/detail")
+        return [Flavor.from_api(flavor) for flavor in body["flavors"]]
+
+    async def get(self, flavor: Flavor | str) -> Flavor:
+        """One flavor, by id or name. :raises NotFound:"""
+        body = await self._client.request("GET", f"{COMPUTE}/flavors/{await self.find_id(flavor)}")
+        return Flavor.from_api(body["flavor"])
