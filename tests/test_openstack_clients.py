@@ -88,7 +88,7 @@ def test_openstacksdk_drives_images_networks_servers_and_volumes(
     conn.compute.wait_for_server(server, status="ACTIVE", wait=30)
     volume = conn.block_storage.create_volume(size=1, name="sdk-vol")
     conn.block_storage.wait_for_status(volume, "available", wait=30)
-    attachment = conn.compute.create_volume_attachment(server, volume_id=volume.id)
+    attachment = conn.compute.create_volume_attachment(server, volume=volume)
     assert attachment.device == "/dev/vdb"
     volume = conn.block_storage.wait_for_status(volume, "in-use", wait=30)
     assert [a["server_id"] for a in volume.attachments] == [server.id]
