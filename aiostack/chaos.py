@@ -73,7 +73,7 @@ async def _retrying(request: Any, deadline: float = 60.0) -> Any:
     while True:
         try:
             return await request()
-        except (TimeoutError, ApiError, OSError) as exc:
+        except (TimeoutError, ApiError, AiostackError, OSError) as exc:
             if isinstance(exc, ApiError) and exc.status < 500 and exc.status != 409:
                 raise
             if time.monotonic() > stop:
@@ -133,7 +133,7 @@ async def run_round(
                 if not problems:
                     consistent_at = time.monotonic()
                     break
-        except (ApiError, AiostackError, OSError):
+        except Exception:  # the cloud, or this client's own NATS connection, is still coming back
             pass
         await asyncio.sleep(0.5)
     rescheduled = 0
@@ -171,14 +171,15 @@ async def delete_everything(client: Client, bus: Bus, deadline: float = 60.0) ->
     async with asyncio.timeout(deadline):
         while await _all_servers(client):
             await asyncio.sleep(0.2)
-    hosts = await bus.call("scheduler.list_hosts")
+    hosts = await _retrying(lambda: bus.call("scheduler.list_hosts"))
     domains = 0
     for host in hosts:
-        listed = await bus.call(f"node.{host['host']}.list_domains")
+        listed = await _retrying(lambda h=host: bus.call(f"node.{h['host']}.list_domains"))
         domains += sum(domain["name"].startswith("instance-") for domain in listed)
+    ports = await _retrying(lambda: bus.call("net.list_ports", {"device_owner": "compute:nova"}))
     return {
-        "ports": len(await bus.call("net.list_ports", {"device_owner": "compute:nova"})),
-        "claims": len(await bus.call("scheduler.list_allocations")),
-        "volume_attachments": len(await bus.call("volume.list_attachments")),
+        "ports": len(ports),
+        "claims": len(await _retrying(lambda: bus.call("scheduler.list_allocations"))),
+        "volume_attachments": len(await _retrying(lambda: bus.call("volume.list_attachments"))),
         "domains": domains,
     }
