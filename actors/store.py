@@ -11,7 +11,6 @@ transaction of several.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import sqlite3
 from collections.abc import AsyncIterator, Iterable, Sequence
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import aiosqlite
+import orjson
 
 log = logging.getLogger(__name__)
 
@@ -105,11 +105,12 @@ async def fetchall(db: aiosqlite.Connection, sql: str, params: Params = ()) -> l
 
 
 def to_json(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), sort_keys=True)
+    """Compact, keys sorted (orjson: the JSON columns are read and written on every request)."""
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
 
 
 def from_json(text: str | None, default: Any = None) -> Any:
-    return json.loads(text) if text else default
+    return orjson.loads(text) if text else default
 
 
 def _statements(script: str) -> Iterable[str]:

@@ -15,6 +15,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import orjson
 from aiohttp import web
 
 from actors.auth import TokenValidator
@@ -69,6 +70,14 @@ def error_body(service: str, status: int, message: str, error_type: str | None =
     return {_ERROR_NAMES.get(status, "computeFault"): {"code": status, "message": message}}
 
 
+def json_response(data: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    """A JSON answer, encoded with orjson (with the standard json module, encoding a page of
+    servers was the largest share of a listing's CPU)."""
+    return web.Response(
+        body=orjson.dumps(data), status=status, headers=headers, content_type="application/json"
+    )
+
+
 def service_of(path: str) -> str:
     return path.strip("/").split("/", 1)[0] or "root"
 
@@ -96,12 +105,12 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             log.warning(
                 "%s %s rid=%s: %s: %s", request.method, request.path, request.get(REQUEST_ID), exc.code, exc
             )
-        return web.json_response(error_body(service, status, str(exc), type(exc).__name__), status=status)
+        return json_response(error_body(service, status, str(exc), type(exc).__name__), status=status)
     except web.HTTPException as exc:
         if exc.status < 400 or exc.content_type == "application/json":
             raise
         message = exc.text if exc.text and not exc.text.startswith(str(exc.status)) else exc.reason
-        return web.json_response(
+        return json_response(
             error_body(service, exc.status, message),
             status=exc.status,
             headers={k: v for k, v in exc.headers.items() if k.lower() == "allow"},
@@ -109,7 +118,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except Exception:
         log.exception("%s %s rid=%s failed", request.method, request.path, request.get(REQUEST_ID))
         message = f"Unexpected error; the request id is {request.get(REQUEST_ID)}."
-        return web.json_response(error_body(service, 500, message), status=500)
+        return json_response(error_body(service, 500, message), status=500)
 
 
 @web.middleware

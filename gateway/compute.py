@@ -9,7 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from bus import InvalidRequest
-from gateway.app import call, context_of, json_body
+from gateway.app import call, context_of, json_body, json_response
 from gateway.versions import microversion
 
 BASE = "/compute/v2.1"
@@ -195,7 +195,7 @@ async def create_server(request: web.Request) -> web.Response:
         "security_groups": [{"name": "default"}],
         "adminPass": secrets.token_urlsafe(9),
     }
-    return web.json_response({"server": body}, status=202, headers={"Location": body["links"][0]["href"]})
+    return json_response({"server": body}, status=202, headers={"Location": body["links"][0]["href"]})
 
 
 def _list_query(request: web.Request) -> dict[str, Any]:
@@ -216,14 +216,14 @@ def _list_query(request: web.Request) -> dict[str, Any]:
 async def list_servers(request: web.Request) -> web.Response:
     query = _list_query(request)
     instances = await call(request, "conductor.list_instances", query)
-    return web.json_response(_page(request, query, [server_summary(request, i) for i in instances]))
+    return json_response(_page(request, query, [server_summary(request, i) for i in instances]))
 
 
 async def list_servers_detail(request: web.Request) -> web.Response:
     query = _list_query(request)
     instances = await call(request, "conductor.list_instances", query)
     volumes = await _volumes_by_server(request)
-    return web.json_response(
+    return json_response(
         _page(request, query, [server_detail(request, i, volumes.get(i["id"], [])) for i in instances])
     )
 
@@ -251,7 +251,7 @@ async def show_server(request: web.Request) -> web.Response:
         request, "conductor.get_instance", {"instance_uuid": request.match_info["server_id"]}
     )
     volumes = await _volumes_by_server(request)
-    return web.json_response({"server": server_detail(request, instance, volumes.get(instance["id"], []))})
+    return json_response({"server": server_detail(request, instance, volumes.get(instance["id"], []))})
 
 
 async def delete_server(request: web.Request) -> web.Response:
@@ -288,7 +288,7 @@ async def server_action(request: web.Request) -> web.Response:
         console = await call(
             request, "conductor.get_console_output", {"instance_uuid": server_id, "length": length}
         )
-        return web.json_response({"output": console["output"]})
+        return json_response({"output": console["output"]})
     else:
         raise InvalidRequest(f"There is no such action: {action}")
     return web.Response(status=202)
@@ -307,7 +307,7 @@ async def list_volume_attachments(request: web.Request) -> web.Response:
     attachments = await call(
         request, "conductor.list_volume_attachments", {"instance_uuid": request.match_info["server_id"]}
     )
-    return web.json_response({"volumeAttachments": [_attachment(a) for a in attachments]})
+    return json_response({"volumeAttachments": [_attachment(a) for a in attachments]})
 
 
 async def attach_volume(request: web.Request) -> web.Response:
@@ -328,7 +328,7 @@ async def attach_volume(request: web.Request) -> web.Response:
         },
         timeout=120,
     )
-    return web.json_response({"volumeAttachment": _attachment(attachment)})
+    return json_response({"volumeAttachment": _attachment(attachment)})
 
 
 async def detach_volume(request: web.Request) -> web.Response:
@@ -361,17 +361,17 @@ def flavor_view(request: web.Request, flavor: dict[str, Any], *, detail: bool) -
 
 async def list_flavors(request: web.Request) -> web.Response:
     flavors = await call(request, "conductor.list_flavors")
-    return web.json_response({"flavors": [flavor_view(request, f, detail=False) for f in flavors]})
+    return json_response({"flavors": [flavor_view(request, f, detail=False) for f in flavors]})
 
 
 async def list_flavors_detail(request: web.Request) -> web.Response:
     flavors = await call(request, "conductor.list_flavors")
-    return web.json_response({"flavors": [flavor_view(request, f, detail=True) for f in flavors]})
+    return json_response({"flavors": [flavor_view(request, f, detail=True) for f in flavors]})
 
 
 async def show_flavor(request: web.Request) -> web.Response:
     flavor = await call(request, "conductor.get_flavor", {"flavor_id": request.match_info["flavor_id"]})
-    return web.json_response({"flavor": flavor_view(request, flavor, detail=True)})
+    return json_response({"flavor": flavor_view(request, flavor, detail=True)})
 
 
 def _keypair(keypair: dict[str, Any], *, full: bool = False) -> dict[str, Any]:
@@ -402,17 +402,17 @@ async def create_keypair(request: web.Request) -> web.Response:
         "conductor.create_keypair",
         {"name": keypair.get("name"), "public_key": keypair.get("public_key")},
     )
-    return web.json_response({"keypair": {**_keypair(created), "user_id": created["user_id"]}})
+    return json_response({"keypair": {**_keypair(created), "user_id": created["user_id"]}})
 
 
 async def list_keypairs(request: web.Request) -> web.Response:
     keypairs = await call(request, "conductor.list_keypairs")
-    return web.json_response({"keypairs": [{"keypair": _keypair(k)} for k in keypairs]})
+    return json_response({"keypairs": [{"keypair": _keypair(k)} for k in keypairs]})
 
 
 async def show_keypair(request: web.Request) -> web.Response:
     keypair = await call(request, "conductor.get_keypair", {"name": request.match_info["name"]})
-    return web.json_response({"keypair": _keypair(keypair, full=True)})
+    return json_response({"keypair": _keypair(keypair, full=True)})
 
 
 async def delete_keypair(request: web.Request) -> web.Response:
@@ -437,7 +437,7 @@ async def limits(request: web.Request) -> web.Response:
         "totalFloatingIpsUsed": 0,
         "totalServerGroupsUsed": 0,
     }
-    return web.json_response({"limits": {"rate": [], "absolute": absolute}})
+    return json_response({"limits": {"rate": [], "absolute": absolute}})
 
 
 def add_routes(app: web.Application) -> None:

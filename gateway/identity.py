@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from bus import Forbidden, InvalidRequest, NotFound, Unauthorized, request_scope
-from gateway.app import BUS, REQUEST_ID, TOKENS, call, context_of, json_body, public
+from gateway.app import BUS, REQUEST_ID, TOKENS, call, context_of, json_body, json_response, public
 
 V3 = "/identity/v3"
 DOMAIN = {"id": "default", "name": "Default"}
@@ -74,7 +74,7 @@ def _url(request: web.Request, *parts: str) -> str:
 
 
 def _collection(request: web.Request, key: str, items: list[dict[str, Any]]) -> web.Response:
-    return web.json_response(
+    return json_response(
         {key: items, "links": {"self": _base(request) + request.path_qs, "next": None, "previous": None}}
     )
 
@@ -302,7 +302,7 @@ def auth_call(auth: Any) -> tuple[str, dict[str, Any]]:
 async def issue_token(request: web.Request) -> web.Response:
     address, body = auth_call(await json_body(request, "auth"))
     issued = await call(request, address, body)
-    return web.json_response(
+    return json_response(
         {"token": token_body(issued, _base(request), "nocatalog" not in request.query)},
         status=201,
         headers={"X-Subject-Token": issued["token"]},
@@ -341,7 +341,7 @@ async def validate_token(request: web.Request) -> web.Response:
         if info["app_cred_id"]
         else None,
     }
-    return web.json_response(
+    return json_response(
         {"token": token_body(issued, _base(request), "nocatalog" not in request.query)},
         headers={"X-Subject-Token": subject},
     )
@@ -350,7 +350,7 @@ async def validate_token(request: web.Request) -> web.Response:
 async def auth_catalog(request: web.Request) -> web.Response:
     """GET /v3/auth/catalog: the catalog for the token's project."""
     ctx = context_of(request)
-    return web.json_response(
+    return json_response(
         {
             "catalog": catalog(_base(request), ctx.project_id),
             "links": {"self": _url(request, "auth", "catalog")},
@@ -406,7 +406,7 @@ async def get_domain(request: web.Request) -> web.Response:
     _require_admin(request)
     if request.match_info["domain_id"] != DOMAIN["id"]:
         raise NotFound(f"Could not find domain: {request.match_info['domain_id']}.")
-    return web.json_response({"domain": _domain_view(request)})
+    return json_response({"domain": _domain_view(request)})
 
 
 def _domain_view(request: web.Request) -> dict[str, Any]:
@@ -445,12 +445,12 @@ def _crud(kind: str, view: View, fields: tuple[str, ...], filters: tuple[str, ..
         if kind == "user" and body.get("default_project_id"):
             args["default_project"] = body["default_project_id"]
         row = await call(request, f"token.create_{kind}", args)
-        return web.json_response({kind: view(request, row)}, status=201)
+        return json_response({kind: view(request, row)}, status=201)
 
     async def get(request: web.Request) -> web.Response:
         _require_admin(request)
         row = await call(request, f"token.get_{kind}", {id_key: request.match_info[id_key]})
-        return web.json_response({kind: view(request, row)})
+        return json_response({kind: view(request, row)})
 
     async def update(request: web.Request) -> web.Response:
         _require_admin(request)
@@ -464,7 +464,7 @@ def _crud(kind: str, view: View, fields: tuple[str, ...], filters: tuple[str, ..
             if value is None:
                 raise InvalidRequest(f"{key} cannot be null")
         row = await call(request, f"token.update_{kind}", args)
-        return web.json_response({kind: view(request, row)})
+        return json_response({kind: view(request, row)})
 
     async def delete(request: web.Request) -> web.Response:
         _require_admin(request)
@@ -509,13 +509,13 @@ async def create_role(request: web.Request) -> web.Response:
     _require_admin(request)
     body = await json_body(request, "role")
     role = await call(request, "token.create_role", _only(body, "name", "description"))
-    return web.json_response({"role": role_view(request, role)}, status=201)
+    return json_response({"role": role_view(request, role)}, status=201)
 
 
 async def get_role(request: web.Request) -> web.Response:
     _require_admin(request)
     role = await call(request, "token.get_role", {"role_id": request.match_info["role_id"]})
-    return web.json_response({"role": role_view(request, role)})
+    return json_response({"role": role_view(request, role)})
 
 
 # -- role assignments -------------------------------------------------------------------------
@@ -596,7 +596,7 @@ async def create_app_cred(request: web.Request) -> web.Response:
         "token.create_application_credential",
         _only(body, "name", "secret", "description", "expires_at", "roles"),
     )
-    return web.json_response({"application_credential": app_cred_view(request, created)}, status=201)
+    return json_response({"application_credential": app_cred_view(request, created)}, status=201)
 
 
 async def list_app_creds(request: web.Request) -> web.Response:
@@ -615,7 +615,7 @@ async def app_cred(request: web.Request) -> web.Response:
         await call(request, "token.delete_application_credential", args)
         return _no_content()
     cred = await call(request, "token.get_application_credential", args)
-    return web.json_response({"application_credential": app_cred_view(request, cred)})
+    return json_response({"application_credential": app_cred_view(request, cred)})
 
 
 # -- routes -----------------------------------------------------------------------------------

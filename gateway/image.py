@@ -16,7 +16,7 @@ from aiohttp import StreamReader, web
 
 from actors.image import CONTAINER_FORMATS, DISK_FORMATS, STATUSES, VISIBILITIES
 from bus import AiostackError, Conflict, Forbidden, InvalidRequest, NotFound
-from gateway.app import REQUEST_ID, call, json_body, public
+from gateway.app import REQUEST_ID, call, json_body, json_response, public
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ def image_view(image: dict[str, Any]) -> dict[str, Any]:
 async def versions(request: web.Request) -> web.Response:
     """The image API's version document (where clients discover ``/v2``)."""
     base = f"{request.scheme}://{request.host}/image/v2/"
-    return web.json_response(
+    return json_response(
         {"versions": [{"id": "v2.9", "status": "CURRENT", "links": [{"rel": "self", "href": base}]}]},
         status=300,
     )
@@ -84,7 +84,7 @@ async def list_images(request: web.Request) -> web.Response:
     }
     if images and len(images) == limit:
         body["next"] = "/v2/images?" + urlencode({"marker": images[-1]["id"], "limit": limit, **filters})
-    return web.json_response(body)
+    return json_response(body)
 
 
 async def create_image(request: web.Request) -> web.Response:
@@ -102,14 +102,14 @@ async def create_image(request: web.Request) -> web.Response:
     if properties:
         args["properties"] = properties
     image = await call(request, "image.create", args)
-    return web.json_response(
+    return json_response(
         image_view(image), status=201, headers={"Location": f"/image/v2/images/{image['id']}"}
     )
 
 
 async def show_image(request: web.Request) -> web.Response:
     image = await call(request, "image.get", {"image_id": request.match_info["image_id"]})
-    return web.json_response(image_view(image))
+    return json_response(image_view(image))
 
 
 async def delete_image(request: web.Request) -> web.Response:
@@ -234,12 +234,12 @@ IMAGE_SCHEMA = {
 @public
 async def image_schema(request: web.Request) -> web.Response:
     """Glance's JSON schema of an image (clients that validate or build forms read it)."""
-    return web.json_response(IMAGE_SCHEMA)
+    return json_response(IMAGE_SCHEMA)
 
 
 @public
 async def images_schema(request: web.Request) -> web.Response:
-    return web.json_response(
+    return json_response(
         {
             "name": "images",
             "properties": {

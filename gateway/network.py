@@ -16,7 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from bus import InvalidRequest
-from gateway.app import call, json_body, public
+from gateway.app import call, json_body, json_response, public
 
 BASE = "/network/v2.0"
 
@@ -152,24 +152,24 @@ class Collection:
         shown = request.query.getall("fields", [])
         if shown:
             records = [{key: record[key] for key in shown if key in record} for record in records]
-        return web.json_response({resource.plural: records})
+        return json_response({resource.plural: records})
 
     async def create(self, request: web.Request) -> web.Response:
         singular = self.resource.singular
         arguments = _arguments(await json_body(request, singular), self.resource.create)
         record = await call(request, f"net.create_{singular}", arguments)
-        return web.json_response({singular: record}, status=201)
+        return json_response({singular: record}, status=201)
 
     async def show(self, request: web.Request) -> web.Response:
         singular = self.resource.singular
         record = await call(request, f"net.get_{singular}", self._ident(request))
-        return web.json_response({singular: record})
+        return json_response({singular: record})
 
     async def update(self, request: web.Request) -> web.Response:
         singular = self.resource.singular
         arguments = _arguments(await json_body(request, singular), self.resource.update)
         record = await call(request, f"net.update_{singular}", {**self._ident(request), **arguments})
-        return web.json_response({singular: record})
+        return json_response({singular: record})
 
     async def delete(self, request: web.Request) -> web.Response:
         await call(request, f"net.delete_{self.resource.singular}", self._ident(request))
@@ -180,7 +180,7 @@ class Collection:
 async def versions(request: web.Request) -> web.Response:
     """The network API's version document (where clients discover ``/v2.0``)."""
     href = f"{request.scheme}://{request.host}{BASE}/"
-    return web.json_response(
+    return json_response(
         {"versions": [{"id": "v2.0", "status": "CURRENT", "links": [{"rel": "self", "href": href}]}]}
     )
 

@@ -18,7 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from actors.image import CONTAINER_FORMATS, DISK_FORMATS, STATUSES, VISIBILITIES
-from gateway.app import error_body, public, service_of
+from gateway.app import error_body, json_response, public, service_of
 from gateway.network import RESOURCES, Resource
 from gateway.versions import RANGES
 
@@ -1080,7 +1080,7 @@ def openapi_document(app: web.Application) -> dict[str, Any]:
 @public
 async def openapi_json(request: web.Request) -> web.Response:
     """``GET /openapi.json``: this app's document."""
-    return web.json_response(openapi_document(request.app))
+    return json_response(openapi_document(request.app))
 
 
 def add_routes(app: web.Application) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from bus import InvalidRequest
-from gateway.app import Handler, public, service_of
+from gateway.app import Handler, json_response, public, service_of
 
 MICROVERSION = web.RequestKey("microversion", tuple)
 UPDATED = "2026-11-01T00:00:00Z"
@@ -136,32 +136,32 @@ def _volume_v3(request: web.Request) -> dict[str, Any]:
 
 @public
 async def identity_versions(request: web.Request) -> web.Response:
-    return web.json_response({"versions": {"values": [_identity_v3(request)]}}, status=300)
+    return json_response({"versions": {"values": [_identity_v3(request)]}}, status=300)
 
 
 @public
 async def identity_v3(request: web.Request) -> web.Response:
-    return web.json_response({"version": _identity_v3(request)})
+    return json_response({"version": _identity_v3(request)})
 
 
 @public
 async def compute_versions(request: web.Request) -> web.Response:
-    return web.json_response({"versions": [_compute_v21(request)]})
+    return json_response({"versions": [_compute_v21(request)]})
 
 
 @public
 async def compute_v21(request: web.Request) -> web.Response:
-    return web.json_response({"version": _compute_v21(request)})
+    return json_response({"version": _compute_v21(request)})
 
 
 @public
 async def volume_versions(request: web.Request) -> web.Response:
-    return web.json_response({"versions": [_volume_v3(request)]}, status=300)
+    return json_response({"versions": [_volume_v3(request)]}, status=300)
 
 
 @public
 async def volume_v3(request: web.Request) -> web.Response:
-    return web.json_response({"version": _volume_v3(request)})
+    return json_response({"version": _volume_v3(request)})
 
 
 def add_routes(app: web.Application) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from bus import Forbidden
-from gateway.app import call, context_of, json_body
+from gateway.app import call, context_of, json_body, json_response
 
 VOLUMES = "/volume/v3/{project_id}/volumes"
 SHOWN = (
@@ -78,13 +78,13 @@ async def list_volumes(request: web.Request) -> web.Response:
         {"id": volume["id"], "name": volume["name"], "links": _links(request, project_id, volume["id"])}
         for volume in volumes
     ]
-    return web.json_response({"volumes": summaries})
+    return json_response({"volumes": summaries})
 
 
 async def list_volume_details(request: web.Request) -> web.Response:
     """GET .../volumes/detail: the full volumes."""
     project_id, volumes = await _list(request)
-    return web.json_response({"volumes": [_view(request, project_id, volume) for volume in volumes]})
+    return json_response({"volumes": [_view(request, project_id, volume) for volume in volumes]})
 
 
 async def create_volume(request: web.Request) -> web.Response:
@@ -96,14 +96,14 @@ async def create_volume(request: web.Request) -> web.Response:
         {key: body[key] for key in ("name", "description", "metadata") if body.get(key) is not None}
     )
     volume = await call(request, "volume.create", arguments)
-    return web.json_response({"volume": _view(request, project_id, volume)}, status=202)
+    return json_response({"volume": _view(request, project_id, volume)}, status=202)
 
 
 async def show_volume(request: web.Request) -> web.Response:
     """GET .../volumes/{volume_id}."""
     project_id = _project(request, "get")
     volume = await call(request, "volume.get", {"volume_id": request.match_info["volume_id"]})
-    return web.json_response({"volume": _view(request, project_id, volume)})
+    return json_response({"volume": _view(request, project_id, volume)})
 
 
 async def update_volume(request: web.Request) -> web.Response:
@@ -112,7 +112,7 @@ async def update_volume(request: web.Request) -> web.Response:
     body = await json_body(request, "volume")
     arguments = {key: body[key] for key in ("name", "description") if body.get(key) is not None}
     volume = await call(request, "volume.update", {"volume_id": request.match_info["volume_id"], **arguments})
-    return web.json_response({"volume": _view(request, project_id, volume)})
+    return json_response({"volume": _view(request, project_id, volume)})
 
 
 async def delete_volume(request: web.Request) -> web.Response:
