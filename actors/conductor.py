@@ -102,6 +102,10 @@ MIGRATIONS = [
     CREATE INDEX instance_action_events_action ON instance_action_events(action_id);
     """,
     keypairs.MIGRATION,
+    # 5: admins' all-projects pages walk every live instance newest first
+    """
+    CREATE INDEX instances_listing ON instances(deleted, created_at, uuid);
+    """,
 ]
 
 DEFAULT_FLAVORS = (
