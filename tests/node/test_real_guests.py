@@ -81,7 +81,18 @@ async def _qemu_cloud(
     async with Client(gateway_url) as client:
         await client.login("demo", DEMO_PASSWORD, "demo")
         images = await register_test_guest(client, test_guest, name="test-guest")
-        yield QemuCloud(client, node, images)
+        try:
+            yield QemuCloud(client, node, images)
+        finally:
+            await remove_guests(node)
+
+
+async def remove_guests(node: NodeActor) -> None:
+    """What a failed test left on the system libvirtd must not run on into the next tests."""
+    if node.conn is None:
+        return
+    for row in await node.store.fetchall("SELECT uuid FROM domains"):
+        await node._remove_orphan(row["uuid"])
 
 
 @pytest.fixture
