@@ -125,7 +125,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     if getattr(handler, "aiostack_public", False) or request.method == "OPTIONS":
         return await handler(request)
-    token = request.headers.get("X-Auth-Token") or request.query.get("token")
+    token = request.headers.get("X-Auth-Token")
+    if not token and request.path == "/ws":  # browsers' WebSockets cannot set headers
+        token = request.query.get("token")
     if not token:
         raise Unauthorized("The request you have made requires authentication (X-Auth-Token missing).")
     ctx = (await request.app[TOKENS].validate(token)).context

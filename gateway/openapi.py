@@ -1042,6 +1042,8 @@ def openapi_document(app: web.Application) -> dict[str, Any]:
         }
         if getattr(route.handler, "aiostack_public", False):
             described["security"] = []
+        elif path == "/ws":
+            described["security"] = [{"AuthToken": []}, {"AuthTokenQuery": []}]
         paths.setdefault(path, {})[method.lower()] = described
     return {
         "openapi": "3.1.0",
@@ -1069,11 +1071,11 @@ def openapi_document(app: web.Application) -> dict[str, Any]:
                     "type": "apiKey",
                     "in": "query",
                     "name": "token",
-                    "description": "The same token in the query, for WebSocket clients that set no headers.",
+                    "description": "The token in the query: /ws only (browser WebSockets set no headers).",
                 },
             },
         },
-        "security": [{"AuthToken": []}, {"AuthTokenQuery": []}],
+        "security": [{"AuthToken": []}],
     }
 
 

@@ -97,3 +97,14 @@ async def test_glance_schemas_describe_every_field_an_image_shows(api: Api, clou
     assert image["status"] in schema["properties"]["status"]["enum"]
     status, images_schema = await api.get("/image/v2/schemas/images")
     assert status == 200 and images_schema["properties"]["images"]["items"] == schema
+
+
+async def test_a_token_in_the_query_counts_only_for_the_event_socket(
+    api: Api, cloud, gateway_url: str
+) -> None:
+    token = await api.login()
+    api.headers = {}
+    status, _ = await api.get(f"/compute/v2.1/flavors?token={token}")
+    assert status == 401
+    async with api.session.ws_connect(f"{gateway_url}/ws?token={token}") as ws:
+        assert not ws.closed
