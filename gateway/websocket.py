@@ -47,8 +47,8 @@ from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from yarl import URL
 
-from bus import BadMessage, Bus, InvalidRequest, decode
-from gateway.app import BUS, context_of, error_body, service_of
+from bus import BadMessage, Bus, InvalidRequest, Unauthorized, decode
+from gateway.app import BUS, TOKENS, context_of, error_body, service_of
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,8 @@ RING_SIZE = 4096
 QUEUE_LIMIT = 1024
 CLOSE_SLOW_CONSUMER = 4008
 CLOSE_RESUME_EXPIRED = 4010
+CLOSE_TOKEN_INVALID = 4001
+TOKEN_RECHECK = 5.0  # seconds between checks that the socket's token still holds (revoked, expired)
 HUB = web.AppKey("event_hub", "EventHub")
 EVENT_QUEUE_LIMIT = web.AppKey("event_queue_limit", int)
 SOCKETS = web.AppKey("event_sockets", weakref.WeakSet)
@@ -450,7 +452,11 @@ async def events_socket(request: web.Request) -> web.WebSocketResponse:
         await ws.prepare(request)
         request.app[SOCKETS].add(ws)
         subscriber.sender = asyncio.create_task(_serve(ws, hub, subscriber, since, first_seq, last_seq))
-        tasks = [subscriber.sender, asyncio.create_task(_read_requests(ws, relay))]
+        tasks = [
+            subscriber.sender,
+            asyncio.create_task(_read_requests(ws, relay)),
+            asyncio.create_task(_close_when_token_ends(ws, request)),
+        ]
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         if subscriber.overflowed:
             await _cut_off(ws, subscriber)
@@ -463,6 +469,21 @@ async def events_socket(request: web.Request) -> web.WebSocketResponse:
                 log.error("event socket failed: %r", outcome)
         await relay.close()
     return ws
+
+
+async def _close_when_token_ends(ws: web.WebSocketResponse, request: web.Request) -> None:
+    """Events stop when the socket's token is revoked or expires: checked every ``TOKEN_RECHECK``
+    seconds (the validator's cache learns of revocations at once), then the socket is closed 4001."""
+    token = context_of(request).token or ""
+    while True:
+        await asyncio.sleep(TOKEN_RECHECK)
+        try:
+            await request.app[TOKENS].validate(token)
+        except Unauthorized as exc:
+            with contextlib.suppress(Exception):
+                await ws.send_json({"type": "token_invalid", "message": str(exc)})
+                await ws.close(code=CLOSE_TOKEN_INVALID, message=b"token revoked or expired")
+            return
 
 
 async def _read_requests(ws: web.WebSocketResponse, relay: RequestRelay) -> None:

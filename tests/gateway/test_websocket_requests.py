@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -156,3 +157,20 @@ async def test_requests_in_flight_are_bounded(socket: Socket, monkeypatch: pytes
     assert set(statuses) == {200, 429} and statuses[:2] == [200, 200]
     too_many = next(socket.answers[i] for i in ids if socket.answers[i]["status"] == 429)
     assert too_many["body"]["overLimit"]["code"] == 429
+
+
+async def test_a_socket_whose_token_is_revoked_is_closed(
+    api: Api, gateway_url: str, cloud, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(gateway.websocket, "TOKEN_RECHECK", 0.2)
+    await api.login()
+    token = api.headers["X-Auth-Token"]
+    async with api.session.ws_connect(f"{gateway_url}/ws", headers=api.headers) as ws:
+        socket = Socket(ws)
+        assert (await socket.next_frame())["type"] == "subscribed"
+        await api.delete("/identity/v3/auth/tokens", headers={"X-Subject-Token": token})
+        frames = []
+        async with asyncio.timeout(10):
+            while (message := await ws.receive()).type == aiohttp.WSMsgType.TEXT:
+                frames.append(json.loads(message.data)["type"])
+        assert "token_invalid" in frames and ws.close_code == gateway.websocket.CLOSE_TOKEN_INVALID
