@@ -123,6 +123,15 @@ MIGRATIONS = [
     ALTER TABLE ports ADD COLUMN binding_vif_type TEXT NOT NULL DEFAULT 'unbound';
     ALTER TABLE ports ADD COLUMN binding_vif_details TEXT NOT NULL DEFAULT '{}';
     """,
+    # 4: Neutron's standard attributes: a description and a revision number bumped by every update.
+    """
+    ALTER TABLE networks ADD COLUMN description TEXT NOT NULL DEFAULT '';
+    ALTER TABLE networks ADD COLUMN revision_number INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE subnets ADD COLUMN description TEXT NOT NULL DEFAULT '';
+    ALTER TABLE subnets ADD COLUMN revision_number INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE ports ADD COLUMN description TEXT NOT NULL DEFAULT '';
+    ALTER TABLE ports ADD COLUMN revision_number INTEGER NOT NULL DEFAULT 1;
+    """,
 ]
 
 # Keep ip_free (see MIGRATIONS[1]) in step with ip_allocations, whatever changes it (an ON
@@ -202,6 +211,7 @@ _PORT_DEFAULTS = {
     "binding_vif_type": "unbound",
     "binding_vif_details": "{}",
     "created_for_instance": False,
+    "description": "",
 }
 MTU_RANGE = range(68, 9001)
 MAC_PREFIX = "fa:16:3e:"
@@ -210,8 +220,11 @@ _MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 _TYPE_NAMES = {str: "string", bool: "boolean", int: "integer", list: "list"}
 _BOOLEANS = frozenset(("shared", "admin_state_up", "router:external", "enable_dhcp"))
 _JSON = frozenset(
-    ("subnets", "allocation_pools", "dns_nameservers", "host_routes", "fixed_ips", "binding:vif_details")
-)
+    (
+        "subnets", "allocation_pools", "dns_nameservers", "host_routes", "fixed_ips", "binding:vif_details",
+        "security_groups", "binding:profile",
+    )
+)  # fmt: skip
 VIF_TYPES = ("bridge", "user", "unbound", "binding_failed")
 
 
@@ -243,6 +256,8 @@ PORT = Kind(
     "  FROM ip_allocations a WHERE a.port_id = r.id) AS fixed_ips,"
     ' r.device_id, r.device_owner, r.admin_state_up, r.binding_host AS "binding:host_id",'
     ' r.binding_vif_type AS "binding:vif_type", r.binding_vif_details AS "binding:vif_details",'
+    " r.description, r.revision_number, '[]' AS security_groups, 'normal' AS \"binding:vnic_type\","
+    " '{}' AS \"binding:profile\","
     " CASE WHEN r.admin_state_up AND r.device_id != '' AND r.binding_host != '' THEN 'ACTIVE'"
     "  ELSE 'DOWN' END AS status, r.created_at, r.updated_at FROM ports r",
     "0",
@@ -292,11 +307,14 @@ def _where(conditions: dict[str, Any]) -> tuple[str, list[Any]]:
 
 
 def _record(row: dict[str, Any]) -> dict[str, Any]:
-    """A row of a ``Kind.select`` query with its booleans and JSON lists decoded."""
-    return {
+    """A row of a ``Kind.select`` query with its booleans and JSON lists decoded (and Neutron's
+    ``tags``, always empty: tagging is not built)."""
+    record = {
         key: bool(value) if key in _BOOLEANS else from_json(value, []) if key in _JSON else value
         for key, value in row.items()
     }
+    record["tags"] = []
+    return record
 
 
 def _ip(field: str, value: Any) -> IPv4Address:
@@ -412,6 +430,12 @@ def _port_record(row: dict[str, Any], fixed_ips: list[dict[str, str]]) -> dict[s
         "binding:host_id": row["binding_host"],
         "binding:vif_type": row["binding_vif_type"],
         "binding:vif_details": from_json(row["binding_vif_details"], {}),
+        "binding:vnic_type": "normal",
+        "binding:profile": {},
+        "security_groups": [],
+        "description": row["description"],
+        "revision_number": row.get("revision_number", 1),  # a new row has the column's default
+        "tags": [],
         "status": "ACTIVE" if up and row["device_id"] and row["binding_host"] else "DOWN",
         "created_at": row["created_at"],
         "updated_at": row["updated_at"],
@@ -453,7 +477,12 @@ async def _insert_subnet(db: Db, subnet: dict[str, Any]) -> None:
 async def _update(db: Db, table: str, row_id: str, changes: dict[str, Any]) -> None:
     """Set the changes that are not None, and ``updated_at``."""
     used = {column: value for column, value in changes.items() if value is not None}
-    assignments = ", ".join(f"{column} = :{column}" for column in [*used, "updated_at"])
+    assignments = ", ".join(
+        [
+            *(f"{column} = :{column}" for column in [*used, "updated_at"]),
+            "revision_number = revision_number + 1",
+        ]
+    )
     await db.execute(
         f"UPDATE {table} SET {assignments} WHERE id = :id", {**used, "updated_at": utcnow(), "id": row_id}
     )
@@ -600,14 +629,19 @@ class NetActor(Actor):
 
     @handler(policy="network:write")
     async def create_network(
-        self, name: str = "", shared: bool = False, admin_state_up: bool = True, mtu: int = 1500
+        self,
+        name: str = "",
+        shared: bool = False,
+        admin_state_up: bool = True,
+        mtu: int = 1500,
+        description: str = "",
     ) -> dict[str, Any]:
         """A network of the caller's project.
 
         :raises InvalidRequest: a field of the wrong type, an MTU outside 68..9000.
         :raises Forbidden: a member asked for a shared network.
         """
-        _check(str, name=name)
+        _check(str, name=name, description=description)
         _check(bool, shared=shared, admin_state_up=admin_state_up)
         _check(int, mtu=mtu)
         if mtu not in MTU_RANGE:
@@ -617,7 +651,8 @@ class NetActor(Actor):
         network_id = new_uuid()
         async with self._writing() as db:
             network = {"id": network_id, "name": name, "project_id": _caller_project(), "shared": shared}
-            await _insert(db, "networks", {**network, "admin_state_up": admin_state_up, "mtu": mtu})
+            row = {**network, "admin_state_up": admin_state_up, "mtu": mtu, "description": description}
+            await _insert(db, "networks", row)
             return await self._get(NETWORK, network_id, None, db)
 
     @handler(policy="network:read")
@@ -643,7 +678,11 @@ class NetActor(Actor):
 
     @handler(policy="network:write")
     async def update_network(
-        self, network_id: str, name: str | None = None, admin_state_up: bool | None = None
+        self,
+        network_id: str,
+        name: str | None = None,
+        admin_state_up: bool | None = None,
+        description: str | None = None,
     ) -> dict[str, Any]:
         """Rename a network or set its admin state.
 
@@ -651,12 +690,13 @@ class NetActor(Actor):
         :raises Forbidden: another project's shared network.
         :raises InvalidRequest: a field of the wrong type.
         """
-        _check(str, optional=True, name=name)
+        _check(str, optional=True, name=name, description=description)
         _check(bool, optional=True, admin_state_up=admin_state_up)
         scope = _scope()
         async with self._writing() as db:
             await self._get(NETWORK, network_id, scope, db, owned=True)
-            await _update(db, "networks", network_id, {"name": name, "admin_state_up": admin_state_up})
+            changes = {"name": name, "admin_state_up": admin_state_up, "description": description}
+            await _update(db, "networks", network_id, changes)
             return await self._get(NETWORK, network_id, None, db)
 
     @handler(policy="network:write")
@@ -694,6 +734,7 @@ class NetActor(Actor):
         ip_version: int = 4,
         enable_dhcp: bool = True,
         dns_nameservers: list[str] | None = None,
+        description: str = "",
     ) -> dict[str, Any]:
         """A subnet of a network of the caller's project.
 
@@ -702,6 +743,7 @@ class NetActor(Actor):
         :raises Forbidden: another project's shared network.
         """
         _check(bool, enable_dhcp=enable_dhcp)
+        _check(str, description=description)
         dns = _nameservers(dns_nameservers)
         scope = _scope()
         async with self._writing() as db:
@@ -713,7 +755,8 @@ class NetActor(Actor):
                         f"Invalid input for operation: Requested subnet with cidr: {subnet['cidr']} for"
                         f" network: {network_id} overlaps with another subnet."
                     )
-            await _insert_subnet(db, {**subnet, "enable_dhcp": enable_dhcp, "dns_nameservers": dns})
+            extra = {"enable_dhcp": enable_dhcp, "dns_nameservers": dns, "description": description}
+            await _insert_subnet(db, {**subnet, **extra})
             return await self._get(SUBNET, subnet["id"], None, db)
 
     @handler(policy="network:read")
@@ -805,6 +848,7 @@ class NetActor(Actor):
         device_id: str = "",
         device_owner: str = "",
         admin_state_up: bool = True,
+        description: str = "",
     ) -> dict[str, Any]:
         """A port of the caller's project on a network it sees, with the lowest free address of the
         network unless ``fixed_ips`` (``[{subnet_id?, ip_address?}]``) asks for others.
@@ -813,10 +857,15 @@ class NetActor(Actor):
         :raises InvalidRequest: a field of the wrong type, a bad MAC, an address not on the network.
         :raises Conflict: no free address, or the MAC or an asked address is taken.
         """
-        _check(str, name=name, device_id=device_id, device_owner=device_owner)
+        _check(str, name=name, device_id=device_id, device_owner=device_owner, description=description)
         _check(bool, admin_state_up=admin_state_up)
         scope = _scope()
-        port = {"name": name, "device_id": device_id, "device_owner": device_owner}
+        port = {
+            "name": name,
+            "device_id": device_id,
+            "device_owner": device_owner,
+            "description": description,
+        }
         port |= {
             "project_id": _caller_project(),
             "mac_address": mac_address,
@@ -854,9 +903,10 @@ class NetActor(Actor):
         device_owner: str | None = None,
         binding_host: str | None = None,
         admin_state_up: bool | None = None,
+        description: str | None = None,
     ) -> dict[str, Any]:
-        """Change a port's name, device, binding host or admin state; a port is ACTIVE while it is
-        up with a device and a binding host, else DOWN.
+        """Change a port's name, device, binding host, admin state or description; a port is ACTIVE
+        while it is up with a device and a binding host, else DOWN.
 
         :raises NotFound: none, or another project's.
         :raises InvalidRequest: a field of the wrong type.
@@ -866,6 +916,7 @@ class NetActor(Actor):
             "device_id": device_id,
             "device_owner": device_owner,
             "binding_host": binding_host,
+            "description": description,
         }
         _check(str, optional=True, **changes)
         _check(bool, optional=True, admin_state_up=admin_state_up)

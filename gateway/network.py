@@ -48,14 +48,23 @@ def _same(*names: str) -> dict[str, str]:
     return {name: name for name in names}
 
 
-_COMMON = ("id", "name", "project_id", "tenant_id", "created_at", "updated_at")
+_COMMON = (
+    "id",
+    "name",
+    "project_id",
+    "tenant_id",
+    "created_at",
+    "updated_at",
+    "description",
+    "revision_number",
+)
 RESOURCES = (
     Resource(
         "network",
         "networks",
         frozenset((*_COMMON, "shared", "status", "admin_state_up", "mtu", "router:external")),
-        create=_same("name", "shared", "admin_state_up", "mtu"),
-        update=_same("name", "admin_state_up"),
+        create=_same("name", "shared", "admin_state_up", "mtu", "description"),
+        update=_same("name", "admin_state_up", "description"),
         filters={"name": str, "shared": _boolean, "project_id": str},
     ),
     Resource(
@@ -71,6 +80,7 @@ RESOURCES = (
             "ip_version",
             "enable_dhcp",
             "dns_nameservers",
+            "description",
         ),
         filters={"network_id": str},
     ),
@@ -92,10 +102,17 @@ RESOURCES = (
             ),
         ),
         create=_same(
-            "network_id", "name", "mac_address", "fixed_ips", "device_id", "device_owner", "admin_state_up"
+            "network_id",
+            "name",
+            "mac_address",
+            "fixed_ips",
+            "device_id",
+            "device_owner",
+            "admin_state_up",
+            "description",
         ),
         update={
-            **_same("name", "device_id", "device_owner", "admin_state_up"),
+            **_same("name", "device_id", "device_owner", "admin_state_up", "description"),
             "binding:host_id": "binding_host",
         },
         filters={"network_id": str, "device_id": str, "device_owner": str},

@@ -145,6 +145,7 @@ _NETWORK_FIELD_TYPES: dict[str, Schema] = {
     "device_id": STRING,
     "device_owner": STRING,
     "binding:host_id": STRING,
+    "description": STRING,
 }
 _NETWORK_CREATE_REQUIRED = {"network": (), "subnet": ("network_id", "cidr"), "port": ("network_id",)}
 _NEUTRON_COMMON = {
@@ -154,6 +155,9 @@ _NEUTRON_COMMON = {
     "tenant_id": STRING,
     "created_at": TIME,
     "updated_at": TIME,
+    "description": STRING,
+    "revision_number": INTEGER,
+    "tags": STRINGS,
 }
 
 SCHEMAS: dict[str, Schema] = {
@@ -530,6 +534,9 @@ SCHEMAS: dict[str, Schema] = {
             "binding:host_id": STRING,
             "binding:vif_type": {"enum": ["bridge", "user", "unbound", "binding_failed"]},
             "binding:vif_details": {"type": "object"},
+            "binding:vnic_type": {"const": "normal"},
+            "binding:profile": {"type": "object"},
+            "security_groups": STRINGS,
         }
     ),
     # volume

@@ -212,7 +212,9 @@ async def test_several_test_driver_nodes_can_share_one_process(tmp_path) -> None
             cloud.nats_url, credentials=tmp_path / "credentials" / "admin.json"
         ) as bus:
             pids = {(await bus.call(f"node.node-{n}.ping", timeout=20))["pid"] for n in (1, 2, 3)}
-            hosts = {h["host"]: h for h in await bus.call("scheduler.list_hosts")}
+            async with asyncio.timeout(20):  # each node's first heartbeat may still be on its way
+                while len(hosts := {h["host"]: h for h in await bus.call("scheduler.list_hosts")}) < 3:
+                    await asyncio.sleep(0.1)
         assert len(pids) == 1
         assert sorted(hosts) == ["node-1", "node-2", "node-3"]
 

@@ -17,6 +17,7 @@ ADMIN_PASSWORD, DEMO_PASSWORD = "admin-secret", "demo-secret"  # as tests/confte
 PORT_KEYS = {
     "id", "name", "network_id", "project_id", "tenant_id", "mac_address", "fixed_ips", "device_id",
     "device_owner", "status", "admin_state_up", "binding:host_id", "binding:vif_type", "binding:vif_details",
+    "binding:vnic_type", "binding:profile", "security_groups", "description", "revision_number", "tags",
     "created_at", "updated_at",
 }  # fmt: skip
 
@@ -227,3 +228,21 @@ async def test_bad_requests_answer_in_neutron_format_and_change_nothing(
 async def test_requests_without_a_token_are_refused(api: Any, demo: Any) -> None:
     status, body = await api.get(NETWORKS, headers={"X-Auth-Token": ""})
     assert status == 401 and neutron_error(body)
+
+
+async def test_standard_attributes_description_and_revision_number_follow_updates(demo: Any) -> None:
+    network = await create(demo, NETWORKS, "network", {"name": "rev", "description": "first"})
+    assert (network["description"], network["revision_number"], network["tags"]) == ("first", 1, [])
+    status, body = await demo.put(f"{NETWORKS}/{network['id']}", {"network": {"description": "second"}})
+    assert status == 200 and body["network"]["description"] == "second"
+    assert body["network"]["revision_number"] == 2
+    subnet = await create(
+        demo, SUBNETS, "subnet", {"network_id": network["id"], "cidr": "10.91.0.0/24", "description": "v4"}
+    )
+    assert (subnet["description"], subnet["revision_number"]) == ("v4", 1)
+    port = await create(demo, PORTS, "port", {"network_id": network["id"], "description": "p"})
+    assert port["security_groups"] == [] and port["binding:vnic_type"] == "normal"
+    _, renamed = await demo.put(f"{PORTS}/{port['id']}", {"port": {"name": "p2"}})
+    assert renamed["port"]["revision_number"] == port["revision_number"] + 1
+    status, body = await demo.put(f"{NETWORKS}/{network['id']}", {"network": {"description": 7}})
+    assert status == 400 and "description" in body["NeutronError"]["message"]
