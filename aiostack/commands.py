@@ -157,6 +157,6 @@ async def run_client_command(args: argparse.Namespace) -> int:
             action = "reboot-hard" if args.action == "reboot" and args.hard else args.action
             await client.server_action(args.server, action, wait=args.wait)
             return 0
-        except (ApiError, LookupError) as exc:
+        except ApiError as exc:
             print(f"aiostack: {exc}", file=sys.stderr)
             return 1

@@ -1,4 +1,5 @@
-"""`aiostack image|network|volume|flavor ...`: the other resources, as readable tables.
+"""`aiostack image|network|volume|flavor ...`: the other resources, as readable tables, through the
+SDK's managers (``client.images`` ...).
 
 Uploads show their progress (bytes, percent, MB/s) on stderr while they run.
 """
@@ -6,11 +7,10 @@ Uploads show their progress (bytes, percent, MB/s) on stderr while they run.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,36 +45,24 @@ def add_resource_commands(commands: Any, options: argparse.ArgumentParser) -> No
     flavor.add_subparsers(dest="action", required=True).add_parser("list", help="list flavors")
 
 
-def _find(items: list[dict[str, Any]], name_or_id: str, kind: str) -> dict[str, Any]:
-    for item in items:
-        if name_or_id in (item["id"], item.get("name")):
-            return item
-    raise LookupError(f"no {kind} named {name_or_id!r}")
+def _progress_printer(size: int) -> Callable[[int], None]:
+    """Prints ``sent/size (percent, MB/s)`` on stderr, on one line, as an upload goes."""
+    started = time.monotonic()
 
+    def show(sent: int) -> None:
+        rate = sent / max(time.monotonic() - started, 1e-6) / 1e6
+        percent = 100 * sent / size if size else 100
+        print(f"\r  uploading {sent / 1e6:8.1f} / {size / 1e6:.1f} MB {percent:5.1f}% {rate:6.1f} MB/s",
+              end="", file=sys.stderr, flush=True)  # fmt: skip
 
-async def _chunks_with_progress(path: Path, size: int, chunk: int = 1 << 20) -> AsyncIterator[bytes]:
-    """The file's data, printing ``sent/size (percent, MB/s)`` on stderr as it goes."""
-    started, sent = time.monotonic(), 0
-    file = await asyncio.to_thread(path.open, "rb")
-    try:
-        while data := await asyncio.to_thread(file.read, chunk):
-            sent += len(data)
-            rate = sent / max(time.monotonic() - started, 1e-6) / 1e6
-            percent = 100 * sent / size if size else 100
-            print(f"\r  uploading {sent / 1e6:8.1f} / {size / 1e6:.1f} MB {percent:5.1f}% {rate:6.1f} MB/s",
-                  end="", file=sys.stderr, flush=True)  # fmt: skip
-            yield data
-    finally:
-        file.close()
-        print(file=sys.stderr)
+    return show
 
 
 async def run_resource_command(client: Any, args: argparse.Namespace, print_table: Any) -> int:
     if args.command == "flavor":
-        flavors = (await client.request("GET", "/compute/v2.1/flavors/detail"))["flavors"]
         rows = [
-            {"ID": f["id"], "Name": f["name"], "vCPUs": f["vcpus"], "RAM MB": f["ram"], "Disk GB": f["disk"]}
-            for f in flavors
+            {"ID": f.id, "Name": f.name, "vCPUs": f.vcpus, "RAM MB": f.ram, "Disk GB": f.disk}
+            for f in await client.flavors.list()
         ]
         print_table(rows, ["ID", "Name", "vCPUs", "RAM MB", "Disk GB"])
         return 0
@@ -86,51 +74,32 @@ async def run_resource_command(client: Any, args: argparse.Namespace, print_tabl
 
 
 async def _image(client: Any, args: argparse.Namespace, print_table: Any) -> int:
-    images = (await client.request("GET", "/image/v2/images?limit=1000"))["images"]
     if args.action == "list":
-        rows = [{"ID": i["id"], "Name": i["name"], "Status": i["status"], "Format": i["disk_format"],
-                 "Size": i["size"] or "", "Visibility": i["visibility"]} for i in images]  # fmt: skip
+        images = await client.images.list()
+        rows = [{"ID": i.id, "Name": i.name, "Status": i.status, "Format": i.disk_format,
+                 "Size": i.size or "", "Visibility": i.visibility} for i in images]  # fmt: skip
         print_table(rows, ["ID", "Name", "Status", "Format", "Size", "Visibility"])
         return 0
     if args.action == "delete":
-        await client.request("DELETE", f"/image/v2/images/{_find(images, args.image, 'image')['id']}")
+        await client.images.delete(args.image)
         return 0
-    import aiohttp
-
-    properties = dict(item.split("=", 1) for item in args.property)
-    body = {"name": args.name, "disk_format": args.disk_format, "container_format": args.container_format}
-    image = await client.request("POST", "/image/v2/images", {**body, **properties})
-    size = os.path.getsize(args.file)
-    headers = {"X-Auth-Token": client.token, "Content-Type": "application/octet-stream"}
-    async with (
-        aiohttp.ClientSession() as session,
-        session.put(
-            f"{client.url}/image/v2/images/{image['id']}/file",
-            data=_chunks_with_progress(args.file, size),
-            headers=headers,
-        ) as response,
-    ):
-        if response.status >= 400:
-            print(
-                f"aiostack: upload failed: HTTP {response.status}: {await response.text()}", file=sys.stderr
-            )
-            return 1
-    image = await client.request("GET", f"/image/v2/images/{image['id']}")
-    print_table([{"ID": image["id"], "Name": image["name"], "Status": image["status"], "Size": image["size"],
-                  "Checksum": image["checksum"]}], ["ID", "Name", "Status", "Size", "Checksum"])  # fmt: skip
+    image = await client.images.upload(
+        args.name,
+        args.file,
+        disk_format=args.disk_format,
+        container_format=args.container_format,
+        properties=dict(item.split("=", 1) for item in args.property),
+        progress=_progress_printer(os.path.getsize(args.file)),
+    )
+    print(file=sys.stderr)
+    print_table([{"ID": image.id, "Name": image.name, "Status": image.status, "Size": image.size,
+                  "Checksum": image.checksum}], ["ID", "Name", "Status", "Size", "Checksum"])  # fmt: skip
     return 0
 
 
 async def _network(client: Any, args: argparse.Namespace, print_table: Any) -> int:
     if args.action == "create":
-        network = await client.request("POST", "/network/v2.0/networks", {"network": {"name": args.name}})
-        subnet = {
-            "network_id": network["network"]["id"],
-            "cidr": args.cidr,
-            "ip_version": 4,
-            "name": f"{args.name}-subnet",
-        }
-        await client.request("POST", "/network/v2.0/subnets", {"subnet": subnet})
+        await client.networks.create(args.name, cidr=args.cidr)
     networks = (await client.request("GET", "/network/v2.0/networks"))["networks"]
     subnets = {s["id"]: s["cidr"] for s in (await client.request("GET", "/network/v2.0/subnets"))["subnets"]}
     rows = [{"ID": n["id"], "Name": n["name"], "Subnets": ", ".join(subnets.get(s, s) for s in n["subnets"]),
@@ -140,15 +109,12 @@ async def _network(client: Any, args: argparse.Namespace, print_table: Any) -> i
 
 
 async def _volume(client: Any, args: argparse.Namespace, print_table: Any) -> int:
-    base = f"/volume/v3/{client.project_id}/volumes"
     if args.action == "create":
-        await client.request("POST", base, {"volume": {"name": args.name, "size": args.size}})
+        await client.volumes.create(args.size, args.name, wait=False)
     elif args.action == "delete":
-        volumes = (await client.request("GET", f"{base}/detail"))["volumes"]
-        await client.request("DELETE", f"{base}/{_find(volumes, args.volume, 'volume')['id']}")
-    volumes = (await client.request("GET", f"{base}/detail"))["volumes"]
-    rows = [{"ID": v["id"], "Name": v["name"], "Status": v["status"], "Size GB": v["size"],
-             "Attached to": ", ".join(f"{a['server_id']} on {a['device']}" for a in v["attachments"])}
-            for v in volumes]  # fmt: skip
+        await client.volumes.delete(args.volume, wait=False)
+    rows = [{"ID": v.id, "Name": v.name, "Status": v.status, "Size GB": v.size,
+             "Attached to": ", ".join(f"{a.server_id} on {a.device}" for a in v.attachments)}
+            for v in await client.volumes.list()]  # fmt: skip
     print_table(rows, ["ID", "Name", "Status", "Size GB", "Attached to"])
     return 0

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import os
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 from urllib.parse import urlencode
@@ -518,8 +518,12 @@ class ImageManager(_Manager[Image]):
         container_format: str = "bare",
         visibility: str = "private",
         properties: dict[str, str] | None = None,
+        progress: Callable[[int], None] | None = None,
     ) -> Image:
-        """Create an image (Glance extra ``properties`` too) and stream the file's data into it: active."""
+        """Create an image (Glance extra ``properties`` too) and stream the file's data into it: active.
+
+        ``progress`` is called with the bytes sent so far after each chunk.
+        """
         body = {
             "name": name,
             "disk_format": disk_format,
@@ -531,7 +535,7 @@ class ImageManager(_Manager[Image]):
         image = await client.request("POST", IMAGES, body)
         headers = {"X-Auth-Token": client.token or "", "Content-Type": "application/octet-stream"}
         async with client.session.put(
-            f"{client.url}{IMAGES}/{image['id']}/file", data=_file_chunks(path), headers=headers
+            f"{client.url}{IMAGES}/{image['id']}/file", data=_file_chunks(path, progress), headers=headers
         ) as response:
             if response.status >= 400:
                 answer = await response.json() if response.content_type == "application/json" else None
@@ -544,11 +548,17 @@ class ImageManager(_Manager[Image]):
         await self._client.request("DELETE", f"{IMAGES}/{await self.find_id(image)}")
 
 
-async def _file_chunks(path: str | os.PathLike[str], size: int = 1024 * 1024) -> AsyncIterator[bytes]:
-    """A file's data, read off the event loop."""
+async def _file_chunks(
+    path: str | os.PathLike[str], progress: Callable[[int], None] | None = None, size: int = 1024 * 1024
+) -> AsyncIterator[bytes]:
+    """A file's data, read off the event loop; ``progress`` hears the bytes read so far."""
     file = await asyncio.to_thread(open, path, "rb")
+    sent = 0
     try:
         while chunk := await asyncio.to_thread(file.read, size):
+            sent += len(chunk)
+            if progress is not None:
+                progress(sent)
             yield chunk
     finally:
         file.close()
