@@ -13,25 +13,15 @@ from gateway.app import call, context_of, json_body, json_response
 from gateway.versions import microversion
 
 BASE = "/compute/v2.1"
+# Fields of a server create that Nova has and aiostack accepts without acting on them
+IGNORED_CREATE_FIELDS = (
+    "availability_zone", "security_groups", "config_drive", "OS-DCF:diskConfig", "min_count", "max_count",
+    "accessIPv4", "accessIPv6", "description",
+)  # fmt: skip
 CREATE_FIELDS = {
-    "name",
-    "imageRef",
-    "flavorRef",
-    "networks",
-    "metadata",
-    "key_name",
-    "user_data",
-    "availability_zone",
-    "security_groups",
-    "config_drive",
-    "OS-DCF:diskConfig",
-    "min_count",
-    "max_count",
-    "accessIPv4",
-    "accessIPv6",
-    "description",
-    "block_device_mapping_v2",
-}
+    "name", "imageRef", "flavorRef", "networks", "metadata", "key_name", "user_data",
+    "block_device_mapping_v2", *IGNORED_CREATE_FIELDS,
+}  # fmt: skip
 
 
 def _links(request: web.Request, kind: str, resource_id: str) -> list[dict[str, str]]:

@@ -19,6 +19,7 @@ from aiohttp import web
 
 from actors.image import CONTAINER_FORMATS, DISK_FORMATS, STATUSES, VISIBILITIES
 from gateway.app import error_body, json_response, public, service_of
+from gateway.compute import IGNORED_CREATE_FIELDS
 from gateway.network import RESOURCES, Resource
 from gateway.versions import RANGES
 
@@ -341,20 +342,7 @@ SCHEMAS: dict[str, Schema] = {
                             },
                         ),
                     },
-                    **{
-                        name: {"description": "Accepted and ignored."}
-                        for name in (
-                            "availability_zone",
-                            "security_groups",
-                            "config_drive",
-                            "OS-DCF:diskConfig",
-                            "min_count",
-                            "max_count",
-                            "accessIPv4",
-                            "accessIPv6",
-                            "description",
-                        )
-                    },
+                    **{name: {"description": "Accepted and ignored."} for name in IGNORED_CREATE_FIELDS},
                 },
             )
         }

@@ -104,34 +104,28 @@ def _identity_v3(request: web.Request) -> dict[str, Any]:
     }
 
 
-def _compute_v21(request: web.Request) -> dict[str, Any]:
-    low, high, _ = RANGES["compute"]
+def _microversioned(
+    request: web.Request, service: str, version_id: str, path: str, media: str
+) -> dict[str, Any]:
+    """The version document of a service with microversions: its range from ``RANGES``."""
+    low, high, _ = RANGES[service]
     return {
-        "id": "v2.1",
+        "id": version_id,
         "status": "CURRENT",
         "version": _text(high),
         "min_version": _text(low),
         "updated": UPDATED,
-        "links": [{"rel": "self", "href": f"{_base(request)}/compute/v2.1/"}],
-        "media-types": [
-            {"base": "application/json", "type": "application/vnd.openstack.compute+json;version=2.1"}
-        ],
+        "links": [{"rel": "self", "href": f"{_base(request)}{path}/"}],
+        "media-types": [{"base": "application/json", "type": f"application/vnd.openstack.{media}"}],
     }
+
+
+def _compute_v21(request: web.Request) -> dict[str, Any]:
+    return _microversioned(request, "compute", "v2.1", "/compute/v2.1", "compute+json;version=2.1")
 
 
 def _volume_v3(request: web.Request) -> dict[str, Any]:
-    low, high, _ = RANGES["volume"]
-    return {
-        "id": "v3.0",
-        "status": "CURRENT",
-        "version": _text(high),
-        "min_version": _text(low),
-        "updated": UPDATED,
-        "links": [{"rel": "self", "href": f"{_base(request)}/volume/v3/"}],
-        "media-types": [
-            {"base": "application/json", "type": "application/vnd.openstack.volume+json;version=3"}
-        ],
-    }
+    return _microversioned(request, "volume", "v3.0", "/volume/v3", "volume+json;version=3")
 
 
 @public
