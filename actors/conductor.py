@@ -24,7 +24,6 @@ attached at boot; schema 2 stores them):
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from typing import Any
@@ -45,7 +44,6 @@ from actors.keypairs import KeypairHandlers
 from actors.store import Store, from_json, to_json
 from aiostack.config import Config
 from bus import (
-    TRANSIENT_ERRORS,
     Actor,
     AiostackError,
     Bus,
@@ -566,27 +564,19 @@ class ConductorActor(TaskWatch, KeypairHandlers, Actor):
     ) -> str:
         """Ask the scheduler for a claimed host; while it is away (restarting, or died holding the
         request), ask again until ``schedule_timeout`` has passed (claims are idempotent per instance)."""
-        deadline = time.monotonic() + self.schedule_timeout
-        backoff = 0.2
-        while True:
-            try:
-                placed = await self.bus.call(
-                    "scheduler.select_destinations",
-                    {
-                        "instance_uuid": instance_uuid,
-                        "vcpus": flavor["vcpus"],
-                        "memory_mb": flavor["ram"],
-                        "disk_gb": flavor["disk"],
-                        "exclude_hosts": exclude_hosts,
-                    },
-                    timeout=min(SCHEDULE_ATTEMPT_TIMEOUT, max(1.0, deadline - time.monotonic())),
-                )
-                return placed["host"]
-            except TRANSIENT_ERRORS:
-                if time.monotonic() + backoff > deadline:
-                    raise
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
+        placed = await self.bus.call_patiently(
+            "scheduler.select_destinations",
+            {
+                "instance_uuid": instance_uuid,
+                "vcpus": flavor["vcpus"],
+                "memory_mb": flavor["ram"],
+                "disk_gb": flavor["disk"],
+                "exclude_hosts": exclude_hosts,
+            },
+            within=self.schedule_timeout,
+            attempt_timeout=SCHEDULE_ATTEMPT_TIMEOUT,
+        )
+        return placed["host"]
 
     @handler
     async def get_build_request(self, instance_uuid: str, host: str) -> dict[str, Any]:

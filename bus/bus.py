@@ -33,7 +33,7 @@ from nats.aio.subscription import Subscription
 from nats.js.api import DiscardPolicy, StorageType, StreamConfig, StreamInfo
 
 from bus.envelope import DEFAULT_MAX_BYTES, Context, decode_reply, new_id, pack
-from bus.errors import AiostackError, CallTimeout, DeadlineExpired, NoResponders
+from bus.errors import TRANSIENT_ERRORS, AiostackError, CallTimeout, DeadlineExpired, NoResponders
 
 log = logging.getLogger(__name__)
 
@@ -250,6 +250,26 @@ class Bus:
         if _no_responders(msg):
             raise NoResponders(f"no actor serves {subject}")
         return decode_reply(msg.data, self.max_bytes)
+
+    async def call_patiently(
+        self, address: str, body: Any = None, *, within: float, attempt_timeout: float = 5.0
+    ) -> Any:
+        """``call`` an idempotent handler, asking again while its actor is away, restarting or
+        busy (``TRANSIENT_ERRORS``) for up to ``within`` seconds, with backoff 0.2 s doubling to 2 s.
+
+        :raises: the last transient error once ``within`` has passed; any other error at once.
+        """
+        deadline = time.monotonic() + within
+        backoff = 0.2
+        while True:
+            try:
+                timeout = min(attempt_timeout, max(1.0, deadline - time.monotonic()))
+                return await self.call(address, body, timeout=timeout)
+            except TRANSIENT_ERRORS:
+                if time.monotonic() + backoff > deadline:
+                    raise
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
 
     async def _request(self, subject: str, payload: bytes, timeout: float) -> Msg:
         """Publish with a reply subject on this connection's inbox and wait for the answer."""
