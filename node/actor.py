@@ -564,18 +564,8 @@ class NodeActor(Actor):
         return domain_xml(spec), volumes
 
     async def _call(self, address: str, body: dict[str, Any]) -> Any:
-        """A call of the build path (all idempotent) that rides out an actor restarting: asked
-        again on no responders or a timeout for up to ``TRANSIENT_RETRY_FOR`` seconds."""
-        deadline = time.monotonic() + TRANSIENT_RETRY_FOR
-        backoff = 0.2
-        while True:
-            try:
-                return await self.bus.call(address, body, timeout=5)
-            except TRANSIENT_ERRORS:
-                if time.monotonic() + backoff > deadline:
-                    raise
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
+        """A call of the build path (all idempotent) that rides out an actor restarting."""
+        return await self.bus.call_patiently(address, body, within=TRANSIENT_RETRY_FOR)
 
     async def _boot_image(self, image: dict[str, Any], key: str) -> dict[str, Any]:
         """The kernel (``kernel_id``) or ramdisk (``ramdisk_id``) image an image boots with."""
@@ -922,7 +912,7 @@ class NodeActor(Actor):
                 await self._virt(domain.destroy)
             elif instance["vm_state"] != "error":  # an ERROR instance keeps its fault, running or not
                 await self._sync(uuid, running=running)
-        await self._remove_orphans(records)
+        await self._remove_orphans()
         log.info("node %s reconciled %d instances", self.host, len(records))
         self.spawn(self._sweep_orphans_forever(), name=f"{self.address}-orphans")
 
@@ -930,18 +920,17 @@ class NodeActor(Actor):
         while True:
             await asyncio.sleep(self.orphan_sweep_interval)
             try:
-                await self._remove_orphans(
-                    await self.bus.call("conductor.list_host_instances", {"host": self.host}, timeout=10)
-                )
+                await self._remove_orphans()
             except (AiostackError, libvirt.libvirtError, ConnectionError) as exc:
                 log.info("node %s: orphan sweep postponed: %s", self.host, exc)
 
-    async def _remove_orphans(self, records: list[dict[str, Any]]) -> None:
+    async def _remove_orphans(self) -> None:
         """Remove the domains of instances not (or no longer) recorded on this host: deleted
         while the node was away, or rebuilt on another host. Ports, volumes and claims are
         not theirs to release here: the instance's new host, or the owners' sweeps, see to them.
-        Only this node's domains (stored here, or built here since it started) are looked at."""
-        known = {instance["id"] for instance in records}
+        Only this node's domains (stored here, or built here since it started) are looked at, and
+        only those there were before the conductor was asked: a build finishing meanwhile is
+        not in its answer, and is no orphan."""
         stored = {row["uuid"] for row in await self.store.fetchall("SELECT uuid FROM domains")}
         assert self.conn is not None
         in_libvirt = {
@@ -949,9 +938,9 @@ class NodeActor(Actor):
             for domain in await self._virt(self.conn.listAllDomains, 0)
             if domain.name().startswith("instance-")
         }
-        for uuid in (
-            stored | (in_libvirt & set(self._projects))
-        ) - known:  # several nodes may share a libvirtd
+        candidates = stored | (in_libvirt & set(self._projects))  # several nodes may share a libvirtd
+        records = await self.bus.call("conductor.list_host_instances", {"host": self.host}, timeout=10)
+        for uuid in candidates - {instance["id"] for instance in records}:
             if uuid in self._working:
                 continue
             async with self._instance_lock(uuid):
