@@ -29,20 +29,8 @@ import time
 from typing import Any
 
 from actors import keypairs
-from actors.common import (
-    caller,
-    check_visible,
-    lifecycle_name,
-    new_uuid,
-    publish_event,
-    require_caller,
-    sees_all,
-    utcnow,
-)
 from actors.conductor_watch import TaskWatch
 from actors.keypairs import KeypairHandlers
-from actors.store import Store, from_json, to_json
-from aiostack.config import Config
 from bus import (
     Actor,
     AiostackError,
@@ -54,6 +42,12 @@ from bus import (
     current_request_id,
     handler,
 )
+from runtime.config import Config
+from runtime.context import caller, check_visible, require_caller, sees_all
+from runtime.events import publish_event
+from runtime.stamps import new_uuid, utcnow
+from runtime.states import lifecycle_name
+from runtime.store import Store, from_json, to_json
 
 log = logging.getLogger(__name__)
 

@@ -30,9 +30,9 @@ import logging
 import time
 from typing import Any
 
-from actors.common import publish_event
-from actors.store import from_json, to_json
 from bus import AiostackError, handler, request_scope
+from runtime.events import publish_event
+from runtime.store import from_json, to_json
 
 log = logging.getLogger(__name__)
 

@@ -28,10 +28,12 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from actors.common import caller, check_visible, new_uuid, publish_event, sees_all, utcnow
-from actors.store import Store, from_json, to_json
-from aiostack.config import Config
 from bus import Actor, Bus, Conflict, Forbidden, InvalidRequest, NotFound, handler
+from runtime.config import Config
+from runtime.context import caller, check_visible, sees_all
+from runtime.events import publish_event
+from runtime.stamps import new_uuid, utcnow
+from runtime.store import Store, from_json, to_json
 
 MIGRATIONS = [
     """

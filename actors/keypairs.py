@@ -16,8 +16,9 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from actors.common import require_caller, utcnow
 from bus import Conflict, InvalidRequest, NotFound, handler
+from runtime.context import require_caller
+from runtime.stamps import utcnow
 
 MIGRATION = """
     CREATE TABLE keypairs (

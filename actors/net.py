@@ -42,18 +42,13 @@ from typing import Any
 
 import aiosqlite
 
-from actors.common import (
-    ORPHAN_SWEEP_INTERVAL,
-    caller,
-    new_uuid,
-    publish_event,
-    sees_all,
-    sweep_orphans_forever,
-    utcnow,
-)
-from actors.store import Store, fetchall, fetchone, from_json, to_json
-from aiostack.config import Config
+from actors.orphans import ORPHAN_SWEEP_INTERVAL, sweep_orphans_forever
 from bus import Actor, Bus, Conflict, Forbidden, InvalidRequest, NotFound, handler
+from runtime.config import Config
+from runtime.context import caller, sees_all
+from runtime.events import publish_event
+from runtime.stamps import new_uuid, utcnow
+from runtime.store import Store, fetchall, fetchone, from_json, to_json
 
 log = logging.getLogger(__name__)
 

@@ -5,16 +5,7 @@ Compute nodes report their capacity (which is also their heartbeat); a boot asks
 Every change of a host's usage is a compare-and-swap on its ``generation``, so replicas
 sharing the sqlite file never put a host over capacity.
 
-Handlers (version history: 1 - initial):
-* report_capacity(host, vcpus, memory_mb, disk_gb, hypervisor_type="test") -> host
-* select_destinations(instance_uuid, vcpus, memory_mb, disk_gb, exclude_hosts=None) -> {host}
-* release(instance_uuid) -> {released}
-* list_hosts() -> [host]
-* list_allocations() -> [allocation]; get_allocation(instance_uuid) -> allocation
-
-Events: ``node.up`` (a host reported for the first time, or again after ``node.down``) and
-``node.down`` (its last report is older than ``service_down_time``), kind ``node``, the
-host's view (as ``list_hosts`` shows it) as state; each transition is published once.
+Its API, events and version history: ``api/scheduler.py``.
 """
 
 from __future__ import annotations
@@ -30,11 +21,14 @@ import aiosqlite
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from actors.common import ORPHAN_SWEEP_INTERVAL, publish_event, sweep_orphans_forever, utcnow
-from actors.store import Store, fetchall, fetchone
-from aiostack.config import Config
-from bus import Actor, AiostackError, Bus, Conflict, InvalidRequest, NotFound, NoValidHost, decode, handler
+from actors.orphans import ORPHAN_SWEEP_INTERVAL, sweep_orphans_forever
+from api.scheduler import HEARTBEAT, Allocation, Destination, HostView, Released, Scheduler
+from bus import Actor, AiostackError, Bus, Conflict, NotFound, NoValidHost
 from bus.envelope import request_id_of
+from runtime.config import Config
+from runtime.events import publish_event
+from runtime.stamps import utcnow
+from runtime.store import Store, fetchall, fetchone
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +56,6 @@ MIGRATIONS = [
 # hosts.announced_up: the liveness last published (node.up = 1, node.down = 0).
 
 RESOURCES = ("vcpus", "memory_mb", "disk_gb")
-MAX_AMOUNT = 2**31 - 1
-MAX_NAME = 255
 CAS_ATTEMPTS = 5
 
 HOST_ROWS = (
@@ -77,18 +69,6 @@ T = TypeVar("T")
 
 class _StaleGeneration(Exception):
     """A host's generation moved between read and write; the transaction rolls back."""
-
-
-def _amount(name: str, value: Any, minimum: int) -> int:
-    if type(value) is not int or not minimum <= value <= MAX_AMOUNT:
-        raise InvalidRequest(f"{name} must be an integer from {minimum} to {MAX_AMOUNT}, not {value!r}")
-    return value
-
-
-def _name(name: str, value: Any) -> str:
-    if not isinstance(value, str) or not value or len(value) > MAX_NAME:
-        raise InvalidRequest(f"{name} must be a non-empty string of at most {MAX_NAME} characters")
-    return value
 
 
 def _plural(count: int, noun: str) -> str:
@@ -110,7 +90,7 @@ async def _swap_usage(db: aiosqlite.Connection, host: str, generation: int, delt
             raise _StaleGeneration(host)
 
 
-class SchedulerActor(Actor):
+class SchedulerActor(Actor, Scheduler):
     name = "scheduler"
     orphan_sweep_interval = ORPHAN_SWEEP_INTERVAL
 
@@ -138,7 +118,7 @@ class SchedulerActor(Actor):
     async def on_start(self) -> None:
         await self.store.open()
         self._heartbeats = await self.bus.subscribe(
-            self.bus.subject("hb.*"), self._on_heartbeat, queue="scheduler"
+            self.bus.subject(HEARTBEAT.pattern), self._on_heartbeat, queue="scheduler"
         )
         self.spawn(self._watch_liveness(), name="scheduler-liveness")
         self.spawn(
@@ -155,18 +135,11 @@ class SchedulerActor(Actor):
 
     async def _on_heartbeat(self, msg: Msg) -> None:
         """A node's heartbeat on ``<prefix>.hb.<host>``: the host is the subject's, never the body's."""
-        host = msg.subject.rsplit(".", 1)[1]
         request_id = request_id_of(msg.data) or ""
         try:
-            body = decode(msg.data, self.bus.max_bytes).body
-            if not isinstance(body, dict):
-                raise InvalidRequest("a heartbeat is a map of vcpus, memory_mb, disk_gb, hypervisor_type")
+            request_id, capacity = HEARTBEAT.parse(msg.data, self.bus.max_bytes)
             reported = await self.report_capacity(
-                host,
-                body.get("vcpus"),
-                body.get("memory_mb"),
-                body.get("disk_gb"),
-                body.get("hypervisor_type", "test"),
+                host=HEARTBEAT.fields_of(self.bus, msg.subject)["host"], **capacity
             )
             await self.bus.reply(msg, request_id, reported)
         except AiostackError as exc:
@@ -186,9 +159,9 @@ class SchedulerActor(Actor):
     def _alive(self, row: dict[str, Any], now: float) -> bool:
         return now - row["last_seen"] <= self.service_down_time
 
-    def _view(self, row: dict[str, Any], now: float) -> dict[str, Any]:
+    def _view(self, row: dict[str, Any], now: float) -> HostView:
         """A host as ``list_hosts`` shows it (``row`` from ``HOST_ROWS``)."""
-        view: dict[str, Any] = {
+        view: Any = {
             "host": row["host"],
             "hypervisor_type": row["hypervisor_type"],
             "enabled": bool(row["enabled"]),
@@ -203,7 +176,7 @@ class SchedulerActor(Actor):
             view[f"{resource}_free"] = self._free(row, resource)
         return view
 
-    async def _views(self, db: aiosqlite.Connection, hosts: list[str]) -> list[dict[str, Any]]:
+    async def _views(self, db: aiosqlite.Connection, hosts: list[str]) -> list[HostView]:
         marks = ", ".join("?" * len(hosts))
         rows = await fetchall(db, HOST_ROWS.format(where=f"WHERE hosts.host IN ({marks})"), hosts)
         now = time.time()
@@ -211,23 +184,16 @@ class SchedulerActor(Actor):
 
     # -- capacity and liveness ------------------------------------------------------------
 
-    @handler
     async def report_capacity(
-        self, host: str, vcpus: int, memory_mb: int, disk_gb: int, hypervisor_type: str = "test"
-    ) -> dict[str, Any]:
-        """A node's totals and heartbeat; a new host, or one back after ``node.down``, is ``node.up``.
-
-        :raises InvalidRequest: a name that is not a non-empty string, or a negative or non-integer total.
-        """
-        totals = {
-            "vcpus": _amount("vcpus", vcpus, 0),
-            "memory_mb": _amount("memory_mb", memory_mb, 0),
-            "disk_gb": _amount("disk_gb", disk_gb, 0),
-        }
+        self, *, host: str, vcpus: int, memory_mb: int, disk_gb: int, hypervisor_type: str = "test"
+    ) -> HostView:
+        """A node's totals and heartbeat; a new host, or one back after ``node.down``, is ``node.up``."""
         values = {
-            **totals,
-            "host": _name("host", host),
-            "hypervisor_type": _name("hypervisor_type", hypervisor_type),
+            "vcpus": vcpus,
+            "memory_mb": memory_mb,
+            "disk_gb": disk_gb,
+            "host": host,
+            "hypervisor_type": hypervisor_type,
         }
         async with self.store.transaction() as db:
             old = await fetchone(db, "SELECT * FROM hosts WHERE host = ?", (host,))
@@ -267,8 +233,7 @@ class SchedulerActor(Actor):
             log.warning("host %s is down: no report since %.3f", view["host"], view["last_seen"])
             await publish_event(self.bus, "node", view["host"], None, "node.down", view)
 
-    @handler
-    async def list_hosts(self) -> list[dict[str, Any]]:
+    async def list_hosts(self) -> list[HostView]:
         """Every host: totals, used, free (after allocation ratios), alive, generation, instances."""
         rows = await self.store.fetchall(HOST_ROWS.format(where=""))
         now = time.time()
@@ -276,35 +241,20 @@ class SchedulerActor(Actor):
 
     # -- claims ---------------------------------------------------------------------------
 
-    @handler
     async def select_destinations(
         self,
+        *,
         instance_uuid: str,
         vcpus: int,
         memory_mb: int,
         disk_gb: int,
         exclude_hosts: list[str] | None = None,
-    ) -> dict[str, str]:
-        """Pick the alive, enabled, not excluded host with room and the most free RAM, and claim on it.
-
-        Idempotent: an instance that already has an allocation gets its host again.
-
-        :raises InvalidRequest: a bad instance uuid, amount or ``exclude_hosts``.
-        :raises NoValidHost: no host passes the filters; the message counts why each failed.
-        :raises Conflict: the chosen host's generation kept changing under the claim.
-        """
-        request = {
-            "vcpus": _amount("vcpus", vcpus, 1),
-            "memory_mb": _amount("memory_mb", memory_mb, 1),
-            "disk_gb": _amount("disk_gb", disk_gb, 0),
-        }
-        _name("instance_uuid", instance_uuid)
-        if exclude_hosts is None:
-            exclude_hosts = []
-        if not isinstance(exclude_hosts, list) or not all(isinstance(host, str) for host in exclude_hosts):
-            raise InvalidRequest("exclude_hosts must be a list of host names")
+    ) -> Destination:
+        """Claim on the best host (``api.scheduler.Scheduler.select_destinations``)."""
+        request = {"vcpus": vcpus, "memory_mb": memory_mb, "disk_gb": disk_gb}
+        excluded = set(exclude_hosts or ())
         host = await self._retrying(
-            f"claim for {instance_uuid}", lambda: self._claim(instance_uuid, request, set(exclude_hosts))
+            f"claim for {instance_uuid}", lambda: self._claim(instance_uuid, request, excluded)
         )
         return {"host": host}
 
@@ -378,14 +328,8 @@ class SchedulerActor(Actor):
                 log.info("%s: generation of host %s moved, retrying", what, exc)
         raise Conflict(f"{what}: host usage kept changing, gave up after {CAS_ATTEMPTS} attempts")
 
-    @handler
-    async def release(self, instance_uuid: str) -> dict[str, bool]:
-        """Delete an instance's allocation and give its usage back; idempotent.
-
-        :raises InvalidRequest: ``instance_uuid`` is not a non-empty string.
-        :raises Conflict: the host's generation kept changing under the release.
-        """
-        _name("instance_uuid", instance_uuid)
+    async def release(self, *, instance_uuid: str) -> Released:
+        """Give an instance's claim back; idempotent."""
         released = await self._retrying(f"release of {instance_uuid}", lambda: self._release(instance_uuid))
         return {"released": released}
 
@@ -404,21 +348,15 @@ class SchedulerActor(Actor):
         log.info("released %s from %s", instance_uuid, allocation["host"])
         return True
 
-    @handler
-    async def list_allocations(self) -> list[dict[str, Any]]:
-        """Every allocation: instance_uuid, host, vcpus, memory_mb, disk_gb, created_at."""
-        return await self.store.fetchall("SELECT * FROM allocations ORDER BY created_at, instance_uuid")
-
-    @handler
-    async def get_allocation(self, instance_uuid: str) -> dict[str, Any]:
-        """One instance's allocation.
-
-        :raises InvalidRequest: ``instance_uuid`` is not a non-empty string.
-        :raises NotFound: the instance has no allocation.
-        """
-        row = await self.store.fetchone(
-            "SELECT * FROM allocations WHERE instance_uuid = ?", (_name("instance_uuid", instance_uuid),)
+    async def list_allocations(self) -> list[Allocation]:
+        return await self.store.fetchall(
+            "SELECT * FROM allocations ORDER BY created_at, instance_uuid", row=Allocation
         )
-        if row is None:
+
+    async def get_allocation(self, *, instance_uuid: str) -> Allocation:
+        allocation = await self.store.fetchone(
+            "SELECT * FROM allocations WHERE instance_uuid = ?", (instance_uuid,), row=Allocation
+        )
+        if allocation is None:
             raise NotFound(f"no allocation for instance {instance_uuid}")
-        return row
+        return allocation

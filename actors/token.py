@@ -45,14 +45,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from actors.common import caller, sees_all
-from actors.store import Store, fetchone, from_json
 from actors.token_admin import IdentityAdmin
 from actors.token_appcreds import ApplicationCredentials
 from actors.token_keys import MAX_TOKEN_LENGTH, InvalidToken, KeyRepository, TokenPayload, new_audit_id
 from actors.token_passwords import AUTH_FAILED, check_password, dummy_hash, hash_password
-from aiostack.config import Config
 from bus import Actor, Bus, Forbidden, InvalidRequest, Unauthorized, handler
+from runtime.config import Config
+from runtime.context import caller, sees_all
+from runtime.store import Store, fetchone, from_json
 
 __all__ = ["AUTH_FAILED", "TOKEN_INVALID", "Checked", "TokenActor", "check_password", "hash_password"]
 

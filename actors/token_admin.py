@@ -12,10 +12,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from actors.common import caller, new_uuid, sees_all, utcnow
-from actors.store import Store
 from actors.token_passwords import hash_password
 from bus import Conflict, Forbidden, InvalidRequest, NotFound, handler
+from runtime.context import caller, sees_all
+from runtime.stamps import new_uuid, utcnow
+from runtime.store import Store
 
 DOMAIN_ID = "default"
 NAME_LIMIT = 255

@@ -14,11 +14,12 @@ import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from actors.common import caller, new_uuid, require_caller, sees_all, utcnow
-from actors.store import Store, from_json, to_json
 from actors.token_admin import check_name, check_text
 from actors.token_passwords import AUTH_FAILED, check_password, hash_password, new_secret
 from bus import Conflict, Forbidden, InvalidRequest, NotFound, Unauthorized, handler
+from runtime.context import caller, require_caller, sees_all
+from runtime.stamps import new_uuid, utcnow
+from runtime.store import Store, from_json, to_json
 
 if TYPE_CHECKING:
     from actors.token import Checked

@@ -44,7 +44,7 @@ from typing import Any
 import aiohttp
 
 from aiostack.client import password_auth
-from aiostack.launch import aiostack_up
+from deploy.launch import aiostack_up
 
 PASSWORD = "bench-secret"
 PROJECTS = 10

@@ -31,7 +31,7 @@ import aiohttp
 import psutil
 
 from aiostack.client import password_auth
-from aiostack.launch import aiostack_up
+from deploy.launch import aiostack_up
 
 PASSWORD = "bench-secret"
 IN_FLIGHT = 64

@@ -25,10 +25,10 @@ import asyncio
 import tempfile
 from pathlib import Path
 
-from aiostack.chaos import VICTIMS, run_round
 from aiostack.client import Client
-from aiostack.launch import aiostack_up
 from bus import Bus
+from deploy.chaos import VICTIMS, run_round
+from deploy.launch import aiostack_up
 
 PASSWORD = "bench-secret"
 GOAL_SECONDS = 30.0

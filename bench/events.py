@@ -30,8 +30,8 @@ import aiohttp
 import psutil
 
 from aiostack.client import password_auth
-from aiostack.launch import aiostack_up
 from bus import Bus
+from deploy.launch import aiostack_up
 
 PASSWORD = "bench-secret"
 SOCKETS_PER_WORKER = 25

@@ -28,8 +28,8 @@ import time
 import psutil
 
 from aiostack.client import Client
-from aiostack.launch import aiostack_up
-from aiostack.testguest import build_test_guest, default_cache_dir, register_test_guest
+from deploy.launch import aiostack_up
+from deploy.testguest import build_test_guest, default_cache_dir, register_test_guest
 from node.libvirtd import ensure_libvirtd
 
 PASSWORD = "bench-secret"

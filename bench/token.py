@@ -26,10 +26,10 @@ import time
 
 import aiohttp
 
-from actors.auth import TokenValidator
 from aiostack.client import password_auth
-from aiostack.launch import aiostack_up
 from bus import Bus
+from deploy.launch import aiostack_up
+from runtime.auth import TokenValidator
 
 PASSWORD = "bench-secret"
 STORM = 50

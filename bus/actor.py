@@ -1,11 +1,13 @@
 """The actor base class and its supervisor.
 
-An actor serves its ``@handler`` methods on ``<prefix>.rpc.<address>.<method>`` with one
-queue-group subscription (queue = address), so replicas of one actor share the load.
-A message's body is the map of the handler's keyword arguments; the handler's return
-value is the reply body. At most ``max_inflight`` messages are handled at once; up to
-``max_backlog`` more wait, and past that a caller gets ``Overloaded`` at once instead of
-a timeout. ``stop()`` drains: no new messages are taken, accepted ones are answered.
+An actor serves the methods of its API facets (``bus.api``) on
+``<prefix>.rpc.<address>.<method>`` with one queue-group subscription (queue = address), so
+replicas of one actor share the load. It implements them itself (``class SchedulerActor(Actor,
+Scheduler)``) or through servant objects handed to ``serve``. A message's body is the map of
+the handler's keyword arguments, checked against the facet's annotations before the handler
+runs; the handler's return value is the reply body. At most ``max_inflight`` messages are
+handled at once; up to ``max_backlog`` more wait, and past that a caller gets ``Overloaded``
+at once instead of a timeout. ``stop()`` drains: no new messages are taken, accepted ones are answered.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import enum
 import inspect
 import logging
 import os
+import re
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any, ClassVar, TypeVar
@@ -23,6 +26,7 @@ from typing import Any, ClassVar, TypeVar
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from bus.api import Method, Pong, ServiceAPI, handlers_of
 from bus.bus import Bus, BusClosed, Current, current
 from bus.envelope import Envelope, decode, new_id, request_id_of
 from bus.errors import (
@@ -63,6 +67,7 @@ def handler(fn: F | None = None, *, policy: str | None = None) -> Any:
 
 class ActorState(enum.Enum):
     NEW = "new"
+    STARTING = "starting"
     RUNNING = "running"
     DRAINING = "draining"
     STOPPED = "stopped"
@@ -99,9 +104,12 @@ class Actor:
         self.instance_id = new_id()[:12]
         self.state = ActorState.NEW
         self.inflight = 0
-        self._handlers: dict[str, Callable[..., Coroutine[Any, Any, Any]]] = {
-            name: getattr(self, name) for name in self._handler_names
+        self._handlers: dict[str, tuple[Method | None, Callable[..., Coroutine[Any, Any, Any]]]] = {
+            name: (None, getattr(self, name)) for name in self._handler_names
         }
+        self.check_replies = os.environ.get("AIOSTACK_CHECK_REPLIES") == "1"
+        if isinstance(self, ServiceAPI):
+            self.serve(self)
         self._method_offset = len(bus.rpc_subject(self.address)) + 1
         self._queue: asyncio.Queue[Msg] = asyncio.Queue(self.max_backlog)
         self._subscription: Subscription | None = None
@@ -112,6 +120,24 @@ class Actor:
         self._failure: BaseException | None = None
         self._run_task: asyncio.Task[None] | None = None
         self._started_at = time.monotonic()
+
+    def serve(self, *servants: object) -> None:
+        """Serve the facet methods each servant implements (the actor itself, when it is a facet).
+
+        :raises TypeError: a servant's facet is served on another address, a method is missing
+            or differs from its declaration, or two servants implement the same method.
+        """
+        for servant in servants:
+            if not isinstance(servant, ServiceAPI):
+                raise TypeError(f"{type(servant).__name__} implements no ServiceAPI facet")
+            for facet in type(servant).facets():
+                if not _address_matches(facet.address, self.address):
+                    raise TypeError(f"{facet.__name__} is served on {facet.address!r}, not {self.address!r}")
+            for name, (method, implementation) in handlers_of(servant).items():
+                served = self._handlers.get(name)
+                if served is not None and served[0] is not None and served[1] != implementation:
+                    raise TypeError(f"actor {self.address}: two servants implement {name}")
+                self._handlers[name] = (method, implementation)
 
     # -- hooks ----------------------------------------------------------------------------
 
@@ -153,6 +179,7 @@ class Actor:
         """Serve until ``stop()``; raise ``ActorCrashed`` if the actor failed."""
         try:
             await self.on_start()
+            self.state = ActorState.STARTING
             self._workers = [
                 asyncio.create_task(self._worker(), name=f"{self.address}-worker-{i}")
                 for i in range(self.max_inflight)
@@ -239,7 +266,7 @@ class Actor:
     # -- message handling -----------------------------------------------------------------
 
     async def _on_message(self, msg: Msg) -> None:
-        if self.state not in (ActorState.RUNNING, ActorState.DRAINING):
+        if self.state not in (ActorState.STARTING, ActorState.RUNNING, ActorState.DRAINING):
             await self._answer_error(msg, ActorStopped(f"actor {self.address} is not running"))
             return
         try:
@@ -303,11 +330,21 @@ class Actor:
             current.reset(token)
 
     async def _dispatch(self, method: str, envelope: Envelope) -> Any:
-        method_handler = self._handlers.get(method)
-        if method_handler is None:
+        served = self._handlers.get(method)
+        if served is None:
             raise NoSuchMethod(f"actor {self.address} has no method {method!r}")
+        declaration, method_handler = served
         if envelope.expired():
             raise DeadlineExpired(f"{self.address}.{method}: deadline passed before work started")
+        if declaration is not None:
+            try:
+                arguments = declaration.parse(envelope.body)
+            except InvalidRequest as exc:
+                raise InvalidRequest(f"{self.address}.{exc}") from None
+            result = await method_handler(**arguments)
+            if self.check_replies:
+                declaration.check_reply(result)
+            return result
         body = envelope.body
         if body is None:
             body = {}
@@ -330,8 +367,13 @@ class Actor:
             return
         ctx = await self.bus.authenticator(claimed)
         current.set(Current(envelope.request_id, ctx, envelope.deadline))
-        method_handler = self._handlers.get(method)
-        policy = getattr(method_handler, _POLICY_MARK, None)
+        served = self._handlers.get(method)
+        if served is None:
+            return
+        declaration, method_handler = served
+        policy = (
+            declaration.policy if declaration is not None else getattr(method_handler, _POLICY_MARK, None)
+        )
         if (
             policy is not None
             and self.bus.policy_check is not None
@@ -352,7 +394,7 @@ class Actor:
     # -- handlers every actor has ---------------------------------------------------------
 
     @handler
-    async def ping(self) -> dict[str, Any]:
+    async def ping(self) -> Pong:
         """Liveness: who answered, since when, and how busy it is."""
         return {
             "actor": self.name or self.address,
@@ -363,6 +405,12 @@ class Actor:
             "inflight": self.inflight,
             "backlog": self._queue.qsize(),
         }
+
+
+def _address_matches(template: str, address: str) -> bool:
+    """Whether a facet's address (``node.{host}``) names this actor's (``node.node-1``)."""
+    pattern = re.sub(r"\\\{[^}]*\\\}", "[^.]+", re.escape(template))
+    return re.fullmatch(pattern, address) is not None
 
 
 class Supervisor:

@@ -18,9 +18,9 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from actors.auth import TokenValidator
-from actors.policy import enforce
 from bus import AiostackError, Bus, Context, InvalidRequest, Unauthorized, request_scope
+from runtime.auth import TokenValidator
+from runtime.policy import enforce
 
 log = logging.getLogger(__name__)
 

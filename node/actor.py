@@ -38,9 +38,6 @@ from typing import Any
 
 import libvirt
 
-from actors.common import lifecycle_name, publish_event
-from actors.store import Store
-from aiostack.config import Config
 from bus import (
     TRANSIENT_ERRORS,
     Actor,
@@ -66,6 +63,10 @@ from node.images import ImageCache
 from node.libvirt_conn import register_event_loop, silence_libvirt_stderr
 from node.networks import GuestNetworks
 from node.virt_type import choose_virt_type
+from runtime.config import Config
+from runtime.events import publish_event
+from runtime.states import lifecycle_name
+from runtime.store import Store
 
 log = logging.getLogger(__name__)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -10,12 +11,16 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
-from actors.auth import install
-from aiostack.config import Config
 from bus import Actor, Bus, EmbeddedNatsServer
+from runtime.auth import install
+from runtime.config import Config
 from tests.helpers import DEMO_PASSWORD, Api
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+# every actor of the suite, in this process or in an `aiostack up` it starts, checks each of its
+# replies against the type its API declares (bus.api): a declaration that drifts fails the test
+os.environ["AIOSTACK_CHECK_REPLIES"] = "1"
 
 ADMIN_PASSWORD = "admin-secret"
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import aiohttp
 import psutil
 
-from aiostack.launch import aiostack_up as launched
 from bus import Bus
+from deploy.launch import aiostack_up as launched
 from tests.helpers import Api
 
 

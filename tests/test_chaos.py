@@ -11,10 +11,10 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from aiostack.chaos import VICTIMS, run_round
 from aiostack.client import Client
-from aiostack.launch import aiostack_up
 from bus import Bus
+from deploy.chaos import VICTIMS, run_round
+from deploy.launch import aiostack_up
 
 PASSWORD = "chaos-secret"
 

@@ -19,8 +19,8 @@ from actors.net import NetActor
 from actors.scheduler import SchedulerActor
 from actors.token import TokenActor
 from actors.volume import VolumeActor
-from aiostack.audit import audit
 from bus import Actor, Bus
+from deploy.audit import audit
 from node.actor import NodeActor
 from node.testnode import write_test_node_file
 from tests.helpers import Api

@@ -19,7 +19,7 @@ import openstack
 import pytest
 import pytest_asyncio
 
-from aiostack.launch import RunningCloud, aiostack_up
+from deploy.launch import RunningCloud, aiostack_up
 
 PASSWORDS = {"AIOSTACK_ADMIN_PASSWORD": "admin-pw-clients", "AIOSTACK_DEMO_PASSWORD": "demo-pw-clients"}
 OPENSTACK = str(Path(sys.executable).with_name("openstack"))

@@ -8,14 +8,14 @@ import time
 
 import aiohttp
 
-from actors.auth import TokenValidator
 from actors.token import TokenActor
 from bus import Bus, Context, Unauthorized, request_scope
+from runtime.auth import TokenValidator
 from tests.helpers import Api
 
 CACHE_IN_ANOTHER_PROCESS = """
 import asyncio, sys, time
-from actors.auth import TokenValidator
+from runtime.auth import TokenValidator
 from bus import Bus, Unauthorized
 
 async def main(url, token):

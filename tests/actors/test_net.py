@@ -14,8 +14,8 @@ import pytest
 from nats.aio.msg import Msg
 
 from actors.net import MIGRATIONS, NetActor
-from actors.store import Store
 from bus import Bus, Conflict, Context, Forbidden, InvalidRequest, NotFound, decode, request_scope
+from runtime.store import Store
 
 ALICE = Context("alice-user", "project-a", ("member",), "token-a")
 BOB = Context("bob-user", "project-b", ("member",), "token-b")

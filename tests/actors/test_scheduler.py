@@ -11,8 +11,8 @@ import pytest
 from nats.aio.msg import Msg
 
 from actors.scheduler import SchedulerActor
-from aiostack.config import Config
 from bus import Bus, InvalidRequest, NoResponders, NotFound, NoValidHost, decode
+from runtime.config import Config
 
 SMALL = {"vcpus": 1, "memory_mb": 512, "disk_gb": 10}
 

@@ -14,8 +14,8 @@ import pytest
 from nats.aio.msg import Msg
 
 from actors.volume import VolumeActor
-from aiostack.config import Config
 from bus import AiostackError, Bus, Conflict, Context, InvalidRequest, NotFound, decode, request_scope
+from runtime.config import Config
 
 GIB = 1 << 30
 DEMO = Context("demo-user", "demo-project", ("member",), "demo-token")

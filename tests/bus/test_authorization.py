@@ -13,9 +13,9 @@ import pytest
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
-from aiostack.credentials import ADMIN, Credentials, Principal, prepare
 from bus import Actor, Bus, CallTimeout, EmbeddedNatsServer, handler
 from bus.bus import BusAuthFailed, read_credentials
+from deploy.credentials import ADMIN, Credentials, Principal, prepare
 
 PROCESSES = [
     *(Principal(kind, kind) for kind in ("token", "conductor", "scheduler", "image", "net", "volume")),
@@ -268,7 +268,7 @@ async def test_wrong_password_or_none_is_refused_at_connect(secured: Secured, tm
 
 async def test_a_node_sends_only_its_own_heartbeats(connect_as, bus_as, tmp_path: Path) -> None:
     from actors.scheduler import SchedulerActor
-    from aiostack.config import Config
+    from runtime.config import Config
 
     scheduler_bus = await bus_as("scheduler")
     scheduler = SchedulerActor(scheduler_bus, Config(data_dir=tmp_path / "data", nats_url="unused"))

@@ -16,10 +16,10 @@ from jsonschema import Draft202012Validator
 from openapi_spec_validator import OpenAPIV31SpecValidator, validate
 
 from aiostack.client import password_auth
-from aiostack.config import Config
 from bus import Bus
 from gateway import openapi
 from gateway.app import create_app
+from runtime.config import Config
 from tests.conftest import ADMIN_PASSWORD
 from tests.helpers import DEMO_PASSWORD
 

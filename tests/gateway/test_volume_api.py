@@ -8,8 +8,8 @@ import pytest
 
 from actors.token import TokenActor
 from actors.volume import VolumeActor
-from aiostack.config import Config
 from bus import Bus, Context, NotFound, request_scope
+from runtime.config import Config
 
 GIB = 1 << 30
 DETAIL_KEYS = {

@@ -1,6 +1,6 @@
 """Real guests: QEMU through the system libvirtd, booted through gateway -> scheduler -> conductor -> node.
 
-The guest is the test guest of ``aiostack.testguest`` (a Debian kernel and a busybox
+The guest is the test guest of ``deploy.testguest`` (a Debian kernel and a busybox
 initramfs, registered as kernel, ramdisk and disk images); it prints ``AIOSTACK-*`` lines on
 its serial console, which the tests read through ``os-getConsoleOutput``.
 """
@@ -28,7 +28,7 @@ from actors.scheduler import SchedulerActor
 from actors.token import TokenActor
 from actors.volume import VolumeActor
 from aiostack.client import Client
-from aiostack.testguest import TestGuest, build_test_guest, default_cache_dir, register_test_guest
+from deploy.testguest import TestGuest, build_test_guest, default_cache_dir, register_test_guest
 from node.actor import NodeActor
 from node.libvirtd import SYSTEM_URI, ensure_libvirtd, stop_libvirtd
 from node.networks import GuestNetworks

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from aiostack.testguest import DISK_MARKER, TestGuest, build_test_guest, default_cache_dir
+from deploy.testguest import DISK_MARKER, TestGuest, build_test_guest, default_cache_dir
 
 MAC = "52:54:00:12:34:56"
 BOOT_TIMEOUT = 60.0

@@ -6,7 +6,7 @@ guest's ``/init`` reports on the serial console with ``AIOSTACK-`` lines: its di
 lease, a ready marker, hot-plugged disks and NICs, and power-off (ACPI power button, or
 ``aiostack.poweroff_after=N`` on the kernel command line).
 
-Run ``python -m aiostack.testguest [--cache DIR]`` to build (or reuse) a guest and print its
+Run ``python -m deploy.testguest [--cache DIR]`` to build (or reuse) a guest and print its
 paths; add ``--url URL`` (and ``--password``, or ``$OS_PASSWORD``) to register it as kernel,
 ramdisk and disk images with a running aiostack.
 """
@@ -354,7 +354,7 @@ async def _register(args: argparse.Namespace, guest: TestGuest) -> dict[str, str
 
 def main(argv: list[str] | None = None) -> None:
     """Build (or reuse) the test guest, print its paths; with ``--url``, register it as images."""
-    parser = argparse.ArgumentParser(prog="python -m aiostack.testguest", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m deploy.testguest", description=__doc__.splitlines()[0])
     parser.add_argument("--cache", type=Path, default=default_cache_dir(), help="cache directory")
     parser.add_argument("--url", help="register the guest as images with this aiostack gateway")
     parser.add_argument(

@@ -2,7 +2,7 @@
 
 Rules: ``admin`` (the admin role), ``member`` (admin or member of the token's project),
 ``reader`` (any of admin, member, reader). Which project a resource belongs to is the
-actors' part: another project's resource answers NotFound (``actors.common.check_visible``).
+actors' part: another project's resource answers NotFound (``runtime.context.check_visible``).
 
 The gateway enforces the table on every request (``<service>:read`` for GET and HEAD,
 ``<service>:write`` otherwise, finer names where a route needs them) and each actor again

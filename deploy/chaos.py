@@ -21,9 +21,9 @@ from typing import Any
 
 import psutil
 
-from aiostack.audit import audit
 from aiostack.client import ApiError, Client
 from bus import AiostackError, Bus
+from deploy.audit import audit
 
 VICTIMS = ("conductor", "scheduler", "node-2", "net", "nats-server")
 
@@ -59,9 +59,9 @@ def victim_pid(data_dir: Path, victim: str) -> int:
             if cmdline and cmdline[0].endswith("nats-server") and str(data_dir) in " ".join(cmdline):
                 return process.pid
             continue
-        if "aiostack.child" not in cmdline or str(data_dir) not in cmdline:
+        if "deploy.child" not in cmdline or str(data_dir) not in cmdline:
             continue
-        args = cmdline[cmdline.index("aiostack.child") + 1 :]
+        args = cmdline[cmdline.index("deploy.child") + 1 :]
         if args[0] == victim or (args[0] == "node" and victim in args):
             return process.pid
     raise LookupError(f"no process for {victim} of {data_dir}")

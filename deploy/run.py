@@ -19,10 +19,10 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
-from actors.auth import install
-from aiostack.config import Config
 from bus import Actor, Bus, Supervisor
 from bus.bus import BusAuthFailed
+from runtime.auth import install
+from runtime.config import Config
 
 log = logging.getLogger(__name__)
 

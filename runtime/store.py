@@ -16,7 +16,7 @@ import sqlite3
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, overload
 
 import aiosqlite
 import orjson
@@ -24,6 +24,7 @@ import orjson
 log = logging.getLogger(__name__)
 
 Params = Sequence[Any] | dict[str, Any]
+Row = TypeVar("Row")
 
 
 class Store:
@@ -76,16 +77,26 @@ class Store:
                 await db.execute("ROLLBACK")
                 raise
 
-    async def fetchone(self, sql: str, params: Params = ()) -> dict[str, Any] | None:
-        """The first row (one thread hop: execute and fetch together)."""
+    @overload
+    async def fetchone(self, sql: str, params: Params = ()) -> dict[str, Any] | None: ...
+    @overload
+    async def fetchone(self, sql: str, params: Params = (), *, row: type[Row]) -> Row | None: ...
+    async def fetchone(self, sql: str, params: Params = (), *, row: Any = None) -> Any:
+        """The first row (one thread hop: execute and fetch together). ``row`` names the TypedDict the
+        statement's columns make (for the type checker: rows are dicts either way)."""
         async with self._lock:
             rows = await self.db.execute_fetchall(sql, params)
         return dict(rows[0]) if rows else None
 
-    async def fetchall(self, sql: str, params: Params = ()) -> list[dict[str, Any]]:
+    @overload
+    async def fetchall(self, sql: str, params: Params = ()) -> list[dict[str, Any]]: ...
+    @overload
+    async def fetchall(self, sql: str, params: Params = (), *, row: type[Row]) -> list[Row]: ...
+    async def fetchall(self, sql: str, params: Params = (), *, row: Any = None) -> Any:
+        """Every row; ``row`` as for ``fetchone``."""
         async with self._lock:
             rows = await self.db.execute_fetchall(sql, params)
-        return [dict(row) for row in rows]
+        return [dict(found) for found in rows]
 
     async def execute(self, sql: str, params: Params = ()) -> int:
         """Run one statement in its own transaction; return the number of rows it changed."""

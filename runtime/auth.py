@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 from nats.aio.msg import Msg
 
-from actors.policy import allowed
 from bus import BadMessage, Bus, Context, Unauthorized, decode, request_scope
+from runtime.policy import allowed
 
 log = logging.getLogger(__name__)
 

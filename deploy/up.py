@@ -5,7 +5,7 @@ each as its own OS process under a supervisor that restarts it with backoff when
 Ctrl-C (or SIGTERM) stops the processes in reverse order, then nats-server.
 
 The bus is locked down: each process logs in to NATS as its own user, allowed only the
-subjects it uses (``aiostack.credentials``), with the credentials file ``up`` hands it
+subjects it uses (``deploy.credentials``), with the credentials file ``up`` hands it
 (``--credentials <data>/credentials/<user>.json``); ``up`` itself and the operator's CLI use
 ``admin.json``. With ``--nats URL`` the same files are used: that server must list the
 users of ``<data>/credentials/authorization.conf`` (``include`` it in its config), or have
@@ -27,9 +27,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from aiostack.clouds import write_client_files
-from aiostack.credentials import ADMIN, Credentials, Principal, prepare
-from bus import Bus, CallTimeout, EmbeddedNatsServer, NatsServerError, NoResponders
+from bus import TRANSIENT_ERRORS, Bus, EmbeddedNatsServer, NatsServerError
+from deploy.clouds import write_client_files
+from deploy.credentials import ADMIN, Credentials, Principal, prepare
 from node.testnode import write_test_node_file
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ class ChildProcess:
             return await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
-                "aiostack.child",
+                "deploy.child",
                 *self.spec.args,
                 *self.common_args,
                 stdin=asyncio.subprocess.DEVNULL,
@@ -181,7 +181,10 @@ def actor_addresses(specs: list[ChildSpec]) -> list[str]:
 async def wait_for_actors(
     nats_url: str, prefix: str, addresses: list[str], credentials: Path | None = None, timeout: float = 90.0
 ) -> None:
-    """Return once every actor and node answers ``ping``."""
+    """Return once every actor and node answers ``ping``.
+
+    One that is away, still starting, restarting or busy (``TRANSIENT_ERRORS``) is asked again.
+    """
     async with (
         await Bus.connect(nats_url, prefix=prefix, name="aiostack-up", credentials=credentials) as bus,
         asyncio.timeout(timeout),
@@ -191,7 +194,7 @@ async def wait_for_actors(
                 try:
                     await bus.call(f"{address}.ping", timeout=2)
                     break
-                except (NoResponders, CallTimeout):
+                except TRANSIENT_ERRORS:
                     await asyncio.sleep(0.05)
 
 

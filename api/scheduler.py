@@ -1,0 +1,135 @@
+"""The scheduler's API (nova-scheduler + Placement): host capacity, liveness and claims.
+
+Version history: 1 - initial.
+
+Events (kind ``node``): ``node.up`` (a host reported for the first time, or again after
+``node.down``) and ``node.down`` (its last report is older than the service down time),
+with the host's view as state; each transition is published once.
+"""
+
+from __future__ import annotations
+
+from typing import TypedDict
+
+from api.fields import Amount, HostName, Id, Name, PositiveAmount
+from bus.api import ServiceAPI, Topic, call
+
+
+class HostView(TypedDict):
+    """A host as the scheduler sees it: totals, used and free (after allocation ratios)."""
+
+    host: str
+    hypervisor_type: str
+    enabled: bool
+    alive: bool
+    last_seen: float
+    generation: int
+    instances: int
+    vcpus: int
+    vcpus_used: int
+    vcpus_free: int
+    memory_mb: int
+    memory_mb_used: int
+    memory_mb_free: int
+    disk_gb: int
+    disk_gb_used: int
+    disk_gb_free: int
+
+
+class Allocation(TypedDict):
+    """What one instance holds on its host."""
+
+    instance_uuid: str
+    host: str
+    vcpus: int
+    memory_mb: int
+    disk_gb: int
+    created_at: str
+
+
+class Destination(TypedDict):
+    host: str
+
+
+class Released(TypedDict):
+    released: bool
+
+
+class Capacity(TypedDict):
+    """A node's heartbeat: its totals (the host is the heartbeat subject's, never the body's)."""
+
+    vcpus: Amount
+    memory_mb: Amount
+    disk_gb: Amount
+    hypervisor_type: Name
+
+
+HEARTBEAT = Topic("hb.{host}", Capacity)
+"""Each node requests on ``hb.<its host>``, a subject only it may publish to; the scheduler
+answers with the host's ``HostView``."""
+
+
+class SchedulerReader(ServiceAPI, address="scheduler"):
+    """What anyone may read of the scheduler: hosts and allocations."""
+
+    @call
+    async def list_hosts(self) -> list[HostView]:
+        """Every host, by name."""
+        ...
+
+    @call
+    async def list_allocations(self) -> list[Allocation]:
+        """Every allocation, oldest first."""
+        ...
+
+    @call
+    async def get_allocation(self, *, instance_uuid: Id) -> Allocation:
+        """One instance's allocation.
+
+        :raises NotFound: the instance has no allocation.
+        """
+        ...
+
+
+class Scheduler(SchedulerReader, address="scheduler"):
+    """What the conductor asks the scheduler: claims and their release."""
+
+    @call
+    async def select_destinations(
+        self,
+        *,
+        instance_uuid: Id,
+        vcpus: PositiveAmount,
+        memory_mb: PositiveAmount,
+        disk_gb: Amount,
+        exclude_hosts: list[HostName] | None = None,
+    ) -> Destination:
+        """Pick the alive, enabled, not excluded host with room and the most free RAM, and claim on it.
+
+        Idempotent: an instance that already has an allocation gets its host again.
+
+        :raises NoValidHost: no host passes the filters; the message counts why each failed.
+        :raises Conflict: the chosen host's generation kept changing under the claim.
+        """
+        ...
+
+    @call
+    async def release(self, *, instance_uuid: Id) -> Released:
+        """Delete an instance's allocation and give its usage back; idempotent.
+
+        :raises Conflict: the host's generation kept changing under the release.
+        """
+        ...
+
+    @call
+    async def report_capacity(
+        self,
+        *,
+        host: HostName,
+        vcpus: Amount,
+        memory_mb: Amount,
+        disk_gb: Amount,
+        hypervisor_type: Name = "test",
+    ) -> HostView:
+        """A host's totals and heartbeat, as ``HEARTBEAT`` carries them (for tools and tests)."""
+        ...

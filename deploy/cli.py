@@ -1,0 +1,189 @@
+"""The server side of the `aiostack` command: `up`, `run`, `audit` and `ping`.
+
+Each is an ``aiostack.commands`` entry point (pyproject.toml): a function that adds its
+parser to the `aiostack` command's subcommands and returns what runs it, so the CLI itself
+imports nothing of the server and works without it installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bus import AiostackError, Bus
+from bus.bus import DEFAULT_PREFIX
+from deploy.credentials import ADMIN, credentials_file
+from deploy.run import ACTOR_NAMES
+from runtime.config import Config, default_data_dir
+
+Runner = Callable[[argparse.Namespace], int]
+
+
+def _add_bus_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", type=Path, default=default_data_dir(), help="where everything is kept")
+    parser.add_argument("--prefix", default=DEFAULT_PREFIX, help="subject prefix (clouds sharing a NATS)")
+    parser.add_argument("--log-level", default="INFO")
+
+
+def _add_task_timeout(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--task-timeout",
+        type=float,
+        default=60.0,
+        help="conductor: seconds a build or task may go without progress before it is resolved",
+    )
+
+
+def _add_guest_options(parser: argparse.ArgumentParser) -> None:
+    """Options of nodes on a QEMU libvirt (real guests)."""
+    parser.add_argument(
+        "--virt-type",
+        choices=("auto", "kvm", "qemu"),
+        default="auto",
+        help="QEMU accelerator: kvm, qemu (TCG), or auto: kvm only where KVM really runs a guest",
+    )
+    parser.add_argument(
+        "--shutdown-timeout",
+        type=float,
+        default=60.0,
+        help="seconds a guest gets to power off after ACPI shutdown before it is destroyed",
+    )
+
+
+def up(commands: Any) -> Runner:
+    """`aiostack up`: nats-server and every process of the cloud."""
+    parser = commands.add_parser("up", help="start nats-server and every actor; Ctrl-C stops them")
+    _add_bus_options(parser)
+    parser.add_argument("--nats", help="use this NATS instead of starting an embedded nats-server")
+    parser.add_argument("--nats-port", type=int, default=0, help="port of the embedded nats-server (0: free)")
+    parser.add_argument("--nodes", type=int, default=1, help="how many compute nodes to run")
+    parser.add_argument(
+        "--events-max-age", type=float, default=7 * 24 * 3600.0, help="seconds events are kept"
+    )
+    parser.add_argument("--events-max-bytes", type=int, default=1024**3, help="bytes of events kept")
+    parser.add_argument(
+        "--libvirt",
+        default="test",
+        help="libvirt URI for the nodes; 'test' gives each node its own test-driver host",
+    )
+    parser.add_argument(
+        "--nodes-per-process",
+        type=int,
+        default=1,
+        help="run this many test-driver nodes in each node process (default: one each)",
+    )
+    parser.add_argument("--listen", default="127.0.0.1:8774", help="gateway address HOST:PORT (port 0: free)")
+    _add_guest_options(parser)
+    _add_task_timeout(parser)
+    parser.add_argument("--node-vcpus", type=int, default=128, help="vCPUs of each test-driver node")
+    parser.add_argument(
+        "--node-memory-mb", type=int, default=1024 * 1024, help="RAM of each test-driver node"
+    )
+
+    def run_up(args: argparse.Namespace) -> int:
+        from deploy.up import up as start
+
+        return asyncio.run(start(args))
+
+    return run_up
+
+
+def add_run_parser(commands: Any) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = commands.add_parser(
+        "run", help="run one actor, the gateway or a node as this process"
+    )
+    _add_bus_options(parser)
+    parser.add_argument("actor", choices=ACTOR_NAMES)
+    parser.add_argument("--nats", required=True, help="NATS URL")
+    parser.add_argument(
+        "--credentials", type=Path, help="this process's NATS user file (<data>/credentials/<user>.json)"
+    )
+    parser.add_argument("--host", action="append", help="node: the compute host's name (repeat for several)")
+    parser.add_argument("--libvirt", action="append", help="node: libvirt URI, one per --host")
+    parser.add_argument(
+        "--report-interval", type=float, default=10.0, help="node: seconds between heartbeats"
+    )
+    _add_guest_options(parser)
+    _add_task_timeout(parser)
+    parser.add_argument("--listen", default="127.0.0.1:8774", help="gateway: HOST:PORT to listen on")
+    return parser
+
+
+def run(commands: Any) -> Runner:
+    """`aiostack run ACTOR`: one actor, the gateway or a node as this process."""
+    add_run_parser(commands)
+
+    def run_one(args: argparse.Namespace) -> int:
+        from deploy.run import run_actor
+
+        return asyncio.run(run_actor(args))
+
+    return run_one
+
+
+def audit(commands: Any) -> Runner:
+    """`aiostack audit`: invariants across every actor."""
+    parser = commands.add_parser("audit", help="check invariants across every actor; exit 1 if any is broken")
+    _add_bus_options(parser)
+    parser.add_argument("--nats", help="NATS URL (default: <data-dir>/nats.url, written by `aiostack up`)")
+    parser.add_argument(
+        "--credentials", type=Path, help="NATS user file (default: <data-dir>/credentials/admin.json)"
+    )
+    parser.add_argument("--json", action="store_true", help="one JSON line instead of text")
+
+    def run_audit(args: argparse.Namespace) -> int:
+        from deploy.audit import run_audit as check
+
+        nats_url = args.nats or _read_nats_url(args.data_dir)
+        credentials = args.credentials or _admin_credentials(args.data_dir)
+        return asyncio.run(check(args, nats_url, credentials))
+
+    return run_audit
+
+
+def ping(commands: Any) -> Runner:
+    """`aiostack ping ACTOR`: is it alive?"""
+    parser = commands.add_parser("ping", help="ping an actor over the bus")
+    _add_bus_options(parser)
+    parser.add_argument("--nats", required=True)
+    parser.add_argument(
+        "--credentials", type=Path, help="NATS user file (default: <data-dir>/credentials/admin.json if any)"
+    )
+    parser.add_argument("actor", help="actor address, e.g. scheduler or node.host1")
+
+    def run_ping(args: argparse.Namespace) -> int:
+        config = Config(data_dir=args.data_dir, nats_url=args.nats, prefix=args.prefix)
+        return asyncio.run(_ping(config, args.actor, args.credentials))
+
+    return run_ping
+
+
+async def _ping(config: Config, address: str, credentials: Path | None) -> int:
+    if credentials is None and credentials_file(config.data_dir, ADMIN).exists():
+        credentials = credentials_file(config.data_dir, ADMIN)
+    async with await Bus.connect(
+        config.nats_url, prefix=config.prefix, name="aiostack-cli", credentials=credentials
+    ) as bus:
+        try:
+            print(json.dumps(await bus.call(f"{address}.ping", timeout=5), indent=2))
+        except AiostackError as exc:
+            print(f"aiostack: {address}: {exc.code}: {exc}", file=sys.stderr)
+            return 1
+    return 0
+
+
+def _read_nats_url(data_dir: Path) -> str:
+    url_file = data_dir / "nats.url"
+    if not url_file.exists():
+        raise SystemExit(f"aiostack: no {url_file}: pass --nats, or run `aiostack up` with this data dir")
+    return url_file.read_text().strip()
+
+
+def _admin_credentials(data_dir: Path) -> Path | None:
+    path = credentials_file(data_dir, ADMIN)
+    return path if path.exists() else None

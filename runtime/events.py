@@ -1,0 +1,47 @@
+"""State-change events: published on ``<prefix>.evt.<kind>.<project>.<id>`` and kept in the
+event stream (docs/EVENTS.md is the subscribers' reference)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from bus import Bus, current
+
+NO_PROJECT = "_"
+"""The project token of events that belong to no project (hosts)."""
+
+
+def event_subject(kind: str, project_id: str | None, resource_id: str) -> str:
+    return f"evt.{kind}.{project_id or NO_PROJECT}.{resource_id}"
+
+
+def event_filter(kind: str | None = None, project_id: str | None = None) -> str:
+    """The subject filter of the events of one kind (every kind: None) and one project (every: None)."""
+    if kind is None:
+        return "evt.>"
+    return f"evt.{kind}.{project_id}.>" if project_id is not None else f"evt.{kind}.>"
+
+
+async def publish_event(
+    bus: Bus, kind: str, resource_id: str, project_id: str | None, event_type: str, state: dict[str, Any]
+) -> int:
+    """Publish one state change on ``<prefix>.evt.<kind>.<project>.<id>``.
+
+    The body: ``{kind, id, project, type, ts, request_id, state}``; ``state`` is the
+    resource's new state as its actor shows it. Returns the event's sequence in the event
+    stream, once the stream has stored it (docs/EVENTS.md).
+    """
+    cur = current.get()
+    return await bus.publish_event(
+        event_subject(kind, project_id, resource_id),
+        {
+            "kind": kind,
+            "id": resource_id,
+            "project": project_id or NO_PROJECT,
+            "type": event_type,
+            "ts": time.time(),
+            "request_id": cur.request_id if cur else None,
+            "state": state,
+        },
+    )
