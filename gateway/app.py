@@ -2,9 +2,10 @@
 
 Each service's routes live in their own module (``identity``, ``compute``, ``image``,
 ``network``, ``volume``, ``websocket``) with an ``add_routes(app)`` function. A handler
-gets the bus with ``request.app[BUS]``, the caller with ``context_of(request)`` and calls
-actors with ``await call(request, "image.get", {...})``, which carries the request id and
-the caller's context (token included) on every hop.
+gets the caller with ``context_of(request)`` and calls actors through typed clients,
+``await client(request, Images).get(image_id=...)``: every handler runs in the request's
+scope (``bus.request_scope``), so each call carries the request id and the caller's context
+(token included) on every hop.
 """
 
 from __future__ import annotations
@@ -13,18 +14,24 @@ import json
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from aiohttp import web
 
 from bus import AiostackError, Bus, Context, InvalidRequest, Unauthorized, request_scope
+from bus.api import ServiceAPI
 from runtime.auth import TokenValidator
 from runtime.policy import enforce
 
 log = logging.getLogger(__name__)
 
+Facet = TypeVar("Facet", bound=ServiceAPI)
+CALL_TIMEOUT = 30.0
+"""How long the gateway waits for an actor by default."""
+
 BUS = web.AppKey("bus", Bus)
+CLIENTS = web.AppKey("clients", dict)
 TOKENS = web.AppKey("tokens", TokenValidator)
 REQUEST_ID = web.RequestKey("request_id", str)
 CONTEXT = web.RequestKey("context", Context)
@@ -124,7 +131,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     if getattr(handler, "aiostack_public", False) or request.method == "OPTIONS":
-        return await handler(request)
+        with request_scope(request[REQUEST_ID]):
+            return await handler(request)
     token = request.headers.get("X-Auth-Token")
     if not token and request.path == "/ws":  # browsers' WebSockets cannot set headers
         token = request.query.get("token")
@@ -135,7 +143,8 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     operation = route_operation(request)
     if operation is not None:
         enforce(operation, ctx)
-    return await handler(request)
+    with request_scope(request[REQUEST_ID], ctx):
+        return await handler(request)
 
 
 def route_operation(request: web.Request) -> str | None:
@@ -149,6 +158,15 @@ def route_operation(request: web.Request) -> str | None:
     if service not in ("compute", "image", "network", "volume"):
         return None
     return f"{service}:{'read' if request.method in ('GET', 'HEAD') else 'write'}"
+
+
+def client(request: web.Request, facet: type[Facet]) -> Facet:
+    """The gateway's client of an actor's API facet (its calls carry the request's scope)."""
+    clients: dict[type[ServiceAPI], ServiceAPI] = request.app[CLIENTS]
+    made = clients.get(facet)
+    if not isinstance(made, facet):
+        made = clients[facet] = facet.client(request.app[BUS], timeout=CALL_TIMEOUT)
+    return made
 
 
 async def call(request: web.Request, address: str, body: Any = None, *, timeout: float = 30.0) -> Any:
@@ -192,6 +210,7 @@ def create_app(bus: Bus) -> web.Application:
         ],
     )
     app[BUS] = bus
+    app[CLIENTS] = {}
     app[TOKENS] = TokenValidator(bus)
     app.cleanup_ctx.append(_listen_for_revocations)
     app.on_response_prepare.append(_add_request_id)
