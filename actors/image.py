@@ -1,23 +1,19 @@
 """The image actor (Glance): image records in its store, image bytes in ``<data>/images/<id>``.
 
-An image is created ``queued``; its bytes arrive in chunks at increasing offsets (the first
-turns it ``saving``) and ``finish_upload`` hashes the file (md5 and sha512) and makes it
-``active``. Downloads read it back in chunks. Every chunk travels in one bus message, so
-none is larger than ``CHUNK_MAX``. File I/O runs in threads, never on the event loop.
+Uploads write each chunk at its offset (a retried chunk overwrites and cuts the file there);
+``finish_upload`` hashes the file (md5 and sha512). Changes to one image's bytes are
+serialized by a lock per image in this process; the store's ``received`` column (the bytes
+written so far) is compared-and-swapped, so a second replica cannot interleave. File I/O runs
+in threads, never on the event loop. On its first start (an empty store) it registers the
+public ``aiostack-tiny`` image.
 
-Handlers (version history: 1 - initial):
-* create(name, disk_format, container_format, visibility, min_disk, min_ram, protected,
-  tags, properties, id) -> image                                  public images: admin only
-* upload_chunk(image_id, offset, data) -> {size}; finish_upload(image_id) -> image
-* upload(image_id, data) -> image; abort_upload(image_id) -> image (back to queued)
-* get(image_id) -> image; list(name, status, visibility, limit, marker) -> [image]
-* read_chunk(image_id, offset, length) -> bytes                   active images only
-* delete(image_id) -> None                                        owner or admin, not protected
+Its API, events and version history: ``api/image.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import builtins
 import hashlib
 import os
 import sqlite3
@@ -26,9 +22,19 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
-from bus import Actor, Bus, Conflict, Forbidden, InvalidRequest, NotFound, handler
+from api.image import (
+    CHUNK_MAX,
+    ContainerFormat,
+    DiskFormat,
+    Image,
+    Images,
+    ImageStatus,
+    Received,
+    Visibility,
+)
+from bus import Actor, Bus, Conflict, Forbidden, InvalidRequest, NotFound
 from runtime.config import Config
 from runtime.context import caller, check_visible, sees_all
 from runtime.events import publish_event
@@ -48,17 +54,33 @@ MIGRATIONS = [
     """,
 ]
 
-DISK_FORMATS = ("raw", "qcow2", "ami", "ari", "aki", "vhd", "vmdk", "vdi", "iso")
-CONTAINER_FORMATS = ("bare", "ami", "ari", "aki", "ovf", "ova", "docker")
-VISIBILITIES = ("public", "private", "shared", "community")
-STATUSES = ("queued", "saving", "active", "killed", "deleted")
-FIELDS = (
-    "id", "name", "status", "visibility", "protected", "checksum", "os_hash_algo", "os_hash_value",
-    "owner", "size", "virtual_size", "min_disk", "min_ram", "disk_format", "container_format",
-    "created_at", "updated_at", "tags", "properties",
-)  # fmt: skip
-RESERVED_PROPERTIES = frozenset((*FIELDS, "self", "file", "schema", "locations", "direct_url"))
-CHUNK_MAX = 512 * 1024
+
+class ImageRow(TypedDict):
+    """A row of ``images``: tags and properties as JSON, ``received`` the bytes written so far."""
+
+    id: str
+    name: str
+    status: ImageStatus
+    visibility: Visibility
+    protected: int
+    checksum: str | None
+    os_hash_algo: str | None
+    os_hash_value: str | None
+    owner: str | None
+    size: int | None
+    virtual_size: int | None
+    min_disk: int
+    min_ram: int
+    disk_format: DiskFormat
+    container_format: ContainerFormat
+    created_at: str
+    updated_at: str
+    tags: str
+    properties: str
+    received: int
+
+
+RESERVED_PROPERTIES = frozenset((*Image.__annotations__, "self", "file", "schema", "locations", "direct_url"))
 READ_BLOCK = 1024 * 1024
 
 TINY_NAME = "aiostack-tiny"
@@ -73,20 +95,10 @@ def tiny_disk() -> bytes:
     return bytes(disk)
 
 
-def _check(condition: bool, message: str) -> None:
-    if not condition:
-        raise InvalidRequest(message)
-
-
-def _is_count(value: Any) -> bool:
-    """A non-negative int (bools excluded)."""
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
-def _is_uuid(value: Any) -> bool:
+def _is_uuid(value: str) -> bool:
     try:
         uuid.UUID(value)
-    except (TypeError, ValueError, AttributeError):
+    except ValueError:
         return False
     return True
 
@@ -120,16 +132,32 @@ def _digest(path: Path) -> tuple[int, str, str]:
     return size, md5.hexdigest(), sha512.hexdigest()
 
 
-def _record(row: dict[str, Any]) -> dict[str, Any]:
+def _record(row: ImageRow) -> Image:
     """An image as the actor shows it (Glance v2 field names)."""
-    image = {key: row[key] for key in FIELDS}
-    image["protected"] = bool(row["protected"])
-    image["tags"] = from_json(row["tags"], [])
-    image["properties"] = from_json(row["properties"], {})
-    return image
+    return {
+        "id": row["id"],
+        "name": row["name"],
+        "status": row["status"],
+        "visibility": row["visibility"],
+        "protected": bool(row["protected"]),
+        "checksum": row["checksum"],
+        "os_hash_algo": row["os_hash_algo"],
+        "os_hash_value": row["os_hash_value"],
+        "owner": row["owner"],
+        "size": row["size"],
+        "virtual_size": row["virtual_size"],
+        "min_disk": row["min_disk"],
+        "min_ram": row["min_ram"],
+        "disk_format": row["disk_format"],
+        "container_format": row["container_format"],
+        "created_at": row["created_at"],
+        "updated_at": row["updated_at"],
+        "tags": from_json(row["tags"], []),
+        "properties": from_json(row["properties"], {}),
+    }
 
 
-class ImageActor(Actor):
+class ImageActor(Actor, Images):
     name = "image"
 
     def __init__(self, bus: Bus, config: Config) -> None:
@@ -179,76 +207,55 @@ class ImageActor(Actor):
             if not self._lock_users[image_id]:
                 del self._lock_users[image_id], self._locks[image_id]
 
-    async def _load(self, image_id: Any, *, deleted: bool = False) -> dict[str, Any]:
-        """The image's row if the caller may see it (deleted ones only when asked)."""
-        _check(isinstance(image_id, str), "image_id must be a string")
-        row = await self.store.fetchone("SELECT * FROM images WHERE id = ?", (image_id,))
+    async def _load(self, image_id: str, *, deleted: bool = False) -> ImageRow:
+        """The image's row if the caller may see it (deleted ones only when asked).
+
+        :raises NotFound: no such image (or deleted), or the caller may not see it.
+        """
+        row = await self.store.fetchone("SELECT * FROM images WHERE id = ?", (image_id,), row=ImageRow)
         if row is None or (row["status"] == "deleted" and not deleted):
             raise NotFound(f"image {image_id} could not be found")  # as check_visible says it
         check_visible("image", image_id, row["owner"], public=row["visibility"] in ("public", "community"))
         return row
 
-    async def _get(self, image_id: str) -> dict[str, Any]:
+    async def _get(self, image_id: str) -> Image:
         return _record(await self._load(image_id, deleted=True))
 
-    def _require_owner(self, row: dict[str, Any], action: str) -> None:
+    def _require_owner(self, row: ImageRow, action: str) -> None:
         ctx = caller()
         if not sees_all(ctx) and (ctx is None or row["owner"] != ctx.project_id):
             raise Forbidden(f"You are not permitted to {action} image {row['id']}.")
 
     # -- records --------------------------------------------------------------------------
 
-    @handler(policy="image:write")
     async def create(
         self,
+        *,
         name: str,
-        disk_format: str = "raw",
-        container_format: str = "bare",
-        visibility: str = "private",
+        disk_format: DiskFormat = "raw",
+        container_format: ContainerFormat = "bare",
+        visibility: Visibility = "private",
         min_disk: int = 0,
         min_ram: int = 0,
         protected: bool = False,
-        tags: list[str] | None = None,
+        tags: builtins.list[str] | None = None,
         properties: dict[str, str] | None = None,
         id: str | None = None,
-    ) -> dict[str, Any]:
-        """Register a ``queued`` image owned by the caller's project.
-
-        :raises InvalidRequest: a field has a bad type or value.
-        :raises Forbidden: someone other than an admin or a service asks for a public image.
-        :raises Conflict: an image with this ``id`` exists (or existed).
-        """
-        _check(isinstance(name, str) and len(name) <= 255, "name must be a string of at most 255 characters")
-        _check(disk_format in DISK_FORMATS, f"disk_format must be one of {', '.join(DISK_FORMATS)}")
-        _check(
-            container_format in CONTAINER_FORMATS,
-            f"container_format must be one of {', '.join(CONTAINER_FORMATS)}",
-        )
-        _check(visibility in VISIBILITIES, f"visibility must be one of {', '.join(VISIBILITIES)}")
-        _check(_is_count(min_disk) and _is_count(min_ram), "min_disk and min_ram must be integers >= 0")
-        _check(isinstance(protected, bool), "protected must be a boolean")
-        tags = [] if tags is None else tags
-        _check(
-            isinstance(tags, list) and all(isinstance(t, str) and 0 < len(t) <= 255 for t in tags),
-            "tags must be a list of non-empty strings",
-        )
+    ) -> Image:
+        """Register a queued image (``api.image.Images.create``)."""
         properties = {} if properties is None else properties
-        _check(
-            isinstance(properties, dict)
-            and all(
-                isinstance(k, str) and 0 < len(k) <= 255 and isinstance(v, str) for k, v in properties.items()
-            ),
-            "properties must map names to string values",
-        )
         reserved = sorted(RESERVED_PROPERTIES.intersection(properties))
-        _check(not reserved, f"property names {', '.join(reserved)} are reserved")
-        _check(id is None or _is_uuid(id), "id must be a UUID")
+        if reserved:
+            raise InvalidRequest(f"property names {', '.join(reserved)} are reserved")
+        if id is not None and not _is_uuid(id):
+            raise InvalidRequest("id must be a UUID")
         ctx = caller()
         if visibility == "public" and not sees_all(ctx):
             raise Forbidden("Only an admin may create public images.")
+        image_id = str(uuid.UUID(id)) if id is not None else new_uuid()
         now = utcnow()
         image = {
-            "id": str(uuid.UUID(id)) if id is not None else new_uuid(),
+            "id": image_id,
             "name": name,
             "status": "queued",
             "visibility": visibility,
@@ -260,7 +267,7 @@ class ImageActor(Actor):
             "container_format": container_format,
             "created_at": now,
             "updated_at": now,
-            "tags": to_json(list(dict.fromkeys(tags))),
+            "tags": to_json(builtins.list(dict.fromkeys(tags or ()))),
             "properties": to_json(properties),
         }
         try:
@@ -272,44 +279,31 @@ class ImageActor(Actor):
                 image,
             )
         except sqlite3.IntegrityError:
-            raise Conflict(f"An image with ID {image['id']} already exists") from None
-        record = await self._get(image["id"])
+            raise Conflict(f"An image with ID {image_id} already exists") from None
+        record = await self._get(image_id)
         await publish_event(self.bus, "image", record["id"], record["owner"], "image.queued", record)
         return record
 
-    @handler(policy="image:read")
-    async def get(self, image_id: str) -> dict[str, Any]:
-        """One image.
-
-        :raises NotFound: no such image, deleted, or another project's private/shared image.
-        """
+    async def get(self, *, image_id: str) -> Image:
+        """One image (``api.image.ImageReader.get``)."""
         return _record(await self._load(image_id))
 
-    @handler(policy="image:read")
     async def list(
         self,
+        *,
         name: str | None = None,
-        status: str | None = None,
-        visibility: str | None = None,
+        status: ImageStatus | None = None,
+        visibility: Visibility | None = None,
         limit: int | None = None,
         marker: str | None = None,
-    ) -> list[dict[str, Any]]:
-        """The images the caller may see, newest first (``created_at`` then ``id``, descending).
-
-        :raises InvalidRequest: a bad filter or limit, or a marker the caller cannot see.
-        """
-        clauses, params = ["status != 'deleted'"], []
+    ) -> builtins.list[Image]:
+        """The images the caller may see, newest first (``api.image.Images.list``)."""
+        clauses = ["status != 'deleted'"]
+        params: builtins.list[object] = []
         ctx = caller()
         if not sees_all(ctx):
             clauses.append("(visibility IN ('public', 'community') OR owner = ?)")
             params.append(ctx.project_id if ctx is not None else None)
-        _check(name is None or isinstance(name, str), "name must be a string")
-        _check(status is None or status in STATUSES, f"status must be one of {', '.join(STATUSES)}")
-        _check(
-            visibility is None or visibility in VISIBILITIES,
-            "visibility must be one of " + ", ".join(VISIBILITIES),
-        )
-        _check(limit is None or _is_count(limit), "limit must be an integer >= 0")
         for column, value in (("name", name), ("status", status), ("visibility", visibility)):
             if value is not None:
                 clauses.append(f"{column} = ?")
@@ -325,16 +319,11 @@ class ImageActor(Actor):
         if limit is not None:
             sql += " LIMIT ?"
             params.append(limit)
-        return [_record(row) for row in await self.store.fetchall(sql, params)]
+        return [_record(row) for row in await self.store.fetchall(sql, params, row=ImageRow)]
 
-    @handler(policy="image:write")
-    async def delete(self, image_id: str) -> None:
-        """Mark the image deleted and remove its file.
-
-        :raises NotFound: the caller cannot see the image.
-        :raises Forbidden: not the owner's project (nor an admin), or the image is protected.
-        """
-        async with self._image_lock(str(image_id)):
+    async def delete(self, *, image_id: str) -> None:
+        """Mark the image deleted and remove its file (``api.image.Images.delete``)."""
+        async with self._image_lock(image_id):
             row = await self._load(image_id)
             self._require_owner(row, "delete")
             if row["protected"]:
@@ -348,48 +337,25 @@ class ImageActor(Actor):
 
     # -- data -----------------------------------------------------------------------------
 
-    @handler(policy="image:write")
-    async def upload_chunk(self, image_id: str, offset: int, data: bytes) -> dict[str, int]:
-        """Append one chunk at ``offset`` (the bytes received so far); return the new total.
-
-        :raises InvalidRequest: bad offset, or data that is not bytes or over ``CHUNK_MAX``.
-        :raises NotFound: the caller cannot see the image.
-        :raises Forbidden: the image belongs to another project.
-        :raises Conflict: the image is not queued/saving, or ``offset`` is not the bytes received.
-        """
-        async with self._image_lock(str(image_id)):
+    async def upload_chunk(self, *, image_id: str, offset: int, data: bytes) -> Received:
+        """Write one chunk at ``offset`` (``api.image.Images.upload_chunk``)."""
+        async with self._image_lock(image_id):
             return {"size": await self._write_chunk(image_id, offset, data)}
 
-    @handler(policy="image:write")
-    async def finish_upload(self, image_id: str) -> dict[str, Any]:
-        """Hash the uploaded bytes and make the image ``active``.
-
-        :raises NotFound: the caller cannot see the image.
-        :raises Forbidden: the image belongs to another project.
-        :raises Conflict: the image is not ``saving``.
-        """
-        async with self._image_lock(str(image_id)):
+    async def finish_upload(self, *, image_id: str) -> Image:
+        """Hash the uploaded bytes and make the image active (``api.image.Images.finish_upload``)."""
+        async with self._image_lock(image_id):
             return await self._finish(image_id)
 
-    @handler(policy="image:write")
-    async def upload(self, image_id: str, data: bytes) -> dict[str, Any]:
-        """One-shot upload of a small image: one chunk at offset 0, then ``finish_upload``.
-
-        :raises InvalidRequest, NotFound, Forbidden, Conflict: as ``upload_chunk``.
-        """
-        async with self._image_lock(str(image_id)):
+    async def upload(self, *, image_id: str, data: bytes) -> Image:
+        """One chunk at offset 0, then ``finish_upload`` (``api.image.Images.upload``)."""
+        async with self._image_lock(image_id):
             await self._write_chunk(image_id, 0, data)
             return await self._finish(image_id)
 
-    @handler(policy="image:write")
-    async def abort_upload(self, image_id: str) -> dict[str, Any]:
-        """Drop a half-done upload: ``saving`` back to ``queued``, file removed, so it can restart.
-
-        :raises NotFound: the caller cannot see the image.
-        :raises Forbidden: the image belongs to another project.
-        :raises Conflict: the image is not ``saving``.
-        """
-        async with self._image_lock(str(image_id)):
+    async def abort_upload(self, *, image_id: str) -> Image:
+        """Saving back to queued, file removed (``api.image.Images.abort_upload``)."""
+        async with self._image_lock(image_id):
             row = await self._load(image_id)
             self._require_owner(row, "upload data to")
             if row["status"] != "saving":
@@ -401,15 +367,8 @@ class ImageActor(Actor):
             await asyncio.to_thread(self._path(row["id"]).unlink, missing_ok=True)
             return await self._get(row["id"])
 
-    @handler(policy="image:read")
-    async def read_chunk(self, image_id: str, offset: int, length: int) -> bytes:
-        """Up to ``length`` bytes (at most ``CHUNK_MAX``) of an active image from ``offset``.
-
-        :raises InvalidRequest: bad offset or length.
-        :raises NotFound: the caller cannot see the image, or its file is gone.
-        :raises Conflict: the image is not ``active``.
-        """
-        _check(_is_count(offset) and _is_count(length), "offset and length must be integers >= 0")
+    async def read_chunk(self, *, image_id: str, offset: int, length: int) -> bytes:
+        """Up to ``length`` bytes of an active image (``api.image.ImageReader.read_chunk``)."""
         row = await self._load(image_id)
         if row["status"] != "active":
             raise Conflict(f"Image {image_id} is {row['status']}; only active images can be read.")
@@ -419,9 +378,10 @@ class ImageActor(Actor):
             raise NotFound(f"The data of image {image_id} could not be found") from None
 
     async def _write_chunk(self, image_id: str, offset: int, data: bytes) -> int:
-        """Write one chunk under the image's lock; return the bytes received so far."""
-        _check(_is_count(offset), "offset must be an integer >= 0")
-        _check(isinstance(data, bytes) and len(data) <= CHUNK_MAX, f"data must be at most {CHUNK_MAX} bytes")
+        """Write one chunk under the image's lock; return the bytes received so far.
+
+        :raises Conflict: the image is not queued/saving, or ``offset`` is not the bytes received.
+        """
         row = await self._load(image_id)
         self._require_owner(row, "upload data to")
         if row["status"] not in ("queued", "saving"):
@@ -439,7 +399,7 @@ class ImageActor(Actor):
             raise Conflict(f"Image {image_id} changed during the upload")
         return received
 
-    async def _finish(self, image_id: str) -> dict[str, Any]:
+    async def _finish(self, image_id: str) -> Image:
         row = await self._load(image_id)
         self._require_owner(row, "upload data to")
         if row["status"] != "saving":

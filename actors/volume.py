@@ -1,37 +1,42 @@
 """The volume actor (Cinder): volumes as files in ``<data>/volumes/`` and their attachments.
 
 A volume is a sparse raw file (``<id>.raw``) or a qcow2 image (``<id>.qcow2``, made by
-``qemu-img``). The conductor drives the attach protocol; a node does the libvirt part:
+``qemu-img``). Each status change runs in one store transaction and is then published.
+Attachment rows follow the attach protocol: reserved (the volume attaching) -> attached
+(in-use) <-> detaching; only attached and detaching ones are shown in a volume's
+``attachments``. An orphan sweep frees the volumes of instances the conductor no longer knows.
 
-    reserve -> attach_complete        available -> attaching -> in-use
-    unreserve                         attaching -> available   (the node failed)
-    begin_detach -> detach_complete   in-use -> detaching -> available
-    roll_detaching                    detaching -> in-use      (the node failed)
-    detach_all                        every volume of a deleted instance -> available
-
-Every status change is published as ``volume.<status>`` on ``evt.volume.<project>.<id>``
-with the volume as users see it (no ``path``, no ``format``).
-
-Handlers (version history: 1 - initial): create, get, list, update, delete; the attach
-protocol above (reserve and begin_detach also answer the ``connection``: the file's path and
-format); list_attachments for audits.
+Its API, the attach protocol, events and version history: ``api/volume.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import builtins
 import logging
 import os
 import shutil
 from asyncio.subprocess import DEVNULL, PIPE
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import aiosqlite
 
 from actors.orphans import ORPHAN_SWEEP_INTERVAL, sweep_orphans_forever
-from bus import Actor, AiostackError, Bus, Conflict, InvalidRequest, NotFound, handler
+from api.volume import (
+    Attachment,
+    AttachmentRecord,
+    AttachStatus,
+    Connected,
+    Connection,
+    Detached,
+    Volume,
+    VolumeFormat,
+    Volumes,
+    VolumeStatus,
+)
+from bus import Actor, AiostackError, Bus, Conflict, InvalidRequest, NotFound
 from runtime.config import Config
 from runtime.context import caller, check_visible
 from runtime.events import publish_event
@@ -57,24 +62,45 @@ MIGRATIONS = [
     """,
 ]
 
-MAX_SIZE_GIB = 1024
-MAX_TEXT = 255
-FORMATS = ("raw", "qcow2")
+
+class VolumeRow(TypedDict):
+    """A row of ``volumes`` (``metadata`` as JSON)."""
+
+    id: str
+    name: str
+    description: str
+    size: int
+    status: VolumeStatus
+    format: VolumeFormat
+    path: str
+    user_id: str | None
+    project_id: str | None
+    metadata: str
+    fault: str | None
+    created_at: str
+    updated_at: str
+
+
+class AttachmentRow(TypedDict):
+    """A row of ``attachments``: host_name, device and attached_at are set from ``attached`` on."""
+
+    id: str
+    volume_id: str
+    server_id: str
+    attach_status: AttachStatus
+    host_name: str | None
+    device: str | None
+    attached_at: str | None
+
+
+class AttachmentOfProject(AttachmentRow):
+    project_id: str | None
+
+
 DELETABLE = ("available", "error", "error_deleting")
-# attachment rows: reserved (volume attaching), attached (in-use), detaching (volume detaching)
 SHOWN_ATTACHMENTS = "attach_status IN ('attached', 'detaching')"
 ATTACHMENTS_OF = f"SELECT * FROM attachments WHERE volume_id = ? AND {SHOWN_ATTACHMENTS} ORDER BY attached_at"
 INTERNAL_FIELDS = ("path", "format")
-ATTACHMENT_FIELDS = ("volume_id", "server_id", "host_name", "device", "attached_at")
-FIXED_FIELDS = {
-    "availability_zone": "nova",
-    "bootable": "false",
-    "encrypted": False,
-    "multiattach": False,
-    "volume_type": "__DEFAULT__",
-    "snapshot_id": None,
-    "source_volid": None,
-}
 
 # what the attach protocol does to attachment rows (reserved -> attached <-> detaching)
 RESERVE = "INSERT INTO attachments (id, volume_id, server_id, attach_status) VALUES (?, ?, ?, 'reserved')"
@@ -87,71 +113,64 @@ DETACH = "DELETE FROM attachments WHERE id = ?"
 ATTACHMENT_TO = "SELECT id FROM attachments WHERE volume_id = ? AND server_id = ?"
 
 # a change of a volume inside a transaction: gets the volume, answers its new status (None: same)
-Step = Callable[[aiosqlite.Connection, dict[str, Any]], Awaitable[str | None]]
+Step = Callable[[aiosqlite.Connection, Volume], Awaitable[VolumeStatus | None]]
 
 
-def _attachment_view(row: dict[str, Any]) -> dict[str, Any]:
+def _attachment_view(row: AttachmentRow) -> Attachment:
     """An attachment as Cinder shows it (its ``id`` is the volume's, as in Cinder)."""
     return {
         "id": row["volume_id"],
         "attachment_id": row["id"],
-        **{key: row[key] for key in ATTACHMENT_FIELDS},
+        "volume_id": row["volume_id"],
+        "server_id": row["server_id"],
+        "host_name": row["host_name"],
+        "device": row["device"],
+        "attached_at": row["attached_at"],
     }
 
 
-def _record(row: dict[str, Any], attachments: list[dict[str, Any]]) -> dict[str, Any]:
+def _record(row: VolumeRow, attachments: list[AttachmentRow]) -> Volume:
     """The volume record: every column of its row, the fixed Cinder fields, its attachments."""
     return {
-        **row,
-        **FIXED_FIELDS,
-        "attachments": [_attachment_view(attachment) for attachment in attachments],
+        "id": row["id"],
+        "name": row["name"],
+        "description": row["description"],
+        "size": row["size"],
+        "status": row["status"],
+        "format": row["format"],
+        "path": row["path"],
+        "user_id": row["user_id"],
+        "project_id": row["project_id"],
         "metadata": from_json(row["metadata"], {}),
+        "fault": row["fault"],
+        "created_at": row["created_at"],
+        "updated_at": row["updated_at"],
+        "availability_zone": "nova",
+        "bootable": "false",
+        "encrypted": False,
+        "multiattach": False,
+        "volume_type": "__DEFAULT__",
+        "snapshot_id": None,
+        "source_volid": None,
+        "attachments": [_attachment_view(attachment) for attachment in attachments],
     }
 
 
-def public_view(volume: dict[str, Any]) -> dict[str, Any]:
+def public_view(volume: Volume) -> dict[str, Any]:
     """The volume without the fields only the volume host needs (file path and format)."""
     return {key: value for key, value in volume.items() if key not in INTERNAL_FIELDS}
 
 
-def _connection(volume: dict[str, Any]) -> dict[str, str]:
+def _connection(volume: Volume) -> Connection:
     return {"path": volume["path"], "format": volume["format"]}
 
 
-def _check_found(volume_id: str, row: dict[str, Any] | None) -> dict[str, Any]:
+def _check_found(volume_id: str, row: VolumeRow | None) -> VolumeRow:
     """The row if the caller may see it. :raises NotFound: missing or another project's."""
     if row is None:
         raise NotFound(f"Volume {volume_id} could not be found.")
     check_visible("Volume", volume_id, row["project_id"])
     return row
-
-
-def _check_text(field: str, value: Any, *, required: bool = False) -> None:
-    """:raises InvalidRequest: not a string of at most 255 characters (non-empty if required)."""
-    if not isinstance(value, str) or len(value) > MAX_TEXT or (required and not value):
-        raise InvalidRequest(
-            f"Invalid input received: {field} must be a string of at most {MAX_TEXT} characters"
-        )
-
-
-def _check_size(size: Any) -> None:
-    """:raises InvalidRequest: not an integer number of GiB from 1 to ``MAX_SIZE_GIB``."""
-    if type(size) is not int or not 1 <= size <= MAX_SIZE_GIB:
-        raise InvalidRequest(
-            f"Invalid input received: size must be an integer from 1 to {MAX_SIZE_GIB} (GiB), not {size!r}"
-        )
-
-
-def _check_metadata(metadata: Any) -> dict[str, str]:
-    """:raises InvalidRequest: not a map of strings to strings."""
-    if metadata is None:
-        return {}
-    if not isinstance(metadata, dict):
-        raise InvalidRequest("Invalid input received: metadata must be an object of strings")
-    for key, value in metadata.items():
-        _check_text("metadata key", key, required=True)
-        _check_text(f"metadata value of {key}", value)
-    return metadata
 
 
 def _scope(all_tenants: bool) -> tuple[str, tuple[Any, ...]]:
@@ -181,7 +200,7 @@ async def _make_qcow2(qemu_img: str, path: Path, size_gib: int) -> None:
         )
 
 
-class VolumeActor(Actor):
+class VolumeActor(Actor, Volumes):
     name = "volume"
     orphan_sweep_interval = ORPHAN_SWEEP_INTERVAL
 
@@ -197,7 +216,7 @@ class VolumeActor(Actor):
             sweep_orphans_forever(
                 self.bus,
                 self._attached_instances,
-                self.detach_all,
+                self._detach_orphan,
                 "volume attachments",
                 self.orphan_sweep_interval,
             ),
@@ -210,31 +229,32 @@ class VolumeActor(Actor):
             for row in await self.store.fetchall("SELECT DISTINCT server_id FROM attachments")
         ]
 
+    async def _detach_orphan(self, instance_uuid: str) -> Detached:
+        return await self.detach_all(instance_uuid=instance_uuid)
+
     async def on_stop(self) -> None:
         await self.store.close()
 
     # -- helpers --------------------------------------------------------------------------
 
-    async def _publish(self, volume: dict[str, Any]) -> None:
+    async def _publish(self, volume: Volume, **changes: Any) -> None:
+        """Publish ``volume.<status>`` with the volume as users see it (``changes`` applied)."""
+        state = {**public_view(volume), **changes}
         await publish_event(
-            self.bus,
-            "volume",
-            volume["id"],
-            volume["project_id"],
-            f"volume.{volume['status']}",
-            public_view(volume),
+            self.bus, "volume", volume["id"], volume["project_id"], f"volume.{state['status']}", state
         )
 
     def _fault(self, exc: OSError) -> str:
         """What went wrong with a volume file, without the pool's path."""
         return str(exc).replace(f"{self.pool}{os.sep}", "")
 
-    async def _load(self, db: aiosqlite.Connection, volume_id: str) -> dict[str, Any]:
+    async def _load(self, db: aiosqlite.Connection, volume_id: str) -> Volume:
         """A visible volume's record inside a transaction. :raises NotFound:"""
-        row = _check_found(volume_id, await fetchone(db, "SELECT * FROM volumes WHERE id = ?", (volume_id,)))
-        return _record(row, await fetchall(db, ATTACHMENTS_OF, (volume_id,)))
+        row = await fetchone(db, "SELECT * FROM volumes WHERE id = ?", (volume_id,), row=VolumeRow)
+        found = _check_found(volume_id, row)
+        return _record(found, await fetchall(db, ATTACHMENTS_OF, (volume_id,), row=AttachmentRow))
 
-    async def _change(self, volume_id: str, step: Step) -> dict[str, Any]:
+    async def _change(self, volume_id: str, step: Step) -> Volume:
         """Run ``step`` on a visible volume in one transaction; write and publish a new status."""
         async with self.store.transaction() as db:
             status = await step(db, await self._load(db, volume_id))
@@ -248,8 +268,8 @@ class VolumeActor(Actor):
             await self._publish(volume)
         return volume
 
-    async def _set_status(self, volume_id: str, status: str, fault: str | None = None) -> dict[str, Any]:
-        async def step(db: aiosqlite.Connection, volume: dict[str, Any]) -> str:
+    async def _set_status(self, volume_id: str, status: VolumeStatus, fault: str | None = None) -> Volume:
+        async def step(db: aiosqlite.Connection, volume: Volume) -> VolumeStatus:
             await db.execute("UPDATE volumes SET fault = ? WHERE id = ?", (fault, volume_id))
             return status
 
@@ -257,26 +277,16 @@ class VolumeActor(Actor):
 
     # -- volumes --------------------------------------------------------------------------
 
-    @handler(policy="volume:write")
     async def create(
         self,
+        *,
         size: int,
         name: str = "",
         description: str = "",
-        volume_format: str = "raw",
+        volume_format: VolumeFormat = "raw",
         metadata: dict[str, str] | None = None,
-    ) -> dict[str, Any]:
-        """Make a volume of ``size`` GiB for the caller's project: creating -> available (or error).
-
-        :raises InvalidRequest: bad size, name, description, format or metadata, or qcow2
-            asked for where qemu-img is not installed.
-        """
-        _check_size(size)
-        _check_text("name", name)
-        _check_text("description", description)
-        metadata = _check_metadata(metadata)
-        if volume_format not in FORMATS:
-            raise InvalidRequest(f"Invalid input received: volume_format must be one of {', '.join(FORMATS)}")
+    ) -> Volume:
+        """Make a volume of ``size`` GiB (``api.volume.Volumes.create``)."""
         qemu_img = shutil.which("qemu-img") if volume_format == "qcow2" else None
         if volume_format == "qcow2" and qemu_img is None:
             raise InvalidRequest("qcow2 volumes need qemu-img, which is not installed on the volume host")
@@ -285,7 +295,7 @@ class VolumeActor(Actor):
         path = self.pool / f"{volume_id}.{volume_format}"
         now = utcnow()
         owner = (ctx.user_id, ctx.project_id) if ctx else (None, None)
-        row = (volume_id, name, description, size, volume_format, str(path), *owner, to_json(metadata))
+        row = (volume_id, name, description, size, volume_format, str(path), *owner, to_json(metadata or {}))
         async with self.store.transaction() as db:
             await db.execute(
                 "INSERT INTO volumes (id, name, description, size, format, path, user_id, project_id,"
@@ -307,52 +317,18 @@ class VolumeActor(Actor):
             )
         return await self._set_status(volume_id, "available")
 
-    @handler(policy="volume:read")
-    async def get(self, volume_id: str) -> dict[str, Any]:
-        """One volume. :raises NotFound: no such volume visible to the caller."""
-        row = _check_found(
-            volume_id, await self.store.fetchone("SELECT * FROM volumes WHERE id = ?", (volume_id,))
-        )
-        return _record(row, await self.store.fetchall(ATTACHMENTS_OF, (volume_id,)))
+    async def get(self, *, volume_id: str) -> Volume:
+        """One volume (``api.volume.VolumeAttachments.get``)."""
+        row = await self.store.fetchone("SELECT * FROM volumes WHERE id = ?", (volume_id,), row=VolumeRow)
+        found = _check_found(volume_id, row)
+        return _record(found, await self.store.fetchall(ATTACHMENTS_OF, (volume_id,), row=AttachmentRow))
 
-    @handler(policy="volume:read")
-    async def list(
-        self, name: str | None = None, status: str | None = None, all_tenants: bool = False
-    ) -> list[dict[str, Any]]:
-        """The caller's volumes (every project's for an admin with ``all_tenants``), newest first."""
-        condition, scope_params = _scope(bool(all_tenants))
-        clauses, params = [condition], [*scope_params]
-        for column, value in (("name", name), ("status", status)):
-            if value is not None:
-                clauses.append(f"v.{column} = ?")
-                params.append(value)
-        where = " AND ".join(clauses)
-        rows = await self.store.fetchall(
-            f"SELECT v.* FROM volumes v WHERE {where} ORDER BY v.created_at DESC, v.id", params
-        )
-        attachments: dict[str, list[dict[str, Any]]] = {}
-        for attachment in await self.store.fetchall(
-            f"SELECT a.* FROM attachments a JOIN volumes v ON v.id = a.volume_id"
-            f" WHERE {where} AND a.{SHOWN_ATTACHMENTS} ORDER BY a.attached_at",
-            params,
-        ):
-            attachments.setdefault(attachment["volume_id"], []).append(attachment)
-        return [_record(row, attachments.get(row["id"], [])) for row in rows]
-
-    @handler(policy="volume:write")
     async def update(
-        self, volume_id: str, name: str | None = None, description: str | None = None
-    ) -> dict[str, Any]:
-        """Rename or redescribe a volume (None leaves a field as it is).
+        self, *, volume_id: str, name: str | None = None, description: str | None = None
+    ) -> Volume:
+        """Rename or redescribe a volume (``api.volume.Volumes.update``)."""
 
-        :raises NotFound: no such volume visible to the caller.
-        :raises InvalidRequest: name or description is not a string of at most 255 characters.
-        """
-        for field, value in (("name", name), ("description", description)):
-            if value is not None:
-                _check_text(field, value)
-
-        async def step(db: aiosqlite.Connection, volume: dict[str, Any]) -> None:
+        async def step(db: aiosqlite.Connection, volume: Volume) -> None:
             await db.execute(
                 "UPDATE volumes SET name = COALESCE(?, name), description = COALESCE(?, description),"
                 " updated_at = ? WHERE id = ?",
@@ -361,18 +337,13 @@ class VolumeActor(Actor):
 
         return await self._change(volume_id, step)
 
-    @handler(policy="volume:write")
-    async def delete(self, volume_id: str) -> None:
-        """Remove a volume and its file: deleting -> gone (published as ``volume.deleted``).
+    async def delete(self, *, volume_id: str) -> None:
+        """Remove a volume and its file (``api.volume.Volumes.delete``).
 
         A volume in error_deleting (its file could not be removed) may be deleted again.
-
-        :raises NotFound: no such volume visible to the caller.
-        :raises Conflict: the volume is not available or error (in-use, attaching, ...).
-        :raises AiostackError: the file could not be removed; the volume is left error_deleting.
         """
 
-        async def step(db: aiosqlite.Connection, volume: dict[str, Any]) -> str:
+        async def step(db: aiosqlite.Connection, volume: Volume) -> VolumeStatus:
             if volume["status"] not in DELETABLE:
                 raise Conflict(
                     "Invalid volume: Volume status must be available or error and must not be attached,"
@@ -389,21 +360,45 @@ class VolumeActor(Actor):
             await self._set_status(volume_id, "error_deleting", fault)
             raise AiostackError(f"Volume {volume_id}: {fault}") from None
         await self.store.execute("DELETE FROM volumes WHERE id = ?", (volume_id,))
-        await self._publish({**volume, "status": "deleted", "updated_at": utcnow()})
+        await self._publish(volume, status="deleted", updated_at=utcnow())
+
+    async def list(
+        self, *, name: str | None = None, status: str | None = None, all_tenants: bool = False
+    ) -> builtins.list[Volume]:
+        """The caller's volumes, newest first (``api.volume.Volumes.list``)."""
+        condition, scope_params = _scope(all_tenants)
+        clauses, params = [condition], [*scope_params]
+        for column, value in (("name", name), ("status", status)):
+            if value is not None:
+                clauses.append(f"v.{column} = ?")
+                params.append(value)
+        where = " AND ".join(clauses)
+        rows = await self.store.fetchall(
+            f"SELECT v.* FROM volumes v WHERE {where} ORDER BY v.created_at DESC, v.id", params, row=VolumeRow
+        )
+        attachments: dict[str, builtins.list[AttachmentRow]] = {}
+        for attachment in await self.store.fetchall(
+            f"SELECT a.* FROM attachments a JOIN volumes v ON v.id = a.volume_id"
+            f" WHERE {where} AND a.{SHOWN_ATTACHMENTS} ORDER BY a.attached_at",
+            params,
+            row=AttachmentRow,
+        ):
+            attachments.setdefault(attachment["volume_id"], []).append(attachment)
+        return [_record(row, attachments.get(row["id"], [])) for row in rows]
 
     # -- the attach protocol --------------------------------------------------------------
 
     async def _move(
         self,
         volume_id: str,
-        source: str,
-        target: str,
+        source: VolumeStatus,
+        target: VolumeStatus,
         sql: str,
         params: tuple[Any, ...],
         *,
         instance_uuid: str | None = None,
-        settled: str | None = None,
-    ) -> dict[str, Any]:
+        settled: VolumeStatus | None = None,
+    ) -> Volume:
         """Move a volume from status ``source`` to ``target``, running ``sql`` on its attachments.
 
         With ``instance_uuid`` the volume must have an attachment to that instance, whose id
@@ -414,7 +409,7 @@ class VolumeActor(Actor):
         :raises Conflict: the volume is not in ``source`` status.
         """
 
-        async def step(db: aiosqlite.Connection, volume: dict[str, Any]) -> str | None:
+        async def step(db: aiosqlite.Connection, volume: Volume) -> VolumeStatus | None:
             if volume["status"] == settled:
                 return None
             arguments = params
@@ -432,89 +427,47 @@ class VolumeActor(Actor):
 
         return await self._change(volume_id, step)
 
-    @handler
-    async def reserve(self, volume_id: str, instance_uuid: str) -> dict[str, Any]:
-        """Claim an available volume for ``instance_uuid``: available -> attaching.
-
-        :raises NotFound: no such volume visible to the caller.
-        :raises Conflict: the volume is not available (in-use, attaching, ...).
-        :raises InvalidRequest: ``instance_uuid`` is not a non-empty string.
-        """
-        _check_text("instance_uuid", instance_uuid, required=True)
+    async def reserve(self, *, volume_id: str, instance_uuid: str) -> Connected:
+        """Available -> attaching, for ``instance_uuid`` (``api.volume.VolumeAttacher.reserve``)."""
         volume = await self._move(
             volume_id, "available", "attaching", RESERVE, (new_uuid(), volume_id, instance_uuid)
         )
         return {"volume": volume, "connection": _connection(volume)}
 
-    @handler
-    async def unreserve(self, volume_id: str) -> dict[str, Any]:
-        """Roll back a reserve (the node failed): attaching -> available; idempotent.
-
-        :raises NotFound: no such volume visible to the caller.
-        :raises Conflict: the volume is neither attaching nor available.
-        """
+    async def unreserve(self, *, volume_id: str) -> Volume:
+        """Attaching -> available; idempotent (``api.volume.VolumeAttachments.unreserve``)."""
         return await self._move(
             volume_id, "attaching", "available", UNRESERVE, (volume_id,), settled="available"
         )
 
-    @handler
-    async def attach_complete(
-        self, volume_id: str, instance_uuid: str, host: str, device: str
-    ) -> dict[str, Any]:
-        """The node attached the volume as ``device`` on ``host``: attaching -> in-use.
-
-        :raises NotFound: no such volume visible to the caller, or not reserved for the instance.
-        :raises Conflict: the volume is not attaching.
-        :raises InvalidRequest: ``host`` or ``device`` is not a non-empty string.
-        """
-        _check_text("host", host, required=True)
-        _check_text("device", device, required=True)
+    async def attach_complete(self, *, volume_id: str, instance_uuid: str, host: str, device: str) -> Volume:
+        """Attaching -> in-use (``api.volume.VolumeAttacher.attach_complete``)."""
         arguments = (host, device, utcnow())
         return await self._move(
             volume_id, "attaching", "in-use", ATTACH, arguments, instance_uuid=instance_uuid
         )
 
-    @handler
-    async def begin_detach(self, volume_id: str, instance_uuid: str) -> dict[str, Any]:
-        """Start detaching from ``instance_uuid``: in-use -> detaching.
-
-        :raises NotFound: no such volume visible to the caller, or not attached to the instance.
-        :raises Conflict: the volume is not in-use (attaching, detaching, ...).
-        """
+    async def begin_detach(self, *, volume_id: str, instance_uuid: str) -> Connected:
+        """In-use -> detaching (``api.volume.VolumeAttachments.begin_detach``)."""
         volume = await self._move(
             volume_id, "in-use", "detaching", BEGIN_DETACH, (), instance_uuid=instance_uuid
         )
         return {"volume": volume, "connection": _connection(volume)}
 
-    @handler
-    async def roll_detaching(self, volume_id: str) -> dict[str, Any]:
-        """Roll back a begin_detach (the node failed): detaching -> in-use; idempotent.
-
-        :raises NotFound: no such volume visible to the caller.
-        :raises Conflict: the volume is neither detaching nor in-use.
-        """
+    async def roll_detaching(self, *, volume_id: str) -> Volume:
+        """Detaching -> in-use; idempotent (``api.volume.VolumeAttachments.roll_detaching``)."""
         return await self._move(
             volume_id, "detaching", "in-use", ROLL_DETACHING, (volume_id,), settled="in-use"
         )
 
-    @handler
-    async def detach_complete(self, volume_id: str, instance_uuid: str) -> dict[str, Any]:
-        """The node detached the volume: detaching -> available, attachment removed; idempotent.
-
-        :raises NotFound: no such volume visible to the caller, or not attached to the instance.
-        :raises Conflict: the volume is attached to the instance but not detaching.
-        """
+    async def detach_complete(self, *, volume_id: str, instance_uuid: str) -> Volume:
+        """Detaching -> available; idempotent (``api.volume.VolumeAttachments.detach_complete``)."""
         return await self._move(
             volume_id, "detaching", "available", DETACH, (), instance_uuid=instance_uuid, settled="available"
         )
 
-    @handler
-    async def detach_all(self, instance_uuid: str) -> dict[str, list[str]]:
-        """Free every volume attached, attaching or detaching to a deleted instance; idempotent.
-
-        :raises InvalidRequest: ``instance_uuid`` is not a non-empty string.
-        """
-        _check_text("instance_uuid", instance_uuid, required=True)
+    async def detach_all(self, *, instance_uuid: str) -> Detached:
+        """Free every volume of a deleted instance (``api.volume.VolumeAttacher.detach_all``)."""
         condition, params = _scope(all_tenants=True)
         async with self.store.transaction() as db:
             rows = await fetchall(
@@ -538,18 +491,14 @@ class VolumeActor(Actor):
             await self._publish(volume)
         return {"detached": [volume["id"] for volume in volumes]}
 
-    @handler
-    async def list_attachments(self) -> list[dict[str, Any]]:
-        """Every attachment the caller may see (all for admins and services), for audits.
-
-        Each is an attachment as volumes show it, plus ``attach_status`` (reserved, attached,
-        detaching) and the volume's ``project_id``.
-        """
+    async def list_attachments(self) -> builtins.list[AttachmentRecord]:
+        """Every attachment the caller may see (``api.volume.VolumeAttachments.list_attachments``)."""
         condition, params = _scope(all_tenants=True)
         rows = await self.store.fetchall(
             "SELECT a.*, v.project_id FROM attachments a JOIN volumes v ON v.id = a.volume_id"
             f" WHERE {condition} ORDER BY a.volume_id",
             params,
+            row=AttachmentOfProject,
         )
         return [
             {**_attachment_view(row), "attach_status": row["attach_status"], "project_id": row["project_id"]}

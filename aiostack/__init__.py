@@ -1,13 +1,46 @@
-"""aiostack: the async SDK (``aiostack.Client``) and the `aiostack` command."""
+"""aiostack: the async SDK (``aiostack.Client``) and the `aiostack` command.
 
-from typing import Any
+The SDK and the CLI stand alone: nothing here imports the server (bus, actors, gateway, ...),
+so ``pip install aiostack`` gives them without the server's dependencies.
+"""
 
+from aiostack.client import Client, password_auth
+from aiostack.sdk import (
+    ApiError,
+    BadRequest,
+    BuildFailed,
+    Conflict,
+    Event,
+    EventsExpired,
+    Flavor,
+    Forbidden,
+    Image,
+    Network,
+    NotFound,
+    ResourceFailed,
+    Server,
+    Unauthorized,
+    Volume,
+    VolumeAttachment,
+)
 
-def __getattr__(name: str) -> Any:
-    """``aiostack.Client`` without importing aiohttp into every process that imports aiostack
-    (actor processes refuse to load it: aiostack/child.py)."""
-    if name == "Client":
-        from aiostack.client import Client
-
-        return Client
-    raise AttributeError(f"module 'aiostack' has no attribute {name!r}")
+__all__ = [
+    "ApiError",
+    "BadRequest",
+    "BuildFailed",
+    "Client",
+    "Conflict",
+    "Event",
+    "EventsExpired",
+    "Flavor",
+    "Forbidden",
+    "Image",
+    "Network",
+    "NotFound",
+    "ResourceFailed",
+    "Server",
+    "Unauthorized",
+    "Volume",
+    "VolumeAttachment",
+    "password_auth",
+]

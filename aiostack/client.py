@@ -17,9 +17,8 @@ import asyncio
 import itertools
 import json
 import os
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
-from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -29,6 +28,8 @@ from aiostack.sdk import (
     BadRequest,
     BuildFailed,
     Conflict,
+    Event,
+    EventsExpired,
     Flavor,
     FlavorManager,
     Forbidden,
@@ -44,6 +45,7 @@ from aiostack.sdk import (
     Volume,
     VolumeAttachment,
     VolumeManager,
+    Watch,
     api_error,
     error_message,
 )
@@ -85,43 +87,6 @@ async def _frames(ws: aiohttp.ClientWebSocketResponse) -> AsyncIterator[dict[str
             yield frame["event"]
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
-    """One state change, as docs/EVENTS.md describes it; ``seq`` is its place in the event stream."""
-
-    seq: int
-    kind: str
-    id: str
-    project: str
-    type: str
-    ts: float
-    request_id: str | None
-    state: dict[str, Any]
-
-    @classmethod
-    def from_frame(cls, frame: dict[str, Any]) -> Event:
-        event = frame["event"]
-        return cls(
-            frame["seq"],
-            event["kind"],
-            event["id"],
-            event["project"],
-            event["type"],
-            event["ts"],
-            event.get("request_id"),
-            event["state"],
-        )
-
-
-class EventsExpired(Exception):
-    """The stream no longer keeps the events after the requested resume point."""
-
-    def __init__(self, requested_seq: int, first_seq: int) -> None:
-        super().__init__(f"events after {requested_seq} are gone: the stream now starts at {first_seq}")
-        self.requested_seq = requested_seq
-        self.first_seq = first_seq
-
-
 def password_auth(username: str, password: str, project: str | None = None) -> dict[str, Any]:
     """The body of a Keystone v3 password login (``POST /identity/v3/auth/tokens``), domain ``default``."""
     auth: dict[str, Any] = {
@@ -137,37 +102,6 @@ def password_auth(username: str, password: str, project: str | None = None) -> d
 
 async def _json_or_none(response: aiohttp.ClientResponse) -> Any:
     return await response.json() if response.content_type == "application/json" else None
-
-
-class Watch:
-    """The socket's events from the moment the watch was opened, to wait on or iterate."""
-
-    def __init__(self) -> None:
-        self._queue: asyncio.Queue[Event | BaseException] = asyncio.Queue()
-
-    def put(self, item: Event | BaseException) -> None:
-        self._queue.put_nowait(item)
-
-    def __aiter__(self) -> Watch:
-        return self
-
-    async def __anext__(self) -> Event:
-        item = await self._queue.get()
-        if isinstance(item, BaseException):
-            raise item
-        return item
-
-    async def until(self, resource_id: str, types: Collection[str], timeout: float | None = None) -> Event:
-        """The first event of one of ``types`` for ``resource_id``. :raises TimeoutError:"""
-        try:
-            async with asyncio.timeout(timeout):
-                while True:
-                    event = await anext(self)
-                    if event.id == resource_id and event.type in types:
-                        return event
-        except TimeoutError:
-            wanted = " or ".join(sorted(types))
-            raise TimeoutError(f"no {wanted} event for {resource_id} within {timeout} s") from None
 
 
 class Socket:
@@ -374,6 +308,17 @@ class Client:
     ) -> Any:
         """A REST request made on the client's websocket. :raises ApiError:"""
         return await (await self.socket()).request(method, path, body, headers)
+
+    async def upload(self, path: str, data: AsyncIterator[bytes]) -> None:
+        """PUT a stream of bytes (``application/octet-stream``), e.g. an image's data. :raises ApiError:"""
+        headers = {"X-Auth-Token": self.token or "", "Content-Type": "application/octet-stream"}
+        async with self.session.put(self.url + path, data=data, headers=headers) as response:
+            if response.status >= 400:
+                raise api_error(
+                    response.status,
+                    error_message(await _json_or_none(response)),
+                    response.headers.get("x-openstack-request-id"),
+                )
 
     @asynccontextmanager
     async def watch(self) -> AsyncIterator[Watch]:

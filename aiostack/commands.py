@@ -68,12 +68,12 @@ def add_client_commands(commands: Any, data_dir_default: Path) -> None:
 
 def gateway_url(args: argparse.Namespace) -> str:
     if args.url:
-        return args.url
+        return str(args.url)
     if os.environ.get("AIOSTACK_URL"):
         return os.environ["AIOSTACK_URL"]
     if os.environ.get("OS_AUTH_URL"):
-        return os.environ["OS_AUTH_URL"].split("/identity")[0]
-    url_file = args.data_dir / "gateway.url"
+        return str(os.environ["OS_AUTH_URL"].split("/identity")[0])
+    url_file = Path(args.data_dir) / "gateway.url"
     if url_file.exists():
         return url_file.read_text().strip()
     raise SystemExit("aiostack: no gateway URL: pass --url, set AIOSTACK_URL, or run `aiostack up` first")

@@ -11,13 +11,11 @@ from __future__ import annotations
 import asyncio
 import builtins
 import os
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 from urllib.parse import urlencode
-
-if TYPE_CHECKING:
-    from aiostack.client import Client, Watch
 
 COMPUTE = "/compute/v2.1"
 IMAGES = "/image/v2/images"
@@ -309,6 +307,97 @@ class Flavor:
         )
 
 
+# -- events ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One state change, as docs/EVENTS.md describes it; ``seq`` is its place in the event stream."""
+
+    seq: int
+    kind: str
+    id: str
+    project: str
+    type: str
+    ts: float
+    request_id: str | None
+    state: dict[str, Any]
+
+    @classmethod
+    def from_frame(cls, frame: dict[str, Any]) -> Event:
+        event = frame["event"]
+        return cls(
+            frame["seq"],
+            event["kind"],
+            event["id"],
+            event["project"],
+            event["type"],
+            event["ts"],
+            event.get("request_id"),
+            event["state"],
+        )
+
+
+class EventsExpired(Exception):
+    """The stream no longer keeps the events after the requested resume point."""
+
+    def __init__(self, requested_seq: int, first_seq: int) -> None:
+        super().__init__(f"events after {requested_seq} are gone: the stream now starts at {first_seq}")
+        self.requested_seq = requested_seq
+        self.first_seq = first_seq
+
+
+class Watch:
+    """The socket's events from the moment the watch was opened, to wait on or iterate."""
+
+    def __init__(self) -> None:
+        self._queue: asyncio.Queue[Event | BaseException] = asyncio.Queue()
+
+    def put(self, item: Event | BaseException) -> None:
+        self._queue.put_nowait(item)
+
+    def __aiter__(self) -> Watch:
+        return self
+
+    async def __anext__(self) -> Event:
+        item = await self._queue.get()
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    async def until(self, resource_id: str, types: Collection[str], timeout: float | None = None) -> Event:
+        """The first event of one of ``types`` for ``resource_id``. :raises TimeoutError:"""
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    event = await anext(self)
+                    if event.id == resource_id and event.type in types:
+                        return event
+        except TimeoutError:
+            wanted = " or ".join(sorted(types))
+            raise TimeoutError(f"no {wanted} event for {resource_id} within {timeout} s") from None
+
+
+class Transport(Protocol):
+    """What the managers ask of the client that carries them (``aiostack.client.Client``)."""
+
+    project_id: str | None
+    images: ImageManager
+    flavors: FlavorManager
+    networks: NetworkManager
+    volumes: VolumeManager
+
+    async def request(self, method: str, path: str, body: Any = None) -> Any: ...
+
+    async def ws_request(
+        self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
+    ) -> Any: ...
+
+    async def upload(self, path: str, data: AsyncIterator[bytes]) -> None: ...
+
+    def watch(self) -> AbstractAsyncContextManager[Watch]: ...
+
+
 # -- managers -------------------------------------------------------------------------------------
 
 R = TypeVar("R", Server, Image, Network, Volume, Flavor)
@@ -319,7 +408,7 @@ class _Manager(Generic[R]):
 
     kind: ClassVar[str]
 
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: Transport) -> None:
         self._client = client
 
     def _summaries_path(self) -> str:
@@ -438,7 +527,8 @@ class ServerManager(_Manager[Server]):
         """The server's serial console log (its last ``lines`` lines when given)."""
         argument = {} if lines is None else {"length": lines}
         path = f"{COMPUTE}/servers/{await self.find_id(server)}/action"
-        return (await self._client.request("POST", path, {"os-getConsoleOutput": argument}))["output"]
+        answer = await self._client.request("POST", path, {"os-getConsoleOutput": argument})
+        return str(answer["output"])
 
     async def attach_volume(
         self, server: Server | str, volume: Volume | str, device: str | None = None
@@ -531,17 +621,8 @@ class ImageManager(_Manager[Image]):
             "visibility": visibility,
             **(properties or {}),
         }
-        client = self._client
-        image = await client.request("POST", IMAGES, body)
-        headers = {"X-Auth-Token": client.token or "", "Content-Type": "application/octet-stream"}
-        async with client.session.put(
-            f"{client.url}{IMAGES}/{image['id']}/file", data=_file_chunks(path, progress), headers=headers
-        ) as response:
-            if response.status >= 400:
-                answer = await response.json() if response.content_type == "application/json" else None
-                raise api_error(
-                    response.status, error_message(answer), response.headers.get("x-openstack-request-id")
-                )
+        image = await self._client.request("POST", IMAGES, body)
+        await self._client.upload(f"{IMAGES}/{image['id']}/file", _file_chunks(path, progress))
         return await self.get(image["id"])
 
     async def delete(self, image: Image | str) -> None:

@@ -1,6 +1,7 @@
 """Bus overhead against raw nats-py request/reply, on a real nats-server.
 
-The responder runs in its own process (as an actor would), the caller in this one.
+The responder runs in its own process (as an actor would), the caller in this one; the bus
+side is a typed API (``bus.api``): a typed client, and arguments checked at dispatch.
 Prints sequential p50/p99 latency and calls/s, and calls/s with 64 in flight, for raw
 nats-py and for the bus, and ends with one RESULT line.
 
@@ -26,7 +27,8 @@ import time
 import msgpack
 import nats
 
-from bus import Actor, Bus, EmbeddedNatsServer, handler
+from bus import Actor, Bus, EmbeddedNatsServer
+from bus.api import ServiceAPI, call
 
 BODY = {
     "instance_uuid": "6f1c3b2a-9d4e-4c1b-8f0a-2b7e5d9c1a33",
@@ -39,13 +41,25 @@ RAW_SUBJECT = "bench.raw.echo"
 IN_FLIGHT = 64
 
 
-class EchoActor(Actor):
+class Bench(ServiceAPI, address="bench"):
+    """A typed API like the services': its arguments are checked at dispatch, as theirs are."""
+
+    @call
+    async def echo(
+        self, *, instance_uuid: str, flavor: str, host: str, ram_mb: int, vcpus: int
+    ) -> dict[str, object]: ...
+
+
+class EchoActor(Actor, Bench):
     name = "bench"
     max_inflight = IN_FLIGHT
 
-    @handler
-    async def echo(self, **body: object) -> dict[str, object]:
-        return body
+    async def echo(
+        self, *, instance_uuid: str, flavor: str, host: str, ram_mb: int, vcpus: int
+    ) -> dict[str, object]:
+        return {
+            "instance_uuid": instance_uuid, "flavor": flavor, "host": host, "ram_mb": ram_mb, "vcpus": vcpus,
+        }  # fmt: skip
 
 
 async def serve(kind: str, url: str) -> None:
@@ -78,14 +92,14 @@ def start_responder(kind: str, url: str) -> subprocess.Popen[str]:
     return process
 
 
-async def measure(call, sequential: int, concurrent: int) -> dict[str, float]:
+async def measure(request, sequential: int, concurrent: int) -> dict[str, float]:
     for _ in range(200):
-        await call()
+        await request()
     latencies = []
     began = time.perf_counter()
     for _ in range(sequential):
         t0 = time.perf_counter()
-        await call()
+        await request()
         latencies.append(time.perf_counter() - t0)
     seq_elapsed = time.perf_counter() - began
     latencies.sort()
@@ -95,7 +109,7 @@ async def measure(call, sequential: int, concurrent: int) -> dict[str, float]:
         nonlocal remaining
         while remaining > 0:
             remaining -= 1
-            await call()
+            await request()
 
     began = time.perf_counter()
     await asyncio.gather(*(lane() for _ in range(IN_FLIGHT)))
@@ -114,11 +128,11 @@ async def run_raw(url: str, sequential: int, concurrent: int) -> dict[str, float
     payload = msgpack.packb(BODY)
     try:
 
-        async def call() -> None:
+        async def raw_request() -> None:
             msg = await nc.request(RAW_SUBJECT, payload, timeout=5)
             msgpack.unpackb(msg.data)
 
-        return await measure(call, sequential, concurrent)
+        return await measure(raw_request, sequential, concurrent)
     finally:
         await nc.close()
         responder.communicate("")
@@ -127,12 +141,13 @@ async def run_raw(url: str, sequential: int, concurrent: int) -> dict[str, float
 async def run_bus(url: str, sequential: int, concurrent: int) -> dict[str, float]:
     responder = start_responder("bus", url)
     bus = await Bus.connect(url)
+    bench = Bench.client(bus, timeout=5)
     try:
 
-        async def call() -> None:
-            await bus.call("bench.echo", BODY, timeout=5)
+        async def echo() -> None:
+            await bench.echo(**BODY)
 
-        return await measure(call, sequential, concurrent)
+        return await measure(echo, sequential, concurrent)
     finally:
         await bus.close()
         responder.communicate("")

@@ -1,10 +1,10 @@
-"""Identity benchmark on the real stack (`aiostack up`: real nats-server, the token actor in its own process).
+"""Identity benchmark on the real stack (`aiostack up`: real nats-server, the identity actor in a process).
 
 Prints: password logins/s at the chosen scrypt cost (REST, 50 at once); validations/s
-uncached (``token.validate`` over the bus, 64 in flight) and cached (``actors.auth.TokenValidator``,
-the cache the gateway and every actor use); the p99 latency of cached validations, and of
-uncached ones, while 50 password logins run at once (scrypt must run off the token actor's
-event loop). Ends with one RESULT line.
+uncached (``TokenValidation.validate`` over the bus, 64 in flight) and cached
+(``runtime.auth.TokenValidator``, the cache the gateway and every actor use); the p99 latency
+of cached validations, and of uncached ones, while 50 password logins run at once (scrypt must
+run off the identity actor's event loop). Ends with one RESULT line.
 
     python bench/token.py [--logins 200] [--uncached 5000] [--cached 200000]
 """
@@ -27,6 +27,7 @@ import time
 import aiohttp
 
 from aiostack.client import password_auth
+from api.identity import TokenValidation
 from bus import Bus
 from deploy.launch import aiostack_up
 from runtime.auth import TokenValidator
@@ -68,6 +69,7 @@ async def main() -> None:
             url, nats_url = cloud.gateway_url, cloud.nats_url
             credentials = cloud.admin_credentials
             async with await Bus.connect(nats_url, name="bench-token", credentials=credentials) as bus:
+                identity = TokenValidation.client(bus)
                 token = await login(session, url)
                 remaining = args.logins
 
@@ -87,7 +89,7 @@ async def main() -> None:
                     nonlocal remaining
                     while remaining > 0:
                         remaining -= 1
-                        await bus.call("token.validate", {"token": token})
+                        await identity.validate(token=token)
 
                 began = time.perf_counter()
                 await asyncio.gather(*(validate_lane() for _ in range(64)))
@@ -115,7 +117,7 @@ async def main() -> None:
                     await validator.validate(token)
                     cached.append(time.perf_counter() - t0)
                     t0 = time.perf_counter()
-                    await bus.call("token.validate", {"token": token})
+                    await identity.validate(token=token)
                     uncached.append(time.perf_counter() - t0)
                     await asyncio.sleep(0.005)
                 storm_over.set()

@@ -1,6 +1,8 @@
-"""The actor bus: NATS + msgpack envelopes, call/cast/publish, actors and their supervisor."""
+"""The actor bus: NATS + msgpack envelopes, call/cast/publish, actors and their supervisor.
 
-from bus.actor import Actor, ActorCrashed, ActorState, Supervisor, handler
+``bus.api`` declares what actors serve (typed facets) and makes their typed clients."""
+
+from bus.actor import Actor, ActorCrashed, ActorState, Supervisor
 from bus.bus import Bus, BusClosed, Current, current, current_request_id, request_scope
 from bus.envelope import Context, Envelope, decode, encode
 from bus.errors import (
@@ -57,6 +59,5 @@ __all__ = [
     "current_request_id",
     "decode",
     "encode",
-    "handler",
     "request_scope",
 ]

@@ -15,13 +15,12 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import enum
-import inspect
 import logging
 import os
 import re
 import time
-from collections.abc import Callable, Coroutine
-from typing import Any, ClassVar, TypeVar
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, ClassVar
 
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -43,27 +42,6 @@ from bus.errors import (
 
 log = logging.getLogger(__name__)
 
-F = TypeVar("F", bound=Callable[..., Coroutine[Any, Any, Any]])
-_HANDLER_MARK = "_aiostack_handler"
-_POLICY_MARK = "_aiostack_policy"
-
-
-def handler(fn: F | None = None, *, policy: str | None = None) -> Any:
-    """Mark an ``async def`` method as served on the bus under its own name.
-
-    ``policy`` names the operation of the policy table a calling user must be allowed
-    (checked when the bus has a ``policy_check``, for calls that carry a user).
-    """
-
-    def mark(method: F) -> F:
-        if not inspect.iscoroutinefunction(method):
-            raise TypeError(f"handler {method.__qualname__} must be async")
-        setattr(method, _HANDLER_MARK, True)
-        setattr(method, _POLICY_MARK, policy)
-        return method
-
-    return mark(fn) if fn is not None else mark
-
 
 class ActorState(enum.Enum):
     NEW = "new"
@@ -79,22 +57,13 @@ class ActorCrashed(Exception):
 
 
 class Actor:
-    """Base class: subclasses set ``name`` and define ``@handler`` methods."""
+    """Base class: subclasses set ``name`` (or are given an address) and serve API facets: their own
+    (``class SchedulerActor(Actor, Scheduler)``) or their servants' (``serve``)."""
 
     name: ClassVar[str] = ""
     max_inflight: ClassVar[int] = 64
     max_backlog: ClassVar[int] = 1024
     drain_timeout: ClassVar[float] = 10.0
-    _handler_names: ClassVar[frozenset[str]] = frozenset()
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        cls._handler_names = frozenset(
-            attr
-            for klass in cls.__mro__
-            for attr, value in vars(klass).items()
-            if getattr(value, _HANDLER_MARK, False)
-        )
 
     def __init__(self, bus: Bus, *, address: str | None = None) -> None:
         if not (address or self.name):
@@ -104,8 +73,8 @@ class Actor:
         self.instance_id = new_id()[:12]
         self.state = ActorState.NEW
         self.inflight = 0
-        self._handlers: dict[str, tuple[Method | None, Callable[..., Coroutine[Any, Any, Any]]]] = {
-            name: (None, getattr(self, name)) for name in self._handler_names
+        self._handlers: dict[str, tuple[Method, Callable[..., Awaitable[Any]]]] = {
+            "ping": (ServiceAPI.api_methods["ping"], self.ping)
         }
         self.check_replies = os.environ.get("AIOSTACK_CHECK_REPLIES") == "1"
         if isinstance(self, ServiceAPI):
@@ -135,7 +104,7 @@ class Actor:
                     raise TypeError(f"{facet.__name__} is served on {facet.address!r}, not {self.address!r}")
             for name, (method, implementation) in handlers_of(servant).items():
                 served = self._handlers.get(name)
-                if served is not None and served[0] is not None and served[1] != implementation:
+                if served is not None and served[1] != implementation:
                     raise TypeError(f"actor {self.address}: two servants implement {name}")
                 self._handlers[name] = (method, implementation)
 
@@ -336,26 +305,18 @@ class Actor:
         declaration, method_handler = served
         if envelope.expired():
             raise DeadlineExpired(f"{self.address}.{method}: deadline passed before work started")
-        if declaration is not None:
-            try:
-                arguments = declaration.parse(envelope.body)
-            except InvalidRequest as exc:
-                raise InvalidRequest(f"{self.address}.{exc}") from None
-            result = await method_handler(**arguments)
-            if self.check_replies:
-                declaration.check_reply(result)
-            return result
-        body = envelope.body
-        if body is None:
-            body = {}
-        elif not isinstance(body, dict):
-            raise InvalidRequest(f"{self.address}.{method}: body must be a map of arguments")
         try:
-            # calling a coroutine function checks its arguments before any of its code runs
-            work = method_handler(**body)
-        except TypeError as exc:
-            raise InvalidRequest(f"{self.address}.{method}: {exc}") from None
-        return await work
+            arguments = declaration.parse(envelope.body)
+        except InvalidRequest as exc:
+            raise InvalidRequest(f"{self.address}.{exc}") from None
+        result = await method_handler(**arguments)
+        if self.check_replies:
+            try:
+                declaration.check_reply(result)
+            except TypeError as exc:
+                log.error("actor %s: %s", self.address, exc)
+                raise RemoteError(str(exc), remote_type="TypeError") from None
+        return result
 
     async def _authorize(self, method: str, envelope: Envelope) -> None:
         """A call that acts for a user must carry that user's valid token, and the policy must allow it.
@@ -370,10 +331,7 @@ class Actor:
         served = self._handlers.get(method)
         if served is None:
             return
-        declaration, method_handler = served
-        policy = (
-            declaration.policy if declaration is not None else getattr(method_handler, _POLICY_MARK, None)
-        )
+        policy = served[0].policy
         if (
             policy is not None
             and self.bus.policy_check is not None
@@ -393,7 +351,6 @@ class Actor:
 
     # -- handlers every actor has ---------------------------------------------------------
 
-    @handler
     async def ping(self) -> Pong:
         """Liveness: who answered, since when, and how busy it is."""
         return {

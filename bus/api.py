@@ -44,7 +44,7 @@ import string
 import typing
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Generic, Literal, Self, TypeVar
+from typing import Any, ClassVar, Generic, Literal, Self, TypeVar, overload
 
 import msgspec
 
@@ -56,6 +56,7 @@ F = TypeVar("F", bound=Callable[..., Coroutine[Any, Any, Any]])
 T = TypeVar("T")
 
 _MARK = "_aiostack_api_method"
+_WIRE_TYPES = (bytes, bytearray, memoryview)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +66,13 @@ class _Declared:
     timeout: float | None
 
 
-def call(fn: F | None = None, *, policy: str | None = None, timeout: float | None = None) -> Any:
+@overload
+def call(fn: F, /) -> F: ...
+@overload
+def call(*, policy: str | None = None, timeout: float | None = None) -> Callable[[F], F]: ...
+def call(
+    fn: F | None = None, /, *, policy: str | None = None, timeout: float | None = None
+) -> F | Callable[[F], F]:
     """Declare a request/reply method. ``policy`` names the operation of the policy table a calling
     user must be allowed; ``timeout`` is how long a client waits by default (the bus's 10 s otherwise)."""
 
@@ -76,7 +83,11 @@ def call(fn: F | None = None, *, policy: str | None = None, timeout: float | Non
     return mark(fn) if fn is not None else mark
 
 
-def cast(fn: F | None = None, *, policy: str | None = None) -> Any:
+@overload
+def cast(fn: F, /) -> F: ...
+@overload
+def cast(*, policy: str | None = None) -> Callable[[F], F]: ...
+def cast(fn: F | None = None, /, *, policy: str | None = None) -> F | Callable[[F], F]:
     """Declare a fire-and-forget method: the client returns once the message is sent."""
 
     def mark(method: F) -> F:
@@ -145,7 +156,8 @@ class Method:
         elif type(body) is not dict:
             raise InvalidRequest(f"{self.name}: the body must be a map of arguments")
         try:
-            arguments = msgspec.convert(body, self.arguments)
+            # bytes are msgpack's own: a str is never taken for base64 of bytes
+            arguments = msgspec.convert(body, self.arguments, builtin_types=_WIRE_TYPES)
         except msgspec.ValidationError as exc:
             raise InvalidRequest(f"{self.name}: {exc}") from None
         return msgspec.structs.asdict(arguments)
@@ -153,7 +165,7 @@ class Method:
     def check_reply(self, reply: Any) -> None:
         """:raises TypeError: ``reply`` does not match the declared return type."""
         try:
-            msgspec.convert(reply, self.returns)
+            msgspec.convert(reply, self.returns, builtin_types=_WIRE_TYPES)
         except msgspec.ValidationError as exc:
             raise TypeError(
                 f"reply of {self.facet.__name__}.{self.name} is not {self.returns}: {exc}"
@@ -179,9 +191,12 @@ class ServiceAPI:
             cls.address = address
         elif own and not cls.address:
             raise TypeError(f"{cls.__name__} declares methods but names no address")
-        if not own:
+        if not own and address is None:
             return
-        methods = dict(cls.api_methods)
+        methods: dict[str, Method] = {}
+        for base in reversed(cls.__mro__[1:]):
+            if isinstance(base, type) and issubclass(base, ServiceAPI):
+                methods.update(base.api_methods)
         for name, function in own.items():
             declared: _Declared = getattr(function, _MARK)
             _check_declaration(cls, name, function, declared)
@@ -230,18 +245,26 @@ class ServiceAPI:
         while its actor is away, restarting or busy, for up to that many seconds
         (``Bus.call_patiently``: only for idempotent methods). ``fields`` fill the address.
         """
-        client_class = _client_class(cls)
-        instance = client_class.__new__(client_class)
+        instance: Any = object.__new__(_client_class(cls))
         instance._bus = bus
         instance._address = cls.address_for(**fields)
         instance._timeout = timeout
         instance._patience = patience
-        return instance
+        return typing.cast(Self, instance)
 
     @call
     async def ping(self) -> Pong:
         """Liveness: who answered, since when, and how busy it is."""
         ...
+
+
+def liveness(bus: Bus, address: str, *, timeout: float | None = None) -> ServiceAPI:
+    """A client of any actor's ``ping``, by its address (``scheduler``, ``node.node-1``)."""
+    if not address or any(not token or any(c in token for c in " *>\t\n") for token in address.split(".")):
+        raise ValueError(f"{address!r} is not an actor's address")
+    instance: Any = object.__new__(_client_class(ServiceAPI))
+    instance._bus, instance._address, instance._timeout, instance._patience = bus, address, timeout, None
+    return typing.cast(ServiceAPI, instance)
 
 
 class Pong(typing.TypedDict):
@@ -290,8 +313,10 @@ def handlers_of(servant: object) -> dict[str, tuple[Method, Callable[..., Awaita
         differ from the declaration.
     """
     found: dict[str, tuple[Method, Callable[..., Awaitable[Any]]]] = {}
+    if not isinstance(servant, ServiceAPI):
+        return found
     servant_class = type(servant)
-    for facet in servant_class.facets() if isinstance(servant, ServiceAPI) else []:
+    for facet in servant_class.facets():
         for name, method in facet.api_methods.items():
             if name == "ping" or name in found:
                 continue
@@ -327,7 +352,7 @@ def _client_class(facet: type[ServiceAPI]) -> type[Any]:
 
 def _options(self: Any, *, timeout: float | None = None, patience: float | None = None) -> Any:
     """The same client with other call options (see ``ServiceAPI.client``)."""
-    copy = type(self).__new__(type(self))
+    copy: Any = object.__new__(type(self))
     copy._bus, copy._address = self._bus, self._address
     copy._timeout = timeout if timeout is not None else self._timeout
     copy._patience = patience if patience is not None else self._patience
@@ -336,22 +361,20 @@ def _options(self: Any, *, timeout: float | None = None, patience: float | None 
 
 def _sender(method: Method) -> Callable[..., Awaitable[Any]]:
     name = method.name
-    if method.kind == "cast":
+    declared_timeout = method.timeout
 
-        async def send(self: Any, **arguments: Any) -> None:
-            await self._bus.cast(f"{self._address}.{name}", arguments)
+    async def send_cast(self: Any, **arguments: Any) -> None:
+        await self._bus.cast(f"{self._address}.{name}", arguments)
 
-    else:
-        declared_timeout = method.timeout
+    async def send_call(self: Any, **arguments: Any) -> Any:
+        timeout = self._timeout or declared_timeout or DEFAULT_CALL_TIMEOUT
+        if self._patience is not None:
+            return await self._bus.call_patiently(
+                f"{self._address}.{name}", arguments, within=self._patience, attempt_timeout=timeout
+            )
+        return await self._bus.call(f"{self._address}.{name}", arguments, timeout=timeout)
 
-        async def send(self: Any, **arguments: Any) -> Any:
-            timeout = self._timeout or declared_timeout or DEFAULT_CALL_TIMEOUT
-            if self._patience is not None:
-                return await self._bus.call_patiently(
-                    f"{self._address}.{name}", arguments, within=self._patience, attempt_timeout=timeout
-                )
-            return await self._bus.call(f"{self._address}.{name}", arguments, timeout=timeout)
-
+    send = send_cast if method.kind == "cast" else send_call
     send.__name__ = send.__qualname__ = name
     send.__doc__ = method.function.__doc__
     return send

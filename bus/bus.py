@@ -175,10 +175,10 @@ class Bus:
             await nc.connect(
                 url,
                 name=name,
-                connect_timeout=connect_timeout,
+                connect_timeout=connect_timeout,  # type: ignore[arg-type]  # nats-py annotates seconds as int
                 allow_reconnect=True,
                 max_reconnect_attempts=-1,
-                reconnect_time_wait=0.25,
+                reconnect_time_wait=0.25,  # type: ignore[arg-type]
                 error_cb=on_error,
                 disconnected_cb=_log_event("disconnected from NATS", name),
                 reconnected_cb=_log_event("reconnected to NATS", name),
@@ -401,7 +401,7 @@ class Bus:
         in its pending buffer, so the buffer is pushed out first.
         """
         await self.nc._flush_pending(force_flush=True)
-        await self.nc.flush(timeout=timeout)
+        await self.nc.flush(timeout=timeout)  # type: ignore[arg-type]  # seconds, as a float
 
     async def close(self) -> None:
         """Flush and close; idempotent."""
@@ -416,7 +416,8 @@ class Bus:
 
 
 def _no_responders(msg: Msg) -> bool:
-    return bool(msg.headers) and msg.headers.get("Status") == "503"
+    headers = msg.headers
+    return headers is not None and headers.get("Status") == "503"
 
 
 def _expire(waiter: asyncio.Future[Msg]) -> None:

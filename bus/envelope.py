@@ -119,7 +119,7 @@ def pack(
     if error is not None:
         wire["err"] = error
     try:
-        data = msgpack.packb(wire, use_bin_type=True)
+        data: bytes = msgpack.packb(wire, use_bin_type=True)
     except (TypeError, ValueError, OverflowError) as exc:
         raise BadMessage(f"body cannot be packed as msgpack: {exc}") from exc
     if len(data) > max_bytes:

@@ -22,6 +22,11 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from api.conductor import ConductorOperator
+from api.net import COMPUTE_OWNER, Net
+from api.node import Node
+from api.scheduler import HostView, SchedulerReader
+from api.volume import VolumeAttachments
 from bus import AiostackError, Bus
 
 SETTLED_STATES = ("active", "stopped", "paused", "suspended")
@@ -35,7 +40,7 @@ class AuditReport:
     counts: dict[str, int] = field(default_factory=dict)
 
 
-async def _domains_by_host(bus: Bus, hosts: list[dict[str, Any]], report: AuditReport) -> dict[str, set[str]]:
+async def _domains_by_host(bus: Bus, hosts: list[HostView], report: AuditReport) -> dict[str, set[str]]:
     domains: dict[str, set[str]] = {}
     for host in hosts:
         name = host["host"]
@@ -43,7 +48,7 @@ async def _domains_by_host(bus: Bus, hosts: list[dict[str, Any]], report: AuditR
             report.notes.append(f"node {name} is down: its domains were not checked")
             continue
         try:
-            listed = await bus.call(f"node.{name}.list_domains", timeout=10)
+            listed = await Node.client(bus, host=name, timeout=10).list_domains()
         except AiostackError as exc:
             report.notes.append(f"node {name} did not answer ({exc}): its domains were not checked")
             continue
@@ -53,12 +58,13 @@ async def _domains_by_host(bus: Bus, hosts: list[dict[str, Any]], report: AuditR
 
 async def audit_once(bus: Bus) -> AuditReport:
     report = AuditReport()
-    claims = await bus.call("scheduler.list_allocations")
-    ports = await bus.call("net.list_ports", {"device_owner": "compute:nova"})
-    attachments = await bus.call("volume.list_attachments")
-    hosts = await bus.call("scheduler.list_hosts")
+    scheduler = SchedulerReader.client(bus)
+    claims = await scheduler.list_allocations()
+    ports = await Net.client(bus).list_ports(device_owner=COMPUTE_OWNER)
+    attachments = await VolumeAttachments.client(bus).list_attachments()
+    hosts = await scheduler.list_hosts()
     domains = await _domains_by_host(bus, hosts, report)
-    answer = await bus.call("conductor.audit_instances")
+    answer = await ConductorOperator.client(bus).audit_instances()
     instances = {row["uuid"]: row for row in answer["instances"]}
     report.counts = {
         "instances": len(instances),

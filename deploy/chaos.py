@@ -22,6 +22,11 @@ from typing import Any
 import psutil
 
 from aiostack.client import ApiError, Client
+from api.conductor import ConductorOperator
+from api.net import COMPUTE_OWNER, Net
+from api.node import Node
+from api.scheduler import SchedulerReader
+from api.volume import VolumeAttachments
 from bus import AiostackError, Bus
 from deploy.audit import audit
 
@@ -137,10 +142,9 @@ async def run_round(
             pass
         await asyncio.sleep(0.5)
     rescheduled = 0
+    operator = ConductorOperator.client(bus)
     for server in servers:
-        steps = await _retrying(
-            lambda s=server: bus.call("conductor.list_action_events", {"instance_uuid": s["id"]})
-        )
+        steps = await _retrying(lambda s=server: operator.list_action_events(instance_uuid=s["id"]))
         rescheduled += any(step["event"] == "reschedule" for step in steps)
     result = RoundResult(
         victim=victim,
@@ -171,15 +175,16 @@ async def delete_everything(client: Client, bus: Bus, deadline: float = 60.0) ->
     async with asyncio.timeout(deadline):
         while await _all_servers(client):
             await asyncio.sleep(0.2)
-    hosts = await _retrying(lambda: bus.call("scheduler.list_hosts"))
+    scheduler = SchedulerReader.client(bus)
+    hosts = await _retrying(scheduler.list_hosts)
     domains = 0
     for host in hosts:
-        listed = await _retrying(lambda h=host: bus.call(f"node.{h['host']}.list_domains"))
+        listed = await _retrying(Node.client(bus, host=host["host"]).list_domains)
         domains += sum(domain["name"].startswith("instance-") for domain in listed)
-    ports = await _retrying(lambda: bus.call("net.list_ports", {"device_owner": "compute:nova"}))
+    ports = await _retrying(lambda: Net.client(bus).list_ports(device_owner=COMPUTE_OWNER))
     return {
         "ports": len(ports),
-        "claims": len(await _retrying(lambda: bus.call("scheduler.list_allocations"))),
-        "volume_attachments": len(await _retrying(lambda: bus.call("volume.list_attachments"))),
+        "claims": len(await _retrying(scheduler.list_allocations)),
+        "volume_attachments": len(await _retrying(VolumeAttachments.client(bus).list_attachments)),
         "domains": domains,
     }

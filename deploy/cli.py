@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bus import AiostackError, Bus
+from bus.api import liveness
 from bus.bus import DEFAULT_PREFIX
 from deploy.credentials import ADMIN, credentials_file
 from deploy.run import ACTOR_NAMES
@@ -170,8 +171,8 @@ async def _ping(config: Config, address: str, credentials: Path | None) -> int:
         config.nats_url, prefix=config.prefix, name="aiostack-cli", credentials=credentials
     ) as bus:
         try:
-            print(json.dumps(await bus.call(f"{address}.ping", timeout=5), indent=2))
-        except AiostackError as exc:
+            print(json.dumps(await liveness(bus, address, timeout=5).ping(), indent=2))
+        except (AiostackError, ValueError) as exc:
             print(f"aiostack: {address}: {exc.code}: {exc}", file=sys.stderr)
             return 1
     return 0

@@ -8,12 +8,15 @@ authorization block listing them (the embedded server gets the same block; a NAT
 elsewhere can ``include`` the file).
 
 The permissions come from ``KINDS``, one small description of what each kind of process
-does on the bus; ``permissions()`` turns it into nats-server's allow and deny lists. Subjects
-are relative to the prefix P: ``calls`` under ``P.rpc.``, ``events`` are kinds under
-``P.evt.``, ``publishes`` and ``listens`` under ``P.``. Every user may also subscribe to its
-own inbox ``_INBOX_<user>.>`` (all of its replies, JetStream acks and consumer deliveries
-come there) and to ``P.auth.revoked``; a process that serves requests answers them through
-``allow_responses`` (one reply to each request it received, nothing else).
+does on the bus, in terms of the typed APIs (``api/``): the facet it serves, the facets it
+makes clients of (each service names them in one place: ``node.peers.FACETS``,
+``actors.conductor.peers.FACETS``, ``actors.orphans.FACETS``, ``gateway.peers.FACETS``; every
+process also validates tokens), the event kinds it publishes and the topics it publishes or
+listens to. ``permissions()`` turns that into nats-server's allow lists: a client may publish
+only to the subjects of its facets' methods (``bus.api.subjects``). Every user may also
+subscribe to its own inbox ``_INBOX_<user>.>`` (all of its replies, JetStream acks and consumer
+deliveries come there) and to the revocations; a process that serves requests answers them
+through ``allow_responses`` (one reply to each request it received, nothing else).
 """
 
 from __future__ import annotations
@@ -26,84 +29,68 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from actors import orphans
+from actors.conductor import peers as conductor_peers
+from api.conductor import Compute
+from api.identity import REVOKED, Tokens, TokenValidation
+from api.image import Images
+from api.net import Net
+from api.node import Node
+from api.scheduler import HEARTBEAT, Scheduler
+from api.volume import Volumes
+from bus.api import ServiceAPI, Topic, subjects
 from bus.bus import event_stream_name, inbox_prefix_for, read_credentials
 from bus.server import authorization_config
+from gateway import peers as gateway_peers
+from node import peers as node_peers
+from runtime.events import event_filter
 
 ADMIN = "admin"
 CREDENTIALS_DIR = "credentials"
 AUTHORIZATION_FILE = "authorization.conf"
-VALIDATE_TOKEN = "token.validate"
 
 
 @dataclass(frozen=True, slots=True)
 class Kind:
-    """What one kind of process does on the bus (subjects relative to the prefix)."""
+    """What one kind of process does on the bus."""
 
-    serves: str | None = None
-    """The address it serves (``P.rpc.<address>.>``, queue group = address); ``{host}`` per node host."""
-    calls: tuple[str, ...] = ()
-    """What it may call or cast, under ``P.rpc.``."""
-    never_calls: tuple[str, ...] = ()
-    """Exceptions to ``calls``, under ``P.rpc.``."""
+    serves: type[ServiceAPI] | None = None
+    """A facet it serves: its address (``P.rpc.<address>.>``, queue group = address; ``{host}``:
+    each of the process's hosts)."""
+    uses: tuple[type[ServiceAPI], ...] = ()
+    """The facets it makes clients of: it may send to their methods' subjects and nothing else."""
     events: tuple[str, ...] = ()
     """The event kinds it publishes (``P.evt.<kind>.>``, stored in the event stream)."""
-    publishes: tuple[str, ...] = ()
-    """Other core subjects it publishes, under ``P.`` (``{host}``: each of its hosts)."""
+    publishes: tuple[Topic[Any], ...] = ()
+    """Topics it publishes to (``{host}``: each of its hosts)."""
     listens: tuple[str, ...] = ()
-    """Other subjects it subscribes to, under ``P.``."""
+    """Other subjects it subscribes to, under ``P.`` (``"<pattern> <queue group>"`` for a queue)."""
     reads_events: bool = False
     """Whether it reads the event stream through (ordered) JetStream consumers."""
 
 
-LIVE_INSTANCES = "conductor.live_instances"  # owners ask which instances are gone (their orphan sweeps)
 KINDS: dict[str, Kind] = {
-    "token": Kind(serves="token", calls=(VALIDATE_TOKEN,), publishes=("auth.revoked",)),
-    "conductor": Kind(
-        serves="conductor",
-        calls=("scheduler.>", "image.>", "net.>", "volume.>", "node.>", VALIDATE_TOKEN),
-        events=("instance",),
-    ),
+    "identity": Kind(serves=Tokens, publishes=(REVOKED,)),
+    "conductor": Kind(serves=Compute, uses=conductor_peers.FACETS, events=("instance",)),
     "scheduler": Kind(
-        serves="scheduler",
-        calls=(VALIDATE_TOKEN, LIVE_INSTANCES),
+        serves=Scheduler,
+        uses=orphans.FACETS,
         events=("node",),
-        listens=("hb.* scheduler",),
+        listens=(f"{HEARTBEAT.pattern} {Scheduler.address}",),
     ),
-    "image": Kind(serves="image", calls=(VALIDATE_TOKEN,), events=("image",)),
-    "net": Kind(serves="net", calls=(VALIDATE_TOKEN, LIVE_INSTANCES), events=("port",)),
-    "volume": Kind(serves="volume", calls=(VALIDATE_TOKEN, LIVE_INSTANCES), events=("volume",)),
-    "node": Kind(
-        serves="node.{host}",
-        calls=(
-            "conductor.get_build_request",
-            "conductor.instance_spawning",
-            "conductor.build_failed",
-            "conductor.domain_event",
-            "conductor.task_done",
-            "conductor.sync_power_state",
-            "conductor.domain_gone",
-            "conductor.list_host_instances",
-            "conductor.task_progress",
-            "conductor.ping",
-            VALIDATE_TOKEN,
-            "image.get",
-            "image.read_chunk",
-            "net.allocate_for_instance",
-            "net.deallocate_for_instance",
-            "net.get_network",
-            "net.get_subnet",
-            "net.set_port_binding",
-            "volume.reserve",
-            "volume.attach_complete",
-            "volume.detach_all",
-        ),
-        events=("domain",),
-        publishes=("hb.{host}",),
-    ),
-    "gateway": Kind(calls=(">",), never_calls=("node.>",), listens=("evt.>", "auth.>"), reads_events=True),
+    "image": Kind(serves=Images, events=("image",)),
+    "net": Kind(serves=Net, uses=orphans.FACETS, events=("port",)),
+    "volume": Kind(serves=Volumes, uses=orphans.FACETS, events=("volume",)),
+    "node": Kind(serves=Node, uses=node_peers.FACETS, events=("domain",), publishes=(HEARTBEAT,)),
+    "gateway": Kind(uses=gateway_peers.FACETS, listens=(event_filter(),), reads_events=True),
 }
-"""Per kind of process. Every actor validates the tokens of user calls (actors.auth), the token
-actor too, so each may call ``token.validate``."""
+"""Per kind of process. Every actor validates the tokens of user calls (runtime.auth), the identity
+actor too, so each may call ``TokenValidation``'s methods."""
+
+
+def calls(kind: Kind) -> list[str]:
+    """The subjects (under ``P.rpc.``) a kind of process may send to: its facets' methods."""
+    return sorted({subject for facet in (TokenValidation, *kind.uses) for subject in subjects(facet)})
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,10 +108,10 @@ def permissions(principal: Principal, prefix: str) -> dict[str, Any]:
         return {"publish": {"allow": [">"]}, "subscribe": {"allow": [">"]}}
     kind = KINDS[principal.kind]
     stream = event_stream_name(prefix)
-    publish = [f"{prefix}.rpc.{subject}" for subject in kind.calls]
-    publish += [f"{prefix}.evt.{event}.>" for event in kind.events]
+    publish = [f"{prefix}.rpc.{subject}" for subject in calls(kind)]
+    publish += [f"{prefix}.{event_filter(event)}" for event in kind.events]
     hosts = principal.hosts or ("",)
-    publish += [f"{prefix}.{subject.format(host=host)}" for subject in kind.publishes for host in hosts]
+    publish += [f"{prefix}.{topic.template.format(host=host)}" for topic in kind.publishes for host in hosts]
     if kind.events or kind.reads_events:
         publish += [f"$JS.API.STREAM.INFO.{stream}", f"$JS.API.STREAM.CREATE.{stream}"]
     if kind.reads_events:
@@ -136,14 +123,12 @@ def permissions(principal: Principal, prefix: str) -> dict[str, Any]:
             f"$JS.API.CONSUMER.DELETE.{stream}.*",
             f"$JS.FC.{stream}.>",
         ]
-    subscribe = [f"{inbox_prefix_for(principal.user)}.>", f"{prefix}.auth.revoked"]
+    subscribe = [f"{inbox_prefix_for(principal.user)}.>", f"{prefix}.{REVOKED.pattern}"]
     if kind.serves is not None:
-        addresses = [kind.serves.format(host=host) for host in hosts]
+        addresses = [kind.serves.address.format(host=host) for host in hosts]
         subscribe += [f"{prefix}.rpc.{address}.> {address}" for address in addresses]
     subscribe += [f"{prefix}.{subject}" for subject in kind.listens]
     result: dict[str, Any] = {"publish": {"allow": publish}, "subscribe": {"allow": subscribe}}
-    if kind.never_calls:
-        result["publish"]["deny"] = [f"{prefix}.rpc.{subject}" for subject in kind.never_calls]
     if kind.serves is not None:
         result["allow_responses"] = True
     return result

@@ -26,7 +26,7 @@ from runtime.config import Config
 
 log = logging.getLogger(__name__)
 
-ACTOR_NAMES = ("token", "conductor", "scheduler", "image", "net", "volume", "node", "gateway")
+ACTOR_NAMES = ("identity", "conductor", "scheduler", "image", "net", "volume", "node", "gateway")
 
 
 def actor_factories(
@@ -57,18 +57,18 @@ def actor_factories(
             for host, uri in zip(hosts, uris, strict=True)
         ]
     if name == "conductor":
-        from actors.conductor import ConductorActor
+        from actors.conductor.actor import ConductorActor
 
         return [partial(ConductorActor, bus, config, task_timeout=args.task_timeout)]
     return [actor_factory(name, bus, config)]
 
 
 ACTOR_CLASSES = {
-    "token": "actors.token:TokenActor",
-    "conductor": "actors.conductor:ConductorActor",
+    "identity": "actors.identity.actor:IdentityActor",
+    "conductor": "actors.conductor.actor:ConductorActor",
     "scheduler": "actors.scheduler:SchedulerActor",
     "image": "actors.image:ImageActor",
-    "net": "actors.net:NetActor",
+    "net": "actors.net.actor:NetActor",
     "volume": "actors.volume:VolumeActor",
 }
 

@@ -27,7 +27,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from api.node import Node
 from bus import TRANSIENT_ERRORS, Bus, EmbeddedNatsServer, NatsServerError
+from bus.api import liveness
 from deploy.clouds import write_client_files
 from deploy.credentials import ADMIN, Credentials, Principal, prepare
 from node.testnode import write_test_node_file
@@ -127,7 +129,7 @@ class ChildProcess:
 
 def child_specs(args: argparse.Namespace) -> list[ChildSpec]:
     """The processes of a one-machine cloud: every actor, the gateway, the nodes."""
-    specs = [ChildSpec(name, (name,)) for name in ("token", "scheduler", "image", "net", "volume")]
+    specs = [ChildSpec(name, (name,)) for name in ("identity", "scheduler", "image", "net", "volume")]
     specs.insert(2, ChildSpec("conductor", ("conductor", "--task-timeout", str(args.task_timeout))))
     specs.append(ChildSpec("gateway", ("gateway", "--listen", args.listen)))
     hosts = [f"node-{number}" for number in range(1, args.nodes + 1)]
@@ -152,7 +154,7 @@ def child_specs(args: argparse.Namespace) -> list[ChildSpec]:
 
 def first_start_passwords(data_dir: Path) -> dict[str, str]:
     """On first start, the admin and demo passwords (from the environment, else generated)."""
-    if (data_dir / "token.sqlite").exists():
+    if (data_dir / "identity.sqlite").exists():
         return {}
     return {
         f"AIOSTACK_{user.upper()}_PASSWORD": os.environ.get(f"AIOSTACK_{user.upper()}_PASSWORD")
@@ -172,7 +174,7 @@ def actor_addresses(specs: list[ChildSpec]) -> list[str]:
     addresses = []
     for spec in specs:
         if spec.args[0] == "node":
-            addresses += [f"node.{host}" for host in spec.name.split("+")]
+            addresses += [Node.address_for(host=host) for host in spec.name.split("+")]
         elif spec.name != "gateway":
             addresses.append(spec.name)
     return addresses
@@ -192,7 +194,7 @@ async def wait_for_actors(
         for address in addresses:
             while True:
                 try:
-                    await bus.call(f"{address}.ping", timeout=2)
+                    await liveness(bus, address, timeout=2).ping()
                     break
                 except TRANSIENT_ERRORS:
                     await asyncio.sleep(0.05)
@@ -250,7 +252,7 @@ async def up(args: argparse.Namespace) -> int:
             spec,
             [*common, "--credentials", str(credentials.file(spec.name))],
             log_dir,
-            passwords if spec.name == "token" else None,
+            passwords if spec.name == "identity" else None,
         )
         for spec in specs
     ]

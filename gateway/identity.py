@@ -2,24 +2,27 @@
 role assignments, application credentials, with Keystone's paths and JSON shapes.
 
 Everything but ``POST /auth/tokens`` needs a token; everything but the token routes and a
-user's own application credentials needs the ``admin`` role (403 otherwise). The token
+user's own application credentials needs the ``admin`` role (403 otherwise). The identity
 actor checks again: the REST check only answers early.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
 
-from bus import Forbidden, InvalidRequest, NotFound, Unauthorized, request_scope
-from gateway.app import BUS, REQUEST_ID, TOKENS, call, context_of, json_body, json_response, public
+from api.identity import ApplicationCredentials, IdentityAdmin, Token, TokenInfo, Tokens, TokenValidation
+from bus import Current, Forbidden, InvalidRequest, NotFound, Unauthorized, request_scope
+from gateway.http import REQUEST_ID, TOKENS, client, context_of, json_body, json_response, public
 
 V3 = "/identity/v3"
 DOMAIN = {"id": "default", "name": "Default"}
-# the token actor's one answer to every failed login (actors/token_passwords.AUTH_FAILED)
+# the identity actor's one answer to every failed login (actors/identity/passwords.AUTH_FAILED)
 AUTH_FAILED = "The request you have made requires authentication."
 AUTH_METHODS = ("password", "token", "application_credential")
 
@@ -84,10 +87,10 @@ def _require_admin(request: web.Request) -> None:
         raise Forbidden("You are not authorized to perform the requested action: admin required.")
 
 
-async def _internal(request: web.Request, address: str, body: Any = None) -> Any:
-    """A call on the gateway's own behalf (no user context), for data any token holder may see."""
-    with request_scope(request[REQUEST_ID], None):
-        return await request.app[BUS].call(address, body, timeout=30.0)
+def _on_own_behalf(request: web.Request) -> AbstractContextManager[Current]:
+    """Calls made inside it act on the gateway's own behalf (no user context), for data any
+    token holder may see."""
+    return request_scope(request[REQUEST_ID], None)
 
 
 def _query_bool(value: str | None) -> bool | None:
@@ -212,7 +215,7 @@ def assignment_view(request: web.Request, item: dict[str, Any], include_names: b
 
 
 def token_body(issued: dict[str, Any], base_url: str, with_catalog: bool = True) -> dict[str, Any]:
-    """Keystone's token document for what ``token.issue`` (or a sibling) answered."""
+    """Keystone's token document for what ``Tokens.issue`` (or a sibling) answered."""
     body: dict[str, Any] = {
         "methods": issued["methods"],
         "user": {
@@ -261,8 +264,12 @@ def _member(identity: dict[str, Any], key: str) -> dict[str, Any]:
     return value
 
 
-def auth_call(auth: Any) -> tuple[str, dict[str, Any]]:
-    """The token actor call a ``POST /auth/tokens`` body asks for."""
+Login = Callable[[Tokens], Awaitable[Token]]
+"""A login, to make with the gateway's ``Tokens`` client."""
+
+
+def auth_call(auth: Any) -> Login:
+    """The login a ``POST /auth/tokens`` body asks for."""
     identity = auth.get("identity") if isinstance(auth, dict) else None
     if not isinstance(identity, dict):
         raise InvalidRequest("auth.identity must be an object")
@@ -277,31 +284,30 @@ def auth_call(auth: Any) -> tuple[str, dict[str, Any]]:
         if not isinstance(user.get("password"), str):
             raise InvalidRequest("auth.identity.password.user.password must be a string")
         if isinstance(user.get("id"), str):
-            return "token.issue", {"user_id": user["id"], "password": user["password"], **scope}
+            return lambda tokens: tokens.issue(user_id=user["id"], password=user["password"], **scope)
         if not isinstance(user.get("name"), str):
             raise InvalidRequest("auth.identity.password.user needs an id or a name")
         _check_domain(user.get("domain"))
-        return "token.issue", {"username": user["name"], "password": user["password"], **scope}
+        return lambda tokens: tokens.issue(username=user["name"], password=user["password"], **scope)
     if method == "token":
         token = _member(identity, "token").get("id")
         if not isinstance(token, str):
             raise InvalidRequest("auth.identity.token.id must be a string")
         if scope.get("unscoped"):
             raise InvalidRequest("a token can be re-scoped to a project, not unscoped")
-        return "token.issue_with_token", {"token": token, **scope}
+        return lambda tokens: tokens.issue_with_token(token=token, **scope)
     credential = _member(identity, "application_credential")
     if not isinstance(credential.get("id"), str) or not isinstance(credential.get("secret"), str):
         raise InvalidRequest("auth.identity.application_credential needs an id and a secret")
-    return "token.issue_with_application_credential", {
-        "app_cred_id": credential["id"],
-        "secret": credential["secret"],
-    }
+    return lambda tokens: tokens.issue_with_application_credential(
+        app_cred_id=credential["id"], secret=credential["secret"]
+    )
 
 
 @public
 async def issue_token(request: web.Request) -> web.Response:
-    address, body = auth_call(await json_body(request, "auth"))
-    issued = await call(request, address, body)
+    login = auth_call(await json_body(request, "auth"))
+    issued = await login(client(request, Tokens))
     return json_response(
         {"token": token_body(issued, _base(request), "nocatalog" not in request.query)},
         status=201,
@@ -309,13 +315,13 @@ async def issue_token(request: web.Request) -> web.Response:
     )
 
 
-async def _subject(request: web.Request) -> tuple[str, dict[str, Any]]:
+async def _subject(request: web.Request) -> tuple[str, TokenInfo]:
     """The X-Subject-Token and what it says; 404 when it is not valid, 403 when not the caller's."""
     subject = request.headers.get("X-Subject-Token")
     if not subject:
         raise InvalidRequest("X-Subject-Token header is required")
     try:
-        info = await call(request, "token.validate", {"token": subject})
+        info = await client(request, TokenValidation).validate(token=subject)
     except Unauthorized:
         raise web.HTTPNotFound(text=f"Could not find token: {subject[:16]}...") from None
     ctx = context_of(request)
@@ -328,7 +334,9 @@ async def validate_token(request: web.Request) -> web.Response:
     subject, info = await _subject(request)
     ids = {}
     if info["roles"]:
-        ids = {role["name"]: role["id"] for role in await _internal(request, "token.list_roles")}
+        with _on_own_behalf(request):
+            roles = await client(request, IdentityAdmin).list_roles()
+        ids = {role["name"]: role["id"] for role in roles}
     issued = {
         "methods": info["methods"],
         "user": {"id": info["user_id"], "name": info["user_name"]},
@@ -361,13 +369,13 @@ async def auth_catalog(request: web.Request) -> web.Response:
 async def auth_projects(request: web.Request) -> web.Response:
     """GET /v3/auth/projects: the projects the token's user has a role on (directly or by group)."""
     ctx = context_of(request)
-    assignments = await _internal(
-        request, "token.list_role_assignments", {"user_id": ctx.user_id, "effective": True}
-    )
-    projects = [
-        project_view(request, await _internal(request, "token.get_project", {"project_id": project_id}))
-        for project_id in sorted({a["project_id"] for a in assignments})
-    ]
+    admin = client(request, IdentityAdmin)
+    with _on_own_behalf(request):
+        assignments = await admin.list_role_assignments(user_id=ctx.user_id, effective=True)
+        projects = [
+            project_view(request, await admin.get_project(project_id=project_id))
+            for project_id in sorted({a["project_id"] for a in assignments})
+        ]
     return _collection(request, "projects", projects)
 
 
@@ -386,7 +394,7 @@ async def revoke_token(request: web.Request) -> web.Response:
     if not subject:
         raise InvalidRequest("X-Subject-Token header is required")
     try:
-        revoked = await call(request, "token.revoke_token", {"token": subject})
+        revoked = await client(request, Tokens).revoke_token(token=subject)
     except Unauthorized:
         raise web.HTTPNotFound(text=f"Could not find token: {subject[:16]}...") from None
     # the revocation is also published; applying it here closes the window before it arrives
@@ -421,12 +429,55 @@ def _domain_view(request: web.Request) -> dict[str, Any]:
 
 
 View = Callable[[web.Request, dict[str, Any]], dict[str, Any]]
+Call = Callable[..., Awaitable[Any]]
 
 
-def _crud(kind: str, view: View, fields: tuple[str, ...], filters: tuple[str, ...]) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class _Operations:
+    """The ``IdentityAdmin`` methods behind one kind's five routes."""
+
+    list: Call
+    create: Call
+    get: Call
+    update: Call
+    delete: Call
+
+
+def _project_operations(admin: IdentityAdmin) -> _Operations:
+    return _Operations(
+        admin.list_projects,
+        admin.create_project,
+        admin.get_project,
+        admin.update_project,
+        admin.delete_project,
+    )
+
+
+def _user_operations(admin: IdentityAdmin) -> _Operations:
+    return _Operations(
+        admin.list_users, admin.create_user, admin.get_user, admin.update_user, admin.delete_user
+    )
+
+
+def _group_operations(admin: IdentityAdmin) -> _Operations:
+    return _Operations(
+        admin.list_groups, admin.create_group, admin.get_group, admin.update_group, admin.delete_group
+    )
+
+
+def _crud(
+    kind: str,
+    view: View,
+    fields: tuple[str, ...],
+    filters: tuple[str, ...],
+    operations_of: Callable[[IdentityAdmin], _Operations],
+) -> dict[str, Any]:
     """List, create, get, update and delete handlers for one kind (``project``, ``user``, ``group``)."""
     plural = f"{kind}s"
     id_key = f"{kind}_id"
+
+    def operations(request: web.Request) -> _Operations:
+        return operations_of(client(request, IdentityAdmin))
 
     async def list_all(request: web.Request) -> web.Response:
         _require_admin(request)
@@ -435,7 +486,7 @@ def _crud(kind: str, view: View, fields: tuple[str, ...], filters: tuple[str, ..
         args: dict[str, Any] = {"name": request.query.get("name")}
         if "enabled" in filters:
             args["enabled"] = _query_bool(request.query.get("enabled"))
-        rows = await call(request, f"token.list_{plural}", args)
+        rows = await operations(request).list(**args)
         return _collection(request, plural, [view(request, row) for row in rows])
 
     async def create(request: web.Request) -> web.Response:
@@ -444,12 +495,12 @@ def _crud(kind: str, view: View, fields: tuple[str, ...], filters: tuple[str, ..
         args = _only(body, *fields, "domain_id")
         if kind == "user" and body.get("default_project_id"):
             args["default_project"] = body["default_project_id"]
-        row = await call(request, f"token.create_{kind}", args)
+        row = await operations(request).create(**args)
         return json_response({kind: view(request, row)}, status=201)
 
     async def get(request: web.Request) -> web.Response:
         _require_admin(request)
-        row = await call(request, f"token.get_{kind}", {id_key: request.match_info[id_key]})
+        row = await operations(request).get(**{id_key: request.match_info[id_key]})
         return json_response({kind: view(request, row)})
 
     async def update(request: web.Request) -> web.Response:
@@ -463,12 +514,12 @@ def _crud(kind: str, view: View, fields: tuple[str, ...], filters: tuple[str, ..
         for key, value in list(args.items()):
             if value is None:
                 raise InvalidRequest(f"{key} cannot be null")
-        row = await call(request, f"token.update_{kind}", args)
+        row = await operations(request).update(**args)
         return json_response({kind: view(request, row)})
 
     async def delete(request: web.Request) -> web.Response:
         _require_admin(request)
-        await call(request, f"token.delete_{kind}", {id_key: request.match_info[id_key]})
+        await operations(request).delete(**{id_key: request.match_info[id_key]})
         return _no_content()
 
     return {"list": list_all, "create": create, "get": get, "update": update, "delete": delete}
@@ -476,45 +527,46 @@ def _crud(kind: str, view: View, fields: tuple[str, ...], filters: tuple[str, ..
 
 async def list_group_users(request: web.Request) -> web.Response:
     _require_admin(request)
-    users = await call(request, "token.list_group_users", {"group_id": request.match_info["group_id"]})
+    users = await client(request, IdentityAdmin).list_group_users(group_id=request.match_info["group_id"])
     return _collection(request, "users", [user_view(request, user) for user in users])
 
 
 async def list_user_groups(request: web.Request) -> web.Response:
     _require_admin(request)
-    groups = await call(request, "token.list_user_groups", {"user_id": request.match_info["user_id"]})
+    groups = await client(request, IdentityAdmin).list_user_groups(user_id=request.match_info["user_id"])
     return _collection(request, "groups", [group_view(request, group) for group in groups])
 
 
 async def membership(request: web.Request) -> web.Response:
     """PUT adds, DELETE removes, HEAD/GET checks a user's membership of a group (204 or 404)."""
     _require_admin(request)
-    args = {"group_id": request.match_info["group_id"], "user_id": request.match_info["user_id"]}
+    group_id, user_id = request.match_info["group_id"], request.match_info["user_id"]
+    admin = client(request, IdentityAdmin)
     if request.method == "PUT":
-        await call(request, "token.add_user_to_group", args)
+        await admin.add_user_to_group(group_id=group_id, user_id=user_id)
     elif request.method == "DELETE":
-        await call(request, "token.remove_user_from_group", args)
-    elif not await call(request, "token.check_user_in_group", args):
-        raise NotFound(f"User {args['user_id']} is not a member of group {args['group_id']}.")
+        await admin.remove_user_from_group(group_id=group_id, user_id=user_id)
+    elif not await admin.check_user_in_group(group_id=group_id, user_id=user_id):
+        raise NotFound(f"User {user_id} is not a member of group {group_id}.")
     return _no_content()
 
 
 async def list_roles(request: web.Request) -> web.Response:
     _require_admin(request)
-    roles = await call(request, "token.list_roles", {"name": request.query.get("name")})
+    roles = await client(request, IdentityAdmin).list_roles(name=request.query.get("name"))
     return _collection(request, "roles", [role_view(request, role) for role in roles])
 
 
 async def create_role(request: web.Request) -> web.Response:
     _require_admin(request)
     body = await json_body(request, "role")
-    role = await call(request, "token.create_role", _only(body, "name", "description"))
+    role = await client(request, IdentityAdmin).create_role(**_only(body, "name", "description"))
     return json_response({"role": role_view(request, role)}, status=201)
 
 
 async def get_role(request: web.Request) -> web.Response:
     _require_admin(request)
-    role = await call(request, "token.get_role", {"role_id": request.match_info["role_id"]})
+    role = await client(request, IdentityAdmin).get_role(role_id=request.match_info["role_id"])
     return json_response({"role": role_view(request, role)})
 
 
@@ -527,15 +579,18 @@ async def assignment(request: web.Request) -> web.Response:
     match = request.match_info
     kind = "user" if "user_id" in match else "group"
     who = match[f"{kind}_id"]
+    admin = client(request, IdentityAdmin)
     if request.method in ("PUT", "DELETE"):
-        verb = "grant" if request.method == "PUT" else "revoke"
-        address = f"token.{verb}_role" if kind == "user" else f"token.{verb}_group_role"
-        await call(request, address, {kind: who, "project": match["project_id"], "role": match["role_id"]})
+        grant = request.method == "PUT"
+        if kind == "user":
+            change = admin.grant_role if grant else admin.revoke_role
+            await change(user=who, project=match["project_id"], role=match["role_id"])
+        else:
+            change = admin.grant_group_role if grant else admin.revoke_group_role
+            await change(group=who, project=match["project_id"], role=match["role_id"])
         return _no_content()
-    found = await call(
-        request,
-        "token.list_role_assignments",
-        {f"{kind}_id": who, "project_id": match["project_id"], "role_id": match["role_id"]},
+    found = await admin.list_role_assignments(
+        **{f"{kind}_id": who}, project_id=match["project_id"], role_id=match["role_id"]
     )
     if not found:
         raise NotFound(f"Could not find role assignment of {match['role_id']} on {match['project_id']}.")
@@ -547,10 +602,8 @@ async def list_actor_roles(request: web.Request) -> web.Response:
     _require_admin(request)
     match = request.match_info
     kind = "user" if "user_id" in match else "group"
-    found = await call(
-        request,
-        "token.list_role_assignments",
-        {f"{kind}_id": match[f"{kind}_id"], "project_id": match["project_id"]},
+    found = await client(request, IdentityAdmin).list_role_assignments(
+        **{f"{kind}_id": match[f"{kind}_id"]}, project_id=match["project_id"]
     )
     roles = [role_view(request, {"id": item["role_id"], "name": item["role_name"]}) for item in found]
     return _collection(request, "roles", roles)
@@ -562,16 +615,12 @@ async def list_role_assignments(request: web.Request) -> web.Response:
     effective = "effective" in query and _query_bool(query.get("effective") or "true")
     if effective and "group.id" in query:
         raise InvalidRequest("effective and group.id cannot be combined")
-    found = await call(
-        request,
-        "token.list_role_assignments",
-        {
-            "user_id": query.get("user.id"),
-            "group_id": query.get("group.id"),
-            "project_id": query.get("scope.project.id"),
-            "role_id": query.get("role.id"),
-            "effective": bool(effective),
-        },
+    found = await client(request, IdentityAdmin).list_role_assignments(
+        user_id=query.get("user.id"),
+        group_id=query.get("group.id"),
+        project_id=query.get("scope.project.id"),
+        role_id=query.get("role.id"),
+        effective=bool(effective),
     )
     include_names = "include_names" in query and bool(_query_bool(query.get("include_names") or "true"))
     return _collection(
@@ -591,17 +640,15 @@ async def create_app_cred(request: web.Request) -> web.Response:
         raise InvalidRequest("unrestricted application credentials are not supported")
     if body.get("access_rules"):
         raise InvalidRequest("access rules are not supported")
-    created = await call(
-        request,
-        "token.create_application_credential",
-        _only(body, "name", "secret", "description", "expires_at", "roles"),
+    created = await client(request, ApplicationCredentials).create_application_credential(
+        **_only(body, "name", "secret", "description", "expires_at", "roles")
     )
     return json_response({"application_credential": app_cred_view(request, created)}, status=201)
 
 
 async def list_app_creds(request: web.Request) -> web.Response:
-    creds = await call(
-        request, "token.list_application_credentials", {"user_id": request.match_info["user_id"]}
+    creds = await client(request, ApplicationCredentials).list_application_credentials(
+        user_id=request.match_info["user_id"]
     )
     name = request.query.get("name")
     shown = [app_cred_view(request, cred) for cred in creds if name is None or cred["name"] == name]
@@ -610,11 +657,12 @@ async def list_app_creds(request: web.Request) -> web.Response:
 
 async def app_cred(request: web.Request) -> web.Response:
     """GET shows, DELETE deletes one of a user's application credentials."""
-    args = {"user_id": request.match_info["user_id"], "app_cred_id": request.match_info["app_cred_id"]}
+    user_id, app_cred_id = request.match_info["user_id"], request.match_info["app_cred_id"]
+    creds = client(request, ApplicationCredentials)
     if request.method == "DELETE":
-        await call(request, "token.delete_application_credential", args)
+        await creds.delete_application_credential(user_id=user_id, app_cred_id=app_cred_id)
         return _no_content()
-    cred = await call(request, "token.get_application_credential", args)
+    cred = await creds.get_application_credential(user_id=user_id, app_cred_id=app_cred_id)
     return json_response({"application_credential": app_cred_view(request, cred)})
 
 
@@ -653,12 +701,24 @@ def add_routes(app: web.Application) -> None:
         ("/projects/{project_id}/groups/{group_id}/roles/{role_id}", assignment),
     ):
         routes += [(method, path, route) for method in ("PUT", "DELETE", "HEAD", "GET")]
-    for kind, view, fields, filters in (
-        ("project", project_view, ("name", "description", "enabled"), ("name", "enabled")),
-        ("user", user_view, ("name", "password", "description", "enabled"), ("name", "enabled")),
-        ("group", group_view, ("name", "description"), ("name",)),
+    for kind, view, fields, filters, operations_of in (
+        (
+            "project",
+            project_view,
+            ("name", "description", "enabled"),
+            ("name", "enabled"),
+            _project_operations,
+        ),
+        (
+            "user",
+            user_view,
+            ("name", "password", "description", "enabled"),
+            ("name", "enabled"),
+            _user_operations,
+        ),
+        ("group", group_view, ("name", "description"), ("name",), _group_operations),
     ):
-        handlers = _crud(kind, view, fields, filters)
+        handlers = _crud(kind, view, fields, filters, operations_of)
         routes += [
             ("GET", f"/{kind}s", handlers["list"]),
             ("POST", f"/{kind}s", handlers["create"]),

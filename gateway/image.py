@@ -1,7 +1,11 @@
 """Image (Glance v2) routes: image records, and image data streamed through the image actor in chunks.
 
 Uploads and downloads never hold a whole image in gateway memory: each chunk (at most
-``CHUNK`` bytes) is one ``image.upload_chunk`` or ``image.read_chunk`` call.
+``CHUNK`` bytes) is one ``Images.upload_chunk`` or ``Images.read_chunk`` call.
+
+An image is shown as Glance shows it: its extra properties flattened to the top level (each a
+string), plus ``self``, ``file`` and ``schema``. A create body is the same: the image's own
+members, and any other member is an extra property (a read-only one is 403).
 """
 
 from __future__ import annotations
@@ -9,112 +13,270 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import urlencode
 
+import msgspec
 from aiohttp import StreamReader, web
+from msgspec import UNSET, Meta, UnsetType
 
-from actors.image import CONTAINER_FORMATS, DISK_FORMATS, STATUSES, VISIBILITIES
+from api.fields import Amount
+from api.image import (
+    CHUNK_MAX,
+    ContainerFormat,
+    DiskFormat,
+    ImageName,
+    Images,
+    ImageStatus,
+    PropertyName,
+    Tag,
+    Visibility,
+)
+from api.image import Image as Record
 from bus import AiostackError, Conflict, Forbidden, InvalidRequest, NotFound
-from gateway.app import REQUEST_ID, call, json_body, json_response, public
+from gateway.http import REQUEST_ID, client, json_response, no_content
+from gateway.routing import (
+    MAX_AMOUNT,
+    OCTETS,
+    Body,
+    Id,
+    Link,
+    OpenRequest,
+    Query,
+    Reply,
+    Routes,
+    Time,
+    decode_json,
+)
 
 log = logging.getLogger(__name__)
 
-CHUNK = 512 * 1024
+CHUNK = CHUNK_MAX
 DEFAULT_LIMIT = 25
 MAX_LIMIT = 1000
-CREATE_FIELDS = frozenset(
-    (
-        "id", "name", "disk_format", "container_format", "visibility", "min_disk", "min_ram",
-        "protected", "tags",
-    )
+IMAGES = "/image/v2/images"
+READ_ONLY = (
+    "status", "checksum", "os_hash_algo", "os_hash_value", "owner", "size", "virtual_size",
+    "created_at", "updated_at", "self", "file", "schema", "locations", "direct_url", "properties",
 )  # fmt: skip
-READ_ONLY_FIELDS = frozenset(
-    (
-        "status", "checksum", "os_hash_algo", "os_hash_value", "owner", "size", "virtual_size",
-        "created_at", "updated_at", "self", "file", "schema", "locations", "direct_url",
-    )
-)  # fmt: skip
-FILTERS = ("name", "status", "visibility")
+"""Members a create body may not set (403): the image's computed fields, and ``properties``."""
+PropertyValue = Annotated[str, Meta(max_length=255)]
+EXTRA_PROPERTY = {"type": "string", "maxLength": 255}
 REFUSALS = (Conflict, Forbidden, InvalidRequest, NotFound)
+UUID = Annotated[
+    str,
+    Meta(
+        pattern=r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$",
+        max_length=36,
+    ),
+]
 
 
-def image_view(image: dict[str, Any]) -> dict[str, Any]:
-    """An image as Glance v2 shows it: extra properties flattened to the top level, plus links."""
-    core = {key: value for key, value in image.items() if key != "properties"}
-    return {
-        **image["properties"],
-        **core,
-        "self": f"/v2/images/{image['id']}",
-        "file": f"/v2/images/{image['id']}/file",
-        "schema": "/v2/schemas/image",
+# -- images -----------------------------------------------------------------------------------
+
+
+class ImageCreate(OpenRequest):
+    """An image record to create, ``queued`` until its data is uploaded. Any member not named
+    here is an extra property: a string of at most 255 characters (a read-only member is 403).
+    A public image is for admins only (403)."""
+
+    name: ImageName
+    id: UUID | UnsetType = UNSET
+    disk_format: DiskFormat | UnsetType = UNSET
+    container_format: ContainerFormat | UnsetType = UNSET
+    visibility: Visibility | UnsetType = UNSET
+    min_disk: Amount | UnsetType = UNSET
+    min_ram: Amount | UnsetType = UNSET
+    protected: bool | UnsetType = UNSET
+    tags: list[Tag] | UnsetType = UNSET
+    __schema_extra__: ClassVar[dict[str, Any]] = {
+        "additionalProperties": EXTRA_PROPERTY,
+        "propertyNames": {"minLength": 1, "maxLength": 255, "not": {"enum": list(READ_ONLY)}},
     }
 
 
-@public
+class Image(Body, forbid_unknown_fields=False):
+    """An image as Glance v2 shows it; its extra properties are more members, each a string."""
+
+    id: str
+    name: str
+    status: ImageStatus
+    visibility: Visibility
+    protected: bool
+    checksum: str | None
+    os_hash_algo: str | None
+    os_hash_value: str | None
+    owner: str | None
+    size: int | None
+    virtual_size: int | None
+    min_disk: int
+    min_ram: int
+    disk_format: DiskFormat
+    container_format: ContainerFormat
+    created_at: Time
+    updated_at: Time
+    tags: list[str]
+    self_: str = msgspec.field(name="self")
+    file: str
+    schema: str
+    __schema_extra__: ClassVar[dict[str, Any]] = {"additionalProperties": {"type": "string"}}
+
+
+class ImageList(Body):
+    images: list[Image]
+    schema: str
+    first: str
+    next: Annotated[str, Meta(description="The next page, when this one is full.")] | UnsetType = UNSET
+
+
+_ALL = "all: every image the caller may see (the default)."
+_LIMIT = "At most this many images (and at most 1000)."
+_MARKER = "The id of the last image of the previous page (one the caller sees, else 400)."
+
+
+class ImageQuery(Query):
+    name: Annotated[str, Meta(description="Images of this name.")] | UnsetType = UNSET
+    status: Annotated[ImageStatus, Meta(description="Images in this status.")] | UnsetType = UNSET
+    visibility: Annotated[Visibility | Literal["all"], Meta(description=_ALL)] | UnsetType = UNSET
+    limit: Annotated[int, Meta(ge=0, le=MAX_AMOUNT, description=_LIMIT)] = DEFAULT_LIMIT
+    marker: Annotated[Id, Meta(description=_MARKER)] | UnsetType = UNSET
+
+
+def image_view(image: Record) -> dict[str, Any]:
+    """An image as Glance v2 shows it: ``Image``'s members, and the extra properties flattened."""
+    view = Image(
+        id=image["id"],
+        name=image["name"],
+        status=image["status"],
+        visibility=image["visibility"],
+        protected=image["protected"],
+        checksum=image["checksum"],
+        os_hash_algo=image["os_hash_algo"],
+        os_hash_value=image["os_hash_value"],
+        owner=image["owner"],
+        size=image["size"],
+        virtual_size=image["virtual_size"],
+        min_disk=image["min_disk"],
+        min_ram=image["min_ram"],
+        disk_format=image["disk_format"],
+        container_format=image["container_format"],
+        created_at=image["created_at"],
+        updated_at=image["updated_at"],
+        tags=image["tags"],
+        self_=f"/v2/images/{image['id']}",
+        file=f"/v2/images/{image['id']}/file",
+        schema="/v2/schemas/image",
+    )
+    shown: dict[str, Any] = msgspec.structs.asdict(view)
+    shown["self"] = shown.pop("self_")
+    return {**image["properties"], **shown}
+
+
+def _properties(raw: bytes) -> dict[str, str]:
+    """The extra properties of a create body (its members ``ImageCreate`` does not name).
+
+    :raises Forbidden: a read-only member. :raises InvalidRequest: a property that is no string.
+    """
+    members = decode_json(raw, dict[str, Any])
+    extra = {key: value for key, value in members.items() if key not in ImageCreate.__struct_encode_fields__}
+    for key in extra:
+        if key in READ_ONLY:
+            raise Forbidden(f"Attribute '{key}' is read-only.")
+    try:
+        return msgspec.convert(extra, dict[PropertyName, PropertyValue])
+    except msgspec.ValidationError as exc:
+        raise InvalidRequest(f"Invalid input for the request body: extra properties: {exc}") from None
+
+
+routes = Routes()
+
+
+class ImageVersion(Body):
+    id: str
+    status: str
+    links: list[Link]
+
+
+class ImageVersions(Body):
+    versions: list[ImageVersion]
+
+
 async def versions(request: web.Request) -> web.Response:
     """The image API's version document (where clients discover ``/v2``)."""
     base = f"{request.scheme}://{request.host}/image/v2/"
-    return json_response(
-        {"versions": [{"id": "v2.9", "status": "CURRENT", "links": [{"rel": "self", "href": base}]}]},
-        status=300,
+    version = ImageVersion(id="v2.9", status="CURRENT", links=[Link(rel="self", href=base)])
+    return json_response(ImageVersions(versions=[version]), status=300)
+
+
+for _path in ("/image", "/image/"):
+    routes.get(
+        _path,
+        "Image API versions",
+        public=True,
+        replies=[Reply(300, ImageVersions, "The versions of the image API.")],
+    )(versions)
+
+
+@routes.get(IMAGES, "List images", query=ImageQuery, replies=[Reply(200, ImageList, "A page of images.")])
+async def list_images(request: web.Request, query: ImageQuery) -> web.Response:
+    """The images the project sees, newest first; 400 for a ``marker`` that is no image it sees."""
+    name = None if query.name is UNSET else query.name
+    status = None if query.status is UNSET else query.status
+    # all: Glance's "everything I may see", the default here
+    visibility = None if query.visibility is UNSET or query.visibility == "all" else query.visibility
+    limit = min(query.limit, MAX_LIMIT)
+    images = await client(request, Images).list(
+        name=name,
+        status=status,
+        visibility=visibility,
+        limit=limit,
+        marker=None if query.marker is UNSET else query.marker,
     )
-
-
-async def list_images(request: web.Request) -> web.Response:
-    query = request.query
-    filters = {key: query[key] for key in FILTERS if key in query}
-    if filters.get("visibility") == "all":  # Glance's "everything I may see", the default here
-        del filters["visibility"]
-    try:
-        limit = int(query.get("limit", DEFAULT_LIMIT))
-    except ValueError:
-        raise InvalidRequest("limit param must be an integer") from None
-    if limit < 0:
-        raise InvalidRequest("limit param must be positive")
-    limit = min(limit, MAX_LIMIT)
-    args: dict[str, Any] = {**filters, "limit": limit}
-    if "marker" in query:
-        args["marker"] = query["marker"]
-    images = await call(request, "image.list", args)
-    body: dict[str, Any] = {
-        "images": [image_view(image) for image in images],
-        "schema": "/v2/schemas/images",
-        "first": "/v2/images",
-    }
+    # each image a dict of Image's members and the extra properties (Image takes them, unchecked)
+    shown: list[Any] = [image_view(image) for image in images]
+    page = ImageList(images=shown, schema="/v2/schemas/images", first="/v2/images")
     if images and len(images) == limit:
-        body["next"] = "/v2/images?" + urlencode({"marker": images[-1]["id"], "limit": limit, **filters})
-    return json_response(body)
+        filters = {"name": name, "status": status, "visibility": visibility}
+        following = {"marker": images[-1]["id"], "limit": limit}
+        following |= {key: value for key, value in filters.items() if value is not None}
+        page.next = "/v2/images?" + urlencode(following)
+    return json_response(page)
 
 
-async def create_image(request: web.Request) -> web.Response:
-    body = await json_body(request)
-    if not isinstance(body, dict):
-        raise InvalidRequest("Malformed request body: expected a JSON object")
-    args: dict[str, Any] = {}
-    properties: dict[str, Any] = {}
-    for key, value in body.items():
-        if key in READ_ONLY_FIELDS:
-            raise Forbidden(f"Attribute '{key}' is read-only.")
-        (args if key in CREATE_FIELDS else properties)[key] = value
-    if "name" not in args:
-        raise InvalidRequest("name is required")
-    if properties:
-        args["properties"] = properties
-    image = await call(request, "image.create", args)
-    return json_response(
-        image_view(image), status=201, headers={"Location": f"/image/v2/images/{image['id']}"}
-    )
+@routes.post(
+    IMAGES,
+    "Create an image record",
+    body=ImageCreate,
+    replies=[Reply(201, Image, "The image, queued.", headers={"Location": "The image's URL."})],
+    errors=(409,),
+)
+async def create_image(request: web.Request, body: ImageCreate) -> web.Response:
+    """403: a read-only member, or a public image asked by someone other than an admin;
+    409: an image with this ``id`` exists (or existed)."""
+    properties = _properties(await request.read())
+    arguments = {key: value for key, value in msgspec.structs.asdict(body).items() if value is not UNSET}
+    image = await client(request, Images).create(**arguments, properties=properties)
+    return json_response(image_view(image), status=201, headers={"Location": f"{IMAGES}/{image['id']}"})
 
 
+@routes.get(
+    f"{IMAGES}/{{image_id}}", "Show an image", replies=[Reply(200, Image, "The image.")], errors=(404,)
+)
 async def show_image(request: web.Request) -> web.Response:
-    image = await call(request, "image.get", {"image_id": request.match_info["image_id"]})
+    image = await client(request, Images).get(image_id=request.match_info["image_id"])
     return json_response(image_view(image))
 
 
+@routes.delete(
+    f"{IMAGES}/{{image_id}}",
+    "Delete an image",
+    replies=[Reply(204, None, "Deleted, data and all.")],
+    errors=(404,),
+)
 async def delete_image(request: web.Request) -> web.Response:
-    await call(request, "image.delete", {"image_id": request.match_info["image_id"]})
-    return web.Response(status=204)
+    """403: another project's image (and the caller no admin), or a protected one."""
+    await client(request, Images).delete(image_id=request.match_info["image_id"])
+    return no_content()
 
 
 async def _blocks(content: StreamReader, size: int) -> AsyncIterator[bytes]:
@@ -131,55 +293,73 @@ async def _blocks(content: StreamReader, size: int) -> AsyncIterator[bytes]:
         yield bytes(buffer)
 
 
+@routes.put(
+    f"{IMAGES}/{{image_id}}/file",
+    "Upload an image's data",
+    body=bytes,
+    body_media_type=OCTETS,
+    replies=[Reply(204, None, "Stored; the image is active.")],
+    errors=(404, 409),
+)
 async def upload_file(request: web.Request) -> web.Response:
     """Stream the body to the image actor chunk by chunk, then make the image active.
 
-    When the upload fails after a chunk of it may have been written (the client went away,
-    a call timed out), the image goes back to ``queued`` so the upload can be retried; a
-    first chunk the actor refused (another upload owns the image) leaves it alone.
+    403: another project's image; 409: the image is not queued (its data is there, or another
+    upload of it is under way). When the upload fails after a chunk of it may have been
+    written (the client went away, a call timed out), the image goes back to ``queued`` so the
+    upload can be retried; a first chunk the actor refused (another upload owns the image)
+    leaves it alone.
     """
     image_id = request.match_info["image_id"]
-    if request.content_type != "application/octet-stream":
-        raise web.HTTPUnsupportedMediaType(
-            text=f"Content-Type must be application/octet-stream, not {request.content_type}"
-        )
+    images = client(request, Images)
     offset = 0
     attempted = written = False
     try:
         async for block in _blocks(request.content, CHUNK):
             attempted = True
-            reply = await call(
-                request, "image.upload_chunk", {"image_id": image_id, "offset": offset, "data": block}
-            )
+            reply = await images.upload_chunk(image_id=image_id, offset=offset, data=block)
             offset, written = reply["size"], True
-        await call(request, "image.finish_upload", {"image_id": image_id})
+        await images.finish_upload(image_id=image_id)
     except BaseException as exc:  # also the cancellation of a handler whose client went away
         if attempted and (written or not isinstance(exc, REFUSALS)):
             with contextlib.suppress(AiostackError):
-                await call(request, "image.abort_upload", {"image_id": image_id})
+                await images.abort_upload(image_id=image_id)
         raise
-    return web.Response(status=204)
+    return no_content()
 
 
+@routes.get(
+    f"{IMAGES}/{{image_id}}/file",
+    "Download an image's data",
+    replies=[
+        Reply(
+            200,
+            bytes,
+            "The data, streamed.",
+            headers={"Content-MD5": "The data's MD5 (hex)."},
+            media_type=OCTETS,
+        ),
+        Reply(204, None, "The image has no data yet."),
+    ],
+    errors=(404,),
+)
 async def download_file(request: web.Request) -> web.StreamResponse:
     """Stream an active image's bytes with ``Content-MD5``; 204 when it has no data yet."""
     image_id = request.match_info["image_id"]
-    image = await call(request, "image.get", {"image_id": image_id})
-    if image["status"] != "active":
-        return web.Response(status=204)
-    response = web.StreamResponse(
-        headers={"Content-Type": "application/octet-stream", "Content-MD5": image["checksum"]}
-    )
-    response.content_length = image["size"]
+    images = client(request, Images)
+    image = await images.get(image_id=image_id)
+    if image["status"] != "active" or image["checksum"] is None or image["size"] is None:
+        return no_content()
+    size = image["size"]
+    response = web.StreamResponse(headers={"Content-Type": OCTETS, "Content-MD5": image["checksum"]})
+    response.content_length = size
     await response.prepare(request)
     offset = 0
     try:
-        while offset < image["size"]:
-            data = await call(
-                request, "image.read_chunk", {"image_id": image_id, "offset": offset, "length": CHUNK}
-            )
+        while offset < size:
+            data = await images.read_chunk(image_id=image_id, offset=offset, length=CHUNK)
             if not data:
-                raise NotFound(f"the data of image {image_id} ends at byte {offset} of {image['size']}")
+                raise NotFound(f"the data of image {image_id} ends at byte {offset} of {size}")
             await response.write(data)
             offset += len(data)
     except AiostackError as exc:
@@ -192,79 +372,65 @@ async def download_file(request: web.Request) -> web.StreamResponse:
     return response
 
 
-_NULLABLE_STRING = {"type": ["null", "string"]}
-IMAGE_SCHEMA = {
-    "name": "image",
+# -- Glance's own JSON schemas of an image, made from ``Image`` ------------------------------------
+
+_READ_ONLY_SHOWN = frozenset(READ_ONLY) & set(Image.__struct_encode_fields__)
+
+
+def _image_schema() -> dict[str, Any]:
+    (reference,), components = msgspec.json.schema_components([Image], ref_template="{name}")
+    properties = {
+        name: {**schema, "readOnly": True} if name in _READ_ONLY_SHOWN else schema
+        for name, schema in components[reference["$ref"]]["properties"].items()
+    }
+    return {
+        "name": "image",
+        "properties": properties,
+        "additionalProperties": {"type": "string"},
+        "links": [
+            {"rel": "self", "href": "{self}"},
+            {"rel": "enclosure", "href": "{file}"},
+            {"rel": "describedby", "href": "{schema}"},
+        ],
+    }
+
+
+IMAGE_SCHEMA = _image_schema()
+IMAGES_SCHEMA = {
+    "name": "images",
     "properties": {
-        "id": {
-            "type": "string",
-            "pattern": "^[0-9a-fA-F-]{36}$",
-            "description": "An identifier for the image",
-        },
-        "name": {**_NULLABLE_STRING, "maxLength": 255},
-        "status": {"type": "string", "readOnly": True, "enum": list(STATUSES)},
-        "visibility": {"type": "string", "enum": list(VISIBILITIES)},
-        "protected": {"type": "boolean"},
-        "checksum": {**_NULLABLE_STRING, "readOnly": True},
-        "os_hash_algo": {**_NULLABLE_STRING, "readOnly": True},
-        "os_hash_value": {**_NULLABLE_STRING, "readOnly": True},
-        "owner": {**_NULLABLE_STRING, "readOnly": True},
-        "size": {"type": ["null", "integer"], "readOnly": True},
-        "virtual_size": {"type": ["null", "integer"], "readOnly": True},
-        "min_disk": {"type": "integer"},
-        "min_ram": {"type": "integer"},
-        "disk_format": {"type": ["null", "string"], "enum": [None, *DISK_FORMATS]},
-        "container_format": {"type": ["null", "string"], "enum": [None, *CONTAINER_FORMATS]},
-        "created_at": {"type": "string", "readOnly": True},
-        "updated_at": {"type": "string", "readOnly": True},
-        "tags": {"type": "array", "items": {"type": "string", "maxLength": 255}},
-        "self": {"type": "string", "readOnly": True},
-        "file": {"type": "string", "readOnly": True},
-        "schema": {"type": "string", "readOnly": True},
+        "images": {"type": "array", "items": IMAGE_SCHEMA},
+        "schema": {"type": "string"},
+        "first": {"type": "string"},
+        "next": {"type": "string"},
     },
-    "additionalProperties": {"type": "string"},
     "links": [
-        {"rel": "self", "href": "{self}"},
-        {"rel": "enclosure", "href": "{file}"},
+        {"rel": "first", "href": "{first}"},
+        {"rel": "next", "href": "{next}"},
         {"rel": "describedby", "href": "{schema}"},
     ],
 }
 
 
-@public
+@routes.get(
+    "/image/v2/schemas/image",
+    "Glance's JSON schema of an image",
+    public=True,
+    replies=[Reply(200, dict[str, Any], "The schema (clients that validate or build forms read it).")],
+)
 async def image_schema(request: web.Request) -> web.Response:
-    """Glance's JSON schema of an image (clients that validate or build forms read it)."""
     return json_response(IMAGE_SCHEMA)
 
 
-@public
+@routes.get(
+    "/image/v2/schemas/images",
+    "Glance's JSON schema of a page of images",
+    public=True,
+    replies=[Reply(200, dict[str, Any], "The schema.")],
+)
 async def images_schema(request: web.Request) -> web.Response:
-    return json_response(
-        {
-            "name": "images",
-            "properties": {
-                "images": {"type": "array", "items": IMAGE_SCHEMA},
-                "schema": {"type": "string"},
-                "first": {"type": "string"},
-                "next": {"type": "string"},
-            },
-            "links": [
-                {"rel": "first", "href": "{first}"},
-                {"rel": "next", "href": "{next}"},
-                {"rel": "describedby", "href": "{schema}"},
-            ],
-        }
-    )
+    return json_response(IMAGES_SCHEMA)
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_get("/image/v2/schemas/image", image_schema)
-    app.router.add_get("/image/v2/schemas/images", images_schema)
-    app.router.add_get("/image", versions)
-    app.router.add_get("/image/", versions)
-    app.router.add_get("/image/v2/images", list_images)
-    app.router.add_post("/image/v2/images", create_image)
-    app.router.add_get("/image/v2/images/{image_id}", show_image)
-    app.router.add_delete("/image/v2/images/{image_id}", delete_image)
-    app.router.add_put("/image/v2/images/{image_id}/file", upload_file)
-    app.router.add_get("/image/v2/images/{image_id}/file", download_file)
+    routes.add_to(app)

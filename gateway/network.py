@@ -16,7 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from bus import InvalidRequest
-from gateway.app import call, json_body, json_response, public
+from gateway.http import call, json_body, json_response, public
 
 BASE = "/network/v2.0"
 

@@ -7,34 +7,110 @@ host's internal fields (the file's path and format).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Literal
 
+import msgspec
 from aiohttp import web
+from msgspec import UNSET, Meta, UnsetType
 
+from api.volume import MetadataKey, Size, Text, Volumes, VolumeStatus
+from api.volume import Volume as Record
 from bus import Forbidden
-from gateway.app import call, context_of, json_body, json_response
+from gateway.http import client, context_of, json_response, no_content
+from gateway.routing import Body, Link, OpenRequest, Query, Reply, Request, Routes, Time, id_other_than
 
 VOLUMES = "/volume/v3/{project_id}/volumes"
-SHOWN = (
-    "id",
-    "name",
-    "description",
-    "size",
-    "status",
-    "user_id",
-    "availability_zone",
-    "bootable",
-    "encrypted",
-    "multiattach",
-    "volume_type",
-    "attachments",
-    "metadata",
-    "snapshot_id",
-    "source_volid",
-    "created_at",
-    "updated_at",
-)
-TRUE_WORDS = ("1", "true", "yes", "on")
+ERRORS_OF_A_VOLUME = (404,)
+VOLUME_ID = {"volume_id": id_other_than("detail")}
+"""``.../volumes/detail`` is the detailed list, never a volume."""
+
+
+class VolumeCreate(OpenRequest):
+    """A volume of ``size`` GiB; members Cinder has and aiostack does not act on (``imageRef``,
+    ``snapshot_id``, ``volume_type``, ...) are taken and ignored."""
+
+    size: Size
+    name: Text | None = None
+    description: Text | None = None
+    metadata: dict[MetadataKey, Text] | None = None
+
+
+class VolumeCreateRequest(OpenRequest):
+    volume: VolumeCreate
+
+
+class VolumeUpdate(Request):
+    """What may change: the name and the description (null or absent: unchanged)."""
+
+    name: Text | UnsetType | None = UNSET
+    description: Text | UnsetType | None = UNSET
+
+
+class VolumeUpdateRequest(Request):
+    volume: VolumeUpdate
+
+
+class VolumeQuery(Query):
+    name: Annotated[str, Meta(description="Volumes of this name.")] | UnsetType = UNSET
+    status: Annotated[str, Meta(description="Volumes in this status.")] | UnsetType = UNSET
+    all_tenants: Annotated[bool, Meta(description="Admins: every project's volumes.")] = False
+
+
+class VolumeAttachment(Body):
+    """An attachment of a volume (its ``id`` is the volume's, as in Cinder)."""
+
+    id: str
+    attachment_id: str
+    volume_id: str
+    server_id: str
+    host_name: str | None
+    device: str | None
+    attached_at: Time | None
+
+
+class Volume(Body):
+    """A volume as Cinder shows it (plus ``fault`` when something went wrong with its file)."""
+
+    id: str
+    name: str
+    description: str
+    size: int
+    """GiB."""
+    status: VolumeStatus
+    user_id: str | None
+    availability_zone: str
+    bootable: Literal["true", "false"]
+    encrypted: bool
+    multiattach: bool
+    volume_type: str
+    attachments: list[VolumeAttachment]
+    metadata: dict[str, str]
+    snapshot_id: str | None
+    source_volid: str | None
+    created_at: Time
+    updated_at: Time
+    tenant_id: str | None = msgspec.field(name="os-vol-tenant-attr:tenant_id")
+    links: list[Link]
+    fault: str | UnsetType = UNSET
+    """What went wrong with the volume's file."""
+
+
+class VolumeSummary(Body):
+    id: str
+    name: str
+    links: list[Link]
+
+
+class VolumeList(Body):
+    volumes: list[VolumeSummary]
+
+
+class VolumeDetailList(Body):
+    volumes: list[Volume]
+
+
+class VolumeShown(Body):
+    volume: Volume
 
 
 def _project(request: web.Request, action: str) -> str:
@@ -46,87 +122,143 @@ def _project(request: web.Request, action: str) -> str:
     return project_id
 
 
-def _links(request: web.Request, project_id: str, volume_id: str) -> list[dict[str, str]]:
+def _links(request: web.Request, project_id: str, volume_id: str) -> list[Link]:
     """The volume's self link, under the project id the client used."""
     href = f"{request.scheme}://{request.host}{VOLUMES.format(project_id=project_id)}/{volume_id}"
-    return [{"rel": "self", "href": href}]
+    return [Link(rel="self", href=href)]
 
 
-def _view(request: web.Request, project_id: str, volume: dict[str, Any]) -> dict[str, Any]:
-    """A volume as Cinder shows it (plus ``fault`` when something went wrong with its file)."""
-    view = {key: volume[key] for key in SHOWN}
-    view["os-vol-tenant-attr:tenant_id"] = volume["project_id"]
-    if volume.get("fault"):
-        view["fault"] = volume["fault"]
-    view["links"] = _links(request, project_id, volume["id"])
-    return view
+def volume_view(request: web.Request, project_id: str, volume: Record) -> Volume:
+    return Volume(
+        id=volume["id"],
+        name=volume["name"],
+        description=volume["description"],
+        size=volume["size"],
+        status=volume["status"],
+        user_id=volume["user_id"],
+        availability_zone=volume["availability_zone"],
+        bootable=volume["bootable"],  # type: ignore[arg-type]  # "true" or "false"
+        encrypted=volume["encrypted"],
+        multiattach=volume["multiattach"],
+        volume_type=volume["volume_type"],
+        attachments=volume["attachments"],  # type: ignore[arg-type]  # the same members
+        metadata=volume["metadata"],
+        snapshot_id=volume["snapshot_id"],
+        source_volid=volume["source_volid"],
+        created_at=volume["created_at"],
+        updated_at=volume["updated_at"],
+        tenant_id=volume["project_id"],
+        fault=volume["fault"] or UNSET,
+        links=_links(request, project_id, volume["id"]),
+    )
 
 
-async def _list(request: web.Request) -> tuple[str, list[dict[str, Any]]]:
-    """The path's project id and the volumes the query asks for (name, status, all_tenants)."""
+async def _list(request: web.Request, query: VolumeQuery) -> tuple[str, list[Record]]:
+    """The path's project id and the volumes the query asks for."""
     project_id = _project(request, "get_all")
-    query = request.query
-    filters: dict[str, Any] = {key: query[key] for key in ("name", "status") if key in query}
-    filters["all_tenants"] = query.get("all_tenants", "").lower() in TRUE_WORDS
-    return project_id, await call(request, "volume.list", filters)
+    volumes = await client(request, Volumes).list(
+        name=query.name or None, status=query.status or None, all_tenants=query.all_tenants
+    )
+    return project_id, volumes
 
 
-async def list_volumes(request: web.Request) -> web.Response:
-    """GET .../volumes: id, name and links of each volume."""
-    project_id, volumes = await _list(request)
+routes = Routes()
+
+
+@routes.get(
+    VOLUMES,
+    "List volumes",
+    query=VolumeQuery,
+    replies=[Reply(200, VolumeList, "The volumes' ids and names, newest first.")],
+)
+async def list_volumes(request: web.Request, query: VolumeQuery) -> web.Response:
+    """403: another project's path."""
+    project_id, volumes = await _list(request, query)
     summaries = [
-        {"id": volume["id"], "name": volume["name"], "links": _links(request, project_id, volume["id"])}
+        VolumeSummary(id=volume["id"], name=volume["name"], links=_links(request, project_id, volume["id"]))
         for volume in volumes
     ]
-    return json_response({"volumes": summaries})
+    return json_response(VolumeList(volumes=summaries))
 
 
-async def list_volume_details(request: web.Request) -> web.Response:
-    """GET .../volumes/detail: the full volumes."""
-    project_id, volumes = await _list(request)
-    return json_response({"volumes": [_view(request, project_id, volume) for volume in volumes]})
+@routes.get(
+    f"{VOLUMES}/detail",
+    "List volumes in detail",
+    query=VolumeQuery,
+    replies=[Reply(200, VolumeDetailList, "The volumes, newest first.")],
+)
+async def list_volume_details(request: web.Request, query: VolumeQuery) -> web.Response:
+    """403: another project's path."""
+    project_id, volumes = await _list(request, query)
+    return json_response(VolumeDetailList(volumes=[volume_view(request, project_id, v) for v in volumes]))
 
 
-async def create_volume(request: web.Request) -> web.Response:
-    """POST .../volumes ``{"volume": {"size", "name", "description", "metadata"}}``: 202."""
+@routes.post(
+    VOLUMES,
+    "Create a volume",
+    body=VolumeCreateRequest,
+    replies=[Reply(202, VolumeShown, "The volume (available, or error with a fault).")],
+)
+async def create_volume(request: web.Request, body: VolumeCreateRequest) -> web.Response:
+    """403: another project's path."""
     project_id = _project(request, "create")
-    body = await json_body(request, "volume")
-    arguments = {"size": body.get("size")}
-    arguments.update(
-        {key: body[key] for key in ("name", "description", "metadata") if body.get(key) is not None}
+    asked = body.volume
+    volume = await client(request, Volumes).create(
+        size=asked.size,
+        name=asked.name or "",
+        description=asked.description or "",
+        metadata=asked.metadata,
     )
-    volume = await call(request, "volume.create", arguments)
-    return json_response({"volume": _view(request, project_id, volume)}, status=202)
+    return json_response(VolumeShown(volume=volume_view(request, project_id, volume)), status=202)
 
 
+@routes.get(
+    f"{VOLUMES}/{{volume_id}}",
+    "Show a volume",
+    replies=[Reply(200, VolumeShown, "The volume.")],
+    errors=ERRORS_OF_A_VOLUME,
+    path_types=VOLUME_ID,
+)
 async def show_volume(request: web.Request) -> web.Response:
-    """GET .../volumes/{volume_id}."""
+    """403: another project's path; 404: no such volume, or another project's."""
     project_id = _project(request, "get")
-    volume = await call(request, "volume.get", {"volume_id": request.match_info["volume_id"]})
-    return json_response({"volume": _view(request, project_id, volume)})
+    volume = await client(request, Volumes).get(volume_id=request.match_info["volume_id"])
+    return json_response(VolumeShown(volume=volume_view(request, project_id, volume)))
 
 
-async def update_volume(request: web.Request) -> web.Response:
-    """PUT .../volumes/{volume_id} ``{"volume": {"name", "description"}}``."""
+@routes.put(
+    f"{VOLUMES}/{{volume_id}}",
+    "Update a volume",
+    body=VolumeUpdateRequest,
+    replies=[Reply(200, VolumeShown, "The volume.")],
+    errors=ERRORS_OF_A_VOLUME,
+    path_types=VOLUME_ID,
+)
+async def update_volume(request: web.Request, body: VolumeUpdateRequest) -> web.Response:
+    """403: another project's path; 404: no such volume, or another project's."""
     project_id = _project(request, "update")
-    body = await json_body(request, "volume")
-    arguments = {key: body[key] for key in ("name", "description") if body.get(key) is not None}
-    volume = await call(request, "volume.update", {"volume_id": request.match_info["volume_id"], **arguments})
-    return json_response({"volume": _view(request, project_id, volume)})
+    asked = body.volume
+    volume = await client(request, Volumes).update(
+        volume_id=request.match_info["volume_id"],
+        name=None if asked.name is UNSET else asked.name,
+        description=None if asked.description is UNSET else asked.description,
+    )
+    return json_response(VolumeShown(volume=volume_view(request, project_id, volume)))
 
 
+@routes.delete(
+    f"{VOLUMES}/{{volume_id}}",
+    "Delete a volume",
+    replies=[Reply(202, None, "Deleted, file and all.")],
+    errors=(404, 409),
+    path_types=VOLUME_ID,
+)
 async def delete_volume(request: web.Request) -> web.Response:
-    """DELETE .../volumes/{volume_id}: 202 with no body."""
+    """403: another project's path; 404: no such volume; 409: it is attached (or attaching...)."""
     _project(request, "delete")
-    await call(request, "volume.delete", {"volume_id": request.match_info["volume_id"]})
-    return web.Response(status=202)
+    await client(request, Volumes).delete(volume_id=request.match_info["volume_id"])
+    return no_content(202)
 
 
 def add_routes(app: web.Application) -> None:
-    """The Cinder v3 volume routes (``detail`` before ``{volume_id}``, which would match it)."""
-    app.router.add_get(VOLUMES, list_volumes)
-    app.router.add_get(f"{VOLUMES}/detail", list_volume_details)
-    app.router.add_post(VOLUMES, create_volume)
-    app.router.add_get(f"{VOLUMES}/{{volume_id}}", show_volume)
-    app.router.add_put(f"{VOLUMES}/{{volume_id}}", update_volume)
-    app.router.add_delete(f"{VOLUMES}/{{volume_id}}", delete_volume)
+    routes.add_to(app)

@@ -48,7 +48,7 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 from yarl import URL
 
 from bus import BadMessage, Bus, InvalidRequest, Unauthorized, decode
-from gateway.app import BUS, TOKENS, context_of, error_body, service_of
+from gateway.http import BUS, TOKENS, context_of, error_body, service_of
 
 log = logging.getLogger(__name__)
 

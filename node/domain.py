@@ -70,7 +70,8 @@ def domain_xml(spec: DomainSpec) -> str:
     ET.SubElement(domain, "vcpu").text = str(spec.vcpus)
     os_element = ET.SubElement(domain, "os")
     real_guest = spec.domain_type in ("qemu", "kvm")
-    ET.SubElement(os_element, "type", arch="x86_64", **({"machine": "pc"} if real_guest else {})).text = "hvm"
+    os_type = {"arch": "x86_64", "machine": "pc"} if real_guest else {"arch": "x86_64"}
+    ET.SubElement(os_element, "type", os_type).text = "hvm"
     if spec.kernel:
         ET.SubElement(os_element, "kernel").text = spec.kernel
         if spec.initrd:

@@ -3,8 +3,8 @@
 Each image a guest needs (its disk, kernel and ramdisk) is fetched from the image actor
 once, checked against the image's md5 and sha512, and kept under ``_base/<image id>``.
 An instance's root disk is a qcow2 overlay on that base, sized to the flavor's root disk,
-in the instance's own directory next to its console log; deleting the instance deletes the
-directory.
+in the instance's own directory next to its console log (``console_output`` reads its
+tail); deleting the instance deletes the directory.
 """
 
 from __future__ import annotations
@@ -15,22 +15,23 @@ import json
 import logging
 import shutil
 from pathlib import Path
-from typing import Any
 
+from api.image import CHUNK_MAX, Image, ImageReader
 from bus import Bus, Conflict
 
 log = logging.getLogger(__name__)
 
-FETCH_CHUNK = 512 * 1024
+FETCH_CHUNK = CHUNK_MAX
 FETCH_WINDOW = 4
 QEMU_IMG_FORMATS = {"raw": "raw", "qcow2": "qcow2", "ami": "raw", "aki": "raw", "ari": "raw"}
+CONSOLE_MAX_BYTES = 1024 * 1024
 
 
 class ImageCache:
     """Base images fetched once per node; overlays and console logs per instance."""
 
     def __init__(self, bus: Bus, state_dir: Path) -> None:
-        self.bus = bus
+        self.reader = ImageReader.client(bus)
         self.base_dir = state_dir / "images" / "_base"
         self.instances_dir = state_dir / "instances"
         self._locks: dict[str, asyncio.Lock] = {}
@@ -41,7 +42,7 @@ class ImageCache:
     def console_log(self, instance_uuid: str) -> Path:
         return self.instance_dir(instance_uuid) / "console.log"
 
-    async def base(self, image: dict[str, Any]) -> Path:
+    async def base(self, image: Image) -> Path:
         """The verified local copy of an active image, fetched on first use."""
         path = self.base_dir / image["id"]
         lock = self._locks.setdefault(image["id"], asyncio.Lock())
@@ -50,7 +51,7 @@ class ImageCache:
                 await self._fetch(image, path)
         return path
 
-    async def _fetch(self, image: dict[str, Any], path: Path) -> None:
+    async def _fetch(self, image: Image, path: Path) -> None:
         size = image.get("size")
         if image.get("status") != "active" or not isinstance(size, int):
             raise Conflict(f"image {image['id']} is {image.get('status')}; only active images can boot")
@@ -63,10 +64,7 @@ class ImageCache:
                 window = offsets[first : first + FETCH_WINDOW]
                 chunks = await asyncio.gather(
                     *(
-                        self.bus.call(
-                            "image.read_chunk",
-                            {"image_id": image["id"], "offset": offset, "length": FETCH_CHUNK},
-                        )
+                        self.reader.read_chunk(image_id=image["id"], offset=offset, length=FETCH_CHUNK)
                         for offset in window
                     )
                 )
@@ -87,7 +85,7 @@ class ImageCache:
         partial.rename(path)
         log.info("cached image %s (%d bytes)", image["id"], size)
 
-    async def create_root_disk(self, instance_uuid: str, image: dict[str, Any], root_gb: int) -> Path:
+    async def create_root_disk(self, instance_uuid: str, image: Image, root_gb: int) -> Path:
         """A qcow2 overlay on the image's base, at least ``root_gb`` GiB (never smaller than the image)."""
         base = await self.base(image)
         directory = self.instance_dir(instance_uuid)
@@ -115,9 +113,27 @@ class ImageCache:
         )
         return disk
 
+    async def console_output(self, instance_uuid: str, length: int | None = None) -> str:
+        """The tail of the guest's serial console log (its last MiB); its last ``length`` lines when given."""
+        data = await asyncio.to_thread(_tail, self.console_log(instance_uuid), CONSOLE_MAX_BYTES)
+        lines = data.decode(errors="replace").replace("\r\n", "\n").splitlines(keepends=True)
+        if length is not None:
+            lines = lines[-length:] if length > 0 else []
+        return "".join(lines)
+
     def remove_instance(self, instance_uuid: str) -> None:
         """The overlay, console log and anything else the instance had on this node."""
         shutil.rmtree(self.instance_dir(instance_uuid), ignore_errors=True)
+
+
+def _tail(path: Path, limit: int) -> bytes:
+    """The last ``limit`` bytes of a file (nothing if it does not exist yet)."""
+    try:
+        with path.open("rb") as f:
+            f.seek(max(0, path.stat().st_size - limit))
+            return f.read()
+    except FileNotFoundError:
+        return b""
 
 
 async def _virtual_size(path: Path, disk_format: str) -> int:

@@ -16,10 +16,13 @@ import ipaddress
 import logging
 import re
 import xml.etree.ElementTree as ET
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import libvirt
+
+from api.net import Port, Subnet
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +37,7 @@ class Attachment:
     """How one port reaches its guest: a libvirt network, or user-mode networking and why."""
 
     network: str | None
-    vif_type: str
+    vif_type: Literal["bridge", "user"]
     fallback_reason: str | None = None
 
 
@@ -47,7 +50,7 @@ def bridge_name(network_id: str) -> str:
     return f"aio-{network_id.replace('-', '')[:10]}"
 
 
-def network_xml(network_id: str, subnet: dict[str, Any]) -> str:
+def network_xml(network_id: str, subnet: Subnet) -> str:
     cidr = ipaddress.ip_network(subnet["cidr"])
     gateway = subnet.get("gateway_ip") or str(next(cidr.hosts()))
     network = ET.Element("network")
@@ -65,12 +68,13 @@ def dhcp_host_xml(mac: str, ip: str) -> str:
 class GuestNetworks:
     """The libvirt networks of one node and their DHCP host entries."""
 
-    def __init__(self, run: Any) -> None:
+    def __init__(self, run: Callable[..., Awaitable[Any]]) -> None:
+        """``run``: how a libvirt call is made (``Hypervisor.virt``: off the loop where it may block)."""
         self._run = run
         self._locks: dict[str, asyncio.Lock] = {}
 
     async def attach(
-        self, conn: libvirt.virConnect, network_id: str, subnet: dict[str, Any] | None, port: dict[str, Any]
+        self, conn: libvirt.virConnect, network_id: str, subnet: Subnet | None, port: Port
     ) -> Attachment:
         """Make sure the network exists and is running, then give the port's MAC its fixed IP."""
         if subnet is None:
@@ -83,8 +87,8 @@ class GuestNetworks:
                 reason = f"no bridge for network {network_id}: {exc.get_error_message()}"
                 log.warning("%s; guest falls back to user-mode networking", reason)
                 return Attachment(None, "user", reason)
-            for fixed_ip in port.get("fixed_ips") or []:
-                if fixed_ip.get("subnet_id") == subnet["id"]:
+            for fixed_ip in port["fixed_ips"]:
+                if fixed_ip["subnet_id"] == subnet["id"]:
                     await self._set_host(network, port["mac_address"], fixed_ip["ip_address"])
         return Attachment(libvirt_network_name(network_id), "bridge")
 
@@ -140,7 +144,7 @@ class GuestNetworks:
             return True
         return False
 
-    async def _ensure(self, conn: libvirt.virConnect, network_id: str, subnet: dict[str, Any]) -> Any:
+    async def _ensure(self, conn: libvirt.virConnect, network_id: str, subnet: Subnet) -> Any:
         name = libvirt_network_name(network_id)
         try:
             network = await self._run(conn.networkLookupByName, name)

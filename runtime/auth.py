@@ -1,9 +1,14 @@
 """Token validation with a cache, shared by the gateway and every actor of a process.
 
-A cache hit costs no bus round trip. Entries live until the earlier of the token's expiry
-and ``ttl``; revocations published by the token actor on ``<prefix>.auth.revoked`` drop
-them at once (by token, by user, by project), and are remembered so a validation already
-in flight cannot bring a revoked token back.
+A cache hit costs no bus round trip; a miss asks the identity actor
+(``TokenValidation.validate``). Entries live until the earlier of the token's expiry and
+``ttl``; revocations the identity actor publishes on ``REVOKED`` drop them at once (by token,
+by user, by project), and are remembered so a validation already in flight cannot bring a
+revoked token back.
+
+``TokenValidation``, ``REVOKED`` and their types are the part of the identity service's API
+(``api/identity.py``, which re-exports them) that every process uses; they are declared here
+because the runtime sits below ``api/``.
 
 ``install(bus)`` makes every actor on that bus check the token of each call that carries a
 user context (the overview's steps 4-5, 21, 24, 27) and enforce the handlers' policies.
@@ -14,18 +19,66 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from typing import Literal, TypedDict
 
 from nats.aio.msg import Msg
 
-from bus import BadMessage, Bus, Context, Unauthorized, decode, request_scope
+from bus import BadMessage, Bus, Context, InvalidRequest, Unauthorized, request_scope
+from bus.api import ServiceAPI, Topic, call
 from runtime.policy import allowed
 
 log = logging.getLogger(__name__)
 
+RevocationKind = Literal["token", "user", "project"]
+
+
+class TokenInfo(TypedDict):
+    """What a valid token says, with the user's current roles (``validate``)."""
+
+    user_id: str
+    user_name: str
+    domain_id: str
+    project_id: str | None
+    project_name: str | None
+    roles: list[str]
+    """Role names."""
+    audit_id: str
+    methods: list[str]
+    issued_at: float
+    expires_at: float
+    app_cred_id: str | None
+
+
+class Revocation(TypedDict):
+    """Tokens refused from now on: one token (by audit id), or a user's or a project's issued
+    until ``issued_before``."""
+
+    kind: RevocationKind
+    id: str
+    issued_before: float
+
+
+REVOKED = Topic("auth.revoked", Revocation)
+"""Each revocation, published by the identity actor when it is made; every process's token
+cache listens (and drops what it names at once)."""
+
+
+class TokenValidation(ServiceAPI, address="identity"):
+    """What every process asks the identity service: is this token valid, and whose is it."""
+
+    @call
+    async def validate(self, *, token: str) -> TokenInfo:
+        """What a valid token says, with the user's current roles.
+
+        :raises Unauthorized: malformed or undecryptable token, expired, revoked, its user or
+            project disabled or gone, its application credential gone, or no role left.
+        """
+        raise NotImplementedError  # a stub: the identity actor serves it
+
 
 @dataclass(frozen=True, slots=True)
 class Identity:
-    """What the token actor said about a token."""
+    """What the identity actor said about a token."""
 
     context: Context
     audit_id: str | None
@@ -36,6 +89,7 @@ class Identity:
 class TokenValidator:
     def __init__(self, bus: Bus, *, ttl: float = 60.0, max_entries: int = 100_000) -> None:
         self.bus = bus
+        self.identity = TokenValidation.client(bus)
         self.ttl = ttl
         self.max_entries = max_entries
         self._cache: dict[str, tuple[Identity, float]] = {}
@@ -45,15 +99,16 @@ class TokenValidator:
 
     async def start(self) -> None:
         """Listen for revocations (call once the bus is connected)."""
-        await self.bus.subscribe(self.bus.subject("auth.revoked"), self._on_revoked)
+        await self.bus.subscribe(self.bus.subject(REVOKED.pattern), self._on_revoked)
         await self.bus.flush()
 
     async def _on_revoked(self, msg: Msg) -> None:
         try:
-            revocation = decode(msg.data).body
-            self.revoke(str(revocation["kind"]), str(revocation["id"]), float(revocation["issued_before"]))
-        except (BadMessage, KeyError, TypeError, ValueError) as exc:
+            _, revocation = REVOKED.parse(msg.data, self.bus.max_bytes)
+        except (BadMessage, InvalidRequest) as exc:
             log.warning("ignoring a malformed revocation: %s", exc)
+            return
+        self.revoke(revocation["kind"], revocation["id"], revocation["issued_before"])
 
     def revoke(self, kind: str, revoked_id: str, issued_before: float) -> None:
         if kind == "token":
@@ -86,10 +141,10 @@ class TokenValidator:
         if entry is not None and entry[1] > now:
             return entry[0]
         with request_scope():
-            info = await self.bus.call("token.validate", {"token": token})
+            info = await self.identity.validate(token=token)
         identity = Identity(
             Context(info["user_id"], info["project_id"], tuple(info["roles"]), token),
-            info.get("audit_id"),
+            info["audit_id"],
             float(info["issued_at"]),
             float(info["expires_at"]),
         )

@@ -4,6 +4,7 @@ event stream (docs/EVENTS.md is the subscribers' reference)."""
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from bus import Bus, current
@@ -24,7 +25,7 @@ def event_filter(kind: str | None = None, project_id: str | None = None) -> str:
 
 
 async def publish_event(
-    bus: Bus, kind: str, resource_id: str, project_id: str | None, event_type: str, state: dict[str, Any]
+    bus: Bus, kind: str, resource_id: str, project_id: str | None, event_type: str, state: Mapping[str, Any]
 ) -> int:
     """Publish one state change on ``<prefix>.evt.<kind>.<project>.<id>``.
 

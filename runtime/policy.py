@@ -6,7 +6,7 @@ actors' part: another project's resource answers NotFound (``runtime.context.che
 
 The gateway enforces the table on every request (``<service>:read`` for GET and HEAD,
 ``<service>:write`` otherwise, finer names where a route needs them) and each actor again
-on its handlers declared with ``@handler(policy=...)`` for calls that carry a user.
+on the methods its API declares with ``@call(policy=...)`` for calls that carry a user.
 """
 
 from __future__ import annotations

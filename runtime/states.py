@@ -1,6 +1,15 @@
-"""The state vocabulary shared by the conductor and the nodes: libvirt's lifecycle events."""
+"""The state vocabulary shared by the conductor and the nodes: an instance's states, as Nova
+names them, and libvirt's lifecycle events.
+
+``VmState`` and ``TaskState`` are what the conductor stores and every instance view and
+event carries (their values are the strings of the store and the wire); ``PowerState`` is
+Nova's power-state numbering. Which state an action or a lifecycle event leads to is the
+conductor's (``actors/conductor/states.py``).
+"""
 
 from __future__ import annotations
+
+import enum
 
 # libvirt's domain lifecycle events (VIR_DOMAIN_EVENT_*), in libvirt's numbering
 LIFECYCLE_EVENTS = (
@@ -18,3 +27,56 @@ LIFECYCLE_EVENTS = (
 
 def lifecycle_name(event: int) -> str:
     return LIFECYCLE_EVENTS[event] if 0 <= event < len(LIFECYCLE_EVENTS) else str(event)
+
+
+class Lifecycle(enum.IntEnum):
+    """libvirt's domain lifecycle events (``VIR_DOMAIN_EVENT_*``): ``LIFECYCLE_EVENTS`` as numbers."""
+
+    DEFINED = 0
+    UNDEFINED = 1
+    STARTED = 2
+    SUSPENDED = 3
+    RESUMED = 4
+    STOPPED = 5
+    SHUTDOWN = 6
+    PMSUSPENDED = 7
+    CRASHED = 8
+
+
+class VmState(enum.StrEnum):
+    """Nova's ``vm_state``: what the instance is, between tasks."""
+
+    BUILDING = "building"
+    ACTIVE = "active"
+    STOPPED = "stopped"
+    PAUSED = "paused"
+    SUSPENDED = "suspended"
+    ERROR = "error"
+    DELETED = "deleted"
+
+
+class TaskState(enum.StrEnum):
+    """Nova's ``task_state``: the task the instance is in the middle of (none: ``None``)."""
+
+    SCHEDULING = "scheduling"
+    SPAWNING = "spawning"
+    POWERING_OFF = "powering-off"
+    POWERING_ON = "powering-on"
+    REBOOTING = "rebooting"
+    REBOOTING_HARD = "rebooting_hard"
+    DELETING = "deleting"
+    PAUSING = "pausing"
+    UNPAUSING = "unpausing"
+    SUSPENDING = "suspending"
+    RESUMING = "resuming"
+
+
+class PowerState(enum.IntEnum):
+    """Nova's ``power_state`` numbers: what the hypervisor last said of the domain."""
+
+    NOSTATE = 0
+    RUNNING = 1
+    PAUSED = 3
+    SHUTDOWN = 4
+    CRASHED = 6
+    SUSPENDED = 7

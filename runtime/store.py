@@ -57,7 +57,8 @@ class Store:
 
     async def _migrate(self) -> None:
         async with self.transaction() as db:
-            (version,) = await (await db.execute("PRAGMA user_version")).fetchone()
+            (row,) = await db.execute_fetchall("PRAGMA user_version")
+            version = int(row[0])
             for number, script in enumerate(self.migrations[version:], start=version):
                 for statement in _statements(script):
                     await db.execute(statement)
@@ -85,7 +86,7 @@ class Store:
         """The first row (one thread hop: execute and fetch together). ``row`` names the TypedDict the
         statement's columns make (for the type checker: rows are dicts either way)."""
         async with self._lock:
-            rows = await self.db.execute_fetchall(sql, params)
+            rows = list(await self.db.execute_fetchall(sql, params))
         return dict(rows[0]) if rows else None
 
     @overload
@@ -104,15 +105,27 @@ class Store:
             return cursor.rowcount
 
 
-async def fetchone(db: aiosqlite.Connection, sql: str, params: Params = ()) -> dict[str, Any] | None:
-    """``fetchone`` inside a ``transaction()``."""
-    rows = await db.execute_fetchall(sql, params)
+@overload
+async def fetchone(db: aiosqlite.Connection, sql: str, params: Params = ()) -> dict[str, Any] | None: ...
+@overload
+async def fetchone(
+    db: aiosqlite.Connection, sql: str, params: Params = (), *, row: type[Row]
+) -> Row | None: ...
+async def fetchone(db: aiosqlite.Connection, sql: str, params: Params = (), *, row: Any = None) -> Any:
+    """``Store.fetchone`` inside a ``transaction()``."""
+    rows = list(await db.execute_fetchall(sql, params))
     return dict(rows[0]) if rows else None
 
 
-async def fetchall(db: aiosqlite.Connection, sql: str, params: Params = ()) -> list[dict[str, Any]]:
-    """``fetchall`` inside a ``transaction()``."""
-    return [dict(row) for row in await db.execute_fetchall(sql, params)]
+@overload
+async def fetchall(db: aiosqlite.Connection, sql: str, params: Params = ()) -> list[dict[str, Any]]: ...
+@overload
+async def fetchall(
+    db: aiosqlite.Connection, sql: str, params: Params = (), *, row: type[Row]
+) -> list[Row]: ...
+async def fetchall(db: aiosqlite.Connection, sql: str, params: Params = (), *, row: Any = None) -> Any:
+    """``Store.fetchall`` inside a ``transaction()``."""
+    return [dict(found) for found in await db.execute_fetchall(sql, params)]
 
 
 def to_json(value: Any) -> str:

@@ -109,11 +109,11 @@ async def cloud(start_actor: StartActor, config: Config, request: pytest.Fixture
 
     Parametrize the node count with ``@pytest.mark.nodes(4)`` (default 1).
     """
-    from actors.conductor import ConductorActor
+    from actors.conductor.actor import ConductorActor
+    from actors.identity.actor import IdentityActor
     from actors.image import ImageActor
-    from actors.net import NetActor
+    from actors.net.actor import NetActor
     from actors.scheduler import SchedulerActor
-    from actors.token import TokenActor
     from actors.volume import VolumeActor
     from node.actor import NodeActor
     from node.testnode import write_test_node_file
@@ -122,7 +122,7 @@ async def cloud(start_actor: StartActor, config: Config, request: pytest.Fixture
     node_count = marker.args[0] if marker else 1
     actors = [
         await start_actor(cls, config, secure=True)
-        for cls in (TokenActor, SchedulerActor, ConductorActor, ImageActor, NetActor, VolumeActor)
+        for cls in (IdentityActor, SchedulerActor, ConductorActor, ImageActor, NetActor, VolumeActor)
     ]
     for number in range(1, node_count + 1):
         host = f"node-{number}"

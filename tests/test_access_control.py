@@ -7,15 +7,14 @@ import asyncio
 import aiohttp
 import pytest
 
+from api.conductor import Compute
+from api.identity import IdentityAdmin, Tokens
 from bus import Bus, Context, Forbidden, NotFound, Unauthorized, request_scope
 from tests.helpers import Api
 
 
 async def issue(bus: Bus, username: str, password: str, project: str | None = None) -> Context:
-    body = {"username": username, "password": password}
-    if project:
-        body["project_name"] = project
-    issued = await bus.call("token.issue", body)
+    issued = await Tokens.client(bus).issue(username=username, password=password, project_name=project)
     return Context(
         issued["user"]["id"],
         issued["project"]["id"],
@@ -25,13 +24,12 @@ async def issue(bus: Bus, username: str, password: str, project: str | None = No
 
 
 async def add_user(bus: Bus, admin: Context, name: str, project: str, role: str) -> Context:
+    directory = IdentityAdmin.client(bus)
     with request_scope(context=admin):
-        if project not in {p["name"] for p in await bus.call("token.list_projects")}:
-            await bus.call("token.create_project", {"name": project})
-        await bus.call(
-            "token.create_user", {"name": name, "password": f"{name}-pw", "default_project": project}
-        )
-        await bus.call("token.grant_role", {"user": name, "project": project, "role": role})
+        if project not in {p["name"] for p in await directory.list_projects()}:
+            await directory.create_project(name=project)
+        await directory.create_user(name=name, password=f"{name}-pw", default_project=project)
+        await directory.grant_role(user=name, project=project, role=role)
     return await issue(bus, name, f"{name}-pw", project)
 
 
@@ -63,13 +61,13 @@ async def test_the_token_decides_the_roles_not_the_claim(bus: Bus, demo: Context
     with request_scope(context=claims_admin), pytest.raises(Forbidden):
         await bus.call("net.create_network", {"name": "shared-by-a-member", "shared": True})
     with request_scope(context=claims_admin), pytest.raises(Forbidden):
-        await bus.call("token.create_project", {"name": "not-yours"})
+        await IdentityAdmin.client(bus).create_project(name="not-yours")
 
 
 async def test_a_reader_can_list_and_show_but_not_change(bus: Bus, admin: Context, gateway_url: str) -> None:
     reader = await add_user(bus, admin, "rita", "demo", "reader")
     with request_scope(context=reader):
-        assert await bus.call("conductor.list_instances") == []
+        assert await Compute.client(bus).list_instances() == []
         for address, body in (
             ("conductor.create_instance", {"name": "x", "flavor_ref": "1", "image_ref": "x"}),
             ("net.create_network", {"name": "x"}),
@@ -104,8 +102,8 @@ async def test_another_projects_resources_are_not_found_over_rest_and_over_the_b
         port = await bus.call("net.create_port", {"network_id": network["id"]})
         volume = await bus.call("volume.create", {"size": 1})
         public = await bus.call("image.list", {"name": "aiostack-tiny"})
-        server = await bus.call(
-            "conductor.create_instance", {"name": "eves-vm", "flavor_ref": "1", "image_ref": public[0]["id"]}
+        server = await Compute.client(bus).create_instance(
+            name="eves-vm", flavor_ref="1", image_ref=public[0]["id"]
         )
     with request_scope(context=demo):
         for address, body in (
@@ -138,7 +136,7 @@ async def test_another_projects_resources_are_not_found_over_rest_and_over_the_b
         _, everything = await api.get("/compute/v2.1/servers?all_tenants=1")
         assert server["id"] in {s["id"] for s in everything["servers"]}
     with request_scope(context=eve):
-        await bus.call("conductor.delete_instance", {"instance_uuid": server["id"]})
+        await Compute.client(bus).delete_instance(instance_uuid=server["id"])
         async with asyncio.timeout(30):
-            while await bus.call("conductor.list_instances"):
+            while await Compute.client(bus).list_instances():
                 await asyncio.sleep(0.05)

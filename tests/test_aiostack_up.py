@@ -46,7 +46,7 @@ async def test_up_starts_everything_and_stops_cleanly_on_ctrl_c(tmp_path) -> Non
         assert all(f.stat().st_mode & 0o777 == 0o600 for f in credentials.iterdir())
         assert (credentials / "node-2.json").exists() and (credentials / "gateway.json").exists()
         async with await Bus.connect(cloud.nats_url, credentials=credentials / "admin.json") as bus:
-            for actor in ("token", "scheduler", "conductor", "image", "net", "volume", "node.node-2"):
+            for actor in ("identity", "scheduler", "conductor", "image", "net", "volume", "node.node-2"):
                 assert (await bus.call(f"{actor}.ping", timeout=20))["pid"] in {c.pid for c in children}
         cloud.process.send_signal(signal.SIGINT)
         async with asyncio.timeout(60):
@@ -210,7 +210,7 @@ async def test_server_commands_drive_the_cloud_from_the_shell(tmp_path) -> None:
 async def test_several_test_driver_nodes_can_share_one_process(tmp_path) -> None:
     async with aiostack_up(tmp_path, "--nodes", "3", "--nodes-per-process", "3") as cloud:
         assert (
-            "processes: token, scheduler, conductor, image, net, volume, gateway, node-1+node-2+node-3"
+            "processes: identity, scheduler, conductor, image, net, volume, gateway, node-1+node-2+node-3"
             in (cloud.banner)
         )
         async with await Bus.connect(

@@ -13,12 +13,14 @@ from typing import Any
 
 import pytest
 
-from actors.conductor import ConductorActor
+from actors.conductor.actor import ConductorActor
+from actors.identity.actor import IdentityActor
 from actors.image import ImageActor
-from actors.net import NetActor
+from actors.net.actor import NetActor
 from actors.scheduler import SchedulerActor
-from actors.token import TokenActor
 from actors.volume import VolumeActor
+from api.conductor import ConductorOperator
+from api.node import Node
 from bus import Actor, Bus
 from deploy.audit import audit
 from node.actor import NodeActor
@@ -38,7 +40,7 @@ class Cloud:
         self.actors: dict[str, Actor] = {}
 
     async def start(self, node_count: int) -> None:
-        for actor_class in (TokenActor, ImageActor, NetActor, VolumeActor):
+        for actor_class in (IdentityActor, ImageActor, NetActor, VolumeActor):
             self.actors[actor_class.name] = await self.start_actor(actor_class, self.config, secure=True)
         await self.start_scheduler()
         await self.start_actor(
@@ -87,7 +89,7 @@ class Cloud:
         return server
 
     async def actions(self, server_id: str) -> list[dict[str, Any]]:
-        return await self.bus.call("conductor.list_actions", {"instance_uuid": server_id})
+        return await ConductorOperator.client(self.bus).list_actions(instance_uuid=server_id)
 
 
 @pytest.fixture
@@ -106,10 +108,11 @@ async def test_a_redelivered_build_does_not_create_a_second_domain(crash_cloud: 
     server_id = await crash_cloud.boot("vm")
     server = await crash_cloud.until(server_id, "ACTIVE")
     host = server["OS-EXT-SRV-ATTR:host"]
-    await crash_cloud.bus.cast(f"node.{host}.build_and_run_instance", {"instance_uuid": server_id})
-    await crash_cloud.bus.cast(f"node.{host}.build_and_run_instance", {"instance_uuid": server_id})
+    node = Node.client(crash_cloud.bus, host=host)
+    await node.build_and_run_instance(instance_uuid=server_id)
+    await node.build_and_run_instance(instance_uuid=server_id)
     await asyncio.sleep(0.5)
-    domains = [d for d in await crash_cloud.bus.call(f"node.{host}.list_domains") if d["uuid"] == server_id]
+    domains = [d for d in await node.list_domains() if d["uuid"] == server_id]
     assert len(domains) == 1 and domains[0]["state"] == 1
     assert (await crash_cloud.server(server_id))["status"] == "ACTIVE"
     assert len(await crash_cloud.bus.call("net.list_ports", {"device_id": server_id})) == 1
@@ -128,7 +131,7 @@ async def test_a_build_cast_lost_while_the_node_was_away_is_sent_again(crash_clo
     await crash_cloud.start_node(host)
     server = await crash_cloud.until(server_id, "ACTIVE")
     assert server["OS-EXT-SRV-ATTR:host"] == host
-    events = await crash_cloud.bus.call("conductor.list_action_events", {"instance_uuid": server_id})
+    events = await ConductorOperator.client(crash_cloud.bus).list_action_events(instance_uuid=server_id)
     steps = [e["event"] for e in events]
     assert steps[:2] == ["schedule", "build_and_run_instance:sent"], steps
     assert "build_and_run_instance:sent_again" in steps and "node_accepted" in steps, steps
@@ -150,7 +153,7 @@ async def test_a_node_that_never_comes_back_gets_its_builds_rescheduled(crash_cl
         assert server["OS-EXT-SRV-ATTR:host"] == "node-2"
     rescheduled = 0
     for server_id in servers:
-        events = await crash_cloud.bus.call("conductor.list_action_events", {"instance_uuid": server_id})
+        events = await ConductorOperator.client(crash_cloud.bus).list_action_events(instance_uuid=server_id)
         rescheduled += any(e["event"] == "reschedule" and e["host"] == "node-1" for e in events)
     assert rescheduled >= 1
     assert (await crash_cloud.bus.call("scheduler.list_hosts"))[0]["alive"] is False
@@ -164,14 +167,14 @@ async def test_a_build_that_fails_on_one_host_is_rescheduled_to_another(
     async def broken_prepare(*_args: Any) -> Any:
         raise RuntimeError("this host's hypervisor is broken")
 
-    monkeypatch.setattr(crash_cloud.nodes["node-1"], "_prepare", broken_prepare)
+    monkeypatch.setattr(crash_cloud.nodes["node-1"].builder, "_prepare", broken_prepare)
     servers = [await crash_cloud.boot(f"vm-{n}") for n in range(4)]
     for server_id in servers:
         server = await crash_cloud.until(server_id, "ACTIVE", "ERROR")
         assert server["status"] == "ACTIVE" and server["OS-EXT-SRV-ATTR:host"] == "node-2"
     failed_there = 0
     for server_id in servers:
-        events = await crash_cloud.bus.call("conductor.list_action_events", {"instance_uuid": server_id})
+        events = await ConductorOperator.client(crash_cloud.bus).list_action_events(instance_uuid=server_id)
         failed_there += any("hypervisor is broken" in (e["details"] or "") for e in events)
     assert failed_there >= 1
     assert await crash_cloud.bus.call("net.list_ports", {"device_id": servers[0]}) != []
@@ -185,7 +188,7 @@ async def test_a_build_failing_everywhere_ends_in_error_after_every_host_was_tri
         raise RuntimeError("no hypervisor works today")
 
     for node in crash_cloud.nodes.values():
-        monkeypatch.setattr(node, "_prepare", broken_prepare)
+        monkeypatch.setattr(node.builder, "_prepare", broken_prepare)
     server = await crash_cloud.until(await crash_cloud.boot("vm"), "ERROR")
     assert "no hypervisor works today" in server["fault"]["message"]
     assert "NoValidHost" in server["fault"]["message"] and "2 excluded" in server["fault"]["message"]
@@ -222,10 +225,11 @@ async def test_a_delete_on_a_node_that_is_gone_finishes_and_the_domain_goes_when
     assert await crash_cloud.bus.call("net.list_ports", {"device_id": server_id}) == []
     assert await crash_cloud.bus.call("scheduler.list_allocations") == []
     node = await crash_cloud.start_node(host)
+    node_client = Node.client(crash_cloud.bus, host=host)
     async with asyncio.timeout(10):
-        while any(d["uuid"] == server_id for d in await crash_cloud.bus.call(f"node.{host}.list_domains")):
+        while any(d["uuid"] == server_id for d in await node_client.list_domains()):
             await asyncio.sleep(0.1)
-    assert not await node.store.fetchall("SELECT uuid FROM domains")
+    assert not await node.records.uuids()
     assert (await audit(crash_cloud.bus)).problems == {}
 
 

@@ -8,7 +8,8 @@ import time
 
 import aiohttp
 
-from actors.token import TokenActor
+from actors.identity.actor import IdentityActor
+from api.identity import IdentityAdmin, Token, Tokens
 from bus import Bus, Context, Unauthorized, request_scope
 from runtime.auth import TokenValidator
 from tests.helpers import Api
@@ -36,24 +37,24 @@ asyncio.run(main(sys.argv[1], sys.argv[2]))
 """
 
 
-async def issue(bus: Bus, username: str, password: str) -> dict:
-    return await bus.call("token.issue", {"username": username, "password": password})
+async def issue(bus: Bus, username: str, password: str) -> Token:
+    return await Tokens.client(bus).issue(username=username, password=password)
 
 
 async def test_a_cache_hit_costs_no_bus_round_trip(bus: Bus, start_actor, config) -> None:
-    token_actor = await start_actor(TokenActor, config)
+    identity_actor = await start_actor(IdentityActor, config)
     issued = await issue(bus, "demo", "demo-secret")
     validator = TokenValidator(bus)
     await validator.start()
     first = await validator.validate(issued["token"])
-    await token_actor.stop()  # nobody answers token.validate any more
+    await identity_actor.stop()  # nobody answers TokenValidation.validate any more
     assert await validator.validate(issued["token"]) == first
 
 
 async def test_a_revocation_reaches_a_cache_in_another_process_within_a_second(
     bus: Bus, start_actor, config
 ) -> None:
-    await start_actor(TokenActor, config)
+    await start_actor(IdentityActor, config)
     issued = await issue(bus, "demo", "demo-secret")
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -69,7 +70,7 @@ async def test_a_revocation_reaches_a_cache_in_another_process_within_a_second(
         admin_ctx = Context(admin["user"]["id"], admin["project"]["id"], ("admin",), admin["token"])
         revoked_at = time.time()
         with request_scope(context=admin_ctx):
-            await bus.call("token.revoke_user", {"user_id": issued["user"]["id"]})
+            await Tokens.client(bus).revoke_user(user_id=issued["user"]["id"])
         line = (await asyncio.wait_for(process.stdout.readline(), 5)).decode().split()
         assert line[0] == "refused"
         assert float(line[1]) - revoked_at < 1.0
@@ -80,7 +81,7 @@ async def test_a_revocation_reaches_a_cache_in_another_process_within_a_second(
 
 
 async def test_an_expired_token_is_refused_within_a_second(bus: Bus, start_actor, config) -> None:
-    await start_actor(TokenActor, config, token_ttl=1.0)
+    await start_actor(IdentityActor, config, token_ttl=1.0)
     issued = await issue(bus, "demo", "demo-secret")
     validator = TokenValidator(bus)
     await validator.start()
@@ -104,12 +105,12 @@ async def test_a_disabled_users_token_stops_working_at_the_gateway(bus: Bus, clo
         admin_ctx = Context(admin["user"]["id"], admin["project"]["id"], ("admin",), admin["token"])
         demo_id = (await issue(bus, "demo", "demo-secret"))["user"]["id"]
         with request_scope(context=admin_ctx):
-            await bus.call("token.update_user", {"user_id": demo_id, "enabled": False})
+            await IdentityAdmin.client(bus).update_user(user_id=demo_id, enabled=False)
         async with asyncio.timeout(1):
             while (await api.get("/compute/v2.1/servers"))[0] != 401:
                 await asyncio.sleep(0.01)
         with request_scope(context=admin_ctx):
-            await bus.call("token.update_user", {"user_id": demo_id, "enabled": True})
+            await IdentityAdmin.client(bus).update_user(user_id=demo_id, enabled=True)
         assert (await api.get("/compute/v2.1/servers"))[0] == 401  # revoked tokens stay revoked
         await api.login()
         assert (await api.get("/compute/v2.1/servers"))[0] == 200

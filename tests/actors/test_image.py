@@ -1,35 +1,52 @@
-"""The image actor over the bus: records, chunked uploads and reads, visibility, paging, deletion."""
+"""The image actor over the bus: records, chunked uploads and reads, visibility, paging, deletion,
+and the arguments dispatch refuses before a handler runs."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
 import random
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 import pytest
 from nats.aio.msg import Msg
 
-from actors.image import CHUNK_MAX, TINY_NAME, ImageActor, tiny_disk
+from actors.image import TINY_NAME, ImageActor, tiny_disk
+from api.image import CHUNK_MAX, Images
 from bus import Bus, Conflict, Context, Forbidden, InvalidRequest, NotFound, decode, request_scope
 
 DEMO = Context("u-demo", "p-demo", ("member",))
 OTHER = Context("u-other", "p-other", ("member",))
 ADMIN = Context("u-admin", "p-admin", ("admin",))
 
+T = TypeVar("T")
 
-async def call(bus: Bus, ctx: Context | None, method: str, **body: Any) -> Any:
-    """``image.<method>`` as ``ctx`` (None: a service-internal call)."""
+
+async def acting(ctx: Context | None, call: Awaitable[T]) -> T:
+    """Await a call of a typed client as ``ctx`` (None: a service-internal call)."""
     with request_scope(context=ctx):
-        return await bus.call(f"image.{method}", body)
+        return await call
 
 
-async def read_all(bus: Bus, ctx: Context | None, image_id: str) -> bytes:
+async def send_raw(bus: Bus, ctx: Context | None, method: str, **body: Any) -> Any:
+    """A body the typed client would not send (wrong types, unknown or missing fields), as ``ctx``."""
+    assert method in Images.api_methods
+    with request_scope(context=ctx):
+        return await bus.call(f"{Images.address}.{method}", body)
+
+
+async def read_all(images: Images, ctx: Context | None, image_id: str) -> bytes:
     data = bytearray()
-    while chunk := await call(bus, ctx, "read_chunk", image_id=image_id, offset=len(data), length=1 << 30):
+    while chunk := await acting(ctx, images.read_chunk(image_id=image_id, offset=len(data), length=1 << 30)):
         assert len(chunk) <= CHUNK_MAX
         data += chunk
     return bytes(data)
+
+
+@pytest.fixture
+def images(bus: Bus) -> Images:
+    return Images.client(bus)
 
 
 @pytest.fixture
@@ -57,10 +74,12 @@ async def next_event(queue: asyncio.Queue[dict[str, Any]], image_id: str) -> dic
             return event
 
 
-async def test_default_image_is_active_public_and_visible_to_demo(bus: Bus, image_actor, config) -> None:
-    images = await call(bus, DEMO, "list", name=TINY_NAME)
-    assert len(images) == 1
-    tiny = images[0]
+async def test_default_image_is_active_public_and_visible_to_demo(
+    images: Images, image_actor, config
+) -> None:
+    found = await acting(DEMO, images.list(name=TINY_NAME))
+    assert len(found) == 1
+    tiny = found[0]
     assert tiny["status"] == "active" and tiny["visibility"] == "public"
     assert (tiny["disk_format"], tiny["container_format"]) == ("raw", "bare")
     expected = tiny_disk()
@@ -69,193 +88,237 @@ async def test_default_image_is_active_public_and_visible_to_demo(bus: Bus, imag
     assert tiny["checksum"] == hashlib.md5(expected).hexdigest()
     assert tiny["os_hash_algo"] == "sha512"
     assert tiny["os_hash_value"] == hashlib.sha512(expected).hexdigest()
-    assert await read_all(bus, DEMO, tiny["id"]) == expected
+    assert await read_all(images, DEMO, tiny["id"]) == expected
     assert (config.data_dir / "images" / tiny["id"]).read_bytes() == expected
 
 
-async def test_default_image_is_registered_once(bus: Bus, start_actor, config) -> None:
+async def test_default_image_is_registered_once(images: Images, start_actor, config) -> None:
     first = await start_actor(ImageActor, config)
     await first.stop()
     await start_actor(ImageActor, config)
-    assert len(await call(bus, None, "list", name=TINY_NAME)) == 1
+    assert len(await images.list(name=TINY_NAME)) == 1
 
 
 async def test_chunked_upload_then_read_gives_the_same_bytes_and_hashes(
-    bus: Bus, image_actor, events
+    images: Images, image_actor, events
 ) -> None:
     payload = random.Random(7).randbytes(1_300_000)
-    image = await call(bus, DEMO, "create", name="big", disk_format="qcow2", properties={"os_distro": "x"})
+    image = await acting(DEMO, images.create(name="big", disk_format="qcow2", properties={"os_distro": "x"}))
     assert image["status"] == "queued" and image["owner"] == "p-demo" and image["size"] is None
     assert image["properties"] == {"os_distro": "x"} and image["checksum"] is None
     created = await next_event(events, image["id"])
     assert (created["type"], created["project"]) == ("image.queued", "p-demo")
     offset = 0
     for start in range(0, len(payload), CHUNK_MAX):
-        reply = await call(
-            bus,
-            DEMO,
-            "upload_chunk",
-            image_id=image["id"],
-            offset=offset,
-            data=payload[start : start + CHUNK_MAX],
-        )
+        chunk = payload[start : start + CHUNK_MAX]
+        reply = await acting(DEMO, images.upload_chunk(image_id=image["id"], offset=offset, data=chunk))
         offset = reply["size"]
-        assert (await call(bus, DEMO, "get", image_id=image["id"]))["status"] == "saving"
+        assert (await acting(DEMO, images.get(image_id=image["id"])))["status"] == "saving"
     assert offset == len(payload)
-    active = await call(bus, DEMO, "finish_upload", image_id=image["id"])
+    active = await acting(DEMO, images.finish_upload(image_id=image["id"]))
     assert active["status"] == "active" and active["size"] == len(payload)
     assert active["checksum"] == hashlib.md5(payload).hexdigest()
     assert active["os_hash_value"] == hashlib.sha512(payload).hexdigest()
     event = await next_event(events, image["id"])
     assert event["type"] == "image.active" and event["state"]["checksum"] == active["checksum"]
-    assert await read_all(bus, DEMO, image["id"]) == payload
+    assert await read_all(images, DEMO, image["id"]) == payload
 
 
-async def test_offsets_must_follow_the_bytes_received(bus: Bus, image_actor) -> None:
-    image = await call(bus, DEMO, "create", name="gappy")
+async def test_offsets_must_follow_the_bytes_received(images: Images, image_actor) -> None:
+    image = await acting(DEMO, images.create(name="gappy"))
     with pytest.raises(Conflict):
-        await call(bus, DEMO, "upload_chunk", image_id=image["id"], offset=10, data=b"x" * 10)
+        await acting(DEMO, images.upload_chunk(image_id=image["id"], offset=10, data=b"x" * 10))
     both = await asyncio.gather(
-        call(bus, DEMO, "upload_chunk", image_id=image["id"], offset=0, data=b"a" * 100),
-        call(bus, DEMO, "upload_chunk", image_id=image["id"], offset=0, data=b"b" * 100),
+        acting(DEMO, images.upload_chunk(image_id=image["id"], offset=0, data=b"a" * 100)),
+        acting(DEMO, images.upload_chunk(image_id=image["id"], offset=0, data=b"b" * 100)),
         return_exceptions=True,
     )
     assert sorted(type(result).__name__ for result in both) == ["Conflict", "dict"]
     with pytest.raises(Conflict):
-        await call(bus, DEMO, "read_chunk", image_id=image["id"], offset=0, length=10)
+        await acting(DEMO, images.read_chunk(image_id=image["id"], offset=0, length=10))
 
 
-async def test_upload_to_an_active_image_is_a_conflict_and_changes_nothing(bus: Bus, image_actor) -> None:
-    image = await call(bus, DEMO, "create", name="done")
-    active = await call(bus, DEMO, "upload", image_id=image["id"], data=b"original")
-    for method, body in (("upload", {"data": b"other"}), ("upload_chunk", {"offset": 8, "data": b"more"})):
-        with pytest.raises(Conflict):
-            await call(bus, DEMO, method, image_id=image["id"], **body)
+async def test_upload_to_an_active_image_is_a_conflict_and_changes_nothing(
+    images: Images, image_actor
+) -> None:
+    image = await acting(DEMO, images.create(name="done"))
+    active = await acting(DEMO, images.upload(image_id=image["id"], data=b"original"))
     with pytest.raises(Conflict):
-        await call(bus, DEMO, "finish_upload", image_id=image["id"])
-    assert await call(bus, DEMO, "get", image_id=image["id"]) == active
-    assert await read_all(bus, DEMO, image["id"]) == b"original"
+        await acting(DEMO, images.upload(image_id=image["id"], data=b"other"))
+    with pytest.raises(Conflict):
+        await acting(DEMO, images.upload_chunk(image_id=image["id"], offset=8, data=b"more"))
+    with pytest.raises(Conflict):
+        await acting(DEMO, images.finish_upload(image_id=image["id"]))
+    assert await acting(DEMO, images.get(image_id=image["id"])) == active
+    assert await read_all(images, DEMO, image["id"]) == b"original"
 
 
-async def test_an_aborted_upload_can_start_again(bus: Bus, image_actor) -> None:
-    image = await call(bus, DEMO, "create", name="retry")
-    await call(bus, DEMO, "upload_chunk", image_id=image["id"], offset=0, data=b"half")
-    queued = await call(bus, DEMO, "abort_upload", image_id=image["id"])
+async def test_an_aborted_upload_can_start_again(images: Images, image_actor) -> None:
+    image = await acting(DEMO, images.create(name="retry"))
+    await acting(DEMO, images.upload_chunk(image_id=image["id"], offset=0, data=b"half"))
+    queued = await acting(DEMO, images.abort_upload(image_id=image["id"]))
     assert queued["status"] == "queued"
-    active = await call(bus, DEMO, "upload", image_id=image["id"], data=b"whole")
+    active = await acting(DEMO, images.upload(image_id=image["id"], data=b"whole"))
     assert active["size"] == 5 and active["checksum"] == hashlib.md5(b"whole").hexdigest()
 
 
-async def test_another_projects_private_image_is_not_found(bus: Bus, image_actor) -> None:
-    image = await call(bus, ADMIN, "create", name="secret")
-    await call(bus, ADMIN, "upload", image_id=image["id"], data=b"classified")
-    for method, body in (
-        ("get", {}),
-        ("read_chunk", {"offset": 0, "length": 10}),
-        ("upload_chunk", {"offset": 0, "data": b"x"}),
-        ("delete", {}),
+async def test_another_projects_private_image_is_not_found(images: Images, image_actor) -> None:
+    image = await acting(ADMIN, images.create(name="secret"))
+    image_id = image["id"]
+    await acting(ADMIN, images.upload(image_id=image_id, data=b"classified"))
+    for attempt in (
+        images.get(image_id=image_id),
+        images.read_chunk(image_id=image_id, offset=0, length=10),
+        images.upload_chunk(image_id=image_id, offset=0, data=b"x"),
+        images.delete(image_id=image_id),
     ):
         with pytest.raises(NotFound) as raised:
-            await call(bus, DEMO, method, image_id=image["id"], **body)
-        assert raised.value.message == f"image {image['id']} could not be found"
-    assert image["id"] not in {i["id"] for i in await call(bus, DEMO, "list")}
-    assert image["id"] in {i["id"] for i in await call(bus, ADMIN, "list")}
-    assert (await call(bus, None, "get", image_id=image["id"]))["name"] == "secret"
-    community = await call(bus, OTHER, "create", name="shared-ish", visibility="community")
-    assert (await call(bus, DEMO, "get", image_id=community["id"]))["owner"] == "p-other"
+            await acting(DEMO, attempt)
+        assert raised.value.message == f"image {image_id} could not be found"
+    assert image_id not in {i["id"] for i in await acting(DEMO, images.list())}
+    assert image_id in {i["id"] for i in await acting(ADMIN, images.list())}
+    assert (await images.get(image_id=image_id))["name"] == "secret"
+    community = await acting(OTHER, images.create(name="shared-ish", visibility="community"))
+    assert (await acting(DEMO, images.get(image_id=community["id"])))["owner"] == "p-other"
     with pytest.raises(Forbidden):
-        await call(bus, DEMO, "delete", image_id=community["id"])
+        await acting(DEMO, images.delete(image_id=community["id"]))
 
 
-async def test_only_admins_and_services_create_public_images(bus: Bus, image_actor) -> None:
+async def test_only_admins_and_services_create_public_images(images: Images, image_actor) -> None:
     with pytest.raises(Forbidden):
-        await call(bus, DEMO, "create", name="mine-for-all", visibility="public")
-    assert await call(bus, DEMO, "list", name="mine-for-all") == []
-    by_admin = await call(bus, ADMIN, "create", name="for-all", visibility="public")
-    by_service = await call(bus, None, "create", name="also-for-all", visibility="public")
+        await acting(DEMO, images.create(name="mine-for-all", visibility="public"))
+    assert await acting(DEMO, images.list(name="mine-for-all")) == []
+    by_admin = await acting(ADMIN, images.create(name="for-all", visibility="public"))
+    by_service = await images.create(name="also-for-all", visibility="public")
     assert by_service["owner"] is None
-    seen = {i["id"] for i in await call(bus, DEMO, "list", visibility="public")}
+    seen = {i["id"] for i in await acting(DEMO, images.list(visibility="public"))}
     assert {by_admin["id"], by_service["id"]} <= seen
 
 
-async def test_list_pages_with_limit_and_marker(bus: Bus, image_actor) -> None:
+async def test_list_pages_with_limit_and_marker(images: Images, image_actor) -> None:
     for n in range(5):
-        await call(bus, DEMO, "create", name=f"page-{n}")
-    everything = await call(bus, DEMO, "list")
+        await acting(DEMO, images.create(name=f"page-{n}"))
+    everything = await acting(DEMO, images.list())
     assert len(everything) == 6  # and the default image
     keys = [(i["created_at"], i["id"]) for i in everything]
     assert keys == sorted(keys, reverse=True)
     pages, marker = [], None
-    while page := await call(bus, DEMO, "list", limit=2, marker=marker):
+    while page := await acting(DEMO, images.list(limit=2, marker=marker)):
         pages.append(page)
         marker = page[-1]["id"]
     assert [len(page) for page in pages] == [2, 2, 2]
     assert [i["id"] for page in pages for i in page] == [i["id"] for i in everything]
-    assert [i["status"] for i in await call(bus, DEMO, "list", status="active")] == ["active"]
+    assert [i["status"] for i in await acting(DEMO, images.list(status="active"))] == ["active"]
     with pytest.raises(InvalidRequest):
-        await call(bus, DEMO, "list", marker="00000000-0000-0000-0000-000000000000")
-    hidden = await call(bus, OTHER, "create", name="elsewhere")
+        await acting(DEMO, images.list(marker="00000000-0000-0000-0000-000000000000"))
+    hidden = await acting(OTHER, images.create(name="elsewhere"))
     with pytest.raises(InvalidRequest):
-        await call(bus, DEMO, "list", marker=hidden["id"])
+        await acting(DEMO, images.list(marker=hidden["id"]))
     victim = next(i for i in everything if i["name"] == "page-0")
-    await call(bus, DEMO, "delete", image_id=victim["id"])
-    assert len(await call(bus, DEMO, "list")) == 5
+    await acting(DEMO, images.delete(image_id=victim["id"]))
+    assert len(await acting(DEMO, images.list())) == 5
 
 
 @pytest.mark.parametrize(
-    "body",
+    ("body", "refusal"),
     [
-        {"name": "x", "disk_format": "floppy"},
-        {"name": "x", "container_format": "zip"},
-        {"name": "x", "visibility": "everyone"},
-        {"name": 42},
-        {"name": "x", "min_disk": "big"},
-        {"name": "x", "min_ram": -1},
-        {"name": "x", "protected": "yes"},
-        {"name": "x", "tags": "a,b"},
-        {"name": "x", "properties": {"kernel_id": 7}},
-        {"name": "x", "properties": {"status": "active"}},
-        {"name": "x", "id": "not-a-uuid"},
-        {"name": "x", "colour": "red"},
-        {},
+        ({"name": "x", "disk_format": "floppy"}, "Invalid enum value 'floppy' - at `$.disk_format`"),
+        ({"name": "x", "container_format": "zip"}, "- at `$.container_format`"),
+        ({"name": "x", "visibility": "everyone"}, "- at `$.visibility`"),
+        ({"name": 42}, "Expected `str`, got `int` - at `$.name`"),
+        ({"name": "x" * 256}, "- at `$.name`"),
+        ({"name": "x", "min_disk": "big"}, "Expected `int`, got `str` - at `$.min_disk`"),
+        ({"name": "x", "min_ram": -1}, "Expected `int` >= 0 - at `$.min_ram`"),
+        ({"name": "x", "protected": "yes"}, "Expected `bool`, got `str` - at `$.protected`"),
+        ({"name": "x", "tags": "a,b"}, "Expected `array | null`, got `str` - at `$.tags`"),
+        ({"name": "x", "tags": ["ok", ""]}, "- at `$.tags[1]`"),
+        ({"name": "x", "properties": {"kernel_id": 7}}, "Expected `str`, got `int` - at `$.properties[...]`"),
+        ({"name": "x", "properties": {"status": "active"}}, "property names status are reserved"),
+        ({"name": "x", "id": "not-a-uuid"}, "id must be a UUID"),
+        ({"name": "x", "colour": "red"}, "Object contains unknown field `colour`"),
+        ({}, "Object missing required field `name`"),
     ],
 )
-async def test_bad_create_input_is_refused_and_changes_nothing(bus: Bus, image_actor, body) -> None:
-    before = await call(bus, None, "list")
-    with pytest.raises(InvalidRequest):
-        await call(bus, DEMO, "create", **body)
-    assert await call(bus, None, "list") == before
+async def test_bad_create_input_is_refused_and_changes_nothing(
+    bus: Bus, images: Images, image_actor, body: dict[str, Any], refusal: str
+) -> None:
+    before = await images.list()
+    with pytest.raises(InvalidRequest) as raised:
+        await send_raw(bus, DEMO, "create", **body)
+    assert refusal in raised.value.message
+    assert await images.list() == before
 
 
-async def test_bad_data_arguments_are_refused(bus: Bus, image_actor) -> None:
-    image = await call(bus, DEMO, "create", name="typed")
-    for body in (
-        {"offset": 0, "data": "text"},
-        {"offset": -1, "data": b"x"},
-        {"offset": 0, "data": b"x" * (CHUNK_MAX + 1)},
-    ):
-        with pytest.raises(InvalidRequest):
-            await call(bus, DEMO, "upload_chunk", image_id=image["id"], **body)
-    with pytest.raises(InvalidRequest):
-        await call(bus, DEMO, "list", limit="ten")
-    assert (await call(bus, DEMO, "get", image_id=image["id"]))["status"] == "queued"
+@pytest.mark.parametrize(
+    ("method", "body", "refusal"),
+    [
+        ("upload_chunk", {"offset": -1, "data": b"x"}, "Expected `int` >= 0 - at `$.offset`"),
+        ("upload_chunk", {"offset": 0, "data": b"x" * (CHUNK_MAX + 1)}, f"<= {CHUNK_MAX} - at `$.data`"),
+        ("upload_chunk", {"offset": 0}, "Object missing required field `data`"),
+        ("upload_chunk", {"offset": 0, "data": b"x", "length": 1}, "Object contains unknown field `length`"),
+        ("upload", {"data": 7}, "Expected `bytes`, got `int` - at `$.data`"),
+        ("upload", {"data": b"x" * (CHUNK_MAX + 1)}, "- at `$.data`"),
+        ("read_chunk", {"offset": 0, "length": -1}, "Expected `int` >= 0 - at `$.length`"),
+        ("read_chunk", {"offset": "0", "length": 1}, "Expected `int`, got `str` - at `$.offset`"),
+        ("finish_upload", {"image": "x"}, "Object contains unknown field `image`"),
+        ("abort_upload", {"image_id": ""}, "Expected `str` of length >= 1 - at `$.image_id`"),
+        ("delete", {"image_id": 7}, "Expected `str`, got `int` - at `$.image_id`"),
+        ("get", {"image_id": None}, "Expected `str`, got `null` - at `$.image_id`"),
+    ],
+)
+async def test_bad_data_arguments_are_refused_and_change_nothing(
+    bus: Bus, images: Images, image_actor, method: str, body: dict[str, Any], refusal: str
+) -> None:
+    image = await acting(DEMO, images.create(name="typed"))
+    await acting(DEMO, images.upload_chunk(image_id=image["id"], offset=0, data=b"half"))
+    before = await images.get(image_id=image["id"])
+    with pytest.raises(InvalidRequest) as raised:
+        await send_raw(bus, DEMO, method, **{"image_id": image["id"], **body})
+    assert raised.value.message.startswith(f"{Images.address}.{method}: ") and refusal in raised.value.message
+    assert await images.get(image_id=image["id"]) == before
+    more = images.upload_chunk(image_id=image["id"], offset=4, data=b"more")
+    assert await acting(DEMO, more) == {"size": 8}
 
 
-async def test_an_existing_id_is_a_conflict(bus: Bus, image_actor) -> None:
-    image = await call(bus, DEMO, "create", name="first", id="7b3c6f0e-2f2a-4c43-9d59-4a1f0b8f1a11")
+@pytest.mark.parametrize(
+    ("body", "refusal"),
+    [
+        ({"limit": "ten"}, "Expected `int | null`, got `str` - at `$.limit`"),
+        ({"limit": -1}, "Expected `int` >= 0 - at `$.limit`"),
+        ({"status": "bogus"}, "Invalid enum value 'bogus' - at `$.status`"),
+        ({"visibility": "all"}, "Invalid enum value 'all' - at `$.visibility`"),
+        ({"owner": "p-demo"}, "Object contains unknown field `owner`"),
+    ],
+)
+async def test_bad_list_filters_are_refused(
+    bus: Bus, image_actor, body: dict[str, Any], refusal: str
+) -> None:
+    with pytest.raises(InvalidRequest) as raised:
+        await send_raw(bus, DEMO, "list", **body)
+    assert refusal in raised.value.message
+
+
+async def test_text_is_not_image_data(bus: Bus, images: Images, image_actor) -> None:
+    image = await acting(DEMO, images.create(name="typed"))
+    with pytest.raises(InvalidRequest, match=r"\$\.data"):
+        await send_raw(bus, DEMO, "upload_chunk", image_id=image["id"], offset=0, data="text")
+
+
+async def test_an_existing_id_is_a_conflict(images: Images, image_actor) -> None:
+    image = await acting(DEMO, images.create(name="first", id="7b3c6f0e-2f2a-4c43-9d59-4a1f0b8f1a11"))
     assert image["id"] == "7b3c6f0e-2f2a-4c43-9d59-4a1f0b8f1a11"
     with pytest.raises(Conflict):
-        await call(bus, OTHER, "create", name="second", id=image["id"])
+        await acting(OTHER, images.create(name="second", id=image["id"]))
 
 
 async def test_delete_removes_the_file_but_not_a_protected_image(
-    bus: Bus, image_actor, config, events
+    images: Images, image_actor, config, events
 ) -> None:
-    image = await call(bus, DEMO, "create", name="doomed")
-    await call(bus, DEMO, "upload", image_id=image["id"], data=b"bytes")
+    image = await acting(DEMO, images.create(name="doomed"))
+    await acting(DEMO, images.upload(image_id=image["id"], data=b"bytes"))
     path = config.data_dir / "images" / image["id"]
     assert path.exists()
-    assert await call(bus, DEMO, "delete", image_id=image["id"]) is None
+    assert await acting(DEMO, images.delete(image_id=image["id"])) is None
     assert not path.exists()
     assert [(await next_event(events, image["id"]))["type"] for _ in range(3)] == [
         "image.queued",
@@ -263,12 +326,12 @@ async def test_delete_removes_the_file_but_not_a_protected_image(
         "image.deleted",
     ]
     with pytest.raises(NotFound):
-        await call(bus, DEMO, "get", image_id=image["id"])
-    kept = await call(bus, DEMO, "create", name="kept", protected=True)
-    await call(bus, DEMO, "upload", image_id=kept["id"], data=b"bytes")
+        await acting(DEMO, images.get(image_id=image["id"]))
+    kept = await acting(DEMO, images.create(name="kept", protected=True))
+    await acting(DEMO, images.upload(image_id=kept["id"], data=b"bytes"))
     with pytest.raises(Forbidden):
-        await call(bus, DEMO, "delete", image_id=kept["id"])
+        await acting(DEMO, images.delete(image_id=kept["id"]))
     with pytest.raises(Forbidden):
-        await call(bus, ADMIN, "delete", image_id=kept["id"])
+        await acting(ADMIN, images.delete(image_id=kept["id"]))
     assert (config.data_dir / "images" / kept["id"]).exists()
-    assert (await call(bus, DEMO, "get", image_id=kept["id"]))["status"] == "active"
+    assert (await acting(DEMO, images.get(image_id=kept["id"])))["status"] == "active"

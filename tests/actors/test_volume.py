@@ -1,4 +1,5 @@
-"""The volume actor: volume files, the attach protocol and its events, delete rules, isolation."""
+"""The volume actor: volume files, the attach protocol and its events, delete rules, isolation,
+and the arguments dispatch refuses before a handler runs."""
 
 from __future__ import annotations
 
@@ -6,14 +7,15 @@ import asyncio
 import json
 import os
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from nats.aio.msg import Msg
 
 from actors.volume import VolumeActor
+from api.volume import Volume, Volumes
 from bus import AiostackError, Bus, Conflict, Context, InvalidRequest, NotFound, decode, request_scope
 from runtime.config import Config
 
@@ -22,6 +24,8 @@ DEMO = Context("demo-user", "demo-project", ("member",), "demo-token")
 OTHER = Context("other-user", "other-project", ("member",), "other-token")
 ADMIN = Context("admin-user", "admin-project", ("admin",), "admin-token")
 SERVER = "6f1c9a2e-0000-4000-8000-000000000001"
+
+T = TypeVar("T")
 
 
 @pytest.fixture
@@ -43,29 +47,46 @@ async def events(bus: Bus) -> AsyncIterator[asyncio.Queue[dict[str, Any]]]:
     await subscription.unsubscribe()
 
 
-async def call(bus: Bus, method: str, ctx: Context | None = DEMO, **body: Any) -> Any:
-    """``volume.<method>`` acting for ``ctx`` (None: a service-internal call)."""
+@pytest.fixture
+def volumes(bus: Bus) -> Volumes:
+    return Volumes.client(bus)
+
+
+async def acting(ctx: Context | None, call: Awaitable[T]) -> T:
+    """Await a call of a typed client as ``ctx`` (None: a service-internal call)."""
     with request_scope(context=ctx):
-        return await bus.call(f"volume.{method}", body)
+        return await call
+
+
+async def send_raw(bus: Bus, ctx: Context | None, method: str, **body: Any) -> Any:
+    """A body the typed client would not send (wrong types, unknown or missing fields), as ``ctx``."""
+    assert method in Volumes.api_methods
+    with request_scope(context=ctx):
+        return await bus.call(f"{Volumes.address}.{method}", body)
 
 
 async def next_events(queue: asyncio.Queue[dict[str, Any]], count: int) -> list[dict[str, Any]]:
     return [await asyncio.wait_for(queue.get(), 10) for _ in range(count)]
 
 
-async def attached(bus: Bus, size: int = 1, server: str = SERVER) -> dict[str, Any]:
+async def attached(volumes: Volumes, size: int = 1, server: str = SERVER) -> Volume:
     """A new volume of DEMO's, in-use by ``server``."""
-    volume = await call(bus, "create", size=size)
-    await call(bus, "reserve", volume_id=volume["id"], instance_uuid=server)
-    return await call(
-        bus, "attach_complete", volume_id=volume["id"], instance_uuid=server, host="node1", device="/dev/vdb"
+    volume = await acting(DEMO, volumes.create(size=size))
+    await acting(DEMO, volumes.reserve(volume_id=volume["id"], instance_uuid=server))
+    return await acting(
+        DEMO,
+        volumes.attach_complete(
+            volume_id=volume["id"], instance_uuid=server, host="node1", device="/dev/vdb"
+        ),
     )
 
 
 async def test_create_raw_makes_a_sparse_file_and_publishes_creating_then_available(
-    bus: Bus, volume_actor: VolumeActor, events: asyncio.Queue[dict[str, Any]]
+    bus: Bus, volumes: Volumes, volume_actor: VolumeActor, events: asyncio.Queue[dict[str, Any]]
 ) -> None:
-    volume = await call(bus, "create", size=2, name="data", description="scratch", metadata={"k": "v"})
+    volume = await acting(
+        DEMO, volumes.create(size=2, name="data", description="scratch", metadata={"k": "v"})
+    )
     assert volume["status"] == "available"
     assert (volume["size"], volume["name"], volume["description"]) == (2, "data", "scratch")
     assert (volume["user_id"], volume["project_id"]) == ("demo-user", "demo-project")
@@ -84,11 +105,11 @@ async def test_create_raw_makes_a_sparse_file_and_publishes_creating_then_availa
     assert available["kind"] == "volume" and available["project"] == "demo-project"
     assert available["state"]["status"] == "available"
     assert "path" not in available["state"] and "format" not in available["state"]
-    assert await call(bus, "get", volume_id=volume["id"]) == volume
+    assert await acting(DEMO, volumes.get(volume_id=volume["id"])) == volume
 
 
-async def test_create_qcow2_uses_qemu_img(bus: Bus, volume_actor: VolumeActor) -> None:
-    volume = await call(bus, "create", size=3, volume_format="qcow2")
+async def test_create_qcow2_uses_qemu_img(volumes: Volumes, volume_actor: VolumeActor) -> None:
+    volume = await acting(DEMO, volumes.create(size=3, volume_format="qcow2"))
     assert volume["status"] == "available" and volume["path"].endswith(".qcow2")
     process = await asyncio.create_subprocess_exec(
         "qemu-img", "info", "--output=json", volume["path"], stdout=asyncio.subprocess.PIPE
@@ -100,67 +121,150 @@ async def test_create_qcow2_uses_qemu_img(bus: Bus, volume_actor: VolumeActor) -
 
 
 async def test_qcow2_without_qemu_img_is_refused_and_creates_nothing(
-    bus: Bus, volume_actor: VolumeActor, config: Config, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    volumes: Volumes,
+    volume_actor: VolumeActor,
+    config: Config,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
     monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
     with pytest.raises(InvalidRequest, match="qemu-img"):
-        await call(bus, "create", size=1, volume_format="qcow2")
-    assert await call(bus, "list") == []
+        await acting(DEMO, volumes.create(size=1, volume_format="qcow2"))
+    assert await acting(DEMO, volumes.list()) == []
     assert list((config.data_dir / "volumes").iterdir()) == []
 
 
 @pytest.mark.parametrize(
-    "body",
+    ("body", "refusal"),
     [
-        {"size": 0},
-        {"size": "big"},
-        {"size": 1025},
-        {"size": True},
-        {"size": 1.5},
-        {"size": 1, "volume_format": "vmdk"},
-        {"size": 1, "name": 5},
-        {"size": 1, "metadata": "not-a-map"},
-        {"size": 1, "metadata": {"k": 1}},
-        {"name": "no size"},
+        ({"size": 0}, "Expected `int` >= 1 - at `$.size`"),
+        ({"size": "big"}, "Expected `int`, got `str` - at `$.size`"),
+        ({"size": 1025}, "Expected `int` <= 1024 - at `$.size`"),
+        ({"size": True}, "Expected `int`, got `bool` - at `$.size`"),
+        ({"size": 1.5}, "Expected `int`, got `float` - at `$.size`"),
+        ({"size": None}, "Expected `int`, got `null` - at `$.size`"),
+        ({"size": 1, "volume_format": "vmdk"}, "Invalid enum value 'vmdk' - at `$.volume_format`"),
+        ({"size": 1, "name": 5}, "Expected `str`, got `int` - at `$.name`"),
+        ({"size": 1, "description": "x" * 256}, "Expected `str` of length <= 255 - at `$.description`"),
+        ({"size": 1, "metadata": "not-a-map"}, "Expected `object | null`, got `str` - at `$.metadata`"),
+        ({"size": 1, "metadata": {"k": 1}}, "Expected `str`, got `int` - at `$.metadata[...]`"),
+        ({"size": 1, "metadata": {"": "v"}}, "Expected `str` of length >= 1 - at `key` in `$.metadata`"),
+        ({"size": 1, "bootable": True}, "Object contains unknown field `bootable`"),
+        ({"name": "no size"}, "Object missing required field `size`"),
     ],
 )
 async def test_bad_input_is_refused_and_creates_nothing(
-    bus: Bus, volume_actor: VolumeActor, config: Config, body: dict[str, Any]
+    bus: Bus,
+    volumes: Volumes,
+    volume_actor: VolumeActor,
+    config: Config,
+    events: asyncio.Queue[dict[str, Any]],
+    body: dict[str, Any],
+    refusal: str,
 ) -> None:
-    with pytest.raises(InvalidRequest):
-        await call(bus, "create", **body)
-    assert await call(bus, "list") == []
+    with pytest.raises(InvalidRequest) as raised:
+        await send_raw(bus, DEMO, "create", **body)
+    assert raised.value.message.startswith(f"{Volumes.address}.create: ") and refusal in raised.value.message
+    assert await acting(DEMO, volumes.list()) == []
     assert list((config.data_dir / "volumes").iterdir()) == []
+    assert events.empty()
+
+
+@pytest.mark.parametrize(
+    ("method", "body", "refusal"),
+    [
+        ("reserve", {"instance_uuid": ""}, "Expected `str` of length >= 1 - at `$.instance_uuid`"),
+        ("reserve", {}, "Object missing required field `instance_uuid`"),
+        ("reserve", {"instance_uuid": SERVER, "host": "node1"}, "Object contains unknown field `host`"),
+        ("attach_complete", {"instance_uuid": SERVER, "device": "/dev/vdb"}, "missing required field `host`"),
+        (
+            "attach_complete",
+            {"instance_uuid": SERVER, "host": "no.dots", "device": "/dev/vdb"},
+            "- at `$.host`",
+        ),
+        ("attach_complete", {"instance_uuid": SERVER, "host": "node1", "device": ""}, "- at `$.device`"),
+        ("begin_detach", {"instance_uuid": 7}, "Expected `str`, got `int` - at `$.instance_uuid`"),
+        ("unreserve", {"instance_uuid": SERVER}, "Object contains unknown field `instance_uuid`"),
+        ("update", {"name": "x" * 256}, "Expected `str` of length <= 255 - at `$.name`"),
+        ("update", {"size": 2}, "Object contains unknown field `size`"),
+        ("delete", {"volume_id": ""}, "Expected `str` of length >= 1 - at `$.volume_id`"),
+        ("get", {"volume_id": None}, "Expected `str`, got `null` - at `$.volume_id`"),
+    ],
+)
+async def test_bad_arguments_are_refused_and_change_nothing(
+    bus: Bus,
+    volumes: Volumes,
+    volume_actor: VolumeActor,
+    events: asyncio.Queue[dict[str, Any]],
+    method: str,
+    body: dict[str, Any],
+    refusal: str,
+) -> None:
+    volume = await acting(DEMO, volumes.create(size=1))
+    await next_events(events, 2)
+    with pytest.raises(InvalidRequest) as raised:
+        await send_raw(bus, DEMO, method, **{"volume_id": volume["id"], **body})
+    assert (
+        raised.value.message.startswith(f"{Volumes.address}.{method}: ") and refusal in raised.value.message
+    )
+    assert await acting(DEMO, volumes.get(volume_id=volume["id"])) == volume
+    assert await acting(None, volumes.list_attachments()) == []
+    assert events.empty()
+
+
+@pytest.mark.parametrize(
+    ("method", "body", "refusal"),
+    [
+        ("detach_all", {}, "Object missing required field `instance_uuid`"),
+        ("detach_all", {"instance_uuid": ""}, "- at `$.instance_uuid`"),
+        ("list", {"all_tenants": "yes"}, "Expected `bool`, got `str` - at `$.all_tenants`"),
+        ("list", {"project_id": "other-project"}, "Object contains unknown field `project_id`"),
+        ("list_attachments", {"server_id": SERVER}, "Object contains unknown field `server_id`"),
+    ],
+)
+async def test_bad_arguments_without_a_volume_are_refused(
+    bus: Bus, volumes: Volumes, volume_actor: VolumeActor, method: str, body: dict[str, Any], refusal: str
+) -> None:
+    in_use = await attached(volumes)
+    with pytest.raises(InvalidRequest) as raised:
+        await send_raw(bus, None, method, **body)
+    assert (
+        raised.value.message.startswith(f"{Volumes.address}.{method}: ") and refusal in raised.value.message
+    )
+    assert await acting(DEMO, volumes.get(volume_id=in_use["id"])) == in_use
 
 
 async def test_a_file_that_cannot_be_made_leaves_an_error_volume_with_a_fault(
-    bus: Bus, volume_actor: VolumeActor, config: Config, events: asyncio.Queue[dict[str, Any]]
+    volumes: Volumes, volume_actor: VolumeActor, config: Config, events: asyncio.Queue[dict[str, Any]]
 ) -> None:
     pool = config.data_dir / "volumes"
     pool.rmdir()
     pool.write_text("not a directory")
-    volume = await call(bus, "create", size=1)
+    volume = await acting(DEMO, volumes.create(size=1))
     assert volume["status"] == "error"
     assert "could not create the volume file" in volume["fault"]
     assert str(pool) not in volume["fault"]
     assert [event["type"] for event in await next_events(events, 2)] == ["volume.creating", "volume.error"]
     pool.unlink()
     pool.mkdir()
-    await call(bus, "delete", volume_id=volume["id"])
+    await acting(DEMO, volumes.delete(volume_id=volume["id"]))
     with pytest.raises(NotFound):
-        await call(bus, "get", volume_id=volume["id"])
+        await acting(DEMO, volumes.get(volume_id=volume["id"]))
 
 
 async def test_attach_protocol_moves_status_and_publishes_each_step(
-    bus: Bus, volume_actor: VolumeActor, events: asyncio.Queue[dict[str, Any]]
+    volumes: Volumes, volume_actor: VolumeActor, events: asyncio.Queue[dict[str, Any]]
 ) -> None:
-    volume = await call(bus, "create", size=1)
-    reserved = await call(bus, "reserve", volume_id=volume["id"], instance_uuid=SERVER)
+    volume = await acting(DEMO, volumes.create(size=1))
+    reserved = await acting(DEMO, volumes.reserve(volume_id=volume["id"], instance_uuid=SERVER))
     assert reserved["volume"]["status"] == "attaching"
     assert reserved["volume"]["attachments"] == []
     assert reserved["connection"] == {"path": volume["path"], "format": "raw"}
-    in_use = await call(
-        bus, "attach_complete", volume_id=volume["id"], instance_uuid=SERVER, host="node1", device="/dev/vdb"
+    in_use = await acting(
+        DEMO,
+        volumes.attach_complete(
+            volume_id=volume["id"], instance_uuid=SERVER, host="node1", device="/dev/vdb"
+        ),
     )
     assert in_use["status"] == "in-use"
     [attachment] = in_use["attachments"]
@@ -171,15 +275,15 @@ async def test_attach_protocol_moves_status_and_publishes_each_step(
         "/dev/vdb",
     )
     assert attachment["attachment_id"] and attachment["attached_at"].endswith("Z")
-    [audit] = await call(bus, "list_attachments", ctx=None)
+    [audit] = await acting(None, volumes.list_attachments())
     assert audit["attach_status"] == "attached" and audit["project_id"] == "demo-project"
-    detaching = await call(bus, "begin_detach", volume_id=volume["id"], instance_uuid=SERVER)
+    detaching = await acting(DEMO, volumes.begin_detach(volume_id=volume["id"], instance_uuid=SERVER))
     assert detaching["volume"]["status"] == "detaching"
     assert detaching["volume"]["attachments"] == in_use["attachments"]
     assert detaching["connection"] == reserved["connection"]
-    available = await call(bus, "detach_complete", volume_id=volume["id"], instance_uuid=SERVER)
+    available = await acting(DEMO, volumes.detach_complete(volume_id=volume["id"], instance_uuid=SERVER))
     assert available["status"] == "available" and available["attachments"] == []
-    assert await call(bus, "list_attachments", ctx=None) == []
+    assert await acting(None, volumes.list_attachments()) == []
     seen = await next_events(events, 6)
     assert [event["type"] for event in seen] == [
         "volume.creating",
@@ -192,152 +296,163 @@ async def test_attach_protocol_moves_status_and_publishes_each_step(
     assert seen[3]["state"]["attachments"][0]["server_id"] == SERVER
 
 
-async def test_reserve_of_a_busy_volume_conflicts(bus: Bus, volume_actor: VolumeActor) -> None:
-    volume = await call(bus, "create", size=1)
-    await call(bus, "reserve", volume_id=volume["id"], instance_uuid=SERVER)
+async def test_reserve_of_a_busy_volume_conflicts(volumes: Volumes, volume_actor: VolumeActor) -> None:
+    volume = await acting(DEMO, volumes.create(size=1))
+    await acting(DEMO, volumes.reserve(volume_id=volume["id"], instance_uuid=SERVER))
     with pytest.raises(Conflict, match="is attaching"):
-        await call(bus, "reserve", volume_id=volume["id"], instance_uuid="another-server")
+        await acting(DEMO, volumes.reserve(volume_id=volume["id"], instance_uuid="another-server"))
     with pytest.raises(NotFound):
-        await call(
-            bus,
-            "attach_complete",
-            volume_id=volume["id"],
-            instance_uuid="another-server",
-            host="h",
-            device="d",
+        await acting(
+            DEMO,
+            volumes.attach_complete(
+                volume_id=volume["id"],
+                instance_uuid="another-server",
+                host="h",
+                device="d",
+            ),
         )
-    await call(
-        bus, "attach_complete", volume_id=volume["id"], instance_uuid=SERVER, host="h", device="/dev/vdb"
+    await acting(
+        DEMO,
+        volumes.attach_complete(volume_id=volume["id"], instance_uuid=SERVER, host="h", device="/dev/vdb"),
     )
     with pytest.raises(Conflict, match="is in-use"):
-        await call(bus, "reserve", volume_id=volume["id"], instance_uuid=SERVER)
+        await acting(DEMO, volumes.reserve(volume_id=volume["id"], instance_uuid=SERVER))
     with pytest.raises(InvalidRequest):
-        await call(bus, "reserve", volume_id=volume["id"], instance_uuid="")
+        await acting(DEMO, volumes.reserve(volume_id=volume["id"], instance_uuid=""))
 
 
 async def test_unreserve_and_roll_detaching_roll_back_and_are_idempotent(
-    bus: Bus, volume_actor: VolumeActor
+    volumes: Volumes, volume_actor: VolumeActor
 ) -> None:
-    volume = await call(bus, "create", size=1)
-    await call(bus, "reserve", volume_id=volume["id"], instance_uuid=SERVER)
-    rolled = await call(bus, "unreserve", volume_id=volume["id"])
+    volume = await acting(DEMO, volumes.create(size=1))
+    await acting(DEMO, volumes.reserve(volume_id=volume["id"], instance_uuid=SERVER))
+    rolled = await acting(DEMO, volumes.unreserve(volume_id=volume["id"]))
     assert rolled["status"] == "available"
-    assert await call(bus, "list_attachments", ctx=None) == []
-    assert (await call(bus, "unreserve", volume_id=volume["id"]))["status"] == "available"
+    assert await acting(None, volumes.list_attachments()) == []
+    assert (await acting(DEMO, volumes.unreserve(volume_id=volume["id"])))["status"] == "available"
 
-    in_use = await attached(bus)
+    in_use = await attached(volumes)
     with pytest.raises(Conflict, match="in-use"):
-        await call(bus, "unreserve", volume_id=in_use["id"])
+        await acting(DEMO, volumes.unreserve(volume_id=in_use["id"]))
     with pytest.raises(NotFound, match="not attached"):
-        await call(bus, "begin_detach", volume_id=in_use["id"], instance_uuid="another-server")
-    await call(bus, "begin_detach", volume_id=in_use["id"], instance_uuid=SERVER)
+        await acting(DEMO, volumes.begin_detach(volume_id=in_use["id"], instance_uuid="another-server"))
+    await acting(DEMO, volumes.begin_detach(volume_id=in_use["id"], instance_uuid=SERVER))
     with pytest.raises(Conflict, match="is detaching"):
-        await call(bus, "begin_detach", volume_id=in_use["id"], instance_uuid=SERVER)
-    back = await call(bus, "roll_detaching", volume_id=in_use["id"])
+        await acting(DEMO, volumes.begin_detach(volume_id=in_use["id"], instance_uuid=SERVER))
+    back = await acting(DEMO, volumes.roll_detaching(volume_id=in_use["id"]))
     assert back["status"] == "in-use" and back["attachments"] == in_use["attachments"]
-    assert await call(bus, "roll_detaching", volume_id=in_use["id"]) == back
+    assert await acting(DEMO, volumes.roll_detaching(volume_id=in_use["id"])) == back
     with pytest.raises(Conflict, match="must be detaching"):
-        await call(bus, "detach_complete", volume_id=in_use["id"], instance_uuid=SERVER)
+        await acting(DEMO, volumes.detach_complete(volume_id=in_use["id"], instance_uuid=SERVER))
 
 
-async def test_detach_all_frees_every_volume_of_an_instance(bus: Bus, volume_actor: VolumeActor) -> None:
-    in_use = await attached(bus)
-    detaching = await attached(bus)
-    await call(bus, "begin_detach", volume_id=detaching["id"], instance_uuid=SERVER)
-    attaching = await call(bus, "create", size=1)
-    await call(bus, "reserve", volume_id=attaching["id"], instance_uuid=SERVER)
-    elsewhere = await attached(bus, server="another-server")
-    result = await call(bus, "detach_all", ctx=None, instance_uuid=SERVER)
+async def test_detach_all_frees_every_volume_of_an_instance(
+    volumes: Volumes, volume_actor: VolumeActor
+) -> None:
+    in_use = await attached(volumes)
+    detaching = await attached(volumes)
+    await acting(DEMO, volumes.begin_detach(volume_id=detaching["id"], instance_uuid=SERVER))
+    attaching = await acting(DEMO, volumes.create(size=1))
+    await acting(DEMO, volumes.reserve(volume_id=attaching["id"], instance_uuid=SERVER))
+    elsewhere = await attached(volumes, server="another-server")
+    result = await acting(None, volumes.detach_all(instance_uuid=SERVER))
     assert sorted(result["detached"]) == sorted([in_use["id"], detaching["id"], attaching["id"]])
     for volume_id in result["detached"]:
-        volume = await call(bus, "get", volume_id=volume_id)
+        volume = await acting(DEMO, volumes.get(volume_id=volume_id))
         assert volume["status"] == "available" and volume["attachments"] == []
-    assert (await call(bus, "get", volume_id=elsewhere["id"]))["status"] == "in-use"
-    assert await call(bus, "detach_all", ctx=None, instance_uuid=SERVER) == {"detached": []}
-    [remaining] = await call(bus, "list_attachments", ctx=None)
+    assert (await acting(DEMO, volumes.get(volume_id=elsewhere["id"])))["status"] == "in-use"
+    assert await acting(None, volumes.detach_all(instance_uuid=SERVER)) == {"detached": []}
+    [remaining] = await acting(None, volumes.list_attachments())
     assert remaining["server_id"] == "another-server"
 
 
 async def test_delete_of_an_in_use_volume_conflicts_and_changes_nothing(
-    bus: Bus, volume_actor: VolumeActor, events: asyncio.Queue[dict[str, Any]]
+    volumes: Volumes, volume_actor: VolumeActor, events: asyncio.Queue[dict[str, Any]]
 ) -> None:
-    volume = await attached(bus)
+    volume = await attached(volumes)
     await next_events(events, 4)
     with pytest.raises(Conflict, match="Volume status must be available or error"):
-        await call(bus, "delete", volume_id=volume["id"])
-    assert await call(bus, "get", volume_id=volume["id"]) == volume
+        await acting(DEMO, volumes.delete(volume_id=volume["id"]))
+    assert await acting(DEMO, volumes.get(volume_id=volume["id"])) == volume
     assert Path(volume["path"]).exists()
-    await call(bus, "begin_detach", volume_id=volume["id"], instance_uuid=SERVER)
-    await call(bus, "detach_complete", volume_id=volume["id"], instance_uuid=SERVER)
-    assert await call(bus, "delete", volume_id=volume["id"]) is None
+    await acting(DEMO, volumes.begin_detach(volume_id=volume["id"], instance_uuid=SERVER))
+    await acting(DEMO, volumes.detach_complete(volume_id=volume["id"], instance_uuid=SERVER))
+    assert await acting(DEMO, volumes.delete(volume_id=volume["id"])) is None
     assert not Path(volume["path"]).exists()
     with pytest.raises(NotFound):
-        await call(bus, "get", volume_id=volume["id"])
-    assert await call(bus, "list") == []
+        await acting(DEMO, volumes.get(volume_id=volume["id"]))
+    assert await acting(DEMO, volumes.list()) == []
     types = [event["type"] for event in await next_events(events, 4)]
     assert types == ["volume.detaching", "volume.available", "volume.deleting", "volume.deleted"]
 
 
 async def test_a_file_that_cannot_be_removed_leaves_error_deleting_and_delete_can_be_retried(
-    bus: Bus, volume_actor: VolumeActor
+    volumes: Volumes, volume_actor: VolumeActor
 ) -> None:
-    volume = await call(bus, "create", size=1)
+    volume = await acting(DEMO, volumes.create(size=1))
     path = Path(volume["path"])
     path.unlink()
     path.mkdir()
     (path / "stuck").write_text("x")
     with pytest.raises(AiostackError, match="could not remove the volume file"):
-        await call(bus, "delete", volume_id=volume["id"])
-    stuck = await call(bus, "get", volume_id=volume["id"])
+        await acting(DEMO, volumes.delete(volume_id=volume["id"]))
+    stuck = await acting(DEMO, volumes.get(volume_id=volume["id"]))
     assert stuck["status"] == "error_deleting" and "could not remove" in stuck["fault"]
     shutil.rmtree(path)
-    await call(bus, "delete", volume_id=volume["id"])
-    assert await call(bus, "list") == []
+    await acting(DEMO, volumes.delete(volume_id=volume["id"]))
+    assert await acting(DEMO, volumes.list()) == []
 
 
-async def test_projects_see_only_their_own_volumes(bus: Bus, volume_actor: VolumeActor) -> None:
-    mine = await attached(bus)
-    spare = await call(bus, "create", size=1)
-    for method, body in (
-        ("get", {"volume_id": spare["id"]}),
-        ("update", {"volume_id": spare["id"], "name": "stolen"}),
-        ("delete", {"volume_id": spare["id"]}),
-        ("reserve", {"volume_id": spare["id"], "instance_uuid": "their-server"}),
-        ("begin_detach", {"volume_id": mine["id"], "instance_uuid": SERVER}),
+async def test_projects_see_only_their_own_volumes(volumes: Volumes, volume_actor: VolumeActor) -> None:
+    mine = await attached(volumes)
+    spare = await acting(DEMO, volumes.create(size=1))
+    for attempt in (
+        volumes.get(volume_id=spare["id"]),
+        volumes.update(volume_id=spare["id"], name="stolen"),
+        volumes.delete(volume_id=spare["id"]),
+        volumes.reserve(volume_id=spare["id"], instance_uuid="their-server"),
+        volumes.begin_detach(volume_id=mine["id"], instance_uuid=SERVER),
     ):
         with pytest.raises(NotFound, match="could not be found"):
-            await call(bus, method, OTHER, **body)
-    assert await call(bus, "list", OTHER) == []
-    assert await call(bus, "list", OTHER, all_tenants=True) == []
-    assert await call(bus, "list_attachments", OTHER) == []
-    assert await call(bus, "detach_all", OTHER, instance_uuid=SERVER) == {"detached": []}
-    assert await call(bus, "list", ADMIN) == []
-    assert {v["id"] for v in await call(bus, "list", ADMIN, all_tenants=True)} == {mine["id"], spare["id"]}
-    assert len(await call(bus, "list", None)) == 2
-    assert (await call(bus, "get", volume_id=spare["id"]))["name"] == ""
-    assert (await call(bus, "get", volume_id=mine["id"]))["status"] == "in-use"
+            await acting(OTHER, attempt)
+    assert await acting(OTHER, volumes.list()) == []
+    assert await acting(OTHER, volumes.list(all_tenants=True)) == []
+    assert await acting(OTHER, volumes.list_attachments()) == []
+    assert await acting(OTHER, volumes.detach_all(instance_uuid=SERVER)) == {"detached": []}
+    assert await acting(ADMIN, volumes.list()) == []
+    assert {v["id"] for v in await acting(ADMIN, volumes.list(all_tenants=True))} == {mine["id"], spare["id"]}
+    assert len(await acting(None, volumes.list())) == 2
+    assert (await acting(DEMO, volumes.get(volume_id=spare["id"])))["name"] == ""
+    assert (await acting(DEMO, volumes.get(volume_id=mine["id"])))["status"] == "in-use"
 
 
-async def test_update_and_list_filters(bus: Bus, volume_actor: VolumeActor) -> None:
-    first = await call(bus, "create", size=1, name="first")
-    second = await call(bus, "create", size=1, name="second")
-    await attached(bus)
-    renamed = await call(bus, "update", volume_id=first["id"], name="renamed", description="now described")
+async def test_update_and_list_filters(volumes: Volumes, volume_actor: VolumeActor) -> None:
+    first = await acting(DEMO, volumes.create(size=1, name="first"))
+    second = await acting(DEMO, volumes.create(size=1, name="second"))
+    await attached(volumes)
+    renamed = await acting(
+        DEMO, volumes.update(volume_id=first["id"], name="renamed", description="now described")
+    )
     assert (renamed["name"], renamed["description"]) == ("renamed", "now described")
-    assert (await call(bus, "update", volume_id=first["id"], description="again"))["name"] == "renamed"
+    assert (await acting(DEMO, volumes.update(volume_id=first["id"], description="again")))[
+        "name"
+    ] == "renamed"
     with pytest.raises(InvalidRequest):
-        await call(bus, "update", volume_id=first["id"], name="x" * 256)
-    assert [v["id"] for v in await call(bus, "list", name="renamed")] == [first["id"]]
-    assert {v["id"] for v in await call(bus, "list", status="available")} == {first["id"], second["id"]}
-    assert len(await call(bus, "list")) == 3
+        await acting(DEMO, volumes.update(volume_id=first["id"], name="x" * 256))
+    assert [v["id"] for v in await acting(DEMO, volumes.list(name="renamed"))] == [first["id"]]
+    assert {v["id"] for v in await acting(DEMO, volumes.list(status="available"))} == {
+        first["id"],
+        second["id"],
+    }
+    assert len(await acting(DEMO, volumes.list())) == 3
     with pytest.raises(NotFound):
-        await call(bus, "update", volume_id="no-such-volume", name="x")
+        await acting(DEMO, volumes.update(volume_id="no-such-volume", name="x"))
 
 
-async def test_volumes_survive_an_actor_restart(bus: Bus, start_actor, config: Config) -> None:
+async def test_volumes_survive_an_actor_restart(volumes: Volumes, start_actor, config: Config) -> None:
     first = await start_actor(VolumeActor, config)
-    volume = await attached(bus)
+    volume = await attached(volumes)
     await first.stop()
     await start_actor(VolumeActor, config)
-    assert await call(bus, "get", volume_id=volume["id"]) == volume
+    assert await acting(DEMO, volumes.get(volume_id=volume["id"])) == volume
     assert os.path.getsize(volume["path"]) == GIB

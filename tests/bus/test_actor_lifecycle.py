@@ -15,11 +15,24 @@ from bus import (
     NoResponders,
     Overloaded,
     Supervisor,
-    handler,
 )
+from bus.api import ServiceAPI, call
 
 
-class Worker(Actor):
+class WorkerAPI(ServiceAPI, address="worker"):
+    @call
+    async def work(self, *, seconds: float = 0.0) -> str: ...
+
+    @call
+    async def fail_soon(self) -> None: ...
+
+
+class DeferredAPI(ServiceAPI, address="deferred"):
+    @call
+    async def later(self) -> None: ...
+
+
+class Worker(Actor, WorkerAPI):
     name = "worker"
 
     def __init__(self, bus: Bus, *, max_inflight: int | None = None, max_backlog: int | None = None) -> None:
@@ -31,8 +44,7 @@ class Worker(Actor):
         self.running = 0
         self.peak = 0
 
-    @handler
-    async def work(self, seconds: float = 0.0) -> str:
+    async def work(self, *, seconds: float = 0.0) -> str:
         self.running += 1
         self.peak = max(self.peak, self.running)
         try:
@@ -41,7 +53,6 @@ class Worker(Actor):
             self.running -= 1
         return self.instance_id
 
-    @handler
     async def fail_soon(self) -> None:
         async def fail() -> None:
             await asyncio.sleep(0.01)
@@ -168,19 +179,18 @@ async def test_two_prefixes_on_one_server_do_not_see_each_other(
         assert seen_by_a and all(s.startswith("cloud-a.") or s.startswith("_INBOX") for s in seen_by_a)
 
 
-class Deferred(Actor):
+class Deferred(Actor, DeferredAPI):
     name = "deferred"
 
     def __init__(self, bus: Bus) -> None:
         super().__init__(bus)
         self.done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
 
-    @handler
     async def later(self) -> None:
         async def work() -> None:
             await asyncio.sleep(0.3)
             seq = await self.bus.publish_event("evt.test._.later", {"after": "the deadline"})
-            await self.bus.cast("deferred.ping")
+            await DeferredAPI.client(self.bus).ping()
             self.done.set_result(seq)
 
         self.spawn(work())

@@ -13,12 +13,14 @@ import pytest
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
-from bus import Actor, Bus, CallTimeout, EmbeddedNatsServer, handler
+from api.identity import IdentityAdmin, Tokens
+from bus import Actor, Bus, CallTimeout, EmbeddedNatsServer
+from bus.api import ServiceAPI, call
 from bus.bus import BusAuthFailed, read_credentials
 from deploy.credentials import ADMIN, Credentials, Principal, prepare
 
 PROCESSES = [
-    *(Principal(kind, kind) for kind in ("token", "conductor", "scheduler", "image", "net", "volume")),
+    *(Principal(kind, kind) for kind in ("identity", "conductor", "scheduler", "image", "net", "volume")),
     Principal("gateway", "gateway"),
     Principal("node-1", "node", ("node-1",)),
     Principal("node-2", "node", ("node-2",)),
@@ -105,17 +107,25 @@ async def bus_as(secured: Secured) -> AsyncIterator:
         await bus.close()
 
 
-class FakeToken(Actor):
-    """Serves token's address with the token user's credentials."""
+class FakeIdentityAPI(ServiceAPI, address=Tokens.address):
+    """Two of the identity service's methods, as this test calls them."""
 
-    name = "token"
+    @call
+    async def issue(self, *, username: str, password: str) -> str: ...
 
-    @handler
-    async def issue(self) -> str:
+    @call
+    async def create_project(self, *, name: str) -> str: ...
+
+
+class FakeIdentity(Actor, FakeIdentityAPI):
+    """Serves the identity actor's address with the identity user's credentials."""
+
+    name = "identity"
+
+    async def issue(self, *, username: str, password: str) -> str:
         return "issued"
 
-    @handler
-    async def create_project(self) -> str:
+    async def create_project(self, *, name: str) -> str:
         return "created"
 
 
@@ -203,22 +213,23 @@ async def test_a_served_subject_needs_its_queue_group(connect_as) -> None:
     assert len(conductor.errors) == 2
 
 
-async def test_node_cannot_call_token_but_the_gateway_can(connect_as, bus_as) -> None:
-    token = FakeToken(await bus_as("token"))
-    await token.start()
+async def test_node_cannot_call_identity_but_the_gateway_can(connect_as, bus_as) -> None:
+    identity = FakeIdentity(await bus_as("identity"))
+    await identity.start()
     try:
         node = await connect_as("node-1")
         for method in ("issue", "create_project"):
-            await node.nc.publish(f"aiostack.rpc.token.{method}", b"", reply="_INBOX_node-1.x.1")
-            await node.violation(f"aiostack.rpc.token.{method}")
+            subject = f"aiostack.rpc.{Tokens.address}.{method}"
+            await node.nc.publish(subject, b"", reply="_INBOX_node-1.x.1")
+            await node.violation(subject)
         node_bus = await bus_as("node-1")
         with pytest.raises(CallTimeout):
-            await node_bus.call("token.issue", timeout=0.5)
+            await Tokens.client(node_bus, timeout=0.5).issue(username="demo", password="x")
         gateway = await bus_as("gateway")
-        assert await gateway.call("token.issue") == "issued"
-        assert await gateway.call("token.create_project") == "created"
+        assert await Tokens.client(gateway).issue(username="demo", password="x") == "issued"
+        assert await IdentityAdmin.client(gateway).create_project(name="p") == "created"
     finally:
-        await token.stop()
+        await identity.stop()
 
 
 async def test_processes_answer_each_other_through_their_own_inboxes(bus_as) -> None:

@@ -7,18 +7,23 @@ import time
 import msgpack
 import pytest
 
-from bus import Actor, BadMessage, Bus, Envelope, decode, encode, handler
+from bus import Actor, BadMessage, Bus, Envelope, decode, encode
+from bus.api import ServiceAPI, call
 from bus.envelope import VERSION
 
 
-class Counter(Actor):
+class CounterAPI(ServiceAPI, address="counter"):
+    @call
+    async def bump(self) -> int: ...
+
+
+class Counter(Actor, CounterAPI):
     name = "counter"
 
     def __init__(self, bus: Bus) -> None:
         super().__init__(bus)
         self.calls = 0
 
-    @handler
     async def bump(self) -> int:
         self.calls += 1
         return self.calls

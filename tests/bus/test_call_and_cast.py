@@ -19,28 +19,47 @@ from bus import (
     RemoteError,
     current,
     current_request_id,
-    handler,
     request_scope,
 )
+from bus.api import ServiceAPI, call, cast
 
 
-class Echo(Actor):
+class EchoAPI(ServiceAPI, address="echo"):
+    @call
+    async def echo(self, *, value: object, delay: float = 0.0) -> object: ...
+
+    @cast
+    async def record(self, *, value: object) -> None: ...
+
+    @call
+    async def whoami(self) -> dict[str, object]: ...
+
+    @call
+    async def explode(self) -> None: ...
+
+    @call
+    async def missing(self, *, thing: str) -> None: ...
+
+
+class RelayAPI(ServiceAPI, address="relay"):
+    @call
+    async def relay(self) -> dict[str, object]: ...
+
+
+class Echo(Actor, EchoAPI):
     name = "echo"
 
     def __init__(self, bus: Bus) -> None:
         super().__init__(bus)
         self.casts: asyncio.Queue[object] = asyncio.Queue()
 
-    @handler
-    async def echo(self, value: object, delay: float = 0.0) -> object:
+    async def echo(self, *, value: object, delay: float = 0.0) -> object:
         await asyncio.sleep(delay)
         return value
 
-    @handler
-    async def record(self, value: object) -> None:
+    async def record(self, *, value: object) -> None:
         await self.casts.put(value)
 
-    @handler
     async def whoami(self) -> dict[str, object]:
         cur = current.get()
         assert cur is not None
@@ -51,23 +70,20 @@ class Echo(Actor):
             "roles": list(ctx.roles) if ctx else [],
         }
 
-    @handler
     async def explode(self) -> None:
         raise ValueError("boom: the widget is bent")
 
-    @handler
-    async def missing(self, thing: str) -> None:
+    async def missing(self, *, thing: str) -> None:
         raise NotFound(f"no {thing} here")
 
 
-class Relay(Actor):
+class Relay(Actor, RelayAPI):
     """Calls the echo actor from inside a handler: one hop further."""
 
     name = "relay"
 
-    @handler
     async def relay(self) -> dict[str, object]:
-        inner = await self.bus.call("echo.whoami")
+        inner = await EchoAPI.client(self.bus).whoami()
         return {"outer_rid": current_request_id(), "inner": inner}
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from actors.token import TokenActor
+from actors.identity.actor import IdentityActor
 from tests.conftest import ADMIN_PASSWORD
 from tests.helpers import DEMO_PASSWORD, Api
 
@@ -19,8 +19,8 @@ AUTH_FAILED = "The request you have made requires authentication."
 
 @pytest.fixture
 async def admin(start_actor, config, api: Api) -> Api:
-    """The token actor behind the gateway, and ``api`` logged in as the admin."""
-    await start_actor(TokenActor, config)
+    """The identity actor behind the gateway, and ``api`` logged in as the admin."""
+    await start_actor(IdentityActor, config)
     await api.login("admin", ADMIN_PASSWORD)
     return api
 

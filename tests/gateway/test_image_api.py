@@ -12,8 +12,8 @@ import aiohttp
 import pytest
 from nats.aio.msg import Msg
 
+from actors.identity.actor import IdentityActor
 from actors.image import TINY_NAME, ImageActor
-from actors.token import TokenActor
 from bus import Bus, decode
 from gateway.image import CHUNK
 
@@ -22,8 +22,8 @@ OCTETS = {"Content-Type": "application/octet-stream"}
 
 @pytest.fixture
 async def image_service(start_actor, config) -> None:
-    """The token actor (for logins) and the image actor."""
-    await start_actor(TokenActor, config)
+    """The identity actor (for logins) and the image actor."""
+    await start_actor(IdentityActor, config)
     await start_actor(ImageActor, config)
 
 

@@ -6,8 +6,9 @@ from typing import Any
 
 import pytest
 
-from actors.net import NetActor
-from actors.token import TokenActor
+from actors.identity.actor import IdentityActor
+from actors.net.actor import NetActor
+from api.identity import IdentityAdmin, Tokens
 from bus import Bus, Context, NotFound, request_scope
 
 NETWORKS = "/network/v2.0/networks"
@@ -24,8 +25,8 @@ PORT_KEYS = {
 
 @pytest.fixture
 async def demo(start_actor, config, api: Any) -> Any:
-    """The token and net actors behind the gateway, and ``api`` logged in as demo (a member)."""
-    await start_actor(TokenActor, config)
+    """The identity and net actors behind the gateway, and ``api`` logged in as demo (a member)."""
+    await start_actor(IdentityActor, config)
     await start_actor(NetActor, config)
     await api.login()
     return api
@@ -33,13 +34,14 @@ async def demo(start_actor, config, api: Any) -> Any:
 
 @pytest.fixture
 async def bob(bus: Bus, demo: Any) -> Any:
-    """A member of a second project, made by the admin through the token actor, logged in."""
-    issued = await bus.call("token.issue", {"username": "admin", "password": ADMIN_PASSWORD})
+    """A member of a second project, made by the admin through the identity actor, logged in."""
+    issued = await Tokens.client(bus).issue(username="admin", password=ADMIN_PASSWORD)
     admin = Context(issued["user"]["id"], issued["project"]["id"], ("admin",), issued["token"])
     with request_scope(context=admin):
-        await bus.call("token.create_project", {"name": "other"})
-        await bus.call("token.create_user", {"name": "bob", "password": "bob-pw", "default_project": "other"})
-        await bus.call("token.grant_role", {"user": "bob", "project": "other", "role": "member"})
+        directory = IdentityAdmin.client(bus)
+        await directory.create_project(name="other")
+        await directory.create_user(name="bob", password="bob-pw", default_project="other")
+        await directory.grant_role(user="bob", project="other", role="member")
     client = type(demo)(demo.session, demo.base_url)
     await client.login("bob", "bob-pw", project="other")
     return client
@@ -154,7 +156,7 @@ async def test_projects_get_404_for_each_others_resources(demo: Any, bob: Any, b
     assert await snapshot(demo) == before
     status, body = await bob.get(f"{PORTS}/{port['id']}")
     assert status == 200 and body["port"]["id"] == port["id"]
-    issued = await bus.call("token.issue", {"username": "demo", "password": DEMO_PASSWORD})
+    issued = await Tokens.client(bus).issue(username="demo", password=DEMO_PASSWORD)
     member = Context(issued["user"]["id"], issued["project"]["id"], ("member",), issued["token"])
     with request_scope(context=member):
         for method, argument in (
@@ -180,9 +182,9 @@ async def test_a_member_cannot_create_a_shared_network(demo: Any) -> None:
         ("POST", SUBNETS, {"subnet": {"cidr": "10.0.0.0/24", "gateway_ip": "10.9.9.1"}}, 400, "gateway_ip"),
         ("POST", SUBNETS, {"subnet": {"cidr": "10.0.0.0/24", "network_id": "nope"}}, 404, "Network nope"),
         ("POST", PORTS, {"port": {"network_id": "nope"}}, 404, "Network nope could not be found"),
-        ("POST", PORTS, {"port": {"admin_state_up": "yes"}}, 400, "boolean"),
-        ("POST", NETWORKS, {"network": {"name": 5}}, 400, "Invalid input for name"),
-        ("POST", NETWORKS, {"network": {"mtu": "big"}}, 400, "integer"),
+        ("POST", PORTS, {"port": {"admin_state_up": "yes"}}, 400, "got `str` - at `$.admin_state_up`"),
+        ("POST", NETWORKS, {"network": {"name": 5}}, 400, "Expected `str`, got `int` - at `$.name`"),
+        ("POST", NETWORKS, {"network": {"mtu": "big"}}, 400, "Expected `int`, got `str` - at `$.mtu`"),
         (
             "POST",
             NETWORKS,

@@ -1,5 +1,6 @@
 """The OpenAPI document: valid OpenAPI 3.1, the router's routes exactly, served without a token,
-and true to what the gateway answers: real responses are checked against its schemas."""
+assembled from the route registry (every error status a route can answer documented, in its
+service's format), and true to what the gateway answers: real responses are checked against it."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+import msgspec
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
@@ -17,8 +19,10 @@ from openapi_spec_validator import OpenAPIV31SpecValidator, validate
 
 from aiostack.client import password_auth
 from bus import Bus
-from gateway import openapi
+from gateway import openapi, openapi_legacy
 from gateway.app import create_app
+from gateway.http import ERROR_NAMES, error_body, error_type
+from gateway.routing import ROUTES
 from runtime.config import Config
 from tests.conftest import ADMIN_PASSWORD
 from tests.helpers import DEMO_PASSWORD
@@ -155,11 +159,38 @@ def test_the_document_has_every_route_served_and_no_other(gateway: Gateway) -> N
     }
     assert set(operations) == served
     assert {("POST", SERVERS), ("HEAD", TOKENS), ("GET", openapi.PATH)} <= served
-    assert set(openapi.OPERATIONS) <= served, "table entries for routes that are gone"
+    assert set(openapi_legacy.OPERATIONS) <= served, "table entries for routes that are gone"
     for key, operation in operations.items():
         public = getattr(handlers[key], "aiostack_public", False)
         assert (operation.get("security") == []) == public, key
     assert operations[("POST", TOKENS)]["security"] == [] and "security" not in operations[("GET", SERVERS)]
+
+
+def test_the_registry_documents_every_status_in_the_services_error_format(gateway: Gateway) -> None:
+    routes = gateway.app[ROUTES]
+    assert {route.service for route in routes} >= {"compute", "image", "volume", "identity", "openapi.json"}
+    for route in routes:
+        responses = gateway.document["paths"][route.path][route.method.lower()]["responses"]
+        assert "default" not in responses, route.path
+        for reply in route.replies:
+            assert str(reply.status) in responses
+        for status in (401, 403) if not route.public else ():
+            assert str(status) in responses, (route.method, route.path, status)
+        if route.body is not None:
+            assert {"400", "415"} <= set(responses), (route.method, route.path)
+        for status, response in responses.items():
+            if int(status) >= 400:
+                name = response["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
+                assert name == error_type(route.service, int(status)).__name__
+    for name in gateway.document["components"]["schemas"]:
+        assert "." not in name, f"two types are named {name.rsplit('.', 1)[-1]}: name them apart"
+
+
+def test_error_bodies_are_of_their_documented_types() -> None:
+    for service in ("compute", "volume", "image", "identity", "network", "ws"):
+        for status in (*ERROR_NAMES, 418):
+            body = error_body(service, status, "what went wrong")
+            msgspec.convert(body, error_type(service, status))
 
 
 async def test_the_document_is_served_without_a_token(gateway: Gateway) -> None:
@@ -229,6 +260,12 @@ async def test_compute_answers_match(gateway: Gateway, cloud: list[Any]) -> None
     await gateway.call("GET", f"{SERVERS}/detail", 200)
     await gateway.call("POST", f"{SERVER}/action", 202, ident, json={"os-stop": None})
     await gateway.call("POST", f"{SERVER}/action", 400, ident, json={"os-fly": None})
+    refused = await gateway.call("POST", SERVERS, 400, json={"server": {**server, "name": 12}})
+    assert "`$.server.name`" in refused["badRequest"]["message"]
+    await gateway.call("POST", SERVERS, 415, data="x", headers={"Content-Type": "text/plain"})
+    async with gateway.session.patch(gateway.base_url + SERVERS, headers=gateway.headers) as response:
+        assert response.status == 405 and set(response.headers["Allow"].split(",")) == {"GET", "POST"}
+        assert "badMethod" in await response.json()
     await gateway.call("GET", SERVER, 404, {"server_id": "missing"})
 
     await gateway.login("admin", ADMIN_PASSWORD)
@@ -295,3 +332,38 @@ async def test_volume_answers_match(gateway: Gateway, cloud: list[Any]) -> None:
     await gateway.call("GET", VOLUMES, 403, {"project_id": "another"})
     await gateway.call("DELETE", VOLUME, 202, ident)
     await gateway.call("GET", VOLUME, 404, {**project, "volume_id": "missing"})
+
+
+async def test_requests_are_checked_against_their_declared_types(gateway: Gateway, cloud: list[Any]) -> None:
+    """The registry checks path, query and body before a handler runs: 400 naming the member."""
+    await gateway.login()
+    project = {"project_id": gateway.project_id}
+    body = await gateway.call("GET", SERVERS, 400, params={"limit": "many"})
+    assert "`$.limit`" in body["badRequest"]["message"]
+    await gateway.call("GET", SERVER, 400, {"server_id": "x" * 256})
+    body = await gateway.call("POST", VOLUMES, 400, project, json={"volume": {"size": 0}})
+    assert "`$.volume.size`" in body["badRequest"]["message"]
+    body = await gateway.call(
+        "PUT", VOLUME, 400, {**project, "volume_id": "v"}, json={"volume": {"color": "b"}}
+    )
+    assert "unknown field `color`" in body["badRequest"]["message"]
+    created = await gateway.call("POST", VOLUMES, 202, project, json={"volume": {"size": 1.0}})
+    assert created["volume"]["size"] == 1  # 1.0 is an integer to JSON Schema, and so here
+    body = await gateway.call("POST", IMAGES, 400, data=b"{", headers={"Content-Type": "application/json"})
+    assert "not valid JSON" in body["error"]["message"]
+    await gateway.call("POST", IMAGES, 415, json=None, data=b"{}", headers={"Content-Type": "text/plain"})
+    too_big = {"name": "big", "description": "x" * (1 << 20)}
+    await gateway.call("POST", IMAGES, 413, json=too_big)
+    for header, value, status in (
+        ("OpenStack-API-Version", "volume 3.0", 400),
+        ("OpenStack-API-Version", "compute 2.17", 406),
+        ("X-OpenStack-Nova-API-Version", "2.0", 406),
+        ("X-OpenStack-Nova-API-Version", "two", 400),
+    ):
+        await gateway.call("GET", SERVERS, status, headers={header: value})
+    async with gateway.session.request("TRACE", gateway.base_url + SERVERS, headers=gateway.headers) as got:
+        assert got.status == 405 and set(got.headers["Allow"].split(",")) == {"GET", "POST"}
+    async with gateway.session.options(
+        gateway.base_url + f"{SERVERS}/detail", headers=gateway.headers
+    ) as got:  # /servers/{server_id}'s methods are not /servers/detail's
+        assert got.headers["Allow"] == "GET"

@@ -6,8 +6,9 @@ from typing import Any
 
 import pytest
 
-from actors.token import TokenActor
+from actors.identity.actor import IdentityActor
 from actors.volume import VolumeActor
+from api.identity import IdentityAdmin, Tokens
 from bus import Bus, Context, NotFound, request_scope
 from runtime.config import Config
 
@@ -37,8 +38,8 @@ DETAIL_KEYS = {
 
 @pytest.fixture
 async def volume_api(start_actor, config: Config, api: Any) -> Any:
-    """The token and volume actors behind the gateway, and ``api`` logged in as demo."""
-    await start_actor(TokenActor, config)
+    """The identity and volume actors behind the gateway, and ``api`` logged in as demo."""
+    await start_actor(IdentityActor, config)
     await start_actor(VolumeActor, config)
     await api.login()
     return api
@@ -53,7 +54,7 @@ def pool_files(config: Config) -> list[str]:
 
 
 async def login_context(bus: Bus, user: str, password: str) -> Context:
-    issued = await bus.call("token.issue", {"username": user, "password": password})
+    issued = await Tokens.client(bus).issue(username=user, password=password)
     roles = tuple(role["name"] for role in issued["roles"])
     return Context(issued["user"]["id"], issued["project"]["id"], roles, issued["token"])
 
@@ -123,9 +124,10 @@ async def test_another_project_gets_404_and_a_foreign_project_path_403(
 ) -> None:
     admin = await login_context(bus, "admin", "admin-secret")
     with request_scope(context=admin):
-        await bus.call("token.create_project", {"name": "other"})
-        await bus.call("token.create_user", {"name": "bob", "password": "bob-pw", "default_project": "other"})
-        await bus.call("token.grant_role", {"user": "bob", "project": "other", "role": "member"})
+        directory = IdentityAdmin.client(bus)
+        await directory.create_project(name="other")
+        await directory.create_user(name="bob", password="bob-pw", default_project="other")
+        await directory.grant_role(user="bob", project="other", role="member")
     demo_pid = volume_api.project_id
     status, body = await volume_api.post(volumes_path(demo_pid), {"volume": {"size": 1}})
     assert status == 202

@@ -16,12 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from actors.conductor import ConductorActor
+from actors.conductor.actor import ConductorActor
+from actors.identity.actor import IdentityActor
 from actors.image import ImageActor
-from actors.net import NetActor
+from actors.net.actor import NetActor
 from actors.scheduler import SchedulerActor
-from actors.token import TokenActor
 from actors.volume import VolumeActor
+from api.node import Node
 from bus import Bus, decode
 from node.actor import NodeActor
 
@@ -125,7 +126,7 @@ async def libvirtd(tmp_path) -> AsyncIterator[Libvirtd]:
 
 @pytest.fixture
 async def node_on_libvirtd(start_actor, config, libvirtd: Libvirtd) -> NodeActor:
-    for actor in (TokenActor, SchedulerActor, ConductorActor, ImageActor, NetActor, VolumeActor):
+    for actor in (IdentityActor, SchedulerActor, ConductorActor, ImageActor, NetActor, VolumeActor):
         await start_actor(actor, config)
     node = await start_actor(NodeActor, config, host="remote-1", libvirt_uri=libvirtd.uri)
     await node.report_capacity()
@@ -175,7 +176,7 @@ async def test_a_change_missed_while_disconnected_is_published(
     try:
         await libvirtd.disconnect_clients_of(os.getpid())
         async with asyncio.timeout(10):
-            while node_on_libvirtd.conn is not None:
+            while node_on_libvirtd.hypervisor.conn is not None:
                 await asyncio.sleep(0.02)
         assert await virsh(f"test+unix:///default?socket={hidden}", "destroy", server_id) == 0
     finally:
@@ -217,7 +218,7 @@ async def test_a_restarted_libvirtd_gets_the_domains_back_and_events_flow_again(
         ),
     )
     assert restarted["state"]["host"] == "remote-1"
-    domains = await bus.call("node.remote-1.list_domains")
+    domains = await Node.client(bus, host="remote-1").list_domains()
     assert {d["uuid"]: d["state"] for d in domains}[server_id] == 1
     assert (await api.get(f"/compute/v2.1/servers/{server_id}"))[1]["server"]["status"] == "ACTIVE"
     assert (await api.post(f"/compute/v2.1/servers/{server_id}/action", {"os-stop": None}))[0] == 202

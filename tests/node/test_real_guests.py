@@ -21,17 +21,16 @@ from typing import Any
 import libvirt
 import pytest
 
-from actors.conductor import ConductorActor
+from actors.conductor.actor import ConductorActor
+from actors.identity.actor import IdentityActor
 from actors.image import TINY_NAME, ImageActor
-from actors.net import NetActor
+from actors.net.actor import NetActor
 from actors.scheduler import SchedulerActor
-from actors.token import TokenActor
 from actors.volume import VolumeActor
 from aiostack.client import Client
 from deploy.testguest import TestGuest, build_test_guest, default_cache_dir, register_test_guest
 from node.actor import NodeActor
 from node.libvirtd import SYSTEM_URI, ensure_libvirtd, stop_libvirtd
-from node.networks import GuestNetworks
 from tests.helpers import DEMO_PASSWORD
 
 GUEST_DEADLINE = 120.0
@@ -64,14 +63,13 @@ class QemuCloud:
             raise AssertionError(f"no {pattern!r} (x{count}) on the console:\n{output[-3000:]}") from None
 
     async def dhcp_entries(self, network_id: str) -> dict[str, str]:
-        assert self.node.conn is not None
-        return await GuestNetworks(self.node._virt).dhcp_entries(self.node.conn, network_id)
+        return await self.node.networks.dhcp_entries(self.node.hypervisor.connection, network_id)
 
 
 async def _qemu_cloud(
     start_actor: Any, config: Any, gateway_url: str, test_guest: TestGuest, **node_options: Any
 ) -> AsyncIterator[QemuCloud]:
-    for actor_class in (TokenActor, SchedulerActor, ConductorActor, ImageActor, NetActor, VolumeActor):
+    for actor_class in (IdentityActor, SchedulerActor, ConductorActor, ImageActor, NetActor, VolumeActor):
         await start_actor(actor_class, config, secure=True)
     node = await start_actor(
         NodeActor, config, host="qemu-1", libvirt_uri=SYSTEM_URI, secure=True, **node_options
@@ -89,10 +87,10 @@ async def _qemu_cloud(
 
 async def remove_guests(node: NodeActor) -> None:
     """What a failed test left on the system libvirtd must not run on into the next tests."""
-    if node.conn is None:
+    if node.hypervisor.conn is None:
         return
-    for row in await node.store.fetchall("SELECT uuid FROM domains"):
-        await node._remove_orphan(row["uuid"])
+    for uuid in await node.records.uuids():
+        await node.builder.remove_domain(uuid)
 
 
 @pytest.fixture
@@ -126,7 +124,7 @@ async def test_a_real_guest_gets_its_ip_sees_a_hot_plugged_volume_stops_starts_a
     client = qemu_cloud.client
     server = await client.create_server("guest-1", image="test-guest", flavor="m1.tiny", wait=True)
     assert server["status"] == "ACTIVE", server
-    assert qemu_cloud.node.domain_type in ("qemu", "kvm")
+    assert qemu_cloud.node.hypervisor.domain_type in ("qemu", "kvm")
     [address] = server["addresses"]["default"]
     ready = await qemu_cloud.console_until(server["id"], r"AIOSTACK-READY ip=(\S+) disks=(\S+)")
     assert ready.group(1) == address["addr"] and ready.group(2) == "vda"
@@ -219,15 +217,15 @@ async def test_a_guest_keeps_running_and_active_across_a_libvirtd_restart(qemu_c
     client, node = qemu_cloud.client, qemu_cloud.node
     server = await client.create_server("guest-3", image="test-guest", flavor="m1.tiny", wait=True)
     await qemu_cloud.console_until(server["id"], r"AIOSTACK-READY")
-    old_connection = node.conn
+    old_connection = node.hypervisor.conn
     await asyncio.to_thread(stop_libvirtd)
     await asyncio.to_thread(ensure_libvirtd)
     async with asyncio.timeout(60):
-        while node.conn is None or node.conn is old_connection:
+        while node.hypervisor.conn is None or node.hypervisor.conn is old_connection:
             await asyncio.sleep(0.1)
     assert qemu_running(server["id"])
     assert (await client.server(server["id"]))["status"] == "ACTIVE"
-    domain = await asyncio.to_thread(node.conn.lookupByUUIDString, server["id"])
+    domain = await asyncio.to_thread(node.hypervisor.connection.lookupByUUIDString, server["id"])
     assert domain.state()[0] == libvirt.VIR_DOMAIN_RUNNING
     # the callbacks were registered again: the stop's STOPPED event reaches the conductor
     await client.server_action(server["id"], "stop", wait=True)
@@ -246,7 +244,7 @@ async def test_without_a_bridge_a_guest_falls_back_to_user_mode_networking_and_i
     embed_root = Path(tempfile.mkdtemp(prefix="aioemb-", dir="/tmp"))
     (embed_root / "etc").mkdir()
     (embed_root / "etc" / "qemu.conf").write_text('user = "root"\ngroup = "root"\n')
-    for actor_class in (TokenActor, SchedulerActor, ConductorActor, ImageActor, NetActor, VolumeActor):
+    for actor_class in (IdentityActor, SchedulerActor, ConductorActor, ImageActor, NetActor, VolumeActor):
         await start_actor(actor_class, config, secure=True)
     node = await start_actor(
         NodeActor, config, host="embed-1", libvirt_uri=f"qemu:///embed?root={embed_root}", secure=True

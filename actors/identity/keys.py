@@ -11,7 +11,7 @@ layout: one file per Fernet key, named by a number.
 
 ``rotate()`` renames ``0`` to highest + 1 (the new primary), writes a new ``0`` and removes
 the lowest secondary keys until at most ``max_active_keys`` remain. Setup and rotation hold
-an exclusive ``flock`` on ``.lock`` and reading holds a shared one, so replicas of the token
+an exclusive ``flock`` on ``.lock`` and reading holds a shared one, so replicas of the identity
 actor on one data directory never see half a rotation; each re-reads the keys when the set
 of key numbers on disk changed (before sealing a token, and when no key opens one). Files
 are written to a temporary name and renamed into place.
@@ -39,6 +39,8 @@ from typing import Any
 
 import msgpack
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+
+from api.identity import KeyLayout
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +144,7 @@ class KeyRepository:
         await asyncio.to_thread(self._setup_sync)
         await self._load()
 
-    async def rotate(self) -> dict[str, Any]:
+    async def rotate(self) -> KeyLayout:
         """Promote the staged key, stage a new one, drop the oldest; return the new layout."""
         await asyncio.to_thread(self._rotate_sync)
         await self._load()

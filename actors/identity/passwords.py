@@ -1,4 +1,4 @@
-"""Password and secret hashing for the token actor: scrypt from the standard library.
+"""Password and secret hashing for the identity actor: scrypt from the standard library.
 
 A stored hash reads ``scrypt$n$r$p$salt$hash`` (salt and hash in base64). Hashing costs
 tens of milliseconds and 16 MiB by design, so callers run these functions in a worker

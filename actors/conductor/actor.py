@@ -1,0 +1,81 @@
+"""The conductor actor (nova-conductor, and nova-api's database writes): the only writer of compute state.
+
+It owns instances, flavors, key pairs and instance actions; its API is ``api/conductor.py``.
+It is composed of servants, one per job, sharing one ``Core`` (store, bus, clients, timers):
+
+* ``build.Builder``: create_instance, scheduling, the node's build request, rescheduling;
+* ``lifecycle.DomainReports``: libvirt's word on a domain, through the state machine
+  (``states.py``: which states an action may start from and where it leads);
+* ``power.PowerActions``: stop, start, reboot, pause, unpause, suspend, resume, delete;
+* ``volumes.Attachments``: volume attach and detach;
+* ``watch.TaskWatch``: task supervision (redelivery, progress deadlines), live_instances,
+  the audit and the action log;
+* ``instances.ServerReads``, ``flavors.FlavorCatalog``, ``keypairs.KeypairBook``: reads,
+  flavors, key pairs.
+"""
+
+from __future__ import annotations
+
+from actors.conductor.build import Builder
+from actors.conductor.core import Core
+from actors.conductor.flavors import FlavorCatalog, add_default_flavors
+from actors.conductor.instances import ServerReads
+from actors.conductor.keypairs import KeypairBook
+from actors.conductor.lifecycle import DomainReports
+from actors.conductor.power import PowerActions
+from actors.conductor.schema import MIGRATIONS, InstanceRow
+from actors.conductor.volumes import Attachments
+from actors.conductor.watch import TaskWatch
+from bus import Actor, Bus
+from runtime.config import Config
+from runtime.states import TaskState
+from runtime.store import Store
+
+
+class ConductorActor(Actor):
+    name = "conductor"
+    max_inflight = 256
+
+    def __init__(
+        self,
+        bus: Bus,
+        config: Config,
+        *,
+        schedule_timeout: float = 30.0,
+        task_timeout: float = 60.0,
+        ack_timeout: float = 5.0,
+        max_build_attempts: int = 3,
+    ) -> None:
+        super().__init__(bus)
+        self.store = Store(config.store_path("conductor"), MIGRATIONS)
+        self.core = Core(bus, self.store, self.spawn, task_timeout=task_timeout, ack_timeout=ack_timeout)
+        self.builder = Builder(
+            self.core, schedule_timeout=schedule_timeout, max_build_attempts=max_build_attempts
+        )
+        reports = DomainReports(self.core)
+        self.watch = TaskWatch(self.core, self.builder, reports)
+        self.serve(
+            ServerReads(self.core),
+            self.builder,
+            PowerActions(self.core),
+            Attachments(self.core),
+            FlavorCatalog(self.store),
+            KeypairBook(self.store),
+            reports,
+            self.watch,
+        )
+
+    async def on_start(self) -> None:
+        await self.store.open()
+        await add_default_flavors(self.store)
+        # a build task lives in memory: pick up what a previous conductor had not scheduled yet
+        for row in await self.store.fetchall(
+            "SELECT * FROM instances WHERE deleted = 0 AND task_state = ?",
+            (TaskState.SCHEDULING,),
+            row=InstanceRow,
+        ):
+            self.builder.resume_scheduling(row)
+        self.spawn(self.watch.watch_forever(), name="conductor-task-watch")
+
+    async def on_stop(self) -> None:
+        await self.store.close()

@@ -1,0 +1,353 @@
+"""Creating and building instances (steps 6-19 of the overview): records, scheduling, the node's
+build request, rescheduling.
+
+``create_instance`` checks what the boot names (flavor, image, key pair, networks, volumes),
+records the instance ``CREATED`` (BUILD) with its create action, and answers at once; a build
+task asks the scheduler for a host (which claims the resources), records it (``SCHEDULED``)
+and casts the node ``build_and_run_instance``. The node asks back for what it needs
+(``get_build_request``, which acknowledges the cast). A build that fails on a node, or stalls,
+is ``RESCHEDULED`` on another host up to ``max_build_attempts`` in all; then ``BUILD_FAILED``
+(ERROR, with every reason in the fault).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from actors.conductor.core import Core
+from actors.conductor.flavors import find_flavor
+from actors.conductor.keypairs import has_keypair
+from actors.conductor.schema import InstanceRow, states_of, view
+from actors.conductor.states import BUILDING_ON_HOST, CREATED, Action, Report
+from api.conductor import (
+    BlockDevice,
+    BuildRequest,
+    Fault,
+    Flavor,
+    Instance,
+    Networks,
+    NodeBuilds,
+    ServerCreation,
+)
+from api.net import RequestedNetwork
+from api.scheduler import Scheduler
+from bus import AiostackError, Conflict, InvalidRequest, NotFound, Unauthorized
+from runtime.context import caller, require_caller
+from runtime.stamps import new_uuid, utcnow
+from runtime.states import PowerState
+from runtime.store import from_json, to_json
+
+log = logging.getLogger(__name__)
+
+IMAGE_CHECK_TTL = 5.0
+SCHEDULE_ATTEMPT_TIMEOUT = 5.0
+"""A claim takes milliseconds; a scheduler that died with the request never answers."""
+ACTIVE_IMAGE = "active"
+AVAILABLE_VOLUME = "available"
+
+
+class Builder(ServerCreation, NodeBuilds):
+    """Serves ``api.conductor.ServerCreation`` and ``NodeBuilds``; runs the build tasks."""
+
+    def __init__(self, core: Core, *, schedule_timeout: float, max_build_attempts: int) -> None:
+        self.core = core
+        self.max_build_attempts = max_build_attempts
+        self.scheduler = Scheduler.client(
+            core.bus, timeout=SCHEDULE_ATTEMPT_TIMEOUT, patience=schedule_timeout
+        )
+        """Asks again while the scheduler is away (restarting, or died holding the request) until
+        ``schedule_timeout`` has passed: claims are idempotent per instance."""
+        self._images_checked: dict[tuple[str, str | None], float] = {}
+        self._building: set[str] = set()
+        """Instances whose build task runs in this process."""
+
+    # -- create ---------------------------------------------------------------------------
+
+    async def create_instance(
+        self,
+        *,
+        name: str,
+        flavor_ref: str,
+        image_ref: str,
+        networks: Networks | None = "auto",
+        metadata: dict[str, str] | None = None,
+        key_name: str | None = None,
+        user_data: str | None = None,
+        block_devices: list[BlockDevice] | None = None,
+    ) -> Instance:
+        """Record a new instance (BUILD) and start building it; answers at once.
+
+        :raises InvalidRequest: an unknown flavor, image, key pair, network, port or volume, an
+            image not active, a volume not available, a network entry with no uuid or port.
+        """
+        ctx = require_caller()
+        if ctx.project_id is None:
+            raise Unauthorized("creating an instance needs a project-scoped token")
+        flavor = await find_flavor(self.core.store, flavor_ref)
+        if flavor is None:
+            raise InvalidRequest(f"Flavor {flavor_ref} could not be found.")
+        await self._check_image(image_ref)
+        if key_name is not None and not await has_keypair(self.core.store, ctx.user_id, key_name):
+            raise InvalidRequest("Invalid key_name provided.")
+        requested = await self._check_networks(networks)
+        volumes = await self._check_block_devices(block_devices or [])
+        now = utcnow()
+        vm_state, task_state = CREATED
+        row: InstanceRow = {
+            "uuid": new_uuid(),
+            "name": name,
+            "project_id": ctx.project_id,
+            "user_id": str(ctx.user_id),
+            "flavor": to_json(flavor),
+            "image_ref": image_ref,
+            "requested_networks": to_json(requested),
+            "metadata": to_json(metadata or {}),
+            "key_name": key_name,
+            "user_data": user_data,
+            "host": None,
+            "vm_state": vm_state,
+            "task_state": task_state,
+            "power_state": PowerState.NOSTATE,
+            "addresses": "{}",
+            "fault": None,
+            "created_at": now,
+            "updated_at": now,
+            "launched_at": None,
+            "terminated_at": None,
+            "deleted": 0,
+            "block_devices": to_json(volumes),
+            "progress_at": time.time(),
+            "task_sent_at": None,
+            "task_acked": 0,
+            "task_sends": 0,
+            "build_attempts": 0,
+            "tried_hosts": "[]",
+        }
+        async with self.core.store.transaction() as db:
+            columns = ", ".join(row)
+            await db.execute(
+                f"INSERT INTO instances ({columns}) VALUES ({', '.join(':' + key for key in row)})", row
+            )
+            await self.core.start_action(row["uuid"], Action.CREATE, db=db)
+        try:
+            instance = await self.core.publish(row, "instance.building")
+        except Exception as exc:  # the instance is recorded: it is built, and the caller told so, regardless
+            log.warning("instance %s: its building event could not be stored: %s", row["uuid"], exc)
+            instance = view(row)
+        self.core.spawn(self._schedule_and_build(row["uuid"], flavor), name=f"build-{row['uuid']}")
+        return instance
+
+    async def _check_image(self, image_ref: str) -> None:
+        """The image must exist, be active and visible to the caller (what nova-api checks).
+
+        A positive answer is kept for ``IMAGE_CHECK_TTL`` seconds per (image, project): the
+        node asks the image actor again before it builds (step 20), which stays the authority.
+        """
+        ctx = caller()
+        key = (image_ref, ctx.project_id if ctx else None)
+        if self._images_checked.get(key, 0.0) > time.monotonic():
+            return
+        try:
+            image = await self.core.images.get(image_id=image_ref)
+        except NotFound:
+            raise InvalidRequest(f"Image {image_ref} could not be found.") from None
+        if image["status"] != ACTIVE_IMAGE:
+            raise InvalidRequest(f"Image {image_ref} is not active.")
+        if len(self._images_checked) > 10_000:
+            self._images_checked.clear()
+        self._images_checked[key] = time.monotonic() + IMAGE_CHECK_TTL
+
+    async def _check_networks(self, networks: Networks | None) -> Networks:
+        """The networks and ports named must exist and be the caller's to use."""
+        if networks is None or isinstance(networks, str):
+            return networks or "auto"
+        requested: list[RequestedNetwork] = []
+        for network in networks:
+            if "port" in network:
+                try:
+                    await self.core.net.get_port(port_id=network["port"])
+                except NotFound:
+                    raise InvalidRequest(f"Port {network['port']} could not be found.") from None
+                requested.append({"port": network["port"]})
+            elif "uuid" in network:
+                try:
+                    await self.core.net.get_network(network_id=network["uuid"])
+                except NotFound:
+                    raise InvalidRequest(f"Network {network['uuid']} could not be found.") from None
+                entry: RequestedNetwork = {"uuid": network["uuid"]}
+                if "fixed_ip" in network:
+                    entry["fixed_ip"] = network["fixed_ip"]
+                requested.append(entry)
+            else:
+                raise InvalidRequest("Invalid input: each network needs a 'uuid' or a 'port'")
+        return requested
+
+    async def _check_block_devices(self, block_devices: list[BlockDevice]) -> list[BlockDevice]:
+        """The volumes to attach at boot must exist and be available."""
+        checked: list[BlockDevice] = []
+        for device in block_devices:
+            try:
+                volume = await self.core.volumes.get(volume_id=device["volume_id"])
+            except NotFound:
+                raise InvalidRequest(f"Volume {device['volume_id']} could not be found.") from None
+            if volume["status"] != AVAILABLE_VOLUME:
+                raise InvalidRequest(f"Volume {device['volume_id']} is {volume['status']}, not available.")
+            checked.append({"volume_id": device["volume_id"], "device": device.get("device")})
+        return checked
+
+    # -- scheduling -----------------------------------------------------------------------
+
+    def resume_scheduling(self, row: InstanceRow) -> None:
+        """Schedule an instance whose build task is not running here (a previous conductor's, or one
+        whose scheduling stalled)."""
+        if row["uuid"] in self._building:
+            return
+        self.core.spawn(
+            self._schedule_and_build(
+                row["uuid"], from_json(row["flavor"]), from_json(row["tried_hosts"], [])
+            ),
+            name=f"build-{row['uuid']}",
+        )
+
+    async def _schedule_and_build(
+        self,
+        instance_uuid: str,
+        flavor: Flavor,
+        exclude_hosts: list[str] | None = None,
+        previous_failure: str | None = None,
+    ) -> None:
+        """Steps 8-13: pick and claim a host (not one tried before), record it, hand the build to the node."""
+        self._building.add(instance_uuid)
+        try:
+            placed = await self.scheduler.select_destinations(
+                instance_uuid=instance_uuid,
+                vcpus=flavor["vcpus"],
+                memory_mb=flavor["ram"],
+                disk_gb=flavor["disk"],
+                exclude_hosts=exclude_hosts or [],
+            )
+            host = placed["host"]
+            row = await self.core.fresh(instance_uuid)
+            moved = None
+            if row is not None:
+                moved = await self.core.transit(
+                    row, Report.SCHEDULED, {"host": host, "build_attempts": row["build_attempts"] + 1}
+                )
+            if moved is None:  # deleted meanwhile
+                await self.core.scheduler.release(instance_uuid=instance_uuid)
+                return
+            await self.core.record_step(instance_uuid, Action.CREATE, "schedule", host, "Success")
+            await self.core.send_task(moved.row)
+        except AiostackError as exc:
+            message = f"{type(exc).__name__}: {exc}"
+            await self.fail_build(
+                instance_uuid, f"{previous_failure}; then {message}" if previous_failure else message
+            )
+        except Exception as exc:
+            log.exception("build of %s failed in the conductor", instance_uuid)
+            await self.fail_build(instance_uuid, f"{type(exc).__name__}: {exc}")
+        finally:
+            self._building.discard(instance_uuid)
+
+    async def fail_build(self, instance_uuid: str, message: str, host: str | None = None) -> None:
+        """The build gives up: ERROR with ``message`` as its fault, the claim released."""
+        row = await self.core.fresh(instance_uuid)
+        if row is None or (host is not None and row["host"] != host):
+            return
+        fault: Fault = {"code": 500, "message": message[:1000], "created": utcnow()}
+        moved = await self.core.transit(row, Report.BUILD_FAILED, {"fault": to_json(fault)})
+        if moved is None:
+            return
+        await self.core.finish_action(instance_uuid, Action.CREATE, "Error", message)
+        try:
+            await self.core.scheduler.release(instance_uuid=instance_uuid)
+        except AiostackError as exc:
+            log.error("instance %s is in ERROR but its claim could not be released: %s", instance_uuid, exc)
+        await self.core.publish(moved.row)
+
+    async def reschedule(self, row: InstanceRow, reason: str) -> None:
+        """Release what the attempt on ``row['host']`` took and build on another host, or give up."""
+        uuid, host = row["uuid"], row["host"]
+        tried: list[str] = from_json(row["tried_hosts"], [])
+        if host and host not in tried:
+            tried = [*tried, host]
+        if row["build_attempts"] >= self.max_build_attempts:
+            await self.fail_build(
+                uuid,
+                f"{reason} (gave up after {row['build_attempts']} attempts: {', '.join(tried)})",
+                host=host,
+            )
+            return
+        moved = await self.core.transit(
+            row, Report.RESCHEDULED, {"host": None, "tried_hosts": to_json(tried), "addresses": "{}"}
+        )
+        if moved is None:
+            return
+        await self._release_attempt(uuid)
+        await self.core.record_step(uuid, Action.CREATE, "reschedule", host, "Error", reason)
+        log.warning("instance %s: rescheduling away from %s: %s", uuid, host, reason)
+        await self.core.publish(moved.row, fault={"message": reason})
+        self.core.spawn(
+            self._schedule_and_build(uuid, from_json(row["flavor"]), tried, reason), name=f"build-{uuid}"
+        )
+
+    async def _release_attempt(self, instance_uuid: str) -> None:
+        """Ports, volumes and claim of an attempt (idempotent: the node may have given them back)."""
+        releases = (
+            ("ports", self.core.net.deallocate_for_instance),
+            ("volume attachments", self.core.volumes.detach_all),
+            ("claim", self.core.scheduler.release),
+        )
+        for what, release in releases:
+            try:
+                await release(instance_uuid=instance_uuid)
+            except AiostackError as exc:
+                log.error(
+                    "instance %s: releasing its %s failed (%s); the owner's orphan sweep will retry",
+                    instance_uuid,
+                    what,
+                    exc,
+                )
+
+    # -- the node's side ------------------------------------------------------------------
+
+    async def get_build_request(self, *, instance_uuid: str, host: str) -> BuildRequest:
+        """Steps 14-19: what a node needs to build the instance; asking acknowledges the build.
+
+        :raises Conflict: the instance is not being built on ``host`` (e.g. deleted meanwhile).
+        """
+        row = await self.core.row(instance_uuid)
+        if row["host"] != host or states_of(row) != BUILDING_ON_HOST:
+            raise Conflict(f"Instance {instance_uuid} is not being built on {host}")
+        if not row["task_acked"]:
+            await self.core.store.execute(
+                "UPDATE instances SET task_acked = 1, progress_at = ? WHERE uuid = ?",
+                (time.time(), instance_uuid),
+            )
+            await self.core.record_step(instance_uuid, Action.CREATE, "node_accepted", host, "Success")
+        return {
+            "instance": view(row),
+            "requested_networks": from_json(row["requested_networks"], "auto"),
+            "block_devices": from_json(row["block_devices"], []),
+            "user_data": row["user_data"],
+        }
+
+    async def instance_spawning(
+        self, *, instance_uuid: str, host: str, addresses: dict[str, list[dict[str, Any]]]
+    ) -> None:
+        """The node has the image, ports and disks and is about to create the domain."""
+        await self.core.store.execute(
+            "UPDATE instances SET addresses = ?, updated_at = ?, progress_at = ?"
+            " WHERE uuid = ? AND deleted = 0 AND host = ?",
+            (to_json(addresses), utcnow(), time.time(), instance_uuid, host),
+        )
+
+    async def build_failed(self, *, instance_uuid: str, host: str, message: str) -> None:
+        """The node could not build (and gave back what it took): another host is tried, up to
+        ``max_build_attempts`` in all; then ERROR with the fault, the claim released."""
+        row = await self.core.host_row(instance_uuid, host)
+        if row is None or states_of(row) != BUILDING_ON_HOST:
+            return
+        await self.reschedule(row, f"build on {host} failed: {message}")

@@ -1,0 +1,365 @@
+"""What the conductor's servants share: the store, the bus and its clients, the timers, and the one
+path every state change takes.
+
+A state change is decided by ``states.transition`` and written by ``Core.transit`` as one
+compare-and-swap on the instance's vm_state, task_state and host (``UPDATE ... RETURNING``):
+when the row changed meanwhile, the trigger is decided again on the fresh row. Every task the
+conductor hands a node is recorded on the row before its cast (``send_task``), so a lost cast
+is sent again (``watch.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import aiosqlite
+
+from actors.conductor.schema import InstanceRow, states_of, task_state_of, view, vm_state_of
+from actors.conductor.states import ACTION_OF_TASK, Action, Change, Trigger, status_of, transition
+from api.conductor import Cause, Fault, HostStatus, Instance, InstanceChange
+from api.image import ImageReader
+from api.net import Net
+from api.node import Node, RebootType
+from api.scheduler import Scheduler
+from api.volume import VolumeAttachments
+from bus import AiostackError, Bus, Conflict, NotFound, current_request_id
+from runtime.context import caller, check_visible
+from runtime.events import publish_event
+from runtime.stamps import utcnow
+from runtime.states import TaskState
+from runtime.store import Store
+
+log = logging.getLogger(__name__)
+
+CAS_ATTEMPTS = 5
+HOSTS_REFRESH = 2.0
+HOSTS_TIMEOUT = 5.0
+SOFT: RebootType = "SOFT"
+HARD: RebootType = "HARD"
+
+NODE_TASKS: dict[TaskState, tuple[str, dict[str, str]]] = {
+    TaskState.SPAWNING: (Node.build_and_run_instance.__name__, {}),
+    TaskState.POWERING_OFF: (Node.stop_instance.__name__, {}),
+    TaskState.POWERING_ON: (Node.start_instance.__name__, {}),
+    TaskState.REBOOTING: (Node.reboot_instance.__name__, {"reboot_type": SOFT}),
+    TaskState.REBOOTING_HARD: (Node.reboot_instance.__name__, {"reboot_type": HARD}),
+    TaskState.DELETING: (Node.terminate_instance.__name__, {}),
+    **{
+        task: (Node.change_power.__name__, {"action": ACTION_OF_TASK[task]})
+        for task in (TaskState.PAUSING, TaskState.UNPAUSING, TaskState.SUSPENDING, TaskState.RESUMING)
+    },
+}
+"""task_state -> the node method (a cast of ``api.node.Node``) that does the node's part, and its
+arguments besides the instance. A task's method is looked up here each time it is sent."""
+
+
+@dataclass(frozen=True, slots=True)
+class Moved:
+    """An instance ``transit`` took through a trigger: the row before and after, and the change."""
+
+    before: InstanceRow
+    row: InstanceRow
+    change: Change
+
+    @property
+    def states_changed(self) -> bool:
+        """Whether its vm_state or task_state changed (not only its power state or columns)."""
+        return states_of(self.row) != states_of(self.before)
+
+
+class Core:
+    """The conductor's shared state: store, bus, clients of the other services, host liveness."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        store: Store,
+        spawn: Callable[..., Any],
+        *,
+        task_timeout: float,
+        ack_timeout: float,
+    ) -> None:
+        self.bus = bus
+        self.store = store
+        self.spawn: Callable[..., Any] = spawn
+        """The actor's ``spawn(coro, name=...)``: background work that crashes the actor if it raises."""
+        self.task_timeout = task_timeout
+        self.ack_timeout = ack_timeout
+        self.scheduler = Scheduler.client(bus)
+        self.images = ImageReader.client(bus)
+        self.net = Net.client(bus)
+        self.volumes = VolumeAttachments.client(bus)
+        self._host_list = Scheduler.client(bus, timeout=HOSTS_TIMEOUT)
+        self.hosts_alive: dict[str, bool] = {}
+        """Each host's liveness as the scheduler last said (refreshed at most every ``HOSTS_REFRESH``)."""
+        self._hosts_checked = 0.0
+
+    def node(self, host: str, *, timeout: float | None = None) -> Node:
+        """A client of one compute host."""
+        return Node.client(self.bus, host=host, timeout=timeout)
+
+    # -- reading --------------------------------------------------------------------------
+
+    async def row(self, instance_uuid: str) -> InstanceRow:
+        """The live instance, if the caller may see it.
+
+        :raises NotFound: no such instance, or another project's.
+        """
+        row = await self.fresh(instance_uuid)
+        if row is None:
+            raise NotFound(f"Instance {instance_uuid} could not be found.")
+        check_visible("Instance", instance_uuid, row["project_id"])
+        return row
+
+    async def fresh(self, instance_uuid: str) -> InstanceRow | None:
+        """The live instance as the store has it now (no visibility check)."""
+        return await self.store.fetchone(
+            "SELECT * FROM instances WHERE uuid = ? AND deleted = 0", (instance_uuid,), row=InstanceRow
+        )
+
+    async def host_row(self, instance_uuid: str, host: str) -> InstanceRow | None:
+        """The live instance, if it is recorded on ``host`` (what a node may report about)."""
+        row = await self.fresh(instance_uuid)
+        return row if row is not None and row["host"] == host else None
+
+    def host_status(self, host: str | None) -> HostStatus:
+        """Nova's ``host_status``: UP, DOWN, UNKNOWN (no word yet), or "" with no host."""
+        if not host:
+            return ""
+        alive = self.hosts_alive.get(host)
+        return "UNKNOWN" if alive is None else "UP" if alive else "DOWN"
+
+    async def refresh_hosts(self) -> None:
+        """Ask the scheduler which hosts are alive, unless it was asked very recently."""
+        if time.monotonic() - self._hosts_checked < HOSTS_REFRESH:
+            return
+        try:
+            hosts = await self._host_list.list_hosts()
+        except AiostackError as exc:
+            log.info("host liveness unknown: %s", exc)
+            return
+        self.hosts_alive = {host["host"]: host["alive"] for host in hosts}
+        self._hosts_checked = time.monotonic()
+
+    # -- state changes --------------------------------------------------------------------
+
+    @staticmethod
+    def decide(row: InstanceRow, trigger: Trigger) -> Change | None:
+        """What ``trigger`` does to the instance (``states.transition``)."""
+        return transition(vm_state_of(row), task_state_of(row), trigger)
+
+    def require(self, row: InstanceRow, action: Action) -> Change:
+        """What ``action`` does to the instance.
+
+        :raises Conflict: the instance's states do not allow the action.
+        """
+        change = self.decide(row, action)
+        if change is None:
+            task = row["task_state"]
+            raise Conflict(
+                f"Cannot '{action}' instance {row['uuid']} while it is in vm_state {row['vm_state']}"
+                + (f", task_state {task}" if task else "")
+            )
+        return change
+
+    async def transit(
+        self, row: InstanceRow, trigger: Trigger, columns: Mapping[str, Any] | None = None
+    ) -> Moved | None:
+        """Write what ``trigger`` does to the instance, with ``columns``, if the row still has the
+        states and host it was decided on; else decide again on the fresh row (a few times).
+
+        None when the trigger changes nothing (refused, ignored, or the instance is gone or moved
+        to another host meanwhile).
+        """
+        host = row["host"]
+        for _ in range(CAS_ATTEMPTS):
+            change = self.decide(row, trigger)
+            if change is None:
+                return None
+            updated = await self._write(row, change, columns or {})
+            if updated is not None:
+                return Moved(row, updated, change)
+            fresh = await self.fresh(row["uuid"])
+            if fresh is None or fresh["host"] != host:
+                return None
+            row = fresh
+        log.warning("instance %s: kept changing under %s; left as it is", row["uuid"], trigger)
+        return None
+
+    async def _write(
+        self, row: InstanceRow, change: Change, columns: Mapping[str, Any]
+    ) -> InstanceRow | None:
+        now = utcnow()
+        changes: dict[str, Any] = dict(columns)
+        if change.vm_state != row["vm_state"]:
+            changes["vm_state"] = change.vm_state
+        if change.task_state != row["task_state"]:
+            changes |= {"task_state": change.task_state, "task_acked": 0, "task_sends": 0}
+        if change.power_state is not None:
+            changes["power_state"] = change.power_state
+        if change.launched:
+            changes["launched_at"] = now
+        if change.deleted:
+            changes |= {"deleted": 1, "terminated_at": now}
+        changes |= {"updated_at": now, "progress_at": time.time()}
+        assignments = ", ".join(f"{column} = ?" for column in changes)
+        return await self.store.fetchone(
+            f"UPDATE instances SET {assignments} WHERE uuid = ? AND deleted = 0"
+            " AND vm_state = ? AND task_state IS ? AND host IS ? RETURNING *",
+            [*changes.values(), row["uuid"], row["vm_state"], row["task_state"], row["host"]],
+            row=InstanceRow,
+        )
+
+    async def touch(self, instance_uuid: str, task_state: TaskState) -> None:
+        """The instance made progress in its task (a resend, a retry): its deadline starts again."""
+        await self.store.execute(
+            "UPDATE instances SET updated_at = ?, progress_at = ? WHERE uuid = ? AND deleted = 0"
+            " AND task_state IS ?",
+            (utcnow(), time.time(), instance_uuid, task_state),
+        )
+
+    async def begin(self, instance_uuid: str, action: Action) -> tuple[InstanceRow, bool]:
+        """Start ``action``: set the task it runs under, record it, publish ``instance.<task_state>``.
+
+        Returns the instance and whether it started now (False: a delete asked again, which
+        finds its task running).
+
+        :raises NotFound: no such instance, or another project's.
+        :raises Conflict: the instance's states do not allow the action.
+        """
+        row = await self.row(instance_uuid)
+        change = self.require(row, action)
+        if change.task_state == row["task_state"]:
+            return row, False
+        moved = await self.transit(row, action)
+        if moved is None:
+            raise Conflict(f"Instance {instance_uuid} changed state meanwhile; try again")
+        await self.start_action(instance_uuid, action)
+        await self.publish(moved.row, f"instance.{moved.change.task_state}")
+        return moved.row, True
+
+    async def finish_delete(self, row: InstanceRow, trigger: Trigger, cause: Cause) -> InstanceChange | None:
+        """The instance is gone (``trigger`` says how): its claim released, it is DELETED.
+
+        :raises AiostackError: the scheduler did not release the claim (the delete is not finished).
+        """
+        if self.decide(row, trigger) is None:
+            return None
+        await self.scheduler.release(instance_uuid=row["uuid"])
+        moved = await self.transit(row, trigger)
+        if moved is None:
+            return None
+        await self.finish_action(row["uuid"], Action.DELETE, "Success")
+        return await self.publish_change(moved.row, cause)
+
+    async def release_everywhere(self, instance_uuid: str) -> None:
+        """The instance's ports and volume attachments (what its node gives back when it has one)."""
+        await self.net.deallocate_for_instance(instance_uuid=instance_uuid)
+        await self.volumes.detach_all(instance_uuid=instance_uuid)
+
+    async def publish(
+        self, row: InstanceRow, event_type: str | None = None, *, fault: Fault | None = None
+    ) -> Instance:
+        """Publish the instance's state as ``event_type`` (``instance.<status>`` by default), with
+        ``fault`` instead of its own when given; return it as published."""
+        instance = view(row)
+        if fault is not None:
+            instance["fault"] = fault
+        await self._publish(instance, event_type)
+        return instance
+
+    async def publish_change(self, row: InstanceRow, cause: Cause) -> InstanceChange:
+        """Publish the instance's new state as ``instance.<status>``, with the cause of the change."""
+        instance: InstanceChange = {**view(row), "cause": cause}
+        await self._publish(instance, None)
+        return instance
+
+    async def _publish(self, instance: Instance, event_type: str | None) -> None:
+        status = status_of(instance["vm_state"], instance["task_state"])
+        await publish_event(
+            self.bus,
+            "instance",
+            instance["id"],
+            instance["project_id"],
+            event_type or f"instance.{status.lower()}",
+            dict(instance),
+        )
+
+    # -- node tasks -----------------------------------------------------------------------
+
+    async def send_task(self, row: InstanceRow) -> None:
+        """Cast the node its part of the instance's current task (again, when redelivering)."""
+        task, host = task_state_of(row), row["host"]
+        assert task is not None and host is not None, f"instance {row['uuid']} has no task or no host"
+        method, arguments = NODE_TASKS[task]
+        await self.store.execute(
+            "UPDATE instances SET task_sent_at = ?, task_sends = task_sends + 1 WHERE uuid = ?",
+            (time.time(), row["uuid"]),
+        )
+        await getattr(self.node(host), method)(instance_uuid=row["uuid"], **arguments)
+        step = "sent" if not row["task_sends"] else "sent_again"
+        await self.record_step(row["uuid"], ACTION_OF_TASK[task], f"{method}:{step}", host, "Success")
+
+    # -- the actions log ------------------------------------------------------------------
+
+    async def start_action(
+        self,
+        instance_uuid: str,
+        action: Action,
+        *,
+        finished: bool = False,
+        db: aiosqlite.Connection | None = None,
+    ) -> None:
+        """Record an action the caller starts (``db``: inside that transaction)."""
+        ctx = caller()
+        now = utcnow()
+        values = (
+            instance_uuid,
+            action,
+            current_request_id(),
+            ctx.user_id if ctx else None,
+            ctx.project_id if ctx else None,
+            now,
+            now if finished else None,
+            "Success" if finished else None,
+        )
+        sql = (
+            "INSERT INTO instance_actions (instance_uuid, action, request_id, user_id, project_id,"
+            " start_time, finish_time, result) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+        )
+        if db is not None:
+            await db.execute(sql, values)
+        else:
+            await self.store.execute(sql, values)
+
+    async def finish_action(
+        self, instance_uuid: str, action: Action, result: str, message: str | None = None
+    ) -> None:
+        """Finish the instance's latest unfinished ``action``."""
+        await self.store.execute(
+            "UPDATE instance_actions SET finish_time = ?, result = ?, message = ? WHERE id = ("
+            "SELECT MAX(id) FROM instance_actions"
+            " WHERE instance_uuid = ? AND action = ? AND finish_time IS NULL)",
+            (utcnow(), result, message, instance_uuid, action),
+        )
+
+    async def record_step(
+        self,
+        instance_uuid: str,
+        action: Action,
+        event: str,
+        host: str | None,
+        result: str,
+        details: str | None = None,
+    ) -> None:
+        """One step of the instance's latest ``action`` (Nova's instance action events)."""
+        await self.store.execute(
+            "INSERT INTO instance_action_events (action_id, event, host, time, result, details)"
+            " SELECT MAX(id), ?, ?, ?, ?, ? FROM instance_actions WHERE instance_uuid = ? AND action = ?"
+            " HAVING MAX(id) IS NOT NULL",
+            (event, host, utcnow(), result, details, instance_uuid, action),
+        )

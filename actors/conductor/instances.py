@@ -1,0 +1,126 @@
+"""Reading instances: one, a page of them, a project's usage, a guest's console log."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from actors.conductor.core import Core
+from actors.conductor.schema import InstanceRow, view
+from actors.conductor.states import STATUS, TASK_STATUS
+from api.conductor import ConsoleOutput, ProjectUsage, Server, Servers
+from bus import Conflict, InvalidRequest
+from runtime.context import caller, require_caller, sees_all
+from runtime.states import VmState
+from runtime.store import from_json
+
+MAX_LIMIT = 1000
+"""Nova's ``osapi_max_limit``: a page never holds more."""
+
+
+def status_condition(status: str) -> tuple[str, list[Any]]:
+    """The SQL condition, and its parameters, for the instances Nova shows with ``status`` (an
+    unknown status: none)."""
+    for task_state, shown in TASK_STATUS.items():
+        if status == shown:
+            return "(vm_state = ? AND task_state = ?)", [VmState.ACTIVE, task_state]
+    vm_states = [vm_state for vm_state, shown in STATUS.items() if shown == status]
+    if not vm_states:
+        return "0", []
+    (vm_state,) = vm_states
+    if vm_state is VmState.ACTIVE:  # but the active ones showing a task's status
+        marks = ", ".join("?" * len(TASK_STATUS))
+        return f"(vm_state = ? AND coalesce(task_state, '') NOT IN ({marks}))", [vm_state, *TASK_STATUS]
+    return "vm_state = ?", [vm_state]
+
+
+class ServerReads(Servers):
+    """Serves ``api.conductor.Servers``."""
+
+    def __init__(self, core: Core) -> None:
+        self.core = core
+
+    def _shown(self, row: InstanceRow) -> Server:
+        """An instance as the API shows it: its view and whether its host is up."""
+        return {**view(row), "host_status": self.core.host_status(row["host"])}
+
+    async def get_instance(self, *, instance_uuid: str) -> Server:
+        row = await self.core.row(instance_uuid)
+        await self.core.refresh_hosts()
+        return self._shown(row)
+
+    async def list_instances(
+        self,
+        *,
+        name: str | None = None,
+        status: str | None = None,
+        host: str | None = None,
+        all_projects: bool = False,
+        project_id: str | None = None,
+        limit: int | None = None,
+        marker: str | None = None,
+    ) -> list[Server]:
+        """Newest first; ``marker`` is the last id of the previous page.
+
+        :raises InvalidRequest: an unknown marker.
+        """
+        ctx = caller()
+        clauses: list[str] = ["deleted = 0"]
+        params: list[Any] = []
+        if not (all_projects and sees_all(ctx)) and ctx is not None and ctx.user_id is not None:
+            clauses.append("project_id = ?")
+            params.append(ctx.project_id)
+        elif project_id:
+            clauses.append("project_id = ?")
+            params.append(project_id)
+        if host:
+            clauses.append("host = ?")
+            params.append(host)
+        if marker:
+            anchor = await self.core.store.fetchone(
+                "SELECT created_at, uuid FROM instances WHERE uuid = ?", (marker,)
+            )
+            if anchor is None:
+                raise InvalidRequest(f"marker [{marker}] not found")
+            clauses.append("(created_at < ? OR (created_at = ? AND uuid < ?))")
+            params += [anchor["created_at"], anchor["created_at"], anchor["uuid"]]
+        if name:
+            clauses.append("instr(name, ?) > 0")
+            params.append(name)
+        if status:
+            condition, values = status_condition(status.upper())
+            clauses.append(condition)
+            params += values
+        params.append(MAX_LIMIT if limit is None else min(limit, MAX_LIMIT))
+        rows = await self.core.store.fetchall(
+            f"SELECT * FROM instances WHERE {' AND '.join(clauses)}"
+            " ORDER BY created_at DESC, uuid DESC LIMIT ?",
+            params,
+            row=InstanceRow,
+        )
+        await self.core.refresh_hosts()
+        return [self._shown(row) for row in rows]
+
+    async def project_usage(self) -> ProjectUsage:
+        """What the caller's project uses now: instances, vCPUs, RAM."""
+        rows = await self.core.store.fetchall(
+            "SELECT flavor FROM instances WHERE project_id = ? AND deleted = 0",
+            (require_caller().project_id,),
+        )
+        sizes = [from_json(row["flavor"], {}) for row in rows]
+        return {
+            "instances": len(sizes),
+            "cores": sum(size.get("vcpus", 0) for size in sizes),
+            "ram": sum(size.get("ram", 0) for size in sizes),
+        }
+
+    async def get_console_output(self, *, instance_uuid: str, length: int | None = None) -> ConsoleOutput:
+        """The guest's serial console log from its node, the last ``length`` lines (-1 or None: all).
+
+        :raises Conflict: the instance has no host yet, or its driver keeps no console log.
+        """
+        row = await self.core.row(instance_uuid)
+        if not row["host"]:
+            raise Conflict(f"Instance {instance_uuid} is not running on a host yet.")
+        return await self.core.node(row["host"]).get_console_output(
+            instance_uuid=instance_uuid, length=None if length == -1 else length
+        )

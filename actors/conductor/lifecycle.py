@@ -1,0 +1,90 @@
+"""libvirt's word on an instance's domain (step 29 and after): what makes it ACTIVE, SHUTOFF, DELETED.
+
+A node hands the conductor each lifecycle event of its domains (``domain_event``), the power
+states it sees without an event (``sync_power_state``: a node that restarted, a power change
+that found the domain already there), a soft reboot's end (``task_done``) and a delete that
+found no domain (``domain_gone``). ``states.transition`` says what each does; a report from a
+host the instance is not recorded on changes nothing.
+"""
+
+from __future__ import annotations
+
+from actors.conductor.core import Core
+from actors.conductor.schema import InstanceRow, view
+from actors.conductor.states import Action, Report
+from api.conductor import Cause, InstanceChange, NodeReports
+from runtime.states import Lifecycle
+
+
+class DomainReports(NodeReports):
+    """Serves ``api.conductor.NodeReports``."""
+
+    def __init__(self, core: Core) -> None:
+        self.core = core
+
+    async def domain_event(
+        self, *, instance_uuid: str, host: str, event: int, detail: int
+    ) -> InstanceChange | None:
+        """Turn a libvirt lifecycle event from ``host`` into the instance's new state; the instance
+        as it now is, None when the event changed nothing."""
+        try:
+            lifecycle = Lifecycle(event)
+        except ValueError:
+            return None  # an event libvirt added since: it changes nothing here
+        row = await self.core.host_row(instance_uuid, host)
+        if row is None:
+            return None
+        return await self.report(
+            row, lifecycle, {"domain_event": lifecycle.name, "detail": detail, "host": host}
+        )
+
+    async def sync_power_state(
+        self, *, instance_uuid: str, host: str, running: bool
+    ) -> InstanceChange | None:
+        """A node saw the domain's power state without an event (it did not change): settle the task."""
+        row = await self.core.host_row(instance_uuid, host)
+        if row is None:
+            return None
+        return await self.report(
+            row,
+            Report.RUNNING if running else Report.NOT_RUNNING,
+            {"domain_event": None, "detail": "power state sync", "host": host},
+        )
+
+    async def domain_gone(self, *, instance_uuid: str, host: str) -> InstanceChange | None:
+        """A node found no domain to undefine for an instance being deleted."""
+        row = await self.core.host_row(instance_uuid, host)
+        if row is None:
+            return None
+        return await self.report(
+            row, Report.DOMAIN_GONE, {"domain_event": None, "detail": "no domain", "host": host}
+        )
+
+    async def task_done(self, *, instance_uuid: str, host: str) -> None:
+        """A node finished a soft reboot (libvirt reports no event for it)."""
+        row = await self.core.host_row(instance_uuid, host)
+        moved = None if row is None else await self.core.transit(row, Report.TASK_DONE)
+        if moved is not None:
+            await self.core.publish(moved.row)
+
+    async def report(
+        self, row: InstanceRow, trigger: Lifecycle | Report, cause: Cause
+    ) -> InstanceChange | None:
+        """Write what a node's report does to the instance and publish the event it makes, with its cause.
+
+        :raises AiostackError: a delete could not be finished (its claim was not released): the
+            node reports it again.
+        """
+        change = self.core.decide(row, trigger)
+        if change is None:
+            return None
+        if change.deleted:
+            return await self.core.finish_delete(row, trigger, cause)
+        moved = await self.core.transit(row, trigger)
+        if moved is None:
+            return None
+        if moved.change.launched:
+            await self.core.finish_action(row["uuid"], Action.CREATE, "Success")
+        if moved.states_changed:
+            return await self.core.publish_change(moved.row, cause)
+        return {**view(moved.row), "cause": cause}

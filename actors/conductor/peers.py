@@ -1,0 +1,12 @@
+"""The services the conductor calls: its NATS permissions follow from ``FACETS`` (deploy/credentials.py)."""
+
+from __future__ import annotations
+
+from api.image import ImageReader
+from api.net import Net
+from api.node import Node
+from api.scheduler import Scheduler
+from api.volume import VolumeAttachments
+
+FACETS = (Scheduler, ImageReader, Net, VolumeAttachments, Node)
+"""Claims, image checks, ports, the attach protocol, and the casts to compute hosts."""

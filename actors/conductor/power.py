@@ -1,0 +1,61 @@
+"""What a user does to an instance: stop, start, reboot, pause, unpause, suspend, resume, delete.
+
+Each action is allowed or refused by ``states.transition``, recorded (``instance_actions``),
+published as ``instance.<task_state>``, and handed to the instance's node as a task (a cast
+recorded on the row first, so a lost one is sent again). libvirt's word finishes it
+(``lifecycle.py``). A delete of an instance with no host is finished here.
+"""
+
+from __future__ import annotations
+
+from actors.conductor.core import Core
+from actors.conductor.schema import view
+from actors.conductor.states import Action, Report
+from api.conductor import Instance, ServerActions
+from api.node import PowerAction, RebootType
+
+
+class PowerActions(ServerActions):
+    """Serves ``api.conductor.ServerActions``."""
+
+    def __init__(self, core: Core) -> None:
+        self.core = core
+
+    async def stop_instance(self, *, instance_uuid: str) -> Instance:
+        """os-stop: SHUTOFF once libvirt reports the domain stopped."""
+        return await self._run(instance_uuid, Action.STOP)
+
+    async def start_instance(self, *, instance_uuid: str) -> Instance:
+        """os-start: ACTIVE once libvirt reports the domain started."""
+        return await self._run(instance_uuid, Action.START)
+
+    async def reboot_instance(self, *, instance_uuid: str, reboot_type: RebootType = "SOFT") -> Instance:
+        """SOFT: finished by the node's ``task_done``; HARD: destroy + create (STOPPED, STARTED)."""
+        return await self._run(instance_uuid, Action.REBOOT_HARD if reboot_type == "HARD" else Action.REBOOT)
+
+    async def change_power(self, *, instance_uuid: str, action: PowerAction) -> Instance:
+        """pause, unpause, suspend (the guest saved to disk) or resume."""
+        return await self._run(instance_uuid, Action(action))
+
+    async def _run(self, instance_uuid: str, action: Action) -> Instance:
+        """Start ``action`` and hand its task to the node.
+
+        :raises Conflict: the instance's states do not allow it.
+        """
+        row, _ = await self.core.begin(instance_uuid, action)
+        await self.core.send_task(row)
+        return view(row)
+
+    async def delete_instance(self, *, instance_uuid: str) -> None:
+        """DELETED once the node has destroyed and undefined the domain and released its resources.
+
+        Asked again while it runs, the (idempotent) work is done again: something may have been lost.
+        """
+        row, _ = await self.core.begin(instance_uuid, Action.DELETE)
+        if row["host"] is not None:
+            await self.core.send_task(row)
+            return
+        await self.core.release_everywhere(instance_uuid)
+        await self.core.finish_delete(
+            row, Report.DELETED_HERE, {"domain_event": None, "detail": None, "host": None}
+        )

@@ -1,0 +1,140 @@
+"""The conductor's store: its tables, an instance row, and the instance as answers and events show it."""
+
+from __future__ import annotations
+
+from typing import TypedDict
+
+from actors.conductor.keypairs import MIGRATION as KEYPAIRS_MIGRATION
+from actors.conductor.states import status_of
+from api.conductor import Instance
+from runtime.states import PowerState, TaskState, VmState
+from runtime.store import from_json
+
+MIGRATIONS = [
+    """
+    CREATE TABLE flavors (
+        id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, vcpus INTEGER NOT NULL, ram INTEGER NOT NULL,
+        disk INTEGER NOT NULL, ephemeral INTEGER NOT NULL DEFAULT 0, swap INTEGER NOT NULL DEFAULT 0,
+        is_public INTEGER NOT NULL DEFAULT 1);
+    CREATE TABLE instances (
+        uuid TEXT PRIMARY KEY, name TEXT NOT NULL, project_id TEXT NOT NULL, user_id TEXT NOT NULL,
+        flavor TEXT NOT NULL, image_ref TEXT NOT NULL, requested_networks TEXT NOT NULL,
+        metadata TEXT NOT NULL DEFAULT '{}', key_name TEXT, user_data TEXT,
+        host TEXT, vm_state TEXT NOT NULL, task_state TEXT, power_state INTEGER NOT NULL DEFAULT 0,
+        addresses TEXT NOT NULL DEFAULT '{}', fault TEXT,
+        created_at TEXT NOT NULL, updated_at TEXT NOT NULL, launched_at TEXT, terminated_at TEXT,
+        deleted INTEGER NOT NULL DEFAULT 0);
+    CREATE INDEX instances_project ON instances(project_id, deleted, created_at);
+    CREATE INDEX instances_host ON instances(host, deleted);
+    CREATE TABLE instance_actions (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, instance_uuid TEXT NOT NULL, action TEXT NOT NULL,
+        request_id TEXT, user_id TEXT, project_id TEXT, start_time TEXT NOT NULL,
+        finish_time TEXT, result TEXT, message TEXT);
+    CREATE INDEX instance_actions_uuid ON instance_actions(instance_uuid);
+    """,
+    # 2: volumes attached at boot
+    """
+    ALTER TABLE instances ADD COLUMN block_devices TEXT NOT NULL DEFAULT '[]';
+    """,
+    # 3: task supervision (watch.py): when the instance last made progress, whether the node took
+    # the task's cast, how often it was sent, the build attempts and the hosts tried; the steps of
+    # each action (Nova's instance_actions_events).
+    """
+    ALTER TABLE instances ADD COLUMN progress_at REAL NOT NULL DEFAULT 0;
+    ALTER TABLE instances ADD COLUMN task_sent_at REAL;
+    ALTER TABLE instances ADD COLUMN task_acked INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE instances ADD COLUMN task_sends INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE instances ADD COLUMN build_attempts INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE instances ADD COLUMN tried_hosts TEXT NOT NULL DEFAULT '[]';
+    UPDATE instances SET progress_at = CAST(strftime('%s', 'now') AS REAL);
+    CREATE INDEX instances_task ON instances(deleted, task_state);
+    CREATE TABLE instance_action_events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, action_id INTEGER NOT NULL, event TEXT NOT NULL,
+        host TEXT, time TEXT NOT NULL, result TEXT NOT NULL, details TEXT);
+    CREATE INDEX instance_action_events_action ON instance_action_events(action_id);
+    """,
+    KEYPAIRS_MIGRATION,
+    # 5: admins' all-projects pages walk every live instance newest first
+    """
+    CREATE INDEX instances_listing ON instances(deleted, created_at, uuid);
+    """,
+]
+
+
+class InstanceRow(TypedDict):
+    """A row of ``instances``. JSON columns: flavor, requested_networks, block_devices, metadata,
+    addresses, fault, tried_hosts. A deleted row (``deleted`` 1, vm_state ``deleted``) is never
+    changed again.
+
+    Task supervision: ``task_state`` is the task the node was handed (or the conductor is doing:
+    scheduling); ``task_sent_at``/``task_sends`` when and how often its cast was sent, reset with
+    ``task_acked`` whenever ``task_state`` changes; ``progress_at`` (epoch seconds) moves with every
+    change and every ``task_progress``; ``build_attempts`` counts the hosts claimed, ``tried_hosts``
+    those a build failed or stalled on."""
+
+    uuid: str
+    name: str
+    project_id: str
+    user_id: str
+    flavor: str
+    image_ref: str
+    requested_networks: str
+    metadata: str
+    key_name: str | None
+    user_data: str | None
+    host: str | None
+    vm_state: str
+    task_state: str | None
+    power_state: int
+    addresses: str
+    fault: str | None
+    created_at: str
+    updated_at: str
+    launched_at: str | None
+    terminated_at: str | None
+    deleted: int
+    block_devices: str
+    progress_at: float
+    task_sent_at: float | None
+    task_acked: int
+    task_sends: int
+    build_attempts: int
+    tried_hosts: str
+
+
+def vm_state_of(row: InstanceRow) -> VmState:
+    return VmState(row["vm_state"])
+
+
+def task_state_of(row: InstanceRow) -> TaskState | None:
+    return None if row["task_state"] is None else TaskState(row["task_state"])
+
+
+def states_of(row: InstanceRow) -> tuple[VmState, TaskState | None]:
+    return vm_state_of(row), task_state_of(row)
+
+
+def view(row: InstanceRow) -> Instance:
+    """An instance as the API and events show it."""
+    vm_state, task_state = vm_state_of(row), task_state_of(row)
+    return {
+        "id": row["uuid"],
+        "name": row["name"],
+        "status": status_of(vm_state, task_state),
+        "vm_state": vm_state,
+        "task_state": task_state,
+        "power_state": PowerState(row["power_state"]),
+        "project_id": row["project_id"],
+        "user_id": row["user_id"],
+        "host": row["host"],
+        "flavor": from_json(row["flavor"], {}),
+        "image_ref": row["image_ref"],
+        "metadata": from_json(row["metadata"], {}),
+        "key_name": row["key_name"],
+        "addresses": from_json(row["addresses"], {}),
+        "fault": from_json(row["fault"]),
+        "created_at": row["created_at"],
+        "updated_at": row["updated_at"],
+        "launched_at": row["launched_at"],
+        "terminated_at": row["terminated_at"],
+    }

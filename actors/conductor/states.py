@@ -1,0 +1,243 @@
+"""The conductor's state machine: what each action, and each word from a node, does to an instance.
+
+An instance is a ``vm_state`` (what it is) and a ``task_state`` (the task it is in the middle
+of, or None). ``transition`` is the one place that decides a change of either: every state
+change of the conductor goes through it. It is pure (no store, no bus): given the states an
+instance is in and a *trigger*, it answers the states it goes to, or None when the trigger
+is refused (an action: ``Conflict``) or changes nothing (a node's report). Its table is
+``tests/actors/test_conductor_states.py``.
+
+Triggers:
+
+* ``Action``: what a user starts (and ``instance_actions.action`` records). An action on a
+  running task is refused, but ``delete``, which may start from anything and, asked again,
+  leads where it already is;
+* ``Lifecycle``: libvirt's lifecycle events of the instance's domain, which finish the tasks
+  (ACTIVE, SHUTOFF, DELETED come from them, never from assuming that a libvirt call worked);
+* ``Report``: what else the conductor learns: a host claimed, a build failed or stalled, a
+  power state seen without an event, a task libvirt reports nothing for, a domain missing.
+
++-------------+-------------------------------------------+--------------------+----------------------+
+| action      | from vm_state (task_state None)           | task while it runs | finished by          |
++=============+===========================================+====================+======================+
+| stop        | active, paused, suspended, error          | powering-off       | STOPPED -> stopped   |
+| start       | stopped                                   | powering-on        | STARTED -> active    |
+| reboot      | active                                    | rebooting          | task_done            |
+| reboot_hard | active, stopped, paused, suspended, error | rebooting_hard     | STARTED -> active    |
+| pause       | active                                    | pausing            | SUSPENDED -> paused  |
+| unpause     | paused                                    | unpausing          | RESUMED -> active    |
+| suspend     | active                                    | suspending         | STOPPED -> suspended |
+| resume      | suspended                                 | resuming           | STARTED -> active    |
+| delete      | any (any task)                            | deleting           | UNDEFINED -> deleted |
++-------------+-------------------------------------------+--------------------+----------------------+
+
+``attach_volume`` needs active or stopped with no task running, ``detach_volume`` any live
+state; neither changes the states. A new instance is ``CREATED`` (building, scheduling):
+``SCHEDULED`` (spawning), then STARTED (active), or ``RESCHEDULED`` back to scheduling, or
+``BUILD_FAILED`` (error).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Final
+
+from api.conductor import Status
+from runtime.states import Lifecycle, PowerState, TaskState, VmState
+
+
+class Action(enum.StrEnum):
+    """What a user does to an instance (``instance_actions.action``)."""
+
+    CREATE = "create"
+    DELETE = "delete"
+    STOP = "stop"
+    START = "start"
+    REBOOT = "reboot"
+    REBOOT_HARD = "reboot_hard"
+    PAUSE = "pause"
+    UNPAUSE = "unpause"
+    SUSPEND = "suspend"
+    RESUME = "resume"
+    ATTACH_VOLUME = "attach_volume"
+    DETACH_VOLUME = "detach_volume"
+
+
+class Report(enum.StrEnum):
+    """What the conductor learns of an instance besides libvirt's lifecycle events."""
+
+    SCHEDULED = "scheduled"
+    """A host was claimed for the build: the node builds it."""
+    RESCHEDULED = "rescheduled"
+    """The build failed on its host, or stalled there: another host is tried."""
+    BUILD_FAILED = "build_failed"
+    """The build gave up (no host, every attempt failed, a domain that does not start)."""
+    RUNNING = "running"
+    """A node saw the domain running, with no event (it did not change)."""
+    NOT_RUNNING = "not_running"
+    """A node saw the domain not running, with no event."""
+    TASK_DONE = "task_done"
+    """The node finished a soft reboot (libvirt sends no event for it)."""
+    TASK_ABANDONED = "task_abandoned"
+    """A power change made no progress and its host is down: the task is dropped."""
+    DOMAIN_GONE = "domain_gone"
+    """The node found no domain to undefine for an instance being deleted."""
+    DELETED_HERE = "deleted_here"
+    """The conductor finished a delete without a node (no host, or the host does not answer)."""
+
+
+Trigger = Action | Lifecycle | Report
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """The states a trigger leads to (all of them: unchanged ones too)."""
+
+    vm_state: VmState
+    task_state: TaskState | None
+    power_state: PowerState | None = None
+    """None: unchanged."""
+    launched: bool = False
+    """The instance runs for the first time: its create action succeeded (``launched_at``)."""
+
+    @property
+    def deleted(self) -> bool:
+        return self.vm_state is VmState.DELETED
+
+
+CREATED: Final = (VmState.BUILDING, TaskState.SCHEDULING)
+"""The states of a new instance."""
+BUILDING_ON_HOST: Final = (VmState.BUILDING, TaskState.SPAWNING)
+"""The states of an instance whose build its host's node has been handed."""
+
+POWER_ACTIONS: Final[dict[Action, tuple[frozenset[VmState], TaskState]]] = {
+    Action.STOP: (
+        frozenset({VmState.ACTIVE, VmState.PAUSED, VmState.SUSPENDED, VmState.ERROR}),
+        TaskState.POWERING_OFF,
+    ),
+    Action.START: (frozenset({VmState.STOPPED}), TaskState.POWERING_ON),
+    Action.REBOOT: (frozenset({VmState.ACTIVE}), TaskState.REBOOTING),
+    Action.REBOOT_HARD: (
+        frozenset({VmState.ACTIVE, VmState.STOPPED, VmState.PAUSED, VmState.SUSPENDED, VmState.ERROR}),
+        TaskState.REBOOTING_HARD,
+    ),
+    Action.PAUSE: (frozenset({VmState.ACTIVE}), TaskState.PAUSING),
+    Action.UNPAUSE: (frozenset({VmState.PAUSED}), TaskState.UNPAUSING),
+    Action.SUSPEND: (frozenset({VmState.ACTIVE}), TaskState.SUSPENDING),
+    Action.RESUME: (frozenset({VmState.SUSPENDED}), TaskState.RESUMING),
+}
+"""The actions that change an instance's power: the vm_states each may start from (with no task
+running) and the task_state it runs under."""
+
+VOLUME_STATES: Final = frozenset({VmState.ACTIVE, VmState.STOPPED})
+"""The vm_states a volume may be attached in (with no task running)."""
+
+ACTION_OF_TASK: Final[dict[TaskState, Action]] = {
+    TaskState.SCHEDULING: Action.CREATE,
+    TaskState.SPAWNING: Action.CREATE,
+    TaskState.DELETING: Action.DELETE,
+    **{task: action for action, (_, task) in POWER_ACTIONS.items()},
+}
+"""The action each task_state belongs to."""
+
+STATUS: Final[dict[VmState, Status]] = {
+    VmState.BUILDING: "BUILD",
+    VmState.ACTIVE: "ACTIVE",
+    VmState.STOPPED: "SHUTOFF",
+    VmState.PAUSED: "PAUSED",
+    VmState.SUSPENDED: "SUSPENDED",
+    VmState.ERROR: "ERROR",
+    VmState.DELETED: "DELETED",
+}
+"""The status Nova shows for each vm_state..."""
+TASK_STATUS: Final[dict[TaskState, Status]] = {
+    TaskState.REBOOTING: "REBOOT",
+    TaskState.REBOOTING_HARD: "HARD_REBOOT",
+}
+"""... but for an active instance in these tasks."""
+
+
+def status_of(vm_state: VmState, task_state: TaskState | None) -> Status:
+    """Nova's status of an instance in these states."""
+    if vm_state is VmState.ACTIVE and task_state in TASK_STATUS:
+        return TASK_STATUS[task_state]
+    return STATUS.get(vm_state, "UNKNOWN")
+
+
+def transition(vm_state: VmState, task_state: TaskState | None, trigger: Trigger) -> Change | None:
+    """The states ``trigger`` takes an instance in ``vm_state``/``task_state`` to; None when it is
+    refused (an action) or changes nothing (a report). A deleted instance changes no more."""
+    if vm_state is VmState.DELETED:
+        return None
+    if isinstance(trigger, Action):
+        return _action(vm_state, task_state, trigger)
+    if isinstance(trigger, Lifecycle):
+        return _lifecycle(vm_state, task_state, trigger)
+    return _report(vm_state, task_state, trigger)
+
+
+def _action(vm_state: VmState, task_state: TaskState | None, action: Action) -> Change | None:
+    if action is Action.DELETE:
+        return Change(vm_state, TaskState.DELETING)
+    if action is Action.DETACH_VOLUME:
+        return Change(vm_state, task_state)
+    if task_state is not None:
+        return None
+    if action is Action.ATTACH_VOLUME:
+        return Change(vm_state, None) if vm_state in VOLUME_STATES else None
+    if action in POWER_ACTIONS:
+        allowed, task = POWER_ACTIONS[action]
+        return Change(vm_state, task) if vm_state in allowed else None
+    return None  # create: a new instance is CREATED, from no state
+
+
+def _lifecycle(vm_state: VmState, task_state: TaskState | None, event: Lifecycle) -> Change | None:
+    deleting = task_state is TaskState.DELETING
+    if event in (Lifecycle.STARTED, Lifecycle.RESUMED):
+        if deleting:
+            return Change(vm_state, task_state, PowerState.RUNNING)
+        return Change(VmState.ACTIVE, None, PowerState.RUNNING, launched=vm_state is VmState.BUILDING)
+    if event is Lifecycle.STOPPED:
+        # a reboot's or a build's stop is one step of the task; a delete's is no news
+        if vm_state is VmState.BUILDING or task_state in (
+            TaskState.DELETING,
+            TaskState.REBOOTING,
+            TaskState.REBOOTING_HARD,
+        ):
+            return Change(vm_state, task_state, PowerState.SHUTDOWN)
+        if task_state is TaskState.SUSPENDING:
+            return Change(VmState.SUSPENDED, None, PowerState.SHUTDOWN)
+        return Change(VmState.STOPPED, None, PowerState.SHUTDOWN)
+    if event is Lifecycle.SUSPENDED:
+        return None if deleting else Change(VmState.PAUSED, None, PowerState.PAUSED)
+    if event is Lifecycle.CRASHED:
+        if deleting:
+            return Change(vm_state, task_state, PowerState.CRASHED)
+        return Change(VmState.ERROR, None, PowerState.CRASHED)
+    if event is Lifecycle.UNDEFINED and deleting:
+        return Change(VmState.DELETED, None, PowerState.NOSTATE)
+    return None  # DEFINED, SHUTDOWN (STOPPED follows), PMSUSPENDED; UNDEFINED outside a delete
+
+
+def _report(vm_state: VmState, task_state: TaskState | None, report: Report) -> Change | None:
+    deleting = task_state is TaskState.DELETING
+    building = vm_state is VmState.BUILDING
+    match report:
+        case Report.SCHEDULED if building and task_state is TaskState.SCHEDULING:
+            return Change(VmState.BUILDING, TaskState.SPAWNING)
+        case Report.RESCHEDULED if building and task_state is TaskState.SPAWNING:
+            return Change(VmState.BUILDING, TaskState.SCHEDULING)
+        case Report.BUILD_FAILED if building and task_state in (TaskState.SCHEDULING, TaskState.SPAWNING):
+            return Change(VmState.ERROR, None)
+        case Report.RUNNING if not deleting:
+            return Change(VmState.ACTIVE, None, PowerState.RUNNING, launched=building)
+        case Report.NOT_RUNNING if not deleting:
+            return Change(VmState.STOPPED, None, PowerState.SHUTDOWN)
+        case Report.TASK_DONE if task_state is TaskState.REBOOTING:
+            return Change(vm_state, None)
+        case Report.TASK_ABANDONED if task_state is not None and ACTION_OF_TASK[task_state] in POWER_ACTIONS:
+            return Change(vm_state, None)
+        case Report.DOMAIN_GONE | Report.DELETED_HERE if deleting:
+            return Change(VmState.DELETED, None, PowerState.NOSTATE)
+    return None

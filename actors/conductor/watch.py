@@ -1,0 +1,231 @@
+"""The conductor's task supervision: no instance stays in BUILD or a task state, whatever dies.
+
+Every task the conductor hands a node (build, stop, start, reboot, pause..., delete) is
+recorded on the instance row before the cast (``Core.send_task``): which task, when it was
+sent, whether the node took it, when the instance last made progress. The conductor's sqlite
+file is the durable queue, so a cast lost with a crashed node process or nats-server is sent
+again:
+
+* **delivery**: the node acknowledges a task when it starts it (``get_build_request`` for a
+  build, ``task_progress`` for the others); a task not acknowledged within ``ack_timeout`` is
+  sent again while its host is up (the node's handlers are idempotent).
+* **progress**: every change the node reports, and its periodic ``task_progress`` for the
+  work it has in hand (sent with its heartbeat), moves ``progress_at``. A task with no
+  progress for ``task_timeout`` (60 s) is resolved: a build is rescheduled where that is
+  safe (its node is down, or answers that it has no domain for it), else ends in ERROR with
+  a fault saying what happened; a delete on a down node is finished here (the node removes
+  the orphan domain when it comes back); a power change is settled from the domain's real
+  state, or given up with the host down.
+* **reschedule**: a build that fails on a node, or stalls, goes to another host (the hosts
+  tried are excluded) up to ``max_build_attempts`` in all, as Nova's retries do (``build.py``).
+
+It also answers the other actors' "which of these instances are still alive?"
+(``live_instances``), with which they release what they hold for instances that are gone, a
+node's "which instances are recorded on me?" (``list_host_instances``), and the operator's
+reads: ``aiostack audit``'s ``audit_instances``, and each instance's actions and their steps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from actors.conductor.build import Builder
+from actors.conductor.core import NODE_TASKS, Core
+from actors.conductor.lifecycle import DomainReports
+from actors.conductor.schema import InstanceRow, task_state_of, view, vm_state_of
+from actors.conductor.states import ACTION_OF_TASK, Report
+from api.conductor import (
+    Audit,
+    ConductorForOwners,
+    ConductorOperator,
+    Instance,
+    InstanceAction,
+    InstanceActionEvent,
+    NodeTasks,
+)
+from api.node import PowerState as DomainPower
+from bus import AiostackError, request_scope
+from runtime.states import TaskState
+from runtime.store import from_json
+
+log = logging.getLogger(__name__)
+
+MAX_TASK_SENDS = 3
+"""A stalled build or delete is sent again while its node answers, this often."""
+DOMAIN_QUERY_TIMEOUT = 5.0
+
+
+class TaskWatch(NodeTasks, ConductorForOwners, ConductorOperator):
+    """Serves ``api.conductor.NodeTasks``, ``ConductorForOwners`` and ``ConductorOperator``; its
+    ``watch_forever`` sends unacknowledged tasks again and resolves the stalled ones."""
+
+    def __init__(self, core: Core, builder: Builder, reports: DomainReports) -> None:
+        self.core = core
+        self.builder = builder
+        self.reports = reports
+
+    # -- what nodes, owners and the operator ask --------------------------------------------
+
+    async def task_progress(self, *, host: str, instance_uuids: list[str]) -> int:
+        """A node took these instances' tasks, or is still working on them: they make progress."""
+        if not instance_uuids:
+            return 0
+        marks = ", ".join("?" * len(instance_uuids))
+        return await self.core.store.execute(
+            f"UPDATE instances SET task_acked = 1, progress_at = ? WHERE host = ? AND deleted = 0"
+            f" AND task_state IS NOT NULL AND uuid IN ({marks})",
+            (time.time(), host, *instance_uuids),
+        )
+
+    async def list_host_instances(self, *, host: str) -> list[Instance]:
+        """Every live instance recorded on ``host`` (a node reconciles libvirt with these)."""
+        rows = await self.core.store.fetchall(
+            "SELECT * FROM instances WHERE host = ? AND deleted = 0", (host,), row=InstanceRow
+        )
+        return [view(row) for row in rows]
+
+    async def live_instances(self, *, instance_uuids: list[str]) -> list[str]:
+        """Which of these instances still exist (not deleted): the rest hold nothing any more."""
+        if not instance_uuids:
+            return []
+        marks = ", ".join("?" * len(instance_uuids))
+        rows = await self.core.store.fetchall(
+            f"SELECT uuid FROM instances WHERE deleted = 0 AND uuid IN ({marks})", instance_uuids
+        )
+        return [row["uuid"] for row in rows]
+
+    async def audit_instances(self) -> Audit:
+        """Every live instance with its host, states and seconds since its last progress."""
+        now = time.time()
+        rows = await self.core.store.fetchall("SELECT * FROM instances WHERE deleted = 0", row=InstanceRow)
+        return {
+            "task_timeout": self.core.task_timeout,
+            "instances": [
+                {
+                    "uuid": row["uuid"],
+                    "name": row["name"],
+                    "project_id": row["project_id"],
+                    "host": row["host"],
+                    "vm_state": vm_state_of(row),
+                    "task_state": task_state_of(row),
+                    "fault": from_json(row["fault"]),
+                    "idle_s": round(now - row["progress_at"], 1),
+                }
+                for row in rows
+            ],
+        }
+
+    async def list_actions(self, *, instance_uuid: str) -> list[InstanceAction]:
+        await self.core.row(instance_uuid)
+        return await self.core.store.fetchall(
+            "SELECT * FROM instance_actions WHERE instance_uuid = ? ORDER BY id",
+            (instance_uuid,),
+            row=InstanceAction,
+        )
+
+    async def list_action_events(self, *, instance_uuid: str) -> list[InstanceActionEvent]:
+        """The steps of the instance's actions, oldest first, each with its action's name."""
+        await self.core.row(instance_uuid)
+        return await self.core.store.fetchall(
+            "SELECT a.action, e.event, e.host, e.time, e.result, e.details FROM instance_action_events e"
+            " JOIN instance_actions a ON a.id = e.action_id WHERE a.instance_uuid = ? ORDER BY e.id",
+            (instance_uuid,),
+            row=InstanceActionEvent,
+        )
+
+    # -- the watch ------------------------------------------------------------------------
+
+    async def watch_forever(self) -> None:
+        """Every ≤ 1 s: refresh host liveness, send unacknowledged tasks again, resolve stalled ones."""
+        interval = max(0.2, min(1.0, self.core.ack_timeout / 2))
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.core.refresh_hosts()
+                await self._check_tasks()
+            except Exception:
+                log.exception("task watch round failed; next round in %.1f s", interval)
+
+    async def _check_tasks(self) -> None:
+        now = time.time()
+        rows = await self.core.store.fetchall(
+            "SELECT * FROM instances WHERE deleted = 0 AND task_state IS NOT NULL", row=InstanceRow
+        )
+        for row in rows:
+            task = task_state_of(row)
+            assert task is not None
+            if now - row["progress_at"] > self.core.task_timeout:
+                with request_scope():
+                    await self._resolve_stalled(row, task)
+            elif (
+                task in NODE_TASKS
+                and not row["task_acked"]
+                and now - (row["task_sent_at"] or 0) > self.core.ack_timeout
+                and (row["host"] is None or self.core.hosts_alive.get(row["host"], True))
+            ):
+                log.info(
+                    "instance %s: node %s did not take %s; sending it again", row["uuid"], row["host"], task
+                )
+                await self.core.send_task(row)
+
+    async def _node_domain(self, host: str | None, instance_uuid: str) -> DomainPower | None:
+        """What the host's node says of the instance's domain, None if it is down or cannot say."""
+        if host is None or not self.core.hosts_alive.get(host):
+            return None
+        try:
+            node = self.core.node(host, timeout=DOMAIN_QUERY_TIMEOUT)
+            return await node.get_power_state(instance_uuid=instance_uuid)
+        except AiostackError:
+            return None
+
+    async def _resolve_stalled(self, row: InstanceRow, task: TaskState) -> None:
+        host, uuid = row["host"], row["uuid"]
+        idle = time.time() - row["progress_at"]
+        reason = f"{task} made no progress for {idle:.0f} s" + (f" on {host}" if host else "")
+        log.warning("instance %s: %s", uuid, reason)
+        await self.core.record_step(uuid, ACTION_OF_TASK[task], "stalled", host, "Error", reason)
+        if task is TaskState.SCHEDULING:
+            await self.core.touch(uuid, task)
+            self.builder.resume_scheduling(row)
+            return
+        domain = await self._node_domain(host, uuid)
+        resend = domain is not None and row["task_sends"] < MAX_TASK_SENDS
+        if task is TaskState.SPAWNING:
+            if domain is not None and domain["running"]:
+                await self.reports.sync_power_state(instance_uuid=uuid, host=str(host), running=True)
+            elif resend:
+                await self.core.touch(uuid, task)
+                await self.core.send_task(row)
+            elif domain is not None and domain["exists"]:
+                await self.builder.fail_build(
+                    uuid, f"{reason}; its domain on {host} does not start", host=host
+                )
+            else:
+                await self.builder.reschedule(row, reason)
+        elif task is TaskState.DELETING:
+            if resend:
+                await self.core.touch(uuid, task)
+                await self.core.send_task(row)
+            else:
+                await self._delete_here(row, reason)
+        elif domain is not None:
+            await self.reports.sync_power_state(instance_uuid=uuid, host=str(host), running=domain["running"])
+        else:
+            moved = await self.core.transit(row, Report.TASK_ABANDONED)
+            if moved is not None:
+                await self.core.finish_action(uuid, ACTION_OF_TASK[task], "Error", f"{reason}; host down")
+                await self.core.publish(moved.row)
+
+    async def _delete_here(self, row: InstanceRow, reason: str) -> None:
+        """Finish a delete without the node (it is down or does not answer): release everything
+        here; the node removes the orphan domain when it reconciles."""
+        try:
+            await self.core.release_everywhere(row["uuid"])
+            await self.core.finish_delete(
+                row, Report.DELETED_HERE, {"domain_event": None, "detail": reason, "host": row["host"]}
+            )
+        except AiostackError as exc:
+            log.warning("instance %s: local delete must wait: %s", row["uuid"], exc)
+            await self.core.touch(row["uuid"], TaskState.DELETING)

@@ -1,0 +1,184 @@
+"""The identity actor (Keystone): identities in its store, tokens sealed with the key repository's keys.
+
+Its API, version history and revocation topic: ``api/identity.py``. The actor owns the
+store (``MIGRATIONS``), the key repository and the settings, shared by its servants through
+one ``IdentityState``; each servant serves one facet:
+
+* ``tokens.TokenService`` — ``Tokens`` (and ``TokenValidation``): logins, re-scoping,
+  validation, revocation, key rotation;
+* ``admin.AdminService`` — ``IdentityAdmin``: projects, users, groups, roles, assignments;
+* ``appcreds.ApplicationCredentialService`` — ``ApplicationCredentials``.
+
+On first start it makes the roles ``admin``, ``member`` and ``reader`` and the users ``admin``
+and ``demo``, each with that role on a project of its name (passwords from
+``AIOSTACK_ADMIN_PASSWORD`` and ``AIOSTACK_DEMO_PASSWORD``, else generated and logged once).
+Every minute it forgets revocations older than any token, old login failures and ended lockouts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import time
+from dataclasses import dataclass
+
+from actors.identity.admin import AdminService
+from actors.identity.appcreds import ApplicationCredentialService
+from actors.identity.keys import KeyRepository
+from actors.identity.passwords import dummy_hash
+from actors.identity.state import IdentityState
+from actors.identity.tokens import TokenService
+from bus import Actor, Bus, request_scope
+from runtime.config import Config
+from runtime.store import Store
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS = [
+    """
+    CREATE TABLE projects (
+        id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, description TEXT NOT NULL DEFAULT '',
+        domain_id TEXT NOT NULL DEFAULT 'default', enabled INTEGER NOT NULL DEFAULT 1,
+        created_at TEXT NOT NULL);
+    CREATE TABLE users (
+        id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, password_hash TEXT NOT NULL,
+        domain_id TEXT NOT NULL DEFAULT 'default', default_project_id TEXT,
+        enabled INTEGER NOT NULL DEFAULT 1, created_at TEXT NOT NULL);
+    CREATE TABLE roles (id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE);
+    CREATE TABLE assignments (
+        user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        project_id TEXT NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+        role_id TEXT NOT NULL REFERENCES roles(id) ON DELETE CASCADE,
+        PRIMARY KEY (user_id, project_id, role_id));
+    CREATE TABLE tokens (
+        token_hash TEXT PRIMARY KEY, user_id TEXT NOT NULL, project_id TEXT,
+        issued_at REAL NOT NULL, expires_at REAL NOT NULL);
+    CREATE INDEX tokens_expiry ON tokens(expires_at);
+    """,
+    """
+    DROP TABLE tokens;
+    ALTER TABLE users ADD COLUMN description TEXT NOT NULL DEFAULT '';
+    ALTER TABLE roles ADD COLUMN description TEXT NOT NULL DEFAULT '';
+    CREATE TABLE user_groups (
+        id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, description TEXT NOT NULL DEFAULT '',
+        domain_id TEXT NOT NULL DEFAULT 'default', created_at TEXT NOT NULL);
+    CREATE TABLE group_members (
+        group_id TEXT NOT NULL REFERENCES user_groups(id) ON DELETE CASCADE,
+        user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        PRIMARY KEY (group_id, user_id));
+    CREATE INDEX group_members_user ON group_members(user_id);
+    CREATE TABLE group_assignments (
+        group_id TEXT NOT NULL REFERENCES user_groups(id) ON DELETE CASCADE,
+        project_id TEXT NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+        role_id TEXT NOT NULL REFERENCES roles(id) ON DELETE CASCADE,
+        PRIMARY KEY (group_id, project_id, role_id));
+    CREATE TABLE login_failures (key TEXT NOT NULL, failed_at REAL NOT NULL);
+    CREATE INDEX login_failures_key ON login_failures(key, failed_at);
+    CREATE TABLE lockouts (key TEXT PRIMARY KEY, locked_until REAL NOT NULL);
+    CREATE TABLE revocations (
+        kind TEXT NOT NULL, target TEXT NOT NULL, issued_before REAL NOT NULL,
+        expires_at REAL NOT NULL, PRIMARY KEY (kind, target));
+    CREATE INDEX revocations_expiry ON revocations(expires_at);
+    CREATE TABLE app_creds (
+        id TEXT PRIMARY KEY,
+        user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        project_id TEXT NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+        name TEXT NOT NULL, description TEXT NOT NULL DEFAULT '', secret_hash TEXT NOT NULL,
+        role_ids TEXT NOT NULL, expires_at REAL, created_at TEXT NOT NULL,
+        UNIQUE (user_id, name));
+    """,
+]
+
+# revocations.expires_at: issued_before + the longest token lifetime; past it no token the
+# revocation names is alive any more, and the purge drops the row.
+# users.password_hash: '' for a user made without a password (it cannot log in with one).
+
+DEFAULT_ROLES = ("admin", "member", "reader")
+PURGE_INTERVAL = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class BootstrapUser:
+    """A user created on first start, with a role on a project of the same name."""
+
+    name: str
+    role: str
+    password: str
+
+
+class IdentityActor(Actor):
+    """Keystone: serves ``api/identity.py``'s facets through its three servants."""
+
+    name = "identity"
+
+    def __init__(
+        self,
+        bus: Bus,
+        config: Config,
+        *,
+        token_ttl: float = 3600.0,
+        max_active_keys: int = 3,
+        lockout_failures: int = 5,
+        lockout_window: float = 300.0,
+        lockout_duration: float = 300.0,
+    ) -> None:
+        super().__init__(bus)
+        self.shared = IdentityState(
+            store=Store(config.store_path("identity"), MIGRATIONS),
+            bus=bus,
+            keys=KeyRepository(config.data_dir / "keys" / "token", max_active_keys),
+            token_ttl=token_ttl,
+        )
+        self.tokens = TokenService(
+            self.shared,
+            lockout_failures=lockout_failures,
+            lockout_window=lockout_window,
+            lockout_duration=lockout_duration,
+        )
+        self.admin = AdminService(self.shared)
+        self.appcreds = ApplicationCredentialService(self.shared, self.tokens)
+        self.serve(self.tokens, self.admin, self.appcreds)
+
+    async def on_start(self) -> None:
+        self.shared.dummy_hash = await asyncio.to_thread(dummy_hash)
+        await self.shared.keys.setup()
+        await self.shared.store.open()
+        await self._bootstrap()
+        self.spawn(self._purge_loop(), name="identity-purge")
+
+    async def on_stop(self) -> None:
+        await self.shared.store.close()
+
+    async def _bootstrap(self) -> None:
+        """Roles, and the admin and demo users and projects, on first start (as the service
+        itself: no user context, so the administration handlers allow it)."""
+        store = self.shared.store
+        if await store.fetchone("SELECT id FROM users LIMIT 1"):
+            return
+        for role in DEFAULT_ROLES:
+            await store.execute(
+                "INSERT OR IGNORE INTO roles (id, name) VALUES (?, ?)", (os.urandom(16).hex(), role)
+            )
+        for user in (
+            BootstrapUser(
+                "admin", "admin", os.environ.get("AIOSTACK_ADMIN_PASSWORD") or secrets.token_urlsafe(12)
+            ),
+            BootstrapUser(
+                "demo", "member", os.environ.get("AIOSTACK_DEMO_PASSWORD") or secrets.token_urlsafe(12)
+            ),
+        ):
+            with request_scope():
+                project = await self.admin.create_project(name=user.name, description=f"{user.name} project")
+                created = await self.admin.create_user(
+                    name=user.name, password=user.password, default_project=project["id"]
+                )
+                await self.admin.grant_role(user=created["id"], project=project["id"], role=user.role)
+            if not os.environ.get(f"AIOSTACK_{user.name.upper()}_PASSWORD"):
+                log.warning("first start: user %r has password %r (shown once)", user.name, user.password)
+
+    async def _purge_loop(self) -> None:
+        while True:
+            await asyncio.sleep(PURGE_INTERVAL)
+            await self.tokens.purge(time.time())

@@ -1,0 +1,443 @@
+"""Identity administration: projects, users, groups, roles, role assignments — the ``IdentityAdmin``
+facet of ``api/identity.py``.
+
+Every handler here is admin only (``Forbidden`` otherwise; a service-internal call with no
+user context counts as admin). Arguments naming a project, user, group or role take its
+id or its name. The arguments' types and bounds are checked before a handler runs; what is
+left here are the checks of meaning (a name taken, a row that does not exist), all made
+before anything is written. Disabling or deleting a user or a project revokes its tokens at
+once. A user's roles on a project are its own assignments plus those of its groups.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from actors.identity.passwords import hash_password
+from actors.identity.state import IdentityState
+from api.identity import Group, IdentityAdmin, Project, Role, RoleAssignment, User
+from bus import Conflict, NotFound
+from runtime.stamps import new_uuid, utcnow
+
+DOMAIN_ID = "default"
+
+PROJECT_COLUMNS = "id, name, description, domain_id, enabled, created_at"
+USER_COLUMNS = "id, name, description, domain_id, default_project_id, enabled, created_at"
+GROUP_COLUMNS = "id, name, description, domain_id, created_at"
+ROLE_COLUMNS = "id, name, description"
+
+
+def _project(row: dict[str, Any]) -> Project:
+    return {
+        "id": row["id"],
+        "name": row["name"],
+        "description": row["description"],
+        "domain_id": row["domain_id"],
+        "enabled": bool(row["enabled"]),
+        "created_at": row["created_at"],
+    }
+
+
+def _user(row: dict[str, Any]) -> User:
+    return {
+        "id": row["id"],
+        "name": row["name"],
+        "description": row["description"],
+        "domain_id": row["domain_id"],
+        "default_project_id": row["default_project_id"],
+        "enabled": bool(row["enabled"]),
+        "created_at": row["created_at"],
+    }
+
+
+def _group(row: dict[str, Any]) -> Group:
+    return {
+        "id": row["id"],
+        "name": row["name"],
+        "description": row["description"],
+        "domain_id": row["domain_id"],
+        "created_at": row["created_at"],
+    }
+
+
+def _role(row: dict[str, Any]) -> Role:
+    return {"id": row["id"], "name": row["name"], "description": row["description"]}
+
+
+def _new_id() -> str:
+    return new_uuid().replace("-", "")
+
+
+class AdminService(IdentityAdmin):
+    """Serves ``IdentityAdmin`` for the identity actor."""
+
+    def __init__(self, state: IdentityState) -> None:
+        self.state = state
+        self.store = state.store
+
+    async def _unique(self, table: str, name: str, what: str, except_id: str | None = None) -> None:
+        """:raises Conflict: another row of ``table`` has that name."""
+        row = await self.store.fetchone(f"SELECT id FROM {table} WHERE name = ?", (name,))
+        if row is not None and row["id"] != except_id:
+            raise Conflict(f"{what} {name!r} already exists")
+
+    async def _update(self, table: str, row_id: str, changes: dict[str, Any]) -> None:
+        if changes:
+            assignments = ", ".join(f"{column} = :{column}" for column in changes)
+            await self.store.execute(
+                f"UPDATE {table} SET {assignments} WHERE id = :id", {**changes, "id": row_id}
+            )
+
+    # -- projects ---------------------------------------------------------------------------
+
+    async def create_project(
+        self, *, name: str, description: str = "", enabled: bool = True, domain_id: str | None = None
+    ) -> Project:
+        self.state.require_admin()
+        project: Project = {
+            "id": _new_id(),
+            "name": name,
+            "description": description,
+            "domain_id": DOMAIN_ID,
+            "enabled": enabled,
+            "created_at": utcnow(),
+        }
+        await self._unique("projects", name, "project")
+        await self.store.execute(
+            "INSERT INTO projects (id, name, description, domain_id, enabled, created_at)"
+            " VALUES (:id, :name, :description, :domain_id, :enabled, :created_at)",
+            dict(project),
+        )
+        return project
+
+    async def list_projects(self, *, name: str | None = None, enabled: bool | None = None) -> list[Project]:
+        self.state.require_admin()
+        rows = await self.store.fetchall(
+            f"SELECT {PROJECT_COLUMNS} FROM projects"
+            " WHERE (:name IS NULL OR name = :name) AND (:enabled IS NULL OR enabled = :enabled)"
+            " ORDER BY name",
+            {"name": name, "enabled": enabled},
+        )
+        return [_project(row) for row in rows]
+
+    async def get_project(self, *, project_id: str) -> Project:
+        self.state.require_admin()
+        return _project(await self.state.find("projects", project_id, PROJECT_COLUMNS))
+
+    async def update_project(
+        self,
+        *,
+        project_id: str,
+        name: str | None = None,
+        description: str | None = None,
+        enabled: bool | None = None,
+    ) -> Project:
+        self.state.require_admin()
+        project = _project(await self.state.find("projects", project_id, PROJECT_COLUMNS))
+        was_enabled = project["enabled"]
+        changes: dict[str, Any] = {}
+        if name is not None:
+            await self._unique("projects", name, "project", project["id"])
+            changes["name"] = project["name"] = name
+        if description is not None:
+            changes["description"] = project["description"] = description
+        if enabled is not None:
+            changes["enabled"] = project["enabled"] = enabled
+        await self._update("projects", project["id"], changes)
+        if enabled is False and was_enabled:
+            await self.state.revoke("project", project["id"])
+        return project
+
+    async def delete_project(self, *, project_id: str) -> None:
+        self.state.require_admin()
+        project = await self.state.find("projects", project_id, "id")
+        await self.store.execute("DELETE FROM projects WHERE id = ?", (project["id"],))
+        await self.state.revoke("project", project["id"])
+
+    # -- users ------------------------------------------------------------------------------
+
+    async def create_user(
+        self,
+        *,
+        name: str,
+        password: str | None = None,
+        default_project: str | None = None,
+        enabled: bool = True,
+        description: str = "",
+        domain_id: str | None = None,
+    ) -> User:
+        self.state.require_admin()
+        project_id = None
+        if default_project:
+            project_id = (await self.state.find("projects", default_project, "id"))["id"]
+        user: User = {
+            "id": _new_id(),
+            "name": name,
+            "description": description,
+            "domain_id": DOMAIN_ID,
+            "default_project_id": project_id,
+            "enabled": enabled,
+            "created_at": utcnow(),
+        }
+        await self._unique("users", name, "user")
+        password_hash = await asyncio.to_thread(hash_password, password) if password is not None else ""
+        await self.store.execute(
+            "INSERT INTO users (id, name, description, password_hash, domain_id, default_project_id,"
+            " enabled, created_at) VALUES (:id, :name, :description, :password_hash, :domain_id,"
+            " :default_project_id, :enabled, :created_at)",
+            {**user, "password_hash": password_hash},
+        )
+        return user
+
+    async def list_users(self, *, name: str | None = None, enabled: bool | None = None) -> list[User]:
+        self.state.require_admin()
+        rows = await self.store.fetchall(
+            f"SELECT {USER_COLUMNS} FROM users"
+            " WHERE (:name IS NULL OR name = :name) AND (:enabled IS NULL OR enabled = :enabled)"
+            " ORDER BY name",
+            {"name": name, "enabled": enabled},
+        )
+        return [_user(row) for row in rows]
+
+    async def get_user(self, *, user_id: str) -> User:
+        self.state.require_admin()
+        return _user(await self.state.find("users", user_id, USER_COLUMNS))
+
+    async def update_user(
+        self,
+        *,
+        user_id: str,
+        name: str | None = None,
+        password: str | None = None,
+        enabled: bool | None = None,
+        description: str | None = None,
+        default_project: str | None = None,
+    ) -> User:
+        self.state.require_admin()
+        user = _user(await self.state.find("users", user_id, USER_COLUMNS))
+        was_enabled = user["enabled"]
+        changes: dict[str, Any] = {}
+        if name is not None:
+            await self._unique("users", name, "user", user["id"])
+            changes["name"] = user["name"] = name
+        if description is not None:
+            changes["description"] = user["description"] = description
+        if enabled is not None:
+            changes["enabled"] = user["enabled"] = enabled
+        if default_project is not None:
+            changes["default_project_id"] = user["default_project_id"] = (
+                (await self.state.find("projects", default_project, "id"))["id"] if default_project else None
+            )
+        if password is not None:
+            changes["password_hash"] = await asyncio.to_thread(hash_password, password)
+        await self._update("users", user["id"], changes)
+        if password is not None or (enabled is False and was_enabled):
+            await self.state.revoke("user", user["id"])
+        return user
+
+    async def delete_user(self, *, user_id: str) -> None:
+        self.state.require_admin()
+        user = await self.state.find("users", user_id, "id")
+        await self.store.execute("DELETE FROM users WHERE id = ?", (user["id"],))
+        await self.state.revoke("user", user["id"])
+
+    # -- groups -----------------------------------------------------------------------------
+
+    async def create_group(self, *, name: str, description: str = "", domain_id: str | None = None) -> Group:
+        self.state.require_admin()
+        group: Group = {
+            "id": _new_id(),
+            "name": name,
+            "description": description,
+            "domain_id": DOMAIN_ID,
+            "created_at": utcnow(),
+        }
+        await self._unique("user_groups", name, "group")
+        await self.store.execute(
+            "INSERT INTO user_groups (id, name, description, domain_id, created_at)"
+            " VALUES (:id, :name, :description, :domain_id, :created_at)",
+            dict(group),
+        )
+        return group
+
+    async def list_groups(self, *, name: str | None = None) -> list[Group]:
+        self.state.require_admin()
+        return await self.store.fetchall(
+            f"SELECT {GROUP_COLUMNS} FROM user_groups WHERE (:name IS NULL OR name = :name) ORDER BY name",
+            {"name": name},
+            row=Group,
+        )
+
+    async def get_group(self, *, group_id: str) -> Group:
+        self.state.require_admin()
+        return _group(await self.state.find("user_groups", group_id, GROUP_COLUMNS))
+
+    async def update_group(
+        self, *, group_id: str, name: str | None = None, description: str | None = None
+    ) -> Group:
+        self.state.require_admin()
+        group = _group(await self.state.find("user_groups", group_id, GROUP_COLUMNS))
+        changes: dict[str, Any] = {}
+        if name is not None:
+            await self._unique("user_groups", name, "group", group["id"])
+            changes["name"] = group["name"] = name
+        if description is not None:
+            changes["description"] = group["description"] = description
+        await self._update("user_groups", group["id"], changes)
+        return group
+
+    async def delete_group(self, *, group_id: str) -> None:
+        self.state.require_admin()
+        group = await self.state.find("user_groups", group_id, "id")
+        await self.store.execute("DELETE FROM user_groups WHERE id = ?", (group["id"],))
+
+    async def _member(self, group_id: str, user_id: str) -> tuple[str, str]:
+        """The ids of the group and the user (each given by id or name)."""
+        group = await self.state.find("user_groups", group_id, "id")
+        user = await self.state.find("users", user_id, "id")
+        return group["id"], user["id"]
+
+    async def add_user_to_group(self, *, group_id: str, user_id: str) -> None:
+        self.state.require_admin()
+        await self.store.execute(
+            "INSERT OR IGNORE INTO group_members (group_id, user_id) VALUES (?, ?)",
+            await self._member(group_id, user_id),
+        )
+
+    async def remove_user_from_group(self, *, group_id: str, user_id: str) -> None:
+        self.state.require_admin()
+        removed = await self.store.execute(
+            "DELETE FROM group_members WHERE group_id = ? AND user_id = ?",
+            await self._member(group_id, user_id),
+        )
+        if not removed:
+            raise NotFound(f"User {user_id} is not a member of group {group_id}.")
+
+    async def check_user_in_group(self, *, group_id: str, user_id: str) -> bool:
+        self.state.require_admin()
+        return bool(
+            await self.store.fetchone(
+                "SELECT 1 FROM group_members WHERE group_id = ? AND user_id = ?",
+                await self._member(group_id, user_id),
+            )
+        )
+
+    async def list_group_users(self, *, group_id: str) -> list[User]:
+        self.state.require_admin()
+        group = await self.state.find("user_groups", group_id, "id")
+        columns = ", ".join(f"users.{column.strip()}" for column in USER_COLUMNS.split(","))
+        rows = await self.store.fetchall(
+            f"SELECT {columns} FROM users JOIN group_members ON group_members.user_id = users.id"
+            " WHERE group_members.group_id = ? ORDER BY users.name",
+            (group["id"],),
+        )
+        return [_user(row) for row in rows]
+
+    async def list_user_groups(self, *, user_id: str) -> list[Group]:
+        self.state.require_admin()
+        user = await self.state.find("users", user_id, "id")
+        columns = ", ".join(f"user_groups.{column.strip()}" for column in GROUP_COLUMNS.split(","))
+        return await self.store.fetchall(
+            f"SELECT {columns} FROM user_groups JOIN group_members ON group_members.group_id = user_groups.id"
+            " WHERE group_members.user_id = ? ORDER BY user_groups.name",
+            (user["id"],),
+            row=Group,
+        )
+
+    # -- roles and assignments ------------------------------------------------------------
+
+    async def list_roles(self, *, name: str | None = None) -> list[Role]:
+        self.state.require_admin()
+        return await self.store.fetchall(
+            f"SELECT {ROLE_COLUMNS} FROM roles WHERE (:name IS NULL OR name = :name) ORDER BY name",
+            {"name": name},
+            row=Role,
+        )
+
+    async def create_role(self, *, name: str, description: str = "") -> Role:
+        self.state.require_admin()
+        role: Role = {"id": _new_id(), "name": name, "description": description}
+        await self._unique("roles", name, "role")
+        await self.store.execute(
+            "INSERT INTO roles (id, name, description) VALUES (:id, :name, :description)", dict(role)
+        )
+        return role
+
+    async def get_role(self, *, role_id: str) -> Role:
+        self.state.require_admin()
+        return _role(await self.state.find("roles", role_id, ROLE_COLUMNS))
+
+    async def grant_role(self, *, user: str, project: str, role: str) -> None:
+        self.state.require_admin()
+        target = await self.state.find("users", user, "id")
+        await self._assign("assignments", "user_id", target["id"], project, role)
+
+    async def revoke_role(self, *, user: str, project: str, role: str) -> None:
+        self.state.require_admin()
+        target = await self.state.find("users", user, "id")
+        await self._unassign("assignments", "user_id", target["id"], project, role)
+
+    async def grant_group_role(self, *, group: str, project: str, role: str) -> None:
+        self.state.require_admin()
+        target = await self.state.find("user_groups", group, "id")
+        await self._assign("group_assignments", "group_id", target["id"], project, role)
+
+    async def revoke_group_role(self, *, group: str, project: str, role: str) -> None:
+        self.state.require_admin()
+        target = await self.state.find("user_groups", group, "id")
+        await self._unassign("group_assignments", "group_id", target["id"], project, role)
+
+    async def _assign(self, table: str, column: str, target_id: str, project: str, role: str) -> None:
+        project_row = await self.state.find("projects", project, "id")
+        role_row = await self.state.find("roles", role, "id")
+        await self.store.execute(
+            f"INSERT OR IGNORE INTO {table} ({column}, project_id, role_id) VALUES (?, ?, ?)",
+            (target_id, project_row["id"], role_row["id"]),
+        )
+
+    async def _unassign(self, table: str, column: str, target_id: str, project: str, role: str) -> None:
+        project_row = await self.state.find("projects", project, "id")
+        role_row = await self.state.find("roles", role, "id")
+        removed = await self.store.execute(
+            f"DELETE FROM {table} WHERE {column} = ? AND project_id = ? AND role_id = ?",
+            (target_id, project_row["id"], role_row["id"]),
+        )
+        if not removed:
+            raise NotFound(f"Could not find role assignment of {role} on project {project}.")
+
+    async def list_role_assignments(
+        self,
+        *,
+        user_id: str | None = None,
+        group_id: str | None = None,
+        project_id: str | None = None,
+        role_id: str | None = None,
+        effective: bool = False,
+    ) -> list[RoleAssignment]:
+        self.state.require_admin()
+        if role_id is not None:
+            role_id = (await self.state.find("roles", role_id, "id"))["id"]
+        params = {"user": user_id, "group": group_id, "project": project_id, "role": role_id}
+        common = "(:project IS NULL OR a.project_id = :project) AND (:role IS NULL OR a.role_id = :role)"
+        if effective:
+            sql = (
+                "SELECT a.role_id, roles.name AS role_name, a.project_id, a.user_id, NULL AS group_id,"
+                " NULL AS via_group FROM assignments a JOIN roles ON roles.id = a.role_id"
+                f" WHERE {common} AND (:user IS NULL OR a.user_id = :user) AND :group IS NULL"
+                " UNION ALL SELECT a.role_id, roles.name, a.project_id, m.user_id, NULL, a.group_id"
+                " FROM group_assignments a JOIN roles ON roles.id = a.role_id"
+                " JOIN group_members m ON m.group_id = a.group_id"
+                f" WHERE {common} AND (:user IS NULL OR m.user_id = :user)"
+                " AND (:group IS NULL OR a.group_id = :group)"
+            )
+        else:
+            sql = (
+                "SELECT a.role_id, roles.name AS role_name, a.project_id, a.user_id, NULL AS group_id,"
+                " NULL AS via_group FROM assignments a JOIN roles ON roles.id = a.role_id"
+                f" WHERE {common} AND (:user IS NULL OR a.user_id = :user) AND :group IS NULL"
+                " UNION ALL SELECT a.role_id, roles.name, a.project_id, NULL, a.group_id, NULL"
+                " FROM group_assignments a JOIN roles ON roles.id = a.role_id"
+                f" WHERE {common} AND (:group IS NULL OR a.group_id = :group) AND :user IS NULL"
+            )
+        return await self.store.fetchall(sql + " ORDER BY 3, 2, 4, 5", params, row=RoleAssignment)

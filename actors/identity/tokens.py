@@ -1,0 +1,387 @@
+"""Tokens (Keystone's ``/auth/tokens``): logins with lockout, re-scoping, validation, revocation,
+key rotation — the ``Tokens`` facet of ``api/identity.py``.
+
+Steps 1-2 of the overview (issue a token) and 4-5 (validate it) happen here. Tokens are
+self-contained: a msgpack payload sealed with Fernet keys from ``<data>/keys/token``
+(``keys.py``); none is stored, validation decrypts and then checks the user, project, roles
+and the revocation list (``CHECK_SQL``, and one statement for the roles).
+
+A password login runs exactly one scrypt whatever fails (unknown user, wrong password, locked,
+disabled...), and every failure gets the same answer (``AUTH_FAILED``): no hint, not even in
+the timing. ``lockout_failures`` failures within ``lockout_window`` seconds lock the user name
+(or id) for ``lockout_duration`` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from actors.identity.keys import MAX_TOKEN_LENGTH, InvalidToken, TokenPayload, new_audit_id
+from actors.identity.passwords import AUTH_FAILED, check_password
+from actors.identity.state import IdentityState
+from api.identity import KeyLayout, Revocation, RoleRef, Token, TokenInfo, Tokens
+from bus import Forbidden, InvalidRequest, Unauthorized
+from runtime.context import caller, sees_all
+from runtime.store import fetchone, from_json
+
+log = logging.getLogger(__name__)
+
+TOKEN_INVALID = "The token is invalid, expired or revoked."
+
+# A token's user, project, application credential and whether a revocation names it.
+CHECK_SQL = """
+SELECT u.id, u.name, u.domain_id, u.default_project_id, u.enabled,
+    p.id AS project_id, p.name AS project_name, p.domain_id AS project_domain_id,
+    p.enabled AS project_enabled,
+    c.id AS cred_id, c.name AS cred_name, c.role_ids AS cred_role_ids, c.expires_at AS cred_expires_at,
+    EXISTS (SELECT 1 FROM revocations WHERE (kind = 'token' AND target = :audit)
+        OR (kind = 'user' AND target = :user AND issued_before >= :issued)
+        OR (kind = 'project' AND target = :project AND issued_before >= :issued)) AS revoked
+FROM users u
+LEFT JOIN projects p ON p.id = :project
+LEFT JOIN app_creds c ON c.id = :cred AND c.user_id = u.id AND c.project_id = :project
+WHERE u.id = :user
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Checked:
+    """A token that passed every check, with the rows it stands for."""
+
+    payload: TokenPayload
+    user: dict[str, Any]
+    project: dict[str, Any] | None
+    roles: list[RoleRef]
+    app_cred: dict[str, Any] | None
+
+
+class TokenService(Tokens):
+    """Serves ``Tokens`` (and so ``TokenValidation``) for the identity actor."""
+
+    def __init__(
+        self,
+        state: IdentityState,
+        *,
+        lockout_failures: int = 5,
+        lockout_window: float = 300.0,
+        lockout_duration: float = 300.0,
+    ) -> None:
+        self.state = state
+        self.store = state.store
+        self.lockout_failures = lockout_failures
+        self.lockout_window = lockout_window
+        self.lockout_duration = lockout_duration
+
+    async def purge(self, now: float) -> None:
+        """Drop revocations older than any token, old login failures and ended lockouts."""
+        await self.store.execute("DELETE FROM revocations WHERE expires_at < ?", (now,))
+        await self.store.execute(
+            "DELETE FROM login_failures WHERE failed_at < ?", (now - self.lockout_window,)
+        )
+        await self.store.execute("DELETE FROM lockouts WHERE locked_until < ?", (now,))
+
+    # -- password login and lockout -------------------------------------------------------
+
+    async def issue(
+        self,
+        *,
+        username: str | None = None,
+        password: str = "",
+        project_name: str | None = None,
+        project_id: str | None = None,
+        user_id: str | None = None,
+        unscoped: bool = False,
+    ) -> Token:
+        user = await self._authenticate(username, user_id, password)
+        project = None if unscoped else await self._scope_project(user, project_name, project_id)
+        roles = await self.state.roles_of(user["id"], project["id"]) if project else []
+        if project is not None and not roles:
+            raise Unauthorized(AUTH_FAILED)
+        return await self.seal(user, project, roles, ("password",))
+
+    async def _authenticate(self, username: str | None, user_id: str | None, password: str) -> dict[str, Any]:
+        """The user whose password this is. Every path runs one scrypt and the same writes.
+
+        :raises InvalidRequest: neither a user name nor a user id.
+        :raises Unauthorized: anything else that fails.
+        """
+        if user_id:
+            user = await self.store.fetchone("SELECT * FROM users WHERE id = ?", (user_id,))
+            key = user["id"] if user else f"id:{user_id}"
+        elif username:
+            user = await self.store.fetchone("SELECT * FROM users WHERE name = ?", (username,))
+            key = user["id"] if user else f"name:{username}"
+        else:
+            raise InvalidRequest("a user name or id is required")
+        now = time.time()
+        state = await self.store.fetchone(
+            "SELECT EXISTS (SELECT 1 FROM lockouts WHERE key = :key AND locked_until > :now) AS locked,"
+            " EXISTS (SELECT 1 FROM login_failures WHERE key = :key) AS failed",
+            {"key": key, "now": now},
+        )
+        assert state is not None
+        stored = user["password_hash"] if user and user["password_hash"] else self.state.dummy_hash
+        valid = await asyncio.to_thread(check_password, password, stored)
+        if user is None or not valid or state["locked"] or not user["enabled"] or not user["password_hash"]:
+            await self._record_failure(key, now)
+            raise Unauthorized(AUTH_FAILED)
+        if state["failed"]:
+            await self.store.execute("DELETE FROM login_failures WHERE key = ?", (key,))
+        return user
+
+    async def _record_failure(self, key: str, now: float) -> None:
+        """Count a failed login; ``lockout_failures`` within ``lockout_window`` lock the key."""
+        async with self.store.transaction() as db:
+            await db.execute("INSERT INTO login_failures (key, failed_at) VALUES (?, ?)", (key, now))
+            counted = await fetchone(
+                db,
+                "SELECT COUNT(*) AS failures, (SELECT MAX(locked_until) FROM lockouts WHERE key = :key)"
+                " AS locked_until FROM login_failures WHERE key = :key AND failed_at > :since",
+                {"key": key, "since": now - self.lockout_window},
+            )
+            assert counted is not None
+            if counted["failures"] >= self.lockout_failures and (counted["locked_until"] or 0) <= now:
+                await db.execute(
+                    "INSERT INTO lockouts (key, locked_until) VALUES (?, ?)"
+                    " ON CONFLICT (key) DO UPDATE SET locked_until = excluded.locked_until",
+                    (key, now + self.lockout_duration),
+                )
+                await db.execute("DELETE FROM login_failures WHERE key = ?", (key,))
+                log.warning(
+                    "login: %r locked for %.1f s after %d failures",
+                    key,
+                    self.lockout_duration,
+                    counted["failures"],
+                )
+
+    async def _scope_project(
+        self, user: dict[str, Any], project_name: str | None, project_id: str | None
+    ) -> dict[str, Any] | None:
+        if project_id:
+            project = await self.store.fetchone("SELECT * FROM projects WHERE id = ?", (project_id,))
+        elif project_name:
+            project = await self.store.fetchone("SELECT * FROM projects WHERE name = ?", (project_name,))
+        elif user["default_project_id"]:
+            project = await self.store.fetchone(
+                "SELECT * FROM projects WHERE id = ?", (user["default_project_id"],)
+            )
+        else:
+            return None
+        if project is None or not project["enabled"]:
+            raise Unauthorized(AUTH_FAILED)
+        return project
+
+    # -- other logins -----------------------------------------------------------------------
+
+    async def issue_with_token(
+        self, *, token: str, project_id: str | None = None, project_name: str | None = None
+    ) -> Token:
+        checked = await self.check(token)
+        if checked.app_cred is not None:
+            raise Forbidden("a token from an application credential cannot be re-scoped")
+        if project_id or project_name:
+            project = await self._scope_project(checked.user, project_name, project_id)
+        else:
+            project = checked.project
+        roles = await self.state.roles_of(checked.user["id"], project["id"]) if project else []
+        if project is not None and not roles:
+            raise Unauthorized(AUTH_FAILED)
+        methods = ("token", *(m for m in checked.payload.methods if m != "token"))
+        return await self.seal(
+            checked.user,
+            project,
+            roles,
+            methods,
+            parent_audit_ids=checked.payload.audit_ids,
+            expires_at=checked.payload.expires_at,
+        )
+
+    async def issue_with_application_credential(self, *, app_cred_id: str, secret: str) -> Token:
+        cred = await self.store.fetchone("SELECT * FROM app_creds WHERE id = ?", (app_cred_id,))
+        stored = cred["secret_hash"] if cred else self.state.dummy_hash
+        valid = await asyncio.to_thread(check_password, secret, stored)
+        now = time.time()
+        if cred is None or not valid or (cred["expires_at"] is not None and cred["expires_at"] <= now):
+            raise Unauthorized(AUTH_FAILED)
+        user = await self.store.fetchone("SELECT * FROM users WHERE id = ?", (cred["user_id"],))
+        project = await self.store.fetchone("SELECT * FROM projects WHERE id = ?", (cred["project_id"],))
+        if user is None or project is None or not user["enabled"] or not project["enabled"]:
+            raise Unauthorized(AUTH_FAILED)
+        allowed = set(from_json(cred["role_ids"], []))
+        held = await self.state.roles_of(user["id"], project["id"])
+        roles = [role for role in held if role["id"] in allowed]
+        if not roles:
+            raise Unauthorized(AUTH_FAILED)
+        return await self.seal(
+            user, project, roles, ("application_credential",), expires_at=cred["expires_at"], app_cred=cred
+        )
+
+    # -- tokens -----------------------------------------------------------------------------
+
+    async def seal(
+        self,
+        user: dict[str, Any],
+        project: dict[str, Any] | None,
+        roles: list[RoleRef],
+        methods: Sequence[str],
+        *,
+        parent_audit_ids: Sequence[str] = (),
+        expires_at: float | None = None,
+        app_cred: dict[str, Any] | None = None,
+    ) -> Token:
+        """A new token, sealed with the primary key (re-read if another replica rotated)."""
+        keys = self.state.keys
+        await keys.refresh()
+        now = time.time()
+        ttl = self.state.token_ttl
+        expires = now + ttl if expires_at is None else min(expires_at, now + ttl)
+        audit_ids = (new_audit_id(), *parent_audit_ids[-1:])
+        payload = TokenPayload(
+            user["id"],
+            tuple(methods),
+            project["id"] if project else None,
+            audit_ids,
+            now,
+            expires,
+            app_cred["id"] if app_cred else None,
+        )
+        return {
+            "token": keys.encrypt(payload.pack()),
+            "issued_at": now,
+            "expires_at": expires,
+            "user": {"id": user["id"], "name": user["name"], "domain_id": user["domain_id"]},
+            "project": {"id": project["id"], "name": project["name"], "domain_id": project["domain_id"]}
+            if project
+            else None,
+            "roles": [{"id": role["id"], "name": role["name"]} for role in roles],
+            "audit_id": audit_ids[0],
+            "audit_ids": list(audit_ids),
+            "methods": list(methods),
+            "application_credential": {"id": app_cred["id"], "name": app_cred["name"], "restricted": True}
+            if app_cred
+            else None,
+        }
+
+    async def validate(self, *, token: str) -> TokenInfo:
+        checked = await self.check(token)
+        payload, user, project = checked.payload, checked.user, checked.project
+        return {
+            "user_id": user["id"],
+            "user_name": user["name"],
+            "domain_id": user["domain_id"],
+            "project_id": project["id"] if project else None,
+            "project_name": project["name"] if project else None,
+            "roles": [role["name"] for role in checked.roles],
+            "audit_id": payload.audit_id,
+            "methods": list(payload.methods),
+            "issued_at": payload.issued_at,
+            "expires_at": payload.expires_at,
+            "app_cred_id": payload.app_cred_id,
+        }
+
+    async def _decode(self, token: str) -> TokenPayload:
+        keys = self.state.keys
+        if not token or len(token) > MAX_TOKEN_LENGTH:
+            raise _refused("empty or too long")
+        try:
+            data = keys.decrypt(token)
+        except InvalidToken:
+            if not await keys.refresh():
+                raise _refused("no active key opens it") from None
+            try:
+                data = keys.decrypt(token)
+            except InvalidToken:
+                raise _refused("no active key opens it") from None
+        try:
+            return TokenPayload.unpack(data)
+        except ValueError as exc:
+            raise _refused(str(exc)) from None
+
+    async def check(self, token: str) -> Checked:
+        """Decrypt and check a token against expiry, revocations, users, projects and roles
+        (two statements: everything but the roles in one).
+
+        :raises Unauthorized: any check fails (``TOKEN_INVALID``; the log says which).
+        """
+        payload = await self._decode(token)
+        if payload.expires_at <= time.time():
+            raise _refused("expired")
+        row = await self.store.fetchone(
+            CHECK_SQL,
+            {
+                "user": payload.user_id,
+                "project": payload.project_id,
+                "cred": payload.app_cred_id,
+                "audit": payload.audit_id,
+                "issued": payload.issued_at,
+            },
+        )
+        if row is not None and row["revoked"]:
+            raise _refused("revoked")
+        if row is None or not row["enabled"]:
+            raise _refused("user gone or disabled")
+        user = {key: row[key] for key in ("id", "name", "domain_id", "default_project_id", "enabled")}
+        project = None
+        roles: list[RoleRef] = []
+        if payload.project_id is not None:
+            if row["project_id"] is None or not row["project_enabled"]:
+                raise _refused("project gone or disabled")
+            project = {
+                "id": row["project_id"],
+                "name": row["project_name"],
+                "domain_id": row["project_domain_id"],
+                "enabled": True,
+            }
+            roles = await self.state.roles_of(user["id"], project["id"])
+        app_cred = None
+        if payload.app_cred_id is not None:
+            expires = row["cred_expires_at"]
+            if row["cred_id"] is None or (expires is not None and expires <= time.time()):
+                raise _refused("application credential gone or expired")
+            app_cred = {"id": row["cred_id"], "name": row["cred_name"], "expires_at": expires}
+            allowed = set(from_json(row["cred_role_ids"], []))
+            roles = [role for role in roles if role["id"] in allowed]
+        if project is not None and not roles:
+            raise _refused("no role left on the project")
+        return Checked(payload, user, project, roles, app_cred)
+
+    # -- revocation -------------------------------------------------------------------------
+
+    async def revoke_token(self, *, token: str) -> Revocation:
+        checked = await self.check(token)
+        ctx = caller()
+        if not sees_all(ctx) and (ctx is None or ctx.user_id != checked.user["id"]):
+            raise Forbidden("only the token's owner or an admin may revoke it")
+        return await self.state.revoke("token", checked.payload.audit_id)
+
+    async def revoke_user(self, *, user_id: str) -> Revocation:
+        self.state.require_admin()
+        return await self.state.revoke("user", (await self.state.find("users", user_id, "id"))["id"])
+
+    async def revoke_project(self, *, project_id: str) -> Revocation:
+        self.state.require_admin()
+        return await self.state.revoke("project", (await self.state.find("projects", project_id, "id"))["id"])
+
+    async def revocations(self) -> list[Revocation]:
+        return await self.store.fetchall(
+            "SELECT kind, target AS id, issued_before FROM revocations WHERE expires_at >= ?"
+            " ORDER BY issued_before",
+            (time.time(),),
+            row=Revocation,
+        )
+
+    # -- keys ---------------------------------------------------------------------------------
+
+    async def rotate_keys(self) -> KeyLayout:
+        self.state.require_admin()
+        return await self.state.keys.rotate()
+
+
+def _refused(reason: str) -> Unauthorized:
+    log.info("token refused: %s", reason)
+    return Unauthorized(TOKEN_INVALID)

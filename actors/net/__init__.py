@@ -1,0 +1,1 @@
+"""The net actor (Neutron), a package split by job: see ``actors.net.actor``."""

@@ -1,0 +1,94 @@
+"""The net actor (Neutron): networks, subnets, ports and the IP addresses they hold.
+
+Its API, events and version history: ``api/net.py``. The actor composes one servant per job,
+sharing one ``NetState`` (bus and store): ``networks``, ``subnets``, ``ports`` (the CRUD users
+reach through the gateway), ``instances`` (the ports of instances, for compute nodes; the IP
+allocations, for an audit). ``ipam`` gives the addresses; ``schema`` holds the store's
+migrations and how its rows read as Neutron records. At the first start the actor makes the
+shared network ``default`` (of no project) and its subnet; its orphan sweep gives back the
+ports of instances the conductor no longer knows.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from actors.net.instances import InstanceServant
+from actors.net.ipam import insert_subnet, subnet_row
+from actors.net.networks import NetworkServant
+from actors.net.ports import PortServant
+from actors.net.schema import (
+    DEFAULT_CIDR,
+    DEFAULT_GATEWAY,
+    DEFAULT_NETWORK,
+    DEFAULT_SUBNET,
+    MIGRATIONS,
+    TRIGGERS,
+)
+from actors.net.state import NetState, insert
+from actors.net.subnets import SubnetServant
+from actors.orphans import ORPHAN_SWEEP_INTERVAL, sweep_orphans_forever
+from api.net import COMPUTE_OWNER, Deallocated
+from bus import Actor, Bus
+from runtime.config import Config
+from runtime.stamps import new_uuid
+from runtime.store import Store, fetchone
+
+log = logging.getLogger(__name__)
+
+
+class NetActor(Actor):
+    name = "net"
+    orphan_sweep_interval = ORPHAN_SWEEP_INTERVAL
+
+    def __init__(self, bus: Bus, config: Config) -> None:
+        super().__init__(bus)
+        self.store = Store(config.store_path("net"), MIGRATIONS)
+        state = self.net_state = NetState(bus, self.store)
+        self.instances = InstanceServant(state)
+        self.serve(NetworkServant(state), SubnetServant(state), PortServant(state), self.instances)
+
+    async def on_start(self) -> None:
+        await self.store.open()
+        await self._bootstrap()
+        self.spawn(
+            sweep_orphans_forever(
+                self.bus, self._instances_with_ports, self._release_ports, "ports", self.orphan_sweep_interval
+            ),
+            name="net-orphans",
+        )
+
+    async def on_stop(self) -> None:
+        await self.store.close()
+
+    async def _bootstrap(self) -> None:
+        """The ``TRIGGERS``; the shared network "default" (of no project) and its subnet, on first start."""
+        async with self.net_state.writing() as db:
+            for trigger in TRIGGERS:
+                await db.execute(trigger)
+            if await fetchone(db, "SELECT id FROM networks LIMIT 1"):
+                return
+            network_id = new_uuid()
+            network = {"id": network_id, "name": DEFAULT_NETWORK, "project_id": "", "shared": True}
+            await insert(db, "networks", {**network, "admin_state_up": True, "mtu": 1500})
+            subnet = subnet_row(
+                network_id=network_id,
+                project_id="",
+                name=DEFAULT_SUBNET,
+                cidr=DEFAULT_CIDR,
+                gateway_ip=DEFAULT_GATEWAY,
+                pools=None,
+                ip_version=4,
+            )
+            await insert_subnet(db, {**subnet, "enable_dhcp": True, "dns_nameservers": "[]"})
+        log.info("first start: shared network %r with subnet %s", DEFAULT_NETWORK, DEFAULT_CIDR)
+
+    async def _instances_with_ports(self) -> list[str]:
+        rows = await self.store.fetchall(
+            "SELECT DISTINCT device_id FROM ports WHERE device_owner = ? AND device_id != ''",
+            (COMPUTE_OWNER,),
+        )
+        return [row["device_id"] for row in rows]
+
+    async def _release_ports(self, instance_uuid: str) -> Deallocated:
+        return await self.instances.deallocate_for_instance(instance_uuid=instance_uuid)

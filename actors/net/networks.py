@@ -1,0 +1,75 @@
+"""Networks: made by a project (shared ones by an admin), seen by their project and, when
+shared, by every project; only their project changes them."""
+
+from __future__ import annotations
+
+from actors.net.schema import NETWORK, PORT
+from actors.net.state import NetState, caller_project, insert, scope, update, where
+from api.net import Network, Networks
+from bus import Conflict, Forbidden
+from runtime.context import caller, sees_all
+from runtime.stamps import new_uuid
+
+
+class NetworkServant(Networks):
+    """Serves ``api.net.Networks`` (``NetworkReader``'s ``get_network`` too)."""
+
+    def __init__(self, state: NetState) -> None:
+        self.state = state
+
+    async def create_network(
+        self,
+        *,
+        name: str = "",
+        shared: bool = False,
+        admin_state_up: bool = True,
+        mtu: int = 1500,
+        description: str = "",
+    ) -> Network:
+        if shared and not sees_all(caller()):
+            raise Forbidden("Only an admin may create a shared network.")
+        network_id = new_uuid()
+        row = {"id": network_id, "name": name, "project_id": caller_project(), "shared": shared}
+        row |= {"admin_state_up": admin_state_up, "mtu": mtu, "description": description}
+        async with self.state.writing() as db:
+            await insert(db, "networks", row)
+            return await self.state.get(NETWORK, network_id, None, db)
+
+    async def list_networks(
+        self, *, name: str | None = None, shared: bool | None = None, project_id: str | None = None
+    ) -> list[Network]:
+        conditions, params = where({"r.name": name, "r.shared": shared, "r.project_id": project_id})
+        return await self.state.load(NETWORK, conditions, params, scope=scope())
+
+    async def get_network(self, *, network_id: str) -> Network:
+        return await self.state.get(NETWORK, network_id, scope())
+
+    async def update_network(
+        self,
+        *,
+        network_id: str,
+        name: str | None = None,
+        admin_state_up: bool | None = None,
+        description: str | None = None,
+    ) -> Network:
+        project = scope()
+        async with self.state.writing() as db:
+            await self.state.get(NETWORK, network_id, project, db, owned=True)
+            changes = {"name": name, "admin_state_up": admin_state_up, "description": description}
+            await update(db, "networks", network_id, changes)
+            return await self.state.get(NETWORK, network_id, None, db)
+
+    async def delete_network(self, *, network_id: str) -> None:
+        project = scope()
+        async with self.state.writing() as db:
+            await self.state.get(NETWORK, network_id, project, db, owned=True)
+            ports = await self.state.load(PORT, "r.network_id = ?", [network_id], db)
+            if any(port["device_id"] for port in ports):
+                raise Conflict(
+                    f"Unable to complete operation on network {network_id}."
+                    " There are one or more ports still in use on the network."
+                )
+            for table, column in (("ports", "network_id"), ("subnets", "network_id"), ("networks", "id")):
+                await db.execute(f"DELETE FROM {table} WHERE {column} = ?", (network_id,))
+        for port in ports:
+            await self.state.publish("port.deleted", port)

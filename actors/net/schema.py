@@ -1,0 +1,267 @@
+"""The net actor's store: its migrations, the triggers that keep the free ranges, and how its
+rows read as Neutron records (``Kind``: ``NETWORK``, ``SUBNET``, ``PORT``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from api.net import FixedIp, Network, Port, Subnet
+from runtime.store import from_json
+
+MIGRATIONS = [
+    """
+    CREATE TABLE networks (
+        id TEXT PRIMARY KEY, name TEXT NOT NULL, project_id TEXT NOT NULL,
+        shared INTEGER NOT NULL, admin_state_up INTEGER NOT NULL, mtu INTEGER NOT NULL,
+        created_at TEXT NOT NULL, updated_at TEXT NOT NULL);
+    CREATE INDEX networks_project ON networks(project_id);
+    CREATE TABLE subnets (
+        id TEXT PRIMARY KEY, name TEXT NOT NULL, network_id TEXT NOT NULL REFERENCES networks(id),
+        project_id TEXT NOT NULL, cidr TEXT NOT NULL, ip_version INTEGER NOT NULL,
+        gateway_ip TEXT NOT NULL, allocation_pools TEXT NOT NULL, enable_dhcp INTEGER NOT NULL,
+        dns_nameservers TEXT NOT NULL, host_routes TEXT NOT NULL DEFAULT '[]',
+        created_at TEXT NOT NULL, updated_at TEXT NOT NULL);
+    CREATE INDEX subnets_network ON subnets(network_id);
+    CREATE TABLE ports (
+        id TEXT PRIMARY KEY, name TEXT NOT NULL DEFAULT '',
+        network_id TEXT NOT NULL REFERENCES networks(id), project_id TEXT NOT NULL,
+        mac_address TEXT NOT NULL UNIQUE, device_id TEXT NOT NULL DEFAULT '',
+        device_owner TEXT NOT NULL DEFAULT '', admin_state_up INTEGER NOT NULL DEFAULT 1,
+        binding_host TEXT NOT NULL DEFAULT '', created_for_instance INTEGER NOT NULL DEFAULT 0,
+        created_at TEXT NOT NULL, updated_at TEXT NOT NULL);
+    CREATE INDEX ports_network ON ports(network_id);
+    CREATE INDEX ports_device ON ports(device_id);
+    CREATE TABLE ip_allocations (
+        subnet_id TEXT NOT NULL REFERENCES subnets(id), ip_address TEXT NOT NULL,
+        port_id TEXT NOT NULL REFERENCES ports(id) ON DELETE CASCADE,
+        UNIQUE (subnet_id, ip_address));
+    CREATE INDEX ip_allocations_port ON ip_allocations(port_id);
+    """,
+    # Addresses as integers; each subnet's pools, and its free ranges (the pool addresses no
+    # port holds, as disjoint [lo, hi] ranges), filled from the rows there are. TRIGGERS keep
+    # ip_free in step with ip_allocations from then on.
+    """
+    ALTER TABLE ip_allocations ADD COLUMN ip_int INTEGER;
+    UPDATE ip_allocations SET ip_int = (
+        SELECT sum(value << (24 - 8 * key)) FROM json_each('[' || replace(ip_address, '.', ',') || ']'));
+    CREATE TABLE ip_pools (
+        subnet_id TEXT NOT NULL REFERENCES subnets(id) ON DELETE CASCADE,
+        lo INTEGER NOT NULL, hi INTEGER NOT NULL, PRIMARY KEY (subnet_id, lo)) WITHOUT ROWID;
+    INSERT INTO ip_pools (subnet_id, lo, hi)
+        SELECT s.id,
+            (SELECT sum(value << (24 - 8 * key)) FROM json_each(
+                '[' || replace(json_extract(p.value, '$.start'), '.', ',') || ']')),
+            (SELECT sum(value << (24 - 8 * key)) FROM json_each(
+                '[' || replace(json_extract(p.value, '$.end'), '.', ',') || ']'))
+        FROM subnets s, json_each(s.allocation_pools) p;
+    CREATE TABLE ip_free (
+        subnet_id TEXT NOT NULL REFERENCES subnets(id) ON DELETE CASCADE,
+        lo INTEGER NOT NULL, hi INTEGER NOT NULL, PRIMARY KEY (subnet_id, lo)) WITHOUT ROWID;
+    INSERT INTO ip_free (subnet_id, lo, hi)
+        WITH bounds (subnet_id, pool, v) AS (
+            SELECT subnet_id, lo, lo - 1 FROM ip_pools
+            UNION ALL SELECT subnet_id, lo, hi + 1 FROM ip_pools
+            UNION ALL SELECT p.subnet_id, p.lo, a.ip_int FROM ip_pools p JOIN ip_allocations a
+                ON a.subnet_id = p.subnet_id AND a.ip_int BETWEEN p.lo AND p.hi),
+        gaps (subnet_id, v, next) AS (
+            SELECT subnet_id, v, lead(v) OVER (PARTITION BY subnet_id, pool ORDER BY v) FROM bounds)
+        SELECT subnet_id, v + 1, next - 1 FROM gaps WHERE next - v > 1;
+    """,
+    # 3: how the port reaches its guest (Neutron's binding:vif_type and binding:vif_details).
+    """
+    ALTER TABLE ports ADD COLUMN binding_vif_type TEXT NOT NULL DEFAULT 'unbound';
+    ALTER TABLE ports ADD COLUMN binding_vif_details TEXT NOT NULL DEFAULT '{}';
+    """,
+    # 4: Neutron's standard attributes: a description and a revision number bumped by every update.
+    """
+    ALTER TABLE networks ADD COLUMN description TEXT NOT NULL DEFAULT '';
+    ALTER TABLE networks ADD COLUMN revision_number INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE subnets ADD COLUMN description TEXT NOT NULL DEFAULT '';
+    ALTER TABLE subnets ADD COLUMN revision_number INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE ports ADD COLUMN description TEXT NOT NULL DEFAULT '';
+    ALTER TABLE ports ADD COLUMN revision_number INTEGER NOT NULL DEFAULT 1;
+    """,
+]
+
+# networks.shared, admin_state_up; subnets.enable_dhcp; ports.admin_state_up,
+# created_for_instance: 0 or 1. subnets.allocation_pools, dns_nameservers, host_routes and
+# ports.binding_vif_details: JSON. ports.created_for_instance: allocate_for_instance made the
+# port (deallocate_for_instance deletes it; a port the user made is only unbound).
+# ip_pools: a subnet's allocation_pools as integer ranges; ip_free: the addresses of those no
+# port holds, as disjoint ranges, kept by TRIGGERS.
+
+# Keep ip_free (see MIGRATIONS[1]) in step with ip_allocations, whatever changes it (an ON
+# DELETE CASCADE from ports too). Created at start: a migration is split on ";", which a
+# trigger's body holds. Taking x: a range starting at x shrinks (or goes); a range reaching over
+# x from below splits. Releasing x, a pool address: it joins the range starting at x + 1 (or
+# makes one of its own), then that one joins a range ending at x - 1.
+_BELOW = (
+    "(SELECT lo FROM ip_free WHERE subnet_id = {0}.subnet_id AND lo < {0}.ip_int ORDER BY lo DESC LIMIT 1)"
+)
+TRIGGERS = [
+    f"""
+    CREATE TRIGGER IF NOT EXISTS ip_allocations_take AFTER INSERT ON ip_allocations BEGIN
+        INSERT INTO ip_free (subnet_id, lo, hi)
+            SELECT subnet_id, NEW.ip_int + 1, hi FROM ip_free
+            WHERE subnet_id = NEW.subnet_id AND lo = {_BELOW.format("NEW")} AND hi > NEW.ip_int;
+        UPDATE ip_free SET hi = NEW.ip_int - 1
+            WHERE subnet_id = NEW.subnet_id AND lo = {_BELOW.format("NEW")} AND hi >= NEW.ip_int;
+        UPDATE ip_free SET lo = NEW.ip_int + 1
+            WHERE subnet_id = NEW.subnet_id AND lo = NEW.ip_int AND hi > NEW.ip_int;
+        DELETE FROM ip_free WHERE subnet_id = NEW.subnet_id AND lo = NEW.ip_int AND hi = NEW.ip_int;
+    END
+    """,
+    f"""
+    CREATE TRIGGER IF NOT EXISTS ip_allocations_release AFTER DELETE ON ip_allocations
+    WHEN EXISTS (
+        SELECT 1 FROM ip_pools WHERE subnet_id = OLD.subnet_id AND lo <= OLD.ip_int AND hi >= OLD.ip_int)
+    BEGIN
+        UPDATE ip_free SET lo = OLD.ip_int WHERE subnet_id = OLD.subnet_id AND lo = OLD.ip_int + 1;
+        INSERT INTO ip_free (subnet_id, lo, hi) SELECT OLD.subnet_id, OLD.ip_int, OLD.ip_int
+            WHERE NOT EXISTS (SELECT 1 FROM ip_free WHERE subnet_id = OLD.subnet_id AND lo = OLD.ip_int);
+        UPDATE ip_free SET hi = (SELECT hi FROM ip_free WHERE subnet_id = OLD.subnet_id AND lo = OLD.ip_int)
+            WHERE subnet_id = OLD.subnet_id AND lo = {_BELOW.format("OLD")} AND hi = OLD.ip_int - 1;
+        DELETE FROM ip_free WHERE subnet_id = OLD.subnet_id AND lo = OLD.ip_int
+            AND (SELECT hi FROM ip_free WHERE subnet_id = OLD.subnet_id AND lo = {_BELOW.format("OLD")})
+                >= OLD.ip_int;
+    END
+    """,
+]
+
+DEFAULT_NETWORK = "default"
+"""The shared network of no project made at the first start; an instance asking for "auto"
+goes there unless its project has exactly one network of its own."""
+DEFAULT_SUBNET = "default-subnet"
+DEFAULT_CIDR = "10.20.0.0/16"
+DEFAULT_GATEWAY = "10.20.0.1"
+
+UNBOUND = {
+    "device_id": "",
+    "device_owner": "",
+    "binding_host": "",
+    "binding_vif_type": "unbound",
+    "binding_vif_details": "{}",
+}
+"""The columns of a port no instance holds."""
+PORT_DEFAULTS: dict[str, Any] = {
+    "name": "",
+    "device_id": "",
+    "device_owner": "",
+    "admin_state_up": True,
+    "binding_host": "",
+    "binding_vif_type": "unbound",
+    "binding_vif_details": "{}",
+    "created_for_instance": False,
+    "description": "",
+    "revision_number": 1,
+}
+"""A port's columns but id, network_id, project_id, mac_address and the timestamps, as the
+schema defaults them."""
+
+V = TypeVar("V", bound=Mapping[str, object])
+
+
+@dataclass(frozen=True, slots=True)
+class Kind(Generic[V]):
+    """One resource kind: its name, the query (alias ``r``) giving its rows, the SQL condition
+    under which every project sees a row, and the record a row of the query makes."""
+
+    title: str
+    select: str
+    shared: str
+    view: Callable[[dict[str, Any]], V]
+
+
+def network_view(row: dict[str, Any]) -> Network:
+    """A ``networks`` row, with ``subnets`` (a JSON list of ids), as Neutron shows it."""
+    return {
+        "id": row["id"],
+        "name": row["name"],
+        "project_id": row["project_id"],
+        "tenant_id": row["project_id"],
+        "shared": bool(row["shared"]),
+        "admin_state_up": bool(row["admin_state_up"]),
+        "mtu": row["mtu"],
+        "status": "ACTIVE",
+        "router:external": False,
+        "subnets": from_json(row["subnets"], []),
+        "description": row["description"],
+        "revision_number": row["revision_number"],
+        "tags": [],
+        "created_at": row["created_at"],
+        "updated_at": row["updated_at"],
+    }
+
+
+def subnet_view(row: dict[str, Any]) -> Subnet:
+    """A ``subnets`` row as Neutron shows it."""
+    return {
+        "id": row["id"],
+        "name": row["name"],
+        "network_id": row["network_id"],
+        "project_id": row["project_id"],
+        "tenant_id": row["project_id"],
+        "cidr": row["cidr"],
+        "ip_version": row["ip_version"],
+        "gateway_ip": row["gateway_ip"],
+        "allocation_pools": from_json(row["allocation_pools"], []),
+        "enable_dhcp": bool(row["enable_dhcp"]),
+        "dns_nameservers": from_json(row["dns_nameservers"], []),
+        "host_routes": from_json(row["host_routes"], []),
+        "description": row["description"],
+        "revision_number": row["revision_number"],
+        "tags": [],
+        "created_at": row["created_at"],
+        "updated_at": row["updated_at"],
+    }
+
+
+def port_view(row: dict[str, Any], fixed_ips: list[FixedIp]) -> Port:
+    """A ``ports`` row (every column) holding ``fixed_ips``, as Neutron shows it (tagging,
+    security groups and binding profiles are not built: always empty)."""
+    up = bool(row["admin_state_up"])
+    return {
+        "id": row["id"],
+        "name": row["name"],
+        "network_id": row["network_id"],
+        "project_id": row["project_id"],
+        "tenant_id": row["project_id"],
+        "mac_address": row["mac_address"],
+        "fixed_ips": fixed_ips,
+        "device_id": row["device_id"],
+        "device_owner": row["device_owner"],
+        "admin_state_up": up,
+        "status": "ACTIVE" if up and row["device_id"] and row["binding_host"] else "DOWN",
+        "binding:host_id": row["binding_host"],
+        "binding:vif_type": row["binding_vif_type"],
+        "binding:vif_details": from_json(row["binding_vif_details"], {}),
+        "binding:vnic_type": "normal",
+        "binding:profile": {},
+        "security_groups": [],
+        "description": row["description"],
+        "revision_number": row["revision_number"],
+        "tags": [],
+        "created_at": row["created_at"],
+        "updated_at": row["updated_at"],
+    }
+
+
+NETWORK = Kind(
+    "Network",
+    "SELECT r.*, (SELECT json_group_array(s.id) FROM subnets s WHERE s.network_id = r.id) AS subnets"
+    " FROM networks r",
+    "r.shared",
+    network_view,
+)
+SUBNET = Kind(
+    "Subnet", "SELECT r.* FROM subnets r JOIN networks n ON n.id = r.network_id", "n.shared", subnet_view
+)
+PORT = Kind(
+    "Port",
+    "SELECT r.*, (SELECT json_group_array(json_object('subnet_id', a.subnet_id, 'ip_address', a.ip_address))"
+    "  FROM ip_allocations a WHERE a.port_id = r.id) AS fixed_ips FROM ports r",
+    "0",
+    lambda row: port_view(row, from_json(row["fixed_ips"], [])),
+)

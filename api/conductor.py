@@ -1,0 +1,576 @@
+"""The conductor's API (nova-conductor, and nova-api's database writes): instances, flavors, key pairs.
+
+The conductor is the only writer of compute state. ``create_instance`` records an instance
+(BUILD: ``building``/``scheduling``) and answers at once; the conductor then asks the
+scheduler for a host and casts the node its build. The node asks back for what it needs
+(``get_build_request``) and reports libvirt's lifecycle events (``domain_event``): ACTIVE,
+SHUTOFF, DELETED come from those events, never from assuming that a libvirt call worked.
+Which state an action may start from and where it leads: ``actors/conductor/states.py``;
+the states themselves: ``runtime.states``.
+
+Facets, by caller (each made of the parts the conductor's servants implement, by job):
+
+* ``Compute``: the user-facing compute API, as the gateway reaches it: ``Servers`` (reads),
+  ``ServerCreation``, ``ServerActions`` (power changes, reboot, delete), ``ServerVolumes``,
+  ``Flavors`` and ``Keypairs``;
+* ``ConductorForNodes``: what compute nodes call: ``NodeBuilds`` (the build request, its
+  addresses, its failure), ``NodeReports`` (libvirt's word on a domain) and ``NodeTasks``
+  (progress of the tasks in hand, the instances recorded on a host);
+* ``ConductorForOwners``: what the owners of per-instance resources (net, scheduler, volume)
+  ask in their orphan sweeps;
+* ``ConductorOperator``: ``aiostack audit``'s and the operator's reads: every live instance
+  with its progress, the actions of an instance and their steps.
+
+Version history: 1 - initial; 2 - ``create_instance`` takes ``block_devices`` (volumes
+attached at boot).
+
+Events (kind ``instance``, on ``evt.instance.<project>.<id>``, with the instance as ``Instance``
+shows it): ``instance.building`` (recorded), ``instance.<task_state>`` when an action starts
+(``instance.powering-off``, ``instance.deleting``, ...), ``instance.<status>`` when the state
+changes (``instance.active``, ``instance.shutoff``, ``instance.error``, ...; with ``cause``
+when libvirt's word changed it), ``instance.deleted`` last.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, NotRequired, TypedDict
+
+from msgspec import Meta
+
+from api.fields import HostName, Id, Name
+from api.net import RequestedNetwork
+from api.node import DeviceName, PowerAction, RebootType
+from bus.api import ServiceAPI, call
+from runtime.states import PowerState, TaskState, VmState
+
+Status = Literal[
+    "BUILD",
+    "ACTIVE",
+    "SHUTOFF",
+    "PAUSED",
+    "SUSPENDED",
+    "ERROR",
+    "DELETED",
+    "REBOOT",
+    "HARD_REBOOT",
+    "UNKNOWN",
+]
+"""An instance's status as Nova's API shows it (made of its vm_state and task_state)."""
+HostStatus = Literal["UP", "DOWN", "UNKNOWN", ""]
+"""Nova's ``host_status``: its host's liveness as the scheduler last said (UNKNOWN: no word
+yet; empty: no host)."""
+
+ServerName = Annotated[str, Meta(min_length=1, max_length=255, pattern=r"\S")]
+"""An instance's name: 1 to 255 characters, not all blanks."""
+KeypairName = Annotated[str, Meta(pattern=r"^[A-Za-z0-9 _.@-]{1,255}$")]
+"""A key pair's name: 1 to 255 letters, digits, spaces, ``_``, ``.``, ``@`` or ``-``."""
+PublicKey = Annotated[str, Meta(max_length=16384)]
+"""An OpenSSH public key line (whether it is one, the handler checks)."""
+Networks = Literal["auto", "none"] | list[RequestedNetwork]
+"""The networks of a boot: ``auto`` (the project's, or the shared default), ``none``, or a
+list of networks (``uuid``, ``fixed_ip``) and ports (``port``)."""
+PageLimit = Annotated[int, Meta(ge=0)]
+"""The most instances a page holds (past 1000, Nova's ``osapi_max_limit``, 1000)."""
+ConsoleLength = Annotated[int, Meta(ge=-1)]
+"""How many lines of the console log, from its end; -1: all of it."""
+
+
+# -- reply types ----------------------------------------------------------------------------
+
+
+class Flavor(TypedDict):
+    """A flavor: an instance's size (RAM in MB, disks in GB)."""
+
+    id: str
+    name: str
+    vcpus: int
+    ram: int
+    disk: int
+    ephemeral: int
+    swap: int
+    is_public: int
+    """1 or 0."""
+
+
+class Fault(TypedDict):
+    """Why an instance is in ERROR (or why its build is being rescheduled)."""
+
+    message: str
+    code: NotRequired[int]
+    created: NotRequired[str]
+
+
+class Instance(TypedDict):
+    """An instance as every answer and event shows it."""
+
+    id: str
+    name: str
+    status: Status
+    vm_state: VmState
+    task_state: TaskState | None
+    power_state: PowerState
+    project_id: str
+    user_id: str
+    host: str | None
+    flavor: Flavor
+    """The flavor as it was when the instance was created."""
+    image_ref: str
+    metadata: dict[str, str]
+    key_name: str | None
+    addresses: dict[str, list[dict[str, Any]]]
+    """By network name, each address as the node saw its port (``addr``, ``version``, MAC...)."""
+    fault: Fault | None
+    created_at: str
+    updated_at: str
+    launched_at: str | None
+    terminated_at: str | None
+
+
+class Server(Instance):
+    """An instance as ``get_instance`` and ``list_instances`` show it: with its host's liveness."""
+
+    host_status: HostStatus
+
+
+class Cause(TypedDict):
+    """What changed an instance's state: a libvirt lifecycle event on a host, or what else."""
+
+    domain_event: str | None
+    """libvirt's lifecycle event (``STARTED``, ``STOPPED``, ...), None when none."""
+    detail: int | str | None
+    """The event's detail number, or words (``power state sync``, ``no domain``, a reason)."""
+    host: str | None
+
+
+class InstanceChange(Instance):
+    """An instance after a change a node reported, with its cause."""
+
+    cause: Cause
+
+
+class ProjectUsage(TypedDict):
+    """What a project's live instances use (Nova's limits ``total*Used``)."""
+
+    instances: int
+    cores: int
+    ram: int
+
+
+class InstanceAction(TypedDict):
+    """One action on an instance (Nova's instance action): who started it, and how it ended."""
+
+    id: int
+    instance_uuid: str
+    action: str
+    request_id: str | None
+    user_id: str | None
+    project_id: str | None
+    start_time: str
+    finish_time: str | None
+    result: str | None
+    """``Success``, ``Error``, or None while the action runs."""
+    message: str | None
+
+
+class InstanceActionEvent(TypedDict):
+    """One step of an action (Nova's instance action event): ``schedule``, ``<node method>:sent``,
+    ``node_accepted``, ``reschedule``, ``stalled``, ``reserve``/``attached``/``unreserve``..."""
+
+    action: str
+    event: str
+    host: str | None
+    time: str
+    result: str
+    details: str | None
+
+
+class VolumeAttachment(TypedDict):
+    """A volume attached to an instance, with Nova's field names."""
+
+    id: str
+    volumeId: str
+    serverId: str
+    device: str | None
+
+
+class ConsoleOutput(TypedDict):
+    output: str
+
+
+class BlockDevice(TypedDict):
+    """An existing volume to attach at boot, and the device the guest should see it as."""
+
+    volume_id: Id
+    device: NotRequired[DeviceName | None]
+
+
+class BuildRequest(TypedDict):
+    """What a node needs to build an instance: the instance, its networks, volumes and user data."""
+
+    instance: Instance
+    requested_networks: Networks
+    block_devices: list[BlockDevice]
+    user_data: str | None
+
+
+class Keypair(TypedDict):
+    """One of a user's key pairs."""
+
+    user_id: str
+    name: str
+    public_key: str
+    fingerprint: str
+    """Nova's: the MD5 of the key blob, as colon-separated hex."""
+    type: str
+    created_at: str
+
+
+class NewKeypair(Keypair):
+    """A key pair just made: with its private key when the conductor generated it (never stored)."""
+
+    private_key: NotRequired[str]
+
+
+class AuditedInstance(TypedDict):
+    """A live instance as the audit reads it: where it is, its states, and how long it has been idle."""
+
+    uuid: str
+    name: str
+    project_id: str
+    host: str | None
+    vm_state: VmState
+    task_state: TaskState | None
+    fault: Fault | None
+    idle_s: float
+    """Seconds since the instance last made progress."""
+
+
+class Audit(TypedDict):
+    task_timeout: float
+    """How long a task may go without progress before the conductor resolves it."""
+    instances: list[AuditedInstance]
+
+
+# -- the user-facing compute API, by job ------------------------------------------------------
+
+
+class Servers(ServiceAPI, address="conductor"):
+    """Reading instances: one, a page of them, the project's usage, a console log."""
+
+    @call(policy="compute:read")
+    async def get_instance(self, *, instance_uuid: Id) -> Server:
+        """One instance.
+
+        :raises NotFound: no such instance, or another project's.
+        """
+        ...
+
+    @call(policy="compute:read")
+    async def list_instances(
+        self,
+        *,
+        name: str | None = None,
+        status: str | None = None,
+        host: str | None = None,
+        all_projects: bool = False,
+        project_id: str | None = None,
+        limit: PageLimit | None = None,
+        marker: str | None = None,
+    ) -> list[Server]:
+        """The caller's project's live instances (every project's for admins asking ``all_projects``,
+        or ``project_id``'s), newest first; ``name`` is a substring, ``status`` one of Nova's
+        (no match for an unknown one); ``marker`` is the last id of the previous page.
+
+        :raises InvalidRequest: an unknown marker.
+        """
+        ...
+
+    @call(policy="compute:read")
+    async def project_usage(self) -> ProjectUsage:
+        """What the caller's project uses now: instances, vCPUs, RAM."""
+        ...
+
+    @call(policy="compute:read")
+    async def get_console_output(
+        self, *, instance_uuid: Id, length: ConsoleLength | None = None
+    ) -> ConsoleOutput:
+        """The guest's serial console log from its node, its last ``length`` lines (-1 or None: all).
+
+        :raises NotFound: no such instance, or another project's.
+        :raises Conflict: the instance has no host yet, or its driver keeps no console log.
+        """
+        ...
+
+
+class ServerCreation(ServiceAPI, address="conductor"):
+    """Booting an instance."""
+
+    @call(policy="compute:write")
+    async def create_instance(
+        self,
+        *,
+        name: ServerName,
+        flavor_ref: Id,
+        image_ref: Id,
+        networks: Networks | None = "auto",
+        metadata: dict[str, str] | None = None,
+        key_name: Name | None = None,
+        user_data: str | None = None,
+        block_devices: list[BlockDevice] | None = None,
+    ) -> Instance:
+        """Record a new instance (BUILD: building/scheduling) and start building it; answers at once.
+
+        The build goes on in the conductor: a host is claimed, the node builds; libvirt's
+        STARTED event makes the instance ACTIVE, a failure ERROR with a fault.
+
+        :raises InvalidRequest: an unknown flavor, image (or one not active), key pair, network,
+            port or volume; a volume that is not available; a network entry with neither
+            ``uuid`` nor ``port``.
+        """
+        ...
+
+
+class ServerActions(ServiceAPI, address="conductor"):
+    """What a user does to an instance: power changes, reboot, delete. Each action is recorded
+    and its task handed to the instance's node; libvirt's word finishes it."""
+
+    @call(policy="compute:write")
+    async def stop_instance(self, *, instance_uuid: Id) -> Instance:
+        """os-stop: SHUTOFF once libvirt reports the domain stopped.
+
+        :raises NotFound: no such instance, or another project's.
+        :raises Conflict: not in a state that can be stopped.
+        """
+        ...
+
+    @call(policy="compute:write")
+    async def start_instance(self, *, instance_uuid: Id) -> Instance:
+        """os-start: ACTIVE once libvirt reports the domain started.
+
+        :raises NotFound: no such instance, or another project's.
+        :raises Conflict: not SHUTOFF.
+        """
+        ...
+
+    @call(policy="compute:write")
+    async def reboot_instance(self, *, instance_uuid: Id, reboot_type: RebootType = "SOFT") -> Instance:
+        """Reboot SOFT (the guest reboots itself) or HARD (destroy and create: STOPPED then STARTED).
+
+        :raises NotFound: no such instance, or another project's.
+        :raises Conflict: the instance cannot be rebooted now.
+        """
+        ...
+
+    @call(policy="compute:write")
+    async def change_power(self, *, instance_uuid: Id, action: PowerAction) -> Instance:
+        """``pause``, ``unpause``, ``suspend`` (the guest saved to disk) or ``resume``.
+
+        :raises NotFound: no such instance, or another project's.
+        :raises Conflict: the instance is not in a state the action starts from.
+        """
+        ...
+
+    @call(policy="compute:write")
+    async def delete_instance(self, *, instance_uuid: Id) -> None:
+        """DELETED once the node has destroyed and undefined the domain and released its resources
+        (at once when it has no host). Asked again, the work is done again.
+
+        :raises NotFound: no such instance, or another project's.
+        """
+        ...
+
+
+class ServerVolumes(ServiceAPI, address="conductor"):
+    """Volumes attached to a running or stopped instance."""
+
+    @call(policy="compute:write", timeout=120)
+    async def attach_volume(
+        self, *, instance_uuid: Id, volume_id: Id, device: DeviceName | None = None
+    ) -> VolumeAttachment:
+        """Reserve the volume, have the node attach it, then mark it in-use.
+
+        :raises NotFound: no such instance or volume, or another project's.
+        :raises Conflict: the instance has no host or is busy, the volume is not available,
+            or the device is in use.
+        """
+        ...
+
+    @call(policy="compute:write", timeout=120)
+    async def detach_volume(self, *, instance_uuid: Id, volume_id: Id) -> None:
+        """Have the node detach the volume, then make it available.
+
+        :raises NotFound: the volume is not attached to this instance.
+        """
+        ...
+
+    @call(policy="compute:read")
+    async def list_volume_attachments(self, *, instance_uuid: Id) -> list[VolumeAttachment]:
+        """The volumes attached to the instance.
+
+        :raises NotFound: no such instance, or another project's.
+        """
+        ...
+
+
+class Flavors(ServiceAPI, address="conductor"):
+    """The sizes an instance may have."""
+
+    @call(policy="compute:read")
+    async def list_flavors(self) -> list[Flavor]:
+        """Every flavor, smallest RAM first."""
+        ...
+
+    @call(policy="compute:read")
+    async def get_flavor(self, *, flavor_id: Id) -> Flavor:
+        """One flavor, by id or name.
+
+        :raises NotFound: no flavor with that id or name.
+        """
+        ...
+
+
+class Keypairs(ServiceAPI, address="conductor"):
+    """Nova's key pairs (``os-keypairs``): each user's named SSH public keys."""
+
+    @call(policy="compute:write")
+    async def create_keypair(self, *, name: KeypairName, public_key: PublicKey | None = None) -> NewKeypair:
+        """Import ``public_key``, or generate a pair and return its ``private_key`` (once).
+
+        :raises InvalidRequest: the key is not an OpenSSH public key.
+        :raises Conflict: the user has a key pair of that name.
+        """
+        ...
+
+    @call(policy="compute:read")
+    async def list_keypairs(self) -> list[Keypair]:
+        """The caller's key pairs, by name."""
+        ...
+
+    @call(policy="compute:read")
+    async def get_keypair(self, *, name: Name) -> Keypair:
+        """:raises NotFound: the user has no key pair of that name."""
+        ...
+
+    @call(policy="compute:write")
+    async def delete_keypair(self, *, name: Name) -> None:
+        """:raises NotFound: the user has no key pair of that name."""
+        ...
+
+
+class Compute(Servers, ServerCreation, ServerActions, ServerVolumes, Flavors, Keypairs, address="conductor"):
+    """The user-facing compute API, as the gateway reaches it."""
+
+
+# -- what compute nodes call ------------------------------------------------------------------
+
+
+class NodeBuilds(ServiceAPI, address="conductor"):
+    """A node building an instance: what it needs, the addresses it got, its failure."""
+
+    @call
+    async def get_build_request(self, *, instance_uuid: Id, host: HostName) -> BuildRequest:
+        """What a node needs to build the instance (steps 14-19); asking acknowledges the build.
+
+        :raises NotFound: no such instance.
+        :raises Conflict: the instance is not being built on ``host`` (deleted meanwhile, rescheduled).
+        """
+        ...
+
+    @call
+    async def instance_spawning(
+        self, *, instance_uuid: Id, host: HostName, addresses: dict[str, list[dict[str, Any]]]
+    ) -> None:
+        """The node has the image, ports and disks and is about to create the domain."""
+        ...
+
+    @call
+    async def build_failed(self, *, instance_uuid: Id, host: HostName, message: str) -> None:
+        """The node could not build (and gave back what it took): another host is tried, up to
+        the conductor's ``max_build_attempts`` in all; then ERROR with the fault."""
+        ...
+
+
+class NodeReports(ServiceAPI, address="conductor"):
+    """libvirt's word on a domain: what makes an instance ACTIVE, SHUTOFF, DELETED..."""
+
+    @call
+    async def domain_event(
+        self, *, instance_uuid: Id, host: HostName, event: int, detail: int
+    ) -> InstanceChange | None:
+        """A libvirt lifecycle event (``runtime.states.Lifecycle``) of the instance's domain on
+        ``host``; the instance as it now is, None when the event changed nothing."""
+        ...
+
+    @call
+    async def sync_power_state(
+        self, *, instance_uuid: Id, host: HostName, running: bool
+    ) -> InstanceChange | None:
+        """The node saw the domain's power state without an event (it did not change): settle the
+        task (None: nothing to settle)."""
+        ...
+
+    @call
+    async def domain_gone(self, *, instance_uuid: Id, host: HostName) -> InstanceChange | None:
+        """The node found no domain to undefine for an instance being deleted: it is DELETED."""
+        ...
+
+    @call
+    async def task_done(self, *, instance_uuid: Id, host: HostName) -> None:
+        """The node finished a task libvirt reports no event for (a soft reboot)."""
+        ...
+
+
+class NodeTasks(ServiceAPI, address="conductor"):
+    """The tasks a node has in hand, and the instances recorded on it."""
+
+    @call
+    async def task_progress(self, *, host: HostName, instance_uuids: list[Id]) -> int:
+        """The node took these instances' tasks, or is still working on them: they make progress.
+        Returns how many it had."""
+        ...
+
+    @call
+    async def list_host_instances(self, *, host: HostName) -> list[Instance]:
+        """Every live instance recorded on ``host`` (a node reconciles libvirt with these)."""
+        ...
+
+
+class ConductorForNodes(NodeBuilds, NodeReports, NodeTasks, address="conductor"):
+    """What compute nodes call (and nothing else: their NATS permissions come from it)."""
+
+
+# -- what the other actors and the operator call ----------------------------------------------
+
+
+class ConductorForOwners(ServiceAPI, address="conductor"):
+    """What the owners of per-instance resources ask in their orphan sweeps."""
+
+    @call
+    async def live_instances(self, *, instance_uuids: list[Id]) -> list[str]:
+        """Which of these instances still exist (not deleted): the rest hold nothing any more."""
+        ...
+
+
+class ConductorOperator(ServiceAPI, address="conductor"):
+    """The operator's reads: ``aiostack audit``, and what each action did."""
+
+    @call
+    async def audit_instances(self) -> Audit:
+        """Every live instance with its host, states and seconds since its last progress."""
+        ...
+
+    @call(policy="compute:read")
+    async def list_actions(self, *, instance_uuid: Id) -> list[InstanceAction]:
+        """The instance's actions, oldest first.
+
+        :raises NotFound: no such instance, or another project's.
+        """
+        ...
+
+    @call(policy="compute:read")
+    async def list_action_events(self, *, instance_uuid: Id) -> list[InstanceActionEvent]:
+        """The steps of the instance's actions, oldest first, each with its action's name.
+
+        :raises NotFound: no such instance, or another project's.
+        """
+        ...

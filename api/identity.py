@@ -1,0 +1,590 @@
+"""The identity service's API (Keystone): projects, users, groups, roles, tokens, application credentials.
+
+Tokens are self-contained (Fernet-sealed: nothing of them is stored); ``validate`` decrypts
+one and checks its user, project, roles and the revocations. Every process validates the
+tokens of the user calls it gets (``runtime.auth.TokenValidator``, a cache in front of
+``TokenValidation.validate``) and drops cached ones when a revocation is published on
+``REVOKED``.
+
+Who may do what: the administration API (``IdentityAdmin``) is for admins only (``Forbidden``
+otherwise; a service-internal call with no user context counts as admin). ``revoke_token``
+is for the token's owner or an admin, ``revoke_user``, ``revoke_project`` and
+``rotate_keys`` for admins; the logins, ``validate`` and ``revocations`` for anyone. A user
+manages its own application credentials (an admin may see and delete anyone's). Arguments
+naming a project, user, group or role take its id or its name.
+
+Facets: ``TokenValidation`` (what every process calls: ``validate``; declared in
+``runtime/auth.py`` with ``REVOKED``, beside the cache that uses them, since the runtime sits
+below ``api/``; re-exported here), ``Tokens`` (built on it: logins, re-scoping, revocation, key
+rotation — the gateway's ``/auth/tokens``), ``IdentityAdmin`` and ``ApplicationCredentials``.
+
+Version history:
+
+* 1 - initial: projects, users, roles, assignments; opaque random tokens stored as sha256.
+* 2 - identity in depth: Fernet tokens and key rotation (no token table), re-scoping,
+  revocation by token/user/project published on ``REVOKED``, groups, login lockout,
+  application credentials, enable/disable, the full administration API.
+* 3 - the actor is ``identity`` (was ``token``); arguments are checked against these
+  declarations before a handler runs.
+
+Events: none in the event stream; revocations are published on ``REVOKED`` (core NATS).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, TypedDict
+
+from msgspec import Meta
+
+from api.fields import Id
+from bus.api import ServiceAPI, call
+
+# the part of this API every process uses, declared beside the token cache (runtime/ is below api/)
+from runtime.auth import REVOKED as REVOKED
+from runtime.auth import Revocation as Revocation
+from runtime.auth import RevocationKind as RevocationKind
+from runtime.auth import TokenInfo as TokenInfo
+from runtime.auth import TokenValidation as TokenValidation
+
+NAME_LIMIT = 255
+TEXT_LIMIT = 1024
+
+Label = Annotated[str, Meta(min_length=1, max_length=NAME_LIMIT, pattern=r"\S")]
+"""The name of a project, user, group, role or application credential: 1 to 255 characters,
+not all blank."""
+Secret = Annotated[str, Meta(min_length=1, max_length=NAME_LIMIT, pattern=r"\S")]
+"""A password or an application credential's secret, as it is set: 1 to 255 characters, not all blank."""
+Text = Annotated[str, Meta(max_length=TEXT_LIMIT)]
+"""A description: at most 1024 characters."""
+DomainId = Literal["default"]
+"""The one domain there is."""
+
+
+# -- tokens -------------------------------------------------------------------------------------
+
+
+class TokenUser(TypedDict):
+    id: str
+    name: str
+    domain_id: str
+
+
+class TokenProject(TypedDict):
+    id: str
+    name: str
+    domain_id: str
+
+
+class RoleRef(TypedDict):
+    """A role by id and name (of a token, or of an application credential)."""
+
+    id: str
+    name: str
+
+
+class TokenApplicationCredential(TypedDict):
+    id: str
+    name: str
+    restricted: bool
+
+
+class Token(TypedDict):
+    """A new token and what it says (the gateway makes Keystone's token document of it)."""
+
+    token: str
+    """The Fernet token (base64 padding stripped): the ``X-Auth-Token`` of later requests."""
+    issued_at: float
+    expires_at: float
+    user: TokenUser
+    project: TokenProject | None
+    """The project it is scoped to; None for an unscoped token."""
+    roles: list[RoleRef]
+    audit_id: str
+    audit_ids: list[str]
+    """``[audit_id]``, or ``[audit_id, chain root]`` for a re-scoped token (Keystone's audit chain)."""
+    methods: list[str]
+    """How the user authenticated: ``password``, ``token`` (re-scoped), ``application_credential``."""
+    application_credential: TokenApplicationCredential | None
+
+
+class KeyLayout(TypedDict):
+    """The token keys after a rotation: the primary key's number and every active key's."""
+
+    primary: int
+    keys: list[int]
+
+
+class Tokens(TokenValidation, address="identity"):
+    """Logins, re-scoping, revocation and key rotation (the gateway's ``/auth/tokens``)."""
+
+    @call
+    async def issue(
+        self,
+        *,
+        username: str | None = None,
+        password: str = "",
+        project_name: str | None = None,
+        project_id: str | None = None,
+        user_id: str | None = None,
+        unscoped: bool = False,
+    ) -> Token:
+        """Password login (user by name or id), scoped to a project by name or id, else to the
+        user's default project (unscoped without one, or with ``unscoped``).
+
+        :raises Unauthorized: unknown user, wrong password, locked or disabled user, unknown or
+            disabled project, or no role on it: one answer, one scrypt, for all of them.
+        :raises InvalidRequest: no user named.
+        """
+        ...
+
+    @call
+    async def issue_with_token(
+        self, *, token: str, project_id: str | None = None, project_name: str | None = None
+    ) -> Token:
+        """Re-scope: a new token for the same user on the project given (else the token's own
+        scope), expiring no later than the old one, its audit chain naming the old one's.
+
+        :raises Unauthorized: the token is not valid, or the project is unknown, disabled or
+            the user has no role on it.
+        :raises Forbidden: the token comes from an application credential.
+        """
+        ...
+
+    @call
+    async def issue_with_application_credential(self, *, app_cred_id: str, secret: str) -> Token:
+        """Log in with an application credential: a token like ``issue``'s, on the credential's
+        project with the credential's roles the user still holds, methods ``["application_credential"]``,
+        expiring no later than the credential.
+
+        :raises Unauthorized: unknown, expired or deleted credential, wrong secret, disabled
+            user or project, or none of the credential's roles left (one answer for all).
+        """
+        ...
+
+    @call
+    async def revoke_token(self, *, token: str) -> Revocation:
+        """Revoke one token (its audit id); its owner or an admin may.
+
+        :raises Unauthorized: the token is not valid (nothing left to revoke).
+        :raises Forbidden: the caller is neither its owner nor an admin.
+        """
+        ...
+
+    @call
+    async def revoke_user(self, *, user_id: Id) -> Revocation:
+        """Revoke every token the user has so far.
+
+        :raises Forbidden: not an admin.
+        :raises NotFound: no such user.
+        """
+        ...
+
+    @call
+    async def revoke_project(self, *, project_id: Id) -> Revocation:
+        """Revoke every token scoped to the project so far.
+
+        :raises Forbidden: not an admin.
+        :raises NotFound: no such project.
+        """
+        ...
+
+    @call
+    async def revocations(self) -> list[Revocation]:
+        """The revocations still in force (younger than the longest token lifetime), oldest
+        first; any caller may ask (validation caches warm up with it)."""
+        ...
+
+    @call
+    async def rotate_keys(self) -> KeyLayout:
+        """Promote the staged key to primary, stage a new one, keep at most ``max_active_keys``.
+
+        Tokens sealed with a key still in the repository stay valid until they expire.
+
+        :raises Forbidden: not an admin.
+        """
+        ...
+
+
+# -- administration -------------------------------------------------------------------------------
+
+
+class Project(TypedDict):
+    id: str
+    name: str
+    description: str
+    domain_id: str
+    enabled: bool
+    created_at: str
+
+
+class User(TypedDict):
+    """A user (never its password hash)."""
+
+    id: str
+    name: str
+    description: str
+    domain_id: str
+    default_project_id: str | None
+    enabled: bool
+    created_at: str
+
+
+class Group(TypedDict):
+    id: str
+    name: str
+    description: str
+    domain_id: str
+    created_at: str
+
+
+class Role(TypedDict):
+    id: str
+    name: str
+    description: str
+
+
+class RoleAssignment(TypedDict):
+    """A role on a project, of a user (``user_id``) or of a group (``group_id``); in an
+    effective listing a group's assignment appears once per member user, ``via_group`` naming it."""
+
+    role_id: str
+    role_name: str
+    project_id: str
+    user_id: str | None
+    group_id: str | None
+    via_group: str | None
+
+
+class IdentityAdmin(ServiceAPI, address="identity"):
+    """The administration API: projects, users, groups, roles and role assignments (admins only).
+
+    Invalid input is refused before anything is written. Disabling or deleting a user or a
+    project revokes its tokens at once. A user's roles on a project are its own assignments
+    plus those of its groups.
+    """
+
+    # -- projects
+
+    @call(policy="identity:admin")
+    async def create_project(
+        self,
+        *,
+        name: Label,
+        description: Text = "",
+        enabled: bool = True,
+        domain_id: DomainId | None = None,
+    ) -> Project:
+        """Create a project in the default domain.
+
+        :raises Forbidden: the caller is not an admin.
+        :raises Conflict: a project of that name exists.
+        """
+        ...
+
+    @call(policy="identity:admin")
+    async def list_projects(self, *, name: str | None = None, enabled: bool | None = None) -> list[Project]:
+        """Projects by name, optionally only those of one name or enabled state.
+
+        :raises Forbidden: the caller is not an admin.
+        """
+        ...
+
+    @call(policy="identity:admin")
+    async def get_project(self, *, project_id: Id) -> Project:
+        """:raises NotFound: no such project. :raises Forbidden: not an admin."""
+        ...
+
+    @call(policy="identity:admin")
+    async def update_project(
+        self,
+        *,
+        project_id: Id,
+        name: Label | None = None,
+        description: Text | None = None,
+        enabled: bool | None = None,
+    ) -> Project:
+        """Rename, describe, enable or disable a project; disabling revokes its tokens.
+
+        :raises Forbidden: not an admin. :raises NotFound: no such project.
+        :raises Conflict: the new name is taken.
+        """
+        ...
+
+    @call(policy="identity:admin")
+    async def delete_project(self, *, project_id: Id) -> None:
+        """Delete a project, its assignments and application credentials; revoke its tokens.
+
+        :raises Forbidden: not an admin. :raises NotFound: no such project.
+        """
+        ...
+
+    # -- users
+
+    @call(policy="identity:admin")
+    async def create_user(
+        self,
+        *,
+        name: Label,
+        password: Secret | None = None,
+        default_project: str | None = None,
+        enabled: bool = True,
+        description: Text = "",
+        domain_id: DomainId | None = None,
+    ) -> User:
+        """Create a user (without a password it cannot log in with one).
+
+        :raises Forbidden: not an admin. :raises NotFound: no such default project.
+        :raises Conflict: the name is taken.
+        """
+        ...
+
+    @call(policy="identity:admin")
+    async def list_users(self, *, name: str | None = None, enabled: bool | None = None) -> list[User]:
+        """Users by name (never their password hashes).
+
+        :raises Forbidden: not an admin.
+        """
+        ...
+
+    @call(policy="identity:admin")
+    async def get_user(self, *, user_id: Id) -> User:
+        """:raises NotFound: no such user. :raises Forbidden: not an admin."""
+        ...
+
+    @call(policy="identity:admin")
+    async def update_user(
+        self,
+        *,
+        user_id: Id,
+        name: Label | None = None,
+        password: Secret | None = None,
+        enabled: bool | None = None,
+        description: Text | None = None,
+        default_project: str | None = None,
+    ) -> User:
+        """Change a user; ``default_project=""`` clears it. Disabling the user or changing its
+        password revokes its tokens.
+
+        :raises Forbidden: not an admin. :raises NotFound: no such user or default project.
+        :raises Conflict: the new name is taken.
+        """
+        ...
+
+    @call(policy="identity:admin")
+    async def delete_user(self, *, user_id: Id) -> None:
+        """Delete a user, its assignments, memberships and application credentials; revoke its tokens.
+
+        :raises Forbidden: not an admin. :raises NotFound: no such user.
+        """
+        ...
+
+    # -- groups
+
+    @call(policy="identity:admin")
+    async def create_group(
+        self, *, name: Label, description: Text = "", domain_id: DomainId | None = None
+    ) -> Group:
+        """:raises Forbidden: not an admin. :raises Conflict: the name is taken."""
+        ...
+
+    @call(policy="identity:admin")
+    async def list_groups(self, *, name: str | None = None) -> list[Group]:
+        """:raises Forbidden: not an admin."""
+        ...
+
+    @call(policy="identity:admin")
+    async def get_group(self, *, group_id: Id) -> Group:
+        """:raises NotFound: no such group. :raises Forbidden: not an admin."""
+        ...
+
+    @call(policy="identity:admin")
+    async def update_group(
+        self, *, group_id: Id, name: Label | None = None, description: Text | None = None
+    ) -> Group:
+        """:raises Forbidden: not an admin. :raises NotFound: no such group.
+        :raises Conflict: the new name is taken."""
+        ...
+
+    @call(policy="identity:admin")
+    async def delete_group(self, *, group_id: Id) -> None:
+        """Delete a group, its memberships and role assignments.
+
+        :raises Forbidden: not an admin. :raises NotFound: no such group.
+        """
+        ...
+
+    @call(policy="identity:admin")
+    async def add_user_to_group(self, *, group_id: Id, user_id: Id) -> None:
+        """:raises Forbidden: not an admin. :raises NotFound: no such group or user."""
+        ...
+
+    @call(policy="identity:admin")
+    async def remove_user_from_group(self, *, group_id: Id, user_id: Id) -> None:
+        """:raises Forbidden: not an admin. :raises NotFound: no such group, user or membership."""
+        ...
+
+    @call(policy="identity:admin")
+    async def check_user_in_group(self, *, group_id: Id, user_id: Id) -> bool:
+        """Whether the user is a member of the group.
+
+        :raises Forbidden: not an admin. :raises NotFound: no such group or user.
+        """
+        ...
+
+    @call(policy="identity:admin")
+    async def list_group_users(self, *, group_id: Id) -> list[User]:
+        """:raises Forbidden: not an admin. :raises NotFound: no such group."""
+        ...
+
+    @call(policy="identity:admin")
+    async def list_user_groups(self, *, user_id: Id) -> list[Group]:
+        """:raises Forbidden: not an admin. :raises NotFound: no such user."""
+        ...
+
+    # -- roles and assignments
+
+    @call(policy="identity:admin")
+    async def list_roles(self, *, name: str | None = None) -> list[Role]:
+        """:raises Forbidden: not an admin."""
+        ...
+
+    @call(policy="identity:admin")
+    async def create_role(self, *, name: Label, description: Text = "") -> Role:
+        """:raises Forbidden: not an admin. :raises Conflict: the name is taken."""
+        ...
+
+    @call(policy="identity:admin")
+    async def get_role(self, *, role_id: Id) -> Role:
+        """:raises NotFound: no such role. :raises Forbidden: not an admin."""
+        ...
+
+    @call(policy="identity:admin")
+    async def grant_role(self, *, user: Id, project: Id, role: Id) -> None:
+        """Give ``user`` the ``role`` on ``project``.
+
+        :raises Forbidden: not an admin. :raises NotFound: no such user, project or role.
+        """
+        ...
+
+    @call(policy="identity:admin")
+    async def revoke_role(self, *, user: Id, project: Id, role: Id) -> None:
+        """Take ``role`` on ``project`` from ``user`` (its tokens lose the role at once).
+
+        :raises Forbidden: not an admin. :raises NotFound: no such user, project, role or assignment.
+        """
+        ...
+
+    @call(policy="identity:admin")
+    async def grant_group_role(self, *, group: Id, project: Id, role: Id) -> None:
+        """Give every member of ``group`` the ``role`` on ``project``.
+
+        :raises Forbidden: not an admin. :raises NotFound: no such group, project or role.
+        """
+        ...
+
+    @call(policy="identity:admin")
+    async def revoke_group_role(self, *, group: Id, project: Id, role: Id) -> None:
+        """:raises Forbidden: not an admin.
+        :raises NotFound: no such group, project, role or assignment."""
+        ...
+
+    @call(policy="identity:admin")
+    async def list_role_assignments(
+        self,
+        *,
+        user_id: str | None = None,
+        group_id: str | None = None,
+        project_id: str | None = None,
+        role_id: Id | None = None,
+        effective: bool = False,
+    ) -> list[RoleAssignment]:
+        """Assignments, by project, role, user and group.
+
+        Filters take ids (a role also by name). With ``effective`` a group's assignments
+        appear once per member user (``via_group`` names the group) and filtering by user
+        includes those of its groups.
+
+        :raises Forbidden: not an admin. :raises NotFound: no such role.
+        """
+        ...
+
+
+# -- application credentials ----------------------------------------------------------------------
+
+
+class RoleChoice(TypedDict, total=False):
+    """A role asked for by id or by name (other keys are ignored)."""
+
+    id: str
+    name: str
+
+
+class ApplicationCredential(TypedDict):
+    """An application credential (never its secret): its roles are those of the user it still names."""
+
+    id: str
+    name: str
+    description: str
+    user_id: str
+    project_id: str
+    roles: list[RoleRef]
+    expires_at: float | None
+    unrestricted: bool
+    created_at: str
+
+
+class NewApplicationCredential(ApplicationCredential):
+    """A credential just made, with its secret (shown this once, kept only as a hash)."""
+
+    secret: str
+
+
+class ApplicationCredentials(ServiceAPI, address="identity"):
+    """A user's application credentials: made with a project-scoped token for its project,
+    limited to some or all of the user's roles there."""
+
+    @call
+    async def create_application_credential(
+        self,
+        *,
+        name: Label,
+        secret: Secret | None = None,
+        expires_at: float | str | None = None,
+        roles: Annotated[list[str | RoleChoice], Meta(min_length=1)] | None = None,
+        description: Text = "",
+    ) -> NewApplicationCredential:
+        """A credential for the calling user on the project of its token; its secret shown once.
+
+        ``secret`` defaults to a random one; ``expires_at`` is epoch seconds or an ISO 8601
+        time (UTC when no offset), None for never; ``roles`` (ids, names or ``{"id"}`` /
+        ``{"name"}`` maps) defaults to all the caller's roles on the project.
+
+        :raises Unauthorized: no user context, or its token is not valid.
+        :raises Forbidden: the token is unscoped or itself from an application credential,
+            or a role asked for is not the caller's.
+        :raises InvalidRequest: an expiry that does not parse or is past, a role map with
+            neither id nor name.
+        :raises Conflict: the user has a credential of that name.
+        """
+        ...
+
+    @call
+    async def list_application_credentials(self, *, user_id: Id) -> list[ApplicationCredential]:
+        """The user's credentials (never their secrets), by name.
+
+        :raises Forbidden: the caller is neither that user nor an admin.
+        """
+        ...
+
+    @call
+    async def get_application_credential(self, *, user_id: Id, app_cred_id: Id) -> ApplicationCredential:
+        """:raises Forbidden: neither that user nor an admin. :raises NotFound: no such credential."""
+        ...
+
+    @call
+    async def delete_application_credential(self, *, user_id: Id, app_cred_id: Id) -> None:
+        """Delete a credential; its tokens are refused from now on.
+
+        :raises Forbidden: neither that user nor an admin. :raises NotFound: no such credential.
+        """
+        ...

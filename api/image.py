@@ -1,0 +1,203 @@
+"""The image service's API (Glance): image records, and image bytes uploaded and read in chunks.
+
+An image is created ``queued``; its bytes arrive in chunks at increasing offsets (the first
+turns it ``saving``) and ``finish_upload`` hashes them (md5 and sha512) and makes it
+``active``; ``abort_upload`` takes a half-done upload back to ``queued``. Only active images
+are read, in chunks. Every chunk travels in one bus message, so none is over ``CHUNK_MAX``.
+Private and shared images are seen by their owner's project only (a lookup by another is
+``NotFound``); public and community ones by everyone; admins and services see all.
+
+Facets: ``ImageReader`` (what compute nodes and the conductor call: ``get``, ``read_chunk``)
+and ``Images`` (the whole API, as users reach it through the gateway).
+
+Version history: 1 - initial.
+
+Events (kind ``image``, with the image as ``get`` shows it): ``image.queued`` (created),
+``image.active`` (its upload finished; also the default image's, at the first start),
+``image.deleted``.
+"""
+
+from __future__ import annotations
+
+import typing
+from typing import Annotated, Literal, TypedDict
+
+from msgspec import Meta
+
+from api.fields import Amount, Id
+from bus.api import ServiceAPI, call
+
+CHUNK_MAX = 512 * 1024
+"""The most bytes one ``upload_chunk``, ``upload`` or ``read_chunk`` message carries."""
+
+DiskFormat = Literal["raw", "qcow2", "ami", "ari", "aki", "vhd", "vmdk", "vdi", "iso"]
+ContainerFormat = Literal["bare", "ami", "ari", "aki", "ovf", "ova", "docker"]
+Visibility = Literal["public", "private", "shared", "community"]
+ImageStatus = Literal["queued", "saving", "active", "killed", "deleted"]
+
+DISK_FORMATS: tuple[str, ...] = typing.get_args(DiskFormat)
+CONTAINER_FORMATS: tuple[str, ...] = typing.get_args(ContainerFormat)
+VISIBILITIES: tuple[str, ...] = typing.get_args(Visibility)
+STATUSES: tuple[str, ...] = typing.get_args(ImageStatus)
+
+ImageName = Annotated[str, Meta(max_length=255)]
+"""An image's name: at most 255 characters (Glance allows an empty one)."""
+Tag = Annotated[str, Meta(min_length=1, max_length=255)]
+PropertyName = Annotated[str, Meta(min_length=1, max_length=255)]
+"""The name of an extra property (one of the image's own fields is refused: ``create``)."""
+Offset = Annotated[int, Meta(ge=0)]
+"""A byte offset or count in an image (images may be larger than 2 GiB)."""
+Chunk = Annotated[bytes, Meta(max_length=CHUNK_MAX)]
+"""Bytes of an image, at most ``CHUNK_MAX`` in one message."""
+
+
+class Image(TypedDict):
+    """An image record, with Glance v2's field names (the gateway adds links and flattens
+    ``properties`` to the top level)."""
+
+    id: str
+    name: str
+    status: ImageStatus
+    visibility: Visibility
+    protected: bool
+    checksum: str | None
+    """md5 of the bytes, hex; None until the upload finishes (and ``os_hash_*`` too)."""
+    os_hash_algo: str | None
+    os_hash_value: str | None
+    owner: str | None
+    """The owning project; None for an image a service created."""
+    size: int | None
+    virtual_size: int | None
+    min_disk: int
+    min_ram: int
+    disk_format: DiskFormat
+    container_format: ContainerFormat
+    created_at: str
+    updated_at: str
+    tags: list[str]
+    properties: dict[str, str]
+
+
+class Received(TypedDict):
+    """The bytes of an image received so far (the offset of the next chunk)."""
+
+    size: int
+
+
+class ImageReader(ServiceAPI, address="image"):
+    """What compute nodes call (and the conductor, to check an image before a boot)."""
+
+    @call(policy="image:read")
+    async def get(self, *, image_id: Id) -> Image:
+        """One image.
+
+        :raises NotFound: no such image, deleted, or another project's private/shared image.
+        """
+        ...
+
+    @call(policy="image:read")
+    async def read_chunk(self, *, image_id: Id, offset: Offset, length: Offset) -> bytes:
+        """Up to ``length`` bytes (at most ``CHUNK_MAX``) of an active image from ``offset``;
+        empty past its end.
+
+        :raises NotFound: the caller cannot see the image, or its file is gone.
+        :raises Conflict: the image is not ``active``.
+        """
+        ...
+
+
+class Images(ImageReader, address="image"):
+    """The whole image API, as users reach it through the gateway: records and uploads."""
+
+    @call(policy="image:write")
+    async def create(
+        self,
+        *,
+        name: ImageName,
+        disk_format: DiskFormat = "raw",
+        container_format: ContainerFormat = "bare",
+        visibility: Visibility = "private",
+        min_disk: Amount = 0,
+        min_ram: Amount = 0,
+        protected: bool = False,
+        tags: list[Tag] | None = None,
+        properties: dict[PropertyName, str] | None = None,
+        id: str | None = None,
+    ) -> Image:
+        """Register a ``queued`` image owned by the caller's project (duplicate tags dropped).
+
+        :raises InvalidRequest: a property named like one of the image's own fields, or an
+            ``id`` that is not a UUID.
+        :raises Forbidden: someone other than an admin or a service asks for a public image.
+        :raises Conflict: an image with this ``id`` exists (or existed).
+        """
+        ...
+
+    @call(policy="image:write")
+    async def delete(self, *, image_id: Id) -> None:
+        """Mark the image deleted and remove its bytes.
+
+        :raises NotFound: the caller cannot see the image.
+        :raises Forbidden: not the owner's project (nor an admin), or the image is protected.
+        """
+        ...
+
+    @call(policy="image:write")
+    async def upload_chunk(self, *, image_id: Id, offset: Offset, data: Chunk) -> Received:
+        """Write one chunk at ``offset``, which must be the bytes received so far (a queued
+        image turns ``saving``); answer the new total.
+
+        :raises NotFound: the caller cannot see the image.
+        :raises Forbidden: the image belongs to another project.
+        :raises Conflict: the image is not queued/saving, or ``offset`` is not the bytes received.
+        """
+        ...
+
+    @call(policy="image:write")
+    async def finish_upload(self, *, image_id: Id) -> Image:
+        """Hash the uploaded bytes and make the image ``active``.
+
+        :raises NotFound: the caller cannot see the image.
+        :raises Forbidden: the image belongs to another project.
+        :raises Conflict: the image is not ``saving``.
+        """
+        ...
+
+    @call(policy="image:write")
+    async def upload(self, *, image_id: Id, data: Chunk) -> Image:
+        """One-shot upload of a small image: one chunk at offset 0, then ``finish_upload``.
+
+        :raises NotFound: the caller cannot see the image.
+        :raises Forbidden: the image belongs to another project.
+        :raises Conflict: the image is not queued, or another upload of it is under way.
+        """
+        ...
+
+    @call(policy="image:write")
+    async def abort_upload(self, *, image_id: Id) -> Image:
+        """Drop a half-done upload: ``saving`` back to ``queued``, bytes removed, so it can restart.
+
+        :raises NotFound: the caller cannot see the image.
+        :raises Forbidden: the image belongs to another project.
+        :raises Conflict: the image is not ``saving``.
+        """
+        ...
+
+    # last: below its definition, ``list`` in the class's scope would be this method
+    @call(policy="image:read")
+    async def list(
+        self,
+        *,
+        name: str | None = None,
+        status: ImageStatus | None = None,
+        visibility: Visibility | None = None,
+        limit: Amount | None = None,
+        marker: str | None = None,
+    ) -> list[Image]:
+        """The images the caller may see but deleted ones, newest first (``created_at`` then
+        ``id``, descending), filtered by ``name``, ``status`` and ``visibility``; at most
+        ``limit``, after the image ``marker`` when given.
+
+        :raises InvalidRequest: a marker the caller cannot see.
+        """
+        ...

@@ -1,0 +1,441 @@
+"""The net service's API (Neutron): networks, subnets, ports and the IP addresses they hold.
+
+A project sees its own networks, subnets and ports plus the shared networks (and their
+subnets); anything else is ``NotFound``. Admins and services (a call acting for no user)
+see every project's. Records carry Neutron's attribute names (``tenant_id``,
+``binding:host_id``...), so the gateway passes them through as they are.
+
+Facets, by caller (each process's NATS permissions follow from the facets it uses):
+
+* ``NetForNodes``: what compute nodes call: ``allocate_for_instance``,
+  ``deallocate_for_instance``, ``set_port_binding``, ``get_network``, ``get_subnet``;
+* ``Net``: the whole API, as users reach it through the gateway (and as the conductor, the
+  audit and the tests use it): ``NetForNodes`` and the CRUD of networks, subnets and ports,
+  and ``list_allocations``.
+
+``Net`` is assembled from facets by job (``NetworkReader`` + ``Networks``, ``SubnetReader``
++ ``Subnets``, ``Ports``, ``InstancePorts``, ``Allocations``), the parts the net actor's
+servants implement.
+
+Version history: 1 - initial.
+
+Events (kind ``port``, project the port's, with the port as ``get_port`` shows it):
+``port.bound`` (``allocate_for_instance``, one per port), ``port.plugged``
+(``set_port_binding``), ``port.unbound`` (``deallocate_for_instance`` gave a port the user
+made back) and ``port.deleted`` (``delete_port``, ``delete_network`` for each of its ports,
+``deallocate_for_instance`` for those it made).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, TypedDict
+
+from msgspec import Meta
+
+from api.fields import HostName, Id
+from bus.api import ServiceAPI, call
+
+COMPUTE_OWNER = "compute:nova"
+"""The ``device_owner`` of the ports ``allocate_for_instance`` makes or binds."""
+
+Text = Annotated[str, Meta(max_length=255)]
+"""A name, description, device id or owner, host or project: at most 255 characters (Neutron's
+limit), maybe empty."""
+IpAddress = Annotated[str, Meta(max_length=64)]
+"""An IP address as text (whether it parses, and is IPv4, the handler checks)."""
+Cidr = Annotated[str, Meta(max_length=64)]
+"""A subnet as ``address/prefix`` (whether it parses, and has hosts, the handler checks)."""
+MacAddress = Annotated[str, Meta(pattern=r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")]
+"""Six colon-separated hex bytes (stored lower-cased)."""
+Mtu = Annotated[int, Meta(ge=68, le=9000)]
+IpVersion = Literal[4, 6]
+"""Neutron's IP versions; only 4 is built (6 is refused by the handler)."""
+VifType = Literal["bridge", "user", "unbound", "binding_failed"]
+"""How a bound port reaches its guest: a bridge, or user-mode networking where none could be made."""
+PortStatus = Literal["ACTIVE", "DOWN"]
+
+
+class FixedIp(TypedDict):
+    """An address a port holds."""
+
+    subnet_id: str
+    ip_address: str
+
+
+class FixedIpRequest(TypedDict, total=False):
+    """An address ``create_port`` asks for: on a subnet, that address, or both (null: any)."""
+
+    subnet_id: str | None
+    ip_address: IpAddress | None
+
+
+class AllocationPool(TypedDict):
+    """A range of a subnet's addresses ports are given from, both ends included."""
+
+    start: IpAddress
+    end: IpAddress
+
+
+class HostRoute(TypedDict):
+    destination: str
+    nexthop: str
+
+
+class RequestedNetwork(TypedDict, total=False):
+    """One entry of ``allocate_for_instance``'s ``requested_networks``: a new port on a network
+    (``uuid``, with ``fixed_ip`` if it asks for that address), or a port the user made (``port``)."""
+
+    uuid: Id
+    port: Id
+    fixed_ip: IpAddress
+
+
+# A network (Neutron's attribute names, ``router:external`` among them: hence the functional form).
+Network = TypedDict(
+    "Network",
+    {
+        "id": str,
+        "name": str,
+        "project_id": str,
+        "tenant_id": str,
+        "shared": bool,
+        "admin_state_up": bool,
+        "mtu": int,
+        "status": Literal["ACTIVE"],
+        "router:external": bool,
+        "subnets": list[str],
+        "description": str,
+        "revision_number": int,
+        "tags": list[str],
+        "created_at": str,
+        "updated_at": str,
+    },
+)
+
+
+class Subnet(TypedDict):
+    """A subnet of a network: its range, gateway and the pools ports are given addresses from."""
+
+    id: str
+    name: str
+    network_id: str
+    project_id: str
+    tenant_id: str
+    cidr: str
+    ip_version: int
+    gateway_ip: str
+    allocation_pools: list[AllocationPool]
+    enable_dhcp: bool
+    dns_nameservers: list[str]
+    host_routes: list[HostRoute]
+    description: str
+    revision_number: int
+    tags: list[str]
+    created_at: str
+    updated_at: str
+
+
+# A port: ACTIVE while it is up with a device and a binding host, else DOWN. ``binding:vif_details``
+# is what the node that plugged it says (``libvirt_network``, ``fallback_reason``).
+Port = TypedDict(
+    "Port",
+    {
+        "id": str,
+        "name": str,
+        "network_id": str,
+        "project_id": str,
+        "tenant_id": str,
+        "mac_address": str,
+        "fixed_ips": list[FixedIp],
+        "device_id": str,
+        "device_owner": str,
+        "admin_state_up": bool,
+        "status": PortStatus,
+        "binding:host_id": str,
+        "binding:vif_type": VifType,
+        "binding:vif_details": dict[str, Any],
+        "binding:vnic_type": Literal["normal"],
+        "binding:profile": dict[str, Any],
+        "security_groups": list[str],
+        "description": str,
+        "revision_number": int,
+        "tags": list[str],
+        "created_at": str,
+        "updated_at": str,
+    },
+)
+
+
+class Deallocated(TypedDict):
+    """What ``deallocate_for_instance`` did: ports deleted, and ports given back unbound."""
+
+    deleted: int
+    unbound: int
+
+
+class IpAllocation(TypedDict):
+    subnet_id: str
+    ip_address: str
+    port_id: str
+
+
+class NetworkReader(ServiceAPI, address="net"):
+    """What nodes and the conductor read of networks."""
+
+    @call(policy="network:read")
+    async def get_network(self, *, network_id: Id) -> Network:
+        """One network.
+
+        :raises NotFound: none, or the caller may not see it.
+        """
+        ...
+
+
+class SubnetReader(ServiceAPI, address="net"):
+    """What nodes read of subnets (a real guest's DHCP range and gateway)."""
+
+    @call(policy="network:read")
+    async def get_subnet(self, *, subnet_id: Id) -> Subnet:
+        """One subnet.
+
+        :raises NotFound: none, or the caller may not see it.
+        """
+        ...
+
+
+class InstancePorts(ServiceAPI, address="net"):
+    """An instance's ports: made or bound for a build on a node, plugged by it, given back."""
+
+    @call
+    async def allocate_for_instance(
+        self,
+        *,
+        instance_uuid: Id,
+        project_id: Text,
+        requested_networks: list[RequestedNetwork] | Literal["auto", "none"] | None,
+        host: HostName,
+    ) -> list[Port]:
+        """The ports of an instance on ``host``, acting for ``project_id``; idempotent per instance.
+
+        ``requested_networks``: a list of ``{"uuid": network_id[, "fixed_ip": ip]}`` and
+        ``{"port": port_id}``; "auto", None or [] (the project's network if it has exactly one,
+        else the shared default network); "none" (no port). A new port (device_owner
+        ``COMPUTE_OWNER``) is deleted by ``deallocate_for_instance``, a given one only unbound.
+        Publishes ``port.bound`` for each; when the instance has ports, returns them instead
+        (bound to ``host`` now).
+
+        :raises InvalidRequest: an entry with both or neither of uuid and port, a port with a
+            fixed_ip, a port named twice, a fixed_ip that is no address of the network.
+        :raises Forbidden: a member acting for another project.
+        :raises NotFound: a network or port the project does not see; no default network.
+        :raises Conflict: a given port is bound to another instance; no (or not that) address is free.
+        """
+        ...
+
+    @call
+    async def deallocate_for_instance(self, *, instance_uuid: Id) -> Deallocated:
+        """Delete the instance's ports ``allocate_for_instance`` created (releasing their
+        addresses) and unbind those it was given; idempotent. Publishes ``port.deleted`` and
+        ``port.unbound``."""
+        ...
+
+    @call
+    async def set_port_binding(self, *, port_id: Id, vif_type: VifType, vif_details: dict[str, Any]) -> Port:
+        """How a node plugged a bound port in (``binding:vif_type``: bridge, or user-mode
+        networking where no bridge could be made, with the reason in ``binding:vif_details``).
+        Publishes ``port.plugged``.
+
+        :raises NotFound: no such port.
+        """
+        ...
+
+
+class NetForNodes(NetworkReader, SubnetReader, InstancePorts, address="net"):
+    """What compute nodes call: their instances' ports, and the networks and subnets they are on."""
+
+
+class Networks(NetworkReader, address="net"):
+    """Networks, as users reach them through the gateway."""
+
+    @call(policy="network:write")
+    async def create_network(
+        self,
+        *,
+        name: Text = "",
+        shared: bool = False,
+        admin_state_up: bool = True,
+        mtu: Mtu = 1500,
+        description: Text = "",
+    ) -> Network:
+        """A network of the caller's project.
+
+        :raises Forbidden: a member asked for a shared network.
+        """
+        ...
+
+    @call(policy="network:read")
+    async def list_networks(
+        self, *, name: Text | None = None, shared: bool | None = None, project_id: Text | None = None
+    ) -> list[Network]:
+        """The networks the caller sees (its own and the shared ones), filtered, oldest first."""
+        ...
+
+    @call(policy="network:write")
+    async def update_network(
+        self,
+        *,
+        network_id: Id,
+        name: Text | None = None,
+        admin_state_up: bool | None = None,
+        description: Text | None = None,
+    ) -> Network:
+        """Rename a network, set its admin state or description (None: unchanged).
+
+        :raises NotFound: none the caller sees.
+        :raises Forbidden: another project's shared network.
+        """
+        ...
+
+    @call(policy="network:write")
+    async def delete_network(self, *, network_id: Id) -> None:
+        """Delete a network, its subnets and its unbound ports (``port.deleted`` for each).
+
+        :raises NotFound: none the caller sees.
+        :raises Forbidden: another project's shared network.
+        :raises Conflict: a port of it is bound to an instance (Neutron's NetworkInUse).
+        """
+        ...
+
+
+class Subnets(SubnetReader, address="net"):
+    """Subnets, as users reach them through the gateway (they are not updated)."""
+
+    @call(policy="network:write")
+    async def create_subnet(
+        self,
+        *,
+        network_id: Id,
+        cidr: Cidr,
+        name: Text = "",
+        gateway_ip: IpAddress | None = None,
+        allocation_pools: list[AllocationPool] | None = None,
+        ip_version: IpVersion = 4,
+        enable_dhcp: bool = True,
+        dns_nameservers: list[IpAddress] | None = None,
+        description: Text = "",
+    ) -> Subnet:
+        """A subnet of a network of the caller's project. The gateway defaults to the first host
+        address, the pool to the other host addresses.
+
+        :raises InvalidRequest: a CIDR that does not parse, is not IPv4 or has no hosts; a gateway,
+            pool or name server that is no address, or outside the subnet; pools overlapping each
+            other or the gateway; a CIDR overlapping another subnet of the network.
+        :raises NotFound: no such network the caller sees.
+        :raises Forbidden: another project's shared network.
+        """
+        ...
+
+    @call(policy="network:read")
+    async def list_subnets(self, *, network_id: Text | None = None) -> list[Subnet]:
+        """The subnets the caller sees (its own and those of shared networks), oldest first."""
+        ...
+
+    @call(policy="network:write")
+    async def delete_subnet(self, *, subnet_id: Id) -> None:
+        """Delete a subnet none of whose addresses is allocated.
+
+        :raises NotFound: none the caller sees.
+        :raises Forbidden: a subnet of another project's shared network.
+        :raises Conflict: a port holds an address of it (Neutron's SubnetInUse).
+        """
+        ...
+
+
+class Ports(ServiceAPI, address="net"):
+    """Ports, as users reach them through the gateway (and the conductor checks one exists)."""
+
+    @call(policy="network:write")
+    async def create_port(
+        self,
+        *,
+        network_id: Id,
+        name: Text = "",
+        mac_address: MacAddress | None = None,
+        fixed_ips: list[FixedIpRequest] | None = None,
+        device_id: Text = "",
+        device_owner: Text = "",
+        admin_state_up: bool = True,
+        description: Text = "",
+    ) -> Port:
+        """A port of the caller's project on a network it sees, with the lowest free address of the
+        network (of its first subnet that has one) unless ``fixed_ips`` asks for others; a random
+        ``fa:16:3e:xx:xx:xx`` MAC unless ``mac_address`` gives one.
+
+        :raises NotFound: no such network the caller sees.
+        :raises InvalidRequest: an empty ``fixed_ips`` entry, or one naming a subnet or an address
+            that is not on the network.
+        :raises Conflict: no free address, or the MAC or an asked address is taken.
+        """
+        ...
+
+    @call(policy="network:read")
+    async def list_ports(
+        self,
+        *,
+        network_id: Text | None = None,
+        device_id: Text | None = None,
+        device_owner: Text | None = None,
+    ) -> list[Port]:
+        """The ports the caller sees (its project's), filtered, oldest first."""
+        ...
+
+    @call(policy="network:read")
+    async def get_port(self, *, port_id: Id) -> Port:
+        """One port.
+
+        :raises NotFound: none, or another project's.
+        """
+        ...
+
+    @call(policy="network:write")
+    async def update_port(
+        self,
+        *,
+        port_id: Id,
+        name: Text | None = None,
+        device_id: Text | None = None,
+        device_owner: Text | None = None,
+        binding_host: Text | None = None,
+        admin_state_up: bool | None = None,
+        description: Text | None = None,
+    ) -> Port:
+        """Change a port's name, device, binding host, admin state or description (None: unchanged).
+
+        :raises NotFound: none, or another project's.
+        """
+        ...
+
+    @call(policy="network:write")
+    async def delete_port(self, *, port_id: Id) -> None:
+        """Delete a port, releasing its addresses; publishes ``port.deleted``.
+
+        :raises NotFound: none, or another project's.
+        """
+        ...
+
+
+class Allocations(ServiceAPI, address="net"):
+    """The IP allocations, for an audit."""
+
+    @call
+    async def list_allocations(self) -> list[IpAllocation]:
+        """Every IP allocation, by subnet, oldest first.
+
+        :raises Forbidden: a member asked.
+        """
+        ...
+
+
+class Net(NetForNodes, Networks, Subnets, Ports, Allocations, address="net"):
+    """The whole net API, as users reach it through the gateway; the conductor uses it too
+    (``get_port``, ``get_network``, ``deallocate_for_instance``)."""

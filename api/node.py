@@ -1,0 +1,145 @@
+"""The compute node's API (nova-compute + its libvirt driver): the domains of one host.
+
+Each node is served on its own address, ``node.<host>`` (``Node.client(bus, host="node-1")``).
+The conductor casts it the node's part of an instance's tasks (build, stop, start, pause and
+the like, reboot, delete) and records each before the cast, so a lost one is sent again: every
+cast is idempotent. It calls it for volume attaches, the console log and the real power state
+of a domain; ``aiostack audit`` and the tests list its domains.
+
+Version history: 1 - initial.
+
+Events (kind ``domain``): ``domain.lifecycle`` (each libvirt lifecycle event of this host's
+domains, as ``{event, event_id, detail, host, libvirt_ts}``) and ``domain.reconciled`` (a
+change libvirt sent no event for while the node's connection was down). The node's heartbeat
+is ``api.scheduler.HEARTBEAT``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, TypedDict
+
+from msgspec import Meta
+
+from api.fields import Amount, Id
+from api.volume import Connection
+from bus.api import ServiceAPI, call, cast
+
+RebootType = Literal["SOFT", "HARD"]
+"""SOFT: the guest reboots itself; HARD: the domain is destroyed and created again."""
+PowerAction = Literal["pause", "unpause", "suspend", "resume"]
+"""pause and unpause (libvirt suspend and resume), suspend and resume (managed save and restore)."""
+DeviceName = Annotated[str, Meta(max_length=64, pattern=r"^(/dev/)?[a-z0-9]*$")]
+"""A guest disk device (``/dev/vdb`` or ``vdb``); empty: the next free one."""
+
+
+class AttachedVolume(TypedDict):
+    device: str
+    """Where the guest sees the volume: ``/dev/vdb``."""
+
+
+class ConsoleOutput(TypedDict):
+    output: str
+
+
+class PowerState(TypedDict):
+    exists: bool
+    """The instance has a domain on this host."""
+    running: bool
+
+
+class DomainView(TypedDict):
+    """A domain libvirt has on the host (several nodes may share one libvirtd: not all are this node's)."""
+
+    uuid: str
+    name: str
+    state: int
+    """libvirt's ``VIR_DOMAIN_*`` state: 1 running, 3 paused, 5 shut off."""
+    project_id: str | None
+    """None: not one of this node's domains."""
+
+
+class Node(ServiceAPI, address="node.{host}"):
+    """One compute host: what the conductor casts and calls it, and what the audit reads."""
+
+    @cast
+    async def build_and_run_instance(self, *, instance_uuid: Id) -> None:
+        """Steps 14-29 of a boot: ask the conductor for the build request, gather the image, ports
+        and volumes, define and start the domain; libvirt's STARTED event makes it ACTIVE.
+
+        Delivered again, it never makes a second domain (the instance uuid is the domain's). A
+        build that fails gives back what it took and is reported with ``build_failed``.
+        """
+        ...
+
+    @cast
+    async def stop_instance(self, *, instance_uuid: Id) -> None:
+        """ACPI shutdown; the domain is destroyed if the guest has not stopped within the node's
+        shutdown timeout. The STOPPED event makes the instance SHUTOFF."""
+        ...
+
+    @cast
+    async def start_instance(self, *, instance_uuid: Id) -> None:
+        """Start a stopped domain (a running one is reported running)."""
+        ...
+
+    @cast
+    async def change_power(self, *, instance_uuid: Id, action: PowerAction) -> None:
+        """pause, unpause, suspend (managed save) or resume a domain; one already there is
+        reported as libvirt would have reported the change."""
+        ...
+
+    @cast
+    async def reboot_instance(self, *, instance_uuid: Id, reboot_type: RebootType = "SOFT") -> None:
+        """SOFT: the guest reboots itself and the node reports ``task_done`` (libvirt sends no
+        event); HARD: destroy then create (STOPPED then STARTED)."""
+        ...
+
+    @cast
+    async def terminate_instance(self, *, instance_uuid: Id) -> None:
+        """Destroy the domain, release its ports, volumes and files, undefine it: the UNDEFINED
+        event (or ``domain_gone`` when there was no domain) finishes the delete."""
+        ...
+
+    @call
+    async def attach_volume(
+        self,
+        *,
+        instance_uuid: Id,
+        volume_id: Id,
+        connection: Connection,
+        device: DeviceName | None = None,
+    ) -> AttachedVolume:
+        """Attach the volume live where the driver can, and always to the persistent definition.
+        ``connection`` is what the volume service's ``reserve`` answered.
+
+        :raises NotFound: the instance has no domain here.
+        :raises Conflict: the device is already in use on the instance.
+        """
+        ...
+
+    @call
+    async def detach_volume(self, *, instance_uuid: Id, volume_id: Id, connection: Connection) -> None:
+        """Detach the volume live where the driver can, and from the persistent definition.
+
+        :raises NotFound: the instance has no domain here, or the volume is not attached to it.
+        """
+        ...
+
+    @call
+    async def get_console_output(self, *, instance_uuid: Id, length: Amount | None = None) -> ConsoleOutput:
+        """The guest's serial console log (its last MiB); its last ``length`` lines when given.
+
+        :raises NotFound: the instance has no domain here.
+        :raises Conflict: the host's driver keeps no console log (libvirt's test driver).
+        """
+        ...
+
+    @call
+    async def get_power_state(self, *, instance_uuid: Id) -> PowerState:
+        """Whether the instance has a domain here, and whether it runs."""
+        ...
+
+    @call
+    async def list_domains(self) -> list[DomainView]:
+        """Every domain libvirt has on this host, with its state and, for this node's, its project."""
+        ...

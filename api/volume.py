@@ -1,0 +1,250 @@
+"""The volume service's API (Cinder): volumes (files on the volume host) and their attachments.
+
+A volume is made ``creating`` and becomes ``available`` (or ``error``, with a ``fault``, when
+its file cannot be made). The conductor drives the attach protocol; a node does the libvirt
+part and calls ``reserve``/``attach_complete`` itself when it attaches volumes at boot:
+
+    reserve -> attach_complete        available -> attaching -> in-use
+    unreserve                         attaching -> available   (the node failed)
+    begin_detach -> detach_complete   in-use -> detaching -> available
+    roll_detaching                    detaching -> in-use      (the node failed)
+    detach_all                        every volume of a deleted instance -> available
+
+``delete`` goes deleting -> gone (or ``error_deleting`` when the file cannot be removed; such a
+volume may be deleted again). Users see their project's volumes (another project's is
+``NotFound``); admins every project's with ``all_tenants``; services all.
+
+Facets, by caller: ``VolumeAttacher`` (compute nodes), ``VolumeAttachments`` (the conductor:
+the whole attach protocol, built on the nodes' facet) and ``Volumes`` (the whole API, as the
+gateway reaches it: create, get, list, update, delete and more).
+
+Version history: 1 - initial.
+
+Events (kind ``volume``, on ``evt.volume.<project>.<id>``): ``volume.<status>`` at every status
+change (``volume.deleted`` last), with the volume as users see it (no ``path``, no ``format``).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, TypedDict
+
+from msgspec import Meta
+
+from api.fields import HostName, Id, Name
+from bus.api import ServiceAPI, call
+
+MAX_SIZE_GIB = 1024
+MAX_TEXT = 255
+
+VolumeFormat = Literal["raw", "qcow2"]
+VolumeStatus = Literal[
+    "creating", "available", "attaching", "in-use", "detaching", "deleting", "error", "error_deleting"
+]
+AttachStatus = Literal["reserved", "attached", "detaching"]
+"""An attachment row: reserved (its volume attaching), attached (in-use), detaching."""
+
+Size = Annotated[int, Meta(ge=1, le=MAX_SIZE_GIB)]
+"""A volume's size in GiB."""
+Text = Annotated[str, Meta(max_length=MAX_TEXT)]
+"""A name, description or metadata value: at most 255 characters, possibly empty."""
+MetadataKey = Annotated[str, Meta(min_length=1, max_length=MAX_TEXT)]
+
+
+class Attachment(TypedDict):
+    """An attachment as a volume shows it (its ``id`` is the volume's, as in Cinder)."""
+
+    id: str
+    attachment_id: str
+    volume_id: str
+    server_id: str
+    host_name: str | None
+    device: str | None
+    attached_at: str | None
+
+
+class AttachmentRecord(Attachment):
+    """An attachment as ``list_attachments`` shows it, in whatever state it is."""
+
+    attach_status: AttachStatus
+    project_id: str | None
+    """The volume's project."""
+
+
+class Volume(TypedDict):
+    """A volume record: its own fields, Cinder's fixed ones, its attachments (attached or
+    detaching), and the volume host's ``path`` and ``format`` (the gateway does not show those)."""
+
+    id: str
+    name: str
+    description: str
+    size: int
+    status: VolumeStatus
+    format: VolumeFormat
+    path: str
+    user_id: str | None
+    project_id: str | None
+    metadata: dict[str, str]
+    fault: str | None
+    """What went wrong with the volume's file (status ``error`` or ``error_deleting``)."""
+    created_at: str
+    updated_at: str
+    availability_zone: str
+    bootable: str
+    encrypted: bool
+    multiattach: bool
+    volume_type: str
+    snapshot_id: str | None
+    source_volid: str | None
+    attachments: list[Attachment]
+
+
+class Connection(TypedDict):
+    """How a node reaches a volume: its file and the file's format."""
+
+    path: str
+    format: VolumeFormat
+
+
+class Connected(TypedDict):
+    """The volume after a step of the attach protocol, and its connection."""
+
+    volume: Volume
+    connection: Connection
+
+
+class Detached(TypedDict):
+    """The ids of the volumes freed."""
+
+    detached: list[str]
+
+
+class VolumeAttacher(ServiceAPI, address="volume"):
+    """What compute nodes call: attaching the volumes of a boot, freeing those of a deleted instance."""
+
+    @call
+    async def reserve(self, *, volume_id: Id, instance_uuid: Id) -> Connected:
+        """Claim an available volume for ``instance_uuid``: available -> attaching.
+
+        :raises NotFound: no such volume visible to the caller.
+        :raises Conflict: the volume is not available (in-use, attaching, ...).
+        """
+        ...
+
+    @call
+    async def attach_complete(
+        self, *, volume_id: Id, instance_uuid: Id, host: HostName, device: Name
+    ) -> Volume:
+        """The node attached the volume as ``device`` on ``host``: attaching -> in-use.
+
+        :raises NotFound: no such volume visible to the caller, or not reserved for the instance.
+        :raises Conflict: the volume is not attaching.
+        """
+        ...
+
+    @call
+    async def detach_all(self, *, instance_uuid: Id) -> Detached:
+        """Free every volume attached, attaching or detaching to a deleted instance; idempotent."""
+        ...
+
+
+class VolumeAttachments(VolumeAttacher, address="volume"):
+    """What the conductor calls: the whole attach protocol, a volume's state, every attachment."""
+
+    @call(policy="volume:read")
+    async def get(self, *, volume_id: Id) -> Volume:
+        """One volume.
+
+        :raises NotFound: no such volume visible to the caller.
+        """
+        ...
+
+    @call
+    async def unreserve(self, *, volume_id: Id) -> Volume:
+        """Roll back a reserve (the node failed): attaching -> available; idempotent.
+
+        :raises NotFound: no such volume visible to the caller.
+        :raises Conflict: the volume is neither attaching nor available.
+        """
+        ...
+
+    @call
+    async def begin_detach(self, *, volume_id: Id, instance_uuid: Id) -> Connected:
+        """Start detaching from ``instance_uuid``: in-use -> detaching.
+
+        :raises NotFound: no such volume visible to the caller, or not attached to the instance.
+        :raises Conflict: the volume is not in-use (attaching, detaching, ...).
+        """
+        ...
+
+    @call
+    async def roll_detaching(self, *, volume_id: Id) -> Volume:
+        """Roll back a begin_detach (the node failed): detaching -> in-use; idempotent.
+
+        :raises NotFound: no such volume visible to the caller.
+        :raises Conflict: the volume is neither detaching nor in-use.
+        """
+        ...
+
+    @call
+    async def detach_complete(self, *, volume_id: Id, instance_uuid: Id) -> Volume:
+        """The node detached the volume: detaching -> available, attachment removed; idempotent.
+
+        :raises NotFound: no such volume visible to the caller, or not attached to the instance.
+        :raises Conflict: the volume is attached to the instance but not detaching.
+        """
+        ...
+
+    @call
+    async def list_attachments(self) -> list[AttachmentRecord]:
+        """Every attachment the caller may see (all for admins and services), by volume id."""
+        ...
+
+
+class Volumes(VolumeAttachments, address="volume"):
+    """The whole volume API, as the gateway reaches it: what users do to volumes, and more."""
+
+    @call(policy="volume:write")
+    async def create(
+        self,
+        *,
+        size: Size,
+        name: Text = "",
+        description: Text = "",
+        volume_format: VolumeFormat = "raw",
+        metadata: dict[MetadataKey, Text] | None = None,
+    ) -> Volume:
+        """Make a volume of ``size`` GiB for the caller's project: creating -> available, or
+        error (with a ``fault``) when its file cannot be made.
+
+        :raises InvalidRequest: qcow2 asked for where qemu-img is not installed.
+        """
+        ...
+
+    @call(policy="volume:write")
+    async def update(
+        self, *, volume_id: Id, name: Text | None = None, description: Text | None = None
+    ) -> Volume:
+        """Rename or redescribe a volume (None leaves a field as it is).
+
+        :raises NotFound: no such volume visible to the caller.
+        """
+        ...
+
+    @call(policy="volume:write")
+    async def delete(self, *, volume_id: Id) -> None:
+        """Remove a volume and its file: deleting -> gone (published as ``volume.deleted``).
+
+        :raises NotFound: no such volume visible to the caller.
+        :raises Conflict: the volume is not available, error or error_deleting (in-use, ...).
+        :raises AiostackError: the file could not be removed; the volume is left error_deleting.
+        """
+        ...
+
+    # last: below its definition, ``list`` in the class's scope would be this method
+    @call(policy="volume:read")
+    async def list(
+        self, *, name: str | None = None, status: str | None = None, all_tenants: bool = False
+    ) -> list[Volume]:
+        """The caller's volumes (every project's for an admin with ``all_tenants``; all for a
+        service), newest first, filtered by ``name`` and ``status``."""
+        ...

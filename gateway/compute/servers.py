@@ -1,0 +1,564 @@
+"""Servers (Nova v2.1 ``/servers``): create, list (ids or in detail), show, delete.
+
+A server is shown as Nova's API shows it at the request's microversion (2.1-2.16): 2.3 adds
+the extended server attributes for admins, 2.9 ``locked``, 2.16 ``host_status`` (admins).
+Creating records the server and answers 202 at once; the build goes on in the conductor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import re
+import secrets
+from typing import Annotated, Any, ClassVar, Literal
+
+import msgspec
+from aiohttp import web
+from msgspec import UNSET, Meta, UnsetType
+
+from api.conductor import BlockDevice, Compute, HostStatus, KeypairName, Status
+from api.conductor import Server as Instance
+from api.volume import Volumes
+from bus import NotFound
+from gateway.compute.common import (
+    BASE,
+    ERRORS_OF_A_SERVER,
+    SERVER_ID,
+    GuestDevice,
+    Reference,
+    check_device,
+    compute,
+    links,
+)
+from gateway.http import client, context_of, json_response, no_content
+from gateway.routing import MAX_AMOUNT, Body, Id, Link, Query, Reply, Request, Routes, Time
+from gateway.versions import microversion
+from runtime.states import PowerState, TaskState, VmState
+
+# A server's name, as Nova's: printable characters (no control character: C0, DEL, C1), not all
+# blanks. Blanks are Python's whitespace (``str.isspace``) spelled out, so that JSON Schema's regex
+# dialect and Python's agree (their ``\s`` differ); the check is ``ServerCreate.__post_init__``'s,
+# as a pattern ending in ``$`` would let a trailing newline through in Python.
+_CONTROL = "\\x00-\\x1f\\x7f-\\x9f\\ufffe\\uffff"
+_BLANK = "\\x20\\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000"
+NAME_PATTERN = f"^[^{_CONTROL}]*[^{_CONTROL}{_BLANK}][^{_CONTROL}]*$"
+_PRINTABLE = re.compile(f"[^{_CONTROL}]*")
+_NOT_BLANK = re.compile(f"[^{_CONTROL}{_BLANK}]")
+ServerName = Annotated[str, Meta(min_length=1, max_length=255, extra_json_schema={"pattern": NAME_PATTERN})]
+"""1 to 255 printable characters, not all blanks."""
+FlavorRef = Annotated[str, Meta(min_length=1, max_length=255)] | Annotated[int, Meta(ge=0, le=MAX_AMOUNT)]
+Text = Annotated[str, Meta(max_length=255)]
+MetadataKey = Annotated[str, Meta(min_length=1, max_length=255)]
+Count = Annotated[int, Meta(ge=1, le=MAX_AMOUNT)]
+BootIndex = (
+    Annotated[int, Meta(ge=-1, le=MAX_AMOUNT)] | Annotated[str, Meta(pattern=r"^(-?[0-9]{1,9}|none)$")]
+)
+DELETE_WAIT = 8.0
+"""How long a delete waits for the server to be gone before it answers anyway."""
+CREATE_TIMEOUT = 10.0
+"""Recording a server takes milliseconds; a conductor that died holding the request never answers,
+and the client should hear so soon (then ask again) rather than after 30 s."""
+IMAGE_MAPPING: dict[str, Any] = {
+    "properties": {
+        "source_type": {"const": "image"},
+        "destination_type": {"const": "local"},
+        "boot_index": {"enum": [0, "0"]},
+    },
+    "required": ["source_type", "boot_index"],
+}
+VOLUME_MAPPING: dict[str, Any] = {
+    "properties": {
+        "source_type": {"const": "volume"},
+        "destination_type": {"const": "volume"},
+        "boot_index": {"anyOf": [{"type": "null"}, {"enum": [-1, "-1", "none"]}]},
+    },
+    "required": ["source_type"],
+}
+
+
+# -- requests ---------------------------------------------------------------------------------
+
+
+class NetworkRequest(Request):
+    """A network to boot on (``uuid``, with ``fixed_ip`` to ask for that address), or a port the
+    user made (``port``; it wins over ``uuid``). The network or port must exist."""
+
+    uuid: Id | UnsetType = UNSET
+    port: Id | UnsetType = UNSET
+    fixed_ip: Annotated[str, Meta(max_length=64)] | UnsetType = UNSET
+    __schema_extra__: ClassVar[dict[str, Any]] = {"anyOf": [{"required": ["uuid"]}, {"required": ["port"]}]}
+
+    def __post_init__(self) -> None:
+        if self.uuid is UNSET and self.port is UNSET:
+            raise ValueError("each network needs a 'uuid' or a 'port'")
+
+
+class BlockDeviceMapping(Request, kw_only=True):
+    """One of Nova's ``block_device_mapping_v2``. Two kinds are built: an existing, available
+    volume attached at boot (source and destination ``volume``, ``boot_index`` -1 or none), and
+    the image the server boots from (source ``image``, destination ``local``, ``boot_index`` 0:
+    how the openstack CLI spells ``imageRef``; it must be ``imageRef`` when that is given too).
+    The other members are taken and ignored."""
+
+    source_type: Literal["volume", "image"]
+    destination_type: Literal["volume", "local"] | UnsetType = UNSET
+    uuid: Id
+    boot_index: BootIndex | UnsetType | None = UNSET
+    device_name: GuestDevice | UnsetType | None = UNSET
+    delete_on_termination: bool | UnsetType = UNSET
+    guest_format: Text | UnsetType | None = UNSET
+    device_type: Text | UnsetType | None = UNSET
+    disk_bus: Text | UnsetType | None = UNSET
+    volume_size: Count | UnsetType | None = UNSET
+    volume_type: Text | UnsetType | None = UNSET
+    tag: Text | UnsetType = UNSET
+    __schema_extra__: ClassVar[dict[str, Any]] = {"anyOf": [IMAGE_MAPPING, VOLUME_MAPPING]}
+
+    @property
+    def boots(self) -> bool:
+        """The image to boot from (else a volume to attach)."""
+        return self.source_type == "image"
+
+    def __post_init__(self) -> None:
+        check_device(self.device_name)
+        if self.boots:
+            if self.destination_type not in (UNSET, "local") or str(self.boot_index) != "0":
+                raise ValueError("an image mapping must have destination_type local and boot_index 0")
+        elif self.destination_type not in (UNSET, "volume") or self.boot_index not in (
+            UNSET,
+            None,
+            -1,
+            "-1",
+            "none",
+        ):
+            raise ValueError(
+                "a volume mapping attaches an existing volume (destination_type volume) at boot: "
+                "booting from a volume is not supported, give imageRef and boot_index -1"
+            )
+
+
+class SecurityGroupRef(Request):
+    name: Text
+
+
+class ServerCreate(Request, kw_only=True):
+    """A server to boot. ``imageRef`` (or a boot image in ``block_device_mapping_v2``),
+    ``flavorRef`` (an id or name), ``key_name``, the networks and volumes must name existing
+    ones the caller may use (else 400). Nova's members aiostack does not act on are taken and
+    ignored: ``availability_zone``, ``security_groups``, ``config_drive``, ``OS-DCF:diskConfig``,
+    ``min_count``, ``max_count``, ``accessIPv4``, ``accessIPv6``, ``description``."""
+
+    name: ServerName
+    imageRef: Annotated[str, Meta(max_length=255)] | UnsetType = UNSET
+    flavorRef: FlavorRef
+    networks: Literal["auto", "none"] | list[NetworkRequest] | UnsetType = UNSET
+    metadata: dict[MetadataKey, Text] | UnsetType | None = UNSET
+    key_name: KeypairName | UnsetType | None = UNSET
+    user_data: Annotated[str, Meta(max_length=65535)] | UnsetType | None = UNSET
+    block_device_mapping_v2: list[BlockDeviceMapping] | UnsetType = UNSET
+    availability_zone: Text | UnsetType = UNSET
+    security_groups: list[SecurityGroupRef] | UnsetType = UNSET
+    config_drive: bool | Text | UnsetType = UNSET
+    disk_config: Literal["AUTO", "MANUAL"] | UnsetType = msgspec.field(
+        default=UNSET, name="OS-DCF:diskConfig"
+    )
+    min_count: Count | UnsetType = UNSET
+    max_count: Count | UnsetType = UNSET
+    accessIPv4: Annotated[str, Meta(max_length=64)] | UnsetType = UNSET
+    accessIPv6: Annotated[str, Meta(max_length=64)] | UnsetType = UNSET
+    description: Text | UnsetType | None = UNSET
+    __schema_extra__: ClassVar[dict[str, Any]] = {
+        "anyOf": [
+            {"required": ["imageRef"], "properties": {"imageRef": {"minLength": 1}}},
+            {
+                "required": ["block_device_mapping_v2"],
+                "properties": {"block_device_mapping_v2": {"contains": IMAGE_MAPPING}},
+            },
+        ]
+    }
+
+    @property
+    def image(self) -> str:
+        """The image to boot: ``imageRef``, or the boot image of the block device mappings."""
+        if self.imageRef:
+            return self.imageRef
+        return next(m.uuid for m in self.block_device_mapping_v2 or () if m.boots)
+
+    def __post_init__(self) -> None:
+        if _PRINTABLE.fullmatch(self.name) is None or _NOT_BLANK.search(self.name) is None:
+            raise ValueError("'name' must be printable characters (no control character), not all blanks")
+        boot_images = {m.uuid for m in self.block_device_mapping_v2 or () if m.boots}
+        if not self.imageRef and not boot_images:
+            raise ValueError("'imageRef' is a required property (or a boot image in block_device_mapping_v2)")
+        if self.imageRef and boot_images - {self.imageRef}:
+            raise ValueError("the image of block_device_mapping_v2 boot_index 0 is not imageRef")
+
+
+class ServerCreateRequest(Request):
+    server: ServerCreate
+    scheduler_hints: dict[str, Any] | UnsetType = msgspec.field(default=UNSET, name="os:scheduler_hints")
+
+
+class ServerQuery(Query):
+    name: Annotated[Text, Meta(description="Servers whose name contains this.")] | UnsetType = UNSET
+    status: (
+        Annotated[Text, Meta(description="Servers in this status (ACTIVE, SHUTOFF...; none for another).")]
+        | UnsetType
+    ) = UNSET
+    marker: (
+        Annotated[Id, Meta(description="The last server of the previous page (it must exist, else 400).")]
+        | UnsetType
+    ) = UNSET
+    limit: (
+        Annotated[int, Meta(ge=0, le=MAX_AMOUNT, description="At most this many servers (and 1000).")]
+        | UnsetType
+    ) = UNSET
+    all_tenants: Annotated[bool, Meta(description="Admins: every project's servers.")] = False
+
+
+# -- responses --------------------------------------------------------------------------------
+
+
+class SecurityGroupName(Body):
+    name: str
+
+
+class Address(Body):
+    addr: str
+    version: Literal[4, 6]
+    type: Literal["fixed", "floating"] = msgspec.field(name="OS-EXT-IPS:type")
+    mac_addr: str = msgspec.field(name="OS-EXT-IPS-MAC:mac_addr")
+
+
+class AttachedVolumeId(Body):
+    id: str
+
+
+class ServerFault(Body):
+    """Why the server is in ERROR."""
+
+    message: str
+    code: int | UnsetType = UNSET
+    created: Time | UnsetType = UNSET
+
+
+Admin = Annotated[str, Meta(description="Admins.")]
+AdminSince23 = Annotated[str, Meta(description="Admins, 2.3 and later.")]
+
+
+class ServerSummary(Body):
+    id: str
+    name: str
+    links: list[Link]
+
+
+class Server(Body):
+    """A server at the request's microversion (Nova 2.1-2.16)."""
+
+    id: str
+    name: str
+    links: list[Link]
+    status: Status
+    tenant_id: str
+    user_id: str
+    metadata: dict[str, str]
+    hostId: str
+    image: Reference
+    flavor: Reference
+    created: Time
+    updated: Time
+    addresses: dict[str, list[Address]]
+    accessIPv4: str
+    accessIPv6: str
+    key_name: str | None
+    progress: int
+    config_drive: str
+    disk_config: Literal["MANUAL", "AUTO"] = msgspec.field(name="OS-DCF:diskConfig")
+    availability_zone: str = msgspec.field(name="OS-EXT-AZ:availability_zone")
+    vm_state: VmState = msgspec.field(name="OS-EXT-STS:vm_state")
+    task_state: TaskState | None = msgspec.field(name="OS-EXT-STS:task_state")
+    power_state: PowerState = msgspec.field(name="OS-EXT-STS:power_state")
+    launched_at: Time | None = msgspec.field(name="OS-SRV-USG:launched_at")
+    terminated_at: Time | None = msgspec.field(name="OS-SRV-USG:terminated_at")
+    security_groups: list[SecurityGroupName]
+    volumes_attached: list[AttachedVolumeId] = msgspec.field(name="os-extended-volumes:volumes_attached")
+    host: Annotated[str | None, Meta(description="Admins.")] | UnsetType = msgspec.field(
+        default=UNSET, name="OS-EXT-SRV-ATTR:host"
+    )
+    hypervisor_hostname: Annotated[str | None, Meta(description="Admins.")] | UnsetType = msgspec.field(
+        default=UNSET, name="OS-EXT-SRV-ATTR:hypervisor_hostname"
+    )
+    instance_name: Admin | UnsetType = msgspec.field(default=UNSET, name="OS-EXT-SRV-ATTR:instance_name")
+    reservation_id: AdminSince23 | UnsetType = msgspec.field(
+        default=UNSET, name="OS-EXT-SRV-ATTR:reservation_id"
+    )
+    launch_index: Annotated[int, Meta(description="Admins, 2.3 and later.")] | UnsetType = msgspec.field(
+        default=UNSET, name="OS-EXT-SRV-ATTR:launch_index"
+    )
+    hostname: AdminSince23 | UnsetType = msgspec.field(default=UNSET, name="OS-EXT-SRV-ATTR:hostname")
+    kernel_id: AdminSince23 | UnsetType = msgspec.field(default=UNSET, name="OS-EXT-SRV-ATTR:kernel_id")
+    ramdisk_id: AdminSince23 | UnsetType = msgspec.field(default=UNSET, name="OS-EXT-SRV-ATTR:ramdisk_id")
+    root_device_name: AdminSince23 | UnsetType = msgspec.field(
+        default=UNSET, name="OS-EXT-SRV-ATTR:root_device_name"
+    )
+    user_data: Annotated[None, Meta(description="Admins, 2.3 and later.")] | UnsetType = msgspec.field(
+        default=UNSET, name="OS-EXT-SRV-ATTR:user_data"
+    )
+    locked: Annotated[bool, Meta(description="2.9 and later.")] | UnsetType = UNSET
+    host_status: Annotated[HostStatus, Meta(description="Admins, 2.16 and later.")] | UnsetType = UNSET
+    fault: ServerFault | UnsetType = UNSET
+
+
+class ServerList(Body):
+    servers: list[ServerSummary]
+    servers_links: (
+        Annotated[list[Link], Meta(description="A next link when the page is full.")] | UnsetType
+    ) = UNSET
+
+
+class ServerDetailList(Body):
+    servers: list[Server]
+    servers_links: (
+        Annotated[list[Link], Meta(description="A next link when the page is full.")] | UnsetType
+    ) = UNSET
+
+
+class ServerShown(Body):
+    server: Server
+
+
+class ServerCreated(Body):
+    """Nova's create answer: no name, the admin password once."""
+
+    id: str
+    links: list[Link]
+    disk_config: Literal["MANUAL"] = msgspec.field(name="OS-DCF:diskConfig")
+    security_groups: list[SecurityGroupName]
+    adminPass: str
+
+
+class ServerCreatedBody(Body):
+    server: ServerCreated
+
+
+# -- views ------------------------------------------------------------------------------------
+
+_DEFAULT_GROUPS = [SecurityGroupName(name="default")]
+
+
+def server_summary(request: web.Request, instance: Instance) -> ServerSummary:
+    return ServerSummary(
+        id=instance["id"], name=instance["name"], links=links(request, "servers", instance["id"])
+    )
+
+
+def server_detail(request: web.Request, instance: Instance, volumes: list[AttachedVolumeId]) -> Server:
+    """A server as Nova's API shows it at the request's microversion (2.1-2.16)."""
+    admin = context_of(request).is_admin
+    version = microversion(request)
+    host = instance["host"] or ""
+    server = Server(
+        id=instance["id"],
+        name=instance["name"],
+        links=links(request, "servers", instance["id"]),
+        status=instance["status"],
+        tenant_id=instance["project_id"],
+        user_id=instance["user_id"],
+        metadata=instance["metadata"],
+        hostId=hashlib.sha224((instance["project_id"] + host).encode()).hexdigest() if host else "",
+        image=Reference(id=instance["image_ref"], links=links(request, "images", instance["image_ref"])),
+        flavor=Reference(
+            id=instance["flavor"]["id"], links=links(request, "flavors", instance["flavor"]["id"])
+        ),
+        created=instance["created_at"],
+        updated=instance["updated_at"],
+        addresses=instance["addresses"],  # type: ignore[arg-type]  # as the node saw its ports
+        accessIPv4="",
+        accessIPv6="",
+        key_name=instance["key_name"],
+        progress=0,
+        config_drive="",
+        disk_config="MANUAL",
+        availability_zone="nova",
+        vm_state=instance["vm_state"],
+        task_state=instance["task_state"],
+        power_state=instance["power_state"],
+        launched_at=instance["launched_at"],
+        terminated_at=instance["terminated_at"],
+        security_groups=_DEFAULT_GROUPS,
+        volumes_attached=volumes,
+        locked=False if version >= (2, 9) else UNSET,
+        fault=ServerFault(**instance["fault"]) if instance["fault"] else UNSET,
+    )
+    if admin:
+        server.host = server.hypervisor_hostname = instance["host"]
+        server.instance_name = f"instance-{instance['id']}"
+        if version >= (2, 3):
+            server.reservation_id = server.kernel_id = server.ramdisk_id = ""
+            server.launch_index = 0
+            server.hostname = instance["name"]
+            server.root_device_name = "/dev/vda"
+            server.user_data = None
+        if version >= (2, 16):
+            server.host_status = instance.get("host_status", "")
+    return server
+
+
+async def _volumes_by_server(request: web.Request) -> dict[str, list[AttachedVolumeId]]:
+    """``os-extended-volumes:volumes_attached`` of every server the caller sees, in one call."""
+    attached: dict[str, list[AttachedVolumeId]] = {}
+    for attachment in await client(request, Volumes).list_attachments():
+        if attachment["attach_status"] == "attached":
+            attached.setdefault(attachment["server_id"], []).append(
+                AttachedVolumeId(id=attachment["volume_id"])
+            )
+    return attached
+
+
+def _next_link(
+    request: web.Request, query: ServerQuery, count: int, last_id: str | None
+) -> list[Link] | UnsetType:
+    """Nova's ``servers_links``: a next link when the page is full (``limit`` reached)."""
+    if query.limit and count == query.limit and last_id is not None:
+        return [Link(rel="next", href=str(request.url.update_query(marker=last_id)))]
+    return UNSET
+
+
+async def _instances(request: web.Request, query: ServerQuery) -> list[Instance]:
+    return await compute(request).list_instances(
+        name=query.name or None,
+        status=query.status or None,
+        marker=query.marker or None,
+        limit=None if query.limit is UNSET else query.limit,
+        all_projects=query.all_tenants,
+    )
+
+
+# -- routes -----------------------------------------------------------------------------------
+
+routes = Routes()
+
+
+@routes.post(
+    f"{BASE}/servers",
+    "Create a server",
+    body=ServerCreateRequest,
+    replies=[
+        Reply(
+            202,
+            ServerCreatedBody,
+            "Recorded; the build goes on (watch its status or the event socket).",
+            headers={"Location": "The server's URL."},
+        )
+    ],
+)
+async def create_server(request: web.Request, body: ServerCreateRequest) -> web.Response:
+    """Boot a server; 400 when the flavor, image, key pair, a network, port or volume does not exist."""
+    server = body.server
+    block_devices = [
+        BlockDevice(volume_id=m.uuid, device=m.device_name if isinstance(m.device_name, str) else None)
+        for m in server.block_device_mapping_v2 or ()
+        if not m.boots
+    ]
+    instance = await client(request, Compute, timeout=CREATE_TIMEOUT).create_instance(
+        name=server.name,
+        flavor_ref=str(server.flavorRef),
+        image_ref=server.image,
+        networks="auto" if server.networks is UNSET else msgspec.to_builtins(server.networks),
+        metadata=server.metadata or None,
+        key_name=server.key_name or None,
+        user_data=server.user_data or None,
+        block_devices=block_devices if server.block_device_mapping_v2 is not UNSET else None,
+    )
+    created = ServerCreated(
+        id=instance["id"],
+        links=links(request, "servers", instance["id"]),
+        disk_config="MANUAL",
+        security_groups=_DEFAULT_GROUPS,
+        adminPass=secrets.token_urlsafe(9),
+    )
+    return json_response(
+        ServerCreatedBody(server=created), status=202, headers={"Location": created.links[0].href}
+    )
+
+
+@routes.get(
+    f"{BASE}/servers",
+    "List servers",
+    query=ServerQuery,
+    replies=[Reply(200, ServerList, "The servers' ids and names, newest first.")],
+)
+async def list_servers(request: web.Request, query: ServerQuery) -> web.Response:
+    """A page of the project's servers (every project's for an admin with ``all_tenants``);
+    400 for a ``marker`` that is no server."""
+    instances = await _instances(request, query)
+    servers = [server_summary(request, i) for i in instances]
+    last = servers[-1].id if servers else None
+    return json_response(
+        ServerList(servers=servers, servers_links=_next_link(request, query, len(servers), last))
+    )
+
+
+@routes.get(
+    f"{BASE}/servers/detail",
+    "List servers in detail",
+    query=ServerQuery,
+    replies=[Reply(200, ServerDetailList, "The servers, newest first.")],
+)
+async def list_servers_detail(request: web.Request, query: ServerQuery) -> web.Response:
+    """A page of the project's servers, each in full; 400 for a ``marker`` that is no server."""
+    instances = await _instances(request, query)
+    volumes = await _volumes_by_server(request)
+    servers = [server_detail(request, i, volumes.get(i["id"], [])) for i in instances]
+    last = servers[-1].id if servers else None
+    return json_response(
+        ServerDetailList(servers=servers, servers_links=_next_link(request, query, len(servers), last))
+    )
+
+
+@routes.get(
+    f"{BASE}/servers/{{server_id}}",
+    "Show a server",
+    replies=[Reply(200, ServerShown, "The server.")],
+    errors=ERRORS_OF_A_SERVER,
+    path_types=SERVER_ID,
+)
+async def show_server(request: web.Request) -> web.Response:
+    instance = await compute(request).get_instance(instance_uuid=request.match_info["server_id"])
+    volumes = await _volumes_by_server(request)
+    return json_response(
+        ServerShown(server=server_detail(request, instance, volumes.get(instance["id"], [])))
+    )
+
+
+@routes.delete(
+    f"{BASE}/servers/{{server_id}}",
+    "Delete a server",
+    replies=[Reply(204, None, "Deleted: the server is gone (or still deleting, past 8 s).")],
+    errors=(404, 409),
+    path_types=SERVER_ID,
+)
+async def delete_server(request: web.Request) -> web.Response:
+    """The answer comes once the server's node has removed it and its ports, volumes and claim
+    are free (a read after it is 404), or after ``DELETE_WAIT`` seconds when its node is away:
+    the delete then finishes when the node is back or the conductor gives up on it."""
+    server_id = request.match_info["server_id"]
+    conductor = compute(request)
+    await conductor.delete_instance(instance_uuid=server_id)
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(DELETE_WAIT):
+            await _until_gone(conductor, server_id)
+    return no_content()
+
+
+async def _until_gone(conductor: Compute, server_id: str) -> None:
+    pause = 0.02
+    while True:
+        try:
+            await conductor.get_instance(instance_uuid=server_id)
+        except NotFound:
+            return
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, 0.5)

@@ -1,0 +1,189 @@
+"""What every gateway module shares: the app's keys, the caller, typed clients, JSON in and out,
+and error bodies in each service's format.
+
+Service modules import this (and ``gateway.routing``), never ``gateway.app``: only the app
+imports the service modules, so the gateway has no import cycle.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import msgspec
+from aiohttp import web
+
+from bus import Bus, Context, InvalidRequest, request_scope
+from bus.api import ServiceAPI
+from runtime.auth import TokenValidator
+
+Facet = TypeVar("Facet", bound=ServiceAPI)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+CALL_TIMEOUT = 30.0
+"""How long the gateway waits for an actor by default."""
+JSON = "application/json"
+
+BUS = web.AppKey("bus", Bus)
+CLIENTS = web.AppKey("clients", dict)
+TOKENS = web.AppKey("tokens", TokenValidator)
+REQUEST_ID = web.RequestKey("request_id", str)
+CONTEXT = web.RequestKey("context", Context)
+MICROVERSION = web.RequestKey("microversion", tuple)
+
+ERROR_NAMES = {
+    400: "badRequest",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "itemNotFound",
+    405: "badMethod",
+    406: "notAcceptable",
+    409: "conflictingRequest",
+    413: "overLimit",
+    415: "badMediaType",
+    429: "overLimit",
+    500: "computeFault",
+    501: "notImplemented",
+    502: "badGateway",
+    503: "serviceUnavailable",
+    504: "gatewayTimeout",
+}
+"""Nova's (and Cinder's) name of the one member of an error body, by status."""
+
+_encode = msgspec.json.Encoder().encode
+
+
+def public(handler: Handler) -> Handler:
+    """Mark a route that needs no X-Auth-Token (routes of the registry say ``public=True`` instead)."""
+    setattr(handler, "aiostack_public", True)  # noqa: B010 (read by the auth middleware)
+    return handler
+
+
+def service_of(path: str) -> str:
+    """The service a path belongs to: its first segment (``compute``, ``image``, ...)."""
+    return path.strip("/").split("/", 1)[0] or "root"
+
+
+def error_format(service: str) -> str:
+    """How the service spells an error: ``neutron``, ``keystone`` (identity, image) or ``nova``."""
+    if service == "network":
+        return "neutron"
+    if service in ("identity", "image"):
+        return "keystone"
+    return "nova"
+
+
+class ErrorDetail(msgspec.Struct, forbid_unknown_fields=True):
+    """What went wrong (Nova's and Cinder's error member)."""
+
+    code: int
+    message: str
+
+
+def _nova_error(member: str) -> type[msgspec.Struct]:
+    return msgspec.defstruct(
+        member[0].upper() + member[1:], [(member, ErrorDetail)], forbid_unknown_fields=True
+    )
+
+
+NOVA_ERRORS = {member: _nova_error(member) for member in dict.fromkeys(ERROR_NAMES.values())}
+"""Nova's (and Cinder's) error bodies, one member named for the status: ``{"itemNotFound": {...}}``."""
+
+
+class KeystoneErrorDetail(msgspec.Struct, forbid_unknown_fields=True):
+    code: int
+    title: str
+    message: str
+
+
+class KeystoneError(msgspec.Struct, forbid_unknown_fields=True):
+    """Keystone's error body (Glance's too, here)."""
+
+    error: KeystoneErrorDetail
+
+
+class NeutronErrorDetail(msgspec.Struct, forbid_unknown_fields=True):
+    type: str
+    message: str
+    detail: str
+
+
+class NeutronError(msgspec.Struct, forbid_unknown_fields=True):
+    """Neutron's error body."""
+
+    NeutronError: NeutronErrorDetail
+
+
+def error_type(service: str, status: int) -> type[msgspec.Struct]:
+    """The type of the error body the service answers with ``status``."""
+    spelled = error_format(service)
+    if spelled == "neutron":
+        return NeutronError
+    if spelled == "keystone":
+        return KeystoneError
+    return NOVA_ERRORS[ERROR_NAMES.get(status, "computeFault")]
+
+
+def error_body(service: str, status: int, message: str, error_type_name: str | None = None) -> dict[str, Any]:
+    """An error in the format of the service the path belongs to (``error_type`` documents it)."""
+    spelled = error_format(service)
+    body: msgspec.Struct
+    if spelled == "neutron":
+        body = NeutronError(
+            NeutronErrorDetail(type=error_type_name or "HTTPError", message=message, detail="")
+        )
+    elif spelled == "keystone":
+        title = error_type_name or ERROR_NAMES.get(status, "error")
+        body = KeystoneError(KeystoneErrorDetail(code=status, title=title, message=message))
+    else:
+        body = error_type(service, status)(ErrorDetail(code=status, message=message))
+    built: dict[str, Any] = msgspec.to_builtins(body)
+    return built
+
+
+def json_response(data: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    """A JSON answer: a response Struct (or plain data) encoded with msgspec."""
+    return web.Response(body=_encode(data), status=status, headers=headers, content_type=JSON)
+
+
+def no_content(status: int = 204, headers: dict[str, str] | None = None) -> web.Response:
+    """An answer without a body (no Content-Type either)."""
+    return web.Response(status=status, headers=headers)
+
+
+def context_of(request: web.Request) -> Context:
+    """The caller of an authenticated request."""
+    return request[CONTEXT]
+
+
+def client(request: web.Request, facet: type[Facet], *, timeout: float = CALL_TIMEOUT) -> Facet:
+    """The gateway's client of an actor's API facet (its calls carry the request's scope), one per
+    facet and timeout per app."""
+    clients: dict[tuple[type[ServiceAPI], float], ServiceAPI] = request.app[CLIENTS]
+    made = clients.get((facet, timeout))
+    if not isinstance(made, facet):
+        made = clients[facet, timeout] = facet.client(request.app[BUS], timeout=timeout)
+    return made
+
+
+async def call(request: web.Request, address: str, body: Any = None, *, timeout: float = CALL_TIMEOUT) -> Any:
+    """Call an actor by subject string (modules not yet on typed clients): same request id and caller."""
+    with request_scope(request[REQUEST_ID], request.get(CONTEXT)):
+        return await request.app[BUS].call(address, body, timeout=timeout)
+
+
+async def json_body(request: web.Request, key: str | None = None) -> Any:
+    """The request's JSON body (or its ``key`` member), unchecked; ``InvalidRequest`` when it is not JSON.
+
+    Routes of the registry declare a body type instead, which the registry decodes and checks.
+    """
+    try:
+        body = await request.json(loads=json.loads)
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidRequest("Malformed request body: not valid JSON") from None
+    if key is None:
+        return body
+    if not isinstance(body, dict) or not isinstance(body.get(key), dict):
+        raise InvalidRequest(f"Malformed request body: expected an object with a {key!r} member")
+    return body[key]

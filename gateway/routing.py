@@ -1,0 +1,386 @@
+"""The gateway's route registry: each route says once what it takes and what it answers.
+
+A service module makes one ``Routes`` and declares its routes on it::
+
+    routes = Routes()
+
+    @routes.post(
+        "/compute/v2.1/servers",
+        "Create a server",
+        body=ServerCreateRequest,
+        replies=[Reply(202, ServerCreated, "Recorded; the build goes on.", headers={"Location": "..."})],
+        errors=(),
+    )
+    async def create_server(request: web.Request, body: ServerCreateRequest) -> web.Response: ...
+
+The types are msgspec ``Struct``s defined beside the handler (see ``Body`` and ``Request``).
+From that one declaration:
+
+* **requests are checked** before the handler runs: path parameters (``Id`` unless the route
+  says otherwise), query parameters (``query=``: a Struct, converted from the query string
+  with ``strict=False``) and the JSON body (``body=``: decoded with msgspec, a whole number
+  written ``1.0`` taken as the integer JSON Schema says it is); a wrong one is
+  ``InvalidRequest`` (400, in the service's error format) with msgspec's message, which names
+  the member; a body that is not JSON is 400 too, another media type 415, one over 1 MiB 413;
+* the handler gets ``body=`` and ``query=`` already typed, builds its answer from the reply
+  Structs and returns it with ``json_response`` (or ``no_content``);
+* **the policy** (``<service>:read`` for GET, ``<service>:write`` otherwise, unless the route
+  names one) and whether the route is **public** are read by the app's auth middleware;
+* **``/openapi.json``** is assembled from the registry (``gateway.openapi``): operations,
+  parameters, bodies, every reply and every error status the route can answer.
+
+With ``AIOSTACK_CHECK_REPLIES=1`` (the test suite) a handler answering a status its route does
+not declare, or a JSON body that is not of the declared type, fails the request (500), as
+actors' replies are checked against their API.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import re
+import typing
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+import msgspec
+from aiohttp import hdrs, web
+from msgspec import Meta
+
+from bus import InvalidRequest
+from gateway.http import JSON, Handler, service_of
+
+OCTETS = "application/octet-stream"
+MAX_AMOUNT = 2**31 - 1
+
+ROUTES = web.AppKey("routes", list)
+"""The app's registered routes, in the order they were added (``gateway.openapi`` reads them)."""
+
+Id = Annotated[str, Meta(min_length=1, max_length=255)]
+"""The id (or name) of a resource in a path or a body: what the actors take as an id."""
+Time = Annotated[str, Meta(extra_json_schema={"format": "date-time"})]
+"""An ISO 8601 UTC time, as OpenStack APIs show them (``2026-01-01T00:00:00Z``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class OtherThan:
+    """Path parameter metadata: the words a sibling route has at its place (see ``id_other_than``)."""
+
+    words: tuple[str, ...]
+
+
+def id_other_than(*words: str) -> Any:
+    """An ``Id`` path parameter the router never matches as one of ``words``: the names of sibling
+    routes (``/servers/detail`` beside ``/servers/{server_id}``), as OpenAPI's concrete paths
+    come before templated ones. So a method ``/servers/detail`` lacks is a 405 that names its own
+    methods only, not those of a server."""
+    return Annotated[str, Meta(min_length=1, max_length=255), OtherThan(words)]
+
+
+def _router_path(route: Route) -> str:
+    """The route's path for aiohttp's router: a parameter that is none of some words gets a regex."""
+    path = route.path
+    for name, type_ in route.path_types.items():
+        for metadata in typing.get_args(type_)[1:] if typing.get_origin(type_) is Annotated else ():
+            if isinstance(metadata, OtherThan):
+                words = "|".join(re.escape(word) for word in metadata.words)
+                path = path.replace(f"{{{name}}}", f"{{{name}:(?!(?:{words})$)[^/]+}}")
+    return path
+
+
+class Body(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """A response body (or part of one): closed, so a member added or dropped shows in the document."""
+
+
+class Request(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """A request body (or part of one) that refuses unknown members, as Nova's schemas do."""
+
+
+class OpenRequest(msgspec.Struct, kw_only=True):
+    """A request body (or part of one) that ignores unknown members, as Cinder's do."""
+
+
+class Query(msgspec.Struct, kw_only=True):
+    """Query parameters (others are ignored, as OpenStack's services do)."""
+
+
+class Link(Body):
+    rel: str
+    href: str
+
+
+def schema_extra(struct: type[msgspec.Struct]) -> dict[str, Any]:
+    """What a Struct adds to its generated JSON schema (``__schema_extra__``: e.g. Glance's typed
+    extra properties), applied by ``gateway.openapi`` to the Struct's component."""
+    extra: dict[str, Any] = getattr(struct, "__schema_extra__", {})
+    return extra
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """One answer a route gives: its status, its body's type (None: no body) and its headers.
+
+    ``body`` is a msgspec type (a ``Body`` Struct, usually) for JSON, or ``bytes`` for data
+    (``media_type`` says which); ``headers`` names the response headers it always carries.
+    """
+
+    status: int
+    body: Any = None
+    description: str = ""
+    headers: Mapping[str, str] = field(default_factory=dict)
+    media_type: str = JSON
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One registered route: what it takes, what it answers, who may call it."""
+
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    description: str
+    replies: tuple[Reply, ...]
+    body: Any
+    body_media_type: str
+    query: type[Query] | None
+    path_types: Mapping[str, Any]
+    public: bool
+    policy: str | None
+    errors: frozenset[int]
+    service: str
+
+    @property
+    def statuses(self) -> frozenset[int]:
+        """Every status the route's handler may return (errors are raised, not returned)."""
+        return frozenset(reply.status for reply in self.replies)
+
+    def path_parameters(self) -> list[str]:
+        return re.findall(r"\{(\w+)\}", self.path)
+
+    def error_statuses(self, microversioned: bool) -> list[int]:
+        """Every error status the route can answer, from what it declares and what it takes."""
+        statuses = set(self.errors)
+        if not self.public:
+            statuses |= {401, 403}
+        if self.body is not None:
+            statuses |= {400, 415} | ({413} if self.body_media_type == JSON else set())
+        if self.query is not None or self.path_types:
+            statuses.add(400)
+        if microversioned:
+            statuses |= {400, 406}
+        return sorted(statuses)
+
+
+CHECK_REPLIES = os.environ.get("AIOSTACK_CHECK_REPLIES") == "1"
+
+
+class Routes:
+    """The routes of one service module, declared with ``get``/``post``/``put``/``delete``."""
+
+    def __init__(self) -> None:
+        self.routes: list[Route] = []
+
+    def __iter__(self) -> Iterator[Route]:
+        return iter(self.routes)
+
+    def include(self, others: Iterable[Route]) -> None:
+        """Take another module's routes (a package's modules into its ``routes``)."""
+        self.routes.extend(others)
+
+    def route(
+        self,
+        method: str,
+        path: str,
+        summary: str,
+        *,
+        replies: Iterable[Reply],
+        body: Any = None,
+        body_media_type: str = JSON,
+        query: type[Query] | None = None,
+        path_types: Mapping[str, Any] | None = None,
+        public: bool = False,
+        policy: str | None = None,
+        errors: Iterable[int] = (),
+        description: str | None = None,
+    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Declare a route; the decorated handler gets ``body=`` and ``query=`` when they are declared.
+
+        ``path_types`` types path parameters (each is ``Id`` otherwise); ``errors`` are the
+        statuses of the errors of meaning the handler (or the actor it calls) raises: 404, 409...
+        The ones that follow from the declaration (401 and 403 when not public, 400 for a body,
+        a query or a microversion, 413 and 415 for a body) are added by the document.
+        """
+        service = service_of(path)
+
+        def register(handler: Callable[..., Any]) -> Callable[..., Any]:
+            types = {name: Id for name in re.findall(r"\{(\w+)\}", path)} | dict(path_types or {})
+            route = Route(
+                method=method,
+                path=path,
+                handler=_serve(handler, body, body_media_type, query, types),
+                summary=summary,
+                description=description or inspect.cleandoc(handler.__doc__ or ""),
+                replies=tuple(replies),
+                body=body,
+                body_media_type=body_media_type,
+                query=query,
+                path_types=types,
+                public=public,
+                policy=None if public else policy or _default_policy(service, method),
+                errors=frozenset(errors),
+                service=service,
+            )
+            setattr(route.handler, "aiostack_route", route)  # noqa: B010 (read by the auth middleware)
+            setattr(route.handler, "aiostack_public", public)  # noqa: B010
+            self.routes.append(route)
+            return handler
+
+        return register
+
+    def get(
+        self, path: str, summary: str, **kwargs: Any
+    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        return self.route("GET", path, summary, **kwargs)
+
+    def post(
+        self, path: str, summary: str, **kwargs: Any
+    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        return self.route("POST", path, summary, **kwargs)
+
+    def put(
+        self, path: str, summary: str, **kwargs: Any
+    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        return self.route("PUT", path, summary, **kwargs)
+
+    def delete(
+        self, path: str, summary: str, **kwargs: Any
+    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        return self.route("DELETE", path, summary, **kwargs)
+
+    def add_to(self, app: web.Application) -> None:
+        """Serve the routes (no automatic HEAD: a method the document does not name is a 405)."""
+        registered: list[Route] = app.setdefault(ROUTES, [])
+        for route in self.routes:
+            app.router.add_route(route.method, _router_path(route), route.handler)
+            registered.append(route)
+
+
+def route_of(handler: Any) -> Route | None:
+    """The registered route a (possibly middleware-wrapped) handler serves, if any."""
+    route: Route | None = getattr(handler, "aiostack_route", None)
+    return route
+
+
+def _default_policy(service: str, method: str) -> str:
+    return f"{service}:{'read' if method in ('GET', 'HEAD') else 'write'}"
+
+
+def _serve(
+    handler: Callable[..., Any],
+    body: Any,
+    body_media_type: str,
+    query: type[Query] | None,
+    path_types: Mapping[str, Any],
+) -> Handler:
+    """The aiohttp handler: check the path, query and body, call ``handler``, check its status."""
+    path_struct = (
+        msgspec.defstruct(f"{handler.__name__}_path", list(path_types.items())) if path_types else None
+    )
+    list_fields = frozenset(
+        info.encode_name for info in msgspec.structs.fields(query or Query) if _is_list(info.type)
+    )
+
+    async def serve(request: web.Request) -> web.StreamResponse:
+        kwargs: dict[str, Any] = {}
+        if path_struct is not None:
+            _convert(dict(request.match_info), path_struct, "path")
+        if query is not None:
+            values = {
+                name: request.query.getall(name) if name in list_fields else request.query[name]
+                for name in request.query
+            }
+            kwargs["query"] = _convert(values, query, "query")
+        if body is not None:
+            _check_media_type(request, body_media_type)
+            if body_media_type == JSON:
+                kwargs["body"] = decode_json(await request.read(), body)
+        response: web.StreamResponse = await handler(request, **kwargs)
+        if CHECK_REPLIES:
+            check_reply(route_of(serve), request, response)
+        return response
+
+    serve.__name__ = handler.__name__
+    serve.__doc__ = handler.__doc__
+    return serve
+
+
+def check_reply(route: Route | None, request: web.Request, response: web.StreamResponse) -> None:
+    """:raises RuntimeError: the answer's status is not one its route declares, or its JSON body is
+    not of the declared type (``AIOSTACK_CHECK_REPLIES=1``: the test suite)."""
+    assert route is not None
+    declared = {reply.status: reply for reply in route.replies}.get(response.status)
+    if declared is None:
+        raise RuntimeError(f"{request.method} {request.path} answered {response.status}: not declared")
+    if declared.body is None or declared.media_type != JSON:
+        return
+    if not isinstance(response, web.Response) or not isinstance(response.body, bytes):
+        raise RuntimeError(f"{request.method} {request.path} answered {response.status} without a JSON body")
+    try:
+        msgspec.json.decode(response.body, type=declared.body)
+    except msgspec.ValidationError as exc:
+        raise RuntimeError(
+            f"{request.method} {request.path} answered {response.status} with a body that is not "
+            f"{getattr(declared.body, '__name__', declared.body)}: {exc}"
+        ) from None
+
+
+def _number(literal: str) -> int | float:
+    """A JSON number with a fraction: an int when it is whole (``154.0`` is an integer to JSON
+    Schema, and so to the gateway), else a float."""
+    number = float(literal)
+    return int(number) if number.is_integer() else number
+
+
+_JSON = msgspec.json.Decoder(float_hook=_number)
+
+
+def decode_json(raw: bytes, type_: Any) -> Any:
+    """A JSON request body as ``type_``. :raises InvalidRequest: not JSON, or not of the type."""
+    try:
+        value = _JSON.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise InvalidRequest(f"Malformed request body: not valid JSON ({exc})") from None
+    try:
+        return msgspec.convert(value, type_)
+    except msgspec.ValidationError as exc:
+        raise InvalidRequest(f"Invalid input for the request body: {exc}") from None
+
+
+def _convert(values: dict[str, Any], type_: Any, where: str) -> Any:
+    try:
+        return msgspec.convert(values, type_, strict=False)
+    except msgspec.ValidationError as exc:
+        raise InvalidRequest(f"Invalid {where} parameter: {exc}") from None
+
+
+def _check_media_type(request: web.Request, expected: str) -> None:
+    """A body of another media type is 415; a JSON body may come without a Content-Type."""
+    if hdrs.CONTENT_TYPE not in request.headers:
+        if expected == JSON:
+            return
+    elif expected == JSON:
+        if request.content_type == JSON or request.content_type.endswith("+json"):
+            return
+    elif request.content_type == expected:
+        return
+    raise web.HTTPUnsupportedMediaType(
+        text=f"Content-Type must be {expected}, not {request.headers.get(hdrs.CONTENT_TYPE, 'missing')}"
+    )
+
+
+def _is_list(annotation: Any) -> bool:
+    while typing.get_origin(annotation) is Annotated:
+        annotation = typing.get_args(annotation)[0]
+    return typing.get_origin(annotation) in (list, tuple, set, frozenset)

@@ -1,0 +1,316 @@
+"""Build and delete: an instance's domain, and everything it holds on this host and elsewhere.
+
+A build (steps 14-29 of the overview) asks the conductor for the build request (which also
+acknowledges the cast), then the image actor for the image (and the kernel and ramdisk it
+names), the net actor for ports, the volume actor for the volumes asked for at boot; then it
+defines and starts the domain. libvirt's STARTED event makes the instance ACTIVE. A build that
+fails gives back what it took (domain, ports, volume attachments, files) and reports it, so
+the conductor reschedules. The calls of the build path are idempotent and ride out an actor
+restarting (``node.peers``); a build delivered twice never makes a second domain.
+
+A delete destroys the domain, releases its ports and volumes and its files here, and
+undefines it: the UNDEFINED event (or ``domain_gone``) finishes it at the conductor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+import libvirt
+
+from api.conductor import BlockDevice, BuildRequest, Instance, Networks
+from api.image import Image
+from api.net import Port
+from bus import TRANSIENT_ERRORS, AiostackError, Conflict, NotFound
+from node.domain import Disk, DomainSpec, Nic, disk_bus, domain_xml, next_disk_target
+from node.hypervisor import Hypervisor
+from node.images import ImageCache
+from node.networks import GuestNetworks
+from node.peers import Peers
+from node.records import Records
+
+log = logging.getLogger(__name__)
+
+
+class Builder:
+    """Builds and deletes this node's domains (see the module's docstring)."""
+
+    def __init__(
+        self,
+        host: str,
+        *,
+        peers: Peers,
+        hypervisor: Hypervisor,
+        records: Records,
+        images: ImageCache,
+        networks: GuestNetworks,
+        state_dir: Path,
+    ) -> None:
+        self.host = host
+        self.peers = peers
+        self.hypervisor = hypervisor
+        self.records = records
+        self.images = images
+        self.networks = networks
+        self.state_dir = state_dir
+        self._network_names: dict[str, str] = {}
+
+    # -- build --------------------------------------------------------------------------------
+
+    async def build_and_run_instance(self, instance_uuid: str) -> None:
+        """Gather image, ports and disks, then define and start the domain (cast by the conductor).
+
+        Builds and deletes of one instance never run at once on a node (``Records.lock``).
+        """
+        async with self.records.lock(instance_uuid), self.records.working_on(instance_uuid):
+            try:
+                request = await self.peers.patient_conductor.get_build_request(
+                    instance_uuid=instance_uuid, host=self.host
+                )
+            except (Conflict, NotFound) as exc:
+                log.info("node %s: not building %s: %s", self.host, instance_uuid, exc)
+                return
+            except TRANSIENT_ERRORS as exc:  # unacknowledged: the conductor sends it again
+                log.info(
+                    "node %s: conductor away, build of %s waits for its redelivery: %s",
+                    self.host,
+                    instance_uuid,
+                    exc,
+                )
+                return
+            except AiostackError as exc:
+                await self._report_build_failure(instance_uuid, f"{type(exc).__name__}: {exc}")
+                return
+            self.records.note_request(instance_uuid)
+            if await self._finish_earlier_build(instance_uuid):
+                return
+            try:
+                await self._build(instance_uuid, request)
+            except Exception as exc:
+                message = f"{type(exc).__name__}: {exc}"
+                log.warning("node %s: build of %s failed: %s", self.host, instance_uuid, message)
+                try:
+                    await self._undo_build(instance_uuid)
+                finally:
+                    await self._report_build_failure(instance_uuid, message)
+
+    async def _finish_earlier_build(self, instance_uuid: str) -> bool:
+        """A build cast delivered again (the first one's answer was lost, or this node restarted):
+        never a second domain; start the one there is, or report it running."""
+        domain = await self.hypervisor.domain(instance_uuid) if self.hypervisor.conn is not None else None
+        if domain is None:
+            return False
+        log.info("node %s: build of %s delivered again; its domain exists", self.host, instance_uuid)
+        if await self.hypervisor.is_running(domain):
+            await self.peers.patient_conductor.sync_power_state(
+                instance_uuid=instance_uuid, host=self.host, running=True
+            )
+        else:
+            await self.hypervisor.virt(domain.create)
+        return True
+
+    async def _build(self, instance_uuid: str, request: BuildRequest) -> None:
+        instance = request["instance"]
+        xml, volumes = await self._prepare(instance, request["requested_networks"], request["block_devices"])
+        await self.records.save(instance_uuid, instance["project_id"], xml)
+        domain = await self.hypervisor.define(xml)
+        for volume_id, device in volumes:
+            await self.peers.volume.attach_complete(
+                volume_id=volume_id, instance_uuid=instance_uuid, host=self.host, device=device
+            )
+        await self.hypervisor.virt(domain.create)
+
+    async def _report_build_failure(self, instance_uuid: str, message: str) -> None:
+        try:
+            await self.peers.patient_conductor.build_failed(
+                instance_uuid=instance_uuid, host=self.host, message=message
+            )
+        except AiostackError as exc:
+            log.error("node %s: could not report the failed build of %s: %s", self.host, instance_uuid, exc)
+
+    async def _prepare(
+        self, instance: Instance, requested_networks: Networks, block_devices: list[BlockDevice]
+    ) -> tuple[str, list[tuple[str, str]]]:
+        """Steps 20-28: the image (and its kernel and ramdisk), the ports, the volumes.
+
+        Returns the domain XML and the reserved volumes with their devices.
+        """
+        image = await self.peers.patient_image.get(image_id=instance["image_ref"])
+        properties = image["properties"]
+        boot_images = {
+            key: await self._boot_image(image, key)
+            for key in ("kernel_id", "ramdisk_id")
+            if properties.get(key)
+        }
+        ports = await self.peers.patient_net.allocate_for_instance(
+            instance_uuid=instance["id"],
+            project_id=instance["project_id"],
+            requested_networks=requested_networks,
+            host=self.host,
+        )
+        addresses = await self._addresses(ports)
+        await self.peers.patient_conductor.instance_spawning(
+            instance_uuid=instance["id"], host=self.host, addresses=addresses
+        )
+        flavor = instance["flavor"]
+        if self.hypervisor.real_guests:
+            root = Disk(
+                str(await self.images.create_root_disk(instance["id"], image, flavor["disk"])),
+                "vda",
+                format="qcow2",
+                bus=disk_bus(properties),
+            )
+            files = {key: str(await self.images.base(record)) for key, record in boot_images.items()}
+            nics = [await self._guest_nic(port) for port in ports]
+            console_log: str | None = str(self.images.console_log(instance["id"]))
+        else:
+            root = Disk(
+                str(self.images.instance_dir(instance["id"]) / "disk"), "vda", bus=disk_bus(properties)
+            )
+            files = {
+                key: str(self.state_dir / "images" / record["id"]) for key, record in boot_images.items()
+            }
+            nics = [Nic(port["mac_address"], port["id"]) for port in ports]
+            console_log = None
+        disks = [root]
+        volumes = []
+        for device in block_devices:
+            reserved = await self.peers.volume.reserve(
+                volume_id=device["volume_id"], instance_uuid=instance["id"]
+            )
+            target = (device.get("device") or "").removeprefix("/dev/") or next_disk_target(
+                {disk.target for disk in disks}
+            )
+            connection = reserved["connection"]
+            disks.append(
+                Disk(connection["path"], target, format=connection["format"], serial=device["volume_id"])
+            )
+            volumes.append((device["volume_id"], f"/dev/{target}"))
+        spec = DomainSpec(
+            uuid=instance["id"],
+            name=instance["name"],
+            project_id=instance["project_id"],
+            flavor_name=flavor["name"],
+            vcpus=flavor["vcpus"],
+            memory_mb=flavor["ram"],
+            domain_type=self.hypervisor.domain_type,
+            disks=tuple(disks),
+            nics=tuple(nics),
+            kernel=files.get("kernel_id"),
+            initrd=files.get("ramdisk_id"),
+            cmdline=properties.get("os_command_line"),
+            console_log=console_log,
+        )
+        return domain_xml(spec), volumes
+
+    async def _boot_image(self, image: Image, key: str) -> Image:
+        """The kernel (``kernel_id``) or ramdisk (``ramdisk_id``) image an image boots with."""
+        try:
+            return await self.peers.image.get(image_id=image["properties"][key])
+        except NotFound:
+            raise NotFound(
+                f"{key} image {image['properties'][key]} of image {image['id']} could not be found"
+            ) from None
+
+    async def _guest_nic(self, port: Port) -> Nic:
+        """The port as a NIC of a real guest: on its network's bridge with a DHCP entry, or user-mode."""
+        subnet = None
+        if port["fixed_ips"]:
+            subnet = await self.peers.net.get_subnet(subnet_id=port["fixed_ips"][0]["subnet_id"])
+        attachment = await self.networks.attach(self.hypervisor.connection, port["network_id"], subnet, port)
+        await self.peers.net.set_port_binding(
+            port_id=port["id"],
+            vif_type=attachment.vif_type,
+            vif_details={
+                "libvirt_network": attachment.network,
+                "fallback_reason": attachment.fallback_reason,
+            },
+        )
+        return Nic(
+            port["mac_address"], port["id"], network=attachment.network, user_mode=attachment.network is None
+        )
+
+    async def _addresses(self, ports: list[Port]) -> dict[str, list[dict[str, Any]]]:
+        """Nova's ``addresses``: network name -> fixed IPs with their MAC."""
+        addresses: dict[str, list[dict[str, Any]]] = {}
+        for port in ports:
+            network_id = port["network_id"]
+            if network_id not in self._network_names:
+                network = await self.peers.net.get_network(network_id=network_id)
+                self._network_names[network_id] = network["name"] or network_id
+            for fixed in port["fixed_ips"]:
+                addresses.setdefault(self._network_names[network_id], []).append(
+                    {
+                        "addr": fixed["ip_address"],
+                        "version": 4,
+                        "OS-EXT-IPS:type": "fixed",
+                        "OS-EXT-IPS-MAC:mac_addr": port["mac_address"],
+                    }
+                )
+        return addresses
+
+    async def _undo_build(self, instance_uuid: str) -> None:
+        """Give back what a failed build took: the domain, its ports, its files, its record here."""
+        domain = await self.hypervisor.domain(instance_uuid)
+        xml = await self._definition(instance_uuid, domain)
+        if domain is not None:
+            if await self.hypervisor.is_running(domain):
+                await self.hypervisor.virt(domain.destroy)
+            await self.hypervisor.virt(domain.undefine)
+        await self._release_elsewhere(instance_uuid)
+        await self._release_here(instance_uuid, xml)
+
+    # -- delete -------------------------------------------------------------------------------
+
+    async def terminate_instance(self, instance_uuid: str) -> None:
+        """Destroy, release ports and volumes, undefine: the UNDEFINED event finishes the delete."""
+        async with self.records.lock(instance_uuid), self.records.working_on(instance_uuid):
+            await self.peers.patient_conductor.task_progress(host=self.host, instance_uuids=[instance_uuid])
+            await self._terminate(instance_uuid)
+        self.records.forget_lock(instance_uuid)
+
+    async def _terminate(self, instance_uuid: str) -> None:
+        self.records.note_request(instance_uuid)
+        domain = await self.hypervisor.domain(instance_uuid)
+        xml = await self._definition(instance_uuid, domain)
+        if domain is not None and await self.hypervisor.is_running(domain):
+            await self.hypervisor.virt(domain.destroy)
+        await self._release_elsewhere(instance_uuid)
+        await self._release_here(instance_uuid, xml)
+        if domain is not None:
+            await self.hypervisor.virt(domain.undefine)
+        else:
+            await self.peers.conductor.domain_gone(instance_uuid=instance_uuid, host=self.host)
+        self.records.request_ids.pop(instance_uuid, None)
+
+    async def remove_domain(self, instance_uuid: str) -> None:
+        """The domain, its files and its record here, and nothing else: what an orphan (an
+        instance deleted while this node was away, or rebuilt elsewhere) leaves on this host."""
+        domain = await self.hypervisor.domain(instance_uuid)
+        xml = await self._definition(instance_uuid, domain)
+        if domain is not None:
+            if await self.hypervisor.is_running(domain):
+                await self.hypervisor.virt(domain.destroy)
+            await self.hypervisor.virt(domain.undefine)
+        await self._release_here(instance_uuid, xml)
+
+    async def _release_elsewhere(self, instance_uuid: str) -> None:
+        """The instance's ports and volume attachments (idempotent)."""
+        await self.peers.patient_net.deallocate_for_instance(instance_uuid=instance_uuid)
+        await self.peers.patient_volume.detach_all(instance_uuid=instance_uuid)
+
+    async def _release_here(self, instance_uuid: str, xml: str | None) -> None:
+        """What a guest held on this host: its DHCP entries, its overlay and console log, its record."""
+        if xml is not None and self.hypervisor.conn is not None:
+            await self.networks.release(self.hypervisor.conn, xml)
+        await asyncio.to_thread(self.images.remove_instance, instance_uuid)
+        await self.records.delete(instance_uuid)
+
+    async def _definition(self, instance_uuid: str, domain: libvirt.virDomain | None) -> str | None:
+        """The domain's persistent XML: libvirt's, else the copy this node stored."""
+        if domain is not None:
+            return await self.hypervisor.persistent_xml(domain)
+        return await self.records.stored_xml(instance_uuid)

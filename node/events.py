@@ -1,0 +1,133 @@
+"""Event forwarding: libvirt's lifecycle events -> the event stream -> the conductor.
+
+libvirtaio runs the lifecycle callback on the loop thread; it only queues the event (of this
+node's domains: several nodes may share one libvirtd). One task takes them in order: each is
+published at once as a ``domain.lifecycle`` event (in the request of the work that caused it)
+and handed to the conductor's ``domain_event``, which turns it into the instance's state.
+Both are retried, bounded, while nats-server or the conductor is away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import libvirt
+
+from api.conductor import ConductorForNodes
+from bus import AiostackError, Bus, request_scope
+from node.hypervisor import Hypervisor
+from node.records import Records
+from runtime.events import publish_event
+from runtime.states import lifecycle_name
+
+log = logging.getLogger(__name__)
+
+RUNNING_EVENTS = (libvirt.VIR_DOMAIN_EVENT_STARTED, libvirt.VIR_DOMAIN_EVENT_RESUMED)
+NOT_RUNNING_EVENTS = (libvirt.VIR_DOMAIN_EVENT_STOPPED, libvirt.VIR_DOMAIN_EVENT_CRASHED)
+
+
+@dataclass(frozen=True, slots=True)
+class LifecycleEvent:
+    instance_uuid: str
+    event: int
+    """libvirt's ``VIR_DOMAIN_EVENT_*``."""
+    detail: int
+    at: float
+
+
+class EventForwarder:
+    """The node's lifecycle events, from libvirt's callback to the event stream and the conductor."""
+
+    def __init__(self, bus: Bus, host: str, records: Records, conductor: ConductorForNodes) -> None:
+        self.bus = bus
+        self.host = host
+        self.records = records
+        self.conductor = conductor
+        self.last_running: dict[str, bool] = {}
+        """Whether each domain ran at its last event (or when first seen): what a reconnect compares."""
+        self._queue: asyncio.Queue[LifecycleEvent] = asyncio.Queue()
+        self._stopped: dict[str, asyncio.Event] = {}
+
+    def on_lifecycle(
+        self, _conn: libvirt.virConnect, domain: libvirt.virDomain, event: int, detail: int, _opaque: object
+    ) -> None:
+        """libvirtaio runs this on the loop thread: only queue the event, if the domain is this node's."""
+        uuid = domain.UUIDString()
+        if uuid in self.records.projects:
+            self._queue.put_nowait(LifecycleEvent(uuid, event, detail, time.time()))
+
+    async def snapshot(self, hypervisor: Hypervisor) -> None:
+        """Note whether each domain runs, if nothing is noted yet (a reconnect compares with it)."""
+        if self.last_running:
+            return
+        for domain in await asyncio.to_thread(hypervisor.connection.listAllDomains, 0):
+            self.last_running[domain.UUIDString()] = bool(await asyncio.to_thread(domain.isActive))
+
+    @contextlib.contextmanager
+    def awaiting_stop(self, instance_uuid: str) -> Iterator[asyncio.Event]:
+        """An event set when the domain's STOPPED event arrives (while the block runs)."""
+        stopped = self._stopped.setdefault(instance_uuid, asyncio.Event())
+        try:
+            yield stopped
+        finally:
+            self._stopped.pop(instance_uuid, None)
+
+    async def forward_forever(self) -> None:
+        """Publish each domain event at once, then let the conductor turn it into instance state."""
+        while True:
+            item = await self._queue.get()
+            if item.event in RUNNING_EVENTS:
+                self.last_running[item.instance_uuid] = True
+            elif item.event in NOT_RUNNING_EVENTS:
+                self.last_running[item.instance_uuid] = False
+            if item.event == libvirt.VIR_DOMAIN_EVENT_STOPPED and item.instance_uuid in self._stopped:
+                self._stopped[item.instance_uuid].set()
+            project = self.records.projects.get(item.instance_uuid)
+            with request_scope(self.records.request_ids.get(item.instance_uuid)):
+                await self._publish(item, project)
+                if project is not None and item.event != libvirt.VIR_DOMAIN_EVENT_DEFINED:
+                    await self.tell_conductor(item)
+
+    async def _publish(self, item: LifecycleEvent, project: str | None) -> None:
+        """Store the raw event in the event stream, riding out a nats-server restart (bounded)."""
+        body = {
+            "event": lifecycle_name(item.event),
+            "event_id": item.event,
+            "detail": item.detail,
+            "host": self.host,
+            "libvirt_ts": item.at,
+        }
+        for attempt in range(8):
+            try:
+                await publish_event(self.bus, "domain", item.instance_uuid, project, "domain.lifecycle", body)
+                return
+            except Exception as exc:  # the bus's own errors, and nats-py's while it reconnects
+                log.warning(
+                    "node %s: event of %s not stored yet (%s); retrying", self.host, item.instance_uuid, exc
+                )
+                await asyncio.sleep(min(0.2 * 2**attempt, 5))
+        log.error("node %s: gave up storing event %s of %s", self.host, body["event"], item.instance_uuid)
+
+    async def tell_conductor(self, item: LifecycleEvent) -> None:
+        """Hand the event to the conductor, retrying while it is away (bounded: about a minute)."""
+        for attempt in range(12):
+            try:
+                await self.conductor.domain_event(
+                    instance_uuid=item.instance_uuid, host=self.host, event=item.event, detail=item.detail
+                )
+                return
+            except AiostackError as exc:
+                log.warning(
+                    "node %s: conductor did not take event %s of %s (%s); retrying",
+                    self.host,
+                    item.event,
+                    item.instance_uuid,
+                    exc,
+                )
+                await asyncio.sleep(min(0.2 * 2**attempt, 10))
+        log.error("node %s: gave up telling the conductor about %s", self.host, item.instance_uuid)

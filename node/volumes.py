@@ -1,0 +1,96 @@
+"""Volumes attached and detached after boot: live (``AFFECT_LIVE | CONFIG``) as virtio disks.
+
+The conductor reserves the volume and calls the node with its connection (the file's path and
+format); the node changes the domain and keeps the new persistent XML in its store. Drivers
+without device hot-plug (libvirt's test driver) get the volume in the persistent definition.
+Volumes asked for at boot are disks of the domain from the start (``node/build.py``).
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+import libvirt
+
+from api.node import AttachedVolume
+from api.volume import Connection
+from bus import Conflict, NotFound
+from node.domain import Disk, disk_targets, disk_xml, next_disk_target
+from node.hypervisor import Hypervisor
+from node.records import Records
+
+
+class Volumes:
+    """Attach and detach of this node's domains' volumes (see the module's docstring)."""
+
+    def __init__(self, *, hypervisor: Hypervisor, records: Records) -> None:
+        self.hypervisor = hypervisor
+        self.records = records
+
+    async def attach_volume(
+        self, instance_uuid: str, volume_id: str, connection: Connection, device: str | None = None
+    ) -> AttachedVolume:
+        """Attach live where the driver can, and always to the persistent definition.
+
+        :raises NotFound: the instance has no domain here.
+        :raises Conflict: the device is in use.
+        """
+        domain = await self._existing(instance_uuid)
+        used = set(disk_targets(await self.hypervisor.persistent_xml(domain)))
+        target = (device or "").removeprefix("/dev/") or next_disk_target(used)
+        if target in used:
+            raise Conflict(f"device /dev/{target} is already in use on instance {instance_uuid}")
+        disk = Disk(connection["path"], target, format=connection["format"], serial=volume_id)
+        await self._change_device(domain, disk_xml(disk), attach=True)
+        await self._remember_xml(instance_uuid, domain)
+        return {"device": f"/dev/{target}"}
+
+    async def detach_volume(self, instance_uuid: str, volume_id: str, connection: Connection) -> None:
+        """:raises NotFound: the instance has no domain here, or the volume is not attached to it."""
+        domain = await self._existing(instance_uuid)
+        targets = disk_targets(await self.hypervisor.persistent_xml(domain))
+        target = next((dev for dev, path in targets.items() if path == connection["path"]), None)
+        if target is None:
+            raise NotFound(f"volume {volume_id} is not attached to instance {instance_uuid}")
+        disk = Disk(connection["path"], target, format=connection["format"], serial=volume_id)
+        await self._change_device(domain, disk_xml(disk), attach=False)
+        await self._remember_xml(instance_uuid, domain)
+
+    async def _existing(self, instance_uuid: str) -> libvirt.virDomain:
+        domain = await self.hypervisor.existing(instance_uuid)
+        self.records.note_request(instance_uuid)
+        return domain
+
+    async def _change_device(self, domain: libvirt.virDomain, device_xml: str, *, attach: bool) -> None:
+        flags = libvirt.VIR_DOMAIN_AFFECT_CONFIG
+        if await self.hypervisor.is_running(domain):
+            flags |= libvirt.VIR_DOMAIN_AFFECT_LIVE
+        change = domain.attachDeviceFlags if attach else domain.detachDeviceFlags
+        try:
+            await self.hypervisor.virt(change, device_xml, flags)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() != libvirt.VIR_ERR_NO_SUPPORT:
+                raise
+            await self._redefine_with_device(domain, device_xml, attach=attach)
+
+    async def _redefine_with_device(
+        self, domain: libvirt.virDomain, device_xml: str, *, attach: bool
+    ) -> None:
+        """For drivers without device hot-plug (the test driver): change the persistent definition."""
+        root = ET.fromstring(await self.hypervisor.persistent_xml(domain))
+        devices = root.find("devices")
+        assert devices is not None
+        device = ET.fromstring(device_xml)
+        if attach:
+            devices.append(device)
+        else:
+            source = device.find("source")
+            path = source.get("file") if source is not None else None
+            for disk in devices.findall("disk"):
+                disk_source = disk.find("source")
+                if disk_source is not None and disk_source.get("file") == path:
+                    devices.remove(disk)
+        await self.hypervisor.define(ET.tostring(root, encoding="unicode"))
+
+    async def _remember_xml(self, instance_uuid: str, domain: libvirt.virDomain) -> None:
+        await self.records.set_xml(instance_uuid, await self.hypervisor.persistent_xml(domain))

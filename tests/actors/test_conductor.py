@@ -1,0 +1,141 @@
+"""The conductor on the bus: arguments checked at dispatch, and its state machine in a real cloud.
+
+Every actor runs in this process on a real nats-server (``cloud``); the calls go through the
+conductor's typed clients (``api.conductor``), as the gateway and the nodes make them, except
+the malformed ones, which are sent as raw bodies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from api.conductor import Compute, ConductorForNodes, ConductorOperator, Server
+from api.identity import Tokens
+from api.image import Images
+from bus import Actor, Bus, Context, InvalidRequest, request_scope
+from runtime.states import TaskState
+
+
+async def issue(bus: Bus, username: str, password: str, project: str) -> Context:
+    issued = await Tokens.client(bus).issue(username=username, password=password, project_name=project)
+    return Context(
+        issued["user"]["id"],
+        issued["project"]["id"],
+        tuple(r["name"] for r in issued["roles"]),
+        issued["token"],
+    )
+
+
+@pytest.fixture
+async def demo(bus: Bus, cloud: list[Actor]) -> Context:
+    return await issue(bus, "demo", "demo-secret", "demo")
+
+
+async def boot(bus: Bus, demo: Context, name: str = "vm") -> Server:
+    """Boot an instance as demo and wait until it is ACTIVE."""
+    compute = Compute.client(bus)
+    with request_scope(context=demo):
+        (image,) = await Images.client(bus).list(name="aiostack-tiny")
+        created = await compute.create_instance(name=name, flavor_ref="1", image_ref=image["id"])
+        async with asyncio.timeout(30):
+            while (server := await compute.get_instance(instance_uuid=created["id"]))["status"] != "ACTIVE":
+                await asyncio.sleep(0.05)
+    return server
+
+
+async def audited(operator: ConductorOperator) -> list[dict[str, Any]]:
+    """What the audit sees of every instance, but how long each has been idle."""
+    return [
+        {key: value for key, value in instance.items() if key != "idle_s"}
+        for instance in (await operator.audit_instances())["instances"]
+    ]
+
+
+async def refused(bus: Bus, demo: Context, method: str, body: dict[str, Any]) -> str:
+    with request_scope(context=demo), pytest.raises(InvalidRequest) as raised:
+        await bus.call(f"{Compute.address}.{method}", body)
+    return raised.value.message
+
+
+async def test_wrong_missing_and_unknown_arguments_are_refused_naming_the_field_and_change_nothing(
+    bus: Bus, demo: Context
+) -> None:
+    server = await boot(bus, demo)
+    uuid, image = server["id"], server["image_ref"]
+    compute, operator = Compute.client(bus), ConductorOperator.client(bus)
+    with request_scope(context=demo):
+        await compute.create_keypair(name="mine")
+        actions_before = await operator.list_actions(instance_uuid=uuid)
+    audit_before = await audited(operator)
+    good = {"name": "vm", "flavor_ref": "1", "image_ref": image}
+    for method, body, says in [
+        ("create_instance", {**good, "name": 12}, "Expected `str`, got `int` - at `$.name`"),
+        ("create_instance", {**good, "name": "   "}, "at `$.name`"),
+        ("create_instance", {"name": "vm", "image_ref": image}, "missing required field `flavor_ref`"),
+        ("create_instance", {**good, "colour": "red"}, "unknown field `colour`"),
+        ("create_instance", {**good, "networks": "lots"}, "at `$.networks`"),
+        ("create_instance", {**good, "metadata": {"a": 1}}, "at `$.metadata[...]`"),
+        (
+            "create_instance",
+            {**good, "block_devices": [{"device": "vdb"}]},
+            "`volume_id` - at `$.block_devices[0]`",
+        ),
+        ("reboot_instance", {"instance_uuid": uuid, "reboot_type": "SOFTLY"}, "at `$.reboot_type`"),
+        ("change_power", {"instance_uuid": uuid, "action": "explode"}, "at `$.action`"),
+        ("stop_instance", {"instance_uuid": 7}, "at `$.instance_uuid`"),
+        ("delete_instance", {}, "missing required field `instance_uuid`"),
+        ("get_console_output", {"instance_uuid": uuid, "length": -2}, "at `$.length`"),
+        ("get_console_output", {"instance_uuid": uuid, "length": True}, "at `$.length`"),
+        ("list_instances", {"limit": -1}, "at `$.limit`"),
+        ("attach_volume", {"instance_uuid": uuid, "volume_id": "v", "device": "sd a!"}, "at `$.device`"),
+        ("create_keypair", {"name": "no/slash"}, "at `$.name`"),
+        ("create_keypair", {"name": "other", "public_key": ["ssh-rsa"]}, "at `$.public_key`"),
+        ("delete_keypair", {"name": "mine", "force": True}, "unknown field `force`"),
+    ]:
+        message = await refused(bus, demo, method, body)
+        assert message.startswith(f"conductor.{method}: "), message
+        assert says in message, (method, body, message)
+    with request_scope(context=demo):
+        assert await compute.get_instance(instance_uuid=uuid) == server
+        assert await operator.list_actions(instance_uuid=uuid) == actions_before
+        assert [k["name"] for k in await compute.list_keypairs()] == ["mine"]
+    assert await audited(operator) == audit_before
+
+
+async def test_what_nodes_send_is_checked_too_and_changes_nothing(bus: Bus, demo: Context) -> None:
+    server = await boot(bus, demo)
+    uuid, host = server["id"], str(server["host"])
+    for method, body, says in [
+        ("domain_event", {"instance_uuid": uuid, "host": host, "event": "STOPPED", "detail": 0}, "`$.event`"),
+        ("sync_power_state", {"instance_uuid": uuid, "host": "node.1", "running": False}, "`$.host`"),
+        ("task_progress", {"host": host, "instance_uuids": uuid}, "`$.instance_uuids`"),
+        ("build_failed", {"instance_uuid": uuid, "host": host}, "missing required field `message`"),
+        ("live_instances", {}, "missing required field `instance_uuids`"),
+    ]:
+        with pytest.raises(InvalidRequest, match=f"conductor.{method}: .*{said(says)}"):
+            await bus.call(f"{ConductorForNodes.address}.{method}", body)
+    with request_scope(context=demo):
+        assert await Compute.client(bus).get_instance(instance_uuid=uuid) == server
+
+
+def said(text: str) -> str:
+    """``text`` as a regular expression matching itself."""
+    return "".join(f"\\{c}" if c in "$.[]()`*+?" else c for c in text)
+
+
+async def test_a_late_task_done_does_not_cancel_a_delete(bus: Bus, demo: Context, cloud: list[Actor]) -> None:
+    server = await boot(bus, demo)
+    uuid, host = server["id"], str(server["host"])
+    (node,) = cloud[6:]
+    await node.stop()  # the delete's cast goes nowhere: the instance stays deleting
+    compute = Compute.client(bus)
+    with request_scope(context=demo):
+        await compute.delete_instance(instance_uuid=uuid)
+        assert (await compute.get_instance(instance_uuid=uuid))["task_state"] == TaskState.DELETING
+    await ConductorForNodes.client(bus).task_done(instance_uuid=uuid, host=host)  # a soft reboot's, late
+    with request_scope(context=demo):
+        deleting = await compute.get_instance(instance_uuid=uuid)
+    assert (deleting["status"], deleting["task_state"]) == ("ACTIVE", TaskState.DELETING)

@@ -1,0 +1,279 @@
+"""The conductor's state machine, as a table: every trigger from every state, allowed or refused.
+
+``actors.conductor.states.transition`` decides every change of an instance's vm_state and
+task_state. The tables below say, independently of its code, what it must answer: for each
+action and (vm_state, task_state), for each libvirt lifecycle event and (vm_state, task_state),
+and for each of the conductor's other reports. Every combination is a case of its own.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import NamedTuple
+
+import pytest
+
+from actors.conductor.core import NODE_TASKS
+from actors.conductor.states import (
+    ACTION_OF_TASK,
+    CREATED,
+    Action,
+    Change,
+    Report,
+    Trigger,
+    status_of,
+    transition,
+)
+from runtime.states import Lifecycle, PowerState, TaskState, VmState
+
+V, T, P = VmState, TaskState, PowerState
+STATES = list(itertools.product(VmState, [None, *TaskState]))
+
+
+class Same:
+    """In an expected change: the state the instance was in."""
+
+
+SAME = Same()
+
+
+class Expected(NamedTuple):
+    vm_state: VmState | Same
+    task_state: TaskState | Same | None
+    power_state: PowerState | None = None
+    launched: bool = False
+
+
+# -- actions ---------------------------------------------------------------------------------
+
+ACTIONS_FROM_IDLE: dict[tuple[Action, VmState], TaskState | None] = {
+    # (action, vm_state it may start from, with no task running): the task it runs under
+    (Action.STOP, V.ACTIVE): T.POWERING_OFF,
+    (Action.STOP, V.PAUSED): T.POWERING_OFF,
+    (Action.STOP, V.SUSPENDED): T.POWERING_OFF,
+    (Action.STOP, V.ERROR): T.POWERING_OFF,
+    (Action.START, V.STOPPED): T.POWERING_ON,
+    (Action.REBOOT, V.ACTIVE): T.REBOOTING,
+    (Action.REBOOT_HARD, V.ACTIVE): T.REBOOTING_HARD,
+    (Action.REBOOT_HARD, V.STOPPED): T.REBOOTING_HARD,
+    (Action.REBOOT_HARD, V.PAUSED): T.REBOOTING_HARD,
+    (Action.REBOOT_HARD, V.SUSPENDED): T.REBOOTING_HARD,
+    (Action.REBOOT_HARD, V.ERROR): T.REBOOTING_HARD,
+    (Action.PAUSE, V.ACTIVE): T.PAUSING,
+    (Action.UNPAUSE, V.PAUSED): T.UNPAUSING,
+    (Action.SUSPEND, V.ACTIVE): T.SUSPENDING,
+    (Action.RESUME, V.SUSPENDED): T.RESUMING,
+    (Action.ATTACH_VOLUME, V.ACTIVE): None,
+    (Action.ATTACH_VOLUME, V.STOPPED): None,
+}
+ACTIONS_FROM_ANY: dict[Action, TaskState | Same] = {
+    # actions that start from any live state, whatever its task: the task they lead to
+    Action.DELETE: T.DELETING,
+    Action.DETACH_VOLUME: SAME,
+}
+# create starts from no state (a new instance is CREATED); every other combination is refused
+
+
+def expected_for_action(action: Action, vm_state: VmState, task_state: TaskState | None) -> Expected | None:
+    if vm_state is V.DELETED:
+        return None
+    if action in ACTIONS_FROM_ANY:
+        return Expected(SAME, ACTIONS_FROM_ANY[action])
+    if task_state is None and (action, vm_state) in ACTIONS_FROM_IDLE:
+        return Expected(SAME, ACTIONS_FROM_IDLE[action, vm_state])
+    return None
+
+
+# -- libvirt's lifecycle events --------------------------------------------------------------
+
+
+def case_of(vm_state: VmState, task_state: TaskState | None) -> str:
+    """The kinds of state a lifecycle event tells apart."""
+    if task_state is T.DELETING:
+        return "deleting"
+    if vm_state is V.BUILDING:
+        return "building"
+    if task_state in (T.REBOOTING, T.REBOOTING_HARD):
+        return "rebooting"
+    if task_state is T.SUSPENDING:
+        return "suspending"
+    return "other"
+
+
+RUNS = Expected(V.ACTIVE, None, P.RUNNING)
+LIFECYCLE: dict[Lifecycle, dict[str, Expected | None]] = {
+    #                 an event in each case of state leads to (None: changes nothing)
+    Lifecycle.STARTED: {
+        "deleting": Expected(SAME, SAME, P.RUNNING),
+        "building": Expected(V.ACTIVE, None, P.RUNNING, launched=True),
+        "rebooting": RUNS,
+        "suspending": RUNS,
+        "other": RUNS,
+    },
+    Lifecycle.RESUMED: {
+        "deleting": Expected(SAME, SAME, P.RUNNING),
+        "building": Expected(V.ACTIVE, None, P.RUNNING, launched=True),
+        "rebooting": RUNS,
+        "suspending": RUNS,
+        "other": RUNS,
+    },
+    Lifecycle.STOPPED: {
+        "deleting": Expected(SAME, SAME, P.SHUTDOWN),
+        "building": Expected(SAME, SAME, P.SHUTDOWN),
+        "rebooting": Expected(SAME, SAME, P.SHUTDOWN),
+        "suspending": Expected(V.SUSPENDED, None, P.SHUTDOWN),
+        "other": Expected(V.STOPPED, None, P.SHUTDOWN),
+    },
+    Lifecycle.SUSPENDED: {
+        "deleting": None,
+        "building": Expected(V.PAUSED, None, P.PAUSED),
+        "rebooting": Expected(V.PAUSED, None, P.PAUSED),
+        "suspending": Expected(V.PAUSED, None, P.PAUSED),
+        "other": Expected(V.PAUSED, None, P.PAUSED),
+    },
+    Lifecycle.CRASHED: {
+        "deleting": Expected(SAME, SAME, P.CRASHED),
+        "building": Expected(V.ERROR, None, P.CRASHED),
+        "rebooting": Expected(V.ERROR, None, P.CRASHED),
+        "suspending": Expected(V.ERROR, None, P.CRASHED),
+        "other": Expected(V.ERROR, None, P.CRASHED),
+    },
+    Lifecycle.UNDEFINED: {
+        "deleting": Expected(V.DELETED, None, P.NOSTATE),
+        "building": None,
+        "rebooting": None,
+        "suspending": None,
+        "other": None,
+    },
+    Lifecycle.DEFINED: dict.fromkeys(("deleting", "building", "rebooting", "suspending", "other")),
+    Lifecycle.SHUTDOWN: dict.fromkeys(("deleting", "building", "rebooting", "suspending", "other")),
+    Lifecycle.PMSUSPENDED: dict.fromkeys(("deleting", "building", "rebooting", "suspending", "other")),
+}
+
+
+def expected_for_event(event: Lifecycle, vm_state: VmState, task_state: TaskState | None) -> Expected | None:
+    if vm_state is V.DELETED:
+        return None
+    return LIFECYCLE[event][case_of(vm_state, task_state)]
+
+
+# -- the conductor's other reports -----------------------------------------------------------
+
+POWER_TASKS = (
+    T.POWERING_OFF, T.POWERING_ON, T.REBOOTING, T.REBOOTING_HARD, T.PAUSING, T.UNPAUSING, T.SUSPENDING,
+    T.RESUMING,
+)  # fmt: skip
+REPORTS_FROM: dict[Report, dict[tuple[VmState | None, TaskState | None], Expected]] = {
+    # report: {(vm_state or None: any live one, task_state): what it leads to}; anything else: refused
+    Report.SCHEDULED: {(V.BUILDING, T.SCHEDULING): Expected(V.BUILDING, T.SPAWNING)},
+    Report.RESCHEDULED: {(V.BUILDING, T.SPAWNING): Expected(V.BUILDING, T.SCHEDULING)},
+    Report.BUILD_FAILED: {
+        (V.BUILDING, T.SCHEDULING): Expected(V.ERROR, None),
+        (V.BUILDING, T.SPAWNING): Expected(V.ERROR, None),
+    },
+    Report.RUNNING: {
+        (None, task): Expected(V.ACTIVE, None, P.RUNNING)
+        for task in [None, *TaskState]
+        if task is not T.DELETING
+    },
+    Report.NOT_RUNNING: {
+        (None, task): Expected(V.STOPPED, None, P.SHUTDOWN)
+        for task in [None, *TaskState]
+        if task is not T.DELETING
+    },
+    Report.TASK_DONE: {(None, T.REBOOTING): Expected(SAME, None)},
+    Report.TASK_ABANDONED: {(None, task): Expected(SAME, None) for task in POWER_TASKS},
+    Report.DOMAIN_GONE: {(None, T.DELETING): Expected(V.DELETED, None, P.NOSTATE)},
+    Report.DELETED_HERE: {(None, T.DELETING): Expected(V.DELETED, None, P.NOSTATE)},
+}
+
+
+def expected_for_report(report: Report, vm_state: VmState, task_state: TaskState | None) -> Expected | None:
+    if vm_state is V.DELETED:
+        return None
+    table = REPORTS_FROM[report]
+    expected = table.get((vm_state, task_state)) or table.get((None, task_state))
+    if expected is not None and report is Report.RUNNING and vm_state is V.BUILDING:
+        return expected._replace(launched=True)  # a build found running: its first start
+    return expected
+
+
+# -- the cases -------------------------------------------------------------------------------
+
+
+def resolved(expected: Expected | None, vm_state: VmState, task_state: TaskState | None) -> Change | None:
+    if expected is None:
+        return None
+    return Change(
+        vm_state if isinstance(expected.vm_state, Same) else expected.vm_state,
+        task_state if isinstance(expected.task_state, Same) else expected.task_state,
+        expected.power_state,
+        expected.launched,
+    )
+
+
+def cases() -> list[tuple[Trigger, VmState, TaskState | None, Change | None]]:
+    found: list[tuple[Trigger, VmState, TaskState | None, Change | None]] = []
+    for vm_state, task_state in STATES:
+        for action in Action:
+            expected = expected_for_action(action, vm_state, task_state)
+            found.append((action, vm_state, task_state, resolved(expected, vm_state, task_state)))
+        for event in Lifecycle:
+            expected = expected_for_event(event, vm_state, task_state)
+            found.append((event, vm_state, task_state, resolved(expected, vm_state, task_state)))
+        for report in Report:
+            expected = expected_for_report(report, vm_state, task_state)
+            found.append((report, vm_state, task_state, resolved(expected, vm_state, task_state)))
+    return found
+
+
+def case_id(trigger: Trigger, vm_state: VmState, task_state: TaskState | None, change: Change | None) -> str:
+    name = trigger.name.lower() if isinstance(trigger, Lifecycle) else str(trigger)
+    verdict = "refused" if change is None else f"to-{change.vm_state}-{change.task_state}"
+    return f"{name}-from-{vm_state}-{task_state}-{verdict}"
+
+
+CASES = cases()
+
+
+@pytest.mark.parametrize(
+    ("trigger", "vm_state", "task_state", "expected"), CASES, ids=[case_id(*case) for case in CASES]
+)
+def test_transition(
+    trigger: Trigger, vm_state: VmState, task_state: TaskState | None, expected: Change | None
+) -> None:
+    assert transition(vm_state, task_state, trigger) == expected
+
+
+def test_the_table_covers_every_trigger_from_every_state_and_allows_some_of_each() -> None:
+    assert len(CASES) == len(STATES) * (len(Action) + len(Lifecycle) + len(Report))
+    for trigger in [*Action, *Lifecycle, *Report]:
+        allowed = [case for case in CASES if case[0] == trigger and case[3] is not None]
+        if trigger not in (Action.CREATE, Lifecycle.DEFINED, Lifecycle.SHUTDOWN, Lifecycle.PMSUSPENDED):
+            assert allowed, f"{trigger!r} is never allowed"
+
+
+def test_a_new_instance_is_building_and_scheduling_and_every_task_belongs_to_an_action() -> None:
+    assert CREATED == (V.BUILDING, T.SCHEDULING)
+    assert set(ACTION_OF_TASK) == set(TaskState)
+    assert set(NODE_TASKS) == set(TaskState) - {T.SCHEDULING}  # every task but scheduling is a node's
+
+
+@pytest.mark.parametrize(
+    ("vm_state", "task_state", "status"),
+    [
+        (V.BUILDING, T.SCHEDULING, "BUILD"),
+        (V.BUILDING, T.DELETING, "BUILD"),
+        (V.ACTIVE, None, "ACTIVE"),
+        (V.ACTIVE, T.REBOOTING, "REBOOT"),
+        (V.ACTIVE, T.REBOOTING_HARD, "HARD_REBOOT"),
+        (V.ACTIVE, T.POWERING_OFF, "ACTIVE"),
+        (V.STOPPED, T.REBOOTING_HARD, "SHUTOFF"),
+        (V.PAUSED, None, "PAUSED"),
+        (V.SUSPENDED, T.RESUMING, "SUSPENDED"),
+        (V.ERROR, None, "ERROR"),
+        (V.DELETED, None, "DELETED"),
+    ],
+)
+def test_the_status_nova_shows(vm_state: VmState, task_state: TaskState | None, status: str) -> None:
+    assert status_of(vm_state, task_state) == status

@@ -1,0 +1,871 @@
+"""The identity actor: login and lockout, Fernet tokens, re-scoping, key rotation, revocation,
+groups, application credentials, administration and argument checks, on a real nats-server,
+sqlite and files."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import stat
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.fernet import Fernet, InvalidToken
+
+from actors.identity.actor import IdentityActor
+from actors.identity.passwords import AUTH_FAILED, check_password, hash_password
+from actors.identity.tokens import TOKEN_INVALID
+from api.identity import REVOKED, ApplicationCredentials, IdentityAdmin, Token, Tokens
+from bus import (
+    Bus,
+    Conflict,
+    Context,
+    Forbidden,
+    InvalidRequest,
+    NotFound,
+    Unauthorized,
+    decode,
+    request_scope,
+)
+from bus.api import ServiceAPI
+from tests.conftest import ADMIN_PASSWORD
+from tests.helpers import DEMO_PASSWORD
+
+VALIDATE_KEYS = {
+    "user_id",
+    "user_name",
+    "domain_id",
+    "project_id",
+    "project_name",
+    "roles",
+    "audit_id",
+    "methods",
+    "issued_at",
+    "expires_at",
+    "app_cred_id",
+}
+
+
+@pytest.fixture
+async def identity_actor(start_actor, config) -> IdentityActor:
+    return await start_actor(IdentityActor, config)
+
+
+@pytest.fixture
+def tokens(bus: Bus) -> Tokens:
+    return Tokens.client(bus)
+
+
+@pytest.fixture
+def directory(bus: Bus) -> IdentityAdmin:
+    """The administration API's client."""
+    return IdentityAdmin.client(bus)
+
+
+@pytest.fixture
+def credentials(bus: Bus) -> ApplicationCredentials:
+    return ApplicationCredentials.client(bus)
+
+
+def context_of(issued: Token) -> Context:
+    """The context the gateway would build for an issued token."""
+    project = issued["project"]["id"] if issued["project"] else None
+    return Context(issued["user"]["id"], project, tuple(r["name"] for r in issued["roles"]), issued["token"])
+
+
+async def login(tokens: Tokens, user: str, password: str, **scope: Any) -> Token:
+    return await tokens.issue(username=user, password=password, **scope)
+
+
+async def admin_context(tokens: Tokens) -> Context:
+    """The bootstrap admin's context (a real admin token in it)."""
+    return context_of(await login(tokens, "admin", ADMIN_PASSWORD))
+
+
+async def refused(tokens: Tokens, token: str) -> str:
+    """The message validate refuses ``token`` with (fails the test if it is valid)."""
+    with pytest.raises(Unauthorized) as error:
+        await tokens.validate(token=token)
+    return error.value.message
+
+
+async def poll_until(check: Callable[[], Awaitable[bool]], bound: float) -> None:
+    """Poll ``check`` until it is true; fail if it is not within ``bound`` seconds."""
+    async with asyncio.timeout(bound):
+        while not await check():
+            await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+async def revocations(bus: Bus) -> AsyncIterator[list[dict[str, Any]]]:
+    """Every message published on ``REVOKED``, in arrival order, as it went on the wire."""
+    seen: list[dict[str, Any]] = []
+
+    async def collect(msg: Any) -> None:
+        seen.append(decode(msg.data).body)
+
+    subscription = await bus.subscribe(bus.subject(REVOKED.pattern), collect)
+    await bus.flush()
+    yield seen
+    await subscription.unsubscribe()
+
+
+async def published(seen: list[dict[str, Any]], kind: str, target: str) -> dict[str, Any]:
+    async def arrived() -> bool:
+        return any(e["kind"] == kind and e["id"] == target for e in seen)
+
+    await poll_until(arrived, 5)
+    return next(e for e in seen if e["kind"] == kind and e["id"] == target)
+
+
+# -- login ----------------------------------------------------------------------------------------
+
+
+async def test_bootstrap_creates_admin_and_demo_who_can_log_in(tokens: Tokens, identity_actor) -> None:
+    admin = await login(tokens, "admin", ADMIN_PASSWORD)
+    assert admin["project"]["name"] == "admin"
+    assert [role["name"] for role in admin["roles"]] == ["admin"]
+    demo = await login(tokens, "demo", DEMO_PASSWORD, project_name="demo")
+    assert [role["name"] for role in demo["roles"]] == ["member"]
+    assert demo["methods"] == ["password"] and demo["audit_ids"] == [demo["audit_id"]]
+    info = await tokens.validate(token=demo["token"])
+    assert set(info) == VALIDATE_KEYS
+    assert info["user_name"] == "demo" and info["domain_id"] == "default"
+    assert info["project_id"] == demo["project"]["id"]
+    assert info["roles"] == ["member"]
+    assert info["audit_id"] == demo["audit_id"] and info["methods"] == ["password"]
+    assert info["app_cred_id"] is None
+    assert info["expires_at"] > info["issued_at"]
+    by_id = await tokens.issue(user_id=demo["user"]["id"], password=DEMO_PASSWORD)
+    assert by_id["user"]["name"] == "demo"
+    unscoped = await login(tokens, "demo", DEMO_PASSWORD, unscoped=True)
+    assert unscoped["project"] is None and unscoped["roles"] == []
+    assert (await tokens.validate(token=unscoped["token"]))["project_id"] is None
+
+
+async def test_no_token_is_stored(identity_actor) -> None:
+    tables = await identity_actor.shared.store.fetchall("SELECT name FROM sqlite_master WHERE type = 'table'")
+    assert "tokens" not in {row["name"] for row in tables}
+
+
+async def test_every_login_failure_gets_the_same_answer(
+    tokens: Tokens, directory: IdentityAdmin, start_actor, config
+) -> None:
+    await start_actor(IdentityActor, config, lockout_failures=3)
+    with request_scope(context=await admin_context(tokens)):
+        await directory.create_project(name="closed")
+        await directory.create_user(name="gone", password="pw-gone", default_project="demo")
+        await directory.grant_role(user="gone", project="demo", role="member")
+        await directory.create_user(name="norole", password="pw-norole")
+        await directory.create_user(name="locked", password="pw-locked", default_project="demo")
+        await directory.grant_role(user="locked", project="demo", role="member")
+        await directory.grant_role(user="demo", project="closed", role="member")
+        await directory.update_user(user_id="gone", enabled=False)
+        await directory.update_project(project_id="closed", enabled=False)
+    for _ in range(3):
+        with pytest.raises(Unauthorized):
+            await login(tokens, "locked", "wrong")
+    attempts: dict[str, dict[str, Any]] = {
+        "wrong password": {"username": "demo", "password": "nope"},
+        "unknown user": {"username": "nobody", "password": "nope"},
+        "unknown user id": {"user_id": "0" * 32, "password": "nope"},
+        "disabled user": {"username": "gone", "password": "pw-gone"},
+        "disabled project": {"username": "demo", "password": DEMO_PASSWORD, "project_name": "closed"},
+        "unknown project": {"username": "demo", "password": DEMO_PASSWORD, "project_name": "nowhere"},
+        "no role": {"username": "norole", "password": "pw-norole", "project_name": "demo"},
+        "locked": {"username": "locked", "password": "pw-locked"},
+    }
+    messages = {}
+    for what, arguments in attempts.items():
+        with pytest.raises(Unauthorized) as error:
+            await tokens.issue(**arguments)
+        messages[what] = error.value.message
+    assert set(messages.values()) == {AUTH_FAILED}, messages
+
+
+async def test_lockout_after_failures_and_release_after_the_duration(
+    tokens: Tokens, start_actor, config
+) -> None:
+    await start_actor(IdentityActor, config, lockout_failures=3, lockout_duration=1.0)
+    for _ in range(3):
+        with pytest.raises(Unauthorized):
+            await login(tokens, "demo", "wrong")
+    with pytest.raises(Unauthorized) as locked:
+        await login(tokens, "demo", DEMO_PASSWORD)
+    assert locked.value.message == AUTH_FAILED
+    await login(tokens, "admin", ADMIN_PASSWORD)  # only that user is locked
+    await asyncio.sleep(1.0)
+
+    async def released() -> bool:
+        try:
+            await login(tokens, "demo", DEMO_PASSWORD)
+        except Unauthorized:
+            return False
+        return True
+
+    await poll_until(released, 5)
+    for _ in range(2):  # a success forgets earlier failures
+        with pytest.raises(Unauthorized):
+            await login(tokens, "demo", "wrong")
+    await login(tokens, "demo", DEMO_PASSWORD)
+
+
+async def test_failures_spread_beyond_the_window_do_not_lock(tokens: Tokens, start_actor, config) -> None:
+    await start_actor(IdentityActor, config, lockout_failures=3, lockout_window=0.3)
+    for pause in (0.0, 0.4):
+        await asyncio.sleep(pause)
+        for _ in range(2):
+            with pytest.raises(Unauthorized):
+                await login(tokens, "demo", "wrong")
+    await login(tokens, "demo", DEMO_PASSWORD)
+
+
+async def test_every_failed_login_runs_exactly_one_scrypt(
+    tokens: Tokens, start_actor, config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Same work for every failure (the timing side of "no hint"), counted rather than timed."""
+    import actors.identity.tokens as tokens_module
+
+    actor = await start_actor(IdentityActor, config, lockout_failures=2)
+    checked: list[str] = []
+
+    def counting(password: str, stored: str) -> bool:
+        checked.append(stored)
+        return check_password(password, stored)
+
+    monkeypatch.setattr(tokens_module, "check_password", counting)
+    for _ in range(2):
+        with pytest.raises(Unauthorized):
+            await login(tokens, "demo", "wrong")
+    for user, password in (
+        ("admin", "wrong"),
+        ("nobody", "wrong"),
+        ("demo", DEMO_PASSWORD),
+        ("demo", "wrong"),
+    ):
+        checked.clear()
+        with pytest.raises(Unauthorized):
+            await login(tokens, user, password)
+        assert len(checked) == 1, (user, password)
+        assert (checked[0] == actor.shared.dummy_hash) == (user == "nobody")
+
+
+def test_passwords_are_stored_as_scrypt_hashes() -> None:
+    stored = hash_password("s3cret")
+    assert stored.startswith("scrypt$") and "s3cret" not in stored
+    assert check_password("s3cret", stored)
+    assert not check_password("s3cret!", stored)
+    assert not check_password("s3cret", "garbage")
+
+
+# -- tokens -----------------------------------------------------------------------------------
+
+
+async def test_a_token_expires(tokens: Tokens, start_actor, config) -> None:
+    await start_actor(IdentityActor, config, token_ttl=1.0)
+    issued = await login(tokens, "demo", DEMO_PASSWORD)
+    assert issued["expires_at"] - issued["issued_at"] == pytest.approx(1.0)
+    await tokens.validate(token=issued["token"])
+
+    async def expired() -> bool:
+        try:
+            await tokens.validate(token=issued["token"])
+        except Unauthorized:
+            return True
+        return False
+
+    await poll_until(expired, max(issued["expires_at"] - time.time(), 0) + 2)
+    assert time.time() >= issued["expires_at"]
+
+
+async def test_malformed_tampered_and_foreign_tokens_are_refused(tokens: Tokens, identity_actor) -> None:
+    issued = await login(tokens, "demo", DEMO_PASSWORD)
+    token = issued["token"]
+    tampered = token[:40] + ("A" if token[40] != "A" else "B") + token[41:]
+    foreign = Fernet(Fernet.generate_key()).encrypt(b"whatever").decode().rstrip("=")
+    junk_payload = identity_actor.shared.keys.encrypt(b"\x93\x01\x02\x03")
+    for bad in ("not-a-token", "", "x" * 5000, tampered, foreign, junk_payload, token + "é"):
+        assert await refused(tokens, bad) == TOKEN_INVALID
+    with pytest.raises(InvalidRequest, match=r"\$\.token"):  # not a string: refused at dispatch
+        await tokens.validate(token=12)
+
+
+async def test_rescope_with_a_token(tokens: Tokens, directory: IdentityAdmin, identity_actor) -> None:
+    with request_scope(context=await admin_context(tokens)):
+        await directory.create_project(name="team")
+        await directory.grant_role(user="demo", project="team", role="reader")
+    unscoped = await login(tokens, "demo", DEMO_PASSWORD, unscoped=True)
+    team = await tokens.issue_with_token(token=unscoped["token"], project_name="team")
+    assert team["project"]["name"] == "team" and [r["name"] for r in team["roles"]] == ["reader"]
+    assert team["methods"] == ["token", "password"]
+    assert team["audit_ids"] == [team["audit_id"], unscoped["audit_id"]]
+    assert team["audit_id"] != unscoped["audit_id"]
+    assert team["expires_at"] <= unscoped["expires_at"]
+    info = await tokens.validate(token=team["token"])
+    assert (info["project_name"], info["roles"], info["methods"]) == (
+        "team",
+        ["reader"],
+        ["token", "password"],
+    )
+    demo_project = (await login(tokens, "demo", DEMO_PASSWORD))["project"]["id"]
+    again = await tokens.issue_with_token(token=team["token"], project_id=demo_project)
+    assert again["project"]["name"] == "demo" and [r["name"] for r in again["roles"]] == ["member"]
+    assert again["audit_ids"][1] == unscoped["audit_id"]  # the chain keeps its root
+    assert again["methods"] == ["token", "password"]
+    same_scope = await tokens.issue_with_token(token=team["token"])
+    assert same_scope["project"]["name"] == "team"
+    for arguments in (
+        {"token": unscoped["token"], "project_name": "admin"},  # no role there
+        {"token": unscoped["token"], "project_name": "nowhere"},
+        {"token": "garbage", "project_name": "demo"},
+    ):
+        with pytest.raises(Unauthorized):
+            await tokens.issue_with_token(**arguments)
+
+
+# -- keys -------------------------------------------------------------------------------------
+
+
+def key_numbers(config) -> list[int]:
+    return sorted(int(p.name) for p in (config.data_dir / "keys" / "token").iterdir() if p.name.isdigit())
+
+
+def key_file(config, number: int) -> Path:
+    return config.data_dir / "keys" / "token" / str(number)
+
+
+def opens(config, number: int, token: str) -> bool:
+    try:
+        Fernet(key_file(config, number).read_bytes()).decrypt(token + "=" * (-len(token) % 4))
+    except InvalidToken:
+        return False
+    return True
+
+
+async def test_key_repository_layout_and_permissions(config, identity_actor) -> None:
+    directory = config.data_dir / "keys" / "token"
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+    assert key_numbers(config) == [0, 1]
+    for number in (0, 1):
+        assert stat.S_IMODE(key_file(config, number).stat().st_mode) == 0o600
+
+
+async def test_rotation_keeps_old_tokens_until_their_key_leaves(
+    tokens: Tokens, config, identity_actor
+) -> None:
+    first = await login(tokens, "demo", DEMO_PASSWORD)
+    assert opens(config, 1, first["token"])
+    staged = key_file(config, 0).read_bytes()
+    admin = await admin_context(tokens)
+    with request_scope(context=admin):
+        assert await tokens.rotate_keys() == {"primary": 2, "keys": [0, 1, 2]}
+    assert key_file(config, 2).read_bytes() == staged  # the staged key became the primary
+    assert stat.S_IMODE(key_file(config, 0).stat().st_mode) == 0o600
+    await tokens.validate(token=first["token"])
+    second = await login(tokens, "demo", DEMO_PASSWORD)
+    assert opens(config, 2, second["token"]) and not opens(config, 1, second["token"])
+    with request_scope(context=admin):
+        assert await tokens.rotate_keys() == {"primary": 3, "keys": [0, 2, 3]}
+    assert await refused(tokens, first["token"]) == TOKEN_INVALID  # its key is gone
+    await tokens.validate(token=second["token"])
+    demo = await login(tokens, "demo", DEMO_PASSWORD)
+    with request_scope(context=context_of(demo)), pytest.raises(Forbidden):
+        await tokens.rotate_keys()
+
+
+async def test_replicas_on_one_data_dir_agree_on_keys(start_actor, config) -> None:
+    one = (await start_actor(IdentityActor, config)).tokens
+    two = (await start_actor(IdentityActor, config)).tokens
+    before = await two.issue(username="demo", password=DEMO_PASSWORD)
+    await one.rotate_keys()
+    after = await one.issue(username="demo", password=DEMO_PASSWORD)
+    assert (await two.validate(token=after["token"]))["user_name"] == "demo"  # two's staged key opens it
+    await one.validate(token=before["token"])
+    await one.rotate_keys()
+    newest = await one.issue(username="demo", password=DEMO_PASSWORD)
+    await two.validate(token=newest["token"])  # two re-reads the repository
+    with pytest.raises(Unauthorized):
+        await two.validate(token=before["token"])  # key 1 left the repository with the second rotation
+    from_two = await two.issue(username="demo", password=DEMO_PASSWORD)
+    assert opens(config, 3, from_two["token"])  # two seals with the primary one made
+
+
+# -- revocation -------------------------------------------------------------------------------
+
+
+async def test_revocation_by_token_user_and_project_is_enforced_and_published(
+    tokens: Tokens, directory: IdentityAdmin, identity_actor, revocations
+) -> None:
+    admin = await admin_context(tokens)
+    with request_scope(context=admin):
+        await directory.create_user(name="alice", password="pw-alice", default_project="demo")
+        await directory.grant_role(user="alice", project="demo", role="member")
+    one, two = await login(tokens, "demo", DEMO_PASSWORD), await login(tokens, "demo", DEMO_PASSWORD)
+    alice = await login(tokens, "alice", "pw-alice")
+    with request_scope(context=context_of(alice)), pytest.raises(Forbidden):
+        await tokens.revoke_token(token=one["token"])
+    with request_scope(context=context_of(one)):
+        answer = await tokens.revoke_token(token=one["token"])
+        with pytest.raises(Forbidden):
+            await tokens.revoke_user(user_id=alice["user"]["id"])
+    event = await published(revocations, "token", one["audit_id"])
+    assert event == answer and set(event) == {"kind", "id", "issued_before"}
+    assert isinstance(event["issued_before"], float)
+    await refused(tokens, one["token"])
+    await tokens.validate(token=two["token"])
+
+    with request_scope(context=admin):
+        await tokens.revoke_user(user_id=one["user"]["id"])
+    await published(revocations, "user", one["user"]["id"])
+    await refused(tokens, two["token"])
+    fresh = await login(tokens, "demo", DEMO_PASSWORD)
+    await tokens.validate(token=fresh["token"])
+
+    with request_scope(context=admin):
+        await tokens.revoke_project(project_id=fresh["project"]["id"])
+    await published(revocations, "project", fresh["project"]["id"])
+    await refused(tokens, fresh["token"])
+    await refused(tokens, alice["token"])
+    unscoped = await login(tokens, "demo", DEMO_PASSWORD, unscoped=True)
+    await tokens.validate(token=unscoped["token"])
+    listed = await tokens.revocations()
+    assert {(r["kind"], r["id"]) for r in listed} >= {
+        ("token", one["audit_id"]),
+        ("user", one["user"]["id"]),
+        ("project", fresh["project"]["id"]),
+    }
+    with request_scope(context=admin), pytest.raises(NotFound):
+        await tokens.revoke_user(user_id="nobody")
+
+
+async def test_revocations_expire_with_the_longest_token_lifetime(
+    tokens: Tokens, start_actor, config
+) -> None:
+    actor = await start_actor(IdentityActor, config, token_ttl=0.5)
+    await actor.tokens.revoke_user(user_id="demo")
+    assert len(await tokens.revocations()) == 1
+    await asyncio.sleep(0.6)
+    assert await tokens.revocations() == []
+    await actor.tokens.purge(time.time())
+    assert await actor.shared.store.fetchall("SELECT * FROM revocations") == []
+
+
+async def test_disabling_a_user_or_project_stops_its_tokens(
+    tokens: Tokens, directory: IdentityAdmin, identity_actor, revocations
+) -> None:
+    admin = await admin_context(tokens)
+    demo = await login(tokens, "demo", DEMO_PASSWORD)
+    with request_scope(context=admin):
+        await directory.update_user(user_id="demo", enabled=False)
+    await published(revocations, "user", demo["user"]["id"])
+    await refused(tokens, demo["token"])
+    with request_scope(context=admin):
+        await directory.update_user(user_id="demo", enabled=True)
+    await refused(tokens, demo["token"])  # re-enabling does not bring old tokens back
+    again = await login(tokens, "demo", DEMO_PASSWORD)
+    with request_scope(context=admin):
+        await directory.update_project(project_id="demo", enabled=False)
+    await published(revocations, "project", again["project"]["id"])
+    await refused(tokens, again["token"])
+    with request_scope(context=admin):
+        await directory.update_project(project_id="demo", enabled=True)
+    await tokens.validate(token=(await login(tokens, "demo", DEMO_PASSWORD))["token"])
+
+
+async def test_password_change_and_deletion_end_tokens(
+    tokens: Tokens, directory: IdentityAdmin, identity_actor, revocations
+) -> None:
+    admin = await admin_context(tokens)
+    demo = await login(tokens, "demo", DEMO_PASSWORD)
+    with request_scope(context=admin):
+        await directory.update_user(user_id="demo", password="new-secret")
+    await refused(tokens, demo["token"])
+    with pytest.raises(Unauthorized):
+        await login(tokens, "demo", DEMO_PASSWORD)
+    fresh = await login(tokens, "demo", "new-secret")
+    with request_scope(context=admin):
+        await directory.delete_user(user_id="demo")
+    await refused(tokens, fresh["token"])
+    await published(revocations, "user", demo["user"]["id"])
+
+
+# -- groups -----------------------------------------------------------------------------------
+
+
+async def test_groups_give_their_members_roles(
+    tokens: Tokens, directory: IdentityAdmin, identity_actor
+) -> None:
+    admin = await admin_context(tokens)
+    with request_scope(context=admin):
+        await directory.create_project(name="lab")
+        await directory.create_user(name="carol", password="pw-carol")
+        await directory.create_group(name="devs", description="developers")
+        await directory.grant_group_role(group="devs", project="lab", role="member")
+    with pytest.raises(Unauthorized):
+        await login(tokens, "carol", "pw-carol", project_name="lab")
+    with request_scope(context=admin):
+        await directory.add_user_to_group(group_id="devs", user_id="carol")
+        assert await directory.check_user_in_group(group_id="devs", user_id="carol")
+    carol = await login(tokens, "carol", "pw-carol", project_name="lab")
+    assert [r["name"] for r in carol["roles"]] == ["member"]
+    with request_scope(context=admin):
+        await directory.grant_role(user="carol", project="lab", role="reader")
+    assert (await tokens.validate(token=carol["token"]))["roles"] == ["member", "reader"]
+    with request_scope(context=admin):
+        effective = await directory.list_role_assignments(user_id=carol["user"]["id"], effective=True)
+        group_rows = await directory.list_role_assignments(project_id=carol["project"]["id"])
+        members = await directory.list_group_users(group_id="devs")
+    assert sorted((a["role_name"], a["via_group"] is not None) for a in effective) == [
+        ("member", True),
+        ("reader", False),
+    ]
+    assert {(a["role_name"], a["user_id"] is None, a["group_id"] is None) for a in group_rows} == {
+        ("member", True, False),
+        ("reader", False, True),
+    }
+    assert [u["name"] for u in members] == ["carol"]
+    with request_scope(context=admin):
+        await directory.remove_user_from_group(group_id="devs", user_id="carol")
+    assert (await tokens.validate(token=carol["token"]))["roles"] == ["reader"]
+    with request_scope(context=admin):
+        await directory.revoke_role(user="carol", project="lab", role="reader")
+    await refused(tokens, carol["token"])  # no role left on the project
+    with request_scope(context=admin):
+        with pytest.raises(NotFound):
+            await directory.remove_user_from_group(group_id="devs", user_id="carol")
+        await directory.delete_group(group_id="devs")
+        assert await directory.list_groups() == []
+
+
+# -- application credentials --------------------------------------------------------------------
+
+
+async def test_application_credentials(
+    tokens: Tokens, directory: IdentityAdmin, credentials: ApplicationCredentials, identity_actor
+) -> None:
+    admin_ctx = await admin_context(tokens)
+    with request_scope(context=admin_ctx):
+        await directory.grant_role(user="demo", project="demo", role="reader")
+    demo = await login(tokens, "demo", DEMO_PASSWORD)
+    with request_scope(context=context_of(demo)):
+        created = await credentials.create_application_credential(
+            name="ci", roles=["reader"], description="CI"
+        )
+        full = await credentials.create_application_credential(name="all")
+        with pytest.raises(Forbidden):
+            await credentials.create_application_credential(name="x", roles=["admin"])
+        with pytest.raises(Conflict):
+            await credentials.create_application_credential(name="ci")
+        with pytest.raises(InvalidRequest):
+            await credentials.create_application_credential(name="y", expires_at="yesterday")
+        listed = await credentials.list_application_credentials(user_id=demo["user"]["id"])
+    assert [r["name"] for r in created["roles"]] == ["reader"]
+    assert sorted(r["name"] for r in full["roles"]) == ["member", "reader"]
+    assert created["project_id"] == demo["project"]["id"] and len(created["secret"]) >= 32
+    assert [c["name"] for c in listed] == ["all", "ci"] and all("secret" not in c for c in listed)
+    row = await identity_actor.shared.store.fetchone(
+        "SELECT secret_hash FROM app_creds WHERE id = ?", (created["id"],)
+    )
+    assert row["secret_hash"].startswith("scrypt$") and created["secret"] not in row["secret_hash"]
+
+    issued = await tokens.issue_with_application_credential(
+        app_cred_id=created["id"], secret=created["secret"]
+    )
+    assert issued["methods"] == ["application_credential"]
+    assert [r["name"] for r in issued["roles"]] == ["reader"]
+    assert issued["application_credential"]["id"] == created["id"]
+    info = await tokens.validate(token=issued["token"])
+    assert info["app_cred_id"] == created["id"] and info["roles"] == ["reader"]
+    for arguments in (
+        {"app_cred_id": created["id"], "secret": "wrong"},
+        {"app_cred_id": "nope", "secret": "x"},
+    ):
+        with pytest.raises(Unauthorized) as error:
+            await tokens.issue_with_application_credential(**arguments)
+        assert error.value.message == AUTH_FAILED
+    with request_scope(context=context_of(issued)), pytest.raises(Forbidden):
+        await credentials.create_application_credential(name="nested")
+    with pytest.raises(Forbidden):
+        await tokens.issue_with_token(token=issued["token"], project_name="demo")
+
+    admin = await login(tokens, "admin", ADMIN_PASSWORD)
+    with request_scope(context=context_of(admin)), pytest.raises(Forbidden):
+        await credentials.create_application_credential(name="admin-on-own", roles=["reader"])
+    with request_scope(context=admin_ctx):
+        await directory.create_user(name="eve", password="pw-eve", default_project="demo")
+        await directory.grant_role(user="eve", project="demo", role="member")
+    eve = await login(tokens, "eve", "pw-eve")
+    with request_scope(context=context_of(eve)):
+        with pytest.raises(Forbidden):
+            await credentials.list_application_credentials(user_id=demo["user"]["id"])
+        with pytest.raises(Forbidden):
+            await credentials.delete_application_credential(
+                user_id=demo["user"]["id"], app_cred_id=created["id"]
+            )
+
+    with request_scope(context=context_of(demo)):
+        await credentials.delete_application_credential(user_id=demo["user"]["id"], app_cred_id=created["id"])
+    await refused(tokens, issued["token"])
+    with pytest.raises(Unauthorized):
+        await tokens.issue_with_application_credential(app_cred_id=created["id"], secret=created["secret"])
+    with request_scope(context=admin_ctx):
+        await directory.revoke_role(user="demo", project="demo", role="reader")
+    from_full = await tokens.issue_with_application_credential(app_cred_id=full["id"], secret=full["secret"])
+    assert [r["name"] for r in from_full["roles"]] == ["member"]  # only roles the user still holds
+
+
+async def test_an_expired_application_credential_is_refused(
+    tokens: Tokens, credentials: ApplicationCredentials, identity_actor
+) -> None:
+    demo = await login(tokens, "demo", DEMO_PASSWORD)
+    with request_scope(context=context_of(demo)):
+        cred = await credentials.create_application_credential(name="short", expires_at=time.time() + 1.0)
+    assert cred["expires_at"] is not None
+
+    async def log_in() -> Token:
+        return await tokens.issue_with_application_credential(app_cred_id=cred["id"], secret=cred["secret"])
+
+    issued = await log_in()
+    assert issued["expires_at"] <= cred["expires_at"]
+
+    async def expired() -> bool:
+        try:
+            await log_in()
+        except Unauthorized:
+            return True
+        return False
+
+    await poll_until(expired, max(cred["expires_at"] - time.time(), 0) + 2)
+    await refused(tokens, issued["token"])
+
+
+# -- administration -------------------------------------------------------------------------------
+
+
+async def test_administration_round_trip_and_bad_input_changes_nothing(
+    tokens: Tokens, directory: IdentityAdmin, identity_actor
+) -> None:
+    with request_scope(context=await admin_context(tokens)):
+        project = await directory.create_project(name="ops", description="operations")
+        assert project["enabled"] is True and project["domain_id"] == "default"
+        assert (await directory.get_project(project_id=project["id"]))["name"] == "ops"
+        renamed = await directory.update_project(project_id=project["id"], name="ops2")
+        assert renamed["name"] == "ops2"
+        before = await directory.list_projects()
+        for bad in (
+            lambda: directory.create_project(name=""),
+            lambda: directory.create_project(name="x" * 300),
+            lambda: directory.create_project(name="ok", enabled="yes"),
+            lambda: directory.create_project(name="ok", domain_id="other"),
+            lambda: directory.update_project(project_id=project["id"], name="fine", enabled="no"),
+            lambda: directory.create_user(name="u", password=""),
+            lambda: directory.update_user(user_id="demo", name="renamed", enabled=1),
+            lambda: directory.create_group(name=5),
+            lambda: directory.create_role(name=" "),
+        ):
+            with pytest.raises(InvalidRequest):
+                await bad()
+        assert await directory.list_projects() == before
+        assert [u["name"] for u in await directory.list_users()] == ["admin", "demo"]
+        with pytest.raises(Conflict):
+            await directory.create_project(name="demo")
+        with pytest.raises(NotFound):
+            await directory.grant_role(user="demo", project="ops2", role="nope")
+        role = await directory.create_role(name="auditor")
+        assert "auditor" in [r["name"] for r in await directory.list_roles()]
+        assert (await directory.get_role(role_id=role["id"]))["name"] == "auditor"
+        user = await directory.create_user(name="dave", password="pw-dave", description="d")
+        assert "password_hash" not in user and user["enabled"] is True
+        await directory.grant_role(user=user["id"], project=project["id"], role="auditor")
+    dave = await login(tokens, "dave", "pw-dave", project_id=project["id"])
+    with request_scope(context=await admin_context(tokens)):
+        await directory.delete_project(project_id=project["id"])
+        assert await directory.list_role_assignments(user_id=user["id"]) == []
+    await refused(tokens, dave["token"])
+
+
+Attempt = Callable[[Any], Awaitable[Any]]
+
+
+@pytest.mark.parametrize(
+    ("facet", "attempt"),
+    [
+        pytest.param(IdentityAdmin, lambda api: api.create_project(name="sneaky"), id="create_project"),
+        pytest.param(IdentityAdmin, lambda api: api.list_projects(), id="list_projects"),
+        pytest.param(
+            IdentityAdmin,
+            lambda api: api.update_project(project_id="demo", enabled=False),
+            id="update_project",
+        ),
+        pytest.param(IdentityAdmin, lambda api: api.delete_project(project_id="demo"), id="delete_project"),
+        pytest.param(
+            IdentityAdmin, lambda api: api.create_user(name="sneaky", password="pw"), id="create_user"
+        ),
+        pytest.param(IdentityAdmin, lambda api: api.get_user(user_id="admin"), id="get_user"),
+        pytest.param(
+            IdentityAdmin, lambda api: api.update_user(user_id="admin", password="mine"), id="update_user"
+        ),
+        pytest.param(IdentityAdmin, lambda api: api.list_groups(), id="list_groups"),
+        pytest.param(
+            IdentityAdmin,
+            lambda api: api.add_user_to_group(group_id="g", user_id="demo"),
+            id="add_user_to_group",
+        ),
+        pytest.param(IdentityAdmin, lambda api: api.create_role(name="boss"), id="create_role"),
+        pytest.param(
+            IdentityAdmin,
+            lambda api: api.grant_role(user="demo", project="admin", role="admin"),
+            id="grant_role",
+        ),
+        pytest.param(
+            IdentityAdmin,
+            lambda api: api.grant_group_role(group="g", project="admin", role="admin"),
+            id="grant_group_role",
+        ),
+        pytest.param(IdentityAdmin, lambda api: api.list_role_assignments(), id="list_role_assignments"),
+        pytest.param(Tokens, lambda api: api.revoke_project(project_id="admin"), id="revoke_project"),
+    ],
+)
+async def test_only_admins_administer(
+    bus: Bus, tokens: Tokens, identity_actor, facet: type[ServiceAPI], attempt: Attempt
+) -> None:
+    demo = await login(tokens, "demo", DEMO_PASSWORD)
+    with request_scope(context=context_of(demo)), pytest.raises(Forbidden):
+        await attempt(facet.client(bus))
+
+
+async def test_existing_callers_keep_working(bus: Bus, tokens: Tokens, identity_actor) -> None:
+    """The wire format is the handlers' keyword arguments as a map, as before the typed APIs."""
+    demo = await login(tokens, "demo", DEMO_PASSWORD)
+    member = Context(demo["user"]["id"], demo["project"]["id"], ("member",), demo["token"])
+    with request_scope(context=member), pytest.raises(Forbidden):
+        await bus.call("identity.create_project", {"name": "sneaky"})
+    admin = await login(tokens, "admin", ADMIN_PASSWORD)
+    with request_scope(context=context_of(admin)):
+        await bus.call("identity.create_project", {"name": "team"})
+        await bus.call("identity.create_user", {"name": "alice", "password": "pw", "default_project": "team"})
+        await bus.call("identity.grant_role", {"user": "alice", "project": "team", "role": "member"})
+    alice = await bus.call("identity.issue", {"username": "alice", "password": "pw"})
+    assert alice["project"]["name"] == "team"
+
+
+# -- argument checks ----------------------------------------------------------------------------
+
+# every table of the store: a refused call must leave each as it was
+TABLES = (
+    "projects",
+    "users",
+    "roles",
+    "assignments",
+    "user_groups",
+    "group_members",
+    "group_assignments",
+    "app_creds",
+    "revocations",
+    "login_failures",
+    "lockouts",
+)
+
+
+async def snapshot(actor: IdentityActor) -> dict[str, list[dict[str, Any]]]:
+    return {
+        table: await actor.shared.store.fetchall(f"SELECT * FROM {table} ORDER BY rowid") for table in TABLES
+    }
+
+
+@pytest.mark.parametrize(
+    ("facet", "attempt", "named"),
+    [
+        # wrong types
+        pytest.param(IdentityAdmin, lambda api: api.create_project(name=5), "`str`, got `int` - at `$.name`"),
+        pytest.param(
+            IdentityAdmin, lambda api: api.create_project(name="lab", enabled="yes"), "`bool`, got `str`"
+        ),
+        pytest.param(IdentityAdmin, lambda api: api.update_user(user_id="demo", enabled=1), "at `$.enabled`"),
+        pytest.param(IdentityAdmin, lambda api: api.list_projects(enabled="no"), "at `$.enabled`"),
+        pytest.param(Tokens, lambda api: api.issue(username="demo", password=None), "at `$.password`"),
+        pytest.param(
+            Tokens, lambda api: api.issue(username="demo", password="pw", unscoped="yes"), "at `$.unscoped`"
+        ),
+        pytest.param(Tokens, lambda api: api.revoke_user(user_id=["demo"]), "at `$.user_id`"),
+        pytest.param(
+            ApplicationCredentials,
+            lambda api: api.create_application_credential(name="ci", expires_at=True),
+            "at `$.expires_at`",
+        ),
+        pytest.param(
+            ApplicationCredentials,
+            lambda api: api.create_application_credential(name="ci", roles=[{"id": 5}]),
+            "at `$.roles[0].id`",
+        ),
+        # out of bounds
+        pytest.param(IdentityAdmin, lambda api: api.create_user(name="x" * 256), "at `$.name`"),
+        pytest.param(
+            IdentityAdmin, lambda api: api.create_user(name="bob", password="   "), "at `$.password`"
+        ),
+        pytest.param(
+            IdentityAdmin, lambda api: api.create_role(name="r", description="d" * 1025), "`$.description`"
+        ),
+        pytest.param(
+            IdentityAdmin, lambda api: api.create_group(name="g", domain_id="other"), "`$.domain_id`"
+        ),
+        pytest.param(IdentityAdmin, lambda api: api.list_role_assignments(role_id=""), "at `$.role_id`"),
+        pytest.param(Tokens, lambda api: api.revoke_project(project_id=""), "at `$.project_id`"),
+        pytest.param(
+            ApplicationCredentials,
+            lambda api: api.create_application_credential(name="ci", roles=[]),
+            "at `$.roles`",
+        ),
+        # missing
+        pytest.param(IdentityAdmin, lambda api: api.create_project(description="no name"), "field `name`"),
+        pytest.param(IdentityAdmin, lambda api: api.grant_role(user="demo", project="demo"), "field `role`"),
+        pytest.param(Tokens, lambda api: api.validate(), "field `token`"),
+        pytest.param(
+            Tokens, lambda api: api.issue_with_application_credential(app_cred_id="x"), "field `secret`"
+        ),
+        # unknown
+        pytest.param(
+            IdentityAdmin, lambda api: api.create_project(name="lab", colour="red"), "field `colour`"
+        ),
+        pytest.param(
+            Tokens, lambda api: api.issue(username="demo", password="pw", scope="all"), "field `scope`"
+        ),
+        pytest.param(
+            ApplicationCredentials,
+            lambda api: api.list_application_credentials(user_id="demo", secret="x"),
+            "field `secret`",
+        ),
+    ],
+)
+async def test_wrong_missing_or_unknown_arguments_are_refused_naming_the_field_and_change_nothing(
+    bus: Bus,
+    tokens: Tokens,
+    identity_actor: IdentityActor,
+    facet: type[ServiceAPI],
+    attempt: Attempt,
+    named: str,
+) -> None:
+    admin = await admin_context(tokens)  # the refusal comes before any check of the caller's rights
+    before = await snapshot(identity_actor)
+    with request_scope(context=admin), pytest.raises(InvalidRequest) as refusal:
+        await attempt(facet.client(bus))
+    assert named in refusal.value.message
+    assert refusal.value.message.startswith("identity.")
+    assert await snapshot(identity_actor) == before
+
+
+def test_key_files_are_private_even_with_a_loose_umask(tmp_path) -> None:
+    from actors.identity.keys import KeyRepository
+
+    previous = os.umask(0)
+    try:
+        repository = KeyRepository(tmp_path / "keys" / "token")
+        asyncio.run(repository.setup())
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "keys" / "token").stat().st_mode) == 0o700
+    assert stat.S_IMODE((tmp_path / "keys").stat().st_mode) == 0o700
+    assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in (tmp_path / "keys" / "token").iterdir())
