@@ -1,7 +1,4 @@
-"""`aiostack server ...` and `aiostack events`: drive and watch a running cloud through the gateway.
-
-The HTTP client is imported only when a command runs, so `aiostack run` processes never load aiohttp.
-"""
+"""`aiostack server ...` and `aiostack events`: drive and watch a running cloud through the gateway."""
 
 from __future__ import annotations
 
@@ -13,7 +10,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from aiostack.client import Client
 from aiostack.resource_commands import RESOURCES, add_resource_commands, run_resource_command
+from aiostack.sdk import ApiError
 
 
 def _gateway_options(data_dir_default: Path) -> argparse.ArgumentParser:
@@ -114,8 +113,6 @@ def event_line(event: Any) -> str:
 
 
 async def run_client_command(args: argparse.Namespace) -> int:
-    from aiostack.client import ApiError, Client
-
     if not args.password:
         print("aiostack: a password is needed: --password or $OS_PASSWORD", file=sys.stderr)
         return 2

@@ -1,10 +1,10 @@
 """Contract fuzzing on the real stack: schemathesis against `aiostack up`, every check, more examples.
 
-The same run as tests/gateway/test_contract.py (tests/gateway/contract.py: a cloud with two
-test-driver nodes, an admin token, every check on every operation of the route registry;
-identity and network are left out until they are on the registry), with more examples per
-operation. Prints what schemathesis found, each failure's details, and ends with one RESULT
-line; the goal is 0 failures of every check and 0 errors.
+The same run as tests/gateway/test_contract.py (deploy/contract.py: a cloud with two
+test-driver nodes, an admin token, every check on every operation of the route registry, which
+holds every route the gateway serves), with more examples per operation. Prints what
+schemathesis found, each failure's details, and ends with one RESULT line; the goal is 0
+failures of every check and 0 errors.
 
     python bench/contract.py [--max-examples 100] [--seed N] [--keep DIR]
 """
@@ -24,7 +24,7 @@ import re
 import tempfile
 from pathlib import Path
 
-from tests.gateway.contract import run_contract
+from deploy.contract import run_contract
 
 
 def main() -> None:

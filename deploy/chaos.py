@@ -21,7 +21,7 @@ from typing import Any
 
 import psutil
 
-from aiostack.client import ApiError, Client
+from aiostack import ApiError, Client
 from api.conductor import ConductorOperator
 from api.net import COMPUTE_OWNER, Net
 from api.node import Node

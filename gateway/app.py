@@ -2,15 +2,15 @@
 
 Each service's routes live in their own module (``versions``, ``identity``, ``compute``,
 ``image``, ``network``, ``volume``, ``websocket``, ``openapi``) with an ``add_routes(app)``
-function; most declare them on a ``gateway.routing.Routes`` registry, which checks requests
-against their types and from which ``/openapi.json`` is assembled. A handler gets the caller
-with ``context_of(request)`` and calls actors through typed clients,
-``await client(request, Images).get(image_id=...)``: every handler runs in the request's scope
-(``bus.request_scope``), so each call carries the request id and the caller's context (token
-included) on every hop.
+function, and every route is declared on a ``gateway.routing.Routes`` registry, which checks
+requests against their types, names each route's policy, and from which ``/openapi.json`` is
+assembled. A handler gets the caller with ``context_of(request)`` and calls actors through
+typed clients, ``await client(request, Images).get(image_id=...)``: every handler runs in the
+request's scope (``bus.request_scope``), so each call carries the request id and the caller's
+context (token included) on every hop.
 
 Only this module imports the service modules; they import ``gateway.http`` (shared helpers)
-and ``gateway.routing``. The helpers are re-exported here for modules not converted yet.
+and ``gateway.routing``.
 """
 
 from __future__ import annotations
@@ -24,47 +24,29 @@ from aiohttp import web
 from bus import AiostackError, Bus, Unauthorized, request_scope
 from gateway.http import (
     BUS,
-    CALL_TIMEOUT,
     CLIENTS,
     CONTEXT,
     REQUEST_ID,
     TOKENS,
-    Facet,
     Handler,
-    call,
-    client,
-    context_of,
     error_body,
-    json_body,
     json_response,
-    public,
     service_of,
 )
 from gateway.routing import route_of
 from runtime.auth import TokenValidator
 from runtime.policy import enforce
 
-__all__ = [
-    "BUS",
-    "CALL_TIMEOUT",
-    "CLIENTS",
-    "CONTEXT",
-    "REQUEST_ID",
-    "TOKENS",
-    "Facet",
-    "Handler",
-    "call",
-    "client",
-    "context_of",
-    "create_app",
-    "error_body",
-    "json_body",
-    "json_response",
-    "public",
-    "service_of",
-]
+__all__ = ["create_app"]
 
 log = logging.getLogger(__name__)
+
+MAX_BODY = 1 << 20
+"""The largest request body (413 past it)."""
+MAX_REQUEST_LINE = 1 << 20
+"""The longest request line, its query included: as long as a body may be. A listing filtered by
+many values (Neutron's filters repeat) is a long query; aiohttp's default (8 KiB) would refuse it
+with a bare text answer, before any route (and its error format) sees it."""
 
 
 @web.middleware
@@ -108,36 +90,24 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The caller of a route that is not public (its X-Auth-Token, or ``?token=`` where the route
+    takes one), checked against the route's policy. A request no route matches (404, 405) needs a
+    token too, and no policy: the router answers it."""
     route = route_of(handler)
-    is_public = route.public if route is not None else getattr(handler, "aiostack_public", False)
-    if is_public or request.method == "OPTIONS":
+    if (route is not None and route.public) or request.method == "OPTIONS":
         with request_scope(request[REQUEST_ID]):
             return await handler(request)
     token = request.headers.get("X-Auth-Token")
-    if not token and request.path == "/ws":  # browsers' WebSockets cannot set headers
+    if not token and route is not None and route.token_in_query:
         token = request.query.get("token")
     if not token:
         raise Unauthorized("The request you have made requires authentication (X-Auth-Token missing).")
     ctx = (await request.app[TOKENS].validate(token)).context
     request[CONTEXT] = ctx
-    operation = route.policy if route is not None else route_operation(request)
-    if operation is not None:
-        enforce(operation, ctx)
+    if route is not None and route.policy is not None:
+        enforce(route.policy, ctx)
     with request_scope(request[REQUEST_ID], ctx):
         return await handler(request)
-
-
-def route_operation(request: web.Request) -> str | None:
-    """The policy operation of a request outside the registry: ``<service>:read`` for GET/HEAD,
-    else ``<service>:write``. Identity routes check their own (finer) operations; the event
-    socket is ``events:read``. (A route of the registry names its own: ``Route.policy``.)
-    """
-    service = service_of(request.path)
-    if service == "ws":
-        return "events:read"
-    if service not in ("compute", "image", "network", "volume"):
-        return None
-    return f"{service}:{'read' if request.method in ('GET', 'HEAD') else 'write'}"
 
 
 async def _listen_for_revocations(app: web.Application) -> AsyncIterator[None]:
@@ -156,6 +126,8 @@ def create_app(bus: Bus) -> web.Application:
             auth_middleware,
             versions.microversion_middleware,
         ],
+        client_max_size=MAX_BODY,
+        handler_args={"max_line_size": MAX_REQUEST_LINE},
     )
     app[BUS] = bus
     app[CLIENTS] = {}

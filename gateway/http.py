@@ -7,14 +7,13 @@ imports the service modules, so the gateway has no import cycle.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import msgspec
 from aiohttp import web
 
-from bus import Bus, Context, InvalidRequest, request_scope
+from bus import Bus, Context
 from bus.api import ServiceAPI
 from runtime.auth import TokenValidator
 
@@ -52,12 +51,6 @@ ERROR_NAMES = {
 """Nova's (and Cinder's) name of the one member of an error body, by status."""
 
 _encode = msgspec.json.Encoder().encode
-
-
-def public(handler: Handler) -> Handler:
-    """Mark a route that needs no X-Auth-Token (routes of the registry say ``public=True`` instead)."""
-    setattr(handler, "aiostack_public", True)  # noqa: B010 (read by the auth middleware)
-    return handler
 
 
 def service_of(path: str) -> str:
@@ -165,25 +158,3 @@ def client(request: web.Request, facet: type[Facet], *, timeout: float = CALL_TI
     if not isinstance(made, facet):
         made = clients[facet, timeout] = facet.client(request.app[BUS], timeout=timeout)
     return made
-
-
-async def call(request: web.Request, address: str, body: Any = None, *, timeout: float = CALL_TIMEOUT) -> Any:
-    """Call an actor by subject string (modules not yet on typed clients): same request id and caller."""
-    with request_scope(request[REQUEST_ID], request.get(CONTEXT)):
-        return await request.app[BUS].call(address, body, timeout=timeout)
-
-
-async def json_body(request: web.Request, key: str | None = None) -> Any:
-    """The request's JSON body (or its ``key`` member), unchecked; ``InvalidRequest`` when it is not JSON.
-
-    Routes of the registry declare a body type instead, which the registry decodes and checks.
-    """
-    try:
-        body = await request.json(loads=json.loads)
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidRequest("Malformed request body: not valid JSON") from None
-    if key is None:
-        return body
-    if not isinstance(body, dict) or not isinstance(body.get(key), dict):
-        raise InvalidRequest(f"Malformed request body: expected an object with a {key!r} member")
-    return body[key]

@@ -1,217 +1,673 @@
 """Network (Neutron v2.0) routes: networks, subnets and ports under ``/network/v2.0``.
 
-Each collection answers GET (list, filtered by any scalar field of its records; ``fields``
-picks the fields shown), POST (201), and GET, PUT and DELETE (204) on ``/{id}``, each by
-calling the net actor. A body field the resource does not take is a 400 (Neutron's
-"Unrecognized attribute(s)"), as is an unknown filter; errors come out as
-``{"NeutronError": {type, message, detail}}`` (``gateway.app.error_body``).
+Each collection answers GET (list), POST (create, 201), and GET, PUT (networks and ports) and
+DELETE (204) on one resource, through the net actor's ``Net`` API. A list is filtered by any
+scalar attribute of its resources (repeat a parameter for any of several values; an unknown
+one is a 400, as Neutron's filter validation answers) and ``fields`` picks the attributes shown.
+A body member the resource does not take is a 400 naming it. Errors come out as
+``{"NeutronError": {type, message, detail}}`` (``gateway.http.error_body``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Annotated, Any, ClassVar, Literal
 
+import msgspec
 from aiohttp import web
+from msgspec import UNSET, Meta, UnsetType
 
-from bus import InvalidRequest
-from gateway.http import call, json_body, json_response, public
+from api.fields import Id
+from api.net import MacAddress, Mtu, Net, PortStatus, Text, VifType
+from api.net import Network as NetworkRecord
+from api.net import Port as PortRecord
+from api.net import Subnet as SubnetRecord
+from gateway.http import client, json_response, no_content
+from gateway.routing import Body, Link, OpenRequest, Query, Reply, Request, Routes, Time
 
 BASE = "/network/v2.0"
+NETWORKS = f"{BASE}/networks"
+NETWORK = f"{NETWORKS}/{{network_id}}"
+SUBNETS = f"{BASE}/subnets"
+SUBNET = f"{SUBNETS}/{{subnet_id}}"
+PORTS = f"{BASE}/ports"
+PORT = f"{PORTS}/{{port_id}}"
 
-
-def _boolean(text: str) -> bool:
-    if text.lower() not in ("true", "false"):
-        raise InvalidRequest(f"'{text}' cannot be converted to boolean")
-    return text.lower() == "true"
-
-
-@dataclass(frozen=True, slots=True)
-class Resource:
-    """One Neutron collection and how it maps onto the net actor's handlers.
-
-    ``create`` and ``update`` map body fields to handler arguments (no ``update``: no PUT);
-    ``filters`` are the query parameters the actor's list handler filters on, with their
-    parsers; filters on other ``scalars`` (fields that are no list) are applied here.
-    """
-
-    singular: str
-    plural: str
-    scalars: frozenset[str]
-    create: dict[str, str]
-    update: dict[str, str] = field(default_factory=dict)
-    filters: dict[str, Callable[[str], Any]] = field(default_factory=dict)
-
-
-def _same(*names: str) -> dict[str, str]:
-    return {name: name for name in names}
-
-
-_COMMON = (
-    "id",
-    "name",
-    "project_id",
-    "tenant_id",
-    "created_at",
-    "updated_at",
-    "description",
-    "revision_number",
-)
-RESOURCES = (
-    Resource(
-        "network",
-        "networks",
-        frozenset((*_COMMON, "shared", "status", "admin_state_up", "mtu", "router:external")),
-        create=_same("name", "shared", "admin_state_up", "mtu", "description"),
-        update=_same("name", "admin_state_up", "description"),
-        filters={"name": str, "shared": _boolean, "project_id": str},
+_OCTET = "(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
+_IPV4 = rf"{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}"
+Ipv4Address = Annotated[str, Meta(pattern=f"^{_IPV4}$", examples=["10.0.0.1"])]
+"""An IPv4 address, dotted (the only version built)."""
+Ipv4Cidr = Annotated[
+    str,
+    Meta(
+        pattern=rf"^{_IPV4}/([0-9]|[12][0-9]|30)$",
+        examples=["10.0.0.0/24"],
+        description="An IPv4 network with hosts (a prefix of at most 30), as its network address and "
+        "prefix; one that overlaps another subnet of the network, or has host bits set, is a 400.",
     ),
-    Resource(
-        "subnet",
-        "subnets",
-        frozenset((*_COMMON, "network_id", "cidr", "ip_version", "gateway_ip", "enable_dhcp")),
-        create=_same(
-            "network_id",
-            "cidr",
-            "name",
-            "gateway_ip",
-            "allocation_pools",
-            "ip_version",
-            "enable_dhcp",
-            "dns_nameservers",
-            "description",
-        ),
-        filters={"network_id": str},
-    ),
-    Resource(
-        "port",
-        "ports",
-        frozenset(
-            (
-                *_COMMON,
-                "network_id",
-                "mac_address",
-                "device_id",
-                "device_owner",
-                "status",
-                "admin_state_up",
-                "binding:host_id",
-                "binding:vif_type",
-                "binding:vif_details",
-            ),
-        ),
-        create=_same(
-            "network_id",
-            "name",
-            "mac_address",
-            "fixed_ips",
-            "device_id",
-            "device_owner",
-            "admin_state_up",
-            "description",
-        ),
-        update={
-            **_same("name", "device_id", "device_owner", "admin_state_up", "description"),
-            "binding:host_id": "binding_host",
-        },
-        filters={"network_id": str, "device_id": str, "device_owner": str},
-    ),
-)
+]
+Value = Annotated[str, Meta(max_length=255)]
+"""A filter's value (a longer one matches nothing Neutron keeps)."""
 
 
-def _arguments(body: dict[str, Any], allowed: dict[str, str]) -> dict[str, Any]:
-    """The handler arguments a request body gives. :raises InvalidRequest: a field not ``allowed``."""
-    unknown = sorted(set(body) - set(allowed))
-    if unknown:
-        raise InvalidRequest(f"Unrecognized attribute(s) '{', '.join(unknown)}'")
-    return {allowed[key]: value for key, value in body.items()}
+Fields = Annotated[list[Value], Meta(description="Show only these attributes (repeatable).")]
+Texts = list[Value]
+Numbers = list[int]
+Booleans = list[bool]
 
 
-def _matches(record: dict[str, Any], wanted: dict[str, list[str]]) -> bool:
-    """Whether the record has one of the wanted values (as query text) of every field."""
-    for key, values in wanted.items():
-        value = record.get(key)
-        if isinstance(value, bool):
-            if str(value).lower() not in {text.lower() for text in values}:
-                return False
-        elif str(value) not in values:
-            return False
-    return True
+# -- networks ---------------------------------------------------------------------------------
 
 
-class Collection:
-    """The five routes of one ``Resource``."""
-
-    def __init__(self, resource: Resource) -> None:
-        self.resource = resource
-
-    def _ident(self, request: web.Request) -> dict[str, str]:
-        return {f"{self.resource.singular}_id": request.match_info["id"]}
-
-    async def list(self, request: web.Request) -> web.Response:
-        resource = self.resource
-        arguments: dict[str, Any] = {}
-        wanted: dict[str, list[str]] = {}
-        for key in set(request.query) - {"fields"}:
-            values = request.query.getall(key)
-            if key not in resource.scalars:
-                raise InvalidRequest(f"[{key}] is invalid attribute for filtering")
-            if key in resource.filters and len(values) == 1:
-                arguments[key] = resource.filters[key](values[0])
-            else:
-                wanted[key] = values
-        records = [
-            record
-            for record in await call(request, f"net.list_{resource.plural}", arguments)
-            if _matches(record, wanted)
-        ]
-        shown = request.query.getall("fields", [])
-        if shown:
-            records = [{key: record[key] for key in shown if key in record} for record in records]
-        return json_response({resource.plural: records})
-
-    async def create(self, request: web.Request) -> web.Response:
-        singular = self.resource.singular
-        arguments = _arguments(await json_body(request, singular), self.resource.create)
-        record = await call(request, f"net.create_{singular}", arguments)
-        return json_response({singular: record}, status=201)
-
-    async def show(self, request: web.Request) -> web.Response:
-        singular = self.resource.singular
-        record = await call(request, f"net.get_{singular}", self._ident(request))
-        return json_response({singular: record})
-
-    async def update(self, request: web.Request) -> web.Response:
-        singular = self.resource.singular
-        arguments = _arguments(await json_body(request, singular), self.resource.update)
-        record = await call(request, f"net.update_{singular}", {**self._ident(request), **arguments})
-        return json_response({singular: record})
-
-    async def delete(self, request: web.Request) -> web.Response:
-        await call(request, f"net.delete_{self.resource.singular}", self._ident(request))
-        return web.Response(status=204)
+class NetworkCreate(Request):
+    name: Text = ""
+    shared: Annotated[bool, Meta(description="Admins only (else 403).")] = False
+    admin_state_up: bool = True
+    mtu: Mtu = 1500
+    description: Text = ""
 
 
-@public
-async def versions(request: web.Request) -> web.Response:
-    """The network API's version document (where clients discover ``/v2.0``)."""
-    href = f"{request.scheme}://{request.host}{BASE}/"
-    return json_response(
-        {"versions": [{"id": "v2.0", "status": "CURRENT", "links": [{"rel": "self", "href": href}]}]}
+class NetworkCreateRequest(OpenRequest):
+    network: NetworkCreate
+
+
+class NetworkUpdate(Request):
+    """What may change (absent: unchanged)."""
+
+    name: Text | UnsetType = UNSET
+    admin_state_up: bool | UnsetType = UNSET
+    description: Text | UnsetType = UNSET
+
+
+class NetworkUpdateRequest(OpenRequest):
+    network: NetworkUpdate
+
+
+class NetworkQuery(Query, forbid_unknown_fields=True):
+    id: Texts = []
+    name: Texts = []
+    project_id: Texts = []
+    tenant_id: Texts = []
+    description: Texts = []
+    created_at: Texts = []
+    updated_at: Texts = []
+    revision_number: Numbers = []
+    shared: Booleans = []
+    admin_state_up: Booleans = []
+    router_external: Booleans = msgspec.field(default_factory=list, name="router:external")
+    status: Texts = []
+    mtu: Numbers = []
+    fields: Fields = []
+
+
+class Network(Body):
+    id: str
+    name: str
+    project_id: str
+    tenant_id: str
+    shared: bool
+    admin_state_up: bool
+    mtu: int
+    status: Literal["ACTIVE"]
+    router_external: bool = msgspec.field(name="router:external")
+    subnets: list[str]
+    description: str
+    revision_number: int
+    tags: list[str]
+    created_at: Time
+    updated_at: Time
+
+
+class NetworkShown(Body):
+    network: Network
+
+
+def network_view(network: NetworkRecord) -> Network:
+    return Network(
+        id=network["id"],
+        name=network["name"],
+        project_id=network["project_id"],
+        tenant_id=network["tenant_id"],
+        shared=network["shared"],
+        admin_state_up=network["admin_state_up"],
+        mtu=network["mtu"],
+        status=network["status"],
+        router_external=network["router:external"],
+        subnets=network["subnets"],
+        description=network["description"],
+        revision_number=network["revision_number"],
+        tags=network["tags"],
+        created_at=network["created_at"],
+        updated_at=network["updated_at"],
     )
 
 
+# -- subnets ----------------------------------------------------------------------------------
+
+
+class AllocationPoolRequest(Request):
+    """A range of the subnet's host addresses, both ends included."""
+
+    start: Ipv4Address
+    end: Ipv4Address
+
+
+class SubnetCreate(Request):
+    """A subnet of a network of the caller's project. ``gateway_ip`` (absent or null: the first host
+    address) and the pools (absent: the other host addresses) must be host addresses of ``cidr``
+    and not overlap; a name server must be an address (each a 400 otherwise)."""
+
+    network_id: Id
+    cidr: Ipv4Cidr
+    name: Text = ""
+    gateway_ip: Ipv4Address | None = None
+    allocation_pools: list[AllocationPoolRequest] | None = None
+    ip_version: Annotated[Literal[4], Meta(description="Only IPv4 is built.")] = 4
+    enable_dhcp: bool = True
+    dns_nameservers: list[Ipv4Address] | None = None
+    description: Text = ""
+
+
+class SubnetCreateRequest(OpenRequest):
+    subnet: SubnetCreate
+
+
+class SubnetQuery(Query, forbid_unknown_fields=True):
+    id: Texts = []
+    name: Texts = []
+    project_id: Texts = []
+    tenant_id: Texts = []
+    description: Texts = []
+    created_at: Texts = []
+    updated_at: Texts = []
+    revision_number: Numbers = []
+    network_id: Texts = []
+    cidr: Texts = []
+    ip_version: Numbers = []
+    gateway_ip: Texts = []
+    enable_dhcp: Booleans = []
+    fields: Fields = []
+
+
+class AllocationPool(Body):
+    start: str
+    end: str
+
+
+class HostRoute(Body):
+    destination: str
+    nexthop: str
+
+
+class Subnet(Body):
+    id: str
+    name: str
+    network_id: str
+    project_id: str
+    tenant_id: str
+    cidr: str
+    ip_version: Literal[4]
+    gateway_ip: str
+    allocation_pools: list[AllocationPool]
+    enable_dhcp: bool
+    dns_nameservers: list[str]
+    host_routes: list[HostRoute]
+    description: str
+    revision_number: int
+    tags: list[str]
+    created_at: Time
+    updated_at: Time
+
+
+class SubnetShown(Body):
+    subnet: Subnet
+
+
+def subnet_view(subnet: SubnetRecord) -> Subnet:
+    return Subnet(
+        id=subnet["id"],
+        name=subnet["name"],
+        network_id=subnet["network_id"],
+        project_id=subnet["project_id"],
+        tenant_id=subnet["tenant_id"],
+        cidr=subnet["cidr"],
+        ip_version=4,
+        gateway_ip=subnet["gateway_ip"],
+        allocation_pools=[AllocationPool(start=p["start"], end=p["end"]) for p in subnet["allocation_pools"]],
+        enable_dhcp=subnet["enable_dhcp"],
+        dns_nameservers=subnet["dns_nameservers"],
+        host_routes=[
+            HostRoute(destination=r["destination"], nexthop=r["nexthop"]) for r in subnet["host_routes"]
+        ],
+        description=subnet["description"],
+        revision_number=subnet["revision_number"],
+        tags=subnet["tags"],
+        created_at=subnet["created_at"],
+        updated_at=subnet["updated_at"],
+    )
+
+
+# -- ports ------------------------------------------------------------------------------------
+
+
+class FixedIpRequest(Request):
+    """An address to take: on a subnet (the lowest free one), that address, or both."""
+
+    subnet_id: Id | UnsetType = UNSET
+    ip_address: Ipv4Address | UnsetType = UNSET
+    __schema_extra__: ClassVar[dict[str, Any]] = {
+        "anyOf": [{"required": ["subnet_id"]}, {"required": ["ip_address"]}]
+    }
+
+    def __post_init__(self) -> None:
+        if self.subnet_id is UNSET and self.ip_address is UNSET:
+            raise ValueError("each fixed IP takes a subnet_id and/or an ip_address")
+
+
+class PortCreate(Request):
+    """A port of the caller's project on a network it sees: with the lowest free address of the
+    network unless ``fixed_ips`` asks for others (on the network's subnets, else 400), and a random
+    ``fa:16:3e:..`` MAC unless one is given (taken: 409)."""
+
+    network_id: Id
+    name: Text = ""
+    mac_address: MacAddress | None = None
+    fixed_ips: list[FixedIpRequest] | None = None
+    device_id: Text = ""
+    device_owner: Text = ""
+    admin_state_up: bool = True
+    description: Text = ""
+
+
+class PortCreateRequest(OpenRequest):
+    port: PortCreate
+
+
+class PortUpdate(Request):
+    """What may change (absent: unchanged); a device and a binding host make the port ACTIVE."""
+
+    name: Text | UnsetType = UNSET
+    device_id: Text | UnsetType = UNSET
+    device_owner: Text | UnsetType = UNSET
+    binding_host_id: Text | UnsetType = msgspec.field(default=UNSET, name="binding:host_id")
+    admin_state_up: bool | UnsetType = UNSET
+    description: Text | UnsetType = UNSET
+
+
+class PortUpdateRequest(OpenRequest):
+    port: PortUpdate
+
+
+class PortQuery(Query, forbid_unknown_fields=True):
+    id: Texts = []
+    name: Texts = []
+    project_id: Texts = []
+    tenant_id: Texts = []
+    description: Texts = []
+    created_at: Texts = []
+    updated_at: Texts = []
+    revision_number: Numbers = []
+    network_id: Texts = []
+    mac_address: Texts = []
+    device_id: Texts = []
+    device_owner: Texts = []
+    status: Texts = []
+    admin_state_up: Booleans = []
+    binding_host_id: Texts = msgspec.field(default_factory=list, name="binding:host_id")
+    binding_vif_type: Texts = msgspec.field(default_factory=list, name="binding:vif_type")
+    fields: Fields = []
+
+
+class FixedIp(Body):
+    subnet_id: str
+    ip_address: str
+
+
+class Port(Body):
+    id: str
+    name: str
+    network_id: str
+    project_id: str
+    tenant_id: str
+    mac_address: str
+    fixed_ips: list[FixedIp]
+    device_id: str
+    device_owner: str
+    admin_state_up: bool
+    status: PortStatus
+    binding_host_id: str = msgspec.field(name="binding:host_id")
+    binding_vif_type: VifType = msgspec.field(name="binding:vif_type")
+    binding_vif_details: dict[str, Any] = msgspec.field(name="binding:vif_details")
+    binding_vnic_type: Literal["normal"] = msgspec.field(name="binding:vnic_type")
+    binding_profile: dict[str, Any] = msgspec.field(name="binding:profile")
+    security_groups: list[str]
+    description: str
+    revision_number: int
+    tags: list[str]
+    created_at: Time
+    updated_at: Time
+
+
+class PortShown(Body):
+    port: Port
+
+
+def port_view(port: PortRecord) -> Port:
+    return Port(
+        id=port["id"],
+        name=port["name"],
+        network_id=port["network_id"],
+        project_id=port["project_id"],
+        tenant_id=port["tenant_id"],
+        mac_address=port["mac_address"],
+        fixed_ips=[
+            FixedIp(subnet_id=ip["subnet_id"], ip_address=ip["ip_address"]) for ip in port["fixed_ips"]
+        ],
+        device_id=port["device_id"],
+        device_owner=port["device_owner"],
+        admin_state_up=port["admin_state_up"],
+        status=port["status"],
+        binding_host_id=port["binding:host_id"],
+        binding_vif_type=port["binding:vif_type"],
+        binding_vif_details=port["binding:vif_details"],
+        binding_vnic_type=port["binding:vnic_type"],
+        binding_profile=port["binding:profile"],
+        security_groups=port["security_groups"],
+        description=port["description"],
+        revision_number=port["revision_number"],
+        tags=port["tags"],
+        created_at=port["created_at"],
+        updated_at=port["updated_at"],
+    )
+
+
+# -- listings ---------------------------------------------------------------------------------
+
+
+def _partial(shown: type[Body], name: str) -> Any:
+    """``shown`` with every member optional: an item of a listing, which ``fields`` may trim."""
+    members = [
+        (info.name, info.type | UnsetType, msgspec.field(default=UNSET, name=info.encode_name))
+        for info in msgspec.structs.fields(shown)
+    ]
+    return msgspec.defstruct(name, members, bases=(Body,), module=__name__)
+
+
+NetworkFields = _partial(Network, "NetworkFields")
+SubnetFields = _partial(Subnet, "SubnetFields")
+PortFields = _partial(Port, "PortFields")
+
+
+class NetworkList(Body):
+    networks: list[NetworkFields]  # made by _partial: ``fields`` may trim it
+
+
+class SubnetList(Body):
+    subnets: list[SubnetFields]
+
+
+class PortList(Body):
+    ports: list[PortFields]
+
+
+def _wanted(query: Query) -> dict[str, list[Any]]:
+    """The filters a query sets, by attribute (each a list of the values any of which will do)."""
+    return {
+        info.encode_name: values
+        for info in msgspec.structs.fields(query)
+        if info.name != "fields" and (values := getattr(query, info.name))
+    }
+
+
+def _one(query: Query, attribute: str) -> Any:
+    """The value of a filter given once (for the actor to filter on), else None."""
+    values = getattr(query, attribute)
+    return values[0] if len(values) == 1 else None
+
+
+def _listed(shown: Sequence[Body], query: Query) -> list[Any]:
+    """The resources that match every filter, trimmed to ``fields`` when it is given."""
+    wanted = _wanted(query)
+    items = [msgspec.to_builtins(item) for item in shown]
+    items = [item for item in items if all(item.get(key) in values for key, values in wanted.items())]
+    fields: list[str] = getattr(query, "fields")  # noqa: B009 (every listing's query has it)
+    if fields:
+        items = [{key: item[key] for key in fields if key in item} for item in items]
+    return items
+
+
+def _changes(update: msgspec.Struct, names: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The members an update sets, as the actor's arguments (renamed by ``names``)."""
+    names = names or {}
+    return {
+        names.get(info.name, info.name): value
+        for info in msgspec.structs.fields(update)
+        if (value := getattr(update, info.name)) is not UNSET
+    }
+
+
+# -- routes -----------------------------------------------------------------------------------
+
+routes = Routes()
+
+
+class NetworkVersion(Body):
+    id: str
+    status: str
+    links: list[Link]
+
+
+class NetworkVersions(Body):
+    versions: list[NetworkVersion]
+
+
+async def versions(request: web.Request) -> web.Response:
+    """The network API's version document (where clients discover ``/v2.0``)."""
+    href = f"{request.scheme}://{request.host}{BASE}/"
+    version = NetworkVersion(id="v2.0", status="CURRENT", links=[Link(rel="self", href=href)])
+    return json_response(NetworkVersions(versions=[version]))
+
+
+for _path in ("/network", "/network/"):
+    routes.get(
+        _path,
+        "Network API versions",
+        public=True,
+        replies=[Reply(200, NetworkVersions, "The versions of the network API.")],
+    )(versions)
+
+
+@routes.get(
+    NETWORKS,
+    "List networks",
+    query=NetworkQuery,
+    replies=[
+        Reply(200, NetworkList, "The networks the project sees (its own and the shared ones), oldest first.")
+    ],
+)
+async def list_networks(request: web.Request, query: NetworkQuery) -> web.Response:
+    networks = await client(request, Net).list_networks(
+        name=_one(query, "name"), shared=_one(query, "shared"), project_id=_one(query, "project_id")
+    )
+    return json_response(NetworkList(networks=_listed([network_view(n) for n in networks], query)))
+
+
+@routes.post(
+    NETWORKS,
+    "Create a network",
+    body=NetworkCreateRequest,
+    replies=[Reply(201, NetworkShown, "The network.")],
+)
+async def create_network(request: web.Request, body: NetworkCreateRequest) -> web.Response:
+    """403: a shared network asked by someone other than an admin."""
+    asked = body.network
+    network = await client(request, Net).create_network(
+        name=asked.name,
+        shared=asked.shared,
+        admin_state_up=asked.admin_state_up,
+        mtu=asked.mtu,
+        description=asked.description,
+    )
+    return json_response(NetworkShown(network=network_view(network)), status=201)
+
+
+@routes.get(NETWORK, "Show a network", replies=[Reply(200, NetworkShown, "The network.")], errors=(404,))
+async def show_network(request: web.Request) -> web.Response:
+    network = await client(request, Net).get_network(network_id=request.match_info["network_id"])
+    return json_response(NetworkShown(network=network_view(network)))
+
+
+@routes.put(
+    NETWORK,
+    "Update a network",
+    body=NetworkUpdateRequest,
+    replies=[Reply(200, NetworkShown, "The network.")],
+    errors=(404,),
+)
+async def update_network(request: web.Request, body: NetworkUpdateRequest) -> web.Response:
+    """403: another project's shared network."""
+    network = await client(request, Net).update_network(
+        network_id=request.match_info["network_id"], **_changes(body.network)
+    )
+    return json_response(NetworkShown(network=network_view(network)))
+
+
+@routes.delete(
+    NETWORK,
+    "Delete a network",
+    replies=[Reply(204, None, "Deleted, with its subnets and unbound ports.")],
+    errors=(404, 409),
+)
+async def delete_network(request: web.Request) -> web.Response:
+    """403: another project's shared network; 409: a port of it is bound to a server."""
+    await client(request, Net).delete_network(network_id=request.match_info["network_id"])
+    return no_content()
+
+
+@routes.get(
+    SUBNETS,
+    "List subnets",
+    query=SubnetQuery,
+    replies=[Reply(200, SubnetList, "The subnets the project sees, oldest first.")],
+)
+async def list_subnets(request: web.Request, query: SubnetQuery) -> web.Response:
+    subnets = await client(request, Net).list_subnets(network_id=_one(query, "network_id"))
+    return json_response(SubnetList(subnets=_listed([subnet_view(s) for s in subnets], query)))
+
+
+@routes.post(
+    SUBNETS,
+    "Create a subnet",
+    body=SubnetCreateRequest,
+    replies=[Reply(201, SubnetShown, "The subnet.")],
+    errors=(404,),
+)
+async def create_subnet(request: web.Request, body: SubnetCreateRequest) -> web.Response:
+    """404: no such network the project sees; 403: another project's shared network; 400: a
+    gateway, pool or CIDR that does not fit (see the body)."""
+    asked = body.subnet
+    subnet = await client(request, Net).create_subnet(
+        network_id=asked.network_id,
+        cidr=asked.cidr,
+        name=asked.name,
+        gateway_ip=asked.gateway_ip,
+        allocation_pools=None
+        if asked.allocation_pools is None
+        else [{"start": pool.start, "end": pool.end} for pool in asked.allocation_pools],
+        ip_version=asked.ip_version,
+        enable_dhcp=asked.enable_dhcp,
+        dns_nameservers=asked.dns_nameservers,
+        description=asked.description,
+    )
+    return json_response(SubnetShown(subnet=subnet_view(subnet)), status=201)
+
+
+@routes.get(SUBNET, "Show a subnet", replies=[Reply(200, SubnetShown, "The subnet.")], errors=(404,))
+async def show_subnet(request: web.Request) -> web.Response:
+    subnet = await client(request, Net).get_subnet(subnet_id=request.match_info["subnet_id"])
+    return json_response(SubnetShown(subnet=subnet_view(subnet)))
+
+
+@routes.delete(
+    SUBNET,
+    "Delete a subnet",
+    replies=[Reply(204, None, "Deleted.")],
+    errors=(404, 409),
+)
+async def delete_subnet(request: web.Request) -> web.Response:
+    """403: a subnet of another project's shared network; 409: a port holds an address of it."""
+    await client(request, Net).delete_subnet(subnet_id=request.match_info["subnet_id"])
+    return no_content()
+
+
+@routes.get(
+    PORTS,
+    "List ports",
+    query=PortQuery,
+    replies=[Reply(200, PortList, "The project's ports, oldest first.")],
+)
+async def list_ports(request: web.Request, query: PortQuery) -> web.Response:
+    ports = await client(request, Net).list_ports(
+        network_id=_one(query, "network_id"),
+        device_id=_one(query, "device_id"),
+        device_owner=_one(query, "device_owner"),
+    )
+    return json_response(PortList(ports=_listed([port_view(p) for p in ports], query)))
+
+
+@routes.post(
+    PORTS,
+    "Create a port",
+    body=PortCreateRequest,
+    replies=[Reply(201, PortShown, "The port.")],
+    errors=(404, 409),
+)
+async def create_port(request: web.Request, body: PortCreateRequest) -> web.Response:
+    """404: no such network the project sees; 409: no free address, or the MAC or an address
+    asked for is taken; 400: a fixed IP that is not on the network."""
+    asked = body.port
+    port = await client(request, Net).create_port(
+        network_id=asked.network_id,
+        name=asked.name,
+        mac_address=asked.mac_address,
+        fixed_ips=None
+        if asked.fixed_ips is None
+        else [msgspec.to_builtins(fixed_ip) for fixed_ip in asked.fixed_ips],
+        device_id=asked.device_id,
+        device_owner=asked.device_owner,
+        admin_state_up=asked.admin_state_up,
+        description=asked.description,
+    )
+    return json_response(PortShown(port=port_view(port)), status=201)
+
+
+@routes.get(PORT, "Show a port", replies=[Reply(200, PortShown, "The port.")], errors=(404,))
+async def show_port(request: web.Request) -> web.Response:
+    port = await client(request, Net).get_port(port_id=request.match_info["port_id"])
+    return json_response(PortShown(port=port_view(port)))
+
+
+@routes.put(
+    PORT,
+    "Update a port",
+    body=PortUpdateRequest,
+    replies=[Reply(200, PortShown, "The port.")],
+    errors=(404,),
+)
+async def update_port(request: web.Request, body: PortUpdateRequest) -> web.Response:
+    port = await client(request, Net).update_port(
+        port_id=request.match_info["port_id"], **_changes(body.port, {"binding_host_id": "binding_host"})
+    )
+    return json_response(PortShown(port=port_view(port)))
+
+
+@routes.delete(
+    PORT, "Delete a port", replies=[Reply(204, None, "Deleted, its addresses freed.")], errors=(404,)
+)
+async def delete_port(request: web.Request) -> web.Response:
+    await client(request, Net).delete_port(port_id=request.match_info["port_id"])
+    return no_content()
+
+
 def add_routes(app: web.Application) -> None:
-    router = app.router
-    router.add_get("/network", versions)
-    router.add_get("/network/", versions)
-    for resource in RESOURCES:
-        collection = Collection(resource)
-        path = f"{BASE}/{resource.plural}"
-        router.add_get(path, collection.list)
-        router.add_post(path, collection.create)
-        router.add_get(f"{path}/{{id}}", collection.show)
-        if resource.update:
-            router.add_put(f"{path}/{{id}}", collection.update)
-        router.add_delete(f"{path}/{{id}}", collection.delete)
+    routes.add_to(app)

@@ -1,13 +1,12 @@
 """The gateway's OpenAPI 3.1 document, served at ``GET /openapi.json`` (no token needed).
 
-It is assembled from the route registry (``gateway.routing``): each route's path, method,
-summary, parameters (path, query, the microversion headers of compute and volume), request
-body and replies come from its declaration, and the schemas are its msgspec types
-(``msgspec.json.schema_components``), so what the document says is what the gateway checks and
-builds. Every error status a route can answer is documented with the body of its service's
-format (Nova's ``{"itemNotFound": {...}}``, Neutron's ``NeutronError``, Keystone's and Glance's
-``error``). Routes not on the registry yet (identity, network, the event socket) are described
-by ``gateway.openapi_legacy``.
+It is assembled from the route registry (``gateway.routing``), which holds every route the
+gateway serves: each route's path, method, summary, parameters (path, query, header, the
+microversion headers of compute and volume), request body and replies come from its
+declaration, and the schemas are its msgspec types (``msgspec.json.schema_components``), so
+what the document says is what the gateway checks and builds. Every error status a route can
+answer is documented with the body of its service's format (Nova's ``{"itemNotFound": {...}}``,
+Neutron's ``NeutronError``, Keystone's and Glance's ``error``). Nothing in it is written by hand.
 """
 
 from __future__ import annotations
@@ -21,9 +20,19 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from gateway import openapi_legacy
-from gateway.http import JSON, error_format, error_type, json_response, service_of
-from gateway.routing import ROUTES, Body, OpenRequest, Query, Reply, Request, Route, Routes, schema_extra
+from gateway.http import JSON, error_format, error_type, json_response
+from gateway.routing import (
+    ROUTES,
+    Body,
+    Headers,
+    OpenRequest,
+    Query,
+    Reply,
+    Request,
+    Route,
+    Routes,
+    schema_extra,
+)
 from gateway.versions import RANGES, header_values, versions_of
 
 Schema = dict[str, Any]
@@ -37,10 +46,6 @@ ERROR_RESPONSES = {
 STRING: Schema = {"type": "string"}
 
 
-def _ref(name: str) -> Schema:
-    return {"$ref": REF.format(name=name)}
-
-
 def _header(description: str, schema: Schema = STRING) -> Schema:
     return {"description": description, "required": True, "schema": schema}
 
@@ -49,7 +54,7 @@ REQUEST_ID = {"$ref": "#/components/headers/RequestId"}
 
 
 def _struct_classes() -> Iterator[type[msgspec.Struct]]:
-    stack: list[type[msgspec.Struct]] = [Body, Request, OpenRequest, Query]
+    stack: list[type[msgspec.Struct]] = [Body, Request, OpenRequest, Query, Headers]
     while stack:
         cls = stack.pop()
         yield cls
@@ -103,6 +108,8 @@ class _Schemas:
                 types[route.body] = None
             if route.query is not None:
                 types[route.query] = None
+            if route.headers is not None:
+                types[route.headers] = None
             for reply in route.replies:
                 if reply.body is not None and reply.media_type == JSON:
                     types[reply.body] = None
@@ -114,27 +121,26 @@ class _Schemas:
         self.components = {
             name: {**component, **extras.get(name, {})} for name, component in sorted(components.items())
         }
-        self.queries = {route.query for route in routes if route.query is not None}
+        self.parameter_types = {
+            kind.__name__ for route in routes for kind in (route.query, route.headers) if kind is not None
+        }
 
-    def query_parameters(self, query: type[Query]) -> list[Schema]:
-        """One query parameter per member of ``query`` (its component is not kept)."""
-        component = self.components[query.__name__]
+    def parameters(self, struct: type[Query] | type[Headers], where: str) -> list[Schema]:
+        """One parameter (``in: query`` or ``header``) per member of ``struct`` (whose component
+        is not kept)."""
+        component = self.components[struct.__name__]
         required = set(component.get("required", ()))
         parameters = []
         for name, schema in component["properties"].items():
             schema = {key: value for key, value in schema.items() if key != "default"}
-            parameter = {"name": name, "in": "query", "required": name in required, "schema": schema}
+            parameter = {"name": name, "in": where, "required": name in required, "schema": schema}
             if "description" in schema:
                 parameter["description"] = schema.pop("description")
             parameters.append(parameter)
         return parameters
 
     def kept(self) -> dict[str, Schema]:
-        return {name: schema for name, schema in self.components.items() if name not in self._query_names}
-
-    @property
-    def _query_names(self) -> set[str]:
-        return {query.__name__ for query in self.queries}
+        return {name: schema for name, schema in self.components.items() if name not in self.parameter_types}
 
 
 def _response(reply: Reply, schemas: _Schemas, version_headers: dict[str, Schema]) -> Schema:
@@ -148,12 +154,15 @@ def _response(reply: Reply, schemas: _Schemas, version_headers: dict[str, Schema
     return answer
 
 
-def _error_response(service: str, status: int, schemas: _Schemas) -> Schema:
-    return {
-        "description": f"{HTTPStatus(status).phrase}: {ERROR_RESPONSES[error_format(service)]}",
+def _error_response(route: Route, status: int, schemas: _Schemas) -> Schema:
+    """An error answer in the route's service's format (an answer to HEAD has no body)."""
+    answer: Schema = {
+        "description": f"{HTTPStatus(status).phrase}: {ERROR_RESPONSES[error_format(route.service)]}",
         "headers": {"x-openstack-request-id": REQUEST_ID},
-        "content": {JSON: {"schema": schemas.of[error_type(service, status)]}},
     }
+    if route.method != "HEAD":
+        answer["content"] = {JSON: {"schema": schemas.of[error_type(route.service, status)]}}
+    return answer
 
 
 def _registered_operation(route: Route, schemas: _Schemas) -> Schema:
@@ -168,7 +177,9 @@ def _registered_operation(route: Route, schemas: _Schemas) -> Schema:
         for name in route.path_parameters()
     ]
     if route.query is not None:
-        parameters += schemas.query_parameters(route.query)
+        parameters += schemas.parameters(route.query, "query")
+    if route.headers is not None:
+        parameters += schemas.parameters(route.headers, "header")
     version_headers: dict[str, Schema] = {}
     if microversioned:
         version_parameters, version_headers = _microversion_headers(route.service)
@@ -177,7 +188,7 @@ def _registered_operation(route: Route, schemas: _Schemas) -> Schema:
         str(reply.status): _response(reply, schemas, version_headers) for reply in route.replies
     }
     for status in route.error_statuses(microversioned):
-        responses[str(status)] = _error_response(route.service, status, schemas)
+        responses[str(status)] = _error_response(route, status, schemas)
     operation: Schema = {
         "operationId": _operation_id(route.method, route.path),
         "summary": route.summary,
@@ -192,58 +203,9 @@ def _registered_operation(route: Route, schemas: _Schemas) -> Schema:
         operation["requestBody"] = {"required": True, "content": {route.body_media_type: {"schema": schema}}}
     if route.public:
         operation["security"] = []
-    return operation
-
-
-def _unregistered_routes(
-    app: web.Application, registered: set[tuple[str, str]]
-) -> list[tuple[str, str, Any]]:
-    """The routes not on the registry: all but ``*`` ones and HEADs that only mirror a GET."""
-    get_handlers = {
-        route.resource.canonical: route.handler
-        for route in app.router.routes()
-        if route.method == "GET" and route.resource is not None
-    }
-    return [
-        (route.method, route.resource.canonical, route.handler)
-        for route in app.router.routes()
-        if route.resource is not None
-        and route.method != "*"
-        and (route.method, route.resource.canonical) not in registered
-        and not (route.method == "HEAD" and get_handlers.get(route.resource.canonical) == route.handler)
-    ]
-
-
-def _legacy_operation(method: str, path: str, handler: Any) -> Schema:
-    """An operation of a module not on the registry, from ``openapi_legacy`` (or a generic one)."""
-    entry = openapi_legacy.OPERATIONS.get((method, path)) or openapi_legacy.operation(
-        f"{method} {path}",
-        {"2XX": {"description": "Success: a JSON body, or none (204).", "content": {JSON: {"schema": {}}}}},
-    )
-    responses = {
-        status: {**answer, "headers": {"x-openstack-request-id": REQUEST_ID, **answer.get("headers", {})}}
-        for status, answer in entry["responses"].items()
-    }
-    operation: Schema = {
-        **entry,
-        "operationId": _operation_id(method, path),
-        "tags": [service_of(path)],
-        "parameters": [
-            {"name": name, "in": "path", "required": True, "schema": STRING}
-            for name in re.findall(r"\{(\w+)\}", path)
-        ]
-        + entry.get("parameters", []),
-        "responses": {**responses, "default": {"$ref": f"#/components/responses/{_legacy_error(path)}"}},
-    }
-    if getattr(handler, "aiostack_public", False):
-        operation["security"] = []
-    elif path == "/ws":
+    elif route.token_in_query:
         operation["security"] = [{"AuthToken": []}, {"AuthTokenQuery": []}]
     return operation
-
-
-def _legacy_error(path: str) -> str:
-    return error_type(service_of(path), 400).__name__
 
 
 def openapi_document(app: web.Application) -> dict[str, Any]:
@@ -253,11 +215,6 @@ def openapi_document(app: web.Application) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     for route in registered:
         paths.setdefault(route.path, {})[route.method.lower()] = _registered_operation(route, schemas)
-    legacy_errors = set()
-    for method, path, handler in _unregistered_routes(app, {(r.method, r.path) for r in registered}):
-        paths.setdefault(path, {})[method.lower()] = _legacy_operation(method, path, handler)
-        legacy_errors.add(error_type(service_of(path), 400))
-    _, legacy_components = msgspec.json.schema_components(sorted(legacy_errors, key=str), ref_template=REF)
     return {
         "openapi": "3.1.0",
         "info": {
@@ -268,14 +225,7 @@ def openapi_document(app: web.Application) -> dict[str, Any]:
         },
         "paths": paths,
         "components": {
-            "schemas": {**openapi_legacy.SCHEMAS, **legacy_components, **schemas.kept()},
-            "responses": {
-                error.__name__: {
-                    "description": "An error.",
-                    "content": {JSON: {"schema": _ref(error.__name__)}},
-                }
-                for error in legacy_errors
-            },
+            "schemas": schemas.kept(),
             "headers": {"RequestId": _header("The request's id, also in the gateway's and actors' logs.")},
             "securitySchemes": {
                 "AuthToken": {"type": "apiKey", "in": "header", "name": "X-Auth-Token"},
@@ -283,7 +233,8 @@ def openapi_document(app: web.Application) -> dict[str, Any]:
                     "type": "apiKey",
                     "in": "query",
                     "name": "token",
-                    "description": "The token in the query: /ws only (browser WebSockets set no headers).",
+                    "description": "The token in the query: the event socket only (browsers' WebSockets"
+                    " set no headers).",
                 },
             },
         },

@@ -18,14 +18,19 @@ From that one declaration:
 
 * **requests are checked** before the handler runs: path parameters (``Id`` unless the route
   says otherwise), query parameters (``query=``: a Struct, converted from the query string
-  with ``strict=False``) and the JSON body (``body=``: decoded with msgspec, a whole number
-  written ``1.0`` taken as the integer JSON Schema says it is); a wrong one is
-  ``InvalidRequest`` (400, in the service's error format) with msgspec's message, which names
-  the member; a body that is not JSON is 400 too, another media type 415, one over 1 MiB 413;
-* the handler gets ``body=`` and ``query=`` already typed, builds its answer from the reply
-  Structs and returns it with ``json_response`` (or ``no_content``);
-* **the policy** (``<service>:read`` for GET, ``<service>:write`` otherwise, unless the route
-  names one) and whether the route is **public** are read by the app's auth middleware;
+  with ``strict=False``), header parameters (``headers=``: a Struct whose members are named
+  for the headers, matched without regard to case) and the JSON body (``body=``: decoded with
+  msgspec, a whole number written ``1.0`` taken as the integer JSON Schema says it is); a
+  wrong one is ``InvalidRequest`` (400, in the service's error format) with msgspec's message,
+  which names the member; a body that is not JSON is 400 too, another media type 415, one
+  over 1 MiB 413;
+* the handler gets ``body=``, ``query=`` and ``headers=`` already typed, builds its answer
+  from the reply Structs and returns it with ``json_response`` (or ``no_content``);
+* **the policy** (``<service>:read`` for GET and HEAD, ``<service>:write`` otherwise, unless
+  the route names one; ``NO_POLICY``: a valid token is enough, the actor checks the caller),
+  whether the route is **public** and whether its token may come in the query
+  (``token_in_query``: the event socket, as browsers' WebSockets set no headers) are read by
+  the app's auth middleware;
 * **``/openapi.json``** is assembled from the registry (``gateway.openapi``): operations,
   parameters, bodies, every reply and every error status the route can answer.
 
@@ -42,6 +47,7 @@ import re
 import typing
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import msgspec
@@ -61,6 +67,23 @@ Id = Annotated[str, Meta(min_length=1, max_length=255)]
 """The id (or name) of a resource in a path or a body: what the actors take as an id."""
 Time = Annotated[str, Meta(extra_json_schema={"format": "date-time"})]
 """An ISO 8601 UTC time, as OpenStack APIs show them (``2026-01-01T00:00:00Z``)."""
+_DATE = (
+    "([1-9][0-9]{3}-((0[13578]|1[02])-(0[1-9]|[12][0-9]|3[01])|(0[469]|11)-(0[1-9]|[12][0-9]|30)"
+    "|02-(0[1-9]|1[0-9]|2[0-8]))|[1-9][0-9](0[48]|[2468][048]|[13579][26])-02-29)"
+)
+_OFFSET = "(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])"
+TIME_PATTERN = f"^{_DATE}T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]([.][0-9]{{1,6}})?{_OFFSET}?$"
+TimeParameter = Annotated[str, Meta(pattern=TIME_PATTERN, examples=["2026-01-01T00:00:00Z"])]
+"""A time a request gives: ISO 8601, UTC when it has no offset (``moment`` reads it). A pattern, not
+JSON Schema's ``format`` (an annotation only, which a generator may ignore): every date it lets
+through is one, from the year 1000 (February 29th of the years that end in 04 to 96 and are leap
+years; not of 2000, 2400...)."""
+
+
+def moment(text: str) -> datetime:
+    """A ``TimeParameter`` as an aware time (UTC when it names no offset)."""
+    parsed: datetime = msgspec.convert(text, datetime, strict=False)
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +125,13 @@ class OpenRequest(msgspec.Struct, kw_only=True):
 
 
 class Query(msgspec.Struct, kw_only=True):
-    """Query parameters (others are ignored, as OpenStack's services do)."""
+    """Query parameters (others are ignored, as most of OpenStack's services do; a subclass with
+    ``forbid_unknown_fields=True`` refuses them, as Neutron refuses an unknown filter)."""
+
+
+class Headers(msgspec.Struct, kw_only=True):
+    """Header parameters, each member named for its header (``msgspec.field(name=...)``); the
+    request's other headers are not looked at."""
 
 
 class Link(Body):
@@ -145,9 +174,11 @@ class Route:
     body: Any
     body_media_type: str
     query: type[Query] | None
+    headers: type[Headers] | None
     path_types: Mapping[str, Any]
     public: bool
     policy: str | None
+    token_in_query: bool
     errors: frozenset[int]
     service: str
 
@@ -166,7 +197,7 @@ class Route:
             statuses |= {401, 403}
         if self.body is not None:
             statuses |= {400, 415} | ({413} if self.body_media_type == JSON else set())
-        if self.query is not None or self.path_types:
+        if self.query is not None or self.headers is not None or self.path_types:
             statuses.add(400)
         if microversioned:
             statuses |= {400, 406}
@@ -174,6 +205,9 @@ class Route:
 
 
 CHECK_REPLIES = os.environ.get("AIOSTACK_CHECK_REPLIES") == "1"
+NO_POLICY = ""
+"""A route's ``policy`` when a valid token is enough: the actor (or the handler) checks the caller
+(a user's own token, its own application credentials; an unscoped token has no role)."""
 
 
 class Routes:
@@ -199,18 +233,21 @@ class Routes:
         body: Any = None,
         body_media_type: str = JSON,
         query: type[Query] | None = None,
+        headers: type[Headers] | None = None,
         path_types: Mapping[str, Any] | None = None,
         public: bool = False,
         policy: str | None = None,
+        token_in_query: bool = False,
         errors: Iterable[int] = (),
         description: str | None = None,
     ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-        """Declare a route; the decorated handler gets ``body=`` and ``query=`` when they are declared.
+        """Declare a route; the decorated handler gets ``body=``, ``query=`` and ``headers=`` when
+        they are declared.
 
         ``path_types`` types path parameters (each is ``Id`` otherwise); ``errors`` are the
         statuses of the errors of meaning the handler (or the actor it calls) raises: 404, 409...
         The ones that follow from the declaration (401 and 403 when not public, 400 for a body,
-        a query or a microversion, 413 and 415 for a body) are added by the document.
+        a query, headers or a microversion, 413 and 415 for a body) are added by the document.
         """
         service = service_of(path)
 
@@ -219,21 +256,22 @@ class Routes:
             route = Route(
                 method=method,
                 path=path,
-                handler=_serve(handler, body, body_media_type, query, types),
+                handler=_serve(handler, body, body_media_type, query, headers, types),
                 summary=summary,
                 description=description or inspect.cleandoc(handler.__doc__ or ""),
                 replies=tuple(replies),
                 body=body,
                 body_media_type=body_media_type,
                 query=query,
+                headers=headers,
                 path_types=types,
                 public=public,
-                policy=None if public else policy or _default_policy(service, method),
+                policy=None if public or policy == NO_POLICY else policy or _default_policy(service, method),
+                token_in_query=token_in_query,
                 errors=frozenset(errors),
                 service=service,
             )
             setattr(route.handler, "aiostack_route", route)  # noqa: B010 (read by the auth middleware)
-            setattr(route.handler, "aiostack_public", public)  # noqa: B010
             self.routes.append(route)
             return handler
 
@@ -244,6 +282,11 @@ class Routes:
     ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         return self.route("GET", path, summary, **kwargs)
 
+    def head(
+        self, path: str, summary: str, **kwargs: Any
+    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        return self.route("HEAD", path, summary, **kwargs)
+
     def post(
         self, path: str, summary: str, **kwargs: Any
     ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -253,6 +296,11 @@ class Routes:
         self, path: str, summary: str, **kwargs: Any
     ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         return self.route("PUT", path, summary, **kwargs)
+
+    def patch(
+        self, path: str, summary: str, **kwargs: Any
+    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        return self.route("PATCH", path, summary, **kwargs)
 
     def delete(
         self, path: str, summary: str, **kwargs: Any
@@ -282,15 +330,17 @@ def _serve(
     body: Any,
     body_media_type: str,
     query: type[Query] | None,
+    headers: type[Headers] | None,
     path_types: Mapping[str, Any],
 ) -> Handler:
-    """The aiohttp handler: check the path, query and body, call ``handler``, check its status."""
+    """The aiohttp handler: check the path, query, headers and body, call ``handler``, check its status."""
     path_struct = (
         msgspec.defstruct(f"{handler.__name__}_path", list(path_types.items())) if path_types else None
     )
     list_fields = frozenset(
         info.encode_name for info in msgspec.structs.fields(query or Query) if _is_list(info.type)
     )
+    header_names = [info.encode_name for info in msgspec.structs.fields(headers or Headers)]
 
     async def serve(request: web.Request) -> web.StreamResponse:
         kwargs: dict[str, Any] = {}
@@ -302,6 +352,13 @@ def _serve(
                 for name in request.query
             }
             kwargs["query"] = _convert(values, query, "query")
+        if headers is not None:
+            sent = {
+                name: ", ".join(request.headers.getall(name))
+                for name in header_names
+                if name in request.headers
+            }
+            kwargs["headers"] = _convert(sent, headers, "header")
         if body is not None:
             _check_media_type(request, body_media_type)
             if body_media_type == JSON:
@@ -355,14 +412,37 @@ def decode_json(raw: bytes, type_: Any) -> Any:
     try:
         return msgspec.convert(value, type_)
     except msgspec.ValidationError as exc:
-        raise InvalidRequest(f"Invalid input for the request body: {exc}") from None
+        raise InvalidRequest(f"Invalid input for the request body: {_naming_the_value(exc, value)}") from None
 
 
 def _convert(values: dict[str, Any], type_: Any, where: str) -> Any:
     try:
         return msgspec.convert(values, type_, strict=False)
     except msgspec.ValidationError as exc:
-        raise InvalidRequest(f"Invalid {where} parameter: {exc}") from None
+        raise InvalidRequest(f"Invalid {where} parameter: {_naming_the_value(exc, values)}") from None
+
+
+_AT = re.compile(r" - at `\$((?:\.[^.\[`]+|\[[0-9]+\])*)`$")
+_STEP = re.compile(r"\.([^.\[`]+)|\[([0-9]+)\]")
+
+
+def _naming_the_value(error: msgspec.ValidationError, document: Any) -> str:
+    """msgspec's message, and the value it is about when that is a scalar (``... - at `$.subnet.cidr`:
+    'not-a-cidr'``), as OpenStack's services name what they refuse."""
+    message = str(error)
+    at = _AT.search(message)
+    if at is None:
+        return message
+    value = document
+    for key, index in _STEP.findall(at.group(1)):
+        try:
+            value = value[key] if key else value[int(index)]
+        except (KeyError, IndexError, TypeError):
+            return message
+    if isinstance(value, dict | list):
+        return message
+    shown = repr(value)
+    return f"{message}: {shown if len(shown) <= 80 else shown[:77] + '...'}"
 
 
 def _check_media_type(request: web.Request, expected: str) -> None:

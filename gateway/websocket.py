@@ -2,9 +2,12 @@
 the REST API's requests on the same connection.
 
 ``GET /ws?kinds=instance,volume&ids=...&types=instance.active&since=SEQ`` with
-``X-Auth-Token`` (or ``?token=``). ``since`` is the last sequence the client saw (``now``
-by default, ``0`` for everything the stream keeps); ``since_time`` (ISO 8601) starts at a
-time instead. Frames (JSON text), documented in docs/EVENTS.md:
+``X-Auth-Token`` (or ``?token=``), a WebSocket handshake. ``since`` is the last sequence the
+client saw (``now`` by default, ``0`` for everything the stream keeps); ``since_time`` (ISO
+8601) starts at a time instead. The route is on the registry (``gateway.routing``) like every
+other: its query and the handshake's headers are checked before the socket opens, so a request
+that does not upgrade (no handshake, a bad query) is answered 400 in the REST API's error
+format, and ``/openapi.json`` documents it. Frames (JSON text), documented in docs/EVENTS.md:
 
 * ``{"type": "subscribed", "since": S, "first_seq": F, "last_seq": L}``
 * ``{"type": "event", "seq": N, "subject": ..., "event": {...}}`` in stream order
@@ -38,17 +41,21 @@ from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import aiohttp
+import msgspec
 from aiohttp import WSCloseCode, WSMsgType, web
+from msgspec import UNSET, Meta, UnsetType
 from multidict import CIMultiDict
 from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from yarl import URL
 
-from bus import BadMessage, Bus, InvalidRequest, Unauthorized, decode
+from api.fields import Id
+from bus import BadMessage, Bus, Unauthorized, decode
 from gateway.http import BUS, TOKENS, context_of, error_body, service_of
+from gateway.routing import Headers, Query, Reply, Routes, TimeParameter, moment
 
 log = logging.getLogger(__name__)
 
@@ -277,26 +284,70 @@ async def hub_context(app: web.Application) -> AsyncIterator[None]:
     await hub.stop()
 
 
-def _list(request: web.Request, name: str) -> frozenset[str]:
-    return frozenset(item for item in request.query.get(name, "").split(",") if item)
+def _items(listed: str | UnsetType) -> frozenset[str]:
+    """The items of a comma-separated list (none when absent)."""
+    return (
+        frozenset(item for item in (listed or "").split(",") if item) if listed is not UNSET else frozenset()
+    )
 
 
-async def _start_seq(request: web.Request, hub: EventHub) -> int | None:
+async def _start_seq(query: EventQuery, hub: EventHub) -> int | None:
     """The last sequence the client saw, from ``since``/``since_time``; None for "now"."""
-    if "since_time" in request.query:
-        try:
-            since_time = datetime.fromisoformat(request.query["since_time"].replace("Z", "+00:00"))
-        except ValueError:
-            raise InvalidRequest("since_time must be an ISO 8601 time") from None
-        if since_time.tzinfo is None:
-            since_time = since_time.replace(tzinfo=UTC)
-        return await hub.first_after_time(since_time)
-    since = request.query.get("since", "now")
-    if since == "now":
-        return None
-    if not (since.isascii() and since.isdigit()):
-        raise InvalidRequest("since must be a sequence number or 'now'")
-    return int(since)
+    if query.since_time is not UNSET:
+        since_time = moment(query.since_time)
+        if since_time >= datetime.now(UTC):
+            return None  # nothing happened after it yet: now
+        return await hub.first_after_time(since_time.astimezone(UTC))
+    return None if query.since == "now" else int(query.since)
+
+
+Listed = Annotated[str, Meta(max_length=8192)]
+
+
+class EventQuery(Query):
+    kinds: (
+        Annotated[Listed, Meta(description="Comma-separated event kinds (instance, volume, port...).")]
+        | UnsetType
+    ) = UNSET
+    ids: Annotated[Listed, Meta(description="Comma-separated resource ids.")] | UnsetType = UNSET
+    types: (
+        Annotated[Listed, Meta(description="Comma-separated event types (instance.active...).")] | UnsetType
+    ) = UNSET
+    since: Annotated[
+        str,
+        Meta(
+            pattern="^([0-9]{1,19}|now)$",
+            description="The last sequence the client saw: now (the default), 0 for everything kept.",
+        ),
+    ] = "now"
+    since_time: (
+        Annotated[TimeParameter, Meta(description="Start at this time instead (UTC when no offset).")]
+        | UnsetType
+    ) = UNSET
+    project: (
+        Annotated[Id, Meta(description="Admins: this project's events only (else every project's).")]
+        | UnsetType
+    ) = UNSET
+
+
+class Handshake(Headers):
+    """A WebSocket opening handshake (RFC 6455)."""
+
+    upgrade: Annotated[str, Meta(pattern="^[Ww][Ee][Bb][Ss][Oo][Cc][Kk][Ee][Tt]$")] = msgspec.field(
+        name="Upgrade"
+    )
+    connection: Annotated[
+        str,
+        Meta(
+            pattern="(^|,)[\\t ]*[Uu][Pp][Gg][Rr][Aa][Dd][Ee][\\t ]*(,|$)",
+            max_length=1024,
+            description="Names upgrade.",
+        ),
+    ] = msgspec.field(name="Connection")
+    key: Annotated[
+        str, Meta(pattern="^[A-Za-z0-9+/]{21}[AQgw]==$", description="16 random bytes in base64.")
+    ] = msgspec.field(name="Sec-WebSocket-Key")
+    version: Literal["13"] = msgspec.field(name="Sec-WebSocket-Version")
 
 
 class BadFrame(Exception):
@@ -431,14 +482,38 @@ async def loopback_context(app: web.Application) -> AsyncIterator[None]:
         yield
 
 
-async def events_socket(request: web.Request) -> web.WebSocketResponse:
+routes = Routes()
+
+
+@routes.get(
+    "/ws",
+    "The event socket, which also carries requests",
+    query=EventQuery,
+    headers=Handshake,
+    policy="events:read",
+    token_in_query=True,
+    replies=[
+        Reply(
+            101,
+            None,
+            "Switched to a WebSocket of JSON frames: the project's events (every project's for an admin),"
+            " and the answers to request frames ({type: request, id, method, path, body, headers}), which"
+            " reach every operation of this document with the socket's token (docs/EVENTS.md).",
+            headers={
+                "Upgrade": "websocket",
+                "Connection": "upgrade",
+                "Sec-WebSocket-Accept": "The handshake's answer to Sec-WebSocket-Key.",
+            },
+        )
+    ],
+)
+async def events_socket(request: web.Request, query: EventQuery, headers: Handshake) -> web.WebSocketResponse:
+    """A request that does not upgrade (no WebSocket handshake) is a 400, as is a bad query."""
     ctx = context_of(request)
-    project = request.query.get("project") if ctx.is_admin else ctx.project_id
-    event_filter = EventFilter(
-        project, _list(request, "kinds"), _list(request, "ids"), _list(request, "types")
-    )
+    project = (None if query.project is UNSET else query.project) if ctx.is_admin else ctx.project_id
+    event_filter = EventFilter(project, _items(query.kinds), _items(query.ids), _items(query.types))
     hub: EventHub = request.app[HUB]
-    since = await _start_seq(request, hub)
+    since = await _start_seq(query, hub)
     subscriber = Subscriber(event_filter, request.app[EVENT_QUEUE_LIMIT])
     first_seq, last_seq = await hub.bounds()
     if since is None:
@@ -558,4 +633,4 @@ def add_routes(app: web.Application) -> None:
     app.on_shutdown.append(_close_sockets)
     app.cleanup_ctx.append(hub_context)
     app.cleanup_ctx.append(loopback_context)
-    app.router.add_get("/ws", events_socket)
+    routes.add_to(app)

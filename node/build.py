@@ -9,15 +9,22 @@ the conductor reschedules. The calls of the build path are idempotent and ride o
 restarting (``node.peers``); a build delivered twice never makes a second domain.
 
 A delete destroys the domain, releases its ports and volumes and its files here, and
-undefines it: the UNDEFINED event (or ``domain_gone``) finishes it at the conductor.
+undefines it (with a suspended guest's managed-save image: ``Hypervisor.undefine``): the
+UNDEFINED event (or ``domain_gone``) finishes it at the conductor.
+
+Teardowns (a failed build's undo, what a guest held on this host, an orphan's removal) run
+every step even when one fails (``Cleanup``): the failure is logged, never raised into the
+actor, and the node's record of the guest stays until everything of it here is gone, so the
+orphan sweep tries again once the instance is no longer recorded on this host.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import libvirt
 
@@ -33,6 +40,30 @@ from node.peers import Peers
 from node.records import Records
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class Cleanup:
+    """The steps of one teardown: each runs even when an earlier one failed; a failure is logged
+    with its traceback and remembered, never raised (``ok`` is False once a step failed)."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.failed: list[str] = []
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    async def step(self, name: str, work: Awaitable[T]) -> T | None:
+        """``await work``; None if it raised."""
+        try:
+            return await work
+        except Exception:
+            log.exception("%s: %s failed", self.what, name)
+            self.failed.append(name)
+            return None
 
 
 class Builder:
@@ -92,10 +123,8 @@ class Builder:
             except Exception as exc:
                 message = f"{type(exc).__name__}: {exc}"
                 log.warning("node %s: build of %s failed: %s", self.host, instance_uuid, message)
-                try:
-                    await self._undo_build(instance_uuid)
-                finally:
-                    await self._report_build_failure(instance_uuid, message)
+                await self._undo_build(instance_uuid)
+                await self._report_build_failure(instance_uuid, message)
 
     async def _finish_earlier_build(self, instance_uuid: str) -> bool:
         """A build cast delivered again (the first one's answer was lost, or this node restarted):
@@ -253,15 +282,13 @@ class Builder:
         return addresses
 
     async def _undo_build(self, instance_uuid: str) -> None:
-        """Give back what a failed build took: the domain, its ports, its files, its record here."""
-        domain = await self.hypervisor.domain(instance_uuid)
-        xml = await self._definition(instance_uuid, domain)
-        if domain is not None:
-            if await self.hypervisor.is_running(domain):
-                await self.hypervisor.virt(domain.destroy)
-            await self.hypervisor.virt(domain.undefine)
-        await self._release_elsewhere(instance_uuid)
-        await self._release_here(instance_uuid, xml)
+        """Give back what a failed build took: the domain, its ports and volume attachments, its
+        DHCP entries and files, its record here. Never raises (``Cleanup``): the failure must
+        still be reported, and the node live on."""
+        undo = Cleanup(f"node {self.host}: undo of the failed build of {instance_uuid}")
+        xml = await undo.step("removing the domain", self._remove_from_libvirt(instance_uuid))
+        await undo.step("releasing ports and volumes", self._release_elsewhere(instance_uuid))
+        await self._release_here(instance_uuid, xml, undo)
 
     # -- delete -------------------------------------------------------------------------------
 
@@ -279,35 +306,56 @@ class Builder:
         if domain is not None and await self.hypervisor.is_running(domain):
             await self.hypervisor.virt(domain.destroy)
         await self._release_elsewhere(instance_uuid)
-        await self._release_here(instance_uuid, xml)
+        await self._release_here(instance_uuid, xml, Cleanup(f"node {self.host}: delete of {instance_uuid}"))
         if domain is not None:
-            await self.hypervisor.virt(domain.undefine)
+            await self.hypervisor.undefine(domain)
         else:
             await self.peers.conductor.domain_gone(instance_uuid=instance_uuid, host=self.host)
         self.records.request_ids.pop(instance_uuid, None)
 
     async def remove_domain(self, instance_uuid: str) -> None:
         """The domain, its files and its record here, and nothing else: what an orphan (an
-        instance deleted while this node was away, or rebuilt elsewhere) leaves on this host."""
+        instance deleted while this node was away, or rebuilt elsewhere) leaves on this host.
+        Never raises (``Cleanup``): what failed is left for the next orphan sweep."""
+        removal = Cleanup(f"node {self.host}: removal of orphan {instance_uuid}")
+        xml = await removal.step("removing the domain", self._remove_from_libvirt(instance_uuid))
+        await self._release_here(instance_uuid, xml, removal)
+
+    async def _remove_from_libvirt(self, instance_uuid: str) -> str | None:
+        """Destroy and undefine the instance's domain if libvirt has one; the definition it had
+        (else the copy stored here), for what it held on this host."""
         domain = await self.hypervisor.domain(instance_uuid)
         xml = await self._definition(instance_uuid, domain)
         if domain is not None:
             if await self.hypervisor.is_running(domain):
                 await self.hypervisor.virt(domain.destroy)
-            await self.hypervisor.virt(domain.undefine)
-        await self._release_here(instance_uuid, xml)
+            await self.hypervisor.undefine(domain)
+        return xml
 
     async def _release_elsewhere(self, instance_uuid: str) -> None:
         """The instance's ports and volume attachments (idempotent)."""
         await self.peers.patient_net.deallocate_for_instance(instance_uuid=instance_uuid)
         await self.peers.patient_volume.detach_all(instance_uuid=instance_uuid)
 
-    async def _release_here(self, instance_uuid: str, xml: str | None) -> None:
-        """What a guest held on this host: its DHCP entries, its overlay and console log, its record."""
+    async def _release_here(self, instance_uuid: str, xml: str | None, cleanup: Cleanup) -> None:
+        """What a guest held on this host: its DHCP entries, its overlay and console log, then its
+        record, as steps of ``cleanup``. The record goes only if every step so far succeeded: it is
+        how this node remembers there is something left to remove (the orphan sweep tries again)."""
+        if xml is None:
+            xml = await cleanup.step("reading its stored definition", self.records.stored_xml(instance_uuid))
         if xml is not None and self.hypervisor.conn is not None:
-            await self.networks.release(self.hypervisor.conn, xml)
-        await asyncio.to_thread(self.images.remove_instance, instance_uuid)
-        await self.records.delete(instance_uuid)
+            await cleanup.step("releasing its DHCP entries", self.networks.release(self.hypervisor.conn, xml))
+        await cleanup.step(
+            "removing its files", asyncio.to_thread(self.images.remove_instance, instance_uuid)
+        )
+        if not cleanup.ok:
+            log.warning(
+                "%s: keeping its record here for the orphan sweep (%s failed)",
+                cleanup.what,
+                ", ".join(cleanup.failed),
+            )
+            return
+        await cleanup.step("forgetting it", self.records.delete(instance_uuid))
 
     async def _definition(self, instance_uuid: str, domain: libvirt.virDomain | None) -> str | None:
         """The domain's persistent XML: libvirt's, else the copy this node stored."""

@@ -1,12 +1,22 @@
-"""Domain XML for an instance: what nova's libvirt driver writes, for the test driver and QEMU alike."""
+"""Domain XML for an instance: what nova's libvirt driver writes, for the test driver and QEMU alike.
+
+Whatever an instance carries into the XML (its name, an image's kernel command line, a volume's
+path) is made fit for XML 1.0 first: ElementTree escapes ``<``, ``&`` and quotes, but writes the
+characters XML 1.0 has no place for (NUL and the other C0 controls, lone surrogates, U+FFFE) as
+they are, and libvirt's parser then refuses the whole definition. Those characters are dropped.
+"""
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from typing import Any
 
 METADATA_NS = "https://aiostack.dev/xmlns/instance/1"
+
+NOT_IN_XML = re.compile(r"[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+"""The characters XML 1.0 cannot carry, escaped or not: the complement of its ``Char`` production."""
 
 
 class DomainSpecError(ValueError):
@@ -47,6 +57,21 @@ class DomainSpec:
     initrd: str | None = None
     cmdline: str | None = None
     console_log: str | None = None
+
+
+def xml_safe(text: str) -> str:
+    """``text`` without the characters XML 1.0 cannot carry (``NOT_IN_XML``)."""
+    return NOT_IN_XML.sub("", text)
+
+
+def _fit_for_xml(root: ET.Element) -> ET.Element:
+    """Every text and attribute value under ``root`` made ``xml_safe``."""
+    for element in root.iter():
+        if element.text:
+            element.text = xml_safe(element.text)
+        for key, value in element.attrib.items():
+            element.attrib[key] = xml_safe(value)
+    return root
 
 
 def domain_name(instance_uuid: str) -> str:
@@ -105,7 +130,7 @@ def domain_xml(spec: DomainSpec) -> str:
         ET.SubElement(console, "target", type="serial", port="0")
     if real_guest:
         ET.SubElement(devices, "memballoon", model="none")
-    return ET.tostring(domain, encoding="unicode")
+    return ET.tostring(_fit_for_xml(domain), encoding="unicode")
 
 
 def disk_element(disk: Disk) -> ET.Element:
@@ -119,7 +144,7 @@ def disk_element(disk: Disk) -> ET.Element:
 
 
 def disk_xml(disk: Disk) -> str:
-    return ET.tostring(disk_element(disk), encoding="unicode")
+    return ET.tostring(_fit_for_xml(disk_element(disk)), encoding="unicode")
 
 
 def next_disk_target(used: set[str], bus: str = "virtio") -> str:

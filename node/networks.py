@@ -23,6 +23,7 @@ from typing import Any, Literal
 import libvirt
 
 from api.net import Port, Subnet
+from node.domain import xml_safe
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +95,15 @@ class GuestNetworks:
 
     async def release(self, conn: libvirt.virConnect, xml: str) -> None:
         """Remove the DHCP host entries of a (stopped) domain's NICs, given its XML, from their
-        networks; a network left with no guest goes too."""
-        for interface in ET.fromstring(xml).iter("interface"):
+        networks; a network left with no guest goes too.
+
+        The XML may be one libvirt refused (a node before ``domain.xml_safe`` stored names with
+        characters XML 1.0 cannot carry): those are dropped before it is read, as libvirt would
+        never have had them.
+
+        :raises xml.etree.ElementTree.ParseError: the XML is not XML even then.
+        """
+        for interface in ET.fromstring(xml_safe(xml)).iter("interface"):
             source, mac = interface.find("source"), interface.find("mac")
             if interface.get("type") != "network" or source is None or mac is None:
                 continue

@@ -182,3 +182,12 @@ def test_the_import_contracts_hold() -> None:
         [str(linter), "--no-cache"], cwd=ROOT, capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_handler_tables_of_the_architecture_document_are_the_registrys() -> None:
+    from deploy import apidoc
+
+    document = apidoc.DOCUMENT.read_text()
+    assert apidoc.replaced(document, apidoc.tables()) == document, (
+        "docs/ARCHITECTURE.md's handler tables are stale: run `python -m deploy.apidoc --write`"
+    )

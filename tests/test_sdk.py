@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from aiostack.client import (
+from aiostack import (
     ApiError,
     BuildFailed,
     Client,

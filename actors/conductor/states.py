@@ -210,7 +210,10 @@ def _lifecycle(vm_state: VmState, task_state: TaskState | None, event: Lifecycle
             return Change(VmState.SUSPENDED, None, PowerState.SHUTDOWN)
         return Change(VmState.STOPPED, None, PowerState.SHUTDOWN)
     if event is Lifecycle.SUSPENDED:
-        return None if deleting else Change(VmState.PAUSED, None, PowerState.PAUSED)
+        # a managed save pauses the guest while QEMU writes it out: its STOPPED ends the suspend
+        # (a build's rules come first, as for STOPPED)
+        suspend_step = task_state is TaskState.SUSPENDING and vm_state is not VmState.BUILDING
+        return None if deleting or suspend_step else Change(VmState.PAUSED, None, PowerState.PAUSED)
     if event is Lifecycle.CRASHED:
         if deleting:
             return Change(vm_state, task_state, PowerState.CRASHED)

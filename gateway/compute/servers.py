@@ -3,12 +3,12 @@
 A server is shown as Nova's API shows it at the request's microversion (2.1-2.16): 2.3 adds
 the extended server attributes for admins, 2.9 ``locked``, 2.16 ``host_status`` (admins).
 Creating records the server and answers 202 at once; the build goes on in the conductor.
+Deleting answers 204 once the conductor has taken the delete, as Nova does; the server shows
+``task_state`` ``deleting`` until its node has removed it.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
 import re
 import secrets
@@ -21,7 +21,6 @@ from msgspec import UNSET, Meta, UnsetType
 from api.conductor import BlockDevice, Compute, HostStatus, KeypairName, Status
 from api.conductor import Server as Instance
 from api.volume import Volumes
-from bus import NotFound
 from gateway.compute.common import (
     BASE,
     ERRORS_OF_A_SERVER,
@@ -55,8 +54,6 @@ Count = Annotated[int, Meta(ge=1, le=MAX_AMOUNT)]
 BootIndex = (
     Annotated[int, Meta(ge=-1, le=MAX_AMOUNT)] | Annotated[str, Meta(pattern=r"^(-?[0-9]{1,9}|none)$")]
 )
-DELETE_WAIT = 8.0
-"""How long a delete waits for the server to be gone before it answers anyway."""
 CREATE_TIMEOUT = 10.0
 """Recording a server takes milliseconds; a conductor that died holding the request never answers,
 and the client should hear so soon (then ask again) rather than after 30 s."""
@@ -536,29 +533,20 @@ async def show_server(request: web.Request) -> web.Response:
 @routes.delete(
     f"{BASE}/servers/{{server_id}}",
     "Delete a server",
-    replies=[Reply(204, None, "Deleted: the server is gone (or still deleting, past 8 s).")],
+    replies=[
+        Reply(
+            204,
+            None,
+            "Accepted: the server shows task_state deleting until its node has removed it (its ports,"
+            " volumes and claim freed), then it is gone (404).",
+        )
+    ],
     errors=(404, 409),
     path_types=SERVER_ID,
 )
 async def delete_server(request: web.Request) -> web.Response:
-    """The answer comes once the server's node has removed it and its ports, volumes and claim
-    are free (a read after it is 404), or after ``DELETE_WAIT`` seconds when its node is away:
-    the delete then finishes when the node is back or the conductor gives up on it."""
-    server_id = request.match_info["server_id"]
-    conductor = compute(request)
-    await conductor.delete_instance(instance_uuid=server_id)
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(DELETE_WAIT):
-            await _until_gone(conductor, server_id)
+    """As Nova answers: once the conductor has taken the delete, not when it is done. Clients that
+    need it gone poll the server until 404 (openstacksdk's ``wait_for_delete``, ``openstack server
+    delete --wait``) or watch for ``instance.deleted`` on the event socket."""
+    await compute(request).delete_instance(instance_uuid=request.match_info["server_id"])
     return no_content()
-
-
-async def _until_gone(conductor: Compute, server_id: str) -> None:
-    pause = 0.02
-    while True:
-        try:
-            await conductor.get_instance(instance_uuid=server_id)
-        except NotFound:
-            return
-        await asyncio.sleep(pause)
-        pause = min(pause * 2, 0.5)

@@ -128,7 +128,7 @@ LIFECYCLE: dict[Lifecycle, dict[str, Expected | None]] = {
         "deleting": None,
         "building": Expected(V.PAUSED, None, P.PAUSED),
         "rebooting": Expected(V.PAUSED, None, P.PAUSED),
-        "suspending": Expected(V.PAUSED, None, P.PAUSED),
+        "suspending": None,  # QEMU pauses a guest while its managed save writes it out: STOPPED follows
         "other": Expected(V.PAUSED, None, P.PAUSED),
     },
     Lifecycle.CRASHED: {

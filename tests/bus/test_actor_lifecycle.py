@@ -213,3 +213,31 @@ async def test_a_supervisor_whose_factory_fails_says_so_at_start(bus: Bus) -> No
 
     with pytest.raises(ValueError, match="invalid host name"):
         await Supervisor(broken).start()
+
+
+async def test_a_call_reaching_an_actor_still_starting_is_answered(nats_server: EmbeddedNatsServer) -> None:
+    """Its subscription is live before the actor counts as running (it flushes first): a call in
+    between is answered once it runs, never refused as ActorStopped."""
+    async with await Bus.connect(nats_server.url) as actor_bus, await Bus.connect(nats_server.url) as client:
+        subscribed = asyncio.Event()
+        release = asyncio.Event()
+        flush = actor_bus.flush
+
+        async def slow_flush(timeout: float = 5.0) -> None:
+            await flush(timeout)
+            subscribed.set()
+            await release.wait()
+
+        actor_bus.flush = slow_flush  # type: ignore[method-assign]
+        worker = Worker(actor_bus)
+        starting = asyncio.create_task(worker.start())
+        await asyncio.wait_for(subscribed.wait(), 5)
+        assert worker.state is ActorState.STARTING
+        answered = asyncio.create_task(WorkerAPI.client(client, timeout=5).work())
+        await asyncio.sleep(0.2)
+        release.set()
+        await starting
+        try:
+            assert await answered == worker.instance_id
+        finally:
+            await worker.stop()

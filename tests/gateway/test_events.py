@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from aiostack.client import Client, Event, EventsExpired
+from aiostack import Client, Event, EventsExpired
 from bus import Bus
 from gateway.app import create_app
 from tests.helpers import DEMO_PASSWORD

@@ -213,6 +213,29 @@ async def test_a_guest_that_ignores_acpi_is_destroyed_after_the_shutdown_timeout
         await client.server_action(server["id"], "delete", wait=True)
 
 
+async def test_a_suspended_guest_is_deleted_with_its_managed_save_image(qemu_cloud: QemuCloud) -> None:
+    """Suspend is libvirt's managed save (the guest's memory in a file, QEMU gone); libvirt refuses
+    a plain undefine while that file exists, so the delete must take it with the domain."""
+    client, node = qemu_cloud.client, qemu_cloud.node
+    server = await client.create_server("saved", image=TINY_NAME, flavor="m1.tiny", wait=True)
+    await client.request("POST", f"/compute/v2.1/servers/{server['id']}/action", {"suspend": None})
+    domain = await asyncio.to_thread(node.hypervisor.connection.lookupByUUIDString, server["id"])
+    # QEMU's save sends SUSPENDED (it pauses the guest to write it out), then STOPPED: SUSPENDED
+    # is a step of the suspend, not a pause, so the instance ends SUSPENDED
+    async with asyncio.timeout(GUEST_DEADLINE):
+        while (shown := await client.server(server["id"]))["OS-EXT-STS:task_state"] is not None:
+            await asyncio.sleep(0.2)
+    assert shown["status"] == "SUSPENDED"
+    assert await asyncio.to_thread(domain.hasManagedSaveImage, 0)
+    saved = Path("/var/lib/libvirt/qemu/save") / f"instance-{server['id']}.save"
+    assert saved.exists() and not qemu_running(server["id"])
+    await client.server_action(server["id"], "delete", wait=True)
+    assert await node.hypervisor.domain(server["id"]) is None
+    assert not saved.exists()
+    assert not node.images.instance_dir(server["id"]).exists()
+    assert server["id"] not in await node.records.uuids()
+
+
 async def test_a_guest_keeps_running_and_active_across_a_libvirtd_restart(qemu_cloud: QemuCloud) -> None:
     client, node = qemu_cloud.client, qemu_cloud.node
     server = await client.create_server("guest-3", image="test-guest", flavor="m1.tiny", wait=True)

@@ -1,0 +1,201 @@
+"""Schemathesis hooks of the contract run (``deploy/contract.py`` loads them with
+``SCHEMATHESIS_HOOKS``): point schema-valid requests at things that exist, keep what the run
+itself needs, and one narrowed check.
+
+**References.** A schema says what a request looks like, not which ids exist nor how values
+relate to each other or to the clock: a server create naming a flavor, image, key pair or
+network that is not there is refused with 400 (as Nova refuses it), and so is a page ``marker``
+that names no server or image (Nova, Glance), a subnet whose gateway or pools are not in its
+CIDR, whose CIDR has host bits set or overlaps another subnet of the network (Neutron), a port
+asking for a fixed IP that is not on its network, or an application credential expiring in the
+past (Keystone). Drawn at random, those members would make every valid request of the kind a
+"valid request rejected". So, in the *positive* cases only (negative ones go as drawn), each
+such member is replaced with one that exists or fits (``AIOSTACK_CONTRACT_REFS``, JSON, made by
+``contract.references``), or dropped when it is optional and nothing fitting exists (a port of
+one's own, a free fixed IP, an available volume: each is used up by the first boot that names
+it). Nothing else is changed, and every check still judges every answer.
+
+**What the run needs is kept.** The run acts as the admin, and schemathesis learns real ids
+from the answers (it lists users, projects, roles, networks, subnets) and reuses them in other
+requests: left alone, it would delete or disable the admin user or project (revoking the run's
+own token), revoke the admin's role, change the demo user's password, or delete the default
+network and its subnet, the image or the key pair every server create names. So a request that
+would delete or change one of those (``PROTECTED``: everything the identity and network services
+hold before the run starts, the image and the key pair), or revoke the run's own token, is sent
+to another id (``not-<id>``: a 404), as the protected image always was. Grants, memberships
+and reads of them go as drawn.
+
+**One check narrowed.** ``use_after_free_but_after_a_server_delete`` replaces schemathesis's
+``use_after_free`` (the run excludes that one): the same check, but for a read after ``DELETE
+/compute/v2.1/servers/{server_id}``. Nova answers a server delete at once (204), and the server
+is shown with task_state ``deleting`` until its node has removed it; openstacksdk, the openstack
+CLI and Tempest poll for the 404. The gateway answers as Nova does, so a read right after that
+delete finds the server, as it should; after every other delete, a read is still a 404.
+
+**WebSocket handshakes.** Schemathesis's HTTP client (requests) does not speak WebSocket: a
+schema-valid ``GET /ws`` is a real handshake, which the gateway answers 101 and the connection
+becomes the event socket. Its client would send the next request on that connection; a response
+hook closes a connection that switched protocols, so the next request opens a new one.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import schemathesis
+from schemathesis.generation.modes import GenerationMode
+from schemathesis.openapi.checks import UseAfterFree
+from schemathesis.specs.openapi import checks
+
+REFS: dict[str, Any] = json.loads(os.environ.get("AIOSTACK_CONTRACT_REFS", "{}"))
+KEPT: dict[str, list[str]] = REFS.get("kept", {})
+SERVER_DELETE = "DELETE /compute/v2.1/servers/{server_id}"
+_SUBNETS = itertools.count()
+"""Numbers the CIDRs no other subnet has, one for each positive subnet create (172.16.0.0/12 is no
+one's here; ``count``'s ``next`` is atomic, as the run's workers are threads)."""
+
+
+def _positive(case: Any) -> bool:
+    meta = case.meta
+    return meta is not None and meta.generation.mode == GenerationMode.POSITIVE
+
+
+def _server(server: dict[str, Any]) -> None:
+    """A server create that names what exists: the image, a flavor, a key pair, the network."""
+    if isinstance(server.get("imageRef"), str) and server["imageRef"]:
+        server["imageRef"] = REFS["image"]
+    if "flavorRef" in server:
+        server["flavorRef"] = REFS["flavor"]
+    if isinstance(server.get("key_name"), str):
+        server["key_name"] = REFS["keypair"]
+    if isinstance(server.get("networks"), list):
+        server["networks"] = [{"uuid": REFS["network"]} for _ in server["networks"]]
+    mappings = server.get("block_device_mapping_v2")
+    if isinstance(mappings, list):
+        kept = []
+        for mapping in mappings:
+            if isinstance(mapping, dict) and mapping.get("source_type") == "image":
+                mapping["uuid"] = server.get("imageRef") or REFS["image"]
+                kept.append(mapping)
+        server["block_device_mapping_v2"] = kept
+
+
+def _subnet(subnet: dict[str, Any]) -> None:
+    """A subnet create whose CIDR is one no subnet has; its gateway and pools are then the defaults."""
+    if "cidr" in subnet:
+        n = next(_SUBNETS)
+        subnet["cidr"] = f"172.{16 + n // 256 % 16}.{n % 256}.0/24"
+        subnet.pop("gateway_ip", None)
+        subnet.pop("allocation_pools", None)
+
+
+def _member(body: Any, key: str) -> dict[str, Any] | None:
+    member = body.get(key) if isinstance(body, dict) else None
+    return member if isinstance(member, dict) else None
+
+
+IDENTITY = "/identity/v3"
+NETWORK = "/network/v2.0"
+PROTECTED: dict[tuple[str, str], str] = {
+    ("/image/v2/images/{image_id}", "image_id"): "image",
+    ("/compute/v2.1/os-keypairs/{name}", "name"): "keypair",
+    (f"{IDENTITY}/users/{{user_id}}", "user_id"): "users",
+    (f"{IDENTITY}/projects/{{project_id}}", "project_id"): "projects",
+    (f"{IDENTITY}/projects/{{project_id}}/users/{{user_id}}/roles/{{role_id}}", "user_id"): "users",
+    (f"{NETWORK}/networks/{{network_id}}", "network_id"): "networks",
+    (f"{NETWORK}/subnets/{{subnet_id}}", "subnet_id"): "subnets",
+}
+"""Path parameters that, in a DELETE, PATCH or PUT of their path, may not name what the run
+needs (by id or name): the image, the key pair, and what ``KEPT`` holds of their kind."""
+CHANGES = frozenset({"DELETE", "PATCH", "PUT"})
+GRANTS = frozenset({"PUT"})
+"""Changes that take nothing away: a role granted (to a user the run needs) goes as drawn."""
+
+
+def _kept(kind: str) -> set[str]:
+    return set(KEPT.get(kind, [])) if kind in KEPT else {REFS.get(kind, "")}
+
+
+def _keep(method: str, path: str, case: Any) -> None:
+    """Send a request that would delete or change what the run needs to another id."""
+    parameters = case.path_parameters if isinstance(case.path_parameters, dict) else {}
+    for (template, name), kind in PROTECTED.items():
+        if path != template or method not in CHANGES or name not in parameters:
+            continue
+        if method in GRANTS and template.endswith("/roles/{role_id}"):
+            continue
+        if parameters[name] in _kept(kind):
+            parameters[name] = f"not-{parameters[name]}"
+    headers = case.headers if isinstance(case.headers, dict) else {}
+    own_token = headers.get("X-Subject-Token") == REFS["token"]
+    if method == "DELETE" and path == f"{IDENTITY}/auth/tokens" and own_token:
+        headers["X-Subject-Token"] = "not-the-run-s-token"
+
+
+@schemathesis.hook
+def map_case(context: Any, case: Any) -> Any:
+    method, path = case.method.upper(), case.operation.path
+    _keep(method, path, case)
+    if not _positive(case):
+        return case
+    if method == "GET" and path in (
+        "/compute/v2.1/servers",
+        "/compute/v2.1/servers/detail",
+        "/image/v2/images",
+    ):
+        if isinstance(case.query, dict):
+            case.query.pop("marker", None)
+    elif method == "POST" and path == "/compute/v2.1/servers":
+        server = _member(case.body, "server")
+        if server is not None:
+            _server(server)
+    elif method == "POST" and path == "/compute/v2.1/os-keypairs":
+        keypair = _member(case.body, "keypair")
+        if keypair is not None and "public_key" in keypair:
+            keypair["public_key"] = REFS["public_key"]
+    elif method == "POST" and path == f"{NETWORK}/subnets":
+        subnet = _member(case.body, "subnet")
+        if subnet is not None:
+            _subnet(subnet)
+    elif method == "POST" and path == f"{NETWORK}/ports":
+        port = _member(case.body, "port")
+        if port is not None:
+            port.pop("fixed_ips", None)
+    elif method == "POST" and path == f"{IDENTITY}/users/{{user_id}}/application_credentials":
+        credential = _member(case.body, "application_credential")
+        if credential is not None and credential.get("expires_at") is not None:
+            credential["expires_at"] = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    return case
+
+
+@schemathesis.check
+def use_after_free_but_after_a_server_delete(ctx: Any, response: Any, case: Any) -> bool | None:
+    """schemathesis's ``use_after_free``, but for a read after ``DELETE
+    /compute/v2.1/servers/{server_id}``: that delete is answered once the conductor has taken it,
+    as Nova answers, and the server is shown (task_state ``deleting``) until its node has
+    removed it (see the module's docstring)."""
+    try:
+        return checks.use_after_free(ctx, response, case)
+    except UseAfterFree as failure:
+        if failure.operation == SERVER_DELETE:
+            return None
+        raise
+
+
+def _close_if_switched(response: Any, *args: Any, **kwargs: Any) -> Any:
+    """A requests response hook: a connection that became a WebSocket (101) is closed, not reused."""
+    if response.status_code == 101 and response.raw is not None:
+        connection = getattr(response.raw, "connection", None) or getattr(response.raw, "_connection", None)
+        if connection is not None:
+            connection.close()
+    return response
+
+
+@schemathesis.hook
+def before_call(context: Any, case: Any, kwargs: dict[str, Any]) -> None:
+    if case.operation.path == "/ws":
+        kwargs.setdefault("hooks", {}).setdefault("response", []).append(_close_if_switched)

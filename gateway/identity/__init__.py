@@ -1,0 +1,26 @@
+"""Identity (Keystone v3 under ``/identity/v3``): one module per resource, each its routes and schemas.
+
+* ``tokens``: logins, validation, checks and revocation of tokens (``/auth/tokens``), and what a
+  token opens (``/auth/catalog``, ``/auth/projects``, ``/auth/domains``);
+* ``projects``, ``users``, ``groups`` (and their members), ``roles`` (and role assignments),
+  ``domains``: the administration API, for admins only (403 otherwise);
+* ``application_credentials``: a user's own.
+
+Everything but a login needs a token. The identity actor checks every call again (its API,
+``api.identity``): the gateway's checks only answer early.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from gateway.identity import application_credentials, domains, groups, projects, roles, tokens, users
+from gateway.routing import Routes
+
+routes = Routes()
+for _module in (tokens, projects, users, groups, roles, domains, application_credentials):
+    routes.include(_module.routes)
+
+
+def add_routes(app: web.Application) -> None:
+    routes.add_to(app)

@@ -1,0 +1,319 @@
+"""Roles (``/roles``) and role assignments, admins only: list, create and show roles; grant (PUT),
+revoke (DELETE) and check (HEAD, GET) a user's or a group's role on a project; list the roles a
+user or group has on a project, and every assignment (``/role_assignments``).
+
+A role in a path may be named by its id or its name. With ``effective`` a group's assignments
+are listed once per member user (with the group in ``links.membership``).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+from aiohttp import web
+from msgspec import UNSET, Meta, UnsetType
+
+from api.fields import Id
+from api.identity import IdentityAdmin, Label, RoleAssignment, Text
+from api.identity import Role as Record
+from bus import NotFound
+from gateway.http import client, json_response, no_content
+from gateway.identity.common import (
+    ADMIN,
+    V3,
+    CollectionLinks,
+    Filter,
+    Flag,
+    ResourceLinks,
+    collection_links,
+    is_set,
+    self_link,
+    url,
+)
+from gateway.routing import Body, OpenRequest, Query, Reply, Routes
+
+ROLES = f"{V3}/roles"
+USER_ROLES = f"{V3}/projects/{{project_id}}/users/{{user_id}}/roles"
+GROUP_ROLES = f"{V3}/projects/{{project_id}}/groups/{{group_id}}/roles"
+
+
+class RoleCreate(OpenRequest):
+    name: Label
+    description: Text | None = None
+
+
+class RoleCreateRequest(OpenRequest):
+    role: RoleCreate
+
+
+class RoleQuery(Query):
+    name: Annotated[Filter, Meta(description="Roles of this name.")] | UnsetType = UNSET
+
+
+class Role(Body):
+    id: str
+    name: str
+    description: str
+    domain_id: None
+    options: dict[str, Any]
+    links: ResourceLinks
+
+
+class RoleShown(Body):
+    role: Role
+
+
+class RoleList(Body):
+    roles: list[Role]
+    links: CollectionLinks
+
+
+def role_view(request: web.Request, role_id: str, name: str, description: str = "") -> Role:
+    return Role(
+        id=role_id,
+        name=name,
+        description=description,
+        domain_id=None,
+        options={},
+        links=self_link(request, "roles", role_id),
+    )
+
+
+def _shown(request: web.Request, role: Record) -> Role:
+    return role_view(request, role["id"], role["name"], role["description"])
+
+
+routes = Routes()
+
+
+@routes.get(
+    ROLES, "List roles (admin)", policy=ADMIN, query=RoleQuery, replies=[Reply(200, RoleList, "By name.")]
+)
+async def list_roles(request: web.Request, query: RoleQuery) -> web.Response:
+    roles = await client(request, IdentityAdmin).list_roles(name=None if query.name is UNSET else query.name)
+    return json_response(
+        RoleList(roles=[_shown(request, role) for role in roles], links=collection_links(request))
+    )
+
+
+@routes.post(
+    ROLES,
+    "Create a role (admin)",
+    policy=ADMIN,
+    body=RoleCreateRequest,
+    replies=[Reply(201, RoleShown, "The role.")],
+    errors=(409,),
+)
+async def create_role(request: web.Request, body: RoleCreateRequest) -> web.Response:
+    """409: a role of that name exists."""
+    role = await client(request, IdentityAdmin).create_role(
+        name=body.role.name, description=body.role.description or ""
+    )
+    return json_response(RoleShown(role=_shown(request, role)), status=201)
+
+
+@routes.get(
+    f"{ROLES}/{{role_id}}",
+    "Show a role (admin)",
+    policy=ADMIN,
+    replies=[Reply(200, RoleShown, "The role.")],
+    errors=(404,),
+)
+async def get_role(request: web.Request) -> web.Response:
+    role = await client(request, IdentityAdmin).get_role(role_id=request.match_info["role_id"])
+    return json_response(RoleShown(role=_shown(request, role)))
+
+
+# -- assignments ------------------------------------------------------------------------------
+
+
+class AssignedRole(Body):
+    id: str
+    name: Annotated[str, Meta(description="With include_names.")] | UnsetType = UNSET
+
+
+class ProjectRef(Body):
+    id: str
+
+
+class AssignmentScope(Body):
+    project: ProjectRef
+
+
+class ActorRef(Body):
+    id: str
+
+
+class AssignmentLinks(Body):
+    assignment: str
+    membership: Annotated[str, Meta(description="An effective assignment through a group.")] | UnsetType = (
+        UNSET
+    )
+
+
+class Assignment(Body):
+    """A role on a project, of a user or of a group."""
+
+    role: AssignedRole
+    scope: AssignmentScope
+    links: AssignmentLinks
+    user: ActorRef | UnsetType = UNSET
+    group: ActorRef | UnsetType = UNSET
+
+
+class AssignmentList(Body):
+    role_assignments: list[Assignment]
+    links: CollectionLinks
+
+
+class AssignmentQuery(Query):
+    user_id: (
+        Annotated[Filter, Meta(description="A user's (with effective: its groups' too).")] | UnsetType
+    ) = msgspec.field(default=UNSET, name="user.id")
+    group_id: Annotated[Filter, Meta(description="A group's (with effective: through it).")] | UnsetType = (
+        msgspec.field(default=UNSET, name="group.id")
+    )
+    project_id: Annotated[Filter, Meta(description="On this project.")] | UnsetType = msgspec.field(
+        default=UNSET, name="scope.project.id"
+    )
+    role_id: Annotated[Id, Meta(description="Of this role (its id or name).")] | UnsetType = msgspec.field(
+        default=UNSET, name="role.id"
+    )
+    effective: Flag | UnsetType = UNSET
+    include_names: Flag | UnsetType = UNSET
+
+
+def assignment_view(request: web.Request, item: RoleAssignment, include_names: bool) -> Assignment:
+    """Keystone's view of an assignment: its role, project, user or group, and links to it."""
+    user_id, group_id, via_group = item["user_id"], item["group_id"], item["via_group"]
+    actor = ActorRef(id=user_id or group_id or "")
+    if via_group:
+        link_kind, link_id = "groups", via_group
+    else:
+        link_kind, link_id = ("users", user_id) if user_id else ("groups", group_id)
+    return Assignment(
+        role=AssignedRole(id=item["role_id"], name=item["role_name"] if include_names else UNSET),
+        scope=AssignmentScope(project=ProjectRef(id=item["project_id"])),
+        links=AssignmentLinks(
+            assignment=url(
+                request, "projects", item["project_id"], link_kind, link_id or "", "roles", item["role_id"]
+            ),
+            membership=url(request, "groups", via_group, "users", actor.id) if via_group else UNSET,
+        ),
+        user=actor if user_id else UNSET,
+        group=UNSET if user_id else actor,
+    )
+
+
+@routes.get(
+    f"{V3}/role_assignments",
+    "List role assignments (admin)",
+    policy=ADMIN,
+    query=AssignmentQuery,
+    replies=[Reply(200, AssignmentList, "By project, role, user and group.")],
+    errors=(404,),
+)
+async def list_role_assignments(request: web.Request, query: AssignmentQuery) -> web.Response:
+    """404: ``role.id`` names no role."""
+    found = await client(request, IdentityAdmin).list_role_assignments(
+        user_id=None if query.user_id is UNSET else query.user_id,
+        group_id=None if query.group_id is UNSET else query.group_id,
+        project_id=None if query.project_id is UNSET else query.project_id,
+        role_id=None if query.role_id is UNSET else query.role_id,
+        effective=is_set(query.effective),
+    )
+    names = is_set(query.include_names)
+    return json_response(
+        AssignmentList(
+            role_assignments=[assignment_view(request, item, names) for item in found],
+            links=collection_links(request),
+        )
+    )
+
+
+async def _assigned(request: web.Request, role_id: str | None = None) -> list[RoleAssignment]:
+    """The direct assignments of the path's user or group on its project (of one role).
+
+    :raises NotFound: no such project, user or group (or role).
+    """
+    match, admin = request.match_info, client(request, IdentityAdmin)
+    project = (await admin.get_project(project_id=match["project_id"]))["id"]
+    if "user_id" in match:
+        who = {"user_id": (await admin.get_user(user_id=match["user_id"]))["id"]}
+    else:
+        who = {"group_id": (await admin.get_group(group_id=match["group_id"]))["id"]}
+    return await admin.list_role_assignments(**who, project_id=project, role_id=role_id)
+
+
+async def list_assigned_roles(request: web.Request) -> web.Response:
+    """The roles of the user's (or group's) own assignments on the project; 404: no such project,
+    user or group."""
+    roles = [role_view(request, item["role_id"], item["role_name"]) for item in await _assigned(request)]
+    return json_response(RoleList(roles=roles, links=collection_links(request)))
+
+
+async def grant(request: web.Request) -> web.Response:
+    """404: no such user (or group), project or role."""
+    match, admin = request.match_info, client(request, IdentityAdmin)
+    if "user_id" in match:
+        await admin.grant_role(user=match["user_id"], project=match["project_id"], role=match["role_id"])
+    else:
+        await admin.grant_group_role(
+            group=match["group_id"], project=match["project_id"], role=match["role_id"]
+        )
+    return no_content()
+
+
+async def revoke(request: web.Request) -> web.Response:
+    """404: no such user (or group), project, role or assignment. A user's tokens lose the role at once."""
+    match, admin = request.match_info, client(request, IdentityAdmin)
+    if "user_id" in match:
+        await admin.revoke_role(user=match["user_id"], project=match["project_id"], role=match["role_id"])
+    else:
+        await admin.revoke_group_role(
+            group=match["group_id"], project=match["project_id"], role=match["role_id"]
+        )
+    return no_content()
+
+
+async def check(request: web.Request) -> web.Response:
+    """204 when the user (or group) has the role on the project itself; 404 when not."""
+    match = request.match_info
+    if not await _assigned(request, match["role_id"]):
+        raise NotFound(f"Could not find role assignment of {match['role_id']} on {match['project_id']}.")
+    return no_content()
+
+
+for _path, _whose in ((USER_ROLES, "a user"), (GROUP_ROLES, "a group")):
+    routes.get(
+        _path,
+        f"List the roles {_whose} has on a project (admin)",
+        policy=ADMIN,
+        replies=[Reply(200, RoleList, "Its direct assignments' roles.")],
+        errors=(404,),
+    )(list_assigned_roles)
+    _role = f"{_path}/{{role_id}}"
+    routes.put(
+        _role,
+        f"Grant {_whose} a role on a project (admin)",
+        policy=ADMIN,
+        replies=[Reply(204, None, "Granted.")],
+        errors=(404,),
+    )(grant)
+    routes.delete(
+        _role,
+        f"Revoke {_whose}'s role on a project (admin)",
+        policy=ADMIN,
+        replies=[Reply(204, None, "Revoked.")],
+        errors=(404,),
+    )(revoke)
+    for _method in ("HEAD", "GET"):
+        routes.route(
+            _method,
+            _role,
+            f"Check {_whose}'s role on a project (admin)",
+            policy=ADMIN,
+            replies=[Reply(204, None, "Assigned.")],
+            errors=(404,),
+        )(check)

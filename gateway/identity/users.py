@@ -1,0 +1,193 @@
+"""Users (``/users``, admins): list, create, show, update (PATCH), delete.
+
+A user is never shown with its password. Disabling a user, changing its password or deleting
+it revokes its tokens at once (the identity actor does).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from aiohttp import web
+from msgspec import UNSET, Meta, UnsetType
+
+from api.identity import DomainId, IdentityAdmin, Label, Secret, Text
+from api.identity import User as Record
+from gateway.http import client, json_response, no_content
+from gateway.identity.common import (
+    ADMIN,
+    V3,
+    CollectionLinks,
+    Filter,
+    Flag,
+    ResourceLinks,
+    collection_links,
+    is_set,
+    other_domain,
+    self_link,
+)
+from gateway.routing import Body, OpenRequest, Query, Reply, Routes
+
+USERS = f"{V3}/users"
+USER = f"{USERS}/{{user_id}}"
+ProjectRef = Annotated[str, Meta(max_length=255, description="A project's id or name; empty: none.")]
+
+
+class UserCreate(OpenRequest):
+    """A user in the default domain; without a password it cannot log in with one. Keystone's
+    other members (``options``, ``federated``...) are taken and ignored."""
+
+    name: Label
+    password: Secret | None = None
+    description: Text | None = None
+    enabled: bool = True
+    default_project_id: ProjectRef | None = None
+    domain_id: DomainId | UnsetType = UNSET
+
+
+class UserCreateRequest(OpenRequest):
+    user: UserCreate
+
+
+class UserUpdate(OpenRequest):
+    """What may change (absent: unchanged; a null description or default project clears it).
+    Disabling the user or changing its password revokes its tokens."""
+
+    name: Label | UnsetType = UNSET
+    password: Secret | UnsetType = UNSET
+    enabled: bool | UnsetType = UNSET
+    description: Text | UnsetType | None = UNSET
+    default_project_id: ProjectRef | UnsetType | None = UNSET
+    domain_id: Annotated[DomainId, Meta(description="A domain cannot be changed.")] | UnsetType = UNSET
+
+
+class UserUpdateRequest(OpenRequest):
+    user: UserUpdate
+
+
+class UserQuery(Query):
+    name: Annotated[Filter, Meta(description="Users of this name.")] | UnsetType = UNSET
+    enabled: Flag | UnsetType = UNSET
+    domain_id: Annotated[Filter, Meta(description="Users of this domain (default).")] | UnsetType = UNSET
+
+
+class User(Body):
+    """A user (never its password)."""
+
+    id: str
+    name: str
+    description: str
+    domain_id: str
+    enabled: bool
+    password_expires_at: None
+    options: dict[str, Any]
+    links: ResourceLinks
+    default_project_id: str | UnsetType = UNSET
+
+
+class UserShown(Body):
+    user: User
+
+
+class UserList(Body):
+    users: list[User]
+    links: CollectionLinks
+
+
+def user_view(request: web.Request, user: Record) -> User:
+    return User(
+        id=user["id"],
+        name=user["name"],
+        description=user["description"],
+        domain_id=user["domain_id"],
+        enabled=bool(user["enabled"]),
+        password_expires_at=None,
+        options={},
+        links=self_link(request, "users", user["id"]),
+        default_project_id=user["default_project_id"] or UNSET,
+    )
+
+
+def user_list(request: web.Request, users: list[Record]) -> UserList:
+    return UserList(users=[user_view(request, user) for user in users], links=collection_links(request))
+
+
+routes = Routes()
+
+
+@routes.get(
+    USERS, "List users (admin)", policy=ADMIN, query=UserQuery, replies=[Reply(200, UserList, "By name.")]
+)
+async def list_users(request: web.Request, query: UserQuery) -> web.Response:
+    if other_domain(query.domain_id):
+        return json_response(user_list(request, []))
+    users = await client(request, IdentityAdmin).list_users(
+        name=None if query.name is UNSET else query.name,
+        enabled=None if query.enabled is UNSET else is_set(query.enabled),
+    )
+    return json_response(user_list(request, users))
+
+
+@routes.post(
+    USERS,
+    "Create a user (admin)",
+    policy=ADMIN,
+    body=UserCreateRequest,
+    replies=[Reply(201, UserShown, "The user.")],
+    errors=(404, 409),
+)
+async def create_user(request: web.Request, body: UserCreateRequest) -> web.Response:
+    """404: no such default project; 409: a user of that name exists."""
+    asked = body.user
+    user = await client(request, IdentityAdmin).create_user(
+        name=asked.name,
+        password=asked.password,
+        default_project=asked.default_project_id or None,
+        enabled=asked.enabled,
+        description=asked.description or "",
+    )
+    return json_response(UserShown(user=user_view(request, user)), status=201)
+
+
+@routes.get(
+    USER, "Show a user (admin)", policy=ADMIN, replies=[Reply(200, UserShown, "The user.")], errors=(404,)
+)
+async def get_user(request: web.Request) -> web.Response:
+    user = await client(request, IdentityAdmin).get_user(user_id=request.match_info["user_id"])
+    return json_response(UserShown(user=user_view(request, user)))
+
+
+@routes.patch(
+    USER,
+    "Update a user (admin)",
+    policy=ADMIN,
+    body=UserUpdateRequest,
+    replies=[Reply(200, UserShown, "The user.")],
+    errors=(404, 409),
+)
+async def update_user(request: web.Request, body: UserUpdateRequest) -> web.Response:
+    """404: no such user or default project; 409: the new name is taken."""
+    asked = body.user
+    user = await client(request, IdentityAdmin).update_user(
+        user_id=request.match_info["user_id"],
+        name=None if asked.name is UNSET else asked.name,
+        password=None if asked.password is UNSET else asked.password,
+        enabled=None if asked.enabled is UNSET else asked.enabled,
+        description=None if asked.description is UNSET else asked.description or "",
+        default_project=None if asked.default_project_id is UNSET else asked.default_project_id or "",
+    )
+    return json_response(UserShown(user=user_view(request, user)))
+
+
+@routes.delete(
+    USER,
+    "Delete a user (admin)",
+    policy=ADMIN,
+    replies=[
+        Reply(204, None, "Deleted, with its role assignments, memberships and application credentials.")
+    ],
+    errors=(404,),
+)
+async def delete_user(request: web.Request) -> web.Response:
+    await client(request, IdentityAdmin).delete_user(user_id=request.match_info["user_id"])
+    return no_content()
