@@ -110,6 +110,7 @@ class Method:
     signature: inspect.Signature
     _arguments: type[msgspec.Struct] | None = field(default=None, repr=False)
     _returns: Any = field(default=None, repr=False)
+    _carries_bytes: bool = field(default=False, repr=False)
     _resolved: bool = field(default=False, repr=False)
 
     def _resolve(self) -> None:
@@ -129,6 +130,7 @@ class Method:
             forbid_unknown_fields=True,
         )
         self._returns = hints.get("return", Any)
+        self._carries_bytes = any(_mentions_bytes(annotation) for _, annotation, *_ in fields)
         self._resolved = True
 
     @property
@@ -151,13 +153,17 @@ class Method:
 
         :raises InvalidRequest: the body is not a map, or a field is missing, unknown or of the wrong type.
         """
+        if not self._resolved:
+            self._resolve()
         if body is None:
             body = {}
         elif type(body) is not dict:
             raise InvalidRequest(f"{self.name}: the body must be a map of arguments")
         try:
-            # bytes are msgpack's own: a str is never taken for base64 of bytes
-            arguments = msgspec.convert(body, self.arguments, builtin_types=_WIRE_TYPES)
+            if self._carries_bytes:  # bytes are msgpack's own: a str is never taken for base64 of bytes
+                arguments = msgspec.convert(body, self._arguments, builtin_types=_WIRE_TYPES)
+            else:
+                arguments = msgspec.convert(body, self._arguments)
         except msgspec.ValidationError as exc:
             raise InvalidRequest(f"{self.name}: {exc}") from None
         return msgspec.structs.asdict(arguments)
@@ -290,6 +296,21 @@ ServiceAPI.api_methods = {
 }
 
 
+def _mentions_bytes(annotation: Any, seen: set[int] | None = None) -> bool:
+    """Whether a type is, or holds somewhere inside it, ``bytes`` (or bytearray, memoryview)."""
+    seen = set() if seen is None else seen
+    if id(annotation) in seen:
+        return False
+    seen.add(id(annotation))
+    if annotation in _WIRE_TYPES:
+        return True
+    inner = list(typing.get_args(annotation))
+    is_struct = isinstance(annotation, type) and issubclass(annotation, msgspec.Struct)
+    if is_struct or typing.is_typeddict(annotation):
+        inner += typing.get_type_hints(annotation).values()
+    return any(_mentions_bytes(part, seen) for part in inner)
+
+
 def _check_declaration(cls: type, name: str, function: Any, declared: _Declared) -> None:
     if not inspect.iscoroutinefunction(function):
         raise TypeError(f"{cls.__name__}.{name} must be async def")
@@ -360,19 +381,22 @@ def _options(self: Any, *, timeout: float | None = None, patience: float | None 
 
 
 def _sender(method: Method) -> Callable[..., Awaitable[Any]]:
+    """A client's method: it hands back the bus's own awaitable (no coroutine of its own per call)."""
     name = method.name
     declared_timeout = method.timeout
 
-    async def send_cast(self: Any, **arguments: Any) -> None:
-        await self._bus.cast(f"{self._address}.{name}", arguments)
+    def send_cast(self: Any, **arguments: Any) -> Awaitable[None]:
+        bus: Bus = self._bus
+        return bus.cast(f"{self._address}.{name}", arguments)
 
-    async def send_call(self: Any, **arguments: Any) -> Any:
+    def send_call(self: Any, **arguments: Any) -> Awaitable[Any]:
+        bus: Bus = self._bus
         timeout = self._timeout or declared_timeout or DEFAULT_CALL_TIMEOUT
         if self._patience is not None:
-            return await self._bus.call_patiently(
+            return bus.call_patiently(
                 f"{self._address}.{name}", arguments, within=self._patience, attempt_timeout=timeout
             )
-        return await self._bus.call(f"{self._address}.{name}", arguments, timeout=timeout)
+        return bus.call(f"{self._address}.{name}", arguments, timeout=timeout)
 
     send = send_cast if method.kind == "cast" else send_call
     send.__name__ = send.__qualname__ = name
