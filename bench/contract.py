@@ -51,7 +51,7 @@ def main() -> None:
     print(
         f"RESULT operations={result.operations} test_cases={result.test_cases}"
         f" failures={sum(result.failures.values())} errors={len(result.errors)}"
-        f" seed={seed.group(1) if seed else options.seed} goal_met={result.clean}"
+        f" seed={seed.group(1) if seed else options.seed} goal_met={'yes' if result.clean else 'no'}"
     )
 
 
