@@ -20,12 +20,14 @@ import os
 import re
 import time
 from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from functools import partial
 from typing import Any, ClassVar
 
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from bus.api import Method, Pong, ServiceAPI, handlers_of
+from bus.api import Method, Pong, ServiceAPI, handlers_of, served_pattern
 from bus.bus import Bus, BusClosed, Current, current
 from bus.envelope import Envelope, decode, new_id, request_id_of
 from bus.errors import (
@@ -73,15 +75,14 @@ class Actor:
         self.instance_id = new_id()[:12]
         self.state = ActorState.NEW
         self.inflight = 0
-        self._handlers: dict[str, tuple[Method, Callable[..., Awaitable[Any]]]] = {
-            "ping": (ServiceAPI.api_methods["ping"], self.ping)
+        self._routes: dict[str, _Route] = {
+            self.address: _Route(self.address, None, {"ping": (ServiceAPI.api_methods["ping"], self.ping)})
         }
         self.check_replies = os.environ.get("AIOSTACK_CHECK_REPLIES") == "1"
         if isinstance(self, ServiceAPI):
             self.serve(self)
-        self._method_offset = len(bus.rpc_subject(self.address)) + 1
-        self._queue: asyncio.Queue[Msg] = asyncio.Queue(self.max_backlog)
-        self._subscription: Subscription | None = None
+        self._queue: asyncio.Queue[tuple[Msg, _Route]] = asyncio.Queue(self.max_backlog)
+        self._subscriptions: list[Subscription] = []
         self._workers: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[Any]] = set()
         self._started = asyncio.Event()
@@ -100,13 +101,37 @@ class Actor:
             if not isinstance(servant, ServiceAPI):
                 raise TypeError(f"{type(servant).__name__} implements no ServiceAPI facet")
             for facet in type(servant).facets():
-                if not _address_matches(facet.address, self.address):
-                    raise TypeError(f"{facet.__name__} is served on {facet.address!r}, not {self.address!r}")
+                self._route_of(facet)
             for name, (method, implementation) in handlers_of(servant).items():
-                served = self._handlers.get(name)
+                route = self._route_of(method.facet)
+                served = route.handlers.get(name)
                 if served is not None and served[1] != implementation:
                     raise TypeError(f"actor {self.address}: two servants implement {name}")
-                self._handlers[name] = (method, implementation)
+                route.handlers[name] = (method, implementation)
+
+    def _route_of(self, facet: type[ServiceAPI]) -> _Route:
+        """Where a facet's methods arrive: the actor's address, or for a facet with a caller field
+        (``conductor.host.{host}``) a subscription of its own under the actor's address.
+
+        :raises TypeError: the facet is served on another address.
+        """
+        if facet.caller is None:
+            if not _address_matches(facet.address, self.address):
+                raise TypeError(f"{facet.__name__} is served on {facet.address!r}, not {self.address!r}")
+            return self._routes[self.address]
+        pattern = served_pattern(facet)
+        if not pattern.startswith(self.address + "."):
+            raise TypeError(f"{facet.__name__} is served on {facet.address!r}, not under {self.address!r}")
+        route = self._routes.get(pattern)
+        if route is None:
+
+            async def ping(**_caller: str) -> Pong:
+                return await self.ping()
+
+            route = self._routes[pattern] = _Route(
+                pattern, facet.caller, {"ping": (ServiceAPI.api_methods["ping"], ping)}
+            )
+        return route
 
     # -- hooks ----------------------------------------------------------------------------
 
@@ -153,12 +178,15 @@ class Actor:
                 asyncio.create_task(self._worker(), name=f"{self.address}-worker-{i}")
                 for i in range(self.max_inflight)
             ]
-            self._subscription = await self.bus.subscribe(
-                f"{self.bus.rpc_subject(self.address)}.*",
-                self._on_message,
-                queue=self.address,
-                pending_msgs_limit=self.max_backlog * 4,
-            )
+            for route in self._routes.values():
+                self._subscriptions.append(
+                    await self.bus.subscribe(
+                        f"{self.bus.rpc_subject(route.pattern)}.*",
+                        partial(self._on_message, route),
+                        queue=self.address,
+                        pending_msgs_limit=self.max_backlog * 4,
+                    )
+                )
             await self.bus.flush()
             self.state = ActorState.RUNNING
             self._started_at = time.monotonic()
@@ -198,14 +226,15 @@ class Actor:
     async def _shutdown(self) -> None:
         crashed = self._failure is not None
         self.state = ActorState.DRAINING
-        if self._subscription is not None:
+        for subscription in self._subscriptions:
             try:
                 if crashed:
-                    await self._subscription.unsubscribe()
+                    await subscription.unsubscribe()
                 else:
-                    await self._subscription.drain()
+                    await subscription.drain()
             except Exception as exc:
                 log.warning("actor %s: unsubscribe failed: %r", self.address, exc)
+        self._subscriptions.clear()
         if not crashed:
             try:
                 async with asyncio.timeout(self.drain_timeout):
@@ -214,7 +243,7 @@ class Actor:
                 log.warning("actor %s: drain timed out with %d in flight", self.address, self.inflight)
         while not self._queue.empty():
             await self._answer_error(
-                self._queue.get_nowait(),
+                self._queue.get_nowait()[0],
                 ActorStopped(f"actor {self.address} stopped before handling the message"),
             )
         for task in [*self._workers, *self._background]:
@@ -234,12 +263,12 @@ class Actor:
 
     # -- message handling -----------------------------------------------------------------
 
-    async def _on_message(self, msg: Msg) -> None:
+    async def _on_message(self, route: _Route, msg: Msg) -> None:
         if self.state not in (ActorState.STARTING, ActorState.RUNNING, ActorState.DRAINING):
             await self._answer_error(msg, ActorStopped(f"actor {self.address} is not running"))
             return
         try:
-            self._queue.put_nowait(msg)
+            self._queue.put_nowait((msg, route))
         except asyncio.QueueFull:
             await self._answer_error(
                 msg, Overloaded(f"actor {self.address} has {self.inflight} in flight and a full backlog")
@@ -247,10 +276,10 @@ class Actor:
 
     async def _worker(self) -> None:
         while True:
-            msg = await self._queue.get()
+            msg, route = await self._queue.get()
             self.inflight += 1
             try:
-                await self._handle(msg)
+                await self._handle(msg, route)
             except asyncio.CancelledError:
                 await self._answer_error(
                     msg, ActorStopped(f"actor {self.address} stopped while handling the message")
@@ -262,8 +291,9 @@ class Actor:
                 self.inflight -= 1
                 self._queue.task_done()
 
-    async def _handle(self, msg: Msg) -> None:
-        method = msg.subject[self._method_offset :]
+    async def _handle(self, msg: Msg, route: _Route) -> None:
+        head, _, method = msg.subject.rpartition(".")
+        caller = {route.caller: head.rpartition(".")[2]} if route.caller is not None else {}
         try:
             envelope = decode(msg.data, self.bus.max_bytes)
         except BadMessage as exc:
@@ -272,8 +302,11 @@ class Actor:
             return
         token = current.set(Current(envelope.request_id, envelope.context, envelope.deadline))
         try:
-            await self._authorize(method, envelope)
-            result = await self._dispatch(method, envelope)
+            served = route.handlers.get(method)
+            if served is None:
+                raise NoSuchMethod(f"actor {self.address} has no method {method!r} on {route.pattern}")
+            await self._authorize(served[0], envelope)
+            result = await self._dispatch(served, envelope, caller)
         except AiostackError as exc:
             exc.request_id = envelope.request_id
             log.info("actor %s.%s rid=%s: %s: %s", self.address, method, envelope.request_id, exc.code, exc)
@@ -298,18 +331,15 @@ class Actor:
         finally:
             current.reset(token)
 
-    async def _dispatch(self, method: str, envelope: Envelope) -> Any:
-        served = self._handlers.get(method)
-        if served is None:
-            raise NoSuchMethod(f"actor {self.address} has no method {method!r}")
+    async def _dispatch(self, served: Served, envelope: Envelope, caller: dict[str, str]) -> Any:
         declaration, method_handler = served
         if envelope.expired():
-            raise DeadlineExpired(f"{self.address}.{method}: deadline passed before work started")
+            raise DeadlineExpired(f"{self.address}.{declaration.name}: deadline passed before work started")
         try:
             arguments = declaration.parse(envelope.body)
         except InvalidRequest as exc:
             raise InvalidRequest(f"{self.address}.{exc}") from None
-        result = await method_handler(**arguments)
+        result = await method_handler(**arguments, **caller)
         if self.check_replies:
             try:
                 declaration.check_reply(result)
@@ -318,7 +348,7 @@ class Actor:
                 raise RemoteError(str(exc), remote_type="TypeError") from None
         return result
 
-    async def _authorize(self, method: str, envelope: Envelope) -> None:
+    async def _authorize(self, declaration: Method, envelope: Envelope) -> None:
         """A call that acts for a user must carry that user's valid token, and the policy must allow it.
 
         The checked context (with the token's roles, not the claimed ones) replaces the claim.
@@ -328,10 +358,7 @@ class Actor:
             return
         ctx = await self.bus.authenticator(claimed)
         current.set(Current(envelope.request_id, ctx, envelope.deadline))
-        served = self._handlers.get(method)
-        if served is None:
-            return
-        policy = served[0].policy
+        policy = declaration.policy
         if (
             policy is not None
             and self.bus.policy_check is not None
@@ -362,6 +389,22 @@ class Actor:
             "inflight": self.inflight,
             "backlog": self._queue.qsize(),
         }
+
+
+Served = tuple[Method, Callable[..., Awaitable[Any]]]
+"""A method's declaration and the handler that serves it."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Route:
+    """One subscription of an actor: ``<prefix>.rpc.<pattern>.*`` and the handlers reached by it.
+
+    ``caller`` names the field a wildcard of the pattern carries (``conductor.host.*``: the
+    calling host), handed to those handlers from the subject."""
+
+    pattern: str
+    caller: str | None
+    handlers: dict[str, Served]
 
 
 def _address_matches(template: str, address: str) -> bool:

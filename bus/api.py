@@ -42,7 +42,7 @@ from __future__ import annotations
 import inspect
 import string
 import typing
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, Literal, Self, TypeVar, overload
 
@@ -183,17 +183,30 @@ class ServiceAPI:
 
     address: ClassVar[str] = ""
     """Where the facet is served, relative to ``<prefix>.rpc.``; may hold ``{fields}``."""
+    caller: ClassVar[str | None] = None
+    """The field of the address that names the *caller* (``address="conductor.host.{host}",
+    caller="host"``): the actor serving the facet serves every value of it, and its handlers get
+    it as a keyword argument read from the subject, which only that caller may publish to (its
+    NATS permissions), never from the body."""
     api_methods: ClassVar[dict[str, Method]] = {}
     """Every method of the facet, its parents' included."""
 
-    def __init_subclass__(cls, *, address: str | None = None, **kwargs: Any) -> None:
+    def __init_subclass__(
+        cls, *, address: str | None = None, caller: str | None = None, **kwargs: Any
+    ) -> None:
         super().__init_subclass__(**kwargs)
+        if caller is not None:
+            if address is None or not address.endswith(f".{{{caller}}}"):
+                raise TypeError(f"{cls.__name__}: caller {caller!r} must be the last field of its address")
+            cls.caller = caller
         own = {name: value for name, value in vars(cls).items() if getattr(value, _MARK, None) is not None}
         if address is not None:
-            inherited = {base.address for base in cls.__mro__[1:] if issubclass(base, ServiceAPI)}
-            inherited.discard("")
-            if inherited and inherited != {address}:
-                raise TypeError(f"{cls.__name__}: a facet extends only facets of its own address")
+            inherited = {
+                (base.address, base.caller) for base in cls.__mro__[1:] if issubclass(base, ServiceAPI)
+            }
+            inherited.discard(("", None))
+            if inherited and inherited != {(address, cls.caller)}:
+                raise TypeError(f"{cls.__name__}: a facet extends only facets of its own address and caller")
             cls.address = address
         elif own and not cls.address:
             raise TypeError(f"{cls.__name__} declares methods but names no address")
@@ -320,11 +333,14 @@ def _check_declaration(cls: type, name: str, function: Any, declared: _Declared)
             raise TypeError(f"{cls.__name__}.{name}: parameter {parameter.name} must be keyword-only")
 
 
-def _same_parameters(declared: inspect.Signature, implemented: inspect.Signature) -> bool:
-    """Names, kinds and defaults the same (annotations may be plainer in the implementation)."""
+def _same_parameters(declared: inspect.Signature, implemented: inspect.Signature, caller: str | None) -> bool:
+    """Names, kinds and defaults the same (annotations may be plainer in the implementation); a
+    facet with a caller field adds it, keyword-only with no default, to its handlers."""
     left = [(p.name, p.kind, p.default) for p in declared.parameters.values()]
+    if caller is not None:
+        left.append((caller, inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.empty))
     right = [(p.name, p.kind, p.default) for p in implemented.parameters.values()]
-    return left == right
+    return sorted(left[1:]) == sorted(right[1:]) and left[0] == right[0]
 
 
 def handlers_of(servant: object) -> dict[str, tuple[Method, Callable[..., Awaitable[Any]]]]:
@@ -346,7 +362,7 @@ def handlers_of(servant: object) -> dict[str, tuple[Method, Callable[..., Awaita
                 raise TypeError(f"{servant_class.__name__} does not implement {facet.__name__}.{name}")
             if not inspect.iscoroutinefunction(implementation):
                 raise TypeError(f"{servant_class.__name__}.{name} must be async def")
-            if not _same_parameters(method.signature, inspect.signature(implementation)):
+            if not _same_parameters(method.signature, inspect.signature(implementation), facet.caller):
                 raise TypeError(
                     f"{servant_class.__name__}.{name}{inspect.signature(implementation)} differs from "
                     f"{facet.__name__}.{name}{method.signature}"
@@ -404,21 +420,22 @@ def _sender(method: Method) -> Callable[..., Awaitable[Any]]:
     return send
 
 
-def subjects(facet: type[ServiceAPI]) -> list[str]:
-    """The subjects (under ``<prefix>.rpc.``) a client of ``facet`` sends to: its address's fields
-    are wildcards (``node.*.build_and_run_instance``)."""
-    address = _wildcard(facet.address)
+def subjects(facet: type[ServiceAPI], **fields: str) -> list[str]:
+    """The subjects (under ``<prefix>.rpc.``) a client of ``facet`` sends to: the address's fields
+    given are filled in, the others are wildcards (``node.*.build_and_run_instance``)."""
+    address = _wildcard(facet.address, fields)
     return [f"{address}.{name}" for name in sorted(facet.api_methods)]
 
 
-def served_subject(facet: type[ServiceAPI], **fields: str) -> str:
-    """What an actor serving ``facet`` subscribes to (under ``<prefix>.rpc.``): ``<address>.>``."""
-    return f"{facet.address_for(**fields) if fields else _wildcard(facet.address)}.>"
+def served_pattern(facet: type[ServiceAPI], **fields: str) -> str:
+    """The address an actor serving ``facet`` subscribes under (``<address>.*``, under
+    ``<prefix>.rpc.``): its fields as given (a node's host), its caller field a wildcard."""
+    return _wildcard(facet.address, {name: value for name, value in fields.items() if name != facet.caller})
 
 
-def _wildcard(template: str) -> str:
+def _wildcard(template: str, fields: Mapping[str, str] | None = None) -> str:
     names = [name for _, name, _, _ in string.Formatter().parse(template) if name]
-    return template.format(**dict.fromkeys(names, "*"))
+    return template.format(**{name: (fields or {}).get(name, "*") for name in names})
 
 
 class Topic(Generic[T]):

@@ -38,7 +38,7 @@ from api.net import Net
 from api.node import Node
 from api.scheduler import HEARTBEAT, Scheduler
 from api.volume import Volumes
-from bus.api import ServiceAPI, Topic, subjects
+from bus.api import ServiceAPI, Topic, served_pattern, subjects
 from bus.bus import event_stream_name, inbox_prefix_for, read_credentials
 from bus.server import authorization_config
 from gateway import peers as gateway_peers
@@ -54,9 +54,10 @@ AUTHORIZATION_FILE = "authorization.conf"
 class Kind:
     """What one kind of process does on the bus."""
 
-    serves: type[ServiceAPI] | None = None
-    """A facet it serves: its address (``P.rpc.<address>.>``, queue group = address; ``{host}``:
-    each of the process's hosts)."""
+    serves: tuple[type[ServiceAPI], ...] = ()
+    """The facets it serves (the first names its address: the queue group of its subscriptions):
+    it subscribes to ``P.rpc.<address>.*`` (``{host}``: each of the process's hosts), and for a
+    facet with a caller field to ``P.rpc.<address>.<caller: any>.*`` too."""
     uses: tuple[type[ServiceAPI], ...] = ()
     """The facets it makes clients of: it may send to their methods' subjects and nothing else."""
     events: tuple[str, ...] = ()
@@ -70,27 +71,35 @@ class Kind:
 
 
 KINDS: dict[str, Kind] = {
-    "identity": Kind(serves=Tokens, publishes=(REVOKED,)),
-    "conductor": Kind(serves=Compute, uses=conductor_peers.FACETS, events=("instance",)),
+    "identity": Kind(serves=(Tokens,), publishes=(REVOKED,)),
+    "conductor": Kind(serves=(Compute,), uses=conductor_peers.FACETS, events=("instance",)),
     "scheduler": Kind(
-        serves=Scheduler,
+        serves=(Scheduler,),
         uses=orphans.FACETS,
         events=("node",),
         listens=(f"{HEARTBEAT.pattern} {Scheduler.address}",),
     ),
-    "image": Kind(serves=Images, events=("image",)),
-    "net": Kind(serves=Net, uses=orphans.FACETS, events=("port",)),
-    "volume": Kind(serves=Volumes, uses=orphans.FACETS, events=("volume",)),
-    "node": Kind(serves=Node, uses=node_peers.FACETS, events=("domain",), publishes=(HEARTBEAT,)),
+    "image": Kind(serves=(Images,), events=("image",)),
+    "net": Kind(serves=(Net,), uses=orphans.FACETS, events=("port",)),
+    "volume": Kind(serves=(Volumes,), uses=orphans.FACETS, events=("volume",)),
+    "node": Kind(serves=(Node,), uses=node_peers.FACETS, events=("domain",), publishes=(HEARTBEAT,)),
     "gateway": Kind(uses=gateway_peers.FACETS, listens=(event_filter(),), reads_events=True),
 }
 """Per kind of process. Every actor validates the tokens of user calls (runtime.auth), the identity
 actor too, so each may call ``TokenValidation``'s methods."""
 
 
-def calls(kind: Kind) -> list[str]:
-    """The subjects (under ``P.rpc.``) a kind of process may send to: its facets' methods."""
-    return sorted({subject for facet in (TokenValidation, *kind.uses) for subject in subjects(facet)})
+def calls(kind: Kind, hosts: tuple[str, ...] = ()) -> list[str]:
+    """The subjects (under ``P.rpc.``) a process of a kind may send to: its facets' methods (a
+    facet with a caller field: only as each of the process's ``hosts``)."""
+    allowed: set[str] = set()
+    for facet in (TokenValidation, *kind.uses):
+        if facet.caller is None:
+            allowed.update(subjects(facet))
+        else:
+            for host in hosts:
+                allowed.update(subjects(facet, **{facet.caller: host}))
+    return sorted(allowed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +117,7 @@ def permissions(principal: Principal, prefix: str) -> dict[str, Any]:
         return {"publish": {"allow": [">"]}, "subscribe": {"allow": [">"]}}
     kind = KINDS[principal.kind]
     stream = event_stream_name(prefix)
-    publish = [f"{prefix}.rpc.{subject}" for subject in calls(kind)]
+    publish = [f"{prefix}.rpc.{subject}" for subject in calls(kind, principal.hosts)]
     publish += [f"{prefix}.{event_filter(event)}" for event in kind.events]
     hosts = principal.hosts or ("",)
     publish += [f"{prefix}.{topic.template.format(host=host)}" for topic in kind.publishes for host in hosts]
@@ -124,12 +133,13 @@ def permissions(principal: Principal, prefix: str) -> dict[str, Any]:
             f"$JS.FC.{stream}.>",
         ]
     subscribe = [f"{inbox_prefix_for(principal.user)}.>", f"{prefix}.{REVOKED.pattern}"]
-    if kind.serves is not None:
-        addresses = [kind.serves.address.format(host=host) for host in hosts]
-        subscribe += [f"{prefix}.rpc.{address}.> {address}" for address in addresses]
+    for host in hosts if kind.serves else ():
+        queue = served_pattern(kind.serves[0], host=host)
+        patterns = dict.fromkeys(served_pattern(facet, host=host) for facet in kind.serves)
+        subscribe += [f"{prefix}.rpc.{pattern}.* {queue}" for pattern in patterns]
     subscribe += [f"{prefix}.{subject}" for subject in kind.listens]
     result: dict[str, Any] = {"publish": {"allow": publish}, "subscribe": {"allow": subscribe}}
-    if kind.serves is not None:
+    if kind.serves:
         result["allow_responses"] = True
     return result
 

@@ -9,7 +9,7 @@ from typing import Annotated, Literal, TypedDict
 import pytest
 from msgspec import Meta
 
-from bus import Actor, Bus, CallTimeout, InvalidRequest, NotFound, RemoteError
+from bus import Actor, Bus, CallTimeout, InvalidRequest, NoSuchMethod, NotFound, RemoteError
 from bus.api import ServiceAPI, Topic, call, cast, subjects
 
 
@@ -227,3 +227,42 @@ async def test_a_topic_carries_its_fields_in_the_subject_and_checks_its_body(bus
     await BEATS.publish(bus, {"load": "high"}, host="h1")  # type: ignore[typeddict-item]  # refused
     await BEATS.publish(bus, {"load": 3}, host="h2")
     assert await asyncio.wait_for(got.get(), 5) == ({"host": "h2"}, {"load": 3})
+
+
+class ShelfReports(ServiceAPI, address="boxes.from.{host}", caller="host"):
+    """What each host tells the shelf: the host is the subject's, only that host may publish there."""
+
+    @call
+    async def report(self, *, load: int) -> str:
+        """Who reported, as the shelf saw it."""
+
+
+class ReportingShelf(Shelf, ShelfReports):
+    async def report(self, *, load: int, host: str) -> str:
+        return f"{host}:{load}"
+
+
+async def test_a_caller_field_comes_from_the_subject_never_from_the_body(bus: Bus) -> None:
+    shelf = ReportingShelf(bus)
+    await shelf.start()
+    try:
+        assert await ShelfReports.client(bus, host="h1").report(load=3) == "h1:3"
+        assert (await ShelfReports.client(bus, host="h2").ping())["address"] == "boxes"
+        with pytest.raises(InvalidRequest, match="host"):
+            await bus.call("boxes.from.h1.report", {"load": 3, "host": "h2"})
+        with pytest.raises(NoSuchMethod):
+            await bus.call("boxes.report", {"load": 3})
+        assert await Boxes.client(bus).put(name="a", size=1) == {"name": "a", "size": 1}
+    finally:
+        await shelf.stop()
+    assert subjects(ShelfReports, host="h1") == ["boxes.from.h1.ping", "boxes.from.h1.report"]
+    assert subjects(ShelfReports) == ["boxes.from.*.ping", "boxes.from.*.report"]
+
+
+def test_a_handler_of_a_caller_facet_must_take_the_caller_field(bus: Bus) -> None:
+    class Deaf(Shelf, ShelfReports):
+        async def report(self, *, load: int) -> str:
+            return str(load)
+
+    with pytest.raises(TypeError, match=r"differs from ShelfReports\.report"):
+        Deaf(bus)
