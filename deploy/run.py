@@ -21,6 +21,7 @@ from pathlib import Path
 
 from bus import Actor, Bus, Supervisor
 from bus.bus import BusAuthFailed
+from deploy.privacy import restrict_new_files
 from runtime.auth import install
 from runtime.config import Config
 
@@ -91,6 +92,7 @@ def _stop_on_signals() -> asyncio.Event:
 
 
 async def run_actor(args: argparse.Namespace) -> int:
+    restrict_new_files()
     config = Config(data_dir=args.data_dir, nats_url=args.nats, prefix=args.prefix)
     stop = _stop_on_signals()
     name = f"node.{','.join(args.host or ['node-1'])}" if args.actor == "node" else args.actor

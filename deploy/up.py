@@ -32,6 +32,7 @@ from bus import TRANSIENT_ERRORS, Bus, EmbeddedNatsServer, NatsServerError
 from bus.api import liveness
 from deploy.clouds import write_client_files
 from deploy.credentials import ADMIN, Credentials, Principal, prepare
+from deploy.privacy import make_private, restrict_new_files
 from node.testnode import write_test_node_file
 
 log = logging.getLogger(__name__)
@@ -218,7 +219,14 @@ async def _ready(
 
 async def up(args: argparse.Namespace) -> int:
     data_dir: Path = args.data_dir
-    data_dir.mkdir(parents=True, exist_ok=True)
+    restrict_new_files()
+    opened_up = make_private(data_dir)
+    if opened_up:
+        print(
+            f"aiostack up: {len(opened_up)} files and folders of {data_dir} were readable by others;"
+            " made them owner-only (folders 0700, files 0600)",
+            file=sys.stderr,
+        )
     log_dir = data_dir / "logs"
     log_dir.mkdir(exist_ok=True)
     stop = asyncio.Event()
