@@ -24,11 +24,13 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TypedDict
 
+from actors.placement import Placements, sees_for
 from api.image import (
     CHUNK_MAX,
     ContainerFormat,
     DiskFormat,
     Image,
+    ImageForNodes,
     Images,
     ImageStatus,
     Received,
@@ -132,6 +134,11 @@ def _digest(path: Path) -> tuple[int, str, str]:
     return size, md5.hexdigest(), sha512.hexdigest()
 
 
+def _public(row: ImageRow) -> bool:
+    """Whether every project sees the image (public and community ones)."""
+    return row["visibility"] in ("public", "community")
+
+
 def _record(row: ImageRow) -> Image:
     """An image as the actor shows it (Glance v2 field names)."""
     return {
@@ -166,6 +173,7 @@ class ImageActor(Actor, Images):
         self.images_dir = config.data_dir / "images"
         self._locks: dict[str, asyncio.Lock] = {}
         self._lock_users: Counter[str] = Counter()
+        self.serve(NodeImages(self, Placements(bus)))
 
     async def on_start(self) -> None:
         await asyncio.to_thread(self.images_dir.mkdir, parents=True, exist_ok=True)
@@ -212,10 +220,18 @@ class ImageActor(Actor, Images):
 
         :raises NotFound: no such image (or deleted), or the caller may not see it.
         """
+        row = await self.stored(image_id, deleted=deleted)
+        check_visible("image", image_id, row["owner"], public=_public(row))
+        return row
+
+    async def stored(self, image_id: str, *, deleted: bool = False) -> ImageRow:
+        """The image's row, whoever may see it (deleted ones only when asked).
+
+        :raises NotFound: no such image (or deleted).
+        """
         row = await self.store.fetchone("SELECT * FROM images WHERE id = ?", (image_id,), row=ImageRow)
         if row is None or (row["status"] == "deleted" and not deleted):
             raise NotFound(f"image {image_id} could not be found")  # as check_visible says it
-        check_visible("image", image_id, row["owner"], public=row["visibility"] in ("public", "community"))
         return row
 
     async def _get(self, image_id: str) -> Image:
@@ -293,19 +309,26 @@ class ImageActor(Actor, Images):
         *,
         name: str | None = None,
         status: ImageStatus | None = None,
-        visibility: Visibility | None = None,
+        visibility: str | None = None,
         limit: int | None = None,
         marker: str | None = None,
     ) -> builtins.list[Image]:
-        """The images the caller may see, newest first (``api.image.Images.list``)."""
+        """The images the caller may see, newest first (``api.image.Images.list``). As Glance
+        lists them: without ``visibility``, community images are left out but the caller's own
+        (another project's community image of a name never shadows the public one); ``community``
+        lists them all, ``all`` everything the caller may see."""
         clauses = ["status != 'deleted'"]
         params: builtins.list[object] = []
         ctx = caller()
+        project = ctx.project_id if ctx is not None else None
         if not sees_all(ctx):
             clauses.append("(visibility IN ('public', 'community') OR owner = ?)")
-            params.append(ctx.project_id if ctx is not None else None)
+            params.append(project)
+        if visibility is None:
+            clauses.append("(visibility != 'community' OR owner = ?)")
+            params.append(project)
         for column, value in (("name", name), ("status", status), ("visibility", visibility)):
-            if value is not None:
+            if value is not None and value != "all":
                 clauses.append(f"{column} = ?")
                 params.append(value)
         if marker is not None:
@@ -369,7 +392,15 @@ class ImageActor(Actor, Images):
 
     async def read_chunk(self, *, image_id: str, offset: int, length: int) -> bytes:
         """Up to ``length`` bytes of an active image (``api.image.ImageReader.read_chunk``)."""
-        row = await self._load(image_id)
+        return await self.read_bytes(await self._load(image_id), offset, length)
+
+    async def read_bytes(self, row: ImageRow, offset: int, length: int) -> bytes:
+        """Up to ``length`` bytes (at most ``CHUNK_MAX``) of an active image from ``offset``.
+
+        :raises Conflict: the image is not active.
+        :raises NotFound: its file is gone.
+        """
+        image_id = row["id"]
         if row["status"] != "active":
             raise Conflict(f"Image {image_id} is {row['status']}; only active images can be read.")
         try:
@@ -413,3 +444,43 @@ class ImageActor(Actor, Images):
         record = await self._get(row["id"])
         await publish_event(self.bus, "image", record["id"], record["owner"], "image.active", record)
         return record
+
+
+class NodeImages(ImageForNodes):
+    """Serves ``api.image.ImageForNodes``: a compute node reads the images an instance placed on
+    its host boots from (its image, and the kernel and ramdisk that image names), as the
+    instance's project sees them (``actors.placement``). Anything else is ``NotFound``."""
+
+    def __init__(self, actor: ImageActor, placements: Placements) -> None:
+        self.actor = actor
+        self.placements = placements
+
+    async def get(self, *, image_id: str, instance_uuid: str, host: str) -> Image:
+        """One image the instance uses (``api.image.ImageForNodes.get``)."""
+        return _record(await self._usable(image_id, instance_uuid, host))
+
+    async def read_chunk(
+        self, *, image_id: str, instance_uuid: str, offset: int, length: int, host: str
+    ) -> bytes:
+        """Bytes of an image the instance uses (``api.image.ImageForNodes.read_chunk``)."""
+        return await self.actor.read_bytes(await self._usable(image_id, instance_uuid, host), offset, length)
+
+    async def _usable(self, image_id: str, instance_uuid: str, host: str) -> ImageRow:
+        """The image's row, if the instance is on ``host`` and boots from it (or from an image
+        that names it as its kernel or ramdisk), and the instance's project may see it.
+
+        :raises NotFound: otherwise (the same answer whichever check failed).
+        """
+        placement = await self.placements.on_host(instance_uuid, host)
+        booted = placement["image_ref"]
+        try:
+            if image_id != booted:
+                properties = from_json((await self.actor.stored(booted))["properties"], {})
+                if image_id not in (properties.get("kernel_id"), properties.get("ramdisk_id")):
+                    raise NotFound(f"image {image_id} could not be found")
+            row = await self.actor.stored(image_id)
+        except NotFound:
+            raise NotFound(f"image {image_id} could not be found for instance {instance_uuid}") from None
+        if not sees_for(placement, row["owner"], public=_public(row)):
+            raise NotFound(f"image {image_id} could not be found for instance {instance_uuid}")
+        return row

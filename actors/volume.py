@@ -5,6 +5,8 @@ A volume is a sparse raw file (``<id>.raw``) or a qcow2 image (``<id>.qcow2``, m
 Attachment rows follow the attach protocol: reserved (the volume attaching) -> attached
 (in-use) <-> detaching; only attached and detaching ones are shown in a volume's
 ``attachments``. An orphan sweep frees the volumes of instances the conductor no longer knows.
+Compute nodes reach the attach protocol through ``NodeVolumes`` (``api.volume.VolumeAttacher``),
+each only for the boot volumes of the instances the conductor records on its host.
 
 Its API, the attach protocol, events and version history: ``api/volume.py``.
 """
@@ -24,6 +26,7 @@ from typing import Any, TypedDict
 import aiosqlite
 
 from actors.orphans import ORPHAN_SWEEP_INTERVAL, sweep_orphans_forever
+from actors.placement import Placements, sees_for
 from api.volume import (
     Attachment,
     AttachmentRecord,
@@ -32,6 +35,7 @@ from api.volume import (
     Connection,
     Detached,
     Volume,
+    VolumeAttacher,
     VolumeFormat,
     Volumes,
     VolumeStatus,
@@ -208,6 +212,7 @@ class VolumeActor(Actor, Volumes):
         super().__init__(bus)
         self.store = Store(config.store_path("volume"), MIGRATIONS)
         self.pool = config.data_dir / "volumes"
+        self.serve(NodeVolumes(self, Placements(bus)))
 
     async def on_start(self) -> None:
         self.pool.mkdir(parents=True, exist_ok=True)
@@ -504,3 +509,40 @@ class VolumeActor(Actor, Volumes):
             {**_attachment_view(row), "attach_status": row["attach_status"], "project_id": row["project_id"]}
             for row in rows
         ]
+
+
+class NodeVolumes(VolumeAttacher):
+    """Serves ``api.volume.VolumeAttacher``: a compute node attaches the volumes an instance placed
+    on its host boots with (of the instance's project), and frees those of an instance on its
+    host (``actors.placement``). Anything else is ``NotFound`` and changes nothing."""
+
+    def __init__(self, actor: VolumeActor, placements: Placements) -> None:
+        self.actor = actor
+        self.placements = placements
+
+    async def reserve(self, *, volume_id: str, instance_uuid: str, host: str) -> Connected:
+        """Available -> attaching (``api.volume.VolumeAttacher.reserve``)."""
+        await self._boot_volume(volume_id, instance_uuid, host)
+        return await self.actor.reserve(volume_id=volume_id, instance_uuid=instance_uuid)
+
+    async def attach_complete(self, *, volume_id: str, instance_uuid: str, device: str, host: str) -> Volume:
+        """Attaching -> in-use on ``host`` (``api.volume.VolumeAttacher.attach_complete``)."""
+        await self._boot_volume(volume_id, instance_uuid, host)
+        return await self.actor.attach_complete(
+            volume_id=volume_id, instance_uuid=instance_uuid, host=host, device=device
+        )
+
+    async def detach_all(self, *, instance_uuid: str, host: str) -> Detached:
+        """Free the volumes of an instance on ``host`` (``api.volume.VolumeAttacher.detach_all``)."""
+        await self.placements.on_host(instance_uuid, host, fresh=True)
+        return await self.actor.detach_all(instance_uuid=instance_uuid)
+
+    async def _boot_volume(self, volume_id: str, instance_uuid: str, host: str) -> None:
+        """:raises NotFound: the instance is not on ``host``, does not boot with the volume, or
+        the volume is not its project's (the same answer whichever check failed)."""
+        placement = await self.placements.on_host(instance_uuid, host, fresh=True)
+        row = await self.actor.store.fetchone(
+            "SELECT * FROM volumes WHERE id = ?", (volume_id,), row=VolumeRow
+        )
+        if volume_id not in placement["volumes"] or row is None or not sees_for(placement, row["project_id"]):
+            raise NotFound(f"Volume {volume_id} could not be found for instance {instance_uuid}.")

@@ -13,16 +13,20 @@ Facets, by caller (each made of the parts the conductor's servants implement, by
 * ``Compute``: the user-facing compute API, as the gateway reaches it: ``Servers`` (reads),
   ``ServerCreation``, ``ServerActions`` (power changes, reboot, delete), ``ServerVolumes``,
   ``Flavors`` and ``Keypairs``;
-* ``ConductorForNodes``: what compute nodes call: ``NodeBuilds`` (the build request, its
-  addresses, its failure), ``NodeReports`` (libvirt's word on a domain) and ``NodeTasks``
-  (progress of the tasks in hand, the instances recorded on a host);
-* ``ConductorForOwners``: what the owners of per-instance resources (net, scheduler, volume)
-  ask in their orphan sweeps;
+* ``ConductorForNodes``: what compute nodes call, each as its own host
+  (``conductor.host.<host>``): ``NodeBuilds`` (the build request, its addresses, its
+  failure), ``NodeReports`` (libvirt's word on a domain) and ``NodeTasks`` (progress of the
+  tasks in hand, the instances recorded on the host);
+* ``ConductorForOwners``: what the owners of per-instance resources (image, net, scheduler,
+  volume) ask: which instances are gone (orphan sweeps), where one is and whose (``placement``,
+  against which they check a node's calls);
 * ``ConductorOperator``: ``aiostack audit``'s and the operator's reads: every live instance
   with its progress, the actions of an instance and their steps.
 
 Version history: 1 - initial; 2 - ``create_instance`` takes ``block_devices`` (volumes
-attached at boot).
+attached at boot); 3 - the node-facing facets are served per calling host
+(``conductor.host.<host>``: the host comes from the subject, no longer from the body, and a
+node reaches only the instances recorded on it); ``ConductorForOwners.placement``.
 
 Events (kind ``instance``, on ``evt.instance.<project>.<id>``, with the instance as ``Instance``
 shows it): ``instance.building`` (recorded), ``instance.<task_state>`` when an action starts
@@ -37,7 +41,7 @@ from typing import Annotated, Any, Literal, NotRequired, TypedDict
 
 from msgspec import Meta
 
-from api.fields import HostName, Id, Name
+from api.fields import Id, Name
 from api.net import RequestedNetwork
 from api.node import DeviceName, PowerAction, RebootType
 from bus.api import ServiceAPI, call
@@ -229,6 +233,18 @@ class NewKeypair(Keypair):
     """A key pair just made: with its private key when the conductor generated it (never stored)."""
 
     private_key: NotRequired[str]
+
+
+class Placement(TypedDict):
+    """Where an instance is and whose it is (``ConductorForOwners.placement``)."""
+
+    instance_uuid: str
+    host: str | None
+    """The host it is recorded on; None while it is being scheduled."""
+    project_id: str
+    image_ref: str
+    volumes: list[str]
+    """The volumes attached to it at boot (``block_devices``)."""
 
 
 class AuditedInstance(TypedDict):
@@ -462,92 +478,124 @@ class Compute(Servers, ServerCreation, ServerActions, ServerVolumes, Flavors, Ke
 
 
 # -- what compute nodes call ------------------------------------------------------------------
+#
+# Served on ``conductor.host.<host>.<method>``: the calling host is the subject's (only that
+# node's NATS user may publish there), never the body's. A node acts only on the instances the
+# conductor records on its host: any other instance is answered ``NotFound``, as if it did not
+# exist (a node learns nothing of other hosts' instances), and nothing changes.
 
 
-class NodeBuilds(ServiceAPI, address="conductor"):
+class NodeBuilds(ServiceAPI, address="conductor.host.{host}", caller="host"):
     """A node building an instance: what it needs, the addresses it got, its failure."""
 
     @call
-    async def get_build_request(self, *, instance_uuid: Id, host: HostName) -> BuildRequest:
-        """What a node needs to build the instance (steps 14-19); asking acknowledges the build.
+    async def get_build_request(self, *, instance_uuid: Id) -> BuildRequest:
+        """What the calling node needs to build the instance (steps 14-19); asking acknowledges the build.
 
-        :raises NotFound: no such instance.
-        :raises Conflict: the instance is not being built on ``host`` (deleted meanwhile, rescheduled).
+        :raises NotFound: no such instance on the calling host (deleted, rescheduled, another host's).
+        :raises Conflict: the instance is not being built any more.
         """
         ...
 
     @call
     async def instance_spawning(
-        self, *, instance_uuid: Id, host: HostName, addresses: dict[str, list[dict[str, Any]]]
+        self, *, instance_uuid: Id, addresses: dict[str, list[dict[str, Any]]]
     ) -> None:
-        """The node has the image, ports and disks and is about to create the domain."""
+        """The node has the image, ports and disks and is about to create the domain.
+
+        :raises NotFound: no such instance on the calling host.
+        """
         ...
 
     @call
-    async def build_failed(self, *, instance_uuid: Id, host: HostName, message: str) -> None:
+    async def build_failed(self, *, instance_uuid: Id, message: str) -> None:
         """The node could not build (and gave back what it took): another host is tried, up to
-        the conductor's ``max_build_attempts`` in all; then ERROR with the fault."""
+        the conductor's ``max_build_attempts`` in all; then ERROR with the fault.
+
+        :raises NotFound: no such instance on the calling host.
+        """
         ...
 
 
-class NodeReports(ServiceAPI, address="conductor"):
+class NodeReports(ServiceAPI, address="conductor.host.{host}", caller="host"):
     """libvirt's word on a domain: what makes an instance ACTIVE, SHUTOFF, DELETED..."""
 
     @call
-    async def domain_event(
-        self, *, instance_uuid: Id, host: HostName, event: int, detail: int
-    ) -> InstanceChange | None:
-        """A libvirt lifecycle event (``runtime.states.Lifecycle``) of the instance's domain on
-        ``host``; the instance as it now is, None when the event changed nothing."""
+    async def domain_event(self, *, instance_uuid: Id, event: int, detail: int) -> InstanceChange | None:
+        """A libvirt lifecycle event (``runtime.states.Lifecycle``) of the instance's domain on the
+        calling host; the instance as it now is, None when the event changed nothing.
+
+        :raises NotFound: no such instance on the calling host.
+        """
         ...
 
     @call
-    async def sync_power_state(
-        self, *, instance_uuid: Id, host: HostName, running: bool
-    ) -> InstanceChange | None:
+    async def sync_power_state(self, *, instance_uuid: Id, running: bool) -> InstanceChange | None:
         """The node saw the domain's power state without an event (it did not change): settle the
-        task (None: nothing to settle)."""
+        task (None: nothing to settle).
+
+        :raises NotFound: no such instance on the calling host.
+        """
         ...
 
     @call
-    async def domain_gone(self, *, instance_uuid: Id, host: HostName) -> InstanceChange | None:
-        """The node found no domain to undefine for an instance being deleted: it is DELETED."""
+    async def domain_gone(self, *, instance_uuid: Id) -> InstanceChange | None:
+        """The node found no domain to undefine for an instance being deleted: it is DELETED.
+
+        :raises NotFound: no such instance on the calling host.
+        """
         ...
 
     @call
-    async def task_done(self, *, instance_uuid: Id, host: HostName) -> None:
-        """The node finished a task libvirt reports no event for (a soft reboot)."""
+    async def task_done(self, *, instance_uuid: Id) -> None:
+        """The node finished a task libvirt reports no event for (a soft reboot).
+
+        :raises NotFound: no such instance on the calling host.
+        """
         ...
 
 
-class NodeTasks(ServiceAPI, address="conductor"):
+class NodeTasks(ServiceAPI, address="conductor.host.{host}", caller="host"):
     """The tasks a node has in hand, and the instances recorded on it."""
 
     @call
-    async def task_progress(self, *, host: HostName, instance_uuids: list[Id]) -> int:
+    async def task_progress(self, *, instance_uuids: list[Id]) -> int:
         """The node took these instances' tasks, or is still working on them: they make progress.
-        Returns how many it had."""
+        Only the calling host's instances count (the others are left as they are); returns how
+        many it had."""
         ...
 
     @call
-    async def list_host_instances(self, *, host: HostName) -> list[Instance]:
-        """Every live instance recorded on ``host`` (a node reconciles libvirt with these)."""
+    async def list_host_instances(self) -> list[Instance]:
+        """Every live instance recorded on the calling host (a node reconciles libvirt with these)."""
         ...
 
 
-class ConductorForNodes(NodeBuilds, NodeReports, NodeTasks, address="conductor"):
-    """What compute nodes call (and nothing else: their NATS permissions come from it)."""
+class ConductorForNodes(NodeBuilds, NodeReports, NodeTasks, address="conductor.host.{host}", caller="host"):
+    """What compute nodes call (and nothing else: their NATS permissions come from it), each node
+    as its own host (``ConductorForNodes.client(bus, host="node-1")``)."""
 
 
 # -- what the other actors and the operator call ----------------------------------------------
 
 
 class ConductorForOwners(ServiceAPI, address="conductor"):
-    """What the owners of per-instance resources ask in their orphan sweeps."""
+    """What the owners of per-instance resources (image, net, scheduler, volume) ask: which
+    instances are gone (their orphan sweeps), and where one is and whose (their checks of a
+    node's calls)."""
 
     @call
     async def live_instances(self, *, instance_uuids: list[Id]) -> list[str]:
         """Which of these instances still exist (not deleted): the rest hold nothing any more."""
+        ...
+
+    @call
+    async def placement(self, *, instance_uuid: Id) -> Placement:
+        """Where a live instance is placed, whose it is, and the image and volumes it uses: what a
+        node asking for the instance's image bytes, networks or volumes may be given.
+
+        :raises NotFound: no such live instance.
+        """
         ...
 
 

@@ -26,17 +26,23 @@ Version history:
   application credentials, enable/disable, the full administration API.
 * 3 - the actor is ``identity`` (was ``token``); arguments are checked against these
   declarations before a handler runs.
+* 4 - no lockout: logins take the client's address (``source``) and failures are throttled per
+  source and per (account, source), refused with ``LoginThrottled`` (the gateway's 429); password
+  checks are bounded (``Overloaded`` past the bound); role assignments carry names.
 
 Events: none in the event stream; revocations are published on ``REVOKED`` (core NATS).
 """
 
 from __future__ import annotations
 
+import math
+import re
 from typing import Annotated, Literal, TypedDict
 
 from msgspec import Meta
 
 from api.fields import Id
+from bus import AiostackError
 from bus.api import ServiceAPI, call
 
 # the part of this API every process uses, declared beside the token cache (runtime/ is below api/)
@@ -58,6 +64,27 @@ Text = Annotated[str, Meta(max_length=TEXT_LIMIT)]
 """A description: at most 1024 characters."""
 DomainId = Literal["default"]
 """The one domain there is."""
+Source = Annotated[str, Meta(max_length=128)]
+"""Where a login comes from: the client's IP address as the gateway's socket sees it."""
+
+
+class LoginThrottled(AiostackError):
+    """Too many failed logins (or logins at once) from the caller's address: refused without any
+    check for ``retry_after`` seconds (the gateway answers 429 with ``Retry-After``). It names
+    the address's conduct, never whether the user exists."""
+
+    code = "login_throttled"
+    http_status = 429
+
+    @classmethod
+    def after(cls, seconds: float, why: str) -> LoginThrottled:
+        return cls(f"{why}; retry after {max(1, math.ceil(seconds))} s.")
+
+    @property
+    def retry_after(self) -> int:
+        """Whole seconds to wait (at least 1), as the message says."""
+        found = re.search(r"retry after (\d+) s\.$", self.message)
+        return int(found.group(1)) if found else 1
 
 
 # -- tokens -------------------------------------------------------------------------------------
@@ -127,12 +154,21 @@ class Tokens(TokenValidation, address="identity"):
         project_id: str | None = None,
         user_id: str | None = None,
         unscoped: bool = False,
+        source: Source | None = None,
     ) -> Token:
         """Password login (user by name or id), scoped to a project by name or id, else to the
         user's default project (unscoped without one, or with ``unscoped``).
 
-        :raises Unauthorized: unknown user, wrong password, locked or disabled user, unknown or
-            disabled project, or no role on it: one answer, one scrypt, for all of them.
+        ``source`` is the client's address (the gateway's peer; a bus caller without one is one
+        source, ``bus``): failures are counted per source and per (user, source), never so as
+        to lock a user out (``actors/identity/throttle.py``).
+
+        :raises Unauthorized: unknown user, wrong password, disabled user, unknown or disabled
+            project, or no role on it: one answer, one scrypt, for all of them (a user many
+            sources fail for gets its failures' answers a little later, at most 2 s).
+        :raises LoginThrottled: the source failed too often (for this user, or for any), or has
+            too many logins in flight: refused at once, without a check.
+        :raises Overloaded: too many logins wait for a password check.
         :raises InvalidRequest: no user named.
         """
         ...
@@ -151,13 +187,17 @@ class Tokens(TokenValidation, address="identity"):
         ...
 
     @call
-    async def issue_with_application_credential(self, *, app_cred_id: str, secret: str) -> Token:
+    async def issue_with_application_credential(
+        self, *, app_cred_id: str, secret: str, source: Source | None = None
+    ) -> Token:
         """Log in with an application credential: a token like ``issue``'s, on the credential's
         project with the credential's roles the user still holds, methods ``["application_credential"]``,
-        expiring no later than the credential.
+        expiring no later than the credential. Failures are throttled as ``issue``'s are.
 
         :raises Unauthorized: unknown, expired or deleted credential, wrong secret, disabled
             user or project, or none of the credential's roles left (one answer for all).
+        :raises LoginThrottled: as ``issue``.
+        :raises Overloaded: as ``issue``.
         """
         ...
 
@@ -245,13 +285,17 @@ class Role(TypedDict):
 
 class RoleAssignment(TypedDict):
     """A role on a project, of a user (``user_id``) or of a group (``group_id``); in an
-    effective listing a group's assignment appears once per member user, ``via_group`` naming it."""
+    effective listing a group's assignment appears once per member user, ``via_group`` naming it.
+    The names are those of the role, project, user and group (None where there is none)."""
 
     role_id: str
     role_name: str
     project_id: str
+    project_name: str
     user_id: str | None
+    user_name: str | None
     group_id: str | None
+    group_name: str | None
     via_group: str | None
 
 

@@ -7,10 +7,14 @@ are read, in chunks. Every chunk travels in one bus message, so none is over ``C
 Private and shared images are seen by their owner's project only (a lookup by another is
 ``NotFound``); public and community ones by everyone; admins and services see all.
 
-Facets: ``ImageReader`` (what compute nodes and the conductor call: ``get``, ``read_chunk``)
-and ``Images`` (the whole API, as users reach it through the gateway).
+Facets: ``ImageReader`` (what the conductor calls to check an image before a boot: ``get``,
+``read_chunk``), ``Images`` (the whole API, as users reach it through the gateway) and
+``ImageForNodes`` (what compute nodes call, each as its own host: ``get`` and ``read_chunk``
+for an instance placed on that host, of the image it boots from and that image's kernel and
+ramdisk only, as the instance's project sees them; where an instance is and whose, the image
+actor asks the conductor: ``ConductorForOwners.placement``).
 
-Version history: 1 - initial.
+Version history: 1 - initial; 2 - ``ImageForNodes`` (nodes no longer call ``ImageReader``).
 
 Events (kind ``image``, with the image as ``get`` shows it): ``image.queued`` (created),
 ``image.active`` (its upload finished; also the default image's, at the first start),
@@ -85,7 +89,7 @@ class Received(TypedDict):
 
 
 class ImageReader(ServiceAPI, address="image"):
-    """What compute nodes call (and the conductor, to check an image before a boot)."""
+    """Reading an image as the caller sees it (the conductor, to check an image before a boot)."""
 
     @call(policy="image:read")
     async def get(self, *, image_id: Id) -> Image:
@@ -101,6 +105,32 @@ class ImageReader(ServiceAPI, address="image"):
         empty past its end.
 
         :raises NotFound: the caller cannot see the image, or its file is gone.
+        :raises Conflict: the image is not ``active``.
+        """
+        ...
+
+
+class ImageForNodes(ServiceAPI, address="image.host.{host}", caller="host"):
+    """What compute nodes call, each as its own host (``image.host.<host>``, the host from the
+    subject): the image an instance placed on that host boots from (and the kernel and ramdisk
+    that image names), as the instance's project sees it. Any other image, or an instance not
+    on the calling host, is ``NotFound``."""
+
+    @call
+    async def get(self, *, image_id: Id, instance_uuid: Id) -> Image:
+        """One image the instance uses.
+
+        :raises NotFound: no such instance on the calling host, an image it does not use, or one
+            its project cannot see.
+        """
+        ...
+
+    @call
+    async def read_chunk(self, *, image_id: Id, instance_uuid: Id, offset: Offset, length: Offset) -> bytes:
+        """Up to ``length`` bytes (at most ``CHUNK_MAX``) from ``offset`` of an active image the
+        instance uses; empty past its end.
+
+        :raises NotFound: as ``get``, or the image's file is gone.
         :raises Conflict: the image is not ``active``.
         """
         ...
@@ -190,13 +220,15 @@ class Images(ImageReader, address="image"):
         *,
         name: str | None = None,
         status: ImageStatus | None = None,
-        visibility: Visibility | None = None,
+        visibility: Visibility | Literal["all"] | None = None,
         limit: Amount | None = None,
         marker: str | None = None,
     ) -> list[Image]:
         """The images the caller may see but deleted ones, newest first (``created_at`` then
         ``id``, descending), filtered by ``name``, ``status`` and ``visibility``; at most
-        ``limit``, after the image ``marker`` when given.
+        ``limit``, after the image ``marker`` when given. As Glance: without ``visibility``,
+        community images are left out but the caller's project's own (another project's never
+        shadows a name); ``all`` is every image the caller may see.
 
         :raises InvalidRequest: a marker the caller cannot see.
         """

@@ -7,17 +7,22 @@ see every project's. Records carry Neutron's attribute names (``tenant_id``,
 
 Facets, by caller (each process's NATS permissions follow from the facets it uses):
 
-* ``NetForNodes``: what compute nodes call: ``allocate_for_instance``,
-  ``deallocate_for_instance``, ``set_port_binding``, ``get_network``, ``get_subnet``;
+* ``NetForNodes``: what compute nodes call, each as its own host (``net.host.<host>``):
+  ``allocate_for_instance``, ``deallocate_for_instance``, ``set_port_binding``,
+  ``get_network``, ``get_subnet``, for the instances placed on that host only, acting for
+  their projects;
 * ``Net``: the whole API, as users reach it through the gateway (and as the conductor, the
-  audit and the tests use it): ``NetForNodes`` and the CRUD of networks, subnets and ports,
-  and ``list_allocations``.
+  audit and the tests use it): ``InstancePorts`` (the same calls for a service that names
+  the project and host itself), the CRUD of networks, subnets and ports, and
+  ``list_allocations``.
 
 ``Net`` is assembled from facets by job (``NetworkReader`` + ``Networks``, ``SubnetReader``
 + ``Subnets``, ``Ports``, ``InstancePorts``, ``Allocations``), the parts the net actor's
 servants implement.
 
-Version history: 1 - initial.
+Version history: 1 - initial; 2 - ``NetForNodes`` is served per calling host and takes the
+project and host from the conductor's records and the subject (its ``get_network`` and
+``get_subnet`` name the instance they read for).
 
 Events (kind ``port``, project the port's, with the port as ``get_port`` shows it):
 ``port.bound`` (``allocate_for_instance``, one per port), ``port.plugged``
@@ -180,7 +185,7 @@ class IpAllocation(TypedDict):
 
 
 class NetworkReader(ServiceAPI, address="net"):
-    """What nodes and the conductor read of networks."""
+    """What the conductor and users read of networks."""
 
     @call(policy="network:read")
     async def get_network(self, *, network_id: Id) -> Network:
@@ -192,7 +197,7 @@ class NetworkReader(ServiceAPI, address="net"):
 
 
 class SubnetReader(ServiceAPI, address="net"):
-    """What nodes read of subnets (a real guest's DHCP range and gateway)."""
+    """What users read of subnets."""
 
     @call(policy="network:read")
     async def get_subnet(self, *, subnet_id: Id) -> Subnet:
@@ -204,7 +209,8 @@ class SubnetReader(ServiceAPI, address="net"):
 
 
 class InstancePorts(ServiceAPI, address="net"):
-    """An instance's ports: made or bound for a build on a node, plugged by it, given back."""
+    """An instance's ports, as services acting for no user call them (the conductor releases them;
+    nodes go through ``NetForNodes``): made or bound for a build on a host, plugged, given back."""
 
     @call
     async def allocate_for_instance(
@@ -250,8 +256,63 @@ class InstancePorts(ServiceAPI, address="net"):
         ...
 
 
-class NetForNodes(NetworkReader, SubnetReader, InstancePorts, address="net"):
-    """What compute nodes call: their instances' ports, and the networks and subnets they are on."""
+class NetForNodes(ServiceAPI, address="net.host.{host}", caller="host"):
+    """What compute nodes call, each as its own host (``net.host.<host>``, the host from the
+    subject): the ports of an instance placed on that host, acting for the instance's project,
+    and the networks and subnets they are on. An instance not on the calling host is
+    ``NotFound``, and nothing changes (where an instance is and whose, the net actor asks the
+    conductor: ``ConductorForOwners.placement``)."""
+
+    @call
+    async def allocate_for_instance(
+        self,
+        *,
+        instance_uuid: Id,
+        requested_networks: list[RequestedNetwork] | Literal["auto", "none"] | None,
+    ) -> list[Port]:
+        """``InstancePorts.allocate_for_instance`` for an instance on the calling host, acting for
+        its project, bound to that host.
+
+        :raises NotFound: no such instance on the calling host; a network or port its project
+            does not see; no default network.
+        :raises InvalidRequest: as ``InstancePorts.allocate_for_instance``.
+        :raises Conflict: as ``InstancePorts.allocate_for_instance``.
+        """
+        ...
+
+    @call
+    async def deallocate_for_instance(self, *, instance_uuid: Id) -> Deallocated:
+        """``InstancePorts.deallocate_for_instance`` for an instance on the calling host.
+
+        :raises NotFound: no such instance on the calling host.
+        """
+        ...
+
+    @call
+    async def set_port_binding(self, *, port_id: Id, vif_type: VifType, vif_details: dict[str, Any]) -> Port:
+        """How the node plugged in a port of an instance on the calling host (as
+        ``InstancePorts.set_port_binding``).
+
+        :raises NotFound: no such port, or its instance is not on the calling host.
+        """
+        ...
+
+    @call
+    async def get_network(self, *, network_id: Id, instance_uuid: Id) -> Network:
+        """A network the instance (on the calling host) has a port on, or a shared one, as the
+        instance's project sees it.
+
+        :raises NotFound: no such instance on the calling host, or no such network it may read.
+        """
+        ...
+
+    @call
+    async def get_subnet(self, *, subnet_id: Id, instance_uuid: Id) -> Subnet:
+        """A subnet of a network ``get_network`` would answer.
+
+        :raises NotFound: no such instance on the calling host, or no such subnet it may read.
+        """
+        ...
 
 
 class Networks(NetworkReader, address="net"):
@@ -436,6 +497,6 @@ class Allocations(ServiceAPI, address="net"):
         ...
 
 
-class Net(NetForNodes, Networks, Subnets, Ports, Allocations, address="net"):
+class Net(InstancePorts, Networks, Subnets, Ports, Allocations, address="net"):
     """The whole net API, as users reach it through the gateway; the conductor uses it too
     (``get_port``, ``get_network``, ``deallocate_for_instance``)."""

@@ -14,11 +14,13 @@ part and calls ``reserve``/``attach_complete`` itself when it attaches volumes a
 volume may be deleted again). Users see their project's volumes (another project's is
 ``NotFound``); admins every project's with ``all_tenants``; services all.
 
-Facets, by caller: ``VolumeAttacher`` (compute nodes), ``VolumeAttachments`` (the conductor:
-the whole attach protocol, built on the nodes' facet) and ``Volumes`` (the whole API, as the
-gateway reaches it: create, get, list, update, delete and more).
+Facets, by caller: ``VolumeAttacher`` (compute nodes, each as its own host:
+``volume.host.<host>``, for the instances placed on it only), ``VolumeAttachments`` (the
+conductor: the whole attach protocol) and ``Volumes`` (the whole API, as the gateway reaches
+it: create, get, list, update, delete and more).
 
-Version history: 1 - initial.
+Version history: 1 - initial; 2 - ``VolumeAttacher`` is served per calling host (the host from
+the subject, no longer ``attach_complete``'s body) and checked against the conductor's records.
 
 Events (kind ``volume``, on ``evt.volume.<project>.<id>``): ``volume.<status>`` at every status
 change (``volume.deleted`` last), with the volume as users see it (no ``path``, no ``format``).
@@ -118,8 +120,43 @@ class Detached(TypedDict):
     detached: list[str]
 
 
-class VolumeAttacher(ServiceAPI, address="volume"):
-    """What compute nodes call: attaching the volumes of a boot, freeing those of a deleted instance."""
+class VolumeAttacher(ServiceAPI, address="volume.host.{host}", caller="host"):
+    """What compute nodes call, each as its own host (``volume.host.<host>``, the host from the
+    subject): attaching the volumes of a boot, freeing those of a deleted instance, for instances
+    placed on that host only (where an instance is, whose, and which volumes it boots with, the
+    volume actor asks the conductor: ``ConductorForOwners.placement``). Anything else is
+    ``NotFound`` and changes nothing."""
+
+    @call
+    async def reserve(self, *, volume_id: Id, instance_uuid: Id) -> Connected:
+        """Claim a volume the instance boots with, of its project: available -> attaching.
+
+        :raises NotFound: no such instance on the calling host, or a volume it does not boot with.
+        :raises Conflict: the volume is not available (in-use, attaching, ...).
+        """
+        ...
+
+    @call
+    async def attach_complete(self, *, volume_id: Id, instance_uuid: Id, device: Name) -> Volume:
+        """The node attached the volume as ``device`` on the calling host: attaching -> in-use.
+
+        :raises NotFound: as ``reserve``, or the volume is not reserved for the instance.
+        :raises Conflict: the volume is not attaching.
+        """
+        ...
+
+    @call
+    async def detach_all(self, *, instance_uuid: Id) -> Detached:
+        """Free every volume attached, attaching or detaching to the instance (on the calling
+        host); idempotent.
+
+        :raises NotFound: no such instance on the calling host.
+        """
+        ...
+
+
+class VolumeAttachments(ServiceAPI, address="volume"):
+    """What the conductor calls: the whole attach protocol, a volume's state, every attachment."""
 
     @call
     async def reserve(self, *, volume_id: Id, instance_uuid: Id) -> Connected:
@@ -145,10 +182,6 @@ class VolumeAttacher(ServiceAPI, address="volume"):
     async def detach_all(self, *, instance_uuid: Id) -> Detached:
         """Free every volume attached, attaching or detaching to a deleted instance; idempotent."""
         ...
-
-
-class VolumeAttachments(VolumeAttacher, address="volume"):
-    """What the conductor calls: the whole attach protocol, a volume's state, every attachment."""
 
     @call(policy="volume:read")
     async def get(self, *, volume_id: Id) -> Volume:

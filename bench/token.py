@@ -44,6 +44,12 @@ async def login(session: aiohttp.ClientSession, url: str) -> str:
         return response.headers["X-Subject-Token"]
 
 
+def from_address(lane: int) -> aiohttp.ClientSession:
+    """A client of its own loopback address (127.0.1.N): the identity service checks a few logins
+    at once per address, so each lane of a storm is a client of its own, as real ones would be."""
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=(f"127.0.1.{lane + 1}", 0)))
+
+
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
@@ -73,14 +79,15 @@ async def main() -> None:
                 token = await login(session, url)
                 remaining = args.logins
 
-                async def login_lane() -> None:
+                async def login_lane(lane: int) -> None:
                     nonlocal remaining
-                    while remaining > 0:
-                        remaining -= 1
-                        await login(session, url)
+                    async with from_address(lane) as own:
+                        while remaining > 0:
+                            remaining -= 1
+                            await login(own, url)
 
                 began = time.perf_counter()
-                await asyncio.gather(*(login_lane() for _ in range(STORM)))
+                await asyncio.gather(*(login_lane(lane) for lane in range(STORM)))
                 results["logins_per_s"] = args.logins / (time.perf_counter() - began)
 
                 remaining = args.uncached
@@ -105,11 +112,12 @@ async def main() -> None:
 
                 storm_over = asyncio.Event()
 
-                async def storm() -> None:
-                    while not storm_over.is_set():
-                        await login(session, url)
+                async def storm(lane: int) -> None:
+                    async with from_address(lane) as own:
+                        while not storm_over.is_set():
+                            await login(own, url)
 
-                storms = [asyncio.create_task(storm()) for _ in range(STORM)]
+                storms = [asyncio.create_task(storm(lane)) for lane in range(STORM)]
                 await asyncio.sleep(0.5)
                 cached, uncached = [], []
                 for _ in range(400):

@@ -7,7 +7,11 @@ Read over the bus as the operator (the admin credentials of the data directory):
 * ports bound to no live instance, and so the IPs they hold (net);
 * volumes reserved, attached or detaching to no live instance (volume);
 * libvirt domains with no record on their host, and records with no domain (every node
-  that is up; a node that is down is reported as not checked).
+  that is up; a node that is down is reported as not checked);
+* domains whose power state is not what the conductor records for their instance (a running
+  domain of a SHUTOFF or SUSPENDED instance, a stopped one of an ACTIVE instance, ...), for
+  instances with no task under way: what a node reporting a false power state, or a domain
+  changed behind the conductor's back, leaves.
 
 The holders are read before the instances, so a resource made meanwhile belongs to a
 live instance; a problem is reported only if a second pass a moment later still sees it,
@@ -32,6 +36,26 @@ from bus import AiostackError, Bus
 SETTLED_STATES = ("active", "stopped", "paused", "suspended")
 RECHECK_AFTER = 2.0
 
+DOMAIN_STATES = {
+    0: "no state",
+    1: "running",
+    2: "blocked",
+    3: "paused",
+    4: "shutting down",
+    5: "shut off",
+    6: "crashed",
+    7: "suspended by the guest",
+}
+"""libvirt's ``VIR_DOMAIN_*`` states, in words."""
+EXPECTED_DOMAIN_STATES: dict[str, frozenset[int]] = {
+    "active": frozenset({1, 2, 7}),
+    "paused": frozenset({3}),
+    "stopped": frozenset({4, 5, 6}),
+    "suspended": frozenset({5}),
+}
+"""The domain states that agree with an instance's vm_state, when no task is under way (a
+suspended instance's domain is saved to disk: shut off)."""
+
 
 @dataclass
 class AuditReport:
@@ -40,8 +64,9 @@ class AuditReport:
     counts: dict[str, int] = field(default_factory=dict)
 
 
-async def _domains_by_host(bus: Bus, hosts: list[HostView], report: AuditReport) -> dict[str, set[str]]:
-    domains: dict[str, set[str]] = {}
+async def _domains_by_host(bus: Bus, hosts: list[HostView], report: AuditReport) -> dict[str, dict[str, int]]:
+    """Each live host's instance domains, with their libvirt state."""
+    domains: dict[str, dict[str, int]] = {}
     for host in hosts:
         name = host["host"]
         if not host["alive"]:
@@ -52,7 +77,7 @@ async def _domains_by_host(bus: Bus, hosts: list[HostView], report: AuditReport)
         except AiostackError as exc:
             report.notes.append(f"node {name} did not answer ({exc}): its domains were not checked")
             continue
-        domains[name] = {d["uuid"] for d in listed if d["name"].startswith("instance-")}
+        domains[name] = {d["uuid"]: d["state"] for d in listed if d["name"].startswith("instance-")}
     return domains
 
 
@@ -101,10 +126,18 @@ async def audit_once(bus: Bus) -> AuditReport:
                 f" {attachment['server_id']}, which does not exist"
             )
     for host, uuids in domains.items():
-        for uuid in uuids:
+        for uuid, state in uuids.items():
             if uuid not in instances or instances[uuid]["host"] != host:
                 problems[f"domain:{host}:{uuid}"] = (
                     f"domain instance-{uuid} on {host} has no instance record there"
+                )
+                continue
+            row = instances[uuid]
+            expected = EXPECTED_DOMAIN_STATES.get(row["vm_state"])
+            if row["task_state"] is None and expected is not None and state not in expected:
+                problems[f"power:{uuid}"] = (
+                    f"instance {uuid} is {row['vm_state']} but its domain on {host} is"
+                    f" {DOMAIN_STATES.get(state, f'in state {state}')}"
                 )
         for uuid, row in instances.items():
             if row["host"] == host and row["vm_state"] in SETTLED_STATES and uuid not in uuids:

@@ -10,10 +10,14 @@ elsewhere can ``include`` the file).
 The permissions come from ``KINDS``, one small description of what each kind of process
 does on the bus, in terms of the typed APIs (``api/``): the facet it serves, the facets it
 makes clients of (each service names them in one place: ``node.peers.FACETS``,
-``actors.conductor.peers.FACETS``, ``actors.orphans.FACETS``, ``gateway.peers.FACETS``; every
-process also validates tokens), the event kinds it publishes and the topics it publishes or
-listens to. ``permissions()`` turns that into nats-server's allow lists: a client may publish
-only to the subjects of its facets' methods (``bus.api.subjects``). Every user may also
+``actors.conductor.peers.FACETS``, ``actors.orphans.FACETS``, ``actors.placement.FACETS``,
+``gateway.peers.FACETS``; every process also validates tokens), the event kinds it publishes and
+the topics it publishes or listens to. ``permissions()`` turns that into nats-server's allow
+lists: a client may publish only to the subjects of its facets' methods (``bus.api.subjects``).
+A facet with a caller field (the node-facing ones: ``conductor.host.{host}``,
+``image.host.{host}``, ``net.host.{host}``, ``volume.host.{host}``) is filled with the
+process's own hosts: node-1 may publish to ``P.rpc.conductor.host.node-1.*`` and to no other
+host's, so the callee, which reads the host from the subject, knows which node calls. Every user may also
 subscribe to its own inbox ``_INBOX_<user>.>`` (all of its replies, JetStream acks and consumer
 deliveries come there) and to the revocations; a process that serves requests answers them
 through ``allow_responses`` (one reply to each request it received, nothing else).
@@ -29,15 +33,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from actors import orphans
+from actors import orphans, placement
 from actors.conductor import peers as conductor_peers
-from api.conductor import Compute
+from api.conductor import Compute, ConductorForNodes
 from api.identity import REVOKED, Tokens, TokenValidation
-from api.image import Images
-from api.net import Net
+from api.image import ImageForNodes, Images
+from api.net import Net, NetForNodes
 from api.node import Node
 from api.scheduler import HEARTBEAT, Scheduler
-from api.volume import Volumes
+from api.volume import VolumeAttacher, Volumes
 from bus.api import ServiceAPI, Topic, served_pattern, subjects
 from bus.bus import event_stream_name, inbox_prefix_for, read_credentials
 from bus.server import authorization_config
@@ -72,16 +76,18 @@ class Kind:
 
 KINDS: dict[str, Kind] = {
     "identity": Kind(serves=(Tokens,), publishes=(REVOKED,)),
-    "conductor": Kind(serves=(Compute,), uses=conductor_peers.FACETS, events=("instance",)),
+    "conductor": Kind(serves=(Compute, ConductorForNodes), uses=conductor_peers.FACETS, events=("instance",)),
     "scheduler": Kind(
         serves=(Scheduler,),
         uses=orphans.FACETS,
         events=("node",),
         listens=(f"{HEARTBEAT.pattern} {Scheduler.address}",),
     ),
-    "image": Kind(serves=(Images,), events=("image",)),
-    "net": Kind(serves=(Net,), uses=orphans.FACETS, events=("port",)),
-    "volume": Kind(serves=(Volumes,), uses=orphans.FACETS, events=("volume",)),
+    "image": Kind(serves=(Images, ImageForNodes), uses=placement.FACETS, events=("image",)),
+    "net": Kind(serves=(Net, NetForNodes), uses=(*orphans.FACETS, *placement.FACETS), events=("port",)),
+    "volume": Kind(
+        serves=(Volumes, VolumeAttacher), uses=(*orphans.FACETS, *placement.FACETS), events=("volume",)
+    ),
     "node": Kind(serves=(Node,), uses=node_peers.FACETS, events=("domain",), publishes=(HEARTBEAT,)),
     "gateway": Kind(uses=gateway_peers.FACETS, listens=(event_filter(),), reads_events=True),
 }

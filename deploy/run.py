@@ -119,18 +119,24 @@ async def run_actor(args: argparse.Namespace) -> int:
 
 
 async def serve_gateway(bus: Bus, config: Config, listen: str, stop: asyncio.Event) -> None:
-    """Serve the gateway on ``listen`` (HOST:PORT, port 0 = free); write its URL to ``<data>/gateway.url``."""
+    """Serve the gateway on ``listen`` (HOST:PORT, port 0 = free); write its URL to ``<data>/gateway.url``.
+
+    Its limits (sockets per user, header and body timeouts) come from the environment
+    (``gateway.http.Limits.from_environment``); each connection is a ``gateway.server.GatewayProtocol``.
+    """
     from aiohttp import web
 
-    from gateway.app import create_app
+    from gateway.app import create_app, handler_args
+    from gateway.http import Limits
+    from gateway.server import GatewaySite
 
     host, _, port = listen.rpartition(":")
-    runner = web.AppRunner(create_app(bus), access_log=None, handle_signals=False)
+    limits = Limits.from_environment()
+    runner = web.AppRunner(create_app(bus, limits), access_log=None, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, host or "127.0.0.1", int(port))
+    site = GatewaySite(runner, host or "127.0.0.1", int(port), {**handler_args(limits), "access_log": None})
     await site.start()
-    bound_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    url = f"http://{host or '127.0.0.1'}:{bound_port}"
+    url = f"http://{host or '127.0.0.1'}:{site.port}"
     url_file: Path = config.data_dir / "gateway.url"
     url_file.parent.mkdir(parents=True, exist_ok=True)
     url_file.write_text(url + "\n")

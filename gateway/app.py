@@ -18,17 +18,34 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 from aiohttp import web
 
-from bus import AiostackError, Bus, Unauthorized, request_scope
+from bus import (
+    ActorStopped,
+    AiostackError,
+    BadMessage,
+    Bus,
+    BusClosed,
+    CallTimeout,
+    DeadlineExpired,
+    NoResponders,
+    NoSuchMethod,
+    Overloaded,
+    RemoteError,
+    Unauthorized,
+    request_scope,
+)
 from gateway.http import (
     BUS,
     CLIENTS,
     CONTEXT,
+    LIMITS,
     REQUEST_ID,
     TOKENS,
     Handler,
+    Limits,
     error_body,
     json_response,
     service_of,
@@ -43,6 +60,8 @@ log = logging.getLogger(__name__)
 
 MAX_BODY = 1 << 20
 """The largest request body (413 past it)."""
+MAX_TOKEN = 8192
+"""The longest token taken (Fernet tokens are a few hundred characters of printable ASCII)."""
 MAX_REQUEST_LINE = 1 << 20
 """The longest request line, its query included: as long as a body may be. A listing filtered by
 many values (Neutron's filters repeat) is a long query; aiohttp's default (8 KiB) would refuse it
@@ -61,6 +80,29 @@ async def _add_request_id(request: web.Request, response: web.StreamResponse) ->
         response.headers["x-openstack-request-id"] = request[REQUEST_ID]
 
 
+INSIDE: tuple[tuple[type[AiostackError] | tuple[type[AiostackError], ...], str], ...] = (
+    (BadMessage, "The request holds a value the service cannot take (too large, or not representable)."),
+    (NoSuchMethod, "The service cannot do this at the moment (it is being upgraded); request id {rid}."),
+    ((CallTimeout, DeadlineExpired), "A service did not answer in time; the request id is {rid}."),
+    (Overloaded, "The service is busy; try again in a moment (the request id is {rid})."),
+    ((NoResponders, ActorStopped, BusClosed), "A service is not available; try again later (request {rid})."),
+    (RemoteError, "Unexpected error; the request id is {rid}."),
+)
+"""What a client is told of an error about aiostack's inside (its bus, its actors), not about its
+request: the message itself (subjects, envelopes, msgpack, exception names) goes to the log only."""
+SHOWN_HEADERS = frozenset(("allow", "retry-after"))
+"""The headers of an aiohttp HTTP error that its JSON answer keeps."""
+
+
+def public_message(exc: AiostackError, request_id: str | None) -> str | None:
+    """The message a client gets for an error about the inside of aiostack; None for an error of
+    meaning (not found, conflict, forbidden, invalid...), whose own message is for the client."""
+    for kinds, message in INSIDE:
+        if isinstance(exc, kinds):
+            return message.format(rid=request_id)
+    return None
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     service = service_of(request.path)
@@ -68,20 +110,26 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except AiostackError as exc:
         status = exc.http_status
-        if status >= 500:
+        message = public_message(exc, request.get(REQUEST_ID))
+        if status >= 500 or message is not None:
             log.warning(
                 "%s %s rid=%s: %s: %s", request.method, request.path, request.get(REQUEST_ID), exc.code, exc
             )
-        return json_response(error_body(service, status, str(exc), type(exc).__name__), status=status)
+        return json_response(
+            error_body(service, status, message or str(exc), type(exc).__name__), status=status
+        )
     except web.HTTPException as exc:
         if exc.status < 400 or exc.content_type == "application/json":
             raise
         message = exc.text if exc.text and not exc.text.startswith(str(exc.status)) else exc.reason
-        return json_response(
+        response = json_response(
             error_body(service, exc.status, message),
             status=exc.status,
-            headers={k: v for k, v in exc.headers.items() if k.lower() == "allow"},
+            headers={k: v for k, v in exc.headers.items() if k.lower() in SHOWN_HEADERS},
         )
+        if exc.status == 408:  # the body is still coming, slowly: do not read the rest
+            response.force_close()
+        return response
     except Exception:
         log.exception("%s %s rid=%s failed", request.method, request.path, request.get(REQUEST_ID))
         message = f"Unexpected error; the request id is {request.get(REQUEST_ID)}."
@@ -102,6 +150,8 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         token = request.query.get("token")
     if not token:
         raise Unauthorized("The request you have made requires authentication (X-Auth-Token missing).")
+    if len(token) > MAX_TOKEN or not (token.isascii() and token.isprintable()):
+        raise Unauthorized("The request you have made requires authentication (the token is malformed).")
     ctx = (await request.app[TOKENS].validate(token)).context
     request[CONTEXT] = ctx
     if route is not None and route.policy is not None:
@@ -115,10 +165,20 @@ async def _listen_for_revocations(app: web.Application) -> AsyncIterator[None]:
     yield
 
 
-def create_app(bus: Bus) -> web.Application:
-    """The whole gateway on one bus connection."""
+def handler_args(limits: Limits) -> dict[str, Any]:
+    """How aiohttp's request handler of each connection is made: the longest request line, and
+    ``keepalive_timeout`` as the deadline for a request's head. aiohttp arms that timer when a
+    connection opens and after each answer, and closes a connection that is still waiting for a
+    complete request head when it fires: so a client sending its headers a byte at a time holds a
+    connection ``header_timeout`` seconds at most, as an idle one does."""
+    return {"max_line_size": MAX_REQUEST_LINE, "keepalive_timeout": limits.header_timeout}
+
+
+def create_app(bus: Bus, limits: Limits | None = None) -> web.Application:
+    """The whole gateway on one bus connection (``limits``: the defaults when None)."""
     from gateway import compute, identity, image, network, openapi, versions, volume, websocket
 
+    limits = limits or Limits()
     app = web.Application(
         middlewares=[
             request_id_middleware,
@@ -127,8 +187,9 @@ def create_app(bus: Bus) -> web.Application:
             versions.microversion_middleware,
         ],
         client_max_size=MAX_BODY,
-        handler_args={"max_line_size": MAX_REQUEST_LINE},
+        handler_args=handler_args(limits),
     )
+    app[LIMITS] = limits
     app[BUS] = bus
     app[CLIENTS] = {}
     app[TOKENS] = TokenValidator(bus)

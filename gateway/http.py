@@ -7,8 +7,10 @@ imports the service modules, so the gateway has no import cycle.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+import os
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar
 
 import msgspec
 from aiohttp import web
@@ -24,9 +26,64 @@ CALL_TIMEOUT = 30.0
 """How long the gateway waits for an actor by default."""
 JSON = "application/json"
 
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What one client may hold of the gateway: sockets, and time to send a request.
+
+    ``Limits.from_environment()`` reads them from ``AIOSTACK_GATEWAY_SOCKETS_PER_USER``,
+    ``AIOSTACK_GATEWAY_HEADER_TIMEOUT``, ``AIOSTACK_GATEWAY_BODY_TIMEOUT`` and
+    ``AIOSTACK_GATEWAY_BODY_MIN_RATE`` (``aiostack up`` passes its environment to the gateway).
+    """
+
+    sockets_per_user: int = 32
+    """Event sockets one user may hold open at once; one more is refused (429)."""
+    header_timeout: float = 20.0
+    """Seconds a connection may wait for the head of its next request (idle time included, from its
+    opening or its last answer) before it is closed: a client that sends its headers slowly holds a
+    connection this long at most. Above aiohttp clients' own 15 s keep-alive, so they never reuse a
+    connection the gateway is closing."""
+    body_timeout: float = 20.0
+    """Seconds a request body may take, plus one second for every ``body_min_rate`` bytes received
+    (Apache's ``mod_reqtimeout``): a body slower than that is answered 408 and its connection closed."""
+    body_min_rate: int = 500
+    """Bytes per second a body must average beyond ``body_timeout``."""
+
+    ENVIRONMENT: ClassVar[dict[str, str]] = {
+        "sockets_per_user": "AIOSTACK_GATEWAY_SOCKETS_PER_USER",
+        "header_timeout": "AIOSTACK_GATEWAY_HEADER_TIMEOUT",
+        "body_timeout": "AIOSTACK_GATEWAY_BODY_TIMEOUT",
+        "body_min_rate": "AIOSTACK_GATEWAY_BODY_MIN_RATE",
+    }
+
+    def __post_init__(self) -> None:
+        for name in self.ENVIRONMENT:
+            if not getattr(self, name) > 0:
+                raise ValueError(f"gateway limit {name} must be above 0, not {getattr(self, name)!r}")
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str] = os.environ) -> Limits:
+        """The defaults, but for the limits the environment sets.
+
+        :raises ValueError: a variable that is not a positive number (an integer for counts).
+        """
+        given: dict[str, Any] = {}
+        for name, variable in cls.ENVIRONMENT.items():
+            if environ.get(variable):
+                whole = name in ("sockets_per_user", "body_min_rate")
+                try:
+                    given[name] = int(environ[variable]) if whole else float(environ[variable])
+                except ValueError:
+                    kind = "whole number" if whole else "number"
+                    given_value = environ[variable]
+                    raise ValueError(f"{variable} must be a {kind} above 0, not {given_value!r}") from None
+        return cls(**given)
+
+
 BUS = web.AppKey("bus", Bus)
 CLIENTS = web.AppKey("clients", dict)
 TOKENS = web.AppKey("tokens", TokenValidator)
+LIMITS = web.AppKey("limits", Limits)
 REQUEST_ID = web.RequestKey("request_id", str)
 CONTEXT = web.RequestKey("context", Context)
 MICROVERSION = web.RequestKey("microversion", tuple)

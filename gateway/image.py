@@ -17,7 +17,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import urlencode
 
 import msgspec
-from aiohttp import StreamReader, web
+from aiohttp import web
 from msgspec import UNSET, Meta, UnsetType
 
 from api.fields import Amount
@@ -36,6 +36,7 @@ from api.image import Image as Record
 from bus import AiostackError, Conflict, Forbidden, InvalidRequest, NotFound
 from gateway.http import REQUEST_ID, client, json_response, no_content
 from gateway.routing import (
+    BODY,
     MAX_AMOUNT,
     OCTETS,
     Body,
@@ -46,6 +47,7 @@ from gateway.routing import (
     Reply,
     Routes,
     Time,
+    body_pieces,
     decode_json,
 )
 
@@ -129,7 +131,11 @@ class ImageList(Body):
     next: Annotated[str, Meta(description="The next page, when this one is full.")] | UnsetType = UNSET
 
 
-_ALL = "all: every image the caller may see (the default)."
+_ALL = (
+    "Images of this visibility; all: every image the caller may see. Absent: all but other projects'"
+    " community images (Glance's default list, where another project's community image never"
+    " shadows a name)."
+)
 _LIMIT = "At most this many images (and at most 1000)."
 _MARKER = "The id of the last image of the previous page (one the caller sees, else 400)."
 
@@ -222,8 +228,7 @@ async def list_images(request: web.Request, query: ImageQuery) -> web.Response:
     """The images the project sees, newest first; 400 for a ``marker`` that is no image it sees."""
     name = None if query.name is UNSET else query.name
     status = None if query.status is UNSET else query.status
-    # all: Glance's "everything I may see", the default here
-    visibility = None if query.visibility is UNSET or query.visibility == "all" else query.visibility
+    visibility = None if query.visibility is UNSET else query.visibility
     limit = min(query.limit, MAX_LIMIT)
     images = await client(request, Images).list(
         name=name,
@@ -253,7 +258,7 @@ async def list_images(request: web.Request, query: ImageQuery) -> web.Response:
 async def create_image(request: web.Request, body: ImageCreate) -> web.Response:
     """403: a read-only member, or a public image asked by someone other than an admin;
     409: an image with this ``id`` exists (or existed)."""
-    properties = _properties(await request.read())
+    properties = _properties(request[BODY])
     arguments = {key: value for key, value in msgspec.structs.asdict(body).items() if value is not UNSET}
     image = await client(request, Images).create(**arguments, properties=properties)
     return json_response(image_view(image), status=201, headers={"Location": f"{IMAGES}/{image['id']}"})
@@ -279,16 +284,18 @@ async def delete_image(request: web.Request) -> web.Response:
     return no_content()
 
 
-async def _blocks(content: StreamReader, size: int) -> AsyncIterator[bytes]:
-    """The body in blocks of ``size`` bytes (the last one shorter); one empty block when it is empty."""
+async def _blocks(request: web.Request, size: int) -> AsyncIterator[bytes]:
+    """The body in blocks of ``size`` bytes (the last one shorter); one empty block when it is empty.
+    It must arrive as fast as ``routing.body_pieces`` asks (else 408)."""
     buffer = bytearray()
     sent = False
-    async for piece in content.iter_chunked(size):
-        buffer += piece
-        if len(buffer) >= size:
-            yield bytes(buffer[:size])
-            del buffer[:size]
-            sent = True
+    async with contextlib.aclosing(body_pieces(request)) as pieces:
+        async for piece in pieces:
+            buffer += piece
+            while len(buffer) >= size:
+                yield bytes(buffer[:size])
+                del buffer[:size]
+                sent = True
     if buffer or not sent:
         yield bytes(buffer)
 
@@ -315,10 +322,11 @@ async def upload_file(request: web.Request) -> web.Response:
     offset = 0
     attempted = written = False
     try:
-        async for block in _blocks(request.content, CHUNK):
-            attempted = True
-            reply = await images.upload_chunk(image_id=image_id, offset=offset, data=block)
-            offset, written = reply["size"], True
+        async with contextlib.aclosing(_blocks(request, CHUNK)) as blocks:
+            async for block in blocks:
+                attempted = True
+                reply = await images.upload_chunk(image_id=image_id, offset=offset, data=block)
+                offset, written = reply["size"], True
         await images.finish_upload(image_id=image_id)
     except BaseException as exc:  # also the cancellation of a handler whose client went away
         if attempted and (written or not isinstance(exc, REFUSALS)):

@@ -1,7 +1,10 @@
-"""Network (Neutron v2.0) routes: networks, subnets and ports under ``/network/v2.0``.
+"""Network (Neutron v2.0) routes: networks, subnets and ports under ``/network/v2.0``, and the
+extensions list.
 
 Each collection answers GET (list), POST (create, 201), and GET, PUT (networks and ports) and
-DELETE (204) on one resource, through the net actor's ``Net`` API. A list is filtered by any
+DELETE (204) on one resource, through the net actor's ``Net`` API. ``/extensions`` lists the
+Neutron API extensions aiostack really implements (``EXTENSIONS``), which clients ask about
+before they use one (``openstack port create`` does). A list is filtered by any
 scalar attribute of its resources (repeat a parameter for any of several values; an unknown
 one is a 400, as Neutron's filter validation answers) and ``fields`` picks the attributes shown.
 A body member the resource does not take is a 400 naming it. Errors come out as
@@ -22,6 +25,7 @@ from api.net import MacAddress, Mtu, Net, PortStatus, Text, VifType
 from api.net import Network as NetworkRecord
 from api.net import Port as PortRecord
 from api.net import Subnet as SubnetRecord
+from bus import NotFound
 from gateway.http import client, json_response, no_content
 from gateway.routing import Body, Link, OpenRequest, Query, Reply, Request, Routes, Time
 
@@ -446,9 +450,100 @@ def _changes(update: msgspec.Struct, names: Mapping[str, str] | None = None) -> 
     }
 
 
+# -- extensions -------------------------------------------------------------------------------
+
+
+class Extension(Body):
+    """A Neutron API extension, as Neutron describes it."""
+
+    name: str
+    alias: str
+    description: str
+    updated: str
+    links: list[Link]
+
+
+class ExtensionList(Body):
+    extensions: list[Extension]
+
+
+class ExtensionShown(Body):
+    extension: Extension
+
+
+EXTENSIONS = {
+    extension.alias: extension
+    for extension in (
+        Extension(
+            name="Filter parameters validation",
+            alias="filter-validation",
+            description="Provides validation on filter parameters.",
+            updated="2018-07-04T10:00:00-00:00",
+            links=[],
+        ),
+        Extension(
+            name="Network MTU",
+            alias="net-mtu",
+            description="Provides MTU attribute for a network resource.",
+            updated="2015-03-25T10:00:00-00:00",
+            links=[],
+        ),
+        Extension(
+            name="project_id field enabled",
+            alias="project-id",
+            description="Extension that indicates that project_id field is enabled.",
+            updated="2016-09-09T09:09:09-09:09",
+            links=[],
+        ),
+        Extension(
+            name="standard-attr-description",
+            alias="standard-attr-description",
+            description="Extension to add descriptions to standard attributes",
+            updated="2016-02-10T10:00:00-00:00",
+            links=[],
+        ),
+        Extension(
+            name="Resource revision numbers",
+            alias="standard-attr-revisions",
+            description="This extension will display the revision number of neutron resources.",
+            updated="2016-04-11T10:00:00-00:00",
+            links=[],
+        ),
+    )
+}
+"""The Neutron extensions aiostack implements, by alias: those whose attributes and behaviour its
+networks, subnets and ports have. Not listed, because not built whole: port binding (ports show
+its attributes, but ``binding:host_id`` is taken on update only, and ``binding:vnic_type`` and
+``binding:profile`` not at all), tags (``tags`` is always empty), timestamps (no ``changed_since``
+filter), security groups, port security, pagination and sorting, external networks, routers,
+quotas."""
+
 # -- routes -----------------------------------------------------------------------------------
 
 routes = Routes()
+
+
+@routes.get(
+    f"{BASE}/extensions",
+    "List extensions",
+    replies=[Reply(200, ExtensionList, "The Neutron API extensions this network service implements.")],
+)
+async def list_extensions(request: web.Request) -> web.Response:
+    return json_response(ExtensionList(extensions=list(EXTENSIONS.values())))
+
+
+@routes.get(
+    f"{BASE}/extensions/{{alias}}",
+    "Show an extension",
+    replies=[Reply(200, ExtensionShown, "The extension.")],
+    errors=(404,),
+)
+async def show_extension(request: web.Request) -> web.Response:
+    """404: no extension of that alias is implemented."""
+    alias = request.match_info["alias"]
+    if alias not in EXTENSIONS:
+        raise NotFound(f"Extension with alias {alias} does not exist")
+    return json_response(ExtensionShown(extension=EXTENSIONS[alias]))
 
 
 class NetworkVersion(Body):

@@ -22,8 +22,8 @@ From that one declaration:
   for the headers, matched without regard to case) and the JSON body (``body=``: decoded with
   msgspec, a whole number written ``1.0`` taken as the integer JSON Schema says it is); a
   wrong one is ``InvalidRequest`` (400, in the service's error format) with msgspec's message,
-  which names the member; a body that is not JSON is 400 too, another media type 415, one
-  over 1 MiB 413;
+  which names the member; a body that is not JSON (or nested too deeply to decode) is 400 too,
+  another media type 415, one over 1 MiB 413, one that arrives too slowly 408 (``read_body``);
 * the handler gets ``body=``, ``query=`` and ``headers=`` already typed, builds its answer
   from the reply Structs and returns it with ``json_response`` (or ``no_content``);
 * **the policy** (``<service>:read`` for GET and HEAD, ``<service>:write`` otherwise, unless
@@ -41,11 +41,13 @@ actors' replies are checked against their API.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import inspect
 import os
 import re
 import typing
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -55,13 +57,16 @@ from aiohttp import hdrs, web
 from msgspec import Meta
 
 from bus import InvalidRequest
-from gateway.http import JSON, Handler, service_of
+from gateway.http import JSON, LIMITS, Handler, service_of
 
 OCTETS = "application/octet-stream"
 MAX_AMOUNT = 2**31 - 1
 
 ROUTES = web.AppKey("routes", list)
 """The app's registered routes, in the order they were added (``gateway.openapi`` reads them)."""
+BODY = web.RequestKey("body", bytes)
+"""A JSON body as the registry read it (``read_body``): a handler that wants the raw bytes finds
+them here (``request.read()`` would find the stream already read)."""
 
 Id = Annotated[str, Meta(min_length=1, max_length=255)]
 """The id (or name) of a resource in a path or a body: what the actors take as an id."""
@@ -196,7 +201,7 @@ class Route:
         if not self.public:
             statuses |= {401, 403}
         if self.body is not None:
-            statuses |= {400, 415} | ({413} if self.body_media_type == JSON else set())
+            statuses |= {400, 408, 415} | ({413} if self.body_media_type == JSON else set())
         if self.query is not None or self.headers is not None or self.path_types:
             statuses.add(400)
         if microversioned:
@@ -362,7 +367,8 @@ def _serve(
         if body is not None:
             _check_media_type(request, body_media_type)
             if body_media_type == JSON:
-                kwargs["body"] = decode_json(await request.read(), body)
+                raw = request[BODY] = await read_body(request)
+                kwargs["body"] = decode_json(raw, body)
         response: web.StreamResponse = await handler(request, **kwargs)
         if CHECK_REPLIES:
             check_reply(route_of(serve), request, response)
@@ -393,6 +399,50 @@ def check_reply(route: Route | None, request: web.Request, response: web.StreamR
         ) from None
 
 
+async def body_pieces(request: web.Request) -> AsyncIterator[bytes]:
+    """The request's body as it arrives, as fast as the gateway's ``Limits`` ask: it may take
+    ``body_timeout`` seconds, and one more for every ``body_min_rate`` bytes received.
+
+    :raises web.HTTPRequestTimeout: the body is slower than that (408; the connection is closed).
+    :raises web.HTTPBadRequest: its framing is broken (a bad chunked encoding, a short body).
+    """
+    limits = request.app[LIMITS]
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limits.body_timeout
+    received = 0
+    while True:
+        try:
+            async with asyncio.timeout_at(deadline):
+                piece = await request.content.readany()
+        except TimeoutError:
+            raise web.HTTPRequestTimeout(
+                text=f"The request body did not arrive in time ({received} bytes in"
+                f" {limits.body_timeout + received / limits.body_min_rate:.0f} s); send it faster."
+            ) from None
+        except web.RequestPayloadError:
+            raise web.HTTPBadRequest(text="The request body is malformed (its length or chunks).") from None
+        if not piece:
+            return
+        received += len(piece)
+        deadline += len(piece) / limits.body_min_rate
+        yield piece
+
+
+async def read_body(request: web.Request) -> bytes:
+    """The whole request body (``body_pieces``), at most the app's ``client_max_size``.
+
+    :raises web.HTTPRequestEntityTooLarge: it is longer (413).
+    """
+    limit = request.client_max_size  # what request.read() would allow: the app's MAX_BODY
+    body = bytearray()
+    async with contextlib.aclosing(body_pieces(request)) as pieces:
+        async for piece in pieces:
+            body += piece
+            if len(body) > limit:
+                raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(body))
+    return bytes(body)
+
+
 def _number(literal: str) -> int | float:
     """A JSON number with a fraction: an int when it is whole (``154.0`` is an integer to JSON
     Schema, and so to the gateway), else a float."""
@@ -401,6 +451,7 @@ def _number(literal: str) -> int | float:
 
 
 _JSON = msgspec.json.Decoder(float_hook=_number)
+NESTED_TOO_DEEPLY = "Malformed request body: its arrays and objects are nested too deeply."
 
 
 def decode_json(raw: bytes, type_: Any) -> Any:
@@ -409,10 +460,14 @@ def decode_json(raw: bytes, type_: Any) -> Any:
         value = _JSON.decode(raw)
     except msgspec.DecodeError as exc:
         raise InvalidRequest(f"Malformed request body: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise InvalidRequest(NESTED_TOO_DEEPLY) from None
     try:
         return msgspec.convert(value, type_)
     except msgspec.ValidationError as exc:
         raise InvalidRequest(f"Invalid input for the request body: {_naming_the_value(exc, value)}") from None
+    except RecursionError:
+        raise InvalidRequest(NESTED_TOO_DEEPLY) from None
 
 
 def _convert(values: dict[str, Any], type_: Any, where: str) -> Any:

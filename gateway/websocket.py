@@ -28,6 +28,10 @@ Request frames are answered by the gateway's own routes: each one is made over l
 HTTP to the address the socket came in on, with the socket's token (validated again each
 time, so a revoked token stops working), so every route, policy, microversion and error
 format is the REST API's. At most ``REQUEST_LIMIT`` run at once per socket; more answer 429.
+
+One user holds at most ``Limits.sockets_per_user`` sockets at once (32 by default): one more is
+refused 429 before it costs anything (no stream lookup, no subscriber), so a user opening
+hundreds cannot slow the gateway down for the others.
 """
 
 from __future__ import annotations
@@ -37,8 +41,8 @@ import contextlib
 import json
 import logging
 import weakref
-from collections import deque
-from collections.abc import AsyncIterator
+from collections import Counter, deque
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
@@ -54,7 +58,7 @@ from yarl import URL
 
 from api.fields import Id
 from bus import BadMessage, Bus, Unauthorized, decode
-from gateway.http import BUS, TOKENS, context_of, error_body, service_of
+from gateway.http import BUS, LIMITS, TOKENS, context_of, error_body, service_of
 from gateway.routing import Headers, Query, Reply, Routes, TimeParameter, moment
 
 log = logging.getLogger(__name__)
@@ -90,6 +94,35 @@ RESPONSE_HEADERS = (
     "Allow",
     "Content-Type",
 )
+
+
+class SocketCounts:
+    """How many event sockets each user holds open (in this gateway)."""
+
+    def __init__(self) -> None:
+        self.held: Counter[str] = Counter()
+
+    @contextlib.contextmanager
+    def slot(self, user: str, limit: int) -> Iterator[None]:
+        """Hold one of ``user``'s ``limit`` sockets while the block runs.
+
+        :raises web.HTTPTooManyRequests: the user holds ``limit`` already (429).
+        """
+        if self.held[user] >= limit:
+            log.debug("event socket refused: user %s holds %d", user, limit)
+            raise web.HTTPTooManyRequests(
+                text=f"At most {limit} event sockets are open at once for one user; close one first."
+            )
+        self.held[user] += 1
+        try:
+            yield
+        finally:
+            self.held[user] -= 1
+            if not self.held[user]:
+                del self.held[user]
+
+
+SOCKET_COUNTS = web.AppKey("event_socket_counts", SocketCounts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -370,9 +403,11 @@ class RequestFrame:
 def parse_request(text: str) -> RequestFrame:
     """A request frame, checked. :raises BadFrame: not JSON, or not a request we can make."""
     try:
-        frame = json.loads(text)
-    except ValueError:
+        frame = msgspec.json.decode(text)
+    except msgspec.DecodeError:
         raise BadFrame("the frame is not JSON") from None
+    except RecursionError:
+        raise BadFrame("the frame's arrays and objects are nested too deeply") from None
     if not isinstance(frame, dict):
         raise BadFrame("a frame is a JSON object")
     frame_id = frame.get("id") if isinstance(frame.get("id"), str) else None
@@ -443,7 +478,7 @@ class RequestRelay:
         headers.update(self.headers)
         data = None
         if frame.body is not None:
-            data = json.dumps(frame.body).encode()
+            data = msgspec.json.encode(frame.body)
             headers.setdefault("Content-Type", "application/json")
         try:
             async with self.session.request(
@@ -454,9 +489,12 @@ class RequestRelay:
                     name: response.headers[name] for name in RESPONSE_HEADERS if name in response.headers
                 }
         except (aiohttp.ClientError, TimeoutError) as exc:
-            log.warning("socket request %s %s failed: %r", frame.method, frame.path, exc)
+            path = URL(frame.path).path  # not its query, which may hold anything (a token)
+            log.warning("socket request %s %s failed: %s", frame.method, path, type(exc).__name__)
             status = 504 if isinstance(exc, TimeoutError) else 502
-            body, shown = error_body(service_of(frame.path), status, f"the request failed: {exc!r}"), {}
+            failure = "did not answer in time" if status == 504 else "could not be reached"
+            message = f"The request failed: the gateway {failure}."
+            body, shown = error_body(service_of(path), status, message), {}
         await self._send(
             {"type": "response", "id": frame.id, "status": status, "headers": shown, "body": body}
         )
@@ -473,8 +511,11 @@ class RequestRelay:
 
 
 async def loopback_context(app: web.Application) -> AsyncIterator[None]:
+    # idle connections are let go well before the gateway's header timeout closes them (a request
+    # sent on a connection the server is closing would fail)
+    keepalive = min(15.0, app[LIMITS].header_timeout / 2)
     async with aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=LOOPBACK_CONNECTIONS),
+        connector=aiohttp.TCPConnector(limit=LOOPBACK_CONNECTIONS, keepalive_timeout=keepalive),
         timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT),
         cookie_jar=aiohttp.DummyCookieJar(),
     ) as session:
@@ -506,9 +547,17 @@ routes = Routes()
             },
         )
     ],
+    errors=(429,),
 )
 async def events_socket(request: web.Request, query: EventQuery, headers: Handshake) -> web.WebSocketResponse:
-    """A request that does not upgrade (no WebSocket handshake) is a 400, as is a bad query."""
+    """A request that does not upgrade (no WebSocket handshake) is a 400, as is a bad query; 429:
+    the user has as many sockets open as one user may (``Limits.sockets_per_user``)."""
+    ctx = context_of(request)
+    with request.app[SOCKET_COUNTS].slot(ctx.user_id or "", request.app[LIMITS].sockets_per_user):
+        return await _event_socket(request, query)
+
+
+async def _event_socket(request: web.Request, query: EventQuery) -> web.WebSocketResponse:
     ctx = context_of(request)
     project = (None if query.project is UNSET else query.project) if ctx.is_admin else ctx.project_id
     event_filter = EventFilter(project, _items(query.kinds), _items(query.ids), _items(query.types))
@@ -630,6 +679,7 @@ async def _close_sockets(app: web.Application) -> None:
 def add_routes(app: web.Application) -> None:
     app[EVENT_QUEUE_LIMIT] = QUEUE_LIMIT
     app[SOCKETS] = weakref.WeakSet()
+    app[SOCKET_COUNTS] = SocketCounts()
     app.on_shutdown.append(_close_sockets)
     app.cleanup_ctx.append(hub_context)
     app.cleanup_ctx.append(loopback_context)

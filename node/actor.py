@@ -90,7 +90,7 @@ class NodeActor(Actor, Node):
         self.state_dir = config.data_dir / "nodes" / host
         self.records = Records(self.state_dir / "node.sqlite")
         self.store = self.records.store  # what tools and tests read
-        peers = Peers.on(bus)
+        peers = Peers.on(bus, host)
         self.conductor = peers.conductor
         self.events = EventForwarder(bus, host, self.records, peers.conductor)
         self.hypervisor = Hypervisor(
@@ -100,7 +100,7 @@ class NodeActor(Actor, Node):
             on_reconnect=self._reconnected,
             spawn=self._spawn,
         )
-        self.images = ImageCache(bus, self.state_dir)
+        self.images = ImageCache(peers.image, self.state_dir)
         self.networks = GuestNetworks(self.hypervisor.virt)
         self.builder = Builder(
             host,
@@ -169,9 +169,7 @@ class NodeActor(Actor, Node):
                 log.warning("node %s: capacity report failed: %s", self.host, exc)
             try:
                 if self.records.working:
-                    await self.conductor.task_progress(
-                        host=self.host, instance_uuids=sorted(self.records.working)
-                    )
+                    await self.conductor.task_progress(instance_uuids=sorted(self.records.working))
             except AiostackError as exc:
                 log.warning("node %s: progress report failed: %s", self.host, exc)
             await asyncio.sleep(self.report_interval)

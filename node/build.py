@@ -98,9 +98,7 @@ class Builder:
         """
         async with self.records.lock(instance_uuid), self.records.working_on(instance_uuid):
             try:
-                request = await self.peers.patient_conductor.get_build_request(
-                    instance_uuid=instance_uuid, host=self.host
-                )
+                request = await self.peers.patient_conductor.get_build_request(instance_uuid=instance_uuid)
             except (Conflict, NotFound) as exc:
                 log.info("node %s: not building %s: %s", self.host, instance_uuid, exc)
                 return
@@ -134,9 +132,7 @@ class Builder:
             return False
         log.info("node %s: build of %s delivered again; its domain exists", self.host, instance_uuid)
         if await self.hypervisor.is_running(domain):
-            await self.peers.patient_conductor.sync_power_state(
-                instance_uuid=instance_uuid, host=self.host, running=True
-            )
+            await self.peers.patient_conductor.sync_power_state(instance_uuid=instance_uuid, running=True)
         else:
             await self.hypervisor.virt(domain.create)
         return True
@@ -148,15 +144,13 @@ class Builder:
         domain = await self.hypervisor.define(xml)
         for volume_id, device in volumes:
             await self.peers.volume.attach_complete(
-                volume_id=volume_id, instance_uuid=instance_uuid, host=self.host, device=device
+                volume_id=volume_id, instance_uuid=instance_uuid, device=device
             )
         await self.hypervisor.virt(domain.create)
 
     async def _report_build_failure(self, instance_uuid: str, message: str) -> None:
         try:
-            await self.peers.patient_conductor.build_failed(
-                instance_uuid=instance_uuid, host=self.host, message=message
-            )
+            await self.peers.patient_conductor.build_failed(instance_uuid=instance_uuid, message=message)
         except AiostackError as exc:
             log.error("node %s: could not report the failed build of %s: %s", self.host, instance_uuid, exc)
 
@@ -167,23 +161,19 @@ class Builder:
 
         Returns the domain XML and the reserved volumes with their devices.
         """
-        image = await self.peers.patient_image.get(image_id=instance["image_ref"])
+        uuid = instance["id"]
+        image = await self.peers.patient_image.get(image_id=instance["image_ref"], instance_uuid=uuid)
         properties = image["properties"]
         boot_images = {
-            key: await self._boot_image(image, key)
+            key: await self._boot_image(image, key, uuid)
             for key in ("kernel_id", "ramdisk_id")
             if properties.get(key)
         }
         ports = await self.peers.patient_net.allocate_for_instance(
-            instance_uuid=instance["id"],
-            project_id=instance["project_id"],
-            requested_networks=requested_networks,
-            host=self.host,
+            instance_uuid=uuid, requested_networks=requested_networks
         )
-        addresses = await self._addresses(ports)
-        await self.peers.patient_conductor.instance_spawning(
-            instance_uuid=instance["id"], host=self.host, addresses=addresses
-        )
+        addresses = await self._addresses(ports, uuid)
+        await self.peers.patient_conductor.instance_spawning(instance_uuid=uuid, addresses=addresses)
         flavor = instance["flavor"]
         if self.hypervisor.real_guests:
             root = Disk(
@@ -192,8 +182,8 @@ class Builder:
                 format="qcow2",
                 bus=disk_bus(properties),
             )
-            files = {key: str(await self.images.base(record)) for key, record in boot_images.items()}
-            nics = [await self._guest_nic(port) for port in ports]
+            files = {key: str(await self.images.base(record, uuid)) for key, record in boot_images.items()}
+            nics = [await self._guest_nic(port, uuid) for port in ports]
             console_log: str | None = str(self.images.console_log(instance["id"]))
         else:
             root = Disk(
@@ -235,20 +225,22 @@ class Builder:
         )
         return domain_xml(spec), volumes
 
-    async def _boot_image(self, image: Image, key: str) -> Image:
+    async def _boot_image(self, image: Image, key: str, instance_uuid: str) -> Image:
         """The kernel (``kernel_id``) or ramdisk (``ramdisk_id``) image an image boots with."""
         try:
-            return await self.peers.image.get(image_id=image["properties"][key])
+            return await self.peers.image.get(image_id=image["properties"][key], instance_uuid=instance_uuid)
         except NotFound:
             raise NotFound(
                 f"{key} image {image['properties'][key]} of image {image['id']} could not be found"
             ) from None
 
-    async def _guest_nic(self, port: Port) -> Nic:
+    async def _guest_nic(self, port: Port, instance_uuid: str) -> Nic:
         """The port as a NIC of a real guest: on its network's bridge with a DHCP entry, or user-mode."""
         subnet = None
         if port["fixed_ips"]:
-            subnet = await self.peers.net.get_subnet(subnet_id=port["fixed_ips"][0]["subnet_id"])
+            subnet = await self.peers.net.get_subnet(
+                subnet_id=port["fixed_ips"][0]["subnet_id"], instance_uuid=instance_uuid
+            )
         attachment = await self.networks.attach(self.hypervisor.connection, port["network_id"], subnet, port)
         await self.peers.net.set_port_binding(
             port_id=port["id"],
@@ -262,13 +254,13 @@ class Builder:
             port["mac_address"], port["id"], network=attachment.network, user_mode=attachment.network is None
         )
 
-    async def _addresses(self, ports: list[Port]) -> dict[str, list[dict[str, Any]]]:
+    async def _addresses(self, ports: list[Port], instance_uuid: str) -> dict[str, list[dict[str, Any]]]:
         """Nova's ``addresses``: network name -> fixed IPs with their MAC."""
         addresses: dict[str, list[dict[str, Any]]] = {}
         for port in ports:
             network_id = port["network_id"]
             if network_id not in self._network_names:
-                network = await self.peers.net.get_network(network_id=network_id)
+                network = await self.peers.net.get_network(network_id=network_id, instance_uuid=instance_uuid)
                 self._network_names[network_id] = network["name"] or network_id
             for fixed in port["fixed_ips"]:
                 addresses.setdefault(self._network_names[network_id], []).append(
@@ -295,7 +287,7 @@ class Builder:
     async def terminate_instance(self, instance_uuid: str) -> None:
         """Destroy, release ports and volumes, undefine: the UNDEFINED event finishes the delete."""
         async with self.records.lock(instance_uuid), self.records.working_on(instance_uuid):
-            await self.peers.patient_conductor.task_progress(host=self.host, instance_uuids=[instance_uuid])
+            await self.peers.patient_conductor.task_progress(instance_uuids=[instance_uuid])
             await self._terminate(instance_uuid)
         self.records.forget_lock(instance_uuid)
 
@@ -310,7 +302,7 @@ class Builder:
         if domain is not None:
             await self.hypervisor.undefine(domain)
         else:
-            await self.peers.conductor.domain_gone(instance_uuid=instance_uuid, host=self.host)
+            await self.tell_domain_gone(instance_uuid)
         self.records.request_ids.pop(instance_uuid, None)
 
     async def remove_domain(self, instance_uuid: str) -> None:
@@ -332,10 +324,27 @@ class Builder:
             await self.hypervisor.undefine(domain)
         return xml
 
+    async def tell_domain_gone(self, instance_uuid: str) -> None:
+        """Tell the conductor the instance being deleted had no domain here (which finishes the delete)."""
+        try:
+            await self.peers.conductor.domain_gone(instance_uuid=instance_uuid)
+        except NotFound:  # finished meanwhile (the conductor did it without this node), or moved away
+            log.info("node %s: %s is no longer recorded here; its delete is done", self.host, instance_uuid)
+
     async def _release_elsewhere(self, instance_uuid: str) -> None:
-        """The instance's ports and volume attachments (idempotent)."""
-        await self.peers.patient_net.deallocate_for_instance(instance_uuid=instance_uuid)
-        await self.peers.patient_volume.detach_all(instance_uuid=instance_uuid)
+        """The instance's ports and volume attachments (idempotent). Their owners give a node only
+        what instances recorded on its host hold: an instance recorded elsewhere (rescheduled) or
+        nowhere (deleted meanwhile, its resources released by the conductor) holds nothing for
+        this node to release."""
+        try:
+            await self.peers.patient_net.deallocate_for_instance(instance_uuid=instance_uuid)
+            await self.peers.patient_volume.detach_all(instance_uuid=instance_uuid)
+        except NotFound:
+            log.info(
+                "node %s: %s is no longer recorded here: its ports and volumes are not this node's",
+                self.host,
+                instance_uuid,
+            )
 
     async def _release_here(self, instance_uuid: str, xml: str | None, cleanup: Cleanup) -> None:
         """What a guest held on this host: its DHCP entries, its overlay and console log, then its

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import libvirt
 
 from api.conductor import ConductorForNodes
-from bus import AiostackError, Bus, request_scope
+from bus import AiostackError, Bus, NotFound, request_scope
 from node.hypervisor import Hypervisor
 from node.records import Records
 from runtime.events import publish_event
@@ -118,7 +118,15 @@ class EventForwarder:
         for attempt in range(12):
             try:
                 await self.conductor.domain_event(
-                    instance_uuid=item.instance_uuid, host=self.host, event=item.event, detail=item.detail
+                    instance_uuid=item.instance_uuid, event=item.event, detail=item.detail
+                )
+                return
+            except NotFound:  # not (or no longer) recorded on this host: nothing of the conductor's to change
+                log.info(
+                    "node %s: event %s of %s: the instance is not recorded on this host",
+                    self.host,
+                    item.event,
+                    item.instance_uuid,
                 )
                 return
             except AiostackError as exc:

@@ -16,8 +16,8 @@ import logging
 import shutil
 from pathlib import Path
 
-from api.image import CHUNK_MAX, Image, ImageReader
-from bus import Bus, Conflict
+from api.image import CHUNK_MAX, Image, ImageForNodes
+from bus import Conflict
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +30,9 @@ CONSOLE_MAX_BYTES = 1024 * 1024
 class ImageCache:
     """Base images fetched once per node; overlays and console logs per instance."""
 
-    def __init__(self, bus: Bus, state_dir: Path) -> None:
-        self.reader = ImageReader.client(bus)
+    def __init__(self, reader: ImageForNodes, state_dir: Path) -> None:
+        self.reader = reader
+        """The image actor, as this node (it reads only the images of instances on this host)."""
         self.base_dir = state_dir / "images" / "_base"
         self.instances_dir = state_dir / "instances"
         self._locks: dict[str, asyncio.Lock] = {}
@@ -42,16 +43,17 @@ class ImageCache:
     def console_log(self, instance_uuid: str) -> Path:
         return self.instance_dir(instance_uuid) / "console.log"
 
-    async def base(self, image: Image) -> Path:
-        """The verified local copy of an active image, fetched on first use."""
+    async def base(self, image: Image, instance_uuid: str) -> Path:
+        """The verified local copy of an active image, fetched on first use (for ``instance_uuid``,
+        which uses it: the image actor gives a node only the images of its instances)."""
         path = self.base_dir / image["id"]
         lock = self._locks.setdefault(image["id"], asyncio.Lock())
         async with lock:
             if not path.exists():
-                await self._fetch(image, path)
+                await self._fetch(image, instance_uuid, path)
         return path
 
-    async def _fetch(self, image: Image, path: Path) -> None:
+    async def _fetch(self, image: Image, instance_uuid: str, path: Path) -> None:
         size = image.get("size")
         if image.get("status") != "active" or not isinstance(size, int):
             raise Conflict(f"image {image['id']} is {image.get('status')}; only active images can boot")
@@ -64,7 +66,12 @@ class ImageCache:
                 window = offsets[first : first + FETCH_WINDOW]
                 chunks = await asyncio.gather(
                     *(
-                        self.reader.read_chunk(image_id=image["id"], offset=offset, length=FETCH_CHUNK)
+                        self.reader.read_chunk(
+                            image_id=image["id"],
+                            instance_uuid=instance_uuid,
+                            offset=offset,
+                            length=FETCH_CHUNK,
+                        )
                         for offset in window
                     )
                 )
@@ -87,7 +94,7 @@ class ImageCache:
 
     async def create_root_disk(self, instance_uuid: str, image: Image, root_gb: int) -> Path:
         """A qcow2 overlay on the image's base, at least ``root_gb`` GiB (never smaller than the image)."""
-        base = await self.base(image)
+        base = await self.base(image, instance_uuid)
         directory = self.instance_dir(instance_uuid)
         directory.mkdir(parents=True, exist_ok=True)
         disk = directory / "disk"

@@ -1,9 +1,12 @@
-"""The services a node calls, as typed clients of their node-facing facets.
+"""The services a node calls, as typed clients of their node-facing facets, each as this node's host.
 
 ``FACETS`` is all a node process calls (with the scheduler's ``HEARTBEAT`` topic and its own
-``domain`` events): its NATS permissions follow from them. The ``patient_*`` clients ask again
-while the callee is away, restarting or busy (``TRANSIENT_RETRY_FOR``, each attempt
-``ATTEMPT_TIMEOUT``): only for the idempotent calls of the build and power paths.
+``domain`` events): its NATS permissions follow from them. Every one of them is served per
+calling host (``conductor.host.<host>``, ``image.host.<host>``...): the clients are made with
+the node's host, the only one its NATS user may send as, and the callee acts only on the
+instances recorded on that host. The ``patient_*`` clients ask again while the callee is away,
+restarting or busy (``TRANSIENT_RETRY_FOR``, each attempt ``ATTEMPT_TIMEOUT``): only for the
+idempotent calls of the build and power paths.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from api.conductor import ConductorForNodes
-from api.image import ImageReader
+from api.image import ImageForNodes
 from api.net import NetForNodes
 from api.volume import VolumeAttacher
 from bus import Bus
@@ -22,37 +25,38 @@ TRANSIENT_RETRY_FOR = 15.0
 """How long an idempotent call is asked again while its actor is away or restarting."""
 ATTEMPT_TIMEOUT = 5.0
 
-FACETS = (ConductorForNodes, ImageReader, NetForNodes, VolumeAttacher)
+FACETS = (ConductorForNodes, ImageForNodes, NetForNodes, VolumeAttacher)
 """What a node calls."""
 
 F = TypeVar("F", bound=ServiceAPI)
 
 
-def patient(facet: type[F], bus: Bus) -> F:
-    """A client that asks again while the callee is away (idempotent methods only)."""
-    return facet.client(bus, timeout=ATTEMPT_TIMEOUT, patience=TRANSIENT_RETRY_FOR)
+def patient(facet: type[F], bus: Bus, host: str) -> F:
+    """A client, as ``host``, that asks again while the callee is away (idempotent methods only)."""
+    return facet.client(bus, timeout=ATTEMPT_TIMEOUT, patience=TRANSIENT_RETRY_FOR, host=host)
 
 
 @dataclass(frozen=True, slots=True)
 class Peers:
     conductor: ConductorForNodes
     patient_conductor: ConductorForNodes
-    image: ImageReader
-    patient_image: ImageReader
+    image: ImageForNodes
+    patient_image: ImageForNodes
     net: NetForNodes
     patient_net: NetForNodes
     volume: VolumeAttacher
     patient_volume: VolumeAttacher
 
     @classmethod
-    def on(cls, bus: Bus) -> Peers:
+    def on(cls, bus: Bus, host: str) -> Peers:
+        """The clients of a node, each sending as ``host``."""
         return cls(
-            conductor=ConductorForNodes.client(bus),
-            patient_conductor=patient(ConductorForNodes, bus),
-            image=ImageReader.client(bus),
-            patient_image=patient(ImageReader, bus),
-            net=NetForNodes.client(bus),
-            patient_net=patient(NetForNodes, bus),
-            volume=VolumeAttacher.client(bus),
-            patient_volume=patient(VolumeAttacher, bus),
+            conductor=ConductorForNodes.client(bus, host=host),
+            patient_conductor=patient(ConductorForNodes, bus, host),
+            image=ImageForNodes.client(bus, host=host),
+            patient_image=patient(ImageForNodes, bus, host),
+            net=NetForNodes.client(bus, host=host),
+            patient_net=patient(NetForNodes, bus, host),
+            volume=VolumeAttacher.client(bus, host=host),
+            patient_volume=patient(VolumeAttacher, bus, host),
         )

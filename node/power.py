@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 import libvirt
 
 from api.node import PowerAction, PowerState, RebootType
+from bus import NotFound
 from node.events import EventForwarder, LifecycleEvent
 from node.hypervisor import Hypervisor
 from node.peers import Peers
@@ -73,18 +74,21 @@ class Power:
 
     async def sync(self, instance_uuid: str, *, running: bool) -> None:
         """Tell the conductor a power state libvirt will send no event for (it did not change)."""
-        await self.peers.patient_conductor.sync_power_state(
-            instance_uuid=instance_uuid, host=self.host, running=running
-        )
+        try:
+            await self.peers.patient_conductor.sync_power_state(instance_uuid=instance_uuid, running=running)
+        except NotFound:  # not (or no longer) recorded on this host: nothing of the conductor's to settle
+            log.info(
+                "node %s: %s is not recorded on this host; its power state is not reported",
+                self.host,
+                instance_uuid,
+            )
 
     async def _settling(self, instance_uuid: str, power_change: Callable[[str], Awaitable[None]]) -> None:
         """Take the task (tell the conductor), run the power change; if it fails, tell the
         conductor the state the domain is really in, so the instance never stays in a task state."""
         try:
             async with self.records.working_on(instance_uuid):
-                await self.peers.patient_conductor.task_progress(
-                    host=self.host, instance_uuids=[instance_uuid]
-                )
+                await self.peers.patient_conductor.task_progress(instance_uuids=[instance_uuid])
                 await power_change(instance_uuid)
         except Exception:
             domain = await self.hypervisor.domain(instance_uuid) if self.hypervisor.conn is not None else None
@@ -140,7 +144,7 @@ class Power:
             await self.hypervisor.virt(domain.create)
             return
         await self.hypervisor.virt(domain.reboot, 0)
-        await self.peers.conductor.task_done(instance_uuid=instance_uuid, host=self.host)
+        await self.peers.conductor.task_done(instance_uuid=instance_uuid)
 
     async def _change(self, instance_uuid: str, action: PowerAction) -> None:
         """pause (libvirt suspend), unpause (resume), suspend (managed save), resume (restore)."""

@@ -99,7 +99,7 @@ class Reconciler:
     async def _records_when_conductor_answers(self) -> list[Instance]:
         while True:
             try:
-                return await self.conductor.list_host_instances(host=self.host)
+                return await self.conductor.list_host_instances()
             except AiostackError as exc:
                 log.info("node %s: waiting for the conductor to reconcile (%s)", self.host, exc)
                 await asyncio.sleep(1)
@@ -162,7 +162,7 @@ class Reconciler:
             if domain.name().startswith("instance-")
         }
         candidates = stored | (in_libvirt & set(self.records.projects))  # several nodes may share a libvirtd
-        records = await self.conductor.list_host_instances(host=self.host)
+        records = await self.conductor.list_host_instances()
         for uuid in candidates - {instance["id"] for instance in records}:
             if uuid in self.records.working:
                 continue

@@ -1,7 +1,8 @@
 """Token validation with a cache, shared by the gateway and every actor of a process.
 
 A cache hit costs no bus round trip; a miss asks the identity actor
-(``TokenValidation.validate``). Entries live until the earlier of the token's expiry and
+(``TokenValidation.validate``), once for all the requests that miss on the same token at the
+same time (they wait for that one answer). Entries live until the earlier of the token's expiry and
 ``ttl``; revocations the identity actor publishes on ``REVOKED`` drop them at once (by token,
 by user, by project), and are remembered so a validation already in flight cannot bring a
 revoked token back.
@@ -16,9 +17,11 @@ user context (the overview's steps 4-5, 21, 24, 27) and enforce the handlers' po
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass
+from functools import partial
 from typing import Literal, TypedDict
 
 from nats.aio.msg import Msg
@@ -96,6 +99,8 @@ class TokenValidator:
         self._revoked_tokens: set[str] = set()
         self._revoked_users: dict[str, float] = {}
         self._revoked_projects: dict[str, float] = {}
+        self._asking: dict[str, asyncio.Task[Identity]] = {}
+        # invariant: _asking holds a task per token being asked about, until the task is done
 
     async def start(self) -> None:
         """Listen for revocations (call once the bus is connected)."""
@@ -136,10 +141,19 @@ class TokenValidator:
 
         :raises Unauthorized: unknown, expired or revoked token.
         """
-        now = time.time()
         entry = self._cache.get(token)
-        if entry is not None and entry[1] > now:
+        if entry is not None and entry[1] > time.time():
             return entry[0]
+        asking = self._asking.get(token)
+        if asking is None:
+            asking = self._asking[token] = asyncio.create_task(self._ask(token))
+            asking.add_done_callback(partial(self._asked, token))
+        # a caller that gives up (cancelled) leaves the answer to the others and the cache
+        return await asyncio.shield(asking)
+
+    async def _ask(self, token: str) -> Identity:
+        """Ask the identity actor about ``token`` and cache the answer."""
+        now = time.time()
         with request_scope():
             info = await self.identity.validate(token=token)
         identity = Identity(
@@ -154,6 +168,12 @@ class TokenValidator:
             self._cache.clear()
         self._cache[token] = (identity, min(now + self.ttl, identity.expires_at))
         return identity
+
+    def _asked(self, token: str, task: asyncio.Task[Identity]) -> None:
+        if self._asking.get(token) is task:
+            del self._asking[token]
+        if not task.cancelled():
+            task.exception()  # retrieved here, in case every caller gave up waiting
 
     async def authenticate(self, claimed: Context) -> Context:
         """The caller a message claims, checked against its token: the token's roles, not the claim's.

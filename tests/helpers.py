@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import sys
 from typing import Any
 
 import aiohttp
@@ -49,3 +52,13 @@ class Api:
 
     async def delete(self, path: str, **kwargs: Any) -> tuple[int, Any]:
         return await self.request("DELETE", path, **kwargs)
+
+
+async def aiostack_audit(data_dir: str | os.PathLike[str]) -> tuple[int, str]:
+    """Run ``aiostack audit`` on a running cloud's data directory: its exit status and output."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "aiostack.cli", "audit", "--data-dir", str(data_dir), "--log-level", "WARNING",
+        stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    output, _ = await process.communicate()
+    return process.returncode or 0, output.decode()

@@ -129,9 +129,9 @@ PROCESS_CODE = {
     "identity": ("actors/identity",),
     "conductor": ("actors/conductor",),
     "scheduler": ("actors/scheduler.py", "actors/orphans.py"),
-    "image": ("actors/image.py",),
-    "net": ("actors/net", "actors/orphans.py"),
-    "volume": ("actors/volume.py", "actors/orphans.py"),
+    "image": ("actors/image.py", "actors/placement.py"),
+    "net": ("actors/net", "actors/orphans.py", "actors/placement.py"),
+    "volume": ("actors/volume.py", "actors/orphans.py", "actors/placement.py"),
     "node": ("node",),
     "gateway": ("gateway",),
 }

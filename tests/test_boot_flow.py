@@ -158,12 +158,15 @@ async def test_every_message_on_the_bus_is_a_valid_envelope(api, events: EventSt
         elif data:  # the server's no-responders status message carries no payload
             decode(data)
     methods = {s.split(".", 2)[2] for s, _ in seen if s.startswith(f"{bus.prefix}.rpc.")}
+    host = "node-1"  # what a node calls, it calls as its own host (the subject says which)
     assert {
         "conductor.create_instance",
         "scheduler.select_destinations",
-        "image.get",
-        "net.allocate_for_instance",
-        "conductor.domain_event",
+        f"conductor.host.{host}.get_build_request",
+        f"image.host.{host}.get",
+        f"net.host.{host}.allocate_for_instance",
+        f"conductor.host.{host}.domain_event",
+        "conductor.placement",
     } <= methods
 
 

@@ -8,13 +8,13 @@ clean, and deleting everything leaves no port, claim, volume attachment or domai
 
 from __future__ import annotations
 
-import asyncio
 import sys
 
 from aiostack.client import Client
 from bus import Bus
 from deploy.chaos import VICTIMS, run_round
 from deploy.launch import aiostack_up
+from tests.helpers import aiostack_audit
 
 PASSWORD = "chaos-secret"
 
@@ -43,12 +43,3 @@ async def test_killing_any_process_during_300_boots_leaves_nothing_stuck_or_leak
         )
         code, output = await aiostack_audit(tmp_path)
         assert code == 1 and "PROBLEM: claim on node-" in output and ghost in output, output
-
-
-async def aiostack_audit(data_dir) -> tuple[int, str]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "aiostack.cli", "audit", "--data-dir", str(data_dir), "--log-level", "WARNING",
-        stdout=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    output, _ = await process.communicate()
-    return process.returncode or 0, output.decode()

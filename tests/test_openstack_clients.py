@@ -157,3 +157,61 @@ def test_the_openstack_cli_prints_the_services_own_error_messages(cloud: Running
         text=True,
     )
     assert done.returncode == 1 and "not-a-cidr" in done.stderr
+
+
+def test_openstack_port_create_works_and_extensions_are_listed(cloud: RunningCloud) -> None:
+    """`openstack port create` asks Neutron's /extensions first (it answered 404: issue 13)."""
+    network = cli_json(cloud, "network", "create", "port-net")
+    cli_json(cloud, "subnet", "create", "--network", "port-net", "--subnet-range", "10.80.0.0/24", "port-sub")
+    port = cli_json(cloud, "port", "create", "--network", "port-net", "--description", "by the CLI", "p1")
+    assert port["network_id"] == network["id"] and port["description"] == "by the CLI"
+    assert port["fixed_ips"][0]["ip_address"].startswith("10.80.0.")
+    aliases = {extension["Alias"] for extension in cli_json(cloud, "extension", "list", "--network")}
+    assert {"standard-attr-description", "standard-attr-revisions", "net-mtu", "project-id"} <= aliases
+    assert "p1" in {p["Name"] for p in cli_json(cloud, "port", "list", "--network", "port-net")}
+    openstack_cli(cloud, "port", "delete", "p1")
+
+
+def test_another_projects_community_image_does_not_shadow_the_default_image(
+    cloud: RunningCloud, tmp_path: Path
+) -> None:
+    """A member of another project publishes a community image named ``aiostack-tiny``: demo
+    still finds the default image by name and boots from it (issue 13: "More than one Image
+    exists" everywhere); the community image is listed only when asked for."""
+    openstack_cli(cloud, "project", "create", "mallory", user="admin")
+    openstack_cli(
+        cloud, "user", "create", "--project", "mallory", "--password", "mallory-pw", "mallory", user="admin"
+    )
+    openstack_cli(cloud, "role", "add", "--project", "mallory", "--user", "mallory", "member", user="admin")
+    env = {key: value for key, value in os.environ.items() if not key.startswith("OS_")}
+    env |= {
+        "OS_AUTH_URL": f"{cloud.gateway_url}/identity/v3",
+        "OS_USERNAME": "mallory",
+        "OS_PASSWORD": "mallory-pw",
+        "OS_PROJECT_NAME": "mallory",
+        "OS_USER_DOMAIN_NAME": "Default",
+        "OS_PROJECT_DOMAIN_NAME": "Default",
+        "OS_IDENTITY_API_VERSION": "3",
+    }
+    disk = tmp_path / "shadow.raw"
+    disk.write_bytes(os.urandom(64 * 1024))
+    done = subprocess.run(
+        [
+            OPENSTACK, "image", "create", "--community", "--file", str(disk), "--disk-format", "raw",
+            "--container-format", "bare", "-f", "json", "aiostack-tiny",
+        ],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    shadow = json.loads(done.stdout)
+    assert shadow["visibility"] == "community"
+    tiny = cli_json(cloud, "image", "show", "aiostack-tiny")
+    assert tiny["id"] != shadow["id"] and tiny["visibility"] == "public"
+    assert shadow["id"] not in {i["ID"] for i in cli_json(cloud, "image", "list")}
+    assert shadow["id"] in {i["ID"] for i in cli_json(cloud, "image", "list", "--community")}
+    server = cli_json(
+        cloud, "server", "create", "--image", "aiostack-tiny", "--flavor", "m1.tiny", "--network", "default",
+        "--wait", "not-shadowed",
+    )  # fmt: skip
+    assert server["status"] == "ACTIVE" and tiny["id"] in server["image"]
+    openstack_cli(cloud, "server", "delete", "--wait", "not-shadowed")

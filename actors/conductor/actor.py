@@ -8,8 +8,8 @@ It is composed of servants, one per job, sharing one ``Core`` (store, bus, clien
   (``states.py``: which states an action may start from and where it leads);
 * ``power.PowerActions``: stop, start, reboot, pause, unpause, suspend, resume, delete;
 * ``volumes.Attachments``: volume attach and detach;
-* ``watch.TaskWatch``: task supervision (redelivery, progress deadlines), live_instances,
-  the audit and the action log;
+* ``watch.TaskWatch``: task supervision (redelivery, progress deadlines), live_instances and
+  placements (for the owners' checks), the audit and the action log;
 * ``instances.ServerReads``, ``flavors.FlavorCatalog``, ``keypairs.KeypairBook``: reads,
   flavors, key pairs.
 """

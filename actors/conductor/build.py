@@ -314,17 +314,19 @@ class Builder(ServerCreation, NodeBuilds):
     # -- the node's side ------------------------------------------------------------------
 
     async def get_build_request(self, *, instance_uuid: str, host: str) -> BuildRequest:
-        """Steps 14-19: what a node needs to build the instance; asking acknowledges the build.
+        """Steps 14-19: what the node of ``host`` needs to build the instance; asking acknowledges
+        the build.
 
-        :raises Conflict: the instance is not being built on ``host`` (e.g. deleted meanwhile).
+        :raises NotFound: no such instance on ``host`` (deleted, rescheduled, another host's).
+        :raises Conflict: the instance is not being built any more.
         """
-        row = await self.core.row(instance_uuid)
-        if row["host"] != host or states_of(row) != BUILDING_ON_HOST:
+        row = await self.core.placed(instance_uuid, host)
+        if states_of(row) != BUILDING_ON_HOST:
             raise Conflict(f"Instance {instance_uuid} is not being built on {host}")
         if not row["task_acked"]:
             await self.core.store.execute(
-                "UPDATE instances SET task_acked = 1, progress_at = ? WHERE uuid = ?",
-                (time.time(), instance_uuid),
+                "UPDATE instances SET task_acked = 1, progress_at = ? WHERE uuid = ? AND host = ?",
+                (time.time(), instance_uuid, host),
             )
             await self.core.record_step(instance_uuid, Action.CREATE, "node_accepted", host, "Success")
         return {
@@ -335,19 +337,27 @@ class Builder(ServerCreation, NodeBuilds):
         }
 
     async def instance_spawning(
-        self, *, instance_uuid: str, host: str, addresses: dict[str, list[dict[str, Any]]]
+        self, *, instance_uuid: str, addresses: dict[str, list[dict[str, Any]]], host: str
     ) -> None:
-        """The node has the image, ports and disks and is about to create the domain."""
-        await self.core.store.execute(
+        """The node of ``host`` has the image, ports and disks and is about to create the domain.
+
+        :raises NotFound: no such instance on ``host``.
+        """
+        changed = await self.core.store.execute(
             "UPDATE instances SET addresses = ?, updated_at = ?, progress_at = ?"
             " WHERE uuid = ? AND deleted = 0 AND host = ?",
             (to_json(addresses), utcnow(), time.time(), instance_uuid, host),
         )
+        if not changed:
+            raise NotFound(f"Instance {instance_uuid} could not be found on host {host}.")
 
-    async def build_failed(self, *, instance_uuid: str, host: str, message: str) -> None:
-        """The node could not build (and gave back what it took): another host is tried, up to
-        ``max_build_attempts`` in all; then ERROR with the fault, the claim released."""
-        row = await self.core.host_row(instance_uuid, host)
-        if row is None or states_of(row) != BUILDING_ON_HOST:
+    async def build_failed(self, *, instance_uuid: str, message: str, host: str) -> None:
+        """The node of ``host`` could not build (and gave back what it took): another host is
+        tried, up to ``max_build_attempts`` in all; then ERROR with the fault, the claim released.
+
+        :raises NotFound: no such instance on ``host``.
+        """
+        row = await self.core.placed(instance_uuid, host)
+        if states_of(row) != BUILDING_ON_HOST:
             return
         await self.reschedule(row, f"build on {host} failed: {message}")

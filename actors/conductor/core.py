@@ -121,10 +121,17 @@ class Core:
             "SELECT * FROM instances WHERE uuid = ? AND deleted = 0", (instance_uuid,), row=InstanceRow
         )
 
-    async def host_row(self, instance_uuid: str, host: str) -> InstanceRow | None:
-        """The live instance, if it is recorded on ``host`` (what a node may report about)."""
+    async def placed(self, instance_uuid: str, host: str) -> InstanceRow:
+        """The live instance, if it is recorded on ``host``: the only instances a node's call may
+        name (``api.conductor.ConductorForNodes``, whose ``host`` is the subject's).
+
+        :raises NotFound: no such live instance on ``host``, whether it exists elsewhere or not
+            (a node learns nothing of other hosts' instances).
+        """
         row = await self.fresh(instance_uuid)
-        return row if row is not None and row["host"] == host else None
+        if row is None or row["host"] != host:
+            raise NotFound(f"Instance {instance_uuid} could not be found on host {host}.")
+        return row
 
     def host_status(self, host: str | None) -> HostStatus:
         """Nova's ``host_status``: UP, DOWN, UNKNOWN (no word yet), or "" with no host."""

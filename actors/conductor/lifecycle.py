@@ -3,8 +3,10 @@
 A node hands the conductor each lifecycle event of its domains (``domain_event``), the power
 states it sees without an event (``sync_power_state``: a node that restarted, a power change
 that found the domain already there), a soft reboot's end (``task_done``) and a delete that
-found no domain (``domain_gone``). ``states.transition`` says what each does; a report from a
-host the instance is not recorded on changes nothing.
+found no domain (``domain_gone``). ``states.transition`` says what each does. Each comes from
+the node of the instance's host (the subject names the calling host, and only that node may
+publish there): a report about an instance recorded elsewhere, or nowhere, is refused
+``NotFound`` and changes nothing.
 """
 
 from __future__ import annotations
@@ -17,53 +19,63 @@ from runtime.states import Lifecycle
 
 
 class DomainReports(NodeReports):
-    """Serves ``api.conductor.NodeReports``."""
+    """Serves ``api.conductor.NodeReports`` (each call from the node of the instance's host: any
+    other is refused ``NotFound`` by ``Core.placed``, and changes nothing)."""
 
     def __init__(self, core: Core) -> None:
         self.core = core
 
     async def domain_event(
-        self, *, instance_uuid: str, host: str, event: int, detail: int
+        self, *, instance_uuid: str, event: int, detail: int, host: str
     ) -> InstanceChange | None:
         """Turn a libvirt lifecycle event from ``host`` into the instance's new state; the instance
-        as it now is, None when the event changed nothing."""
+        as it now is, None when the event changed nothing.
+
+        :raises NotFound: no such instance on ``host``.
+        """
+        row = await self.core.placed(instance_uuid, host)
         try:
             lifecycle = Lifecycle(event)
         except ValueError:
             return None  # an event libvirt added since: it changes nothing here
-        row = await self.core.host_row(instance_uuid, host)
-        if row is None:
-            return None
         return await self.report(
             row, lifecycle, {"domain_event": lifecycle.name, "detail": detail, "host": host}
         )
 
     async def sync_power_state(
-        self, *, instance_uuid: str, host: str, running: bool
+        self, *, instance_uuid: str, running: bool, host: str
     ) -> InstanceChange | None:
-        """A node saw the domain's power state without an event (it did not change): settle the task."""
-        row = await self.core.host_row(instance_uuid, host)
-        if row is None:
-            return None
+        """A node saw the domain's power state without an event (it did not change): settle the task.
+
+        :raises NotFound: no such instance on ``host``.
+        """
+        return await self.settle_power(await self.core.placed(instance_uuid, host), running=running)
+
+    async def settle_power(self, row: InstanceRow, *, running: bool) -> InstanceChange | None:
+        """The power state of the instance's domain, as its node (or the conductor's watch, which
+        asked it) says, with no lifecycle event: settle the task."""
         return await self.report(
             row,
             Report.RUNNING if running else Report.NOT_RUNNING,
-            {"domain_event": None, "detail": "power state sync", "host": host},
+            {"domain_event": None, "detail": "power state sync", "host": row["host"]},
         )
 
     async def domain_gone(self, *, instance_uuid: str, host: str) -> InstanceChange | None:
-        """A node found no domain to undefine for an instance being deleted."""
-        row = await self.core.host_row(instance_uuid, host)
-        if row is None:
-            return None
+        """A node found no domain to undefine for an instance being deleted.
+
+        :raises NotFound: no such instance on ``host``.
+        """
+        row = await self.core.placed(instance_uuid, host)
         return await self.report(
             row, Report.DOMAIN_GONE, {"domain_event": None, "detail": "no domain", "host": host}
         )
 
     async def task_done(self, *, instance_uuid: str, host: str) -> None:
-        """A node finished a soft reboot (libvirt reports no event for it)."""
-        row = await self.core.host_row(instance_uuid, host)
-        moved = None if row is None else await self.core.transit(row, Report.TASK_DONE)
+        """A node finished a soft reboot (libvirt reports no event for it).
+
+        :raises NotFound: no such instance on ``host``.
+        """
+        moved = await self.core.transit(await self.core.placed(instance_uuid, host), Report.TASK_DONE)
         if moved is not None:
             await self.core.publish(moved.row)
 

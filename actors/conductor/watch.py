@@ -20,9 +20,11 @@ again:
   tried are excluded) up to ``max_build_attempts`` in all, as Nova's retries do (``build.py``).
 
 It also answers the other actors' "which of these instances are still alive?"
-(``live_instances``), with which they release what they hold for instances that are gone, a
-node's "which instances are recorded on me?" (``list_host_instances``), and the operator's
-reads: ``aiostack audit``'s ``audit_instances``, and each instance's actions and their steps.
+(``live_instances``), with which they release what they hold for instances that are gone, and
+"where is this instance, and whose is it?" (``placement``), against which they check a node's
+calls; a node's "which instances are recorded on me?" (``list_host_instances``, the host the
+subject's); and the operator's reads: ``aiostack audit``'s ``audit_instances``, and each
+instance's actions and their steps.
 """
 
 from __future__ import annotations
@@ -38,15 +40,17 @@ from actors.conductor.schema import InstanceRow, task_state_of, view, vm_state_o
 from actors.conductor.states import ACTION_OF_TASK, Report
 from api.conductor import (
     Audit,
+    BlockDevice,
     ConductorForOwners,
     ConductorOperator,
     Instance,
     InstanceAction,
     InstanceActionEvent,
     NodeTasks,
+    Placement,
 )
 from api.node import PowerState as DomainPower
-from bus import AiostackError, request_scope
+from bus import AiostackError, NotFound, request_scope
 from runtime.states import TaskState
 from runtime.store import from_json
 
@@ -68,8 +72,9 @@ class TaskWatch(NodeTasks, ConductorForOwners, ConductorOperator):
 
     # -- what nodes, owners and the operator ask --------------------------------------------
 
-    async def task_progress(self, *, host: str, instance_uuids: list[str]) -> int:
-        """A node took these instances' tasks, or is still working on them: they make progress."""
+    async def task_progress(self, *, instance_uuids: list[str], host: str) -> int:
+        """A node took these instances' tasks, or is still working on them: they make progress.
+        Only those recorded on the node's ``host`` count (the others are left as they are)."""
         if not instance_uuids:
             return 0
         marks = ", ".join("?" * len(instance_uuids))
@@ -80,7 +85,7 @@ class TaskWatch(NodeTasks, ConductorForOwners, ConductorOperator):
         )
 
     async def list_host_instances(self, *, host: str) -> list[Instance]:
-        """Every live instance recorded on ``host`` (a node reconciles libvirt with these)."""
+        """Every live instance recorded on the calling node's ``host`` (it reconciles libvirt with these)."""
         rows = await self.core.store.fetchall(
             "SELECT * FROM instances WHERE host = ? AND deleted = 0", (host,), row=InstanceRow
         )
@@ -95,6 +100,23 @@ class TaskWatch(NodeTasks, ConductorForOwners, ConductorOperator):
             f"SELECT uuid FROM instances WHERE deleted = 0 AND uuid IN ({marks})", instance_uuids
         )
         return [row["uuid"] for row in rows]
+
+    async def placement(self, *, instance_uuid: str) -> Placement:
+        """Where a live instance is, whose, and the image and volumes it uses.
+
+        :raises NotFound: no such live instance.
+        """
+        row = await self.core.fresh(instance_uuid)
+        if row is None:
+            raise NotFound(f"Instance {instance_uuid} could not be found.")
+        devices: list[BlockDevice] = from_json(row["block_devices"], [])
+        return {
+            "instance_uuid": row["uuid"],
+            "host": row["host"],
+            "project_id": row["project_id"],
+            "image_ref": row["image_ref"],
+            "volumes": [device["volume_id"] for device in devices],
+        }
 
     async def audit_instances(self) -> Audit:
         """Every live instance with its host, states and seconds since its last progress."""
@@ -194,7 +216,7 @@ class TaskWatch(NodeTasks, ConductorForOwners, ConductorOperator):
         resend = domain is not None and row["task_sends"] < MAX_TASK_SENDS
         if task is TaskState.SPAWNING:
             if domain is not None and domain["running"]:
-                await self.reports.sync_power_state(instance_uuid=uuid, host=str(host), running=True)
+                await self._settle_power(row, running=True)
             elif resend:
                 await self.core.touch(uuid, task)
                 await self.core.send_task(row)
@@ -211,12 +233,19 @@ class TaskWatch(NodeTasks, ConductorForOwners, ConductorOperator):
             else:
                 await self._delete_here(row, reason)
         elif domain is not None:
-            await self.reports.sync_power_state(instance_uuid=uuid, host=str(host), running=domain["running"])
+            await self._settle_power(row, running=domain["running"])
         else:
             moved = await self.core.transit(row, Report.TASK_ABANDONED)
             if moved is not None:
                 await self.core.finish_action(uuid, ACTION_OF_TASK[task], "Error", f"{reason}; host down")
                 await self.core.publish(moved.row)
+
+    async def _settle_power(self, row: InstanceRow, *, running: bool) -> None:
+        """Settle the instance's task from the power state its node says its domain has (if the
+        instance is still on that host)."""
+        fresh = await self.core.fresh(row["uuid"])
+        if fresh is not None and fresh["host"] == row["host"]:
+            await self.reports.settle_power(fresh, running=running)
 
     async def _delete_here(self, row: InstanceRow, reason: str) -> None:
         """Finish a delete without the node (it is down or does not answer): release everything

@@ -12,7 +12,9 @@ one ``IdentityState``; each servant serves one facet:
 On first start it makes the roles ``admin``, ``member`` and ``reader`` and the users ``admin``
 and ``demo``, each with that role on a project of its name (passwords from
 ``AIOSTACK_ADMIN_PASSWORD`` and ``AIOSTACK_DEMO_PASSWORD``, else generated and logged once).
-Every minute it forgets revocations older than any token, old login failures and ended lockouts.
+Every minute it forgets revocations older than any token and login failures past the throttle's
+window. Login throttling (``throttle.py``) lives in memory only: nothing an attacker sends is
+written to disk, and a restart forgets it.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from actors.identity.appcreds import ApplicationCredentialService
 from actors.identity.keys import KeyRepository
 from actors.identity.passwords import dummy_hash
 from actors.identity.state import IdentityState
+from actors.identity.throttle import PasswordChecks, Throttling
 from actors.identity.tokens import TokenService
 from bus import Actor, Bus, request_scope
 from runtime.config import Config
@@ -89,6 +92,10 @@ MIGRATIONS = [
         role_ids TEXT NOT NULL, expires_at REAL, created_at TEXT NOT NULL,
         UNIQUE (user_id, name));
     """,
+    """
+    DROP TABLE login_failures;
+    DROP TABLE lockouts;
+    """,
 ]
 
 # revocations.expires_at: issued_before + the longest token lifetime; past it no token the
@@ -112,6 +119,9 @@ class IdentityActor(Actor):
     """Keystone: serves ``api/identity.py``'s facets through its three servants."""
 
     name = "identity"
+    max_inflight = 128
+    """Logins hold at most ``PasswordChecks``' bounds of these (80 by default: 64 waiting for or
+    running a check, 16 in the tarpit): the rest stay free for validation and everything else."""
 
     def __init__(
         self,
@@ -120,9 +130,8 @@ class IdentityActor(Actor):
         *,
         token_ttl: float = 3600.0,
         max_active_keys: int = 3,
-        lockout_failures: int = 5,
-        lockout_window: float = 300.0,
-        lockout_duration: float = 300.0,
+        throttling: Throttling | None = None,
+        checks: PasswordChecks | None = None,
     ) -> None:
         super().__init__(bus)
         self.shared = IdentityState(
@@ -131,12 +140,8 @@ class IdentityActor(Actor):
             keys=KeyRepository(config.data_dir / "keys" / "token", max_active_keys),
             token_ttl=token_ttl,
         )
-        self.tokens = TokenService(
-            self.shared,
-            lockout_failures=lockout_failures,
-            lockout_window=lockout_window,
-            lockout_duration=lockout_duration,
-        )
+        self.checks = checks or PasswordChecks()
+        self.tokens = TokenService(self.shared, throttling=throttling or Throttling(), checks=self.checks)
         self.admin = AdminService(self.shared)
         self.appcreds = ApplicationCredentialService(self.shared, self.tokens)
         self.serve(self.tokens, self.admin, self.appcreds)
@@ -150,6 +155,7 @@ class IdentityActor(Actor):
 
     async def on_stop(self) -> None:
         await self.shared.store.close()
+        self.checks.close()
 
     async def _bootstrap(self) -> None:
         """Roles, and the admin and demo users and projects, on first start (as the service

@@ -420,24 +420,31 @@ class AdminService(IdentityAdmin):
             role_id = (await self.state.find("roles", role_id, "id"))["id"]
         params = {"user": user_id, "group": group_id, "project": project_id, "role": role_id}
         common = "(:project IS NULL OR a.project_id = :project) AND (:role IS NULL OR a.role_id = :role)"
+        # each branch's columns: role_id, role_name, project_id, project_name, user_id, user_name,
+        # group_id, group_name, via_group
+        users = (
+            "SELECT a.role_id, r.name AS role_name, a.project_id, p.name AS project_name,"
+            " a.user_id, u.name AS user_name, NULL AS group_id, NULL AS group_name, NULL AS via_group"
+            " FROM assignments a JOIN roles r ON r.id = a.role_id JOIN projects p ON p.id = a.project_id"
+            " JOIN users u ON u.id = a.user_id"
+            f" WHERE {common} AND (:user IS NULL OR a.user_id = :user) AND :group IS NULL"
+        )
+        groups = (
+            " FROM group_assignments a JOIN roles r ON r.id = a.role_id"
+            " JOIN projects p ON p.id = a.project_id JOIN user_groups g ON g.id = a.group_id"
+        )
         if effective:
             sql = (
-                "SELECT a.role_id, roles.name AS role_name, a.project_id, a.user_id, NULL AS group_id,"
-                " NULL AS via_group FROM assignments a JOIN roles ON roles.id = a.role_id"
-                f" WHERE {common} AND (:user IS NULL OR a.user_id = :user) AND :group IS NULL"
-                " UNION ALL SELECT a.role_id, roles.name, a.project_id, m.user_id, NULL, a.group_id"
-                " FROM group_assignments a JOIN roles ON roles.id = a.role_id"
-                " JOIN group_members m ON m.group_id = a.group_id"
+                f"{users} UNION ALL SELECT a.role_id, r.name, a.project_id, p.name, m.user_id, u.name,"
+                f" NULL, NULL, a.group_id{groups}"
+                " JOIN group_members m ON m.group_id = a.group_id JOIN users u ON u.id = m.user_id"
                 f" WHERE {common} AND (:user IS NULL OR m.user_id = :user)"
                 " AND (:group IS NULL OR a.group_id = :group)"
             )
         else:
             sql = (
-                "SELECT a.role_id, roles.name AS role_name, a.project_id, a.user_id, NULL AS group_id,"
-                " NULL AS via_group FROM assignments a JOIN roles ON roles.id = a.role_id"
-                f" WHERE {common} AND (:user IS NULL OR a.user_id = :user) AND :group IS NULL"
-                " UNION ALL SELECT a.role_id, roles.name, a.project_id, NULL, a.group_id, NULL"
-                " FROM group_assignments a JOIN roles ON roles.id = a.role_id"
+                f"{users} UNION ALL SELECT a.role_id, r.name, a.project_id, p.name, NULL, NULL,"
+                f" a.group_id, g.name, NULL{groups}"
                 f" WHERE {common} AND (:group IS NULL OR a.group_id = :group) AND :user IS NULL"
             )
-        return await self.store.fetchall(sql + " ORDER BY 3, 2, 4, 5", params, row=RoleAssignment)
+        return await self.store.fetchall(sql + " ORDER BY 3, 2, 5, 7", params, row=RoleAssignment)

@@ -1,4 +1,4 @@
-"""Tokens (Keystone's ``/auth/tokens``): logins with lockout, re-scoping, validation, revocation,
+"""Tokens (Keystone's ``/auth/tokens``): throttled logins, re-scoping, validation, revocation,
 key rotation — the ``Tokens`` facet of ``api/identity.py``.
 
 Steps 1-2 of the overview (issue a token) and 4-5 (validate it) happen here. Tokens are
@@ -6,15 +6,15 @@ self-contained: a msgpack payload sealed with Fernet keys from ``<data>/keys/tok
 (``keys.py``); none is stored, validation decrypts and then checks the user, project, roles
 and the revocation list (``CHECK_SQL``, and one statement for the roles).
 
-A password login runs exactly one scrypt whatever fails (unknown user, wrong password, locked,
-disabled...), and every failure gets the same answer (``AUTH_FAILED``): no hint, not even in
-the timing. ``lockout_failures`` failures within ``lockout_window`` seconds lock the user name
-(or id) for ``lockout_duration`` seconds.
+A password (or application credential) login that is checked runs exactly one scrypt whatever
+fails (unknown user, wrong password, disabled...), and every failure gets the same answer
+(``AUTH_FAILED``): no hint, not even in the timing. Failures are throttled by source and by
+(account, source), never locked out, and the checks run on a bounded pool (``throttle.py``):
+a throttled source is refused (``LoginThrottled``) before any lookup or scrypt.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Sequence
@@ -24,10 +24,11 @@ from typing import Any
 from actors.identity.keys import MAX_TOKEN_LENGTH, InvalidToken, TokenPayload, new_audit_id
 from actors.identity.passwords import AUTH_FAILED, check_password
 from actors.identity.state import IdentityState
+from actors.identity.throttle import LoginThrottle, PasswordChecks, Throttling, source_key
 from api.identity import KeyLayout, Revocation, RoleRef, Token, TokenInfo, Tokens
 from bus import Forbidden, InvalidRequest, Unauthorized
 from runtime.context import caller, sees_all
-from runtime.store import fetchone, from_json
+from runtime.store import from_json
 
 log = logging.getLogger(__name__)
 
@@ -63,29 +64,18 @@ class Checked:
 class TokenService(Tokens):
     """Serves ``Tokens`` (and so ``TokenValidation``) for the identity actor."""
 
-    def __init__(
-        self,
-        state: IdentityState,
-        *,
-        lockout_failures: int = 5,
-        lockout_window: float = 300.0,
-        lockout_duration: float = 300.0,
-    ) -> None:
+    def __init__(self, state: IdentityState, *, throttling: Throttling, checks: PasswordChecks) -> None:
         self.state = state
         self.store = state.store
-        self.lockout_failures = lockout_failures
-        self.lockout_window = lockout_window
-        self.lockout_duration = lockout_duration
+        self.throttle = LoginThrottle(throttling)
+        self.checks = checks
 
     async def purge(self, now: float) -> None:
-        """Drop revocations older than any token, old login failures and ended lockouts."""
+        """Drop revocations older than any token, and failures older than the throttle's window."""
         await self.store.execute("DELETE FROM revocations WHERE expires_at < ?", (now,))
-        await self.store.execute(
-            "DELETE FROM login_failures WHERE failed_at < ?", (now - self.lockout_window,)
-        )
-        await self.store.execute("DELETE FROM lockouts WHERE locked_until < ?", (now,))
+        self.throttle.purge()
 
-    # -- password login and lockout -------------------------------------------------------
+    # -- password login -----------------------------------------------------------------------
 
     async def issue(
         self,
@@ -96,68 +86,44 @@ class TokenService(Tokens):
         project_id: str | None = None,
         user_id: str | None = None,
         unscoped: bool = False,
+        source: str | None = None,
     ) -> Token:
-        user = await self._authenticate(username, user_id, password)
+        user = await self._authenticate(username, user_id, password, source_key(source))
         project = None if unscoped else await self._scope_project(user, project_name, project_id)
         roles = await self.state.roles_of(user["id"], project["id"]) if project else []
         if project is not None and not roles:
             raise Unauthorized(AUTH_FAILED)
         return await self.seal(user, project, roles, ("password",))
 
-    async def _authenticate(self, username: str | None, user_id: str | None, password: str) -> dict[str, Any]:
-        """The user whose password this is. Every path runs one scrypt and the same writes.
+    async def _authenticate(
+        self, username: str | None, user_id: str | None, password: str, source: str
+    ) -> dict[str, Any]:
+        """The user whose password this is. Every path that checks runs one scrypt.
+
+        The account counted is what the login names (``id:...`` or ``name:...``), found or not.
 
         :raises InvalidRequest: neither a user name nor a user id.
+        :raises LoginThrottled: the source is refused (no lookup, no scrypt), or has
+            ``per_source`` logins in flight.
+        :raises Overloaded: too many logins wait for a check.
         :raises Unauthorized: anything else that fails.
         """
         if user_id:
-            user = await self.store.fetchone("SELECT * FROM users WHERE id = ?", (user_id,))
-            key = user["id"] if user else f"id:{user_id}"
+            account, found = f"id:{user_id}", ("SELECT * FROM users WHERE id = ?", (user_id,))
         elif username:
-            user = await self.store.fetchone("SELECT * FROM users WHERE name = ?", (username,))
-            key = user["id"] if user else f"name:{username}"
+            account, found = f"name:{username}", ("SELECT * FROM users WHERE name = ?", (username,))
         else:
             raise InvalidRequest("a user name or id is required")
-        now = time.time()
-        state = await self.store.fetchone(
-            "SELECT EXISTS (SELECT 1 FROM lockouts WHERE key = :key AND locked_until > :now) AS locked,"
-            " EXISTS (SELECT 1 FROM login_failures WHERE key = :key) AS failed",
-            {"key": key, "now": now},
-        )
-        assert state is not None
-        stored = user["password_hash"] if user and user["password_hash"] else self.state.dummy_hash
-        valid = await asyncio.to_thread(check_password, password, stored)
-        if user is None or not valid or state["locked"] or not user["enabled"] or not user["password_hash"]:
-            await self._record_failure(key, now)
-            raise Unauthorized(AUTH_FAILED)
-        if state["failed"]:
-            await self.store.execute("DELETE FROM login_failures WHERE key = ?", (key,))
-        return user
-
-    async def _record_failure(self, key: str, now: float) -> None:
-        """Count a failed login; ``lockout_failures`` within ``lockout_window`` lock the key."""
-        async with self.store.transaction() as db:
-            await db.execute("INSERT INTO login_failures (key, failed_at) VALUES (?, ?)", (key, now))
-            counted = await fetchone(
-                db,
-                "SELECT COUNT(*) AS failures, (SELECT MAX(locked_until) FROM lockouts WHERE key = :key)"
-                " AS locked_until FROM login_failures WHERE key = :key AND failed_at > :since",
-                {"key": key, "since": now - self.lockout_window},
-            )
-            assert counted is not None
-            if counted["failures"] >= self.lockout_failures and (counted["locked_until"] or 0) <= now:
-                await db.execute(
-                    "INSERT INTO lockouts (key, locked_until) VALUES (?, ?)"
-                    " ON CONFLICT (key) DO UPDATE SET locked_until = excluded.locked_until",
-                    (key, now + self.lockout_duration),
-                )
-                await db.execute("DELETE FROM login_failures WHERE key = ?", (key,))
-                log.warning(
-                    "login: %r locked for %.1f s after %d failures",
-                    key,
-                    self.lockout_duration,
-                    counted["failures"],
-                )
+        self.throttle.check(account, source)
+        async with self.checks.admitted(source):
+            user = await self.store.fetchone(*found)
+            stored = user["password_hash"] if user and user["password_hash"] else self.state.dummy_hash
+            valid = await self.checks.run(check_password, password, stored)
+            if user is None or not valid or not user["enabled"] or not user["password_hash"]:
+                await self.checks.tarpit.hold(self.throttle.failed(account, source))
+                raise Unauthorized(AUTH_FAILED)
+            self.throttle.succeeded(account, source)
+            return user
 
     async def _scope_project(
         self, user: dict[str, Any], project_name: str | None, project_id: str | None
@@ -201,13 +167,20 @@ class TokenService(Tokens):
             expires_at=checked.payload.expires_at,
         )
 
-    async def issue_with_application_credential(self, *, app_cred_id: str, secret: str) -> Token:
-        cred = await self.store.fetchone("SELECT * FROM app_creds WHERE id = ?", (app_cred_id,))
-        stored = cred["secret_hash"] if cred else self.state.dummy_hash
-        valid = await asyncio.to_thread(check_password, secret, stored)
-        now = time.time()
-        if cred is None or not valid or (cred["expires_at"] is not None and cred["expires_at"] <= now):
-            raise Unauthorized(AUTH_FAILED)
+    async def issue_with_application_credential(
+        self, *, app_cred_id: str, secret: str, source: str | None = None
+    ) -> Token:
+        account, source = f"cred:{app_cred_id}", source_key(source)
+        self.throttle.check(account, source)
+        async with self.checks.admitted(source):
+            cred = await self.store.fetchone("SELECT * FROM app_creds WHERE id = ?", (app_cred_id,))
+            stored = cred["secret_hash"] if cred else self.state.dummy_hash
+            valid = await self.checks.run(check_password, secret, stored)
+            now = time.time()
+            if cred is None or not valid or (cred["expires_at"] is not None and cred["expires_at"] <= now):
+                await self.checks.tarpit.hold(self.throttle.failed(account, source))
+                raise Unauthorized(AUTH_FAILED)
+            self.throttle.succeeded(account, source)
         user = await self.store.fetchone("SELECT * FROM users WHERE id = ?", (cred["user_id"],))
         project = await self.store.fetchone("SELECT * FROM projects WHERE id = ?", (cred["project_id"],))
         if user is None or project is None or not user["enabled"] or not project["enabled"]:

@@ -2,9 +2,10 @@
 
 Its API, events and version history: ``api/net.py``. The actor composes one servant per job,
 sharing one ``NetState`` (bus and store): ``networks``, ``subnets``, ``ports`` (the CRUD users
-reach through the gateway), ``instances`` (the ports of instances, for compute nodes; the IP
-allocations, for an audit). ``ipam`` gives the addresses; ``schema`` holds the store's
-migrations and how its rows read as Neutron records. At the first start the actor makes the
+reach through the gateway), ``instances`` (the ports of instances; the IP allocations, for an
+audit) and ``nodes`` (what compute nodes call, each for the instances on its host only).
+``ipam`` gives the addresses; ``schema`` holds the store's migrations and how its rows read as
+Neutron records. At the first start the actor makes the
 shared network ``default`` (of no project) and its subnet; its orphan sweep gives back the
 ports of instances the conductor no longer knows.
 """
@@ -16,6 +17,7 @@ import logging
 from actors.net.instances import InstanceServant
 from actors.net.ipam import insert_subnet, subnet_row
 from actors.net.networks import NetworkServant
+from actors.net.nodes import NodePorts
 from actors.net.ports import PortServant
 from actors.net.schema import (
     DEFAULT_CIDR,
@@ -28,6 +30,7 @@ from actors.net.schema import (
 from actors.net.state import NetState, insert
 from actors.net.subnets import SubnetServant
 from actors.orphans import ORPHAN_SWEEP_INTERVAL, sweep_orphans_forever
+from actors.placement import Placements
 from api.net import COMPUTE_OWNER, Deallocated
 from bus import Actor, Bus
 from runtime.config import Config
@@ -46,7 +49,13 @@ class NetActor(Actor):
         self.store = Store(config.store_path("net"), MIGRATIONS)
         state = self.net_state = NetState(bus, self.store)
         self.instances = InstanceServant(state)
-        self.serve(NetworkServant(state), SubnetServant(state), PortServant(state), self.instances)
+        self.serve(
+            NetworkServant(state),
+            SubnetServant(state),
+            PortServant(state),
+            self.instances,
+            NodePorts(state, self.instances, Placements(bus)),
+        )
 
     async def on_start(self) -> None:
         await self.store.open()

@@ -16,6 +16,7 @@ from aiohttp import web
 
 from gateway.identity import application_credentials, domains, groups, projects, roles, tokens, users
 from gateway.routing import Routes
+from runtime.holds import BoundedHolds
 
 routes = Routes()
 for _module in (tokens, projects, users, groups, roles, domains, application_credentials):
@@ -24,3 +25,4 @@ for _module in (tokens, projects, users, groups, roles, domains, application_cre
 
 def add_routes(app: web.Application) -> None:
     routes.add_to(app)
+    app[tokens.HELD] = BoundedHolds(tokens.MAX_HELD)

@@ -3,7 +3,9 @@ revoke (DELETE) and check (HEAD, GET) a user's or a group's role on a project; l
 user or group has on a project, and every assignment (``/role_assignments``).
 
 A role in a path may be named by its id or its name. With ``effective`` a group's assignments
-are listed once per member user (with the group in ``links.membership``).
+are listed once per member user (with the group in ``links.membership``); with ``include_names``
+each assignment's role, project, user and group carry their names, and the project, user and
+group their domain (``openstack role assignment list --names``), as Keystone's do.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from bus import NotFound
 from gateway.http import client, json_response, no_content
 from gateway.identity.common import (
     ADMIN,
+    DOMAIN_ID,
+    DOMAIN_NAME,
     V3,
     CollectionLinks,
     Filter,
@@ -133,16 +137,21 @@ class AssignedRole(Body):
     name: Annotated[str, Meta(description="With include_names.")] | UnsetType = UNSET
 
 
-class ProjectRef(Body):
+class AssignedDomain(Body):
     id: str
+    name: str
+
+
+class AssignedEntity(Body):
+    """A project, user or group: its id, and with include_names its name and domain."""
+
+    id: str
+    name: Annotated[str, Meta(description="With include_names.")] | UnsetType = UNSET
+    domain: Annotated[AssignedDomain, Meta(description="With include_names.")] | UnsetType = UNSET
 
 
 class AssignmentScope(Body):
-    project: ProjectRef
-
-
-class ActorRef(Body):
-    id: str
+    project: AssignedEntity
 
 
 class AssignmentLinks(Body):
@@ -158,8 +167,8 @@ class Assignment(Body):
     role: AssignedRole
     scope: AssignmentScope
     links: AssignmentLinks
-    user: ActorRef | UnsetType = UNSET
-    group: ActorRef | UnsetType = UNSET
+    user: AssignedEntity | UnsetType = UNSET
+    group: AssignedEntity | UnsetType = UNSET
 
 
 class AssignmentList(Body):
@@ -184,17 +193,31 @@ class AssignmentQuery(Query):
     include_names: Flag | UnsetType = UNSET
 
 
+_DOMAIN = AssignedDomain(id=DOMAIN_ID, name=DOMAIN_NAME)
+
+
+def _named(entity_id: str, name: str | None, include_names: bool) -> AssignedEntity:
+    if not include_names:
+        return AssignedEntity(id=entity_id)
+    return AssignedEntity(id=entity_id, name=name or "", domain=_DOMAIN)
+
+
 def assignment_view(request: web.Request, item: RoleAssignment, include_names: bool) -> Assignment:
-    """Keystone's view of an assignment: its role, project, user or group, and links to it."""
+    """Keystone's view of an assignment: its role, project, user or group (with ``include_names``
+    their names, and the project's, user's and group's domain; a role has none: roles are global),
+    and links to it."""
     user_id, group_id, via_group = item["user_id"], item["group_id"], item["via_group"]
-    actor = ActorRef(id=user_id or group_id or "")
+    if user_id:
+        actor = _named(user_id, item["user_name"], include_names)
+    else:
+        actor = _named(group_id or "", item["group_name"], include_names)
     if via_group:
         link_kind, link_id = "groups", via_group
     else:
         link_kind, link_id = ("users", user_id) if user_id else ("groups", group_id)
     return Assignment(
         role=AssignedRole(id=item["role_id"], name=item["role_name"] if include_names else UNSET),
-        scope=AssignmentScope(project=ProjectRef(id=item["project_id"])),
+        scope=AssignmentScope(project=_named(item["project_id"], item["project_name"], include_names)),
         links=AssignmentLinks(
             assignment=url(
                 request, "projects", item["project_id"], link_kind, link_id or "", "roles", item["role_id"]

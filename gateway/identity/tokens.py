@@ -3,8 +3,15 @@
 
 A login (``POST /auth/tokens``, no token needed) uses a password, a token (re-scoping) or an
 application credential, and answers the new token in ``X-Subject-Token`` with Keystone's token
-document; every failed login is the same 401. ``X-Subject-Token`` names the token to validate
-(GET), check (HEAD) or revoke (DELETE): the caller's own, or any for an admin.
+document; every failed login is the same 401. The client's address (the socket's peer,
+``request.remote``; never a header such as X-Forwarded-For, which anyone can write) goes with
+every password and application credential login: an address that fails too often is answered
+429 with ``Retry-After`` (Keystone's error body), without any check, until then. The gateway holds
+each such answer up to a second (``REFUSAL_HOLD``; nginx's ``limit_req`` delays excess requests
+alike), so a client that does not wait sends one attempt per connection per second, not thousands:
+a sleeping coroutine costs nothing, a refusal answered at once costs a bus round trip.
+``X-Subject-Token`` names the token to validate (GET), check (HEAD) or revoke (DELETE): the
+caller's own, or any for an admin.
 """
 
 from __future__ import annotations
@@ -17,9 +24,9 @@ from aiohttp import web
 from msgspec import UNSET, Meta, UnsetType
 
 from api.fields import Id
-from api.identity import IdentityAdmin, Token, TokenInfo, Tokens, TokenValidation
+from api.identity import IdentityAdmin, LoginThrottled, Token, TokenInfo, Tokens, TokenValidation
 from bus import Forbidden, NotFound, Unauthorized
-from gateway.http import TOKENS, client, context_of, json_response, no_content
+from gateway.http import JSON, TOKENS, client, context_of, error_body, json_response, no_content
 from gateway.identity.common import (
     DOMAIN_ID,
     DOMAIN_NAME,
@@ -33,6 +40,7 @@ from gateway.identity.common import (
 from gateway.identity.domains import DomainList, domain_list
 from gateway.identity.projects import ProjectList, project_list
 from gateway.routing import NO_POLICY, Body, Headers, OpenRequest, Query, Reply, Routes, Time
+from runtime.holds import BoundedHolds
 
 AUTH_TOKENS = f"{V3}/auth/tokens"
 AUTH_FAILED = "The request you have made requires authentication."
@@ -48,6 +56,13 @@ SERVICES = (
 )
 """The catalog: every service at this gateway (type, name, path), public/internal/admin alike."""
 Name = Annotated[str, Meta(min_length=1, max_length=255)]
+REFUSAL_HOLD = 1.0
+"""How long a throttled login's 429 is held at most (never beyond its Retry-After)."""
+MAX_HELD = 1024
+"""Answers held at once at most; past it they go at once."""
+
+HELD = web.AppKey("held_login_refusals", BoundedHolds)
+"""The throttled logins whose answers the gateway holds (``MAX_HELD`` at once)."""
 
 
 def _one_of(*members: str) -> list[dict[str, Any]]:
@@ -369,8 +384,8 @@ def _scope(auth: Auth) -> dict[str, Any]:
     return {"project_name": project.name}
 
 
-def login(auth: Auth) -> Login:
-    """The login a ``POST /auth/tokens`` body asks for.
+def login(auth: Auth, source: str | None) -> Login:
+    """The login a ``POST /auth/tokens`` body asks for, from the client at ``source``.
 
     :raises Unauthorized: another method than the three, or several; a domain that is not the
         default one.
@@ -384,10 +399,12 @@ def login(auth: Auth) -> Login:
         user = identity.password.user
         if isinstance(user.id, str):
             user_id = user.id
-            return lambda tokens: tokens.issue(user_id=user_id, password=user.password, **scope)
+            return lambda tokens: tokens.issue(
+                user_id=user_id, password=user.password, source=source, **scope
+            )
         _check_domain(user.domain)
         username = str(user.name)
-        return lambda tokens: tokens.issue(username=username, password=user.password, **scope)
+        return lambda tokens: tokens.issue(username=username, password=user.password, source=source, **scope)
     if method == "token":
         assert isinstance(identity.token, TokenMethod)
         token = identity.token.id
@@ -395,7 +412,17 @@ def login(auth: Auth) -> Login:
     credential = identity.application_credential
     assert isinstance(credential, ApplicationCredentialMethod)
     return lambda tokens: tokens.issue_with_application_credential(
-        app_cred_id=credential.id, secret=credential.secret
+        app_cred_id=credential.id, secret=credential.secret, source=source
+    )
+
+
+def too_many_requests(refusal: LoginThrottled) -> web.HTTPTooManyRequests:
+    """429 in Keystone's error format, with ``Retry-After`` (raised: the route declares it as an error)."""
+    body = error_body("identity", 429, str(refusal), "Too Many Requests")
+    return web.HTTPTooManyRequests(
+        text=msgspec.json.encode(body).decode(),
+        content_type=JSON,
+        headers={"Retry-After": str(refusal.retry_after)},
     )
 
 
@@ -425,13 +452,19 @@ _TOKEN = {"X-Subject-Token": "The token."}
     body=AuthRequest,
     query=CatalogQuery,
     replies=[Reply(201, TokenShown, "The token's document; the token is X-Subject-Token.", headers=_TOKEN)],
-    errors=(401, 403),
+    errors=(401, 403, 429, 503),
 )
 async def issue_token(request: web.Request, body: AuthRequest, query: CatalogQuery) -> web.Response:
     """Log in with a password, a token (re-scoping) or an application credential. 401 for every
     failed login (unknown user, wrong password, a project the user has no role on...); 403 for a
-    re-scoping token made from an application credential."""
-    issued = await login(body.auth)(client(request, Tokens))
+    re-scoping token made from an application credential; 429 (with Retry-After) for a client
+    address that failed too often or has too many logins in flight; 503 when too many logins wait
+    for a password check."""
+    try:
+        issued = await login(body.auth, request.remote)(client(request, Tokens))
+    except LoginThrottled as refusal:
+        await request.app[HELD].hold(min(REFUSAL_HOLD, refusal.retry_after))
+        raise too_many_requests(refusal) from None
     document = issued_document(request, issued, query.nocatalog is UNSET)
     return json_response(TokenShown(token=document), status=201, headers={"X-Subject-Token": issued["token"]})
 

@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-from api.conductor import Compute, ConductorForNodes, ConductorOperator, Server
+from api.conductor import Compute, ConductorForNodes, ConductorForOwners, ConductorOperator, Server
 from api.identity import Tokens
 from api.image import Images
-from bus import Actor, Bus, Context, InvalidRequest, request_scope
-from runtime.states import TaskState
+from bus import Actor, Bus, Context, InvalidRequest, NotFound, request_scope
+from runtime.states import Lifecycle, TaskState
 
 
 async def issue(bus: Bus, username: str, password: str, project: str) -> Context:
@@ -108,15 +108,18 @@ async def test_wrong_missing_and_unknown_arguments_are_refused_naming_the_field_
 async def test_what_nodes_send_is_checked_too_and_changes_nothing(bus: Bus, demo: Context) -> None:
     server = await boot(bus, demo)
     uuid, host = server["id"], str(server["host"])
-    for method, body, says in [
-        ("domain_event", {"instance_uuid": uuid, "host": host, "event": "STOPPED", "detail": 0}, "`$.event`"),
-        ("sync_power_state", {"instance_uuid": uuid, "host": "node.1", "running": False}, "`$.host`"),
-        ("task_progress", {"host": host, "instance_uuids": uuid}, "`$.instance_uuids`"),
-        ("build_failed", {"instance_uuid": uuid, "host": host}, "missing required field `message`"),
-        ("live_instances", {}, "missing required field `instance_uuids`"),
+    node_address = ConductorForNodes.address_for(host=host)
+    for address, method, body, says in [
+        (node_address, "domain_event", {"instance_uuid": uuid, "event": "STOPPED", "detail": 0}, "`$.event`"),
+        (node_address, "sync_power_state", {"instance_uuid": uuid, "running": "no"}, "`$.running`"),
+        (node_address, "sync_power_state", {"instance_uuid": uuid, "host": host, "running": False}, "`host`"),
+        (node_address, "task_progress", {"instance_uuids": uuid}, "`$.instance_uuids`"),
+        (node_address, "list_host_instances", {"host": "node-2"}, "unknown field `host`"),
+        (node_address, "build_failed", {"instance_uuid": uuid}, "missing required field `message`"),
+        ("conductor", "live_instances", {}, "missing required field `instance_uuids`"),
     ]:
         with pytest.raises(InvalidRequest, match=f"conductor.{method}: .*{said(says)}"):
-            await bus.call(f"{ConductorForNodes.address}.{method}", body)
+            await bus.call(f"{address}.{method}", body)
     with request_scope(context=demo):
         assert await Compute.client(bus).get_instance(instance_uuid=uuid) == server
 
@@ -135,7 +138,53 @@ async def test_a_late_task_done_does_not_cancel_a_delete(bus: Bus, demo: Context
     with request_scope(context=demo):
         await compute.delete_instance(instance_uuid=uuid)
         assert (await compute.get_instance(instance_uuid=uuid))["task_state"] == TaskState.DELETING
-    await ConductorForNodes.client(bus).task_done(instance_uuid=uuid, host=host)  # a soft reboot's, late
+    await ConductorForNodes.client(bus, host=host).task_done(instance_uuid=uuid)  # a soft reboot's, late
     with request_scope(context=demo):
         deleting = await compute.get_instance(instance_uuid=uuid)
     assert (deleting["status"], deleting["task_state"]) == ("ACTIVE", TaskState.DELETING)
+
+
+@pytest.mark.nodes(2)
+async def test_a_node_reaches_only_the_instances_recorded_on_its_host(bus: Bus, demo: Context) -> None:
+    """The host is the subject's: a report about another host's instance is refused as if the
+    instance did not exist, and changes nothing; a node lists and moves only its own."""
+    server = await boot(bus, demo)
+    uuid, host = server["id"], str(server["host"])
+    other = "node-1" if host == "node-2" else "node-2"
+    impostor = ConductorForNodes.client(bus, host=other)
+    operator = ConductorOperator.client(bus)
+    before = await audited(operator)
+    for attempt in (
+        impostor.sync_power_state(instance_uuid=uuid, running=False),
+        impostor.domain_event(instance_uuid=uuid, event=Lifecycle.STOPPED, detail=0),
+        impostor.domain_gone(instance_uuid=uuid),
+        impostor.task_done(instance_uuid=uuid),
+        impostor.get_build_request(instance_uuid=uuid),
+        impostor.instance_spawning(instance_uuid=uuid, addresses={}),
+        impostor.build_failed(instance_uuid=uuid, message="forged"),
+    ):
+        with pytest.raises(NotFound, match=f"on host {other}"):
+            await attempt
+    with pytest.raises(NotFound, match=f"on host {other}"):  # the same answer as for no instance at all
+        await impostor.task_done(instance_uuid="00000000-0000-4000-8000-000000000000")
+    assert await impostor.task_progress(instance_uuids=[uuid]) == 0
+    assert await impostor.list_host_instances() == []
+    assert [i["id"] for i in await ConductorForNodes.client(bus, host=host).list_host_instances()] == [uuid]
+    assert await audited(operator) == before
+    with request_scope(context=demo):
+        assert (await Compute.client(bus).get_instance(instance_uuid=uuid))["status"] == "ACTIVE"
+    placement = await ConductorForOwners.client(bus).placement(instance_uuid=uuid)
+    assert placement == {
+        "instance_uuid": uuid,
+        "host": host,
+        "project_id": demo.project_id,
+        "image_ref": server["image_ref"],
+        "volumes": [],
+    }
+    with pytest.raises(NotFound):
+        await ConductorForOwners.client(bus).placement(instance_uuid="00000000-0000-4000-8000-000000000000")
+    # the instance's own node may say what it sees (here: a power state libvirt sent no event for)
+    changed = await ConductorForNodes.client(bus, host=host).sync_power_state(
+        instance_uuid=uuid, running=False
+    )
+    assert changed is not None and changed["status"] == "SHUTOFF"

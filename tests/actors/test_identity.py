@@ -1,4 +1,4 @@
-"""The identity actor: login and lockout, Fernet tokens, re-scoping, key rotation, revocation,
+"""The identity actor: login and its throttling, Fernet tokens, re-scoping, key rotation, revocation,
 groups, application credentials, administration and argument checks, on a real nats-server,
 sqlite and files."""
 
@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import stat
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -17,8 +18,9 @@ from cryptography.fernet import Fernet, InvalidToken
 
 from actors.identity.actor import IdentityActor
 from actors.identity.passwords import AUTH_FAILED, check_password, hash_password
+from actors.identity.throttle import LoginThrottle, PasswordChecks, StrikeTable, Throttling, source_key
 from actors.identity.tokens import TOKEN_INVALID
-from api.identity import REVOKED, ApplicationCredentials, IdentityAdmin, Token, Tokens
+from api.identity import REVOKED, ApplicationCredentials, IdentityAdmin, LoginThrottled, Token, Tokens
 from bus import (
     Bus,
     Conflict,
@@ -26,6 +28,7 @@ from bus import (
     Forbidden,
     InvalidRequest,
     NotFound,
+    Overloaded,
     Unauthorized,
     decode,
     request_scope,
@@ -152,22 +155,16 @@ async def test_no_token_is_stored(identity_actor) -> None:
 
 
 async def test_every_login_failure_gets_the_same_answer(
-    tokens: Tokens, directory: IdentityAdmin, start_actor, config
+    tokens: Tokens, directory: IdentityAdmin, identity_actor
 ) -> None:
-    await start_actor(IdentityActor, config, lockout_failures=3)
     with request_scope(context=await admin_context(tokens)):
         await directory.create_project(name="closed")
         await directory.create_user(name="gone", password="pw-gone", default_project="demo")
         await directory.grant_role(user="gone", project="demo", role="member")
         await directory.create_user(name="norole", password="pw-norole")
-        await directory.create_user(name="locked", password="pw-locked", default_project="demo")
-        await directory.grant_role(user="locked", project="demo", role="member")
         await directory.grant_role(user="demo", project="closed", role="member")
         await directory.update_user(user_id="gone", enabled=False)
         await directory.update_project(project_id="closed", enabled=False)
-    for _ in range(3):
-        with pytest.raises(Unauthorized):
-            await login(tokens, "locked", "wrong")
     attempts: dict[str, dict[str, Any]] = {
         "wrong password": {"username": "demo", "password": "nope"},
         "unknown user": {"username": "nobody", "password": "nope"},
@@ -176,60 +173,211 @@ async def test_every_login_failure_gets_the_same_answer(
         "disabled project": {"username": "demo", "password": DEMO_PASSWORD, "project_name": "closed"},
         "unknown project": {"username": "demo", "password": DEMO_PASSWORD, "project_name": "nowhere"},
         "no role": {"username": "norole", "password": "pw-norole", "project_name": "demo"},
-        "locked": {"username": "locked", "password": "pw-locked"},
     }
     messages = {}
     for what, arguments in attempts.items():
         with pytest.raises(Unauthorized) as error:
-            await tokens.issue(**arguments)
+            await tokens.issue(**arguments, source="192.0.2.1")
         messages[what] = error.value.message
     assert set(messages.values()) == {AUTH_FAILED}, messages
 
 
-async def test_lockout_after_failures_and_release_after_the_duration(
+FAST = Throttling(pair_free=3, source_free=8, base=0.2, cap=0.4, account_free=100)
+"""Short refusals, so that a test can outwait them."""
+
+
+async def throttled_for(attempt: Awaitable[Any]) -> int:
+    """The Retry-After a refused login gives (fails the test if it is not refused)."""
+    with pytest.raises(LoginThrottled) as refusal:
+        await attempt
+    return refusal.value.retry_after
+
+
+async def test_failures_throttle_that_source_for_that_user_and_never_lock_anyone_out(
     tokens: Tokens, start_actor, config
 ) -> None:
-    await start_actor(IdentityActor, config, lockout_failures=3, lockout_duration=1.0)
-    for _ in range(3):
+    await start_actor(IdentityActor, config, throttling=FAST)
+    attacker, elsewhere = "192.0.2.66", "198.51.100.7"
+    for _ in range(FAST.pair_free + 1):  # the last one earns the first refusal
         with pytest.raises(Unauthorized):
-            await login(tokens, "demo", "wrong")
-    with pytest.raises(Unauthorized) as locked:
-        await login(tokens, "demo", DEMO_PASSWORD)
-    assert locked.value.message == AUTH_FAILED
-    await login(tokens, "admin", ADMIN_PASSWORD)  # only that user is locked
-    await asyncio.sleep(1.0)
+            await tokens.issue(username="admin", password="guess", source=attacker)
+    assert await throttled_for(tokens.issue(username="admin", password=ADMIN_PASSWORD, source=attacker)) == 1
+    # the admin itself, from any other address, at once; the attacker's address for other users too
+    assert (await tokens.issue(username="admin", password=ADMIN_PASSWORD, source=elsewhere))["user"]["name"]
+    await tokens.issue(username="demo", password=DEMO_PASSWORD, source=attacker)
+    # an unknown user is throttled exactly alike: a refusal says nothing about who exists
+    for _ in range(FAST.pair_free + 1):
+        with pytest.raises(Unauthorized):
+            await tokens.issue(username="nobody", password="guess", source=elsewhere)
+    await throttled_for(tokens.issue(username="nobody", password="guess", source=elsewhere))
 
-    async def released() -> bool:
+    async def admitted_again() -> bool:
         try:
-            await login(tokens, "demo", DEMO_PASSWORD)
-        except Unauthorized:
+            await tokens.issue(username="admin", password=ADMIN_PASSWORD, source=attacker)
+        except LoginThrottled:
             return False
         return True
 
-    await poll_until(released, 5)
-    for _ in range(2):  # a success forgets earlier failures
+    await poll_until(admitted_again, 5)  # a refusal ends; a right password forgets that address's failures
+    for _ in range(FAST.pair_free):
         with pytest.raises(Unauthorized):
-            await login(tokens, "demo", "wrong")
-    await login(tokens, "demo", DEMO_PASSWORD)
+            await tokens.issue(username="admin", password="guess", source=attacker)
+    await tokens.issue(username="admin", password=ADMIN_PASSWORD, source=attacker)
 
 
-async def test_failures_spread_beyond_the_window_do_not_lock(tokens: Tokens, start_actor, config) -> None:
-    await start_actor(IdentityActor, config, lockout_failures=3, lockout_window=0.3)
-    for pause in (0.0, 0.4):
-        await asyncio.sleep(pause)
-        for _ in range(2):
-            with pytest.raises(Unauthorized):
-                await login(tokens, "demo", "wrong")
-    await login(tokens, "demo", DEMO_PASSWORD)
+async def test_a_spraying_source_is_refused_for_everyone_and_only_it(
+    tokens: Tokens, start_actor, config
+) -> None:
+    await start_actor(IdentityActor, config, throttling=FAST)
+    sprayer = "2001:db8:1:2::99"
+    for number in range(FAST.source_free + 1):  # one guess per user: no pair is throttled
+        with pytest.raises(Unauthorized):
+            await tokens.issue(username=f"user-{number}", password="guess", source=sprayer)
+    await throttled_for(tokens.issue(username="demo", password=DEMO_PASSWORD, source=sprayer))
+    # its /64 is one source (a host has all of it); another network is not
+    await throttled_for(tokens.issue(username="demo", password=DEMO_PASSWORD, source="2001:db8:1:2::100"))
+    await tokens.issue(username="demo", password=DEMO_PASSWORD, source="2001:db8:1:3::99")
+    await tokens.issue(username="demo", password=DEMO_PASSWORD)  # a bus caller is a source of its own
+
+
+def test_refusals_double_with_each_failure_up_to_the_cap_and_end_after_the_window() -> None:
+    """The throttle's arithmetic, on a clock the test moves."""
+    now = [1000.0]
+    settings = Throttling(
+        pair_free=2, source_free=100, base=1.0, cap=8.0, window=60.0, account_free=1, tarpit_base=0.5,
+        tarpit_cap=1.0,
+    )  # fmt: skip
+    throttle = LoginThrottle(settings, clock=lambda: now[0])
+    refusals, tarpits = [], []
+    for _ in range(7):
+        throttle.check("name:admin", "192.0.2.1")  # the last refusal is over
+        tarpits.append(throttle.failed("name:admin", "192.0.2.1"))
+        try:
+            throttle.check("name:admin", "192.0.2.1")
+            refusals.append(0)
+        except LoginThrottled as refusal:
+            refusals.append(refusal.retry_after)
+        now[0] += refusals[-1]
+    assert refusals == [0, 0, 1, 2, 4, 8, 8]
+    assert tarpits == [0, 0.5, 1.0, 1.0, 1.0, 1.0, 1.0]  # the tarpit is bounded
+    throttle.check("name:demo", "192.0.2.1")  # only that user from there
+    now[0] += 61.0  # past the window: forgotten
+    throttle.check("name:admin", "192.0.2.1")
+    throttle.purge()
+    assert len(throttle.pairs) == len(throttle.sources) == len(throttle.accounts) == 0
+    throttle.failed("name:demo", "192.0.2.1")
+    throttle.succeeded("name:demo", "192.0.2.1")  # a success forgets the pair, not the source's failures
+    assert len(throttle.pairs) == 0 and len(throttle.sources) == 1
+
+
+def test_the_tables_are_bounded_and_hold_no_names() -> None:
+    table = StrikeTable(free=1, base=1.0, cap=2.0, window=60.0, max_entries=100)
+    for number in range(1000):
+        table.fail(_key(f"name:{'x' * 200}{number}", "192.0.2.1"), 0.0)
+    assert len(table) == 100
+    assert all(len(key) == 16 for key in table._entries)
+
+
+def _key(account: str, source: str) -> bytes:
+    from actors.identity.throttle import _digest
+
+    return _digest(account, source)
+
+
+def test_sources_are_addresses_and_ipv6_hosts() -> None:
+    assert source_key("127.0.0.2") == "127.0.0.2"
+    assert source_key("::ffff:192.0.2.1") == "192.0.2.1"
+    assert source_key("2001:db8::1") == source_key("2001:db8::ffff") == "2001:db8::/64"
+    assert source_key("fe80::1%eth0") == "fe80::/64"
+    assert source_key(None) == source_key("") == "bus"
+
+
+async def test_a_right_password_is_accepted_at_once_while_many_sources_fail_for_the_user(
+    tokens: Tokens, start_actor, config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past ``account_free`` failures (any sources) failed attempts are held a little (the tarpit);
+    the right password is not, and nothing is refused to a source that has not failed."""
+    actor = await start_actor(IdentityActor, config, throttling=Throttling(account_free=2, tarpit_base=0.05))
+    held: list[float] = []
+    hold = actor.checks.tarpit.hold
+
+    async def recording(seconds: float) -> None:
+        held.append(seconds)
+        await hold(seconds)
+
+    monkeypatch.setattr(actor.checks.tarpit, "hold", recording)
+    for number in range(5):
+        with pytest.raises(Unauthorized):
+            await tokens.issue(username="admin", password="guess", source=f"192.0.2.{number}")
+    assert held == [0, 0, 0.05, 0.1, 0.2]
+    held.clear()
+    await tokens.issue(username="admin", password=ADMIN_PASSWORD, source="198.51.100.1")
+    assert held == []
+
+
+async def test_password_checks_are_bounded_per_source_and_in_all_and_validation_goes_on(
+    tokens: Tokens, start_actor, config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A source's logins beyond ``per_source`` are refused at once, without a check; past
+    ``max_pending`` everyone's are, Overloaded; tokens are validated meanwhile."""
+    import actors.identity.tokens as tokens_module
+
+    checks = PasswordChecks(threads=1, per_source=2, max_pending=3, max_wait=30)
+    await start_actor(IdentityActor, config, checks=checks)
+    token = (await tokens.issue(username="demo", password=DEMO_PASSWORD))["token"]
+    gate, checked = threading.Event(), []
+
+    def held(password: str, stored: str) -> bool:
+        checked.append(password)
+        gate.wait(30)
+        return check_password(password, stored)
+
+    monkeypatch.setattr(tokens_module, "check_password", held)
+    flood = [
+        asyncio.create_task(tokens.issue(username="demo", password="guess", source="192.0.2.66"))
+        for _ in range(2)
+    ]
+    async with asyncio.timeout(10):
+        while checks.in_flight("192.0.2.66") < 2:
+            await asyncio.sleep(0.01)
+    await throttled_for(tokens.issue(username="demo", password="guess", source="192.0.2.66"))
+    valid = asyncio.create_task(
+        tokens.issue(username="admin", password=ADMIN_PASSWORD, source="198.51.100.1")
+    )
+    async with asyncio.timeout(10):
+        while checks.pending < 3:
+            await asyncio.sleep(0.01)
+    with pytest.raises(Overloaded):  # three wait or hash already
+        await tokens.issue(username="demo", password=DEMO_PASSWORD, source="198.51.100.2")
+    assert (await tokens.validate(token=token))["user_name"] == "demo"  # the actor still serves
+    assert len(checked) == 1  # one thread: the refused logins were never checked
+    gate.set()
+    assert (await valid)["user"]["name"] == "admin"
+    for attempt in flood:
+        with pytest.raises(Unauthorized):
+            await attempt
+    assert checks.pending == 0 and checks.in_flight("192.0.2.66") == 0
+
+
+async def test_failed_logins_write_nothing(tokens: Tokens, identity_actor) -> None:
+    """Throttling lives in memory, in bounded tables: a flood of invented names fills no disk."""
+    before = await snapshot(identity_actor)
+    for number in range(30):
+        with pytest.raises((Unauthorized, LoginThrottled)):
+            await tokens.issue(username=f"invented-{number}", password="guess", source="192.0.2.9")
+    assert await snapshot(identity_actor) == before
+    tables = await identity_actor.shared.store.fetchall("SELECT name FROM sqlite_master WHERE type = 'table'")
+    assert {"login_failures", "lockouts"}.isdisjoint(row["name"] for row in tables)
 
 
 async def test_every_failed_login_runs_exactly_one_scrypt(
     tokens: Tokens, start_actor, config, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Same work for every failure (the timing side of "no hint"), counted rather than timed."""
+    """Same work for every failure that is checked (the timing side of "no hint"), counted rather
+    than timed; a refused one runs none."""
     import actors.identity.tokens as tokens_module
 
-    actor = await start_actor(IdentityActor, config, lockout_failures=2)
+    actor = await start_actor(IdentityActor, config, throttling=Throttling(pair_free=2))
     checked: list[str] = []
 
     def counting(password: str, stored: str) -> bool:
@@ -237,13 +385,10 @@ async def test_every_failed_login_runs_exactly_one_scrypt(
         return check_password(password, stored)
 
     monkeypatch.setattr(tokens_module, "check_password", counting)
-    for _ in range(2):
-        with pytest.raises(Unauthorized):
-            await login(tokens, "demo", "wrong")
     for user, password in (
         ("admin", "wrong"),
         ("nobody", "wrong"),
-        ("demo", DEMO_PASSWORD),
+        ("demo", DEMO_PASSWORD + "!"),
         ("demo", "wrong"),
     ):
         checked.clear()
@@ -251,6 +396,12 @@ async def test_every_failed_login_runs_exactly_one_scrypt(
             await login(tokens, user, password)
         assert len(checked) == 1, (user, password)
         assert (checked[0] == actor.shared.dummy_hash) == (user == "nobody")
+    with pytest.raises(Unauthorized):
+        await login(tokens, "demo", "wrong")  # the third: demo is refused from here from now on
+    checked.clear()
+    with pytest.raises(LoginThrottled):
+        await login(tokens, "demo", DEMO_PASSWORD)
+    assert checked == []
 
 
 def test_passwords_are_stored_as_scrypt_hashes() -> None:
@@ -765,8 +916,6 @@ TABLES = (
     "group_assignments",
     "app_creds",
     "revocations",
-    "login_failures",
-    "lockouts",
 )
 
 

@@ -286,7 +286,7 @@ async def test_bad_data_arguments_are_refused_and_change_nothing(
         ({"limit": "ten"}, "Expected `int | null`, got `str` - at `$.limit`"),
         ({"limit": -1}, "Expected `int` >= 0 - at `$.limit`"),
         ({"status": "bogus"}, "Invalid enum value 'bogus' - at `$.status`"),
-        ({"visibility": "all"}, "Invalid enum value 'all' - at `$.visibility`"),
+        ({"visibility": "everyone"}, "Invalid enum value 'everyone' - at `$.visibility`"),
         ({"owner": "p-demo"}, "Object contains unknown field `owner`"),
     ],
 )

@@ -13,6 +13,7 @@ import pytest
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
+from api.conductor import ConductorForNodes
 from api.identity import IdentityAdmin, Tokens
 from bus import Actor, Bus, CallTimeout, EmbeddedNatsServer
 from bus.api import ServiceAPI, call
@@ -232,16 +233,26 @@ async def test_node_cannot_call_identity_but_the_gateway_can(connect_as, bus_as)
         await identity.stop()
 
 
+class Greetings(ServiceAPI, address="conductor.host.{host}", caller="host"):
+    """A facet served per calling host, where the conductor's node facets are."""
+
+    @call
+    async def hello(self) -> str: ...
+
+
 async def test_processes_answer_each_other_through_their_own_inboxes(bus_as) -> None:
-    class Conductor(Actor):
+    class Conductor(Actor, Greetings):
         name = "conductor"
+
+        async def hello(self, *, host: str) -> str:
+            return host
 
     conductor = Conductor(await bus_as("conductor"))
     await conductor.start()
     try:
         node = await bus_as("node-1")
         assert node._inbox_prefix.startswith("_INBOX_node-1.")
-        assert (await node.call("conductor.ping"))["address"] == "conductor"
+        assert (await ConductorForNodes.client(node, host="node-1").ping())["address"] == "conductor"
         assert await node.publish_event("evt.domain.p.i", {"event": "STARTED"}) == 1
         assert await conductor.bus.publish_event("evt.instance.p.i", {"status": "ACTIVE"}) == 2
         with pytest.raises(CallTimeout):
@@ -263,6 +274,39 @@ async def test_gateway_reads_the_event_stream_but_cannot_call_nodes(connect_as, 
     await gateway.nc.publish("aiostack.rpc.node.node-1.ping", b"")
     await gateway.violation("aiostack.rpc.node.node-1.ping")
     assert not [e for e in gateway.errors if "$JS" in e]
+
+
+def test_a_node_may_call_the_node_facets_only_as_its_own_host(secured: Secured) -> None:
+    """Every facet a node calls is served per calling host; node-1's user may send as node-1 only."""
+    (node_1,) = [u for u in secured.credentials.authorization["users"] if u["user"] == "node-1"]
+    allowed = node_1["permissions"]["publish"]["allow"]
+    rpc = sorted(subject for subject in allowed if subject.startswith("aiostack.rpc."))
+    services = {subject.split(".")[2] for subject in rpc} - {"identity"}  # token validation
+    assert services == {"conductor", "image", "net", "volume"}
+    for subject in rpc:
+        if not subject.startswith("aiostack.rpc.identity."):
+            assert subject.split(".")[3:5] == ["host", "node-1"], subject
+    assert "aiostack.rpc.conductor.host.node-1.sync_power_state" in rpc
+    assert "aiostack.rpc.conductor.host.node-1.list_host_instances" in rpc
+    for kind in ("conductor", "image", "net", "volume"):
+        (served,) = [u for u in secured.credentials.authorization["users"] if u["user"] == kind]
+        assert f"aiostack.rpc.{kind}.host.*.* {kind}" in served["permissions"]["subscribe"]["allow"]
+
+
+async def test_a_node_cannot_send_as_another_host(connect_as) -> None:
+    node = await connect_as("node-1")
+    for subject in (
+        "aiostack.rpc.conductor.host.node-2.sync_power_state",
+        "aiostack.rpc.conductor.host.node-2.list_host_instances",
+        "aiostack.rpc.image.host.node-2.read_chunk",
+        "aiostack.rpc.net.host.node-2.get_network",
+        "aiostack.rpc.volume.host.node-2.reserve",
+        "aiostack.rpc.conductor.sync_power_state",  # the old, host-less subjects are gone
+        "aiostack.rpc.image.read_chunk",
+        "aiostack.rpc.net.get_network",
+    ):
+        await node.nc.publish(subject, b"", reply="_INBOX_node-1.x.1")
+        await node.violation(subject)
 
 
 async def test_wrong_password_or_none_is_refused_at_connect(secured: Secured, tmp_path: Path) -> None:

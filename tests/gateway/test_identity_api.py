@@ -297,11 +297,61 @@ async def test_roles_and_role_assignments(admin: Api) -> None:
     assert one["user"] == {"id": demo} and one["scope"] == {"project": {"id": project}}
     assert one["links"]["assignment"].endswith(path)
     status, body = await admin.get(f"{V3}/role_assignments?role.id={role['id']}&include_names")
-    assert [a["role"]["name"] for a in body["role_assignments"]] == ["auditor"]
+    assert [a["role"] for a in body["role_assignments"]] == [{"id": role["id"], "name": "auditor"}]
+    default = {"id": "default", "name": "Default"}
+    (named,) = body["role_assignments"]
+    assert named["user"] == {"id": demo, "name": "demo", "domain": default}
+    assert named["scope"] == {"project": {"id": project, "name": "demo", "domain": default}}
     assert (await admin.delete(path))[0] == 204
     assert (await admin.delete(path))[0] == 404
     status, body = await admin.get(f"{V3}/role_assignments?effective&group.id=x")
     assert status == 200 and body["role_assignments"] == []  # the effective ones through group x: none
+
+
+async def test_role_assignments_with_names_name_groups_and_members_too(admin: Api) -> None:
+    """Keystone's ``include_names``: the role's name, and the name and domain of the project, the
+    user and the group, directly and through a group (``effective``)."""
+    demo = await user_id(admin, "demo")
+    _, body = await admin.post(f"{V3}/groups", {"group": {"name": "ops"}})
+    group = body["group"]["id"]
+    _, body = await admin.post(f"{V3}/projects", {"project": {"name": "pager"}})
+    pager = body["project"]["id"]
+    assert (await admin.put(f"{V3}/groups/{group}/users/{demo}"))[0] == 204
+    assert (await admin.put(f"{V3}/projects/{pager}/groups/{group}/roles/reader"))[0] == 204
+    default = {"id": "default", "name": "Default"}
+    project = {"id": pager, "name": "pager", "domain": default}
+
+    status, body = await admin.get(f"{V3}/role_assignments?scope.project.id={pager}&include_names=true")
+    assert status == 200, body
+    (direct,) = body["role_assignments"]
+    assert direct["group"] == {"id": group, "name": "ops", "domain": default} and "user" not in direct
+    assert direct["scope"] == {"project": project} and direct["role"]["name"] == "reader"
+    status, body = await admin.get(f"{V3}/role_assignments?scope.project.id={pager}&effective&include_names")
+    (through,) = body["role_assignments"]
+    assert through["user"] == {"id": demo, "name": "demo", "domain": default} and "group" not in through
+    assert through["links"]["membership"].endswith(f"/groups/{group}/users/{demo}")
+    status, body = await admin.get(f"{V3}/role_assignments?scope.project.id={pager}&include_names=0")
+    assert body["role_assignments"][0]["group"] == {"id": group}
+    assert body["role_assignments"][0]["scope"] == {"project": {"id": pager}}
+
+
+async def test_a_throttled_address_gets_429_with_retry_after_in_keystones_format(admin: Api) -> None:
+    """The gateway hands the socket's peer address to the identity actor, never a header."""
+    statuses = []
+    for _ in range(6):  # five free failures for one user from one address; the sixth earns a refusal
+        statuses.append((await issue(admin, password_auth({"name": "admin"}, "guess")))[0])
+    assert statuses == [401] * 6
+    async with admin.session.post(  # a header naming another address is not believed
+        f"{admin.base_url}{V3}/auth/tokens",
+        json=password_auth({"name": "admin"}, ADMIN_PASSWORD),
+        headers={"X-Forwarded-For": "198.51.100.1"},
+    ) as response:
+        assert response.status == 429
+        assert int(response.headers["Retry-After"]) >= 1
+        assert response.headers["x-openstack-request-id"].startswith("req-")
+        message = identity_error(await response.json(), 429)
+    assert "address" in message and "admin" not in message
+    assert (await issue(admin, password_auth({"name": "demo"}, DEMO_PASSWORD)))[0] == 201  # other users
 
 
 async def test_application_credentials_over_rest(admin: Api, member: Api) -> None:

@@ -140,6 +140,31 @@ async def test_only_admin_creates_public_images(api, image_service) -> None:
     assert [i["id"] for i in body["images"]] == [image["id"]]
 
 
+async def test_another_projects_community_image_never_shadows_a_name(api, image_service) -> None:
+    """Glance's default list leaves out other projects' community images: one named like the
+    default image does not make a lookup by name ambiguous (issue 13, finding 5)."""
+    await api.login("admin", "admin-secret")  # another project than demo's
+    shadow = await create(api, name=TINY_NAME, visibility="community")
+    status, body = await api.get(f"/image/v2/images?name={TINY_NAME}")
+    assert {i["id"] for i in body["images"]} >= {shadow["id"]}  # its owner still lists it
+    await api.login()
+    status, body = await api.get(f"/image/v2/images?name={TINY_NAME}")
+    assert status == 200
+    (tiny,) = body["images"]
+    assert tiny["visibility"] == "public" and tiny["owner"] is None and tiny["id"] != shadow["id"]
+    status, body = await api.get("/image/v2/images")
+    assert shadow["id"] not in {i["id"] for i in body["images"]}
+    status, body = await api.get(f"/image/v2/images?name={TINY_NAME}&visibility=community")
+    assert [i["id"] for i in body["images"]] == [shadow["id"]]
+    status, body = await api.get(f"/image/v2/images?name={TINY_NAME}&visibility=all")
+    assert {i["id"] for i in body["images"]} == {shadow["id"], tiny["id"]}
+    status, shown = await api.get(f"/image/v2/images/{shadow['id']}")
+    assert status == 200 and shown["visibility"] == "community"  # still found by its id
+    mine = await create(api, name="mine", visibility="community")
+    status, body = await api.get("/image/v2/images")
+    assert mine["id"] in {i["id"] for i in body["images"]}  # a project's own are in its default list
+
+
 async def test_list_pages_with_limit_and_marker(api, image_service) -> None:
     await api.login()
     for n in range(4):

@@ -254,3 +254,26 @@ async def test_standard_attributes_description_and_revision_number_follow_update
     assert renamed["port"]["revision_number"] == port["revision_number"] + 1
     status, body = await demo.put(f"{NETWORKS}/{network['id']}", {"network": {"description": 7}})
     assert status == 400 and "description" in body["NeutronError"]["message"]
+
+
+async def test_the_extensions_list_names_what_is_built(demo: Any) -> None:
+    """Neutron's ``/extensions`` (clients ask it before using one: ``openstack port create``)."""
+    status, body = await demo.get("/network/v2.0/extensions")
+    assert status == 200
+    aliases = {extension["alias"] for extension in body["extensions"]}
+    assert {"standard-attr-description", "standard-attr-revisions", "net-mtu", "project-id"} <= aliases
+    assert not aliases & {"standard-attr-tag", "tag", "port-security", "security-group", "binding"}
+    for extension in body["extensions"]:
+        assert set(extension) == {"name", "alias", "description", "updated", "links"}
+    status, body = await demo.get("/network/v2.0/extensions/standard-attr-revisions")
+    assert status == 200 and body["extension"]["name"] == "Resource revision numbers"
+    status, body = await demo.get("/network/v2.0/extensions/tag-ports-during-bulk-creation")
+    assert status == 404 and "tag-ports-during-bulk-creation" in neutron_error(body)["message"]
+    status, body = await demo.get("/network/v2.0/extensions", headers={"X-Auth-Token": ""})
+    assert status == 401
+    # what the listed ones promise: descriptions set and changed, revisions bumped, the MTU shown
+    network = await create(demo, NETWORKS, "network", {"name": "ext", "description": "first"})
+    assert network["description"] == "first" and network["mtu"] == 1500 and network["project_id"]
+    status, body = await demo.put(f"{NETWORKS}/{network['id']}", {"network": {"description": "second"}})
+    assert body["network"]["description"] == "second"
+    assert body["network"]["revision_number"] > network["revision_number"]

@@ -1,0 +1,106 @@
+"""What compute nodes call (``api.net.NetForNodes``): the ports of the instances placed on the
+calling host, acting for their projects, and the networks and subnets those ports are on.
+
+The host is the subject's (only that node may publish there); the instance's host and project
+are the conductor's (``actors.placement``). An instance recorded on another host, or on none,
+is ``NotFound`` and nothing changes: a node cannot make, bind, plug or release another host's
+ports, nor read a network of a project none of its instances belongs to.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from actors.net.instances import InstanceServant
+from actors.net.schema import NETWORK, PORT, SUBNET
+from actors.net.state import NetState
+from actors.placement import Placements
+from api.net import Deallocated, NetForNodes, Network, Port, RequestedNetwork, Subnet, VifType
+from bus import NotFound
+
+
+class NodePorts(NetForNodes):
+    """Serves ``api.net.NetForNodes`` through ``InstanceServant``, after the placement checks."""
+
+    def __init__(self, state: NetState, instances: InstanceServant, placements: Placements) -> None:
+        self.state = state
+        self.instances = instances
+        self.placements = placements
+
+    async def allocate_for_instance(
+        self,
+        *,
+        instance_uuid: str,
+        requested_networks: list[RequestedNetwork] | Literal["auto", "none"] | None,
+        host: str,
+    ) -> list[Port]:
+        """The instance's ports, for its project, bound to ``host`` (``api.net.NetForNodes``).
+
+        :raises NotFound: no such instance on ``host``.
+        """
+        placement = await self.placements.on_host(instance_uuid, host, fresh=True)
+        return await self.instances.allocate_for_instance(
+            instance_uuid=instance_uuid,
+            project_id=placement["project_id"],
+            requested_networks=requested_networks,
+            host=host,
+        )
+
+    async def deallocate_for_instance(self, *, instance_uuid: str, host: str) -> Deallocated:
+        """Give back the instance's ports (``api.net.NetForNodes``).
+
+        :raises NotFound: no such instance on ``host``.
+        """
+        await self.placements.on_host(instance_uuid, host, fresh=True)
+        return await self.instances.deallocate_for_instance(instance_uuid=instance_uuid)
+
+    async def set_port_binding(
+        self, *, port_id: str, vif_type: VifType, vif_details: dict[str, Any], host: str
+    ) -> Port:
+        """How the node plugged a port of one of its instances in (``api.net.NetForNodes``).
+
+        The port must be bound to ``host`` (``allocate_for_instance`` binds it, having asked the
+        conductor afresh), so the placement of its instance may be the one that call kept.
+
+        :raises NotFound: no such port, or it or its instance is not on ``host``.
+        """
+        try:
+            port = await self.state.get(PORT, port_id, None)
+            if port["device_id"] and port["binding:host_id"] == host:
+                placement = await self.placements.on_host(port["device_id"], host)
+                if placement["project_id"] == port["project_id"]:
+                    return await self.instances.set_port_binding(
+                        port_id=port_id, vif_type=vif_type, vif_details=vif_details
+                    )
+        except NotFound:
+            pass
+        raise NotFound(f"Port {port_id} could not be found on host {host}.")
+
+    async def get_network(self, *, network_id: str, instance_uuid: str, host: str) -> Network:
+        """A shared network, or one the instance has a port on (``api.net.NetForNodes``).
+
+        :raises NotFound: no such instance on ``host``, or no such network it may read.
+        """
+        await self.placements.on_host(instance_uuid, host)
+        network = await self.state.get(NETWORK, network_id, None)
+        if network["shared"] or await self._has_port_on(instance_uuid, network_id):
+            return network
+        raise NotFound(f"Network {network_id} could not be found.")
+
+    async def get_subnet(self, *, subnet_id: str, instance_uuid: str, host: str) -> Subnet:
+        """A subnet of a network ``get_network`` would answer (``api.net.NetForNodes``).
+
+        :raises NotFound: no such instance on ``host``, or no such subnet it may read.
+        """
+        await self.placements.on_host(instance_uuid, host)
+        subnet = await self.state.get(SUBNET, subnet_id, None)
+        network = await self.state.get(NETWORK, subnet["network_id"], None)
+        if network["shared"] or await self._has_port_on(instance_uuid, network["id"]):
+            return subnet
+        raise NotFound(f"Subnet {subnet_id} could not be found.")
+
+    async def _has_port_on(self, instance_uuid: str, network_id: str) -> bool:
+        found = await self.state.store.fetchone(
+            "SELECT 1 FROM ports WHERE device_id = ? AND network_id = ? LIMIT 1", (instance_uuid, network_id)
+        )
+        return found is not None

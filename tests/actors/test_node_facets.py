@@ -1,0 +1,278 @@
+"""What compute nodes call of the image, net and volume actors (``ImageForNodes``, ``NetForNodes``,
+``VolumeAttacher``): each node as its own host, only for the instances the conductor records on
+that host, and as the instance's project.
+
+A stand-in conductor answers ``ConductorForOwners`` with the placements each test sets; the
+calls carry no user (as a node's stolen credential would send them), so only the placement
+checks stand between a node and another host's or another project's resources.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from actors.image import ImageActor
+from actors.net.actor import NetActor
+from actors.volume import VolumeActor
+from api.conductor import ConductorForOwners, Placement
+from api.image import ImageForNodes, Images
+from api.net import Net, NetForNodes
+from api.volume import VolumeAttacher, Volumes
+from bus import Actor, Bus, Context, InvalidRequest, NotFound, request_scope
+from bus.api import subjects
+
+DEMO = Context("u-demo", "p-demo", ("member",), "token-demo")
+OTHER = Context("u-other", "p-other", ("member",), "token-other")
+
+
+class StandInConductor(Actor, ConductorForOwners):
+    """Every instance alive (no owner's sweep releases anything); placements as the test sets them."""
+
+    name = "conductor"
+
+    def __init__(self, bus: Bus) -> None:
+        super().__init__(bus)
+        self.placements: dict[str, Placement] = {}
+
+    def place(
+        self, uuid: str, host: str | None, ctx: Context, image: str = "", volumes: list[str] | None = None
+    ) -> str:
+        self.placements[uuid] = {
+            "instance_uuid": uuid,
+            "host": host,
+            "project_id": str(ctx.project_id),
+            "image_ref": image,
+            "volumes": volumes or [],
+        }
+        return uuid
+
+    async def live_instances(self, *, instance_uuids: list[str]) -> list[str]:
+        return instance_uuids
+
+    async def placement(self, *, instance_uuid: str) -> Placement:
+        if instance_uuid not in self.placements:
+            raise NotFound(f"Instance {instance_uuid} could not be found.")
+        return self.placements[instance_uuid]
+
+
+@pytest.fixture
+async def conductor(start_actor) -> StandInConductor:
+    return await start_actor(StandInConductor)
+
+
+def as_user(ctx: Context) -> Any:
+    return request_scope(context=ctx)
+
+
+def test_every_node_facet_is_served_per_calling_host() -> None:
+    for facet, service in ((ImageForNodes, "image"), (NetForNodes, "net"), (VolumeAttacher, "volume")):
+        assert facet.caller == "host"
+        assert all(s.startswith(f"{service}.host.node-1.") for s in subjects(facet, host="node-1"))
+
+
+# -- image ------------------------------------------------------------------------------------
+
+
+async def private_image(images: Images, ctx: Context, data: bytes, **properties: str) -> str:
+    with as_user(ctx):
+        image = await images.create(name="img", properties=properties or None)
+        await images.upload(image_id=image["id"], data=data)
+    return image["id"]
+
+
+async def test_a_node_reads_only_the_images_of_its_instances_as_their_project_sees_them(
+    bus: Bus, start_actor, config, conductor: StandInConductor
+) -> None:
+    await start_actor(ImageActor, config)
+    images = Images.client(bus)
+    kernel = await private_image(images, DEMO, b"kernel")
+    ramdisk = await private_image(images, DEMO, b"ramdisk")
+    booted = await private_image(images, DEMO, b"disk", kernel_id=kernel, ramdisk_id=ramdisk)
+    other_private = await private_image(images, OTHER, b"their secret")
+    demo_vm = conductor.place("vm-demo", "node-1", DEMO, booted)
+    stale_vm = conductor.place("vm-stale", "node-1", DEMO, other_private)  # made private after the boot
+    node_1, node_2 = ImageForNodes.client(bus, host="node-1"), ImageForNodes.client(bus, host="node-2")
+
+    assert (await node_1.get(image_id=booted, instance_uuid=demo_vm))["id"] == booted
+    for image_id, data in ((booted, b"disk"), (kernel, b"kernel"), (ramdisk, b"ramdisk")):
+        assert await node_1.read_chunk(image_id=image_id, instance_uuid=demo_vm, offset=0, length=64) == data
+    refused = [
+        node_2.get(image_id=booted, instance_uuid=demo_vm),  # another host's instance
+        node_2.read_chunk(image_id=booted, instance_uuid=demo_vm, offset=0, length=64),
+        node_1.read_chunk(
+            image_id=other_private, instance_uuid=demo_vm, offset=0, length=64
+        ),  # not its image
+        node_1.get(image_id=other_private, instance_uuid=stale_vm),  # its image, but not its project's
+        node_1.read_chunk(image_id=other_private, instance_uuid=stale_vm, offset=0, length=64),
+        node_1.get(image_id=booted, instance_uuid="vm-nowhere"),  # no such instance
+    ]
+    for call in refused:
+        with pytest.raises(NotFound):
+            await call
+    with pytest.raises(InvalidRequest, match="host"):  # the host is the subject's, never the body's
+        await bus.call(
+            "image.host.node-2.get", {"image_id": booted, "instance_uuid": demo_vm, "host": "node-1"}
+        )
+
+
+async def test_a_node_reads_a_public_image_for_its_instance(
+    bus: Bus, start_actor, config, conductor: StandInConductor
+) -> None:
+    await start_actor(ImageActor, config)
+    (tiny,) = await Images.client(bus).list(name="aiostack-tiny")
+    vm = conductor.place("vm-tiny", "node-1", OTHER, tiny["id"])
+    chunk = await ImageForNodes.client(bus, host="node-1").read_chunk(
+        image_id=tiny["id"], instance_uuid=vm, offset=510, length=2
+    )
+    assert chunk == b"\x55\xaa"
+
+
+# -- net --------------------------------------------------------------------------------------
+
+
+async def test_a_node_makes_binds_and_releases_only_its_instances_ports(
+    bus: Bus, start_actor, config, conductor: StandInConductor
+) -> None:
+    await start_actor(NetActor, config)
+    net = Net.client(bus)
+    with as_user(DEMO):
+        own = await net.create_network(name="demo-net")
+        own_subnet = await net.create_subnet(network_id=own["id"], cidr="192.168.5.0/24")
+    with as_user(OTHER):
+        theirs = await net.create_network(name="their-net")
+        their_subnet = await net.create_subnet(network_id=theirs["id"], cidr="192.168.6.0/24")
+    (default,) = await net.list_networks(name="default")
+    vm = conductor.place("vm-demo", "node-1", DEMO)
+    node_1, node_2 = NetForNodes.client(bus, host="node-1"), NetForNodes.client(bus, host="node-2")
+
+    with pytest.raises(NotFound):  # another host's instance: nothing is made
+        await node_2.allocate_for_instance(instance_uuid=vm, requested_networks=[{"uuid": own["id"]}])
+    assert await net.list_ports(device_id=vm) == []
+    with pytest.raises(NotFound):  # a network of another project: the instance's project does not see it
+        await node_1.allocate_for_instance(instance_uuid=vm, requested_networks=[{"uuid": theirs["id"]}])
+    assert await net.list_ports(device_id=vm) == []
+
+    (port,) = await node_1.allocate_for_instance(instance_uuid=vm, requested_networks=[{"uuid": own["id"]}])
+    assert (port["project_id"], port["binding:host_id"], port["device_id"]) == ("p-demo", "node-1", vm)
+    assert (await node_1.get_network(network_id=own["id"], instance_uuid=vm))["id"] == own["id"]
+    assert (await node_1.get_subnet(subnet_id=own_subnet["id"], instance_uuid=vm))["id"] == own_subnet["id"]
+    assert (await node_1.get_network(network_id=default["id"], instance_uuid=vm))["shared"] is True
+    refused = [
+        node_1.get_network(network_id=theirs["id"], instance_uuid=vm),
+        node_1.get_subnet(subnet_id=their_subnet["id"], instance_uuid=vm),
+        node_2.get_network(network_id=own["id"], instance_uuid=vm),
+        node_2.get_network(network_id=default["id"], instance_uuid=vm),
+        node_2.set_port_binding(port_id=port["id"], vif_type="bridge", vif_details={}),
+        node_2.deallocate_for_instance(instance_uuid=vm),
+        node_2.allocate_for_instance(instance_uuid=vm, requested_networks="auto"),
+    ]
+    for call in refused:
+        with pytest.raises(NotFound):
+            await call
+    assert await net.list_ports(device_id=vm) == [port]
+
+    plugged = await node_1.set_port_binding(port_id=port["id"], vif_type="bridge", vif_details={"x": 1})
+    assert plugged["binding:vif_type"] == "bridge"
+    assert await node_1.deallocate_for_instance(instance_uuid=vm) == {"deleted": 1, "unbound": 0}
+    assert await net.list_ports(device_id=vm) == []
+
+
+async def test_a_node_whose_instance_moved_away_cannot_touch_its_new_hosts_ports(
+    bus: Bus, start_actor, config, conductor: StandInConductor
+) -> None:
+    await start_actor(NetActor, config)
+    vm = conductor.place("vm-moving", "node-1", DEMO)
+    (port,) = await NetForNodes.client(bus, host="node-1").allocate_for_instance(
+        instance_uuid=vm, requested_networks="auto"
+    )
+    conductor.place(vm, "node-2", DEMO)  # rescheduled: node-1's next calls must see it at once
+    with pytest.raises(NotFound):
+        await NetForNodes.client(bus, host="node-1").deallocate_for_instance(instance_uuid=vm)
+    assert [p["id"] for p in await Net.client(bus).list_ports(device_id=vm)] == [port["id"]]
+
+
+# -- volume -----------------------------------------------------------------------------------
+
+
+async def test_a_node_attaches_and_frees_only_the_boot_volumes_of_its_instances(
+    bus: Bus, start_actor, config, conductor: StandInConductor
+) -> None:
+    await start_actor(VolumeActor, config)
+    volumes = Volumes.client(bus)
+    with as_user(DEMO):
+        boot_volume = await volumes.create(size=1)
+        spare = await volumes.create(size=1)
+    with as_user(OTHER):
+        theirs = await volumes.create(size=1)
+    vm = conductor.place("vm-demo", "node-1", DEMO, volumes=[boot_volume["id"]])
+    greedy = conductor.place("vm-greedy", "node-1", DEMO, volumes=[theirs["id"]])  # not its project's
+    node_1, node_2 = VolumeAttacher.client(bus, host="node-1"), VolumeAttacher.client(bus, host="node-2")
+
+    refused = [
+        node_2.reserve(volume_id=boot_volume["id"], instance_uuid=vm),
+        node_1.reserve(volume_id=spare["id"], instance_uuid=vm),
+        node_1.reserve(volume_id=theirs["id"], instance_uuid=greedy),
+        node_1.reserve(volume_id=boot_volume["id"], instance_uuid="vm-nowhere"),
+    ]
+    for call in refused:
+        with pytest.raises(NotFound):
+            await call
+    statuses = {v["id"]: v["status"] for v in await volumes.list()}
+    assert set(statuses.values()) == {"available"}
+
+    reserved = await node_1.reserve(volume_id=boot_volume["id"], instance_uuid=vm)
+    assert reserved["volume"]["status"] == "attaching"
+    with pytest.raises(NotFound):
+        await node_2.attach_complete(volume_id=boot_volume["id"], instance_uuid=vm, device="/dev/vdb")
+    attached = await node_1.attach_complete(volume_id=boot_volume["id"], instance_uuid=vm, device="/dev/vdb")
+    assert attached["status"] == "in-use" and attached["attachments"][0]["host_name"] == "node-1"
+    with pytest.raises(NotFound):
+        await node_2.detach_all(instance_uuid=vm)
+    assert (await volumes.get(volume_id=boot_volume["id"]))["status"] == "in-use"
+    assert await node_1.detach_all(instance_uuid=vm) == {"detached": [boot_volume["id"]]}
+    assert (await volumes.get(volume_id=boot_volume["id"]))["status"] == "available"
+
+
+@pytest.mark.parametrize(
+    ("actor", "subject", "body", "message"),
+    [
+        (ImageActor, "image.host.node-1.get", {"image_id": "i"}, "missing required field `instance_uuid`"),
+        (ImageActor, "image.host.node-1.read_chunk", {"image_id": "i", "instance_uuid": "vm"}, "`offset`"),
+        (
+            NetActor,
+            "net.host.node-1.allocate_for_instance",
+            {"instance_uuid": "vm", "requested_networks": "auto", "project_id": "p-other"},
+            "unknown field `project_id`",
+        ),
+        (
+            NetActor,
+            "net.host.node-1.get_network",
+            {"network_id": "n"},
+            "missing required field `instance_uuid`",
+        ),
+        (NetActor, "net.host.node-1.get_subnet", {"subnet_id": 5, "instance_uuid": "vm"}, r"\$\.subnet_id"),
+        (
+            VolumeActor,
+            "volume.host.node-1.attach_complete",
+            {"volume_id": "v", "instance_uuid": "vm", "device": "/dev/vdb", "host": "node-2"},
+            "unknown field `host`",
+        ),
+        (VolumeActor, "volume.host.node-1.detach_all", {"instance_uuid": ""}, r"\$\.instance_uuid"),
+    ],
+)
+async def test_malformed_node_calls_are_refused_naming_the_field(
+    bus: Bus,
+    start_actor,
+    config,
+    conductor: StandInConductor,
+    actor: type[Actor],
+    subject: str,
+    body: Any,
+    message: str,
+) -> None:
+    await start_actor(actor, config)
+    conductor.place("vm", "node-1", DEMO)
+    with pytest.raises(InvalidRequest, match=message):
+        await bus.call(subject, body)
