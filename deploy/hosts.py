@@ -1,0 +1,409 @@
+"""Many hosts on one machine: each host a network namespace with its own address, data
+directory and processes, all joined by one bridge (the harness of issue 14's cluster).
+
+Nothing is added to the machine's own network: the bridge lives in a namespace of its own
+(the *fabric*), and each host's ``eth0`` is a veth whose peer is a port of that bridge.
+Addresses are ``10.240.0.0/24`` (``.1`` the first host, in the order added), reachable only from
+inside the harness's namespaces; each fabric is separate, so harnesses may run side by side.
+Namespaces are named ``aiostack-<tag>-<host>`` (the fabric ``aiostack-<tag>-fabric``), so a
+harness left behind by a crash is found by its tag (its directory holds it in ``tag``):
+``python -m deploy.hosts clean [--tag TAG]`` removes its namespaces, processes and directory.
+
+Roles (``build``): **controllers** run one nats-server each, the three clustered by routes
+(``nats_cluster``), the JetStream store in the host's directory; the **database** host runs
+PostgreSQL from Debian's package (``initdb`` in its directory, owned by the ``postgres`` user as
+Debian's ``/var/lib/postgresql`` is, listening on its address only, SCRAM passwords;
+``start_postgres``); **compute** hosts get an address and a directory, for nodes to run in.
+
+A host's processes are started with ``ip netns exec`` in a session of their own, logging to
+``<host dir>/logs/<name>.log``; ``close`` stops them (SIGTERM, then SIGKILL), kills whatever
+else still runs in the namespaces, deletes the namespaces and the harness's directory.
+
+Developer command (as root)::
+
+    python -m deploy.hosts up [--controllers 3] [--computes 2] [--dir DIR]   # Ctrl-C tears down
+    python -m deploy.hosts clean [--tag TAG]                                 # what a crash left
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bus.server import find_nats_server
+
+log = logging.getLogger(__name__)
+
+PREFIX = "aiostack-"
+SUBNET = ipaddress.IPv4Network("10.240.0.0/24")
+NATS_PORT = 4222
+ROUTE_PORT = 6222
+POSTGRES_PORT = 5432
+POSTGRES_BIN = Path("/usr/lib/postgresql/15/bin")
+"""Debian 12's PostgreSQL (the ``postgresql`` package)."""
+STOP_GRACE = 5.0
+"""Seconds a process gets between SIGTERM and SIGKILL."""
+
+
+class HarnessError(Exception):
+    """The harness could not build or run what was asked (the command's output says why)."""
+
+
+def _ip(*args: str) -> None:
+    done = subprocess.run(["ip", *args], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise HarnessError(f"ip {' '.join(args)}: {done.stderr.strip()}")
+
+
+def harness_namespaces(tag: str | None = None) -> list[str]:
+    """The namespaces of the harness ``tag`` (every harness's when None)."""
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
+    names = [line.split()[0] for line in listed.splitlines() if line.strip()]
+    start = f"{PREFIX}{tag}-" if tag else PREFIX
+    return [name for name in names if name.startswith(start)]
+
+
+def _namespace_pids(namespace: str) -> list[int]:
+    done = subprocess.run(["ip", "netns", "pids", namespace], capture_output=True, text=True)
+    return [int(pid) for pid in done.stdout.split()] if done.returncode == 0 else []
+
+
+def remove_namespaces(namespaces: Iterable[str], wait: float = 10.0) -> None:
+    """Kill every process in each namespace, wait (at most ``wait`` s) until none is left, delete it."""
+    for namespace in namespaces:
+        deadline = time.monotonic() + wait
+        while (pids := _namespace_pids(namespace)) and time.monotonic() < deadline:
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.05)
+        subprocess.run(["ip", "netns", "del", namespace], capture_output=True)
+
+
+def harness_dirs(tag: str | None = None) -> list[Path]:
+    """The directories in the temporary folder of the harness ``tag`` (every harness's when None)."""
+    found = []
+    for candidate in Path(tempfile.gettempdir()).glob("aiostack-hosts-*"):
+        with contextlib.suppress(OSError):
+            if tag is None or (candidate / "tag").read_text().strip() == tag:
+                found.append(candidate)
+    return found
+
+
+@dataclass
+class Host:
+    """One host: a namespace, an address on the fabric, a directory, the processes started there."""
+
+    name: str
+    role: str
+    namespace: str
+    address: str
+    dir: Path
+    processes: dict[str, asyncio.subprocess.Process] = field(default_factory=dict)
+
+    def command(self, argv: Sequence[str], user: str | None = None) -> list[str]:
+        """``argv`` as run inside this host (as ``user`` when given)."""
+        as_user = ["runuser", "-u", user, "--"] if user else []
+        return ["ip", "netns", "exec", self.namespace, *as_user, *argv]
+
+    async def start(
+        self, name: str, argv: Sequence[str], *, env: dict[str, str] | None = None, user: str | None = None
+    ) -> asyncio.subprocess.Process:
+        """Start a long-running process ``name`` on this host; its output goes to ``logs/<name>.log``."""
+        logs = self.dir / "logs"
+        logs.mkdir(exist_ok=True)
+        output = os.open(logs / f"{name}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *self.command(argv, user),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=output,
+                stderr=output,
+                env=env,
+                start_new_session=True,
+            )
+        finally:
+            os.close(output)
+        self.processes[name] = process
+        return process
+
+    async def run(
+        self, *argv: str, timeout: float = 60.0, user: str | None = None, env: dict[str, str] | None = None
+    ) -> str:
+        """Run ``argv`` on this host to its end; its output.
+
+        :raises HarnessError: it failed or did not end within ``timeout`` seconds.
+        """
+        process = await asyncio.create_subprocess_exec(
+            *self.command(argv, user),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+        try:
+            async with asyncio.timeout(timeout):
+                output, _ = await process.communicate()
+        except TimeoutError:
+            os.killpg(process.pid, signal.SIGKILL)
+            await process.wait()
+            raise HarnessError(f"{self.name}: {' '.join(argv)} did not end within {timeout} s") from None
+        text = output.decode(errors="replace")
+        if process.returncode != 0:
+            raise HarnessError(f"{self.name}: {' '.join(argv)} exited {process.returncode}:\n{text[-2000:]}")
+        return text
+
+    async def stop(self, name: str) -> None:
+        """Stop one process (SIGTERM to its session, SIGKILL after ``STOP_GRACE`` seconds)."""
+        process = self.processes.pop(name)
+        if process.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            await asyncio.wait_for(process.wait(), STOP_GRACE)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            await process.wait()
+
+
+class Hosts:
+    """A harness: the fabric and the hosts added to it. ``close()`` leaves nothing behind."""
+
+    def __init__(self, root: Path, tag: str | None = None) -> None:
+        self.root = root
+        self.tag = tag or secrets.token_hex(3)
+        self.fabric = f"{PREFIX}{self.tag}-fabric"
+        self.hosts: dict[str, Host] = {}
+        self.nats_urls: list[str] = []
+        """The controllers' nats-servers, once ``nats_cluster`` started them."""
+        self.databases: dict[str, Database] = {}
+        """PostgreSQL servers by host, once ``start_postgres`` started them."""
+        self._addresses = SUBNET.hosts()
+
+    async def open(self) -> None:
+        """Make the fabric: a namespace holding the bridge every host is plugged into."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        # traversable, not listable: the database host's directory belongs to the postgres user
+        self.root.chmod(0o711)
+        (self.root / "tag").write_text(self.tag + "\n")
+        _ip("netns", "add", self.fabric)
+        _ip("-n", self.fabric, "link", "add", "fabric", "type", "bridge")
+        _ip("-n", self.fabric, "link", "set", "fabric", "up")
+
+    def add(self, name: str, role: str) -> Host:
+        """Plug a new host into the fabric: its namespace, ``eth0`` with the next address, ``lo`` up."""
+        if name in self.hosts:
+            raise HarnessError(f"host {name} exists already")
+        namespace = f"{PREFIX}{self.tag}-{name}"
+        port = f"port{len(self.hosts)}"
+        address = str(next(self._addresses))
+        _ip("netns", "add", namespace)
+        _ip(
+            "link",
+            "add",
+            "eth0",
+            "netns",
+            namespace,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            port,
+            "netns",
+            self.fabric,
+        )
+        _ip("-n", self.fabric, "link", "set", port, "master", "fabric")
+        _ip("-n", self.fabric, "link", "set", port, "up")
+        _ip("-n", namespace, "addr", "add", f"{address}/{SUBNET.prefixlen}", "dev", "eth0")
+        _ip("-n", namespace, "link", "set", "eth0", "up")
+        _ip("-n", namespace, "link", "set", "lo", "up")
+        directory = self.root / name
+        directory.mkdir(mode=0o700)
+        host = self.hosts[name] = Host(name, role, namespace, address, directory)
+        return host
+
+    def role(self, role: str) -> list[Host]:
+        return [host for host in self.hosts.values() if host.role == role]
+
+    async def close(self, *, keep_dir: bool = False) -> None:
+        """Stop every process, delete every namespace and (unless ``keep_dir``) the directory."""
+        for host in reversed(list(self.hosts.values())):
+            for name in reversed(list(host.processes)):
+                await host.stop(name)
+        namespaces = [*(host.namespace for host in self.hosts.values()), self.fabric]
+        await asyncio.to_thread(remove_namespaces, namespaces)
+        if not keep_dir:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+
+async def nats_cluster(controllers: Sequence[Host], *, binary: str | None = None) -> list[str]:
+    """One nats-server per controller, clustered by routes to each other (JetStream on); their URLs."""
+    nats = binary or find_nats_server()
+    routes = ", ".join(f'"nats-route://{host.address}:{ROUTE_PORT}"' for host in controllers)
+    for host in controllers:
+        store = host.dir / "nats"
+        store.mkdir(mode=0o700, exist_ok=True)
+        config = store / "nats-server.conf"
+        config.write_text(
+            f'server_name: "{host.name}"\n'
+            f'listen: "{host.address}:{NATS_PORT}"\n'
+            f'jetstream {{ store_dir: "{store / "jetstream"}" }}\n'
+            f'cluster {{ name: "aiostack", listen: "{host.address}:{ROUTE_PORT}", routes: [{routes}] }}\n'
+        )
+        config.chmod(0o600)
+        await host.start("nats-server", [nats, "-c", str(config)])
+    urls = [f"nats://{host.address}:{NATS_PORT}" for host in controllers]
+    for host in controllers:
+        await wait_listening(host, host.address, NATS_PORT)
+    return urls
+
+
+@dataclass(frozen=True)
+class Database:
+    """A PostgreSQL server the harness runs: its address and the ``aiostack`` role's password."""
+
+    host: str
+    port: int
+    password: str
+
+    @property
+    def dsn(self) -> str:
+        return f"postgresql://aiostack:{self.password}@{self.host}:{self.port}/aiostack"
+
+
+async def start_postgres(host: Host) -> Database:
+    """initdb in ``<host dir>/postgres`` and run PostgreSQL on the host's address; a database
+    ``aiostack`` owned by a role ``aiostack`` with a new password (in ``password``, 0600)."""
+    data = host.dir / "postgres"
+    password = secrets.token_urlsafe(24)
+    shutil.chown(host.dir, "postgres", "postgres")
+    pwfile = host.dir / "password"
+    pwfile.write_text(password + "\n")
+    pwfile.chmod(0o600)
+    shutil.chown(pwfile, "postgres", "postgres")
+    await host.run(
+        str(POSTGRES_BIN / "initdb"), "-D", str(data), "-U", "aiostack", "--pwfile", str(pwfile),
+        "--auth-local=scram-sha-256", "--auth-host=scram-sha-256", "-E", "UTF8", "--no-instructions",
+        user="postgres",
+    )  # fmt: skip
+    hba = data / "pg_hba.conf"
+    hba.write_text(hba.read_text() + f"host all all {SUBNET} scram-sha-256\n")
+    await host.start(
+        "postgres",
+        [
+            str(POSTGRES_BIN / "postgres"), "-D", str(data), "-c", f"listen_addresses={host.address}",
+            "-c", f"port={POSTGRES_PORT}", "-c", f"unix_socket_directories={host.dir}",
+        ],
+        user="postgres",
+    )  # fmt: skip
+    await wait_listening(host, host.address, POSTGRES_PORT)
+    await host.run(
+        str(POSTGRES_BIN / "psql"), "-h", host.address, "-p", str(POSTGRES_PORT), "-U", "aiostack",
+        "-d", "postgres", "-c", "CREATE DATABASE aiostack",
+        env={**os.environ, "PGPASSWORD": password},
+    )  # fmt: skip
+    return Database(host.address, POSTGRES_PORT, password)
+
+
+async def wait_listening(host: Host, address: str, port: int, timeout: float = 30.0) -> None:
+    """Return once ``address:port`` accepts a TCP connection from inside ``host``."""
+    probe = (
+        "import socket, sys, time\n"
+        f"end = time.monotonic() + {timeout}\n"
+        "while True:\n"
+        "    try:\n"
+        f"        socket.create_connection(({address!r}, {port}), timeout=1).close(); break\n"
+        "    except OSError:\n"
+        "        if time.monotonic() > end: sys.exit(f'nothing listens on {address}:{port}')\n"
+        "        time.sleep(0.05)\n"
+    )
+    await host.run(sys.executable, "-c", probe, timeout=timeout + 5)
+
+
+@contextlib.asynccontextmanager
+async def build(
+    root: Path | None = None, *, controllers: int = 3, databases: int = 1, computes: int = 2
+) -> AsyncIterator[Hosts]:
+    """A harness of ``controllers`` (a NATS cluster), ``databases`` (PostgreSQL) and ``computes``
+    hosts, torn down on exit. ``root``: a new directory in the system's temporary folder."""
+    hosts = Hosts(root or Path(tempfile.mkdtemp(prefix="aiostack-hosts-")))
+    try:
+        await hosts.open()
+        for number in range(1, controllers + 1):
+            hosts.add(f"controller-{number}", "controller")
+        for number in range(1, databases + 1):
+            hosts.add(f"database-{number}" if databases > 1 else "database", "database")
+        for number in range(1, computes + 1):
+            hosts.add(f"compute-{number}", "compute")
+        if controllers:
+            hosts.nats_urls = await nats_cluster(hosts.role("controller"))
+        for host in hosts.role("database"):
+            hosts.databases[host.name] = await start_postgres(host)
+        yield hosts
+    finally:
+        await hosts.close()
+
+
+async def _up(args: argparse.Namespace) -> None:
+    root = Path(args.dir) if args.dir else None
+    async with build(root, controllers=args.controllers, computes=args.computes) as hosts:
+        for host in hosts.hosts.values():
+            print(f"{host.name:14} {host.role:10} {host.address:12} ip netns exec {host.namespace} ...")
+        print("NATS:", ",".join(hosts.nats_urls))
+        for name, database in hosts.databases.items():
+            where = f"postgresql://aiostack@{database.host}:{database.port}/aiostack"
+            print(f"PostgreSQL on {name}: {where} (password in {hosts.hosts[name].dir / 'password'})")
+        print(f"directory {hosts.root}; Ctrl-C tears everything down")
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        await stop.wait()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m deploy.hosts", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    up = commands.add_parser("up", help="build a harness and keep it until Ctrl-C")
+    up.add_argument("--controllers", type=int, default=3)
+    up.add_argument("--computes", type=int, default=2)
+    up.add_argument(
+        "--dir",
+        help="the harness's directory (default: a new one in the temporary folder); the postgres user"
+        " must be able to pass through its parents",
+    )
+    clean = commands.add_parser("clean", help="delete harness namespaces (and kill what runs in them)")
+    clean.add_argument("--tag", help="only this harness's (the part after aiostack- in its names)")
+    args = parser.parse_args(argv)
+    if os.geteuid() != 0:
+        parser.error("network namespaces need root")
+    if args.command == "clean":
+        left, dirs = harness_namespaces(args.tag), harness_dirs(args.tag)
+        remove_namespaces(left)
+        for directory in dirs:
+            shutil.rmtree(directory, ignore_errors=True)
+        print(f"removed {len(left)} namespaces and {len(dirs)} directories")
+        return 0
+    asyncio.run(_up(args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
