@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import re
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -42,6 +43,11 @@ DEFAULT_CALL_TIMEOUT = 10.0
 DEFAULT_EVENT_MAX_AGE = 7 * 24 * 3600.0
 DEFAULT_EVENT_MAX_BYTES = 1024**3
 INBOX_PREFIX = "_INBOX"
+PING_INTERVAL = 2.0
+"""Seconds between a client's pings to its server (nats-py's default is 120)."""
+MAX_OUTSTANDING_PINGS = 2
+"""Pings unanswered before the server counts as dead and the client moves to another: a dead
+server is noticed within ``PING_INTERVAL * (MAX_OUTSTANDING_PINGS + 1)`` seconds."""
 
 
 def inbox_prefix_for(user: str) -> str:
@@ -56,11 +62,32 @@ def event_stream_name(prefix: str) -> str:
 
 def read_credentials(path: str | os.PathLike[str]) -> tuple[str, str]:
     """The user and password in a credentials file (JSON ``{"user": ..., "password": ...}``)."""
+    data = _read_credentials_file(path)
+    return str(data["user"]), str(data["password"])
+
+
+def read_trust(path: str | os.PathLike[str]) -> str | None:
+    """The CA certificate (PEM) a credentials file trusts for TLS (its ``"ca"``), None without one."""
+    ca = _read_credentials_file(path).get("ca")
+    return str(ca) if ca else None
+
+
+def _read_credentials_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         data = json.loads(Path(path).read_text())
-        return str(data["user"]), str(data["password"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        if not isinstance(data, dict) or not {"user", "password"} <= data.keys():
+            raise ValueError("it holds no user and password")
+        return data
+    except (OSError, ValueError) as exc:
         raise BusAuthFailed(f"cannot read NATS credentials from {path}: {exc}") from None
+
+
+def nats_servers(url: str) -> list[str]:
+    """The servers of a NATS URL that may name several, comma-separated (a cluster)."""
+    servers = [part.strip() for part in url.split(",") if part.strip()]
+    if not servers:
+        raise ValueError(f"no NATS server in {url!r}")
+    return servers
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,9 +178,12 @@ class Bus:
     ) -> Bus:
         """Connect to NATS; reconnect forever afterwards (subscriptions are restored).
 
+        ``url`` may name several servers, comma-separated (a cluster): the client knows them
+        all, notices a dead one within seconds (``PING_INTERVAL``) and moves to another.
         With ``credentials`` (a file, see ``read_credentials``) the connection logs in as
         that user and takes its replies on ``_INBOX_<user>.>``, the only inbox its
-        permissions allow.
+        permissions allow; a CA certificate in the file (``read_trust``) makes the
+        connection TLS, trusting that CA alone.
 
         :raises BusAuthFailed: the server refused the credentials.
         """
@@ -163,6 +193,9 @@ class Bus:
             user, password = read_credentials(credentials)
             inbox_prefix = inbox_prefix_for(user)
             options = {"user": user, "password": password, "inbox_prefix": inbox_prefix}
+            ca = read_trust(credentials)
+            if ca is not None:
+                options["tls"] = ssl.create_default_context(cadata=ca)
         connected = False
 
         async def on_error(exc: Exception) -> None:
@@ -173,12 +206,14 @@ class Bus:
         nc = NatsClient()
         try:
             await nc.connect(
-                url,
+                servers=nats_servers(url),
                 name=name,
                 connect_timeout=connect_timeout,  # type: ignore[arg-type]  # nats-py annotates seconds as int
                 allow_reconnect=True,
                 max_reconnect_attempts=-1,
                 reconnect_time_wait=0.25,  # type: ignore[arg-type]
+                ping_interval=PING_INTERVAL,  # type: ignore[arg-type]
+                max_outstanding_pings=MAX_OUTSTANDING_PINGS,
                 error_cb=on_error,
                 disconnected_cb=_log_event("disconnected from NATS", name),
                 reconnected_cb=_log_event("reconnected to NATS", name),

@@ -199,6 +199,15 @@ def ensure_credentials(data_dir: Path, users: Iterable[str]) -> dict[str, str]:
     return passwords
 
 
+def trust(data_dir: Path, ca_pem: str) -> None:
+    """Make every credentials file of ``data_dir`` trust ``ca_pem`` (its ``"ca"``): their processes
+    then connect to NATS over TLS, accepting only servers this CA signed."""
+    for path in credentials_dir(data_dir).glob("*.json"):
+        data = json.loads(path.read_text())
+        if data.get("ca") != ca_pem:
+            _write_private(path, json.dumps({**data, "ca": ca_pem}) + "\n")
+
+
 @dataclass(frozen=True, slots=True)
 class Credentials:
     """What `aiostack up` hands out: a file per user and the server's authorization block."""

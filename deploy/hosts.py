@@ -40,11 +40,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from bus.server import find_nats_server
+from bus.server import authorization_config, find_nats_server
+from deploy.tls import CertificateAuthority
 
 log = logging.getLogger(__name__)
 
@@ -253,21 +255,48 @@ class Hosts:
             shutil.rmtree(self.root, ignore_errors=True)
 
 
-async def nats_cluster(controllers: Sequence[Host], *, binary: str | None = None) -> list[str]:
-    """One nats-server per controller, clustered by routes to each other (JetStream on); their URLs."""
+async def nats_cluster(
+    controllers: Sequence[Host],
+    *,
+    authorization: Mapping[str, Any] | None = None,
+    ca: CertificateAuthority | None = None,
+    binary: str | None = None,
+) -> list[str]:
+    """One nats-server per controller, clustered by routes to each other (JetStream on); their URLs.
+
+    ``authorization``: nats-server's users and permissions (``deploy.credentials``), on every
+    server. ``ca``: clients and routes are TLS with certificates it signs for each controller
+    (routes verify each other's), and clients must trust it (``deploy.credentials.trust``).
+    """
     nats = binary or find_nats_server()
     routes = ", ".join(f'"nats-route://{host.address}:{ROUTE_PORT}"' for host in controllers)
     for host in controllers:
         store = host.dir / "nats"
         store.mkdir(mode=0o700, exist_ok=True)
-        config = store / "nats-server.conf"
-        config.write_text(
+        client_tls = route_tls = ""
+        if ca is not None:
+            issued = ca.issue_server(host.name, [host.address], store / "tls")
+            files = (
+                f'cert_file: "{issued.certificate}", key_file: "{issued.key}", '
+                f'ca_file: "{ca.issued.certificate}"'
+            )
+            client_tls = f"tls {{ {files} }}\n"
+            route_tls = f", tls {{ {files}, verify: true }}"
+        text = (
             f'server_name: "{host.name}"\n'
             f'listen: "{host.address}:{NATS_PORT}"\n'
+            f"max_payload: {8 * 1024 * 1024}\n"
             f'jetstream {{ store_dir: "{store / "jetstream"}" }}\n'
-            f'cluster {{ name: "aiostack", listen: "{host.address}:{ROUTE_PORT}", routes: [{routes}] }}\n'
+            f"{client_tls}"
+            f'cluster {{ name: "aiostack", listen: "{host.address}:{ROUTE_PORT}",'
+            f" routes: [{routes}]{route_tls} }}\n"
         )
-        config.chmod(0o600)
+        if authorization is not None:
+            text += authorization_config(authorization)
+        config = store / "nats-server.conf"
+        fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as file:
+            file.write(text)
         await host.start("nats-server", [nats, "-c", str(config)])
     urls = [f"nats://{host.address}:{NATS_PORT}" for host in controllers]
     for host in controllers:
@@ -331,7 +360,7 @@ async def wait_listening(host: Host, address: str, port: int, timeout: float = 3
         "    try:\n"
         f"        socket.create_connection(({address!r}, {port}), timeout=1).close(); break\n"
         "    except OSError:\n"
-        "        if time.monotonic() > end: sys.exit(f'nothing listens on {address}:{port}')\n"
+        f"        if time.monotonic() > end: sys.exit('nothing listens on {address}:{port}')\n"
         "        time.sleep(0.05)\n"
     )
     await host.run(sys.executable, "-c", probe, timeout=timeout + 5)
@@ -339,10 +368,17 @@ async def wait_listening(host: Host, address: str, port: int, timeout: float = 3
 
 @contextlib.asynccontextmanager
 async def build(
-    root: Path | None = None, *, controllers: int = 3, databases: int = 1, computes: int = 2
+    root: Path | None = None,
+    *,
+    controllers: int = 3,
+    databases: int = 1,
+    computes: int = 2,
+    authorization: Mapping[str, Any] | None = None,
+    ca: Path | None = None,
 ) -> AsyncIterator[Hosts]:
     """A harness of ``controllers`` (a NATS cluster), ``databases`` (PostgreSQL) and ``computes``
-    hosts, torn down on exit. ``root``: a new directory in the system's temporary folder."""
+    hosts, torn down on exit. ``root``: a new directory in the system's temporary folder.
+    ``authorization`` and ``ca`` (the CA's directory, made there if new) as ``nats_cluster`` takes them."""
     hosts = Hosts(root or Path(tempfile.mkdtemp(prefix="aiostack-hosts-")))
     try:
         await hosts.open()
@@ -353,7 +389,10 @@ async def build(
         for number in range(1, computes + 1):
             hosts.add(f"compute-{number}", "compute")
         if controllers:
-            hosts.nats_urls = await nats_cluster(hosts.role("controller"))
+            authority = CertificateAuthority(ca) if ca is not None else None
+            hosts.nats_urls = await nats_cluster(
+                hosts.role("controller"), authorization=authorization, ca=authority
+            )
         for host in hosts.role("database"):
             hosts.databases[host.name] = await start_postgres(host)
         yield hosts
