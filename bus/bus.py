@@ -383,9 +383,10 @@ class Bus:
         return int(ack["seq"])
 
     async def ensure_event_stream(
-        self, *, max_age: float | None = None, max_bytes: int | None = None
+        self, *, max_age: float | None = None, max_bytes: int | None = None, replicas: int | None = None
     ) -> StreamInfo:
-        """Create the event stream if missing; with limits given, apply them to it."""
+        """Create the event stream if missing; with limits given, apply them to it. ``replicas``:
+        how many servers of a cluster keep it (JetStream's R; 1 by default)."""
         js = self.nc.jetstream()
         config = StreamConfig(
             name=self.event_stream,
@@ -394,12 +395,13 @@ class Bus:
             discard=DiscardPolicy.OLD,
             max_age=max_age if max_age is not None else DEFAULT_EVENT_MAX_AGE,
             max_bytes=max_bytes if max_bytes is not None else DEFAULT_EVENT_MAX_BYTES,
+            num_replicas=replicas or 1,
         )
         try:
             info = await js.stream_info(self.event_stream)
         except nats.js.errors.NotFoundError:
             return await js.add_stream(config)
-        if max_age is not None or max_bytes is not None:
+        if max_age is not None or max_bytes is not None or replicas is not None:
             return await js.update_stream(config)
         return info
 

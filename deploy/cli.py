@@ -62,7 +62,23 @@ def up(commands: Any) -> Runner:
     _add_bus_options(parser)
     parser.add_argument("--nats", help="use this NATS instead of starting an embedded nats-server")
     parser.add_argument("--nats-port", type=int, default=0, help="port of the embedded nats-server (0: free)")
+    parser.add_argument(
+        "--nats-ca",
+        type=Path,
+        help="with --nats: the CA certificate (PEM) of that NATS's TLS; every process trusts it alone",
+    )
+    parser.add_argument(
+        "--event-replicas", type=int, help="servers of a NATS cluster that keep the event stream (default 1)"
+    )
     parser.add_argument("--nodes", type=int, default=1, help="how many compute nodes to run")
+    parser.add_argument(
+        "--remote-node",
+        action="append",
+        default=[],
+        metavar="HOST",
+        help="make bus credentials for a node that runs elsewhere (`aiostack run node --host HOST"
+        " --credentials <data>/credentials/HOST.json`); repeatable",
+    )
     parser.add_argument(
         "--events-max-age", type=float, default=7 * 24 * 3600.0, help="seconds events are kept"
     )

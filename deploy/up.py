@@ -9,7 +9,10 @@ subjects it uses (``deploy.credentials``), with the credentials file ``up`` hand
 (``--credentials <data>/credentials/<user>.json``); ``up`` itself and the operator's CLI use
 ``admin.json``. With ``--nats URL`` the same files are used: that server must list the
 users of ``<data>/credentials/authorization.conf`` (``include`` it in its config), or have
-no authorization at all.
+no authorization at all. ``--nats`` may name a cluster's servers, comma-separated; with
+``--nats-ca`` every credentials file trusts that CA (TLS to NATS), and ``--event-replicas 3``
+keeps the event stream on three servers. ``--remote-node HOST`` adds the bus user of a node
+that runs on another machine.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from api.node import Node
 from bus import TRANSIENT_ERRORS, Bus, EmbeddedNatsServer, NatsServerError
 from bus.api import liveness
 from deploy.clouds import write_client_files
-from deploy.credentials import ADMIN, Credentials, Principal, prepare
+from deploy.credentials import ADMIN, Credentials, Principal, prepare, trust
 from deploy.privacy import make_private, restrict_new_files
 from node.testnode import write_test_node_file
 
@@ -239,7 +242,10 @@ async def up(args: argparse.Namespace) -> int:
 
         await asyncio.to_thread(ensure_libvirtd, args.libvirt)
     specs = child_specs(args)
-    credentials = prepare(data_dir, [spec.principal for spec in specs], args.prefix)
+    remote_nodes = [Principal(host, "node", (host,)) for host in args.remote_node]
+    credentials = prepare(data_dir, [*(spec.principal for spec in specs), *remote_nodes], args.prefix)
+    if args.nats_ca is not None:
+        trust(data_dir, args.nats_ca.read_text())
     server: EmbeddedNatsServer | None = None
     nats_url = args.nats
     if nats_url is None:
@@ -251,7 +257,9 @@ async def up(args: argparse.Namespace) -> int:
     async with await Bus.connect(
         nats_url, prefix=args.prefix, name="aiostack-up", credentials=credentials.file(ADMIN)
     ) as bus:
-        await bus.ensure_event_stream(max_age=args.events_max_age, max_bytes=args.events_max_bytes)
+        await bus.ensure_event_stream(
+            max_age=args.events_max_age, max_bytes=args.events_max_bytes, replicas=args.event_replicas
+        )
     common = ["--nats", nats_url, "--data-dir", str(data_dir), "--prefix", args.prefix]
     passwords = first_start_passwords(data_dir)
     (data_dir / "gateway.url").unlink(missing_ok=True)
