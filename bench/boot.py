@@ -52,8 +52,8 @@ class Cloud:
         self.seen: dict[tuple[str, str], tuple[float, dict[str, Any]]] = {}
         self.waiting: dict[tuple[str, str], asyncio.Future[tuple[float, dict[str, Any]]]] = {}
 
-    async def start(self, kinds: str = "instance") -> None:
-        body = password_auth("admin", PASSWORD, "admin")
+    async def start(self, kinds: str = "instance", password: str = PASSWORD) -> None:
+        body = password_auth("admin", password, "admin")
         async with self.session.post(f"{self.url}/identity/v3/auth/tokens", json=body) as response:
             self.headers = {"X-Auth-Token": response.headers["X-Subject-Token"]}
         async with self.session.get(

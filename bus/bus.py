@@ -43,6 +43,10 @@ DEFAULT_CALL_TIMEOUT = 10.0
 DEFAULT_EVENT_MAX_AGE = 7 * 24 * 3600.0
 DEFAULT_EVENT_MAX_BYTES = 1024**3
 INBOX_PREFIX = "_INBOX"
+EVENT_TIMEOUT = 15.0
+"""How long an event is offered to the event stream before publishing it fails."""
+EVENT_ATTEMPT = 2.0
+"""How long one offer waits for the stream's acknowledgement."""
 PING_INTERVAL = 2.0
 """Seconds between a client's pings to its server (nats-py's default is 120)."""
 MAX_OUTSTANDING_PINGS = 2
@@ -306,7 +310,9 @@ class Bus:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
 
-    async def _request(self, subject: str, payload: bytes, timeout: float) -> Msg:
+    async def _request(
+        self, subject: str, payload: bytes, timeout: float, headers: dict[str, str] | None = None
+    ) -> Msg:
         """Publish with a reply subject on this connection's inbox and wait for the answer."""
         if self._inbox is None:
             self._inbox = await self.nc.subscribe(f"{self._inbox_prefix}*", cb=self._on_reply)
@@ -316,7 +322,7 @@ class Bus:
         self._waiting[token] = waiter
         timer = loop.call_later(timeout, _expire, waiter)
         try:
-            await self._publish(subject, payload, reply=self._inbox_prefix + token)
+            await self._publish(subject, payload, reply=self._inbox_prefix + token, headers=headers)
             return await waiter
         except TimeoutError:
             raise CallTimeout(f"no reply from {subject} within {timeout:.3f} s") from None
@@ -357,30 +363,47 @@ class Bus:
         """The JetStream stream that keeps ``<prefix>.evt.>``."""
         return event_stream_name(self.prefix)
 
-    async def publish_event(self, relative_subject: str, body: Any, timeout: float = 5.0) -> int:
+    async def publish_event(self, relative_subject: str, body: Any, timeout: float = EVENT_TIMEOUT) -> int:
         """Store an event in the event stream; return its sequence once the stream has it.
 
         The stream is made (with default limits) on this connection's first event if it is
-        missing, and again should it vanish later.
+        missing, and again should it vanish later. An event the stream does not acknowledge (its
+        leader moving to another server of a cluster answers nothing, or "unavailable", for a
+        few seconds) is sent again, with backoff, until ``timeout``: every attempt carries the
+        same ``Nats-Msg-Id``, so the stream keeps it once.
 
-        :raises CallTimeout: the stream did not acknowledge in time.
+        :raises CallTimeout: the stream did not acknowledge within ``timeout``.
         :raises AiostackError: the stream refused the event.
         """
         payload = self._outgoing(body, None, None, inherit_deadline=False)
         subject = self.subject(relative_subject)
         if not self._event_stream_checked:
-            await self.ensure_event_stream()
-            self._event_stream_checked = True
-        msg = await self._request(subject, payload, timeout)
-        if _no_responders(msg):
-            await self.ensure_event_stream()
-            msg = await self._request(subject, payload, timeout)
-            if _no_responders(msg):
-                raise NoResponders(f"no stream stores {subject}")
-        ack = json.loads(msg.data)
-        if "error" in ack:
-            raise AiostackError(f"event stream refused {subject}: {ack['error'].get('description')}")
-        return int(ack["seq"])
+            with contextlib.suppress(nats.errors.Error):  # unreachable for now: offered below anyway
+                await self.ensure_event_stream()
+                self._event_stream_checked = True
+        headers = {"Nats-Msg-Id": new_id()}
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        pause = 0.05
+        while True:
+            attempt = min(EVENT_ATTEMPT, max(0.01, deadline - loop.time()))
+            try:
+                msg: Msg | None = await self._request(subject, payload, attempt, headers)
+            except CallTimeout:
+                msg = None
+            if msg is not None and _no_responders(msg):
+                with contextlib.suppress(Exception):  # no stream, or none reachable yet: try again
+                    await self.ensure_event_stream()
+            elif msg is not None:
+                ack = json.loads(msg.data)
+                if "error" not in ack:
+                    return int(ack["seq"])
+                if ack["error"].get("code") != 503:
+                    raise AiostackError(f"event stream refused {subject}: {ack['error'].get('description')}")
+            if loop.time() + pause >= deadline:
+                raise CallTimeout(f"the event stream did not acknowledge {subject} within {timeout:.3f} s")
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 1.0)
 
     async def ensure_event_stream(
         self, *, max_age: float | None = None, max_bytes: int | None = None, replicas: int | None = None
@@ -405,9 +428,11 @@ class Bus:
             return await js.update_stream(config)
         return info
 
-    async def _publish(self, subject: str, payload: bytes, reply: str = "") -> None:
+    async def _publish(
+        self, subject: str, payload: bytes, reply: str = "", headers: dict[str, str] | None = None
+    ) -> None:
         try:
-            await self.nc.publish(subject, payload, reply=reply)
+            await self.nc.publish(subject, payload, reply=reply, headers=headers)
         except (nats.errors.ConnectionClosedError, nats.errors.ConnectionDrainingError) as exc:
             raise BusClosed(f"bus connection is closed: {type(exc).__name__}") from None
 

@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from bus.server import authorization_config, find_nats_server
+from deploy.run import stop_on_signals
 from deploy.tls import CertificateAuthority
 
 log = logging.getLogger(__name__)
@@ -410,11 +411,7 @@ async def _up(args: argparse.Namespace) -> None:
             where = f"postgresql://aiostack@{database.host}:{database.port}/aiostack"
             print(f"PostgreSQL on {name}: {where} (password in {hosts.hosts[name].dir / 'password'})")
         print(f"directory {hosts.root}; Ctrl-C tears everything down")
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
-        await stop.wait()
+        await stop_on_signals().wait()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

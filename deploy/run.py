@@ -83,7 +83,8 @@ def actor_factory(name: str, bus: Bus, config: Config) -> Callable[[], Actor]:
     return partial(actor_class, bus, config)
 
 
-def _stop_on_signals() -> asyncio.Event:
+def stop_on_signals() -> asyncio.Event:
+    """An event set by SIGINT or SIGTERM."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -94,7 +95,7 @@ def _stop_on_signals() -> asyncio.Event:
 async def run_actor(args: argparse.Namespace) -> int:
     restrict_new_files()
     config = Config(data_dir=args.data_dir, nats_url=args.nats, prefix=args.prefix)
-    stop = _stop_on_signals()
+    stop = stop_on_signals()
     name = f"node.{','.join(args.host or ['node-1'])}" if args.actor == "node" else args.actor
     try:
         bus = await Bus.connect(

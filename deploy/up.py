@@ -30,8 +30,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import nats.errors
+
 from api.node import Node
-from bus import TRANSIENT_ERRORS, Bus, EmbeddedNatsServer, NatsServerError
+from bus import TRANSIENT_ERRORS, AiostackError, Bus, EmbeddedNatsServer, NatsServerError
 from bus.api import liveness
 from deploy.clouds import write_client_files
 from deploy.credentials import ADMIN, Credentials, Principal, prepare, trust
@@ -257,9 +259,7 @@ async def up(args: argparse.Namespace) -> int:
     async with await Bus.connect(
         nats_url, prefix=args.prefix, name="aiostack-up", credentials=credentials.file(ADMIN)
     ) as bus:
-        await bus.ensure_event_stream(
-            max_age=args.events_max_age, max_bytes=args.events_max_bytes, replicas=args.event_replicas
-        )
+        await _ensure_event_stream(bus, args)
     common = ["--nats", nats_url, "--data-dir", str(data_dir), "--prefix", args.prefix]
     passwords = first_start_passwords(data_dir)
     (data_dir / "gateway.url").unlink(missing_ok=True)
@@ -325,6 +325,21 @@ async def up(args: argparse.Namespace) -> int:
 
 
 NATS_RESTART_DELAY = 2.0  # lets its clients see it gone and the port be free again
+
+
+async def _ensure_event_stream(bus: Bus, args: argparse.Namespace, patience: float = 60.0) -> None:
+    """Make or update the event stream; a NATS cluster just started may have no JetStream leader
+    for some seconds, so failures are tried again for ``patience`` seconds."""
+    async with asyncio.timeout(patience):
+        while True:
+            try:
+                await bus.ensure_event_stream(
+                    max_age=args.events_max_age, max_bytes=args.events_max_bytes, replicas=args.event_replicas
+                )
+                return
+            except (nats.errors.Error, AiostackError) as exc:
+                log.info("event stream not ready yet (%s); trying again", type(exc).__name__)
+                await asyncio.sleep(0.5)
 
 
 async def _keep_nats_running(server: EmbeddedNatsServer) -> None:

@@ -3,37 +3,29 @@ TLS NATS cluster (event stream on all three), nodes on two compute hosts (`aiost
 with the credentials `up --remote-node` made for them), a client on a third host.
 
 The client boots on the compute hosts, the nats-server of controller-2 is SIGKILLed, the client
-boots again: every boot ends ACTIVE on a compute host, deletes leave nothing, and `aiostack
-audit` is clean. Not covered yet (issue 14): calls in flight when a server dies are not retried,
-and the control plane runs on one controller.
+boots again once a request is answered: every boot ends ACTIVE on a compute host, deletes leave
+nothing, and `aiostack audit` is clean. Not built yet (issue 14): a call in flight when a server
+dies is not retried (at most one request fails, after the call timeout), and the control plane
+runs on one controller.
 """
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import json
 import os
 import signal
 import sys
-from pathlib import Path
+from typing import Any
 
-from deploy.credentials import Principal, prepare, trust
-from deploy.hosts import build
-from deploy.tls import CertificateAuthority
-from deploy.up import child_specs
-from node.testnode import write_test_node_file
-
-PREFIX = "aiostack"
-PASSWORDS = {"AIOSTACK_ADMIN_PASSWORD": "admin-across", "AIOSTACK_DEMO_PASSWORD": "demo-across"}
-GATEWAY = "10.240.0.1:8774"
-COMPUTES = ("compute-1", "compute-2")
+from deploy.cluster import cloud_on_hosts
 
 CLIENT = """
 import asyncio, json, sys
 import aiohttp
 
-url, password, command = sys.argv[1:4]
+import os
+url, command = sys.argv[1:3]
+password = os.environ["ADMIN_PASSWORD"]
 auth = {"auth": {"identity": {"methods": ["password"], "password": {"user": {
     "name": "admin", "domain": {"id": "default"}, "password": password}}},
     "scope": {"project": {"name": "admin", "domain": {"id": "default"}}}}}
@@ -73,13 +65,24 @@ async def delete_all(session, headers):
                     return {"deleted": len(ids)}
             await asyncio.sleep(0.2)
 
+async def settle(session, headers):
+    failures = 0
+    async with asyncio.timeout(60):
+        while True:
+            async with session.get(url + "/compute/v2.1/servers", headers=headers) as response:
+                if response.status == 200:
+                    return {"failures": failures}
+            failures += 1
+
 async def main():
     async with aiohttp.ClientSession() as session:
         async with session.post(url + "/identity/v3/auth/tokens", json=auth) as response:
             assert response.status == 201, await response.text()
             headers = {"X-Auth-Token": response.headers["X-Subject-Token"]}
         if command == "boot":
-            report = await boot(session, headers, *sys.argv[4:6])
+            report = await boot(session, headers, *sys.argv[3:5])
+        elif command == "settle":
+            report = await settle(session, headers)
         else:
             report = await delete_all(session, headers)
         print(json.dumps(report))
@@ -87,98 +90,67 @@ async def main():
 asyncio.run(main())
 """
 
-NODES_ALIVE = """
-import asyncio, sys
-from api.scheduler import SchedulerReader
+EVENT_STREAM = """
+import asyncio, json, sys
 from bus import Bus
 
 async def main():
     async with await Bus.connect(sys.argv[1], credentials=sys.argv[2]) as bus:
-        scheduler = SchedulerReader.client(bus, timeout=2)
-        async with asyncio.timeout(120):
-            while True:
+        async with asyncio.timeout(60):
+            while True:  # until the stream has a leader (a new one takes seconds after a loss)
                 try:
-                    alive = {h["host"] for h in await scheduler.list_hosts() if h["alive"]}
-                    if alive >= set(sys.argv[3:]):
+                    info = await bus.nc.jetstream().stream_info(bus.event_stream)
+                    if info.cluster.leader:
                         break
                 except Exception:
                     pass
                 await asyncio.sleep(0.2)
-        info = await bus.nc.jetstream().stream_info(bus.event_stream)
-        print(" ".join(sorted([info.cluster.leader, *(peer.name for peer in info.cluster.replicas)])))
+        replicas = sorted(peer.name for peer in info.cluster.replicas)
+        print(json.dumps({"leader": info.cluster.leader, "replicas": replicas}))
 
 asyncio.run(main())
 """
 
 
-def principals(data_dir: Path) -> list[Principal]:
-    """The bus users `aiostack up --nodes 0 --remote-node compute-1 --remote-node compute-2` makes."""
-    args = argparse.Namespace(
-        task_timeout=30.0, listen=GATEWAY, nodes=0, nodes_per_process=1, libvirt="test", data_dir=data_dir
-    )
-    return [spec.principal for spec in child_specs(args)] + [Principal(h, "node", (h,)) for h in COMPUTES]
+def last_json(output: str) -> Any:
+    """The last JSON line a probe printed (asyncio's warnings about closed TLS sockets aside)."""
+    return json.loads([line for line in output.splitlines() if line.startswith(("{", "["))][-1])
 
 
-async def test_a_cloud_on_the_cluster_boots_on_compute_hosts_and_outlives_a_nats_server(
-    tmp_path: Path,
-) -> None:
-    data_dir = tmp_path / "controller-1"
-    credentials = prepare(data_dir, principals(data_dir), PREFIX)
-    ca = CertificateAuthority(tmp_path / "ca")
-    trust(data_dir, ca.pem)
-    async with build(
-        controllers=3, databases=0, computes=3, authorization=credentials.authorization, ca=tmp_path / "ca"
-    ) as hosts:
-        urls = ",".join(hosts.nats_urls)
-        python = [sys.executable, "-m", "aiostack.cli"]
-        controller = hosts.hosts["controller-1"]
-        await controller.start(
-            "aiostack-up",
-            [
-                *python, "up", "--data-dir", str(data_dir), "--nats", urls,
-                "--nats-ca", str(ca.issued.certificate), "--event-replicas", "3", "--nodes", "0",
-                "--listen", GATEWAY,
-                *(arg for host in COMPUTES for arg in ("--remote-node", host)),
-            ],
-            env={**os.environ, **PASSWORDS},
-        )  # fmt: skip
-        for name in COMPUTES:
-            host = hosts.hosts[name]
-            uri = write_test_node_file(host.dir / "testnode.xml", vcpus=64, memory_mb=65536)
-            await host.start(
-                "node",
-                [
-                    *python, "run", "node", "--host", name, "--libvirt", uri, "--nats", urls,
-                    "--credentials", str(credentials.file(name)), "--data-dir", str(host.dir / "aiostack"),
-                ],
-            )  # fmt: skip
-        async with asyncio.timeout(120):
-            while not (data_dir / "gateway.url").exists():
-                await asyncio.sleep(0.2)
-        keepers = await controller.run(
-            sys.executable, "-c", NODES_ALIVE, urls, str(credentials.file("admin")), *COMPUTES, timeout=150
-        )
-        (stream,) = [line.split() for line in keepers.splitlines() if line.startswith("controller-")]
-        assert stream == ["controller-1", "controller-2", "controller-3"], keepers  # the events are R3
-        url = f"http://{GATEWAY}"
-        client = hosts.hosts["compute-3"]
-        admin_password = PASSWORDS["AIOSTACK_ADMIN_PASSWORD"]
+async def test_a_cloud_on_the_cluster_boots_on_compute_hosts_and_outlives_a_nats_server() -> None:
+    async with cloud_on_hosts(computes=2, clients=1) as cloud:
+        hosts, controller = cloud.hosts, cloud.controller
+        nats, admin = ",".join(hosts.nats_urls), str(cloud.credentials.file("admin"))
+
+        async def event_stream() -> dict[str, Any]:
+            output = await controller.run(sys.executable, "-c", EVENT_STREAM, nats, admin, timeout=90)
+            return dict(last_json(output))
+
+        stream = await event_stream()
+        held = sorted([stream["leader"], *stream["replicas"]])
+        assert held == ["controller-1", "controller-2", "controller-3"], stream  # the events are R3
+        client = hosts.hosts[cloud.clients[0]]
+        env = {**os.environ, "ADMIN_PASSWORD": cloud.admin_password}  # never in a command line
 
         async def boots(count: int, name: str) -> dict[str, str]:
             output = await client.run(
-                sys.executable, "-c", CLIENT, url, admin_password, "boot", str(count), name, timeout=180
-            )
-            report = json.loads(output.strip().splitlines()[-1])
+                sys.executable, "-c", CLIENT, cloud.url, "boot", str(count), name, timeout=180, env=env,
+            )  # fmt: skip
+            report = last_json(output)
             assert report["statuses"] == [202] * count, report
             return dict(report["hosts"])
 
         placed = await boots(10, "before")
         os.kill(hosts.hosts["controller-2"].processes["nats-server"].pid, signal.SIGKILL)
+        # a call in flight as the server dies may be lost, and events wait for the stream's new
+        # leader (a 504 after the call timeout, for a create that still happens): retrying such
+        # calls is not built yet; once the stream has a leader and a request is answered, every
+        # later one is
+        assert (await event_stream())["leader"] != "controller-2"
+        output = await client.run(sys.executable, "-c", CLIENT, cloud.url, "settle", timeout=120, env=env)
+        assert last_json(output)["failures"] <= 1
         placed |= await boots(10, "after")
-        assert len(placed) == 20 and set(placed.values()) <= set(COMPUTES), placed
-        output = await client.run(sys.executable, "-c", CLIENT, url, admin_password, "delete", timeout=180)
-        assert json.loads(output.strip().splitlines()[-1]) == {"deleted": 20}
-        audit = await controller.run(
-            *python, "audit", "--data-dir", str(data_dir), "--log-level", "WARNING", timeout=120
-        )
-        assert "clean" in audit, audit
+        assert len(placed) == 20 and set(placed.values()) <= set(cloud.computes), placed
+        output = await client.run(sys.executable, "-c", CLIENT, cloud.url, "delete", timeout=180, env=env)
+        assert last_json(output) == {"deleted": 20}
+        assert "clean" in await cloud.audit()

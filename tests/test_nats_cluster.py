@@ -117,3 +117,40 @@ async def test_a_client_of_the_tls_cluster_survives_its_servers_death_and_strang
         log = (scheduler.dir / "logs" / "scheduler.log").read_text()
         assert "Traceback" not in log, log[-3000:]
     shutil.rmtree(data_dir)
+
+
+LEADER_LOSS = """
+import asyncio, json, os, signal, sys
+from bus import Bus
+
+async def main():
+    pids = json.loads(sys.argv[2])
+    async with await Bus.connect(sys.argv[1], name="publisher") as bus:
+        for _ in range(100):  # until the new cluster has a JetStream meta leader
+            try:
+                await bus.ensure_event_stream(replicas=3)
+                break
+            except Exception:
+                await asyncio.sleep(0.2)
+        leader = (await bus.nc.jetstream().stream_info(bus.event_stream)).cluster.leader
+        os.kill(pids[leader], signal.SIGKILL)
+        seqs = [await bus.publish_event(f"evt.test.p.e{n}", {"n": n}) for n in range(20)]
+        info = await bus.nc.jetstream().stream_info(bus.event_stream)
+        print(json.dumps({"killed": leader, "leader": info.cluster.leader, "seqs": seqs,
+                          "stored": info.state.messages}))
+
+asyncio.run(main())
+"""
+
+
+async def test_events_published_while_the_streams_leader_dies_are_kept_once() -> None:
+    """The event stream (R3) loses its leader's server: each event is offered again until the new
+    leader acknowledges it, and the stream keeps every one exactly once."""
+    async with build(controllers=3, databases=0, computes=1) as hosts:
+        pids = {host.name: host.processes["nats-server"].pid for host in hosts.role("controller")}
+        output = await hosts.hosts["compute-1"].run(
+            sys.executable, "-c", LEADER_LOSS, ",".join(hosts.nats_urls), json.dumps(pids), timeout=120
+        )
+        report = json.loads(output.strip().splitlines()[-1])
+        assert report["leader"] != report["killed"], report
+        assert report["seqs"] == list(range(1, 21)) and report["stored"] == 20, report

@@ -1,0 +1,189 @@
+"""Cluster benchmark (issue 14): the cloud on one machine and across the multi-host harness.
+
+Runs, each with real processes:
+
+* **one machine**: `aiostack up --nodes 3` (embedded nats-server);
+* **the harness** (`deploy.cluster.cloud_on_hosts`): 3 controllers with a TLS NATS cluster (the
+  control plane on controller-1), 3 compute hosts with a node each, a client host;
+
+and measures from a client (on the client host for the harness): boot p50 (POST to the
+``instance.active`` event, ``--sequential`` boots one after another) and boots/s
+(``--boots``, 64 in flight). Then, on the harness, the **loss of a nats-server**: 16 lanes boot
+(each waits for its instance's ``instance.active`` before the next) for ``--duration`` seconds,
+and controller-1's nats-server is SIGKILLed ``--kill-after`` seconds in. Reported: requests
+that failed, events lost (instances ACTIVE by the API whose ``instance.active`` never reached
+the client's websocket within 60 s), instances not ACTIVE in the end, and the recovery: seconds
+from the kill until the end of the last request that failed or took over a second.
+
+The issue's goals are about losing a whole *controller* (≤ 3 s, 0 lost, 0 failed): the control
+plane does not run on several controllers yet, so that loss is not measured and goal_met is no.
+
+    python bench/cluster.py [--sequential 20] [--boots 300] [--duration 10] [--kill-after 3]
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# Run as a script, this folder comes first on sys.path, where bench/token.py would shadow the
+# standard library's token module: put the repository there instead.
+sys.path[0] = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+
+import argparse
+import asyncio
+import json
+import signal
+import statistics
+import tempfile
+import time
+from typing import Any
+
+from bench.boot import PASSWORD, Cloud, boot_many
+from deploy.cluster import cloud_on_hosts
+from deploy.launch import aiostack_up
+
+LANES = 16
+SLOW = 1.0
+"""A request slower than this (seconds) counts as not yet recovered."""
+
+
+async def measure(url: str, password: str, args: argparse.Namespace, kill_pid: int | None) -> dict[str, Any]:
+    """The client's side: boot latency, boots/s and (with ``kill_pid``) the loss of that server."""
+    cloud = Cloud(url)
+    await cloud.start("instance", password=password)
+    try:
+        latencies = []
+        for number in range(args.sequential):
+            server_id, sent, _ = await cloud.boot(f"seq-{number}")
+            arrived, _ = await cloud.wait(server_id, "instance.active")
+            latencies.append(arrived - sent)
+        elapsed = await boot_many(cloud, args.boots, "many")
+        report: dict[str, Any] = {
+            "p50_ms": statistics.median(latencies) * 1000,
+            "boots_per_s": args.boots / elapsed,
+        }
+        if kill_pid is not None:
+            report |= await server_loss(cloud, args, kill_pid)
+        return report
+    finally:
+        await cloud.close()
+
+
+async def server_loss(cloud: Cloud, args: argparse.Namespace, pid: int) -> dict[str, Any]:
+    outcomes: list[tuple[float, float, bool]] = []
+    accepted: list[str] = []
+    began = time.time()
+    killed_at = began + args.kill_after
+
+    async def lane(number: int) -> None:
+        count = 0
+        while time.time() - began < args.duration:
+            sent = time.time()
+            try:
+                server_id, _, done = await cloud.boot(f"loss-{number}-{count}")
+                outcomes.append((sent, done, True))
+                accepted.append(server_id)
+                await became_active(cloud, server_id, 30)  # or not: counted below
+            except Exception:
+                outcomes.append((sent, time.time(), False))
+                await asyncio.sleep(0.05)
+            count += 1
+
+    async def kill() -> None:
+        await asyncio.sleep(args.kill_after)
+        os.kill(pid, signal.SIGKILL)
+
+    await asyncio.gather(kill(), *(lane(number) for number in range(LANES)))
+    lost, stuck = 0, 0
+    deadline = time.time() + 60
+    for server_id in accepted:
+        if not await became_active(cloud, server_id, deadline - time.time()):
+            async with cloud.session.get(
+                f"{cloud.url}/compute/v2.1/servers/{server_id}", headers=cloud.headers
+            ) as response:
+                status = (await response.json())["server"]["status"]
+            lost += status == "ACTIVE"
+            stuck += status != "ACTIVE"
+    troubled = [done for sent, done, ok in outcomes if done >= killed_at and (not ok or done - sent > SLOW)]
+    return {
+        "requests": len(outcomes),
+        "failed": sum(not ok for _, _, ok in outcomes),
+        "events_lost": lost,
+        "not_active": stuck,
+        "recovery_s": max(troubled) - killed_at if troubled else 0.0,
+    }
+
+
+async def became_active(cloud: Cloud, server_id: str, timeout: float) -> bool:
+    """Whether the instance's ``instance.active`` event reaches the client within ``timeout`` s."""
+    end = time.time() + timeout
+    while (server_id, "instance.active") not in cloud.seen:
+        if time.time() >= end:
+            return False
+        await asyncio.sleep(0.05)
+    return True
+
+
+async def one_machine(args: argparse.Namespace) -> dict[str, Any]:
+    env = {"AIOSTACK_ADMIN_PASSWORD": PASSWORD, "AIOSTACK_DEMO_PASSWORD": PASSWORD}
+    with tempfile.TemporaryDirectory() as data_dir:
+        async with aiostack_up(data_dir, "--nodes", "3", "--log-level", "WARNING", env=env) as cloud:
+            return await measure(cloud.gateway_url, PASSWORD, args, None)
+
+
+async def harness(args: argparse.Namespace) -> dict[str, Any]:
+    async with cloud_on_hosts(computes=3, clients=1, node_vcpus=256) as cloud:
+        victim = cloud.hosts.hosts["controller-1"].processes["nats-server"].pid
+        client = cloud.hosts.hosts[cloud.clients[0]]
+        output = await client.run(
+            sys.executable, os.path.abspath(__file__), "--client", cloud.url,
+            "--kill-pid", str(victim), "--sequential", str(args.sequential), "--boots", str(args.boots),
+            "--duration", str(args.duration), "--kill-after", str(args.kill_after), timeout=900,
+            env={**os.environ, "AIOSTACK_BENCH_PASSWORD": cloud.admin_password},
+        )  # fmt: skip
+        report: dict[str, Any] = json.loads(output.strip().splitlines()[-1])
+        report["audit_clean"] = "clean" in await cloud.audit()
+        return report
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sequential", type=int, default=20)
+    parser.add_argument("--boots", type=int, default=300)
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--kill-after", type=float, default=3.0)
+    parser.add_argument("--client", metavar="URL", help=argparse.SUPPRESS)
+    parser.add_argument("--kill-pid", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.client:
+        password = os.environ["AIOSTACK_BENCH_PASSWORD"]
+        print(json.dumps(await measure(args.client, password, args, args.kill_pid)))
+        return
+    alone = await one_machine(args)
+    spread = await harness(args)
+    print(
+        f"one machine (aiostack up --nodes 3): boot p50 {alone['p50_ms']:.1f} ms, "
+        f"{alone['boots_per_s']:.0f} boots/s"
+    )
+    print(
+        f"harness (3 controllers, TLS NATS cluster, 3 compute hosts): boot p50 {spread['p50_ms']:.1f} ms, "
+        f"{spread['boots_per_s']:.0f} boots/s"
+    )
+    print(
+        f"controller-1's nats-server killed during {spread['requests']} boots: {spread['failed']} failed, "
+        f"{spread['events_lost']} events lost, {spread['not_active']} not ACTIVE, recovered in "
+        f"{spread['recovery_s']:.2f} s; audit {'clean' if spread['audit_clean'] else 'NOT clean'}"
+    )
+    print("a controller's loss (the goal) is not measured: the control plane runs on one controller")
+    print(
+        f"RESULT boots_per_s_cluster={spread['boots_per_s']:.0f} p50_ms_cluster={spread['p50_ms']:.1f} "
+        f"boots_per_s_one_machine={alone['boots_per_s']:.0f} p50_ms_one_machine={alone['p50_ms']:.1f} "
+        f"nats_server_loss_recovery_s={spread['recovery_s']:.2f} events_lost={spread['events_lost']} "
+        f"requests_failed={spread['failed']} not_active={spread['not_active']} "
+        f"controller_loss_recovery_s=not_built goal_met=no"
+    )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
