@@ -15,17 +15,13 @@ import json
 import shlex
 from pathlib import Path
 
+from deploy.privacy import write_private
+
 USERS = ("admin", "demo")
 
 
 def cloud_name(user: str) -> str:
     return f"aiostack-{user}"
-
-
-def _write_private(path: Path, text: str) -> None:
-    path.touch(mode=0o600, exist_ok=True)
-    path.chmod(0o600)
-    path.write_text(text)
 
 
 def write_client_files(data_dir: Path, gateway_url: str, passwords: dict[str, str]) -> tuple[Path, Path]:
@@ -55,11 +51,11 @@ def write_client_files(data_dir: Path, gateway_url: str, passwords: dict[str, st
         }
         for user in USERS
     }
-    _write_private(clouds_file, json.dumps({"clouds": clouds}, indent=2) + "\n")
+    write_private(clouds_file, json.dumps({"clouds": clouds}, indent=2) + "\n")
     cases = "\n".join(
         f"    {user}) export OS_PASSWORD={shlex.quote(known.get(user, ''))} ;;" for user in USERS
     )
-    _write_private(
+    write_private(
         openrc_file,
         f"""# source {openrc_file} [admin|demo]: what OpenStack's clients read (written by aiostack up)
 _aiostack_user=${{1:-admin}}

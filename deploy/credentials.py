@@ -26,7 +26,6 @@ through ``allow_responses`` (one reply to each request it received, nothing else
 from __future__ import annotations
 
 import json
-import os
 import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -45,6 +44,7 @@ from api.volume import VolumeAttacher, Volumes
 from bus.api import ServiceAPI, Topic, served_pattern, subjects
 from bus.bus import event_stream_name, inbox_prefix_for, read_credentials
 from bus.server import authorization_config
+from deploy.privacy import write_private
 from gateway import peers as gateway_peers
 from node import peers as node_peers
 from runtime.events import event_filter
@@ -172,16 +172,6 @@ def credentials_file(data_dir: Path, user: str) -> Path:
     return credentials_dir(data_dir) / f"{user}.json"
 
 
-def _write_private(path: Path, text: str) -> None:
-    """Write a file only its owner may read (0600), replacing it atomically."""
-    partial = path.with_name(path.name + ".tmp")
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.fchmod(fd, 0o600)
-    with os.fdopen(fd, "w") as file:
-        file.write(text)
-    partial.replace(path)
-
-
 def ensure_credentials(data_dir: Path, users: Iterable[str]) -> dict[str, str]:
     """The password of each user (and ``admin``), made and stored on first use, read afterwards."""
     directory = credentials_dir(data_dir)
@@ -193,7 +183,7 @@ def ensure_credentials(data_dir: Path, users: Iterable[str]) -> dict[str, str]:
             raise ValueError(f"invalid NATS user name {user!r}: it becomes one subject token")
         path = credentials_file(data_dir, user)
         if not path.exists():
-            _write_private(path, json.dumps({"user": user, "password": secrets.token_urlsafe(24)}) + "\n")
+            write_private(path, json.dumps({"user": user, "password": secrets.token_urlsafe(24)}) + "\n")
         path.chmod(0o600)
         passwords[user] = read_credentials(path)[1]
     return passwords
@@ -205,7 +195,7 @@ def trust(data_dir: Path, ca_pem: str) -> None:
     for path in credentials_dir(data_dir).glob("*.json"):
         data = json.loads(path.read_text())
         if data.get("ca") != ca_pem:
-            _write_private(path, json.dumps({**data, "ca": ca_pem}) + "\n")
+            write_private(path, json.dumps({**data, "ca": ca_pem}) + "\n")
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,5 +219,5 @@ def prepare(data_dir: Path, principals: Iterable[Principal], prefix: str) -> Cre
     principals = list(principals)
     passwords = ensure_credentials(data_dir, [p.user for p in principals])
     credentials = Credentials(credentials_dir(data_dir), authorization(principals, passwords, prefix))
-    _write_private(credentials.config_file, authorization_config(credentials.authorization))
+    write_private(credentials.config_file, authorization_config(credentials.authorization))
     return credentials

@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from bus.server import authorization_config, find_nats_server
+from deploy.privacy import write_private
 from deploy.run import stop_on_signals
 from deploy.tls import CertificateAuthority
 
@@ -295,9 +296,7 @@ async def nats_cluster(
         if authorization is not None:
             text += authorization_config(authorization)
         config = store / "nats-server.conf"
-        fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as file:
-            file.write(text)
+        write_private(config, text)
         await host.start("nats-server", [nats, "-c", str(config)])
     urls = [f"nats://{host.address}:{NATS_PORT}" for host in controllers]
     for host in controllers:
@@ -325,8 +324,7 @@ async def start_postgres(host: Host) -> Database:
     password = secrets.token_urlsafe(24)
     shutil.chown(host.dir, "postgres", "postgres")
     pwfile = host.dir / "password"
-    pwfile.write_text(password + "\n")
-    pwfile.chmod(0o600)
+    write_private(pwfile, password + "\n")
     shutil.chown(pwfile, "postgres", "postgres")
     await host.run(
         str(POSTGRES_BIN / "initdb"), "-D", str(data), "-U", "aiostack", "--pwfile", str(pwfile),

@@ -17,6 +17,16 @@ FOLDER_MODE = 0o700
 FILE_MODE = 0o600
 
 
+def write_private(path: Path, data: str | bytes) -> None:
+    """Write a file only its owner may read (0600 from its creation), replacing it atomically."""
+    partial = path.with_name(path.name + ".tmp")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+    os.fchmod(fd, FILE_MODE)
+    with os.fdopen(fd, "wb") as file:
+        file.write(data.encode() if isinstance(data, str) else data)
+    partial.replace(path)
+
+
 def restrict_new_files() -> None:
     """What this process (and every process it starts) makes is readable by its owner only."""
     os.umask(UMASK)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +16,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from deploy.privacy import write_private
 
 CA_DAYS = 3650
 SERVER_DAYS = 825
@@ -39,12 +40,6 @@ class Issued:
 
     certificate: Path
     key: Path
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as file:
-        file.write(data)
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
@@ -92,8 +87,8 @@ class CertificateAuthority:
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
             .sign(key, hashes.SHA256())
         )
-        _write_private(self.issued.key, _key_pem(key))
-        _write_private(self.issued.certificate, certificate.public_bytes(serialization.Encoding.PEM))
+        write_private(self.issued.key, _key_pem(key))
+        write_private(self.issued.certificate, certificate.public_bytes(serialization.Encoding.PEM))
 
     def issue_server(self, name: str, addresses: list[str], directory: Path) -> Issued:
         """A certificate for a server called ``name`` reached at ``addresses`` (IPs or DNS names),
@@ -126,6 +121,6 @@ class CertificateAuthority:
         )
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         issued = Issued(directory / f"{name}.pem", directory / f"{name}.key")
-        _write_private(issued.key, _key_pem(key))
-        _write_private(issued.certificate, certificate.public_bytes(serialization.Encoding.PEM))
+        write_private(issued.key, _key_pem(key))
+        write_private(issued.certificate, certificate.public_bytes(serialization.Encoding.PEM))
         return issued
