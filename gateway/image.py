@@ -49,6 +49,7 @@ from gateway.routing import (
     Time,
     body_pieces,
     decode_json,
+    given,
 )
 
 log = logging.getLogger(__name__)
@@ -226,16 +227,16 @@ for _path in ("/image", "/image/"):
 @routes.get(IMAGES, "List images", query=ImageQuery, replies=[Reply(200, ImageList, "A page of images.")])
 async def list_images(request: web.Request, query: ImageQuery) -> web.Response:
     """The images the project sees, newest first; 400 for a ``marker`` that is no image it sees."""
-    name = None if query.name is UNSET else query.name
-    status = None if query.status is UNSET else query.status
-    visibility = None if query.visibility is UNSET else query.visibility
+    name = given(query.name)
+    status = given(query.status)
+    visibility = given(query.visibility)
     limit = min(query.limit, MAX_LIMIT)
     images = await client(request, Images).list(
         name=name,
         status=status,
         visibility=visibility,
         limit=limit,
-        marker=None if query.marker is UNSET else query.marker,
+        marker=given(query.marker),
     )
     # each image a dict of Image's members and the extra properties (Image takes them, unchecked)
     shown: list[Any] = [image_view(image) for image in images]

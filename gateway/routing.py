@@ -91,6 +91,14 @@ def moment(text: str) -> datetime:
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
+T = typing.TypeVar("T")
+
+
+def given(value: T | msgspec.UnsetType) -> T | None:
+    """A member or parameter the request may leave out: its value, None when it is left out."""
+    return None if value is msgspec.UNSET else value
+
+
 @dataclass(frozen=True, slots=True)
 class OtherThan:
     """Path parameter metadata: the words a sibling route has at its place (see ``id_other_than``)."""

@@ -17,7 +17,7 @@ from api.volume import MetadataKey, Size, Text, Volumes, VolumeStatus
 from api.volume import Volume as Record
 from bus import Forbidden
 from gateway.http import client, context_of, json_response, no_content
-from gateway.routing import Body, Link, OpenRequest, Query, Reply, Request, Routes, Time, id_other_than
+from gateway.routing import Body, Link, OpenRequest, Query, Reply, Request, Routes, Time, given, id_other_than
 
 VOLUMES = "/volume/v3/{project_id}/volumes"
 ERRORS_OF_A_VOLUME = (404,)
@@ -240,8 +240,8 @@ async def update_volume(request: web.Request, body: VolumeUpdateRequest) -> web.
     asked = body.volume
     volume = await client(request, Volumes).update(
         volume_id=request.match_info["volume_id"],
-        name=None if asked.name is UNSET else asked.name,
-        description=None if asked.description is UNSET else asked.description,
+        name=given(asked.name),
+        description=given(asked.description),
     )
     return json_response(VolumeShown(volume=volume_view(request, project_id, volume)))
 

@@ -59,7 +59,7 @@ from yarl import URL
 from api.fields import Id
 from bus import BadMessage, Bus, Unauthorized, decode
 from gateway.http import BUS, LIMITS, TOKENS, context_of, error_body, service_of
-from gateway.routing import Headers, Query, Reply, Routes, TimeParameter, moment
+from gateway.routing import Headers, Query, Reply, Routes, TimeParameter, given, moment
 
 log = logging.getLogger(__name__)
 
@@ -559,7 +559,7 @@ async def events_socket(request: web.Request, query: EventQuery, headers: Handsh
 
 async def _event_socket(request: web.Request, query: EventQuery) -> web.WebSocketResponse:
     ctx = context_of(request)
-    project = (None if query.project is UNSET else query.project) if ctx.is_admin else ctx.project_id
+    project = given(query.project) if ctx.is_admin else ctx.project_id
     event_filter = EventFilter(project, _items(query.kinds), _items(query.ids), _items(query.types))
     hub: EventHub = request.app[HUB]
     since = await _start_seq(query, hub)

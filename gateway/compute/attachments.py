@@ -12,7 +12,7 @@ from msgspec import UNSET, UnsetType
 from api.conductor import VolumeAttachment
 from gateway.compute.common import BASE, ERRORS_OF_A_SERVER, SERVER_ID, GuestDevice, check_device, compute
 from gateway.http import json_response, no_content
-from gateway.routing import Body, Id, Reply, Request, Routes
+from gateway.routing import Body, Id, Reply, Request, Routes, given
 
 ATTACHMENTS = f"{BASE}/servers/{{server_id}}/os-volume_attachments"
 
@@ -90,7 +90,7 @@ async def attach_volume(request: web.Request, body: AttachmentRequestBody) -> we
     attachment = await compute(request).attach_volume(
         instance_uuid=request.match_info["server_id"],
         volume_id=asked.volumeId,
-        device=None if asked.device is UNSET else asked.device,
+        device=given(asked.device),
     )
     return json_response(AttachmentShown(volumeAttachment=attachment_view(attachment)))
 

@@ -14,7 +14,7 @@ from msgspec import UNSET, UnsetType
 from api.conductor import Keypair, KeypairName, NewKeypair, PublicKey
 from gateway.compute.common import BASE, compute
 from gateway.http import json_response, no_content
-from gateway.routing import Body, Id, Reply, Request, Routes, Time
+from gateway.routing import Body, Id, Reply, Request, Routes, Time, given
 
 KEYPAIRS = f"{BASE}/os-keypairs"
 
@@ -129,9 +129,7 @@ async def list_keypairs(request: web.Request) -> web.Response:
 async def create_keypair(request: web.Request, body: KeypairCreateRequest) -> web.Response:
     """400: ``public_key`` is not an OpenSSH public key; 409: the user has a key pair of that name."""
     asked = body.keypair
-    created = await compute(request).create_keypair(
-        name=asked.name, public_key=None if asked.public_key is UNSET else asked.public_key
-    )
+    created = await compute(request).create_keypair(name=asked.name, public_key=given(asked.public_key))
     return json_response(NewKeypairBody(keypair=new_keypair_view(created)))
 
 

@@ -32,7 +32,7 @@ from gateway.compute.common import (
     links,
 )
 from gateway.http import client, context_of, json_response, no_content
-from gateway.routing import MAX_AMOUNT, Body, Id, Link, Query, Reply, Request, Routes, Time
+from gateway.routing import MAX_AMOUNT, Body, Id, Link, Query, Reply, Request, Routes, Time, given
 from gateway.versions import microversion
 from runtime.states import PowerState, TaskState, VmState
 
@@ -428,7 +428,7 @@ async def _instances(request: web.Request, query: ServerQuery) -> list[Instance]
         name=query.name or None,
         status=query.status or None,
         marker=query.marker or None,
-        limit=None if query.limit is UNSET else query.limit,
+        limit=given(query.limit),
         all_projects=query.all_tenants,
     )
 

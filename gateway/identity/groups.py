@@ -25,7 +25,7 @@ from gateway.identity.common import (
     self_link,
 )
 from gateway.identity.users import UserList, user_list
-from gateway.routing import Body, OpenRequest, Query, Reply, Routes
+from gateway.routing import Body, OpenRequest, Query, Reply, Routes, given
 
 GROUPS = f"{V3}/groups"
 GROUP = f"{GROUPS}/{{group_id}}"
@@ -99,9 +99,7 @@ routes = Routes()
 async def list_groups(request: web.Request, query: GroupQuery) -> web.Response:
     if other_domain(query.domain_id):
         return json_response(group_list(request, []))
-    groups = await client(request, IdentityAdmin).list_groups(
-        name=None if query.name is UNSET else query.name
-    )
+    groups = await client(request, IdentityAdmin).list_groups(name=given(query.name))
     return json_response(group_list(request, groups))
 
 
@@ -143,7 +141,7 @@ async def update_group(request: web.Request, body: GroupUpdateRequest) -> web.Re
     asked = body.group
     group = await client(request, IdentityAdmin).update_group(
         group_id=request.match_info["group_id"],
-        name=None if asked.name is UNSET else asked.name,
+        name=given(asked.name),
         description=None if asked.description is UNSET else asked.description or "",
     )
     return json_response(GroupShown(group=group_view(request, group)))

@@ -25,7 +25,7 @@ from gateway.identity.common import (
     other_domain,
     self_link,
 )
-from gateway.routing import Body, OpenRequest, Query, Reply, Routes
+from gateway.routing import Body, OpenRequest, Query, Reply, Routes, given
 
 PROJECTS = f"{V3}/projects"
 PROJECT = f"{PROJECTS}/{{project_id}}"
@@ -122,7 +122,7 @@ async def list_projects(request: web.Request, query: ProjectQuery) -> web.Respon
     if other_domain(query.domain_id):
         return json_response(project_list(request, []))
     projects = await client(request, IdentityAdmin).list_projects(
-        name=None if query.name is UNSET else query.name,
+        name=given(query.name),
         enabled=None if query.enabled is UNSET else is_set(query.enabled),
     )
     return json_response(project_list(request, projects))
@@ -170,9 +170,9 @@ async def update_project(request: web.Request, body: ProjectUpdateRequest) -> we
     asked = body.project
     project = await client(request, IdentityAdmin).update_project(
         project_id=request.match_info["project_id"],
-        name=None if asked.name is UNSET else asked.name,
+        name=given(asked.name),
         description=None if asked.description is UNSET else asked.description or "",
-        enabled=None if asked.enabled is UNSET else asked.enabled,
+        enabled=given(asked.enabled),
     )
     return json_response(ProjectShown(project=project_view(request, project)))
 

@@ -35,7 +35,7 @@ from gateway.identity.common import (
     self_link,
     url,
 )
-from gateway.routing import Body, OpenRequest, Query, Reply, Routes
+from gateway.routing import Body, OpenRequest, Query, Reply, Routes, given
 
 ROLES = f"{V3}/roles"
 USER_ROLES = f"{V3}/projects/{{project_id}}/users/{{user_id}}/roles"
@@ -95,7 +95,7 @@ routes = Routes()
     ROLES, "List roles (admin)", policy=ADMIN, query=RoleQuery, replies=[Reply(200, RoleList, "By name.")]
 )
 async def list_roles(request: web.Request, query: RoleQuery) -> web.Response:
-    roles = await client(request, IdentityAdmin).list_roles(name=None if query.name is UNSET else query.name)
+    roles = await client(request, IdentityAdmin).list_roles(name=given(query.name))
     return json_response(
         RoleList(roles=[_shown(request, role) for role in roles], links=collection_links(request))
     )
@@ -240,10 +240,10 @@ def assignment_view(request: web.Request, item: RoleAssignment, include_names: b
 async def list_role_assignments(request: web.Request, query: AssignmentQuery) -> web.Response:
     """404: ``role.id`` names no role."""
     found = await client(request, IdentityAdmin).list_role_assignments(
-        user_id=None if query.user_id is UNSET else query.user_id,
-        group_id=None if query.group_id is UNSET else query.group_id,
-        project_id=None if query.project_id is UNSET else query.project_id,
-        role_id=None if query.role_id is UNSET else query.role_id,
+        user_id=given(query.user_id),
+        group_id=given(query.group_id),
+        project_id=given(query.project_id),
+        role_id=given(query.role_id),
         effective=is_set(query.effective),
     )
     names = is_set(query.include_names)

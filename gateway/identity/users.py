@@ -26,7 +26,7 @@ from gateway.identity.common import (
     other_domain,
     self_link,
 )
-from gateway.routing import Body, OpenRequest, Query, Reply, Routes
+from gateway.routing import Body, OpenRequest, Query, Reply, Routes, given
 
 USERS = f"{V3}/users"
 USER = f"{USERS}/{{user_id}}"
@@ -122,7 +122,7 @@ async def list_users(request: web.Request, query: UserQuery) -> web.Response:
     if other_domain(query.domain_id):
         return json_response(user_list(request, []))
     users = await client(request, IdentityAdmin).list_users(
-        name=None if query.name is UNSET else query.name,
+        name=given(query.name),
         enabled=None if query.enabled is UNSET else is_set(query.enabled),
     )
     return json_response(user_list(request, users))
@@ -170,9 +170,9 @@ async def update_user(request: web.Request, body: UserUpdateRequest) -> web.Resp
     asked = body.user
     user = await client(request, IdentityAdmin).update_user(
         user_id=request.match_info["user_id"],
-        name=None if asked.name is UNSET else asked.name,
-        password=None if asked.password is UNSET else asked.password,
-        enabled=None if asked.enabled is UNSET else asked.enabled,
+        name=given(asked.name),
+        password=given(asked.password),
+        enabled=given(asked.enabled),
         description=None if asked.description is UNSET else asked.description or "",
         default_project=None if asked.default_project_id is UNSET else asked.default_project_id or "",
     )
