@@ -24,14 +24,14 @@ import re
 import tempfile
 from pathlib import Path
 
-from deploy.contract import run_contract
+from deploy.contract import WORKERS, run_contract
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--max-examples", type=int, default=100, help="test cases per operation and phase")
     parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=WORKERS)
     parser.add_argument("--keep", type=Path, default=None, help="run in this directory and keep it")
     options = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="aiostack-contract-") as scratch:
