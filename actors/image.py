@@ -16,7 +16,6 @@ import asyncio
 import builtins
 import hashlib
 import os
-import sqlite3
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -41,7 +40,7 @@ from runtime.config import Config
 from runtime.context import caller, check_visible, sees_all
 from runtime.events import publish_event
 from runtime.stamps import new_uuid, utcnow
-from runtime.store import Store, from_json, to_json
+from runtime.store import ConstraintViolation, from_json, open_store, to_json
 
 MIGRATIONS = [
     """
@@ -169,7 +168,7 @@ class ImageActor(Actor, Images):
 
     def __init__(self, bus: Bus, config: Config) -> None:
         super().__init__(bus)
-        self.store = Store(config.store_path("image"), MIGRATIONS)
+        self.store = open_store(config, "image", MIGRATIONS)
         self.images_dir = config.data_dir / "images"
         self._locks: dict[str, asyncio.Lock] = {}
         self._lock_users: Counter[str] = Counter()
@@ -195,9 +194,10 @@ class ImageActor(Actor, Images):
         size, md5, sha512 = await asyncio.to_thread(_digest, path)
         now = utcnow()
         await self.store.execute(
-            "INSERT OR IGNORE INTO images (id, name, status, visibility, checksum, os_hash_algo,"
+            "INSERT INTO images (id, name, status, visibility, checksum, os_hash_algo,"
             " os_hash_value, size, disk_format, container_format, created_at, updated_at, received)"
-            " VALUES (?, ?, 'active', 'public', ?, 'sha512', ?, ?, 'raw', 'bare', ?, ?, ?)",
+            " VALUES (?, ?, 'active', 'public', ?, 'sha512', ?, ?, 'raw', 'bare', ?, ?, ?)"
+            " ON CONFLICT DO NOTHING",
             (TINY_ID, TINY_NAME, md5, sha512, size, now, now, size),
         )
         await publish_event(self.bus, "image", TINY_ID, None, "image.active", await self._get(TINY_ID))
@@ -294,7 +294,7 @@ class ImageActor(Actor, Images):
                 " :disk_format, :container_format, :created_at, :updated_at, :tags, :properties)",
                 image,
             )
-        except sqlite3.IntegrityError:
+        except ConstraintViolation:
             raise Conflict(f"An image with ID {image_id} already exists") from None
         record = await self._get(image_id)
         await publish_event(self.bus, "image", record["id"], record["owner"], "image.queued", record)

@@ -17,7 +17,6 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-import aiosqlite
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
@@ -28,7 +27,7 @@ from bus.envelope import request_id_of
 from runtime.config import Config
 from runtime.events import publish_event
 from runtime.stamps import utcnow
-from runtime.store import Store, fetchall, fetchone
+from runtime.store import Db, open_store
 
 log = logging.getLogger(__name__)
 
@@ -75,19 +74,19 @@ def _plural(count: int, noun: str) -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
-async def _swap_usage(db: aiosqlite.Connection, host: str, generation: int, delta: dict[str, int]) -> None:
+async def _swap_usage(db: Db, host: str, generation: int, delta: dict[str, int]) -> None:
     """Add ``delta`` to a host's usage if its generation is still ``generation``.
 
     :raises _StaleGeneration: the generation moved (another writer got there first).
     """
-    async with db.execute(
+    changed = await db.execute(
         "UPDATE hosts SET vcpus_used = vcpus_used + ?, memory_mb_used = memory_mb_used + ?,"
         " disk_gb_used = disk_gb_used + ?, generation = generation + 1"
         " WHERE host = ? AND generation = ?",
         (*(delta[resource] for resource in RESOURCES), host, generation),
-    ) as cursor:
-        if cursor.rowcount != 1:
-            raise _StaleGeneration(host)
+    )
+    if changed != 1:
+        raise _StaleGeneration(host)
 
 
 class SchedulerActor(Actor, Scheduler):
@@ -109,7 +108,7 @@ class SchedulerActor(Actor, Scheduler):
         ratios = (cpu_allocation_ratio, ram_allocation_ratio, disk_allocation_ratio)
         if min(service_down_time, liveness_interval, *ratios) <= 0:
             raise ValueError("scheduler times and allocation ratios must be positive")
-        self.store = Store(config.store_path("scheduler"), MIGRATIONS)
+        self.store = open_store(config, "scheduler", MIGRATIONS)
         self.service_down_time = service_down_time
         self.liveness_interval = liveness_interval
         self.allocation_ratios = dict(zip(RESOURCES, ratios, strict=True))
@@ -176,9 +175,9 @@ class SchedulerActor(Actor, Scheduler):
             view[f"{resource}_free"] = self._free(row, resource)
         return view
 
-    async def _views(self, db: aiosqlite.Connection, hosts: list[str]) -> list[HostView]:
+    async def _views(self, db: Db, hosts: list[str]) -> list[HostView]:
         marks = ", ".join("?" * len(hosts))
-        rows = await fetchall(db, HOST_ROWS.format(where=f"WHERE hosts.host IN ({marks})"), hosts)
+        rows = await db.fetchall(HOST_ROWS.format(where=f"WHERE hosts.host IN ({marks})"), hosts)
         now = time.time()
         return [self._view(row, now) for row in rows]
 
@@ -196,7 +195,7 @@ class SchedulerActor(Actor, Scheduler):
             "hypervisor_type": hypervisor_type,
         }
         async with self.store.transaction() as db:
-            old = await fetchone(db, "SELECT * FROM hosts WHERE host = ?", (host,))
+            old = await db.fetchone("SELECT * FROM hosts WHERE host = ?", (host,))
             came_up = old is None or not old["announced_up"]
             changed = came_up or any(old[key] != value for key, value in values.items())
             await db.execute(
@@ -205,7 +204,7 @@ class SchedulerActor(Actor, Scheduler):
                 " ON CONFLICT (host) DO UPDATE SET hypervisor_type = excluded.hypervisor_type,"
                 " vcpus = excluded.vcpus, memory_mb = excluded.memory_mb, disk_gb = excluded.disk_gb,"
                 " last_seen = excluded.last_seen, announced_up = 1,"
-                " generation = generation + :bump",
+                " generation = hosts.generation + :bump",
                 {**values, "last_seen": time.time(), "bump": int(changed)},
             )
             (view,) = await self._views(db, [host])
@@ -222,8 +221,7 @@ class SchedulerActor(Actor, Scheduler):
     async def _mark_down(self) -> None:
         """Announce hosts whose last report is older than ``service_down_time`` as down, once."""
         async with self.store.transaction() as db:
-            gone = await fetchall(
-                db,
+            gone = await db.fetchall(
                 "UPDATE hosts SET announced_up = 0, generation = generation + 1"
                 " WHERE announced_up = 1 AND last_seen < ? RETURNING host",
                 (time.time() - self.service_down_time,),
@@ -260,13 +258,13 @@ class SchedulerActor(Actor, Scheduler):
 
     async def _claim(self, instance_uuid: str, request: dict[str, int], excluded: set[str]) -> str:
         async with self.store.transaction() as db:
-            existing = await fetchone(
-                db, "SELECT host FROM allocations WHERE instance_uuid = ?", (instance_uuid,)
+            existing = await db.fetchone(
+                "SELECT host FROM allocations WHERE instance_uuid = ?", (instance_uuid,)
             )
             if existing is not None:
                 return existing["host"]
             now = time.time()
-            rows = await fetchall(db, "SELECT * FROM hosts")
+            rows = await db.fetchall("SELECT * FROM hosts")
             reasons: Counter[str] = Counter()
             fitting = []
             for row in rows:
@@ -335,12 +333,12 @@ class SchedulerActor(Actor, Scheduler):
 
     async def _release(self, instance_uuid: str) -> bool:
         async with self.store.transaction() as db:
-            allocation = await fetchone(
-                db, "SELECT * FROM allocations WHERE instance_uuid = ?", (instance_uuid,)
+            allocation = await db.fetchone(
+                "SELECT * FROM allocations WHERE instance_uuid = ?", (instance_uuid,)
             )
             if allocation is None:
                 return False
-            host = await fetchone(db, "SELECT generation FROM hosts WHERE host = ?", (allocation["host"],))
+            host = await db.fetchone("SELECT generation FROM hosts WHERE host = ?", (allocation["host"],))
             assert host is not None, "an allocation's host row is never deleted"
             delta = {resource: -allocation[resource] for resource in RESOURCES}
             await _swap_usage(db, allocation["host"], host["generation"], delta)

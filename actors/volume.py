@@ -23,8 +23,6 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypedDict
 
-import aiosqlite
-
 from actors.orphans import ORPHAN_SWEEP_INTERVAL, sweep_orphans_forever
 from actors.placement import Placements, sees_for
 from api.volume import (
@@ -45,7 +43,7 @@ from runtime.config import Config
 from runtime.context import caller, check_visible
 from runtime.events import publish_event
 from runtime.stamps import new_uuid, utcnow
-from runtime.store import Store, fetchall, fetchone, from_json, to_json
+from runtime.store import Db, from_json, open_store, to_json
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +115,7 @@ DETACH = "DELETE FROM attachments WHERE id = ?"
 ATTACHMENT_TO = "SELECT id FROM attachments WHERE volume_id = ? AND server_id = ?"
 
 # a change of a volume inside a transaction: gets the volume, answers its new status (None: same)
-Step = Callable[[aiosqlite.Connection, Volume], Awaitable[VolumeStatus | None]]
+Step = Callable[[Db, Volume], Awaitable[VolumeStatus | None]]
 
 
 def _attachment_view(row: AttachmentRow) -> Attachment:
@@ -210,7 +208,7 @@ class VolumeActor(Actor, Volumes):
 
     def __init__(self, bus: Bus, config: Config) -> None:
         super().__init__(bus)
-        self.store = Store(config.store_path("volume"), MIGRATIONS)
+        self.store = open_store(config, "volume", MIGRATIONS)
         self.pool = config.data_dir / "volumes"
         self.serve(NodeVolumes(self, Placements(bus)))
 
@@ -253,11 +251,11 @@ class VolumeActor(Actor, Volumes):
         """What went wrong with a volume file, without the pool's path."""
         return str(exc).replace(f"{self.pool}{os.sep}", "")
 
-    async def _load(self, db: aiosqlite.Connection, volume_id: str) -> Volume:
+    async def _load(self, db: Db, volume_id: str) -> Volume:
         """A visible volume's record inside a transaction. :raises NotFound:"""
-        row = await fetchone(db, "SELECT * FROM volumes WHERE id = ?", (volume_id,), row=VolumeRow)
+        row = await db.fetchone("SELECT * FROM volumes WHERE id = ?", (volume_id,), row=VolumeRow)
         found = _check_found(volume_id, row)
-        return _record(found, await fetchall(db, ATTACHMENTS_OF, (volume_id,), row=AttachmentRow))
+        return _record(found, await db.fetchall(ATTACHMENTS_OF, (volume_id,), row=AttachmentRow))
 
     async def _change(self, volume_id: str, step: Step) -> Volume:
         """Run ``step`` on a visible volume in one transaction; write and publish a new status."""
@@ -274,7 +272,7 @@ class VolumeActor(Actor, Volumes):
         return volume
 
     async def _set_status(self, volume_id: str, status: VolumeStatus, fault: str | None = None) -> Volume:
-        async def step(db: aiosqlite.Connection, volume: Volume) -> VolumeStatus:
+        async def step(db: Db, volume: Volume) -> VolumeStatus:
             await db.execute("UPDATE volumes SET fault = ? WHERE id = ?", (fault, volume_id))
             return status
 
@@ -333,7 +331,7 @@ class VolumeActor(Actor, Volumes):
     ) -> Volume:
         """Rename or redescribe a volume (``api.volume.Volumes.update``)."""
 
-        async def step(db: aiosqlite.Connection, volume: Volume) -> None:
+        async def step(db: Db, volume: Volume) -> None:
             await db.execute(
                 "UPDATE volumes SET name = COALESCE(?, name), description = COALESCE(?, description),"
                 " updated_at = ? WHERE id = ?",
@@ -348,7 +346,7 @@ class VolumeActor(Actor, Volumes):
         A volume in error_deleting (its file could not be removed) may be deleted again.
         """
 
-        async def step(db: aiosqlite.Connection, volume: Volume) -> VolumeStatus:
+        async def step(db: Db, volume: Volume) -> VolumeStatus:
             if volume["status"] not in DELETABLE:
                 raise Conflict(
                     "Invalid volume: Volume status must be available or error and must not be attached,"
@@ -414,12 +412,12 @@ class VolumeActor(Actor, Volumes):
         :raises Conflict: the volume is not in ``source`` status.
         """
 
-        async def step(db: aiosqlite.Connection, volume: Volume) -> VolumeStatus | None:
+        async def step(db: Db, volume: Volume) -> VolumeStatus | None:
             if volume["status"] == settled:
                 return None
             arguments = params
             if instance_uuid is not None:
-                attachment = await fetchone(db, ATTACHMENT_TO, (volume_id, instance_uuid))
+                attachment = await db.fetchone(ATTACHMENT_TO, (volume_id, instance_uuid))
                 if attachment is None:
                     raise NotFound(f"Volume {volume_id} is not attached to instance {instance_uuid}.")
                 arguments = (*params, attachment["id"])
@@ -475,8 +473,7 @@ class VolumeActor(Actor, Volumes):
         """Free every volume of a deleted instance (``api.volume.VolumeAttacher.detach_all``)."""
         condition, params = _scope(all_tenants=True)
         async with self.store.transaction() as db:
-            rows = await fetchall(
-                db,
+            rows = await db.fetchall(
                 "SELECT DISTINCT v.id FROM volumes v JOIN attachments a ON a.volume_id = v.id"
                 f" WHERE a.server_id = ? AND {condition} ORDER BY v.id",
                 (instance_uuid, *params),

@@ -273,7 +273,7 @@ class Audit(TypedDict):
 class Servers(ServiceAPI, address="conductor"):
     """Reading instances: one, a page of them, the project's usage, a console log."""
 
-    @call(policy="compute:read")
+    @call(policy="compute:read", idempotent=True)
     async def get_instance(self, *, instance_uuid: Id) -> Server:
         """One instance.
 
@@ -281,7 +281,7 @@ class Servers(ServiceAPI, address="conductor"):
         """
         ...
 
-    @call(policy="compute:read")
+    @call(policy="compute:read", idempotent=True)
     async def list_instances(
         self,
         *,
@@ -301,12 +301,12 @@ class Servers(ServiceAPI, address="conductor"):
         """
         ...
 
-    @call(policy="compute:read")
+    @call(policy="compute:read", idempotent=True)
     async def project_usage(self) -> ProjectUsage:
         """What the caller's project uses now: instances, vCPUs, RAM."""
         ...
 
-    @call(policy="compute:read")
+    @call(policy="compute:read", idempotent=True)
     async def get_console_output(
         self, *, instance_uuid: Id, length: ConsoleLength | None = None
     ) -> ConsoleOutput:
@@ -321,7 +321,7 @@ class Servers(ServiceAPI, address="conductor"):
 class ServerCreation(ServiceAPI, address="conductor"):
     """Booting an instance."""
 
-    @call(policy="compute:write")
+    @call(policy="compute:write", idempotent=True)
     async def create_instance(
         self,
         *,
@@ -350,7 +350,7 @@ class ServerActions(ServiceAPI, address="conductor"):
     """What a user does to an instance: power changes, reboot, delete. Each action is recorded
     and its task handed to the instance's node; libvirt's word finishes it."""
 
-    @call(policy="compute:write")
+    @call(policy="compute:write", idempotent=True)
     async def stop_instance(self, *, instance_uuid: Id) -> Instance:
         """os-stop: SHUTOFF once libvirt reports the domain stopped.
 
@@ -359,7 +359,7 @@ class ServerActions(ServiceAPI, address="conductor"):
         """
         ...
 
-    @call(policy="compute:write")
+    @call(policy="compute:write", idempotent=True)
     async def start_instance(self, *, instance_uuid: Id) -> Instance:
         """os-start: ACTIVE once libvirt reports the domain started.
 
@@ -368,7 +368,7 @@ class ServerActions(ServiceAPI, address="conductor"):
         """
         ...
 
-    @call(policy="compute:write")
+    @call(policy="compute:write", idempotent=True)
     async def reboot_instance(self, *, instance_uuid: Id, reboot_type: RebootType = "SOFT") -> Instance:
         """Reboot SOFT (the guest reboots itself) or HARD (destroy and create: STOPPED then STARTED).
 
@@ -386,7 +386,7 @@ class ServerActions(ServiceAPI, address="conductor"):
         """
         ...
 
-    @call(policy="compute:write")
+    @call(policy="compute:write", idempotent=True)
     async def delete_instance(self, *, instance_uuid: Id) -> None:
         """DELETED once the node has destroyed and undefined the domain and released its resources
         (at once when it has no host). Asked again, the work is done again.
@@ -419,7 +419,7 @@ class ServerVolumes(ServiceAPI, address="conductor"):
         """
         ...
 
-    @call(policy="compute:read")
+    @call(policy="compute:read", idempotent=True)
     async def list_volume_attachments(self, *, instance_uuid: Id) -> list[VolumeAttachment]:
         """The volumes attached to the instance.
 
@@ -431,12 +431,12 @@ class ServerVolumes(ServiceAPI, address="conductor"):
 class Flavors(ServiceAPI, address="conductor"):
     """The sizes an instance may have."""
 
-    @call(policy="compute:read")
+    @call(policy="compute:read", idempotent=True)
     async def list_flavors(self) -> list[Flavor]:
         """Every flavor, smallest RAM first."""
         ...
 
-    @call(policy="compute:read")
+    @call(policy="compute:read", idempotent=True)
     async def get_flavor(self, *, flavor_id: Id) -> Flavor:
         """One flavor, by id or name.
 
@@ -457,12 +457,12 @@ class Keypairs(ServiceAPI, address="conductor"):
         """
         ...
 
-    @call(policy="compute:read")
+    @call(policy="compute:read", idempotent=True)
     async def list_keypairs(self) -> list[Keypair]:
         """The caller's key pairs, by name."""
         ...
 
-    @call(policy="compute:read")
+    @call(policy="compute:read", idempotent=True)
     async def get_keypair(self, *, name: Name) -> Keypair:
         """:raises NotFound: the user has no key pair of that name."""
         ...
@@ -488,7 +488,7 @@ class Compute(Servers, ServerCreation, ServerActions, ServerVolumes, Flavors, Ke
 class NodeBuilds(ServiceAPI, address="conductor.host.{host}", caller="host"):
     """A node building an instance: what it needs, the addresses it got, its failure."""
 
-    @call
+    @call(idempotent=True)
     async def get_build_request(self, *, instance_uuid: Id) -> BuildRequest:
         """What the calling node needs to build the instance (steps 14-19); asking acknowledges the build.
 
@@ -565,7 +565,7 @@ class NodeTasks(ServiceAPI, address="conductor.host.{host}", caller="host"):
         many it had."""
         ...
 
-    @call
+    @call(idempotent=True)
     async def list_host_instances(self) -> list[Instance]:
         """Every live instance recorded on the calling host (a node reconciles libvirt with these)."""
         ...
@@ -584,12 +584,12 @@ class ConductorForOwners(ServiceAPI, address="conductor"):
     instances are gone (their orphan sweeps), and where one is and whose (their checks of a
     node's calls)."""
 
-    @call
+    @call(idempotent=True)
     async def live_instances(self, *, instance_uuids: list[Id]) -> list[str]:
         """Which of these instances still exist (not deleted): the rest hold nothing any more."""
         ...
 
-    @call
+    @call(idempotent=True)
     async def placement(self, *, instance_uuid: Id) -> Placement:
         """Where a live instance is placed, whose it is, and the image and volumes it uses: what a
         node asking for the instance's image bytes, networks or volumes may be given.
@@ -602,12 +602,12 @@ class ConductorForOwners(ServiceAPI, address="conductor"):
 class ConductorOperator(ServiceAPI, address="conductor"):
     """The operator's reads: ``aiostack audit``, and what each action did."""
 
-    @call
+    @call(idempotent=True)
     async def audit_instances(self) -> Audit:
         """Every live instance with its host, states and seconds since its last progress."""
         ...
 
-    @call(policy="compute:read")
+    @call(policy="compute:read", idempotent=True)
     async def list_actions(self, *, instance_uuid: Id) -> list[InstanceAction]:
         """The instance's actions, oldest first.
 
@@ -615,7 +615,7 @@ class ConductorOperator(ServiceAPI, address="conductor"):
         """
         ...
 
-    @call(policy="compute:read")
+    @call(policy="compute:read", idempotent=True)
     async def list_action_events(self, *, instance_uuid: Id) -> list[InstanceActionEvent]:
         """The steps of the instance's actions, oldest first, each with its action's name.
 

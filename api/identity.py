@@ -144,7 +144,7 @@ class KeyLayout(TypedDict):
 class Tokens(TokenValidation, address="identity"):
     """Logins, re-scoping, revocation and key rotation (the gateway's ``/auth/tokens``)."""
 
-    @call
+    @call(idempotent=True)
     async def issue(
         self,
         *,
@@ -173,7 +173,7 @@ class Tokens(TokenValidation, address="identity"):
         """
         ...
 
-    @call
+    @call(idempotent=True)
     async def issue_with_token(
         self, *, token: str, project_id: str | None = None, project_name: str | None = None
     ) -> Token:
@@ -186,7 +186,7 @@ class Tokens(TokenValidation, address="identity"):
         """
         ...
 
-    @call
+    @call(idempotent=True)
     async def issue_with_application_credential(
         self, *, app_cred_id: str, secret: str, source: Source | None = None
     ) -> Token:
@@ -228,7 +228,7 @@ class Tokens(TokenValidation, address="identity"):
         """
         ...
 
-    @call
+    @call(idempotent=True)
     async def revocations(self) -> list[Revocation]:
         """The revocations still in force (younger than the longest token lifetime), oldest
         first; any caller may ask (validation caches warm up with it)."""
@@ -325,7 +325,7 @@ class IdentityAdmin(ServiceAPI, address="identity"):
         """
         ...
 
-    @call(policy="identity:admin")
+    @call(policy="identity:admin", idempotent=True)
     async def list_projects(self, *, name: str | None = None, enabled: bool | None = None) -> list[Project]:
         """Projects by name, optionally only those of one name or enabled state.
 
@@ -333,7 +333,7 @@ class IdentityAdmin(ServiceAPI, address="identity"):
         """
         ...
 
-    @call(policy="identity:admin")
+    @call(policy="identity:admin", idempotent=True)
     async def get_project(self, *, project_id: Id) -> Project:
         """:raises NotFound: no such project. :raises Forbidden: not an admin."""
         ...
@@ -382,7 +382,7 @@ class IdentityAdmin(ServiceAPI, address="identity"):
         """
         ...
 
-    @call(policy="identity:admin")
+    @call(policy="identity:admin", idempotent=True)
     async def list_users(self, *, name: str | None = None, enabled: bool | None = None) -> list[User]:
         """Users by name (never their password hashes).
 
@@ -390,7 +390,7 @@ class IdentityAdmin(ServiceAPI, address="identity"):
         """
         ...
 
-    @call(policy="identity:admin")
+    @call(policy="identity:admin", idempotent=True)
     async def get_user(self, *, user_id: Id) -> User:
         """:raises NotFound: no such user. :raises Forbidden: not an admin."""
         ...
@@ -431,12 +431,12 @@ class IdentityAdmin(ServiceAPI, address="identity"):
         """:raises Forbidden: not an admin. :raises Conflict: the name is taken."""
         ...
 
-    @call(policy="identity:admin")
+    @call(policy="identity:admin", idempotent=True)
     async def list_groups(self, *, name: str | None = None) -> list[Group]:
         """:raises Forbidden: not an admin."""
         ...
 
-    @call(policy="identity:admin")
+    @call(policy="identity:admin", idempotent=True)
     async def get_group(self, *, group_id: Id) -> Group:
         """:raises NotFound: no such group. :raises Forbidden: not an admin."""
         ...
@@ -467,7 +467,7 @@ class IdentityAdmin(ServiceAPI, address="identity"):
         """:raises Forbidden: not an admin. :raises NotFound: no such group, user or membership."""
         ...
 
-    @call(policy="identity:admin")
+    @call(policy="identity:admin", idempotent=True)
     async def check_user_in_group(self, *, group_id: Id, user_id: Id) -> bool:
         """Whether the user is a member of the group.
 
@@ -475,19 +475,19 @@ class IdentityAdmin(ServiceAPI, address="identity"):
         """
         ...
 
-    @call(policy="identity:admin")
+    @call(policy="identity:admin", idempotent=True)
     async def list_group_users(self, *, group_id: Id) -> list[User]:
         """:raises Forbidden: not an admin. :raises NotFound: no such group."""
         ...
 
-    @call(policy="identity:admin")
+    @call(policy="identity:admin", idempotent=True)
     async def list_user_groups(self, *, user_id: Id) -> list[Group]:
         """:raises Forbidden: not an admin. :raises NotFound: no such user."""
         ...
 
     # -- roles and assignments
 
-    @call(policy="identity:admin")
+    @call(policy="identity:admin", idempotent=True)
     async def list_roles(self, *, name: str | None = None) -> list[Role]:
         """:raises Forbidden: not an admin."""
         ...
@@ -497,7 +497,7 @@ class IdentityAdmin(ServiceAPI, address="identity"):
         """:raises Forbidden: not an admin. :raises Conflict: the name is taken."""
         ...
 
-    @call(policy="identity:admin")
+    @call(policy="identity:admin", idempotent=True)
     async def get_role(self, *, role_id: Id) -> Role:
         """:raises NotFound: no such role. :raises Forbidden: not an admin."""
         ...
@@ -532,7 +532,7 @@ class IdentityAdmin(ServiceAPI, address="identity"):
         :raises NotFound: no such group, project, role or assignment."""
         ...
 
-    @call(policy="identity:admin")
+    @call(policy="identity:admin", idempotent=True)
     async def list_role_assignments(
         self,
         *,
@@ -612,7 +612,7 @@ class ApplicationCredentials(ServiceAPI, address="identity"):
         """
         ...
 
-    @call
+    @call(idempotent=True)
     async def list_application_credentials(self, *, user_id: Id) -> list[ApplicationCredential]:
         """The user's credentials (never their secrets), by name.
 
@@ -620,7 +620,7 @@ class ApplicationCredentials(ServiceAPI, address="identity"):
         """
         ...
 
-    @call
+    @call(idempotent=True)
     async def get_application_credential(self, *, user_id: Id, app_cred_id: Id) -> ApplicationCredential:
         """:raises Forbidden: neither that user nor an admin. :raises NotFound: no such credential."""
         ...

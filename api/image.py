@@ -91,7 +91,7 @@ class Received(TypedDict):
 class ImageReader(ServiceAPI, address="image"):
     """Reading an image as the caller sees it (the conductor, to check an image before a boot)."""
 
-    @call(policy="image:read")
+    @call(policy="image:read", idempotent=True)
     async def get(self, *, image_id: Id) -> Image:
         """One image.
 
@@ -99,7 +99,7 @@ class ImageReader(ServiceAPI, address="image"):
         """
         ...
 
-    @call(policy="image:read")
+    @call(policy="image:read", idempotent=True)
     async def read_chunk(self, *, image_id: Id, offset: Offset, length: Offset) -> bytes:
         """Up to ``length`` bytes (at most ``CHUNK_MAX``) of an active image from ``offset``;
         empty past its end.
@@ -116,7 +116,7 @@ class ImageForNodes(ServiceAPI, address="image.host.{host}", caller="host"):
     that image names), as the instance's project sees it. Any other image, or an instance not
     on the calling host, is ``NotFound``."""
 
-    @call
+    @call(idempotent=True)
     async def get(self, *, image_id: Id, instance_uuid: Id) -> Image:
         """One image the instance uses.
 
@@ -125,7 +125,7 @@ class ImageForNodes(ServiceAPI, address="image.host.{host}", caller="host"):
         """
         ...
 
-    @call
+    @call(idempotent=True)
     async def read_chunk(self, *, image_id: Id, instance_uuid: Id, offset: Offset, length: Offset) -> bytes:
         """Up to ``length`` bytes (at most ``CHUNK_MAX``) from ``offset`` of an active image the
         instance uses; empty past its end.
@@ -214,7 +214,7 @@ class Images(ImageReader, address="image"):
         ...
 
     # last: below its definition, ``list`` in the class's scope would be this method
-    @call(policy="image:read")
+    @call(policy="image:read", idempotent=True)
     async def list(
         self,
         *,

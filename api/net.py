@@ -187,7 +187,7 @@ class IpAllocation(TypedDict):
 class NetworkReader(ServiceAPI, address="net"):
     """What the conductor and users read of networks."""
 
-    @call(policy="network:read")
+    @call(policy="network:read", idempotent=True)
     async def get_network(self, *, network_id: Id) -> Network:
         """One network.
 
@@ -199,7 +199,7 @@ class NetworkReader(ServiceAPI, address="net"):
 class SubnetReader(ServiceAPI, address="net"):
     """What users read of subnets."""
 
-    @call(policy="network:read")
+    @call(policy="network:read", idempotent=True)
     async def get_subnet(self, *, subnet_id: Id) -> Subnet:
         """One subnet.
 
@@ -212,7 +212,7 @@ class InstancePorts(ServiceAPI, address="net"):
     """An instance's ports, as services acting for no user call them (the conductor releases them;
     nodes go through ``NetForNodes``): made or bound for a build on a host, plugged, given back."""
 
-    @call
+    @call(idempotent=True)
     async def allocate_for_instance(
         self,
         *,
@@ -238,14 +238,14 @@ class InstancePorts(ServiceAPI, address="net"):
         """
         ...
 
-    @call
+    @call(idempotent=True)
     async def deallocate_for_instance(self, *, instance_uuid: Id) -> Deallocated:
         """Delete the instance's ports ``allocate_for_instance`` created (releasing their
         addresses) and unbind those it was given; idempotent. Publishes ``port.deleted`` and
         ``port.unbound``."""
         ...
 
-    @call
+    @call(idempotent=True)
     async def set_port_binding(self, *, port_id: Id, vif_type: VifType, vif_details: dict[str, Any]) -> Port:
         """How a node plugged a bound port in (``binding:vif_type``: bridge, or user-mode
         networking where no bridge could be made, with the reason in ``binding:vif_details``).
@@ -263,7 +263,7 @@ class NetForNodes(ServiceAPI, address="net.host.{host}", caller="host"):
     ``NotFound``, and nothing changes (where an instance is and whose, the net actor asks the
     conductor: ``ConductorForOwners.placement``)."""
 
-    @call
+    @call(idempotent=True)
     async def allocate_for_instance(
         self,
         *,
@@ -280,7 +280,7 @@ class NetForNodes(ServiceAPI, address="net.host.{host}", caller="host"):
         """
         ...
 
-    @call
+    @call(idempotent=True)
     async def deallocate_for_instance(self, *, instance_uuid: Id) -> Deallocated:
         """``InstancePorts.deallocate_for_instance`` for an instance on the calling host.
 
@@ -288,7 +288,7 @@ class NetForNodes(ServiceAPI, address="net.host.{host}", caller="host"):
         """
         ...
 
-    @call
+    @call(idempotent=True)
     async def set_port_binding(self, *, port_id: Id, vif_type: VifType, vif_details: dict[str, Any]) -> Port:
         """How the node plugged in a port of an instance on the calling host (as
         ``InstancePorts.set_port_binding``).
@@ -297,7 +297,7 @@ class NetForNodes(ServiceAPI, address="net.host.{host}", caller="host"):
         """
         ...
 
-    @call
+    @call(idempotent=True)
     async def get_network(self, *, network_id: Id, instance_uuid: Id) -> Network:
         """A network the instance (on the calling host) has a port on, or a shared one, as the
         instance's project sees it.
@@ -306,7 +306,7 @@ class NetForNodes(ServiceAPI, address="net.host.{host}", caller="host"):
         """
         ...
 
-    @call
+    @call(idempotent=True)
     async def get_subnet(self, *, subnet_id: Id, instance_uuid: Id) -> Subnet:
         """A subnet of a network ``get_network`` would answer.
 
@@ -334,7 +334,7 @@ class Networks(NetworkReader, address="net"):
         """
         ...
 
-    @call(policy="network:read")
+    @call(policy="network:read", idempotent=True)
     async def list_networks(
         self, *, name: Text | None = None, shared: bool | None = None, project_id: Text | None = None
     ) -> list[Network]:
@@ -396,7 +396,7 @@ class Subnets(SubnetReader, address="net"):
         """
         ...
 
-    @call(policy="network:read")
+    @call(policy="network:read", idempotent=True)
     async def list_subnets(self, *, network_id: Text | None = None) -> list[Subnet]:
         """The subnets the caller sees (its own and those of shared networks), oldest first."""
         ...
@@ -439,7 +439,7 @@ class Ports(ServiceAPI, address="net"):
         """
         ...
 
-    @call(policy="network:read")
+    @call(policy="network:read", idempotent=True)
     async def list_ports(
         self,
         *,
@@ -450,7 +450,7 @@ class Ports(ServiceAPI, address="net"):
         """The ports the caller sees (its project's), filtered, oldest first."""
         ...
 
-    @call(policy="network:read")
+    @call(policy="network:read", idempotent=True)
     async def get_port(self, *, port_id: Id) -> Port:
         """One port.
 
@@ -488,7 +488,7 @@ class Ports(ServiceAPI, address="net"):
 class Allocations(ServiceAPI, address="net"):
     """The IP allocations, for an audit."""
 
-    @call
+    @call(idempotent=True)
     async def list_allocations(self) -> list[IpAllocation]:
         """Every IP allocation, by subnet, oldest first.
 

@@ -125,7 +125,7 @@ class Node(ServiceAPI, address="node.{host}"):
         """
         ...
 
-    @call
+    @call(idempotent=True)
     async def get_console_output(self, *, instance_uuid: Id, length: Amount | None = None) -> ConsoleOutput:
         """The guest's serial console log (its last MiB); its last ``length`` lines when given.
 
@@ -134,12 +134,12 @@ class Node(ServiceAPI, address="node.{host}"):
         """
         ...
 
-    @call
+    @call(idempotent=True)
     async def get_power_state(self, *, instance_uuid: Id) -> PowerState:
         """Whether the instance has a domain here, and whether it runs."""
         ...
 
-    @call
+    @call(idempotent=True)
     async def list_domains(self) -> list[DomainView]:
         """Every domain libvirt has on this host, with its state and, for this node's, its project."""
         ...

@@ -72,17 +72,17 @@ answers with the host's ``HostView``."""
 class SchedulerReader(ServiceAPI, address="scheduler"):
     """What anyone may read of the scheduler: hosts and allocations."""
 
-    @call
+    @call(idempotent=True)
     async def list_hosts(self) -> list[HostView]:
         """Every host, by name."""
         ...
 
-    @call
+    @call(idempotent=True)
     async def list_allocations(self) -> list[Allocation]:
         """Every allocation, oldest first."""
         ...
 
-    @call
+    @call(idempotent=True)
     async def get_allocation(self, *, instance_uuid: Id) -> Allocation:
         """One instance's allocation.
 
@@ -94,7 +94,7 @@ class SchedulerReader(ServiceAPI, address="scheduler"):
 class Scheduler(SchedulerReader, address="scheduler"):
     """What the conductor asks the scheduler: claims and their release."""
 
-    @call
+    @call(idempotent=True)
     async def select_destinations(
         self,
         *,
@@ -113,7 +113,7 @@ class Scheduler(SchedulerReader, address="scheduler"):
         """
         ...
 
-    @call
+    @call(idempotent=True)
     async def release(self, *, instance_uuid: Id) -> Released:
         """Delete an instance's allocation and give its usage back; idempotent.
 
@@ -121,7 +121,7 @@ class Scheduler(SchedulerReader, address="scheduler"):
         """
         ...
 
-    @call
+    @call(idempotent=True)
     async def report_capacity(
         self,
         *,

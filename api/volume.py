@@ -145,7 +145,7 @@ class VolumeAttacher(ServiceAPI, address="volume.host.{host}", caller="host"):
         """
         ...
 
-    @call
+    @call(idempotent=True)
     async def detach_all(self, *, instance_uuid: Id) -> Detached:
         """Free every volume attached, attaching or detaching to the instance (on the calling
         host); idempotent.
@@ -178,12 +178,12 @@ class VolumeAttachments(ServiceAPI, address="volume"):
         """
         ...
 
-    @call
+    @call(idempotent=True)
     async def detach_all(self, *, instance_uuid: Id) -> Detached:
         """Free every volume attached, attaching or detaching to a deleted instance; idempotent."""
         ...
 
-    @call(policy="volume:read")
+    @call(policy="volume:read", idempotent=True)
     async def get(self, *, volume_id: Id) -> Volume:
         """One volume.
 
@@ -191,7 +191,7 @@ class VolumeAttachments(ServiceAPI, address="volume"):
         """
         ...
 
-    @call
+    @call(idempotent=True)
     async def unreserve(self, *, volume_id: Id) -> Volume:
         """Roll back a reserve (the node failed): attaching -> available; idempotent.
 
@@ -209,7 +209,7 @@ class VolumeAttachments(ServiceAPI, address="volume"):
         """
         ...
 
-    @call
+    @call(idempotent=True)
     async def roll_detaching(self, *, volume_id: Id) -> Volume:
         """Roll back a begin_detach (the node failed): detaching -> in-use; idempotent.
 
@@ -218,7 +218,7 @@ class VolumeAttachments(ServiceAPI, address="volume"):
         """
         ...
 
-    @call
+    @call(idempotent=True)
     async def detach_complete(self, *, volume_id: Id, instance_uuid: Id) -> Volume:
         """The node detached the volume: detaching -> available, attachment removed; idempotent.
 
@@ -227,7 +227,7 @@ class VolumeAttachments(ServiceAPI, address="volume"):
         """
         ...
 
-    @call
+    @call(idempotent=True)
     async def list_attachments(self) -> list[AttachmentRecord]:
         """Every attachment the caller may see (all for admins and services), by volume id."""
         ...
@@ -274,7 +274,7 @@ class Volumes(VolumeAttachments, address="volume"):
         ...
 
     # last: below its definition, ``list`` in the class's scope would be this method
-    @call(policy="volume:read")
+    @call(policy="volume:read", idempotent=True)
     async def list(
         self, *, name: str | None = None, status: str | None = None, all_tenants: bool = False
     ) -> list[Volume]:

@@ -64,20 +64,31 @@ class _Declared:
     kind: Literal["call", "cast"]
     policy: str | None
     timeout: float | None
+    idempotent: bool = False
 
 
 @overload
 def call(fn: F, /) -> F: ...
 @overload
-def call(*, policy: str | None = None, timeout: float | None = None) -> Callable[[F], F]: ...
 def call(
-    fn: F | None = None, /, *, policy: str | None = None, timeout: float | None = None
+    *, policy: str | None = None, timeout: float | None = None, idempotent: bool = False
+) -> Callable[[F], F]: ...
+def call(
+    fn: F | None = None,
+    /,
+    *,
+    policy: str | None = None,
+    timeout: float | None = None,
+    idempotent: bool = False,
 ) -> F | Callable[[F], F]:
     """Declare a request/reply method. ``policy`` names the operation of the policy table a calling
-    user must be allowed; ``timeout`` is how long a client waits by default (the bus's 10 s otherwise)."""
+    user must be allowed; ``timeout`` is how long a client waits by default (the bus's 10 s otherwise);
+    ``idempotent``: handling the same request twice does what handling it once does (a read, or a
+    change the handler recognises when asked again), so clients send it again while it is
+    unanswered (``Bus.call``'s ``resend``)."""
 
     def mark(method: F) -> F:
-        setattr(method, _MARK, _Declared("call", policy, timeout))
+        setattr(method, _MARK, _Declared("call", policy, timeout, idempotent))
         return method
 
     return mark(fn) if fn is not None else mark
@@ -108,6 +119,7 @@ class Method:
     facet: type[ServiceAPI]
     function: Callable[..., Any]
     signature: inspect.Signature
+    idempotent: bool = False
     _arguments: type[msgspec.Struct] | None = field(default=None, repr=False)
     _returns: Any = field(default=None, repr=False)
     _carries_bytes: bool = field(default=False, repr=False)
@@ -227,6 +239,7 @@ class ServiceAPI:
                 cls,
                 function,
                 inspect.signature(function),
+                declared.idempotent,
             )
         cls.api_methods = methods
 
@@ -305,6 +318,7 @@ ServiceAPI.api_methods = {
         ServiceAPI,
         ServiceAPI.ping,
         inspect.signature(ServiceAPI.ping),
+        idempotent=True,
     )
 }
 
@@ -400,6 +414,7 @@ def _sender(method: Method) -> Callable[..., Awaitable[Any]]:
     """A client's method: it hands back the bus's own awaitable (no coroutine of its own per call)."""
     name = method.name
     declared_timeout = method.timeout
+    idempotent = method.idempotent
 
     def send_cast(self: Any, **arguments: Any) -> Awaitable[None]:
         bus: Bus = self._bus
@@ -410,9 +425,13 @@ def _sender(method: Method) -> Callable[..., Awaitable[Any]]:
         timeout = self._timeout or declared_timeout or DEFAULT_CALL_TIMEOUT
         if self._patience is not None:
             return bus.call_patiently(
-                f"{self._address}.{name}", arguments, within=self._patience, attempt_timeout=timeout
+                f"{self._address}.{name}",
+                arguments,
+                within=self._patience,
+                attempt_timeout=timeout,
+                resend=idempotent,
             )
-        return bus.call(f"{self._address}.{name}", arguments, timeout=timeout)
+        return bus.call(f"{self._address}.{name}", arguments, timeout=timeout, resend=idempotent)
 
     send = send_cast if method.kind == "cast" else send_call
     send.__name__ = send.__qualname__ = name

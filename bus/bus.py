@@ -47,6 +47,9 @@ EVENT_TIMEOUT = 15.0
 """How long an event is offered to the event stream before publishing it fails."""
 EVENT_ATTEMPT = 2.0
 """How long one offer waits for the stream's acknowledgement."""
+RESEND_AFTER = 1.0
+"""Seconds an idempotent call waits for its reply before the request is sent again (then twice
+as long each time, within the call's timeout)."""
 PING_INTERVAL = 2.0
 """Seconds between a client's pings to its server (nats-py's default is 120)."""
 MAX_OUTSTANDING_PINGS = 2
@@ -270,11 +273,16 @@ class Bus:
         *,
         timeout: float = DEFAULT_CALL_TIMEOUT,
         context: Context | None = None,
+        resend: bool = False,
     ) -> Any:
         """Request/reply to ``<prefix>.rpc.<address>``; return the reply body or raise its error.
 
         A call made while handling a request keeps that request's id and context, and never
-        waits past its deadline.
+        waits past its deadline. ``resend`` (idempotent handlers only): a request still
+        unanswered after ``RESEND_AFTER`` seconds is sent again, the same message, then after
+        twice as long each time, and the first reply to any copy is the answer. A request or a
+        reply lost with a server that died, or a responder that moved to another server, costs
+        a second, not the call's timeout.
 
         :raises CallTimeout: no reply within ``timeout`` (or the inherited deadline).
         :raises NoResponders: nobody subscribes to the subject.
@@ -285,13 +293,19 @@ class Bus:
         if cur is not None and cur.deadline is not None:
             timeout = min(timeout, max(cur.deadline - time.time(), 0.001))
         subject = f"{self.prefix}.rpc.{address}"
-        msg = await self._request(subject, payload, timeout)
+        msg = await self._request(subject, payload, timeout, resend=resend)
         if _no_responders(msg):
             raise NoResponders(f"no actor serves {subject}")
         return decode_reply(msg.data, self.max_bytes)
 
     async def call_patiently(
-        self, address: str, body: Any = None, *, within: float, attempt_timeout: float = 5.0
+        self,
+        address: str,
+        body: Any = None,
+        *,
+        within: float,
+        attempt_timeout: float = 5.0,
+        resend: bool = False,
     ) -> Any:
         """``call`` an idempotent handler, asking again while its actor is away, restarting or
         busy (``TRANSIENT_ERRORS``) for up to ``within`` seconds, with backoff 0.2 s doubling to 2 s.
@@ -303,7 +317,7 @@ class Bus:
         while True:
             try:
                 timeout = min(attempt_timeout, max(1.0, deadline - time.monotonic()))
-                return await self.call(address, body, timeout=timeout)
+                return await self.call(address, body, timeout=timeout, resend=resend)
             except TRANSIENT_ERRORS:
                 if time.monotonic() + backoff > deadline:
                     raise
@@ -311,9 +325,16 @@ class Bus:
                 backoff = min(backoff * 2, 2.0)
 
     async def _request(
-        self, subject: str, payload: bytes, timeout: float, headers: dict[str, str] | None = None
+        self,
+        subject: str,
+        payload: bytes,
+        timeout: float,
+        headers: dict[str, str] | None = None,
+        *,
+        resend: bool = False,
     ) -> Msg:
-        """Publish with a reply subject on this connection's inbox and wait for the answer."""
+        """Publish with a reply subject on this connection's inbox and wait for the answer
+        (``resend``: as ``call``'s)."""
         if self._inbox is None:
             self._inbox = await self.nc.subscribe(f"{self._inbox_prefix}*", cb=self._on_reply)
         token = f"{next(self._reply_tokens):x}"
@@ -321,8 +342,15 @@ class Bus:
         waiter: asyncio.Future[Msg] = loop.create_future()
         self._waiting[token] = waiter
         timer = loop.call_later(timeout, _expire, waiter)
+        reply = self._inbox_prefix + token
         try:
-            await self._publish(subject, payload, reply=self._inbox_prefix + token, headers=headers)
+            await self._publish(subject, payload, reply=reply, headers=headers)
+            pause = RESEND_AFTER
+            while resend and not waiter.done():
+                await asyncio.wait({waiter}, timeout=pause)
+                if not waiter.done():
+                    await self._publish(subject, payload, reply=reply, headers=headers)
+                    pause *= 2
             return await waiter
         except TimeoutError:
             raise CallTimeout(f"no reply from {subject} within {timeout:.3f} s") from None

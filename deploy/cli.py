@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +21,7 @@ from bus.api import liveness
 from bus.bus import DEFAULT_PREFIX
 from deploy.credentials import ADMIN, credentials_file
 from deploy.run import ACTOR_NAMES
-from runtime.config import Config, default_data_dir
+from runtime.config import DATABASE_VARIABLE, Config, default_data_dir
 
 Runner = Callable[[argparse.Namespace], int]
 
@@ -29,6 +30,17 @@ def _add_bus_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", type=Path, default=default_data_dir(), help="where everything is kept")
     parser.add_argument("--prefix", default=DEFAULT_PREFIX, help="subject prefix (clouds sharing a NATS)")
     parser.add_argument("--log-level", default="INFO")
+
+
+def _add_database_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--database",
+        metavar="DSN",
+        default=os.environ.get(DATABASE_VARIABLE) or None,
+        help="PostgreSQL the stateful actors share: postgresql://USER@HOST:PORT/DB (a password in"
+        f" ${DATABASE_VARIABLE}, PGPASSWORD or ~/.pgpass rather than on the command line); default"
+        f" ${DATABASE_VARIABLE}, else a sqlite file each in the data directory",
+    )
 
 
 def _add_task_timeout(parser: argparse.ArgumentParser) -> None:
@@ -70,6 +82,7 @@ def up(commands: Any) -> Runner:
     parser.add_argument(
         "--event-replicas", type=int, help="servers of a NATS cluster that keep the event stream (default 1)"
     )
+    _add_database_option(parser)
     parser.add_argument("--nodes", type=int, default=1, help="how many compute nodes to run")
     parser.add_argument(
         "--remote-node",
@@ -117,6 +130,7 @@ def add_run_parser(commands: Any) -> argparse.ArgumentParser:
     _add_bus_options(parser)
     parser.add_argument("actor", choices=ACTOR_NAMES)
     parser.add_argument("--nats", required=True, help="NATS URL")
+    _add_database_option(parser)
     parser.add_argument(
         "--credentials", type=Path, help="this process's NATS user file (<data>/credentials/<user>.json)"
     )

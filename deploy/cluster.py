@@ -1,10 +1,14 @@
 """A cloud on the multi-host harness (``deploy.hosts``): `aiostack up` on controller-1 against
-the controllers' TLS NATS cluster (the event stream kept on all three), a node on each compute
-host (`aiostack run node` with the credentials `up --remote-node` made for it), and hosts left
-for clients. What `tests/test_cloud_across_hosts.py` and `bench/cluster.py` run.
+the controllers' TLS NATS cluster (the event stream kept on all three) and the database host's
+PostgreSQL; replicas of the actors whose state is all in the database, and a gateway, on the
+other controllers (``REPLICATED``); a node on each compute host (`aiostack run node` with the
+credentials `up --remote-node` made for it); hosts left for clients. What
+`tests/test_cloud_across_hosts.py` and `bench/cluster.py` run.
 
-The control plane runs on one controller: replicas on every controller, PostgreSQL stores and
-joining with a token are not built yet (issue 14).
+A replica gets what joining will hand it (issue 14, not built yet: a join token), copied from
+controller-1's data directory: its bus users' credentials and identity's token keys. image and
+volume keep bytes in controller-1's data directory (shared image and volume storage are not
+built), so they run there only.
 
     python -m deploy.cluster up [--computes 2] [--clients 1]   # as root; Ctrl-C tears it all down
 """
@@ -24,13 +28,19 @@ from pathlib import Path
 
 from deploy.credentials import Credentials, Principal, prepare, trust
 from deploy.hosts import Host, Hosts, build
+from deploy.privacy import write_private
 from deploy.run import stop_on_signals
 from deploy.tls import CertificateAuthority
 from deploy.up import child_specs
 from node.testnode import write_test_node_file
+from runtime.config import DATABASE_VARIABLE
 
 PREFIX = "aiostack"
 GATEWAY_PORT = 8774
+REPLICATED = ("identity", "conductor", "scheduler", "net", "gateway")
+"""The processes every controller runs."""
+TASK_TIMEOUT = 20.0
+"""The conductors' --task-timeout: a build whose conductor died is taken up again this soon."""
 PYTHON = [sys.executable, "-m", "aiostack.cli"]
 
 
@@ -43,6 +53,8 @@ class HarnessCloud:
     """The gateway, on controller-1's address (reachable from the harness's hosts only)."""
     data_dir: Path
     credentials: Credentials
+    gateways: tuple[str, ...]
+    """Every controller's gateway (controller-1's is ``url``)."""
     computes: tuple[str, ...]
     clients: tuple[str, ...]
     admin_password: str
@@ -61,7 +73,12 @@ class HarnessCloud:
 def principals(data_dir: Path, listen: str, computes: Sequence[str]) -> list[Principal]:
     """The bus users `aiostack up --nodes 0 --remote-node C...` makes for this cloud."""
     args = argparse.Namespace(
-        task_timeout=30.0, listen=listen, nodes=0, nodes_per_process=1, libvirt="test", data_dir=data_dir
+        task_timeout=TASK_TIMEOUT,
+        listen=listen,
+        nodes=0,
+        nodes_per_process=1,
+        libvirt="test",
+        data_dir=data_dir,
     )
     remote = [Principal(host, "node", (host,)) for host in computes]
     return [spec.principal for spec in child_specs(args)] + remote
@@ -86,7 +103,7 @@ async def cloud_on_hosts(
         passwords = {f"AIOSTACK_{user}_PASSWORD": secrets.token_urlsafe(16) for user in ("ADMIN", "DEMO")}
         async with build(
             controllers=3,
-            databases=0,
+            databases=1,
             computes=computes + clients,
             authorization=credentials.authorization,
             ca=workdir / "ca",
@@ -94,15 +111,17 @@ async def cloud_on_hosts(
             controller = hosts.hosts["controller-1"]
             assert controller.address == listen.split(":")[0]
             urls = ",".join(hosts.nats_urls)
+            (database,) = hosts.databases.values()
+            env = {**os.environ, DATABASE_VARIABLE: database.dsn}
             await controller.start(
                 "aiostack-up",
                 [
                     *PYTHON, "up", "--data-dir", str(data_dir), "--nats", urls,
                     "--nats-ca", str(ca.issued.certificate), "--event-replicas", "3", "--nodes", "0",
-                    "--listen", listen, "--log-level", "WARNING",
+                    "--listen", listen, "--log-level", "WARNING", "--task-timeout", str(TASK_TIMEOUT),
                     *(arg for host in compute_names for arg in ("--remote-node", host)),
                 ],
-                env={**os.environ, **passwords},
+                env={**env, **passwords},
             )  # fmt: skip
             for name in compute_names:
                 host = hosts.hosts[name]
@@ -120,19 +139,70 @@ async def cloud_on_hosts(
             async with asyncio.timeout(120):
                 while not (data_dir / "gateway.url").exists():
                     await asyncio.sleep(0.1)
+            replicas = [host for host in hosts.role("controller") if host is not controller]
+            for host in replicas:
+                await start_replicas(host, data_dir, credentials, urls, env)
             await controller.run(
                 sys.executable, "-m", "deploy.cluster", "wait-for-hosts", "--nats", urls,
                 "--credentials", str(credentials.file("admin")), *compute_names, timeout=150,
+            )  # fmt: skip
+            gateways = [f"http://{host.address}:{GATEWAY_PORT}" for host in replicas]
+            await controller.run(
+                sys.executable, "-m", "deploy.cluster", "wait-for-gateways", *gateways, timeout=90
             )  # fmt: skip
             yield HarnessCloud(
                 hosts,
                 f"http://{listen}",
                 data_dir,
                 credentials,
+                (f"http://{listen}", *gateways),
                 compute_names,
                 client_names,
                 passwords["AIOSTACK_ADMIN_PASSWORD"],
             )
+
+
+async def start_replicas(
+    host: Host, first: Path, credentials: Credentials, nats: str, env: dict[str, str]
+) -> None:
+    """Run ``REPLICATED`` on ``host``, its data directory given the credentials and token keys
+    of controller-1's (``first``)."""
+    data_dir = host.dir / "aiostack"
+    (data_dir / "keys" / "token").mkdir(parents=True, mode=0o700)
+    (data_dir / "credentials").mkdir(mode=0o700)
+    for name in REPLICATED:
+        write_private(data_dir / "credentials" / f"{name}.json", credentials.file(name).read_text())
+    keys = first / "keys" / "token"
+    for key in keys.iterdir():
+        if key.is_file():
+            write_private(data_dir / "keys" / "token" / key.name, key.read_bytes())
+    for name in REPLICATED:
+        options = {
+            "gateway": ["--listen", f"{host.address}:{GATEWAY_PORT}"],
+            "conductor": ["--task-timeout", str(TASK_TIMEOUT)],
+        }.get(name, [])
+        await host.start(
+            name,
+            [
+                *PYTHON, "run", name, *options, "--nats", nats, "--data-dir", str(data_dir),
+                "--credentials", str(data_dir / "credentials" / f"{name}.json"), "--log-level", "WARNING",
+            ],
+            env=env,
+        )  # fmt: skip
+
+
+async def wait_for_gateways(urls: Sequence[str], timeout: float = 60.0) -> None:
+    """Return once every gateway of ``urls`` answers its version document."""
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session, asyncio.timeout(timeout):
+        for url in urls:
+            while True:
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with session.get(url) as response:
+                        if response.status < 500:
+                            break
+                await asyncio.sleep(0.1)
 
 
 async def wait_for_hosts(nats: str, credentials: Path, names: Sequence[str], timeout: float = 120.0) -> None:
@@ -176,7 +246,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     wait.add_argument("--nats", required=True)
     wait.add_argument("--credentials", type=Path, required=True)
     wait.add_argument("hosts", nargs="+")
+    gateways = commands.add_parser("wait-for-gateways", help="wait until these gateways answer")
+    gateways.add_argument("urls", nargs="+")
     args = parser.parse_args(argv)
+    if args.command == "wait-for-gateways":
+        asyncio.run(wait_for_gateways(args.urls))
+        return 0
     if args.command == "wait-for-hosts":
         asyncio.run(wait_for_hosts(args.nats, args.credentials, args.hosts))
         return 0

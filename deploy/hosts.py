@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from bus.server import authorization_config, find_nats_server
+from deploy import postgres
 from deploy.privacy import write_private
 from deploy.run import stop_on_signals
 from deploy.tls import CertificateAuthority
@@ -57,8 +58,6 @@ SUBNET = ipaddress.IPv4Network("10.240.0.0/24")
 NATS_PORT = 4222
 ROUTE_PORT = 6222
 POSTGRES_PORT = 5432
-POSTGRES_BIN = Path("/usr/lib/postgresql/15/bin")
-"""Debian 12's PostgreSQL (the ``postgresql`` package)."""
 STOP_GRACE = 5.0
 """Seconds a process gets between SIGTERM and SIGKILL."""
 
@@ -118,6 +117,8 @@ class Host:
     address: str
     dir: Path
     processes: dict[str, asyncio.subprocess.Process] = field(default_factory=dict)
+    started: dict[str, tuple[list[str], dict[str, str] | None, str | None]] = field(default_factory=dict)
+    """How each process was started (argv, environment, user): what ``revive`` starts again."""
 
     def command(self, argv: Sequence[str], user: str | None = None) -> list[str]:
         """``argv`` as run inside this host (as ``user`` when given)."""
@@ -143,7 +144,25 @@ class Host:
         finally:
             os.close(output)
         self.processes[name] = process
+        self.started[name] = (list(argv), env, user)
         return process
+
+    async def kill(self) -> None:
+        """SIGKILL every process of this host at once, as when it loses power."""
+        while pids := _namespace_pids(self.namespace):
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            await asyncio.sleep(0.05)
+        for process in self.processes.values():
+            await process.wait()
+
+    async def revive(self) -> None:
+        """Start again, in the order first started, every process of this host that is not running."""
+        for name, (argv, env, user) in list(self.started.items()):
+            process = self.processes.get(name)
+            if process is None or process.returncode is not None:
+                await self.start(name, argv, env=env, user=user)
 
     async def run(
         self, *argv: str, timeout: float = 60.0, user: str | None = None, env: dict[str, str] | None = None
@@ -321,30 +340,16 @@ async def start_postgres(host: Host) -> Database:
     """initdb in ``<host dir>/postgres`` and run PostgreSQL on the host's address; a database
     ``aiostack`` owned by a role ``aiostack`` with a new password (in ``password``, 0600)."""
     data = host.dir / "postgres"
-    password = secrets.token_urlsafe(24)
-    shutil.chown(host.dir, "postgres", "postgres")
-    pwfile = host.dir / "password"
-    write_private(pwfile, password + "\n")
-    shutil.chown(pwfile, "postgres", "postgres")
-    await host.run(
-        str(POSTGRES_BIN / "initdb"), "-D", str(data), "-U", "aiostack", "--pwfile", str(pwfile),
-        "--auth-local=scram-sha-256", "--auth-host=scram-sha-256", "-E", "UTF8", "--no-instructions",
-        user="postgres",
-    )  # fmt: skip
+    password_file, password = postgres.prepare(host.dir)
+    await host.run(*postgres.initdb_argv(data, password_file), user=postgres.server_user())
     hba = data / "pg_hba.conf"
     hba.write_text(hba.read_text() + f"host all all {SUBNET} scram-sha-256\n")
-    await host.start(
-        "postgres",
-        [
-            str(POSTGRES_BIN / "postgres"), "-D", str(data), "-c", f"listen_addresses={host.address}",
-            "-c", f"port={POSTGRES_PORT}", "-c", f"unix_socket_directories={host.dir}",
-        ],
-        user="postgres",
-    )  # fmt: skip
+    argv = postgres.server_argv(data, listen=host.address, port=POSTGRES_PORT, socket_dir=host.dir)
+    await host.start("postgres", argv, user=postgres.server_user())
     await wait_listening(host, host.address, POSTGRES_PORT)
     await host.run(
-        str(POSTGRES_BIN / "psql"), "-h", host.address, "-p", str(POSTGRES_PORT), "-U", "aiostack",
-        "-d", "postgres", "-c", "CREATE DATABASE aiostack",
+        str(postgres.POSTGRES_BIN / "psql"), "-h", host.address, "-p", str(POSTGRES_PORT),
+        "-U", postgres.ROLE, "-d", "postgres", "-c", f"CREATE DATABASE {postgres.DATABASE}",
         env={**os.environ, "PGPASSWORD": password},
     )  # fmt: skip
     return Database(host.address, POSTGRES_PORT, password)

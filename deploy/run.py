@@ -94,7 +94,7 @@ def stop_on_signals() -> asyncio.Event:
 
 async def run_actor(args: argparse.Namespace) -> int:
     restrict_new_files()
-    config = Config(data_dir=args.data_dir, nats_url=args.nats, prefix=args.prefix)
+    config = Config(data_dir=args.data_dir, nats_url=args.nats, prefix=args.prefix, database=args.database)
     stop = stop_on_signals()
     name = f"node.{','.join(args.host or ['node-1'])}" if args.actor == "node" else args.actor
     try:

@@ -39,6 +39,7 @@ from deploy.clouds import write_client_files
 from deploy.credentials import ADMIN, Credentials, Principal, prepare, trust
 from deploy.privacy import make_private, restrict_new_files
 from node.testnode import write_test_node_file
+from runtime.config import DATABASE_VARIABLE
 
 log = logging.getLogger(__name__)
 
@@ -159,8 +160,9 @@ def child_specs(args: argparse.Namespace) -> list[ChildSpec]:
 
 
 def first_start_passwords(data_dir: Path) -> dict[str, str]:
-    """On first start, the admin and demo passwords (from the environment, else generated)."""
-    if (data_dir / "identity.sqlite").exists():
+    """On first start, the admin and demo passwords (from the environment, else generated): not
+    once identity's sqlite file or the client files (written with the passwords) exist."""
+    if (data_dir / "identity.sqlite").exists() or (data_dir / "clouds.yaml").exists():
         return {}
     return {
         f"AIOSTACK_{user.upper()}_PASSWORD": os.environ.get(f"AIOSTACK_{user.upper()}_PASSWORD")
@@ -263,12 +265,13 @@ async def up(args: argparse.Namespace) -> int:
     common = ["--nats", nats_url, "--data-dir", str(data_dir), "--prefix", args.prefix]
     passwords = first_start_passwords(data_dir)
     (data_dir / "gateway.url").unlink(missing_ok=True)
+    database = {DATABASE_VARIABLE: args.database} if args.database else {}
     children = [
         ChildProcess(
             spec,
             [*common, "--credentials", str(credentials.file(spec.name))],
             log_dir,
-            passwords if spec.name == "identity" else None,
+            {**database, **(passwords if spec.name == "identity" else {})},
         )
         for spec in specs
     ]

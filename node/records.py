@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Literal, TypedDict
 
 from bus import current_request_id
-from runtime.store import Store
+from runtime.store import SqliteStore
 
 MIGRATIONS = [
     """
@@ -45,7 +45,7 @@ class Records:
     """The node's store of domains and its per-instance bookkeeping (see the module's docstring)."""
 
     def __init__(self, path: Path) -> None:
-        self.store = Store(path, MIGRATIONS)
+        self.store = SqliteStore(path, MIGRATIONS)
         self.projects: dict[str, str] = {}
         """This node's domains (stored, or built since it started) and their projects."""
         self.request_ids: dict[str, str] = {}

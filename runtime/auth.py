@@ -69,7 +69,7 @@ cache listens (and drops what it names at once)."""
 class TokenValidation(ServiceAPI, address="identity"):
     """What every process asks the identity service: is this token valid, and whose is it."""
 
-    @call
+    @call(idempotent=True)
     async def validate(self, *, token: str) -> TokenInfo:
         """What a valid token says, with the user's current roles.
 

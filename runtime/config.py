@@ -8,6 +8,9 @@ from pathlib import Path
 
 from bus.bus import DEFAULT_PREFIX
 
+DATABASE_VARIABLE = "AIOSTACK_DATABASE"
+"""The environment variable that may name the PostgreSQL DSN (``Config.database``)."""
+
 
 def default_data_dir() -> Path:
     base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
@@ -21,6 +24,8 @@ class Config:
     data_dir: Path
     nats_url: str
     prefix: str = DEFAULT_PREFIX
+    database: str | None = None
+    """A PostgreSQL DSN the stateful actors share (a cluster); None: a sqlite file each."""
 
     def store_path(self, name: str) -> Path:
         """The sqlite file of one actor (``<data_dir>/<name>.sqlite``)."""

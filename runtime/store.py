@@ -1,73 +1,214 @@
-"""One actor's sqlite store: a file under the data directory, schema versioned by migrations.
+"""One actor's store: its tables, on sqlite (one machine, the default) or PostgreSQL (a cluster's
+controllers share one database), schema versioned by migrations.
 
-Each actor keeps its own ``Store`` and no actor reads another's. Statements run on
-aiosqlite's thread; ``transaction()`` holds the store's lock and a ``BEGIN IMMEDIATE``
-so a read-check-write (a claim, an IP allocation) is atomic, also against other
-processes that open the same file (replicas of one actor). Every statement is one hop to
-aiosqlite's thread, so hot paths prefer one statement (``UPDATE ... RETURNING``) to a
-transaction of several.
+Each actor keeps its own store and no actor reads another's. Code speaks to a ``Db``: the store
+itself (each statement its own transaction) or the one ``transaction()`` yields. Statements are
+written once, in the SQL both backends run, with ``?`` or ``:name`` parameters; where the two
+differ (a migration converting old rows, a trigger) a ``Migration`` gives each its own text.
+PostgreSQL types a parameter by its first use, so that use must tell: ``(name = :name OR :name
+IS NULL)``, not the other way round; ``IS NOT DISTINCT FROM ?``, not sqlite's ``IS ?``; a
+condition is boolean (``shared = 1``, ``1 = 1``), not a bare integer.
+
+A ``transaction()`` is the store's only writer while it runs, against every process that opens
+the same store (replicas of one actor, on one machine or on every controller), so a
+read-check-write (a claim, an IP allocation) is atomic: on sqlite a ``BEGIN IMMEDIATE``; on
+PostgreSQL an advisory lock on the store, taken by the transaction and released with it. A
+statement outside a transaction that writes takes the same lock; reads take none.
+
+On PostgreSQL each store is a schema (its name) in the shared database. Tables keep sqlite's
+meaning: ``INTEGER`` is 64-bit, ``REAL`` double precision, and each table has sqlite's implicit
+``rowid`` (insertion order, left out of ``*`` as sqlite does); PostgreSQL is given sqlite's
+``json_group_array`` and ``json_object`` (two pairs) so queries read the same on both.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import re
 import sqlite3
-from collections.abc import AsyncIterator, Iterable, Sequence
-from contextlib import asynccontextmanager
+import zlib
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
-from typing import Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, overload
+from urllib.parse import parse_qs, urlsplit
 
 import aiosqlite
 import orjson
 
+if TYPE_CHECKING:
+    import asyncpg
+
+    from runtime.config import Config
+
 log = logging.getLogger(__name__)
 
-Params = Sequence[Any] | dict[str, Any]
+Params = Sequence[Any] | Mapping[str, Any]
 Row = TypeVar("Row")
 
 
-class Store:
-    """``MIGRATIONS[i]`` takes the schema from version i to i+1 (``PRAGMA user_version``)."""
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """A schema step written for each backend, where their SQL differs."""
 
-    def __init__(self, path: Path | str, migrations: Sequence[str]) -> None:
-        self.path = Path(path)
+    sqlite: str
+    postgresql: str
+
+
+Step = str | Migration
+
+
+class ConstraintViolation(Exception):
+    """A statement broke a constraint (unique, foreign key, check): nothing of it was kept."""
+
+
+class Db(ABC):
+    """Statements on one store."""
+
+    dialect: ClassVar[str]
+
+    @abstractmethod
+    async def execute(self, sql: str, params: Params = ()) -> int:
+        """Run one statement; return the number of rows it changed."""
+
+    @abstractmethod
+    async def executemany(self, sql: str, rows: Iterable[Params]) -> None:
+        """Run one statement once per row of parameters."""
+
+    @abstractmethod
+    async def _rows(self, sql: str, params: Params) -> list[dict[str, Any]]: ...
+
+    @overload
+    async def fetchone(self, sql: str, params: Params = ()) -> dict[str, Any] | None: ...
+    @overload
+    async def fetchone(self, sql: str, params: Params = (), *, row: type[Row]) -> Row | None: ...
+    async def fetchone(self, sql: str, params: Params = (), *, row: Any = None) -> Any:
+        """The first row. ``row`` names the TypedDict the statement's columns make (for the type
+        checker: rows are dicts either way)."""
+        rows = await self._rows(sql, params)
+        return rows[0] if rows else None
+
+    @overload
+    async def fetchall(self, sql: str, params: Params = ()) -> list[dict[str, Any]]: ...
+    @overload
+    async def fetchall(self, sql: str, params: Params = (), *, row: type[Row]) -> list[Row]: ...
+    async def fetchall(self, sql: str, params: Params = (), *, row: Any = None) -> Any:
+        """Every row; ``row`` as for ``fetchone``."""
+        return await self._rows(sql, params)
+
+
+class Store(Db):
+    """An actor's tables. ``migrations[i]`` takes the schema from version i to i+1."""
+
+    def __init__(self, name: str, migrations: Sequence[Step]) -> None:
+        self.name = name
         self.migrations = migrations
-        self._db: aiosqlite.Connection | None = None
+
+    @property
+    @abstractmethod
+    def location(self) -> str:
+        """Where the store's rows are (no password): its file, or its database and schema."""
+
+    @abstractmethod
+    async def open(self) -> None:
+        """Connect and bring the schema to the latest version."""
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    @abstractmethod
+    def transaction(self) -> AbstractAsyncContextManager[Db]:
+        """The store's only writer while it runs; commits on success, rolls back on error."""
+
+    def steps(self) -> Iterator[tuple[int, list[str]]]:
+        """Each migration's number and statements, in this store's dialect."""
+        for number, step in enumerate(self.migrations):
+            script = step if isinstance(step, str) else getattr(step, self.dialect)
+            yield number, [part.strip() for part in script.split(";") if part.strip()]
+
+
+def open_store(config: Config, name: str, migrations: Sequence[Step]) -> Store:
+    """The store of actor ``name``: a schema of the shared PostgreSQL database when the config
+    names one, a sqlite file in the data directory otherwise. Call ``open()`` before use."""
+    if config.database:
+        return PostgresStore(config.database, name, migrations)
+    return SqliteStore(config.store_path(name), migrations)
+
+
+# --- sqlite -------------------------------------------------------------------------------------
+
+
+class _SqliteDb(Db):
+    dialect = "sqlite"
+
+    def __init__(self, connection: aiosqlite.Connection) -> None:
+        self.connection = connection
+
+    async def execute(self, sql: str, params: Params = ()) -> int:
+        with _sqlite_constraints():
+            async with self.connection.execute(sql, params) as cursor:
+                return cursor.rowcount
+
+    async def executemany(self, sql: str, rows: Iterable[Params]) -> None:
+        with _sqlite_constraints():
+            await self.connection.executemany(sql, rows)
+
+    async def _rows(self, sql: str, params: Params) -> list[dict[str, Any]]:
+        """Execute and fetch together: one hop to aiosqlite's thread."""
+        with _sqlite_constraints():
+            return [dict(found) for found in await self.connection.execute_fetchall(sql, params)]
+
+
+class SqliteStore(Store):
+    """A sqlite file (WAL). Statements run on aiosqlite's thread, one at a time (the store's lock)."""
+
+    dialect = "sqlite"
+
+    def __init__(self, path: Path | str, migrations: Sequence[Step]) -> None:
+        super().__init__(Path(path).stem, migrations)
+        self.path = Path(path)
+        self._db: _SqliteDb | None = None
         self._lock = asyncio.Lock()
+
+    @property
+    def location(self) -> str:
+        return str(self.path)
 
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = await aiosqlite.connect(self.path, isolation_level=None, timeout=30)
-        self._db.row_factory = sqlite3.Row
+        connection = await aiosqlite.connect(self.path, isolation_level=None, timeout=30)
+        connection.row_factory = sqlite3.Row
         for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON", "busy_timeout=30000"):
-            await self._db.execute(f"PRAGMA {pragma}")
-        await self._migrate()
+            await connection.execute(f"PRAGMA {pragma}")
+        self._db = _SqliteDb(connection)
+        async with self.transaction() as db:
+            (row,) = await db.fetchall("PRAGMA user_version")
+            version = int(row["user_version"])
+            for number, statements in self.steps():
+                if number >= version:
+                    for statement in statements:
+                        await db.execute(statement)
+                    await db.execute(f"PRAGMA user_version = {number + 1}")
+                    log.info("store %s migrated to schema version %d", self.path.name, number + 1)
 
     async def close(self) -> None:
         if self._db is not None:
             db, self._db = self._db, None
-            await db.close()
+            await db.connection.close()
 
     @property
-    def db(self) -> aiosqlite.Connection:
+    def db(self) -> _SqliteDb:
         if self._db is None:
             raise RuntimeError(f"store {self.path} is not open")
         return self._db
 
-    async def _migrate(self) -> None:
-        async with self.transaction() as db:
-            (row,) = await db.execute_fetchall("PRAGMA user_version")
-            version = int(row[0])
-            for number, script in enumerate(self.migrations[version:], start=version):
-                for statement in _statements(script):
-                    await db.execute(statement)
-                await db.execute(f"PRAGMA user_version = {number + 1}")
-                log.info("store %s migrated to schema version %d", self.path.name, number + 1)
-
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
-        """An immediate (write-locked) transaction; commits on success, rolls back on error."""
+    async def transaction(self) -> AsyncIterator[Db]:
         async with self._lock:
             db = self.db
             await db.execute("BEGIN IMMEDIATE")
@@ -78,54 +219,220 @@ class Store:
                 await db.execute("ROLLBACK")
                 raise
 
-    @overload
-    async def fetchone(self, sql: str, params: Params = ()) -> dict[str, Any] | None: ...
-    @overload
-    async def fetchone(self, sql: str, params: Params = (), *, row: type[Row]) -> Row | None: ...
-    async def fetchone(self, sql: str, params: Params = (), *, row: Any = None) -> Any:
-        """The first row (one thread hop: execute and fetch together). ``row`` names the TypedDict the
-        statement's columns make (for the type checker: rows are dicts either way)."""
+    async def execute(self, sql: str, params: Params = ()) -> int:
         async with self._lock:
-            rows = list(await self.db.execute_fetchall(sql, params))
-        return dict(rows[0]) if rows else None
+            return await self.db.execute(sql, params)
 
-    @overload
-    async def fetchall(self, sql: str, params: Params = ()) -> list[dict[str, Any]]: ...
-    @overload
-    async def fetchall(self, sql: str, params: Params = (), *, row: type[Row]) -> list[Row]: ...
-    async def fetchall(self, sql: str, params: Params = (), *, row: Any = None) -> Any:
-        """Every row; ``row`` as for ``fetchone``."""
+    async def executemany(self, sql: str, rows: Iterable[Params]) -> None:
+        async with self.transaction() as db:
+            await db.executemany(sql, rows)
+
+    async def _rows(self, sql: str, params: Params) -> list[dict[str, Any]]:
         async with self._lock:
-            rows = await self.db.execute_fetchall(sql, params)
-        return [dict(found) for found in rows]
+            return await self.db._rows(sql, params)
+
+
+@contextmanager
+def _sqlite_constraints() -> Iterator[None]:
+    try:
+        yield
+    except sqlite3.IntegrityError as exc:
+        raise ConstraintViolation(str(exc)) from None
+
+
+# --- PostgreSQL ---------------------------------------------------------------------------------
+
+LOCK_SPACE = 0x41494F53
+"""The first key of every store's advisory lock ("AIOS"); the second is the store's."""
+POOL_SIZE = 4
+"""Connections one process keeps to the database per store."""
+
+_COMPATIBLE = [
+    "CREATE OR REPLACE AGGREGATE json_group_array(anyelement)"
+    " (SFUNC = json_agg_transfn, STYPE = internal, FINALFUNC = json_agg_finalfn)",
+    "CREATE OR REPLACE FUNCTION json_object(k1 text, v1 anyelement, k2 text, v2 anyelement) RETURNS json"
+    " LANGUAGE sql IMMUTABLE AS $$ SELECT json_build_object(k1, v1, k2, v2) $$",
+]
+"""sqlite's JSON functions the stores use, given to PostgreSQL."""
+
+
+class _PostgresDb(Db):
+    dialect = "postgresql"
+
+    def __init__(self, connection: asyncpg.Connection) -> None:
+        self.connection = connection
 
     async def execute(self, sql: str, params: Params = ()) -> int:
-        """Run one statement in its own transaction; return the number of rows it changed."""
-        async with self._lock, self.db.execute(sql, params) as cursor:
-            return cursor.rowcount
+        text, arguments = _postgresql(sql, params)
+        with _postgres_constraints():
+            status = await self.connection.execute(text, *arguments)
+        count = status.rsplit(" ", 1)[-1]
+        return int(count) if count.isdigit() else 0
+
+    async def executemany(self, sql: str, rows: Iterable[Params]) -> None:
+        batches = [_postgresql(sql, params) for params in rows]
+        if batches:
+            with _postgres_constraints():
+                await self.connection.executemany(batches[0][0], [arguments for _, arguments in batches])
+
+    async def _rows(self, sql: str, params: Params) -> list[dict[str, Any]]:
+        text, arguments = _postgresql(sql, params)
+        with _postgres_constraints():
+            return [_row(record) for record in await self.connection.fetch(text, *arguments)]
 
 
-@overload
-async def fetchone(db: aiosqlite.Connection, sql: str, params: Params = ()) -> dict[str, Any] | None: ...
-@overload
-async def fetchone(
-    db: aiosqlite.Connection, sql: str, params: Params = (), *, row: type[Row]
-) -> Row | None: ...
-async def fetchone(db: aiosqlite.Connection, sql: str, params: Params = (), *, row: Any = None) -> Any:
-    """``Store.fetchone`` inside a ``transaction()``."""
-    rows = list(await db.execute_fetchall(sql, params))
-    return dict(rows[0]) if rows else None
+class PostgresStore(Store):
+    """The schema ``name`` of a PostgreSQL database (asyncpg, a small pool per process)."""
+
+    dialect = "postgresql"
+
+    def __init__(self, dsn: str, name: str, migrations: Sequence[Step]) -> None:
+        if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+            raise ValueError(f"a store's name makes a schema: {name!r} is not a plain lower-case name")
+        super().__init__(name, migrations)
+        self.dsn = dsn
+        self.lock_key = zlib.crc32(name.encode()) & 0x7FFFFFFF
+        self._pool: asyncpg.Pool | None = None
+
+    @property
+    def location(self) -> str:
+        where = urlsplit(self.dsn)
+        host = where.hostname or parse_qs(where.query).get("host", [""])[0]
+        return f"{host}:{where.port or 5432}{where.path} schema {self.name}"
+
+    async def open(self) -> None:
+        import asyncpg
+
+        self._pool = await asyncpg.create_pool(
+            self.dsn, min_size=1, max_size=POOL_SIZE, server_settings={"search_path": self.name}
+        )
+        async with self.transaction() as db:
+            await db.execute(f"CREATE SCHEMA IF NOT EXISTS {self.name}")
+            await db.execute("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)")
+            found = await db.fetchone("SELECT version FROM schema_version")
+            if found is None:
+                await db.execute("INSERT INTO schema_version (version) VALUES (0)")
+            for statement in _COMPATIBLE:
+                await db.execute(statement)
+            version = found["version"] if found else 0
+            for number, statements in self.steps():
+                if number >= version:
+                    for statement in statements:
+                        await db.execute(statement)
+                    await db.execute("UPDATE schema_version SET version = ?", (number + 1,))
+                    log.info("store %s migrated to schema version %d", self.name, number + 1)
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            await pool.close()
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise RuntimeError(f"store {self.name} is not open")
+        return self._pool
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Db]:
+        async with self.pool.acquire() as connection, connection.transaction():
+            await connection.execute("SELECT pg_advisory_xact_lock($1, $2)", LOCK_SPACE, self.lock_key)
+            yield _PostgresDb(connection)
+
+    async def execute(self, sql: str, params: Params = ()) -> int:
+        async with self.transaction() as db:
+            return await db.execute(sql, params)
+
+    async def executemany(self, sql: str, rows: Iterable[Params]) -> None:
+        async with self.transaction() as db:
+            await db.executemany(sql, rows)
+
+    async def _rows(self, sql: str, params: Params) -> list[dict[str, Any]]:
+        if _writes(sql):
+            async with self.transaction() as db:
+                return await db._rows(sql, params)
+        async with self.pool.acquire() as connection:
+            return await _PostgresDb(connection)._rows(sql, params)
 
 
-@overload
-async def fetchall(db: aiosqlite.Connection, sql: str, params: Params = ()) -> list[dict[str, Any]]: ...
-@overload
-async def fetchall(
-    db: aiosqlite.Connection, sql: str, params: Params = (), *, row: type[Row]
-) -> list[Row]: ...
-async def fetchall(db: aiosqlite.Connection, sql: str, params: Params = (), *, row: Any = None) -> Any:
-    """``Store.fetchall`` inside a ``transaction()``."""
-    return [dict(found) for found in await db.execute_fetchall(sql, params)]
+def _writes(sql: str) -> bool:
+    return sql.lstrip()[:6].upper() in {"INSERT", "UPDATE", "DELETE"}
+
+
+@contextmanager
+def _postgres_constraints() -> Iterator[None]:
+    import asyncpg
+
+    try:
+        yield
+    except asyncpg.IntegrityConstraintViolationError as exc:
+        raise ConstraintViolation(str(exc)) from None
+
+
+def _row(record: asyncpg.Record) -> dict[str, Any]:
+    """A row as sqlite gives it: no ``rowid`` unless asked by another name, sums as numbers."""
+    row = {}
+    for key, value in record.items():
+        if key == "rowid":
+            continue
+        if type(value) is Decimal:
+            value = int(value) if value == value.to_integral_value() else float(value)
+        row[key] = value
+    return row
+
+
+def _postgresql(sql: str, params: Params) -> tuple[str, list[Any]]:
+    """The statement in PostgreSQL's words and its arguments in ``$n`` order."""
+    text, names = _translate(sql)
+    if isinstance(params, Mapping):
+        return text, [params[name] for name in names]
+    return text, list(params)
+
+
+_PARAMETER = re.compile(r"'(?:[^']|'')*'|\"[^\"]*\"|\?|(?<!:):([A-Za-z_][A-Za-z0-9_]*)")
+_DDL_TYPES = [
+    (
+        re.compile(r"\bINTEGER PRIMARY KEY AUTOINCREMENT\b", re.I),
+        "BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY",
+    ),
+    (re.compile(r"\bINTEGER\b", re.I), "BIGINT"),
+    (re.compile(r"\bREAL\b", re.I), "DOUBLE PRECISION"),
+]
+
+
+@functools.lru_cache(maxsize=4096)
+def _translate(sql: str) -> tuple[str, tuple[str, ...]]:
+    """``?`` and ``:name`` made ``$n`` (the names in order), and a table's definition given
+    sqlite's types and implicit ``rowid``."""
+    names: list[str] = []
+    positional = 0
+
+    def number(match: re.Match[str]) -> str:
+        nonlocal positional
+        token = match.group(0)
+        if token == "?":
+            positional += 1
+            return f"${positional}"
+        name = match.group(1)
+        if name is None:
+            return token
+        if name not in names:
+            names.append(name)
+        return f"${names.index(name) + 1}"
+
+    text = _PARAMETER.sub(number, sql)
+    head = text.lstrip()[:12].upper()
+    if head.startswith(("CREATE TABLE", "ALTER TABLE")):
+        for pattern, replacement in _DDL_TYPES:
+            text = pattern.sub(replacement, text)
+        if head.startswith("CREATE TABLE"):
+            stripped = re.sub(r"\)\s*WITHOUT ROWID\s*$", ")", text.rstrip(), flags=re.I)
+            if stripped == text.rstrip():
+                end = text.rindex(")")
+                text = text[:end] + ", rowid BIGINT GENERATED ALWAYS AS IDENTITY" + text[end:]
+            else:
+                text = stripped
+    return text, tuple(names)
 
 
 def to_json(value: Any) -> str:
@@ -135,7 +442,3 @@ def to_json(value: Any) -> str:
 
 def from_json(text: str | None, default: Any = None) -> Any:
     return orjson.loads(text) if text else default
-
-
-def _statements(script: str) -> Iterable[str]:
-    return (part.strip() for part in script.split(";") if part.strip())

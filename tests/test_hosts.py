@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from deploy.hosts import POSTGRES_BIN, HarnessError, Hosts, build, harness_dirs, harness_namespaces
+from deploy.hosts import HarnessError, Hosts, build, harness_dirs, harness_namespaces
+from deploy.postgres import POSTGRES_BIN
 
 NATS_PROBE = """
 import asyncio, json, sys

@@ -29,7 +29,7 @@ from actors.conductor.watch import TaskWatch
 from bus import Actor, Bus
 from runtime.config import Config
 from runtime.states import TaskState
-from runtime.store import Store
+from runtime.store import open_store
 
 
 class ConductorActor(Actor):
@@ -47,7 +47,7 @@ class ConductorActor(Actor):
         max_build_attempts: int = 3,
     ) -> None:
         super().__init__(bus)
-        self.store = Store(config.store_path("conductor"), MIGRATIONS)
+        self.store = open_store(config, "conductor", MIGRATIONS)
         self.core = Core(bus, self.store, self.spawn, task_timeout=task_timeout, ack_timeout=ack_timeout)
         self.builder = Builder(
             self.core, schedule_timeout=schedule_timeout, max_build_attempts=max_build_attempts

@@ -77,7 +77,8 @@ class Builder(ServerCreation, NodeBuilds):
         user_data: str | None = None,
         block_devices: list[BlockDevice] | None = None,
     ) -> Instance:
-        """Record a new instance (BUILD) and start building it; answers at once.
+        """Record a new instance (BUILD) and start building it; answers at once. The same request
+        asked again (its reply lost, ``api.conductor``'s resend) answers the instance it made.
 
         :raises InvalidRequest: an unknown flavor, image, key pair, network, port or volume, an
             image not active, a volume not available, a network entry with no uuid or port.
@@ -126,6 +127,9 @@ class Builder(ServerCreation, NodeBuilds):
             "tried_hosts": "[]",
         }
         async with self.core.store.transaction() as db:
+            asked = await self.core.asked_already(Action.CREATE, db=db)
+            if asked is not None:  # this request, sent again: its reply was lost
+                return view(asked)
             columns = ", ".join(row)
             await db.execute(
                 f"INSERT INTO instances ({columns}) VALUES ({', '.join(':' + key for key in row)})", row

@@ -16,8 +16,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import aiosqlite
-
 from actors.conductor.schema import InstanceRow, states_of, task_state_of, view, vm_state_of
 from actors.conductor.states import ACTION_OF_TASK, Action, Change, Trigger, status_of, transition
 from api.conductor import Cause, Fault, HostStatus, Instance, InstanceChange
@@ -31,7 +29,7 @@ from runtime.context import caller, check_visible
 from runtime.events import publish_event
 from runtime.stamps import utcnow
 from runtime.states import TaskState
-from runtime.store import Store
+from runtime.store import Db, Store
 
 log = logging.getLogger(__name__)
 
@@ -215,8 +213,8 @@ class Core:
         changes |= {"updated_at": now, "progress_at": time.time()}
         assignments = ", ".join(f"{column} = ?" for column in changes)
         return await self.store.fetchone(
-            f"UPDATE instances SET {assignments} WHERE uuid = ? AND deleted = 0"
-            " AND vm_state = ? AND task_state IS ? AND host IS ? RETURNING *",
+            f"UPDATE instances SET {assignments} WHERE uuid = ? AND deleted = 0 AND vm_state = ?"
+            " AND task_state IS NOT DISTINCT FROM ? AND host IS NOT DISTINCT FROM ? RETURNING *",
             [*changes.values(), row["uuid"], row["vm_state"], row["task_state"], row["host"]],
             row=InstanceRow,
         )
@@ -225,20 +223,22 @@ class Core:
         """The instance made progress in its task (a resend, a retry): its deadline starts again."""
         await self.store.execute(
             "UPDATE instances SET updated_at = ?, progress_at = ? WHERE uuid = ? AND deleted = 0"
-            " AND task_state IS ?",
+            " AND task_state IS NOT DISTINCT FROM ?",
             (utcnow(), time.time(), instance_uuid, task_state),
         )
 
     async def begin(self, instance_uuid: str, action: Action) -> tuple[InstanceRow, bool]:
         """Start ``action``: set the task it runs under, record it, publish ``instance.<task_state>``.
 
-        Returns the instance and whether it started now (False: a delete asked again, which
-        finds its task running).
+        Returns the instance and whether it started now (False: the same request sent again, or
+        a delete asked again, which finds its task running).
 
         :raises NotFound: no such instance, or another project's.
         :raises Conflict: the instance's states do not allow the action.
         """
         row = await self.row(instance_uuid)
+        if await self.asked_already(action, instance_uuid) is not None:
+            return row, False  # this request, sent again: its reply was lost
         change = self.require(row, action)
         if change.task_state == row["task_state"]:
             return row, False
@@ -313,13 +313,30 @@ class Core:
 
     # -- the actions log ------------------------------------------------------------------
 
+    async def asked_already(
+        self, action: Action, instance_uuid: str | None = None, *, db: Db | None = None
+    ) -> InstanceRow | None:
+        """The instance this request (its id, the caller's project) already started ``action`` on
+        (on ``instance_uuid`` when given), None when it did not."""
+        ctx = caller()
+        request_id = current_request_id()
+        if request_id is None or ctx is None:
+            return None
+        return await (db or self.store).fetchone(
+            "SELECT i.* FROM instance_actions a JOIN instances i ON i.uuid = a.instance_uuid"
+            " WHERE a.request_id = ? AND a.action = ? AND a.project_id IS NOT DISTINCT FROM ?"
+            " AND (i.uuid = ? OR CAST(? AS TEXT) IS NULL)",
+            (request_id, action, ctx.project_id, instance_uuid, instance_uuid),
+            row=InstanceRow,
+        )
+
     async def start_action(
         self,
         instance_uuid: str,
         action: Action,
         *,
         finished: bool = False,
-        db: aiosqlite.Connection | None = None,
+        db: Db | None = None,
     ) -> None:
         """Record an action the caller starts (``db``: inside that transaction)."""
         ctx = caller()

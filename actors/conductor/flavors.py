@@ -20,7 +20,7 @@ async def add_default_flavors(store: Store) -> None:
     """Make the default flavors that are missing."""
     async with store.transaction() as db:
         await db.executemany(
-            "INSERT OR IGNORE INTO flavors (id, name, vcpus, ram, disk) VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO flavors (id, name, vcpus, ram, disk) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
             DEFAULT_FLAVORS,
         )
 

@@ -25,7 +25,7 @@ def status_condition(status: str) -> tuple[str, list[Any]]:
             return "(vm_state = ? AND task_state = ?)", [VmState.ACTIVE, task_state]
     vm_states = [vm_state for vm_state, shown in STATUS.items() if shown == status]
     if not vm_states:
-        return "0", []
+        return "1 = 0", []
     (vm_state,) = vm_states
     if vm_state is VmState.ACTIVE:  # but the active ones showing a task's status
         marks = ", ".join("?" * len(TASK_STATUS))

@@ -19,7 +19,7 @@ from api.conductor import Keypair, Keypairs, NewKeypair
 from bus import Conflict, InvalidRequest, NotFound
 from runtime.context import require_caller
 from runtime.stamps import utcnow
-from runtime.store import Store, fetchone
+from runtime.store import Store
 
 MIGRATION = """
     CREATE TABLE keypairs (
@@ -85,7 +85,7 @@ class KeypairBook(Keypairs):
             "created_at": utcnow(),
         }
         async with self.store.transaction() as db:
-            if await fetchone(db, "SELECT 1 FROM keypairs WHERE user_id = ? AND name = ?", (user_id, name)):
+            if await db.fetchone("SELECT 1 FROM keypairs WHERE user_id = ? AND name = ?", (user_id, name)):
                 raise Conflict(f"Key pair '{name}' already exists.")
             await db.execute(
                 "INSERT INTO keypairs (user_id, name, public_key, fingerprint, type, created_at)"

@@ -8,9 +8,24 @@ from actors.conductor.keypairs import MIGRATION as KEYPAIRS_MIGRATION
 from actors.conductor.states import status_of
 from api.conductor import Instance
 from runtime.states import PowerState, TaskState, VmState
-from runtime.store import from_json
+from runtime.store import Migration, Step, from_json
 
-MIGRATIONS = [
+_TASK_SUPERVISION = """
+    ALTER TABLE instances ADD COLUMN progress_at REAL NOT NULL DEFAULT 0;
+    ALTER TABLE instances ADD COLUMN task_sent_at REAL;
+    ALTER TABLE instances ADD COLUMN task_acked INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE instances ADD COLUMN task_sends INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE instances ADD COLUMN build_attempts INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE instances ADD COLUMN tried_hosts TEXT NOT NULL DEFAULT '[]';
+    UPDATE instances SET progress_at = {now};
+    CREATE INDEX instances_task ON instances(deleted, task_state);
+    CREATE TABLE instance_action_events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, action_id INTEGER NOT NULL, event TEXT NOT NULL,
+        host TEXT, time TEXT NOT NULL, result TEXT NOT NULL, details TEXT);
+    CREATE INDEX instance_action_events_action ON instance_action_events(action_id);
+"""
+
+MIGRATIONS: list[Step] = [
     """
     CREATE TABLE flavors (
         id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, vcpus INTEGER NOT NULL, ram INTEGER NOT NULL,
@@ -39,24 +54,18 @@ MIGRATIONS = [
     # 3: task supervision (watch.py): when the instance last made progress, whether the node took
     # the task's cast, how often it was sent, the build attempts and the hosts tried; the steps of
     # each action (Nova's instance_actions_events).
-    """
-    ALTER TABLE instances ADD COLUMN progress_at REAL NOT NULL DEFAULT 0;
-    ALTER TABLE instances ADD COLUMN task_sent_at REAL;
-    ALTER TABLE instances ADD COLUMN task_acked INTEGER NOT NULL DEFAULT 0;
-    ALTER TABLE instances ADD COLUMN task_sends INTEGER NOT NULL DEFAULT 0;
-    ALTER TABLE instances ADD COLUMN build_attempts INTEGER NOT NULL DEFAULT 0;
-    ALTER TABLE instances ADD COLUMN tried_hosts TEXT NOT NULL DEFAULT '[]';
-    UPDATE instances SET progress_at = CAST(strftime('%s', 'now') AS REAL);
-    CREATE INDEX instances_task ON instances(deleted, task_state);
-    CREATE TABLE instance_action_events (
-        id INTEGER PRIMARY KEY AUTOINCREMENT, action_id INTEGER NOT NULL, event TEXT NOT NULL,
-        host TEXT, time TEXT NOT NULL, result TEXT NOT NULL, details TEXT);
-    CREATE INDEX instance_action_events_action ON instance_action_events(action_id);
-    """,
+    Migration(
+        sqlite=_TASK_SUPERVISION.format(now="CAST(strftime('%s', 'now') AS REAL)"),
+        postgresql=_TASK_SUPERVISION.format(now="extract(epoch FROM now())"),
+    ),
     KEYPAIRS_MIGRATION,
     # 5: admins' all-projects pages walk every live instance newest first
     """
     CREATE INDEX instances_listing ON instances(deleted, created_at, uuid);
+    """,
+    # 6: a request sent again finds what it started (``Core.asked_already``)
+    """
+    CREATE INDEX instance_actions_request ON instance_actions(request_id);
     """,
 ]
 

@@ -35,7 +35,7 @@ from actors.identity.throttle import PasswordChecks, Throttling
 from actors.identity.tokens import TokenService
 from bus import Actor, Bus, request_scope
 from runtime.config import Config
-from runtime.store import Store
+from runtime.store import open_store
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +135,7 @@ class IdentityActor(Actor):
     ) -> None:
         super().__init__(bus)
         self.shared = IdentityState(
-            store=Store(config.store_path("identity"), MIGRATIONS),
+            store=open_store(config, "identity", MIGRATIONS),
             bus=bus,
             keys=KeyRepository(config.data_dir / "keys" / "token", max_active_keys),
             token_ttl=token_ttl,
@@ -165,7 +165,8 @@ class IdentityActor(Actor):
             return
         for role in DEFAULT_ROLES:
             await store.execute(
-                "INSERT OR IGNORE INTO roles (id, name) VALUES (?, ?)", (os.urandom(16).hex(), role)
+                "INSERT INTO roles (id, name) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                (os.urandom(16).hex(), role),
             )
         for user in (
             BootstrapUser(

@@ -115,7 +115,7 @@ class AdminService(IdentityAdmin):
         self.state.require_admin()
         rows = await self.store.fetchall(
             f"SELECT {PROJECT_COLUMNS} FROM projects"
-            " WHERE (:name IS NULL OR name = :name) AND (:enabled IS NULL OR enabled = :enabled)"
+            " WHERE (name = :name OR :name IS NULL) AND (enabled = :enabled OR :enabled IS NULL)"
             " ORDER BY name",
             {"name": name, "enabled": enabled},
         )
@@ -194,7 +194,7 @@ class AdminService(IdentityAdmin):
         self.state.require_admin()
         rows = await self.store.fetchall(
             f"SELECT {USER_COLUMNS} FROM users"
-            " WHERE (:name IS NULL OR name = :name) AND (:enabled IS NULL OR enabled = :enabled)"
+            " WHERE (name = :name OR :name IS NULL) AND (enabled = :enabled OR :enabled IS NULL)"
             " ORDER BY name",
             {"name": name, "enabled": enabled},
         )
@@ -264,7 +264,7 @@ class AdminService(IdentityAdmin):
     async def list_groups(self, *, name: str | None = None) -> list[Group]:
         self.state.require_admin()
         return await self.store.fetchall(
-            f"SELECT {GROUP_COLUMNS} FROM user_groups WHERE (:name IS NULL OR name = :name) ORDER BY name",
+            f"SELECT {GROUP_COLUMNS} FROM user_groups WHERE (name = :name OR :name IS NULL) ORDER BY name",
             {"name": name},
             row=Group,
         )
@@ -301,7 +301,7 @@ class AdminService(IdentityAdmin):
     async def add_user_to_group(self, *, group_id: str, user_id: str) -> None:
         self.state.require_admin()
         await self.store.execute(
-            "INSERT OR IGNORE INTO group_members (group_id, user_id) VALUES (?, ?)",
+            "INSERT INTO group_members (group_id, user_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
             await self._member(group_id, user_id),
         )
 
@@ -350,7 +350,7 @@ class AdminService(IdentityAdmin):
     async def list_roles(self, *, name: str | None = None) -> list[Role]:
         self.state.require_admin()
         return await self.store.fetchall(
-            f"SELECT {ROLE_COLUMNS} FROM roles WHERE (:name IS NULL OR name = :name) ORDER BY name",
+            f"SELECT {ROLE_COLUMNS} FROM roles WHERE (name = :name OR :name IS NULL) ORDER BY name",
             {"name": name},
             row=Role,
         )
@@ -392,7 +392,7 @@ class AdminService(IdentityAdmin):
         project_row = await self.state.find("projects", project, "id")
         role_row = await self.state.find("roles", role, "id")
         await self.store.execute(
-            f"INSERT OR IGNORE INTO {table} ({column}, project_id, role_id) VALUES (?, ?, ?)",
+            f"INSERT INTO {table} ({column}, project_id, role_id) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
             (target_id, project_row["id"], role_row["id"]),
         )
 
@@ -419,7 +419,9 @@ class AdminService(IdentityAdmin):
         if role_id is not None:
             role_id = (await self.state.find("roles", role_id, "id"))["id"]
         params = {"user": user_id, "group": group_id, "project": project_id, "role": role_id}
-        common = "(:project IS NULL OR a.project_id = :project) AND (:role IS NULL OR a.role_id = :role)"
+        common = (
+            f"({_absent('project')} OR a.project_id = :project) AND ({_absent('role')} OR a.role_id = :role)"
+        )
         # each branch's columns: role_id, role_name, project_id, project_name, user_id, user_name,
         # group_id, group_name, via_group
         users = (
@@ -427,7 +429,7 @@ class AdminService(IdentityAdmin):
             " a.user_id, u.name AS user_name, NULL AS group_id, NULL AS group_name, NULL AS via_group"
             " FROM assignments a JOIN roles r ON r.id = a.role_id JOIN projects p ON p.id = a.project_id"
             " JOIN users u ON u.id = a.user_id"
-            f" WHERE {common} AND (:user IS NULL OR a.user_id = :user) AND :group IS NULL"
+            f" WHERE {common} AND ({_absent('user')} OR a.user_id = :user) AND {_absent('group')}"
         )
         groups = (
             " FROM group_assignments a JOIN roles r ON r.id = a.role_id"
@@ -438,13 +440,18 @@ class AdminService(IdentityAdmin):
                 f"{users} UNION ALL SELECT a.role_id, r.name, a.project_id, p.name, m.user_id, u.name,"
                 f" NULL, NULL, a.group_id{groups}"
                 " JOIN group_members m ON m.group_id = a.group_id JOIN users u ON u.id = m.user_id"
-                f" WHERE {common} AND (:user IS NULL OR m.user_id = :user)"
-                " AND (:group IS NULL OR a.group_id = :group)"
+                f" WHERE {common} AND ({_absent('user')} OR m.user_id = :user)"
+                f" AND ({_absent('group')} OR a.group_id = :group)"
             )
         else:
             sql = (
                 f"{users} UNION ALL SELECT a.role_id, r.name, a.project_id, p.name, NULL, NULL,"
                 f" a.group_id, g.name, NULL{groups}"
-                f" WHERE {common} AND (:group IS NULL OR a.group_id = :group) AND :user IS NULL"
+                f" WHERE {common} AND ({_absent('group')} OR a.group_id = :group) AND {_absent('user')}"
             )
         return await self.store.fetchall(sql + " ORDER BY 3, 2, 5, 7", params, row=RoleAssignment)
+
+
+def _absent(name: str) -> str:
+    """The condition "parameter ``name`` is None", typed (PostgreSQL must know a parameter's type)."""
+    return f"CAST(:{name} AS TEXT) IS NULL"

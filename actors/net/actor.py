@@ -35,7 +35,7 @@ from api.net import COMPUTE_OWNER, Deallocated
 from bus import Actor, Bus
 from runtime.config import Config
 from runtime.stamps import new_uuid
-from runtime.store import Store, fetchone
+from runtime.store import open_store
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ class NetActor(Actor):
 
     def __init__(self, bus: Bus, config: Config) -> None:
         super().__init__(bus)
-        self.store = Store(config.store_path("net"), MIGRATIONS)
+        self.store = open_store(config, "net", MIGRATIONS)
         state = self.net_state = NetState(bus, self.store)
         self.instances = InstanceServant(state)
         self.serve(
@@ -73,9 +73,9 @@ class NetActor(Actor):
     async def _bootstrap(self) -> None:
         """The ``TRIGGERS``; the shared network "default" (of no project) and its subnet, on first start."""
         async with self.net_state.writing() as db:
-            for trigger in TRIGGERS:
+            for trigger in TRIGGERS[db.dialect]:
                 await db.execute(trigger)
-            if await fetchone(db, "SELECT id FROM networks LIMIT 1"):
+            if await db.fetchone("SELECT id FROM networks LIMIT 1"):
                 return
             network_id = new_uuid()
             network = {"id": network_id, "name": DEFAULT_NETWORK, "project_id": "", "shared": True}

@@ -21,7 +21,7 @@ from api.net import (
 )
 from bus import Conflict, Forbidden, NotFound
 from runtime.context import caller, sees_all
-from runtime.store import fetchall, to_json
+from runtime.store import to_json
 
 
 class InstanceServant(InstancePorts, Allocations):
@@ -90,8 +90,8 @@ class InstanceServant(InstancePorts, Allocations):
         conditions, params = where({"device_id": instance_uuid, "project_id": scope()})
         events: list[tuple[str, Port]] = []
         async with self.state.writing() as db:
-            for row in await fetchall(
-                db, f"SELECT id, created_for_instance FROM ports WHERE {conditions}", params
+            for row in await db.fetchall(
+                f"SELECT id, created_for_instance FROM ports WHERE {conditions}", params
             ):
                 port = await self.state.get(PORT, row["id"], None, db)
                 if row["created_for_instance"]:
@@ -152,8 +152,7 @@ async def _auto_network(db: Db, project_id: str) -> str:
 
     :raises NotFound: there is no default network.
     """
-    rows = await fetchall(
-        db,
+    rows = await db.fetchall(
         "SELECT id, project_id = :project AS own,"
         " shared = 1 AND project_id = '' AND name = :default AS is_default"
         " FROM networks WHERE project_id = :project OR (shared = 1 AND project_id = '' AND name = :default)"

@@ -15,15 +15,11 @@ from ipaddress import IPv4Address, IPv4Network
 from itertools import pairwise
 from typing import Any
 
-import aiosqlite
-
 from actors.net.state import insert, invalid
 from api.net import AllocationPool, FixedIpRequest
 from bus import Conflict, InvalidRequest
 from runtime.stamps import new_uuid
-from runtime.store import fetchall, from_json, to_json
-
-Db = aiosqlite.Connection
+from runtime.store import Db, from_json, to_json
 
 # Each answers the address given, or no row.
 _TAKE_LOWEST = (
@@ -173,8 +169,8 @@ async def allocate(db: Db, subnet_id: str, address: IPv4Address | None, port_id:
     """
     values = {"subnet_id": subnet_id, "port_id": port_id}
     if address is None:
-        taken = await fetchall(db, _TAKE_LOWEST, values)
+        taken = await db.fetchall(_TAKE_LOWEST, values)
         return taken[0]["ip_address"] if taken else None
-    if not await fetchall(db, _TAKE, {**values, "ip_address": str(address), "ip_int": int(address)}):
+    if not await db.fetchall(_TAKE, {**values, "ip_address": str(address), "ip_int": int(address)}):
         raise Conflict(f"IP address {address} already allocated in subnet {subnet_id}.")
     return str(address)

@@ -12,7 +12,6 @@ from actors.net.state import Db, NetState, caller_project, insert, scope, update
 from api.net import FixedIp, FixedIpRequest, Port, Ports
 from bus import Conflict, NotFound
 from runtime.stamps import new_uuid
-from runtime.store import fetchall
 
 MAC_PREFIX = "fa:16:3e:"
 MAC_ATTEMPTS = 16
@@ -106,9 +105,8 @@ async def new_port(
     :raises InvalidRequest: a ``fixed_ips`` entry that is not on the network.
     :raises Conflict: no free address, or the MAC or an asked address is taken.
     """
-    visible = "" if scope is None else " AND (n.project_id = :scope OR n.shared)"
-    subnets = await fetchall(  # the network's subnets, or one row of NULLs when it has none
-        db,
+    visible = "" if scope is None else " AND (n.project_id = :scope OR n.shared = 1)"
+    subnets = await db.fetchall(  # the network's subnets, or one row of NULLs when it has none
         "SELECT s.id, s.cidr, s.gateway_ip FROM networks n LEFT JOIN subnets s ON s.network_id = n.id"
         f" WHERE n.id = :network_id{visible} ORDER BY s.rowid",
         {"network_id": network_id, "scope": scope},

@@ -8,9 +8,43 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from api.net import FixedIp, Network, Port, Subnet
-from runtime.store import from_json
+from runtime.store import Migration, Step, from_json
 
-MIGRATIONS = [
+_ADDRESSES_AS_INTEGERS = """
+    ALTER TABLE ip_allocations ADD COLUMN ip_int INTEGER;
+    {ip_int}
+    CREATE TABLE ip_pools (
+        subnet_id TEXT NOT NULL REFERENCES subnets(id) ON DELETE CASCADE,
+        lo INTEGER NOT NULL, hi INTEGER NOT NULL, PRIMARY KEY (subnet_id, lo)) WITHOUT ROWID;
+    {pools}
+    CREATE TABLE ip_free (
+        subnet_id TEXT NOT NULL REFERENCES subnets(id) ON DELETE CASCADE,
+        lo INTEGER NOT NULL, hi INTEGER NOT NULL, PRIMARY KEY (subnet_id, lo)) WITHOUT ROWID;
+    {free}
+"""
+_CONVERT_ADDRESSES = {
+    "ip_int": """UPDATE ip_allocations SET ip_int = (
+        SELECT sum(value << (24 - 8 * key)) FROM json_each('[' || replace(ip_address, '.', ',') || ']'));""",
+    "pools": """INSERT INTO ip_pools (subnet_id, lo, hi)
+        SELECT s.id,
+            (SELECT sum(value << (24 - 8 * key)) FROM json_each(
+                '[' || replace(json_extract(p.value, '$.start'), '.', ',') || ']')),
+            (SELECT sum(value << (24 - 8 * key)) FROM json_each(
+                '[' || replace(json_extract(p.value, '$.end'), '.', ',') || ']'))
+        FROM subnets s, json_each(s.allocation_pools) p;""",
+    "free": """INSERT INTO ip_free (subnet_id, lo, hi)
+        WITH bounds (subnet_id, pool, v) AS (
+            SELECT subnet_id, lo, lo - 1 FROM ip_pools
+            UNION ALL SELECT subnet_id, lo, hi + 1 FROM ip_pools
+            UNION ALL SELECT p.subnet_id, p.lo, a.ip_int FROM ip_pools p JOIN ip_allocations a
+                ON a.subnet_id = p.subnet_id AND a.ip_int BETWEEN p.lo AND p.hi),
+        gaps (subnet_id, v, next) AS (
+            SELECT subnet_id, v, lead(v) OVER (PARTITION BY subnet_id, pool ORDER BY v) FROM bounds)
+        SELECT subnet_id, v + 1, next - 1 FROM gaps WHERE next - v > 1;""",
+}
+"""Migration 2's conversion of the rows of schema 1 (sqlite only: JSON and json_each)."""
+
+MIGRATIONS: list[Step] = [
     """
     CREATE TABLE networks (
         id TEXT PRIMARY KEY, name TEXT NOT NULL, project_id TEXT NOT NULL,
@@ -40,35 +74,13 @@ MIGRATIONS = [
     CREATE INDEX ip_allocations_port ON ip_allocations(port_id);
     """,
     # Addresses as integers; each subnet's pools, and its free ranges (the pool addresses no
-    # port holds, as disjoint [lo, hi] ranges), filled from the rows there are. TRIGGERS keep
-    # ip_free in step with ip_allocations from then on.
-    """
-    ALTER TABLE ip_allocations ADD COLUMN ip_int INTEGER;
-    UPDATE ip_allocations SET ip_int = (
-        SELECT sum(value << (24 - 8 * key)) FROM json_each('[' || replace(ip_address, '.', ',') || ']'));
-    CREATE TABLE ip_pools (
-        subnet_id TEXT NOT NULL REFERENCES subnets(id) ON DELETE CASCADE,
-        lo INTEGER NOT NULL, hi INTEGER NOT NULL, PRIMARY KEY (subnet_id, lo)) WITHOUT ROWID;
-    INSERT INTO ip_pools (subnet_id, lo, hi)
-        SELECT s.id,
-            (SELECT sum(value << (24 - 8 * key)) FROM json_each(
-                '[' || replace(json_extract(p.value, '$.start'), '.', ',') || ']')),
-            (SELECT sum(value << (24 - 8 * key)) FROM json_each(
-                '[' || replace(json_extract(p.value, '$.end'), '.', ',') || ']'))
-        FROM subnets s, json_each(s.allocation_pools) p;
-    CREATE TABLE ip_free (
-        subnet_id TEXT NOT NULL REFERENCES subnets(id) ON DELETE CASCADE,
-        lo INTEGER NOT NULL, hi INTEGER NOT NULL, PRIMARY KEY (subnet_id, lo)) WITHOUT ROWID;
-    INSERT INTO ip_free (subnet_id, lo, hi)
-        WITH bounds (subnet_id, pool, v) AS (
-            SELECT subnet_id, lo, lo - 1 FROM ip_pools
-            UNION ALL SELECT subnet_id, lo, hi + 1 FROM ip_pools
-            UNION ALL SELECT p.subnet_id, p.lo, a.ip_int FROM ip_pools p JOIN ip_allocations a
-                ON a.subnet_id = p.subnet_id AND a.ip_int BETWEEN p.lo AND p.hi),
-        gaps (subnet_id, v, next) AS (
-            SELECT subnet_id, v, lead(v) OVER (PARTITION BY subnet_id, pool ORDER BY v) FROM bounds)
-        SELECT subnet_id, v + 1, next - 1 FROM gaps WHERE next - v > 1;
-    """,
+    # port holds, as disjoint [lo, hi] ranges), filled from the rows there are (on sqlite: a
+    # PostgreSQL store is new at this step, with no rows to convert). TRIGGERS keep ip_free in
+    # step with ip_allocations from then on.
+    Migration(
+        sqlite=_ADDRESSES_AS_INTEGERS.format(**_CONVERT_ADDRESSES),
+        postgresql=_ADDRESSES_AS_INTEGERS.format(**dict.fromkeys(_CONVERT_ADDRESSES, "")),
+    ),
     # 3: how the port reaches its guest (Neutron's binding:vif_type and binding:vif_details).
     """
     ALTER TABLE ports ADD COLUMN binding_vif_type TEXT NOT NULL DEFAULT 'unbound';
@@ -93,16 +105,14 @@ MIGRATIONS = [
 # port holds, as disjoint ranges, kept by TRIGGERS.
 
 # Keep ip_free (see MIGRATIONS[1]) in step with ip_allocations, whatever changes it (an ON
-# DELETE CASCADE from ports too). Created at start: a migration is split on ";", which a
-# trigger's body holds. Taking x: a range starting at x shrinks (or goes); a range reaching over
+# DELETE CASCADE from ports too). Made at start (by dialect): a migration is split on ";", which
+# a trigger's body holds. Taking x: a range starting at x shrinks (or goes); a range reaching over
 # x from below splits. Releasing x, a pool address: it joins the range starting at x + 1 (or
 # makes one of its own), then that one joins a range ending at x - 1.
 _BELOW = (
     "(SELECT lo FROM ip_free WHERE subnet_id = {0}.subnet_id AND lo < {0}.ip_int ORDER BY lo DESC LIMIT 1)"
 )
-TRIGGERS = [
-    f"""
-    CREATE TRIGGER IF NOT EXISTS ip_allocations_take AFTER INSERT ON ip_allocations BEGIN
+_TAKE = f"""
         INSERT INTO ip_free (subnet_id, lo, hi)
             SELECT subnet_id, NEW.ip_int + 1, hi FROM ip_free
             WHERE subnet_id = NEW.subnet_id AND lo = {_BELOW.format("NEW")} AND hi > NEW.ip_int;
@@ -111,13 +121,12 @@ TRIGGERS = [
         UPDATE ip_free SET lo = NEW.ip_int + 1
             WHERE subnet_id = NEW.subnet_id AND lo = NEW.ip_int AND hi > NEW.ip_int;
         DELETE FROM ip_free WHERE subnet_id = NEW.subnet_id AND lo = NEW.ip_int AND hi = NEW.ip_int;
-    END
-    """,
-    f"""
-    CREATE TRIGGER IF NOT EXISTS ip_allocations_release AFTER DELETE ON ip_allocations
-    WHEN EXISTS (
-        SELECT 1 FROM ip_pools WHERE subnet_id = OLD.subnet_id AND lo <= OLD.ip_int AND hi >= OLD.ip_int)
-    BEGIN
+"""
+_IN_POOL = (
+    "EXISTS (SELECT 1 FROM ip_pools"
+    " WHERE subnet_id = OLD.subnet_id AND lo <= OLD.ip_int AND hi >= OLD.ip_int)"
+)
+_RELEASE = f"""
         UPDATE ip_free SET lo = OLD.ip_int WHERE subnet_id = OLD.subnet_id AND lo = OLD.ip_int + 1;
         INSERT INTO ip_free (subnet_id, lo, hi) SELECT OLD.subnet_id, OLD.ip_int, OLD.ip_int
             WHERE NOT EXISTS (SELECT 1 FROM ip_free WHERE subnet_id = OLD.subnet_id AND lo = OLD.ip_int);
@@ -126,9 +135,25 @@ TRIGGERS = [
         DELETE FROM ip_free WHERE subnet_id = OLD.subnet_id AND lo = OLD.ip_int
             AND (SELECT hi FROM ip_free WHERE subnet_id = OLD.subnet_id AND lo = {_BELOW.format("OLD")})
                 >= OLD.ip_int;
-    END
-    """,
-]
+"""
+TRIGGERS = {
+    "sqlite": [
+        f"CREATE TRIGGER IF NOT EXISTS ip_allocations_take AFTER INSERT ON ip_allocations BEGIN {_TAKE} END",
+        f"CREATE TRIGGER IF NOT EXISTS ip_allocations_release AFTER DELETE ON ip_allocations"
+        f" WHEN {_IN_POOL} BEGIN {_RELEASE} END",
+    ],
+    "postgresql": [
+        "CREATE OR REPLACE FUNCTION ip_allocations_take() RETURNS trigger LANGUAGE plpgsql"
+        f" AS $$ BEGIN {_TAKE} RETURN NULL; END $$",
+        "CREATE OR REPLACE TRIGGER ip_allocations_take AFTER INSERT ON ip_allocations"
+        " FOR EACH ROW EXECUTE FUNCTION ip_allocations_take()",
+        "CREATE OR REPLACE FUNCTION ip_allocations_release() RETURNS trigger LANGUAGE plpgsql"
+        f" AS $$ BEGIN IF {_IN_POOL} THEN {_RELEASE} END IF; RETURN NULL; END $$",
+        "CREATE OR REPLACE TRIGGER ip_allocations_release AFTER DELETE ON ip_allocations"
+        " FOR EACH ROW EXECUTE FUNCTION ip_allocations_release()",
+    ],
+}
+"""The statements that make the triggers, by the store's dialect."""
 
 DEFAULT_NETWORK = "default"
 """The shared network of no project made at the first start; an instance asking for "auto"
@@ -252,16 +277,16 @@ NETWORK = Kind(
     "Network",
     "SELECT r.*, (SELECT json_group_array(s.id) FROM subnets s WHERE s.network_id = r.id) AS subnets"
     " FROM networks r",
-    "r.shared",
+    "r.shared = 1",
     network_view,
 )
 SUBNET = Kind(
-    "Subnet", "SELECT r.* FROM subnets r JOIN networks n ON n.id = r.network_id", "n.shared", subnet_view
+    "Subnet", "SELECT r.* FROM subnets r JOIN networks n ON n.id = r.network_id", "n.shared = 1", subnet_view
 )
 PORT = Kind(
     "Port",
     "SELECT r.*, (SELECT json_group_array(json_object('subnet_id', a.subnet_id, 'ip_address', a.ip_address))"
     "  FROM ip_allocations a WHERE a.port_id = r.id) AS fixed_ips FROM ports r",
-    "0",
+    "1 = 0",
     lambda row: port_view(row, from_json(row["fixed_ips"], [])),
 )

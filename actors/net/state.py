@@ -3,13 +3,10 @@ acts for, and the row writes every resource makes."""
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
-
-import aiosqlite
 
 from actors.net.schema import Kind
 from api.net import Port
@@ -17,9 +14,9 @@ from bus import Bus, Conflict, Forbidden, InvalidRequest, NotFound
 from runtime.context import caller, sees_all
 from runtime.events import publish_event
 from runtime.stamps import utcnow
-from runtime.store import Store, fetchall
+from runtime.store import ConstraintViolation, Db, Store
 
-Db = aiosqlite.Connection
+Db = Db
 V = TypeVar("V", bound=Mapping[str, object])
 
 
@@ -36,7 +33,7 @@ class NetState:
         try:
             async with self.store.transaction() as db:
                 yield db
-        except sqlite3.IntegrityError as exc:
+        except ConstraintViolation as exc:
             raise Conflict(f"Conflicting concurrent change: {exc}") from None
 
     async def load(
@@ -47,7 +44,7 @@ class NetState:
         if scope is not None:
             where, params = f"{where} AND (r.project_id = ? OR {kind.shared})", [*params, scope]
         sql = f"{kind.select} WHERE {where} ORDER BY r.rowid"
-        rows = await fetchall(db, sql, params) if db is not None else await self.store.fetchall(sql, params)
+        rows = await db.fetchall(sql, params) if db is not None else await self.store.fetchall(sql, params)
         return [kind.view(row) for row in rows]
 
     async def get(
@@ -100,7 +97,7 @@ def caller_project() -> str:
 def where(conditions: dict[str, Any]) -> tuple[str, list[Any]]:
     """``column = ?`` conditions joined by AND, leaving out the None values."""
     used = {column: value for column, value in conditions.items() if value is not None}
-    return " AND ".join([f"{column} = ?" for column in used] or ["1"]), list(used.values())
+    return " AND ".join([f"{column} = ?" for column in used] or ["1 = 1"]), list(used.values())
 
 
 async def insert(db: Db, table: str, row: dict[str, Any], unless: str | None = None) -> dict[str, Any] | None:
@@ -110,8 +107,8 @@ async def insert(db: Db, table: str, row: dict[str, Any], unless: str | None = N
     row = {**row, "created_at": now, "updated_at": now}
     values = ", ".join(":" + column for column in row)
     condition = f" WHERE NOT EXISTS ({unless})" if unless else ""
-    cursor = await db.execute(f"INSERT INTO {table} ({', '.join(row)}) SELECT {values}{condition}", row)
-    return row if cursor.rowcount else None
+    inserted = await db.execute(f"INSERT INTO {table} ({', '.join(row)}) SELECT {values}{condition}", row)
+    return row if inserted else None
 
 
 async def update(db: Db, table: str, row_id: str, changes: dict[str, Any]) -> None:

@@ -10,7 +10,6 @@ from actors.net.schema import NETWORK, SUBNET
 from actors.net.state import NetState, scope, where
 from api.net import AllocationPool, Subnet, Subnets
 from bus import Conflict, InvalidRequest
-from runtime.store import fetchall, fetchone
 
 
 class SubnetServant(Subnets):
@@ -45,7 +44,7 @@ class SubnetServant(Subnets):
                 pools=allocation_pools,
                 ip_version=ip_version,
             )
-            for other in await fetchall(db, "SELECT cidr FROM subnets WHERE network_id = ?", (network_id,)):
+            for other in await db.fetchall("SELECT cidr FROM subnets WHERE network_id = ?", (network_id,)):
                 if ipaddress.ip_network(other["cidr"]).overlaps(ipaddress.ip_network(subnet["cidr"])):
                     raise InvalidRequest(
                         f"Invalid input for operation: Requested subnet with cidr: {subnet['cidr']} for"
@@ -66,7 +65,7 @@ class SubnetServant(Subnets):
         project = scope()
         async with self.state.writing() as db:
             await self.state.get(SUBNET, subnet_id, project, db, owned=True)
-            if await fetchone(db, "SELECT 1 FROM ip_allocations WHERE subnet_id = ? LIMIT 1", (subnet_id,)):
+            if await db.fetchone("SELECT 1 FROM ip_allocations WHERE subnet_id = ? LIMIT 1", (subnet_id,)):
                 raise Conflict(
                     f"Unable to complete operation on subnet {subnet_id}:"
                     " One or more ports have an IP allocation from this subnet."

@@ -188,3 +188,24 @@ async def test_a_node_reaches_only_the_instances_recorded_on_its_host(bus: Bus, 
         instance_uuid=uuid, running=False
     )
     assert changed is not None and changed["status"] == "SHUTOFF"
+
+
+async def test_the_same_request_sent_again_makes_one_instance_and_starts_its_action_once(
+    bus: Bus, demo: Context
+) -> None:
+    """What a resend (its first reply lost with a server) finds: the instance and action it started."""
+    server = await boot(bus, demo)
+    compute, operator = Compute.client(bus), ConductorOperator.client(bus)
+    with request_scope(context=demo):  # one request id: the same request, asked twice
+        first = await compute.create_instance(name="twice", flavor_ref="1", image_ref=server["image_ref"])
+        again = await compute.create_instance(name="twice", flavor_ref="1", image_ref=server["image_ref"])
+        assert again["id"] == first["id"]
+        assert [s["id"] for s in await compute.list_instances() if s["name"] == "twice"] == [first["id"]]
+    with request_scope(context=demo):
+        stopping = await compute.stop_instance(instance_uuid=server["id"])
+        assert (await compute.stop_instance(instance_uuid=server["id"]))["id"] == stopping["id"]  # no 409
+    with request_scope(context=demo):  # another request: a second instance
+        other = await compute.create_instance(name="twice", flavor_ref="1", image_ref=server["image_ref"])
+        assert other["id"] != first["id"]
+        actions = await operator.list_actions(instance_uuid=server["id"])
+    assert [action["action"] for action in actions] == ["create", "stop"]

@@ -34,6 +34,7 @@ from bus import (
     request_scope,
 )
 from bus.api import ServiceAPI
+from runtime.store import Store
 from tests.conftest import ADMIN_PASSWORD
 from tests.helpers import DEMO_PASSWORD
 
@@ -149,9 +150,18 @@ async def test_bootstrap_creates_admin_and_demo_who_can_log_in(tokens: Tokens, i
     assert (await tokens.validate(token=unscoped["token"]))["project_id"] is None
 
 
+async def table_names(store: Store) -> set[str]:
+    sql = {
+        "sqlite": "SELECT name FROM sqlite_master WHERE type = 'table'",
+        "postgresql": "SELECT table_name AS name FROM information_schema.tables"
+        " WHERE table_schema = current_schema()",
+    }[store.dialect]
+    return {row["name"] for row in await store.fetchall(sql)}
+
+
 async def test_no_token_is_stored(identity_actor) -> None:
-    tables = await identity_actor.shared.store.fetchall("SELECT name FROM sqlite_master WHERE type = 'table'")
-    assert "tokens" not in {row["name"] for row in tables}
+    tables = await table_names(identity_actor.shared.store)
+    assert "tokens" not in tables
 
 
 async def test_every_login_failure_gets_the_same_answer(
@@ -366,8 +376,8 @@ async def test_failed_logins_write_nothing(tokens: Tokens, identity_actor) -> No
         with pytest.raises((Unauthorized, LoginThrottled)):
             await tokens.issue(username=f"invented-{number}", password="guess", source="192.0.2.9")
     assert await snapshot(identity_actor) == before
-    tables = await identity_actor.shared.store.fetchall("SELECT name FROM sqlite_master WHERE type = 'table'")
-    assert {"login_failures", "lockouts"}.isdisjoint(row["name"] for row in tables)
+    tables = await table_names(identity_actor.shared.store)
+    assert {"login_failures", "lockouts"}.isdisjoint(tables)
 
 
 async def test_every_failed_login_runs_exactly_one_scrypt(

@@ -18,7 +18,7 @@ from actors.net.schema import MIGRATIONS
 from api.net import Net, NetForNodes, Network, Port, Subnet
 from bus import Bus, Conflict, Context, Forbidden, InvalidRequest, NotFound, decode, request_scope
 from bus.api import subjects
-from runtime.store import Store
+from runtime.store import SqliteStore
 
 ALICE = Context("alice-user", "project-a", ("member",), "token-a")
 BOB = Context("bob-user", "project-b", ("member",), "token-b")
@@ -600,10 +600,11 @@ async def test_allocation_matches_a_model_across_pools_fixed_ips_and_releases(
     await free_ranges_match_allocations(net)
 
 
+@pytest.mark.sqlite_only
 async def test_a_store_of_schema_1_keeps_its_allocations_and_holes(bus: Bus, start_actor, config) -> None:
     """Addresses allocated before the free ranges existed stay taken; the holes between them,
     not an address outside the pools, are the next ones given."""
-    store = Store(config.store_path("net"), MIGRATIONS[:1])
+    store = SqliteStore(config.store_path("net"), MIGRATIONS[:1])
     await store.open()
     now = "2024-01-01T00:00:00Z"
     pools = [{"start": "10.5.0.2", "end": "10.5.0.10"}, {"start": "10.5.0.20", "end": "10.5.0.30"}]

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
+from nats.aio.msg import Msg
 
 from bus import (
     Actor,
@@ -22,6 +23,7 @@ from bus import (
     request_scope,
 )
 from bus.api import ServiceAPI, call, cast
+from bus.envelope import Envelope, decode
 
 
 class EchoAPI(ServiceAPI, address="echo"):
@@ -175,3 +177,41 @@ async def test_ping_answers_on_every_actor(bus: Bus, echo: Echo) -> None:
     pong = await bus.call("echo.ping")
     assert pong["actor"] == "echo"
     assert pong["instance"] == echo.instance_id
+
+
+class LossyAPI(ServiceAPI, address="lossy"):
+    @call(idempotent=True)
+    async def lookup(self, *, key: str) -> str: ...
+
+    @call
+    async def store(self, *, key: str) -> str: ...
+
+
+async def lossy_responder(bus: Bus, method: str, copies: list[Envelope]) -> None:
+    """A responder of ``lossy.<method>`` whose first answer is lost (it never reaches the caller,
+    as when the server it went through died): it answers every later copy."""
+
+    async def answer(msg: Msg) -> None:
+        envelope = decode(msg.data)
+        copies.append(envelope)
+        if len(copies) > 1:
+            await bus.reply(msg, envelope.request_id, f"value of {envelope.body['key']}")
+
+    await bus.subscribe(bus.rpc_subject(f"lossy.{method}"), answer)
+    await bus.flush()
+
+
+async def test_an_idempotent_call_whose_reply_is_lost_is_sent_again_and_answered(bus: Bus) -> None:
+    copies: list[Envelope] = []
+    await lossy_responder(bus, "lookup", copies)
+    assert await LossyAPI.client(bus, timeout=5).lookup(key="k") == "value of k"
+    assert len(copies) == 2  # the same message, sent again after RESEND_AFTER
+    assert copies[0].message_id == copies[1].message_id and copies[0].request_id == copies[1].request_id
+
+
+async def test_a_call_not_declared_idempotent_is_sent_once(bus: Bus) -> None:
+    copies: list[Envelope] = []
+    await lossy_responder(bus, "store", copies)
+    with pytest.raises(CallTimeout):
+        await LossyAPI.client(bus, timeout=2.5).store(key="k")
+    assert len(copies) == 1
