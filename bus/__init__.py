@@ -22,6 +22,7 @@ from bus.errors import (
     Overloaded,
     QuotaExceeded,
     RemoteError,
+    StoreUnavailable,
     Unauthorized,
 )
 from bus.server import EmbeddedNatsServer, NatsServerError
@@ -53,6 +54,7 @@ __all__ = [
     "Overloaded",
     "QuotaExceeded",
     "RemoteError",
+    "StoreUnavailable",
     "Supervisor",
     "Unauthorized",
     "current",

@@ -49,8 +49,16 @@ EVENT_ATTEMPT = 2.0
 """How long one offer waits for the stream's acknowledgement."""
 RESEND_AFTER = 1.0
 """Seconds an idempotent call waits for its reply before the request is sent again (then twice
-as long each time, within the call's timeout)."""
-PING_INTERVAL = 2.0
+as long each time, at most ``RESEND_MAX_PAUSE``, within the call's timeout)."""
+RESEND_MAX_PAUSE = 2.0
+NO_RESPONDERS_PATIENCE = 1.5
+"""Seconds a call is sent again while the server answers that nobody serves its subject (nobody
+got it, so any call may be): a server that just restarted knows its routes' subscribers only a
+moment after it takes clients back."""
+CONNECT_TIMEOUT = 2.0
+"""Seconds one attempt to reach a server may take: reconnecting, a server cut off (no answer at
+all) costs this much before the next one is tried."""
+PING_INTERVAL = 1.0
 """Seconds between a client's pings to its server (nats-py's default is 120)."""
 MAX_OUTSTANDING_PINGS = 2
 """Pings unanswered before the server counts as dead and the client moves to another: a dead
@@ -167,6 +175,7 @@ class Bus:
         self._inbox: Subscription | None = None
         self._reply_tokens = itertools.count(1)
         self._waiting: dict[str, asyncio.Future[Msg]] = {}
+        self._resendable: dict[str, tuple[str, bytes, dict[str, str] | None]] = {}
         self._event_stream_checked = False
         # access control for the actors on this connection (actors.auth.install sets them)
         self.authenticator: Callable[[Context], Awaitable[Context]] | None = None
@@ -181,7 +190,7 @@ class Bus:
         name: str | None = None,
         max_bytes: int = DEFAULT_MAX_BYTES,
         credentials: str | os.PathLike[str] | None = None,
-        connect_timeout: float = 5.0,
+        connect_timeout: float = CONNECT_TIMEOUT,
     ) -> Bus:
         """Connect to NATS; reconnect forever afterwards (subscriptions are restored).
 
@@ -210,6 +219,13 @@ class Bus:
                 raise BusAuthFailed(f"NATS at {url} refused the credentials: {exc}")
             await _log_nats_error(exc)
 
+        made: list[Bus] = []
+
+        async def reconnected() -> None:
+            log.info("reconnected to NATS (%s)", name or "bus")
+            if made:
+                await made[0]._resend_unanswered()
+
         nc = NatsClient()
         try:
             await nc.connect(
@@ -223,14 +239,15 @@ class Bus:
                 max_outstanding_pings=MAX_OUTSTANDING_PINGS,
                 error_cb=on_error,
                 disconnected_cb=_log_event("disconnected from NATS", name),
-                reconnected_cb=_log_event("reconnected to NATS", name),
+                reconnected_cb=reconnected,
                 **options,
             )
         except BusAuthFailed:
             await nc.close()
             raise
         connected = True
-        return cls(nc, prefix=prefix, max_bytes=max_bytes, inbox_prefix=inbox_prefix)
+        made.append(cls(nc, prefix=prefix, max_bytes=max_bytes, inbox_prefix=inbox_prefix))
+        return made[0]
 
     async def __aenter__(self) -> Bus:
         return self
@@ -280,12 +297,15 @@ class Bus:
         A call made while handling a request keeps that request's id and context, and never
         waits past its deadline. ``resend`` (idempotent handlers only): a request still
         unanswered after ``RESEND_AFTER`` seconds is sent again, the same message, then after
-        twice as long each time, and the first reply to any copy is the answer. A request or a
-        reply lost with a server that died, or a responder that moved to another server, costs
-        a second, not the call's timeout.
+        twice as long each time (at most ``RESEND_MAX_PAUSE``), and the first reply to any copy
+        is the answer. A request or a reply lost with a server that died, or a responder that
+        moved to another server, costs a second or two, not the call's timeout; when this
+        connection itself moves to another server, its unanswered idempotent calls are sent
+        again at once.
 
         :raises CallTimeout: no reply within ``timeout`` (or the inherited deadline).
-        :raises NoResponders: nobody subscribes to the subject.
+        :raises NoResponders: nobody subscribes to the subject (still, ``NO_RESPONDERS_PATIENCE``
+            seconds later).
         :raises AiostackError: the error the remote handler raised, rebuilt by its code.
         """
         payload = self._outgoing(body, context, timeout)
@@ -293,10 +313,17 @@ class Bus:
         if cur is not None and cur.deadline is not None:
             timeout = min(timeout, max(cur.deadline - time.time(), 0.001))
         subject = f"{self.prefix}.rpc.{address}"
-        msg = await self._request(subject, payload, timeout, resend=resend)
-        if _no_responders(msg):
-            raise NoResponders(f"no actor serves {subject}")
-        return decode_reply(msg.data, self.max_bytes)
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout
+        patience, pause = loop.time() + min(NO_RESPONDERS_PATIENCE, timeout), 0.05
+        while True:
+            msg = await self._request(subject, payload, max(0.001, end - loop.time()), resend=resend)
+            if not _no_responders(msg):
+                return decode_reply(msg.data, self.max_bytes)
+            if loop.time() + pause > patience:
+                raise NoResponders(f"no actor serves {subject}")
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.4)
 
     async def call_patiently(
         self,
@@ -343,6 +370,8 @@ class Bus:
         self._waiting[token] = waiter
         timer = loop.call_later(timeout, _expire, waiter)
         reply = self._inbox_prefix + token
+        if resend:
+            self._resendable[token] = (subject, payload, headers)
         try:
             await self._publish(subject, payload, reply=reply, headers=headers)
             pause = RESEND_AFTER
@@ -350,13 +379,21 @@ class Bus:
                 await asyncio.wait({waiter}, timeout=pause)
                 if not waiter.done():
                     await self._publish(subject, payload, reply=reply, headers=headers)
-                    pause *= 2
+                    pause = min(pause * 2, RESEND_MAX_PAUSE)
             return await waiter
         except TimeoutError:
             raise CallTimeout(f"no reply from {subject} within {timeout:.3f} s") from None
         finally:
             timer.cancel()
             del self._waiting[token]
+            self._resendable.pop(token, None)
+
+    async def _resend_unanswered(self) -> None:
+        """After a reconnect: send the idempotent calls still unanswered again at once (a request
+        or reply in flight through the server that was lost is lost with it)."""
+        for token, (subject, payload, headers) in list(self._resendable.items()):
+            with contextlib.suppress(BusClosed):
+                await self._publish(subject, payload, reply=self._inbox_prefix + token, headers=headers)
 
     async def request(
         self, relative_subject: str, body: Any = None, *, timeout: float = DEFAULT_CALL_TIMEOUT
@@ -391,14 +428,18 @@ class Bus:
         """The JetStream stream that keeps ``<prefix>.evt.>``."""
         return event_stream_name(self.prefix)
 
-    async def publish_event(self, relative_subject: str, body: Any, timeout: float = EVENT_TIMEOUT) -> int:
+    async def publish_event(
+        self, relative_subject: str, body: Any, timeout: float = EVENT_TIMEOUT, message_id: str | None = None
+    ) -> int:
         """Store an event in the event stream; return its sequence once the stream has it.
 
         The stream is made (with default limits) on this connection's first event if it is
         missing, and again should it vanish later. An event the stream does not acknowledge (its
         leader moving to another server of a cluster answers nothing, or "unavailable", for a
         few seconds) is sent again, with backoff, until ``timeout``: every attempt carries the
-        same ``Nats-Msg-Id``, so the stream keeps it once.
+        same ``Nats-Msg-Id`` (``message_id``, a new one by default), so the stream keeps it once;
+        so does a second publisher giving the same ``message_id`` within the stream's duplicate
+        window (2 minutes).
 
         :raises CallTimeout: the stream did not acknowledge within ``timeout``.
         :raises AiostackError: the stream refused the event.
@@ -409,7 +450,7 @@ class Bus:
             with contextlib.suppress(nats.errors.Error):  # unreachable for now: offered below anyway
                 await self.ensure_event_stream()
                 self._event_stream_checked = True
-        headers = {"Nats-Msg-Id": new_id()}
+        headers = {"Nats-Msg-Id": message_id or new_id()}
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         pause = 0.05

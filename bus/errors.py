@@ -96,6 +96,14 @@ class ActorStopped(AiostackError):
     http_status = 503
 
 
+class StoreUnavailable(AiostackError):
+    """The actor's database did not answer (connection lost or timed out): nothing was changed
+    by the statement that failed, and its transaction was rolled back."""
+
+    code = "store_unavailable"
+    http_status = 503
+
+
 class NoSuchMethod(AiostackError):
     code = "no_such_method"
     http_status = 400
@@ -142,5 +150,5 @@ class RemoteError(AiostackError):
     code = "internal"
 
 
-TRANSIENT_ERRORS = (NoResponders, CallTimeout, ActorStopped, Overloaded)
+TRANSIENT_ERRORS = (NoResponders, CallTimeout, ActorStopped, Overloaded, StoreUnavailable)
 """The callee is away, restarting or busy: the same (idempotent) call may well work a moment later."""

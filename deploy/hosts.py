@@ -58,6 +58,9 @@ SUBNET = ipaddress.IPv4Network("10.240.0.0/24")
 NATS_PORT = 4222
 ROUTE_PORT = 6222
 POSTGRES_PORT = 5432
+SERVER_PING_INTERVAL = "1s"
+"""How often a nats-server pings its clients and routes (2 unanswered: the peer is dead), so a
+cut link is noticed in seconds (nats-server's default is 2 minutes)."""
 STOP_GRACE = 5.0
 """Seconds a process gets between SIGTERM and SIGKILL."""
 
@@ -147,8 +150,15 @@ class Host:
         self.started[name] = (list(argv), env, user)
         return process
 
-    async def kill(self) -> None:
-        """SIGKILL every process of this host at once, as when it loses power."""
+    async def kill(self, name: str | None = None) -> None:
+        """SIGKILL the process ``name`` (its session); without a name, every process of this host at
+        once, as when it loses power."""
+        if name is not None:
+            process = self.processes[name]
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            await process.wait()
+            return
         while pids := _namespace_pids(self.namespace):
             for pid in pids:
                 with contextlib.suppress(ProcessLookupError):
@@ -156,6 +166,14 @@ class Host:
             await asyncio.sleep(0.05)
         for process in self.processes.values():
             await process.wait()
+
+    def cut(self) -> None:
+        """Cut this host's link to the fabric (a partition): its processes run on, unreachable."""
+        _ip("-n", self.namespace, "link", "set", "eth0", "down")
+
+    def mend(self) -> None:
+        """Restore this host's link to the fabric."""
+        _ip("-n", self.namespace, "link", "set", "eth0", "up")
 
     async def revive(self) -> None:
         """Start again, in the order first started, every process of this host that is not running."""
@@ -307,6 +325,7 @@ async def nats_cluster(
             f'server_name: "{host.name}"\n'
             f'listen: "{host.address}:{NATS_PORT}"\n'
             f"max_payload: {8 * 1024 * 1024}\n"
+            f'ping_interval: "{SERVER_PING_INTERVAL}"\nping_max: 2\n'
             f'jetstream {{ store_dir: "{store / "jetstream"}" }}\n'
             f"{client_tls}"
             f'cluster {{ name: "aiostack", listen: "{host.address}:{ROUTE_PORT}",'

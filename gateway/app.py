@@ -34,6 +34,7 @@ from bus import (
     NoSuchMethod,
     Overloaded,
     RemoteError,
+    StoreUnavailable,
     Unauthorized,
     request_scope,
 )
@@ -85,7 +86,10 @@ INSIDE: tuple[tuple[type[AiostackError] | tuple[type[AiostackError], ...], str],
     (NoSuchMethod, "The service cannot do this at the moment (it is being upgraded); request id {rid}."),
     ((CallTimeout, DeadlineExpired), "A service did not answer in time; the request id is {rid}."),
     (Overloaded, "The service is busy; try again in a moment (the request id is {rid})."),
-    ((NoResponders, ActorStopped, BusClosed), "A service is not available; try again later (request {rid})."),
+    (
+        (NoResponders, ActorStopped, BusClosed, StoreUnavailable),
+        "A service is not available; try again later (request {rid}).",
+    ),
     (RemoteError, "Unexpected error; the request id is {rid}."),
 )
 """What a client is told of an error about aiostack's inside (its bus, its actors), not about its

@@ -49,6 +49,7 @@ from typing import Annotated, Any, Literal
 
 import aiohttp
 import msgspec
+import nats.errors
 from aiohttp import WSCloseCode, WSMsgType, web
 from msgspec import UNSET, Meta, UnsetType
 from multidict import CIMultiDict
@@ -69,6 +70,9 @@ CLOSE_SLOW_CONSUMER = 4008
 CLOSE_RESUME_EXPIRED = 4010
 CLOSE_TOKEN_INVALID = 4001
 TOKEN_RECHECK = 5.0  # seconds between checks that the socket's token still holds (revoked, expired)
+HUB_START_PATIENCE = 60.0
+"""Seconds the gateway waits at start for the event stream: right after a server of a NATS
+cluster restarted, JetStream may have no leader for a few seconds."""
 HUB = web.AppKey("event_hub", "EventHub")
 EVENT_QUEUE_LIMIT = web.AppKey("event_queue_limit", int)
 SOCKETS = web.AppKey("event_sockets", weakref.WeakSet)
@@ -217,6 +221,21 @@ class EventHub:
         self.started_after = 0
 
     async def start(self) -> None:
+        """Follow the event stream from its end; ask again (``HUB_START_PATIENCE``) while JetStream
+        does not answer."""
+        loop = asyncio.get_running_loop()
+        deadline, pause = loop.time() + HUB_START_PATIENCE, 0.2
+        while True:
+            try:
+                return await self._follow()
+            except nats.errors.Error as exc:
+                if loop.time() + pause > deadline:
+                    raise
+                log.warning("the event stream does not answer yet (%s); asking again", type(exc).__name__)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 2.0)
+
+    async def _follow(self) -> None:
         info = await self.bus.ensure_event_stream()
         self.started_after = info.state.last_seq
         self._subscription = await self.bus.nc.jetstream().subscribe(

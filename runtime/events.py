@@ -25,13 +25,21 @@ def event_filter(kind: str | None = None, project_id: str | None = None) -> str:
 
 
 async def publish_event(
-    bus: Bus, kind: str, resource_id: str, project_id: str | None, event_type: str, state: Mapping[str, Any]
+    bus: Bus,
+    kind: str,
+    resource_id: str,
+    project_id: str | None,
+    event_type: str,
+    state: Mapping[str, Any],
+    *,
+    message_id: str | None = None,
 ) -> int:
     """Publish one state change on ``<prefix>.evt.<kind>.<project>.<id>``.
 
     The body: ``{kind, id, project, type, ts, request_id, state}``; ``state`` is the
     resource's new state as its actor shows it. Returns the event's sequence in the event
-    stream, once the stream has stored it (docs/EVENTS.md).
+    stream, once the stream has stored it (docs/EVENTS.md). ``message_id``: the same id
+    published twice within the stream's duplicate window is kept once (``Bus.publish_event``).
     """
     cur = current.get()
     return await bus.publish_event(
@@ -45,4 +53,5 @@ async def publish_event(
             "request_id": cur.request_id if cur else None,
             "state": state,
         },
+        message_id=message_id,
     )

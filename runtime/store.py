@@ -24,6 +24,7 @@ meaning: ``INTEGER`` is 64-bit, ``REAL`` double precision, and each table has sq
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import re
@@ -40,6 +41,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import aiosqlite
 import orjson
+
+from bus.errors import StoreUnavailable
 
 if TYPE_CHECKING:
     import asyncpg
@@ -246,6 +249,12 @@ LOCK_SPACE = 0x41494F53
 """The first key of every store's advisory lock ("AIOS"); the second is the store's."""
 POOL_SIZE = 4
 """Connections one process keeps to the database per store."""
+STATEMENT_TIMEOUT = 15.0
+"""Seconds a statement may take before the client gives up on it (a database out of reach)."""
+IDLE_IN_TRANSACTION_MS = 5000
+"""The database ends a session whose transaction waits this long for its next statement: a
+process cut off mid-transaction (a partitioned controller) holds the store's lock that long at
+most, and what it wrote is rolled back, not committed when it comes back."""
 
 _COMPATIBLE = [
     "CREATE OR REPLACE AGGREGATE json_group_array(anyelement)"
@@ -264,7 +273,7 @@ class _PostgresDb(Db):
 
     async def execute(self, sql: str, params: Params = ()) -> int:
         text, arguments = _postgresql(sql, params)
-        with _postgres_constraints():
+        with _postgres_errors():
             status = await self.connection.execute(text, *arguments)
         count = status.rsplit(" ", 1)[-1]
         return int(count) if count.isdigit() else 0
@@ -272,12 +281,12 @@ class _PostgresDb(Db):
     async def executemany(self, sql: str, rows: Iterable[Params]) -> None:
         batches = [_postgresql(sql, params) for params in rows]
         if batches:
-            with _postgres_constraints():
+            with _postgres_errors():
                 await self.connection.executemany(batches[0][0], [arguments for _, arguments in batches])
 
     async def _rows(self, sql: str, params: Params) -> list[dict[str, Any]]:
         text, arguments = _postgresql(sql, params)
-        with _postgres_constraints():
+        with _postgres_errors():
             return [_row(record) for record in await self.connection.fetch(text, *arguments)]
 
 
@@ -304,7 +313,14 @@ class PostgresStore(Store):
         import asyncpg
 
         self._pool = await asyncpg.create_pool(
-            self.dsn, min_size=1, max_size=POOL_SIZE, server_settings={"search_path": self.name}
+            self.dsn,
+            min_size=1,
+            max_size=POOL_SIZE,
+            command_timeout=STATEMENT_TIMEOUT,
+            server_settings={
+                "search_path": self.name,
+                "idle_in_transaction_session_timeout": str(IDLE_IN_TRANSACTION_MS),
+            },
         )
         async with self.transaction() as db:
             await db.execute(f"CREATE SCHEMA IF NOT EXISTS {self.name}")
@@ -335,9 +351,23 @@ class PostgresStore(Store):
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Db]:
-        async with self.pool.acquire() as connection, connection.transaction():
-            await connection.execute("SELECT pg_advisory_xact_lock($1, $2)", LOCK_SPACE, self.lock_key)
-            yield _PostgresDb(connection)
+        with _postgres_errors():
+            connection = await self.pool.acquire()
+        try:
+            transaction = connection.transaction()
+            with _postgres_errors():
+                await transaction.start()
+                await connection.execute("SELECT pg_advisory_xact_lock($1, $2)", LOCK_SPACE, self.lock_key)
+            try:
+                yield _PostgresDb(connection)
+            except BaseException:
+                with contextlib.suppress(Exception):  # a connection already lost has rolled back
+                    await transaction.rollback()
+                raise
+            with _postgres_errors():
+                await transaction.commit()
+        finally:
+            await self.pool.release(connection)
 
     async def execute(self, sql: str, params: Params = ()) -> int:
         async with self.transaction() as db:
@@ -351,8 +381,9 @@ class PostgresStore(Store):
         if _writes(sql):
             async with self.transaction() as db:
                 return await db._rows(sql, params)
-        async with self.pool.acquire() as connection:
-            return await _PostgresDb(connection)._rows(sql, params)
+        with _postgres_errors():
+            async with self.pool.acquire() as connection:
+                return await _PostgresDb(connection)._rows(sql, params)
 
 
 def _writes(sql: str) -> bool:
@@ -360,13 +391,24 @@ def _writes(sql: str) -> bool:
 
 
 @contextmanager
-def _postgres_constraints() -> Iterator[None]:
+def _postgres_errors() -> Iterator[None]:
+    """asyncpg's errors as the store's: a broken constraint, or a database out of reach (the
+    connection lost, refused or timed out, the session ended by the server)."""
     import asyncpg
 
     try:
         yield
     except asyncpg.IntegrityConstraintViolationError as exc:
         raise ConstraintViolation(str(exc)) from None
+    except (
+        asyncpg.InterfaceError,
+        asyncpg.PostgresConnectionError,
+        asyncpg.IdleInTransactionSessionTimeoutError,
+        asyncpg.OperatorInterventionError,
+        OSError,
+        TimeoutError,
+    ) as exc:
+        raise StoreUnavailable(f"the database did not answer: {type(exc).__name__}: {exc}") from None
 
 
 def _row(record: asyncpg.Record) -> dict[str, Any]:

@@ -17,7 +17,7 @@ It is composed of servants, one per job, sharing one ``Core`` (store, bus, clien
 from __future__ import annotations
 
 from actors.conductor.build import Builder
-from actors.conductor.core import Core
+from actors.conductor.core import ANNOUNCE_AFTER, Core
 from actors.conductor.flavors import FlavorCatalog, add_default_flavors
 from actors.conductor.instances import ServerReads
 from actors.conductor.keypairs import KeypairBook
@@ -44,11 +44,19 @@ class ConductorActor(Actor):
         schedule_timeout: float = 30.0,
         task_timeout: float = 60.0,
         ack_timeout: float = 5.0,
+        announce_after: float = ANNOUNCE_AFTER,
         max_build_attempts: int = 3,
     ) -> None:
         super().__init__(bus)
         self.store = open_store(config, "conductor", MIGRATIONS)
-        self.core = Core(bus, self.store, self.spawn, task_timeout=task_timeout, ack_timeout=ack_timeout)
+        self.core = Core(
+            bus,
+            self.store,
+            self.spawn,
+            task_timeout=task_timeout,
+            ack_timeout=ack_timeout,
+            announce_after=announce_after,
+        )
         self.builder = Builder(
             self.core, schedule_timeout=schedule_timeout, max_build_attempts=max_build_attempts
         )

@@ -33,7 +33,7 @@ from api.conductor import (
 )
 from api.net import RequestedNetwork
 from api.scheduler import Scheduler
-from bus import AiostackError, Conflict, InvalidRequest, NotFound, Unauthorized
+from bus import TRANSIENT_ERRORS, AiostackError, Conflict, InvalidRequest, NotFound, Unauthorized
 from runtime.context import caller, require_caller
 from runtime.stamps import new_uuid, utcnow
 from runtime.states import PowerState
@@ -125,6 +125,8 @@ class Builder(ServerCreation, NodeBuilds):
             "task_sends": 0,
             "build_attempts": 0,
             "tried_hosts": "[]",
+            "version": 1,
+            "announced_version": 0,
         }
         async with self.core.store.transaction() as db:
             asked = await self.core.asked_already(Action.CREATE, db=db)
@@ -244,6 +246,8 @@ class Builder(ServerCreation, NodeBuilds):
                 return
             await self.core.record_step(instance_uuid, Action.CREATE, "schedule", host, "Success")
             await self.core.send_task(moved.row)
+        except TRANSIENT_ERRORS as exc:  # the conductor's own trouble, not the build's: ask again later
+            log.warning("build of %s: %s; the watch takes it up again", instance_uuid, exc)
         except AiostackError as exc:
             message = f"{type(exc).__name__}: {exc}"
             await self.fail_build(

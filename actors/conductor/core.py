@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 CAS_ATTEMPTS = 5
 HOSTS_REFRESH = 2.0
 HOSTS_TIMEOUT = 5.0
+ANNOUNCE_AFTER = 20.0
+"""Seconds a recorded change may go without its event before a watch publishes it (longer than
+the bus's ``EVENT_TIMEOUT``, the first try's patience)."""
 SOFT: RebootType = "SOFT"
 HARD: RebootType = "HARD"
 
@@ -80,6 +83,7 @@ class Core:
         *,
         task_timeout: float,
         ack_timeout: float,
+        announce_after: float = ANNOUNCE_AFTER,
     ) -> None:
         self.bus = bus
         self.store = store
@@ -87,6 +91,7 @@ class Core:
         """The actor's ``spawn(coro, name=...)``: background work that crashes the actor if it raises."""
         self.task_timeout = task_timeout
         self.ack_timeout = ack_timeout
+        self.announce_after = announce_after
         self.scheduler = Scheduler.client(bus)
         self.images = ImageReader.client(bus)
         self.net = Net.client(bus)
@@ -95,6 +100,10 @@ class Core:
         self.hosts_alive: dict[str, bool] = {}
         """Each host's liveness as the scheduler last said (refreshed at most every ``HOSTS_REFRESH``)."""
         self._hosts_checked = 0.0
+        self.announced: dict[str, int] = {}
+        """Versions whose events this process published, not yet written (``record_announced``)."""
+        self.unannounced_since: dict[tuple[str, int], float] = {}
+        """When this process first saw each (instance, version) without its event."""
 
     def node(self, host: str, *, timeout: float | None = None) -> Node:
         """A client of one compute host."""
@@ -211,7 +220,7 @@ class Core:
         if change.deleted:
             changes |= {"deleted": 1, "terminated_at": now}
         changes |= {"updated_at": now, "progress_at": time.time()}
-        assignments = ", ".join(f"{column} = ?" for column in changes)
+        assignments = ", ".join([*(f"{column} = ?" for column in changes), "version = version + 1"])
         return await self.store.fetchone(
             f"UPDATE instances SET {assignments} WHERE uuid = ? AND deleted = 0 AND vm_state = ?"
             " AND task_state IS NOT DISTINCT FROM ? AND host IS NOT DISTINCT FROM ? RETURNING *",
@@ -276,25 +285,54 @@ class Core:
         instance = view(row)
         if fault is not None:
             instance["fault"] = fault
-        await self._publish(instance, event_type)
+        await self._publish(row, instance, event_type)
         return instance
 
     async def publish_change(self, row: InstanceRow, cause: Cause) -> InstanceChange:
         """Publish the instance's new state as ``instance.<status>``, with the cause of the change."""
         instance: InstanceChange = {**view(row), "cause": cause}
-        await self._publish(instance, None)
+        await self._publish(row, instance, None)
         return instance
 
-    async def _publish(self, instance: Instance, event_type: str | None) -> None:
+    async def _publish(self, row: InstanceRow, instance: Instance, event_type: str | None) -> None:
+        """Publish, then note the row's version announced (written with the next watch round)."""
         status = status_of(instance["vm_state"], instance["task_state"])
+        event_type = event_type or f"instance.{status.lower()}"
         await publish_event(
             self.bus,
             "instance",
             instance["id"],
             instance["project_id"],
-            event_type or f"instance.{status.lower()}",
+            event_type,
             dict(instance),
+            message_id=f"{instance['id']}/{row['version']}/{event_type}",
         )
+        announced = self.announced.get(row["uuid"], 0)
+        self.announced[row["uuid"]] = max(announced, row["version"])
+
+    async def record_announced(self) -> None:
+        """Write the versions announced since the last call (one transaction)."""
+        announced, self.announced = self.announced, {}
+        if announced:
+            await self.store.executemany(
+                "UPDATE instances SET announced_version = ? WHERE uuid = ? AND announced_version < ?",
+                [(version, uuid, version) for uuid, version in announced.items()],
+            )
+
+    async def announce_missed(self, now: float) -> None:
+        """Publish the state of each instance whose last change has had no event for
+        ``announce_after`` seconds (its conductor died between recording and publishing, or the
+        stream did not answer): as ``instance.<status>``, the message id the first try used for
+        that event type, so the stream keeps one if both got through."""
+        rows = await self.store.fetchall(
+            "SELECT * FROM instances WHERE announced_version < version", row=InstanceRow
+        )
+        pending = {(row["uuid"], row["version"]) for row in rows}
+        self.unannounced_since = {key: self.unannounced_since.get(key, now) for key in pending}
+        for row in rows:
+            if now - self.unannounced_since[(row["uuid"], row["version"])] > self.announce_after:
+                log.warning("instance %s: change %d had no event; publishing it", row["uuid"], row["version"])
+                await self.publish(row)
 
     # -- node tasks -----------------------------------------------------------------------
 

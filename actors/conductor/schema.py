@@ -67,6 +67,13 @@ MIGRATIONS: list[Step] = [
     """
     CREATE INDEX instance_actions_request ON instance_actions(request_id);
     """,
+    # 7: every state change is numbered, and the last one whose event the stream has is kept
+    # (``Core.announce_missed``)
+    """
+    ALTER TABLE instances ADD COLUMN version INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE instances ADD COLUMN announced_version INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX instances_unannounced ON instances(uuid) WHERE announced_version < version;
+    """,
 ]
 
 
@@ -79,7 +86,11 @@ class InstanceRow(TypedDict):
     scheduling); ``task_sent_at``/``task_sends`` when and how often its cast was sent, reset with
     ``task_acked`` whenever ``task_state`` changes; ``progress_at`` (epoch seconds) moves with every
     change and every ``task_progress``; ``build_attempts`` counts the hosts claimed, ``tried_hosts``
-    those a build failed or stalled on."""
+    those a build failed or stalled on.
+
+    Events: ``version`` counts the row's state changes (its creation is 1), ``announced_version``
+    is the last whose event the stream acknowledged; a change a conductor recorded but could not
+    announce (it died, or the stream did not answer) is announced by a replica's watch."""
 
     uuid: str
     name: str
@@ -109,6 +120,8 @@ class InstanceRow(TypedDict):
     task_sends: int
     build_attempts: int
     tried_hosts: str
+    version: int
+    announced_version: int
 
 
 def vm_state_of(row: InstanceRow) -> VmState:

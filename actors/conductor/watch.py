@@ -160,13 +160,16 @@ class TaskWatch(NodeTasks, ConductorForOwners, ConductorOperator):
     # -- the watch ------------------------------------------------------------------------
 
     async def watch_forever(self) -> None:
-        """Every ≤ 1 s: refresh host liveness, send unacknowledged tasks again, resolve stalled ones."""
+        """Every ≤ 1 s: refresh host liveness, send unacknowledged tasks again, resolve stalled ones,
+        record the events published and publish those missed."""
         interval = max(0.2, min(1.0, self.core.ack_timeout / 2))
         while True:
             await asyncio.sleep(interval)
             try:
                 await self.core.refresh_hosts()
                 await self._check_tasks()
+                await self.core.record_announced()
+                await self.core.announce_missed(time.time())
             except Exception:
                 log.exception("task watch round failed; next round in %.1f s", interval)
 

@@ -10,12 +10,15 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import nats.errors
 import pytest
+from nats.js.api import ConsumerConfig, DeliverPolicy
 
+from actors.conductor.actor import ConductorActor
 from api.conductor import Compute, ConductorForNodes, ConductorForOwners, ConductorOperator, Server
 from api.identity import Tokens
 from api.image import Images
-from bus import Actor, Bus, Context, InvalidRequest, NotFound, request_scope
+from bus import Actor, Bus, Context, InvalidRequest, NotFound, decode, request_scope
 from runtime.states import Lifecycle, TaskState
 
 
@@ -209,3 +212,32 @@ async def test_the_same_request_sent_again_makes_one_instance_and_starts_its_act
         assert other["id"] != first["id"]
         actions = await operator.list_actions(instance_uuid=server["id"])
     assert [action["action"] for action in actions] == ["create", "stop"]
+
+
+async def test_a_change_recorded_without_its_event_is_announced_by_the_watch_once(
+    bus: Bus, demo: Context, cloud: list[Actor]
+) -> None:
+    """What a conductor that died between writing a change and publishing its event leaves: the
+    row's version moved, no event. A watch publishes the instance's state, once."""
+    conductor = next(actor for actor in cloud if isinstance(actor, ConductorActor))
+    conductor.core.announce_after = 0.5
+    server = await boot(bus, demo)
+    subject = bus.subject(f"evt.instance.{demo.project_id}.{server['id']}")
+    events = await bus.nc.jetstream().subscribe(
+        subject, ordered_consumer=True, config=ConsumerConfig(deliver_policy=DeliverPolicy.NEW)
+    )
+    store = conductor.core.store
+    await store.execute("UPDATE instances SET version = version + 1 WHERE uuid = ?", (server["id"],))
+    message = await events.next_msg(timeout=15)
+    event = decode(message.data).body
+    assert event["type"] == "instance.active" and event["state"]["status"] == "ACTIVE"
+    async with asyncio.timeout(10):
+        while True:
+            row = await store.fetchone(
+                "SELECT version, announced_version FROM instances WHERE uuid = ?", (server["id"],)
+            )
+            if row is not None and row["announced_version"] == row["version"]:
+                break
+            await asyncio.sleep(0.1)
+    with pytest.raises(nats.errors.TimeoutError):  # announced: not published again
+        await events.next_msg(timeout=3)

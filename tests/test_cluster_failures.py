@@ -1,0 +1,65 @@
+"""A cloud on the harness (3 controllers with replicas, PostgreSQL, 2 compute hosts) keeps booting
+while its controllers fail, one failure after another, each brought back:
+
+1. controller-3's link is cut (a partition: its replicas and nats-server run on, unreachable,
+   and come back by themselves when the link does);
+2. every process of controller-2 is SIGKILLed (its nats-server and replicas), then started again;
+3. controller-1's nats-server is SIGKILLed, then started again.
+
+A client on another host boots in lanes through controller-1's gateway, with no retry of its
+own (``deploy.boot_load``). Every request succeeds, no ``instance.active`` event is lost, every
+instance is ACTIVE, then deleted; ``aiostack audit`` is clean (no domain without its record on
+its host: no double build; no claim of no live instance), the event stream is current on all
+three servers again, and every controller's gateway answers. The CI-sized run boots 90;
+``bench/cluster.py`` runs the same failures during 300.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from deploy.cluster import cloud_on_hosts
+from deploy.failures import boots_through_failures
+
+BOOTS = 90
+LANES = 8
+
+STREAM_CURRENT = """
+import asyncio, json, sys
+from bus import Bus
+
+async def main():
+    async with await Bus.connect(sys.argv[1], credentials=sys.argv[2]) as bus:
+        async with asyncio.timeout(60):
+            while True:  # until a leader and two replicas caught up with it
+                try:
+                    info = await bus.nc.jetstream().stream_info(bus.event_stream)
+                    if info.cluster.leader and all(peer.current for peer in info.cluster.replicas):
+                        if len(info.cluster.replicas) == 2:
+                            break
+                except Exception:
+                    pass
+                await asyncio.sleep(0.2)
+    print(json.dumps({"leader": info.cluster.leader}))
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.timeout(600)
+async def test_boots_succeed_through_a_partition_a_controllers_loss_and_a_nats_servers_loss() -> None:
+    async with cloud_on_hosts(computes=2, clients=1) as cloud:
+        times, report = await boots_through_failures(cloud, BOOTS, LANES, timeout=500)
+        print(json.dumps({"times": times, "report": report}, indent=1))  # shown when an assertion fails
+        assert report["failed"] == 0, report["failures"]
+        assert report["events_lost"] == 0 and report["not_active"] == 0, report
+        assert report["accepted"] >= BOOTS and report["left"] == 0, report
+        assert "clean" in await cloud.audit()
+        nats, admin = ",".join(cloud.hosts.nats_urls), str(cloud.credentials.file("admin"))
+        await cloud.controller.run(sys.executable, "-c", STREAM_CURRENT, nats, admin, timeout=90)
+        await cloud.controller.run(
+            sys.executable, "-m", "deploy.cluster", "wait-for-gateways", *cloud.gateways, timeout=60
+        )
