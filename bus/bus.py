@@ -176,6 +176,7 @@ class Bus:
         self._reply_tokens = itertools.count(1)
         self._waiting: dict[str, asyncio.Future[Msg]] = {}
         self._resendable: dict[str, tuple[str, bytes, dict[str, str] | None]] = {}
+        self._sending: set[asyncio.Task[None]] = set()
         self._event_stream_checked = False
         # access control for the actors on this connection (actors.auth.install sets them)
         self.authenticator: Callable[[Context], Awaitable[Context]] | None = None
@@ -370,30 +371,43 @@ class Bus:
         self._waiting[token] = waiter
         timer = loop.call_later(timeout, _expire, waiter)
         reply = self._inbox_prefix + token
+        resender: asyncio.TimerHandle | None = None
+
+        def send_again(pause: float) -> None:
+            nonlocal resender
+            if not waiter.done():
+                self._sending.add(
+                    task := loop.create_task(self._publish_again(subject, payload, token, headers))
+                )
+                task.add_done_callback(self._sending.discard)
+                resender = loop.call_later(pause, send_again, min(pause * 2, RESEND_MAX_PAUSE))
+
         if resend:
             self._resendable[token] = (subject, payload, headers)
+            resender = loop.call_later(RESEND_AFTER, send_again, RESEND_AFTER * 2)
         try:
             await self._publish(subject, payload, reply=reply, headers=headers)
-            pause = RESEND_AFTER
-            while resend and not waiter.done():
-                await asyncio.wait({waiter}, timeout=pause)
-                if not waiter.done():
-                    await self._publish(subject, payload, reply=reply, headers=headers)
-                    pause = min(pause * 2, RESEND_MAX_PAUSE)
             return await waiter
         except TimeoutError:
             raise CallTimeout(f"no reply from {subject} within {timeout:.3f} s") from None
         finally:
             timer.cancel()
+            if resender is not None:
+                resender.cancel()
             del self._waiting[token]
             self._resendable.pop(token, None)
+
+    async def _publish_again(
+        self, subject: str, payload: bytes, token: str, headers: dict[str, str] | None
+    ) -> None:
+        with contextlib.suppress(BusClosed):
+            await self._publish(subject, payload, reply=self._inbox_prefix + token, headers=headers)
 
     async def _resend_unanswered(self) -> None:
         """After a reconnect: send the idempotent calls still unanswered again at once (a request
         or reply in flight through the server that was lost is lost with it)."""
         for token, (subject, payload, headers) in list(self._resendable.items()):
-            with contextlib.suppress(BusClosed):
-                await self._publish(subject, payload, reply=self._inbox_prefix + token, headers=headers)
+            await self._publish_again(subject, payload, token, headers)
 
     async def request(
         self, relative_subject: str, body: Any = None, *, timeout: float = DEFAULT_CALL_TIMEOUT
