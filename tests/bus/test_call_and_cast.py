@@ -112,12 +112,9 @@ async def test_call_times_out_with_a_typed_error(bus: Bus, echo: Echo) -> None:
     assert isinstance(caught.value, TimeoutError)
 
 
-async def test_call_with_no_responder_fails_fast(bus: Bus) -> None:
-    loop = asyncio.get_running_loop()
-    began = loop.time()
-    with pytest.raises(NoResponders):
-        await bus.call("nobody.home", {}, timeout=5)
-    assert loop.time() - began < 4  # answered by the server, not by the timeout
+async def test_call_with_no_responder_is_told_so_by_the_server(bus: Bus) -> None:
+    with pytest.raises(NoResponders):  # the server's answer, not CallTimeout after the timeout
+        await bus.call("nobody.home", {}, timeout=30)
 
 
 async def test_remote_exception_keeps_type_message_and_request_id(bus: Bus, echo: Echo) -> None:
