@@ -89,19 +89,34 @@ class LocalPostgres:
         try:
             password_file, self.password = prepare(self.dir)
             _run(as_server_user(initdb_argv(self.dir / "data", password_file)))
-            self._server = subprocess.Popen(
-                as_server_user(server_argv(self.dir / "data", listen="", port=PORT, socket_dir=self.dir)),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-            self._wait_ready()
+            self.start()
             _run([*self._psql("postgres"), "-c", f"CREATE DATABASE {DATABASE}"], password=self.password)
         except BaseException:
             self.__exit__(None, None, None)
             raise
         return self
+
+    def start(self) -> None:
+        """Run the server (again, after ``stop``) and return once it takes connections."""
+        self._server = subprocess.Popen(
+            as_server_user(server_argv(self.dir / "data", listen="", port=PORT, socket_dir=self.dir)),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        self._wait_ready()
+
+    def stop(self) -> None:
+        """Stop the server ("fast" shutdown: connections are cut), keeping its data."""
+        if self._server is not None and self._server.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self._server.pid, signal.SIGINT)
+            try:
+                self._server.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self._server.pid, signal.SIGKILL)
+                self._server.wait()
 
     def _psql(self, database: str) -> list[str]:
         return [str(POSTGRES_BIN / "psql"), "-h", str(self.dir), "-p", str(PORT), "-U", ROLE, "-d", database]
@@ -130,14 +145,7 @@ class LocalPostgres:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if self._server is not None and self._server.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self._server.pid, signal.SIGINT)  # "fast" shutdown
-            try:
-                self._server.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self._server.pid, signal.SIGKILL)
-                self._server.wait()
+        self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
