@@ -88,15 +88,20 @@ def _namespace_pids(namespace: str) -> list[int]:
     return [int(pid) for pid in done.stdout.split()] if done.returncode == 0 else []
 
 
+def kill_namespace(namespace: str, wait: float = 10.0) -> None:
+    """SIGKILL every process in the namespace, again until none is left (at most ``wait`` s)."""
+    deadline = time.monotonic() + wait
+    while (pids := _namespace_pids(namespace)) and time.monotonic() < deadline:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.05)
+
+
 def remove_namespaces(namespaces: Iterable[str], wait: float = 10.0) -> None:
     """Kill every process in each namespace, wait (at most ``wait`` s) until none is left, delete it."""
     for namespace in namespaces:
-        deadline = time.monotonic() + wait
-        while (pids := _namespace_pids(namespace)) and time.monotonic() < deadline:
-            for pid in pids:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            time.sleep(0.05)
+        kill_namespace(namespace, wait)
         subprocess.run(["ip", "netns", "del", namespace], capture_output=True)
 
 
@@ -159,11 +164,7 @@ class Host:
                 os.killpg(process.pid, signal.SIGKILL)
             await process.wait()
             return
-        while pids := _namespace_pids(self.namespace):
-            for pid in pids:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            await asyncio.sleep(0.05)
+        await asyncio.to_thread(kill_namespace, self.namespace)
         for process in self.processes.values():
             await process.wait()
 
