@@ -128,11 +128,16 @@ class Store(Db):
     def transaction(self) -> AbstractAsyncContextManager[Db]:
         """The store's only writer while it runs; commits on success, rolls back on error."""
 
-    def steps(self) -> Iterator[tuple[int, list[str]]]:
-        """Each migration's number and statements, in this store's dialect."""
-        for number, step in enumerate(self.migrations):
+    async def migrate(self, db: Db, version: int, record_version: str) -> None:
+        """Run, in ``db``'s transaction, the migrations past ``version`` in this store's dialect;
+        ``record_version`` is the statement that keeps the new version (``{}`` its number)."""
+        for number, step in enumerate(self.migrations[version:], start=version):
             script = step if isinstance(step, str) else getattr(step, self.dialect)
-            yield number, [part.strip() for part in script.split(";") if part.strip()]
+            for statement in (part.strip() for part in script.split(";")):
+                if statement:
+                    await db.execute(statement)
+            await db.execute(record_version.format(number + 1))
+            log.info("store %s migrated to schema version %d", self.name, number + 1)
 
 
 def open_store(config: Config, name: str, migrations: Sequence[Step]) -> Store:
@@ -191,13 +196,7 @@ class SqliteStore(Store):
         self._db = _SqliteDb(connection)
         async with self.transaction() as db:
             (row,) = await db.fetchall("PRAGMA user_version")
-            version = int(row["user_version"])
-            for number, statements in self.steps():
-                if number >= version:
-                    for statement in statements:
-                        await db.execute(statement)
-                    await db.execute(f"PRAGMA user_version = {number + 1}")
-                    log.info("store %s migrated to schema version %d", self.path.name, number + 1)
+            await self.migrate(db, int(row["user_version"]), "PRAGMA user_version = {}")
 
     async def close(self) -> None:
         if self._db is not None:
@@ -331,13 +330,7 @@ class PostgresStore(Store):
                 await db.execute("INSERT INTO schema_version (version) VALUES (0)")
             for statement in _COMPATIBLE:
                 await db.execute(statement)
-            version = found["version"] if found else 0
-            for number, statements in self.steps():
-                if number >= version:
-                    for statement in statements:
-                        await db.execute(statement)
-                    await db.execute("UPDATE schema_version SET version = ?", (number + 1,))
-                    log.info("store %s migrated to schema version %d", self.name, number + 1)
+            await self.migrate(db, found["version"] if found else 0, "UPDATE schema_version SET version = {}")
 
     async def close(self) -> None:
         if self._pool is not None:
