@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import secrets
 import sys
@@ -25,6 +26,7 @@ import tempfile
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from deploy.credentials import Credentials, Principal, prepare, trust
 from deploy.hosts import Host, Hosts, build
@@ -205,6 +207,25 @@ async def wait_for_gateways(urls: Sequence[str], timeout: float = 60.0) -> None:
                 await asyncio.sleep(0.1)
 
 
+async def wait_for_stream(
+    nats: str, credentials: Path, *, current: bool, timeout: float = 60.0
+) -> dict[str, Any]:
+    """Once the event stream has a leader (a new one takes seconds after a loss) and, with
+    ``current``, two replicas caught up with it: its leader's and replicas' servers."""
+    from bus import Bus
+
+    async with await Bus.connect(nats, credentials=credentials, name="wait-for-stream") as bus:
+        async with asyncio.timeout(timeout):
+            while True:
+                with contextlib.suppress(Exception):
+                    cluster = (await bus.nc.jetstream().stream_info(bus.event_stream)).cluster
+                    replicas = (cluster.replicas or []) if cluster else []
+                    caught_up = len(replicas) == 2 and all(peer.current for peer in replicas)
+                    if cluster and cluster.leader and (caught_up or not current):
+                        return {"leader": cluster.leader, "replicas": sorted(peer.name for peer in replicas)}
+                await asyncio.sleep(0.2)
+
+
 async def wait_for_hosts(nats: str, credentials: Path, names: Sequence[str], timeout: float = 120.0) -> None:
     """Return once the scheduler counts every host of ``names`` alive."""
     from api.scheduler import SchedulerReader
@@ -248,7 +269,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     wait.add_argument("hosts", nargs="+")
     gateways = commands.add_parser("wait-for-gateways", help="wait until these gateways answer")
     gateways.add_argument("urls", nargs="+")
+    stream = commands.add_parser(
+        "wait-for-stream", help="wait until the event stream has a leader; print it and its replicas (JSON)"
+    )
+    stream.add_argument("--nats", required=True)
+    stream.add_argument("--credentials", type=Path, required=True)
+    stream.add_argument("--current", action="store_true", help="and two replicas caught up with it")
     args = parser.parse_args(argv)
+    if args.command == "wait-for-stream":
+        print(json.dumps(asyncio.run(wait_for_stream(args.nats, args.credentials, current=args.current))))
+        return 0
     if args.command == "wait-for-gateways":
         asyncio.run(wait_for_gateways(args.urls))
         return 0

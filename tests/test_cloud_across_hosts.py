@@ -92,27 +92,6 @@ async def main():
 asyncio.run(main())
 """
 
-EVENT_STREAM = """
-import asyncio, json, sys
-from bus import Bus
-
-async def main():
-    async with await Bus.connect(sys.argv[1], credentials=sys.argv[2]) as bus:
-        async with asyncio.timeout(60):
-            while True:  # until the stream has a leader (a new one takes seconds after a loss)
-                try:
-                    info = await bus.nc.jetstream().stream_info(bus.event_stream)
-                    if info.cluster.leader:
-                        break
-                except Exception:
-                    pass
-                await asyncio.sleep(0.2)
-        replicas = sorted(peer.name for peer in info.cluster.replicas)
-        print(json.dumps({"leader": info.cluster.leader, "replicas": replicas}))
-
-asyncio.run(main())
-"""
-
 
 def last_json(output: str) -> Any:
     """The last JSON line a probe printed (asyncio's warnings about closed TLS sockets aside)."""
@@ -125,7 +104,10 @@ async def test_a_cloud_on_the_cluster_boots_on_compute_hosts_and_outlives_a_cont
         nats, admin = ",".join(hosts.nats_urls), str(cloud.credentials.file("admin"))
 
         async def event_stream() -> dict[str, Any]:
-            output = await controller.run(sys.executable, "-c", EVENT_STREAM, nats, admin, timeout=90)
+            output = await controller.run(
+                sys.executable, "-m", "deploy.cluster", "wait-for-stream", "--nats", nats,
+                "--credentials", admin, timeout=90,
+            )  # fmt: skip
             return dict(last_json(output))
 
         stream = await event_stream()

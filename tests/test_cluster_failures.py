@@ -27,27 +27,6 @@ from deploy.failures import boots_through_failures
 BOOTS = 90
 LANES = 8
 
-STREAM_CURRENT = """
-import asyncio, json, sys
-from bus import Bus
-
-async def main():
-    async with await Bus.connect(sys.argv[1], credentials=sys.argv[2]) as bus:
-        async with asyncio.timeout(60):
-            while True:  # until a leader and two replicas caught up with it
-                try:
-                    info = await bus.nc.jetstream().stream_info(bus.event_stream)
-                    if info.cluster.leader and all(peer.current for peer in info.cluster.replicas):
-                        if len(info.cluster.replicas) == 2:
-                            break
-                except Exception:
-                    pass
-                await asyncio.sleep(0.2)
-    print(json.dumps({"leader": info.cluster.leader}))
-
-asyncio.run(main())
-"""
-
 
 @pytest.mark.timeout(600)
 async def test_boots_succeed_through_a_partition_a_controllers_loss_and_a_nats_servers_loss() -> None:
@@ -59,7 +38,10 @@ async def test_boots_succeed_through_a_partition_a_controllers_loss_and_a_nats_s
         assert report["accepted"] >= BOOTS and report["left"] == 0, report
         assert "clean" in await cloud.audit()
         nats, admin = ",".join(cloud.hosts.nats_urls), str(cloud.credentials.file("admin"))
-        await cloud.controller.run(sys.executable, "-c", STREAM_CURRENT, nats, admin, timeout=90)
+        await cloud.controller.run(
+            sys.executable, "-m", "deploy.cluster", "wait-for-stream", "--current", "--nats", nats,
+            "--credentials", admin, timeout=90,
+        )  # fmt: skip
         await cloud.controller.run(
             sys.executable, "-m", "deploy.cluster", "wait-for-gateways", *cloud.gateways, timeout=60
         )
