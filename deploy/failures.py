@@ -28,10 +28,10 @@ NATS_DOWN_S = 2.0
 
 
 async def boots_through_failures(
-    cloud: HarnessCloud, boots: int, lanes: int, timeout: float = 900.0
+    cloud: HarnessCloud, boots: int, lanes: int, timeout: float = 900.0, *, partition: bool = True
 ) -> tuple[dict[str, float], dict[str, Any]]:
-    """Run the sequence during ``boots`` boots in ``lanes`` lanes; when each failure began and
-    ended, and the client's report (``deploy.boot_load``)."""
+    """Run the sequence during ``boots`` boots in ``lanes`` lanes (without ``partition``: not the
+    cut link); when each failure began and ended, and the client's report (``deploy.boot_load``)."""
     client = cloud.hosts.hosts[cloud.clients[0]]
     progress = cloud.hosts.root / "progress"
     argv = [sys.executable, "-m", "deploy.boot_load", cloud.url, "--boots", str(boots)]
@@ -44,12 +44,13 @@ async def boots_through_failures(
         while _count(progress) < count and not load.done():
             await asyncio.sleep(0.1)
 
-    await answered(boots // 4)
-    times["partition"] = time.time()
-    controllers["controller-3"].cut()
-    await asyncio.sleep(PARTITION_S)
-    controllers["controller-3"].mend()
-    times["mended"] = time.time()
+    if partition:
+        await answered(boots // 4)
+        times["partition"] = time.time()
+        controllers["controller-3"].cut()
+        await asyncio.sleep(PARTITION_S)
+        controllers["controller-3"].mend()
+        times["mended"] = time.time()
     await answered(boots // 2)
     times["controller_killed"] = time.time()
     await controllers["controller-2"].kill()
