@@ -34,7 +34,17 @@ from nats.aio.subscription import Subscription
 from nats.js.api import DiscardPolicy, StorageType, StreamConfig, StreamInfo
 
 from bus.envelope import DEFAULT_MAX_BYTES, Context, decode_reply, new_id, pack
-from bus.errors import TRANSIENT_ERRORS, AiostackError, CallTimeout, DeadlineExpired, NoResponders
+from bus.errors import (
+    TRANSIENT_ERRORS,
+    ActorStopped,
+    AiostackError,
+    CallTimeout,
+    DeadlineExpired,
+    NoResponders,
+    Overloaded,
+    StoreUnavailable,
+)
+from bus.server import TLS_NAME
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +61,10 @@ RESEND_AFTER = 1.0
 """Seconds an idempotent call waits for its reply before the request is sent again (then twice
 as long each time, at most ``RESEND_MAX_PAUSE``, within the call's timeout)."""
 RESEND_MAX_PAUSE = 2.0
+TRANSIENT_REPLY_PATIENCE = 3.0
+"""Seconds an idempotent call is asked again while replicas answer that they are stopping,
+overloaded or without their database (a replica cut off from the database for a moment gives way
+to one that is not; a database that is down for everyone is reported after this long)."""
 NO_RESPONDERS_PATIENCE = 1.5
 """Seconds a call is sent again while the server answers that nobody serves its subject (nobody
 got it, so any call may be): a server that just restarted knows its routes' subscribers only a
@@ -73,6 +87,12 @@ def inbox_prefix_for(user: str) -> str:
 def event_stream_name(prefix: str) -> str:
     """The JetStream stream that keeps ``<prefix>.evt.>``: ``EVENTS_<prefix>``."""
     return "EVENTS_" + re.sub(r"[^A-Za-z0-9_-]", "_", prefix)
+
+
+def _without_tls_eof_notice(record: logging.LogRecord) -> bool:
+    """Drop asyncio's notice that nats-py's protocol asks to keep a TLS connection half-open
+    (harmless: TLS closes both ways), printed at every close of a TLS connection to NATS."""
+    return not record.getMessage().startswith("returning true from eof_received()")
 
 
 def read_credentials(path: str | os.PathLike[str]) -> tuple[str, str]:
@@ -213,6 +233,8 @@ class Bus:
             ca = read_trust(credentials)
             if ca is not None:
                 options["tls"] = ssl.create_default_context(cadata=ca)
+                options["tls_hostname"] = TLS_NAME
+                logging.getLogger("asyncio").addFilter(_without_tls_eof_notice)
         connected = False
 
         async def on_error(exc: Exception) -> None:
@@ -302,7 +324,9 @@ class Bus:
         is the answer. A request or a reply lost with a server that died, or a responder that
         moved to another server, costs a second or two, not the call's timeout; when this
         connection itself moves to another server, its unanswered idempotent calls are sent
-        again at once.
+        again at once; when a replica answers that it is stopping, overloaded or without its
+        database, the call is asked again (another replica may answer) for up to
+        ``TRANSIENT_REPLY_PATIENCE`` seconds.
 
         :raises CallTimeout: no reply within ``timeout`` (or the inherited deadline).
         :raises NoResponders: nobody subscribes to the subject (still, ``NO_RESPONDERS_PATIENCE``
@@ -317,11 +341,16 @@ class Bus:
         loop = asyncio.get_running_loop()
         end = loop.time() + timeout
         patience, pause = loop.time() + min(NO_RESPONDERS_PATIENCE, timeout), 0.05
+        asked_again_until = loop.time() + TRANSIENT_REPLY_PATIENCE
         while True:
             msg = await self._request(subject, payload, max(0.001, end - loop.time()), resend=resend)
             if not _no_responders(msg):
-                return decode_reply(msg.data, self.max_bytes)
-            if loop.time() + pause > patience:
+                try:
+                    return decode_reply(msg.data, self.max_bytes)
+                except (ActorStopped, Overloaded, StoreUnavailable):
+                    if not resend or loop.time() + pause > min(end, asked_again_until):
+                        raise
+            elif loop.time() + pause > patience:
                 raise NoResponders(f"no actor serves {subject}")
             await asyncio.sleep(pause)
             pause = min(pause * 2, 0.4)
@@ -492,7 +521,7 @@ class Bus:
         self, *, max_age: float | None = None, max_bytes: int | None = None, replicas: int | None = None
     ) -> StreamInfo:
         """Create the event stream if missing; with limits given, apply them to it. ``replicas``:
-        how many servers of a cluster keep it (JetStream's R; 1 by default)."""
+        how many servers of a cluster keep it (JetStream's R; None: as many as now, 1 when new)."""
         js = self.nc.jetstream()
         config = StreamConfig(
             name=self.event_stream,
@@ -508,6 +537,7 @@ class Bus:
         except nats.js.errors.NotFoundError:
             return await js.add_stream(config)
         if max_age is not None or max_bytes is not None or replicas is not None:
+            config.num_replicas = replicas or info.config.num_replicas or 1
             return await js.update_stream(config)
         return info
 

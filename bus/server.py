@@ -41,6 +41,40 @@ def authorization_config(authorization: Mapping[str, Any]) -> str:
     return f"authorization: {json.dumps(authorization, indent=2)}\n"
 
 
+TLS_NAME = "nats.aiostack"
+"""A name every certificate of a cluster's nats-servers carries beside the server's own names and
+addresses, and the name clients check: a client learns the cluster's other servers from the
+one it reached (nats-py then checks their certificates against the first server's name), so
+one shared name lets it verify any of them against the cluster's CA."""
+
+
+def cluster_config(
+    *,
+    server_name: str,
+    address: str,
+    route_port: int,
+    routes: list[str],
+    certificate: Path,
+    key: Path,
+    ca: Path,
+    ping_interval: str = "1s",
+) -> str:
+    """Config of one server of a TLS cluster (``extra_config``): its name (JetStream's peers are
+    named), routes to the other servers (nats-server ignores a route to itself), TLS with ``ca``
+    for clients and routes (routes verify each other's certificates), and pings every
+    ``ping_interval`` (two unanswered: the peer is dead) so a lost client or route is noticed in
+    seconds rather than nats-server's default 2 minutes."""
+    files = f'cert_file: "{certificate}", key_file: "{key}", ca_file: "{ca}"'
+    listed = ", ".join(json.dumps(route) for route in routes)
+    return (
+        f'server_name: "{server_name}"\n'
+        f'ping_interval: "{ping_interval}"\nping_max: 2\n'
+        f"tls {{ {files} }}\n"
+        f'cluster {{ name: "aiostack", listen: "{address}:{route_port}", routes: [{listed}],'
+        f" tls {{ {files}, verify: true }} }}\n"
+    )
+
+
 class EmbeddedNatsServer:
     """One nats-server process. ``port=0`` picks a free loopback port.
 
@@ -108,6 +142,14 @@ class EmbeddedNatsServer:
         with os.fdopen(fd, "w") as file:
             file.write(text + f"{self.extra_config}\n")
         return config
+
+    def reload(self, authorization: Mapping[str, Any]) -> None:
+        """Serve with these users from now on (nats-server reloads its config on SIGHUP and closes
+        the connections of users no longer listed); a restart uses them too."""
+        self.authorization = authorization
+        self._write_config()
+        if self._process is not None and self._process.returncode is None:
+            self._process.send_signal(signal.SIGHUP)
 
     async def start(self, timeout: float = 15.0) -> None:
         """Start the server and return once it accepts connections."""

@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import json
 import os
+import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -83,6 +84,16 @@ def up(commands: Any) -> Runner:
         "--event-replicas", type=int, help="servers of a NATS cluster that keep the event stream (default 1)"
     )
     _add_database_option(parser)
+    parser.add_argument(
+        "--cluster",
+        metavar="ADDRESS",
+        help="start a cluster, this machine its first controller: its nats-server on ADDRESS (TLS with"
+        " a CA made here, routes to the controllers that join); needs --database; hosts join with"
+        " `aiostack cluster add` here and `aiostack join TOKEN` there",
+    )
+    parser.add_argument(
+        "--host-name", default=socket.gethostname(), help="with --cluster: this host's name in the cluster"
+    )
     parser.add_argument("--nodes", type=int, default=1, help="how many compute nodes to run")
     parser.add_argument(
         "--remote-node",
@@ -117,6 +128,11 @@ def up(commands: Any) -> Runner:
 
     def run_up(args: argparse.Namespace) -> int:
         from deploy.up import up as start
+
+        if args.cluster and not args.database:
+            parser.error("--cluster needs --database (PostgreSQL, which every controller shares)")
+        if args.cluster and args.nats:
+            parser.error("--cluster runs its own nats-server: leave out --nats")
 
         return asyncio.run(start(args))
 
@@ -218,3 +234,54 @@ def _read_nats_url(data_dir: Path) -> str:
 def _admin_credentials(data_dir: Path) -> Path | None:
     path = credentials_file(data_dir, ADMIN)
     return path if path.exists() else None
+
+
+def join(commands: Any) -> Runner:
+    """`aiostack join TOKEN`: make this machine a host of a cluster and run it."""
+    parser = commands.add_parser(
+        "join",
+        help="join a cluster with a token from `aiostack cluster add`, then run this host; Ctrl-C stops it",
+    )
+    parser.add_argument("token", nargs="?", help="the join token (leave out to start a host that has joined)")
+    parser.add_argument("--data-dir", type=Path, default=default_data_dir(), help="where everything is kept")
+    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument(
+        "--address", help="this host's address the others reach (default: towards the cluster)"
+    )
+    parser.add_argument("--listen", help="controller: the gateway's HOST:PORT (default: ADDRESS:8774)")
+    parser.add_argument("--libvirt", default="test", help="compute: libvirt URI; 'test': a test-driver host")
+    parser.add_argument("--node-vcpus", type=int, default=128, help="compute: vCPUs of a test-driver host")
+    parser.add_argument("--node-memory-mb", type=int, default=1024 * 1024, help="compute: its RAM")
+    _add_task_timeout(parser)
+
+    def run_join(args: argparse.Namespace) -> int:
+        from deploy.join import run_host
+
+        return asyncio.run(run_host(args))
+
+    return run_join
+
+
+def cluster(commands: Any) -> Runner:
+    """`aiostack cluster add|list|remove`: the hosts of a cluster, from one of its controllers."""
+    parser = commands.add_parser("cluster", help="invite, list and remove the hosts of a cluster")
+    actions = parser.add_subparsers(dest="action", required=True)
+    add = actions.add_parser("add", help="print a join token for a new host (one use, 15 minutes)")
+    add.add_argument("name", help="the new host's name")
+    add.add_argument("--role", choices=("controller", "compute"), required=True)
+    add.add_argument("--ttl", type=float, default=900.0, help="seconds the token works (default 15 minutes)")
+    actions.add_parser("list", help="hosts, roles, states and liveness")
+    remove = actions.add_parser("remove", help="revoke a host's bus credentials")
+    remove.add_argument("name")
+    for action in (add, *(actions.choices[name] for name in ("list", "remove"))):
+        _add_bus_options(action)
+        action.add_argument("--json", action="store_true", help="JSON instead of text")
+
+    def run_cluster(args: argparse.Namespace) -> int:
+        from deploy.members import manage
+
+        return asyncio.run(
+            manage(args, _read_nats_url(args.data_dir), credentials_file(args.data_dir, ADMIN))
+        )
+
+    return run_cluster

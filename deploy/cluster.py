@@ -1,14 +1,11 @@
-"""A cloud on the multi-host harness (``deploy.hosts``): `aiostack up` on controller-1 against
-the controllers' TLS NATS cluster (the event stream kept on all three) and the database host's
-PostgreSQL; replicas of the actors whose state is all in the database, and a gateway, on the
-other controllers (``REPLICATED``); a node on each compute host (`aiostack run node` with the
-credentials `up --remote-node` made for it); hosts left for clients. What
-`tests/test_cloud_across_hosts.py` and `bench/cluster.py` run.
-
-A replica gets what joining will hand it (issue 14, not built yet: a join token), copied from
-controller-1's data directory: its bus users' credentials and identity's token keys. image and
-volume keep bytes in controller-1's data directory (shared image and volume storage are not
-built), so they run there only.
+"""A cloud on the multi-host harness (``deploy.hosts``), built the way an operator builds one:
+`aiostack up --cluster` on controller-1 (its own nats-server, the database host's PostgreSQL),
+then for each other host `aiostack cluster add NAME --role ...` there and `aiostack join TOKEN`
+on the host: controllers 2 and 3 (their nats-servers routed to controller-1's, replicas of
+``CONTROLLER_PROCESSES``), and a node on each compute host; hosts left for clients. What
+`tests/test_cloud_across_hosts.py`, `tests/test_cluster_failures.py` and `bench/cluster.py`
+run. image and volume keep bytes in controller-1's data directory (shared image and volume
+storage are not built), so they run there only.
 
     python -m deploy.cluster up [--computes 2] [--clients 1]   # as root; Ctrl-C tears it all down
 """
@@ -21,26 +18,20 @@ import contextlib
 import json
 import os
 import secrets
+import signal
 import sys
-import tempfile
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from deploy.credentials import Credentials, Principal, prepare, trust
-from deploy.hosts import Host, Hosts, build
-from deploy.privacy import write_private
+from api.cluster import NATS_PORT
+from deploy.hosts import HarnessError, Host, Hosts, build
 from deploy.run import stop_on_signals
-from deploy.tls import CertificateAuthority
-from deploy.up import child_specs
-from node.testnode import write_test_node_file
 from runtime.config import DATABASE_VARIABLE
 
 PREFIX = "aiostack"
 GATEWAY_PORT = 8774
-REPLICATED = ("identity", "conductor", "scheduler", "net", "gateway")
-"""The processes every controller runs."""
 TASK_TIMEOUT = 20.0
 """The conductors' --task-timeout: a build whose conductor died is taken up again this soon."""
 PYTHON = [sys.executable, "-m", "aiostack.cli"]
@@ -48,13 +39,12 @@ PYTHON = [sys.executable, "-m", "aiostack.cli"]
 
 @dataclass(frozen=True)
 class HarnessCloud:
-    """The cloud on a harness: where its gateway is, its data directory and bus users."""
+    """The cloud on a harness: where its gateways are, controller-1's data directory."""
 
     hosts: Hosts
     url: str
     """The gateway, on controller-1's address (reachable from the harness's hosts only)."""
     data_dir: Path
-    credentials: Credentials
     gateways: tuple[str, ...]
     """Every controller's gateway (controller-1's is ``url``)."""
     computes: tuple[str, ...]
@@ -65,132 +55,121 @@ class HarnessCloud:
     def controller(self) -> Host:
         return self.hosts.hosts["controller-1"]
 
-    async def audit(self) -> str:
-        """`aiostack audit` run on controller-1: its output (:raises HarnessError: not clean)."""
+    @property
+    def admin(self) -> Path:
+        """The operator's bus credentials (on controller-1)."""
+        return self.data_dir / "credentials" / "admin.json"
+
+    @property
+    def nats(self) -> str:
+        """Every controller's nats-server."""
+        return ",".join(self.hosts.nats_urls)
+
+    async def cli(self, *args: str, timeout: float = 120.0) -> str:
+        """`aiostack ARGS` run on controller-1 as its operator: its output."""
         return await self.controller.run(
-            *PYTHON, "audit", "--data-dir", str(self.data_dir), "--log-level", "WARNING", timeout=120
+            *PYTHON, *args, "--data-dir", str(self.data_dir), "--log-level", "WARNING", timeout=timeout
         )
 
+    async def audit(self) -> str:
+        """`aiostack audit` run on controller-1: its output (:raises HarnessError: not clean)."""
+        return await self.cli("audit")
 
-def principals(data_dir: Path, listen: str, computes: Sequence[str]) -> list[Principal]:
-    """The bus users `aiostack up --nodes 0 --remote-node C...` makes for this cloud."""
-    args = argparse.Namespace(
-        task_timeout=TASK_TIMEOUT,
-        listen=listen,
-        nodes=0,
-        nodes_per_process=1,
-        libvirt="test",
-        data_dir=data_dir,
-    )
-    remote = [Principal(host, "node", (host,)) for host in computes]
-    return [spec.principal for spec in child_specs(args)] + remote
+    async def join(self, name: str, role: str, *options: str) -> None:
+        """`aiostack cluster add` on controller-1, `aiostack join TOKEN` (running on) host ``name``."""
+        added = json.loads(
+            (await self.cli("cluster", "add", name, "--role", role, "--json")).splitlines()[-1]
+        )
+        host = self.hosts.hosts[name]
+        await host.start(
+            "aiostack-join",
+            [
+                *PYTHON,
+                "join",
+                added["token"],
+                "--data-dir",
+                str(data_dir_of(host)),
+                "--log-level",
+                "WARNING",
+                *options,
+            ],
+        )
+
+    def kill_nats_server(self, name: str) -> None:
+        """SIGKILL host ``name``'s nats-server (its supervisor starts it again two seconds later)."""
+        directory = (
+            self.data_dir if name == "controller-1" else data_dir_of(self.hosts.hosts[name])
+        ) / "nats"
+        for ports in directory.glob("nats-server_*.ports"):
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(ports.stem.rsplit("_", 1)[1]), signal.SIGKILL)
+
+
+def data_dir_of(host: Host) -> Path:
+    """Where `aiostack join` keeps a host's data."""
+    return host.dir / "aiostack"
 
 
 @contextlib.asynccontextmanager
 async def cloud_on_hosts(
-    workdir: Path | None = None, *, computes: int = 2, clients: int = 1, node_vcpus: int = 64
+    *, computes: int = 2, clients: int = 1, node_vcpus: int = 64
 ) -> AsyncIterator[HarnessCloud]:
-    """Build the harness (3 controllers, ``computes`` + ``clients`` other hosts), start the cloud,
-    return once every node is alive in the scheduler; tear everything down on exit."""
-    with contextlib.ExitStack() as stack:
-        if workdir is None:
-            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="aiostack-cloud-")))
-        data_dir = workdir / "control"
+    """Build the harness (3 controllers, ``computes`` + ``clients`` other hosts), start the cloud
+    and let every host join it; return once every host is alive in the cluster and every node
+    in the scheduler; tear everything down on exit."""
+    async with build(controllers=3, databases=1, computes=computes + clients, nats=False) as hosts:
+        controller = hosts.hosts["controller-1"]
+        data_dir = data_dir_of(controller)
         compute_names = tuple(f"compute-{n}" for n in range(1, computes + 1))
         client_names = tuple(f"compute-{n}" for n in range(computes + 1, computes + clients + 1))
-        listen = f"10.240.0.1:{GATEWAY_PORT}"
-        credentials = prepare(data_dir, principals(data_dir, listen, compute_names), PREFIX)
-        ca = CertificateAuthority(workdir / "ca")
-        trust(data_dir, ca.pem)
+        listen = f"{controller.address}:{GATEWAY_PORT}"
         passwords = {f"AIOSTACK_{user}_PASSWORD": secrets.token_urlsafe(16) for user in ("ADMIN", "DEMO")}
-        async with build(
-            controllers=3,
-            databases=1,
-            computes=computes + clients,
-            authorization=credentials.authorization,
-            ca=workdir / "ca",
-        ) as hosts:
-            controller = hosts.hosts["controller-1"]
-            assert controller.address == listen.split(":")[0]
-            urls = ",".join(hosts.nats_urls)
-            (database,) = hosts.databases.values()
-            env = {**os.environ, DATABASE_VARIABLE: database.dsn}
-            await controller.start(
-                "aiostack-up",
-                [
-                    *PYTHON, "up", "--data-dir", str(data_dir), "--nats", urls,
-                    "--nats-ca", str(ca.issued.certificate), "--event-replicas", "3", "--nodes", "0",
-                    "--listen", listen, "--log-level", "WARNING", "--task-timeout", str(TASK_TIMEOUT),
-                    *(arg for host in compute_names for arg in ("--remote-node", host)),
-                ],
-                env={**env, **passwords},
-            )  # fmt: skip
-            for name in compute_names:
-                host = hosts.hosts[name]
-                uri = write_test_node_file(
-                    host.dir / "testnode.xml", vcpus=node_vcpus, memory_mb=1024 * node_vcpus
-                )
-                await host.start(
-                    "node",
-                    [
-                        *PYTHON, "run", "node", "--host", name, "--libvirt", uri, "--nats", urls,
-                        "--credentials", str(credentials.file(name)),
-                        "--data-dir", str(host.dir / "aiostack"), "--log-level", "WARNING",
-                    ],
-                )  # fmt: skip
-            async with asyncio.timeout(120):
-                while not (data_dir / "gateway.url").exists():
-                    await asyncio.sleep(0.1)
-            replicas = [host for host in hosts.role("controller") if host is not controller]
-            for host in replicas:
-                await start_replicas(host, data_dir, credentials, urls, env)
-            await controller.run(
-                sys.executable, "-m", "deploy.cluster", "wait-for-hosts", "--nats", urls,
-                "--credentials", str(credentials.file("admin")), *compute_names, timeout=150,
-            )  # fmt: skip
-            gateways = [f"http://{host.address}:{GATEWAY_PORT}" for host in replicas]
-            await controller.run(
-                sys.executable, "-m", "deploy.cluster", "wait-for-gateways", *gateways, timeout=90
-            )  # fmt: skip
-            yield HarnessCloud(
-                hosts,
-                f"http://{listen}",
-                data_dir,
-                credentials,
-                (f"http://{listen}", *gateways),
-                compute_names,
-                client_names,
-                passwords["AIOSTACK_ADMIN_PASSWORD"],
-            )
-
-
-async def start_replicas(
-    host: Host, first: Path, credentials: Credentials, nats: str, env: dict[str, str]
-) -> None:
-    """Run ``REPLICATED`` on ``host``, its data directory given the credentials and token keys
-    of controller-1's (``first``)."""
-    data_dir = host.dir / "aiostack"
-    (data_dir / "keys" / "token").mkdir(parents=True, mode=0o700)
-    (data_dir / "credentials").mkdir(mode=0o700)
-    for name in REPLICATED:
-        write_private(data_dir / "credentials" / f"{name}.json", credentials.file(name).read_text())
-    keys = first / "keys" / "token"
-    for key in keys.iterdir():
-        if key.is_file():
-            write_private(data_dir / "keys" / "token" / key.name, key.read_bytes())
-    for name in REPLICATED:
-        options = {
-            "gateway": ["--listen", f"{host.address}:{GATEWAY_PORT}"],
-            "conductor": ["--task-timeout", str(TASK_TIMEOUT)],
-        }.get(name, [])
-        await host.start(
-            name,
+        (database,) = hosts.databases.values()
+        await controller.start(
+            "aiostack-up",
             [
-                *PYTHON, "run", name, *options, "--nats", nats, "--data-dir", str(data_dir),
-                "--credentials", str(data_dir / "credentials" / f"{name}.json"), "--log-level", "WARNING",
+                *PYTHON, "up", "--data-dir", str(data_dir), "--cluster", controller.address,
+                "--host-name", controller.name, "--nodes", "0", "--listen", listen,
+                "--log-level", "WARNING", "--task-timeout", str(TASK_TIMEOUT),
             ],
-            env=env,
+            env={**os.environ, DATABASE_VARIABLE: database.dsn, **passwords},
         )  # fmt: skip
+        replicas = [host for host in hosts.role("controller") if host is not controller]
+        hosts.nats_urls = [f"nats://{host.address}:{NATS_PORT}" for host in hosts.role("controller")]
+        cloud = HarnessCloud(
+            hosts,
+            f"http://{listen}",
+            data_dir,
+            (f"http://{listen}", *(f"http://{host.address}:{GATEWAY_PORT}" for host in replicas)),
+            compute_names,
+            client_names,
+            passwords["AIOSTACK_ADMIN_PASSWORD"],
+        )
+        async with asyncio.timeout(60):
+            while not (data_dir / "nats.url").exists():
+                await asyncio.sleep(0.1)
+        for host in replicas:
+            await cloud.join(host.name, "controller", "--task-timeout", str(TASK_TIMEOUT))
+        memory = str(1024 * node_vcpus)
+        for name in compute_names:
+            await cloud.join(name, "compute", "--node-vcpus", str(node_vcpus), "--node-memory-mb", memory)
+        try:
+            await controller.run(
+                sys.executable, "-m", "deploy.cluster", "wait-for-members", "--data-dir", str(data_dir),
+                *(host.name for host in hosts.role("controller")), *compute_names, timeout=180,
+            )  # fmt: skip
+        except HarnessError as exc:
+            logs = [host.dir / "logs" / "aiostack-join.log" for host in hosts.hosts.values()]
+            tails = [f"{log}:\n{log.read_text(errors='replace')[-1500:]}" for log in logs if log.exists()]
+            raise HarnessError("\n".join([str(exc), *tails])) from None
+        await controller.run(
+            sys.executable, "-m", "deploy.cluster", "wait-for-hosts", "--nats", cloud.nats,
+            "--credentials", str(cloud.admin), *compute_names, timeout=150,
+        )  # fmt: skip
+        await controller.run(
+            sys.executable, "-m", "deploy.cluster", "wait-for-gateways", *cloud.gateways, timeout=90
+        )
+        yield cloud
 
 
 async def wait_for_gateways(urls: Sequence[str], timeout: float = 60.0) -> None:
@@ -224,6 +203,32 @@ async def wait_for_stream(
                     if cluster and cluster.leader and (caught_up or not current):
                         return {"leader": cluster.leader, "replicas": sorted(peer.name for peer in replicas)}
                 await asyncio.sleep(0.2)
+
+
+async def wait_for_members(data_dir: Path, names: Sequence[str], timeout: float = 120.0) -> None:
+    """Return once the cluster counts every host of ``names`` joined, alive, every process running."""
+    from api.cluster import Cluster
+    from bus import Bus
+
+    nats = (data_dir / "nats.url").read_text().strip()
+    async with await Bus.connect(nats, credentials=data_dir / "credentials" / "admin.json") as bus:
+        cluster = Cluster.client(bus, timeout=5)
+        listed: list[Any] = []
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    with contextlib.suppress(Exception):
+                        listed = await cluster.list_hosts()
+                        ready = {
+                            host["name"]
+                            for host in listed
+                            if host["alive"] and set(host["processes"].values()) == {"running"}
+                        }
+                        if ready >= set(names):
+                            return
+                    await asyncio.sleep(0.5)
+        except TimeoutError:
+            raise SystemExit(f"not every host is ready after {timeout:.0f} s: {json.dumps(listed)}") from None
 
 
 async def wait_for_hosts(nats: str, credentials: Path, names: Sequence[str], timeout: float = 120.0) -> None:
@@ -263,6 +268,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     up = commands.add_parser("up", help="a cloud on a new harness, until Ctrl-C")
     up.add_argument("--computes", type=int, default=2)
     up.add_argument("--clients", type=int, default=1)
+    members = commands.add_parser(
+        "wait-for-members", help="wait until these hosts are joined and alive, every process running"
+    )
+    members.add_argument("--data-dir", type=Path, required=True)
+    members.add_argument("hosts", nargs="+")
     wait = commands.add_parser("wait-for-hosts", help="wait until the scheduler counts these hosts alive")
     wait.add_argument("--nats", required=True)
     wait.add_argument("--credentials", type=Path, required=True)
@@ -278,6 +288,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "wait-for-stream":
         print(json.dumps(asyncio.run(wait_for_stream(args.nats, args.credentials, current=args.current))))
+        return 0
+    if args.command == "wait-for-members":
+        asyncio.run(wait_for_members(args.data_dir, args.hosts))
         return 0
     if args.command == "wait-for-gateways":
         asyncio.run(wait_for_gateways(args.urls))

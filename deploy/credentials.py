@@ -34,6 +34,7 @@ from typing import Any
 
 from actors import orphans, placement
 from actors.conductor import peers as conductor_peers
+from api.cluster import Cluster, ClusterHosts, ClusterJoin, Role
 from api.conductor import Compute, ConductorForNodes
 from api.identity import REVOKED, Tokens, TokenValidation
 from api.image import ImageForNodes, Images
@@ -72,6 +73,8 @@ class Kind:
     """Other subjects it subscribes to, under ``P.`` (``"<pattern> <queue group>"`` for a queue)."""
     reads_events: bool = False
     """Whether it reads the event stream through (ordered) JetStream consumers."""
+    validates_tokens: bool = True
+    """Whether it validates users' tokens (every process but the cluster's host agents and joining users)."""
 
 
 KINDS: dict[str, Kind] = {
@@ -90,6 +93,9 @@ KINDS: dict[str, Kind] = {
     ),
     "node": Kind(serves=(Node,), uses=node_peers.FACETS, events=("domain",), publishes=(HEARTBEAT,)),
     "gateway": Kind(uses=gateway_peers.FACETS, listens=(event_filter(),), reads_events=True),
+    "cluster": Kind(serves=(Cluster, ClusterJoin, ClusterHosts)),
+    "agent": Kind(uses=(ClusterHosts,), validates_tokens=False),
+    "join": Kind(uses=(ClusterJoin,), validates_tokens=False),
 }
 """Per kind of process. Every actor validates the tokens of user calls (runtime.auth), the identity
 actor too, so each may call ``TokenValidation``'s methods."""
@@ -99,7 +105,7 @@ def calls(kind: Kind, hosts: tuple[str, ...] = ()) -> list[str]:
     """The subjects (under ``P.rpc.``) a process of a kind may send to: its facets' methods (a
     facet with a caller field: only as each of the process's ``hosts``)."""
     allowed: set[str] = set()
-    for facet in (TokenValidation, *kind.uses):
+    for facet in (TokenValidation, *kind.uses) if kind.validates_tokens else kind.uses:
         if facet.caller is None:
             allowed.update(subjects(facet))
         else:
@@ -138,7 +144,9 @@ def permissions(principal: Principal, prefix: str) -> dict[str, Any]:
             f"$JS.API.CONSUMER.DELETE.{stream}.*",
             f"$JS.FC.{stream}.>",
         ]
-    subscribe = [f"{inbox_prefix_for(principal.user)}.>", f"{prefix}.{REVOKED.pattern}"]
+    subscribe = [f"{inbox_prefix_for(principal.user)}.>"]
+    if kind.validates_tokens:
+        subscribe.append(f"{prefix}.{REVOKED.pattern}")
     for host in hosts if kind.serves else ():
         queue = served_pattern(kind.serves[0], host=host)
         patterns = dict.fromkeys(served_pattern(facet, host=host) for facet in kind.serves)
@@ -161,6 +169,36 @@ def authorization(
             for p in everyone
         ]
     }
+
+
+CONTROLLER_PROCESSES = ("identity", "conductor", "scheduler", "net", "gateway", "cluster")
+"""What every controller of a cluster runs (image and volume keep bytes on the first one's disk)."""
+
+
+def member_user(process: str, host: str) -> str:
+    """A bus user of a cluster's host: ``conductor@controller-2``; a compute host's node: the host."""
+    return host if process == "node" else f"{process}@{host}"
+
+
+def member_principals(host: str, role: Role) -> list[Principal]:
+    """The bus users a host of a cluster gets when it joins as ``role``."""
+    if role == "controller":
+        return [Principal(member_user(process, host), process) for process in CONTROLLER_PROCESSES]
+    return [
+        Principal(member_user("node", host), "node", (host,)),
+        Principal(member_user("agent", host), "agent", (host,)),
+    ]
+
+
+def member_users(host: str, role: Role, prefix: str) -> list[tuple[str, dict[str, Any]]]:
+    """``member_principals`` with their nats-server permissions (what the cluster actor hands out)."""
+    return [(p.user, permissions(p, prefix)) for p in member_principals(host, role)]
+
+
+def join_users(host: str, role: Role, prefix: str) -> list[tuple[str, dict[str, Any]]]:
+    """The one-time user a host joins as: it may call its own ``cluster.join.<host>`` only."""
+    principal = Principal(member_user("join", host), "join", (host,))
+    return [(principal.user, permissions(principal, prefix))]
 
 
 def credentials_dir(data_dir: Path) -> Path:

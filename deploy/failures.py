@@ -3,9 +3,9 @@
 
 1. controller-3's link is cut for ``PARTITION_S`` seconds (its replicas and nats-server run on,
    unreachable, and come back by themselves when the link does);
-2. every process of controller-2 is SIGKILLed (its nats-server and its replicas), then started
-   again ``DOWN_S`` seconds later;
-3. controller-1's nats-server is SIGKILLed, then started again.
+2. every process of controller-2 is SIGKILLed (its `aiostack join`, nats-server and replicas), then
+   `aiostack join` is started again ``DOWN_S`` seconds later (it rejoins from its data directory);
+3. controller-1's nats-server is SIGKILLed; `aiostack up` starts it again two seconds later.
 
 Each failure starts once the client has had another quarter of its boots answered.
 """
@@ -59,9 +59,8 @@ async def boots_through_failures(
     times["revived"] = time.time()
     await answered(3 * boots // 4)
     times["nats_killed"] = time.time()
-    await controllers["controller-1"].kill("nats-server")
+    cloud.kill_nats_server("controller-1")
     await asyncio.sleep(NATS_DOWN_S)
-    await controllers["controller-1"].revive()
     times["nats_revived"] = time.time()
     report: dict[str, Any] = json.loads((await load).strip().splitlines()[-1])
     return times, report

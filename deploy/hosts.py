@@ -31,6 +31,7 @@ import argparse
 import asyncio
 import contextlib
 import ipaddress
+import json
 import logging
 import os
 import secrets
@@ -45,7 +46,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bus.server import authorization_config, find_nats_server
+from api.cluster import NATS_PORT, ROUTE_PORT
+from bus.server import authorization_config, cluster_config, find_nats_server
 from deploy import postgres
 from deploy.privacy import write_private
 from deploy.run import stop_on_signals
@@ -55,8 +57,6 @@ log = logging.getLogger(__name__)
 
 PREFIX = "aiostack-"
 SUBNET = ipaddress.IPv4Network("10.240.0.0/24")
-NATS_PORT = 4222
-ROUTE_PORT = 6222
 POSTGRES_PORT = 5432
 SERVER_PING_INTERVAL = "1s"
 """How often a nats-server pings its clients and routes (2 unanswered: the peer is dead), so a
@@ -309,29 +309,34 @@ async def nats_cluster(
     (routes verify each other's), and clients must trust it (``deploy.credentials.trust``).
     """
     nats = binary or find_nats_server()
-    routes = ", ".join(f'"nats-route://{host.address}:{ROUTE_PORT}"' for host in controllers)
+    routes = [f"nats-route://{host.address}:{ROUTE_PORT}" for host in controllers]
     for host in controllers:
         store = host.dir / "nats"
         store.mkdir(mode=0o700, exist_ok=True)
-        client_tls = route_tls = ""
-        if ca is not None:
-            issued = ca.issue_server(host.name, [host.address], store / "tls")
-            files = (
-                f'cert_file: "{issued.certificate}", key_file: "{issued.key}", '
-                f'ca_file: "{ca.issued.certificate}"'
-            )
-            client_tls = f"tls {{ {files} }}\n"
-            route_tls = f", tls {{ {files}, verify: true }}"
         text = (
-            f'server_name: "{host.name}"\n'
             f'listen: "{host.address}:{NATS_PORT}"\n'
             f"max_payload: {8 * 1024 * 1024}\n"
-            f'ping_interval: "{SERVER_PING_INTERVAL}"\nping_max: 2\n'
             f'jetstream {{ store_dir: "{store / "jetstream"}" }}\n'
-            f"{client_tls}"
-            f'cluster {{ name: "aiostack", listen: "{host.address}:{ROUTE_PORT}",'
-            f" routes: [{routes}]{route_tls} }}\n"
         )
+        if ca is not None:
+            issued = ca.issue_server(host.name, [host.address], store / "tls")
+            text += cluster_config(
+                server_name=host.name,
+                address=host.address,
+                route_port=ROUTE_PORT,
+                routes=routes,
+                certificate=issued.certificate,
+                key=issued.key,
+                ca=ca.issued.certificate,
+                ping_interval=SERVER_PING_INTERVAL,
+            )
+        else:
+            text += (
+                f'server_name: "{host.name}"\n'
+                f'ping_interval: "{SERVER_PING_INTERVAL}"\nping_max: 2\n'
+                f'cluster {{ name: "aiostack", listen: "{host.address}:{ROUTE_PORT}",'
+                f" routes: {json.dumps(routes)} }}\n"
+            )
         if authorization is not None:
             text += authorization_config(authorization)
         config = store / "nats-server.conf"
@@ -399,10 +404,12 @@ async def build(
     computes: int = 2,
     authorization: Mapping[str, Any] | None = None,
     ca: Path | None = None,
+    nats: bool = True,
 ) -> AsyncIterator[Hosts]:
     """A harness of ``controllers`` (a NATS cluster), ``databases`` (PostgreSQL) and ``computes``
     hosts, torn down on exit. ``root``: a new directory in the system's temporary folder.
-    ``authorization`` and ``ca`` (the CA's directory, made there if new) as ``nats_cluster`` takes them."""
+    ``authorization`` and ``ca`` (the CA's directory, made there if new) as ``nats_cluster`` takes them;
+    ``nats=False``: no nats-server (the controllers run their own: `aiostack up --cluster`, `join`)."""
     hosts = Hosts(root or Path(tempfile.mkdtemp(prefix="aiostack-hosts-")))
     try:
         await hosts.open()
@@ -412,7 +419,7 @@ async def build(
             hosts.add(f"database-{number}" if databases > 1 else "database", "database")
         for number in range(1, computes + 1):
             hosts.add(f"compute-{number}", "compute")
-        if controllers:
+        if controllers and nats:
             authority = CertificateAuthority(ca) if ca is not None else None
             hosts.nats_urls = await nats_cluster(
                 hosts.role("controller"), authorization=authorization, ca=authority

@@ -27,7 +27,7 @@ from runtime.config import Config
 
 log = logging.getLogger(__name__)
 
-ACTOR_NAMES = ("identity", "conductor", "scheduler", "image", "net", "volume", "node", "gateway")
+ACTOR_NAMES = ("identity", "conductor", "scheduler", "image", "net", "volume", "node", "gateway", "cluster")
 
 
 def actor_factories(
@@ -61,6 +61,19 @@ def actor_factories(
         from actors.conductor.actor import ConductorActor
 
         return [partial(ConductorActor, bus, config, task_timeout=args.task_timeout)]
+    if name == "cluster":
+        from actors.cluster import ClusterActor
+        from deploy.credentials import join_users, member_users
+
+        return [
+            partial(
+                ClusterActor,
+                bus,
+                config,
+                users_for=partial(member_users, prefix=config.prefix),
+                join_user=partial(join_users, prefix=config.prefix),
+            )
+        ]
     return [actor_factory(name, bus, config)]
 
 

@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from bus.server import TLS_NAME
 from deploy.privacy import write_private
 
 CA_DAYS = 3650
@@ -92,9 +93,10 @@ class CertificateAuthority:
 
     def issue_server(self, name: str, addresses: list[str], directory: Path) -> Issued:
         """A certificate for a server called ``name`` reached at ``addresses`` (IPs or DNS names),
-        for TLS both as a server and as a client (nats-server's routes dial each other)."""
+        and as ``bus.server.TLS_NAME`` (what clients check), for TLS both as a server and as a
+        client (nats-server's routes dial each other)."""
         key = ec.generate_private_key(ec.SECP256R1())
-        names: list[x509.GeneralName] = [x509.DNSName(name)]
+        names: list[x509.GeneralName] = [x509.DNSName(name), x509.DNSName(TLS_NAME)]
         for address in addresses:
             try:
                 names.append(x509.IPAddress(ipaddress.ip_address(address)))

@@ -21,22 +21,28 @@ import argparse
 import asyncio
 import contextlib
 import ctypes
+import dataclasses
 import logging
 import os
 import secrets
 import signal
 import sys
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import nats.errors
 
+from actors.identity.keys import KeyRepository
+from api.cluster import BusUser, Cluster
 from api.node import Node
 from bus import TRANSIENT_ERRORS, AiostackError, Bus, EmbeddedNatsServer, NatsServerError
 from bus.api import liveness
 from deploy.clouds import write_client_files
-from deploy.credentials import ADMIN, Credentials, Principal, prepare, trust
+from deploy.credentials import ADMIN, Credentials, Principal, member_user, prepare, trust
+from deploy.members import ClusteredNats, Membership, hashed_users, keep_member
 from deploy.privacy import make_private, restrict_new_files
 from node.testnode import write_test_node_file
 from runtime.config import DATABASE_VARIABLE
@@ -52,13 +58,15 @@ class ChildSpec:
 
     name: str
     args: tuple[str, ...]
+    user: str | None = None
+    """Its NATS user when not named like the process (a cluster's: ``conductor@controller-1``)."""
 
     @property
     def principal(self) -> Principal:
-        """Its NATS user: named like the process; a node process's user serves its hosts."""
+        """Its NATS user; a node process's user serves its hosts."""
         kind = self.args[0]
         hosts = tuple(self.name.split("+")) if kind == "node" else ()
-        return Principal(self.name, kind, hosts)
+        return Principal(self.user or self.name, kind, hosts)
 
 
 class ChildProcess:
@@ -116,6 +124,13 @@ class ChildProcess:
     def start(self) -> None:
         self._task = asyncio.create_task(self._keep_running(), name=f"child-{self.spec.name}")
 
+    @property
+    def state(self) -> str:
+        """``waiting`` to be started, ``running``, or ``restarting`` between an exit and the next start."""
+        if self._task is None:
+            return "waiting"
+        return "running" if self.process is not None and self.process.returncode is None else "restarting"
+
     async def stop(self, timeout: float = 15.0) -> None:
         self._stopping = True
         process = self.process
@@ -156,6 +171,14 @@ def child_specs(args: argparse.Namespace) -> list[ChildSpec]:
         if args.libvirt != "test":
             node_args += ["--virt-type", args.virt_type, "--shutdown-timeout", str(args.shutdown_timeout)]
         specs.append(ChildSpec("+".join(group), tuple(node_args)))
+    if getattr(args, "cluster", None):
+        specs.insert(0, ChildSpec("cluster", ("cluster",)))
+        specs = [
+            spec
+            if spec.args[0] == "node"
+            else dataclasses.replace(spec, user=member_user(spec.name, args.host_name))
+            for spec in specs
+        ]
     return specs
 
 
@@ -252,16 +275,28 @@ async def up(args: argparse.Namespace) -> int:
         trust(data_dir, args.nats_ca.read_text())
     server: EmbeddedNatsServer | None = None
     nats_url = args.nats
-    if nats_url is None:
+    membership: Membership | None = None
+    clustered: ClusteredNats | None = None
+    own_users: list[BusUser] = []
+    if args.cluster:
+        membership = Membership.load(data_dir) or Membership(
+            args.host_name, "controller", args.cluster, args.prefix, [], []
+        )
+        membership.save(data_dir)
+        await KeyRepository(data_dir / "keys" / "token").setup()
+        clustered = ClusteredNats(data_dir, membership)
+        trust(data_dir, clustered.ca_pem)
+        own_users = await asyncio.to_thread(hashed_users, credentials.authorization)
+        clustered.merge(own_users)
+        server = clustered.server
+        await server.start()
+        nats_url = membership.client_urls()
+    elif nats_url is None:
         server = EmbeddedNatsServer(data_dir, port=args.nats_port, authorization=credentials.authorization)
         await server.start()
         nats_url = server.url
-        nats_keeper = asyncio.ensure_future(_keep_nats_running(server))
-    (data_dir / "nats.url").write_text(f"{nats_url}\n")
-    async with await Bus.connect(
-        nats_url, prefix=args.prefix, name="aiostack-up", credentials=credentials.file(ADMIN)
-    ) as bus:
-        await _ensure_event_stream(bus, args)
+    nats_keeper = asyncio.ensure_future(keep_nats_running(server)) if server is not None else None
+    (data_dir / "nats.url").unlink(missing_ok=True)
     common = ["--nats", nats_url, "--data-dir", str(data_dir), "--prefix", args.prefix]
     passwords = first_start_passwords(data_dir)
     (data_dir / "gateway.url").unlink(missing_ok=True)
@@ -269,14 +304,37 @@ async def up(args: argparse.Namespace) -> int:
     children = [
         ChildProcess(
             spec,
-            [*common, "--credentials", str(credentials.file(spec.name))],
+            [*common, "--credentials", str(credentials.file(spec.principal.user))],
             log_dir,
             {**database, **(passwords if spec.name == "identity" else {})},
         )
         for spec in specs
     ]
+    admin = await Bus.connect(
+        nats_url, prefix=args.prefix, name="aiostack-up", credentials=credentials.file(ADMIN)
+    )
+    member: asyncio.Future[None] | None = None
     try:
-        for child in children:
+        if membership is not None:
+            children[0].start()
+            await wait_for_actors(nats_url, args.prefix, ["cluster"], credentials.file(ADMIN))
+            await Cluster.client(admin).register(
+                name=membership.name, address=membership.address, users=own_users
+            )
+            (data_dir / "nats.url").write_text(f"{nats_url}\n")  # `aiostack cluster add` may run now
+            states = {child.spec.name: child for child in children}
+            member = asyncio.ensure_future(
+                keep_member(
+                    admin, membership, lambda: {n: c.state for n, c in states.items()}, clustered, stop
+                )
+            )
+        else:
+            (data_dir / "nats.url").write_text(f"{nats_url}\n")
+        if not await _until_stopped(
+            _ensure_event_stream(admin, args, clustered=membership is not None), stop
+        ):
+            return 1
+        for child in children[1:] if membership is not None else children:
             child.start()
         starting = asyncio.ensure_future(_ready(data_dir, nats_url, args.prefix, specs, credentials))
         stopping = asyncio.ensure_future(stop.wait())
@@ -316,24 +374,50 @@ async def up(args: argparse.Namespace) -> int:
             print(f"  first start: passwords (kept as hashes, and in {clouds_file.name} and openrc, 0600):")
             for user in ("admin", "demo"):
                 print(f"    {user}: {passwords[f'AIOSTACK_{user.upper()}_PASSWORD']}")
+        if membership is not None:
+            print(
+                f"  cluster: {membership.name} is its first controller; add hosts with"
+                " `aiostack cluster add NAME --role controller|compute`; see them: `aiostack cluster list`"
+            )
         print("Ctrl-C stops everything.", flush=True)
         await stop.wait()
     finally:
         print("aiostack: stopping", flush=True)
+        if member is not None:
+            member.cancel()
         await asyncio.gather(*(child.stop() for child in reversed(children)))
-        if server is not None:
+        await admin.close()
+        if server is not None and nats_keeper is not None:
             nats_keeper.cancel()
             await server.stop()
     return 0
 
 
+async def _until_stopped(work: Coroutine[Any, Any, None], stop: asyncio.Event) -> bool:
+    """Do ``work`` unless ``stop`` is set first (then cancel it): whether it was done."""
+    doing = asyncio.ensure_future(work)
+    stopping = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({doing, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    if not doing.done():
+        doing.cancel()
+        return False
+    doing.result()
+    return True
+
+
 NATS_RESTART_DELAY = 2.0  # lets its clients see it gone and the port be free again
 
 
-async def _ensure_event_stream(bus: Bus, args: argparse.Namespace, patience: float = 60.0) -> None:
+async def _ensure_event_stream(
+    bus: Bus, args: argparse.Namespace, *, clustered: bool = False, patience: float = 60.0
+) -> None:
     """Make or update the event stream; a NATS cluster just started may have no JetStream leader
-    for some seconds, so failures are tried again for ``patience`` seconds."""
-    async with asyncio.timeout(patience):
+    for some seconds, so failures are tried again for ``patience`` seconds. A cluster's first
+    controller waits for as long as it takes: JetStream's cluster needs a second server."""
+    began = time.monotonic()
+    hinted = False
+    async with asyncio.timeout(None if clustered else patience):
         while True:
             try:
                 await bus.ensure_event_stream(
@@ -342,10 +426,18 @@ async def _ensure_event_stream(bus: Bus, args: argparse.Namespace, patience: flo
                 return
             except (nats.errors.Error, AiostackError) as exc:
                 log.info("event stream not ready yet (%s); trying again", type(exc).__name__)
+                if clustered and not hinted and time.monotonic() - began > 5:
+                    hinted = True
+                    print(
+                        "aiostack up: waiting for a second controller (a NATS cluster's JetStream needs two"
+                        " servers): `aiostack cluster add NAME --role controller` here, `aiostack join TOKEN`"
+                        " there",
+                        flush=True,
+                    )
                 await asyncio.sleep(0.5)
 
 
-async def _keep_nats_running(server: EmbeddedNatsServer) -> None:
+async def keep_nats_running(server: EmbeddedNatsServer) -> None:
     """Restart the embedded nats-server on its port whenever it dies (every client reconnects)."""
     backoff = NATS_RESTART_DELAY
     while True:

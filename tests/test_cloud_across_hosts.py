@@ -1,15 +1,15 @@
-"""A cloud spread over the multi-host harness: `aiostack up` on controller-1 against the 3-server
-TLS NATS cluster (event stream on all three) and the database host's PostgreSQL, replicas of
-identity, conductor, scheduler, net and the gateway on controllers 2 and 3, nodes on two
-compute hosts (`aiostack run node` with the credentials `up --remote-node` made for them), a
-client on a third host.
+"""A cloud spread over the multi-host harness, built by joining: `aiostack up --cluster` on
+controller-1 (with the database host's PostgreSQL), controllers 2 and 3 and two compute hosts
+each `aiostack join`ed with a token from `aiostack cluster add`: the controllers' nats-servers
+form a TLS cluster (the event stream on all three), controllers 2 and 3 run replicas of
+identity, conductor, scheduler, net, cluster and the gateway, the compute hosts their nodes;
+a client runs on a third host.
 
-The client boots through controller-1's gateway; every process of controller-2 (its nats-server
-and its replicas) is SIGKILLed; once a request is answered the client boots through
-controller-3's gateway (the replicas there share the database); controller-2's processes start
-again and the client boots through its gateway: every boot ends ACTIVE on a compute host,
-deletes leave nothing, and `aiostack audit` is clean. Not built yet (issue 14): a call in flight
-when a server dies is not retried (at most one request fails, after the call timeout).
+The client boots through controller-1's gateway; every process of controller-2 (its `aiostack
+join`, nats-server and replicas) is SIGKILLed; once a request is answered the client boots
+through controller-3's gateway (the replicas there share the database); `aiostack join` starts
+again on controller-2 (from its data directory) and the client boots through its gateway: every
+boot ends ACTIVE on a compute host, deletes leave nothing, and `aiostack audit` is clean.
 """
 
 from __future__ import annotations
@@ -101,7 +101,7 @@ def last_json(output: str) -> Any:
 async def test_a_cloud_on_the_cluster_boots_on_compute_hosts_and_outlives_a_controller() -> None:
     async with cloud_on_hosts(computes=2, clients=1) as cloud:
         hosts, controller = cloud.hosts, cloud.controller
-        nats, admin = ",".join(hosts.nats_urls), str(cloud.credentials.file("admin"))
+        nats, admin = ",".join(hosts.nats_urls), str(cloud.admin)
 
         async def event_stream() -> dict[str, Any]:
             output = await controller.run(

@@ -38,7 +38,7 @@ async def test_boots_succeed_through_a_controllers_loss_and_a_nats_servers_loss(
         assert report["events_lost"] == 0 and report["not_active"] == 0, report
         assert report["accepted"] >= BOOTS and report["left"] == 0, report
         assert "clean" in await cloud.audit()
-        nats, admin = ",".join(cloud.hosts.nats_urls), str(cloud.credentials.file("admin"))
+        nats, admin = ",".join(cloud.hosts.nats_urls), str(cloud.admin)
         await cloud.controller.run(
             sys.executable, "-m", "deploy.cluster", "wait-for-stream", "--current", "--nats", nats,
             "--credentials", admin, timeout=90,
