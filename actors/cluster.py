@@ -42,7 +42,7 @@ from api.cluster import (
     Reported,
     Role,
 )
-from bus import Actor, Bus, Conflict, Forbidden, NotFound
+from bus import Actor, Bus, Conflict, Forbidden, NotFound, current_request_id
 from runtime.config import Config
 from runtime.stamps import utcnow
 from runtime.store import Db, open_store
@@ -80,10 +80,10 @@ def _digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def _derived(secret: str, user: str) -> str:
-    """A joining host's password for ``user``, derived from its invitation's secret: the same
-    join asked again (its reply was lost) is answered the same grant, and nothing keeps it."""
-    digest = hmac.new(secret.encode(), user.encode(), hashlib.sha256).digest()
+def _derived(secret: str, label: str) -> str:
+    """A password derived from ``secret`` for ``label`` (a joining host's user: the same join asked
+    again, its reply lost, is answered the same grant, and nothing keeps the password)."""
+    digest = hmac.new(secret.encode(), label.encode(), hashlib.sha256).digest()
     return base64.urlsafe_b64encode(digest).decode().rstrip("=")
 
 
@@ -107,10 +107,17 @@ class ClusterActor(Actor, Cluster, ClusterJoin, ClusterHosts):
 
     async def invite(self, *, name: str, role: Role, ttl: float = INVITATION_TTL) -> Invitation:
         ((user, permissions),) = self.join_user(name, role)
-        password = secrets.token_urlsafe(32)
+        password = self._invitation_secret(name)
         hashed = await asyncio.to_thread(hash_password, password)
         expires_at = time.time() + ttl
         async with self.store.transaction() as db:
+            asked = await db.fetchone(
+                "SELECT expires_at FROM invitations WHERE name = ? AND secret_hash = ? AND used_at IS NULL",
+                (name, _digest(password)),
+            )
+            if asked is not None:  # this invite asked again (its reply was lost): the same answer
+                urls = await self._nats_urls(db)
+                return self._invited(name, role, user, password, asked["expires_at"], urls)
             row = await db.fetchone("SELECT state FROM hosts WHERE name = ?", (name,))
             if row is not None and row["state"] == "joined":
                 raise Conflict(f"host {name} has joined the cluster; `aiostack cluster remove {name}` first")
@@ -147,6 +154,18 @@ class ClusterActor(Actor, Cluster, ClusterJoin, ClusterHosts):
             urls = await self._nats_urls(db)
             if not urls:
                 raise Conflict("no controller has registered yet: wait for `aiostack up --cluster` to start")
+        return self._invited(name, role, user, password, expires_at, urls)
+
+    def _invitation_secret(self, name: str) -> str:
+        """The one-time password of an invitation: derived from the request (so the same invite
+        asked again gets the same one) and the CA key every controller holds (so nobody else can)."""
+        key = (self.config.data_dir / "ca" / "ca.key").read_text()
+        return _derived(key, f"invite {name} {current_request_id() or secrets.token_hex(16)}")
+
+    @staticmethod
+    def _invited(
+        name: str, role: Role, user: str, password: str, expires_at: float, urls: list[str]
+    ) -> Invitation:
         return {
             "name": name,
             "role": role,

@@ -102,10 +102,11 @@ class Reported(TypedDict):
 class Cluster(ServiceAPI, address="cluster"):
     """The operator's (``aiostack cluster``) and the controllers' supervisors'."""
 
-    @call()
+    @call(idempotent=True)
     async def invite(self, *, name: HostName, role: Role, ttl: Seconds = INVITATION_TTL) -> Invitation:
         """A one-time bus user for host ``name`` to join as ``role``, valid for ``ttl`` seconds;
-        inviting a pending or removed host again replaces its invitation.
+        inviting a pending or removed host again replaces its invitation (the same invite asked
+        again, by its request id, gets the same one).
 
         :raises Conflict: a host of that name has joined (remove it first), or would take another
             host's bus user, or no controller has registered yet.

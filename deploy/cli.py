@@ -53,6 +53,14 @@ def _add_task_timeout(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_test_node_options(parser: argparse.ArgumentParser) -> None:
+    """The size of a test-driver node's simulated host."""
+    parser.add_argument("--node-vcpus", type=int, default=128, help="vCPUs of each test-driver node")
+    parser.add_argument(
+        "--node-memory-mb", type=int, default=1024 * 1024, help="RAM of each test-driver node"
+    )
+
+
 def _add_guest_options(parser: argparse.ArgumentParser) -> None:
     """Options of nodes on a QEMU libvirt (real guests)."""
     parser.add_argument(
@@ -121,10 +129,7 @@ def up(commands: Any) -> Runner:
     parser.add_argument("--listen", default="127.0.0.1:8774", help="gateway address HOST:PORT (port 0: free)")
     _add_guest_options(parser)
     _add_task_timeout(parser)
-    parser.add_argument("--node-vcpus", type=int, default=128, help="vCPUs of each test-driver node")
-    parser.add_argument(
-        "--node-memory-mb", type=int, default=1024 * 1024, help="RAM of each test-driver node"
-    )
+    _add_test_node_options(parser)
 
     def run_up(args: argparse.Namespace) -> int:
         from deploy.up import up as start
@@ -250,8 +255,7 @@ def join(commands: Any) -> Runner:
     )
     parser.add_argument("--listen", help="controller: the gateway's HOST:PORT (default: ADDRESS:8774)")
     parser.add_argument("--libvirt", default="test", help="compute: libvirt URI; 'test': a test-driver host")
-    parser.add_argument("--node-vcpus", type=int, default=128, help="compute: vCPUs of a test-driver host")
-    parser.add_argument("--node-memory-mb", type=int, default=1024 * 1024, help="compute: its RAM")
+    _add_test_node_options(parser)
     _add_task_timeout(parser)
 
     def run_join(args: argparse.Namespace) -> int:

@@ -12,7 +12,7 @@ import pytest
 
 from actors.cluster import ClusterActor
 from api.cluster import Cluster, ClusterHosts, ClusterJoin
-from bus import Bus, Conflict, Forbidden, InvalidRequest, NoResponders, NotFound
+from bus import Bus, Conflict, Forbidden, InvalidRequest, NoResponders, NotFound, request_scope
 from deploy.credentials import join_users, member_users
 from deploy.privacy import write_private
 from runtime.config import Config
@@ -95,6 +95,21 @@ async def test_a_controller_is_given_what_controllers_share(cluster: Cluster, bu
     assert sorted(grant["nats_urls"]) == ["nats://10.0.0.1:4222", "nats://10.0.0.2:4222"]
     assert "conductor@controller-2" in grant["users"]
     assert {user["user"] for user in grant["authorization"]} >= set(grant["users"])
+
+
+async def test_an_invite_asked_again_gets_the_same_invitation_and_a_new_one_replaces_it(
+    cluster: Cluster, bus: Bus
+) -> None:
+    with request_scope():
+        first = await cluster.invite(name="compute-5", role="compute")
+        again = await cluster.invite(name="compute-5", role="compute")
+    assert again == first
+    replaced = await cluster.invite(name="compute-5", role="compute")
+    assert replaced["password"] != first["password"]
+    with pytest.raises(Forbidden, match="replaced"):
+        await ClusterJoin.client(bus, host="compute-5", timeout=10).join(
+            secret=first["password"], address="10.0.0.9"
+        )
 
 
 async def test_a_wrong_or_expired_secret_changes_nothing(cluster: Cluster, bus: Bus) -> None:
