@@ -41,7 +41,6 @@ from bus.errors import (
     CallTimeout,
     DeadlineExpired,
     NoResponders,
-    Overloaded,
     StoreUnavailable,
 )
 from bus.server import TLS_NAME
@@ -62,8 +61,8 @@ RESEND_AFTER = 1.0
 as long each time, at most ``RESEND_MAX_PAUSE``, within the call's timeout)."""
 RESEND_MAX_PAUSE = 2.0
 TRANSIENT_REPLY_PATIENCE = 3.0
-"""Seconds an idempotent call is asked again while replicas answer that they are stopping,
-overloaded or without their database (a replica cut off from the database for a moment gives way
+"""Seconds an idempotent call is asked again while replicas answer that they are stopping or
+without their database (a replica cut off from the database for a moment gives way
 to one that is not; a database that is down for everyone is reported after this long)."""
 NO_RESPONDERS_PATIENCE = 1.5
 """Seconds a call is sent again while the server answers that nobody serves its subject (nobody
@@ -324,9 +323,9 @@ class Bus:
         is the answer. A request or a reply lost with a server that died, or a responder that
         moved to another server, costs a second or two, not the call's timeout; when this
         connection itself moves to another server, its unanswered idempotent calls are sent
-        again at once; when a replica answers that it is stopping, overloaded or without its
-        database, the call is asked again (another replica may answer) for up to
-        ``TRANSIENT_REPLY_PATIENCE`` seconds.
+        again at once; when a replica answers that it is stopping or without its database, the
+        call is asked again (another replica may answer) for up to ``TRANSIENT_REPLY_PATIENCE``
+        seconds. ``Overloaded`` is not asked again: it is the callee's backpressure.
 
         :raises CallTimeout: no reply within ``timeout`` (or the inherited deadline).
         :raises NoResponders: nobody subscribes to the subject (still, ``NO_RESPONDERS_PATIENCE``
@@ -347,7 +346,7 @@ class Bus:
             if not _no_responders(msg):
                 try:
                     return decode_reply(msg.data, self.max_bytes)
-                except (ActorStopped, Overloaded, StoreUnavailable):
+                except (ActorStopped, StoreUnavailable):
                     if not resend or loop.time() + pause > min(end, asked_again_until):
                         raise
             elif loop.time() + pause > patience:

@@ -159,6 +159,13 @@ async def run_host(args: argparse.Namespace) -> int:
                 print(f"aiostack join: {exc}", file=sys.stderr)
                 return 2
             token = None
+        if token is not None and membership is not None and token.name != membership.name:
+            print(
+                f"aiostack join: {data_dir} is already host {membership.name}'s; give {token.name}"
+                " another --data-dir",
+                file=sys.stderr,
+            )
+            return 2
         if token is not None and membership is None:
             address = args.address or address_towards(token.nats_urls[0])
             credentials_dir(data_dir).mkdir(mode=0o700, exist_ok=True)

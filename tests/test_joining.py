@@ -85,6 +85,12 @@ async def test_hosts_join_once_per_token_and_removal_revokes_them() -> None:
         with pytest.raises(HarnessError, match="expired"):
             await spare.run(*AIOSTACK, "join", late, "--data-dir", str(spare.dir / "late"), timeout=60)
         assert (await members(cloud))["compute-9"]["state"] == "invited"
+        other = json.loads(
+            (await cloud.cli("cluster", "add", "compute-8", "--role", "compute", "--json")).splitlines()[-1]
+        )["token"]
+        with pytest.raises(HarnessError, match="already host compute-3's"):
+            await spare.run(*AIOSTACK, "join", other, "--data-dir", str(data_dir_of(spare)), timeout=60)
+        assert (await members(cloud))["compute-8"]["state"] == "invited"
 
         node_credentials = str(data_dir_of(cloud.hosts.hosts["compute-2"]) / "credentials" / "compute-2.json")
         assert await logs_in(cloud, "compute-2", node_credentials)
