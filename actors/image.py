@@ -1,11 +1,14 @@
-"""The image actor (Glance): image records in its store, image bytes in ``<data>/images/<id>``.
+"""The image actor (Glance): image records and image bytes in its store, so every replica (one
+per controller of a cluster, sharing PostgreSQL) serves every image.
 
-Uploads write each chunk at its offset (a retried chunk overwrites and cuts the file there);
-``finish_upload`` hashes the file (md5 and sha512). Changes to one image's bytes are
+The bytes are kept as the chunks they were uploaded in (``image_chunks``: at most ``CHUNK_MAX``
+each, keyed by their offset); a retried chunk replaces the chunks from its offset on.
+``finish_upload`` hashes them in order (md5 and sha512). Changes to one image's bytes are
 serialized by a lock per image in this process; the store's ``received`` column (the bytes
-written so far) is compared-and-swapped, so a second replica cannot interleave. File I/O runs
-in threads, never on the event loop. On its first start (an empty store) it registers the
-public ``aiostack-tiny`` image.
+written so far) is compared-and-swapped in the chunk's transaction, so a second replica cannot
+interleave. An image file an earlier version kept in ``<data>/images/<id>`` is moved into the
+store at start. On its first start (an empty store) it registers the public ``aiostack-tiny``
+image.
 
 Its API, events and version history: ``api/image.py``.
 """
@@ -14,8 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 import hashlib
-import os
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -40,7 +43,7 @@ from runtime.config import Config
 from runtime.context import caller, check_visible, sees_all
 from runtime.events import publish_event
 from runtime.stamps import new_uuid, utcnow
-from runtime.store import ConstraintViolation, from_json, open_store, to_json
+from runtime.store import ConstraintViolation, Db, Migration, from_json, open_store, to_json
 
 MIGRATIONS = [
     """
@@ -53,6 +56,18 @@ MIGRATIONS = [
         properties TEXT NOT NULL DEFAULT '{}', received INTEGER NOT NULL DEFAULT 0);
     CREATE INDEX images_listing ON images(created_at, id);
     """,
+    Migration(
+        sqlite="""
+        CREATE TABLE image_chunks (
+            image_id TEXT NOT NULL, start_at INTEGER NOT NULL, size INTEGER NOT NULL,
+            data BLOB NOT NULL, PRIMARY KEY (image_id, start_at));
+        """,
+        postgresql="""
+        CREATE TABLE image_chunks (
+            image_id TEXT NOT NULL, start_at INTEGER NOT NULL, size INTEGER NOT NULL,
+            data BYTEA NOT NULL, PRIMARY KEY (image_id, start_at));
+        """,
+    ),
 ]
 
 
@@ -82,7 +97,6 @@ class ImageRow(TypedDict):
 
 
 RESERVED_PROPERTIES = frozenset((*Image.__annotations__, "self", "file", "schema", "locations", "direct_url"))
-READ_BLOCK = 1024 * 1024
 
 TINY_NAME = "aiostack-tiny"
 TINY_ID = str(uuid.uuid5(uuid.NAMESPACE_URL, "aiostack:image:aiostack-tiny"))
@@ -104,32 +118,37 @@ def _is_uuid(value: str) -> bool:
     return True
 
 
-def _write_at(path: Path, offset: int, data: bytes) -> None:
-    """Write ``data`` at ``offset`` and cut the file there (a retried chunk overwrites)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o640)
+def _read_file(path: Path) -> bytes | None:
     try:
-        os.pwrite(fd, data, offset)
-        os.ftruncate(fd, offset + len(data))
-    finally:
-        os.close(fd)
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
 
 
-def _read_at(path: Path, offset: int, length: int) -> bytes:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        return os.pread(fd, length, offset)
-    finally:
-        os.close(fd)
+async def _put_chunks(db: Db, image_id: str, offset: int, data: bytes) -> None:
+    """Keep ``data`` at ``offset`` (in pieces of at most ``CHUNK_MAX``), dropping what was kept
+    from ``offset`` on (a retried chunk replaces it)."""
+    await db.execute("DELETE FROM image_chunks WHERE image_id = ? AND start_at >= ?", (image_id, offset))
+    await db.executemany(
+        "INSERT INTO image_chunks (image_id, start_at, size, data) VALUES (?, ?, ?, ?)",
+        [
+            (image_id, offset + start, len(data[start : start + CHUNK_MAX]), data[start : start + CHUNK_MAX])
+            for start in range(0, len(data), CHUNK_MAX)
+        ],
+    )
 
 
-def _digest(path: Path) -> tuple[int, str, str]:
-    """Size, md5 and sha512 (hex) of a file."""
+async def _digest(db: Db, image_id: str) -> tuple[int, str, str]:
+    """Size, md5 and sha512 (hex) of an image's bytes, read a few chunks at a time."""
     md5, sha512, size = hashlib.md5(usedforsecurity=False), hashlib.sha512(), 0
-    with path.open("rb") as f:
-        while block := f.read(READ_BLOCK):
-            md5.update(block)
-            sha512.update(block)
-            size += len(block)
+    while chunks := await db.fetchall(
+        "SELECT size, data FROM image_chunks WHERE image_id = ? AND start_at >= ? ORDER BY start_at LIMIT 8",
+        (image_id, size),
+    ):
+        for chunk in chunks:
+            md5.update(chunk["data"])
+            sha512.update(chunk["data"])
+            size += chunk["size"]
     return size, md5.hexdigest(), sha512.hexdigest()
 
 
@@ -170,37 +189,53 @@ class ImageActor(Actor, Images):
         super().__init__(bus)
         self.store = open_store(config, "image", MIGRATIONS)
         self.images_dir = config.data_dir / "images"
+        """Where an earlier version kept image bytes (moved into the store at start)."""
         self._locks: dict[str, asyncio.Lock] = {}
         self._lock_users: Counter[str] = Counter()
         self.serve(NodeImages(self, Placements(bus)))
 
     async def on_start(self) -> None:
-        await asyncio.to_thread(self.images_dir.mkdir, parents=True, exist_ok=True)
         await self.store.open()
         await self._bootstrap()
+        await self._adopt_files()
 
     async def on_stop(self) -> None:
         await self.store.close()
-
-    def _path(self, image_id: str) -> Path:
-        return self.images_dir / image_id
 
     async def _bootstrap(self) -> None:
         """Register the public ``aiostack-tiny`` image on first start (an empty store)."""
         if await self.store.fetchone("SELECT id FROM images LIMIT 1"):
             return
-        path = self._path(TINY_ID)
-        await asyncio.to_thread(_write_at, path, 0, tiny_disk())
-        size, md5, sha512 = await asyncio.to_thread(_digest, path)
+        data = tiny_disk()
         now = utcnow()
-        await self.store.execute(
-            "INSERT INTO images (id, name, status, visibility, checksum, os_hash_algo,"
-            " os_hash_value, size, disk_format, container_format, created_at, updated_at, received)"
-            " VALUES (?, ?, 'active', 'public', ?, 'sha512', ?, ?, 'raw', 'bare', ?, ?, ?)"
-            " ON CONFLICT DO NOTHING",
-            (TINY_ID, TINY_NAME, md5, sha512, size, now, now, size),
-        )
+        async with self.store.transaction() as db:
+            inserted = await db.execute(
+                "INSERT INTO images (id, name, status, visibility, checksum, os_hash_algo,"
+                " os_hash_value, size, disk_format, container_format, created_at, updated_at, received)"
+                " VALUES (?, ?, 'active', 'public', ?, 'sha512', ?, ?, 'raw', 'bare', ?, ?, ?)"
+                " ON CONFLICT DO NOTHING",
+                (
+                    TINY_ID, TINY_NAME, hashlib.md5(data, usedforsecurity=False).hexdigest(),
+                    hashlib.sha512(data).hexdigest(), len(data), now, now, len(data),
+                ),
+            )  # fmt: skip
+            if inserted:
+                await _put_chunks(db, TINY_ID, 0, data)
         await publish_event(self.bus, "image", TINY_ID, None, "image.active", await self._get(TINY_ID))
+
+    async def _adopt_files(self) -> None:
+        """Move the image files an earlier version kept in ``<data>/images/`` into the store."""
+        if not await asyncio.to_thread(self.images_dir.is_dir):
+            return
+        for path in await asyncio.to_thread(lambda: sorted(self.images_dir.iterdir())):
+            data = await asyncio.to_thread(_read_file, path)
+            if data is not None:
+                async with self.store.transaction() as db:
+                    if not await db.fetchone("SELECT 1 FROM image_chunks WHERE image_id = ?", (path.name,)):
+                        await _put_chunks(db, path.name, 0, data)
+                await asyncio.to_thread(path.unlink, missing_ok=True)
+        with contextlib.suppress(OSError):
+            await asyncio.to_thread(self.images_dir.rmdir)
 
     @asynccontextmanager
     async def _image_lock(self, image_id: str) -> AsyncIterator[None]:
@@ -345,16 +380,17 @@ class ImageActor(Actor, Images):
         return [_record(row) for row in await self.store.fetchall(sql, params, row=ImageRow)]
 
     async def delete(self, *, image_id: str) -> None:
-        """Mark the image deleted and remove its file (``api.image.Images.delete``)."""
+        """Mark the image deleted and drop its bytes (``api.image.Images.delete``)."""
         async with self._image_lock(image_id):
             row = await self._load(image_id)
             self._require_owner(row, "delete")
             if row["protected"]:
                 raise Forbidden(f"Image {image_id} is protected and cannot be deleted.")
-            await self.store.execute(
-                "UPDATE images SET status = 'deleted', updated_at = ? WHERE id = ?", (utcnow(), row["id"])
-            )
-            await asyncio.to_thread(self._path(row["id"]).unlink, missing_ok=True)
+            async with self.store.transaction() as db:
+                await db.execute(
+                    "UPDATE images SET status = 'deleted', updated_at = ? WHERE id = ?", (utcnow(), row["id"])
+                )
+                await db.execute("DELETE FROM image_chunks WHERE image_id = ?", (row["id"],))
         record = await self._get(row["id"])
         await publish_event(self.bus, "image", record["id"], record["owner"], "image.deleted", record)
 
@@ -377,17 +413,18 @@ class ImageActor(Actor, Images):
             return await self._finish(image_id)
 
     async def abort_upload(self, *, image_id: str) -> Image:
-        """Saving back to queued, file removed (``api.image.Images.abort_upload``)."""
+        """Saving back to queued, bytes dropped (``api.image.Images.abort_upload``)."""
         async with self._image_lock(image_id):
             row = await self._load(image_id)
             self._require_owner(row, "upload data to")
             if row["status"] != "saving":
                 raise Conflict(f"Image {image_id} is {row['status']}, not saving; nothing to abort.")
-            await self.store.execute(
-                "UPDATE images SET status = 'queued', received = 0, updated_at = ? WHERE id = ?",
-                (utcnow(), row["id"]),
-            )
-            await asyncio.to_thread(self._path(row["id"]).unlink, missing_ok=True)
+            async with self.store.transaction() as db:
+                await db.execute(
+                    "UPDATE images SET status = 'queued', received = 0, updated_at = ? WHERE id = ?",
+                    (utcnow(), row["id"]),
+                )
+                await db.execute("DELETE FROM image_chunks WHERE image_id = ?", (row["id"],))
             return await self._get(row["id"])
 
     async def read_chunk(self, *, image_id: str, offset: int, length: int) -> bytes:
@@ -398,15 +435,20 @@ class ImageActor(Actor, Images):
         """Up to ``length`` bytes (at most ``CHUNK_MAX``) of an active image from ``offset``.
 
         :raises Conflict: the image is not active.
-        :raises NotFound: its file is gone.
         """
         image_id = row["id"]
         if row["status"] != "active":
             raise Conflict(f"Image {image_id} is {row['status']}; only active images can be read.")
-        try:
-            return await asyncio.to_thread(_read_at, self._path(row["id"]), offset, min(length, CHUNK_MAX))
-        except FileNotFoundError:
-            raise NotFound(f"The data of image {image_id} could not be found") from None
+        end = offset + min(length, CHUNK_MAX)
+        chunks = await self.store.fetchall(
+            "SELECT start_at, size, data FROM image_chunks WHERE image_id = ? AND start_at < ?"
+            " AND start_at + size > ? ORDER BY start_at",
+            (image_id, end, offset),
+        )
+        return b"".join(
+            bytes(chunk["data"])[max(offset - chunk["start_at"], 0) : end - chunk["start_at"]]
+            for chunk in chunks
+        )
 
     async def _write_chunk(self, image_id: str, offset: int, data: bytes) -> int:
         """Write one chunk under the image's lock; return the bytes received so far.
@@ -419,15 +461,16 @@ class ImageActor(Actor, Images):
             raise Conflict(f"Image status transition from {row['status']} to saving is not allowed")
         if offset != row["received"]:
             raise Conflict(f"Upload offset {offset} does not match the {row['received']} bytes received")
-        await asyncio.to_thread(_write_at, self._path(row["id"]), offset, data)
         received = offset + len(data)
-        changed = await self.store.execute(
-            "UPDATE images SET status = 'saving', received = ?, updated_at = ?"
-            " WHERE id = ? AND received = ? AND status IN ('queued', 'saving')",
-            (received, utcnow(), row["id"], offset),
-        )
-        if not changed:
-            raise Conflict(f"Image {image_id} changed during the upload")
+        async with self.store.transaction() as db:
+            changed = await db.execute(
+                "UPDATE images SET status = 'saving', received = ?, updated_at = ?"
+                " WHERE id = ? AND received = ? AND status IN ('queued', 'saving')",
+                (received, utcnow(), row["id"], offset),
+            )
+            if not changed:
+                raise Conflict(f"Image {image_id} changed during the upload")
+            await _put_chunks(db, row["id"], offset, data)
         return received
 
     async def _finish(self, image_id: str) -> Image:
@@ -435,7 +478,7 @@ class ImageActor(Actor, Images):
         self._require_owner(row, "upload data to")
         if row["status"] != "saving":
             raise Conflict(f"Image {image_id} is {row['status']}; only a saving image can be finished.")
-        size, md5, sha512 = await asyncio.to_thread(_digest, self._path(row["id"]))
+        size, md5, sha512 = await _digest(self.store, row["id"])
         await self.store.execute(
             "UPDATE images SET status = 'active', size = ?, checksum = ?, os_hash_algo = 'sha512',"
             " os_hash_value = ?, updated_at = ? WHERE id = ?",

@@ -104,7 +104,7 @@ class ImageReader(ServiceAPI, address="image"):
         """Up to ``length`` bytes (at most ``CHUNK_MAX``) of an active image from ``offset``;
         empty past its end.
 
-        :raises NotFound: the caller cannot see the image, or its file is gone.
+        :raises NotFound: the caller cannot see the image.
         :raises Conflict: the image is not ``active``.
         """
         ...
@@ -130,7 +130,7 @@ class ImageForNodes(ServiceAPI, address="image.host.{host}", caller="host"):
         """Up to ``length`` bytes (at most ``CHUNK_MAX``) from ``offset`` of an active image the
         instance uses; empty past its end.
 
-        :raises NotFound: as ``get``, or the image's file is gone.
+        :raises NotFound: as ``get``.
         :raises Conflict: the image is not ``active``.
         """
         ...

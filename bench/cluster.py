@@ -5,7 +5,7 @@ Runs, each with real processes:
 * **one machine**: `aiostack up --nodes 3` (embedded nats-server, sqlite);
 * **the harness** (`deploy.cluster.cloud_on_hosts`), built by joining: PostgreSQL on a database
   host, `up --cluster` on controller-1, controllers 2 and 3 joined (their nats-servers routed to
-  it, TLS; replicas of identity, conductor, scheduler, net, cluster and the gateway), 3 compute
+  it, TLS; replicas of identity, conductor, scheduler, image, net, cluster and the gateway), 3 compute
   hosts joined with a node each; a client host;
 
 and measures from a client (on the client host for the harness): boot p50 (POST to the
@@ -19,7 +19,7 @@ within 60 s), instances not ACTIVE in the end, and the recovery: seconds from th
 the end of the last request that failed or took over a second. Goals: recovery ≤ 3 s, 0 events
 lost, 0 requests failed (and every instance ACTIVE, the audit clean).
 
-controller-1 is not the one killed: image and volume run there only (they keep bytes in its
+controller-1 is not the one killed: volume runs there only (it keeps volumes as files in its
 data directory), and the client reaches the cloud through its gateway.
 
 Then ``--failure-boots`` (300) boots from the client host through ``deploy.failures``' sequence

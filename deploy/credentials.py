@@ -171,8 +171,8 @@ def authorization(
     }
 
 
-CONTROLLER_PROCESSES = ("identity", "conductor", "scheduler", "net", "gateway", "cluster")
-"""What every controller of a cluster runs (image and volume keep bytes on the first one's disk)."""
+CONTROLLER_PROCESSES = ("identity", "conductor", "scheduler", "image", "net", "gateway", "cluster")
+"""What every controller of a cluster runs (volume keeps its volumes on the first one's disk)."""
 
 
 def member_user(process: str, host: str) -> str:

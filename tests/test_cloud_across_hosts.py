@@ -2,7 +2,7 @@
 controller-1 (with the database host's PostgreSQL), controllers 2 and 3 and two compute hosts
 each `aiostack join`ed with a token from `aiostack cluster add`: the controllers' nats-servers
 form a TLS cluster (the event stream on all three), controllers 2 and 3 run replicas of
-identity, conductor, scheduler, net, cluster and the gateway, the compute hosts their nodes;
+identity, conductor, scheduler, image, net, cluster and the gateway, the compute hosts their nodes;
 a client runs on a third host.
 
 The client boots through controller-1's gateway; every process of controller-2 (its `aiostack

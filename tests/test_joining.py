@@ -59,7 +59,7 @@ async def test_hosts_join_once_per_token_and_removal_revokes_them() -> None:
         }
         assert set(listed["controller-2"]["processes"]) == {
             f"{process}@controller-2"
-            for process in ("identity", "conductor", "scheduler", "net", "gateway", "cluster")
+            for process in ("identity", "conductor", "scheduler", "image", "net", "gateway", "cluster")
         }
         assert listed["compute-1"]["processes"] == {"compute-1": "running"}
 

@@ -89,7 +89,6 @@ async def test_default_image_is_active_public_and_visible_to_demo(
     assert tiny["os_hash_algo"] == "sha512"
     assert tiny["os_hash_value"] == hashlib.sha512(expected).hexdigest()
     assert await read_all(images, DEMO, tiny["id"]) == expected
-    assert (config.data_dir / "images" / tiny["id"]).read_bytes() == expected
 
 
 async def test_default_image_is_registered_once(images: Images, start_actor, config) -> None:
@@ -311,15 +310,21 @@ async def test_an_existing_id_is_a_conflict(images: Images, image_actor) -> None
         await acting(OTHER, images.create(name="second", id=image["id"]))
 
 
-async def test_delete_removes_the_file_but_not_a_protected_image(
+async def kept_bytes(actor: ImageActor, image_id: str) -> int:
+    row = await actor.store.fetchone(
+        "SELECT COALESCE(SUM(size), 0) AS kept FROM image_chunks WHERE image_id = ?", (image_id,)
+    )
+    return int(row["kept"])
+
+
+async def test_delete_drops_the_bytes_but_not_a_protected_image(
     images: Images, image_actor, config, events
 ) -> None:
     image = await acting(DEMO, images.create(name="doomed"))
     await acting(DEMO, images.upload(image_id=image["id"], data=b"bytes"))
-    path = config.data_dir / "images" / image["id"]
-    assert path.exists()
+    assert await kept_bytes(image_actor, image["id"]) == 5
     assert await acting(DEMO, images.delete(image_id=image["id"])) is None
-    assert not path.exists()
+    assert await kept_bytes(image_actor, image["id"]) == 0
     assert [(await next_event(events, image["id"]))["type"] for _ in range(3)] == [
         "image.queued",
         "image.active",
@@ -333,5 +338,37 @@ async def test_delete_removes_the_file_but_not_a_protected_image(
         await acting(DEMO, images.delete(image_id=kept["id"]))
     with pytest.raises(Forbidden):
         await acting(ADMIN, images.delete(image_id=kept["id"]))
-    assert (config.data_dir / "images" / kept["id"]).exists()
+    assert await kept_bytes(image_actor, kept["id"]) == 5
     assert (await acting(DEMO, images.get(image_id=kept["id"])))["status"] == "active"
+
+
+async def test_bytes_uploaded_through_one_replica_are_read_through_another(
+    images: Images, start_actor, config
+) -> None:
+    first = await start_actor(ImageActor, config)
+    image = await acting(DEMO, images.create(name="shared"))
+    data = random.Random(7).randbytes(2 * CHUNK_MAX + 11)
+    for offset in range(0, len(data), CHUNK_MAX):
+        chunk = data[offset : offset + CHUNK_MAX]
+        await acting(DEMO, images.upload_chunk(image_id=image["id"], offset=offset, data=chunk))
+    await acting(DEMO, images.finish_upload(image_id=image["id"]))
+    await first.stop()
+    await start_actor(ImageActor, config)  # another replica, the same store
+    assert await read_all(images, DEMO, image["id"]) == data
+
+
+async def test_an_image_file_of_an_earlier_version_is_moved_into_the_store(
+    images: Images, start_actor, config
+) -> None:
+    first = await start_actor(ImageActor, config)
+    image = await acting(DEMO, images.create(name="old"))
+    await acting(DEMO, images.upload(image_id=image["id"], data=b"old bytes"))
+    await first.store.execute("DELETE FROM image_chunks WHERE image_id = ?", (image["id"],))
+    await first.stop()
+    (config.data_dir / "images").mkdir(parents=True)
+    (config.data_dir / "images" / image["id"]).write_bytes(b"old bytes")
+
+    await start_actor(ImageActor, config)
+
+    assert await read_all(images, DEMO, image["id"]) == b"old bytes"
+    assert not (config.data_dir / "images").exists()

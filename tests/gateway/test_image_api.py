@@ -21,10 +21,10 @@ OCTETS = {"Content-Type": "application/octet-stream"}
 
 
 @pytest.fixture
-async def image_service(start_actor, config) -> None:
+async def image_service(start_actor, config) -> ImageActor:
     """The identity actor (for logins) and the image actor."""
     await start_actor(IdentityActor, config)
-    await start_actor(ImageActor, config)
+    return await start_actor(ImageActor, config)
 
 
 async def watch(bus: Bus, address: str) -> list[Msg]:
@@ -229,14 +229,14 @@ async def test_upload_needs_octet_stream(api, image_service) -> None:
     assert (await api.get(f"/image/v2/images/{image['id']}"))[1]["status"] == "queued"
 
 
-async def test_delete_removes_the_file_but_not_a_protected_image(api, image_service, config) -> None:
+async def test_delete_drops_the_bytes_but_not_a_protected_image(api, image_service: ImageActor) -> None:
     await api.login()
     image = await create(api, name="doomed")
     await api.request("PUT", f"/image/v2/images/{image['id']}/file", data=b"bytes", headers=OCTETS)
-    path = config.data_dir / "images" / image["id"]
-    assert path.exists()
+    kept = "SELECT COUNT(*) AS chunks FROM image_chunks WHERE image_id = ?"
+    assert (await image_service.store.fetchone(kept, (image["id"],)))["chunks"] == 1
     status, _ = await api.delete(f"/image/v2/images/{image['id']}")
-    assert status == 204 and not path.exists()
+    assert status == 204 and (await image_service.store.fetchone(kept, (image["id"],)))["chunks"] == 0
     assert (await api.get(f"/image/v2/images/{image['id']}"))[0] == 404
     kept = await create(api, name="kept", protected=True)
     status, body = await api.delete(f"/image/v2/images/{kept['id']}")
