@@ -64,7 +64,7 @@ TRANSIENT_REPLY_PATIENCE = 3.0
 """Seconds an idempotent call is asked again while replicas answer that they are stopping or
 without their database (a replica cut off from the database for a moment gives way
 to one that is not; a database that is down for everyone is reported after this long)."""
-NO_RESPONDERS_PATIENCE = 1.5
+NO_RESPONDERS_PATIENCE = 3.0
 """Seconds a call is sent again while the server answers that nobody serves its subject (nobody
 got it, so any call may be): a server that just restarted knows its routes' subscribers only a
 moment after it takes clients back."""
