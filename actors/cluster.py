@@ -29,8 +29,6 @@ import bcrypt
 from api.cluster import (
     ALIVE_WITHIN,
     INVITATION_TTL,
-    NATS_PORT,
-    ROUTE_PORT,
     BusUser,
     Cluster,
     ClusterHost,
@@ -41,6 +39,8 @@ from api.cluster import (
     JoinGrant,
     Reported,
     Role,
+    nats_url,
+    route_url,
 )
 from bus import Actor, Bus, Conflict, Forbidden, NotFound, current_request_id
 from runtime.config import Config
@@ -249,12 +249,9 @@ class ClusterActor(Actor, Cluster, ClusterJoin, ClusterHosts):
                         " WHERE name = ?",
                         (address, utcnow(), time.time(), host),
                     )
-        urls = await self._nats_urls(self.store)
-        routes = [
-            f"nats-route://{row['address']}:{ROUTE_PORT}"
-            for row in await self._controllers(self.store)
-            if row["name"] != host
-        ]
+        controllers = await self._controllers(self.store)
+        urls = [nats_url(row["address"]) for row in controllers]
+        routes = [route_url(row["address"]) for row in controllers if row["name"] != host]
         controller: ControllerSecrets | None = {**shared, "routes": routes} if shared else None
         return {
             "name": host,
@@ -323,7 +320,7 @@ class ClusterActor(Actor, Cluster, ClusterJoin, ClusterHosts):
         )
 
     async def _nats_urls(self, db: Db) -> list[str]:
-        return [f"nats://{row['address']}:{NATS_PORT}" for row in await self._controllers(db)]
+        return [nats_url(row["address"]) for row in await self._controllers(db)]
 
     @staticmethod
     def _view(row: dict[str, Any], now: float) -> ClusterHost:

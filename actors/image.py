@@ -128,14 +128,17 @@ def _read_file(path: Path) -> bytes | None:
 async def _put_chunks(db: Db, image_id: str, offset: int, data: bytes) -> None:
     """Keep ``data`` at ``offset`` (in pieces of at most ``CHUNK_MAX``), dropping what was kept
     from ``offset`` on (a retried chunk replaces it)."""
-    await db.execute("DELETE FROM image_chunks WHERE image_id = ? AND start_at >= ?", (image_id, offset))
+    await _drop_chunks(db, image_id, offset)
+    pieces = [(offset + start, data[start : start + CHUNK_MAX]) for start in range(0, len(data), CHUNK_MAX)]
     await db.executemany(
         "INSERT INTO image_chunks (image_id, start_at, size, data) VALUES (?, ?, ?, ?)",
-        [
-            (image_id, offset + start, len(data[start : start + CHUNK_MAX]), data[start : start + CHUNK_MAX])
-            for start in range(0, len(data), CHUNK_MAX)
-        ],
+        [(image_id, start, len(piece), piece) for start, piece in pieces],
     )
+
+
+async def _drop_chunks(db: Db, image_id: str, offset: int = 0) -> None:
+    """Drop what is kept of an image's bytes from ``offset`` on."""
+    await db.execute("DELETE FROM image_chunks WHERE image_id = ? AND start_at >= ?", (image_id, offset))
 
 
 async def _digest(db: Db, image_id: str) -> tuple[int, str, str]:
@@ -390,7 +393,7 @@ class ImageActor(Actor, Images):
                 await db.execute(
                     "UPDATE images SET status = 'deleted', updated_at = ? WHERE id = ?", (utcnow(), row["id"])
                 )
-                await db.execute("DELETE FROM image_chunks WHERE image_id = ?", (row["id"],))
+                await _drop_chunks(db, row["id"])
         record = await self._get(row["id"])
         await publish_event(self.bus, "image", record["id"], record["owner"], "image.deleted", record)
 
@@ -424,7 +427,7 @@ class ImageActor(Actor, Images):
                     "UPDATE images SET status = 'queued', received = 0, updated_at = ? WHERE id = ?",
                     (utcnow(), row["id"]),
                 )
-                await db.execute("DELETE FROM image_chunks WHERE image_id = ?", (row["id"],))
+                await _drop_chunks(db, row["id"])
             return await self._get(row["id"])
 
     async def read_chunk(self, *, image_id: str, offset: int, length: int) -> bytes:

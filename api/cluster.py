@@ -38,6 +38,16 @@ ROUTE_PORT = 6222
 """Where each controller's nats-server takes routes from the others."""
 
 
+def nats_url(address: str) -> str:
+    """The client URL of the controller at ``address``."""
+    return f"nats://{address}:{NATS_PORT}"
+
+
+def route_url(address: str) -> str:
+    """The route URL of the controller at ``address`` (what the other controllers dial)."""
+    return f"nats-route://{address}:{ROUTE_PORT}"
+
+
 class ClusterHost(TypedDict):
     name: str
     role: Role

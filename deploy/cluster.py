@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from api.cluster import NATS_PORT
+from api.cluster import nats_url
 from deploy.hosts import HarnessError, Host, Hosts, build
 from deploy.run import stop_on_signals
 from runtime.config import DATABASE_VARIABLE
@@ -135,7 +135,7 @@ async def cloud_on_hosts(
             env={**os.environ, DATABASE_VARIABLE: database.dsn, **passwords},
         )  # fmt: skip
         replicas = [host for host in hosts.role("controller") if host is not controller]
-        hosts.nats_urls = [f"nats://{host.address}:{NATS_PORT}" for host in hosts.role("controller")]
+        hosts.nats_urls = [nats_url(host.address) for host in hosts.role("controller")]
         cloud = HarnessCloud(
             hosts,
             f"http://{listen}",

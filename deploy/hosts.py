@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from api.cluster import NATS_PORT, ROUTE_PORT
+from api.cluster import NATS_PORT, ROUTE_PORT, nats_url, route_url
 from bus.server import authorization_config, cluster_config, find_nats_server
 from deploy import postgres
 from deploy.privacy import write_private
@@ -309,7 +309,7 @@ async def nats_cluster(
     (routes verify each other's), and clients must trust it (``deploy.credentials.trust``).
     """
     nats = binary or find_nats_server()
-    routes = [f"nats-route://{host.address}:{ROUTE_PORT}" for host in controllers]
+    routes = [route_url(host.address) for host in controllers]
     for host in controllers:
         store = host.dir / "nats"
         store.mkdir(mode=0o700, exist_ok=True)
@@ -342,7 +342,7 @@ async def nats_cluster(
         config = store / "nats-server.conf"
         write_private(config, text)
         await host.start("nats-server", [nats, "-c", str(config)])
-    urls = [f"nats://{host.address}:{NATS_PORT}" for host in controllers]
+    urls = [nats_url(host.address) for host in controllers]
     for host in controllers:
         await wait_listening(host, host.address, NATS_PORT)
     return urls

@@ -27,8 +27,7 @@ import time
 from pathlib import Path
 
 from api.cluster import ClusterJoin, JoinGrant
-from bus import TRANSIENT_ERRORS, AiostackError, Bus
-from bus.api import liveness
+from bus import AiostackError, Bus
 from bus.bus import BusAuthFailed
 from deploy.credentials import ADMIN, CONTROLLER_PROCESSES, credentials_dir, credentials_file, member_user
 from deploy.members import (
@@ -42,7 +41,7 @@ from deploy.members import (
 )
 from deploy.privacy import make_private, restrict_new_files, write_private
 from deploy.run import stop_on_signals
-from deploy.up import ChildProcess, ChildSpec, keep_nats_running
+from deploy.up import ChildProcess, ChildSpec, answering, keep_nats_running
 from node.testnode import write_test_node_file
 from runtime.config import DATABASE_VARIABLE
 
@@ -85,12 +84,8 @@ async def _first_identity(bus: Bus, patience: float = 120.0) -> None:
     empty database before it would make its own."""
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(patience):
-            while True:
-                try:
-                    await liveness(bus, "identity", timeout=2).ping()
-                    return
-                except TRANSIENT_ERRORS:
-                    await asyncio.sleep(0.5)
+            await answering(bus, ["identity"])
+            return
     log.warning("no identity replica answered in %.0f s; starting this controller's anyway", patience)
 
 

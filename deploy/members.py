@@ -27,7 +27,17 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from actors.cluster import hash_password
-from api.cluster import NATS_PORT, REPORT_INTERVAL, ROUTE_PORT, BusUser, Cluster, ClusterHosts, Role
+from api.cluster import (
+    NATS_PORT,
+    REPORT_INTERVAL,
+    ROUTE_PORT,
+    BusUser,
+    Cluster,
+    ClusterHosts,
+    Role,
+    nats_url,
+    route_url,
+)
 from bus import AiostackError, Bus, EmbeddedNatsServer, NoResponders
 from bus.server import cluster_config
 from deploy.privacy import write_private
@@ -101,11 +111,11 @@ class Membership:
 
     @property
     def own_url(self) -> str:
-        return f"nats://{self.address}:{NATS_PORT}"
+        return nats_url(self.address)
 
     @property
     def own_route(self) -> str:
-        return f"nats-route://{self.address}:{ROUTE_PORT}"
+        return route_url(self.address)
 
     def client_urls(self) -> str:
         """The NATS servers this host's processes know, its own first on a controller."""
@@ -219,7 +229,7 @@ async def keep_member(
             if nats is not None:
                 hosts = await cluster.list_hosts()
                 controllers = [h for h in hosts if h["role"] == "controller" and h["state"] == "joined"]
-                routes = [f"nats-route://{h['address']}:{ROUTE_PORT}" for h in controllers if h["address"]]
+                routes = [route_url(h["address"]) for h in controllers if h["address"]]
                 if nats.refresh(await cluster.authorization(), routes):
                     log.info("nats-server reloaded: %d bus users, %d routes", len(nats.users), len(routes))
                 if len(controllers) > 1:

@@ -222,13 +222,19 @@ async def wait_for_actors(
         await Bus.connect(nats_url, prefix=prefix, name="aiostack-up", credentials=credentials) as bus,
         asyncio.timeout(timeout),
     ):
-        for address in addresses:
-            while True:
-                try:
-                    await liveness(bus, address, timeout=2).ping()
-                    break
-                except TRANSIENT_ERRORS:
-                    await asyncio.sleep(0.05)
+        await answering(bus, addresses)
+
+
+async def answering(bus: Bus, addresses: list[str]) -> None:
+    """Return once every actor of ``addresses`` answers ``ping`` on ``bus`` (asked again while it
+    is away, starting, restarting or busy: ``TRANSIENT_ERRORS``)."""
+    for address in addresses:
+        while True:
+            try:
+                await liveness(bus, address, timeout=2).ping()
+                break
+            except TRANSIENT_ERRORS:
+                await asyncio.sleep(0.05)
 
 
 async def wait_for_gateway(data_dir: Path, timeout: float = 60.0) -> str | None:
@@ -317,7 +323,8 @@ async def up(args: argparse.Namespace) -> int:
     try:
         if membership is not None:
             children[0].start()
-            await wait_for_actors(nats_url, args.prefix, ["cluster"], credentials.file(ADMIN))
+            async with asyncio.timeout(90):
+                await answering(admin, ["cluster"])
             await Cluster.client(admin).register(
                 name=membership.name, address=membership.address, users=own_users
             )
