@@ -221,10 +221,16 @@ def ensure_credentials(data_dir: Path, users: Iterable[str]) -> dict[str, str]:
             raise ValueError(f"invalid NATS user name {user!r}: it becomes one subject token")
         path = credentials_file(data_dir, user)
         if not path.exists():
-            write_private(path, json.dumps({"user": user, "password": secrets.token_urlsafe(24)}) + "\n")
+            write_credentials(path, user, secrets.token_urlsafe(24))
         path.chmod(0o600)
         passwords[user] = read_credentials(path)[1]
     return passwords
+
+
+def write_credentials(path: Path, user: str, password: str, ca: str | None = None) -> None:
+    """A credentials file (0600): the user, its password and, for TLS, the CA it trusts."""
+    data = {"user": user, "password": password, **({"ca": ca} if ca else {})}
+    write_private(path, json.dumps(data) + "\n")
 
 
 def trust(data_dir: Path, ca_pem: str) -> None:

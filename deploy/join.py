@@ -29,7 +29,14 @@ from pathlib import Path
 from api.cluster import ClusterJoin, JoinGrant
 from bus import AiostackError, Bus
 from bus.bus import BusAuthFailed
-from deploy.credentials import ADMIN, CONTROLLER_PROCESSES, credentials_dir, credentials_file, member_user
+from deploy.credentials import (
+    ADMIN,
+    CONTROLLER_PROCESSES,
+    credentials_dir,
+    credentials_file,
+    member_user,
+    write_credentials,
+)
 from deploy.members import (
     DATABASE_FILE,
     ClusteredNats,
@@ -54,9 +61,7 @@ async def ask_to_join(token: JoinToken, address: str) -> JoinGrant:
     """Spend the token: this host's grant (:raises AiostackError: the cluster said no)."""
     with tempfile.TemporaryDirectory(prefix="aiostack-join-") as scratch:
         credentials = Path(scratch) / "join.json"
-        write_private(
-            credentials, json.dumps({"user": token.user, "password": token.password, "ca": token.ca})
-        )
+        write_credentials(credentials, token.user, token.password, token.ca)
         urls = ",".join(token.nats_urls)
         async with await connect_patiently(urls, token.prefix, f"join-{token.name}", credentials) as bus:
             joining = ClusterJoin.client(bus, host=token.name, timeout=30)
@@ -92,16 +97,11 @@ async def _first_identity(bus: Bus, patience: float = 120.0) -> None:
 def keep_grant(data_dir: Path, token: JoinToken, grant: JoinGrant, address: str) -> Membership:
     """Write what the grant holds to the data directory; the host's membership."""
     for user, password in grant["users"].items():
-        write_private(
-            credentials_file(data_dir, user), json.dumps({"user": user, "password": password, "ca": token.ca})
-        )
+        write_credentials(credentials_file(data_dir, user), user, password, token.ca)
     routes: list[str] = []
     secrets = grant["controller"]
     if secrets is not None:
-        write_private(
-            credentials_file(data_dir, ADMIN),
-            json.dumps({"user": ADMIN, "password": secrets["admin_password"], "ca": token.ca}),
-        )
+        write_credentials(credentials_file(data_dir, ADMIN), ADMIN, secrets["admin_password"], token.ca)
         (data_dir / "ca").mkdir(mode=0o700, exist_ok=True)
         write_private(data_dir / "ca" / "ca.pem", secrets["ca_certificate"])
         write_private(data_dir / "ca" / "ca.key", secrets["ca_key"])

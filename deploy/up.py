@@ -31,7 +31,7 @@ import time
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import nats.errors
 
@@ -48,6 +48,8 @@ from node.testnode import write_test_node_file
 from runtime.config import DATABASE_VARIABLE
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 PR_SET_PDEATHSIG = 1
 
@@ -337,21 +339,19 @@ async def up(args: argparse.Namespace) -> int:
             )
         else:
             (data_dir / "nats.url").write_text(f"{nats_url}\n")
-        if not await _until_stopped(
+        stream = await _until_stopped(
             _ensure_event_stream(admin, args, clustered=membership is not None), stop
-        ):
+        )
+        if stream is None:
             return 1
+        stream.result()
         for child in children[1:] if membership is not None else children:
             child.start()
-        starting = asyncio.ensure_future(_ready(data_dir, nats_url, args.prefix, specs, credentials))
-        stopping = asyncio.ensure_future(stop.wait())
-        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        if not starting.done():
-            starting.cancel()
+        started = await _until_stopped(_ready(data_dir, nats_url, args.prefix, specs, credentials), stop)
+        if started is None:
             return 1
-        stopping.cancel()
         try:
-            gateway_url = starting.result()
+            gateway_url = started.result()
         except TimeoutError:
             print(
                 f"aiostack up: the cloud did not come up in time; see the logs in {log_dir}", file=sys.stderr
@@ -400,17 +400,16 @@ async def up(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _until_stopped(work: Coroutine[Any, Any, None], stop: asyncio.Event) -> bool:
-    """Do ``work`` unless ``stop`` is set first (then cancel it): whether it was done."""
+async def _until_stopped(work: Coroutine[Any, Any, T], stop: asyncio.Event) -> asyncio.Future[T] | None:
+    """Do ``work`` unless ``stop`` is set first (then cancel it): its finished future, or None."""
     doing = asyncio.ensure_future(work)
     stopping = asyncio.ensure_future(stop.wait())
     await asyncio.wait({doing, stopping}, return_when=asyncio.FIRST_COMPLETED)
     stopping.cancel()
     if not doing.done():
         doing.cancel()
-        return False
-    doing.result()
-    return True
+        return None
+    return doing
 
 
 NATS_RESTART_DELAY = 2.0  # lets its clients see it gone and the port be free again
