@@ -17,7 +17,8 @@ lists: a client may publish only to the subjects of its facets' methods (``bus.a
 A facet with a caller field (the node-facing ones: ``conductor.host.{host}``,
 ``image.host.{host}``, ``net.host.{host}``, ``volume.host.{host}``) is filled with the
 process's own hosts: node-1 may publish to ``P.rpc.conductor.host.node-1.*`` and to no other
-host's, so the callee, which reads the host from the subject, knows which node calls. Every user may also
+host's, so the callee, which reads the host from the subject, knows which node calls; likewise
+its domain events (``P.evt.domain.<project>.<instance>.node-1``) and heartbeats. Every user may also
 subscribe to its own inbox ``_INBOX_<user>.>`` (all of its replies, JetStream acks and consumer
 deliveries come there) and to the revocations; a process that serves requests answers them
 through ``allow_responses`` (one reply to each request it received, nothing else).
@@ -48,7 +49,7 @@ from bus.server import authorization_config
 from deploy.privacy import write_private
 from gateway import peers as gateway_peers
 from node import peers as node_peers
-from runtime.events import event_filter
+from runtime.events import event_filter, host_event_filter
 
 ADMIN = "admin"
 CREDENTIALS_DIR = "credentials"
@@ -67,6 +68,8 @@ class Kind:
     """The facets it makes clients of: it may send to their methods' subjects and nothing else."""
     events: tuple[str, ...] = ()
     """The event kinds it publishes (``P.evt.<kind>.>``, stored in the event stream)."""
+    host_events: tuple[str, ...] = ()
+    """The event kinds it publishes as its hosts only (``P.evt.<kind>.*.*.<host>``)."""
     publishes: tuple[Topic[Any], ...] = ()
     """Topics it publishes to (``{host}``: each of its hosts)."""
     listens: tuple[str, ...] = ()
@@ -91,7 +94,7 @@ KINDS: dict[str, Kind] = {
     "volume": Kind(
         serves=(Volumes, VolumeAttacher), uses=(*orphans.FACETS, *placement.FACETS), events=("volume",)
     ),
-    "node": Kind(serves=(Node,), uses=node_peers.FACETS, events=("domain",), publishes=(HEARTBEAT,)),
+    "node": Kind(serves=(Node,), uses=node_peers.FACETS, host_events=("domain",), publishes=(HEARTBEAT,)),
     "gateway": Kind(uses=gateway_peers.FACETS, listens=(event_filter(),), reads_events=True),
     "cluster": Kind(serves=(Cluster, ClusterJoin, ClusterHosts)),
     "agent": Kind(uses=(ClusterHosts,), validates_tokens=False),
@@ -131,9 +134,12 @@ def permissions(principal: Principal, prefix: str) -> dict[str, Any]:
     stream = event_stream_name(prefix)
     publish = [f"{prefix}.rpc.{subject}" for subject in calls(kind, principal.hosts)]
     publish += [f"{prefix}.{event_filter(event)}" for event in kind.events]
+    publish += [
+        f"{prefix}.{host_event_filter(event, host)}" for event in kind.host_events for host in principal.hosts
+    ]
     hosts = principal.hosts or ("",)
     publish += [f"{prefix}.{topic.template.format(host=host)}" for topic in kind.publishes for host in hosts]
-    if kind.events or kind.reads_events:
+    if kind.events or kind.host_events or kind.reads_events:
         publish += [f"$JS.API.STREAM.INFO.{stream}", f"$JS.API.STREAM.CREATE.{stream}"]
     if kind.reads_events:
         publish += [

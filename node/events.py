@@ -104,7 +104,9 @@ class EventForwarder:
         }
         for attempt in range(8):
             try:
-                await publish_event(self.bus, "domain", item.instance_uuid, project, "domain.lifecycle", body)
+                await publish_event(
+                    self.bus, "domain", item.instance_uuid, project, "domain.lifecycle", body, host=self.host
+                )
                 return
             except Exception as exc:  # the bus's own errors, and nats-py's while it reconnects
                 log.warning(

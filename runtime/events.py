@@ -1,5 +1,7 @@
 """State-change events: published on ``<prefix>.evt.<kind>.<project>.<id>`` and kept in the
-event stream (docs/EVENTS.md is the subscribers' reference)."""
+event stream (docs/EVENTS.md is the subscribers' reference). A host's own events (a node's
+domain events) end with the host, ``<prefix>.evt.domain.<project>.<id>.<host>``, so the bus's
+permissions let a node publish them only for its own hosts."""
 
 from __future__ import annotations
 
@@ -13,8 +15,14 @@ NO_PROJECT = "_"
 """The project token of events that belong to no project (hosts)."""
 
 
-def event_subject(kind: str, project_id: str | None, resource_id: str) -> str:
-    return f"evt.{kind}.{project_id or NO_PROJECT}.{resource_id}"
+def event_subject(kind: str, project_id: str | None, resource_id: str, host: str | None = None) -> str:
+    subject = f"evt.{kind}.{project_id or NO_PROJECT}.{resource_id}"
+    return f"{subject}.{host}" if host is not None else subject
+
+
+def host_event_filter(kind: str, host: str) -> str:
+    """The subjects of one host's events of a kind (what that host alone may publish)."""
+    return f"evt.{kind}.*.*.{host}"
 
 
 def event_filter(kind: str | None = None, project_id: str | None = None) -> str:
@@ -33,8 +41,10 @@ async def publish_event(
     state: Mapping[str, Any],
     *,
     message_id: str | None = None,
+    host: str | None = None,
 ) -> int:
-    """Publish one state change on ``<prefix>.evt.<kind>.<project>.<id>``.
+    """Publish one state change on ``<prefix>.evt.<kind>.<project>.<id>`` (``.<host>`` after it
+    for a host's own events).
 
     The body: ``{kind, id, project, type, ts, request_id, state}``; ``state`` is the
     resource's new state as its actor shows it. Returns the event's sequence in the event
@@ -43,7 +53,7 @@ async def publish_event(
     """
     cur = current.get()
     return await bus.publish_event(
-        event_subject(kind, project_id, resource_id),
+        event_subject(kind, project_id, resource_id, host),
         {
             "kind": kind,
             "id": resource_id,

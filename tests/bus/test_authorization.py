@@ -154,7 +154,7 @@ async def test_server_config_holding_passwords_is_private(secured: Secured) -> N
     assert read_credentials(secured.credentials.file(ADMIN))[1] in config.read_text()
 
 
-async def test_node_cannot_publish_another_kinds_events(connect_as) -> None:
+async def test_node_publishes_domain_events_only_as_its_own_host(connect_as) -> None:
     admin = await connect_as(ADMIN)
     seen: list[str] = []
 
@@ -164,15 +164,21 @@ async def test_node_cannot_publish_another_kinds_events(connect_as) -> None:
     await admin.nc.subscribe("aiostack.evt.>", cb=on_event)
     await admin.nc.flush()
     node = await connect_as("node-1")
-    await node.nc.publish("aiostack.evt.instance.x.y", b"forged")
-    await node.nc.publish("aiostack.evt.domain.x.y", b"allowed")
+    forged = (
+        "aiostack.evt.instance.x.y",  # another kind's event
+        "aiostack.evt.domain.x.y",  # a domain event that names no host
+        "aiostack.evt.domain.x.y.node-2",  # another host's domain event
+    )
+    for subject in forged:
+        await node.nc.publish(subject, b"forged")
+        assert f'publish to "{subject}"' in await node.violation(subject)
+    await node.nc.publish("aiostack.evt.domain.x.y.node-1", b"allowed")
     await node.nc.flush()
-    assert 'publish to "aiostack.evt.instance.x.y"' in await node.violation("aiostack.evt.instance.x.y")
     async with asyncio.timeout(5):
         while not seen:
             await asyncio.sleep(0.01)
     await admin.nc.flush()
-    assert seen == ["aiostack.evt.domain.x.y"]  # same publisher: the refused one would have come first
+    assert seen == ["aiostack.evt.domain.x.y.node-1"]  # same publisher: a refused one would have come first
 
 
 async def test_node_cannot_listen_to_another_node_or_its_replies(connect_as) -> None:
@@ -253,7 +259,7 @@ async def test_processes_answer_each_other_through_their_own_inboxes(bus_as) -> 
         node = await bus_as("node-1")
         assert node._inbox_prefix.startswith("_INBOX_node-1.")
         assert (await ConductorForNodes.client(node, host="node-1").ping())["address"] == "conductor"
-        assert await node.publish_event("evt.domain.p.i", {"event": "STARTED"}) == 1
+        assert await node.publish_event("evt.domain.p.i.node-1", {"event": "STARTED"}) == 1
         assert await conductor.bus.publish_event("evt.instance.p.i", {"status": "ACTIVE"}) == 2
         with pytest.raises(CallTimeout):
             await conductor.bus.publish_event("evt.port.p.i", {"forged": True}, timeout=0.5)
@@ -264,11 +270,11 @@ async def test_processes_answer_each_other_through_their_own_inboxes(bus_as) -> 
 async def test_gateway_reads_the_event_stream_but_cannot_call_nodes(connect_as, bus_as) -> None:
     node_bus = await bus_as("node-1")
     for number in range(3):
-        await node_bus.publish_event(f"evt.domain.p.i{number}", {"n": number})
+        await node_bus.publish_event(f"evt.domain.p.i{number}.node-1", {"n": number})
     gateway = await connect_as("gateway")
     subscription = await gateway.nc.jetstream().subscribe("aiostack.evt.>", ordered_consumer=True)
     subjects = [(await subscription.next_msg(timeout=5)).subject for _ in range(3)]
-    assert subjects == [f"aiostack.evt.domain.p.i{n}" for n in range(3)]
+    assert subjects == [f"aiostack.evt.domain.p.i{n}.node-1" for n in range(3)]
     assert (await subscription.consumer_info()).num_pending == 0
     await subscription.unsubscribe()
     await gateway.nc.publish("aiostack.rpc.node.node-1.ping", b"")
