@@ -9,7 +9,7 @@ recorded on the row first, so a lost one is sent again). libvirt's word finishes
 from __future__ import annotations
 
 from actors.conductor.core import Core
-from actors.conductor.schema import view
+from actors.conductor.schema import task_state_of, view
 from actors.conductor.states import Action, Report
 from api.conductor import Instance, ServerActions
 from api.node import PowerAction, RebootType
@@ -43,7 +43,8 @@ class PowerActions(ServerActions):
         :raises Conflict: the instance's states do not allow it.
         """
         row, _ = await self.core.begin(instance_uuid, action)
-        await self.core.send_task(row)
+        if task_state_of(row) is not None:  # the same request asked again after its task ended: none
+            await self.core.send_task(row)
         return view(row)
 
     async def delete_instance(self, *, instance_uuid: str) -> None:
@@ -53,7 +54,8 @@ class PowerActions(ServerActions):
         """
         row, _ = await self.core.begin(instance_uuid, Action.DELETE)
         if row["host"] is not None:
-            await self.core.send_task(row)
+            if task_state_of(row) is not None:
+                await self.core.send_task(row)
             return
         await self.core.release_everywhere(instance_uuid)
         await self.core.finish_delete(
