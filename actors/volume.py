@@ -1,5 +1,9 @@
 """The volume actor (Cinder): volumes as files in ``<data>/volumes/`` and their attachments.
 
+Attached, a volume is reached by the node as its file (one machine), or, given an NBD address,
+as an NBD export of its own for each attachment, served by qemu-storage-daemon on this host to
+nodes on any host (``actors/nbd.py``).
+
 A volume is a sparse raw file (``<id>.raw``) or a qcow2 image (``<id>.qcow2``, made by
 ``qemu-img``). Each status change runs in one store transaction and is then published.
 Attachment rows follow the attach protocol: reserved (the volume attaching) -> attached
@@ -17,12 +21,14 @@ import asyncio
 import builtins
 import logging
 import os
+import secrets
 import shutil
 from asyncio.subprocess import DEVNULL, PIPE
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypedDict
 
+from actors.nbd import NbdError, NbdServer, parse_listen
 from actors.orphans import ORPHAN_SWEEP_INTERVAL, sweep_orphans_forever
 from actors.placement import Placements, sees_for
 from api.volume import (
@@ -62,6 +68,8 @@ MIGRATIONS = [
     CREATE INDEX attachments_volume ON attachments(volume_id);
     CREATE INDEX attachments_server ON attachments(server_id);
     """,
+    # 2: the NBD export of each attachment (its random name; '' where volumes are files only)
+    "ALTER TABLE attachments ADD COLUMN export TEXT NOT NULL DEFAULT ''",
 ]
 
 
@@ -93,6 +101,7 @@ class AttachmentRow(TypedDict):
     host_name: str | None
     device: str | None
     attached_at: str | None
+    export: str
 
 
 class AttachmentOfProject(AttachmentRow):
@@ -105,7 +114,8 @@ ATTACHMENTS_OF = f"SELECT * FROM attachments WHERE volume_id = ? AND {SHOWN_ATTA
 INTERNAL_FIELDS = ("path", "format")
 
 # what the attach protocol does to attachment rows (reserved -> attached <-> detaching)
-RESERVE = "INSERT INTO attachments (id, volume_id, server_id, attach_status) VALUES (?, ?, ?, 'reserved')"
+RESERVE = "INSERT INTO attachments (id, volume_id, server_id, attach_status, export)"
+RESERVE += " VALUES (?, ?, ?, 'reserved', ?)"
 UNRESERVE = "DELETE FROM attachments WHERE volume_id = ? AND attach_status = 'reserved'"
 ATTACH = "UPDATE attachments SET attach_status = 'attached', host_name = ?, device = ?, attached_at = ?"
 ATTACH += " WHERE id = ?"
@@ -113,6 +123,8 @@ BEGIN_DETACH = "UPDATE attachments SET attach_status = 'detaching' WHERE id = ?"
 ROLL_DETACHING = "UPDATE attachments SET attach_status = 'attached' WHERE volume_id = ?"
 DETACH = "DELETE FROM attachments WHERE id = ?"
 ATTACHMENT_TO = "SELECT id FROM attachments WHERE volume_id = ? AND server_id = ?"
+EXPORT_TO = "SELECT export FROM attachments WHERE volume_id = ? AND server_id = ?"
+EXPORT_RESERVED = "SELECT export FROM attachments WHERE volume_id = ? AND attach_status = 'reserved'"
 
 # a change of a volume inside a transaction: gets the volume, answers its new status (None: same)
 Step = Callable[[Db, Volume], Awaitable[VolumeStatus | None]]
@@ -163,8 +175,9 @@ def public_view(volume: Volume) -> dict[str, Any]:
     return {key: value for key, value in volume.items() if key not in INTERNAL_FIELDS}
 
 
-def _connection(volume: Volume) -> Connection:
-    return {"path": volume["path"], "format": volume["format"]}
+def _export_name() -> str:
+    """An attachment's NBD export name: random (96 bits), and a valid QMP id."""
+    return "e" + secrets.token_hex(12)
 
 
 def _check_found(volume_id: str, row: VolumeRow | None) -> VolumeRow:
@@ -206,15 +219,21 @@ class VolumeActor(Actor, Volumes):
     name = "volume"
     orphan_sweep_interval = ORPHAN_SWEEP_INTERVAL
 
-    def __init__(self, bus: Bus, config: Config) -> None:
+    def __init__(self, bus: Bus, config: Config, *, nbd_listen: str | None = None) -> None:
+        """``nbd_listen`` (``ADDRESS[:PORT]``): attach volumes as NBD exports served there
+        (``actors.nbd``), reachable from other hosts; without it, as files on this host."""
         super().__init__(bus)
         self.store = open_store(config, "volume", MIGRATIONS)
         self.pool = config.data_dir / "volumes"
+        self.nbd = NbdServer(self.pool / "nbd", *parse_listen(nbd_listen)) if nbd_listen else None
         self.serve(NodeVolumes(self, Placements(bus)))
 
     async def on_start(self) -> None:
         self.pool.mkdir(parents=True, exist_ok=True)
         await self.store.open()
+        if self.nbd is not None:
+            await self.nbd.start()
+            await self._match_exports()
         self.spawn(
             sweep_orphans_forever(
                 self.bus,
@@ -236,7 +255,61 @@ class VolumeActor(Actor, Volumes):
         return await self.detach_all(instance_uuid=instance_uuid)
 
     async def on_stop(self) -> None:
+        if self.nbd is not None:
+            await self.nbd.stop()
         await self.store.close()
+
+    # -- NBD exports ----------------------------------------------------------------------
+
+    async def _match_exports(self) -> None:
+        """Export every recorded attachment's volume, and nothing else (a restarted actor; the
+        daemon's exports outlive it)."""
+        assert self.nbd is not None
+        rows = await self.store.fetchall(
+            "SELECT a.export, v.path, v.format FROM attachments a JOIN volumes v ON v.id = a.volume_id"
+            " WHERE a.export != ''"
+        )
+        wanted = {row["export"]: row for row in rows}
+        for name in await self.nbd.exports() - set(wanted):
+            await self.nbd.unexport(name)
+        for name, row in wanted.items():
+            await self.nbd.export(name, row["path"], row["format"])
+
+    async def _connection(self, volume: Volume, export: str) -> Connection:
+        """How a node reaches the volume for the attachment whose export name is ``export``
+        (exported now if it is not yet). :raises NbdError: the daemon would not export it."""
+        if self.nbd is None or not export:
+            return {
+                "transport": "file",
+                "path": volume["path"],
+                "format": volume["format"],
+                "host": "",
+                "port": 0,
+                "export": "",
+            }
+        await self.nbd.export(export, volume["path"], volume["format"])
+        return {
+            "transport": "nbd",
+            "path": "",
+            "format": "raw",
+            "host": self.nbd.address,
+            "port": self.nbd.port,
+            "export": export,
+        }
+
+    async def _unexport(self, export: str | None) -> None:
+        """End an attachment's export (logged, not raised: the attachment is gone already; the
+        next start ends it if this failed)."""
+        if self.nbd is None or not export:
+            return
+        try:
+            await self.nbd.unexport(export)
+        except (NbdError, OSError) as exc:
+            log.warning("volume: export %s not ended: %s", export[:5], exc)
+
+    async def _export_of(self, sql: str, params: tuple[Any, ...]) -> str | None:
+        row = await self.store.fetchone(sql, params)
+        return row["export"] if row is not None else None
 
     # -- helpers --------------------------------------------------------------------------
 
@@ -431,17 +504,29 @@ class VolumeActor(Actor, Volumes):
         return await self._change(volume_id, step)
 
     async def reserve(self, *, volume_id: str, instance_uuid: str) -> Connected:
-        """Available -> attaching, for ``instance_uuid`` (``api.volume.VolumeAttacher.reserve``)."""
+        """Available -> attaching, for ``instance_uuid`` (``api.volume.VolumeAttacher.reserve``).
+
+        :raises Conflict: the volume is not available, or could not be exported (it stays available).
+        """
+        export = _export_name() if self.nbd is not None else ""
         volume = await self._move(
-            volume_id, "available", "attaching", RESERVE, (new_uuid(), volume_id, instance_uuid)
+            volume_id, "available", "attaching", RESERVE, (new_uuid(), volume_id, instance_uuid, export)
         )
-        return {"volume": volume, "connection": _connection(volume)}
+        try:
+            connection = await self._connection(volume, export)
+        except (NbdError, OSError) as exc:
+            await self.unreserve(volume_id=volume_id)
+            raise Conflict(f"Volume {volume_id} could not be exported: {exc}") from None
+        return {"volume": volume, "connection": connection}
 
     async def unreserve(self, *, volume_id: str) -> Volume:
         """Attaching -> available; idempotent (``api.volume.VolumeAttachments.unreserve``)."""
-        return await self._move(
+        export = await self._export_of(EXPORT_RESERVED, (volume_id,))
+        volume = await self._move(
             volume_id, "attaching", "available", UNRESERVE, (volume_id,), settled="available"
         )
+        await self._unexport(export)
+        return volume
 
     async def attach_complete(self, *, volume_id: str, instance_uuid: str, host: str, device: str) -> Volume:
         """Attaching -> in-use (``api.volume.VolumeAttacher.attach_complete``)."""
@@ -455,7 +540,8 @@ class VolumeActor(Actor, Volumes):
         volume = await self._move(
             volume_id, "in-use", "detaching", BEGIN_DETACH, (), instance_uuid=instance_uuid
         )
-        return {"volume": volume, "connection": _connection(volume)}
+        export = await self._export_of(EXPORT_TO, (volume_id, instance_uuid)) or ""
+        return {"volume": volume, "connection": await self._connection(volume, export)}
 
     async def roll_detaching(self, *, volume_id: str) -> Volume:
         """Detaching -> in-use; idempotent (``api.volume.VolumeAttachments.roll_detaching``)."""
@@ -465,16 +551,19 @@ class VolumeActor(Actor, Volumes):
 
     async def detach_complete(self, *, volume_id: str, instance_uuid: str) -> Volume:
         """Detaching -> available; idempotent (``api.volume.VolumeAttachments.detach_complete``)."""
-        return await self._move(
+        export = await self._export_of(EXPORT_TO, (volume_id, instance_uuid))
+        volume = await self._move(
             volume_id, "detaching", "available", DETACH, (), instance_uuid=instance_uuid, settled="available"
         )
+        await self._unexport(export)
+        return volume
 
     async def detach_all(self, *, instance_uuid: str) -> Detached:
         """Free every volume of a deleted instance (``api.volume.VolumeAttacher.detach_all``)."""
         condition, params = _scope(all_tenants=True)
         async with self.store.transaction() as db:
             rows = await db.fetchall(
-                "SELECT DISTINCT v.id FROM volumes v JOIN attachments a ON a.volume_id = v.id"
+                "SELECT DISTINCT v.id, a.export FROM volumes v JOIN attachments a ON a.volume_id = v.id"
                 f" WHERE a.server_id = ? AND {condition} ORDER BY v.id",
                 (instance_uuid, *params),
             )
@@ -489,6 +578,8 @@ class VolumeActor(Actor, Volumes):
                     (utcnow(), row["id"]),
                 )
                 volumes.append(await self._load(db, row["id"]))
+        for row in rows:
+            await self._unexport(row["export"])
         for volume in volumes:
             await self._publish(volume)
         return {"detached": [volume["id"] for volume in volumes]}

@@ -10,7 +10,8 @@ Facets, by caller (each process's NATS permissions follow from the facets it use
 * ``NetForNodes``: what compute nodes call, each as its own host (``net.host.<host>``):
   ``allocate_for_instance``, ``deallocate_for_instance``, ``set_port_binding``,
   ``get_network``, ``get_subnet``, for the instances placed on that host only, acting for
-  their projects;
+  their projects; and ``dhcp_port``, ``release_dhcp_port``: the host's own DHCP port on a
+  network its instances use;
 * ``Net``: the whole API, as users reach it through the gateway (and as the conductor, the
   audit and the tests use it): ``InstancePorts`` (the same calls for a service that names
   the project and host itself), the CRUD of networks, subnets and ports, and
@@ -22,13 +23,15 @@ servants implement.
 
 Version history: 1 - initial; 2 - ``NetForNodes`` is served per calling host and takes the
 project and host from the conductor's records and the subject (its ``get_network`` and
-``get_subnet`` name the instance they read for).
+``get_subnet`` name the instance they read for); 3 - networks carry their VXLAN segment
+(``provider:network_type``, ``provider:segmentation_id``), and ``NetForNodes`` gives each
+host a DHCP port per network (``dhcp_port``, ``release_dhcp_port``).
 
 Events (kind ``port``, project the port's, with the port as ``get_port`` shows it):
-``port.bound`` (``allocate_for_instance``, one per port), ``port.plugged``
+``port.bound`` (``allocate_for_instance``, one per port; ``dhcp_port`` when it makes one), ``port.plugged``
 (``set_port_binding``), ``port.unbound`` (``deallocate_for_instance`` gave a port the user
 made back) and ``port.deleted`` (``delete_port``, ``delete_network`` for each of its ports,
-``deallocate_for_instance`` for those it made).
+``deallocate_for_instance`` for those it made, ``release_dhcp_port``).
 """
 
 from __future__ import annotations
@@ -42,6 +45,10 @@ from bus.api import ServiceAPI, call
 
 COMPUTE_OWNER = "compute:nova"
 """The ``device_owner`` of the ports ``allocate_for_instance`` makes or binds."""
+DHCP_OWNER = "network:dhcp"
+"""The ``device_owner`` of a host's DHCP port on a network (its ``device_id``: ``dhcp-<host>``)."""
+NETWORK_TYPE = "vxlan"
+"""Every network is a VXLAN segment (its VNI: ``provider:segmentation_id``) on hosts that run an overlay."""
 
 Text = Annotated[str, Meta(max_length=255)]
 """A name, description, device id or owner, host or project: at most 255 characters (Neutron's
@@ -108,6 +115,8 @@ Network = TypedDict(
         "mtu": int,
         "status": Literal["ACTIVE"],
         "router:external": bool,
+        "provider:network_type": str,
+        "provider:segmentation_id": int,
         "subnets": list[str],
         "description": str,
         "revision_number": int,
@@ -312,6 +321,23 @@ class NetForNodes(ServiceAPI, address="net.host.{host}", caller="host"):
 
         :raises NotFound: no such instance on the calling host, or no such subnet it may read.
         """
+        ...
+
+    @call(idempotent=True)
+    async def dhcp_port(self, *, network_id: Id, instance_uuid: Id) -> Port:
+        """The calling host's DHCP port on a network ``get_network`` would answer (Neutron's
+        ``network:dhcp`` port of a DHCP agent, ``device_id`` ``dhcp-<host>``, in the network's
+        project): made with an address of each subnet on first use, the same port after.
+
+        :raises NotFound: as ``get_network``.
+        :raises Conflict: no free address on the network.
+        """
+        ...
+
+    @call(idempotent=True)
+    async def release_dhcp_port(self, *, network_id: Id) -> bool:
+        """Delete the calling host's DHCP port on a network (no guest of that host uses the
+        network any more); False when it had none."""
         ...
 
 

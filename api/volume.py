@@ -20,7 +20,9 @@ conductor: the whole attach protocol) and ``Volumes`` (the whole API, as the gat
 it: create, get, list, update, delete and more).
 
 Version history: 1 - initial; 2 - ``VolumeAttacher`` is served per calling host (the host from
-the subject, no longer ``attach_complete``'s body) and checked against the conductor's records.
+the subject, no longer ``attach_complete``'s body) and checked against the conductor's records;
+3 - a ``Connection`` says its ``transport``: a file, or an NBD export per attachment (a volume
+host with an NBD address), reached from any host.
 
 Events (kind ``volume``, on ``evt.volume.<project>.<id>``): ``volume.<status>`` at every status
 change (``volume.deleted`` last), with the volume as users see it (no ``path``, no ``format``).
@@ -101,10 +103,16 @@ class Volume(TypedDict):
 
 
 class Connection(TypedDict):
-    """How a node reaches a volume: its file and the file's format."""
+    """How a node reaches a volume: its file (``transport`` ``file``: ``path`` in ``format``), or
+    an NBD export of it on the volume host (``nbd``: ``host``, ``port`` and the attachment's own
+    ``export`` name; the stream is raw, ``path`` empty)."""
 
+    transport: Literal["file", "nbd"]
     path: str
     format: VolumeFormat
+    host: str
+    port: int
+    export: str
 
 
 class Connected(TypedDict):

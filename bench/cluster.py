@@ -24,7 +24,8 @@ data directory), and the client reaches the cloud through its gateway.
 
 Then ``--failure-boots`` (300) boots from the client host through ``deploy.failures``' sequence
 (controller-3 cut off, controller-2 killed and started again, controller-1's nats-server killed
-and started again), whose requests failed, events lost and instances not ACTIVE count too.
+and started again, compute-2 killed and started again), whose requests failed, events lost and
+instances not ACTIVE count too.
 
     python bench/cluster.py [--sequential 20] [--boots 300] [--duration 10] [--kill-after 3]
                             [--failure-boots 300]
@@ -218,7 +219,8 @@ async def main() -> None:
     if args.failure_boots:
         print(
             f"failure sequence (controller-3 cut off 8 s, controller-2 killed and started again,"
-            f" controller-1's nats-server killed and started again) during {failures['requests']} boots:"
+            f" controller-1's nats-server killed and started again, compute-2 killed and started again)"
+            f" during {failures['requests']} boots:"
             f" {failures['failed']} failed, {failures['events_lost']} events lost,"
             f" {failures['not_active']} not ACTIVE, slowest request {failures['slowest_s']:.2f} s"
         )

@@ -75,6 +75,12 @@ def _add_guest_options(parser: argparse.ArgumentParser) -> None:
         default=60.0,
         help="seconds a guest gets to power off after ACPI shutdown before it is destroyed",
     )
+    parser.add_argument(
+        "--image-cache-max-age",
+        type=float,
+        default=86400.0,
+        help="seconds a cached image no guest of the node uses is kept after its last use",
+    )
 
 
 def up(commands: Any) -> Runner:
@@ -157,6 +163,16 @@ def add_run_parser(commands: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument("--host", action="append", help="node: the compute host's name (repeat for several)")
     parser.add_argument("--libvirt", action="append", help="node: libvirt URI, one per --host")
+    parser.add_argument(
+        "--nbd-listen",
+        metavar="ADDRESS[:PORT]",
+        help="volume: attach volumes as NBD exports served there (port 10809), reachable from other hosts",
+    )
+    parser.add_argument(
+        "--overlay",
+        metavar="LOCAL_IP",
+        help="node: tenant networks as VXLAN segments across hosts, over the interface holding LOCAL_IP",
+    )
     parser.add_argument(
         "--report-interval", type=float, default=10.0, help="node: seconds between heartbeats"
     )
@@ -254,7 +270,13 @@ def join(commands: Any) -> Runner:
         "--address", help="this host's address the others reach (default: towards the cluster)"
     )
     parser.add_argument("--listen", help="controller: the gateway's HOST:PORT (default: ADDRESS:8774)")
-    parser.add_argument("--libvirt", default="test", help="compute: libvirt URI; 'test': a test-driver host")
+    parser.add_argument(
+        "--libvirt",
+        default="test",
+        help="compute: libvirt URI; 'test': a test-driver host; 'embed': QEMU in the node's own process"
+        " (qemu:///embed, its root in the data directory; no libvirtd)",
+    )
+    _add_guest_options(parser)
     _add_test_node_options(parser)
     _add_task_timeout(parser)
 

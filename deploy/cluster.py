@@ -7,7 +7,7 @@ on the host: controllers 2 and 3 (their nats-servers routed to controller-1's, r
 run. volume keeps its volumes in controller-1's data directory (volumes reached over the
 network are not built), so it runs there only.
 
-    python -m deploy.cluster up [--computes 2] [--clients 1]   # as root; Ctrl-C tears it all down
+    python -m deploy.cluster up [--computes 2] [--clients 1] [--guests 2]  # root; Ctrl-C tears down
 """
 
 from __future__ import annotations
@@ -112,11 +112,13 @@ def data_dir_of(host: Host) -> Path:
 
 @contextlib.asynccontextmanager
 async def cloud_on_hosts(
-    *, computes: int = 2, clients: int = 1, node_vcpus: int = 64
+    *, computes: int = 2, clients: int = 1, node_vcpus: int = 64, guests: int = 0
 ) -> AsyncIterator[HarnessCloud]:
     """Build the harness (3 controllers, ``computes`` + ``clients`` other hosts), start the cloud
     and let every host join it; return once every host is alive in the cluster and every node
-    in the scheduler; tear everything down on exit."""
+    in the scheduler; tear everything down on exit. The first ``guests`` compute hosts run real
+    QEMU guests (``join --libvirt embed``: QEMU in the node's process, in the host's namespace,
+    tenant networks as VXLAN segments between the hosts); the others test-driver nodes."""
     async with build(controllers=3, databases=1, computes=computes + clients, nats=False) as hosts:
         controller = hosts.hosts["controller-1"]
         data_dir = data_dir_of(controller)
@@ -151,8 +153,11 @@ async def cloud_on_hosts(
         for host in replicas:
             await cloud.join(host.name, "controller", "--task-timeout", str(TASK_TIMEOUT))
         memory = str(1024 * node_vcpus)
-        for name in compute_names:
-            await cloud.join(name, "compute", "--node-vcpus", str(node_vcpus), "--node-memory-mb", memory)
+        for number, name in enumerate(compute_names):
+            if number < guests:
+                await cloud.join(name, "compute", "--libvirt", "embed", "--virt-type", "qemu")
+            else:
+                await cloud.join(name, "compute", "--node-vcpus", str(node_vcpus), "--node-memory-mb", memory)
         try:
             await controller.run(
                 sys.executable, "-m", "deploy.cluster", "wait-for-members", "--data-dir", str(data_dir),
@@ -248,7 +253,7 @@ async def wait_for_hosts(nats: str, credentials: Path, names: Sequence[str], tim
 
 
 async def _up(args: argparse.Namespace) -> None:
-    async with cloud_on_hosts(computes=args.computes, clients=args.clients) as cloud:
+    async with cloud_on_hosts(computes=args.computes, clients=args.clients, guests=args.guests) as cloud:
         client = cloud.hosts.hosts[cloud.clients[0]] if cloud.clients else cloud.controller
         print(f"gateway {cloud.url} (from inside the harness), data in {cloud.data_dir}")
         print(
@@ -268,6 +273,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     up = commands.add_parser("up", help="a cloud on a new harness, until Ctrl-C")
     up.add_argument("--computes", type=int, default=2)
     up.add_argument("--clients", type=int, default=1)
+    up.add_argument(
+        "--guests",
+        type=int,
+        default=0,
+        help="how many of the compute hosts run real QEMU guests (VXLAN between them)",
+    )
     members = commands.add_parser(
         "wait-for-members", help="wait until these hosts are joined and alive, every process running"
     )

@@ -5,9 +5,12 @@
    unreachable, and come back by themselves when the link does);
 2. every process of controller-2 is SIGKILLed (its `aiostack join`, nats-server and replicas), then
    `aiostack join` is started again ``DOWN_S`` seconds later (it rejoins from its data directory);
-3. controller-1's nats-server is SIGKILLed; `aiostack up` starts it again two seconds later.
+3. controller-1's nats-server is SIGKILLed; `aiostack up` starts it again two seconds later;
+4. every process of compute-2 is SIGKILLed (its `aiostack join` and node: the host loses power),
+   then `aiostack join` is started again ``DOWN_S`` seconds later: the node defines and starts its
+   recorded domains again, and builds it dropped are rescheduled.
 
-Each failure starts once the client has had another quarter of its boots answered.
+Each failure starts once the client has had another quarter (the last: eighth) of its boots answered.
 """
 
 from __future__ import annotations
@@ -62,6 +65,12 @@ async def boots_through_failures(
     cloud.kill_nats_server("controller-1")
     await asyncio.sleep(NATS_DOWN_S)
     times["nats_revived"] = time.time()
+    await answered(7 * boots // 8)
+    times["compute_killed"] = time.time()
+    await controllers["compute-2"].kill()
+    await asyncio.sleep(DOWN_S)
+    await controllers["compute-2"].revive()
+    times["compute_revived"] = time.time()
     report: dict[str, Any] = json.loads((await load).strip().splitlines()[-1])
     return times, report
 

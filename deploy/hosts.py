@@ -13,9 +13,13 @@ Roles (``build``): **controllers** run one nats-server each, the three clustered
 (``nats_cluster``), the JetStream store in the host's directory; the **database** host runs
 PostgreSQL from Debian's package (``initdb`` in its directory, owned by the ``postgres`` user as
 Debian's ``/var/lib/postgresql`` is, listening on its address only, SCRAM passwords;
-``start_postgres``); **compute** hosts get an address and a directory, for nodes to run in.
+``start_postgres``); **compute** hosts get an address and a directory, for nodes to run in
+(a node's DHCP namespaces are named after its host's, ``aiostack-<tag>-<host>-dhcp-<network>``,
+so they go with the harness).
 
-A host's processes are started with ``ip netns exec`` in a session of their own, logging to
+A host's processes are started with ``nsenter --net`` (the host's network, the machine's mounts:
+namespaces a node makes, ``ip netns add``, are seen and removed by the harness; ``ip netns exec``
+would give each process mounts of its own) in a session of their own, logging to
 ``<host dir>/logs/<name>.log``; ``close`` stops them (SIGTERM, then SIGKILL), kills whatever
 else still runs in the namespaces, deletes the namespaces and the harness's directory.
 
@@ -131,7 +135,7 @@ class Host:
     def command(self, argv: Sequence[str], user: str | None = None) -> list[str]:
         """``argv`` as run inside this host (as ``user`` when given)."""
         as_user = ["runuser", "-u", user, "--"] if user else []
-        return ["ip", "netns", "exec", self.namespace, *as_user, *argv]
+        return ["nsenter", f"--net=/run/netns/{self.namespace}", "--", *as_user, *argv]
 
     async def start(
         self, name: str, argv: Sequence[str], *, env: dict[str, str] | None = None, user: str | None = None
@@ -246,7 +250,8 @@ class Hosts:
         self.root.chmod(0o711)
         (self.root / "tag").write_text(self.tag + "\n")
         _ip("netns", "add", self.fabric)
-        _ip("-n", self.fabric, "link", "add", "fabric", "type", "bridge")
+        # no multicast snooping: the hosts' VXLAN devices flood through their group (node.overlay)
+        _ip("-n", self.fabric, "link", "add", "fabric", "type", "bridge", "mcast_snooping", "0")
         _ip("-n", self.fabric, "link", "set", "fabric", "up")
 
     def add(self, name: str, role: str) -> Host:
@@ -290,6 +295,7 @@ class Hosts:
             for name in reversed(list(host.processes)):
                 await host.stop(name)
         namespaces = [*(host.namespace for host in self.hosts.values()), self.fabric]
+        namespaces += [name for name in harness_namespaces(self.tag) if name not in namespaces]
         await asyncio.to_thread(remove_namespaces, namespaces)
         if not keep_dir:
             shutil.rmtree(self.root, ignore_errors=True)

@@ -48,7 +48,7 @@ from deploy.members import (
 )
 from deploy.privacy import make_private, restrict_new_files, write_private
 from deploy.run import stop_on_signals
-from deploy.up import ChildProcess, ChildSpec, answering, keep_nats_running
+from deploy.up import ChildProcess, ChildSpec, answering, guest_args, keep_nats_running
 from node.testnode import write_test_node_file
 from runtime.config import DATABASE_VARIABLE
 
@@ -131,7 +131,14 @@ def host_specs(membership: Membership, args: argparse.Namespace, data_dir: Path)
                 vcpus=args.node_vcpus,
                 memory_mb=args.node_memory_mb,
             )
-        return [ChildSpec(member_user("node", host), ("node", "--host", host, "--libvirt", uri))]
+        elif uri == "embed":
+            from node.libvirtd import prepare_embed_root  # libvirt-python: compute hosts only
+
+            uri = prepare_embed_root(data_dir / "vm")
+        node = ("node", "--host", host, "--libvirt", uri, "--overlay", membership.address)
+        if not uri.startswith("test:"):
+            node += guest_args(args)
+        return [ChildSpec(member_user("node", host), node)]
     listen = args.listen or f"{membership.address}:{GATEWAY_PORT}"
     options = {"gateway": ("--listen", listen), "conductor": ("--task-timeout", str(args.task_timeout))}
     return [

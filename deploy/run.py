@@ -54,9 +54,15 @@ def actor_factories(
                 report_interval=args.report_interval,
                 virt_type=args.virt_type,
                 shutdown_timeout=args.shutdown_timeout,
+                overlay_ip=args.overlay,
+                image_cache_max_age=args.image_cache_max_age,
             )
             for host, uri in zip(hosts, uris, strict=True)
         ]
+    if name == "volume":
+        from actors.volume import VolumeActor
+
+        return [partial(VolumeActor, bus, config, nbd_listen=args.nbd_listen)]
     if name == "conductor":
         from actors.conductor.actor import ConductorActor
 

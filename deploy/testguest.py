@@ -3,7 +3,11 @@
 The kernel and its modules come from Debian 12's ``linux-image-6.1.0-*-cloud-amd64`` package
 (fetched with ``apt-get download``), userspace is ``/bin/busybox`` from busybox-static. The
 guest's ``/init`` reports on the serial console with ``AIOSTACK-`` lines: its disks, its DHCP
-lease, a ready marker, hot-plugged disks and NICs, and power-off (ACPI power button, or
+lease, a ready marker, hot-plugged disks and NICs, whether the addresses of
+``aiostack.ping=IP,IP...`` on the kernel command line answer a ping (``AIOSTACK-PING to=IP
+result=ok|failed``, each tried for up to 30 s), the first bytes of each hot-plugged disk
+(``AIOSTACK-DISK-HEAD``; with ``aiostack.stamp=TEXT`` it then writes TEXT there,
+``AIOSTACK-DISK-STAMPED``), and power-off (ACPI power button, or
 ``aiostack.poweroff_after=N`` on the kernel command line).
 
 Run ``python -m deploy.testguest [--cache DIR]`` to build (or reuse) a guest and print its
@@ -73,10 +77,19 @@ nics=$(names /sys/class/net/eth*)
 
 acpid -l /tmp/acpid.log
 
+stamp=$(sed -n 's/.*aiostack\.stamp=\([A-Za-z0-9-]*\).*/\1/p' /proc/cmdline)
+added() {
+    echo "AIOSTACK-DISK-ADDED name=$1 bytes=$(bytes "$1")"
+    echo "AIOSTACK-DISK-HEAD name=$1 head=$(dd if="/dev/$1" bs=64 count=1 2>/dev/null | tr -dc 'A-Za-z0-9-')"
+    if [ -n "$stamp" ] && printf '%s' "$stamp" | dd of="/dev/$1" conv=notrunc,fsync 2>/dev/null; then
+        echo "AIOSTACK-DISK-STAMPED name=$1 stamp=$stamp"
+    fi
+}
+
 watch_devices() {
     while sleep 0.5; do
         now=$(names /sys/block/vd*)
-        for d in $now; do listed "$d" "$disks" || echo "AIOSTACK-DISK-ADDED name=$d bytes=$(bytes "$d")"; done
+        for d in $now; do listed "$d" "$disks" || added "$d"; done
         for d in $disks; do listed "$d" "$now" || echo "AIOSTACK-DISK-REMOVED name=$d"; done
         disks=$now
         now=$(names /sys/class/net/eth*)
@@ -90,6 +103,14 @@ watch_devices &
 
 ip=${addr%/*}
 echo "AIOSTACK-READY ip=${ip:-none} disks=$(echo $disks | tr ' ' ,)"
+
+for target in $(sed -n 's/.*aiostack\.ping=\([0-9.,]*\).*/\1/p' /proc/cmdline | tr , ' '); do
+    result=failed
+    for attempt in $(seq 30); do
+        if ping -c 1 -W 1 "$target" >/dev/null 2>&1; then result=ok; break; fi
+    done
+    echo "AIOSTACK-PING to=$target result=$result"
+done
 
 after=$(sed -n 's/.*aiostack\.poweroff_after=\([0-9][0-9]*\).*/\1/p' /proc/cmdline)
 if [ -n "$after" ]; then
@@ -319,6 +340,22 @@ async def register_test_guest(
         name, guest.disk, disk_format="ami", container_format="ami", properties=properties
     )
     return {"kernel": kernel["id"], "ramdisk": ramdisk["id"], "disk": disk["id"]}
+
+
+async def register_variant(
+    client: Client, guest: TestGuest, guest_ids: dict[str, str], name: str, extra_cmdline: str
+) -> str:
+    """One more disk image of a guest ``register_test_guest`` registered (``guest_ids``), booting
+    with ``extra_cmdline`` appended to its command line (``aiostack.ping=10.0.0.5``); its id."""
+    properties = {
+        "kernel_id": guest_ids["kernel"],
+        "ramdisk_id": guest_ids["ramdisk"],
+        "os_command_line": f"{guest.cmdline} {extra_cmdline}",
+    }
+    image = await client.upload_image(
+        name, guest.disk, disk_format="ami", container_format="ami", properties=properties
+    )
+    return str(image["id"])
 
 
 def build_test_guest(cache_dir: Path) -> TestGuest:

@@ -151,6 +151,15 @@ class ChildProcess:
                 await self._task
 
 
+def guest_args(args: argparse.Namespace) -> tuple[str, ...]:
+    """The options of a node of real guests, as ``aiostack up`` or ``join`` were given them."""
+    return (
+        "--virt-type", args.virt_type,
+        "--shutdown-timeout", str(args.shutdown_timeout),
+        "--image-cache-max-age", str(args.image_cache_max_age),
+    )  # fmt: skip
+
+
 def child_specs(args: argparse.Namespace) -> list[ChildSpec]:
     """The processes of a one-machine cloud: every actor, the gateway, the nodes."""
     specs = [ChildSpec(name, (name,)) for name in ("identity", "scheduler", "image", "net", "volume")]
@@ -171,10 +180,16 @@ def child_specs(args: argparse.Namespace) -> list[ChildSpec]:
                 )
             node_args += ["--host", host, "--libvirt", uri]
         if args.libvirt != "test":
-            node_args += ["--virt-type", args.virt_type, "--shutdown-timeout", str(args.shutdown_timeout)]
+            node_args += guest_args(args)
         specs.append(ChildSpec("+".join(group), tuple(node_args)))
     if getattr(args, "cluster", None):
         specs.insert(0, ChildSpec("cluster", ("cluster",)))
+        specs = [  # nodes on other hosts reach the volumes over NBD
+            dataclasses.replace(spec, args=("volume", "--nbd-listen", args.cluster))
+            if spec.name == "volume"
+            else spec
+            for spec in specs
+        ]
         specs = [
             spec
             if spec.args[0] == "node"

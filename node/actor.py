@@ -15,13 +15,16 @@ to the one that does it:
   (``node/volumes.py``); ``Reconciler`` (``node/reconcile.py``): at start, after a reconnect,
   and the orphan sweep;
 * and itself: the heartbeat (capacity on ``api.scheduler.HEARTBEAT``, and ``task_progress``
-  for the instances in its hands), the console log and the list of domains.
+  for the instances in its hands), the aging of the image cache (every ``image_cache_interval``,
+  ``ImageCache.age`` with the images its stored domains use), the console log and the list of
+  domains.
 
 On a QEMU host (``qemu:///system``, ``qemu:///embed?root=...``) guests are real: disks are
 qcow2 overlays on cached images (``node/images.py``), NICs join a libvirt network per
 aiostack network whose DHCP hands each port's MAC its fixed IP (``node/networks.py``), the
 serial console goes to a log, and the accelerator is KVM only where it really runs a guest
-(``node/virt_type.py``).
+(``node/virt_type.py``). With ``overlay_ip`` (hosts of a cluster) networks are VXLAN segments
+across hosts instead, with DHCP served on each host for its own guests (``node/overlay.py``).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
+import xml.etree.ElementTree as ET
 from collections.abc import Coroutine
 from typing import Any
 
@@ -50,7 +54,8 @@ from node.build import Builder
 from node.events import EventForwarder
 from node.hypervisor import Hypervisor
 from node.images import ImageCache
-from node.networks import GuestNetworks
+from node.networks import GuestNetworks, Networking
+from node.overlay import OverlayNetworks
 from node.peers import Peers
 from node.power import Power
 from node.reconcile import Reconciler
@@ -78,6 +83,9 @@ class NodeActor(Actor, Node):
         virt_type: str = "auto",
         reserved_host_memory_mb: int = 512,
         orphan_sweep_interval: float = 60.0,
+        image_cache_interval: float = 600.0,
+        image_cache_max_age: float = 86400.0,
+        overlay_ip: str | None = None,
     ) -> None:
         if not host or any(c in host for c in " .*>"):
             raise ValueError(f"invalid host name {host!r}")
@@ -87,6 +95,10 @@ class NodeActor(Actor, Node):
         self.report_interval = report_interval
         self.requested_virt_type = virt_type
         self.reserved_host_memory_mb = reserved_host_memory_mb
+        self.image_cache_interval = image_cache_interval
+        self.image_cache_max_age = image_cache_max_age
+        """Nova's ``remove_unused_original_minimum_age_seconds``: how long a cached image no
+        domain here uses is kept after its last use."""
         self.state_dir = config.data_dir / "nodes" / host
         self.records = Records(self.state_dir / "node.sqlite")
         self.store = self.records.store  # what tools and tests read
@@ -101,7 +113,11 @@ class NodeActor(Actor, Node):
             spawn=self._spawn,
         )
         self.images = ImageCache(peers.image, self.state_dir)
-        self.networks = GuestNetworks(self.hypervisor.virt)
+        self.networks: Networking = (
+            OverlayNetworks(peers.net, self.state_dir, overlay_ip)
+            if overlay_ip
+            else GuestNetworks(self.hypervisor.virt)
+        )
         self.builder = Builder(
             host,
             peers=peers,
@@ -141,7 +157,9 @@ class NodeActor(Actor, Node):
         await self.events.snapshot(self.hypervisor)
         self._spawn(self.events.forward_forever(), "events")
         self._spawn(self._report_forever(), "report")
+        await self.networks.restore()
         self._spawn(self.reconciler.reconcile(), "reconcile")
+        self._spawn(self._age_images_forever(), "image-cache")
         log.info(
             "node %s on %s (domain type %s)", self.host, self.hypervisor.uri, self.hypervisor.domain_type
         )
@@ -173,6 +191,19 @@ class NodeActor(Actor, Node):
             except AiostackError as exc:
                 log.warning("node %s: progress report failed: %s", self.host, exc)
             await asyncio.sleep(self.report_interval)
+
+    # -- image cache --------------------------------------------------------------------------
+
+    async def _age_images_forever(self) -> None:
+        """Nova's image cache manager: every ``image_cache_interval``, the cached images none of
+        this node's stored domains uses go once unused for ``image_cache_max_age`` seconds."""
+        while True:
+            await asyncio.sleep(self.image_cache_interval)
+            try:
+                in_use = await self.images.used_by(row["xml"] for row in await self.records.rows())
+                await self.images.age(in_use, self.image_cache_max_age)
+            except (OSError, ET.ParseError) as exc:
+                log.warning("node %s: image cache aging postponed: %s", self.host, exc)
 
     async def report_capacity(self) -> None:
         """The heartbeat: capacity on ``<prefix>.hb.<host>``, a subject only this node may publish to.

@@ -30,14 +30,15 @@ import libvirt
 
 from api.conductor import BlockDevice, BuildRequest, Instance, Networks
 from api.image import Image
-from api.net import Port
+from api.net import Network, Port
 from bus import TRANSIENT_ERRORS, AiostackError, Conflict, NotFound
 from node.domain import Disk, DomainSpec, Nic, disk_bus, domain_xml, next_disk_target
 from node.hypervisor import Hypervisor
 from node.images import ImageCache
-from node.networks import GuestNetworks
+from node.networks import Networking
 from node.peers import Peers
 from node.records import Records
+from node.volumes import volume_disk
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ class Builder:
         hypervisor: Hypervisor,
         records: Records,
         images: ImageCache,
-        networks: GuestNetworks,
+        networks: Networking,
         state_dir: Path,
     ) -> None:
         self.host = host
@@ -87,7 +88,7 @@ class Builder:
         self.images = images
         self.networks = networks
         self.state_dir = state_dir
-        self._network_names: dict[str, str] = {}
+        self._networks: dict[str, Network] = {}
 
     # -- build --------------------------------------------------------------------------------
 
@@ -204,9 +205,7 @@ class Builder:
                 {disk.target for disk in disks}
             )
             connection = reserved["connection"]
-            disks.append(
-                Disk(connection["path"], target, format=connection["format"], serial=device["volume_id"])
-            )
+            disks.append(volume_disk(connection, target, device["volume_id"]))
             volumes.append((device["volume_id"], f"/dev/{target}"))
         spec = DomainSpec(
             uuid=instance["id"],
@@ -241,29 +240,37 @@ class Builder:
             subnet = await self.peers.net.get_subnet(
                 subnet_id=port["fixed_ips"][0]["subnet_id"], instance_uuid=instance_uuid
             )
-        attachment = await self.networks.attach(self.hypervisor.connection, port["network_id"], subnet, port)
+        network = await self._network(port["network_id"], instance_uuid)
+        attachment = await self.networks.attach(
+            self.hypervisor.connection, network, subnet, port, instance_uuid
+        )
         await self.peers.net.set_port_binding(
-            port_id=port["id"],
-            vif_type=attachment.vif_type,
-            vif_details={
-                "libvirt_network": attachment.network,
-                "fallback_reason": attachment.fallback_reason,
-            },
+            port_id=port["id"], vif_type=attachment.vif_type, vif_details=attachment.details
         )
         return Nic(
-            port["mac_address"], port["id"], network=attachment.network, user_mode=attachment.network is None
+            port["mac_address"],
+            port["id"],
+            network=attachment.network,
+            bridge=attachment.bridge,
+            user_mode=attachment.vif_type == "user",
+            mtu=attachment.mtu,
         )
+
+    async def _network(self, network_id: str, instance_uuid: str) -> Network:
+        """A network an instance of this host is on (kept: what the node reads of it never changes)."""
+        if network_id not in self._networks:
+            self._networks[network_id] = await self.peers.net.get_network(
+                network_id=network_id, instance_uuid=instance_uuid
+            )
+        return self._networks[network_id]
 
     async def _addresses(self, ports: list[Port], instance_uuid: str) -> dict[str, list[dict[str, Any]]]:
         """Nova's ``addresses``: network name -> fixed IPs with their MAC."""
         addresses: dict[str, list[dict[str, Any]]] = {}
         for port in ports:
-            network_id = port["network_id"]
-            if network_id not in self._network_names:
-                network = await self.peers.net.get_network(network_id=network_id, instance_uuid=instance_uuid)
-                self._network_names[network_id] = network["name"] or network_id
+            network = await self._network(port["network_id"], instance_uuid)
             for fixed in port["fixed_ips"]:
-                addresses.setdefault(self._network_names[network_id], []).append(
+                addresses.setdefault(network["name"] or network["id"], []).append(
                     {
                         "addr": fixed["ip_address"],
                         "version": 4,

@@ -26,10 +26,13 @@ class DomainSpecError(ValueError):
 @dataclass(frozen=True, slots=True)
 class Disk:
     path: str
+    """A file; or, with ``nbd_host``, the name of an NBD export there."""
     target: str
     format: str = "raw"
     bus: str = "virtio"
     serial: str | None = None
+    nbd_host: str | None = None
+    nbd_port: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +40,11 @@ class Nic:
     mac: str
     port_id: str
     network: str | None = None
+    """A libvirt network; or"""
+    bridge: str | None = None
+    """a bridge the node made (``node.overlay``); or neither: user-mode (``user_mode``) or ethernet."""
     user_mode: bool = False
+    mtu: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,11 +123,17 @@ def domain_xml(spec: DomainSpec) -> str:
     for disk in spec.disks:
         devices.append(disk_element(disk))
     for nic in spec.nics:
-        kind = "network" if nic.network else "user" if nic.user_mode else "ethernet"
+        kind = (
+            "network" if nic.network else "bridge" if nic.bridge else "user" if nic.user_mode else "ethernet"
+        )
         interface = ET.SubElement(devices, "interface", type=kind)
         ET.SubElement(interface, "mac", address=nic.mac)
         if nic.network:
             ET.SubElement(interface, "source", network=nic.network)
+        elif nic.bridge:
+            ET.SubElement(interface, "source", bridge=nic.bridge)
+        if nic.mtu:
+            ET.SubElement(interface, "mtu", size=str(nic.mtu))
         ET.SubElement(interface, "model", type="virtio")
     if spec.console_log:
         serial = ET.SubElement(devices, "serial", type="pty")
@@ -134,9 +147,13 @@ def domain_xml(spec: DomainSpec) -> str:
 
 
 def disk_element(disk: Disk) -> ET.Element:
-    element = ET.Element("disk", type="file", device="disk")
+    element = ET.Element("disk", type="network" if disk.nbd_host else "file", device="disk")
     ET.SubElement(element, "driver", name="qemu", type=disk.format)
-    ET.SubElement(element, "source", file=disk.path)
+    if disk.nbd_host:
+        source = ET.SubElement(element, "source", protocol="nbd", name=disk.path)
+        ET.SubElement(source, "host", name=disk.nbd_host, port=str(disk.nbd_port))
+    else:
+        ET.SubElement(element, "source", file=disk.path)
     ET.SubElement(element, "target", dev=disk.target, bus=disk.bus)
     if disk.serial:
         ET.SubElement(element, "serial").text = disk.serial[:20]
@@ -155,12 +172,20 @@ def next_disk_target(used: set[str], bus: str = "virtio") -> str:
     raise DomainSpecError("no free disk target left")
 
 
+def disk_source(disk: ET.Element) -> str:
+    """A disk element's file, or the name of its network (NBD) export ("" for neither)."""
+    source = disk.find("source")
+    if source is None:
+        return ""
+    return source.get("file") or source.get("name") or ""
+
+
 def disk_targets(xml: str) -> dict[str, str]:
-    """``{target dev: source file}`` of a domain's disks."""
+    """``{target dev: source file or export name}`` of a domain's disks."""
     root = ET.fromstring(xml)
     targets = {}
     for disk in root.iter("disk"):
-        target, source = disk.find("target"), disk.find("source")
+        target = disk.find("target")
         if target is not None:
-            targets[target.get("dev", "")] = source.get("file", "") if source is not None else ""
+            targets[target.get("dev", "")] = disk_source(disk)
     return targets

@@ -5,6 +5,12 @@ once, checked against the image's md5 and sha512, and kept under ``_base/<image 
 An instance's root disk is a qcow2 overlay on that base, sized to the flavor's root disk,
 in the instance's own directory next to its console log (``console_output`` reads its
 tail); deleting the instance deletes the directory.
+
+The cache ages, as Nova's image cache manager does it: a base's mtime is the last time an
+instance used it (set when it is handed out for a guest, and by each ``age`` round while a
+domain of this node uses it), and ``age`` removes the bases no domain uses that have gone
+unused for longer than a maximum age, and fetches left unfinished as long ago. A base being
+fetched, or having an overlay made on it, holds its image's lock and is never removed.
 """
 
 from __future__ import annotations
@@ -13,7 +19,12 @@ import asyncio
 import hashlib
 import json
 import logging
+import os
 import shutil
+import struct
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Iterable
 from pathlib import Path
 
 from api.image import CHUNK_MAX, Image, ImageForNodes
@@ -25,6 +36,8 @@ FETCH_CHUNK = CHUNK_MAX
 FETCH_WINDOW = 4
 QEMU_IMG_FORMATS = {"raw": "raw", "qcow2": "qcow2", "ami": "raw", "aki": "raw", "ari": "raw"}
 CONSOLE_MAX_BYTES = 1024 * 1024
+PART_SUFFIX = ".part"
+QCOW2_MAGIC = b"QFI\xfb"
 
 
 class ImageCache:
@@ -43,14 +56,22 @@ class ImageCache:
     def console_log(self, instance_uuid: str) -> Path:
         return self.instance_dir(instance_uuid) / "console.log"
 
+    def _lock(self, image_id: str) -> asyncio.Lock:
+        """The image's lock: its fetch, the overlays made on it and its removal never overlap."""
+        return self._locks.setdefault(image_id, asyncio.Lock())
+
     async def base(self, image: Image, instance_uuid: str) -> Path:
         """The verified local copy of an active image, fetched on first use (for ``instance_uuid``,
         which uses it: the image actor gives a node only the images of its instances)."""
+        async with self._lock(image["id"]):
+            return await self._used_base(image, instance_uuid)
+
+    async def _used_base(self, image: Image, instance_uuid: str) -> Path:
+        """``base``, its image's lock held: fetched if missing, and marked used now (its mtime)."""
         path = self.base_dir / image["id"]
-        lock = self._locks.setdefault(image["id"], asyncio.Lock())
-        async with lock:
-            if not path.exists():
-                await self._fetch(image, instance_uuid, path)
+        if not path.exists():
+            await self._fetch(image, instance_uuid, path)
+        os.utime(path)
         return path
 
     async def _fetch(self, image: Image, instance_uuid: str, path: Path) -> None:
@@ -58,7 +79,7 @@ class ImageCache:
         if image.get("status") != "active" or not isinstance(size, int):
             raise Conflict(f"image {image['id']} is {image.get('status')}; only active images can boot")
         path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(".part")
+        partial = path.with_suffix(PART_SUFFIX)
         md5, sha512 = hashlib.md5(usedforsecurity=False), hashlib.sha512()
         offsets = range(0, size, FETCH_CHUNK)
         with partial.open("wb") as out:
@@ -94,31 +115,89 @@ class ImageCache:
 
     async def create_root_disk(self, instance_uuid: str, image: Image, root_gb: int) -> Path:
         """A qcow2 overlay on the image's base, at least ``root_gb`` GiB (never smaller than the image)."""
-        base = await self.base(image, instance_uuid)
-        directory = self.instance_dir(instance_uuid)
-        directory.mkdir(parents=True, exist_ok=True)
-        disk = directory / "disk"
         backing_format = QEMU_IMG_FORMATS.get(image.get("disk_format") or "raw")
         if backing_format is None:
             raise Conflict(
                 f"image {image['id']} has disk format {image['disk_format']}, which cannot boot here"
             )
-        virtual_size = await _virtual_size(base, backing_format)
-        size = max(root_gb * 1024**3, virtual_size)
-        await _run(
-            "qemu-img",
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-F",
-            backing_format,
-            "-b",
-            str(base),
-            str(disk),
-            str(size),
-        )
+        async with self._lock(image["id"]):  # aging leaves the base alone until the overlay is on it
+            base = await self._used_base(image, instance_uuid)
+            directory = self.instance_dir(instance_uuid)
+            directory.mkdir(parents=True, exist_ok=True)
+            disk = directory / "disk"
+            virtual_size = await _virtual_size(base, backing_format)
+            size = max(root_gb * 1024**3, virtual_size)
+            await _run(
+                "qemu-img",
+                "create",
+                "-q",
+                "-f",
+                "qcow2",
+                "-F",
+                backing_format,
+                "-b",
+                str(base),
+                str(disk),
+                str(size),
+            )
         return disk
+
+    async def used_by(self, domain_xmls: Iterable[str]) -> set[str]:
+        """The ids of the cached images these domains use: their kernel, initrd and disks in
+        ``_base``, and the bases their disks in this node's instance directories are overlays on.
+
+        :raises OSError: an overlay could not be read. :raises ET.ParseError: an XML is not XML.
+        """
+        return await asyncio.to_thread(self._used_by, list(domain_xmls))
+
+    def _used_by(self, domain_xmls: list[str]) -> set[str]:
+        used: set[str] = set()
+        for xml in domain_xmls:
+            root = ET.fromstring(xml)
+            boot_files = root.findall("./os/kernel") + root.findall("./os/initrd")
+            files = [element.text or "" for element in boot_files]
+            files += [source.get("file", "") for source in root.findall("./devices/disk/source")]
+            for name in filter(None, files):
+                path = Path(name)
+                if path.is_relative_to(self.instances_dir):
+                    path = _backing_file(path) or path
+                if path.parent == self.base_dir:
+                    used.add(path.name)
+        return used
+
+    async def age(self, in_use: set[str], max_age: float) -> list[str]:
+        """Remove the cached images not in ``in_use`` that went unused for over ``max_age`` seconds,
+        and the fetches left unfinished as long ago; mark those in use as used now. An image
+        being fetched or having an overlay made on it is left for the next round.
+
+        Returns the ids of the images removed. A file that cannot be touched or removed is logged
+        and left. :raises OSError: the cache could not be listed.
+        """
+        removed: list[str] = []
+        for path in await asyncio.to_thread(_files, self.base_dir):
+            image_id = path.name.removesuffix(PART_SUFFIX)
+            unfinished = path.name != image_id
+            lock = self._lock(image_id)
+            if lock.locked():
+                continue
+            async with lock:
+                try:
+                    freed = await asyncio.to_thread(
+                        _age_file, path, image_id in in_use and not unfinished, max_age
+                    )
+                except OSError as exc:
+                    log.warning("image cache: could not age %s: %s", path, exc)
+                    continue
+            if freed is None:
+                continue
+            if unfinished:
+                log.info("removed the unfinished fetch of image %s (%d bytes freed)", image_id, freed)
+            else:
+                log.info(
+                    "removed cached image %s, unused for over %g s (%d bytes freed)", image_id, max_age, freed
+                )
+                removed.append(image_id)
+        return removed
 
     async def console_output(self, instance_uuid: str, length: int | None = None) -> str:
         """The tail of the guest's serial console log (its last MiB); its last ``length`` lines when given."""
@@ -131,6 +210,44 @@ class ImageCache:
     def remove_instance(self, instance_uuid: str) -> None:
         """The overlay, console log and anything else the instance had on this node."""
         shutil.rmtree(self.instance_dir(instance_uuid), ignore_errors=True)
+
+
+def _files(directory: Path) -> list[Path]:
+    """The regular files in ``directory``, by name (none if it does not exist yet)."""
+    try:
+        return sorted(entry for entry in directory.iterdir() if entry.is_file() and not entry.is_symlink())
+    except FileNotFoundError:
+        return []
+
+
+def _age_file(path: Path, in_use: bool, max_age: float) -> int | None:
+    """Mark ``path`` used now if it is in use; else remove it if unchanged for over ``max_age``
+    seconds. Returns the bytes freed (None: kept)."""
+    if in_use:
+        os.utime(path)
+        return None
+    info = path.stat()
+    if time.time() - info.st_mtime <= max_age:
+        return None
+    path.unlink()
+    return info.st_size
+
+
+def _backing_file(path: Path) -> Path | None:
+    """The backing file a qcow2 image's header names (None: no such file, not qcow2, or no backing)."""
+    try:
+        with path.open("rb") as image:
+            header = image.read(20)
+            if len(header) < 20 or header[:4] != QCOW2_MAGIC:
+                return None
+            offset, length = struct.unpack(">QI", header[8:20])
+            if not offset:
+                return None
+            image.seek(offset)
+            backing = Path(os.fsdecode(image.read(length)))
+    except FileNotFoundError:
+        return None
+    return backing if backing.is_absolute() else path.parent / backing
 
 
 def _tail(path: Path, limit: int) -> bytes:

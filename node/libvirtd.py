@@ -81,3 +81,13 @@ def stop_libvirtd(sig: str = "KILL") -> None:
     subprocess.run(["pkill", f"-{sig}", "-x", "libvirtd"], check=False)
     while _running("libvirtd"):
         time.sleep(0.05)
+
+
+def prepare_embed_root(root: Path) -> str:
+    """A root for ``qemu:///embed`` (QEMU driven by the node's own process, no libvirtd): QEMU
+    runs as root (it opens the node's files) and writes the serial console's log itself (no
+    virtlogd). Returns the URI. The root must be short: QEMU's monitor socket lives under it
+    (108 characters at most)."""
+    (root / "etc").mkdir(parents=True, exist_ok=True)
+    (root / "etc" / "qemu.conf").write_text('user = "root"\ngroup = "root"\nstdio_handler = "file"\n')
+    return f"qemu:///embed?root={root}"

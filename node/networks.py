@@ -18,11 +18,11 @@ import re
 import xml.etree.ElementTree as ET
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import libvirt
 
-from api.net import Port, Subnet
+from api.net import Network, Port, Subnet
 from node.domain import xml_safe
 
 log = logging.getLogger(__name__)
@@ -35,11 +35,42 @@ UPDATE_FLAGS = libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE | libvirt.VIR_NETWORK_UPDA
 
 @dataclass(frozen=True, slots=True)
 class Attachment:
-    """How one port reaches its guest: a libvirt network, or user-mode networking and why."""
+    """How one port reaches its guest: a libvirt network, an overlay bridge (``node.overlay``),
+    or user-mode networking and why."""
 
     network: str | None
     vif_type: Literal["bridge", "user"]
     fallback_reason: str | None = None
+    bridge: str | None = None
+    mtu: int | None = None
+    segmentation_id: int | None = None
+
+    @property
+    def details(self) -> dict[str, Any]:
+        """The port binding's ``vif_details``."""
+        if self.bridge is not None:
+            return {"bridge_name": self.bridge, "segmentation_id": self.segmentation_id}
+        return {"libvirt_network": self.network, "fallback_reason": self.fallback_reason}
+
+
+class Networking(Protocol):
+    """How a node plugs guests into networks: libvirt networks on one host (``GuestNetworks``),
+    or VXLAN segments across hosts (``node.overlay.OverlayNetworks``)."""
+
+    async def attach(
+        self,
+        conn: libvirt.virConnect,
+        network: Network,
+        subnet: Subnet | None,
+        port: Port,
+        instance_uuid: str,
+    ) -> Attachment: ...
+
+    async def release(self, conn: libvirt.virConnect, xml: str) -> None: ...
+
+    async def dhcp_entries(self, conn: libvirt.virConnect, network_id: str) -> dict[str, str]: ...
+
+    async def restore(self) -> None: ...
 
 
 def libvirt_network_name(network_id: str) -> str:
@@ -75,22 +106,28 @@ class GuestNetworks:
         self._locks: dict[str, asyncio.Lock] = {}
 
     async def attach(
-        self, conn: libvirt.virConnect, network_id: str, subnet: Subnet | None, port: Port
+        self,
+        conn: libvirt.virConnect,
+        network: Network,
+        subnet: Subnet | None,
+        port: Port,
+        instance_uuid: str,
     ) -> Attachment:
         """Make sure the network exists and is running, then give the port's MAC its fixed IP."""
+        network_id = network["id"]
         if subnet is None:
             return Attachment(None, "user", "the network has no IPv4 subnet to serve over DHCP")
         lock = self._locks.setdefault(network_id, asyncio.Lock())
         async with lock:
             try:
-                network = await self._ensure(conn, network_id, subnet)
+                libvirt_network = await self._ensure(conn, network_id, subnet)
             except libvirt.libvirtError as exc:
                 reason = f"no bridge for network {network_id}: {exc.get_error_message()}"
                 log.warning("%s; guest falls back to user-mode networking", reason)
                 return Attachment(None, "user", reason)
             for fixed_ip in port["fixed_ips"]:
                 if fixed_ip["subnet_id"] == subnet["id"]:
-                    await self._set_host(network, port["mac_address"], fixed_ip["ip_address"])
+                    await self._set_host(libvirt_network, port["mac_address"], fixed_ip["ip_address"])
         return Attachment(libvirt_network_name(network_id), "bridge")
 
     async def release(self, conn: libvirt.virConnect, xml: str) -> None:
@@ -209,6 +246,9 @@ class GuestNetworks:
             dhcp_host_xml(mac.lower(), hosts[mac.lower()]),
             UPDATE_FLAGS,
         )
+
+    async def restore(self) -> None:
+        """Nothing to do: libvirt starts its persistent networks itself (autostart)."""
 
     async def dhcp_entries(self, conn: libvirt.virConnect, network_id: str) -> dict[str, str]:
         """``{mac: ip}`` served on an aiostack network's libvirt network ({} when there is none)."""

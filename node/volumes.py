@@ -1,9 +1,10 @@
 """Volumes attached and detached after boot: live (``AFFECT_LIVE | CONFIG``) as virtio disks.
 
 The conductor reserves the volume and calls the node with its connection (the file's path and
-format); the node changes the domain and keeps the new persistent XML in its store. Drivers
-without device hot-plug (libvirt's test driver) get the volume in the persistent definition.
-Volumes asked for at boot are disks of the domain from the start (``node/build.py``).
+format, or the NBD export of the attachment on the volume host: a network disk); the node
+changes the domain and keeps the new persistent XML in its store. Drivers without device
+hot-plug (libvirt's test driver) get the volume in the persistent definition. Volumes asked for
+at boot are disks of the domain from the start (``node/build.py``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import libvirt
 from api.node import AttachedVolume
 from api.volume import Connection
 from bus import Conflict, NotFound
-from node.domain import Disk, disk_targets, disk_xml, next_disk_target
+from node.domain import Disk, disk_source, disk_targets, disk_xml, next_disk_target
 from node.hypervisor import Hypervisor
 from node.records import Records
 
@@ -40,7 +41,7 @@ class Volumes:
         target = (device or "").removeprefix("/dev/") or next_disk_target(used)
         if target in used:
             raise Conflict(f"device /dev/{target} is already in use on instance {instance_uuid}")
-        disk = Disk(connection["path"], target, format=connection["format"], serial=volume_id)
+        disk = volume_disk(connection, target, volume_id)
         await self._change_device(domain, disk_xml(disk), attach=True)
         await self._remember_xml(instance_uuid, domain)
         return {"device": f"/dev/{target}"}
@@ -49,10 +50,11 @@ class Volumes:
         """:raises NotFound: the instance has no domain here, or the volume is not attached to it."""
         domain = await self._existing(instance_uuid)
         targets = disk_targets(await self.hypervisor.persistent_xml(domain))
-        target = next((dev for dev, path in targets.items() if path == connection["path"]), None)
+        source = volume_disk(connection, "", volume_id).path
+        target = next((dev for dev, path in targets.items() if path == source), None)
         if target is None:
             raise NotFound(f"volume {volume_id} is not attached to instance {instance_uuid}")
-        disk = Disk(connection["path"], target, format=connection["format"], serial=volume_id)
+        disk = volume_disk(connection, target, volume_id)
         await self._change_device(domain, disk_xml(disk), attach=False)
         await self._remember_xml(instance_uuid, domain)
 
@@ -84,13 +86,23 @@ class Volumes:
         if attach:
             devices.append(device)
         else:
-            source = device.find("source")
-            path = source.get("file") if source is not None else None
             for disk in devices.findall("disk"):
-                disk_source = disk.find("source")
-                if disk_source is not None and disk_source.get("file") == path:
+                if disk_source(disk) == disk_source(device):
                     devices.remove(disk)
         await self.hypervisor.define(ET.tostring(root, encoding="unicode"))
 
     async def _remember_xml(self, instance_uuid: str, domain: libvirt.virDomain) -> None:
         await self.records.set_xml(instance_uuid, await self.hypervisor.persistent_xml(domain))
+
+
+def volume_disk(connection: Connection, target: str, volume_id: str) -> Disk:
+    """The disk of a volume's connection: its file, or its NBD export on the volume host."""
+    if connection["transport"] == "nbd":
+        return Disk(
+            connection["export"],
+            target,
+            serial=volume_id,
+            nbd_host=connection["host"],
+            nbd_port=connection["port"],
+        )
+    return Disk(connection["path"], target, format=connection["format"], serial=volume_id)

@@ -4,7 +4,8 @@ booting while its controllers fail, one failure after another, each brought back
 unreachable, and must not act on stale state); every process of controller-2 is SIGKILLed (its
 `aiostack join`, nats-server and replicas), then `aiostack join` starts again and the host
 rejoins from its data directory; controller-1's nats-server is SIGKILLed and its `aiostack up`
-starts it again.
+starts it again; every process of compute-2 is SIGKILLed (the host loses power) and its `aiostack
+join` started again.
 
 A client on another host boots in lanes through controller-1's gateway, with no retry of its
 own (``deploy.boot_load``). Every request succeeds, no ``instance.active`` event is lost, every

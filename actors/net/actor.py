@@ -7,7 +7,9 @@ audit) and ``nodes`` (what compute nodes call, each for the instances on its hos
 ``ipam`` gives the addresses; ``schema`` holds the store's migrations and how its rows read as
 Neutron records. At the first start the actor makes the
 shared network ``default`` (of no project) and its subnet; its orphan sweep gives back the
-ports of instances the conductor no longer knows.
+ports of instances the conductor no longer knows. Each network is a VXLAN segment with a VNI
+of its own (``provider:segmentation_id``, the lowest above every other), and each compute host
+that serves DHCP on a network holds a port there (``NetForNodes.dhcp_port``).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from actors.net.schema import (
     DEFAULT_NETWORK,
     DEFAULT_SUBNET,
     MIGRATIONS,
+    NEXT_SEGMENT,
     TRIGGERS,
 )
 from actors.net.state import NetState, insert
@@ -71,15 +74,22 @@ class NetActor(Actor):
         await self.store.close()
 
     async def _bootstrap(self) -> None:
-        """The ``TRIGGERS``; the shared network "default" (of no project) and its subnet, on first start."""
+        """The ``TRIGGERS``; a VNI for each network of an earlier version; the shared network
+        "default" (of no project) and its subnet, on first start."""
         async with self.net_state.writing() as db:
             for trigger in TRIGGERS[db.dialect]:
                 await db.execute(trigger)
+            for row in await db.fetchall(
+                "SELECT id FROM networks WHERE segmentation_id IS NULL ORDER BY created_at"
+            ):
+                vni = (await db.fetchone(NEXT_SEGMENT))["vni"]
+                await db.execute("UPDATE networks SET segmentation_id = ? WHERE id = ?", (vni, row["id"]))
             if await db.fetchone("SELECT id FROM networks LIMIT 1"):
                 return
             network_id = new_uuid()
             network = {"id": network_id, "name": DEFAULT_NETWORK, "project_id": "", "shared": True}
-            await insert(db, "networks", {**network, "admin_state_up": True, "mtu": 1500})
+            network |= {"admin_state_up": True, "mtu": 1500, "segmentation_id": 1}
+            await insert(db, "networks", network)
             subnet = subnet_row(
                 network_id=network_id,
                 project_id="",

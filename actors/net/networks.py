@@ -3,9 +3,9 @@ shared, by every project; only their project changes them."""
 
 from __future__ import annotations
 
-from actors.net.schema import NETWORK, PORT
+from actors.net.schema import NETWORK, NEXT_SEGMENT, PORT
 from actors.net.state import NetState, caller_project, insert, scope, update, where
-from api.net import Network, Networks
+from api.net import DHCP_OWNER, Network, Networks
 from bus import Conflict, Forbidden
 from runtime.context import caller, sees_all
 from runtime.stamps import new_uuid
@@ -32,6 +32,7 @@ class NetworkServant(Networks):
         row = {"id": network_id, "name": name, "project_id": caller_project(), "shared": shared}
         row |= {"admin_state_up": admin_state_up, "mtu": mtu, "description": description}
         async with self.state.writing() as db:
+            row["segmentation_id"] = (await db.fetchone(NEXT_SEGMENT))["vni"]
             await insert(db, "networks", row)
             return await self.state.get(NETWORK, network_id, None, db)
 
@@ -64,7 +65,7 @@ class NetworkServant(Networks):
         async with self.state.writing() as db:
             await self.state.get(NETWORK, network_id, project, db, owned=True)
             ports = await self.state.load(PORT, "r.network_id = ?", [network_id], db)
-            if any(port["device_id"] for port in ports):
+            if any(port["device_id"] and port["device_owner"] != DHCP_OWNER for port in ports):
                 raise Conflict(
                     f"Unable to complete operation on network {network_id}."
                     " There are one or more ports still in use on the network."

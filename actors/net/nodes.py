@@ -12,10 +12,11 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from actors.net.instances import InstanceServant
+from actors.net.ports import new_port
 from actors.net.schema import NETWORK, PORT, SUBNET
 from actors.net.state import NetState
 from actors.placement import Placements
-from api.net import Deallocated, NetForNodes, Network, Port, RequestedNetwork, Subnet, VifType
+from api.net import DHCP_OWNER, Deallocated, NetForNodes, Network, Port, RequestedNetwork, Subnet, VifType
 from bus import NotFound
 
 
@@ -98,6 +99,48 @@ class NodePorts(NetForNodes):
         if network["shared"] or await self._has_port_on(instance_uuid, network["id"]):
             return subnet
         raise NotFound(f"Subnet {subnet_id} could not be found.")
+
+    async def dhcp_port(self, *, network_id: str, instance_uuid: str, host: str) -> Port:
+        """The host's DHCP port on the network, made on first use (``api.net.NetForNodes``).
+
+        :raises NotFound: no such instance on ``host``, or no such network it may read.
+        :raises Conflict: no free address on the network.
+        """
+        network = await self.get_network(network_id=network_id, instance_uuid=instance_uuid, host=host)
+        device_id = f"dhcp-{host}"
+        async with self.state.writing() as db:
+            found = await self.state.load(
+                PORT,
+                "r.network_id = ? AND r.device_id = ? AND r.device_owner = ?",
+                [network_id, device_id, DHCP_OWNER],
+                db,
+            )
+            if found:
+                return found[0]
+            columns = {
+                "project_id": network["project_id"],
+                "device_id": device_id,
+                "device_owner": DHCP_OWNER,
+            }
+            columns |= {"binding_host": host, "binding_vif_type": "bridge", "name": f"dhcp on {host}"}
+            port = await new_port(db, network_id, None, None, columns)
+        await self.state.publish("port.bound", port)
+        return port
+
+    async def release_dhcp_port(self, *, network_id: str, host: str) -> bool:
+        """Delete the host's DHCP port on the network (``api.net.NetForNodes``)."""
+        async with self.state.writing() as db:
+            found = await self.state.load(
+                PORT,
+                "r.network_id = ? AND r.device_id = ? AND r.device_owner = ?",
+                [network_id, f"dhcp-{host}", DHCP_OWNER],
+                db,
+            )
+            for port in found:
+                await db.execute("DELETE FROM ports WHERE id = ?", (port["id"],))
+        for port in found:
+            await self.state.publish("port.deleted", port)
+        return bool(found)
 
     async def _has_port_on(self, instance_uuid: str, network_id: str) -> bool:
         found = await self.state.store.fetchone(

@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from api.net import FixedIp, Network, Port, Subnet
+from api.net import NETWORK_TYPE, FixedIp, Network, Port, Subnet
 from runtime.store import Migration, Step, from_json
 
 _ADDRESSES_AS_INTEGERS = """
@@ -95,6 +95,12 @@ MIGRATIONS: list[Step] = [
     ALTER TABLE ports ADD COLUMN description TEXT NOT NULL DEFAULT '';
     ALTER TABLE ports ADD COLUMN revision_number INTEGER NOT NULL DEFAULT 1;
     """,
+    # 5: each network's VXLAN segment (VNI), unique; the networks of earlier versions get theirs
+    # at start (``NetActor._bootstrap``).
+    """
+    ALTER TABLE networks ADD COLUMN segmentation_id INTEGER;
+    CREATE UNIQUE INDEX networks_segmentation ON networks(segmentation_id);
+    """,
 ]
 
 # networks.shared, admin_state_up; subnets.enable_dhcp; ports.admin_state_up,
@@ -155,6 +161,9 @@ TRIGGERS = {
 }
 """The statements that make the triggers, by the store's dialect."""
 
+NEXT_SEGMENT = "SELECT COALESCE(MAX(segmentation_id), 0) + 1 AS vni FROM networks"
+"""The VNI a new network gets (inside the store's write lock: no two networks get one)."""
+
 DEFAULT_NETWORK = "default"
 """The shared network of no project made at the first start; an instance asking for "auto"
 goes there unless its project has exactly one network of its own."""
@@ -211,6 +220,8 @@ def network_view(row: dict[str, Any]) -> Network:
         "mtu": row["mtu"],
         "status": "ACTIVE",
         "router:external": False,
+        "provider:network_type": NETWORK_TYPE,
+        "provider:segmentation_id": row["segmentation_id"],
         "subnets": from_json(row["subnets"], []),
         "description": row["description"],
         "revision_number": row["revision_number"],

@@ -193,6 +193,63 @@ async def test_a_node_whose_instance_moved_away_cannot_touch_its_new_hosts_ports
     assert [p["id"] for p in await Net.client(bus).list_ports(device_id=vm)] == [port["id"]]
 
 
+async def test_each_host_gets_one_dhcp_port_per_network_of_its_instances_that_does_not_block_deleting_it(
+    bus: Bus, start_actor, config, conductor: StandInConductor
+) -> None:
+    await start_actor(NetActor, config)
+    net = Net.client(bus)
+    with as_user(DEMO):
+        own = await net.create_network(name="demo-net")
+        await net.create_subnet(network_id=own["id"], cidr="192.168.5.0/24")
+    with as_user(OTHER):
+        theirs = await net.create_network(name="their-net")
+    vm_1, vm_2 = conductor.place("vm-1", "node-1", DEMO), conductor.place("vm-2", "node-2", DEMO)
+    node_1, node_2 = NetForNodes.client(bus, host="node-1"), NetForNodes.client(bus, host="node-2")
+    await node_1.allocate_for_instance(instance_uuid=vm_1, requested_networks=[{"uuid": own["id"]}])
+    await node_2.allocate_for_instance(instance_uuid=vm_2, requested_networks=[{"uuid": own["id"]}])
+
+    first = await node_1.dhcp_port(network_id=own["id"], instance_uuid=vm_1)
+    assert await node_1.dhcp_port(network_id=own["id"], instance_uuid=vm_1) == first
+    other = await node_2.dhcp_port(network_id=own["id"], instance_uuid=vm_2)
+    assert (first["device_owner"], first["device_id"], first["binding:host_id"]) == (
+        "network:dhcp",
+        "dhcp-node-1",
+        "node-1",
+    )
+    assert first["project_id"] == "p-demo" and other["device_id"] == "dhcp-node-2"
+    assert first["fixed_ips"][0]["ip_address"] != other["fixed_ips"][0]["ip_address"]
+    for refused in (
+        node_2.dhcp_port(network_id=own["id"], instance_uuid=vm_1),  # another host's instance
+        node_1.dhcp_port(network_id=theirs["id"], instance_uuid=vm_1),  # a network it does not see
+    ):
+        with pytest.raises(NotFound):
+            await refused
+    assert len(await net.list_ports(network_id=own["id"], device_owner="network:dhcp")) == 2
+
+    assert await node_2.release_dhcp_port(network_id=own["id"]) is True
+    assert await node_2.release_dhcp_port(network_id=own["id"]) is False
+    assert [p["id"] for p in await net.list_ports(device_owner="network:dhcp")] == [first["id"]]
+    await node_1.deallocate_for_instance(instance_uuid=vm_1)
+    await node_2.deallocate_for_instance(instance_uuid=vm_2)
+    with as_user(DEMO):
+        await net.delete_network(network_id=own["id"])  # the DHCP port left goes with it, as in Neutron
+    assert await net.list_ports(device_owner="network:dhcp") == []
+
+
+async def test_every_network_is_a_vxlan_segment_of_its_own(bus: Bus, start_actor, config) -> None:
+    await start_actor(NetActor, config)
+    net = Net.client(bus)
+    with as_user(DEMO):
+        made = [await net.create_network(name=f"n{number}") for number in range(3)]
+    segments = [n["provider:segmentation_id"] for n in [*await net.list_networks(name="default"), *made]]
+    assert segments == [1, 2, 3, 4]
+    assert {n["provider:network_type"] for n in made} == {"vxlan"}
+    with as_user(DEMO):
+        await net.delete_network(network_id=made[2]["id"])
+        again = await net.create_network(name="again")
+    assert again["provider:segmentation_id"] == 4  # the highest was freed: taken again, never a duplicate
+
+
 # -- volume -----------------------------------------------------------------------------------
 
 

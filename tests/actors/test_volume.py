@@ -7,6 +7,8 @@ import asyncio
 import json
 import os
 import shutil
+import socket
+import subprocess
 from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -259,7 +261,14 @@ async def test_attach_protocol_moves_status_and_publishes_each_step(
     reserved = await acting(DEMO, volumes.reserve(volume_id=volume["id"], instance_uuid=SERVER))
     assert reserved["volume"]["status"] == "attaching"
     assert reserved["volume"]["attachments"] == []
-    assert reserved["connection"] == {"path": volume["path"], "format": "raw"}
+    assert reserved["connection"] == {
+        "transport": "file",
+        "path": volume["path"],
+        "format": "raw",
+        "host": "",
+        "port": 0,
+        "export": "",
+    }
     in_use = await acting(
         DEMO,
         volumes.attach_complete(
@@ -456,3 +465,60 @@ async def test_volumes_survive_an_actor_restart(volumes: Volumes, start_actor, c
     await start_actor(VolumeActor, config)
     assert await acting(DEMO, volumes.get(volume_id=volume["id"])) == volume
     assert os.path.getsize(volume["path"]) == GIB
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 no one listens on now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _nbd_io(connection: dict[str, Any], *commands: str) -> str:
+    """``qemu-io`` on an attachment's NBD export, as a remote node's QEMU reaches it."""
+    url = f"nbd://{connection['host']}:{connection['port']}/{connection['export']}"
+    argv = ["qemu-io", "-f", "raw", *(part for command in commands for part in ("-c", command)), url]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    return done.stdout + done.stderr
+
+
+async def test_with_an_nbd_address_each_attachment_gets_an_export_of_its_own_that_ends_with_it(
+    volumes: Volumes, start_actor, config: Config
+) -> None:
+    """A volume host with an NBD address exports an attached volume for that attachment alone;
+    the export survives the actor's restart (guests keep their disks) and goes with the attachment."""
+    port = free_port()
+    actor = await start_actor(VolumeActor, config, nbd_listen=f"127.0.0.1:{port}")
+    try:
+        volume = await acting(DEMO, volumes.create(size=1, volume_format="qcow2"))
+        reserved = await acting(DEMO, volumes.reserve(volume_id=volume["id"], instance_uuid=SERVER))
+        connection = dict(reserved["connection"])
+        assert (connection["transport"], connection["host"], connection["port"]) == ("nbd", "127.0.0.1", port)
+        assert connection["format"] == "raw" and connection["path"] == ""  # qcow2 decoded on the volume host
+        assert "wrote 512/512" in _nbd_io(connection, "write -P 0x61 0 512")
+        assert "read 512/512" in _nbd_io(connection, "read -P 0x61 0 512")
+        guessed = {**connection, "export": "e" + "0" * 24}
+        assert "read 512/512" not in _nbd_io(guessed, "read 0 512")  # another name: nothing
+
+        await actor.stop()
+        actor = await start_actor(VolumeActor, config, nbd_listen=f"127.0.0.1:{port}")
+        assert "read 512/512" in _nbd_io(connection, "read -P 0x61 0 512")  # served on meanwhile
+
+        await acting(
+            DEMO,
+            volumes.attach_complete(
+                volume_id=volume["id"], instance_uuid=SERVER, host="n", device="/dev/vdb"
+            ),
+        )
+        detaching = await acting(DEMO, volumes.begin_detach(volume_id=volume["id"], instance_uuid=SERVER))
+        assert detaching["connection"] == reserved["connection"]
+        await acting(DEMO, volumes.detach_complete(volume_id=volume["id"], instance_uuid=SERVER))
+        assert "read 512/512" not in _nbd_io(connection, "read 0 512")  # the attachment's name ended
+        again = await acting(DEMO, volumes.reserve(volume_id=volume["id"], instance_uuid=SERVER))
+        assert again["connection"]["export"] != connection["export"]  # a new attachment, a new name
+        assert "read 512/512" in _nbd_io(dict(again["connection"]), "read -P 0x61 0 512")  # the data kept
+        await acting(DEMO, volumes.unreserve(volume_id=volume["id"]))
+        assert "read 512/512" not in _nbd_io(dict(again["connection"]), "read 0 512")
+    finally:
+        assert actor.nbd is not None
+        await actor.nbd.stop(daemon=True)

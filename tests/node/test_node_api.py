@@ -48,7 +48,7 @@ async def test_the_node_answers_its_typed_client(cloud, api: Api, bus: Bus) -> N
         await node.get_console_output(instance_uuid=server_id)
 
 
-RAW = {"path": "/volumes/v-1.raw", "format": "raw"}
+RAW = {"transport": "file", "path": "/volumes/v-1.raw", "format": "raw", "host": "", "port": 0, "export": ""}
 VMDK = {**RAW, "format": "vmdk"}
 
 
