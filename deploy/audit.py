@@ -4,7 +4,8 @@ Read over the bus as the operator (the admin credentials of the data directory):
 
 * instances in a task state past the conductor's task timeout, or in ERROR without a fault;
 * claims (scheduler) for no live instance;
-* ports bound to no live instance, and so the IPs they hold (net);
+* ports bound to no live instance, and so the IPs they hold (net); a host's DHCP port on a
+  network none of its instances has a port on any more;
 * volumes reserved, attached or detaching to no live instance (volume);
 * libvirt domains with no record on their host, and records with no domain (every node
   that is up; a node that is down is reported as not checked);
@@ -27,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from api.conductor import ConductorOperator
-from api.net import COMPUTE_OWNER, Net
+from api.net import COMPUTE_OWNER, DHCP_OWNER, Net
 from api.node import Node
 from api.scheduler import HostView, SchedulerReader
 from api.volume import VolumeAttachments
@@ -86,6 +87,7 @@ async def audit_once(bus: Bus) -> AuditReport:
     scheduler = SchedulerReader.client(bus)
     claims = await scheduler.list_allocations()
     ports = await Net.client(bus).list_ports(device_owner=COMPUTE_OWNER)
+    dhcp_ports = await Net.client(bus).list_ports(device_owner=DHCP_OWNER)
     attachments = await VolumeAttachments.client(bus).list_attachments()
     hosts = await scheduler.list_hosts()
     domains = await _domains_by_host(bus, hosts, report)
@@ -118,6 +120,15 @@ async def audit_once(bus: Bus) -> AuditReport:
             ips = ", ".join(ip["ip_address"] for ip in port["fixed_ips"]) or "no IP"
             problems[f"port:{port['id']}"] = (
                 f"port {port['id']} ({ips}) is bound to instance {port['device_id']}, which does not exist"
+            )
+    served = {
+        (port["binding:host_id"], port["network_id"]) for port in ports if port["device_id"] in instances
+    }
+    for port in dhcp_ports:
+        if (port["binding:host_id"], port["network_id"]) not in served:
+            problems[f"dhcp:{port['id']}"] = (
+                f"DHCP port {port['id']} of {port['binding:host_id']} on network {port['network_id']}:"
+                " no instance of that host is on the network"
             )
     for attachment in attachments:
         if attachment["server_id"] not in instances:

@@ -13,6 +13,7 @@ import pytest
 from actors.image import TINY_ID
 from api.conductor import Compute
 from api.identity import Tokens
+from api.net import Net, NetForNodes
 from bus import Actor, Bus, Context, request_scope
 from deploy.audit import audit
 from node.actor import NodeActor
@@ -60,4 +61,24 @@ async def test_a_domain_changed_behind_the_conductors_back_is_reported(
         f"power:{uuid}": f"instance {uuid} is active but its domain on node-1 is shut off"
     }
     domain.create()
+    assert (await audit(bus, recheck_after=0.2)).problems == {}
+
+
+async def test_a_dhcp_port_a_host_no_longer_needs_is_reported(bus: Bus, cloud: list[Actor]) -> None:
+    """A host's DHCP port on a network is needed while an instance of that host is on it."""
+    uuid = await boot(bus)
+    (port,) = await Net.client(bus).list_ports(device_id=uuid)
+    node_net = NetForNodes.client(bus, host="node-1")
+    dhcp = await node_net.dhcp_port(network_id=port["network_id"], instance_uuid=uuid)
+    assert (await audit(bus, recheck_after=0.2)).problems == {}
+    await Compute.client(bus).delete_instance(instance_uuid=uuid)  # as a service: no user
+    async with asyncio.timeout(30):
+        while await Net.client(bus).list_ports(device_id=uuid):
+            await asyncio.sleep(0.05)
+    report = await audit(bus, recheck_after=0.2)
+    assert report.problems == {
+        f"dhcp:{dhcp['id']}": f"DHCP port {dhcp['id']} of node-1 on network {port['network_id']}:"
+        " no instance of that host is on the network"
+    }
+    assert await node_net.release_dhcp_port(network_id=port["network_id"]) is True
     assert (await audit(bus, recheck_after=0.2)).problems == {}
