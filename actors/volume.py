@@ -1,48 +1,50 @@
-"""The volume actor (Cinder): volumes as files in ``<data>/volumes/`` and their attachments.
+"""The volume actor (Cinder): volume records and their attachments, over files on storage hosts.
 
-Attached, a volume is reached by the node as its file (one machine), or, given an NBD address,
-as an NBD export of its own for each attachment, served by qemu-storage-daemon on this host to
-nodes on any host (``actors/nbd.py``).
+A volume is a file on the storage host of the volume actor that made it (``host``): a sparse raw
+file (``<id>.raw``) or a qcow2 image (``<id>.qcow2``, made by ``qemu-img``), which that host's
+``StorageActor`` (``actors/storage.py``, started by this actor) makes, removes and exports. Every
+controller of a cluster runs a volume actor over the same records (a replica: any of them
+answers, and asks the volume's storage host, over the bus, for what touches its file); one
+machine runs one, storage host ``local``. Attached, a volume is reached by the node as its file
+(one machine), or, given an NBD address, as an NBD export of its own for each attachment,
+served by qemu-storage-daemon on its storage host to nodes on any host (``actors/nbd.py``).
 
-A volume is a sparse raw file (``<id>.raw``) or a qcow2 image (``<id>.qcow2``, made by
-``qemu-img``). Each status change runs in one store transaction and is then published.
-Attachment rows follow the attach protocol: reserved (the volume attaching) -> attached
-(in-use) <-> detaching; only attached and detaching ones are shown in a volume's
-``attachments``. An orphan sweep frees the volumes of instances the conductor no longer knows.
-Compute nodes reach the attach protocol through ``NodeVolumes`` (``api.volume.VolumeAttacher``),
-each only for the boot volumes of the instances the conductor records on its host.
+Each status change runs in one store transaction and is then published. Attachment rows follow
+the attach protocol: reserved (the volume attaching) -> attached (in-use) <-> detaching; only
+attached and detaching ones are shown in a volume's ``attachments``. An orphan sweep frees the
+volumes of instances the conductor no longer knows. Compute nodes reach the attach protocol
+through ``NodeVolumes`` (``api.volume.VolumeAttacher``), each only for the boot volumes of the
+instances the conductor records on its host.
 
 Its API, the attach protocol, events and version history: ``api/volume.py``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import builtins
 import logging
-import os
 import secrets
-import shutil
-from asyncio.subprocess import DEVNULL, PIPE
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any, TypedDict
 
-from actors.nbd import NbdError, NbdServer, parse_listen
 from actors.orphans import ORPHAN_SWEEP_INTERVAL, sweep_orphans_forever
 from actors.placement import Placements, sees_for
+from actors.storage import StorageActor, qcow2_supported
 from api.volume import (
+    LOCAL_STORAGE,
     Attachment,
     AttachmentRecord,
     AttachStatus,
     Connected,
     Connection,
     Detached,
+    StoredVolume,
     Volume,
     VolumeAttacher,
     VolumeFormat,
     Volumes,
     VolumeStatus,
+    VolumeStorage,
 )
 from bus import Actor, AiostackError, Bus, Conflict, InvalidRequest, NotFound
 from runtime.config import Config
@@ -70,6 +72,8 @@ MIGRATIONS = [
     """,
     # 2: the NBD export of each attachment (its random name; '' where volumes are files only)
     "ALTER TABLE attachments ADD COLUMN export TEXT NOT NULL DEFAULT ''",
+    # 3: the storage host each volume's file is on ('' where there was one: the actor's own)
+    "ALTER TABLE volumes ADD COLUMN host TEXT NOT NULL DEFAULT ''",
 ]
 
 
@@ -89,6 +93,7 @@ class VolumeRow(TypedDict):
     fault: str | None
     created_at: str
     updated_at: str
+    host: str
 
 
 class AttachmentRow(TypedDict):
@@ -111,7 +116,7 @@ class AttachmentOfProject(AttachmentRow):
 DELETABLE = ("available", "error", "error_deleting")
 SHOWN_ATTACHMENTS = "attach_status IN ('attached', 'detaching')"
 ATTACHMENTS_OF = f"SELECT * FROM attachments WHERE volume_id = ? AND {SHOWN_ATTACHMENTS} ORDER BY attached_at"
-INTERNAL_FIELDS = ("path", "format")
+INTERNAL_FIELDS = ("path", "format", "host")
 
 # what the attach protocol does to attachment rows (reserved -> attached <-> detaching)
 RESERVE = "INSERT INTO attachments (id, volume_id, server_id, attach_status, export)"
@@ -123,8 +128,11 @@ BEGIN_DETACH = "UPDATE attachments SET attach_status = 'detaching' WHERE id = ?"
 ROLL_DETACHING = "UPDATE attachments SET attach_status = 'attached' WHERE volume_id = ?"
 DETACH = "DELETE FROM attachments WHERE id = ?"
 ATTACHMENT_TO = "SELECT id FROM attachments WHERE volume_id = ? AND server_id = ?"
-EXPORT_TO = "SELECT export FROM attachments WHERE volume_id = ? AND server_id = ?"
-EXPORT_RESERVED = "SELECT export FROM attachments WHERE volume_id = ? AND attach_status = 'reserved'"
+_EXPORT = (
+    "SELECT a.export, v.host FROM attachments a JOIN volumes v ON v.id = a.volume_id WHERE a.volume_id = ?"
+)
+EXPORT_TO = _EXPORT + " AND a.server_id = ?"
+EXPORT_RESERVED = _EXPORT + " AND a.attach_status = 'reserved'"
 
 # a change of a volume inside a transaction: gets the volume, answers its new status (None: same)
 Step = Callable[[Db, Volume], Awaitable[VolumeStatus | None]]
@@ -153,6 +161,7 @@ def _record(row: VolumeRow, attachments: list[AttachmentRow]) -> Volume:
         "status": row["status"],
         "format": row["format"],
         "path": row["path"],
+        "host": row["host"],
         "user_id": row["user_id"],
         "project_id": row["project_id"],
         "metadata": from_json(row["metadata"], {}),
@@ -173,6 +182,10 @@ def _record(row: VolumeRow, attachments: list[AttachmentRow]) -> Volume:
 def public_view(volume: Volume) -> dict[str, Any]:
     """The volume without the fields only the volume host needs (file path and format)."""
     return {key: value for key, value in volume.items() if key not in INTERNAL_FIELDS}
+
+
+def _stored(volume_id: str, volume_format: VolumeFormat) -> StoredVolume:
+    return {"volume_id": volume_id, "volume_format": volume_format}
 
 
 def _export_name() -> str:
@@ -196,44 +209,26 @@ def _scope(all_tenants: bool) -> tuple[str, tuple[Any, ...]]:
     return "v.project_id = ?", (ctx.project_id,)
 
 
-def _make_raw(path: Path, size_bytes: int) -> None:
-    """A new sparse file of ``size_bytes`` (blocking: run it in a thread)."""
-    with open(path, "xb"):
-        pass
-    os.truncate(path, size_bytes)
-
-
-async def _make_qcow2(qemu_img: str, path: Path, size_gib: int) -> None:
-    """``qemu-img create -f qcow2 PATH SIZEG``. :raises OSError: it failed or could not run."""
-    process = await asyncio.create_subprocess_exec(
-        qemu_img, "create", "-f", "qcow2", str(path), f"{size_gib}G", stdout=DEVNULL, stderr=PIPE
-    )
-    _, stderr = await process.communicate()
-    if process.returncode != 0:
-        raise OSError(
-            f"qemu-img create exited {process.returncode}: {stderr.decode(errors='replace').strip()}"
-        )
-
-
 class VolumeActor(Actor, Volumes):
     name = "volume"
     orphan_sweep_interval = ORPHAN_SWEEP_INTERVAL
 
-    def __init__(self, bus: Bus, config: Config, *, nbd_listen: str | None = None) -> None:
-        """``nbd_listen`` (``ADDRESS[:PORT]``): attach volumes as NBD exports served there
-        (``actors.nbd``), reachable from other hosts; without it, as files on this host."""
+    def __init__(
+        self, bus: Bus, config: Config, *, host: str = LOCAL_STORAGE, nbd_listen: str | None = None
+    ) -> None:
+        """``host``: the storage host this actor runs on (its volumes' files are made here, and
+        its ``StorageActor`` serves them); ``nbd_listen`` (``ADDRESS[:PORT]``): the files are
+        reached as NBD exports served there, from any host (``actors.nbd``), not as files."""
         super().__init__(bus)
+        self.host = host
         self.store = open_store(config, "volume", MIGRATIONS)
-        self.pool = config.data_dir / "volumes"
-        self.nbd = NbdServer(self.pool / "nbd", *parse_listen(nbd_listen)) if nbd_listen else None
+        self.storage = StorageActor(bus, config, host=host, nbd_listen=nbd_listen)
         self.serve(NodeVolumes(self, Placements(bus)))
 
     async def on_start(self) -> None:
-        self.pool.mkdir(parents=True, exist_ok=True)
+        await self.storage.start()
         await self.store.open()
-        if self.nbd is not None:
-            await self.nbd.start()
-            await self._match_exports()
+        await self._keep_exports()
         self.spawn(
             sweep_orphans_forever(
                 self.bus,
@@ -255,61 +250,47 @@ class VolumeActor(Actor, Volumes):
         return await self.detach_all(instance_uuid=instance_uuid)
 
     async def on_stop(self) -> None:
-        if self.nbd is not None:
-            await self.nbd.stop()
         await self.store.close()
+        await self.storage.stop()
 
-    # -- NBD exports ----------------------------------------------------------------------
+    # -- the storage hosts ----------------------------------------------------------------
 
-    async def _match_exports(self) -> None:
-        """Export every recorded attachment's volume, and nothing else (a restarted actor; the
-        daemon's exports outlive it)."""
-        assert self.nbd is not None
+    def _storage_of(self, host: str) -> VolumeStorage:
+        """The storage host a volume lives on (``''``: one of an earlier version, this host's)."""
+        return VolumeStorage.client(self.bus, host=host or self.host)
+
+    async def _keep_exports(self) -> None:
+        """Have this host's storage export every recorded attachment of its volumes, and nothing
+        else (a restarted actor: the daemon's exports outlive it)."""
         rows = await self.store.fetchall(
-            "SELECT a.export, v.path, v.format FROM attachments a JOIN volumes v ON v.id = a.volume_id"
-            " WHERE a.export != ''"
+            "SELECT a.export, v.id, v.format FROM attachments a JOIN volumes v ON v.id = a.volume_id"
+            " WHERE a.export != '' AND v.host IN (?, '')",
+            (self.host,),
         )
-        wanted = {row["export"]: row for row in rows}
-        for name in await self.nbd.exports() - set(wanted):
-            await self.nbd.unexport(name)
-        for name, row in wanted.items():
-            await self.nbd.export(name, row["path"], row["format"])
+        exports = {row["export"]: _stored(row["id"], row["format"]) for row in rows}
+        await self._storage_of(self.host).keep_exports(exports=exports)
 
     async def _connection(self, volume: Volume, export: str) -> Connection:
-        """How a node reaches the volume for the attachment whose export name is ``export``
-        (exported now if it is not yet). :raises NbdError: the daemon would not export it."""
-        if self.nbd is None or not export:
-            return {
-                "transport": "file",
-                "path": volume["path"],
-                "format": volume["format"],
-                "host": "",
-                "port": 0,
-                "export": "",
-            }
-        await self.nbd.export(export, volume["path"], volume["format"])
-        return {
-            "transport": "nbd",
-            "path": "",
-            "format": "raw",
-            "host": self.nbd.address,
-            "port": self.nbd.port,
-            "export": export,
-        }
+        """How a node reaches the volume for the attachment whose export name is ``export``.
 
-    async def _unexport(self, export: str | None) -> None:
-        """End an attachment's export (logged, not raised: the attachment is gone already; the
-        next start ends it if this failed)."""
-        if self.nbd is None or not export:
+        :raises Conflict: its storage host could not export it.
+        """
+        stored = _stored(volume["id"], volume["format"])
+        return await self._storage_of(volume["host"]).connect(volume=stored, export=export)
+
+    async def _unexport(self, export: tuple[str, str] | None) -> None:
+        """End an attachment's export, given as (name, storage host); logged, not raised: the
+        attachment is gone already, and its host's next start ends the export if this failed."""
+        if export is None or not export[0]:
             return
         try:
-            await self.nbd.unexport(export)
-        except (NbdError, OSError) as exc:
-            log.warning("volume: export %s not ended: %s", export[:5], exc)
+            await self._storage_of(export[1]).unexport(export=export[0])
+        except AiostackError as exc:
+            log.warning("volume: export %s on %s not ended: %s", export[0][:5], export[1], exc)
 
-    async def _export_of(self, sql: str, params: tuple[Any, ...]) -> str | None:
+    async def _export_of(self, sql: str, params: tuple[Any, ...]) -> tuple[str, str] | None:
         row = await self.store.fetchone(sql, params)
-        return row["export"] if row is not None else None
+        return (row["export"], row["host"]) if row is not None else None
 
     # -- helpers --------------------------------------------------------------------------
 
@@ -319,10 +300,6 @@ class VolumeActor(Actor, Volumes):
         await publish_event(
             self.bus, "volume", volume["id"], volume["project_id"], f"volume.{state['status']}", state
         )
-
-    def _fault(self, exc: OSError) -> str:
-        """What went wrong with a volume file, without the pool's path."""
-        return str(exc).replace(f"{self.pool}{os.sep}", "")
 
     async def _load(self, db: Db, volume_id: str) -> Volume:
         """A visible volume's record inside a transaction. :raises NotFound:"""
@@ -363,34 +340,30 @@ class VolumeActor(Actor, Volumes):
         metadata: dict[str, str] | None = None,
     ) -> Volume:
         """Make a volume of ``size`` GiB (``api.volume.Volumes.create``)."""
-        qemu_img = shutil.which("qemu-img") if volume_format == "qcow2" else None
-        if volume_format == "qcow2" and qemu_img is None:
+        if volume_format == "qcow2" and not qcow2_supported():  # made here: this host's storage
             raise InvalidRequest("qcow2 volumes need qemu-img, which is not installed on the volume host")
         ctx = caller()
         volume_id = new_uuid()
-        path = self.pool / f"{volume_id}.{volume_format}"
         now = utcnow()
         owner = (ctx.user_id, ctx.project_id) if ctx else (None, None)
-        row = (volume_id, name, description, size, volume_format, str(path), *owner, to_json(metadata or {}))
+        row = (volume_id, name, description, size, volume_format, "", *owner, to_json(metadata or {}))
         async with self.store.transaction() as db:
             await db.execute(
                 "INSERT INTO volumes (id, name, description, size, format, path, user_id, project_id,"
-                " metadata, status, created_at, updated_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'creating', ?, ?)",
-                (*row, now, now),
+                " metadata, status, host, created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'creating', ?, ?, ?)",
+                (*row, self.host, now, now),
             )
             volume = await self._load(db, volume_id)
         await self._publish(volume)
         try:
-            if qemu_img is not None:
-                await _make_qcow2(qemu_img, path, size)
-            else:
-                await asyncio.to_thread(_make_raw, path, size << 30)
-        except OSError as exc:
-            log.warning("volume %s: could not create %s: %s", volume_id, path, exc)
-            return await self._set_status(
-                volume_id, "error", f"could not create the volume file: {self._fault(exc)}"
+            path = await self._storage_of(self.host).make_file(
+                volume=_stored(volume_id, volume_format), size=size
             )
+        except AiostackError as exc:
+            log.warning("volume %s: could not create its file: %s", volume_id, exc)
+            return await self._set_status(volume_id, "error", f"could not create the volume file: {exc}")
+        await self.store.execute("UPDATE volumes SET path = ? WHERE id = ?", (path, volume_id))
         return await self._set_status(volume_id, "available")
 
     async def get(self, *, volume_id: str) -> Volume:
@@ -429,10 +402,10 @@ class VolumeActor(Actor, Volumes):
 
         volume = await self._change(volume_id, step)
         try:
-            await asyncio.to_thread(Path(volume["path"]).unlink, missing_ok=True)
-        except OSError as exc:
-            log.warning("volume %s: could not remove %s: %s", volume_id, volume["path"], exc)
-            fault = f"could not remove the volume file: {self._fault(exc)}"
+            await self._storage_of(volume["host"]).remove_file(volume=_stored(volume_id, volume["format"]))
+        except AiostackError as exc:
+            log.warning("volume %s: could not remove its file: %s", volume_id, exc)
+            fault = f"could not remove the volume file: {exc}"
             await self._set_status(volume_id, "error_deleting", fault)
             raise AiostackError(f"Volume {volume_id}: {fault}") from None
         await self.store.execute("DELETE FROM volumes WHERE id = ?", (volume_id,))
@@ -508,15 +481,15 @@ class VolumeActor(Actor, Volumes):
 
         :raises Conflict: the volume is not available, or could not be exported (it stays available).
         """
-        export = _export_name() if self.nbd is not None else ""
+        export = _export_name()
         volume = await self._move(
             volume_id, "available", "attaching", RESERVE, (new_uuid(), volume_id, instance_uuid, export)
         )
         try:
             connection = await self._connection(volume, export)
-        except (NbdError, OSError) as exc:
+        except AiostackError:
             await self.unreserve(volume_id=volume_id)
-            raise Conflict(f"Volume {volume_id} could not be exported: {exc}") from None
+            raise
         return {"volume": volume, "connection": connection}
 
     async def unreserve(self, *, volume_id: str) -> Volume:
@@ -540,8 +513,8 @@ class VolumeActor(Actor, Volumes):
         volume = await self._move(
             volume_id, "in-use", "detaching", BEGIN_DETACH, (), instance_uuid=instance_uuid
         )
-        export = await self._export_of(EXPORT_TO, (volume_id, instance_uuid)) or ""
-        return {"volume": volume, "connection": await self._connection(volume, export)}
+        export = await self._export_of(EXPORT_TO, (volume_id, instance_uuid))
+        return {"volume": volume, "connection": await self._connection(volume, export[0] if export else "")}
 
     async def roll_detaching(self, *, volume_id: str) -> Volume:
         """Detaching -> in-use; idempotent (``api.volume.VolumeAttachments.roll_detaching``)."""
@@ -563,7 +536,8 @@ class VolumeActor(Actor, Volumes):
         condition, params = _scope(all_tenants=True)
         async with self.store.transaction() as db:
             rows = await db.fetchall(
-                "SELECT DISTINCT v.id, a.export FROM volumes v JOIN attachments a ON a.volume_id = v.id"
+                "SELECT DISTINCT v.id, v.host, a.export"
+                " FROM volumes v JOIN attachments a ON a.volume_id = v.id"
                 f" WHERE a.server_id = ? AND {condition} ORDER BY v.id",
                 (instance_uuid, *params),
             )
@@ -579,7 +553,7 @@ class VolumeActor(Actor, Volumes):
                 )
                 volumes.append(await self._load(db, row["id"]))
         for row in rows:
-            await self._unexport(row["export"])
+            await self._unexport((row["export"], row["host"]))
         for volume in volumes:
             await self._publish(volume)
         return {"detached": [volume["id"] for volume in volumes]}

@@ -16,13 +16,15 @@ volume may be deleted again). Users see their project's volumes (another project
 
 Facets, by caller: ``VolumeAttacher`` (compute nodes, each as its own host:
 ``volume.host.<host>``, for the instances placed on it only), ``VolumeAttachments`` (the
-conductor: the whole attach protocol) and ``Volumes`` (the whole API, as the gateway reaches
-it: create, get, list, update, delete and more).
+conductor: the whole attach protocol), ``Volumes`` (the whole API, as the gateway reaches
+it: create, get, list, update, delete and more) and ``VolumeStorage`` (the volume actors: the
+files of the storage host a volume lives on, ``volume.storage.<host>``).
 
 Version history: 1 - initial; 2 - ``VolumeAttacher`` is served per calling host (the host from
 the subject, no longer ``attach_complete``'s body) and checked against the conductor's records;
 3 - a ``Connection`` says its ``transport``: a file, or an NBD export per attachment (a volume
-host with an NBD address), reached from any host.
+host with an NBD address), reached from any host; volumes live on storage hosts
+(``VolumeStorage``), each volume actor a replica over the shared records.
 
 Events (kind ``volume``, on ``evt.volume.<project>.<id>``): ``volume.<status>`` at every status
 change (``volume.deleted`` last), with the volume as users see it (no ``path``, no ``format``).
@@ -76,7 +78,8 @@ class AttachmentRecord(Attachment):
 
 class Volume(TypedDict):
     """A volume record: its own fields, Cinder's fixed ones, its attachments (attached or
-    detaching), and the volume host's ``path`` and ``format`` (the gateway does not show those)."""
+    detaching), and the storage host's ``host``, ``path`` and ``format`` (the gateway does not
+    show those)."""
 
     id: str
     name: str
@@ -85,6 +88,8 @@ class Volume(TypedDict):
     status: VolumeStatus
     format: VolumeFormat
     path: str
+    host: str
+    """The storage host its file is on (``VolumeStorage``)."""
     user_id: str | None
     project_id: str | None
     metadata: dict[str, str]
@@ -288,4 +293,58 @@ class Volumes(VolumeAttachments, address="volume"):
     ) -> list[Volume]:
         """The caller's volumes (every project's for an admin with ``all_tenants``; all for a
         service), newest first, filtered by ``name`` and ``status``."""
+        ...
+
+
+LOCAL_STORAGE = "local"
+"""The storage host of a one-machine cloud's volume actor (a cluster's: each controller's name)."""
+ExportName = Annotated[str, Meta(pattern=r"^e[0-9a-f]{24}$")]
+"""An attachment's NBD export name (``e`` and 96 random bits in hex)."""
+
+
+class StoredVolume(TypedDict):
+    """Which volume file a storage host is asked about: the volume's id and format."""
+
+    volume_id: Id
+    volume_format: VolumeFormat
+
+
+class VolumeStorage(ServiceAPI, address="volume.storage.{host}"):
+    """The files of one storage host (Cinder's volume service on a host, ``volume.storage.<host>``):
+    what the volume actors, on any controller, ask the host a volume lives on to do. Only volume
+    actors call it; each keeps the records, the storage host the files and their NBD exports."""
+
+    @call(idempotent=True)
+    async def make_file(self, *, volume: StoredVolume, size: Size) -> str:
+        """Make the volume's file (a sparse raw file, or qcow2 with ``qemu-img``); its path.
+
+        :raises Conflict: the file could not be made (the reason, without the pool's path).
+        """
+        ...
+
+    @call(idempotent=True)
+    async def remove_file(self, *, volume: StoredVolume) -> None:
+        """Remove the volume's file (nothing if it is gone).
+
+        :raises Conflict: the file could not be removed.
+        """
+        ...
+
+    @call(idempotent=True)
+    async def connect(self, *, volume: StoredVolume, export: ExportName | Literal[""]) -> Connection:
+        """How a node reaches the volume for one attachment: its NBD export ``export`` (made now
+        if it is not yet) where the host serves NBD, else its file (a node of this host only).
+
+        :raises Conflict: the export could not be made.
+        """
+        ...
+
+    @call(idempotent=True)
+    async def unexport(self, *, export: ExportName) -> None:
+        """End an attachment's export: its clients are cut off (nothing if there is none)."""
+        ...
+
+    @call(idempotent=True)
+    async def keep_exports(self, *, exports: dict[ExportName, StoredVolume]) -> None:
+        """Make the host's exports exactly these (a volume actor's start: the attachments it records)."""
         ...

@@ -8,7 +8,7 @@ against the same guests on one machine, remote volumes, and guests pinging acros
    PostgreSQL, two compute hosts running QEMU in their own namespaces, VXLAN between them) and a
    client on a third host: a warm-up boot on each compute host, then the same timed boots; two
    guests on a network of their own, one per host, ping each other (their consoles say whether
-   they were answered); a volume (a file on controller-1, reached over NBD) is attached live to a
+   they were answered); a volume (a file on a controller, reached over NBD) is attached live to a
    guest and detached ``--attaches`` (5) times, each attach timed until the volume is in-use.
 
 Goals (issue 15): remote boot p50 within 20% of the local one; live attach of a remote volume

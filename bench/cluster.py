@@ -19,8 +19,7 @@ within 60 s), instances not ACTIVE in the end, and the recovery: seconds from th
 the end of the last request that failed or took over a second. Goals: recovery ≤ 3 s, 0 events
 lost, 0 requests failed (and every instance ACTIVE, the audit clean).
 
-controller-1 is not the one killed: volume runs there only (it keeps volumes as files in its
-data directory), and the client reaches the cloud through its gateway.
+controller-1 is not the one killed: the client reaches the cloud through its gateway.
 
 Then ``--failure-boots`` (300) boots from the client host through ``deploy.failures``' sequence
 (controller-3 cut off, controller-2 killed and started again, controller-1's nats-server killed

@@ -161,7 +161,11 @@ def add_run_parser(commands: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--credentials", type=Path, help="this process's NATS user file (<data>/credentials/<user>.json)"
     )
-    parser.add_argument("--host", action="append", help="node: the compute host's name (repeat for several)")
+    parser.add_argument(
+        "--host",
+        action="append",
+        help="node: the compute host's name (repeat for several); volume: its storage host's name",
+    )
     parser.add_argument("--libvirt", action="append", help="node: libvirt URI, one per --host")
     parser.add_argument(
         "--nbd-listen",

@@ -4,8 +4,8 @@ then for each other host `aiostack cluster add NAME --role ...` there and `aiost
 on the host: controllers 2 and 3 (their nats-servers routed to controller-1's, replicas of
 ``CONTROLLER_PROCESSES``), and a node on each compute host; hosts left for clients. What
 `tests/test_cloud_across_hosts.py`, `tests/test_cluster_failures.py` and `bench/cluster.py`
-run. volume keeps its volumes in controller-1's data directory (volumes reached over the
-network are not built), so it runs there only.
+run. Each controller is a storage host: a volume lives on the one whose volume actor made it,
+and the nodes reach it over NBD.
 
     python -m deploy.cluster up [--computes 2] [--clients 1] [--guests 2]  # root; Ctrl-C tears down
 """

@@ -42,7 +42,7 @@ from api.image import ImageForNodes, Images
 from api.net import Net, NetForNodes
 from api.node import Node
 from api.scheduler import HEARTBEAT, Scheduler
-from api.volume import VolumeAttacher, Volumes
+from api.volume import VolumeAttacher, Volumes, VolumeStorage
 from bus.api import ServiceAPI, Topic, served_pattern, subjects
 from bus.bus import event_stream_name, inbox_prefix_for, read_credentials
 from bus.server import authorization_config
@@ -92,7 +92,9 @@ KINDS: dict[str, Kind] = {
     "image": Kind(serves=(Images, ImageForNodes), uses=placement.FACETS, events=("image",)),
     "net": Kind(serves=(Net, NetForNodes), uses=(*orphans.FACETS, *placement.FACETS), events=("port",)),
     "volume": Kind(
-        serves=(Volumes, VolumeAttacher), uses=(*orphans.FACETS, *placement.FACETS), events=("volume",)
+        serves=(Volumes, VolumeAttacher, VolumeStorage),
+        uses=(*orphans.FACETS, *placement.FACETS, VolumeStorage),
+        events=("volume",),
     ),
     "node": Kind(serves=(Node,), uses=node_peers.FACETS, host_events=("domain",), publishes=(HEARTBEAT,)),
     "gateway": Kind(uses=gateway_peers.FACETS, listens=(event_filter(),), reads_events=True),
@@ -126,6 +128,13 @@ class Principal:
     hosts: tuple[str, ...] = ()
 
 
+def served_by(facet: type[ServiceAPI], main: type[ServiceAPI]) -> type[ServiceAPI]:
+    """The facet whose address is the queue group ``facet`` arrives in, in a process whose first
+    facet is ``main``: main's (its own address, or a caller facet under it), or, for a facet on an
+    address of its own (a storage host's ``volume.storage.<host>``), itself: another actor serves it."""
+    return main if facet.address == main.address or facet.caller is not None else facet
+
+
 def permissions(principal: Principal, prefix: str) -> dict[str, Any]:
     """nats-server's permissions of one user, built from its kind's description."""
     if principal.kind == ADMIN:
@@ -154,9 +163,14 @@ def permissions(principal: Principal, prefix: str) -> dict[str, Any]:
     if kind.validates_tokens:
         subscribe.append(f"{prefix}.{REVOKED.pattern}")
     for host in hosts if kind.serves else ():
-        queue = served_pattern(kind.serves[0], host=host)
-        patterns = dict.fromkeys(served_pattern(facet, host=host) for facet in kind.serves)
-        subscribe += [f"{prefix}.rpc.{pattern}.* {queue}" for pattern in patterns]
+        main = kind.serves[0]
+        if not host and any("{" in facet.address for facet in kind.serves if facet.caller is None):
+            raise ValueError(f"user {principal.user}: a {principal.kind} process serves a host's address")
+        for pattern, queue in dict.fromkeys(
+            (served_pattern(facet, host=host), served_pattern(served_by(facet, main), host=host))
+            for facet in kind.serves
+        ):
+            subscribe.append(f"{prefix}.rpc.{pattern}.* {queue}")
     subscribe += [f"{prefix}.{subject}" for subject in kind.listens]
     result: dict[str, Any] = {"publish": {"allow": publish}, "subscribe": {"allow": subscribe}}
     if kind.serves:
@@ -177,8 +191,8 @@ def authorization(
     }
 
 
-CONTROLLER_PROCESSES = ("identity", "conductor", "scheduler", "image", "net", "gateway", "cluster")
-"""What every controller of a cluster runs (volume keeps its volumes on the first one's disk)."""
+CONTROLLER_PROCESSES = ("identity", "conductor", "scheduler", "image", "net", "volume", "gateway", "cluster")
+"""What every controller of a cluster runs (each one's volume actor is a storage host too)."""
 
 
 def member_user(process: str, host: str) -> str:
@@ -189,7 +203,10 @@ def member_user(process: str, host: str) -> str:
 def member_principals(host: str, role: Role) -> list[Principal]:
     """The bus users a host of a cluster gets when it joins as ``role``."""
     if role == "controller":
-        return [Principal(member_user(process, host), process) for process in CONTROLLER_PROCESSES]
+        return [
+            Principal(member_user(process, host), process, (host,) if process == "volume" else ())
+            for process in CONTROLLER_PROCESSES
+        ]
     return [
         Principal(member_user("node", host), "node", (host,)),
         Principal(member_user("agent", host), "agent", (host,)),

@@ -140,7 +140,11 @@ def host_specs(membership: Membership, args: argparse.Namespace, data_dir: Path)
             node += guest_args(args)
         return [ChildSpec(member_user("node", host), node)]
     listen = args.listen or f"{membership.address}:{GATEWAY_PORT}"
-    options = {"gateway": ("--listen", listen), "conductor": ("--task-timeout", str(args.task_timeout))}
+    options = {
+        "gateway": ("--listen", listen),
+        "conductor": ("--task-timeout", str(args.task_timeout)),
+        "volume": ("--host", host, "--nbd-listen", membership.address),  # each controller a storage host
+    }
     return [
         ChildSpec(member_user(process, host), (process, *options.get(process, ())))
         for process in CONTROLLER_PROCESSES

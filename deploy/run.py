@@ -61,8 +61,10 @@ def actor_factories(
         ]
     if name == "volume":
         from actors.volume import VolumeActor
+        from api.volume import LOCAL_STORAGE
 
-        return [partial(VolumeActor, bus, config, nbd_listen=args.nbd_listen)]
+        (host,) = args.host or [LOCAL_STORAGE]
+        return [partial(VolumeActor, bus, config, host=host, nbd_listen=args.nbd_listen)]
     if name == "conductor":
         from actors.conductor.actor import ConductorActor
 

@@ -38,6 +38,7 @@ import nats.errors
 from actors.identity.keys import KeyRepository
 from api.cluster import BusUser, Cluster
 from api.node import Node
+from api.volume import LOCAL_STORAGE
 from bus import TRANSIENT_ERRORS, AiostackError, Bus, EmbeddedNatsServer, NatsServerError
 from bus.api import liveness
 from deploy.clouds import write_client_files
@@ -65,9 +66,11 @@ class ChildSpec:
 
     @property
     def principal(self) -> Principal:
-        """Its NATS user; a node process's user serves its hosts."""
+        """Its NATS user; a node process's user serves its hosts, a volume process's its storage host."""
         kind = self.args[0]
         hosts = tuple(self.name.split("+")) if kind == "node" else ()
+        if kind == "volume":
+            hosts = (self.args[self.args.index("--host") + 1],)
         return Principal(self.user or self.name, kind, hosts)
 
 
@@ -162,7 +165,8 @@ def guest_args(args: argparse.Namespace) -> tuple[str, ...]:
 
 def child_specs(args: argparse.Namespace) -> list[ChildSpec]:
     """The processes of a one-machine cloud: every actor, the gateway, the nodes."""
-    specs = [ChildSpec(name, (name,)) for name in ("identity", "scheduler", "image", "net", "volume")]
+    specs = [ChildSpec(name, (name,)) for name in ("identity", "scheduler", "image", "net")]
+    specs.append(ChildSpec("volume", ("volume", "--host", LOCAL_STORAGE)))
     specs.insert(2, ChildSpec("conductor", ("conductor", "--task-timeout", str(args.task_timeout))))
     specs.append(ChildSpec("gateway", ("gateway", "--listen", args.listen)))
     hosts = [f"node-{number}" for number in range(1, args.nodes + 1)]
@@ -184,12 +188,14 @@ def child_specs(args: argparse.Namespace) -> list[ChildSpec]:
         specs.append(ChildSpec("+".join(group), tuple(node_args)))
     if getattr(args, "cluster", None):
         specs.insert(0, ChildSpec("cluster", ("cluster",)))
-        specs = [  # nodes on other hosts reach the volumes over NBD
-            dataclasses.replace(spec, args=("volume", "--nbd-listen", args.cluster))
-            if spec.name == "volume"
-            else spec
-            for spec in specs
-        ]
+        storage = (
+            "volume",
+            "--host",
+            args.host_name,
+            "--nbd-listen",
+            args.cluster,
+        )  # reached from every host
+        specs = [dataclasses.replace(spec, args=storage) if spec.name == "volume" else spec for spec in specs]
         specs = [
             spec
             if spec.args[0] == "node"

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from deploy.cluster import HarnessCloud, cloud_on_hosts, data_dir_of
+from deploy.credentials import CONTROLLER_PROCESSES
 from deploy.hosts import HarnessError
 from tests.test_aiostack_up import aiostack_up
 
@@ -58,9 +59,9 @@ async def test_hosts_join_once_per_token_and_removal_revokes_them() -> None:
             "compute-2": ("compute", "joined", True),
         }
         assert set(listed["controller-2"]["processes"]) == {
-            f"{process}@controller-2"
-            for process in ("identity", "conductor", "scheduler", "image", "net", "gateway", "cluster")
+            f"{process}@controller-2" for process in CONTROLLER_PROCESSES
         }
+        assert "volume" in CONTROLLER_PROCESSES  # every controller a storage host
         assert listed["compute-1"]["processes"] == {"compute-1": "running"}
 
         spare = cloud.hosts.hosts[cloud.clients[0]]

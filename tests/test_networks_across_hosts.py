@@ -8,9 +8,10 @@ A client on a third host registers the test guest, makes two networks with the s
 (10.77.0.30) on ``blue`` pinging A's address. Each guest reports on its console the address
 DHCP gave it (on every host, the host's own dnsmasq serves its own guests) and whether its
 pings were answered: A and B reach each other across hosts, C reaches nothing (the same
-addresses, another segment). A volume (a file on controller-1, served over NBD) is attached live
-to A, which writes to it; attaching it to B meanwhile is refused; detached from A and attached to
-B, it shows B what A wrote. Deleting the guests gives every DHCP port back; the audit is clean.
+addresses, another segment). A volume (a file on the controller that made it, served over NBD)
+is attached live to A, which writes to it; attaching it to B meanwhile is refused; detached from
+A and attached to B, it shows B what A wrote. Deleting the guests gives every DHCP port back;
+the audit is clean.
 """
 
 from __future__ import annotations
@@ -88,7 +89,7 @@ async def main():
         a, b = servers["a"]["id"], servers["b"]["id"]
         volume = await client.volumes.create(1, "moving")
         started = time.monotonic()
-        await client.servers.attach_volume(a, volume.id)  # live, over NBD from controller-1
+        await client.servers.attach_volume(a, volume.id)  # live, over NBD from its storage host
         attach_s = [time.monotonic() - started]
         written = await console_line(client, a, r"AIOSTACK-DISK-STAMPED name=(\\w+) stamp=(\\S+)")
         try:

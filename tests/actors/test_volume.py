@@ -18,7 +18,18 @@ from nats.aio.msg import Msg
 
 from actors.volume import VolumeActor
 from api.volume import Volume, Volumes
-from bus import AiostackError, Bus, Conflict, Context, InvalidRequest, NotFound, decode, request_scope
+from bus import (
+    AiostackError,
+    Bus,
+    Conflict,
+    Context,
+    EmbeddedNatsServer,
+    InvalidRequest,
+    NotFound,
+    decode,
+    request_scope,
+)
+from deploy.postgres import LocalPostgres
 from runtime.config import Config
 
 GIB = 1 << 30
@@ -520,5 +531,37 @@ async def test_with_an_nbd_address_each_attachment_gets_an_export_of_its_own_tha
         await acting(DEMO, volumes.unreserve(volume_id=volume["id"]))
         assert "read 512/512" not in _nbd_io(dict(again["connection"]), "read 0 512")
     finally:
-        assert actor.nbd is not None
-        await actor.nbd.stop(daemon=True)
+        assert actor.storage.nbd is not None
+        await actor.storage.nbd.stop(daemon=True)
+
+
+async def test_replicas_on_two_storage_hosts_share_the_records_and_each_keeps_its_own_files(
+    nats_server: EmbeddedNatsServer, postgres: LocalPostgres, tmp_path: Path
+) -> None:
+    """Two controllers' volume actors over one PostgreSQL: either answers for any volume, a volume's
+    file is made on the host whose replica created it, and removed there, whichever replica is asked."""
+    database = await postgres.create_database("test_volume_replicas")
+    replicas, buses = [], []
+    for host in ("host-a", "host-b"):
+        bus = await Bus.connect(nats_server.url, name=f"volume-{host}")
+        config = Config(data_dir=tmp_path / host, nats_url=nats_server.url, database=database)
+        replica = VolumeActor(bus, config, host=host)
+        await replica.start()
+        replicas.append(replica)
+        buses.append(bus)
+    try:
+        volumes = Volumes.client(buses[0])
+        made = [await acting(DEMO, volumes.create(size=1)) for _ in range(12)]
+        by_host = {host: [v for v in made if v["host"] == host] for host in ("host-a", "host-b")}
+        assert by_host["host-a"] and by_host["host-b"], by_host  # the queue group spread them
+        for volume in made:
+            assert Path(volume["path"]).parent == tmp_path / volume["host"] / "volumes"
+            assert os.path.getsize(volume["path"]) == GIB
+        for volume in made:  # through the other replica's connection: routed to the file's host
+            await acting(DEMO, Volumes.client(buses[1]).delete(volume_id=volume["id"]))
+            assert not Path(volume["path"]).exists()
+        assert await acting(DEMO, volumes.list()) == []
+    finally:
+        for replica, bus in zip(replicas, buses, strict=True):
+            await replica.stop()
+            await bus.close()

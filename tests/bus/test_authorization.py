@@ -21,7 +21,8 @@ from bus.bus import BusAuthFailed, read_credentials
 from deploy.credentials import ADMIN, Credentials, Principal, prepare
 
 PROCESSES = [
-    *(Principal(kind, kind) for kind in ("identity", "conductor", "scheduler", "image", "net", "volume")),
+    *(Principal(kind, kind) for kind in ("identity", "conductor", "scheduler", "image", "net")),
+    Principal("volume", "volume", ("local",)),
     Principal("gateway", "gateway"),
     Principal("node-1", "node", ("node-1",)),
     Principal("node-2", "node", ("node-2",)),

@@ -48,6 +48,7 @@ async def test_the_node_answers_its_typed_client(cloud, api: Api, bus: Bus) -> N
         await node.get_console_output(instance_uuid=server_id)
 
 
+ISCSI = {"transport": "iscsi"}
 RAW = {"transport": "file", "path": "/volumes/v-1.raw", "format": "raw", "host": "", "port": 0, "export": ""}
 VMDK = {**RAW, "format": "vmdk"}
 
@@ -60,8 +61,9 @@ VMDK = {**RAW, "format": "vmdk"}
         ("stop_instance", {"instance_uuid": 7}, "`$.instance_uuid`"),
         ("terminate_instance", {"instance_uuid": None}, "`$.instance_uuid`"),
         ("get_console_output", {"length": -1}, "`$.length`"),
-        ("attach_volume", {"volume_id": "v-1", "connection": {"format": "raw"}}, "`path`"),
+        ("attach_volume", {"volume_id": "v-1", "connection": {**RAW, "path": None}}, "`$.connection.path`"),
         ("attach_volume", {"volume_id": "v", "connection": VMDK}, "`$.connection.format`"),
+        ("attach_volume", {"volume_id": "v", "connection": {**RAW, **ISCSI}}, "`$.connection.transport`"),
         ("attach_volume", {"volume_id": "v-1", "connection": RAW, "device": "/dev/../x"}, "`$.device`"),
         ("detach_volume", {"volume_id": "v-1"}, "`connection`"),
         ("start_instance", {"force": True}, "`force`"),
