@@ -32,7 +32,6 @@ import json
 import statistics
 import tempfile
 import time
-from dataclasses import asdict
 from typing import Any
 
 from aiostack.client import Client
@@ -46,22 +45,12 @@ BOOT_GOAL = 1.2
 ATTACH_GOAL_S = 2.0
 
 REMOTE = """
-import asyncio, json, os, re, sys, time
-from pathlib import Path
+import asyncio, json, os, sys, time
 from aiostack.client import Client
-from deploy.testguest import TestGuest, register_test_guest, register_variant
+from deploy.testguest import TestGuest, console_match, register_test_guest, register_variant
 
 url, guest_json, boots, attaches = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-fields = json.loads(guest_json)
-guest = TestGuest(**{k: Path(v) if k in ("kernel", "initrd", "disk") else v for k, v in fields.items()})
-
-async def console_line(client, server_id, pattern):
-    output = ""
-    async with asyncio.timeout(150):
-        while not (found := re.search(pattern, output)):
-            await asyncio.sleep(0.5)
-            output = await client.console_output(server_id)
-    return found
+guest = TestGuest.from_json(guest_json)
 
 async def timed_boot(client, name, image="test-guest", networks=None):
     started = time.perf_counter()
@@ -104,7 +93,7 @@ async def main():
                 client, name, image, [{"uuid": network["id"], "fixed_ip": address}])
         report["ping_hosts"] = sorted(g["OS-EXT-SRV-ATTR:host"] for g in guests.values())
         report["pings"] = [
-            (await console_line(client, g["id"], r"AIOSTACK-PING to=\\S+ result=(\\w+)"))[1]
+            (await console_match(client, g["id"], r"AIOSTACK-PING to=\\S+ result=(\\w+)"))[1]
             for g in guests.values()]
 
         volume = await client.volumes.create(1, "bench-volume")
@@ -151,7 +140,7 @@ async def local_boots(data_dir: str, boots: int) -> list[float]:
 
 async def remote_report(boots: int, attaches: int) -> dict[str, Any]:
     guest = await asyncio.to_thread(build_test_guest, default_cache_dir())
-    fields = json.dumps({key: str(value) for key, value in asdict(guest).items()})
+    fields = guest.to_json()
     async with cloud_on_hosts(computes=2, clients=1, guests=2) as cloud:
         client = cloud.hosts.hosts[cloud.clients[0]]
         env = {**os.environ, "ADMIN_PASSWORD": cloud.admin_password}

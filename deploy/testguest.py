@@ -151,6 +151,33 @@ class TestGuest:
     cmdline: str
     kernel_version: str
 
+    def to_json(self) -> str:
+        """The guest as JSON (handed to a script run on another host of the harness)."""
+        return json.dumps({field.name: str(getattr(self, field.name)) for field in fields(self)})
+
+    @classmethod
+    def from_json(cls, text: str) -> TestGuest:
+        given = json.loads(text)
+        return cls(
+            Path(given["kernel"]),
+            Path(given["initrd"]),
+            Path(given["disk"]),
+            given["cmdline"],
+            given["kernel_version"],
+        )
+
+
+async def console_match(
+    client: Client, server_id: str, pattern: str, timeout: float = 150.0
+) -> re.Match[str]:
+    """Read a server's console (``os-getConsoleOutput``) until ``pattern`` matches; the match."""
+    output = ""
+    async with asyncio.timeout(timeout):
+        while not (found := re.search(pattern, output)):
+            await asyncio.sleep(0.5)
+            output = await client.console_output(server_id)
+    return found
+
 
 def default_cache_dir() -> Path:
     """``$AIOSTACK_GUEST_CACHE``, else ``~/.cache/aiostack/testguest``."""

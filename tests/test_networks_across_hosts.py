@@ -19,34 +19,22 @@ from __future__ import annotations
 import json
 import os
 import sys
-from dataclasses import asdict
-from typing import Any
 
 import pytest
 
 from deploy.cluster import cloud_on_hosts
-from deploy.testguest import build_test_guest, default_cache_dir
+from deploy.testguest import TestGuest, build_test_guest, default_cache_dir
 
 CLIENT = """
-import asyncio, json, os, re, sys, time
-from pathlib import Path
+import asyncio, json, os, sys, time
 from aiostack import ApiError
 from aiostack.client import Client
-from deploy.testguest import TestGuest, register_test_guest, register_variant
+from deploy.testguest import TestGuest, console_match, register_test_guest, register_variant
 
 url, guest_json = sys.argv[1:3]
-fields = json.loads(guest_json)
-guest = TestGuest(**{k: Path(v) if k in ("kernel", "initrd", "disk") else v for k, v in fields.items()})
+guest = TestGuest.from_json(guest_json)
 GUESTS = {"a": ("red", "10.77.0.10", "10.77.0.20"), "b": ("red", "10.77.0.20", "10.77.0.10"),
           "c": ("blue", "10.77.0.30", "10.77.0.10")}
-
-async def console_line(client, server_id, pattern):
-    output = ""
-    async with asyncio.timeout(150):
-        while not (found := re.search(pattern, output)):
-            await asyncio.sleep(1)
-            output = await client.console_output(server_id)
-    return found
 
 async def boot(client, networks, images, name):
     network, address, _ = GUESTS[name]
@@ -77,21 +65,19 @@ async def main():
                 "network_id": network["id"], "cidr": "10.77.0.0/24", "ip_version": 4}})
             networks[name] = network["id"]
         servers = {"a": await boot(client, networks, images, "a")}
-        await console_line(client, servers["a"]["id"], r"AIOSTACK-READY")
+        await console_match(client, servers["a"]["id"], r"AIOSTACK-READY")
         servers["b"] = await boot(client, networks, images, "b")
         servers["c"] = await boot(client, networks, images, "c")
         for name, server in servers.items():
-            report[name] = {
-                "host": server["OS-EXT-SRV-ATTR:host"],
-                "ip": (await console_line(client, server["id"], r"AIOSTACK-IP dev=eth0 addr=([0-9.]+)/"))[1],
-                "ping": (await console_line(client, server["id"], r"AIOSTACK-PING to=\\S+ result=(\\w+)"))[1],
-            }
+            address = await console_match(client, server["id"], r"AIOSTACK-IP dev=eth0 addr=([0-9.]+)/")
+            ping = await console_match(client, server["id"], r"AIOSTACK-PING to=\\S+ result=(\\w+)")
+            report[name] = {"host": server["OS-EXT-SRV-ATTR:host"], "ip": address[1], "ping": ping[1]}
         a, b = servers["a"]["id"], servers["b"]["id"]
         volume = await client.volumes.create(1, "moving")
         started = time.monotonic()
         await client.servers.attach_volume(a, volume.id)  # live, over NBD from its storage host
         attach_s = [time.monotonic() - started]
-        written = await console_line(client, a, r"AIOSTACK-DISK-STAMPED name=(\\w+) stamp=(\\S+)")
+        written = await console_match(client, a, r"AIOSTACK-DISK-STAMPED name=(\\w+) stamp=(\\S+)")
         try:
             await client.servers.attach_volume(b, volume.id)
             refused = None
@@ -101,7 +87,7 @@ async def main():
         started = time.monotonic()
         await client.servers.attach_volume(b, volume.id)
         attach_s.append(time.monotonic() - started)
-        read = await console_line(client, b, r"AIOSTACK-DISK-HEAD name=(\\w+) head=(\\S*)")
+        read = await console_match(client, b, r"AIOSTACK-DISK-HEAD name=(\\w+) head=(\\S*)")
         await client.servers.detach_volume(b, volume.id)
         await client.volumes.delete(volume.id)
         report["volume"] = {"written": written[2], "read": read[2], "second_attach": refused,
@@ -122,19 +108,18 @@ asyncio.run(main())
 
 
 @pytest.fixture(scope="module")
-def guest_fields() -> dict[str, Any]:
-    guest = build_test_guest(default_cache_dir())
-    return {key: str(value) for key, value in asdict(guest).items()}
+def test_guest() -> TestGuest:
+    return build_test_guest(default_cache_dir())
 
 
 async def test_guests_on_two_hosts_share_their_network_not_anothers_and_a_volume_moves_between_them(
-    guest_fields: dict[str, Any],
+    test_guest: TestGuest,
 ) -> None:
     async with cloud_on_hosts(computes=2, clients=1, guests=2) as cloud:
         client = cloud.hosts.hosts[cloud.clients[0]]
         env = {**os.environ, "ADMIN_PASSWORD": cloud.admin_password}
         output = await client.run(
-            sys.executable, "-c", CLIENT, cloud.url, json.dumps(guest_fields), timeout=600, env=env
+            sys.executable, "-c", CLIENT, cloud.url, test_guest.to_json(), timeout=600, env=env
         )
         report = json.loads([line for line in output.splitlines() if line.startswith("{")][-1])
         assert {report[name]["ip"] for name in "abc"} == {"10.77.0.10", "10.77.0.20", "10.77.0.30"}, report
