@@ -5,7 +5,7 @@ Runs, each with real processes:
 * **one machine**: `aiostack up --nodes 3` (embedded nats-server, sqlite);
 * **the harness** (`deploy.cluster.cloud_on_hosts`), built by joining: PostgreSQL on a database
   host, `up --cluster` on controller-1, controllers 2 and 3 joined (their nats-servers routed to
-  it, TLS; replicas of identity, conductor, scheduler, image, net, cluster and the gateway), 3 compute
+  it, TLS; replicas of identity, conductor, scheduler, image, net, volume, cluster and the gateway), 3 compute
   hosts joined with a node each; a client host;
 
 and measures from a client (on the client host for the harness): boot p50 (POST to the

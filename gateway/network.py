@@ -26,7 +26,7 @@ from api.net import Network as NetworkRecord
 from api.net import Port as PortRecord
 from api.net import Subnet as SubnetRecord
 from bus import NotFound
-from gateway.http import client, json_response, no_content
+from gateway.http import client, context_of, json_response, no_content
 from gateway.routing import Body, Link, OpenRequest, Query, Reply, Request, Routes, Time
 
 BASE = "/network/v2.0"
@@ -120,14 +120,30 @@ class Network(Body):
     tags: list[str]
     created_at: Time
     updated_at: Time
+    provider_network_type: str | UnsetType = msgspec.field(default=UNSET, name="provider:network_type")
+    """Neutron's provider extension, shown to admins only: ``vxlan``; its VNI; no physical network."""
+    provider_segmentation_id: int | UnsetType = msgspec.field(default=UNSET, name="provider:segmentation_id")
+    provider_physical_network: UnsetType | None = msgspec.field(
+        default=UNSET, name="provider:physical_network"
+    )
 
 
 class NetworkShown(Body):
     network: Network
 
 
-def network_view(network: NetworkRecord) -> Network:
+def network_view(request: web.Request, network: NetworkRecord) -> Network:
+    provider = (
+        {
+            "provider_network_type": network["provider:network_type"],
+            "provider_segmentation_id": network["provider:segmentation_id"],
+            "provider_physical_network": None,
+        }
+        if context_of(request).is_admin
+        else {}
+    )
     return Network(
+        **provider,
         id=network["id"],
         name=network["name"],
         project_id=network["project_id"],
@@ -584,7 +600,7 @@ async def list_networks(request: web.Request, query: NetworkQuery) -> web.Respon
     networks = await client(request, Net).list_networks(
         name=_one(query, "name"), shared=_one(query, "shared"), project_id=_one(query, "project_id")
     )
-    return json_response(NetworkList(networks=_listed([network_view(n) for n in networks], query)))
+    return json_response(NetworkList(networks=_listed([network_view(request, n) for n in networks], query)))
 
 
 @routes.post(
@@ -603,13 +619,13 @@ async def create_network(request: web.Request, body: NetworkCreateRequest) -> we
         mtu=asked.mtu,
         description=asked.description,
     )
-    return json_response(NetworkShown(network=network_view(network)), status=201)
+    return json_response(NetworkShown(network=network_view(request, network)), status=201)
 
 
 @routes.get(NETWORK, "Show a network", replies=[Reply(200, NetworkShown, "The network.")], errors=(404,))
 async def show_network(request: web.Request) -> web.Response:
     network = await client(request, Net).get_network(network_id=request.match_info["network_id"])
-    return json_response(NetworkShown(network=network_view(network)))
+    return json_response(NetworkShown(network=network_view(request, network)))
 
 
 @routes.put(
@@ -624,7 +640,7 @@ async def update_network(request: web.Request, body: NetworkUpdateRequest) -> we
     network = await client(request, Net).update_network(
         network_id=request.match_info["network_id"], **_changes(body.network)
     )
-    return json_response(NetworkShown(network=network_view(network)))
+    return json_response(NetworkShown(network=network_view(request, network)))
 
 
 @routes.delete(

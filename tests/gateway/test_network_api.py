@@ -88,6 +88,20 @@ async def test_demo_sees_the_default_network(demo: Any) -> None:
     assert status == 200 and body["subnets"] == [{"cidr": "10.20.0.0/16", "gateway_ip": "10.20.0.1"}]
 
 
+async def test_admins_see_each_networks_vxlan_segment_members_do_not(demo: Any) -> None:
+    network = await create(demo, NETWORKS, "network", {"name": "segmented"})
+    assert not any(key.startswith("provider:") for key in network), network
+    admin = type(demo)(demo.session, demo.base_url)
+    await admin.login("admin", ADMIN_PASSWORD, project="admin")
+    status, body = await admin.get(f"{NETWORKS}/{network['id']}")
+    assert status == 200, body
+    shown = body["network"]
+    assert (shown["provider:network_type"], shown["provider:physical_network"]) == ("vxlan", None)
+    status, body = await admin.get(NETWORKS)
+    segments = [n["provider:segmentation_id"] for n in body["networks"]]
+    assert shown["provider:segmentation_id"] in segments and len(set(segments)) == len(segments) >= 2
+
+
 async def test_network_subnet_and_port_lifecycle(demo: Any) -> None:
     network = await create(demo, NETWORKS, "network", {"name": "web", "admin_state_up": True})
     assert (
