@@ -6,13 +6,15 @@ writes ``tempest.conf`` from what the cloud serves (the identity endpoint, admin
 images, flavors and default network, the Neutron extensions; feature flags from the routes in its
 ``/openapi.json``: what aiostack does not serve is switched off, so Tempest skips rather than
 times out where it reads a flag), runs exactly the required tests of
-``/work/shared/interop/os-powered-compute-required.tsv`` (matched by their idempotent ids) with
-``tempest run --load-list``, and reads the subunit stream into one line per capability.
+``/work/shared/interop/os-powered-compute-required.tsv`` (matched by name, else by idempotent id
+where Tempest renamed a class) with ``tempest run --load-list``, and reads the subunit stream into
+one line per capability. Failures are grouped by the last HTTP error each test got (tempest.log)
+or else by the line of its traceback that says why: what to build first.
 
-A required test that never ran (its class's ``setUpClass`` failed) counts as failed, with that
-failure as its reason. Skipped tests count against the goal as RefStack counts them: the goal is
-at least 95% of the 214 required tests passed. Prints the table, the most common failure reasons,
-``N passed, N failed, N skipped`` and one RESULT line last.
+A required test that never ran counts as its class's ``setUpClass`` did: failed (with that failure
+as its reason) or skipped (a feature flag off). Skipped tests count against the goal as RefStack
+counts them: the goal is at least 95% of the 214 required tests passed. Prints the table, the
+most common failure causes, ``N passed, N failed, N skipped`` and one RESULT line last.
 
     python bench/interop.py [--guideline TSV] [--concurrency 2] [--keep DIR] [--filter REGEX]
 """
