@@ -76,9 +76,12 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
 
 
 async def _add_request_id(request: web.Request, response: web.StreamResponse) -> None:
-    """Every answer names its request id, streamed ones (downloads, websockets) too."""
+    """Every answer names its request id, streamed ones (downloads, websockets) too; compute's
+    under Nova's own name as well (``x-compute-request-id``)."""
     if REQUEST_ID in request:
         response.headers["x-openstack-request-id"] = request[REQUEST_ID]
+        if service_of(request.path) == "compute":
+            response.headers["x-compute-request-id"] = request[REQUEST_ID]
 
 
 INSIDE: tuple[tuple[type[AiostackError] | tuple[type[AiostackError], ...], str], ...] = (

@@ -143,8 +143,10 @@ class _Schemas:
         return {name: schema for name, schema in self.components.items() if name not in self.parameter_types}
 
 
-def _response(reply: Reply, schemas: _Schemas, version_headers: dict[str, Schema]) -> Schema:
+def _response(reply: Reply, schemas: _Schemas, version_headers: dict[str, Schema], service: str) -> Schema:
     headers: dict[str, Schema] = {"x-openstack-request-id": REQUEST_ID}
+    if service == "compute":
+        headers["x-compute-request-id"] = REQUEST_ID
     headers |= {name: _header(description) for name, description in reply.headers.items()}
     headers |= version_headers
     answer: Schema = {"description": reply.description or HTTPStatus(reply.status).phrase, "headers": headers}
@@ -185,7 +187,8 @@ def _registered_operation(route: Route, schemas: _Schemas) -> Schema:
         version_parameters, version_headers = _microversion_headers(route.service)
         parameters += version_parameters
     responses: dict[str, Schema] = {
-        str(reply.status): _response(reply, schemas, version_headers) for reply in route.replies
+        str(reply.status): _response(reply, schemas, version_headers, route.service)
+        for reply in route.replies
     }
     for status in route.error_statuses(microversioned):
         responses[str(status)] = _error_response(route, status, schemas)

@@ -89,8 +89,12 @@ class Volume(Body):
     source_volid: str | None
     created_at: Time
     updated_at: Time
-    tenant_id: str | None = msgspec.field(name="os-vol-tenant-attr:tenant_id")
     links: list[Link]
+    replication_status: None = None
+    consistencygroup_id: None = None
+    migration_status: None = None
+    tenant_id: str | UnsetType | None = msgspec.field(default=UNSET, name="os-vol-tenant-attr:tenant_id")
+    """Shown by show and list, as Cinder's tenant-attribute extension does; not by create or update."""
     fault: str | UnsetType = UNSET
     """What went wrong with the volume's file."""
 
@@ -128,7 +132,8 @@ def _links(request: web.Request, project_id: str, volume_id: str) -> list[Link]:
     return [Link(rel="self", href=href)]
 
 
-def volume_view(request: web.Request, project_id: str, volume: Record) -> Volume:
+def volume_view(request: web.Request, project_id: str, volume: Record, *, shown: bool = True) -> Volume:
+    """The volume; ``shown``: as show and list answer it (with its project), else as create and update."""
     return Volume(
         id=volume["id"],
         name=volume["name"],
@@ -147,7 +152,7 @@ def volume_view(request: web.Request, project_id: str, volume: Record) -> Volume
         source_volid=volume["source_volid"],
         created_at=volume["created_at"],
         updated_at=volume["updated_at"],
-        tenant_id=volume["project_id"],
+        tenant_id=volume["project_id"] if shown else UNSET,
         fault=volume["fault"] or UNSET,
         links=_links(request, project_id, volume["id"]),
     )
@@ -209,7 +214,9 @@ async def create_volume(request: web.Request, body: VolumeCreateRequest) -> web.
         description=asked.description or "",
         metadata=asked.metadata,
     )
-    return json_response(VolumeShown(volume=volume_view(request, project_id, volume)), status=202)
+    return json_response(
+        VolumeShown(volume=volume_view(request, project_id, volume, shown=False)), status=202
+    )
 
 
 @routes.get(
@@ -243,7 +250,7 @@ async def update_volume(request: web.Request, body: VolumeUpdateRequest) -> web.
         name=given(asked.name),
         description=given(asked.description),
     )
-    return json_response(VolumeShown(volume=volume_view(request, project_id, volume)))
+    return json_response(VolumeShown(volume=volume_view(request, project_id, volume, shown=False)))
 
 
 @routes.delete(

@@ -91,6 +91,7 @@ FORBIDDEN_HEADERS = frozenset(
 )  # fmt: skip
 RESPONSE_HEADERS = (
     "x-openstack-request-id",
+    "x-compute-request-id",
     "Location",
     "OpenStack-API-Version",
     "X-OpenStack-Nova-API-Version",

@@ -213,6 +213,13 @@ async def test_the_document_is_served_without_a_token(gateway: Gateway) -> None:
         assert await response.json() == json.loads(json.dumps(gateway.document))
 
 
+async def test_compute_answers_name_the_request_under_novas_header_too(gateway: Gateway) -> None:
+    async with gateway.session.get(gateway.base_url + "/compute/v2.1/flavors") as response:
+        assert response.headers["x-compute-request-id"] == response.headers["x-openstack-request-id"]
+    async with gateway.session.get(gateway.base_url + "/image/v2/images") as response:
+        assert "x-compute-request-id" not in response.headers
+
+
 async def test_version_documents_and_auth_errors_match(gateway: Gateway) -> None:
     for template, status in (
         ("/identity", 300),

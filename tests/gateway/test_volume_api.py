@@ -31,9 +31,14 @@ DETAIL_KEYS = {
     "source_volid",
     "created_at",
     "updated_at",
+    "replication_status",
+    "consistencygroup_id",
+    "migration_status",
     "os-vol-tenant-attr:tenant_id",
     "links",
 }
+CREATED_KEYS = DETAIL_KEYS - {"os-vol-tenant-attr:tenant_id"}
+"""Cinder's create and update answers: the detail without the tenant-attribute extension's field."""
 
 
 @pytest.fixture
@@ -63,11 +68,15 @@ async def test_create_show_list_update_delete(volume_api: Any, config: Config) -
     pid = volume_api.project_id
     status, body = await volume_api.post(volumes_path(pid), {"volume": {"size": 1, "name": "data"}})
     assert status == 202, body
+    created = body["volume"]
+    assert set(created) == CREATED_KEYS
+    assert (created["replication_status"], created["consistencygroup_id"]) == (None, None)
+    status, body = await volume_api.get(volumes_path(pid, f"/{created['id']}"))
     volume = body["volume"]
-    assert set(volume) == DETAIL_KEYS
+    assert status == 200 and set(volume) == DETAIL_KEYS
+    assert volume == {**created, "os-vol-tenant-attr:tenant_id": pid}
     assert (volume["size"], volume["name"], volume["status"]) == (1, "data", "available")
     assert volume["bootable"] == "false" and volume["attachments"] == [] and volume["metadata"] == {}
-    assert volume["os-vol-tenant-attr:tenant_id"] == pid
     [link] = volume["links"]
     assert link["rel"] == "self" and link["href"].endswith(volumes_path(pid, f"/{volume['id']}"))
     assert pool_files(config) == [f"{volume['id']}.raw"]
