@@ -422,6 +422,30 @@ class NetworkList(Body):
     networks: list[NetworkFields]  # made by _partial: ``fields`` may trim it
 
 
+class ShowQuery(Query):
+    """What showing one resource takes: ``fields`` (others are ignored)."""
+
+    fields: Fields = []
+
+
+class NetworkTrimmed(Body):
+    network: NetworkFields  # as shown with ``fields``
+
+
+class SubnetTrimmed(Body):
+    subnet: SubnetFields
+
+
+class PortTrimmed(Body):
+    port: PortFields
+
+
+def _trimmed(shown: Body, query: ShowQuery) -> Any:
+    """One resource, trimmed to ``fields`` when given."""
+    item = msgspec.to_builtins(shown)
+    return {key: item[key] for key in query.fields if key in item} if query.fields else item
+
+
 class SubnetList(Body):
     subnets: list[SubnetFields]
 
@@ -622,10 +646,16 @@ async def create_network(request: web.Request, body: NetworkCreateRequest) -> we
     return json_response(NetworkShown(network=network_view(request, network)), status=201)
 
 
-@routes.get(NETWORK, "Show a network", replies=[Reply(200, NetworkShown, "The network.")], errors=(404,))
-async def show_network(request: web.Request) -> web.Response:
+@routes.get(
+    NETWORK,
+    "Show a network",
+    query=ShowQuery,
+    replies=[Reply(200, NetworkTrimmed, "The network (its ``fields`` only, when given).")],
+    errors=(404,),
+)
+async def show_network(request: web.Request, query: ShowQuery) -> web.Response:
     network = await client(request, Net).get_network(network_id=request.match_info["network_id"])
-    return json_response(NetworkShown(network=network_view(request, network)))
+    return json_response({"network": _trimmed(network_view(request, network), query)})
 
 
 @routes.put(
@@ -693,10 +723,16 @@ async def create_subnet(request: web.Request, body: SubnetCreateRequest) -> web.
     return json_response(SubnetShown(subnet=subnet_view(subnet)), status=201)
 
 
-@routes.get(SUBNET, "Show a subnet", replies=[Reply(200, SubnetShown, "The subnet.")], errors=(404,))
-async def show_subnet(request: web.Request) -> web.Response:
+@routes.get(
+    SUBNET,
+    "Show a subnet",
+    query=ShowQuery,
+    replies=[Reply(200, SubnetTrimmed, "The subnet (its ``fields`` only, when given).")],
+    errors=(404,),
+)
+async def show_subnet(request: web.Request, query: ShowQuery) -> web.Response:
     subnet = await client(request, Net).get_subnet(subnet_id=request.match_info["subnet_id"])
-    return json_response(SubnetShown(subnet=subnet_view(subnet)))
+    return json_response({"subnet": _trimmed(subnet_view(subnet), query)})
 
 
 @routes.delete(
@@ -752,10 +788,16 @@ async def create_port(request: web.Request, body: PortCreateRequest) -> web.Resp
     return json_response(PortShown(port=port_view(port)), status=201)
 
 
-@routes.get(PORT, "Show a port", replies=[Reply(200, PortShown, "The port.")], errors=(404,))
-async def show_port(request: web.Request) -> web.Response:
+@routes.get(
+    PORT,
+    "Show a port",
+    query=ShowQuery,
+    replies=[Reply(200, PortTrimmed, "The port (its ``fields`` only, when given).")],
+    errors=(404,),
+)
+async def show_port(request: web.Request, query: ShowQuery) -> web.Response:
     port = await client(request, Net).get_port(port_id=request.match_info["port_id"])
-    return json_response(PortShown(port=port_view(port)))
+    return json_response({"port": _trimmed(port_view(port), query)})
 
 
 @routes.put(

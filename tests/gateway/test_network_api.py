@@ -88,6 +88,26 @@ async def test_demo_sees_the_default_network(demo: Any) -> None:
     assert status == 200 and body["subnets"] == [{"cidr": "10.20.0.0/16", "gateway_ip": "10.20.0.1"}]
 
 
+async def test_showing_one_resource_with_fields_shows_only_those(demo: Any) -> None:
+    network = await create(demo, NETWORKS, "network", {"name": "trimmed"})
+    subnet = await create(
+        demo, SUBNETS, "subnet", {"network_id": network["id"], "cidr": "10.9.8.0/24", "ip_version": 4}
+    )
+    port = await create(demo, PORTS, "port", {"network_id": network["id"]})
+    for path, key, fields in (
+        (f"{NETWORKS}/{network['id']}", "network", ["id", "name"]),
+        (f"{SUBNETS}/{subnet['id']}", "subnet", ["cidr"]),
+        (f"{PORTS}/{port['id']}", "port", ["mac_address", "fixed_ips"]),
+    ):
+        status, body = await demo.get(path, params={"fields": fields})
+        assert status == 200, body
+        assert set(body[key]) == set(fields), body
+        status, body = await demo.get(path)
+        assert status == 200 and len(body[key]) > len(fields)
+    status, body = await demo.get(f"{NETWORKS}/{network['id']}", params={"fields": ["name", "no-such"]})
+    assert body == {"network": {"name": "trimmed"}}
+
+
 async def test_admins_see_each_networks_vxlan_segment_members_do_not(demo: Any) -> None:
     network = await create(demo, NETWORKS, "network", {"name": "segmented"})
     assert not any(key.startswith("provider:") for key in network), network

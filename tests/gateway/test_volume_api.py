@@ -66,7 +66,13 @@ async def login_context(bus: Bus, user: str, password: str) -> Context:
 
 async def test_create_show_list_update_delete(volume_api: Any, config: Config) -> None:
     pid = volume_api.project_id
-    status, body = await volume_api.post(volumes_path(pid), {"volume": {"size": 1, "name": "data"}})
+    nulls = {
+        "source_volid": None,
+        "snapshot_id": None,
+        "imageRef": None,
+        "volume_type": None,
+    }  # as clients send
+    status, body = await volume_api.post(volumes_path(pid), {"volume": {"size": 1, "name": "data", **nulls}})
     assert status == 202, body
     created = body["volume"]
     assert set(created) == CREATED_KEYS
@@ -116,6 +122,10 @@ async def test_create_show_list_update_delete(volume_api: Any, config: Config) -
         {"json": {"volume": "not an object"}},
         {"json": {"size": 1}},
         {"data": b"{not json", "headers": {"Content-Type": "application/json"}},
+        # content from a source is not built: refused, never ignored
+        {"json": {"volume": {"size": 1, "source_volid": "1b8ac4a7-0f60-4a0c-9d76-2b0b1f7b2a4e"}}},
+        {"json": {"volume": {"size": 1, "snapshot_id": "1b8ac4a7-0f60-4a0c-9d76-2b0b1f7b2a4e"}}},
+        {"json": {"volume": {"size": 1, "imageRef": "1b8ac4a7-0f60-4a0c-9d76-2b0b1f7b2a4e"}}},
     ],
 )
 async def test_bad_input_is_400_and_creates_nothing(
