@@ -15,7 +15,7 @@ from msgspec import UNSET, Meta, UnsetType
 
 from api.volume import MetadataKey, Size, Text, Volumes, VolumeStatus
 from api.volume import Volume as Record
-from bus import Forbidden, InvalidRequest
+from bus import Forbidden
 from gateway.http import client, context_of, json_response, no_content
 from gateway.routing import Body, Link, OpenRequest, Query, Reply, Request, Routes, Time, given, id_other_than
 
@@ -27,24 +27,18 @@ VOLUME_ID = {"volume_id": id_other_than("detail")}
 
 class VolumeCreate(OpenRequest):
     """A volume of ``size`` GiB. Its content from a source (``source_volid``, ``snapshot_id``,
-    ``imageRef``, ``backup_id``) is not built: given (not null), it is refused, never ignored.
-    Other members Cinder has and that change nothing here (``availability_zone``, ``volume_type``
-    as null...) are taken and ignored."""
+    ``imageRef``, ``backup_id``) is not built: those may only be null (400 naming the member
+    otherwise), never taken and ignored. Other members Cinder has that change nothing here
+    (``availability_zone``, ``volume_type`` as null...) are taken and ignored."""
 
     size: Size
     name: Text | None = None
     description: Text | None = None
     metadata: dict[MetadataKey, Text] | None = None
-    source_volid: str | None = None
-    snapshot_id: str | None = None
-    image_ref: str | None = msgspec.field(default=None, name="imageRef")
-    backup_id: str | None = None
-
-    def source(self) -> str | None:
-        """The member asking for content from a source, if one does."""
-        given = {"source_volid": self.source_volid, "snapshot_id": self.snapshot_id}
-        given |= {"imageRef": self.image_ref, "backup_id": self.backup_id}
-        return next((name for name, value in given.items() if value is not None), None)
+    source_volid: None = None
+    snapshot_id: None = None
+    image_ref: None = msgspec.field(default=None, name="imageRef")
+    backup_id: None = None
 
 
 class VolumeCreateRequest(OpenRequest):
@@ -220,8 +214,6 @@ async def create_volume(request: web.Request, body: VolumeCreateRequest) -> web.
     """403: another project's path."""
     project_id = _project(request, "create")
     asked = body.volume
-    if (source := asked.source()) is not None:
-        raise InvalidRequest(f"Invalid input received: volumes from {source} are not supported yet.")
     volume = await client(request, Volumes).create(
         size=asked.size,
         name=asked.name or "",
