@@ -18,14 +18,13 @@ owner-only folder, and at start makes the exports match the attachments it recor
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
-import signal
 from pathlib import Path
 from typing import Any
 
 from qemu.qmp import ExecuteError, QMPClient, QMPError, Runstate
+
+from runtime.processes import running_pid, stop_pid
 
 log = logging.getLogger(__name__)
 
@@ -62,12 +61,7 @@ class NbdServer:
         return self.directory / "qsd.pid"
 
     def _running_pid(self) -> int | None:
-        try:
-            pid = int(self.pidfile.read_text().strip())
-            command = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except (OSError, ValueError):
-            return None
-        return pid if b"qemu-storage-daemon" in command else None
+        return running_pid(self.pidfile, b"qemu-storage-daemon")
 
     async def start(self) -> None:
         """Connect to the running daemon, or start one first."""
@@ -97,8 +91,7 @@ class NbdServer:
             self._qmp = None
         pid = self._running_pid()
         if daemon and pid is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
+            await stop_pid(pid)
 
     async def _execute(self, command: str, arguments: dict[str, Any] | None = None) -> Any:
         if self._qmp is None or self._qmp.runstate != Runstate.RUNNING:

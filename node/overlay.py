@@ -34,7 +34,6 @@ import json
 import logging
 import os
 import shutil
-import signal
 import xml.etree.ElementTree as ET
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -44,6 +43,7 @@ import libvirt
 from api.net import NetForNodes, Network, Port, Subnet
 from node.domain import xml_safe
 from node.networks import Attachment
+from runtime.processes import running_pid, stop_pid
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +75,11 @@ class Segment:
     dhcp_port_id: str
     dhcp_mac: str
     dhcp_ip: str
+
+    @property
+    def dhcp_link(self) -> tuple[str, str]:
+        """The DHCP port's veth: its end on the bridge, its end in the DHCP namespace."""
+        return f"tap{self.dhcp_port_id[:11]}", f"ns-{self.dhcp_port_id[:11]}"
 
 
 class OverlayError(Exception):
@@ -257,7 +262,7 @@ class OverlayNetworks:
         if not (NETNS_DIR / namespace).exists():
             await _run("ip", "netns", "add", namespace)
             await _run("ip", "-n", namespace, "link", "set", "lo", "up")
-        outside, inside = f"tap{segment.dhcp_port_id[:11]}", f"ns-{segment.dhcp_port_id[:11]}"
+        outside, inside = segment.dhcp_link
         if not await _link_exists(inside, namespace):
             if await _link_exists(outside):
                 await _run("ip", "link", "del", outside)
@@ -283,12 +288,7 @@ class OverlayNetworks:
 
     def _dnsmasq_pid(self, network_id: str) -> int | None:
         """The pid of the network's running dnsmasq, if it runs."""
-        try:
-            pid = int((self.dir / network_id / "dnsmasq.pid").read_text().strip())
-            command = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except (OSError, ValueError):
-            return None
-        return pid if b"dnsmasq" in command and network_id.encode() in command else None
+        return running_pid(self.dir / network_id / "dnsmasq.pid", b"dnsmasq", network_id.encode())
 
     async def _write_hosts(self, segment: Segment, hosts: dict[str, str]) -> None:
         """Record the MACs this host serves (``hosts``: ``mac,ip`` per line, the node's own), then
@@ -308,7 +308,7 @@ class OverlayNetworks:
         await _run(
             "ip", "netns", "exec", namespace, "dnsmasq",
             "--conf-file=/dev/null", "--no-hosts", "--no-resolv", "--port=0", "--leasefile-ro",
-            "--bind-interfaces", f"--interface=ns-{segment.dhcp_port_id[:11]}", "--except-interface=lo",
+            "--bind-interfaces", f"--interface={segment.dhcp_link[1]}", "--except-interface=lo",
             f"--dhcp-range={cidr.network_address},static,{cidr.netmask},86400s",
             f"--pid-file={directory / 'dnsmasq.pid'}",
             *options, *(f"--dhcp-host={mac},{ip}" for mac, ip in sorted(hosts.items())),
@@ -322,16 +322,8 @@ class OverlayNetworks:
 
     async def _stop_dnsmasq(self, network_id: str) -> None:
         pid = self._dnsmasq_pid(network_id)
-        if pid is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-        for _ in range(100):
-            if not Path(f"/proc/{pid}").exists():
-                return
-            await asyncio.sleep(0.02)
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+        if pid is not None:
+            await stop_pid(pid)
 
     async def _remove(self, network_id: str, segment: Segment) -> None:
         """The network leaves this host: dnsmasq, the namespace, the VXLAN device, the bridge and

@@ -18,6 +18,7 @@ from actors.net.state import NetState
 from actors.placement import Placements
 from api.net import DHCP_OWNER, Deallocated, NetForNodes, Network, Port, RequestedNetwork, Subnet, VifType
 from bus import NotFound
+from runtime.store import Db
 
 
 class NodePorts(NetForNodes):
@@ -107,19 +108,13 @@ class NodePorts(NetForNodes):
         :raises Conflict: no free address on the network.
         """
         network = await self.get_network(network_id=network_id, instance_uuid=instance_uuid, host=host)
-        device_id = f"dhcp-{host}"
         async with self.state.writing() as db:
-            found = await self.state.load(
-                PORT,
-                "r.network_id = ? AND r.device_id = ? AND r.device_owner = ?",
-                [network_id, device_id, DHCP_OWNER],
-                db,
-            )
+            found = await self._dhcp_ports(db, network_id, host)
             if found:
                 return found[0]
             columns = {
                 "project_id": network["project_id"],
-                "device_id": device_id,
+                "device_id": dhcp_device(host),
                 "device_owner": DHCP_OWNER,
             }
             columns |= {"binding_host": host, "binding_vif_type": "bridge", "name": f"dhcp on {host}"}
@@ -130,20 +125,25 @@ class NodePorts(NetForNodes):
     async def release_dhcp_port(self, *, network_id: str, host: str) -> bool:
         """Delete the host's DHCP port on the network (``api.net.NetForNodes``)."""
         async with self.state.writing() as db:
-            found = await self.state.load(
-                PORT,
-                "r.network_id = ? AND r.device_id = ? AND r.device_owner = ?",
-                [network_id, f"dhcp-{host}", DHCP_OWNER],
-                db,
-            )
+            found = await self._dhcp_ports(db, network_id, host)
             for port in found:
                 await db.execute("DELETE FROM ports WHERE id = ?", (port["id"],))
         for port in found:
             await self.state.publish("port.deleted", port)
         return bool(found)
 
+    async def _dhcp_ports(self, db: Db, network_id: str, host: str) -> list[Port]:
+        """The host's DHCP port on the network (one at most), inside ``db``'s transaction."""
+        condition = "r.network_id = ? AND r.device_id = ? AND r.device_owner = ?"
+        return await self.state.load(PORT, condition, [network_id, dhcp_device(host), DHCP_OWNER], db)
+
     async def _has_port_on(self, instance_uuid: str, network_id: str) -> bool:
         found = await self.state.store.fetchone(
             "SELECT 1 FROM ports WHERE device_id = ? AND network_id = ? LIMIT 1", (instance_uuid, network_id)
         )
         return found is not None
+
+
+def dhcp_device(host: str) -> str:
+    """The ``device_id`` of a host's DHCP ports."""
+    return f"dhcp-{host}"

@@ -1,0 +1,36 @@
+"""Daemons a service starts and finds again by their pid file (qemu-storage-daemon, dnsmasq):
+they outlive the process that started them, so a restarted one finds them, or stops them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from pathlib import Path
+
+STOP_GRACE = 2.0
+"""Seconds a daemon gets between SIGTERM and SIGKILL."""
+
+
+def running_pid(pidfile: Path, *marks: bytes) -> int | None:
+    """The pid in ``pidfile`` if that process runs and its command line holds every one of
+    ``marks`` (a pid reused by another program is not it); else None."""
+    try:
+        pid = int(pidfile.read_text().strip())
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        return None
+    return pid if all(mark in command for mark in marks) else None
+
+
+async def stop_pid(pid: int) -> None:
+    """SIGTERM, then SIGKILL if it is still there ``STOP_GRACE`` seconds later."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    for _ in range(int(STOP_GRACE / 0.02)):
+        if not Path(f"/proc/{pid}").exists():
+            return
+        await asyncio.sleep(0.02)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
