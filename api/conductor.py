@@ -11,8 +11,9 @@ the states themselves: ``runtime.states``.
 Facets, by caller (each made of the parts the conductor's servants implement, by job):
 
 * ``Compute``: the user-facing compute API, as the gateway reaches it: ``Servers`` (reads),
-  ``ServerCreation``, ``ServerActions`` (power changes, reboot, delete), ``ServerVolumes``,
-  ``Flavors`` and ``Keypairs``;
+  ``ServerCreation``, ``ServerActions`` (power changes, reboot, delete), ``ServerDetails``
+  (name, access addresses, metadata, lock), ``ServerVolumes``, ``ServerHistory`` (the actions
+  of an instance and their steps), ``Flavors`` and ``Keypairs``;
 * ``ConductorForNodes``: what compute nodes call, each as its own host
   (``conductor.host.<host>``): ``NodeBuilds`` (the build request, its addresses, its
   failure), ``NodeReports`` (libvirt's word on a domain) and ``NodeTasks`` (progress of the
@@ -21,12 +22,17 @@ Facets, by caller (each made of the parts the conductor's servants implement, by
   volume) ask: which instances are gone (orphan sweeps), where one is and whose (``placement``,
   against which they check a node's calls);
 * ``ConductorOperator``: ``aiostack audit``'s and the operator's reads: every live instance
-  with its progress, the actions of an instance and their steps.
+  with its progress, and ``ServerHistory``.
 
 Version history: 1 - initial; 2 - ``create_instance`` takes ``block_devices`` (volumes
 attached at boot); 3 - the node-facing facets are served per calling host
 (``conductor.host.<host>``: the host comes from the subject, no longer from the body, and a
-node reaches only the instances recorded on it); ``ConductorForOwners.placement``.
+node reaches only the instances recorded on it); ``ConductorForOwners.placement``; 4 -
+``ServerDetails`` (rename, access addresses, metadata, lock), ``ServerHistory`` (the actions, now
+also in ``Compute``), ``Servers.list_compute_hosts``, ``Instance`` shows
+``access_ip_v4``/``access_ip_v6`` and ``locked``/``locked_reason``, ``create_instance`` takes the
+access addresses, ``list_instances`` filters by image, flavor, address and change time and takes
+``name`` as a regular expression, ``create_keypair`` takes ``key_type`` (x509 certificates).
 
 Events (kind ``instance``, on ``evt.instance.<project>.<id>``, with the instance as ``Instance``
 shows it): ``instance.building`` (recorded), ``instance.<task_state>`` when an action starts
@@ -66,10 +72,14 @@ yet; empty: no host)."""
 
 ServerName = Annotated[str, Meta(min_length=1, max_length=255, pattern=r"\S")]
 """An instance's name: 1 to 255 characters, not all blanks."""
+AccessAddress = Annotated[str, Meta(max_length=64)]
+"""An IP address of the version the member names, or empty for none."""
 KeypairName = Annotated[str, Meta(pattern=r"^[A-Za-z0-9 _.@-]{1,255}$")]
 """A key pair's name: 1 to 255 letters, digits, spaces, ``_``, ``.``, ``@`` or ``-``."""
 PublicKey = Annotated[str, Meta(max_length=16384)]
-"""An OpenSSH public key line (whether it is one, the handler checks)."""
+"""An OpenSSH public key line, or a PEM certificate (whether it is one, the handler checks)."""
+KeypairType = Literal["ssh", "x509"]
+"""An SSH key pair, or (Nova 2.2) an x509 certificate for WinRM."""
 Networks = Literal["auto", "none"] | list[RequestedNetwork]
 """The networks of a boot: ``auto`` (the project's, or the shared default), ``none``, or a
 list of networks (``uuid``, ``fixed_ip``) and ports (``port``)."""
@@ -77,6 +87,11 @@ PageLimit = Annotated[int, Meta(ge=0)]
 """The most instances a page holds (past 1000, Nova's ``osapi_max_limit``, 1000)."""
 ConsoleLength = Annotated[int, Meta(ge=-1)]
 """How many lines of the console log, from its end; -1: all of it."""
+MetadataKey = Annotated[str, Meta(min_length=1, max_length=255)]
+MetadataValue = Annotated[str, Meta(max_length=255)]
+MAX_METADATA_ITEMS = 128
+"""Nova's ``metadata_items`` quota: the most metadata items one instance holds."""
+LockReason = Annotated[str, Meta(max_length=255)]
 
 
 # -- reply types ----------------------------------------------------------------------------
@@ -121,6 +136,11 @@ class Instance(TypedDict):
     image_ref: str
     metadata: dict[str, str]
     key_name: str | None
+    access_ip_v4: str
+    """The address the user says reaches the instance (Nova's ``accessIPv4``; empty: none)."""
+    access_ip_v6: str
+    locked: bool
+    locked_reason: str | None
     addresses: dict[str, list[dict[str, Any]]]
     """By network name, each address as the node saw its port (``addr``, ``version``, MAC...)."""
     fault: Fault | None
@@ -152,6 +172,13 @@ class InstanceChange(Instance):
     cause: Cause
 
 
+class ComputeHost(TypedDict):
+    host: str
+    alive: bool
+    last_seen: str | None
+    """When its node last said it was alive (ISO 8601), None if never."""
+
+
 class ProjectUsage(TypedDict):
     """What a project's live instances use (Nova's limits ``total*Used``)."""
 
@@ -180,6 +207,8 @@ class InstanceActionEvent(TypedDict):
     """One step of an action (Nova's instance action event): ``schedule``, ``<node method>:sent``,
     ``node_accepted``, ``reschedule``, ``stalled``, ``reserve``/``attached``/``unreserve``..."""
 
+    action_id: int
+    """The ``id`` of its ``InstanceAction``."""
     action: str
     event: str
     host: str | None
@@ -224,8 +253,8 @@ class Keypair(TypedDict):
     name: str
     public_key: str
     fingerprint: str
-    """Nova's: the MD5 of the key blob, as colon-separated hex."""
-    type: str
+    """Nova's: the MD5 of the key blob (SHA-1 of an x509 certificate), as colon-separated hex."""
+    type: KeypairType
     created_at: str
 
 
@@ -292,13 +321,26 @@ class Servers(ServiceAPI, address="conductor"):
         project_id: str | None = None,
         limit: PageLimit | None = None,
         marker: str | None = None,
+        image: str | None = None,
+        flavor: str | None = None,
+        ip: str | None = None,
+        changes_since: str | None = None,
     ) -> list[Server]:
         """The caller's project's live instances (every project's for admins asking ``all_projects``,
-        or ``project_id``'s), newest first; ``name`` is a substring, ``status`` one of Nova's
-        (no match for an unknown one); ``marker`` is the last id of the previous page.
+        or ``project_id``'s), newest first; ``name`` is a regular expression searched in the name
+        (Python's ``re.search``, as Nova), ``status`` one of Nova's (no match for an unknown one);
+        ``image`` and ``flavor`` ids; ``ip`` a regular expression searched in the fixed IPv4
+        addresses; ``changes_since`` an ISO 8601 time: only those changed since, deleted ones
+        included (status DELETED); ``marker`` is the last id of the previous page.
 
-        :raises InvalidRequest: an unknown marker.
+        :raises InvalidRequest: an unknown marker, a bad regular expression or time.
         """
+        ...
+
+    @call(policy="compute:read", idempotent=True)
+    async def list_compute_hosts(self) -> list[ComputeHost]:
+        """Every compute host and whether it is up, as the scheduler last said (the members of the
+        one availability zone)."""
         ...
 
     @call(policy="compute:read", idempotent=True)
@@ -333,6 +375,8 @@ class ServerCreation(ServiceAPI, address="conductor"):
         key_name: Name | None = None,
         user_data: str | None = None,
         block_devices: list[BlockDevice] | None = None,
+        access_ip_v4: AccessAddress = "",
+        access_ip_v6: AccessAddress = "",
     ) -> Instance:
         """Record a new instance (BUILD: building/scheduling) and start building it; answers at once.
 
@@ -341,8 +385,61 @@ class ServerCreation(ServiceAPI, address="conductor"):
 
         :raises InvalidRequest: an unknown flavor, image (or one not active), key pair, network,
             port or volume; a volume that is not available; a network entry with neither
-            ``uuid`` nor ``port``.
+            ``uuid`` nor ``port``; an access address that is not one of its version.
         """
+        ...
+
+
+class ServerDetails(ServiceAPI, address="conductor"):
+    """What a user changes of an instance besides its power: its name and access addresses, its
+    metadata, its lock. A locked instance refuses every action but by an admin (Nova's lock)."""
+
+    @call(policy="compute:write", idempotent=True)
+    async def update_instance(
+        self,
+        *,
+        instance_uuid: Id,
+        name: ServerName | None = None,
+        access_ip_v4: AccessAddress | None = None,
+        access_ip_v6: AccessAddress | None = None,
+    ) -> Server:
+        """Rename the instance or set its access addresses (None: unchanged; empty: none).
+
+        :raises NotFound: no such instance, or another project's.
+        :raises InvalidRequest: an access address that is not one of its version.
+        """
+        ...
+
+    @call(policy="compute:write", idempotent=True)
+    async def set_metadata(
+        self, *, instance_uuid: Id, metadata: dict[MetadataKey, MetadataValue], replace: bool = False
+    ) -> dict[str, str]:
+        """Merge ``metadata`` into the instance's (``replace``: make it exactly that); the result.
+
+        :raises NotFound: no such instance, or another project's.
+        :raises Conflict: the instance is locked.
+        :raises QuotaExceeded: more than ``MAX_METADATA_ITEMS`` items would result.
+        """
+        ...
+
+    @call(policy="compute:write", idempotent=True)
+    async def delete_metadata_item(self, *, instance_uuid: Id, key: MetadataKey) -> None:
+        """:raises NotFound: no such instance (or another project's), or no such key.
+        :raises Conflict: the instance is locked."""
+        ...
+
+    @call(policy="compute:write", idempotent=True)
+    async def lock_instance(self, *, instance_uuid: Id, reason: LockReason | None = None) -> Server:
+        """Lock the instance (by its owner, or by an admin, whose lock only an admin lifts).
+
+        :raises NotFound: no such instance, or another project's.
+        """
+        ...
+
+    @call(policy="compute:write", idempotent=True)
+    async def unlock_instance(self, *, instance_uuid: Id) -> Server:
+        """:raises NotFound: no such instance, or another project's.
+        :raises Forbidden: an admin locked it and the caller is not one."""
         ...
 
 
@@ -449,10 +546,13 @@ class Keypairs(ServiceAPI, address="conductor"):
     """Nova's key pairs (``os-keypairs``): each user's named SSH public keys."""
 
     @call(policy="compute:write")
-    async def create_keypair(self, *, name: KeypairName, public_key: PublicKey | None = None) -> NewKeypair:
+    async def create_keypair(
+        self, *, name: KeypairName, public_key: PublicKey | None = None, key_type: KeypairType = "ssh"
+    ) -> NewKeypair:
         """Import ``public_key``, or generate a pair and return its ``private_key`` (once).
 
-        :raises InvalidRequest: the key is not an OpenSSH public key.
+        :raises InvalidRequest: the key is not an OpenSSH public key (``ssh``) or a PEM
+            certificate (``x509``).
         :raises Conflict: the user has a key pair of that name.
         """
         ...
@@ -473,7 +573,37 @@ class Keypairs(ServiceAPI, address="conductor"):
         ...
 
 
-class Compute(Servers, ServerCreation, ServerActions, ServerVolumes, Flavors, Keypairs, address="conductor"):
+class ServerHistory(ServiceAPI, address="conductor"):
+    """What was done to an instance: its actions (Nova's instance actions) and their steps."""
+
+    @call(policy="compute:read", idempotent=True)
+    async def list_actions(self, *, instance_uuid: Id) -> list[InstanceAction]:
+        """The instance's actions, oldest first.
+
+        :raises NotFound: no such instance, or another project's.
+        """
+        ...
+
+    @call(policy="compute:read", idempotent=True)
+    async def list_action_events(self, *, instance_uuid: Id) -> list[InstanceActionEvent]:
+        """The steps of the instance's actions, oldest first, each with its action's name.
+
+        :raises NotFound: no such instance, or another project's.
+        """
+        ...
+
+
+class Compute(
+    Servers,
+    ServerCreation,
+    ServerActions,
+    ServerDetails,
+    ServerVolumes,
+    ServerHistory,
+    Flavors,
+    Keypairs,
+    address="conductor",
+):
     """The user-facing compute API, as the gateway reaches it."""
 
 
@@ -599,26 +729,10 @@ class ConductorForOwners(ServiceAPI, address="conductor"):
         ...
 
 
-class ConductorOperator(ServiceAPI, address="conductor"):
+class ConductorOperator(ServerHistory, address="conductor"):
     """The operator's reads: ``aiostack audit``, and what each action did."""
 
     @call(idempotent=True)
     async def audit_instances(self) -> Audit:
         """Every live instance with its host, states and seconds since its last progress."""
-        ...
-
-    @call(policy="compute:read", idempotent=True)
-    async def list_actions(self, *, instance_uuid: Id) -> list[InstanceAction]:
-        """The instance's actions, oldest first.
-
-        :raises NotFound: no such instance, or another project's.
-        """
-        ...
-
-    @call(policy="compute:read", idempotent=True)
-    async def list_action_events(self, *, instance_uuid: Id) -> list[InstanceActionEvent]:
-        """The steps of the instance's actions, oldest first, each with its action's name.
-
-        :raises NotFound: no such instance, or another project's.
-        """
         ...

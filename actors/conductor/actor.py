@@ -7,6 +7,7 @@ It is composed of servants, one per job, sharing one ``Core`` (store, bus, clien
 * ``lifecycle.DomainReports``: libvirt's word on a domain, through the state machine
   (``states.py``: which states an action may start from and where it leads);
 * ``power.PowerActions``: stop, start, reboot, pause, unpause, suspend, resume, delete;
+* ``details.InstanceDetails``: rename, access addresses, metadata, lock;
 * ``volumes.Attachments``: volume attach and detach;
 * ``watch.TaskWatch``: task supervision (redelivery, progress deadlines), live_instances and
   placements (for the owners' checks), the audit and the action log;
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 from actors.conductor.build import Builder
 from actors.conductor.core import ANNOUNCE_AFTER, Core
+from actors.conductor.details import InstanceDetails
 from actors.conductor.flavors import FlavorCatalog, add_default_flavors
 from actors.conductor.instances import ServerReads
 from actors.conductor.keypairs import KeypairBook
@@ -66,6 +68,7 @@ class ConductorActor(Actor):
             ServerReads(self.core),
             self.builder,
             PowerActions(self.core),
+            InstanceDetails(self.core),
             Attachments(self.core),
             FlavorCatalog(self.store),
             KeypairBook(self.store),

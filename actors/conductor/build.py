@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 from actors.conductor.core import Core
+from actors.conductor.details import check_access_address
 from actors.conductor.flavors import find_flavor
 from actors.conductor.keypairs import has_keypair
 from actors.conductor.schema import InstanceRow, states_of, view
@@ -76,16 +77,21 @@ class Builder(ServerCreation, NodeBuilds):
         key_name: str | None = None,
         user_data: str | None = None,
         block_devices: list[BlockDevice] | None = None,
+        access_ip_v4: str = "",
+        access_ip_v6: str = "",
     ) -> Instance:
         """Record a new instance (BUILD) and start building it; answers at once. The same request
         asked again (its reply lost, ``api.conductor``'s resend) answers the instance it made.
 
         :raises InvalidRequest: an unknown flavor, image, key pair, network, port or volume, an
-            image not active, a volume not available, a network entry with no uuid or port.
+            image not active, a volume not available, a network entry with no uuid or port, an
+            access address that is not one of its version.
         """
         ctx = require_caller()
         if ctx.project_id is None:
             raise Unauthorized("creating an instance needs a project-scoped token")
+        check_access_address(access_ip_v4, 4)
+        check_access_address(access_ip_v6, 6)
         flavor = await find_flavor(self.core.store, flavor_ref)
         if flavor is None:
             raise InvalidRequest(f"Flavor {flavor_ref} could not be found.")
@@ -127,6 +133,10 @@ class Builder(ServerCreation, NodeBuilds):
             "tried_hosts": "[]",
             "version": 1,
             "announced_version": 0,
+            "access_ip_v4": access_ip_v4,
+            "access_ip_v6": access_ip_v6,
+            "locked_by": None,
+            "locked_reason": None,
         }
         async with self.core.store.transaction() as db:
             asked = await self.core.asked_already(Action.CREATE, db=db)

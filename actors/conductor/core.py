@@ -18,7 +18,7 @@ from typing import Any
 
 from actors.conductor.schema import InstanceRow, states_of, task_state_of, view, vm_state_of
 from actors.conductor.states import ACTION_OF_TASK, Action, Change, Trigger, status_of, transition
-from api.conductor import Cause, Fault, HostStatus, Instance, InstanceChange
+from api.conductor import Cause, Fault, HostStatus, Instance, InstanceChange, Server
 from api.image import ImageReader
 from api.net import Net
 from api.node import Node, RebootType
@@ -96,7 +96,7 @@ class Core:
         self.images = ImageReader.client(bus)
         self.net = Net.client(bus)
         self.volumes = VolumeAttachments.client(bus)
-        self._host_list = Scheduler.client(bus, timeout=HOSTS_TIMEOUT)
+        self.hosts = Scheduler.client(bus, timeout=HOSTS_TIMEOUT)
         self.hosts_alive: dict[str, bool] = {}
         """Each host's liveness as the scheduler last said (refreshed at most every ``HOSTS_REFRESH``)."""
         self._hosts_checked = 0.0
@@ -140,6 +140,18 @@ class Core:
             raise NotFound(f"Instance {instance_uuid} could not be found on host {host}.")
         return row
 
+    async def shown(self, row: InstanceRow) -> Server:
+        """An instance as the API shows it: its view and whether its host is up."""
+        await self.refresh_hosts()
+        return {**view(row), "host_status": self.host_status(row["host"])}
+
+    @staticmethod
+    def check_lock(row: InstanceRow) -> None:
+        """:raises Conflict: the instance is locked and the caller is no admin (Nova's lock)."""
+        ctx = caller()
+        if row["locked_by"] is not None and ctx is not None and ctx.user_id is not None and not ctx.is_admin:
+            raise Conflict(f"Instance {row['uuid']} is locked")
+
     def host_status(self, host: str | None) -> HostStatus:
         """Nova's ``host_status``: UP, DOWN, UNKNOWN (no word yet), or "" with no host."""
         if not host:
@@ -152,7 +164,7 @@ class Core:
         if time.monotonic() - self._hosts_checked < HOSTS_REFRESH:
             return
         try:
-            hosts = await self._host_list.list_hosts()
+            hosts = await self.hosts.list_hosts()
         except AiostackError as exc:
             log.info("host liveness unknown: %s", exc)
             return
@@ -248,6 +260,7 @@ class Core:
         row = await self.row(instance_uuid)
         if await self.asked_already(action, instance_uuid) is not None:
             return row, False  # this request, sent again: its reply was lost
+        self.check_lock(row)
         change = self.require(row, action)
         if change.task_state == row["task_state"]:
             return row, False

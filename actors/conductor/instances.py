@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from actors.conductor.core import Core
 from actors.conductor.schema import InstanceRow, view
 from actors.conductor.states import STATUS, TASK_STATUS
-from api.conductor import ConsoleOutput, ProjectUsage, Server, Servers
+from api.conductor import ComputeHost, ConsoleOutput, ProjectUsage, Server, Servers
 from bus import Conflict, InvalidRequest
 from runtime.context import caller, require_caller, sees_all
 from runtime.states import VmState
@@ -33,6 +36,51 @@ def status_condition(status: str) -> tuple[str, list[Any]]:
     return "vm_state = ?", [vm_state]
 
 
+def _as_stamp(when: str) -> str:
+    """An ISO 8601 time as the store writes its stamps (UTC, ``Z``), to compare with them.
+
+    :raises InvalidRequest: not an ISO 8601 time.
+    """
+    try:
+        parsed = datetime.fromisoformat(when.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidRequest(f"Invalid changes-since value: {when!r} is not an ISO 8601 time") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _stamp_of(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _regex(pattern: str, what: str) -> re.Pattern[str]:
+    """:raises InvalidRequest: ``pattern`` is not a regular expression."""
+    try:
+        return re.compile(pattern)
+    except re.error as exc:
+        raise InvalidRequest(f"Invalid {what} filter {pattern!r}: {exc}") from None
+
+
+def _fixed_ips(row: InstanceRow) -> list[str]:
+    addresses: dict[str, list[dict[str, Any]]] = from_json(row["addresses"], {})
+    return [str(address.get("addr", "")) for network in addresses.values() for address in network]
+
+
+def _matchers(*, name: str | None, flavor: str | None, ip: str | None) -> list[Callable[[InstanceRow], bool]]:
+    """The filters of ``list_instances`` the store does not apply: one test of a row each."""
+    matches: list[Callable[[InstanceRow], bool]] = []
+    if name:
+        named = _regex(name, "name")
+        matches.append(lambda row: named.search(row["name"]) is not None)
+    if flavor:
+        matches.append(lambda row: str(from_json(row["flavor"], {}).get("id")) == flavor)
+    if ip:
+        address = _regex(ip, "ip")
+        matches.append(lambda row: any(address.search(found) for found in _fixed_ips(row)))
+    return matches
+
+
 class ServerReads(Servers):
     """Serves ``api.conductor.Servers``."""
 
@@ -40,13 +88,11 @@ class ServerReads(Servers):
         self.core = core
 
     def _shown(self, row: InstanceRow) -> Server:
-        """An instance as the API shows it: its view and whether its host is up."""
+        """An instance as the API shows it: its view and whether its host is up (as last refreshed)."""
         return {**view(row), "host_status": self.core.host_status(row["host"])}
 
     async def get_instance(self, *, instance_uuid: str) -> Server:
-        row = await self.core.row(instance_uuid)
-        await self.core.refresh_hosts()
-        return self._shown(row)
+        return await self.core.shown(await self.core.row(instance_uuid))
 
     async def list_instances(
         self,
@@ -58,14 +104,28 @@ class ServerReads(Servers):
         project_id: str | None = None,
         limit: int | None = None,
         marker: str | None = None,
+        image: str | None = None,
+        flavor: str | None = None,
+        ip: str | None = None,
+        changes_since: str | None = None,
     ) -> list[Server]:
-        """Newest first; ``marker`` is the last id of the previous page.
+        """Newest first; ``marker`` is the last id of the previous page. ``name`` and ``ip`` are
+        regular expressions, searched in Python (the store has no common dialect for them).
 
-        :raises InvalidRequest: an unknown marker.
+        :raises InvalidRequest: an unknown marker, a bad regular expression or time.
         """
         ctx = caller()
-        clauses: list[str] = ["deleted = 0"]
+        matches = _matchers(name=name, flavor=flavor, ip=ip)
+        clauses: list[str] = []
         params: list[Any] = []
+        if changes_since is None:
+            clauses.append("deleted = 0")
+        else:
+            clauses.append("updated_at >= ?")
+            params.append(_as_stamp(changes_since))
+        if image:
+            clauses.append("image_ref = ?")
+            params.append(image)
         if not (all_projects and sees_all(ctx)) and ctx is not None and ctx.user_id is not None:
             clauses.append("project_id = ?")
             params.append(ctx.project_id)
@@ -83,22 +143,31 @@ class ServerReads(Servers):
                 raise InvalidRequest(f"marker [{marker}] not found")
             clauses.append("(created_at < ? OR (created_at = ? AND uuid < ?))")
             params += [anchor["created_at"], anchor["created_at"], anchor["uuid"]]
-        if name:
-            clauses.append("instr(name, ?) > 0")
-            params.append(name)
         if status:
             condition, values = status_condition(status.upper())
             clauses.append(condition)
             params += values
-        params.append(MAX_LIMIT if limit is None else min(limit, MAX_LIMIT))
-        rows = await self.core.store.fetchall(
-            f"SELECT * FROM instances WHERE {' AND '.join(clauses)}"
-            " ORDER BY created_at DESC, uuid DESC LIMIT ?",
-            params,
-            row=InstanceRow,
-        )
+        most = MAX_LIMIT if limit is None else min(limit, MAX_LIMIT)
+        sql = f"SELECT * FROM instances WHERE {' AND '.join(clauses)} ORDER BY created_at DESC, uuid DESC"
+        if matches:
+            rows = await self.core.store.fetchall(sql, params, row=InstanceRow)
+            rows = [row for row in rows if all(match(row) for match in matches)][:most]
+        else:
+            rows = await self.core.store.fetchall(f"{sql} LIMIT ?", [*params, most], row=InstanceRow)
         await self.core.refresh_hosts()
         return [self._shown(row) for row in rows]
+
+    async def list_compute_hosts(self) -> list[ComputeHost]:
+        """Every compute host and whether it is up, as the scheduler says now."""
+        hosts = await self.core.hosts.list_hosts()
+        return [
+            {
+                "host": host["host"],
+                "alive": host["alive"],
+                "last_seen": _stamp_of(host["last_seen"]) if host["last_seen"] else None,
+            }
+            for host in hosts
+        ]
 
     async def project_usage(self) -> ProjectUsage:
         """What the caller's project uses now: instances, vCPUs, RAM."""

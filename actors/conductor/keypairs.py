@@ -2,7 +2,10 @@
 
 A key pair is imported (``public_key`` given) or generated here (an Ed25519 key, whose private
 half is returned once and never stored). The fingerprint is Nova's: the MD5 of the key blob,
-as colon-separated hex. Servers name one with ``key_name``. A key pair's name is checked at
+as colon-separated hex. Servers name one with ``key_name``. A key pair of type ``x509`` (Nova
+2.2, for WinRM) is a PEM certificate instead: imported, or generated here (an RSA key and a
+self-signed certificate for the key pair's name, valid ten years); its fingerprint is the SHA-1
+of the certificate, as colon-separated hex. A key pair's name is checked at
 dispatch (``api.conductor.KeypairName``).
 """
 
@@ -10,12 +13,16 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime
 import hashlib
 
-from cryptography.hazmat.primitives import serialization
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.x509.oid import NameOID
 
-from api.conductor import Keypair, Keypairs, NewKeypair
+from api.conductor import Keypair, Keypairs, KeypairType, NewKeypair
 from bus import Conflict, InvalidRequest, NotFound
 from runtime.context import require_caller
 from runtime.stamps import utcnow
@@ -38,8 +45,41 @@ def fingerprint(public_key: str) -> str:
         blob = base64.b64decode(parts[1], validate=True)
     except (binascii.Error, ValueError):
         raise InvalidRequest("Keypair data is invalid: the key is not base64") from None
-    digest = hashlib.md5(blob, usedforsecurity=False).hexdigest()
+    return _colon_hex(hashlib.md5(blob, usedforsecurity=False).hexdigest())
+
+
+def _colon_hex(digest: str) -> str:
     return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
+
+
+def x509_fingerprint(certificate: str) -> str:
+    """Nova's fingerprint of a PEM certificate (SHA-1 of its DER); InvalidRequest when it is not one."""
+    try:
+        parsed = x509.load_pem_x509_certificate(certificate.encode())
+    except ValueError:
+        raise InvalidRequest("Keypair data is invalid: not a PEM x509 certificate") from None
+    return _colon_hex(parsed.fingerprint(hashes.SHA1()).hex())  # Nova's fingerprint
+
+
+def generate_x509(common_name: str) -> tuple[str, str]:
+    """A new certificate key pair: (PEM self-signed certificate, PEM private key)."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=3650))
+        .sign(key, hashes.SHA256())
+    )
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return certificate.public_bytes(serialization.Encoding.PEM).decode(), private.decode()
 
 
 def generate() -> tuple[str, str]:
@@ -66,22 +106,24 @@ class KeypairBook(Keypairs):
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    async def create_keypair(self, *, name: str, public_key: str | None = None) -> NewKeypair:
+    async def create_keypair(
+        self, *, name: str, public_key: str | None = None, key_type: KeypairType = "ssh"
+    ) -> NewKeypair:
         """Import ``public_key``, or generate a pair and return its ``private_key`` (once).
 
-        :raises InvalidRequest: not an OpenSSH public key.
+        :raises InvalidRequest: not an OpenSSH public key (``ssh``) or PEM certificate (``x509``).
         :raises Conflict: the user has a key pair of that name.
         """
         user_id = require_caller().user_id
         private_key = None
         if public_key is None:
-            public_key, private_key = generate()
+            public_key, private_key = generate_x509(name) if key_type == "x509" else generate()
         row: NewKeypair = {
             "user_id": str(user_id),
             "name": name,
             "public_key": public_key.strip(),
-            "fingerprint": fingerprint(public_key),
-            "type": "ssh",
+            "fingerprint": x509_fingerprint(public_key) if key_type == "x509" else fingerprint(public_key),
+            "type": key_type,
             "created_at": utcnow(),
         }
         async with self.store.transaction() as db:

@@ -74,6 +74,13 @@ MIGRATIONS: list[Step] = [
     ALTER TABLE instances ADD COLUMN announced_version INTEGER NOT NULL DEFAULT 0;
     CREATE INDEX instances_unannounced ON instances(uuid) WHERE announced_version < version;
     """,
+    # 8: what a user sets besides power (``details.py``): access addresses, the lock
+    """
+    ALTER TABLE instances ADD COLUMN access_ip_v4 TEXT NOT NULL DEFAULT '';
+    ALTER TABLE instances ADD COLUMN access_ip_v6 TEXT NOT NULL DEFAULT '';
+    ALTER TABLE instances ADD COLUMN locked_by TEXT;
+    ALTER TABLE instances ADD COLUMN locked_reason TEXT;
+    """,
 ]
 
 
@@ -122,6 +129,11 @@ class InstanceRow(TypedDict):
     tried_hosts: str
     version: int
     announced_version: int
+    access_ip_v4: str
+    access_ip_v6: str
+    locked_by: str | None
+    """Who locked the instance: ``owner`` or ``admin`` (Nova's ``locked_by``); None: unlocked."""
+    locked_reason: str | None
 
 
 def vm_state_of(row: InstanceRow) -> VmState:
@@ -153,6 +165,10 @@ def view(row: InstanceRow) -> Instance:
         "image_ref": row["image_ref"],
         "metadata": from_json(row["metadata"], {}),
         "key_name": row["key_name"],
+        "access_ip_v4": row["access_ip_v4"],
+        "access_ip_v6": row["access_ip_v6"],
+        "locked": row["locked_by"] is not None,
+        "locked_reason": row["locked_reason"],
         "addresses": from_json(row["addresses"], {}),
         "fault": from_json(row["fault"]),
         "created_at": row["created_at"],

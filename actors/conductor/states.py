@@ -31,10 +31,10 @@ Triggers:
 | delete      | any (any task)                            | deleting           | UNDEFINED -> deleted |
 +-------------+-------------------------------------------+--------------------+----------------------+
 
-``attach_volume`` needs active or stopped with no task running, ``detach_volume`` any live
-state; neither changes the states. A new instance is ``CREATED`` (building, scheduling):
-``SCHEDULED`` (spawning), then STARTED (active), or ``RESCHEDULED`` back to scheduling, or
-``BUILD_FAILED`` (error).
+``attach_volume`` needs active or stopped with no task running, ``detach_volume``, ``lock``
+and ``unlock`` any live state; none of them changes the states. A new instance is ``CREATED``
+(building, scheduling): ``SCHEDULED`` (spawning), then STARTED (active), or ``RESCHEDULED``
+back to scheduling, or ``BUILD_FAILED`` (error).
 """
 
 from __future__ import annotations
@@ -62,6 +62,8 @@ class Action(enum.StrEnum):
     RESUME = "resume"
     ATTACH_VOLUME = "attach_volume"
     DETACH_VOLUME = "detach_volume"
+    LOCK = "lock"
+    UNLOCK = "unlock"
 
 
 class Report(enum.StrEnum):
@@ -180,7 +182,7 @@ def transition(vm_state: VmState, task_state: TaskState | None, trigger: Trigger
 def _action(vm_state: VmState, task_state: TaskState | None, action: Action) -> Change | None:
     if action is Action.DELETE:
         return Change(vm_state, TaskState.DELETING)
-    if action is Action.DETACH_VOLUME:
+    if action in (Action.DETACH_VOLUME, Action.LOCK, Action.UNLOCK):
         return Change(vm_state, task_state)
     if task_state is not None:
         return None

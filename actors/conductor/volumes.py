@@ -38,6 +38,7 @@ class Attachments(ServerVolumes):
         :raises Conflict: the instance has no host or is busy, or the volume is not available.
         """
         row = await self.core.row(instance_uuid)
+        self.core.check_lock(row)
         host = row["host"]
         if host is None or self.core.decide(row, Action.ATTACH_VOLUME) is None:
             raise Conflict(
@@ -100,6 +101,7 @@ class Attachments(ServerVolumes):
     async def detach_volume(self, *, instance_uuid: str, volume_id: str) -> None:
         """:raises NotFound: the volume is not attached to this instance."""
         row = await self.core.row(instance_uuid)
+        self.core.check_lock(row)
         self.core.require(row, Action.DETACH_VOLUME)
         detaching = await self.core.volumes.begin_detach(volume_id=volume_id, instance_uuid=instance_uuid)
         try:

@@ -151,7 +151,8 @@ class TaskWatch(NodeTasks, ConductorForOwners, ConductorOperator):
         """The steps of the instance's actions, oldest first, each with its action's name."""
         await self.core.row(instance_uuid)
         return await self.core.store.fetchall(
-            "SELECT a.action, e.event, e.host, e.time, e.result, e.details FROM instance_action_events e"
+            "SELECT e.action_id, a.action, e.event, e.host, e.time, e.result, e.details"
+            " FROM instance_action_events e"
             " JOIN instance_actions a ON a.id = e.action_id WHERE a.instance_uuid = ? ORDER BY e.id",
             (instance_uuid,),
             row=InstanceActionEvent,

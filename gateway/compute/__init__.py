@@ -1,9 +1,11 @@
 """Compute (Nova v2.1 under ``/compute/v2.1``): one module per resource, each its routes and schemas.
 
-* ``servers``: create, list (ids or in detail), show, delete;
-* ``actions``: power changes, reboot, console output (``/servers/{id}/action``);
+* ``servers``: create, list (ids or in detail), show, update, delete;
+* ``actions``: power changes, reboot, lock, console output (``/servers/{id}/action``);
+* ``metadata``: a server's metadata;
+* ``instance_actions``: what was done to a server (``os-instance-actions``);
 * ``attachments``: a server's volume attachments;
-* ``flavors``, ``keypairs``, ``limits``.
+* ``flavors``, ``keypairs``, ``limits``, ``zones`` (availability zones).
 
 Every route calls the conductor through its ``Compute`` facet (``common.compute``).
 """
@@ -12,11 +14,21 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gateway.compute import actions, attachments, flavors, keypairs, limits, servers
+from gateway.compute import (
+    actions,
+    attachments,
+    flavors,
+    instance_actions,
+    keypairs,
+    limits,
+    metadata,
+    servers,
+    zones,
+)
 from gateway.routing import Routes
 
 routes = Routes()
-for _module in (servers, actions, attachments, flavors, keypairs, limits):
+for _module in (servers, actions, metadata, instance_actions, attachments, flavors, keypairs, limits, zones):
     routes.include(_module.routes)
 
 

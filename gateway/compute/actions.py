@@ -1,9 +1,11 @@
-"""Server actions (``POST /servers/{server_id}/action``): power changes, reboot, console output.
+"""Server actions (``POST /servers/{server_id}/action``): power changes, reboot, lock, console output.
 
 The body is exactly one action: ``os-stop``, ``os-start``, ``pause``, ``unpause``, ``suspend``,
-``resume`` (their values are not read, as Nova's), ``reboot`` (``{"type": "SOFT" | "HARD"}``)
-or ``os-getConsoleOutput`` (``{"length": N}``: the last N lines, -1 or none for all). Each is
-202 once the conductor has taken it (the state follows), but the console output, 200.
+``resume``, ``lock``, ``unlock`` (their values are not read, as Nova's), ``reboot``
+(``{"type": "SOFT" | "HARD"}``) or ``os-getConsoleOutput`` (``{"length": N}``: the last N
+lines, -1 or none for all). Each is 202 once the conductor has taken it (the state follows),
+but the console output, 200. A locked server refuses every action but ``unlock`` (and an
+admin's) with 409; an admin's lock only an admin lifts (403).
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ class ServerAction(Request):
     unpause: Any = UNSET
     suspend: Any = UNSET
     resume: Any = UNSET
+    lock: Any = UNSET
+    unlock: Any = UNSET
     console_output: ConsoleOutputRequest | UnsetType = msgspec.field(
         default=UNSET, name="os-getConsoleOutput"
     )
@@ -76,21 +80,27 @@ routes = Routes()
         Reply(
             202,
             None,
-            "Taken (os-stop, os-start, reboot, pause, unpause, suspend, resume); the state follows.",
+            "Taken (os-stop, os-start, reboot, pause, unpause, suspend, resume, lock, unlock); the state"
+            " follows.",
         ),
         Reply(200, ConsoleOutput, "The console output (os-getConsoleOutput)."),
     ],
-    errors=(404, 409),
+    errors=(403, 404, 409),
     path_types=SERVER_ID,
 )
 async def server_action(request: web.Request, body: ServerAction) -> web.Response:
-    """404: no such server; 409: its state does not allow the action (or its driver keeps no console log)."""
+    """404: no such server; 409: its state does not allow the action, it is locked (or its driver
+    keeps no console log); 403: unlocking an admin's lock, not being one."""
     server_id = request.match_info["server_id"]
     conductor = compute(request)
     if body.os_stop is not UNSET:
         await conductor.stop_instance(instance_uuid=server_id)
     elif body.os_start is not UNSET:
         await conductor.start_instance(instance_uuid=server_id)
+    elif body.lock is not UNSET:
+        await conductor.lock_instance(instance_uuid=server_id)
+    elif body.unlock is not UNSET:
+        await conductor.unlock_instance(instance_uuid=server_id)
     elif isinstance(body.reboot, Reboot):
         await conductor.reboot_instance(instance_uuid=server_id, reboot_type=body.reboot.type)
     elif isinstance(body.console_output, ConsoleOutputRequest):

@@ -1,4 +1,4 @@
-"""Servers (Nova v2.1 ``/servers``): create, list (ids or in detail), show, delete.
+"""Servers (Nova v2.1 ``/servers``): create, list (ids or in detail), show, update, delete.
 
 A server is shown as Nova's API shows it at the request's microversion (2.1-2.16): 2.3 adds
 the extended server attributes for admins, 2.9 ``locked``, 2.16 ``host_status`` (admins).
@@ -32,7 +32,19 @@ from gateway.compute.common import (
     links,
 )
 from gateway.http import client, context_of, json_response, no_content
-from gateway.routing import MAX_AMOUNT, Body, Id, Link, Query, Reply, Request, Routes, Time, given
+from gateway.routing import (
+    MAX_AMOUNT,
+    Body,
+    Id,
+    Link,
+    Query,
+    Reply,
+    Request,
+    Routes,
+    Time,
+    TimeParameter,
+    given,
+)
 from gateway.versions import microversion
 from runtime.states import PowerState, TaskState, VmState
 
@@ -49,6 +61,7 @@ ServerName = Annotated[str, Meta(min_length=1, max_length=255, extra_json_schema
 """1 to 255 printable characters, not all blanks."""
 FlavorRef = Annotated[str, Meta(min_length=1, max_length=255)] | Annotated[int, Meta(ge=0, le=MAX_AMOUNT)]
 Text = Annotated[str, Meta(max_length=255)]
+AccessAddress = Annotated[str, Meta(max_length=64, description="An IP address of that version, or empty.")]
 MetadataKey = Annotated[str, Meta(min_length=1, max_length=255)]
 Count = Annotated[int, Meta(ge=1, le=MAX_AMOUNT)]
 BootIndex = (
@@ -145,7 +158,8 @@ class ServerCreate(Request, kw_only=True):
     ``flavorRef`` (an id or name), ``key_name``, the networks and volumes must name existing
     ones the caller may use (else 400). Nova's members aiostack does not act on are taken and
     ignored: ``availability_zone``, ``security_groups``, ``config_drive``, ``OS-DCF:diskConfig``,
-    ``min_count``, ``max_count``, ``accessIPv4``, ``accessIPv6``, ``description``."""
+    ``min_count``, ``max_count``, ``description``. ``accessIPv4``/``accessIPv6`` are kept and shown
+    (an address of that version, else 400)."""
 
     name: ServerName
     imageRef: Annotated[str, Meta(max_length=255)] | UnsetType = UNSET
@@ -163,8 +177,8 @@ class ServerCreate(Request, kw_only=True):
     )
     min_count: Count | UnsetType = UNSET
     max_count: Count | UnsetType = UNSET
-    accessIPv4: Annotated[str, Meta(max_length=64)] | UnsetType = UNSET
-    accessIPv6: Annotated[str, Meta(max_length=64)] | UnsetType = UNSET
+    accessIPv4: AccessAddress | UnsetType = UNSET
+    accessIPv6: AccessAddress | UnsetType = UNSET
     description: Text | UnsetType | None = UNSET
     __schema_extra__: ClassVar[dict[str, Any]] = {
         "anyOf": [
@@ -198,8 +212,38 @@ class ServerCreateRequest(Request):
     scheduler_hints: dict[str, Any] | UnsetType = msgspec.field(default=UNSET, name="os:scheduler_hints")
 
 
+class ServerUpdate(Request):
+    """What changes: the name, the access addresses (an address of that version, or empty)."""
+
+    name: ServerName | UnsetType = UNSET
+    accessIPv4: AccessAddress | UnsetType = UNSET
+    accessIPv6: AccessAddress | UnsetType = UNSET
+
+    def __post_init__(self) -> None:
+        if isinstance(self.name, str) and (
+            _PRINTABLE.fullmatch(self.name) is None or _NOT_BLANK.search(self.name) is None
+        ):
+            raise ValueError("'name' must be printable characters (no control character), not all blanks")
+
+
+class ServerUpdateRequest(Request):
+    server: ServerUpdate
+
+
 class ServerQuery(Query):
-    name: Annotated[Text, Meta(description="Servers whose name contains this.")] | UnsetType = UNSET
+    name: (
+        Annotated[Text, Meta(description="Servers whose name matches this regular expression.")] | UnsetType
+    ) = UNSET
+    image: Annotated[Text, Meta(description="Servers booted from this image id.")] | UnsetType = UNSET
+    flavor: Annotated[Text, Meta(description="Servers of this flavor id.")] | UnsetType = UNSET
+    ip: (
+        Annotated[Text, Meta(description="Servers with a fixed address matching this regular expression.")]
+        | UnsetType
+    ) = UNSET
+    changes_since: (
+        Annotated[TimeParameter, Meta(description="Servers changed since this time, deleted ones too.")]
+        | UnsetType
+    ) = msgspec.field(default=UNSET, name="changes-since")
     status: (
         Annotated[Text, Meta(description="Servers in this status (ACTIVE, SHUTOFF...; none for another).")]
         | UnsetType
@@ -372,8 +416,8 @@ def server_detail(request: web.Request, instance: Instance, volumes: list[Attach
         created=instance["created_at"],
         updated=instance["updated_at"],
         addresses=instance["addresses"],  # type: ignore[arg-type]  # as the node saw its ports
-        accessIPv4="",
-        accessIPv6="",
+        accessIPv4=instance["access_ip_v4"],
+        accessIPv6=instance["access_ip_v6"],
         key_name=instance["key_name"],
         progress=0,
         config_drive="",
@@ -386,7 +430,7 @@ def server_detail(request: web.Request, instance: Instance, volumes: list[Attach
         terminated_at=instance["terminated_at"],
         security_groups=_DEFAULT_GROUPS,
         volumes_attached=volumes,
-        locked=False if version >= (2, 9) else UNSET,
+        locked=instance["locked"] if version >= (2, 9) else UNSET,
         fault=ServerFault(**instance["fault"]) if instance["fault"] else UNSET,
     )
     if admin:
@@ -430,6 +474,10 @@ async def _instances(request: web.Request, query: ServerQuery) -> list[Instance]
         marker=query.marker or None,
         limit=given(query.limit),
         all_projects=query.all_tenants,
+        image=query.image or None,
+        flavor=query.flavor or None,
+        ip=query.ip or None,
+        changes_since=given(query.changes_since),
     )
 
 
@@ -468,6 +516,8 @@ async def create_server(request: web.Request, body: ServerCreateRequest) -> web.
         key_name=server.key_name or None,
         user_data=server.user_data or None,
         block_devices=block_devices if server.block_device_mapping_v2 is not UNSET else None,
+        access_ip_v4=server.accessIPv4 or "",
+        access_ip_v6=server.accessIPv6 or "",
     )
     created = ServerCreated(
         id=instance["id"],
@@ -524,6 +574,29 @@ async def list_servers_detail(request: web.Request, query: ServerQuery) -> web.R
 )
 async def show_server(request: web.Request) -> web.Response:
     instance = await compute(request).get_instance(instance_uuid=request.match_info["server_id"])
+    volumes = await _volumes_by_server(request)
+    return json_response(
+        ServerShown(server=server_detail(request, instance, volumes.get(instance["id"], [])))
+    )
+
+
+@routes.put(
+    f"{BASE}/servers/{{server_id}}",
+    "Update a server",
+    body=ServerUpdateRequest,
+    replies=[Reply(200, ServerShown, "The server as it now is.")],
+    errors=ERRORS_OF_A_SERVER,
+    path_types=SERVER_ID,
+)
+async def update_server(request: web.Request, body: ServerUpdateRequest) -> web.Response:
+    """Rename a server or set its access addresses; 400 for an address not of its version."""
+    changes = body.server
+    instance = await compute(request).update_instance(
+        instance_uuid=request.match_info["server_id"],
+        name=given(changes.name),
+        access_ip_v4=given(changes.accessIPv4),
+        access_ip_v6=given(changes.accessIPv6),
+    )
     volumes = await _volumes_by_server(request)
     return json_response(
         ServerShown(server=server_detail(request, instance, volumes.get(instance["id"], [])))

@@ -70,6 +70,8 @@ ACTIONS_FROM_ANY: dict[Action, TaskState | Same] = {
     # actions that start from any live state, whatever its task: the task they lead to
     Action.DELETE: T.DELETING,
     Action.DETACH_VOLUME: SAME,
+    Action.LOCK: SAME,
+    Action.UNLOCK: SAME,
 }
 # create starts from no state (a new instance is CREATED); every other combination is refused
 

@@ -1,0 +1,114 @@
+"""Instance actions (``/servers/{server_id}/os-instance-actions``): what was done to a server, by whom.
+
+Every action a user starts (create, stop, reboot, lock, attach_volume...) is recorded by the
+conductor with the request id of the call that started it (the ``x-compute-request-id`` its
+answer carried), and how it ended. Showing one action by its request id gives its steps
+(``events``: scheduling, the node's acceptance, a reschedule...) to admins, as Nova's default
+policy does. ``openstack server event list`` reads these.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+from msgspec import UNSET, UnsetType
+
+from api.conductor import InstanceAction, InstanceActionEvent
+from bus import NotFound
+from gateway.compute.common import BASE, SERVER_ID, compute
+from gateway.http import context_of, json_response
+from gateway.routing import Body, Reply, Routes, Time
+
+ACTIONS = f"{BASE}/servers/{{server_id}}/os-instance-actions"
+NOVA_NAMES = {"reboot_hard": "reboot"}
+"""Where the conductor's action names differ from Nova's."""
+
+
+class ActionView(Body):
+    action: str
+    instance_uuid: str
+    request_id: str
+    user_id: str
+    project_id: str
+    start_time: Time
+    message: str | None
+
+
+class ActionEvent(Body):
+    event: str
+    start_time: Time
+    finish_time: Time | None
+    result: str | None
+    traceback: str | None
+
+
+class ActionDetail(ActionView):
+    events: list[ActionEvent] | UnsetType = UNSET
+    """Admins only."""
+
+
+class ActionList(Body):
+    instanceActions: list[ActionView]
+
+
+class ActionShown(Body):
+    instanceAction: ActionDetail
+
+
+def _view(action: InstanceAction) -> ActionView:
+    return ActionView(
+        action=NOVA_NAMES.get(action["action"], action["action"]),
+        instance_uuid=action["instance_uuid"],
+        request_id=action["request_id"] or "",
+        user_id=action["user_id"] or "",
+        project_id=action["project_id"] or "",
+        start_time=action["start_time"],
+        message=action["message"],
+    )
+
+
+def _event(step: InstanceActionEvent) -> ActionEvent:
+    failed = step["result"] != "Success"
+    return ActionEvent(
+        event=step["event"],
+        start_time=step["time"],
+        finish_time=step["time"],
+        result=step["result"],
+        traceback=step["details"] if failed else None,
+    )
+
+
+routes = Routes()
+
+
+@routes.get(
+    ACTIONS,
+    "List a server's actions",
+    replies=[Reply(200, ActionList, "Its actions, newest first.")],
+    errors=(404,),
+    path_types=SERVER_ID,
+)
+async def list_instance_actions(request: web.Request) -> web.Response:
+    actions = await compute(request).list_actions(instance_uuid=request.match_info["server_id"])
+    return json_response(ActionList(instanceActions=[_view(a) for a in reversed(actions)]))
+
+
+@routes.get(
+    f"{ACTIONS}/{{request_id}}",
+    "Show a server's action",
+    replies=[Reply(200, ActionShown, "The action the request started (with its steps, for admins).")],
+    errors=(404,),
+    path_types=SERVER_ID,
+)
+async def show_instance_action(request: web.Request) -> web.Response:
+    """404: no such server, or no action of it started by that request."""
+    server_id, request_id = request.match_info["server_id"], request.match_info["request_id"]
+    operator = compute(request)
+    found = [a for a in await operator.list_actions(instance_uuid=server_id) if a["request_id"] == request_id]
+    if not found:
+        raise NotFound(f"Action {request_id} on instance {server_id} could not be found.")
+    action = found[-1]
+    shown = ActionDetail(**{f: getattr(_view(action), f) for f in ActionView.__struct_fields__})
+    if context_of(request).is_admin:
+        steps = await operator.list_action_events(instance_uuid=server_id)
+        shown.events = [_event(step) for step in steps if step["action_id"] == action["id"]]
+    return json_response(ActionShown(instanceAction=shown))

@@ -1,0 +1,225 @@
+"""What a user changes of a server besides its power (name, access addresses, metadata, lock), what
+was done to it (instance actions), how servers are filtered, availability zones and x509 key pairs,
+as Nova's API has them."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from tests.helpers import Api
+
+SERVERS = "/compute/v2.1/servers"
+V22 = {"X-OpenStack-Nova-API-Version": "2.2"}
+V29 = {"X-OpenStack-Nova-API-Version": "2.9"}
+
+
+async def _image(api: Api) -> str:
+    _, images = await api.get("/image/v2/images?name=aiostack-tiny")
+    return str(images["images"][0]["id"])
+
+
+async def _boot(api: Api, name: str, **extra: Any) -> str:
+    server = {"name": name, "imageRef": await _image(api), "flavorRef": "1", **extra}
+    status, created = await api.post(SERVERS, {"server": server})
+    assert status == 202, created
+    return str(created["server"]["id"])
+
+
+async def _until_active(api: Api, server_id: str) -> dict[str, Any]:
+    for _ in range(400):
+        _, shown = await api.get(f"{SERVERS}/{server_id}")
+        if shown["server"]["status"] == "ACTIVE":
+            return dict(shown["server"])
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"server {server_id} never became ACTIVE")
+
+
+async def test_a_server_is_renamed_and_its_access_addresses_set_and_bad_ones_refused(api: Api, cloud) -> None:
+    await api.login()
+    server_id = await _boot(api, "before", accessIPv4="192.0.2.10")
+    status, updated = await api.put(
+        f"{SERVERS}/{server_id}", {"server": {"name": "after", "accessIPv6": "2001:db8::7"}}
+    )
+    assert status == 200
+    assert (updated["server"]["name"], updated["server"]["accessIPv4"], updated["server"]["accessIPv6"]) == (
+        "after",
+        "192.0.2.10",
+        "2001:db8::7",
+    )
+    for bad in (
+        {"accessIPv4": "2001:db8::7"},
+        {"accessIPv6": "not-an-address"},
+        {"name": ""},
+        {"name": "x" * 256},
+    ):
+        status, body = await api.put(f"{SERVERS}/{server_id}", {"server": bad})
+        assert status == 400, (bad, body)
+    _, shown = await api.get(f"{SERVERS}/{server_id}")
+    assert (shown["server"]["name"], shown["server"]["accessIPv6"]) == ("after", "2001:db8::7")
+    status, body = await api.post(
+        SERVERS,
+        {"server": {"name": "b", "imageRef": await _image(api), "flavorRef": "1", "accessIPv6": "1.2.3.4"}},
+    )
+    assert status == 400 and "IPv6" in body["badRequest"]["message"]
+    assert (await api.put(f"{SERVERS}/00000000-0000-0000-0000-000000000000", {"server": {"name": "n"}}))[
+        0
+    ] == 404
+
+
+async def test_server_metadata_is_merged_replaced_and_changed_item_by_item(api: Api, cloud) -> None:
+    await api.login()
+    server_id = await _boot(api, "meta", metadata={"a": "1"})
+    metadata = f"{SERVERS}/{server_id}/metadata"
+    assert (await api.post(metadata, {"metadata": {"b": "2"}}))[1] == {"metadata": {"a": "1", "b": "2"}}
+    assert (await api.put(metadata, {"metadata": {"c": "3"}}))[1] == {"metadata": {"c": "3"}}
+    assert (await api.put(f"{metadata}/d", {"meta": {"d": "4"}}))[1] == {"meta": {"d": "4"}}
+    assert (await api.get(f"{metadata}/d"))[1] == {"meta": {"d": "4"}}
+    status, body = await api.put(f"{metadata}/e", {"meta": {"f": "5"}})
+    assert status == 400 and "mismatch" in body["badRequest"]["message"]
+    assert (await api.put(f"{metadata}/e", {"meta": {"e": "5", "g": "6"}}))[0] == 400
+    assert (await api.delete(f"{metadata}/c"))[0] == 204
+    assert (await api.delete(f"{metadata}/c"))[0] == 404
+    assert (await api.get(f"{metadata}/c"))[0] == 404
+    status, body = await api.post(metadata, {"metadata": {f"k{i}": "v" for i in range(128)}})
+    assert status == 403 and "metadata items" in body["forbidden"]["message"]
+    assert (await api.get(metadata))[1] == {"metadata": {"d": "4"}}
+    _, shown = await api.get(f"{SERVERS}/{server_id}")
+    assert shown["server"]["metadata"] == {"d": "4"}
+
+
+async def test_a_locked_server_refuses_actions_but_an_admins_and_an_admins_lock_is_lifted_only_by_one(
+    api: Api, cloud
+) -> None:
+    await api.login()
+    server_id = await _boot(api, "locked")
+    await _until_active(api, server_id)
+    action = f"{SERVERS}/{server_id}/action"
+    assert (await api.post(action, {"lock": None}))[0] == 202
+    _, shown = await api.get(f"{SERVERS}/{server_id}", headers=V29)
+    assert shown["server"]["locked"] is True
+    for refused in ({"os-stop": None}, {"reboot": {"type": "HARD"}}):
+        status, body = await api.post(action, refused)
+        assert status == 409 and "locked" in body["conflictingRequest"]["message"]
+    assert (await api.post(f"{SERVERS}/{server_id}/metadata", {"metadata": {"x": "y"}}))[0] == 409
+    assert (await api.delete(f"{SERVERS}/{server_id}"))[0] == 409
+    assert (await api.get(f"{SERVERS}/{server_id}"))[1]["server"]["status"] == "ACTIVE"
+    assert (await api.post(action, {"unlock": None}))[0] == 202
+    assert (await api.post(f"{SERVERS}/{server_id}/metadata", {"metadata": {"x": "y"}}))[0] == 200
+
+    demo = Api(api.session, api.base_url)
+    await demo.login()
+    await api.login("admin", "admin-secret", "admin")
+    assert (await api.post(action, {"lock": None}))[0] == 202
+    status, body = await demo.post(action, {"unlock": None})
+    assert status == 403 and "admin" in body["forbidden"]["message"]
+    assert (await api.post(action, {"os-stop": None}))[0] == 202  # an admin acts on it regardless
+    assert (await api.post(action, {"unlock": None}))[0] == 202
+    _, shown = await demo.get(f"{SERVERS}/{server_id}", headers=V29)
+    assert shown["server"]["locked"] is False
+
+
+async def test_a_servers_actions_are_listed_and_shown_by_request_id_with_steps_for_admins(
+    api: Api, cloud
+) -> None:
+    await api.login()
+    image = await _image(api)
+    async with api.session.post(
+        api.base_url + SERVERS,
+        json={"server": {"name": "acted", "imageRef": image, "flavorRef": "1"}},
+        headers=api.headers,
+    ) as response:
+        created_by = response.headers["x-compute-request-id"]
+        server_id = (await response.json())["server"]["id"]
+    await _until_active(api, server_id)
+    assert (await api.post(f"{SERVERS}/{server_id}/action", {"reboot": {"type": "HARD"}}))[0] == 202
+    _, listed = await api.get(f"{SERVERS}/{server_id}/os-instance-actions")
+    actions = listed["instanceActions"]
+    assert [a["action"] for a in actions] == ["reboot", "create"]  # newest first, Nova's names
+    assert actions[1]["request_id"] == created_by and actions[1]["project_id"] == api.project_id
+    status, shown = await api.get(f"{SERVERS}/{server_id}/os-instance-actions/{created_by}")
+    assert status == 200 and shown["instanceAction"]["action"] == "create"
+    assert "events" not in shown["instanceAction"]
+    assert (await api.get(f"{SERVERS}/{server_id}/os-instance-actions/req-unknown"))[0] == 404
+    await api.login("admin", "admin-secret", "admin")
+    _, shown = await api.get(f"{SERVERS}/{server_id}/os-instance-actions/{created_by}")
+    events = [e["event"] for e in shown["instanceAction"]["events"]]
+    assert "schedule" in events and "node_accepted" in events
+
+
+async def test_servers_are_filtered_by_image_flavor_name_regex_address_and_change_time(
+    api: Api, cloud
+) -> None:
+    await api.login()
+    small = await _boot(api, "web-1")
+    big_server = {"name": "db-1", "imageRef": await _image(api), "flavorRef": "2"}
+    big = (await api.post(SERVERS, {"server": big_server}))[1]["server"]["id"]
+    for server_id in (small, big):
+        await _until_active(api, server_id)
+
+    async def names(query: str) -> set[str]:
+        status, body = await api.get(f"{SERVERS}?{query}")
+        assert status == 200, body
+        return {s["name"] for s in body["servers"]}
+
+    assert await names("flavor=2") == {"db-1"}
+    assert await names(f"image={await _image(api)}") == {"web-1", "db-1"}
+    assert await names("image=00000000-0000-0000-0000-000000000000") == set()
+    assert await names("name=^web-[0-9]$") == {"web-1"}
+    assert await names("name=1") == {"web-1", "db-1"}
+    _, shown = await api.get(f"{SERVERS}/{big}")
+    address = next(iter(shown["server"]["addresses"].values()))[0]["addr"]
+    assert await names(f"ip={address.replace('.', '[.]')}$") == {"db-1"}
+    _, detail = await api.get(f"{SERVERS}/{small}")
+    since = detail["server"]["updated"]
+    assert (await api.delete(f"{SERVERS}/{small}"))[0] == 204
+    for _ in range(200):
+        status, body = await api.get(f"{SERVERS}/detail?changes-since={since}")
+        deleted = [s for s in body["servers"] if s["id"] == small]
+        if deleted and deleted[0]["status"] == "DELETED":
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError(f"a deleted server is not listed as DELETED since {since}: {body}")
+    assert await names("changes-since=2999-01-01T00:00:00Z") == set()
+    for bad in ("changes-since=yesterday", "name=(", "ip=["):
+        status, body = await api.get(f"{SERVERS}?{bad}")
+        assert status == 400, (bad, body)
+
+
+async def test_the_one_availability_zone_is_listed_and_its_hosts_shown_to_admins(api: Api, cloud) -> None:
+    await api.login()
+    _, zones = await api.get("/compute/v2.1/os-availability-zone")
+    assert zones == {
+        "availabilityZoneInfo": [{"zoneName": "nova", "zoneState": {"available": True}, "hosts": None}]
+    }
+    assert (await api.get("/compute/v2.1/os-availability-zone/detail"))[0] == 403
+    await api.login("admin", "admin-secret", "admin")
+    _, detail = await api.get("/compute/v2.1/os-availability-zone/detail")
+    hosts = detail["availabilityZoneInfo"][0]["hosts"]
+    assert hosts["node-1"]["nova-compute"]["available"] is True
+
+
+async def test_key_pairs_have_a_type_from_2_2_and_x509_ones_are_certificates(api: Api, cloud) -> None:
+    await api.login()
+    keypairs = "/compute/v2.1/os-keypairs"
+    status, made = await api.post(keypairs, {"keypair": {"name": "win", "type": "x509"}}, headers=V22)
+    assert status == 201 and made["keypair"]["type"] == "x509"
+    assert made["keypair"]["public_key"].startswith("-----BEGIN CERTIFICATE-----")
+    assert made["keypair"]["private_key"].startswith("-----BEGIN PRIVATE KEY-----")
+    assert len(made["keypair"]["fingerprint"].split(":")) == 20  # SHA-1
+    status, made = await api.post(keypairs, {"keypair": {"name": "lin"}}, headers=V22)
+    assert status == 201 and made["keypair"]["type"] == "ssh"
+    _, shown = await api.get(f"{keypairs}/win", headers=V22)
+    assert shown["keypair"]["type"] == "x509"
+    _, listed = await api.get(keypairs, headers=V22)
+    assert {k["keypair"]["name"]: k["keypair"]["type"] for k in listed["keypairs"]} == {
+        "lin": "ssh",
+        "win": "x509",
+    }
+    _, old = await api.get(f"{keypairs}/win")
+    assert "type" not in old["keypair"]
+    status, body = await api.post(
+        keypairs, {"keypair": {"name": "bad", "type": "x509", "public_key": "ssh-ed25519 AAAA"}}, headers=V22
+    )
+    assert status == 400 and "certificate" in body["badRequest"]["message"]
