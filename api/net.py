@@ -25,7 +25,10 @@ Version history: 1 - initial; 2 - ``NetForNodes`` is served per calling host and
 project and host from the conductor's records and the subject (its ``get_network`` and
 ``get_subnet`` name the instance they read for); 3 - networks carry their VXLAN segment
 (``provider:network_type``, ``provider:segmentation_id``), and ``NetForNodes`` gives each
-host a DHCP port per network (``dhcp_port``, ``release_dhcp_port``).
+host a DHCP port per network (``dhcp_port``, ``release_dhcp_port``); 4 - subnets take
+``host_routes`` and are updated (``update_subnet``), networks, subnets and ports are made in bulk
+(``create_networks``, ``create_subnets``, ``create_ports``: all or none), ``update_port`` takes
+``fixed_ips``.
 
 Events (kind ``port``, project the port's, with the port as ``get_port`` shows it):
 ``port.bound`` (``allocate_for_instance``, one per port; ``dhcp_port`` when it makes one), ``port.plugged``
@@ -36,7 +39,7 @@ made back) and ``port.deleted`` (``delete_port``, ``delete_network`` for each of
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, TypedDict
+from typing import Annotated, Any, Literal, Required, TypedDict
 
 from msgspec import Meta
 
@@ -89,8 +92,49 @@ class AllocationPool(TypedDict):
 
 
 class HostRoute(TypedDict):
-    destination: str
-    nexthop: str
+    """A route a subnet's hosts are given (over DHCP where aiostack serves it): to
+    ``destination`` (a CIDR) through ``nexthop`` (an address)."""
+
+    destination: Cidr
+    nexthop: IpAddress
+
+
+class NetworkRequest(TypedDict, total=False):
+    """One network ``create_networks`` makes: ``create_network``'s arguments (absent: its defaults)."""
+
+    name: Text
+    shared: bool
+    admin_state_up: bool
+    mtu: Mtu
+    description: Text
+
+
+class SubnetRequest(TypedDict, total=False):
+    """One subnet ``create_subnets`` makes: ``create_subnet``'s arguments (absent: its defaults)."""
+
+    network_id: Required[Id]
+    cidr: Required[Cidr]
+    name: Text
+    gateway_ip: IpAddress | None
+    allocation_pools: list[AllocationPool] | None
+    ip_version: IpVersion
+    enable_dhcp: bool
+    dns_nameservers: list[IpAddress] | None
+    host_routes: list[HostRoute] | None
+    description: Text
+
+
+class PortRequest(TypedDict, total=False):
+    """One port ``create_ports`` makes: ``create_port``'s arguments (absent: its defaults)."""
+
+    network_id: Required[Id]
+    name: Text
+    mac_address: MacAddress | None
+    fixed_ips: list[FixedIpRequest] | None
+    device_id: Text
+    device_owner: Text
+    admin_state_up: bool
+    description: Text
 
 
 class RequestedNetwork(TypedDict, total=False):
@@ -360,6 +404,14 @@ class Networks(NetworkReader, address="net"):
         """
         ...
 
+    @call(policy="network:write")
+    async def create_networks(self, *, networks: list[NetworkRequest]) -> list[Network]:
+        """Several networks at once (Neutron's bulk create), in one transaction: all or none.
+
+        :raises Forbidden: a member asked for a shared network (none is made).
+        """
+        ...
+
     @call(policy="network:read", idempotent=True)
     async def list_networks(
         self, *, name: Text | None = None, shared: bool | None = None, project_id: Text | None = None
@@ -395,7 +447,7 @@ class Networks(NetworkReader, address="net"):
 
 
 class Subnets(SubnetReader, address="net"):
-    """Subnets, as users reach them through the gateway (they are not updated)."""
+    """Subnets, as users reach them through the gateway."""
 
     @call(policy="network:write")
     async def create_subnet(
@@ -410,15 +462,52 @@ class Subnets(SubnetReader, address="net"):
         enable_dhcp: bool = True,
         dns_nameservers: list[IpAddress] | None = None,
         description: Text = "",
+        host_routes: list[HostRoute] | None = None,
     ) -> Subnet:
         """A subnet of a network of the caller's project. The gateway defaults to the first host
         address, the pool to the other host addresses.
 
         :raises InvalidRequest: a CIDR that does not parse, is not IPv4 or has no hosts; a gateway,
             pool or name server that is no address, or outside the subnet; pools overlapping each
-            other or the gateway; a CIDR overlapping another subnet of the network.
+            other or the gateway; a CIDR overlapping another subnet of the network; a host route
+            whose destination is no CIDR or whose nexthop is no address, or a route given twice.
         :raises NotFound: no such network the caller sees.
         :raises Forbidden: another project's shared network.
+        """
+        ...
+
+    @call(policy="network:write")
+    async def create_subnets(self, *, subnets: list[SubnetRequest]) -> list[Subnet]:
+        """Several subnets at once (Neutron's bulk create), in one transaction: all or none (one
+        overlapping another of the same request is refused too).
+
+        :raises InvalidRequest: as ``create_subnet``, for any of them.
+        :raises NotFound: as ``create_subnet``, for any of them.
+        :raises Forbidden: as ``create_subnet``, for any of them.
+        """
+        ...
+
+    @call(policy="network:write")
+    async def update_subnet(
+        self,
+        *,
+        subnet_id: Id,
+        name: Text | None = None,
+        description: Text | None = None,
+        gateway_ip: IpAddress | None = None,
+        enable_dhcp: bool | None = None,
+        dns_nameservers: list[IpAddress] | None = None,
+        host_routes: list[HostRoute] | None = None,
+        allocation_pools: list[AllocationPool] | None = None,
+    ) -> Subnet:
+        """Change a subnet (None: unchanged; a list replaces the one there was). The gateway and
+        the pools are checked as ``create_subnet`` checks them, against each other as they will be.
+
+        :raises NotFound: none the caller sees.
+        :raises Forbidden: a subnet of another project's shared network.
+        :raises InvalidRequest: as ``create_subnet``.
+        :raises Conflict: the new gateway is a port's address (Neutron's GatewayIpInUse), or an
+            address a port holds from the pools would be outside the new ones.
         """
         ...
 
@@ -465,6 +554,16 @@ class Ports(ServiceAPI, address="net"):
         """
         ...
 
+    @call(policy="network:write")
+    async def create_ports(self, *, ports: list[PortRequest]) -> list[Port]:
+        """Several ports at once (Neutron's bulk create), in one transaction: all or none.
+
+        :raises NotFound: as ``create_port``, for any of them.
+        :raises InvalidRequest: as ``create_port``, for any of them.
+        :raises Conflict: as ``create_port``, for any of them (two asking for one MAC or address too).
+        """
+        ...
+
     @call(policy="network:read", idempotent=True)
     async def list_ports(
         self,
@@ -495,10 +594,16 @@ class Ports(ServiceAPI, address="net"):
         binding_host: Text | None = None,
         admin_state_up: bool | None = None,
         description: Text | None = None,
+        fixed_ips: list[FixedIpRequest] | None = None,
     ) -> Port:
         """Change a port's name, device, binding host, admin state or description (None: unchanged).
+        ``fixed_ips`` replaces the addresses it holds, in one transaction: an address it keeps (an
+        entry naming it) stays, one no entry names is released, the others are taken as
+        ``create_port`` takes them.
 
         :raises NotFound: none, or another project's.
+        :raises InvalidRequest: a ``fixed_ips`` entry as ``create_port`` refuses it.
+        :raises Conflict: an asked address another port holds, or no free address on a subnet.
         """
         ...
 

@@ -1,12 +1,14 @@
 """Network (Neutron v2.0) routes: networks, subnets and ports under ``/network/v2.0``, and the
 extensions list.
 
-Each collection answers GET (list), POST (create, 201), and GET, PUT (networks and ports) and
-DELETE (204) on one resource, through the net actor's ``Net`` API. ``/extensions`` lists the
-Neutron API extensions aiostack really implements (``EXTENSIONS``), which clients ask about
-before they use one (``openstack port create`` does). A list is filtered by any
-scalar attribute of its resources (repeat a parameter for any of several values; an unknown
-one is a 400, as Neutron's filter validation answers) and ``fields`` picks the attributes shown.
+Each collection answers GET (list), POST (create, 201: one resource, or several at once with
+the plural key, all made or none) and GET, PUT and DELETE (204) on one resource, through the
+net actor's ``Net`` API. ``/extensions`` lists the Neutron API extensions aiostack really
+implements (``EXTENSIONS``), which clients ask about before they use one (``openstack port
+create`` does). A list is filtered by any scalar attribute of its resources (repeat a parameter
+for any of several values; an unknown one is a 400, as Neutron's filter validation answers),
+ports by ``fixed_ips`` too; ``fields`` picks the attributes shown, ``sort_key``/``sort_dir``
+order it, and ``limit``/``marker``/``page_reverse`` page it with ``<resources>_links``.
 A body member the resource does not take is a 400 naming it. Errors come out as
 ``{"NeutronError": {type, message, detail}}`` (``gateway.http.error_body``).
 """
@@ -14,7 +16,7 @@ A body member the resource does not take is a 400 naming it. Errors come out as
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 import msgspec
 from aiohttp import web
@@ -25,10 +27,11 @@ from api.net import MacAddress, Mtu, Net, PortStatus, Text, VifType
 from api.net import Network as NetworkRecord
 from api.net import Port as PortRecord
 from api.net import Subnet as SubnetRecord
-from bus import NotFound
+from bus import InvalidRequest, NotFound
 from gateway.http import client, context_of, json_response, no_content
 from gateway.routing import Body, Link, OpenRequest, Query, Reply, Request, Routes, Time
 
+T = TypeVar("T")
 BASE = "/network/v2.0"
 NETWORKS = f"{BASE}/networks"
 NETWORK = f"{NETWORKS}/{{network_id}}"
@@ -50,6 +53,14 @@ Ipv4Cidr = Annotated[
         "prefix; one that overlaps another subnet of the network, or has host bits set, is a 400.",
     ),
 ]
+Ipv4Destination = Annotated[
+    str,
+    Meta(
+        pattern=rf"^{_IPV4}/([0-9]|[12][0-9]|3[0-2])$",
+        examples=["10.50.0.0/16"],
+        description="An IPv4 network as its network address and prefix (host bits set: a 400).",
+    ),
+]
 Value = Annotated[str, Meta(max_length=255)]
 """A filter's value (a longer one matches nothing Neutron keeps)."""
 
@@ -58,6 +69,30 @@ Fields = Annotated[list[Value], Meta(description="Show only these attributes (re
 Texts = list[Value]
 Numbers = list[int]
 Booleans = list[bool]
+MAX_LIMIT = 2**31 - 1
+
+
+class ListQuery(Query):
+    """What every listing takes besides its filters: the attributes shown, the order, the page."""
+
+    fields: Fields = []
+    sort_key: Annotated[
+        list[Value],
+        Meta(description="Sort by these attributes (repeatable, the first first); by creation when absent."),
+    ] = []
+    sort_dir: Annotated[
+        list[Literal["asc", "desc"]],
+        Meta(description="The direction of each ``sort_key``, in order (absent: asc)."),
+    ] = []
+    limit: (
+        Annotated[int, Meta(ge=1, le=MAX_LIMIT, description="At most this many; then a next link.")] | None
+    ) = None
+    marker: Annotated[Value | None, Meta(description="Start after the resource of this id (404: none).")] = (
+        None
+    )
+    page_reverse: Annotated[bool, Meta(description="Page backwards from ``marker`` (with ``limit``).")] = (
+        False
+    )
 
 
 # -- networks ---------------------------------------------------------------------------------
@@ -72,7 +107,16 @@ class NetworkCreate(Request):
 
 
 class NetworkCreateRequest(OpenRequest):
-    network: NetworkCreate
+    """One network (``network``), or several at once (``networks``: all made, or none)."""
+
+    network: NetworkCreate | UnsetType = UNSET
+    networks: Annotated[list[NetworkCreate], Meta(min_length=1)] | UnsetType = UNSET
+    __schema_extra__: ClassVar[dict[str, Any]] = {
+        "oneOf": [{"required": ["network"]}, {"required": ["networks"]}]
+    }
+
+    def __post_init__(self) -> None:
+        _one_or_many(self.network, self.networks, "network")
 
 
 class NetworkUpdate(Request):
@@ -87,7 +131,7 @@ class NetworkUpdateRequest(OpenRequest):
     network: NetworkUpdate
 
 
-class NetworkQuery(Query, forbid_unknown_fields=True):
+class NetworkQuery(ListQuery, forbid_unknown_fields=True):
     id: Texts = []
     name: Texts = []
     project_id: Texts = []
@@ -101,7 +145,6 @@ class NetworkQuery(Query, forbid_unknown_fields=True):
     router_external: Booleans = msgspec.field(default_factory=list, name="router:external")
     status: Texts = []
     mtu: Numbers = []
-    fields: Fields = []
 
 
 class Network(Body):
@@ -130,6 +173,13 @@ class Network(Body):
 
 class NetworkShown(Body):
     network: Network
+
+
+class NetworksCreated(Body):
+    """The network made (``network``), or the networks (``networks``) when several were asked."""
+
+    network: Network | UnsetType = UNSET
+    networks: list[Network] | UnsetType = UNSET
 
 
 def network_view(request: web.Request, network: NetworkRecord) -> Network:
@@ -172,10 +222,18 @@ class AllocationPoolRequest(Request):
     end: Ipv4Address
 
 
+class HostRouteRequest(Request):
+    """A route the subnet's hosts are given over DHCP: to ``destination`` through ``nexthop``."""
+
+    destination: Ipv4Destination
+    nexthop: Ipv4Address
+
+
 class SubnetCreate(Request):
     """A subnet of a network of the caller's project. ``gateway_ip`` (absent or null: the first host
     address) and the pools (absent: the other host addresses) must be host addresses of ``cidr``
-    and not overlap; a name server must be an address (each a 400 otherwise)."""
+    and not overlap; name servers (at most 5) and host routes (at most 20) must not repeat (each a
+    400 otherwise)."""
 
     network_id: Id
     cidr: Ipv4Cidr
@@ -185,14 +243,42 @@ class SubnetCreate(Request):
     ip_version: Annotated[Literal[4], Meta(description="Only IPv4 is built.")] = 4
     enable_dhcp: bool = True
     dns_nameservers: list[Ipv4Address] | None = None
+    host_routes: list[HostRouteRequest] | None = None
     description: Text = ""
 
 
 class SubnetCreateRequest(OpenRequest):
-    subnet: SubnetCreate
+    """One subnet (``subnet``), or several at once (``subnets``: all made, or none)."""
+
+    subnet: SubnetCreate | UnsetType = UNSET
+    subnets: Annotated[list[SubnetCreate], Meta(min_length=1)] | UnsetType = UNSET
+    __schema_extra__: ClassVar[dict[str, Any]] = {
+        "oneOf": [{"required": ["subnet"]}, {"required": ["subnets"]}]
+    }
+
+    def __post_init__(self) -> None:
+        _one_or_many(self.subnet, self.subnets, "subnet")
 
 
-class SubnetQuery(Query, forbid_unknown_fields=True):
+class SubnetUpdate(Request):
+    """What may change (absent: unchanged; a list replaces the one there was). The gateway and the
+    pools are checked against the CIDR and each other as on create (400); a gateway a port holds,
+    or pools leaving out an address a port holds from the old pools, is a 409."""
+
+    name: Text | UnsetType = UNSET
+    description: Text | UnsetType = UNSET
+    gateway_ip: Ipv4Address | UnsetType = UNSET
+    enable_dhcp: bool | UnsetType = UNSET
+    dns_nameservers: list[Ipv4Address] | UnsetType = UNSET
+    host_routes: list[HostRouteRequest] | UnsetType = UNSET
+    allocation_pools: list[AllocationPoolRequest] | UnsetType = UNSET
+
+
+class SubnetUpdateRequest(OpenRequest):
+    subnet: SubnetUpdate
+
+
+class SubnetQuery(ListQuery, forbid_unknown_fields=True):
     id: Texts = []
     name: Texts = []
     project_id: Texts = []
@@ -206,7 +292,6 @@ class SubnetQuery(Query, forbid_unknown_fields=True):
     ip_version: Numbers = []
     gateway_ip: Texts = []
     enable_dhcp: Booleans = []
-    fields: Fields = []
 
 
 class AllocationPool(Body):
@@ -241,6 +326,13 @@ class Subnet(Body):
 
 class SubnetShown(Body):
     subnet: Subnet
+
+
+class SubnetsCreated(Body):
+    """The subnet made (``subnet``), or the subnets (``subnets``) when several were asked."""
+
+    subnet: Subnet | UnsetType = UNSET
+    subnets: list[Subnet] | UnsetType = UNSET
 
 
 def subnet_view(subnet: SubnetRecord) -> Subnet:
@@ -300,11 +392,21 @@ class PortCreate(Request):
 
 
 class PortCreateRequest(OpenRequest):
-    port: PortCreate
+    """One port (``port``), or several at once (``ports``: all made, or none)."""
+
+    port: PortCreate | UnsetType = UNSET
+    ports: Annotated[list[PortCreate], Meta(min_length=1)] | UnsetType = UNSET
+    __schema_extra__: ClassVar[dict[str, Any]] = {"oneOf": [{"required": ["port"]}, {"required": ["ports"]}]}
+
+    def __post_init__(self) -> None:
+        _one_or_many(self.port, self.ports, "port")
 
 
 class PortUpdate(Request):
-    """What may change (absent: unchanged); a device and a binding host make the port ACTIVE."""
+    """What may change (absent: unchanged); a device and a binding host make the port ACTIVE.
+    ``fixed_ips`` replaces the port's addresses: an entry naming one it holds keeps it, the others
+    are taken as on create (an address another port holds: 409), and those no entry names are
+    released, all at once or not at all."""
 
     name: Text | UnsetType = UNSET
     device_id: Text | UnsetType = UNSET
@@ -312,13 +414,26 @@ class PortUpdate(Request):
     binding_host_id: Text | UnsetType = msgspec.field(default=UNSET, name="binding:host_id")
     admin_state_up: bool | UnsetType = UNSET
     description: Text | UnsetType = UNSET
+    fixed_ips: list[FixedIpRequest] | UnsetType = UNSET
 
 
 class PortUpdateRequest(OpenRequest):
     port: PortUpdate
 
 
-class PortQuery(Query, forbid_unknown_fields=True):
+FixedIpFilter = Annotated[
+    str,
+    Meta(
+        pattern=r"^(ip_address|subnet_id|ip_address_substr)=.{1,255}$",
+        examples=["ip_address=10.0.0.5"],
+        description="``ip_address=A``, ``subnet_id=S`` or ``ip_address_substr=PART`` (repeatable): the "
+        "ports holding an address that is one of the addresses given, on one of the subnets given, "
+        "and holds one of the parts given.",
+    ),
+]
+
+
+class PortQuery(ListQuery, forbid_unknown_fields=True):
     id: Texts = []
     name: Texts = []
     project_id: Texts = []
@@ -335,7 +450,7 @@ class PortQuery(Query, forbid_unknown_fields=True):
     admin_state_up: Booleans = []
     binding_host_id: Texts = msgspec.field(default_factory=list, name="binding:host_id")
     binding_vif_type: Texts = msgspec.field(default_factory=list, name="binding:vif_type")
-    fields: Fields = []
+    fixed_ips: list[FixedIpFilter] = []
 
 
 class FixedIp(Body):
@@ -370,6 +485,13 @@ class Port(Body):
 
 class PortShown(Body):
     port: Port
+
+
+class PortsCreated(Body):
+    """The port made (``port``), or the ports (``ports``) when several were asked."""
+
+    port: Port | UnsetType = UNSET
+    ports: list[Port] | UnsetType = UNSET
 
 
 def port_view(port: PortRecord) -> Port:
@@ -420,6 +542,8 @@ PortFields = _partial(Port, "PortFields")
 
 class NetworkList(Body):
     networks: list[NetworkFields]  # made by _partial: ``fields`` may trim it
+    networks_links: list[Link] | UnsetType = UNSET
+    """The next page, when a ``limit`` left some out."""
 
 
 class ShowQuery(Query):
@@ -448,18 +572,24 @@ def _trimmed(shown: Body, query: ShowQuery) -> Any:
 
 class SubnetList(Body):
     subnets: list[SubnetFields]
+    subnets_links: list[Link] | UnsetType = UNSET
 
 
 class PortList(Body):
     ports: list[PortFields]
+    ports_links: list[Link] | UnsetType = UNSET
 
 
-def _wanted(query: Query) -> dict[str, list[Any]]:
-    """The filters a query sets, by attribute (each a list of the values any of which will do)."""
+_PAGING = frozenset(info.name for info in msgspec.structs.fields(ListQuery))
+
+
+def _wanted(query: ListQuery) -> dict[str, list[Any]]:
+    """The filters a query sets, by attribute (each a list of the values any of which will do);
+    ``fixed_ips`` is left to ``_holds``."""
     return {
         info.encode_name: values
         for info in msgspec.structs.fields(query)
-        if info.name != "fields" and (values := getattr(query, info.name))
+        if info.name not in _PAGING and info.name != "fixed_ips" and (values := getattr(query, info.name))
     }
 
 
@@ -469,15 +599,117 @@ def _one(query: Query, attribute: str) -> Any:
     return values[0] if len(values) == 1 else None
 
 
-def _listed(shown: Sequence[Body], query: Query) -> list[Any]:
-    """The resources that match every filter, trimmed to ``fields`` when it is given."""
+def _holds(port: dict[str, Any], filters: Sequence[str]) -> bool:
+    """Whether a port holds an address matching every kind of ``fixed_ips`` filter given (Neutron:
+    ``ip_address`` one of those given, ``subnet_id`` one of those given, ``ip_address_substr`` one
+    of the parts given, all in the same address)."""
+    asked: dict[str, set[str]] = {}
+    for entry in filters:
+        key, _, value = entry.partition("=")
+        asked.setdefault(key, set()).add(value)
+    return any(
+        fixed["ip_address"] in asked.get("ip_address", {fixed["ip_address"]})
+        and fixed["subnet_id"] in asked.get("subnet_id", {fixed["subnet_id"]})
+        and any(part in fixed["ip_address"] for part in asked.get("ip_address_substr", {""}))
+        for fixed in port["fixed_ips"]
+    )
+
+
+def _listed(
+    request: web.Request, shown: Sequence[Body], kind: type[Body], query: ListQuery, plural: str
+) -> dict[str, Any]:
+    """The listing's body: the resources that match every filter, sorted, paged (with a next link
+    when a ``limit`` left some out), trimmed to ``fields`` when it is given.
+
+    :raises InvalidRequest: a ``sort_key`` that is no sortable attribute, more ``sort_dir`` than keys.
+    :raises NotFound: a ``marker`` that is none of the resources listed.
+    """
     wanted = _wanted(query)
     items = [msgspec.to_builtins(item) for item in shown]
     items = [item for item in items if all(item.get(key) in values for key, values in wanted.items())]
-    fields: list[str] = getattr(query, "fields")  # noqa: B009 (every listing's query has it)
-    if fields:
-        items = [{key: item[key] for key in fields if key in item} for item in items]
+    if isinstance(query, PortQuery) and query.fixed_ips:
+        items = [item for item in items if _holds(item, query.fixed_ips)]
+    items = _sorted(items, query, _sortable(kind))
+    if query.page_reverse:
+        items.reverse()
+    if query.marker is not None:
+        after = next((n for n, item in enumerate(items) if item["id"] == query.marker), None)
+        if after is None:
+            raise NotFound(f"Marker {query.marker} could not be found.")
+        items = items[after + 1 :]
+    body: dict[str, Any] = {}
+    if query.limit is not None:
+        more, items = len(items) > query.limit, items[: query.limit]
+        body[f"{plural}_links"] = _page_links(request, query, items, more)
+    if query.page_reverse:
+        items.reverse()
+    if query.fields:
+        items = [{key: item[key] for key in query.fields if key in item} for item in items]
+    return {plural: items, **body}
+
+
+def _page_links(request: web.Request, query: ListQuery, page: list[dict[str, Any]], more: bool) -> list[Link]:
+    """A page's links, as Neutron gives them: ``next`` when resources follow it, ``previous`` when
+    it started after a marker (with ``page_reverse``, which walks backwards, the two swap)."""
+    onward, back = ("previous", "next") if query.page_reverse else ("next", "previous")
+    links = []
+    if more and page:
+        links.append(_page_link(request, onward, page[-1]["id"], query.page_reverse))
+    if query.marker is not None and page:
+        links.append(_page_link(request, back, page[0]["id"], not query.page_reverse))
+    return links
+
+
+def _page_link(request: web.Request, rel: str, marker: str, reverse: bool) -> Link:
+    url = request.rel_url.update_query(marker=marker, page_reverse=str(reverse))
+    return Link(rel=rel, href=f"{request.scheme}://{request.host}{url}")
+
+
+def _sortable(kind: type[Body]) -> frozenset[str]:
+    """The attributes of ``kind`` a listing sorts on: those every resource has, of one scalar type."""
+    scalar = (
+        msgspec.inspect.StrType,
+        msgspec.inspect.IntType,
+        msgspec.inspect.BoolType,
+        msgspec.inspect.LiteralType,
+    )
+    return frozenset(
+        info.encode_name
+        for info in msgspec.structs.fields(kind)
+        if isinstance(msgspec.inspect.type_info(info.type), scalar)
+    )
+
+
+def _sorted(items: list[dict[str, Any]], query: ListQuery, sortable: frozenset[str]) -> list[dict[str, Any]]:
+    """``items`` in the order of ``sort_key``/``sort_dir`` (stable: creation order within ties).
+
+    :raises InvalidRequest: a key that is not ``sortable``, more directions than keys.
+    """
+    if len(query.sort_dir) > len(query.sort_key):
+        raise InvalidRequest("The number of sort_keys and sort_dirs must be the same.")
+    for key in query.sort_key:
+        if key not in sortable:
+            raise InvalidRequest(f"{key} is an invalid attribute for sort_keys.")
+    directions = [*query.sort_dir, *["asc"] * (len(query.sort_key) - len(query.sort_dir))]
+    for key, direction in reversed(list(zip(query.sort_key, directions, strict=True))):
+        items = sorted(items, key=lambda item: item[key], reverse=direction == "desc")
     return items
+
+
+def _one_or_many(one: Any, many: Any, key: str) -> None:
+    """:raises ValueError: a create body gives both or neither of ``key`` and its plural."""
+    if (one is UNSET) == (many is UNSET):
+        raise ValueError(f"the body takes either `{key}` (one) or `{key}s` (several)")
+
+
+def _asked(one: T | UnsetType, many: list[T] | UnsetType) -> list[T]:
+    """What a create body asks for, as a list (one resource, or the several of a bulk create)."""
+    return [one] if not isinstance(one, UnsetType) else many if not isinstance(many, UnsetType) else []
+
+
+def _created(key: str, one: Any, made: list[Any]) -> dict[str, Any]:
+    """A create's answer: the one resource under ``key``, or the bulk's under its plural."""
+    return {key: made[0]} if one is not UNSET else {f"{key}s": made}
 
 
 def _changes(update: msgspec.Struct, names: Mapping[str, str] | None = None) -> dict[str, Any]:
@@ -522,6 +754,13 @@ EXTENSIONS = {
             links=[],
         ),
         Extension(
+            name="IP address substring filtering",
+            alias="ip-substring-filtering",
+            description="Provides IP address substring filtering when listing ports",
+            updated="2017-11-28T09:00:00-00:00",
+            links=[],
+        ),
+        Extension(
             name="Network MTU",
             alias="net-mtu",
             description="Provides MTU attribute for a network resource.",
@@ -529,10 +768,24 @@ EXTENSIONS = {
             links=[],
         ),
         Extension(
+            name="Pagination support",
+            alias="pagination",
+            description="Extension that indicates that pagination is enabled.",
+            updated="2016-06-12T00:00:00-00:00",
+            links=[],
+        ),
+        Extension(
             name="project_id field enabled",
             alias="project-id",
             description="Extension that indicates that project_id field is enabled.",
             updated="2016-09-09T09:09:09-09:09",
+            links=[],
+        ),
+        Extension(
+            name="Sorting support",
+            alias="sorting",
+            description="Extension that indicates that sorting is enabled.",
+            updated="2016-06-12T00:00:00-00:00",
             links=[],
         ),
         Extension(
@@ -555,8 +808,7 @@ EXTENSIONS = {
 networks, subnets and ports have. Not listed, because not built whole: port binding (ports show
 its attributes, but ``binding:host_id`` is taken on update only, and ``binding:vnic_type`` and
 ``binding:profile`` not at all), tags (``tags`` is always empty), timestamps (no ``changed_since``
-filter), security groups, port security, pagination and sorting, external networks, routers,
-quotas."""
+filter), security groups, port security, external networks, routers, quotas, subnet pools."""
 
 # -- routes -----------------------------------------------------------------------------------
 
@@ -624,26 +876,22 @@ async def list_networks(request: web.Request, query: NetworkQuery) -> web.Respon
     networks = await client(request, Net).list_networks(
         name=_one(query, "name"), shared=_one(query, "shared"), project_id=_one(query, "project_id")
     )
-    return json_response(NetworkList(networks=_listed([network_view(request, n) for n in networks], query)))
+    shown = [network_view(request, network) for network in networks]
+    return json_response(_listed(request, shown, Network, query, "networks"))
 
 
 @routes.post(
     NETWORKS,
     "Create a network",
     body=NetworkCreateRequest,
-    replies=[Reply(201, NetworkShown, "The network.")],
+    replies=[Reply(201, NetworksCreated, "The network, or the networks of a bulk create.")],
 )
 async def create_network(request: web.Request, body: NetworkCreateRequest) -> web.Response:
-    """403: a shared network asked by someone other than an admin."""
-    asked = body.network
-    network = await client(request, Net).create_network(
-        name=asked.name,
-        shared=asked.shared,
-        admin_state_up=asked.admin_state_up,
-        mtu=asked.mtu,
-        description=asked.description,
-    )
-    return json_response(NetworkShown(network=network_view(request, network)), status=201)
+    """403: a shared network asked by someone other than an admin (in a bulk create: none is made)."""
+    asked = [msgspec.to_builtins(network) for network in _asked(body.network, body.networks)]
+    networks = await client(request, Net).create_networks(networks=asked)
+    made = [network_view(request, network) for network in networks]
+    return json_response(_created("network", body.network, made), status=201)
 
 
 @routes.get(
@@ -693,34 +941,23 @@ async def delete_network(request: web.Request) -> web.Response:
 )
 async def list_subnets(request: web.Request, query: SubnetQuery) -> web.Response:
     subnets = await client(request, Net).list_subnets(network_id=_one(query, "network_id"))
-    return json_response(SubnetList(subnets=_listed([subnet_view(s) for s in subnets], query)))
+    return json_response(_listed(request, [subnet_view(s) for s in subnets], Subnet, query, "subnets"))
 
 
 @routes.post(
     SUBNETS,
     "Create a subnet",
     body=SubnetCreateRequest,
-    replies=[Reply(201, SubnetShown, "The subnet.")],
+    replies=[Reply(201, SubnetsCreated, "The subnet, or the subnets of a bulk create.")],
     errors=(404,),
 )
 async def create_subnet(request: web.Request, body: SubnetCreateRequest) -> web.Response:
     """404: no such network the project sees; 403: another project's shared network; 400: a
-    gateway, pool or CIDR that does not fit (see the body)."""
-    asked = body.subnet
-    subnet = await client(request, Net).create_subnet(
-        network_id=asked.network_id,
-        cidr=asked.cidr,
-        name=asked.name,
-        gateway_ip=asked.gateway_ip,
-        allocation_pools=None
-        if asked.allocation_pools is None
-        else [{"start": pool.start, "end": pool.end} for pool in asked.allocation_pools],
-        ip_version=asked.ip_version,
-        enable_dhcp=asked.enable_dhcp,
-        dns_nameservers=asked.dns_nameservers,
-        description=asked.description,
-    )
-    return json_response(SubnetShown(subnet=subnet_view(subnet)), status=201)
+    gateway, pool, route or CIDR that does not fit (see the body). In a bulk create, any of these
+    makes none."""
+    asked = [msgspec.to_builtins(subnet) for subnet in _asked(body.subnet, body.subnets)]
+    subnets = await client(request, Net).create_subnets(subnets=asked)
+    return json_response(_created("subnet", body.subnet, [subnet_view(s) for s in subnets]), status=201)
 
 
 @routes.get(
@@ -733,6 +970,21 @@ async def create_subnet(request: web.Request, body: SubnetCreateRequest) -> web.
 async def show_subnet(request: web.Request, query: ShowQuery) -> web.Response:
     subnet = await client(request, Net).get_subnet(subnet_id=request.match_info["subnet_id"])
     return json_response({"subnet": _trimmed(subnet_view(subnet), query)})
+
+
+@routes.put(
+    SUBNET,
+    "Update a subnet",
+    body=SubnetUpdateRequest,
+    replies=[Reply(200, SubnetShown, "The subnet.")],
+    errors=(404, 409),
+)
+async def update_subnet(request: web.Request, body: SubnetUpdateRequest) -> web.Response:
+    """403: a subnet of another project's shared network; 400: a gateway, pool or route that does
+    not fit; 409: the gateway is a port's address, or the pools leave out an address a port holds."""
+    changes = msgspec.to_builtins(body.subnet)
+    subnet = await client(request, Net).update_subnet(subnet_id=request.match_info["subnet_id"], **changes)
+    return json_response(SubnetShown(subnet=subnet_view(subnet)))
 
 
 @routes.delete(
@@ -759,33 +1011,23 @@ async def list_ports(request: web.Request, query: PortQuery) -> web.Response:
         device_id=_one(query, "device_id"),
         device_owner=_one(query, "device_owner"),
     )
-    return json_response(PortList(ports=_listed([port_view(p) for p in ports], query)))
+    return json_response(_listed(request, [port_view(p) for p in ports], Port, query, "ports"))
 
 
 @routes.post(
     PORTS,
     "Create a port",
     body=PortCreateRequest,
-    replies=[Reply(201, PortShown, "The port.")],
+    replies=[Reply(201, PortsCreated, "The port, or the ports of a bulk create.")],
     errors=(404, 409),
 )
 async def create_port(request: web.Request, body: PortCreateRequest) -> web.Response:
     """404: no such network the project sees; 409: no free address, or the MAC or an address
-    asked for is taken; 400: a fixed IP that is not on the network."""
-    asked = body.port
-    port = await client(request, Net).create_port(
-        network_id=asked.network_id,
-        name=asked.name,
-        mac_address=asked.mac_address,
-        fixed_ips=None
-        if asked.fixed_ips is None
-        else [msgspec.to_builtins(fixed_ip) for fixed_ip in asked.fixed_ips],
-        device_id=asked.device_id,
-        device_owner=asked.device_owner,
-        admin_state_up=asked.admin_state_up,
-        description=asked.description,
-    )
-    return json_response(PortShown(port=port_view(port)), status=201)
+    asked for is taken; 400: a fixed IP that is not on the network. In a bulk create, any of
+    these makes none."""
+    asked = [msgspec.to_builtins(port) for port in _asked(body.port, body.ports)]
+    ports = await client(request, Net).create_ports(ports=asked)
+    return json_response(_created("port", body.port, [port_view(p) for p in ports]), status=201)
 
 
 @routes.get(
@@ -805,12 +1047,15 @@ async def show_port(request: web.Request, query: ShowQuery) -> web.Response:
     "Update a port",
     body=PortUpdateRequest,
     replies=[Reply(200, PortShown, "The port.")],
-    errors=(404,),
+    errors=(404, 409),
 )
 async def update_port(request: web.Request, body: PortUpdateRequest) -> web.Response:
-    port = await client(request, Net).update_port(
-        port_id=request.match_info["port_id"], **_changes(body.port, {"binding_host_id": "binding_host"})
-    )
+    """409: a fixed IP asked for is another port's, or its subnet has no free address; 400: a
+    fixed IP that is not on the port's network."""
+    changes = _changes(body.port, {"binding_host_id": "binding_host"})
+    if "fixed_ips" in changes:
+        changes["fixed_ips"] = msgspec.to_builtins(changes["fixed_ips"])
+    port = await client(request, Net).update_port(port_id=request.match_info["port_id"], **changes)
     return json_response(PortShown(port=port_view(port)))
 
 

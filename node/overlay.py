@@ -16,13 +16,18 @@ a network a guest of this host joins gets, on this host:
   dnsmasq there answering only the MACs of this host's ports (``static``, given on its command
   line: it runs as ``nobody``), each with its fixed IP, so every host that has guests on a
   network serves them and only them; it is started again when they change. The host's own
-  network never holds an address of a tenant subnet.
+  network never holds an address of a tenant subnet. What the subnet tells its hosts goes with
+  each lease (``dhcp_options``): the MTU, the gateway as router, ``dns_nameservers`` (option 6)
+  and ``host_routes`` as classless static routes (option 121, RFC 3442, which a client takes in
+  place of the router option: so the default route through the gateway is one of them). They
+  are read afresh at each attach (``dhcp.json``), so a subnet's change reaches a host's DHCP
+  when a guest of the network next starts there.
 
 What a network is on this host is kept in ``<state>/overlay/<network id>/`` (``network.json``,
-the MACs served, dnsmasq's pid): ``restore``, at the node's start, makes the bridges, VXLAN
-devices and DHCP of recorded networks again (after the host rebooted) and restarts their
-dnsmasq. When the last guest of the host leaves a network, all of it goes, and the DHCP port is
-given back.
+the subnet's DHCP options ``dhcp.json``, the MACs served, dnsmasq's pid): ``restore``, at the
+node's start, makes the bridges, VXLAN devices and DHCP of recorded networks again (after the
+host rebooted) and restarts their dnsmasq. When the last guest of the host leaves a network,
+all of it goes, and the DHCP port is given back.
 """
 
 from __future__ import annotations
@@ -80,6 +85,56 @@ class Segment:
     def dhcp_link(self) -> tuple[str, str]:
         """The DHCP port's veth: its end on the bridge, its end in the DHCP namespace."""
         return f"tap{self.dhcp_port_id[:11]}", f"ns-{self.dhcp_port_id[:11]}"
+
+
+@dataclass(frozen=True, slots=True)
+class SubnetDhcp:
+    """What a subnet tells its hosts over DHCP besides their address (``dhcp.json``)."""
+
+    gateway: str | None
+    dns_nameservers: list[str]
+    host_routes: list[tuple[str, str]]
+    """``(destination, nexthop)`` pairs."""
+
+    @classmethod
+    def of(cls, subnet: Subnet) -> SubnetDhcp:
+        return cls(
+            gateway=subnet.get("gateway_ip") or None,
+            dns_nameservers=list(subnet["dns_nameservers"]),
+            host_routes=[(route["destination"], route["nexthop"]) for route in subnet["host_routes"]],
+        )
+
+
+def dhcp_options(mtu: int, dhcp: SubnetDhcp) -> list[str]:
+    """dnsmasq's ``--dhcp-option`` arguments: the MTU (option 26), the router (3), the name servers
+    (6) and, when the subnet has host routes, those as classless static routes (121) with the
+    default route through the gateway among them: RFC 3442 has a client that takes option 121
+    ignore option 3, as Neutron's DHCP agent also adds it (unless a host route is itself the
+    default)."""
+    options = [f"--dhcp-option=option:mtu,{mtu}"]
+    if dhcp.gateway:
+        options.append(f"--dhcp-option=option:router,{dhcp.gateway}")
+    if dhcp.dns_nameservers:
+        options.append(f"--dhcp-option=option:dns-server,{','.join(dhcp.dns_nameservers)}")
+    if dhcp.host_routes:
+        routes = list(dhcp.host_routes)
+        if dhcp.gateway and all(destination != "0.0.0.0/0" for destination, _ in routes):
+            routes.append(("0.0.0.0/0", dhcp.gateway))
+        pairs = ",".join(f"{destination},{nexthop}" for destination, nexthop in routes)
+        options.append(f"--dhcp-option=option:classless-static-route,{pairs}")
+    return options
+
+
+def dnsmasq_command(segment: Segment, dhcp: SubnetDhcp, hosts: dict[str, str], pid_file: Path) -> list[str]:
+    """The dnsmasq serving a network's DHCP on this host (run in its namespace): only ``hosts``
+    (``{mac: ip}``), each its address, with the subnet's options."""
+    cidr = ipaddress.ip_network(segment.cidr)
+    return [
+        "dnsmasq", "--conf-file=/dev/null", "--no-hosts", "--no-resolv", "--port=0", "--leasefile-ro",
+        "--bind-interfaces", f"--interface={segment.dhcp_link[1]}", "--except-interface=lo",
+        f"--dhcp-range={cidr.network_address},static,{cidr.netmask},86400s", f"--pid-file={pid_file}",
+        *dhcp_options(segment.mtu, dhcp), *(f"--dhcp-host={mac},{ip}" for mac, ip in sorted(hosts.items())),
+    ]  # fmt: skip
 
 
 class OverlayError(Exception):
@@ -155,6 +210,7 @@ class OverlayNetworks:
             return Attachment(None, "user", "the network has no IPv4 subnet to serve over DHCP")
         async with self._lock(network["id"]):
             segment = await self._segment(network, subnet, instance_uuid)
+            self._record_dhcp(network["id"], SubnetDhcp.of(subnet))
             await self._ensure(segment)
             ips = [f["ip_address"] for f in port["fixed_ips"] if f["subnet_id"] == subnet["id"]]
             hosts = self._hosts(network["id"])
@@ -213,6 +269,22 @@ class OverlayNetworks:
             return Segment(**json.loads((self.dir / network_id / "network.json").read_text()))
         except (OSError, ValueError, TypeError):
             return None
+
+    def _record_dhcp(self, network_id: str, dhcp: SubnetDhcp) -> None:
+        (self.dir / network_id / "dhcp.json").write_text(json.dumps(asdict(dhcp)))
+
+    def _dhcp(self, segment: Segment) -> SubnetDhcp:
+        """The subnet's DHCP options as last recorded (a network recorded before they were: its
+        gateway only)."""
+        try:
+            recorded = json.loads((self.dir / segment.network_id / "dhcp.json").read_text())
+            return SubnetDhcp(
+                gateway=recorded["gateway"],
+                dns_nameservers=recorded["dns_nameservers"],
+                host_routes=[(destination, nexthop) for destination, nexthop in recorded["host_routes"]],
+            )
+        except (OSError, ValueError, KeyError, TypeError):
+            return SubnetDhcp(gateway=segment.gateway, dns_nameservers=[], host_routes=[])
 
     def _hosts(self, network_id: str) -> dict[str, str]:
         try:
@@ -301,18 +373,8 @@ class OverlayNetworks:
         partial.replace(directory / "hosts")
         await self._stop_dnsmasq(segment.network_id)
         namespace = self.namespace_for(segment.network_id)
-        cidr = ipaddress.ip_network(segment.cidr)
-        options = [f"--dhcp-option=option:mtu,{segment.mtu}"]
-        if segment.gateway:
-            options.append(f"--dhcp-option=option:router,{segment.gateway}")
-        await _run(
-            "ip", "netns", "exec", namespace, "dnsmasq",
-            "--conf-file=/dev/null", "--no-hosts", "--no-resolv", "--port=0", "--leasefile-ro",
-            "--bind-interfaces", f"--interface={segment.dhcp_link[1]}", "--except-interface=lo",
-            f"--dhcp-range={cidr.network_address},static,{cidr.netmask},86400s",
-            f"--pid-file={directory / 'dnsmasq.pid'}",
-            *options, *(f"--dhcp-host={mac},{ip}" for mac, ip in sorted(hosts.items())),
-        )  # fmt: skip
+        command = dnsmasq_command(segment, self._dhcp(segment), hosts, directory / "dnsmasq.pid")
+        await _run("ip", "netns", "exec", namespace, *command)
         log.info(
             "overlay: DHCP for network %s at %s serves %d guests",
             segment.network_id,

@@ -16,7 +16,7 @@ from itertools import pairwise
 from typing import Any
 
 from actors.net.state import insert, invalid
-from api.net import AllocationPool, FixedIpRequest
+from api.net import AllocationPool, FixedIpRequest, HostRoute
 from bus import Conflict, InvalidRequest
 from runtime.stamps import new_uuid
 from runtime.store import Db, from_json, to_json
@@ -52,6 +52,13 @@ def is_host(address: IPv4Address, net: IPv4Network) -> bool:
     return address in net and address not in (net.network_address, net.broadcast_address)
 
 
+Range = tuple[IPv4Address, IPv4Address]
+"""An allocation pool as its first and last address."""
+MAX_DNS_NAMESERVERS = 5
+MAX_HOST_ROUTES = 20
+"""Neutron's default limits (``max_dns_nameservers``, ``max_subnet_host_routes``)."""
+
+
 def subnet_row(
     *,
     network_id: str,
@@ -74,23 +81,7 @@ def subnet_row(
         raise invalid("cidr", f"'{cidr:.60}' is not a valid IP subnet") from None
     if ip_version != 4 or not isinstance(net, IPv4Network) or net.prefixlen > 30:
         raise invalid("cidr", f"{net} is not an IPv4 subnet with hosts")
-    first, last = net.network_address + 1, net.broadcast_address - 1
-    gateway = first if gateway_ip is None else ip("gateway_ip", gateway_ip)
-    if not is_host(gateway, net):
-        raise invalid("gateway_ip", f"{gateway} is not a host address of {net}")
-    if pools is None:
-        ranges = [(start, end) for start, end in ((first, gateway - 1), (gateway + 1, last)) if start <= end]
-    else:
-        ranges = sorted(_pool(pool, net) for pool in pools)
-        for (start, end), (next_start, next_end) in pairwise(ranges):
-            if next_start <= end:
-                raise InvalidRequest(
-                    f"Found overlapping allocation pools: {start}-{end} {next_start}-{next_end}"
-                    f" for subnet {net}."
-                )
-        for start, end in ranges:
-            if start <= gateway <= end:
-                raise InvalidRequest(f"Gateway ip {gateway} conflicts with allocation pool {start}-{end}.")
+    gateway, ranges = subnet_addresses(net, gateway_ip, pools)
     return {
         "id": new_uuid(),
         "name": name,
@@ -99,8 +90,47 @@ def subnet_row(
         "cidr": str(net),
         "ip_version": 4,
         "gateway_ip": str(gateway),
-        "allocation_pools": to_json([{"start": str(start), "end": str(end)} for start, end in ranges]),
+        "allocation_pools": pools_json(ranges),
     }
+
+
+def subnet_addresses(
+    net: IPv4Network, gateway_ip: str | None, pools: list[AllocationPool] | None
+) -> tuple[IPv4Address, list[Range]]:
+    """The gateway (None: the first host) and the pools (None: every other host address) of a
+    subnet, checked against each other, pools sorted.
+
+    :raises InvalidRequest: a gateway or a pool outside ``net``'s hosts, pools overlapping each
+        other or holding the gateway.
+    """
+    first, last = net.network_address + 1, net.broadcast_address - 1
+    gateway = first if gateway_ip is None else ip("gateway_ip", gateway_ip)
+    if not is_host(gateway, net):
+        raise invalid("gateway_ip", f"{gateway} is not a host address of {net}")
+    if pools is None:
+        return gateway, [
+            (start, end) for start, end in ((first, gateway - 1), (gateway + 1, last)) if start <= end
+        ]
+    ranges = sorted(_pool(pool, net) for pool in pools)
+    for (start, end), (next_start, next_end) in pairwise(ranges):
+        if next_start <= end:
+            raise InvalidRequest(
+                f"Found overlapping allocation pools: {start}-{end} {next_start}-{next_end} for subnet {net}."
+            )
+    for start, end in ranges:
+        if start <= gateway <= end:
+            raise InvalidRequest(f"Gateway ip {gateway} conflicts with allocation pool {start}-{end}.")
+    return gateway, ranges
+
+
+def pools_json(ranges: list[Range]) -> str:
+    """Pools as the ``allocation_pools`` column keeps them."""
+    return to_json([{"start": str(start), "end": str(end)} for start, end in ranges])
+
+
+def pool_ranges(pools: list[AllocationPool]) -> list[Range]:
+    """A subnet's ``allocation_pools`` (as stored: valid) as ranges."""
+    return [(IPv4Address(pool["start"]), IPv4Address(pool["end"])) for pool in pools]
 
 
 def _pool(pool: AllocationPool, net: IPv4Network) -> tuple[IPv4Address, IPv4Address]:
@@ -115,9 +145,45 @@ def _pool(pool: AllocationPool, net: IPv4Network) -> tuple[IPv4Address, IPv4Addr
 def nameservers(servers: list[str] | None) -> str:
     """``dns_nameservers`` (None: none) checked, as stored.
 
-    :raises InvalidRequest: one is not an IPv4 address.
+    :raises InvalidRequest: one is not an IPv4 address, or given twice; more than
+        ``MAX_DNS_NAMESERVERS``.
     """
-    return to_json([str(ip("dns_nameservers", server)) for server in servers or []])
+    checked = [str(ip("dns_nameservers", server)) for server in servers or []]
+    if len(checked) > MAX_DNS_NAMESERVERS:
+        raise InvalidRequest(f"Number of DNS nameservers exceeds the limit {MAX_DNS_NAMESERVERS}.")
+    for server in checked:
+        if checked.count(server) > 1:
+            raise invalid("dns_nameservers", f"Duplicate nameserver '{server}'")
+    return to_json(checked)
+
+
+def host_routes(routes: list[HostRoute] | None) -> str:
+    """``host_routes`` (None: none) checked, as stored: each destination an IPv4 network
+    written as its network address and prefix, each nexthop an IPv4 address.
+
+    :raises InvalidRequest: a bad destination or nexthop, a route given twice; more than
+        ``MAX_HOST_ROUTES``.
+    """
+    checked: list[HostRoute] = []
+    for route in routes or []:
+        try:
+            destination = ipaddress.ip_network(route["destination"])
+        except ValueError:
+            raise invalid("host_routes", f"'{route['destination']:.60}' is not a valid IP subnet") from None
+        if not isinstance(destination, IPv4Network):
+            raise invalid("host_routes", f"{destination} is not an IPv4 subnet")
+        entry: HostRoute = {
+            "destination": str(destination),
+            "nexthop": str(ip("host_routes", route["nexthop"])),
+        }
+        if entry in checked:
+            raise invalid(
+                "host_routes", f"Duplicate hostroute '{entry['destination']} via {entry['nexthop']}'"
+            )
+        checked.append(entry)
+    if len(checked) > MAX_HOST_ROUTES:
+        raise InvalidRequest(f"Number of host routes exceeds the limit {MAX_HOST_ROUTES}.")
+    return to_json(checked)
 
 
 def requested_ip(
@@ -147,17 +213,56 @@ def requested_ip(
 async def insert_subnet(db: Db, subnet: dict[str, Any]) -> None:
     """Insert a subnet row with its pools, all of them free."""
     await insert(db, "subnets", subnet)
-    pools = [
-        (subnet["id"], int(IPv4Address(pool["start"])), int(IPv4Address(pool["end"])))
-        for pool in from_json(subnet["allocation_pools"], [])
+    ranges = [(int(start), int(end)) for start, end in pool_ranges(from_json(subnet["allocation_pools"], []))]
+    for table in ("ip_pools", "ip_free"):
+        await _insert_ranges(db, table, subnet["id"], ranges)
+
+
+async def replace_pools(db: Db, subnet_id: str, old: list[Range], new: list[Range]) -> None:
+    """Make ``new`` a subnet's pools in place of ``old``: its free ranges become the new pools'
+    addresses no port holds.
+
+    :raises Conflict: a port holds an address of the old pools outside the new ones.
+    """
+    held = [
+        IPv4Address(row["ip_int"])
+        for row in await db.fetchall(
+            "SELECT ip_int FROM ip_allocations WHERE subnet_id = ? ORDER BY ip_int", (subnet_id,)
+        )
     ]
-    if pools:
-        values = ", ".join(["(?, ?, ?)"] * len(pools))
-        for table in ("ip_pools", "ip_free"):
-            await db.execute(
-                f"INSERT INTO {table} (subnet_id, lo, hi) VALUES {values}",
-                [value for pool in pools for value in pool],
+    for address in held:
+        if _within(address, old) and not _within(address, new):
+            raise Conflict(
+                f"Unable to complete operation on subnet {subnet_id}: IP address {address} is allocated"
+                " and would be outside the new allocation pools."
             )
+    free: list[tuple[int, int]] = []
+    for start, end in new:
+        low = int(start)
+        for address in (int(address) for address in held if start <= address <= end):
+            if address > low:
+                free.append((low, address - 1))
+            low = address + 1
+        if low <= int(end):
+            free.append((low, int(end)))
+    for table in ("ip_pools", "ip_free"):
+        await db.execute(f"DELETE FROM {table} WHERE subnet_id = ?", (subnet_id,))
+    await _insert_ranges(db, "ip_pools", subnet_id, [(int(start), int(end)) for start, end in new])
+    await _insert_ranges(db, "ip_free", subnet_id, free)
+
+
+def _within(address: IPv4Address, ranges: list[Range]) -> bool:
+    return any(start <= address <= end for start, end in ranges)
+
+
+async def _insert_ranges(db: Db, table: str, subnet_id: str, ranges: list[tuple[int, int]]) -> None:
+    """Insert ``[lo, hi]`` ranges of a subnet into ``ip_pools`` or ``ip_free``."""
+    if ranges:
+        values = ", ".join(["(?, ?, ?)"] * len(ranges))
+        await db.execute(
+            f"INSERT INTO {table} (subnet_id, lo, hi) VALUES {values}",
+            [value for lo, hi in ranges for value in (subnet_id, lo, hi)],
+        )
 
 
 async def allocate(db: Db, subnet_id: str, address: IPv4Address | None, port_id: str) -> str | None:

@@ -4,8 +4,8 @@ shared, by every project; only their project changes them."""
 from __future__ import annotations
 
 from actors.net.schema import NETWORK, NEXT_SEGMENT, PORT
-from actors.net.state import NetState, caller_project, insert, scope, update, where
-from api.net import DHCP_OWNER, Network, Networks
+from actors.net.state import Db, NetState, caller_project, insert, scope, update, where
+from api.net import DHCP_OWNER, Network, NetworkRequest, Networks
 from bus import Conflict, Forbidden
 from runtime.context import caller, sees_all
 from runtime.stamps import new_uuid
@@ -26,15 +26,26 @@ class NetworkServant(Networks):
         mtu: int = 1500,
         description: str = "",
     ) -> Network:
-        if shared and not sees_all(caller()):
+        asked: NetworkRequest = {"name": name, "shared": shared, "admin_state_up": admin_state_up}
+        asked |= {"mtu": mtu, "description": description}
+        return (await self.create_networks(networks=[asked]))[0]
+
+    async def create_networks(self, *, networks: list[NetworkRequest]) -> list[Network]:
+        if any(asked.get("shared") for asked in networks) and not sees_all(caller()):
             raise Forbidden("Only an admin may create a shared network.")
-        network_id = new_uuid()
-        row = {"id": network_id, "name": name, "project_id": caller_project(), "shared": shared}
-        row |= {"admin_state_up": admin_state_up, "mtu": mtu, "description": description}
+        project = caller_project()
         async with self.state.writing() as db:
-            row["segmentation_id"] = (await db.fetchone(NEXT_SEGMENT))["vni"]
-            await insert(db, "networks", row)
-            return await self.state.get(NETWORK, network_id, None, db)
+            return [await self._insert(db, asked, project) for asked in networks]
+
+    async def _insert(self, db: Db, asked: NetworkRequest, project: str) -> Network:
+        """Insert one network of ``project`` with the next VNI; answer its record."""
+        network_id = new_uuid()
+        row = {"id": network_id, "name": asked.get("name", ""), "project_id": project}
+        row |= {"shared": asked.get("shared", False), "admin_state_up": asked.get("admin_state_up", True)}
+        row |= {"mtu": asked.get("mtu", 1500), "description": asked.get("description", "")}
+        row["segmentation_id"] = (await db.fetchone(NEXT_SEGMENT))["vni"]
+        await insert(db, "networks", row)
+        return await self.state.get(NETWORK, network_id, None, db)
 
     async def list_networks(
         self, *, name: str | None = None, shared: bool | None = None, project_id: str | None = None

@@ -8,13 +8,15 @@ from typing import Any
 
 from actors.net.ipam import allocate, requested_ip
 from actors.net.schema import NETWORK, PORT, PORT_DEFAULTS, port_view
-from actors.net.state import Db, NetState, caller_project, insert, scope, update, where
-from api.net import FixedIp, FixedIpRequest, Port, Ports
+from actors.net.state import Db, NetState, caller_project, insert, invalid, scope, update, where
+from api.net import FixedIp, FixedIpRequest, Port, PortRequest, Ports
 from bus import Conflict, NotFound
 from runtime.stamps import new_uuid
 
 MAC_PREFIX = "fa:16:3e:"
 MAC_ATTEMPTS = 16
+_ASKED_COLUMNS = frozenset({"name", "device_id", "device_owner", "admin_state_up", "description"})
+"""The members of a ``PortRequest`` that are columns of the port as they are."""
 
 
 class PortServant(Ports):
@@ -35,16 +37,31 @@ class PortServant(Ports):
         admin_state_up: bool = True,
         description: str = "",
     ) -> Port:
-        project = scope()
-        port: dict[str, Any] = {
-            "name": name,
-            "device_id": device_id,
-            "device_owner": device_owner,
-            "description": description,
-        }
-        port |= {"project_id": caller_project(), "admin_state_up": admin_state_up}
+        asked: PortRequest = {"network_id": network_id, "name": name, "mac_address": mac_address}
+        asked |= {"fixed_ips": fixed_ips, "device_id": device_id, "device_owner": device_owner}
+        asked |= {"admin_state_up": admin_state_up, "description": description}
+        return (await self.create_ports(ports=[asked]))[0]
+
+    async def create_ports(self, *, ports: list[PortRequest]) -> list[Port]:
+        project, owner = scope(), caller_project()
+        made = []
         async with self.state.writing() as db:
-            return await new_port(db, network_id, project, fixed_ips, port, mac_address)
+            for asked in ports:
+                columns: dict[str, Any] = {
+                    column: value for column, value in asked.items() if column in _ASKED_COLUMNS
+                }
+                columns["project_id"] = owner
+                made.append(
+                    await new_port(
+                        db,
+                        asked["network_id"],
+                        project,
+                        asked.get("fixed_ips"),
+                        columns,
+                        asked.get("mac_address"),
+                    )
+                )
+        return made
 
     async def list_ports(
         self, *, network_id: str | None = None, device_id: str | None = None, device_owner: str | None = None
@@ -66,6 +83,7 @@ class PortServant(Ports):
         binding_host: str | None = None,
         admin_state_up: bool | None = None,
         description: str | None = None,
+        fixed_ips: list[FixedIpRequest] | None = None,
     ) -> Port:
         changes = {
             "name": name,
@@ -77,7 +95,9 @@ class PortServant(Ports):
         }
         project = scope()
         async with self.state.writing() as db:
-            await self.state.get(PORT, port_id, project, db)
+            port = await self.state.get(PORT, port_id, project, db)
+            if fixed_ips is not None:
+                await _readdress(db, port, fixed_ips)
             await update(db, "ports", port_id, changes)
             return await self.state.get(PORT, port_id, None, db)
 
@@ -105,15 +125,7 @@ async def new_port(
     :raises InvalidRequest: a ``fixed_ips`` entry that is not on the network.
     :raises Conflict: no free address, or the MAC or an asked address is taken.
     """
-    visible = "" if scope is None else " AND (n.project_id = :scope OR n.shared = 1)"
-    subnets = await db.fetchall(  # the network's subnets, or one row of NULLs when it has none
-        "SELECT s.id, s.cidr, s.gateway_ip FROM networks n LEFT JOIN subnets s ON s.network_id = n.id"
-        f" WHERE n.id = :network_id{visible} ORDER BY s.rowid",
-        {"network_id": network_id, "scope": scope},
-    )
-    if not subnets:
-        raise NotFound(f"{NETWORK.title} {network_id} could not be found.")
-    subnets = [subnet for subnet in subnets if subnet["id"] is not None]
+    subnets = await _subnets_of(db, network_id, scope)
     row = await _insert_port(
         db, {**PORT_DEFAULTS, **port, "id": new_uuid(), "network_id": network_id}, mac_address
     )
@@ -125,12 +137,66 @@ async def new_port(
                 break
         else:
             raise Conflict(f"No more IP addresses available on network {network_id}.")
-    for entry in fixed_ips or []:
+    given += await _take(db, fixed_ips or [], subnets, network_id, row["id"])
+    return port_view(row, given)
+
+
+async def _subnets_of(db: Db, network_id: str, scope: str | None) -> list[dict[str, Any]]:
+    """The subnets (id, cidr, gateway_ip) of a network ``scope`` sees, oldest first.
+
+    :raises NotFound: no such network ``scope`` sees.
+    """
+    visible = "" if scope is None else " AND (n.project_id = :scope OR n.shared = 1)"
+    subnets = await db.fetchall(  # the network's subnets, or one row of NULLs when it has none
+        "SELECT s.id, s.cidr, s.gateway_ip FROM networks n LEFT JOIN subnets s ON s.network_id = n.id"
+        f" WHERE n.id = :network_id{visible} ORDER BY s.rowid",
+        {"network_id": network_id, "scope": scope},
+    )
+    if not subnets:
+        raise NotFound(f"{NETWORK.title} {network_id} could not be found.")
+    return [subnet for subnet in subnets if subnet["id"] is not None]
+
+
+async def _take(
+    db: Db, entries: list[FixedIpRequest], subnets: list[dict[str, Any]], network_id: str, port_id: str
+) -> list[FixedIp]:
+    """Give the port the addresses ``fixed_ips`` entries ask for, on the network's ``subnets``.
+
+    :raises InvalidRequest: an entry that is not on the network.
+    :raises Conflict: an asked address is taken, or a subnet has no free address.
+    """
+    given: list[FixedIp] = []
+    for entry in entries:
         subnet, requested = requested_ip(entry, subnets, network_id)
-        if (address := await allocate(db, subnet["id"], requested, row["id"])) is None:
+        if (address := await allocate(db, subnet["id"], requested, port_id)) is None:
             raise Conflict(f"No more IP addresses available on subnet {subnet['id']}.")
         given.append({"subnet_id": subnet["id"], "ip_address": address})
-    return port_view(row, given)
+    return given
+
+
+async def _readdress(db: Db, port: Port, fixed_ips: list[FixedIpRequest]) -> None:
+    """Make ``fixed_ips`` the port's addresses, as Neutron does: an entry naming an address the
+    port holds keeps it, the addresses no entry names are released, the other entries are taken
+    (after the release, inside the caller's transaction: all or nothing).
+
+    :raises InvalidRequest: an entry that is not on the network.
+    :raises Conflict: an asked address is taken, or a subnet has no free address.
+    """
+    held = {fixed["ip_address"]: fixed for fixed in port["fixed_ips"]}
+    kept = {entry["ip_address"] for entry in fixed_ips if entry.get("ip_address") in held}
+    for address, fixed in held.items():
+        if address not in kept:
+            await db.execute(
+                "DELETE FROM ip_allocations WHERE port_id = ? AND subnet_id = ? AND ip_address = ?",
+                (port["id"], fixed["subnet_id"], address),
+            )
+    for address in kept:  # a kept address must still be where the entry says
+        entry = next(entry for entry in fixed_ips if entry.get("ip_address") == address)
+        if entry.get("subnet_id") not in (None, held[address]["subnet_id"]):
+            raise invalid("fixed_ips", f"IP address {address} is not on subnet {entry['subnet_id']}")
+    subnets = await _subnets_of(db, port["network_id"], None)
+    added = [entry for entry in fixed_ips if entry.get("ip_address") not in kept]
+    await _take(db, added, subnets, port["network_id"], port["id"])
 
 
 async def _insert_port(db: Db, row: dict[str, Any], requested_mac: str | None) -> dict[str, Any]:

@@ -461,7 +461,7 @@ def test_the_node_facet_holds_what_nodes_call() -> None:
     assert subjects(NetForNodes, host="node-1") == [f"net.host.node-1.{method}" for method in methods]
     assert subjects(NetForNodes) == [f"net.host.*.{method}" for method in methods]
     assert set(NetForNodes.api_methods) - {"dhcp_port", "release_dhcp_port"} < set(Net.api_methods)
-    assert len(Net.api_methods) == 19
+    assert len(Net.api_methods) == 23
 
 
 async def test_networks_and_subnets_in_use_are_not_deleted(client: Net, port_events) -> None:
@@ -640,4 +640,176 @@ async def test_a_store_of_schema_1_keeps_its_allocations_and_holes(bus: Bus, sta
             await client.create_port(network_id="net-1")
     expected = [3, 4, 6, 7, 8, 9, 21, 22, 23, 24, 26, 27, 28, 29, 30]
     assert given == [f"10.5.0.{n}" for n in expected]
+    await free_ranges_match_allocations(net)
+
+
+async def test_subnet_update_changes_gateway_routes_dns_and_pools(client: Net, net: NetActor) -> None:
+    routes = [{"destination": "10.50.0.0/16", "nexthop": "192.168.7.254"}]
+    network, subnet = await network_with_subnet(
+        client, ALICE, allocation_pools=[{"start": "192.168.7.10", "end": "192.168.7.20"}], host_routes=routes
+    )
+    assert subnet["host_routes"] == routes
+    with acting_as(ALICE):
+        port = await client.create_port(network_id=network["id"])
+        updated = await client.update_subnet(
+            subnet_id=subnet["id"],
+            name="renamed",
+            gateway_ip="192.168.7.2",
+            enable_dhcp=False,
+            dns_nameservers=["8.8.4.4", "8.8.8.8"],
+            host_routes=[{"destination": "10.60.0.0/24", "nexthop": "10.0.0.1"}],
+            allocation_pools=[{"start": "192.168.7.5", "end": "192.168.7.12"}],
+        )
+        assert await client.get_subnet(subnet_id=subnet["id"]) == updated
+        reused = [await client.create_port(network_id=network["id"]) for _ in range(2)]
+    assert address(port) == "192.168.7.10"
+    assert updated["name"] == "renamed" and updated["gateway_ip"] == "192.168.7.2"
+    assert updated["enable_dhcp"] is False and updated["dns_nameservers"] == ["8.8.4.4", "8.8.8.8"]
+    assert updated["host_routes"] == [{"destination": "10.60.0.0/24", "nexthop": "10.0.0.1"}]
+    assert updated["allocation_pools"] == [{"start": "192.168.7.5", "end": "192.168.7.12"}]
+    assert updated["revision_number"] == subnet["revision_number"] + 1
+    assert [address(p) for p in reused] == ["192.168.7.5", "192.168.7.6"]
+    await free_ranges_match_allocations(net)
+
+
+@pytest.mark.parametrize(
+    ("change", "error", "message"),
+    [
+        ({"gateway_ip": "192.168.7.30"}, Conflict, "already in use by port"),
+        ({"gateway_ip": "192.168.7.12"}, InvalidRequest, "conflicts with allocation pool"),
+        ({"gateway_ip": "10.0.0.1"}, InvalidRequest, "gateway_ip"),
+        ({"allocation_pools": [{"start": "192.168.7.11", "end": "192.168.7.20"}]}, Conflict, "is allocated"),
+        (
+            {"allocation_pools": [{"start": "192.168.7.1", "end": "192.168.7.20"}]},
+            InvalidRequest,
+            "conflicts",
+        ),
+        ({"allocation_pools": [{"start": "192.168.7.10", "end": "192.168.8.2"}]}, InvalidRequest, "beyond"),
+        (
+            {
+                "allocation_pools": [
+                    {"start": "192.168.7.10", "end": "192.168.7.20"},
+                    {"start": "192.168.7.15", "end": "192.168.7.30"},
+                ]
+            },
+            InvalidRequest,
+            "overlapping",
+        ),
+        (
+            {"host_routes": [{"destination": "10.0.0.1/8", "nexthop": "10.0.0.1"}]},
+            InvalidRequest,
+            "host_routes",
+        ),
+        ({"host_routes": [{"destination": "10.0.0.0/8", "nexthop": "x"}]}, InvalidRequest, "host_routes"),
+        (
+            {"host_routes": [{"destination": "10.0.0.0/8", "nexthop": "10.0.0.1"}] * 2},
+            InvalidRequest,
+            "Duplicate hostroute",
+        ),
+        ({"dns_nameservers": ["8.8.8.8", "8.8.8.8"]}, InvalidRequest, "Duplicate nameserver"),
+        ({"dns_nameservers": [f"8.8.8.{n}" for n in range(6)]}, InvalidRequest, "exceeds the limit"),
+    ],
+)
+async def test_bad_subnet_updates_are_refused_and_change_nothing(
+    client: Net, net: NetActor, change: dict[str, Any], error: type[Exception], message: str
+) -> None:
+    network, subnet = await network_with_subnet(
+        client, ALICE, allocation_pools=[{"start": "192.168.7.10", "end": "192.168.7.20"}]
+    )
+    with acting_as(ALICE):
+        await client.create_port(network_id=network["id"])  # holds .10
+        await client.create_port(network_id=network["id"], fixed_ips=[{"ip_address": "192.168.7.30"}])
+    before = await snapshot(client)
+    with acting_as(ALICE), pytest.raises(error, match=message):
+        await client.update_subnet(subnet_id=subnet["id"], **change)
+    assert await snapshot(client) == before
+    await free_ranges_match_allocations(net)
+    with acting_as(BOB), pytest.raises(NotFound):
+        await client.update_subnet(subnet_id=subnet["id"], name="mine")
+
+
+async def test_bulk_creates_are_all_or_nothing(client: Net) -> None:
+    with acting_as(ALICE):
+        networks = await client.create_networks(networks=[{"name": "a"}, {"name": "b", "mtu": 1400}])
+        assert [(n["name"], n["mtu"]) for n in networks] == [("a", 1500), ("b", 1400)]
+        subnets = await client.create_subnets(
+            subnets=[
+                {"network_id": networks[0]["id"], "cidr": "10.1.0.0/24"},
+                {"network_id": networks[1]["id"], "cidr": "10.2.0.0/24", "name": "s2"},
+            ]
+        )
+        assert [s["cidr"] for s in subnets] == ["10.1.0.0/24", "10.2.0.0/24"]
+        ports = await client.create_ports(
+            ports=[{"network_id": networks[0]["id"], "name": "p1"}, {"network_id": networks[1]["id"]}]
+        )
+        assert [address(p) for p in ports] == ["10.1.0.2", "10.2.0.2"]
+    before = await snapshot(client)
+    failing: list[tuple[str, dict[str, Any], type[Exception]]] = [
+        ("create_networks", {"networks": [{"name": "c"}, {"name": "d", "shared": True}]}, Forbidden),
+        (
+            "create_subnets",
+            {
+                "subnets": [
+                    {"network_id": networks[0]["id"], "cidr": "10.3.0.0/24"},
+                    {"network_id": networks[0]["id"], "cidr": "10.3.0.0/25"},
+                ]
+            },
+            InvalidRequest,
+        ),
+        (
+            "create_ports",
+            {
+                "ports": [
+                    {"network_id": networks[0]["id"], "fixed_ips": [{"ip_address": "10.1.0.9"}]},
+                    {"network_id": networks[0]["id"], "fixed_ips": [{"ip_address": "10.1.0.9"}]},
+                ]
+            },
+            Conflict,
+        ),
+        (
+            "create_ports",
+            {"ports": [{"network_id": networks[0]["id"]}, {"network_id": "nope"}]},
+            NotFound,
+        ),
+    ]
+    for method, arguments, error in failing:
+        with acting_as(ALICE), pytest.raises(error):
+            await getattr(client, method)(**arguments)
+        assert await snapshot(client) == before, method
+
+
+async def test_port_fixed_ips_update_keeps_adds_and_releases_atomically(client: Net, net: NetActor) -> None:
+    network, first = await network_with_subnet(client, ALICE, "10.7.0.0/24")
+    with acting_as(ALICE):
+        second = await client.create_subnet(network_id=network["id"], cidr="10.8.0.0/24")
+        port = await client.create_port(
+            network_id=network["id"], fixed_ips=[{"subnet_id": first["id"]}, {"subnet_id": second["id"]}]
+        )
+        assert [ip["ip_address"] for ip in port["fixed_ips"]] == ["10.7.0.2", "10.8.0.2"]
+        one = await client.update_port(port_id=port["id"], fixed_ips=[{"ip_address": "10.7.0.2"}])
+        assert one["fixed_ips"] == [{"subnet_id": first["id"], "ip_address": "10.7.0.2"}]
+        two = await client.update_port(
+            port_id=port["id"],
+            fixed_ips=[
+                {"subnet_id": first["id"], "ip_address": "10.7.0.2"},
+                {"subnet_id": first["id"], "ip_address": "10.7.0.50"},
+                {"subnet_id": second["id"]},
+            ],
+        )
+        assert sorted(ip["ip_address"] for ip in two["fixed_ips"]) == ["10.7.0.2", "10.7.0.50", "10.8.0.2"]
+        other = await client.create_port(network_id=network["id"], fixed_ips=[{"ip_address": "10.7.0.60"}])
+    before = await snapshot(client)
+    for bad, error in (
+        ([{"ip_address": "10.8.0.2"}, {"ip_address": "10.7.0.60"}], Conflict),
+        ([{"ip_address": "10.9.0.5"}], InvalidRequest),
+        ([{"subnet_id": second["id"], "ip_address": "10.7.0.2"}], InvalidRequest),
+    ):
+        with acting_as(ALICE), pytest.raises(error):
+            await client.update_port(port_id=port["id"], fixed_ips=bad)
+        assert await snapshot(client) == before
+    with acting_as(ALICE):
+        none = await client.update_port(port_id=port["id"], fixed_ips=[])
+        assert none["fixed_ips"] == [] and address(other) == "10.7.0.60"
+        again = await client.create_port(network_id=network["id"], fixed_ips=[{"ip_address": "10.7.0.50"}])
+    assert address(again) == "10.7.0.50"
     await free_ranges_match_allocations(net)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from yarl import URL
 
 from actors.identity.actor import IdentityActor
 from actors.net.actor import NetActor
@@ -232,7 +233,10 @@ async def test_a_member_cannot_create_a_shared_network(demo: Any) -> None:
             400,
             "unknown field `colour` - at `$.network`",
         ),
-        ("POST", NETWORKS, {"name": "x"}, 400, "missing required field `network`"),
+        ("POST", NETWORKS, {"name": "x"}, 400, "either `network` (one) or `networks` (several)"),
+        ("POST", NETWORKS, {"network": {}, "networks": [{}]}, 400, "either `network`"),
+        ("POST", NETWORKS, {"networks": []}, 400, "length >= 1 - at `$.networks`"),
+        ("POST", NETWORKS, {"networks": [{"name": 5}]}, 400, "got `int` - at `$.networks[0].name`"),
         ("POST", NETWORKS, b"{not json", 400, "not valid JSON"),
         (
             "PUT",
@@ -241,7 +245,13 @@ async def test_a_member_cannot_create_a_shared_network(demo: Any) -> None:
             400,
             "unknown field `binding_host` - at `$.port`",
         ),
-        ("PUT", f"{SUBNETS}/nope", {"subnet": {"name": "x"}}, 405, "Method Not Allowed"),
+        ("PUT", f"{SUBNETS}/nope", {"subnet": {"name": "x"}}, 404, "Subnet nope could not be found"),
+        ("PUT", f"{SUBNETS}/nope", {"subnet": {"cidr": "10.0.0.0/24"}}, 400, "unknown field `cidr`"),
+        ("GET", f"{NETWORKS}?sort_key=subnets", None, 400, "subnets is an invalid attribute for sort_keys"),
+        ("GET", f"{NETWORKS}?sort_dir=up", None, 400, "$.sort_dir[0]"),
+        ("GET", f"{NETWORKS}?limit=0", None, 400, "$.limit"),
+        ("GET", f"{NETWORKS}?marker=nope", None, 404, "Marker nope could not be found"),
+        ("GET", f"{PORTS}?fixed_ips=mac=x", None, 400, "$.fixed_ips[0]"),
         ("GET", f"{NETWORKS}?colour=blue", None, 400, "unknown field `colour`"),
         ("GET", f"{NETWORKS}?shared=perhaps", None, 400, "Expected `bool`, got `str` - at `$.shared[0]`"),
         ("GET", f"{PORTS}/nope", None, 404, "Port nope could not be found"),
@@ -296,6 +306,7 @@ async def test_the_extensions_list_names_what_is_built(demo: Any) -> None:
     assert status == 200
     aliases = {extension["alias"] for extension in body["extensions"]}
     assert {"standard-attr-description", "standard-attr-revisions", "net-mtu", "project-id"} <= aliases
+    assert {"pagination", "sorting", "ip-substring-filtering"} <= aliases
     assert not aliases & {"standard-attr-tag", "tag", "port-security", "security-group", "binding"}
     for extension in body["extensions"]:
         assert set(extension) == {"name", "alias", "description", "updated", "links"}
@@ -311,3 +322,180 @@ async def test_the_extensions_list_names_what_is_built(demo: Any) -> None:
     status, body = await demo.put(f"{NETWORKS}/{network['id']}", {"network": {"description": "second"}})
     assert body["network"]["description"] == "second"
     assert body["network"]["revision_number"] > network["revision_number"]
+
+
+async def test_subnet_update_and_host_routes(demo: Any) -> None:
+    network = await create(demo, NETWORKS, "network", {"name": "routed"})
+    routes = [{"destination": "10.20.0.0/32", "nexthop": "10.100.1.1"}]
+    subnet = await create(
+        demo,
+        SUBNETS,
+        "subnet",
+        {
+            "network_id": network["id"],
+            "cidr": "10.100.0.0/28",
+            "gateway_ip": "10.100.0.1",
+            "allocation_pools": [{"start": "10.100.0.3", "end": "10.100.0.7"}],
+            "dns_nameservers": ["8.8.4.4", "8.8.8.8"],
+            "host_routes": routes,
+        },
+    )
+    assert subnet["host_routes"] == routes and subnet["dns_nameservers"] == ["8.8.4.4", "8.8.8.8"]
+    port = await create(demo, PORTS, "port", {"network_id": network["id"]})
+    assert port["fixed_ips"][0]["ip_address"] == "10.100.0.3"
+    change = {
+        "name": "renamed",
+        "gateway_ip": "10.100.0.2",
+        "enable_dhcp": False,
+        "dns_nameservers": ["7.8.8.8", "7.8.4.4"],
+        "host_routes": [{"destination": "10.20.0.0/32", "nexthop": "10.100.1.2"}],
+        "allocation_pools": [{"start": "10.100.0.3", "end": "10.100.0.9"}],
+    }
+    status, body = await demo.put(f"{SUBNETS}/{subnet['id']}", {"subnet": change})
+    assert status == 200, body
+    assert {key: body["subnet"][key] for key in change} == change
+    status, shown = await demo.get(f"{SUBNETS}/{subnet['id']}")
+    assert shown["subnet"] == body["subnet"]
+    await create(
+        demo, PORTS, "port", {"network_id": network["id"], "fixed_ips": [{"ip_address": "10.100.0.12"}]}
+    )
+    before = await snapshot(demo)
+    for refused, expected, message in (
+        ({"gateway_ip": "10.100.0.12"}, 409, "already in use by port"),
+        ({"gateway_ip": "10.100.0.5"}, 400, "conflicts with allocation pool"),
+        ({"gateway_ip": "10.100.1.1"}, 400, "gateway_ip"),
+        ({"allocation_pools": [{"start": "10.100.0.4", "end": "10.100.0.9"}]}, 409, "is allocated"),
+        ({"host_routes": [{"destination": "10.20.0.1/24", "nexthop": "10.0.0.1"}]}, 400, "host_routes"),
+        ({"host_routes": [{"destination": "10.20.0.0/24"}]}, 400, "missing required field `nexthop`"),
+    ):
+        status, body = await demo.put(f"{SUBNETS}/{subnet['id']}", {"subnet": refused})
+        assert status == expected and message in neutron_error(body)["message"], (refused, body)
+        assert await snapshot(demo) == before
+
+
+async def test_bulk_creates_answer_the_plural_and_make_all_or_none(demo: Any) -> None:
+    status, body = await demo.post(NETWORKS, {"networks": [{"name": "bulk-1"}, {"name": "bulk-2"}]})
+    assert status == 201 and [n["name"] for n in body["networks"]] == ["bulk-1", "bulk-2"], body
+    first, second = body["networks"]
+    status, body = await demo.post(
+        SUBNETS,
+        {
+            "subnets": [
+                {"network_id": first["id"], "cidr": "10.61.0.0/24", "ip_version": 4},
+                {"network_id": second["id"], "cidr": "10.62.0.0/24", "ip_version": 4},
+            ]
+        },
+    )
+    assert status == 201 and [s["cidr"] for s in body["subnets"]] == ["10.61.0.0/24", "10.62.0.0/24"], body
+    status, body = await demo.post(
+        PORTS, {"ports": [{"network_id": first["id"]}, {"network_id": second["id"]}]}
+    )
+    assert status == 201 and [p["fixed_ips"][0]["ip_address"] for p in body["ports"]] == [
+        "10.61.0.2",
+        "10.62.0.2",
+    ]
+    assert all(set(port) == PORT_KEYS for port in body["ports"])
+    before = await snapshot(demo)
+    for path, refused, expected in (
+        (NETWORKS, {"networks": [{"name": "ok"}, {"name": "shared", "shared": True}]}, 403),
+        (
+            SUBNETS,
+            {
+                "subnets": [
+                    {"network_id": first["id"], "cidr": "10.63.0.0/24"},
+                    {"network_id": first["id"], "cidr": "10.63.0.0/16"},
+                ]
+            },
+            400,
+        ),
+        (PORTS, {"ports": [{"network_id": first["id"]}, {"network_id": "nope"}]}, 404),
+        (
+            PORTS,
+            {
+                "ports": [
+                    {"network_id": first["id"], "mac_address": "fa:16:3e:00:00:01"},
+                    {"network_id": second["id"], "mac_address": "fa:16:3e:00:00:01"},
+                ]
+            },
+            409,
+        ),
+    ):
+        status, body = await demo.post(path, refused)
+        assert status == expected and neutron_error(body), (path, body)
+        assert await snapshot(demo) == before, path
+
+
+async def test_port_fixed_ips_are_updated_and_filtered(demo: Any) -> None:
+    network = await create(demo, NETWORKS, "network", {"name": "two-subnets"})
+    one = await create(demo, SUBNETS, "subnet", {"network_id": network["id"], "cidr": "10.71.0.0/24"})
+    two = await create(demo, SUBNETS, "subnet", {"network_id": network["id"], "cidr": "10.72.0.0/24"})
+    port = await create(
+        demo,
+        PORTS,
+        "port",
+        {"network_id": network["id"], "fixed_ips": [{"subnet_id": one["id"]}, {"subnet_id": two["id"]}]},
+    )
+    other = await create(demo, PORTS, "port", {"network_id": network["id"], "device_owner": "compute:x"})
+    status, body = await demo.put(
+        f"{PORTS}/{port['id']}", {"port": {"fixed_ips": [{"ip_address": "10.71.0.2"}]}}
+    )
+    assert status == 200 and body["port"]["fixed_ips"] == [
+        {"subnet_id": one["id"], "ip_address": "10.71.0.2"}
+    ]
+    status, body = await demo.put(
+        f"{PORTS}/{port['id']}",
+        {
+            "port": {
+                "fixed_ips": [
+                    {"ip_address": "10.71.0.2"},
+                    {"subnet_id": two["id"], "ip_address": "10.72.0.9"},
+                ]
+            }
+        },
+    )
+    assert status == 200 and len(body["port"]["fixed_ips"]) == 2, body
+    before = await snapshot(demo)
+    status, body = await demo.put(
+        f"{PORTS}/{port['id']}",
+        {"port": {"fixed_ips": [{"ip_address": other["fixed_ips"][0]["ip_address"]}]}},
+    )
+    assert status == 409 and "already allocated" in neutron_error(body)["message"]
+    assert await snapshot(demo) == before
+
+    async def listed(**params: Any) -> list[str]:
+        status, body = await demo.get(PORTS, params=params)
+        assert status == 200, body
+        return [p["id"] for p in body["ports"]]
+
+    assert await listed(fixed_ips="ip_address=10.72.0.9") == [port["id"]]
+    assert await listed(fixed_ips=["ip_address=10.72.0.9", f"subnet_id={one['id']}"]) == []
+    assert await listed(fixed_ips=f"subnet_id={one['id']}") == [port["id"], other["id"]]
+    assert await listed(fixed_ips="ip_address_substr=72.0") == [port["id"]]
+    assert await listed(device_owner="compute:x") == [other["id"]]
+    assert await listed(mac_address=other["mac_address"]) == [other["id"]]
+    assert await listed(network_id=network["id"], fields="id") == [port["id"], other["id"]]
+
+
+async def test_listings_sort_and_page_with_links(demo: Any) -> None:
+    made = [await create(demo, NETWORKS, "network", {"name": name}) for name in ("b-net", "c-net", "a-net")]
+    query = {"sort_key": "name", "sort_dir": "desc", "name": ["a-net", "b-net", "c-net"]}
+    status, body = await demo.get(NETWORKS, params=query)
+    assert [n["name"] for n in body["networks"]] == ["c-net", "b-net", "a-net"]
+    status, body = await demo.get(NETWORKS, params={**query, "limit": "2"})
+    assert status == 200 and [n["name"] for n in body["networks"]] == ["c-net", "b-net"]
+    [following] = body["networks_links"]
+    assert following["rel"] == "next"
+    status, body = await demo.get(URL(following["href"]).path_qs)
+    assert status == 200 and [n["name"] for n in body["networks"]] == ["a-net"], body
+    assert [link["rel"] for link in body["networks_links"]] == ["previous"]
+    status, body = await demo.get(NETWORKS, params={**query, "limit": "5", "marker": made[1]["id"]})
+    assert [n["name"] for n in body["networks"]] == ["b-net", "a-net"]
+    status, body = await demo.get(
+        NETWORKS, params={**query, "limit": "1", "marker": made[0]["id"], "page_reverse": "true"}
+    )
+    assert [n["name"] for n in body["networks"]] == ["c-net"]
+    assert [link["rel"] for link in body["networks_links"]] == ["next"]
+    status, body = await demo.get(
+        NETWORKS, params={"name": ["a-net", "c-net"], "fields": ["name"], "sort_key": "name"}
+    )
+    assert body == {"networks": [{"name": "a-net"}, {"name": "c-net"}]}
