@@ -24,28 +24,37 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TypedDict
+from typing import Any, TypedDict
+
+import msgspec
 
 from actors.placement import Placements, sees_for
 from api.image import (
     CHUNK_MAX,
+    READ_ONLY,
+    RESERVED,
+    RESERVED_PREFIX,
+    UPDATABLE,
+    Change,
     ContainerFormat,
     DiskFormat,
     Image,
     ImageForNodes,
     Images,
     ImageStatus,
+    PropertyValue,
     Received,
+    Sort,
     Visibility,
 )
-from bus import Actor, Bus, Conflict, Forbidden, InvalidRequest, NotFound
+from bus import Actor, Bus, Conflict, Context, Forbidden, InvalidRequest, NotFound
 from runtime.config import Config
 from runtime.context import caller, check_visible, sees_all
 from runtime.events import publish_event
 from runtime.stamps import new_uuid, utcnow
 from runtime.store import ConstraintViolation, Db, Migration, from_json, open_store, to_json
 
-MIGRATIONS = [
+MIGRATIONS: list[str | Migration] = [
     """
     CREATE TABLE images (
         id TEXT PRIMARY KEY, name TEXT NOT NULL, status TEXT NOT NULL, visibility TEXT NOT NULL,
@@ -68,6 +77,7 @@ MIGRATIONS = [
             data BYTEA NOT NULL, PRIMARY KEY (image_id, start_at));
         """,
     ),
+    "ALTER TABLE images ADD COLUMN os_hidden INTEGER NOT NULL DEFAULT 0;",
 ]
 
 
@@ -79,6 +89,7 @@ class ImageRow(TypedDict):
     status: ImageStatus
     visibility: Visibility
     protected: int
+    os_hidden: int
     checksum: str | None
     os_hash_algo: str | None
     os_hash_value: str | None
@@ -160,6 +171,165 @@ def _public(row: ImageRow) -> bool:
     return row["visibility"] in ("public", "community")
 
 
+def _check_reserved(name: str) -> None:
+    """:raises Forbidden: a name no extra property may have (Glance's reserved ones)."""
+    if name in RESERVED or name.startswith(RESERVED_PREFIX):
+        raise Forbidden(f"Attribute '{name}' is reserved.")
+
+
+def _checked_value(change: Change) -> Any:
+    """The value of an ``add`` or ``replace`` as its field's type (an extra property's: a string).
+
+    :raises Forbidden: a read-only field or a reserved name.
+    :raises InvalidRequest: no value, or one not of the field's type.
+    """
+    name = change["name"]
+    if name in READ_ONLY:
+        raise Forbidden(f"Attribute '{name}' is read-only.")
+    _check_reserved(name)
+    if change["op"] == "remove":
+        return None
+    if "value" not in change:
+        raise InvalidRequest(f'Operation "{change["op"]}" requires a member named "value".')
+    try:
+        return msgspec.convert(change["value"], UPDATABLE.get(name, PropertyValue))
+    except msgspec.ValidationError as exc:
+        raise InvalidRequest(f"Invalid value for '{name}': {exc}") from None
+
+
+async def _save(db: Db, image_id: str, fields: dict[str, Any], properties: dict[str, str]) -> None:
+    """Write an image's updatable fields and extra properties (``Patched``)."""
+    await db.execute(
+        "UPDATE images SET name = :name, visibility = :visibility, protected = :protected,"
+        " os_hidden = :os_hidden, min_disk = :min_disk, min_ram = :min_ram, tags = :tags,"
+        " container_format = :container_format, disk_format = :disk_format, owner = :owner,"
+        " properties = :properties, updated_at = :updated_at WHERE id = :id",
+        {
+            **fields,
+            "protected": int(fields["protected"]),
+            "os_hidden": int(fields["os_hidden"]),
+            "tags": to_json(fields["tags"]),
+            "properties": to_json(properties),
+            "updated_at": utcnow(),
+            "id": image_id,
+        },
+    )
+
+
+SORT_EXPRESSIONS = {"size": "COALESCE(size, -1)"}
+"""How a sort key is ordered where it is not its column: an image without a size yet first (as
+the smallest), on sqlite and PostgreSQL alike (which put NULLs at opposite ends)."""
+
+Order = list[tuple[str, str]]
+"""Sort keys, each with its direction (``asc``, ``desc``)."""
+
+
+def _order(sort: list[Sort]) -> Order:
+    """A list's order: ``sort`` (default: newest first), then ``created_at`` and ``id``, in the
+    direction every sort key has (else descending), as Glance pages them: each image has one
+    place, so a marker says where a page ends."""
+    order: Order = []
+    for item in sort:
+        if item["key"] not in {key for key, _ in order}:
+            order.append((item["key"], item["direction"]))
+    order = order or [("created_at", "desc")]
+    directions = {direction for _, direction in order}
+    tail = directions.pop() if len(directions) == 1 else "desc"
+    return order + [(key, tail) for key in ("created_at", "id") if key not in {key for key, _ in order}]
+
+
+def _sort_expression(key: str) -> str:
+    return SORT_EXPRESSIONS.get(key, key)
+
+
+def _sort_value(row: ImageRow, key: str) -> Any:
+    """The value of ``row`` that ``_sort_expression(key)`` orders by."""
+    value = row[key]  # type: ignore[literal-required]
+    return -1 if key == "size" and value is None else value
+
+
+def _order_by(order: Order) -> str:
+    return ", ".join(f"{_sort_expression(key)} {direction.upper()}" for key, direction in order)
+
+
+class Where:
+    """The conditions of a list query (all must hold) and their parameters, in order."""
+
+    def __init__(self) -> None:
+        self.clauses = ["status NOT IN ('deleted', 'killed')"]
+        self.params: list[Any] = []
+
+    def add(self, clause: str, *params: Any) -> None:
+        self.clauses.append(clause)
+        self.params += params
+
+    def visible_to(self, ctx: Context | None, visibility: str | None) -> None:
+        """What the caller may see; without a ``visibility`` filter, no other project's community
+        images (Glance's default list)."""
+        project = ctx.project_id if ctx is not None else None
+        if not sees_all(ctx):
+            self.add("(visibility IN ('public', 'community') OR owner = ?)", project)
+        if visibility is None:
+            self.add("(visibility != 'community' OR owner = ?)", project)
+
+    def after(self, order: Order, last: ImageRow) -> None:
+        """Only the images after ``last`` in ``order`` (a total order: it ends with ``id``)."""
+        alternatives, params = [], []
+        for index, (key, direction) in enumerate(order):
+            ties = [f"{_sort_expression(tied)} = ?" for tied, _ in order[:index]]
+            beyond = f"{_sort_expression(key)} {'<' if direction == 'desc' else '>'} ?"
+            alternatives.append(f"({' AND '.join([*ties, beyond])})")
+            params += [_sort_value(last, tied) for tied, _ in order[: index + 1]]
+        self.add(f"({' OR '.join(alternatives)})", *params)
+
+    def sql(self) -> str:
+        return " AND ".join(self.clauses)
+
+
+class Patched:
+    """An image's updatable fields and extra properties, as ``update``'s changes leave them."""
+
+    def __init__(self, row: ImageRow) -> None:
+        record = _record(row)
+        self.status = row["status"]
+        self.fields: dict[str, Any] = {name: record[name] for name in UPDATABLE}  # type: ignore[literal-required]
+        self.properties: dict[str, str] = record["properties"]
+
+    def apply(self, change: Change, value: Any, *, strict_add: bool, admin: bool) -> None:
+        """Apply one checked change (``_checked_value``).
+
+        :raises Forbidden: the removal of a field, an admin's change asked by another, a format
+            of an image that is not queued.
+        :raises Conflict: a property that is not there (there, for a strict add).
+        """
+        name, op = change["name"], change["op"]
+        if name in UPDATABLE:
+            self._set_field(name, op, value, strict_add=strict_add, admin=admin)
+            return
+        present = name in self.properties
+        if op != "add" and not present:
+            raise Conflict(f"Property {name} does not exist.")
+        if op == "add" and strict_add and present:
+            raise Conflict(f"Property {name} already present.")
+        if op == "remove":
+            del self.properties[name]
+        else:
+            self.properties[name] = value
+
+    def _set_field(self, name: str, op: str, value: Any, *, strict_add: bool, admin: bool) -> None:
+        if op == "remove":
+            raise Forbidden(f"Property {name} may not be removed.")
+        if op == "add" and strict_add:
+            raise Conflict(f"Property {name} already present.")
+        if name == "owner" and not admin:
+            raise Forbidden("Owner can't be updated by non admin.")
+        if name == "visibility" and value == "public" and not admin:
+            raise Forbidden("Only an admin may make an image public.")
+        if name in ("disk_format", "container_format") and self.status != "queued":
+            raise Forbidden(f"Attribute {name} can be only replaced for a queued image.")
+        self.fields[name] = builtins.list(dict.fromkeys(value)) if name == "tags" else value
+
+
 def _record(row: ImageRow) -> Image:
     """An image as the actor shows it (Glance v2 field names)."""
     return {
@@ -168,6 +338,7 @@ def _record(row: ImageRow) -> Image:
         "status": row["status"],
         "visibility": row["visibility"],
         "protected": bool(row["protected"]),
+        "os_hidden": bool(row["os_hidden"]),
         "checksum": row["checksum"],
         "os_hash_algo": row["os_hash_algo"],
         "os_hash_value": row["os_hash_value"],
@@ -253,21 +424,24 @@ class ImageActor(Actor, Images):
             if not self._lock_users[image_id]:
                 del self._lock_users[image_id], self._locks[image_id]
 
-    async def _load(self, image_id: str, *, deleted: bool = False) -> ImageRow:
-        """The image's row if the caller may see it (deleted ones only when asked).
+    async def _load(self, image_id: str, *, deleted: bool = False, db: Db | None = None) -> ImageRow:
+        """The image's row if the caller may see it (deleted ones only when asked), read in
+        ``db`` (a transaction) when given.
 
         :raises NotFound: no such image (or deleted), or the caller may not see it.
         """
-        row = await self.stored(image_id, deleted=deleted)
+        row = await self.stored(image_id, deleted=deleted, db=db)
         check_visible("image", image_id, row["owner"], public=_public(row))
         return row
 
-    async def stored(self, image_id: str, *, deleted: bool = False) -> ImageRow:
+    async def stored(self, image_id: str, *, deleted: bool = False, db: Db | None = None) -> ImageRow:
         """The image's row, whoever may see it (deleted ones only when asked).
 
         :raises NotFound: no such image (or deleted).
         """
-        row = await self.store.fetchone("SELECT * FROM images WHERE id = ?", (image_id,), row=ImageRow)
+        row = await (db or self.store).fetchone(
+            "SELECT * FROM images WHERE id = ?", (image_id,), row=ImageRow
+        )
         if row is None or (row["status"] == "deleted" and not deleted):
             raise NotFound(f"image {image_id} could not be found")  # as check_visible says it
         return row
@@ -292,12 +466,15 @@ class ImageActor(Actor, Images):
         min_disk: int = 0,
         min_ram: int = 0,
         protected: bool = False,
+        os_hidden: bool = False,
         tags: builtins.list[str] | None = None,
         properties: dict[str, str] | None = None,
         id: str | None = None,
     ) -> Image:
         """Register a queued image (``api.image.Images.create``)."""
         properties = {} if properties is None else properties
+        for key in properties:
+            _check_reserved(key)
         reserved = sorted(RESERVED_PROPERTIES.intersection(properties))
         if reserved:
             raise InvalidRequest(f"property names {', '.join(reserved)} are reserved")
@@ -314,6 +491,7 @@ class ImageActor(Actor, Images):
             "status": "queued",
             "visibility": visibility,
             "protected": protected,
+            "os_hidden": os_hidden,
             "owner": ctx.project_id if ctx is not None else None,
             "min_disk": min_disk,
             "min_ram": min_ram,
@@ -326,10 +504,10 @@ class ImageActor(Actor, Images):
         }
         try:
             await self.store.execute(
-                "INSERT INTO images (id, name, status, visibility, protected, owner, min_disk, min_ram,"
-                " disk_format, container_format, created_at, updated_at, tags, properties)"
-                " VALUES (:id, :name, :status, :visibility, :protected, :owner, :min_disk, :min_ram,"
-                " :disk_format, :container_format, :created_at, :updated_at, :tags, :properties)",
+                "INSERT INTO images (id, name, status, visibility, protected, os_hidden, owner, min_disk,"
+                " min_ram, disk_format, container_format, created_at, updated_at, tags, properties)"
+                " VALUES (:id, :name, :status, :visibility, :protected, :os_hidden, :owner, :min_disk,"
+                " :min_ram, :disk_format, :container_format, :created_at, :updated_at, :tags, :properties)",
                 image,
             )
         except ConstraintViolation:
@@ -342,45 +520,111 @@ class ImageActor(Actor, Images):
         """One image (``api.image.ImageReader.get``)."""
         return _record(await self._load(image_id))
 
+    async def update(
+        self, *, image_id: str, changes: builtins.list[Change], strict_add: bool = False
+    ) -> Image:
+        """Apply Glance's JSON-patch changes, all or none (``api.image.Images.update``)."""
+        values = [_checked_value(change) for change in changes]
+        if not changes:
+            return await self.get(image_id=image_id)
+        admin = sees_all(caller())
+        async with self.store.transaction() as db:
+            row = await self._load(image_id, db=db)
+            self._require_owner(row, "modify")
+            patched = Patched(row)
+            for change, value in zip(changes, values, strict=True):
+                patched.apply(change, value, strict_add=strict_add, admin=admin)
+            await _save(db, row["id"], patched.fields, patched.properties)
+        return await self._updated(row["id"])
+
+    async def add_tag(self, *, image_id: str, tag: str) -> Image:
+        """Tag the image (``api.image.Images.add_tag``)."""
+        async with self.store.transaction() as db:
+            row = await self._load(image_id, db=db)
+            self._require_owner(row, "modify")
+            tags = from_json(row["tags"], [])
+            if tag in tags:
+                return _record(row)
+            await db.execute(
+                "UPDATE images SET tags = ?, updated_at = ? WHERE id = ?",
+                (to_json([*tags, tag]), utcnow(), row["id"]),
+            )
+        return await self._updated(row["id"])
+
+    async def remove_tag(self, *, image_id: str, tag: str) -> Image:
+        """Take a tag off the image (``api.image.Images.remove_tag``)."""
+        async with self.store.transaction() as db:
+            row = await self._load(image_id, db=db)
+            self._require_owner(row, "modify")
+            tags = from_json(row["tags"], [])
+            if tag not in tags:
+                raise NotFound(f"Tag {tag} not found for image {row['id']}.")
+            tags.remove(tag)
+            await db.execute(
+                "UPDATE images SET tags = ?, updated_at = ? WHERE id = ?",
+                (to_json(tags), utcnow(), row["id"]),
+            )
+        return await self._updated(row["id"])
+
+    async def _updated(self, image_id: str) -> Image:
+        """The image after a change of its record, published as ``image.updated``."""
+        record = await self._get(image_id)
+        await publish_event(self.bus, "image", record["id"], record["owner"], "image.updated", record)
+        return record
+
     async def list(
         self,
         *,
         name: str | None = None,
         status: ImageStatus | None = None,
         visibility: str | None = None,
+        owner: str | None = None,
+        container_format: ContainerFormat | None = None,
+        disk_format: DiskFormat | None = None,
+        size: int | None = None,
+        size_min: int | None = None,
+        size_max: int | None = None,
+        tags: builtins.list[str] | None = None,
+        protected: bool | None = None,
+        os_hidden: bool = False,
+        sort: builtins.list[Sort] | None = None,
         limit: int | None = None,
         marker: str | None = None,
     ) -> builtins.list[Image]:
-        """The images the caller may see, newest first (``api.image.Images.list``). As Glance
-        lists them: without ``visibility``, community images are left out but the caller's own
-        (another project's community image of a name never shadows the public one); ``community``
-        lists them all, ``all`` everything the caller may see."""
-        clauses = ["status != 'deleted'"]
-        params: builtins.list[object] = []
-        ctx = caller()
-        project = ctx.project_id if ctx is not None else None
-        if not sees_all(ctx):
-            clauses.append("(visibility IN ('public', 'community') OR owner = ?)")
-            params.append(project)
-        if visibility is None:
-            clauses.append("(visibility != 'community' OR owner = ?)")
-            params.append(project)
-        for column, value in (("name", name), ("status", status), ("visibility", visibility)):
+        """The images the caller may see, filtered and sorted (``api.image.Images.list``). As
+        Glance lists them: without ``visibility``, community images are left out but the caller's
+        own (another project's community image of a name never shadows the public one);
+        ``community`` lists them all, ``all`` everything the caller may see. A ``tags`` filter is
+        applied to the rows read (tags are kept as JSON), so ``limit`` is then applied after it."""
+        where = Where()
+        where.visible_to(caller(), visibility)
+        for column, value in (
+            ("name", name), ("status", status), ("visibility", visibility), ("owner", owner),
+            ("container_format", container_format), ("disk_format", disk_format), ("size", size),
+        ):  # fmt: skip
             if value is not None and value != "all":
-                clauses.append(f"{column} = ?")
-                params.append(value)
+                where.add(f"{column} = ?", value)
+        if size_min is not None:
+            where.add("size >= ?", size_min)
+        if size_max is not None:
+            where.add("size <= ?", size_max)
+        if protected is not None:
+            where.add("protected = ?", int(protected))
+        where.add("os_hidden = ?", int(os_hidden))
+        order = _order(sort or [])
         if marker is not None:
             try:
                 last = await self._load(marker, deleted=True)
             except NotFound:
                 raise InvalidRequest(f"marker {marker} could not be found") from None
-            clauses.append("(created_at < ? OR (created_at = ? AND id < ?))")
-            params += [last["created_at"], last["created_at"], last["id"]]
-        sql = f"SELECT * FROM images WHERE {' AND '.join(clauses)} ORDER BY created_at DESC, id DESC"
-        if limit is not None:
-            sql += " LIMIT ?"
-            params.append(limit)
-        return [_record(row) for row in await self.store.fetchall(sql, params, row=ImageRow)]
+            where.after(order, last)
+        sql = f"SELECT * FROM images WHERE {where.sql()} ORDER BY {_order_by(order)}"
+        if limit is not None and not tags:
+            sql += f" LIMIT {int(limit)}"
+        rows = await self.store.fetchall(sql, where.params, row=ImageRow)
+        if tags:
+            rows = [row for row in rows if set(tags) <= set(from_json(row["tags"], []))][:limit]
+        return [_record(row) for row in rows]
 
     async def delete(self, *, image_id: str) -> None:
         """Mark the image deleted and drop its bytes (``api.image.Images.delete``)."""

@@ -14,17 +14,20 @@ for an instance placed on that host, of the image it boots from and that image's
 ramdisk only, as the instance's project sees them; where an instance is and whose, the image
 actor asks the conductor: ``ConductorForOwners.placement``).
 
-Version history: 1 - initial; 2 - ``ImageForNodes`` (nodes no longer call ``ImageReader``).
+Version history: 1 - initial; 2 - ``ImageForNodes`` (nodes no longer call ``ImageReader``);
+3 - images carry ``os_hidden`` (``create`` takes it); ``Images.update`` (Glance's JSON-patch
+changes), ``add_tag`` and ``remove_tag``; ``list`` takes Glance's filters (``owner``, formats,
+sizes, ``tags``, ``protected``, ``os_hidden``) and ``sort``.
 
 Events (kind ``image``, with the image as ``get`` shows it): ``image.queued`` (created),
 ``image.active`` (its upload finished; also the default image's, at the first start),
-``image.deleted``.
+``image.updated`` (``update``, ``add_tag``, ``remove_tag``), ``image.deleted``.
 """
 
 from __future__ import annotations
 
 import typing
-from typing import Annotated, Literal, TypedDict
+from typing import Annotated, Any, Literal, NotRequired, TypedDict
 
 from msgspec import Meta
 
@@ -53,6 +56,41 @@ Offset = Annotated[int, Meta(ge=0)]
 """A byte offset or count in an image (images may be larger than 2 GiB)."""
 Chunk = Annotated[bytes, Meta(max_length=CHUNK_MAX)]
 """Bytes of an image, at most ``CHUNK_MAX`` in one message."""
+PropertyValue = Annotated[str, Meta(max_length=255)]
+"""The value of an extra property."""
+Owner = Annotated[str, Meta(max_length=255)] | None
+"""The owning project (None: no project's, as a service's images)."""
+
+UPDATABLE: dict[str, Any] = {
+    "name": ImageName,
+    "visibility": Visibility,
+    "protected": bool,
+    "os_hidden": bool,
+    "min_disk": Amount,
+    "min_ram": Amount,
+    "tags": list[Tag],
+    "container_format": ContainerFormat,
+    "disk_format": DiskFormat,
+    "owner": Owner,
+}
+"""The image's own fields an ``update`` may set, each with the type of its value (any other name is
+an extra property, a ``PropertyValue``). ``owner`` is for admins only; the formats only while the
+image is ``queued``."""
+READ_ONLY = (
+    "id", "status", "checksum", "os_hash_algo", "os_hash_value", "size", "virtual_size",
+    "created_at", "updated_at", "self", "file", "schema", "direct_url",
+)  # fmt: skip
+"""Fields no ``update`` changes (Glance's read-only attributes: Forbidden)."""
+RESERVED = ("location", "locations", "deleted", "deleted_at", "properties")
+RESERVED_PREFIX = "os_glance"
+"""Names no extra property may have (nor start with ``RESERVED_PREFIX``): Forbidden."""
+
+PatchOp = Literal["add", "remove", "replace"]
+SortKey = Literal[
+    "name", "status", "container_format", "disk_format", "size", "id", "created_at", "updated_at"
+]
+"""What image lists sort by (Glance's sort keys)."""
+SortDirection = Literal["asc", "desc"]
 
 
 class Image(TypedDict):
@@ -64,6 +102,8 @@ class Image(TypedDict):
     status: ImageStatus
     visibility: Visibility
     protected: bool
+    os_hidden: bool
+    """Left out of lists unless they ask for hidden images."""
     checksum: str | None
     """md5 of the bytes, hex; None until the upload finishes (and ``os_hash_*`` too)."""
     os_hash_algo: str | None
@@ -80,6 +120,23 @@ class Image(TypedDict):
     updated_at: str
     tags: list[str]
     properties: dict[str, str]
+
+
+class Change(TypedDict):
+    """One change of ``update``: a JSON-patch operation on one of the image's ``UPDATABLE`` fields
+    or on an extra property (``name``: the path's one token, decoded). ``add`` and ``replace``
+    carry a ``value``; ``remove`` (of an extra property only) none."""
+
+    op: PatchOp
+    name: PropertyName
+    value: NotRequired[Any]
+
+
+class Sort(TypedDict):
+    """One sort key of a list and its direction."""
+
+    key: SortKey
+    direction: SortDirection
 
 
 class Received(TypedDict):
@@ -150,6 +207,7 @@ class Images(ImageReader, address="image"):
         min_disk: Amount = 0,
         min_ram: Amount = 0,
         protected: bool = False,
+        os_hidden: bool = False,
         tags: list[Tag] | None = None,
         properties: dict[PropertyName, str] | None = None,
         id: str | None = None,
@@ -158,8 +216,44 @@ class Images(ImageReader, address="image"):
 
         :raises InvalidRequest: a property named like one of the image's own fields, or an
             ``id`` that is not a UUID.
+        :raises Forbidden: a property of a ``RESERVED`` name (or prefix).
         :raises Forbidden: someone other than an admin or a service asks for a public image.
         :raises Conflict: an image with this ``id`` exists (or existed).
+        """
+        ...
+
+    @call(policy="image:write")
+    async def update(self, *, image_id: Id, changes: list[Change], strict_add: bool = False) -> Image:
+        """Apply ``changes`` in order, all or none, as Glance's PATCH does: ``add`` and ``replace``
+        set a field or an extra property (duplicate tags dropped), ``remove`` drops a property.
+        ``strict_add`` (Glance's older v2.0 patch dialect): an ``add`` of what exists is Conflict.
+
+        :raises NotFound: the caller cannot see the image.
+        :raises InvalidRequest: a value not of its field's type (a property's: a string).
+        :raises Forbidden: not the owner's project (nor an admin); a ``READ_ONLY`` field or a
+            ``RESERVED`` name; a removal of one of the image's own fields; ``owner`` or a public
+            ``visibility`` asked by someone other than an admin; a format of an image that is
+            not ``queued``.
+        :raises Conflict: a ``replace`` or ``remove`` of a property the image lacks (or an
+            ``add`` of one it has, with ``strict_add``).
+        """
+        ...
+
+    @call(policy="image:write")
+    async def add_tag(self, *, image_id: Id, tag: Tag) -> Image:
+        """Tag the image (a tag it has already stays once).
+
+        :raises NotFound: the caller cannot see the image.
+        :raises Forbidden: not the owner's project (nor an admin).
+        """
+        ...
+
+    @call(policy="image:write")
+    async def remove_tag(self, *, image_id: Id, tag: Tag) -> Image:
+        """Take a tag off the image.
+
+        :raises NotFound: the caller cannot see the image, or it has no such tag.
+        :raises Forbidden: not the owner's project (nor an admin).
         """
         ...
 
@@ -221,14 +315,27 @@ class Images(ImageReader, address="image"):
         name: str | None = None,
         status: ImageStatus | None = None,
         visibility: Visibility | Literal["all"] | None = None,
+        owner: str | None = None,
+        container_format: ContainerFormat | None = None,
+        disk_format: DiskFormat | None = None,
+        size: Offset | None = None,
+        size_min: Offset | None = None,
+        size_max: Offset | None = None,
+        tags: list[Tag] | None = None,
+        protected: bool | None = None,
+        os_hidden: bool = False,
+        sort: list[Sort] | None = None,
         limit: Amount | None = None,
         marker: str | None = None,
     ) -> list[Image]:
-        """The images the caller may see but deleted ones, newest first (``created_at`` then
-        ``id``, descending), filtered by ``name``, ``status`` and ``visibility``; at most
-        ``limit``, after the image ``marker`` when given. As Glance: without ``visibility``,
-        community images are left out but the caller's project's own (another project's never
-        shadows a name); ``all`` is every image the caller may see.
+        """The images the caller may see but deleted (and killed) ones, filtered: each filter
+        given must match (``size_min``/``size_max`` bound the size, every one of ``tags`` must
+        be the image's; ``os_hidden``: hidden images only, else none of them). In ``sort``'s
+        order (default: newest first), then by ``created_at`` and ``id`` (in the direction of
+        the one sort key given, else descending); at most ``limit``, after the image ``marker``
+        when given. As Glance: without ``visibility``, community images are left out but the
+        caller's project's own (another project's never shadows a name); ``all`` is every
+        image the caller may see.
 
         :raises InvalidRequest: a marker the caller cannot see.
         """

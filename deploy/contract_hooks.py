@@ -51,6 +51,12 @@ from schemathesis.generation.modes import GenerationMode
 from schemathesis.openapi.checks import UseAfterFree
 from schemathesis.specs.openapi import checks
 
+# Glance's PATCH bodies are JSON in media types of their own, which schemathesis does not know as JSON
+schemathesis.serializer.alias(
+    ["application/openstack-images-v2.1-json-patch", "application/openstack-images-v2.0-json-patch"],
+    "application/json",
+)
+
 REFS: dict[str, Any] = json.loads(os.environ.get("AIOSTACK_CONTRACT_REFS", "{}"))
 KEPT: dict[str, list[str]] = REFS.get("kept", {})
 SERVER_DELETE = "DELETE /compute/v2.1/servers/{server_id}"

@@ -5,13 +5,16 @@ Uploads and downloads never hold a whole image in gateway memory: each chunk (at
 
 An image is shown as Glance shows it: its extra properties flattened to the top level (each a
 string), plus ``self``, ``file`` and ``schema``. A create body is the same: the image's own
-members, and any other member is an extra property (a read-only one is 403).
+members, and any other member is an extra property (a read-only one is 403). A PATCH body is a
+list of Glance's JSON-patch operations, in either of its dialects (``PATCH_V21``, ``PATCH_V20``),
+each on one member: the request's schema lists which take what value.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import typing
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import urlencode
@@ -23,14 +26,25 @@ from msgspec import UNSET, Meta, UnsetType
 from api.fields import Amount
 from api.image import (
     CHUNK_MAX,
+    RESERVED,
+    RESERVED_PREFIX,
+    UPDATABLE,
+    Change,
     ContainerFormat,
     DiskFormat,
     ImageName,
     Images,
     ImageStatus,
+    PatchOp,
     PropertyName,
+    PropertyValue,
+    Sort,
+    SortKey,
     Tag,
     Visibility,
+)
+from api.image import (
+    READ_ONLY as READ_ONLY_FIELDS,
 )
 from api.image import Image as Record
 from bus import AiostackError, Conflict, Forbidden, InvalidRequest, NotFound
@@ -45,6 +59,7 @@ from gateway.routing import (
     OpenRequest,
     Query,
     Reply,
+    Request,
     Routes,
     Time,
     body_pieces,
@@ -63,7 +78,6 @@ READ_ONLY = (
     "created_at", "updated_at", "self", "file", "schema", "locations", "direct_url", "properties",
 )  # fmt: skip
 """Members a create body may not set (403): the image's computed fields, and ``properties``."""
-PropertyValue = Annotated[str, Meta(max_length=255)]
 EXTRA_PROPERTY = {"type": "string", "maxLength": 255}
 REFUSALS = (Conflict, Forbidden, InvalidRequest, NotFound)
 UUID = Annotated[
@@ -91,6 +105,7 @@ class ImageCreate(OpenRequest):
     min_disk: Amount | UnsetType = UNSET
     min_ram: Amount | UnsetType = UNSET
     protected: bool | UnsetType = UNSET
+    os_hidden: bool | UnsetType = UNSET
     tags: list[Tag] | UnsetType = UNSET
     __schema_extra__: ClassVar[dict[str, Any]] = {
         "additionalProperties": EXTRA_PROPERTY,
@@ -106,6 +121,7 @@ class Image(Body, forbid_unknown_fields=False):
     status: ImageStatus
     visibility: Visibility
     protected: bool
+    os_hidden: bool
     checksum: str | None
     os_hash_algo: str | None
     os_hash_value: str | None
@@ -139,14 +155,71 @@ _ALL = (
 )
 _LIMIT = "At most this many images (and at most 1000)."
 _MARKER = "The id of the last image of the previous page (one the caller sees, else 400)."
+_MEMBERS = (
+    "Shared images of this membership status; aiostack keeps no image members, so a shared image"
+    " is listed to its owner only, whatever this says."
+)
+_SORT_KEY = "(" + "|".join(typing.get_args(SortKey)) + ")"
+_SORT_DIR = "(asc|desc)"
+_SORT = (
+    "Sort by these keys, each with its direction (default desc): key:dir,key2 (Glance's newer"
+    " syntax; its keys come before any sort_key's)."
+)
+_SORT_KEYS = "Sort by these keys (repeatable, or a comma list), the first first; by created_at when absent."
+_SORT_DIRS = (
+    "The direction of each sort_key in order (repeatable, or a comma list); a key without one of its"
+    " own takes the last one given (desc when none is), and one beyond the keys is left unused."
+)
+Size = Annotated[int, Meta(ge=0, le=2**63 - 1)]
+Flag = Literal["true", "false"]
 
 
 class ImageQuery(Query):
     name: Annotated[str, Meta(description="Images of this name.")] | UnsetType = UNSET
     status: Annotated[ImageStatus, Meta(description="Images in this status.")] | UnsetType = UNSET
     visibility: Annotated[Visibility | Literal["all"], Meta(description=_ALL)] | UnsetType = UNSET
+    member_status: Annotated[
+        Literal["pending", "accepted", "rejected", "all"], Meta(description=_MEMBERS)
+    ] = "accepted"
+    owner: Annotated[str, Meta(description="Images of this project.")] | UnsetType = UNSET
+    container_format: Annotated[ContainerFormat, Meta(description="Images of this container format.")] | (
+        UnsetType
+    ) = UNSET
+    disk_format: Annotated[DiskFormat, Meta(description="Images of this disk format.")] | UnsetType = UNSET
+    size: Annotated[Size, Meta(description="Images of this size in bytes.")] | UnsetType = UNSET
+    size_min: Annotated[Size, Meta(description="Images of at least this size.")] | UnsetType = UNSET
+    size_max: Annotated[Size, Meta(description="Images of at most this size.")] | UnsetType = UNSET
+    tag: Annotated[list[Tag], Meta(description="Images with every one of these tags (repeatable).")] = []
+    protected: Annotated[Flag, Meta(description="Protected images (true) or the others.")] | UnsetType = UNSET
+    os_hidden: Annotated[Flag, Meta(description="Hidden images only (true), else none of them.")] = "false"
+    sort: (
+        Annotated[
+            str,
+            Meta(pattern=f"^{_SORT_KEY}(:{_SORT_DIR})?(,{_SORT_KEY}(:{_SORT_DIR})?)*$", description=_SORT),
+        ]
+        | UnsetType
+    ) = UNSET
+    sort_key: Annotated[
+        list[Annotated[str, Meta(pattern=f"^{_SORT_KEY}(,{_SORT_KEY})*$")]], Meta(description=_SORT_KEYS)
+    ] = []
+    sort_dir: Annotated[
+        list[Annotated[str, Meta(pattern=f"^{_SORT_DIR}(,{_SORT_DIR})*$")]], Meta(description=_SORT_DIRS)
+    ] = []
     limit: Annotated[int, Meta(ge=0, le=MAX_AMOUNT, description=_LIMIT)] = DEFAULT_LIMIT
     marker: Annotated[Id, Meta(description=_MARKER)] | UnsetType = UNSET
+
+    def order(self) -> list[Sort]:
+        """The sort keys asked, each with its direction: ``sort``'s, then ``sort_key``'s."""
+        order = []
+        for item in self.sort.split(",") if self.sort is not UNSET else ():
+            key, _, direction = item.partition(":")
+            order.append({"key": key, "direction": direction or "desc"})
+        keys = [key for value in self.sort_key for key in value.split(",")]
+        directions = [direction for value in self.sort_dir for direction in value.split(",")]
+        for index, key in enumerate(keys):
+            direction = directions[min(index, len(directions) - 1)] if directions else "desc"
+            order.append({"key": key, "direction": direction})
+        return msgspec.convert(order, list[Sort])
 
 
 def image_view(image: Record) -> dict[str, Any]:
@@ -157,6 +230,7 @@ def image_view(image: Record) -> dict[str, Any]:
         status=image["status"],
         visibility=image["visibility"],
         protected=image["protected"],
+        os_hidden=image["os_hidden"],
         checksum=image["checksum"],
         os_hash_algo=image["os_hash_algo"],
         os_hash_value=image["os_hash_value"],
@@ -226,15 +300,23 @@ for _path in ("/image", "/image/"):
 
 @routes.get(IMAGES, "List images", query=ImageQuery, replies=[Reply(200, ImageList, "A page of images.")])
 async def list_images(request: web.Request, query: ImageQuery) -> web.Response:
-    """The images the project sees, newest first; 400 for a ``marker`` that is no image it sees."""
-    name = given(query.name)
-    status = given(query.status)
-    visibility = given(query.visibility)
+    """The images the project sees, filtered and sorted as Glance does (newest first by default);
+    400 for a ``marker`` that is no image it sees."""
     limit = min(query.limit, MAX_LIMIT)
     images = await client(request, Images).list(
-        name=name,
-        status=status,
-        visibility=visibility,
+        name=given(query.name),
+        status=given(query.status),
+        visibility=given(query.visibility),
+        owner=given(query.owner),
+        container_format=given(query.container_format),
+        disk_format=given(query.disk_format),
+        size=given(query.size),
+        size_min=given(query.size_min),
+        size_max=given(query.size_max),
+        tags=query.tag or None,
+        protected=None if query.protected is UNSET else query.protected == "true",
+        os_hidden=query.os_hidden == "true",
+        sort=query.order() or None,
         limit=limit,
         marker=given(query.marker),
     )
@@ -242,10 +324,8 @@ async def list_images(request: web.Request, query: ImageQuery) -> web.Response:
     shown: list[Any] = [image_view(image) for image in images]
     page = ImageList(images=shown, schema="/v2/schemas/images", first="/v2/images")
     if images and len(images) == limit:
-        filters = {"name": name, "status": status, "visibility": visibility}
-        following = {"marker": images[-1]["id"], "limit": limit}
-        following |= {key: value for key, value in filters.items() if value is not None}
-        page.next = "/v2/images?" + urlencode(following)
+        kept = [(key, value) for key, value in request.query.items() if key not in ("marker", "limit")]
+        page.next = "/v2/images?" + urlencode([*kept, ("limit", str(limit)), ("marker", images[-1]["id"])])
     return json_response(page)
 
 
@@ -282,6 +362,162 @@ async def show_image(request: web.Request) -> web.Response:
 async def delete_image(request: web.Request) -> web.Response:
     """403: another project's image (and the caller no admin), or a protected one."""
     await client(request, Images).delete(image_id=request.match_info["image_id"])
+    return no_content()
+
+
+# -- changes: Glance's JSON-patch dialects, and tags ---------------------------------------------
+
+PATCH_V21 = "application/openstack-images-v2.1-json-patch"
+PATCH_V20 = "application/openstack-images-v2.0-json-patch"
+"""Glance's two PATCH media types: ``{"op": "add", "path": "/x", "value": ...}`` (v2.1, RFC 6902's
+shape), and ``{"add": "/x", "value": ...}`` (v2.0, where an add of what exists is 409)."""
+POINTER = r"^/([^/~]|~[01]){1,255}$"
+Pointer = Annotated[str, Meta(pattern=POINTER)]
+"""A JSON pointer to one member of the image, of at most 255 characters (``~1`` is a ``/`` of the
+member's name, ``~0`` a ``~``)."""
+PROPERTY_POINTER = {
+    "type": "string",
+    "pattern": POINTER,
+    "not": {
+        "anyOf": [
+            {"enum": [f"/{name}" for name in (*UPDATABLE, *READ_ONLY_FIELDS, *RESERVED)]},
+            {"pattern": f"^/{RESERVED_PREFIX}"},
+        ]
+    },
+}
+"""A pointer to an extra property: no field of the image, read-only or reserved name (403)."""
+
+
+def _form(**members: Any) -> dict[str, Any]:
+    """One shape of a patch operation: these members, each required (``False``: absent)."""
+    return {
+        "properties": members,
+        "required": [name for name, schema in members.items() if schema is not False],
+    }
+
+
+def _forms(op_member: str | None) -> list[dict[str, Any]]:
+    """Every shape of a patch operation that may succeed: an add or replace of an ``UPDATABLE``
+    field with a value of its type, or of an extra property with a string, or a removal of an
+    extra property. ``op_member`` None: the v2.1 dialect (``op`` and ``path``); else v2.0's, where
+    the path is the value of the member named for the operation (and the others are absent)."""
+    targets = [
+        *((f"/{name}", msgspec.json.schema(type_)) for name, type_ in UPDATABLE.items()),
+        (PROPERTY_POINTER, EXTRA_PROPERTY),
+    ]
+    forms = []
+    for op in typing.get_args(PatchOp):
+        for path, value in targets if op != "remove" else [(PROPERTY_POINTER, None)]:
+            pointer = {"const": path} if isinstance(path, str) else path
+            shown = {} if value is None else {"value": value}
+            if op_member is None:
+                forms.append(_form(op={"const": op}, path=pointer, **shown))
+            else:
+                absent = {other: False for other in typing.get_args(PatchOp) if other != op}
+                forms.append(_form(**{op: pointer}, **absent, **shown))
+    return forms
+
+
+def _change(op: PatchOp, pointer: str, value: Any) -> Change:
+    """The change an operation asks, its pointer decoded.
+
+    :raises InvalidRequest: an add or replace without a value.
+    """
+    change: Change = {"op": op, "name": pointer[1:].replace("~1", "/").replace("~0", "~")}
+    if op != "remove":
+        if value is UNSET:
+            raise InvalidRequest(f'Operation "{op}" requires a member named "value".')
+        change["value"] = value
+    return change
+
+
+class PatchOperation(Request):
+    """One operation of Glance's v2.1 JSON-patch dialect (``PATCH_V21``)."""
+
+    op: PatchOp
+    path: Pointer
+    value: Any = UNSET
+    __schema_extra__: ClassVar[dict[str, Any]] = {"anyOf": _forms(None)}
+
+    def change(self) -> Change:
+        return _change(self.op, self.path, self.value)
+
+
+class PatchOperationV20(Request):
+    """One operation of Glance's v2.0 JSON-patch dialect (``PATCH_V20``): the member named for the
+    operation holds the pointer."""
+
+    add: Pointer | UnsetType = UNSET
+    remove: Pointer | UnsetType = UNSET
+    replace: Pointer | UnsetType = UNSET
+    value: Any = UNSET
+    __schema_extra__: ClassVar[dict[str, Any]] = {"anyOf": _forms("op")}
+
+    def change(self) -> Change:
+        """:raises InvalidRequest: not exactly one of ``add``, ``remove`` and ``replace``."""
+        asked = [
+            (op, path) for op, path in (("add", self.add), ("remove", self.remove), ("replace", self.replace))
+        ]
+        named = [(op, path) for op, path in asked if path is not UNSET]
+        if len(named) != 1:
+            raise InvalidRequest(
+                'Operation objects must contain exactly one member named "add", "remove", or "replace".'
+            )
+        op, path = named[0]
+        return _change(op, path, self.value)
+
+
+@routes.patch(
+    f"{IMAGES}/{{image_id}}",
+    "Update an image",
+    body=list[PatchOperation],
+    body_media_type=PATCH_V21,
+    other_bodies={PATCH_V20: list[PatchOperationV20]},
+    replies=[Reply(200, Image, "The image, changed.")],
+    errors=(404, 409),
+)
+async def update_image(
+    request: web.Request, body: list[PatchOperation] | list[PatchOperationV20]
+) -> web.Response:
+    """Apply the operations in order, all or none. 403: another project's image (and the caller no
+    admin), a read-only member or a reserved name, the removal of one of the image's own members,
+    ``owner`` or a public ``visibility`` asked by someone other than an admin, a format of an
+    image that is not queued; 409: a replace or removal of an extra property the image lacks
+    (v2.0: an add of one it has, or of one of its own members)."""
+    image = await client(request, Images).update(
+        image_id=request.match_info["image_id"],
+        changes=[operation.change() for operation in body],
+        strict_add=request.content_type == PATCH_V20,
+    )
+    return json_response(image_view(image))
+
+
+TAG = f"{IMAGES}/{{image_id}}/tags/{{tag}}"
+
+
+@routes.put(
+    TAG, "Tag an image", path_types={"tag": Tag}, replies=[Reply(204, None, "Tagged.")], errors=(404,)
+)
+async def add_tag(request: web.Request) -> web.Response:
+    """403: another project's image (and the caller no admin). A tag the image has stays once."""
+    await client(request, Images).add_tag(
+        image_id=request.match_info["image_id"], tag=request.match_info["tag"]
+    )
+    return no_content()
+
+
+@routes.delete(
+    TAG,
+    "Take a tag off an image",
+    path_types={"tag": Tag},
+    replies=[Reply(204, None, "Untagged.")],
+    errors=(404,),
+)
+async def remove_tag(request: web.Request) -> web.Response:
+    """404: the image has no such tag; 403: another project's image (and the caller no admin)."""
+    await client(request, Images).remove_tag(
+        image_id=request.match_info["image_id"], tag=request.match_info["tag"]
+    )
     return no_content()
 
 

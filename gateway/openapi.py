@@ -31,6 +31,7 @@ from gateway.routing import (
     Request,
     Route,
     Routes,
+    json_based,
     schema_extra,
 )
 from gateway.versions import RANGES, header_values, versions_of
@@ -104,8 +105,9 @@ class _Schemas:
     def __init__(self, routes: list[Route]) -> None:
         types: dict[Any, None] = {}
         for route in routes:
-            if route.body is not None and route.body_media_type == JSON:
+            if route.body is not None and json_based(route.body_media_type):
                 types[route.body] = None
+            types |= dict.fromkeys(route.other_bodies.values())
             if route.query is not None:
                 types[route.query] = None
             if route.headers is not None:
@@ -202,8 +204,10 @@ def _registered_operation(route: Route, schemas: _Schemas) -> Schema:
     if route.description:
         operation["description"] = route.description
     if route.body is not None:
-        schema = schemas.of[route.body] if route.body_media_type == JSON else {}
-        operation["requestBody"] = {"required": True, "content": {route.body_media_type: {"schema": schema}}}
+        schema = schemas.of[route.body] if json_based(route.body_media_type) else {}
+        content = {route.body_media_type: {"schema": schema}}
+        content |= {media: {"schema": schemas.of[body]} for media, body in route.other_bodies.items()}
+        operation["requestBody"] = {"required": True, "content": content}
     if route.public:
         operation["security"] = []
     elif route.token_in_query:

@@ -23,7 +23,9 @@ From that one declaration:
   msgspec, a whole number written ``1.0`` taken as the integer JSON Schema says it is); a
   wrong one is ``InvalidRequest`` (400, in the service's error format) with msgspec's message,
   which names the member; a body that is not JSON (or nested too deeply to decode) is 400 too,
-  another media type 415, one over 1 MiB 413, one that arrives too slowly 408 (``read_body``);
+  another media type 415 (a JSON dialect, such as Glance's JSON-patch media types, is decoded as
+  JSON; ``other_bodies`` names more media types a route takes, each with its body's type), one
+  over 1 MiB 413, one that arrives too slowly 408 (``read_body``);
 * the handler gets ``body=``, ``query=`` and ``headers=`` already typed, builds its answer
   from the reply Structs and returns it with ``json_response`` (or ``no_content``);
 * **the policy** (``<service>:read`` for GET and HEAD, ``<service>:write`` otherwise, unless
@@ -194,6 +196,8 @@ class Route:
     token_in_query: bool
     errors: frozenset[int]
     service: str
+    other_bodies: Mapping[str, Any] = field(default_factory=dict)
+    """More media types the body may come in (each a JSON dialect), each with its type."""
 
     @property
     def statuses(self) -> frozenset[int]:
@@ -209,7 +213,7 @@ class Route:
         if not self.public:
             statuses |= {401, 403}
         if self.body is not None:
-            statuses |= {400, 408, 415} | ({413} if self.body_media_type == JSON else set())
+            statuses |= {400, 408, 415} | ({413} if json_based(self.body_media_type) else set())
         if self.query is not None or self.headers is not None or self.path_types:
             statuses.add(400)
         if microversioned:
@@ -253,6 +257,7 @@ class Routes:
         token_in_query: bool = False,
         errors: Iterable[int] = (),
         description: str | None = None,
+        other_bodies: Mapping[str, Any] | None = None,
     ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         """Declare a route; the decorated handler gets ``body=``, ``query=`` and ``headers=`` when
         they are declared.
@@ -269,7 +274,7 @@ class Routes:
             route = Route(
                 method=method,
                 path=path,
-                handler=_serve(handler, body, body_media_type, query, headers, types),
+                handler=_serve(handler, body, body_media_type, query, headers, types, other_bodies or {}),
                 summary=summary,
                 description=description or inspect.cleandoc(handler.__doc__ or ""),
                 replies=tuple(replies),
@@ -283,6 +288,7 @@ class Routes:
                 token_in_query=token_in_query,
                 errors=frozenset(errors),
                 service=service,
+                other_bodies=dict(other_bodies or {}),
             )
             setattr(route.handler, "aiostack_route", route)  # noqa: B010 (read by the auth middleware)
             self.routes.append(route)
@@ -345,6 +351,7 @@ def _serve(
     query: type[Query] | None,
     headers: type[Headers] | None,
     path_types: Mapping[str, Any],
+    other_bodies: Mapping[str, Any],
 ) -> Handler:
     """The aiohttp handler: check the path, query, headers and body, call ``handler``, check its status."""
     path_struct = (
@@ -373,10 +380,14 @@ def _serve(
             }
             kwargs["headers"] = _convert(sent, headers, "header")
         if body is not None:
-            _check_media_type(request, body_media_type)
-            if body_media_type == JSON:
+            if hdrs.CONTENT_TYPE in request.headers and request.content_type in other_bodies:
+                media_type, declared = request.content_type, other_bodies[request.content_type]
+            else:
+                _check_media_type(request, body_media_type, *other_bodies)
+                media_type, declared = body_media_type, body
+            if json_based(media_type):
                 raw = request[BODY] = await read_body(request)
-                kwargs["body"] = decode_json(raw, body)
+                kwargs["body"] = decode_json(raw, declared)
         response: web.StreamResponse = await handler(request, **kwargs)
         if CHECK_REPLIES:
             check_reply(route_of(serve), request, response)
@@ -508,8 +519,15 @@ def _naming_the_value(error: msgspec.ValidationError, document: Any) -> str:
     return f"{message}: {shown if len(shown) <= 80 else shown[:77] + '...'}"
 
 
-def _check_media_type(request: web.Request, expected: str) -> None:
-    """A body of another media type is 415; a JSON body may come without a Content-Type."""
+def json_based(media_type: str) -> bool:
+    """Whether a body of this media type is JSON: ``application/json``, a ``+json`` type, or a
+    JSON-patch dialect (Glance's ``application/openstack-images-v2.1-json-patch``)."""
+    return media_type == JSON or media_type.endswith(("+json", "-json-patch"))
+
+
+def _check_media_type(request: web.Request, expected: str, *others: str) -> None:
+    """A body of another media type (than ``expected`` and ``others``) is 415; a JSON body may
+    come without a Content-Type."""
     if hdrs.CONTENT_TYPE not in request.headers:
         if expected == JSON:
             return
@@ -519,7 +537,8 @@ def _check_media_type(request: web.Request, expected: str) -> None:
     elif request.content_type == expected:
         return
     raise web.HTTPUnsupportedMediaType(
-        text=f"Content-Type must be {expected}, not {request.headers.get(hdrs.CONTENT_TYPE, 'missing')}"
+        text=f"Content-Type must be {' or '.join((expected, *others))},"
+        f" not {request.headers.get(hdrs.CONTENT_TYPE, 'missing')}"
     )
 
 

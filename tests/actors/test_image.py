@@ -12,8 +12,8 @@ from typing import Any, TypeVar
 import pytest
 from nats.aio.msg import Msg
 
-from actors.image import TINY_NAME, ImageActor, tiny_disk
-from api.image import CHUNK_MAX, Images
+from actors.image import TINY_ID, TINY_NAME, ImageActor, tiny_disk
+from api.image import CHUNK_MAX, Change, Images, Sort
 from bus import Bus, Conflict, Context, Forbidden, InvalidRequest, NotFound, decode, request_scope
 
 DEMO = Context("u-demo", "p-demo", ("member",))
@@ -286,7 +286,9 @@ async def test_bad_data_arguments_are_refused_and_change_nothing(
         ({"limit": -1}, "Expected `int` >= 0 - at `$.limit`"),
         ({"status": "bogus"}, "Invalid enum value 'bogus' - at `$.status`"),
         ({"visibility": "everyone"}, "Invalid enum value 'everyone' - at `$.visibility`"),
-        ({"owner": "p-demo"}, "Object contains unknown field `owner`"),
+        ({"owners": "p-demo"}, "Object contains unknown field `owners`"),
+        ({"sort": [{"key": "checksum", "direction": "asc"}]}, "Invalid enum value 'checksum'"),
+        ({"tags": [""]}, "Expected `str` of length >= 1 - at `$.tags[0]`"),
     ],
 )
 async def test_bad_list_filters_are_refused(
@@ -372,3 +374,80 @@ async def test_an_image_file_of_an_earlier_version_is_moved_into_the_store(
 
     assert await read_all(images, DEMO, image["id"]) == b"old bytes"
     assert not (config.data_dir / "images").exists()
+
+
+async def test_update_applies_every_change_or_none(images: Images, image_actor, events) -> None:
+    image = await acting(DEMO, images.create(name="before", properties={"os_distro": "x", "gone": "y"}))
+    await next_event(events, image["id"])
+    changes: list[Change] = [
+        {"op": "replace", "name": "name", "value": "after"},
+        {"op": "add", "name": "tags", "value": ["a", "a", "b"]},
+        {"op": "replace", "name": "os_distro", "value": "debian"},
+        {"op": "remove", "name": "gone"},
+    ]
+    changed = await acting(DEMO, images.update(image_id=image["id"], changes=changes))
+    assert (changed["name"], changed["tags"], changed["properties"]) == (
+        "after",
+        ["a", "b"],
+        {"os_distro": "debian"},
+    )
+    event = await next_event(events, image["id"])
+    assert event["type"] == "image.updated" and event["state"] == changed
+    refused: list[tuple[list[Change], type[Exception]]] = [
+        ([{"op": "replace", "name": "name", "value": "x"}, {"op": "remove", "name": "nope"}], Conflict),
+        (
+            [{"op": "replace", "name": "name", "value": "x"}, {"op": "replace", "name": "size", "value": 1}],
+            Forbidden,
+        ),
+        ([{"op": "replace", "name": "name", "value": "x"}, {"op": "remove", "name": "name"}], Forbidden),
+        ([{"op": "replace", "name": "min_ram", "value": "lots"}], InvalidRequest),
+        ([{"op": "add", "name": "os_glance_x", "value": "x"}], Forbidden),
+        ([{"op": "add", "name": "os_distro", "value": "again"}], Conflict),  # strict: it exists
+    ]
+    for bad, error in refused:
+        with pytest.raises(error):
+            await acting(DEMO, images.update(image_id=image["id"], changes=bad, strict_add=error is Conflict))
+    assert await acting(DEMO, images.get(image_id=image["id"])) == changed
+    with pytest.raises(Forbidden):
+        await acting(
+            OTHER, images.update(image_id=TINY_ID, changes=[{"op": "replace", "name": "name", "value": "x"}])
+        )
+    with pytest.raises(NotFound):
+        await acting(OTHER, images.update(image_id=image["id"], changes=[]))
+
+
+async def test_tags_are_added_once_and_removed(images: Images, image_actor) -> None:
+    image = await acting(DEMO, images.create(name="tagged"))
+    for _ in range(2):
+        tagged = await acting(DEMO, images.add_tag(image_id=image["id"], tag="t"))
+    assert tagged["tags"] == ["t"]
+    assert (await acting(DEMO, images.remove_tag(image_id=image["id"], tag="t")))["tags"] == []
+    with pytest.raises(NotFound):
+        await acting(DEMO, images.remove_tag(image_id=image["id"], tag="t"))
+    with pytest.raises(Forbidden):
+        await acting(DEMO, images.add_tag(image_id=TINY_ID, tag="mine"))
+
+
+async def test_list_filters_sorts_and_pages(images: Images, image_actor) -> None:
+    for name, size, tags in (("b", 30, ["x"]), ("a", 10, ["x", "y"]), ("c", None, [])):
+        image = await acting(DEMO, images.create(name=name, tags=tags))
+        if size is not None:
+            await acting(DEMO, images.upload(image_id=image["id"], data=b"." * size))
+    hidden = await acting(DEMO, images.create(name="hidden", os_hidden=True))
+
+    async def names(**filters: Any) -> list[str]:
+        return [image["name"] for image in await acting(DEMO, images.list(**filters))]
+
+    assert await names(tags=["x", "y"]) == ["a"]
+    assert await names(tags=["x"], limit=1, sort=[{"key": "name", "direction": "asc"}]) == ["a"]
+    assert await names(size_min=5, size_max=20) == ["a"]
+    assert await names(owner="p-demo", sort=[{"key": "size", "direction": "asc"}]) == ["c", "a", "b"]
+    assert await names(os_hidden=True) == ["hidden"] and hidden["os_hidden"] is True
+    order: list[Sort] = [{"key": "status", "direction": "asc"}, {"key": "name", "direction": "desc"}]
+    everything = await names(sort=order)
+    assert everything == ["b", "aiostack-tiny", "a", "c"]
+    pages, marker = [], None
+    while page := await acting(DEMO, images.list(sort=order, limit=1, marker=marker)):
+        pages += [image["name"] for image in page]
+        marker = page[-1]["id"]
+    assert pages == everything

@@ -209,6 +209,8 @@ async def test_upload_to_an_active_image_is_409_and_changes_nothing(api, image_s
         ({"json": ["name", "x"]}, 400),
         ({"data": b"{not json", "headers": {"Content-Type": "application/json"}}, 400),
         ({"json": {"name": "x", "status": "active"}}, 403),
+        ({"json": {"name": "x", "os_glance_foo": "bar"}}, 403),
+        ({"json": {"name": "x", "os_hidden": "yes"}}, 400),
     ],
 )
 async def test_bad_create_bodies_are_refused_and_change_nothing(api, image_service, kwargs, status) -> None:
