@@ -32,7 +32,9 @@ node reaches only the instances recorded on it); ``ConductorForOwners.placement`
 also in ``Compute``), ``Servers.list_compute_hosts``, ``Instance`` shows
 ``access_ip_v4``/``access_ip_v6`` and ``locked``/``locked_reason``, ``create_instance`` takes the
 access addresses, ``list_instances`` filters by image, flavor, address and change time and takes
-``name`` as a regular expression, ``create_keypair`` takes ``key_type`` (x509 certificates).
+``name`` as a regular expression, ``create_keypair`` takes ``key_type`` (x509 certificates),
+``create_instance`` takes ``admin_pass``, and ``BuildRequest`` carries it and the key pair's
+public key (a node writes both to the instance's config drive).
 
 Events (kind ``instance``, on ``evt.instance.<project>.<id>``, with the instance as ``Instance``
 shows it): ``instance.building`` (recorded), ``instance.<task_state>`` when an action starts
@@ -74,6 +76,8 @@ ServerName = Annotated[str, Meta(min_length=1, max_length=255, pattern=r"\S")]
 """An instance's name: 1 to 255 characters, not all blanks."""
 AccessAddress = Annotated[str, Meta(max_length=64)]
 """An IP address of the version the member names, or empty for none."""
+AdminPass = Annotated[str, Meta(min_length=1, max_length=255)]
+"""The password the guest's administrator account gets (Nova's ``adminPass``)."""
 KeypairName = Annotated[str, Meta(pattern=r"^[A-Za-z0-9 _.@-]{1,255}$")]
 """A key pair's name: 1 to 255 letters, digits, spaces, ``_``, ``.``, ``@`` or ``-``."""
 PublicKey = Annotated[str, Meta(max_length=16384)]
@@ -238,12 +242,18 @@ class BlockDevice(TypedDict):
 
 
 class BuildRequest(TypedDict):
-    """What a node needs to build an instance: the instance, its networks, volumes and user data."""
+    """What a node needs to build an instance: the instance, its networks, volumes and user data,
+    and what its config drive tells the guest besides."""
 
     instance: Instance
     requested_networks: Networks
     block_devices: list[BlockDevice]
     user_data: str | None
+    """Base64, as the API took it."""
+    admin_pass: NotRequired[str | None]
+    """The administrator password asked for (kept only until the build ends)."""
+    public_keys: NotRequired[dict[str, str]]
+    """The key pair's public key by its name (none without ``key_name``)."""
 
 
 class Keypair(TypedDict):
@@ -377,8 +387,11 @@ class ServerCreation(ServiceAPI, address="conductor"):
         block_devices: list[BlockDevice] | None = None,
         access_ip_v4: AccessAddress = "",
         access_ip_v6: AccessAddress = "",
+        admin_pass: AdminPass | None = None,
     ) -> Instance:
         """Record a new instance (BUILD: building/scheduling) and start building it; answers at once.
+        ``admin_pass`` goes to the guest in its config drive (real guests), and is forgotten once
+        the build ends.
 
         The build goes on in the conductor: a host is claimed, the node builds; libvirt's
         STARTED event makes the instance ACTIVE, a failure ERROR with a fault.

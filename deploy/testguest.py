@@ -8,7 +8,10 @@ lease, a ready marker, hot-plugged disks and NICs, whether the addresses of
 result=ok|failed``, each tried for up to 30 s), the first bytes of each hot-plugged disk
 (``AIOSTACK-DISK-HEAD``; with ``aiostack.stamp=TEXT`` it then writes TEXT there,
 ``AIOSTACK-DISK-STAMPED``), and power-off (ACPI power button, or
-``aiostack.poweroff_after=N`` on the kernel command line).
+``aiostack.poweroff_after=N`` on the kernel command line). First it reads its config drive
+(``node/configdrive.py``): ``AIOSTACK-CONFIG-DRIVE uuid=UUID admin_pass=set|none`` (root's
+password set from ``admin_pass``, one without quotes or backslashes), then runs its user data as a
+shell script (``AIOSTACK-USER-DATA exit=N output=...``).
 
 Run ``python -m deploy.testguest [--cache DIR]`` to build (or reuse) a guest and print its
 paths; add ``--url URL`` (and ``--password``, or ``$OS_PASSWORD``) to register it as kernel,
@@ -39,7 +42,7 @@ if TYPE_CHECKING:
 
 KERNEL_PACKAGE = re.compile(r"^linux-image-6\.1\.0-(\d+)-cloud-amd64$")
 # the modules the guest loads; their dependencies are resolved from each module's .modinfo
-MODULE_ROOTS = ("virtio_pci", "virtio_blk", "virtio_net", "evdev", "button")
+MODULE_ROOTS = ("virtio_pci", "virtio_blk", "virtio_net", "evdev", "button", "ata_piix", "sr_mod", "isofs")
 DECOMPRESSORS: dict[str, Callable[[bytes], bytes]] = {
     ".ko": bytes,
     ".ko.xz": lzma.decompress,
@@ -64,6 +67,29 @@ listed() { case " $2 " in *" $1 "*) return 0;; esac; return 1; }
 
 disks=$(names /sys/block/vd*)
 for d in $disks; do echo "AIOSTACK-DISK name=$d bytes=$(bytes "$d")"; done
+
+config_drive() {
+    # the config drive (an IDE CD-ROM labelled config-2): who it is, its root password, its user data
+    for attempt in $(seq 30); do [ -e /dev/sr0 ] && break; sleep 0.1; done
+    mkdir -p /config
+    mount -t iso9660 -o ro /dev/sr0 /config 2>/dev/null || { echo "AIOSTACK-CONFIG-DRIVE none"; return; }
+    latest=/config/openstack/latest
+    uuid=$(sed -n 's/^{"uuid": "\([^"]*\)".*/\1/p' $latest/meta_data.json)
+    password=$(sed -n 's/.*"admin_pass": "\([^"]*\)".*/\1/p' $latest/meta_data.json)
+    said=none
+    if [ -n "$password" ]; then
+        hash=$(printf '%s' "$password" | mkpasswd -P 0 -m sha512)
+        case "$hash" in '$6$'*) echo "root:$hash:19000:0:99999:7:::" >/etc/shadow && said=set;; esac
+    fi
+    echo "AIOSTACK-CONFIG-DRIVE uuid=$uuid admin_pass=$said"
+    if [ -f $latest/user_data ]; then
+        sh $latest/user_data >/tmp/user_data.out 2>&1
+        status=$?
+        output=$(head -c 200 /tmp/user_data.out | tr -c 'A-Za-z0-9=._-' _)
+        echo "AIOSTACK-USER-DATA exit=$status output=$output"
+    fi
+}
+config_drive
 
 ip link set lo up
 addr=
@@ -301,6 +327,8 @@ def build_initrd(modules: list[tuple[str, bytes]]) -> bytes:
             cpio.symlink(f"bin/{applet}", "busybox")
     cpio.file("init", INIT.encode(), 0o755)
     cpio.file("etc/udhcpc.script", UDHCPC_SCRIPT.encode(), 0o755)
+    cpio.file("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n")
+    cpio.file("etc/shadow", b"root:*:19000:0:99999:7:::\n", 0o600)
     cpio.file("bin/aiostack-poweroff", POWEROFF_SCRIPT.encode(), 0o755)
     cpio.symlink("etc/acpi/PWRF/00000080", "/bin/aiostack-poweroff")
     cpio.file("etc/modules", "".join(f"{name}\n" for name, _ in modules).encode())

@@ -28,10 +28,11 @@ from typing import Any, TypeVar
 
 import libvirt
 
-from api.conductor import BlockDevice, BuildRequest, Instance, Networks
+from api.conductor import BuildRequest
 from api.image import Image
 from api.net import Network, Port
 from bus import TRANSIENT_ERRORS, AiostackError, Conflict, NotFound
+from node.configdrive import TARGET, write_config_drive
 from node.domain import Disk, DomainSpec, Nic, disk_bus, domain_xml, next_disk_target
 from node.hypervisor import Hypervisor
 from node.images import ImageCache
@@ -140,7 +141,7 @@ class Builder:
 
     async def _build(self, instance_uuid: str, request: BuildRequest) -> None:
         instance = request["instance"]
-        xml, volumes = await self._prepare(instance, request["requested_networks"], request["block_devices"])
+        xml, volumes = await self._prepare(request)
         await self.records.save(instance_uuid, instance["project_id"], xml)
         domain = await self.hypervisor.define(xml)
         for volume_id, device in volumes:
@@ -155,13 +156,13 @@ class Builder:
         except AiostackError as exc:
             log.error("node %s: could not report the failed build of %s: %s", self.host, instance_uuid, exc)
 
-    async def _prepare(
-        self, instance: Instance, requested_networks: Networks, block_devices: list[BlockDevice]
-    ) -> tuple[str, list[tuple[str, str]]]:
-        """Steps 20-28: the image (and its kernel and ramdisk), the ports, the volumes.
+    async def _prepare(self, request: BuildRequest) -> tuple[str, list[tuple[str, str]]]:
+        """Steps 20-28: the image (and its kernel and ramdisk), the ports, the volumes; for a real
+        guest its config drive too.
 
         Returns the domain XML and the reserved volumes with their devices.
         """
+        instance, requested_networks = request["instance"], request["requested_networks"]
         uuid = instance["id"]
         image = await self.peers.patient_image.get(image_id=instance["image_ref"], instance_uuid=uuid)
         properties = image["properties"]
@@ -186,6 +187,10 @@ class Builder:
             files = {key: str(await self.images.base(record, uuid)) for key, record in boot_images.items()}
             nics = [await self._guest_nic(port, uuid) for port in ports]
             console_log: str | None = str(self.images.console_log(instance["id"]))
+            config_drive = await write_config_drive(
+                self.images.instance_dir(uuid), request, ports, {nic.port_id: nic.mtu for nic in nics}
+            )
+            extra_disks = [Disk(str(config_drive), TARGET, bus="ide", device="cdrom", readonly=True)]
         else:
             root = Disk(
                 str(self.images.instance_dir(instance["id"]) / "disk"), "vda", bus=disk_bus(properties)
@@ -195,9 +200,10 @@ class Builder:
             }
             nics = [Nic(port["mac_address"], port["id"]) for port in ports]
             console_log = None
+            extra_disks = []
         disks = [root]
         volumes = []
-        for device in block_devices:
+        for device in request["block_devices"]:
             reserved = await self.peers.volume.reserve(
                 volume_id=device["volume_id"], instance_uuid=instance["id"]
             )
@@ -215,7 +221,7 @@ class Builder:
             vcpus=flavor["vcpus"],
             memory_mb=flavor["ram"],
             domain_type=self.hypervisor.domain_type,
-            disks=tuple(disks),
+            disks=(*disks, *extra_disks),
             nics=tuple(nics),
             kernel=files.get("kernel_id"),
             initrd=files.get("ramdisk_id"),

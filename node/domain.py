@@ -33,6 +33,10 @@ class Disk:
     serial: str | None = None
     nbd_host: str | None = None
     nbd_port: int = 0
+    readonly: bool = False
+    """The guest may not write to it (``<readonly/>``)."""
+    device: str = "disk"
+    """``disk``, or ``cdrom`` (the config drive)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,7 +151,7 @@ def domain_xml(spec: DomainSpec) -> str:
 
 
 def disk_element(disk: Disk) -> ET.Element:
-    element = ET.Element("disk", type="network" if disk.nbd_host else "file", device="disk")
+    element = ET.Element("disk", type="network" if disk.nbd_host else "file", device=disk.device)
     ET.SubElement(element, "driver", name="qemu", type=disk.format)
     if disk.nbd_host:
         source = ET.SubElement(element, "source", protocol="nbd", name=disk.path)
@@ -157,6 +161,8 @@ def disk_element(disk: Disk) -> ET.Element:
     ET.SubElement(element, "target", dev=disk.target, bus=disk.bus)
     if disk.serial:
         ET.SubElement(element, "serial").text = disk.serial[:20]
+    if disk.readonly:
+        ET.SubElement(element, "readonly")
     return element
 
 

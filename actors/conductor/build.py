@@ -19,7 +19,7 @@ from typing import Any
 from actors.conductor.core import Core
 from actors.conductor.details import check_access_address
 from actors.conductor.flavors import find_flavor
-from actors.conductor.keypairs import has_keypair
+from actors.conductor.keypairs import has_keypair, public_key
 from actors.conductor.schema import InstanceRow, states_of, view
 from actors.conductor.states import BUILDING_ON_HOST, CREATED, Action, Report
 from api.conductor import (
@@ -79,6 +79,7 @@ class Builder(ServerCreation, NodeBuilds):
         block_devices: list[BlockDevice] | None = None,
         access_ip_v4: str = "",
         access_ip_v6: str = "",
+        admin_pass: str | None = None,
     ) -> Instance:
         """Record a new instance (BUILD) and start building it; answers at once. The same request
         asked again (its reply lost, ``api.conductor``'s resend) answers the instance it made.
@@ -137,6 +138,7 @@ class Builder(ServerCreation, NodeBuilds):
             "access_ip_v6": access_ip_v6,
             "locked_by": None,
             "locked_reason": None,
+            "admin_pass": admin_pass,
         }
         async with self.core.store.transaction() as db:
             asked = await self.core.asked_already(Action.CREATE, db=db)
@@ -347,11 +349,18 @@ class Builder(ServerCreation, NodeBuilds):
                 (time.time(), instance_uuid, host),
             )
             await self.core.record_step(instance_uuid, Action.CREATE, "node_accepted", host, "Success")
+        public_keys = {}
+        if row["key_name"] is not None:
+            key = await public_key(self.core.store, row["user_id"], row["key_name"])
+            if key is not None:
+                public_keys[row["key_name"]] = key
         return {
             "instance": view(row),
             "requested_networks": from_json(row["requested_networks"], "auto"),
             "block_devices": from_json(row["block_devices"], []),
             "user_data": row["user_data"],
+            "admin_pass": row["admin_pass"],
+            "public_keys": public_keys,
         }
 
     async def instance_spawning(

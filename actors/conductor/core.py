@@ -28,7 +28,7 @@ from bus import AiostackError, Bus, Conflict, NotFound, current_request_id
 from runtime.context import caller, check_visible
 from runtime.events import publish_event
 from runtime.stamps import utcnow
-from runtime.states import TaskState
+from runtime.states import TaskState, VmState
 from runtime.store import Db, Store
 
 log = logging.getLogger(__name__)
@@ -229,6 +229,8 @@ class Core:
             changes["power_state"] = change.power_state
         if change.launched:
             changes["launched_at"] = now
+        if row["admin_pass"] is not None and change.vm_state is not VmState.BUILDING:
+            changes["admin_pass"] = None  # the build ended: the password was delivered, or never will be
         if change.deleted:
             changes |= {"deleted": 1, "terminated_at": now}
         changes |= {"updated_at": now, "progress_at": time.time()}

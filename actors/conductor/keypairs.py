@@ -100,6 +100,14 @@ async def has_keypair(store: Store, user_id: str | None, name: str) -> bool:
     )
 
 
+async def public_key(store: Store, user_id: str, name: str) -> str | None:
+    """The public key of the user's key pair of that name (None: it was deleted meanwhile)."""
+    row = await store.fetchone(
+        "SELECT public_key FROM keypairs WHERE user_id = ? AND name = ?", (user_id, name)
+    )
+    return None if row is None else str(row["public_key"])
+
+
 class KeypairBook(Keypairs):
     """Serves ``api.conductor.Keypairs``: the calling user's key pairs."""
 

@@ -81,6 +81,10 @@ MIGRATIONS: list[Step] = [
     ALTER TABLE instances ADD COLUMN locked_by TEXT;
     ALTER TABLE instances ADD COLUMN locked_reason TEXT;
     """,
+    # 9: the administrator password a build delivers (``Core._write`` forgets it when the build ends)
+    """
+    ALTER TABLE instances ADD COLUMN admin_pass TEXT;
+    """,
 ]
 
 
@@ -134,6 +138,8 @@ class InstanceRow(TypedDict):
     locked_by: str | None
     """Who locked the instance: ``owner`` or ``admin`` (Nova's ``locked_by``); None: unlocked."""
     locked_reason: str | None
+    admin_pass: str | None
+    """Until the build ends: the password the guest's config drive gives its administrator."""
 
 
 def vm_state_of(row: InstanceRow) -> VmState:

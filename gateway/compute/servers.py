@@ -18,7 +18,7 @@ import msgspec
 from aiohttp import web
 from msgspec import UNSET, Meta, UnsetType
 
-from api.conductor import BlockDevice, Compute, HostStatus, KeypairName, Status
+from api.conductor import AdminPass, BlockDevice, Compute, HostStatus, KeypairName, Status
 from api.conductor import Server as Instance
 from api.volume import Volumes
 from gateway.compute.common import (
@@ -62,6 +62,10 @@ ServerName = Annotated[str, Meta(min_length=1, max_length=255, extra_json_schema
 FlavorRef = Annotated[str, Meta(min_length=1, max_length=255)] | Annotated[int, Meta(ge=0, le=MAX_AMOUNT)]
 Text = Annotated[str, Meta(max_length=255)]
 AccessAddress = Annotated[str, Meta(max_length=64, description="An IP address of that version, or empty.")]
+BASE64 = "^([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
+UserData = Annotated[str, Meta(max_length=65535, extra_json_schema={"pattern": BASE64})]
+"""Base64 (checked in ``ServerCreate.__post_init__``: a pattern ending in ``$`` lets a trailing
+newline through in Python)."""
 MetadataKey = Annotated[str, Meta(min_length=1, max_length=255)]
 Count = Annotated[int, Meta(ge=1, le=MAX_AMOUNT)]
 BootIndex = (
@@ -159,7 +163,8 @@ class ServerCreate(Request, kw_only=True):
     ones the caller may use (else 400). Nova's members aiostack does not act on are taken and
     ignored: ``availability_zone``, ``security_groups``, ``config_drive``, ``OS-DCF:diskConfig``,
     ``min_count``, ``max_count``, ``description``. ``accessIPv4``/``accessIPv6`` are kept and shown
-    (an address of that version, else 400)."""
+    (an address of that version, else 400). ``adminPass`` (else one made here, answered once) and
+    ``user_data`` (base64, else 400) reach the guest in its config drive, as Nova's do."""
 
     name: ServerName
     imageRef: Annotated[str, Meta(max_length=255)] | UnsetType = UNSET
@@ -167,7 +172,8 @@ class ServerCreate(Request, kw_only=True):
     networks: Literal["auto", "none"] | list[NetworkRequest] | UnsetType = UNSET
     metadata: dict[MetadataKey, Text] | UnsetType | None = UNSET
     key_name: KeypairName | UnsetType | None = UNSET
-    user_data: Annotated[str, Meta(max_length=65535)] | UnsetType | None = UNSET
+    user_data: UserData | UnsetType | None = UNSET
+    adminPass: AdminPass | UnsetType = UNSET
     block_device_mapping_v2: list[BlockDeviceMapping] | UnsetType = UNSET
     availability_zone: Text | UnsetType = UNSET
     security_groups: list[SecurityGroupRef] | UnsetType = UNSET
@@ -200,6 +206,8 @@ class ServerCreate(Request, kw_only=True):
     def __post_init__(self) -> None:
         if _PRINTABLE.fullmatch(self.name) is None or _NOT_BLANK.search(self.name) is None:
             raise ValueError("'name' must be printable characters (no control character), not all blanks")
+        if isinstance(self.user_data, str) and re.fullmatch(BASE64, self.user_data) is None:
+            raise ValueError("'user_data' must be base64")
         boot_images = {m.uuid for m in self.block_device_mapping_v2 or () if m.boots}
         if not self.imageRef and not boot_images:
             raise ValueError("'imageRef' is a required property (or a boot image in block_device_mapping_v2)")
@@ -502,6 +510,7 @@ routes = Routes()
 async def create_server(request: web.Request, body: ServerCreateRequest) -> web.Response:
     """Boot a server; 400 when the flavor, image, key pair, a network, port or volume does not exist."""
     server = body.server
+    admin_pass = server.adminPass or secrets.token_urlsafe(9)
     block_devices = [
         BlockDevice(volume_id=m.uuid, device=m.device_name if isinstance(m.device_name, str) else None)
         for m in server.block_device_mapping_v2 or ()
@@ -518,13 +527,14 @@ async def create_server(request: web.Request, body: ServerCreateRequest) -> web.
         block_devices=block_devices if server.block_device_mapping_v2 is not UNSET else None,
         access_ip_v4=server.accessIPv4 or "",
         access_ip_v6=server.accessIPv6 or "",
+        admin_pass=admin_pass,
     )
     created = ServerCreated(
         id=instance["id"],
         links=links(request, "servers", instance["id"]),
         disk_config="MANUAL",
         security_groups=_DEFAULT_GROUPS,
-        adminPass=secrets.token_urlsafe(9),
+        adminPass=admin_pass,
     )
     return json_response(
         ServerCreatedBody(server=created), status=202, headers={"Location": created.links[0].href}

@@ -223,3 +223,27 @@ async def test_key_pairs_have_a_type_from_2_2_and_x509_ones_are_certificates(api
         keypairs, {"keypair": {"name": "bad", "type": "x509", "public_key": "ssh-ed25519 AAAA"}}, headers=V22
     )
     assert status == 400 and "certificate" in body["badRequest"]["message"]
+
+
+async def test_an_admin_password_is_echoed_kept_for_the_build_only_and_bad_user_data_refused(
+    api: Api, cloud
+) -> None:
+    from actors.conductor.actor import ConductorActor
+
+    await api.login()
+    server = {"name": "pw", "imageRef": await _image(api), "flavorRef": "1", "adminPass": "Chosen-1"}
+    status, created = await api.post(SERVERS, {"server": server})
+    assert status == 202 and created["server"]["adminPass"] == "Chosen-1"
+    status, _ = await api.post(SERVERS, {"server": {**server, "name": "pw2", "adminPass": ""}})
+    assert status == 400  # an empty password is none
+    del server["adminPass"]
+    status, generated = await api.post(SERVERS, {"server": {**server, "name": "pw3"}})
+    assert status == 202 and len(generated["server"]["adminPass"]) >= 12
+    await _until_active(api, created["server"]["id"])
+    conductor = next(actor for actor in cloud if isinstance(actor, ConductorActor))
+    row = await conductor.store.fetchone(
+        "SELECT admin_pass FROM instances WHERE uuid = ?", (created["server"]["id"],)
+    )
+    assert row is not None and row["admin_pass"] is None  # forgotten once the build ended
+    status, body = await api.post(SERVERS, {"server": {**server, "name": "ud", "user_data": "not base64!"}})
+    assert status == 400 and "base64" in body["badRequest"]["message"]

@@ -8,6 +8,9 @@ its serial console, which the tests read through ``os-getConsoleOutput``.
 from __future__ import annotations
 
 import asyncio
+import base64
+import io
+import json
 import re
 import shutil
 import subprocess
@@ -19,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import libvirt
+import pycdlib
 import pytest
 
 from actors.conductor.actor import ConductorActor
@@ -177,6 +181,60 @@ async def test_a_real_guest_gets_its_ip_sees_a_hot_plugged_volume_stops_starts_a
     volume_after = (await client.request("GET", f"/volume/v3/{project}/volumes/{volume['id']}"))["volume"]
     assert volume_after["status"] == "available" and volume_after["attachments"] == []
     assert (await client.request("GET", f"/network/v2.0/ports?device_id={server['id']}"))["ports"] == []
+
+
+def config_drive_file(path: Path, name: str) -> bytes:
+    """A file of ``openstack/latest/`` on a config drive, read by its Rock Ridge name."""
+    iso = pycdlib.PyCdlib()
+    iso.open(str(path))
+    try:
+        out = io.BytesIO()
+        iso.get_file_from_iso_fp(out, rr_path=f"/openstack/latest/{name}")
+        return out.getvalue()
+    finally:
+        iso.close()
+
+
+async def test_a_real_guest_reads_its_config_drive_its_root_password_key_and_user_data_run(
+    qemu_cloud: QemuCloud,
+) -> None:
+    client = qemu_cloud.client
+    keypairs = "/compute/v2.1/os-keypairs"
+    key = (await client.request("POST", keypairs, {"keypair": {"name": "mine"}}))["keypair"]
+    script = "#!/bin/sh\necho user-data-ran-$(cat /proc/sys/kernel/hostname)\n"
+    body = {
+        "name": "configured",
+        "imageRef": qemu_cloud.images["disk"],
+        "flavorRef": "1",
+        "adminPass": "Secret-Pass-1",
+        "key_name": "mine",
+        "metadata": {"role": "web"},
+        "user_data": base64.b64encode(script.encode()).decode(),
+    }
+    created = (await client.request("POST", "/compute/v2.1/servers", {"server": body}))["server"]
+    assert created["adminPass"] == "Secret-Pass-1"
+    server_id = created["id"]
+    async with asyncio.timeout(GUEST_DEADLINE):
+        while (await client.server(server_id))["status"] != "ACTIVE":
+            await asyncio.sleep(0.2)
+    said = await qemu_cloud.console_until(server_id, r"AIOSTACK-CONFIG-DRIVE uuid=(\S+) admin_pass=(\S+)")
+    assert said.groups() == (server_id, "set")
+    ran = await qemu_cloud.console_until(server_id, r"AIOSTACK-USER-DATA exit=(\d+) output=(\S+)")
+    assert ran.group(1) == "0" and ran.group(2).startswith("user-data-ran-")
+
+    drive = qemu_cloud.node.images.instance_dir(server_id) / "disk.config"
+    assert drive.stat().st_mode & 0o777 == 0o600  # it holds the password
+    meta = json.loads(config_drive_file(drive, "meta_data.json"))
+    assert (meta["uuid"], meta["admin_pass"], meta["meta"]) == (server_id, "Secret-Pass-1", {"role": "web"})
+    assert meta["public_keys"] == {"mine": key["public_key"]}
+    assert config_drive_file(drive, "user_data").decode() == script
+    network = json.loads(config_drive_file(drive, "network_data.json"))
+    [address] = (await client.server(server_id))["addresses"]["default"]
+    assert network["links"][0]["ethernet_mac_address"] == address["OS-EXT-IPS-MAC:mac_addr"]
+    assert network["networks"][0]["ip_address"] == address["addr"]
+
+    await client.server_action(server_id, "delete", wait=True)
+    assert not drive.exists()
 
 
 async def test_a_guest_that_powers_itself_off_becomes_shutoff_without_any_call(
