@@ -7,9 +7,12 @@ tokens of the user calls it gets (``runtime.auth.TokenValidator``, a cache in fr
 ``REVOKED``.
 
 Who may do what: the administration API (``IdentityAdmin``) is for admins only (``Forbidden``
-otherwise; a service-internal call with no user context counts as admin). ``revoke_token``
+otherwise; a service-internal call with no user context counts as admin; an admin is a user with
+the admin role on its token's project or on the system), but for ``list_user_projects``, which
+the user itself may call too. ``revoke_token``
 is for the token's owner or an admin, ``revoke_user``, ``revoke_project`` and
-``rotate_keys`` for admins; the logins, ``validate`` and ``revocations`` for anyone. A user
+``rotate_keys`` for admins; the logins, ``change_password``, ``validate`` and ``revocations``
+for anyone. A user
 manages its own application credentials (an admin may see and delete anyone's). Arguments
 naming a project, user, group or role take its id or its name.
 
@@ -29,6 +32,12 @@ Version history:
 * 4 - no lockout: logins take the client's address (``source``) and failures are throttled per
   source and per (account, source), refused with ``LoginThrottled`` (the gateway's 429); password
   checks are bounded (``Overloaded`` past the bound); role assignments carry names.
+* 5 - system scope: roles of users and groups on the system (``grant_system_role`` ...), tokens
+  scoped to it (``issue``/``issue_with_token`` take ``system``, ``Token.system``; a valid one's
+  roles are ``runtime.policy.system_role`` names), assignments on it (``RoleAssignment`` with no
+  project; ``list_role_assignments`` takes ``scope``); ``update_role``, ``delete_role``;
+  ``list_user_projects`` (the user itself or an admin); ``change_password`` (the user, with its
+  password). Role names may not start with ``system:``.
 
 Events: none in the event stream; revocations are published on ``REVOKED`` (core NATS).
 """
@@ -124,7 +133,10 @@ class Token(TypedDict):
     expires_at: float
     user: TokenUser
     project: TokenProject | None
-    """The project it is scoped to; None for an unscoped token."""
+    """The project it is scoped to; None for an unscoped or a system-scoped token."""
+    system: bool
+    """Scoped to the system (Keystone's ``{"system": {"all": true}}``): ``roles`` are the user's
+    roles on the system."""
     roles: list[RoleRef]
     audit_id: str
     audit_ids: list[str]
@@ -154,34 +166,42 @@ class Tokens(TokenValidation, address="identity"):
         project_id: str | None = None,
         user_id: str | None = None,
         unscoped: bool = False,
+        system: bool = False,
         source: Source | None = None,
     ) -> Token:
-        """Password login (user by name or id), scoped to a project by name or id, else to the
-        user's default project (unscoped without one, or with ``unscoped``).
+        """Password login (user by name or id), scoped to a project by name or id, to the system
+        (``system``), else to the user's default project (unscoped without one, or with ``unscoped``).
 
         ``source`` is the client's address (the gateway's peer; a bus caller without one is one
         source, ``bus``): failures are counted per source and per (user, source), never so as
         to lock a user out (``actors/identity/throttle.py``).
 
         :raises Unauthorized: unknown user, wrong password, disabled user, unknown or disabled
-            project, or no role on it: one answer, one scrypt, for all of them (a user many
+            project, or no role on it (or on the system): one answer, one scrypt, for all of them (a user many
             sources fail for gets its failures' answers a little later, at most 2 s).
         :raises LoginThrottled: the source failed too often (for this user, or for any), or has
             too many logins in flight: refused at once, without a check.
         :raises Overloaded: too many logins wait for a password check.
-        :raises InvalidRequest: no user named.
+        :raises InvalidRequest: no user named; a project and the system both asked for.
         """
         ...
 
     @call(idempotent=True)
     async def issue_with_token(
-        self, *, token: str, project_id: str | None = None, project_name: str | None = None
+        self,
+        *,
+        token: str,
+        project_id: str | None = None,
+        project_name: str | None = None,
+        system: bool = False,
     ) -> Token:
-        """Re-scope: a new token for the same user on the project given (else the token's own
-        scope), expiring no later than the old one, its audit chain naming the old one's.
+        """Re-scope: a new token for the same user on the project given, or on the system (else
+        the token's own scope), expiring no later than the old one, its audit chain naming the
+        old one's.
 
         :raises Unauthorized: the token is not valid, or the project is unknown, disabled or
-            the user has no role on it.
+            the user has no role on it (or none on the system).
+        :raises InvalidRequest: a project and the system both asked for.
         :raises Forbidden: the token comes from an application credential.
         """
         ...
@@ -196,6 +216,19 @@ class Tokens(TokenValidation, address="identity"):
 
         :raises Unauthorized: unknown, expired or deleted credential, wrong secret, disabled
             user or project, or none of the credential's roles left (one answer for all).
+        :raises LoginThrottled: as ``issue``.
+        :raises Overloaded: as ``issue``.
+        """
+        ...
+
+    @call
+    async def change_password(
+        self, *, user_id: Id, original_password: str, password: Secret, source: Source | None = None
+    ) -> None:
+        """The user's own password change (Keystone's needs no token: the original password is
+        the proof): every token the user has so far is revoked. Checked and throttled as a login.
+
+        :raises Unauthorized: unknown or disabled user, or a wrong original password (one answer).
         :raises LoginThrottled: as ``issue``.
         :raises Overloaded: as ``issue``.
         """
@@ -284,14 +317,15 @@ class Role(TypedDict):
 
 
 class RoleAssignment(TypedDict):
-    """A role on a project, of a user (``user_id``) or of a group (``group_id``); in an
-    effective listing a group's assignment appears once per member user, ``via_group`` naming it.
-    The names are those of the role, project, user and group (None where there is none)."""
+    """A role on a project, or on the system (no project), of a user (``user_id``) or of a group
+    (``group_id``); in an effective listing a group's assignment appears once per member user,
+    ``via_group`` naming it. The names are those of the role, project, user and group (None
+    where there is none)."""
 
     role_id: str
     role_name: str
-    project_id: str
-    project_name: str
+    project_id: str | None
+    project_name: str | None
     user_id: str | None
     user_name: str | None
     group_id: str | None
@@ -300,7 +334,8 @@ class RoleAssignment(TypedDict):
 
 
 class IdentityAdmin(ServiceAPI, address="identity"):
-    """The administration API: projects, users, groups, roles and role assignments (admins only).
+    """The administration API: projects, users, groups, roles and role assignments on projects and
+    on the system (admins only, but ``list_user_projects``).
 
     Invalid input is refused before anything is written. Disabling or deleting a user or a
     project revokes its tokens at once. A user's roles on a project are its own assignments
@@ -393,6 +428,16 @@ class IdentityAdmin(ServiceAPI, address="identity"):
     @call(policy="identity:admin", idempotent=True)
     async def get_user(self, *, user_id: Id) -> User:
         """:raises NotFound: no such user. :raises Forbidden: not an admin."""
+        ...
+
+    @call(idempotent=True)
+    async def list_user_projects(self, *, user_id: Id) -> list[Project]:
+        """The projects the user has a role on, itself or through a group, by name; the user
+        itself or an admin may ask.
+
+        :raises Forbidden: the caller is neither that user nor an admin.
+        :raises NotFound: no such user (asked by an admin).
+        """
         ...
 
     @call(policy="identity:admin")
@@ -494,12 +539,34 @@ class IdentityAdmin(ServiceAPI, address="identity"):
 
     @call(policy="identity:admin")
     async def create_role(self, *, name: Label, description: Text = "") -> Role:
-        """:raises Forbidden: not an admin. :raises Conflict: the name is taken."""
+        """:raises Forbidden: not an admin. :raises Conflict: the name is taken.
+        :raises InvalidRequest: a name starting with ``system:`` (what the system's roles are
+            called in a caller's context)."""
         ...
 
     @call(policy="identity:admin", idempotent=True)
     async def get_role(self, *, role_id: Id) -> Role:
         """:raises NotFound: no such role. :raises Forbidden: not an admin."""
+        ...
+
+    @call(policy="identity:admin")
+    async def update_role(
+        self, *, role_id: Id, name: Label | None = None, description: Text | None = None
+    ) -> Role:
+        """Rename or describe a role.
+
+        :raises Forbidden: not an admin. :raises NotFound: no such role.
+        :raises Conflict: the new name is taken. :raises InvalidRequest: a ``system:`` name.
+        """
+        ...
+
+    @call(policy="identity:admin")
+    async def delete_role(self, *, role_id: Id) -> None:
+        """Delete a role and every assignment of it (on projects and on the system); the tokens
+        that carried it lose it.
+
+        :raises Forbidden: not an admin. :raises NotFound: no such role.
+        """
         ...
 
     @call(policy="identity:admin")
@@ -532,6 +599,35 @@ class IdentityAdmin(ServiceAPI, address="identity"):
         :raises NotFound: no such group, project, role or assignment."""
         ...
 
+    @call(policy="identity:admin")
+    async def grant_system_role(self, *, user: Id, role: Id) -> None:
+        """Give ``user`` the ``role`` on the system.
+
+        :raises Forbidden: not an admin. :raises NotFound: no such user or role.
+        """
+        ...
+
+    @call(policy="identity:admin")
+    async def revoke_system_role(self, *, user: Id, role: Id) -> None:
+        """Take ``role`` on the system from ``user`` (its system-scoped tokens lose the role at once).
+
+        :raises Forbidden: not an admin. :raises NotFound: no such user, role or assignment.
+        """
+        ...
+
+    @call(policy="identity:admin")
+    async def grant_group_system_role(self, *, group: Id, role: Id) -> None:
+        """Give every member of ``group`` the ``role`` on the system.
+
+        :raises Forbidden: not an admin. :raises NotFound: no such group or role.
+        """
+        ...
+
+    @call(policy="identity:admin")
+    async def revoke_group_system_role(self, *, group: Id, role: Id) -> None:
+        """:raises Forbidden: not an admin. :raises NotFound: no such group, role or assignment."""
+        ...
+
     @call(policy="identity:admin", idempotent=True)
     async def list_role_assignments(
         self,
@@ -541,8 +637,10 @@ class IdentityAdmin(ServiceAPI, address="identity"):
         project_id: str | None = None,
         role_id: Id | None = None,
         effective: bool = False,
+        scope: Literal["project", "system"] | None = None,
     ) -> list[RoleAssignment]:
-        """Assignments, by project, role, user and group.
+        """Assignments, by project, role, user and group; on projects and on the system, or
+        only those on one (``scope``; a ``project_id`` filter leaves only projects').
 
         Filters take ids (a role also by name). With ``effective`` a group's assignments
         appear once per member user (``via_group`` names the group) and filtering by user

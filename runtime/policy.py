@@ -1,7 +1,10 @@
 """The one policy table: which operation a caller may perform, by role.
 
 Rules: ``admin`` (the admin role), ``member`` (admin or member of the token's project),
-``reader`` (any of admin, member, reader). Which project a resource belongs to is the
+``reader`` (any of admin, member, reader), ``system_admin`` (the admin role on a project or on
+the system). A system-scoped token's roles are ``system:<name>`` (``system_role``): they satisfy
+``system_admin`` (identity's administration) and no other rule, so the other services keep
+requiring a project-scoped token. Which project a resource belongs to is the
 actors' part: another project's resource answers NotFound (``runtime.context.check_visible``).
 
 The gateway enforces the table on every request (``<service>:read`` for GET and HEAD,
@@ -13,10 +16,20 @@ from __future__ import annotations
 
 from bus import Context, Forbidden
 
-ADMIN, MEMBER, READER = "admin", "member", "reader"
+ADMIN, MEMBER, READER, SYSTEM_ADMIN = "admin", "member", "reader", "system_admin"
+SYSTEM_ROLE_PREFIX = "system:"
+"""What a role held on the system (a system-scoped token's) is called in a ``Context``: no role
+name may start with it."""
+
+
+def system_role(name: str) -> str:
+    """The ``Context`` role of the role ``name`` held on the system."""
+    return SYSTEM_ROLE_PREFIX + name
+
 
 RULES: dict[str, frozenset[str]] = {
     ADMIN: frozenset({"admin"}),
+    SYSTEM_ADMIN: frozenset({"admin", system_role("admin")}),
     MEMBER: frozenset({"admin", "member"}),
     READER: frozenset({"admin", "member", "reader"}),
 }
@@ -33,7 +46,7 @@ POLICY: dict[str, str] = {
     "volume:read": READER,
     "volume:write": MEMBER,
     "identity:read": READER,
-    "identity:admin": ADMIN,
+    "identity:admin": SYSTEM_ADMIN,
     "events:read": READER,
 }
 

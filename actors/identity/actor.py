@@ -10,8 +10,9 @@ one ``IdentityState``; each servant serves one facet:
 * ``appcreds.ApplicationCredentialService`` — ``ApplicationCredentials``.
 
 On first start it makes the roles ``admin``, ``member`` and ``reader`` and the users ``admin``
-and ``demo``, each with that role on a project of its name (passwords from
-``AIOSTACK_ADMIN_PASSWORD`` and ``AIOSTACK_DEMO_PASSWORD``, else generated and logged once).
+and ``demo``, each with that role on a project of its name, the admin on the system too
+(passwords from ``AIOSTACK_ADMIN_PASSWORD`` and ``AIOSTACK_DEMO_PASSWORD``, else generated and
+logged once).
 Every minute it forgets revocations older than any token and login failures past the throttle's
 window. Login throttling (``throttle.py``) lives in memory only: nothing an attacker sends is
 written to disk, and a restart forgets it.
@@ -96,6 +97,19 @@ MIGRATIONS = [
     DROP TABLE login_failures;
     DROP TABLE lockouts;
     """,
+    # roles on the system; the admin user gets the admin role on it, as Keystone's bootstrap gives
+    """
+    CREATE TABLE system_assignments (
+        user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        role_id TEXT NOT NULL REFERENCES roles(id) ON DELETE CASCADE,
+        PRIMARY KEY (user_id, role_id));
+    CREATE TABLE system_group_assignments (
+        group_id TEXT NOT NULL REFERENCES user_groups(id) ON DELETE CASCADE,
+        role_id TEXT NOT NULL REFERENCES roles(id) ON DELETE CASCADE,
+        PRIMARY KEY (group_id, role_id));
+    INSERT INTO system_assignments (user_id, role_id)
+        SELECT users.id, roles.id FROM users, roles WHERE users.name = 'admin' AND roles.name = 'admin';
+    """,
 ]
 
 # revocations.expires_at: issued_before + the longest token lifetime; past it no token the
@@ -108,11 +122,13 @@ PURGE_INTERVAL = 60.0
 
 @dataclass(frozen=True, slots=True)
 class BootstrapUser:
-    """A user created on first start, with a role on a project of the same name."""
+    """A user created on first start, with a role on a project of the same name (and on the
+    system too with ``on_system``)."""
 
     name: str
     role: str
     password: str
+    on_system: bool = False
 
 
 class IdentityActor(Actor):
@@ -170,7 +186,10 @@ class IdentityActor(Actor):
             )
         for user in (
             BootstrapUser(
-                "admin", "admin", os.environ.get("AIOSTACK_ADMIN_PASSWORD") or secrets.token_urlsafe(12)
+                "admin",
+                "admin",
+                os.environ.get("AIOSTACK_ADMIN_PASSWORD") or secrets.token_urlsafe(12),
+                on_system=True,
             ),
             BootstrapUser(
                 "demo", "member", os.environ.get("AIOSTACK_DEMO_PASSWORD") or secrets.token_urlsafe(12)
@@ -182,6 +201,8 @@ class IdentityActor(Actor):
                     name=user.name, password=user.password, default_project=project["id"]
                 )
                 await self.admin.grant_role(user=created["id"], project=project["id"], role=user.role)
+                if user.on_system:
+                    await self.admin.grant_system_role(user=created["id"], role=user.role)
             if not os.environ.get(f"AIOSTACK_{user.name.upper()}_PASSWORD"):
                 log.warning("first start: user %r has password %r (shown once)", user.name, user.password)
 

@@ -2,11 +2,14 @@
 facet of ``api/identity.py``.
 
 Every handler here is admin only (``Forbidden`` otherwise; a service-internal call with no
-user context counts as admin). Arguments naming a project, user, group or role take its
-id or its name. The arguments' types and bounds are checked before a handler runs; what is
-left here are the checks of meaning (a name taken, a row that does not exist), all made
-before anything is written. Disabling or deleting a user or a project revokes its tokens at
-once. A user's roles on a project are its own assignments plus those of its groups.
+user context counts as admin; so does a user with the admin role on the system), but for
+``list_user_projects``, which the user itself may call. Arguments naming a project, user,
+group or role take its id or its name. The arguments' types and bounds are checked before a
+handler runs; what is left here are the checks of meaning (a name taken, a row that does not
+exist), all made before anything is written. Disabling or deleting a user or a project revokes its tokens at
+once. A user's roles on a project (or on the system) are its own assignments plus those of its
+groups. Role names starting with ``system:`` are refused: that is what roles held on the system
+are called in a caller's context (``runtime.policy.system_role``).
 """
 
 from __future__ import annotations
@@ -15,9 +18,11 @@ import asyncio
 from typing import Any
 
 from actors.identity.passwords import hash_password
-from actors.identity.state import IdentityState
+from actors.identity.state import IdentityState, administers
 from api.identity import Group, IdentityAdmin, Project, Role, RoleAssignment, User
-from bus import Conflict, NotFound
+from bus import Conflict, Forbidden, InvalidRequest, NotFound
+from runtime.context import caller
+from runtime.policy import SYSTEM_ROLE_PREFIX
 from runtime.stamps import new_uuid, utcnow
 
 DOMAIN_ID = "default"
@@ -67,6 +72,12 @@ def _role(row: dict[str, Any]) -> Role:
 
 def _new_id() -> str:
     return new_uuid().replace("-", "")
+
+
+def _check_role_name(name: str) -> None:
+    """:raises InvalidRequest: ``name`` starts with ``system:``."""
+    if name.startswith(SYSTEM_ROLE_PREFIX):
+        raise InvalidRequest(f"Role names may not start with {SYSTEM_ROLE_PREFIX!r}: {name!r}.")
 
 
 class AdminService(IdentityAdmin):
@@ -203,6 +214,21 @@ class AdminService(IdentityAdmin):
     async def get_user(self, *, user_id: str) -> User:
         self.state.require_admin()
         return _user(await self.state.find("users", user_id, USER_COLUMNS))
+
+    async def list_user_projects(self, *, user_id: str) -> list[Project]:
+        ctx = caller()
+        if not administers(ctx) and (ctx is None or ctx.user_id != user_id):
+            raise Forbidden("only the user itself or an admin may list its projects")
+        user = await self.state.find("users", user_id, "id")
+        columns = ", ".join(f"p.{column.strip()}" for column in PROJECT_COLUMNS.split(","))
+        rows = await self.store.fetchall(
+            f"SELECT {columns} FROM projects p WHERE p.id IN ("
+            " SELECT project_id FROM assignments WHERE user_id = :user"
+            " UNION SELECT a.project_id FROM group_assignments a"
+            " JOIN group_members m ON m.group_id = a.group_id WHERE m.user_id = :user) ORDER BY p.name",
+            {"user": user["id"]},
+        )
+        return [_project(row) for row in rows]
 
     async def update_user(
         self,
@@ -357,6 +383,7 @@ class AdminService(IdentityAdmin):
 
     async def create_role(self, *, name: str, description: str = "") -> Role:
         self.state.require_admin()
+        _check_role_name(name)
         role: Role = {"id": _new_id(), "name": name, "description": description}
         await self._unique("roles", name, "role")
         await self.store.execute(
@@ -367,6 +394,27 @@ class AdminService(IdentityAdmin):
     async def get_role(self, *, role_id: str) -> Role:
         self.state.require_admin()
         return _role(await self.state.find("roles", role_id, ROLE_COLUMNS))
+
+    async def update_role(
+        self, *, role_id: str, name: str | None = None, description: str | None = None
+    ) -> Role:
+        self.state.require_admin()
+        role = _role(await self.state.find("roles", role_id, ROLE_COLUMNS))
+        changes: dict[str, Any] = {}
+        if name is not None:
+            _check_role_name(name)
+            await self._unique("roles", name, "role", role["id"])
+            changes["name"] = role["name"] = name
+        if description is not None:
+            changes["description"] = role["description"] = description
+        await self._update("roles", role["id"], changes)
+        return role
+
+    async def delete_role(self, *, role_id: str) -> None:
+        self.state.require_admin()
+        role = await self.state.find("roles", role_id, "id")
+        # its assignments on projects and on the system go with it (ON DELETE CASCADE)
+        await self.store.execute("DELETE FROM roles WHERE id = ?", (role["id"],))
 
     async def grant_role(self, *, user: str, project: str, role: str) -> None:
         self.state.require_admin()
@@ -387,6 +435,41 @@ class AdminService(IdentityAdmin):
         self.state.require_admin()
         target = await self.state.find("user_groups", group, "id")
         await self._unassign("group_assignments", "group_id", target["id"], project, role)
+
+    async def grant_system_role(self, *, user: str, role: str) -> None:
+        self.state.require_admin()
+        target = await self.state.find("users", user, "id")
+        await self._assign_system("system_assignments", "user_id", target["id"], role)
+
+    async def revoke_system_role(self, *, user: str, role: str) -> None:
+        self.state.require_admin()
+        target = await self.state.find("users", user, "id")
+        await self._unassign_system("system_assignments", "user_id", target["id"], role)
+
+    async def grant_group_system_role(self, *, group: str, role: str) -> None:
+        self.state.require_admin()
+        target = await self.state.find("user_groups", group, "id")
+        await self._assign_system("system_group_assignments", "group_id", target["id"], role)
+
+    async def revoke_group_system_role(self, *, group: str, role: str) -> None:
+        self.state.require_admin()
+        target = await self.state.find("user_groups", group, "id")
+        await self._unassign_system("system_group_assignments", "group_id", target["id"], role)
+
+    async def _assign_system(self, table: str, column: str, target_id: str, role: str) -> None:
+        role_row = await self.state.find("roles", role, "id")
+        await self.store.execute(
+            f"INSERT INTO {table} ({column}, role_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
+            (target_id, role_row["id"]),
+        )
+
+    async def _unassign_system(self, table: str, column: str, target_id: str, role: str) -> None:
+        role_row = await self.state.find("roles", role, "id")
+        removed = await self.store.execute(
+            f"DELETE FROM {table} WHERE {column} = ? AND role_id = ?", (target_id, role_row["id"])
+        )
+        if not removed:
+            raise NotFound(f"Could not find role assignment of {role} on the system.")
 
     async def _assign(self, table: str, column: str, target_id: str, project: str, role: str) -> None:
         project_row = await self.state.find("projects", project, "id")
@@ -414,42 +497,48 @@ class AdminService(IdentityAdmin):
         project_id: str | None = None,
         role_id: str | None = None,
         effective: bool = False,
+        scope: str | None = None,
     ) -> list[RoleAssignment]:
         self.state.require_admin()
         if role_id is not None:
             role_id = (await self.state.find("roles", role_id, "id"))["id"]
         params = {"user": user_id, "group": group_id, "project": project_id, "role": role_id}
-        common = (
-            f"({_absent('project')} OR a.project_id = :project) AND ({_absent('role')} OR a.role_id = :role)"
+        rows = EFFECTIVE if effective else f"SELECT d.*, CAST(NULL AS TEXT) AS via_group FROM ({DIRECT}) d"
+        group_column = "via_group" if effective else "group_id"
+        where = [
+            f"({_absent('project')} OR x.project_id = :project)",
+            f"({_absent('role')} OR x.role_id = :role)",
+            f"({_absent('user')} OR x.user_id = :user)",
+            f"({_absent('group')} OR x.{group_column} = :group)",
+        ]
+        if scope is not None:
+            where.append(f"x.project_id IS {'NOT ' if scope == 'project' else ''}NULL")
+        sql = (
+            "SELECT x.role_id, r.name AS role_name, x.project_id, p.name AS project_name,"
+            " x.user_id, u.name AS user_name, x.group_id, g.name AS group_name, x.via_group"
+            f" FROM ({rows}) x JOIN roles r ON r.id = x.role_id"
+            " LEFT JOIN projects p ON p.id = x.project_id LEFT JOIN users u ON u.id = x.user_id"
+            " LEFT JOIN user_groups g ON g.id = x.group_id"
+            f" WHERE {' AND '.join(where)} ORDER BY 3, 2, 5, 7"
         )
-        # each branch's columns: role_id, role_name, project_id, project_name, user_id, user_name,
-        # group_id, group_name, via_group
-        users = (
-            "SELECT a.role_id, r.name AS role_name, a.project_id, p.name AS project_name,"
-            " a.user_id, u.name AS user_name, NULL AS group_id, NULL AS group_name, NULL AS via_group"
-            " FROM assignments a JOIN roles r ON r.id = a.role_id JOIN projects p ON p.id = a.project_id"
-            " JOIN users u ON u.id = a.user_id"
-            f" WHERE {common} AND ({_absent('user')} OR a.user_id = :user) AND {_absent('group')}"
-        )
-        groups = (
-            " FROM group_assignments a JOIN roles r ON r.id = a.role_id"
-            " JOIN projects p ON p.id = a.project_id JOIN user_groups g ON g.id = a.group_id"
-        )
-        if effective:
-            sql = (
-                f"{users} UNION ALL SELECT a.role_id, r.name, a.project_id, p.name, m.user_id, u.name,"
-                f" NULL, NULL, a.group_id{groups}"
-                " JOIN group_members m ON m.group_id = a.group_id JOIN users u ON u.id = m.user_id"
-                f" WHERE {common} AND ({_absent('user')} OR m.user_id = :user)"
-                f" AND ({_absent('group')} OR a.group_id = :group)"
-            )
-        else:
-            sql = (
-                f"{users} UNION ALL SELECT a.role_id, r.name, a.project_id, p.name, NULL, NULL,"
-                f" a.group_id, g.name, NULL{groups}"
-                f" WHERE {common} AND ({_absent('group')} OR a.group_id = :group) AND {_absent('user')}"
-            )
-        return await self.store.fetchall(sql + " ORDER BY 3, 2, 5, 7", params, row=RoleAssignment)
+        return await self.store.fetchall(sql, params, row=RoleAssignment)
+
+
+DIRECT = (
+    "SELECT user_id, CAST(NULL AS TEXT) AS group_id, project_id, role_id FROM assignments"
+    " UNION ALL SELECT NULL, group_id, project_id, role_id FROM group_assignments"
+    " UNION ALL SELECT user_id, NULL, NULL, role_id FROM system_assignments"
+    " UNION ALL SELECT NULL, group_id, NULL, role_id FROM system_group_assignments"
+)
+"""Every assignment as (user_id, group_id, project_id, role_id): a user's or a group's, on a
+project or on the system (no project)."""
+EFFECTIVE = (
+    f"SELECT d.*, CAST(NULL AS TEXT) AS via_group FROM ({DIRECT}) d WHERE d.user_id IS NOT NULL"
+    f" UNION ALL SELECT m.user_id, NULL, d.project_id, d.role_id, d.group_id FROM ({DIRECT}) d"
+    " JOIN group_members m ON m.group_id = d.group_id"
+)
+"""The assignments each user holds (DIRECT's columns and ``via_group``): its own, and its groups'
+once per member."""
 
 
 def _absent(name: str) -> str:

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from actors.identity.passwords import hash_password, new_secret
-from actors.identity.state import IdentityState
+from actors.identity.state import IdentityState, administers
 from actors.identity.tokens import TokenService
 from api.identity import (
     ApplicationCredential,
@@ -27,7 +27,7 @@ from api.identity import (
     RoleRef,
 )
 from bus import Conflict, Forbidden, InvalidRequest, NotFound
-from runtime.context import caller, require_caller, sees_all
+from runtime.context import caller, require_caller
 from runtime.stamps import new_uuid, utcnow
 from runtime.store import from_json, to_json
 
@@ -152,7 +152,7 @@ class ApplicationCredentialService(ApplicationCredentials):
 
     def _check_owner(self, user_id: str) -> None:
         ctx = caller()
-        if not sees_all(ctx) and (ctx is None or ctx.user_id != user_id):
+        if not administers(ctx) and (ctx is None or ctx.user_id != user_id):
             raise Forbidden("only the user itself or an admin may see its application credentials")
 
     async def list_application_credentials(self, *, user_id: str) -> list[ApplicationCredential]:

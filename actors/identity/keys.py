@@ -16,9 +16,13 @@ actor on one data directory never see half a rotation; each re-reads the keys wh
 of key numbers on disk changed (before sealing a token, and when no key opens one). Files
 are written to a temporary name and renamed into place.
 
-Token payload (msgpack array, version 1)::
+Token payload (msgpack array, version 2)::
 
-    [1, user_id, methods, project_id | None, audit_ids, issued_at, expires_at, app_cred_id | None]
+    [2, user_id, methods, project_id | None, audit_ids, issued_at, expires_at, app_cred_id | None,
+     system]
+
+``system`` is true for a token scoped to the system (then ``project_id`` is None). Version 1 is
+the same array without ``system`` (a token sealed before system scope: read as not on it).
 
 ``audit_ids`` is ``[audit_id]`` or ``[audit_id, chain_root]`` for a re-scoped token
 (Keystone's audit chain). The Fernet token's base64 padding is stripped, as Keystone does.
@@ -44,7 +48,10 @@ from api.identity import KeyLayout
 
 log = logging.getLogger(__name__)
 
-PAYLOAD_VERSION = 1
+PAYLOAD_VERSION = 2
+PAYLOAD_LENGTHS = {1: 8, 2: 9}
+"""The fields of each payload version that is read (version 1's tokens were sealed before
+system scope, and live until they expire)."""
 MAX_TOKEN_LENGTH = 4096
 LOCK_NAME = ".lock"
 
@@ -67,6 +74,7 @@ class TokenPayload:
     issued_at: float
     expires_at: float
     app_cred_id: str | None = None
+    system: bool = False
 
     @property
     def audit_id(self) -> str:
@@ -83,20 +91,23 @@ class TokenPayload:
                 self.issued_at,
                 self.expires_at,
                 self.app_cred_id,
+                self.system,
             ],
             use_bin_type=True,
         )
 
     @classmethod
     def unpack(cls, data: bytes) -> TokenPayload:
-        """Read a payload; ``ValueError`` for anything but a well-formed version 1 payload."""
+        """Read a payload; ``ValueError`` for anything but a well-formed version 1 or 2 payload."""
         try:
             fields = msgpack.unpackb(data, raw=False)
         except Exception as exc:
             raise ValueError(f"payload is not msgpack: {exc}") from None
-        if not isinstance(fields, list) or len(fields) != 8 or fields[0] != PAYLOAD_VERSION:
+        version = fields[0] if isinstance(fields, list) and fields and type(fields[0]) is int else None
+        if version not in PAYLOAD_LENGTHS or PAYLOAD_LENGTHS[version] != len(fields):
             raise ValueError("unknown payload version or shape")
-        _, user_id, methods, project_id, audit_ids, issued_at, expires_at, app_cred_id = fields
+        _, user_id, methods, project_id, audit_ids, issued_at, expires_at, app_cred_id = fields[:8]
+        system = fields[8] if len(fields) > 8 else False
         if not isinstance(user_id, str) or not _strings(methods) or not _strings(audit_ids):
             raise ValueError("payload user, methods or audit ids malformed")
         if not 1 <= len(audit_ids) <= 2 or not methods:
@@ -105,6 +116,8 @@ class TokenPayload:
             raise ValueError("payload project or application credential malformed")
         if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in (issued_at, expires_at)):
             raise ValueError("payload times malformed")
+        if not isinstance(system, bool) or (system and project_id is not None):
+            raise ValueError("payload system scope malformed")
         return cls(
             user_id,
             tuple(methods),
@@ -113,6 +126,7 @@ class TokenPayload:
             float(issued_at),
             float(expires_at),
             app_cred_id,
+            system,
         )
 
 

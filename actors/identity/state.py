@@ -1,6 +1,6 @@
 """What the identity actor's servants share: its store, bus, token keys and settings, and the few
-operations more than one of them needs (find a row by id or name, a user's roles on a project,
-revoke tokens, require an admin)."""
+operations more than one of them needs (find a row by id or name, a user's roles on a project or
+on the system, revoke tokens, require an admin)."""
 
 from __future__ import annotations
 
@@ -11,14 +11,21 @@ from typing import Any
 
 from actors.identity.keys import KeyRepository
 from api.identity import REVOKED, Revocation, RevocationKind, RoleRef
-from bus import Bus, Forbidden, NotFound
+from bus import Bus, Context, Forbidden, NotFound
 from runtime.context import caller, sees_all
+from runtime.policy import allowed
 from runtime.store import Store
 
 log = logging.getLogger(__name__)
 
 # what ``find`` calls a table's rows in its NotFound message
 _WHAT = {"projects": "project", "users": "user", "user_groups": "group", "roles": "role"}
+
+
+def administers(ctx: Context | None) -> bool:
+    """Whether ``ctx`` may administer identities: a service-internal call, or a user with the
+    admin role on its token's project or on the system."""
+    return sees_all(ctx) or (ctx is not None and allowed("identity:admin", ctx))
 
 
 @dataclass(slots=True)
@@ -34,8 +41,9 @@ class IdentityState:
     """A password hash nobody knows (set at start): what unknown users are checked against."""
 
     def require_admin(self) -> None:
-        """:raises Forbidden: the caller is a user without the admin role."""
-        if not sees_all(caller()):
+        """:raises Forbidden: the caller is a user without the admin role (on its token's project
+        or on the system)."""
+        if not administers(caller()):
             raise Forbidden("only an admin may manage identities")
 
     async def find(self, table: str, name_or_id: str, columns: str = "*") -> dict[str, Any]:
@@ -60,6 +68,17 @@ class IdentityState:
             " JOIN group_members m ON m.group_id = a.group_id"
             " WHERE m.user_id = :user AND a.project_id = :project) ORDER BY name",
             {"user": user_id, "project": project_id},
+            row=RoleRef,
+        )
+
+    async def system_roles_of(self, user_id: str) -> list[RoleRef]:
+        """The user's roles on the system: its own and its groups', by name."""
+        return await self.store.fetchall(
+            "SELECT id, name FROM roles WHERE id IN ("
+            " SELECT role_id FROM system_assignments WHERE user_id = :user"
+            " UNION SELECT a.role_id FROM system_group_assignments a"
+            " JOIN group_members m ON m.group_id = a.group_id WHERE m.user_id = :user) ORDER BY name",
+            {"user": user_id},
             row=RoleRef,
         )
 

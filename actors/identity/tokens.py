@@ -1,5 +1,9 @@
 """Tokens (Keystone's ``/auth/tokens``): throttled logins, re-scoping, validation, revocation,
-key rotation — the ``Tokens`` facet of ``api/identity.py``.
+key rotation, a user's own password change — the ``Tokens`` facet of ``api/identity.py``.
+
+A token is scoped to a project (its roles there), to the system (the user's roles on the system:
+``validate`` names them ``system:<name>``, ``runtime.policy.system_role``, which only identity's
+administration policy accepts), or to nothing (no roles).
 
 Steps 1-2 of the overview (issue a token) and 4-5 (validate it) happen here. Tokens are
 self-contained: a msgpack payload sealed with Fernet keys from ``<data>/keys/token``
@@ -15,6 +19,7 @@ a throttled source is refused (``LoginThrottled``) before any lookup or scrypt.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Sequence
@@ -22,12 +27,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from actors.identity.keys import MAX_TOKEN_LENGTH, InvalidToken, TokenPayload, new_audit_id
-from actors.identity.passwords import AUTH_FAILED, check_password
-from actors.identity.state import IdentityState
+from actors.identity.passwords import AUTH_FAILED, check_password, hash_password
+from actors.identity.state import IdentityState, administers
 from actors.identity.throttle import LoginThrottle, PasswordChecks, Throttling, source_key
 from api.identity import KeyLayout, Revocation, RoleRef, Token, TokenInfo, Tokens
 from bus import Forbidden, InvalidRequest, Unauthorized
-from runtime.context import caller, sees_all
+from runtime.context import caller
+from runtime.policy import system_role
 from runtime.store import from_json
 
 log = logging.getLogger(__name__)
@@ -86,14 +92,25 @@ class TokenService(Tokens):
         project_id: str | None = None,
         user_id: str | None = None,
         unscoped: bool = False,
+        system: bool = False,
         source: str | None = None,
     ) -> Token:
+        _one_scope(system, project_name, project_id)
         user = await self._authenticate(username, user_id, password, source_key(source))
+        if system:
+            return await self.seal(user, None, await self._system_roles(user), ("password",), system=True)
         project = None if unscoped else await self._scope_project(user, project_name, project_id)
         roles = await self.state.roles_of(user["id"], project["id"]) if project else []
         if project is not None and not roles:
             raise Unauthorized(AUTH_FAILED)
         return await self.seal(user, project, roles, ("password",))
+
+    async def _system_roles(self, user: dict[str, Any]) -> list[RoleRef]:
+        """The user's roles on the system. :raises Unauthorized: it has none."""
+        roles = await self.state.system_roles_of(user["id"])
+        if not roles:
+            raise Unauthorized(AUTH_FAILED)
+        return roles
 
     async def _authenticate(
         self, username: str | None, user_id: str | None, password: str, source: str
@@ -145,18 +162,30 @@ class TokenService(Tokens):
     # -- other logins -----------------------------------------------------------------------
 
     async def issue_with_token(
-        self, *, token: str, project_id: str | None = None, project_name: str | None = None
+        self,
+        *,
+        token: str,
+        project_id: str | None = None,
+        project_name: str | None = None,
+        system: bool = False,
     ) -> Token:
+        _one_scope(system, project_name, project_id)
         checked = await self.check(token)
         if checked.app_cred is not None:
             raise Forbidden("a token from an application credential cannot be re-scoped")
-        if project_id or project_name:
-            project = await self._scope_project(checked.user, project_name, project_id)
+        on_system = system or (checked.payload.system and not (project_id or project_name))
+        if on_system:
+            project, roles = None, await self._system_roles(checked.user)
         else:
-            project = checked.project
-        roles = await self.state.roles_of(checked.user["id"], project["id"]) if project else []
-        if project is not None and not roles:
-            raise Unauthorized(AUTH_FAILED)
+            asked = project_id or project_name
+            project = (
+                await self._scope_project(checked.user, project_name, project_id)
+                if asked
+                else checked.project
+            )
+            roles = await self.state.roles_of(checked.user["id"], project["id"]) if project else []
+            if project is not None and not roles:
+                raise Unauthorized(AUTH_FAILED)
         methods = ("token", *(m for m in checked.payload.methods if m != "token"))
         return await self.seal(
             checked.user,
@@ -165,6 +194,7 @@ class TokenService(Tokens):
             methods,
             parent_audit_ids=checked.payload.audit_ids,
             expires_at=checked.payload.expires_at,
+            system=on_system,
         )
 
     async def issue_with_application_credential(
@@ -206,8 +236,10 @@ class TokenService(Tokens):
         parent_audit_ids: Sequence[str] = (),
         expires_at: float | None = None,
         app_cred: dict[str, Any] | None = None,
+        system: bool = False,
     ) -> Token:
-        """A new token, sealed with the primary key (re-read if another replica rotated)."""
+        """A new token, sealed with the primary key (re-read if another replica rotated); on the
+        system with ``system`` (then ``project`` is None and ``roles`` are those on the system)."""
         keys = self.state.keys
         await keys.refresh()
         now = time.time()
@@ -222,6 +254,7 @@ class TokenService(Tokens):
             now,
             expires,
             app_cred["id"] if app_cred else None,
+            system,
         )
         return {
             "token": keys.encrypt(payload.pack()),
@@ -231,6 +264,7 @@ class TokenService(Tokens):
             "project": {"id": project["id"], "name": project["name"], "domain_id": project["domain_id"]}
             if project
             else None,
+            "system": system,
             "roles": [{"id": role["id"], "name": role["name"]} for role in roles],
             "audit_id": audit_ids[0],
             "audit_ids": list(audit_ids),
@@ -243,13 +277,14 @@ class TokenService(Tokens):
     async def validate(self, *, token: str) -> TokenInfo:
         checked = await self.check(token)
         payload, user, project = checked.payload, checked.user, checked.project
+        roles = [role["name"] for role in checked.roles]
         return {
             "user_id": user["id"],
             "user_name": user["name"],
             "domain_id": user["domain_id"],
             "project_id": project["id"] if project else None,
             "project_name": project["name"] if project else None,
-            "roles": [role["name"] for role in checked.roles],
+            "roles": [system_role(name) for name in roles] if payload.system else roles,
             "audit_id": payload.audit_id,
             "methods": list(payload.methods),
             "issued_at": payload.issued_at,
@@ -321,6 +356,10 @@ class TokenService(Tokens):
             roles = [role for role in roles if role["id"] in allowed]
         if project is not None and not roles:
             raise _refused("no role left on the project")
+        if payload.system:
+            roles = await self.state.system_roles_of(user["id"])
+            if not roles:
+                raise _refused("no role left on the system")
         return Checked(payload, user, project, roles, app_cred)
 
     # -- revocation -------------------------------------------------------------------------
@@ -328,9 +367,20 @@ class TokenService(Tokens):
     async def revoke_token(self, *, token: str) -> Revocation:
         checked = await self.check(token)
         ctx = caller()
-        if not sees_all(ctx) and (ctx is None or ctx.user_id != checked.user["id"]):
+        if not administers(ctx) and (ctx is None or ctx.user_id != checked.user["id"]):
             raise Forbidden("only the token's owner or an admin may revoke it")
         return await self.state.revoke("token", checked.payload.audit_id)
+
+    async def change_password(
+        self, *, user_id: str, original_password: str, password: str, source: str | None = None
+    ) -> None:
+        user = await self._authenticate(None, user_id, original_password, source_key(source))
+        await self.store.execute(
+            "UPDATE users SET password_hash = ? WHERE id = ?",
+            (await asyncio.to_thread(hash_password, password), user["id"]),
+        )
+        await self.state.revoke("user", user["id"])
+        log.info("user %s changed its password", user["id"])
 
     async def revoke_user(self, *, user_id: str) -> Revocation:
         self.state.require_admin()
@@ -353,6 +403,12 @@ class TokenService(Tokens):
     async def rotate_keys(self) -> KeyLayout:
         self.state.require_admin()
         return await self.state.keys.rotate()
+
+
+def _one_scope(system: bool, project_name: str | None, project_id: str | None) -> None:
+    """:raises InvalidRequest: the system and a project both asked for."""
+    if system and (project_name or project_id):
+        raise InvalidRequest("a token is scoped to a project or to the system, not both")
 
 
 def _refused(reason: str) -> Unauthorized:

@@ -1,9 +1,12 @@
 """Identity (Keystone v3 under ``/identity/v3``): one module per resource, each its routes and schemas.
 
-* ``tokens``: logins, validation, checks and revocation of tokens (``/auth/tokens``), and what a
-  token opens (``/auth/catalog``, ``/auth/projects``, ``/auth/domains``);
-* ``projects``, ``users``, ``groups`` (and their members), ``roles`` (and role assignments),
-  ``domains``: the administration API, for admins only (403 otherwise);
+* ``tokens``: logins (scoped to a project or to the system), validation, checks and revocation
+  of tokens (``/auth/tokens``), and what a token opens (``/auth/catalog``, ``/auth/projects``,
+  ``/auth/domains``, ``/auth/system``);
+* ``projects``, ``users``, ``groups`` (and their members), ``roles`` (and role assignments, on
+  projects and on the system), ``domains``: the administration API, for admins only (403
+  otherwise; an admin holds the admin role on its token's project or on the system), but a
+  user's own projects and password change, and showing the domain a token is scoped in;
 * ``application_credentials``: a user's own.
 
 Everything but a login needs a token. The identity actor checks every call again (its API,

@@ -1,4 +1,8 @@
-"""Domains (``/domains``): the one domain there is, ``default`` (no domain is made or changed)."""
+"""Domains (``/domains``): the one domain there is, ``default`` (no domain is made or changed).
+
+Listing them is for admins; showing one is also for any token scoped in it (every project is in
+``default``) or to the system, as Keystone's ``identity:get_domain`` allows.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +10,8 @@ from typing import Any
 
 from aiohttp import web
 
-from bus import NotFound
-from gateway.http import json_response
+from bus import Forbidden, NotFound
+from gateway.http import context_of, json_response
 from gateway.identity.common import (
     ADMIN,
     DOMAIN_ID,
@@ -18,7 +22,8 @@ from gateway.identity.common import (
     collection_links,
     self_link,
 )
-from gateway.routing import Body, Reply, Routes
+from gateway.routing import NO_POLICY, Body, Reply, Routes
+from runtime.policy import SYSTEM_ROLE_PREFIX, allowed
 
 
 class Domain(Body):
@@ -68,13 +73,19 @@ async def list_domains(request: web.Request) -> web.Response:
 
 @routes.get(
     f"{V3}/domains/{{domain_id}}",
-    "Show a domain (admin)",
-    policy=ADMIN,
+    "Show a domain (admin, or a token scoped in it or to the system)",
+    policy=NO_POLICY,
     replies=[Reply(200, DomainShown, "The domain.")],
     errors=(404,),
 )
 async def get_domain(request: web.Request) -> web.Response:
-    """404: any domain but ``default``."""
+    """403: an unscoped token of a user who is no admin; 404: any domain but ``default``."""
+    ctx = context_of(request)
+    scoped_in_it = ctx.project_id is not None or any(
+        role.startswith(SYSTEM_ROLE_PREFIX) for role in ctx.roles
+    )
+    if not (scoped_in_it or allowed(ADMIN, ctx)):
+        raise Forbidden("Policy doesn't allow identity:get_domain to be performed.")
     if request.match_info["domain_id"] != DOMAIN_ID:
         raise NotFound(f"Could not find domain: {request.match_info['domain_id']}.")
     return json_response(DomainShown(domain=domain_view(request)))

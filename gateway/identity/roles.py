@@ -1,6 +1,8 @@
-"""Roles (``/roles``) and role assignments, admins only: list, create and show roles; grant (PUT),
-revoke (DELETE) and check (HEAD, GET) a user's or a group's role on a project; list the roles a
-user or group has on a project, and every assignment (``/role_assignments``).
+"""Roles (``/roles``) and role assignments, admins only: list, create, show, update (PATCH) and
+delete roles (with their assignments); grant (PUT), revoke (DELETE) and check (HEAD, GET) a
+user's or a group's role on a project or on the system (``/system/users/...``,
+``/system/groups/...``); list the roles a user or group has on a project or on the system, and
+every assignment (``/role_assignments``, the system's with ``scope.system``).
 
 A role in a path may be named by its id or its name. With ``effective`` a group's assignments
 are listed once per member user (with the group in ``links.membership``); with ``include_names``
@@ -10,7 +12,7 @@ group their domain (``openstack role assignment list --names``), as Keystone's d
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 from aiohttp import web
@@ -36,19 +38,40 @@ from gateway.identity.common import (
     url,
 )
 from gateway.routing import Body, OpenRequest, Query, Reply, Routes, given
+from runtime.policy import SYSTEM_ROLE_PREFIX
 
 ROLES = f"{V3}/roles"
 USER_ROLES = f"{V3}/projects/{{project_id}}/users/{{user_id}}/roles"
 GROUP_ROLES = f"{V3}/projects/{{project_id}}/groups/{{group_id}}/roles"
+SYSTEM_USER_ROLES = f"{V3}/system/users/{{user_id}}/roles"
+SYSTEM_GROUP_ROLES = f"{V3}/system/groups/{{group_id}}/roles"
+RoleName = Annotated[
+    Label,
+    Meta(
+        description=f"Not starting with {SYSTEM_ROLE_PREFIX!r} (what a role held on the system is called).",
+        extra_json_schema={"not": {"pattern": f"^{SYSTEM_ROLE_PREFIX}"}},
+    ),
+]
 
 
 class RoleCreate(OpenRequest):
-    name: Label
+    name: RoleName
     description: Text | None = None
 
 
 class RoleCreateRequest(OpenRequest):
     role: RoleCreate
+
+
+class RoleUpdate(OpenRequest):
+    """What may change (absent: unchanged; a null description clears it)."""
+
+    name: RoleName | UnsetType = UNSET
+    description: Text | UnsetType | None = UNSET
+
+
+class RoleUpdateRequest(OpenRequest):
+    role: RoleUpdate
 
 
 class RoleQuery(Query):
@@ -129,6 +152,37 @@ async def get_role(request: web.Request) -> web.Response:
     return json_response(RoleShown(role=_shown(request, role)))
 
 
+@routes.patch(
+    f"{ROLES}/{{role_id}}",
+    "Update a role (admin)",
+    policy=ADMIN,
+    body=RoleUpdateRequest,
+    replies=[Reply(200, RoleShown, "The role.")],
+    errors=(404, 409),
+)
+async def update_role(request: web.Request, body: RoleUpdateRequest) -> web.Response:
+    """409: the new name is taken."""
+    asked = body.role
+    role = await client(request, IdentityAdmin).update_role(
+        role_id=request.match_info["role_id"],
+        name=given(asked.name),
+        description=None if asked.description is UNSET else asked.description or "",
+    )
+    return json_response(RoleShown(role=_shown(request, role)))
+
+
+@routes.delete(
+    f"{ROLES}/{{role_id}}",
+    "Delete a role (admin)",
+    policy=ADMIN,
+    replies=[Reply(204, None, "Deleted, with its assignments on projects and on the system.")],
+    errors=(404,),
+)
+async def delete_role(request: web.Request) -> web.Response:
+    await client(request, IdentityAdmin).delete_role(role_id=request.match_info["role_id"])
+    return no_content()
+
+
 # -- assignments ------------------------------------------------------------------------------
 
 
@@ -150,8 +204,15 @@ class AssignedEntity(Body):
     domain: Annotated[AssignedDomain, Meta(description="With include_names.")] | UnsetType = UNSET
 
 
+class AssignedSystem(Body):
+    all: Literal[True]
+
+
 class AssignmentScope(Body):
-    project: AssignedEntity
+    """A project, or the system."""
+
+    project: AssignedEntity | UnsetType = UNSET
+    system: AssignedSystem | UnsetType = UNSET
 
 
 class AssignmentLinks(Body):
@@ -189,6 +250,9 @@ class AssignmentQuery(Query):
     role_id: Annotated[Id, Meta(description="Of this role (its id or name).")] | UnsetType = msgspec.field(
         default=UNSET, name="role.id"
     )
+    system: Annotated[Literal["all"], Meta(description="On the system.")] | UnsetType = msgspec.field(
+        default=UNSET, name="scope.system"
+    )
     effective: Flag | UnsetType = UNSET
     include_names: Flag | UnsetType = UNSET
 
@@ -203,9 +267,9 @@ def _named(entity_id: str, name: str | None, include_names: bool) -> AssignedEnt
 
 
 def assignment_view(request: web.Request, item: RoleAssignment, include_names: bool) -> Assignment:
-    """Keystone's view of an assignment: its role, project, user or group (with ``include_names``
-    their names, and the project's, user's and group's domain; a role has none: roles are global),
-    and links to it."""
+    """Keystone's view of an assignment: its role, project (or the system), user or group (with
+    ``include_names`` their names, and the project's, user's and group's domain; a role has none:
+    roles are global), and links to it."""
     user_id, group_id, via_group = item["user_id"], item["group_id"], item["via_group"]
     if user_id:
         actor = _named(user_id, item["user_name"], include_names)
@@ -215,13 +279,17 @@ def assignment_view(request: web.Request, item: RoleAssignment, include_names: b
         link_kind, link_id = "groups", via_group
     else:
         link_kind, link_id = ("users", user_id) if user_id else ("groups", group_id)
+    project_id = item["project_id"]
+    target: tuple[str, ...] = ("projects", project_id) if project_id else ("system",)
+    if project_id:
+        scope = AssignmentScope(project=_named(project_id, item["project_name"], include_names))
+    else:
+        scope = AssignmentScope(system=AssignedSystem(all=True))
     return Assignment(
         role=AssignedRole(id=item["role_id"], name=item["role_name"] if include_names else UNSET),
-        scope=AssignmentScope(project=_named(item["project_id"], item["project_name"], include_names)),
+        scope=scope,
         links=AssignmentLinks(
-            assignment=url(
-                request, "projects", item["project_id"], link_kind, link_id or "", "roles", item["role_id"]
-            ),
+            assignment=url(request, *target, link_kind, link_id or "", "roles", item["role_id"]),
             membership=url(request, "groups", via_group, "users", actor.id) if via_group else UNSET,
         ),
         user=actor if user_id else UNSET,
@@ -238,14 +306,19 @@ def assignment_view(request: web.Request, item: RoleAssignment, include_names: b
     errors=(404,),
 )
 async def list_role_assignments(request: web.Request, query: AssignmentQuery) -> web.Response:
-    """404: ``role.id`` names no role."""
-    found = await client(request, IdentityAdmin).list_role_assignments(
-        user_id=given(query.user_id),
-        group_id=given(query.group_id),
-        project_id=given(query.project_id),
-        role_id=given(query.role_id),
-        effective=is_set(query.effective),
-    )
+    """404: ``role.id`` names no role. ``scope.system`` and ``scope.project.id`` together match
+    nothing (an assignment is on one or the other)."""
+    if query.system is not UNSET and query.project_id is not UNSET:
+        found = []
+    else:
+        found = await client(request, IdentityAdmin).list_role_assignments(
+            user_id=given(query.user_id),
+            group_id=given(query.group_id),
+            project_id=given(query.project_id),
+            role_id=given(query.role_id),
+            effective=is_set(query.effective),
+            scope=None if query.system is UNSET else "system",
+        )
     names = is_set(query.include_names)
     return json_response(
         AssignmentList(
@@ -340,3 +413,88 @@ for _path, _whose in ((USER_ROLES, "a user"), (GROUP_ROLES, "a group")):
             replies=[Reply(204, None, "Assigned.")],
             errors=(404,),
         )(check)
+
+
+# -- roles on the system ----------------------------------------------------------------------
+
+
+async def _system_assigned(request: web.Request, role_id: str | None = None) -> list[RoleAssignment]:
+    """The direct assignments on the system of the path's user or group (of one role).
+
+    :raises NotFound: no such user or group (or role).
+    """
+    match, admin = request.match_info, client(request, IdentityAdmin)
+    if "user_id" in match:
+        user = (await admin.get_user(user_id=match["user_id"]))["id"]
+        return await admin.list_role_assignments(user_id=user, role_id=role_id, scope="system")
+    group = (await admin.get_group(group_id=match["group_id"]))["id"]
+    return await admin.list_role_assignments(group_id=group, role_id=role_id, scope="system")
+
+
+async def list_system_roles(request: web.Request) -> web.Response:
+    """The roles of the user's (or group's) own assignments on the system; 404: no such user or group."""
+    found = await _system_assigned(request)
+    roles = [role_view(request, item["role_id"], item["role_name"]) for item in found]
+    return json_response(RoleList(roles=roles, links=collection_links(request)))
+
+
+async def grant_system(request: web.Request) -> web.Response:
+    """404: no such user (or group) or role."""
+    match, admin = request.match_info, client(request, IdentityAdmin)
+    if "user_id" in match:
+        await admin.grant_system_role(user=match["user_id"], role=match["role_id"])
+    else:
+        await admin.grant_group_system_role(group=match["group_id"], role=match["role_id"])
+    return no_content()
+
+
+async def revoke_system(request: web.Request) -> web.Response:
+    """404: no such user (or group), role or assignment. The user's system-scoped tokens lose the
+    role at once (and end with the last one)."""
+    match, admin = request.match_info, client(request, IdentityAdmin)
+    if "user_id" in match:
+        await admin.revoke_system_role(user=match["user_id"], role=match["role_id"])
+    else:
+        await admin.revoke_group_system_role(group=match["group_id"], role=match["role_id"])
+    return no_content()
+
+
+async def check_system(request: web.Request) -> web.Response:
+    """204 when the user (or group) has the role on the system itself; 404 when not."""
+    if not await _system_assigned(request, request.match_info["role_id"]):
+        raise NotFound(f"Could not find role assignment of {request.match_info['role_id']} on the system.")
+    return no_content()
+
+
+for _path, _whose in ((SYSTEM_USER_ROLES, "a user"), (SYSTEM_GROUP_ROLES, "a group")):
+    routes.get(
+        _path,
+        f"List the roles {_whose} has on the system (admin)",
+        policy=ADMIN,
+        replies=[Reply(200, RoleList, "Its direct assignments' roles.")],
+        errors=(404,),
+    )(list_system_roles)
+    _role = f"{_path}/{{role_id}}"
+    routes.put(
+        _role,
+        f"Grant {_whose} a role on the system (admin)",
+        policy=ADMIN,
+        replies=[Reply(204, None, "Granted.")],
+        errors=(404,),
+    )(grant_system)
+    routes.delete(
+        _role,
+        f"Revoke {_whose}'s role on the system (admin)",
+        policy=ADMIN,
+        replies=[Reply(204, None, "Revoked.")],
+        errors=(404,),
+    )(revoke_system)
+    for _method in ("HEAD", "GET"):
+        routes.route(
+            _method,
+            _role,
+            f"Check {_whose}'s role on the system (admin)",
+            policy=ADMIN,
+            replies=[Reply(204, None, "Assigned.")],
+            errors=(404,),
+        )(check_system)

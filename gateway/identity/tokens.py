@@ -1,5 +1,9 @@
 """Tokens (``/auth/tokens``) and what a token opens (``/auth/catalog``, ``/auth/projects``,
-``/auth/domains``), as keystoneauth, openstacksdk and the openstack CLI use them.
+``/auth/domains``, ``/auth/system``), as keystoneauth, openstacksdk and the openstack CLI use them.
+
+A token is scoped to a project, to the system (``{"system": {"all": true}}``: the user's roles on
+the system, which allow identity's administration and nothing of the other services, whose
+routes want a project-scoped token), or to nothing.
 
 A login (``POST /auth/tokens``, no token needed) uses a password, a token (re-scoping) or an
 application credential, and answers the new token in ``X-Subject-Token`` with Keystone's token
@@ -28,6 +32,7 @@ from api.identity import IdentityAdmin, LoginThrottled, Token, TokenInfo, Tokens
 from bus import Forbidden, NotFound, Unauthorized
 from gateway.http import JSON, TOKENS, client, context_of, error_body, json_response, no_content
 from gateway.identity.common import (
+    ADMIN,
     DOMAIN_ID,
     DOMAIN_NAME,
     V3,
@@ -41,6 +46,7 @@ from gateway.identity.domains import DomainList, domain_list
 from gateway.identity.projects import ProjectList, project_list
 from gateway.routing import NO_POLICY, Body, Headers, OpenRequest, Query, Reply, Routes, Time
 from runtime.holds import BoundedHolds
+from runtime.policy import SYSTEM_ROLE_PREFIX, allowed
 
 AUTH_TOKENS = f"{V3}/auth/tokens"
 AUTH_FAILED = "The request you have made requires authentication."
@@ -146,10 +152,22 @@ class ProjectScope(OpenRequest):
             raise ValueError("the project needs an id or a name")
 
 
-class Scope(OpenRequest):
-    """A project (domain and system scopes are not built)."""
+class SystemScope(OpenRequest):
+    """The system: the one there is, ``all``."""
 
-    project: ProjectScope
+    all: Literal[True]
+
+
+class Scope(OpenRequest):
+    """A project, or the system (domain scope is not built)."""
+
+    project: ProjectScope | UnsetType = UNSET
+    system: SystemScope | UnsetType = UNSET
+    __schema_extra__: ClassVar[dict[str, Any]] = {"oneOf": _one_of("project", "system")}
+
+    def __post_init__(self) -> None:
+        if (self.project is UNSET) == (self.system is UNSET):
+            raise ValueError("a scope is a project or the system")
 
 
 def _login_with(method: str, **more: Any) -> dict[str, Any]:
@@ -214,6 +232,10 @@ class AuthProject(Body):
     domain: AuthDomain
 
 
+class AuthSystem(Body):
+    all: Literal[True]
+
+
 class AuthRole(Body):
     id: str | None
     name: str
@@ -241,7 +263,8 @@ class CatalogEntry(Body):
 
 
 class TokenDocument(Body):
-    """Keystone's token document; a project-scoped token has its project, roles and catalog."""
+    """Keystone's token document; a project-scoped token has its project, roles and catalog, a
+    system-scoped one its system, roles and catalog."""
 
     methods: list[str]
     user: AuthUser
@@ -250,6 +273,7 @@ class TokenDocument(Body):
     expires_at: Time
     project: AuthProject | UnsetType = UNSET
     is_domain: bool | UnsetType = UNSET
+    system: AuthSystem | UnsetType = UNSET
     roles: list[AuthRole] | UnsetType = UNSET
     catalog: Annotated[list[CatalogEntry], Meta(description="Unless nocatalog.")] | UnsetType = UNSET
     application_credential: AuthApplicationCredential | UnsetType = UNSET
@@ -268,10 +292,13 @@ _DOMAIN = AuthDomain(id=DOMAIN_ID, name=DOMAIN_NAME)
 
 
 def catalog(base_url: str, project_id: str | None) -> list[CatalogEntry]:
-    """Every service at this gateway, public/internal/admin alike."""
+    """Every service at this gateway, public/internal/admin alike; without a project, those whose
+    URL needs one are left out (as Keystone leaves out the endpoints it cannot fill in)."""
     entries = []
     for service_type, name, path in SERVICES:
-        url = base_url + path.format(project_id=project_id or "")
+        if project_id is None and "{project_id}" in path:
+            continue
+        url = base_url + path.format(project_id=project_id)
         endpoints = [
             CatalogEndpoint(
                 id=f"{service_type}-{interface}",
@@ -295,6 +322,7 @@ def token_document(
     issued_at: float,
     expires_at: float,
     project: AuthProject | None,
+    system: bool,
     roles: list[AuthRole],
     credential: AuthApplicationCredential | None,
     with_catalog: bool,
@@ -312,6 +340,10 @@ def token_document(
         document.project, document.is_domain, document.roles = project, False, roles
         if with_catalog:
             document.catalog = catalog(base(request), project.id)
+    elif system:
+        document.system, document.roles = AuthSystem(all=True), roles
+        if with_catalog:
+            document.catalog = catalog(base(request), None)
     return document
 
 
@@ -328,6 +360,7 @@ def issued_document(request: web.Request, issued: Token, with_catalog: bool) -> 
         issued_at=issued["issued_at"],
         expires_at=issued["expires_at"],
         project=AuthProject(id=project["id"], name=project["name"], domain=_DOMAIN) if project else None,
+        system=issued["system"],
         roles=[AuthRole(id=role["id"], name=role["name"]) for role in issued["roles"]],
         credential=AuthApplicationCredential(
             id=credential["id"], name=credential["name"], restricted=credential["restricted"]
@@ -343,6 +376,7 @@ def validated_document(
 ) -> TokenDocument:
     """The document of a token that was validated (its roles' ids from ``role_ids``, by name)."""
     project_id, project_name = info["project_id"], info["project_name"]
+    system, names = system_scoped(info)
     return token_document(
         request,
         methods=info["methods"],
@@ -351,12 +385,22 @@ def validated_document(
         issued_at=info["issued_at"],
         expires_at=info["expires_at"],
         project=AuthProject(id=project_id, name=project_name or "", domain=_DOMAIN) if project_id else None,
-        roles=[AuthRole(id=role_ids.get(name), name=name) for name in info["roles"]],
+        system=system,
+        roles=[AuthRole(id=role_ids.get(name), name=name) for name in names],
         credential=AuthApplicationCredential(id=info["app_cred_id"], restricted=True)
         if info["app_cred_id"]
         else None,
         with_catalog=with_catalog,
     )
+
+
+def system_scoped(info: TokenInfo) -> tuple[bool, list[str]]:
+    """Whether a validated token is scoped to the system, and its roles' names: a valid
+    system-scoped token has roles, all of them ``system:<name>`` (and no project)."""
+    roles = info["roles"]
+    if info["project_id"] is None and roles and all(role.startswith(SYSTEM_ROLE_PREFIX) for role in roles):
+        return True, [role.removeprefix(SYSTEM_ROLE_PREFIX) for role in roles]
+    return False, roles
 
 
 # -- logins -----------------------------------------------------------------------------------
@@ -372,12 +416,15 @@ def _check_domain(domain: DomainRef | UnsetType) -> None:
 
 
 def _scope(auth: Auth) -> dict[str, Any]:
-    """The project a login asks for: ``{project_id}``, ``{project_name}``, ``{unscoped}`` or none."""
+    """The scope a login asks for: ``{project_id}``, ``{project_name}``, ``{system}``,
+    ``{unscoped}`` or none."""
     if auth.scope is UNSET:
         return {}
     if auth.scope == "unscoped":
         return {"unscoped": True}
     project = auth.scope.project
+    if project is UNSET:
+        return {"system": True}
     if project.id is not UNSET:
         return {"project_id": project.id}
     _check_domain(project.domain)
@@ -434,7 +481,7 @@ async def _subject(request: web.Request, subject: str) -> TokenInfo:
     except Unauthorized:
         raise NotFound(f"Could not find token: {subject[:16]}...") from None
     ctx = context_of(request)
-    if not ctx.is_admin and ctx.user_id != info["user_id"]:
+    if not allowed(ADMIN, ctx) and ctx.user_id != info["user_id"]:
         raise Forbidden("Only the token's owner or an admin may inspect it.")
     return info
 
@@ -549,10 +596,10 @@ async def auth_projects(request: web.Request) -> web.Response:
     user_id = context_of(request).user_id
     admin = client(request, IdentityAdmin)
     with on_own_behalf(request):
-        assignments = await admin.list_role_assignments(user_id=user_id, effective=True)
+        assignments = await admin.list_role_assignments(user_id=user_id, effective=True, scope="project")
         projects = [
             await admin.get_project(project_id=project_id)
-            for project_id in sorted({a["project_id"] for a in assignments})
+            for project_id in sorted({a["project_id"] for a in assignments if a["project_id"]})
         ]
     return json_response(project_list(request, projects))
 
@@ -565,3 +612,31 @@ async def auth_projects(request: web.Request) -> web.Response:
 )
 async def auth_domains(request: web.Request) -> web.Response:
     return json_response(domain_list(request))
+
+
+class SystemEntry(Body):
+    all: Literal[True]
+
+
+class SystemList(Body):
+    system: Annotated[list[SystemEntry], Meta(description="The system, if the user has a role on it.")]
+    links: ResourceLinks
+
+
+@routes.get(
+    f"{V3}/auth/system",
+    "The systems the token's user may scope to",
+    policy=NO_POLICY,
+    replies=[
+        Reply(200, SystemList, "The system, when the user has a role on it, itself or through a group.")
+    ],
+)
+async def auth_system(request: web.Request) -> web.Response:
+    user_id = context_of(request).user_id
+    with on_own_behalf(request):
+        held = await client(request, IdentityAdmin).list_role_assignments(
+            user_id=user_id, effective=True, scope="system"
+        )
+    return json_response(
+        SystemList(system=[SystemEntry(all=True)] if held else [], links=self_link(request, "auth", "system"))
+    )

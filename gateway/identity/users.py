@@ -1,4 +1,6 @@
-"""Users (``/users``, admins): list, create, show, update (PATCH), delete.
+"""Users (``/users``, admins): list, create, show, update (PATCH), delete; and for the user itself
+too, its projects (``/users/{id}/projects``) and its password change (``/users/{id}/password``,
+no token needed: the original password is the proof, checked and throttled as a login is).
 
 A user is never shown with its password. Disabling a user, changing its password or deleting
 it revokes its tokens at once (the identity actor does).
@@ -11,7 +13,7 @@ from typing import Annotated, Any
 from aiohttp import web
 from msgspec import UNSET, Meta, UnsetType
 
-from api.identity import DomainId, IdentityAdmin, Label, Secret, Text
+from api.identity import DomainId, IdentityAdmin, Label, LoginThrottled, Secret, Text, Tokens
 from api.identity import User as Record
 from gateway.http import client, json_response, no_content
 from gateway.identity.common import (
@@ -26,7 +28,9 @@ from gateway.identity.common import (
     other_domain,
     self_link,
 )
-from gateway.routing import Body, OpenRequest, Query, Reply, Routes, given
+from gateway.identity.projects import ProjectList, project_list
+from gateway.identity.tokens import HELD, REFUSAL_HOLD, too_many_requests
+from gateway.routing import NO_POLICY, Body, OpenRequest, Query, Reply, Routes, given
 
 USERS = f"{V3}/users"
 USER = f"{USERS}/{{user_id}}"
@@ -190,4 +194,50 @@ async def update_user(request: web.Request, body: UserUpdateRequest) -> web.Resp
 )
 async def delete_user(request: web.Request) -> web.Response:
     await client(request, IdentityAdmin).delete_user(user_id=request.match_info["user_id"])
+    return no_content()
+
+
+@routes.get(
+    f"{USER}/projects",
+    "List a user's projects (the user itself, or an admin)",
+    policy=NO_POLICY,
+    replies=[Reply(200, ProjectList, "The projects it has a role on, itself or through a group.")],
+    errors=(404,),
+)
+async def list_user_projects(request: web.Request) -> web.Response:
+    """403: the caller is neither that user nor an admin; 404: no such user."""
+    projects = await client(request, IdentityAdmin).list_user_projects(user_id=request.match_info["user_id"])
+    return json_response(project_list(request, projects))
+
+
+class PasswordChange(OpenRequest):
+    password: Annotated[Secret, Meta(description="The new password.")]
+    original_password: Annotated[str, Meta(max_length=4096)]
+
+
+class PasswordChangeRequest(OpenRequest):
+    user: PasswordChange
+
+
+@routes.post(
+    f"{USER}/password",
+    "Change one's own password",
+    public=True,
+    body=PasswordChangeRequest,
+    replies=[Reply(204, None, "Changed: every token the user had is revoked.")],
+    errors=(401, 429, 503),
+)
+async def change_password(request: web.Request, body: PasswordChangeRequest) -> web.Response:
+    """No token needed: the original password is the proof. 401 for an unknown or disabled user or
+    a wrong original password (one answer); 429 (with Retry-After) and 503 as for a login."""
+    try:
+        await client(request, Tokens).change_password(
+            user_id=request.match_info["user_id"],
+            original_password=body.user.original_password,
+            password=body.user.password,
+            source=request.remote,
+        )
+    except LoginThrottled as refusal:
+        await request.app[HELD].hold(min(REFUSAL_HOLD, refusal.retry_after))
+        raise too_many_requests(refusal) from None
     return no_content()

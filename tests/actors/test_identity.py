@@ -1,6 +1,6 @@
-"""The identity actor: login and its throttling, Fernet tokens, re-scoping, key rotation, revocation,
-groups, application credentials, administration and argument checks, on a real nats-server,
-sqlite and files."""
+"""The identity actor: login and its throttling, Fernet tokens, re-scoping, system scope, key
+rotation, revocation, password changes, groups, application credentials, administration and
+argument checks, on a real nats-server, sqlite and files."""
 
 from __future__ import annotations
 
@@ -13,10 +13,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import pytest
 from cryptography.fernet import Fernet, InvalidToken
 
 from actors.identity.actor import IdentityActor
+from actors.identity.keys import TokenPayload
 from actors.identity.passwords import AUTH_FAILED, check_password, hash_password
 from actors.identity.throttle import LoginThrottle, PasswordChecks, StrikeTable, Throttling, source_key
 from actors.identity.tokens import TOKEN_INVALID
@@ -34,6 +36,7 @@ from bus import (
     request_scope,
 )
 from bus.api import ServiceAPI
+from runtime.policy import allowed, system_role
 from runtime.store import Store
 from tests.conftest import ADMIN_PASSWORD
 from tests.helpers import DEMO_PASSWORD
@@ -77,7 +80,8 @@ def credentials(bus: Bus) -> ApplicationCredentials:
 def context_of(issued: Token) -> Context:
     """The context the gateway would build for an issued token."""
     project = issued["project"]["id"] if issued["project"] else None
-    return Context(issued["user"]["id"], project, tuple(r["name"] for r in issued["roles"]), issued["token"])
+    roles = tuple(system_role(r["name"]) if issued["system"] else r["name"] for r in issued["roles"])
+    return Context(issued["user"]["id"], project, roles, issued["token"])
 
 
 async def login(tokens: Tokens, user: str, password: str, **scope: Any) -> Token:
@@ -651,6 +655,172 @@ async def test_password_change_and_deletion_end_tokens(
         await directory.delete_user(user_id="demo")
     await refused(tokens, fresh["token"])
     await published(revocations, "user", demo["user"]["id"])
+
+
+async def test_a_user_changes_its_own_password_with_the_original(
+    tokens: Tokens, identity_actor, revocations
+) -> None:
+    demo = await login(tokens, "demo", DEMO_PASSWORD)
+    user = demo["user"]["id"]
+    with pytest.raises(Unauthorized) as error:
+        await tokens.change_password(user_id=user, original_password="wrong", password="new-secret")
+    assert error.value.message == AUTH_FAILED
+    assert (await tokens.validate(token=demo["token"]))["user_id"] == user  # nothing changed
+    with pytest.raises(Unauthorized):
+        await tokens.change_password(user_id="nobody", original_password=DEMO_PASSWORD, password="x")
+    with pytest.raises(InvalidRequest):
+        await tokens.change_password(user_id=user, original_password=DEMO_PASSWORD, password=" ")
+
+    await tokens.change_password(user_id=user, original_password=DEMO_PASSWORD, password="new-secret")
+    await refused(tokens, demo["token"])
+    await published(revocations, "user", user)
+    with pytest.raises(Unauthorized):
+        await login(tokens, "demo", DEMO_PASSWORD)
+    await login(tokens, "demo", "new-secret")
+
+
+# -- system scope -----------------------------------------------------------------------------
+
+
+async def test_system_scoped_tokens_carry_the_roles_on_the_system(
+    tokens: Tokens, directory: IdentityAdmin, identity_actor
+) -> None:
+    issued = await login(tokens, "admin", ADMIN_PASSWORD, system=True)  # the bootstrap gave it
+    assert issued["system"] is True and issued["project"] is None
+    assert [role["name"] for role in issued["roles"]] == ["admin"]
+    info = await tokens.validate(token=issued["token"])
+    assert set(info) == VALIDATE_KEYS
+    assert info["project_id"] is None and info["roles"] == ["system:admin"]
+    ctx = context_of(issued)
+    assert allowed("identity:admin", ctx)
+    assert not any(allowed(op, ctx) for op in ("compute:read", "image:read", "network:write", "volume:read"))
+    with request_scope(context=ctx):
+        assert {user["name"] for user in await directory.list_users()} >= {"admin", "demo"}
+    project_scoped = await login(tokens, "admin", ADMIN_PASSWORD)
+    assert project_scoped["system"] is False and project_scoped["project"] is not None
+
+    with pytest.raises(Unauthorized) as error:
+        await login(tokens, "demo", DEMO_PASSWORD, system=True)
+    assert error.value.message == AUTH_FAILED
+    with pytest.raises(InvalidRequest):
+        await login(tokens, "admin", ADMIN_PASSWORD, system=True, project_name="admin")
+
+    with request_scope(context=ctx):
+        await directory.grant_system_role(user="demo", role="reader")
+    reader = await login(tokens, "demo", DEMO_PASSWORD, system=True)
+    assert [role["name"] for role in reader["roles"]] == ["reader"]
+    with request_scope(context=context_of(reader)), pytest.raises(Forbidden):
+        await directory.list_users()  # a system reader administers nothing
+    with request_scope(context=ctx):
+        await directory.revoke_system_role(user="demo", role="reader")
+        with pytest.raises(NotFound):
+            await directory.revoke_system_role(user="demo", role="reader")
+    assert await refused(tokens, reader["token"]) == TOKEN_INVALID
+
+
+async def test_groups_give_roles_on_the_system_and_rescoping_reaches_it(
+    tokens: Tokens, directory: IdentityAdmin, identity_actor
+) -> None:
+    admin = await admin_context(tokens)
+    with request_scope(context=admin):
+        group = await directory.create_group(name="operators")
+        await directory.add_user_to_group(group_id=group["id"], user_id="demo")
+        await directory.grant_group_system_role(group="operators", role="member")
+        assignments = await directory.list_role_assignments(scope="system", effective=True, user_id="x")
+        assert assignments == []
+        demo_id = (await directory.get_user(user_id="demo"))["id"]
+        (through,) = await directory.list_role_assignments(scope="system", effective=True, user_id=demo_id)
+        assert through["project_id"] is None and through["via_group"] == group["id"]
+        assert through["role_name"] == "member"
+        (direct,) = await directory.list_role_assignments(scope="system", group_id=group["id"])
+        assert direct["group_name"] == "operators" and direct["user_id"] is None
+        projects = await directory.list_role_assignments(scope="project", user_id=demo_id)
+        assert [a["project_name"] for a in projects] == ["demo"]
+
+    unscoped = await login(tokens, "demo", DEMO_PASSWORD, unscoped=True)
+    system = await tokens.issue_with_token(token=unscoped["token"], system=True)
+    assert system["system"] and [role["name"] for role in system["roles"]] == ["member"]
+    assert system["audit_ids"][1] == unscoped["audit_id"]
+    again = await tokens.issue_with_token(token=system["token"])
+    assert again["system"] and again["project"] is None
+    back = await tokens.issue_with_token(token=system["token"], project_name="demo")
+    assert not back["system"] and back["project"] and back["project"]["name"] == "demo"
+    with request_scope(context=admin):
+        await directory.revoke_group_system_role(group="operators", role="member")
+    with pytest.raises(Unauthorized):
+        await tokens.issue_with_token(token=unscoped["token"], system=True)
+
+
+def test_a_token_sealed_before_system_scope_is_still_read() -> None:
+    version_1 = msgpack.packb([1, "user", ["password"], "project", ["audit"], 1.0, 2.0, None])
+    payload = TokenPayload.unpack(version_1)
+    assert payload.project_id == "project" and payload.system is False
+    system = TokenPayload("user", ("password",), None, ("audit",), 1.0, 2.0, None, True)
+    assert TokenPayload.unpack(system.pack()) == system
+    for malformed in (
+        [2, "user", ["password"], "project", ["audit"], 1.0, 2.0, None, True],  # both scopes
+        [2, "user", ["password"], None, ["audit"], 1.0, 2.0, None, "yes"],
+        [2, "user", ["password"], None, ["audit"], 1.0, 2.0, None],
+        [[2], "user"],
+    ):
+        with pytest.raises(ValueError):
+            TokenPayload.unpack(msgpack.packb(malformed))
+
+
+# -- roles, and a user's projects -------------------------------------------------------------
+
+
+async def test_roles_are_renamed_and_deleted_with_their_assignments(
+    tokens: Tokens, directory: IdentityAdmin, identity_actor
+) -> None:
+    admin = await admin_context(tokens)
+    with request_scope(context=admin):
+        role = await directory.create_role(name="observer")
+        renamed = await directory.update_role(role_id=role["id"], name="watcher", description="eyes")
+        assert renamed == {"id": role["id"], "name": "watcher", "description": "eyes"}
+        assert await directory.get_role(role_id="watcher") == renamed
+        with pytest.raises(Conflict):
+            await directory.update_role(role_id="watcher", name="member")
+        for name in ("system:admin", "system:"):
+            with pytest.raises(InvalidRequest):
+                await directory.create_role(name=name)
+            with pytest.raises(InvalidRequest):
+                await directory.update_role(role_id="watcher", name=name)
+        assert await directory.get_role(role_id="watcher") == renamed
+        await directory.grant_role(user="demo", project="demo", role="watcher")
+        await directory.grant_system_role(user="demo", role="watcher")
+    demo = await login(tokens, "demo", DEMO_PASSWORD)
+    assert {r["name"] for r in demo["roles"]} == {"member", "watcher"}
+    with request_scope(context=admin):
+        await directory.delete_role(role_id="watcher")
+        with pytest.raises(NotFound):
+            await directory.delete_role(role_id="watcher")
+        remaining = await directory.list_role_assignments()
+        assert role["id"] not in {a["role_id"] for a in remaining}
+    assert (await tokens.validate(token=demo["token"]))["roles"] == ["member"]
+    with pytest.raises(Unauthorized):
+        await login(tokens, "demo", DEMO_PASSWORD, system=True)
+
+
+async def test_a_user_lists_its_own_projects_and_only_its_own(
+    tokens: Tokens, directory: IdentityAdmin, identity_actor
+) -> None:
+    admin = await admin_context(tokens)
+    demo = await login(tokens, "demo", DEMO_PASSWORD)
+    with request_scope(context=admin):
+        await directory.create_project(name="shared")
+        group = await directory.create_group(name="sharers")
+        await directory.add_user_to_group(group_id=group["id"], user_id="demo")
+        await directory.grant_group_role(group="sharers", project="shared", role="reader")
+        await directory.grant_system_role(user="demo", role="reader")  # not a project
+        assert [p["name"] for p in await directory.list_user_projects(user_id="demo")] == ["demo", "shared"]
+        with pytest.raises(NotFound):
+            await directory.list_user_projects(user_id="nobody")
+    with request_scope(context=context_of(demo)):
+        mine = await directory.list_user_projects(user_id=demo["user"]["id"])
+        assert [p["name"] for p in mine] == ["demo", "shared"]
+        with pytest.raises(Forbidden):
+            await directory.list_user_projects(user_id=admin.user_id or "")
 
 
 # -- groups -----------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
-"""Keystone v3 routes over real HTTP: login methods and scopes, token validation and revocation,
-projects, users, groups, roles, role assignments, application credentials, 403s and 400s."""
+"""Keystone v3 routes over real HTTP: login methods and scopes (the system's too), token validation
+and revocation, projects, users, groups, roles, role assignments (on projects and on the system),
+a user's projects and password change, domains, application credentials, 403s and 400s."""
 
 from __future__ import annotations
 
@@ -335,6 +336,195 @@ async def test_role_assignments_with_names_name_groups_and_members_too(admin: Ap
     assert body["role_assignments"][0]["scope"] == {"project": {"id": pager}}
 
 
+SYSTEM = {"system": {"all": True}}
+
+
+async def system_login(api: Api, user: str, password: str) -> tuple[int, Any, str | None]:
+    return await issue(api, password_auth({"name": user, "domain": {"id": "default"}}, password, SYSTEM))
+
+
+async def test_a_system_scoped_token_administers_identity_and_nothing_else(admin: Api, member: Api) -> None:
+    status, body, token = await system_login(admin, "admin", ADMIN_PASSWORD)
+    assert status == 201 and token, body
+    doc = body["token"]
+    assert doc["system"] == {"all": True} and "project" not in doc and "is_domain" not in doc
+    assert [role["name"] for role in doc["roles"]] == ["admin"] and doc["roles"][0]["id"]
+    catalog = {entry["type"] for entry in doc["catalog"]}
+    assert catalog >= {"identity", "compute", "image", "network"}
+    assert not catalog & {"block-storage", "volumev3"}  # their URLs need a project
+    system_admin = Api(admin.session, admin.base_url)
+    system_admin.headers = {"X-Auth-Token": token}
+
+    status, shown = await subject(admin, "GET", token)
+    assert status == 200 and shown["token"]["system"] == {"all": True}
+    assert shown["token"]["roles"] == doc["roles"] and "project" not in shown["token"]
+    status, shown = await subject(system_admin, "GET", token)
+    assert status == 200 and shown["token"]["roles"][0]["name"] == "admin"
+    assert (await system_admin.get(f"{V3}/auth/system"))[1]["system"] == [{"all": True}]
+    assert (await member.get(f"{V3}/auth/system"))[1]["system"] == []
+    status, body = await system_admin.get(f"{V3}/users")
+    assert status == 200 and {"admin", "demo"} <= {user["name"] for user in body["users"]}
+    assert (await system_admin.post(f"{V3}/projects", {"project": {"name": "by-system"}}))[0] == 201
+    assert (await system_admin.get(f"{V3}/domains/default"))[0] == 200
+    # the other services want a project-scoped token: refused before any of them is asked
+    for path in ("/compute/v2.1/servers", "/image/v2/images", "/network/v2.0/networks"):
+        status, body = await system_admin.get(path)
+        assert status == 403, (path, body)
+
+    status, body, _ = await system_login(admin, "demo", DEMO_PASSWORD)
+    assert status == 401 and identity_error(body, 401) == AUTH_FAILED  # no role on the system
+
+
+async def test_system_role_assignments_of_users_and_groups(admin: Api) -> None:
+    demo = await user_id(admin, "demo")
+    path = f"{V3}/system/users/{demo}/roles/reader"
+    assert (await admin.request("HEAD", path))[0] == 404
+    assert (await admin.put(path))[0] == 204
+    assert (await admin.request("HEAD", path))[0] == 204
+    assert (await admin.get(path))[0] == 204
+    status, body = await admin.get(f"{V3}/system/users/{demo}/roles")
+    assert status == 200 and [role["name"] for role in body["roles"]] == ["reader"]
+
+    status, body = await admin.get(f"{V3}/role_assignments?scope.system=all&user.id={demo}&include_names")
+    assert status == 200, body
+    (one,) = body["role_assignments"]
+    assert one["scope"] == {"system": {"all": True}} and one["role"]["name"] == "reader"
+    assert one["links"]["assignment"].endswith(f"/system/users/{demo}/roles/{one['role']['id']}")
+    status, body = await admin.get(f"{V3}/role_assignments?user.id={demo}")
+    assert {"system", "project"} == {next(iter(a["scope"])) for a in body["role_assignments"]}
+    status, body = await admin.get(
+        f"{V3}/role_assignments?user.id={demo}&scope.project.id=x&scope.system=all"
+    )
+    assert status == 200 and body["role_assignments"] == []
+
+    status, body, token = await system_login(admin, "demo", DEMO_PASSWORD)
+    assert status == 201 and [role["name"] for role in body["token"]["roles"]] == ["reader"]
+    reader = Api(admin.session, admin.base_url)
+    reader.headers = {"X-Auth-Token": str(token)}
+    assert (await reader.get(f"{V3}/users"))[0] == 403  # a system reader administers nothing here
+    assert (await admin.delete(path))[0] == 204
+    assert (await admin.delete(path))[0] == 404
+    assert (await subject(admin, "GET", str(token)))[0] == 404  # no role left on the system
+
+    _, body = await admin.post(f"{V3}/groups", {"group": {"name": "operators"}})
+    group = body["group"]["id"]
+    assert (await admin.put(f"{V3}/groups/{group}/users/{demo}"))[0] == 204
+    assert (await admin.put(f"{V3}/system/groups/{group}/roles/admin"))[0] == 204
+    assert (await admin.request("HEAD", f"{V3}/system/groups/{group}/roles/admin"))[0] == 204
+    status, body = await admin.get(f"{V3}/system/groups/{group}/roles")
+    assert [role["name"] for role in body["roles"]] == ["admin"]
+    status, body = await admin.get(f"{V3}/role_assignments?scope.system=all&effective&user.id={demo}")
+    (through,) = body["role_assignments"]
+    assert through["links"]["membership"].endswith(f"/groups/{group}/users/{demo}")
+    status, body, token = await system_login(admin, "demo", DEMO_PASSWORD)
+    assert status == 201 and [role["name"] for role in body["token"]["roles"]] == ["admin"]
+    assert (await admin.delete(f"{V3}/system/groups/{group}/roles/admin"))[0] == 204
+    assert (await admin.get(f"{V3}/system/users/nobody/roles"))[0] == 404
+    assert (await admin.put(f"{V3}/system/users/{demo}/roles/nosuchrole"))[0] == 404
+
+
+async def test_rescoping_to_and_from_the_system(admin: Api) -> None:
+    _, _, unscoped = await issue(admin, password_auth({"name": "admin"}, ADMIN_PASSWORD, "unscoped"))
+    rescope = {"identity": {"methods": ["token"], "token": {"id": unscoped}}}
+    status, body, system = await issue(admin, {"auth": {**rescope, "scope": SYSTEM}})
+    assert status == 201 and body["token"]["system"] == {"all": True}, body
+    assert body["token"]["methods"] == ["token", "password"]
+    status, body, _ = await issue(
+        admin,
+        {
+            "auth": {
+                "identity": {"methods": ["token"], "token": {"id": system}},
+                "scope": {"project": {"name": "admin"}},
+            }
+        },
+    )
+    assert status == 201 and body["token"]["project"]["name"] == "admin" and "system" not in body["token"]
+    status, body, _ = await issue(
+        admin, {"auth": {**rescope, "scope": {"project": {"name": "admin"}, "system": {"all": True}}}}
+    )
+    assert status == 400 and identity_error(body, 400)
+
+
+async def test_role_update_and_delete(admin: Api) -> None:
+    _, body = await admin.post(f"{V3}/roles", {"role": {"name": "observer"}})
+    role = body["role"]["id"]
+    status, body = await admin.request("PATCH", f"{V3}/roles/{role}", json={"role": {"name": "watcher"}})
+    assert status == 200 and body["role"]["name"] == "watcher" and body["role"]["id"] == role
+    status, body = await admin.request("PATCH", f"{V3}/roles/{role}", json={"role": {"description": "eyes"}})
+    assert status == 200 and body["role"] == {**body["role"], "name": "watcher", "description": "eyes"}
+    status, body = await admin.request("PATCH", f"{V3}/roles/{role}", json={"role": {"name": "member"}})
+    assert status == 409 and identity_error(body, 409)
+    status, body = await admin.request("PATCH", f"{V3}/roles/nope", json={"role": {"name": "x"}})
+    assert status == 404 and identity_error(body, 404)
+
+    demo = await user_id(admin, "demo")
+    _, body = await admin.get(f"{V3}/projects?name=demo")
+    project = body["projects"][0]["id"]
+    assert (await admin.put(f"{V3}/projects/{project}/users/{demo}/roles/{role}"))[0] == 204
+    assert (await admin.put(f"{V3}/system/users/{demo}/roles/{role}"))[0] == 204
+    assert (await admin.delete(f"{V3}/roles/{role}"))[0] == 204
+    assert (await admin.get(f"{V3}/roles/{role}"))[0] == 404
+    assert (await admin.delete(f"{V3}/roles/{role}"))[0] == 404
+    status, body = await admin.get(f"{V3}/role_assignments?user.id={demo}")
+    assert role not in {a["role"]["id"] for a in body["role_assignments"]}
+
+
+async def test_a_users_own_projects(admin: Api, member: Api) -> None:
+    demo, admin_id = await user_id(admin, "demo"), await user_id(admin, "admin")
+    _, body = await admin.post(f"{V3}/projects", {"project": {"name": "shared"}})
+    shared = body["project"]["id"]
+    _, body = await admin.post(f"{V3}/groups", {"group": {"name": "sharers"}})
+    group = body["group"]["id"]
+    assert (await admin.put(f"{V3}/groups/{group}/users/{demo}"))[0] == 204
+    assert (await admin.put(f"{V3}/projects/{shared}/groups/{group}/roles/reader"))[0] == 204
+    status, body = await member.get(f"{V3}/users/{demo}/projects")
+    assert status == 200 and [p["name"] for p in body["projects"]] == ["demo", "shared"], body
+    assert body["projects"][0]["links"]["self"].endswith(f"/projects/{body['projects'][0]['id']}")
+    status, body = await admin.get(f"{V3}/users/{demo}/projects")
+    assert status == 200 and len(body["projects"]) == 2
+    status, body = await member.get(f"{V3}/users/{admin_id}/projects")
+    assert status == 403 and identity_error(body, 403)
+    assert (await admin.get(f"{V3}/users/nobody/projects"))[0] == 404
+
+
+async def test_a_user_changes_its_own_password(admin: Api, member: Api) -> None:
+    demo = await user_id(admin, "demo")
+    path = f"{V3}/users/{demo}/password"
+    old_token = member.headers["X-Auth-Token"]
+    status, body = await admin.post(path, {"user": {"password": "new-secret", "original_password": "wrong"}})
+    assert status == 401 and identity_error(body, 401) == AUTH_FAILED
+    assert (await subject(admin, "GET", old_token))[0] == 200  # nothing changed
+    status, body = await admin.post(path, {"user": {"password": "", "original_password": DEMO_PASSWORD}})
+    assert status == 400 and identity_error(body, 400)
+
+    async with admin.session.post(
+        f"{admin.base_url}{path}",
+        json={"user": {"password": "new-secret", "original_password": DEMO_PASSWORD}},
+    ) as response:  # no token needed: the original password is the proof
+        assert response.status == 204, await response.text()
+    assert (await subject(admin, "GET", old_token))[0] == 404
+    assert (await member.get(f"{V3}/auth/projects"))[0] == 401
+    status, _, _ = await issue(admin, password_auth({"name": "demo"}, DEMO_PASSWORD))
+    assert status == 401
+    status, _, _ = await issue(admin, password_auth({"name": "demo"}, "new-secret"))
+    assert status == 201
+    assert (
+        await admin.post(f"{V3}/users/nobody/password", {"user": {"password": "x", "original_password": "y"}})
+    )[0] == 401
+
+
+async def test_the_default_domain_is_shown_to_tokens_scoped_in_it(admin: Api, member: Api) -> None:
+    status, body = await member.get(f"{V3}/domains/default")
+    assert status == 200 and body["domain"]["id"] == "default" and body["domain"]["name"] == "Default"
+    assert (await member.get(f"{V3}/domains/elsewhere"))[0] == 404
+    assert (await member.get(f"{V3}/domains"))[0] == 403
+    _, _, unscoped = await issue(admin, password_auth({"name": "demo"}, DEMO_PASSWORD, "unscoped"))
+    nobody = Api(admin.session, admin.base_url)
+    nobody.headers = {"X-Auth-Token": str(unscoped)}
+    status, body = await nobody.get(f"{V3}/domains/default")
+    assert status == 403 and identity_error(body, 403)
+
+
 async def test_a_throttled_address_gets_429_with_retry_after_in_keystones_format(admin: Api) -> None:
     """The gateway hands the socket's peer address to the identity actor, never a header."""
     statuses = []
@@ -427,6 +617,11 @@ async def test_application_credentials_over_rest(admin: Api, member: Api) -> Non
         ("DELETE", "/projects/PROJECT/users/USER/roles/member", None),
         ("GET", "/role_assignments", None),
         ("GET", "/domains", None),
+        ("PATCH", "/roles/member", {"role": {"name": "boss"}}),
+        ("DELETE", "/roles/admin", None),
+        ("PUT", "/system/users/USER/roles/admin", None),
+        ("GET", "/system/users/USER/roles", None),
+        ("HEAD", "/system/users/USER/roles/admin", None),
     ],
 )
 async def test_a_member_gets_403_on_admin_paths(
@@ -438,7 +633,8 @@ async def test_a_member_gets_403_on_admin_paths(
     )
     status, answer = await member.request(method, V3 + path, **({"json": body} if body else {}))
     assert status == 403, answer
-    assert identity_error(answer, 403)
+    if method != "HEAD":
+        assert identity_error(answer, 403)
     assert (await admin.get(f"{V3}/projects?name=sneaky"))[1]["projects"] == []
     assert (await subject(admin, "GET", member.headers["X-Auth-Token"]))[0] == 200
 
@@ -458,6 +654,9 @@ async def test_a_member_gets_403_on_admin_paths(
         ("PATCH", "/users/USER", {"user": {"name": "renamed", "enabled": 0}}),
         ("POST", "/groups", {"group": {"name": ["x"]}}),
         ("POST", "/roles", {"role": {}}),
+        ("POST", "/roles", {"role": {"name": "system:admin"}}),
+        ("PATCH", "/roles/reader", {"role": {"name": "system:reader"}}),
+        ("PATCH", "/roles/reader", {"role": {"name": ""}}),
         ("POST", "/auth/tokens", {"auth": "nonsense"}),
         ("POST", "/auth/tokens", {"auth": {"identity": {"methods": "password"}}}),
         ("POST", "/auth/tokens", {"auth": {"identity": {"methods": ["password"], "password": {"user": {}}}}}),
