@@ -111,6 +111,7 @@ PROTECTED: dict[tuple[str, str], str] = {
     ("/compute/v2.1/os-keypairs/{name}", "name"): "keypair",
     (f"{IDENTITY}/users/{{user_id}}", "user_id"): "users",
     (f"{IDENTITY}/projects/{{project_id}}", "project_id"): "projects",
+    (f"{IDENTITY}/roles/{{role_id}}", "role_id"): "roles",
     (f"{IDENTITY}/projects/{{project_id}}/users/{{user_id}}/roles/{{role_id}}", "user_id"): "users",
     (f"{NETWORK}/networks/{{network_id}}", "network_id"): "networks",
     (f"{NETWORK}/subnets/{{subnet_id}}", "subnet_id"): "subnets",
