@@ -155,7 +155,7 @@ _IMAGE_FIELDS = frozenset(
     (
         "id", "name", "status", "visibility", "protected", "checksum", "os_hash_algo", "os_hash_value",
         "owner", "size", "virtual_size", "min_disk", "min_ram", "disk_format", "container_format",
-        "created_at", "updated_at", "tags", "self", "file", "schema",
+        "created_at", "updated_at", "tags", "self", "file", "schema", "os_hidden",
     )
 )  # fmt: skip
 
