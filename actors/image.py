@@ -78,6 +78,25 @@ MIGRATIONS: list[str | Migration] = [
         """,
     ),
     "ALTER TABLE images ADD COLUMN os_hidden INTEGER NOT NULL DEFAULT 0;",
+    Migration(  # an image's name may be NULL (Glance's images need none)
+        sqlite="""
+        CREATE TABLE images_named (
+            id TEXT PRIMARY KEY, name TEXT, status TEXT NOT NULL, visibility TEXT NOT NULL,
+            protected INTEGER NOT NULL DEFAULT 0, checksum TEXT, os_hash_algo TEXT, os_hash_value TEXT,
+            owner TEXT, size INTEGER, virtual_size INTEGER, min_disk INTEGER NOT NULL DEFAULT 0,
+            min_ram INTEGER NOT NULL DEFAULT 0, disk_format TEXT NOT NULL, container_format TEXT NOT NULL,
+            created_at TEXT NOT NULL, updated_at TEXT NOT NULL, tags TEXT NOT NULL DEFAULT '[]',
+            properties TEXT NOT NULL DEFAULT '{}', received INTEGER NOT NULL DEFAULT 0,
+            os_hidden INTEGER NOT NULL DEFAULT 0);
+        INSERT INTO images_named SELECT id, name, status, visibility, protected, checksum, os_hash_algo,
+            os_hash_value, owner, size, virtual_size, min_disk, min_ram, disk_format, container_format,
+            created_at, updated_at, tags, properties, received, os_hidden FROM images ORDER BY rowid;
+        DROP TABLE images;
+        ALTER TABLE images_named RENAME TO images;
+        CREATE INDEX images_listing ON images(created_at, id);
+        """,
+        postgresql="ALTER TABLE images ALTER COLUMN name DROP NOT NULL;",
+    ),
 ]
 
 
@@ -85,7 +104,7 @@ class ImageRow(TypedDict):
     """A row of ``images``: tags and properties as JSON, ``received`` the bytes written so far."""
 
     id: str
-    name: str
+    name: str | None
     status: ImageStatus
     visibility: Visibility
     protected: int
@@ -216,9 +235,9 @@ async def _save(db: Db, image_id: str, fields: dict[str, Any], properties: dict[
     )
 
 
-SORT_EXPRESSIONS = {"size": "COALESCE(size, -1)"}
-"""How a sort key is ordered where it is not its column: an image without a size yet first (as
-the smallest), on sqlite and PostgreSQL alike (which put NULLs at opposite ends)."""
+NULL_SORTS_AS: dict[str, Any] = {"size": -1, "name": ""}
+"""Where the sort keys that may be NULL put an image without one: first (as the smallest), on
+sqlite and PostgreSQL alike (which put NULLs at opposite ends)."""
 
 Order = list[tuple[str, str]]
 """Sort keys, each with its direction (``asc``, ``desc``)."""
@@ -239,13 +258,14 @@ def _order(sort: list[Sort]) -> Order:
 
 
 def _sort_expression(key: str) -> str:
-    return SORT_EXPRESSIONS.get(key, key)
+    """What a list orders by for ``key`` (its column, or ``NULL_SORTS_AS`` in place of a NULL)."""
+    return f"COALESCE({key}, {NULL_SORTS_AS[key]!r})" if key in NULL_SORTS_AS else key
 
 
 def _sort_value(row: ImageRow, key: str) -> Any:
     """The value of ``row`` that ``_sort_expression(key)`` orders by."""
     value = row[key]  # type: ignore[literal-required]
-    return -1 if key == "size" and value is None else value
+    return NULL_SORTS_AS.get(key) if value is None else value
 
 
 def _order_by(order: Order) -> str:
@@ -459,7 +479,7 @@ class ImageActor(Actor, Images):
     async def create(
         self,
         *,
-        name: str,
+        name: str | None = None,
         disk_format: DiskFormat = "raw",
         container_format: ContainerFormat = "bare",
         visibility: Visibility = "private",

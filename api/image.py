@@ -15,7 +15,8 @@ ramdisk only, as the instance's project sees them; where an instance is and whos
 actor asks the conductor: ``ConductorForOwners.placement``).
 
 Version history: 1 - initial; 2 - ``ImageForNodes`` (nodes no longer call ``ImageReader``);
-3 - images carry ``os_hidden`` (``create`` takes it); ``Images.update`` (Glance's JSON-patch
+3 - images carry ``os_hidden`` (``create`` takes it), and their ``name`` may be None (``create``
+without one, as Glance); ``Images.update`` (Glance's JSON-patch
 changes), ``add_tag`` and ``remove_tag``; ``list`` takes Glance's filters (``owner``, formats,
 sizes, ``tags``, ``protected``, ``os_hidden``) and ``sort``.
 
@@ -62,7 +63,7 @@ Owner = Annotated[str, Meta(max_length=255)] | None
 """The owning project (None: no project's, as a service's images)."""
 
 UPDATABLE: dict[str, Any] = {
-    "name": ImageName,
+    "name": ImageName | None,
     "visibility": Visibility,
     "protected": bool,
     "os_hidden": bool,
@@ -98,7 +99,7 @@ class Image(TypedDict):
     ``properties`` to the top level)."""
 
     id: str
-    name: str
+    name: str | None
     status: ImageStatus
     visibility: Visibility
     protected: bool
@@ -200,7 +201,7 @@ class Images(ImageReader, address="image"):
     async def create(
         self,
         *,
-        name: ImageName,
+        name: ImageName | None = None,
         disk_format: DiskFormat = "raw",
         container_format: ContainerFormat = "bare",
         visibility: Visibility = "private",

@@ -97,7 +97,7 @@ class ImageCreate(OpenRequest):
     here is an extra property: a string of at most 255 characters (a read-only member is 403).
     A public image is for admins only (403)."""
 
-    name: ImageName
+    name: ImageName | UnsetType | None = UNSET
     id: UUID | UnsetType = UNSET
     disk_format: DiskFormat | UnsetType = UNSET
     container_format: ContainerFormat | UnsetType = UNSET
@@ -117,7 +117,7 @@ class Image(Body, forbid_unknown_fields=False):
     """An image as Glance v2 shows it; its extra properties are more members, each a string."""
 
     id: str
-    name: str
+    name: str | None
     status: ImageStatus
     visibility: Visibility
     protected: bool

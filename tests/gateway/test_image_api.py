@@ -205,7 +205,6 @@ async def test_upload_to_an_active_image_is_409_and_changes_nothing(api, image_s
         ({"json": {"name": "x", "min_disk": "big"}}, 400),
         ({"json": {"name": "x", "protected": "yes"}}, 400),
         ({"json": {"name": "x", "kernel_id": 7}}, 400),
-        ({"json": {"disk_format": "raw"}}, 400),
         ({"json": ["name", "x"]}, 400),
         ({"data": b"{not json", "headers": {"Content-Type": "application/json"}}, 400),
         ({"json": {"name": "x", "status": "active"}}, 403),

@@ -77,6 +77,18 @@ async def test_patch_sets_fields_and_properties_in_one_go(api, image_service) ->
     assert await shown(api, image["id"]) == changed
 
 
+async def test_an_image_needs_no_name(api, image_service) -> None:
+    """As Glance: a create without a name (or with null) makes an image whose name is null."""
+    await api.login()
+    nameless = await create(api, disk_format="qcow2")
+    assert nameless["name"] is None and (await create(api, name=None))["name"] is None
+    status, named = await patch(api, nameless["id"], [{"op": "replace", "path": "/name", "value": "now"}])
+    assert status == 200 and named["name"] == "now"
+    status, unnamed = await patch(api, nameless["id"], [{"op": "replace", "path": "/name", "value": None}])
+    assert status == 200 and unnamed["name"] is None
+    assert await listed(api, "sort=name:asc&disk_format=qcow2") == [None]
+
+
 async def test_the_v20_dialect_replaces_and_refuses_to_add_what_exists(api, image_service) -> None:
     await api.login()
     image = await create(api, name="old-dialect", protected=True)
