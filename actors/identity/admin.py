@@ -216,10 +216,16 @@ class AdminService(IdentityAdmin):
         return _user(await self.state.find("users", user_id, USER_COLUMNS))
 
     async def list_user_projects(self, *, user_id: str) -> list[Project]:
-        ctx = caller()
-        if not administers(ctx) and (ctx is None or ctx.user_id != user_id):
+        ctx, admin = caller(), administers(caller())
+        try:
+            user = await self.state.find("users", user_id, "id")
+        except NotFound:
+            if admin:
+                raise
+            user = None  # to anyone else, another user's and no user's projects are refused alike
+        if not admin and (user is None or ctx is None or ctx.user_id != user["id"]):
             raise Forbidden("only the user itself or an admin may list its projects")
-        user = await self.state.find("users", user_id, "id")
+        assert user is not None
         columns = ", ".join(f"p.{column.strip()}" for column in PROJECT_COLUMNS.split(","))
         rows = await self.store.fetchall(
             f"SELECT {columns} FROM projects p WHERE p.id IN ("

@@ -819,8 +819,10 @@ async def test_a_user_lists_its_own_projects_and_only_its_own(
     with request_scope(context=context_of(demo)):
         mine = await directory.list_user_projects(user_id=demo["user"]["id"])
         assert [p["name"] for p in mine] == ["demo", "shared"]
-        with pytest.raises(Forbidden):
-            await directory.list_user_projects(user_id=admin.user_id or "")
+        assert await directory.list_user_projects(user_id="demo") == mine  # by name too
+        for other in (admin.user_id or "", "admin", "nobody"):  # another user and no user alike
+            with pytest.raises(Forbidden):
+                await directory.list_user_projects(user_id=other)
 
 
 # -- groups -----------------------------------------------------------------------------------

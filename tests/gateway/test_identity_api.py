@@ -484,6 +484,8 @@ async def test_a_users_own_projects(admin: Api, member: Api) -> None:
     assert status == 200 and len(body["projects"]) == 2
     status, body = await member.get(f"{V3}/users/{admin_id}/projects")
     assert status == 403 and identity_error(body, 403)
+    assert (await member.get(f"{V3}/users/nobody/projects"))[0] == 403  # no existence leak
+    assert (await member.get(f"{V3}/users/demo/projects"))[0] == 200  # by name, as openstack --user does
     assert (await admin.get(f"{V3}/users/nobody/projects"))[0] == 404
 
 
