@@ -13,7 +13,7 @@ Facets, by caller (each made of the parts the conductor's servants implement, by
 * ``Compute``: the user-facing compute API, as the gateway reaches it: ``Servers`` (reads),
   ``ServerCreation``, ``ServerActions`` (power changes, reboot, delete), ``ServerDetails``
   (name, access addresses, metadata, lock), ``ServerVolumes``, ``ServerHistory`` (the actions
-  of an instance and their steps), ``Flavors`` and ``Keypairs``;
+  of an instance and their steps), ``ComputeQuotas``, ``Flavors`` and ``Keypairs``;
 * ``ConductorForNodes``: what compute nodes call, each as its own host
   (``conductor.host.<host>``): ``NodeBuilds`` (the build request, its addresses, its
   failure), ``NodeReports`` (libvirt's word on a domain) and ``NodeTasks`` (progress of the
@@ -29,7 +29,7 @@ attached at boot); 3 - the node-facing facets are served per calling host
 (``conductor.host.<host>``: the host comes from the subject, no longer from the body, and a
 node reaches only the instances recorded on it); ``ConductorForOwners.placement``; 4 -
 ``ServerDetails`` (rename, access addresses, metadata, lock), ``ServerHistory`` (the actions, now
-also in ``Compute``), ``Servers.list_compute_hosts``, ``Instance`` shows
+also in ``Compute``), ``ComputeQuotas``, ``Servers.list_compute_hosts``, ``Instance`` shows
 ``access_ip_v4``/``access_ip_v6`` and ``locked``/``locked_reason``, ``create_instance`` takes the
 access addresses, ``list_instances`` filters by image, flavor, address and change time and takes
 ``name`` as a regular expression, ``create_keypair`` takes ``key_type`` (x509 certificates),
@@ -93,8 +93,19 @@ ConsoleLength = Annotated[int, Meta(ge=-1)]
 """How many lines of the console log, from its end; -1: all of it."""
 MetadataKey = Annotated[str, Meta(min_length=1, max_length=255)]
 MetadataValue = Annotated[str, Meta(max_length=255)]
-MAX_METADATA_ITEMS = 128
-"""Nova's ``metadata_items`` quota: the most metadata items one instance holds."""
+QuotaResource = Literal["instances", "cores", "ram", "metadata_items", "key_pairs"]
+"""What compute quotas limit: a project's live instances, their vCPUs and RAM (MB), the metadata
+items of one instance, the key pairs of one user."""
+DEFAULT_QUOTAS: dict[str, int] = {
+    "instances": 10,
+    "cores": 20,
+    "ram": 51200,
+    "metadata_items": 128,
+    "key_pairs": 100,
+}
+"""Nova's defaults, for a project with no limit of its own."""
+QuotaLimit = Annotated[int, Meta(ge=-1, le=2**31 - 1)]
+"""A limit; -1: unlimited."""
 LockReason = Annotated[str, Meta(max_length=255)]
 
 
@@ -174,6 +185,23 @@ class InstanceChange(Instance):
     """An instance after a change a node reported, with its cause."""
 
     cause: Cause
+
+
+class Quotas(TypedDict):
+    """A project's compute limits (-1: unlimited), by resource."""
+
+    instances: int
+    cores: int
+    ram: int
+    metadata_items: int
+    key_pairs: int
+
+
+class QuotaUsage(TypedDict):
+    limit: int
+    in_use: int
+    reserved: int
+    """Always 0: a create counts in one transaction, nothing is held in between."""
 
 
 class ComputeHost(TypedDict):
@@ -399,6 +427,7 @@ class ServerCreation(ServiceAPI, address="conductor"):
         :raises InvalidRequest: an unknown flavor, image (or one not active), key pair, network,
             port or volume; a volume that is not available; a network entry with neither
             ``uuid`` nor ``port``; an access address that is not one of its version.
+        :raises QuotaExceeded: the project would have more instances, vCPUs or RAM than its quota.
         """
         ...
 
@@ -431,7 +460,7 @@ class ServerDetails(ServiceAPI, address="conductor"):
 
         :raises NotFound: no such instance, or another project's.
         :raises Conflict: the instance is locked.
-        :raises QuotaExceeded: more than ``MAX_METADATA_ITEMS`` items would result.
+        :raises QuotaExceeded: more items than the project's ``metadata_items`` quota would result.
         """
         ...
 
@@ -566,6 +595,7 @@ class Keypairs(ServiceAPI, address="conductor"):
 
         :raises InvalidRequest: the key is not an OpenSSH public key (``ssh``) or a PEM
             certificate (``x509``).
+        :raises QuotaExceeded: the user has as many key pairs as the project's quota allows.
         :raises Conflict: the user has a key pair of that name.
         """
         ...
@@ -583,6 +613,50 @@ class Keypairs(ServiceAPI, address="conductor"):
     @call(policy="compute:write")
     async def delete_keypair(self, *, name: Name) -> None:
         """:raises NotFound: the user has no key pair of that name."""
+        ...
+
+
+class ComputeQuotas(ServiceAPI, address="conductor"):
+    """Nova's quota sets: how many instances, vCPUs, MB of RAM a project may have live, how many
+    metadata items an instance and key pairs a user. Enforced where each is made, in the same
+    store transaction that records it: concurrent creates never exceed a limit."""
+
+    @call(policy="compute:read", idempotent=True)
+    async def get_quotas(self, *, project_id: Id) -> Quotas:
+        """The project's limits (the defaults where it has none of its own).
+
+        :raises Forbidden: another project's, and the caller is no admin.
+        """
+        ...
+
+    @call(policy="compute:read", idempotent=True)
+    async def get_default_quotas(self) -> Quotas:
+        """The limits of a project with none of its own."""
+        ...
+
+    @call(policy="compute:read", idempotent=True)
+    async def get_quota_usage(self, *, project_id: Id, user_id: Id | None = None) -> dict[str, QuotaUsage]:
+        """The project's limits and what it uses now (key pairs: the user's, the caller by default).
+
+        :raises Forbidden: another project's, and the caller is no admin.
+        """
+        ...
+
+    @call(policy="compute:write", idempotent=True)
+    async def set_quotas(
+        self, *, project_id: Id, limits: dict[QuotaResource, QuotaLimit], force: bool = False
+    ) -> Quotas:
+        """Set some of the project's limits (admins). A limit below what the project uses is
+        refused unless ``force``.
+
+        :raises Forbidden: the caller is no admin.
+        :raises InvalidRequest: a limit below the project's usage, without ``force``.
+        """
+        ...
+
+    @call(policy="compute:write", idempotent=True)
+    async def delete_quotas(self, *, project_id: Id) -> None:
+        """Back to the defaults (admins). :raises Forbidden: the caller is no admin."""
         ...
 
 
@@ -613,6 +687,7 @@ class Compute(
     ServerDetails,
     ServerVolumes,
     ServerHistory,
+    ComputeQuotas,
     Flavors,
     Keypairs,
     address="conductor",

@@ -11,8 +11,8 @@ It is composed of servants, one per job, sharing one ``Core`` (store, bus, clien
 * ``volumes.Attachments``: volume attach and detach;
 * ``watch.TaskWatch``: task supervision (redelivery, progress deadlines), live_instances and
   placements (for the owners' checks), the audit and the action log;
-* ``instances.ServerReads``, ``flavors.FlavorCatalog``, ``keypairs.KeypairBook``: reads,
-  flavors, key pairs.
+* ``instances.ServerReads``, ``flavors.FlavorCatalog``, ``keypairs.KeypairBook``,
+  ``quotas.QuotaBook``: reads, flavors, key pairs, quotas.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from actors.conductor.instances import ServerReads
 from actors.conductor.keypairs import KeypairBook
 from actors.conductor.lifecycle import DomainReports
 from actors.conductor.power import PowerActions
+from actors.conductor.quotas import QuotaBook
 from actors.conductor.schema import MIGRATIONS, InstanceRow
 from actors.conductor.volumes import Attachments
 from actors.conductor.watch import TaskWatch
@@ -72,6 +73,7 @@ class ConductorActor(Actor):
             Attachments(self.core),
             FlavorCatalog(self.store),
             KeypairBook(self.store),
+            QuotaBook(self.store),
             reports,
             self.watch,
         )

@@ -17,9 +17,10 @@ import time
 from typing import Any
 
 from actors.conductor.core import Core
-from actors.conductor.details import check_access_address
+from actors.conductor.details import access_address
 from actors.conductor.flavors import find_flavor
 from actors.conductor.keypairs import has_keypair, public_key
+from actors.conductor.quotas import check_instance_quota
 from actors.conductor.schema import InstanceRow, states_of, view
 from actors.conductor.states import BUILDING_ON_HOST, CREATED, Action, Report
 from api.conductor import (
@@ -91,8 +92,7 @@ class Builder(ServerCreation, NodeBuilds):
         ctx = require_caller()
         if ctx.project_id is None:
             raise Unauthorized("creating an instance needs a project-scoped token")
-        check_access_address(access_ip_v4, 4)
-        check_access_address(access_ip_v6, 6)
+        access_ip_v4, access_ip_v6 = access_address(access_ip_v4, 4), access_address(access_ip_v6, 6)
         flavor = await find_flavor(self.core.store, flavor_ref)
         if flavor is None:
             raise InvalidRequest(f"Flavor {flavor_ref} could not be found.")
@@ -144,6 +144,7 @@ class Builder(ServerCreation, NodeBuilds):
             asked = await self.core.asked_already(Action.CREATE, db=db)
             if asked is not None:  # this request, sent again: its reply was lost
                 return view(asked)
+            await check_instance_quota(db, ctx.project_id, flavor)
             columns = ", ".join(row)
             await db.execute(
                 f"INSERT INTO instances ({columns}) VALUES ({', '.join(':' + key for key in row)})", row

@@ -13,10 +13,11 @@ from collections.abc import Callable
 from typing import Any
 
 from actors.conductor.core import Core
+from actors.conductor.quotas import check_count
 from actors.conductor.schema import InstanceRow
 from actors.conductor.states import Action
-from api.conductor import MAX_METADATA_ITEMS, Server, ServerDetails
-from bus import Conflict, Forbidden, InvalidRequest, NotFound, QuotaExceeded
+from api.conductor import Server, ServerDetails
+from bus import Conflict, Forbidden, InvalidRequest, NotFound
 from runtime.context import require_caller
 from runtime.stamps import utcnow
 from runtime.store import from_json, to_json
@@ -25,16 +26,20 @@ WRITE_ATTEMPTS = 5
 """How often a change is tried again when the row changed between its read and its write."""
 
 
-def check_access_address(address: str, version: int) -> None:
-    """:raises InvalidRequest: ``address`` is neither empty nor an IP address of ``version``."""
+def access_address(address: str, version: int) -> str:
+    """``address`` as Nova keeps it (IPv6 compressed), or empty.
+
+    :raises InvalidRequest: ``address`` is neither empty nor an IP address of ``version``.
+    """
     if not address:
-        return
+        return ""
     try:
         parsed = ipaddress.ip_address(address)
     except ValueError:
         parsed = None
     if parsed is None or parsed.version != version:
         raise InvalidRequest(f"accessIPv{version} {address!r} is not an IPv{version} address")
+    return str(parsed)
 
 
 class InstanceDetails(ServerDetails):
@@ -70,11 +75,9 @@ class InstanceDetails(ServerDetails):
         if name is not None:
             columns["name"] = name
         if access_ip_v4 is not None:
-            check_access_address(access_ip_v4, 4)
-            columns["access_ip_v4"] = access_ip_v4
+            columns["access_ip_v4"] = access_address(access_ip_v4, 4)
         if access_ip_v6 is not None:
-            check_access_address(access_ip_v6, 6)
-            columns["access_ip_v6"] = access_ip_v6
+            columns["access_ip_v6"] = access_address(access_ip_v6, 6)
         row = await self._update(instance_uuid, columns) if columns else await self.core.row(instance_uuid)
         return await self.core.shown(row)
 
@@ -87,8 +90,7 @@ class InstanceDetails(ServerDetails):
             row = await self.core.row(instance_uuid)
             self.core.check_lock(row)
             metadata: dict[str, str] = change(from_json(row["metadata"], {}))
-            if len(metadata) > MAX_METADATA_ITEMS:
-                raise QuotaExceeded(f"Quota exceeded for metadata items: at most {MAX_METADATA_ITEMS}")
+            await check_count(self.core.store, row["project_id"], "metadata_items", len(metadata))
             updated = await self.core.store.fetchone(
                 "UPDATE instances SET metadata = ?, updated_at = ?, version = version + 1"
                 " WHERE uuid = ? AND deleted = 0 AND version = ? RETURNING *",

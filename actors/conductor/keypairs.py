@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.x509.oid import NameOID
 
+from actors.conductor.quotas import check_count
 from api.conductor import Keypair, Keypairs, KeypairType, NewKeypair
 from bus import Conflict, InvalidRequest, NotFound
 from runtime.context import require_caller
@@ -122,7 +123,8 @@ class KeypairBook(Keypairs):
         :raises InvalidRequest: not an OpenSSH public key (``ssh``) or PEM certificate (``x509``).
         :raises Conflict: the user has a key pair of that name.
         """
-        user_id = require_caller().user_id
+        ctx = require_caller()
+        user_id = ctx.user_id
         private_key = None
         if public_key is None:
             public_key, private_key = generate_x509(name) if key_type == "x509" else generate()
@@ -137,6 +139,8 @@ class KeypairBook(Keypairs):
         async with self.store.transaction() as db:
             if await db.fetchone("SELECT 1 FROM keypairs WHERE user_id = ? AND name = ?", (user_id, name)):
                 raise Conflict(f"Key pair '{name}' already exists.")
+            owned = await db.fetchone("SELECT COUNT(*) AS n FROM keypairs WHERE user_id = ?", (user_id,))
+            await check_count(db, str(ctx.project_id), "key_pairs", int(owned["n"] if owned else 0) + 1)
             await db.execute(
                 "INSERT INTO keypairs (user_id, name, public_key, fingerprint, type, created_at)"
                 " VALUES (:user_id, :name, :public_key, :fingerprint, :type, :created_at)",

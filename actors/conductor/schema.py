@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TypedDict
 
 from actors.conductor.keypairs import MIGRATION as KEYPAIRS_MIGRATION
+from actors.conductor.quotas import MIGRATION as QUOTAS_MIGRATION
 from actors.conductor.states import status_of
 from api.conductor import Instance
 from runtime.states import PowerState, TaskState, VmState
@@ -85,6 +86,7 @@ MIGRATIONS: list[Step] = [
     """
     ALTER TABLE instances ADD COLUMN admin_pass TEXT;
     """,
+    QUOTAS_MIGRATION,
 ]
 
 

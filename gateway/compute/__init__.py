@@ -5,7 +5,7 @@
 * ``metadata``: a server's metadata;
 * ``instance_actions``: what was done to a server (``os-instance-actions``);
 * ``attachments``: a server's volume attachments;
-* ``flavors``, ``keypairs``, ``limits``, ``zones`` (availability zones).
+* ``flavors``, ``keypairs``, ``limits``, ``quotas``, ``zones`` (availability zones).
 
 Every route calls the conductor through its ``Compute`` facet (``common.compute``).
 """
@@ -22,13 +22,25 @@ from gateway.compute import (
     keypairs,
     limits,
     metadata,
+    quotas,
     servers,
     zones,
 )
 from gateway.routing import Routes
 
 routes = Routes()
-for _module in (servers, actions, metadata, instance_actions, attachments, flavors, keypairs, limits, zones):
+for _module in (
+    servers,
+    actions,
+    metadata,
+    instance_actions,
+    attachments,
+    flavors,
+    keypairs,
+    limits,
+    quotas,
+    zones,
+):
     routes.include(_module.routes)
 
 

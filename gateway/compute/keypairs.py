@@ -2,7 +2,7 @@
 
 A generated key pair's private key is in the create answer only (it is never stored). From
 microversion 2.2 a key pair shows its ``type`` (``ssh``, or ``x509``: a certificate) and
-creating one answers 201.
+creating one answers 201, deleting one 204.
 """
 
 from __future__ import annotations
@@ -171,9 +171,9 @@ async def show_keypair(request: web.Request) -> web.Response:
 @routes.delete(
     f"{KEYPAIRS}/{{name}}",
     "Delete a key pair",
-    replies=[Reply(202, None, "Deleted.")],
+    replies=[Reply(202, None, "Deleted (before 2.2)."), Reply(204, None, "Deleted (2.2 and later).")],
     errors=(404,),
 )
 async def delete_keypair(request: web.Request) -> web.Response:
     await compute(request).delete_keypair(name=request.match_info["name"])
-    return no_content(202)
+    return no_content(204 if microversion(request) >= (2, 2) else 202)

@@ -1,4 +1,8 @@
-"""Nova's limits (``/limits``): no quotas are enforced, so every maximum is -1 (unlimited); usage is real."""
+"""Nova's limits (``/limits``): the project's compute quotas and what it uses.
+
+The maximums of what compute quotas limit (instances, cores, RAM, server metadata, key pairs)
+are the project's quotas; the others are -1 (unlimited): nothing here limits them (see
+``gateway.compute.quotas``)."""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.compute.common import BASE, compute
-from gateway.http import json_response
+from gateway.http import context_of, json_response
 from gateway.routing import Body, Reply, Routes
 
 
@@ -53,16 +57,18 @@ routes = Routes()
     f"{BASE}/limits", "Show limits and usage", replies=[Reply(200, LimitsBody, "The project's limits.")]
 )
 async def limits(request: web.Request) -> web.Response:
-    usage = await compute(request).project_usage()
+    conductor = compute(request)
+    usage = await conductor.project_usage()
+    quotas = await conductor.get_quotas(project_id=context_of(request).project_id or "")
     absolute = AbsoluteLimits(
-        maxTotalInstances=UNLIMITED,
-        maxTotalCores=UNLIMITED,
-        maxTotalRAMSize=UNLIMITED,
-        maxServerMeta=UNLIMITED,
+        maxTotalInstances=quotas["instances"],
+        maxTotalCores=quotas["cores"],
+        maxTotalRAMSize=quotas["ram"],
+        maxServerMeta=quotas["metadata_items"],
         maxImageMeta=UNLIMITED,
         maxPersonality=UNLIMITED,
         maxPersonalitySize=UNLIMITED,
-        maxTotalKeypairs=UNLIMITED,
+        maxTotalKeypairs=quotas["key_pairs"],
         maxSecurityGroups=UNLIMITED,
         maxSecurityGroupRules=UNLIMITED,
         maxServerGroups=UNLIMITED,

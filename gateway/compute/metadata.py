@@ -2,7 +2,8 @@
 
 POST merges items into the metadata, PUT replaces all of it; one item is read, set or deleted
 under ``/metadata/{key}``. Each answer is the metadata (or the item) as it now is. A locked
-server refuses changes (409) but by an admin; past 128 items is 403, as Nova's quota says.
+server refuses changes (409) but by an admin; past the project's ``metadata_items`` quota
+(128 by default) is 403.
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ async def _set(request: web.Request, body: MetadataBody, *, replace: bool) -> we
     path_types=SERVER_ID,
 )
 async def update_metadata(request: web.Request, body: MetadataBody) -> web.Response:
-    """Items given are set, the others kept; 403 past 128 items; 409: the server is locked."""
+    """Items given are set, the others kept; 403 past the metadata_items quota; 409: the server is locked."""
     return await _set(request, body, replace=False)
 
 
@@ -91,7 +92,7 @@ async def update_metadata(request: web.Request, body: MetadataBody) -> web.Respo
     path_types=SERVER_ID,
 )
 async def replace_metadata(request: web.Request, body: MetadataBody) -> web.Response:
-    """403 past 128 items; 409: the server is locked."""
+    """403 past the metadata_items quota; 409: the server is locked."""
     return await _set(request, body, replace=True)
 
 
@@ -120,7 +121,7 @@ async def show_item(request: web.Request) -> web.Response:
     path_types=ITEM_PATH,
 )
 async def set_item(request: web.Request, body: ItemBody) -> web.Response:
-    """400: the body's key is not the path's; 403 past 128 items; 409: the server is locked."""
+    """400: the body's key is not the path's; 403 past the metadata_items quota; 409: the server is locked."""
     key = request.match_info["key"]
     if key not in body.meta:
         raise InvalidRequest("Request body and URI mismatch: the item's key must be the path's")

@@ -21,6 +21,7 @@ from msgspec import UNSET, Meta, UnsetType
 from api.conductor import AdminPass, BlockDevice, Compute, HostStatus, KeypairName, Status
 from api.conductor import Server as Instance
 from api.volume import Volumes
+from bus import NotFound
 from gateway.compute.common import (
     BASE,
     ERRORS_OF_A_SERVER,
@@ -360,6 +361,43 @@ class Server(Body):
     fault: ServerFault | UnsetType = UNSET
 
 
+class ServerUpdated(Body):
+    """A server as Nova's update (and rebuild) answers show it: without the extension attributes."""
+
+    id: str
+    name: str
+    links: list[Link]
+    status: Status
+    tenant_id: str
+    user_id: str
+    metadata: dict[str, str]
+    hostId: str
+    image: Reference
+    flavor: Reference
+    created: Time
+    updated: Time
+    addresses: dict[str, list[Address]]
+    accessIPv4: str
+    accessIPv6: str
+    progress: int
+    disk_config: Literal["MANUAL", "AUTO"] = msgspec.field(name="OS-DCF:diskConfig")
+    locked: Annotated[bool, Meta(description="2.9 and later.")] | UnsetType = UNSET
+    fault: ServerFault | UnsetType = UNSET
+
+
+class ServerUpdatedBody(Body):
+    server: ServerUpdated
+
+
+class FixedAddress(Body):
+    addr: str
+    version: Literal[4, 6]
+
+
+class ServerAddresses(Body):
+    addresses: dict[str, list[FixedAddress]]
+
+
 class ServerList(Body):
     servers: list[ServerSummary]
     servers_links: (
@@ -453,6 +491,20 @@ def server_detail(request: web.Request, instance: Instance, volumes: list[Attach
         if version >= (2, 16):
             server.host_status = instance.get("host_status", "")
     return server
+
+
+def server_updated(request: web.Request, instance: Instance) -> ServerUpdated:
+    """A server as Nova's update and rebuild answers show it."""
+    detail = server_detail(request, instance, [])
+    return ServerUpdated(**{name: getattr(detail, name) for name in ServerUpdated.__struct_fields__})
+
+
+def fixed_addresses(instance: Instance) -> dict[str, list[FixedAddress]]:
+    """A server's addresses by network name, each its address and IP version (Nova's ``/ips``)."""
+    return {
+        network: [FixedAddress(addr=a["addr"], version=a["version"]) for a in addresses]
+        for network, addresses in instance["addresses"].items()
+    }
 
 
 async def _volumes_by_server(request: web.Request) -> dict[str, list[AttachedVolumeId]]:
@@ -594,7 +646,7 @@ async def show_server(request: web.Request) -> web.Response:
     f"{BASE}/servers/{{server_id}}",
     "Update a server",
     body=ServerUpdateRequest,
-    replies=[Reply(200, ServerShown, "The server as it now is.")],
+    replies=[Reply(200, ServerUpdatedBody, "The server as it now is.")],
     errors=ERRORS_OF_A_SERVER,
     path_types=SERVER_ID,
 )
@@ -607,10 +659,36 @@ async def update_server(request: web.Request, body: ServerUpdateRequest) -> web.
         access_ip_v4=given(changes.accessIPv4),
         access_ip_v6=given(changes.accessIPv6),
     )
-    volumes = await _volumes_by_server(request)
-    return json_response(
-        ServerShown(server=server_detail(request, instance, volumes.get(instance["id"], [])))
-    )
+    return json_response(ServerUpdatedBody(server=server_updated(request, instance)))
+
+
+@routes.get(
+    f"{BASE}/servers/{{server_id}}/ips",
+    "List a server's addresses",
+    replies=[Reply(200, ServerAddresses, "Its fixed addresses by network name.")],
+    errors=ERRORS_OF_A_SERVER,
+    path_types=SERVER_ID,
+)
+async def list_server_addresses(request: web.Request) -> web.Response:
+    instance = await compute(request).get_instance(instance_uuid=request.match_info["server_id"])
+    return json_response(ServerAddresses(addresses=fixed_addresses(instance)))
+
+
+@routes.get(
+    f"{BASE}/servers/{{server_id}}/ips/{{network}}",
+    "List a server's addresses on one network",
+    replies=[Reply(200, dict[str, list[FixedAddress]], "Its fixed addresses on the network, by its name.")],
+    errors=ERRORS_OF_A_SERVER,
+    path_types={**SERVER_ID, "network": Id},
+)
+async def list_server_addresses_on(request: web.Request) -> web.Response:
+    """404: no such server, or it has no address on a network of that name."""
+    network = request.match_info["network"]
+    instance = await compute(request).get_instance(instance_uuid=request.match_info["server_id"])
+    addresses = fixed_addresses(instance)
+    if network not in addresses:
+        raise NotFound(f"Instance is not a member of specified network {network}")
+    return json_response({network: addresses[network]})
 
 
 @routes.delete(

@@ -51,11 +51,13 @@ async def test_key_name_must_name_one_of_the_users_key_pairs(api: Api, cloud) ->
     assert shown["server"]["key_name"] == "nope"
 
 
-async def test_limits_show_real_usage_and_no_quota(api: Api, cloud) -> None:
+async def test_limits_show_real_usage_and_the_projects_quotas(api: Api, cloud) -> None:
     await api.login()
     _, before = await api.get("/compute/v2.1/limits")
     assert before["limits"]["absolute"]["totalInstancesUsed"] == 0
-    assert before["limits"]["absolute"]["maxTotalInstances"] == -1
+    assert before["limits"]["absolute"]["maxTotalInstances"] == 10
+    assert before["limits"]["absolute"]["maxTotalCores"] == 20
+    assert before["limits"]["absolute"]["maxSecurityGroups"] == -1  # nothing here limits them
     _, images = await api.get("/image/v2/images?name=aiostack-tiny")
     for flavor in ("1", "2"):
         server = {"name": f"l{flavor}", "imageRef": images["images"][0]["id"], "flavorRef": flavor}

@@ -82,7 +82,7 @@ async def test_server_metadata_is_merged_replaced_and_changed_item_by_item(api: 
     assert (await api.delete(f"{metadata}/c"))[0] == 404
     assert (await api.get(f"{metadata}/c"))[0] == 404
     status, body = await api.post(metadata, {"metadata": {f"k{i}": "v" for i in range(128)}})
-    assert status == 403 and "metadata items" in body["forbidden"]["message"]
+    assert status == 403 and "metadata_items" in body["forbidden"]["message"]
     assert (await api.get(metadata))[1] == {"metadata": {"d": "4"}}
     _, shown = await api.get(f"{SERVERS}/{server_id}")
     assert shown["server"]["metadata"] == {"d": "4"}
@@ -247,3 +247,83 @@ async def test_an_admin_password_is_echoed_kept_for_the_build_only_and_bad_user_
     assert row is not None and row["admin_pass"] is None  # forgotten once the build ended
     status, body = await api.post(SERVERS, {"server": {**server, "name": "ud", "user_data": "not base64!"}})
     assert status == 400 and "base64" in body["badRequest"]["message"]
+
+
+async def test_quotas_are_shown_set_by_admins_only_and_enforced_atomically_on_concurrent_creates(
+    api: Api, cloud
+) -> None:
+    await api.login()
+    project = api.project_id
+    quotas = f"/compute/v2.1/os-quota-sets/{project}"
+    _, shown = await api.get(quotas)
+    assert shown["quota_set"]["id"] == project
+    assert (shown["quota_set"]["instances"], shown["quota_set"]["cores"], shown["quota_set"]["ram"]) == (
+        10,
+        20,
+        51200,
+    )
+    assert (await api.get(f"{quotas}/defaults"))[1] == shown
+    assert (await api.put(quotas, {"quota_set": {"instances": 3}}))[0] == 403
+    demo = Api(api.session, api.base_url)
+    await demo.login()
+    await api.login("admin", "admin-secret", "admin")
+    assert (await demo.get(f"/compute/v2.1/os-quota-sets/{api.project_id}"))[0] == 403
+    status, updated = await api.put(quotas, {"quota_set": {"instances": 5, "key_pairs": 1}})
+    assert status == 200 and updated["quota_set"]["instances"] == 5 and "id" not in updated["quota_set"]
+    assert (await api.put(quotas, {"quota_set": {"floating_ips": 5}}))[0] == 400  # not limited here
+
+    image = await _image(demo)
+    answers = await asyncio.gather(
+        *(
+            demo.post(SERVERS, {"server": {"name": f"q{i}", "imageRef": image, "flavorRef": "1"}})
+            for i in range(200)
+        )
+    )
+    statuses = [status for status, _ in answers]
+    assert statuses.count(202) == 5 and statuses.count(403) == 195, sorted(set(statuses))
+    refused = next(body for status, body in answers if status == 403)
+    assert "Quota exceeded for instances" in refused["forbidden"]["message"]
+    _, detail = await demo.get(f"/compute/v2.1/os-quota-sets/{project}/detail")
+    assert detail["quota_set"]["instances"] == {"limit": 5, "in_use": 5, "reserved": 0}
+    _, listed = await demo.get(SERVERS)
+    assert len(listed["servers"]) == 5
+
+    created = next(body["server"]["id"] for status, body in answers if status == 202)
+    assert (await demo.delete(f"{SERVERS}/{created}"))[0] == 204
+    for _ in range(200):
+        _, detail = await demo.get(f"/compute/v2.1/os-quota-sets/{project}/detail")
+        if detail["quota_set"]["instances"]["in_use"] == 4:
+            break
+        await asyncio.sleep(0.05)
+    assert detail["quota_set"]["instances"]["in_use"] == 4  # usage follows the delete exactly
+    status, _ = await demo.post(SERVERS, {"server": {"name": "again", "imageRef": image, "flavorRef": "1"}})
+    assert status == 202
+
+    assert (await demo.post("/compute/v2.1/os-keypairs", {"keypair": {"name": "one"}}))[0] == 200
+    status, body = await demo.post("/compute/v2.1/os-keypairs", {"keypair": {"name": "two"}})
+    assert status == 403 and "key_pairs" in body["forbidden"]["message"]
+    status, body = await api.put(quotas, {"quota_set": {"instances": 2}})
+    assert status == 400 and "at least 5" in body["badRequest"]["message"]
+    assert (await api.delete(quotas))[0] == 202
+    assert (await api.get(quotas))[1]["quota_set"]["instances"] == 10
+
+
+async def test_an_update_answers_nova_s_short_view_and_addresses_are_listed_by_network(
+    api: Api, cloud
+) -> None:
+    await api.login()
+    server_id = await _boot(api, "short")
+    server = await _until_active(api, server_id)
+    status, updated = await api.put(
+        f"{SERVERS}/{server_id}", {"server": {"accessIPv6": "0000:0000:0000:0000:0000:babe:220.12.22.2"}}
+    )
+    assert status == 200 and updated["server"]["accessIPv6"] == "::babe:dc0c:1602"  # as Nova keeps it
+    assert "OS-EXT-STS:vm_state" not in updated["server"] and "key_name" not in updated["server"]
+    [(network, [address])] = server["addresses"].items()
+    expected = {network: [{"addr": address["addr"], "version": address["version"]}]}
+    assert (await api.get(f"{SERVERS}/{server_id}/ips"))[1] == {"addresses": expected}
+    assert (await api.get(f"{SERVERS}/{server_id}/ips/{network}"))[1] == expected
+    assert (await api.get(f"{SERVERS}/{server_id}/ips/nowhere"))[0] == 404
+    keypairs = "/compute/v2.1/os-keypairs"
+    await api.post(keypairs, {"keypair": {"name": "gone"}}, headers=V22)
+    assert (await api.delete(f"{keypairs}/gone", headers=V22))[0] == 204
