@@ -182,7 +182,8 @@ class Tokens(TokenValidation, address="identity"):
         :raises LoginThrottled: the source failed too often (for this user, or for any), or has
             too many logins in flight: refused at once, without a check.
         :raises Overloaded: too many logins wait for a password check.
-        :raises InvalidRequest: no user named; a project and the system both asked for.
+        :raises InvalidRequest: no user named; the system and a project (or ``unscoped``) both
+            asked for.
         """
         ...
 

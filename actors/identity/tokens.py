@@ -95,7 +95,7 @@ class TokenService(Tokens):
         system: bool = False,
         source: str | None = None,
     ) -> Token:
-        _one_scope(system, project_name, project_id)
+        _one_scope(system, project_name, project_id, unscoped)
         user = await self._authenticate(username, user_id, password, source_key(source))
         if system:
             return await self.seal(user, None, await self._system_roles(user), ("password",), system=True)
@@ -405,10 +405,12 @@ class TokenService(Tokens):
         return await self.state.keys.rotate()
 
 
-def _one_scope(system: bool, project_name: str | None, project_id: str | None) -> None:
-    """:raises InvalidRequest: the system and a project both asked for."""
-    if system and (project_name or project_id):
-        raise InvalidRequest("a token is scoped to a project or to the system, not both")
+def _one_scope(
+    system: bool, project_name: str | None, project_id: str | None, unscoped: bool = False
+) -> None:
+    """:raises InvalidRequest: the system and a project (or no scope) both asked for."""
+    if system and (project_name or project_id or unscoped):
+        raise InvalidRequest("a token is scoped to a project, to the system or to nothing: one of them")
 
 
 def _refused(reason: str) -> Unauthorized:

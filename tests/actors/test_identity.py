@@ -702,8 +702,9 @@ async def test_system_scoped_tokens_carry_the_roles_on_the_system(
     with pytest.raises(Unauthorized) as error:
         await login(tokens, "demo", DEMO_PASSWORD, system=True)
     assert error.value.message == AUTH_FAILED
-    with pytest.raises(InvalidRequest):
-        await login(tokens, "admin", ADMIN_PASSWORD, system=True, project_name="admin")
+    for other_scope in ({"project_name": "admin"}, {"unscoped": True}):
+        with pytest.raises(InvalidRequest):
+            await login(tokens, "admin", ADMIN_PASSWORD, system=True, **other_scope)
 
     with request_scope(context=ctx):
         await directory.grant_system_role(user="demo", role="reader")
