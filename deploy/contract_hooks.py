@@ -7,7 +7,8 @@ relate to each other or to the clock: a server create naming a flavor, image, ke
 network that is not there is refused with 400 (as Nova refuses it), and so is a page ``marker``
 that names no server or image (Nova, Glance), a subnet whose gateway or pools are not in its
 CIDR, whose CIDR has host bits set or overlaps another subnet of the network (Neutron), a port
-asking for a fixed IP that is not on its network, or an application credential expiring in the
+asking for a fixed IP that is not on its network, a host route to an address with host bits set,
+a subnet update's gateway or pools outside its CIDR, or an application credential expiring in the
 past (Keystone). Drawn at random, those members would make every valid request of the kind a
 "valid request rejected". So, in the *positive* cases only (negative ones go as drawn), each
 such member is replaced with one that exists or fits (``AIOSTACK_CONTRACT_REFS``, JSON, made by
@@ -40,6 +41,7 @@ hook closes a connection that switched protocols, so the next request opens a ne
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 import json
 import os
@@ -91,12 +93,35 @@ def _server(server: dict[str, Any]) -> None:
 
 
 def _subnet(subnet: dict[str, Any]) -> None:
-    """A subnet create whose CIDR is one no subnet has; its gateway and pools are then the defaults."""
+    """A subnet create whose CIDR is one no subnet has; its gateway and pools are then the defaults.
+    Its host routes' destinations are written as networks (no host bits set), as a subnet update's."""
     if "cidr" in subnet:
         n = next(_SUBNETS)
         subnet["cidr"] = f"172.{16 + n // 256 % 16}.{n % 256}.0/24"
         subnet.pop("gateway_ip", None)
         subnet.pop("allocation_pools", None)
+    _host_routes(subnet)
+
+
+def _host_routes(subnet: dict[str, Any]) -> None:
+    """Host routes to networks written as such (their host bits cleared), distinct (else dropped)."""
+    routes = subnet.get("host_routes")
+    if not isinstance(routes, list):
+        return
+    kept: list[Any] = []
+    for route in routes:
+        if isinstance(route, dict) and isinstance(route.get("destination"), str):
+            route["destination"] = str(ipaddress.ip_network(route["destination"], strict=False))
+        if route not in kept:
+            kept.append(route)
+    subnet["host_routes"] = kept
+
+
+def _members(body: Any, key: str) -> list[dict[str, Any]]:
+    """The resources a create body asks for: the one under ``key`` or those under its plural."""
+    one = _member(body, key)
+    many = body.get(f"{key}s") if isinstance(body, dict) else None
+    return [one] if one is not None else [item for item in many or [] if isinstance(item, dict)]
 
 
 def _member(body: Any, key: str) -> dict[str, Any] | None:
@@ -165,12 +190,16 @@ def map_case(context: Any, case: Any) -> Any:
         if keypair is not None and "public_key" in keypair:
             keypair["public_key"] = REFS["public_key"]
     elif method == "POST" and path == f"{NETWORK}/subnets":
-        subnet = _member(case.body, "subnet")
-        if subnet is not None:
+        for subnet in _members(case.body, "subnet"):
             _subnet(subnet)
-    elif method == "POST" and path == f"{NETWORK}/ports":
-        port = _member(case.body, "port")
-        if port is not None:
+    elif method == "PUT" and path == f"{NETWORK}/subnets/{{subnet_id}}":
+        subnet = _member(case.body, "subnet")
+        if subnet is not None:  # a gateway and pools that fit a subnet's CIDR are not drawn
+            subnet.pop("gateway_ip", None)
+            subnet.pop("allocation_pools", None)
+            _host_routes(subnet)
+    elif method in ("POST", "PUT") and path in (f"{NETWORK}/ports", f"{NETWORK}/ports/{{port_id}}"):
+        for port in _members(case.body, "port"):
             port.pop("fixed_ips", None)
     elif method == "POST" and path == f"{IDENTITY}/users/{{user_id}}/application_credentials":
         credential = _member(case.body, "application_credential")

@@ -27,7 +27,7 @@ from api.net import MacAddress, Mtu, Net, PortStatus, Text, VifType
 from api.net import Network as NetworkRecord
 from api.net import Port as PortRecord
 from api.net import Subnet as SubnetRecord
-from bus import InvalidRequest, NotFound
+from bus import NotFound
 from gateway.http import client, context_of, json_response, no_content
 from gateway.routing import Body, Link, OpenRequest, Query, Reply, Request, Routes, Time
 
@@ -72,17 +72,43 @@ Booleans = list[bool]
 MAX_LIMIT = 2**31 - 1
 
 
+SORT_KEY = Meta(
+    description="Sort by these attributes (repeatable, the first first); by creation when absent."
+)
+
+
+def _sort_keys(kind: type[Body]) -> Any:
+    """The attributes of ``kind`` a listing sorts on (those every resource has, of one scalar
+    type), as the ``Literal`` a query's ``sort_key`` takes."""
+    scalar = (
+        msgspec.inspect.StrType,
+        msgspec.inspect.IntType,
+        msgspec.inspect.BoolType,
+        msgspec.inspect.LiteralType,
+    )
+    keys = []
+    for info in msgspec.structs.fields(kind):
+        described = msgspec.inspect.type_info(info.type)
+        while isinstance(described, msgspec.inspect.Metadata):
+            described = described.type
+        if info.required and isinstance(described, scalar):
+            keys.append(info.encode_name)
+    return Literal[tuple(keys)]
+
+
 class ListQuery(Query):
-    """What every listing takes besides its filters: the attributes shown, the order, the page."""
+    """What every listing takes besides its filters: the attributes shown, the order (each query's
+    ``sort_key``), the page."""
+
+    sort_key: list[str] = []
+    """Each listing's query narrows it to the attributes its resources sort on (``_sort_keys``)."""
 
     fields: Fields = []
-    sort_key: Annotated[
-        list[Value],
-        Meta(description="Sort by these attributes (repeatable, the first first); by creation when absent."),
-    ] = []
     sort_dir: Annotated[
         list[Literal["asc", "desc"]],
-        Meta(description="The direction of each ``sort_key``, in order (absent: asc)."),
+        Meta(
+            description="The direction of each ``sort_key``, in order (absent: asc; past the keys: unused)."
+        ),
     ] = []
     limit: (
         Annotated[int, Meta(ge=1, le=MAX_LIMIT, description="At most this many; then a next link.")] | None
@@ -131,22 +157,6 @@ class NetworkUpdateRequest(OpenRequest):
     network: NetworkUpdate
 
 
-class NetworkQuery(ListQuery, forbid_unknown_fields=True):
-    id: Texts = []
-    name: Texts = []
-    project_id: Texts = []
-    tenant_id: Texts = []
-    description: Texts = []
-    created_at: Texts = []
-    updated_at: Texts = []
-    revision_number: Numbers = []
-    shared: Booleans = []
-    admin_state_up: Booleans = []
-    router_external: Booleans = msgspec.field(default_factory=list, name="router:external")
-    status: Texts = []
-    mtu: Numbers = []
-
-
 class Network(Body):
     id: str
     name: str
@@ -171,15 +181,31 @@ class Network(Body):
     )
 
 
+class NetworkQuery(ListQuery, forbid_unknown_fields=True):
+    id: Texts = []
+    name: Texts = []
+    project_id: Texts = []
+    tenant_id: Texts = []
+    description: Texts = []
+    created_at: Texts = []
+    updated_at: Texts = []
+    revision_number: Numbers = []
+    shared: Booleans = []
+    admin_state_up: Booleans = []
+    router_external: Booleans = msgspec.field(default_factory=list, name="router:external")
+    status: Texts = []
+    mtu: Numbers = []
+    sort_key: Annotated[list[_sort_keys(Network)], SORT_KEY] = []
+
+
 class NetworkShown(Body):
     network: Network
 
 
-class NetworksCreated(Body):
-    """The network made (``network``), or the networks (``networks``) when several were asked."""
+class NetworksShown(Body):
+    """The networks of a bulk create."""
 
-    network: Network | UnsetType = UNSET
-    networks: list[Network] | UnsetType = UNSET
+    networks: list[Network]
 
 
 def network_view(request: web.Request, network: NetworkRecord) -> Network:
@@ -229,6 +255,13 @@ class HostRouteRequest(Request):
     nexthop: Ipv4Address
 
 
+UNIQUE = {"uniqueItems": True}
+Nameservers = Annotated[list[Ipv4Address], Meta(max_length=5, extra_json_schema=UNIQUE)]
+"""At most 5 (Neutron's ``max_dns_nameservers``), none twice (else a 400)."""
+HostRoutes = Annotated[list[HostRouteRequest], Meta(max_length=20, extra_json_schema=UNIQUE)]
+"""At most 20 (Neutron's ``max_subnet_host_routes``), none twice (else a 400)."""
+
+
 class SubnetCreate(Request):
     """A subnet of a network of the caller's project. ``gateway_ip`` (absent or null: the first host
     address) and the pools (absent: the other host addresses) must be host addresses of ``cidr``
@@ -242,8 +275,8 @@ class SubnetCreate(Request):
     allocation_pools: list[AllocationPoolRequest] | None = None
     ip_version: Annotated[Literal[4], Meta(description="Only IPv4 is built.")] = 4
     enable_dhcp: bool = True
-    dns_nameservers: list[Ipv4Address] | None = None
-    host_routes: list[HostRouteRequest] | None = None
+    dns_nameservers: Nameservers | None = None
+    host_routes: HostRoutes | None = None
     description: Text = ""
 
 
@@ -269,29 +302,13 @@ class SubnetUpdate(Request):
     description: Text | UnsetType = UNSET
     gateway_ip: Ipv4Address | UnsetType = UNSET
     enable_dhcp: bool | UnsetType = UNSET
-    dns_nameservers: list[Ipv4Address] | UnsetType = UNSET
-    host_routes: list[HostRouteRequest] | UnsetType = UNSET
+    dns_nameservers: Nameservers | UnsetType = UNSET
+    host_routes: HostRoutes | UnsetType = UNSET
     allocation_pools: list[AllocationPoolRequest] | UnsetType = UNSET
 
 
 class SubnetUpdateRequest(OpenRequest):
     subnet: SubnetUpdate
-
-
-class SubnetQuery(ListQuery, forbid_unknown_fields=True):
-    id: Texts = []
-    name: Texts = []
-    project_id: Texts = []
-    tenant_id: Texts = []
-    description: Texts = []
-    created_at: Texts = []
-    updated_at: Texts = []
-    revision_number: Numbers = []
-    network_id: Texts = []
-    cidr: Texts = []
-    ip_version: Numbers = []
-    gateway_ip: Texts = []
-    enable_dhcp: Booleans = []
 
 
 class AllocationPool(Body):
@@ -324,15 +341,31 @@ class Subnet(Body):
     updated_at: Time
 
 
+class SubnetQuery(ListQuery, forbid_unknown_fields=True):
+    id: Texts = []
+    name: Texts = []
+    project_id: Texts = []
+    tenant_id: Texts = []
+    description: Texts = []
+    created_at: Texts = []
+    updated_at: Texts = []
+    revision_number: Numbers = []
+    network_id: Texts = []
+    cidr: Texts = []
+    ip_version: Numbers = []
+    gateway_ip: Texts = []
+    enable_dhcp: Booleans = []
+    sort_key: Annotated[list[_sort_keys(Subnet)], SORT_KEY] = []
+
+
 class SubnetShown(Body):
     subnet: Subnet
 
 
-class SubnetsCreated(Body):
-    """The subnet made (``subnet``), or the subnets (``subnets``) when several were asked."""
+class SubnetsShown(Body):
+    """The subnets of a bulk create."""
 
-    subnet: Subnet | UnsetType = UNSET
-    subnets: list[Subnet] | UnsetType = UNSET
+    subnets: list[Subnet]
 
 
 def subnet_view(subnet: SubnetRecord) -> Subnet:
@@ -421,38 +454,6 @@ class PortUpdateRequest(OpenRequest):
     port: PortUpdate
 
 
-FixedIpFilter = Annotated[
-    str,
-    Meta(
-        pattern=r"^(ip_address|subnet_id|ip_address_substr)=.{1,255}$",
-        examples=["ip_address=10.0.0.5"],
-        description="``ip_address=A``, ``subnet_id=S`` or ``ip_address_substr=PART`` (repeatable): the "
-        "ports holding an address that is one of the addresses given, on one of the subnets given, "
-        "and holds one of the parts given.",
-    ),
-]
-
-
-class PortQuery(ListQuery, forbid_unknown_fields=True):
-    id: Texts = []
-    name: Texts = []
-    project_id: Texts = []
-    tenant_id: Texts = []
-    description: Texts = []
-    created_at: Texts = []
-    updated_at: Texts = []
-    revision_number: Numbers = []
-    network_id: Texts = []
-    mac_address: Texts = []
-    device_id: Texts = []
-    device_owner: Texts = []
-    status: Texts = []
-    admin_state_up: Booleans = []
-    binding_host_id: Texts = msgspec.field(default_factory=list, name="binding:host_id")
-    binding_vif_type: Texts = msgspec.field(default_factory=list, name="binding:vif_type")
-    fixed_ips: list[FixedIpFilter] = []
-
-
 class FixedIp(Body):
     subnet_id: str
     ip_address: str
@@ -483,15 +484,47 @@ class Port(Body):
     updated_at: Time
 
 
+FixedIpFilter = Annotated[
+    str,
+    Meta(
+        pattern=r"^(ip_address|subnet_id|ip_address_substr)=.{1,255}$",
+        examples=["ip_address=10.0.0.5"],
+        description="``ip_address=A``, ``subnet_id=S`` or ``ip_address_substr=PART`` (repeatable): the "
+        "ports holding an address that is one of the addresses given, on one of the subnets given, "
+        "and holds one of the parts given.",
+    ),
+]
+
+
+class PortQuery(ListQuery, forbid_unknown_fields=True):
+    id: Texts = []
+    name: Texts = []
+    project_id: Texts = []
+    tenant_id: Texts = []
+    description: Texts = []
+    created_at: Texts = []
+    updated_at: Texts = []
+    revision_number: Numbers = []
+    network_id: Texts = []
+    mac_address: Texts = []
+    device_id: Texts = []
+    device_owner: Texts = []
+    status: Texts = []
+    admin_state_up: Booleans = []
+    binding_host_id: Texts = msgspec.field(default_factory=list, name="binding:host_id")
+    binding_vif_type: Texts = msgspec.field(default_factory=list, name="binding:vif_type")
+    fixed_ips: list[FixedIpFilter] = []
+    sort_key: Annotated[list[_sort_keys(Port)], SORT_KEY] = []
+
+
 class PortShown(Body):
     port: Port
 
 
-class PortsCreated(Body):
-    """The port made (``port``), or the ports (``ports``) when several were asked."""
+class PortsShown(Body):
+    """The ports of a bulk create."""
 
-    port: Port | UnsetType = UNSET
-    ports: list[Port] | UnsetType = UNSET
+    ports: list[Port]
 
 
 def port_view(port: PortRecord) -> Port:
@@ -615,13 +648,10 @@ def _holds(port: dict[str, Any], filters: Sequence[str]) -> bool:
     )
 
 
-def _listed(
-    request: web.Request, shown: Sequence[Body], kind: type[Body], query: ListQuery, plural: str
-) -> dict[str, Any]:
+def _listed(request: web.Request, shown: Sequence[Body], query: ListQuery, plural: str) -> dict[str, Any]:
     """The listing's body: the resources that match every filter, sorted, paged (with a next link
     when a ``limit`` left some out), trimmed to ``fields`` when it is given.
 
-    :raises InvalidRequest: a ``sort_key`` that is no sortable attribute, more ``sort_dir`` than keys.
     :raises NotFound: a ``marker`` that is none of the resources listed.
     """
     wanted = _wanted(query)
@@ -629,7 +659,7 @@ def _listed(
     items = [item for item in items if all(item.get(key) in values for key, values in wanted.items())]
     if isinstance(query, PortQuery) and query.fixed_ips:
         items = [item for item in items if _holds(item, query.fixed_ips)]
-    items = _sorted(items, query, _sortable(kind))
+    items = _sorted(items, query)
     if query.page_reverse:
         items.reverse()
     if query.marker is not None:
@@ -665,33 +695,10 @@ def _page_link(request: web.Request, rel: str, marker: str, reverse: bool) -> Li
     return Link(rel=rel, href=f"{request.scheme}://{request.host}{url}")
 
 
-def _sortable(kind: type[Body]) -> frozenset[str]:
-    """The attributes of ``kind`` a listing sorts on: those every resource has, of one scalar type."""
-    scalar = (
-        msgspec.inspect.StrType,
-        msgspec.inspect.IntType,
-        msgspec.inspect.BoolType,
-        msgspec.inspect.LiteralType,
-    )
-    return frozenset(
-        info.encode_name
-        for info in msgspec.structs.fields(kind)
-        if isinstance(msgspec.inspect.type_info(info.type), scalar)
-    )
-
-
-def _sorted(items: list[dict[str, Any]], query: ListQuery, sortable: frozenset[str]) -> list[dict[str, Any]]:
-    """``items`` in the order of ``sort_key``/``sort_dir`` (stable: creation order within ties).
-
-    :raises InvalidRequest: a key that is not ``sortable``, more directions than keys.
-    """
-    if len(query.sort_dir) > len(query.sort_key):
-        raise InvalidRequest("The number of sort_keys and sort_dirs must be the same.")
-    for key in query.sort_key:
-        if key not in sortable:
-            raise InvalidRequest(f"{key} is an invalid attribute for sort_keys.")
-    directions = [*query.sort_dir, *["asc"] * (len(query.sort_key) - len(query.sort_dir))]
-    for key, direction in reversed(list(zip(query.sort_key, directions, strict=True))):
+def _sorted(items: list[dict[str, Any]], query: ListQuery) -> list[dict[str, Any]]:
+    """``items`` in the order of ``sort_key``/``sort_dir`` (stable: creation order within ties)."""
+    directions = [*query.sort_dir, *["asc"] * len(query.sort_key)]
+    for key, direction in reversed(list(zip(query.sort_key, directions, strict=False))):
         items = sorted(items, key=lambda item: item[key], reverse=direction == "desc")
     return items
 
@@ -871,20 +878,25 @@ for _path in ("/network", "/network/"):
     replies=[
         Reply(200, NetworkList, "The networks the project sees (its own and the shared ones), oldest first.")
     ],
+    errors=(404,),
 )
 async def list_networks(request: web.Request, query: NetworkQuery) -> web.Response:
     networks = await client(request, Net).list_networks(
         name=_one(query, "name"), shared=_one(query, "shared"), project_id=_one(query, "project_id")
     )
     shown = [network_view(request, network) for network in networks]
-    return json_response(_listed(request, shown, Network, query, "networks"))
+    return json_response(_listed(request, shown, query, "networks"))
 
 
 @routes.post(
     NETWORKS,
     "Create a network",
     body=NetworkCreateRequest,
-    replies=[Reply(201, NetworksCreated, "The network, or the networks of a bulk create.")],
+    replies=[
+        Reply(
+            201, NetworkShown, "The network, or the networks of a bulk create.", alternatives=(NetworksShown,)
+        )
+    ],
 )
 async def create_network(request: web.Request, body: NetworkCreateRequest) -> web.Response:
     """403: a shared network asked by someone other than an admin (in a bulk create: none is made)."""
@@ -938,17 +950,20 @@ async def delete_network(request: web.Request) -> web.Response:
     "List subnets",
     query=SubnetQuery,
     replies=[Reply(200, SubnetList, "The subnets the project sees, oldest first.")],
+    errors=(404,),
 )
 async def list_subnets(request: web.Request, query: SubnetQuery) -> web.Response:
     subnets = await client(request, Net).list_subnets(network_id=_one(query, "network_id"))
-    return json_response(_listed(request, [subnet_view(s) for s in subnets], Subnet, query, "subnets"))
+    return json_response(_listed(request, [subnet_view(s) for s in subnets], query, "subnets"))
 
 
 @routes.post(
     SUBNETS,
     "Create a subnet",
     body=SubnetCreateRequest,
-    replies=[Reply(201, SubnetsCreated, "The subnet, or the subnets of a bulk create.")],
+    replies=[
+        Reply(201, SubnetShown, "The subnet, or the subnets of a bulk create.", alternatives=(SubnetsShown,))
+    ],
     errors=(404,),
 )
 async def create_subnet(request: web.Request, body: SubnetCreateRequest) -> web.Response:
@@ -1004,6 +1019,7 @@ async def delete_subnet(request: web.Request) -> web.Response:
     "List ports",
     query=PortQuery,
     replies=[Reply(200, PortList, "The project's ports, oldest first.")],
+    errors=(404,),
 )
 async def list_ports(request: web.Request, query: PortQuery) -> web.Response:
     ports = await client(request, Net).list_ports(
@@ -1011,14 +1027,14 @@ async def list_ports(request: web.Request, query: PortQuery) -> web.Response:
         device_id=_one(query, "device_id"),
         device_owner=_one(query, "device_owner"),
     )
-    return json_response(_listed(request, [port_view(p) for p in ports], Port, query, "ports"))
+    return json_response(_listed(request, [port_view(p) for p in ports], query, "ports"))
 
 
 @routes.post(
     PORTS,
     "Create a port",
     body=PortCreateRequest,
-    replies=[Reply(201, PortsCreated, "The port, or the ports of a bulk create.")],
+    replies=[Reply(201, PortShown, "The port, or the ports of a bulk create.", alternatives=(PortsShown,))],
     errors=(404, 409),
 )
 async def create_port(request: web.Request, body: PortCreateRequest) -> web.Response:

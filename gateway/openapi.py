@@ -114,7 +114,7 @@ class _Schemas:
                 types[route.headers] = None
             for reply in route.replies:
                 if reply.body is not None and reply.media_type == JSON:
-                    types[reply.body] = None
+                    types |= dict.fromkeys((reply.body, *reply.alternatives))
             for status in route.error_statuses(route.service in RANGES):
                 types[error_type(route.service, status)] = None
         schemas, components = msgspec.json.schema_components(list(types), ref_template=REF)
@@ -154,6 +154,8 @@ def _response(reply: Reply, schemas: _Schemas, version_headers: dict[str, Schema
     answer: Schema = {"description": reply.description or HTTPStatus(reply.status).phrase, "headers": headers}
     if reply.body is not None:
         schema = schemas.of[reply.body] if reply.media_type == JSON else {}
+        if reply.alternatives:
+            schema = {"oneOf": [schema, *(schemas.of[body] for body in reply.alternatives)]}
         answer["content"] = {reply.media_type: {"schema": schema}}
     return answer
 

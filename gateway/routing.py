@@ -166,7 +166,10 @@ class Reply:
     """One answer a route gives: its status, its body's type (None: no body) and its headers.
 
     ``body`` is a msgspec type (a ``Body`` Struct, usually) for JSON, or ``bytes`` for data
-    (``media_type`` says which); ``headers`` names the response headers it always carries.
+    (``media_type`` says which); ``headers`` names the response headers it always carries;
+    ``alternatives``: other JSON bodies the same status may carry instead (the document gives
+    them all as ``oneOf``, ``body`` first: Neutron's create answers one resource, or the list
+    of a bulk create).
     """
 
     status: int
@@ -174,6 +177,7 @@ class Reply:
     description: str = ""
     headers: Mapping[str, str] = field(default_factory=dict)
     media_type: str = JSON
+    alternatives: tuple[Any, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -409,13 +413,16 @@ def check_reply(route: Route | None, request: web.Request, response: web.StreamR
         return
     if not isinstance(response, web.Response) or not isinstance(response.body, bytes):
         raise RuntimeError(f"{request.method} {request.path} answered {response.status} without a JSON body")
-    try:
-        msgspec.json.decode(response.body, type=declared.body)
-    except msgspec.ValidationError as exc:
-        raise RuntimeError(
-            f"{request.method} {request.path} answered {response.status} with a body that is not "
-            f"{getattr(declared.body, '__name__', declared.body)}: {exc}"
-        ) from None
+    for body in (*declared.alternatives, declared.body):
+        try:
+            msgspec.json.decode(response.body, type=body)
+            return
+        except msgspec.ValidationError as exc:
+            error = exc
+    raise RuntimeError(
+        f"{request.method} {request.path} answered {response.status} with a body that is not "
+        f"{getattr(declared.body, '__name__', declared.body)}: {error}"
+    )
 
 
 async def body_pieces(request: web.Request) -> AsyncIterator[bytes]:
