@@ -109,8 +109,9 @@ class NbdServer:
         """The names exported now."""
         return {export["id"] for export in await self._execute("query-block-exports")}
 
-    async def export(self, name: str, path: str, volume_format: str) -> None:
-        """Export a volume's file under ``name``, writable; nothing if it is exported already."""
+    async def export(self, name: str, path: str, volume_format: str, *, writable: bool = True) -> None:
+        """Export a volume's file under ``name`` (``writable`` or refusing writes: opened
+        read-only); nothing if it is exported already."""
         async with self._lock:
             if name in await self.exports():
                 return
@@ -120,13 +121,14 @@ class NbdServer:
                 {
                     "driver": volume_format,
                     "node-name": node,
+                    "read-only": not writable,
                     "file": {"driver": "file", "filename": path},
                 },
             )
             try:
                 await self._execute(
                     "block-export-add",
-                    {"type": "nbd", "id": name, "node-name": node, "name": name, "writable": True},
+                    {"type": "nbd", "id": name, "node-name": node, "name": name, "writable": writable},
                 )
             except NbdError:
                 await self._execute("blockdev-del", {"node-name": node})

@@ -4,7 +4,12 @@
 The volume actor of each controller runs one for its own host (``VolumeActor`` starts it), and
 every volume actor, on any controller, asks the host a volume lives on to make, remove, export
 or stop exporting its file. Files are ``<data>/volumes/<id>.<format>``: sparse raw files, or
-qcow2 made by ``qemu-img``. Exports: ``actors/nbd.py``; without an NBD address a connection is
+qcow2 made by ``qemu-img``; a snapshot's or a clone's is a copy of its source's file (``cp
+--sparse=always``, so holes stay holes, reflinked where the filesystem can): a whole copy, not a
+qcow2 overlay on a backing file, so that a snapshot and the volumes made from it are independent
+files, each removed on its own whatever becomes of the others, and the same for raw volumes as for
+qcow2. The volume actor copies a volume only while it is available (attached to nothing), so
+nothing writes to the source meanwhile. Exports: ``actors/nbd.py``; without an NBD address a connection is
 the file itself, for a node on the same host.
 """
 
@@ -59,6 +64,24 @@ class StorageActor(Actor, VolumeStorage):
             raise Conflict(self._fault(exc)) from None
         return str(path)
 
+    async def copy_file(self, *, source: StoredVolume, volume: StoredVolume, size: int) -> str:
+        """``api.volume.VolumeStorage.copy_file``."""
+        path = self.path_of(volume)
+        try:
+            await _run("cp", "--sparse=always", "--reflink=auto", str(self.path_of(source)), str(path))
+            await _grow(path, volume["volume_format"], size)
+        except OSError as exc:
+            await asyncio.to_thread(path.unlink, missing_ok=True)
+            raise Conflict(self._fault(exc)) from None
+        return str(path)
+
+    async def extend_file(self, *, volume: StoredVolume, size: int) -> None:
+        """``api.volume.VolumeStorage.extend_file``."""
+        try:
+            await _grow(self.path_of(volume), volume["volume_format"], size)
+        except OSError as exc:
+            raise Conflict(self._fault(exc)) from None
+
     async def remove_file(self, *, volume: StoredVolume) -> None:
         """``api.volume.VolumeStorage.remove_file``."""
         try:
@@ -66,7 +89,7 @@ class StorageActor(Actor, VolumeStorage):
         except OSError as exc:
             raise Conflict(self._fault(exc)) from None
 
-    async def connect(self, *, volume: StoredVolume, export: str) -> Connection:
+    async def connect(self, *, volume: StoredVolume, export: str, readonly: bool = False) -> Connection:
         """``api.volume.VolumeStorage.connect``."""
         path = str(self.path_of(volume))
         if self.nbd is None or not export:
@@ -77,9 +100,10 @@ class StorageActor(Actor, VolumeStorage):
                 "host": "",
                 "port": 0,
                 "export": "",
+                "readonly": readonly,
             }
         try:
-            await self.nbd.export(export, path, volume["volume_format"])
+            await self.nbd.export(export, path, volume["volume_format"], writable=not readonly)
         except (NbdError, OSError) as exc:
             raise Conflict(f"volume {volume['volume_id']} could not be exported: {exc}") from None
         return {
@@ -89,6 +113,7 @@ class StorageActor(Actor, VolumeStorage):
             "host": self.nbd.address,
             "port": self.nbd.port,
             "export": export,
+            "readonly": readonly,
         }
 
     async def unexport(self, *, export: str) -> None:
@@ -96,14 +121,17 @@ class StorageActor(Actor, VolumeStorage):
         if self.nbd is not None:
             await self.nbd.unexport(export)
 
-    async def keep_exports(self, *, exports: dict[str, StoredVolume]) -> None:
+    async def keep_exports(
+        self, *, exports: dict[str, StoredVolume], readonly: list[str] | None = None
+    ) -> None:
         """``api.volume.VolumeStorage.keep_exports``."""
         if self.nbd is None:
             return
         for name in await self.nbd.exports() - set(exports):
             await self.nbd.unexport(name)
         for name, volume in exports.items():
-            await self.nbd.export(name, str(self.path_of(volume)), volume["volume_format"])
+            writable = name not in (readonly or ())
+            await self.nbd.export(name, str(self.path_of(volume)), volume["volume_format"], writable=writable)
 
 
 def qcow2_supported() -> bool:
@@ -120,14 +148,28 @@ def _make_raw(path: Path, size_bytes: int) -> None:
 
 async def _make_qcow2(path: Path, size_gib: int) -> None:
     """``qemu-img create -f qcow2 PATH SIZEG``. :raises OSError: it failed or could not run."""
-    qemu_img = shutil.which("qemu-img")
-    if qemu_img is None:
-        raise OSError("qemu-img is not installed on the volume host")
-    process = await asyncio.create_subprocess_exec(
-        qemu_img, "create", "-f", "qcow2", str(path), f"{size_gib}G", stdout=DEVNULL, stderr=PIPE
-    )
+    await _run("qemu-img", "create", "-f", "qcow2", str(path), f"{size_gib}G")
+
+
+async def _grow(path: Path, volume_format: str, size_gib: int) -> None:
+    """Make a volume file ``size_gib`` GiB big, if it is smaller (``qemu-img resize`` for qcow2).
+
+    :raises OSError: it failed.
+    """
+    if volume_format == "qcow2":
+        await _run("qemu-img", "resize", "-f", "qcow2", str(path), f"{size_gib}G")
+    elif (await asyncio.to_thread(os.stat, path)).st_size < size_gib << 30:
+        await asyncio.to_thread(os.truncate, path, size_gib << 30)
+
+
+async def _run(program: str, *arguments: str) -> None:
+    """Run a program to its end. :raises OSError: it is not installed, or it failed (its words)."""
+    found = shutil.which(program)
+    if found is None:
+        raise OSError(f"{program} is not installed on the volume host")
+    process = await asyncio.create_subprocess_exec(found, *arguments, stdout=DEVNULL, stderr=PIPE)
     _, stderr = await process.communicate()
     if process.returncode != 0:
         raise OSError(
-            f"qemu-img create exited {process.returncode}: {stderr.decode(errors='replace').strip()}"
+            f"{program} {arguments[0]} exited {process.returncode}: {stderr.decode(errors='replace').strip()}"
         )

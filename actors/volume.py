@@ -31,6 +31,7 @@ from actors.orphans import ORPHAN_SWEEP_INTERVAL, sweep_orphans_forever
 from actors.placement import Placements, sees_for
 from actors.storage import StorageActor, qcow2_supported
 from api.volume import (
+    DEFAULT_TYPE,
     LOCAL_STORAGE,
     Attachment,
     AttachmentRecord,
@@ -38,6 +39,9 @@ from api.volume import (
     Connected,
     Connection,
     Detached,
+    Snapshot,
+    SnapshotStatus,
+    Sort,
     StoredVolume,
     Volume,
     VolumeAttacher,
@@ -45,8 +49,9 @@ from api.volume import (
     Volumes,
     VolumeStatus,
     VolumeStorage,
+    VolumeType,
 )
-from bus import Actor, AiostackError, Bus, Conflict, InvalidRequest, NotFound
+from bus import Actor, AiostackError, Bus, Conflict, Forbidden, InvalidRequest, NotFound
 from runtime.config import Config
 from runtime.context import caller, check_visible
 from runtime.events import publish_event
@@ -54,6 +59,9 @@ from runtime.stamps import new_uuid, utcnow
 from runtime.store import Db, from_json, open_store, to_json
 
 log = logging.getLogger(__name__)
+
+DEFAULT_TYPE_ID = "d3d5f8a5-8ab1-4b5e-9d0a-6c1f4c0b7e01"
+"""The default volume type's id (made by migration 4; Cinder makes one of its own at install)."""
 
 MIGRATIONS = [
     """
@@ -74,6 +82,26 @@ MIGRATIONS = [
     "ALTER TABLE attachments ADD COLUMN export TEXT NOT NULL DEFAULT ''",
     # 3: the storage host each volume's file is on ('' where there was one: the actor's own)
     "ALTER TABLE volumes ADD COLUMN host TEXT NOT NULL DEFAULT ''",
+    # 4: Cinder's volume flags (readonly NULL: never set), sources and types; snapshots
+    f"""
+    ALTER TABLE volumes ADD COLUMN bootable INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE volumes ADD COLUMN readonly INTEGER;
+    ALTER TABLE volumes ADD COLUMN volume_type TEXT NOT NULL DEFAULT '{DEFAULT_TYPE}';
+    ALTER TABLE volumes ADD COLUMN snapshot_id TEXT;
+    ALTER TABLE volumes ADD COLUMN source_volid TEXT;
+    CREATE TABLE volume_types (
+        id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, description TEXT,
+        is_public INTEGER NOT NULL, extra_specs TEXT NOT NULL);
+    INSERT INTO volume_types (id, name, description, is_public, extra_specs)
+        VALUES ('{DEFAULT_TYPE_ID}', '{DEFAULT_TYPE}', 'Default Volume Type', 1, '{{}}');
+    CREATE TABLE snapshots (
+        id TEXT PRIMARY KEY, volume_id TEXT NOT NULL REFERENCES volumes(id),
+        name TEXT NOT NULL, description TEXT NOT NULL, size INTEGER NOT NULL, status TEXT NOT NULL,
+        metadata TEXT NOT NULL, user_id TEXT, project_id TEXT, fault TEXT,
+        host TEXT NOT NULL, format TEXT NOT NULL, created_at TEXT NOT NULL, updated_at TEXT NOT NULL);
+    CREATE INDEX snapshots_volume ON snapshots(volume_id);
+    CREATE INDEX snapshots_project ON snapshots(project_id);
+    """,
 ]
 
 
@@ -94,6 +122,40 @@ class VolumeRow(TypedDict):
     created_at: str
     updated_at: str
     host: str
+    bootable: int
+    readonly: int | None
+    volume_type: str
+    snapshot_id: str | None
+    source_volid: str | None
+
+
+class TypeRow(TypedDict):
+    """A row of ``volume_types`` (``extra_specs`` as JSON)."""
+
+    id: str
+    name: str
+    description: str | None
+    is_public: int
+    extra_specs: str
+
+
+class SnapshotRow(TypedDict):
+    """A row of ``snapshots`` (``metadata`` as JSON)."""
+
+    id: str
+    volume_id: str
+    name: str
+    description: str
+    size: int
+    status: SnapshotStatus
+    metadata: str
+    user_id: str | None
+    project_id: str | None
+    fault: str | None
+    host: str
+    format: VolumeFormat
+    created_at: str
+    updated_at: str
 
 
 class AttachmentRow(TypedDict):
@@ -114,6 +176,8 @@ class AttachmentOfProject(AttachmentRow):
 
 
 DELETABLE = ("available", "error", "error_deleting")
+AVAILABILITY_ZONE = "nova"
+"""The one availability zone (Cinder's default), every storage host's."""
 SHOWN_ATTACHMENTS = "attach_status IN ('attached', 'detaching')"
 ATTACHMENTS_OF = f"SELECT * FROM attachments WHERE volume_id = ? AND {SHOWN_ATTACHMENTS} ORDER BY attached_at"
 INTERNAL_FIELDS = ("path", "format", "host")
@@ -168,15 +232,55 @@ def _record(row: VolumeRow, attachments: list[AttachmentRow]) -> Volume:
         "fault": row["fault"],
         "created_at": row["created_at"],
         "updated_at": row["updated_at"],
-        "availability_zone": "nova",
-        "bootable": "false",
+        "availability_zone": AVAILABILITY_ZONE,
+        "bootable": "true" if row["bootable"] else "false",
         "encrypted": False,
         "multiattach": False,
-        "volume_type": "__DEFAULT__",
-        "snapshot_id": None,
-        "source_volid": None,
+        "volume_type": row["volume_type"],
+        "readonly": None if row["readonly"] is None else bool(row["readonly"]),
+        "snapshot_id": row["snapshot_id"],
+        "source_volid": row["source_volid"],
         "attachments": [_attachment_view(attachment) for attachment in attachments],
     }
+
+
+def _type_record(row: TypeRow) -> VolumeType:
+    return {
+        "id": row["id"],
+        "name": row["name"],
+        "description": row["description"],
+        "is_public": bool(row["is_public"]),
+        "extra_specs": from_json(row["extra_specs"], {}),
+    }
+
+
+def _snapshot_record(row: SnapshotRow) -> Snapshot:
+    return {**row, "metadata": from_json(row["metadata"], {})}
+
+
+def _sorted(volumes: builtins.list[Volume], sort: builtins.list[Sort]) -> builtins.list[Volume]:
+    """``volumes`` (newest first) in ``sort``'s order, the newest first where keys are equal
+    (stable sorts, the last key first)."""
+    ordered = builtins.list(volumes)
+    for order in reversed(sort):
+        key = order["key"]
+        ordered.sort(key=lambda volume: volume[key], reverse=order["direction"] == "desc")
+    return ordered
+
+
+def _page(
+    volumes: builtins.list[Volume], marker: str | None, offset: int, limit: int | None
+) -> builtins.list[Volume]:
+    """The volumes after ``marker`` (or from the ``offset``-th), at most ``limit``.
+
+    :raises NotFound: ``marker`` is none of them.
+    """
+    if marker is not None:
+        ids = [volume["id"] for volume in volumes]
+        if marker not in ids:
+            raise NotFound(f"Marker {marker} could not be found.")
+        offset = ids.index(marker) + 1
+    return volumes[offset:] if limit is None else volumes[offset : offset + limit]
 
 
 def public_view(volume: Volume) -> dict[str, Any]:
@@ -199,6 +303,34 @@ def _check_found(volume_id: str, row: VolumeRow | None) -> VolumeRow:
         raise NotFound(f"Volume {volume_id} could not be found.")
     check_visible("Volume", volume_id, row["project_id"])
     return row
+
+
+def _check_status(volume: Volume, status: VolumeStatus, purpose: str) -> None:
+    """:raises Conflict: the volume is not in ``status`` (Cinder's InvalidVolume, 400 there: 409
+    here, as for every request its resource's state refuses)."""
+    if volume["status"] != status:
+        raise Conflict(
+            f"Invalid volume: Volume status must be {status} {purpose},"
+            f" but current status is: {volume['status']}."
+        )
+
+
+async def _check_not_copied(db: Db, volume_id: str) -> None:
+    """:raises Conflict: a snapshot or a volume is being copied from the volume's file."""
+    copies = await db.fetchone(
+        "SELECT (SELECT COUNT(*) FROM snapshots WHERE volume_id = ? AND status = 'creating')"
+        " + (SELECT COUNT(*) FROM volumes WHERE source_volid = ? AND status = 'creating') AS n",
+        (volume_id, volume_id),
+    )
+    if copies is not None and copies["n"]:
+        raise Conflict(f"Invalid volume: Volume {volume_id} is being copied (a snapshot or a clone).")
+
+
+def _check_admin(action: str) -> None:
+    """:raises Forbidden: the caller is a user and no admin."""
+    ctx = caller()
+    if ctx is not None and ctx.user_id is not None and not ctx.is_admin:
+        raise Forbidden(f"Policy doesn't allow {action} to be performed.")
 
 
 def _scope(all_tenants: bool) -> tuple[str, tuple[Any, ...]]:
@@ -263,12 +395,14 @@ class VolumeActor(Actor, Volumes):
         """Have this host's storage export every recorded attachment of its volumes, and nothing
         else (a restarted actor: the daemon's exports outlive it)."""
         rows = await self.store.fetchall(
-            "SELECT a.export, v.id, v.format FROM attachments a JOIN volumes v ON v.id = a.volume_id"
+            "SELECT a.export, v.id, v.format, v.readonly"
+            " FROM attachments a JOIN volumes v ON v.id = a.volume_id"
             " WHERE a.export != '' AND v.host IN (?, '')",
             (self.host,),
         )
         exports = {row["export"]: _stored(row["id"], row["format"]) for row in rows}
-        await self._storage_of(self.host).keep_exports(exports=exports)
+        readonly = [row["export"] for row in rows if row["readonly"]]
+        await self._storage_of(self.host).keep_exports(exports=exports, readonly=readonly)
 
     async def _connection(self, volume: Volume, export: str) -> Connection:
         """How a node reaches the volume for the attachment whose export name is ``export``.
@@ -276,7 +410,8 @@ class VolumeActor(Actor, Volumes):
         :raises Conflict: its storage host could not export it.
         """
         stored = _stored(volume["id"], volume["format"])
-        return await self._storage_of(volume["host"]).connect(volume=stored, export=export)
+        readonly = bool(volume["readonly"])
+        return await self._storage_of(volume["host"]).connect(volume=stored, export=export, readonly=readonly)
 
     async def _unexport(self, export: tuple[str, str] | None) -> None:
         """End an attachment's export, given as (name, storage host); logged, not raised: the
@@ -333,38 +468,110 @@ class VolumeActor(Actor, Volumes):
     async def create(
         self,
         *,
-        size: int,
+        size: int | None = None,
         name: str = "",
         description: str = "",
         volume_format: VolumeFormat = "raw",
         metadata: dict[str, str] | None = None,
+        volume_type: str | None = None,
+        snapshot_id: str | None = None,
+        source_volid: str | None = None,
     ) -> Volume:
-        """Make a volume of ``size`` GiB (``api.volume.Volumes.create``)."""
-        if volume_format == "qcow2" and not qcow2_supported():  # made here: this host's storage
+        """Make a volume, empty or a copy of a source (``api.volume.Volumes.create``)."""
+        if snapshot_id is not None and source_volid is not None:
+            raise InvalidRequest(
+                "Invalid input received: a volume is made from a snapshot or a volume, not both."
+            )
+        type_name = (await self.get_type(type_id=volume_type or DEFAULT_TYPE))["name"]
+        source = await self._source(snapshot_id, source_volid)
+        if source is None and size is None:
+            raise InvalidRequest("Invalid input received: a volume without a source needs a size.")
+        if source is not None:
+            volume_format = source["format"]
+            if size is not None and size < source["size"]:
+                raise Conflict(
+                    f"Invalid input received: the volume's size ({size} GiB) is smaller than its"
+                    f" source's ({source['size']} GiB)."
+                )
+        elif volume_format == "qcow2" and not qcow2_supported():  # made here: this host's storage
             raise InvalidRequest("qcow2 volumes need qemu-img, which is not installed on the volume host")
+        size = size or (source["size"] if source else 1)
+        volume = await self._insert(
+            size, name, description, volume_format, metadata, type_name, snapshot_id, source_volid, source
+        )
+        stored = _stored(volume["id"], volume_format)
+        try:
+            if source is None:
+                path = await self._storage_of(self.host).make_file(volume=stored, size=size)
+            else:
+                from_file = _stored(source["id"], source["format"])
+                path = await self._storage_of(source["host"]).copy_file(
+                    source=from_file, volume=stored, size=size
+                )
+        except AiostackError as exc:
+            log.warning("volume %s: could not create its file: %s", volume["id"], exc)
+            return await self._set_status(volume["id"], "error", f"could not create the volume file: {exc}")
+        await self.store.execute("UPDATE volumes SET path = ? WHERE id = ?", (path, volume["id"]))
+        return await self._set_status(volume["id"], "available")
+
+    async def _source(self, snapshot_id: str | None, source_volid: str | None) -> Snapshot | Volume | None:
+        """The snapshot or volume a volume is made from, available.
+
+        :raises NotFound: no such snapshot or volume visible to the caller.
+        :raises Conflict: it is not available.
+        """
+        source: Snapshot | Volume
+        if snapshot_id is not None:
+            source = await self.get_snapshot(snapshot_id=snapshot_id)
+        elif source_volid is not None:
+            source = await self.get(volume_id=source_volid)
+        else:
+            return None
+        if source["status"] != "available":
+            raise Conflict(f"Invalid source: {source['id']} is {source['status']}; it must be available.")
+        return source
+
+    async def _insert(
+        self,
+        size: int,
+        name: str,
+        description: str,
+        volume_format: VolumeFormat,
+        metadata: dict[str, str] | None,
+        volume_type: str,
+        snapshot_id: str | None,
+        source_volid: str | None,
+        source: Snapshot | Volume | None,
+    ) -> Volume:
+        """Record a new volume, creating, on its source's storage host (else this one); publish it.
+
+        :raises Conflict: the source is no longer available (a volume copied must stay so).
+        """
         ctx = caller()
         volume_id = new_uuid()
         now = utcnow()
         owner = (ctx.user_id, ctx.project_id) if ctx else (None, None)
+        host = source["host"] or self.host if source else self.host
+        bootable = bool(source is not None and source.get("bootable") == "true")
         row = (volume_id, name, description, size, volume_format, "", *owner, to_json(metadata or {}))
         async with self.store.transaction() as db:
+            if source_volid is not None:  # the copy is made while the source is available: keep it so
+                await self._check_copyable(db, source_volid)
             await db.execute(
                 "INSERT INTO volumes (id, name, description, size, format, path, user_id, project_id,"
-                " metadata, status, host, created_at, updated_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'creating', ?, ?, ?)",
-                (*row, self.host, now, now),
+                " metadata, status, host, created_at, updated_at, volume_type, snapshot_id, source_volid,"
+                " bootable) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'creating', ?, ?, ?, ?, ?, ?, ?)",
+                (*row, host, now, now, volume_type, snapshot_id, source_volid, int(bootable)),
             )
             volume = await self._load(db, volume_id)
         await self._publish(volume)
-        try:
-            path = await self._storage_of(self.host).make_file(
-                volume=_stored(volume_id, volume_format), size=size
-            )
-        except AiostackError as exc:
-            log.warning("volume %s: could not create its file: %s", volume_id, exc)
-            return await self._set_status(volume_id, "error", f"could not create the volume file: {exc}")
-        await self.store.execute("UPDATE volumes SET path = ? WHERE id = ?", (path, volume_id))
-        return await self._set_status(volume_id, "available")
+        return volume
+
+    async def _check_copyable(self, db: Db, volume_id: str) -> None:
+        """:raises Conflict: the volume is not available (so it may be written to)."""
+        row = await db.fetchone("SELECT status FROM volumes WHERE id = ?", (volume_id,))
+        if row is None or row["status"] != "available":
+            raise Conflict(f"Invalid source: volume {volume_id} must be available to be copied.")
 
     async def get(self, *, volume_id: str) -> Volume:
         """One volume (``api.volume.VolumeAttachments.get``)."""
@@ -373,16 +580,122 @@ class VolumeActor(Actor, Volumes):
         return _record(found, await self.store.fetchall(ATTACHMENTS_OF, (volume_id,), row=AttachmentRow))
 
     async def update(
-        self, *, volume_id: str, name: str | None = None, description: str | None = None
+        self,
+        *,
+        volume_id: str,
+        name: str | None = None,
+        description: str | None = None,
+        metadata: dict[str, str] | None = None,
     ) -> Volume:
-        """Rename or redescribe a volume (``api.volume.Volumes.update``)."""
+        """Rename or redescribe a volume, replace its metadata (``api.volume.Volumes.update``)."""
 
         async def step(db: Db, volume: Volume) -> None:
             await db.execute(
                 "UPDATE volumes SET name = COALESCE(?, name), description = COALESCE(?, description),"
-                " updated_at = ? WHERE id = ?",
-                (name, description, utcnow(), volume_id),
+                " metadata = COALESCE(?, metadata), updated_at = ? WHERE id = ?",
+                (name, description, None if metadata is None else to_json(metadata), utcnow(), volume_id),
             )
+
+        return await self._change(volume_id, step)
+
+    async def set_metadata(
+        self, *, volume_id: str, metadata: dict[str, str], replace: bool = False
+    ) -> dict[str, str]:
+        """Merge or replace a volume's metadata (``api.volume.Volumes.set_metadata``)."""
+
+        async def step(db: Db, volume: Volume) -> None:
+            merged = metadata if replace else {**volume["metadata"], **metadata}
+            await db.execute(
+                "UPDATE volumes SET metadata = ?, updated_at = ? WHERE id = ?",
+                (to_json(merged), utcnow(), volume_id),
+            )
+
+        return (await self._change(volume_id, step))["metadata"]
+
+    async def delete_metadata(self, *, volume_id: str, key: str) -> None:
+        """Remove one metadata item (``api.volume.Volumes.delete_metadata``)."""
+
+        async def step(db: Db, volume: Volume) -> None:
+            if key not in volume["metadata"]:
+                raise NotFound(f"Volume {volume_id} has no metadata with key {key}.")
+            kept = {name: value for name, value in volume["metadata"].items() if name != key}
+            await db.execute(
+                "UPDATE volumes SET metadata = ?, updated_at = ? WHERE id = ?",
+                (to_json(kept), utcnow(), volume_id),
+            )
+
+        await self._change(volume_id, step)
+
+    async def set_bootable(self, *, volume_id: str, bootable: bool) -> Volume:
+        """``api.volume.Volumes.set_bootable``."""
+
+        async def step(db: Db, volume: Volume) -> None:
+            await db.execute(
+                "UPDATE volumes SET bootable = ?, updated_at = ? WHERE id = ?",
+                (int(bootable), utcnow(), volume_id),
+            )
+
+        return await self._change(volume_id, step)
+
+    async def set_readonly(self, *, volume_id: str, readonly: bool) -> Volume:
+        """``api.volume.Volumes.set_readonly``: available volumes only, so no attachment was made
+        with the other mode."""
+
+        async def step(db: Db, volume: Volume) -> None:
+            _check_status(volume, "available", "to update readonly flag")
+            await db.execute(
+                "UPDATE volumes SET readonly = ?, updated_at = ? WHERE id = ?",
+                (int(readonly), utcnow(), volume_id),
+            )
+
+        return await self._change(volume_id, step)
+
+    async def extend(self, *, volume_id: str, new_size: int) -> Volume:
+        """Available -> extending -> available, the file grown (``api.volume.Volumes.extend``)."""
+
+        async def step(db: Db, volume: Volume) -> VolumeStatus:
+            _check_status(volume, "available", "to extend")
+            await _check_not_copied(db, volume_id)
+            if new_size <= volume["size"]:
+                raise Conflict(
+                    f"Invalid input received: New size for extend must be greater than current size."
+                    f" (current: {volume['size']}, extended: {new_size})."
+                )
+            return "extending"
+
+        volume = await self._change(volume_id, step)
+        try:
+            await self._storage_of(volume["host"]).extend_file(
+                volume=_stored(volume_id, volume["format"]), size=new_size
+            )
+        except AiostackError as exc:
+            log.warning("volume %s: could not extend its file: %s", volume_id, exc)
+            await self._set_status(volume_id, "available", volume["fault"])
+            raise Conflict(f"Volume {volume_id} could not be extended: {exc}") from None
+        await self.store.execute("UPDATE volumes SET size = ? WHERE id = ?", (new_size, volume_id))
+        return await self._set_status(volume_id, "available", volume["fault"])
+
+    async def reserve_volume(self, *, volume_id: str) -> Volume:
+        """Available -> attaching for no instance (``api.volume.Volumes.reserve_volume``)."""
+
+        async def step(db: Db, volume: Volume) -> VolumeStatus:
+            _check_status(volume, "available", "to be reserved")
+            await _check_not_copied(db, volume_id)
+            return "attaching"
+
+        return await self._change(volume_id, step)
+
+    async def begin_detaching(self, *, volume_id: str) -> Volume:
+        """In-use -> detaching (``api.volume.Volumes.begin_detaching``)."""
+
+        async def step(db: Db, volume: Volume) -> VolumeStatus:
+            _check_status(volume, "in-use", "to begin detaching")
+            await db.execute(
+                "UPDATE attachments SET attach_status = 'detaching'"
+                " WHERE volume_id = ? AND attach_status = 'attached'",
+                (volume_id,),
+            )
+            return "detaching"
 
         return await self._change(volume_id, step)
 
@@ -398,6 +711,12 @@ class VolumeActor(Actor, Volumes):
                     "Invalid volume: Volume status must be available or error and must not be attached,"
                     f" but current status is: {volume['status']}."
                 )
+            snapshots = await db.fetchone(
+                "SELECT COUNT(*) AS n FROM snapshots WHERE volume_id = ?", (volume_id,)
+            )
+            if snapshots is not None and snapshots["n"]:
+                raise Conflict(f"Invalid volume: Volume still has {snapshots['n']} dependent snapshots.")
+            await _check_not_copied(db, volume_id)
             return "deleting"
 
         volume = await self._change(volume_id, step)
@@ -412,28 +731,238 @@ class VolumeActor(Actor, Volumes):
         await self._publish(volume, status="deleted", updated_at=utcnow())
 
     async def list(
-        self, *, name: str | None = None, status: str | None = None, all_tenants: bool = False
+        self,
+        *,
+        name: str | None = None,
+        status: str | None = None,
+        metadata: dict[str, str] | None = None,
+        bootable: bool | None = None,
+        availability_zone: str | None = None,
+        all_tenants: bool = False,
+        sort: builtins.list[Sort] | None = None,
+        limit: int | None = None,
+        marker: str | None = None,
+        offset: int = 0,
     ) -> builtins.list[Volume]:
-        """The caller's volumes, newest first (``api.volume.Volumes.list``)."""
+        """The caller's volumes, filtered, sorted, a page (``api.volume.Volumes.list``)."""
         condition, scope_params = _scope(all_tenants)
         clauses, params = [condition], [*scope_params]
-        for column, value in (("name", name), ("status", status)):
+        for column, value in (("name", name), ("status", status), ("bootable", bootable)):
             if value is not None:
                 clauses.append(f"v.{column} = ?")
-                params.append(value)
+                params.append(int(value) if isinstance(value, bool) else value)
+        if availability_zone not in (None, AVAILABILITY_ZONE):
+            clauses.append("1 = 0")
         where = " AND ".join(clauses)
         rows = await self.store.fetchall(
             f"SELECT v.* FROM volumes v WHERE {where} ORDER BY v.created_at DESC, v.id", params, row=VolumeRow
         )
+        wanted = (metadata or {}).items()
+        volumes = [_record(row, []) for row in rows]
+        volumes = [volume for volume in volumes if wanted <= volume["metadata"].items()]
+        page = _page(_sorted(volumes, sort or []), marker, offset, limit)
         attachments: dict[str, builtins.list[AttachmentRow]] = {}
+        ids = [volume["id"] for volume in page]
         for attachment in await self.store.fetchall(
-            f"SELECT a.* FROM attachments a JOIN volumes v ON v.id = a.volume_id"
-            f" WHERE {where} AND a.{SHOWN_ATTACHMENTS} ORDER BY a.attached_at",
-            params,
+            f"SELECT * FROM attachments WHERE volume_id IN ({', '.join('?' * len(ids)) or 'NULL'})"
+            f" AND {SHOWN_ATTACHMENTS} ORDER BY attached_at",
+            ids,
             row=AttachmentRow,
         ):
             attachments.setdefault(attachment["volume_id"], []).append(attachment)
-        return [_record(row, attachments.get(row["id"], [])) for row in rows]
+        return [
+            {**volume, "attachments": [_attachment_view(a) for a in attachments.get(volume["id"], [])]}
+            for volume in page
+        ]
+
+    # -- volume types ---------------------------------------------------------------------
+
+    async def list_types(self) -> builtins.list[VolumeType]:
+        """``api.volume.Volumes.list_types``."""
+        rows = await self.store.fetchall(
+            "SELECT * FROM volume_types ORDER BY name != ?, name", (DEFAULT_TYPE,), row=TypeRow
+        )
+        return [_type_record(row) for row in rows]
+
+    async def get_type(self, *, type_id: str) -> VolumeType:
+        """``api.volume.Volumes.get_type``: by id, else by name."""
+        row = await self.store.fetchone(
+            "SELECT * FROM volume_types WHERE id = ? OR name = ? ORDER BY id = ? DESC",
+            (type_id, type_id, type_id),
+            row=TypeRow,
+        )
+        if row is None:
+            raise NotFound(f"Volume type {type_id} could not be found.")
+        return _type_record(row)
+
+    async def create_type(
+        self,
+        *,
+        name: str,
+        description: str | None = None,
+        is_public: bool = True,
+        extra_specs: dict[str, str] | None = None,
+    ) -> VolumeType:
+        """``api.volume.Volumes.create_type``."""
+        _check_admin("volume_extension:types_manage")
+        type_id = new_uuid()
+        async with self.store.transaction() as db:
+            if await db.fetchone("SELECT id FROM volume_types WHERE name = ?", (name,)) is not None:
+                raise Conflict(f"Volume Type {name} already exists.")
+            await db.execute(
+                "INSERT INTO volume_types (id, name, description, is_public, extra_specs)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (type_id, name, description, int(is_public), to_json(extra_specs or {})),
+            )
+        return await self.get_type(type_id=type_id)
+
+    async def delete_type(self, *, type_id: str) -> None:
+        """``api.volume.Volumes.delete_type``."""
+        _check_admin("volume_extension:types_manage")
+        async with self.store.transaction() as db:
+            row = await db.fetchone("SELECT * FROM volume_types WHERE id = ?", (type_id,), row=TypeRow)
+            if row is None:
+                raise NotFound(f"Volume type {type_id} could not be found.")
+            if row["name"] == DEFAULT_TYPE:
+                raise Conflict("Default volume type can not be deleted.")
+            if await db.fetchone("SELECT id FROM volumes WHERE volume_type = ?", (row["name"],)) is not None:
+                raise Conflict(
+                    f"Volume Type {type_id} deletion is not allowed with volumes present with the type."
+                )
+            await db.execute("DELETE FROM volume_types WHERE id = ?", (type_id,))
+
+    # -- snapshots ------------------------------------------------------------------------
+
+    async def create_snapshot(
+        self, *, volume_id: str, name: str = "", description: str = "", metadata: dict[str, str] | None = None
+    ) -> Snapshot:
+        """Copy an available volume's file (``api.volume.Volumes.create_snapshot``)."""
+        ctx = caller()
+        snapshot_id = new_uuid()
+        now = utcnow()
+        owner = (ctx.user_id, ctx.project_id) if ctx else (None, None)
+        async with self.store.transaction() as db:
+            volume = await self._load(db, volume_id)
+            _check_status(volume, "available", "to be snapshotted")
+            await db.execute(
+                "INSERT INTO snapshots (id, volume_id, name, description, size, status, metadata, user_id,"
+                " project_id, host, format, created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, 'creating', ?, ?, ?, ?, ?, ?, ?)",
+                (snapshot_id, volume_id, name, description, volume["size"], to_json(metadata or {}), *owner,
+                 volume["host"] or self.host, volume["format"], now, now),
+            )  # fmt: skip
+        stored = _stored(snapshot_id, volume["format"])
+        try:
+            await self._storage_of(volume["host"]).copy_file(
+                source=_stored(volume_id, volume["format"]), volume=stored, size=volume["size"]
+            )
+        except AiostackError as exc:
+            log.warning("snapshot %s: could not copy volume %s: %s", snapshot_id, volume_id, exc)
+            return await self._set_snapshot_status(
+                snapshot_id, "error", f"could not copy the volume file: {exc}"
+            )
+        return await self._set_snapshot_status(snapshot_id, "available")
+
+    async def _set_snapshot_status(
+        self, snapshot_id: str, status: SnapshotStatus, fault: str | None = None
+    ) -> Snapshot:
+        await self.store.execute(
+            "UPDATE snapshots SET status = ?, fault = ?, updated_at = ? WHERE id = ?",
+            (status, fault, utcnow(), snapshot_id),
+        )
+        return await self.get_snapshot(snapshot_id=snapshot_id)
+
+    async def _load_snapshot(self, db: Db, snapshot_id: str) -> Snapshot:
+        """A visible snapshot. :raises NotFound: missing or another project's."""
+        row = await db.fetchone("SELECT * FROM snapshots WHERE id = ?", (snapshot_id,), row=SnapshotRow)
+        if row is None:
+            raise NotFound(f"Snapshot {snapshot_id} could not be found.")
+        check_visible("Snapshot", snapshot_id, row["project_id"])
+        return _snapshot_record(row)
+
+    async def get_snapshot(self, *, snapshot_id: str) -> Snapshot:
+        """``api.volume.Volumes.get_snapshot``."""
+        async with self.store.transaction() as db:
+            return await self._load_snapshot(db, snapshot_id)
+
+    async def update_snapshot(
+        self,
+        *,
+        snapshot_id: str,
+        name: str | None = None,
+        description: str | None = None,
+        metadata: dict[str, str] | None = None,
+        replace_metadata: bool = True,
+    ) -> Snapshot:
+        """``api.volume.Volumes.update_snapshot``."""
+        async with self.store.transaction() as db:
+            snapshot = await self._load_snapshot(db, snapshot_id)
+            if metadata is not None and not replace_metadata:
+                metadata = {**snapshot["metadata"], **metadata}
+            await db.execute(
+                "UPDATE snapshots SET name = COALESCE(?, name), description = COALESCE(?, description),"
+                " metadata = COALESCE(?, metadata), updated_at = ? WHERE id = ?",
+                (name, description, None if metadata is None else to_json(metadata), utcnow(), snapshot_id),
+            )
+            return await self._load_snapshot(db, snapshot_id)
+
+    async def delete_snapshot_metadata(self, *, snapshot_id: str, key: str) -> None:
+        """``api.volume.Volumes.delete_snapshot_metadata``."""
+        async with self.store.transaction() as db:
+            snapshot = await self._load_snapshot(db, snapshot_id)
+            if key not in snapshot["metadata"]:
+                raise NotFound(f"Snapshot {snapshot_id} has no metadata with key {key}.")
+            kept = {name: value for name, value in snapshot["metadata"].items() if name != key}
+            await db.execute(
+                "UPDATE snapshots SET metadata = ?, updated_at = ? WHERE id = ?",
+                (to_json(kept), utcnow(), snapshot_id),
+            )
+
+    async def delete_snapshot(self, *, snapshot_id: str) -> None:
+        """``api.volume.Volumes.delete_snapshot``: deleting -> gone."""
+        async with self.store.transaction() as db:
+            snapshot = await self._load_snapshot(db, snapshot_id)
+            if snapshot["status"] in ("creating", "deleting"):
+                raise Conflict(
+                    "Invalid snapshot: Snapshot status must be available or error,"
+                    f" but current status is: {snapshot['status']}."
+                )
+            await db.execute(
+                "UPDATE snapshots SET status = 'deleting', updated_at = ? WHERE id = ?",
+                (utcnow(), snapshot_id),
+            )
+        try:
+            await self._storage_of(snapshot["host"]).remove_file(
+                volume=_stored(snapshot_id, snapshot["format"])
+            )
+        except AiostackError as exc:
+            log.warning("snapshot %s: could not remove its file: %s", snapshot_id, exc)
+            fault = f"could not remove the snapshot file: {exc}"
+            await self._set_snapshot_status(snapshot_id, "error_deleting", fault)
+            raise AiostackError(f"Snapshot {snapshot_id}: {fault}") from None
+        await self.store.execute("DELETE FROM snapshots WHERE id = ?", (snapshot_id,))
+
+    async def list_snapshots(
+        self,
+        *,
+        name: str | None = None,
+        status: str | None = None,
+        volume_id: str | None = None,
+        all_tenants: bool = False,
+    ) -> builtins.list[Snapshot]:
+        """``api.volume.Volumes.list_snapshots``."""
+        condition, params = _scope(all_tenants)
+        clauses, values = [condition], [*params]
+        for column, value in (("name", name), ("status", status), ("volume_id", volume_id)):
+            if value is not None:
+                clauses.append(f"v.{column} = ?")
+                values.append(value)
+        rows = await self.store.fetchall(
+            f"SELECT v.* FROM snapshots v WHERE {' AND '.join(clauses)} ORDER BY v.created_at DESC, v.id",
+            values,
+            row=SnapshotRow,
+        )
+        return [_snapshot_record(row) for row in rows]
 
     # -- the attach protocol --------------------------------------------------------------
 
@@ -447,12 +976,13 @@ class VolumeActor(Actor, Volumes):
         *,
         instance_uuid: str | None = None,
         settled: VolumeStatus | None = None,
+        guard: Callable[[Db, str], Awaitable[None]] | None = None,
     ) -> Volume:
         """Move a volume from status ``source`` to ``target``, running ``sql`` on its attachments.
 
         With ``instance_uuid`` the volume must have an attachment to that instance, whose id
         is the last parameter of ``sql``. A volume already ``settled`` is left as it is, so
-        that retries and rollbacks are idempotent.
+        that retries and rollbacks are idempotent. ``guard`` may refuse the move (it raises).
 
         :raises NotFound: no such volume visible to the caller, or not attached to the instance.
         :raises Conflict: the volume is not in ``source`` status.
@@ -471,6 +1001,8 @@ class VolumeActor(Actor, Volumes):
                 raise Conflict(
                     f"Volume {volume_id} is {volume['status']}; it must be {source} to become {target}."
                 )
+            if guard is not None:
+                await guard(db, volume_id)
             await db.execute(sql, arguments)
             return target
 
@@ -483,7 +1015,12 @@ class VolumeActor(Actor, Volumes):
         """
         export = _export_name()
         volume = await self._move(
-            volume_id, "available", "attaching", RESERVE, (new_uuid(), volume_id, instance_uuid, export)
+            volume_id,
+            "available",
+            "attaching",
+            RESERVE,
+            (new_uuid(), volume_id, instance_uuid, export),
+            guard=_check_not_copied,
         )
         try:
             connection = await self._connection(volume, export)

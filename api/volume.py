@@ -10,6 +10,11 @@ part and calls ``reserve``/``attach_complete`` itself when it attaches volumes a
     roll_detaching                    detaching -> in-use      (the node failed)
     detach_all                        every volume of a deleted instance -> available
 
+``extend`` goes available -> extending -> available, ``reserve_volume`` (a user's ``os-reserve``)
+available -> attaching with no instance, ``begin_detaching`` in-use -> detaching, as Cinder's
+actions do. A snapshot (a copy of an available volume's file on its storage host) goes creating ->
+available; deleting -> gone. A volume with snapshots is not deleted.
+
 ``delete`` goes deleting -> gone (or ``error_deleting`` when the file cannot be removed; such a
 volume may be deleted again). Users see their project's volumes (another project's is
 ``NotFound``); admins every project's with ``all_tenants``; services all.
@@ -24,7 +29,12 @@ Version history: 1 - initial; 2 - ``VolumeAttacher`` is served per calling host 
 the subject, no longer ``attach_complete``'s body) and checked against the conductor's records;
 3 - a ``Connection`` says its ``transport``: a file, or an NBD export per attachment (a volume
 host with an NBD address), reached from any host; volumes live on storage hosts
-(``VolumeStorage``), each volume actor a replica over the shared records.
+(``VolumeStorage``), each volume actor a replica over the shared records; 4 - what Cinder's API
+has besides: metadata (``set_metadata``, ``delete_metadata``), the volume actions (``set_bootable``,
+``set_readonly`` with ``Connection.readonly``, ``extend``, ``reserve_volume``, ``begin_detaching``),
+volume types, snapshots, volumes made from a snapshot or a volume (``create``'s ``snapshot_id``,
+``source_volid``, ``volume_type``; ``size`` may then be left out), ``list``'s filters, sort and page;
+``VolumeStorage.copy_file`` and ``extend_file``.
 
 Events (kind ``volume``, on ``evt.volume.<project>.<id>``): ``volume.<status>`` at every status
 change (``volume.deleted`` last), with the volume as users see it (no ``path``, no ``format``).
@@ -32,7 +42,7 @@ change (``volume.deleted`` last), with the volume as users see it (no ``path``, 
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, TypedDict
+from typing import Annotated, Literal, NotRequired, TypedDict
 
 from msgspec import Meta
 
@@ -44,8 +54,23 @@ MAX_TEXT = 255
 
 VolumeFormat = Literal["raw", "qcow2"]
 VolumeStatus = Literal[
-    "creating", "available", "attaching", "in-use", "detaching", "deleting", "error", "error_deleting"
+    "creating",
+    "available",
+    "attaching",
+    "in-use",
+    "detaching",
+    "extending",
+    "deleting",
+    "error",
+    "error_deleting",
 ]
+SnapshotStatus = Literal["creating", "available", "deleting", "error", "error_deleting"]
+SortKey = Literal["id", "name", "status", "size", "created_at", "updated_at", "availability_zone", "bootable"]
+"""What volume lists sort by."""
+SortDirection = Literal["asc", "desc"]
+DEFAULT_TYPE = "__DEFAULT__"
+"""The volume type of a volume asked for without one (Cinder's default type, which is always there)."""
+MAX_PAGE = 1000
 AttachStatus = Literal["reserved", "attached", "detaching"]
 """An attachment row: reserved (its volume attaching), attached (in-use), detaching."""
 
@@ -54,6 +79,9 @@ Size = Annotated[int, Meta(ge=1, le=MAX_SIZE_GIB)]
 Text = Annotated[str, Meta(max_length=MAX_TEXT)]
 """A name, description or metadata value: at most 255 characters, possibly empty."""
 MetadataKey = Annotated[str, Meta(min_length=1, max_length=MAX_TEXT)]
+Metadata = dict[MetadataKey, Text]
+PageSize = Annotated[int, Meta(ge=0, le=MAX_PAGE)]
+Offset = Annotated[int, Meta(ge=0, le=2**31 - 1)]
 
 
 class Attachment(TypedDict):
@@ -102,9 +130,50 @@ class Volume(TypedDict):
     encrypted: bool
     multiattach: bool
     volume_type: str
+    """The volume type's name."""
+    readonly: bool | None
+    """Attached read-only; None: never set, read-write (once set, Cinder shows it as
+    ``metadata.readonly``, ``"True"`` or ``"False"``)."""
     snapshot_id: str | None
     source_volid: str | None
     attachments: list[Attachment]
+
+
+class Sort(TypedDict):
+    """One key of a list's order."""
+
+    key: SortKey
+    direction: SortDirection
+
+
+class VolumeType(TypedDict):
+    """A volume type (one storage backend serves them all: a type names, it selects nothing)."""
+
+    id: str
+    name: str
+    description: str | None
+    is_public: bool
+    extra_specs: dict[str, str]
+
+
+class Snapshot(TypedDict):
+    """A snapshot: a copy of a volume's file on the volume's storage host (``host``, ``format``:
+    not shown by the gateway), ``size`` GiB as its volume was."""
+
+    id: str
+    volume_id: str
+    name: str
+    description: str
+    size: int
+    status: SnapshotStatus
+    metadata: dict[str, str]
+    user_id: str | None
+    project_id: str | None
+    fault: str | None
+    created_at: str
+    updated_at: str
+    host: str
+    format: VolumeFormat
 
 
 class Connection(TypedDict):
@@ -118,6 +187,9 @@ class Connection(TypedDict):
     host: str
     port: int
     export: str
+    readonly: NotRequired[bool]
+    """The volume is attached read-only (the guest's disk, and its NBD export, refuse writes);
+    absent (as version 3 sent it): read-write."""
 
 
 class Connected(TypedDict):
@@ -253,26 +325,106 @@ class Volumes(VolumeAttachments, address="volume"):
     async def create(
         self,
         *,
-        size: Size,
+        size: Size | None = None,
         name: Text = "",
         description: Text = "",
         volume_format: VolumeFormat = "raw",
-        metadata: dict[MetadataKey, Text] | None = None,
+        metadata: Metadata | None = None,
+        volume_type: Name | None = None,
+        snapshot_id: Id | None = None,
+        source_volid: Id | None = None,
     ) -> Volume:
-        """Make a volume of ``size`` GiB for the caller's project: creating -> available, or
-        error (with a ``fault``) when its file cannot be made.
+        """Make a volume for the caller's project: creating -> available, or error (with a
+        ``fault``) when its file cannot be made. Empty, of ``size`` GiB; or a copy of a snapshot
+        (``snapshot_id``) or of an available volume (``source_volid``), made on the storage host
+        of its source, in its format, at least as big (``size`` left out: as big).
 
-        :raises InvalidRequest: qcow2 asked for where qemu-img is not installed.
+        :raises InvalidRequest: no size and no source; both sources; qcow2 asked for where
+            qemu-img is not installed.
+        :raises NotFound: no such volume type (by name or id), snapshot or volume visible to the caller.
+        :raises Conflict: the source is not available, or bigger than ``size``.
         """
         ...
 
     @call(policy="volume:write")
     async def update(
-        self, *, volume_id: Id, name: Text | None = None, description: Text | None = None
+        self,
+        *,
+        volume_id: Id,
+        name: Text | None = None,
+        description: Text | None = None,
+        metadata: Metadata | None = None,
     ) -> Volume:
-        """Rename or redescribe a volume (None leaves a field as it is).
+        """Rename or redescribe a volume, replace its metadata (None leaves a field as it is).
 
         :raises NotFound: no such volume visible to the caller.
+        """
+        ...
+
+    @call(policy="volume:write")
+    async def set_metadata(
+        self, *, volume_id: Id, metadata: Metadata, replace: bool = False
+    ) -> dict[str, str]:
+        """Merge ``metadata`` into the volume's (``replace``: make it exactly ``metadata``); the
+        volume's metadata after.
+
+        :raises NotFound: no such volume visible to the caller.
+        """
+        ...
+
+    @call(policy="volume:write")
+    async def delete_metadata(self, *, volume_id: Id, key: MetadataKey) -> None:
+        """Remove one metadata item.
+
+        :raises NotFound: no such volume visible to the caller, or it has no such item.
+        """
+        ...
+
+    @call(policy="volume:write")
+    async def set_bootable(self, *, volume_id: Id, bootable: bool) -> Volume:
+        """Mark a volume bootable or not (``os-set_bootable``).
+
+        :raises NotFound: no such volume visible to the caller.
+        """
+        ...
+
+    @call(policy="volume:write")
+    async def set_readonly(self, *, volume_id: Id, readonly: bool) -> Volume:
+        """Have the volume attached read-only, or read-write, from its next attachment on
+        (``os-update_readonly_flag``).
+
+        :raises NotFound: no such volume visible to the caller.
+        :raises Conflict: the volume is not available.
+        """
+        ...
+
+    @call(policy="volume:write")
+    async def extend(self, *, volume_id: Id, new_size: Size) -> Volume:
+        """Grow an available volume's file to ``new_size`` GiB: available -> extending ->
+        available (``os-extend``).
+
+        :raises NotFound: no such volume visible to the caller.
+        :raises Conflict: the volume is not available (or being copied), ``new_size`` is not
+            bigger, or the storage host could not grow the file (the volume is as it was).
+        """
+        ...
+
+    @call(policy="volume:write")
+    async def reserve_volume(self, *, volume_id: Id) -> Volume:
+        """Mark an available volume attaching, for no instance (``os-reserve``; ``unreserve``
+        undoes it).
+
+        :raises NotFound: no such volume visible to the caller.
+        :raises Conflict: the volume is not available (or being copied).
+        """
+        ...
+
+    @call(policy="volume:write")
+    async def begin_detaching(self, *, volume_id: Id) -> Volume:
+        """Mark an in-use volume detaching (``os-begin_detaching``; ``roll_detaching`` undoes it).
+
+        :raises NotFound: no such volume visible to the caller.
+        :raises Conflict: the volume is not in-use.
         """
         ...
 
@@ -281,18 +433,152 @@ class Volumes(VolumeAttachments, address="volume"):
         """Remove a volume and its file: deleting -> gone (published as ``volume.deleted``).
 
         :raises NotFound: no such volume visible to the caller.
-        :raises Conflict: the volume is not available, error or error_deleting (in-use, ...).
+        :raises Conflict: the volume is not available, error or error_deleting (in-use, ...), has
+            snapshots or is being copied.
         :raises AiostackError: the file could not be removed; the volume is left error_deleting.
         """
+        ...
+
+    # -- volume types ---------------------------------------------------------------------
+
+    @call(policy="volume:read", idempotent=True)
+    async def list_types(self) -> list[VolumeType]:
+        """Every volume type, the default (``__DEFAULT__``) first."""
+        ...
+
+    @call(policy="volume:read", idempotent=True)
+    async def get_type(self, *, type_id: Id) -> VolumeType:
+        """One volume type, by id or name.
+
+        :raises NotFound: no such type.
+        """
+        ...
+
+    @call(policy="volume:write")
+    async def create_type(
+        self,
+        *,
+        name: Name,
+        description: Text | None = None,
+        is_public: bool = True,
+        extra_specs: Metadata | None = None,
+    ) -> VolumeType:
+        """A new volume type (admins only).
+
+        :raises Forbidden: the caller is no admin.
+        :raises Conflict: a type of that name exists.
+        """
+        ...
+
+    @call(policy="volume:write")
+    async def delete_type(self, *, type_id: Id) -> None:
+        """Remove a volume type (admins only).
+
+        :raises Forbidden: the caller is no admin.
+        :raises NotFound: no such type.
+        :raises Conflict: it is the default type, or volumes are of it.
+        """
+        ...
+
+    # -- snapshots ------------------------------------------------------------------------
+
+    @call(policy="volume:write")
+    async def create_snapshot(
+        self,
+        *,
+        volume_id: Id,
+        name: Text = "",
+        description: Text = "",
+        metadata: Metadata | None = None,
+    ) -> Snapshot:
+        """Copy an available volume's file on its storage host: creating -> available (or error,
+        with a ``fault``). The volume stays available; it is not attached while it is copied
+        (``reserve``, ``extend`` and ``delete`` refuse while a copy of it is being made).
+
+        :raises NotFound: no such volume visible to the caller.
+        :raises Conflict: the volume is not available.
+        """
+        ...
+
+    @call(policy="volume:read", idempotent=True)
+    async def get_snapshot(self, *, snapshot_id: Id) -> Snapshot:
+        """One snapshot.
+
+        :raises NotFound: no such snapshot visible to the caller.
+        """
+        ...
+
+    @call(policy="volume:write")
+    async def update_snapshot(
+        self,
+        *,
+        snapshot_id: Id,
+        name: Text | None = None,
+        description: Text | None = None,
+        metadata: Metadata | None = None,
+        replace_metadata: bool = True,
+    ) -> Snapshot:
+        """Rename or redescribe a snapshot; replace (``replace_metadata``) or merge its metadata.
+
+        :raises NotFound: no such snapshot visible to the caller.
+        """
+        ...
+
+    @call(policy="volume:write")
+    async def delete_snapshot_metadata(self, *, snapshot_id: Id, key: MetadataKey) -> None:
+        """Remove one metadata item of a snapshot.
+
+        :raises NotFound: no such snapshot visible to the caller, or it has no such item.
+        """
+        ...
+
+    @call(policy="volume:write")
+    async def delete_snapshot(self, *, snapshot_id: Id) -> None:
+        """Remove a snapshot and its file: deleting -> gone (``error_deleting`` when the file
+        cannot be removed; it may be deleted again).
+
+        :raises NotFound: no such snapshot visible to the caller.
+        :raises Conflict: the snapshot is creating or deleting.
+        :raises AiostackError: the file could not be removed.
+        """
+        ...
+
+    @call(policy="volume:read", idempotent=True)
+    async def list_snapshots(
+        self,
+        *,
+        name: str | None = None,
+        status: str | None = None,
+        volume_id: str | None = None,
+        all_tenants: bool = False,
+    ) -> list[Snapshot]:
+        """The caller's snapshots (every project's for an admin with ``all_tenants``), newest
+        first, filtered by ``name``, ``status`` and ``volume_id``."""
         ...
 
     # last: below its definition, ``list`` in the class's scope would be this method
     @call(policy="volume:read", idempotent=True)
     async def list(
-        self, *, name: str | None = None, status: str | None = None, all_tenants: bool = False
+        self,
+        *,
+        name: str | None = None,
+        status: str | None = None,
+        metadata: dict[str, str] | None = None,
+        bootable: bool | None = None,
+        availability_zone: str | None = None,
+        all_tenants: bool = False,
+        sort: list[Sort] | None = None,
+        limit: PageSize | None = None,
+        marker: Id | None = None,
+        offset: Offset = 0,
     ) -> list[Volume]:
         """The caller's volumes (every project's for an admin with ``all_tenants``; all for a
-        service), newest first, filtered by ``name`` and ``status``."""
+        service), filtered (``metadata``: volumes that have each of these items), in ``sort``'s
+        order (each key ascending or descending; then newest first, then by id), from the one
+        after ``marker`` (or the ``offset``-th), at most ``limit``.
+
+        :raises NotFound: ``marker`` is no volume of the list.
+        """
         ...
 
 
@@ -303,7 +589,8 @@ ExportName = Annotated[str, Meta(pattern=r"^e[0-9a-f]{24}$")]
 
 
 class StoredVolume(TypedDict):
-    """Which volume file a storage host is asked about: the volume's id and format."""
+    """Which volume file a storage host is asked about: the volume's id and format (a snapshot's
+    file is named for the snapshot's id alike)."""
 
     volume_id: Id
     volume_format: VolumeFormat
@@ -323,6 +610,23 @@ class VolumeStorage(ServiceAPI, address="volume.storage.{host}"):
         ...
 
     @call(idempotent=True)
+    async def copy_file(self, *, source: StoredVolume, volume: StoredVolume, size: Size) -> str:
+        """Make the volume's file a copy of ``source``'s (a volume's or a snapshot's, in the same
+        format), grown to ``size`` GiB; its path. The source must not be written meanwhile.
+
+        :raises Conflict: the copy could not be made (nothing is left of it).
+        """
+        ...
+
+    @call
+    async def extend_file(self, *, volume: StoredVolume, size: Size) -> None:
+        """Grow the volume's file to ``size`` GiB (it must not be in use).
+
+        :raises Conflict: the file could not be grown.
+        """
+        ...
+
+    @call(idempotent=True)
     async def remove_file(self, *, volume: StoredVolume) -> None:
         """Remove the volume's file (nothing if it is gone).
 
@@ -331,9 +635,12 @@ class VolumeStorage(ServiceAPI, address="volume.storage.{host}"):
         ...
 
     @call(idempotent=True)
-    async def connect(self, *, volume: StoredVolume, export: ExportName | Literal[""]) -> Connection:
+    async def connect(
+        self, *, volume: StoredVolume, export: ExportName | Literal[""], readonly: bool = False
+    ) -> Connection:
         """How a node reaches the volume for one attachment: its NBD export ``export`` (made now
-        if it is not yet) where the host serves NBD, else its file (a node of this host only).
+        if it is not yet; ``readonly``: refusing writes) where the host serves NBD, else its file
+        (a node of this host only).
 
         :raises Conflict: the export could not be made.
         """
@@ -345,6 +652,9 @@ class VolumeStorage(ServiceAPI, address="volume.storage.{host}"):
         ...
 
     @call(idempotent=True)
-    async def keep_exports(self, *, exports: dict[ExportName, StoredVolume]) -> None:
-        """Make the host's exports exactly these (a volume actor's start: the attachments it records)."""
+    async def keep_exports(
+        self, *, exports: dict[ExportName, StoredVolume], readonly: list[ExportName] | None = None
+    ) -> None:
+        """Make the host's exports exactly these (a volume actor's start: the attachments it
+        records), those named in ``readonly`` refusing writes."""
         ...

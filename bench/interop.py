@@ -219,6 +219,7 @@ def discover(cloud: Cloud) -> dict:
     if "$ref" in schema:
         schema = openapi["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]]
     server_actions = set(schema.get("properties", {}))
+    volume_extensions = "/volume/v3/{project_id}/extensions"
     return {
         "image": image["id"],
         "image_alt": image_alt,
@@ -231,7 +232,19 @@ def discover(cloud: Cloud) -> dict:
         "volume_microversions": (volume_min, volume_max),
         "paths": paths,
         "server_actions": server_actions,
+        "volume_extensions": sorted(
+            e["alias"] for e in cloud.get(volume_extensions.format(project_id=cloud.project_id))["extensions"]
+        )
+        if volume_extensions in paths
+        else [],
+        "volume_clones": takes_a_value(openapi, "VolumeCreate", "source_volid"),
     }
+
+
+def takes_a_value(openapi: dict, component: str, member: str) -> bool:
+    """Whether a request body's member may be other than null (a source the gateway builds from)."""
+    properties = openapi["components"]["schemas"].get(component, {}).get("properties", {})
+    return member in properties and properties[member].get("type") != "null"
 
 
 def serves(paths: dict[str, set[str]], fragment: str) -> bool:
@@ -351,11 +364,12 @@ def tempest_conf(gateway: str, password: str, found: dict, log_file: str) -> str
             "api_v3": "True",
             "backup": flag[serves(paths, "/backups")],
             "snapshot": flag[volume_snapshots],
-            "clone": "True",
+            "clone": flag[found["volume_clones"]],
             "manage_snapshot": "False",
             "manage_volume": "False",
             "extend_attached_volume": "False",
-            "api_extensions": "all",
+            # the extensions served (Tempest's "all" wants Cinder's whole list, os-hosts and all)
+            "api_extensions": ",".join(found["volume_extensions"]) or "None",
         },
         "service_available": {
             "nova": "True",

@@ -97,6 +97,7 @@ class Volumes:
 
 def volume_disk(connection: Connection, target: str, volume_id: str) -> Disk:
     """The disk of a volume's connection: its file, or its NBD export on the volume host."""
+    readonly = connection.get("readonly", False)
     if connection["transport"] == "nbd":
         return Disk(
             connection["export"],
@@ -104,5 +105,6 @@ def volume_disk(connection: Connection, target: str, volume_id: str) -> Disk:
             serial=volume_id,
             nbd_host=connection["host"],
             nbd_port=connection["port"],
+            readonly=readonly,
         )
-    return Disk(connection["path"], target, format=connection["format"], serial=volume_id)
+    return Disk(connection["path"], target, format=connection["format"], serial=volume_id, readonly=readonly)

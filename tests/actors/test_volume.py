@@ -151,11 +151,11 @@ async def test_qcow2_without_qemu_img_is_refused_and_creates_nothing(
     ("body", "refusal"),
     [
         ({"size": 0}, "Expected `int` >= 1 - at `$.size`"),
-        ({"size": "big"}, "Expected `int`, got `str` - at `$.size`"),
+        ({"size": "big"}, "Expected `int | null`, got `str` - at `$.size`"),
         ({"size": 1025}, "Expected `int` <= 1024 - at `$.size`"),
-        ({"size": True}, "Expected `int`, got `bool` - at `$.size`"),
-        ({"size": 1.5}, "Expected `int`, got `float` - at `$.size`"),
-        ({"size": None}, "Expected `int`, got `null` - at `$.size`"),
+        ({"size": True}, "Expected `int | null`, got `bool` - at `$.size`"),
+        ({"size": 1.5}, "Expected `int | null`, got `float` - at `$.size`"),
+        ({"size": None}, "a volume without a source needs a size"),
         ({"size": 1, "volume_format": "vmdk"}, "Invalid enum value 'vmdk' - at `$.volume_format`"),
         ({"size": 1, "name": 5}, "Expected `str`, got `int` - at `$.name`"),
         ({"size": 1, "description": "x" * 256}, "Expected `str` of length <= 255 - at `$.description`"),
@@ -163,7 +163,8 @@ async def test_qcow2_without_qemu_img_is_refused_and_creates_nothing(
         ({"size": 1, "metadata": {"k": 1}}, "Expected `str`, got `int` - at `$.metadata[...]`"),
         ({"size": 1, "metadata": {"": "v"}}, "Expected `str` of length >= 1 - at `key` in `$.metadata`"),
         ({"size": 1, "bootable": True}, "Object contains unknown field `bootable`"),
-        ({"name": "no size"}, "Object missing required field `size`"),
+        ({"name": "no size"}, "a volume without a source needs a size"),
+        ({"size": 1, "volume_type": ""}, "Expected `str` of length >= 1 - at `$.volume_type`"),
     ],
 )
 async def test_bad_input_is_refused_and_creates_nothing(
@@ -177,7 +178,7 @@ async def test_bad_input_is_refused_and_creates_nothing(
 ) -> None:
     with pytest.raises(InvalidRequest) as raised:
         await send_raw(bus, DEMO, "create", **body)
-    assert raised.value.message.startswith(f"{Volumes.address}.create: ") and refusal in raised.value.message
+    assert refusal in raised.value.message
     assert await acting(DEMO, volumes.list()) == []
     assert list((config.data_dir / "volumes").iterdir()) == []
     assert events.empty()
@@ -279,6 +280,7 @@ async def test_attach_protocol_moves_status_and_publishes_each_step(
         "host": "",
         "port": 0,
         "export": "",
+        "readonly": False,
     }
     in_use = await acting(
         DEMO,
@@ -565,3 +567,192 @@ async def test_replicas_on_two_storage_hosts_share_the_records_and_each_keeps_it
         for replica, bus in zip(replicas, buses, strict=True):
             await replica.stop()
             await bus.close()
+
+
+# -- Cinder's API besides: metadata, actions, types, lists, snapshots and copies ----------------
+
+
+async def test_metadata_merges_replaces_and_deletes_items(
+    volumes: Volumes, volume_actor: VolumeActor
+) -> None:
+    volume = await acting(DEMO, volumes.create(size=1, metadata={"a": "1"}))
+    volume_id = volume["id"]
+    merged = await acting(DEMO, volumes.set_metadata(volume_id=volume_id, metadata={"b": "2", "a": "0"}))
+    assert merged == {"a": "0", "b": "2"}
+    replaced = await acting(
+        DEMO, volumes.set_metadata(volume_id=volume_id, metadata={"c": "3"}, replace=True)
+    )
+    assert replaced == {"c": "3"}
+    await acting(DEMO, volumes.delete_metadata(volume_id=volume_id, key="c"))
+    with pytest.raises(NotFound, match="no metadata with key c"):
+        await acting(DEMO, volumes.delete_metadata(volume_id=volume_id, key="c"))
+    updated = await acting(DEMO, volumes.update(volume_id=volume_id, metadata={"d": "4"}))
+    assert updated["metadata"] == {"d": "4"} and updated["name"] == ""
+    with pytest.raises(NotFound):
+        await acting(OTHER, volumes.set_metadata(volume_id=volume_id, metadata={"x": "y"}))
+    assert (await acting(DEMO, volumes.get(volume_id=volume_id)))["metadata"] == {"d": "4"}
+
+
+async def test_bootable_and_readonly_flags_and_a_readonly_connection(
+    volumes: Volumes, volume_actor: VolumeActor
+) -> None:
+    volume = await acting(DEMO, volumes.create(size=1))
+    assert volume["readonly"] is None
+    assert (await acting(DEMO, volumes.set_bootable(volume_id=volume["id"], bootable=True)))[
+        "bootable"
+    ] == "true"
+    assert (await acting(DEMO, volumes.set_readonly(volume_id=volume["id"], readonly=True)))[
+        "readonly"
+    ] is True
+    reserved = await acting(DEMO, volumes.reserve(volume_id=volume["id"], instance_uuid=SERVER))
+    assert reserved["connection"]["readonly"] is True
+    with pytest.raises(Conflict, match="must be available to update readonly flag"):
+        await acting(DEMO, volumes.set_readonly(volume_id=volume["id"], readonly=False))
+    await acting(DEMO, volumes.unreserve(volume_id=volume["id"]))
+    assert (await acting(DEMO, volumes.set_readonly(volume_id=volume["id"], readonly=False)))[
+        "readonly"
+    ] is False
+
+
+@pytest.mark.parametrize("volume_format", ["raw", "qcow2"])
+async def test_extend_grows_an_available_volume_file(
+    volumes: Volumes, volume_actor: VolumeActor, volume_format: Any
+) -> None:
+    volume = await acting(DEMO, volumes.create(size=1, volume_format=volume_format))
+    extended = await acting(DEMO, volumes.extend(volume_id=volume["id"], new_size=3))
+    assert (extended["size"], extended["status"]) == (3, "available")
+    if volume_format == "raw":
+        assert Path(volume["path"]).stat().st_size == 3 * GIB
+    else:
+        process = await asyncio.create_subprocess_exec(
+            "qemu-img", "info", "--output=json", volume["path"], stdout=asyncio.subprocess.PIPE
+        )
+        stdout, _ = await process.communicate()
+        assert json.loads(stdout)["virtual-size"] == 3 * GIB
+    with pytest.raises(Conflict, match="must be greater than current size"):
+        await acting(DEMO, volumes.extend(volume_id=volume["id"], new_size=3))
+    in_use = await attached(volumes)
+    with pytest.raises(Conflict, match="must be available to extend"):
+        await acting(DEMO, volumes.extend(volume_id=in_use["id"], new_size=2))
+    assert (await acting(DEMO, volumes.get(volume_id=in_use["id"])))["size"] == 1
+
+
+async def test_user_reserve_and_detaching_marks_move_status_as_cinder(
+    volumes: Volumes, volume_actor: VolumeActor
+) -> None:
+    volume = await acting(DEMO, volumes.create(size=1))
+    assert (await acting(DEMO, volumes.reserve_volume(volume_id=volume["id"])))["status"] == "attaching"
+    with pytest.raises(Conflict, match="must be available to be reserved"):
+        await acting(DEMO, volumes.reserve_volume(volume_id=volume["id"]))
+    assert (await acting(DEMO, volumes.unreserve(volume_id=volume["id"])))["status"] == "available"
+    with pytest.raises(Conflict, match="must be in-use to begin detaching"):
+        await acting(DEMO, volumes.begin_detaching(volume_id=volume["id"]))
+    in_use = await attached(volumes)
+    detaching = await acting(DEMO, volumes.begin_detaching(volume_id=in_use["id"]))
+    assert detaching["status"] == "detaching" and len(detaching["attachments"]) == 1
+    assert (await acting(DEMO, volumes.roll_detaching(volume_id=in_use["id"])))["status"] == "in-use"
+    [record] = await acting(None, volumes.list_attachments())
+    assert record["attach_status"] == "attached"
+
+
+async def test_volume_types_default_admin_made_and_taken_by_create(
+    volumes: Volumes, volume_actor: VolumeActor
+) -> None:
+    [default] = await acting(DEMO, volumes.list_types())
+    assert (default["name"], default["is_public"]) == ("__DEFAULT__", True)
+    with pytest.raises(AiostackError, match="Policy doesn't allow"):
+        await acting(DEMO, volumes.create_type(name="fast"))
+    fast = await acting(ADMIN, volumes.create_type(name="fast", description="ssd", extra_specs={"k": "v"}))
+    with pytest.raises(Conflict):
+        await acting(ADMIN, volumes.create_type(name="fast"))
+    assert [t["name"] for t in await acting(DEMO, volumes.list_types())] == ["__DEFAULT__", "fast"]
+    assert await acting(DEMO, volumes.get_type(type_id="fast")) == fast
+    by_id = await acting(DEMO, volumes.create(size=1, volume_type=fast["id"]))
+    assert by_id["volume_type"] == "fast"
+    with pytest.raises(NotFound, match="Volume type nope could not be found"):
+        await acting(DEMO, volumes.create(size=1, volume_type="nope"))
+    with pytest.raises(Conflict, match="volumes present with the type"):
+        await acting(ADMIN, volumes.delete_type(type_id=fast["id"]))
+    with pytest.raises(Conflict, match="Default volume type can not be deleted"):
+        await acting(ADMIN, volumes.delete_type(type_id=default["id"]))
+    await acting(DEMO, volumes.delete(volume_id=by_id["id"]))
+    await acting(ADMIN, volumes.delete_type(type_id=fast["id"]))
+    with pytest.raises(NotFound):
+        await acting(DEMO, volumes.get_type(type_id=fast["id"]))
+    assert len(await acting(DEMO, volumes.list())) == 0
+
+
+async def test_list_filters_sorts_and_pages(volumes: Volumes, volume_actor: VolumeActor) -> None:
+    made = [
+        await acting(DEMO, volumes.create(size=size, name=f"v{size}", metadata={"n": str(size % 2)}))
+        for size in (1, 2, 3)
+    ]
+    await acting(DEMO, volumes.set_bootable(volume_id=made[0]["id"], bootable=True))
+    newest_first = [volume["id"] for volume in await acting(DEMO, volumes.list())]
+    assert sorted(newest_first) == sorted(volume["id"] for volume in made)
+    odd = await acting(DEMO, volumes.list(metadata={"n": "1"}))
+    assert sorted(v["name"] for v in odd) == ["v1", "v3"]
+    assert [v["name"] for v in await acting(DEMO, volumes.list(bootable=True))] == ["v1"]
+    assert await acting(DEMO, volumes.list(availability_zone="elsewhere")) == []
+    by_size = await acting(DEMO, volumes.list(sort=[{"key": "size", "direction": "asc"}]))
+    assert [v["size"] for v in by_size] == [1, 2, 3]
+    first = await acting(DEMO, volumes.list(sort=[{"key": "size", "direction": "desc"}], limit=2))
+    assert [v["size"] for v in first] == [3, 2]
+    rest = await acting(
+        DEMO, volumes.list(sort=[{"key": "size", "direction": "desc"}], limit=2, marker=first[-1]["id"])
+    )
+    assert [v["size"] for v in rest] == [1]
+    assert [v["id"] for v in await acting(DEMO, volumes.list(offset=1, limit=1))] == newest_first[1:2]
+    with pytest.raises(NotFound, match="Marker"):
+        await acting(DEMO, volumes.list(marker=SERVER))
+
+
+def _write_at_start(path: str, data: bytes) -> None:
+    with open(path, "r+b") as file:
+        file.write(data)
+
+
+async def test_snapshots_copy_the_file_and_volumes_are_made_from_them_and_from_volumes(
+    volumes: Volumes, volume_actor: VolumeActor, config: Config
+) -> None:
+    source = await acting(DEMO, volumes.create(size=1, name="source"))
+    await asyncio.to_thread(_write_at_start, source["path"], b"written before the snapshot")
+    snapshot = await acting(
+        DEMO, volumes.create_snapshot(volume_id=source["id"], name="s", metadata={"k": "v"})
+    )
+    assert (snapshot["status"], snapshot["size"], snapshot["volume_id"]) == ("available", 1, source["id"])
+    with pytest.raises(NotFound):
+        await acting(OTHER, volumes.get_snapshot(snapshot_id=snapshot["id"]))
+    with pytest.raises(Conflict, match="still has 1 dependent snapshots"):
+        await acting(DEMO, volumes.delete(volume_id=source["id"]))
+    from_snapshot = await acting(DEMO, volumes.create(snapshot_id=snapshot["id"], size=2))
+    clone = await acting(DEMO, volumes.create(source_volid=source["id"]))
+    for copy, size in ((from_snapshot, 2), (clone, 1)):
+        assert (copy["status"], copy["size"]) == ("available", size)
+        assert Path(copy["path"]).read_bytes()[:27] == b"written before the snapshot"
+        assert Path(copy["path"]).stat().st_size == size * GIB
+    assert (from_snapshot["snapshot_id"], clone["source_volid"]) == (snapshot["id"], source["id"])
+    with pytest.raises(Conflict, match="smaller than its source's"):
+        await acting(DEMO, volumes.create(source_volid=from_snapshot["id"], size=1))
+    in_use = await attached(volumes)
+    with pytest.raises(Conflict, match="must be available to be snapshotted"):
+        await acting(DEMO, volumes.create_snapshot(volume_id=in_use["id"]))
+    with pytest.raises(Conflict, match="must be available"):
+        await acting(DEMO, volumes.create(source_volid=in_use["id"]))
+    with pytest.raises(NotFound):
+        await acting(DEMO, volumes.create(snapshot_id=SERVER))
+    renamed = await acting(
+        DEMO,
+        volumes.update_snapshot(
+            snapshot_id=snapshot["id"], name="t", metadata={"a": "b"}, replace_metadata=False
+        ),
+    )
+    assert (renamed["name"], renamed["metadata"]) == ("t", {"k": "v", "a": "b"})
+    assert [s["id"] for s in await acting(DEMO, volumes.list_snapshots(volume_id=source["id"]))] == [
+        snapshot["id"]
+    ]
+    assert await acting(DEMO, volumes.list_snapshots(name="s")) == []
+    await acting(DEMO, volumes.delete_snapshot(snapshot_id=snapshot["id"]))
+    for volume in (source, from_snapshot, clone):
+        await acting(DEMO, volumes.delete(volume_id=volume["id"]))
+    assert sorted(path.name for path in (config.data_dir / "volumes").iterdir()) == [f"{in_use['id']}.raw"]

@@ -37,6 +37,7 @@ DETAIL_KEYS = {
     "os-vol-tenant-attr:tenant_id",
     "links",
 }
+UNKNOWN = "1b8ac4a7-0f60-4a0c-9d76-2b0b1f7b2a4e"
 CREATED_KEYS = DETAIL_KEYS - {"os-vol-tenant-attr:tenant_id"}
 """Cinder's create and update answers: the detail without the tenant-attribute extension's field."""
 
@@ -122,9 +123,10 @@ async def test_create_show_list_update_delete(volume_api: Any, config: Config) -
         {"json": {"volume": "not an object"}},
         {"json": {"size": 1}},
         {"data": b"{not json", "headers": {"Content-Type": "application/json"}},
-        # content from a source is not built: refused, never ignored
-        {"json": {"volume": {"size": 1, "source_volid": "1b8ac4a7-0f60-4a0c-9d76-2b0b1f7b2a4e"}}},
-        {"json": {"volume": {"size": 1, "snapshot_id": "1b8ac4a7-0f60-4a0c-9d76-2b0b1f7b2a4e"}}},
+        {"json": {"volume": {"size": -1}}},
+        {"json": {"volume": {"size": 1, "volume_type": ""}}},
+        {"json": {"volume": {"size": 1, "source_volid": UNKNOWN, "snapshot_id": UNKNOWN}}},
+        # content from an image is not built: refused, never ignored
         {"json": {"volume": {"size": 1, "imageRef": "1b8ac4a7-0f60-4a0c-9d76-2b0b1f7b2a4e"}}},
     ],
 )
@@ -209,3 +211,161 @@ async def test_an_attached_volume_shows_its_attachment_and_cannot_be_deleted(
 async def test_requests_without_a_token_are_refused(volume_api: Any) -> None:
     status, body = await volume_api.get(volumes_path(volume_api.project_id), headers={"X-Auth-Token": ""})
     assert status == 401 and "unauthorized" in body
+
+
+def project_path(project_id: str, suffix: str) -> str:
+    return f"/volume/v3/{project_id}{suffix}"
+
+
+async def made(api: Any, **volume: Any) -> str:
+    status, body = await api.post(volumes_path(api.project_id), {"volume": {"size": 1, **volume}})
+    assert status == 202, body
+    return str(body["volume"]["id"])
+
+
+async def test_volume_metadata_routes_merge_replace_and_delete(volume_api: Any) -> None:
+    volume_id = await made(volume_api, metadata={"a": "1"})
+    path = volumes_path(volume_api.project_id, f"/{volume_id}/metadata")
+    status, body = await volume_api.post(path, {"metadata": {"b": "<2&>"}})
+    assert (status, body) == (200, {"metadata": {"a": "1", "b": "<2&>"}})
+    status, body = await volume_api.put(path, {"metadata": {"c": "3"}})
+    assert (status, body) == (200, {"metadata": {"c": "3"}})
+    assert await volume_api.get(path) == (200, {"metadata": {"c": "3"}})
+    assert await volume_api.put(f"{path}/c", {"meta": {"c": "4"}}) == (200, {"meta": {"c": "4"}})
+    assert await volume_api.get(f"{path}/c") == (200, {"meta": {"c": "4"}})
+    status, body = await volume_api.put(f"{path}/c", {"meta": {"d": "4"}})
+    assert status == 400 and "mismatch" in body["badRequest"]["message"]
+    status, _ = await volume_api.put(f"{path}/c", {"meta": {"c": "4", "d": "5"}})
+    assert status == 400
+    status, _ = await volume_api.delete(f"{path}/c")
+    assert status == 200
+    assert (await volume_api.get(f"{path}/c"))[0] == 404
+    assert (await volume_api.delete(f"{path}/c"))[0] == 404
+    assert await volume_api.get(path) == (200, {"metadata": {}})
+
+
+async def test_volume_actions_as_cinder(volume_api: Any, config: Config) -> None:
+    volume_id = await made(volume_api)
+    path = volumes_path(volume_api.project_id, f"/{volume_id}")
+    status, _ = await volume_api.post(f"{path}/action", {"os-set_bootable": {"bootable": True}})
+    assert status == 200
+    status, _ = await volume_api.post(f"{path}/action", {"os-update_readonly_flag": {"readonly": "true"}})
+    assert status == 202
+    volume = (await volume_api.get(path))[1]["volume"]
+    assert (volume["bootable"], volume["metadata"]) == ("true", {"readonly": "True"})
+    assert await volume_api.get(f"{path}/metadata") == (200, {"metadata": {}})
+    assert (await volume_api.post(f"{path}/action", {"os-extend": {"new_size": 2}}))[0] == 202
+    assert (config.data_dir / "volumes" / f"{volume_id}.raw").stat().st_size == 2 * GIB
+    status, body = await volume_api.post(f"{path}/action", {"os-extend": {"new_size": 1}})
+    assert status == 409 and "greater than current size" in body["conflictingRequest"]["message"]
+    assert (await volume_api.post(f"{path}/action", {"os-reserve": {}}))[0] == 202
+    assert (await volume_api.get(path))[1]["volume"]["status"] == "attaching"
+    assert (await volume_api.post(f"{path}/action", {"os-unreserve": {}}))[0] == 202
+    assert (await volume_api.get(path))[1]["volume"]["status"] == "available"
+    status, body = await volume_api.post(f"{path}/action", {"os-begin_detaching": {}})
+    assert status == 409 and "must be in-use" in body["conflictingRequest"]["message"]
+    for bad in (
+        {"os-unknown": {}},
+        {},
+        {"os-reserve": {}, "os-unreserve": {}},
+        {"os-extend": {"new_size": 0}},
+    ):
+        status, body = await volume_api.post(f"{path}/action", bad)
+        assert status == 400, bad
+    volume = (await volume_api.get(path))[1]["volume"]
+    assert (volume["status"], volume["size"]) == ("available", 2)
+    assert (
+        await volume_api.post(volumes_path(volume_api.project_id, f"/{UNKNOWN}/action"), {"os-reserve": {}})
+    )[0] == 404
+
+
+async def test_zones_extensions_and_types(volume_api: Any) -> None:
+    pid = volume_api.project_id
+    status, body = await volume_api.get(project_path(pid, "/os-availability-zone"))
+    assert (status, body) == (
+        200,
+        {"availabilityZoneInfo": [{"zoneName": "nova", "zoneState": {"available": True}}]},
+    )
+    status, body = await volume_api.get(project_path(pid, "/extensions"))
+    assert status == 200 and "os-volume-actions" in {extension["alias"] for extension in body["extensions"]}
+    status, body = await volume_api.get(project_path(pid, "/types"))
+    [default] = body["volume_types"]
+    assert default["name"] == "__DEFAULT__" and default["os-volume-type-access:is_public"] is True
+    assert await volume_api.get(project_path(pid, f"/types/{default['id']}")) == (
+        200,
+        {"volume_type": default},
+    )
+    assert (await volume_api.post(project_path(pid, "/types"), {"volume_type": {"name": "fast"}}))[0] == 403
+    status, body = await volume_api.post(volumes_path(pid), {"volume": {"size": 1, "volume_type": "nope"}})
+    assert status == 404 and "Volume type nope" in body["itemNotFound"]["message"]
+    volume_id = await made(volume_api, volume_type="__DEFAULT__")
+    assert (await volume_api.get(volumes_path(pid, f"/{volume_id}")))[1]["volume"][
+        "volume_type"
+    ] == "__DEFAULT__"
+
+
+async def test_lists_filter_sort_and_link_the_next_page(volume_api: Any) -> None:
+    pid = volume_api.project_id
+    ids = {await made(volume_api, name=f"v{n}", metadata={"Type": "work" if n else "play"}) for n in range(3)}
+    seen: list[str] = []
+    path = volumes_path(pid, "/detail?limit=1&sort=id:asc")
+    while path:
+        status, body = await volume_api.get(path)
+        assert status == 200 and len(body["volumes"]) <= 1
+        seen += [volume["id"] for volume in body["volumes"]]
+        links = body.get("volumes_links", [])
+        path = links[0]["href"].removeprefix(volume_api.base_url) if links else ""
+    assert seen == sorted(ids)
+    status, body = await volume_api.get(volumes_path(pid), params={"metadata": "{'Type': 'work'}"})
+    assert status == 200 and len(body["volumes"]) == 2
+    status, body = await volume_api.get(
+        volumes_path(pid, "/detail"), params={"sort_key": "name", "sort_dir": "asc"}
+    )
+    assert [volume["name"] for volume in body["volumes"]] == ["v0", "v1", "v2"]
+    for bad in ({"metadata": "{Type: work}"}, {"sort": "colour:asc"}, {"limit": "-1"}, {"sort_dir": "up"}):
+        status, _ = await volume_api.get(volumes_path(pid), params=bad)
+        assert status == 400, bad
+    status, body = await volume_api.get(volumes_path(pid), params={"marker": UNKNOWN})
+    assert status == 404
+
+
+async def test_snapshots_routes_and_volumes_made_from_them(volume_api: Any, config: Config) -> None:
+    pid = volume_api.project_id
+    volume_id = await made(volume_api)
+    status, body = await volume_api.post(
+        project_path(pid, "/snapshots"),
+        {"snapshot": {"volume_id": volume_id, "name": "s", "metadata": {"k": "v"}}},
+    )
+    assert status == 202 and body["snapshot"]["status"] == "available"
+    snapshot = body["snapshot"]
+    path = project_path(pid, f"/snapshots/{snapshot['id']}")
+    status, body = await volume_api.get(path)
+    assert body["snapshot"]["os-extended-snapshot-attributes:project_id"] == pid
+    status, body = await volume_api.put(path, {"snapshot": {"name": "t", "description": "d"}})
+    assert (status, body["snapshot"]["name"], body["snapshot"]["description"]) == (200, "t", "d")
+    assert await volume_api.post(f"{path}/metadata", {"metadata": {"a": "b"}}) == (
+        200,
+        {"metadata": {"k": "v", "a": "b"}},
+    )
+    assert await volume_api.put(f"{path}/metadata/a", {"meta": {"a": "c"}}) == (200, {"meta": {"a": "c"}})
+    assert (await volume_api.delete(f"{path}/metadata/k"))[0] == 200
+    assert await volume_api.get(f"{path}/metadata") == (200, {"metadata": {"a": "c"}})
+    status, body = await volume_api.get(project_path(pid, "/snapshots/detail"), params={"name": "t"})
+    assert [s["id"] for s in body["snapshots"]] == [snapshot["id"]]
+    status, body = await volume_api.delete(volumes_path(pid, f"/{volume_id}"))
+    assert status == 409 and "dependent snapshots" in body["conflictingRequest"]["message"]
+    copy_id = await made(volume_api, snapshot_id=snapshot["id"])
+    status, _ = await volume_api.post(volumes_path(pid), {"volume": {"snapshot_id": snapshot["id"]}})
+    assert status == 400  # the size is asked for
+    clone_id = await made(volume_api, source_volid=volume_id)
+    copy = (await volume_api.get(volumes_path(pid, f"/{copy_id}")))[1]["volume"]
+    assert (copy["snapshot_id"], copy["size"], copy["status"]) == (snapshot["id"], 1, "available")
+    for source in ({"snapshot_id": UNKNOWN}, {"source_volid": UNKNOWN}):
+        status, _ = await volume_api.post(volumes_path(pid), {"volume": {"size": 1, **source}})
+        assert status == 404
+    status, _ = await volume_api.post(project_path(pid, "/snapshots"), {"snapshot": {"volume_id": None}})
+    assert status == 404
+    assert (await volume_api.delete(path))[0] == 202
+    for volume in (volume_id, copy_id, clone_id):
+        assert (await volume_api.delete(volumes_path(pid, f"/{volume}")))[0] == 202
+    assert pool_files(config) == []
