@@ -646,6 +646,35 @@ class ImageActor(Actor, Images):
             rows = [row for row in rows if set(tags) <= set(from_json(row["tags"], []))][:limit]
         return [_record(row) for row in rows]
 
+    async def deactivate(self, *, image_id: str) -> Image:
+        """Active to deactivated (``api.image.Images.deactivate``)."""
+        return await self._switch(image_id, "active", "deactivated")
+
+    async def reactivate(self, *, image_id: str) -> Image:
+        """Deactivated to active (``api.image.Images.reactivate``)."""
+        return await self._switch(image_id, "deactivated", "active")
+
+    async def _switch(self, image_id: str, source: ImageStatus, target: ImageStatus) -> Image:
+        """Move an image from ``source`` to ``target`` (one in ``target`` already stays), publishing
+        ``image.<target>``.
+
+        :raises Forbidden: not the owner's project (nor an admin), or in neither status.
+        """
+        action = "deactivate" if target == "deactivated" else "reactivate"
+        async with self.store.transaction() as db:
+            row = await self._load(image_id, db=db)
+            self._require_owner(row, action)
+            if row["status"] == target:
+                return _record(row)
+            if row["status"] != source:
+                raise Forbidden(f"Not allowed to {action} image in status '{row['status']}'.")
+            await db.execute(
+                "UPDATE images SET status = ?, updated_at = ? WHERE id = ?", (target, utcnow(), row["id"])
+            )
+        record = await self._get(row["id"])
+        await publish_event(self.bus, "image", record["id"], record["owner"], f"image.{target}", record)
+        return record
+
     async def delete(self, *, image_id: str) -> None:
         """Mark the image deleted and drop its bytes (``api.image.Images.delete``)."""
         async with self._image_lock(image_id):
@@ -696,15 +725,21 @@ class ImageActor(Actor, Images):
 
     async def read_chunk(self, *, image_id: str, offset: int, length: int) -> bytes:
         """Up to ``length`` bytes of an active image (``api.image.ImageReader.read_chunk``)."""
-        return await self.read_bytes(await self._load(image_id), offset, length)
+        return await self.read_bytes(
+            await self._load(image_id), offset, length, privileged=sees_all(caller())
+        )
 
-    async def read_bytes(self, row: ImageRow, offset: int, length: int) -> bytes:
-        """Up to ``length`` bytes (at most ``CHUNK_MAX``) of an active image from ``offset``.
+    async def read_bytes(self, row: ImageRow, offset: int, length: int, *, privileged: bool) -> bytes:
+        """Up to ``length`` bytes (at most ``CHUNK_MAX``) of an active image from ``offset`` (or of
+        a deactivated one, for a ``privileged`` reader: an admin or a service).
 
-        :raises Conflict: the image is not active.
+        :raises Forbidden: the image is deactivated and the reader is not privileged.
+        :raises Conflict: the image is neither active nor deactivated.
         """
         image_id = row["id"]
-        if row["status"] != "active":
+        if row["status"] == "deactivated" and not privileged:
+            raise Forbidden("The requested image has been deactivated. Image data download is forbidden.")
+        if row["status"] not in ("active", "deactivated"):
             raise Conflict(f"Image {image_id} is {row['status']}; only active images can be read.")
         end = offset + min(length, CHUNK_MAX)
         chunks = await self.store.fetchall(
@@ -773,7 +808,8 @@ class NodeImages(ImageForNodes):
         self, *, image_id: str, instance_uuid: str, offset: int, length: int, host: str
     ) -> bytes:
         """Bytes of an image the instance uses (``api.image.ImageForNodes.read_chunk``)."""
-        return await self.actor.read_bytes(await self._usable(image_id, instance_uuid, host), offset, length)
+        row = await self._usable(image_id, instance_uuid, host)
+        return await self.actor.read_bytes(row, offset, length, privileged=False)
 
     async def _usable(self, image_id: str, instance_uuid: str, host: str) -> ImageRow:
         """The image's row, if the instance is on ``host`` and boots from it (or from an image

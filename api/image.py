@@ -3,7 +3,9 @@
 An image is created ``queued``; its bytes arrive in chunks at increasing offsets (the first
 turns it ``saving``) and ``finish_upload`` hashes them (md5 and sha512) and makes it
 ``active``; ``abort_upload`` takes a half-done upload back to ``queued``. Only active images
-are read, in chunks. Every chunk travels in one bus message, so none is over ``CHUNK_MAX``.
+are read, in chunks; ``deactivate`` makes an active image ``deactivated`` (its bytes are then
+read by admins and services only) and ``reactivate`` makes it active again. Every chunk travels
+in one bus message, so none is over ``CHUNK_MAX``.
 Private and shared images are seen by their owner's project only (a lookup by another is
 ``NotFound``); public and community ones by everyone; admins and services see all.
 
@@ -15,14 +17,15 @@ ramdisk only, as the instance's project sees them; where an instance is and whos
 actor asks the conductor: ``ConductorForOwners.placement``).
 
 Version history: 1 - initial; 2 - ``ImageForNodes`` (nodes no longer call ``ImageReader``);
-3 - images carry ``os_hidden`` (``create`` takes it), and their ``name`` may be None (``create``
-without one, as Glance); ``Images.update`` (Glance's JSON-patch
-changes), ``add_tag`` and ``remove_tag``; ``list`` takes Glance's filters (``owner``, formats,
-sizes, ``tags``, ``protected``, ``os_hidden``) and ``sort``.
+3 - images carry ``os_hidden`` (``create`` takes it), their ``name`` may be None (``create``
+without one, as Glance) and their status ``deactivated``; ``Images.update`` (Glance's JSON-patch
+changes), ``add_tag``, ``remove_tag``, ``deactivate`` and ``reactivate``; ``list`` takes Glance's
+filters (``owner``, formats, sizes, ``tags``, ``protected``, ``os_hidden``) and ``sort``.
 
 Events (kind ``image``, with the image as ``get`` shows it): ``image.queued`` (created),
 ``image.active`` (its upload finished; also the default image's, at the first start),
-``image.updated`` (``update``, ``add_tag``, ``remove_tag``), ``image.deleted``.
+``image.updated`` (``update``, ``add_tag``, ``remove_tag``), ``image.deactivated`` (and
+``image.active`` again when reactivated), ``image.deleted``.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ CHUNK_MAX = 512 * 1024
 DiskFormat = Literal["raw", "qcow2", "ami", "ari", "aki", "vhd", "vmdk", "vdi", "iso"]
 ContainerFormat = Literal["bare", "ami", "ari", "aki", "ovf", "ova", "docker"]
 Visibility = Literal["public", "private", "shared", "community"]
-ImageStatus = Literal["queued", "saving", "active", "killed", "deleted"]
+ImageStatus = Literal["queued", "saving", "active", "killed", "deleted", "deactivated"]
 
 DISK_FORMATS: tuple[str, ...] = typing.get_args(DiskFormat)
 CONTAINER_FORMATS: tuple[str, ...] = typing.get_args(ContainerFormat)
@@ -163,7 +166,8 @@ class ImageReader(ServiceAPI, address="image"):
         empty past its end.
 
         :raises NotFound: the caller cannot see the image.
-        :raises Conflict: the image is not ``active``.
+        :raises Forbidden: the image is deactivated and the caller is no admin (nor a service).
+        :raises Conflict: the image is neither ``active`` nor ``deactivated``.
         """
         ...
 
@@ -189,7 +193,8 @@ class ImageForNodes(ServiceAPI, address="image.host.{host}", caller="host"):
         instance uses; empty past its end.
 
         :raises NotFound: as ``get``.
-        :raises Conflict: the image is not ``active``.
+        :raises Forbidden: the image is deactivated.
+        :raises Conflict: the image is neither ``active`` nor ``deactivated``.
         """
         ...
 
@@ -255,6 +260,26 @@ class Images(ImageReader, address="image"):
 
         :raises NotFound: the caller cannot see the image, or it has no such tag.
         :raises Forbidden: not the owner's project (nor an admin).
+        """
+        ...
+
+    @call(policy="image:write")
+    async def deactivate(self, *, image_id: Id) -> Image:
+        """Make an active image ``deactivated`` (one already deactivated stays so).
+
+        :raises NotFound: the caller cannot see the image.
+        :raises Forbidden: not the owner's project (nor an admin), or the image is neither
+            active nor deactivated.
+        """
+        ...
+
+    @call(policy="image:write")
+    async def reactivate(self, *, image_id: Id) -> Image:
+        """Make a deactivated image ``active`` again (one already active stays so).
+
+        :raises NotFound: the caller cannot see the image.
+        :raises Forbidden: not the owner's project (nor an admin), or the image is neither
+            active nor deactivated.
         """
         ...
 

@@ -521,6 +521,30 @@ async def remove_tag(request: web.Request) -> web.Response:
     return no_content()
 
 
+@routes.post(
+    f"{IMAGES}/{{image_id}}/actions/deactivate",
+    "Deactivate an image",
+    replies=[Reply(204, None, "Deactivated: only admins download it.")],
+    errors=(404,),
+)
+async def deactivate_image(request: web.Request) -> web.Response:
+    """403: another project's image (and the caller no admin), or one neither active nor deactivated."""
+    await client(request, Images).deactivate(image_id=request.match_info["image_id"])
+    return no_content()
+
+
+@routes.post(
+    f"{IMAGES}/{{image_id}}/actions/reactivate",
+    "Reactivate an image",
+    replies=[Reply(204, None, "Active again.")],
+    errors=(404,),
+)
+async def reactivate_image(request: web.Request) -> web.Response:
+    """403: another project's image (and the caller no admin), or one neither active nor deactivated."""
+    await client(request, Images).reactivate(image_id=request.match_info["image_id"])
+    return no_content()
+
+
 async def _blocks(request: web.Request, size: int) -> AsyncIterator[bytes]:
     """The body in blocks of ``size`` bytes (the last one shorter); one empty block when it is empty.
     It must arrive as fast as ``routing.body_pieces`` asks (else 408)."""
@@ -589,24 +613,29 @@ async def upload_file(request: web.Request) -> web.Response:
     errors=(404,),
 )
 async def download_file(request: web.Request) -> web.StreamResponse:
-    """Stream an active image's bytes with ``Content-MD5``; 204 when it has no data yet."""
+    """Stream an active image's bytes with ``Content-MD5``; 204 when it has no data yet; 403 for a
+    deactivated one (but to an admin)."""
     image_id = request.match_info["image_id"]
     images = client(request, Images)
     image = await images.get(image_id=image_id)
-    if image["status"] != "active" or image["checksum"] is None or image["size"] is None:
+    if image["status"] not in ("active", "deactivated") or image["checksum"] is None or image["size"] is None:
         return no_content()
     size = image["size"]
+    data = await images.read_chunk(
+        image_id=image_id, offset=0, length=CHUNK
+    )  # refused before the status line
     response = web.StreamResponse(headers={"Content-Type": OCTETS, "Content-MD5": image["checksum"]})
     response.content_length = size
     await response.prepare(request)
     offset = 0
     try:
         while offset < size:
-            data = await images.read_chunk(image_id=image_id, offset=offset, length=CHUNK)
             if not data:
                 raise NotFound(f"the data of image {image_id} ends at byte {offset} of {size}")
             await response.write(data)
             offset += len(data)
+            if offset < size:
+                data = await images.read_chunk(image_id=image_id, offset=offset, length=CHUNK)
     except AiostackError as exc:
         # the status line is out: breaking the connection is the only way left to say it failed
         log.warning(

@@ -452,3 +452,25 @@ async def test_list_filters_sorts_and_pages(images: Images, image_actor) -> None
         pages += [image["name"] for image in page]
         marker = page[-1]["id"]
     assert pages == everything
+
+
+async def test_a_deactivated_image_is_read_by_admins_and_services_only(
+    images: Images, image_actor, events
+) -> None:
+    image = await acting(DEMO, images.create(name="paused"))
+    with pytest.raises(Forbidden):
+        await acting(DEMO, images.deactivate(image_id=image["id"]))
+    await acting(DEMO, images.upload(image_id=image["id"], data=b"bytes"))
+    deactivated = await acting(DEMO, images.deactivate(image_id=image["id"]))
+    assert deactivated["status"] == "deactivated"
+    assert [(await next_event(events, image["id"]))["type"] for _ in range(3)] == [
+        "image.queued", "image.active", "image.deactivated",
+    ]  # fmt: skip
+    with pytest.raises(Forbidden):
+        await acting(DEMO, images.read_chunk(image_id=image["id"], offset=0, length=5))
+    for ctx in (ADMIN, None):
+        assert await acting(ctx, images.read_chunk(image_id=image["id"], offset=0, length=5)) == b"bytes"
+    with pytest.raises(Forbidden):
+        await acting(OTHER, images.reactivate(image_id=TINY_ID))
+    assert (await acting(DEMO, images.reactivate(image_id=image["id"])))["status"] == "active"
+    assert await read_all(images, DEMO, image["id"]) == b"bytes"

@@ -278,3 +278,31 @@ async def test_list_sorts_and_pages_as_glance(api, image_service) -> None:
     for query in ("sort_key=checksum", "sort_dir=up", "sort=size:sideways", "sort=owner"):
         status, body = await api.get(f"/image/v2/images?{query}")
         assert status == 400 and body["error"]["message"], query
+
+
+async def test_a_deactivated_image_is_downloaded_by_admins_only(api, image_service) -> None:
+    await api.login()
+    image = await create(api, name="paused")
+    actions = f"/image/v2/images/{image['id']}/actions"
+    status, body = await api.post(f"{actions}/deactivate")
+    assert status == 403 and "queued" in body["error"]["message"]
+    assert (await api.request("PUT", f"/image/v2/images/{image['id']}/file", data=b"bytes", headers=OCTETS))[
+        0
+    ] == 204
+    for _ in range(2):
+        assert (await api.post(f"{actions}/deactivate"))[0] == 204
+    assert (await shown(api, image["id"]))["status"] == "deactivated"
+    status, body = await api.get(f"/image/v2/images/{image['id']}/file")
+    assert status == 403 and "deactivated" in body["error"]["message"]
+    assert await listed(api, "status=deactivated") == ["paused"]
+    demo = api.headers
+    await api.login("admin", "admin-secret")
+    assert await api.get(f"/image/v2/images/{image['id']}/file") == (200, b"bytes")
+    api.headers = demo
+    for _ in range(2):
+        assert (await api.post(f"{actions}/reactivate"))[0] == 204
+    assert (await shown(api, image["id"]))["status"] == "active"
+    assert await api.get(f"/image/v2/images/{image['id']}/file") == (200, b"bytes")
+    assert (await api.post("/image/v2/images/00000000-0000-0000-0000-000000000000/actions/reactivate"))[
+        0
+    ] == 404
