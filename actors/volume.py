@@ -30,6 +30,7 @@ from typing import Any, TypedDict
 from actors.orphans import ORPHAN_SWEEP_INTERVAL, sweep_orphans_forever
 from actors.placement import Placements, sees_for
 from actors.storage import StorageActor, qcow2_supported
+from api.image import ImageReader
 from api.volume import (
     DEFAULT_TYPE,
     LOCAL_STORAGE,
@@ -476,11 +477,12 @@ class VolumeActor(Actor, Volumes):
         volume_type: str | None = None,
         snapshot_id: str | None = None,
         source_volid: str | None = None,
+        image_id: str | None = None,
     ) -> Volume:
-        """Make a volume, empty or a copy of a source (``api.volume.Volumes.create``)."""
-        if snapshot_id is not None and source_volid is not None:
+        """Make a volume, empty, a copy of a source or an image (``api.volume.Volumes.create``)."""
+        if sum(source is not None for source in (snapshot_id, source_volid, image_id)) > 1:
             raise InvalidRequest(
-                "Invalid input received: a volume is made from a snapshot or a volume, not both."
+                "Invalid input received: a volume is made from one of a snapshot, a volume or an image."
             )
         type_name = (await self.get_type(type_id=volume_type or DEFAULT_TYPE))["name"]
         source = await self._source(snapshot_id, source_volid)
@@ -493,26 +495,54 @@ class VolumeActor(Actor, Volumes):
                     f"Invalid input received: the volume's size ({size} GiB) is smaller than its"
                     f" source's ({source['size']} GiB)."
                 )
-        elif volume_format == "qcow2" and not qcow2_supported():  # made here: this host's storage
-            raise InvalidRequest("qcow2 volumes need qemu-img, which is not installed on the volume host")
+        elif (volume_format == "qcow2" or image_id is not None) and not qcow2_supported():  # this host's
+            raise InvalidRequest("qcow2 volumes and volumes from images need qemu-img, not installed here")
         size = size or (source["size"] if source else 1)
+        if image_id is not None:
+            await self._check_image(image_id, size)
         volume = await self._insert(
-            size, name, description, volume_format, metadata, type_name, snapshot_id, source_volid, source
+            size,
+            name,
+            description,
+            volume_format,
+            metadata,
+            type_name,
+            snapshot_id,
+            source_volid,
+            source,
+            bootable=image_id is not None or (source is not None and source.get("bootable") == "true"),
         )
-        stored = _stored(volume["id"], volume_format)
         try:
-            if source is None:
-                path = await self._storage_of(self.host).make_file(volume=stored, size=size)
-            else:
-                from_file = _stored(source["id"], source["format"])
-                path = await self._storage_of(source["host"]).copy_file(
-                    source=from_file, volume=stored, size=size
-                )
+            path = await self._make_file(volume, source, image_id)
         except AiostackError as exc:
             log.warning("volume %s: could not create its file: %s", volume["id"], exc)
             return await self._set_status(volume["id"], "error", f"could not create the volume file: {exc}")
         await self.store.execute("UPDATE volumes SET path = ? WHERE id = ?", (path, volume["id"]))
         return await self._set_status(volume["id"], "available")
+
+    async def _make_file(self, volume: Volume, source: Snapshot | Volume | None, image_id: str | None) -> str:
+        """Have the storage host make a new volume's file (a copy of ``source``'s, the image, or
+        empty); its path. :raises AiostackError: it could not."""
+        stored = _stored(volume["id"], volume["format"])
+        storage = self._storage_of(volume["host"])
+        if source is not None:
+            from_file = _stored(source["id"], source["format"])
+            return await storage.copy_file(source=from_file, volume=stored, size=volume["size"])
+        if image_id is not None:
+            return await storage.copy_image(image_id=image_id, volume=stored, size=volume["size"])
+        return await storage.make_file(volume=stored, size=volume["size"])
+
+    async def _check_image(self, image_id: str, size: int) -> None:
+        """:raises NotFound: the caller sees no such image. :raises Conflict: it is not active, or
+        asks for a disk bigger than ``size`` GiB (its ``min_disk``)."""
+        image = await ImageReader.client(self.bus).get(image_id=image_id)
+        if image["status"] != "active":
+            raise Conflict(f"Image {image_id} is not active.")
+        if image["min_disk"] > size:
+            raise Conflict(
+                f"Invalid input received: Volume size {size}GB cannot be smaller than the image minDisk"
+                f" size {image['min_disk']}GB."
+            )
 
     async def _source(self, snapshot_id: str | None, source_volid: str | None) -> Snapshot | Volume | None:
         """The snapshot or volume a volume is made from, available.
@@ -542,6 +572,8 @@ class VolumeActor(Actor, Volumes):
         snapshot_id: str | None,
         source_volid: str | None,
         source: Snapshot | Volume | None,
+        *,
+        bootable: bool,
     ) -> Volume:
         """Record a new volume, creating, on its source's storage host (else this one); publish it.
 
@@ -552,7 +584,6 @@ class VolumeActor(Actor, Volumes):
         now = utcnow()
         owner = (ctx.user_id, ctx.project_id) if ctx else (None, None)
         host = source["host"] or self.host if source else self.host
-        bootable = bool(source is not None and source.get("bootable") == "true")
         row = (volume_id, name, description, size, volume_format, "", *owner, to_json(metadata or {}))
         async with self.store.transaction() as db:
             if source_volid is not None:  # the copy is made while the source is available: keep it so

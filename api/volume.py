@@ -34,7 +34,9 @@ has besides: metadata (``set_metadata``, ``delete_metadata``), the volume action
 ``set_readonly`` with ``Connection.readonly``, ``extend``, ``reserve_volume``, ``begin_detaching``),
 volume types, snapshots, volumes made from a snapshot or a volume (``create``'s ``snapshot_id``,
 ``source_volid``, ``volume_type``; ``size`` may then be left out), ``list``'s filters, sort and page;
-``VolumeStorage.copy_file`` and ``extend_file``.
+``VolumeStorage.copy_file`` and ``extend_file``; volumes made from an image (``create``'s
+``image_id``, ``VolumeStorage.copy_image``: the storage host reads it from the image service as
+the caller sees it).
 
 Events (kind ``volume``, on ``evt.volume.<project>.<id>``): ``volume.<status>`` at every status
 change (``volume.deleted`` last), with the volume as users see it (no ``path``, no ``format``).
@@ -333,16 +335,21 @@ class Volumes(VolumeAttachments, address="volume"):
         volume_type: Name | None = None,
         snapshot_id: Id | None = None,
         source_volid: Id | None = None,
+        image_id: Id | None = None,
     ) -> Volume:
         """Make a volume for the caller's project: creating -> available, or error (with a
         ``fault``) when its file cannot be made. Empty, of ``size`` GiB; or a copy of a snapshot
         (``snapshot_id``) or of an available volume (``source_volid``), made on the storage host
-        of its source, in its format, at least as big (``size`` left out: as big).
+        of its source, in its format, at least as big (``size`` left out: as big); or an active
+        image the caller sees (``image_id``) converted to the volume's format, bootable (error,
+        with a ``fault``, when the image is bigger than ``size``).
 
-        :raises InvalidRequest: no size and no source; both sources; qcow2 asked for where
-            qemu-img is not installed.
-        :raises NotFound: no such volume type (by name or id), snapshot or volume visible to the caller.
-        :raises Conflict: the source is not available, or bigger than ``size``.
+        :raises InvalidRequest: no size and no source (or no size with an image); two sources;
+            qcow2 (or an image) asked for where qemu-img is not installed.
+        :raises NotFound: no such volume type (by name or id), snapshot, volume or image visible
+            to the caller.
+        :raises Conflict: the source is not available (an image: not active), or bigger than
+            ``size`` (an image: its ``min_disk``).
         """
         ...
 
@@ -615,6 +622,17 @@ class VolumeStorage(ServiceAPI, address="volume.storage.{host}"):
         format), grown to ``size`` GiB; its path. The source must not be written meanwhile.
 
         :raises Conflict: the copy could not be made (nothing is left of it).
+        """
+        ...
+
+    @call(idempotent=True)
+    async def copy_image(self, *, image_id: Id, volume: StoredVolume, size: Size) -> str:
+        """Make the volume's file from an active image the caller sees: its bytes read from the
+        image service (``ImageReader``, checked against its checksums), converted to the volume's
+        format by ``qemu-img``, grown to ``size`` GiB; its path.
+
+        :raises Conflict: the image could not be read, is corrupt, is in a format qemu-img does
+            not read, or is bigger than ``size`` (nothing is left of the file).
         """
         ...
 

@@ -38,7 +38,7 @@ from actors.conductor import peers as conductor_peers
 from api.cluster import Cluster, ClusterHosts, ClusterJoin, Role
 from api.conductor import Compute, ConductorForNodes
 from api.identity import REVOKED, Tokens, TokenValidation
-from api.image import ImageForNodes, Images
+from api.image import ImageForNodes, ImageReader, Images
 from api.net import Net, NetForNodes
 from api.node import Node
 from api.scheduler import HEARTBEAT, Scheduler
@@ -93,7 +93,7 @@ KINDS: dict[str, Kind] = {
     "net": Kind(serves=(Net, NetForNodes), uses=(*orphans.FACETS, *placement.FACETS), events=("port",)),
     "volume": Kind(
         serves=(Volumes, VolumeAttacher, VolumeStorage),
-        uses=(*orphans.FACETS, *placement.FACETS, VolumeStorage),
+        uses=(*orphans.FACETS, *placement.FACETS, VolumeStorage, ImageReader),  # volumes from images
         events=("volume",),
     ),
     "node": Kind(serves=(Node,), uses=node_peers.FACETS, host_events=("domain",), publishes=(HEARTBEAT,)),

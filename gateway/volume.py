@@ -83,12 +83,14 @@ Flag = bool | Literal["true", "false", "True", "False"]
 
 
 class VolumeCreate(OpenRequest):
-    """A volume of ``size`` GiB: empty, or a copy of a snapshot (``snapshot_id``) or an available
+    """A volume of ``size`` GiB: empty; a copy of a snapshot (``snapshot_id``) or an available
     volume (``source_volid``) made on its storage host, at least as big (409 if smaller; ``size``
-    is asked for even then, where Cinder would take the source's: Tempest always gives it). Made
-    from an image or a backup (``imageRef``, ``backup_id``) is not built: those may only be null
-    (400 naming the member otherwise), never taken and ignored. Other members Cinder has that
-    change nothing here (``availability_zone``...) are taken and ignored."""
+    is asked for even then, where Cinder would take the source's: Tempest always gives it); or an
+    active image (``imageRef``) converted to a volume, bootable (409 when its ``min_disk`` is
+    bigger; the volume ends in error when the image's disk is). One source at most. Made from a
+    backup (``backup_id``) is not built: it may only be null (400 naming the member otherwise),
+    never taken and ignored. Other members Cinder has that change nothing here
+    (``availability_zone``...) are taken and ignored."""
 
     size: Size
     name: Text | None = None
@@ -98,13 +100,22 @@ class VolumeCreate(OpenRequest):
     """A volume type's name or id (404 if there is none; null: the default, ``__DEFAULT__``)."""
     source_volid: Id | None = None
     snapshot_id: Id | None = None
-    image_ref: None = msgspec.field(default=None, name="imageRef")
+    image_ref: Id | None = msgspec.field(default=None, name="imageRef")
     backup_id: None = None
     __schema_extra__: ClassVar[dict[str, Any]] = {
         "not": {
-            "type": "object",
-            "properties": {"snapshot_id": {"type": "string"}, "source_volid": {"type": "string"}},
-            "required": ["snapshot_id", "source_volid"],
+            "anyOf": [
+                {
+                    "type": "object",
+                    "properties": {first: {"type": "string"}, second: {"type": "string"}},
+                    "required": [first, second],
+                }
+                for first, second in (
+                    ("snapshot_id", "source_volid"),
+                    ("snapshot_id", "imageRef"),
+                    ("source_volid", "imageRef"),
+                )
+            ]
         }
     }
     """One source at most (400 otherwise, as Cinder)."""
@@ -341,8 +352,8 @@ async def list_volume_details(request: web.Request, query: VolumeQuery) -> web.R
     errors=(404, 409),
 )
 async def create_volume(request: web.Request, body: VolumeCreateRequest) -> web.Response:
-    """400: both a snapshot and a source volume; 403: another project's path; 404: no such volume
-    type, snapshot or source volume; 409: the source is not available, or bigger than ``size``."""
+    """400: two sources; 403: another project's path; 404: no such volume type, snapshot, source
+    volume or image; 409: the source is not available (an image: active), or bigger than ``size``."""
     project_id = _project(request, "create")
     asked = body.volume
     volume = await client(request, Volumes).create(
@@ -353,6 +364,7 @@ async def create_volume(request: web.Request, body: VolumeCreateRequest) -> web.
         volume_type=asked.volume_type,
         snapshot_id=asked.snapshot_id,
         source_volid=asked.source_volid,
+        image_id=asked.image_ref,
     )
     return json_response(
         VolumeShown(volume=volume_view(request, project_id, volume, shown=False)), status=202

@@ -16,7 +16,9 @@ from typing import Any, TypeVar
 import pytest
 from nats.aio.msg import Msg
 
+from actors.image import TINY_ID, ImageActor, tiny_disk
 from actors.volume import VolumeActor
+from api.image import Images
 from api.volume import Volume, Volumes
 from bus import (
     AiostackError,
@@ -756,3 +758,43 @@ async def test_snapshots_copy_the_file_and_volumes_are_made_from_them_and_from_v
     for volume in (source, from_snapshot, clone):
         await acting(DEMO, volumes.delete(volume_id=volume["id"]))
     assert sorted(path.name for path in (config.data_dir / "volumes").iterdir()) == [f"{in_use['id']}.raw"]
+
+
+@pytest.mark.parametrize("volume_format", ["raw", "qcow2"])
+async def test_a_volume_from_an_image_holds_its_bytes_and_is_bootable(
+    start_actor: Any,
+    config: Config,
+    bus: Bus,
+    volumes: Volumes,
+    volume_actor: VolumeActor,
+    volume_format: Any,
+) -> None:
+    await start_actor(ImageActor, config)
+    images = Images.client(bus)
+    volume = await acting(DEMO, volumes.create(size=1, image_id=TINY_ID, volume_format=volume_format))
+    assert (volume["status"], volume["bootable"], volume["format"]) == ("available", "true", volume_format)
+    raw = config.data_dir / "check.raw"
+    process = await asyncio.create_subprocess_exec(
+        "qemu-img", "convert", "-f", volume_format, "-O", "raw", volume["path"], str(raw)
+    )
+    assert await process.wait() == 0
+    data = await asyncio.to_thread(raw.read_bytes)
+    raw.unlink()
+    assert len(data) == GIB and data[: len(tiny_disk())] == tiny_disk()
+    private = await acting(OTHER, images.create(name="theirs", disk_format="raw"))
+    await acting(OTHER, images.upload(image_id=private["id"], data=b"x" * 512))
+    with pytest.raises(NotFound):
+        await acting(DEMO, volumes.create(size=1, image_id=private["id"]))
+    big = await acting(DEMO, images.create(name="big", disk_format="raw", min_disk=2))
+    await acting(DEMO, images.upload(image_id=big["id"], data=b"x" * 512))
+    with pytest.raises(Conflict, match="minDisk"):
+        await acting(DEMO, volumes.create(size=1, image_id=big["id"]))
+    corrupt = await acting(DEMO, images.create(name="not-qcow2", disk_format="qcow2"))
+    await acting(DEMO, images.upload(image_id=corrupt["id"], data=b"x" * 512))
+    failed = await acting(DEMO, volumes.create(size=1, image_id=corrupt["id"]))
+    assert failed["status"] == "error" and "qemu-img convert" in (failed["fault"] or "")
+    with pytest.raises(InvalidRequest, match="one of a snapshot, a volume or an image"):
+        await acting(DEMO, volumes.create(size=1, image_id=TINY_ID, source_volid=volume["id"]))
+    await acting(DEMO, volumes.delete(volume_id=failed["id"]))
+    await acting(DEMO, volumes.delete(volume_id=volume["id"]))
+    assert sorted(path.name for path in (config.data_dir / "volumes").iterdir()) == []

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from actors.identity.actor import IdentityActor
+from actors.image import TINY_ID, ImageActor
 from actors.volume import VolumeActor
 from api.identity import IdentityAdmin, Tokens
 from bus import Bus, Context, NotFound, request_scope
@@ -126,8 +127,8 @@ async def test_create_show_list_update_delete(volume_api: Any, config: Config) -
         {"json": {"volume": {"size": -1}}},
         {"json": {"volume": {"size": 1, "volume_type": ""}}},
         {"json": {"volume": {"size": 1, "source_volid": UNKNOWN, "snapshot_id": UNKNOWN}}},
-        # content from an image is not built: refused, never ignored
-        {"json": {"volume": {"size": 1, "imageRef": "1b8ac4a7-0f60-4a0c-9d76-2b0b1f7b2a4e"}}},
+        # content from a backup is not built: refused, never ignored
+        {"json": {"volume": {"size": 1, "backup_id": "1b8ac4a7-0f60-4a0c-9d76-2b0b1f7b2a4e"}}},
     ],
 )
 async def test_bad_input_is_400_and_creates_nothing(
@@ -368,4 +369,17 @@ async def test_snapshots_routes_and_volumes_made_from_them(volume_api: Any, conf
     assert (await volume_api.delete(path))[0] == 202
     for volume in (volume_id, copy_id, clone_id):
         assert (await volume_api.delete(volumes_path(pid, f"/{volume}")))[0] == 202
+    assert pool_files(config) == []
+
+
+async def test_a_volume_from_an_image_is_bootable(volume_api: Any, start_actor: Any, config: Config) -> None:
+    await start_actor(ImageActor, config)
+    pid = volume_api.project_id
+    volume_id = await made(volume_api, imageRef=TINY_ID)
+    volume = (await volume_api.get(volumes_path(pid, f"/{volume_id}")))[1]["volume"]
+    assert (volume["status"], volume["bootable"]) == ("available", "true")
+    assert (await volume_api.post(volumes_path(pid), {"volume": {"size": 1, "imageRef": UNKNOWN}}))[0] == 404
+    both = {"size": 1, "imageRef": TINY_ID, "source_volid": volume_id}
+    assert (await volume_api.post(volumes_path(pid), {"volume": both}))[0] == 400
+    assert (await volume_api.delete(volumes_path(pid, f"/{volume_id}")))[0] == 202
     assert pool_files(config) == []
