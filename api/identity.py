@@ -8,8 +8,9 @@ tokens of the user calls it gets (``runtime.auth.TokenValidator``, a cache in fr
 
 Who may do what: the administration API (``IdentityAdmin``) is for admins only (``Forbidden``
 otherwise; a service-internal call with no user context counts as admin; an admin is a user with
-the admin role on its token's project or on the system), but for ``list_user_projects``, which
-the user itself may call too. ``revoke_token``
+the admin role on its token's project or on the system); its reads (``identity:admin_read``) are
+also for a user with any role on the system (a system reader), and ``list_user_projects`` for
+the user itself too. ``revoke_token``
 is for the token's owner or an admin, ``revoke_user``, ``revoke_project`` and
 ``rotate_keys`` for admins; the logins, ``change_password``, ``validate`` and ``revocations``
 for anyone. A user
@@ -35,8 +36,9 @@ Version history:
 * 5 - system scope: roles of users and groups on the system (``grant_system_role`` ...), tokens
   scoped to it (``issue``/``issue_with_token`` take ``system``, ``Token.system``; a valid one's
   roles are ``runtime.policy.system_role`` names), assignments on it (``RoleAssignment`` with no
-  project; ``list_role_assignments`` takes ``scope``); ``update_role``, ``delete_role``;
-  ``list_user_projects`` (the user itself or an admin); ``change_password`` (the user, with its
+  project; ``list_role_assignments`` takes ``scope``); the administration's reads for readers
+  on the system (``identity:admin_read``); ``update_role``, ``delete_role``;
+  ``list_user_projects`` (the user itself or a reader); ``change_password`` (the user, with its
   password). Role names may not start with ``system:``.
 
 Events: none in the event stream; revocations are published on ``REVOKED`` (core NATS).
@@ -336,7 +338,8 @@ class RoleAssignment(TypedDict):
 
 class IdentityAdmin(ServiceAPI, address="identity"):
     """The administration API: projects, users, groups, roles and role assignments on projects and
-    on the system (admins only, but ``list_user_projects``).
+    on the system (admins only; its reads for readers on the system too, ``list_user_projects``
+    for the user itself).
 
     Invalid input is refused before anything is written. Disabling or deleting a user or a
     project revokes its tokens at once. A user's roles on a project are its own assignments
@@ -361,17 +364,18 @@ class IdentityAdmin(ServiceAPI, address="identity"):
         """
         ...
 
-    @call(policy="identity:admin", idempotent=True)
+    @call(policy="identity:admin_read", idempotent=True)
     async def list_projects(self, *, name: str | None = None, enabled: bool | None = None) -> list[Project]:
         """Projects by name, optionally only those of one name or enabled state.
 
-        :raises Forbidden: the caller is not an admin.
+        :raises Forbidden: neither an admin nor a reader on the system.
         """
         ...
 
-    @call(policy="identity:admin", idempotent=True)
+    @call(policy="identity:admin_read", idempotent=True)
     async def get_project(self, *, project_id: Id) -> Project:
-        """:raises NotFound: no such project. :raises Forbidden: not an admin."""
+        """:raises NotFound: no such project.
+        :raises Forbidden: neither an admin nor a reader on the system."""
         ...
 
     @call(policy="identity:admin")
@@ -418,25 +422,25 @@ class IdentityAdmin(ServiceAPI, address="identity"):
         """
         ...
 
-    @call(policy="identity:admin", idempotent=True)
+    @call(policy="identity:admin_read", idempotent=True)
     async def list_users(self, *, name: str | None = None, enabled: bool | None = None) -> list[User]:
         """Users by name (never their password hashes).
 
-        :raises Forbidden: not an admin.
+        :raises Forbidden: neither an admin nor a reader on the system.
         """
         ...
 
-    @call(policy="identity:admin", idempotent=True)
+    @call(policy="identity:admin_read", idempotent=True)
     async def get_user(self, *, user_id: Id) -> User:
-        """:raises NotFound: no such user. :raises Forbidden: not an admin."""
+        """:raises NotFound: no such user. :raises Forbidden: neither an admin nor a reader on the system."""
         ...
 
     @call(idempotent=True)
     async def list_user_projects(self, *, user_id: Id) -> list[Project]:
         """The projects the user has a role on, itself or through a group, by name; the user
-        itself or an admin may ask.
+        itself, an admin or a reader on the system may ask.
 
-        :raises Forbidden: the caller is neither that user nor an admin.
+        :raises Forbidden: the caller is none of them (asked of another user or of none).
         :raises NotFound: no such user (asked by an admin).
         """
         ...
@@ -477,14 +481,14 @@ class IdentityAdmin(ServiceAPI, address="identity"):
         """:raises Forbidden: not an admin. :raises Conflict: the name is taken."""
         ...
 
-    @call(policy="identity:admin", idempotent=True)
+    @call(policy="identity:admin_read", idempotent=True)
     async def list_groups(self, *, name: str | None = None) -> list[Group]:
-        """:raises Forbidden: not an admin."""
+        """:raises Forbidden: neither an admin nor a reader on the system."""
         ...
 
-    @call(policy="identity:admin", idempotent=True)
+    @call(policy="identity:admin_read", idempotent=True)
     async def get_group(self, *, group_id: Id) -> Group:
-        """:raises NotFound: no such group. :raises Forbidden: not an admin."""
+        """:raises NotFound: no such group. :raises Forbidden: neither an admin nor a reader on the system."""
         ...
 
     @call(policy="identity:admin")
@@ -513,29 +517,30 @@ class IdentityAdmin(ServiceAPI, address="identity"):
         """:raises Forbidden: not an admin. :raises NotFound: no such group, user or membership."""
         ...
 
-    @call(policy="identity:admin", idempotent=True)
+    @call(policy="identity:admin_read", idempotent=True)
     async def check_user_in_group(self, *, group_id: Id, user_id: Id) -> bool:
         """Whether the user is a member of the group.
 
-        :raises Forbidden: not an admin. :raises NotFound: no such group or user.
+        :raises Forbidden: neither an admin nor a reader on the system.
+        :raises NotFound: no such group or user.
         """
         ...
 
-    @call(policy="identity:admin", idempotent=True)
+    @call(policy="identity:admin_read", idempotent=True)
     async def list_group_users(self, *, group_id: Id) -> list[User]:
-        """:raises Forbidden: not an admin. :raises NotFound: no such group."""
+        """:raises Forbidden: neither an admin nor a reader on the system. :raises NotFound: no such group."""
         ...
 
-    @call(policy="identity:admin", idempotent=True)
+    @call(policy="identity:admin_read", idempotent=True)
     async def list_user_groups(self, *, user_id: Id) -> list[Group]:
-        """:raises Forbidden: not an admin. :raises NotFound: no such user."""
+        """:raises Forbidden: neither an admin nor a reader on the system. :raises NotFound: no such user."""
         ...
 
     # -- roles and assignments
 
-    @call(policy="identity:admin", idempotent=True)
+    @call(policy="identity:admin_read", idempotent=True)
     async def list_roles(self, *, name: str | None = None) -> list[Role]:
-        """:raises Forbidden: not an admin."""
+        """:raises Forbidden: neither an admin nor a reader on the system."""
         ...
 
     @call(policy="identity:admin")
@@ -545,9 +550,9 @@ class IdentityAdmin(ServiceAPI, address="identity"):
             called in a caller's context)."""
         ...
 
-    @call(policy="identity:admin", idempotent=True)
+    @call(policy="identity:admin_read", idempotent=True)
     async def get_role(self, *, role_id: Id) -> Role:
-        """:raises NotFound: no such role. :raises Forbidden: not an admin."""
+        """:raises NotFound: no such role. :raises Forbidden: neither an admin nor a reader on the system."""
         ...
 
     @call(policy="identity:admin")
@@ -629,7 +634,7 @@ class IdentityAdmin(ServiceAPI, address="identity"):
         """:raises Forbidden: not an admin. :raises NotFound: no such group, role or assignment."""
         ...
 
-    @call(policy="identity:admin", idempotent=True)
+    @call(policy="identity:admin_read", idempotent=True)
     async def list_role_assignments(
         self,
         *,
@@ -647,7 +652,7 @@ class IdentityAdmin(ServiceAPI, address="identity"):
         appear once per member user (``via_group`` names the group) and filtering by user
         includes those of its groups.
 
-        :raises Forbidden: not an admin. :raises NotFound: no such role.
+        :raises Forbidden: neither an admin nor a reader on the system. :raises NotFound: no such role.
         """
         ...
 

@@ -2,10 +2,12 @@
 
 Rules: ``admin`` (the admin role), ``member`` (admin or member of the token's project),
 ``reader`` (any of admin, member, reader), ``system_admin`` (the admin role on a project or on
-the system). A system-scoped token's roles are ``system:<name>`` (``system_role``): they satisfy
-``system_admin`` (identity's administration) and no other rule, so the other services keep
-requiring a project-scoped token. Which project a resource belongs to is the
-actors' part: another project's resource answers NotFound (``runtime.context.check_visible``).
+the system), ``system_reader`` (that, or any of admin, member, reader on the system). A
+system-scoped token's roles are ``system:<name>`` (``system_role``): they satisfy
+``system_admin`` (identity's administration) and ``system_reader`` (reading what it administers)
+and no other rule, so the other services keep requiring a project-scoped token. Which project a
+resource belongs to is the actors' part: another project's resource answers NotFound
+(``runtime.context.check_visible``).
 
 The gateway enforces the table on every request (``<service>:read`` for GET and HEAD,
 ``<service>:write`` otherwise, finer names where a route needs them) and each actor again
@@ -16,7 +18,8 @@ from __future__ import annotations
 
 from bus import Context, Forbidden
 
-ADMIN, MEMBER, READER, SYSTEM_ADMIN = "admin", "member", "reader", "system_admin"
+ADMIN, MEMBER, READER = "admin", "member", "reader"
+SYSTEM_ADMIN, SYSTEM_READER = "system_admin", "system_reader"
 SYSTEM_ROLE_PREFIX = "system:"
 """What a role held on the system (a system-scoped token's) is called in a ``Context``: no role
 name may start with it."""
@@ -30,6 +33,7 @@ def system_role(name: str) -> str:
 RULES: dict[str, frozenset[str]] = {
     ADMIN: frozenset({"admin"}),
     SYSTEM_ADMIN: frozenset({"admin", system_role("admin")}),
+    SYSTEM_READER: frozenset({"admin", *(system_role(name) for name in ("admin", "member", "reader"))}),
     MEMBER: frozenset({"admin", "member"}),
     READER: frozenset({"admin", "member", "reader"}),
 }
@@ -47,6 +51,7 @@ POLICY: dict[str, str] = {
     "volume:write": MEMBER,
     "identity:read": READER,
     "identity:admin": SYSTEM_ADMIN,
+    "identity:admin_read": SYSTEM_READER,
     "events:read": READER,
 }
 

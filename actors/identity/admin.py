@@ -2,8 +2,9 @@
 facet of ``api/identity.py``.
 
 Every handler here is admin only (``Forbidden`` otherwise; a service-internal call with no
-user context counts as admin; so does a user with the admin role on the system), but for
-``list_user_projects``, which the user itself may call. Arguments naming a project, user,
+user context counts as admin; so does a user with the admin role on the system); those that
+only read also serve a user with any role on the system (Keystone's system reader), and
+``list_user_projects`` the user itself. Arguments naming a project, user,
 group or role take its id or its name. The arguments' types and bounds are checked before a
 handler runs; what is left here are the checks of meaning (a name taken, a row that does not
 exist), all made before anything is written. Disabling or deleting a user or a project revokes its tokens at
@@ -18,7 +19,7 @@ import asyncio
 from typing import Any
 
 from actors.identity.passwords import hash_password
-from actors.identity.state import IdentityState, administers
+from actors.identity.state import IdentityState, reads_all
 from api.identity import Group, IdentityAdmin, Project, Role, RoleAssignment, User
 from bus import Conflict, Forbidden, InvalidRequest, NotFound
 from runtime.context import caller
@@ -123,7 +124,7 @@ class AdminService(IdentityAdmin):
         return project
 
     async def list_projects(self, *, name: str | None = None, enabled: bool | None = None) -> list[Project]:
-        self.state.require_admin()
+        self.state.require_reader()
         rows = await self.store.fetchall(
             f"SELECT {PROJECT_COLUMNS} FROM projects"
             " WHERE (name = :name OR :name IS NULL) AND (enabled = :enabled OR :enabled IS NULL)"
@@ -133,7 +134,7 @@ class AdminService(IdentityAdmin):
         return [_project(row) for row in rows]
 
     async def get_project(self, *, project_id: str) -> Project:
-        self.state.require_admin()
+        self.state.require_reader()
         return _project(await self.state.find("projects", project_id, PROJECT_COLUMNS))
 
     async def update_project(
@@ -202,7 +203,7 @@ class AdminService(IdentityAdmin):
         return user
 
     async def list_users(self, *, name: str | None = None, enabled: bool | None = None) -> list[User]:
-        self.state.require_admin()
+        self.state.require_reader()
         rows = await self.store.fetchall(
             f"SELECT {USER_COLUMNS} FROM users"
             " WHERE (name = :name OR :name IS NULL) AND (enabled = :enabled OR :enabled IS NULL)"
@@ -212,19 +213,19 @@ class AdminService(IdentityAdmin):
         return [_user(row) for row in rows]
 
     async def get_user(self, *, user_id: str) -> User:
-        self.state.require_admin()
+        self.state.require_reader()
         return _user(await self.state.find("users", user_id, USER_COLUMNS))
 
     async def list_user_projects(self, *, user_id: str) -> list[Project]:
-        ctx, admin = caller(), administers(caller())
+        ctx, reader = caller(), reads_all(caller())
         try:
             user = await self.state.find("users", user_id, "id")
         except NotFound:
-            if admin:
+            if reader:
                 raise
             user = None  # to anyone else, another user's and no user's projects are refused alike
-        if not admin and (user is None or ctx is None or ctx.user_id != user["id"]):
-            raise Forbidden("only the user itself or an admin may list its projects")
+        if not reader and (user is None or ctx is None or ctx.user_id != user["id"]):
+            raise Forbidden("only the user itself, an admin or a reader on the system may list its projects")
         assert user is not None
         columns = ", ".join(f"p.{column.strip()}" for column in PROJECT_COLUMNS.split(","))
         rows = await self.store.fetchall(
@@ -294,7 +295,7 @@ class AdminService(IdentityAdmin):
         return group
 
     async def list_groups(self, *, name: str | None = None) -> list[Group]:
-        self.state.require_admin()
+        self.state.require_reader()
         return await self.store.fetchall(
             f"SELECT {GROUP_COLUMNS} FROM user_groups WHERE (name = :name OR :name IS NULL) ORDER BY name",
             {"name": name},
@@ -302,7 +303,7 @@ class AdminService(IdentityAdmin):
         )
 
     async def get_group(self, *, group_id: str) -> Group:
-        self.state.require_admin()
+        self.state.require_reader()
         return _group(await self.state.find("user_groups", group_id, GROUP_COLUMNS))
 
     async def update_group(
@@ -347,7 +348,7 @@ class AdminService(IdentityAdmin):
             raise NotFound(f"User {user_id} is not a member of group {group_id}.")
 
     async def check_user_in_group(self, *, group_id: str, user_id: str) -> bool:
-        self.state.require_admin()
+        self.state.require_reader()
         return bool(
             await self.store.fetchone(
                 "SELECT 1 FROM group_members WHERE group_id = ? AND user_id = ?",
@@ -356,7 +357,7 @@ class AdminService(IdentityAdmin):
         )
 
     async def list_group_users(self, *, group_id: str) -> list[User]:
-        self.state.require_admin()
+        self.state.require_reader()
         group = await self.state.find("user_groups", group_id, "id")
         columns = ", ".join(f"users.{column.strip()}" for column in USER_COLUMNS.split(","))
         rows = await self.store.fetchall(
@@ -367,7 +368,7 @@ class AdminService(IdentityAdmin):
         return [_user(row) for row in rows]
 
     async def list_user_groups(self, *, user_id: str) -> list[Group]:
-        self.state.require_admin()
+        self.state.require_reader()
         user = await self.state.find("users", user_id, "id")
         columns = ", ".join(f"user_groups.{column.strip()}" for column in GROUP_COLUMNS.split(","))
         return await self.store.fetchall(
@@ -380,7 +381,7 @@ class AdminService(IdentityAdmin):
     # -- roles and assignments ------------------------------------------------------------
 
     async def list_roles(self, *, name: str | None = None) -> list[Role]:
-        self.state.require_admin()
+        self.state.require_reader()
         return await self.store.fetchall(
             f"SELECT {ROLE_COLUMNS} FROM roles WHERE (name = :name OR :name IS NULL) ORDER BY name",
             {"name": name},
@@ -398,7 +399,7 @@ class AdminService(IdentityAdmin):
         return role
 
     async def get_role(self, *, role_id: str) -> Role:
-        self.state.require_admin()
+        self.state.require_reader()
         return _role(await self.state.find("roles", role_id, ROLE_COLUMNS))
 
     async def update_role(
@@ -505,7 +506,7 @@ class AdminService(IdentityAdmin):
         effective: bool = False,
         scope: str | None = None,
     ) -> list[RoleAssignment]:
-        self.state.require_admin()
+        self.state.require_reader()
         if role_id is not None:
             role_id = (await self.state.find("roles", role_id, "id"))["id"]
         params = {"user": user_id, "group": group_id, "project": project_id, "role": role_id}

@@ -28,6 +28,12 @@ def administers(ctx: Context | None) -> bool:
     return sees_all(ctx) or (ctx is not None and allowed("identity:admin", ctx))
 
 
+def reads_all(ctx: Context | None) -> bool:
+    """Whether ``ctx`` may read every identity: one that administers them, or a user with any
+    role on the system (Keystone's system reader)."""
+    return sees_all(ctx) or (ctx is not None and allowed("identity:admin_read", ctx))
+
+
 @dataclass(slots=True)
 class IdentityState:
     """One per actor: every servant holds the same one."""
@@ -45,6 +51,11 @@ class IdentityState:
         or on the system)."""
         if not administers(caller()):
             raise Forbidden("only an admin may manage identities")
+
+    def require_reader(self) -> None:
+        """:raises Forbidden: the caller is a user neither admin nor with a role on the system."""
+        if not reads_all(caller()):
+            raise Forbidden("only an admin or a reader on the system may see identities")
 
     async def find(self, table: str, name_or_id: str, columns: str = "*") -> dict[str, Any]:
         """The row of ``table`` with that id (first) or name.

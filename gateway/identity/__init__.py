@@ -5,8 +5,9 @@
   ``/auth/domains``, ``/auth/system``);
 * ``projects``, ``users``, ``groups`` (and their members), ``roles`` (and role assignments, on
   projects and on the system), ``domains``: the administration API, for admins only (403
-  otherwise; an admin holds the admin role on its token's project or on the system), but a
-  user's own projects and password change, and showing the domain a token is scoped in;
+  otherwise; an admin holds the admin role on its token's project or on the system), its reads
+  for readers on the system too (any role there), and a user's own projects and password
+  change, and showing the domain a token is scoped in, for the user;
 * ``application_credentials``: a user's own.
 
 Everything but a login needs a token. The identity actor checks every call again (its API,

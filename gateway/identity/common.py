@@ -20,6 +20,8 @@ DOMAIN_ID = "default"
 DOMAIN_NAME = "Default"
 ADMIN = "identity:admin"
 """The policy of the administration routes (projects, users, groups, roles, assignments, domains)."""
+ADMIN_READ = "identity:admin_read"
+"""The policy of the administration routes that only read: admins, and readers on the system."""
 
 Flag = Annotated[
     bool | Literal[""],

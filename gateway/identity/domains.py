@@ -14,6 +14,7 @@ from bus import Forbidden, NotFound
 from gateway.http import context_of, json_response
 from gateway.identity.common import (
     ADMIN,
+    ADMIN_READ,
     DOMAIN_ID,
     DOMAIN_NAME,
     V3,
@@ -65,7 +66,10 @@ routes = Routes()
 
 
 @routes.get(
-    f"{V3}/domains", "List domains (admin)", policy=ADMIN, replies=[Reply(200, DomainList, "The one.")]
+    f"{V3}/domains",
+    "List domains (admin or system reader)",
+    policy=ADMIN_READ,
+    replies=[Reply(200, DomainList, "The one.")],
 )
 async def list_domains(request: web.Request) -> web.Response:
     return json_response(domain_list(request))

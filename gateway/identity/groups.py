@@ -16,6 +16,7 @@ from bus import NotFound
 from gateway.http import client, json_response, no_content
 from gateway.identity.common import (
     ADMIN,
+    ADMIN_READ,
     V3,
     CollectionLinks,
     Filter,
@@ -94,7 +95,11 @@ routes = Routes()
 
 
 @routes.get(
-    GROUPS, "List groups (admin)", policy=ADMIN, query=GroupQuery, replies=[Reply(200, GroupList, "By name.")]
+    GROUPS,
+    "List groups (admin or system reader)",
+    policy=ADMIN_READ,
+    query=GroupQuery,
+    replies=[Reply(200, GroupList, "By name.")],
 )
 async def list_groups(request: web.Request, query: GroupQuery) -> web.Response:
     if other_domain(query.domain_id):
@@ -121,7 +126,11 @@ async def create_group(request: web.Request, body: GroupCreateRequest) -> web.Re
 
 
 @routes.get(
-    GROUP, "Show a group (admin)", policy=ADMIN, replies=[Reply(200, GroupShown, "The group.")], errors=(404,)
+    GROUP,
+    "Show a group (admin or system reader)",
+    policy=ADMIN_READ,
+    replies=[Reply(200, GroupShown, "The group.")],
+    errors=(404,),
 )
 async def get_group(request: web.Request) -> web.Response:
     group = await client(request, IdentityAdmin).get_group(group_id=request.match_info["group_id"])
@@ -161,8 +170,8 @@ async def delete_group(request: web.Request) -> web.Response:
 
 @routes.get(
     f"{GROUP}/users",
-    "List a group's users (admin)",
-    policy=ADMIN,
+    "List a group's users (admin or system reader)",
+    policy=ADMIN_READ,
     replies=[Reply(200, UserList, "Its members.")],
     errors=(404,),
 )
@@ -173,8 +182,8 @@ async def list_group_users(request: web.Request) -> web.Response:
 
 @routes.get(
     f"{V3}/users/{{user_id}}/groups",
-    "List a user's groups (admin)",
-    policy=ADMIN,
+    "List a user's groups (admin or system reader)",
+    policy=ADMIN_READ,
     replies=[Reply(200, GroupList, "The groups it is a member of.")],
     errors=(404,),
 )
@@ -228,8 +237,8 @@ for _method in ("HEAD", "GET"):
     routes.route(
         _method,
         MEMBER,
-        "Check a user's membership of a group (admin)",
-        policy=ADMIN,
+        "Check a user's membership of a group (admin or system reader)",
+        policy=ADMIN_READ,
         replies=[Reply(204, None, "A member.")],
         errors=(404,),
     )(check_member)

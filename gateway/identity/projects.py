@@ -15,6 +15,7 @@ from api.identity import Project as Record
 from gateway.http import client, json_response, no_content
 from gateway.identity.common import (
     ADMIN,
+    ADMIN_READ,
     V3,
     CollectionLinks,
     Filter,
@@ -113,8 +114,8 @@ routes = Routes()
 
 @routes.get(
     PROJECTS,
-    "List projects (admin)",
-    policy=ADMIN,
+    "List projects (admin or system reader)",
+    policy=ADMIN_READ,
     query=ProjectQuery,
     replies=[Reply(200, ProjectList, "By name.")],
 )
@@ -147,8 +148,8 @@ async def create_project(request: web.Request, body: ProjectCreateRequest) -> we
 
 @routes.get(
     PROJECT,
-    "Show a project (admin)",
-    policy=ADMIN,
+    "Show a project (admin or system reader)",
+    policy=ADMIN_READ,
     replies=[Reply(200, ProjectShown, "The project.")],
     errors=(404,),
 )

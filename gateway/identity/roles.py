@@ -1,8 +1,9 @@
-"""Roles (``/roles``) and role assignments, admins only: list, create, show, update (PATCH) and
-delete roles (with their assignments); grant (PUT), revoke (DELETE) and check (HEAD, GET) a
-user's or a group's role on a project or on the system (``/system/users/...``,
-``/system/groups/...``); list the roles a user or group has on a project or on the system, and
-every assignment (``/role_assignments``, the system's with ``scope.system``).
+"""Roles (``/roles``) and role assignments, admins only (their reads for readers on the system
+too): list, create, show, update (PATCH) and delete roles (with their assignments); grant (PUT),
+revoke (DELETE) and check (HEAD, GET) a user's or a group's role on a project or on the system
+(``/system/users/...``, ``/system/groups/...``); list the roles a user or group has on a project
+or on the system, and every assignment (``/role_assignments``, the system's with
+``scope.system``).
 
 A role in a path may be named by its id or its name. With ``effective`` a group's assignments
 are listed once per member user (with the group in ``links.membership``); with ``include_names``
@@ -25,6 +26,7 @@ from bus import NotFound
 from gateway.http import client, json_response, no_content
 from gateway.identity.common import (
     ADMIN,
+    ADMIN_READ,
     DOMAIN_ID,
     DOMAIN_NAME,
     V3,
@@ -115,7 +117,11 @@ routes = Routes()
 
 
 @routes.get(
-    ROLES, "List roles (admin)", policy=ADMIN, query=RoleQuery, replies=[Reply(200, RoleList, "By name.")]
+    ROLES,
+    "List roles (admin or system reader)",
+    policy=ADMIN_READ,
+    query=RoleQuery,
+    replies=[Reply(200, RoleList, "By name.")],
 )
 async def list_roles(request: web.Request, query: RoleQuery) -> web.Response:
     roles = await client(request, IdentityAdmin).list_roles(name=given(query.name))
@@ -142,8 +148,8 @@ async def create_role(request: web.Request, body: RoleCreateRequest) -> web.Resp
 
 @routes.get(
     f"{ROLES}/{{role_id}}",
-    "Show a role (admin)",
-    policy=ADMIN,
+    "Show a role (admin or system reader)",
+    policy=ADMIN_READ,
     replies=[Reply(200, RoleShown, "The role.")],
     errors=(404,),
 )
@@ -299,8 +305,8 @@ def assignment_view(request: web.Request, item: RoleAssignment, include_names: b
 
 @routes.get(
     f"{V3}/role_assignments",
-    "List role assignments (admin)",
-    policy=ADMIN,
+    "List role assignments (admin or system reader)",
+    policy=ADMIN_READ,
     query=AssignmentQuery,
     replies=[Reply(200, AssignmentList, "By project, role, user and group.")],
     errors=(404,),
@@ -384,8 +390,8 @@ async def check(request: web.Request) -> web.Response:
 for _path, _whose in ((USER_ROLES, "a user"), (GROUP_ROLES, "a group")):
     routes.get(
         _path,
-        f"List the roles {_whose} has on a project (admin)",
-        policy=ADMIN,
+        f"List the roles {_whose} has on a project (admin or system reader)",
+        policy=ADMIN_READ,
         replies=[Reply(200, RoleList, "Its direct assignments' roles.")],
         errors=(404,),
     )(list_assigned_roles)
@@ -408,8 +414,8 @@ for _path, _whose in ((USER_ROLES, "a user"), (GROUP_ROLES, "a group")):
         routes.route(
             _method,
             _role,
-            f"Check {_whose}'s role on a project (admin)",
-            policy=ADMIN,
+            f"Check {_whose}'s role on a project (admin or system reader)",
+            policy=ADMIN_READ,
             replies=[Reply(204, None, "Assigned.")],
             errors=(404,),
         )(check)
@@ -469,8 +475,8 @@ async def check_system(request: web.Request) -> web.Response:
 for _path, _whose in ((SYSTEM_USER_ROLES, "a user"), (SYSTEM_GROUP_ROLES, "a group")):
     routes.get(
         _path,
-        f"List the roles {_whose} has on the system (admin)",
-        policy=ADMIN,
+        f"List the roles {_whose} has on the system (admin or system reader)",
+        policy=ADMIN_READ,
         replies=[Reply(200, RoleList, "Its direct assignments' roles.")],
         errors=(404,),
     )(list_system_roles)
@@ -493,8 +499,8 @@ for _path, _whose in ((SYSTEM_USER_ROLES, "a user"), (SYSTEM_GROUP_ROLES, "a gro
         routes.route(
             _method,
             _role,
-            f"Check {_whose}'s role on the system (admin)",
-            policy=ADMIN,
+            f"Check {_whose}'s role on the system (admin or system reader)",
+            policy=ADMIN_READ,
             replies=[Reply(204, None, "Assigned.")],
             errors=(404,),
         )(check_system)

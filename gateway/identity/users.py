@@ -18,6 +18,7 @@ from api.identity import User as Record
 from gateway.http import client, json_response, no_content
 from gateway.identity.common import (
     ADMIN,
+    ADMIN_READ,
     V3,
     CollectionLinks,
     Filter,
@@ -120,7 +121,11 @@ routes = Routes()
 
 
 @routes.get(
-    USERS, "List users (admin)", policy=ADMIN, query=UserQuery, replies=[Reply(200, UserList, "By name.")]
+    USERS,
+    "List users (admin or system reader)",
+    policy=ADMIN_READ,
+    query=UserQuery,
+    replies=[Reply(200, UserList, "By name.")],
 )
 async def list_users(request: web.Request, query: UserQuery) -> web.Response:
     if other_domain(query.domain_id):
@@ -154,7 +159,11 @@ async def create_user(request: web.Request, body: UserCreateRequest) -> web.Resp
 
 
 @routes.get(
-    USER, "Show a user (admin)", policy=ADMIN, replies=[Reply(200, UserShown, "The user.")], errors=(404,)
+    USER,
+    "Show a user (admin or system reader)",
+    policy=ADMIN_READ,
+    replies=[Reply(200, UserShown, "The user.")],
+    errors=(404,),
 )
 async def get_user(request: web.Request) -> web.Response:
     user = await client(request, IdentityAdmin).get_user(user_id=request.match_info["user_id"])

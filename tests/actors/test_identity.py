@@ -710,8 +710,17 @@ async def test_system_scoped_tokens_carry_the_roles_on_the_system(
         await directory.grant_system_role(user="demo", role="reader")
     reader = await login(tokens, "demo", DEMO_PASSWORD, system=True)
     assert [role["name"] for role in reader["roles"]] == ["reader"]
-    with request_scope(context=context_of(reader)), pytest.raises(Forbidden):
-        await directory.list_users()  # a system reader administers nothing
+    with request_scope(context=context_of(reader)):  # a system reader reads, and changes nothing
+        assert {user["name"] for user in await directory.list_users()} >= {"admin", "demo"}
+        assert [a["role_name"] for a in await directory.list_role_assignments(scope="system")] == [
+            "admin",
+            "reader",
+        ]
+        assert len(await directory.list_user_projects(user_id="admin")) == 1
+        with pytest.raises(Forbidden):
+            await directory.create_project(name="by-a-reader")
+        with pytest.raises(Forbidden):
+            await directory.grant_system_role(user="demo", role="admin")
     with request_scope(context=ctx):
         await directory.revoke_system_role(user="demo", role="reader")
         with pytest.raises(NotFound):

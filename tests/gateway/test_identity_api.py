@@ -401,7 +401,13 @@ async def test_system_role_assignments_of_users_and_groups(admin: Api) -> None:
     assert status == 201 and [role["name"] for role in body["token"]["roles"]] == ["reader"]
     reader = Api(admin.session, admin.base_url)
     reader.headers = {"X-Auth-Token": str(token)}
-    assert (await reader.get(f"{V3}/users"))[0] == 403  # a system reader administers nothing here
+    # a system reader reads identities, and changes nothing of them nor reads anything else
+    assert (await reader.get(f"{V3}/users"))[0] == 200
+    assert (await reader.get(f"{V3}/role_assignments?scope.system=all"))[0] == 200
+    assert (await reader.request("HEAD", path))[0] == 204
+    assert (await reader.put(f"{V3}/system/users/{demo}/roles/admin"))[0] == 403
+    assert (await reader.post(f"{V3}/projects", {"project": {"name": "by-a-reader"}}))[0] == 403
+    assert (await reader.get("/compute/v2.1/servers"))[0] == 403
     assert (await admin.delete(path))[0] == 204
     assert (await admin.delete(path))[0] == 404
     assert (await subject(admin, "GET", str(token)))[0] == 404  # no role left on the system
