@@ -646,6 +646,27 @@ async def download_file(request: web.Request) -> web.StreamResponse:
     return response
 
 
+class ImportMethodList(Body):
+    description: str
+    type: Literal["array"]
+    value: list[str]
+
+
+class ImportInfo(Body):
+    import_methods: ImportMethodList = msgspec.field(name="import-methods")
+
+
+@routes.get(
+    "/image/v2/info/import",
+    "The image import methods",
+    replies=[Reply(200, ImportInfo, "None: an image's data is uploaded with PUT .../file.")],
+)
+async def import_info(request: web.Request) -> web.Response:
+    """Glance's interoperable import methods this cloud offers: none (its ``value`` is empty)."""
+    methods = ImportMethodList(description="Import methods available.", type="array", value=[])
+    return json_response(ImportInfo(import_methods=methods))
+
+
 # -- Glance's own JSON schemas of an image, made from ``Image`` ------------------------------------
 
 _READ_ONLY_SHOWN = frozenset(READ_ONLY) & set(Image.__struct_encode_fields__)

@@ -306,3 +306,11 @@ async def test_a_deactivated_image_is_downloaded_by_admins_only(api, image_servi
     assert (await api.post("/image/v2/images/00000000-0000-0000-0000-000000000000/actions/reactivate"))[
         0
     ] == 404
+
+
+async def test_no_import_method_is_offered(api, image_service) -> None:
+    await api.login()
+    status, body = await api.get("/image/v2/info/import")
+    assert status == 200 and body == {
+        "import-methods": {"description": "Import methods available.", "type": "array", "value": []}
+    }
