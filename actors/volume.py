@@ -327,6 +327,14 @@ async def _check_not_copied(db: Db, volume_id: str) -> None:
         raise Conflict(f"Invalid volume: Volume {volume_id} is being copied (a snapshot or a clone).")
 
 
+async def _check_copyable(db: Db, table: str, source_id: str) -> None:
+    """:raises Conflict: the volume or snapshot (``table``) is gone or not available (a volume
+    may then be written to, a snapshot deleted)."""
+    row = await db.fetchone(f"SELECT status FROM {table} WHERE id = ?", (source_id,))
+    if row is None or row["status"] != "available":
+        raise Conflict(f"Invalid source: {source_id} must be available to be copied.")
+
+
 def _check_admin(action: str) -> None:
     """:raises Forbidden: the caller is a user and no admin."""
     ctx = caller()
@@ -586,8 +594,8 @@ class VolumeActor(Actor, Volumes):
         host = source["host"] or self.host if source else self.host
         row = (volume_id, name, description, size, volume_format, "", *owner, to_json(metadata or {}))
         async with self.store.transaction() as db:
-            if source_volid is not None:  # the copy is made while the source is available: keep it so
-                await self._check_copyable(db, source_volid)
+            if source is not None:  # the copy is made while the source is available: keep it so
+                await _check_copyable(db, "volumes" if source_volid else "snapshots", source["id"])
             await db.execute(
                 "INSERT INTO volumes (id, name, description, size, format, path, user_id, project_id,"
                 " metadata, status, host, created_at, updated_at, volume_type, snapshot_id, source_volid,"
@@ -597,12 +605,6 @@ class VolumeActor(Actor, Volumes):
             volume = await self._load(db, volume_id)
         await self._publish(volume)
         return volume
-
-    async def _check_copyable(self, db: Db, volume_id: str) -> None:
-        """:raises Conflict: the volume is not available (so it may be written to)."""
-        row = await db.fetchone("SELECT status FROM volumes WHERE id = ?", (volume_id,))
-        if row is None or row["status"] != "available":
-            raise Conflict(f"Invalid source: volume {volume_id} must be available to be copied.")
 
     async def get(self, *, volume_id: str) -> Volume:
         """One volume (``api.volume.VolumeAttachments.get``)."""
@@ -958,6 +960,12 @@ class VolumeActor(Actor, Volumes):
                     "Invalid snapshot: Snapshot status must be available or error,"
                     f" but current status is: {snapshot['status']}."
                 )
+            copies = await db.fetchone(
+                "SELECT COUNT(*) AS n FROM volumes WHERE snapshot_id = ? AND status = 'creating'",
+                (snapshot_id,),
+            )
+            if copies is not None and copies["n"]:
+                raise Conflict(f"Invalid snapshot: volumes are being made from snapshot {snapshot_id}.")
             await db.execute(
                 "UPDATE snapshots SET status = 'deleting', updated_at = ? WHERE id = ?",
                 (utcnow(), snapshot_id),

@@ -545,7 +545,7 @@ class Volumes(VolumeAttachments, address="volume"):
         cannot be removed; it may be deleted again).
 
         :raises NotFound: no such snapshot visible to the caller.
-        :raises Conflict: the snapshot is creating or deleting.
+        :raises Conflict: the snapshot is creating or deleting, or a volume is being made from it.
         :raises AiostackError: the file could not be removed.
         """
         ...

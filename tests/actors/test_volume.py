@@ -798,3 +798,30 @@ async def test_a_volume_from_an_image_holds_its_bytes_and_is_bootable(
     await acting(DEMO, volumes.delete(volume_id=failed["id"]))
     await acting(DEMO, volumes.delete(volume_id=volume["id"]))
     assert sorted(path.name for path in (config.data_dir / "volumes").iterdir()) == []
+
+
+async def test_a_volume_being_copied_is_not_attached_extended_or_deleted(
+    volumes: Volumes, volume_actor: VolumeActor
+) -> None:
+    """While a snapshot or a volume is being copied from a file (as ``creating`` says), what would
+    write to the file or remove it is refused; so is deleting a snapshot a volume is made from."""
+    source = await acting(DEMO, volumes.create(size=1))
+    snapshot = await acting(DEMO, volumes.create_snapshot(volume_id=source["id"]))
+    copy = await acting(DEMO, volumes.create(snapshot_id=snapshot["id"]))
+    store = volume_actor.store
+    await store.execute("UPDATE snapshots SET status = 'creating' WHERE id = ?", (snapshot["id"],))
+    await store.execute("UPDATE volumes SET status = 'creating' WHERE id = ?", (copy["id"],))
+    for refused in (
+        volumes.reserve(volume_id=source["id"], instance_uuid=SERVER),
+        volumes.reserve_volume(volume_id=source["id"]),
+        volumes.extend(volume_id=source["id"], new_size=2),
+        volumes.delete(volume_id=source["id"]),
+    ):
+        with pytest.raises(Conflict):
+            await acting(DEMO, refused)
+    await store.execute("UPDATE snapshots SET status = 'available' WHERE id = ?", (snapshot["id"],))
+    with pytest.raises(Conflict, match="volumes are being made from snapshot"):
+        await acting(DEMO, volumes.delete_snapshot(snapshot_id=snapshot["id"]))
+    await store.execute("UPDATE volumes SET status = 'available' WHERE id = ?", (copy["id"],))
+    await acting(DEMO, volumes.delete_snapshot(snapshot_id=snapshot["id"]))
+    assert (await acting(DEMO, volumes.get(volume_id=source["id"])))["status"] == "available"
