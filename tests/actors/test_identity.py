@@ -17,7 +17,7 @@ import msgpack
 import pytest
 from cryptography.fernet import Fernet, InvalidToken
 
-from actors.identity.actor import IdentityActor
+from actors.identity.actor import MIGRATIONS, IdentityActor
 from actors.identity.keys import TokenPayload
 from actors.identity.passwords import AUTH_FAILED, check_password, hash_password
 from actors.identity.throttle import LoginThrottle, PasswordChecks, StrikeTable, Throttling, source_key
@@ -37,7 +37,7 @@ from bus import (
 )
 from bus.api import ServiceAPI
 from runtime.policy import allowed, system_role
-from runtime.store import Store
+from runtime.store import Store, open_store
 from tests.conftest import ADMIN_PASSWORD
 from tests.helpers import DEMO_PASSWORD
 
@@ -759,6 +759,29 @@ async def test_groups_give_roles_on_the_system_and_rescoping_reaches_it(
         await directory.revoke_group_system_role(group="operators", role="member")
     with pytest.raises(Unauthorized):
         await tokens.issue_with_token(token=unscoped["token"], system=True)
+
+
+async def test_an_existing_admin_gets_the_admin_role_on_the_system_from_the_migration(
+    tokens: Tokens, start_actor, config
+) -> None:
+    """A store made before system scope (its first three migrations), with an admin and a demo
+    user: the fourth gives the admin the admin role on the system, as a first start does."""
+    before = open_store(config, "identity", MIGRATIONS[:3])
+    await before.open()
+    try:
+        for name in ("admin", "demo"):
+            await before.execute(
+                "INSERT INTO users (id, name, password_hash, created_at) VALUES (?, ?, ?, ?)",
+                (f"{name}-id", name, hash_password(f"{name}-pw"), "2026-01-01T00:00:00Z"),
+            )
+        await before.execute("INSERT INTO roles (id, name) VALUES ('admin-role', 'admin')")
+    finally:
+        await before.close()
+    await start_actor(IdentityActor, config)
+    issued = await login(tokens, "admin", "admin-pw", system=True)
+    assert [role["name"] for role in issued["roles"]] == ["admin"]
+    with pytest.raises(Unauthorized):
+        await login(tokens, "demo", "demo-pw", system=True)
 
 
 def test_a_token_sealed_before_system_scope_is_still_read() -> None:
