@@ -73,6 +73,9 @@ SortDirection = Literal["asc", "desc"]
 DEFAULT_TYPE = "__DEFAULT__"
 """The volume type of a volume asked for without one (Cinder's default type, which is always there)."""
 MAX_PAGE = 1000
+COPY_TIMEOUT = 300.0
+"""How long making a volume's file as a copy (of a volume, a snapshot or an image) may take: the
+calls that do wait as long (the bus's 10 s otherwise)."""
 AttachStatus = Literal["reserved", "attached", "detaching"]
 """An attachment row: reserved (its volume attaching), attached (in-use), detaching."""
 
@@ -323,7 +326,7 @@ class VolumeAttachments(ServiceAPI, address="volume"):
 class Volumes(VolumeAttachments, address="volume"):
     """The whole volume API, as the gateway reaches it: what users do to volumes, and more."""
 
-    @call(policy="volume:write")
+    @call(policy="volume:write", timeout=COPY_TIMEOUT)
     async def create(
         self,
         *,
@@ -489,7 +492,7 @@ class Volumes(VolumeAttachments, address="volume"):
 
     # -- snapshots ------------------------------------------------------------------------
 
-    @call(policy="volume:write")
+    @call(policy="volume:write", timeout=COPY_TIMEOUT)
     async def create_snapshot(
         self,
         *,
@@ -616,7 +619,7 @@ class VolumeStorage(ServiceAPI, address="volume.storage.{host}"):
         """
         ...
 
-    @call(idempotent=True)
+    @call(idempotent=True, timeout=COPY_TIMEOUT)
     async def copy_file(self, *, source: StoredVolume, volume: StoredVolume, size: Size) -> str:
         """Make the volume's file a copy of ``source``'s (a volume's or a snapshot's, in the same
         format), grown to ``size`` GiB; its path. The source must not be written meanwhile.
@@ -625,7 +628,7 @@ class VolumeStorage(ServiceAPI, address="volume.storage.{host}"):
         """
         ...
 
-    @call(idempotent=True)
+    @call(idempotent=True, timeout=COPY_TIMEOUT)
     async def copy_image(self, *, image_id: Id, volume: StoredVolume, size: Size) -> str:
         """Make the volume's file from an active image the caller sees: its bytes read from the
         image service (``ImageReader``, checked against its checksums), converted to the volume's

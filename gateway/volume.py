@@ -18,6 +18,7 @@ from msgspec import UNSET, Meta, UnsetType
 
 from api.fields import Id, Name
 from api.volume import (
+    COPY_TIMEOUT,
     DEFAULT_TYPE,
     Metadata,
     MetadataKey,
@@ -356,7 +357,7 @@ async def create_volume(request: web.Request, body: VolumeCreateRequest) -> web.
     volume or image; 409: the source is not available (an image: active), or bigger than ``size``."""
     project_id = _project(request, "create")
     asked = body.volume
-    volume = await client(request, Volumes).create(
+    volume = await client(request, Volumes, timeout=COPY_TIMEOUT).create(
         size=asked.size,
         name=asked.name or "",
         description=asked.description or "",
@@ -941,7 +942,7 @@ async def create_snapshot(request: web.Request, body: SnapshotCreateRequest) -> 
     asked = body.snapshot
     if asked.volume_id is None:
         raise NotFound("Volume None could not be found.")
-    snapshot = await client(request, Volumes).create_snapshot(
+    snapshot = await client(request, Volumes, timeout=COPY_TIMEOUT).create_snapshot(
         volume_id=asked.volume_id,
         name=asked.name or "",
         description=asked.description or "",
