@@ -18,7 +18,7 @@ Facets, by caller (each process's NATS permissions follow from the facets it use
   ``list_allocations``.
 
 ``Net`` is assembled from facets by job (``NetworkReader`` + ``Networks``, ``SubnetReader``
-+ ``Subnets``, ``Ports``, ``InstancePorts``, ``Allocations``), the parts the net actor's
++ ``Subnets``, ``SubnetPools``, ``Ports``, ``InstancePorts``, ``Allocations``), the parts the net actor's
 servants implement.
 
 Version history: 1 - initial; 2 - ``NetForNodes`` is served per calling host and takes the
@@ -28,7 +28,8 @@ project and host from the conductor's records and the subject (its ``get_network
 host a DHCP port per network (``dhcp_port``, ``release_dhcp_port``); 4 - subnets take
 ``host_routes`` and are updated (``update_subnet``), networks, subnets and ports are made in bulk
 (``create_networks``, ``create_subnets``, ``create_ports``: all or none), ``update_port`` takes
-``fixed_ips``.
+``fixed_ips``; 5 - subnet pools (``SubnetPools``), and ``create_subnet`` takes a
+``subnetpool_id`` (and ``prefixlen``) in place of a ``cidr``, the subnet showing its pool.
 
 Events (kind ``port``, project the port's, with the port as ``get_port`` shows it):
 ``port.bound`` (``allocate_for_instance``, one per port; ``dhcp_port`` when it makes one), ``port.plugged``
@@ -63,6 +64,8 @@ Cidr = Annotated[str, Meta(max_length=64)]
 MacAddress = Annotated[str, Meta(pattern=r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")]
 """Six colon-separated hex bytes (stored lower-cased)."""
 Mtu = Annotated[int, Meta(ge=68, le=9000)]
+PrefixLength = Annotated[int, Meta(ge=0, le=32)]
+"""The length of an IPv4 prefix."""
 IpVersion = Literal[4, 6]
 """Neutron's IP versions; only 4 is built (6 is refused by the handler)."""
 VifType = Literal["bridge", "user", "unbound", "binding_failed"]
@@ -113,7 +116,9 @@ class SubnetRequest(TypedDict, total=False):
     """One subnet ``create_subnets`` makes: ``create_subnet``'s arguments (absent: its defaults)."""
 
     network_id: Required[Id]
-    cidr: Required[Cidr]
+    cidr: Cidr | None
+    subnetpool_id: Id | None
+    prefixlen: PrefixLength | None
     name: Text
     gateway_ip: IpAddress | None
     allocation_pools: list[AllocationPool] | None
@@ -186,6 +191,29 @@ class Subnet(TypedDict):
     enable_dhcp: bool
     dns_nameservers: list[str]
     host_routes: list[HostRoute]
+    subnetpool_id: str | None
+    description: str
+    revision_number: int
+    tags: list[str]
+    created_at: str
+    updated_at: str
+
+
+class SubnetPool(TypedDict):
+    """A pool of IPv4 prefixes subnets are given theirs from (Neutron's subnet allocation): its
+    prefixes (merged), and the lengths a subnet of it may have."""
+
+    id: str
+    name: str
+    project_id: str
+    tenant_id: str
+    prefixes: list[str]
+    default_prefixlen: int
+    min_prefixlen: int
+    max_prefixlen: int
+    ip_version: int
+    shared: bool
+    is_default: bool
     description: str
     revision_number: int
     tags: list[str]
@@ -454,7 +482,7 @@ class Subnets(SubnetReader, address="net"):
         self,
         *,
         network_id: Id,
-        cidr: Cidr,
+        cidr: Cidr | None = None,
         name: Text = "",
         gateway_ip: IpAddress | None = None,
         allocation_pools: list[AllocationPool] | None = None,
@@ -463,16 +491,24 @@ class Subnets(SubnetReader, address="net"):
         dns_nameservers: list[IpAddress] | None = None,
         description: Text = "",
         host_routes: list[HostRoute] | None = None,
+        subnetpool_id: Id | None = None,
+        prefixlen: PrefixLength | None = None,
     ) -> Subnet:
         """A subnet of a network of the caller's project. The gateway defaults to the first host
-        address, the pool to the other host addresses.
+        address, the pool to the other host addresses. With a ``subnetpool_id``, its CIDR is one
+        of the pool's: ``cidr`` if it is free in the pool, else the lowest free prefix of
+        ``prefixlen`` (default: the pool's ``default_prefixlen``; unused with a ``cidr``).
 
         :raises InvalidRequest: a CIDR that does not parse, is not IPv4 or has no hosts; a gateway,
             pool or name server that is no address, or outside the subnet; pools overlapping each
             other or the gateway; a CIDR overlapping another subnet of the network; a host route
-            whose destination is no CIDR or whose nexthop is no address, or a route given twice.
-        :raises NotFound: no such network the caller sees.
+            whose destination is no CIDR or whose nexthop is no address, or a route given twice;
+            neither a cidr nor a subnetpool_id; a cidr outside the pool's prefixes, or a length
+            outside its bounds.
+        :raises NotFound: no such network or subnet pool the caller sees.
         :raises Forbidden: another project's shared network.
+        :raises Conflict: the pool has no free prefix of that length, or the cidr overlaps one
+            of its subnets.
         """
         ...
 
@@ -523,6 +559,74 @@ class Subnets(SubnetReader, address="net"):
         :raises NotFound: none the caller sees.
         :raises Forbidden: a subnet of another project's shared network.
         :raises Conflict: a port holds an address of it (Neutron's SubnetInUse).
+        """
+        ...
+
+
+class SubnetPools(ServiceAPI, address="net"):
+    """Subnet pools, as users reach them through the gateway."""
+
+    @call(policy="network:write")
+    async def create_subnetpool(
+        self,
+        *,
+        prefixes: Annotated[list[Cidr], Meta(min_length=1, max_length=64)],
+        name: Text = "",
+        default_prefixlen: PrefixLength | None = None,
+        min_prefixlen: PrefixLength | None = None,
+        max_prefixlen: PrefixLength | None = None,
+        shared: bool = False,
+        description: Text = "",
+    ) -> SubnetPool:
+        """A subnet pool of the caller's project. ``min_prefixlen`` defaults to 8,
+        ``max_prefixlen`` to 32, ``default_prefixlen`` to ``min_prefixlen``.
+
+        :raises InvalidRequest: a prefix that is no IPv4 network (host bits set); lengths not
+            ordered min <= default <= max.
+        :raises Forbidden: a member asked for a shared pool.
+        """
+        ...
+
+    @call(policy="network:read", idempotent=True)
+    async def list_subnetpools(self) -> list[SubnetPool]:
+        """The pools the caller sees (its own and the shared ones), oldest first."""
+        ...
+
+    @call(policy="network:read", idempotent=True)
+    async def get_subnetpool(self, *, subnetpool_id: Id) -> SubnetPool:
+        """One subnet pool.
+
+        :raises NotFound: none, or the caller may not see it.
+        """
+        ...
+
+    @call(policy="network:write")
+    async def update_subnetpool(
+        self,
+        *,
+        subnetpool_id: Id,
+        name: Text | None = None,
+        description: Text | None = None,
+        prefixes: Annotated[list[Cidr], Meta(min_length=1, max_length=64)] | None = None,
+        default_prefixlen: PrefixLength | None = None,
+        min_prefixlen: PrefixLength | None = None,
+        max_prefixlen: PrefixLength | None = None,
+    ) -> SubnetPool:
+        """Change a pool (None: unchanged). Prefixes may only grow (each old one within the new).
+
+        :raises NotFound: none the caller sees.
+        :raises Forbidden: another project's shared pool.
+        :raises InvalidRequest: as ``create_subnetpool``; new prefixes leaving out an old one.
+        """
+        ...
+
+    @call(policy="network:write")
+    async def delete_subnetpool(self, *, subnetpool_id: Id) -> None:
+        """Delete a pool no subnet was given a prefix from.
+
+        :raises NotFound: none the caller sees.
+        :raises Forbidden: another project's shared pool.
+        :raises Conflict: a subnet of it exists.
         """
         ...
 
@@ -628,6 +732,6 @@ class Allocations(ServiceAPI, address="net"):
         ...
 
 
-class Net(InstancePorts, Networks, Subnets, Ports, Allocations, address="net"):
+class Net(InstancePorts, Networks, Subnets, SubnetPools, Ports, Allocations, address="net"):
     """The whole net API, as users reach it through the gateway; the conductor uses it too
     (``get_port``, ``get_network``, ``deallocate_for_instance``)."""

@@ -2,19 +2,20 @@
 ``SCHEMATHESIS_HOOKS``): point schema-valid requests at things that exist, keep what the run
 itself needs, and one narrowed check.
 
-**References.** A schema says what a request looks like, not which ids exist nor how values
-relate to each other or to the clock: a server create naming a flavor, image, key pair or
-network that is not there is refused with 400 (as Nova refuses it), and so is a page ``marker``
-that names no server or image (Nova, Glance), a subnet whose gateway or pools are not in its
-CIDR, whose CIDR has host bits set or overlaps another subnet of the network (Neutron), a port
-asking for a fixed IP that is not on its network, a host route to an address with host bits set,
-a subnet update's gateway or pools outside its CIDR, or an application credential expiring in the
-past (Keystone). Drawn at random, those members would make every valid request of the kind a
-"valid request rejected". So, in the *positive* cases only (negative ones go as drawn), each
-such member is replaced with one that exists or fits (``AIOSTACK_CONTRACT_REFS``, JSON, made by
-``contract.references``), or dropped when it is optional and nothing fitting exists (a port of
-one's own, a free fixed IP, an available volume: each is used up by the first boot that names
-it). Nothing else is changed, and every check still judges every answer.
+**References.** A schema says what a request looks like, not which ids exist nor how values relate
+to each other or to the clock: a server create naming a flavor, image, key pair or network that is
+not there is refused with 400 (as Nova refuses it), and so is a page ``marker`` that names no
+server or image (Nova, Glance), a subnet whose gateway or pools are not in its CIDR, whose CIDR has
+host bits set or overlaps another subnet of the network (Neutron), a port asking for a fixed IP
+that is not on its network, a host route to an address with host bits set, a subnet update's
+gateway or pools outside its CIDR, a subnet pool's prefix with host bits set or lengths out of
+order, or an application credential expiring in the past (Keystone). Drawn at random, those members
+would make every valid request of the kind a "valid request rejected". So, in the *positive* cases
+only (negative ones go as drawn), each such member is replaced with one that exists or fits
+(``AIOSTACK_CONTRACT_REFS``, JSON, made by ``contract.references``), or dropped when it is optional
+and nothing fitting exists (a port of one's own, a free fixed IP, an available volume: each is used
+up by the first boot that names it). Nothing else is changed, and every check still judges every
+answer.
 
 **What the run needs is kept.** The run acts as the admin, and schemathesis learns real ids
 from the answers (it lists users, projects, roles, networks, subnets) and reuses them in other
@@ -93,9 +94,15 @@ def _server(server: dict[str, Any]) -> None:
 
 
 def _subnet(subnet: dict[str, Any]) -> None:
-    """A subnet create whose CIDR is one no subnet has; its gateway and pools are then the defaults.
-    Its host routes' destinations are written as networks (no host bits set), as a subnet update's."""
-    if "cidr" in subnet:
+    """A subnet create whose CIDR is one no subnet has, or, naming a subnet pool, the pool's next
+    free prefix of its default length; its gateway and pools are then the defaults. Its host
+    routes' destinations are written as networks (no host bits set), as a subnet update's."""
+    if "subnetpool_id" in subnet:
+        subnet.pop("cidr", None)
+        subnet.pop("prefixlen", None)
+        subnet.pop("gateway_ip", None)
+        subnet.pop("allocation_pools", None)
+    elif "cidr" in subnet:
         n = next(_SUBNETS)
         subnet["cidr"] = f"172.{16 + n // 256 % 16}.{n % 256}.0/24"
         subnet.pop("gateway_ip", None)
@@ -115,6 +122,18 @@ def _host_routes(subnet: dict[str, Any]) -> None:
         if route not in kept:
             kept.append(route)
     subnet["host_routes"] = kept
+
+
+def _subnetpool(pool: dict[str, Any]) -> None:
+    """A subnet pool's prefixes written as networks (no host bits set), its lengths the defaults
+    (drawn at random, they are rarely ordered min <= default <= max)."""
+    if isinstance(pool.get("prefixes"), list):
+        pool["prefixes"] = [
+            str(ipaddress.ip_network(prefix, strict=False)) if isinstance(prefix, str) else prefix
+            for prefix in pool["prefixes"]
+        ]
+    for length in ("default_prefixlen", "min_prefixlen", "max_prefixlen"):
+        pool.pop(length, None)
 
 
 def _members(body: Any, key: str) -> list[dict[str, Any]]:
@@ -198,6 +217,15 @@ def map_case(context: Any, case: Any) -> Any:
             subnet.pop("gateway_ip", None)
             subnet.pop("allocation_pools", None)
             _host_routes(subnet)
+    elif method == "POST" and path == f"{NETWORK}/subnetpools":
+        pool = _member(case.body, "subnetpool")
+        if pool is not None:
+            _subnetpool(pool)
+    elif method == "PUT" and path == f"{NETWORK}/subnetpools/{{subnetpool_id}}":
+        pool = _member(case.body, "subnetpool")
+        if pool is not None:  # new prefixes holding every old one are not drawn
+            pool.pop("prefixes", None)
+            _subnetpool(pool)
     elif method in ("POST", "PUT") and path in (f"{NETWORK}/ports", f"{NETWORK}/ports/{{port_id}}"):
         for port in _members(case.body, "port"):
             port.pop("fixed_ips", None)

@@ -27,6 +27,7 @@ from api.net import MacAddress, Mtu, Net, PortStatus, Text, VifType
 from api.net import Network as NetworkRecord
 from api.net import Port as PortRecord
 from api.net import Subnet as SubnetRecord
+from api.net import SubnetPool as SubnetPoolRecord
 from bus import NotFound
 from gateway.http import client, context_of, json_response, no_content
 from gateway.routing import Body, Link, OpenRequest, Query, Reply, Request, Routes, Time
@@ -37,6 +38,8 @@ NETWORKS = f"{BASE}/networks"
 NETWORK = f"{NETWORKS}/{{network_id}}"
 SUBNETS = f"{BASE}/subnets"
 SUBNET = f"{SUBNETS}/{{subnet_id}}"
+SUBNETPOOLS = f"{BASE}/subnetpools"
+SUBNETPOOL = f"{SUBNETPOOLS}/{{subnetpool_id}}"
 PORTS = f"{BASE}/ports"
 PORT = f"{PORTS}/{{port_id}}"
 
@@ -53,7 +56,7 @@ Ipv4Cidr = Annotated[
         "prefix; one that overlaps another subnet of the network, or has host bits set, is a 400.",
     ),
 ]
-Ipv4Destination = Annotated[
+Ipv4Prefix = Annotated[
     str,
     Meta(
         pattern=rf"^{_IPV4}/([0-9]|[12][0-9]|3[0-2])$",
@@ -251,7 +254,7 @@ class AllocationPoolRequest(Request):
 class HostRouteRequest(Request):
     """A route the subnet's hosts are given over DHCP: to ``destination`` through ``nexthop``."""
 
-    destination: Ipv4Destination
+    destination: Ipv4Prefix
     nexthop: Ipv4Address
 
 
@@ -262,14 +265,24 @@ HostRoutes = Annotated[list[HostRouteRequest], Meta(max_length=20, extra_json_sc
 """At most 20 (Neutron's ``max_subnet_host_routes``), none twice (else a 400)."""
 
 
+PrefixLength = Annotated[int, Meta(ge=0, le=32)]
+
+
 class SubnetCreate(Request):
-    """A subnet of a network of the caller's project. ``gateway_ip`` (absent or null: the first host
-    address) and the pools (absent: the other host addresses) must be host addresses of ``cidr``
-    and not overlap; name servers (at most 5) and host routes (at most 20) must not repeat (each a
-    400 otherwise)."""
+    """A subnet of a network of the caller's project, of ``cidr`` or of a prefix of the subnet pool
+    ``subnetpool_id`` (``cidr`` if it is in the pool and free there, 409 if taken; else the lowest
+    free prefix of ``prefixlen``, by default the pool's ``default_prefixlen``: 400 outside the
+    pool's bounds, 409 when none is free). ``gateway_ip`` (absent or null: the first host address)
+    and the pools (absent: the other host addresses) must be host addresses of the CIDR and not
+    overlap; name servers (at most 5) and host routes (at most 20) must not repeat (each a 400
+    otherwise)."""
 
     network_id: Id
-    cidr: Ipv4Cidr
+    cidr: Ipv4Cidr | UnsetType = UNSET
+    subnetpool_id: Id | UnsetType = UNSET
+    prefixlen: (
+        Annotated[PrefixLength, Meta(description="Used with a subnetpool_id and no cidr.")] | UnsetType
+    ) = UNSET
     name: Text = ""
     gateway_ip: Ipv4Address | None = None
     allocation_pools: list[AllocationPoolRequest] | None = None
@@ -278,6 +291,13 @@ class SubnetCreate(Request):
     dns_nameservers: Nameservers | None = None
     host_routes: HostRoutes | None = None
     description: Text = ""
+    __schema_extra__: ClassVar[dict[str, Any]] = {
+        "anyOf": [{"required": ["cidr"]}, {"required": ["subnetpool_id"]}]
+    }
+
+    def __post_init__(self) -> None:
+        if self.cidr is UNSET and self.subnetpool_id is UNSET:
+            raise ValueError("a subnet takes a cidr and/or a subnetpool_id")
 
 
 class SubnetCreateRequest(OpenRequest):
@@ -334,6 +354,7 @@ class Subnet(Body):
     enable_dhcp: bool
     dns_nameservers: list[str]
     host_routes: list[HostRoute]
+    subnetpool_id: str | None
     description: str
     revision_number: int
     tags: list[str]
@@ -355,6 +376,7 @@ class SubnetQuery(ListQuery, forbid_unknown_fields=True):
     ip_version: Numbers = []
     gateway_ip: Texts = []
     enable_dhcp: Booleans = []
+    subnetpool_id: Texts = []
     sort_key: Annotated[list[_sort_keys(Subnet)], SORT_KEY] = []
 
 
@@ -384,11 +406,113 @@ def subnet_view(subnet: SubnetRecord) -> Subnet:
         host_routes=[
             HostRoute(destination=r["destination"], nexthop=r["nexthop"]) for r in subnet["host_routes"]
         ],
+        subnetpool_id=subnet["subnetpool_id"],
         description=subnet["description"],
         revision_number=subnet["revision_number"],
         tags=subnet["tags"],
         created_at=subnet["created_at"],
         updated_at=subnet["updated_at"],
+    )
+
+
+# -- subnet pools -----------------------------------------------------------------------------
+
+Prefixes = Annotated[list[Ipv4Prefix], Meta(min_length=1, max_length=64)]
+
+
+class SubnetPoolCreate(Request):
+    """A subnet pool of the caller's project (``shared``: admins only, else 403). Its prefixes are
+    kept merged; ``min_prefixlen`` defaults to 8, ``max_prefixlen`` to 32, ``default_prefixlen`` to
+    ``min_prefixlen``, and they must be ordered min <= default <= max (else 400)."""
+
+    prefixes: Prefixes
+    name: Text = ""
+    default_prefixlen: PrefixLength | None = None
+    min_prefixlen: PrefixLength | None = None
+    max_prefixlen: PrefixLength | None = None
+    shared: bool = False
+    description: Text = ""
+
+
+class SubnetPoolCreateRequest(OpenRequest):
+    subnetpool: SubnetPoolCreate
+
+
+class SubnetPoolUpdate(Request):
+    """What may change (absent: unchanged). New prefixes must hold every old one (else 400); the
+    lengths stay ordered min <= default <= max (else 400)."""
+
+    name: Text | UnsetType = UNSET
+    description: Text | UnsetType = UNSET
+    prefixes: Prefixes | UnsetType = UNSET
+    default_prefixlen: PrefixLength | UnsetType = UNSET
+    min_prefixlen: PrefixLength | UnsetType = UNSET
+    max_prefixlen: PrefixLength | UnsetType = UNSET
+
+
+class SubnetPoolUpdateRequest(OpenRequest):
+    subnetpool: SubnetPoolUpdate
+
+
+class SubnetPool(Body):
+    id: str
+    name: str
+    project_id: str
+    tenant_id: str
+    prefixes: list[str]
+    default_prefixlen: int
+    min_prefixlen: int
+    max_prefixlen: int
+    ip_version: Literal[4]
+    shared: bool
+    is_default: bool
+    description: str
+    revision_number: int
+    tags: list[str]
+    created_at: Time
+    updated_at: Time
+
+
+class SubnetPoolQuery(ListQuery, forbid_unknown_fields=True):
+    id: Texts = []
+    name: Texts = []
+    project_id: Texts = []
+    tenant_id: Texts = []
+    description: Texts = []
+    created_at: Texts = []
+    updated_at: Texts = []
+    revision_number: Numbers = []
+    default_prefixlen: Numbers = []
+    min_prefixlen: Numbers = []
+    max_prefixlen: Numbers = []
+    ip_version: Numbers = []
+    shared: Booleans = []
+    is_default: Booleans = []
+    sort_key: Annotated[list[_sort_keys(SubnetPool)], SORT_KEY] = []
+
+
+class SubnetPoolShown(Body):
+    subnetpool: SubnetPool
+
+
+def subnetpool_view(pool: SubnetPoolRecord) -> SubnetPool:
+    return SubnetPool(
+        id=pool["id"],
+        name=pool["name"],
+        project_id=pool["project_id"],
+        tenant_id=pool["tenant_id"],
+        prefixes=pool["prefixes"],
+        default_prefixlen=pool["default_prefixlen"],
+        min_prefixlen=pool["min_prefixlen"],
+        max_prefixlen=pool["max_prefixlen"],
+        ip_version=4,
+        shared=pool["shared"],
+        is_default=pool["is_default"],
+        description=pool["description"],
+        revision_number=pool["revision_number"],
+        tags=pool["tags"],
+        created_at=pool["created_at"],
+        updated_at=pool["updated_at"],
     )
 
 
@@ -571,6 +695,7 @@ def _partial(shown: type[Body], name: str) -> Any:
 NetworkFields = _partial(Network, "NetworkFields")
 SubnetFields = _partial(Subnet, "SubnetFields")
 PortFields = _partial(Port, "PortFields")
+SubnetPoolFields = _partial(SubnetPool, "SubnetPoolFields")
 
 
 class NetworkList(Body):
@@ -597,6 +722,10 @@ class PortTrimmed(Body):
     port: PortFields
 
 
+class SubnetPoolTrimmed(Body):
+    subnetpool: SubnetPoolFields
+
+
 def _trimmed(shown: Body, query: ShowQuery) -> Any:
     """One resource, trimmed to ``fields`` when given."""
     item = msgspec.to_builtins(shown)
@@ -611,6 +740,11 @@ class SubnetList(Body):
 class PortList(Body):
     ports: list[PortFields]
     ports_links: list[Link] | UnsetType = UNSET
+
+
+class SubnetPoolList(Body):
+    subnetpools: list[SubnetPoolFields]
+    subnetpools_links: list[Link] | UnsetType = UNSET
 
 
 _PAGING = frozenset(info.name for info in msgspec.structs.fields(ListQuery))
@@ -789,6 +923,13 @@ EXTENSIONS = {
             links=[],
         ),
         Extension(
+            name="Subnet Allocation",
+            alias="subnet_allocation",
+            description="Enables allocation of subnets from a subnet pool",
+            updated="2015-03-30T10:00:00-00:00",
+            links=[],
+        ),
+        Extension(
             name="Sorting support",
             alias="sorting",
             description="Extension that indicates that sorting is enabled.",
@@ -815,7 +956,8 @@ EXTENSIONS = {
 networks, subnets and ports have. Not listed, because not built whole: port binding (ports show
 its attributes, but ``binding:host_id`` is taken on update only, and ``binding:vnic_type`` and
 ``binding:profile`` not at all), tags (``tags`` is always empty), timestamps (no ``changed_since``
-filter), security groups, port security, external networks, routers, quotas, subnet pools."""
+filter), security groups, port security, external networks, routers, quotas, address scopes and
+default subnet pools."""
 
 # -- routes -----------------------------------------------------------------------------------
 
@@ -964,12 +1106,13 @@ async def list_subnets(request: web.Request, query: SubnetQuery) -> web.Response
     replies=[
         Reply(201, SubnetShown, "The subnet, or the subnets of a bulk create.", alternatives=(SubnetsShown,))
     ],
-    errors=(404,),
+    errors=(404, 409),
 )
 async def create_subnet(request: web.Request, body: SubnetCreateRequest) -> web.Response:
-    """404: no such network the project sees; 403: another project's shared network; 400: a
-    gateway, pool, route or CIDR that does not fit (see the body). In a bulk create, any of these
-    makes none."""
+    """404: no such network or subnet pool the project sees; 403: another project's shared
+    network; 400: a gateway, pool, route or CIDR that does not fit (see the body); 409: the subnet
+    pool has no free prefix of that length, or the cidr asked of it is taken. In a bulk create,
+    any of these makes none."""
     asked = [msgspec.to_builtins(subnet) for subnet in _asked(body.subnet, body.subnets)]
     subnets = await client(request, Net).create_subnets(subnets=asked)
     return json_response(_created("subnet", body.subnet, [subnet_view(s) for s in subnets]), status=201)
@@ -1011,6 +1154,65 @@ async def update_subnet(request: web.Request, body: SubnetUpdateRequest) -> web.
 async def delete_subnet(request: web.Request) -> web.Response:
     """403: a subnet of another project's shared network; 409: a port holds an address of it."""
     await client(request, Net).delete_subnet(subnet_id=request.match_info["subnet_id"])
+    return no_content()
+
+
+@routes.get(
+    SUBNETPOOLS,
+    "List subnet pools",
+    query=SubnetPoolQuery,
+    replies=[Reply(200, SubnetPoolList, "The subnet pools the project sees (its own and the shared ones).")],
+    errors=(404,),
+)
+async def list_subnetpools(request: web.Request, query: SubnetPoolQuery) -> web.Response:
+    pools = await client(request, Net).list_subnetpools()
+    return json_response(_listed(request, [subnetpool_view(p) for p in pools], query, "subnetpools"))
+
+
+@routes.post(
+    SUBNETPOOLS,
+    "Create a subnet pool",
+    body=SubnetPoolCreateRequest,
+    replies=[Reply(201, SubnetPoolShown, "The subnet pool.")],
+)
+async def create_subnetpool(request: web.Request, body: SubnetPoolCreateRequest) -> web.Response:
+    """403: a shared pool asked by someone other than an admin; 400: a prefix with host bits set,
+    lengths out of order."""
+    pool = await client(request, Net).create_subnetpool(**msgspec.to_builtins(body.subnetpool))
+    return json_response(SubnetPoolShown(subnetpool=subnetpool_view(pool)), status=201)
+
+
+@routes.get(
+    SUBNETPOOL,
+    "Show a subnet pool",
+    query=ShowQuery,
+    replies=[Reply(200, SubnetPoolTrimmed, "The subnet pool (its ``fields`` only, when given).")],
+    errors=(404,),
+)
+async def show_subnetpool(request: web.Request, query: ShowQuery) -> web.Response:
+    pool = await client(request, Net).get_subnetpool(subnetpool_id=request.match_info["subnetpool_id"])
+    return json_response({"subnetpool": _trimmed(subnetpool_view(pool), query)})
+
+
+@routes.put(
+    SUBNETPOOL,
+    "Update a subnet pool",
+    body=SubnetPoolUpdateRequest,
+    replies=[Reply(200, SubnetPoolShown, "The subnet pool.")],
+    errors=(404,),
+)
+async def update_subnetpool(request: web.Request, body: SubnetPoolUpdateRequest) -> web.Response:
+    """403: another project's shared pool; 400: prefixes leaving out an old one, lengths out of order."""
+    pool = await client(request, Net).update_subnetpool(
+        subnetpool_id=request.match_info["subnetpool_id"], **msgspec.to_builtins(body.subnetpool)
+    )
+    return json_response(SubnetPoolShown(subnetpool=subnetpool_view(pool)))
+
+
+@routes.delete(SUBNETPOOL, "Delete a subnet pool", replies=[Reply(204, None, "Deleted.")], errors=(404, 409))
+async def delete_subnetpool(request: web.Request) -> web.Response:
+    """403: another project's shared pool; 409: a subnet has a prefix of it."""
+    await client(request, Net).delete_subnetpool(subnetpool_id=request.match_info["subnetpool_id"])
     return no_content()
 
 

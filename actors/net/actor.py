@@ -1,9 +1,10 @@
 """The net actor (Neutron): networks, subnets, ports and the IP addresses they hold.
 
 Its API, events and version history: ``api/net.py``. The actor composes one servant per job,
-sharing one ``NetState`` (bus and store): ``networks``, ``subnets``, ``ports`` (the CRUD users
-reach through the gateway), ``instances`` (the ports of instances; the IP allocations, for an
-audit) and ``nodes`` (what compute nodes call, each for the instances on its host only).
+sharing one ``NetState`` (bus and store): ``networks``, ``subnets``, ``subnetpools``, ``ports``
+(the CRUD users reach through the gateway), ``instances`` (the ports of instances; the IP
+allocations, for an audit) and ``nodes`` (what compute nodes call, each for the instances on its
+host only).
 ``ipam`` gives the addresses; ``schema`` holds the store's migrations and how its rows read as
 Neutron records. At the first start the actor makes the
 shared network ``default`` (of no project) and its subnet; its orphan sweep gives back the
@@ -31,6 +32,7 @@ from actors.net.schema import (
     TRIGGERS,
 )
 from actors.net.state import NetState, insert
+from actors.net.subnetpools import SubnetPoolServant
 from actors.net.subnets import SubnetServant
 from actors.orphans import ORPHAN_SWEEP_INTERVAL, sweep_orphans_forever
 from actors.placement import Placements
@@ -55,6 +57,7 @@ class NetActor(Actor):
         self.serve(
             NetworkServant(state),
             SubnetServant(state),
+            SubnetPoolServant(state),
             PortServant(state),
             self.instances,
             NodePorts(state, self.instances, Placements(bus)),

@@ -1,5 +1,5 @@
 """The net actor's store: its migrations, the triggers that keep the free ranges, and how its
-rows read as Neutron records (``Kind``: ``NETWORK``, ``SUBNET``, ``PORT``)."""
+rows read as Neutron records (``Kind``: ``NETWORK``, ``SUBNET``, ``SUBNETPOOL``, ``PORT``)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from api.net import NETWORK_TYPE, FixedIp, Network, Port, Subnet
+from api.net import NETWORK_TYPE, FixedIp, Network, Port, Subnet, SubnetPool
 from runtime.store import Migration, Step, from_json
 
 _ADDRESSES_AS_INTEGERS = """
@@ -101,11 +101,23 @@ MIGRATIONS: list[Step] = [
     ALTER TABLE networks ADD COLUMN segmentation_id INTEGER;
     CREATE UNIQUE INDEX networks_segmentation ON networks(segmentation_id);
     """,
+    # 6: subnet pools, and the pool a subnet's CIDR was given from.
+    """
+    CREATE TABLE subnetpools (
+        id TEXT PRIMARY KEY, name TEXT NOT NULL, project_id TEXT NOT NULL, prefixes TEXT NOT NULL,
+        default_prefixlen INTEGER NOT NULL, min_prefixlen INTEGER NOT NULL, max_prefixlen INTEGER NOT NULL,
+        shared INTEGER NOT NULL, description TEXT NOT NULL DEFAULT '',
+        revision_number INTEGER NOT NULL DEFAULT 1, created_at TEXT NOT NULL, updated_at TEXT NOT NULL);
+    CREATE INDEX subnetpools_project ON subnetpools(project_id);
+    ALTER TABLE subnets ADD COLUMN subnetpool_id TEXT REFERENCES subnetpools(id);
+    CREATE INDEX subnets_subnetpool ON subnets(subnetpool_id);
+    """,
 ]
 
 # networks.shared, admin_state_up; subnets.enable_dhcp; ports.admin_state_up,
 # created_for_instance: 0 or 1. subnets.allocation_pools, dns_nameservers, host_routes and
-# ports.binding_vif_details: JSON. ports.created_for_instance: allocate_for_instance made the
+# ports.binding_vif_details, subnetpools.prefixes (merged, sorted): JSON. subnets.subnetpool_id:
+# the pool its CIDR was given from, or NULL. ports.created_for_instance: allocate_for_instance made the
 # port (deallocate_for_instance deletes it; a port the user made is only unbound).
 # ip_pools: a subnet's allocation_pools as integer ranges; ip_free: the addresses of those no
 # port holds, as disjoint ranges, kept by TRIGGERS.
@@ -246,6 +258,29 @@ def subnet_view(row: dict[str, Any]) -> Subnet:
         "enable_dhcp": bool(row["enable_dhcp"]),
         "dns_nameservers": from_json(row["dns_nameservers"], []),
         "host_routes": from_json(row["host_routes"], []),
+        "subnetpool_id": row["subnetpool_id"],
+        "description": row["description"],
+        "revision_number": row["revision_number"],
+        "tags": [],
+        "created_at": row["created_at"],
+        "updated_at": row["updated_at"],
+    }
+
+
+def subnetpool_view(row: dict[str, Any]) -> SubnetPool:
+    """A ``subnetpools`` row as Neutron shows it (no address scopes, quotas nor default pools)."""
+    return {
+        "id": row["id"],
+        "name": row["name"],
+        "project_id": row["project_id"],
+        "tenant_id": row["project_id"],
+        "prefixes": from_json(row["prefixes"], []),
+        "default_prefixlen": row["default_prefixlen"],
+        "min_prefixlen": row["min_prefixlen"],
+        "max_prefixlen": row["max_prefixlen"],
+        "ip_version": 4,
+        "shared": bool(row["shared"]),
+        "is_default": False,
         "description": row["description"],
         "revision_number": row["revision_number"],
         "tags": [],
@@ -294,6 +329,7 @@ NETWORK = Kind(
 SUBNET = Kind(
     "Subnet", "SELECT r.* FROM subnets r JOIN networks n ON n.id = r.network_id", "n.shared = 1", subnet_view
 )
+SUBNETPOOL = Kind("Subnet pool", "SELECT r.* FROM subnetpools r", "r.shared = 1", subnetpool_view)
 PORT = Kind(
     "Port",
     "SELECT r.*, (SELECT json_group_array(json_object('subnet_id', a.subnet_id, 'ip_address', a.ip_address))"

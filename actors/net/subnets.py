@@ -1,6 +1,6 @@
-"""Subnets: an IPv4 range of a network, its gateway, the pools ports are given addresses from,
-and what its hosts are told over DHCP (name servers, host routes); made, changed and deleted by
-the network's project."""
+"""Subnets: an IPv4 range of a network (given, or taken from a subnet pool), its gateway, the
+pools ports are given addresses from, and what its hosts are told over DHCP (name servers, host
+routes); made, changed and deleted by the network's project."""
 
 from __future__ import annotations
 
@@ -18,8 +18,9 @@ from actors.net.ipam import (
     subnet_addresses,
     subnet_row,
 )
-from actors.net.schema import NETWORK, SUBNET
+from actors.net.schema import NETWORK, SUBNET, SUBNETPOOL
 from actors.net.state import Db, NetState, scope, update, where
+from actors.net.subnetpools import pool_cidr
 from api.net import AllocationPool, HostRoute, Subnet, SubnetRequest, Subnets
 from bus import Conflict, InvalidRequest
 
@@ -34,7 +35,7 @@ class SubnetServant(Subnets):
         self,
         *,
         network_id: str,
-        cidr: str,
+        cidr: str | None = None,
         name: str = "",
         gateway_ip: str | None = None,
         allocation_pools: list[AllocationPool] | None = None,
@@ -43,6 +44,8 @@ class SubnetServant(Subnets):
         dns_nameservers: list[str] | None = None,
         description: str = "",
         host_routes: list[HostRoute] | None = None,
+        subnetpool_id: str | None = None,
+        prefixlen: int | None = None,
     ) -> Subnet:
         asked: SubnetRequest = {
             "network_id": network_id,
@@ -50,6 +53,7 @@ class SubnetServant(Subnets):
             "name": name,
             "gateway_ip": gateway_ip,
         }
+        asked |= {"subnetpool_id": subnetpool_id, "prefixlen": prefixlen}
         asked |= {"allocation_pools": allocation_pools, "ip_version": ip_version, "enable_dhcp": enable_dhcp}
         asked |= {"dns_nameservers": dns_nameservers, "description": description, "host_routes": host_routes}
         return (await self.create_subnets(subnets=[asked]))[0]
@@ -66,11 +70,17 @@ class SubnetServant(Subnets):
         """
         network_id = asked["network_id"]
         network = await self.state.get(NETWORK, network_id, project, db, owned=True)
+        cidr, pool_id = asked.get("cidr"), asked.get("subnetpool_id")
+        if pool_id is not None:
+            pool = await self.state.get(SUBNETPOOL, pool_id, project, db)
+            cidr = await pool_cidr(db, pool, cidr, asked.get("prefixlen"))
+        if cidr is None:
+            raise InvalidRequest("Bad subnet request: a cidr or a subnetpool_id must be specified.")
         subnet = subnet_row(
             network_id=network_id,
             project_id=network["project_id"],
             name=asked.get("name", ""),
-            cidr=asked["cidr"],
+            cidr=cidr,
             gateway_ip=asked.get("gateway_ip"),
             pools=asked.get("allocation_pools"),
             ip_version=asked.get("ip_version", 4),
@@ -86,6 +96,7 @@ class SubnetServant(Subnets):
             "dns_nameservers": nameservers(asked.get("dns_nameservers")),
             "host_routes": ipam.host_routes(asked.get("host_routes")),
             "description": asked.get("description", ""),
+            "subnetpool_id": pool_id,
         }
         await insert_subnet(db, {**subnet, **extra})
         return await self.state.get(SUBNET, subnet["id"], None, db)

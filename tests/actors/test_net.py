@@ -391,7 +391,7 @@ NODE_CALL = {
         ("get_network", {"network_id": ""}, r"length >= 1 - at `\$\.network_id`"),
         ("list_networks", {"shared": "yes"}, r"\$\.shared"),
         ("create_subnet", {"network_id": "n", "cidr": "10.0.0.0/24", "name": 5}, r"\$\.name"),
-        ("create_subnet", {"network_id": "n"}, "missing required field `cidr`"),
+        ("create_subnet", {"network_id": "n", "prefixlen": 33}, r"<= 32 - at `\$\.prefixlen`"),
         ("create_subnet", {"network_id": "n", "cidr": "10.0.0.0/24", "ip_version": 5}, r"\$\.ip_version"),
         (
             "create_subnet",
@@ -461,7 +461,7 @@ def test_the_node_facet_holds_what_nodes_call() -> None:
     assert subjects(NetForNodes, host="node-1") == [f"net.host.node-1.{method}" for method in methods]
     assert subjects(NetForNodes) == [f"net.host.*.{method}" for method in methods]
     assert set(NetForNodes.api_methods) - {"dhcp_port", "release_dhcp_port"} < set(Net.api_methods)
-    assert len(Net.api_methods) == 23
+    assert len(Net.api_methods) == 28
 
 
 async def test_networks_and_subnets_in_use_are_not_deleted(client: Net, port_events) -> None:
@@ -813,3 +813,79 @@ async def test_port_fixed_ips_update_keeps_adds_and_releases_atomically(client: 
         again = await client.create_port(network_id=network["id"], fixed_ips=[{"ip_address": "10.7.0.50"}])
     assert address(again) == "10.7.0.50"
     await free_ranges_match_allocations(net)
+
+
+async def test_subnet_pools_give_free_prefixes_and_keep_them(client: Net) -> None:
+    with acting_as(ALICE):
+        pool = await client.create_subnetpool(
+            name="p", prefixes=["10.80.0.0/24", "10.80.1.0/24", "10.90.0.0/16"], default_prefixlen=26
+        )
+        assert pool["prefixes"] == ["10.80.0.0/23", "10.90.0.0/16"] and pool["ip_version"] == 4
+        assert (pool["min_prefixlen"], pool["default_prefixlen"], pool["max_prefixlen"]) == (8, 26, 32)
+        network = await client.create_network(name="pooled")
+        first = await client.create_subnet(network_id=network["id"], subnetpool_id=pool["id"])
+        asked = await client.create_subnet(
+            network_id=network["id"], subnetpool_id=pool["id"], cidr="10.80.0.128/25"
+        )
+        other = await client.create_network(name="pooled-2")
+        sized = await client.create_subnets(
+            subnets=[
+                {"network_id": other["id"], "subnetpool_id": pool["id"], "prefixlen": 25},
+                {"network_id": other["id"], "subnetpool_id": pool["id"], "prefixlen": 24},
+            ]
+        )
+        assert (first["cidr"], first["subnetpool_id"]) == ("10.80.0.0/26", pool["id"])
+        assert asked["cidr"] == "10.80.0.128/25"
+        assert [s["cidr"] for s in sized] == ["10.80.1.0/25", "10.90.0.0/24"]
+        renamed = await client.update_subnetpool(
+            subnetpool_id=pool["id"], name="q", prefixes=["10.80.0.0/22", "10.90.0.0/16"]
+        )
+        assert renamed["name"] == "q" and renamed["prefixes"] == ["10.80.0.0/22", "10.90.0.0/16"]
+        assert [p["id"] for p in await client.list_subnetpools()] == [pool["id"]]
+    before = await snapshot(client)
+    with acting_as(ALICE):
+        pool_before = await client.get_subnetpool(subnetpool_id=pool["id"])
+    for method, arguments, error in (
+        (
+            "create_subnet",
+            {"network_id": network["id"], "subnetpool_id": pool["id"], "cidr": "10.80.0.0/25"},
+            Conflict,
+        ),
+        (
+            "create_subnet",
+            {"network_id": network["id"], "subnetpool_id": pool["id"], "cidr": "10.70.0.0/24"},
+            InvalidRequest,
+        ),
+        (
+            "create_subnet",
+            {"network_id": network["id"], "subnetpool_id": pool["id"], "prefixlen": 4},
+            InvalidRequest,
+        ),
+        (
+            "create_subnet",
+            {"network_id": network["id"], "subnetpool_id": pool["id"], "prefixlen": 9},
+            Conflict,
+        ),
+        ("create_subnet", {"network_id": network["id"]}, InvalidRequest),
+        ("create_subnet", {"network_id": network["id"], "subnetpool_id": "nope"}, NotFound),
+        ("update_subnetpool", {"subnetpool_id": pool["id"], "prefixes": ["10.80.0.0/22"]}, InvalidRequest),
+        ("update_subnetpool", {"subnetpool_id": pool["id"], "min_prefixlen": 28}, InvalidRequest),
+        ("delete_subnetpool", {"subnetpool_id": pool["id"]}, Conflict),
+        ("create_subnetpool", {"prefixes": ["10.0.0.1/8"]}, InvalidRequest),
+        ("create_subnetpool", {"prefixes": ["10.0.0.0/8"], "shared": True}, Forbidden),
+    ):
+        with acting_as(ALICE), pytest.raises(error):
+            await getattr(client, method)(**arguments)
+        assert await snapshot(client) == before, (method, arguments)
+    with acting_as(ALICE):
+        assert await client.get_subnetpool(subnetpool_id=pool["id"]) == pool_before
+    with acting_as(BOB):
+        with pytest.raises(NotFound):
+            await client.get_subnetpool(subnetpool_id=pool["id"])
+        assert await client.list_subnetpools() == []
+    with acting_as(ALICE):
+        for subnet in (first, asked, *sized):
+            await client.delete_subnet(subnet_id=subnet["id"])
+        await client.delete_subnetpool(subnetpool_id=pool["id"])
+        with pytest.raises(NotFound):
+            await client.get_subnetpool(subnetpool_id=pool["id"])

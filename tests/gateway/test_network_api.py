@@ -499,3 +499,61 @@ async def test_listings_sort_and_page_with_links(demo: Any) -> None:
         NETWORKS, params={"name": ["a-net", "c-net"], "fields": ["name"], "sort_key": "name"}
     )
     assert body == {"networks": [{"name": "a-net"}, {"name": "c-net"}]}
+
+
+async def test_subnet_pools_give_subnets_their_prefixes(demo: Any) -> None:
+    pool = await create(
+        demo, "/network/v2.0/subnetpools", "subnetpool", {"name": "pool", "prefixes": ["10.110.0.0/16"]}
+    )
+    assert pool["prefixes"] == ["10.110.0.0/16"] and pool["min_prefixlen"] == 8 and pool["shared"] is False
+    pool_path = f"/network/v2.0/subnetpools/{pool['id']}"
+    status, body = await demo.put(pool_path, {"subnetpool": {"name": "renamed", "default_prefixlen": 24}})
+    assert status == 200 and body["subnetpool"]["name"] == "renamed", body
+    network = await create(demo, NETWORKS, "network", {"name": "from-pool"})
+    subnet = await create(demo, SUBNETS, "subnet", {"network_id": network["id"], "subnetpool_id": pool["id"]})
+    assert (subnet["cidr"], subnet["subnetpool_id"]) == ("10.110.0.0/24", pool["id"])
+    sized = await create(
+        demo, SUBNETS, "subnet", {"network_id": network["id"], "subnetpool_id": pool["id"], "prefixlen": 28}
+    )
+    assert sized["cidr"] == "10.110.1.0/28"
+    status, body = await demo.get(SUBNETS, params={"subnetpool_id": pool["id"], "fields": "cidr"})
+    assert body["subnets"] == [{"cidr": "10.110.0.0/24"}, {"cidr": "10.110.1.0/28"}]
+    status, body = await demo.get("/network/v2.0/subnetpools", params={"name": "renamed"})
+    assert status == 200 and [p["id"] for p in body["subnetpools"]] == [pool["id"]]
+    status, body = await demo.get("/network/v2.0/extensions/subnet_allocation")
+    assert status == 200
+    before = await snapshot(demo)
+    for method, path, refused, expected in (
+        (
+            "POST",
+            SUBNETS,
+            {"subnet": {"network_id": network["id"], "subnetpool_id": pool["id"], "prefixlen": 4}},
+            400,
+        ),
+        (
+            "POST",
+            SUBNETS,
+            {"subnet": {"network_id": network["id"], "subnetpool_id": pool["id"], "cidr": "10.110.0.0/25"}},
+            409,
+        ),
+        ("POST", SUBNETS, {"subnet": {"network_id": network["id"]}}, 400),
+        ("POST", SUBNETS, {"subnet": {"network_id": network["id"], "subnetpool_id": "nope"}}, 404),
+        ("PUT", pool_path, {"subnetpool": {"prefixes": ["10.111.0.0/16"]}}, 400),
+        ("DELETE", pool_path, None, 409),
+        (
+            "POST",
+            "/network/v2.0/subnetpools",
+            {"subnetpool": {"prefixes": ["10.0.0.0/8"], "shared": True}},
+            403,
+        ),
+    ):
+        status, body = await demo.request(method, path, json=refused)
+        assert status == expected and neutron_error(body), (method, refused, body)
+        assert await snapshot(demo) == before
+    for made in (subnet, sized):
+        status, _ = await demo.delete(f"{SUBNETS}/{made['id']}")
+        assert status == 204
+    status, _ = await demo.delete(pool_path)
+    assert status == 204
+    status, body = await demo.get(pool_path)
+    assert status == 404 and neutron_error(body)
