@@ -1,7 +1,7 @@
 """Domains (``/domains``): the one domain there is, ``default`` (no domain is made or changed).
 
-Listing them is for admins; showing one is also for any token scoped in it (every project is in
-``default``) or to the system, as Keystone's ``identity:get_domain`` allows.
+Listing them is for admins and readers on the system; showing one is also for any token scoped
+in it (every project is in ``default``), as Keystone's ``identity:get_domain`` allows.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from aiohttp import web
 from bus import Forbidden, NotFound
 from gateway.http import context_of, json_response
 from gateway.identity.common import (
-    ADMIN,
     ADMIN_READ,
     DOMAIN_ID,
     DOMAIN_NAME,
@@ -24,7 +23,7 @@ from gateway.identity.common import (
     self_link,
 )
 from gateway.routing import NO_POLICY, Body, Reply, Routes
-from runtime.policy import SYSTEM_ROLE_PREFIX, allowed
+from runtime.policy import allowed
 
 
 class Domain(Body):
@@ -77,18 +76,15 @@ async def list_domains(request: web.Request) -> web.Response:
 
 @routes.get(
     f"{V3}/domains/{{domain_id}}",
-    "Show a domain (admin, or a token scoped in it or to the system)",
+    "Show a domain (a token scoped in it, or a system reader)",
     policy=NO_POLICY,
     replies=[Reply(200, DomainShown, "The domain.")],
     errors=(404,),
 )
 async def get_domain(request: web.Request) -> web.Response:
-    """403: an unscoped token of a user who is no admin; 404: any domain but ``default``."""
+    """403: an unscoped token; 404: any domain but ``default``."""
     ctx = context_of(request)
-    scoped_in_it = ctx.project_id is not None or any(
-        role.startswith(SYSTEM_ROLE_PREFIX) for role in ctx.roles
-    )
-    if not (scoped_in_it or allowed(ADMIN, ctx)):
+    if ctx.project_id is None and not allowed(ADMIN_READ, ctx):
         raise Forbidden("Policy doesn't allow identity:get_domain to be performed.")
     if request.match_info["domain_id"] != DOMAIN_ID:
         raise NotFound(f"Could not find domain: {request.match_info['domain_id']}.")

@@ -208,13 +208,14 @@ async def delete_user(request: web.Request) -> web.Response:
 
 @routes.get(
     f"{USER}/projects",
-    "List a user's projects (the user itself, or an admin)",
+    "List a user's projects (the user itself, an admin or a system reader)",
     policy=NO_POLICY,
     replies=[Reply(200, ProjectList, "The projects it has a role on, itself or through a group.")],
     errors=(404,),
 )
 async def list_user_projects(request: web.Request) -> web.Response:
-    """403: the caller is neither that user nor an admin; 404: no such user."""
+    """403: the caller is none of them (asking of another user or of none); 404: no such user
+    (asked by an admin or a system reader)."""
     projects = await client(request, IdentityAdmin).list_user_projects(user_id=request.match_info["user_id"])
     return json_response(project_list(request, projects))
 
