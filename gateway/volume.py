@@ -142,7 +142,7 @@ class VolumeQuery(Query):
     name: Annotated[str, Meta(description="Volumes of this name.")] | UnsetType = UNSET
     status: Annotated[str, Meta(description="Volumes in this status.")] | UnsetType = UNSET
     metadata: MetadataFilter | UnsetType = UNSET
-    bootable: Annotated[bool, Meta(description="Bootable volumes, or not.")] | UnsetType = UNSET
+    bootable: Annotated[bool, Meta(description="BootableFlag volumes, or not.")] | UnsetType = UNSET
     availability_zone: Annotated[str, Meta(description="Volumes of this zone.")] | UnsetType = UNSET
     all_tenants: Annotated[bool, Meta(description="Admins: every project's volumes.")] = False
     limit: (
@@ -425,25 +425,25 @@ async def delete_volume(request: web.Request) -> web.Response:
 # -- a volume's metadata --------------------------------------------------------------------
 
 
-class MetadataBody(OpenRequest):
+class ItemsRequest(OpenRequest):
     metadata: Metadata
 
 
-class MetaBody(OpenRequest):
+class ItemRequest(OpenRequest):
     """One metadata item, its key the path's."""
 
     meta: Annotated[Metadata, Meta(min_length=1, max_length=1)]
 
 
-class MetadataShown(Body):
+class ItemsShown(Body):
     metadata: dict[str, str]
 
 
-class MetaShown(Body):
+class ItemShown(Body):
     meta: dict[str, str]
 
 
-def _one_item(request: web.Request, body: MetaBody) -> tuple[str, str]:
+def _one_item(request: web.Request, body: ItemRequest) -> tuple[str, str]:
     """The item of a ``meta`` body. :raises InvalidRequest: its key is not the path's."""
     key = request.match_info["key"]
     [(given_key, value)] = body.meta.items()
@@ -452,62 +452,62 @@ def _one_item(request: web.Request, body: MetaBody) -> tuple[str, str]:
     return key, value
 
 
-def _item(metadata: dict[str, str], key: str, what: str) -> MetaShown:
+def _item(metadata: dict[str, str], key: str, what: str) -> ItemShown:
     """One item of some metadata. :raises NotFound: there is none of that key."""
     if key not in metadata:
         raise NotFound(f"{what} has no metadata with key {key}.")
-    return MetaShown(meta={key: metadata[key]})
+    return ItemShown(meta={key: metadata[key]})
 
 
 @routes.get(
     f"{VOLUMES}/{{volume_id}}/metadata",
     "Show a volume's metadata",
-    replies=[Reply(200, MetadataShown, "The volume's own metadata.")],
+    replies=[Reply(200, ItemsShown, "The volume's own metadata.")],
     errors=ERRORS_OF_A_VOLUME,
 )
 async def show_volume_metadata(request: web.Request) -> web.Response:
     """403: another project's path; 404: no such volume."""
     _project(request, "get")
     volume = await client(request, Volumes).get(volume_id=request.match_info["volume_id"])
-    return json_response(MetadataShown(metadata=volume["metadata"]))
+    return json_response(ItemsShown(metadata=volume["metadata"]))
 
 
 @routes.post(
     f"{VOLUMES}/{{volume_id}}/metadata",
     "Add to a volume's metadata",
-    body=MetadataBody,
-    replies=[Reply(200, MetadataShown, "The volume's metadata, these items merged in.")],
+    body=ItemsRequest,
+    replies=[Reply(200, ItemsShown, "The volume's metadata, these items merged in.")],
     errors=ERRORS_OF_A_VOLUME,
 )
-async def add_volume_metadata(request: web.Request, body: MetadataBody) -> web.Response:
+async def add_volume_metadata(request: web.Request, body: ItemsRequest) -> web.Response:
     """403: another project's path; 404: no such volume."""
     _project(request, "update_volume_metadata")
     volume_id = request.match_info["volume_id"]
     metadata = await client(request, Volumes).set_metadata(volume_id=volume_id, metadata=body.metadata)
-    return json_response(MetadataShown(metadata=metadata))
+    return json_response(ItemsShown(metadata=metadata))
 
 
 @routes.put(
     f"{VOLUMES}/{{volume_id}}/metadata",
     "Replace a volume's metadata",
-    body=MetadataBody,
-    replies=[Reply(200, MetadataShown, "The volume's metadata: these items.")],
+    body=ItemsRequest,
+    replies=[Reply(200, ItemsShown, "The volume's metadata: these items.")],
     errors=ERRORS_OF_A_VOLUME,
 )
-async def replace_volume_metadata(request: web.Request, body: MetadataBody) -> web.Response:
+async def replace_volume_metadata(request: web.Request, body: ItemsRequest) -> web.Response:
     """403: another project's path; 404: no such volume."""
     _project(request, "update_volume_metadata")
     volume_id = request.match_info["volume_id"]
     metadata = await client(request, Volumes).set_metadata(
         volume_id=volume_id, metadata=body.metadata, replace=True
     )
-    return json_response(MetadataShown(metadata=metadata))
+    return json_response(ItemsShown(metadata=metadata))
 
 
 @routes.get(
     f"{VOLUMES}/{{volume_id}}/metadata/{{key}}",
     "Show a volume's metadata item",
-    replies=[Reply(200, MetaShown, "The item.")],
+    replies=[Reply(200, ItemShown, "The item.")],
     errors=ERRORS_OF_A_VOLUME,
     path_types=METADATA_KEY,
 )
@@ -521,19 +521,19 @@ async def show_volume_metadata_item(request: web.Request) -> web.Response:
 @routes.put(
     f"{VOLUMES}/{{volume_id}}/metadata/{{key}}",
     "Set a volume's metadata item",
-    body=MetaBody,
-    replies=[Reply(200, MetaShown, "The item.")],
+    body=ItemRequest,
+    replies=[Reply(200, ItemShown, "The item.")],
     errors=ERRORS_OF_A_VOLUME,
     path_types=METADATA_KEY,
 )
-async def set_volume_metadata_item(request: web.Request, body: MetaBody) -> web.Response:
+async def set_volume_metadata_item(request: web.Request, body: ItemRequest) -> web.Response:
     """400: the body's key is not the path's; 403: another project's path; 404: no such volume."""
     _project(request, "update_volume_metadata")
     volumes = client(request, Volumes)
     volume_id = (await volumes.get(volume_id=request.match_info["volume_id"]))["id"]  # 404 first
     key, value = _one_item(request, body)
     await volumes.set_metadata(volume_id=volume_id, metadata={key: value})
-    return json_response(MetaShown(meta={key: value}))
+    return json_response(ItemShown(meta={key: value}))
 
 
 @routes.delete(
@@ -554,24 +554,26 @@ async def delete_volume_metadata_item(request: web.Request) -> web.Response:
 # -- volume actions -------------------------------------------------------------------------
 
 
-class Bootable(OpenRequest):
+class BootableFlag(OpenRequest):
     bootable: Flag
 
 
-class Readonly(OpenRequest):
+class ReadonlyFlag(OpenRequest):
     readonly: Flag
 
 
-class Extend(OpenRequest):
+class ExtendSize(OpenRequest):
     new_size: Size
 
 
 class VolumeAction(Request):
     """Exactly one action (an unknown one is 400); the values of those that take none are not read."""
 
-    set_bootable: Bootable | UnsetType = msgspec.field(default=UNSET, name="os-set_bootable")
-    update_readonly_flag: Readonly | UnsetType = msgspec.field(default=UNSET, name="os-update_readonly_flag")
-    extend: Extend | UnsetType = msgspec.field(default=UNSET, name="os-extend")
+    set_bootable: BootableFlag | UnsetType = msgspec.field(default=UNSET, name="os-set_bootable")
+    update_readonly_flag: ReadonlyFlag | UnsetType = msgspec.field(
+        default=UNSET, name="os-update_readonly_flag"
+    )
+    extend: ExtendSize | UnsetType = msgspec.field(default=UNSET, name="os-extend")
     reserve: Any = msgspec.field(default=UNSET, name="os-reserve")
     unreserve: Any = msgspec.field(default=UNSET, name="os-unreserve")
     begin_detaching: Any = msgspec.field(default=UNSET, name="os-begin_detaching")
@@ -611,12 +613,12 @@ async def volume_action(request: web.Request, body: VolumeAction) -> web.Respons
     _project(request, "update")
     volume_id = request.match_info["volume_id"]
     volumes = client(request, Volumes)
-    if isinstance(body.set_bootable, Bootable):
+    if isinstance(body.set_bootable, BootableFlag):
         await volumes.set_bootable(volume_id=volume_id, bootable=_flag(body.set_bootable.bootable))
         return no_content(200)
-    if isinstance(body.update_readonly_flag, Readonly):
+    if isinstance(body.update_readonly_flag, ReadonlyFlag):
         await volumes.set_readonly(volume_id=volume_id, readonly=_flag(body.update_readonly_flag.readonly))
-    elif isinstance(body.extend, Extend):
+    elif isinstance(body.extend, ExtendSize):
         await volumes.extend(volume_id=volume_id, new_size=body.extend.new_size)
     elif body.reserve is not UNSET:
         await volumes.reserve_volume(volume_id=volume_id)
@@ -632,33 +634,35 @@ async def volume_action(request: web.Request, body: VolumeAction) -> web.Respons
 # -- availability zones, extensions ---------------------------------------------------------
 
 
-class ZoneState(Body):
+class VolumeZoneState(Body):
     available: bool
 
 
-class Zone(Body):
+class VolumeZone(Body):
     zone_name: str = msgspec.field(name="zoneName")
-    zone_state: ZoneState = msgspec.field(name="zoneState")
+    zone_state: VolumeZoneState = msgspec.field(name="zoneState")
 
 
-class Zones(Body):
-    availability_zone_info: list[Zone] = msgspec.field(name="availabilityZoneInfo")
+class VolumeZones(Body):
+    availability_zone_info: list[VolumeZone] = msgspec.field(name="availabilityZoneInfo")
 
 
 @routes.get(
     f"{BASE}/os-availability-zone",
     "List availability zones",
-    replies=[Reply(200, Zones, "The one zone, nova: every storage host's.")],
+    replies=[Reply(200, VolumeZones, "The one zone, nova: every storage host's.")],
 )
 async def list_availability_zones(request: web.Request) -> web.Response:
     """403: another project's path."""
     _project(request, "availability_zone_list")
     return json_response(
-        Zones(availability_zone_info=[Zone(zone_name="nova", zone_state=ZoneState(available=True))])
+        VolumeZones(
+            availability_zone_info=[VolumeZone(zone_name="nova", zone_state=VolumeZoneState(available=True))]
+        )
     )
 
 
-class Extension(Body):
+class VolumeExtension(Body):
     name: str
     alias: str
     description: str
@@ -666,12 +670,12 @@ class Extension(Body):
     links: list[Link]
 
 
-class Extensions(Body):
-    extensions: list[Extension]
+class VolumeExtensions(Body):
+    extensions: list[VolumeExtension]
 
 
 EXTENSIONS = (
-    ("AvailabilityZones", "os-availability-zone", "Describe Availability Zones."),
+    ("AvailabilityZones", "os-availability-zone", "Describe Availability VolumeZones."),
     ("ExtendedSnapshotAttributes", "os-extended-snapshot-attributes", "Extended attributes for snapshots."),
     (
         "VolumeTenantAttribute",
@@ -687,15 +691,17 @@ EXTENSIONS = (
 @routes.get(
     f"{BASE}/extensions",
     "List the extensions",
-    replies=[Reply(200, Extensions, "The Cinder extensions served.")],
+    replies=[Reply(200, VolumeExtensions, "The Cinder extensions served.")],
 )
 async def list_extensions(request: web.Request) -> web.Response:
     """403: another project's path."""
     _project(request, "extensions")
     return json_response(
-        Extensions(
+        VolumeExtensions(
             extensions=[
-                Extension(name=name, alias=alias, description=text, updated="2013-01-01T00:00:00Z", links=[])
+                VolumeExtension(
+                    name=name, alias=alias, description=text, updated="2013-01-01T00:00:00Z", links=[]
+                )
                 for name, alias, text in EXTENSIONS
             ]
         )
@@ -1001,14 +1007,14 @@ async def delete_snapshot(request: web.Request) -> web.Response:
 @routes.get(
     f"{SNAPSHOTS}/{{snapshot_id}}/metadata",
     "Show a snapshot's metadata",
-    replies=[Reply(200, MetadataShown, "The metadata.")],
+    replies=[Reply(200, ItemsShown, "The metadata.")],
     errors=(404,),
 )
 async def show_snapshot_metadata(request: web.Request) -> web.Response:
     """403: another project's path; 404: no such snapshot."""
     _project(request, "get_snapshot_metadata")
     snapshot = await client(request, Volumes).get_snapshot(snapshot_id=request.match_info["snapshot_id"])
-    return json_response(MetadataShown(metadata=snapshot["metadata"]))
+    return json_response(ItemsShown(metadata=snapshot["metadata"]))
 
 
 async def _set_snapshot_metadata(
@@ -1024,37 +1030,37 @@ async def _set_snapshot_metadata(
 @routes.post(
     f"{SNAPSHOTS}/{{snapshot_id}}/metadata",
     "Add to a snapshot's metadata",
-    body=MetadataBody,
-    replies=[Reply(200, MetadataShown, "The snapshot's metadata, these items merged in.")],
+    body=ItemsRequest,
+    replies=[Reply(200, ItemsShown, "The snapshot's metadata, these items merged in.")],
     errors=(404,),
 )
-async def add_snapshot_metadata(request: web.Request, body: MetadataBody) -> web.Response:
+async def add_snapshot_metadata(request: web.Request, body: ItemsRequest) -> web.Response:
     """403: another project's path; 404: no such snapshot."""
     _project(request, "update_snapshot_metadata")
     return json_response(
-        MetadataShown(metadata=await _set_snapshot_metadata(request, body.metadata, replace=False))
+        ItemsShown(metadata=await _set_snapshot_metadata(request, body.metadata, replace=False))
     )
 
 
 @routes.put(
     f"{SNAPSHOTS}/{{snapshot_id}}/metadata",
     "Replace a snapshot's metadata",
-    body=MetadataBody,
-    replies=[Reply(200, MetadataShown, "The snapshot's metadata: these items.")],
+    body=ItemsRequest,
+    replies=[Reply(200, ItemsShown, "The snapshot's metadata: these items.")],
     errors=(404,),
 )
-async def replace_snapshot_metadata(request: web.Request, body: MetadataBody) -> web.Response:
+async def replace_snapshot_metadata(request: web.Request, body: ItemsRequest) -> web.Response:
     """403: another project's path; 404: no such snapshot."""
     _project(request, "update_snapshot_metadata")
     return json_response(
-        MetadataShown(metadata=await _set_snapshot_metadata(request, body.metadata, replace=True))
+        ItemsShown(metadata=await _set_snapshot_metadata(request, body.metadata, replace=True))
     )
 
 
 @routes.get(
     f"{SNAPSHOTS}/{{snapshot_id}}/metadata/{{key}}",
     "Show a snapshot's metadata item",
-    replies=[Reply(200, MetaShown, "The item.")],
+    replies=[Reply(200, ItemShown, "The item.")],
     errors=(404,),
     path_types=METADATA_KEY,
 )
@@ -1068,18 +1074,18 @@ async def show_snapshot_metadata_item(request: web.Request) -> web.Response:
 @routes.put(
     f"{SNAPSHOTS}/{{snapshot_id}}/metadata/{{key}}",
     "Set a snapshot's metadata item",
-    body=MetaBody,
-    replies=[Reply(200, MetaShown, "The item.")],
+    body=ItemRequest,
+    replies=[Reply(200, ItemShown, "The item.")],
     errors=(404,),
     path_types=METADATA_KEY,
 )
-async def set_snapshot_metadata_item(request: web.Request, body: MetaBody) -> web.Response:
+async def set_snapshot_metadata_item(request: web.Request, body: ItemRequest) -> web.Response:
     """400: the body's key is not the path's; 403: another project's path; 404: no such snapshot."""
     _project(request, "update_snapshot_metadata")
     await client(request, Volumes).get_snapshot(snapshot_id=request.match_info["snapshot_id"])  # 404 first
     key, value = _one_item(request, body)
     await _set_snapshot_metadata(request, {key: value}, replace=False)
-    return json_response(MetaShown(meta={key: value}))
+    return json_response(ItemShown(meta={key: value}))
 
 
 @routes.delete(
