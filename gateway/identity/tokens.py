@@ -15,7 +15,7 @@ each such answer up to a second (``REFUSAL_HOLD``; nginx's ``limit_req`` delays 
 alike), so a client that does not wait sends one attempt per connection per second, not thousands:
 a sleeping coroutine costs nothing, a refusal answered at once costs a bus round trip.
 ``X-Subject-Token`` names the token to validate (GET), check (HEAD) or revoke (DELETE): the
-caller's own, or any for an admin.
+caller's own, or any for an admin (and to validate or check, for a reader on the system).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from api.identity import IdentityAdmin, LoginThrottled, Token, TokenInfo, Tokens
 from bus import Forbidden, NotFound, Unauthorized
 from gateway.http import JSON, TOKENS, client, context_of, error_body, json_response, no_content
 from gateway.identity.common import (
-    ADMIN,
+    ADMIN_READ,
     DOMAIN_ID,
     DOMAIN_NAME,
     V3,
@@ -475,14 +475,14 @@ def too_many_requests(refusal: LoginThrottled) -> web.HTTPTooManyRequests:
 
 async def _subject(request: web.Request, subject: str) -> TokenInfo:
     """What the X-Subject-Token says. :raises NotFound: it is not valid. :raises Forbidden: it is
-    neither the caller's own nor is the caller an admin."""
+    neither the caller's own nor is the caller an admin or a reader on the system."""
     try:
         info = await client(request, TokenValidation).validate(token=subject)
     except Unauthorized:
         raise NotFound(f"Could not find token: {subject[:16]}...") from None
     ctx = context_of(request)
-    if not allowed(ADMIN, ctx) and ctx.user_id != info["user_id"]:
-        raise Forbidden("Only the token's owner or an admin may inspect it.")
+    if not allowed(ADMIN_READ, ctx) and ctx.user_id != info["user_id"]:
+        raise Forbidden("Only the token's owner, an admin or a reader on the system may inspect it.")
     return info
 
 
@@ -526,7 +526,8 @@ async def issue_token(request: web.Request, body: AuthRequest, query: CatalogQue
     errors=(404,),
 )
 async def validate_token(request: web.Request, query: CatalogQuery, headers: SubjectToken) -> web.Response:
-    """404: the X-Subject-Token is not valid; 403: it is not the caller's, and the caller no admin."""
+    """404: the X-Subject-Token is not valid; 403: it is not the caller's, and the caller neither an
+    admin nor a reader on the system."""
     info = await _subject(request, headers.subject)
     role_ids: dict[str, str] = {}
     if info["roles"]:
@@ -547,7 +548,8 @@ async def validate_token(request: web.Request, query: CatalogQuery, headers: Sub
     errors=(404,),
 )
 async def check_token(request: web.Request, headers: SubjectToken) -> web.Response:
-    """404: the X-Subject-Token is not valid; 403: it is not the caller's, and the caller no admin."""
+    """404: the X-Subject-Token is not valid; 403: it is not the caller's, and the caller neither an
+    admin nor a reader on the system."""
     await _subject(request, headers.subject)
     return no_content(200, headers={"X-Subject-Token": headers.subject})
 

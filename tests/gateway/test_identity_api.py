@@ -408,6 +408,9 @@ async def test_system_role_assignments_of_users_and_groups(admin: Api) -> None:
     assert (await reader.put(f"{V3}/system/users/{demo}/roles/admin"))[0] == 403
     assert (await reader.post(f"{V3}/projects", {"project": {"name": "by-a-reader"}}))[0] == 403
     assert (await reader.get("/compute/v2.1/servers"))[0] == 403
+    admins = admin.headers["X-Auth-Token"]
+    assert (await subject(reader, "GET", admins))[0] == 200  # it may inspect anyone's token
+    assert (await subject(reader, "DELETE", admins))[0] == 403  # and revoke none but its own
     assert (await admin.delete(path))[0] == 204
     assert (await admin.delete(path))[0] == 404
     assert (await subject(admin, "GET", str(token)))[0] == 404  # no role left on the system
