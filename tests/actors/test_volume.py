@@ -489,10 +489,12 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _nbd_io(connection: dict[str, Any], *commands: str) -> str:
-    """``qemu-io`` on an attachment's NBD export, as a remote node's QEMU reaches it."""
+def _nbd_io(connection: dict[str, Any], *commands: str, readonly: bool = False) -> str:
+    """``qemu-io`` on an attachment's NBD export, as a remote node's QEMU reaches it (``readonly``:
+    opened read-only, as a read-only disk is)."""
     url = f"nbd://{connection['host']}:{connection['port']}/{connection['export']}"
-    argv = ["qemu-io", "-f", "raw", *(part for command in commands for part in ("-c", command)), url]
+    argv = ["qemu-io", *(["-r"] if readonly else []), "-f", "raw"]
+    argv += [*(part for command in commands for part in ("-c", command)), url]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=30)
     return done.stdout + done.stderr
 
@@ -825,3 +827,26 @@ async def test_a_volume_being_copied_is_not_attached_extended_or_deleted(
     await store.execute("UPDATE volumes SET status = 'available' WHERE id = ?", (copy["id"],))
     await acting(DEMO, volumes.delete_snapshot(snapshot_id=snapshot["id"]))
     assert (await acting(DEMO, volumes.get(volume_id=source["id"])))["status"] == "available"
+
+
+async def test_a_readonly_volume_is_exported_readonly_and_stays_so_across_a_restart(
+    volumes: Volumes, start_actor: Any, config: Config
+) -> None:
+    port = free_port()
+    actor = await start_actor(VolumeActor, config, nbd_listen=f"127.0.0.1:{port}")
+    try:
+        volume = await acting(DEMO, volumes.create(size=1, volume_format="qcow2"))
+        await acting(DEMO, volumes.set_readonly(volume_id=volume["id"], readonly=True))
+        reserved = await acting(DEMO, volumes.reserve(volume_id=volume["id"], instance_uuid=SERVER))
+        connection = dict(reserved["connection"])
+        assert connection["readonly"] is True
+        assert "read 512/512" in _nbd_io(connection, "read 0 512", readonly=True)
+        assert "Permission denied" in _nbd_io(connection, "write -P 0x61 0 512")
+        await actor.stop()
+        actor = await start_actor(VolumeActor, config, nbd_listen=f"127.0.0.1:{port}")
+        assert "read 512/512" in _nbd_io(connection, "read 0 512", readonly=True)
+        assert "Permission denied" in _nbd_io(connection, "write -P 0x61 0 512")
+        await acting(DEMO, volumes.unreserve(volume_id=volume["id"]))
+    finally:
+        assert actor.storage.nbd is not None
+        await actor.storage.nbd.stop(daemon=True)
