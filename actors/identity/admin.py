@@ -4,13 +4,13 @@ facet of ``api/identity.py``.
 Every handler here is admin only (``Forbidden`` otherwise; a service-internal call with no
 user context counts as admin; so does a user with the admin role on the system); those that
 only read also serve a user with any role on the system (Keystone's system reader), and
-``list_user_projects`` the user itself. Arguments naming a project, user,
-group or role take its id or its name. The arguments' types and bounds are checked before a
-handler runs; what is left here are the checks of meaning (a name taken, a row that does not
-exist), all made before anything is written. Disabling or deleting a user or a project revokes its tokens at
-once. A user's roles on a project (or on the system) are its own assignments plus those of its
-groups. Role names starting with ``system:`` are refused: that is what roles held on the system
-are called in a caller's context (``runtime.policy.system_role``).
+``list_user_projects`` the user itself. Arguments naming a project, user, group or role take
+its id or its name. The arguments' types and bounds are checked before a handler runs; what is
+left here are the checks of meaning (a name taken, a row that does not exist), all made before
+anything is written. Disabling or deleting a user or a project revokes its tokens at once. A
+user's roles on a project (or on the system) are its own assignments plus those of its groups.
+Role names starting with ``system:`` are refused: that is what roles held on the system are
+called in a caller's context (``runtime.policy.system_role``).
 """
 
 from __future__ import annotations
@@ -217,16 +217,16 @@ class AdminService(IdentityAdmin):
         return _user(await self.state.find("users", user_id, USER_COLUMNS))
 
     async def list_user_projects(self, *, user_id: str) -> list[Project]:
-        ctx, reader = caller(), reads_all(caller())
+        ctx = caller()
+        reader = reads_all(ctx)
         try:
-            user = await self.state.find("users", user_id, "id")
+            user: dict[str, Any] | None = await self.state.find("users", user_id, "id")
         except NotFound:
             if reader:
                 raise
             user = None  # to anyone else, another user's and no user's projects are refused alike
-        if not reader and (user is None or ctx is None or ctx.user_id != user["id"]):
+        if user is None or not (reader or (ctx is not None and ctx.user_id == user["id"])):
             raise Forbidden("only the user itself, an admin or a reader on the system may list its projects")
-        assert user is not None
         columns = ", ".join(f"p.{column.strip()}" for column in PROJECT_COLUMNS.split(","))
         rows = await self.store.fetchall(
             f"SELECT {columns} FROM projects p WHERE p.id IN ("
