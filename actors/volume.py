@@ -24,8 +24,8 @@ from __future__ import annotations
 import builtins
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
-from typing import Any, TypedDict
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypedDict, TypeVar
 
 from actors.orphans import ORPHAN_SWEEP_INTERVAL, sweep_orphans_forever
 from actors.placement import Placements, sees_for
@@ -34,6 +34,8 @@ from api.image import ImageReader
 from api.volume import (
     DEFAULT_TYPE,
     LOCAL_STORAGE,
+    MAX_PAGE,
+    SNAPSHOT_SORT_KEYS,
     Attachment,
     AttachmentRecord,
     AttachStatus,
@@ -259,29 +261,34 @@ def _snapshot_record(row: SnapshotRow) -> Snapshot:
     return {**row, "metadata": from_json(row["metadata"], {})}
 
 
-def _sorted(volumes: builtins.list[Volume], sort: builtins.list[Sort]) -> builtins.list[Volume]:
-    """``volumes`` (newest first) in ``sort``'s order, the newest first where keys are equal
+Listed = TypeVar("Listed", bound=Mapping[str, Any])
+"""A volume or a snapshot, as lists give them."""
+
+
+def _sorted(items: builtins.list[Listed], sort: builtins.list[Sort]) -> builtins.list[Listed]:
+    """``items`` (newest first) in ``sort``'s order, the newest first where keys are equal
     (stable sorts, the last key first)."""
-    ordered = builtins.list(volumes)
+    ordered = builtins.list(items)
     for order in reversed(sort):
         key = order["key"]
-        ordered.sort(key=lambda volume: volume[key], reverse=order["direction"] == "desc")
+        ordered.sort(key=lambda item: item[key], reverse=order["direction"] == "desc")
     return ordered
 
 
 def _page(
-    volumes: builtins.list[Volume], marker: str | None, offset: int, limit: int | None
-) -> builtins.list[Volume]:
-    """The volumes after ``marker`` (or from the ``offset``-th), at most ``limit``.
+    items: builtins.list[Listed], marker: str | None, offset: int, limit: int | None
+) -> builtins.list[Listed]:
+    """The items after ``marker`` (or from the ``offset``-th), at most ``limit`` and ``MAX_PAGE``.
 
     :raises NotFound: ``marker`` is none of them.
     """
     if marker is not None:
-        ids = [volume["id"] for volume in volumes]
+        ids = [item["id"] for item in items]
         if marker not in ids:
             raise NotFound(f"Marker {marker} could not be found.")
         offset = ids.index(marker) + 1
-    return volumes[offset:] if limit is None else volumes[offset : offset + limit]
+    size = MAX_PAGE if limit is None else min(limit, MAX_PAGE)
+    return items[offset : offset + size]
 
 
 def public_view(volume: Volume) -> dict[str, Any]:
@@ -988,8 +995,15 @@ class VolumeActor(Actor, Volumes):
         status: str | None = None,
         volume_id: str | None = None,
         all_tenants: bool = False,
+        sort: builtins.list[Sort] | None = None,
+        limit: int | None = None,
+        marker: str | None = None,
+        offset: int = 0,
     ) -> builtins.list[Snapshot]:
         """``api.volume.Volumes.list_snapshots``."""
+        unknown = [order["key"] for order in sort or [] if order["key"] not in SNAPSHOT_SORT_KEYS]
+        if unknown:
+            raise InvalidRequest(f"Invalid input received: snapshots are not sorted by {unknown[0]}.")
         condition, params = _scope(all_tenants)
         clauses, values = [condition], [*params]
         for column, value in (("name", name), ("status", status), ("volume_id", volume_id)):
@@ -1001,7 +1015,7 @@ class VolumeActor(Actor, Volumes):
             values,
             row=SnapshotRow,
         )
-        return [_snapshot_record(row) for row in rows]
+        return _page(_sorted([_snapshot_record(row) for row in rows], sort or []), marker, offset, limit)
 
     # -- the attach protocol --------------------------------------------------------------
 

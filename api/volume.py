@@ -68,7 +68,8 @@ VolumeStatus = Literal[
 ]
 SnapshotStatus = Literal["creating", "available", "deleting", "error", "error_deleting"]
 SortKey = Literal["id", "name", "status", "size", "created_at", "updated_at", "availability_zone", "bootable"]
-"""What volume lists sort by."""
+"""What volume lists sort by (snapshot lists: ``SNAPSHOT_SORT_KEYS``)."""
+SNAPSHOT_SORT_KEYS = ("id", "name", "status", "size", "created_at", "updated_at")
 SortDirection = Literal["asc", "desc"]
 DEFAULT_TYPE = "__DEFAULT__"
 """The volume type of a volume asked for without one (Cinder's default type, which is always there)."""
@@ -85,7 +86,8 @@ Text = Annotated[str, Meta(max_length=MAX_TEXT)]
 """A name, description or metadata value: at most 255 characters, possibly empty."""
 MetadataKey = Annotated[str, Meta(min_length=1, max_length=MAX_TEXT)]
 Metadata = dict[MetadataKey, Text]
-PageSize = Annotated[int, Meta(ge=0, le=MAX_PAGE)]
+PageSize = Annotated[int, Meta(ge=0, le=2**31 - 1)]
+"""A page's size asked for: a list gives at most ``MAX_PAGE`` (as Cinder's ``osapi_max_limit``)."""
 Offset = Annotated[int, Meta(ge=0, le=2**31 - 1)]
 
 
@@ -561,9 +563,18 @@ class Volumes(VolumeAttachments, address="volume"):
         status: str | None = None,
         volume_id: str | None = None,
         all_tenants: bool = False,
+        sort: list[Sort] | None = None,
+        limit: PageSize | None = None,
+        marker: Id | None = None,
+        offset: Offset = 0,
     ) -> list[Snapshot]:
-        """The caller's snapshots (every project's for an admin with ``all_tenants``), newest
-        first, filtered by ``name``, ``status`` and ``volume_id``."""
+        """The caller's snapshots (every project's for an admin with ``all_tenants``), filtered
+        by ``name``, ``status`` and ``volume_id``, sorted and paged as ``list`` (their keys:
+        ``SNAPSHOT_SORT_KEYS``).
+
+        :raises InvalidRequest: a sort key snapshots do not have.
+        :raises NotFound: ``marker`` is no snapshot of the list.
+        """
         ...
 
     # last: below its definition, ``list`` in the class's scope would be this method
@@ -585,7 +596,7 @@ class Volumes(VolumeAttachments, address="volume"):
         """The caller's volumes (every project's for an admin with ``all_tenants``; all for a
         service), filtered (``metadata``: volumes that have each of these items), in ``sort``'s
         order (each key ascending or descending; then newest first, then by id), from the one
-        after ``marker`` (or the ``offset``-th), at most ``limit``.
+        after ``marker`` (or the ``offset``-th), at most ``limit`` and ``MAX_PAGE``.
 
         :raises NotFound: ``marker`` is no volume of the list.
         """

@@ -10,6 +10,8 @@ shown in its ``metadata`` as Cinder does (not by ``/metadata``, which is the use
 from __future__ import annotations
 
 import ast
+import typing
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
@@ -20,6 +22,8 @@ from api.fields import Id, Name
 from api.volume import (
     COPY_TIMEOUT,
     DEFAULT_TYPE,
+    MAX_PAGE,
+    SNAPSHOT_SORT_KEYS,
     Metadata,
     MetadataKey,
     Offset,
@@ -28,6 +32,7 @@ from api.volume import (
     SnapshotStatus,
     Sort,
     SortDirection,
+    SortKey,
     Text,
     Volumes,
     VolumeStatus,
@@ -59,15 +64,18 @@ MetadataFilter = Annotated[
         """ JSON writes it ({'Type': 'work'}, {"Type": "work"}).""",
     ),
 ]
-_SORT_KEYS = "id|name|display_name|status|size|created_at|updated_at|availability_zone|bootable"
-_ONE_SORT = f"({_SORT_KEYS})(:(asc|desc))?"
-SortParameter = Annotated[
-    str,
-    Meta(
-        pattern=f"^{_ONE_SORT}(,{_ONE_SORT})*$",
-        description="Keys to sort by, each ascending or descending (key:dir,key:dir; desc by default).",
-    ),
-]
+SORTED_BY = "Keys to sort by, each ascending or descending (key:dir,key:dir; desc by default)."
+
+
+def _sort_pattern(keys: Sequence[str]) -> str:
+    """A ``sort`` parameter's pattern: these keys (and ``display_name``, Cinder's ``name``)."""
+    one = f"({'|'.join((*keys, 'display_name'))})(:(asc|desc))?"
+    return f"^{one}(,{one})*$"
+
+
+SortParameter = Annotated[str, Meta(pattern=_sort_pattern(typing.get_args(SortKey)), description=SORTED_BY)]
+SnapshotSortParameter = Annotated[str, Meta(pattern=_sort_pattern(SNAPSHOT_SORT_KEYS), description=SORTED_BY)]
+SnapshotSortKeyParameter = Literal["id", "name", "display_name", "status", "size", "created_at", "updated_at"]
 SortKeyParameter = Literal[
     "id",
     "name",
@@ -268,7 +276,18 @@ def _shown_metadata(volume: Record) -> dict[str, str]:
     return {**volume["metadata"], "readonly": str(volume["readonly"])}
 
 
-def _sort(query: VolumeQuery) -> list[Sort]:
+def _next_page(
+    request: web.Request, items: Sequence[Mapping[str, Any]], limit: int | None
+) -> list[Link] | UnsetType:
+    """The next page's link when this one is full (``limit``, at most ``MAX_PAGE``, items): this
+    request's URL from the one after its last item."""
+    if not items or len(items) < min(MAX_PAGE if limit is None else limit, MAX_PAGE):
+        return UNSET
+    href = str(request.url.update_query(marker=items[-1]["id"]).without_query_params("offset"))
+    return [Link(rel="next", href=href)]
+
+
+def _sort(query: VolumeQuery | SnapshotQuery) -> list[Sort]:
     """The query's order: ``sort`` (key:dir,...), else ``sort_key`` and ``sort_dir`` (desc by
     default, as Cinder's); ``display_name`` is ``name``. The patterns let only known keys through."""
     if isinstance(query.sort, str):
@@ -304,11 +323,7 @@ async def _list(request: web.Request, query: VolumeQuery) -> tuple[str, list[Rec
         marker=given(query.marker),
         offset=given(query.offset) or 0,
     )
-    links: list[Link] | UnsetType = UNSET
-    if isinstance(query.limit, int) and volumes and len(volumes) == query.limit:
-        href = str(request.url.update_query(marker=volumes[-1]["id"]).without_query_params("offset"))
-        links = [Link(rel="next", href=href)]
-    return project_id, volumes, links
+    return project_id, volumes, _next_page(request, volumes, given(query.limit))
 
 
 routes = Routes()
@@ -844,10 +859,14 @@ class SnapshotDetailShown(Body):
 
 class SnapshotList(Body):
     snapshots: list[SnapshotView]
+    snapshots_links: list[Link] | UnsetType = UNSET
+    """The next page's link, when the page is full."""
 
 
 class SnapshotDetailList(Body):
     snapshots: list[SnapshotDetail]
+    snapshots_links: list[Link] | UnsetType = UNSET
+    """The next page's link, when the page is full."""
 
 
 class SnapshotCreate(OpenRequest):
@@ -879,6 +898,14 @@ class SnapshotQuery(Query):
     status: Annotated[str, Meta(description="Snapshots in this status.")] | UnsetType = UNSET
     volume_id: Annotated[str, Meta(description="Snapshots of this volume.")] | UnsetType = UNSET
     all_tenants: Annotated[bool, Meta(description="Admins: every project's snapshots.")] = False
+    limit: (
+        Annotated[PageSize, Meta(description="At most this many (a full page links the next).")] | UnsetType
+    ) = UNSET
+    marker: Annotated[Id, Meta(description="From the snapshot after this one.")] | UnsetType = UNSET
+    offset: Annotated[Offset, Meta(description="From the offset-th snapshot.")] | UnsetType = UNSET
+    sort: SnapshotSortParameter | UnsetType = UNSET
+    sort_key: SnapshotSortKeyParameter | UnsetType = UNSET
+    sort_dir: SortDirection | UnsetType = UNSET
 
 
 def _snapshot_view(snapshot: SnapshotRecord) -> SnapshotView:
@@ -911,6 +938,10 @@ async def _snapshots(request: web.Request, query: SnapshotQuery) -> list[Snapsho
         status=query.status or None,
         volume_id=query.volume_id or None,
         all_tenants=query.all_tenants,
+        sort=_sort(query),
+        limit=given(query.limit),
+        marker=given(query.marker),
+        offset=given(query.offset) or 0,
     )
 
 
@@ -920,7 +951,10 @@ async def _snapshots(request: web.Request, query: SnapshotQuery) -> list[Snapsho
 async def list_snapshots(request: web.Request, query: SnapshotQuery) -> web.Response:
     """403: another project's path."""
     snapshots = await _snapshots(request, query)
-    return json_response(SnapshotList(snapshots=[_snapshot_view(snapshot) for snapshot in snapshots]))
+    views = [_snapshot_view(snapshot) for snapshot in snapshots]
+    return json_response(
+        SnapshotList(snapshots=views, snapshots_links=_next_page(request, snapshots, given(query.limit)))
+    )
 
 
 @routes.get(
@@ -932,7 +966,9 @@ async def list_snapshots(request: web.Request, query: SnapshotQuery) -> web.Resp
 async def list_snapshot_details(request: web.Request, query: SnapshotQuery) -> web.Response:
     """403: another project's path."""
     snapshots = await _snapshots(request, query)
-    return json_response(SnapshotDetailList(snapshots=[_snapshot_detail(snapshot) for snapshot in snapshots]))
+    details = [_snapshot_detail(snapshot) for snapshot in snapshots]
+    links = _next_page(request, snapshots, given(query.limit))
+    return json_response(SnapshotDetailList(snapshots=details, snapshots_links=links))
 
 
 @routes.post(

@@ -850,3 +850,22 @@ async def test_a_readonly_volume_is_exported_readonly_and_stays_so_across_a_rest
     finally:
         assert actor.storage.nbd is not None
         await actor.storage.nbd.stop(daemon=True)
+
+
+async def test_snapshot_lists_sort_and_page(volumes: Volumes, volume_actor: VolumeActor) -> None:
+    volume = await acting(DEMO, volumes.create(size=1))
+    made = [
+        await acting(DEMO, volumes.create_snapshot(volume_id=volume["id"], name=f"s{n}")) for n in range(3)
+    ]
+    by_name = await acting(DEMO, volumes.list_snapshots(sort=[{"key": "name", "direction": "asc"}]))
+    assert [snapshot["name"] for snapshot in by_name] == ["s0", "s1", "s2"]
+    page = await acting(
+        DEMO,
+        volumes.list_snapshots(sort=[{"key": "name", "direction": "desc"}], limit=1, marker=made[2]["id"]),
+    )
+    assert [snapshot["name"] for snapshot in page] == ["s1"]
+    assert await acting(DEMO, volumes.list_snapshots(limit=0)) == []
+    with pytest.raises(InvalidRequest, match="not sorted by bootable"):
+        await acting(DEMO, volumes.list_snapshots(sort=[{"key": "bootable", "direction": "asc"}]))
+    with pytest.raises(NotFound, match="Marker"):
+        await acting(DEMO, volumes.list_snapshots(marker=volume["id"]))

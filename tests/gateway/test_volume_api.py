@@ -383,3 +383,21 @@ async def test_a_volume_from_an_image_is_bootable(volume_api: Any, start_actor: 
     assert (await volume_api.post(volumes_path(pid), {"volume": both}))[0] == 400
     assert (await volume_api.delete(volumes_path(pid, f"/{volume_id}")))[0] == 202
     assert pool_files(config) == []
+
+
+async def test_snapshot_lists_link_the_next_page(volume_api: Any) -> None:
+    pid = volume_api.project_id
+    volume_id = await made(volume_api)
+    for n in range(2):
+        body = {"snapshot": {"volume_id": volume_id, "name": f"s{n}"}}
+        assert (await volume_api.post(project_path(pid, "/snapshots"), body))[0] == 202
+    status, body = await volume_api.get(
+        project_path(pid, "/snapshots"), params={"limit": 1, "sort": "name:asc"}
+    )
+    assert [snapshot["name"] for snapshot in body["snapshots"]] == ["s0"]
+    [link] = body["snapshots_links"]
+    status, body = await volume_api.get(link["href"].removeprefix(volume_api.base_url))
+    assert [snapshot["name"] for snapshot in body["snapshots"]] == ["s1"]
+    status, body = await volume_api.get(project_path(pid, "/snapshots/detail"), params={"limit": 100000})
+    assert status == 200 and len(body["snapshots"]) == 2 and "snapshots_links" not in body
+    assert (await volume_api.get(project_path(pid, "/snapshots"), params={"sort_key": "bootable"}))[0] == 400
