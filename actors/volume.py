@@ -525,7 +525,7 @@ class VolumeActor(Actor, Volumes):
             snapshot_id,
             source_volid,
             source,
-            bootable=image_id is not None or (source is not None and source.get("bootable") == "true"),
+            bootable=image_id is not None or await self._bootable(source),
         )
         try:
             path = await self._make_file(volume, source, image_id)
@@ -546,6 +546,15 @@ class VolumeActor(Actor, Volumes):
         if image_id is not None:
             return await storage.copy_image(image_id=image_id, volume=stored, size=volume["size"])
         return await storage.make_file(volume=stored, size=volume["size"])
+
+    async def _bootable(self, source: Snapshot | Volume | None) -> bool:
+        """Whether a copy of ``source`` is bootable: its volume is (a snapshot's: the volume it was
+        taken of, which stays as long as it has snapshots)."""
+        if source is None:
+            return False
+        taken_of = source.get("volume_id")
+        volume = await self.get(volume_id=taken_of) if isinstance(taken_of, str) else source
+        return volume.get("bootable") == "true"
 
     async def _check_image(self, image_id: str, size: int) -> None:
         """:raises NotFound: the caller sees no such image. :raises Conflict: it is not active, or

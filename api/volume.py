@@ -1,4 +1,5 @@
-"""The volume service's API (Cinder): volumes (files on the volume host) and their attachments.
+"""The volume service's API (Cinder): volumes (files on the volume host), their attachments,
+snapshots and volume types.
 
 A volume is made ``creating`` and becomes ``available`` (or ``error``, with a ``fault``, when
 its file cannot be made). The conductor drives the attach protocol; a node does the libvirt
@@ -32,11 +33,11 @@ host with an NBD address), reached from any host; volumes live on storage hosts
 (``VolumeStorage``), each volume actor a replica over the shared records; 4 - what Cinder's API
 has besides: metadata (``set_metadata``, ``delete_metadata``), the volume actions (``set_bootable``,
 ``set_readonly`` with ``Connection.readonly``, ``extend``, ``reserve_volume``, ``begin_detaching``),
-volume types, snapshots, volumes made from a snapshot or a volume (``create``'s ``snapshot_id``,
-``source_volid``, ``volume_type``; ``size`` may then be left out), ``list``'s filters, sort and page;
-``VolumeStorage.copy_file`` and ``extend_file``; volumes made from an image (``create``'s
-``image_id``, ``VolumeStorage.copy_image``: the storage host reads it from the image service as
-the caller sees it).
+volume types, snapshots (their lists sorted and paged as volumes'), volumes made from a snapshot
+or a volume (``create``'s ``snapshot_id``, ``source_volid``, ``volume_type``; ``size`` may then be
+left out) or an image (``image_id``), ``list``'s filters, sort and page; ``VolumeStorage.copy_file``,
+``copy_image`` (the storage host reads the image from the image service as the caller sees it),
+``extend_file``, and ``connect``'s and ``keep_exports``' read-only exports.
 
 Events (kind ``volume``, on ``evt.volume.<project>.<id>``): ``volume.<status>`` at every status
 change (``volume.deleted`` last), with the volume as users see it (no ``path``, no ``format``).

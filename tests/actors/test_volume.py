@@ -721,6 +721,7 @@ async def test_snapshots_copy_the_file_and_volumes_are_made_from_them_and_from_v
 ) -> None:
     source = await acting(DEMO, volumes.create(size=1, name="source"))
     await asyncio.to_thread(_write_at_start, source["path"], b"written before the snapshot")
+    await acting(DEMO, volumes.set_bootable(volume_id=source["id"], bootable=True))
     snapshot = await acting(
         DEMO, volumes.create_snapshot(volume_id=source["id"], name="s", metadata={"k": "v"})
     )
@@ -736,6 +737,7 @@ async def test_snapshots_copy_the_file_and_volumes_are_made_from_them_and_from_v
         assert Path(copy["path"]).read_bytes()[:27] == b"written before the snapshot"
         assert Path(copy["path"]).stat().st_size == size * GIB
     assert (from_snapshot["snapshot_id"], clone["source_volid"]) == (snapshot["id"], source["id"])
+    assert (from_snapshot["bootable"], clone["bootable"]) == ("true", "true")  # as their source
     with pytest.raises(Conflict, match="smaller than its source's"):
         await acting(DEMO, volumes.create(source_volid=from_snapshot["id"], size=1))
     in_use = await attached(volumes)
