@@ -33,8 +33,8 @@ also in ``Compute``), ``ComputeQuotas``, ``Servers.list_compute_hosts``, ``Insta
 ``access_ip_v4``/``access_ip_v6`` and ``locked``/``locked_reason``, ``create_instance`` takes the
 access addresses, ``list_instances`` filters by image, flavor, address and change time and takes
 ``name`` as a regular expression, ``create_keypair`` takes ``key_type`` (x509 certificates),
-``create_instance`` takes ``admin_pass``, and ``BuildRequest`` carries it and the key pair's
-public key (a node writes both to the instance's config drive).
+``create_instance`` takes ``admin_pass``, ``ServerActions.rebuild_instance``, and ``BuildRequest``
+carries the password and the key pair's public key (a node writes both to the config drive).
 
 Events (kind ``instance``, on ``evt.instance.<project>.<id>``, with the instance as ``Instance``
 shows it): ``instance.building`` (recorded), ``instance.<task_state>`` when an action starts
@@ -65,6 +65,7 @@ Status = Literal[
     "DELETED",
     "REBOOT",
     "HARD_REBOOT",
+    "REBUILD",
     "UNKNOWN",
 ]
 """An instance's status as Nova's API shows it (made of its vm_state and task_state)."""
@@ -97,13 +98,16 @@ QuotaResource = Literal["instances", "cores", "ram", "metadata_items", "key_pair
 """What compute quotas limit: a project's live instances, their vCPUs and RAM (MB), the metadata
 items of one instance, the key pairs of one user."""
 DEFAULT_QUOTAS: dict[str, int] = {
-    "instances": 10,
-    "cores": 20,
-    "ram": 51200,
+    "instances": -1,
+    "cores": -1,
+    "ram": -1,
     "metadata_items": 128,
     "key_pairs": 100,
 }
-"""Nova's defaults, for a project with no limit of its own."""
+"""The limits of a project with none of its own. Instances, cores and RAM are open (Nova's defaults
+are 10, 20 and 51200) until an admin sets a project's: the hosts' capacity bounds them meanwhile,
+and a one-machine cloud's benchmarks boot a thousand at once. Metadata items and key pairs are
+Nova's."""
 QuotaLimit = Annotated[int, Meta(ge=-1, le=2**31 - 1)]
 """A limit; -1: unlimited."""
 LockReason = Annotated[str, Meta(max_length=255)]
@@ -526,6 +530,28 @@ class ServerActions(ServiceAPI, address="conductor"):
         ...
 
     @call(policy="compute:write", idempotent=True)
+    async def rebuild_instance(
+        self,
+        *,
+        instance_uuid: Id,
+        image_ref: Id,
+        name: ServerName | None = None,
+        metadata: dict[MetadataKey, MetadataValue] | None = None,
+        admin_pass: AdminPass | None = None,
+        access_ip_v4: AccessAddress | None = None,
+        access_ip_v6: AccessAddress | None = None,
+    ) -> Instance:
+        """Rebuild from ``image_ref`` (REBUILD): the node makes the disk again and starts the
+        domain (a stopped instance stays stopped). ``name``, ``metadata`` (all of it) and the
+        access addresses change with it when given; ``admin_pass`` goes to the new config drive.
+
+        :raises NotFound: no such instance, or another project's.
+        :raises InvalidRequest: an unknown or inactive image, or a bad access address.
+        :raises Conflict: not active, stopped or in error, locked, or with volumes attached at boot.
+        """
+        ...
+
+    @call(policy="compute:write", idempotent=True)
     async def delete_instance(self, *, instance_uuid: Id) -> None:
         """DELETED once the node has destroyed and undefined the domain and released its resources
         (at once when it has no host). Asked again, the work is done again.
@@ -708,7 +734,8 @@ class NodeBuilds(ServiceAPI, address="conductor.host.{host}", caller="host"):
 
     @call(idempotent=True)
     async def get_build_request(self, *, instance_uuid: Id) -> BuildRequest:
-        """What the calling node needs to build the instance (steps 14-19); asking acknowledges the build.
+        """What the calling node needs to build (steps 14-19) or rebuild the instance; asking
+        acknowledges the task.
 
         :raises NotFound: no such instance on the calling host (deleted, rescheduled, another host's).
         :raises Conflict: the instance is not being built any more.

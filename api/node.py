@@ -95,6 +95,13 @@ class Node(ServiceAPI, address="node.{host}"):
         ...
 
     @cast
+    async def rebuild_instance(self, *, instance_uuid: Id) -> None:
+        """Ask the conductor for the instance's build request (its new image), destroy the domain,
+        make its disk (and config drive) again from the image and define it again; start it, or,
+        for a stopped instance, report ``task_done``. Ports and addresses stay."""
+        ...
+
+    @cast
     async def terminate_instance(self, *, instance_uuid: Id) -> None:
         """Destroy the domain, release its ports, volumes and files, undefine it: the UNDEFINED
         event (or ``domain_gone`` when there was no domain) finishes the delete."""

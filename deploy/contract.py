@@ -44,6 +44,16 @@ checks.not_a_server_error.expected-statuses = ["2xx", "3xx", "4xx", "101"]
 checks.positive_data_acceptance.expected-statuses = [
     "2xx", "3xx", "401", "403", "404", "409", "429", "5xx", "101",
 ]
+
+# A server action's 202 is documented with the body a rebuild answers; every other action answers
+# it with no body, as Nova does (the document marks it x-aiostack-or-empty: OpenAPI's content is
+# what an answer may carry). Schemathesis reads a documented content as one an answer must carry,
+# so its two checks of the answer's media type and body are off here; the rest stay on.
+[[operations]]
+include-path = "/compute/v2.1/servers/{server_id}/action"
+include-method = "POST"
+checks.content_type_conformance.enabled = false
+checks.response_schema_conformance.enabled = false
 """
 """Schemathesis's configuration (``schemathesis.toml``) of the run."""
 SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")

@@ -46,6 +46,9 @@ ERROR_RESPONSES = {
 }
 STRING: Schema = {"type": "string"}
 
+EMPTY_TOO = "x-aiostack-or-empty"
+"""Marks a response whose documented body may also be absent (``Reply.or_empty``)."""
+
 
 def _header(description: str, schema: Schema = STRING) -> Schema:
     return {"description": description, "required": True, "schema": schema}
@@ -157,6 +160,8 @@ def _response(reply: Reply, schemas: _Schemas, version_headers: dict[str, Schema
         if reply.alternatives:
             schema = {"oneOf": [schema, *(schemas.of[body] for body in reply.alternatives)]}
         answer["content"] = {reply.media_type: {"schema": schema}}
+        if reply.or_empty:  # "potential" payloads (OpenAPI): this answer may also carry none
+            answer[EMPTY_TOO] = True
     return answer
 
 

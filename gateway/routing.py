@@ -169,7 +169,8 @@ class Reply:
     (``media_type`` says which); ``headers`` names the response headers it always carries;
     ``alternatives``: other JSON bodies the same status may carry instead (the document gives
     them all as ``oneOf``, ``body`` first: Neutron's create answers one resource, or the list
-    of a bulk create).
+    of a bulk create); ``or_empty``: the status may come with no body at all instead (Nova's
+    server actions: a rebuild answers the server, the others nothing).
     """
 
     status: int
@@ -178,6 +179,7 @@ class Reply:
     headers: Mapping[str, str] = field(default_factory=dict)
     media_type: str = JSON
     alternatives: tuple[Any, ...] = ()
+    or_empty: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -410,6 +412,8 @@ def check_reply(route: Route | None, request: web.Request, response: web.StreamR
     if declared is None:
         raise RuntimeError(f"{request.method} {request.path} answered {response.status}: not declared")
     if declared.body is None or declared.media_type != JSON:
+        return
+    if declared.or_empty and isinstance(response, web.Response) and not response.body:
         return
     if not isinstance(response, web.Response) or not isinstance(response.body, bytes):
         raise RuntimeError(f"{request.method} {request.path} answered {response.status} without a JSON body")

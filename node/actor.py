@@ -232,6 +232,9 @@ class NodeActor(Actor, Node):
     async def terminate_instance(self, *, instance_uuid: str) -> None:
         await self.builder.terminate_instance(instance_uuid)
 
+    async def rebuild_instance(self, *, instance_uuid: str) -> None:
+        await self.builder.rebuild_instance(instance_uuid)
+
     async def stop_instance(self, *, instance_uuid: str) -> None:
         await self.power.stop_instance(instance_uuid)
 

@@ -40,6 +40,7 @@ from node.networks import Networking
 from node.peers import Peers
 from node.records import Records
 from node.volumes import volume_disk
+from runtime.states import VmState
 
 log = logging.getLogger(__name__)
 
@@ -296,6 +297,40 @@ class Builder:
         await self._release_here(instance_uuid, xml, undo)
 
     # -- delete -------------------------------------------------------------------------------
+
+    async def rebuild_instance(self, instance_uuid: str) -> None:
+        """Make the instance's disk again from its (new) image and define its domain again; start
+        it, or for a stopped instance report ``task_done``. A failure reports the domain's power
+        state (the conductor ends the task with it), never leaving the instance REBUILD."""
+        async with self.records.lock(instance_uuid), self.records.working_on(instance_uuid):
+            try:
+                request = await self.peers.patient_conductor.get_build_request(instance_uuid=instance_uuid)
+            except (Conflict, NotFound) as exc:
+                log.info("node %s: not rebuilding %s: %s", self.host, instance_uuid, exc)
+                return
+            self.records.note_request(instance_uuid)
+            try:
+                await self._rebuild(instance_uuid, request)
+            except Exception as exc:
+                log.warning("node %s: rebuild of %s failed: %r", self.host, instance_uuid, exc)
+                domain = await self.hypervisor.domain(instance_uuid)
+                running = domain is not None and await self.hypervisor.is_running(domain)
+                await self.peers.patient_conductor.sync_power_state(
+                    instance_uuid=instance_uuid, running=running
+                )
+
+    async def _rebuild(self, instance_uuid: str, request: BuildRequest) -> None:
+        domain = await self.hypervisor.existing(instance_uuid)
+        if await self.hypervisor.is_running(domain):
+            await self.hypervisor.virt(domain.destroy)
+        self.images.remove_disks(instance_uuid)
+        xml, _ = await self._prepare(request)
+        await self.records.save(instance_uuid, request["instance"]["project_id"], xml)
+        domain = await self.hypervisor.define(xml)
+        if request["instance"]["vm_state"] == VmState.STOPPED:
+            await self.peers.patient_conductor.task_done(instance_uuid=instance_uuid)
+        else:
+            await self.hypervisor.virt(domain.create)
 
     async def terminate_instance(self, instance_uuid: str) -> None:
         """Destroy, release ports and volumes, undefine: the UNDEFINED event finishes the delete."""

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from api.image import CHUNK_MAX, Image, ImageForNodes
 from bus import Conflict
+from node.configdrive import FILE_NAME as CONFIG_DRIVE
 
 log = logging.getLogger(__name__)
 
@@ -206,6 +207,11 @@ class ImageCache:
         if length is not None:
             lines = lines[-length:] if length > 0 else []
         return "".join(lines)
+
+    def remove_disks(self, instance_uuid: str) -> None:
+        """The instance's root disk and config drive (a rebuild makes them again); its log stays."""
+        for name in ("disk", CONFIG_DRIVE):
+            (self.instance_dir(instance_uuid) / name).unlink(missing_ok=True)
 
     def remove_instance(self, instance_uuid: str) -> None:
         """The overlay, console log and anything else the instance had on this node."""

@@ -69,6 +69,7 @@ class TaskState(enum.StrEnum):
     UNPAUSING = "unpausing"
     SUSPENDING = "suspending"
     RESUMING = "resuming"
+    REBUILDING = "rebuilding"
 
 
 class PowerState(enum.IntEnum):

@@ -68,7 +68,7 @@ class ConductorActor(Actor):
         self.serve(
             ServerReads(self.core),
             self.builder,
-            PowerActions(self.core),
+            PowerActions(self.core, self.builder),
             InstanceDetails(self.core),
             Attachments(self.core),
             FlavorCatalog(self.store),

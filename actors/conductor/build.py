@@ -21,7 +21,7 @@ from actors.conductor.details import access_address
 from actors.conductor.flavors import find_flavor
 from actors.conductor.keypairs import has_keypair, public_key
 from actors.conductor.quotas import check_instance_quota
-from actors.conductor.schema import InstanceRow, states_of, view
+from actors.conductor.schema import InstanceRow, states_of, task_state_of, view
 from actors.conductor.states import BUILDING_ON_HOST, CREATED, Action, Report
 from api.conductor import (
     BlockDevice,
@@ -38,7 +38,7 @@ from api.scheduler import Scheduler
 from bus import TRANSIENT_ERRORS, AiostackError, Conflict, InvalidRequest, NotFound, Unauthorized
 from runtime.context import caller, require_caller
 from runtime.stamps import new_uuid, utcnow
-from runtime.states import PowerState
+from runtime.states import PowerState, TaskState
 from runtime.store import from_json, to_json
 
 log = logging.getLogger(__name__)
@@ -96,7 +96,7 @@ class Builder(ServerCreation, NodeBuilds):
         flavor = await find_flavor(self.core.store, flavor_ref)
         if flavor is None:
             raise InvalidRequest(f"Flavor {flavor_ref} could not be found.")
-        await self._check_image(image_ref)
+        await self.check_image(image_ref)
         if key_name is not None and not await has_keypair(self.core.store, ctx.user_id, key_name):
             raise InvalidRequest("Invalid key_name provided.")
         requested = await self._check_networks(networks)
@@ -158,7 +158,7 @@ class Builder(ServerCreation, NodeBuilds):
         self.core.spawn(self._schedule_and_build(row["uuid"], flavor), name=f"build-{row['uuid']}")
         return instance
 
-    async def _check_image(self, image_ref: str) -> None:
+    async def check_image(self, image_ref: str) -> None:
         """The image must exist, be active and visible to the caller (what nova-api checks).
 
         A positive answer is kept for ``IMAGE_CHECK_TTL`` seconds per (image, project): the
@@ -342,14 +342,16 @@ class Builder(ServerCreation, NodeBuilds):
         :raises Conflict: the instance is not being built any more.
         """
         row = await self.core.placed(instance_uuid, host)
-        if states_of(row) != BUILDING_ON_HOST:
+        rebuilding = task_state_of(row) is TaskState.REBUILDING
+        if states_of(row) != BUILDING_ON_HOST and not rebuilding:
             raise Conflict(f"Instance {instance_uuid} is not being built on {host}")
         if not row["task_acked"]:
             await self.core.store.execute(
                 "UPDATE instances SET task_acked = 1, progress_at = ? WHERE uuid = ? AND host = ?",
                 (time.time(), instance_uuid, host),
             )
-            await self.core.record_step(instance_uuid, Action.CREATE, "node_accepted", host, "Success")
+            action = Action.REBUILD if rebuilding else Action.CREATE
+            await self.core.record_step(instance_uuid, action, "node_accepted", host, "Success")
         public_keys = {}
         if row["key_name"] is not None:
             key = await public_key(self.core.store, row["user_id"], row["key_name"])

@@ -49,6 +49,7 @@ NODE_TASKS: dict[TaskState, tuple[str, dict[str, str]]] = {
     TaskState.REBOOTING: (Node.reboot_instance.__name__, {"reboot_type": SOFT}),
     TaskState.REBOOTING_HARD: (Node.reboot_instance.__name__, {"reboot_type": HARD}),
     TaskState.DELETING: (Node.terminate_instance.__name__, {}),
+    TaskState.REBUILDING: (Node.rebuild_instance.__name__, {}),
     **{
         task: (Node.change_power.__name__, {"action": ACTION_OF_TASK[task]})
         for task in (TaskState.PAUSING, TaskState.UNPAUSING, TaskState.SUSPENDING, TaskState.RESUMING)
@@ -250,8 +251,11 @@ class Core:
             (utcnow(), time.time(), instance_uuid, task_state),
         )
 
-    async def begin(self, instance_uuid: str, action: Action) -> tuple[InstanceRow, bool]:
-        """Start ``action``: set the task it runs under, record it, publish ``instance.<task_state>``.
+    async def begin(
+        self, instance_uuid: str, action: Action, columns: Mapping[str, Any] | None = None
+    ) -> tuple[InstanceRow, bool]:
+        """Start ``action``: set the task it runs under (writing ``columns`` with it), record it,
+        publish ``instance.<task_state>``.
 
         Returns the instance and whether it started now (False: the same request sent again, or
         a delete asked again, which finds its task running).
@@ -266,7 +270,7 @@ class Core:
         change = self.require(row, action)
         if change.task_state == row["task_state"]:
             return row, False
-        moved = await self.transit(row, action)
+        moved = await self.transit(row, action, columns)
         if moved is None:
             raise Conflict(f"Instance {instance_uuid} changed state meanwhile; try again")
         await self.start_action(instance_uuid, action)

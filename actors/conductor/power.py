@@ -1,4 +1,4 @@
-"""What a user does to an instance: stop, start, reboot, pause, unpause, suspend, resume, delete.
+"""What a user does to an instance: stop, start, reboot, pause, unpause, suspend, resume, rebuild, delete.
 
 Each action is allowed or refused by ``states.transition``, recorded (``instance_actions``),
 published as ``instance.<task_state>``, and handed to the instance's node as a task (a cast
@@ -8,18 +8,26 @@ recorded on the row first, so a lost one is sent again). libvirt's word finishes
 
 from __future__ import annotations
 
+from typing import Any
+
+from actors.conductor.build import Builder
 from actors.conductor.core import Core
+from actors.conductor.details import access_address
+from actors.conductor.quotas import check_count
 from actors.conductor.schema import task_state_of, view
 from actors.conductor.states import Action, Report
 from api.conductor import Instance, ServerActions
 from api.node import PowerAction, RebootType
+from bus import Conflict
+from runtime.store import from_json, to_json
 
 
 class PowerActions(ServerActions):
     """Serves ``api.conductor.ServerActions``."""
 
-    def __init__(self, core: Core) -> None:
+    def __init__(self, core: Core, builder: Builder) -> None:
         self.core = core
+        self.builder = builder
 
     async def stop_instance(self, *, instance_uuid: str) -> Instance:
         """os-stop: SHUTOFF once libvirt reports the domain stopped."""
@@ -36,6 +44,37 @@ class PowerActions(ServerActions):
     async def change_power(self, *, instance_uuid: str, action: PowerAction) -> Instance:
         """pause, unpause, suspend (the guest saved to disk) or resume."""
         return await self._run(instance_uuid, Action(action))
+
+    async def rebuild_instance(
+        self,
+        *,
+        instance_uuid: str,
+        image_ref: str,
+        name: str | None = None,
+        metadata: dict[str, str] | None = None,
+        admin_pass: str | None = None,
+        access_ip_v4: str | None = None,
+        access_ip_v6: str | None = None,
+    ) -> Instance:
+        """REBUILD: the node makes the disk again from ``image_ref``; what else is given changes with it."""
+        row = await self.core.row(instance_uuid)
+        if from_json(row["block_devices"], []):
+            raise Conflict(f"Instance {instance_uuid} has volumes attached at boot: it cannot be rebuilt")
+        await self.builder.check_image(image_ref)
+        columns: dict[str, Any] = {"image_ref": image_ref, "admin_pass": admin_pass}
+        if name is not None:
+            columns["name"] = name
+        if metadata is not None:
+            await check_count(self.core.store, row["project_id"], "metadata_items", len(metadata))
+            columns["metadata"] = to_json(metadata)
+        if access_ip_v4 is not None:
+            columns["access_ip_v4"] = access_address(access_ip_v4, 4)
+        if access_ip_v6 is not None:
+            columns["access_ip_v6"] = access_address(access_ip_v6, 6)
+        row, _ = await self.core.begin(instance_uuid, Action.REBUILD, columns)
+        if task_state_of(row) is not None:
+            await self.core.send_task(row)
+        return view(row)
 
     async def _run(self, instance_uuid: str, action: Action) -> Instance:
         """Start ``action`` and hand its task to the node.

@@ -28,6 +28,8 @@ Triggers:
 | unpause     | paused                                    | unpausing          | RESUMED -> active    |
 | suspend     | active                                    | suspending         | STOPPED -> suspended |
 | resume      | suspended                                 | resuming           | STARTED -> active    |
+| rebuild     | active, stopped, error                    | rebuilding         | STARTED -> active,   |
+|             |                                           |                    | task_done (stopped)  |
 | delete      | any (any task)                            | deleting           | UNDEFINED -> deleted |
 +-------------+-------------------------------------------+--------------------+----------------------+
 
@@ -64,6 +66,7 @@ class Action(enum.StrEnum):
     DETACH_VOLUME = "detach_volume"
     LOCK = "lock"
     UNLOCK = "unlock"
+    REBUILD = "rebuild"
 
 
 class Report(enum.StrEnum):
@@ -128,9 +131,11 @@ POWER_ACTIONS: Final[dict[Action, tuple[frozenset[VmState], TaskState]]] = {
     Action.UNPAUSE: (frozenset({VmState.PAUSED}), TaskState.UNPAUSING),
     Action.SUSPEND: (frozenset({VmState.ACTIVE}), TaskState.SUSPENDING),
     Action.RESUME: (frozenset({VmState.SUSPENDED}), TaskState.RESUMING),
+    Action.REBUILD: (frozenset({VmState.ACTIVE, VmState.STOPPED, VmState.ERROR}), TaskState.REBUILDING),
 }
-"""The actions that change an instance's power: the vm_states each may start from (with no task
-running) and the task_state it runs under."""
+"""The actions that change an instance's power (a rebuild: its disk made again from an image, and
+the domain with it): the vm_states each may start from (with no task running) and the task_state
+it runs under."""
 
 VOLUME_STATES: Final = frozenset({VmState.ACTIVE, VmState.STOPPED})
 """The vm_states a volume may be attached in (with no task running)."""
@@ -156,6 +161,7 @@ STATUS: Final[dict[VmState, Status]] = {
 TASK_STATUS: Final[dict[TaskState, Status]] = {
     TaskState.REBOOTING: "REBOOT",
     TaskState.REBOOTING_HARD: "HARD_REBOOT",
+    TaskState.REBUILDING: "REBUILD",
 }
 """... but for an active instance in these tasks."""
 
@@ -201,11 +207,12 @@ def _lifecycle(vm_state: VmState, task_state: TaskState | None, event: Lifecycle
             return Change(vm_state, task_state, PowerState.RUNNING)
         return Change(VmState.ACTIVE, None, PowerState.RUNNING, launched=vm_state is VmState.BUILDING)
     if event is Lifecycle.STOPPED:
-        # a reboot's or a build's stop is one step of the task; a delete's is no news
+        # a reboot's, a rebuild's or a build's stop is one step of the task; a delete's is no news
         if vm_state is VmState.BUILDING or task_state in (
             TaskState.DELETING,
             TaskState.REBOOTING,
             TaskState.REBOOTING_HARD,
+            TaskState.REBUILDING,
         ):
             return Change(vm_state, task_state, PowerState.SHUTDOWN)
         if task_state is TaskState.SUSPENDING:
@@ -239,7 +246,7 @@ def _report(vm_state: VmState, task_state: TaskState | None, report: Report) -> 
             return Change(VmState.ACTIVE, None, PowerState.RUNNING, launched=building)
         case Report.NOT_RUNNING if not deleting:
             return Change(VmState.STOPPED, None, PowerState.SHUTDOWN)
-        case Report.TASK_DONE if task_state is TaskState.REBOOTING:
+        case Report.TASK_DONE if task_state in (TaskState.REBOOTING, TaskState.REBUILDING):
             return Change(vm_state, None)
         case Report.TASK_ABANDONED if task_state is not None and ACTION_OF_TASK[task_state] in POWER_ACTIONS:
             return Change(vm_state, None)

@@ -2,24 +2,37 @@
 
 The body is exactly one action: ``os-stop``, ``os-start``, ``pause``, ``unpause``, ``suspend``,
 ``resume``, ``lock``, ``unlock`` (their values are not read, as Nova's), ``reboot``
-(``{"type": "SOFT" | "HARD"}``) or ``os-getConsoleOutput`` (``{"length": N}``: the last N
+(``{"type": "SOFT" | "HARD"}``), ``rebuild`` (``imageRef``, and ``name``, ``metadata``,
+``adminPass``, access addresses) or ``os-getConsoleOutput`` (``{"length": N}``: the last N
 lines, -1 or none for all). Each is 202 once the conductor has taken it (the state follows),
-but the console output, 200. A locked server refuses every action but ``unlock`` (and an
-admin's) with 409; an admin's lock only an admin lifts (403).
+but the console output, 200; a rebuild answers the server, with its new administrator
+password. A locked server refuses every action but ``unlock`` (and an admin's) with 409; an
+admin's lock only an admin lifts (403).
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar
+import secrets
+from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
 from aiohttp import web
 from msgspec import UNSET, Meta, UnsetType
 
+from api.conductor import AdminPass, MetadataKey, MetadataValue
 from api.node import PowerAction, RebootType
 from gateway.compute.common import BASE, SERVER_ID, compute
+from gateway.compute.servers import (
+    AccessAddress,
+    ServerName,
+    ServerRebuilt,
+    ServerRebuiltBody,
+    ServerUpdated,
+    check_name,
+    server_updated,
+)
 from gateway.http import json_response, no_content
-from gateway.routing import MAX_AMOUNT, Body, Reply, Request, Routes
+from gateway.routing import MAX_AMOUNT, Body, Id, Reply, Request, Routes, given
 
 ConsoleLength = (
     Annotated[int, Meta(ge=-1, le=MAX_AMOUNT)] | Annotated[str, Meta(pattern=r"^(-1|[0-9]{1,9})$")]
@@ -32,6 +45,26 @@ class Reboot(Request):
     type: RebootType
 
 
+class Rebuild(Request, kw_only=True):
+    """Rebuild from ``imageRef``; what else is given changes with it (``metadata``: all of it).
+    ``OS-DCF:diskConfig`` and ``preserve_ephemeral`` are taken and ignored (no ephemeral disks)."""
+
+    imageRef: Id
+    name: ServerName | UnsetType = UNSET
+    metadata: dict[MetadataKey, MetadataValue] | UnsetType = UNSET
+    adminPass: AdminPass | UnsetType = UNSET
+    accessIPv4: AccessAddress | UnsetType = UNSET
+    accessIPv6: AccessAddress | UnsetType = UNSET
+    disk_config: Literal["AUTO", "MANUAL"] | UnsetType = msgspec.field(
+        default=UNSET, name="OS-DCF:diskConfig"
+    )
+    preserve_ephemeral: bool | UnsetType = UNSET
+
+    def __post_init__(self) -> None:
+        if isinstance(self.name, str):
+            check_name(self.name)
+
+
 class ConsoleOutputRequest(Request):
     length: ConsoleLength | UnsetType | None = UNSET
 
@@ -42,6 +75,7 @@ class ServerAction(Request):
     os_stop: Any = msgspec.field(default=UNSET, name="os-stop")
     os_start: Any = msgspec.field(default=UNSET, name="os-start")
     reboot: Reboot | UnsetType = UNSET
+    rebuild: Rebuild | UnsetType = UNSET
     pause: Any = UNSET
     unpause: Any = UNSET
     suspend: Any = UNSET
@@ -79,9 +113,11 @@ routes = Routes()
     replies=[
         Reply(
             202,
-            None,
-            "Taken (os-stop, os-start, reboot, pause, unpause, suspend, resume, lock, unlock); the state"
-            " follows.",
+            ServerRebuiltBody,
+            "Taken: a rebuild answers the server being rebuilt, with its administrator password; the"
+            " other actions (os-stop, os-start, reboot, pause, unpause, suspend, resume, lock, unlock)"
+            " answer no body. The state follows.",
+            or_empty=True,
         ),
         Reply(200, ConsoleOutput, "The console output (os-getConsoleOutput)."),
     ],
@@ -97,6 +133,23 @@ async def server_action(request: web.Request, body: ServerAction) -> web.Respons
         await conductor.stop_instance(instance_uuid=server_id)
     elif body.os_start is not UNSET:
         await conductor.start_instance(instance_uuid=server_id)
+    elif isinstance(body.rebuild, Rebuild):
+        rebuild = body.rebuild
+        admin_pass = rebuild.adminPass or secrets.token_urlsafe(9)
+        instance = await conductor.rebuild_instance(
+            instance_uuid=server_id,
+            image_ref=rebuild.imageRef,
+            name=given(rebuild.name),
+            metadata=given(rebuild.metadata),
+            admin_pass=admin_pass,
+            access_ip_v4=given(rebuild.accessIPv4),
+            access_ip_v6=given(rebuild.accessIPv6),
+        )
+        shown = server_updated(request, {**instance, "host_status": ""})
+        rebuilt = ServerRebuilt(
+            **{name: getattr(shown, name) for name in ServerUpdated.__struct_fields__}, adminPass=admin_pass
+        )
+        return json_response(ServerRebuiltBody(server=rebuilt), status=202)
     elif body.lock is not UNSET:
         await conductor.lock_instance(instance_uuid=server_id)
     elif body.unlock is not UNSET:

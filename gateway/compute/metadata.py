@@ -23,11 +23,11 @@ ITEM = f"{METADATA}/{{key}}"
 ITEM_PATH = {**SERVER_ID, "key": MetadataKey}
 
 
-class MetadataBody(Request):
+class ServerMetadataBody(Request):
     metadata: dict[MetadataKey, MetadataValue]
 
 
-class ItemBody(Request):
+class ServerMetadataItemBody(Request):
     """Exactly one item, whose key is the path's."""
 
     meta: dict[MetadataKey, MetadataValue]
@@ -40,11 +40,11 @@ class ItemBody(Request):
             raise ValueError("'meta' must hold exactly one item")
 
 
-class Metadata(Body):
+class ServerMetadata(Body):
     metadata: dict[str, str]
 
 
-class Item(Body):
+class ServerMetadataItem(Body):
     meta: dict[str, str]
 
 
@@ -54,31 +54,31 @@ routes = Routes()
 @routes.get(
     METADATA,
     "Show a server's metadata",
-    replies=[Reply(200, Metadata, "The metadata.")],
+    replies=[Reply(200, ServerMetadata, "The metadata.")],
     errors=(404,),
     path_types=SERVER_ID,
 )
 async def show_metadata(request: web.Request) -> web.Response:
     instance = await compute(request).get_instance(instance_uuid=request.match_info["server_id"])
-    return json_response(Metadata(metadata=instance["metadata"]))
+    return json_response(ServerMetadata(metadata=instance["metadata"]))
 
 
-async def _set(request: web.Request, body: MetadataBody, *, replace: bool) -> web.Response:
+async def _set(request: web.Request, body: ServerMetadataBody, *, replace: bool) -> web.Response:
     metadata = await compute(request).set_metadata(
         instance_uuid=request.match_info["server_id"], metadata=body.metadata, replace=replace
     )
-    return json_response(Metadata(metadata=metadata))
+    return json_response(ServerMetadata(metadata=metadata))
 
 
 @routes.post(
     METADATA,
     "Add to a server's metadata",
-    body=MetadataBody,
-    replies=[Reply(200, Metadata, "The metadata, merged.")],
+    body=ServerMetadataBody,
+    replies=[Reply(200, ServerMetadata, "The metadata, merged.")],
     errors=(403, 404, 409),
     path_types=SERVER_ID,
 )
-async def update_metadata(request: web.Request, body: MetadataBody) -> web.Response:
+async def update_metadata(request: web.Request, body: ServerMetadataBody) -> web.Response:
     """Items given are set, the others kept; 403 past the metadata_items quota; 409: the server is locked."""
     return await _set(request, body, replace=False)
 
@@ -86,12 +86,12 @@ async def update_metadata(request: web.Request, body: MetadataBody) -> web.Respo
 @routes.put(
     METADATA,
     "Replace a server's metadata",
-    body=MetadataBody,
-    replies=[Reply(200, Metadata, "The metadata, exactly as given.")],
+    body=ServerMetadataBody,
+    replies=[Reply(200, ServerMetadata, "The metadata, exactly as given.")],
     errors=(403, 404, 409),
     path_types=SERVER_ID,
 )
-async def replace_metadata(request: web.Request, body: MetadataBody) -> web.Response:
+async def replace_metadata(request: web.Request, body: ServerMetadataBody) -> web.Response:
     """403 past the metadata_items quota; 409: the server is locked."""
     return await _set(request, body, replace=True)
 
@@ -99,7 +99,7 @@ async def replace_metadata(request: web.Request, body: MetadataBody) -> web.Resp
 @routes.get(
     ITEM,
     "Show a server's metadata item",
-    replies=[Reply(200, Item, "The item.")],
+    replies=[Reply(200, ServerMetadataItem, "The item.")],
     errors=(404,),
     path_types=ITEM_PATH,
 )
@@ -109,24 +109,24 @@ async def show_item(request: web.Request) -> web.Response:
     instance = await compute(request).get_instance(instance_uuid=request.match_info["server_id"])
     if key not in instance["metadata"]:
         raise NotFound(f"Metadata item was not found: {key}")
-    return json_response(Item(meta={key: instance["metadata"][key]}))
+    return json_response(ServerMetadataItem(meta={key: instance["metadata"][key]}))
 
 
 @routes.put(
     ITEM,
     "Set a server's metadata item",
-    body=ItemBody,
-    replies=[Reply(200, Item, "The item.")],
+    body=ServerMetadataItemBody,
+    replies=[Reply(200, ServerMetadataItem, "The item.")],
     errors=(403, 404, 409),
     path_types=ITEM_PATH,
 )
-async def set_item(request: web.Request, body: ItemBody) -> web.Response:
+async def set_item(request: web.Request, body: ServerMetadataItemBody) -> web.Response:
     """400: the body's key is not the path's; 403 past the metadata_items quota; 409: the server is locked."""
     key = request.match_info["key"]
     if key not in body.meta:
         raise InvalidRequest("Request body and URI mismatch: the item's key must be the path's")
     await compute(request).set_metadata(instance_uuid=request.match_info["server_id"], metadata=body.meta)
-    return json_response(Item(meta=body.meta))
+    return json_response(ServerMetadataItem(meta=body.meta))
 
 
 @routes.delete(

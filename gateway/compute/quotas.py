@@ -5,7 +5,9 @@ Five are enforced by the conductor, each where its resource is made (``actors/co
 instance) and ``key_pairs`` (of one user). Nova 2.1's other members (network proxies, server
 groups, injected files) are shown -1, unlimited, because nothing here limits them: aiostack has no
 server groups or file injection, and Neutron's own quotas are the network's. Setting one of those
-is refused (400). Members read their own project's; admins read and set any.
+is refused (400). Members read their own project's; admins read and set any. A project with no
+limits of its own has the defaults (``api.conductor.DEFAULT_QUOTAS``: instances, cores and RAM
+open until an admin sets them).
 """
 
 from __future__ import annotations

@@ -59,7 +59,15 @@ NAME_PATTERN = f"^[^{_CONTROL}]*[^{_CONTROL}{_BLANK}][^{_CONTROL}]*$"
 _PRINTABLE = re.compile(f"[^{_CONTROL}]*")
 _NOT_BLANK = re.compile(f"[^{_CONTROL}{_BLANK}]")
 ServerName = Annotated[str, Meta(min_length=1, max_length=255, extra_json_schema={"pattern": NAME_PATTERN})]
-"""1 to 255 printable characters, not all blanks."""
+"""1 to 255 printable characters, not all blanks (``check_name``)."""
+
+
+def check_name(name: str) -> None:
+    """:raises ValueError: ``name`` is not a ``ServerName``."""
+    if _PRINTABLE.fullmatch(name) is None or _NOT_BLANK.search(name) is None:
+        raise ValueError("'name' must be printable characters (no control character), not all blanks")
+
+
 FlavorRef = Annotated[str, Meta(min_length=1, max_length=255)] | Annotated[int, Meta(ge=0, le=MAX_AMOUNT)]
 Text = Annotated[str, Meta(max_length=255)]
 AccessAddress = Annotated[str, Meta(max_length=64, description="An IP address of that version, or empty.")]
@@ -205,8 +213,7 @@ class ServerCreate(Request, kw_only=True):
         return next(m.uuid for m in self.block_device_mapping_v2 or () if m.boots)
 
     def __post_init__(self) -> None:
-        if _PRINTABLE.fullmatch(self.name) is None or _NOT_BLANK.search(self.name) is None:
-            raise ValueError("'name' must be printable characters (no control character), not all blanks")
+        check_name(self.name)
         if isinstance(self.user_data, str) and re.fullmatch(BASE64, self.user_data) is None:
             raise ValueError("'user_data' must be base64")
         boot_images = {m.uuid for m in self.block_device_mapping_v2 or () if m.boots}
@@ -229,10 +236,8 @@ class ServerUpdate(Request):
     accessIPv6: AccessAddress | UnsetType = UNSET
 
     def __post_init__(self) -> None:
-        if isinstance(self.name, str) and (
-            _PRINTABLE.fullmatch(self.name) is None or _NOT_BLANK.search(self.name) is None
-        ):
-            raise ValueError("'name' must be printable characters (no control character), not all blanks")
+        if isinstance(self.name, str):
+            check_name(self.name)
 
 
 class ServerUpdateRequest(Request):
@@ -387,6 +392,14 @@ class ServerUpdated(Body):
 
 class ServerUpdatedBody(Body):
     server: ServerUpdated
+
+
+class ServerRebuilt(ServerUpdated, kw_only=True):
+    adminPass: str
+
+
+class ServerRebuiltBody(Body):
+    server: ServerRebuilt
 
 
 class FixedAddress(Body):

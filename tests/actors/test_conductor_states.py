@@ -63,6 +63,9 @@ ACTIONS_FROM_IDLE: dict[tuple[Action, VmState], TaskState | None] = {
     (Action.UNPAUSE, V.PAUSED): T.UNPAUSING,
     (Action.SUSPEND, V.ACTIVE): T.SUSPENDING,
     (Action.RESUME, V.SUSPENDED): T.RESUMING,
+    (Action.REBUILD, V.ACTIVE): T.REBUILDING,
+    (Action.REBUILD, V.STOPPED): T.REBUILDING,
+    (Action.REBUILD, V.ERROR): T.REBUILDING,
     (Action.ATTACH_VOLUME, V.ACTIVE): None,
     (Action.ATTACH_VOLUME, V.STOPPED): None,
 }
@@ -95,7 +98,7 @@ def case_of(vm_state: VmState, task_state: TaskState | None) -> str:
         return "deleting"
     if vm_state is V.BUILDING:
         return "building"
-    if task_state in (T.REBOOTING, T.REBOOTING_HARD):
+    if task_state in (T.REBOOTING, T.REBOOTING_HARD, T.REBUILDING):
         return "rebooting"
     if task_state is T.SUSPENDING:
         return "suspending"
@@ -163,7 +166,7 @@ def expected_for_event(event: Lifecycle, vm_state: VmState, task_state: TaskStat
 
 POWER_TASKS = (
     T.POWERING_OFF, T.POWERING_ON, T.REBOOTING, T.REBOOTING_HARD, T.PAUSING, T.UNPAUSING, T.SUSPENDING,
-    T.RESUMING,
+    T.RESUMING, T.REBUILDING,
 )  # fmt: skip
 REPORTS_FROM: dict[Report, dict[tuple[VmState | None, TaskState | None], Expected]] = {
     # report: {(vm_state or None: any live one, task_state): what it leads to}; anything else: refused
@@ -183,7 +186,10 @@ REPORTS_FROM: dict[Report, dict[tuple[VmState | None, TaskState | None], Expecte
         for task in [None, *TaskState]
         if task is not T.DELETING
     },
-    Report.TASK_DONE: {(None, T.REBOOTING): Expected(SAME, None)},
+    Report.TASK_DONE: {
+        (None, T.REBOOTING): Expected(SAME, None),
+        (None, T.REBUILDING): Expected(SAME, None),  # a stopped instance's rebuild ends stopped
+    },
     Report.TASK_ABANDONED: {(None, task): Expected(SAME, None) for task in POWER_TASKS},
     Report.DOMAIN_GONE: {(None, T.DELETING): Expected(V.DELETED, None, P.NOSTATE)},
     Report.DELETED_HERE: {(None, T.DELETING): Expected(V.DELETED, None, P.NOSTATE)},

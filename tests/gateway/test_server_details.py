@@ -257,11 +257,7 @@ async def test_quotas_are_shown_set_by_admins_only_and_enforced_atomically_on_co
     quotas = f"/compute/v2.1/os-quota-sets/{project}"
     _, shown = await api.get(quotas)
     assert shown["quota_set"]["id"] == project
-    assert (shown["quota_set"]["instances"], shown["quota_set"]["cores"], shown["quota_set"]["ram"]) == (
-        10,
-        20,
-        51200,
-    )
+    assert (shown["quota_set"]["instances"], shown["quota_set"]["metadata_items"]) == (-1, 128)
     assert (await api.get(f"{quotas}/defaults"))[1] == shown
     assert (await api.put(quotas, {"quota_set": {"instances": 3}}))[0] == 403
     demo = Api(api.session, api.base_url)
@@ -305,7 +301,7 @@ async def test_quotas_are_shown_set_by_admins_only_and_enforced_atomically_on_co
     status, body = await api.put(quotas, {"quota_set": {"instances": 2}})
     assert status == 400 and "at least 5" in body["badRequest"]["message"]
     assert (await api.delete(quotas))[0] == 202
-    assert (await api.get(quotas))[1]["quota_set"]["instances"] == 10
+    assert (await api.get(quotas))[1]["quota_set"]["instances"] == -1
 
 
 async def test_an_update_answers_nova_s_short_view_and_addresses_are_listed_by_network(
@@ -327,3 +323,60 @@ async def test_an_update_answers_nova_s_short_view_and_addresses_are_listed_by_n
     keypairs = "/compute/v2.1/os-keypairs"
     await api.post(keypairs, {"keypair": {"name": "gone"}}, headers=V22)
     assert (await api.delete(f"{keypairs}/gone", headers=V22))[0] == 204
+
+
+async def _second_image(api: Api) -> str:
+    _, image = await api.post(
+        "/image/v2/images", {"name": "second", "disk_format": "raw", "container_format": "bare"}
+    )
+    status, _ = await api.request(
+        "PUT",
+        f"/image/v2/images/{image['id']}/file",
+        data=b"\0" * 4096,
+        headers={"Content-Type": "application/octet-stream"},
+    )
+    assert status == 204
+    return str(image["id"])
+
+
+async def _until(api: Api, server_id: str, status: str) -> dict[str, Any]:
+    for _ in range(400):
+        _, shown = await api.get(f"{SERVERS}/{server_id}")
+        if shown["server"]["status"] == status and shown["server"]["OS-EXT-STS:task_state"] is None:
+            return dict(shown["server"])
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"server {server_id} never became {status}: {shown}")
+
+
+async def test_a_server_is_rebuilt_from_another_image_and_a_stopped_one_stays_stopped(
+    api: Api, cloud
+) -> None:
+    await api.login()
+    second = await _second_image(api)
+    server_id = await _boot(api, "before", metadata={"old": "1"})
+    await _until_active(api, server_id)
+    action = f"{SERVERS}/{server_id}/action"
+    rebuild = {"imageRef": second, "name": "after", "metadata": {"new": "2"}, "adminPass": "Rebuilt-1"}
+    status, body = await api.post(action, {"rebuild": rebuild})
+    assert status == 202, body
+    rebuilt = body["server"]
+    assert (rebuilt["status"], rebuilt["image"]["id"], rebuilt["name"]) == ("REBUILD", second, "after")
+    assert (rebuilt["metadata"], rebuilt["adminPass"]) == ({"new": "2"}, "Rebuilt-1")
+    active = await _until(api, server_id, "ACTIVE")
+    assert active["image"]["id"] == second
+    _, actions = await api.get(f"{SERVERS}/{server_id}/os-instance-actions")
+    assert actions["instanceActions"][0]["action"] == "rebuild"
+
+    assert (await api.post(action, {"os-stop": None}))[0] == 202
+    await _until(api, server_id, "SHUTOFF")
+    assert (await api.post(action, {"rebuild": {"imageRef": await _image(api)}}))[0] == 202
+    stopped = await _until(api, server_id, "SHUTOFF")  # rebuilt, and still stopped
+    assert stopped["image"]["id"] == await _image(api)
+
+    status, body = await api.post(action, {"rebuild": {"imageRef": "00000000-0000-0000-0000-000000000000"}})
+    assert status == 400 and "could not be found" in body["badRequest"]["message"]
+    assert (await api.post(action, {"rebuild": {"imageRef": second, "personality": []}}))[0] == 400
+    assert (await api.post(action, {"lock": None}))[0] == 202
+    assert (await api.post(action, {"rebuild": {"imageRef": second}}))[0] == 409
+    missing = f"{SERVERS}/00000000-0000-0000-0000-000000000000/action"
+    assert (await api.post(missing, {"rebuild": {"imageRef": second}}))[0] == 404
