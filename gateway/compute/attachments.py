@@ -10,6 +10,7 @@ from aiohttp import web
 from msgspec import UNSET, UnsetType
 
 from api.conductor import VolumeAttachment
+from bus import NotFound
 from gateway.compute.common import BASE, ERRORS_OF_A_SERVER, SERVER_ID, GuestDevice, check_device, compute
 from gateway.http import json_response, no_content
 from gateway.routing import Body, Id, Reply, Request, Routes, given
@@ -93,6 +94,25 @@ async def attach_volume(request: web.Request, body: AttachmentRequestBody) -> we
         device=given(asked.device),
     )
     return json_response(AttachmentShown(volumeAttachment=attachment_view(attachment)))
+
+
+@routes.get(
+    f"{ATTACHMENTS}/{{volume_id}}",
+    "Show a server's volume attachment",
+    replies=[Reply(200, AttachmentShown, "The attachment.")],
+    errors=(404,),
+    path_types=SERVER_ID,
+)
+async def show_volume_attachment(request: web.Request) -> web.Response:
+    """404: no such server, or the volume is not attached to it."""
+    volume_id = request.match_info["volume_id"]
+    attachments = await compute(request).list_volume_attachments(
+        instance_uuid=request.match_info["server_id"]
+    )
+    for attachment in attachments:
+        if attachment["volumeId"] == volume_id:
+            return json_response(AttachmentShown(volumeAttachment=attachment_view(attachment)))
+    raise NotFound(f"Volume {volume_id} is not attached to the server.")
 
 
 @routes.delete(

@@ -70,6 +70,9 @@ def check_name(name: str) -> None:
 
 FlavorRef = Annotated[str, Meta(min_length=1, max_length=255)] | Annotated[int, Meta(ge=0, le=MAX_AMOUNT)]
 Text = Annotated[str, Meta(max_length=255)]
+PROGRESS_STATUSES = frozenset(("ACTIVE", "BUILD", "REBUILD"))
+"""The statuses in which Nova shows a server's ``progress``."""
+Progress = Annotated[int, Meta(ge=0, le=100, description="While ACTIVE, BUILD or REBUILD.")]
 AccessAddress = Annotated[str, Meta(max_length=64, description="An IP address of that version, or empty.")]
 BASE64 = "^([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
 UserData = Annotated[str, Meta(max_length=65535, extra_json_schema={"pattern": BASE64})]
@@ -328,7 +331,6 @@ class Server(Body):
     accessIPv4: str
     accessIPv6: str
     key_name: str | None
-    progress: int
     config_drive: str
     disk_config: Literal["MANUAL", "AUTO"] = msgspec.field(name="OS-DCF:diskConfig")
     availability_zone: str = msgspec.field(name="OS-EXT-AZ:availability_zone")
@@ -364,6 +366,7 @@ class Server(Body):
     locked: Annotated[bool, Meta(description="2.9 and later.")] | UnsetType = UNSET
     host_status: Annotated[HostStatus, Meta(description="Admins, 2.16 and later.")] | UnsetType = UNSET
     fault: ServerFault | UnsetType = UNSET
+    progress: Progress | UnsetType = UNSET
 
 
 class ServerUpdated(Body):
@@ -381,11 +384,11 @@ class ServerUpdated(Body):
     flavor: Reference
     created: Time
     updated: Time
-    addresses: dict[str, list[Address]]
+    addresses: dict[str, list[FixedAddress]]
     accessIPv4: str
     accessIPv6: str
-    progress: int
     disk_config: Literal["MANUAL", "AUTO"] = msgspec.field(name="OS-DCF:diskConfig")
+    progress: Progress | UnsetType = UNSET
     locked: Annotated[bool, Meta(description="2.9 and later.")] | UnsetType = UNSET
     fault: ServerFault | UnsetType = UNSET
 
@@ -478,7 +481,7 @@ def server_detail(request: web.Request, instance: Instance, volumes: list[Attach
         accessIPv4=instance["access_ip_v4"],
         accessIPv6=instance["access_ip_v6"],
         key_name=instance["key_name"],
-        progress=0,
+        progress=0 if instance["status"] in PROGRESS_STATUSES else UNSET,
         config_drive="",
         disk_config="MANUAL",
         availability_zone="nova",
@@ -507,9 +510,11 @@ def server_detail(request: web.Request, instance: Instance, volumes: list[Attach
 
 
 def server_updated(request: web.Request, instance: Instance) -> ServerUpdated:
-    """A server as Nova's update and rebuild answers show it."""
+    """A server as Nova's update and rebuild answers show it: its addresses without the extended
+    members."""
     detail = server_detail(request, instance, [])
-    return ServerUpdated(**{name: getattr(detail, name) for name in ServerUpdated.__struct_fields__})
+    shown = {name: getattr(detail, name) for name in ServerUpdated.__struct_fields__ if name != "addresses"}
+    return ServerUpdated(**shown, addresses=fixed_addresses(instance))
 
 
 def fixed_addresses(instance: Instance) -> dict[str, list[FixedAddress]]:

@@ -315,6 +315,7 @@ async def test_an_update_answers_nova_s_short_view_and_addresses_are_listed_by_n
     )
     assert status == 200 and updated["server"]["accessIPv6"] == "::babe:dc0c:1602"  # as Nova keeps it
     assert "OS-EXT-STS:vm_state" not in updated["server"] and "key_name" not in updated["server"]
+    assert all(set(a) == {"addr", "version"} for a in next(iter(updated["server"]["addresses"].values())))
     [(network, [address])] = server["addresses"].items()
     expected = {network: [{"addr": address["addr"], "version": address["version"]}]}
     assert (await api.get(f"{SERVERS}/{server_id}/ips"))[1] == {"addresses": expected}
@@ -372,6 +373,7 @@ async def test_a_server_is_rebuilt_from_another_image_and_a_stopped_one_stays_st
     assert (await api.post(action, {"rebuild": {"imageRef": await _image(api)}}))[0] == 202
     stopped = await _until(api, server_id, "SHUTOFF")  # rebuilt, and still stopped
     assert stopped["image"]["id"] == await _image(api)
+    assert "progress" not in stopped  # Nova shows it while ACTIVE, BUILD or REBUILD only
 
     status, body = await api.post(action, {"rebuild": {"imageRef": "00000000-0000-0000-0000-000000000000"}})
     assert status == 400 and "could not be found" in body["badRequest"]["message"]
@@ -380,3 +382,22 @@ async def test_a_server_is_rebuilt_from_another_image_and_a_stopped_one_stays_st
     assert (await api.post(action, {"rebuild": {"imageRef": second}}))[0] == 409
     missing = f"{SERVERS}/00000000-0000-0000-0000-000000000000/action"
     assert (await api.post(missing, {"rebuild": {"imageRef": second}}))[0] == 404
+
+
+async def test_one_volume_attachment_of_a_server_is_shown(api: Api, cloud) -> None:
+    await api.login()
+    server_id = await _boot(api, "attached")
+    await _until_active(api, server_id)
+    volumes = f"/volume/v3/{api.project_id}/volumes"
+    _, created = await api.post(volumes, {"volume": {"size": 1}})
+    volume_id = created["volume"]["id"]
+    for _ in range(200):
+        if (await api.get(f"{volumes}/{volume_id}"))[1]["volume"]["status"] == "available":
+            break
+        await asyncio.sleep(0.05)
+    attachments = f"{SERVERS}/{server_id}/os-volume_attachments"
+    assert (await api.post(attachments, {"volumeAttachment": {"volumeId": volume_id}}))[0] == 200
+    status, shown = await api.get(f"{attachments}/{volume_id}")
+    assert status == 200 and shown["volumeAttachment"]["serverId"] == server_id
+    assert shown["volumeAttachment"]["device"] == "/dev/vdb"
+    assert (await api.get(f"{attachments}/00000000-0000-0000-0000-000000000000"))[0] == 404
