@@ -105,6 +105,8 @@ MIGRATIONS = [
     CREATE INDEX snapshots_volume ON snapshots(volume_id);
     CREATE INDEX snapshots_project ON snapshots(project_id);
     """,
+    # 5: what a volume made from an image shows of it (JSON; NULL: made from none)
+    "ALTER TABLE volumes ADD COLUMN image_metadata TEXT",
 ]
 
 
@@ -130,6 +132,7 @@ class VolumeRow(TypedDict):
     volume_type: str
     snapshot_id: str | None
     source_volid: str | None
+    image_metadata: str | None
 
 
 class TypeRow(TypedDict):
@@ -243,6 +246,7 @@ def _record(row: VolumeRow, attachments: list[AttachmentRow]) -> Volume:
         "readonly": None if row["readonly"] is None else bool(row["readonly"]),
         "snapshot_id": row["snapshot_id"],
         "source_volid": row["source_volid"],
+        "image_metadata": from_json(row["image_metadata"], None) if row["image_metadata"] else None,
         "attachments": [_attachment_view(attachment) for attachment in attachments],
     }
 
@@ -513,8 +517,7 @@ class VolumeActor(Actor, Volumes):
         elif (volume_format == "qcow2" or image_id is not None) and not qcow2_supported():  # this host's
             raise InvalidRequest("qcow2 volumes and volumes from images need qemu-img, not installed here")
         size = size or (source["size"] if source else 1)
-        if image_id is not None:
-            await self._check_image(image_id, size)
+        image_metadata = await self._image_metadata(image_id, size) if image_id is not None else None
         volume = await self._insert(
             size,
             name,
@@ -526,6 +529,7 @@ class VolumeActor(Actor, Volumes):
             source_volid,
             source,
             bootable=image_id is not None or await self._bootable(source),
+            image_metadata=image_metadata,
         )
         try:
             path = await self._make_file(volume, source, image_id)
@@ -556,9 +560,12 @@ class VolumeActor(Actor, Volumes):
         volume = await self.get(volume_id=taken_of) if isinstance(taken_of, str) else source
         return volume.get("bootable") == "true"
 
-    async def _check_image(self, image_id: str, size: int) -> None:
-        """:raises NotFound: the caller sees no such image. :raises Conflict: it is not active, or
-        asks for a disk bigger than ``size`` GiB (its ``min_disk``)."""
+    async def _image_metadata(self, image_id: str, size: int) -> dict[str, str]:
+        """What a volume made from the image shows of it (Cinder's ``volume_image_metadata``).
+
+        :raises NotFound: the caller sees no such image.
+        :raises Conflict: it is not active, or asks for a disk bigger than ``size`` GiB (its ``min_disk``).
+        """
         image = await ImageReader.client(self.bus).get(image_id=image_id)
         if image["status"] != "active":
             raise Conflict(f"Image {image_id} is not active.")
@@ -567,6 +574,16 @@ class VolumeActor(Actor, Volumes):
                 f"Invalid input received: Volume size {size}GB cannot be smaller than the image minDisk"
                 f" size {image['min_disk']}GB."
             )
+        return {
+            "image_id": image_id,
+            "image_name": image["name"] or "",
+            "checksum": image["checksum"] or "",
+            "container_format": image["container_format"],
+            "disk_format": image["disk_format"],
+            "min_disk": str(image["min_disk"]),
+            "min_ram": str(image["min_ram"]),
+            "size": str(image["size"] or 0),
+        }
 
     async def _source(self, snapshot_id: str | None, source_volid: str | None) -> Snapshot | Volume | None:
         """The snapshot or volume a volume is made from, available.
@@ -598,6 +615,7 @@ class VolumeActor(Actor, Volumes):
         source: Snapshot | Volume | None,
         *,
         bootable: bool,
+        image_metadata: dict[str, str] | None,
     ) -> Volume:
         """Record a new volume, creating, on its source's storage host (else this one); publish it.
 
@@ -615,8 +633,13 @@ class VolumeActor(Actor, Volumes):
             await db.execute(
                 "INSERT INTO volumes (id, name, description, size, format, path, user_id, project_id,"
                 " metadata, status, host, created_at, updated_at, volume_type, snapshot_id, source_volid,"
-                " bootable) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'creating', ?, ?, ?, ?, ?, ?, ?)",
-                (*row, host, now, now, volume_type, snapshot_id, source_volid, int(bootable)),
+                " bootable, image_metadata)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'creating', ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    *row,
+                    *(host, now, now, volume_type, snapshot_id, source_volid, int(bootable)),
+                    None if image_metadata is None else to_json(image_metadata),
+                ),
             )
             volume = await self._load(db, volume_id)
         await self._publish(volume)

@@ -35,9 +35,10 @@ has besides: metadata (``set_metadata``, ``delete_metadata``), the volume action
 ``set_readonly`` with ``Connection.readonly``, ``extend``, ``reserve_volume``, ``begin_detaching``),
 volume types, snapshots (their lists sorted and paged as volumes'), volumes made from a snapshot
 or a volume (``create``'s ``snapshot_id``, ``source_volid``, ``volume_type``; ``size`` may then be
-left out) or an image (``image_id``), ``list``'s filters, sort and page; ``VolumeStorage.copy_file``,
-``copy_image`` (the storage host reads the image from the image service as the caller sees it),
-``extend_file``, and ``connect``'s and ``keep_exports``' read-only exports.
+left out) or an image (``image_id``; the volume's ``image_metadata``), ``list``'s filters, sort
+and page; ``VolumeStorage.copy_file``, ``copy_image`` (the storage host reads the image from the
+image service as the caller sees it), ``extend_file``, and ``connect``'s and ``keep_exports``'
+read-only exports.
 
 Events (kind ``volume``, on ``evt.volume.<project>.<id>``): ``volume.<status>`` at every status
 change (``volume.deleted`` last), with the volume as users see it (no ``path``, no ``format``).
@@ -144,6 +145,8 @@ class Volume(TypedDict):
     ``metadata.readonly``, ``"True"`` or ``"False"``)."""
     snapshot_id: str | None
     source_volid: str | None
+    image_metadata: dict[str, str] | None
+    """What a volume made from an image shows of it (Cinder's ``volume_image_metadata``)."""
     attachments: list[Attachment]
 
 

@@ -202,6 +202,9 @@ class Volume(Body):
     migration_status: None = None
     tenant_id: str | UnsetType | None = msgspec.field(default=UNSET, name="os-vol-tenant-attr:tenant_id")
     """Shown by show and list, as Cinder's tenant-attribute extension does; not by create or update."""
+    volume_image_metadata: dict[str, str] | UnsetType = UNSET
+    """What a volume made from an image shows of it (its id, name, checksum, formats, sizes), by
+    show and list only, as Cinder's volume-image-metadata extension does."""
     fault: str | UnsetType = UNSET
     """What went wrong with the volume's file."""
 
@@ -264,6 +267,7 @@ def volume_view(request: web.Request, project_id: str, volume: Record, *, shown:
         created_at=volume["created_at"],
         updated_at=volume["updated_at"],
         tenant_id=volume["project_id"] if shown else UNSET,
+        volume_image_metadata=volume["image_metadata"] if shown and volume["image_metadata"] else UNSET,
         fault=volume["fault"] or UNSET,
         links=_links(request, project_id, volume["id"]),
     )
@@ -698,6 +702,7 @@ EXTENSIONS = (
         "Expose the internal project_id as an attribute of a volume.",
     ),
     ("VolumeActions", "os-volume-actions", "Enable volume actions."),
+    ("VolumeImageMetadata", "os-vol-image-meta", "Show image metadata associated with the volume."),
     ("Types_manage", "os-types-manage", "Types manage support."),
 )
 """The Cinder extensions this API serves (the routes and members they name)."""

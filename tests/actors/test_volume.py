@@ -108,6 +108,7 @@ async def test_create_raw_makes_a_sparse_file_and_publishes_creating_then_availa
     assert volume["bootable"] == "false" and volume["encrypted"] is False and volume["multiattach"] is False
     assert volume["volume_type"] == "__DEFAULT__" and volume["availability_zone"] == "nova"
     assert volume["attachments"] == [] and volume["metadata"] == {"k": "v"}
+    assert volume["image_metadata"] is None
     assert volume["created_at"].endswith("Z") and volume["fault"] is None
     path = Path(volume["path"])
     assert volume["format"] == "raw" and path.name == f"{volume['id']}.raw"
@@ -777,6 +778,8 @@ async def test_a_volume_from_an_image_holds_its_bytes_and_is_bootable(
     images = Images.client(bus)
     volume = await acting(DEMO, volumes.create(size=1, image_id=TINY_ID, volume_format=volume_format))
     assert (volume["status"], volume["bootable"], volume["format"]) == ("available", "true", volume_format)
+    image_metadata = volume["image_metadata"] or {}
+    assert (image_metadata["image_id"], image_metadata["disk_format"]) == (TINY_ID, "raw")
     raw = config.data_dir / "check.raw"
     process = await asyncio.create_subprocess_exec(
         "qemu-img", "convert", "-f", volume_format, "-O", "raw", volume["path"], str(raw)

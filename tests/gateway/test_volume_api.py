@@ -378,6 +378,8 @@ async def test_a_volume_from_an_image_is_bootable(volume_api: Any, start_actor: 
     volume_id = await made(volume_api, imageRef=TINY_ID)
     volume = (await volume_api.get(volumes_path(pid, f"/{volume_id}")))[1]["volume"]
     assert (volume["status"], volume["bootable"]) == ("available", "true")
+    assert volume["volume_image_metadata"]["image_id"] == TINY_ID
+    assert volume["volume_image_metadata"]["image_name"] == "aiostack-tiny"
     assert (await volume_api.post(volumes_path(pid), {"volume": {"size": 1, "imageRef": UNKNOWN}}))[0] == 404
     both = {"size": 1, "imageRef": TINY_ID, "source_volid": volume_id}
     assert (await volume_api.post(volumes_path(pid), {"volume": both}))[0] == 400
