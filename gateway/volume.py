@@ -951,10 +951,14 @@ async def _snapshots(request: web.Request, query: SnapshotQuery) -> list[Snapsho
 
 
 @routes.get(
-    SNAPSHOTS, "List snapshots", query=SnapshotQuery, replies=[Reply(200, SnapshotList, "Newest first.")]
+    SNAPSHOTS,
+    "List snapshots",
+    query=SnapshotQuery,
+    replies=[Reply(200, SnapshotList, "Newest first, or as sorted.")],
+    errors=(404,),
 )
 async def list_snapshots(request: web.Request, query: SnapshotQuery) -> web.Response:
-    """403: another project's path."""
+    """403: another project's path; 404: the marker is no snapshot of the list."""
     snapshots = await _snapshots(request, query)
     views = [_snapshot_view(snapshot) for snapshot in snapshots]
     return json_response(
@@ -966,10 +970,11 @@ async def list_snapshots(request: web.Request, query: SnapshotQuery) -> web.Resp
     f"{SNAPSHOTS}/detail",
     "List snapshots in detail",
     query=SnapshotQuery,
-    replies=[Reply(200, SnapshotDetailList, "Newest first.")],
+    replies=[Reply(200, SnapshotDetailList, "Newest first, or as sorted.")],
+    errors=(404,),
 )
 async def list_snapshot_details(request: web.Request, query: SnapshotQuery) -> web.Response:
-    """403: another project's path."""
+    """403: another project's path; 404: the marker is no snapshot of the list."""
     snapshots = await _snapshots(request, query)
     details = [_snapshot_detail(snapshot) for snapshot in snapshots]
     links = _next_page(request, snapshots, given(query.limit))
