@@ -171,7 +171,8 @@ _SORT_DIRS = (
     " own takes the last one given (desc when none is), and one beyond the keys is left unused."
 )
 Size = Annotated[int, Meta(ge=0, le=2**63 - 1)]
-Flag = Literal["true", "false"]
+Flag = Literal["true", "false", "True", "False"]
+"""A boolean filter as Glance takes it (openstacksdk sends Python's spelling)."""
 
 
 class ImageQuery(Query):
@@ -314,8 +315,8 @@ async def list_images(request: web.Request, query: ImageQuery) -> web.Response:
         size_min=given(query.size_min),
         size_max=given(query.size_max),
         tags=query.tag or None,
-        protected=None if query.protected is UNSET else query.protected == "true",
-        os_hidden=query.os_hidden == "true",
+        protected=None if query.protected is UNSET else query.protected.lower() == "true",
+        os_hidden=query.os_hidden.lower() == "true",
         sort=query.order() or None,
         limit=limit,
         marker=given(query.marker),
