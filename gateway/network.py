@@ -845,7 +845,10 @@ def _one_or_many(one: Any, many: Any, key: str) -> None:
 
 def _asked(one: T | UnsetType, many: list[T] | UnsetType) -> list[T]:
     """What a create body asks for, as a list (one resource, or the several of a bulk create)."""
-    return [one] if not isinstance(one, UnsetType) else many if not isinstance(many, UnsetType) else []
+    if not isinstance(one, UnsetType):
+        return [one]
+    assert not isinstance(many, UnsetType)  # the body's __post_init__ (_one_or_many) saw one of them
+    return many
 
 
 def _created(key: str, one: Any, made: list[Any]) -> dict[str, Any]:
