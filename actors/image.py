@@ -811,6 +811,53 @@ class NodeImages(ImageForNodes):
         row = await self._usable(image_id, instance_uuid, host)
         return await self.actor.read_bytes(row, offset, length, privileged=False)
 
+    async def _snapshot_of(self, image_id: str, instance_uuid: str, host: str) -> ImageRow:
+        """The queued or saving image whose ``instance_uuid`` property names the instance, if the
+        instance is on ``host`` (a snapshot its node is uploading).
+
+        :raises NotFound: otherwise.
+        """
+        await self.placements.on_host(instance_uuid, host, fresh=True)
+        try:
+            row = await self.actor.stored(image_id)
+        except NotFound:
+            row = None
+        if (
+            row is None
+            or from_json(row["properties"], {}).get("instance_uuid") != instance_uuid
+            or row["status"] not in ("queued", "saving")
+        ):
+            raise NotFound(f"image {image_id} is no snapshot being made of instance {instance_uuid}")
+        return row
+
+    async def upload_snapshot(
+        self,
+        *,
+        image_id: str,
+        instance_uuid: str,
+        offset: int,
+        data: bytes,
+        disk_format: DiskFormat,
+        host: str,
+    ) -> Received:
+        """A chunk of a snapshot of the instance (``api.image.ImageForNodes.upload_snapshot``)."""
+        row = await self._snapshot_of(image_id, instance_uuid, host)
+        if offset == 0 and row["status"] == "queued" and row["disk_format"] != disk_format:
+            await self.actor.update(
+                image_id=image_id, changes=[{"op": "replace", "name": "disk_format", "value": disk_format}]
+            )
+        return await self.actor.upload_chunk(image_id=image_id, offset=offset, data=data)
+
+    async def finish_snapshot(self, *, image_id: str, instance_uuid: str, host: str) -> Image:
+        """The snapshot is uploaded (``api.image.ImageForNodes.finish_snapshot``)."""
+        await self._snapshot_of(image_id, instance_uuid, host)
+        return await self.actor.finish_upload(image_id=image_id)
+
+    async def discard_snapshot(self, *, image_id: str, instance_uuid: str, host: str) -> None:
+        """A snapshot that could not be made (``api.image.ImageForNodes.discard_snapshot``)."""
+        await self._snapshot_of(image_id, instance_uuid, host)
+        await self.actor.delete(image_id=image_id)
+
     async def _usable(self, image_id: str, instance_uuid: str, host: str) -> ImageRow:
         """The image's row, if the instance is on ``host`` and boots from it (or from an image
         that names it as its kernel or ramdisk), and the instance's project may see it.

@@ -33,7 +33,8 @@ also in ``Compute``), ``ComputeQuotas``, ``Servers.list_compute_hosts``, ``Insta
 ``access_ip_v4``/``access_ip_v6`` and ``locked``/``locked_reason``, ``create_instance`` takes the
 access addresses, ``list_instances`` filters by image, flavor, address and change time and takes
 ``name`` as a regular expression, ``create_keypair`` takes ``key_type`` (x509 certificates),
-``create_instance`` takes ``admin_pass``, ``ServerActions.rebuild_instance``, and ``BuildRequest``
+``create_instance`` takes ``admin_pass``, ``ServerActions.rebuild_instance`` and
+``create_image``, and ``BuildRequest``
 carries the password and the key pair's public key (a node writes both to the config drive).
 
 Events (kind ``instance``, on ``evt.instance.<project>.<id>``, with the instance as ``Instance``
@@ -77,6 +78,7 @@ ServerName = Annotated[str, Meta(min_length=1, max_length=255, pattern=r"\S")]
 """An instance's name: 1 to 255 characters, not all blanks."""
 AccessAddress = Annotated[str, Meta(max_length=64)]
 """An IP address of the version the member names, or empty for none."""
+ImageName = Annotated[str, Meta(min_length=1, max_length=255)]
 AdminPass = Annotated[str, Meta(min_length=1, max_length=255)]
 """The password the guest's administrator account gets (Nova's ``adminPass``)."""
 KeypairName = Annotated[str, Meta(pattern=r"^[A-Za-z0-9 _.@-]{1,255}$")]
@@ -548,6 +550,20 @@ class ServerActions(ServiceAPI, address="conductor"):
         :raises NotFound: no such instance, or another project's.
         :raises InvalidRequest: an unknown or inactive image, or a bad access address.
         :raises Conflict: not active, stopped or in error, locked, or with volumes attached at boot.
+        """
+        ...
+
+    @call(policy="compute:write", idempotent=True)
+    async def create_image(
+        self, *, instance_uuid: Id, name: ImageName, metadata: dict[MetadataKey, MetadataValue] | None = None
+    ) -> str:
+        """createImage: a queued image of the caller's project (a ``snapshot`` of the instance,
+        booting as its image does: its kernel, ramdisk and command line), which the instance's
+        node fills with a copy of the instance's disk; its id. The instance stays as it is,
+        task ``image_snapshot`` until the upload ends.
+
+        :raises NotFound: no such instance, or another project's.
+        :raises Conflict: not active, stopped, paused or suspended with no task, or locked.
         """
         ...
 

@@ -20,7 +20,8 @@ Version history: 1 - initial; 2 - ``ImageForNodes`` (nodes no longer call ``Imag
 3 - images carry ``os_hidden`` (``create`` takes it), their ``name`` may be None (``create``
 without one, as Glance) and their status ``deactivated``; ``Images.update`` (Glance's JSON-patch
 changes), ``add_tag``, ``remove_tag``, ``deactivate`` and ``reactivate``; ``list`` takes Glance's
-filters (``owner``, formats, sizes, ``tags``, ``protected``, ``os_hidden``) and ``sort``.
+filters (``owner``, formats, sizes, ``tags``, ``protected``, ``os_hidden``) and ``sort``;
+``ImageForNodes.upload_snapshot``, ``finish_snapshot`` and ``discard_snapshot`` (createImage).
 
 Events (kind ``image``, with the image as ``get`` shows it): ``image.queued`` (created),
 ``image.active`` (its upload finished; also the default image's, at the first start),
@@ -195,6 +196,35 @@ class ImageForNodes(ServiceAPI, address="image.host.{host}", caller="host"):
         :raises NotFound: as ``get``.
         :raises Forbidden: the image is deactivated.
         :raises Conflict: the image is neither ``active`` nor ``deactivated``.
+        """
+        ...
+
+    @call
+    async def upload_snapshot(
+        self, *, image_id: Id, instance_uuid: Id, offset: Offset, data: Chunk, disk_format: DiskFormat
+    ) -> Received:
+        """Write one chunk of a snapshot of the instance (an image whose ``instance_uuid``
+        property names it, queued or saving); the first one sets its ``disk_format``.
+
+        :raises NotFound: no such instance on the calling host, or no snapshot of it being made.
+        :raises Conflict: ``offset`` is not the bytes received.
+        """
+        ...
+
+    @call
+    async def finish_snapshot(self, *, image_id: Id, instance_uuid: Id) -> Image:
+        """Make the uploaded snapshot ``active``.
+
+        :raises NotFound: as ``upload_snapshot``.
+        :raises Conflict: nothing was uploaded.
+        """
+        ...
+
+    @call(idempotent=True)
+    async def discard_snapshot(self, *, image_id: Id, instance_uuid: Id) -> None:
+        """Delete a snapshot that could not be made.
+
+        :raises NotFound: as ``upload_snapshot``.
         """
         ...
 

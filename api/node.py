@@ -102,6 +102,13 @@ class Node(ServiceAPI, address="node.{host}"):
         ...
 
     @cast
+    async def snapshot_instance(self, *, instance_uuid: Id, image_id: Id) -> None:
+        """Upload a copy of the instance's disk (flattened: its image's bytes and what the guest
+        wrote) as the queued image ``image_id``, then report ``task_done``; a failed upload
+        discards the image."""
+        ...
+
+    @cast
     async def terminate_instance(self, *, instance_uuid: Id) -> None:
         """Destroy the domain, release its ports, volumes and files, undefine it: the UNDEFINED
         event (or ``domain_gone`` when there was no domain) finishes the delete."""

@@ -60,6 +60,7 @@ from node.peers import Peers
 from node.power import Power
 from node.reconcile import Reconciler
 from node.records import Records
+from node.snapshots import Snapshots
 from node.volumes import Volumes
 from runtime.config import Config
 
@@ -136,6 +137,9 @@ class NodeActor(Actor, Node):
             shutdown_timeout=shutdown_timeout,
         )
         self.volumes = Volumes(hypervisor=self.hypervisor, records=self.records)
+        self.snapshots = Snapshots(
+            host, peers=peers, hypervisor=self.hypervisor, records=self.records, images=self.images
+        )
         self.reconciler = Reconciler(
             bus,
             host,
@@ -234,6 +238,9 @@ class NodeActor(Actor, Node):
 
     async def rebuild_instance(self, *, instance_uuid: str) -> None:
         await self.builder.rebuild_instance(instance_uuid)
+
+    async def snapshot_instance(self, *, instance_uuid: str, image_id: str) -> None:
+        await self.snapshots.snapshot_instance(instance_uuid, image_id)
 
     async def stop_instance(self, *, instance_uuid: str) -> None:
         await self.power.stop_instance(instance_uuid)

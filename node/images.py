@@ -38,6 +38,8 @@ FETCH_WINDOW = 4
 QEMU_IMG_FORMATS = {"raw": "raw", "qcow2": "qcow2", "ami": "raw", "aki": "raw", "ari": "raw"}
 CONSOLE_MAX_BYTES = 1024 * 1024
 PART_SUFFIX = ".part"
+SNAPSHOT = "snapshot.qcow2"
+"""A flattened copy of an instance's disk, while it is uploaded as an image (``node.snapshots``)."""
 QCOW2_MAGIC = b"QFI\xfb"
 
 
@@ -207,6 +209,17 @@ class ImageCache:
         if length is not None:
             lines = lines[-length:] if length > 0 else []
         return "".join(lines)
+
+    async def flatten_disk(self, instance_uuid: str) -> Path:
+        """The instance's disk and what it is an overlay on, as one qcow2 file (read as it is now,
+        the guest perhaps running: ``-U``); its path, in the instance's directory."""
+        directory = self.instance_dir(instance_uuid)
+        target = directory / SNAPSHOT
+        await _run("qemu-img", "convert", "-U", "-O", "qcow2", str(directory / "disk"), str(target))
+        return target
+
+    def remove_snapshot(self, instance_uuid: str) -> None:
+        (self.instance_dir(instance_uuid) / SNAPSHOT).unlink(missing_ok=True)
 
     def remove_disks(self, instance_uuid: str) -> None:
         """The instance's root disk and config drive (a rebuild makes them again); its log stays."""

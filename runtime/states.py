@@ -70,6 +70,7 @@ class TaskState(enum.StrEnum):
     SUSPENDING = "suspending"
     RESUMING = "resuming"
     REBUILDING = "rebuilding"
+    IMAGE_SNAPSHOT = "image_snapshot"
 
 
 class PowerState(enum.IntEnum):

@@ -139,6 +139,7 @@ class Builder(ServerCreation, NodeBuilds):
             "locked_by": None,
             "locked_reason": None,
             "admin_pass": admin_pass,
+            "snapshot_image": None,
         }
         async with self.core.store.transaction() as db:
             asked = await self.core.asked_already(Action.CREATE, db=db)

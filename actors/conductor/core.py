@@ -50,6 +50,7 @@ NODE_TASKS: dict[TaskState, tuple[str, dict[str, str]]] = {
     TaskState.REBOOTING_HARD: (Node.reboot_instance.__name__, {"reboot_type": HARD}),
     TaskState.DELETING: (Node.terminate_instance.__name__, {}),
     TaskState.REBUILDING: (Node.rebuild_instance.__name__, {}),
+    TaskState.IMAGE_SNAPSHOT: (Node.snapshot_instance.__name__, {}),
     **{
         task: (Node.change_power.__name__, {"action": ACTION_OF_TASK[task]})
         for task in (TaskState.PAUSING, TaskState.UNPAUSING, TaskState.SUSPENDING, TaskState.RESUMING)
@@ -360,6 +361,8 @@ class Core:
         task, host = task_state_of(row), row["host"]
         assert task is not None and host is not None, f"instance {row['uuid']} has no task or no host"
         method, arguments = NODE_TASKS[task]
+        if task is TaskState.IMAGE_SNAPSHOT:
+            arguments = {"image_id": str(row["snapshot_image"])}
         await self.store.execute(
             "UPDATE instances SET task_sent_at = ?, task_sends = task_sends + 1 WHERE uuid = ?",
             (time.time(), row["uuid"]),

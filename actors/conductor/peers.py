@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from api.image import ImageReader
+from api.image import ImageReader, Images
 from api.net import Net
 from api.node import Node
 from api.scheduler import Scheduler
 from api.volume import VolumeAttachments
 
-FACETS = (Scheduler, ImageReader, Net, VolumeAttachments, Node)
-"""Claims, image checks, ports, the attach protocol, and the casts to compute hosts."""
+FACETS = (Scheduler, ImageReader, Images, Net, VolumeAttachments, Node)
+"""Claims, image checks (and the images createImage makes), ports, the attach protocol, and the
+casts to compute hosts."""

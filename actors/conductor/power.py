@@ -17,9 +17,15 @@ from actors.conductor.quotas import check_count
 from actors.conductor.schema import task_state_of, view
 from actors.conductor.states import Action, Report
 from api.conductor import Instance, ServerActions
+from api.image import Images
 from api.node import PowerAction, RebootType
-from bus import Conflict
+from bus import AiostackError, Conflict, NotFound
 from runtime.store import from_json, to_json
+
+BOOT_PROPERTIES = frozenset(
+    ("kernel_id", "ramdisk_id", "os_command_line", "hw_disk_bus", "hw_machine_type", "os_type", "os_distro")
+)
+"""The properties of an instance's image that its snapshot keeps: what it boots with."""
 
 
 class PowerActions(ServerActions):
@@ -28,6 +34,7 @@ class PowerActions(ServerActions):
     def __init__(self, core: Core, builder: Builder) -> None:
         self.core = core
         self.builder = builder
+        self.images = Images.client(core.bus)
 
     async def stop_instance(self, *, instance_uuid: str) -> Instance:
         """os-stop: SHUTOFF once libvirt reports the domain stopped."""
@@ -75,6 +82,47 @@ class PowerActions(ServerActions):
         if task_state_of(row) is not None:
             await self.core.send_task(row)
         return view(row)
+
+    async def create_image(
+        self, *, instance_uuid: str, name: str, metadata: dict[str, str] | None = None
+    ) -> str:
+        """A queued snapshot image of the caller's project; the node uploads the disk into it."""
+        row = await self.core.row(instance_uuid)
+        self.core.check_lock(row)
+        self.core.require(row, Action.CREATE_IMAGE)
+        try:
+            base = await self.core.images.get(image_id=row["image_ref"])
+        except NotFound:
+            base = None
+        properties = {
+            key: value
+            for key, value in (base["properties"] if base else {}).items()
+            if key in BOOT_PROPERTIES
+        }
+        properties |= dict(metadata or {})
+        properties |= {
+            "instance_uuid": instance_uuid,
+            "image_type": "snapshot",
+            "base_image_ref": row["image_ref"],
+            "user_id": row["user_id"],
+        }
+        image = await self.images.create(
+            name=name,
+            disk_format=base["disk_format"] if base and base["disk_format"] else "qcow2",
+            container_format="bare",
+            min_disk=from_json(row["flavor"], {}).get("disk", 0),
+            properties=properties,
+        )
+        try:
+            moved, _ = await self.core.begin(
+                instance_uuid, Action.CREATE_IMAGE, {"snapshot_image": image["id"]}
+            )
+        except AiostackError:
+            await self.images.delete(image_id=image["id"])
+            raise
+        if task_state_of(moved) is not None:
+            await self.core.send_task(moved)
+        return str(moved["snapshot_image"])
 
     async def _run(self, instance_uuid: str, action: Action) -> Instance:
         """Start ``action`` and hand its task to the node.

@@ -87,6 +87,10 @@ MIGRATIONS: list[Step] = [
     ALTER TABLE instances ADD COLUMN admin_pass TEXT;
     """,
     QUOTAS_MIGRATION,
+    # 11: the image a createImage task uploads the instance's disk to
+    """
+    ALTER TABLE instances ADD COLUMN snapshot_image TEXT;
+    """,
 ]
 
 
@@ -142,6 +146,8 @@ class InstanceRow(TypedDict):
     locked_reason: str | None
     admin_pass: str | None
     """Until the build ends: the password the guest's config drive gives its administrator."""
+    snapshot_image: str | None
+    """The image the latest createImage task uploads to."""
 
 
 def vm_state_of(row: InstanceRow) -> VmState:

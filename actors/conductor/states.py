@@ -30,6 +30,7 @@ Triggers:
 | resume      | suspended                                 | resuming           | STARTED -> active    |
 | rebuild     | active, stopped, error                    | rebuilding         | STARTED -> active,   |
 |             |                                           |                    | task_done (stopped)  |
+| createImage | active, stopped, paused, suspended        | image_snapshot     | task_done            |
 | delete      | any (any task)                            | deleting           | UNDEFINED -> deleted |
 +-------------+-------------------------------------------+--------------------+----------------------+
 
@@ -67,6 +68,7 @@ class Action(enum.StrEnum):
     LOCK = "lock"
     UNLOCK = "unlock"
     REBUILD = "rebuild"
+    CREATE_IMAGE = "createImage"
 
 
 class Report(enum.StrEnum):
@@ -132,10 +134,14 @@ POWER_ACTIONS: Final[dict[Action, tuple[frozenset[VmState], TaskState]]] = {
     Action.SUSPEND: (frozenset({VmState.ACTIVE}), TaskState.SUSPENDING),
     Action.RESUME: (frozenset({VmState.SUSPENDED}), TaskState.RESUMING),
     Action.REBUILD: (frozenset({VmState.ACTIVE, VmState.STOPPED, VmState.ERROR}), TaskState.REBUILDING),
+    Action.CREATE_IMAGE: (
+        frozenset({VmState.ACTIVE, VmState.STOPPED, VmState.PAUSED, VmState.SUSPENDED}),
+        TaskState.IMAGE_SNAPSHOT,
+    ),
 }
-"""The actions that change an instance's power (a rebuild: its disk made again from an image, and
-the domain with it): the vm_states each may start from (with no task running) and the task_state
-it runs under."""
+"""The actions a node does to an instance's domain (a rebuild: its disk made again from an image,
+and the domain with it; createImage: a copy of its disk uploaded as an image): the vm_states each
+may start from (with no task running) and the task_state it runs under."""
 
 VOLUME_STATES: Final = frozenset({VmState.ACTIVE, VmState.STOPPED})
 """The vm_states a volume may be attached in (with no task running)."""
@@ -246,7 +252,11 @@ def _report(vm_state: VmState, task_state: TaskState | None, report: Report) -> 
             return Change(VmState.ACTIVE, None, PowerState.RUNNING, launched=building)
         case Report.NOT_RUNNING if not deleting:
             return Change(VmState.STOPPED, None, PowerState.SHUTDOWN)
-        case Report.TASK_DONE if task_state in (TaskState.REBOOTING, TaskState.REBUILDING):
+        case Report.TASK_DONE if task_state in (
+            TaskState.REBOOTING,
+            TaskState.REBUILDING,
+            TaskState.IMAGE_SNAPSHOT,
+        ):
             return Change(vm_state, None)
         case Report.TASK_ABANDONED if task_state is not None and ACTION_OF_TASK[task_state] in POWER_ACTIONS:
             return Change(vm_state, None)

@@ -3,7 +3,8 @@
 The body is exactly one action: ``os-stop``, ``os-start``, ``pause``, ``unpause``, ``suspend``,
 ``resume``, ``lock``, ``unlock`` (their values are not read, as Nova's), ``reboot``
 (``{"type": "SOFT" | "HARD"}``), ``rebuild`` (``imageRef``, and ``name``, ``metadata``,
-``adminPass``, access addresses) or ``os-getConsoleOutput`` (``{"length": N}``: the last N
+``adminPass``, access addresses), ``createImage`` (``name``, ``metadata``: a snapshot of the
+disk, its image named in the ``Location`` header) or ``os-getConsoleOutput`` (``{"length": N}``: the last N
 lines, -1 or none for all). Each is 202 once the conductor has taken it (the state follows),
 but the console output, 200; a rebuild answers the server, with its new administrator
 password. A locked server refuses every action but ``unlock`` (and an admin's) with 409; an
@@ -19,7 +20,7 @@ import msgspec
 from aiohttp import web
 from msgspec import UNSET, Meta, UnsetType
 
-from api.conductor import AdminPass, MetadataKey, MetadataValue
+from api.conductor import AdminPass, ImageName, MetadataKey, MetadataValue
 from api.node import PowerAction, RebootType
 from gateway.compute.common import BASE, SERVER_ID, compute
 from gateway.compute.servers import (
@@ -65,6 +66,14 @@ class Rebuild(Request, kw_only=True):
             check_name(self.name)
 
 
+class CreateImage(Request):
+    """A snapshot of the server's disk, as an image of this name (with ``metadata`` as its
+    properties besides those it keeps from the server's image)."""
+
+    name: ImageName
+    metadata: dict[MetadataKey, MetadataValue] | UnsetType = UNSET
+
+
 class ConsoleOutputRequest(Request):
     length: ConsoleLength | UnsetType | None = UNSET
 
@@ -76,6 +85,7 @@ class ServerAction(Request):
     os_start: Any = msgspec.field(default=UNSET, name="os-start")
     reboot: Reboot | UnsetType = UNSET
     rebuild: Rebuild | UnsetType = UNSET
+    create_image: CreateImage | UnsetType = msgspec.field(default=UNSET, name="createImage")
     pause: Any = UNSET
     unpause: Any = UNSET
     suspend: Any = UNSET
@@ -115,8 +125,9 @@ routes = Routes()
             202,
             ServerRebuiltBody,
             "Taken: a rebuild answers the server being rebuilt, with its administrator password; the"
-            " other actions (os-stop, os-start, reboot, pause, unpause, suspend, resume, lock, unlock)"
-            " answer no body. The state follows.",
+            " other actions (os-stop, os-start, reboot, pause, unpause, suspend, resume, lock, unlock,"
+            " createImage: its Location header names the image, which becomes active once the"
+            " server's node has uploaded the disk) answer no body. The state follows.",
             or_empty=True,
         ),
         Reply(200, ConsoleOutput, "The console output (os-getConsoleOutput)."),
@@ -150,6 +161,12 @@ async def server_action(request: web.Request, body: ServerAction) -> web.Respons
             **{name: getattr(shown, name) for name in ServerUpdated.__struct_fields__}, adminPass=admin_pass
         )
         return json_response(ServerRebuiltBody(server=rebuilt), status=202)
+    elif isinstance(body.create_image, CreateImage):
+        image_id = await conductor.create_image(
+            instance_uuid=server_id, name=body.create_image.name, metadata=given(body.create_image.metadata)
+        )
+        location = f"{request.scheme}://{request.host}/image/v2/images/{image_id}"
+        return no_content(202, headers={"Location": location})
     elif body.lock is not UNSET:
         await conductor.lock_instance(instance_uuid=server_id)
     elif body.unlock is not UNSET:

@@ -66,6 +66,10 @@ ACTIONS_FROM_IDLE: dict[tuple[Action, VmState], TaskState | None] = {
     (Action.REBUILD, V.ACTIVE): T.REBUILDING,
     (Action.REBUILD, V.STOPPED): T.REBUILDING,
     (Action.REBUILD, V.ERROR): T.REBUILDING,
+    (Action.CREATE_IMAGE, V.ACTIVE): T.IMAGE_SNAPSHOT,
+    (Action.CREATE_IMAGE, V.STOPPED): T.IMAGE_SNAPSHOT,
+    (Action.CREATE_IMAGE, V.PAUSED): T.IMAGE_SNAPSHOT,
+    (Action.CREATE_IMAGE, V.SUSPENDED): T.IMAGE_SNAPSHOT,
     (Action.ATTACH_VOLUME, V.ACTIVE): None,
     (Action.ATTACH_VOLUME, V.STOPPED): None,
 }
@@ -166,7 +170,7 @@ def expected_for_event(event: Lifecycle, vm_state: VmState, task_state: TaskStat
 
 POWER_TASKS = (
     T.POWERING_OFF, T.POWERING_ON, T.REBOOTING, T.REBOOTING_HARD, T.PAUSING, T.UNPAUSING, T.SUSPENDING,
-    T.RESUMING, T.REBUILDING,
+    T.RESUMING, T.REBUILDING, T.IMAGE_SNAPSHOT,
 )  # fmt: skip
 REPORTS_FROM: dict[Report, dict[tuple[VmState | None, TaskState | None], Expected]] = {
     # report: {(vm_state or None: any live one, task_state): what it leads to}; anything else: refused
@@ -189,6 +193,7 @@ REPORTS_FROM: dict[Report, dict[tuple[VmState | None, TaskState | None], Expecte
     Report.TASK_DONE: {
         (None, T.REBOOTING): Expected(SAME, None),
         (None, T.REBUILDING): Expected(SAME, None),  # a stopped instance's rebuild ends stopped
+        (None, T.IMAGE_SNAPSHOT): Expected(SAME, None),
     },
     Report.TASK_ABANDONED: {(None, task): Expected(SAME, None) for task in POWER_TASKS},
     Report.DOMAIN_GONE: {(None, T.DELETING): Expected(V.DELETED, None, P.NOSTATE)},

@@ -401,3 +401,43 @@ async def test_one_volume_attachment_of_a_server_is_shown(api: Api, cloud) -> No
     assert status == 200 and shown["volumeAttachment"]["serverId"] == server_id
     assert shown["volumeAttachment"]["device"] == "/dev/vdb"
     assert (await api.get(f"{attachments}/00000000-0000-0000-0000-000000000000"))[0] == 404
+
+
+async def test_a_server_snapshot_becomes_an_active_image_that_boots(api: Api, cloud) -> None:
+    await api.login()
+    base = await _image(api)
+    server_id = await _boot(api, "source")
+    await _until_active(api, server_id)
+    action = f"{SERVERS}/{server_id}/action"
+    async with api.session.post(
+        api.base_url + action,
+        json={"createImage": {"name": "snap", "metadata": {"purpose": "test"}}},
+        headers=api.headers,
+    ) as response:
+        assert response.status == 202 and await response.read() == b""
+        image_id = response.headers["Location"].rsplit("/", 1)[1]
+    for _ in range(200):
+        _, image = await api.get(f"/image/v2/images/{image_id}")
+        if image["status"] == "active":
+            break
+        await asyncio.sleep(0.05)
+    assert image["status"] == "active", image
+    assert (image["name"], image["instance_uuid"], image["image_type"]) == ("snap", server_id, "snapshot")
+    assert (image["base_image_ref"], image["purpose"]) == (base, "test")
+    _, original = await api.get(f"/image/v2/images/{base}")
+    assert image["checksum"] == original["checksum"]  # a test domain's disk is its image, unwritten
+    await _until(api, server_id, "ACTIVE")
+    _, actions = await api.get(f"{SERVERS}/{server_id}/os-instance-actions")
+    assert actions["instanceActions"][0]["action"] == "createImage"
+
+    status, created = await api.post(
+        SERVERS, {"server": {"name": "copy", "imageRef": image_id, "flavorRef": "1"}}
+    )
+    assert status == 202
+    copy = await _until_active(api, created["server"]["id"])
+    assert copy["image"]["id"] == image_id
+
+    assert (await api.post(action, {"lock": None}))[0] == 202
+    assert (await api.post(action, {"createImage": {"name": "refused"}}))[0] == 409
+    _, listed = await api.get("/image/v2/images?name=refused")
+    assert listed["images"] == []  # nothing made when the action is refused

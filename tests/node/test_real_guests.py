@@ -237,6 +237,49 @@ async def test_a_real_guest_reads_its_config_drive_its_root_password_key_and_use
     assert not drive.exists()
 
 
+async def test_a_real_guests_snapshot_holds_what_it_wrote_and_boots(qemu_cloud: QemuCloud) -> None:
+    client = qemu_cloud.client
+
+    async def boot(name: str, image: str, script: str) -> str:
+        body = {
+            "name": name,
+            "imageRef": image,
+            "flavorRef": "1",
+            "user_data": base64.b64encode(script.encode()).decode(),
+        }
+        server_id = str(
+            (await client.request("POST", "/compute/v2.1/servers", {"server": body}))["server"]["id"]
+        )
+        async with asyncio.timeout(GUEST_DEADLINE):
+            while (await client.server(server_id))["status"] != "ACTIVE":
+                await asyncio.sleep(0.2)
+        return server_id
+
+    writer = await boot(
+        "writer",
+        qemu_cloud.images["disk"],
+        "printf SNAPSHOT-STAMP | dd of=/dev/vda bs=1 seek=4096 conv=notrunc,fsync",
+    )
+    await qemu_cloud.console_until(writer, r"AIOSTACK-USER-DATA exit=0")
+    await client.request(
+        "POST", f"/compute/v2.1/servers/{writer}/action", {"createImage": {"name": "stamped"}}
+    )
+    async with asyncio.timeout(GUEST_DEADLINE):
+        while True:
+            images = (await client.request("GET", "/image/v2/images?name=stamped"))["images"]
+            if images and images[0]["status"] == "active":
+                break
+            await asyncio.sleep(0.5)
+    snapshot = images[0]
+    assert snapshot["disk_format"] == "qcow2" and snapshot["instance_uuid"] == writer
+    reader = await boot("reader", snapshot["id"], "dd if=/dev/vda bs=1 skip=4096 count=14 2>/dev/null")
+    read = await qemu_cloud.console_until(reader, r"AIOSTACK-USER-DATA exit=0 output=(\S+)")
+    assert read.group(1) == "SNAPSHOT-STAMP"
+    assert not (qemu_cloud.node.images.instance_dir(writer) / "snapshot.qcow2").exists()
+    for server_id in (writer, reader):
+        await client.server_action(server_id, "delete", wait=True)
+
+
 async def test_a_guest_that_powers_itself_off_becomes_shutoff_without_any_call(
     qemu_cloud: QemuCloud, test_guest: TestGuest
 ) -> None:
