@@ -373,11 +373,12 @@ class Servers(ServiceAPI, address="conductor"):
         """The caller's project's live instances (every project's for admins asking ``all_projects``,
         or ``project_id``'s), newest first; ``name`` is a regular expression searched in the name
         (Python's ``re.search``, as Nova), ``status`` one of Nova's (no match for an unknown one);
-        ``image`` and ``flavor`` ids; ``ip`` a regular expression searched in the fixed IPv4
-        addresses; ``changes_since`` an ISO 8601 time: only those changed since, deleted ones
-        included (status DELETED); ``marker`` is the last id of the previous page.
+        ``image`` and ``flavor`` ids; ``ip`` a regular expression searched in the fixed
+        addresses (either, when it is no regular expression, is searched as the text it is);
+        ``changes_since`` an ISO 8601 time: only those changed since, deleted ones included
+        (status DELETED); ``marker`` is the last id of the previous page.
 
-        :raises InvalidRequest: an unknown marker, a bad regular expression or time.
+        :raises InvalidRequest: an unknown marker, or a time that is not one.
         """
         ...
 
@@ -692,7 +693,7 @@ class ComputeQuotas(ServiceAPI, address="conductor"):
         refused unless ``force``.
 
         :raises Forbidden: the caller is no admin.
-        :raises InvalidRequest: a limit below the project's usage, without ``force``.
+        :raises Conflict: a limit below the project's usage, without ``force``.
         """
         ...
 

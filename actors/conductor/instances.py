@@ -54,12 +54,12 @@ def _stamp_of(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _regex(pattern: str, what: str) -> re.Pattern[str]:
-    """:raises InvalidRequest: ``pattern`` is not a regular expression."""
+def _regex(pattern: str) -> re.Pattern[str]:
+    """``pattern`` as a regular expression, or, when it is none, as the text it is."""
     try:
         return re.compile(pattern)
-    except re.error as exc:
-        raise InvalidRequest(f"Invalid {what} filter {pattern!r}: {exc}") from None
+    except re.error:
+        return re.compile(re.escape(pattern))
 
 
 def _fixed_ips(row: InstanceRow) -> list[str]:
@@ -71,12 +71,12 @@ def _matchers(*, name: str | None, flavor: str | None, ip: str | None) -> list[C
     """The filters of ``list_instances`` the store does not apply: one test of a row each."""
     matches: list[Callable[[InstanceRow], bool]] = []
     if name:
-        named = _regex(name, "name")
+        named = _regex(name)
         matches.append(lambda row: named.search(row["name"]) is not None)
     if flavor:
         matches.append(lambda row: str(from_json(row["flavor"], {}).get("id")) == flavor)
     if ip:
-        address = _regex(ip, "ip")
+        address = _regex(ip)
         matches.append(lambda row: any(address.search(found) for found in _fixed_ips(row)))
     return matches
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any, cast
 
 from api.conductor import DEFAULT_QUOTAS, ComputeQuotas, Quotas, QuotaUsage
-from bus import Forbidden, InvalidRequest, QuotaExceeded
+from bus import Conflict, Forbidden, QuotaExceeded
 from runtime.context import require_caller
 from runtime.store import Db, Store, from_json
 
@@ -113,7 +113,7 @@ class QuotaBook(ComputeQuotas):
                 used = await instance_usage(db, project_id)
                 for resource, limit in limits.items():
                     if resource in used and 0 <= limit < used[resource]:
-                        raise InvalidRequest(
+                        raise Conflict(
                             f"Quota limit {limit} for {resource} must be at least {used[resource]}, what"
                             " the project uses (or force it)"
                         )

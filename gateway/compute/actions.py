@@ -24,7 +24,8 @@ from api.conductor import AdminPass, ImageName, MetadataKey, MetadataValue
 from api.node import PowerAction, RebootType
 from gateway.compute.common import BASE, SERVER_ID, compute
 from gateway.compute.servers import (
-    AccessAddress,
+    AccessIPv4,
+    AccessIPv6,
     ServerName,
     ServerRebuilt,
     ServerRebuiltBody,
@@ -54,8 +55,8 @@ class Rebuild(Request, kw_only=True):
     name: ServerName | UnsetType = UNSET
     metadata: dict[MetadataKey, MetadataValue] | UnsetType = UNSET
     adminPass: AdminPass | UnsetType = UNSET
-    accessIPv4: AccessAddress | UnsetType = UNSET
-    accessIPv6: AccessAddress | UnsetType = UNSET
+    accessIPv4: AccessIPv4 | UnsetType = UNSET
+    accessIPv6: AccessIPv6 | UnsetType = UNSET
     disk_config: Literal["AUTO", "MANUAL"] | UnsetType = msgspec.field(
         default=UNSET, name="OS-DCF:diskConfig"
     )

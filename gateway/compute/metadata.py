@@ -8,9 +8,10 @@ server refuses changes (409) but by an admin; past the project's ``metadata_item
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Annotated
 
 from aiohttp import web
+from msgspec import Meta
 
 from api.conductor import MetadataKey, MetadataValue
 from bus import InvalidRequest, NotFound
@@ -30,14 +31,7 @@ class ServerMetadataBody(Request):
 class ServerMetadataItemBody(Request):
     """Exactly one item, whose key is the path's."""
 
-    meta: dict[MetadataKey, MetadataValue]
-    __schema_extra__: ClassVar[dict[str, Any]] = {
-        "properties": {"meta": {"minProperties": 1, "maxProperties": 1}}
-    }
-
-    def __post_init__(self) -> None:
-        if len(self.meta) != 1:
-            raise ValueError("'meta' must hold exactly one item")
+    meta: Annotated[dict[MetadataKey, MetadataValue], Meta(min_length=1, max_length=1)]
 
 
 class ServerMetadata(Body):

@@ -133,7 +133,7 @@ routes = Routes()
     "Show a project's quotas",
     query=QuotaQuery,
     replies=[Reply(200, ProjectQuotas, "Its limits (-1: unlimited).")],
-    errors=(403,),
+    errors=(403, 404),
 )
 async def show_quotas(request: web.Request, query: QuotaQuery) -> web.Response:
     """403: another project's, and the caller is no admin."""
@@ -145,6 +145,7 @@ async def show_quotas(request: web.Request, query: QuotaQuery) -> web.Response:
     f"{QUOTA_SETS}/defaults",
     "Show the default quotas",
     replies=[Reply(200, ProjectQuotas, "The limits of a project with none of its own.")],
+    errors=(404,),
 )
 async def show_default_quotas(request: web.Request) -> web.Response:
     return json_response(
@@ -157,7 +158,7 @@ async def show_default_quotas(request: web.Request) -> web.Response:
     "Show a project's quotas and usage",
     query=QuotaQuery,
     replies=[Reply(200, QuotaDetailBody, "Each enforced limit with what is in use.")],
-    errors=(403,),
+    errors=(403, 404),
 )
 async def show_quota_detail(request: web.Request, query: QuotaQuery) -> web.Response:
     """403: another project's, and the caller is no admin."""
@@ -179,10 +180,10 @@ async def show_quota_detail(request: web.Request, query: QuotaQuery) -> web.Resp
     "Set a project's quotas",
     body=QuotaUpdate,
     replies=[Reply(200, UpdatedQuotas, "Its limits now.")],
-    errors=(403,),
+    errors=(403, 404, 409),
 )
 async def update_quotas(request: web.Request, body: QuotaUpdate) -> web.Response:
-    """Admins; 400 for a limit below what the project uses (unless ``force``)."""
+    """Admins; 409 for a limit below what the project uses (unless ``force``)."""
     changes = body.quota_set
     limits = {
         resource: value
@@ -199,7 +200,7 @@ async def update_quotas(request: web.Request, body: QuotaUpdate) -> web.Response
     QUOTA_SETS,
     "Revert a project's quotas to the defaults",
     replies=[Reply(202, None, "Its limits are the defaults again.")],
-    errors=(403,),
+    errors=(403, 404),
 )
 async def delete_quotas(request: web.Request) -> web.Response:
     """Admins."""

@@ -73,7 +73,14 @@ Text = Annotated[str, Meta(max_length=255)]
 PROGRESS_STATUSES = frozenset(("ACTIVE", "BUILD", "REBUILD"))
 """The statuses in which Nova shows a server's ``progress``."""
 Progress = Annotated[int, Meta(ge=0, le=100, description="While ACTIVE, BUILD or REBUILD.")]
-AccessAddress = Annotated[str, Meta(max_length=64, description="An IP address of that version, or empty.")]
+AccessIPv4 = Annotated[
+    str, Meta(max_length=64, extra_json_schema={"anyOf": [{"maxLength": 0}, {"format": "ipv4"}]})
+]
+"""An IPv4 address, or empty (the conductor checks it)."""
+AccessIPv6 = Annotated[
+    str, Meta(max_length=64, extra_json_schema={"anyOf": [{"maxLength": 0}, {"format": "ipv6"}]})
+]
+"""An IPv6 address, or empty (the conductor checks it)."""
 BASE64 = "^([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
 UserData = Annotated[str, Meta(max_length=65535, extra_json_schema={"pattern": BASE64})]
 """Base64 (checked in ``ServerCreate.__post_init__``: a pattern ending in ``$`` lets a trailing
@@ -195,8 +202,8 @@ class ServerCreate(Request, kw_only=True):
     )
     min_count: Count | UnsetType = UNSET
     max_count: Count | UnsetType = UNSET
-    accessIPv4: AccessAddress | UnsetType = UNSET
-    accessIPv6: AccessAddress | UnsetType = UNSET
+    accessIPv4: AccessIPv4 | UnsetType = UNSET
+    accessIPv6: AccessIPv6 | UnsetType = UNSET
     description: Text | UnsetType | None = UNSET
     __schema_extra__: ClassVar[dict[str, Any]] = {
         "anyOf": [
@@ -235,8 +242,8 @@ class ServerUpdate(Request):
     """What changes: the name, the access addresses (an address of that version, or empty)."""
 
     name: ServerName | UnsetType = UNSET
-    accessIPv4: AccessAddress | UnsetType = UNSET
-    accessIPv6: AccessAddress | UnsetType = UNSET
+    accessIPv4: AccessIPv4 | UnsetType = UNSET
+    accessIPv6: AccessIPv6 | UnsetType = UNSET
 
     def __post_init__(self) -> None:
         if isinstance(self.name, str):
