@@ -18,8 +18,16 @@ Facets, by caller (each process's NATS permissions follow from the facets it use
   ``list_allocations``.
 
 ``Net`` is assembled from facets by job (``NetworkReader`` + ``Networks``, ``SubnetReader``
-+ ``Subnets``, ``SubnetPools``, ``Ports``, ``InstancePorts``, ``Allocations``), the parts the net actor's
-servants implement.
++ ``Subnets``, ``SubnetPools``, ``Ports``, ``InstancePorts``, ``Allocations``, ``NetworkQuotas``), the
+parts the net actor's servants implement.
+
+Quotas (Neutron's): each project may have at most its limit of networks, subnets, ports and subnet
+pools (its own, set by an admin, else ``DEFAULT_QUOTAS``; -1: unlimited). Usage is counted from the
+rows, in the store transaction that makes a new one (the store's only writer), so concurrent creates
+never go past a limit; a create past it is ``OverQuota``, and a bulk create past it makes none.
+Ports ``allocate_for_instance`` makes count as the user's do; DHCP ports count in the usage of the
+network's project but are never refused. A limit below what a project uses is allowed: it only
+refuses new ones. Resources of no project (the shared default network) count against nothing.
 
 Version history: 1 - initial; 2 - ``NetForNodes`` is served per calling host and takes the
 project and host from the conductor's records and the subject (its ``get_network`` and
@@ -29,7 +37,9 @@ host a DHCP port per network (``dhcp_port``, ``release_dhcp_port``); 4 - subnets
 ``host_routes`` and are updated (``update_subnet``), networks, subnets and ports are made in bulk
 (``create_networks``, ``create_subnets``, ``create_ports``: all or none), ``update_port`` takes
 ``fixed_ips``; 5 - subnet pools (``SubnetPools``), and ``create_subnet`` takes a
-``subnetpool_id`` (and ``prefixlen``) in place of a ``cidr``, the subnet showing its pool.
+``subnetpool_id`` (and ``prefixlen``) in place of a ``cidr``, the subnet showing its pool; 6 - quotas
+(``NetworkQuotas``): a project's limits of networks, subnets, ports and subnet pools, enforced in the
+transaction that makes one (``OverQuota``).
 
 Events (kind ``port``, project the port's, with the port as ``get_port`` shows it):
 ``port.bound`` (``allocate_for_instance``, one per port; ``dhcp_port`` when it makes one), ``port.plugged``
@@ -45,6 +55,7 @@ from typing import Annotated, Any, Literal, Required, TypedDict
 from msgspec import Meta
 
 from api.fields import HostName, Id
+from bus import Conflict
 from bus.api import ServiceAPI, call
 
 COMPUTE_OWNER = "compute:nova"
@@ -53,6 +64,21 @@ DHCP_OWNER = "network:dhcp"
 """The ``device_owner`` of a host's DHCP port on a network (its ``device_id``: ``dhcp-<host>``)."""
 NETWORK_TYPE = "vxlan"
 """Every network is a VXLAN segment (its VNI: ``provider:segmentation_id``) on hosts that run an overlay."""
+
+QuotaResource = Literal["network", "subnet", "port", "subnetpool"]
+"""What net quotas limit: a project's networks, subnets, ports and subnet pools."""
+DEFAULT_QUOTAS: dict[QuotaResource, int] = {"network": 100, "subnet": 100, "port": 500, "subnetpool": -1}
+"""The limits of a project with none of its own (Neutron's defaults)."""
+QuotaLimit = Annotated[int, Meta(ge=-1, le=2**31 - 1)]
+"""A limit; -1: unlimited."""
+
+
+class OverQuota(Conflict):
+    """Neutron's OverQuota (409): a create would take a project past its limit of a resource;
+    nothing was made."""
+
+    code = "over_quota"
+
 
 Text = Annotated[str, Meta(max_length=255)]
 """A name, description, device id or owner, host or project: at most 255 characters (Neutron's
@@ -265,6 +291,37 @@ class IpAllocation(TypedDict):
     port_id: str
 
 
+class Quotas(TypedDict):
+    """A project's limits (-1: unlimited), by resource."""
+
+    network: int
+    subnet: int
+    port: int
+    subnetpool: int
+
+
+class ProjectQuotas(Quotas):
+    """The limits of a project that has some of its own."""
+
+    project_id: str
+
+
+class QuotaUsage(TypedDict):
+    limit: int
+    used: int
+    reserved: int
+    """Always 0: a create counts and inserts in one transaction, nothing is held in between."""
+
+
+class QuotaDetails(TypedDict):
+    """A project's limits and what it uses, by resource."""
+
+    network: QuotaUsage
+    subnet: QuotaUsage
+    port: QuotaUsage
+    subnetpool: QuotaUsage
+
+
 class NetworkReader(ServiceAPI, address="net"):
     """What the conductor and users read of networks."""
 
@@ -316,6 +373,7 @@ class InstancePorts(ServiceAPI, address="net"):
         :raises Forbidden: a member acting for another project.
         :raises NotFound: a network or port the project does not see; no default network.
         :raises Conflict: a given port is bound to another instance; no (or not that) address is free.
+        :raises OverQuota: the new ports would take the project past its port limit (none is made).
         """
         ...
 
@@ -429,6 +487,7 @@ class Networks(NetworkReader, address="net"):
         """A network of the caller's project.
 
         :raises Forbidden: a member asked for a shared network.
+        :raises OverQuota: the project has as many networks as its limit.
         """
         ...
 
@@ -437,6 +496,7 @@ class Networks(NetworkReader, address="net"):
         """Several networks at once (Neutron's bulk create), in one transaction: all or none.
 
         :raises Forbidden: a member asked for a shared network (none is made).
+        :raises OverQuota: they would take the project past its network limit (none is made).
         """
         ...
 
@@ -509,6 +569,7 @@ class Subnets(SubnetReader, address="net"):
         :raises Forbidden: another project's shared network.
         :raises Conflict: the pool has no free prefix of that length, or the cidr overlaps one
             of its subnets.
+        :raises OverQuota: the network's project has as many subnets as its limit.
         """
         ...
 
@@ -520,6 +581,7 @@ class Subnets(SubnetReader, address="net"):
         :raises InvalidRequest: as ``create_subnet``, for any of them.
         :raises NotFound: as ``create_subnet``, for any of them.
         :raises Forbidden: as ``create_subnet``, for any of them.
+        :raises OverQuota: they would take a project past its subnet limit (none is made).
         """
         ...
 
@@ -584,6 +646,7 @@ class SubnetPools(ServiceAPI, address="net"):
         :raises InvalidRequest: a prefix that is no IPv4 network (host bits set); lengths not
             ordered min <= default <= max.
         :raises Forbidden: a member asked for a shared pool.
+        :raises OverQuota: the project has as many subnet pools as its limit.
         """
         ...
 
@@ -655,6 +718,7 @@ class Ports(ServiceAPI, address="net"):
         :raises InvalidRequest: an empty ``fixed_ips`` entry, or one naming a subnet or an address
             that is not on the network.
         :raises Conflict: no free address, or the MAC or an asked address is taken.
+        :raises OverQuota: the project has as many ports as its limit.
         """
         ...
 
@@ -665,6 +729,7 @@ class Ports(ServiceAPI, address="net"):
         :raises NotFound: as ``create_port``, for any of them.
         :raises InvalidRequest: as ``create_port``, for any of them.
         :raises Conflict: as ``create_port``, for any of them (two asking for one MAC or address too).
+        :raises OverQuota: they would take the project past its port limit (none is made).
         """
         ...
 
@@ -732,6 +797,61 @@ class Allocations(ServiceAPI, address="net"):
         ...
 
 
-class Net(InstancePorts, Networks, Subnets, SubnetPools, Ports, Allocations, address="net"):
+class NetworkQuotas(ServiceAPI, address="net"):
+    """Neutron's quotas: how many networks, subnets, ports and subnet pools a project may have.
+    Members read their own project's; admins read and set any project's."""
+
+    @call(policy="network:read", idempotent=True)
+    async def list_quotas(self) -> list[ProjectQuotas]:
+        """The limits of every project that has some of its own (admins).
+
+        :raises Forbidden: the caller is no admin.
+        """
+        ...
+
+    @call(policy="network:read", idempotent=True)
+    async def get_quotas(self, *, project_id: Id) -> Quotas:
+        """The project's limits (the defaults where it has none of its own).
+
+        :raises Forbidden: another project's, and the caller is no admin.
+        """
+        ...
+
+    @call(policy="network:read", idempotent=True)
+    async def get_default_quotas(self, *, project_id: Id) -> Quotas:
+        """The limits of a project with none of its own.
+
+        :raises Forbidden: asked for another project, and the caller is no admin.
+        """
+        ...
+
+    @call(policy="network:read", idempotent=True)
+    async def get_quota_details(self, *, project_id: Id) -> QuotaDetails:
+        """The project's limits and what it uses now (counted from its rows).
+
+        :raises Forbidden: another project's, and the caller is no admin.
+        """
+        ...
+
+    @call(policy="network:write", idempotent=True)
+    async def set_quotas(self, *, project_id: Id, limits: dict[QuotaResource, QuotaLimit]) -> Quotas:
+        """Set some of the project's limits (admins); one below what it uses only refuses new
+        creates. Answers all its limits.
+
+        :raises Forbidden: the caller is no admin.
+        """
+        ...
+
+    @call(policy="network:write")
+    async def delete_quotas(self, *, project_id: Id) -> None:
+        """Back to the defaults (admins).
+
+        :raises Forbidden: the caller is no admin.
+        :raises NotFound: the project has no limits of its own.
+        """
+        ...
+
+
+class Net(InstancePorts, Networks, Subnets, SubnetPools, Ports, Allocations, NetworkQuotas, address="net"):
     """The whole net API, as users reach it through the gateway; the conductor uses it too
     (``get_port``, ``get_network``, ``deallocate_for_instance``)."""

@@ -1,5 +1,5 @@
 """Network (Neutron v2.0) routes: networks, subnets and ports under ``/network/v2.0``, and the
-extensions list.
+extensions list (the quotas' routes are ``gateway.network_quotas``, served with these).
 
 Each collection answers GET (list), POST (create, 201: one resource, or several at once with
 the plural key, all made or none) and GET, PUT and DELETE (204) on one resource, through the
@@ -9,7 +9,8 @@ create`` does). A list is filtered by any scalar attribute of its resources (rep
 for any of several values; an unknown one is a 400, as Neutron's filter validation answers),
 ports by ``fixed_ips`` too; ``fields`` picks the attributes shown, ``sort_key``/``sort_dir``
 order it, and ``limit``/``marker``/``page_reverse`` page it with ``<resources>_links``.
-A body member the resource does not take is a 400 naming it. Errors come out as
+A body member the resource does not take is a 400 naming it. A create past the project's quota
+is a 409 ``OverQuota`` (a bulk create makes none). Errors come out as
 ``{"NeutronError": {type, message, detail}}`` (``gateway.http.error_body``).
 """
 
@@ -29,6 +30,7 @@ from api.net import Port as PortRecord
 from api.net import Subnet as SubnetRecord
 from api.net import SubnetPool as SubnetPoolRecord
 from bus import NotFound
+from gateway import network_quotas
 from gateway.http import client, context_of, json_response, no_content
 from gateway.routing import Body, Link, OpenRequest, Query, Reply, Request, Routes, Time
 
@@ -933,6 +935,20 @@ EXTENSIONS = {
             links=[],
         ),
         Extension(
+            name="Quota management support",
+            alias="quotas",
+            description="Expose functions for quotas management per tenant",
+            updated="2012-07-29T10:00:00-00:00",
+            links=[],
+        ),
+        Extension(
+            name="Quota details management support",
+            alias="quota_details",
+            description="Expose functions for quotas usage statistics per project",
+            updated="2017-02-10T10:00:00-00:00",
+            links=[],
+        ),
+        Extension(
             name="Sorting support",
             alias="sorting",
             description="Extension that indicates that sorting is enabled.",
@@ -959,8 +975,8 @@ EXTENSIONS = {
 networks, subnets and ports have. Not listed, because not built whole: port binding (ports show
 its attributes, but ``binding:host_id`` is taken on update only, and ``binding:vnic_type`` and
 ``binding:profile`` not at all), tags (``tags`` is always empty), timestamps (no ``changed_since``
-filter), security groups, port security, external networks, routers, quotas, address scopes and
-default subnet pools."""
+filter), security groups, port security, external networks, routers, address scopes and default
+subnet pools."""
 
 # -- routes -----------------------------------------------------------------------------------
 
@@ -1042,9 +1058,11 @@ async def list_networks(request: web.Request, query: NetworkQuery) -> web.Respon
             201, NetworkShown, "The network, or the networks of a bulk create.", alternatives=(NetworksShown,)
         )
     ],
+    errors=(409,),
 )
 async def create_network(request: web.Request, body: NetworkCreateRequest) -> web.Response:
-    """403: a shared network asked by someone other than an admin (in a bulk create: none is made)."""
+    """403: a shared network asked by someone other than an admin; 409: past the project's network
+    quota (OverQuota). In a bulk create, either makes none."""
     asked = [msgspec.to_builtins(network) for network in _asked(body.network, body.networks)]
     networks = await client(request, Net).create_networks(networks=asked)
     made = [network_view(request, network) for network in networks]
@@ -1114,8 +1132,8 @@ async def list_subnets(request: web.Request, query: SubnetQuery) -> web.Response
 async def create_subnet(request: web.Request, body: SubnetCreateRequest) -> web.Response:
     """404: no such network or subnet pool the project sees; 403: another project's shared
     network; 400: a gateway, pool, route or CIDR that does not fit (see the body); 409: the subnet
-    pool has no free prefix of that length, or the cidr asked of it is taken. In a bulk create,
-    any of these makes none."""
+    pool has no free prefix of that length, or the cidr asked of it is taken, or past the network's
+    project's subnet quota (OverQuota). In a bulk create, any of these makes none."""
     asked = [msgspec.to_builtins(subnet) for subnet in _asked(body.subnet, body.subnets)]
     subnets = await client(request, Net).create_subnets(subnets=asked)
     return json_response(_created("subnet", body.subnet, [subnet_view(s) for s in subnets]), status=201)
@@ -1177,10 +1195,11 @@ async def list_subnetpools(request: web.Request, query: SubnetPoolQuery) -> web.
     "Create a subnet pool",
     body=SubnetPoolCreateRequest,
     replies=[Reply(201, SubnetPoolShown, "The subnet pool.")],
+    errors=(409,),
 )
 async def create_subnetpool(request: web.Request, body: SubnetPoolCreateRequest) -> web.Response:
     """403: a shared pool asked by someone other than an admin; 400: a prefix with host bits set,
-    lengths out of order."""
+    lengths out of order; 409: past the project's subnet pool quota (OverQuota)."""
     pool = await client(request, Net).create_subnetpool(**msgspec.to_builtins(body.subnetpool))
     return json_response(SubnetPoolShown(subnetpool=subnetpool_view(pool)), status=201)
 
@@ -1244,8 +1263,8 @@ async def list_ports(request: web.Request, query: PortQuery) -> web.Response:
 )
 async def create_port(request: web.Request, body: PortCreateRequest) -> web.Response:
     """404: no such network the project sees; 409: no free address, or the MAC or an address
-    asked for is taken; 400: a fixed IP that is not on the network. In a bulk create, any of
-    these makes none."""
+    asked for is taken, or past the project's port quota (OverQuota); 400: a fixed IP that is not
+    on the network. In a bulk create, any of these makes none."""
     asked = [msgspec.to_builtins(port) for port in _asked(body.port, body.ports)]
     ports = await client(request, Net).create_ports(ports=asked)
     return json_response(_created("port", body.port, [port_view(p) for p in ports]), status=201)
@@ -1286,6 +1305,9 @@ async def update_port(request: web.Request, body: PortUpdateRequest) -> web.Resp
 async def delete_port(request: web.Request) -> web.Response:
     await client(request, Net).delete_port(port_id=request.match_info["port_id"])
     return no_content()
+
+
+routes.include(network_quotas.routes)
 
 
 def add_routes(app: web.Application) -> None:

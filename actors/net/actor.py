@@ -3,8 +3,8 @@
 Its API, events and version history: ``api/net.py``. The actor composes one servant per job,
 sharing one ``NetState`` (bus and store): ``networks``, ``subnets``, ``subnetpools``, ``ports``
 (the CRUD users reach through the gateway), ``instances`` (the ports of instances; the IP
-allocations, for an audit) and ``nodes`` (what compute nodes call, each for the instances on its
-host only).
+allocations, for an audit), ``nodes`` (what compute nodes call, each for the instances on its
+host only) and ``quotas`` (each project's limits, checked by the others where they insert a row).
 ``ipam`` gives the addresses; ``schema`` holds the store's migrations and how its rows read as
 Neutron records. At the first start the actor makes the
 shared network ``default`` (of no project) and its subnet; its orphan sweep gives back the
@@ -22,6 +22,7 @@ from actors.net.ipam import insert_subnet, subnet_row
 from actors.net.networks import NetworkServant
 from actors.net.nodes import NodePorts
 from actors.net.ports import PortServant
+from actors.net.quotas import QuotaServant
 from actors.net.schema import (
     DEFAULT_CIDR,
     DEFAULT_GATEWAY,
@@ -61,6 +62,7 @@ class NetActor(Actor):
             PortServant(state),
             self.instances,
             NodePorts(state, self.instances, Placements(bus)),
+            QuotaServant(state),
         )
 
     async def on_start(self) -> None:

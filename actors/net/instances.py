@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from actors.net.ports import new_port
+from actors.net.quotas import check_quota
 from actors.net.schema import DEFAULT_NETWORK, PORT, UNBOUND
 from actors.net.state import Db, NetState, invalid, scope, update, where
 from api.net import (
@@ -59,6 +60,7 @@ class InstanceServant(InstancePorts, Allocations):
                 if "port" in request:
                     ports.append(await self._bind(db, request["port"], project_id, instance_uuid, host))
                     continue
+                await check_quota(db, "port", project_id)
                 fixed_ips: list[FixedIpRequest] | None = None
                 if "fixed_ip" in request:
                     fixed_ips = [{"ip_address": request["fixed_ip"]}]

@@ -3,6 +3,7 @@ shared, by every project; only their project changes them."""
 
 from __future__ import annotations
 
+from actors.net.quotas import check_quota
 from actors.net.schema import NETWORK, NEXT_SEGMENT, PORT
 from actors.net.state import Db, NetState, caller_project, insert, scope, update, where
 from api.net import DHCP_OWNER, Network, NetworkRequest, Networks
@@ -38,7 +39,11 @@ class NetworkServant(Networks):
             return [await self._insert(db, asked, project) for asked in networks]
 
     async def _insert(self, db: Db, asked: NetworkRequest, project: str) -> Network:
-        """Insert one network of ``project`` with the next VNI; answer its record."""
+        """Insert one network of ``project`` with the next VNI; answer its record.
+
+        :raises OverQuota: the project has as many networks as its limit.
+        """
+        await check_quota(db, "network", project)
         network_id = new_uuid()
         row = {"id": network_id, "name": asked.get("name", ""), "project_id": project}
         row |= {"shared": asked.get("shared", False), "admin_state_up": asked.get("admin_state_up", True)}

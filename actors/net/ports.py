@@ -7,6 +7,7 @@ import secrets
 from typing import Any
 
 from actors.net.ipam import allocate, requested_ip
+from actors.net.quotas import check_quota
 from actors.net.schema import NETWORK, PORT, PORT_DEFAULTS, port_view
 from actors.net.state import Db, NetState, caller_project, insert, invalid, scope, update, where
 from api.net import FixedIp, FixedIpRequest, Port, PortRequest, Ports
@@ -47,6 +48,7 @@ class PortServant(Ports):
         made = []
         async with self.state.writing() as db:
             for asked in ports:
+                await check_quota(db, "port", owner)
                 columns: dict[str, Any] = {
                     column: value for column, value in asked.items() if column in _ASKED_COLUMNS
                 }

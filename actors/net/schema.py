@@ -1,5 +1,6 @@
-"""The net actor's store: its migrations, the triggers that keep the free ranges, and how its
-rows read as Neutron records (``Kind``: ``NETWORK``, ``SUBNET``, ``SUBNETPOOL``, ``PORT``)."""
+"""The net actor's store: its migrations (quotas among them), the triggers that keep the free
+ranges, and how its rows read as Neutron records (``Kind``: ``NETWORK``, ``SUBNET``,
+``SUBNETPOOL``, ``PORT``)."""
 
 from __future__ import annotations
 
@@ -112,6 +113,15 @@ MIGRATIONS: list[Step] = [
     ALTER TABLE subnets ADD COLUMN subnetpool_id TEXT REFERENCES subnetpools(id);
     CREATE INDEX subnets_subnetpool ON subnets(subnetpool_id);
     """,
+    # 7: quotas, each project's own limits (``actors.net.quotas``); usage is counted from the rows
+    # by project, so the subnets and ports are indexed by it.
+    """
+    CREATE TABLE quotas (
+        project_id TEXT NOT NULL, resource TEXT NOT NULL, hard_limit INTEGER NOT NULL,
+        PRIMARY KEY (project_id, resource));
+    CREATE INDEX subnets_project ON subnets(project_id);
+    CREATE INDEX ports_project ON ports(project_id);
+    """,
 ]
 
 # networks.shared, admin_state_up; subnets.enable_dhcp; ports.admin_state_up,
@@ -120,7 +130,8 @@ MIGRATIONS: list[Step] = [
 # the pool its CIDR was given from, or NULL. ports.created_for_instance: allocate_for_instance made the
 # port (deallocate_for_instance deletes it; a port the user made is only unbound).
 # ip_pools: a subnet's allocation_pools as integer ranges; ip_free: the addresses of those no
-# port holds, as disjoint ranges, kept by TRIGGERS.
+# port holds, as disjoint ranges, kept by TRIGGERS. quotas: a project's limit of a resource
+# (network, subnet, port, subnetpool; -1: unlimited) where it is not the default.
 
 # Keep ip_free (see MIGRATIONS[1]) in step with ip_allocations, whatever changes it (an ON
 # DELETE CASCADE from ports too). Made at start (by dialect): a migration is split on ";", which

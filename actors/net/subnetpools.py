@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from ipaddress import IPv4Network
 from typing import Any
 
+from actors.net.quotas import check_quota
 from actors.net.schema import SUBNETPOOL
 from actors.net.state import Db, NetState, caller_project, insert, invalid, scope, update
 from api.net import SubnetPool, SubnetPools
@@ -51,6 +52,7 @@ class SubnetPoolServant(SubnetPools):
         row |= {"prefixes": to_json([str(prefix) for prefix in merged(prefixes)]), **lengths}
         row |= {"shared": shared, "description": description}
         async with self.state.writing() as db:
+            await check_quota(db, "subnetpool", row["project_id"])
             await insert(db, "subnetpools", row)
             return await self.state.get(SUBNETPOOL, row["id"], None, db)
 

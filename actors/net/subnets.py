@@ -18,6 +18,7 @@ from actors.net.ipam import (
     subnet_addresses,
     subnet_row,
 )
+from actors.net.quotas import check_quota
 from actors.net.schema import NETWORK, SUBNET, SUBNETPOOL
 from actors.net.state import Db, NetState, scope, update, where
 from actors.net.subnetpools import pool_cidr
@@ -67,9 +68,11 @@ class SubnetServant(Subnets):
         """Insert one subnet on a network ``project`` owns; answer its record.
 
         :raises InvalidRequest: as ``create_subnet``.
+        :raises OverQuota: the network's project has as many subnets as its limit.
         """
         network_id = asked["network_id"]
         network = await self.state.get(NETWORK, network_id, project, db, owned=True)
+        await check_quota(db, "subnet", network["project_id"])
         cidr, pool_id = asked.get("cidr"), asked.get("subnetpool_id")
         if pool_id is not None:
             pool = await self.state.get(SUBNETPOOL, pool_id, project, db)

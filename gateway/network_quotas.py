@@ -1,0 +1,204 @@
+"""Network quotas (Neutron's ``quotas`` and ``quota_details`` extensions) under
+``/network/v2.0/quotas``: a project's limits, shown, set and reset, and its usage.
+
+Four are enforced by the net actor, each in the transaction that makes its resource
+(``actors/net/quotas.py``): ``network``, ``subnet``, ``port`` and ``subnetpool``. Neutron's others
+(``router``, ``floatingip``, ``security_group``, ``security_group_rule``, ``rbac_policy``) are shown
+-1, unlimited, because nothing here limits them: aiostack has no routers, floating IPs, security
+groups or RBAC policies yet. Setting one of those is refused (400). Members read their own
+project's; admins read and set any (and list the projects that have limits of their own).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Annotated, Any
+
+from aiohttp import web
+from msgspec import UNSET, Meta, UnsetType
+
+from api.net import Net, QuotaLimit
+from gateway.http import client, json_response, no_content
+from gateway.routing import Body, Reply, Request, Routes
+
+BASE = "/network/v2.0"
+QUOTAS = f"{BASE}/quotas"
+QUOTA = f"{QUOTAS}/{{project_id}}"
+UNLIMITED = -1
+ENFORCED = ("network", "subnet", "port", "subnetpool")
+NOT_BUILT = ("router", "floatingip", "security_group", "security_group_rule", "rbac_policy")
+"""Neutron's quota resources aiostack has none of: always -1, never set."""
+
+
+class NetworkQuota(Body):
+    """A project's limits (-1: unlimited)."""
+
+    network: int
+    subnet: int
+    port: int
+    subnetpool: int
+    router: int
+    floatingip: int
+    security_group: int
+    security_group_rule: int
+    rbac_policy: int
+
+
+class NetworkProjectQuota(NetworkQuota):
+    project_id: str
+    tenant_id: str
+
+
+class NetworkQuotaShown(Body):
+    quota: NetworkQuota
+
+
+class NetworkQuotaList(Body):
+    quotas: list[NetworkProjectQuota]
+
+
+class NetworkQuotaUsage(Body):
+    limit: int
+    used: int
+    reserved: int
+
+
+class NetworkQuotaDetails(Body):
+    network: NetworkQuotaUsage
+    subnet: NetworkQuotaUsage
+    port: NetworkQuotaUsage
+    subnetpool: NetworkQuotaUsage
+    router: NetworkQuotaUsage
+    floatingip: NetworkQuotaUsage
+    security_group: NetworkQuotaUsage
+    security_group_rule: NetworkQuotaUsage
+    rbac_policy: NetworkQuotaUsage
+
+
+class NetworkQuotaDetailsShown(Body):
+    quota: NetworkQuotaDetails
+
+
+NotBuiltLimit = Annotated[
+    int,
+    Meta(
+        extra_json_schema={"not": {}},
+        description="Not settable: aiostack has none of these yet, so nothing limits them (400).",
+    ),
+]
+
+
+class NetworkQuotaChanges(Request):
+    """The limits to set (-1: unlimited; absent: unchanged). One below what the project uses is
+    allowed: it only refuses new creates."""
+
+    network: QuotaLimit | UnsetType = UNSET
+    subnet: QuotaLimit | UnsetType = UNSET
+    port: QuotaLimit | UnsetType = UNSET
+    subnetpool: QuotaLimit | UnsetType = UNSET
+    router: NotBuiltLimit | UnsetType = UNSET
+    floatingip: NotBuiltLimit | UnsetType = UNSET
+    security_group: NotBuiltLimit | UnsetType = UNSET
+    security_group_rule: NotBuiltLimit | UnsetType = UNSET
+    rbac_policy: NotBuiltLimit | UnsetType = UNSET
+
+    def __post_init__(self) -> None:
+        if unbuilt := [name for name in NOT_BUILT if getattr(self, name) is not UNSET]:
+            raise ValueError(
+                f"Quota for {', '.join(unbuilt)} cannot be set: aiostack has no such resources yet,"
+                " so nothing limits them (-1)"
+            )
+
+
+class NetworkQuotaUpdate(Request):
+    quota: NetworkQuotaChanges
+
+
+def _shown(limits: Mapping[str, Any]) -> dict[str, Any]:
+    """A project's limits of the enforced resources, with Neutron's others (unlimited)."""
+    return {**dict.fromkeys(NOT_BUILT, UNLIMITED), **{resource: limits[resource] for resource in ENFORCED}}
+
+
+routes = Routes()
+
+
+@routes.get(
+    QUOTAS,
+    "List the projects' quotas",
+    replies=[Reply(200, NetworkQuotaList, "The limits of every project that has some of its own (admins).")],
+)
+async def list_quotas(request: web.Request) -> web.Response:
+    """403: the caller is no admin."""
+    listed = await client(request, Net).list_quotas()
+    shown = [
+        NetworkProjectQuota(**_shown(limits), project_id=limits["project_id"], tenant_id=limits["project_id"])
+        for limits in listed
+    ]
+    return json_response(NetworkQuotaList(quotas=shown))
+
+
+@routes.get(
+    QUOTA, "Show a project's quotas", replies=[Reply(200, NetworkQuotaShown, "Its limits (-1: unlimited).")]
+)
+async def show_quota(request: web.Request) -> web.Response:
+    """403: another project's, and the caller is no admin."""
+    limits = await client(request, Net).get_quotas(project_id=request.match_info["project_id"])
+    return json_response(NetworkQuotaShown(quota=NetworkQuota(**_shown(limits))))
+
+
+@routes.get(
+    f"{QUOTA}/default",
+    "Show the default quotas",
+    replies=[Reply(200, NetworkQuotaShown, "The limits of a project with none of its own.")],
+)
+async def show_default_quota(request: web.Request) -> web.Response:
+    """403: another project's, and the caller is no admin."""
+    limits = await client(request, Net).get_default_quotas(project_id=request.match_info["project_id"])
+    return json_response(NetworkQuotaShown(quota=NetworkQuota(**_shown(limits))))
+
+
+@routes.get(
+    f"{QUOTA}/details",
+    "Show a project's quotas and usage",
+    replies=[
+        Reply(200, NetworkQuotaDetailsShown, "Each limit with what the project uses (reserved: always 0).")
+    ],
+)
+async def show_quota_details(request: web.Request) -> web.Response:
+    """403: another project's, and the caller is no admin."""
+    details = await client(request, Net).get_quota_details(project_id=request.match_info["project_id"])
+    unbuilt = NetworkQuotaUsage(limit=UNLIMITED, used=0, reserved=0)
+    shown = {
+        **dict.fromkeys(NOT_BUILT, unbuilt),
+        **{name: NetworkQuotaUsage(**details[name]) for name in ENFORCED},
+    }
+    return json_response(NetworkQuotaDetailsShown(quota=NetworkQuotaDetails(**shown)))
+
+
+@routes.put(
+    QUOTA,
+    "Set a project's quotas",
+    body=NetworkQuotaUpdate,
+    replies=[Reply(200, NetworkQuotaShown, "Its limits now.")],
+)
+async def update_quota(request: web.Request, body: NetworkQuotaUpdate) -> web.Response:
+    """Admins (else 403)."""
+    limits = {
+        resource: value for resource in ENFORCED if (value := getattr(body.quota, resource)) is not UNSET
+    }
+    updated = await client(request, Net).set_quotas(
+        project_id=request.match_info["project_id"], limits=limits
+    )
+    return json_response(NetworkQuotaShown(quota=NetworkQuota(**_shown(updated))))
+
+
+@routes.delete(
+    QUOTA,
+    "Reset a project's quotas to the defaults",
+    replies=[Reply(204, None, "Its limits are the defaults again.")],
+    errors=(404,),
+)
+async def delete_quota(request: web.Request) -> web.Response:
+    """Admins (else 403); 404: the project has no limits of its own."""
+    await client(request, Net).delete_quotas(project_id=request.match_info["project_id"])
+    return no_content()
