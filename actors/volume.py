@@ -16,6 +16,9 @@ volumes of instances the conductor no longer knows. Compute nodes reach the atta
 through ``NodeVolumes`` (``api.volume.VolumeAttacher``), each only for the boot volumes of the
 instances the conductor records on its host.
 
+Quotas (Cinder's quota sets, ``actors/volume_quotas.py``, served by ``VolumeQuotaBook``) are
+checked in the transactions that record a volume (``_insert``), a snapshot and an extend.
+
 Its API, the attach protocol, events and version history: ``api/volume.py``.
 """
 
@@ -30,6 +33,8 @@ from typing import Any, TypedDict, TypeVar
 from actors.orphans import ORPHAN_SWEEP_INTERVAL, sweep_orphans_forever
 from actors.placement import Placements, sees_for
 from actors.storage import StorageActor, qcow2_supported
+from actors.volume_quotas import MIGRATION as QUOTA_MIGRATION
+from actors.volume_quotas import VolumeQuotaBook, check_extend, check_snapshot, check_volume
 from api.image import ImageReader
 from api.volume import (
     DEFAULT_TYPE,
@@ -49,7 +54,7 @@ from api.volume import (
     Volume,
     VolumeAttacher,
     VolumeFormat,
-    Volumes,
+    VolumeRecords,
     VolumeStatus,
     VolumeStorage,
     VolumeType,
@@ -107,6 +112,8 @@ MIGRATIONS = [
     """,
     # 5: what a volume made from an image shows of it (JSON; NULL: made from none)
     "ALTER TABLE volumes ADD COLUMN image_metadata TEXT",
+    # 6: quotas (``actors.volume_quotas``): projects' own limits, the size an extend grows to
+    QUOTA_MIGRATION,
 ]
 
 
@@ -133,6 +140,8 @@ class VolumeRow(TypedDict):
     snapshot_id: str | None
     source_volid: str | None
     image_metadata: str | None
+    extending_to: int | None
+    """The size an extend grows the volume to, while it is extending (its quota's reserved GiB)."""
 
 
 class TypeRow(TypedDict):
@@ -361,7 +370,7 @@ def _scope(all_tenants: bool) -> tuple[str, tuple[Any, ...]]:
     return "v.project_id = ?", (ctx.project_id,)
 
 
-class VolumeActor(Actor, Volumes):
+class VolumeActor(Actor, VolumeRecords):
     name = "volume"
     orphan_sweep_interval = ORPHAN_SWEEP_INTERVAL
 
@@ -375,7 +384,7 @@ class VolumeActor(Actor, Volumes):
         self.host = host
         self.store = open_store(config, "volume", MIGRATIONS)
         self.storage = StorageActor(bus, config, host=host, nbd_listen=nbd_listen)
-        self.serve(NodeVolumes(self, Placements(bus)))
+        self.serve(NodeVolumes(self, Placements(bus)), VolumeQuotaBook(self.store))
 
     async def on_start(self) -> None:
         await self.storage.start()
@@ -630,6 +639,7 @@ class VolumeActor(Actor, Volumes):
         async with self.store.transaction() as db:
             if source is not None:  # the copy is made while the source is available: keep it so
                 await _check_copyable(db, "volumes" if source_volid else "snapshots", source["id"])
+            await check_volume(db, owner[1], size)
             await db.execute(
                 "INSERT INTO volumes (id, name, description, size, format, path, user_id, project_id,"
                 " metadata, status, host, created_at, updated_at, volume_type, snapshot_id, source_volid,"
@@ -733,6 +743,8 @@ class VolumeActor(Actor, Volumes):
                     f"Invalid input received: New size for extend must be greater than current size."
                     f" (current: {volume['size']}, extended: {new_size})."
                 )
+            await check_extend(db, volume["project_id"], volume["size"], new_size)
+            await db.execute("UPDATE volumes SET extending_to = ? WHERE id = ?", (new_size, volume_id))
             return "extending"
 
         volume = await self._change(volume_id, step)
@@ -742,10 +754,21 @@ class VolumeActor(Actor, Volumes):
             )
         except AiostackError as exc:
             log.warning("volume %s: could not extend its file: %s", volume_id, exc)
-            await self._set_status(volume_id, "available", volume["fault"])
+            await self._end_extend(volume_id, volume["size"], volume["fault"])
             raise Conflict(f"Volume {volume_id} could not be extended: {exc}") from None
-        await self.store.execute("UPDATE volumes SET size = ? WHERE id = ?", (new_size, volume_id))
-        return await self._set_status(volume_id, "available", volume["fault"])
+        return await self._end_extend(volume_id, new_size, volume["fault"])
+
+    async def _end_extend(self, volume_id: str, size: int, fault: str | None) -> Volume:
+        """Extending -> available at ``size`` GiB, the growth no longer reserved."""
+
+        async def step(db: Db, volume: Volume) -> VolumeStatus:
+            await db.execute(
+                "UPDATE volumes SET size = ?, extending_to = NULL, fault = ? WHERE id = ?",
+                (size, fault, volume_id),
+            )
+            return "available"
+
+        return await self._change(volume_id, step)
 
     async def reserve_volume(self, *, volume_id: str) -> Volume:
         """Available -> attaching for no instance (``api.volume.Volumes.reserve_volume``)."""
@@ -916,6 +939,7 @@ class VolumeActor(Actor, Volumes):
         async with self.store.transaction() as db:
             volume = await self._load(db, volume_id)
             _check_status(volume, "available", "to be snapshotted")
+            await check_snapshot(db, owner[1], volume["size"])
             await db.execute(
                 "INSERT INTO snapshots (id, volume_id, name, description, size, status, metadata, user_id,"
                 " project_id, host, format, created_at, updated_at)"

@@ -23,8 +23,16 @@ volume may be deleted again). Users see their project's volumes (another project
 Facets, by caller: ``VolumeAttacher`` (compute nodes, each as its own host:
 ``volume.host.<host>``, for the instances placed on it only), ``VolumeAttachments`` (the
 conductor: the whole attach protocol), ``Volumes`` (the whole API, as the gateway reaches
-it: create, get, list, update, delete and more) and ``VolumeStorage`` (the volume actors: the
-files of the storage host a volume lives on, ``volume.storage.<host>``).
+it: ``VolumeRecords``, create, get, list, update, delete and more, and ``VolumeQuotas``) and
+``VolumeStorage`` (the volume actors: the files of the storage host a volume lives on,
+``volume.storage.<host>``).
+
+Quotas (Cinder's quota sets): a project's ``volumes``, ``gigabytes`` (its volumes' and snapshots'
+sizes) and ``snapshots``, and ``per_volume_gigabytes``, its own limits or ``DEFAULT_VOLUME_QUOTAS``.
+They are checked in the store transaction that records a new volume (whatever its source), a
+snapshot or an extend, against usage counted from the project's rows there: concurrent creates
+never pass a limit, and a deleted volume stops counting once its row is gone. Past one,
+``QuotaExceeded`` (its message Cinder's, its exception's name first).
 
 Version history: 1 - initial; 2 - ``VolumeAttacher`` is served per calling host (the host from
 the subject, no longer ``attach_complete``'s body) and checked against the conductor's records;
@@ -38,7 +46,9 @@ or a volume (``create``'s ``snapshot_id``, ``source_volid``, ``volume_type``; ``
 left out) or an image (``image_id``; the volume's ``image_metadata``), ``list``'s filters, sort
 and page; ``VolumeStorage.copy_file``, ``copy_image`` (the storage host reads the image from the
 image service as the caller sees it), ``extend_file``, and ``connect``'s and ``keep_exports``'
-read-only exports.
+read-only exports. 5 - quotas: ``VolumeQuotas`` (shown, set, deleted; usage counted
+from the rows) and ``QuotaExceeded`` from ``create``, ``create_snapshot`` and ``extend``; the
+actor's own handlers are ``VolumeRecords``, and ``Volumes`` is both facets.
 
 Events (kind ``volume``, on ``evt.volume.<project>.<id>``): ``volume.<status>`` at every status
 change (``volume.deleted`` last), with the volume as users see it (no ``path``, no ``format``).
@@ -91,6 +101,23 @@ Metadata = dict[MetadataKey, Text]
 PageSize = Annotated[int, Meta(ge=0, le=2**31 - 1)]
 """A page's size asked for: a list gives at most ``MAX_PAGE`` (as Cinder's ``osapi_max_limit``)."""
 Offset = Annotated[int, Meta(ge=0, le=2**31 - 1)]
+VolumeQuotaResource = Literal["volumes", "gigabytes", "snapshots", "per_volume_gigabytes"]
+"""What volume quotas limit: a project's volumes, the GiB of its volumes and snapshots, its
+snapshots, and the size of any one of its volumes."""
+DEFAULT_VOLUME_QUOTAS: dict[str, int] = {
+    "volumes": -1,
+    "gigabytes": -1,
+    "snapshots": -1,
+    "per_volume_gigabytes": -1,
+}
+"""The limits of a project with none of its own (-1: unlimited). Cinder's are 10 volumes, 1000 GiB
+and 10 snapshots; here they are open until an admin sets a project's, as compute's instances are
+(``api.conductor.DEFAULT_QUOTAS``): tests/actors/test_volume.py makes 12 volumes in one project, and
+the contract run (``deploy.contract``: schemathesis, whose positive-data check takes no 413) makes
+as many volumes and snapshots in the admin's project as it draws, each of up to ``MAX_SIZE_GIB``
+(1024 GiB, past Cinder's 1000 alone). ``per_volume_gigabytes`` is Cinder's (-1)."""
+QuotaLimit = Annotated[int, Meta(ge=-1, le=2**31 - 1)]
+"""A limit; -1: unlimited."""
 
 
 class Attachment(TypedDict):
@@ -216,6 +243,32 @@ class Detached(TypedDict):
     detached: list[str]
 
 
+class VolumeQuotaSet(TypedDict):
+    """A project's volume limits (-1: unlimited)."""
+
+    volumes: int
+    gigabytes: int
+    snapshots: int
+    per_volume_gigabytes: int
+
+
+class VolumeQuotaUsage(TypedDict):
+    """One limit and what the project holds of it now."""
+
+    limit: int
+    in_use: int
+    """Counted from the project's rows (``per_volume_gigabytes``: 0, a limit on each volume)."""
+    reserved: int
+    """GiB that extends under way will add (``gigabytes``; 0 for the others)."""
+
+
+class VolumeQuotaUsages(TypedDict):
+    volumes: VolumeQuotaUsage
+    gigabytes: VolumeQuotaUsage
+    snapshots: VolumeQuotaUsage
+    per_volume_gigabytes: VolumeQuotaUsage
+
+
 class VolumeAttacher(ServiceAPI, address="volume.host.{host}", caller="host"):
     """What compute nodes call, each as its own host (``volume.host.<host>``, the host from the
     subject): attaching the volumes of a boot, freeing those of a deleted instance, for instances
@@ -329,8 +382,9 @@ class VolumeAttachments(ServiceAPI, address="volume"):
         ...
 
 
-class Volumes(VolumeAttachments, address="volume"):
-    """The whole volume API, as the gateway reaches it: what users do to volumes, and more."""
+class VolumeRecords(VolumeAttachments, address="volume"):
+    """What users do to volumes, snapshots and volume types, and the attach protocol: the volume
+    actor's own handlers."""
 
     @call(policy="volume:write", timeout=COPY_TIMEOUT)
     async def create(
@@ -359,6 +413,8 @@ class Volumes(VolumeAttachments, address="volume"):
             to the caller.
         :raises Conflict: the source is not available (an image: not active), or bigger than
             ``size`` (an image: its ``min_disk``).
+        :raises QuotaExceeded: the project would pass its ``volumes`` or ``gigabytes`` quota, or
+            the volume its ``per_volume_gigabytes``; nothing is recorded.
         """
         ...
 
@@ -422,6 +478,9 @@ class Volumes(VolumeAttachments, address="volume"):
         :raises NotFound: no such volume visible to the caller.
         :raises Conflict: the volume is not available (or being copied), ``new_size`` is not
             bigger, or the storage host could not grow the file (the volume is as it was).
+        :raises QuotaExceeded: the volume's project would pass its ``gigabytes`` quota, or
+            ``new_size`` its ``per_volume_gigabytes``; the volume is as it was. While the file
+            grows, the growth counts as the project's reserved gigabytes.
         """
         ...
 
@@ -513,6 +572,8 @@ class Volumes(VolumeAttachments, address="volume"):
 
         :raises NotFound: no such volume visible to the caller.
         :raises Conflict: the volume is not available.
+        :raises QuotaExceeded: the caller's project would pass its ``snapshots`` or ``gigabytes``
+            quota (a snapshot counts its volume's size); nothing is recorded.
         """
         ...
 
@@ -605,6 +666,54 @@ class Volumes(VolumeAttachments, address="volume"):
         :raises NotFound: ``marker`` is no volume of the list.
         """
         ...
+
+
+class VolumeQuotas(ServiceAPI, address="volume"):
+    """Cinder's quota sets: how many volumes and snapshots a project may have, how many GiB they may
+    take together, how big one volume may be. Enforced where each is recorded, in the store
+    transaction that records it: concurrent creates never pass a limit."""
+
+    @call(policy="volume:read", idempotent=True)
+    async def get_quotas(self, *, project_id: Id) -> VolumeQuotaSet:
+        """The project's limits (the defaults where it has none of its own).
+
+        :raises Forbidden: another project's, and the caller is no admin.
+        """
+        ...
+
+    @call(policy="volume:read", idempotent=True)
+    async def get_default_quotas(self) -> VolumeQuotaSet:
+        """The limits of a project with none of its own (``DEFAULT_VOLUME_QUOTAS``)."""
+        ...
+
+    @call(policy="volume:read", idempotent=True)
+    async def get_quota_usage(self, *, project_id: Id) -> VolumeQuotaUsages:
+        """The project's limits and what it holds now.
+
+        :raises Forbidden: another project's, and the caller is no admin.
+        """
+        ...
+
+    @call(policy="volume:write", idempotent=True)
+    async def set_quotas(
+        self, *, project_id: Id, limits: dict[VolumeQuotaResource, QuotaLimit]
+    ) -> VolumeQuotaSet:
+        """Set some of the project's limits (admins); its limits after.
+
+        :raises Forbidden: the caller is no admin.
+        :raises Conflict: a limit (but ``per_volume_gigabytes``) below what the project holds and
+            reserves; nothing is changed.
+        """
+        ...
+
+    @call(policy="volume:write", idempotent=True)
+    async def delete_quotas(self, *, project_id: Id) -> None:
+        """Back to the defaults (admins). :raises Forbidden: the caller is no admin."""
+        ...
+
+
+class Volumes(VolumeRecords, VolumeQuotas, address="volume"):
+    """The whole volume API, as the gateway reaches it: what users do to volumes, and quotas."""
 
 
 LOCAL_STORAGE = "local"

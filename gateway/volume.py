@@ -1,5 +1,6 @@
 """Block storage (Cinder v3) routes under ``/volume/v3/{project_id}``: volumes (their metadata and
-actions), snapshots (and theirs), volume types, the availability zone and the extensions served.
+actions), snapshots (and theirs), volume types, the availability zone and the extensions served;
+quota sets in ``gateway.volume_quotas`` (whose 413 the creates and the extend answer past a quota).
 
 The project id in the path must be the token's (an admin may name any); a volume of
 another project answers 404 like a missing one. Volumes are shown without the volume
@@ -43,6 +44,8 @@ from api.volume import VolumeType as TypeRecord
 from bus import Forbidden, InvalidRequest, NotFound
 from gateway.http import client, context_of, json_response, no_content
 from gateway.routing import Body, Link, OpenRequest, Query, Reply, Request, Routes, Time, given, id_other_than
+from gateway.volume_quotas import cinder_quota
+from gateway.volume_quotas import routes as quota_routes
 
 BASE = "/volume/v3/{project_id}"
 VOLUMES = f"{BASE}/volumes"
@@ -369,23 +372,25 @@ async def list_volume_details(request: web.Request, query: VolumeQuery) -> web.R
     "Create a volume",
     body=VolumeCreateRequest,
     replies=[Reply(202, VolumeShown, "The volume (available, or error with a fault).")],
-    errors=(404, 409),
+    errors=(404, 409, 413),
 )
 async def create_volume(request: web.Request, body: VolumeCreateRequest) -> web.Response:
     """400: two sources; 403: another project's path; 404: no such volume type, snapshot, source
-    volume or image; 409: the source is not available (an image: active), or bigger than ``size``."""
+    volume or image; 409: the source is not available (an image: active), or bigger than ``size``;
+    413: past the project's volumes, gigabytes or per_volume_gigabytes quota (Cinder's message)."""
     project_id = _project(request, "create")
     asked = body.volume
-    volume = await client(request, Volumes, timeout=COPY_TIMEOUT).create(
-        size=asked.size,
-        name=asked.name or "",
-        description=asked.description or "",
-        metadata=asked.metadata,
-        volume_type=asked.volume_type,
-        snapshot_id=asked.snapshot_id,
-        source_volid=asked.source_volid,
-        image_id=asked.image_ref,
-    )
+    with cinder_quota():
+        volume = await client(request, Volumes, timeout=COPY_TIMEOUT).create(
+            size=asked.size,
+            name=asked.name or "",
+            description=asked.description or "",
+            metadata=asked.metadata,
+            volume_type=asked.volume_type,
+            snapshot_id=asked.snapshot_id,
+            source_volid=asked.source_volid,
+            image_id=asked.image_ref,
+        )
     return json_response(
         VolumeShown(volume=volume_view(request, project_id, volume, shown=False)), status=202
     )
@@ -622,13 +627,14 @@ def _flag(value: Flag) -> bool:
             " os-roll_detaching).",
         ),
     ],
-    errors=(404, 409),
+    errors=(404, 409, 413),
 )
 async def volume_action(request: web.Request, body: VolumeAction) -> web.Response:
     """403: another project's path; 404: no such volume; 409: the volume's status does not allow
     the action (os-extend: not available, or not bigger; the storage host could not grow the file).
     Cinder answers 400 where the status refuses an action: 409 here, as for every request its
-    resource's state refuses."""
+    resource's state refuses. 413 (os-extend): past the project's gigabytes or
+    per_volume_gigabytes quota."""
     _project(request, "update")
     volume_id = request.match_info["volume_id"]
     volumes = client(request, Volumes)
@@ -638,7 +644,8 @@ async def volume_action(request: web.Request, body: VolumeAction) -> web.Respons
     if isinstance(body.update_readonly_flag, ReadonlyFlag):
         await volumes.set_readonly(volume_id=volume_id, readonly=_flag(body.update_readonly_flag.readonly))
     elif isinstance(body.extend, ExtendSize):
-        await volumes.extend(volume_id=volume_id, new_size=body.extend.new_size)
+        with cinder_quota():
+            await volumes.extend(volume_id=volume_id, new_size=body.extend.new_size)
     elif body.reserve is not UNSET:
         await volumes.reserve_volume(volume_id=volume_id)
     elif body.unreserve is not UNSET:
@@ -704,6 +711,7 @@ EXTENSIONS = (
     ("VolumeActions", "os-volume-actions", "Enable volume actions."),
     ("VolumeImageMetadata", "os-vol-image-meta", "Show image metadata associated with the volume."),
     ("Types_manage", "os-types-manage", "Types manage support."),
+    ("Quotas", "os-quota-sets", "Quota management support."),
 )
 """The Cinder extensions this API serves (the routes and members they name)."""
 
@@ -986,20 +994,22 @@ async def list_snapshot_details(request: web.Request, query: SnapshotQuery) -> w
     "Create a snapshot",
     body=SnapshotCreateRequest,
     replies=[Reply(202, SnapshotShown, "The snapshot (available, or error with a fault).")],
-    errors=(404, 409),
+    errors=(404, 409, 413),
 )
 async def create_snapshot(request: web.Request, body: SnapshotCreateRequest) -> web.Response:
-    """403: another project's path; 404: no such volume; 409: the volume is not available."""
+    """403: another project's path; 404: no such volume; 409: the volume is not available; 413:
+    past the project's snapshots or gigabytes quota."""
     _project(request, "create_snapshot")
     asked = body.snapshot
     if asked.volume_id is None:
         raise NotFound("Volume None could not be found.")
-    snapshot = await client(request, Volumes, timeout=COPY_TIMEOUT).create_snapshot(
-        volume_id=asked.volume_id,
-        name=asked.name or "",
-        description=asked.description or "",
-        metadata=asked.metadata,
-    )
+    with cinder_quota():
+        snapshot = await client(request, Volumes, timeout=COPY_TIMEOUT).create_snapshot(
+            volume_id=asked.volume_id,
+            name=asked.name or "",
+            description=asked.description or "",
+            metadata=asked.metadata,
+        )
     return json_response(SnapshotShown(snapshot=_snapshot_view(snapshot)), status=202)
 
 
@@ -1147,6 +1157,9 @@ async def delete_snapshot_metadata_item(request: web.Request) -> web.Response:
     snapshot_id, key = request.match_info["snapshot_id"], request.match_info["key"]
     await client(request, Volumes).delete_snapshot_metadata(snapshot_id=snapshot_id, key=key)
     return no_content(200)
+
+
+routes.include(quota_routes)
 
 
 def add_routes(app: web.Application) -> None:

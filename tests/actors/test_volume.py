@@ -26,8 +26,10 @@ from bus import (
     Conflict,
     Context,
     EmbeddedNatsServer,
+    Forbidden,
     InvalidRequest,
     NotFound,
+    QuotaExceeded,
     decode,
     request_scope,
 )
@@ -572,6 +574,89 @@ async def test_replicas_on_two_storage_hosts_share_the_records_and_each_keeps_it
         for replica, bus in zip(replicas, buses, strict=True):
             await replica.stop()
             await bus.close()
+
+
+async def test_replicas_on_one_database_never_pass_a_quota_together(
+    nats_server: EmbeddedNatsServer, postgres: LocalPostgres, tmp_path: Path
+) -> None:
+    """Two controllers' volume actors over one PostgreSQL, 30 creates at once (the queue group
+    spreads them over both): the store's transaction lock spans replicas, so a limit of 5 makes
+    exactly 5, and usage counts them."""
+    database = await postgres.create_database("test_volume_quota_replicas")
+    replicas, buses = [], []
+    for host in ("host-a", "host-b"):
+        bus = await Bus.connect(nats_server.url, name=f"volume-{host}")
+        config = Config(data_dir=tmp_path / host, nats_url=nats_server.url, database=database)
+        replica = VolumeActor(bus, config, host=host)
+        await replica.start()
+        replicas.append(replica)
+        buses.append(bus)
+    try:
+        clients = [Volumes.client(bus) for bus in buses]
+        await acting(ADMIN, clients[0].set_quotas(project_id=DEMO.project_id, limits={"volumes": 5}))
+        answers = await asyncio.gather(
+            *(acting(DEMO, clients[n % 2].create(size=1)) for n in range(30)), return_exceptions=True
+        )
+        made = [answer for answer in answers if not isinstance(answer, BaseException)]
+        refused = [answer for answer in answers if isinstance(answer, QuotaExceeded)]
+        assert (len(made), len(refused)) == (5, 25), answers
+        usage = await acting(DEMO, clients[1].get_quota_usage(project_id=DEMO.project_id))
+        assert usage["volumes"] == {"limit": 5, "in_use": 5, "reserved": 0}
+        assert usage["gigabytes"] == {"limit": -1, "in_use": 5, "reserved": 0}
+    finally:
+        for replica, bus in zip(replicas, buses, strict=True):
+            await replica.stop()
+            await bus.close()
+
+
+async def test_quotas_are_read_by_their_project_set_by_admins_and_count_only_live_rows(
+    volume_actor: VolumeActor, volumes: Volumes
+) -> None:
+    with pytest.raises(Forbidden):
+        await acting(OTHER, volumes.get_quotas(project_id=DEMO.project_id))
+    with pytest.raises(Forbidden):
+        await acting(DEMO, volumes.set_quotas(project_id=DEMO.project_id, limits={"volumes": 100}))
+    with pytest.raises(Forbidden):
+        await acting(DEMO, volumes.delete_quotas(project_id=DEMO.project_id))
+    limits = {"volumes": 2, "gigabytes": 10, "snapshots": 1, "per_volume_gigabytes": 5}
+    assert await acting(ADMIN, volumes.set_quotas(project_id=DEMO.project_id, limits=limits)) == limits
+    assert await acting(DEMO, volumes.get_quotas(project_id=DEMO.project_id)) == limits
+    assert await acting(OTHER, volumes.get_quotas(project_id=OTHER.project_id)) == {
+        "volumes": -1,
+        "gigabytes": -1,
+        "snapshots": -1,
+        "per_volume_gigabytes": -1,
+    }
+    first = await acting(DEMO, volumes.create(size=3))
+    clone = await acting(DEMO, volumes.create(source_volid=first["id"]))
+    with pytest.raises(QuotaExceeded, match="VolumeLimitExceeded"):
+        await acting(DEMO, volumes.create(size=1))
+    await acting(None, volumes.create(size=1))  # a service's volume is no project's: not counted
+    await acting(OTHER, volumes.create(size=1))  # another project's counts for that project
+    snapshot = await acting(DEMO, volumes.create_snapshot(volume_id=first["id"]))
+    with pytest.raises(QuotaExceeded, match="VolumeSizeExceedsAvailableQuota"):
+        await acting(DEMO, volumes.extend(volume_id=clone["id"], new_size=5))  # 9 GiB held, 2 more
+    usage = await acting(DEMO, volumes.get_quota_usage(project_id=DEMO.project_id))
+    assert {name: used["in_use"] for name, used in usage.items()} == {
+        "volumes": 2,
+        "gigabytes": 9,
+        "snapshots": 1,
+        "per_volume_gigabytes": 0,
+    }
+    with pytest.raises(Conflict, match="Current usage is 9"):
+        await acting(ADMIN, volumes.set_quotas(project_id=DEMO.project_id, limits={"gigabytes": 8}))
+    await acting(DEMO, volumes.delete_snapshot(snapshot_id=snapshot["id"]))
+    await acting(DEMO, volumes.delete(volume_id=clone["id"]))
+    usage = await acting(DEMO, volumes.get_quota_usage(project_id=DEMO.project_id))
+    assert (usage["volumes"]["in_use"], usage["gigabytes"]["in_use"], usage["snapshots"]["in_use"]) == (
+        1,
+        3,
+        0,
+    )
+    await acting(ADMIN, volumes.delete_quotas(project_id=DEMO.project_id))
+    assert await acting(DEMO, volumes.get_quotas(project_id=DEMO.project_id)) == await acting(
+        DEMO, volumes.get_default_quotas()
+    )
 
 
 # -- Cinder's API besides: metadata, actions, types, lists, snapshots and copies ----------------
