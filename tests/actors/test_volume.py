@@ -659,6 +659,21 @@ async def test_quotas_are_read_by_their_project_set_by_admins_and_count_only_liv
     )
 
 
+async def test_a_failed_extend_gives_back_the_gigabytes_it_reserved(
+    volume_actor: VolumeActor, volumes: Volumes
+) -> None:
+    await acting(ADMIN, volumes.set_quotas(project_id=DEMO.project_id, limits={"gigabytes": 5}))
+    volume = await acting(DEMO, volumes.create(size=2))
+    os.unlink(volume["path"])  # the storage host cannot grow what is gone
+    with pytest.raises(Conflict, match="could not be extended"):
+        await acting(DEMO, volumes.extend(volume_id=volume["id"], new_size=4))
+    after = await acting(DEMO, volumes.get(volume_id=volume["id"]))
+    assert (after["status"], after["size"]) == ("available", 2)
+    usage = await acting(DEMO, volumes.get_quota_usage(project_id=DEMO.project_id))
+    assert usage["gigabytes"] == {"limit": 5, "in_use": 2, "reserved": 0}
+    assert (await acting(DEMO, volumes.create(size=3)))["status"] == "available"  # nothing left held
+
+
 # -- Cinder's API besides: metadata, actions, types, lists, snapshots and copies ----------------
 
 
