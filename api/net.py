@@ -834,11 +834,15 @@ class NetworkQuotas(ServiceAPI, address="net"):
         ...
 
     @call(policy="network:write", idempotent=True)
-    async def set_quotas(self, *, project_id: Id, limits: dict[QuotaResource, QuotaLimit]) -> Quotas:
+    async def set_quotas(
+        self, *, project_id: Id, limits: dict[QuotaResource, QuotaLimit], check_limit: bool = False
+    ) -> Quotas:
         """Set some of the project's limits (admins); one below what it uses only refuses new
-        creates. Answers all its limits.
+        creates, unless ``check_limit`` (Neutron's quota-check-limit) refuses it. Answers all its
+        limits.
 
         :raises Forbidden: the caller is no admin.
+        :raises Conflict: ``check_limit``, and a limit below what the project uses (none is set).
         """
         ...
 

@@ -937,7 +937,7 @@ EXTENSIONS = {
         Extension(
             name="Quota management support",
             alias="quotas",
-            description="Expose functions for quotas management per tenant",
+            description="Expose functions for quotas management per project",
             updated="2012-07-29T10:00:00-00:00",
             links=[],
         ),

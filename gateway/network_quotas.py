@@ -90,7 +90,8 @@ NotBuiltLimit = Annotated[
 
 class NetworkQuotaChanges(Request):
     """The limits to set (-1: unlimited; absent: unchanged). One below what the project uses is
-    allowed: it only refuses new creates."""
+    allowed (it only refuses new creates) unless ``check_limit`` (409, none is set); ``force``, as
+    openstackclient sends it, is what happens without ``check_limit``."""
 
     network: QuotaLimit | UnsetType = UNSET
     subnet: QuotaLimit | UnsetType = UNSET
@@ -101,6 +102,8 @@ class NetworkQuotaChanges(Request):
     security_group: NotBuiltLimit | UnsetType = UNSET
     security_group_rule: NotBuiltLimit | UnsetType = UNSET
     rbac_policy: NotBuiltLimit | UnsetType = UNSET
+    check_limit: bool = False
+    force: bool = False
 
     def __post_init__(self) -> None:
         if unbuilt := [name for name in NOT_BUILT if getattr(self, name) is not UNSET]:
@@ -180,14 +183,15 @@ async def show_quota_details(request: web.Request) -> web.Response:
     "Set a project's quotas",
     body=NetworkQuotaUpdate,
     replies=[Reply(200, NetworkQuotaShown, "Its limits now.")],
+    errors=(409,),
 )
 async def update_quota(request: web.Request, body: NetworkQuotaUpdate) -> web.Response:
-    """Admins (else 403)."""
+    """Admins (else 403); 409: ``check_limit``, and a limit below what the project uses."""
     limits = {
         resource: value for resource in ENFORCED if (value := getattr(body.quota, resource)) is not UNSET
     }
     updated = await client(request, Net).set_quotas(
-        project_id=request.match_info["project_id"], limits=limits
+        project_id=request.match_info["project_id"], limits=limits, check_limit=body.quota.check_limit
     )
     return json_response(NetworkQuotaShown(quota=NetworkQuota(**_shown(updated))))
 

@@ -22,7 +22,7 @@ from api.net import (
     QuotaResource,
     Quotas,
 )
-from bus import Forbidden, NotFound
+from bus import Conflict, Forbidden, NotFound
 from runtime.context import caller, sees_all
 
 TABLES: dict[QuotaResource, str] = {
@@ -115,10 +115,17 @@ class QuotaServant(NetworkQuotas):
         }
         return cast(QuotaDetails, details)
 
-    async def set_quotas(self, *, project_id: str, limits: dict[QuotaResource, int]) -> Quotas:
+    async def set_quotas(
+        self, *, project_id: str, limits: dict[QuotaResource, int], check_limit: bool = False
+    ) -> Quotas:
         _check_admin()
         async with self.state.writing() as db:
             for resource, limit in limits.items():
+                if check_limit and 0 <= limit < (usage := await used(db, resource, project_id)):
+                    raise Conflict(
+                        f"Quota limit {limit} for {resource} must be greater than or equal to already"
+                        f" used {usage}"
+                    )
                 await db.execute(
                     "INSERT INTO quotas (project_id, resource, hard_limit) VALUES (?, ?, ?)"
                     " ON CONFLICT (project_id, resource) DO UPDATE SET hard_limit = excluded.hard_limit",

@@ -227,6 +227,23 @@ async def test_a_limit_below_usage_is_allowed_and_only_refuses_new_creates(demo:
     assert (await used(demo, demo.project_id))["network"] == (-1, 2)
 
 
+async def test_check_limit_refuses_a_limit_below_usage_as_openstackclient_asks_and_force_sets_it(
+    demo: Any, admin: Any
+) -> None:
+    for n in range(2):
+        await create(demo, NETWORKS, "network", {"name": f"n{n}"})
+    mine = f"{QUOTAS}/{demo.project_id}"
+    status, body = await admin.put(mine, {"quota": {"port": 7, "network": 1, "check_limit": True}})
+    assert status == 409, body
+    assert neutron_error(body)["message"] == (
+        "Quota limit 1 for network must be greater than or equal to already used 2"
+    )
+    assert (await demo.get(mine))[1] == {"quota": DEFAULTS}
+    assert (await set_quota(admin, demo.project_id, network=2, check_limit=True))["network"] == 2
+    assert (await set_quota(admin, demo.project_id, network=-1, check_limit=True))["network"] == -1
+    assert (await set_quota(admin, demo.project_id, network=1, force=True))["network"] == 1
+
+
 async def test_the_extensions_announce_quotas_and_their_details(demo: Any) -> None:
     status, body = await demo.get(f"{BASE}/extensions")
     assert status == 200
