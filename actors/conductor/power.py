@@ -111,6 +111,7 @@ class PowerActions(ServerActions):
             disk_format=base["disk_format"] if base and base["disk_format"] else "qcow2",
             container_format="bare",
             min_disk=from_json(row["flavor"], {}).get("disk", 0),
+            min_ram=base["min_ram"] if base else 0,
             properties=properties,
         )
         try:

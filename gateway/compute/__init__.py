@@ -5,7 +5,8 @@
 * ``metadata``: a server's metadata;
 * ``instance_actions``: what was done to a server (``os-instance-actions``);
 * ``attachments``: a server's volume attachments;
-* ``flavors``, ``keypairs``, ``limits``, ``quotas``, ``zones`` (availability zones).
+* ``flavors``, ``images`` (Nova's proxy to Glance), ``keypairs``, ``limits``, ``quotas``,
+  ``zones`` (availability zones).
 
 Every route calls the conductor through its ``Compute`` facet (``common.compute``).
 """
@@ -18,6 +19,7 @@ from gateway.compute import (
     actions,
     attachments,
     flavors,
+    images,
     instance_actions,
     keypairs,
     limits,
@@ -36,6 +38,7 @@ for _module in (
     instance_actions,
     attachments,
     flavors,
+    images,
     keypairs,
     limits,
     quotas,

@@ -437,7 +437,16 @@ async def test_a_server_snapshot_becomes_an_active_image_that_boots(api: Api, cl
     copy = await _until_active(api, created["server"]["id"])
     assert copy["image"]["id"] == image_id
 
+    status, shown = await api.get(f"/compute/v2.1/images/{image_id}")  # Nova's proxy to Glance
+    assert status == 200 and shown["image"]["status"] == "ACTIVE" and shown["image"]["progress"] == 100
+    assert shown["image"]["server"]["id"] == server_id and shown["image"]["metadata"]["purpose"] == "test"
+    _, listed = await api.get("/compute/v2.1/images?name=snap")
+    assert [i["id"] for i in listed["images"]] == [image_id]
+
     assert (await api.post(action, {"lock": None}))[0] == 202
     assert (await api.post(action, {"createImage": {"name": "refused"}}))[0] == 409
     _, listed = await api.get("/image/v2/images?name=refused")
     assert listed["images"] == []  # nothing made when the action is refused
+    await api.delete(f"{SERVERS}/{created['server']['id']}")
+    assert (await api.delete(f"/compute/v2.1/images/{image_id}"))[0] == 204
+    assert (await api.get(f"/compute/v2.1/images/{image_id}"))[0] == 404
