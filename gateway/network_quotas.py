@@ -90,8 +90,9 @@ NotBuiltLimit = Annotated[
 
 class NetworkQuotaChanges(Request):
     """The limits to set (-1: unlimited; absent: unchanged). One below what the project uses is
-    allowed (it only refuses new creates) unless ``check_limit`` (409, none is set); ``force``, as
-    openstackclient sends it, is what happens without ``check_limit``."""
+    allowed (it only refuses new creates) unless ``check_limit`` refuses it (409, none is set).
+    ``force`` is taken as Neutron takes it (openstackclient's ``--force`` sends it) and changes
+    nothing: without ``check_limit``, a limit is set whatever the project uses."""
 
     network: QuotaLimit | UnsetType = UNSET
     subnet: QuotaLimit | UnsetType = UNSET
