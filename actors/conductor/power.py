@@ -99,13 +99,10 @@ class PowerActions(ServerActions):
             for key, value in (base["properties"] if base else {}).items()
             if key in BOOT_PROPERTIES
         }
-        properties |= dict(metadata or {})
-        properties |= {
-            "instance_uuid": instance_uuid,
-            "image_type": "snapshot",
-            "base_image_ref": row["image_ref"],
-            "user_id": row["user_id"],
-        }
+        properties |= {"image_type": "snapshot", "base_image_ref": row["image_ref"]}
+        properties["user_id"] = row["user_id"]
+        properties |= dict(metadata or {})  # the user's words win, as in Nova
+        properties["instance_uuid"] = instance_uuid  # but this one: the node may upload only into it
         image = await self.images.create(
             name=name,
             disk_format=base["disk_format"] if base and base["disk_format"] else "qcow2",

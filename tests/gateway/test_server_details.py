@@ -411,7 +411,7 @@ async def test_a_server_snapshot_becomes_an_active_image_that_boots(api: Api, cl
     action = f"{SERVERS}/{server_id}/action"
     async with api.session.post(
         api.base_url + action,
-        json={"createImage": {"name": "snap", "metadata": {"purpose": "test"}}},
+        json={"createImage": {"name": "snap", "metadata": {"purpose": "test", "image_type": "mine"}}},
         headers=api.headers,
     ) as response:
         assert response.status == 202 and await response.read() == b""
@@ -422,7 +422,7 @@ async def test_a_server_snapshot_becomes_an_active_image_that_boots(api: Api, cl
             break
         await asyncio.sleep(0.05)
     assert image["status"] == "active", image
-    assert (image["name"], image["instance_uuid"], image["image_type"]) == ("snap", server_id, "snapshot")
+    assert (image["name"], image["instance_uuid"], image["image_type"]) == ("snap", server_id, "mine")
     assert (image["base_image_ref"], image["purpose"]) == (base, "test")
     _, original = await api.get(f"/image/v2/images/{base}")
     assert image["checksum"] == original["checksum"]  # a test domain's disk is its image, unwritten
