@@ -67,8 +67,10 @@ NETWORK_TYPE = "vxlan"
 
 QuotaResource = Literal["network", "subnet", "port", "subnetpool"]
 """What net quotas limit: a project's networks, subnets, ports and subnet pools."""
-DEFAULT_QUOTAS: dict[QuotaResource, int] = {"network": 100, "subnet": 100, "port": 500, "subnetpool": -1}
-"""The limits of a project with none of its own (Neutron's defaults)."""
+DEFAULT_QUOTAS: dict[QuotaResource, int] = {"network": 100, "subnet": 100, "port": -1, "subnetpool": -1}
+"""The limits of a project with none of its own: Neutron's, but ports are open (Neutron's default
+is 500) as compute leaves instances open until an admin sets a project's limits: every instance
+holds a port, and a one-machine cloud's benchmarks boot a thousand at once."""
 QuotaLimit = Annotated[int, Meta(ge=-1, le=2**31 - 1)]
 """A limit; -1: unlimited."""
 

@@ -20,7 +20,7 @@ NETWORKS, SUBNETS, PORTS, SUBNETPOOLS = (
 DEFAULTS = {
     "network": 100,
     "subnet": 100,
-    "port": 500,
+    "port": -1,
     "subnetpool": -1,
     "router": -1,
     "floatingip": -1,
@@ -150,7 +150,7 @@ async def test_usage_is_exact_after_creates_and_deletes(demo: Any, admin: Any) -
     assert await used(demo, project) == {
         "network": (100, 0),
         "subnet": (100, 0),
-        "port": (500, 0),
+        "port": (-1, 0),
         "subnetpool": (-1, 0),
     }
     first = await create(demo, NETWORKS, "network", {"name": "first"})
@@ -164,7 +164,7 @@ async def test_usage_is_exact_after_creates_and_deletes(demo: Any, admin: Any) -
     assert await used(demo, project) == {
         "network": (100, 2),
         "subnet": (100, 2),
-        "port": (500, 4),
+        "port": (-1, 4),
         "subnetpool": (-1, 1),
     }
     assert (await demo.delete(f"{PORTS}/{ports[0]['id']}"))[0] == 204
@@ -173,7 +173,7 @@ async def test_usage_is_exact_after_creates_and_deletes(demo: Any, admin: Any) -
     assert await used(demo, project) == {
         "network": (100, 1),
         "subnet": (100, 1),
-        "port": (500, 1),
+        "port": (-1, 1),
         "subnetpool": (-1, 0),
     }
     assert (await used(admin, admin.project_id))["network"] == (100, 1)
