@@ -166,6 +166,7 @@ IDENTITY = "/identity/v3"
 NETWORK = "/network/v2.0"
 PROTECTED: dict[tuple[str, str], str] = {
     ("/image/v2/images/{image_id}", "image_id"): "image",
+    ("/compute/v2.1/images/{image_id}", "image_id"): "image",
     ("/compute/v2.1/os-keypairs/{name}", "name"): "keypair",
     (f"{IDENTITY}/users/{{user_id}}", "user_id"): "users",
     (f"{IDENTITY}/projects/{{project_id}}", "project_id"): "projects",
@@ -210,6 +211,8 @@ def map_case(context: Any, case: Any) -> Any:
     if method == "GET" and path in (
         "/compute/v2.1/servers",
         "/compute/v2.1/servers/detail",
+        "/compute/v2.1/images",
+        "/compute/v2.1/images/detail",
         "/image/v2/images",
     ):
         if isinstance(case.query, dict):

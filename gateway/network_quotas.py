@@ -5,14 +5,14 @@ Four are enforced by the net actor, each in the transaction that makes its resou
 (``actors/net/quotas.py``): ``network``, ``subnet``, ``port`` and ``subnetpool``. Neutron's others
 (``router``, ``floatingip``, ``security_group``, ``security_group_rule``, ``rbac_policy``) are shown
 -1, unlimited, because nothing here limits them: aiostack has no routers, floating IPs, security
-groups or RBAC policies yet. Setting one of those is refused (400). Members read their own
+groups or RBAC policies yet. Setting one to anything but -1 is refused (400). Members read their own
 project's; admins read and set any (and list the projects that have limits of their own).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from aiohttp import web
 from msgspec import UNSET, Meta, UnsetType
@@ -80,11 +80,8 @@ class NetworkQuotaDetailsShown(Body):
 
 
 NotBuiltLimit = Annotated[
-    int,
-    Meta(
-        extra_json_schema={"not": {}},
-        description="Not settable: aiostack has none of these yet, so nothing limits them (400).",
-    ),
+    Literal[-1],
+    Meta(description="Only -1 (unlimited, a no-op): aiostack has none of these yet, so nothing limits them."),
 ]
 
 
@@ -105,13 +102,6 @@ class NetworkQuotaChanges(Request):
     rbac_policy: NotBuiltLimit | UnsetType = UNSET
     check_limit: bool = False
     force: bool = False
-
-    def __post_init__(self) -> None:
-        if unbuilt := [name for name in NOT_BUILT if getattr(self, name) is not UNSET]:
-            raise ValueError(
-                f"Quota for {', '.join(unbuilt)} cannot be set: aiostack has no such resources yet,"
-                " so nothing limits them (-1)"
-            )
 
 
 class NetworkQuotaUpdate(Request):
