@@ -146,6 +146,7 @@ async def show_compute_image(request: web.Request) -> web.Response:
     "Delete an image (Nova's proxy)",
     replies=[Reply(204, None, "Deleted.")],
     errors=(403, 404),
+    path_types={"image_id": id_other_than("detail")},
 )
 async def delete_compute_image(request: web.Request) -> web.Response:
     """403: another project's image (and the caller no admin), or a protected one."""
