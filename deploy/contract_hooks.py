@@ -213,6 +213,8 @@ def map_case(context: Any, case: Any) -> Any:
         "/compute/v2.1/servers/detail",
         "/compute/v2.1/images",
         "/compute/v2.1/images/detail",
+        "/compute/v2.1/flavors",
+        "/compute/v2.1/flavors/detail",
         "/image/v2/images",
     ):
         if isinstance(case.query, dict):

@@ -90,6 +90,8 @@ Count = Annotated[int, Meta(ge=1, le=MAX_AMOUNT)]
 BootIndex = (
     Annotated[int, Meta(ge=-1, le=MAX_AMOUNT)] | Annotated[str, Meta(pattern=r"^(-?[0-9]{1,9}|none)$")]
 )
+MAX_PAGE = 1000
+"""Nova's ``osapi_max_limit``: the most servers one page holds."""
 CREATE_TIMEOUT = 10.0
 """Recording a server takes milliseconds; a conductor that died holding the request never answers,
 and the client should hear so soon (then ask again) rather than after 30 s."""
@@ -546,8 +548,9 @@ async def _volumes_by_server(request: web.Request) -> dict[str, list[AttachedVol
 def _next_link(
     request: web.Request, query: ServerQuery, count: int, last_id: str | None
 ) -> list[Link] | UnsetType:
-    """Nova's ``servers_links``: a next link when the page is full (``limit`` reached)."""
-    if query.limit and count == query.limit and last_id is not None:
+    """Nova's ``servers_links``: a next link when the page is full (``limit`` reached, or without
+    one the 1,000 a page holds at most)."""
+    if count and count == (query.limit or MAX_PAGE) and last_id is not None:
         return [Link(rel="next", href=str(request.url.update_query(marker=last_id)))]
     return UNSET
 

@@ -450,3 +450,35 @@ async def test_a_server_snapshot_becomes_an_active_image_that_boots(api: Api, cl
     await api.delete(f"{SERVERS}/{created['server']['id']}")
     assert (await api.delete(f"/compute/v2.1/images/{image_id}"))[0] == 204
     assert (await api.get(f"/compute/v2.1/images/{image_id}"))[0] == 404
+
+
+async def test_flavors_are_filtered_by_ram_and_disk_and_paged(api: Api, cloud) -> None:
+    await api.login()
+    _, every = await api.get("/compute/v2.1/flavors/detail")
+    flavors = every["flavors"]
+    assert "flavors_links" not in every
+    big = [f["id"] for f in flavors if f["ram"] >= 2048 and f["disk"] >= 20]
+    _, filtered = await api.get("/compute/v2.1/flavors?minRam=2048&minDisk=20")
+    assert [f["id"] for f in filtered["flavors"]] == big and big
+    _, first = await api.get("/compute/v2.1/flavors?limit=1")
+    assert [f["id"] for f in first["flavors"]] == [flavors[0]["id"]]
+    next_link = first["flavors_links"][0]["href"]
+    assert f"marker={flavors[0]['id']}" in next_link
+    _, rest = await api.get(f"/compute/v2.1/flavors?marker={flavors[0]['id']}")
+    assert [f["id"] for f in rest["flavors"]] == [f["id"] for f in flavors[1:]]
+    assert (await api.get("/compute/v2.1/flavors?marker=no-such-flavor"))[0] == 400
+
+
+async def test_a_full_page_of_servers_without_a_limit_has_a_next_link(api: Api, cloud) -> None:
+    from gateway.compute import servers
+
+    await api.login()
+    for name in ("a", "b", "c"):
+        await _boot(api, name)
+    original = servers.MAX_PAGE
+    servers.MAX_PAGE = 3  # the gateway in this process: a page of 3 stands for one of 1,000
+    try:
+        _, page = await api.get(SERVERS)
+    finally:
+        servers.MAX_PAGE = original
+    assert len(page["servers"]) == 3 and "marker=" in page["servers_links"][0]["href"]
