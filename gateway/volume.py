@@ -677,6 +677,7 @@ class VolumeZones(Body):
     f"{BASE}/os-availability-zone",
     "List availability zones",
     replies=[Reply(200, VolumeZones, "The one zone, nova: every storage host's.")],
+    errors=(404,),
 )
 async def list_availability_zones(request: web.Request) -> web.Response:
     """403: another project's path."""
@@ -720,6 +721,7 @@ EXTENSIONS = (
     f"{BASE}/extensions",
     "List the extensions",
     replies=[Reply(200, VolumeExtensions, "The Cinder extensions served.")],
+    errors=(404,),
 )
 async def list_extensions(request: web.Request) -> web.Response:
     """403: another project's path."""
@@ -779,7 +781,10 @@ def _type_view(volume_type: TypeRecord) -> VolumeTypeView:
 
 
 @routes.get(
-    TYPES, "List volume types", replies=[Reply(200, VolumeTypeList, f"The types, {DEFAULT_TYPE} first.")]
+    TYPES,
+    "List volume types",
+    replies=[Reply(200, VolumeTypeList, f"The types, {DEFAULT_TYPE} first.")],
+    errors=(404,),
 )
 async def list_volume_types(request: web.Request) -> web.Response:
     """403: another project's path."""
@@ -806,7 +811,7 @@ async def show_volume_type(request: web.Request) -> web.Response:
     "Create a volume type",
     body=VolumeTypeCreateRequest,
     replies=[Reply(200, VolumeTypeShown, "The type.")],
-    errors=(409,),
+    errors=(404, 409),
 )
 async def create_volume_type(request: web.Request, body: VolumeTypeCreateRequest) -> web.Response:
     """403: another project's path, or the caller is no admin; 409: a type of that name exists."""

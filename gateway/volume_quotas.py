@@ -160,6 +160,7 @@ routes = Routes()
             alternatives=(ProjectVolumeQuotaUsages,),
         )
     ],
+    errors=(404,),
 )
 async def show_volume_quotas(request: web.Request, query: VolumeQuotaQuery) -> web.Response:
     """403: another project's, and the caller is no admin."""
@@ -184,6 +185,7 @@ async def show_volume_quotas(request: web.Request, query: VolumeQuotaQuery) -> w
     f"{QUOTA_SETS}/defaults",
     "Show the default volume quotas",
     replies=[Reply(200, ProjectVolumeQuotas, "The limits of a project with none of its own.")],
+    errors=(404,),
 )
 async def show_default_volume_quotas(request: web.Request) -> web.Response:
     """403: another project's, and the caller is no admin (as Cinder's policy reads it)."""
@@ -199,7 +201,7 @@ async def show_default_volume_quotas(request: web.Request) -> web.Response:
     "Set a project's volume quotas",
     body=VolumeQuotaUpdate,
     replies=[Reply(200, UpdatedVolumeQuotas, "Its limits now.")],
-    errors=(409,),
+    errors=(404, 409),
 )
 async def update_volume_quotas(request: web.Request, body: VolumeQuotaUpdate) -> web.Response:
     """Admins (403 otherwise); 409: a limit below what the project holds (Cinder's 400: the request
@@ -218,6 +220,7 @@ async def update_volume_quotas(request: web.Request, body: VolumeQuotaUpdate) ->
     QUOTA_SETS,
     "Revert a project's volume quotas to the defaults",
     replies=[Reply(200, None, "Its limits are the defaults again.")],
+    errors=(404,),
 )
 async def delete_volume_quotas(request: web.Request) -> web.Response:
     """Admins (403 otherwise)."""
