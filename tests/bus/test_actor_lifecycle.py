@@ -188,7 +188,7 @@ class Deferred(Actor, DeferredAPI):
 
     async def later(self) -> None:
         async def work() -> None:
-            await asyncio.sleep(0.3)
+            await asyncio.sleep(1.0)  # well past the request's deadline
             seq = await self.bus.publish_event("evt.test._.later", {"after": "the deadline"})
             await DeferredAPI.client(self.bus).ping()
             self.done.set_result(seq)
@@ -200,7 +200,7 @@ async def test_background_work_outlives_the_deadline_of_the_request_that_started
     actor = Deferred(bus)
     await actor.start()
     try:
-        await bus.call("deferred.later", timeout=0.1)
+        await bus.call("deferred.later", timeout=0.25)  # room for a loaded machine to start the handler
         assert await asyncio.wait_for(actor.done, 5) >= 1
         assert actor.state is ActorState.RUNNING
     finally:
