@@ -90,9 +90,14 @@ async def _qemu_cloud(
 
 
 async def remove_guests(node: NodeActor) -> None:
-    """What a failed test left on the system libvirtd must not run on into the next tests."""
+    """What a failed test left on the system libvirtd must not run on into the next tests: the
+    builds still in the node's hands are waited for first (one that ended after the removal would
+    leave its guest running)."""
     if node.hypervisor.conn is None:
         return
+    async with asyncio.timeout(GUEST_DEADLINE):
+        while any(node.records.working.values()):
+            await asyncio.sleep(0.2)
     for uuid in await node.records.uuids():
         await node.builder.remove_domain(uuid)
 
