@@ -12,4 +12,9 @@ def new_uuid() -> str:
 
 def utcnow() -> str:
     """ISO 8601 UTC timestamp with a ``Z``, as OpenStack APIs show them."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return stamp(datetime.now(UTC))
+
+
+def stamp(moment: datetime) -> str:
+    """An aware time as the stamps ``utcnow`` writes (UTC, seconds, ``Z``)."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -145,6 +145,10 @@ class Core:
     async def shown(self, row: InstanceRow) -> Server:
         """An instance as the API shows it: its view and whether its host is up."""
         await self.refresh_hosts()
+        return self.as_server(row)
+
+    def as_server(self, row: InstanceRow) -> Server:
+        """An instance as the API shows it, its host's liveness as last refreshed."""
         return {**view(row), "host_status": self.host_status(row["host"])}
 
     @staticmethod

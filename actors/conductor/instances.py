@@ -8,11 +8,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from actors.conductor.core import Core
-from actors.conductor.schema import InstanceRow, view
+from actors.conductor.quotas import instance_usage
+from actors.conductor.schema import InstanceRow
 from actors.conductor.states import STATUS, TASK_STATUS
 from api.conductor import ComputeHost, ConsoleOutput, ProjectUsage, Server, Servers
 from bus import Conflict, InvalidRequest
 from runtime.context import caller, require_caller, sees_all
+from runtime.stamps import stamp
 from runtime.states import VmState
 from runtime.store import from_json
 
@@ -47,11 +49,11 @@ def _as_stamp(when: str) -> str:
         raise InvalidRequest(f"Invalid changes-since value: {when!r} is not an ISO 8601 time") from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return stamp(parsed)
 
 
 def _stamp_of(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return stamp(datetime.fromtimestamp(epoch, UTC))
 
 
 def _regex(pattern: str) -> re.Pattern[str]:
@@ -86,10 +88,6 @@ class ServerReads(Servers):
 
     def __init__(self, core: Core) -> None:
         self.core = core
-
-    def _shown(self, row: InstanceRow) -> Server:
-        """An instance as the API shows it: its view and whether its host is up (as last refreshed)."""
-        return {**view(row), "host_status": self.core.host_status(row["host"])}
 
     async def get_instance(self, *, instance_uuid: str) -> Server:
         return await self.core.shown(await self.core.row(instance_uuid))
@@ -155,7 +153,7 @@ class ServerReads(Servers):
         else:
             rows = await self.core.store.fetchall(f"{sql} LIMIT ?", [*params, most], row=InstanceRow)
         await self.core.refresh_hosts()
-        return [self._shown(row) for row in rows]
+        return [self.core.as_server(row) for row in rows]
 
     async def list_compute_hosts(self) -> list[ComputeHost]:
         """Every compute host and whether it is up, as the scheduler says now."""
@@ -171,16 +169,8 @@ class ServerReads(Servers):
 
     async def project_usage(self) -> ProjectUsage:
         """What the caller's project uses now: instances, vCPUs, RAM."""
-        rows = await self.core.store.fetchall(
-            "SELECT flavor FROM instances WHERE project_id = ? AND deleted = 0",
-            (require_caller().project_id,),
-        )
-        sizes = [from_json(row["flavor"], {}) for row in rows]
-        return {
-            "instances": len(sizes),
-            "cores": sum(size.get("vcpus", 0) for size in sizes),
-            "ram": sum(size.get("ram", 0) for size in sizes),
-        }
+        used = await instance_usage(self.core.store, str(require_caller().project_id))
+        return {"instances": used["instances"], "cores": used["cores"], "ram": used["ram"]}
 
     async def get_console_output(self, *, instance_uuid: str, length: int | None = None) -> ConsoleOutput:
         """The guest's serial console log from its node, the last ``length`` lines (-1 or None: all).
