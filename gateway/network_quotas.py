@@ -19,11 +19,13 @@ from msgspec import UNSET, Meta, UnsetType
 
 from api.net import Net, QuotaLimit
 from gateway.http import client, json_response, no_content
-from gateway.routing import Body, Reply, Request, Routes
+from gateway.routing import Body, Reply, Request, Routes, id_other_than
 
 BASE = "/network/v2.0"
 QUOTAS = f"{BASE}/quotas"
 QUOTA = f"{QUOTAS}/{{project_id}}"
+QUOTA_PROJECT = {"project_id": id_other_than("default", "details")}
+"""A project id is none of the sibling routes' words (``/quotas/details`` is no project's)."""
 UNLIMITED = -1
 ENFORCED = ("network", "subnet", "port", "subnetpool")
 NOT_BUILT = ("router", "floatingip", "security_group", "security_group_rule", "rbac_policy")
@@ -132,7 +134,11 @@ async def list_quotas(request: web.Request) -> web.Response:
 
 
 @routes.get(
-    QUOTA, "Show a project's quotas", replies=[Reply(200, NetworkQuotaShown, "Its limits (-1: unlimited).")]
+    QUOTA,
+    "Show a project's quotas",
+    path_types=QUOTA_PROJECT,
+    replies=[Reply(200, NetworkQuotaShown, "Its limits (-1: unlimited).")],
+    errors=(404,),
 )
 async def show_quota(request: web.Request) -> web.Response:
     """403: another project's, and the caller is no admin."""
@@ -172,9 +178,10 @@ async def show_quota_details(request: web.Request) -> web.Response:
 @routes.put(
     QUOTA,
     "Set a project's quotas",
+    path_types=QUOTA_PROJECT,
     body=NetworkQuotaUpdate,
     replies=[Reply(200, NetworkQuotaShown, "Its limits now.")],
-    errors=(409,),
+    errors=(404, 409),
 )
 async def update_quota(request: web.Request, body: NetworkQuotaUpdate) -> web.Response:
     """Admins (else 403); 409: ``check_limit``, and a limit below what the project uses."""
@@ -190,6 +197,7 @@ async def update_quota(request: web.Request, body: NetworkQuotaUpdate) -> web.Re
 @routes.delete(
     QUOTA,
     "Reset a project's quotas to the defaults",
+    path_types=QUOTA_PROJECT,
     replies=[Reply(204, None, "Its limits are the defaults again.")],
     errors=(404,),
 )

@@ -23,9 +23,11 @@ from msgspec import UNSET, Meta, UnsetType
 from api.volume import QuotaLimit, VolumeQuotaSet, VolumeQuotaUsage, Volumes
 from bus import Forbidden, QuotaExceeded
 from gateway.http import client, context_of, json_response, no_content
-from gateway.routing import Body, Query, Reply, Request, Routes
+from gateway.routing import Body, Query, Reply, Request, Routes, id_other_than
 
 QUOTA_SETS = "/volume/v3/{project_id}/os-quota-sets/{target_project_id}"
+TARGET_PROJECT = {"target_project_id": id_other_than("defaults")}
+"""A project id is not the sibling route's word (``/os-quota-sets/defaults`` is no project's)."""
 UNLIMITED = -1
 NOT_LIMITED = ("backups", "backup_gigabytes", "groups")
 """Cinder's quotas that nothing here limits (no backups, no groups): always -1."""
@@ -151,6 +153,7 @@ routes = Routes()
 @routes.get(
     QUOTA_SETS,
     "Show a project's volume quotas",
+    path_types=TARGET_PROJECT,
     query=VolumeQuotaQuery,
     replies=[
         Reply(
@@ -199,6 +202,7 @@ async def show_default_volume_quotas(request: web.Request) -> web.Response:
 @routes.put(
     QUOTA_SETS,
     "Set a project's volume quotas",
+    path_types=TARGET_PROJECT,
     body=VolumeQuotaUpdate,
     replies=[Reply(200, UpdatedVolumeQuotas, "Its limits now.")],
     errors=(404, 409),
@@ -219,6 +223,7 @@ async def update_volume_quotas(request: web.Request, body: VolumeQuotaUpdate) ->
 @routes.delete(
     QUOTA_SETS,
     "Revert a project's volume quotas to the defaults",
+    path_types=TARGET_PROJECT,
     replies=[Reply(200, None, "Its limits are the defaults again.")],
     errors=(404,),
 )

@@ -20,9 +20,11 @@ from msgspec import UNSET, Meta, UnsetType
 from api.conductor import QuotaLimit, Quotas, QuotaUsage
 from gateway.compute.common import BASE, compute
 from gateway.http import json_response, no_content
-from gateway.routing import Body, Id, Query, Reply, Request, Routes, given
+from gateway.routing import Body, Id, Query, Reply, Request, Routes, given, id_other_than
 
 QUOTA_SETS = f"{BASE}/os-quota-sets/{{project_id}}"
+QUOTA_PROJECT = {"project_id": id_other_than("defaults", "detail")}
+"""A project id is none of the sibling routes' words (``/os-quota-sets/detail`` is no project's)."""
 UNLIMITED = -1
 
 
@@ -131,6 +133,7 @@ routes = Routes()
 @routes.get(
     QUOTA_SETS,
     "Show a project's quotas",
+    path_types=QUOTA_PROJECT,
     query=QuotaQuery,
     replies=[Reply(200, ProjectQuotas, "Its limits (-1: unlimited).")],
     errors=(403, 404),
@@ -178,6 +181,7 @@ async def show_quota_detail(request: web.Request, query: QuotaQuery) -> web.Resp
 @routes.put(
     QUOTA_SETS,
     "Set a project's quotas",
+    path_types=QUOTA_PROJECT,
     body=QuotaUpdate,
     replies=[Reply(200, UpdatedQuotas, "Its limits now.")],
     errors=(403, 404, 409),
@@ -199,6 +203,7 @@ async def update_quotas(request: web.Request, body: QuotaUpdate) -> web.Response
 @routes.delete(
     QUOTA_SETS,
     "Revert a project's quotas to the defaults",
+    path_types=QUOTA_PROJECT,
     replies=[Reply(202, None, "Its limits are the defaults again.")],
     errors=(403, 404),
 )

@@ -93,6 +93,8 @@ async def test_members_read_their_own_quotas_admins_set_list_and_reset_any(demo:
         assert status == 403, body
         assert neutron_error(body)["message"]
     assert (await admin.get(QUOTAS))[1] == {"quotas": []}
+    for word in ("default", "details"):  # a sibling route's word is no project's id
+        assert (await admin.get(f"{QUOTAS}/{word}"))[0] == 404
 
     shown = await set_quota(admin, demo.project_id, network=5, subnetpool=2)
     assert shown == {**DEFAULTS, "network": 5, "subnetpool": 2}

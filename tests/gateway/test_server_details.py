@@ -259,6 +259,8 @@ async def test_quotas_are_shown_set_by_admins_only_and_enforced_atomically_on_co
     assert shown["quota_set"]["id"] == project
     assert (shown["quota_set"]["instances"], shown["quota_set"]["metadata_items"]) == (-1, 128)
     assert (await api.get(f"{quotas}/defaults"))[1] == shown
+    for word in ("detail", "defaults"):  # a sibling route's word is no project's id
+        assert (await api.get(f"/compute/v2.1/os-quota-sets/{word}"))[0] == 404
     assert (await api.put(quotas, {"quota_set": {"instances": 3}}))[0] == 403
     demo = Api(api.session, api.base_url)
     await demo.login()

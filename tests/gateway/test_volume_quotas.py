@@ -77,6 +77,7 @@ async def test_quota_sets_are_shown_to_members_and_set_and_deleted_by_admins(dem
     assert shown.pop("id") == project
     assert shown == {name: {"limit": -1, "in_use": 0, "reserved": 0, "allocated": 0} for name in UNLIMITED}
 
+    assert (await admin.get(quotas(admin, "defaults")))[0] == 404  # a sibling route's word is no project's id
     for path in (quotas(demo, admin.project_id), quotas(demo, admin.project_id, "/defaults")):
         status, body = await demo.get(path)
         assert status == 403 and "quotas:show" in body["forbidden"]["message"], body
