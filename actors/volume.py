@@ -570,7 +570,9 @@ class VolumeActor(Actor, VolumeRecords):
         return volume.get("bootable") == "true"
 
     async def _image_metadata(self, image_id: str, size: int) -> dict[str, str]:
-        """What a volume made from the image shows of it (Cinder's ``volume_image_metadata``).
+        """What a volume made from the image shows of it (Cinder's ``volume_image_metadata``): its
+        properties (a kernel and ramdisk, a disk bus: what a server booted from the volume boots
+        with), then its own fields.
 
         :raises NotFound: the caller sees no such image.
         :raises Conflict: it is not active, or asks for a disk bigger than ``size`` GiB (its ``min_disk``).
@@ -583,7 +585,7 @@ class VolumeActor(Actor, VolumeRecords):
                 f"Invalid input received: Volume size {size}GB cannot be smaller than the image minDisk"
                 f" size {image['min_disk']}GB."
             )
-        return {
+        return image["properties"] | {
             "image_id": image_id,
             "image_name": image["name"] or "",
             "checksum": image["checksum"] or "",

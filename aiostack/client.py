@@ -397,16 +397,23 @@ class Client:
         self,
         name: str,
         *,
-        image: str,
+        image: str | None = None,
         flavor: str,
         network: str | None = None,
+        volume: str | None = None,
         wait: bool = False,
         timeout: float = 300,
     ) -> dict[str, Any]:
         """``servers.create`` as the server's REST body; a failed build is returned (status ERROR)."""
         try:
             server = await self.servers.create(
-                name, image=image, flavor=flavor, network=network, wait=wait, timeout=timeout
+                name,
+                image=image,
+                flavor=flavor,
+                network=network,
+                boot_volume=volume,
+                wait=wait,
+                timeout=timeout,
             )
         except BuildFailed as exc:
             return exc.resource.raw

@@ -47,7 +47,9 @@ def add_client_commands(commands: Any, data_dir_default: Path) -> None:
     actions = server.add_subparsers(dest="action", required=True)
     create = actions.add_parser("create", help="boot a server")
     create.add_argument("name")
-    create.add_argument("--image", default="aiostack-tiny", help="image name or id")
+    root = create.add_mutually_exclusive_group()
+    root.add_argument("--image", default="aiostack-tiny", help="image name or id")
+    root.add_argument("--volume", help="boot from this bootable volume (name or id) instead of an image")
     create.add_argument("--flavor", default="m1.tiny", help="flavor name or id")
     create.add_argument("--network", help="network name or id (default: auto)")
     create.add_argument("--wait", action="store_true", help="return when the server is ACTIVE (or ERROR)")
@@ -134,7 +136,12 @@ async def run_client_command(args: argparse.Namespace) -> int:
                 return await run_resource_command(client, args, print_table)
             if args.action == "create":
                 server = await client.create_server(
-                    args.name, image=args.image, flavor=args.flavor, network=args.network, wait=args.wait
+                    args.name,
+                    image=None if args.volume else args.image,
+                    volume=args.volume,
+                    flavor=args.flavor,
+                    network=args.network,
+                    wait=args.wait,
                 )
                 print(json.dumps(server, indent=2, sort_keys=True))
                 return 1 if server.get("status") == "ERROR" else 0

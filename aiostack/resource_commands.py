@@ -40,6 +40,7 @@ def add_resource_commands(commands: Any, options: argparse.ArgumentParser) -> No
     create = volumes.add_parser("create", help="create a volume")
     create.add_argument("name")
     create.add_argument("--size", type=int, required=True, help="GiB")
+    create.add_argument("--image", help="a bootable copy of this image (name or id)")
     volumes.add_parser("delete", help="delete a volume").add_argument("volume", help="name or id")
     flavor = commands.add_parser("flavor", parents=[options], help="list flavors")
     flavor.add_subparsers(dest="action", required=True).add_parser("list", help="list flavors")
@@ -110,7 +111,7 @@ async def _network(client: Any, args: argparse.Namespace, print_table: Any) -> i
 
 async def _volume(client: Any, args: argparse.Namespace, print_table: Any) -> int:
     if args.action == "create":
-        await client.volumes.create(args.size, args.name, wait=False)
+        await client.volumes.create(args.size, args.name, image=args.image, wait=False)
     elif args.action == "delete":
         await client.volumes.delete(args.volume, wait=False)
     rows = [{"ID": v.id, "Name": v.name, "Status": v.status, "Size GB": v.size,

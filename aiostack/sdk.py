@@ -467,26 +467,42 @@ class ServerManager(_Manager[Server]):
         self,
         name: str,
         *,
-        image: Image | str,
+        image: Image | str | None = None,
         flavor: Flavor | str,
         network: Network | str | None = None,
         metadata: dict[str, str] | None = None,
+        boot_volume: Volume | str | None = None,
+        delete_volume_on_termination: bool = False,
         wait: bool = True,
         timeout: float = 300.0,
     ) -> Server:
-        """Boot a server (on ``network``, else the project's default); with ``wait``, return once its
-        ``instance.active`` event arrives.
+        """Boot a server from ``image``, or from the bootable volume ``boot_volume`` (deleted with the
+        server when ``delete_volume_on_termination``), on ``network``, else the project's default;
+        with ``wait``, return once its ``instance.active`` event arrives.
 
+        :raises ValueError: neither or both of ``image`` and ``boot_volume``.
         :raises BuildFailed: it went to ERROR instead (``fault`` says why).
         :raises TimeoutError: neither happened within ``timeout`` seconds.
         """
+        if (image is None) == (boot_volume is None):
+            raise ValueError("give an image or a boot volume (one of them)")
         client = self._client
         body: dict[str, Any] = {
             "name": name,
-            "imageRef": await client.images.find_id(image),
             "flavorRef": await client.flavors.find_id(flavor),
             "networks": [{"uuid": await client.networks.find_id(network)}] if network else "auto",
         }
+        if image is not None:
+            body["imageRef"] = await client.images.find_id(image)
+        elif boot_volume is not None:
+            mapping = {
+                "uuid": await client.volumes.find_id(boot_volume),
+                "source_type": "volume",
+                "destination_type": "volume",
+                "boot_index": 0,
+                "delete_on_termination": delete_volume_on_termination,
+            }
+            body["block_device_mapping_v2"] = [mapping]
         if metadata:
             body["metadata"] = metadata
         if not wait:
@@ -701,14 +717,18 @@ class VolumeManager(_Manager[Volume]):
         *,
         description: str | None = None,
         metadata: dict[str, str] | None = None,
+        image: Image | str | None = None,
         wait: bool = True,
         timeout: float = 300.0,
     ) -> Volume:
-        """A volume of ``size`` GiB; with ``wait``, returned once its ``volume.available`` event arrives.
+        """A volume of ``size`` GiB (a bootable copy of ``image`` when given); with ``wait``,
+        returned once its ``volume.available`` event arrives.
 
         :raises ResourceFailed: it went to ``error`` instead.
         """
         body: dict[str, Any] = {"size": size, "name": name}
+        if image is not None:
+            body["imageRef"] = await self._client.images.find_id(image)
         if description is not None:
             body["description"] = description
         if metadata:

@@ -35,7 +35,10 @@ access addresses, ``list_instances`` filters by image, flavor, address and chang
 ``name`` as a regular expression, ``create_keypair`` takes ``key_type`` (x509 certificates),
 ``create_instance`` takes ``admin_pass``, ``ServerActions.rebuild_instance`` and
 ``create_image``, and ``BuildRequest``
-carries the password and the key pair's public key (a node writes both to the config drive).
+carries the password and the key pair's public key (a node writes both to the config drive); 5 -
+``create_instance`` boots from a volume (a ``BlockDevice`` with ``boot_index`` 0, ``image_ref``
+empty) and deletes the volumes marked ``delete_on_termination`` with the instance;
+``Placement.image_ref`` is then the image the boot volume was made from.
 
 Events (kind ``instance``, on ``evt.instance.<project>.<id>``, with the instance as ``Instance``
 shows it): ``instance.building`` (recorded), ``instance.<task_state>`` when an action starts
@@ -268,11 +271,26 @@ class ConsoleOutput(TypedDict):
     output: str
 
 
+ImageRef = Annotated[str, Meta(max_length=255)]
+"""An image id, or "" for an instance booted from a volume."""
+
+
 class BlockDevice(TypedDict):
     """An existing volume to attach at boot, and the device the guest should see it as."""
 
     volume_id: Id
     device: NotRequired[DeviceName | None]
+    boot_index: NotRequired[Literal[0] | None]
+    """0: the instance boots from it (its root disk, ``vda``); else attached besides."""
+    delete_on_termination: NotRequired[bool]
+    """Deleted when the instance is (else left available)."""
+    image_id: NotRequired[str | None]
+    """The image the volume was made from (``volume_image_metadata``), as the conductor recorded it."""
+
+
+def boot_volume(block_devices: list[BlockDevice]) -> BlockDevice | None:
+    """The volume an instance boots from (``boot_index`` 0), if it boots from one."""
+    return next((device for device in block_devices if device.get("boot_index") == 0), None)
 
 
 class BuildRequest(TypedDict):
@@ -414,7 +432,7 @@ class ServerCreation(ServiceAPI, address="conductor"):
         *,
         name: ServerName,
         flavor_ref: Id,
-        image_ref: Id,
+        image_ref: ImageRef,
         networks: Networks | None = "auto",
         metadata: dict[str, str] | None = None,
         key_name: Name | None = None,
@@ -431,9 +449,14 @@ class ServerCreation(ServiceAPI, address="conductor"):
         The build goes on in the conductor: a host is claimed, the node builds; libvirt's
         STARTED event makes the instance ACTIVE, a failure ERROR with a fault.
 
+        A ``block_devices`` entry with ``boot_index`` 0 is the instance's root disk: then
+        ``image_ref`` is "" (the flavor's disk is not claimed), the volume must be bootable, and
+        the image it was made from gives the node its properties (kernel, ramdisk, disk bus).
+
         :raises InvalidRequest: an unknown flavor, image (or one not active), key pair, network,
-            port or volume; a volume that is not available; a network entry with neither
-            ``uuid`` nor ``port``; an access address that is not one of its version.
+            port or volume; a volume that is not available (or, to boot from, not bootable); no
+            image and no volume to boot from; a network entry with neither ``uuid`` nor ``port``;
+            an access address that is not one of its version.
         :raises QuotaExceeded: the project would have more instances, vCPUs or RAM than its quota.
         """
         ...

@@ -88,7 +88,9 @@ def _positive(case: Any) -> bool:
 
 
 def _server(server: dict[str, Any]) -> None:
-    """A server create that names what exists: the image, a flavor, a key pair, the network."""
+    """A server create that names what exists: the image, a flavor, a key pair, the network. Its
+    volumes are dropped (a bootable, available volume is used up by the first boot naming it):
+    one that booted from a volume boots from the image."""
     if isinstance(server.get("imageRef"), str) and server["imageRef"]:
         server["imageRef"] = REFS["image"]
     if "flavorRef" in server:
@@ -105,6 +107,8 @@ def _server(server: dict[str, Any]) -> None:
                 mapping["uuid"] = server.get("imageRef") or REFS["image"]
                 kept.append(mapping)
         server["block_device_mapping_v2"] = kept
+        if not kept and not server.get("imageRef"):  # it booted from a volume: from the image instead
+            server["imageRef"] = REFS["image"]
 
 
 def _subnet(subnet: dict[str, Any]) -> None:

@@ -23,12 +23,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
 import libvirt
 
-from api.conductor import BuildRequest
+from api.conductor import BuildRequest, boot_volume
 from api.image import Image
 from api.net import Network, Port
 from bus import TRANSIENT_ERRORS, AiostackError, Conflict, NotFound
@@ -158,17 +159,28 @@ class Builder:
             log.error("node %s: could not report the failed build of %s: %s", self.host, instance_uuid, exc)
 
     async def _prepare(self, request: BuildRequest) -> tuple[str, list[tuple[str, str]]]:
-        """Steps 20-28: the image (and its kernel and ramdisk), the ports, the volumes; for a real
-        guest its config drive too.
+        """Steps 20-28: the image (and its kernel and ramdisk) or the volume to boot from, the
+        ports, the other volumes; for a real guest its config drive too.
 
         Returns the domain XML and the reserved volumes with their devices.
         """
         instance, requested_networks = request["instance"], request["requested_networks"]
         uuid = instance["id"]
-        image = await self.peers.patient_image.get(image_id=instance["image_ref"], instance_uuid=uuid)
-        properties = image["properties"]
+        disks: list[Disk] = []
+        volumes: list[tuple[str, str]] = []
+        boot = boot_volume(request["block_devices"])
+        image: Image | None = None
+        if boot is None:
+            image = await self.peers.patient_image.get(image_id=instance["image_ref"], instance_uuid=uuid)
+            properties = image["properties"]
+        else:  # its root disk: the volume, which shows what the image it was made from boots with
+            reserved = await self.peers.volume.reserve(volume_id=boot["volume_id"], instance_uuid=uuid)
+            properties = reserved["volume"]["image_metadata"] or {}
+            root_volume = volume_disk(reserved["connection"], "vda", boot["volume_id"])
+            disks.append(replace(root_volume, bus=disk_bus(properties)))
+            volumes.append((boot["volume_id"], "/dev/vda"))
         boot_images = {
-            key: await self._boot_image(image, key, uuid)
+            key: await self._boot_image(properties[key], key, uuid)
             for key in ("kernel_id", "ramdisk_id")
             if properties.get(key)
         }
@@ -179,12 +191,11 @@ class Builder:
         await self.peers.patient_conductor.instance_spawning(instance_uuid=uuid, addresses=addresses)
         flavor = instance["flavor"]
         if self.hypervisor.real_guests:
-            root = Disk(
-                str(await self.images.create_root_disk(instance["id"], image, flavor["disk"])),
-                "vda",
-                format="qcow2",
-                bus=disk_bus(properties),
-            )
+            if image is not None:
+                root = await self.images.create_root_disk(instance["id"], image, flavor["disk"])
+                disks.append(Disk(str(root), "vda", format="qcow2", bus=disk_bus(properties)))
+            else:  # its console log and config drive, besides the volume it boots from
+                self.images.instance_dir(uuid).mkdir(parents=True, exist_ok=True)
             files = {key: str(await self.images.base(record, uuid)) for key, record in boot_images.items()}
             nics = [await self._guest_nic(port, uuid) for port in ports]
             console_log: str | None = str(self.images.console_log(instance["id"]))
@@ -193,18 +204,18 @@ class Builder:
             )
             extra_disks = [Disk(str(config_drive), TARGET, bus="ide", device="cdrom", readonly=True)]
         else:
-            root = Disk(
-                str(self.images.instance_dir(instance["id"]) / "disk"), "vda", bus=disk_bus(properties)
-            )
+            if image is not None:
+                disk = self.images.instance_dir(instance["id"]) / "disk"
+                disks.append(Disk(str(disk), "vda", bus=disk_bus(properties)))
             files = {
                 key: str(self.state_dir / "images" / record["id"]) for key, record in boot_images.items()
             }
             nics = [Nic(port["mac_address"], port["id"]) for port in ports]
             console_log = None
             extra_disks = []
-        disks = [root]
-        volumes = []
         for device in request["block_devices"]:
+            if device is boot:
+                continue
             reserved = await self.peers.volume.reserve(
                 volume_id=device["volume_id"], instance_uuid=instance["id"]
             )
@@ -231,14 +242,12 @@ class Builder:
         )
         return domain_xml(spec), volumes
 
-    async def _boot_image(self, image: Image, key: str, instance_uuid: str) -> Image:
-        """The kernel (``kernel_id``) or ramdisk (``ramdisk_id``) image an image boots with."""
+    async def _boot_image(self, image_id: str, key: str, instance_uuid: str) -> Image:
+        """The kernel (``kernel_id``) or ramdisk (``ramdisk_id``) image an instance boots with."""
         try:
-            return await self.peers.image.get(image_id=image["properties"][key], instance_uuid=instance_uuid)
+            return await self.peers.image.get(image_id=image_id, instance_uuid=instance_uuid)
         except NotFound:
-            raise NotFound(
-                f"{key} image {image['properties'][key]} of image {image['id']} could not be found"
-            ) from None
+            raise NotFound(f"{key} image {image_id} of instance {instance_uuid} could not be found") from None
 
     async def _guest_nic(self, port: Port, instance_uuid: str) -> Nic:
         """The port as a NIC of a real guest: on its network's bridge with a DHCP entry, or user-mode."""

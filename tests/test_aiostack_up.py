@@ -237,6 +237,17 @@ async def test_image_network_volume_and_flavor_commands_print_tables(tmp_path) -
         assert code == 0 and "shell-net" in output and "10.80.0.0/24" in output, output
         code, output = await as_demo(data_dir, "volume", "create", "shell-vol", "--size", "1")
         assert code == 0 and "shell-vol" in output, output
+        code, output = await as_demo(
+            data_dir, "volume", "create", "shell-root", "--size", "1", "--image", "aiostack-tiny"
+        )
+        assert code == 0 and "shell-root" in output, output
+        code, output = await as_demo(
+            data_dir, "server", "create", "shell-bfv", "--volume", "shell-root", "--wait"
+        )
+        assert code == 0 and '"status": "ACTIVE"' in output and '"image": ""' in output, output
+        code, output = await aiostack_cli(data_dir, "create", "x", "--volume", "v", "--image", "i")
+        assert code == 2 and "not allowed with argument" in output, output
+        assert (await aiostack_cli(data_dir, "delete", "shell-bfv", "--wait"))[0] == 0
         code, output = await as_demo(data_dir, "flavor", "list")
         assert code == 0 and "m1.tiny" in output and "512" in output
         code, output = await as_demo(data_dir, "image", "delete", "no-such-image")

@@ -243,6 +243,133 @@ async def test_volumes_attach_at_boot(api, events: EventStream, bus: Bus) -> Non
         assert volume["volume"]["status"] == "available"
 
 
+async def _volume_from(api, image_id: str, size: int = 1) -> str:
+    volumes = f"/volume/v3/{api.project_id}/volumes"
+    status, created = await api.post(volumes, {"volume": {"size": size, "imageRef": image_id}})
+    assert status == 202, created
+    for _ in range(400):
+        _, shown = await api.get(f"{volumes}/{created['volume']['id']}")
+        if shown["volume"]["status"] != "creating":
+            break
+        await asyncio.sleep(0.05)
+    assert shown["volume"]["status"] == "available" and shown["volume"]["bootable"] == "true", shown
+    return created["volume"]["id"]
+
+
+def _boot_volume_mapping(volume_id: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "uuid": volume_id,
+        "source_type": "volume",
+        "destination_type": "volume",
+        "boot_index": 0,
+        **extra,
+    }
+
+
+async def _boot_from(api, name: str, mappings: list[dict[str, Any]], **extra: Any) -> tuple[int, Any]:
+    server = {"name": name, "flavorRef": "1", "block_device_mapping_v2": mappings, **extra}
+    return await api.post("/compute/v2.1/servers", {"server": server})
+
+
+async def test_a_server_boots_from_a_volume_made_from_an_image_with_its_kernel_and_ramdisk(
+    api, events: EventStream, bus: Bus, cloud
+) -> None:
+    kernel, ramdisk = await _image_with(api, disk_format="aki"), await _image_with(api, disk_format="ari")
+    base = await _image_with(api, kernel_id=kernel, ramdisk_id=ramdisk, os_command_line="console=ttyS0")
+    volume_id = await _volume_from(api, base, size=2)
+    volume_path = f"/volume/v3/{api.project_id}/volumes/{volume_id}"
+    _, volume = await api.get(volume_path)
+    assert volume["volume"]["volume_image_metadata"]["kernel_id"] == kernel  # the image's properties too
+    status, created = await _boot_from(
+        api, "from-volume", [_boot_volume_mapping(volume_id, delete_on_termination=True)], imageRef=""
+    )
+    assert status == 202, created
+    server_id = created["server"]["id"]
+    await events.wait_for(is_event(server_id, "instance.active"))
+
+    _, shown = await api.get(f"/compute/v2.1/servers/{server_id}")
+    assert shown["server"]["image"] == ""  # as Nova shows a server booted from a volume
+    assert shown["server"]["os-extended-volumes:volumes_attached"] == [{"id": volume_id}]
+    _, volume = await api.get(volume_path)
+    attachment = volume["volume"]["attachments"][0]
+    assert volume["volume"]["status"] == "in-use"
+    assert (attachment["server_id"], attachment["device"]) == (server_id, "/dev/vda")
+    node = next(actor for actor in cloud if type(actor).__name__ == "NodeActor")
+    xml = node.hypervisor.conn.lookupByUUIDString(server_id).XMLDesc()
+    root = xml[xml.index("<disk") : xml.index("</disk>")]
+    assert "<target dev='vda'" in root and f"{volume_id}.raw'/>" in root  # the volume's file
+    assert f"images/{kernel}</kernel>" in xml and f"images/{ramdisk}</initrd>" in xml
+    hosts = await bus.call("scheduler.list_allocations")
+    assert next(a for a in hosts if a["instance_uuid"] == server_id)["disk_gb"] == 0  # no local disk
+
+    attachments = f"/compute/v2.1/servers/{server_id}/os-volume_attachments"
+    status, refused = await api.delete(f"{attachments}/{volume_id}")
+    assert status == 400 and "root disk" in refused["badRequest"]["message"]
+    status, refused = await api.post(
+        f"/compute/v2.1/servers/{server_id}/action", {"createImage": {"name": "snap"}}
+    )
+    assert status == 409 and "boots from a volume" in refused["conflictingRequest"]["message"]
+    assert (await api.delete(f"/compute/v2.1/servers/{server_id}"))[0] == 204
+    await events.wait_for(is_event(server_id, "instance.deleted"))
+    for _ in range(200):  # delete_on_termination: the volume goes with the server
+        if (await api.get(volume_path))[0] == 404:
+            break
+        await asyncio.sleep(0.05)
+    assert (await api.get(volume_path))[0] == 404
+
+
+async def test_a_boot_volume_kept_on_termination_is_available_again_after_the_delete(
+    api, events: EventStream
+) -> None:
+    volume_id = await _volume_from(api, await default_image_id(api))
+    status, created = await _boot_from(api, "kept", [_boot_volume_mapping(volume_id)])
+    assert status == 202, created
+    server_id = created["server"]["id"]
+    await events.wait_for(is_event(server_id, "instance.active"))
+    assert (await api.delete(f"/compute/v2.1/servers/{server_id}"))[0] == 204
+    await events.wait_for(is_event(server_id, "instance.deleted"))
+    _, volume = await api.get(f"/volume/v3/{api.project_id}/volumes/{volume_id}")
+    assert volume["volume"]["status"] == "available" and volume["volume"]["attachments"] == []
+
+
+async def test_bad_boots_from_volumes_are_refused_and_change_nothing(api, bus: Bus, cloud) -> None:
+    await api.login()
+    image = await default_image_id(api)
+    bootable = await _volume_from(api, image)
+    blank = await _volume(api)
+    for _ in range(200):
+        if (await api.get(f"/volume/v3/{api.project_id}/volumes/{blank}"))[1]["volume"][
+            "status"
+        ] == "available":
+            break
+        await asyncio.sleep(0.05)
+    cases = [
+        ([_boot_volume_mapping(blank)], {}, "is not bootable"),
+        ([_boot_volume_mapping(bootable)], {"imageRef": image}, "has no imageRef"),
+        ([_boot_volume_mapping(bootable), _boot_volume_mapping(blank)], {}, "only one of"),
+        (
+            [{"uuid": bootable, "source_type": "volume", "destination_type": "volume", "boot_index": -1}],
+            {},
+            "'imageRef' is a required property",
+        ),
+        (
+            [{"uuid": image, "source_type": "image", "destination_type": "volume", "boot_index": 0}],
+            {},
+            "create the volume from the image",
+        ),
+        ([_boot_volume_mapping("no-such-volume")], {}, "Volume no-such-volume could not be found"),
+    ]
+    for mappings, extra, says in cases:
+        status, body = await _boot_from(api, "bad", mappings, **extra)
+        assert status == 400 and says in body["badRequest"]["message"], (says, body)
+    _, servers = await api.get("/compute/v2.1/servers")
+    assert servers["servers"] == []
+    for volume_id in (bootable, blank):
+        _, volume = await api.get(f"/volume/v3/{api.project_id}/volumes/{volume_id}")
+        assert volume["volume"]["status"] == "available"
+    assert await bus.call("scheduler.list_allocations") == []
+
+
 async def _image_with(api, **properties: str) -> str:
     status, image = await api.post(
         "/image/v2/images",

@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -137,6 +138,31 @@ def test_the_openstack_cli_runs_a_whole_day(cloud: RunningCloud, tmp_path: Path)
     openstack_cli(cloud, "server", "delete", "--wait", "cli-vm")
     assert "cli-vm" not in {s["Name"] for s in cli_json(cloud, "server", "list")}
     assert {v["Name"]: v for v in cli_json(cloud, "volume", "list")}["cli-vol"]["Status"] == "available"
+
+
+def test_the_openstack_cli_boots_a_server_from_a_volume_made_from_an_image(cloud: RunningCloud) -> None:
+    volume = cli_json(cloud, "volume", "create", "--image", "aiostack-tiny", "--size", "1", "cli-root")
+    assert volume["size"] == 1
+    for _ in range(100):
+        shown = cli_json(cloud, "volume", "show", "cli-root")
+        if shown["status"] == "available":
+            break
+        time.sleep(0.1)
+    assert shown["bootable"] in (True, "true")  # as the CLI's version prints it
+    assert shown["volume_image_metadata"]["image_name"] == "aiostack-tiny"
+    server = cli_json(
+        cloud, "server", "create", "--volume", "cli-root", "--flavor", "m1.tiny", "--network", "default",
+        "--wait", "cli-bfv",
+    )  # fmt: skip
+    assert server["status"] == "ACTIVE"
+    shown = cli_json(cloud, "server", "show", "cli-bfv")
+    assert shown["volumes_attached"][0]["id"] == volume["id"]
+    assert shown["image"] == "N/A (booted from volume)", shown["image"]
+    attached = cli_json(cloud, "volume", "show", "cli-root")
+    assert attached["status"] == "in-use" and attached["attachments"][0]["device"] == "/dev/vda"
+    openstack_cli(cloud, "server", "delete", "--wait", "cli-bfv")
+    assert cli_json(cloud, "volume", "show", "cli-root")["status"] == "available"
+    openstack_cli(cloud, "volume", "delete", "cli-root")
 
 
 def test_the_openstack_cli_prints_the_services_own_error_messages(cloud: RunningCloud) -> None:

@@ -92,6 +92,24 @@ async def test_a_volume_is_created_with_wait_attached_detached_and_deleted(clien
     await client.servers.delete(server)
 
 
+async def test_a_server_boots_from_a_volume_made_from_an_image_and_takes_it_along(client: Client) -> None:
+    volume = await client.volumes.create(1, "sdk-root", image="aiostack-tiny")
+    assert volume.status == "available"
+    server = await client.servers.create(
+        "sdk-bfv", boot_volume="sdk-root", delete_volume_on_termination=True, flavor="m1.tiny"
+    )
+    assert server.status == "ACTIVE" and server.volume_ids == (volume.id,)
+    assert (await client.volumes.get(volume)).attachments[0].device == "/dev/vda"
+    with pytest.raises(ValueError, match="an image or a boot volume"):
+        await client.servers.create("both", image="aiostack-tiny", boot_volume="sdk-root", flavor="m1.tiny")
+    await client.servers.delete(server)
+    for _ in range(100):
+        if volume.id not in {v.id for v in await client.volumes.list()}:
+            break
+        await asyncio.sleep(0.05)
+    assert volume.id not in {v.id for v in await client.volumes.list()}
+
+
 async def test_errors_are_typed_by_status(client: Client, gateway_url: str) -> None:
     with pytest.raises(NotFound, match="no server named 'no-such-vm'"):
         await client.servers.get("no-such-vm")

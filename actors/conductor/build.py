@@ -1,8 +1,8 @@
 """Creating and building instances (steps 6-19 of the overview): records, scheduling, the node's
 build request, rescheduling.
 
-``create_instance`` checks what the boot names (flavor, image, key pair, networks, volumes),
-records the instance ``CREATED`` (BUILD) with its create action, and answers at once; a build
+``create_instance`` checks what the boot names (flavor, image or boot volume, key pair, networks,
+volumes), records the instance ``CREATED`` (BUILD) with its create action, and answers at once; a build
 task asks the scheduler for a host (which claims the resources), records it (``SCHEDULED``)
 and casts the node ``build_and_run_instance``. The node asks back for what it needs
 (``get_build_request``, which acknowledges the cast). A build that fails on a node, or stalls,
@@ -32,6 +32,7 @@ from api.conductor import (
     Networks,
     NodeBuilds,
     ServerCreation,
+    boot_volume,
 )
 from api.net import RequestedNetwork
 from api.scheduler import Scheduler
@@ -48,6 +49,12 @@ SCHEDULE_ATTEMPT_TIMEOUT = 5.0
 """A claim takes milliseconds; a scheduler that died with the request never answers."""
 ACTIVE_IMAGE = "active"
 AVAILABLE_VOLUME = "available"
+
+
+def host_claim(flavor: Flavor, block_devices: list[BlockDevice]) -> Flavor:
+    """What a host must hold for the instance: the flavor, without its root disk when the
+    instance boots from a volume (as Nova claims no local disk then)."""
+    return {**flavor, "disk": 0} if boot_volume(block_devices) is not None else flavor
 
 
 class Builder(ServerCreation, NodeBuilds):
@@ -96,11 +103,16 @@ class Builder(ServerCreation, NodeBuilds):
         flavor = await find_flavor(self.core.store, flavor_ref)
         if flavor is None:
             raise InvalidRequest(f"Flavor {flavor_ref} could not be found.")
-        await self.check_image(image_ref)
+        volumes = await self._check_block_devices(block_devices or [])
+        if image_ref:
+            await self.check_image(image_ref)
+        elif boot_volume(volumes) is None:
+            raise InvalidRequest("An image or a volume to boot from is needed (imageRef is empty).")
+        if image_ref and boot_volume(volumes) is not None:
+            raise InvalidRequest("An instance boots from an image or from a volume, not both.")
         if key_name is not None and not await has_keypair(self.core.store, ctx.user_id, key_name):
             raise InvalidRequest("Invalid key_name provided.")
         requested = await self._check_networks(networks)
-        volumes = await self._check_block_devices(block_devices or [])
         now = utcnow()
         vm_state, task_state = CREATED
         row: InstanceRow = {
@@ -156,7 +168,9 @@ class Builder(ServerCreation, NodeBuilds):
         except Exception as exc:  # the instance is recorded: it is built, and the caller told so, regardless
             log.warning("instance %s: its building event could not be stored: %s", row["uuid"], exc)
             instance = view(row)
-        self.core.spawn(self._schedule_and_build(row["uuid"], flavor), name=f"build-{row['uuid']}")
+        self.core.spawn(
+            self._schedule_and_build(row["uuid"], host_claim(flavor, volumes)), name=f"build-{row['uuid']}"
+        )
         return instance
 
     async def check_image(self, image_ref: str) -> None:
@@ -205,16 +219,33 @@ class Builder(ServerCreation, NodeBuilds):
         return requested
 
     async def _check_block_devices(self, block_devices: list[BlockDevice]) -> list[BlockDevice]:
-        """The volumes to attach at boot must exist and be available."""
+        """The volumes to attach at boot must exist, be available and named once; the one to boot
+        from (one at most) bootable. Each is recorded with the image it was made from."""
         checked: list[BlockDevice] = []
+        if len({device["volume_id"] for device in block_devices}) < len(block_devices):
+            raise InvalidRequest("A volume is named more than once in the block device mapping.")
+        if sum(device.get("boot_index") == 0 for device in block_devices) > 1:
+            raise InvalidRequest("Only one block device may have boot_index 0.")
         for device in block_devices:
+            volume_id = device["volume_id"]
             try:
-                volume = await self.core.volumes.get(volume_id=device["volume_id"])
+                volume = await self.core.volumes.get(volume_id=volume_id)
             except NotFound:
-                raise InvalidRequest(f"Volume {device['volume_id']} could not be found.") from None
+                raise InvalidRequest(f"Volume {volume_id} could not be found.") from None
             if volume["status"] != AVAILABLE_VOLUME:
-                raise InvalidRequest(f"Volume {device['volume_id']} is {volume['status']}, not available.")
-            checked.append({"volume_id": device["volume_id"], "device": device.get("device")})
+                raise InvalidRequest(f"Volume {volume_id} is {volume['status']}, not available.")
+            boots = device.get("boot_index") == 0
+            if boots and volume["bootable"] != "true":
+                raise InvalidRequest(f"Block Device {volume_id} is not bootable.")
+            checked.append(
+                {
+                    "volume_id": volume_id,
+                    "device": "/dev/vda" if boots else device.get("device"),
+                    "boot_index": 0 if boots else None,
+                    "delete_on_termination": device.get("delete_on_termination", False),
+                    "image_id": (volume["image_metadata"] or {}).get("image_id"),
+                }
+            )
         return checked
 
     # -- scheduling -----------------------------------------------------------------------
@@ -226,7 +257,9 @@ class Builder(ServerCreation, NodeBuilds):
             return
         self.core.spawn(
             self._schedule_and_build(
-                row["uuid"], from_json(row["flavor"]), from_json(row["tried_hosts"], [])
+                row["uuid"],
+                host_claim(from_json(row["flavor"]), from_json(row["block_devices"], [])),
+                from_json(row["tried_hosts"], []),
             ),
             name=f"build-{row['uuid']}",
         )
@@ -234,18 +267,19 @@ class Builder(ServerCreation, NodeBuilds):
     async def _schedule_and_build(
         self,
         instance_uuid: str,
-        flavor: Flavor,
+        claim: Flavor,
         exclude_hosts: list[str] | None = None,
         previous_failure: str | None = None,
     ) -> None:
-        """Steps 8-13: pick and claim a host (not one tried before), record it, hand the build to the node."""
+        """Steps 8-13: pick a host (not one tried before) and claim ``claim`` on it (``host_claim``),
+        record it, hand the build to the node."""
         self._building.add(instance_uuid)
         try:
             placed = await self.scheduler.select_destinations(
                 instance_uuid=instance_uuid,
-                vcpus=flavor["vcpus"],
-                memory_mb=flavor["ram"],
-                disk_gb=flavor["disk"],
+                vcpus=claim["vcpus"],
+                memory_mb=claim["ram"],
+                disk_gb=claim["disk"],
                 exclude_hosts=exclude_hosts or [],
             )
             host = placed["host"]
@@ -312,7 +346,10 @@ class Builder(ServerCreation, NodeBuilds):
         log.warning("instance %s: rescheduling away from %s: %s", uuid, host, reason)
         await self.core.publish(moved.row, fault={"message": reason})
         self.core.spawn(
-            self._schedule_and_build(uuid, from_json(row["flavor"]), tried, reason), name=f"build-{uuid}"
+            self._schedule_and_build(
+                uuid, host_claim(from_json(row["flavor"]), from_json(row["block_devices"], [])), tried, reason
+            ),
+            name=f"build-{uuid}",
         )
 
     async def _release_attempt(self, instance_uuid: str) -> None:

@@ -18,18 +18,18 @@ from typing import Any
 
 from actors.conductor.schema import InstanceRow, states_of, task_state_of, view, vm_state_of
 from actors.conductor.states import ACTION_OF_TASK, Action, Change, Trigger, status_of, transition
-from api.conductor import Cause, Fault, HostStatus, Instance, InstanceChange, Server
+from api.conductor import BlockDevice, Cause, Fault, HostStatus, Instance, InstanceChange, Server
 from api.image import ImageReader
 from api.net import Net
 from api.node import Node, RebootType
 from api.scheduler import Scheduler
-from api.volume import VolumeAttachments
+from api.volume import VolumeRecords
 from bus import AiostackError, Bus, Conflict, NotFound, current_request_id
 from runtime.context import caller, check_visible
 from runtime.events import publish_event
 from runtime.stamps import utcnow
 from runtime.states import TaskState, VmState
-from runtime.store import Db, Store
+from runtime.store import Db, Store, from_json
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ class Core:
         self.scheduler = Scheduler.client(bus)
         self.images = ImageReader.client(bus)
         self.net = Net.client(bus)
-        self.volumes = VolumeAttachments.client(bus)
+        self.volumes = VolumeRecords.client(bus)
         self.hosts = Scheduler.client(bus, timeout=HOSTS_TIMEOUT)
         self.hosts_alive: dict[str, bool] = {}
         """Each host's liveness as the scheduler last said (refreshed at most every ``HOSTS_REFRESH``)."""
@@ -294,7 +294,28 @@ class Core:
         if moved is None:
             return None
         await self.finish_action(row["uuid"], Action.DELETE, "Success")
+        await self._delete_volumes_on_termination(row)
         return await self.publish_change(moved.row, cause)
+
+    async def _delete_volumes_on_termination(self, row: InstanceRow) -> None:
+        """Delete the volumes the instance was booted with ``delete_on_termination`` (freed by now:
+        its node detached them before it undefined the domain). One that cannot be deleted stays,
+        available, and is said in the log."""
+        devices: list[BlockDevice] = from_json(row["block_devices"], [])
+        for device in devices:
+            if not device.get("delete_on_termination"):
+                continue
+            try:
+                await self.volumes.delete(volume_id=device["volume_id"])
+            except NotFound:
+                pass
+            except AiostackError as exc:
+                log.error(
+                    "instance %s: its volume %s (delete_on_termination) could not be deleted: %s",
+                    row["uuid"],
+                    device["volume_id"],
+                    exc,
+                )
 
     async def release_everywhere(self, instance_uuid: str) -> None:
         """The instance's ports and volume attachments (what its node gives back when it has one)."""

@@ -6,8 +6,8 @@ from api.image import ImageReader, Images
 from api.net import Net
 from api.node import Node
 from api.scheduler import Scheduler
-from api.volume import VolumeAttachments
+from api.volume import VolumeRecords
 
-FACETS = (Scheduler, ImageReader, Images, Net, VolumeAttachments, Node)
-"""Claims, image checks (and the images createImage makes), ports, the attach protocol, and the
-casts to compute hosts."""
+FACETS = (Scheduler, ImageReader, Images, Net, VolumeRecords, Node)
+"""Claims, image checks (and the images createImage makes), ports, the attach protocol (and the
+deletes of volumes an instance takes with it), and the casts to compute hosts."""

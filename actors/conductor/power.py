@@ -90,6 +90,11 @@ class PowerActions(ServerActions):
         row = await self.core.row(instance_uuid)
         self.core.check_lock(row)
         self.core.require(row, Action.CREATE_IMAGE)
+        if not row["image_ref"]:
+            raise Conflict(
+                f"Instance {instance_uuid} boots from a volume: snapshot the volume instead"
+                " (a volume-backed server's image is not built)"
+            )
         try:
             base = await self.core.images.get(image_id=row["image_ref"])
         except NotFound:

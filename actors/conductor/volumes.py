@@ -15,9 +15,10 @@ from typing import Final
 from actors.conductor.core import Core
 from actors.conductor.schema import InstanceRow
 from actors.conductor.states import Action
-from api.conductor import ServerVolumes, VolumeAttachment
+from api.conductor import ServerVolumes, VolumeAttachment, boot_volume
 from api.volume import AttachStatus, Connection
-from bus import AiostackError, CallTimeout, Conflict, NotFound
+from bus import AiostackError, CallTimeout, Conflict, InvalidRequest, NotFound
+from runtime.store import from_json
 
 log = logging.getLogger(__name__)
 
@@ -99,10 +100,16 @@ class Attachments(ServerVolumes):
         await self.core.finish_action(uuid, Action.ATTACH_VOLUME, "Error", failure)
 
     async def detach_volume(self, *, instance_uuid: str, volume_id: str) -> None:
-        """:raises NotFound: the volume is not attached to this instance."""
+        """:raises NotFound: the volume is not attached to this instance.
+        :raises InvalidRequest: it is the disk the instance boots from (Nova's "Can't detach root
+            device volume").
+        """
         row = await self.core.row(instance_uuid)
         self.core.check_lock(row)
         self.core.require(row, Action.DETACH_VOLUME)
+        boot = boot_volume(from_json(row["block_devices"], []))
+        if boot is not None and boot["volume_id"] == volume_id:
+            raise InvalidRequest(f"Volume {volume_id} is the root disk of instance {instance_uuid}.")
         detaching = await self.core.volumes.begin_detach(volume_id=volume_id, instance_uuid=instance_uuid)
         try:
             if row["host"] is None:

@@ -48,6 +48,7 @@ from api.conductor import (
     InstanceActionEvent,
     NodeTasks,
     Placement,
+    boot_volume,
 )
 from api.node import PowerState as DomainPower
 from bus import AiostackError, NotFound, request_scope
@@ -102,7 +103,8 @@ class TaskWatch(NodeTasks, ConductorForOwners, ConductorOperator):
         return [row["uuid"] for row in rows]
 
     async def placement(self, *, instance_uuid: str) -> Placement:
-        """Where a live instance is, whose, and the image and volumes it uses.
+        """Where a live instance is, whose, and the image (for one booted from a volume, the image
+        the volume was made from) and volumes it uses.
 
         :raises NotFound: no such live instance.
         """
@@ -110,11 +112,12 @@ class TaskWatch(NodeTasks, ConductorForOwners, ConductorOperator):
         if row is None:
             raise NotFound(f"Instance {instance_uuid} could not be found.")
         devices: list[BlockDevice] = from_json(row["block_devices"], [])
+        boot = boot_volume(devices)
         return {
             "instance_uuid": row["uuid"],
             "host": row["host"],
             "project_id": row["project_id"],
-            "image_ref": row["image_ref"],
+            "image_ref": row["image_ref"] or (boot is not None and boot.get("image_id")) or "",
             "volumes": [device["volume_id"] for device in devices],
         }
 

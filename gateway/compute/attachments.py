@@ -119,11 +119,11 @@ async def show_volume_attachment(request: web.Request) -> web.Response:
     f"{ATTACHMENTS}/{{volume_id}}",
     "Detach a volume",
     replies=[Reply(202, None, "Detached.")],
-    errors=(404, 409),
+    errors=(400, 404, 409),
     path_types=SERVER_ID,
 )
 async def detach_volume(request: web.Request) -> web.Response:
-    """404: no such server, or the volume is not attached to it."""
+    """404: no such server, or the volume is not attached to it; 400: it is the server's root disk."""
     await compute(request).detach_volume(
         instance_uuid=request.match_info["server_id"], volume_id=request.match_info["volume_id"]
     )

@@ -107,9 +107,17 @@ VOLUME_MAPPING: dict[str, Any] = {
     "properties": {
         "source_type": {"const": "volume"},
         "destination_type": {"const": "volume"},
-        "boot_index": {"anyOf": [{"type": "null"}, {"enum": [-1, "-1", "none"]}]},
+        "boot_index": {"anyOf": [{"type": "null"}, {"enum": [0, "0", -1, "-1", "none"]}]},
     },
     "required": ["source_type"],
+}
+BOOT_VOLUME_MAPPING: dict[str, Any] = {
+    "properties": {
+        "source_type": {"const": "volume"},
+        "destination_type": {"const": "volume"},
+        "boot_index": {"enum": [0, "0"]},
+    },
+    "required": ["source_type", "boot_index"],
 }
 
 
@@ -132,10 +140,12 @@ class NetworkRequest(Request):
 
 class BlockDeviceMapping(Request, kw_only=True):
     """One of Nova's ``block_device_mapping_v2``. Two kinds are built: an existing, available
-    volume attached at boot (source and destination ``volume``, ``boot_index`` -1 or none), and
-    the image the server boots from (source ``image``, destination ``local``, ``boot_index`` 0:
-    how the openstack CLI spells ``imageRef``; it must be ``imageRef`` when that is given too).
-    The other members are taken and ignored."""
+    volume (source and destination ``volume``), attached at boot (``boot_index`` -1 or none) or
+    the disk the server boots from (``boot_index`` 0: a bootable volume, then ``imageRef`` is
+    empty or left out; ``delete_on_termination`` deletes it with the server), and the image the
+    server boots from (source ``image``, destination ``local``, ``boot_index`` 0: how the
+    openstack CLI spells ``imageRef``; it must be ``imageRef`` when that is given too). The other
+    members are taken and ignored."""
 
     source_type: Literal["volume", "image"]
     destination_type: Literal["volume", "local"] | UnsetType = UNSET
@@ -152,25 +162,36 @@ class BlockDeviceMapping(Request, kw_only=True):
     __schema_extra__: ClassVar[dict[str, Any]] = {"anyOf": [IMAGE_MAPPING, VOLUME_MAPPING]}
 
     @property
-    def boots(self) -> bool:
-        """The image to boot from (else a volume to attach)."""
+    def is_image(self) -> bool:
+        """The image to boot from (else a volume)."""
         return self.source_type == "image"
+
+    @property
+    def boots(self) -> bool:
+        """The server boots from it (``boot_index`` 0)."""
+        return str(self.boot_index) == "0"
 
     def __post_init__(self) -> None:
         check_device(self.device_name)
-        if self.boots:
-            if self.destination_type not in (UNSET, "local") or str(self.boot_index) != "0":
-                raise ValueError("an image mapping must have destination_type local and boot_index 0")
+        if self.is_image:
+            if self.destination_type not in (UNSET, "local") or not self.boots:
+                raise ValueError(
+                    "an image mapping must have destination_type local and boot_index 0 (a volume"
+                    " made from an image at boot is not built: create the volume from the image,"
+                    " then boot from it)"
+                )
         elif self.destination_type not in (UNSET, "volume") or self.boot_index not in (
             UNSET,
             None,
+            0,
+            "0",
             -1,
             "-1",
             "none",
         ):
             raise ValueError(
-                "a volume mapping attaches an existing volume (destination_type volume) at boot: "
-                "booting from a volume is not supported, give imageRef and boot_index -1"
+                "a volume mapping names an existing volume (destination_type volume) to boot from"
+                " (boot_index 0) or to attach at boot (boot_index -1 or none)"
             )
 
 
@@ -179,7 +200,7 @@ class SecurityGroupRef(Request):
 
 
 class ServerCreate(Request, kw_only=True):
-    """A server to boot. ``imageRef`` (or a boot image in ``block_device_mapping_v2``),
+    """A server to boot. ``imageRef`` (or a boot image or boot volume in ``block_device_mapping_v2``),
     ``flavorRef`` (an id or name), ``key_name``, the networks and volumes must name existing
     ones the caller may use (else 400). Nova's members aiostack does not act on are taken and
     ignored: ``availability_zone``, ``security_groups``, ``config_drive``, ``OS-DCF:diskConfig``,
@@ -214,23 +235,39 @@ class ServerCreate(Request, kw_only=True):
                 "required": ["block_device_mapping_v2"],
                 "properties": {"block_device_mapping_v2": {"contains": IMAGE_MAPPING}},
             },
+            {
+                "required": ["block_device_mapping_v2"],
+                "properties": {
+                    "imageRef": {"maxLength": 0},
+                    "block_device_mapping_v2": {"contains": BOOT_VOLUME_MAPPING},
+                },
+            },
         ]
     }
 
     @property
     def image(self) -> str:
-        """The image to boot: ``imageRef``, or the boot image of the block device mappings."""
+        """The image to boot: ``imageRef``, the boot image of the block device mappings, or ""
+        for a server booted from a volume."""
         if self.imageRef:
             return self.imageRef
-        return next(m.uuid for m in self.block_device_mapping_v2 or () if m.boots)
+        return next((m.uuid for m in self.block_device_mapping_v2 or () if m.is_image), "")
 
     def __post_init__(self) -> None:
         check_name(self.name)
         if isinstance(self.user_data, str) and re.fullmatch(BASE64, self.user_data) is None:
             raise ValueError("'user_data' must be base64")
-        boot_images = {m.uuid for m in self.block_device_mapping_v2 or () if m.boots}
-        if not self.imageRef and not boot_images:
-            raise ValueError("'imageRef' is a required property (or a boot image in block_device_mapping_v2)")
+        mappings = self.block_device_mapping_v2 or []
+        boot_images = {m.uuid for m in mappings if m.is_image}
+        boot_volumes = [m.uuid for m in mappings if m.boots and not m.is_image]
+        if len([m for m in mappings if m.boots]) > 1:
+            raise ValueError("only one of block_device_mapping_v2 may have boot_index 0")
+        if boot_volumes and self.imageRef:
+            raise ValueError("a server booted from a volume has no imageRef (leave it out or empty)")
+        if not self.imageRef and not boot_images and not boot_volumes:
+            raise ValueError(
+                "'imageRef' is a required property (or a boot image or volume in block_device_mapping_v2)"
+            )
         if self.imageRef and boot_images - {self.imageRef}:
             raise ValueError("the image of block_device_mapping_v2 boot_index 0 is not imageRef")
 
@@ -332,7 +369,7 @@ class Server(Body):
     user_id: str
     metadata: dict[str, str]
     hostId: str
-    image: Reference
+    image: Reference | Literal[""]
     flavor: Reference
     created: Time
     updated: Time
@@ -389,7 +426,7 @@ class ServerUpdated(Body):
     user_id: str
     metadata: dict[str, str]
     hostId: str
-    image: Reference
+    image: Reference | Literal[""]
     flavor: Reference
     created: Time
     updated: Time
@@ -480,7 +517,7 @@ def server_detail(request: web.Request, instance: Instance, volumes: list[Attach
         user_id=instance["user_id"],
         metadata=instance["metadata"],
         hostId=hashlib.sha224((instance["project_id"] + host).encode()).hexdigest() if host else "",
-        image=Reference(id=instance["image_ref"], links=links(request, "images", instance["image_ref"])),
+        image=_image(request, instance["image_ref"]),
         flavor=Reference(
             id=instance["flavor"]["id"], links=links(request, "flavors", instance["flavor"]["id"])
         ),
@@ -516,6 +553,11 @@ def server_detail(request: web.Request, instance: Instance, volumes: list[Attach
         if version >= (2, 16):
             server.host_status = instance.get("host_status", "")
     return server
+
+
+def _image(request: web.Request, image_ref: str) -> Reference | Literal[""]:
+    """The image a server booted from; "" for one booted from a volume, as Nova shows it."""
+    return Reference(id=image_ref, links=links(request, "images", image_ref)) if image_ref else ""
 
 
 def server_updated(request: web.Request, instance: Instance) -> ServerUpdated:
@@ -592,9 +634,14 @@ async def create_server(request: web.Request, body: ServerCreateRequest) -> web.
     server = body.server
     admin_pass = server.adminPass or secrets.token_urlsafe(9)
     block_devices = [
-        BlockDevice(volume_id=m.uuid, device=m.device_name if isinstance(m.device_name, str) else None)
+        BlockDevice(
+            volume_id=m.uuid,
+            device=m.device_name if isinstance(m.device_name, str) else None,
+            boot_index=0 if m.boots else None,
+            delete_on_termination=m.delete_on_termination is True,
+        )
         for m in server.block_device_mapping_v2 or ()
-        if not m.boots
+        if not m.is_image
     ]
     instance = await client(request, Compute, timeout=CREATE_TIMEOUT).create_instance(
         name=server.name,

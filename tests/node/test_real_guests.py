@@ -285,6 +285,61 @@ async def test_a_real_guests_snapshot_holds_what_it_wrote_and_boots(qemu_cloud: 
         await client.server_action(server_id, "delete", wait=True)
 
 
+async def test_a_real_guest_boots_from_a_volume_whose_writes_outlive_the_server(
+    qemu_cloud: QemuCloud,
+) -> None:
+    client, project = qemu_cloud.client, qemu_cloud.client.project_id
+    volumes = f"/volume/v3/{project}/volumes"
+    volume = (
+        await client.request("POST", volumes, {"volume": {"size": 1, "imageRef": qemu_cloud.images["disk"]}})
+    )["volume"]
+    async with asyncio.timeout(GUEST_DEADLINE):
+        while (shown := (await client.request("GET", f"{volumes}/{volume['id']}"))["volume"])[
+            "status"
+        ] == "creating":
+            await asyncio.sleep(0.2)
+    assert shown["status"] == "available" and shown["bootable"] == "true", shown
+
+    async def boot(name: str, script: str) -> str:
+        mapping = {
+            "uuid": volume["id"],
+            "source_type": "volume",
+            "destination_type": "volume",
+            "boot_index": 0,
+        }
+        body = {
+            "name": name,
+            "imageRef": "",
+            "flavorRef": "1",
+            "block_device_mapping_v2": [mapping],
+            "user_data": base64.b64encode(script.encode()).decode(),
+        }
+        server_id = str(
+            (await client.request("POST", "/compute/v2.1/servers", {"server": body}))["server"]["id"]
+        )
+        async with asyncio.timeout(GUEST_DEADLINE):
+            while (await client.server(server_id))["status"] != "ACTIVE":
+                await asyncio.sleep(0.2)
+        return server_id
+
+    writer = await boot(
+        "bfv-writer", "printf VOLUME-STAMP | dd of=/dev/vda bs=1 seek=4096 conv=notrunc,fsync"
+    )
+    root = await qemu_cloud.console_until(writer, r"AIOSTACK-DISK name=vda bytes=(\d+)")
+    assert int(root.group(1)) == 1024**3  # its root disk is the 1 GiB volume, not the image's 8 MiB
+    await qemu_cloud.console_until(writer, r"AIOSTACK-USER-DATA exit=0")
+    assert not (qemu_cloud.node.images.instance_dir(writer) / "disk").exists()
+    await client.server_action(writer, "delete", wait=True)
+    kept = (await client.request("GET", f"{volumes}/{volume['id']}"))["volume"]
+    assert kept["status"] == "available" and kept["attachments"] == []
+
+    reader = await boot("bfv-reader", "dd if=/dev/vda bs=1 skip=4096 count=12 2>/dev/null")
+    read = await qemu_cloud.console_until(reader, r"AIOSTACK-USER-DATA exit=0 output=(\S+)")
+    assert read.group(1) == "VOLUME-STAMP"  # what the first server wrote, read by the second
+    await client.server_action(reader, "delete", wait=True)
+    await client.request("DELETE", f"{volumes}/{volume['id']}")
+
+
 async def test_a_guest_that_powers_itself_off_becomes_shutoff_without_any_call(
     qemu_cloud: QemuCloud, test_guest: TestGuest
 ) -> None:
