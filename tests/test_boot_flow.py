@@ -346,7 +346,15 @@ async def test_bad_boots_from_volumes_are_refused_and_change_nothing(api, bus: B
     cases = [
         ([_boot_volume_mapping(blank)], {}, "is not bootable"),
         ([_boot_volume_mapping(bootable)], {"imageRef": image}, "has no imageRef"),
-        ([_boot_volume_mapping(bootable), _boot_volume_mapping(blank)], {}, "only one of"),
+        ([_boot_volume_mapping(bootable), _boot_volume_mapping(blank)], {}, "only one volume"),
+        (
+            [
+                _boot_volume_mapping(bootable),
+                {"uuid": image, "source_type": "image", "destination_type": "local", "boot_index": 0},
+            ],
+            {},
+            "no image mapping",
+        ),
         (
             [{"uuid": bootable, "source_type": "volume", "destination_type": "volume", "boot_index": -1}],
             {},

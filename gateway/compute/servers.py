@@ -260,10 +260,12 @@ class ServerCreate(Request, kw_only=True):
         mappings = self.block_device_mapping_v2 or []
         boot_images = {m.uuid for m in mappings if m.is_image}
         boot_volumes = [m.uuid for m in mappings if m.boots and not m.is_image]
-        if len([m for m in mappings if m.boots]) > 1:
-            raise ValueError("only one of block_device_mapping_v2 may have boot_index 0")
-        if boot_volumes and self.imageRef:
-            raise ValueError("a server booted from a volume has no imageRef (leave it out or empty)")
+        if len(boot_volumes) > 1:
+            raise ValueError("only one volume of block_device_mapping_v2 may have boot_index 0")
+        if boot_volumes and (self.imageRef or boot_images):
+            raise ValueError(
+                "a server booted from a volume has no imageRef (leave it out or empty) and no image mapping"
+            )
         if not self.imageRef and not boot_images and not boot_volumes:
             raise ValueError(
                 "'imageRef' is a required property (or a boot image or volume in block_device_mapping_v2)"
