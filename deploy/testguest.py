@@ -11,7 +11,10 @@ result=ok|failed``, each tried for up to 30 s), the first bytes of each hot-plug
 ``aiostack.poweroff_after=N`` on the kernel command line). First it reads its config drive
 (``node/configdrive.py``): ``AIOSTACK-CONFIG-DRIVE uuid=UUID admin_pass=set|none`` (root's
 password set from ``admin_pass``, one without quotes or backslashes), then runs its user data as a
-shell script (``AIOSTACK-USER-DATA exit=N output=...``).
+shell script (``AIOSTACK-USER-DATA exit=N output=...``). Root's authorized keys are the
+config drive's ``public_keys``; once the guest has its address it runs dropbear (from
+dropbear-bin, with the shared libraries it links) on port 22 with a host key made at boot:
+``AIOSTACK-SSH keys=N host_key=BASE64`` (its ed25519 public key).
 
 Run ``python -m deploy.testguest [--cache DIR]`` to build (or reuse) a guest and print its
 paths; add ``--url URL`` (and ``--password``, or ``$OS_PASSWORD``) to register it as kernel,
@@ -49,6 +52,12 @@ DECOMPRESSORS: dict[str, Callable[[bytes], bytes]] = {
     ".ko.gz": gzip.decompress,
 }
 BUSYBOX = Path("/bin/busybox")
+# dropbear-bin's server and key generator, copied with the shared libraries they link
+DROPBEAR = (Path("/usr/sbin/dropbear"), Path("/usr/bin/dropbearkey"))
+LIBRARY_DIRS = (Path("/lib/x86_64-linux-gnu"), Path("/usr/lib/x86_64-linux-gnu"))
+GUEST_LIBRARY_DIR = "lib/x86_64-linux-gnu"
+SHT_DYNAMIC = 6
+DT_NEEDED = 1
 DISK_SIZE = 8 * 1024 * 1024
 DISK_MARKER = b"AIOSTACK-TESTGUEST-DISK\n"
 CMDLINE = "console=ttyS0 quiet panic=-1"
@@ -58,6 +67,8 @@ export PATH=/bin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
+mkdir -p /dev/pts
+mount -t devpts devpts /dev/pts
 echo  # the firmware leaves the console mid-line
 while read -r module; do insmod "/lib/modules/$module.ko"; done </etc/modules
 
@@ -82,6 +93,7 @@ config_drive() {
         case "$hash" in '$6$'*) echo "root:$hash:19000:0:99999:7:::" >/etc/shadow && said=set;; esac
     fi
     echo "AIOSTACK-CONFIG-DRIVE uuid=$uuid admin_pass=$said"
+    (umask 077 && aiostack-public-keys $latest/meta_data.json >/root/.ssh/authorized_keys)
     if [ -f $latest/user_data ]; then
         sh $latest/user_data >/tmp/user_data.out 2>&1
         status=$?
@@ -100,6 +112,26 @@ if [ -e /sys/class/net/eth0 ]; then
     [ -n "$addr" ] && echo "AIOSTACK-IP dev=eth0 addr=$addr mac=$(cat /sys/class/net/eth0/address)"
 fi
 nics=$(names /sys/class/net/eth*)
+
+ssh_server() {
+    # a new host key each boot (the root file system is this initramfs); root logs in with a key
+    # of the config drive, or with its admin_pass; dropbear logs on the console
+    key=/etc/dropbear/dropbear_ed25519_host_key
+    dropbearkey -t ed25519 -f $key >/dev/null 2>&1
+    dropbear -F -E -r $key -p 22 -P /tmp/dropbear.pid &
+    for attempt in $(seq 100); do
+        if netstat -ltn | grep -q ':22 '; then
+            keys=0
+            [ -f /root/.ssh/authorized_keys ] && keys=$(grep -c . /root/.ssh/authorized_keys)
+            host_key=$(dropbearkey -y -f $key | sed -n 's/^ssh-ed25519 \([^ ]*\).*/\1/p')
+            echo "AIOSTACK-SSH keys=$keys host_key=$host_key"
+            return
+        fi
+        sleep 0.1
+    done
+    echo "AIOSTACK-SSH failed"
+}
+[ -n "$addr" ] && ssh_server
 
 acpid -l /tmp/acpid.log
 
@@ -156,6 +188,44 @@ case "$1" in
         ;;
 esac
 exit 0
+"""
+
+# the values of the "public_keys" object of an OpenStack meta_data.json, one a line (JSON's
+# escapes decoded; a line break in a key ends nothing: it becomes a space)
+PUBLIC_KEYS_SCRIPT = r"""#!/bin/awk -f
+function hex(digits,    value, i) {
+    value = 0
+    for (i = 1; i <= length(digits); i++)
+        value = value * 16 + index("0123456789abcdef", tolower(substr(digits, i, 1))) - 1
+    return value
+}
+function utf8(code) {
+    if (code < 128) return sprintf("%c", code)
+    if (code < 2048) return sprintf("%c%c", 192 + int(code / 64), 128 + code % 64)
+    return sprintf("%c%c%c", 224 + int(code / 4096), 128 + int(code / 64) % 64, 128 + code % 64)
+}
+{ text = text $0 "\n" }
+END {
+    if (!match(text, /"public_keys"[ \t\n]*:[ \t\n]*\{/)) exit
+    strings = 0
+    inside = 0
+    for (i = RSTART + RLENGTH; i <= length(text); i++) {
+        c = substr(text, i, 1)
+        if (!inside) {
+            if (c == "}") break
+            if (c == "\"") { inside = 1; s = "" }
+        } else if (c == "\\") {
+            c = substr(text, ++i, 1)
+            if (c == "u") { s = s utf8(hex(substr(text, i + 1, 4))); i += 4 }
+            else if (index("bfnrt", c)) s = s " "
+            else s = s c
+        } else if (c == "\"") {
+            inside = 0
+            sub(/ +$/, "", s)
+            if (++strings % 2 == 0 && s != "") print s
+        } else s = s c
+    }
+}
 """
 
 # acpid runs /etc/acpi/PWRF/00000080 (a symlink to this) on a KEY_POWER press, with no arguments
@@ -234,19 +304,84 @@ def newest_kernel_package() -> tuple[str, str]:
     return package, version[1]
 
 
-def modinfo(elf: bytes) -> dict[str, str]:
-    """The ``.modinfo`` section of a kernel module (an ELF64 little-endian relocatable)."""
+@dataclass(frozen=True)
+class Section:
+    """One section header of an ELF file: its name, type (``sh_type``), place in the file and
+    linked section (``sh_link``)."""
+
+    name: str
+    kind: int
+    offset: int
+    size: int
+    link: int
+
+
+def _cstring(data: bytes, offset: int) -> str:
+    return data[offset : data.index(b"\0", offset)].decode()
+
+
+def elf_sections(elf: bytes) -> list[Section]:
+    """The section headers of an ELF64 little-endian file, in order."""
     if elf[:6] != b"\x7fELF\x02\x01":
         raise ValueError("not an ELF64 little-endian file")
     (shoff,) = struct.unpack_from("<Q", elf, 0x28)
     shentsize, shnum, shstrndx = struct.unpack_from("<HHH", elf, 0x3A)
-    sections = [struct.unpack_from("<I20xQQ", elf, shoff + i * shentsize) for i in range(shnum)]
-    names = sections[shstrndx][1]
-    for name, offset, size in sections:
-        if elf[names + name : elf.index(b"\0", names + name)] == b".modinfo":
-            entries = (e.decode() for e in elf[offset : offset + size].split(b"\0") if b"=" in e)
+    headers = [struct.unpack_from("<II16xQQI", elf, shoff + i * shentsize) for i in range(shnum)]
+    names = headers[shstrndx][2]
+    return [Section(_cstring(elf, names + name), *rest) for name, *rest in headers]
+
+
+def modinfo(elf: bytes) -> dict[str, str]:
+    """The ``.modinfo`` section of a kernel module (an ELF64 little-endian relocatable)."""
+    for section in elf_sections(elf):
+        if section.name == ".modinfo":
+            data = elf[section.offset : section.offset + section.size]
+            entries = (e.decode() for e in data.split(b"\0") if b"=" in e)
             return dict(e.split("=", 1) for e in entries)
     return {}
+
+
+def elf_needs(elf: bytes) -> tuple[str | None, list[str]]:
+    """A dynamically linked program's interpreter (``.interp``) and the libraries it names
+    (``DT_NEEDED``); ``(None, [])`` for a static one."""
+    sections = elf_sections(elf)
+    interpreter, needed = None, []
+    for section in sections:
+        if section.name == ".interp":
+            interpreter = _cstring(elf, section.offset)
+        elif section.kind == SHT_DYNAMIC:
+            strings = sections[section.link].offset
+            for at in range(section.offset, section.offset + section.size, 16):
+                tag, value = struct.unpack_from("<qQ", elf, at)
+                if tag == DT_NEEDED:
+                    needed.append(_cstring(elf, strings + value))
+    return interpreter, needed
+
+
+def shared_libraries(programs: Iterable[Path]) -> tuple[dict[str, Path], list[str]]:
+    """The libraries ``programs`` need, and those need in turn, by file name (their host paths,
+    found in ``LIBRARY_DIRS``), and the interpreters the programs name."""
+    libraries: dict[str, Path] = {}
+    interpreters: list[str] = []
+
+    def visit(name: str) -> None:
+        if name in libraries:
+            return
+        found = next((d / name for d in LIBRARY_DIRS if (d / name).exists()), None)
+        if found is None:
+            raise RuntimeError(f"shared library {name} not found in {', '.join(map(str, LIBRARY_DIRS))}")
+        libraries[name] = found
+        for dependency in elf_needs(found.read_bytes())[1]:
+            visit(dependency)
+
+    for program in programs:
+        interpreter, needed = elf_needs(program.read_bytes())
+        if interpreter is not None:
+            interpreters.append(interpreter)
+            visit(Path(interpreter).name)
+        for name in needed:
+            visit(name)
+    return libraries, sorted(set(interpreters))
 
 
 def load_order(tree: Path, roots: Iterable[str]) -> list[tuple[str, bytes]]:
@@ -305,7 +440,8 @@ class Cpio:
 
 
 def build_initrd(modules: list[tuple[str, bytes]]) -> bytes:
-    """The initramfs: busybox and its applets, /init, its scripts, and ``modules`` in load order."""
+    """The initramfs: busybox and its applets, dropbear and its libraries, /init, its scripts,
+    and ``modules`` in load order."""
     cpio = Cpio()
     for name in (
         "bin",
@@ -313,21 +449,39 @@ def build_initrd(modules: list[tuple[str, bytes]]) -> bytes:
         "etc",
         "etc/acpi",
         "etc/acpi/PWRF",
+        "etc/dropbear",
         "lib",
         "lib/modules",
+        GUEST_LIBRARY_DIR,
+        "lib64",
         "proc",
         "sys",
         "tmp",
     ):
         cpio.directory(name)
+    cpio.add("root", 0o040700)
+    cpio.add("root/.ssh", 0o040700)
     cpio.add("dev/console", 0o020600, rdev=(5, 1))
     cpio.file("bin/busybox", BUSYBOX.read_bytes(), 0o755)
     for applet in _run(BUSYBOX, "--list").split():
         if applet != "busybox":
             cpio.symlink(f"bin/{applet}", "busybox")
+    for program in DROPBEAR:
+        cpio.file(f"bin/{program.name}", program.read_bytes(), 0o755)
+    libraries, interpreters = shared_libraries(DROPBEAR)
+    for name, path in libraries.items():
+        cpio.file(f"{GUEST_LIBRARY_DIR}/{name}", path.read_bytes(), 0o755)
+    for interpreter in interpreters:
+        copy = f"{GUEST_LIBRARY_DIR}/{Path(interpreter).name}"
+        if interpreter.lstrip("/") != copy:
+            cpio.symlink(interpreter.lstrip("/"), f"/{copy}")
+    cpio.file("bin/aiostack-public-keys", PUBLIC_KEYS_SCRIPT.encode(), 0o755)
     cpio.file("init", INIT.encode(), 0o755)
     cpio.file("etc/udhcpc.script", UDHCPC_SCRIPT.encode(), 0o755)
     cpio.file("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n")
+    cpio.file("etc/group", b"root:x:0:\n")
+    cpio.file("etc/shells", b"/bin/sh\n")
+    cpio.file("etc/nsswitch.conf", b"passwd: files\ngroup: files\nshadow: files\n")
     cpio.file("etc/shadow", b"root:*:19000:0:99999:7:::\n", 0o600)
     cpio.file("bin/aiostack-poweroff", POWEROFF_SCRIPT.encode(), 0o755)
     cpio.symlink("etc/acpi/PWRF/00000080", "/bin/aiostack-poweroff")
@@ -338,11 +492,13 @@ def build_initrd(modules: list[tuple[str, bytes]]) -> bytes:
 
 
 def recipe_digest() -> str:
-    """A digest of everything besides the kernel that goes into a build."""
-    recipe = hashlib.sha256()
-    for part in (INIT, UDHCPC_SCRIPT, POWEROFF_SCRIPT, CMDLINE, repr(MODULE_ROOTS), DISK_MARKER, DISK_SIZE):
-        recipe.update(str(part).encode() + b"\0")
-    recipe.update(BUSYBOX.read_bytes())
+    """A digest of everything besides the kernel that goes into a build: this module (its
+    scripts and how it builds) and every file of the host it copies into the guest, so a
+    guest built by another version, or from other packages, is never reused."""
+    recipe = hashlib.sha256(Path(__file__).read_bytes())
+    libraries, _ = shared_libraries(DROPBEAR)
+    for path in (BUSYBOX, *DROPBEAR, *libraries.values()):
+        recipe.update(str(path).encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
     return recipe.hexdigest()[:12]
 
 

@@ -1,4 +1,5 @@
-"""The test guest boots under raw QEMU (TCG), reports its disk and lease, sees hot-plugs and powers off.
+"""The test guest boots under raw QEMU (TCG), reports its disk, lease and SSH server, sees hot-plugs
+and powers off; its build resolves dropbear's libraries, reads public keys and is keyed by its inputs.
 
 The guest is built once into the default cache dir; each test boots its own QEMU with a QMP
 monitor on a unix socket and reads the serial console from a log file.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import socket
 import subprocess
 import time
@@ -17,7 +19,18 @@ from typing import Any
 
 import pytest
 
-from deploy.testguest import DISK_MARKER, TestGuest, build_test_guest, default_cache_dir
+from deploy import testguest
+from deploy.testguest import (
+    BUSYBOX,
+    DISK_MARKER,
+    DROPBEAR,
+    PUBLIC_KEYS_SCRIPT,
+    TestGuest,
+    build_test_guest,
+    default_cache_dir,
+    recipe_digest,
+    shared_libraries,
+)
 
 MAC = "52:54:00:12:34:56"
 BOOT_TIMEOUT = 60.0
@@ -124,6 +137,7 @@ def test_guest_reports_disk_lease_and_ready(guest: TestGuest, boot: Callable[...
     assert int(disk[1]) == guest.disk.stat().st_size
     lease = vm.wait_for(r"^AIOSTACK-IP dev=eth0 .*$")
     assert lease[0] == f"AIOSTACK-IP dev=eth0 addr=10.0.2.15/24 mac={MAC}"
+    vm.wait_for(r"^AIOSTACK-SSH keys=0 host_key=AAAAC3NzaC1lZDI1NTE5\S+$")  # no config drive: no key
 
 
 def test_guest_sees_hotplugged_disk_and_nic(boot: Callable[..., Qemu], tmp_path: Path) -> None:
@@ -159,3 +173,51 @@ def test_guest_powers_itself_off_when_asked_on_cmdline(boot: Callable[..., Qemu]
     vm.wait_for(r"^AIOSTACK-READY ", BOOT_TIMEOUT)
     assert vm.wait_exit() == 0
     assert "AIOSTACK-POWEROFF reason=self" in vm.console().splitlines()
+
+
+def test_dropbears_libraries_are_resolved_from_its_elf_headers() -> None:
+    libraries, interpreters = shared_libraries(DROPBEAR)
+    assert interpreters == ["/lib64/ld-linux-x86-64.so.2"]
+    for name in ("libc.so.6", "libcrypt.so.1", "libz.so.1", "libtomcrypt.so.1", "libtommath.so.1"):
+        assert libraries[name].is_file(), name
+    assert "ld-linux-x86-64.so.2" in libraries  # the interpreter (libc names it too)
+    assert shared_libraries([BUSYBOX]) == ({}, [])  # static
+
+
+def test_public_keys_are_read_from_meta_data_with_json_escapes_decoded(tmp_path: Path) -> None:
+    script = tmp_path / "public-keys"
+    script.write_text(PUBLIC_KEYS_SCRIPT)
+    keys = {
+        "plain": "ssh-ed25519 AAAAC3Nza one@host\n",
+        "odd": 'ssh-rsa AAAAB3Nza "quoted" back\\slash caf\u00e9 \u2603',
+        "empty": "",
+    }
+    meta = {"uuid": "u", "meta": {"a": "}"}, "public_keys": keys, "keys": [{"data": "not-this"}]}
+
+    def read(text: str) -> list[str]:
+        done = subprocess.run([BUSYBOX, "awk", "-f", script], input=text.encode(), capture_output=True)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.decode().splitlines()
+
+    expected = ["ssh-ed25519 AAAAC3Nza one@host", 'ssh-rsa AAAAB3Nza "quoted" back\\slash caf\u00e9 \u2603']
+    assert read(json.dumps(meta)) == expected
+    assert read(json.dumps(meta, indent=2)) == expected
+    assert read(json.dumps({"uuid": "u", "public_keys": {}})) == []
+    assert read(json.dumps({"uuid": "u"})) == []
+
+
+def test_a_change_to_the_build_or_to_a_copied_program_makes_a_new_cache_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    digest = recipe_digest()
+    source = tmp_path / "testguest.py"
+    source.write_bytes(Path(testguest.__file__).read_bytes() + b"# another version\n")
+    monkeypatch.setattr(testguest, "__file__", str(source))
+    assert recipe_digest() != digest
+    monkeypatch.undo()
+    dropbear = tmp_path / "dropbear"
+    shutil.copyfile(DROPBEAR[0], dropbear)
+    with open(dropbear, "ab") as changed:
+        changed.write(b"\0")
+    monkeypatch.setattr(testguest, "DROPBEAR", (dropbear, *DROPBEAR[1:]))
+    assert recipe_digest() != digest
