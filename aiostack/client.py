@@ -17,7 +17,7 @@ import asyncio
 import itertools
 import json
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager, suppress
 from typing import Any
 
@@ -218,6 +218,27 @@ class Socket:
         self._connected.set()
 
 
+class WebsocketConsole:
+    """A server's serial console on its websocket (``aiostack.sdk.SerialConsole``)."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self._ws = ws
+
+    async def read(self) -> bytes:
+        """The next bytes the guest wrote; ``b""`` once the console is closed."""
+        while True:
+            message = await self._ws.receive()
+            if message.type == aiohttp.WSMsgType.BINARY:
+                return bytes(message.data)
+            if message.type == aiohttp.WSMsgType.TEXT:
+                return str(message.data).encode()
+            if message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
+                return b""
+
+    async def write(self, data: bytes) -> None:
+        await self._ws.send_bytes(data)
+
+
 class Client:
     """The SDK's entry point: ``async with Client(url) as client: await client.login(...)``."""
 
@@ -261,9 +282,12 @@ class Client:
             self.project_id = payload["token"].get("project", {}).get("id")
         await self._close_socket()
 
-    async def request(self, method: str, path: str, body: Any = None) -> Any:
-        """A REST request: the answer's JSON body (None when it has none). :raises ApiError:"""
-        headers = {"X-Auth-Token": self.token} if self.token else {}
+    async def request(
+        self, method: str, path: str, body: Any = None, headers: Mapping[str, str] | None = None
+    ) -> Any:
+        """A REST request (with more ``headers`` when given): the answer's JSON body (None when it
+        has none). :raises ApiError:"""
+        headers = {**(headers or {}), **({"X-Auth-Token": self.token} if self.token else {})}
         async with self.session.request(method, self.url + path, json=body, headers=headers) as response:
             payload = await _json_or_none(response)
             if response.status >= 400:
@@ -293,6 +317,15 @@ class Client:
         """The instance and volume events that arrive on the client's socket while the block runs."""
         async with (await self.socket()).watch() as watch:
             yield watch
+
+    @asynccontextmanager
+    async def connect_console(self, url: str) -> AsyncIterator[WebsocketConsole]:
+        """A serial console's websocket (a ``remote-consoles`` URL). :raises ApiError: refused."""
+        try:
+            async with self.session.ws_connect(url, protocols=("binary",), max_msg_size=0) as ws:
+                yield WebsocketConsole(ws)
+        except aiohttp.WSServerHandshakeError as exc:
+            raise api_error(exc.status, f"the console refused the connection: {exc.message}") from None
 
     async def socket(self) -> Socket:
         """The client's websocket, opened on first use (and again after a login)."""

@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import json
 import os
 import sys
+import termios
+import tty
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from aiostack.client import Client
 from aiostack.resource_commands import RESOURCES, add_resource_commands, run_resource_command
-from aiostack.sdk import ApiError
+from aiostack.sdk import ApiError, SerialConsole
+
+ESCAPE = b"\x1d"
+"""Ctrl-]: leaves an attached console, as in telnet and ``virsh console``."""
 
 
 def _gateway_options(data_dir_default: Path) -> argparse.ArgumentParser:
@@ -56,9 +64,12 @@ def add_client_commands(commands: Any, data_dir_default: Path) -> None:
     actions.add_parser("list", help="list servers")
     show = actions.add_parser("show", help="show one server")
     show.add_argument("server", help="name or id")
-    console = actions.add_parser("console", help="print a server's serial console log")
+    console = actions.add_parser("console", help="print a server's serial console log, or attach to it")
     console.add_argument("server", help="name or id")
     console.add_argument("--lines", type=int, help="only the last N lines")
+    console.add_argument(
+        "--attach", action="store_true", help="a live terminal on the serial console (Ctrl-] leaves)"
+    )
     for action in ("delete", "stop", "start", "reboot"):
         parser = actions.add_parser(action, help=f"{action} a server")
         parser.add_argument("server", help="name or id")
@@ -155,6 +166,8 @@ async def run_client_command(args: argparse.Namespace) -> int:
             if args.action == "show":
                 print(json.dumps(await client.server(args.server), indent=2, sort_keys=True))
                 return 0
+            if args.action == "console" and args.attach:
+                return await attach_console(client, args.server)
             if args.action == "console":
                 print(await client.console_output(args.server, args.lines), end="")
                 return 0
@@ -164,3 +177,73 @@ async def run_client_command(args: argparse.Namespace) -> int:
         except ApiError as exc:
             print(f"aiostack: {exc}", file=sys.stderr)
             return 1
+
+
+async def attach_console(client: Client, server: str) -> int:
+    """Join the terminal to the server's serial console until Ctrl-] (or the console or stdin ends);
+    a terminal is raw meanwhile (keys go to the guest as typed) and restored after."""
+    async with client.servers.serial_console(server) as console:
+        print(f"Connected to the serial console of {server}; Ctrl-] leaves.", file=sys.stderr, flush=True)
+        with _raw_terminal(sys.stdin):
+            await _relay_terminal(console, sys.stdin.fileno(), sys.stdout.buffer)
+    print("\r\nLeft the console.", file=sys.stderr, flush=True)
+    return 0
+
+
+@contextlib.contextmanager
+def _raw_terminal(stream: IO[str]) -> Iterator[None]:
+    """The terminal in raw mode for the block (nothing when ``stream`` is no terminal)."""
+    if not stream.isatty():
+        yield
+        return
+    fd = stream.fileno()
+    saved = termios.tcgetattr(fd)
+    tty.setraw(fd)
+    try:
+        yield
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+
+
+async def _relay_terminal(console: SerialConsole, stdin_fd: int, stdout: IO[bytes]) -> None:
+    """Keys to the console, its output to ``stdout``, until either ends."""
+    keys: asyncio.Queue[bytes] = asyncio.Queue()
+    loop = asyncio.get_running_loop()
+    loop.add_reader(stdin_fd, lambda: keys.put_nowait(_read_keys(stdin_fd)))
+    tasks = [
+        asyncio.create_task(_print_console(console, stdout)),
+        asyncio.create_task(_send_keys(console, keys)),
+    ]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            task.result()
+    finally:
+        loop.remove_reader(stdin_fd)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _read_keys(fd: int) -> bytes:
+    """What stdin has now; ``b""`` at its end (or when its terminal is gone)."""
+    try:
+        return os.read(fd, 4096)
+    except OSError:
+        return b""
+
+
+async def _print_console(console: SerialConsole, stdout: IO[bytes]) -> None:
+    while data := await console.read():
+        stdout.write(data)
+        stdout.flush()
+
+
+async def _send_keys(console: SerialConsole, keys: asyncio.Queue[bytes]) -> None:
+    """Send keys until stdin ends or Ctrl-] (what comes before it in the same read is sent)."""
+    while data := await keys.get():
+        before, escape, _ = data.partition(ESCAPE)
+        if before:
+            await console.write(before)
+        if escape:
+            return

@@ -12,7 +12,7 @@ import asyncio
 import builtins
 import os
 from collections.abc import AsyncIterator, Callable, Collection, Mapping
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 from urllib.parse import urlencode
@@ -20,6 +20,8 @@ from urllib.parse import urlencode
 COMPUTE = "/compute/v2.1"
 IMAGES = "/image/v2/images"
 NETWORKS = "/network/v2.0/networks"
+CONSOLE_MICROVERSION = {"OpenStack-API-Version": "compute 2.6"}
+"""The first compute microversion with remote consoles."""
 
 
 # -- errors ---------------------------------------------------------------------------------------
@@ -387,7 +389,9 @@ class Transport(Protocol):
     networks: NetworkManager
     volumes: VolumeManager
 
-    async def request(self, method: str, path: str, body: Any = None) -> Any: ...
+    async def request(
+        self, method: str, path: str, body: Any = None, headers: Mapping[str, str] | None = None
+    ) -> Any: ...
 
     async def ws_request(
         self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
@@ -396,6 +400,20 @@ class Transport(Protocol):
     async def upload(self, path: str, data: AsyncIterator[bytes]) -> None: ...
 
     def watch(self) -> AbstractAsyncContextManager[Watch]: ...
+
+    def connect_console(self, url: str) -> AbstractAsyncContextManager[SerialConsole]: ...
+
+
+class SerialConsole(Protocol):
+    """A server's live serial console (``client.servers.serial_console``): bytes both ways."""
+
+    async def read(self) -> bytes:
+        """The next bytes the guest wrote; ``b""`` once the console is closed."""
+        ...
+
+    async def write(self, data: bytes) -> None:
+        """Send bytes to the guest's serial port (keystrokes: ``b"ls\r"``)."""
+        ...
 
 
 # -- managers -------------------------------------------------------------------------------------
@@ -546,6 +564,20 @@ class ServerManager(_Manager[Server]):
         answer = await self._client.request("POST", path, {"os-getConsoleOutput": argument})
         return str(answer["output"])
 
+    async def console_url(self, server: Server | str) -> str:
+        """A URL of the server's serial console websocket, with a one-time token (Nova 2.6's
+        remote-consoles). :raises Conflict: the server is not ACTIVE, or its host has no serial console."""
+        path = f"{COMPUTE}/servers/{await self.find_id(server)}/remote-consoles"
+        body = {"remote_console": {"protocol": "serial", "type": "serial"}}
+        answer = await self._client.request("POST", path, body, headers=CONSOLE_MICROVERSION)
+        return str(answer["remote_console"]["url"])
+
+    def serial_console(self, server: Server | str) -> AbstractAsyncContextManager[SerialConsole]:
+        """``async with client.servers.serial_console(server) as console:`` the server's live serial
+        console (``await console.read()``, ``await console.write(b"...")``), closed with the block.
+        :raises Conflict: the server is not ACTIVE, or its host has no serial console."""
+        return _opened_console(self, server)
+
     async def attach_volume(
         self, server: Server | str, volume: Volume | str, device: str | None = None
     ) -> VolumeAttachment:
@@ -591,6 +623,12 @@ class ServerManager(_Manager[Server]):
         server = await self.get(server_id)
         fault = server.fault or event.state.get("fault") or {}
         raise failure(server, str(fault.get("message", "the server is in ERROR")), event.request_id)
+
+
+@asynccontextmanager
+async def _opened_console(servers: ServerManager, server: Server | str) -> AsyncIterator[SerialConsole]:
+    async with servers._client.connect_console(await servers.console_url(server)) as console:
+        yield console
 
 
 class ImageManager(_Manager[Image]):

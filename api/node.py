@@ -4,9 +4,11 @@ Each node is served on its own address, ``node.<host>`` (``Node.client(bus, host
 The conductor casts it the node's part of an instance's tasks (build, stop, start, pause and
 the like, reboot, delete) and records each before the cast, so a lost one is sent again: every
 cast is idempotent. It calls it for volume attaches, the console log and the real power state
-of a domain; ``aiostack audit`` and the tests list its domains.
+of a domain; ``aiostack audit`` and the tests list its domains. The gateway alone (its bus
+user is the only one allowed ``NodeConsole``'s subjects) opens a guest's interactive serial
+console and relays its bytes (``NodeConsole``).
 
-Version history: 1 - initial.
+Version history: 1 - initial; 2 - ``NodeConsole``.
 
 Events (kind ``domain``): ``domain.lifecycle`` (each libvirt lifecycle event of this host's
 domains, as ``{event, event_id, detail, host, libvirt_ts}``) and ``domain.reconciled`` (a
@@ -30,6 +32,15 @@ PowerAction = Literal["pause", "unpause", "suspend", "resume"]
 """pause and unpause (libvirt suspend and resume), suspend and resume (managed save and restore)."""
 DeviceName = Annotated[str, Meta(max_length=64, pattern=r"^(/dev/)?[a-z0-9]*$")]
 """A guest disk device (``/dev/vdb`` or ``vdb``); empty: the next free one."""
+ConsoleSession = Annotated[str, Meta(min_length=22, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+"""An open serial console, named by a random id only its opener knows."""
+CONSOLE_CHUNK = 64 * 1024
+ConsoleBytes = Annotated[bytes, Meta(max_length=CONSOLE_CHUNK)]
+"""Bytes for the guest's serial port, at most ``CONSOLE_CHUNK`` a call."""
+CONSOLE_IDLE = 60.0
+"""Seconds a console nobody reads or writes stays open."""
+ConsoleWait = Annotated[float, Meta(ge=0, le=20)]
+"""How long a console read waits for the guest to say something, in seconds."""
 
 
 class AttachedVolume(TypedDict):
@@ -39,6 +50,18 @@ class AttachedVolume(TypedDict):
 
 class ConsoleOutput(TypedDict):
     output: str
+
+
+class OpenedConsole(TypedDict):
+    session: str
+    """The id that reads, writes and closes this console (``ConsoleSession``)."""
+
+
+class ConsoleRead(TypedDict):
+    data: bytes
+    """What the guest wrote since the last read (at most ``CONSOLE_CHUNK``); empty: the wait ended first."""
+    closed: bool
+    """The console is gone (the guest stopped, another opener took it over, the session expired)."""
 
 
 class PowerState(TypedDict):
@@ -156,4 +179,54 @@ class Node(ServiceAPI, address="node.{host}"):
     @call(idempotent=True)
     async def list_domains(self) -> list[DomainView]:
         """Every domain libvirt has on this host, with its state and, for this node's, its project."""
+        ...
+
+
+class NodeConsole(ServiceAPI, address="node.{host}"):
+    """A guest's interactive serial console (libvirt's ``virDomainOpenConsole``), relayed by the gateway.
+
+    Only the gateway's bus user may send these. A console is opened for an instance of this node
+    the caller's project may see, and lives until it is closed, the guest's console ends, another
+    opener takes it over, or nobody has read or written it for ``CONSOLE_IDLE`` seconds.
+    """
+
+    @call(idempotent=True)
+    async def check_console(self, *, instance_uuid: Id) -> None:
+        """Whether ``open_console`` would open the instance's console now (it opens nothing).
+
+        :raises NotFound: the instance is not one of this node's, or not the caller's project's.
+        :raises Conflict: the guest is not running, or the host's driver has no serial console.
+        """
+        ...
+
+    @call
+    async def open_console(self, *, instance_uuid: Id) -> OpenedConsole:
+        """Open the running guest's serial console (taking it over from a previous opener).
+
+        :raises NotFound: the instance is not one of this node's, or not the caller's project's.
+        :raises Conflict: the guest is not running, the host's driver has no serial console
+            (libvirt's test driver), or the node has as many consoles open as it keeps.
+        """
+        ...
+
+    @call(timeout=30.0)
+    async def read_console(self, *, session: ConsoleSession, wait: ConsoleWait = 10.0) -> ConsoleRead:
+        """What the guest wrote since the last read, waiting up to ``wait`` seconds for something.
+
+        :raises NotFound: no such console (closed, expired, or never opened).
+        """
+        ...
+
+    @call
+    async def write_console(self, *, session: ConsoleSession, data: ConsoleBytes) -> None:
+        """Send ``data`` to the guest's serial port.
+
+        :raises NotFound: no such console.
+        :raises Conflict: the console is closed.
+        """
+        ...
+
+    @call(idempotent=True)
+    async def close_console(self, *, session: ConsoleSession) -> None:
+        """Close the console (nothing if it is gone)."""
         ...

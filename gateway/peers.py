@@ -8,6 +8,17 @@ from api.conductor import Compute
 from api.identity import ApplicationCredentials, IdentityAdmin, Tokens, TokenValidation
 from api.image import Images
 from api.net import Net
+from api.node import NodeConsole
 from api.volume import Volumes
 
-FACETS = (TokenValidation, Tokens, IdentityAdmin, ApplicationCredentials, Compute, Images, Net, Volumes)
+FACETS = (
+    TokenValidation,
+    Tokens,
+    IdentityAdmin,
+    ApplicationCredentials,
+    Compute,
+    Images,
+    Net,
+    Volumes,
+    NodeConsole,
+)

@@ -12,8 +12,9 @@ to the one that does it:
 * ``Records`` (``node/records.py``): the node's store of domains and the work in its hands;
 * ``EventForwarder`` (``node/events.py``): libvirt's lifecycle events -> event stream -> conductor;
 * ``Builder`` (``node/build.py``): build and delete; ``Power`` (``node/power.py``); ``Volumes``
-  (``node/volumes.py``); ``Reconciler`` (``node/reconcile.py``): at start, after a reconnect,
-  and the orphan sweep;
+  (``node/volumes.py``); ``Consoles`` (``node/console.py``, serving ``NodeConsole``: the guests'
+  interactive serial consoles, for the gateway); ``Reconciler`` (``node/reconcile.py``): at start,
+  after a reconnect, and the orphan sweep;
 * and itself: the heartbeat (capacity on ``api.scheduler.HEARTBEAT``, and ``task_progress``
   for the instances in its hands), the aging of the image cache (every ``image_cache_interval``,
   ``ImageCache.age`` with the images its stored domains use), the console log and the list of
@@ -51,6 +52,7 @@ from api.scheduler import HEARTBEAT, Capacity
 from api.volume import Connection
 from bus import Actor, AiostackError, Bus, Conflict
 from node.build import Builder
+from node.console import Consoles
 from node.events import EventForwarder
 from node.hypervisor import Hypervisor
 from node.images import ImageCache
@@ -137,6 +139,8 @@ class NodeActor(Actor, Node):
             shutdown_timeout=shutdown_timeout,
         )
         self.volumes = Volumes(hypervisor=self.hypervisor, records=self.records)
+        self.consoles = Consoles(host, hypervisor=self.hypervisor, records=self.records)
+        self.serve(self.consoles)
         self.snapshots = Snapshots(
             host, peers=peers, hypervisor=self.hypervisor, records=self.records, images=self.images
         )
@@ -169,6 +173,7 @@ class NodeActor(Actor, Node):
         )
 
     async def on_stop(self) -> None:
+        self.consoles.close_all()
         await self.hypervisor.close()
         await self.records.close()
 

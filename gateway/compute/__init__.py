@@ -5,10 +5,12 @@
 * ``metadata``: a server's metadata;
 * ``instance_actions``: what was done to a server (``os-instance-actions``);
 * ``attachments``: a server's volume attachments;
+* ``consoles``: remote consoles (a guest's serial console, as a websocket: the node's ``NodeConsole``);
 * ``flavors``, ``images`` (Nova's proxy to Glance), ``keypairs``, ``limits``, ``quotas``,
   ``zones`` (availability zones).
 
-Every route calls the conductor through its ``Compute`` facet (``common.compute``).
+Every route calls the conductor through its ``Compute`` facet (``common.compute``); the serial
+console also the server's node, through ``NodeConsole``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from aiohttp import web
 from gateway.compute import (
     actions,
     attachments,
+    consoles,
     flavors,
     images,
     instance_actions,
@@ -37,6 +40,7 @@ for _module in (
     metadata,
     instance_actions,
     attachments,
+    consoles,
     flavors,
     images,
     keypairs,
@@ -48,4 +52,5 @@ for _module in (
 
 
 def add_routes(app: web.Application) -> None:
+    app[consoles.GRANTS] = consoles.Grants()
     routes.add_to(app)

@@ -4,9 +4,10 @@ The body is exactly one action: ``os-stop``, ``os-start``, ``pause``, ``unpause`
 ``resume``, ``lock``, ``unlock`` (their values are not read, as Nova's), ``reboot``
 (``{"type": "SOFT" | "HARD"}``), ``rebuild`` (``imageRef``, and ``name``, ``metadata``,
 ``adminPass``, access addresses), ``createImage`` (``name``, ``metadata``: a snapshot of the
-disk, its image named in the ``Location`` header) or ``os-getConsoleOutput`` (``{"length": N}``: the last N
-lines, -1 or none for all). Each is 202 once the conductor has taken it (the state follows),
-but the console output, 200; a rebuild answers the server, with its new administrator
+disk, its image named in the ``Location`` header), ``os-getConsoleOutput`` (``{"length": N}``: the last N
+lines, -1 or none for all) or ``os-getSerialConsole`` (``{"type": "serial"}``: a URL of the serial
+console, as ``remote-consoles`` gives). Each is 202 once the conductor has taken it (the state
+follows), but the consoles, 200; a rebuild answers the server, with its new administrator
 password. A locked server refuses every action but ``unlock`` (and an admin's) with 409; an
 admin's lock only an admin lifts (403).
 """
@@ -23,6 +24,7 @@ from msgspec import UNSET, Meta, UnsetType
 from api.conductor import AdminPass, ImageName, MetadataKey, MetadataValue
 from api.node import PowerAction, RebootType
 from gateway.compute.common import BASE, SERVER_ID, compute
+from gateway.compute.consoles import serial_console_url
 from gateway.compute.servers import (
     AccessIPv4,
     AccessIPv6,
@@ -79,6 +81,10 @@ class ConsoleOutputRequest(Request):
     length: ConsoleLength | UnsetType | None = UNSET
 
 
+class SerialConsoleRequest(Request):
+    type: Literal["serial"]
+
+
 class ServerAction(Request):
     """Exactly one action."""
 
@@ -95,6 +101,9 @@ class ServerAction(Request):
     unlock: Any = UNSET
     console_output: ConsoleOutputRequest | UnsetType = msgspec.field(
         default=UNSET, name="os-getConsoleOutput"
+    )
+    serial_console: SerialConsoleRequest | UnsetType = msgspec.field(
+        default=UNSET, name="os-getSerialConsole"
     )
     __schema_extra__: ClassVar[dict[str, Any]] = {"minProperties": 1, "maxProperties": 1}
 
@@ -114,6 +123,15 @@ class ConsoleOutput(Body):
     output: str
 
 
+class SerialConsole(Body):
+    type: Literal["serial"]
+    url: str
+
+
+class SerialConsoleBody(Body):
+    console: SerialConsole
+
+
 routes = Routes()
 
 
@@ -131,14 +149,20 @@ routes = Routes()
             " server's node has uploaded the disk) answer no body. The state follows.",
             or_empty=True,
         ),
-        Reply(200, ConsoleOutput, "The console output (os-getConsoleOutput)."),
+        Reply(
+            200,
+            ConsoleOutput,
+            "The console output (os-getConsoleOutput), or the serial console's URL with a one-time"
+            " token (os-getSerialConsole).",
+            alternatives=(SerialConsoleBody,),
+        ),
     ],
     errors=(403, 404, 409),
     path_types=SERVER_ID,
 )
 async def server_action(request: web.Request, body: ServerAction) -> web.Response:
     """404: no such server; 409: its state does not allow the action, it is locked (or its driver
-    keeps no console log); 403: unlocking an admin's lock, not being one."""
+    keeps no console log, or has no serial console); 403: unlocking an admin's lock, not being one."""
     server_id = request.match_info["server_id"]
     conductor = compute(request)
     if body.os_stop is not UNSET:
@@ -180,6 +204,9 @@ async def server_action(request: web.Request, body: ServerAction) -> web.Respons
             instance_uuid=server_id, length=int(length) if isinstance(length, int | str) else None
         )
         return json_response(ConsoleOutput(output=console["output"]))
+    elif isinstance(body.serial_console, SerialConsoleRequest):
+        url = await serial_console_url(request, server_id)
+        return json_response(SerialConsoleBody(console=SerialConsole(type="serial", url=url)))
     else:
         action = next(name for name in POWER_ACTIONS if getattr(body, name) is not UNSET)
         await conductor.change_power(instance_uuid=server_id, action=action)

@@ -1,0 +1,151 @@
+"""A real guest's interactive serial console: Nova's remote-consoles URL, its websocket, the SDK and
+``aiostack server console --attach``, relayed by the gateway through the node's ``NodeConsole``.
+
+The test guest's ``/init`` keeps no shell on its console, so the guest's user data starts one on
+``/dev/ttyS0``: what is typed on the console runs there, and its output comes back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import pty
+import sys
+import termios
+
+import aiohttp
+import pytest
+
+from aiostack.sdk import BadRequest, Conflict, SerialConsole
+from tests.helpers import DEMO_PASSWORD
+from tests.node.test_real_guests import (  # noqa: F401
+    GUEST_DEADLINE,
+    QemuCloud,
+    qemu_cloud,
+    test_guest,
+)
+
+SHELL_ON_THE_CONSOLE = "#!/bin/sh\nsh -c 'exec sh </dev/ttyS0 >/dev/ttyS0 2>&1' &\n"
+V26 = {"OpenStack-API-Version": "compute 2.6"}
+
+
+async def _boot_with_a_shell(cloud: QemuCloud) -> str:
+    body = {
+        "name": "console",
+        "imageRef": cloud.images["disk"],
+        "flavorRef": "1",
+        "user_data": base64.b64encode(SHELL_ON_THE_CONSOLE.encode()).decode(),
+    }
+    client = cloud.client
+    server_id = str((await client.request("POST", "/compute/v2.1/servers", {"server": body}))["server"]["id"])
+    async with asyncio.timeout(GUEST_DEADLINE):
+        while (await client.server(server_id))["status"] != "ACTIVE":
+            await asyncio.sleep(0.2)
+    await cloud.console_until(server_id, r"AIOSTACK-READY")
+    return server_id
+
+
+async def _console_url(cloud: QemuCloud, server_id: str) -> str:
+    body = {"remote_console": {"protocol": "serial", "type": "serial"}}
+    path = f"/compute/v2.1/servers/{server_id}/remote-consoles"
+    answer = await cloud.client.request("POST", path, body, headers=V26)
+    console = answer["remote_console"]
+    assert (console["protocol"], console["type"]) == ("serial", "serial")
+    return str(console["url"])
+
+
+async def _read_until(console: SerialConsole, wanted: bytes) -> bytes:
+    """What the console says until ``wanted`` has come."""
+    said = b""
+    async with asyncio.timeout(GUEST_DEADLINE):
+        while wanted not in said:
+            data = await console.read()
+            assert data, f"the console closed before {wanted!r}: {said!r}"
+            said += data
+    return said
+
+
+async def test_a_real_guests_serial_console_runs_what_is_typed_and_its_token_opens_it_once(
+    qemu_cloud: QemuCloud,  # noqa: F811 (the fixture)
+) -> None:
+    client = qemu_cloud.client
+    server_id = await _boot_with_a_shell(qemu_cloud)
+    path = f"/compute/v2.1/servers/{server_id}/remote-consoles"
+    with pytest.raises(BadRequest, match="Unavailable console type novnc"):
+        await client.request("POST", path, {"remote_console": {"protocol": "vnc", "type": "novnc"}}, V26)
+
+    url = await _console_url(qemu_cloud, server_id)
+    assert url.startswith("ws://") and "token=" in url
+    async with aiohttp.ClientSession() as session:
+        async with session.ws_connect(url, protocols=("binary",)) as ws:
+            assert ws.protocol == "binary"
+            await ws.send_bytes(b"echo AIOSTACK-ECHO-$((6*7))\n")
+            said = b""
+            async with asyncio.timeout(GUEST_DEADLINE):
+                while b"AIOSTACK-ECHO-42" not in said:
+                    message = await ws.receive()
+                    assert message.type == aiohttp.WSMsgType.BINARY, message
+                    said += message.data
+            # the console log is written while the console is attached
+            await qemu_cloud.console_until(server_id, r"AIOSTACK-ECHO-42")
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await session.ws_connect(url, protocols=("binary",))
+        assert refused.value.status == 401
+
+        action = {"os-getSerialConsole": {"type": "serial"}}  # Nova 2.1's way
+        answer = await client.request("POST", f"/compute/v2.1/servers/{server_id}/action", action)
+        assert answer["console"]["type"] == "serial"
+        base64_url = answer["console"]["url"]
+        async with session.ws_connect(base64_url, protocols=("base64",)) as ws:
+            assert ws.protocol == "base64"
+            await ws.send_str(base64.b64encode(b"echo AIOSTACK-B64-$((7*7))\n").decode())
+            said = b""
+            async with asyncio.timeout(GUEST_DEADLINE):
+                while b"AIOSTACK-B64-49" not in said:
+                    message = await ws.receive()
+                    assert message.type == aiohttp.WSMsgType.TEXT, message
+                    said += base64.b64decode(message.data)
+
+    async with client.servers.serial_console(server_id) as console:
+        await console.write(b"echo AIOSTACK-SDK-$((2+3))\n")
+        await _read_until(console, b"AIOSTACK-SDK-5")
+
+    await _attach_with_the_cli(client.url, server_id)
+
+    await client.server_action(server_id, "stop", wait=True)
+    with pytest.raises(Conflict, match="is not ready"):
+        await _console_url(qemu_cloud, server_id)
+    await client.server_action(server_id, "delete", wait=True)
+
+
+async def _attach_with_the_cli(url: str, server_id: str) -> None:
+    """``aiostack server console ID --attach`` on a pseudo-terminal: it says how to leave, relays a
+    command and its output, leaves on Ctrl-] and gives the terminal back as it was."""
+    controller, terminal = pty.openpty()
+    before = termios.tcgetattr(terminal)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "aiostack.cli", "server", "--url", url, "--username", "demo",
+        "--password", DEMO_PASSWORD, "--project", "demo", "console", server_id, "--attach",
+        stdin=terminal, stdout=terminal, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert process.stderr is not None
+    try:
+        async with asyncio.timeout(GUEST_DEADLINE):
+            said = await process.stderr.readline()
+            assert b"Ctrl-] leaves" in said, said
+            assert not termios.tcgetattr(terminal)[3] & termios.ICANON  # raw
+            os.write(controller, b"echo AIOSTACK-CLI-$((3*3))\r")
+            shown = b""
+            while b"AIOSTACK-CLI-9" not in shown:
+                shown += await asyncio.to_thread(os.read, controller, 4096)
+            os.write(controller, b"\x1d")
+            assert await process.wait() == 0
+            assert b"Left the console" in await process.stderr.read()
+        assert termios.tcgetattr(terminal) == before
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        os.close(controller)
+        os.close(terminal)
