@@ -22,7 +22,7 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from aiohttp import WSMsgType, web
 from msgspec import Meta
@@ -90,8 +90,14 @@ GRANTS = web.AppKey("console_grants", Grants)
 
 
 class RemoteConsoleAsked(Request):
+    """Nova's protocols and types are taken; the document names the one served (serial), and
+    the others are refused with Nova's 400."""
+
     protocol: Protocol
     type: ConsoleType
+    __schema_extra__: ClassVar[dict[str, Any]] = {
+        "properties": {"protocol": {"enum": ["serial"]}, "type": {"enum": ["serial"]}}
+    }
 
 
 class RemoteConsoleRequest(Request):

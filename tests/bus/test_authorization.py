@@ -268,7 +268,8 @@ async def test_processes_answer_each_other_through_their_own_inboxes(bus_as) -> 
         await conductor.stop()
 
 
-async def test_gateway_reads_the_event_stream_but_cannot_call_nodes(connect_as, bus_as) -> None:
+async def test_gateway_reads_the_event_stream_but_cannot_drive_nodes(connect_as, bus_as) -> None:
+    """The gateway reaches a node's console facet only (``NodeConsole``), never its builds or power."""
     node_bus = await bus_as("node-1")
     for number in range(3):
         await node_bus.publish_event(f"evt.domain.p.i{number}.node-1", {"n": number})
@@ -278,8 +279,9 @@ async def test_gateway_reads_the_event_stream_but_cannot_call_nodes(connect_as, 
     assert subjects == [f"aiostack.evt.domain.p.i{n}.node-1" for n in range(3)]
     assert (await subscription.consumer_info()).num_pending == 0
     await subscription.unsubscribe()
-    await gateway.nc.publish("aiostack.rpc.node.node-1.ping", b"")
-    await gateway.violation("aiostack.rpc.node.node-1.ping")
+    for method in ("terminate_instance", "build_and_run_instance", "change_power"):
+        await gateway.nc.publish(f"aiostack.rpc.node.node-1.{method}", b"")
+        await gateway.violation(f"aiostack.rpc.node.node-1.{method}")
     assert not [e for e in gateway.errors if "$JS" in e]
 
 

@@ -120,6 +120,16 @@ async def aiostack_cli(url: str, command: str, *args: str) -> str:
     return output.decode()
 
 
+async def boot_running_script(client: Client, server: dict[str, Any], script: str) -> str:
+    """Boot ``server`` (flavor 1) with ``script`` as its user data; its id once it is ACTIVE."""
+    body = {"flavorRef": "1", **server, "user_data": base64.b64encode(script.encode()).decode()}
+    server_id = str((await client.request("POST", "/compute/v2.1/servers", {"server": body}))["server"]["id"])
+    async with asyncio.timeout(GUEST_DEADLINE):
+        while (await client.server(server_id))["status"] != "ACTIVE":
+            await asyncio.sleep(0.2)
+    return server_id
+
+
 def qemu_running(instance_uuid: str) -> bool:
     return (
         subprocess.run(["pgrep", "-f", f"guest=instance-{instance_uuid}"], capture_output=True).returncode
@@ -246,19 +256,7 @@ async def test_a_real_guests_snapshot_holds_what_it_wrote_and_boots(qemu_cloud: 
     client = qemu_cloud.client
 
     async def boot(name: str, image: str, script: str) -> str:
-        body = {
-            "name": name,
-            "imageRef": image,
-            "flavorRef": "1",
-            "user_data": base64.b64encode(script.encode()).decode(),
-        }
-        server_id = str(
-            (await client.request("POST", "/compute/v2.1/servers", {"server": body}))["server"]["id"]
-        )
-        async with asyncio.timeout(GUEST_DEADLINE):
-            while (await client.server(server_id))["status"] != "ACTIVE":
-                await asyncio.sleep(0.2)
-        return server_id
+        return await boot_running_script(client, {"name": name, "imageRef": image}, script)
 
     writer = await boot(
         "writer",
@@ -301,26 +299,9 @@ async def test_a_real_guest_boots_from_a_volume_whose_writes_outlive_the_server(
     assert shown["status"] == "available" and shown["bootable"] == "true", shown
 
     async def boot(name: str, script: str) -> str:
-        mapping = {
-            "uuid": volume["id"],
-            "source_type": "volume",
-            "destination_type": "volume",
-            "boot_index": 0,
-        }
-        body = {
-            "name": name,
-            "imageRef": "",
-            "flavorRef": "1",
-            "block_device_mapping_v2": [mapping],
-            "user_data": base64.b64encode(script.encode()).decode(),
-        }
-        server_id = str(
-            (await client.request("POST", "/compute/v2.1/servers", {"server": body}))["server"]["id"]
-        )
-        async with asyncio.timeout(GUEST_DEADLINE):
-            while (await client.server(server_id))["status"] != "ACTIVE":
-                await asyncio.sleep(0.2)
-        return server_id
+        mapping = {"uuid": volume["id"], "source_type": "volume", "destination_type": "volume"}
+        server = {"name": name, "block_device_mapping_v2": [{**mapping, "boot_index": 0}]}
+        return await boot_running_script(client, server, script)
 
     writer = await boot(
         "bfv-writer", "printf VOLUME-STAMP | dd of=/dev/vda bs=1 seek=4096 conv=notrunc,fsync"
