@@ -38,7 +38,8 @@ access addresses, ``list_instances`` filters by image, flavor, address and chang
 carries the password and the key pair's public key (a node writes both to the config drive); 5 -
 ``create_instance`` boots from a volume (a ``BlockDevice`` with ``boot_index`` 0, ``image_ref``
 empty) and deletes the volumes marked ``delete_on_termination`` with the instance;
-``Placement.image_ref`` is then the image the boot volume was made from.
+``Placement.image_ref`` is then the image the boot volume was made from; 6 -
+``NodeBuilds.get_instance_metadata`` (what a node's metadata service tells a guest of itself).
 
 Events (kind ``instance``, on ``evt.instance.<project>.<id>``, with the instance as ``Instance``
 shows it): ``instance.building`` (recorded), ``instance.<task_state>`` when an action starts
@@ -305,6 +306,17 @@ class BuildRequest(TypedDict):
     admin_pass: NotRequired[str | None]
     """The administrator password asked for (kept only until the build ends)."""
     public_keys: NotRequired[dict[str, str]]
+    """The key pair's public key by its name (none without ``key_name``)."""
+
+
+class InstanceMetadata(TypedDict):
+    """What a node's metadata service tells a guest of itself: its config drive's contents
+    (``BuildRequest``) but the administrator password."""
+
+    instance: Instance
+    user_data: str | None
+    """Base64, as the API took it."""
+    public_keys: dict[str, str]
     """The key pair's public key by its name (none without ``key_name``)."""
 
 
@@ -779,6 +791,15 @@ class NodeBuilds(ServiceAPI, address="conductor.host.{host}", caller="host"):
 
         :raises NotFound: no such instance on the calling host (deleted, rescheduled, another host's).
         :raises Conflict: the instance is not being built any more.
+        """
+        ...
+
+    @call(idempotent=True)
+    async def get_instance_metadata(self, *, instance_uuid: Id) -> InstanceMetadata:
+        """What the calling node's metadata service tells the instance of itself (never its
+        administrator password); asking acknowledges nothing.
+
+        :raises NotFound: no such live instance on the calling host.
         """
         ...
 

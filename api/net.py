@@ -39,7 +39,8 @@ host a DHCP port per network (``dhcp_port``, ``release_dhcp_port``); 4 - subnets
 ``fixed_ips``; 5 - subnet pools (``SubnetPools``), and ``create_subnet`` takes a
 ``subnetpool_id`` (and ``prefixlen``) in place of a ``cidr``, the subnet showing its pool; 6 - quotas
 (``NetworkQuotas``): a project's limits of networks, subnets, ports and subnet pools, enforced in the
-transaction that makes one (``OverQuota``).
+transaction that makes one (``OverQuota``); 7 - ``NetForNodes.instance_ports_at``: the ports of the
+instance holding an address on a network (what a node's metadata service asks of a request).
 
 Events (kind ``port``, project the port's, with the port as ``get_port`` shows it):
 ``port.bound`` (``allocate_for_instance``, one per port; ``dhcp_port`` when it makes one), ``port.plugged``
@@ -452,6 +453,16 @@ class NetForNodes(ServiceAPI, address="net.host.{host}", caller="host"):
         """A subnet of a network ``get_network`` would answer.
 
         :raises NotFound: no such instance on the calling host, or no such subnet it may read.
+        """
+        ...
+
+    @call(idempotent=True)
+    async def instance_ports_at(self, *, network_id: Id, ip_address: IpAddress) -> list[Port]:
+        """The ports of the instance (on the calling host) whose port on the network holds the
+        fixed IP ``ip_address``, that port first (Neutron's metadata agent finds the instance a
+        request comes from so).
+
+        :raises NotFound: no port of an instance on the calling host holds that address there.
         """
         ...
 

@@ -15,6 +15,9 @@ shell script (``AIOSTACK-USER-DATA exit=N output=...``). Root's authorized keys 
 config drive's ``public_keys``; once the guest has its address it runs dropbear (from
 dropbear-bin, with the shared libraries it links) on port 22 with a host key made at boot:
 ``AIOSTACK-SSH keys=N host_key=BASE64`` (its ed25519 public key).
+Then it asks the metadata service at 169.254.169.254 (``node/metadata.py``; DHCP's option 121
+routes it) who it is: ``AIOSTACK-METADATA uuid=UUID instance_id=EC2_ID admin_pass=served|absent
+user_data=MD5|none`` (``AIOSTACK-METADATA none`` when DHCP gave no route to it, or nothing answers).
 
 Run ``python -m deploy.testguest [--cache DIR]`` to build (or reuse) a guest and print its
 paths; add ``--url URL`` (and ``--password``, or ``$OS_PASSWORD``) to register it as kernel,
@@ -107,7 +110,7 @@ ip link set lo up
 addr=
 if [ -e /sys/class/net/eth0 ]; then
     ip link set eth0 up
-    udhcpc -i eth0 -s /etc/udhcpc.script -f -q -n -t 5 -T 2
+    udhcpc -i eth0 -s /etc/udhcpc.script -f -q -n -t 5 -T 2 -O staticroutes
     addr=$(ip -o -4 addr show dev eth0 | awk '{print $4; exit}')
     [ -n "$addr" ] && echo "AIOSTACK-IP dev=eth0 addr=$addr mac=$(cat /sys/class/net/eth0/address)"
 fi
@@ -132,6 +135,29 @@ ssh_server() {
     echo "AIOSTACK-SSH failed"
 }
 [ -n "$addr" ] && ssh_server
+
+metadata() {
+    # the metadata service (node/metadata.py) at 169.254.169.254, asked only where DHCP routes it
+    # (option 121): who it says this guest is, its EC2 instance-id, whether it serves the password
+    # (it must not), the user data's md5
+    url=http://169.254.169.254
+    [ -n "$(ip route show 169.254.169.254)" ] || { echo "AIOSTACK-METADATA none"; return; }
+    for attempt in 1 2 3; do
+        meta=$(timeout 10 wget -q -O - $url/openstack/latest/meta_data.json 2>/dev/null) && break
+        sleep 1
+    done
+    uuid=$(echo "$meta" | sed -n 's/^{"uuid": "\([^"]*\)".*/\1/p')
+    [ -n "$uuid" ] || { echo "AIOSTACK-METADATA none"; return; }
+    instance_id=$(timeout 10 wget -q -O - $url/latest/meta-data/instance-id 2>/dev/null)
+    case "$meta" in *'"admin_pass"'*) password=served;; *) password=absent;; esac
+    user_data=none
+    if timeout 10 wget -q -O /tmp/user_data $url/openstack/latest/user_data 2>/dev/null; then
+        user_data=$(md5sum </tmp/user_data | cut -c1-32)
+    fi
+    said="uuid=$uuid instance_id=${instance_id:-none} admin_pass=$password user_data=$user_data"
+    echo "AIOSTACK-METADATA $said"
+}
+[ -n "$addr" ] && metadata &
 
 acpid -l /tmp/acpid.log
 
@@ -185,6 +211,9 @@ case "$1" in
         ip -4 addr flush dev "$interface"
         ip addr add "$ip/$mask" dev "$interface"
         [ -n "$router" ] && ip route replace default via "${router%% *}" dev "$interface"
+        # classless static routes (option 121: the way to the metadata service), destination gateway pairs
+        set -- $staticroutes
+        while [ $# -ge 2 ]; do ip route replace "$1" via "$2" dev "$interface"; shift 2; done
         ;;
 esac
 exit 0

@@ -22,7 +22,8 @@ to the one that does it:
 
 On a QEMU host (``qemu:///system``, ``qemu:///embed?root=...``) guests are real: disks are
 qcow2 overlays on cached images (``node/images.py``), NICs join a libvirt network per
-aiostack network whose DHCP hands each port's MAC its fixed IP (``node/networks.py``), the
+aiostack network whose DHCP hands each port's MAC its fixed IP (``node/networks.py``) and whose
+bridge serves the metadata service at 169.254.169.254 (``node/metadata.py``), the
 serial console goes to a log, and the accelerator is KVM only where it really runs a guest
 (``node/virt_type.py``). With ``overlay_ip`` (hosts of a cluster) networks are VXLAN segments
 across hosts instead, with DHCP served on each host for its own guests (``node/overlay.py``).
@@ -56,6 +57,7 @@ from node.console import Consoles
 from node.events import EventForwarder
 from node.hypervisor import Hypervisor
 from node.images import ImageCache
+from node.metadata import GuestFinder, MetadataService
 from node.networks import GuestNetworks, Networking
 from node.overlay import OverlayNetworks
 from node.peers import Peers
@@ -116,10 +118,13 @@ class NodeActor(Actor, Node):
             spawn=self._spawn,
         )
         self.images = ImageCache(peers.image, self.state_dir)
+        self.metadata = MetadataService(GuestFinder(peers.net, peers.conductor))
         self.networks: Networking = (
             OverlayNetworks(peers.net, self.state_dir, overlay_ip)
             if overlay_ip
-            else GuestNetworks(self.hypervisor.virt)
+            else GuestNetworks(
+                self.hypervisor.virt, metadata=self.metadata, connection=lambda: self.hypervisor.connection
+            )
         )
         self.builder = Builder(
             host,
@@ -174,6 +179,7 @@ class NodeActor(Actor, Node):
 
     async def on_stop(self) -> None:
         self.consoles.close_all()
+        await self.metadata.close()
         await self.hypervisor.close()
         await self.records.close()
 

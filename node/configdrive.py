@@ -31,7 +31,7 @@ from typing import Any
 
 import pycdlib
 
-from api.conductor import BuildRequest
+from api.conductor import BuildRequest, Instance
 from api.net import Port
 
 LABEL = "config-2"
@@ -55,9 +55,11 @@ def hostname_of(name: str) -> str:
     return host or "server"
 
 
-def meta_data(request: BuildRequest) -> dict[str, Any]:
-    instance = request["instance"]
-    public_keys = request.get("public_keys") or {}
+def meta_data(
+    instance: Instance, public_keys: dict[str, str], admin_pass: str | None = None
+) -> dict[str, Any]:
+    """OpenStack's ``meta_data.json`` of an instance: the config drive's (with ``admin_pass``) and
+    the metadata service's (``node.metadata``, never with it)."""
     meta: dict[str, Any] = {
         "uuid": instance["id"],
         "name": instance["name"],
@@ -71,8 +73,8 @@ def meta_data(request: BuildRequest) -> dict[str, Any]:
         "devices": [],
         "random_seed": base64.b64encode(secrets.token_bytes(RANDOM_SEED_BYTES)).decode(),
     }
-    if request.get("admin_pass"):
-        meta["admin_pass"] = request["admin_pass"]
+    if admin_pass:
+        meta["admin_pass"] = admin_pass
     return meta
 
 
@@ -106,7 +108,9 @@ def network_data(ports: list[Port], mtus: dict[str, int | None]) -> dict[str, An
 def drive_files(request: BuildRequest, ports: list[Port], mtus: dict[str, int | None]) -> dict[str, bytes]:
     """The config drive's files under ``openstack/latest/``, by name."""
     files = {
-        "meta_data.json": json.dumps(meta_data(request)).encode(),
+        "meta_data.json": json.dumps(
+            meta_data(request["instance"], request.get("public_keys") or {}, request.get("admin_pass"))
+        ).encode(),
         "network_data.json": json.dumps(network_data(ports, mtus)).encode(),
         "vendor_data.json": b"{}",
         "vendor_data2.json": b"{}",

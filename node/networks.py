@@ -7,6 +7,11 @@ port's fixed IP (``networkUpdate`` adds and removes one host entry per port). So
 the API lists is the address the guest gets. Where the bridge cannot be made (no privileges,
 the subnet already routed on this host, no dnsmasq), the guest gets user-mode networking
 instead and the port's binding says so.
+
+While a network has guests of this node, its bridge also holds the metadata service
+(``node.metadata``), and DHCP hands the guests a route to it through the gateway (option 121,
+as Neutron's DHCP agent does on an isolated network: libvirt gives guests of an isolated
+network no default route).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import libvirt
 
 from api.net import Network, Port, Subnet
 from node.domain import xml_safe
+from node.metadata import METADATA_ADDRESS, MetadataService
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +37,8 @@ log = logging.getLogger(__name__)
 # goes: this entry, the gateway's own address on a MAC no port has, keeps it.
 KEEPER_MAC = "02:00:00:00:00:00"
 UPDATE_FLAGS = libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE | libvirt.VIR_NETWORK_UPDATE_AFFECT_CONFIG
+DNSMASQ_NS = "http://libvirt.org/schemas/network/dnsmasq/1.0"
+ET.register_namespace("dnsmasq", DNSMASQ_NS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +98,9 @@ def network_xml(network_id: str, subnet: Subnet) -> str:
     ET.SubElement(network, "bridge", name=bridge_name(network_id), stp="off", delay="0")
     ip = ET.SubElement(network, "ip", address=gateway, prefix=str(cidr.prefixlen))
     ET.SubElement(ET.SubElement(ip, "dhcp"), "host", mac=KEEPER_MAC, ip=gateway)
+    options = ET.SubElement(network, f"{{{DNSMASQ_NS}}}options")
+    route = f"dhcp-option=option:classless-static-route,{METADATA_ADDRESS}/32,{gateway}"
+    ET.SubElement(options, f"{{{DNSMASQ_NS}}}option", value=route)
     return ET.tostring(network, encoding="unicode")
 
 
@@ -100,9 +111,19 @@ def dhcp_host_xml(mac: str, ip: str) -> str:
 class GuestNetworks:
     """The libvirt networks of one node and their DHCP host entries."""
 
-    def __init__(self, run: Callable[..., Awaitable[Any]]) -> None:
-        """``run``: how a libvirt call is made (``Hypervisor.virt``: off the loop where it may block)."""
+    def __init__(
+        self,
+        run: Callable[..., Awaitable[Any]],
+        *,
+        metadata: MetadataService | None = None,
+        connection: Callable[[], libvirt.virConnect] | None = None,
+    ) -> None:
+        """``run``: how a libvirt call is made (``Hypervisor.virt``: off the loop where it may
+        block); ``metadata``: served on each network's bridge while it has guests;
+        ``connection``: the open connection, for ``restore``."""
         self._run = run
+        self._metadata = metadata
+        self._connection = connection
         self._locks: dict[str, asyncio.Lock] = {}
 
     async def attach(
@@ -128,7 +149,17 @@ class GuestNetworks:
             for fixed_ip in port["fixed_ips"]:
                 if fixed_ip["subnet_id"] == subnet["id"]:
                     await self._set_host(libvirt_network, port["mac_address"], fixed_ip["ip_address"])
+            await self._serve_metadata(network_id)
         return Attachment(libvirt_network_name(network_id), "bridge")
+
+    async def _serve_metadata(self, network_id: str) -> None:
+        """The metadata service on the network's bridge; a guest boots without it if it fails."""
+        if self._metadata is None:
+            return
+        try:
+            await self._metadata.serve(network_id, bridge_name(network_id))
+        except OSError as exc:
+            log.warning("no metadata service on network %s: %s", network_id, exc)
 
     async def release(self, conn: libvirt.virConnect, xml: str) -> None:
         """Remove the DHCP host entries of a (stopped) domain's NICs, given its XML, from their
@@ -163,6 +194,8 @@ class GuestNetworks:
         if not await self._unused(network):
             return
         name = await self._run(network.name)
+        if self._metadata is not None:
+            await self._metadata.stop(name.removeprefix("aiostack-"))
         if await self._run(network.isActive):
             await self._run(network.destroy)
         await self._run(network.undefine)
@@ -248,7 +281,20 @@ class GuestNetworks:
         )
 
     async def restore(self) -> None:
-        """Nothing to do: libvirt starts its persistent networks itself (autostart)."""
+        """The metadata service on every running aiostack network that has guests (libvirt starts
+        the persistent networks themselves: autostart)."""
+        if self._metadata is None or self._connection is None:
+            return
+        try:
+            networks = await self._run(self._connection().listAllNetworks, 0)
+        except libvirt.libvirtError as exc:
+            log.warning("no metadata service restored: the networks could not be listed: %s", exc)
+            return
+        for network in networks:
+            name = await self._run(network.name)
+            running = name.startswith("aiostack-") and await self._run(network.isActive)
+            if running and not await self._unused(network):
+                await self._serve_metadata(name.removeprefix("aiostack-"))
 
     async def dhcp_entries(self, conn: libvirt.virConnect, network_id: str) -> dict[str, str]:
         """``{mac: ip}`` served on an aiostack network's libvirt network ({} when there is none)."""

@@ -29,6 +29,7 @@ from api.conductor import (
     Fault,
     Flavor,
     Instance,
+    InstanceMetadata,
     Networks,
     NodeBuilds,
     ServerCreation,
@@ -390,19 +391,34 @@ class Builder(ServerCreation, NodeBuilds):
             )
             action = Action.REBUILD if rebuilding else Action.CREATE
             await self.core.record_step(instance_uuid, action, "node_accepted", host, "Success")
-        public_keys = {}
-        if row["key_name"] is not None:
-            key = await public_key(self.core.store, row["user_id"], row["key_name"])
-            if key is not None:
-                public_keys[row["key_name"]] = key
         return {
             "instance": view(row),
             "requested_networks": from_json(row["requested_networks"], "auto"),
             "block_devices": from_json(row["block_devices"], []),
             "user_data": row["user_data"],
             "admin_pass": row["admin_pass"],
-            "public_keys": public_keys,
+            "public_keys": await self._public_keys(row),
         }
+
+    async def get_instance_metadata(self, *, instance_uuid: str, host: str) -> InstanceMetadata:
+        """What the metadata service of ``host``'s node tells the instance of itself: its config
+        drive's contents but the administrator password. Acknowledges no task.
+
+        :raises NotFound: no such live instance on ``host``.
+        """
+        row = await self.core.placed(instance_uuid, host)
+        return {
+            "instance": view(row),
+            "user_data": row["user_data"],
+            "public_keys": await self._public_keys(row),
+        }
+
+    async def _public_keys(self, row: InstanceRow) -> dict[str, str]:
+        """The instance's key pair's public key by its name (none without one, or once deleted)."""
+        if row["key_name"] is None:
+            return {}
+        key = await public_key(self.core.store, row["user_id"], row["key_name"])
+        return {} if key is None else {row["key_name"]: key}
 
     async def instance_spawning(
         self, *, instance_uuid: str, addresses: dict[str, list[dict[str, Any]]], host: str

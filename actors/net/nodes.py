@@ -16,7 +16,17 @@ from actors.net.ports import new_port
 from actors.net.schema import NETWORK, PORT, SUBNET
 from actors.net.state import NetState
 from actors.placement import Placements
-from api.net import DHCP_OWNER, Deallocated, NetForNodes, Network, Port, RequestedNetwork, Subnet, VifType
+from api.net import (
+    COMPUTE_OWNER,
+    DHCP_OWNER,
+    Deallocated,
+    NetForNodes,
+    Network,
+    Port,
+    RequestedNetwork,
+    Subnet,
+    VifType,
+)
 from bus import NotFound
 from runtime.store import Db
 
@@ -100,6 +110,28 @@ class NodePorts(NetForNodes):
         if network["shared"] or await self._has_port_on(instance_uuid, network["id"]):
             return subnet
         raise NotFound(f"Subnet {subnet_id} could not be found.")
+
+    async def instance_ports_at(self, *, network_id: str, ip_address: str, host: str) -> list[Port]:
+        """The ports of the instance on ``host`` whose port on the network holds ``ip_address``,
+        that one first (``api.net.NetForNodes``).
+
+        :raises NotFound: no port bound to ``host`` holds it there, or its instance is not on
+            ``host`` (as the conductor records it), or not of the port's project.
+        """
+        condition = (
+            "r.network_id = ? AND r.binding_host = ? AND r.device_owner = ? AND r.device_id != ''"
+            " AND EXISTS (SELECT 1 FROM ip_allocations a WHERE a.port_id = r.id AND a.ip_address = ?)"
+        )
+        found = await self.state.load(PORT, condition, [network_id, host, COMPUTE_OWNER, ip_address])
+        if found:
+            port = found[0]
+            placement = await self.placements.on_host(port["device_id"], host)
+            if placement["project_id"] == port["project_id"]:
+                ports = await self.state.load(
+                    PORT, "r.device_id = ? AND r.device_owner = ?", [port["device_id"], COMPUTE_OWNER]
+                )
+                return [port, *(other for other in ports if other["id"] != port["id"])]
+        raise NotFound(f"No port of an instance on host {host} holds {ip_address} on network {network_id}.")
 
     async def dhcp_port(self, *, network_id: str, instance_uuid: str, host: str) -> Port:
         """The host's DHCP port on the network, made on first use (``api.net.NetForNodes``).

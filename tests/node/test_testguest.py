@@ -138,6 +138,7 @@ def test_guest_reports_disk_lease_and_ready(guest: TestGuest, boot: Callable[...
     lease = vm.wait_for(r"^AIOSTACK-IP dev=eth0 .*$")
     assert lease[0] == f"AIOSTACK-IP dev=eth0 addr=10.0.2.15/24 mac={MAC}"
     vm.wait_for(r"^AIOSTACK-SSH keys=0 host_key=AAAAC3NzaC1lZDI1NTE5\S+$")  # no config drive: no key
+    vm.wait_for(r"^AIOSTACK-METADATA none$")  # user-mode networking routes no metadata service
 
 
 def test_guest_sees_hotplugged_disk_and_nic(boot: Callable[..., Qemu], tmp_path: Path) -> None:
