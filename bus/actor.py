@@ -43,6 +43,8 @@ from bus.errors import (
 )
 
 log = logging.getLogger(__name__)
+CANCEL_AGAIN_AFTER = 1.0
+"""Seconds a stopping actor waits for a cancelled task before cancelling it again."""
 
 
 class ActorState(enum.Enum):
@@ -158,6 +160,25 @@ class Actor:
         task.add_done_callback(self._background_done)
         return task
 
+    async def _cancel_all(self, tasks: list[asyncio.Task[Any]]) -> None:
+        """Cancel the tasks and wait until each has ended. One that is still running a second
+        later is cancelled again: before Python 3.12, ``asyncio.wait_for`` (nats-py's requests
+        use it) loses a cancellation that arrives as its inner future completes, and the task
+        then runs on as if never cancelled (a stop would wait for it forever)."""
+        pending = set(tasks)
+        for task in pending:
+            task.cancel()
+        while pending:
+            _, pending = await asyncio.wait(pending, timeout=CANCEL_AGAIN_AFTER)
+            for task in pending:
+                log.warning(
+                    "actor %s: task %s ignored its cancellation; cancelling it again",
+                    self.address,
+                    task.get_name(),
+                )
+                task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)  # each one's outcome is retrieved
+
     def _background_done(self, task: asyncio.Task[Any]) -> None:
         self._background.discard(task)
         if not task.cancelled() and task.exception() is not None:
@@ -246,9 +267,7 @@ class Actor:
                 self._queue.get_nowait()[0],
                 ActorStopped(f"actor {self.address} stopped before handling the message"),
             )
-        for task in [*self._workers, *self._background]:
-            task.cancel()
-        await asyncio.gather(*self._workers, *self._background, return_exceptions=True)
+        await self._cancel_all([*self._workers, *self._background])
         self._workers.clear()
         try:
             await self.on_stop()

@@ -241,3 +241,26 @@ async def test_a_call_reaching_an_actor_still_starting_is_answered(nats_server: 
             assert await answered == worker.instance_id
         finally:
             await worker.stop()
+
+
+async def test_stop_ends_a_background_task_that_lost_its_first_cancellation(bus: Bus) -> None:
+    """Python 3.11's ``asyncio.wait_for`` loses a cancellation that arrives as its inner future
+    completes; the task runs on as if never cancelled. Stopping cancels it again."""
+    actor = Worker(bus)
+    await actor.start()
+    cancelled = 0
+
+    async def loses_one_cancellation() -> None:
+        nonlocal cancelled
+        while True:
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                cancelled += 1
+                if cancelled > 1:
+                    raise
+
+    actor.spawn(loses_one_cancellation(), name="loses-one-cancellation")
+    await asyncio.sleep(0)
+    await asyncio.wait_for(actor.stop(), 10)
+    assert cancelled == 2 and actor.state is ActorState.STOPPED
