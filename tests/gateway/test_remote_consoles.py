@@ -1,5 +1,5 @@
 """Nova's remote consoles (2.6) on test-driver nodes: what is refused, and how (the relay itself runs
-with real guests: tests/node/test_serial_console.py)."""
+with real guests: tests/node/test_guest_serial_console.py)."""
 
 from __future__ import annotations
 

@@ -404,7 +404,10 @@ async def test_without_a_bridge_a_guest_falls_back_to_user_mode_networking_and_i
 ) -> None:
     """``qemu:///embed`` (QEMU driven in-process, no libvirtd) has no network driver.
 
-    Its root is short: QEMU's monitor socket path lives under it (108 characters at most).
+    Its root is short: QEMU's monitor socket path lives under it (108 characters at most). Once a
+    process has used the embedded driver, its ``qemu:///system`` connections fail: this test runs
+    after every other test of the process that needs libvirtd (the files of those sort before
+    this one's).
     """
     embed_root = Path(tempfile.mkdtemp(prefix="aioemb-", dir="/tmp"))
     (embed_root / "etc").mkdir()
