@@ -81,8 +81,16 @@ class Networking(Protocol):
     async def restore(self) -> None: ...
 
 
+NETWORK_PREFIX = "aiostack-"
+
+
 def libvirt_network_name(network_id: str) -> str:
-    return f"aiostack-{network_id}"
+    return f"{NETWORK_PREFIX}{network_id}"
+
+
+def network_id_of(name: str) -> str | None:
+    """The aiostack network a libvirt network stands for (None: it is not one of aiostack's)."""
+    return name.removeprefix(NETWORK_PREFIX) if name.startswith(NETWORK_PREFIX) else None
 
 
 def bridge_name(network_id: str) -> str:
@@ -176,7 +184,7 @@ class GuestNetworks:
             if interface.get("type") != "network" or source is None or mac is None:
                 continue
             name = source.get("network", "")
-            async with self._locks.setdefault(name.removeprefix("aiostack-"), asyncio.Lock()):
+            async with self._locks.setdefault(network_id_of(name) or name, asyncio.Lock()):
                 try:
                     network = await self._run(conn.networkLookupByName, name)
                 except libvirt.libvirtError:
@@ -194,8 +202,9 @@ class GuestNetworks:
         if not await self._unused(network):
             return
         name = await self._run(network.name)
-        if self._metadata is not None:
-            await self._metadata.stop(name.removeprefix("aiostack-"))
+        network_id = network_id_of(name)
+        if self._metadata is not None and network_id is not None:
+            await self._metadata.stop(network_id)
         if await self._run(network.isActive):
             await self._run(network.destroy)
         await self._run(network.undefine)
@@ -209,7 +218,7 @@ class GuestNetworks:
             return False
         for network in await self._run(conn.listAllNetworks, 0):
             name = await self._run(network.name)
-            if not name.startswith("aiostack-") or await self._run(network.bridgeName) != match[1]:
+            if network_id_of(name) is None or await self._run(network.bridgeName) != match[1]:
                 continue
             hosts = set(await self._dhcp_hosts(network)) - {KEEPER_MAC}
             if await self._run(network.listAllPorts, 0):
@@ -291,10 +300,11 @@ class GuestNetworks:
             log.warning("no metadata service restored: the networks could not be listed: %s", exc)
             return
         for network in networks:
-            name = await self._run(network.name)
-            running = name.startswith("aiostack-") and await self._run(network.isActive)
-            if running and not await self._unused(network):
-                await self._serve_metadata(name.removeprefix("aiostack-"))
+            network_id = network_id_of(await self._run(network.name))
+            if network_id is None or not await self._run(network.isActive):
+                continue
+            if not await self._unused(network):
+                await self._serve_metadata(network_id)
 
     async def dhcp_entries(self, conn: libvirt.virConnect, network_id: str) -> dict[str, str]:
         """``{mac: ip}`` served on an aiostack network's libvirt network ({} when there is none)."""

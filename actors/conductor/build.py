@@ -58,6 +58,11 @@ def host_claim(flavor: Flavor, block_devices: list[BlockDevice]) -> Flavor:
     return {**flavor, "disk": 0} if boot_volume(block_devices) is not None else flavor
 
 
+def recorded_claim(row: InstanceRow) -> Flavor:
+    """``host_claim`` of a recorded instance."""
+    return host_claim(from_json(row["flavor"]), from_json(row["block_devices"], []))
+
+
 class Builder(ServerCreation, NodeBuilds):
     """Serves ``api.conductor.ServerCreation`` and ``NodeBuilds``; runs the build tasks."""
 
@@ -105,12 +110,13 @@ class Builder(ServerCreation, NodeBuilds):
         if flavor is None:
             raise InvalidRequest(f"Flavor {flavor_ref} could not be found.")
         volumes = await self._check_block_devices(block_devices or [])
+        boots_from_volume = boot_volume(volumes) is not None
+        if image_ref and boots_from_volume:
+            raise InvalidRequest("An instance boots from an image or from a volume, not both.")
         if image_ref:
             await self.check_image(image_ref)
-        elif boot_volume(volumes) is None:
+        elif not boots_from_volume:
             raise InvalidRequest("An image or a volume to boot from is needed (imageRef is empty).")
-        if image_ref and boot_volume(volumes) is not None:
-            raise InvalidRequest("An instance boots from an image or from a volume, not both.")
         if key_name is not None and not await has_keypair(self.core.store, ctx.user_id, key_name):
             raise InvalidRequest("Invalid key_name provided.")
         requested = await self._check_networks(networks)
@@ -259,7 +265,7 @@ class Builder(ServerCreation, NodeBuilds):
         self.core.spawn(
             self._schedule_and_build(
                 row["uuid"],
-                host_claim(from_json(row["flavor"]), from_json(row["block_devices"], [])),
+                recorded_claim(row),
                 from_json(row["tried_hosts"], []),
             ),
             name=f"build-{row['uuid']}",
@@ -347,10 +353,7 @@ class Builder(ServerCreation, NodeBuilds):
         log.warning("instance %s: rescheduling away from %s: %s", uuid, host, reason)
         await self.core.publish(moved.row, fault={"message": reason})
         self.core.spawn(
-            self._schedule_and_build(
-                uuid, host_claim(from_json(row["flavor"]), from_json(row["block_devices"], [])), tried, reason
-            ),
-            name=f"build-{uuid}",
+            self._schedule_and_build(uuid, recorded_claim(row), tried, reason), name=f"build-{uuid}"
         )
 
     async def _release_attempt(self, instance_uuid: str) -> None:

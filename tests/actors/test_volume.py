@@ -4,6 +4,7 @@ and the arguments dispatch refuses before a handler runs."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -544,21 +545,36 @@ async def test_with_an_nbd_address_each_attachment_gets_an_export_of_its_own_tha
         await actor.storage.nbd.stop(daemon=True)
 
 
+@contextlib.asynccontextmanager
+async def two_replicas(
+    nats_server: EmbeddedNatsServer, database: str, tmp_path: Path
+) -> AsyncIterator[list[Bus]]:
+    """Two controllers' volume actors (storage hosts ``host-a`` and ``host-b``) over one database;
+    the bus connection of each."""
+    replicas, buses = [], []
+    try:
+        for host in ("host-a", "host-b"):
+            bus = await Bus.connect(nats_server.url, name=f"volume-{host}")
+            buses.append(bus)
+            config = Config(data_dir=tmp_path / host, nats_url=nats_server.url, database=database)
+            replica = VolumeActor(bus, config, host=host)
+            await replica.start()
+            replicas.append(replica)
+        yield buses
+    finally:
+        for replica in replicas:
+            await replica.stop()
+        for bus in buses:
+            await bus.close()
+
+
 async def test_replicas_on_two_storage_hosts_share_the_records_and_each_keeps_its_own_files(
     nats_server: EmbeddedNatsServer, postgres: LocalPostgres, tmp_path: Path
 ) -> None:
     """Two controllers' volume actors over one PostgreSQL: either answers for any volume, a volume's
     file is made on the host whose replica created it, and removed there, whichever replica is asked."""
     database = await postgres.create_database("test_volume_replicas")
-    replicas, buses = [], []
-    for host in ("host-a", "host-b"):
-        bus = await Bus.connect(nats_server.url, name=f"volume-{host}")
-        config = Config(data_dir=tmp_path / host, nats_url=nats_server.url, database=database)
-        replica = VolumeActor(bus, config, host=host)
-        await replica.start()
-        replicas.append(replica)
-        buses.append(bus)
-    try:
+    async with two_replicas(nats_server, database, tmp_path) as buses:
         volumes = Volumes.client(buses[0])
         made = [await acting(DEMO, volumes.create(size=1)) for _ in range(12)]
         by_host = {host: [v for v in made if v["host"] == host] for host in ("host-a", "host-b")}
@@ -570,10 +586,6 @@ async def test_replicas_on_two_storage_hosts_share_the_records_and_each_keeps_it
             await acting(DEMO, Volumes.client(buses[1]).delete(volume_id=volume["id"]))
             assert not Path(volume["path"]).exists()
         assert await acting(DEMO, volumes.list()) == []
-    finally:
-        for replica, bus in zip(replicas, buses, strict=True):
-            await replica.stop()
-            await bus.close()
 
 
 async def test_replicas_on_one_database_never_pass_a_quota_together(
@@ -583,15 +595,7 @@ async def test_replicas_on_one_database_never_pass_a_quota_together(
     spreads them over both): the store's transaction lock spans replicas, so a limit of 5 makes
     exactly 5, and usage counts them."""
     database = await postgres.create_database("test_volume_quota_replicas")
-    replicas, buses = [], []
-    for host in ("host-a", "host-b"):
-        bus = await Bus.connect(nats_server.url, name=f"volume-{host}")
-        config = Config(data_dir=tmp_path / host, nats_url=nats_server.url, database=database)
-        replica = VolumeActor(bus, config, host=host)
-        await replica.start()
-        replicas.append(replica)
-        buses.append(bus)
-    try:
+    async with two_replicas(nats_server, database, tmp_path) as buses:
         clients = [Volumes.client(bus) for bus in buses]
         await acting(ADMIN, clients[0].set_quotas(project_id=DEMO.project_id, limits={"volumes": 5}))
         answers = await asyncio.gather(
@@ -603,10 +607,6 @@ async def test_replicas_on_one_database_never_pass_a_quota_together(
         usage = await acting(DEMO, clients[1].get_quota_usage(project_id=DEMO.project_id))
         assert usage["volumes"] == {"limit": 5, "in_use": 5, "reserved": 0}
         assert usage["gigabytes"] == {"limit": -1, "in_use": 5, "reserved": 0}
-    finally:
-        for replica, bus in zip(replicas, buses, strict=True):
-            await replica.stop()
-            await bus.close()
 
 
 async def test_quotas_are_read_by_their_project_set_by_admins_and_count_only_live_rows(
