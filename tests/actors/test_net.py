@@ -461,7 +461,7 @@ def test_the_node_facet_holds_what_nodes_call() -> None:
     assert subjects(NetForNodes, host="node-1") == [f"net.host.node-1.{method}" for method in methods]
     assert subjects(NetForNodes) == [f"net.host.*.{method}" for method in methods]
     assert set(NetForNodes.api_methods) - {"dhcp_port", "release_dhcp_port"} < set(Net.api_methods)
-    assert len(Net.api_methods) == 34
+    assert len(Net.api_methods) == 44
 
 
 async def test_networks_and_subnets_in_use_are_not_deleted(client: Net, port_events) -> None:
