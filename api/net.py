@@ -356,6 +356,37 @@ class SecurityGroupRuleRequest(TypedDict, total=False):
     description: Text
 
 
+class EnforcedRule(TypedDict):
+    """A rule as a node enforces it (``node.firewall.Rule``): the protocol as a number (None: any),
+    the remote CIDR as its network (None: anywhere) or the remote group."""
+
+    direction: Direction
+    ethertype: EtherType
+    protocol: int | None
+    port_range_min: int | None
+    port_range_max: int | None
+    remote_cidr: str | None
+    remote_group_id: str | None
+
+
+class PortSecurity(TypedDict):
+    """What a node enforces for one port bound to it: its addresses and its groups' rules."""
+
+    port_id: str
+    network_id: str
+    mac_address: str
+    fixed_ips: list[str]
+    port_security_enabled: bool
+    rules: list[EnforcedRule]
+
+
+class HostSecurity(TypedDict):
+    """What a node enforces: its ports, and the members' fixed IPs of each remote group their rules name."""
+
+    ports: list[PortSecurity]
+    members: dict[str, list[str]]
+
+
 class SecurityGroupNotFound(NotFound):
     """Neutron's SecurityGroupNotFound (404)."""
 
@@ -598,6 +629,13 @@ class NetForNodes(ServiceAPI, address="net.host.{host}", caller="host"):
     async def release_dhcp_port(self, *, network_id: Id) -> bool:
         """Delete the calling host's DHCP port on a network (no guest of that host uses the
         network any more); False when it had none."""
+        ...
+
+    @call(idempotent=True)
+    async def security_for_host(self) -> HostSecurity:
+        """What the calling host enforces (work in progress: docs/SECURITY-GROUPS-WIP.md): every
+        instance port bound to it, with its groups' rules, and the members of the remote groups
+        those rules name (their ports on any host)."""
         ...
 
 

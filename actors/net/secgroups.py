@@ -16,9 +16,13 @@ from actors.net.quotas import check_quota
 from actors.net.schema import SECURITY_GROUP, SECURITY_GROUP_RULE
 from actors.net.state import Db, NetState, caller_project, insert, scope, update
 from api.net import (
+    COMPUTE_OWNER,
     DEFAULT_GROUP,
     Direction,
+    EnforcedRule,
     EtherType,
+    HostSecurity,
+    PortSecurity,
     PortSecurityPortHasSecurityGroup,
     SecurityGroup,
     SecurityGroupCannotRemoveDefault,
@@ -247,6 +251,70 @@ async def change_port_security(
             "Port has security group associated. Cannot disable port security or ip address until"
             " security group is removed"
         )
+
+
+async def host_security(db: Db, host: str) -> HostSecurity:
+    """What ``host`` enforces (``api.net.NetForNodes.security_for_host``): its instance ports, their
+    groups' rules, and the members of the remote groups those name."""
+    ports = await db.fetchall(
+        "SELECT id, network_id, mac_address, port_security_enabled FROM ports"
+        " WHERE binding_host = ? AND device_owner = ? ORDER BY rowid",
+        (host, COMPUTE_OWNER),
+    )
+    shown: list[PortSecurity] = []
+    remote: set[str] = set()
+    for port in ports:
+        rules = await db.fetchall(
+            "SELECT r.* FROM security_group_rules r JOIN port_security_groups g"
+            " ON g.security_group_id = r.security_group_id WHERE g.port_id = ? ORDER BY r.rowid",
+            (port["id"],),
+        )
+        enforced = [_enforced(rule) for rule in rules]
+        remote |= {rule["remote_group_id"] for rule in enforced if rule["remote_group_id"]}
+        shown.append(
+            {
+                "port_id": port["id"],
+                "network_id": port["network_id"],
+                "mac_address": port["mac_address"],
+                "fixed_ips": await _port_addresses(db, port["id"]),
+                "port_security_enabled": bool(port["port_security_enabled"]),
+                "rules": enforced,
+            }
+        )
+    members = {group: await _member_addresses(db, group) for group in sorted(remote)}
+    return {"ports": shown, "members": members}
+
+
+async def _port_addresses(db: Db, port_id: str) -> list[str]:
+    """The fixed IPs of a port."""
+    rows = await db.fetchall(
+        "SELECT ip_address FROM ip_allocations WHERE port_id = ? ORDER BY ip_address", (port_id,)
+    )
+    return [row["ip_address"] for row in rows]
+
+
+async def _member_addresses(db: Db, group_id: str) -> list[str]:
+    """The fixed IPs of the ports in a group."""
+    rows = await db.fetchall(
+        "SELECT DISTINCT a.ip_address FROM ip_allocations a JOIN port_security_groups g"
+        " ON g.port_id = a.port_id WHERE g.security_group_id = ? ORDER BY a.ip_address",
+        (group_id,),
+    )
+    return [row["ip_address"] for row in rows]
+
+
+def _enforced(rule: Mapping[str, Any]) -> EnforcedRule:
+    """A rule row as a node enforces it."""
+    prefix = rule["remote_ip_prefix"]
+    return {
+        "direction": rule["direction"],
+        "ethertype": rule["ethertype"],
+        "protocol": protocol_of(rule["protocol"])[1],
+        "port_range_min": rule["port_range_min"],
+        "port_range_max": rule["port_range_max"],
+        "remote_cidr": str(ip_network(prefix, strict=False)) if prefix else None,
+        "remote_group_id": rule["remote_group_id"],
+    }
 
 
 class SecurityGroupServant(SecurityGroups):

@@ -457,10 +457,11 @@ async def test_malformed_arguments_are_refused_naming_the_field_and_change_nothi
 def test_the_node_facet_holds_what_nodes_call() -> None:
     """What a node may call of net (its NATS permissions come from this facet) and no more."""
     methods = ("allocate_for_instance", "deallocate_for_instance", "dhcp_port", "get_network", "get_subnet")
-    methods += ("ping", "release_dhcp_port", "set_port_binding")
+    methods += ("ping", "release_dhcp_port", "security_for_host", "set_port_binding")
     assert subjects(NetForNodes, host="node-1") == [f"net.host.node-1.{method}" for method in methods]
     assert subjects(NetForNodes) == [f"net.host.*.{method}" for method in methods]
-    assert set(NetForNodes.api_methods) - {"dhcp_port", "release_dhcp_port"} < set(Net.api_methods)
+    own = {"dhcp_port", "release_dhcp_port", "security_for_host"}
+    assert set(NetForNodes.api_methods) - own < set(Net.api_methods)
     assert len(Net.api_methods) == 44
 
 

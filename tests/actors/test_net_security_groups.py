@@ -11,6 +11,7 @@ import pytest
 from actors.net.actor import NetActor
 from api.net import (
     Net,
+    NetForNodes,
     PortSecurityPortHasSecurityGroup,
     SecurityGroupInUse,
     SecurityGroupNotFound,
@@ -91,3 +92,29 @@ async def test_ports_take_only_their_projects_groups(client: Net) -> None:
         assert (await client.get_port(port_id=port["id"]))["security_groups"] == port["security_groups"]
     with acting_as(BOB), pytest.raises(SecurityGroupNotFound):
         await client.get_security_group(security_group_id=port["security_groups"][0])
+
+
+async def test_a_node_is_told_its_own_ports_rules_and_the_remote_groups_members(
+    bus: Bus, client: Net
+) -> None:
+    network, _ = await network_with_subnet(client, ALICE)
+    mine = await allocate(client, "instance-1", "project-a", [{"uuid": network["id"]}], host="node-1")
+    elsewhere = await allocate(client, "instance-2", "project-a", [{"uuid": network["id"]}], host="node-2")
+    with acting_as(ALICE):
+        default = (await client.list_security_groups(name="default"))[0]
+        await client.create_security_group_rule(
+            security_group_id=default["id"], direction="ingress", protocol="tcp",
+            port_range_min=22, port_range_max=22, remote_ip_prefix="10.9.9.9/24",
+        )  # fmt: skip
+    told = await NetForNodes.client(bus, host="node-1").security_for_host()
+    assert [port["port_id"] for port in told["ports"]] == [mine[0]["id"]]
+    port = told["ports"][0]
+    assert port["fixed_ips"] == [mine[0]["fixed_ips"][0]["ip_address"]] and port["port_security_enabled"]
+    assert port["mac_address"] == mine[0]["mac_address"] and port["network_id"] == network["id"]
+    ssh = {"direction": "ingress", "ethertype": "IPv4", "protocol": 6, "port_range_min": 22}
+    ssh |= {"port_range_max": 22, "remote_cidr": "10.9.9.0/24", "remote_group_id": None}
+    assert ssh in port["rules"]
+    assert len(port["rules"]) == 5
+    addresses = sorted(p["fixed_ips"][0]["ip_address"] for p in (*mine, *elsewhere))
+    assert told["members"] == {default["id"]: addresses}
+    assert (await NetForNodes.client(bus, host="node-3").security_for_host()) == {"ports": [], "members": {}}
