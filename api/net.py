@@ -57,7 +57,7 @@ from msgspec import Meta
 
 from api.fields import HostName, Id
 from bus import Conflict, NotFound
-from bus.api import ServiceAPI, call
+from bus.api import ServiceAPI, Topic, call
 
 COMPUTE_OWNER = "compute:nova"
 """The ``device_owner`` of the ports ``allocate_for_instance`` makes or binds."""
@@ -385,6 +385,18 @@ class HostSecurity(TypedDict):
 
     ports: list[PortSecurity]
     members: dict[str, list[str]]
+
+
+class SecurityChanged(TypedDict):
+    """Which security groups changed: their rules, or their members' addresses."""
+
+    groups: list[str]
+
+
+SECURITY_CHANGED = Topic("net.secgroups.{host}", SecurityChanged)
+"""Told to each host with an instance port that a changed group filters, or whose groups' rules name
+a changed group as their remote group; the host then asks ``NetForNodes.security_for_host`` (work in
+progress: no node listens yet, docs/SECURITY-GROUPS-WIP.md)."""
 
 
 class SecurityGroupNotFound(NotFound):

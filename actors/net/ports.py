@@ -9,7 +9,7 @@ from typing import Any
 from actors.net.ipam import allocate, requested_ip
 from actors.net.quotas import check_quota
 from actors.net.schema import NETWORK, PORT, PORT_DEFAULTS, port_view
-from actors.net.secgroups import change_port_security, join_groups
+from actors.net.secgroups import change_port_security, join_groups, ports_changed, tell
 from actors.net.state import Db, NetState, caller_project, insert, invalid, scope, update, where
 from api.net import FixedIp, FixedIpRequest, Port, PortRequest, Ports
 from bus import Conflict, NotFound
@@ -70,6 +70,8 @@ class PortServant(Ports):
                         asked.get("security_groups"),
                     )
                 )
+            change = await ports_changed(db, made)
+        await tell(self.state.bus, change)
         return made
 
     async def list_ports(
@@ -112,13 +114,18 @@ class PortServant(Ports):
                 await _readdress(db, port, fixed_ips)
             await change_port_security(db, port, security_groups, port_security_enabled)
             await update(db, "ports", port_id, changes)
-            return await self.state.get(PORT, port_id, None, db)
+            updated = await self.state.get(PORT, port_id, None, db)
+            change = await ports_changed(db, [port, updated])
+        await tell(self.state.bus, change)
+        return updated
 
     async def delete_port(self, *, port_id: str) -> None:
         project = scope()
         async with self.state.writing() as db:
             port = await self.state.get(PORT, port_id, project, db)
+            change = await ports_changed(db, [port])
             await db.execute("DELETE FROM ports WHERE id = ?", (port_id,))
+        await tell(self.state.bus, change)
         await self.state.publish("port.deleted", port)
 
 

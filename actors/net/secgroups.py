@@ -8,7 +8,7 @@ number, the ports, the remote CIDR's network or the remote group.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Iterable, Mapping
 from ipaddress import ip_network
 from typing import Any
 
@@ -18,6 +18,7 @@ from actors.net.state import Db, NetState, caller_project, insert, scope, update
 from api.net import (
     COMPUTE_OWNER,
     DEFAULT_GROUP,
+    SECURITY_CHANGED,
     Direction,
     EnforcedRule,
     EtherType,
@@ -36,7 +37,7 @@ from api.net import (
     SecurityGroupRuleRequest,
     SecurityGroups,
 )
-from bus import InvalidRequest
+from bus import Bus, InvalidRequest
 from runtime.stamps import new_uuid
 
 PROTOCOLS = {
@@ -253,6 +254,40 @@ async def change_port_security(
         )
 
 
+Change = tuple[set[str], set[str]]
+"""The groups a change touched and the hosts to tell of it."""
+
+
+async def hosts_filtering(db: Db, groups: Collection[str]) -> set[str]:
+    """The hosts of the ports in ``groups`` or in groups with a rule naming one of them as remote."""
+    if not groups:
+        return set()
+    marks = ", ".join("?" * len(groups))
+    rows = await db.fetchall(
+        "SELECT DISTINCT p.binding_host FROM ports p JOIN port_security_groups g ON g.port_id = p.id"
+        f" WHERE p.binding_host != '' AND (g.security_group_id IN ({marks}) OR g.security_group_id IN"
+        f" (SELECT security_group_id FROM security_group_rules WHERE remote_group_id IN ({marks})))",
+        [*groups, *groups],
+    )
+    return {row["binding_host"] for row in rows}
+
+
+async def ports_changed(db: Db, ports: Iterable[Mapping[str, Any]]) -> Change:
+    """The groups of ``ports`` (records, as they were or are) and the hosts to tell: those
+    ``hosts_filtering`` them, and the ports' own."""
+    ports = list(ports)
+    groups = {group for port in ports for group in port["security_groups"]}
+    hosts = await hosts_filtering(db, groups) | {port["binding:host_id"] for port in ports}
+    return groups, hosts - {""}
+
+
+async def tell(bus: Bus, *changes: Change) -> None:
+    """Publish ``SECURITY_CHANGED`` to each host of ``changes`` (after their transaction)."""
+    groups = sorted({group for touched, _ in changes for group in touched})
+    for host in sorted({host for _, hosts in changes for host in hosts}):
+        await SECURITY_CHANGED.publish(bus, {"groups": groups}, host=host)
+
+
 async def host_security(db: Db, host: str) -> HostSecurity:
     """What ``host`` enforces (``api.net.NetForNodes.security_for_host``): its instance ports, their
     groups' rules, and the members of the remote groups those name."""
@@ -375,7 +410,9 @@ class SecurityGroupServant(SecurityGroups):
                 "SELECT 1 FROM port_security_groups WHERE security_group_id = ? LIMIT 1", (security_group_id,)
             ):
                 raise SecurityGroupInUse(f"Security Group {security_group_id} in use.")
+            hosts = await hosts_filtering(db, [security_group_id])
             await db.execute("DELETE FROM security_groups WHERE id = ?", (security_group_id,))
+        await tell(self.state.bus, ({security_group_id}, hosts))
 
     async def create_security_group_rule(
         self,
@@ -406,7 +443,10 @@ class SecurityGroupServant(SecurityGroups):
                 checked = await self._checked(db, asked, project)
                 await check_quota(db, "security_group_rule", checked["project_id"])
                 made.append(await _insert_rule(db, checked))
-            return made
+            groups = {rule["security_group_id"] for rule in made}
+            hosts = await hosts_filtering(db, groups)
+        await tell(self.state.bus, (groups, hosts))
+        return made
 
     async def list_security_group_rules(
         self, *, security_group_id: str | None = None
@@ -425,7 +465,11 @@ class SecurityGroupServant(SecurityGroups):
 
     async def delete_security_group_rule(self, *, security_group_rule_id: str) -> None:
         rule = await self.get_security_group_rule(security_group_rule_id=security_group_rule_id)
-        await self.state.store.execute("DELETE FROM security_group_rules WHERE id = ?", (rule["id"],))
+        group = rule["security_group_id"]
+        async with self.state.writing() as db:
+            await db.execute("DELETE FROM security_group_rules WHERE id = ?", (rule["id"],))
+            hosts = await hosts_filtering(db, [group])
+        await tell(self.state.bus, ({group}, hosts))
 
     async def _checked(self, db: Db, asked: SecurityGroupRuleRequest, project: str | None) -> dict[str, Any]:
         """The columns of the rule ``asked`` (of a group ``project`` sees), checked as Neutron does.

@@ -5,11 +5,15 @@ project isolation."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
+from nats.aio.msg import Msg
 
 from actors.net.actor import NetActor
 from api.net import (
+    SECURITY_CHANGED,
     Net,
     NetForNodes,
     PortSecurityPortHasSecurityGroup,
@@ -118,3 +122,42 @@ async def test_a_node_is_told_its_own_ports_rules_and_the_remote_groups_members(
     addresses = sorted(p["fixed_ips"][0]["ip_address"] for p in (*mine, *elsewhere))
     assert told["members"] == {default["id"]: addresses}
     assert (await NetForNodes.client(bus, host="node-3").security_for_host()) == {"ports": [], "members": {}}
+
+
+@pytest.fixture
+async def notices(bus: Bus) -> AsyncIterator[asyncio.Queue[tuple[str, list[str]]]]:
+    """The (host, groups) of each ``SECURITY_CHANGED`` notice, as they arrive."""
+    queue: asyncio.Queue[tuple[str, list[str]]] = asyncio.Queue()
+
+    async def on_message(msg: Msg) -> None:
+        _, body = SECURITY_CHANGED.parse(msg.data, bus.max_bytes)
+        queue.put_nowait((SECURITY_CHANGED.fields_of(bus, msg.subject)["host"], body["groups"]))
+
+    subscription = await bus.subscribe(bus.subject(SECURITY_CHANGED.pattern), on_message)
+    await bus.flush()
+    yield queue
+    await subscription.unsubscribe()
+
+
+async def test_the_hosts_a_change_concerns_are_told_of_it(client: Net, notices: Any) -> None:
+    network, _ = await network_with_subnet(client, ALICE)
+    with acting_as(ALICE):
+        default = (await client.list_security_groups(name="default"))[0]["id"]
+        web = await client.create_security_group(name="web")
+    await allocate(client, "instance-1", "project-a", [{"uuid": network["id"]}], host="node-1")
+    async with asyncio.timeout(10):
+        assert await notices.get() == ("node-1", [default])
+    with acting_as(ALICE):
+        port = await client.create_port(network_id=network["id"], security_groups=[web["id"]])
+        await client.update_port(port_id=port["id"], binding_host="node-2")
+        await client.create_security_group_rule(
+            security_group_id=web["id"], direction="ingress", remote_group_id=default
+        )
+    async with asyncio.timeout(10):
+        assert await notices.get() == ("node-2", [web["id"]])  # the port's update: its own host
+        assert await notices.get() == ("node-2", [web["id"]])  # the rule: the host of its group's port
+    await allocate(client, "instance-2", "project-a", [{"uuid": network["id"]}], host="node-3")
+    async with asyncio.timeout(10):
+        told = [await notices.get() for _ in range(3)]
+    assert sorted(told) == [("node-1", [default]), ("node-2", [default]), ("node-3", [default])]
+    assert notices.empty()
