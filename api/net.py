@@ -18,8 +18,8 @@ Facets, by caller (each process's NATS permissions follow from the facets it use
   ``list_allocations``.
 
 ``Net`` is assembled from facets by job (``NetworkReader`` + ``Networks``, ``SubnetReader``
-+ ``Subnets``, ``SubnetPools``, ``Ports``, ``InstancePorts``, ``Allocations``, ``NetworkQuotas``), the
-parts the net actor's servants implement.
++ ``Subnets``, ``SubnetPools``, ``Ports``, ``InstancePorts``, ``Allocations``, ``NetworkQuotas``,
+``SecurityGroups``), the parts the net actor's servants implement.
 
 Quotas (Neutron's): each project may have at most its limit of networks, subnets, ports and subnet
 pools (its own, set by an admin, else ``DEFAULT_QUOTAS``; -1: unlimited). Usage is counted from the
@@ -40,7 +40,9 @@ host a DHCP port per network (``dhcp_port``, ``release_dhcp_port``); 4 - subnets
 ``subnetpool_id`` (and ``prefixlen``) in place of a ``cidr``, the subnet showing its pool; 6 - quotas
 (``NetworkQuotas``): a project's limits of networks, subnets, ports and subnet pools, enforced in the
 transaction that makes one (``OverQuota``); 7 - ``NetForNodes.instance_ports_at``: the ports of the
-instance holding an address on a network (what a node's metadata service asks of a request).
+instance holding an address on a network (what a node's metadata service asks of a request); 8 - security
+groups and their rules (``SecurityGroups``, quotas of both), ports' ``security_groups`` and
+``port_security_enabled``, ``NetForNodes.security_for_host``.
 
 Events (kind ``port``, project the port's, with the port as ``get_port`` shows it):
 ``port.bound`` (``allocate_for_instance``, one per port; ``dhcp_port`` when it makes one), ``port.plugged``
@@ -56,8 +58,8 @@ from typing import Annotated, Any, Literal, Required, TypedDict
 from msgspec import Meta
 
 from api.fields import HostName, Id
-from bus import Conflict
-from bus.api import ServiceAPI, call
+from bus import Conflict, NotFound
+from bus.api import ServiceAPI, Topic, call
 
 COMPUTE_OWNER = "compute:nova"
 """The ``device_owner`` of the ports ``allocate_for_instance`` makes or binds."""
@@ -66,12 +68,21 @@ DHCP_OWNER = "network:dhcp"
 NETWORK_TYPE = "vxlan"
 """Every network is a VXLAN segment (its VNI: ``provider:segmentation_id``) on hosts that run an overlay."""
 
-QuotaResource = Literal["network", "subnet", "port", "subnetpool"]
+QuotaResource = Literal["network", "subnet", "port", "subnetpool", "security_group", "security_group_rule"]
 """What net quotas limit: a project's networks, subnets, ports and subnet pools."""
-DEFAULT_QUOTAS: dict[QuotaResource, int] = {"network": 100, "subnet": 100, "port": -1, "subnetpool": -1}
-"""The limits of a project with none of its own: Neutron's, but ports are open (Neutron's default
-is 500) as compute leaves instances open until an admin sets a project's limits: every instance
-holds a port, and a one-machine cloud's benchmarks boot a thousand at once."""
+DEFAULT_QUOTAS: dict[QuotaResource, int] = {
+    "network": 100,
+    "subnet": 100,
+    "port": -1,
+    "subnetpool": -1,
+    "security_group": 10,
+    "security_group_rule": 100,
+}
+"""The limits of a project with none of its own: Neutron's (security groups 10, rules 100: a
+project's default group and its four rules count, but are made whatever the limits), but ports
+are open (Neutron's default is 500) as compute leaves instances open until an admin sets a
+project's limits: every instance holds a port, and a one-machine cloud's benchmarks boot a
+thousand at once."""
 QuotaLimit = Annotated[int, Meta(ge=-1, le=2**31 - 1)]
 """A limit; -1: unlimited."""
 
@@ -169,6 +180,8 @@ class PortRequest(TypedDict, total=False):
     device_owner: Text
     admin_state_up: bool
     description: Text
+    security_groups: list[Id] | None
+    port_security_enabled: bool
 
 
 class RequestedNetwork(TypedDict, total=False):
@@ -272,6 +285,7 @@ Port = TypedDict(
         "binding:vnic_type": Literal["normal"],
         "binding:profile": dict[str, Any],
         "security_groups": list[str],
+        "port_security_enabled": bool,
         "description": str,
         "revision_number": int,
         "tags": list[str],
@@ -279,6 +293,160 @@ Port = TypedDict(
         "updated_at": str,
     },
 )
+
+
+Direction = Literal["ingress", "egress"]
+EtherType = Literal["IPv4", "IPv6"]
+PortNumber = Annotated[int, Meta(ge=-(2**31), le=2**31 - 1)]
+"""A rule's port (or ICMP type or code); whether it fits its protocol, the handler checks (Neutron's
+own messages: "Invalid value for port -16")."""
+Protocol = Annotated[str, Meta(max_length=32)] | Annotated[int, Meta(ge=-(2**31), le=2**31 - 1)]
+"""A protocol's name (``tcp``, ``udp``, ``icmp``... or ``any``) or number (0-255), checked by the handler."""
+DEFAULT_GROUP = "default"
+"""The name of each project's default security group, made on its first use."""
+
+
+class SecurityGroupRule(TypedDict):
+    """A rule of a security group: what traffic of one direction and ethertype it lets through
+    (a protocol, a port range or ICMP type and code, a remote CIDR or the members of a remote
+    group; null: any). ``protocol`` is as it was asked (a name, or a number as text)."""
+
+    id: str
+    security_group_id: str
+    project_id: str
+    tenant_id: str
+    direction: Direction
+    ethertype: EtherType
+    protocol: str | None
+    port_range_min: int | None
+    port_range_max: int | None
+    remote_ip_prefix: str | None
+    remote_group_id: str | None
+    normalized_cidr: str | None
+    description: str
+    revision_number: int
+    created_at: str
+    updated_at: str
+
+
+class SecurityGroup(TypedDict):
+    """A project's security group and its rules (every project has one named ``default``)."""
+
+    id: str
+    name: str
+    project_id: str
+    tenant_id: str
+    description: str
+    security_group_rules: list[SecurityGroupRule]
+    revision_number: int
+    tags: list[str]
+    created_at: str
+    updated_at: str
+
+
+class SecurityGroupRuleRequest(TypedDict, total=False):
+    """One rule ``create_security_group_rules`` makes: ``create_security_group_rule``'s arguments."""
+
+    security_group_id: Required[Id]
+    direction: Required[Direction]
+    ethertype: EtherType
+    protocol: Protocol | None
+    port_range_min: PortNumber | None
+    port_range_max: PortNumber | None
+    remote_ip_prefix: Cidr | None
+    remote_group_id: Id | None
+    description: Text
+
+
+class EnforcedRule(TypedDict):
+    """A rule as a node enforces it (``node.firewall.Rule``): the protocol as a number (None: any),
+    the remote CIDR as its network (None: anywhere) or the remote group."""
+
+    direction: Direction
+    ethertype: EtherType
+    protocol: int | None
+    port_range_min: int | None
+    port_range_max: int | None
+    remote_cidr: str | None
+    remote_group_id: str | None
+
+
+class PortSecurity(TypedDict):
+    """What a node enforces for one port bound to it: its addresses and its groups' rules."""
+
+    port_id: str
+    network_id: str
+    mac_address: str
+    fixed_ips: list[str]
+    port_security_enabled: bool
+    rules: list[EnforcedRule]
+
+
+class HostSecurity(TypedDict):
+    """What a node enforces: its ports, and the members' fixed IPs of each remote group their rules name."""
+
+    ports: list[PortSecurity]
+    members: dict[str, list[str]]
+
+
+class SecurityChanged(TypedDict):
+    """Which security groups changed: their rules, or their members' addresses."""
+
+    groups: list[str]
+
+
+SECURITY_CHANGED = Topic("net.secgroups.{host}", SecurityChanged)
+"""Told to each host with an instance port that a changed group filters, or whose groups' rules name
+a changed group as their remote group; the host then asks ``NetForNodes.security_for_host`` (work in
+progress: no node listens yet, docs/SECURITY-GROUPS-WIP.md)."""
+
+
+class SecurityGroupNotFound(NotFound):
+    """Neutron's SecurityGroupNotFound (404)."""
+
+    code = "security_group_not_found"
+
+
+class SecurityGroupRuleNotFound(NotFound):
+    """Neutron's SecurityGroupRuleNotFound (404)."""
+
+    code = "security_group_rule_not_found"
+
+
+class SecurityGroupRuleExists(Conflict):
+    """Neutron's SecurityGroupRuleExists (409): the group has a rule that matches the same traffic."""
+
+    code = "security_group_rule_exists"
+
+
+class SecurityGroupDefaultAlreadyExists(Conflict):
+    """Neutron's SecurityGroupDefaultAlreadyExists (409): a second group named ``default``."""
+
+    code = "security_group_default_exists"
+
+
+class SecurityGroupCannotRemoveDefault(Conflict):
+    """Neutron's SecurityGroupCannotRemoveDefault (409): a member deleting its default group."""
+
+    code = "security_group_cannot_remove_default"
+
+
+class SecurityGroupCannotUpdateDefault(Conflict):
+    """Neutron's SecurityGroupCannotUpdateDefault (409): renaming the default group."""
+
+    code = "security_group_cannot_update_default"
+
+
+class SecurityGroupInUse(Conflict):
+    """Neutron's SecurityGroupInUse (409): a port is in the group."""
+
+    code = "security_group_in_use"
+
+
+class PortSecurityPortHasSecurityGroup(Conflict):
+    """Neutron's PortSecurityPortHasSecurityGroup (409): disabling port security on a port in groups."""
+
+    code = "port_security_port_has_security_group"
 
 
 class Deallocated(TypedDict):
@@ -301,6 +469,8 @@ class Quotas(TypedDict):
     subnet: int
     port: int
     subnetpool: int
+    security_group: int
+    security_group_rule: int
 
 
 class ProjectQuotas(Quotas):
@@ -323,6 +493,8 @@ class QuotaDetails(TypedDict):
     subnet: QuotaUsage
     port: QuotaUsage
     subnetpool: QuotaUsage
+    security_group: QuotaUsage
+    security_group_rule: QuotaUsage
 
 
 class NetworkReader(ServiceAPI, address="net"):
@@ -481,6 +653,13 @@ class NetForNodes(ServiceAPI, address="net.host.{host}", caller="host"):
     async def release_dhcp_port(self, *, network_id: Id) -> bool:
         """Delete the calling host's DHCP port on a network (no guest of that host uses the
         network any more); False when it had none."""
+        ...
+
+    @call(idempotent=True)
+    async def security_for_host(self) -> HostSecurity:
+        """What the calling host enforces (work in progress: docs/SECURITY-GROUPS-WIP.md): every
+        instance port bound to it, with its groups' rules, and the members of the remote groups
+        those rules name (their ports on any host)."""
         ...
 
 
@@ -722,16 +901,22 @@ class Ports(ServiceAPI, address="net"):
         device_owner: Text = "",
         admin_state_up: bool = True,
         description: Text = "",
+        security_groups: list[Id] | None = None,
+        port_security_enabled: bool = True,
     ) -> Port:
         """A port of the caller's project on a network it sees, with the lowest free address of the
         network (of its first subnet that has one) unless ``fixed_ips`` asks for others; a random
-        ``fa:16:3e:xx:xx:xx`` MAC unless ``mac_address`` gives one.
+        ``fa:16:3e:xx:xx:xx`` MAC unless ``mac_address`` gives one; in ``security_groups``, or
+        its project's default group when None (no group: with port security disabled, or a
+        ``network:`` port, Neutron's own).
 
         :raises NotFound: no such network the caller sees.
         :raises InvalidRequest: an empty ``fixed_ips`` entry, or one naming a subnet or an address
             that is not on the network.
         :raises Conflict: no free address, or the MAC or an asked address is taken.
         :raises OverQuota: the project has as many ports as its limit.
+        :raises SecurityGroupNotFound: a group the caller does not see.
+        :raises InvalidRequest: groups asked with port security disabled.
         """
         ...
 
@@ -777,8 +962,11 @@ class Ports(ServiceAPI, address="net"):
         admin_state_up: bool | None = None,
         description: Text | None = None,
         fixed_ips: list[FixedIpRequest] | None = None,
+        security_groups: list[Id] | None = None,
+        port_security_enabled: bool | None = None,
     ) -> Port:
-        """Change a port's name, device, binding host, admin state or description (None: unchanged).
+        """Change a port's name, device, binding host, admin state, description, groups (a list
+        replaces them) or port security (None: unchanged).
         ``fixed_ips`` replaces the addresses it holds, in one transaction: an address it keeps (an
         entry naming it) stays, one no entry names is released, the others are taken as
         ``create_port`` takes them.
@@ -786,6 +974,9 @@ class Ports(ServiceAPI, address="net"):
         :raises NotFound: none, or another project's.
         :raises InvalidRequest: a ``fixed_ips`` entry as ``create_port`` refuses it.
         :raises Conflict: an asked address another port holds, or no free address on a subnet.
+        :raises SecurityGroupNotFound: a group the caller does not see.
+        :raises InvalidRequest: groups asked with port security disabled.
+        :raises PortSecurityPortHasSecurityGroup: port security disabled on a port left in groups.
         """
         ...
 
@@ -869,6 +1060,131 @@ class NetworkQuotas(ServiceAPI, address="net"):
         ...
 
 
-class Net(InstancePorts, Networks, Subnets, SubnetPools, Ports, Allocations, NetworkQuotas, address="net"):
+class SecurityGroups(ServiceAPI, address="net"):
+    """Neutron's security groups and their rules, as users reach them through the gateway. A project's
+    group ``default`` (Neutron's four rules: egress anywhere and ingress from its own members, IPv4
+    and IPv6) is made on its first use: listing groups, making one, or a port without groups. A new
+    group gets Neutron's two egress rules."""
+
+    @call(policy="network:write")
+    async def create_security_group(self, *, name: Text = "", description: Text = "") -> SecurityGroup:
+        """A group of the caller's project, with an egress rule for IPv4 and one for IPv6.
+
+        :raises SecurityGroupDefaultAlreadyExists: ``name`` is ``default``.
+        :raises OverQuota: the project has as many security groups as its limit.
+        """
+        ...
+
+    @call(policy="network:read", idempotent=True)
+    async def list_security_groups(self, *, name: Text | None = None) -> list[SecurityGroup]:
+        """The groups the caller sees (its project's, its default group made first if it has none;
+        every project's for an admin), oldest first."""
+        ...
+
+    @call(policy="network:read", idempotent=True)
+    async def get_security_group(self, *, security_group_id: Id) -> SecurityGroup:
+        """One group, with its rules.
+
+        :raises SecurityGroupNotFound: none the caller sees.
+        """
+        ...
+
+    @call(policy="network:write")
+    async def update_security_group(
+        self, *, security_group_id: Id, name: Text | None = None, description: Text | None = None
+    ) -> SecurityGroup:
+        """Rename or redescribe a group (None: unchanged).
+
+        :raises SecurityGroupNotFound: none the caller sees.
+        :raises SecurityGroupCannotUpdateDefault: renaming a default group.
+        :raises SecurityGroupDefaultAlreadyExists: naming another group ``default``.
+        """
+        ...
+
+    @call(policy="network:write")
+    async def delete_security_group(self, *, security_group_id: Id) -> None:
+        """Delete a group no port is in, with its rules and the rules naming it as their remote group.
+
+        :raises SecurityGroupNotFound: none the caller sees.
+        :raises SecurityGroupCannotRemoveDefault: a member deleting its project's default group.
+        :raises SecurityGroupInUse: a port is in it.
+        """
+        ...
+
+    @call(policy="network:write")
+    async def create_security_group_rule(
+        self,
+        *,
+        security_group_id: Id,
+        direction: Direction,
+        ethertype: EtherType = "IPv4",
+        protocol: Protocol | None = None,
+        port_range_min: PortNumber | None = None,
+        port_range_max: PortNumber | None = None,
+        remote_ip_prefix: Cidr | None = None,
+        remote_group_id: Id | None = None,
+        description: Text = "",
+    ) -> SecurityGroupRule:
+        """A rule of a group of the caller's project, checked as Neutron checks one.
+
+        :raises InvalidRequest: an unknown protocol, ports out of range or out of order (or given
+            without a protocol, or for one without ports), an ICMP type or code past 255 or a code
+            without a type, a remote CIDR that does not parse or is of the other ethertype, both a
+            remote CIDR and a remote group.
+        :raises SecurityGroupNotFound: the group or the remote group is none the caller sees.
+        :raises SecurityGroupRuleExists: the group has a rule for the same traffic.
+        :raises OverQuota: the project has as many rules as its limit.
+        """
+        ...
+
+    @call(policy="network:write")
+    async def create_security_group_rules(
+        self, *, rules: list[SecurityGroupRuleRequest]
+    ) -> list[SecurityGroupRule]:
+        """Several rules at once (Neutron's bulk create), in one transaction: all or none (two of
+        the same request for the same traffic are a ``SecurityGroupRuleExists`` too).
+
+        :raises InvalidRequest: as ``create_security_group_rule``, for any of them.
+        :raises SecurityGroupNotFound: as ``create_security_group_rule``, for any of them.
+        :raises SecurityGroupRuleExists: as ``create_security_group_rule``, for any of them.
+        :raises OverQuota: they would take the project past its rule limit.
+        """
+        ...
+
+    @call(policy="network:read", idempotent=True)
+    async def list_security_group_rules(
+        self, *, security_group_id: Text | None = None
+    ) -> list[SecurityGroupRule]:
+        """The rules of the groups the caller sees, oldest first."""
+        ...
+
+    @call(policy="network:read", idempotent=True)
+    async def get_security_group_rule(self, *, security_group_rule_id: Id) -> SecurityGroupRule:
+        """One rule.
+
+        :raises SecurityGroupRuleNotFound: none the caller sees.
+        """
+        ...
+
+    @call(policy="network:write")
+    async def delete_security_group_rule(self, *, security_group_rule_id: Id) -> None:
+        """Delete a rule.
+
+        :raises SecurityGroupRuleNotFound: none the caller sees.
+        """
+        ...
+
+
+class Net(
+    InstancePorts,
+    Networks,
+    Subnets,
+    SubnetPools,
+    Ports,
+    Allocations,
+    NetworkQuotas,
+    SecurityGroups,
+    address="net",
+):
     """The whole net API, as users reach it through the gateway; the conductor uses it too
     (``get_port``, ``get_network``, ``deallocate_for_instance``)."""

@@ -9,7 +9,9 @@ server or image (Nova, Glance), a subnet whose gateway or pools are not in its C
 host bits set or overlaps another subnet of the network (Neutron), a port asking for a fixed IP
 that is not on its network, a host route to an address with host bits set, a subnet update's
 gateway or pools outside its CIDR, a subnet pool's prefix with host bits set or lengths out of
-order, or an application credential expiring in the past (Keystone). Drawn at random, those members
+order, a security group rule whose protocol, ports, remote CIDR and ethertype do not agree, a port
+with groups and no port security (Neutron), or an application credential expiring in the past
+(Keystone). Drawn at random, those members
 would make every valid request of the kind a "valid request rejected". So, in the *positive* cases
 only (negative ones go as drawn), each such member is replaced with one that exists or fits
 (``AIOSTACK_CONTRACT_REFS``, JSON, made by ``contract.references``), or dropped when it is optional
@@ -142,6 +144,19 @@ def _host_routes(subnet: dict[str, Any]) -> None:
     subnet["host_routes"] = kept
 
 
+def _security_group_rule(rule: dict[str, Any]) -> None:
+    """A rule Neutron takes: a protocol drawn is TCP (a name, its ports and its ethertype must
+    agree, and the ports be in order), without ports; a remote CIDR drawn is a network of the
+    rule's ethertype, and then no remote group."""
+    rule.pop("port_range_min", None)
+    rule.pop("port_range_max", None)
+    if rule.get("protocol") is not None:
+        rule["protocol"] = "tcp"
+    if rule.get("remote_ip_prefix") is not None:
+        rule["remote_ip_prefix"] = "2001:db8::/32" if rule.get("ethertype") == "IPv6" else "10.0.0.0/8"
+        rule.pop("remote_group_id", None)
+
+
 def _subnetpool(pool: dict[str, Any]) -> None:
     """A subnet pool's prefixes written as networks (no host bits set), its lengths the defaults
     (drawn at random, they are rarely ordered min <= default <= max)."""
@@ -263,6 +278,12 @@ def map_case(context: Any, case: Any) -> Any:
     elif method in ("POST", "PUT") and path in (f"{NETWORK}/ports", f"{NETWORK}/ports/{{port_id}}"):
         for port in _members(case.body, "port"):
             port.pop("fixed_ips", None)
+            if port.get("port_security_enabled") is False:  # a port without port security has no group
+                port.pop("security_groups", None)
+    elif method == "POST" and path == f"{NETWORK}/security-group-rules":
+        rule = _member(case.body, "security_group_rule")
+        if rule is not None:
+            _security_group_rule(rule)
     elif method == "POST" and path == f"{IDENTITY}/users/{{user_id}}/application_credentials":
         credential = _member(case.body, "application_credential")
         if credential is not None and credential.get("expires_at") is not None:

@@ -39,7 +39,7 @@ from api.cluster import Cluster, ClusterHosts, ClusterJoin, Role
 from api.conductor import Compute, ConductorForNodes
 from api.identity import REVOKED, Tokens, TokenValidation
 from api.image import ImageForNodes, ImageReader, Images
-from api.net import Net, NetForNodes
+from api.net import SECURITY_CHANGED, Net, NetForNodes
 from api.node import Node
 from api.scheduler import HEARTBEAT, Scheduler
 from api.volume import VolumeAttacher, Volumes, VolumeStorage
@@ -71,7 +71,7 @@ class Kind:
     host_events: tuple[str, ...] = ()
     """The event kinds it publishes as its hosts only (``P.evt.<kind>.*.*.<host>``)."""
     publishes: tuple[Topic[Any], ...] = ()
-    """Topics it publishes to (``{host}``: each of its hosts)."""
+    """Topics it publishes to (``{host}``: each of its hosts; a process of no host, to any host)."""
     listens: tuple[str, ...] = ()
     """Other subjects it subscribes to, under ``P.`` (``"<pattern> <queue group>"`` for a queue)."""
     reads_events: bool = False
@@ -90,7 +90,12 @@ KINDS: dict[str, Kind] = {
         listens=(f"{HEARTBEAT.pattern} {Scheduler.address}",),
     ),
     "image": Kind(serves=(Images, ImageForNodes), uses=placement.FACETS, events=("image",)),
-    "net": Kind(serves=(Net, NetForNodes), uses=(*orphans.FACETS, *placement.FACETS), events=("port",)),
+    "net": Kind(
+        serves=(Net, NetForNodes),
+        uses=(*orphans.FACETS, *placement.FACETS),
+        events=("port",),
+        publishes=(SECURITY_CHANGED,),
+    ),
     "volume": Kind(
         serves=(Volumes, VolumeAttacher, VolumeStorage),
         uses=(*orphans.FACETS, *placement.FACETS, VolumeStorage, ImageReader),  # volumes from images
@@ -147,7 +152,11 @@ def permissions(principal: Principal, prefix: str) -> dict[str, Any]:
         f"{prefix}.{host_event_filter(event, host)}" for event in kind.host_events for host in principal.hosts
     ]
     hosts = principal.hosts or ("",)
-    publish += [f"{prefix}.{topic.template.format(host=host)}" for topic in kind.publishes for host in hosts]
+    publish += [
+        f"{prefix}.{topic.template.format(host=host) if host else topic.pattern}"
+        for topic in kind.publishes
+        for host in hosts
+    ]
     if kind.events or kind.host_events or kind.reads_events:
         publish += [f"$JS.API.STREAM.INFO.{stream}", f"$JS.API.STREAM.CREATE.{stream}"]
     if kind.reads_events:

@@ -183,7 +183,17 @@ def handler_args(limits: Limits) -> dict[str, Any]:
 
 def create_app(bus: Bus, limits: Limits | None = None) -> web.Application:
     """The whole gateway on one bus connection (``limits``: the defaults when None)."""
-    from gateway import compute, identity, image, network, openapi, versions, volume, websocket
+    from gateway import (
+        compute,
+        identity,
+        image,
+        network,
+        openapi,
+        security_groups,
+        versions,
+        volume,
+        websocket,
+    )
 
     limits = limits or Limits()
     app = web.Application(
@@ -202,6 +212,6 @@ def create_app(bus: Bus, limits: Limits | None = None) -> web.Application:
     app[TOKENS] = TokenValidator(bus)
     app.cleanup_ctx.append(_listen_for_revocations)
     app.on_response_prepare.append(_add_request_id)
-    for module in (versions, identity, compute, image, network, volume, websocket, openapi):
+    for module in (versions, identity, compute, image, network, security_groups, volume, websocket, openapi):
         module.add_routes(app)
     return app

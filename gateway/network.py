@@ -548,6 +548,12 @@ class PortCreate(Request):
     device_owner: Text = ""
     admin_state_up: bool = True
     description: Text = ""
+    security_groups: (
+        Annotated[list[Id], Meta(description="Absent or null: the project's default group.")] | None
+    ) = None
+    port_security_enabled: Annotated[
+        bool, Meta(description="False: no security group filters the port (none may be given).")
+    ] = True
 
 
 class PortCreateRequest(OpenRequest):
@@ -574,6 +580,8 @@ class PortUpdate(Request):
     admin_state_up: bool | UnsetType = UNSET
     description: Text | UnsetType = UNSET
     fixed_ips: list[FixedIpRequest] | UnsetType = UNSET
+    security_groups: list[Id] | UnsetType = UNSET
+    port_security_enabled: bool | UnsetType = UNSET
 
 
 class PortUpdateRequest(OpenRequest):
@@ -603,6 +611,7 @@ class Port(Body):
     binding_vnic_type: Literal["normal"] = msgspec.field(name="binding:vnic_type")
     binding_profile: dict[str, Any] = msgspec.field(name="binding:profile")
     security_groups: list[str]
+    port_security_enabled: bool
     description: str
     revision_number: int
     tags: list[str]
@@ -674,6 +683,7 @@ def port_view(port: PortRecord) -> Port:
         binding_vnic_type=port["binding:vnic_type"],
         binding_profile=port["binding:profile"],
         security_groups=port["security_groups"],
+        port_security_enabled=port["port_security_enabled"],
         description=port["description"],
         revision_number=port["revision_number"],
         tags=port["tags"],
@@ -949,6 +959,20 @@ EXTENSIONS = {
             links=[],
         ),
         Extension(
+            name="Port Security",
+            alias="port-security",
+            description="Provides port security",
+            updated="2012-07-23T10:00:00-00:00",
+            links=[],
+        ),
+        Extension(
+            name="security-group",
+            alias="security-group",
+            description="The security groups extension.",
+            updated="2012-10-05T10:00:00-00:00",
+            links=[],
+        ),
+        Extension(
             name="Sorting support",
             alias="sorting",
             description="Extension that indicates that sorting is enabled.",
@@ -975,8 +999,9 @@ EXTENSIONS = {
 networks, subnets and ports have. Not listed, because not built whole: port binding (ports show
 its attributes, but ``binding:host_id`` is taken on update only, and ``binding:vnic_type`` and
 ``binding:profile`` not at all), tags (``tags`` is always empty), timestamps (no ``changed_since``
-filter), security groups, port security, external networks, routers, address scopes and default
-subnet pools."""
+filter), external networks, routers, address scopes and default subnet pools. Security groups and
+port security are listed for their API (``gateway.security_groups``, ports' ``security_groups`` and
+``port_security_enabled``); nodes do not enforce them yet (docs/SECURITY-GROUPS-WIP.md)."""
 
 # -- routes -----------------------------------------------------------------------------------
 
@@ -1259,12 +1284,13 @@ async def list_ports(request: web.Request, query: PortQuery) -> web.Response:
     "Create a port",
     body=PortCreateRequest,
     replies=[Reply(201, PortShown, "The port, or the ports of a bulk create.", alternatives=(PortsShown,))],
-    errors=(404, 409),
+    errors=(400, 404, 409),
 )
 async def create_port(request: web.Request, body: PortCreateRequest) -> web.Response:
     """404: no such network the project sees; 409: no free address, or the MAC or an address
     asked for is taken, or past the project's port quota (OverQuota); 400: a fixed IP that is not
-    on the network. In a bulk create, any of these makes none."""
+    on the network, or security groups with port security disabled; 404: a security group the
+    project does not have. In a bulk create, any of these makes none."""
     asked = [msgspec.to_builtins(port) for port in _asked(body.port, body.ports)]
     ports = await client(request, Net).create_ports(ports=asked)
     return json_response(_created("port", body.port, [port_view(p) for p in ports]), status=201)
@@ -1287,11 +1313,13 @@ async def show_port(request: web.Request, query: ShowQuery) -> web.Response:
     "Update a port",
     body=PortUpdateRequest,
     replies=[Reply(200, PortShown, "The port.")],
-    errors=(404, 409),
+    errors=(400, 404, 409),
 )
 async def update_port(request: web.Request, body: PortUpdateRequest) -> web.Response:
-    """409: a fixed IP asked for is another port's, or its subnet has no free address; 400: a
-    fixed IP that is not on the port's network."""
+    """409: a fixed IP asked for is another port's, or its subnet has no free address, or port
+    security disabled on a port left in security groups; 400: a fixed IP that is not on the port's
+    network, or security groups with port security disabled; 404: a security group the project
+    does not have."""
     changes = _changes(body.port, {"binding_host_id": "binding_host"})
     if "fixed_ips" in changes:
         changes["fixed_ips"] = msgspec.to_builtins(changes["fixed_ips"])

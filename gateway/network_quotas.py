@@ -1,11 +1,11 @@
 """Network quotas (Neutron's ``quotas`` and ``quota_details`` extensions) under
 ``/network/v2.0/quotas``: a project's limits, shown, set and reset, and its usage.
 
-Four are enforced by the net actor, each in the transaction that makes its resource
-(``actors/net/quotas.py``): ``network``, ``subnet``, ``port`` and ``subnetpool``. Neutron's others
-(``router``, ``floatingip``, ``security_group``, ``security_group_rule``, ``rbac_policy``) are shown
--1, unlimited, because nothing here limits them: aiostack has no routers, floating IPs, security
-groups or RBAC policies yet. Setting one to anything but -1 is refused (400). Members read their own
+Six are enforced by the net actor, each in the transaction that makes its resource
+(``actors/net/quotas.py``): ``network``, ``subnet``, ``port``, ``subnetpool``, ``security_group`` and
+``security_group_rule``. Neutron's others (``router``, ``floatingip``, ``rbac_policy``) are shown
+-1, unlimited, because nothing here limits them: aiostack has no routers, floating IPs or RBAC
+policies yet. Setting one to anything but -1 is refused (400). Members read their own
 project's; admins read and set any (and list the projects that have limits of their own).
 """
 
@@ -27,8 +27,8 @@ QUOTA = f"{QUOTAS}/{{project_id}}"
 QUOTA_PROJECT = {"project_id": id_other_than("default", "details")}
 """A project id is none of the sibling routes' words (``/quotas/details`` is no project's)."""
 UNLIMITED = -1
-ENFORCED = ("network", "subnet", "port", "subnetpool")
-NOT_BUILT = ("router", "floatingip", "security_group", "security_group_rule", "rbac_policy")
+ENFORCED = ("network", "subnet", "port", "subnetpool", "security_group", "security_group_rule")
+NOT_BUILT = ("router", "floatingip", "rbac_policy")
 """Neutron's quota resources aiostack has none of: always -1, never set."""
 
 
@@ -99,8 +99,8 @@ class NetworkQuotaChanges(Request):
     subnetpool: QuotaLimit | UnsetType = UNSET
     router: NotBuiltLimit | UnsetType = UNSET
     floatingip: NotBuiltLimit | UnsetType = UNSET
-    security_group: NotBuiltLimit | UnsetType = UNSET
-    security_group_rule: NotBuiltLimit | UnsetType = UNSET
+    security_group: QuotaLimit | UnsetType = UNSET
+    security_group_rule: QuotaLimit | UnsetType = UNSET
     rbac_policy: NotBuiltLimit | UnsetType = UNSET
     check_limit: bool = False
     force: bool = False

@@ -5,6 +5,7 @@ sharing one ``NetState`` (bus and store): ``networks``, ``subnets``, ``subnetpoo
 (the CRUD users reach through the gateway), ``instances`` (the ports of instances; the IP
 allocations, for an audit), ``nodes`` (what compute nodes call, each for the instances on its
 host only) and ``quotas`` (each project's limits, checked by the others where they insert a row).
+``secgroups`` serves security groups and their rules, and puts ports in them.
 ``ipam`` gives the addresses; ``schema`` holds the store's migrations and how its rows read as
 Neutron records. At the first start the actor makes the
 shared network ``default`` (of no project) and its subnet; its orphan sweep gives back the
@@ -32,6 +33,7 @@ from actors.net.schema import (
     NEXT_SEGMENT,
     TRIGGERS,
 )
+from actors.net.secgroups import SecurityGroupServant
 from actors.net.state import NetState, insert
 from actors.net.subnetpools import SubnetPoolServant
 from actors.net.subnets import SubnetServant
@@ -63,6 +65,7 @@ class NetActor(Actor):
             self.instances,
             NodePorts(state, self.instances, Placements(bus)),
             QuotaServant(state),
+            SecurityGroupServant(state),
         )
 
     async def on_start(self) -> None:

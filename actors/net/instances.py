@@ -8,6 +8,7 @@ from typing import Any, Literal
 from actors.net.ports import new_port
 from actors.net.quotas import check_quota
 from actors.net.schema import DEFAULT_NETWORK, PORT, UNBOUND
+from actors.net.secgroups import ports_changed, tell
 from actors.net.state import Db, NetState, invalid, scope, update, where
 from api.net import (
     COMPUTE_OWNER,
@@ -67,6 +68,8 @@ class InstanceServant(InstancePorts, Allocations):
                 columns: dict[str, Any] = {"project_id": project_id, "device_id": instance_uuid}
                 columns |= {"binding_host": host, "device_owner": COMPUTE_OWNER, "created_for_instance": True}
                 ports.append(await new_port(db, request["uuid"], project_id, fixed_ips, columns))
+            change = await ports_changed(db, ports)
+        await tell(self.state.bus, change)
         for bound in ports:
             await self.state.publish("port.bound", bound)
         return ports
@@ -102,6 +105,8 @@ class InstanceServant(InstancePorts, Allocations):
                     continue
                 await update(db, "ports", row["id"], UNBOUND)
                 events.append(("port.unbound", await self.state.get(PORT, row["id"], None, db)))
+            change = await ports_changed(db, [port for _, port in events])
+        await tell(self.state.bus, change)
         for event, port in events:
             await self.state.publish(event, port)
         deleted = sum(event == "port.deleted" for event, _ in events)

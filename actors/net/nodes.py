@@ -14,12 +14,14 @@ from typing import Any, Literal
 from actors.net.instances import InstanceServant
 from actors.net.ports import new_port
 from actors.net.schema import NETWORK, PORT, SUBNET
+from actors.net.secgroups import host_security
 from actors.net.state import NetState
 from actors.placement import Placements
 from api.net import (
     COMPUTE_OWNER,
     DHCP_OWNER,
     Deallocated,
+    HostSecurity,
     NetForNodes,
     Network,
     Port,
@@ -163,6 +165,10 @@ class NodePorts(NetForNodes):
         for port in found:
             await self.state.publish("port.deleted", port)
         return bool(found)
+
+    async def security_for_host(self, *, host: str) -> HostSecurity:
+        """What ``host`` enforces: only its own instance ports (``api.net.NetForNodes``)."""
+        return await host_security(self.state.store, host)
 
     async def _dhcp_ports(self, db: Db, network_id: str, host: str) -> list[Port]:
         """The host's DHCP port on the network (one at most), inside ``db``'s transaction."""

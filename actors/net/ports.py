@@ -9,6 +9,7 @@ from typing import Any
 from actors.net.ipam import allocate, requested_ip
 from actors.net.quotas import check_quota
 from actors.net.schema import NETWORK, PORT, PORT_DEFAULTS, port_view
+from actors.net.secgroups import change_port_security, join_groups, ports_changed, tell
 from actors.net.state import Db, NetState, caller_project, insert, invalid, scope, update, where
 from api.net import FixedIp, FixedIpRequest, Port, PortRequest, Ports
 from bus import Conflict, NotFound
@@ -16,7 +17,9 @@ from runtime.stamps import new_uuid
 
 MAC_PREFIX = "fa:16:3e:"
 MAC_ATTEMPTS = 16
-_ASKED_COLUMNS = frozenset({"name", "device_id", "device_owner", "admin_state_up", "description"})
+_ASKED_COLUMNS = frozenset(
+    {"name", "device_id", "device_owner", "admin_state_up", "description", "port_security_enabled"}
+)
 """The members of a ``PortRequest`` that are columns of the port as they are."""
 
 
@@ -37,10 +40,13 @@ class PortServant(Ports):
         device_owner: str = "",
         admin_state_up: bool = True,
         description: str = "",
+        security_groups: list[str] | None = None,
+        port_security_enabled: bool = True,
     ) -> Port:
         asked: PortRequest = {"network_id": network_id, "name": name, "mac_address": mac_address}
         asked |= {"fixed_ips": fixed_ips, "device_id": device_id, "device_owner": device_owner}
         asked |= {"admin_state_up": admin_state_up, "description": description}
+        asked |= {"security_groups": security_groups, "port_security_enabled": port_security_enabled}
         return (await self.create_ports(ports=[asked]))[0]
 
     async def create_ports(self, *, ports: list[PortRequest]) -> list[Port]:
@@ -61,8 +67,11 @@ class PortServant(Ports):
                         asked.get("fixed_ips"),
                         columns,
                         asked.get("mac_address"),
+                        asked.get("security_groups"),
                     )
                 )
+            change = await ports_changed(db, made)
+        await tell(self.state.bus, change)
         return made
 
     async def list_ports(
@@ -86,6 +95,8 @@ class PortServant(Ports):
         admin_state_up: bool | None = None,
         description: str | None = None,
         fixed_ips: list[FixedIpRequest] | None = None,
+        security_groups: list[str] | None = None,
+        port_security_enabled: bool | None = None,
     ) -> Port:
         changes = {
             "name": name,
@@ -94,20 +105,27 @@ class PortServant(Ports):
             "binding_host": binding_host,
             "admin_state_up": admin_state_up,
             "description": description,
+            "port_security_enabled": port_security_enabled,
         }
         project = scope()
         async with self.state.writing() as db:
             port = await self.state.get(PORT, port_id, project, db)
             if fixed_ips is not None:
                 await _readdress(db, port, fixed_ips)
+            await change_port_security(db, port, security_groups, port_security_enabled)
             await update(db, "ports", port_id, changes)
-            return await self.state.get(PORT, port_id, None, db)
+            updated = await self.state.get(PORT, port_id, None, db)
+            change = await ports_changed(db, [port, updated])
+        await tell(self.state.bus, change)
+        return updated
 
     async def delete_port(self, *, port_id: str) -> None:
         project = scope()
         async with self.state.writing() as db:
             port = await self.state.get(PORT, port_id, project, db)
+            change = await ports_changed(db, [port])
             await db.execute("DELETE FROM ports WHERE id = ?", (port_id,))
+        await tell(self.state.bus, change)
         await self.state.publish("port.deleted", port)
 
 
@@ -118,12 +136,14 @@ async def new_port(
     fixed_ips: list[FixedIpRequest] | None,
     port: dict[str, Any],
     mac_address: str | None = None,
+    security_groups: list[str] | None = None,
 ) -> Port:
     """Insert ``port`` (some columns of ``PORT_DEFAULTS``, and ``project_id``) on a network
     ``scope`` sees, with its addresses: the lowest free one of the first subnet that has one,
-    or those ``fixed_ips`` asks for; answer its record.
+    or those ``fixed_ips`` asks for, in ``security_groups`` (None: as ``join_groups`` says); answer
+    its record.
 
-    :raises NotFound: no such network ``scope`` sees.
+    :raises NotFound: no such network ``scope`` sees, or a security group of another project.
     :raises InvalidRequest: a ``fixed_ips`` entry that is not on the network.
     :raises Conflict: no free address, or the MAC or an asked address is taken.
     """
@@ -140,7 +160,7 @@ async def new_port(
         else:
             raise Conflict(f"No more IP addresses available on network {network_id}.")
     given += await _take(db, fixed_ips or [], subnets, network_id, row["id"])
-    return port_view(row, given)
+    return port_view(row, given, await join_groups(db, row, security_groups))
 
 
 async def _subnets_of(db: Db, network_id: str, scope: str | None) -> list[dict[str, Any]]:

@@ -30,6 +30,8 @@ TABLES: dict[QuotaResource, str] = {
     "subnet": "subnets",
     "port": "ports",
     "subnetpool": "subnetpools",
+    "security_group": "security_groups",
+    "security_group_rule": "security_group_rules",
 }
 """The table whose rows of a project (by ``project_id``) are its usage of each resource."""
 

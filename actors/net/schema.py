@@ -6,9 +6,19 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from ipaddress import ip_network
 from typing import Any, Generic, TypeVar
 
-from api.net import NETWORK_TYPE, FixedIp, Network, Port, Subnet, SubnetPool
+from api.net import (
+    NETWORK_TYPE,
+    FixedIp,
+    Network,
+    Port,
+    SecurityGroup,
+    SecurityGroupRule,
+    Subnet,
+    SubnetPool,
+)
 from runtime.store import Migration, Step, from_json
 
 _ADDRESSES_AS_INTEGERS = """
@@ -122,6 +132,33 @@ MIGRATIONS: list[Step] = [
     CREATE INDEX subnets_project ON subnets(project_id);
     CREATE INDEX ports_project ON ports(project_id);
     """,
+    # 8: security groups, their rules, the groups of each port, and port security; one default
+    # group per project (a partial unique index).
+    """
+    CREATE TABLE security_groups (
+        id TEXT PRIMARY KEY, name TEXT NOT NULL, project_id TEXT NOT NULL,
+        description TEXT NOT NULL DEFAULT '', is_default INTEGER NOT NULL DEFAULT 0,
+        revision_number INTEGER NOT NULL DEFAULT 1, created_at TEXT NOT NULL, updated_at TEXT NOT NULL);
+    CREATE INDEX security_groups_project ON security_groups(project_id);
+    CREATE UNIQUE INDEX security_groups_default ON security_groups(project_id) WHERE is_default = 1;
+    CREATE TABLE security_group_rules (
+        id TEXT PRIMARY KEY,
+        security_group_id TEXT NOT NULL REFERENCES security_groups(id) ON DELETE CASCADE,
+        project_id TEXT NOT NULL, direction TEXT NOT NULL, ethertype TEXT NOT NULL, protocol TEXT,
+        port_range_min INTEGER, port_range_max INTEGER, remote_ip_prefix TEXT,
+        remote_group_id TEXT REFERENCES security_groups(id) ON DELETE CASCADE,
+        description TEXT NOT NULL DEFAULT '', revision_number INTEGER NOT NULL DEFAULT 1,
+        created_at TEXT NOT NULL, updated_at TEXT NOT NULL);
+    CREATE INDEX security_group_rules_group ON security_group_rules(security_group_id);
+    CREATE INDEX security_group_rules_project ON security_group_rules(project_id);
+    CREATE INDEX security_group_rules_remote ON security_group_rules(remote_group_id);
+    CREATE TABLE port_security_groups (
+        port_id TEXT NOT NULL REFERENCES ports(id) ON DELETE CASCADE,
+        security_group_id TEXT NOT NULL REFERENCES security_groups(id),
+        PRIMARY KEY (port_id, security_group_id));
+    CREATE INDEX port_security_groups_group ON port_security_groups(security_group_id);
+    ALTER TABLE ports ADD COLUMN port_security_enabled INTEGER NOT NULL DEFAULT 1;
+    """,
 ]
 
 # networks.shared, admin_state_up; subnets.enable_dhcp; ports.admin_state_up,
@@ -132,6 +169,10 @@ MIGRATIONS: list[Step] = [
 # ip_pools: a subnet's allocation_pools as integer ranges; ip_free: the addresses of those no
 # port holds, as disjoint ranges, kept by TRIGGERS. quotas: a project's limit of a resource
 # (network, subnet, port, subnetpool; -1: unlimited) where it is not the default.
+# security_groups.is_default: 1 for the project's group "default" (one per project).
+# security_group_rules.protocol: as asked (a name, or a number as text; NULL: any);
+# remote_ip_prefix as asked (host bits kept; ``normalized_cidr`` shows the network).
+# port_security_groups: the groups a port is in; ports.port_security_enabled: 0 or 1.
 
 # Keep ip_free (see MIGRATIONS[1]) in step with ip_allocations, whatever changes it (an ON
 # DELETE CASCADE from ports too). Made at start (by dialect): a migration is split on ";", which
@@ -213,6 +254,7 @@ PORT_DEFAULTS: dict[str, Any] = {
     "created_for_instance": False,
     "description": "",
     "revision_number": 1,
+    "port_security_enabled": True,
 }
 """A port's columns but id, network_id, project_id, mac_address and the timestamps, as the
 schema defaults them."""
@@ -300,9 +342,9 @@ def subnetpool_view(row: dict[str, Any]) -> SubnetPool:
     }
 
 
-def port_view(row: dict[str, Any], fixed_ips: list[FixedIp]) -> Port:
-    """A ``ports`` row (every column) holding ``fixed_ips``, as Neutron shows it (tagging,
-    security groups and binding profiles are not built: always empty)."""
+def port_view(row: dict[str, Any], fixed_ips: list[FixedIp], security_groups: list[str]) -> Port:
+    """A ``ports`` row (every column) holding ``fixed_ips``, in ``security_groups``, as Neutron
+    shows it (tagging and binding profiles are not built: always empty)."""
     up = bool(row["admin_state_up"])
     return {
         "id": row["id"],
@@ -321,7 +363,8 @@ def port_view(row: dict[str, Any], fixed_ips: list[FixedIp]) -> Port:
         "binding:vif_details": from_json(row["binding_vif_details"], {}),
         "binding:vnic_type": "normal",
         "binding:profile": {},
-        "security_groups": [],
+        "security_groups": sorted(security_groups),
+        "port_security_enabled": bool(row["port_security_enabled"]),
         "description": row["description"],
         "revision_number": row["revision_number"],
         "tags": [],
@@ -344,7 +387,56 @@ SUBNETPOOL = Kind("Subnet pool", "SELECT r.* FROM subnetpools r", "r.shared = 1"
 PORT = Kind(
     "Port",
     "SELECT r.*, (SELECT json_group_array(json_object('subnet_id', a.subnet_id, 'ip_address', a.ip_address))"
-    "  FROM ip_allocations a WHERE a.port_id = r.id) AS fixed_ips FROM ports r",
+    "  FROM ip_allocations a WHERE a.port_id = r.id) AS fixed_ips,"
+    " (SELECT json_group_array(g.security_group_id) FROM port_security_groups g WHERE g.port_id = r.id)"
+    "  AS security_groups FROM ports r",
     "1 = 0",
-    lambda row: port_view(row, from_json(row["fixed_ips"], [])),
+    lambda row: port_view(row, from_json(row["fixed_ips"], []), from_json(row["security_groups"], [])),
+)
+
+
+def rule_view(row: dict[str, Any]) -> SecurityGroupRule:
+    """A ``security_group_rules`` row as Neutron shows it."""
+    prefix = row["remote_ip_prefix"]
+    return {
+        "id": row["id"],
+        "security_group_id": row["security_group_id"],
+        "project_id": row["project_id"],
+        "tenant_id": row["project_id"],
+        "direction": row["direction"],
+        "ethertype": row["ethertype"],
+        "protocol": row["protocol"],
+        "port_range_min": row["port_range_min"],
+        "port_range_max": row["port_range_max"],
+        "remote_ip_prefix": prefix,
+        "remote_group_id": row["remote_group_id"],
+        "normalized_cidr": str(ip_network(prefix, strict=False)) if prefix else None,
+        "description": row["description"],
+        "revision_number": row["revision_number"],
+        "created_at": row["created_at"],
+        "updated_at": row["updated_at"],
+    }
+
+
+def security_group_view(row: dict[str, Any]) -> SecurityGroup:
+    """A ``security_groups`` row as Neutron shows it, its rules left for the caller to add."""
+    return {
+        "id": row["id"],
+        "name": row["name"],
+        "project_id": row["project_id"],
+        "tenant_id": row["project_id"],
+        "description": row["description"],
+        "security_group_rules": [],
+        "revision_number": row["revision_number"],
+        "tags": [],
+        "created_at": row["created_at"],
+        "updated_at": row["updated_at"],
+    }
+
+
+SECURITY_GROUP = Kind("Security group", "SELECT r.* FROM security_groups r", "1 = 0", security_group_view)
+"""A group's rules are read apart (``actors.net.secgroups``): PostgreSQL's ``json_object`` here
+takes two pairs."""
+SECURITY_GROUP_RULE = Kind(
+    "Security group rule", "SELECT r.* FROM security_group_rules r", "1 = 0", rule_view
 )

@@ -19,8 +19,8 @@ ADMIN_PASSWORD, DEMO_PASSWORD = "admin-secret", "demo-secret"  # as tests/confte
 PORT_KEYS = {
     "id", "name", "network_id", "project_id", "tenant_id", "mac_address", "fixed_ips", "device_id",
     "device_owner", "status", "admin_state_up", "binding:host_id", "binding:vif_type", "binding:vif_details",
-    "binding:vnic_type", "binding:profile", "security_groups", "description", "revision_number", "tags",
-    "created_at", "updated_at",
+    "binding:vnic_type", "binding:profile", "security_groups", "port_security_enabled", "description",
+    "revision_number", "tags", "created_at", "updated_at",
 }  # fmt: skip
 
 
@@ -293,7 +293,7 @@ async def test_standard_attributes_description_and_revision_number_follow_update
     )
     assert (subnet["description"], subnet["revision_number"]) == ("v4", 1)
     port = await create(demo, PORTS, "port", {"network_id": network["id"], "description": "p"})
-    assert port["security_groups"] == [] and port["binding:vnic_type"] == "normal"
+    assert len(port["security_groups"]) == 1 and port["binding:vnic_type"] == "normal"
     _, renamed = await demo.put(f"{PORTS}/{port['id']}", {"port": {"name": "p2"}})
     assert renamed["port"]["revision_number"] == port["revision_number"] + 1
     status, body = await demo.put(f"{NETWORKS}/{network['id']}", {"network": {"description": 7}})
@@ -306,8 +306,8 @@ async def test_the_extensions_list_names_what_is_built(demo: Any) -> None:
     assert status == 200
     aliases = {extension["alias"] for extension in body["extensions"]}
     assert {"standard-attr-description", "standard-attr-revisions", "net-mtu", "project-id"} <= aliases
-    assert {"pagination", "sorting", "ip-substring-filtering"} <= aliases
-    assert not aliases & {"standard-attr-tag", "tag", "port-security", "security-group", "binding"}
+    assert {"pagination", "sorting", "ip-substring-filtering", "security-group", "port-security"} <= aliases
+    assert not aliases & {"standard-attr-tag", "tag", "binding"}
     for extension in body["extensions"]:
         assert set(extension) == {"name", "alias", "description", "updated", "links"}
     status, body = await demo.get("/network/v2.0/extensions/standard-attr-revisions")

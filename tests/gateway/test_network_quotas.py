@@ -24,8 +24,8 @@ DEFAULTS = {
     "subnetpool": -1,
     "router": -1,
     "floatingip": -1,
-    "security_group": -1,
-    "security_group_rule": -1,
+    "security_group": 10,
+    "security_group_rule": 100,
     "rbac_policy": -1,
 }
 OVER_NETWORKS = {"type": "OverQuota", "message": "Quota exceeded for resources: ['network'].", "detail": ""}
@@ -116,7 +116,7 @@ async def test_members_read_their_own_quotas_admins_set_list_and_reset_any(demo:
     ("limits", "named"),
     [
         ({"router": 10}, "router"),
-        ({"network": 3, "security_group": 5, "rbac_policy": -1}, "security_group"),
+        ({"network": 3, "floatingip": 5, "rbac_policy": -1}, "floatingip"),
         ({"network": -2}, "network"),
         ({"port": "many"}, "port"),
         ({"volumes": 3}, "volumes"),
