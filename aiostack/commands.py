@@ -5,17 +5,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
 import sys
 import termios
 import tty
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
 from aiostack.client import Client
+from aiostack.clouds import CloudAuth, CloudNotFound, find_cloud, gateway_of
+from aiostack.output import UnknownColumn, add_output_options, print_listing, print_resource
 from aiostack.resource_commands import RESOURCES, add_resource_commands, run_resource_command
 from aiostack.sdk import ApiError, SerialConsole
 
@@ -29,7 +30,14 @@ def _gateway_options(data_dir_default: Path) -> argparse.ArgumentParser:
         "--url", help="gateway URL (default: $AIOSTACK_URL, $OS_AUTH_URL or <data-dir>/gateway.url)"
     )
     options.add_argument("--data-dir", type=Path, default=data_dir_default)
-    options.add_argument("--username", default=os.environ.get("OS_USERNAME", "admin"))
+    options.add_argument(
+        "--os-cloud",
+        default=os.environ.get("OS_CLOUD"),
+        help="a cloud of clouds.yaml (default: $OS_CLOUD); flags and OS_* variables override its values",
+    )
+    options.add_argument(
+        "--username", default=os.environ.get("OS_USERNAME"), help="default: $OS_USERNAME, admin"
+    )
     options.add_argument("--password", default=os.environ.get("OS_PASSWORD"))
     options.add_argument("--project", default=os.environ.get("OS_PROJECT_NAME"))
     return options
@@ -61,9 +69,11 @@ def add_client_commands(commands: Any, data_dir_default: Path) -> None:
     create.add_argument("--flavor", default="m1.tiny", help="flavor name or id")
     create.add_argument("--network", help="network name or id (default: auto)")
     create.add_argument("--wait", action="store_true", help="return when the server is ACTIVE (or ERROR)")
-    actions.add_parser("list", help="list servers")
+    add_output_options(create)
+    add_output_options(actions.add_parser("list", help="list servers"))
     show = actions.add_parser("show", help="show one server")
     show.add_argument("server", help="name or id")
+    add_output_options(show)
     console = actions.add_parser("console", help="print a server's serial console log, or attach to it")
     console.add_argument("server", help="name or id")
     console.add_argument("--lines", type=int, help="only the last N lines")
@@ -78,28 +88,39 @@ def add_client_commands(commands: Any, data_dir_default: Path) -> None:
             parser.add_argument("--hard", action="store_true", help="destroy and start again")
 
 
-def gateway_url(args: argparse.Namespace) -> str:
-    if args.url:
-        return str(args.url)
-    if os.environ.get("AIOSTACK_URL"):
-        return os.environ["AIOSTACK_URL"]
-    if os.environ.get("OS_AUTH_URL"):
-        return str(os.environ["OS_AUTH_URL"].split("/identity")[0])
+def login_of(args: argparse.Namespace) -> CloudAuth:
+    """Whom to log in as where: the command line and ``OS_*`` variables first, then the cloud of
+    ``--os-cloud``, then the gateway `aiostack up` wrote in the data directory and the admin user.
+
+    :raises CloudNotFound: ``--os-cloud`` names a cloud no clouds.yaml has.
+    """
+    cloud = (
+        find_cloud(args.os_cloud, Path(args.data_dir)) if args.os_cloud else CloudAuth(None, None, None, None)
+    )
+    url = args.url or os.environ.get("AIOSTACK_URL")
+    if not url and os.environ.get("OS_AUTH_URL"):
+        url = gateway_of(os.environ["OS_AUTH_URL"])
+    url = url or cloud.url
     url_file = Path(args.data_dir) / "gateway.url"
-    if url_file.exists():
-        return url_file.read_text().strip()
-    raise SystemExit("aiostack: no gateway URL: pass --url, set AIOSTACK_URL, or run `aiostack up` first")
+    if not url and url_file.exists():
+        url = url_file.read_text().strip()
+    if not url:
+        raise SystemExit("aiostack: no gateway URL: pass --url, set AIOSTACK_URL, or run `aiostack up` first")
+    return CloudAuth(
+        url=url,
+        username=args.username or cloud.username or "admin",
+        password=args.password or cloud.password,
+        project=args.project or cloud.project,
+    )
 
 
-def print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
-    widths = {c: max([len(c)] + [len(str(row.get(c, ""))) for row in rows]) for c in columns}
-    line = "+" + "+".join("-" * (widths[c] + 2) for c in columns) + "+"
-    print(line)
-    print("| " + " | ".join(c.ljust(widths[c]) for c in columns) + " |")
-    print(line)
-    for row in rows:
-        print("| " + " | ".join(str(row.get(c, "")).ljust(widths[c]) for c in columns) + " |")
-    print(line)
+def listing_printer(args: argparse.Namespace) -> Callable[[list[dict[str, Any]], list[str]], None]:
+    """Prints rows under columns as the command's ``-f`` and ``-c`` ask."""
+
+    def print_rows(rows: list[dict[str, Any]], columns: list[str]) -> None:
+        print_listing(rows, columns, format=args.format, only=args.column)
+
+    return print_rows
 
 
 def _networks(server: dict[str, Any]) -> str:
@@ -126,12 +147,18 @@ def event_line(event: Any) -> str:
 
 
 async def run_client_command(args: argparse.Namespace) -> int:
-    if not args.password:
-        print("aiostack: a password is needed: --password or $OS_PASSWORD", file=sys.stderr)
+    try:
+        login = login_of(args)
+    except CloudNotFound as exc:
+        print(f"aiostack: {exc}", file=sys.stderr)
         return 2
-    async with Client(gateway_url(args)) as client:
+    if not login.password:
+        print("aiostack: a password is needed: --password, $OS_PASSWORD or --os-cloud", file=sys.stderr)
+        return 2
+    assert login.url is not None and login.username is not None
+    async with Client(login.url) as client:
         try:
-            await client.login(args.username, args.password, args.project)
+            await client.login(login.username, login.password, login.project)
             if args.command == "events":
                 since = args.since or ("now" if args.follow else "0")
                 async for event in client.events(
@@ -144,7 +171,7 @@ async def run_client_command(args: argparse.Namespace) -> int:
                     print(event_line(event), flush=True)
                 return 0
             if args.command in RESOURCES:
-                return await run_resource_command(client, args, print_table)
+                return await run_resource_command(client, args, listing_printer(args))
             if args.action == "create":
                 server = await client.create_server(
                     args.name,
@@ -154,17 +181,17 @@ async def run_client_command(args: argparse.Namespace) -> int:
                     network=args.network,
                     wait=args.wait,
                 )
-                print(json.dumps(server, indent=2, sort_keys=True))
+                print_resource(server, format=args.format, only=args.column)
                 return 1 if server.get("status") == "ERROR" else 0
             if args.action == "list":
                 rows = [
                     {"ID": s["id"], "Name": s["name"], "Status": s["status"], "Networks": _networks(s)}
                     for s in await client.servers()
                 ]
-                print_table(rows, ["ID", "Name", "Status", "Networks"])
+                listing_printer(args)(rows, ["ID", "Name", "Status", "Networks"])
                 return 0
             if args.action == "show":
-                print(json.dumps(await client.server(args.server), indent=2, sort_keys=True))
+                print_resource(await client.server(args.server), format=args.format, only=args.column)
                 return 0
             if args.action == "console" and args.attach:
                 return await attach_console(client, args.server)
@@ -177,6 +204,9 @@ async def run_client_command(args: argparse.Namespace) -> int:
         except ApiError as exc:
             print(f"aiostack: {exc}", file=sys.stderr)
             return 1
+        except UnknownColumn as exc:
+            print(f"aiostack: {exc}", file=sys.stderr)
+            return 2
 
 
 async def attach_console(client: Client, server: str) -> int:

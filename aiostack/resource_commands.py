@@ -14,14 +14,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from aiostack.output import add_output_options
+
 RESOURCES = ("image", "network", "volume", "flavor")
+PrintRows = Callable[[list[dict[str, Any]], list[str]], None]
+"""Prints rows under columns, as the command's ``-f`` and ``-c`` ask."""
 
 
 def add_resource_commands(commands: Any, options: argparse.ArgumentParser) -> None:
     image = commands.add_parser("image", parents=[options], help="list, upload, delete images")
     images = image.add_subparsers(dest="action", required=True)
-    images.add_parser("list", help="list images")
+    add_output_options(images.add_parser("list", help="list images"))
     upload = images.add_parser("upload", help="create an image from a file, showing progress")
+    add_output_options(upload)
     upload.add_argument("name")
     upload.add_argument("file", type=Path)
     upload.add_argument("--disk-format", default="raw", help="raw, qcow2, aki, ari, ami, ...")
@@ -30,20 +35,25 @@ def add_resource_commands(commands: Any, options: argparse.ArgumentParser) -> No
     images.add_parser("delete", help="delete an image").add_argument("image", help="name or id")
     network = commands.add_parser("network", parents=[options], help="list, create networks")
     networks = network.add_subparsers(dest="action", required=True)
-    networks.add_parser("list", help="list networks with their subnets")
+    add_output_options(networks.add_parser("list", help="list networks with their subnets"))
     create = networks.add_parser("create", help="create a network with one IPv4 subnet")
+    add_output_options(create)
     create.add_argument("name")
     create.add_argument("--cidr", required=True, help="the subnet, e.g. 10.30.0.0/24")
     volume = commands.add_parser("volume", parents=[options], help="list, create, delete volumes")
     volumes = volume.add_subparsers(dest="action", required=True)
-    volumes.add_parser("list", help="list volumes")
+    add_output_options(volumes.add_parser("list", help="list volumes"))
     create = volumes.add_parser("create", help="create a volume")
+    add_output_options(create)
     create.add_argument("name")
     create.add_argument("--size", type=int, required=True, help="GiB")
     create.add_argument("--image", help="a bootable copy of this image (name or id)")
-    volumes.add_parser("delete", help="delete a volume").add_argument("volume", help="name or id")
+    delete = volumes.add_parser("delete", help="delete a volume")
+    delete.add_argument("volume", help="name or id")
+    add_output_options(delete)
     flavor = commands.add_parser("flavor", parents=[options], help="list flavors")
-    flavor.add_subparsers(dest="action", required=True).add_parser("list", help="list flavors")
+    flavors = flavor.add_subparsers(dest="action", required=True)
+    add_output_options(flavors.add_parser("list", help="list flavors"))
 
 
 def _progress_printer(size: int) -> Callable[[int], None]:
@@ -59,27 +69,27 @@ def _progress_printer(size: int) -> Callable[[int], None]:
     return show
 
 
-async def run_resource_command(client: Any, args: argparse.Namespace, print_table: Any) -> int:
+async def run_resource_command(client: Any, args: argparse.Namespace, print_rows: PrintRows) -> int:
     if args.command == "flavor":
         rows = [
             {"ID": f.id, "Name": f.name, "vCPUs": f.vcpus, "RAM MB": f.ram, "Disk GB": f.disk}
             for f in await client.flavors.list()
         ]
-        print_table(rows, ["ID", "Name", "vCPUs", "RAM MB", "Disk GB"])
+        print_rows(rows, ["ID", "Name", "vCPUs", "RAM MB", "Disk GB"])
         return 0
     if args.command == "image":
-        return await _image(client, args, print_table)
+        return await _image(client, args, print_rows)
     if args.command == "network":
-        return await _network(client, args, print_table)
-    return await _volume(client, args, print_table)
+        return await _network(client, args, print_rows)
+    return await _volume(client, args, print_rows)
 
 
-async def _image(client: Any, args: argparse.Namespace, print_table: Any) -> int:
+async def _image(client: Any, args: argparse.Namespace, print_rows: PrintRows) -> int:
     if args.action == "list":
         images = await client.images.list()
         rows = [{"ID": i.id, "Name": i.name, "Status": i.status, "Format": i.disk_format,
                  "Size": i.size or "", "Visibility": i.visibility} for i in images]  # fmt: skip
-        print_table(rows, ["ID", "Name", "Status", "Format", "Size", "Visibility"])
+        print_rows(rows, ["ID", "Name", "Status", "Format", "Size", "Visibility"])
         return 0
     if args.action == "delete":
         await client.images.delete(args.image)
@@ -93,23 +103,23 @@ async def _image(client: Any, args: argparse.Namespace, print_table: Any) -> int
         progress=_progress_printer(os.path.getsize(args.file)),
     )
     print(file=sys.stderr)
-    print_table([{"ID": image.id, "Name": image.name, "Status": image.status, "Size": image.size,
+    print_rows([{"ID": image.id, "Name": image.name, "Status": image.status, "Size": image.size,
                   "Checksum": image.checksum}], ["ID", "Name", "Status", "Size", "Checksum"])  # fmt: skip
     return 0
 
 
-async def _network(client: Any, args: argparse.Namespace, print_table: Any) -> int:
+async def _network(client: Any, args: argparse.Namespace, print_rows: PrintRows) -> int:
     if args.action == "create":
         await client.networks.create(args.name, cidr=args.cidr)
     networks = (await client.request("GET", "/network/v2.0/networks"))["networks"]
     subnets = {s["id"]: s["cidr"] for s in (await client.request("GET", "/network/v2.0/subnets"))["subnets"]}
     rows = [{"ID": n["id"], "Name": n["name"], "Subnets": ", ".join(subnets.get(s, s) for s in n["subnets"]),
              "Shared": n["shared"]} for n in networks]  # fmt: skip
-    print_table(rows, ["ID", "Name", "Subnets", "Shared"])
+    print_rows(rows, ["ID", "Name", "Subnets", "Shared"])
     return 0
 
 
-async def _volume(client: Any, args: argparse.Namespace, print_table: Any) -> int:
+async def _volume(client: Any, args: argparse.Namespace, print_rows: PrintRows) -> int:
     if args.action == "create":
         await client.volumes.create(args.size, args.name, image=args.image, wait=False)
     elif args.action == "delete":
@@ -117,5 +127,5 @@ async def _volume(client: Any, args: argparse.Namespace, print_table: Any) -> in
     rows = [{"ID": v.id, "Name": v.name, "Status": v.status, "Size GB": v.size,
              "Attached to": ", ".join(f"{a.server_id} on {a.device}" for a in v.attachments)}
             for v in await client.volumes.list()]  # fmt: skip
-    print_table(rows, ["ID", "Name", "Status", "Size GB", "Attached to"])
+    print_rows(rows, ["ID", "Name", "Status", "Size GB", "Attached to"])
     return 0

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import re
 import signal
 import sys
@@ -139,6 +141,18 @@ async def as_demo(data_dir: Path, command: str, *args: str) -> tuple[int, str]:
     return process.returncode, output.decode()
 
 
+async def aiostack_with(env: dict[str, str], *args: str) -> tuple[int, str]:
+    """``aiostack ARGS`` with no credentials on its command line and no ``OS_*`` variables but ``env``."""
+    clean = {name: value for name, value in os.environ.items() if not name.startswith(("OS_", "AIOSTACK_"))}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "aiostack.cli", *args, env=clean | env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    output, _ = await process.communicate()
+    assert process.returncode is not None
+    return process.returncode, output.decode()
+
+
 async def aiostack_cli(data_dir: Path, *args: str) -> tuple[int, str]:
     return await as_demo(data_dir, "server", *args)
 
@@ -147,18 +161,27 @@ async def test_server_commands_drive_the_cloud_from_the_shell(tmp_path) -> None:
     async with aiostack_up(tmp_path):
         code, output = await aiostack_cli(tmp_path, "create", "shell-vm", "--flavor", "m1.tiny", "--wait")
         assert code == 0, output
-        assert '"status": "ACTIVE"' in output
+        assert re.search(r"^\| status +\| ACTIVE +\|$", output, re.M), output
         code, output = await aiostack_cli(tmp_path, "list")
         assert code == 0 and "shell-vm" in output and "ACTIVE" in output and "default=10.20." in output
+        code, output = await aiostack_cli(tmp_path, "list", "-f", "json")
+        [listed] = json.loads(output)
+        assert (listed["Name"], listed["Status"]) == ("shell-vm", "ACTIVE")
+        code, output = await aiostack_cli(tmp_path, "list", "-f", "value", "-c", "Name", "-c", "Status")
+        assert (code, output) == (0, "shell-vm ACTIVE\n")
+        code, output = await aiostack_cli(tmp_path, "list", "-c", "Flavour")
+        assert code == 2 and "no column 'Flavour'; the columns are: ID, Name, Status, Networks" in output
         code, output = await aiostack_cli(tmp_path, "stop", "shell-vm", "--wait")
         assert code == 0, output
-        code, output = await aiostack_cli(tmp_path, "show", "shell-vm")
-        assert code == 0 and '"status": "SHUTOFF"' in output
+        code, output = await aiostack_cli(tmp_path, "show", "shell-vm", "-f", "json")
+        assert code == 0 and json.loads(output)["status"] == "SHUTOFF"
         for command in (["start", "shell-vm", "--wait"], ["reboot", "shell-vm", "--hard", "--wait"]):
             code, output = await aiostack_cli(tmp_path, *command)
             assert code == 0, output
-        code, output = await aiostack_cli(tmp_path, "show", "shell-vm")
-        assert '"status": "ACTIVE"' in output
+        code, output = await aiostack_cli(
+            tmp_path, "show", "shell-vm", "-f", "yaml", "-c", "status", "-c", "name"
+        )
+        assert output == "status: ACTIVE\nname: shell-vm\n"
         code, output = await aiostack_cli(tmp_path, "stop", "no-such-vm")
         assert code == 1 and "no server named 'no-such-vm'" in output
         code, output = await aiostack_cli(tmp_path, "delete", "shell-vm", "--wait")
@@ -244,7 +267,8 @@ async def test_image_network_volume_and_flavor_commands_print_tables(tmp_path) -
         code, output = await as_demo(
             data_dir, "server", "create", "shell-bfv", "--volume", "shell-root", "--wait"
         )
-        assert code == 0 and '"status": "ACTIVE"' in output and '"image": ""' in output, output
+        assert code == 0 and re.search(r"^\| status +\| ACTIVE +\|$", output, re.M), output
+        assert re.search(r"^\| image +\| +\|$", output, re.M), output
         code, output = await aiostack_cli(data_dir, "create", "x", "--volume", "v", "--image", "i")
         assert code == 2 and "not allowed with argument" in output, output
         assert (await aiostack_cli(data_dir, "delete", "shell-bfv", "--wait"))[0] == 0
@@ -255,3 +279,10 @@ async def test_image_network_volume_and_flavor_commands_print_tables(tmp_path) -
         code, output = await as_demo(data_dir, "image", "delete", "shell-image")
         assert code == 0
         assert "shell-image" not in (await as_demo(data_dir, "image", "list"))[1]
+
+        # OS_CLOUD alone, as with OpenStack's clients: the user, password and gateway from clouds.yaml
+        by_cloud = {"OS_CLOUD": "aiostack-demo", "OS_CLIENT_CONFIG_FILE": str(data_dir / "clouds.yaml")}
+        code, output = await aiostack_with(by_cloud, "flavor", "list", "-f", "value", "-c", "Name")
+        assert code == 0 and "m1.tiny\n" in output, output
+        code, output = await aiostack_with(by_cloud | {"OS_CLOUD": "nowhere"}, "flavor", "list")
+        assert code == 2 and "no cloud named 'nowhere' in " + str(data_dir / "clouds.yaml") in output
