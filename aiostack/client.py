@@ -31,6 +31,7 @@ from aiostack.sdk import (
     EventsExpired,
     FlavorManager,
     ImageManager,
+    KeypairManager,
     NetworkManager,
     ServerManager,
     VolumeManager,
@@ -254,6 +255,7 @@ class Client:
         self.networks = NetworkManager(self)
         self.volumes = VolumeManager(self)
         self.flavors = FlavorManager(self)
+        self.keypairs = KeypairManager(self)
 
     async def __aenter__(self) -> Client:
         self._session = aiohttp.ClientSession()
@@ -434,6 +436,8 @@ class Client:
         flavor: str,
         network: str | None = None,
         volume: str | None = None,
+        key_name: str | None = None,
+        user_data: bytes | None = None,
         wait: bool = False,
         timeout: float = 300,
     ) -> dict[str, Any]:
@@ -445,6 +449,8 @@ class Client:
                 flavor=flavor,
                 network=network,
                 boot_volume=volume,
+                key_name=key_name,
+                user_data=user_data,
                 wait=wait,
                 timeout=timeout,
             )

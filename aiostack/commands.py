@@ -68,6 +68,10 @@ def add_client_commands(commands: Any, data_dir_default: Path) -> None:
     root.add_argument("--volume", help="boot from this bootable volume (name or id) instead of an image")
     create.add_argument("--flavor", default="m1.tiny", help="flavor name or id")
     create.add_argument("--network", help="network name or id (default: auto)")
+    create.add_argument("--key-name", help="the key pair root logs in with")
+    create.add_argument(
+        "--user-data", type=Path, help="a file the guest runs at first boot (script, cloud-config)"
+    )
     create.add_argument("--wait", action="store_true", help="return when the server is ACTIVE (or ERROR)")
     add_output_options(create)
     add_output_options(actions.add_parser("list", help="list servers"))
@@ -80,6 +84,13 @@ def add_client_commands(commands: Any, data_dir_default: Path) -> None:
     console.add_argument(
         "--attach", action="store_true", help="a live terminal on the serial console (Ctrl-] leaves)"
     )
+    for action, preposition in (("add", "to"), ("remove", "from")):
+        change = actions.add_parser(action, help=f"{action} a volume {preposition} a server")
+        change.add_argument("kind", choices=["volume"])
+        change.add_argument("server", help="name or id")
+        change.add_argument("volume", help="name or id")
+        if action == "add":
+            change.add_argument("--device", help="e.g. /dev/vdb (default: the next free one)")
     for action in ("delete", "stop", "start", "reboot"):
         parser = actions.add_parser(action, help=f"{action} a server")
         parser.add_argument("server", help="name or id")
@@ -179,6 +190,8 @@ async def run_client_command(args: argparse.Namespace) -> int:
                     volume=args.volume,
                     flavor=args.flavor,
                     network=args.network,
+                    key_name=args.key_name,
+                    user_data=args.user_data.read_bytes() if args.user_data else None,
                     wait=args.wait,
                 )
                 print_resource(server, format=args.format, only=args.column)
@@ -192,6 +205,12 @@ async def run_client_command(args: argparse.Namespace) -> int:
                 return 0
             if args.action == "show":
                 print_resource(await client.server(args.server), format=args.format, only=args.column)
+                return 0
+            if args.action == "add":
+                await client.servers.attach_volume(args.server, args.volume, args.device)
+                return 0
+            if args.action == "remove":
+                await client.servers.detach_volume(args.server, args.volume)
                 return 0
             if args.action == "console" and args.attach:
                 return await attach_console(client, args.server)

@@ -14,9 +14,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from aiostack.output import add_output_options
+from aiostack.output import add_output_options, print_resource
 
-RESOURCES = ("image", "network", "volume", "flavor")
+RESOURCES = ("image", "network", "volume", "flavor", "keypair")
 PrintRows = Callable[[list[dict[str, Any]], list[str]], None]
 """Prints rows under columns, as the command's ``-f`` and ``-c`` ask."""
 
@@ -51,6 +51,20 @@ def add_resource_commands(commands: Any, options: argparse.ArgumentParser) -> No
     delete = volumes.add_parser("delete", help="delete a volume")
     delete.add_argument("volume", help="name or id")
     add_output_options(delete)
+    keypair = commands.add_parser("keypair", parents=[options], help="create, list, show, delete key pairs")
+    keypairs = keypair.add_subparsers(dest="action", required=True)
+    create = keypairs.add_parser("create", help="generate a key pair, or import a public key")
+    create.add_argument("name")
+    create.add_argument("--public-key", type=Path, help="import this OpenSSH public key file")
+    create.add_argument(
+        "--private-key", type=Path, help="write the generated private key to this new file (mode 0600)"
+    )
+    add_output_options(create)
+    add_output_options(keypairs.add_parser("list", help="list key pairs"))
+    show = keypairs.add_parser("show", help="show a key pair")
+    show.add_argument("name")
+    add_output_options(show)
+    keypairs.add_parser("delete", help="delete a key pair").add_argument("name")
     flavor = commands.add_parser("flavor", parents=[options], help="list flavors")
     flavors = flavor.add_subparsers(dest="action", required=True)
     add_output_options(flavors.add_parser("list", help="list flavors"))
@@ -79,6 +93,8 @@ async def run_resource_command(client: Any, args: argparse.Namespace, print_rows
         return 0
     if args.command == "image":
         return await _image(client, args, print_rows)
+    if args.command == "keypair":
+        return await _keypair(client, args, print_rows)
     if args.command == "network":
         return await _network(client, args, print_rows)
     return await _volume(client, args, print_rows)
@@ -128,4 +144,44 @@ async def _volume(client: Any, args: argparse.Namespace, print_rows: PrintRows) 
              "Attached to": ", ".join(f"{a.server_id} on {a.device}" for a in v.attachments)}
             for v in await client.volumes.list()]  # fmt: skip
     print_rows(rows, ["ID", "Name", "Status", "Size GB", "Attached to"])
+    return 0
+
+
+async def _keypair(client: Any, args: argparse.Namespace, print_rows: PrintRows) -> int:
+    columns = ["Name", "Type", "Fingerprint"]
+    if args.action == "list":
+        keypairs = await client.keypairs.list()
+        print_rows(
+            [{"Name": k.name, "Type": k.type, "Fingerprint": k.fingerprint} for k in keypairs], columns
+        )
+        return 0
+    if args.action == "delete":
+        await client.keypairs.delete(args.name)
+        return 0
+    if args.action == "show":
+        keypair = await client.keypairs.get(args.name)
+    else:
+        if args.private_key is not None and (args.public_key is not None or args.private_key.exists()):
+            why = "a public key is imported" if args.public_key else f"{args.private_key} exists"
+            print(f"aiostack: no private key to write: {why}", file=sys.stderr)
+            return 2
+        public_key = args.public_key.read_text().strip() if args.public_key else None
+        keypair = await client.keypairs.create(args.name, public_key=public_key)
+        if keypair.private_key and args.private_key is not None:
+            descriptor = os.open(args.private_key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(descriptor, "w") as private:
+                private.write(keypair.private_key)
+        elif keypair.private_key:
+            print(keypair.private_key, end="")
+            return 0
+    print_resource(
+        {
+            "name": keypair.name,
+            "type": keypair.type,
+            "fingerprint": keypair.fingerprint,
+            "public_key": keypair.public_key,
+        },
+        format=args.format,
+        only=args.column,
+    )
     return 0

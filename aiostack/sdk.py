@@ -9,13 +9,14 @@ the event that ends it arrives on that same socket (docs/EVENTS.md): no polling.
 from __future__ import annotations
 
 import asyncio
+import base64
 import builtins
 import os
 from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 COMPUTE = "/compute/v2.1"
 IMAGES = "/image/v2/images"
@@ -309,6 +310,34 @@ class Flavor:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class Keypair:
+    """A Nova key pair: ``private_key`` only in the answer of the create that generated it."""
+
+    name: str
+    type: str
+    fingerprint: str
+    public_key: str
+    private_key: str | None = field(default=None, repr=False)
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def id(self) -> str:
+        """A key pair's name is its id."""
+        return self.name
+
+    @classmethod
+    def from_api(cls, body: Mapping[str, Any]) -> Keypair:
+        return cls(
+            name=body["name"],
+            type=body.get("type", "ssh"),
+            fingerprint=body.get("fingerprint", ""),
+            public_key=body.get("public_key", ""),
+            private_key=body.get("private_key"),
+            raw=dict(body),
+        )
+
+
 # -- events ---------------------------------------------------------------------------------------
 
 
@@ -491,12 +520,15 @@ class ServerManager(_Manager[Server]):
         metadata: dict[str, str] | None = None,
         boot_volume: Volume | str | None = None,
         delete_volume_on_termination: bool = False,
+        key_name: Keypair | str | None = None,
+        user_data: bytes | str | None = None,
         wait: bool = True,
         timeout: float = 300.0,
     ) -> Server:
         """Boot a server from ``image``, or from the bootable volume ``boot_volume`` (deleted with the
         server when ``delete_volume_on_termination``), on ``network``, else the project's default;
-        with ``wait``, return once its ``instance.active`` event arrives.
+        ``key_name``: the key pair root logs in with; ``user_data``: what the guest runs at its first
+        boot (a script, cloud-config); with ``wait``, return once its ``instance.active`` event arrives.
 
         :raises ValueError: neither or both of ``image`` and ``boot_volume``.
         :raises BuildFailed: it went to ERROR instead (``fault`` says why).
@@ -523,6 +555,11 @@ class ServerManager(_Manager[Server]):
             body["block_device_mapping_v2"] = [mapping]
         if metadata:
             body["metadata"] = metadata
+        if key_name is not None:
+            body["key_name"] = key_name if isinstance(key_name, str) else key_name.name
+        if user_data is not None:
+            data = user_data.encode() if isinstance(user_data, str) else user_data
+            body["user_data"] = base64.b64encode(data).decode()
         if not wait:
             answer = await client.request("POST", f"{COMPUTE}/servers", {"server": body})
             return await self.get(answer["server"]["id"])
@@ -799,6 +836,38 @@ class VolumeManager(_Manager[Volume]):
         if event.type == "volume.error_deleting":
             failed = await self.get(volume_id)
             raise ResourceFailed(failed, failed.fault or "the volume could not be deleted", event.request_id)
+
+
+class KeypairManager:
+    """``client.keypairs``: Nova key pairs (a user's own; a key pair's name is its id)."""
+
+    def __init__(self, client: Transport) -> None:
+        self._client = client
+
+    async def list(self) -> builtins.list[Keypair]:
+        body = await self._client.request("GET", f"{COMPUTE}/os-keypairs")
+        return [Keypair.from_api(item["keypair"]) for item in body["keypairs"]]
+
+    async def get(self, name: str) -> Keypair:
+        """:raises NotFound:"""
+        body = await self._client.request("GET", f"{COMPUTE}/os-keypairs/{quote(name, safe='')}")
+        return Keypair.from_api(body["keypair"])
+
+    async def create(self, name: str, *, public_key: str | None = None) -> Keypair:
+        """Import ``public_key`` (OpenSSH format), or have one generated: then the answer, and only
+        it, holds the ``private_key``.
+
+        :raises BadRequest: a bad name or key. :raises Conflict: the name is taken.
+        """
+        body: dict[str, Any] = {"name": name}
+        if public_key is not None:
+            body["public_key"] = public_key
+        answer = await self._client.request("POST", f"{COMPUTE}/os-keypairs", {"keypair": body})
+        return Keypair.from_api(answer["keypair"])
+
+    async def delete(self, name: str) -> None:
+        """:raises NotFound:"""
+        await self._client.request("DELETE", f"{COMPUTE}/os-keypairs/{quote(name, safe='')}")
 
 
 class FlavorManager(_Manager[Flavor]):

@@ -269,6 +269,32 @@ async def test_image_network_volume_and_flavor_commands_print_tables(tmp_path) -
         )
         assert code == 0 and re.search(r"^\| status +\| ACTIVE +\|$", output, re.M), output
         assert re.search(r"^\| image +\| +\|$", output, re.M), output
+        key = tmp_path / "shell-key"
+        code, output = await as_demo(data_dir, "keypair", "create", "shell-key", "--private-key", str(key))
+        assert code == 0 and re.search(r"^\| fingerprint +\| [0-9a-f:]{47} +\|$", output, re.M), output
+        assert key.read_text().startswith("-----BEGIN") and key.stat().st_mode & 0o777 == 0o600
+        code, output = await as_demo(data_dir, "keypair", "create", "again", "--private-key", str(key))
+        assert code == 2 and f"{key} exists" in output
+        assert (await as_demo(data_dir, "keypair", "list", "-f", "value", "-c", "Name"))[1] == "shell-key\n"
+        script = tmp_path / "user-data"
+        script.write_text("#!/bin/sh\necho hello\n")
+        code, output = await as_demo(
+            data_dir, "server", "create", "shell-keyed", "--key-name", "shell-key",
+            "--user-data", str(script), "--wait", "-f", "value", "-c", "key_name", "-c", "status",
+        )  # fmt: skip
+        assert (code, output) == (0, "shell-key\nACTIVE\n"), output
+        assert (await as_demo(data_dir, "server", "add", "volume", "shell-keyed", "shell-vol"))[0] == 0
+        code, output = await as_demo(data_dir, "volume", "list", "-f", "json")
+        [attached] = [volume for volume in json.loads(output) if volume["Name"] == "shell-vol"]
+        assert attached["Status"] == "in-use" and "on /dev/vdb" in attached["Attached to"], attached
+        assert (await as_demo(data_dir, "server", "remove", "volume", "shell-keyed", "shell-vol"))[0] == 0
+        code, output = await as_demo(data_dir, "volume", "list", "-f", "json")
+        [detached] = [volume for volume in json.loads(output) if volume["Name"] == "shell-vol"]
+        assert detached["Status"] == "available" and detached["Attached to"] == "", detached
+        assert (await aiostack_cli(data_dir, "delete", "shell-keyed", "--wait"))[0] == 0
+        assert (await as_demo(data_dir, "keypair", "delete", "shell-key"))[0] == 0
+        code, output = await as_demo(data_dir, "keypair", "show", "shell-key")
+        assert code == 1 and "shell-key" in output, output
         code, output = await aiostack_cli(data_dir, "create", "x", "--volume", "v", "--image", "i")
         assert code == 2 and "not allowed with argument" in output, output
         assert (await aiostack_cli(data_dir, "delete", "shell-bfv", "--wait"))[0] == 0

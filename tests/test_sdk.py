@@ -110,6 +110,33 @@ async def test_a_server_boots_from_a_volume_made_from_an_image_and_takes_it_alon
     assert volume.id not in {v.id for v in await client.volumes.list()}
 
 
+async def test_key_pairs_are_generated_imported_and_given_to_a_server_with_its_user_data(
+    client: Client,
+) -> None:
+    generated = await client.keypairs.create("sdk-key")
+    assert generated.private_key and generated.private_key.startswith("-----BEGIN")
+    assert generated.public_key.startswith("ssh-") and len(generated.fingerprint) == 47
+    imported = await client.keypairs.create("sdk-imported", public_key=generated.public_key)
+    assert imported.private_key is None and imported.fingerprint == generated.fingerprint
+    assert {k.name for k in await client.keypairs.list()} == {"sdk-key", "sdk-imported"}
+    assert (await client.keypairs.get("sdk-key")).private_key is None
+    with pytest.raises(Conflict):
+        await client.keypairs.create("sdk-key")
+    server = await client.servers.create(
+        "sdk-keyed",
+        image="aiostack-tiny",
+        flavor="m1.tiny",
+        key_name=generated,
+        user_data="#!/bin/sh\ntrue\n",
+    )
+    assert server.raw["key_name"] == "sdk-key"
+    await client.servers.delete(server)
+    for name in ("sdk-key", "sdk-imported"):
+        await client.keypairs.delete(name)
+    with pytest.raises(NotFound):
+        await client.keypairs.get("sdk-key")
+
+
 async def test_errors_are_typed_by_status(client: Client, gateway_url: str) -> None:
     with pytest.raises(NotFound, match="no server named 'no-such-vm'"):
         await client.servers.get("no-such-vm")
