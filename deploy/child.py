@@ -11,7 +11,6 @@ if sys.argv[1:2] != ["gateway"]:
     sys.modules["aiohttp"] = None  # type: ignore[assignment]
 
 import argparse
-import logging
 
 from deploy.cli import run
 
@@ -19,12 +18,7 @@ from deploy.cli import run
 def main(argv: list[str]) -> int:
     commands = argparse.ArgumentParser(prog="aiostack").add_subparsers(dest="command", required=True)
     runner = run(commands)
-    args = commands.choices["run"].parse_args(argv)
-    logging.basicConfig(
-        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
-        format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s",
-    )
-    return runner(args)
+    return runner(commands.choices["run"].parse_args(argv))
 
 
 if __name__ == "__main__":

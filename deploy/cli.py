@@ -23,6 +23,7 @@ from bus.bus import DEFAULT_PREFIX
 from deploy.credentials import ADMIN, credentials_file
 from deploy.run import ACTOR_NAMES
 from runtime.config import DATABASE_VARIABLE, Config, default_data_dir
+from runtime.logs import LOG_FORMATS, configure_logging
 
 Runner = Callable[[argparse.Namespace], int]
 
@@ -30,7 +31,18 @@ Runner = Callable[[argparse.Namespace], int]
 def _add_bus_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", type=Path, default=default_data_dir(), help="where everything is kept")
     parser.add_argument("--prefix", default=DEFAULT_PREFIX, help="subject prefix (clouds sharing a NATS)")
-    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR (every process)")
+    parser.add_argument(
+        "--log-format", choices=LOG_FORMATS, default="text", help="text, or json: one object per line"
+    )
+
+
+def process_label(args: argparse.Namespace) -> str:
+    """What `aiostack run`'s process is called in its logs: the actor, and a node's hosts."""
+    hosts: list[str] = args.host or []
+    if not hosts:
+        return str(args.actor)
+    return f"{args.actor}:{hosts[0]}" + (f"+{len(hosts) - 1}" if len(hosts) > 1 else "")
 
 
 def _add_database_option(parser: argparse.ArgumentParser) -> None:
@@ -145,6 +157,7 @@ def up(commands: Any) -> Runner:
         if args.cluster and args.nats:
             parser.error("--cluster runs its own nats-server: leave out --nats")
 
+        configure_logging(args.log_level, args.log_format, "up")
         return asyncio.run(start(args))
 
     return run_up
@@ -193,6 +206,7 @@ def run(commands: Any) -> Runner:
     def run_one(args: argparse.Namespace) -> int:
         from deploy.run import run_actor
 
+        configure_logging(args.log_level, args.log_format, process_label(args))
         return asyncio.run(run_actor(args))
 
     return run_one
@@ -269,7 +283,10 @@ def join(commands: Any) -> Runner:
     )
     parser.add_argument("token", nargs="?", help="the join token (leave out to start a host that has joined)")
     parser.add_argument("--data-dir", type=Path, default=default_data_dir(), help="where everything is kept")
-    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR (every process)")
+    parser.add_argument(
+        "--log-format", choices=LOG_FORMATS, default="text", help="text, or json: one object per line"
+    )
     parser.add_argument(
         "--address", help="this host's address the others reach (default: towards the cluster)"
     )
@@ -287,6 +304,7 @@ def join(commands: Any) -> Runner:
     def run_join(args: argparse.Namespace) -> int:
         from deploy.join import run_host
 
+        configure_logging(args.log_level, args.log_format, "join")
         return asyncio.run(run_host(args))
 
     return run_join

@@ -206,6 +206,7 @@ async def serve_host(membership: Membership, args: argparse.Namespace, data_dir:
         env[DATABASE_VARIABLE] = (data_dir / DATABASE_FILE).read_text()
     urls = membership.client_urls()
     common = ["--nats", urls, "--data-dir", str(data_dir), "--prefix", membership.prefix]
+    common += ["--log-level", args.log_level, "--log-format", args.log_format]
     children = [
         ChildProcess(
             spec, [*common, "--credentials", str(credentials_file(data_dir, spec.name))], log_dir, env

@@ -148,15 +148,17 @@ async def serve_gateway(bus: Bus, config: Config, listen: str, stop: asyncio.Eve
     """
     from aiohttp import web
 
+    from gateway.access_log import GatewayAccessLogger
     from gateway.app import create_app, handler_args
     from gateway.http import Limits
     from gateway.server import GatewaySite
 
     host, _, port = listen.rpartition(":")
     limits = Limits.from_environment()
-    runner = web.AppRunner(create_app(bus, limits), access_log=None, handle_signals=False)
+    access = {"access_log_class": GatewayAccessLogger, "access_log": logging.getLogger("aiostack.access")}
+    runner = web.AppRunner(create_app(bus, limits), handle_signals=False, **access)
     await runner.setup()
-    site = GatewaySite(runner, host or "127.0.0.1", int(port), {**handler_args(limits), "access_log": None})
+    site = GatewaySite(runner, host or "127.0.0.1", int(port), {**handler_args(limits), **access})
     await site.start()
     url = f"http://{host or '127.0.0.1'}:{site.port}"
     url_file: Path = config.data_dir / "gateway.url"

@@ -327,6 +327,7 @@ async def up(args: argparse.Namespace) -> int:
     nats_keeper = asyncio.ensure_future(keep_nats_running(server)) if server is not None else None
     (data_dir / "nats.url").unlink(missing_ok=True)
     common = ["--nats", nats_url, "--data-dir", str(data_dir), "--prefix", args.prefix]
+    common += ["--log-level", args.log_level, "--log-format", args.log_format]
     passwords = first_start_passwords(data_dir)
     (data_dir / "gateway.url").unlink(missing_ok=True)
     database = {DATABASE_VARIABLE: args.database} if args.database else {}

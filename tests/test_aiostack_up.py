@@ -312,3 +312,35 @@ async def test_image_network_volume_and_flavor_commands_print_tables(tmp_path) -
         assert code == 0 and "m1.tiny\n" in output, output
         code, output = await aiostack_with(by_cloud | {"OS_CLOUD": "nowhere"}, "flavor", "list")
         assert code == 2 and "no cloud named 'nowhere' in " + str(data_dir / "clouds.yaml") in output
+
+
+def json_lines(path: Path) -> list[dict]:
+    """A log file's lines, each one JSON object (any other line fails the test)."""
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+async def test_every_process_logs_json_lines_that_carry_the_request_id_across_processes(tmp_path) -> None:
+    async with (
+        aiostack_up(tmp_path, "--log-format", "json", "--log-level", "INFO") as cloud,
+        aiohttp.ClientSession() as session,
+    ):
+        api = Api(session, cloud.gateway_url)
+        token = await api.login()
+        status, _ = await api.get("/compute/v2.1/servers/6b1a4c8e-0000-4000-8000-000000000000")
+        assert status == 404
+        async with session.ws_connect(f"{cloud.gateway_url}/ws?token={token}&kinds=instance") as ws:
+            await ws.close()
+    logs = tmp_path / "logs"
+    gateway, conductor = json_lines(logs / "gateway.log"), json_lines(logs / "conductor.log")
+    named = {"identity": "identity", "scheduler": "scheduler", "net": "net", "image": "image"}
+    named |= {"volume": "volume:local", "node-1": "node:node-1"}
+    for log_name, process in named.items():
+        assert {line["process"] for line in json_lines(logs / f"{log_name}.log")} == {process}
+    [missing] = [line for line in gateway if line.get("path", "").startswith("/compute/v2.1/servers/6b1a")]
+    assert (missing["logger"], missing["method"], missing["status"]) == ("aiostack.access", "GET", 404)
+    assert missing["process"] == "gateway" and missing["request_id"].startswith("req-")
+    refused = [line for line in conductor if line["request_id"] == missing["request_id"]]
+    assert refused and "not_found" in refused[0]["message"], conductor[-5:]
+    [socket] = [line for line in gateway if line.get("path", "").startswith("/ws")]
+    assert socket["path"] == "/ws?token=***&kinds=instance"
+    assert token not in (logs / "gateway.log").read_text()
