@@ -67,6 +67,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Runner]]:
 def main(argv: list[str] | None = None) -> None:
     parser, runners = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(
         level=getattr(logging, str(getattr(args, "log_level", "WARNING")).upper(), logging.INFO),
         format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s",

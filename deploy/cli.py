@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import socket
 import sys
@@ -20,6 +21,7 @@ from typing import Any
 from bus import AiostackError, Bus
 from bus.api import liveness
 from bus.bus import DEFAULT_PREFIX
+from deploy.config_file import CONFIG_NAME, ConfigError, apply_config
 from deploy.credentials import ADMIN, credentials_file
 from deploy.run import ACTOR_NAMES
 from runtime.config import DATABASE_VARIABLE, Config, default_data_dir
@@ -99,6 +101,11 @@ def up(commands: Any) -> Runner:
     """`aiostack up`: nats-server and every process of the cloud."""
     parser = commands.add_parser("up", help="start nats-server and every actor; Ctrl-C stops them")
     _add_bus_options(parser)
+    parser.add_argument(
+        "--config",
+        type=Path,
+        help=f"settings (TOML; default: <data-dir>/{CONFIG_NAME}, written at the first start); flags win",
+    )
     parser.add_argument("--nats", help="use this NATS instead of starting an embedded nats-server")
     parser.add_argument("--nats-port", type=int, default=0, help="port of the embedded nats-server (0: free)")
     parser.add_argument(
@@ -157,7 +164,12 @@ def up(commands: Any) -> Runner:
         if args.cluster and args.nats:
             parser.error("--cluster runs its own nats-server: leave out --nats")
 
+        try:
+            config = apply_config(parser, args, getattr(args, "argv", []))
+        except ConfigError as exc:
+            parser.error(str(exc))
         configure_logging(args.log_level, args.log_format, "up")
+        logging.getLogger(__name__).info("settings: %s", config)
         return asyncio.run(start(args))
 
     return run_up
