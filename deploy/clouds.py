@@ -3,7 +3,7 @@
     OS_CLIENT_CONFIG_FILE=<data-dir>/clouds.yaml OS_CLOUD=aiostack-admin openstack server list
     source <data-dir>/openrc [admin|demo]; openstack server list
 
-The passwords are known on first start only (the identity actor keeps scrypt hashes), so they are
+The passwords are known on first start only (the identity actor keeps argon2id hashes), so they are
 written then, into owner-only files; later starts keep them and update the auth URL (the
 listen address may change). clouds.yaml is JSON, which is YAML too, so it is read back without
 a YAML library.

@@ -6,7 +6,7 @@
 * ``admin.py`` — projects, users, groups, roles, role assignments.
 * ``appcreds.py`` — application credentials.
 * ``keys.py`` — the Fernet key repository and the token payload.
-* ``passwords.py`` — scrypt hashing of passwords and secrets.
+* ``passwords.py`` — argon2id hashing of passwords and secrets (earlier scrypt hashes upgraded at login).
 
 Its API: ``api/identity.py``.
 """

@@ -2,7 +2,7 @@
 ``ApplicationCredentials`` facet of ``api/identity.py``.
 
 A user makes one for itself, on the project of the token it calls with, limited to some
-or all of its roles there. The secret is returned once and kept only as a scrypt hash. A
+or all of its roles there. The secret is returned once and kept only as an argon2id hash. A
 credential logs in (``Tokens.issue_with_application_credential``, in ``tokens.py``) to a
 project-scoped token carrying only the credential's roles (those the user still holds),
 which expires no later than the credential; deleting the credential or its expiry ends its

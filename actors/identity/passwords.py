@@ -1,8 +1,12 @@
-"""Password and secret hashing for the identity actor: scrypt from the standard library.
+"""Password and secret hashing for the identity actor: argon2id (argon2-cffi).
 
-A stored hash reads ``scrypt$n$r$p$salt$hash`` (salt and hash in base64). Hashing costs
-tens of milliseconds and 16 MiB by design, so callers run these functions in a worker
-thread (``asyncio.to_thread``), never on the event loop.
+A stored hash is argon2id's standard string (``$argon2id$v=19$m=...,t=...,p=...$salt$hash``),
+with OWASP's parameters for argon2id: 19 MiB of memory, 2 passes, 1 lane. Hashes made by earlier
+versions, scrypt's ``scrypt$n$r$p$salt$hash`` (salt and hash in base64), are still checked, and
+``needs_rehash`` says a login should store its password hashed anew: the identity actor does
+so at the next successful login (``Tokens``), so old hashes go as their users come back.
+Hashing costs tens of milliseconds by design, so callers run these functions in a worker thread
+(``asyncio.to_thread``), never on the event loop.
 """
 
 from __future__ import annotations
@@ -11,10 +15,12 @@ import base64
 import binascii
 import hashlib
 import hmac
-import os
 import secrets
 
-SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+HASHER = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
 SCRYPT_MAXMEM = 64 << 20
 
 # The one answer to every failed login, whatever failed (no hint to the caller).
@@ -22,29 +28,33 @@ AUTH_FAILED = "The request you have made requires authentication."
 
 
 def hash_password(password: str) -> str:
-    """scrypt (memory-hard), as ``scrypt$n$r$p$salt$hash`` in base64."""
-    salt = os.urandom(16)
-    digest = hashlib.scrypt(
-        password.encode(), salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P, maxmem=SCRYPT_MAXMEM
-    )
-    return "$".join(
-        (
-            "scrypt",
-            str(SCRYPT_N),
-            str(SCRYPT_R),
-            str(SCRYPT_P),
-            base64.b64encode(salt).decode(),
-            base64.b64encode(digest).decode(),
-        )
-    )
+    """argon2id, as its standard string (parameters and salt in it)."""
+    return HASHER.hash(password)
 
 
 def check_password(password: str, stored: str) -> bool:
-    """Whether ``password`` matches ``stored``; False (never an exception) for a malformed hash."""
+    """Whether ``password`` matches ``stored`` (argon2id, or an earlier version's scrypt); False
+    (never an exception) for a malformed hash."""
+    if stored.startswith("scrypt$"):
+        return _check_scrypt(password, stored)
     try:
-        scheme, n, r, p, salt, digest = stored.split("$")
-        if scheme != "scrypt":
-            return False
+        return HASHER.verify(stored, password)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def needs_rehash(stored: str) -> bool:
+    """Whether ``stored`` was made otherwise than ``hash_password`` makes hashes now (scrypt, or
+    argon2 with other parameters)."""
+    try:
+        return stored.startswith("scrypt$") or HASHER.check_needs_rehash(stored)
+    except InvalidHashError:
+        return True
+
+
+def _check_scrypt(password: str, stored: str) -> bool:
+    try:
+        _, n, r, p, salt, digest = stored.split("$")
         candidate = hashlib.scrypt(
             password.encode(),
             salt=base64.b64decode(salt),

@@ -13,7 +13,7 @@ Nothing here is ever a lockout. Failed logins are counted in memory, over a slid
   source that has not been failing always gets its right password accepted at once.
 
 A refusal (``LoginThrottled``: the gateway's 429 with ``Retry-After``) costs no lookup and no
-scrypt, and is the same whether the account exists or not: an account is the name or id the
+hash check, and is the same whether the account exists or not: an account is the name or id the
 login gave, not the user it finds, so throttling says nothing about which users exist. A
 success forgets its (account, source) failures, never its source's.
 
@@ -22,7 +22,7 @@ and hold 16-byte digests, not names, so a flood of invented names cannot exhaust
 never written to disk, so a restart (or another replica of the actor, which keeps its own) starts
 from nothing: at worst an attacker's budget starts again after a restart it cannot cause.
 
-``PasswordChecks`` bounds the hashing: ``threads`` scrypt threads of its own; at most
+``PasswordChecks`` bounds the hashing: ``threads`` hashing threads of its own; at most
 ``per_source`` logins in flight from one source (more are refused at once, without hashing, as
 ``LoginThrottled``); at most ``max_pending`` waiting for or holding a thread in all, each waiting
 at most ``max_wait`` seconds (past either: ``Overloaded``, at once or after the wait); at most

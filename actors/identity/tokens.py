@@ -10,11 +10,11 @@ self-contained: a msgpack payload sealed with Fernet keys from ``<data>/keys/tok
 (``keys.py``); none is stored, validation decrypts and then checks the user, project, roles
 and the revocation list (``CHECK_SQL``, and one statement for the roles).
 
-A password (or application credential) login that is checked runs exactly one scrypt whatever
+A password (or application credential) login that is checked runs exactly one password hash check whatever
 fails (unknown user, wrong password, disabled...), and every failure gets the same answer
 (``AUTH_FAILED``): no hint, not even in the timing. Failures are throttled by source and by
 (account, source), never locked out, and the checks run on a bounded pool (``throttle.py``):
-a throttled source is refused (``LoginThrottled``) before any lookup or scrypt.
+a throttled source is refused (``LoginThrottled``) before any lookup or hash check.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from actors.identity.keys import MAX_TOKEN_LENGTH, InvalidToken, TokenPayload, new_audit_id
-from actors.identity.passwords import AUTH_FAILED, check_password, hash_password
+from actors.identity.passwords import AUTH_FAILED, check_password, hash_password, needs_rehash
 from actors.identity.state import IdentityState, administers
 from actors.identity.throttle import LoginThrottle, PasswordChecks, Throttling, source_key
 from api.identity import KeyLayout, Revocation, RoleRef, Token, TokenInfo, Tokens
@@ -115,12 +115,12 @@ class TokenService(Tokens):
     async def _authenticate(
         self, username: str | None, user_id: str | None, password: str, source: str
     ) -> dict[str, Any]:
-        """The user whose password this is. Every path that checks runs one scrypt.
+        """The user whose password this is. Every path that checks runs one hash check.
 
         The account counted is what the login names (``id:...`` or ``name:...``), found or not.
 
         :raises InvalidRequest: neither a user name nor a user id.
-        :raises LoginThrottled: the source is refused (no lookup, no scrypt), or has
+        :raises LoginThrottled: the source is refused (no lookup, no hash check), or has
             ``per_source`` logins in flight.
         :raises Overloaded: too many logins wait for a check.
         :raises Unauthorized: anything else that fails.
@@ -140,7 +140,18 @@ class TokenService(Tokens):
                 await self.checks.tarpit.hold(self.throttle.failed(account, source))
                 raise Unauthorized(AUTH_FAILED)
             self.throttle.succeeded(account, source)
-            return user
+        if needs_rehash(stored):
+            await self._store_anew("users", "password_hash", user["id"], stored, password)
+        return user
+
+    async def _store_anew(self, table: str, column: str, row_id: str, stored: str, secret: str) -> None:
+        """Replace a hash an earlier version made (``needs_rehash``) with today's, unless it changed
+        meanwhile (a password change wins)."""
+        rehashed = await asyncio.to_thread(hash_password, secret)
+        await self.store.execute(
+            f"UPDATE {table} SET {column} = ? WHERE id = ? AND {column} = ?", (rehashed, row_id, stored)
+        )
+        log.info("%s %s: its hash upgraded to argon2id", table.removesuffix("s"), row_id)
 
     async def _scope_project(
         self, user: dict[str, Any], project_name: str | None, project_id: str | None
@@ -211,6 +222,8 @@ class TokenService(Tokens):
                 await self.checks.tarpit.hold(self.throttle.failed(account, source))
                 raise Unauthorized(AUTH_FAILED)
             self.throttle.succeeded(account, source)
+        if needs_rehash(stored):
+            await self._store_anew("app_creds", "secret_hash", cred["id"], stored, secret)
         user = await self.store.fetchone("SELECT * FROM users WHERE id = ?", (cred["user_id"],))
         project = await self.store.fetchone("SELECT * FROM projects WHERE id = ?", (cred["project_id"],))
         if user is None or project is None or not user["enabled"] or not project["enabled"]:

@@ -5,6 +5,8 @@ argument checks, on a real nats-server, sqlite and files."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import os
 import stat
 import threading
@@ -19,7 +21,7 @@ from cryptography.fernet import Fernet, InvalidToken
 
 from actors.identity.actor import MIGRATIONS, IdentityActor
 from actors.identity.keys import TokenPayload
-from actors.identity.passwords import AUTH_FAILED, check_password, hash_password
+from actors.identity.passwords import AUTH_FAILED, check_password, hash_password, needs_rehash
 from actors.identity.throttle import LoginThrottle, PasswordChecks, StrikeTable, Throttling, source_key
 from actors.identity.tokens import TOKEN_INVALID
 from api.identity import REVOKED, ApplicationCredentials, IdentityAdmin, LoginThrottled, Token, Tokens
@@ -418,12 +420,40 @@ async def test_every_failed_login_runs_exactly_one_scrypt(
     assert checked == []
 
 
-def test_passwords_are_stored_as_scrypt_hashes() -> None:
+def scrypt_hash(password: str) -> str:
+    """A password hashed as aiostack hashed them before argon2id (scrypt, N=2^14)."""
+    salt = os.urandom(16)
+    digest = hashlib.scrypt(password.encode(), salt=salt, n=2**14, r=8, p=1)
+    return f"scrypt${2**14}$8$1${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
+
+
+def test_passwords_are_stored_as_argon2id_hashes_with_owasps_parameters() -> None:
     stored = hash_password("s3cret")
-    assert stored.startswith("scrypt$") and "s3cret" not in stored
-    assert check_password("s3cret", stored)
+    assert stored.startswith("$argon2id$v=19$m=19456,t=2,p=1$") and "s3cret" not in stored
+    assert check_password("s3cret", stored) and not needs_rehash(stored)
     assert not check_password("s3cret!", stored)
     assert not check_password("s3cret", "garbage")
+    old = scrypt_hash("s3cret")
+    assert check_password("s3cret", old) and not check_password("s3cret!", old) and needs_rehash(old)
+
+
+async def test_an_old_scrypt_hash_is_replaced_by_argon2id_at_the_next_good_login_only(
+    identity_actor: IdentityActor, tokens: Tokens
+) -> None:
+    store = identity_actor.shared.store
+    old = scrypt_hash(DEMO_PASSWORD)
+    await store.execute("UPDATE users SET password_hash = ? WHERE name = ?", (old, "demo"))
+    with pytest.raises(Unauthorized):
+        await login(tokens, "demo", "not-the-password")
+    assert (await store.fetchone("SELECT password_hash FROM users WHERE name = ?", ("demo",)))[
+        "password_hash"
+    ] == old
+    await login(tokens, "demo", DEMO_PASSWORD)
+    upgraded = (await store.fetchone("SELECT password_hash FROM users WHERE name = ?", ("demo",)))[
+        "password_hash"
+    ]
+    assert upgraded.startswith("$argon2id$") and check_password(DEMO_PASSWORD, upgraded)
+    await login(tokens, "demo", DEMO_PASSWORD)
 
 
 # -- tokens -----------------------------------------------------------------------------------
@@ -935,7 +965,7 @@ async def test_application_credentials(
     row = await identity_actor.shared.store.fetchone(
         "SELECT secret_hash FROM app_creds WHERE id = ?", (created["id"],)
     )
-    assert row["secret_hash"].startswith("scrypt$") and created["secret"] not in row["secret_hash"]
+    assert row["secret_hash"].startswith("$argon2id$") and created["secret"] not in row["secret_hash"]
 
     issued = await tokens.issue_with_application_credential(
         app_cred_id=created["id"], secret=created["secret"]
