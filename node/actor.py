@@ -123,7 +123,10 @@ class NodeActor(Actor, Node):
             OverlayNetworks(peers.net, self.state_dir, overlay_ip)
             if overlay_ip
             else GuestNetworks(
-                self.hypervisor.virt, metadata=self.metadata, connection=lambda: self.hypervisor.connection
+                self.hypervisor.virt,
+                peers.net,
+                metadata=self.metadata,
+                connection=lambda: self.hypervisor.connection,
             )
         )
         self.builder = Builder(

@@ -5,7 +5,8 @@ themselves.
 On every guest network this node has a bridge for (``node.networks``), the bridge holds
 ``METADATA_ADDRESS/32`` and a listener bound to it and to that bridge alone
 (``SO_BINDTODEVICE``), so each listener knows the network its requests come from; guests reach
-it through the gateway (the subnet's DHCP hands them a route to it: ``node.networks``). A
+it through the host's DHCP port's address on the bridge (the subnet's DHCP hands them a route to
+it: ``node.networks``; Neutron's isolated-metadata route). A
 request's guest is the instance whose port on that network holds the request's source address
 (``NetForNodes.instance_ports_at``, as Neutron's metadata agent finds it), and what it is told is
 the conductor's word on that instance (``ConductorForNodes.get_instance_metadata``): both only

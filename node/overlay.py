@@ -47,7 +47,7 @@ import libvirt
 
 from api.net import NetForNodes, Network, Port, Subnet
 from node.domain import xml_safe
-from node.networks import Attachment
+from node.networks import Attachment, SubnetDhcp, dhcp_option_values
 from runtime.processes import running_pid, stop_pid
 
 log = logging.getLogger(__name__)
@@ -87,42 +87,11 @@ class Segment:
         return f"tap{self.dhcp_port_id[:11]}", f"ns-{self.dhcp_port_id[:11]}"
 
 
-@dataclass(frozen=True, slots=True)
-class SubnetDhcp:
-    """What a subnet tells its hosts over DHCP besides their address (``dhcp.json``)."""
-
-    gateway: str | None
-    dns_nameservers: list[str]
-    host_routes: list[tuple[str, str]]
-    """``(destination, nexthop)`` pairs."""
-
-    @classmethod
-    def of(cls, subnet: Subnet) -> SubnetDhcp:
-        return cls(
-            gateway=subnet.get("gateway_ip") or None,
-            dns_nameservers=list(subnet["dns_nameservers"]),
-            host_routes=[(route["destination"], route["nexthop"]) for route in subnet["host_routes"]],
-        )
-
-
 def dhcp_options(mtu: int, dhcp: SubnetDhcp) -> list[str]:
-    """dnsmasq's ``--dhcp-option`` arguments: the MTU (option 26), the router (3), the name servers
-    (6) and, when the subnet has host routes, those as classless static routes (121) with the
-    default route through the gateway among them: RFC 3442 has a client that takes option 121
-    ignore option 3, as Neutron's DHCP agent also adds it (unless a host route is itself the
-    default)."""
-    options = [f"--dhcp-option=option:mtu,{mtu}"]
-    if dhcp.gateway:
-        options.append(f"--dhcp-option=option:router,{dhcp.gateway}")
-    if dhcp.dns_nameservers:
-        options.append(f"--dhcp-option=option:dns-server,{','.join(dhcp.dns_nameservers)}")
-    if dhcp.host_routes:
-        routes = list(dhcp.host_routes)
-        if dhcp.gateway and all(destination != "0.0.0.0/0" for destination, _ in routes):
-            routes.append(("0.0.0.0/0", dhcp.gateway))
-        pairs = ",".join(f"{destination},{nexthop}" for destination, nexthop in routes)
-        options.append(f"--dhcp-option=option:classless-static-route,{pairs}")
-    return options
+    """dnsmasq's ``--dhcp-option`` arguments (``node.networks.dhcp_option_values``): the MTU, the
+    router, the name servers and, when the subnet has host routes, those as classless static
+    routes with the default route through the gateway among them."""
+    return [f"--dhcp-option={value}" for value in dhcp_option_values(dhcp, mtu=mtu)]
 
 
 def dnsmasq_command(segment: Segment, dhcp: SubnetDhcp, hosts: dict[str, str], pid_file: Path) -> list[str]:

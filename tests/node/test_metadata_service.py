@@ -14,7 +14,7 @@ import subprocess
 from collections.abc import Iterator
 
 from node.metadata import METADATA_ADDRESS
-from node.networks import bridge_name
+from node.networks import bridge_name, libvirt_network_name, network_address
 from tests.node.test_real_guests import GUEST_DEADLINE, QemuCloud, qemu_cloud, test_guest  # noqa: F401
 
 SCRIPT = "#!/bin/sh\necho metadata-user-data\n"
@@ -26,21 +26,22 @@ def run(*argv: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, capture_output=True, text=True, check=False)
 
 
-def metadata_addresses() -> str:
-    """Every interface of this host holding the metadata address."""
-    return "\n".join(
-        line for line in run("ip", "-o", "-4", "addr", "show").stdout.splitlines() if METADATA_ADDRESS in line
-    )
+def metadata_addresses(bridge: str) -> list[str]:
+    """The metadata address on ``bridge``, if it holds it (other tests' bridges may hold theirs)."""
+    held = run("ip", "-o", "-4", "addr", "show", "dev", bridge).stdout.splitlines()
+    return [line.split()[3] for line in held if METADATA_ADDRESS in line]
 
 
-def metadata_listeners() -> str:
-    return run("ss", "-Hltn", "src", METADATA_ADDRESS).stdout.strip()
+def metadata_listeners(bridge: str) -> list[str]:
+    """The listeners on the metadata address bound to ``bridge``."""
+    listening = run("ss", "-Hltn", "src", METADATA_ADDRESS).stdout.splitlines()
+    return [line for line in listening if f"%{bridge}:" in line]
 
 
 @contextlib.contextmanager
-def stranger_on(bridge: str, gateway: str) -> Iterator[str]:
+def stranger_on(bridge: str, dhcp_address: str) -> Iterator[str]:
     """A network namespace plugged into ``bridge`` (a veth) with ``STRANGER``, routing the metadata
-    address through ``gateway``, as a guest does; its name."""
+    address through the host's DHCP address there, as a guest does; its name."""
     tag = os.getpid() % 100000
     namespace, outside, inside = f"aiostack-mdtest-{tag}", f"mdo{tag}", f"mdi{tag}"
     try:
@@ -50,13 +51,21 @@ def stranger_on(bridge: str, gateway: str) -> Iterator[str]:
             ("ip", "link", "set", outside, "master", bridge, "up"),
             ("ip", "-n", namespace, "addr", "add", STRANGER, "dev", inside),
             ("ip", "-n", namespace, "link", "set", inside, "up"),
-            ("ip", "-n", namespace, "route", "add", f"{METADATA_ADDRESS}/32", "via", gateway),
+            ("ip", "-n", namespace, "route", "add", f"{METADATA_ADDRESS}/32", "via", dhcp_address),
         ):
             subprocess.run(argv, check=True, capture_output=True)
         yield namespace
     finally:
         run("ip", "link", "del", outside)
         run("ip", "netns", "del", namespace)
+
+
+def bridge_address(cloud: QemuCloud, network_id: str) -> str:
+    """The host's (its DHCP port's) address on the network's bridge."""
+    xml = cloud.node.hypervisor.connection.networkLookupByName(libvirt_network_name(network_id)).XMLDesc(0)
+    address = network_address(xml)
+    assert address is not None
+    return address
 
 
 async def curl(*prefix: str) -> tuple[int | None, str]:
@@ -97,15 +106,14 @@ async def test_two_guests_each_read_their_own_metadata_and_no_one_else_is_answer
     assert said[1].strip() == f"uuid={second} instance_id={second} admin_pass=absent user_data=none"
 
     network = (await client.request("GET", "/network/v2.0/networks?name=default"))["networks"][0]
-    subnet = (await client.request("GET", f"/network/v2.0/subnets/{network['subnets'][0]}"))["subnet"]
     bridge = bridge_name(network["id"])
     assert qemu_cloud.node.metadata.bridges == {network["id"]: bridge}
-    assert f" {bridge} " in f" {metadata_addresses()} " and metadata_listeners()
-    with stranger_on(bridge, subnet["gateway_ip"]) as namespace:
+    assert metadata_addresses(bridge) == [f"{METADATA_ADDRESS}/32"] and len(metadata_listeners(bridge)) == 1
+    with stranger_on(bridge, bridge_address(qemu_cloud, network["id"])) as namespace:
         assert await curl("ip", "netns", "exec", namespace) == (0, "404")
     assert await curl() == (0, "404")  # the host itself: no guest either
 
     for server_id in (first, second):
         await client.server_action(server_id, "delete", wait=True)
     assert qemu_cloud.node.metadata.bridges == {}
-    assert metadata_addresses() == "" and metadata_listeners() == ""
+    assert metadata_addresses(bridge) == [] and metadata_listeners(bridge) == []
