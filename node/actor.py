@@ -120,7 +120,7 @@ class NodeActor(Actor, Node):
         self.images = ImageCache(peers.image, self.state_dir)
         self.metadata = MetadataService(GuestFinder(peers.net, peers.conductor))
         self.networks: Networking = (
-            OverlayNetworks(peers.net, self.state_dir, overlay_ip)
+            OverlayNetworks(peers.net, self.state_dir, overlay_ip, metadata=self.metadata)
             if overlay_ip
             else GuestNetworks(
                 self.hypervisor.virt,

@@ -1,7 +1,8 @@
 """The metadata service at 169.254.169.254 (``node/metadata.py``) with real guests: each guest of a
 network reads its own metadata there (the test guest prints ``AIOSTACK-METADATA``), a source on the
 network that is no guest gets 404 (as does the host itself), and the address and listener go with the
-network's last guest."""
+network's last guest. In an overlay network's DHCP namespace (``node/overlay.py``), the service
+answers there, on the DHCP port's end, its guest only, and goes when the network does."""
 
 from __future__ import annotations
 
@@ -10,13 +11,21 @@ import base64
 import contextlib
 import hashlib
 import os
+import shutil
 import subprocess
 from collections.abc import Iterator
 
-from node.metadata import METADATA_ADDRESS
+import pytest
+
+from node.metadata import METADATA_ADDRESS, Guest, MetadataService
 from node.networks import bridge_name, libvirt_network_name, network_address
+from tests.node.test_metadata_paths import NETWORK, guest
 from tests.node.test_real_guests import GUEST_DEADLINE, QemuCloud, qemu_cloud, test_guest  # noqa: F401
 
+needs_namespaces = pytest.mark.skipif(
+    os.geteuid() != 0 or not all(shutil.which(tool) for tool in ("ip", "curl", "ss")),
+    reason="needs root, ip, curl and ss",
+)
 SCRIPT = "#!/bin/sh\necho metadata-user-data\n"
 STRANGER = "10.20.250.250/16"
 """An address of the default network's subnet no port holds."""
@@ -117,3 +126,82 @@ async def test_two_guests_each_read_their_own_metadata_and_no_one_else_is_answer
         await client.server_action(server_id, "delete", wait=True)
     assert qemu_cloud.node.metadata.bridges == {}
     assert metadata_addresses(bridge) == [] and metadata_listeners(bridge) == []
+
+
+class OneGuest:
+    """Finds ``guest()`` at ``GUEST_ADDRESS`` on ``NETWORK``, no one anywhere else."""
+
+    def __init__(self) -> None:
+        self.forgotten: list[str] = []
+
+    async def __call__(self, network_id: str, address: str) -> Guest | None:
+        return guest() if (network_id, address) == (NETWORK, GUEST_ADDRESS) else None
+
+    def forget(self, network_id: str) -> None:
+        self.forgotten.append(network_id)
+
+
+GUEST_ADDRESS = "10.232.0.23"
+DHCP_ADDRESS = "10.232.0.2"
+
+
+@contextlib.contextmanager
+def dhcp_namespace_and_guests() -> Iterator[tuple[str, str, str]]:
+    """A DHCP namespace (its end of a veth ``ns-…`` holding ``DHCP_ADDRESS``), as ``node.overlay``
+    makes one, and two guest namespaces on the same segment (a bridge in a namespace of its own,
+    as a host's): one at ``GUEST_ADDRESS``, one at an address no guest holds; each routes the
+    metadata address through ``DHCP_ADDRESS``. Their names: (dhcp, guest, stranger)."""
+    tag = f"{os.getpid() % 100000}"
+    host, dhcp, guest_ns, stranger = (
+        f"aiostack-mdns-{role}-{tag}" for role in ("host", "dhcp", "guest", "stranger")
+    )
+    device = f"ns-md{tag}"
+
+    def ip(*argv: str) -> None:
+        subprocess.run(["ip", *argv], check=True, capture_output=True)
+
+    try:
+        for namespace in (host, dhcp, guest_ns, stranger):
+            ip("netns", "add", namespace)
+            ip("-n", namespace, "link", "set", "lo", "up")
+        ip("-n", host, "link", "add", "segment", "type", "bridge", "stp_state", "0", "forward_delay", "0")
+        ip("-n", host, "link", "set", "segment", "up")
+        for namespace, inside, address in (
+            (dhcp, device, DHCP_ADDRESS),
+            (guest_ns, "eth0", GUEST_ADDRESS),
+            (stranger, "eth0", "10.232.0.99"),
+        ):
+            outside = f"tap-{namespace.split('-')[2]}"
+            ip("-n", host, "link", "add", outside, "type", "veth", "peer", "name", inside, "netns", namespace)
+            ip("-n", host, "link", "set", outside, "master", "segment", "up")
+            ip("-n", namespace, "addr", "add", f"{address}/24", "dev", inside)
+            ip("-n", namespace, "link", "set", inside, "up")
+            if namespace != dhcp:
+                ip("-n", namespace, "route", "add", f"{METADATA_ADDRESS}/32", "via", DHCP_ADDRESS)
+        yield dhcp, guest_ns, stranger
+    finally:
+        for namespace in (host, dhcp, guest_ns, stranger):
+            run("ip", "netns", "del", namespace)
+
+
+@needs_namespaces
+async def test_in_a_dhcp_namespace_the_service_answers_its_guest_only_and_goes_with_the_network() -> None:
+    service = MetadataService(OneGuest())
+    with dhcp_namespace_and_guests() as (dhcp, guest_ns, stranger):
+        device = f"ns-md{os.getpid() % 100000}"
+        await service.serve_in_namespace(NETWORK, dhcp, device)
+        try:
+            assert service.namespaces == {NETWORK: dhcp} and service.bridges == {}
+            assert await curl("ip", "netns", "exec", guest_ns) == (0, "200")
+            assert await curl("ip", "netns", "exec", stranger) == (0, "404")
+            inside = run("ip", "netns", "exec", dhcp, "ss", "-Hltn", "src", METADATA_ADDRESS).stdout
+            assert f"{METADATA_ADDRESS}%{device}:80" in inside, inside
+            assert metadata_listeners(device) == []  # in the namespace, not on the host
+            await service.serve_in_namespace(NETWORK, dhcp, device)  # again: the same listener
+            assert len(service.namespaces) == 1
+        finally:
+            await service.stop(NETWORK)
+        assert service.namespaces == {}
+        held = run("ip", "-n", dhcp, "-o", "-4", "addr", "show", "dev", device).stdout
+        assert METADATA_ADDRESS not in held and DHCP_ADDRESS in held
+        assert run("ip", "netns", "exec", dhcp, "ss", "-Hltn").stdout == ""  # nothing listens any more
