@@ -232,6 +232,7 @@ class GuestNetworks:
             except libvirt.libvirtError as exc:
                 reason = f"no bridge for network {network_id}: {exc.get_error_message()}"
                 log.warning("%s; guest falls back to user-mode networking", reason)
+                await self._give_back_unbridged(conn, network_id)
                 return Attachment(None, "user", reason)
             for fixed_ip in port["fixed_ips"]:
                 if fixed_ip["subnet_id"] == subnet["id"]:
@@ -252,6 +253,15 @@ class GuestNetworks:
             if fixed_ip["subnet_id"] == subnet["id"]:
                 return fixed_ip["ip_address"]
         raise NotFound(f"the DHCP port {port['id']} holds no address of subnet {subnet['id']}")
+
+    async def _give_back_unbridged(self, conn: libvirt.virConnect, network_id: str) -> None:
+        """Give the DHCP port back if the network has no libvirt network here (none could be made);
+        the error that said so is the one to tell, not this one's."""
+        try:
+            await self._run(conn.networkLookupByName, libvirt_network_name(network_id))
+        except libvirt.libvirtError:
+            with contextlib.suppress(AiostackError):
+                await self.net.release_dhcp_port(network_id=network_id)
 
     async def _serve_metadata(self, network_id: str) -> None:
         """The metadata service on the network's bridge; a guest boots without it if it fails."""
@@ -347,8 +357,6 @@ class GuestNetworks:
             except libvirt.libvirtError as exc:
                 if not await self._reclaim_bridge_of(conn, exc):
                     await self._run(network.undefine)
-                    with contextlib.suppress(AiostackError):  # the network's error is the one to tell
-                        await self.net.release_dhcp_port(network_id=network_id)
                     raise
                 await self._run(network.create)
             await self._run(network.setAutostart, 1)

@@ -4,12 +4,14 @@ static routes, the metadata service through the DHCP port's address, the subnet'
 the default route through the gateway. Proved on the XML, then with the real system libvirtd: its
 dnsmasq answers a real DHCP client (busybox udhcpc) in a namespace plugged into the bridge; then
 with a real guest: a network an earlier version defined at the gateway moves to the host's DHCP
-port, and the port is given back when the network's last guest leaves."""
+port, and the port is given back when the network's last guest leaves, or at once when no bridge
+can be made for the network (its guest falls back to user-mode networking)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import os
 import shutil
 import subprocess
@@ -236,3 +238,50 @@ async def test_a_network_defined_at_the_gateway_moves_to_the_dhcp_port_which_goe
                 left.destroy()
             left.undefine()
         conn.close()
+
+
+@contextlib.contextmanager
+def routed_on_this_host(cidr: str) -> Iterator[str]:
+    """An interface of this host (one end of a veth pair) holding the first address of ``cidr`` (so
+    libvirt will not make a bridge for that subnet); its name. Removed afterwards."""
+    name = f"aiotd{os.getpid() % 100000}"
+    argv = ["ip", "link", "add", name, "type", "veth", "peer", "name", f"{name}p"]
+    subprocess.run(argv, check=True, capture_output=True)
+    try:
+        first = str(next(ipaddress.ip_network(cidr).hosts()))
+        prefix = cidr.split("/")[1]
+        subprocess.run(
+            ["ip", "addr", "add", f"{first}/{prefix}", "dev", name], check=True, capture_output=True
+        )
+        subprocess.run(["ip", "link", "set", name, "up"], check=True, capture_output=True)
+        yield name
+    finally:
+        subprocess.run(["ip", "link", "del", name], check=False, capture_output=True)
+
+
+async def test_a_subnet_routed_on_the_host_gets_its_guest_user_mode_and_its_dhcp_port_back(
+    qemu_cloud: QemuCloud,  # noqa: F811
+    gateway_url: str,
+) -> None:
+    client = qemu_cloud.client
+    cidr = f"10.233.{os.getpid() % 250}.0/24"
+    network = (await client.request("POST", "/network/v2.0/networks", {"network": {"name": "routed"}}))[
+        "network"
+    ]
+    body = {"subnet": {"network_id": network["id"], "cidr": cidr, "ip_version": 4}}
+    await client.request("POST", "/network/v2.0/subnets", body)
+    with routed_on_this_host(cidr) as interface:
+        server = {"name": "routed", "imageRef": qemu_cloud.images["disk"], "flavorRef": "1"}
+        server["networks"] = [{"uuid": network["id"]}]  # type: ignore[assignment]
+        server_id = (await client.request("POST", "/compute/v2.1/servers", {"server": server}))["server"][
+            "id"
+        ]
+        async with asyncio.timeout(GUEST_DEADLINE):
+            while (await client.server(server_id))["status"] != "ACTIVE":
+                await asyncio.sleep(0.2)
+        [port] = (await client.request("GET", f"/network/v2.0/ports?device_id={server_id}"))["ports"]
+        assert port["binding:vif_type"] == "user"
+        assert f"in use by interface {interface}" in port["binding:vif_details"]["fallback_reason"], port
+        assert await dhcp_ports(gateway_url, network["id"]) == []
+        await client.server_action(server_id, "delete", wait=True)
+    await client.request("DELETE", f"/network/v2.0/networks/{network['id']}")
