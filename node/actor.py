@@ -120,10 +120,13 @@ class NodeActor(Actor, Node):
         self.images = ImageCache(peers.image, self.state_dir)
         self.metadata = MetadataService(GuestFinder(peers.net, peers.conductor))
         self.networks: Networking = (
-            OverlayNetworks(peers.net, self.state_dir, overlay_ip)
+            OverlayNetworks(peers.net, self.state_dir, overlay_ip, metadata=self.metadata)
             if overlay_ip
             else GuestNetworks(
-                self.hypervisor.virt, metadata=self.metadata, connection=lambda: self.hypervisor.connection
+                self.hypervisor.virt,
+                peers.net,
+                metadata=self.metadata,
+                connection=lambda: self.hypervisor.connection,
             )
         )
         self.builder = Builder(

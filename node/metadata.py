@@ -5,7 +5,11 @@ themselves.
 On every guest network this node has a bridge for (``node.networks``), the bridge holds
 ``METADATA_ADDRESS/32`` and a listener bound to it and to that bridge alone
 (``SO_BINDTODEVICE``), so each listener knows the network its requests come from; guests reach
-it through the gateway (the subnet's DHCP hands them a route to it: ``node.networks``). A
+it through the host's DHCP port's address on the bridge (the subnet's DHCP hands them a route to
+it: ``node.networks``; Neutron's isolated-metadata route). On an overlay network
+(``node.overlay``) the address and listener are in the network's DHCP namespace instead, on the
+DHCP port's end there: a thread enters the namespace to make the listening socket, and the
+node's event loop serves it as any other. A
 request's guest is the instance whose port on that network holds the request's source address
 (``NetForNodes.instance_ports_at``, as Neutron's metadata agent finds it), and what it is told is
 the conductor's word on that instance (``ConductorForNodes.get_instance_metadata``): both only
@@ -23,14 +27,19 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
+import ctypes
 import errno
 import json
 import logging
+import os
 import socket
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
 from api.conductor import ConductorForNodes, InstanceMetadata
@@ -241,6 +250,14 @@ async def start_server(network_id: str, lookup: Lookup, sock: socket.socket) -> 
     return await asyncio.start_server(MetadataHandler(network_id, lookup), sock=sock, limit=MAX_REQUEST_HEAD)
 
 
+class GuestLookup(Protocol):
+    """How the service finds a request's guest (``GuestFinder``), and forgets what it kept of a network."""
+
+    async def __call__(self, network_id: str, address: str) -> Guest | None: ...
+
+    def forget(self, network_id: str) -> None: ...
+
+
 class GuestFinder:
     """The guest a request comes from: its port on the network holding the source address (net),
     then its instance (conductor), each asked as this node's host; answers kept ``CACHE_TTL``."""
@@ -279,9 +296,12 @@ class GuestFinder:
 
 @dataclass(frozen=True, slots=True)
 class Listener:
-    bridge: str
-    ifindex: int
+    device: str
+    """The bridge, or (in a namespace) the DHCP port's end there."""
+    identity: int
+    """The bridge's ifindex, or the namespace's inode: one made anew is served anew."""
     server: asyncio.Server
+    namespace: str | None = None
 
 
 async def _ip(*argv: str) -> None:
@@ -292,6 +312,36 @@ async def _ip(*argv: str) -> None:
     _, error = await process.communicate()
     if process.returncode != 0:
         raise OSError(f"ip {' '.join(argv)}: {error.decode(errors='replace').strip()}")
+
+
+CLONE_NEWNET = 0x40000000
+NETNS_DIR = Path("/run/netns")
+
+
+def listening_socket_in(namespace: str, address: str, port: int, device: str) -> socket.socket:
+    """``listening_socket`` made inside the network namespace ``namespace`` (``/run/netns``): by a
+    thread of its own that enters the namespace (``setns``, which moves only the calling thread)
+    and ends; the socket stays in that namespace, served by whoever holds it.
+
+    :raises OSError: the namespace could not be entered, or the socket set up there.
+    """
+    made: concurrent.futures.Future[socket.socket] = concurrent.futures.Future()
+
+    def make() -> None:
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            with open(NETNS_DIR / namespace, "rb") as handle:
+                if libc.setns(handle.fileno(), CLONE_NEWNET) != 0:
+                    code = ctypes.get_errno()
+                    raise OSError(code, f"setns into {namespace}: {os.strerror(code)}")
+            made.set_result(listening_socket(address, port, device))
+        except OSError as exc:
+            made.set_exception(exc)
+
+    thread = threading.Thread(target=make, name=f"metadata-in-{namespace}")
+    thread.start()
+    thread.join()
+    return made.result()
 
 
 def listening_socket(address: str, port: int, device: str) -> socket.socket:
@@ -313,7 +363,7 @@ class MetadataService:
     """This node's metadata listeners, one per guest network it has a bridge for."""
 
     def __init__(
-        self, lookup: GuestFinder, *, address: str = METADATA_ADDRESS, port: int = METADATA_PORT
+        self, lookup: GuestLookup, *, address: str = METADATA_ADDRESS, port: int = METADATA_PORT
     ) -> None:
         self.lookup = lookup
         self.address = address
@@ -323,8 +373,21 @@ class MetadataService:
 
     @property
     def bridges(self) -> dict[str, str]:
-        """``{network id: bridge}`` served now."""
-        return {network_id: listener.bridge for network_id, listener in self._listeners.items()}
+        """``{network id: bridge}`` served now on this host's bridges."""
+        return {
+            network_id: listener.device
+            for network_id, listener in self._listeners.items()
+            if listener.namespace is None
+        }
+
+    @property
+    def namespaces(self) -> dict[str, str]:
+        """``{network id: namespace}`` served now in DHCP namespaces (``node.overlay``)."""
+        return {
+            network_id: listener.namespace
+            for network_id, listener in self._listeners.items()
+            if listener.namespace is not None
+        }
 
     async def serve(self, network_id: str, bridge: str) -> None:
         """Serve the network's guests on ``bridge`` (again if the bridge was made anew).
@@ -335,7 +398,7 @@ class MetadataService:
         async with self._lock:
             ifindex = socket.if_nametoindex(bridge)
             listener = self._listeners.get(network_id)
-            if listener is not None and (listener.bridge, listener.ifindex) == (bridge, ifindex):
+            if listener is not None and (listener.device, listener.identity) == (bridge, ifindex):
                 return
             if listener is not None:
                 await self._stop(network_id)
@@ -349,6 +412,32 @@ class MetadataService:
             server = await start_server(network_id, self.lookup, sock)
             self._listeners[network_id] = Listener(bridge, ifindex, server)
             log.info("metadata service for network %s on %s", network_id, bridge)
+
+    async def serve_in_namespace(self, network_id: str, namespace: str, device: str) -> None:
+        """Serve the network's guests inside the network namespace ``namespace``, on its ``device``
+        (the DHCP port's end there: ``node.overlay``), again if the namespace was made anew.
+
+        :raises OSError: the address or the listener could not be set up (nothing is left).
+        """
+        self.lookup.forget(network_id)
+        async with self._lock:
+            inode = (NETNS_DIR / namespace).stat().st_ino
+            listener = self._listeners.get(network_id)
+            if listener is not None and (listener.namespace, listener.identity) == (namespace, inode):
+                return
+            if listener is not None:
+                await self._stop(network_id)
+            await _ip("-n", namespace, "-4", "addr", "replace", f"{self.address}/32", "dev", device)
+            try:
+                sock = await asyncio.to_thread(
+                    listening_socket_in, namespace, self.address, self.port, device
+                )
+            except OSError:
+                await self._remove_address(device, namespace)
+                raise
+            server = await start_server(network_id, self.lookup, sock)
+            self._listeners[network_id] = Listener(device, inode, server, namespace)
+            log.info("metadata service for network %s in %s", network_id, namespace)
 
     async def stop(self, network_id: str) -> None:
         """No guest of this node is on the network any more: its listener and address go."""
@@ -368,11 +457,14 @@ class MetadataService:
             return
         listener.server.close()
         await listener.server.wait_closed()
-        await self._remove_address(listener.bridge)
-        log.info("metadata service for network %s on %s stopped", network_id, listener.bridge)
+        await self._remove_address(listener.device, listener.namespace)
+        log.info(
+            "metadata service for network %s on %s stopped", network_id, listener.namespace or listener.device
+        )
 
-    async def _remove_address(self, bridge: str) -> None:
+    async def _remove_address(self, device: str, namespace: str | None = None) -> None:
+        where = ("-n", namespace) if namespace else ()
         try:
-            await _ip("-4", "addr", "del", f"{self.address}/32", "dev", bridge)
-        except OSError as exc:  # the bridge went with its network, and the address with it
-            log.debug("metadata address of %s: %s", bridge, exc)
+            await _ip(*where, "-4", "addr", "del", f"{self.address}/32", "dev", device)
+        except OSError as exc:  # the bridge (or namespace) went with its network, and the address with it
+            log.debug("metadata address of %s: %s", device, exc)

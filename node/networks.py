@@ -1,22 +1,32 @@
 """Guest networking on a QEMU node: one libvirt network per aiostack network.
 
 Each aiostack network a guest joins becomes a persistent libvirt network on this host: an
-isolated bridge (no forwarding: guest traffic never leaves the host) that holds the subnet's
-gateway address, with dnsmasq serving DHCP only to the MACs of its ports, each with its
-port's fixed IP (``networkUpdate`` adds and removes one host entry per port). So the address
-the API lists is the address the guest gets. Where the bridge cannot be made (no privileges,
-the subnet already routed on this host, no dnsmasq), the guest gets user-mode networking
-instead and the port's binding says so.
+isolated bridge (no forwarding: guest traffic never leaves the host) that holds the address of
+the host's DHCP port on the network (``NetForNodes.dhcp_port``, Neutron's ``network:dhcp`` port,
+taken when the network's first guest comes and given back when the network goes), with dnsmasq
+there serving DHCP only to the MACs of its ports, each with its port's fixed IP
+(``networkUpdate`` adds and removes one host entry per port). So the address the API lists is
+the address the guest gets, and the subnet's gateway stays free for a router's interface. Where
+the bridge cannot be made (no privileges, the subnet already routed on this host, no dnsmasq,
+no DHCP port to be had), the guest gets user-mode networking instead and the port's binding
+says so. A subnet without DHCP (``enable_dhcp`` false) takes no DHCP port: the bridge holds its
+gateway address, as before.
 
-While a network has guests of this node, its bridge also holds the metadata service
-(``node.metadata``), and DHCP hands the guests a route to it through the gateway (option 121,
-as Neutron's DHCP agent does on an isolated network: libvirt gives guests of an isolated
-network no default route).
+What DHCP tells the guests besides their address (``dhcp_option_values``, shared with the overlay
+of ``node.overlay``) goes as classless static routes (option 121, RFC 3442, which a client takes
+in place of the router option): the metadata service through the DHCP port's address (Neutron's
+isolated-metadata route: the service stays on this host's bridge, ``node.metadata``), the
+subnet's ``host_routes``, and the default route through the gateway; and the subnet's
+``dns_nameservers``. A network defined by an earlier version (the bridge holding the gateway) is
+defined again with the DHCP port's address when a guest next joins it or the node starts: at
+once where no running guest is plugged into it, else for its next start (its live bridge keeps
+the gateway until then).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
 import re
@@ -27,7 +37,8 @@ from typing import Any, Literal, Protocol
 
 import libvirt
 
-from api.net import Network, Port, Subnet
+from api.net import NetForNodes, Network, Port, Subnet
+from bus import AiostackError, NotFound
 from node.domain import xml_safe
 from node.metadata import METADATA_ADDRESS, MetadataService
 
@@ -98,18 +109,78 @@ def bridge_name(network_id: str) -> str:
     return f"aio-{network_id.replace('-', '')[:10]}"
 
 
-def network_xml(network_id: str, subnet: Subnet) -> str:
+@dataclass(frozen=True, slots=True)
+class SubnetDhcp:
+    """What a subnet tells its hosts over DHCP besides their address."""
+
+    gateway: str | None
+    dns_nameservers: list[str]
+    host_routes: list[tuple[str, str]]
+    """``(destination, nexthop)`` pairs."""
+
+    @classmethod
+    def of(cls, subnet: Subnet) -> SubnetDhcp:
+        return cls(
+            gateway=subnet.get("gateway_ip") or None,
+            dns_nameservers=list(subnet["dns_nameservers"]),
+            host_routes=[(route["destination"], route["nexthop"]) for route in subnet["host_routes"]],
+        )
+
+
+def dhcp_option_values(
+    dhcp: SubnetDhcp, *, mtu: int | None = None, router: bool = True, metadata_via: str | None = None
+) -> list[str]:
+    """dnsmasq's ``dhcp-option`` values: the MTU (option 26), the router (3), the name servers (6)
+    and the classless static routes (121): the metadata service through ``metadata_via``, the
+    host routes, and the default route through the gateway among them (RFC 3442 has a client that
+    takes option 121 ignore option 3; Neutron's DHCP agent adds it so, unless a host route is
+    itself the default)."""
+    options = [f"option:mtu,{mtu}"] if mtu else []
+    if router and dhcp.gateway:
+        options.append(f"option:router,{dhcp.gateway}")
+    if dhcp.dns_nameservers:
+        options.append(f"option:dns-server,{','.join(dhcp.dns_nameservers)}")
+    routes = [(f"{METADATA_ADDRESS}/32", metadata_via)] if metadata_via else []
+    routes += dhcp.host_routes
+    if routes:
+        if dhcp.gateway and all(destination != "0.0.0.0/0" for destination, _ in routes):
+            routes.append(("0.0.0.0/0", dhcp.gateway))
+        pairs = ",".join(f"{destination},{nexthop}" for destination, nexthop in routes)
+        options.append(f"option:classless-static-route,{pairs}")
+    return options
+
+
+def network_xml(
+    network_id: str,
+    subnet: Subnet,
+    address: str,
+    hosts: dict[str, str] | None = None,
+    uuid: str | None = None,
+) -> str:
+    """The libvirt network of an aiostack network: its bridge holding ``address`` (the host's DHCP
+    port's, or the gateway's where the subnet has no DHCP), DHCP for ``hosts`` (``{mac: ip}``) with
+    the subnet's options; ``uuid``: the libvirt network's own, when it is defined anew."""
     cidr = ipaddress.ip_network(subnet["cidr"])
-    gateway = subnet.get("gateway_ip") or str(next(cidr.hosts()))
     network = ET.Element("network")
     ET.SubElement(network, "name").text = libvirt_network_name(network_id)
+    if uuid is not None:
+        ET.SubElement(network, "uuid").text = uuid
     ET.SubElement(network, "bridge", name=bridge_name(network_id), stp="off", delay="0")
-    ip = ET.SubElement(network, "ip", address=gateway, prefix=str(cidr.prefixlen))
-    ET.SubElement(ET.SubElement(ip, "dhcp"), "host", mac=KEEPER_MAC, ip=gateway)
+    ip = ET.SubElement(network, "ip", address=address, prefix=str(cidr.prefixlen))
+    dhcp = ET.SubElement(ip, "dhcp")
+    for mac, host_ip in {KEEPER_MAC: address, **(hosts or {})}.items():
+        ET.SubElement(dhcp, "host", mac=mac, ip=host_ip)
     options = ET.SubElement(network, f"{{{DNSMASQ_NS}}}options")
-    route = f"dhcp-option=option:classless-static-route,{METADATA_ADDRESS}/32,{gateway}"
-    ET.SubElement(options, f"{{{DNSMASQ_NS}}}option", value=route)
+    values = dhcp_option_values(SubnetDhcp.of(subnet), router=False, metadata_via=address)
+    for value in values:
+        ET.SubElement(options, f"{{{DNSMASQ_NS}}}option", value=f"dhcp-option={value}")
     return ET.tostring(network, encoding="unicode")
+
+
+def network_address(xml: str) -> str | None:
+    """The address a libvirt network's bridge holds, given the network's XML."""
+    ip = ET.fromstring(xml).find("ip")
+    return None if ip is None else ip.get("address")
 
 
 def dhcp_host_xml(mac: str, ip: str) -> str:
@@ -122,14 +193,17 @@ class GuestNetworks:
     def __init__(
         self,
         run: Callable[..., Awaitable[Any]],
+        net: NetForNodes,
         *,
         metadata: MetadataService | None = None,
         connection: Callable[[], libvirt.virConnect] | None = None,
     ) -> None:
         """``run``: how a libvirt call is made (``Hypervisor.virt``: off the loop where it may
-        block); ``metadata``: served on each network's bridge while it has guests;
-        ``connection``: the open connection, for ``restore``."""
+        block); ``net``: the net actor, as this node (it gives the host's DHCP port on a network);
+        ``metadata``: served on each network's bridge while it has guests; ``connection``: the
+        open connection, for ``restore``."""
         self._run = run
+        self.net = net
         self._metadata = metadata
         self._connection = connection
         self._locks: dict[str, asyncio.Lock] = {}
@@ -149,16 +223,45 @@ class GuestNetworks:
         lock = self._locks.setdefault(network_id, asyncio.Lock())
         async with lock:
             try:
-                libvirt_network = await self._ensure(conn, network_id, subnet)
+                address = await self._address(network_id, subnet, instance_uuid)
+                libvirt_network = await self._ensure(conn, network_id, subnet, address)
+            except AiostackError as exc:
+                reason = f"no DHCP port on network {network_id}: {exc}"
+                log.warning("%s; guest falls back to user-mode networking", reason)
+                return Attachment(None, "user", reason)
             except libvirt.libvirtError as exc:
                 reason = f"no bridge for network {network_id}: {exc.get_error_message()}"
                 log.warning("%s; guest falls back to user-mode networking", reason)
+                await self._give_back_unbridged(conn, network_id)
                 return Attachment(None, "user", reason)
             for fixed_ip in port["fixed_ips"]:
                 if fixed_ip["subnet_id"] == subnet["id"]:
                     await self._set_host(libvirt_network, port["mac_address"], fixed_ip["ip_address"])
             await self._serve_metadata(network_id)
         return Attachment(libvirt_network_name(network_id), "bridge")
+
+    async def _address(self, network_id: str, subnet: Subnet, instance_uuid: str) -> str:
+        """The address the network's bridge holds: the host's DHCP port's on the subnet (taken on
+        first use), or the gateway's where the subnet has no DHCP.
+
+        :raises AiostackError: the net actor gave no DHCP port (or has no address of the subnet on it).
+        """
+        if not subnet["enable_dhcp"]:
+            return subnet.get("gateway_ip") or str(next(ipaddress.ip_network(subnet["cidr"]).hosts()))
+        port = await self.net.dhcp_port(network_id=network_id, instance_uuid=instance_uuid)
+        for fixed_ip in port["fixed_ips"]:
+            if fixed_ip["subnet_id"] == subnet["id"]:
+                return fixed_ip["ip_address"]
+        raise NotFound(f"the DHCP port {port['id']} holds no address of subnet {subnet['id']}")
+
+    async def _give_back_unbridged(self, conn: libvirt.virConnect, network_id: str) -> None:
+        """Give the DHCP port back if the network has no libvirt network here (none could be made);
+        the error that said so is the one to tell, not this one's."""
+        try:
+            await self._run(conn.networkLookupByName, libvirt_network_name(network_id))
+        except libvirt.libvirtError:
+            with contextlib.suppress(AiostackError):
+                await self.net.release_dhcp_port(network_id=network_id)
 
     async def _serve_metadata(self, network_id: str) -> None:
         """The metadata service on the network's bridge; a guest boots without it if it fails."""
@@ -203,6 +306,10 @@ class GuestNetworks:
             return
         name = await self._run(network.name)
         network_id = network_id_of(name)
+        if network_id is not None:
+            # first: a network whose port the net actor did not take back stays, unused, and the
+            # node's next start gives the port back and removes it (``restore``)
+            await self.net.release_dhcp_port(network_id=network_id)
         if self._metadata is not None and network_id is not None:
             await self._metadata.stop(network_id)
         if await self._run(network.isActive):
@@ -228,18 +335,22 @@ class GuestNetworks:
             )
             await self._run(network.destroy)
             await self._run(network.undefine)
+            with contextlib.suppress(AiostackError):  # a network of another deployment: none here
+                await self.net.release_dhcp_port(network_id=network_id_of(name) or "")
             return True
         return False
 
-    async def _ensure(self, conn: libvirt.virConnect, network_id: str, subnet: Subnet) -> Any:
+    async def _ensure(self, conn: libvirt.virConnect, network_id: str, subnet: Subnet, address: str) -> Any:
+        """The network defined (again, if its bridge holds another address) and running."""
         name = libvirt_network_name(network_id)
         try:
             network = await self._run(conn.networkLookupByName, name)
         except libvirt.libvirtError as exc:
             if exc.get_error_code() != libvirt.VIR_ERR_NO_NETWORK:
                 raise
-            network = await self._run(conn.networkDefineXML, network_xml(network_id, subnet))
-            log.info("defined libvirt network %s for %s", name, subnet["cidr"])
+            network = await self._run(conn.networkDefineXML, network_xml(network_id, subnet, address))
+            log.info("defined libvirt network %s for %s at %s", name, subnet["cidr"], address)
+        network = await self._readdress(conn, network, network_id, subnet, address)
         if not await self._run(network.isActive):
             try:
                 await self._run(network.create)
@@ -248,6 +359,42 @@ class GuestNetworks:
                     await self._run(network.undefine)
                     raise
                 await self._run(network.create)
+            await self._run(network.setAutostart, 1)
+        return network
+
+    async def _readdress(
+        self, conn: libvirt.virConnect, network: Any, network_id: str, subnet: Subnet, address: str
+    ) -> Any:
+        """Define the network anew with its bridge at ``address``, its DHCP entries kept, if its
+        definition holds another (an earlier version's: the gateway). No running guest plugged
+        in: at once (started again if it ran); else the definition waits for the network's next
+        start."""
+        defined = await self._run(network.XMLDesc, libvirt.VIR_NETWORK_XML_INACTIVE)
+        if network_address(defined) == address:
+            return network
+        hosts = {mac: ip for mac, ip in (await self._dhcp_hosts(network)).items() if mac != KEEPER_MAC}
+        xml = network_xml(network_id, subnet, address, hosts, uuid=await self._run(network.UUIDString))
+        active = await self._run(network.isActive)
+        if active and await self._run(network.listAllPorts, 0):
+            await self._run(conn.networkDefineXML, xml)
+            log.warning(
+                "libvirt network %s is defined again at %s; its running bridge keeps %s until it next starts",
+                libvirt_network_name(network_id),
+                address,
+                network_address(defined),
+            )
+            return network
+        if active:
+            await self._run(network.destroy)
+        log.info(
+            "libvirt network %s moves from %s to %s",
+            libvirt_network_name(network_id),
+            network_address(defined),
+            address,
+        )
+        network = await self._run(conn.networkDefineXML, xml)
+        if active:
+            await self._run(network.create)
             await self._run(network.setAutostart, 1)
         return network
 
@@ -290,21 +437,49 @@ class GuestNetworks:
         )
 
     async def restore(self) -> None:
-        """The metadata service on every running aiostack network that has guests (libvirt starts
-        the persistent networks themselves: autostart)."""
-        if self._metadata is None or self._connection is None:
+        """At the node's start: an aiostack network no guest uses whose DHCP port this host still
+        holds goes, and the port is given back; one an earlier version defined at another address
+        is defined anew; the metadata service
+        on every running one that has guests (libvirt starts the persistent networks themselves:
+        autostart)."""
+        if self._connection is None:
             return
+        conn = self._connection()
         try:
-            networks = await self._run(self._connection().listAllNetworks, 0)
+            networks = await self._run(conn.listAllNetworks, 0)
         except libvirt.libvirtError as exc:
-            log.warning("no metadata service restored: the networks could not be listed: %s", exc)
+            log.warning("no network restored: the networks could not be listed: %s", exc)
             return
         for network in networks:
             network_id = network_id_of(await self._run(network.name))
-            if network_id is None or not await self._run(network.isActive):
+            if network_id is None:
                 continue
-            if not await self._unused(network):
+            async with self._locks.setdefault(network_id, asyncio.Lock()):
+                try:
+                    if await self._unused(network):
+                        # one whose DHCP port was not given back (the net actor did not answer
+                        # then); any other may be another deployment's, on its way to its guests
+                        if await self.net.release_dhcp_port(network_id=network_id):
+                            await self._remove_if_unused(network)
+                        continue
+                    network = await self._restore_address(conn, network, network_id)
+                except (AiostackError, libvirt.libvirtError) as exc:
+                    log.warning("libvirt network of %s kept as it is: %s", network_id, exc)
+            if await self._run(network.isActive):
                 await self._serve_metadata(network_id)
+
+    async def _restore_address(self, conn: libvirt.virConnect, network: Any, network_id: str) -> Any:
+        """The network at the address its subnet wants, found through one of its guests' ports
+        (the net actor answers this host only about its own instances)."""
+        hosts = {mac: ip for mac, ip in (await self._dhcp_hosts(network)).items() if mac != KEEPER_MAC and ip}
+        if not hosts:
+            return network
+        guest_ip = next(iter(hosts.values()))
+        port = (await self.net.instance_ports_at(network_id=network_id, ip_address=guest_ip))[0]
+        subnet_id = next(f["subnet_id"] for f in port["fixed_ips"] if f["ip_address"] == guest_ip)
+        subnet = await self.net.get_subnet(subnet_id=subnet_id, instance_uuid=port["device_id"])
+        address = await self._address(network_id, subnet, port["device_id"])
+        return await self._readdress(conn, network, network_id, subnet, address)
 
     async def dhcp_entries(self, conn: libvirt.virConnect, network_id: str) -> dict[str, str]:
         """``{mac: ip}`` served on an aiostack network's libvirt network ({} when there is none)."""

@@ -18,10 +18,16 @@ a network a guest of this host joins gets, on this host:
   network serves them and only them; it is started again when they change. The host's own
   network never holds an address of a tenant subnet. What the subnet tells its hosts goes with
   each lease (``dhcp_options``): the MTU, the gateway as router, ``dns_nameservers`` (option 6)
-  and ``host_routes`` as classless static routes (option 121, RFC 3442, which a client takes in
+  and, with the route to the metadata service, ``host_routes`` as classless static routes
+  (option 121, RFC 3442, which a client takes in
   place of the router option: so the default route through the gateway is one of them). They
   are read afresh at each attach (``dhcp.json``), so a subnet's change reaches a host's DHCP
   when a guest of the network next starts there.
+* the metadata service (``node.metadata``): 169.254.169.254/32 on the DHCP port's end in the
+  namespace, and a listener there (made by a thread that enters the namespace; served by the
+  node's event loop), which finds a request's guest by its source address on the network as on
+  a libvirt network's bridge; DHCP routes it through the DHCP port's address (option 121, so
+  the default route through the gateway goes with it), as Neutron's isolated metadata does.
 
 What a network is on this host is kept in ``<state>/overlay/<network id>/`` (``network.json``,
 the subnet's DHCP options ``dhcp.json``, the MACs served, dnsmasq's pid): ``restore``, at the
@@ -47,7 +53,8 @@ import libvirt
 
 from api.net import NetForNodes, Network, Port, Subnet
 from node.domain import xml_safe
-from node.networks import Attachment
+from node.metadata import MetadataService
+from node.networks import Attachment, SubnetDhcp, dhcp_option_values
 from runtime.processes import running_pid, stop_pid
 
 log = logging.getLogger(__name__)
@@ -87,53 +94,27 @@ class Segment:
         return f"tap{self.dhcp_port_id[:11]}", f"ns-{self.dhcp_port_id[:11]}"
 
 
-@dataclass(frozen=True, slots=True)
-class SubnetDhcp:
-    """What a subnet tells its hosts over DHCP besides their address (``dhcp.json``)."""
-
-    gateway: str | None
-    dns_nameservers: list[str]
-    host_routes: list[tuple[str, str]]
-    """``(destination, nexthop)`` pairs."""
-
-    @classmethod
-    def of(cls, subnet: Subnet) -> SubnetDhcp:
-        return cls(
-            gateway=subnet.get("gateway_ip") or None,
-            dns_nameservers=list(subnet["dns_nameservers"]),
-            host_routes=[(route["destination"], route["nexthop"]) for route in subnet["host_routes"]],
-        )
-
-
-def dhcp_options(mtu: int, dhcp: SubnetDhcp) -> list[str]:
-    """dnsmasq's ``--dhcp-option`` arguments: the MTU (option 26), the router (3), the name servers
-    (6) and, when the subnet has host routes, those as classless static routes (121) with the
-    default route through the gateway among them: RFC 3442 has a client that takes option 121
-    ignore option 3, as Neutron's DHCP agent also adds it (unless a host route is itself the
-    default)."""
-    options = [f"--dhcp-option=option:mtu,{mtu}"]
-    if dhcp.gateway:
-        options.append(f"--dhcp-option=option:router,{dhcp.gateway}")
-    if dhcp.dns_nameservers:
-        options.append(f"--dhcp-option=option:dns-server,{','.join(dhcp.dns_nameservers)}")
-    if dhcp.host_routes:
-        routes = list(dhcp.host_routes)
-        if dhcp.gateway and all(destination != "0.0.0.0/0" for destination, _ in routes):
-            routes.append(("0.0.0.0/0", dhcp.gateway))
-        pairs = ",".join(f"{destination},{nexthop}" for destination, nexthop in routes)
-        options.append(f"--dhcp-option=option:classless-static-route,{pairs}")
-    return options
+def dhcp_options(mtu: int, dhcp: SubnetDhcp, metadata_via: str | None = None) -> list[str]:
+    """dnsmasq's ``--dhcp-option`` arguments (``node.networks.dhcp_option_values``): the MTU, the
+    router, the name servers and the classless static routes (the metadata service through
+    ``metadata_via``, the host routes, the default route through the gateway), when there are
+    any."""
+    return [
+        f"--dhcp-option={value}" for value in dhcp_option_values(dhcp, mtu=mtu, metadata_via=metadata_via)
+    ]
 
 
 def dnsmasq_command(segment: Segment, dhcp: SubnetDhcp, hosts: dict[str, str], pid_file: Path) -> list[str]:
     """The dnsmasq serving a network's DHCP on this host (run in its namespace): only ``hosts``
-    (``{mac: ip}``), each its address, with the subnet's options."""
+    (``{mac: ip}``), each its address, with the subnet's options and the route to the metadata
+    service in the namespace."""
     cidr = ipaddress.ip_network(segment.cidr)
     return [
         "dnsmasq", "--conf-file=/dev/null", "--no-hosts", "--no-resolv", "--port=0", "--leasefile-ro",
         "--bind-interfaces", f"--interface={segment.dhcp_link[1]}", "--except-interface=lo",
         f"--dhcp-range={cidr.network_address},static,{cidr.netmask},86400s", f"--pid-file={pid_file}",
-        *dhcp_options(segment.mtu, dhcp), *(f"--dhcp-host={mac},{ip}" for mac, ip in sorted(hosts.items())),
+        *dhcp_options(segment.mtu, dhcp, segment.dhcp_ip),
+        *(f"--dhcp-host={mac},{ip}" for mac, ip in sorted(hosts.items())),
     ]  # fmt: skip
 
 
@@ -181,9 +162,19 @@ async def uplink_of(local_ip: str) -> tuple[str, int]:
 class OverlayNetworks:
     """The VXLAN segments, bridges and DHCP servers of one node's networks."""
 
-    def __init__(self, net: NetForNodes, state_dir: Path, local_ip: str, group: str = VXLAN_GROUP) -> None:
+    def __init__(
+        self,
+        net: NetForNodes,
+        state_dir: Path,
+        local_ip: str,
+        group: str = VXLAN_GROUP,
+        *,
+        metadata: MetadataService | None = None,
+    ) -> None:
         self.net = net
         """The net actor, as this node (it gives the host's DHCP port on a network)."""
+        self.metadata = metadata
+        """Served in each network's DHCP namespace while it has guests here."""
         self.local_ip = local_ip
         self.group = group
         self.dir = state_dir / "overlay"
@@ -216,6 +207,7 @@ class OverlayNetworks:
             hosts = self._hosts(network["id"])
             hosts[port["mac_address"].lower()] = ips[0] if ips else ""
             await self._write_hosts(segment, {mac: ip for mac, ip in hosts.items() if ip})
+            await self._serve_metadata(segment)
         return Attachment(
             None, "bridge", bridge=bridge_for(network["id"]), mtu=segment.mtu, segmentation_id=segment.vni
         )
@@ -258,6 +250,8 @@ class OverlayNetworks:
                     await self._write_hosts(segment, self._hosts(segment.network_id))
                 except OverlayError as exc:
                     log.error("overlay: network %s not restored: %s", segment.network_id, exc)
+                    continue
+                await self._serve_metadata(segment)
 
     # -- the segment on this host -------------------------------------------------------------
 
@@ -358,6 +352,16 @@ class OverlayNetworks:
             await _run("ip", "-n", namespace, "link", "set", inside, "up")
             await _run("ip", "link", "set", outside, "mtu", str(segment.mtu), "master", bridge, "up")
 
+    async def _serve_metadata(self, segment: Segment) -> None:
+        """The metadata service in the network's DHCP namespace; a guest boots without it if it fails."""
+        if self.metadata is None:
+            return
+        namespace = self.namespace_for(segment.network_id)
+        try:
+            await self.metadata.serve_in_namespace(segment.network_id, namespace, segment.dhcp_link[1])
+        except OSError as exc:
+            log.warning("overlay: no metadata service on network %s: %s", segment.network_id, exc)
+
     def _dnsmasq_pid(self, network_id: str) -> int | None:
         """The pid of the network's running dnsmasq, if it runs."""
         return running_pid(self.dir / network_id / "dnsmasq.pid", b"dnsmasq", network_id.encode())
@@ -388,9 +392,11 @@ class OverlayNetworks:
             await stop_pid(pid)
 
     async def _remove(self, network_id: str, segment: Segment) -> None:
-        """The network leaves this host: dnsmasq, the namespace, the VXLAN device, the bridge and
-        the DHCP port."""
+        """The network leaves this host: dnsmasq, the metadata service, the namespace, the VXLAN
+        device, the bridge and the DHCP port."""
         await self._stop_dnsmasq(network_id)
+        if self.metadata is not None:
+            await self.metadata.stop(network_id)
         namespace = self.namespace_for(network_id)
         if (NETNS_DIR / namespace).exists():
             await _run("ip", "netns", "del", namespace)  # its veth end goes, and the peer with it

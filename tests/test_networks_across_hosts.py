@@ -8,10 +8,11 @@ A client on a third host registers the test guest, makes two networks with the s
 (10.77.0.30) on ``blue`` pinging A's address. Each guest reports on its console the address
 DHCP gave it (on every host, the host's own dnsmasq serves its own guests) and whether its
 pings were answered: A and B reach each other across hosts, C reaches nothing (the same
-addresses, another segment). A volume (a file on the controller that made it, served over NBD)
-is attached live to A, which writes to it; attaching it to B meanwhile is refused; detached from
-A and attached to B, it shows B what A wrote. Deleting the guests gives every DHCP port back;
-the audit is clean.
+addresses, another segment); and who the metadata service, in its network's DHCP namespace on
+its host, says it is (each guest itself). A volume (a file on the controller that made it,
+served over NBD) is attached live to A, which writes to it; attaching it to B meanwhile is
+refused; detached from A and attached to B, it shows B what A wrote. Deleting the guests gives
+every DHCP port back; the audit is clean.
 """
 
 from __future__ import annotations
@@ -71,7 +72,9 @@ async def main():
         for name, server in servers.items():
             address = await console_match(client, server["id"], r"AIOSTACK-IP dev=eth0 addr=([0-9.]+)/")
             ping = await console_match(client, server["id"], r"AIOSTACK-PING to=\\S+ result=(\\w+)")
-            report[name] = {"host": server["OS-EXT-SRV-ATTR:host"], "ip": address[1], "ping": ping[1]}
+            metadata = await console_match(client, server["id"], r"AIOSTACK-METADATA (\\S+)")
+            report[name] = {"host": server["OS-EXT-SRV-ATTR:host"], "ip": address[1], "ping": ping[1],
+                            "id": server["id"], "metadata": metadata[1]}
         a, b = servers["a"]["id"], servers["b"]["id"]
         volume = await client.volumes.create(1, "moving")
         started = time.monotonic()
@@ -127,6 +130,8 @@ async def test_guests_on_two_hosts_share_their_network_not_anothers_and_a_volume
         assert report["a"]["host"] != report["b"]["host"], report  # the scheduler spread them
         assert (report["a"]["ping"], report["b"]["ping"]) == ("ok", "ok"), report
         assert report["c"]["ping"] == "failed", report  # the same address on another segment
+        for name in "abc":  # the metadata service in its network's DHCP namespace on its host
+            assert report[name]["metadata"] == f"uuid={report[name]['id']}", report
         assert report["dhcp_ports_after"] == 0, report
         volume = report["volume"]  # written on one host, read on the other; never on two guests
         assert (volume["written"], volume["read"]) == ("written-on-a", "written-on-a"), report

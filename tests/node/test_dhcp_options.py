@@ -1,7 +1,8 @@
 """What a subnet tells its hosts over the overlay's DHCP (``node.overlay``): a real dnsmasq,
 started as the overlay starts it, in a network namespace, and a real DHCP client (busybox
 udhcpc) in another, joined by a veth pair; the client's lease shows the router, the name servers
-and the host routes (option 121, the default route among them)."""
+and the classless static routes (option 121): the metadata service through the DHCP port's
+address, the host routes and the default route."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from api.net import Subnet
+from node.metadata import METADATA_ADDRESS
 from node.overlay import Segment, SubnetDhcp, dhcp_options, dnsmasq_command
 
 CLIENT_MAC = "fa:16:3e:00:12:34"
@@ -110,5 +112,7 @@ def test_a_real_client_gets_the_subnets_routes_and_name_servers(
         os.kill(int(pid_file.read_text()), 15)
     assert lease["ip"] == "192.168.7.23" and lease["router"] == "192.168.7.1"
     assert lease["dns"].split() == ["8.8.8.8", "8.8.4.4"]
-    assert lease["staticroutes"].split() == ["10.50.0.0/16", "192.168.7.254", "0.0.0.0/0", "192.168.7.1"]
+    assert lease["staticroutes"].split() == [
+        f"{METADATA_ADDRESS}/32", "192.168.7.2", "10.50.0.0/16", "192.168.7.254", "0.0.0.0/0", "192.168.7.1",
+    ]  # fmt: skip
     assert lease["mtu"] == "1450"

@@ -2,13 +2,16 @@
 
 The test guest of ``deploy.testguest`` takes root's authorized keys from its config drive's
 ``public_keys``, makes a host key at boot and runs dropbear on port 22 once it has its address
-(``AIOSTACK-SSH keys=N host_key=BASE64``). The host holds the subnet's gateway address on the
-guest network's bridge, so it reaches the guest's fixed IP and logs in with Debian's ssh.
+(``AIOSTACK-SSH keys=N host_key=BASE64``). The host holds its DHCP port's address of the subnet on
+the guest network's bridge (the gateway's is left to a router), so it reaches the guest's fixed IP
+and logs in with Debian's ssh; the guest routes the metadata service through that address and the
+rest through the gateway, as DHCP told it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import os
 from pathlib import Path
@@ -84,12 +87,16 @@ async def test_root_logs_into_a_real_guest_with_its_key_pair_and_no_other_key(
     said = await qemu_cloud.console_until(server_id, r"AIOSTACK-SSH keys=(\d+) host_key=(\S+)")
     assert said.group(1) == "1"
 
-    # the host holds the subnet's gateway address, on the bridge the guest's port is plugged into
+    # the host holds an address of the subnet that is not the gateway's (its DHCP port's), on the
+    # bridge the guest's port is plugged into
     network_id = (await client.request("GET", "/network/v2.0/networks?name=default"))["networks"][0]["id"]
     [subnet] = (await client.request("GET", f"/network/v2.0/subnets?network_id={network_id}"))["subnets"]
     status, route, _ = await run("ip", "-o", "route", "get", address)
-    assert status == 0 and " src " + subnet["gateway_ip"] + " " in route, route
-    status, held, _ = await run("ip", "-o", "-4", "addr", "show", "to", subnet["gateway_ip"])
+    assert status == 0, route
+    source = route.split(" src ")[1].split()[0]
+    assert ipaddress.ip_address(source) in ipaddress.ip_network(subnet["cidr"]), route
+    assert source != subnet["gateway_ip"], route
+    status, held, _ = await run("ip", "-o", "-4", "addr", "show", "to", source)
     assert status == 0 and held.split()[1] == route.split(" dev ")[1].split()[0], (held, route)
 
     status, scanned, _ = await run("ssh-keyscan", "-T", "30", "-t", "ed25519", address)
@@ -103,6 +110,12 @@ async def test_root_logs_into_a_real_guest_with_its_key_pair_and_no_other_key(
     meta = json.loads(metadata)
     assert meta["uuid"] == server_id
     assert meta["public_keys"] == {"login": keypair["public_key"]}
+
+    status, out, err = await run(*ssh_argv(address, *with_key(key)), "ip route")
+    assert status == 0, err
+    routes = {" ".join(line.split()[:5]) for line in out.splitlines()}
+    assert f"default via {subnet['gateway_ip']} dev eth0" in routes, out
+    assert f"169.254.169.254 via {source} dev eth0" in routes, out
 
     status, out, err = await run(*ssh_argv(address, *with_key(other)), "echo", "in")
     assert status == 255 and out == "" and "Permission denied" in err, (status, out, err)
