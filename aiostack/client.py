@@ -17,6 +17,7 @@ import asyncio
 import itertools
 import json
 import os
+import ssl
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager, suppress
 from typing import Any
@@ -241,10 +242,15 @@ class WebsocketConsole:
 
 
 class Client:
-    """The SDK's entry point: ``async with Client(url) as client: await client.login(...)``."""
+    """The SDK's entry point: ``async with Client(url) as client: await client.login(...)``.
 
-    def __init__(self, url: str) -> None:
+    An ``https://`` gateway's certificate is checked against the system's CAs, or against
+    ``ca_file`` alone (a PEM file: the CA ``aiostack up --tls-cert generate`` made, clouds.yaml's
+    ``cacert``)."""
+
+    def __init__(self, url: str, *, ca_file: str | os.PathLike[str] | None = None) -> None:
         self.url = url.rstrip("/")
+        self.ca_file = ca_file
         self.token: str | None = None
         self.project_id: str | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -258,7 +264,8 @@ class Client:
         self.keypairs = KeypairManager(self)
 
     async def __aenter__(self) -> Client:
-        self._session = aiohttp.ClientSession()
+        trusted = ssl.create_default_context(cafile=self.ca_file) if self.ca_file is not None else True
+        self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=trusted))
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:

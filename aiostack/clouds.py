@@ -28,6 +28,8 @@ class CloudAuth:
     username: str | None
     password: str | None
     project: str | None
+    cacert: str | None = None
+    """The CA (PEM file) the gateway's HTTPS certificate is checked against (None: the system's)."""
 
 
 def clouds_files(data_dir: Path) -> list[Path]:
@@ -64,5 +66,6 @@ def find_cloud(name: str, data_dir: Path) -> CloudAuth:
                 username=auth.get("username"),
                 password=auth.get("password"),
                 project=auth.get("project_name"),
+                cacert=clouds[name].get("cacert"),
             )
     raise CloudNotFound(f"no cloud named {name!r} in {', '.join(map(str, searched))}")

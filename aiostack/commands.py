@@ -39,6 +39,9 @@ def _gateway_options(data_dir_default: Path) -> argparse.ArgumentParser:
         "--username", default=os.environ.get("OS_USERNAME"), help="default: $OS_USERNAME, admin"
     )
     options.add_argument("--password", default=os.environ.get("OS_PASSWORD"))
+    options.add_argument(
+        "--os-cacert", default=os.environ.get("OS_CACERT"), help="CA (PEM) of an HTTPS gateway ($OS_CACERT)"
+    )
     options.add_argument("--project", default=os.environ.get("OS_PROJECT_NAME"))
     return options
 
@@ -122,6 +125,7 @@ def login_of(args: argparse.Namespace) -> CloudAuth:
         username=args.username or cloud.username or "admin",
         password=args.password or cloud.password,
         project=args.project or cloud.project,
+        cacert=args.os_cacert or cloud.cacert,
     )
 
 
@@ -167,7 +171,7 @@ async def run_client_command(args: argparse.Namespace) -> int:
         print("aiostack: a password is needed: --password, $OS_PASSWORD or --os-cloud", file=sys.stderr)
         return 2
     assert login.url is not None and login.username is not None
-    async with Client(login.url) as client:
+    async with Client(login.url, ca_file=login.cacert) as client:
         try:
             await client.login(login.username, login.password, login.project)
             if args.command == "events":

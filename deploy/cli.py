@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import json
 import logging
 import os
@@ -21,8 +22,9 @@ from typing import Any
 from bus import AiostackError, Bus
 from bus.api import liveness
 from bus.bus import DEFAULT_PREFIX
-from deploy.config_file import CONFIG_NAME, ConfigError, apply_config
+from deploy.config_file import CONFIG_NAME, ConfigError, apply_config, save_first_config
 from deploy.credentials import ADMIN, credentials_file
+from deploy.gateway_tls import GENERATE
 from deploy.run import ACTOR_NAMES
 from runtime.config import DATABASE_VARIABLE, Config, default_data_dir
 from runtime.logs import LOG_FORMATS, configure_logging
@@ -72,6 +74,17 @@ def _add_test_node_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--node-vcpus", type=int, default=128, help="vCPUs of each test-driver node")
     parser.add_argument(
         "--node-memory-mb", type=int, default=1024 * 1024, help="RAM of each test-driver node"
+    )
+
+
+def _add_trusted_proxy(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--trusted-proxy",
+        action="append",
+        default=[],
+        type=ipaddress.ip_network,
+        metavar="CIDR",
+        help="gateway: a reverse proxy whose X-Forwarded-Proto/-Host the URLs handed out follow (repeatable)",
     )
 
 
@@ -152,6 +165,13 @@ def up(commands: Any) -> Runner:
         help="run this many test-driver nodes in each node process (default: one each)",
     )
     parser.add_argument("--listen", default="127.0.0.1:8774", help="gateway address HOST:PORT (port 0: free)")
+    parser.add_argument(
+        "--tls-cert",
+        help="serve the gateway over HTTPS with this certificate (PEM chain; with --tls-key), or 'generate':"
+        " a CA made in <data-dir>/tls/gateway-ca signs one for the listen address, and the clients trust it",
+    )
+    parser.add_argument("--tls-key", type=Path, help="the private key (PEM) of --tls-cert")
+    _add_trusted_proxy(parser)
     _add_guest_options(parser)
     _add_task_timeout(parser)
     _add_test_node_options(parser)
@@ -159,15 +179,17 @@ def up(commands: Any) -> Runner:
     def run_up(args: argparse.Namespace) -> int:
         from deploy.up import up as start
 
-        if args.cluster and not args.database:
-            parser.error("--cluster needs --database (PostgreSQL, which every controller shares)")
-        if args.cluster and args.nats:
-            parser.error("--cluster runs its own nats-server: leave out --nats")
-
         try:
             config = apply_config(parser, args, getattr(args, "argv", []))
         except ConfigError as exc:
             parser.error(str(exc))
+        if args.cluster and not args.database:
+            parser.error("--cluster needs --database (PostgreSQL, which every controller shares)")
+        if args.cluster and args.nats:
+            parser.error("--cluster runs its own nats-server: leave out --nats")
+        if args.tls_cert not in (None, GENERATE) and args.tls_key is None:
+            parser.error("--tls-cert FILE needs --tls-key FILE (or: --tls-cert generate)")
+        save_first_config(config, parser, args)
         configure_logging(args.log_level, args.log_format, "up")
         logging.getLogger(__name__).info("settings: %s", config)
         return asyncio.run(start(args))
@@ -208,6 +230,9 @@ def add_run_parser(commands: Any) -> argparse.ArgumentParser:
     _add_guest_options(parser)
     _add_task_timeout(parser)
     parser.add_argument("--listen", default="127.0.0.1:8774", help="gateway: HOST:PORT to listen on")
+    parser.add_argument("--tls-cert", type=Path, help="gateway: serve HTTPS with this certificate (PEM)")
+    parser.add_argument("--tls-key", type=Path, help="gateway: the certificate's private key (PEM)")
+    _add_trusted_proxy(parser)
     return parser
 
 

@@ -24,8 +24,11 @@ def cloud_name(user: str) -> str:
     return f"aiostack-{user}"
 
 
-def write_client_files(data_dir: Path, gateway_url: str, passwords: dict[str, str]) -> tuple[Path, Path]:
-    """Write (or refresh) clouds.yaml and openrc; ``passwords``: user -> password, {} after first start."""
+def write_client_files(
+    data_dir: Path, gateway_url: str, passwords: dict[str, str], ca: Path | None = None
+) -> tuple[Path, Path]:
+    """Write (or refresh) clouds.yaml and openrc; ``passwords``: user -> password, {} after first
+    start; ``ca``: the certificate the clients trust for the gateway's HTTPS (None: the system's)."""
     clouds_file, openrc_file = data_dir / "clouds.yaml", data_dir / "openrc"
     auth_url = f"{gateway_url}/identity/v3"
     known: dict[str, str] = {}
@@ -48,6 +51,7 @@ def write_client_files(data_dir: Path, gateway_url: str, passwords: dict[str, st
             "region_name": "RegionOne",
             "interface": "public",
             "identity_api_version": 3,
+            **({"cacert": str(ca)} if ca is not None else {}),
         }
         for user in USERS
     }
@@ -67,6 +71,7 @@ export OS_USER_DOMAIN_NAME=Default
 export OS_PROJECT_DOMAIN_NAME=Default
 export OS_REGION_NAME=RegionOne
 export AIOSTACK_URL={shlex.quote(gateway_url)}
+{f"export OS_CACERT={shlex.quote(str(ca))}" if ca is not None else "unset OS_CACERT"}
 case "$_aiostack_user" in
 {cases}
 esac

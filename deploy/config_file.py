@@ -115,20 +115,25 @@ def write_config(path: Path, parser: argparse.ArgumentParser, args: argparse.Nam
 
 
 def apply_config(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str]) -> Path:
-    """Fill ``args`` from the config file where ``argv`` gave no flag; on a first start with no
-    ``--config``, write the file. The file's path.
+    """Fill ``args`` from the config file where ``argv`` gave no flag. The file's path (which
+    ``save_first_config`` writes on a first start).
 
     :raises ConfigError: ``--config`` names no file, or the file cannot be used.
     """
-    path = args.config or args.data_dir / CONFIG_NAME
+    path: Path = args.config or args.data_dir / CONFIG_NAME
     if not path.exists():
         if args.config is not None:
             raise ConfigError(f"{path}: no such file")
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        write_config(path, parser, args)
         return path
     given = given_on_command_line(parser, argv)
     for dest, value in read_config(path, parser).items():
         if dest not in given:
             setattr(args, dest, value)
     return path
+
+
+def save_first_config(path: Path, parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Write the settings `up` starts with, where no file is yet (its data directory's first start)."""
+    if not path.exists():
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        write_config(path, parser, args)

@@ -56,7 +56,7 @@ async def aiostack_up(
                     raise RuntimeError(f"aiostack up exited early: {banner}")
                 banner += line
         nats = re.search(r"NATS at (nats://\S+)", banner)
-        gateway = re.search(r"gateway: (http://\S+)", banner)
+        gateway = re.search(r"gateway: (https?://\S+)", banner)
         assert nats is not None and gateway is not None, banner
         yield RunningCloud(process, Path(data_dir), banner, nats.group(1), gateway.group(1))
     finally:

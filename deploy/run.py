@@ -15,8 +15,10 @@ import asyncio
 import importlib
 import logging
 import signal
-from collections.abc import Callable
+import ssl
+from collections.abc import Callable, Sequence
 from functools import partial
+from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 
 from bus import Actor, Bus, Supervisor
@@ -127,7 +129,8 @@ async def run_actor(args: argparse.Namespace) -> int:
         return 2
     try:
         if args.actor == "gateway":
-            await serve_gateway(bus, config, args.listen, stop)
+            tls = (args.tls_cert, args.tls_key) if args.tls_cert else None
+            await serve_gateway(bus, config, args.listen, stop, tls, args.trusted_proxy)
             return 0
         await install(bus)
         supervisors = [Supervisor(factory) for factory in actor_factories(args.actor, bus, config, args)]
@@ -140,8 +143,17 @@ async def run_actor(args: argparse.Namespace) -> int:
         await bus.close()
 
 
-async def serve_gateway(bus: Bus, config: Config, listen: str, stop: asyncio.Event) -> None:
+async def serve_gateway(
+    bus: Bus,
+    config: Config,
+    listen: str,
+    stop: asyncio.Event,
+    tls: tuple[Path, Path] | None = None,
+    trusted_proxies: Sequence[IPv4Network | IPv6Network] = (),
+) -> None:
     """Serve the gateway on ``listen`` (HOST:PORT, port 0 = free); write its URL to ``<data>/gateway.url``.
+    ``tls``: its certificate (chain) and key files: HTTPS (TLS 1.2 and later) instead of HTTP;
+    ``trusted_proxies``: where requests whose ``X-Forwarded-*`` headers are believed come from.
 
     Its limits (sockets per user, header and body timeouts) come from the environment
     (``gateway.http.Limits.from_environment``); each connection is a ``gateway.server.GatewayProtocol``.
@@ -150,17 +162,25 @@ async def serve_gateway(bus: Bus, config: Config, listen: str, stop: asyncio.Eve
 
     from gateway.access_log import GatewayAccessLogger
     from gateway.app import create_app, handler_args
+    from gateway.forwarded import forwarded_middleware
     from gateway.http import Limits
     from gateway.server import GatewaySite
 
     host, _, port = listen.rpartition(":")
     limits = Limits.from_environment()
     access = {"access_log_class": GatewayAccessLogger, "access_log": logging.getLogger("aiostack.access")}
-    runner = web.AppRunner(create_app(bus, limits), handle_signals=False, **access)
+    app = create_app(bus, limits)
+    app.middlewares.insert(0, forwarded_middleware(trusted_proxies))
+    runner = web.AppRunner(app, handle_signals=False, **access)
     await runner.setup()
-    site = GatewaySite(runner, host or "127.0.0.1", int(port), {**handler_args(limits), **access})
+    context = None
+    if tls is not None:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(*tls)
+    site = GatewaySite(runner, host or "127.0.0.1", int(port), {**handler_args(limits), **access}, context)
     await site.start()
-    url = f"http://{host or '127.0.0.1'}:{site.port}"
+    url = f"{'https' if context else 'http'}://{host or '127.0.0.1'}:{site.port}"
     url_file: Path = config.data_dir / "gateway.url"
     url_file.parent.mkdir(parents=True, exist_ok=True)
     url_file.write_text(url + "\n")

@@ -43,6 +43,7 @@ from bus import TRANSIENT_ERRORS, AiostackError, Bus, EmbeddedNatsServer, NatsSe
 from bus.api import liveness
 from deploy.clouds import write_client_files
 from deploy.credentials import ADMIN, Credentials, Principal, member_user, prepare, trust
+from deploy.gateway_tls import GatewayTls, gateway_tls
 from deploy.members import ClusteredNats, Membership, hashed_users, keep_member
 from deploy.privacy import make_private, restrict_new_files
 from node.testnode import write_test_node_file
@@ -163,12 +164,14 @@ def guest_args(args: argparse.Namespace) -> tuple[str, ...]:
     )  # fmt: skip
 
 
-def child_specs(args: argparse.Namespace) -> list[ChildSpec]:
-    """The processes of a one-machine cloud: every actor, the gateway, the nodes."""
+def child_specs(args: argparse.Namespace, tls: GatewayTls | None = None) -> list[ChildSpec]:
+    """The processes of a one-machine cloud: every actor, the gateway (HTTPS with ``tls``), the nodes."""
     specs = [ChildSpec(name, (name,)) for name in ("identity", "scheduler", "image", "net")]
     specs.append(ChildSpec("volume", ("volume", "--host", LOCAL_STORAGE)))
     specs.insert(2, ChildSpec("conductor", ("conductor", "--task-timeout", str(args.task_timeout))))
-    specs.append(ChildSpec("gateway", ("gateway", "--listen", args.listen)))
+    https = ("--tls-cert", str(tls.certificate), "--tls-key", str(tls.key)) if tls else ()
+    proxies = tuple(item for proxy in args.trusted_proxy for item in ("--trusted-proxy", str(proxy)))
+    specs.append(ChildSpec("gateway", ("gateway", "--listen", args.listen, *https, *proxies)))
     hosts = [f"node-{number}" for number in range(1, args.nodes + 1)]
     per_process = max(1, args.nodes_per_process) if args.libvirt == "test" else 1
     for first in range(0, len(hosts), per_process):
@@ -297,7 +300,8 @@ async def up(args: argparse.Namespace) -> int:
         from node.libvirtd import ensure_libvirtd
 
         await asyncio.to_thread(ensure_libvirtd, args.libvirt)
-    specs = child_specs(args)
+    tls = gateway_tls(data_dir, args.tls_cert, args.tls_key, args.listen)
+    specs = child_specs(args, tls)
     remote_nodes = [Principal(host, "node", (host,)) for host in args.remote_node]
     credentials = prepare(data_dir, [*(spec.principal for spec in specs), *remote_nodes], args.prefix)
     if args.nats_ca is not None:
@@ -390,10 +394,13 @@ async def up(args: argparse.Namespace) -> int:
         print(f"  bus users: one per process, least privilege; admin's: {credentials.file(ADMIN)}")
         print("  processes: " + ", ".join(c.spec.name for c in children) + f" (logs in {log_dir})")
         print(f"  gateway: {gateway_url}")
+        if tls is not None and tls.ca is not None:
+            print(f"  TLS: the gateway's certificate is signed by {tls.ca} (clouds.yaml and openrc trust it)")
         clouds_file, openrc_file = write_client_files(
             data_dir,
             gateway_url,
             {user: passwords[f"AIOSTACK_{user.upper()}_PASSWORD"] for user in ("admin", "demo") if passwords},
+            ca=tls.ca if tls else None,
         )
         print(
             f"  OpenStack clients: export OS_CLIENT_CONFIG_FILE={clouds_file} OS_CLOUD=aiostack-admin"

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from typing import Any
 
 from aiohttp import web
@@ -83,8 +84,16 @@ class GatewaySite(web.BaseSite):
 
     __slots__ = ("_handler_args", "_host", "_port")
 
-    def __init__(self, runner: web.BaseRunner, host: str, port: int, handler_args: dict[str, Any]) -> None:
-        super().__init__(runner)
+    def __init__(
+        self,
+        runner: web.BaseRunner,
+        host: str,
+        port: int,
+        handler_args: dict[str, Any],
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        """``ssl_context``: serve HTTPS with it (None: plain HTTP)."""
+        super().__init__(runner, ssl_context=ssl_context)
         self._host = host
         self._port = port
         self._handler_args = handler_args
@@ -99,7 +108,8 @@ class GatewaySite(web.BaseSite):
 
     @property
     def name(self) -> str:
-        return str(URL.build(scheme="http", host=self._host, port=self.port))
+        scheme = "https" if self._ssl_context is not None else "http"
+        return str(URL.build(scheme=scheme, host=self._host, port=self.port))
 
     async def start(self) -> None:
         await super().start()
@@ -111,5 +121,10 @@ class GatewaySite(web.BaseSite):
             return GatewayProtocol(server, loop=loop, **self._handler_args)
 
         self._server = await loop.create_server(
-            connection, self._host, self._port, backlog=self._backlog, reuse_address=True
+            connection,
+            self._host,
+            self._port,
+            ssl=self._ssl_context,
+            backlog=self._backlog,
+            reuse_address=True,
         )

@@ -468,7 +468,7 @@ class RequestRelay:
         self.ws = ws
         self.session = request.app[LOOPBACK]
         host, port = request.transport.get_extra_info("sockname")[:2]  # type: ignore[union-attr]
-        self.base = URL.build(scheme="http", host=host, port=port)
+        self.base = URL.build(scheme="https" if request.secure else "http", host=host, port=port)
         self.headers = {"X-Auth-Token": context_of(request).token or "", "Host": request.host}
         self.in_flight: set[asyncio.Task[None]] = set()
 
@@ -532,10 +532,11 @@ class RequestRelay:
 
 async def loopback_context(app: web.Application) -> AsyncIterator[None]:
     # idle connections are let go well before the gateway's header timeout closes them (a request
-    # sent on a connection the server is closing would fail)
+    # sent on a connection the server is closing would fail); behind TLS the relay speaks it to the
+    # very socket it accepted the client on (its own address), so it checks no certificate
     keepalive = min(15.0, app[LIMITS].header_timeout / 2)
     async with aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=LOOPBACK_CONNECTIONS, keepalive_timeout=keepalive),
+        connector=aiohttp.TCPConnector(limit=LOOPBACK_CONNECTIONS, keepalive_timeout=keepalive, ssl=False),
         timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT),
         cookie_jar=aiohttp.DummyCookieJar(),
     ) as session:

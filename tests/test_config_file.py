@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from deploy.cli import up
-from deploy.config_file import CONFIG_NAME, ConfigError, apply_config
+from deploy.config_file import CONFIG_NAME, ConfigError, apply_config, save_first_config
 
 
 def up_parser() -> argparse.ArgumentParser:
@@ -24,7 +24,7 @@ def started(data_dir: Path, *flags: str) -> argparse.Namespace:
     parser = up_parser()
     argv = ["--data-dir", str(data_dir), *flags]
     args = parser.parse_args(argv)
-    apply_config(parser, args, argv)
+    save_first_config(apply_config(parser, args, argv), parser, args)
     return args
 
 
