@@ -48,6 +48,7 @@ MIGRATIONS = [
         created_at TEXT NOT NULL);
     CREATE INDEX allocations_host ON allocations(host);
     """,
+    "ALTER TABLE hosts ADD COLUMN disabled_reason TEXT",
 ]
 
 # hosts.generation: bumped by every change of a row but a bare heartbeat (inventory, usage,
@@ -164,6 +165,7 @@ class SchedulerActor(Actor, Scheduler):
             "host": row["host"],
             "hypervisor_type": row["hypervisor_type"],
             "enabled": bool(row["enabled"]),
+            "disabled_reason": row["disabled_reason"],
             "alive": self._alive(row, now),
             "last_seen": row["last_seen"],
             "generation": row["generation"],
@@ -236,6 +238,26 @@ class SchedulerActor(Actor, Scheduler):
         rows = await self.store.fetchall(HOST_ROWS.format(where=""))
         now = time.time()
         return [self._view(row, now) for row in rows]
+
+    async def set_host_enabled(
+        self, *, host: str, enabled: bool, disabled_reason: str | None = None
+    ) -> HostView:
+        async with self.store.transaction() as db:
+            changed = await db.execute(
+                "UPDATE hosts SET enabled = ?, disabled_reason = ?, generation = generation + 1"
+                " WHERE host = ?",
+                (int(enabled), None if enabled else disabled_reason, host),
+            )
+            if not changed:
+                raise NotFound(f"no compute host {host}")
+            [view] = await self._views(db, [host])
+        log.info(
+            "host %s %s (%s)",
+            host,
+            "enabled" if enabled else "disabled",
+            disabled_reason or "no reason given",
+        )
+        return view
 
     # -- claims ---------------------------------------------------------------------------
 

@@ -39,7 +39,8 @@ carries the password and the key pair's public key (a node writes both to the co
 ``create_instance`` boots from a volume (a ``BlockDevice`` with ``boot_index`` 0, ``image_ref``
 empty) and deletes the volumes marked ``delete_on_termination`` with the instance;
 ``Placement.image_ref`` is then the image the boot volume was made from; 6 -
-``NodeBuilds.get_instance_metadata`` (what a node's metadata service tells a guest of itself).
+``NodeBuilds.get_instance_metadata`` (what a node's metadata service tells a guest of itself); 7 -
+``ComputeServices`` (the hosts' state and usage, enabling and disabling one: admins only).
 
 Events (kind ``instance``, on ``evt.instance.<project>.<id>``, with the instance as ``Instance``
 shows it): ``instance.building`` (recorded), ``instance.<task_state>`` when an action starts
@@ -54,9 +55,10 @@ from typing import Annotated, Any, Literal, NotRequired, TypedDict
 
 from msgspec import Meta
 
-from api.fields import Id, Name
+from api.fields import HostName, Id, Name
 from api.net import RequestedNetwork
 from api.node import DeviceName, PowerAction, RebootType
+from api.scheduler import Reason as DisabledReason
 from bus.api import ServiceAPI, call
 from runtime.states import PowerState, TaskState, VmState
 
@@ -219,6 +221,25 @@ class ComputeHost(TypedDict):
     alive: bool
     last_seen: str | None
     """When its node last said it was alive (ISO 8601), None if never."""
+
+
+class ComputeService(TypedDict):
+    """A compute host as an operator sees it (Nova's os-services and os-hypervisors): whether it
+    is up and enabled, its totals and what its instances use."""
+
+    host: str
+    hypervisor_type: str
+    enabled: bool
+    disabled_reason: str | None
+    alive: bool
+    last_seen: str | None
+    instances: int
+    vcpus: int
+    vcpus_used: int
+    memory_mb: int
+    memory_mb_used: int
+    disk_gb: int
+    disk_gb_used: int
 
 
 class ProjectUsage(TypedDict):
@@ -758,6 +779,27 @@ class ServerHistory(ServiceAPI, address="conductor"):
         ...
 
 
+class ComputeServices(ServiceAPI, address="conductor"):
+    """What an operator asks of the compute hosts: their state and usage, and taking one out of
+    scheduling (admins only)."""
+
+    @call(policy="compute:admin", idempotent=True)
+    async def list_compute_services(self) -> list[ComputeService]:
+        """Every compute host, by name."""
+        ...
+
+    @call(policy="compute:admin", idempotent=True)
+    async def set_compute_service(
+        self, *, host: HostName, enabled: bool, disabled_reason: DisabledReason | None = None
+    ) -> ComputeService:
+        """Enable a host, or disable it with why: the scheduler gives a disabled host no new
+        instances; those it runs stay.
+
+        :raises NotFound: no such host.
+        """
+        ...
+
+
 class Compute(
     Servers,
     ServerCreation,
@@ -768,6 +810,7 @@ class Compute(
     ComputeQuotas,
     Flavors,
     Keypairs,
+    ComputeServices,
     address="conductor",
 ):
     """The user-facing compute API, as the gateway reaches it."""

@@ -1,6 +1,7 @@
 """The scheduler's API (nova-scheduler + Placement): host capacity, liveness and claims.
 
-Version history: 1 - initial.
+Version history: 1 - initial; 2 - hosts are enabled or disabled by an operator
+(``set_host_enabled``, with a reason ``HostView`` shows): a disabled host gets no new instances.
 
 Events (kind ``node``): ``node.up`` (a host reported for the first time, or again after
 ``node.down``) and ``node.down`` (its last report is older than the service down time),
@@ -9,7 +10,9 @@ with the host's view as state; each transition is published once.
 
 from __future__ import annotations
 
-from typing import TypedDict
+from typing import Annotated, TypedDict
+
+from msgspec import Meta
 
 from api.fields import Amount, HostName, Id, Name, PositiveAmount
 from bus.api import ServiceAPI, Topic, call
@@ -21,6 +24,7 @@ class HostView(TypedDict):
     host: str
     hypervisor_type: str
     enabled: bool
+    disabled_reason: str | None
     alive: bool
     last_seen: float
     generation: int
@@ -63,6 +67,9 @@ class Capacity(TypedDict):
     disk_gb: Amount
     hypervisor_type: Name
 
+
+Reason = Annotated[str, Meta(max_length=255)]
+"""Why a host was disabled (Nova's ``disabled_reason``: at most 255 characters)."""
 
 HEARTBEAT = Topic("hb.{host}", Capacity)
 """Each node requests on ``hb.<its host>``, a subject only it may publish to; the scheduler
@@ -118,6 +125,17 @@ class Scheduler(SchedulerReader, address="scheduler"):
         """Delete an instance's allocation and give its usage back; idempotent.
 
         :raises Conflict: the host's generation kept changing under the release.
+        """
+        ...
+
+    @call(idempotent=True)
+    async def set_host_enabled(
+        self, *, host: HostName, enabled: bool, disabled_reason: Reason | None = None
+    ) -> HostView:
+        """Enable a host, or disable it (with why): ``select_destinations`` passes over a disabled
+        host; what runs there stays. Enabling forgets the reason.
+
+        :raises NotFound: no such host has reported.
         """
         ...
 

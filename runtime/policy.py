@@ -41,6 +41,7 @@ RULES: dict[str, frozenset[str]] = {
 POLICY: dict[str, str] = {
     "compute:read": READER,
     "compute:write": MEMBER,
+    "compute:admin": ADMIN,
     "image:read": READER,
     "image:write": MEMBER,
     "image:publicize": ADMIN,

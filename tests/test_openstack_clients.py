@@ -241,3 +241,23 @@ def test_another_projects_community_image_does_not_shadow_the_default_image(
     )  # fmt: skip
     assert server["status"] == "ACTIVE" and tiny["id"] in server["image"]
     openstack_cli(cloud, "server", "delete", "--wait", "not-shadowed")
+
+
+def test_the_openstack_cli_lists_and_disables_compute_services_and_shows_hypervisors(
+    cloud: RunningCloud,
+) -> None:
+    services = cli_json(cloud, "compute", "service", "list", user="admin")
+    assert [(s["Binary"], s["Host"], s["Status"], s["State"]) for s in services] == [
+        ("nova-compute", "node-1", "enabled", "up")
+    ]
+    openstack_cli(
+        cloud, "compute", "service", "set", "--disable", "--disable-reason", "maintenance",
+        "node-1", "nova-compute", user="admin",
+    )  # fmt: skip
+    [service] = cli_json(cloud, "compute", "service", "list", "--long", user="admin")
+    assert (service["Status"], service["Disabled Reason"]) == ("disabled", "maintenance")
+    openstack_cli(cloud, "compute", "service", "set", "--enable", "node-1", "nova-compute", user="admin")
+    [hypervisor] = cli_json(cloud, "hypervisor", "list", user="admin")
+    assert (hypervisor["Hypervisor Hostname"], hypervisor["State"]) == ("node-1", "up")
+    shown = cli_json(cloud, "hypervisor", "show", "node-1", user="admin")
+    assert shown["vcpus"] > 0 and shown["status"] == "enabled"

@@ -27,6 +27,7 @@ from actors.conductor.lifecycle import DomainReports
 from actors.conductor.power import PowerActions
 from actors.conductor.quotas import QuotaBook
 from actors.conductor.schema import MIGRATIONS, InstanceRow
+from actors.conductor.services import HostServices
 from actors.conductor.volumes import Attachments
 from actors.conductor.watch import TaskWatch
 from bus import Actor, Bus
@@ -74,6 +75,7 @@ class ConductorActor(Actor):
             FlavorCatalog(self.store),
             KeypairBook(self.store),
             QuotaBook(self.store),
+            HostServices(self.core),
             reports,
             self.watch,
         )

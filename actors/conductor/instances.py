@@ -52,7 +52,8 @@ def _as_stamp(when: str) -> str:
     return stamp(parsed)
 
 
-def _stamp_of(epoch: float) -> str:
+def stamp_of(epoch: float) -> str:
+    """An epoch time as the API shows times (ISO 8601, UTC)."""
     return stamp(datetime.fromtimestamp(epoch, UTC))
 
 
@@ -162,7 +163,7 @@ class ServerReads(Servers):
             {
                 "host": host["host"],
                 "alive": host["alive"],
-                "last_seen": _stamp_of(host["last_seen"]) if host["last_seen"] else None,
+                "last_seen": stamp_of(host["last_seen"]) if host["last_seen"] else None,
             }
             for host in hosts
         ]

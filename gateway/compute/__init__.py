@@ -7,7 +7,8 @@
 * ``attachments``: a server's volume attachments;
 * ``consoles``: remote consoles (a guest's serial console, as a websocket: the node's ``NodeConsole``);
 * ``flavors``, ``images`` (Nova's proxy to Glance), ``keypairs``, ``limits``, ``quotas``,
-  ``zones`` (availability zones).
+  ``zones`` (availability zones);
+* ``hosts``: the compute hosts for operators (``os-services``, ``os-hypervisors``).
 
 Every route calls the conductor through its ``Compute`` facet (``common.compute``); the serial
 console also the server's node, through ``NodeConsole``.
@@ -22,6 +23,7 @@ from gateway.compute import (
     attachments,
     consoles,
     flavors,
+    hosts,
     images,
     instance_actions,
     keypairs,
@@ -47,6 +49,7 @@ for _module in (
     limits,
     quotas,
     zones,
+    hosts,
 ):
     routes.include(_module.routes)
 
