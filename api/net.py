@@ -401,6 +401,60 @@ a changed group as their remote group; the host then asks ``NetForNodes.security
 progress: no node listens yet, docs/SECURITY-GROUPS-WIP.md)."""
 
 
+
+class RouterPort(TypedDict):
+    """One of a router's ports as the host serving it plugs it in: a ``qr-`` interface on a tenant
+    subnet (its address is usually the subnet's gateway) or the ``qg-`` external gateway."""
+
+    port_id: str
+    network_id: str
+    subnet_id: str
+    mac_address: str
+    ip_address: str
+    cidr: str
+    """The subnet's CIDR: the port's address is ``ip_address/<its prefix length>``."""
+    gateway_ip: str | None
+    """The subnet's gateway (on the external gateway port: the next hop of the router's default route)."""
+    mtu: int
+
+
+class FloatingIpPlan(TypedDict):
+    """A floating IP associated with a port: DNAT to the fixed IP, SNAT of that fixed IP back to it."""
+
+    floatingip_id: str
+    floating_ip_address: str
+    fixed_ip_address: str
+    port_id: str
+
+
+class RouterPlan(TypedDict):
+    """What one router is on the host serving it (Neutron's L3 agent's router info): a namespace
+    ``qrouter-<router id>`` with its interfaces, its external gateway (None: none set) with SNAT
+    when ``enable_snat``, and the floating IPs reached through it."""
+
+    router_id: str
+    admin_state_up: bool
+    gateway: RouterPort | None
+    enable_snat: bool
+    interfaces: list[RouterPort]
+    floating_ips: list[FloatingIpPlan]
+
+
+class HostRouters(TypedDict):
+    """The routers the calling host serves (all of them, each time)."""
+
+    routers: list[RouterPlan]
+
+
+class RoutersChanged(TypedDict):
+    """Which routers changed (their interfaces, gateway, floating IPs, or were deleted)."""
+
+    routers: list[str]
+
+
+ROUTERS_CHANGED = Topic("net.routers.{host}", RoutersChanged)
+"""Told to the host serving a router when it changes; the host then asks ``NetForNodes.routers_for_host``."""
+
 class SecurityGroupNotFound(NotFound):
     """Neutron's SecurityGroupNotFound (404)."""
 
@@ -660,6 +714,13 @@ class NetForNodes(ServiceAPI, address="net.host.{host}", caller="host"):
         """What the calling host enforces (work in progress: docs/SECURITY-GROUPS-WIP.md): every
         instance port bound to it, with its groups' rules, and the members of the remote groups
         those rules name (their ports on any host)."""
+        ...
+
+    @call(idempotent=True)
+    async def routers_for_host(self) -> HostRouters:
+        """The routers the calling host serves, as it plugs them in. Calling it makes the host one
+        that serves routers (Neutron's L3 agent reporting in): routers served by no host yet are
+        given to it, and new routers go to the serving host with the fewest."""
         ...
 
 
