@@ -401,7 +401,6 @@ a changed group as their remote group; the host then asks ``NetForNodes.security
 progress: no node listens yet, docs/SECURITY-GROUPS-WIP.md)."""
 
 
-
 class RouterPort(TypedDict):
     """One of a router's ports as the host serving it plugs it in: a ``qr-`` interface on a tenant
     subnet (its address is usually the subnet's gateway) or the ``qg-`` external gateway."""
@@ -454,6 +453,7 @@ class RoutersChanged(TypedDict):
 
 ROUTERS_CHANGED = Topic("net.routers.{host}", RoutersChanged)
 """Told to the host serving a router when it changes; the host then asks ``NetForNodes.routers_for_host``."""
+
 
 class SecurityGroupNotFound(NotFound):
     """Neutron's SecurityGroupNotFound (404)."""

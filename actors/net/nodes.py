@@ -21,6 +21,7 @@ from api.net import (
     COMPUTE_OWNER,
     DHCP_OWNER,
     Deallocated,
+    HostRouters,
     HostSecurity,
     NetForNodes,
     Network,
@@ -169,6 +170,10 @@ class NodePorts(NetForNodes):
     async def security_for_host(self, *, host: str) -> HostSecurity:
         """What ``host`` enforces: only its own instance ports (``api.net.NetForNodes``)."""
         return await host_security(self.state.store, host)
+
+    async def routers_for_host(self, *, host: str) -> HostRouters:
+        """The routers ``host`` serves (``api.net.NetForNodes``): none yet."""
+        return {"routers": []}
 
     async def _dhcp_ports(self, db: Db, network_id: str, host: str) -> list[Port]:
         """The host's DHCP port on the network (one at most), inside ``db``'s transaction."""
