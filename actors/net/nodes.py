@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from actors.net.hosts import serve_routers
 from actors.net.instances import InstanceServant
 from actors.net.ports import new_port
 from actors.net.schema import NETWORK, PORT, SUBNET
@@ -172,8 +173,9 @@ class NodePorts(NetForNodes):
         return await host_security(self.state.store, host)
 
     async def routers_for_host(self, *, host: str) -> HostRouters:
-        """The routers ``host`` serves (``api.net.NetForNodes``): none yet."""
-        return {"routers": []}
+        """The routers ``host`` serves, which it serves from now on (``api.net.NetForNodes``)."""
+        async with self.state.writing() as db:
+            return await serve_routers(db, host)
 
     async def _dhcp_ports(self, db: Db, network_id: str, host: str) -> list[Port]:
         """The host's DHCP port on the network (one at most), inside ``db``'s transaction."""
