@@ -10,8 +10,8 @@ Facets, by caller (each process's NATS permissions follow from the facets it use
 * ``NetForNodes``: what compute nodes call, each as its own host (``net.host.<host>``):
   ``allocate_for_instance``, ``deallocate_for_instance``, ``set_port_binding``,
   ``get_network``, ``get_subnet``, for the instances placed on that host only, acting for
-  their projects; and ``dhcp_port``, ``release_dhcp_port``: the host's own DHCP port on a
-  network its instances use;
+  their projects; ``dhcp_port``, ``release_dhcp_port``: the host's own DHCP port on a
+  network its instances use; ``routers_for_host``: the routers the host serves;
 * ``Net``: the whole API, as users reach it through the gateway (and as the conductor, the
   audit and the tests use it): ``InstancePorts`` (the same calls for a service that names
   the project and host itself), the CRUD of networks, subnets and ports, and
@@ -19,7 +19,7 @@ Facets, by caller (each process's NATS permissions follow from the facets it use
 
 ``Net`` is assembled from facets by job (``NetworkReader`` + ``Networks``, ``SubnetReader``
 + ``Subnets``, ``SubnetPools``, ``Ports``, ``InstancePorts``, ``Allocations``, ``NetworkQuotas``,
-``SecurityGroups``), the parts the net actor's servants implement.
+``SecurityGroups``, ``Routers``, ``FloatingIps``), the parts the net actor's servants implement.
 
 Quotas (Neutron's): each project may have at most its limit of networks, subnets, ports and subnet
 pools (its own, set by an admin, else ``DEFAULT_QUOTAS``; -1: unlimited). Usage is counted from the
@@ -42,7 +42,10 @@ host a DHCP port per network (``dhcp_port``, ``release_dhcp_port``); 4 - subnets
 transaction that makes one (``OverQuota``); 7 - ``NetForNodes.instance_ports_at``: the ports of the
 instance holding an address on a network (what a node's metadata service asks of a request); 8 - security
 groups and their rules (``SecurityGroups``, quotas of both), ports' ``security_groups`` and
-``port_security_enabled``, ``NetForNodes.security_for_host``.
+``port_security_enabled``, ``NetForNodes.security_for_host``; 9 - external networks
+(``router_external``: admins make and list them, every project sees them), routers (``Routers``: gateway,
+interfaces, extra routes), floating IPs (``FloatingIps``), their quotas, and
+``NetForNodes.routers_for_host`` with ``ROUTERS_CHANGED``.
 
 Events (kind ``port``, project the port's, with the port as ``get_port`` shows it):
 ``port.bound`` (``allocate_for_instance``, one per port; ``dhcp_port`` when it makes one), ``port.plugged``
@@ -58,18 +61,28 @@ from typing import Annotated, Any, Literal, Required, TypedDict
 from msgspec import Meta
 
 from api.fields import HostName, Id
-from bus import Conflict, NotFound
+from bus import Conflict, InvalidRequest, NotFound
 from bus.api import ServiceAPI, Topic, call
 
 COMPUTE_OWNER = "compute:nova"
 """The ``device_owner`` of the ports ``allocate_for_instance`` makes or binds."""
 DHCP_OWNER = "network:dhcp"
 """The ``device_owner`` of a host's DHCP port on a network (its ``device_id``: ``dhcp-<host>``)."""
+ROUTER_INTERFACE_OWNER = "network:router_interface"
+"""The ``device_owner`` of a router's port on a tenant subnet (its ``device_id``: the router)."""
+ROUTER_GATEWAY_OWNER = "network:router_gateway"
+"""The ``device_owner`` of a router's port on its external network (of no project, as Neutron's)."""
+FLOATINGIP_OWNER = "network:floatingip"
+"""The ``device_owner`` of the port holding a floating IP's address (its ``device_id``: the floating IP)."""
+ROUTER_OWNERS = (ROUTER_INTERFACE_OWNER, ROUTER_GATEWAY_OWNER)
 NETWORK_TYPE = "vxlan"
 """Every network is a VXLAN segment (its VNI: ``provider:segmentation_id``) on hosts that run an overlay."""
 
-QuotaResource = Literal["network", "subnet", "port", "subnetpool", "security_group", "security_group_rule"]
-"""What net quotas limit: a project's networks, subnets, ports and subnet pools."""
+QuotaResource = Literal[
+    "network", "subnet", "port", "subnetpool", "security_group", "security_group_rule", "router", "floatingip"
+]
+"""What net quotas limit: a project's networks, subnets, ports, subnet pools, security groups and
+their rules, routers and floating IPs."""
 DEFAULT_QUOTAS: dict[QuotaResource, int] = {
     "network": 100,
     "subnet": 100,
@@ -77,9 +90,12 @@ DEFAULT_QUOTAS: dict[QuotaResource, int] = {
     "subnetpool": -1,
     "security_group": 10,
     "security_group_rule": 100,
+    "router": 10,
+    "floatingip": 50,
 }
 """The limits of a project with none of its own: Neutron's (security groups 10, rules 100: a
-project's default group and its four rules count, but are made whatever the limits), but ports
+project's default group and its four rules count, but are made whatever the limits; routers 10,
+floating IPs 50), but ports
 are open (Neutron's default is 500) as compute leaves instances open until an admin sets a
 project's limits: every instance holds a port, and a one-machine cloud's benchmarks boot a
 thousand at once."""
@@ -150,6 +166,7 @@ class NetworkRequest(TypedDict, total=False):
     admin_state_up: bool
     mtu: Mtu
     description: Text
+    router_external: bool
 
 
 class SubnetRequest(TypedDict, total=False):
@@ -401,6 +418,226 @@ a changed group as their remote group; the host then asks ``NetForNodes.security
 progress: no node listens yet, docs/SECURITY-GROUPS-WIP.md)."""
 
 
+class RouterPort(TypedDict):
+    """One of a router's ports as the host serving it plugs it in: a ``qr-`` interface on a tenant
+    subnet (its address is usually the subnet's gateway) or the ``qg-`` external gateway."""
+
+    port_id: str
+    network_id: str
+    subnet_id: str
+    mac_address: str
+    ip_address: str
+    cidr: str
+    """The subnet's CIDR: the port's address is ``ip_address/<its prefix length>``."""
+    gateway_ip: str | None
+    """The subnet's gateway (on the external gateway port: the next hop of the router's default route)."""
+    mtu: int
+
+
+class FloatingIpPlan(TypedDict):
+    """A floating IP associated with a port: DNAT to the fixed IP, SNAT of that fixed IP back to it."""
+
+    floatingip_id: str
+    floating_ip_address: str
+    fixed_ip_address: str
+    port_id: str
+
+
+class RouterPlan(TypedDict):
+    """What one router is on the host serving it (Neutron's L3 agent's router info): a namespace
+    ``qrouter-<router id>`` with its interfaces, its external gateway (None: none set) with SNAT
+    when ``enable_snat``, and the floating IPs reached through it."""
+
+    router_id: str
+    admin_state_up: bool
+    gateway: RouterPort | None
+    enable_snat: bool
+    interfaces: list[RouterPort]
+    floating_ips: list[FloatingIpPlan]
+
+
+class HostRouters(TypedDict):
+    """The routers the calling host serves (all of them, each time)."""
+
+    routers: list[RouterPlan]
+
+
+class RoutersChanged(TypedDict):
+    """Which routers changed (their interfaces, gateway, floating IPs, or were deleted)."""
+
+    routers: list[str]
+
+
+ROUTERS_CHANGED = Topic("net.routers.{host}", RoutersChanged)
+"""Told to the host serving a router when it changes; the host then asks ``NetForNodes.routers_for_host``."""
+
+
+class ExternalGatewayInfo(TypedDict):
+    """A router's external gateway: its network, whether it SNATs, the addresses its port holds."""
+
+    network_id: str
+    enable_snat: bool
+    external_fixed_ips: list[FixedIp]
+
+
+class ExternalGatewayRequest(TypedDict, total=False):
+    """The gateway ``create_router``/``update_router`` set: on an external network (none: clear it),
+    SNAT on unless asked off, addresses of its subnets (default: one of the first with a free one)."""
+
+    network_id: Id
+    enable_snat: bool
+    external_fixed_ips: list[FixedIpRequest]
+
+
+class Router(TypedDict):
+    """A project's router: its external gateway (None: none) and extra routes (Neutron's
+    ``extraroute``); its interfaces are its ports (``ROUTER_INTERFACE_OWNER``, ``device_id`` the router)."""
+
+    id: str
+    name: str
+    project_id: str
+    tenant_id: str
+    description: str
+    admin_state_up: bool
+    status: Literal["ACTIVE"]
+    external_gateway_info: ExternalGatewayInfo | None
+    routes: list[HostRoute]
+    revision_number: int
+    tags: list[str]
+    created_at: str
+    updated_at: str
+
+
+class RouterInterface(TypedDict):
+    """What ``add_router_interface`` and ``remove_router_interface`` answer (Neutron's body)."""
+
+    id: str
+    """The router's."""
+    project_id: str
+    tenant_id: str
+    port_id: str
+    network_id: str
+    subnet_id: str
+    subnet_ids: list[str]
+
+
+class FloatingIp(TypedDict):
+    """A floating IP: an address of an external network, DNATed to a port's fixed IP when associated
+    (``status`` ACTIVE, through ``router_id``), else DOWN."""
+
+    id: str
+    project_id: str
+    tenant_id: str
+    floating_network_id: str
+    floating_ip_address: str
+    port_id: str | None
+    fixed_ip_address: str | None
+    router_id: str | None
+    status: Literal["ACTIVE", "DOWN"]
+    description: str
+    revision_number: int
+    tags: list[str]
+    created_at: str
+    updated_at: str
+
+
+class BadRequest(InvalidRequest):
+    """Neutron's BadRequest (400): "Bad <resource> request: <reason>"."""
+
+    code = "bad_request"
+
+
+class RouterNotFound(NotFound):
+    """Neutron's RouterNotFound (404)."""
+
+    code = "router_not_found"
+
+
+class FloatingIPNotFound(NotFound):
+    """Neutron's FloatingIPNotFound (404)."""
+
+    code = "floatingip_not_found"
+
+
+class RouterInterfaceNotFoundForSubnet(NotFound):
+    """Neutron's RouterInterfaceNotFoundForSubnet (404)."""
+
+    code = "router_interface_not_found_for_subnet"
+
+
+class RouterInterfaceNotFound(NotFound):
+    """Neutron's RouterInterfaceNotFound (404): the port is no interface of the router."""
+
+    code = "router_interface_not_found"
+
+
+class ExternalGatewayForFloatingIPNotFound(NotFound):
+    """Neutron's ExternalGatewayForFloatingIPNotFound (404): no router joins the port's subnet to
+    the floating IP's external network."""
+
+    code = "external_gateway_for_floatingip_not_found"
+
+
+class RouterInUse(Conflict):
+    """Neutron's RouterInUse (409): the router still has interfaces."""
+
+    code = "router_in_use"
+
+
+class RouterInterfaceInUseByFloatingIP(Conflict):
+    """Neutron's RouterInterfaceInUseByFloatingIP (409): a floating IP reaches a port through it."""
+
+    code = "router_interface_in_use_by_floatingip"
+
+
+class InvalidRoutes(InvalidRequest):
+    """Neutron's InvalidRoutes (400)."""
+
+    code = "invalid_routes"
+
+
+class RouterInterfaceInUseByRoute(Conflict):
+    """Neutron's RouterInterfaceInUseByRoute (409): an extra route's nexthop is on its subnet."""
+
+    code = "router_interface_in_use_by_route"
+
+
+class RouterExternalGatewayInUseByFloatingIp(Conflict):
+    """Neutron's RouterExternalGatewayInUseByFloatingIp (409): clearing a gateway floating IPs use."""
+
+    code = "router_external_gateway_in_use_by_floatingip"
+
+
+class ExternalNetworkInUse(Conflict):
+    """Neutron's ExternalNetworkInUse (409): making a network with gateway ports non-external."""
+
+    code = "external_network_in_use"
+
+
+class PortInUse(Conflict):
+    """Neutron's PortInUse (409): the port already has a device."""
+
+    code = "port_in_use"
+
+
+class ServicePortInUse(Conflict):
+    """Neutron's ServicePortInUse (409): a router's or floating IP's port deleted through the port API."""
+
+    code = "service_port_in_use"
+
+
+class FloatingIPPortAlreadyAssociated(Conflict):
+    """Neutron's FloatingIPPortAlreadyAssociated (409): another floating IP has that fixed IP."""
+
+    code = "floatingip_port_already_associated"
+
+
+class IpAddressAlreadyAllocated(Conflict):
+    """Neutron's IpAddressAlreadyAllocated (409)."""
+
+    code = "ip_address_already_allocated"
+
+
 class SecurityGroupNotFound(NotFound):
     """Neutron's SecurityGroupNotFound (404)."""
 
@@ -471,6 +708,8 @@ class Quotas(TypedDict):
     subnetpool: int
     security_group: int
     security_group_rule: int
+    router: int
+    floatingip: int
 
 
 class ProjectQuotas(Quotas):
@@ -495,6 +734,8 @@ class QuotaDetails(TypedDict):
     subnetpool: QuotaUsage
     security_group: QuotaUsage
     security_group_rule: QuotaUsage
+    router: QuotaUsage
+    floatingip: QuotaUsage
 
 
 class NetworkReader(ServiceAPI, address="net"):
@@ -662,6 +903,13 @@ class NetForNodes(ServiceAPI, address="net.host.{host}", caller="host"):
         those rules name (their ports on any host)."""
         ...
 
+    @call(idempotent=True)
+    async def routers_for_host(self) -> HostRouters:
+        """The routers the calling host serves, as it plugs them in. Calling it makes the host one
+        that serves routers (Neutron's L3 agent reporting in): routers served by no host yet are
+        given to it, and new routers go to the serving host with the fewest."""
+        ...
+
 
 class Networks(NetworkReader, address="net"):
     """Networks, as users reach them through the gateway."""
@@ -675,10 +923,12 @@ class Networks(NetworkReader, address="net"):
         admin_state_up: bool = True,
         mtu: Mtu = 1500,
         description: Text = "",
+        router_external: bool = False,
     ) -> Network:
-        """A network of the caller's project.
+        """A network of the caller's project; ``router_external`` (admins): an external network,
+        which every project sees (not its subnets) and routers' gateways and floating IPs are on.
 
-        :raises Forbidden: a member asked for a shared network.
+        :raises Forbidden: a member asked for a shared or external network.
         :raises OverQuota: the project has as many networks as its limit.
         """
         ...
@@ -694,9 +944,15 @@ class Networks(NetworkReader, address="net"):
 
     @call(policy="network:read", idempotent=True)
     async def list_networks(
-        self, *, name: Text | None = None, shared: bool | None = None, project_id: Text | None = None
+        self,
+        *,
+        name: Text | None = None,
+        shared: bool | None = None,
+        project_id: Text | None = None,
+        router_external: bool | None = None,
     ) -> list[Network]:
-        """The networks the caller sees (its own and the shared ones), filtered, oldest first."""
+        """The networks the caller sees (its own, the shared and the external ones), filtered,
+        oldest first."""
         ...
 
     @call(policy="network:write")
@@ -707,11 +963,16 @@ class Networks(NetworkReader, address="net"):
         name: Text | None = None,
         admin_state_up: bool | None = None,
         description: Text | None = None,
+        router_external: bool | None = None,
     ) -> Network:
-        """Rename a network, set its admin state or description (None: unchanged).
+        """Rename a network, set its admin state, description or (admins) whether it is external
+        (None: unchanged).
 
         :raises NotFound: none the caller sees.
-        :raises Forbidden: another project's shared network.
+        :raises Forbidden: another project's shared or external network; a member setting
+            ``router_external``.
+        :raises ExternalNetworkInUse: making a network with router gateway or floating IP ports
+            non-external.
         """
         ...
 
@@ -1175,6 +1436,183 @@ class SecurityGroups(ServiceAPI, address="net"):
         ...
 
 
+class Routers(ServiceAPI, address="net"):
+    """Neutron's routers (``router``, ``ext-gw-mode``, ``extraroute``), as users reach them through
+    the gateway: a project's routers, their external gateway (a ``ROUTER_GATEWAY_OWNER`` port of no
+    project on an external network) and their interfaces on its subnets (``ROUTER_INTERFACE_OWNER``
+    ports of the router's project). Each change is told to the host serving the router
+    (``ROUTERS_CHANGED``)."""
+
+    @call(policy="network:write")
+    async def create_router(
+        self,
+        *,
+        name: Text = "",
+        description: Text = "",
+        admin_state_up: bool = True,
+        external_gateway_info: ExternalGatewayRequest | None = None,
+    ) -> Router:
+        """A router of the caller's project (its gateway as ``update_router`` sets one), given to
+        the serving host with the fewest routers.
+
+        :raises OverQuota: the project has as many routers as its limit.
+        :raises NotFound: no such gateway network the caller sees.
+        :raises BadRequest: the gateway network is not external; an external fixed IP not on it.
+        :raises Conflict: no free address on the external network, or the one asked is taken.
+        """
+        ...
+
+    @call(policy="network:read", idempotent=True)
+    async def list_routers(self) -> list[Router]:
+        """The caller's project's routers (every project's for an admin), oldest first."""
+        ...
+
+    @call(policy="network:read", idempotent=True)
+    async def get_router(self, *, router_id: Id) -> Router:
+        """One router.
+
+        :raises RouterNotFound: none the caller sees.
+        """
+        ...
+
+    @call(policy="network:write")
+    async def update_router(
+        self,
+        *,
+        router_id: Id,
+        name: Text | None = None,
+        description: Text | None = None,
+        admin_state_up: bool | None = None,
+        external_gateway_info: ExternalGatewayRequest | None = None,
+        routes: list[HostRoute] | None = None,
+    ) -> Router:
+        """Change a router (None: unchanged). ``external_gateway_info`` replaces the gateway (a new
+        port when its network or addresses change; ``{}``: none); ``routes`` replaces the extra
+        routes ([]: none), each nexthop on a subnet of its interfaces.
+
+        :raises RouterNotFound: none the caller sees.
+        :raises NotFound: no such gateway network the caller sees.
+        :raises BadRequest: the gateway network is not external, or an external fixed IP not on it.
+        :raises InvalidRoutes: a nexthop on no interface's subnet, a destination no CIDR, a route twice.
+        :raises RouterExternalGatewayInUseByFloatingIp: clearing or moving a gateway floating IPs use.
+        :raises Conflict: no free address on the external network, or the one asked is taken.
+        """
+        ...
+
+    @call(policy="network:write")
+    async def delete_router(self, *, router_id: Id) -> None:
+        """Delete a router with no interface, and its gateway port.
+
+        :raises RouterNotFound: none the caller sees.
+        :raises RouterInUse: it has interfaces.
+        """
+        ...
+
+    @call(policy="network:write")
+    async def add_router_interface(
+        self, *, router_id: Id, subnet_id: Id | None = None, port_id: Id | None = None
+    ) -> RouterInterface:
+        """Join a subnet to the router: by ``subnet_id`` a new port holding the subnet's gateway IP,
+        or by ``port_id`` a port of the project with one fixed IP and no device; either becomes a
+        ``ROUTER_INTERFACE_OWNER`` port of the router.
+
+        :raises RouterNotFound: none the caller sees.
+        :raises NotFound: no such subnet or port the caller sees.
+        :raises BadRequest: both or neither of subnet_id and port_id; a subnet with no gateway IP;
+            a port with no or several fixed IPs; a subnet overlapping one the router is on.
+        :raises PortInUse: the port has a device.
+        :raises Conflict: the gateway IP is another port's.
+        """
+        ...
+
+    @call(policy="network:write")
+    async def remove_router_interface(
+        self, *, router_id: Id, subnet_id: Id | None = None, port_id: Id | None = None
+    ) -> RouterInterface:
+        """Take a subnet off the router, deleting its interface port.
+
+        :raises RouterNotFound: none the caller sees.
+        :raises RouterInterfaceNotFoundForSubnet: the router has no interface on that subnet.
+        :raises RouterInterfaceNotFound: the port is no interface of the router.
+        :raises RouterInterfaceInUseByFloatingIP: a floating IP reaches a port of the subnet through it.
+        :raises RouterInterfaceInUseByRoute: an extra route's nexthop is on the subnet.
+        :raises BadRequest: neither subnet_id nor port_id.
+        """
+        ...
+
+
+class FloatingIps(ServiceAPI, address="net"):
+    """Neutron's floating IPs, as users reach them through the gateway: an address of an external
+    network (held by a ``FLOATINGIP_OWNER`` port of no project), associated with a port's fixed IP
+    behind a router whose gateway is on that network. Each change is told to that router's host."""
+
+    @call(policy="network:write")
+    async def create_floatingip(
+        self,
+        *,
+        floating_network_id: Id,
+        floating_ip_address: IpAddress | None = None,
+        port_id: Id | None = None,
+        fixed_ip_address: IpAddress | None = None,
+        description: Text = "",
+    ) -> FloatingIp:
+        """A floating IP of the caller's project on an external network (the address asked, else
+        the lowest free one), associated with ``port_id`` when given (its ``fixed_ip_address``, or
+        its only IPv4 address).
+
+        :raises NotFound: no such network or port the caller sees.
+        :raises BadRequest: the network is not external; the address is not on it; a fixed IP the
+            port does not hold, or none given for a port with several.
+        :raises ExternalGatewayForFloatingIPNotFound: no router joins the port's subnet to the network.
+        :raises IpAddressAlreadyAllocated: the address is taken.
+        :raises Conflict: no free address on the network.
+        :raises FloatingIPPortAlreadyAssociated: another floating IP has that fixed IP.
+        :raises OverQuota: the project has as many floating IPs as its limit.
+        """
+        ...
+
+    @call(policy="network:read", idempotent=True)
+    async def list_floatingips(self) -> list[FloatingIp]:
+        """The caller's project's floating IPs (every project's for an admin), oldest first."""
+        ...
+
+    @call(policy="network:read", idempotent=True)
+    async def get_floatingip(self, *, floatingip_id: Id) -> FloatingIp:
+        """One floating IP.
+
+        :raises FloatingIPNotFound: none the caller sees.
+        """
+        ...
+
+    @call(policy="network:write")
+    async def update_floatingip(
+        self,
+        *,
+        floatingip_id: Id,
+        port_id: Text | None = None,
+        fixed_ip_address: IpAddress | None = None,
+        description: Text | None = None,
+    ) -> FloatingIp:
+        """Associate the floating IP with a port (as ``create_floatingip``), disassociate it
+        (``port_id`` ''), or change its description (None: unchanged).
+
+        :raises FloatingIPNotFound: none the caller sees.
+        :raises NotFound: no such port the caller sees.
+        :raises BadRequest: as ``create_floatingip``.
+        :raises ExternalGatewayForFloatingIPNotFound: as ``create_floatingip``.
+        :raises FloatingIPPortAlreadyAssociated: as ``create_floatingip``.
+        """
+        ...
+
+    @call(policy="network:write")
+    async def delete_floatingip(self, *, floatingip_id: Id) -> None:
+        """Delete a floating IP and its port, giving back its address.
+
+        :raises FloatingIPNotFound: none the caller sees.
+        """
+        ...
+
+
 class Net(
     InstancePorts,
     Networks,
@@ -1184,6 +1622,8 @@ class Net(
     Allocations,
     NetworkQuotas,
     SecurityGroups,
+    Routers,
+    FloatingIps,
     address="net",
 ):
     """The whole net API, as users reach it through the gateway; the conductor uses it too

@@ -3,7 +3,8 @@
 Starts a fresh `aiostack up` in a temporary directory (known admin password), installs a pinned
 Tempest in its own virtualenv (kept in ``~/.cache/aiostack/tempest-<version>``, made once),
 writes ``tempest.conf`` from what the cloud serves (the identity endpoint, admin credentials, the
-images, flavors and default network, the Neutron extensions; feature flags from the routes in its
+images, flavors and default network, the Neutron extensions, the external network ``public`` (made
+with its subnet by the admin first, where external networks are built); feature flags from the routes in its
 ``/openapi.json``: what aiostack does not serve is switched off, so Tempest skips rather than
 times out where it reads a flag), runs exactly the required tests of
 ``/work/shared/interop/os-powered-compute-required.tsv`` (matched by name, else by idempotent id
@@ -189,6 +190,25 @@ def second_image(cloud: Cloud, image: dict) -> str:
     return created["id"]
 
 
+PUBLIC_NETWORK = "public"
+PUBLIC_CIDR = "203.0.113.0/24"
+"""The external network Tempest's router and floating IP tests take gateways from (TEST-NET-3, a
+documentation range: never routed anywhere)."""
+
+
+def external_network(cloud: Cloud) -> dict:
+    """The cloud's external network ``public`` with its subnet, made by the admin if it has none."""
+    for network in cloud.get("/network/v2.0/networks?router:external=true")["networks"]:
+        if network["name"] == PUBLIC_NETWORK:
+            return network
+    headers = {"Content-Type": "application/json"}
+    asked = {"network": {"name": PUBLIC_NETWORK, "router:external": True}}
+    network = cloud.call("POST", "/network/v2.0/networks", json.dumps(asked).encode(), headers)["network"]
+    subnet = {"network_id": network["id"], "cidr": PUBLIC_CIDR, "enable_dhcp": False, "name": "public-subnet"}
+    cloud.call("POST", "/network/v2.0/subnets", json.dumps({"subnet": subnet}).encode(), headers)
+    return network
+
+
 def microversion_range(document: dict) -> tuple[str, str]:
     version = document.get("version", document)
     return version.get("min_version") or "", version.get("version") or ""
@@ -220,7 +240,9 @@ def discover(cloud: Cloud) -> dict:
         schema = openapi["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]]
     server_actions = set(schema.get("properties", {}))
     volume_extensions = "/volume/v3/{project_id}/extensions"
+    public = external_network(cloud) if "external-net" in extensions else None
     return {
+        "public_network": public,
         "image": image["id"],
         "image_alt": image_alt,
         "flavor": flavors[0]["id"],
@@ -263,7 +285,8 @@ def tempest_conf(gateway: str, password: str, found: dict, log_file: str) -> str
         "oslo_concurrency": {"lock_path": str(Path(log_file).parent / "locks")},
         "auth": {
             "use_dynamic_credentials": "True",
-            "create_isolated_networks": "False",  # no routers in aiostack; tests use the shared network
+            # tests use the shared network: a router per test project is what nothing here needs
+            "create_isolated_networks": "False",
             "admin_username": "admin",
             "admin_password": password,
             "admin_project_name": "admin",
@@ -338,8 +361,8 @@ def tempest_conf(gateway: str, password: str, found: dict, log_file: str) -> str
         "network": {
             "project_network_cidr": "10.100.0.0/16",
             "project_network_mask_bits": "28",
-            "public_network_id": "",
-            "floating_network_name": "",
+            "public_network_id": found["public_network"]["id"] if found["public_network"] else "",
+            "floating_network_name": found["public_network"]["name"] if found["public_network"] else "",
             "shared_physical_network": "False",
             "build_timeout": "60",
             "endpoint_type": "publicURL",
@@ -349,7 +372,7 @@ def tempest_conf(gateway: str, password: str, found: dict, log_file: str) -> str
             "ipv6": "False",  # gateway/network.py: only IPv4 is built
             "ipv6_subnet_attributes": "False",
             "port_security": flag["port-security" in found["extensions"]],
-            "floating_ips": "False",
+            "floating_ips": flag[serves(paths, "/floatingips")],
         },
         "volume": {
             "catalog_type": "volumev3",

@@ -10,7 +10,9 @@ host bits set or overlaps another subnet of the network (Neutron), a port asking
 that is not on its network, a host route to an address with host bits set, a subnet update's
 gateway or pools outside its CIDR, a subnet pool's prefix with host bits set or lengths out of
 order, a security group rule whose protocol, ports, remote CIDR and ethertype do not agree, a port
-with groups and no port security (Neutron), or an application credential expiring in the past
+with groups and no port security, a router's extra route whose nexthop is on none of its subnets, a
+gateway's or floating IP's address that is not on its network, a floating IP's fixed IP its port
+does not hold (Neutron), or an application credential expiring in the past
 (Keystone). Drawn at random, those members
 would make every valid request of the kind a "valid request rejected". So, in the *positive* cases
 only (negative ones go as drawn), each such member is replaced with one that exists or fits
@@ -280,6 +282,21 @@ def map_case(context: Any, case: Any) -> Any:
             port.pop("fixed_ips", None)
             if port.get("port_security_enabled") is False:  # a port without port security has no group
                 port.pop("security_groups", None)
+    elif method in ("POST", "PUT") and path in (f"{NETWORK}/routers", f"{NETWORK}/routers/{{router_id}}"):
+        router = _member(case.body, "router")
+        if router is not None:  # nexthops on the router's subnets, addresses of its network: not drawn
+            router.pop("routes", None)
+            gateway = router.get("external_gateway_info")
+            if isinstance(gateway, dict):
+                gateway.pop("external_fixed_ips", None)
+    elif method in ("POST", "PUT") and path in (
+        f"{NETWORK}/floatingips",
+        f"{NETWORK}/floatingips/{{floatingip_id}}",
+    ):
+        floating = _member(case.body, "floatingip")
+        if floating is not None:  # an address of the external network, a fixed IP the port holds
+            floating.pop("floating_ip_address", None)
+            floating.pop("fixed_ip_address", None)
     elif method == "POST" and path == f"{NETWORK}/security-group-rules":
         rule = _member(case.body, "security_group_rule")
         if rule is not None:

@@ -39,7 +39,7 @@ from api.cluster import Cluster, ClusterHosts, ClusterJoin, Role
 from api.conductor import Compute, ConductorForNodes
 from api.identity import REVOKED, Tokens, TokenValidation
 from api.image import ImageForNodes, ImageReader, Images
-from api.net import SECURITY_CHANGED, Net, NetForNodes
+from api.net import ROUTERS_CHANGED, SECURITY_CHANGED, Net, NetForNodes
 from api.node import Node
 from api.scheduler import HEARTBEAT, Scheduler
 from api.volume import VolumeAttacher, Volumes, VolumeStorage
@@ -94,7 +94,7 @@ KINDS: dict[str, Kind] = {
         serves=(Net, NetForNodes),
         uses=(*orphans.FACETS, *placement.FACETS),
         events=("port",),
-        publishes=(SECURITY_CHANGED,),
+        publishes=(SECURITY_CHANGED, ROUTERS_CHANGED),
     ),
     "volume": Kind(
         serves=(Volumes, VolumeAttacher, VolumeStorage),

@@ -1,7 +1,8 @@
 """The gateway's aiohttp application: request ids, authentication, errors, and the service routes.
 
 Each service's routes live in their own module (``versions``, ``identity``, ``compute``,
-``image``, ``network``, ``volume``, ``websocket``, ``openapi``) with an ``add_routes(app)``
+``image``, ``network``, ``security_groups``, ``routers``, ``floating_ips``, ``volume``, ``websocket``,
+``openapi``) with an ``add_routes(app)``
 function, and every route is declared on a ``gateway.routing.Routes`` registry, which checks
 requests against their types, names each route's policy, and from which ``/openapi.json`` is
 assembled. A handler gets the caller with ``context_of(request)`` and calls actors through
@@ -185,10 +186,12 @@ def create_app(bus: Bus, limits: Limits | None = None) -> web.Application:
     """The whole gateway on one bus connection (``limits``: the defaults when None)."""
     from gateway import (
         compute,
+        floating_ips,
         identity,
         image,
         network,
         openapi,
+        routers,
         security_groups,
         versions,
         volume,
@@ -212,6 +215,7 @@ def create_app(bus: Bus, limits: Limits | None = None) -> web.Application:
     app[TOKENS] = TokenValidator(bus)
     app.cleanup_ctx.append(_listen_for_revocations)
     app.on_response_prepare.append(_add_request_id)
-    for module in (versions, identity, compute, image, network, security_groups, volume, websocket, openapi):
+    modules = (versions, identity, compute, image, network, security_groups, routers, floating_ips, volume)
+    for module in (*modules, websocket, openapi):
         module.add_routes(app)
     return app

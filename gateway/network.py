@@ -82,7 +82,7 @@ SORT_KEY = Meta(
 )
 
 
-def _sort_keys(kind: type[Body]) -> Any:
+def sort_keys(kind: type[Body]) -> Any:
     """The attributes of ``kind`` a listing sorts on (those every resource has, of one scalar
     type), as the ``Literal`` a query's ``sort_key`` takes."""
     scalar = (
@@ -106,7 +106,7 @@ class ListQuery(Query):
     ``sort_key``), the page."""
 
     sort_key: list[str] = []
-    """Each listing's query narrows it to the attributes its resources sort on (``_sort_keys``)."""
+    """Each listing's query narrows it to the attributes its resources sort on (``sort_keys``)."""
 
     fields: Fields = []
     sort_dir: Annotated[
@@ -129,12 +129,19 @@ class ListQuery(Query):
 # -- networks ---------------------------------------------------------------------------------
 
 
+EXTERNAL = Meta(
+    description="An external network (admins only, else 403): every project sees it (not its subnets), "
+    "routers' gateways and floating IPs take its addresses."
+)
+
+
 class NetworkCreate(Request):
     name: Text = ""
     shared: Annotated[bool, Meta(description="Admins only (else 403).")] = False
     admin_state_up: bool = True
     mtu: Mtu = 1500
     description: Text = ""
+    router_external: Annotated[bool, EXTERNAL] = msgspec.field(default=False, name="router:external")
 
 
 class NetworkCreateRequest(OpenRequest):
@@ -156,6 +163,9 @@ class NetworkUpdate(Request):
     name: Text | UnsetType = UNSET
     admin_state_up: bool | UnsetType = UNSET
     description: Text | UnsetType = UNSET
+    router_external: Annotated[bool, EXTERNAL] | UnsetType = msgspec.field(
+        default=UNSET, name="router:external"
+    )
 
 
 class NetworkUpdateRequest(OpenRequest):
@@ -200,7 +210,7 @@ class NetworkQuery(ListQuery, forbid_unknown_fields=True):
     router_external: Booleans = msgspec.field(default_factory=list, name="router:external")
     status: Texts = []
     mtu: Numbers = []
-    sort_key: Annotated[list[_sort_keys(Network)], SORT_KEY] = []
+    sort_key: Annotated[list[sort_keys(Network)], SORT_KEY] = []
 
 
 class NetworkShown(Body):
@@ -379,7 +389,7 @@ class SubnetQuery(ListQuery, forbid_unknown_fields=True):
     gateway_ip: Texts = []
     enable_dhcp: Booleans = []
     subnetpool_id: Texts = []
-    sort_key: Annotated[list[_sort_keys(Subnet)], SORT_KEY] = []
+    sort_key: Annotated[list[sort_keys(Subnet)], SORT_KEY] = []
 
 
 class SubnetShown(Body):
@@ -490,7 +500,7 @@ class SubnetPoolQuery(ListQuery, forbid_unknown_fields=True):
     ip_version: Numbers = []
     shared: Booleans = []
     is_default: Booleans = []
-    sort_key: Annotated[list[_sort_keys(SubnetPool)], SORT_KEY] = []
+    sort_key: Annotated[list[sort_keys(SubnetPool)], SORT_KEY] = []
 
 
 class SubnetPoolShown(Body):
@@ -649,7 +659,7 @@ class PortQuery(ListQuery, forbid_unknown_fields=True):
     binding_host_id: Texts = msgspec.field(default_factory=list, name="binding:host_id")
     binding_vif_type: Texts = msgspec.field(default_factory=list, name="binding:vif_type")
     fixed_ips: list[FixedIpFilter] = []
-    sort_key: Annotated[list[_sort_keys(Port)], SORT_KEY] = []
+    sort_key: Annotated[list[sort_keys(Port)], SORT_KEY] = []
 
 
 class PortShown(Body):
@@ -695,7 +705,7 @@ def port_view(port: PortRecord) -> Port:
 # -- listings ---------------------------------------------------------------------------------
 
 
-def _partial(shown: type[Body], name: str) -> Any:
+def partial(shown: type[Body], name: str) -> Any:
     """``shown`` with every member optional: an item of a listing, which ``fields`` may trim."""
     members = [
         (info.name, info.type | UnsetType, msgspec.field(default=UNSET, name=info.encode_name))
@@ -704,14 +714,14 @@ def _partial(shown: type[Body], name: str) -> Any:
     return msgspec.defstruct(name, members, bases=(Body,), module=__name__)
 
 
-NetworkFields = _partial(Network, "NetworkFields")
-SubnetFields = _partial(Subnet, "SubnetFields")
-PortFields = _partial(Port, "PortFields")
-SubnetPoolFields = _partial(SubnetPool, "SubnetPoolFields")
+NetworkFields = partial(Network, "NetworkFields")
+SubnetFields = partial(Subnet, "SubnetFields")
+PortFields = partial(Port, "PortFields")
+SubnetPoolFields = partial(SubnetPool, "SubnetPoolFields")
 
 
 class NetworkList(Body):
-    networks: list[NetworkFields]  # made by _partial: ``fields`` may trim it
+    networks: list[NetworkFields]  # made by partial: ``fields`` may trim it
     networks_links: list[Link] | UnsetType = UNSET
     """The next page, when a ``limit`` left some out."""
 
@@ -738,7 +748,7 @@ class SubnetPoolTrimmed(Body):
     subnetpool: SubnetPoolFields
 
 
-def _trimmed(shown: Body, query: ShowQuery) -> Any:
+def trimmed(shown: Body, query: ShowQuery) -> Any:
     """One resource, trimmed to ``fields`` when given."""
     item = msgspec.to_builtins(shown)
     return {key: item[key] for key in query.fields if key in item} if query.fields else item
@@ -772,7 +782,7 @@ def _wanted(query: ListQuery) -> dict[str, list[Any]]:
     }
 
 
-def _one(query: Query, attribute: str) -> Any:
+def given_once(query: Query, attribute: str) -> Any:
     """The value of a filter given once (for the actor to filter on), else None."""
     values = getattr(query, attribute)
     return values[0] if len(values) == 1 else None
@@ -794,7 +804,7 @@ def _holds(port: dict[str, Any], filters: Sequence[str]) -> bool:
     )
 
 
-def _listed(request: web.Request, shown: Sequence[Body], query: ListQuery, plural: str) -> dict[str, Any]:
+def listed(request: web.Request, shown: Sequence[Body], query: ListQuery, plural: str) -> dict[str, Any]:
     """The listing's body: the resources that match every filter, sorted, paged (with a next link
     when a ``limit`` left some out), trimmed to ``fields`` when it is given.
 
@@ -868,7 +878,7 @@ def _created(key: str, one: Any, made: list[Any]) -> dict[str, Any]:
     return {key: made[0]} if one is not UNSET else {f"{key}s": made}
 
 
-def _changes(update: msgspec.Struct, names: Mapping[str, str] | None = None) -> dict[str, Any]:
+def changes_of(update: msgspec.Struct, names: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The members an update sets, as the actor's arguments (renamed by ``names``)."""
     names = names or {}
     return {
@@ -902,6 +912,28 @@ class ExtensionShown(Body):
 EXTENSIONS = {
     extension.alias: extension
     for extension in (
+        Extension(
+            name="Neutron external network",
+            alias="external-net",
+            description="Adds external network attribute to network resource.",
+            updated="2013-01-14T10:00:00-00:00",
+            links=[],
+        ),
+        Extension(
+            name="Neutron L3 Configurable external gateway mode",
+            alias="ext-gw-mode",
+            description="Extension of the router abstraction for specifying whether SNAT should occur on"
+            " the external gateway",
+            updated="2013-03-28T10:00:00-00:00",
+            links=[],
+        ),
+        Extension(
+            name="Neutron Extra Route",
+            alias="extraroute",
+            description="Extra routes configuration for L3 router",
+            updated="2013-02-01T10:00:00-00:00",
+            links=[],
+        ),
         Extension(
             name="Filter parameters validation",
             alias="filter-validation",
@@ -966,6 +998,14 @@ EXTENSIONS = {
             links=[],
         ),
         Extension(
+            name="Neutron L3 Router",
+            alias="router",
+            description="Router abstraction for basic L3 forwarding between L2 Neutron networks and access"
+            " to external networks via a NAT gateway.",
+            updated="2012-07-20T10:00:00-00:00",
+            links=[],
+        ),
+        Extension(
             name="security-group",
             alias="security-group",
             description="The security groups extension.",
@@ -999,7 +1039,9 @@ EXTENSIONS = {
 networks, subnets and ports have. Not listed, because not built whole: port binding (ports show
 its attributes, but ``binding:host_id`` is taken on update only, and ``binding:vnic_type`` and
 ``binding:profile`` not at all), tags (``tags`` is always empty), timestamps (no ``changed_since``
-filter), external networks, routers, address scopes and default subnet pools. Security groups and
+filter), address scopes and default subnet pools. External networks, routers (with SNAT on or off,
+and extra routes: ``gateway.routers``) and floating IPs (``gateway.floating_ips``) are listed for
+their API; no node plumbs them yet (``NetForNodes.routers_for_host`` tells what to). Security groups and
 port security are listed for their API (``gateway.security_groups``, ports' ``security_groups`` and
 ``port_security_enabled``); nodes do not enforce them yet (docs/SECURITY-GROUPS-WIP.md)."""
 
@@ -1068,10 +1110,13 @@ for _path in ("/network", "/network/"):
 )
 async def list_networks(request: web.Request, query: NetworkQuery) -> web.Response:
     networks = await client(request, Net).list_networks(
-        name=_one(query, "name"), shared=_one(query, "shared"), project_id=_one(query, "project_id")
+        name=given_once(query, "name"),
+        shared=given_once(query, "shared"),
+        project_id=given_once(query, "project_id"),
+        router_external=given_once(query, "router_external"),
     )
     shown = [network_view(request, network) for network in networks]
-    return json_response(_listed(request, shown, query, "networks"))
+    return json_response(listed(request, shown, query, "networks"))
 
 
 @routes.post(
@@ -1086,9 +1131,9 @@ async def list_networks(request: web.Request, query: NetworkQuery) -> web.Respon
     errors=(409,),
 )
 async def create_network(request: web.Request, body: NetworkCreateRequest) -> web.Response:
-    """403: a shared network asked by someone other than an admin; 409: past the project's network
-    quota (OverQuota). In a bulk create, either makes none."""
-    asked = [msgspec.to_builtins(network) for network in _asked(body.network, body.networks)]
+    """403: a shared or external network asked by someone other than an admin; 409: past the
+    project's network quota (OverQuota). In a bulk create, either makes none."""
+    asked = [msgspec.structs.asdict(network) for network in _asked(body.network, body.networks)]
     networks = await client(request, Net).create_networks(networks=asked)
     made = [network_view(request, network) for network in networks]
     return json_response(_created("network", body.network, made), status=201)
@@ -1103,7 +1148,7 @@ async def create_network(request: web.Request, body: NetworkCreateRequest) -> we
 )
 async def show_network(request: web.Request, query: ShowQuery) -> web.Response:
     network = await client(request, Net).get_network(network_id=request.match_info["network_id"])
-    return json_response({"network": _trimmed(network_view(request, network), query)})
+    return json_response({"network": trimmed(network_view(request, network), query)})
 
 
 @routes.put(
@@ -1111,12 +1156,14 @@ async def show_network(request: web.Request, query: ShowQuery) -> web.Response:
     "Update a network",
     body=NetworkUpdateRequest,
     replies=[Reply(200, NetworkShown, "The network.")],
-    errors=(404,),
+    errors=(404, 409),
 )
 async def update_network(request: web.Request, body: NetworkUpdateRequest) -> web.Response:
-    """403: another project's shared network."""
+    """403: another project's shared or external network, or ``router:external`` set by someone
+    other than an admin; 409: a network with router gateway or floating IP ports made non-external
+    (ExternalNetworkInUse)."""
     network = await client(request, Net).update_network(
-        network_id=request.match_info["network_id"], **_changes(body.network)
+        network_id=request.match_info["network_id"], **changes_of(body.network)
     )
     return json_response(NetworkShown(network=network_view(request, network)))
 
@@ -1141,8 +1188,8 @@ async def delete_network(request: web.Request) -> web.Response:
     errors=(404,),
 )
 async def list_subnets(request: web.Request, query: SubnetQuery) -> web.Response:
-    subnets = await client(request, Net).list_subnets(network_id=_one(query, "network_id"))
-    return json_response(_listed(request, [subnet_view(s) for s in subnets], query, "subnets"))
+    subnets = await client(request, Net).list_subnets(network_id=given_once(query, "network_id"))
+    return json_response(listed(request, [subnet_view(s) for s in subnets], query, "subnets"))
 
 
 @routes.post(
@@ -1173,7 +1220,7 @@ async def create_subnet(request: web.Request, body: SubnetCreateRequest) -> web.
 )
 async def show_subnet(request: web.Request, query: ShowQuery) -> web.Response:
     subnet = await client(request, Net).get_subnet(subnet_id=request.match_info["subnet_id"])
-    return json_response({"subnet": _trimmed(subnet_view(subnet), query)})
+    return json_response({"subnet": trimmed(subnet_view(subnet), query)})
 
 
 @routes.put(
@@ -1212,7 +1259,7 @@ async def delete_subnet(request: web.Request) -> web.Response:
 )
 async def list_subnetpools(request: web.Request, query: SubnetPoolQuery) -> web.Response:
     pools = await client(request, Net).list_subnetpools()
-    return json_response(_listed(request, [subnetpool_view(p) for p in pools], query, "subnetpools"))
+    return json_response(listed(request, [subnetpool_view(p) for p in pools], query, "subnetpools"))
 
 
 @routes.post(
@@ -1238,7 +1285,7 @@ async def create_subnetpool(request: web.Request, body: SubnetPoolCreateRequest)
 )
 async def show_subnetpool(request: web.Request, query: ShowQuery) -> web.Response:
     pool = await client(request, Net).get_subnetpool(subnetpool_id=request.match_info["subnetpool_id"])
-    return json_response({"subnetpool": _trimmed(subnetpool_view(pool), query)})
+    return json_response({"subnetpool": trimmed(subnetpool_view(pool), query)})
 
 
 @routes.put(
@@ -1272,11 +1319,11 @@ async def delete_subnetpool(request: web.Request) -> web.Response:
 )
 async def list_ports(request: web.Request, query: PortQuery) -> web.Response:
     ports = await client(request, Net).list_ports(
-        network_id=_one(query, "network_id"),
-        device_id=_one(query, "device_id"),
-        device_owner=_one(query, "device_owner"),
+        network_id=given_once(query, "network_id"),
+        device_id=given_once(query, "device_id"),
+        device_owner=given_once(query, "device_owner"),
     )
-    return json_response(_listed(request, [port_view(p) for p in ports], query, "ports"))
+    return json_response(listed(request, [port_view(p) for p in ports], query, "ports"))
 
 
 @routes.post(
@@ -1305,7 +1352,7 @@ async def create_port(request: web.Request, body: PortCreateRequest) -> web.Resp
 )
 async def show_port(request: web.Request, query: ShowQuery) -> web.Response:
     port = await client(request, Net).get_port(port_id=request.match_info["port_id"])
-    return json_response({"port": _trimmed(port_view(port), query)})
+    return json_response({"port": trimmed(port_view(port), query)})
 
 
 @routes.put(
@@ -1320,7 +1367,7 @@ async def update_port(request: web.Request, body: PortUpdateRequest) -> web.Resp
     security disabled on a port left in security groups; 400: a fixed IP that is not on the port's
     network, or security groups with port security disabled; 404: a security group the project
     does not have."""
-    changes = _changes(body.port, {"binding_host_id": "binding_host"})
+    changes = changes_of(body.port, {"binding_host_id": "binding_host"})
     if "fixed_ips" in changes:
         changes["fixed_ips"] = msgspec.to_builtins(changes["fixed_ips"])
     port = await client(request, Net).update_port(port_id=request.match_info["port_id"], **changes)

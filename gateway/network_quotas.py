@@ -1,11 +1,11 @@
 """Network quotas (Neutron's ``quotas`` and ``quota_details`` extensions) under
 ``/network/v2.0/quotas``: a project's limits, shown, set and reset, and its usage.
 
-Six are enforced by the net actor, each in the transaction that makes its resource
-(``actors/net/quotas.py``): ``network``, ``subnet``, ``port``, ``subnetpool``, ``security_group`` and
-``security_group_rule``. Neutron's others (``router``, ``floatingip``, ``rbac_policy``) are shown
--1, unlimited, because nothing here limits them: aiostack has no routers, floating IPs or RBAC
-policies yet. Setting one to anything but -1 is refused (400). Members read their own
+Eight are enforced by the net actor, each in the transaction that makes its resource
+(``actors/net/quotas.py``): ``network``, ``subnet``, ``port``, ``subnetpool``, ``security_group``,
+``security_group_rule``, ``router`` and ``floatingip``. Neutron's other (``rbac_policy``) is shown
+-1, unlimited, because nothing here limits it: aiostack has no RBAC policies yet. Setting it to
+anything but -1 is refused (400). Members read their own
 project's; admins read and set any (and list the projects that have limits of their own).
 """
 
@@ -27,8 +27,17 @@ QUOTA = f"{QUOTAS}/{{project_id}}"
 QUOTA_PROJECT = {"project_id": id_other_than("default", "details")}
 """A project id is none of the sibling routes' words (``/quotas/details`` is no project's)."""
 UNLIMITED = -1
-ENFORCED = ("network", "subnet", "port", "subnetpool", "security_group", "security_group_rule")
-NOT_BUILT = ("router", "floatingip", "rbac_policy")
+ENFORCED = (
+    "network",
+    "subnet",
+    "port",
+    "subnetpool",
+    "security_group",
+    "security_group_rule",
+    "router",
+    "floatingip",
+)
+NOT_BUILT = ("rbac_policy",)
 """Neutron's quota resources aiostack has none of: always -1, never set."""
 
 
@@ -97,8 +106,8 @@ class NetworkQuotaChanges(Request):
     subnet: QuotaLimit | UnsetType = UNSET
     port: QuotaLimit | UnsetType = UNSET
     subnetpool: QuotaLimit | UnsetType = UNSET
-    router: NotBuiltLimit | UnsetType = UNSET
-    floatingip: NotBuiltLimit | UnsetType = UNSET
+    router: QuotaLimit | UnsetType = UNSET
+    floatingip: QuotaLimit | UnsetType = UNSET
     security_group: QuotaLimit | UnsetType = UNSET
     security_group_rule: QuotaLimit | UnsetType = UNSET
     rbac_policy: NotBuiltLimit | UnsetType = UNSET

@@ -30,11 +30,11 @@ from gateway.network import (
     Numbers,
     ShowQuery,
     Texts,
-    _changes,
-    _listed,
-    _partial,
-    _sort_keys,
-    _trimmed,
+    changes_of,
+    listed,
+    partial,
+    sort_keys,
+    trimmed,
 )
 from gateway.routing import Body, Link, OpenRequest, Reply, Request, Routes, Time
 
@@ -119,14 +119,14 @@ class SecurityGroupQuery(ListQuery, forbid_unknown_fields=True):
     created_at: Texts = []
     updated_at: Texts = []
     revision_number: Numbers = []
-    sort_key: Annotated[list[_sort_keys(SecurityGroup)], SORT_KEY] = []
+    sort_key: Annotated[list[sort_keys(SecurityGroup)], SORT_KEY] = []
 
 
 class SecurityGroupShown(Body):
     security_group: SecurityGroup
 
 
-SecurityGroupFields = _partial(SecurityGroup, "SecurityGroupFields")
+SecurityGroupFields = partial(SecurityGroup, "SecurityGroupFields")
 
 
 class SecurityGroupTrimmed(Body):
@@ -134,7 +134,7 @@ class SecurityGroupTrimmed(Body):
 
 
 class SecurityGroupList(Body):
-    security_groups: list[SecurityGroupFields]  # made by _partial: ``fields`` may trim it
+    security_groups: list[SecurityGroupFields]  # made by partial: ``fields`` may trim it
     security_groups_links: list[Link] | UnsetType = UNSET
 
 
@@ -186,14 +186,14 @@ class SecurityGroupRuleQuery(ListQuery, forbid_unknown_fields=True):
     port_range_max: Numbers = []
     remote_ip_prefix: Texts = []
     remote_group_id: Texts = []
-    sort_key: Annotated[list[_sort_keys(SecurityGroupRule)], SORT_KEY] = []
+    sort_key: Annotated[list[sort_keys(SecurityGroupRule)], SORT_KEY] = []
 
 
 class SecurityGroupRuleShown(Body):
     security_group_rule: SecurityGroupRule
 
 
-SecurityGroupRuleFields = _partial(SecurityGroupRule, "SecurityGroupRuleFields")
+SecurityGroupRuleFields = partial(SecurityGroupRule, "SecurityGroupRuleFields")
 
 
 class SecurityGroupRuleTrimmed(Body):
@@ -220,7 +220,7 @@ routes = Routes()
 async def list_security_groups(request: web.Request, query: SecurityGroupQuery) -> web.Response:
     name = query.name[0] if len(query.name) == 1 else None
     groups = await client(request, Net).list_security_groups(name=name)
-    return json_response(_listed(request, [group_view(g) for g in groups], query, "security_groups"))
+    return json_response(listed(request, [group_view(g) for g in groups], query, "security_groups"))
 
 
 @routes.post(
@@ -247,7 +247,7 @@ async def show_security_group(request: web.Request, query: ShowQuery) -> web.Res
     group = await client(request, Net).get_security_group(
         security_group_id=request.match_info["security_group_id"]
     )
-    return json_response({"security_group": _trimmed(group_view(group), query)})
+    return json_response({"security_group": trimmed(group_view(group), query)})
 
 
 @routes.put(
@@ -260,7 +260,7 @@ async def show_security_group(request: web.Request, query: ShowQuery) -> web.Res
 async def update_security_group(request: web.Request, body: SecurityGroupUpdateRequest) -> web.Response:
     """409: renaming a default group, or naming another ``default``."""
     group = await client(request, Net).update_security_group(
-        security_group_id=request.match_info["security_group_id"], **_changes(body.security_group)
+        security_group_id=request.match_info["security_group_id"], **changes_of(body.security_group)
     )
     return json_response(SecurityGroupShown(security_group=group_view(group)))
 
@@ -289,7 +289,7 @@ async def delete_security_group(request: web.Request) -> web.Response:
 async def list_security_group_rules(request: web.Request, query: SecurityGroupRuleQuery) -> web.Response:
     group = query.security_group_id[0] if len(query.security_group_id) == 1 else None
     rules = await client(request, Net).list_security_group_rules(security_group_id=group)
-    return json_response(_listed(request, [rule_view(r) for r in rules], query, "security_group_rules"))
+    return json_response(listed(request, [rule_view(r) for r in rules], query, "security_group_rules"))
 
 
 @routes.post(
@@ -320,7 +320,7 @@ async def show_security_group_rule(request: web.Request, query: ShowQuery) -> we
     rule = await client(request, Net).get_security_group_rule(
         security_group_rule_id=request.match_info["security_group_rule_id"]
     )
-    return json_response({"security_group_rule": _trimmed(rule_view(rule), query)})
+    return json_response({"security_group_rule": trimmed(rule_view(rule), query)})
 
 
 @routes.delete(RULE, "Delete a security group rule", replies=[Reply(204, None, "Deleted.")], errors=(404,))

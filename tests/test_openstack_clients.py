@@ -198,6 +198,42 @@ def test_openstack_port_create_works_and_extensions_are_listed(cloud: RunningClo
     openstack_cli(cloud, "port", "delete", "p1")
 
 
+def test_the_openstack_cli_routes_a_subnet_to_an_external_network_and_floats_an_ip(
+    cloud: RunningCloud,
+) -> None:
+    external = cli_json(cloud, "network", "create", "--external", "cli-public", user="admin")
+    assert external["router:external"] is True
+    cli_json(
+        cloud, "subnet", "create", "--network", "cli-public", "--subnet-range", "203.0.113.0/24", "--no-dhcp",
+        "cli-public-sub", user="admin",
+    )  # fmt: skip
+    cli_json(cloud, "network", "create", "cli-inside")
+    subnet = cli_json(
+        cloud, "subnet", "create", "--network", "cli-inside", "--subnet-range", "10.81.0.0/24", "in"
+    )
+    router = cli_json(cloud, "router", "create", "cli-router")
+    openstack_cli(cloud, "router", "set", "--external-gateway", "cli-public", "cli-router")
+    openstack_cli(cloud, "router", "add", "subnet", "cli-router", "in")
+    shown = cli_json(cloud, "router", "show", "cli-router")
+    assert shown["external_gateway_info"]["network_id"] == external["id"]
+    interfaces = cli_json(cloud, "port", "list", "--router", "cli-router")
+    assert [port["Fixed IP Addresses"][0]["ip_address"] for port in interfaces] == ["10.81.0.1"]
+    port = cli_json(cloud, "port", "create", "--network", "cli-inside", "cli-port")
+    floating = cli_json(cloud, "floating", "ip", "create", "cli-public")
+    assert floating["floating_ip_address"].startswith("203.0.113.") and floating["status"] == "DOWN"
+    openstack_cli(cloud, "floating", "ip", "set", "--port", "cli-port", floating["id"])
+    associated = cli_json(cloud, "floating", "ip", "show", floating["id"])
+    assert (associated["port_id"], associated["router_id"]) == (port["id"], router["id"])
+    assert associated["fixed_ip_address"] == port["fixed_ips"][0]["ip_address"]
+    openstack_cli(cloud, "floating", "ip", "unset", "--port", floating["id"])
+    openstack_cli(cloud, "floating", "ip", "delete", floating["id"])
+    openstack_cli(cloud, "router", "remove", "subnet", "cli-router", "in")
+    openstack_cli(cloud, "router", "delete", "cli-router")
+    openstack_cli(cloud, "port", "delete", "cli-port")
+    openstack_cli(cloud, "subnet", "delete", subnet["id"])
+    assert "cli-router" not in {r["Name"] for r in cli_json(cloud, "router", "list")}
+
+
 def test_another_projects_community_image_does_not_shadow_the_default_image(
     cloud: RunningCloud, tmp_path: Path
 ) -> None:

@@ -5,7 +5,9 @@ sharing one ``NetState`` (bus and store): ``networks``, ``subnets``, ``subnetpoo
 (the CRUD users reach through the gateway), ``instances`` (the ports of instances; the IP
 allocations, for an audit), ``nodes`` (what compute nodes call, each for the instances on its
 host only) and ``quotas`` (each project's limits, checked by the others where they insert a row).
-``secgroups`` serves security groups and their rules, and puts ports in them.
+``secgroups`` serves security groups and their rules, and puts ports in them; ``routers`` and
+``floatingips`` serve routers and floating IPs, ``hosts`` which host serves each router and what it
+plumbs of it.
 ``ipam`` gives the addresses; ``schema`` holds the store's migrations and how its rows read as
 Neutron records. At the first start the actor makes the
 shared network ``default`` (of no project) and its subnet; its orphan sweep gives back the
@@ -18,12 +20,14 @@ from __future__ import annotations
 
 import logging
 
+from actors.net.floatingips import FloatingIpServant
 from actors.net.instances import InstanceServant
 from actors.net.ipam import insert_subnet, subnet_row
 from actors.net.networks import NetworkServant
 from actors.net.nodes import NodePorts
 from actors.net.ports import PortServant
 from actors.net.quotas import QuotaServant
+from actors.net.routers import RouterServant
 from actors.net.schema import (
     DEFAULT_CIDR,
     DEFAULT_GATEWAY,
@@ -66,6 +70,8 @@ class NetActor(Actor):
             NodePorts(state, self.instances, Placements(bus)),
             QuotaServant(state),
             SecurityGroupServant(state),
+            RouterServant(state),
+            FloatingIpServant(state),
         )
 
     async def on_start(self) -> None:

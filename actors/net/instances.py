@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from actors.net.hosts import Served, disassociate_ports, merged, tell_routers
 from actors.net.ports import new_port
 from actors.net.quotas import check_quota
 from actors.net.schema import DEFAULT_NETWORK, PORT, UNBOUND
@@ -94,12 +95,14 @@ class InstanceServant(InstancePorts, Allocations):
     async def deallocate_for_instance(self, *, instance_uuid: str) -> Deallocated:
         conditions, params = where({"device_id": instance_uuid, "project_id": scope()})
         events: list[tuple[str, Port]] = []
+        routers: Served = {}
         async with self.state.writing() as db:
             for row in await db.fetchall(
                 f"SELECT id, created_for_instance FROM ports WHERE {conditions}", params
             ):
                 port = await self.state.get(PORT, row["id"], None, db)
                 if row["created_for_instance"]:
+                    routers = merged(routers, await disassociate_ports(db, [row["id"]]))
                     await db.execute("DELETE FROM ports WHERE id = ?", (row["id"],))
                     events.append(("port.deleted", port))
                     continue
@@ -107,6 +110,7 @@ class InstanceServant(InstancePorts, Allocations):
                 events.append(("port.unbound", await self.state.get(PORT, row["id"], None, db)))
             change = await ports_changed(db, [port for _, port in events])
         await tell(self.state.bus, change)
+        await tell_routers(self.state.bus, routers)
         for event, port in events:
             await self.state.publish(event, port)
         deleted = sum(event == "port.deleted" for event, _ in events)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from actors.net.hosts import serve_routers
 from actors.net.instances import InstanceServant
 from actors.net.ports import new_port
 from actors.net.schema import NETWORK, PORT, SUBNET
@@ -21,6 +22,7 @@ from api.net import (
     COMPUTE_OWNER,
     DHCP_OWNER,
     Deallocated,
+    HostRouters,
     HostSecurity,
     NetForNodes,
     Network,
@@ -169,6 +171,11 @@ class NodePorts(NetForNodes):
     async def security_for_host(self, *, host: str) -> HostSecurity:
         """What ``host`` enforces: only its own instance ports (``api.net.NetForNodes``)."""
         return await host_security(self.state.store, host)
+
+    async def routers_for_host(self, *, host: str) -> HostRouters:
+        """The routers ``host`` serves, which it serves from now on (``api.net.NetForNodes``)."""
+        async with self.state.writing() as db:
+            return await serve_routers(db, host)
 
     async def _dhcp_ports(self, db: Db, network_id: str, host: str) -> list[Port]:
         """The host's DHCP port on the network (one at most), inside ``db``'s transaction."""

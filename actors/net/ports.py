@@ -6,12 +6,19 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
+from actors.net.hosts import (
+    SERVICE_OWNERS,
+    Served,
+    disassociate_ports,
+    routers_of_floating_ports,
+    tell_routers,
+)
 from actors.net.ipam import allocate, requested_ip
 from actors.net.quotas import check_quota
 from actors.net.schema import NETWORK, PORT, PORT_DEFAULTS, port_view
 from actors.net.secgroups import change_port_security, join_groups, ports_changed, tell
 from actors.net.state import Db, NetState, caller_project, insert, invalid, scope, update, where
-from api.net import FixedIp, FixedIpRequest, Port, PortRequest, Ports
+from api.net import FixedIp, FixedIpRequest, Port, PortRequest, Ports, ServicePortInUse
 from bus import Conflict, NotFound
 from runtime.stamps import new_uuid
 
@@ -110,22 +117,32 @@ class PortServant(Ports):
         project = scope()
         async with self.state.writing() as db:
             port = await self.state.get(PORT, port_id, project, db)
+            routers: Served = {}
             if fixed_ips is not None:
                 await _readdress(db, port, fixed_ips)
+                routers = await _floating_ips_readdressed(db, port_id)
             await change_port_security(db, port, security_groups, port_security_enabled)
             await update(db, "ports", port_id, changes)
             updated = await self.state.get(PORT, port_id, None, db)
             change = await ports_changed(db, [port, updated])
         await tell(self.state.bus, change)
+        await tell_routers(self.state.bus, routers)
         return updated
 
     async def delete_port(self, *, port_id: str) -> None:
         project = scope()
         async with self.state.writing() as db:
             port = await self.state.get(PORT, port_id, project, db)
+            if port["device_owner"] in SERVICE_OWNERS:
+                raise ServicePortInUse(
+                    f"Port {port_id} cannot be deleted directly via the port API: has device owner"
+                    f" {port['device_owner']}."
+                )
             change = await ports_changed(db, [port])
+            routers = await disassociate_ports(db, [port_id])
             await db.execute("DELETE FROM ports WHERE id = ?", (port_id,))
         await tell(self.state.bus, change)
+        await tell_routers(self.state.bus, routers)
         await self.state.publish("port.deleted", port)
 
 
@@ -219,6 +236,19 @@ async def _readdress(db: Db, port: Port, fixed_ips: list[FixedIpRequest]) -> Non
     subnets = await _subnets_of(db, port["network_id"], None)
     added = [entry for entry in fixed_ips if entry.get("ip_address") not in kept]
     await _take(db, added, subnets, port["network_id"], port["id"])
+
+
+async def _floating_ips_readdressed(db: Db, port_id: str) -> Served:
+    """The routers of the port's floating IPs (after its fixed IPs changed), those whose fixed IP
+    the port no longer holds disassociated."""
+    routers = await routers_of_floating_ports(db, [port_id])
+    await db.execute(
+        "UPDATE floatingips SET port_id = NULL, fixed_ip_address = NULL, router_id = NULL"
+        " WHERE port_id = ?"
+        " AND fixed_ip_address NOT IN (SELECT ip_address FROM ip_allocations WHERE port_id = ?)",
+        (port_id, port_id),
+    )
+    return routers
 
 
 async def _insert_port(db: Db, row: dict[str, Any], requested_mac: str | None) -> dict[str, Any]:

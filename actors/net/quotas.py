@@ -1,4 +1,5 @@
-"""Net quotas (Neutron's): how many networks, subnets, ports and subnet pools a project may have.
+"""Net quotas (Neutron's): how many networks, subnets, ports, subnet pools, security groups and
+rules, routers and floating IPs a project may have.
 
 A project's limit of a resource is its row in ``quotas`` or else ``api.net.DEFAULT_QUOTAS``.
 Usage is never kept apart from what it counts: ``check_quota`` counts the project's rows inside the
@@ -32,6 +33,8 @@ TABLES: dict[QuotaResource, str] = {
     "subnetpool": "subnetpools",
     "security_group": "security_groups",
     "security_group_rule": "security_group_rules",
+    "router": "routers",
+    "floatingip": "floatingips",
 }
 """The table whose rows of a project (by ``project_id``) are its usage of each resource."""
 

@@ -11,9 +11,13 @@ from typing import Any, Generic, TypeVar
 
 from api.net import (
     NETWORK_TYPE,
+    ROUTER_GATEWAY_OWNER,
+    ROUTER_OWNERS,
     FixedIp,
+    FloatingIp,
     Network,
     Port,
+    Router,
     SecurityGroup,
     SecurityGroupRule,
     Subnet,
@@ -159,6 +163,31 @@ MIGRATIONS: list[Step] = [
     CREATE INDEX port_security_groups_group ON port_security_groups(security_group_id);
     ALTER TABLE ports ADD COLUMN port_security_enabled INTEGER NOT NULL DEFAULT 1;
     """,
+    # 9: external networks, routers (their ports are the ports whose device is the router), the
+    # hosts serving routers, floating IPs.
+    """
+    ALTER TABLE networks ADD COLUMN router_external INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE router_hosts (host TEXT PRIMARY KEY, created_at TEXT NOT NULL);
+    CREATE TABLE routers (
+        id TEXT PRIMARY KEY, name TEXT NOT NULL, project_id TEXT NOT NULL,
+        description TEXT NOT NULL DEFAULT '', admin_state_up INTEGER NOT NULL,
+        enable_snat INTEGER NOT NULL DEFAULT 1, routes TEXT NOT NULL DEFAULT '[]',
+        host TEXT REFERENCES router_hosts(host), revision_number INTEGER NOT NULL DEFAULT 1,
+        created_at TEXT NOT NULL, updated_at TEXT NOT NULL);
+    CREATE INDEX routers_project ON routers(project_id);
+    CREATE INDEX routers_host ON routers(host);
+    CREATE TABLE floatingips (
+        id TEXT PRIMARY KEY, project_id TEXT NOT NULL,
+        floating_network_id TEXT NOT NULL REFERENCES networks(id),
+        floating_port_id TEXT NOT NULL REFERENCES ports(id),
+        floating_ip_address TEXT NOT NULL,
+        port_id TEXT REFERENCES ports(id) ON DELETE SET NULL, fixed_ip_address TEXT,
+        router_id TEXT REFERENCES routers(id), description TEXT NOT NULL DEFAULT '',
+        revision_number INTEGER NOT NULL DEFAULT 1, created_at TEXT NOT NULL, updated_at TEXT NOT NULL);
+    CREATE INDEX floatingips_project ON floatingips(project_id);
+    CREATE INDEX floatingips_port ON floatingips(port_id);
+    CREATE INDEX floatingips_router ON floatingips(router_id);
+    """,
 ]
 
 # networks.shared, admin_state_up; subnets.enable_dhcp; ports.admin_state_up,
@@ -173,6 +202,12 @@ MIGRATIONS: list[Step] = [
 # security_group_rules.protocol: as asked (a name, or a number as text; NULL: any);
 # remote_ip_prefix as asked (host bits kept; ``normalized_cidr`` shows the network).
 # port_security_groups: the groups a port is in; ports.port_security_enabled: 0 or 1.
+# networks.router_external: 0 or 1. routers.enable_snat: the gateway's SNAT (0 or 1, kept while it
+# has none); routes: its extra routes (JSON); host: the router host serving it (NULL: none yet).
+# A router's gateway and interfaces are its ports (device_id the router; ROUTER_GATEWAY_OWNER,
+# ROUTER_INTERFACE_OWNER). floatingips.floating_port_id: the port (FLOATINGIP_OWNER, of no project)
+# holding its address; port_id, fixed_ip_address, router_id: its association (port_id NULL: none;
+# the others are then stale and never shown).
 
 # Keep ip_free (see MIGRATIONS[1]) in step with ip_allocations, whatever changes it (an ON
 # DELETE CASCADE from ports too). Made at start (by dialect): a migration is split on ";", which
@@ -284,7 +319,7 @@ def network_view(row: dict[str, Any]) -> Network:
         "admin_state_up": bool(row["admin_state_up"]),
         "mtu": row["mtu"],
         "status": "ACTIVE",
-        "router:external": False,
+        "router:external": bool(row["router_external"]),
         "provider:network_type": NETWORK_TYPE,
         "provider:segmentation_id": row["segmentation_id"],
         "subnets": from_json(row["subnets"], []),
@@ -344,7 +379,8 @@ def subnetpool_view(row: dict[str, Any]) -> SubnetPool:
 
 def port_view(row: dict[str, Any], fixed_ips: list[FixedIp], security_groups: list[str]) -> Port:
     """A ``ports`` row (every column) holding ``fixed_ips``, in ``security_groups``, as Neutron
-    shows it (tagging and binding profiles are not built: always empty)."""
+    shows it (tagging and binding profiles are not built: always empty). A router's port is ACTIVE
+    while up: no host reports it plugged (Neutron's L3 agent does), the net actor answers its plan."""
     up = bool(row["admin_state_up"])
     return {
         "id": row["id"],
@@ -357,7 +393,9 @@ def port_view(row: dict[str, Any], fixed_ips: list[FixedIp], security_groups: li
         "device_id": row["device_id"],
         "device_owner": row["device_owner"],
         "admin_state_up": up,
-        "status": "ACTIVE" if up and row["device_id"] and row["binding_host"] else "DOWN",
+        "status": "ACTIVE"
+        if up and row["device_id"] and (row["binding_host"] or row["device_owner"] in ROUTER_OWNERS)
+        else "DOWN",
         "binding:host_id": row["binding_host"],
         "binding:vif_type": row["binding_vif_type"],
         "binding:vif_details": from_json(row["binding_vif_details"], {}),
@@ -377,7 +415,7 @@ NETWORK = Kind(
     "Network",
     "SELECT r.*, (SELECT json_group_array(s.id) FROM subnets s WHERE s.network_id = r.id) AS subnets"
     " FROM networks r",
-    "r.shared = 1",
+    "(r.shared = 1 OR r.router_external = 1)",
     network_view,
 )
 SUBNET = Kind(
@@ -440,3 +478,63 @@ takes two pairs."""
 SECURITY_GROUP_RULE = Kind(
     "Security group rule", "SELECT r.* FROM security_group_rules r", "1 = 0", rule_view
 )
+
+
+def router_view(row: dict[str, Any]) -> Router:
+    """A ``routers`` row, with its gateway port's ``gateway_network_id`` and ``gateway_ips`` (a JSON
+    list of fixed IPs; NULLs: no gateway), as Neutron shows it."""
+    gateway = None
+    if row["gateway_network_id"] is not None:
+        gateway = {
+            "network_id": row["gateway_network_id"],
+            "enable_snat": bool(row["enable_snat"]),
+            "external_fixed_ips": from_json(row["gateway_ips"], []),
+        }
+    return {
+        "id": row["id"],
+        "name": row["name"],
+        "project_id": row["project_id"],
+        "tenant_id": row["project_id"],
+        "description": row["description"],
+        "admin_state_up": bool(row["admin_state_up"]),
+        "status": "ACTIVE",
+        "external_gateway_info": gateway,
+        "routes": from_json(row["routes"], []),
+        "revision_number": row["revision_number"],
+        "tags": [],
+        "created_at": row["created_at"],
+        "updated_at": row["updated_at"],
+    }
+
+
+def floatingip_view(row: dict[str, Any]) -> FloatingIp:
+    """A ``floatingips`` row as Neutron shows it: associated (ACTIVE) while it has a port."""
+    associated = row["port_id"] is not None
+    return {
+        "id": row["id"],
+        "project_id": row["project_id"],
+        "tenant_id": row["project_id"],
+        "floating_network_id": row["floating_network_id"],
+        "floating_ip_address": row["floating_ip_address"],
+        "port_id": row["port_id"],
+        "fixed_ip_address": row["fixed_ip_address"] if associated else None,
+        "router_id": row["router_id"] if associated else None,
+        "status": "ACTIVE" if associated else "DOWN",
+        "description": row["description"],
+        "revision_number": row["revision_number"],
+        "tags": [],
+        "created_at": row["created_at"],
+        "updated_at": row["updated_at"],
+    }
+
+
+ROUTER = Kind(
+    "Router",
+    "SELECT r.*, g.network_id AS gateway_network_id,"
+    " (SELECT json_group_array(json_object('subnet_id', a.subnet_id, 'ip_address', a.ip_address))"
+    "  FROM ip_allocations a WHERE a.port_id = g.id) AS gateway_ips"
+    f" FROM routers r LEFT JOIN ports g ON g.device_id = r.id AND g.device_owner = '{ROUTER_GATEWAY_OWNER}'",
+    "1 = 0",
+    router_view,
+)
+FLOATINGIP = Kind("Floating IP", "SELECT r.* FROM floatingips r", "1 = 0", floatingip_view)

@@ -457,12 +457,14 @@ async def test_malformed_arguments_are_refused_naming_the_field_and_change_nothi
 def test_the_node_facet_holds_what_nodes_call() -> None:
     """What a node may call of net (its NATS permissions come from this facet) and no more."""
     methods = ("allocate_for_instance", "deallocate_for_instance", "dhcp_port", "get_network", "get_subnet")
-    methods += ("instance_ports_at", "ping", "release_dhcp_port", "security_for_host", "set_port_binding")
+    methods += ("instance_ports_at", "ping", "release_dhcp_port", "routers_for_host", "security_for_host")
+    methods += ("set_port_binding",)
     assert subjects(NetForNodes, host="node-1") == [f"net.host.node-1.{method}" for method in methods]
     assert subjects(NetForNodes) == [f"net.host.*.{method}" for method in methods]
-    node_only = {"dhcp_port", "instance_ports_at", "release_dhcp_port", "security_for_host"}
+    node_only = {"dhcp_port", "instance_ports_at", "release_dhcp_port", "routers_for_host"}
+    node_only |= {"security_for_host"}
     assert set(NetForNodes.api_methods) - node_only < set(Net.api_methods)
-    assert len(Net.api_methods) == 44
+    assert len(Net.api_methods) == 56
 
 
 async def test_networks_and_subnets_in_use_are_not_deleted(client: Net, port_events) -> None:

@@ -22,8 +22,8 @@ DEFAULTS = {
     "subnet": 100,
     "port": -1,
     "subnetpool": -1,
-    "router": -1,
-    "floatingip": -1,
+    "router": 10,
+    "floatingip": 50,
     "security_group": 10,
     "security_group_rule": 100,
     "rbac_policy": -1,
@@ -115,8 +115,8 @@ async def test_members_read_their_own_quotas_admins_set_list_and_reset_any(demo:
 @pytest.mark.parametrize(
     ("limits", "named"),
     [
-        ({"router": 10}, "router"),
-        ({"network": 3, "floatingip": 5, "rbac_policy": -1}, "floatingip"),
+        ({"rbac_policy": 10}, "rbac_policy"),
+        ({"network": 3, "floatingip": -2, "rbac_policy": -1}, "floatingip"),
         ({"network": -2}, "network"),
         ({"port": "many"}, "port"),
         ({"volumes": 3}, "volumes"),
