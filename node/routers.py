@@ -18,9 +18,11 @@ A router is, on this host:
   (libvirt networks or the overlay), never made here, and a refresh plugs the peer in once one is;
 * the external gateway, a veth ``qg-<port id[:11]>`` whose peer ``tqg<port id[:11]>`` joins the
   external (flat) network's bridge, which is made here when absent (a plain bridge, no address)
-  and removed when no router of this host uses it any more (only if it was made here); the
-  router's default route goes through the external subnet's ``gateway_ip`` when it has one, and
-  each floating IP is an address (/32) of ``qg-``, so the namespace answers ARP for it;
+  and removed once no router of this host uses it and nothing else is plugged into it (only if
+  it was made here); the router's default route goes through the external subnet's
+  ``gateway_ip`` when it has one, and each floating IP is an address (/32) of ``qg-``, so the
+  namespace answers ARP for it; an address newly added is announced (a gratuitous ARP, busybox's
+  ``arping -U``), so a floating IP moved from another router is reached here at once;
 * one nftables table (``NAT_TABLE``), replaced whole in one ``nft -f`` transaction as
   ``node/firewall.py`` does: DNAT of each floating IP to its fixed IP (prerouting, and output for
   the router itself), SNAT of each fixed IP with a floating IP back to it, then, when
@@ -120,6 +122,21 @@ async def _run(*argv: str, stdin: str | None = None) -> str:
     return out.decode()
 
 
+async def _announce(namespace: str, device: str, address: str) -> None:
+    """A gratuitous ARP for an IPv4 address just added (a floating IP that moved here from another
+    router: the neighbours' caches point at the old one's MAC), as Neutron's L3 agent sends;
+    best effort."""
+    if ipaddress.ip_address(address).version != 4:
+        return
+    try:
+        await _run(
+            "ip", "netns", "exec", namespace,
+            "busybox", "arping", "-U", "-c", "1", "-I", device, "-s", address, address,
+        )  # fmt: skip
+    except (RouterError, OSError) as exc:
+        log.warning("routers: no gratuitous ARP for %s on %s: %s", address, device, exc)
+
+
 class RouterAgent:
     """The routers of one host (Neutron's L3 agent): ``refresh()`` makes them what the net actor
     plans, ``notice()`` asks for that from a ``ROUTERS_CHANGED``, ``run()`` does it on notices and
@@ -210,10 +227,10 @@ class RouterAgent:
             if plan["gateway"] is not None
         }
         for bridge in self._made_bridges() - used:
-            if await self._link(self._host_ip, bridge) is not None:
-                await _run(*self._host_ip, "link", "del", bridge)
-            (self.dir / "bridges" / bridge).unlink(missing_ok=True)
-            log.info("routers: external bridge %s removed (no router of this host uses it)", bridge)
+            try:
+                await self._remove_external_bridge(bridge)
+            except RouterError as exc:
+                failures.append(f"bridge {bridge}: {exc}")
         if failures:
             raise RouterError("; ".join(failures))
 
@@ -283,6 +300,14 @@ class RouterAgent:
             await _run(*router_ip, "link", "set", inside, "down")
             await _run(*router_ip, "link", "set", inside, "address", mac)
         await _run(*router_ip, "link", "set", inside, "mtu", mtu, "up")
+        await _run(*self._host_ip, "link", "set", outside, "mtu", mtu, "up")
+        bridge = self._bridge_name(port["network_id"])
+        host_end = await self._link(self._host_ip, outside)
+        if host_end is not None and host_end.get("master") != bridge:
+            if await self._link(self._host_ip, bridge) is not None:
+                await _run(*self._host_ip, "link", "set", outside, "master", bridge)
+            else:
+                log.info("routers: bridge %s of network %s not here yet", bridge, port["network_id"])
         have = {
             f"{info['local']}/{info['prefixlen']}"
             for info in link["addr_info"]
@@ -293,14 +318,7 @@ class RouterAgent:
         for address in addresses:
             if address not in have:
                 await _run(*router_ip, "addr", "add", address, "dev", inside)
-        await _run(*self._host_ip, "link", "set", outside, "mtu", mtu, "up")
-        bridge = self._bridge_name(port["network_id"])
-        host_end = await self._link(self._host_ip, outside)
-        if host_end is not None and host_end.get("master") != bridge:
-            if await self._link(self._host_ip, bridge) is not None:
-                await _run(*self._host_ip, "link", "set", outside, "master", bridge)
-            else:
-                log.info("routers: bridge %s of network %s not here yet", bridge, port["network_id"])
+                await _announce(namespace, inside, address.split("/")[0])
 
     async def _route(self, namespace: str, gateway: RouterPort | None) -> None:
         """The default route through the external subnet's gateway (none without one)."""
@@ -330,6 +348,16 @@ class RouterAgent:
             )
             log.info("routers: external bridge %s made", bridge)
         await _run(*self._host_ip, "link", "set", bridge, "up")
+
+    async def _remove_external_bridge(self, bridge: str) -> None:
+        """An external bridge made here that no router of this host uses goes, unless something
+        else is plugged into it (a guest's tap, a VXLAN device): it goes once nothing is."""
+        if await self._link(self._host_ip, bridge) is not None:
+            if json.loads(await _run(*self._host_ip, "-j", "link", "show", "master", bridge)):
+                return
+            await _run(*self._host_ip, "link", "del", bridge)
+        (self.dir / "bridges" / bridge).unlink(missing_ok=True)
+        log.info("routers: external bridge %s removed (no router of this host uses it)", bridge)
 
     async def _remove(self, router_id: str) -> None:
         """A router this host made goes: its veths, then its namespace (and its table with it)."""

@@ -248,6 +248,26 @@ async def test_a_floating_ip_reaches_its_guest_and_its_guest_leaves_as_it_until_
     assert peer_seen(guest, OUTSIDE_IP, 8080) == "203.0.113.10"
 
 
+async def test_a_floating_ip_moved_to_another_router_is_announced_to_the_outside(lab: Lab) -> None:
+    lab.bridge(NET_A)
+    lab.bridge(NET_C)
+    guest_a = lab.plug("ga", NET_A, "10.0.0.10/24", "10.0.0.1")
+    guest_c = lab.plug("gc", NET_C, "10.0.0.10/24", "10.0.0.1")
+    first = router([router_port(NET_A, "10.0.0.1", "10.0.0.0/24")], gateway_port("203.0.113.10"))
+    second = router([router_port(NET_C, "10.0.0.1", "10.0.0.0/24")], gateway_port("203.0.113.11"))
+    lab.plans = [{**first, "floating_ips": [floating("10.0.0.10")]}, second]
+    agent = lab.agent()
+    await agent.refresh()
+    outside = lab.outside()
+    await lab.serve(guest_a, 2222)
+    await lab.serve(guest_c, 2223)
+    assert peer_seen(outside, FLOATING_IP, 2222) == OUTSIDE_IP  # the outside's ARP cache: the first
+
+    lab.plans = [{**second, "floating_ips": [floating("10.0.0.10")]}]  # the first router goes
+    await agent.refresh()
+    assert peer_seen(outside, FLOATING_IP, 2223) == OUTSIDE_IP
+
+
 async def test_without_snat_the_outside_sees_the_guests_own_address(lab: Lab) -> None:
     lab.bridge(NET_A)
     guest = lab.plug("ga", NET_A, "10.0.0.10/24", "10.0.0.1")
@@ -294,10 +314,15 @@ async def test_a_removed_router_leaves_no_namespace_veth_table_or_external_bridg
     assert veths | {"brext"} <= lab.host_links()
     assert NAT_TABLE in _in(namespace, "nft", "list", "tables").stdout
 
+    lab.outside()
     lab.plans = [{**plan, "admin_state_up": False}]  # not served: removed as well
     await agent.refresh()
     assert lab.router_namespaces() == {not_ours}
-    assert not (veths | {"brext"}) & lab.host_links()
+    assert not veths & lab.host_links()
+    assert "brext" in lab.host_links()  # the outside is still plugged into it
+    _run("ip", "-n", lab.host, "link", "del", "vout")  # unplugged
+    await agent.refresh()
+    assert "brext" not in lab.host_links()
     assert "brta" in lab.host_links()  # a tenant bridge is never the agent's
     assert not list((lab.state_dir / "routers").glob("*.json"))
     lab.plans = []
