@@ -356,6 +356,32 @@ async def test_a_refresh_converges_a_half_made_router_and_a_changed_plan(lab: La
     assert len([link for link in links if link["ifname"].startswith("qg-")]) == 1
 
 
+def test_an_agent_running_in_a_hosts_own_namespace_names_its_routers_after_it(lab: Lab) -> None:
+    gateway = gateway_port("203.0.113.10")
+    plan = router([], gateway)
+    agent_in_host = (
+        "import asyncio, json, sys\n"
+        "from pathlib import Path\n"
+        "from node.routers import RouterAgent\n"
+        "async def fetch():\n"
+        "    return {'routers': [json.loads(sys.argv[1])]}\n"
+        "agent = RouterAgent(fetch, {'external': 'brext'}.__getitem__, Path(sys.argv[2]))\n"
+        "asyncio.run(agent.refresh())\n"
+    )
+    # as the cluster harness starts a host's processes (deploy/hosts.py): its network, the machine's mounts
+    command = [
+        "nsenter",
+        f"--net=/run/netns/{lab.host}",
+        sys.executable,
+        "-c",
+        agent_in_host,
+        json.dumps(plan),
+    ]
+    subprocess.run([*command, str(lab.state_dir)], check=True, cwd=Path(__file__).parents[2])
+    assert lab.router_namespaces() == {f"{lab.host}-qrouter-{plan['router_id']}"}
+    assert {"brext", interface_names("qg", gateway["port_id"])[1]} <= lab.host_links()
+
+
 async def test_a_notice_makes_the_running_agent_converge(lab: Lab) -> None:
     plan = router([], gateway_port("203.0.113.10"))
     agent = lab.agent()
