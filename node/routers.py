@@ -156,7 +156,6 @@ class RouterAgent:
         self._fetch = fetch
         self._bridge_name = bridge_name
         self.dir = state_dir / "routers"
-        self.host_namespace = host_namespace
         own = host_namespace or own_namespace_name()
         self.namespace_prefix = f"{own}-qrouter-" if own else "qrouter-"
         self._host_ip = ("ip", "-n", host_namespace) if host_namespace else ("ip",)
@@ -178,6 +177,7 @@ class RouterAgent:
         most one waits).
 
         :raises RouterError: some router could not be made or removed (the others were).
+        :raises: what ``fetch`` raises (the net actor unreachable): nothing was changed.
         """
         self._asked += 1
         asked = self._asked
