@@ -28,6 +28,8 @@ A router is, on this host:
   the router itself), SNAT of each fixed IP with a floating IP back to it, then, when
   ``enable_snat``, SNAT of the interfaces' subnets to the gateway's address, all only for what
   leaves through ``qg-``: traffic between two interfaces of the router is routed without NAT.
+  Its forward chain drops what still flows through a NAT the plan no longer has (a connection
+  to a floating IP since disassociated), since conntrack keeps a flow's NAT while it lasts.
 
 What the agent made is recorded in ``<state>/routers/``: a file per router (written before its
 namespace is made, so a crash leaves nothing untracked) and one per external bridge it made. Only
@@ -76,14 +78,18 @@ def served_floating_ips(plan: RouterPlan) -> list[FloatingIpPlan]:
 def render(plan: RouterPlan) -> str:
     """The ``nft -f`` script that makes the router's NAT table exactly ``plan``, in one transaction."""
     lines = [f"table ip {NAT_TABLE}", f"delete table ip {NAT_TABLE}", f"table ip {NAT_TABLE} {{"]
-    dnat, snat = [], []
+    dnat, snat, stale = [], [], []
     gateway = plan["gateway"]
     if gateway is not None:
-        out = f'oifname "{interface_names("qg", gateway["port_id"])[0]}"'
+        qg = interface_names("qg", gateway["port_id"])[0]
+        out = f'oifname "{qg}"'
+        fips = []
         for floating in sorted(served_floating_ips(plan), key=lambda f: f["floating_ip_address"]):
             fip, fixed = floating["floating_ip_address"], floating["fixed_ip_address"]
             dnat.append(f"ip daddr {fip} dnat to {fixed}")
             snat.append(f"{out} ip saddr {fixed} snat to {fip}")
+            fips.append(fip)
+        stale = _stale_flows(qg, fips, [*fips, gateway["ip_address"]] if plan["enable_snat"] else fips)
         subnets = sorted(
             {
                 str(ipaddress.ip_network(port["cidr"], strict=False))
@@ -101,8 +107,26 @@ def render(plan: RouterPlan) -> str:
         lines.append(f"  chain {chain} {{ type nat hook {hook} priority {priority}; policy accept;")
         lines += [f"    {statement}" for statement in statements]
         lines.append("  }")
+    lines.append("  chain forward { type filter hook forward priority filter; policy accept;")
+    lines += [f"    {statement}" for statement in stale]
+    lines.append("  }")
     lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+def _stale_flows(qg: str, fips: list[str], snat_addresses: list[str]) -> list[str]:
+    """The forward chain's statements dropping what still flows through a NAT the plan no longer
+    has (connections to a floating IP since disassociated, or leaving as it): conntrack keeps a
+    flow's NAT until the flow ends, where Neutron's agent deletes the entries (``conntrack -D``)."""
+
+    def none_of(match: str, addresses: list[str]) -> str:
+        return f"{match} != {{ {', '.join(addresses)} }} " if addresses else ""
+
+    statements = [f"ct status dnat {none_of('ct original ip daddr', fips)}drop"]
+    for device in ("iifname", "oifname"):
+        nat = none_of("ct reply ip daddr", snat_addresses)
+        statements.append(f'{device} "{qg}" ct status snat {nat}drop')
+    return statements
 
 
 class RouterError(Exception):

@@ -28,17 +28,38 @@ OUTSIDE_IP = "203.0.113.1"
 """The outside's address: the external subnet's gateway, the routers' next hop."""
 FLOATING_IP = "203.0.113.20"
 SERVER = (
-    "import socket, sys\n"
+    "import socket, sys, threading\n"
+    "def serve(c, peer):\n"
+    "    with c:\n"
+    "        c.sendall(peer[0].encode())\n"
+    "        while data := c.recv(100):\n"
+    "            c.sendall(data)\n"
     "s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
     "s.bind(('0.0.0.0', int(sys.argv[1]))); s.listen()\n"
     "while True:\n"
-    "    c, peer = s.accept(); c.sendall(peer[0].encode()); c.close()\n"
+    "    threading.Thread(target=serve, args=s.accept(), daemon=True).start()\n"
 )
+"""Answers each connection with the address it sees the peer at, then echoes what it gets."""
 CLIENT = (
     "import socket, sys\n"
     "s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=float(sys.argv[3]))\n"
     "print(s.recv(100).decode())\n"
 )
+
+HELD_CLIENT = (
+    "import socket, sys\n"
+    "s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5)\n"
+    "print(s.recv(100).decode(), flush=True)\n"
+    "s.settimeout(2)\n"
+    "for _ in sys.stdin:\n"
+    "    try:\n"
+    "        s.sendall(b'x'); echoed = s.recv(1) == b'x'\n"
+    "    except OSError:\n"
+    "        echoed = False\n"
+    "    print('echoed' if echoed else 'lost', flush=True)\n"
+)
+"""A connection held open: prints the peer the server saw, then for each line read, whether a
+byte sent through it came back."""
 
 
 def _run(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -90,6 +111,21 @@ def floating(fixed_ip_address: str) -> FloatingIpPlan:
 
 
 @dataclass
+class HeldConnection:
+    """A connection kept open from a namespace (``HELD_CLIENT``)."""
+
+    client: subprocess.Popen[str]
+    peer_seen: str
+
+    def echoes(self) -> bool:
+        """Whether a byte sent through it now comes back."""
+        assert self.client.stdin is not None and self.client.stdout is not None
+        self.client.stdin.write("\n")
+        self.client.stdin.flush()
+        return self.client.stdout.readline().strip() == "echoed"
+
+
+@dataclass
 class Lab:
     """The test's namespaces and servers, and the plans its agent fetches."""
 
@@ -97,6 +133,7 @@ class Lab:
     state_dir: Path
     plans: list[RouterPlan] = field(default_factory=list)
     servers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    clients: list[subprocess.Popen[str]] = field(default_factory=list)
 
     async def fetch(self) -> HostRouters:
         return HostRouters(routers=list(self.plans))
@@ -149,6 +186,14 @@ class Lab:
         command = ["ip", "netns", "exec", namespace, sys.executable, "-c", SERVER, str(port)]
         self.servers.append(subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
 
+    def hold(self, namespace: str, address: str, port: int) -> HeldConnection:
+        """A connection from ``namespace`` to the server at ``address:port``, kept open."""
+        command = ["ip", "netns", "exec", namespace, sys.executable, "-c", HELD_CLIENT, address, str(port)]
+        client = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.clients.append(client)
+        assert client.stdout is not None
+        return HeldConnection(client, client.stdout.readline().strip())
+
     async def serve(self, namespace: str, port: int) -> None:
         """The peer-reporting server in ``namespace``, once it answers."""
         self.start_server(namespace, port)
@@ -177,9 +222,9 @@ def lab(tmp_path: Path) -> Iterator[Lab]:
     try:
         yield lab
     finally:
-        for server in lab.servers:
-            server.terminate()
-            server.wait()
+        for process in [*lab.clients, *lab.servers]:
+            process.kill()
+            process.communicate()
         with contextlib.suppress(FileNotFoundError):
             for name in os.listdir("/run/netns"):
                 if name.startswith(f"{host}-"):
@@ -187,7 +232,7 @@ def lab(tmp_path: Path) -> Iterator[Lab]:
         _run("ip", "netns", "del", host, check=False)
 
 
-def test_the_nat_table_renders_as_one_transaction_floating_ips_before_the_routers_snat() -> None:
+def test_the_nat_table_renders_as_one_transaction_and_drops_flows_through_a_nat_gone() -> None:
     gateway = gateway_port("203.0.113.10")
     plan = router([router_port(NET_A, "10.0.0.1", "10.0.0.0/24")], gateway, [floating("10.0.0.10")])
     script = render(plan).splitlines()
@@ -196,8 +241,15 @@ def test_the_nat_table_renders_as_one_transaction_floating_ips_before_the_router
     assert script.count(f"    ip daddr {FLOATING_IP} dnat to 10.0.0.10") == 2  # prerouting and output
     own = script.index(f'    oifname "{qg}" ip saddr 10.0.0.10 snat to {FLOATING_IP}')
     assert own < script.index(f'    oifname "{qg}" ip saddr {{ 10.0.0.0/24 }} snat to 203.0.113.10')
-    assert "snat" not in render({**plan, "enable_snat": False, "floating_ips": []})
-    assert "dnat" not in render({**plan, "gateway": None})  # a floating IP needs the gateway
+    assert "snat to" not in render({**plan, "enable_snat": False, "floating_ips": []})
+    assert "dnat to" not in render({**plan, "gateway": None})  # a floating IP needs the gateway
+    # what still flows through a NAT the plan no longer has is dropped
+    assert f"    ct status dnat ct original ip daddr != {{ {FLOATING_IP} }} drop" in script
+    assert (
+        f'    oifname "{qg}" ct status snat ct reply ip daddr != {{ {FLOATING_IP}, 203.0.113.10 }} drop'
+        in script
+    )
+    assert "    ct status dnat drop" in render({**plan, "floating_ips": []}).splitlines()
 
 
 async def test_a_guest_leaves_as_its_routers_gateway_and_reaches_other_interfaces_unnatted(lab: Lab) -> None:
@@ -241,11 +293,16 @@ async def test_a_floating_ip_reaches_its_guest_and_its_guest_leaves_as_it_until_
     assert peer_seen(outside, FLOATING_IP, 2222) == OUTSIDE_IP
     assert peer_seen(guest, OUTSIDE_IP, 8080) == FLOATING_IP
     assert peer_seen(neighbour, OUTSIDE_IP, 8080) == "203.0.113.10"  # no floating IP: the router's
+    inbound, outbound = lab.hold(outside, FLOATING_IP, 2222), lab.hold(guest, OUTSIDE_IP, 8080)
+    assert (inbound.peer_seen, outbound.peer_seen) == (OUTSIDE_IP, FLOATING_IP)
+    await agent.refresh()  # the table replaced, the same plan: its connections go on
+    assert inbound.echoes() and outbound.echoes()
 
     lab.plans = [plan]
     await agent.refresh()
     assert peer_seen(outside, FLOATING_IP, 2222, timeout=1) is None
     assert peer_seen(guest, OUTSIDE_IP, 8080) == "203.0.113.10"
+    assert not inbound.echoes() and not outbound.echoes()  # cut, as Neutron deletes their conntrack entries
 
 
 async def test_a_floating_ip_moved_to_another_router_is_announced_to_the_outside(lab: Lab) -> None:
