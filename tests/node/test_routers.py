@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -222,7 +223,8 @@ def lab(tmp_path: Path) -> Iterator[Lab]:
     try:
         yield lab
     finally:
-        for process in [*lab.clients, *lab.servers]:
+        processes: list[subprocess.Popen[Any]] = [*lab.clients, *lab.servers]
+        for process in processes:
             process.kill()
             process.communicate()
         with contextlib.suppress(FileNotFoundError):
