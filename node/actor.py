@@ -64,6 +64,7 @@ from node.peers import Peers
 from node.power import Power
 from node.reconcile import Reconciler
 from node.records import Records
+from node.security import SecurityGroups
 from node.snapshots import Snapshots
 from node.volumes import Volumes
 from runtime.config import Config
@@ -126,6 +127,9 @@ class NodeActor(Actor, Node):
                 self.hypervisor.virt, metadata=self.metadata, connection=lambda: self.hypervisor.connection
             )
         )
+        self.security = SecurityGroups(
+            bus, host, net=peers.patient_net, records=self.records, spawn=self._spawn
+        )
         self.builder = Builder(
             host,
             peers=peers,
@@ -133,6 +137,7 @@ class NodeActor(Actor, Node):
             records=self.records,
             images=self.images,
             networks=self.networks,
+            security=self.security,
             state_dir=self.state_dir,
         )
         self.power = Power(
@@ -171,6 +176,8 @@ class NodeActor(Actor, Node):
         self._spawn(self.events.forward_forever(), "events")
         self._spawn(self._report_forever(), "report")
         await self.networks.restore()
+        if self.hypervisor.real_guests:  # before the reconciler starts guests again
+            await self.security.start()
         self._spawn(self.reconciler.reconcile(), "reconcile")
         self._spawn(self._age_images_forever(), "image-cache")
         log.info(
@@ -178,6 +185,7 @@ class NodeActor(Actor, Node):
         )
 
     async def on_stop(self) -> None:
+        await self.security.stop()
         self.consoles.close_all()
         await self.metadata.close()
         await self.hypervisor.close()
