@@ -1,0 +1,149 @@
+"""Security groups on a real guest: the node's nftables tables let in only what the rules allow,
+and a rule made or deleted through the API takes effect on the running guest.
+
+The guest is the test guest with dropbear on port 22 (``tests/node/test_guest_ssh.py``), on a
+network of the test's own (a subnet no other test's guests use on the shared libvirtd). The host
+reaches it from its own address on the network's bridge (read from the route, not assumed to be
+the subnet's gateway); that address is in no security group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from node import firewall
+from tests.node.test_guest_ssh import run
+from tests.node.test_real_guests import (  # noqa: F401 (qemu_cloud and test_guest are fixtures)
+    GUEST_DEADLINE,
+    QemuCloud,
+    qemu_cloud,
+    qemu_running,
+    test_guest,
+)
+
+GUARDED_CIDR = "10.231.0.0/24"
+NO_ANSWER_WITHIN = 3.0
+"""How long a refused connection or ping is waited for (the tables drop, they do not reject)."""
+
+
+async def ssh_banner(address: str) -> str | None:
+    """What the guest's port 22 says first (dropbear's ``SSH-2.0-...``), or None: no answer."""
+    try:
+        async with asyncio.timeout(NO_ANSWER_WITHIN):
+            reader, writer = await asyncio.open_connection(address, 22)
+            try:
+                return (await reader.readline()).decode(errors="replace")
+            finally:
+                writer.close()
+    except (TimeoutError, OSError):
+        return None
+
+
+async def pings(address: str) -> bool:
+    status, _, _ = await run("busybox", "ping", "-c", "1", "-W", str(int(NO_ANSWER_WITHIN)), address)
+    return status == 0
+
+
+async def until_banner(address: str, present: bool) -> None:
+    """Wait (bounded) until the guest's port 22 answers, or until it no longer does."""
+    async with asyncio.timeout(GUEST_DEADLINE):
+        while (await ssh_banner(address) is not None) != present:
+            await asyncio.sleep(0.2)
+
+
+async def nft_tables() -> str:
+    status, out, err = await run("nft", "list", "tables")
+    assert status == 0, err
+    return out
+
+
+@pytest.fixture
+async def guarded_cloud(qemu_cloud: QemuCloud) -> AsyncIterator[QemuCloud]:  # noqa: F811 (the fixture)
+    """The QEMU cloud; its node's tables removed afterwards, whatever the test left."""
+    try:
+        yield qemu_cloud
+    finally:
+        await firewall.remove(qemu_cloud.node.host)
+
+
+async def test_a_real_guest_answers_on_port_22_only_while_a_rule_allows_the_host(
+    guarded_cloud: QemuCloud,
+) -> None:
+    client, node = guarded_cloud.client, guarded_cloud.node
+    network = (await client.request("POST", "/network/v2.0/networks", {"network": {"name": "guarded"}}))[
+        "network"
+    ]
+    subnet = {"network_id": network["id"], "ip_version": 4, "cidr": GUARDED_CIDR}
+    await client.request("POST", "/network/v2.0/subnets", {"subnet": subnet})
+    body = {
+        "name": "guarded",
+        "imageRef": guarded_cloud.images["disk"],
+        "flavorRef": "1",
+        "networks": [{"uuid": network["id"]}],
+    }
+    server_id = (await client.request("POST", "/compute/v2.1/servers", {"server": body}))["server"]["id"]
+    async with asyncio.timeout(GUEST_DEADLINE):
+        while (server := await client.server(server_id))["status"] != "ACTIVE":
+            await asyncio.sleep(0.2)
+    [fixed] = server["addresses"]["guarded"]
+    address = fixed["addr"]
+    await guarded_cloud.console_until(server_id, r"AIOSTACK-SSH keys=\d+ host_key=\S+")
+    [port] = (await client.request("GET", f"/network/v2.0/ports?device_id={server_id}"))["ports"]
+    assert port["binding:vif_details"]["port_filter"] is True
+    assert firewall.table_name(node.host) in await nft_tables()
+
+    status, route, _ = await run("ip", "-o", "route", "get", address)
+    assert status == 0 and " src " in route, route
+    host_address = route.split(" src ")[1].split()[0]
+
+    # the default group: ingress only from its members; the host is none
+    [default] = (await client.request("GET", "/network/v2.0/security-groups?name=default"))["security_groups"]
+    assert port["security_groups"] == [default["id"]]
+    assert await ssh_banner(address) is None
+    assert not await pings(address)
+
+    async def allow(**rule: object) -> str:
+        """A rule letting the host's address in (``rule``: its protocol and ports); its id."""
+        body = {
+            "security_group_id": default["id"],
+            "direction": "ingress",
+            "ethertype": "IPv4",
+            "remote_ip_prefix": f"{host_address}/32",
+            **rule,
+        }
+        made = await client.request(
+            "POST", "/network/v2.0/security-group-rules", {"security_group_rule": body}
+        )
+        return str(made["security_group_rule"]["id"])
+
+    ssh_rule = await allow(protocol="tcp", port_range_min=22, port_range_max=22)
+    await until_banner(address, present=True)
+    assert (await ssh_banner(address) or "").startswith("SSH-2.0-")
+    assert not await pings(address)  # the rule lets in TCP 22, nothing else
+
+    icmp_rule = await allow(protocol="icmp")
+    async with asyncio.timeout(GUEST_DEADLINE):
+        while not await pings(address):
+            await asyncio.sleep(0.2)
+
+    await client.request("DELETE", f"/network/v2.0/security-group-rules/{ssh_rule}")
+    await until_banner(address, present=False)
+    assert await pings(address)  # the ICMP rule stays
+    await client.request("DELETE", f"/network/v2.0/security-group-rules/{icmp_rule}")
+    async with asyncio.timeout(GUEST_DEADLINE):
+        while await pings(address):
+            await asyncio.sleep(0.2)
+    assert await ssh_banner(address) is None
+
+    # all of it applied live: the guest booted once
+    assert (await client.console_output(server_id)).count("AIOSTACK-READY") == 1
+
+    await client.server_action(server_id, "delete", wait=True)
+    assert not qemu_running(server_id)
+    assert await node.hypervisor.domain(server_id) is None
+    async with asyncio.timeout(GUEST_DEADLINE):  # no filtered port left: no tables
+        while firewall.table_name(node.host) in await nft_tables():
+            await asyncio.sleep(0.2)
