@@ -15,6 +15,8 @@ to the one that does it:
   (``node/volumes.py``); ``Consoles`` (``node/console.py``, serving ``NodeConsole``: the guests'
   interactive serial consoles, for the gateway); ``Reconciler`` (``node/reconcile.py``): at start,
   after a reconnect, and the orphan sweep;
+* ``SecurityGroups`` (``node/security.py``): on a host with real guests, its security groups as
+  nftables tables (``node/firewall.py``), kept in line with the net actor's notices;
 * and itself: the heartbeat (capacity on ``api.scheduler.HEARTBEAT``, and ``task_progress``
   for the instances in its hands), the aging of the image cache (every ``image_cache_interval``,
   ``ImageCache.age`` with the images its stored domains use), the console log and the list of

@@ -11,16 +11,21 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
+import libvirt
 import pytest
 
 from node import firewall
+from node.actor import NodeActor
+from node.libvirtd import SYSTEM_URI
 from tests.node.test_guest_ssh import run
 from tests.node.test_real_guests import (  # noqa: F401 (qemu_cloud and test_guest are fixtures)
     GUEST_DEADLINE,
     QemuCloud,
     qemu_cloud,
     qemu_running,
+    remove_guests,
     test_guest,
 )
 
@@ -60,6 +65,28 @@ async def nft_tables() -> str:
     return out
 
 
+async def boot_guarded(cloud: QemuCloud) -> dict[str, Any]:
+    """The test guest, ACTIVE, on a network of its own (``GUARDED_CIDR``), its SSH server up."""
+    client = cloud.client
+    network = (await client.request("POST", "/network/v2.0/networks", {"network": {"name": "guarded"}}))[
+        "network"
+    ]
+    subnet = {"network_id": network["id"], "ip_version": 4, "cidr": GUARDED_CIDR}
+    await client.request("POST", "/network/v2.0/subnets", {"subnet": subnet})
+    body = {
+        "name": "guarded",
+        "imageRef": cloud.images["disk"],
+        "flavorRef": "1",
+        "networks": [{"uuid": network["id"]}],
+    }
+    server_id = (await client.request("POST", "/compute/v2.1/servers", {"server": body}))["server"]["id"]
+    async with asyncio.timeout(GUEST_DEADLINE):
+        while (server := await client.server(server_id))["status"] != "ACTIVE":
+            await asyncio.sleep(0.2)
+    await cloud.console_until(server_id, r"AIOSTACK-SSH keys=\d+ host_key=\S+")
+    return server
+
+
 @pytest.fixture
 async def guarded_cloud(qemu_cloud: QemuCloud) -> AsyncIterator[QemuCloud]:  # noqa: F811 (the fixture)
     """The QEMU cloud; its node's tables removed afterwards, whatever the test left."""
@@ -73,24 +100,10 @@ async def test_a_real_guest_answers_on_port_22_only_while_a_rule_allows_the_host
     guarded_cloud: QemuCloud,
 ) -> None:
     client, node = guarded_cloud.client, guarded_cloud.node
-    network = (await client.request("POST", "/network/v2.0/networks", {"network": {"name": "guarded"}}))[
-        "network"
-    ]
-    subnet = {"network_id": network["id"], "ip_version": 4, "cidr": GUARDED_CIDR}
-    await client.request("POST", "/network/v2.0/subnets", {"subnet": subnet})
-    body = {
-        "name": "guarded",
-        "imageRef": guarded_cloud.images["disk"],
-        "flavorRef": "1",
-        "networks": [{"uuid": network["id"]}],
-    }
-    server_id = (await client.request("POST", "/compute/v2.1/servers", {"server": body}))["server"]["id"]
-    async with asyncio.timeout(GUEST_DEADLINE):
-        while (server := await client.server(server_id))["status"] != "ACTIVE":
-            await asyncio.sleep(0.2)
+    server = await boot_guarded(guarded_cloud)
+    server_id = server["id"]
     [fixed] = server["addresses"]["guarded"]
     address = fixed["addr"]
-    await guarded_cloud.console_until(server_id, r"AIOSTACK-SSH keys=\d+ host_key=\S+")
     [port] = (await client.request("GET", f"/network/v2.0/ports?device_id={server_id}"))["ports"]
     assert port["binding:vif_details"]["port_filter"] is True
     assert firewall.table_name(node.host) in await nft_tables()
@@ -147,3 +160,35 @@ async def test_a_real_guest_answers_on_port_22_only_while_a_rule_allows_the_host
     async with asyncio.timeout(GUEST_DEADLINE):  # no filtered port left: no tables
         while firewall.table_name(node.host) in await nft_tables():
             await asyncio.sleep(0.2)
+
+
+async def test_a_node_restarted_after_a_host_reboot_makes_its_tables_again_and_its_guest_stays_filtered(
+    guarded_cloud: QemuCloud, start_actor: Any, config: Any
+) -> None:
+    client, node = guarded_cloud.client, guarded_cloud.node
+    server = await boot_guarded(guarded_cloud)
+    [fixed] = server["addresses"]["guarded"]
+    await node.stop()
+    assert firewall.table_name(node.host) in await nft_tables()  # a stopped node keeps its guests filtered
+
+    # as a host reboot leaves it: no guest running, no tables
+    connection = libvirt.open(SYSTEM_URI)
+    try:
+        connection.lookupByUUIDString(server["id"]).destroy()
+    finally:
+        connection.close()
+    await firewall.remove(node.host)
+
+    restarted = await start_actor(
+        NodeActor, config, host=node.host, libvirt_uri=SYSTEM_URI, secure=True, shutdown_timeout=30.0
+    )
+    assert isinstance(restarted, NodeActor)
+    try:
+        await guarded_cloud.console_until(server["id"], r"AIOSTACK-SSH keys=\d+", count=2)  # booted again
+        assert firewall.table_name(node.host) in await nft_tables()
+        assert await ssh_banner(fixed["addr"]) is None
+        assert not await pings(fixed["addr"])
+        await client.server_action(server["id"], "delete", wait=True)
+        assert not qemu_running(server["id"])
+    finally:
+        await remove_guests(restarted)
