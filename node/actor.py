@@ -178,9 +178,9 @@ class NodeActor(Actor, Node):
         self._spawn(self.events.forward_forever(), "events")
         self._spawn(self._report_forever(), "report")
         await self.networks.restore()
-        if self.hypervisor.real_guests:  # before the reconciler starts guests again
+        if self.hypervisor.real_guests:
             await self.security.start()
-        self._spawn(self.reconciler.reconcile(), "reconcile")
+        self._spawn(self._reconcile(), "reconcile")
         self._spawn(self._age_images_forever(), "image-cache")
         log.info(
             "node %s on %s (domain type %s)", self.host, self.hypervisor.uri, self.hypervisor.domain_type
@@ -196,6 +196,11 @@ class NodeActor(Actor, Node):
     def _spawn(self, work: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
         """Background work of a part of the node (``spawn``: if it fails, the actor crashes)."""
         return self.spawn(work, name=f"{self.address}-{name}")
+
+    async def _reconcile(self) -> None:
+        """The reconciler, once the guests it may start again are filtered."""
+        await self.security.until_applied()
+        await self.reconciler.reconcile()
 
     async def _reconnected(self) -> None:
         await self.reconciler.catch_up()

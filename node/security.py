@@ -4,7 +4,9 @@
 A node with real guests (QEMU: its NICs are taps on bridges) keeps its tables in line with the
 net actor's answer to ``NetForNodes.security_for_host``:
 
-* at start, before the reconciler starts guests again (after a host reboot there are no tables);
+* at start, before the reconciler starts guests again (after a host reboot there are no tables):
+  asked again until the net actor answers (``until_applied``), as the reconciler waits for the
+  conductor;
 * on a notice on ``SECURITY_CHANGED`` (``net.secgroups.<host>``, which only this host's user may
   hear), coalesced: one refresh runs, and the notices arriving meanwhile make one more;
 * synchronously in the build path, after the ports are allocated and plugged and before the
@@ -24,6 +26,7 @@ A test-driver node has no taps and never touches nft.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import subprocess
 import xml.etree.ElementTree as ET
@@ -109,9 +112,8 @@ class SecurityGroups:
         self._subscription: Subscription | None = None
 
     async def start(self) -> None:
-        """Enable bridge netfilter, listen for notices, apply the tables once, resync from now on.
-
-        The first refresh failing (the net actor away) is logged; the resync loop tries again.
+        """Enable bridge netfilter, listen for notices, resync from now on (``until_applied``: the
+        first refresh).
 
         :raises firewall.FirewallError: bridged traffic cannot be filtered here.
         """
@@ -119,11 +121,20 @@ class SecurityGroups:
         self.enforcing = True
         subject = self.bus.subject(SECURITY_CHANGED.subject(host=self.host))
         self._subscription = await self.bus.subscribe(subject, self._on_notice)
-        try:
-            await self.refresh()
-        except (AiostackError, firewall.FirewallError) as exc:
-            log.error("node %s: security groups not applied at start (retrying): %s", self.host, exc)
         self.spawn(self._resync_forever(), "security-groups")
+
+    async def until_applied(self) -> None:
+        """Refresh until one succeeds, asking again while the net actor is away: what the node's
+        guests wait for before they are started again (after a host reboot there are no tables)."""
+        for attempt in itertools.count():
+            if not self.enforcing:
+                return
+            try:
+                await self.refresh()
+                return
+            except (AiostackError, firewall.FirewallError) as exc:
+                log.warning("node %s: security groups not applied yet (asking again): %s", self.host, exc)
+                await asyncio.sleep(min(0.5 * 2**attempt, 10.0))
 
     async def stop(self) -> None:
         """Stop hearing notices; the tables stay (the guests run on, filtered)."""

@@ -11,14 +11,25 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import libvirt
 import pytest
 
+from actors.conductor.actor import ConductorActor
+from actors.identity.actor import IdentityActor
+from actors.image import ImageActor
+from actors.net.actor import NetActor
+from actors.scheduler import SchedulerActor
+from actors.volume import VolumeActor
+from aiostack.client import Client
+from bus import Actor
+from deploy.testguest import TestGuest, register_test_guest
 from node import firewall
 from node.actor import NodeActor
 from node.libvirtd import SYSTEM_URI
+from tests.helpers import DEMO_PASSWORD
 from tests.node.test_guest_ssh import run
 from tests.node.test_real_guests import (  # noqa: F401 (qemu_cloud and test_guest are fixtures)
     GUEST_DEADLINE,
@@ -162,33 +173,82 @@ async def test_a_real_guest_answers_on_port_22_only_while_a_rule_allows_the_host
             await asyncio.sleep(0.2)
 
 
-async def test_a_node_restarted_after_a_host_reboot_makes_its_tables_again_and_its_guest_stays_filtered(
-    guarded_cloud: QemuCloud, start_actor: Any, config: Any
+@dataclass
+class RebootableCloud:
+    """The QEMU cloud's actors by name, the node's restarts among them (``restart``)."""
+
+    cloud: QemuCloud
+    actors: dict[str, Actor]
+    start_actor: Any
+    config: Any
+
+    async def restart(self, actor_class: type[Actor], **options: Any) -> Actor:
+        actor = await self.start_actor(actor_class, self.config, secure=True, **options)
+        self.actors[actor_class.__name__] = actor
+        return actor
+
+
+@pytest.fixture
+async def rebootable_cloud(
+    start_actor: Any,
+    config: Any,
+    gateway_url: str,
+    test_guest: TestGuest,  # noqa: F811 (the fixture imported above)
+) -> AsyncIterator[RebootableCloud]:
+    """The QEMU cloud of ``test_real_guests``, keeping its actors: a test stops and starts them."""
+    actors: dict[str, Actor] = {}
+    for actor_class in (IdentityActor, SchedulerActor, ConductorActor, ImageActor, NetActor, VolumeActor):
+        actors[actor_class.__name__] = await start_actor(actor_class, config, secure=True)
+    options = {"host": "qemu-1", "libvirt_uri": SYSTEM_URI, "shutdown_timeout": 30.0}
+    node = await start_actor(NodeActor, config, secure=True, **options)
+    assert isinstance(node, NodeActor)
+    actors["NodeActor"] = node
+    await node.report_capacity()
+    async with Client(gateway_url) as client:
+        await client.login("demo", DEMO_PASSWORD, "demo")
+        images = await register_test_guest(client, test_guest, name="test-guest")
+        rebootable = RebootableCloud(QemuCloud(client, node, images), actors, start_actor, config)
+        try:
+            yield rebootable
+        finally:
+            last = actors["NodeActor"]
+            assert isinstance(last, NodeActor)
+            await remove_guests(last)
+            await firewall.remove(last.host)
+
+
+async def test_a_node_restarted_after_a_host_reboot_starts_its_guest_again_only_once_it_is_filtered(
+    rebootable_cloud: RebootableCloud,
 ) -> None:
-    client, node = guarded_cloud.client, guarded_cloud.node
-    server = await boot_guarded(guarded_cloud)
+    cloud = rebootable_cloud.cloud
+    client, node = cloud.client, cloud.node
+    server = await boot_guarded(cloud)
     [fixed] = server["addresses"]["guarded"]
     await node.stop()
     assert firewall.table_name(node.host) in await nft_tables()  # a stopped node keeps its guests filtered
 
-    # as a host reboot leaves it: no guest running, no tables
+    # as a host reboot leaves it: no guest running, no tables; and the net actor away meanwhile
     connection = libvirt.open(SYSTEM_URI)
     try:
-        connection.lookupByUUIDString(server["id"]).destroy()
+        domain = connection.lookupByUUIDString(server["id"])
+        domain.destroy()
+        await firewall.remove(node.host)
+        await rebootable_cloud.actors["NetActor"].stop()
+
+        restarted = await rebootable_cloud.restart(
+            NodeActor, host=node.host, libvirt_uri=SYSTEM_URI, shutdown_timeout=30.0
+        )
+        assert isinstance(restarted, NodeActor) and restarted.security.enforcing
+        await asyncio.sleep(NO_ANSWER_WITHIN)  # what the node does meanwhile: it must not start the guest
+        assert not domain.isActive()
+        assert firewall.table_name(node.host) not in await nft_tables()
     finally:
         connection.close()
-    await firewall.remove(node.host)
 
-    restarted = await start_actor(
-        NodeActor, config, host=node.host, libvirt_uri=SYSTEM_URI, secure=True, shutdown_timeout=30.0
-    )
-    assert isinstance(restarted, NodeActor)
-    try:
-        await guarded_cloud.console_until(server["id"], r"AIOSTACK-SSH keys=\d+", count=2)  # booted again
-        assert firewall.table_name(node.host) in await nft_tables()
-        assert await ssh_banner(fixed["addr"]) is None
-        assert not await pings(fixed["addr"])
-        await client.server_action(server["id"], "delete", wait=True)
-        assert not qemu_running(server["id"])
-    finally:
-        await remove_guests(restarted)
+    await rebootable_cloud.restart(NetActor)
+    await cloud.console_until(server["id"], r"AIOSTACK-SSH keys=\d+", count=2)  # booted again
+    assert firewall.table_name(node.host) in await nft_tables()
+    assert await ssh_banner(fixed["addr"]) is None
+    assert not await pings(fixed["addr"])
+    await client.server_action(server["id"], "delete", wait=True)
+    assert not qemu_running(server["id"])
