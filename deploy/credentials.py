@@ -12,8 +12,9 @@ does on the bus, in terms of the typed APIs (``api/``): the facet it serves, the
 makes clients of (each service names them in one place: ``node.peers.FACETS``,
 ``actors.conductor.peers.FACETS``, ``actors.orphans.FACETS``, ``actors.placement.FACETS``,
 ``gateway.peers.FACETS``; every process also validates tokens), the event kinds it publishes and
-the topics it publishes or listens to. ``permissions()`` turns that into nats-server's allow
-lists: a client may publish only to the subjects of its facets' methods (``bus.api.subjects``).
+the topics it publishes, hears (as its own hosts only: ``node.peers.TOPICS``) or listens to.
+``permissions()`` turns that into nats-server's allow lists: a client may publish only to the
+subjects of its facets' methods (``bus.api.subjects``).
 A facet with a caller field (the node-facing ones: ``conductor.host.{host}``,
 ``image.host.{host}``, ``net.host.{host}``, ``volume.host.{host}``) is filled with the
 process's own hosts: node-1 may publish to ``P.rpc.conductor.host.node-1.*`` and to no other
@@ -72,6 +73,9 @@ class Kind:
     """The event kinds it publishes as its hosts only (``P.evt.<kind>.*.*.<host>``)."""
     publishes: tuple[Topic[Any], ...] = ()
     """Topics it publishes to (``{host}``: each of its hosts; a process of no host, to any host)."""
+    hears: tuple[Topic[Any], ...] = ()
+    """Topics it subscribes to for its own hosts only (``{host}``: each of its hosts; a process of no
+    host hears none): node-1 hears ``net.secgroups.node-1`` and no other host's."""
     listens: tuple[str, ...] = ()
     """Other subjects it subscribes to, under ``P.`` (``"<pattern> <queue group>"`` for a queue)."""
     reads_events: bool = False
@@ -101,7 +105,13 @@ KINDS: dict[str, Kind] = {
         uses=(*orphans.FACETS, *placement.FACETS, VolumeStorage, ImageReader),  # volumes from images
         events=("volume",),
     ),
-    "node": Kind(serves=(Node,), uses=node_peers.FACETS, host_events=("domain",), publishes=(HEARTBEAT,)),
+    "node": Kind(
+        serves=(Node,),
+        uses=node_peers.FACETS,
+        host_events=("domain",),
+        publishes=(HEARTBEAT,),
+        hears=node_peers.TOPICS,
+    ),
     "gateway": Kind(uses=gateway_peers.FACETS, listens=(event_filter(),), reads_events=True),
     "cluster": Kind(serves=(Cluster, ClusterJoin, ClusterHosts)),
     "agent": Kind(uses=(ClusterHosts,), validates_tokens=False),
@@ -180,6 +190,9 @@ def permissions(principal: Principal, prefix: str) -> dict[str, Any]:
             for facet in kind.serves
         ):
             subscribe.append(f"{prefix}.rpc.{pattern}.* {queue}")
+    subscribe += [
+        f"{prefix}.{topic.template.format(host=host)}" for topic in kind.hears for host in principal.hosts
+    ]
     subscribe += [f"{prefix}.{subject}" for subject in kind.listens]
     result: dict[str, Any] = {"publish": {"allow": publish}, "subscribe": {"allow": subscribe}}
     if kind.serves:

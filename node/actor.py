@@ -15,6 +15,8 @@ to the one that does it:
   (``node/volumes.py``); ``Consoles`` (``node/console.py``, serving ``NodeConsole``: the guests'
   interactive serial consoles, for the gateway); ``Reconciler`` (``node/reconcile.py``): at start,
   after a reconnect, and the orphan sweep;
+* ``SecurityGroups`` (``node/security.py``): on a host with real guests, its security groups as
+  nftables tables (``node/firewall.py``), kept in line with the net actor's notices;
 * and itself: the heartbeat (capacity on ``api.scheduler.HEARTBEAT``, and ``task_progress``
   for the instances in its hands), the aging of the image cache (every ``image_cache_interval``,
   ``ImageCache.age`` with the images its stored domains use), the console log and the list of
@@ -64,6 +66,7 @@ from node.peers import Peers
 from node.power import Power
 from node.reconcile import Reconciler
 from node.records import Records
+from node.security import SecurityGroups
 from node.snapshots import Snapshots
 from node.volumes import Volumes
 from runtime.config import Config
@@ -129,6 +132,9 @@ class NodeActor(Actor, Node):
                 connection=lambda: self.hypervisor.connection,
             )
         )
+        self.security = SecurityGroups(
+            bus, host, net=peers.patient_net, records=self.records, spawn=self._spawn
+        )
         self.builder = Builder(
             host,
             peers=peers,
@@ -136,6 +142,7 @@ class NodeActor(Actor, Node):
             records=self.records,
             images=self.images,
             networks=self.networks,
+            security=self.security,
             state_dir=self.state_dir,
         )
         self.power = Power(
@@ -174,13 +181,16 @@ class NodeActor(Actor, Node):
         self._spawn(self.events.forward_forever(), "events")
         self._spawn(self._report_forever(), "report")
         await self.networks.restore()
-        self._spawn(self.reconciler.reconcile(), "reconcile")
+        if self.hypervisor.real_guests:
+            await self.security.start()
+        self._spawn(self._reconcile(), "reconcile")
         self._spawn(self._age_images_forever(), "image-cache")
         log.info(
             "node %s on %s (domain type %s)", self.host, self.hypervisor.uri, self.hypervisor.domain_type
         )
 
     async def on_stop(self) -> None:
+        await self.security.stop()
         self.consoles.close_all()
         await self.metadata.close()
         await self.hypervisor.close()
@@ -189,6 +199,11 @@ class NodeActor(Actor, Node):
     def _spawn(self, work: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
         """Background work of a part of the node (``spawn``: if it fails, the actor crashes)."""
         return self.spawn(work, name=f"{self.address}-{name}")
+
+    async def _reconcile(self) -> None:
+        """The reconciler, once the guests it may start again are filtered."""
+        await self.security.until_applied()
+        await self.reconciler.reconcile()
 
     async def _reconnected(self) -> None:
         await self.reconciler.catch_up()

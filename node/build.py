@@ -37,9 +37,10 @@ from node.configdrive import TARGET, write_config_drive
 from node.domain import Disk, DomainSpec, Nic, disk_bus, domain_xml, next_disk_target
 from node.hypervisor import Hypervisor
 from node.images import ImageCache
-from node.networks import Networking
+from node.networks import Attachment, Networking
 from node.peers import Peers
 from node.records import Records
+from node.security import SecurityGroups
 from node.volumes import volume_disk
 from runtime.states import VmState
 
@@ -82,6 +83,7 @@ class Builder:
         records: Records,
         images: ImageCache,
         networks: Networking,
+        security: SecurityGroups,
         state_dir: Path,
     ) -> None:
         self.host = host
@@ -90,6 +92,7 @@ class Builder:
         self.records = records
         self.images = images
         self.networks = networks
+        self.security = security
         self.state_dir = state_dir
         self._networks: dict[str, Network] = {}
 
@@ -150,6 +153,7 @@ class Builder:
             await self.peers.volume.attach_complete(
                 volume_id=volume_id, instance_uuid=instance_uuid, device=device
             )
+        await self.security.refresh()  # its ports' chains, before the guest's first frame
         await self.hypervisor.virt(domain.create)
 
     async def _report_build_failure(self, instance_uuid: str, message: str) -> None:
@@ -261,7 +265,7 @@ class Builder:
             self.hypervisor.connection, network, subnet, port, instance_uuid
         )
         await self.peers.net.set_port_binding(
-            port_id=port["id"], vif_type=attachment.vif_type, vif_details=attachment.details
+            port_id=port["id"], vif_type=attachment.vif_type, vif_details=self._vif_details(attachment)
         )
         return Nic(
             port["mac_address"],
@@ -271,6 +275,14 @@ class Builder:
             user_mode=attachment.vif_type == "user",
             mtu=attachment.mtu,
         )
+
+    def _vif_details(self, attachment: Attachment) -> dict[str, Any]:
+        """The binding's ``vif_details``, with Neutron's ``port_filter``: whether this host enforces
+        the port's security groups (a user-mode NIC has no tap on a bridge to filter)."""
+        if attachment.vif_type == "user":
+            reason = "user-mode networking: no tap on a bridge, security groups are not enforced"
+            return {**attachment.details, "port_filter": False, "port_filter_reason": reason}
+        return {**attachment.details, "port_filter": self.security.enforcing}
 
     async def _network(self, network_id: str, instance_uuid: str) -> Network:
         """A network an instance of this host is on (kept: what the node reads of it never changes)."""
@@ -304,6 +316,7 @@ class Builder:
         xml = await undo.step("removing the domain", self._remove_from_libvirt(instance_uuid))
         await undo.step("releasing ports and volumes", self._release_elsewhere(instance_uuid))
         await self._release_here(instance_uuid, xml, undo)
+        await self.security.refresh_logged(f"the failed build of {instance_uuid}")
 
     # -- delete -------------------------------------------------------------------------------
 
@@ -336,6 +349,7 @@ class Builder:
         xml, _ = await self._prepare(request)
         await self.records.save(instance_uuid, request["instance"]["project_id"], xml)
         domain = await self.hypervisor.define(xml)
+        await self.security.refresh()
         if request["instance"]["vm_state"] == VmState.STOPPED:
             await self.peers.patient_conductor.task_done(instance_uuid=instance_uuid)
         else:
@@ -347,6 +361,7 @@ class Builder:
             await self.peers.patient_conductor.task_progress(instance_uuids=[instance_uuid])
             await self._terminate(instance_uuid)
         self.records.forget_lock(instance_uuid)
+        await self.security.refresh_logged(f"the delete of {instance_uuid}")
 
     async def _terminate(self, instance_uuid: str) -> None:
         self.records.note_request(instance_uuid)
@@ -369,6 +384,7 @@ class Builder:
         removal = Cleanup(f"node {self.host}: removal of orphan {instance_uuid}")
         xml = await removal.step("removing the domain", self._remove_from_libvirt(instance_uuid))
         await self._release_here(instance_uuid, xml, removal)
+        await self.security.refresh_logged(f"the removal of orphan {instance_uuid}")
 
     async def _remove_from_libvirt(self, instance_uuid: str) -> str | None:
         """Destroy and undefine the instance's domain if libvirt has one; the definition it had

@@ -89,6 +89,12 @@ def domain_name(instance_uuid: str) -> str:
     return f"instance-{instance_uuid}"
 
 
+def tap_name(port_id: str) -> str:
+    """The tap of a bridged NIC, as Neutron names it (libvirt would pick ``vnetN``): the node's
+    firewall names it before the guest starts."""
+    return f"tap{port_id[:11]}"
+
+
 def disk_bus(image_properties: dict[str, Any]) -> str:
     """The disk bus an image asks for (``hw_disk_bus``, default virtio); libvirt judges the value."""
     return str(image_properties.get("hw_disk_bus") or "virtio")
@@ -136,6 +142,8 @@ def domain_xml(spec: DomainSpec) -> str:
             ET.SubElement(interface, "source", network=nic.network)
         elif nic.bridge:
             ET.SubElement(interface, "source", bridge=nic.bridge)
+        if nic.network or nic.bridge:
+            ET.SubElement(interface, "target", dev=tap_name(nic.port_id))
         if nic.mtu:
             ET.SubElement(interface, "mtu", size=str(nic.mtu))
         ET.SubElement(interface, "model", type="virtio")

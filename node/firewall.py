@@ -1,6 +1,6 @@
-"""Security groups on a node (work in progress: docs/SECURITY-GROUPS-WIP.md): the node's nftables
-tables, rendered whole from its ports and applied in one ``nft`` transaction, so a change takes
-effect at once and a packet never sees half a ruleset.
+"""Security groups on a node (applied by ``node.security``): the node's nftables tables, rendered
+whole from its ports and applied in one ``nft`` transaction, so a change takes effect at once and a
+packet never sees half a ruleset.
 
 Two tables per node, both named ``table_name(host)``:
 
@@ -9,26 +9,37 @@ Two tables per node, both named ``table_name(host)``:
   needs). The forward and output hooks send what goes to a port (its network's bridge and its fixed
   IP, so overlapping subnets of two networks stay apart) to ``to_<n>``; forward and input send what
   comes from one to ``from_<n>``. Each accepts the replies of allowed flows (conntrack), IPv6
-  neighbour discovery and DHCP, then what one of the port's rules allows (a remote group is a named
-  set of its members' addresses), and drops the rest: ingress is denied but for the rules
+  neighbour discovery and DHCP, the metadata service (``169.254.169.254:80``, whatever address
+  the host holds on the bridge), then what one of the port's rules allows (a remote group is a
+  named set of its members' addresses), and drops the rest: ingress is denied but for the rules
   (Neutron's default group allows its own members), egress is as the rules say (Neutron's groups
-  allow it all).
+  allow it all). Each bridge's flows are tracked in a conntrack zone of its own
+  (``conntrack_zone``, set at priority raw, before conntrack), so two networks with the same
+  addresses never share a flow's state.
 * ``bridge``, stateless anti-spoofing per tap (the guest's NIC on the bridge): a frame from the tap
   must carry the port's MAC and, for IP and ARP, one of its fixed IPs (DHCP's 0.0.0.0 excepted).
   The kernel here has no bridge conntrack (``NF_CONNTRACK_BRIDGE``), hence the split.
 
 A port without port security gets nothing: everything passes.
+
+libvirt's own iptables rules for an isolated network (``LIBVIRT_INP``/``OUT``: accept DNS and
+DHCP to and from the bridge; ``LIBVIRT_FWX``: accept what enters and leaves by the same bridge,
+which bridged traffic through br_netfilter does; ``FWI``/``FWO``: reject what is routed in or out)
+neither drop what these tables allow nor accept past their drops: nft and iptables-nft base chains
+are separate, a drop in any one is final.
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from ipaddress import ip_address, ip_network
 
 from api.net import HostSecurity
+from node.metadata import METADATA_ADDRESS
 
 ICMP_PROTOCOLS = {1: "icmp", 58: "icmpv6"}
 """nft's names of ICMP and ICMPv6 (their headers' keywords too)."""
@@ -145,6 +156,7 @@ def _from_port(port: PortFilter) -> list[str]:
         "ct state invalid drop",
         "icmpv6 type { nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert } accept",
         "udp sport 68 udp dport 67 accept",
+        f"ip daddr {METADATA_ADDRESS} tcp dport 80 accept",
         *(f"{_match(rule)} accept" for rule in port.rules if rule.direction == "egress"),
         "drop",
     ]
@@ -175,6 +187,23 @@ def _sets(ruleset: Ruleset) -> list[str]:
     return lines
 
 
+def conntrack_zone(bridge: str) -> int:
+    """The conntrack zone of a bridge's flows (1-65535, from its name: the same at every apply)."""
+    return zlib.crc32(bridge.encode()) % 65535 + 1
+
+
+def _zones(ports: list[PortFilter]) -> list[str]:
+    """The chains putting each bridge's flows in its own conntrack zone, before conntrack sees them
+    (priority raw): by the bridge a packet comes in on or, sent by the host, goes out on."""
+    bridges = sorted({port.bridge for port in ports})
+    lines = []
+    for name, hook, device in (("zone_in", "prerouting", "iifname"), ("zone_out", "output", "oifname")):
+        lines.append(f"  chain {name} {{ type filter hook {hook} priority raw; policy accept;")
+        lines += [f'    {device} "{bridge}" ct zone set {conntrack_zone(bridge)}' for bridge in bridges]
+        lines.append("  }")
+    return lines
+
+
 def _dispatch(ports: list[PortFilter], side: str, direction: str) -> list[str]:
     """The statements sending each port's packets to its chain: by the bridge (``oifname`` or
     ``iifname``) and the port's address (``daddr`` or ``saddr``)."""
@@ -194,7 +223,7 @@ def render(host: str, ruleset: Ruleset) -> str:
     lines = []
     for family in ("inet", "bridge"):
         lines += [f"table {family} {table}", f"delete table {family} {table}"]
-    lines += [f"table inet {table} {{", *_sets(ruleset)]
+    lines += [f"table inet {table} {{", *_sets(ruleset), *_zones(ports)]
     for hook, sides in (("forward", ("to", "from")), ("output", ("to",)), ("input", ("from",))):
         lines.append(f"  chain {hook} {{ type filter hook {hook} priority filter; policy accept;")
         for side in sides:

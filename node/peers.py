@@ -1,10 +1,10 @@
 """The services a node calls, as typed clients of their node-facing facets, each as this node's host.
 
 ``FACETS`` is all a node process calls (with the scheduler's ``HEARTBEAT`` topic and its own
-``domain`` events): its NATS permissions follow from them. Every one of them is served per
-calling host (``conductor.host.<host>``, ``image.host.<host>``...): the clients are made with
-the node's host, the only one its NATS user may send as, and the callee acts only on the
-instances recorded on that host. The ``patient_*`` clients ask again while the callee is away,
+``domain`` events), ``TOPICS`` all it hears: its NATS permissions follow from them. Every facet
+is served per calling host (``conductor.host.<host>``, ``image.host.<host>``...): the clients are
+made with the node's host, the only one its NATS user may send as, and the callee acts only on
+the instances recorded on that host. The ``patient_*`` clients ask again while the callee is away,
 restarting or busy (``TRANSIENT_RETRY_FOR``, each attempt ``ATTEMPT_TIMEOUT``): only for the
 idempotent calls of the build and power paths.
 """
@@ -16,7 +16,7 @@ from typing import TypeVar
 
 from api.conductor import ConductorForNodes
 from api.image import ImageForNodes
-from api.net import NetForNodes
+from api.net import SECURITY_CHANGED, NetForNodes
 from api.volume import VolumeAttacher
 from bus import Bus
 from bus.api import ServiceAPI
@@ -27,6 +27,8 @@ ATTEMPT_TIMEOUT = 5.0
 
 FACETS = (ConductorForNodes, ImageForNodes, NetForNodes, VolumeAttacher)
 """What a node calls."""
+TOPICS = (SECURITY_CHANGED,)
+"""What a node hears, each as its own hosts only (``net.secgroups.<host>``: its security groups changed)."""
 
 F = TypeVar("F", bound=ServiceAPI)
 

@@ -348,3 +348,28 @@ async def test_a_node_sends_only_its_own_heartbeats(connect_as, bus_as, tmp_path
         assert [h["host"] for h in await admin.call("scheduler.list_hosts")] == ["node-1"]
     finally:
         await scheduler.stop()
+
+
+async def test_a_node_hears_only_its_own_hosts_security_group_notices(connect_as) -> None:
+    node = await connect_as("node-1")
+    heard: list[str] = []
+
+    async def on_notice(msg: Msg) -> None:
+        heard.append(msg.subject)
+
+    await node.nc.subscribe("aiostack.net.secgroups.node-2", cb=on_notice)
+    await node.violation("aiostack.net.secgroups.node-2")
+    await node.nc.subscribe("aiostack.net.secgroups.*", cb=on_notice)
+    await node.violation("aiostack.net.secgroups.*")
+    await node.nc.subscribe("aiostack.net.secgroups.node-1", cb=on_notice)
+    await node.nc.flush()
+    net = await connect_as("net")
+    for host in ("node-2", "node-1"):
+        await net.nc.publish(f"aiostack.net.secgroups.{host}", b"{}")
+    await net.nc.flush()
+    async with asyncio.timeout(5):
+        while not heard:
+            await asyncio.sleep(0.01)
+    await node.nc.flush()
+    assert heard == ["aiostack.net.secgroups.node-1"]  # node-2's came first: it would have been heard first
+    assert not net.errors

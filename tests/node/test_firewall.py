@@ -13,7 +13,18 @@ from dataclasses import dataclass
 import pytest
 
 from api.net import HostSecurity
-from node.firewall import PortFilter, Rule, Ruleset, apply, remove, render, ruleset_of, table_name
+from node.firewall import (
+    PortFilter,
+    Rule,
+    Ruleset,
+    apply,
+    conntrack_zone,
+    remove,
+    render,
+    ruleset_of,
+    table_name,
+)
+from node.metadata import METADATA_ADDRESS
 
 GROUP = "5b0c6f0a-0000-4000-8000-000000000001"
 DEFAULT_RULES = (
@@ -125,6 +136,8 @@ def test_the_rules_render_as_one_transaction_replacing_both_tables() -> None:
     assert "meta nfproto ipv4 ip saddr @g_5b0c6f0a000040008000000000000001_4 accept" in script
     assert 'oifname "br" ip daddr 10.0.0.5 jump to_0' in script
     assert 'iifname "tap1" ether saddr != fa:16:3e:00:00:01 drop' in script
+    assert f'iifname "br" ct zone set {conntrack_zone("br")}' in script
+    assert f'oifname "br" ct zone set {conntrack_zone("br")}' in script
     unfiltered = PortFilter("br", "tap1", "fa:16:3e:00:00:01", ("10.0.0.5",), (), port_security_enabled=False)
     assert "jump" not in render("node 1", Ruleset(ports=(unfiltered,)))
 
@@ -169,3 +182,49 @@ async def test_ingress_is_denied_but_for_the_rules_and_a_rule_added_takes_effect
     finally:
         server.terminate()
         server.wait()
+
+
+def conntrack_zones(namespace: str, address: str) -> set[int]:
+    """The conntrack zones of the flows the namespace tracks to ``address`` (0: no zone given)."""
+    zones = set()
+    for line in _in(namespace, "cat", "/proc/net/nf_conntrack").stdout.splitlines():
+        if f" dst={address} " in line:
+            words = dict(word.split("=", 1) for word in line.split() if "=" in word)
+            zones.add(int(words.get("zone", "0")))
+    return zones
+
+
+async def test_each_bridge_tracks_its_flows_in_its_own_conntrack_zone(lab: Lab) -> None:
+    prefix = ("ip", "netns", "exec", lab.host)
+    try:
+        await apply("node-1", lab.ruleset(DEFAULT_RULES + SSH_AND_PING), prefix)
+        assert pings(lab.host, "10.77.0.11")  # sent by the host onto the bridge
+        assert pings(lab.guests[1], "10.77.0.11")  # bridged from one guest to the other
+        assert conntrack_zones(lab.host, "10.77.0.11") == {conntrack_zone(lab.bridge)}
+        assert conntrack_zone(lab.bridge) != conntrack_zone("other-bridge")
+    finally:
+        await remove("node-1", prefix)
+
+
+async def test_a_guest_allowed_no_egress_still_reaches_the_metadata_service(lab: Lab) -> None:
+    _in(lab.host, "ip", "addr", "add", f"{METADATA_ADDRESS}/32", "dev", lab.bridge)
+    _in(lab.guests[0], "ip", "route", "add", METADATA_ADDRESS, "dev", "eth0")
+    server = subprocess.Popen(  # noqa: ASYNC220 (a server for the test's whole length)
+        ["ip", "netns", "exec", lab.host, "python3", "-m", "http.server", "80"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    prefix = ("ip", "netns", "exec", lab.host)
+    no_egress = (Rule("ingress", "IPv4", remote_group_id=GROUP),)
+    try:
+        for _ in range(100):
+            if connects(lab.guests[0], METADATA_ADDRESS, 80) and connects(lab.guests[0], "10.77.0.1", 80):
+                break
+            await asyncio.sleep(0.1)
+        await apply("node-1", lab.ruleset(no_egress), prefix)
+        assert connects(lab.guests[0], METADATA_ADDRESS, 80)
+        assert not connects(lab.guests[0], "10.77.0.1", 80)  # the same server at the host's address
+        assert not pings(lab.guests[0], "10.77.0.1")
+    finally:
+        server.terminate()
+        server.wait()
+        await remove("node-1", prefix)

@@ -71,6 +71,13 @@ async def test_root_logs_into_a_real_guest_with_its_key_pair_and_no_other_key(
     other = tmp_path / "other"
     assert (await run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", other))[0] == 0
 
+    # the project's default group lets in only its own members: open SSH to it, as a user does
+    # (``openstack security group rule create --protocol tcp --dst-port 22 default``)
+    groups = await client.request("GET", "/network/v2.0/security-groups?name=default")
+    ssh = {"direction": "ingress", "protocol": "tcp", "port_range_min": 22, "port_range_max": 22}
+    ssh["security_group_id"] = groups["security_groups"][0]["id"]
+    await client.request("POST", "/network/v2.0/security-group-rules", {"security_group_rule": ssh})
+
     body = {
         "name": "reachable",
         "imageRef": qemu_cloud.images["disk"],
