@@ -414,8 +414,7 @@ class SecurityChanged(TypedDict):
 
 SECURITY_CHANGED = Topic("net.secgroups.{host}", SecurityChanged)
 """Told to each host with an instance port that a changed group filters, or whose groups' rules name
-a changed group as their remote group; the host then asks ``NetForNodes.security_for_host`` (work in
-progress: no node listens yet, docs/SECURITY-GROUPS-WIP.md)."""
+a changed group as their remote group; the host then asks ``NetForNodes.security_for_host``."""
 
 
 class RouterPort(TypedDict):
@@ -898,7 +897,7 @@ class NetForNodes(ServiceAPI, address="net.host.{host}", caller="host"):
 
     @call(idempotent=True)
     async def security_for_host(self) -> HostSecurity:
-        """What the calling host enforces (work in progress: docs/SECURITY-GROUPS-WIP.md): every
+        """What the calling host enforces: every
         instance port bound to it, with its groups' rules, and the members of the remote groups
         those rules name (their ports on any host)."""
         ...

@@ -1039,11 +1039,11 @@ EXTENSIONS = {
 networks, subnets and ports have. Not listed, because not built whole: port binding (ports show
 its attributes, but ``binding:host_id`` is taken on update only, and ``binding:vnic_type`` and
 ``binding:profile`` not at all), tags (``tags`` is always empty), timestamps (no ``changed_since``
-filter), address scopes and default subnet pools. External networks, routers (with SNAT on or off,
-and extra routes: ``gateway.routers``) and floating IPs (``gateway.floating_ips``) are listed for
-their API; no node plumbs them yet (``NetForNodes.routers_for_host`` tells what to). Security groups and
-port security are listed for their API (``gateway.security_groups``, ports' ``security_groups`` and
-``port_security_enabled``); nodes do not enforce them yet (docs/SECURITY-GROUPS-WIP.md)."""
+filter), address scopes and default subnet pools. External networks, routers (with SNAT on or off:
+``gateway.routers``) and floating IPs (``gateway.floating_ips``) are listed, and nodes with real
+guests plumb them (``node.routers``; extra routes are accepted by the API but not plumbed). Security
+groups and port security are listed (``gateway.security_groups``, ports' ``security_groups`` and
+``port_security_enabled``) and enforced by those nodes (``node.security``)."""
 
 # -- routes -----------------------------------------------------------------------------------
 

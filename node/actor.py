@@ -17,6 +17,9 @@ to the one that does it:
   after a reconnect, and the orphan sweep;
 * ``SecurityGroups`` (``node/security.py``): on a host with real guests, its security groups as
   nftables tables (``node/firewall.py``), kept in line with the net actor's notices;
+* ``RouterAgent`` (``node/routers.py``): on a host with real guests, the routers the net actor
+  gives it, each a network namespace with SNAT and floating IPs (Neutron's L3 agent), made again
+  on the host's ``ROUTERS_CHANGED`` notices, when a guest's networks are plugged, and every 60 s;
 * and itself: the heartbeat (capacity on ``api.scheduler.HEARTBEAT``, and ``task_progress``
   for the instances in its hands), the aging of the image cache (every ``image_cache_interval``,
   ``ImageCache.age`` with the images its stored domains use), the console log and the list of
@@ -41,7 +44,10 @@ from collections.abc import Coroutine
 from typing import Any
 
 import libvirt
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 
+from api.net import ROUTERS_CHANGED
 from api.node import (
     AttachedVolume,
     ConsoleOutput,
@@ -60,12 +66,14 @@ from node.events import EventForwarder
 from node.hypervisor import Hypervisor
 from node.images import ImageCache
 from node.metadata import GuestFinder, MetadataService
-from node.networks import GuestNetworks, Networking
+from node.networks import GuestNetworks, Networking, bridge_name
 from node.overlay import OverlayNetworks
+from node.overlay import bridge_for as overlay_bridge
 from node.peers import Peers
 from node.power import Power
 from node.reconcile import Reconciler
 from node.records import Records
+from node.routers import RouterAgent
 from node.security import SecurityGroups
 from node.snapshots import Snapshots
 from node.volumes import Volumes
@@ -135,6 +143,10 @@ class NodeActor(Actor, Node):
         self.security = SecurityGroups(
             bus, host, net=peers.patient_net, records=self.records, spawn=self._spawn
         )
+        self.routers = RouterAgent(
+            peers.net.routers_for_host, overlay_bridge if overlay_ip else bridge_name, self.state_dir
+        )
+        self._router_notices: Subscription | None = None
         self.builder = Builder(
             host,
             peers=peers,
@@ -144,6 +156,7 @@ class NodeActor(Actor, Node):
             networks=self.networks,
             security=self.security,
             state_dir=self.state_dir,
+            networks_plugged=self.routers.notice,
         )
         self.power = Power(
             host,
@@ -183,6 +196,9 @@ class NodeActor(Actor, Node):
         await self.networks.restore()
         if self.hypervisor.real_guests:
             await self.security.start()
+            subject = self.bus.subject(ROUTERS_CHANGED.subject(host=self.host))
+            self._router_notices = await self.bus.subscribe(subject, self._routers_changed)
+            self._spawn(self.routers.run(), "routers")
         self._spawn(self._reconcile(), "reconcile")
         self._spawn(self._age_images_forever(), "image-cache")
         log.info(
@@ -191,6 +207,8 @@ class NodeActor(Actor, Node):
 
     async def on_stop(self) -> None:
         await self.security.stop()
+        if self._router_notices is not None:
+            await self._router_notices.unsubscribe()
         self.consoles.close_all()
         await self.metadata.close()
         await self.hypervisor.close()
@@ -204,6 +222,10 @@ class NodeActor(Actor, Node):
         """The reconciler, once the guests it may start again are filtered."""
         await self.security.until_applied()
         await self.reconciler.reconcile()
+
+    async def _routers_changed(self, _msg: Msg) -> None:
+        """The host's ``ROUTERS_CHANGED``: the routers are made again (what changed is asked anew)."""
+        self.routers.notice()
 
     async def _reconnected(self) -> None:
         await self.reconciler.catch_up()

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -85,7 +85,10 @@ class Builder:
         networks: Networking,
         security: SecurityGroups,
         state_dir: Path,
+        networks_plugged: Callable[[], None] = lambda: None,
     ) -> None:
+        """``networks_plugged``: told when a guest's networks are on this host (the routers
+        plug into a tenant network's bridge once it exists)."""
         self.host = host
         self.peers = peers
         self.hypervisor = hypervisor
@@ -94,6 +97,7 @@ class Builder:
         self.networks = networks
         self.security = security
         self.state_dir = state_dir
+        self.networks_plugged = networks_plugged
         self._networks: dict[str, Network] = {}
 
     # -- build --------------------------------------------------------------------------------
@@ -154,6 +158,7 @@ class Builder:
                 volume_id=volume_id, instance_uuid=instance_uuid, device=device
             )
         await self.security.refresh()  # its ports' chains, before the guest's first frame
+        self.networks_plugged()
         await self.hypervisor.virt(domain.create)
 
     async def _report_build_failure(self, instance_uuid: str, message: str) -> None:

@@ -16,7 +16,7 @@ from typing import TypeVar
 
 from api.conductor import ConductorForNodes
 from api.image import ImageForNodes
-from api.net import SECURITY_CHANGED, NetForNodes
+from api.net import ROUTERS_CHANGED, SECURITY_CHANGED, NetForNodes
 from api.volume import VolumeAttacher
 from bus import Bus
 from bus.api import ServiceAPI
@@ -27,8 +27,9 @@ ATTEMPT_TIMEOUT = 5.0
 
 FACETS = (ConductorForNodes, ImageForNodes, NetForNodes, VolumeAttacher)
 """What a node calls."""
-TOPICS = (SECURITY_CHANGED,)
-"""What a node hears, each as its own hosts only (``net.secgroups.<host>``: its security groups changed)."""
+TOPICS = (SECURITY_CHANGED, ROUTERS_CHANGED)
+"""What a node hears, each as its own hosts only (``net.secgroups.<host>``: its security groups
+changed; ``net.routers.<host>``: the routers it serves changed)."""
 
 F = TypeVar("F", bound=ServiceAPI)
 
