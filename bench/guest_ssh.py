@@ -92,6 +92,21 @@ async def boot_until_ssh(
     return elapsed
 
 
+async def tear_down_router(client: Client, router_id: str, subnet_id: str) -> None:
+    """The router, its interface and its floating IPs deleted, and its namespace gone from the host."""
+    for server in (await client.request("GET", "/compute/v2.1/servers"))["servers"]:
+        await client.server_action(server["id"], "delete", wait=True)
+    listed = await client.request("GET", f"/network/v2.0/floatingips?router_id={router_id}")
+    for floating in listed["floatingips"]:
+        await client.request("DELETE", f"/network/v2.0/floatingips/{floating['id']}")
+    routers = "/network/v2.0/routers"
+    await client.request("PUT", f"{routers}/{router_id}/remove_router_interface", {"subnet_id": subnet_id})
+    await client.request("DELETE", f"{routers}/{router_id}")
+    async with asyncio.timeout(60):
+        while Path("/run/netns", f"qrouter-{router_id}").exists():
+            await asyncio.sleep(0.1)
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -159,10 +174,14 @@ async def main() -> None:
                 sh("ip", "-n", namespace, "link", "set", inner, "up")
 
                 setup = {"image": images["disk"], "network": network["id"], "public": public["id"]}
-                for number in range(args.boots):
-                    elapsed = await boot_until_ssh(client, setup, namespace, key, f"ssh-{number}")
-                    times.append(elapsed)
-                    print(f"boot {number + 1}: ssh answers {elapsed:.2f} s after POST /servers")
+                try:
+                    for number in range(args.boots):
+                        elapsed = await boot_until_ssh(client, setup, namespace, key, f"ssh-{number}")
+                        times.append(elapsed)
+                        print(f"boot {number + 1}: ssh answers {elapsed:.2f} s after POST /servers")
+                finally:  # the router's namespace outlives the cloud's processes unless it is deleted
+                    sh("ip", "link", "del", outer)
+                    await tear_down_router(client, router["id"], tenant["id"])
     finally:
         sh("ip", "netns", "del", namespace)
     p50 = statistics.median(times)

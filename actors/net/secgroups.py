@@ -370,12 +370,12 @@ class SecurityGroupServant(SecurityGroups):
             return await self._group(db, group_id, None)
 
     async def list_security_groups(self, *, name: str | None = None) -> list[SecurityGroup]:
-        project = scope()
-        if project is not None and not await self.state.store.fetchone(
-            "SELECT 1 FROM security_groups WHERE project_id = ? AND is_default = 1", (project,)
+        project, own = scope(), caller_project()  # an admin sees every project's, and has its own
+        if own and not await self.state.store.fetchone(
+            "SELECT 1 FROM security_groups WHERE project_id = ? AND is_default = 1", (own,)
         ):
             async with self.state.writing() as db:
-                await default_group(db, project)
+                await default_group(db, own)
         where, params = ("r.name = ?", [name]) if name is not None else ("1 = 1", [])
         groups = await self.state.load(SECURITY_GROUP, where, params, scope=project)
         rules = await self.state.load(SECURITY_GROUP_RULE, "1 = 1", [], scope=project)

@@ -253,3 +253,16 @@ async def test_groups_and_rules_past_the_quota_are_a_409_and_the_default_group_c
     status, body = await demo.get(f"{quota}/details")
     assert body["quota"]["security_group"] == {"limit": 2, "used": 2, "reserved": 0}
     assert body["quota"]["security_group_rule"] == {"limit": 6, "used": 6, "reserved": 0}
+
+
+async def test_an_admin_listing_groups_sees_every_projects_and_gets_a_default_group_of_its_own(
+    demo: Any,
+) -> None:
+    await demo.get(GROUPS)  # the demo project's default group, made on its first list
+    admin = type(demo)(demo.session, demo.base_url)
+    await admin.login("admin", ADMIN_PASSWORD, project="admin")
+    status, body = await admin.get(GROUPS, params={"name": "default"})
+    assert status == 200
+    assert sorted(group["project_id"] for group in body["security_groups"]) == sorted(
+        [admin.project_id, demo.project_id]
+    )
