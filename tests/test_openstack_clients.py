@@ -226,6 +226,17 @@ def test_the_openstack_cli_routes_a_subnet_to_an_external_network_and_floats_an_
     assert (associated["port_id"], associated["router_id"]) == (port["id"], router["id"])
     assert associated["fixed_ip_address"] == port["fixed_ips"][0]["ip_address"]
     openstack_cli(cloud, "floating", "ip", "unset", "--port", floating["id"])
+    server = cli_json(
+        cloud, "server", "create", "--image", "aiostack-tiny", "--flavor", "m1.tiny",
+        "--network", "cli-inside", "--wait", "cli-floated",
+    )  # fmt: skip
+    address = floating["floating_ip_address"]
+    openstack_cli(cloud, "server", "add", "floating", "ip", "cli-floated", address)
+    [server_port] = cli_json(cloud, "port", "list", "--server", server["id"])
+    assert cli_json(cloud, "floating", "ip", "show", floating["id"])["port_id"] == server_port["ID"]
+    openstack_cli(cloud, "server", "remove", "floating", "ip", "cli-floated", address)
+    assert cli_json(cloud, "floating", "ip", "show", floating["id"])["port_id"] is None
+    openstack_cli(cloud, "server", "delete", "--wait", "cli-floated")
     openstack_cli(cloud, "floating", "ip", "delete", floating["id"])
     openstack_cli(cloud, "router", "remove", "subnet", "cli-router", "in")
     openstack_cli(cloud, "router", "delete", "cli-router")
