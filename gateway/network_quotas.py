@@ -159,9 +159,11 @@ async def show_quota(request: web.Request) -> web.Response:
     f"{QUOTA}/default",
     "Show the default quotas",
     replies=[Reply(200, NetworkQuotaShown, "The limits of a project with none of its own.")],
+    errors=(404,),
 )
 async def show_default_quota(request: web.Request) -> web.Response:
-    """403: another project's, and the caller is no admin."""
+    """403: another project's, and the caller is no admin; 404: an empty project id (the path is
+    then ``/quotas/default``, no route)."""
     limits = await client(request, Net).get_default_quotas(project_id=request.match_info["project_id"])
     return json_response(NetworkQuotaShown(quota=NetworkQuota(**_shown(limits))))
 
@@ -172,9 +174,11 @@ async def show_default_quota(request: web.Request) -> web.Response:
     replies=[
         Reply(200, NetworkQuotaDetailsShown, "Each limit with what the project uses (reserved: always 0).")
     ],
+    errors=(404,),
 )
 async def show_quota_details(request: web.Request) -> web.Response:
-    """403: another project's, and the caller is no admin."""
+    """403: another project's, and the caller is no admin; 404: an empty project id (the path is
+    then ``/quotas/details``, no route)."""
     details = await client(request, Net).get_quota_details(project_id=request.match_info["project_id"])
     unbuilt = NetworkQuotaUsage(limit=UNLIMITED, used=0, reserved=0)
     shown = {

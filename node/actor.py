@@ -233,19 +233,26 @@ class NodeActor(Actor, Node):
     # -- heartbeat ------------------------------------------------------------------------
 
     async def _report_forever(self) -> None:
-        """The heartbeat, and the instances this node is working on (their tasks make progress)."""
+        """The heartbeat, and the instances this node is working on (their tasks make progress).
+        A failed heartbeat (the scheduler starting with the node, or away) is sent again sooner,
+        after 0.5 s doubling up to ``report_interval``, so the node is not unknown for a whole one."""
+        failures = 0
         while True:
             try:
                 if self.hypervisor.conn is not None:
                     await self.report_capacity()
+                failures = 0
             except (AiostackError, libvirt.libvirtError, ConnectionError) as exc:
+                failures += 1
                 log.warning("node %s: capacity report failed: %s", self.host, exc)
             try:
                 if self.records.working:
                     await self.conductor.task_progress(instance_uuids=sorted(self.records.working))
             except AiostackError as exc:
                 log.warning("node %s: progress report failed: %s", self.host, exc)
-            await asyncio.sleep(self.report_interval)
+            await asyncio.sleep(
+                min(self.report_interval, 0.5 * 2 ** (failures - 1)) if failures else self.report_interval
+            )
 
     # -- image cache --------------------------------------------------------------------------
 
