@@ -25,7 +25,9 @@ async def group_names_by_server(request: web.Request) -> dict[str, list[str]]:
     for port in await net.list_ports():
         if port["device_id"] and port["security_groups"]:
             groups = by_server.setdefault(port["device_id"], [])
-            groups += [names[id] for id in port["security_groups"] if id in names and names[id] not in groups]
+            for group_id in port["security_groups"]:
+                if group_id in names and names[group_id] not in groups:
+                    groups.append(names[group_id])
     return by_server
 
 
@@ -55,7 +57,7 @@ async def remove_security_group(request: web.Request, server_id: str, name: str)
         raise NotFound(f"Security group {name} not associated with the instance {server_id}")
     net = client(request, Net)
     for port in members:
-        kept = [id for id in port["security_groups"] if id != group["id"]]
+        kept = [group_id for group_id in port["security_groups"] if group_id != group["id"]]
         await net.update_port(port_id=port["id"], security_groups=kept)
 
 
