@@ -445,6 +445,7 @@ class Client:
         volume: str | None = None,
         key_name: str | None = None,
         user_data: bytes | None = None,
+        security_groups: list[str] | None = None,
         wait: bool = False,
         timeout: float = 300,
     ) -> dict[str, Any]:
@@ -458,6 +459,7 @@ class Client:
                 boot_volume=volume,
                 key_name=key_name,
                 user_data=user_data,
+                security_groups=security_groups,
                 wait=wait,
                 timeout=timeout,
             )

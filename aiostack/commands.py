@@ -73,6 +73,12 @@ def add_client_commands(commands: Any, data_dir_default: Path) -> None:
     create.add_argument("--network", help="network name or id (default: auto)")
     create.add_argument("--key-name", help="the key pair root logs in with")
     create.add_argument(
+        "--security-group",
+        action="append",
+        dest="security_groups",
+        help="a security group (name or id) its ports join (repeatable; default: default)",
+    )
+    create.add_argument(
         "--user-data", type=Path, help="a file the guest runs at first boot (script, cloud-config)"
     )
     create.add_argument("--wait", action="store_true", help="return when the server is ACTIVE (or ERROR)")
@@ -196,6 +202,7 @@ async def run_client_command(args: argparse.Namespace) -> int:
                     network=args.network,
                     key_name=args.key_name,
                     user_data=args.user_data.read_bytes() if args.user_data else None,
+                    security_groups=args.security_groups,
                     wait=args.wait,
                 )
                 print_resource(server, format=args.format, only=args.column)

@@ -522,13 +522,16 @@ class ServerManager(_Manager[Server]):
         delete_volume_on_termination: bool = False,
         key_name: Keypair | str | None = None,
         user_data: bytes | str | None = None,
+        security_groups: builtins.list[str] | None = None,
         wait: bool = True,
         timeout: float = 300.0,
     ) -> Server:
         """Boot a server from ``image``, or from the bootable volume ``boot_volume`` (deleted with the
         server when ``delete_volume_on_termination``), on ``network``, else the project's default;
         ``key_name``: the key pair root logs in with; ``user_data``: what the guest runs at its first
-        boot (a script, cloud-config); with ``wait``, return once its ``instance.active`` event arrives.
+        boot (a script, cloud-config); ``security_groups``: the names (or ids) of the project's
+        security groups its ports join (None: ``default``); with ``wait``, return once its
+        ``instance.active`` event arrives.
 
         :raises ValueError: neither or both of ``image`` and ``boot_volume``.
         :raises BuildFailed: it went to ERROR instead (``fault`` says why).
@@ -560,6 +563,8 @@ class ServerManager(_Manager[Server]):
         if user_data is not None:
             data = user_data.encode() if isinstance(user_data, str) else user_data
             body["user_data"] = base64.b64encode(data).decode()
+        if security_groups is not None:
+            body["security_groups"] = [{"name": group} for group in security_groups]
         if not wait:
             answer = await client.request("POST", f"{COMPUTE}/servers", {"server": body})
             return await self.get(answer["server"]["id"])

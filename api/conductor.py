@@ -85,6 +85,8 @@ ServerName = Annotated[str, Meta(min_length=1, max_length=255, pattern=r"\S")]
 AccessAddress = Annotated[str, Meta(max_length=64)]
 """An IP address of the version the member names, or empty for none."""
 ImageName = Annotated[str, Meta(min_length=1, max_length=255)]
+SecurityGroupRef = Annotated[str, Meta(min_length=1, max_length=255)]
+"""A security group's name or id."""
 AdminPass = Annotated[str, Meta(min_length=1, max_length=255)]
 """The password the guest's administrator account gets (Nova's ``adminPass``)."""
 KeypairName = Annotated[str, Meta(pattern=r"^[A-Za-z0-9 _.@-]{1,255}$")]
@@ -328,6 +330,8 @@ class BuildRequest(TypedDict):
     """The administrator password asked for (kept only until the build ends)."""
     public_keys: NotRequired[dict[str, str]]
     """The key pair's public key by its name (none without ``key_name``)."""
+    security_groups: NotRequired[list[str] | None]
+    """The ids of the security groups the ports made for it join (None: its project's default)."""
 
 
 class InstanceMetadata(TypedDict):
@@ -474,6 +478,7 @@ class ServerCreation(ServiceAPI, address="conductor"):
         access_ip_v4: AccessAddress = "",
         access_ip_v6: AccessAddress = "",
         admin_pass: AdminPass | None = None,
+        security_groups: list[SecurityGroupRef] | None = None,
     ) -> Instance:
         """Record a new instance (BUILD: building/scheduling) and start building it; answers at once.
         ``admin_pass`` goes to the guest in its config drive (real guests), and is forgotten once
@@ -486,10 +491,14 @@ class ServerCreation(ServiceAPI, address="conductor"):
         ``image_ref`` is "" (the flavor's disk is not claimed), the volume must be bootable, and
         the image it was made from gives the node its properties (kernel, ramdisk, disk bus).
 
+        ``security_groups``: names (or ids) of the project's security groups the ports made for
+        the instance join, resolved to ids now (None: the project's default group).
+
         :raises InvalidRequest: an unknown flavor, image (or one not active), key pair, network,
             port or volume; a volume that is not available (or, to boot from, not bootable); no
             image and no volume to boot from; a network entry with neither ``uuid`` nor ``port``;
-            an access address that is not one of its version.
+            an access address that is not one of its version; a security group the project does
+            not have (or a name several of its groups have).
         :raises QuotaExceeded: the project would have more instances, vCPUs or RAM than its quota.
         """
         ...

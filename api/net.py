@@ -773,6 +773,7 @@ class InstancePorts(ServiceAPI, address="net"):
         project_id: Text,
         requested_networks: list[RequestedNetwork] | Literal["auto", "none"] | None,
         host: HostName,
+        security_groups: list[Id] | None = None,
     ) -> list[Port]:
         """The ports of an instance on ``host``, acting for ``project_id``; idempotent per instance.
 
@@ -780,13 +781,15 @@ class InstancePorts(ServiceAPI, address="net"):
         ``{"port": port_id}``; "auto", None or [] (the project's network if it has exactly one,
         else the shared default network); "none" (no port). A new port (device_owner
         ``COMPUTE_OWNER``) is deleted by ``deallocate_for_instance``, a given one only unbound.
-        Publishes ``port.bound`` for each; when the instance has ports, returns them instead
+        New ports join ``security_groups`` (None: the project's default group); a given one keeps
+        its groups. Publishes ``port.bound`` for each; when the instance has ports, returns them instead
         (bound to ``host`` now).
 
         :raises InvalidRequest: an entry with both or neither of uuid and port, a port with a
             fixed_ip, a port named twice, a fixed_ip that is no address of the network.
         :raises Forbidden: a member acting for another project.
-        :raises NotFound: a network or port the project does not see; no default network.
+        :raises NotFound: a network or port the project does not see; no default network; a
+            security group not of the project.
         :raises Conflict: a given port is bound to another instance; no (or not that) address is free.
         :raises OverQuota: the new ports would take the project past its port limit (none is made).
         """
@@ -823,6 +826,7 @@ class NetForNodes(ServiceAPI, address="net.host.{host}", caller="host"):
         *,
         instance_uuid: Id,
         requested_networks: list[RequestedNetwork] | Literal["auto", "none"] | None,
+        security_groups: list[Id] | None = None,
     ) -> list[Port]:
         """``InstancePorts.allocate_for_instance`` for an instance on the calling host, acting for
         its project, bound to that host.

@@ -92,9 +92,9 @@ def _positive(case: Any) -> bool:
 
 
 def _server(server: dict[str, Any]) -> None:
-    """A server create that names what exists: the image, a flavor, a key pair, the network. Its
-    volumes are dropped (a bootable, available volume is used up by the first boot naming it):
-    one that booted from a volume boots from the image."""
+    """A server create that names what exists: the image, a flavor, a key pair, the network, the
+    project's ``default`` security group. Its volumes are dropped (a bootable, available volume is
+    used up by the first boot naming it): one that booted from a volume boots from the image."""
     if isinstance(server.get("imageRef"), str) and server["imageRef"]:
         server["imageRef"] = REFS["image"]
     if "flavorRef" in server:
@@ -103,6 +103,8 @@ def _server(server: dict[str, Any]) -> None:
         server["key_name"] = REFS["keypair"]
     if isinstance(server.get("networks"), list):
         server["networks"] = [{"uuid": REFS["network"]} for _ in server["networks"]]
+    if isinstance(server.get("security_groups"), list):
+        server["security_groups"] = [{"name": "default"} for _ in server["security_groups"]]
     mappings = server.get("block_device_mapping_v2")
     if isinstance(mappings, list):
         kept = []

@@ -194,7 +194,9 @@ class Builder:
             if properties.get(key)
         }
         ports = await self.peers.patient_net.allocate_for_instance(
-            instance_uuid=uuid, requested_networks=requested_networks
+            instance_uuid=uuid,
+            requested_networks=requested_networks,
+            security_groups=request.get("security_groups"),
         )
         addresses = await self._addresses(ports, uuid)
         await self.peers.patient_conductor.instance_spawning(instance_uuid=uuid, addresses=addresses)

@@ -165,6 +165,33 @@ def test_the_openstack_cli_boots_a_server_from_a_volume_made_from_an_image(cloud
     openstack_cli(cloud, "volume", "delete", "cli-root")
 
 
+def test_the_openstack_cli_boots_a_server_in_a_security_group_and_adds_and_removes_groups(
+    cloud: RunningCloud,
+) -> None:
+    web = cli_json(cloud, "security", "group", "create", "cli-web")
+    server = cli_json(
+        cloud, "server", "create", "--image", "aiostack-tiny", "--flavor", "m1.tiny", "--network", "default",
+        "--security-group", "cli-web", "--wait", "cli-sg-vm",
+    )  # fmt: skip
+    assert server["status"] == "ACTIVE"
+
+    def groups() -> tuple[list[str], list[str]]:
+        """The groups ``server show`` lists, and the names of those of the server's port."""
+        shown = cli_json(cloud, "server", "show", "cli-sg-vm")
+        [port] = cli_json(cloud, "port", "list", "--server", "cli-sg-vm", "--long")
+        names = {group["ID"]: group["Name"] for group in cli_json(cloud, "security", "group", "list")}
+        listed = sorted(group["name"] for group in shown["security_groups"])
+        return listed, sorted(names[group_id] for group_id in port["Security Groups"])
+
+    assert groups() == (["cli-web"], ["cli-web"])
+    openstack_cli(cloud, "server", "add", "security", "group", "cli-sg-vm", "default")
+    assert groups() == (["cli-web", "default"], ["cli-web", "default"])
+    openstack_cli(cloud, "server", "remove", "security", "group", "cli-sg-vm", web["id"])
+    assert groups() == (["default"], ["default"])
+    openstack_cli(cloud, "server", "delete", "--wait", "cli-sg-vm")
+    openstack_cli(cloud, "security", "group", "delete", "cli-web")
+
+
 def test_the_openstack_cli_prints_the_services_own_error_messages(cloud: RunningCloud) -> None:
     env = {
         **os.environ,

@@ -137,6 +137,35 @@ async def test_key_pairs_are_generated_imported_and_given_to_a_server_with_its_u
         await client.keypairs.get("sdk-key")
 
 
+async def test_a_server_is_booted_in_security_groups_by_the_sdk_and_by_the_cli(
+    client: Client, gateway_url: str
+) -> None:
+    for name in ("sdk-web", "sdk-db"):
+        await client.request("POST", "/network/v2.0/security-groups", {"security_group": {"name": name}})
+    server = await client.servers.create(
+        "sdk-grouped", image="aiostack-tiny", flavor="m1.tiny", security_groups=["sdk-web"]
+    )
+    assert server.raw["security_groups"] == [{"name": "sdk-web"}]
+    environment = {
+        **os.environ,
+        "AIOSTACK_URL": gateway_url,
+        "OS_USERNAME": "demo",
+        "OS_PASSWORD": DEMO_PASSWORD,
+        "OS_PROJECT_NAME": "demo",
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "aiostack.cli", "server", "create", "cli-grouped",
+        "--security-group", "sdk-web", "--security-group", "sdk-db", "--wait",
+        env=environment, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    output = (await asyncio.wait_for(process.communicate(), 120))[0].decode()
+    assert process.returncode == 0, output
+    shown = await client.servers.get("cli-grouped")
+    assert sorted(group["name"] for group in shown.raw["security_groups"]) == ["sdk-db", "sdk-web"]
+    for grouped in (server, shown):
+        await client.servers.delete(grouped)
+
+
 async def test_errors_are_typed_by_status(client: Client, gateway_url: str) -> None:
     with pytest.raises(NotFound, match="no server named 'no-such-vm'"):
         await client.servers.get("no-such-vm")

@@ -94,13 +94,14 @@ class Builder(ServerCreation, NodeBuilds):
         access_ip_v4: str = "",
         access_ip_v6: str = "",
         admin_pass: str | None = None,
+        security_groups: list[str] | None = None,
     ) -> Instance:
         """Record a new instance (BUILD) and start building it; answers at once. The same request
         asked again (its reply lost, ``api.conductor``'s resend) answers the instance it made.
 
         :raises InvalidRequest: an unknown flavor, image, key pair, network, port or volume, an
             image not active, a volume not available, a network entry with no uuid or port, an
-            access address that is not one of its version.
+            access address that is not one of its version, a security group the project does not have.
         """
         ctx = require_caller()
         if ctx.project_id is None:
@@ -120,6 +121,9 @@ class Builder(ServerCreation, NodeBuilds):
         if key_name is not None and not await has_keypair(self.core.store, ctx.user_id, key_name):
             raise InvalidRequest("Invalid key_name provided.")
         requested = await self._check_networks(networks)
+        group_ids = (
+            None if security_groups is None else await self._group_ids(security_groups, ctx.project_id)
+        )
         now = utcnow()
         vm_state, task_state = CREATED
         row: InstanceRow = {
@@ -159,6 +163,7 @@ class Builder(ServerCreation, NodeBuilds):
             "locked_reason": None,
             "admin_pass": admin_pass,
             "snapshot_image": None,
+            "security_groups": None if group_ids is None else to_json(group_ids),
         }
         async with self.core.store.transaction() as db:
             asked = await self.core.asked_already(Action.CREATE, db=db)
@@ -224,6 +229,30 @@ class Builder(ServerCreation, NodeBuilds):
             else:
                 raise InvalidRequest("Invalid input: each network needs a 'uuid' or a 'port'")
         return requested
+
+    async def _group_ids(self, asked: list[str], project_id: str) -> list[str]:
+        """The ids of the project's security groups ``asked`` names, each by name or else by id
+        (as Nova matches them), in order and once each.
+
+        :raises InvalidRequest: a group the project does not have, a name several of its groups have.
+        """
+        groups = [
+            group
+            for group in await self.core.net.list_security_groups()
+            if group["project_id"] == project_id  # an admin sees every project's
+        ]
+        ids: list[str] = []
+        for ref in asked:
+            named = [group["id"] for group in groups if group["name"] == ref]
+            if len(named) > 1:
+                raise InvalidRequest(
+                    f"Multiple security groups found matching '{ref}'. Use an ID to be more specific."
+                )
+            found = named or [group["id"] for group in groups if group["id"] == ref]
+            if not found:
+                raise InvalidRequest(f"Security group {ref} not found for project {project_id}.")
+            ids.append(found[0])
+        return list(dict.fromkeys(ids))
 
     async def _check_block_devices(self, block_devices: list[BlockDevice]) -> list[BlockDevice]:
         """The volumes to attach at boot must exist, be available and named once; the one to boot
@@ -401,6 +430,7 @@ class Builder(ServerCreation, NodeBuilds):
             "user_data": row["user_data"],
             "admin_pass": row["admin_pass"],
             "public_keys": await self._public_keys(row),
+            "security_groups": from_json(row["security_groups"]),
         }
 
     async def get_instance_metadata(self, *, instance_uuid: str, host: str) -> InstanceMetadata:

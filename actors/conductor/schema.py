@@ -91,6 +91,10 @@ MIGRATIONS: list[Step] = [
     """
     ALTER TABLE instances ADD COLUMN snapshot_image TEXT;
     """,
+    # 12: the security groups (ids, JSON) the instance's new ports join; NULL: its project's default
+    """
+    ALTER TABLE instances ADD COLUMN security_groups TEXT;
+    """,
 ]
 
 
@@ -148,6 +152,9 @@ class InstanceRow(TypedDict):
     """Until the build ends: the password the guest's config drive gives its administrator."""
     snapshot_image: str | None
     """The image the latest createImage task uploads to."""
+    security_groups: str | None
+    """JSON: the ids of the security groups its new ports join, resolved at create; None: its
+    project's default group."""
 
 
 def vm_state_of(row: InstanceRow) -> VmState:

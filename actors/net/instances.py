@@ -40,6 +40,7 @@ class InstanceServant(InstancePorts, Allocations):
         project_id: str,
         requested_networks: list[RequestedNetwork] | Literal["auto", "none"] | None,
         host: str,
+        security_groups: list[str] | None = None,
     ) -> list[Port]:
         requests = _network_requests(requested_networks)
         project = scope()
@@ -68,7 +69,10 @@ class InstanceServant(InstancePorts, Allocations):
                     fixed_ips = [{"ip_address": request["fixed_ip"]}]
                 columns: dict[str, Any] = {"project_id": project_id, "device_id": instance_uuid}
                 columns |= {"binding_host": host, "device_owner": COMPUTE_OWNER, "created_for_instance": True}
-                ports.append(await new_port(db, request["uuid"], project_id, fixed_ips, columns))
+                port = await new_port(
+                    db, request["uuid"], project_id, fixed_ips, columns, security_groups=security_groups
+                )
+                ports.append(port)
             change = await ports_changed(db, ports)
         await tell(self.state.bus, change)
         for bound in ports:

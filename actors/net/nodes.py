@@ -49,6 +49,7 @@ class NodePorts(NetForNodes):
         instance_uuid: str,
         requested_networks: list[RequestedNetwork] | Literal["auto", "none"] | None,
         host: str,
+        security_groups: list[str] | None = None,
     ) -> list[Port]:
         """The instance's ports, for its project, bound to ``host`` (``api.net.NetForNodes``).
 
@@ -60,6 +61,7 @@ class NodePorts(NetForNodes):
             project_id=placement["project_id"],
             requested_networks=requested_networks,
             host=host,
+            security_groups=security_groups,
         )
 
     async def deallocate_for_instance(self, *, instance_uuid: str, host: str) -> Deallocated:

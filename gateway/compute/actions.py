@@ -25,6 +25,7 @@ from api.conductor import AdminPass, ImageName, MetadataKey, MetadataValue
 from api.node import PowerAction, RebootType
 from gateway.compute.common import BASE, SERVER_ID, compute
 from gateway.compute.consoles import serial_console_url
+from gateway.compute.server_security import add_security_group, remove_security_group
 from gateway.compute.servers import (
     AccessIPv4,
     AccessIPv6,
@@ -85,6 +86,12 @@ class SerialConsoleRequest(Request):
     type: Literal["serial"]
 
 
+class SecurityGroupAction(Request):
+    """A security group of the server's project, by name or id."""
+
+    name: Annotated[str, Meta(min_length=1, max_length=255)]
+
+
 class ServerAction(Request):
     """Exactly one action."""
 
@@ -104,6 +111,12 @@ class ServerAction(Request):
     )
     serial_console: SerialConsoleRequest | UnsetType = msgspec.field(
         default=UNSET, name="os-getSerialConsole"
+    )
+    add_security_group: SecurityGroupAction | UnsetType = msgspec.field(
+        default=UNSET, name="addSecurityGroup"
+    )
+    remove_security_group: SecurityGroupAction | UnsetType = msgspec.field(
+        default=UNSET, name="removeSecurityGroup"
     )
     __schema_extra__: ClassVar[dict[str, Any]] = {"minProperties": 1, "maxProperties": 1}
 
@@ -146,7 +159,8 @@ routes = Routes()
             "Taken: a rebuild answers the server being rebuilt, with its administrator password; the"
             " other actions (os-stop, os-start, reboot, pause, unpause, suspend, resume, lock, unlock,"
             " createImage: its Location header names the image, which becomes active once the"
-            " server's node has uploaded the disk) answer no body. The state follows.",
+            " server's node has uploaded the disk; addSecurityGroup, removeSecurityGroup) answer no"
+            " body. The state follows.",
             or_empty=True,
         ),
         Reply(
@@ -161,8 +175,10 @@ routes = Routes()
     path_types=SERVER_ID,
 )
 async def server_action(request: web.Request, body: ServerAction) -> web.Response:
-    """404: no such server; 409: its state does not allow the action, it is locked (or its driver
-    keeps no console log, or has no serial console); 403: unlocking an admin's lock, not being one."""
+    """404: no such server (or security group, or one the server is not in to remove); 409: its
+    state does not allow the action, it is locked (or its driver keeps no console log, or has no
+    serial console), a security group name several groups have; 403: unlocking an admin's lock,
+    not being one; 400: a security group for a server with no port (or one without port security)."""
     server_id = request.match_info["server_id"]
     conductor = compute(request)
     if body.os_stop is not UNSET:
@@ -204,6 +220,10 @@ async def server_action(request: web.Request, body: ServerAction) -> web.Respons
             instance_uuid=server_id, length=int(length) if isinstance(length, int | str) else None
         )
         return json_response(ConsoleOutput(output=console["output"]))
+    elif isinstance(body.add_security_group, SecurityGroupAction):
+        await add_security_group(request, server_id, body.add_security_group.name)
+    elif isinstance(body.remove_security_group, SecurityGroupAction):
+        await remove_security_group(request, server_id, body.remove_security_group.name)
     elif isinstance(body.serial_console, SerialConsoleRequest):
         url = await serial_console_url(request, server_id)
         return json_response(SerialConsoleBody(console=SerialConsole(type="serial", url=url)))

@@ -32,6 +32,7 @@ from gateway.compute.common import (
     compute,
     links,
 )
+from gateway.compute.server_security import group_names_by_server
 from gateway.http import client, context_of, json_response, no_content
 from gateway.routing import (
     MAX_AMOUNT,
@@ -202,11 +203,13 @@ class SecurityGroupRef(Request):
 class ServerCreate(Request, kw_only=True):
     """A server to boot. ``imageRef`` (or a boot image or boot volume in ``block_device_mapping_v2``),
     ``flavorRef`` (an id or name), ``key_name``, the networks and volumes must name existing
-    ones the caller may use (else 400). Nova's members aiostack does not act on are taken and
-    ignored: ``availability_zone``, ``security_groups``, ``config_drive``, ``OS-DCF:diskConfig``,
-    ``min_count``, ``max_count``, ``description``. ``accessIPv4``/``accessIPv6`` are kept and shown
-    (an address of that version, else 400). ``adminPass`` (else one made here, answered once) and
-    ``user_data`` (base64, else 400) reach the guest in its config drive, as Nova's do."""
+    ones the caller may use (else 400). ``security_groups`` (names or ids of the project's groups,
+    else 400) are those the server's new ports join (none given: ``default``). Nova's members
+    aiostack does not act on are taken and ignored: ``availability_zone``, ``config_drive``,
+    ``OS-DCF:diskConfig``, ``min_count``, ``max_count``, ``description``. ``accessIPv4``/``accessIPv6``
+    are kept and shown (an address of that version, else 400). ``adminPass`` (else one made here,
+    answered once) and ``user_data`` (base64, else 400) reach the guest in its config drive, as
+    Nova's do."""
 
     name: ServerName
     imageRef: Annotated[str, Meta(max_length=255)] | UnsetType = UNSET
@@ -387,8 +390,11 @@ class Server(Body):
     power_state: PowerState = msgspec.field(name="OS-EXT-STS:power_state")
     launched_at: Time | None = msgspec.field(name="OS-SRV-USG:launched_at")
     terminated_at: Time | None = msgspec.field(name="OS-SRV-USG:terminated_at")
-    security_groups: list[SecurityGroupName]
     volumes_attached: list[AttachedVolumeId] = msgspec.field(name="os-extended-volumes:volumes_attached")
+    security_groups: (
+        Annotated[list[SecurityGroupName], Meta(description="The groups of its ports; none without ports.")]
+        | UnsetType
+    ) = UNSET
     host: Annotated[str | None, Meta(description="Admins.")] | UnsetType = msgspec.field(
         default=UNSET, name="OS-EXT-SRV-ATTR:host"
     )
@@ -496,7 +502,7 @@ class ServerCreatedBody(Body):
 
 # -- views ------------------------------------------------------------------------------------
 
-_DEFAULT_GROUPS = [SecurityGroupName(name="default")]
+DEFAULT_GROUP = "default"
 
 
 def server_summary(request: web.Request, instance: Instance) -> ServerSummary:
@@ -505,8 +511,11 @@ def server_summary(request: web.Request, instance: Instance) -> ServerSummary:
     )
 
 
-def server_detail(request: web.Request, instance: Instance, volumes: list[AttachedVolumeId]) -> Server:
-    """A server as Nova's API shows it at the request's microversion (2.1-2.16)."""
+def server_detail(
+    request: web.Request, instance: Instance, volumes: list[AttachedVolumeId], groups: list[str]
+) -> Server:
+    """A server as Nova's API shows it at the request's microversion (2.1-2.16), ``groups`` the
+    names of its ports' security groups."""
     admin = context_of(request).is_admin
     version = microversion(request)
     host = instance["host"] or ""
@@ -538,7 +547,7 @@ def server_detail(request: web.Request, instance: Instance, volumes: list[Attach
         power_state=instance["power_state"],
         launched_at=instance["launched_at"],
         terminated_at=instance["terminated_at"],
-        security_groups=_DEFAULT_GROUPS,
+        security_groups=[SecurityGroupName(name=name) for name in groups] if groups else UNSET,
         volumes_attached=volumes,
         locked=instance["locked"] if version >= (2, 9) else UNSET,
         fault=ServerFault(**instance["fault"]) if instance["fault"] else UNSET,
@@ -565,7 +574,7 @@ def _image(request: web.Request, image_ref: str) -> Reference | Literal[""]:
 def server_updated(request: web.Request, instance: Instance) -> ServerUpdated:
     """A server as Nova's update and rebuild answers show it: its addresses without the extended
     members."""
-    detail = server_detail(request, instance, [])
+    detail = server_detail(request, instance, [], [])
     shown = {name: getattr(detail, name) for name in ServerUpdated.__struct_fields__ if name != "addresses"}
     return ServerUpdated(**shown, addresses=fixed_addresses(instance))
 
@@ -632,7 +641,8 @@ routes = Routes()
     ],
 )
 async def create_server(request: web.Request, body: ServerCreateRequest) -> web.Response:
-    """Boot a server; 400 when the flavor, image, key pair, a network, port or volume does not exist."""
+    """Boot a server; 400 when the flavor, image, key pair, a network, port, volume or security
+    group does not exist."""
     server = body.server
     admin_pass = server.adminPass or secrets.token_urlsafe(9)
     block_devices = [
@@ -657,12 +667,16 @@ async def create_server(request: web.Request, body: ServerCreateRequest) -> web.
         access_ip_v4=server.accessIPv4 or "",
         access_ip_v6=server.accessIPv6 or "",
         admin_pass=admin_pass,
+        security_groups=None
+        if server.security_groups is UNSET
+        else [group.name for group in server.security_groups],
     )
+    asked = [DEFAULT_GROUP] if server.security_groups is UNSET else [g.name for g in server.security_groups]
     created = ServerCreated(
         id=instance["id"],
         links=links(request, "servers", instance["id"]),
         disk_config="MANUAL",
-        security_groups=_DEFAULT_GROUPS,
+        security_groups=[SecurityGroupName(name=name) for name in dict.fromkeys(asked)],
         adminPass=admin_pass,
     )
     return json_response(
@@ -697,7 +711,10 @@ async def list_servers_detail(request: web.Request, query: ServerQuery) -> web.R
     """A page of the project's servers, each in full; 400 for a ``marker`` that is no server."""
     instances = await _instances(request, query)
     volumes = await _volumes_by_server(request)
-    servers = [server_detail(request, i, volumes.get(i["id"], [])) for i in instances]
+    groups = await group_names_by_server(request)
+    servers = [
+        server_detail(request, i, volumes.get(i["id"], []), groups.get(i["id"], [])) for i in instances
+    ]
     last = servers[-1].id if servers else None
     return json_response(
         ServerDetailList(servers=servers, servers_links=_next_link(request, query, len(servers), last))
@@ -714,9 +731,9 @@ async def list_servers_detail(request: web.Request, query: ServerQuery) -> web.R
 async def show_server(request: web.Request) -> web.Response:
     instance = await compute(request).get_instance(instance_uuid=request.match_info["server_id"])
     volumes = await _volumes_by_server(request)
-    return json_response(
-        ServerShown(server=server_detail(request, instance, volumes.get(instance["id"], [])))
-    )
+    groups = await group_names_by_server(request)
+    shown = server_detail(request, instance, volumes.get(instance["id"], []), groups.get(instance["id"], []))
+    return json_response(ServerShown(server=shown))
 
 
 @routes.put(
