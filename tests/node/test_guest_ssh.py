@@ -45,10 +45,12 @@ async def run(*argv: str | Path, env: dict[str, str] | None = None) -> tuple[int
 
 
 def ssh_argv(address: str, *options: str) -> list[str]:
-    """``ssh`` to root on ``address``: no config file, no host key remembered."""
+    """``ssh`` to root on ``address``: no config file, no host key remembered; ``options`` come
+    first, so they win over these defaults (ssh takes an option's first value)."""
     return [
-        "ssh", "-F", "/dev/null", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-        "-o", "ConnectTimeout=30", "-o", "LogLevel=ERROR", *options, f"root@{address}",
+        "ssh", *options, "-F", "/dev/null", "-o", "StrictHostKeyChecking=no",
+        "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=30", "-o", "LogLevel=ERROR",
+        f"root@{address}",
     ]  # fmt: skip
 
 
