@@ -243,8 +243,9 @@ async def attach_console(client: Client, server: str) -> int:
     """Join the terminal to the server's serial console until Ctrl-] (or the console or stdin ends);
     a terminal is raw meanwhile (keys go to the guest as typed) and restored after."""
     async with client.servers.serial_console(server) as console:
-        print(f"Connected to the serial console of {server}; Ctrl-] leaves.", file=sys.stderr, flush=True)
-        with _raw_terminal(sys.stdin):
+        with _raw_terminal(sys.stdin):  # raw before the word goes out: keys typed after it go as typed
+            leave = f"Connected to the serial console of {server}; Ctrl-] leaves."
+            print(leave, end="\r\n", file=sys.stderr, flush=True)
             await _relay_terminal(console, sys.stdin.fileno(), sys.stdout.buffer)
     print("\r\nLeft the console.", file=sys.stderr, flush=True)
     return 0
