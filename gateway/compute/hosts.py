@@ -272,15 +272,12 @@ def hypervisor_view(host: ComputeService) -> Hypervisor:
 )
 async def list_hypervisors(request: web.Request) -> web.Response:
     """403 but for admins."""
-    hosts = await compute(request).list_compute_services()
+    views = [hypervisor_view(host) for host in await compute(request).list_compute_services()]
     summaries = [
         HypervisorSummary(
-            id=host_number(host["host"]),
-            hypervisor_hostname=host["host"],
-            state="up" if host["alive"] else "down",
-            status="enabled" if host["enabled"] else "disabled",
+            id=view.id, hypervisor_hostname=view.hypervisor_hostname, state=view.state, status=view.status
         )
-        for host in hosts
+        for view in views
     ]
     return json_response(HypervisorSummaryList(hypervisors=summaries))
 
@@ -317,10 +314,18 @@ async def hypervisor_statistics(request: web.Request) -> web.Response:
     errors=(403, 404),
 )
 async def show_hypervisor(request: web.Request) -> web.Response:
+    return json_response(HypervisorShown(hypervisor=hypervisor_view(await _hypervisor_host(request))))
+
+
+async def _hypervisor_host(request: web.Request) -> ComputeService:
+    """The compute host whose hypervisor the path's ``hypervisor_id`` names.
+
+    :raises NotFound: none.
+    """
     wanted = request.match_info["hypervisor_id"]
     for host in await compute(request).list_compute_services():
         if str(host_number(host["host"])) == wanted:
-            return json_response(HypervisorShown(hypervisor=hypervisor_view(host)))
+            return host
     raise NotFound(f"Hypervisor with ID {wanted} could not be found.")
 
 
@@ -333,10 +338,7 @@ async def show_hypervisor(request: web.Request) -> web.Response:
 async def hypervisor_uptime(request: web.Request) -> web.Response:
     """Nodes do not report their host's uptime: 501, as Nova answers for a driver without it
     (``openstack hypervisor show`` goes on without)."""
-    wanted = request.match_info["hypervisor_id"]
-    hosts = await compute(request).list_compute_services()
-    if not any(str(host_number(host["host"])) == wanted for host in hosts):
-        raise NotFound(f"Hypervisor with ID {wanted} could not be found.")
+    await _hypervisor_host(request)
     message = "Virt driver does not implement host uptime: nodes do not report it."
     return json_response(error_body("compute", 501, message), status=501)
 
