@@ -19,8 +19,10 @@ naming a project, user, group or role take its id or its name.
 
 Facets: ``TokenValidation`` (what every process calls: ``validate``; declared in
 ``runtime/auth.py`` with ``REVOKED``, beside the cache that uses them, since the runtime sits
-below ``api/``; re-exported here), ``Tokens`` (built on it: logins, re-scoping, revocation, key
-rotation — the gateway's ``/auth/tokens``), ``IdentityAdmin`` and ``ApplicationCredentials``.
+below ``api/``; re-exported here), ``ServiceTokens`` (the service tokens of the processes doing
+long work for users), ``Tokens`` (built on both: logins,
+re-scoping, revocation, key rotation — the gateway's ``/auth/tokens`` — and service tokens),
+``IdentityAdmin`` and ``ApplicationCredentials``.
 
 Version history:
 
@@ -40,6 +42,9 @@ Version history:
   on the system (``identity:admin_read``); ``update_role``, ``delete_role``;
   ``list_user_projects`` (the user itself or a reader); ``change_password`` (the user, with its
   password). Role names may not start with ``system:``.
+* 6 - service tokens: ``ServiceTokens.issue_service_token`` (the service user, ``SERVICE_ROLE`` on
+  the ``service`` project, made at every start if missing), ``validate(allow_expired=True)``
+  (a token expired within the stale window); ``rotate_keys`` also on a schedule.
 
 Events: none in the event stream; revocations are published on ``REVOKED`` (core NATS).
 """
@@ -58,8 +63,10 @@ from bus.api import ServiceAPI, call
 
 # the part of this API every process uses, declared beside the token cache (runtime/ is below api/)
 from runtime.auth import REVOKED as REVOKED
+from runtime.auth import SERVICE_ROLE as SERVICE_ROLE
 from runtime.auth import Revocation as Revocation
 from runtime.auth import RevocationKind as RevocationKind
+from runtime.auth import ServiceToken as ServiceToken
 from runtime.auth import TokenInfo as TokenInfo
 from runtime.auth import TokenValidation as TokenValidation
 
@@ -155,8 +162,22 @@ class KeyLayout(TypedDict):
     keys: list[int]
 
 
-class Tokens(TokenValidation, address="identity"):
-    """Logins, re-scoping, revocation and key rotation (the gateway's ``/auth/tokens``)."""
+class ServiceTokens(ServiceAPI, address="identity"):
+    """What the processes doing long work for users ask: a service token (only the kinds whose
+    NATS users may send here, the conductor and the nodes, can ask)."""
+
+    @call
+    async def issue_service_token(self) -> ServiceToken:
+        """A new token of the service user, scoped to the service project with the service role.
+
+        :raises Forbidden: asked for a user (a call with a user context), not by a service.
+        """
+        ...
+
+
+class Tokens(TokenValidation, ServiceTokens, address="identity"):
+    """Logins, re-scoping, revocation and key rotation (the gateway's ``/auth/tokens``), and the
+    service tokens of the processes doing long work for users."""
 
     @call(idempotent=True)
     async def issue(
@@ -266,8 +287,8 @@ class Tokens(TokenValidation, address="identity"):
 
     @call(idempotent=True)
     async def revocations(self) -> list[Revocation]:
-        """The revocations still in force (younger than the longest token lifetime), oldest
-        first; any caller may ask (validation caches warm up with it)."""
+        """The revocations still in force (younger than the longest token lifetime and the stale
+        window after it), oldest first; any caller may ask (validation caches warm up with it)."""
         ...
 
     @call

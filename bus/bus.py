@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import dataclasses
 import enum
 import itertools
 import json
@@ -200,6 +201,9 @@ class Bus:
         # access control for the actors on this connection (actors.auth.install sets them)
         self.authenticator: Callable[[Context], Awaitable[Context]] | None = None
         self.policy_check: Callable[[str, Context], bool] | None = None
+        self.service_token: str | None = None
+        """This process's service token (``runtime.auth.ServiceTokenKeeper`` keeps it fresh): sent
+        with every call and cast made for a user, so long work outlives the user's token."""
 
     @classmethod
     async def connect(
@@ -289,7 +293,8 @@ class Bus:
     ) -> bytes:
         """Pack a new message that inherits the request being handled, if any.
 
-        Calls inherit its deadline too (they must not outlive it); events do not carry one.
+        Calls inherit its deadline too (they must not outlive it); events do not carry one. Calls
+        and casts for a user carry this process's service token, if it has one; events do not.
         """
         cur = current.get()
         if cur is None:
@@ -298,6 +303,13 @@ class Bus:
             request_id, deadline = cur.request_id, cur.deadline if inherit_deadline else None
             if context is None:
                 context = cur.context
+        if (
+            inherit_deadline
+            and context is not None
+            and context.user_id is not None
+            and self.service_token is not None
+        ):
+            context = dataclasses.replace(context, service_token=self.service_token)
         if timeout is not None:
             mine = time.time() + timeout
             deadline = mine if deadline is None or mine < deadline else deadline

@@ -6,13 +6,15 @@ Wire form (a msgpack map; ``v`` is checked, unknown keys are rejected; ``ctx``, 
     {"v": 1,                  # envelope version; anything else is refused
      "id": "9f1c...",         # message id, new for every message
      "rid": "req-3a7e...",    # request id, kept across every hop of one operation
-     "ctx": {...} | None,     # caller context: user, project, roles, token
+     "ctx": {...} | None,     # caller context: user, project, roles, token, service_token
      "dl": 1732600000.25 | None,  # deadline, seconds since the epoch
      "body": ...,             # the payload: any msgpack value
      "err": {...}}            # replies only: {type, code, message, request_id}
 
 Version history:
-* 1 - initial envelope.
+* 1 - initial envelope. ``ctx.service_token`` (a service's token vouching for the user's,
+  which may then have expired: ``runtime.auth``) was added later, sent only when set, so a
+  context without one is what it always was.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ VERSION = 1
 DEFAULT_MAX_BYTES = 1024 * 1024
 
 _KEYS = frozenset(("v", "id", "rid", "ctx", "dl", "body", "err"))
-_CONTEXT_KEYS = frozenset(("user_id", "project_id", "roles", "token"))
+_CONTEXT_KEYS = frozenset(("user_id", "project_id", "roles", "token", "service_token"))
 
 
 _ID_PREFIX = os.urandom(8).hex()
@@ -57,30 +59,42 @@ class Context:
     project_id: str | None = None
     roles: tuple[str, ...] = ()
     token: str | None = None
+    service_token: str | None = None
+    """A token of a service doing long work for the user (a build): with it the user's token is
+    accepted a while after it expired (Keystone's X-Service-Token, ``runtime.auth``)."""
 
     @property
     def is_admin(self) -> bool:
         return "admin" in self.roles
 
     def to_wire(self) -> dict[str, Any]:
-        return {
+        wire: dict[str, Any] = {
             "user_id": self.user_id,
             "project_id": self.project_id,
             "roles": list(self.roles),
             "token": self.token,
         }
+        if self.service_token is not None:
+            wire["service_token"] = self.service_token
+        return wire
 
     @classmethod
     def from_wire(cls, wire: Any) -> Context:
         if not isinstance(wire, dict) or not set(wire) <= _CONTEXT_KEYS:
-            raise BadMessage("envelope ctx must be a map of user_id, project_id, roles, token")
+            raise BadMessage("envelope ctx must be a map of user_id, project_id, roles, token, service_token")
         roles = wire.get("roles") or []
         if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
             raise BadMessage("envelope ctx.roles must be a list of strings")
-        for key in ("user_id", "project_id", "token"):
+        for key in ("user_id", "project_id", "token", "service_token"):
             if wire.get(key) is not None and not isinstance(wire[key], str):
                 raise BadMessage(f"envelope ctx.{key} must be a string or nil")
-        return cls(wire.get("user_id"), wire.get("project_id"), tuple(roles), wire.get("token"))
+        return cls(
+            wire.get("user_id"),
+            wire.get("project_id"),
+            tuple(roles),
+            wire.get("token"),
+            wire.get("service_token"),
+        )
 
 
 @dataclass(slots=True)

@@ -77,6 +77,7 @@ from node.routers import RouterAgent
 from node.security import SecurityGroups
 from node.snapshots import Snapshots
 from node.volumes import Volumes
+from runtime.auth import keep_service_token
 from runtime.config import Config
 
 log = logging.getLogger(__name__)
@@ -102,7 +103,10 @@ class NodeActor(Actor, Node):
         image_cache_interval: float = 600.0,
         image_cache_max_age: float = 86400.0,
         overlay_ip: str | None = None,
+        build_delay: float = 0.0,
     ) -> None:
+        """``build_delay``: seconds each build waits before it gathers its image, ports and
+        volumes (a test driver's slow build, for work that outlives the user's token)."""
         if not host or any(c in host for c in " .*>"):
             raise ValueError(f"invalid host name {host!r}")
         super().__init__(bus, address=Node.address_for(host=host))
@@ -119,6 +123,7 @@ class NodeActor(Actor, Node):
         self.records = Records(self.state_dir / "node.sqlite")
         self.store = self.records.store  # what tools and tests read
         peers = Peers.on(bus, host)
+        self.service_tokens = peers.service_tokens
         self.conductor = peers.conductor
         self.events = EventForwarder(bus, host, self.records, peers.conductor)
         self.hypervisor = Hypervisor(
@@ -157,6 +162,7 @@ class NodeActor(Actor, Node):
             security=self.security,
             state_dir=self.state_dir,
             networks_plugged=self.routers.notice,
+            build_delay=build_delay,
         )
         self.power = Power(
             host,
@@ -188,6 +194,7 @@ class NodeActor(Actor, Node):
     # -- lifecycle ------------------------------------------------------------------------
 
     async def on_start(self) -> None:
+        self._spawn(keep_service_token(self.bus, self.service_tokens.issue_service_token), "service-token")
         await self.records.open()
         await self.hypervisor.open(self.requested_virt_type)
         await self.events.snapshot(self.hypervisor)

@@ -86,9 +86,11 @@ class Builder:
         security: SecurityGroups,
         state_dir: Path,
         networks_plugged: Callable[[], None] = lambda: None,
+        build_delay: float = 0.0,
     ) -> None:
         """``networks_plugged``: told when a guest's networks are on this host (the routers
-        plug into a tenant network's bridge once it exists)."""
+        plug into a tenant network's bridge once it exists); ``build_delay``: seconds a build
+        waits before it gathers its image, ports and volumes (a slow build, for tests)."""
         self.host = host
         self.peers = peers
         self.hypervisor = hypervisor
@@ -98,6 +100,7 @@ class Builder:
         self.security = security
         self.state_dir = state_dir
         self.networks_plugged = networks_plugged
+        self.build_delay = build_delay
         self._networks: dict[str, Network] = {}
 
     # -- build --------------------------------------------------------------------------------
@@ -150,6 +153,8 @@ class Builder:
 
     async def _build(self, instance_uuid: str, request: BuildRequest) -> None:
         instance = request["instance"]
+        if self.build_delay:
+            await asyncio.sleep(self.build_delay)
         xml, volumes = await self._prepare(request)
         await self.records.save(instance_uuid, instance["project_id"], xml)
         domain = await self.hypervisor.define(xml)

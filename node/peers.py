@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from api.conductor import ConductorForNodes
+from api.identity import ServiceTokens
 from api.image import ImageForNodes
 from api.net import ROUTERS_CHANGED, SECURITY_CHANGED, NetForNodes
 from api.volume import VolumeAttacher
@@ -25,8 +26,9 @@ TRANSIENT_RETRY_FOR = 15.0
 """How long an idempotent call is asked again while its actor is away or restarting."""
 ATTEMPT_TIMEOUT = 5.0
 
-FACETS = (ConductorForNodes, ImageForNodes, NetForNodes, VolumeAttacher)
-"""What a node calls."""
+FACETS = (ConductorForNodes, ImageForNodes, NetForNodes, VolumeAttacher, ServiceTokens)
+"""What a node calls (and the service token it sends with the calls it makes for a user:
+``runtime.auth.keep_service_token``)."""
 TOPICS = (SECURITY_CHANGED, ROUTERS_CHANGED)
 """What a node hears, each as its own hosts only (``net.secgroups.<host>``: its security groups
 changed; ``net.routers.<host>``: the routers it serves changed)."""
@@ -49,6 +51,7 @@ class Peers:
     patient_net: NetForNodes
     volume: VolumeAttacher
     patient_volume: VolumeAttacher
+    service_tokens: ServiceTokens
 
     @classmethod
     def on(cls, bus: Bus, host: str) -> Peers:
@@ -62,4 +65,5 @@ class Peers:
             patient_net=patient(NetForNodes, bus, host),
             volume=VolumeAttacher.client(bus, host=host),
             patient_volume=patient(VolumeAttacher, bus, host),
+            service_tokens=ServiceTokens.client(bus),
         )

@@ -13,26 +13,42 @@ because the runtime sits below ``api/``.
 
 ``install(bus)`` makes every actor on that bus check the token of each call that carries a
 user context (the overview's steps 4-5, 21, 24, 27) and enforce the handlers' policies.
+
+Service tokens (Keystone's X-Service-Token): a process doing long work for a user (the
+conductor and the nodes: a build, a snapshot) keeps a token of the identity service's own
+service user (``keep_service_token``, from ``api.identity.ServiceTokens``), and its bus
+sends it with every call and cast made for a user (``Context.service_token``). A call that
+carries one is accepted with a user token that has expired (not one revoked, nor one expired
+longer than the identity actor's stale window: ``validate(allow_expired=True)``) as long as the
+service token is valid and its holder has the ``service`` role; a service token that is not
+valid, or not a service's (a user's own token), refuses the call.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Literal, TypedDict
 
 from nats.aio.msg import Msg
 
-from bus import BadMessage, Bus, Context, InvalidRequest, Unauthorized, request_scope
+from bus import AiostackError, BadMessage, Bus, Context, InvalidRequest, Unauthorized, request_scope
 from bus.api import ServiceAPI, Topic, call
 from runtime.policy import allowed
 
 log = logging.getLogger(__name__)
 
 RevocationKind = Literal["token", "user", "project"]
+
+MIN_SERVICE_TOKEN_REFRESH = 1.0
+"""The shortest wait before a service token is asked for again (tokens live an hour by default)."""
+SERVICE_ROLE = "service"
+"""The role a service token's holder has (Keystone's): what lets it vouch for an expired user token."""
 
 
 class TokenInfo(TypedDict):
@@ -70,13 +86,22 @@ class TokenValidation(ServiceAPI, address="identity"):
     """What every process asks the identity service: is this token valid, and whose is it."""
 
     @call(idempotent=True)
-    async def validate(self, *, token: str) -> TokenInfo:
-        """What a valid token says, with the user's current roles.
+    async def validate(self, *, token: str, allow_expired: bool = False) -> TokenInfo:
+        """What a valid token says, with the user's current roles; with ``allow_expired``, a token
+        that expired less than the identity service's stale window ago is valid too (a caller
+        asks so only for a call a valid service token vouches for).
 
         :raises Unauthorized: malformed or undecryptable token, expired, revoked, its user or
             project disabled or gone, its application credential gone, or no role left.
         """
         raise NotImplementedError  # a stub: the identity actor serves it
+
+
+class ServiceToken(TypedDict):
+    """A token of the identity service's service user (``SERVICE_ROLE`` on its project)."""
+
+    token: str
+    expires_at: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,11 +120,12 @@ class TokenValidator:
         self.identity = TokenValidation.client(bus)
         self.ttl = ttl
         self.max_entries = max_entries
-        self._cache: dict[str, tuple[Identity, float]] = {}
+        self._cache: dict[tuple[str, bool], tuple[Identity, float]] = {}
+        """By (token, whether an expired one was allowed): the identity and until when it is kept."""
         self._revoked_tokens: set[str] = set()
         self._revoked_users: dict[str, float] = {}
         self._revoked_projects: dict[str, float] = {}
-        self._asking: dict[str, asyncio.Task[Identity]] = {}
+        self._asking: dict[tuple[str, bool], asyncio.Task[Identity]] = {}
         # invariant: _asking holds a task per token being asked about, until the task is done
 
     async def start(self) -> None:
@@ -124,9 +150,9 @@ class TokenValidator:
             self._revoked_projects[revoked_id] = max(
                 issued_before, self._revoked_projects.get(revoked_id, 0.0)
             )
-        for token, (identity, _) in list(self._cache.items()):
+        for key, (identity, _) in list(self._cache.items()):
             if self._is_revoked(identity):
-                del self._cache[token]
+                del self._cache[key]
 
     def _is_revoked(self, identity: Identity) -> bool:
         ctx = identity.context
@@ -136,26 +162,31 @@ class TokenValidator:
             or self._revoked_projects.get(ctx.project_id or "", 0.0) >= identity.issued_at
         )
 
-    async def validate(self, token: str) -> Identity:
-        """The identity a token carries.
+    async def validate(self, token: str, *, allow_expired: bool = False) -> Identity:
+        """The identity a token carries; with ``allow_expired`` one that expired within the
+        identity service's stale window too.
 
         :raises Unauthorized: unknown, expired or revoked token.
         """
-        entry = self._cache.get(token)
-        if entry is not None and entry[1] > time.time():
-            return entry[0]
-        asking = self._asking.get(token)
+        now = time.time()
+        for key in ((token, False), (token, True)) if allow_expired else ((token, False),):
+            entry = self._cache.get(key)
+            if entry is not None and entry[1] > now:
+                return entry[0]
+        key = (token, allow_expired)
+        asking = self._asking.get(key)
         if asking is None:
-            asking = self._asking[token] = asyncio.create_task(self._ask(token))
-            asking.add_done_callback(partial(self._asked, token))
+            asking = self._asking[key] = asyncio.create_task(self._ask(token, allow_expired))
+            asking.add_done_callback(partial(self._asked, key))
         # a caller that gives up (cancelled) leaves the answer to the others and the cache
         return await asyncio.shield(asking)
 
-    async def _ask(self, token: str) -> Identity:
-        """Ask the identity actor about ``token`` and cache the answer."""
+    async def _ask(self, token: str, allow_expired: bool) -> Identity:
+        """Ask the identity actor about ``token`` and cache the answer (an expired token's,
+        allowed, for ``ttl``: the identity actor bounds how long after its expiry it is allowed)."""
         now = time.time()
         with request_scope():
-            info = await self.identity.validate(token=token)
+            info = await self.identity.validate(token=token, allow_expired=allow_expired)
         identity = Identity(
             Context(info["user_id"], info["project_id"], tuple(info["roles"]), token),
             info["audit_id"],
@@ -166,27 +197,63 @@ class TokenValidator:
             raise Unauthorized("The token has been revoked.")
         if len(self._cache) >= self.max_entries:
             self._cache.clear()
-        self._cache[token] = (identity, min(now + self.ttl, identity.expires_at))
+        until = now + self.ttl if allow_expired else min(now + self.ttl, identity.expires_at)
+        self._cache[(token, allow_expired)] = (identity, until)
         return identity
 
-    def _asked(self, token: str, task: asyncio.Task[Identity]) -> None:
-        if self._asking.get(token) is task:
-            del self._asking[token]
+    def _asked(self, key: tuple[str, bool], task: asyncio.Task[Identity]) -> None:
+        if self._asking.get(key) is task:
+            del self._asking[key]
         if not task.cancelled():
             task.exception()  # retrieved here, in case every caller gave up waiting
 
     async def authenticate(self, claimed: Context) -> Context:
         """The caller a message claims, checked against its token: the token's roles, not the claim's.
 
-        :raises Unauthorized: no token, an invalid one, or one of another user or project.
+        With a service token (valid, its holder with the ``service`` role) the user's token may
+        have expired within the stale window; the checked context keeps the service token, so the
+        calls made for it carry it on.
+
+        :raises Unauthorized: no token, an invalid one, or one of another user or project; a
+            service token that is invalid or not a service's.
         """
         if not claimed.token:
             raise Unauthorized("The message acts for a user but carries no token.")
-        identity = await self.validate(claimed.token)
+        if claimed.service_token is not None:
+            service = await self.validate(claimed.service_token)
+            if SERVICE_ROLE not in service.context.roles:
+                raise Unauthorized("The message's service token is not a service's.")
+        identity = await self.validate(claimed.token, allow_expired=claimed.service_token is not None)
         ctx = identity.context
         if ctx.user_id != claimed.user_id or ctx.project_id != claimed.project_id:
             raise Unauthorized("The message's user or project does not match its token.")
+        if claimed.service_token is not None:
+            return dataclasses.replace(ctx, service_token=claimed.service_token)
         return ctx
+
+
+async def keep_service_token(
+    bus: Bus, issue: Callable[[], Awaitable[ServiceToken]], *, retry: float = 5.0
+) -> None:
+    """Keep a service token on ``bus`` (``Bus.service_token``), for a process doing long work for
+    users: ``issue`` (``api.identity.ServiceTokens.issue_service_token``) asked now, and again
+    halfway to the token's expiry (every ``retry`` seconds while the identity service gives none;
+    said once). Runs until cancelled (an actor's background task)."""
+    told = False
+    while True:
+        try:
+            with request_scope():
+                issued = await issue()
+        except AiostackError as exc:
+            if not told:
+                log.warning(
+                    "no service token yet (%s: %s); asking every %.0f s", type(exc).__name__, exc, retry
+                )
+                told = True
+            await asyncio.sleep(retry)
+            continue
+        bus.service_token, told = issued["token"], False
+        await asyncio.sleep(max(MIN_SERVICE_TOKEN_REFRESH, (issued["expires_at"] - time.time()) / 2))
 
 
 async def install(bus: Bus) -> TokenValidator:

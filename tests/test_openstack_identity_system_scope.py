@@ -67,7 +67,11 @@ def as_demo(cloud: RunningCloud, *args: str, password: str | None = None) -> sub
 def test_a_system_scoped_admin_administers_identity_and_nothing_else(cloud: RunningCloud) -> None:
     token = system_json(cloud, "token", "issue")
     assert token["system"] == "all" and "project_id" not in token
-    assert {user["Name"] for user in system_json(cloud, "user", "list")} == {"admin", "demo"}
+    assert {user["Name"] for user in system_json(cloud, "user", "list")} == {
+        "admin",
+        "aiostack-service",
+        "demo",
+    }
     assert [p["Name"] for p in system_json(cloud, "project", "list", "--user", "demo")] == ["demo"]
     services = {entry["Type"] for entry in system_json(cloud, "catalog", "list")}
     assert "identity" in services and "volumev3" not in services  # no project to put in its URL

@@ -30,7 +30,9 @@ from actors.conductor.schema import MIGRATIONS, InstanceRow
 from actors.conductor.services import HostServices
 from actors.conductor.volumes import Attachments
 from actors.conductor.watch import TaskWatch
+from api.identity import ServiceTokens
 from bus import Actor, Bus
+from runtime.auth import keep_service_token
 from runtime.config import Config
 from runtime.states import TaskState
 from runtime.store import open_store
@@ -81,6 +83,11 @@ class ConductorActor(Actor):
         )
 
     async def on_start(self) -> None:
+        # builds, snapshots, attachments outlive the user's token: calls for a user carry this too
+        self.spawn(
+            keep_service_token(self.bus, ServiceTokens.client(self.bus).issue_service_token),
+            name="conductor-service-token",
+        )
         await self.store.open()
         await add_default_flavors(self.store)
         # a build task lives in memory: pick up what a previous conductor had not scheduled yet

@@ -13,6 +13,8 @@ On first start it makes the roles ``admin``, ``member`` and ``reader`` and the u
 and ``demo``, each with that role on a project of its name, the admin on the system too
 (passwords from ``AIOSTACK_ADMIN_PASSWORD`` and ``AIOSTACK_DEMO_PASSWORD``, else generated and
 logged once).
+At every start it makes the service user, project and role if missing (``tokens.SERVICE_USER``:
+whose tokens the conductor and the nodes hold, ``issue_service_token``).
 Every minute it forgets revocations older than any token and login failures past the throttle's
 window. Login throttling (``throttle.py``) lives in memory only: nothing an attacker sends is
 written to disk, and a restart forgets it.
@@ -29,12 +31,13 @@ from dataclasses import dataclass
 
 from actors.identity.admin import AdminService
 from actors.identity.appcreds import ApplicationCredentialService
-from actors.identity.keys import KeyRepository
+from actors.identity.keys import DEFAULT_TOKEN_TTL, STALE_WINDOW, KeyRepository
 from actors.identity.passwords import dummy_hash
 from actors.identity.state import IdentityState
 from actors.identity.throttle import PasswordChecks, Throttling
-from actors.identity.tokens import TokenService
-from bus import Actor, Bus, request_scope
+from actors.identity.tokens import SERVICE_PROJECT, SERVICE_USER, TokenService
+from api.identity import SERVICE_ROLE
+from bus import Actor, Bus, Conflict, request_scope
 from runtime.config import Config
 from runtime.store import open_store
 
@@ -144,7 +147,8 @@ class IdentityActor(Actor):
         bus: Bus,
         config: Config,
         *,
-        token_ttl: float = 3600.0,
+        token_ttl: float = DEFAULT_TOKEN_TTL,
+        stale_window: float = STALE_WINDOW,
         max_active_keys: int = 3,
         throttling: Throttling | None = None,
         checks: PasswordChecks | None = None,
@@ -155,6 +159,7 @@ class IdentityActor(Actor):
             bus=bus,
             keys=KeyRepository(config.data_dir / "keys" / "token", max_active_keys),
             token_ttl=token_ttl,
+            stale_window=stale_window,
         )
         self.checks = checks or PasswordChecks()
         self.tokens = TokenService(self.shared, throttling=throttling or Throttling(), checks=self.checks)
@@ -167,6 +172,7 @@ class IdentityActor(Actor):
         await self.shared.keys.setup()
         await self.shared.store.open()
         await self._bootstrap()
+        await self._ensure_service_user()
         self.spawn(self._purge_loop(), name="identity-purge")
 
     async def on_stop(self) -> None:
@@ -205,6 +211,36 @@ class IdentityActor(Actor):
                     await self.admin.grant_system_role(user=created["id"], role=user.role)
             if not os.environ.get(f"AIOSTACK_{user.name.upper()}_PASSWORD"):
                 log.warning("first start: user %r has password %r (shown once)", user.name, user.password)
+
+    async def _ensure_service_user(self) -> None:
+        """The service role, project and user, and the role on the project, where missing (as the
+        service itself; a replica starting at the same time may make them first)."""
+        store = self.shared.store
+        for _ in range(2):
+            try:
+                with request_scope():
+                    if not await store.fetchone("SELECT id FROM roles WHERE name = ?", (SERVICE_ROLE,)):
+                        await self.admin.create_role(
+                            name=SERVICE_ROLE, description="services acting for users"
+                        )
+                    project = await store.fetchone(
+                        "SELECT id FROM projects WHERE name = ?", (SERVICE_PROJECT,)
+                    )
+                    if project is None:
+                        project = await self.admin.create_project(
+                            name=SERVICE_PROJECT, description="the services' own project"
+                        )
+                    user = await store.fetchone("SELECT id FROM users WHERE name = ?", (SERVICE_USER,))
+                    if user is None:
+                        user = await self.admin.create_user(
+                            name=SERVICE_USER,
+                            default_project=project["id"],
+                            description="the conductor's and nodes' service tokens (no password)",
+                        )
+                    await self.admin.grant_role(user=user["id"], project=project["id"], role=SERVICE_ROLE)
+                return
+            except Conflict:
+                log.info("another identity replica is making the service user; looking again")
 
     async def _purge_loop(self) -> None:
         while True:

@@ -57,6 +57,11 @@ LOCK_NAME = ".lock"
 
 __all__ = ["MAX_TOKEN_LENGTH", "InvalidToken", "KeyRepository", "TokenPayload", "new_audit_id"]
 
+DEFAULT_TOKEN_TTL = 3600.0
+"""How long a token lives, by default (Keystone's 1 h)."""
+STALE_WINDOW = 2 * 24 * 3600.0
+"""How long after its expiry a user's token is valid with a service token (Keystone's 2 days)."""
+
 
 def new_audit_id() -> str:
     """A random urlsafe audit id (22 characters, like Keystone's)."""

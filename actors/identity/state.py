@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from actors.identity.keys import KeyRepository
+from actors.identity.keys import STALE_WINDOW, KeyRepository
 from api.identity import REVOKED, Revocation, RevocationKind, RoleRef
 from bus import Bus, Context, Forbidden, NotFound
 from runtime.context import caller, sees_all
@@ -42,7 +42,10 @@ class IdentityState:
     bus: Bus
     keys: KeyRepository
     token_ttl: float
-    """The longest a token lives; a revocation is kept that long."""
+    """The longest a token lives; a revocation is kept that long (and the stale window longer)."""
+    stale_window: float = STALE_WINDOW
+    """How long after its expiry a token a service token vouches for is still valid
+    (``validate(allow_expired=True)``; Keystone's ``allow_expired_window``, 2 days)."""
     dummy_hash: str = ""
     """A password hash nobody knows (set at start): what unknown users are checked against."""
 
@@ -100,7 +103,7 @@ class IdentityState:
             "INSERT INTO revocations (kind, target, issued_before, expires_at) VALUES (?, ?, ?, ?)"
             " ON CONFLICT (kind, target) DO UPDATE SET issued_before = excluded.issued_before,"
             " expires_at = excluded.expires_at",
-            (kind, target, now, now + self.token_ttl),
+            (kind, target, now, now + self.token_ttl + self.stale_window),
         )
         revocation: Revocation = {"kind": kind, "id": target, "issued_before": now}
         await REVOKED.publish(self.bus, revocation)

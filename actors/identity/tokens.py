@@ -30,13 +30,19 @@ from actors.identity.keys import MAX_TOKEN_LENGTH, InvalidToken, TokenPayload, n
 from actors.identity.passwords import AUTH_FAILED, check_password, hash_password, needs_rehash
 from actors.identity.state import IdentityState, administers
 from actors.identity.throttle import LoginThrottle, PasswordChecks, Throttling, source_key
-from api.identity import KeyLayout, Revocation, RoleRef, Token, TokenInfo, Tokens
+from api.identity import SERVICE_ROLE, KeyLayout, Revocation, RoleRef, ServiceToken, Token, TokenInfo, Tokens
 from bus import Forbidden, InvalidRequest, Unauthorized
 from runtime.context import caller
 from runtime.policy import system_role
 from runtime.store import from_json
 
 log = logging.getLogger(__name__)
+
+SERVICE_USER = "aiostack-service"
+SERVICE_PROJECT = "service"
+"""The service user (no password: it never logs in) and its project (Keystone's ``service``
+project), with ``SERVICE_ROLE`` on it: the identity the conductor and the nodes hold tokens of
+(``issue_service_token``), made at every start of the identity actor if missing."""
 
 TOKEN_INVALID = "The token is invalid, expired or revoked."
 
@@ -287,8 +293,8 @@ class TokenService(Tokens):
             else None,
         }
 
-    async def validate(self, *, token: str) -> TokenInfo:
-        checked = await self.check(token)
+    async def validate(self, *, token: str, allow_expired: bool = False) -> TokenInfo:
+        checked = await self.check(token, allow_expired=allow_expired)
         payload, user, project = checked.payload, checked.user, checked.project
         roles = [role["name"] for role in checked.roles]
         return {
@@ -323,14 +329,18 @@ class TokenService(Tokens):
         except ValueError as exc:
             raise _refused(str(exc)) from None
 
-    async def check(self, token: str) -> Checked:
-        """Decrypt and check a token against expiry, revocations, users, projects and roles
-        (two statements: everything but the roles in one).
+    async def check(self, token: str, *, allow_expired: bool = False) -> Checked:
+        """Decrypt and check a token against expiry (with ``allow_expired``: expired no longer
+        than the stale window ago), revocations, users, projects and roles (two statements:
+        everything but the roles in one).
 
         :raises Unauthorized: any check fails (``TOKEN_INVALID``; the log says which).
         """
         payload = await self._decode(token)
-        if payload.expires_at <= time.time():
+        now = time.time()
+        if payload.expires_at <= now and not (
+            allow_expired and payload.expires_at + self.state.stale_window > now
+        ):
             raise _refused("expired")
         row = await self.store.fetchone(
             CHECK_SQL,
@@ -410,6 +420,18 @@ class TokenService(Tokens):
             (time.time(),),
             row=Revocation,
         )
+
+    async def issue_service_token(self) -> ServiceToken:
+        if caller() is not None:
+            raise Forbidden("only a service may ask for a service token")
+        user = await self.state.find("users", SERVICE_USER)
+        project = await self.state.find("projects", SERVICE_PROJECT)
+        roles = await self.state.roles_of(user["id"], project["id"])
+        if not user["enabled"] or not project["enabled"] or SERVICE_ROLE not in {r["name"] for r in roles}:
+            raise Unauthorized("the service user is disabled or no longer has the service role")
+        token = await self.seal(user, project, roles, ("service",))
+        log.info("service token issued (audit id %s)", token["audit_id"])
+        return {"token": token["token"], "expires_at": token["expires_at"]}
 
     # -- keys ---------------------------------------------------------------------------------
 

@@ -178,7 +178,7 @@ async def test_project_crud_shapes(admin: Api) -> None:
     assert project["domain_id"] == "default" and project["enabled"] is True and project["is_domain"] is False
     assert project["links"]["self"].endswith(f"{V3}/projects/{project['id']}")
     status, body = await admin.get(f"{V3}/projects")
-    assert status == 200 and {p["name"] for p in body["projects"]} == {"admin", "demo", "ops"}
+    assert status == 200 and {p["name"] for p in body["projects"]} == {"admin", "demo", "ops", "service"}
     assert body["links"]["next"] is None and body["links"]["previous"] is None and body["links"]["self"]
     status, body = await admin.get(f"{V3}/projects?name=ops")
     assert [p["id"] for p in body["projects"]] == [project["id"]]
@@ -229,7 +229,7 @@ async def test_user_crud_and_disabling_stops_its_token(admin: Api) -> None:
     assert status == 200
     assert (await issue(admin, password_auth({"name": "frank"}, "pw-new")))[0] == 201
     status, body = await admin.get(f"{V3}/users")
-    assert {u["name"] for u in body["users"]} == {"admin", "demo", "frank"}
+    assert {u["name"] for u in body["users"]} == {"admin", "aiostack-service", "demo", "frank"}
     assert (await admin.delete(f"{V3}/users/{user['id']}"))[0] == 204
     assert (await admin.get(f"{V3}/users/{user['id']}"))[0] == 404
 
