@@ -1,4 +1,4 @@
-"""The server side of the `aiostack` command: `up`, `run`, `audit` and `ping`.
+"""The server side of the `aiostack` command: `up`, `run`, `audit`, `ping`, `token`, `join`, `cluster`.
 
 Each is an ``aiostack.commands`` entry point (pyproject.toml): a function that adds its
 parser to the `aiostack` command's subcommands and returns what runs it, so the CLI itself
@@ -25,7 +25,7 @@ from bus.bus import DEFAULT_PREFIX
 from deploy.config_file import CONFIG_NAME, ConfigError, apply_config, save_first_config
 from deploy.credentials import ADMIN, credentials_file
 from deploy.gateway_tls import GENERATE
-from deploy.run import ACTOR_NAMES
+from deploy.run import ACTOR_NAMES, token_key_settings
 from runtime.config import DATABASE_VARIABLE, Config, default_data_dir
 from runtime.logs import LOG_FORMATS, configure_logging
 
@@ -66,6 +66,23 @@ def _add_task_timeout(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=60.0,
         help="conductor: seconds a build or task may go without progress before it is resolved",
+    )
+
+
+def _add_token_key_options(parser: argparse.ArgumentParser) -> None:
+    """The identity actor's token key rotation schedule."""
+    parser.add_argument(
+        "--token-key-rotation",
+        type=float,
+        metavar="HOURS",
+        help="identity: rotate the token keys every HOURS (default: only by `aiostack token rotate-keys`)",
+    )
+    parser.add_argument(
+        "--max-active-keys",
+        type=int,
+        metavar="N",
+        help="identity: token keys kept (default 3, or what --token-key-rotation needs: (token lifetime"
+        " + 2-day stale window) / period + 2; fewer is refused)",
     )
 
 
@@ -175,6 +192,7 @@ def up(commands: Any) -> Runner:
     _add_guest_options(parser)
     _add_task_timeout(parser)
     _add_test_node_options(parser)
+    _add_token_key_options(parser)
 
     def run_up(args: argparse.Namespace) -> int:
         from deploy.up import up as start
@@ -189,6 +207,15 @@ def up(commands: Any) -> Runner:
             parser.error("--cluster runs its own nats-server: leave out --nats")
         if args.tls_cert not in (None, GENERATE) and args.tls_key is None:
             parser.error("--tls-cert FILE needs --tls-key FILE (or: --tls-cert generate)")
+        if args.cluster and args.token_key_rotation is not None:
+            parser.error(
+                "--token-key-rotation rotates this host's token keys only, and each controller of a"
+                " cluster keeps its own copy of them: their keys would part ways"
+            )
+        try:
+            token_key_settings(args)
+        except ValueError as exc:
+            parser.error(str(exc))
         save_first_config(config, parser, args)
         configure_logging(args.log_level, args.log_format, "up")
         logging.getLogger(__name__).info("settings: %s", config)
@@ -229,6 +256,14 @@ def add_run_parser(commands: Any) -> argparse.ArgumentParser:
     )
     _add_guest_options(parser)
     _add_task_timeout(parser)
+    _add_token_key_options(parser)
+    parser.add_argument(
+        "--build-delay",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="node (tests): each build waits this long before it gathers its image, ports and volumes",
+    )
     parser.add_argument("--listen", default="127.0.0.1:8774", help="gateway: HOST:PORT to listen on")
     parser.add_argument("--tls-cert", type=Path, help="gateway: serve HTTPS with this certificate (PEM)")
     parser.add_argument("--tls-key", type=Path, help="gateway: the certificate's private key (PEM)")
@@ -297,6 +332,53 @@ async def _ping(config: Config, address: str, credentials: Path | None) -> int:
         except (AiostackError, ValueError) as exc:
             print(f"aiostack: {address}: {exc.code}: {exc}", file=sys.stderr)
             return 1
+    return 0
+
+
+def token(commands: Any) -> Runner:
+    """`aiostack token rotate-keys`: the identity actor's token keys, by command."""
+    parser = commands.add_parser("token", help="the identity service's token keys")
+    actions = parser.add_subparsers(dest="action", required=True)
+    rotate = actions.add_parser(
+        "rotate-keys",
+        help="promote the staged token key to primary and stage a new one; tokens issued before keep"
+        " working while their key is kept",
+    )
+    _add_bus_options(rotate)
+    rotate.add_argument("--nats", help="NATS URL (default: <data-dir>/nats.url, written by `aiostack up`)")
+    rotate.add_argument(
+        "--credentials", type=Path, help="NATS user file (default: <data-dir>/credentials/admin.json)"
+    )
+    rotate.add_argument("--json", action="store_true", help="the key layout as JSON")
+
+    def run_token(args: argparse.Namespace) -> int:
+        nats_url = args.nats or _read_nats_url(args.data_dir)
+        config = Config(data_dir=args.data_dir, nats_url=nats_url, prefix=args.prefix)
+        credentials = args.credentials or _admin_credentials(args.data_dir)
+        return asyncio.run(_rotate_keys(config, credentials, args.json))
+
+    return run_token
+
+
+async def _rotate_keys(config: Config, credentials: Path | None, as_json: bool) -> int:
+    """Ask the identity actor to rotate its token keys (as the bus's admin); print the new layout."""
+    from api.identity import Tokens
+
+    async with await Bus.connect(
+        config.nats_url, prefix=config.prefix, name="aiostack-cli", credentials=credentials
+    ) as bus:
+        try:
+            layout = await Tokens.client(bus).rotate_keys()
+        except AiostackError as exc:
+            print(f"aiostack: token rotate-keys: {exc.code}: {exc}", file=sys.stderr)
+            return 1
+    if as_json:
+        print(json.dumps(layout))
+        return 0
+    secondary = [str(number) for number in layout["keys"] if 0 < number < layout["primary"]]
+    print(f"primary key: {layout['primary']}")
+    print("staged key: 0")
+    print(f"secondary keys: {', '.join(secondary) or 'none'}")
     return 0
 
 

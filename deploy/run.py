@@ -58,6 +58,7 @@ def actor_factories(
                 shutdown_timeout=args.shutdown_timeout,
                 overlay_ip=args.overlay,
                 image_cache_max_age=args.image_cache_max_age,
+                build_delay=args.build_delay,
             )
             for host, uri in zip(hosts, uris, strict=True)
         ]
@@ -67,6 +68,16 @@ def actor_factories(
 
         (host,) = args.host or [LOCAL_STORAGE]
         return [partial(VolumeActor, bus, config, host=host, nbd_listen=args.nbd_listen)]
+    if name == "identity":
+        from actors.identity.actor import IdentityActor
+
+        try:
+            period, max_active_keys = token_key_settings(args)
+        except ValueError as exc:
+            raise SystemExit(f"aiostack run identity: {exc}") from None
+        return [
+            partial(IdentityActor, bus, config, token_key_rotation=period, max_active_keys=max_active_keys)
+        ]
     if name == "conductor":
         from actors.conductor.actor import ConductorActor
 
@@ -85,6 +96,18 @@ def actor_factories(
             )
         ]
     return [actor_factory(name, bus, config)]
+
+
+def token_key_settings(args: argparse.Namespace) -> tuple[float | None, int]:
+    """The rotation period in seconds and the keys kept that ``args`` ask for.
+
+    :raises ValueError: a period that is not positive, or too few keys for it.
+    """
+    from actors.identity.keys import DEFAULT_TOKEN_TTL, STALE_WINDOW, max_active_keys_for
+
+    hours: float | None = args.token_key_rotation
+    period = None if hours is None else hours * 3600.0
+    return period, max_active_keys_for(DEFAULT_TOKEN_TTL, STALE_WINDOW, period, args.max_active_keys)
 
 
 ACTOR_CLASSES = {

@@ -164,9 +164,19 @@ def guest_args(args: argparse.Namespace) -> tuple[str, ...]:
     )  # fmt: skip
 
 
+def token_key_args(args: argparse.Namespace) -> tuple[str, ...]:
+    """The identity actor's token key options, as `aiostack up` was given them."""
+    rotation, keys = args.token_key_rotation, args.max_active_keys
+    return (
+        *(("--token-key-rotation", str(rotation)) if rotation is not None else ()),
+        *(("--max-active-keys", str(keys)) if keys is not None else ()),
+    )
+
+
 def child_specs(args: argparse.Namespace, tls: GatewayTls | None = None) -> list[ChildSpec]:
     """The processes of a one-machine cloud: every actor, the gateway (HTTPS with ``tls``), the nodes."""
-    specs = [ChildSpec(name, (name,)) for name in ("identity", "scheduler", "image", "net")]
+    specs = [ChildSpec(name, (name,)) for name in ("scheduler", "image", "net")]
+    specs.insert(0, ChildSpec("identity", ("identity", *token_key_args(args))))
     specs.append(ChildSpec("volume", ("volume", "--host", LOCAL_STORAGE)))
     specs.insert(2, ChildSpec("conductor", ("conductor", "--task-timeout", str(args.task_timeout))))
     https = ("--tls-cert", str(tls.certificate), "--tls-key", str(tls.key)) if tls else ()

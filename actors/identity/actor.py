@@ -16,8 +16,11 @@ logged once).
 At every start it makes the service user, project and role if missing (``tokens.SERVICE_USER``:
 whose tokens the conductor and the nodes hold, ``issue_service_token``).
 Every minute it forgets revocations older than any token and login failures past the throttle's
-window. Login throttling (``throttle.py``) lives in memory only: nothing an attacker sends is
-written to disk, and a restart forgets it.
+window. With ``token_key_rotation`` it rotates the token keys on a schedule: whenever the primary
+key is that old (checked every ``ROTATION_CHECK`` seconds at most; the replicas sharing the key
+directory decide under its lock, so one rotates per period), keeping enough keys for every token
+that may still be valid (``keys.active_keys_needed``). Login throttling (``throttle.py``) lives
+in memory only: nothing an attacker sends is written to disk, and a restart forgets it.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from dataclasses import dataclass
 
 from actors.identity.admin import AdminService
 from actors.identity.appcreds import ApplicationCredentialService
-from actors.identity.keys import DEFAULT_TOKEN_TTL, STALE_WINDOW, KeyRepository
+from actors.identity.keys import DEFAULT_TOKEN_TTL, STALE_WINDOW, KeyRepository, max_active_keys_for
 from actors.identity.passwords import dummy_hash
 from actors.identity.state import IdentityState
 from actors.identity.throttle import PasswordChecks, Throttling
@@ -121,6 +124,8 @@ MIGRATIONS = [
 
 DEFAULT_ROLES = ("admin", "member", "reader")
 PURGE_INTERVAL = 60.0
+ROTATION_CHECK = 60.0
+"""The longest between two looks at the primary key's age, when rotating on a schedule."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,15 +154,21 @@ class IdentityActor(Actor):
         *,
         token_ttl: float = DEFAULT_TOKEN_TTL,
         stale_window: float = STALE_WINDOW,
-        max_active_keys: int = 3,
+        token_key_rotation: float | None = None,
+        max_active_keys: int | None = None,
         throttling: Throttling | None = None,
         checks: PasswordChecks | None = None,
     ) -> None:
+        """``token_key_rotation``: seconds between scheduled key rotations (None: only on
+        demand, ``rotate_keys``); ``max_active_keys``: the keys kept (default: 3, or what the
+        schedule needs; too few for it raises ``ValueError``)."""
         super().__init__(bus)
+        keys_kept = max_active_keys_for(token_ttl, stale_window, token_key_rotation, max_active_keys)
+        self.token_key_rotation = token_key_rotation
         self.shared = IdentityState(
             store=open_store(config, "identity", MIGRATIONS),
             bus=bus,
-            keys=KeyRepository(config.data_dir / "keys" / "token", max_active_keys),
+            keys=KeyRepository(config.data_dir / "keys" / "token", keys_kept),
             token_ttl=token_ttl,
             stale_window=stale_window,
         )
@@ -174,6 +185,8 @@ class IdentityActor(Actor):
         await self._bootstrap()
         await self._ensure_service_user()
         self.spawn(self._purge_loop(), name="identity-purge")
+        if self.token_key_rotation is not None:
+            self.spawn(self._rotation_loop(self.token_key_rotation), name="identity-key-rotation")
 
     async def on_stop(self) -> None:
         await self.shared.store.close()
@@ -241,6 +254,16 @@ class IdentityActor(Actor):
                 return
             except Conflict:
                 log.info("another identity replica is making the service user; looking again")
+
+    async def _rotation_loop(self, period: float) -> None:
+        """Rotate the token keys whenever the primary key is ``period`` seconds old."""
+        while True:
+            layout = await self.shared.keys.rotate_if_older(period)
+            if layout is not None:
+                log.info(
+                    "token keys rotated on schedule: primary %d, keys %s", layout["primary"], layout["keys"]
+                )
+            await asyncio.sleep(min(ROTATION_CHECK, period / 4))
 
     async def _purge_loop(self) -> None:
         while True:

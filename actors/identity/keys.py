@@ -9,12 +9,17 @@ layout: one file per Fernet key, named by a number.
 * the numbers in between are *secondary* keys: they only decrypt tokens issued before a
   rotation, until those expire.
 
-``rotate()`` renames ``0`` to highest + 1 (the new primary), writes a new ``0`` and removes
-the lowest secondary keys until at most ``max_active_keys`` remain. Setup and rotation hold
-an exclusive ``flock`` on ``.lock`` and reading holds a shared one, so replicas of the identity
-actor on one data directory never see half a rotation; each re-reads the keys when the set
-of key numbers on disk changed (before sealing a token, and when no key opens one). Files
-are written to a temporary name and renamed into place.
+``rotate()`` renames ``0`` to highest + 1 (the new primary, its modification time set to
+the rotation's), writes a new ``0`` and removes the lowest secondary keys until at most
+``max_active_keys`` remain. ``rotate_if_older(period)`` rotates only when the primary key is at
+least ``period`` old, deciding under the lock: of replicas sharing the directory on a schedule,
+one rotates per period. A token must be opened until it expires, and a service token may vouch
+for it a stale window longer: ``active_keys_needed`` says how many keys that takes.
+
+Setup and rotation hold an exclusive ``flock`` on ``.lock`` and reading holds a shared one, so
+replicas of the identity actor on one data directory never see half a rotation; each re-reads
+the keys when the set of key numbers on disk changed (before sealing a token, and when no key
+opens one). Files are written to a temporary name and renamed into place.
 
 Token payload (msgpack array, version 2)::
 
@@ -34,8 +39,10 @@ import asyncio
 import contextlib
 import fcntl
 import logging
+import math
 import os
 import secrets
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,12 +62,53 @@ system scope, and live until they expire)."""
 MAX_TOKEN_LENGTH = 4096
 LOCK_NAME = ".lock"
 
-__all__ = ["MAX_TOKEN_LENGTH", "InvalidToken", "KeyRepository", "TokenPayload", "new_audit_id"]
+__all__ = [
+    "MAX_TOKEN_LENGTH",
+    "InvalidToken",
+    "KeyRepository",
+    "TokenPayload",
+    "active_keys_needed",
+    "max_active_keys_for",
+    "new_audit_id",
+]
+
 
 DEFAULT_TOKEN_TTL = 3600.0
 """How long a token lives, by default (Keystone's 1 h)."""
 STALE_WINDOW = 2 * 24 * 3600.0
 """How long after its expiry a user's token is valid with a service token (Keystone's 2 days)."""
+DEFAULT_MAX_ACTIVE_KEYS = 3
+
+
+def active_keys_needed(token_ttl: float, stale_window: float, rotation_period: float) -> int:
+    """The keys to keep when rotating every ``rotation_period`` seconds, so a token stays
+    readable until it can no longer be valid (Keystone: lifetime / period + 2, the lifetime
+    with the stale window): the staged key, the primary, and the secondaries in between."""
+    return math.ceil((token_ttl + stale_window) / rotation_period) + 2
+
+
+def max_active_keys_for(
+    token_ttl: float, stale_window: float, rotation_period: float | None, asked: int | None
+) -> int:
+    """The keys to keep: ``asked``, else enough for a rotation every ``rotation_period`` seconds.
+
+    :raises ValueError: ``asked`` is too few for the schedule (a valid token would be refused).
+    """
+    if rotation_period is None:
+        return asked or DEFAULT_MAX_ACTIVE_KEYS
+    if rotation_period <= 0:
+        raise ValueError("the token key rotation period must be positive")
+    needed = active_keys_needed(token_ttl, stale_window, rotation_period)
+    if asked is None:
+        return max(DEFAULT_MAX_ACTIVE_KEYS, needed)
+    if asked < needed:
+        raise ValueError(
+            f"max_active_keys {asked} is too few to rotate the token keys every {rotation_period / 3600:g} h:"
+            f" tokens live {token_ttl / 3600:g} h and may be vouched for {stale_window / 3600:g} h after,"
+            f" which takes {needed} keys ((lifetime + stale window) / period + 2); keep more keys or"
+            " rotate less often"
+        )
+    return asked
 
 
 def new_audit_id() -> str:
@@ -142,7 +190,7 @@ def _strings(value: Any) -> bool:
 class KeyRepository:
     """The Fernet keys of ``path``; ``setup()`` once, then ``encrypt``/``decrypt``."""
 
-    def __init__(self, path: Path, max_active_keys: int = 3) -> None:
+    def __init__(self, path: Path, max_active_keys: int = DEFAULT_MAX_ACTIVE_KEYS) -> None:
         if max_active_keys < 2:
             raise ValueError("max_active_keys must be at least 2 (a staged and a primary key)")
         self.path = path
@@ -166,6 +214,15 @@ class KeyRepository:
     async def rotate(self) -> KeyLayout:
         """Promote the staged key, stage a new one, drop the oldest; return the new layout."""
         await asyncio.to_thread(self._rotate_sync)
+        await self._load()
+        return {"primary": self.primary, "keys": sorted(self.numbers)}
+
+    async def rotate_if_older(self, period: float) -> KeyLayout | None:
+        """Rotate if the primary key is ``period`` seconds old or more (the new layout), else
+        nothing (another replica rotated this period already, or it is not time)."""
+        rotated = await asyncio.to_thread(self._rotate_if_older_sync, period)
+        if not rotated:
+            return None
         await self._load()
         return {"primary": self.primary, "keys": sorted(self.numbers)}
 
@@ -258,18 +315,32 @@ class KeyRepository:
 
     def _rotate_sync(self) -> None:
         with self._locked(exclusive=True):
-            keys = self._read_keys()
-            if 0 not in keys:
-                self._write_key(0, Fernet.generate_key())
-            primary = max(keys, default=0) + 1
-            self._promote_staged(primary)
-            others = sorted(number for number in keys if 0 < number < primary)
-            while others and len(others) + 2 > self.max_active_keys:
-                os.unlink(self.path / str(others.pop(0)))
-            log.info("token keys rotated: primary is now key %d", primary)
+            self._rotate_locked()
+
+    def _rotate_if_older_sync(self, period: float) -> bool:
+        with self._locked(exclusive=True):
+            primary = max((int(name) for name in os.listdir(self.path) if name.isdigit()), default=0)
+            if primary > 0 and time.time() - (self.path / str(primary)).stat().st_mtime < period:
+                return False
+            self._rotate_locked()
+            return True
+
+    def _rotate_locked(self) -> None:
+        keys = self._read_keys()
+        if 0 not in keys:
+            self._write_key(0, Fernet.generate_key())
+        primary = max(keys, default=0) + 1
+        self._promote_staged(primary)
+        others = sorted(number for number in keys if 0 < number < primary)
+        while others and len(others) + 2 > self.max_active_keys:
+            os.unlink(self.path / str(others.pop(0)))
+        log.info("token keys rotated: primary is now key %d", primary)
 
     def _promote_staged(self, number: int) -> None:
+        """Make the staged key primary key ``number`` (dated now: its age is the time since this
+        rotation) and stage a new one."""
         os.replace(self.path / "0", self.path / str(number))
+        os.utime(self.path / str(number))
         self._write_key(0, Fernet.generate_key())
 
     def _load_sync(self) -> tuple[tuple[int, ...], MultiFernet, tuple[int, ...] | None]:
