@@ -41,6 +41,7 @@ from bus.errors import (
     Overloaded,
     RemoteError,
 )
+from bus.metrics import ACTOR_HANDLE_SECONDS, ACTOR_LOAD, ACTOR_MESSAGES, OK, UNKNOWN_METHOD
 
 log = logging.getLogger(__name__)
 CANCEL_AGAIN_AFTER = 1.0
@@ -92,6 +93,16 @@ class Actor:
         self._failure: BaseException | None = None
         self._run_task: asyncio.Task[None] | None = None
         self._started_at = time.monotonic()
+
+    @property
+    def kind(self) -> str:
+        """The actor's kind (``node`` for every node): what its metrics are labelled by."""
+        return self.name or self.address
+
+    @property
+    def backlog(self) -> int:
+        """Messages accepted and waiting for a worker."""
+        return self._queue.qsize()
 
     def serve(self, *servants: object) -> None:
         """Serve the facet methods each servant implements (the actor itself, when it is a facet).
@@ -210,6 +221,7 @@ class Actor:
                 )
             await self.bus.flush()
             self.state = ActorState.RUNNING
+            ACTOR_LOAD.actors.add(self)
             self._started_at = time.monotonic()
             self._started.set()
             log.info("actor %s (%s) serving", self.address, self.instance_id)
@@ -246,6 +258,7 @@ class Actor:
 
     async def _shutdown(self) -> None:
         crashed = self._failure is not None
+        ACTOR_LOAD.actors.discard(self)
         self.state = ActorState.DRAINING
         for subscription in self._subscriptions:
             try:
@@ -284,14 +297,24 @@ class Actor:
 
     async def _on_message(self, route: _Route, msg: Msg) -> None:
         if self.state not in (ActorState.STARTING, ActorState.RUNNING, ActorState.DRAINING):
+            self._count(route, msg, "ActorStopped")
             await self._answer_error(msg, ActorStopped(f"actor {self.address} is not running"))
             return
         try:
             self._queue.put_nowait((msg, route))
         except asyncio.QueueFull:
+            self._count(route, msg, "Overloaded")
             await self._answer_error(
                 msg, Overloaded(f"actor {self.address} has {self.inflight} in flight and a full backlog")
             )
+
+    def _count(self, route: _Route, msg: Msg, outcome: str) -> str:
+        """Count one message's outcome; return its method label."""
+        method = msg.subject.rpartition(".")[2]
+        if method not in route.handlers:
+            method = UNKNOWN_METHOD
+        ACTOR_MESSAGES.labels(self.kind, method, outcome).inc()
+        return method
 
     async def _worker(self) -> None:
         while True:
@@ -311,6 +334,16 @@ class Actor:
                 self._queue.task_done()
 
     async def _handle(self, msg: Msg, route: _Route) -> None:
+        began = time.perf_counter()
+        outcome = ActorStopped.__name__  # unless answered: cancelled while handling it
+        try:
+            outcome = await self._answer(msg, route)
+        finally:
+            method = self._count(route, msg, outcome)
+            ACTOR_HANDLE_SECONDS.labels(self.kind, method).observe(time.perf_counter() - began)
+
+    async def _answer(self, msg: Msg, route: _Route) -> str:
+        """Handle one message and answer it; return how it went (``ok``, or the error's type)."""
         head, _, method = msg.subject.rpartition(".")
         caller = {route.caller: head.rpartition(".")[2]} if route.caller is not None else {}
         try:
@@ -318,7 +351,7 @@ class Actor:
         except BadMessage as exc:
             log.warning("actor %s: refused message on %s: %s", self.address, msg.subject, exc)
             await self._answer_error(msg, exc)
-            return
+            return type(exc).__name__
         token = current.set(Current(envelope.request_id, envelope.context, envelope.deadline))
         try:
             served = route.handlers.get(method)
@@ -330,6 +363,7 @@ class Actor:
             exc.request_id = envelope.request_id
             log.info("actor %s.%s rid=%s: %s: %s", self.address, method, envelope.request_id, exc.code, exc)
             await self._answer_error(msg, exc)
+            return type(exc).__name__
         except Exception as exc:
             log.exception("actor %s.%s rid=%s failed", self.address, method, envelope.request_id)
             await self._answer_error(
@@ -340,6 +374,7 @@ class Actor:
                     remote_type=type(exc).__name__,
                 ),
             )
+            return type(exc).__name__
         else:
             if msg.reply:
                 try:
@@ -347,6 +382,8 @@ class Actor:
                 except BadMessage as exc:
                     exc.request_id = envelope.request_id
                     await self._answer_error(msg, exc)
+                    return type(exc).__name__
+            return OK
         finally:
             current.reset(token)
 
