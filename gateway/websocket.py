@@ -40,6 +40,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 import weakref
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Iterator
@@ -60,6 +61,7 @@ from yarl import URL
 from api.fields import Id
 from bus import BadMessage, Bus, Unauthorized, decode
 from gateway.http import BUS, LIMITS, TOKENS, context_of, error_body, service_of
+from gateway.metrics import EVENT_LAG, EVENT_PENDING
 from gateway.routing import Headers, Query, Reply, Routes, TimeParameter, given, moment
 
 log = logging.getLogger(__name__)
@@ -254,6 +256,9 @@ class EventHub:
             await self._subscription.unsubscribe()
 
     async def _on_message(self, msg: Msg) -> None:
+        metadata = msg.metadata
+        EVENT_LAG.observe(max(0.0, time.time() - metadata.timestamp.timestamp()))
+        EVENT_PENDING.set(metadata.num_pending)
         stored = stored_event(msg)
         if stored is None:
             return
