@@ -334,58 +334,58 @@ class Actor:
                 self._queue.task_done()
 
     async def _handle(self, msg: Msg, route: _Route) -> None:
+        """Answer one message; count it by how it went (``ok``, or the error's type) and time it."""
         began = time.perf_counter()
-        outcome = ActorStopped.__name__  # unless answered: cancelled while handling it
-        try:
-            outcome = await self._answer(msg, route)
-        finally:
-            method = self._count(route, msg, outcome)
-            ACTOR_HANDLE_SECONDS.labels(self.kind, method).observe(time.perf_counter() - began)
-
-    async def _answer(self, msg: Msg, route: _Route) -> str:
-        """Handle one message and answer it; return how it went (``ok``, or the error's type)."""
+        outcome = ActorStopped.__name__  # unless it is answered: cancelled while handling it
         head, _, method = msg.subject.rpartition(".")
         caller = {route.caller: head.rpartition(".")[2]} if route.caller is not None else {}
         try:
-            envelope = decode(msg.data, self.bus.max_bytes)
-        except BadMessage as exc:
-            log.warning("actor %s: refused message on %s: %s", self.address, msg.subject, exc)
-            await self._answer_error(msg, exc)
-            return type(exc).__name__
-        token = current.set(Current(envelope.request_id, envelope.context, envelope.deadline))
-        try:
-            served = route.handlers.get(method)
-            if served is None:
-                raise NoSuchMethod(f"actor {self.address} has no method {method!r} on {route.pattern}")
-            await self._authorize(served[0], envelope)
-            result = await self._dispatch(served, envelope, caller)
-        except AiostackError as exc:
-            exc.request_id = envelope.request_id
-            log.info("actor %s.%s rid=%s: %s: %s", self.address, method, envelope.request_id, exc.code, exc)
-            await self._answer_error(msg, exc)
-            return type(exc).__name__
-        except Exception as exc:
-            log.exception("actor %s.%s rid=%s failed", self.address, method, envelope.request_id)
-            await self._answer_error(
-                msg,
-                RemoteError(
-                    f"{type(exc).__name__}: {exc}",
-                    request_id=envelope.request_id,
-                    remote_type=type(exc).__name__,
-                ),
-            )
-            return type(exc).__name__
-        else:
-            if msg.reply:
-                try:
-                    await self.bus.reply(msg, envelope.request_id, result)
-                except BadMessage as exc:
-                    exc.request_id = envelope.request_id
-                    await self._answer_error(msg, exc)
-                    return type(exc).__name__
-            return OK
+            try:
+                envelope = decode(msg.data, self.bus.max_bytes)
+            except BadMessage as exc:
+                log.warning("actor %s: refused message on %s: %s", self.address, msg.subject, exc)
+                outcome = type(exc).__name__
+                await self._answer_error(msg, exc)
+                return
+            token = current.set(Current(envelope.request_id, envelope.context, envelope.deadline))
+            try:
+                served = route.handlers.get(method)
+                if served is None:
+                    raise NoSuchMethod(f"actor {self.address} has no method {method!r} on {route.pattern}")
+                await self._authorize(served[0], envelope)
+                result = await self._dispatch(served, envelope, caller)
+            except AiostackError as exc:
+                outcome = type(exc).__name__
+                exc.request_id = envelope.request_id
+                log.info(
+                    "actor %s.%s rid=%s: %s: %s", self.address, method, envelope.request_id, exc.code, exc
+                )
+                await self._answer_error(msg, exc)
+            except Exception as exc:
+                outcome = type(exc).__name__
+                log.exception("actor %s.%s rid=%s failed", self.address, method, envelope.request_id)
+                await self._answer_error(
+                    msg,
+                    RemoteError(
+                        f"{type(exc).__name__}: {exc}",
+                        request_id=envelope.request_id,
+                        remote_type=type(exc).__name__,
+                    ),
+                )
+            else:
+                outcome = OK
+                if msg.reply:
+                    try:
+                        await self.bus.reply(msg, envelope.request_id, result)
+                    except BadMessage as exc:
+                        outcome = type(exc).__name__
+                        exc.request_id = envelope.request_id
+                        await self._answer_error(msg, exc)
+            finally:
+                current.reset(token)
         finally:
-            current.reset(token)
+            label = self._count(route, msg, outcome)
+            ACTOR_HANDLE_SECONDS.labels(self.kind, label).observe(time.perf_counter() - began)
 
     async def _dispatch(self, served: Served, envelope: Envelope, caller: dict[str, str]) -> Any:
         declaration, method_handler = served

@@ -342,41 +342,35 @@ class Bus:
         began = time.perf_counter()
         outcome = "Cancelled"
         try:
-            reply = await self._call(address, body, timeout, context, resend)
-            outcome = OK
-            return reply
+            payload = self._outgoing(body, context, timeout)
+            cur = current.get()
+            if cur is not None and cur.deadline is not None:
+                timeout = min(timeout, max(cur.deadline - time.time(), 0.001))
+            subject = f"{self.prefix}.rpc.{address}"
+            loop = asyncio.get_running_loop()
+            end = loop.time() + timeout
+            patience, pause = loop.time() + min(NO_RESPONDERS_PATIENCE, timeout), 0.05
+            asked_again_until = loop.time() + TRANSIENT_REPLY_PATIENCE
+            while True:
+                msg = await self._request(subject, payload, max(0.001, end - loop.time()), resend=resend)
+                if not _no_responders(msg):
+                    try:
+                        reply = decode_reply(msg.data, self.max_bytes)
+                        outcome = OK
+                        return reply
+                    except (ActorStopped, StoreUnavailable):
+                        if not resend or loop.time() + pause > min(end, asked_again_until):
+                            raise
+                elif loop.time() + pause > patience:
+                    raise NoResponders(f"no actor serves {subject}")
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 0.4)
         except Exception as exc:
             outcome = type(exc).__name__
             raise
         finally:
             head, _, method = address.rpartition(".")
             BUS_CALL_SECONDS.labels(target or head, method, outcome).observe(time.perf_counter() - began)
-
-    async def _call(
-        self, address: str, body: Any, timeout: float, context: Context | None, resend: bool
-    ) -> Any:
-        """``call`` without its timing."""
-        payload = self._outgoing(body, context, timeout)
-        cur = current.get()
-        if cur is not None and cur.deadline is not None:
-            timeout = min(timeout, max(cur.deadline - time.time(), 0.001))
-        subject = f"{self.prefix}.rpc.{address}"
-        loop = asyncio.get_running_loop()
-        end = loop.time() + timeout
-        patience, pause = loop.time() + min(NO_RESPONDERS_PATIENCE, timeout), 0.05
-        asked_again_until = loop.time() + TRANSIENT_REPLY_PATIENCE
-        while True:
-            msg = await self._request(subject, payload, max(0.001, end - loop.time()), resend=resend)
-            if not _no_responders(msg):
-                try:
-                    return decode_reply(msg.data, self.max_bytes)
-                except (ActorStopped, StoreUnavailable):
-                    if not resend or loop.time() + pause > min(end, asked_again_until):
-                        raise
-            elif loop.time() + pause > patience:
-                raise NoResponders(f"no actor serves {subject}")
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, 0.4)
 
     async def call_patiently(
         self,
