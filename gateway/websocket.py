@@ -215,7 +215,10 @@ class Subscriber:
 
 
 class EventHub:
-    """One ordered consumer on the event stream, a ring of recent events, and the live sockets."""
+    """One ordered consumer on the event stream, a ring of recent events, and the live sockets.
+
+    Each event received is measured: its lag (from the stream storing it) and the events the
+    consumer has still to receive after it (``gateway.metrics``)."""
 
     def __init__(self, bus: Bus) -> None:
         self.bus = bus
