@@ -22,12 +22,14 @@ a state or a host-independent address).
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram
 
 from api.metrics import COLLECT
+from bus import Bus
 from bus.metrics import LATENCY_BUCKETS
 from gateway.http import BUS, Handler
 from gateway.routing import Reply, Routes, route_of
@@ -118,13 +120,32 @@ routes = Routes()
 )
 async def metrics(request: web.Request) -> web.Response:
     """``GET /metrics``: the gateway's own metrics and those every other process answered with."""
-    answers = await COLLECT.gather(
-        request.app[BUS], CollectRequest(), within=GATHER_WITHIN, quiet=GATHER_QUIET
-    )
-    PROCESSES.set(len(answers) + 1)
-    own = exposition_of(PROCESS, await exposition())
-    return web.Response(body=merged([own, *answers]), headers={"Content-Type": CONTENT_TYPE_LATEST})
+    body = await request.app[COLLECTIONS].latest()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+class Collections:
+    """One collection at a time: a scrape that comes while one is under way gets its result, so
+    a flood of requests to the public ``/metrics`` costs the processes one collection at a time."""
+
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+        self._under_way: asyncio.Task[bytes] | None = None
+
+    async def latest(self) -> bytes:
+        if self._under_way is None or self._under_way.done():
+            self._under_way = asyncio.create_task(self._collect())
+        return await asyncio.shield(self._under_way)
+
+    async def _collect(self) -> bytes:
+        answers = await COLLECT.gather(self.bus, CollectRequest(), within=GATHER_WITHIN, quiet=GATHER_QUIET)
+        PROCESSES.set(len(answers) + 1)
+        return merged([exposition_of(PROCESS, await exposition()), *answers])
+
+
+COLLECTIONS = web.AppKey("metrics_collections", Collections)
 
 
 def add_routes(app: web.Application) -> None:
+    app[COLLECTIONS] = Collections(app[BUS])
     routes.add_to(app)

@@ -119,6 +119,22 @@ async def test_metrics_of_the_other_processes_are_gathered_over_the_bus(
     assert len(label_values(samples, memory, "pid")) == 1  # both are this test's process
 
 
+async def test_scrapes_that_come_together_share_one_collection(
+    api: Api, gateway_url: str, config: Config
+) -> None:
+    asked: list[str] = []
+
+    async def silent(msg: Any) -> None:  # a process that never answers: each collection waits it out
+        asked.append(msg.subject)
+
+    async with await Bus.connect(config.nats_url, prefix=config.prefix, name="silent-process") as bus:
+        await bus.subscribe(bus.subject(COLLECT.pattern), silent)
+        await bus.flush()
+        scrapes = await asyncio.gather(*(scrape(api.session, gateway_url) for _ in range(5)))
+    assert len(asked) == 1
+    assert len({text for text, _ in scrapes}) == 1
+
+
 async def test_metrics_take_only_get_and_any_other_method_is_refused_in_the_error_format(
     api: Api, cloud: list[Actor]
 ) -> None:
