@@ -78,6 +78,7 @@ class Actor:
         self.instance_id = new_id()[:12]
         self.state = ActorState.NEW
         self.inflight = 0
+        self._declared_address: str | None = None
         self._routes: dict[str, _Route] = {
             self.address: _Route(self.address, None, {"ping": (ServiceAPI.api_methods["ping"], self.ping)})
         }
@@ -96,8 +97,9 @@ class Actor:
 
     @property
     def kind(self) -> str:
-        """The actor's kind (``node`` for every node): what its metrics are labelled by."""
-        return self.name or self.address
+        """The actor's kind, what its metrics are labelled by: its name (``node`` for every node), or
+        the address its facets declare (``volume.storage.{host}``), never one host's address."""
+        return self.name or self._declared_address or self.address
 
     @property
     def backlog(self) -> int:
@@ -115,6 +117,8 @@ class Actor:
                 raise TypeError(f"{type(servant).__name__} implements no ServiceAPI facet")
             for facet in type(servant).facets():
                 self._route_of(facet)
+                if facet.caller is None:
+                    self._declared_address = self._declared_address or facet.address
             for name, (method, implementation) in handlers_of(servant).items():
                 route = self._route_of(method.facet)
                 served = route.handlers.get(name)
