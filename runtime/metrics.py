@@ -113,11 +113,16 @@ async def answer_collections(bus: Bus, topic: Topic[CollectRequest], process: st
 
 def merged(expositions: Iterable[Exposition]) -> bytes:
     """Several processes' expositions as one, each sample labelled with its ``process`` and ``pid``
-    (one HELP and TYPE per metric, as Prometheus wants)."""
+    (one HELP and TYPE per metric, as Prometheus wants); an answer that is not one is left out."""
     families: dict[str, Metric] = {}
     for answer in expositions:
-        extra = {"process": answer["process"], "pid": str(answer["pid"])}
-        for family in text_string_to_metric_families(answer["exposition"]):
+        try:
+            extra = {"process": str(answer["process"]), "pid": str(answer["pid"])}
+            parsed = list(text_string_to_metric_families(answer["exposition"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            log.warning("a process's metrics left out: %s: %s", type(exc).__name__, exc)
+            continue
+        for family in parsed:
             into = families.get(family.name)
             if into is None:
                 into = families[family.name] = Metric(family.name, family.documentation, family.type)

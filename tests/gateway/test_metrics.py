@@ -15,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from api.metrics import COLLECT
 from bus import Actor, Bus
+from bus.envelope import request_id_of
 from runtime.config import Config
 from runtime.metrics import answer_collections
 from tests.helpers import Api
@@ -118,6 +119,19 @@ async def test_metrics_of_the_other_processes_are_gathered_over_the_bus(
     memory = "process_resident_memory_bytes"
     assert label_values(samples, memory, "process") == {"gateway", "volume:elsewhere"}
     assert len(label_values(samples, memory, "pid")) == 1  # both are this test's process
+
+
+async def test_an_answer_that_is_no_exposition_is_left_out(
+    api: Api, gateway_url: str, config: Config
+) -> None:
+    async def garbled(msg: Any) -> None:
+        await bus.reply(msg, request_id_of(msg.data) or "", {"process": "garbled", "exposition": "x {"})
+
+    async with await Bus.connect(config.nats_url, prefix=config.prefix, name="garbled-process") as bus:
+        await bus.subscribe(bus.subject(COLLECT.pattern), garbled)
+        await bus.flush()
+        text, _ = await scrape(api.session, gateway_url)
+    assert "garbled" not in text and 'process="gateway"' in text
 
 
 async def test_scrapes_that_come_together_share_one_collection(
