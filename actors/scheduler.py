@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+from prometheus_client import Gauge
 
 from actors.orphans import ORPHAN_SWEEP_INTERVAL, sweep_orphans_forever
 from api.scheduler import HEARTBEAT, Allocation, Destination, HostView, Released, Scheduler
@@ -26,6 +27,7 @@ from bus import Actor, AiostackError, Bus, Conflict, NotFound, NoValidHost
 from bus.envelope import request_id_of
 from runtime.config import Config
 from runtime.events import publish_event
+from runtime.metrics import on_collect
 from runtime.stamps import utcnow
 from runtime.store import Db, open_store
 
@@ -56,6 +58,11 @@ MIGRATIONS = [
 # hosts.announced_up: the liveness last published (node.up = 1, node.down = 0).
 
 RESOURCES = ("vcpus", "memory_mb", "disk_gb")
+HOSTS = Gauge(
+    "aiostack_hosts",
+    "Compute hosts by state: up (reported within the service down time) or down",
+    ["state"],
+)
 CAS_ATTEMPTS = 5
 
 HOST_ROWS = (
@@ -121,6 +128,7 @@ class SchedulerActor(Actor, Scheduler):
             self.bus.subject(HEARTBEAT.pattern), self._on_heartbeat, queue="scheduler"
         )
         self.spawn(self._watch_liveness(), name="scheduler-liveness")
+        self._stop_counting = on_collect(self.count_hosts)
         self.spawn(
             sweep_orphans_forever(
                 self.bus, self._claimants, self._release, "claim", self.orphan_sweep_interval
@@ -146,6 +154,7 @@ class SchedulerActor(Actor, Scheduler):
             await self.bus.reply(msg, request_id, error=exc.to_wire())
 
     async def on_stop(self) -> None:
+        self._stop_counting()
         if self._heartbeats is not None:
             await self._heartbeats.unsubscribe()
         await self.store.close()
@@ -158,6 +167,14 @@ class SchedulerActor(Actor, Scheduler):
 
     def _alive(self, row: dict[str, Any], now: float) -> bool:
         return now - row["last_seen"] <= self.service_down_time
+
+    async def count_hosts(self) -> None:
+        """Bring ``aiostack_hosts`` up to date (before each collection of the metrics)."""
+        now = time.time()
+        rows = await self.store.fetchall("SELECT last_seen FROM hosts")
+        up = sum(self._alive(row, now) for row in rows)
+        HOSTS.labels("up").set(up)
+        HOSTS.labels("down").set(len(rows) - up)
 
     def _view(self, row: dict[str, Any], now: float) -> HostView:
         """A host as ``list_hosts`` shows it (``row`` from ``HOST_ROWS``)."""

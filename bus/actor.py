@@ -41,6 +41,7 @@ from bus.errors import (
     Overloaded,
     RemoteError,
 )
+from bus.metrics import ACTOR_HANDLE_SECONDS, ACTOR_LOAD, ACTOR_MESSAGES, OK, UNKNOWN_METHOD
 
 log = logging.getLogger(__name__)
 CANCEL_AGAIN_AFTER = 1.0
@@ -77,6 +78,7 @@ class Actor:
         self.instance_id = new_id()[:12]
         self.state = ActorState.NEW
         self.inflight = 0
+        self._declared_address: str | None = None
         self._routes: dict[str, _Route] = {
             self.address: _Route(self.address, None, {"ping": (ServiceAPI.api_methods["ping"], self.ping)})
         }
@@ -93,6 +95,17 @@ class Actor:
         self._run_task: asyncio.Task[None] | None = None
         self._started_at = time.monotonic()
 
+    @property
+    def kind(self) -> str:
+        """The actor's kind, what its metrics are labelled by: its name (``node`` for every node), or
+        the address its facets declare (``volume.storage.{host}``), never one host's address."""
+        return self.name or self._declared_address or self.address
+
+    @property
+    def backlog(self) -> int:
+        """Messages accepted and waiting for a worker."""
+        return self._queue.qsize()
+
     def serve(self, *servants: object) -> None:
         """Serve the facet methods each servant implements (the actor itself, when it is a facet).
 
@@ -104,6 +117,8 @@ class Actor:
                 raise TypeError(f"{type(servant).__name__} implements no ServiceAPI facet")
             for facet in type(servant).facets():
                 self._route_of(facet)
+                if facet.caller is None:
+                    self._declared_address = self._declared_address or facet.address
             for name, (method, implementation) in handlers_of(servant).items():
                 route = self._route_of(method.facet)
                 served = route.handlers.get(name)
@@ -210,6 +225,7 @@ class Actor:
                 )
             await self.bus.flush()
             self.state = ActorState.RUNNING
+            ACTOR_LOAD.actors.add(self)
             self._started_at = time.monotonic()
             self._started.set()
             log.info("actor %s (%s) serving", self.address, self.instance_id)
@@ -246,6 +262,7 @@ class Actor:
 
     async def _shutdown(self) -> None:
         crashed = self._failure is not None
+        ACTOR_LOAD.actors.discard(self)
         self.state = ActorState.DRAINING
         for subscription in self._subscriptions:
             try:
@@ -284,14 +301,24 @@ class Actor:
 
     async def _on_message(self, route: _Route, msg: Msg) -> None:
         if self.state not in (ActorState.STARTING, ActorState.RUNNING, ActorState.DRAINING):
+            self._count(route, msg, "ActorStopped")
             await self._answer_error(msg, ActorStopped(f"actor {self.address} is not running"))
             return
         try:
             self._queue.put_nowait((msg, route))
         except asyncio.QueueFull:
+            self._count(route, msg, "Overloaded")
             await self._answer_error(
                 msg, Overloaded(f"actor {self.address} has {self.inflight} in flight and a full backlog")
             )
+
+    def _count(self, route: _Route, msg: Msg, outcome: str) -> str:
+        """Count one message's outcome; return its method label."""
+        method = msg.subject.rpartition(".")[2]
+        if method not in route.handlers:
+            method = UNKNOWN_METHOD
+        ACTOR_MESSAGES.labels(self.kind, method, outcome).inc()
+        return method
 
     async def _worker(self) -> None:
         while True:
@@ -311,44 +338,58 @@ class Actor:
                 self._queue.task_done()
 
     async def _handle(self, msg: Msg, route: _Route) -> None:
+        """Answer one message; count it by how it went (``ok``, or the error's type) and time it."""
+        began = time.perf_counter()
+        outcome = ActorStopped.__name__  # unless it is answered: cancelled while handling it
         head, _, method = msg.subject.rpartition(".")
         caller = {route.caller: head.rpartition(".")[2]} if route.caller is not None else {}
         try:
-            envelope = decode(msg.data, self.bus.max_bytes)
-        except BadMessage as exc:
-            log.warning("actor %s: refused message on %s: %s", self.address, msg.subject, exc)
-            await self._answer_error(msg, exc)
-            return
-        token = current.set(Current(envelope.request_id, envelope.context, envelope.deadline))
-        try:
-            served = route.handlers.get(method)
-            if served is None:
-                raise NoSuchMethod(f"actor {self.address} has no method {method!r} on {route.pattern}")
-            await self._authorize(served[0], envelope)
-            result = await self._dispatch(served, envelope, caller)
-        except AiostackError as exc:
-            exc.request_id = envelope.request_id
-            log.info("actor %s.%s rid=%s: %s: %s", self.address, method, envelope.request_id, exc.code, exc)
-            await self._answer_error(msg, exc)
-        except Exception as exc:
-            log.exception("actor %s.%s rid=%s failed", self.address, method, envelope.request_id)
-            await self._answer_error(
-                msg,
-                RemoteError(
-                    f"{type(exc).__name__}: {exc}",
-                    request_id=envelope.request_id,
-                    remote_type=type(exc).__name__,
-                ),
-            )
-        else:
-            if msg.reply:
-                try:
-                    await self.bus.reply(msg, envelope.request_id, result)
-                except BadMessage as exc:
-                    exc.request_id = envelope.request_id
-                    await self._answer_error(msg, exc)
+            try:
+                envelope = decode(msg.data, self.bus.max_bytes)
+            except BadMessage as exc:
+                log.warning("actor %s: refused message on %s: %s", self.address, msg.subject, exc)
+                outcome = type(exc).__name__
+                await self._answer_error(msg, exc)
+                return
+            token = current.set(Current(envelope.request_id, envelope.context, envelope.deadline))
+            try:
+                served = route.handlers.get(method)
+                if served is None:
+                    raise NoSuchMethod(f"actor {self.address} has no method {method!r} on {route.pattern}")
+                await self._authorize(served[0], envelope)
+                result = await self._dispatch(served, envelope, caller)
+            except AiostackError as exc:
+                outcome = type(exc).__name__
+                exc.request_id = envelope.request_id
+                log.info(
+                    "actor %s.%s rid=%s: %s: %s", self.address, method, envelope.request_id, exc.code, exc
+                )
+                await self._answer_error(msg, exc)
+            except Exception as exc:
+                outcome = type(exc).__name__
+                log.exception("actor %s.%s rid=%s failed", self.address, method, envelope.request_id)
+                await self._answer_error(
+                    msg,
+                    RemoteError(
+                        f"{type(exc).__name__}: {exc}",
+                        request_id=envelope.request_id,
+                        remote_type=type(exc).__name__,
+                    ),
+                )
+            else:
+                outcome = OK
+                if msg.reply:
+                    try:
+                        await self.bus.reply(msg, envelope.request_id, result)
+                    except BadMessage as exc:
+                        outcome = type(exc).__name__
+                        exc.request_id = envelope.request_id
+                        await self._answer_error(msg, exc)
+            finally:
+                current.reset(token)
         finally:
-            current.reset(token)
+            label = self._count(route, msg, outcome)
+            ACTOR_HANDLE_SECONDS.labels(self.kind, label).observe(time.perf_counter() - began)
 
     async def _dispatch(self, served: Served, envelope: Envelope, caller: dict[str, str]) -> Any:
         declaration, method_handler = served

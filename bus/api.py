@@ -56,6 +56,8 @@ F = TypeVar("F", bound=Callable[..., Coroutine[Any, Any, Any]])
 T = TypeVar("T")
 
 _MARK = "_aiostack_api_method"
+ANY_ADDRESS = "*"
+"""The target a ``liveness`` client's calls are timed under (it may ask any actor)."""
 _WIRE_TYPES = (bytes, bytearray, memoryview)
 
 
@@ -423,6 +425,7 @@ def _sender(method: Method) -> Callable[..., Awaitable[Any]]:
     def send_call(self: Any, **arguments: Any) -> Awaitable[Any]:
         bus: Bus = self._bus
         timeout = self._timeout or declared_timeout or DEFAULT_CALL_TIMEOUT
+        target = type(self).address or ANY_ADDRESS
         if self._patience is not None:
             return bus.call_patiently(
                 f"{self._address}.{name}",
@@ -430,8 +433,11 @@ def _sender(method: Method) -> Callable[..., Awaitable[Any]]:
                 within=self._patience,
                 attempt_timeout=timeout,
                 resend=idempotent,
+                target=target,
             )
-        return bus.call(f"{self._address}.{name}", arguments, timeout=timeout, resend=idempotent)
+        return bus.call(
+            f"{self._address}.{name}", arguments, timeout=timeout, resend=idempotent, target=target
+        )
 
     send = send_cast if method.kind == "cast" else send_call
     send.__name__ = send.__qualname__ = name
@@ -506,3 +512,7 @@ class Topic(Generic[T]):
         self, bus: Bus, body: T, *, timeout: float = DEFAULT_CALL_TIMEOUT, **fields: str
     ) -> Any:
         return await bus.request(self.subject(**fields), body, timeout=timeout)
+
+    async def gather(self, bus: Bus, body: T, *, within: float, quiet: float, **fields: str) -> list[Any]:
+        """Every subscriber's answer (``Bus.gather``)."""
+        return await bus.gather(self.subject(**fields), body, within=within, quiet=quiet)

@@ -44,6 +44,7 @@ from bus.errors import (
     NoResponders,
     StoreUnavailable,
 )
+from bus.metrics import BUS_CALL_SECONDS, OK
 from bus.server import TLS_NAME
 
 log = logging.getLogger(__name__)
@@ -195,6 +196,7 @@ class Bus:
         self._inbox: Subscription | None = None
         self._reply_tokens = itertools.count(1)
         self._waiting: dict[str, asyncio.Future[Msg]] = {}
+        self._gathering: dict[str, asyncio.Queue[Msg]] = {}
         self._resendable: dict[str, tuple[str, bytes, dict[str, str] | None]] = {}
         self._sending: set[asyncio.Task[None]] = set()
         self._event_stream_checked = False
@@ -325,6 +327,7 @@ class Bus:
         timeout: float = DEFAULT_CALL_TIMEOUT,
         context: Context | None = None,
         resend: bool = False,
+        target: str | None = None,
     ) -> Any:
         """Request/reply to ``<prefix>.rpc.<address>``; return the reply body or raise its error.
 
@@ -339,32 +342,47 @@ class Bus:
         call is asked again (another replica may answer) for up to ``TRANSIENT_REPLY_PATIENCE``
         seconds. ``Overloaded`` is not asked again: it is the callee's backpressure.
 
+        The call is timed (``aiostack_bus_call_seconds``) under ``target``, its address as the
+        facet declares it (``node.{host}``: a host's name would make a label value per host), or
+        the address itself when not given.
+
         :raises CallTimeout: no reply within ``timeout`` (or the inherited deadline).
         :raises NoResponders: nobody subscribes to the subject (still, ``NO_RESPONDERS_PATIENCE``
             seconds later).
         :raises AiostackError: the error the remote handler raised, rebuilt by its code.
         """
-        payload = self._outgoing(body, context, timeout)
-        cur = current.get()
-        if cur is not None and cur.deadline is not None:
-            timeout = min(timeout, max(cur.deadline - time.time(), 0.001))
-        subject = f"{self.prefix}.rpc.{address}"
-        loop = asyncio.get_running_loop()
-        end = loop.time() + timeout
-        patience, pause = loop.time() + min(NO_RESPONDERS_PATIENCE, timeout), 0.05
-        asked_again_until = loop.time() + TRANSIENT_REPLY_PATIENCE
-        while True:
-            msg = await self._request(subject, payload, max(0.001, end - loop.time()), resend=resend)
-            if not _no_responders(msg):
-                try:
-                    return decode_reply(msg.data, self.max_bytes)
-                except (ActorStopped, StoreUnavailable):
-                    if not resend or loop.time() + pause > min(end, asked_again_until):
-                        raise
-            elif loop.time() + pause > patience:
-                raise NoResponders(f"no actor serves {subject}")
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, 0.4)
+        began = time.perf_counter()
+        outcome = "Cancelled"
+        try:
+            payload = self._outgoing(body, context, timeout)
+            cur = current.get()
+            if cur is not None and cur.deadline is not None:
+                timeout = min(timeout, max(cur.deadline - time.time(), 0.001))
+            subject = f"{self.prefix}.rpc.{address}"
+            loop = asyncio.get_running_loop()
+            end = loop.time() + timeout
+            patience, pause = loop.time() + min(NO_RESPONDERS_PATIENCE, timeout), 0.05
+            asked_again_until = loop.time() + TRANSIENT_REPLY_PATIENCE
+            while True:
+                msg = await self._request(subject, payload, max(0.001, end - loop.time()), resend=resend)
+                if not _no_responders(msg):
+                    try:
+                        reply = decode_reply(msg.data, self.max_bytes)
+                        outcome = OK
+                        return reply
+                    except (ActorStopped, StoreUnavailable):
+                        if not resend or loop.time() + pause > min(end, asked_again_until):
+                            raise
+                elif loop.time() + pause > patience:
+                    raise NoResponders(f"no actor serves {subject}")
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 0.4)
+        except Exception as exc:
+            outcome = type(exc).__name__
+            raise
+        finally:
+            head, _, method = address.rpartition(".")
+            BUS_CALL_SECONDS.labels(target or head, method, outcome).observe(time.perf_counter() - began)
 
     async def call_patiently(
         self,
@@ -374,9 +392,11 @@ class Bus:
         within: float,
         attempt_timeout: float = 5.0,
         resend: bool = False,
+        target: str | None = None,
     ) -> Any:
         """``call`` an idempotent handler, asking again while its actor is away, restarting or
-        busy (``TRANSIENT_ERRORS``) for up to ``within`` seconds, with backoff 0.2 s doubling to 2 s.
+        busy (``TRANSIENT_ERRORS``) for up to ``within`` seconds, with backoff 0.2 s doubling to 2 s
+        (each attempt timed as a ``call`` under ``target``).
 
         :raises: the last transient error once ``within`` has passed; any other error at once.
         """
@@ -385,7 +405,7 @@ class Bus:
         while True:
             try:
                 timeout = min(attempt_timeout, max(1.0, deadline - time.monotonic()))
-                return await self.call(address, body, timeout=timeout, resend=resend)
+                return await self.call(address, body, timeout=timeout, resend=resend, target=target)
             except TRANSIENT_ERRORS:
                 if time.monotonic() + backoff > deadline:
                     raise
@@ -462,10 +482,48 @@ class Bus:
             raise NoResponders(f"nobody answers {subject}")
         return decode_reply(msg.data, self.max_bytes)
 
+    async def gather(
+        self, relative_subject: str, body: Any = None, *, within: float, quiet: float
+    ) -> list[Any]:
+        """Ask every subscriber of ``<prefix>.<subject>`` at once (scatter-gather) and return the
+        bodies of their answers: those that came within ``within`` seconds, stopping earlier once
+        ``quiet`` seconds passed without one after the first. An error answer, or one that cannot
+        be decoded, is left out (logged); nobody subscribing is an empty list."""
+        subject = self.subject(relative_subject)
+        payload = self._outgoing(body, None, within)
+        if self._inbox is None:
+            self._inbox = await self.nc.subscribe(f"{self._inbox_prefix}*", cb=self._on_reply)
+        token = f"{next(self._reply_tokens):x}"
+        answers: asyncio.Queue[Msg] = asyncio.Queue()
+        self._gathering[token] = answers
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        bodies: list[Any] = []
+        try:
+            await self._publish(subject, payload, reply=self._inbox_prefix + token)
+            while (left := deadline - loop.time()) > 0:
+                try:
+                    async with asyncio.timeout(min(left, quiet) if bodies else left):
+                        msg = await answers.get()
+                except TimeoutError:
+                    break
+                if _no_responders(msg):
+                    break
+                try:
+                    bodies.append(decode_reply(msg.data, self.max_bytes))
+                except AiostackError as exc:
+                    log.warning("an answer to %s left out: %s: %s", subject, exc.code, exc)
+            return bodies
+        finally:
+            del self._gathering[token]
+
     async def _on_reply(self, msg: Msg) -> None:
-        waiter = self._waiting.get(msg.subject[len(self._inbox_prefix) :])
+        token = msg.subject[len(self._inbox_prefix) :]
+        waiter = self._waiting.get(token)
         if waiter is not None and not waiter.done():
             waiter.set_result(msg)
+        elif (answers := self._gathering.get(token)) is not None:
+            answers.put_nowait(msg)
 
     async def cast(self, address: str, body: Any = None, *, context: Context | None = None) -> None:
         """Fire-and-forget to ``<prefix>.rpc.<address>`` (no reply, no delivery guarantee)."""

@@ -54,9 +54,12 @@ def _first_line(method: Method) -> str:
 
 
 def tables() -> str:
-    """One table per API module: each facet's own methods (``ping``, on every actor, left out)."""
+    """One table per API module that declares facets: each facet's own methods (``ping``, on every
+    actor, left out); a module of topics only (``api.metrics``) has none."""
     out = [BEGIN, ""]
     for module_name in api_modules():
+        if not facets_of(module_name):
+            continue
         module = importlib.import_module(module_name)
         path = module_name.replace(".", "/") + ".py"
         title = (module.__doc__ or "").strip().split("\n")[0]

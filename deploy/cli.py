@@ -278,8 +278,9 @@ def run(commands: Any) -> Runner:
     def run_one(args: argparse.Namespace) -> int:
         from deploy.run import run_actor
 
-        configure_logging(args.log_level, args.log_format, process_label(args))
-        return asyncio.run(run_actor(args))
+        process = process_label(args)
+        configure_logging(args.log_level, args.log_format, process)
+        return asyncio.run(run_actor(args, process))
 
     return run_one
 

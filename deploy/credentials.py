@@ -12,7 +12,9 @@ does on the bus, in terms of the typed APIs (``api/``): the facet it serves, the
 makes clients of (each service names them in one place: ``node.peers.FACETS``,
 ``actors.conductor.peers.FACETS``, ``actors.orphans.FACETS``, ``actors.placement.FACETS``,
 ``gateway.peers.FACETS``; every process also validates tokens), the event kinds it publishes and
-the topics it publishes, hears (as its own hosts only: ``node.peers.TOPICS``) or listens to.
+the topics it publishes, hears (as its own hosts only: ``node.peers.TOPICS``) or listens to
+(every process that serves answers the gateway's metrics collection, ``api.metrics.COLLECT``,
+which the gateway publishes).
 ``permissions()`` turns that into nats-server's allow lists: a client may publish only to the
 subjects of its facets' methods (``bus.api.subjects``).
 A facet with a caller field (the node-facing ones: ``conductor.host.{host}``,
@@ -40,6 +42,7 @@ from api.cluster import Cluster, ClusterHosts, ClusterJoin, Role
 from api.conductor import Compute, ConductorForNodes
 from api.identity import REVOKED, Tokens, TokenValidation
 from api.image import ImageForNodes, ImageReader, Images
+from api.metrics import COLLECT
 from api.net import ROUTERS_CHANGED, SECURITY_CHANGED, Net, NetForNodes
 from api.node import Node
 from api.scheduler import HEARTBEAT, Scheduler
@@ -85,25 +88,34 @@ class Kind:
 
 
 KINDS: dict[str, Kind] = {
-    "identity": Kind(serves=(Tokens,), publishes=(REVOKED,)),
-    "conductor": Kind(serves=(Compute, ConductorForNodes), uses=conductor_peers.FACETS, events=("instance",)),
+    "identity": Kind(serves=(Tokens,), publishes=(REVOKED,), listens=(COLLECT.pattern,)),
+    "conductor": Kind(
+        serves=(Compute, ConductorForNodes),
+        uses=conductor_peers.FACETS,
+        events=("instance",),
+        listens=(COLLECT.pattern,),
+    ),
     "scheduler": Kind(
         serves=(Scheduler,),
         uses=orphans.FACETS,
         events=("node",),
-        listens=(f"{HEARTBEAT.pattern} {Scheduler.address}",),
+        listens=(f"{HEARTBEAT.pattern} {Scheduler.address}", COLLECT.pattern),
     ),
-    "image": Kind(serves=(Images, ImageForNodes), uses=placement.FACETS, events=("image",)),
+    "image": Kind(
+        serves=(Images, ImageForNodes), uses=placement.FACETS, events=("image",), listens=(COLLECT.pattern,)
+    ),
     "net": Kind(
         serves=(Net, NetForNodes),
         uses=(*orphans.FACETS, *placement.FACETS),
         events=("port",),
         publishes=(SECURITY_CHANGED, ROUTERS_CHANGED),
+        listens=(COLLECT.pattern,),
     ),
     "volume": Kind(
         serves=(Volumes, VolumeAttacher, VolumeStorage),
         uses=(*orphans.FACETS, *placement.FACETS, VolumeStorage, ImageReader),  # volumes from images
         events=("volume",),
+        listens=(COLLECT.pattern,),
     ),
     "node": Kind(
         serves=(Node,),
@@ -111,9 +123,12 @@ KINDS: dict[str, Kind] = {
         host_events=("domain",),
         publishes=(HEARTBEAT,),
         hears=node_peers.TOPICS,
+        listens=(COLLECT.pattern,),
     ),
-    "gateway": Kind(uses=gateway_peers.FACETS, listens=(event_filter(),), reads_events=True),
-    "cluster": Kind(serves=(Cluster, ClusterJoin, ClusterHosts)),
+    "gateway": Kind(
+        uses=gateway_peers.FACETS, publishes=(COLLECT,), listens=(event_filter(),), reads_events=True
+    ),
+    "cluster": Kind(serves=(Cluster, ClusterJoin, ClusterHosts), listens=(COLLECT.pattern,)),
     "agent": Kind(uses=(ClusterHosts,), validates_tokens=False),
     "join": Kind(uses=(ClusterJoin,), validates_tokens=False),
 }

@@ -21,11 +21,13 @@ from functools import partial
 from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 
+from api.metrics import COLLECT
 from bus import Actor, Bus, Supervisor
 from bus.bus import BusAuthFailed
 from deploy.privacy import restrict_new_files
 from runtime.auth import install
 from runtime.config import Config
+from runtime.metrics import answer_collections
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +140,9 @@ def stop_on_signals() -> asyncio.Event:
     return stop
 
 
-async def run_actor(args: argparse.Namespace) -> int:
+async def run_actor(args: argparse.Namespace, process: str) -> int:
+    """Run the actor, gateway or nodes ``args`` name as this process (``process``: its name in logs
+    and metrics) until SIGTERM or SIGINT; the exit status."""
     restrict_new_files()
     config = Config(data_dir=args.data_dir, nats_url=args.nats, prefix=args.prefix, database=args.database)
     stop = stop_on_signals()
@@ -156,6 +160,7 @@ async def run_actor(args: argparse.Namespace) -> int:
             await serve_gateway(bus, config, args.listen, stop, tls, args.trusted_proxy)
             return 0
         await install(bus)
+        await answer_collections(bus, COLLECT, process)
         supervisors = [Supervisor(factory) for factory in actor_factories(args.actor, bus, config, args)]
         for supervisor in supervisors:
             await supervisor.start()

@@ -2,7 +2,7 @@
 
 Each service's routes live in their own module (``versions``, ``identity``, ``compute``,
 ``image``, ``network``, ``security_groups``, ``routers``, ``floating_ips``, ``volume``, ``websocket``,
-``openapi``) with an ``add_routes(app)``
+``metrics``, ``openapi``) with an ``add_routes(app)``
 function, and every route is declared on a ``gateway.routing.Routes`` registry, which checks
 requests against their types, names each route's policy, and from which ``/openapi.json`` is
 assembled. A handler gets the caller with ``context_of(request)`` and calls actors through
@@ -52,6 +52,7 @@ from gateway.http import (
     json_response,
     service_of,
 )
+from gateway.metrics import count_error, metrics_middleware
 from gateway.routing import route_of
 from runtime.auth import TokenValidator
 from runtime.policy import enforce
@@ -117,6 +118,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except AiostackError as exc:
+        count_error(handler, type(exc))
         status = exc.http_status
         message = public_message(exc, request.get(REQUEST_ID))
         if status >= 500 or message is not None:
@@ -127,6 +129,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             error_body(service, status, message or str(exc), type(exc).__name__), status=status
         )
     except web.HTTPException as exc:
+        if exc.status >= 400:
+            count_error(handler, type(exc))
         if exc.status < 400 or exc.content_type == "application/json":
             raise
         message = exc.text if exc.text and not exc.text.startswith(str(exc.status)) else exc.reason
@@ -138,7 +142,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if exc.status == 408:  # the body is still coming, slowly: do not read the rest
             response.force_close()
         return response
-    except Exception:
+    except Exception as exc:
+        count_error(handler, type(exc))
         log.exception("%s %s rid=%s failed", request.method, request.path, request.get(REQUEST_ID))
         message = f"Unexpected error; the request id is {request.get(REQUEST_ID)}."
         return json_response(error_body(service, 500, message), status=500)
@@ -189,6 +194,7 @@ def create_app(bus: Bus, limits: Limits | None = None) -> web.Application:
         floating_ips,
         identity,
         image,
+        metrics,
         network,
         openapi,
         routers,
@@ -201,6 +207,7 @@ def create_app(bus: Bus, limits: Limits | None = None) -> web.Application:
     limits = limits or Limits()
     app = web.Application(
         middlewares=[
+            metrics_middleware,
             request_id_middleware,
             error_middleware,
             auth_middleware,
@@ -216,6 +223,6 @@ def create_app(bus: Bus, limits: Limits | None = None) -> web.Application:
     app.cleanup_ctx.append(_listen_for_revocations)
     app.on_response_prepare.append(_add_request_id)
     modules = (versions, identity, compute, image, network, security_groups, routers, floating_ips, volume)
-    for module in (*modules, websocket, openapi):
+    for module in (*modules, websocket, metrics, openapi):
         module.add_routes(app)
     return app

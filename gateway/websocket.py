@@ -40,6 +40,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 import weakref
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Iterator
@@ -60,6 +61,7 @@ from yarl import URL
 from api.fields import Id
 from bus import BadMessage, Bus, Unauthorized, decode
 from gateway.http import BUS, LIMITS, TOKENS, context_of, error_body, service_of
+from gateway.metrics import EVENT_LAG, EVENT_PENDING
 from gateway.routing import Headers, Query, Reply, Routes, TimeParameter, given, moment
 
 log = logging.getLogger(__name__)
@@ -213,7 +215,10 @@ class Subscriber:
 
 
 class EventHub:
-    """One ordered consumer on the event stream, a ring of recent events, and the live sockets."""
+    """One ordered consumer on the event stream, a ring of recent events, and the live sockets.
+
+    Each event received is measured: its lag (from the stream storing it) and the events the
+    consumer has still to receive after it (``gateway.metrics``)."""
 
     def __init__(self, bus: Bus) -> None:
         self.bus = bus
@@ -254,6 +259,9 @@ class EventHub:
             await self._subscription.unsubscribe()
 
     async def _on_message(self, msg: Msg) -> None:
+        metadata = msg.metadata
+        EVENT_LAG.observe(max(0.0, time.time() - metadata.timestamp.timestamp()))
+        EVENT_PENDING.set(metadata.num_pending)
         stored = stored_event(msg)
         if stored is None:
             return

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import aiohttp
 import psutil
+from prometheus_client.parser import text_string_to_metric_families
 
 from bus import Bus
 from deploy.launch import aiostack_up as launched
@@ -158,7 +159,7 @@ async def aiostack_cli(data_dir: Path, *args: str) -> tuple[int, str]:
 
 
 async def test_server_commands_drive_the_cloud_from_the_shell(tmp_path) -> None:
-    async with aiostack_up(tmp_path):
+    async with aiostack_up(tmp_path) as cloud:
         code, output = await aiostack_cli(tmp_path, "create", "shell-vm", "--flavor", "m1.tiny", "--wait")
         assert code == 0, output
         assert re.search(r"^\| status +\| ACTIVE +\|$", output, re.M), output
@@ -228,6 +229,43 @@ async def test_server_commands_drive_the_cloud_from_the_shell(tmp_path) -> None:
             follower.kill()
             await follower.wait()
         assert "instance.building" in followed and "domain.lifecycle" in followed
+        await every_process_is_measured_on_the_gateway(cloud.gateway_url)
+
+
+async def every_process_is_measured_on_the_gateway(gateway_url: str) -> None:
+    """The gateway's /metrics (no token) holds every process's metrics, gathered over the bus: the
+    CLI's requests by route template, each actor's load in its own process, the nodes' bus calls by
+    address template, the one ACTIVE server, the one host up, the event hub's lag; and no id."""
+    async with aiohttp.ClientSession() as session, session.get(f"{gateway_url}/metrics") as response:
+        assert response.status == 200
+        text = await response.text()
+    samples = [sample for family in text_string_to_metric_families(text) for sample in family.samples]
+
+    def values(name: str, **labels: str) -> list[float]:
+        return [s.value for s in samples if s.name == name and labels.items() <= s.labels.items()]
+
+    processes = {"gateway", "identity", "scheduler", "conductor", "image", "net", "volume:local"}
+    processes.add("node:node-1")
+    assert {s.labels["process"] for s in samples if s.name == "process_resident_memory_bytes"} == processes
+    assert values("aiostack_metrics_processes", process="gateway") == [len(processes)]
+    inflight = [s for s in samples if s.name == "aiostack_actor_inflight"]
+    served_in = {s.labels["address"]: s.labels["process"] for s in inflight}
+    assert served_in.items() >= {
+        ("identity", "identity"),
+        ("conductor", "conductor"),
+        ("scheduler", "scheduler"),
+        ("volume", "volume:local"),
+        ("node.node-1", "node:node-1"),
+    }
+    assert sum(values("aiostack_http_requests_total", method="POST", route="/compute/v2.1/servers")) >= 2
+    assert values("aiostack_instances", vm_state="active", process="conductor") == [1]
+    assert values("aiostack_hosts", state="up", process="scheduler") == [1]
+    assert sum(values("aiostack_event_lag_seconds_count", process="gateway")) > 0
+    node = "node:node-1"
+    assert sum(values("aiostack_bus_call_seconds_count", target="conductor.host.{host}", process=node)) > 0
+    assert sum(values("aiostack_actor_messages_total", actor="node", process=node, outcome="ok")) > 0
+    uuid = re.compile(r"[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}")
+    assert not [value for s in samples for value in s.labels.values() if uuid.search(value)]
 
 
 async def test_several_test_driver_nodes_can_share_one_process(tmp_path) -> None:

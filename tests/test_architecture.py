@@ -25,7 +25,7 @@ from bus.api import ServiceAPI
 
 ROOT = Path(__file__).resolve().parent.parent
 CHECKED = ("actors", "node", "gateway", "runtime", "deploy", "aiostack", "bench")
-SENDERS = frozenset({"call", "cast", "call_patiently", "request"})
+SENDERS = frozenset({"call", "cast", "call_patiently", "request", "gather"})
 SUBJECT = re.compile(r"^[a-z_]+\.[a-z_{]")
 
 

@@ -17,6 +17,8 @@ It is composed of servants, one per job, sharing one ``Core`` (store, bus, clien
 
 from __future__ import annotations
 
+from prometheus_client import Gauge
+
 from actors.conductor.build import Builder
 from actors.conductor.core import ANNOUNCE_AFTER, Core
 from actors.conductor.details import InstanceDetails
@@ -34,8 +36,15 @@ from api.identity import ServiceTokens
 from bus import Actor, Bus
 from runtime.auth import keep_service_token
 from runtime.config import Config
-from runtime.states import TaskState
+from runtime.metrics import on_collect
+from runtime.states import TaskState, VmState
 from runtime.store import open_store
+
+INSTANCES = Gauge(
+    "aiostack_instances",
+    "Instances (deleted ones left out) by vm_state, as the conductor's store holds them",
+    ["vm_state"],
+)
 
 
 class ConductorActor(Actor):
@@ -98,6 +107,18 @@ class ConductorActor(Actor):
         ):
             self.builder.resume_scheduling(row)
         self.spawn(self.watch.watch_forever(), name="conductor-task-watch")
+        self._stop_counting = on_collect(self.count_instances)
 
     async def on_stop(self) -> None:
+        self._stop_counting()
         await self.store.close()
+
+    async def count_instances(self) -> None:
+        """Bring ``aiostack_instances`` up to date (before each collection of the metrics)."""
+        rows = await self.store.fetchall(
+            "SELECT vm_state, count(*) AS instances FROM instances WHERE deleted = 0 GROUP BY vm_state"
+        )
+        counted = {row["vm_state"]: row["instances"] for row in rows}
+        for state in VmState:
+            if state is not VmState.DELETED:
+                INSTANCES.labels(state.value).set(counted.get(state.value, 0))

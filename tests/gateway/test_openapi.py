@@ -180,6 +180,7 @@ def test_the_registry_documents_every_status_in_the_services_error_format(gatewa
         "identity",
         "network",
         "ws",
+        "metrics",
         "openapi.json",
     }
     for route in routes:
