@@ -377,13 +377,28 @@ async def start_postgres(host: Host) -> Database:
     hba.write_text(hba.read_text() + f"host all all {SUBNET} scram-sha-256\n")
     argv = postgres.server_argv(data, listen=host.address, port=POSTGRES_PORT, socket_dir=host.dir)
     await host.start("postgres", argv, user=postgres.server_user())
-    await wait_listening(host, host.address, POSTGRES_PORT)
+    await wait_postgres_ready(host)
     await host.run(
         str(postgres.POSTGRES_BIN / "psql"), "-h", host.address, "-p", str(POSTGRES_PORT),
         "-U", postgres.ROLE, "-d", "postgres", "-c", f"CREATE DATABASE {postgres.DATABASE}",
         env={**os.environ, "PGPASSWORD": password},
     )  # fmt: skip
     return Database(host.address, POSTGRES_PORT, password)
+
+
+async def wait_postgres_ready(host: Host, timeout: float = 30.0) -> None:
+    """Return once PostgreSQL on ``host`` takes connections: listening is not enough, it refuses
+    them ("the database system is starting up") until its start-up is done."""
+    ready = (str(postgres.POSTGRES_BIN / "pg_isready"), "-q", "-h", host.address, "-p", str(POSTGRES_PORT))
+    end = time.monotonic() + timeout
+    while True:
+        try:
+            await host.run(*ready)
+            return
+        except HarnessError:
+            if time.monotonic() > end:
+                raise
+            await asyncio.sleep(0.2)
 
 
 async def wait_listening(host: Host, address: str, port: int, timeout: float = 30.0) -> None:
