@@ -274,3 +274,71 @@ async def test_a_resize_whose_node_dies_ends_in_error_with_one_claim(resize_clou
     assert ("resize", "Error") in await cloud.actions(server_id)
     report = await audit(cloud.bus)
     assert report.problems == {}, report.problems
+
+
+async def test_every_step_is_an_event_and_an_action_step(resize_cloud: ResizeCloud, gateway_url: str) -> None:
+    cloud = resize_cloud
+    server_id = await cloud.boot()
+    ws = await cloud.api.session.ws_connect(f"{gateway_url}/ws?kinds=instance", headers=cloud.api.headers)
+    try:
+        assert (await cloud.act(server_id, {"resize": {"flavorRef": "2"}}))[0] == 202
+        assert (await cloud.until(server_id, "VERIFY_RESIZE"))["flavor"]["id"] == "2"
+        assert (await cloud.act(server_id, {"revertResize": None}))[0] == 202
+        await cloud.until(server_id, "ACTIVE")
+        seen: list[tuple[str, str | None]] = []
+        async with asyncio.timeout(10):
+            while not seen or seen[-1][0] != "instance.active":
+                frame = json.loads((await ws.receive()).data)
+                if frame["type"] == "event" and frame["event"]["id"] == server_id:
+                    event = frame["event"]
+                    seen.append((event["type"], event["state"]["status"]))
+    finally:
+        await ws.close()
+    assert seen == [
+        ("instance.resize_prep", "RESIZE"),
+        ("instance.resize_migrating", "RESIZE"),
+        ("instance.resize_migrated", "RESIZE"),
+        ("instance.resize_finish", "RESIZE"),
+        ("instance.verify_resize", "VERIFY_RESIZE"),
+        ("instance.resize_reverting", "REVERT_RESIZE"),
+        ("instance.active", "ACTIVE"),
+    ]
+    steps = await ConductorOperator.client(cloud.bus).list_action_events(instance_uuid=server_id)
+    assert [(step["action"], step["event"]) for step in steps if step["action"] != "create"] == [
+        ("resize", "claim_resize"),
+        ("resize", "resize_instance:sent"),
+        ("resize", "resize_instance"),
+        ("resize", "finish_resize:sent"),
+        ("resize", "finish_resize"),
+        ("revertResize", "revert_resize:sent"),
+    ]
+
+
+async def test_deleting_a_resized_server_gives_back_both_claims(resize_cloud: ResizeCloud) -> None:
+    cloud = resize_cloud
+    server_id = await cloud.boot()
+    assert (await cloud.act(server_id, {"resize": {"flavorRef": "2"}}))[0] == 202
+    await cloud.until(server_id, "VERIFY_RESIZE")
+    assert (await cloud.api.delete(f"/compute/v2.1/servers/{server_id}"))[0] == 204
+    async with asyncio.timeout(10):
+        while (await cloud.api.get(f"/compute/v2.1/servers/{server_id}"))[0] != 404:
+            await asyncio.sleep(0.05)
+    assert await cloud.claims(server_id) == []
+    assert await cloud.host_used() == (0, 0, 0)
+    assert (await audit(cloud.bus)).problems == {}
+
+
+async def test_a_revert_whose_node_dies_ends_in_error_with_the_old_claim(resize_cloud: ResizeCloud) -> None:
+    cloud = resize_cloud
+    server_id = await cloud.boot()
+    assert (await cloud.act(server_id, {"resize": {"flavorRef": "2"}}))[0] == 202
+    await cloud.until(server_id, "VERIFY_RESIZE")
+    assert cloud.node is not None
+    await cloud.node.stop()
+    assert (await cloud.act(server_id, {"revertResize": None}))[0] == 202
+    server = await cloud.until(server_id, "ERROR", timeout=TASK_TIMEOUT + 15)
+    assert "made no progress" in server["fault"]["message"]
+    assert server["flavor"]["id"] == "1"
+    assert await cloud.claims(server_id) == [(*TINY, False)]
+    assert ("revertResize", "Error") in await cloud.actions(server_id)
+    assert (await audit(cloud.bus)).problems == {}
