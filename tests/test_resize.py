@@ -21,7 +21,7 @@ from actors.net.actor import NetActor
 from actors.scheduler import SchedulerActor
 from actors.volume import VolumeActor
 from api.conductor import ConductorOperator
-from api.scheduler import SchedulerReader
+from api.scheduler import Scheduler, SchedulerReader
 from bus import Actor, Bus
 from deploy.audit import audit
 from node.actor import NodeActor
@@ -41,6 +41,7 @@ class ResizeCloud:
         self.api = api
         self.bus = bus
         self.node: NodeActor | None = None
+        self.conductor: ConductorActor | None = None
 
     async def start(self, confirm_window: float) -> None:
         for actor_class in (IdentityActor, ImageActor, NetActor, VolumeActor):
@@ -48,14 +49,7 @@ class ResizeCloud:
         await self.start_actor(
             SchedulerActor, self.config, secure=True, service_down_time=2.0, liveness_interval=0.2
         )
-        await self.start_actor(
-            ConductorActor,
-            self.config,
-            secure=True,
-            task_timeout=TASK_TIMEOUT,
-            ack_timeout=0.5,
-            resize_confirm_window=confirm_window,
-        )
+        await self.start_conductor(confirm_window)
         uri = write_test_node_file(
             self.config.data_dir / "nodes" / "node-1" / "testnode.xml", vcpus=64, memory_mb=65536
         )
@@ -66,6 +60,18 @@ class ResizeCloud:
         await node.report_capacity()
         self.node = node
         await self.api.login("admin", "admin-secret", "admin")
+
+    async def start_conductor(self, confirm_window: float) -> None:
+        conductor = await self.start_actor(
+            ConductorActor,
+            self.config,
+            secure=True,
+            task_timeout=TASK_TIMEOUT,
+            ack_timeout=0.5,
+            resize_confirm_window=confirm_window,
+        )
+        assert isinstance(conductor, ConductorActor)
+        self.conductor = conductor
 
     async def boot(self, name: str = "vm", flavor: str = "1") -> str:
         image = (await self.api.get("/image/v2/images?name=aiostack-tiny"))[1]["images"][0]["id"]
@@ -342,3 +348,36 @@ async def test_a_revert_whose_node_dies_ends_in_error_with_the_old_claim(resize_
     assert await cloud.claims(server_id) == [(*TINY, False)]
     assert ("revertResize", "Error") in await cloud.actions(server_id)
     assert (await audit(cloud.bus)).problems == {}
+
+
+async def test_a_resize_goes_on_after_its_conductor_restarts(resize_cloud: ResizeCloud) -> None:
+    cloud = resize_cloud
+    server_id = await cloud.boot()
+    conductor = cloud.conductor
+    assert conductor is not None
+    assert (await cloud.act(server_id, {"resize": {"flavorRef": "2"}}))[0] == 202
+    await conductor.stop()  # the node's report of its step waits for a conductor
+    await asyncio.sleep(1.0)
+    await cloud.start_conductor(0.0)
+    server = await cloud.until(server_id, "VERIFY_RESIZE", timeout=TASK_TIMEOUT + 20)
+    assert server["flavor"]["id"] == "2"
+    assert await cloud.claims(server_id) == [(*TINY, True), (*SMALL, False)]
+    assert await cloud.domain_size(server_id) == (1, 2048, True)
+    assert (await cloud.act(server_id, {"confirmResize": None}))[0] == 204
+    assert await cloud.claims(server_id) == [(*SMALL, False)]
+    assert (await audit(cloud.bus)).problems == {}
+
+
+async def test_the_audit_finds_a_resize_claim_of_a_server_that_is_not_resizing(
+    resize_cloud: ResizeCloud,
+) -> None:
+    cloud = resize_cloud
+    server_id = await cloud.boot()
+    await Scheduler.client(cloud.bus).claim_resize(
+        instance_uuid=server_id, vcpus=1, memory_mb=2048, disk_gb=20
+    )
+    problems = (await audit(cloud.bus, recheck_after=0.1)).problems
+    assert list(problems) == [f"resize-claim:{server_id}"]
+    assert (
+        "holds a resize's second claim on node-1 but is not resizing" in problems[f"resize-claim:{server_id}"]
+    )
