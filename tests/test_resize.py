@@ -381,3 +381,19 @@ async def test_the_audit_finds_a_resize_claim_of_a_server_that_is_not_resizing(
     assert (
         "holds a resize's second claim on node-1 but is not resizing" in problems[f"resize-claim:{server_id}"]
     )
+
+
+async def test_a_resized_guest_paused_behind_the_clouds_back_keeps_one_claim(
+    resize_cloud: ResizeCloud,
+) -> None:
+    cloud = resize_cloud
+    server_id = await cloud.boot()
+    assert (await cloud.act(server_id, {"resize": {"flavorRef": "2"}}))[0] == 202
+    await cloud.until(server_id, "VERIFY_RESIZE")
+    assert cloud.node is not None
+    domain = await cloud.node.hypervisor.existing(server_id)
+    await cloud.node.hypervisor.virt(domain.suspend)  # libvirt's SUSPENDED event: the resize is over
+    server = await cloud.until(server_id, "PAUSED")
+    assert server["flavor"]["id"] == "2"  # the flavor the domain has
+    assert await cloud.claims(server_id) == [(*SMALL, False)]
+    assert (await audit(cloud.bus)).problems == {}

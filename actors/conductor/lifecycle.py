@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from actors.conductor.core import Core
 from actors.conductor.resize import Resizes
-from actors.conductor.schema import InstanceRow, task_state_of, view
-from actors.conductor.states import RESIZE_STEPS, Action, Report
+from actors.conductor.schema import InstanceRow, task_state_of, view, vm_state_of
+from actors.conductor.states import RESIZE_STEPS, RESIZE_TASKS, Action, Report
 from api.conductor import Cause, InstanceChange, NodeReports
 from runtime.states import Lifecycle, TaskState, VmState
 
@@ -99,12 +99,16 @@ class DomainReports(NodeReports):
             return None
         if change.deleted:
             return await self.core.finish_delete(row, trigger, cause)
-        ending = change.task_state is None and change.vm_state is not VmState.ERROR
         task = task_state_of(row)
-        if ending and task in (TaskState.RESIZE_CONFIRMING, TaskState.RESIZE_REVERTING):
-            return await self.resizes.end(row, trigger, cause)
-        if ending and task is TaskState.RESIZE_FINISH and isinstance(trigger, Report):
+        ends_task = change.task_state is None and task is not None
+        if ends_task and task is TaskState.RESIZE_FINISH and change.vm_state is VmState.RESIZED:
             return await self.resizes.finished(row, trigger, cause)
+        decided = (TaskState.RESIZE_CONFIRMING, TaskState.RESIZE_REVERTING)
+        if ends_task and task in decided and change.vm_state is not VmState.ERROR:
+            return await self.resizes.end(row, trigger, cause)
+        resizing = task in RESIZE_TASKS or vm_state_of(row) is VmState.RESIZED
+        if resizing and change.task_state is None and change.vm_state is not VmState.RESIZED:
+            return await self.resizes.abandon(row, trigger, cause)
         moved = await self.core.transit(row, trigger)
         if moved is None:
             return None

@@ -23,12 +23,13 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 from actors.conductor.core import Core
 from actors.conductor.flavors import find_flavor
 from actors.conductor.quotas import UNITS, instance_usage, limits_of
-from actors.conductor.schema import InstanceRow, recorded_claim, task_state_of, view
-from actors.conductor.states import Action, Report
+from actors.conductor.schema import InstanceRow, recorded_claim, task_state_of, view, vm_state_of
+from actors.conductor.states import ACTION_OF_TASK, Action, Report
 from api.conductor import Cause, Fault, Flavor, Instance, InstanceChange, ServerResizes, boot_volume
 from bus import AiostackError, Conflict, InvalidRequest, NotFound, NoValidHost, QuotaExceeded, request_scope
 from runtime.stamps import utcnow
@@ -37,6 +38,10 @@ from runtime.store import Store, from_json, to_json
 
 log = logging.getLogger(__name__)
 
+NEW_FLAVOR_DEFINED = frozenset(
+    {TaskState.RESIZE_MIGRATED, TaskState.RESIZE_FINISH, TaskState.RESIZE_CONFIRMING}
+)
+"""The steps of a resize by which its node has given the domain the new flavor."""
 MAX_STEP_SENDS = 3
 """A node step that made no progress is sent again, while its host is up, this often in all."""
 
@@ -162,7 +167,9 @@ class Resizes(ServerResizes):
             await self.core.publish(moved.row, f"instance.{TaskState.RESIZE_MIGRATED}")
             await self.finish(moved.row)
 
-    async def finished(self, row: InstanceRow, trigger: Report, cause: Cause) -> InstanceChange | None:
+    async def finished(
+        self, row: InstanceRow, trigger: Report | Lifecycle, cause: Cause
+    ) -> InstanceChange | None:
         """resize_finish -> RESIZED: the node reported the resized domain's power state."""
         moved = await self.core.transit(row, trigger, {"resized_at": time.time()})
         if moved is None:
@@ -240,20 +247,43 @@ class Resizes(ServerResizes):
         else:
             await self._fail(row, task, f"{reason}; {'host down' if host else 'no host'}")
 
-    async def _fail(self, row: InstanceRow, task: TaskState, reason: str) -> None:
-        """A node's step its node will not finish: ERROR, with the claim of the flavor the domain
-        was last given (the new one once the node defined it, resize_finish; else the old)."""
-        uuid = row["uuid"]
-        if task is TaskState.RESIZE_FINISH:
-            await self.core.scheduler.confirm_resize(instance_uuid=uuid)
+    async def _settle_claims(self, row: InstanceRow) -> dict[str, Any]:
+        """A resize that ends otherwise than confirmed or reverted keeps one claim, that of the
+        flavor its domain was last given: the new one once the node defined it (resize_migrated
+        and after), the old one before it and during a revert (``flavor`` since the revert
+        began). The instance's columns that go with it."""
+        task = task_state_of(row)
+        defined = task in NEW_FLAVOR_DEFINED or (task is None and vm_state_of(row) is VmState.RESIZED)
+        if defined:
+            await self.core.scheduler.confirm_resize(instance_uuid=row["uuid"])
         else:
-            await self.core.scheduler.revert_resize(instance_uuid=uuid)
-        # the flavor the domain was last given: a revert's (the old one, ``flavor`` since it began),
-        # the new one once the node defined it (resize_finish), else the old one
-        defined = task in (TaskState.RESIZE_FINISH, TaskState.RESIZE_REVERTING)
-        flavor = row["flavor"] if defined else row["old_flavor"] or row["flavor"]
+            await self.core.scheduler.revert_resize(instance_uuid=row["uuid"])
+        keep = defined or task is TaskState.RESIZE_REVERTING
+        return {
+            "flavor": row["flavor"] if keep else row["old_flavor"] or row["flavor"],
+            "old_flavor": None,
+            "resized_at": None,
+        }
+
+    async def abandon(
+        self, row: InstanceRow, trigger: Report | Lifecycle, cause: Cause
+    ) -> InstanceChange | None:
+        """libvirt's word ends a resize otherwise (the guest crashed, or was paused): one claim kept."""
+        columns = await self._settle_claims(row)
+        moved = await self.core.transit(row, trigger, columns)
+        if moved is None:
+            return None
+        task = task_state_of(row)
+        if task is not None:
+            reason = f"{task} ended by {trigger.name.lower()}"
+            await self.core.finish_action(row["uuid"], ACTION_OF_TASK[task], "Error", reason)
+        return await self.core.publish_change(moved.row, cause)
+
+    async def _fail(self, row: InstanceRow, task: TaskState, reason: str) -> None:
+        """A node's step its node will not finish: ERROR, with one claim (``_settle_claims``)."""
+        uuid = row["uuid"]
         fault: Fault = {"code": 500, "message": reason[:1000], "created": utcnow()}
-        columns = {"flavor": flavor, "old_flavor": None, "resized_at": None, "fault": to_json(fault)}
+        columns = {**await self._settle_claims(row), "fault": to_json(fault)}
         moved = await self.core.transit(row, Report.RESIZE_FAILED, columns)
         if moved is None:
             return
