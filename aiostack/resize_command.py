@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from aiostack.client import Client
@@ -42,7 +43,7 @@ async def run_resize(client: Client, args: argparse.Namespace) -> int:
     try:
         what, server = resize_request(args)
     except ValueError as exc:
-        print(f"aiostack: {exc}")
+        print(f"aiostack: {exc}", file=sys.stderr)
         return 2
     servers = client.servers
     if what == "confirm":
