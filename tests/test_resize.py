@@ -397,3 +397,22 @@ async def test_a_resized_guest_paused_behind_the_clouds_back_keeps_one_claim(
     assert server["flavor"]["id"] == "2"  # the flavor the domain has
     assert await cloud.claims(server_id) == [(*SMALL, False)]
     assert (await audit(cloud.bus)).problems == {}
+
+
+async def test_a_resize_its_host_has_no_room_for_is_refused_and_changes_nothing(
+    resize_cloud: ResizeCloud,
+) -> None:
+    cloud = resize_cloud
+    server_id = await cloud.boot()
+    scheduler = Scheduler.client(cloud.bus)
+    await scheduler.select_destinations(instance_uuid="filler", vcpus=1, memory_mb=64000, disk_gb=0)
+    status, body = await cloud.act(server_id, {"resize": {"flavorRef": "2"}})
+    assert status == 409 and "No valid host was found for the resize" in json.dumps(body), body
+    assert "its host node-1 short of RAM" in json.dumps(body)
+    server = await cloud.server(server_id)
+    assert server["status"] == "ACTIVE" and server["flavor"]["id"] == "1"
+    assert await cloud.claims(server_id) == [(*TINY, False)]
+    assert ("resize", "Error") in await cloud.actions(server_id)
+    await scheduler.release(instance_uuid="filler")
+    assert (await cloud.act(server_id, {"resize": {"flavorRef": "2"}}))[0] == 202
+    await cloud.until(server_id, "VERIFY_RESIZE")
