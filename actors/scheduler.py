@@ -51,6 +51,14 @@ MIGRATIONS = [
     CREATE INDEX allocations_host ON allocations(host);
     """,
     "ALTER TABLE hosts ADD COLUMN disabled_reason TEXT",
+    # the claim of the flavor a resize leaves, held (and counted in its host's usage) until the
+    # resize is confirmed or reverted; the instance's ``allocations`` row is the new flavor's
+    """
+    CREATE TABLE resize_held (
+        instance_uuid TEXT PRIMARY KEY, host TEXT NOT NULL REFERENCES hosts(host),
+        vcpus INTEGER NOT NULL, memory_mb INTEGER NOT NULL, disk_gb INTEGER NOT NULL,
+        created_at TEXT NOT NULL);
+    """,
 ]
 
 # hosts.generation: bumped by every change of a row but a bare heartbeat (inventory, usage,
@@ -137,9 +145,10 @@ class SchedulerActor(Actor, Scheduler):
         )
 
     async def _claimants(self) -> list[str]:
-        return [
-            row["instance_uuid"] for row in await self.store.fetchall("SELECT instance_uuid FROM allocations")
-        ]
+        rows = await self.store.fetchall(
+            "SELECT instance_uuid FROM allocations UNION SELECT instance_uuid FROM resize_held"
+        )
+        return [row["instance_uuid"] for row in rows]
 
     async def _on_heartbeat(self, msg: Msg) -> None:
         """A node's heartbeat on ``<prefix>.hb.<host>``: the host is the subject's, never the body's."""
@@ -371,24 +380,110 @@ class SchedulerActor(Actor, Scheduler):
         return {"released": released}
 
     async def _release(self, instance_uuid: str) -> bool:
+        """Both claims of the instance (a resize holds two), in one transaction."""
         async with self.store.transaction() as db:
-            allocation = await db.fetchone(
-                "SELECT * FROM allocations WHERE instance_uuid = ?", (instance_uuid,)
+            released = [
+                await self._give_back(db, table, instance_uuid) for table in ("allocations", "resize_held")
+            ]
+        return any(released)
+
+    @staticmethod
+    async def _give_back(db: Db, table: str, instance_uuid: str) -> bool:
+        """Delete the instance's claim in ``table`` and give its usage back to its host.
+
+        :raises _StaleGeneration: the host's generation moved.
+        """
+        claim = await db.fetchone(f"SELECT * FROM {table} WHERE instance_uuid = ?", (instance_uuid,))
+        if claim is None:
+            return False
+        host = await db.fetchone("SELECT generation FROM hosts WHERE host = ?", (claim["host"],))
+        assert host is not None, "an allocation's host row is never deleted"
+        delta = {resource: -claim[resource] for resource in RESOURCES}
+        await _swap_usage(db, claim["host"], host["generation"], delta)
+        await db.execute(f"DELETE FROM {table} WHERE instance_uuid = ?", (instance_uuid,))
+        log.info("released %s's claim (%s) from %s", instance_uuid, table, claim["host"])
+        return True
+
+    # -- resizes --------------------------------------------------------------------------
+
+    async def claim_resize(
+        self, *, instance_uuid: str, vcpus: int, memory_mb: int, disk_gb: int
+    ) -> Destination:
+        """Claim a resize's new flavor beside the old (``api.scheduler.Scheduler.claim_resize``)."""
+        request = {"vcpus": vcpus, "memory_mb": memory_mb, "disk_gb": disk_gb}
+        host = await self._retrying(
+            f"resize claim for {instance_uuid}", lambda: self._claim_resize(instance_uuid, request)
+        )
+        return {"host": host}
+
+    async def _claim_resize(self, instance_uuid: str, request: dict[str, int]) -> str:
+        async with self.store.transaction() as db:
+            claim = await db.fetchone("SELECT * FROM allocations WHERE instance_uuid = ?", (instance_uuid,))
+            if claim is None:
+                raise NotFound(f"no allocation for instance {instance_uuid}")
+            if await db.fetchone("SELECT 1 FROM resize_held WHERE instance_uuid = ?", (instance_uuid,)):
+                return str(claim["host"])  # claimed already: this request, sent again
+            row = await db.fetchone("SELECT * FROM hosts WHERE host = ?", (claim["host"],))
+            assert row is not None, "an allocation's host row is never deleted"
+            reason = self._rejection(row, request, set(), time.time())
+            if reason is not None:
+                raise self._no_valid_host(request, Counter({f"its host {row['host']} {reason}": 1}), 1)
+            await _swap_usage(db, row["host"], row["generation"], request)
+            await db.execute(
+                "INSERT INTO resize_held (instance_uuid, host, vcpus, memory_mb, disk_gb, created_at)"
+                " SELECT instance_uuid, host, vcpus, memory_mb, disk_gb, created_at FROM allocations"
+                " WHERE instance_uuid = ?",
+                (instance_uuid,),
             )
-            if allocation is None:
+            await db.execute(
+                "UPDATE allocations SET vcpus = ?, memory_mb = ?, disk_gb = ?, created_at = ?"
+                " WHERE instance_uuid = ?",
+                (*(request[resource] for resource in RESOURCES), utcnow(), instance_uuid),
+            )
+        log.info("claimed the resize of %s on %s", instance_uuid, row["host"])
+        return str(row["host"])
+
+    async def confirm_resize(self, *, instance_uuid: str) -> Released:
+        """The resize is kept: its held (old) claim is given back."""
+        released = await self._retrying(
+            f"confirm of {instance_uuid}'s resize", lambda: self._confirm_resize(instance_uuid)
+        )
+        return {"released": released}
+
+    async def _confirm_resize(self, instance_uuid: str) -> bool:
+        async with self.store.transaction() as db:
+            return await self._give_back(db, "resize_held", instance_uuid)
+
+    async def revert_resize(self, *, instance_uuid: str) -> Released:
+        """The resize is undone: its new claim is given back, the held one is the instance's again."""
+        released = await self._retrying(
+            f"revert of {instance_uuid}'s resize", lambda: self._revert_resize(instance_uuid)
+        )
+        return {"released": released}
+
+    async def _revert_resize(self, instance_uuid: str) -> bool:
+        async with self.store.transaction() as db:
+            held = await db.fetchone("SELECT * FROM resize_held WHERE instance_uuid = ?", (instance_uuid,))
+            if held is None:
                 return False
-            host = await db.fetchone("SELECT generation FROM hosts WHERE host = ?", (allocation["host"],))
-            assert host is not None, "an allocation's host row is never deleted"
-            delta = {resource: -allocation[resource] for resource in RESOURCES}
-            await _swap_usage(db, allocation["host"], host["generation"], delta)
-            await db.execute("DELETE FROM allocations WHERE instance_uuid = ?", (instance_uuid,))
-        log.info("released %s from %s", instance_uuid, allocation["host"])
+            await self._give_back(db, "allocations", instance_uuid)
+            await db.execute(
+                "INSERT INTO allocations (instance_uuid, host, vcpus, memory_mb, disk_gb, created_at)"
+                " SELECT instance_uuid, host, vcpus, memory_mb, disk_gb, created_at FROM resize_held"
+                " WHERE instance_uuid = ?",
+                (instance_uuid,),
+            )
+            await db.execute("DELETE FROM resize_held WHERE instance_uuid = ?", (instance_uuid,))
+        log.info("reverted the resize claim of %s", instance_uuid)
         return True
 
     async def list_allocations(self) -> list[Allocation]:
-        return await self.store.fetchall(
-            "SELECT * FROM allocations ORDER BY created_at, instance_uuid", row=Allocation
-        )
+        """Every claim, oldest first; a resize's held claim with ``resize_held``."""
+        claims = await self.store.fetchall("SELECT * FROM allocations", row=Allocation)
+        held = await self.store.fetchall("SELECT * FROM resize_held", row=Allocation)
+        for claim in held:
+            claim["resize_held"] = True
+        return sorted([*claims, *held], key=lambda claim: (claim["created_at"], claim["instance_uuid"]))
 
     async def get_allocation(self, *, instance_uuid: str) -> Allocation:
         allocation = await self.store.fetchone(

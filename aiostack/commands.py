@@ -17,6 +17,7 @@ from typing import IO, Any
 from aiostack.client import Client
 from aiostack.clouds import CloudAuth, CloudNotFound, find_cloud, gateway_of
 from aiostack.output import UnknownColumn, add_output_options, print_listing, print_resource
+from aiostack.resize_command import add_resize_command, run_resize
 from aiostack.resource_commands import RESOURCES, add_resource_commands, run_resource_command
 from aiostack.sdk import ApiError, SerialConsole
 
@@ -106,6 +107,7 @@ def add_client_commands(commands: Any, data_dir_default: Path) -> None:
         parser.add_argument("--wait", action="store_true", help="return when the change is done")
         if action == "reboot":
             parser.add_argument("--hard", action="store_true", help="destroy and start again")
+    add_resize_command(actions)
 
 
 def login_of(args: argparse.Namespace) -> CloudAuth:
@@ -223,6 +225,8 @@ async def run_client_command(args: argparse.Namespace) -> int:
             if args.action == "remove":
                 await client.servers.detach_volume(args.server, args.volume)
                 return 0
+            if args.action == "resize":
+                return await run_resize(client, args)
             if args.action == "console" and args.attach:
                 return await attach_console(client, args.server)
             if args.action == "console":

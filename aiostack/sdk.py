@@ -23,6 +23,8 @@ IMAGES = "/image/v2/images"
 NETWORKS = "/network/v2.0/networks"
 CONSOLE_MICROVERSION = {"OpenStack-API-Version": "compute 2.6"}
 """The first compute microversion with remote consoles."""
+RESIZE_ENDS = frozenset({"instance.active", "instance.shutoff"})
+"""The events a confirmed or reverted resize ends with (a stopped server stays stopped)."""
 
 
 # -- errors ---------------------------------------------------------------------------------------
@@ -599,6 +601,27 @@ class ServerManager(_Manager[Server]):
         action = {"reboot": {"type": "HARD" if hard else "SOFT"}}
         return await self._action(server, action, "instance.active", wait, timeout)
 
+    async def resize(
+        self, server: Server | str, flavor: Flavor | str, *, wait: bool = True, timeout: float = 300.0
+    ) -> Server:
+        """Resize a server to ``flavor``; with ``wait``, return it once VERIFY_RESIZE (then
+        ``confirm_resize`` or ``revert_resize``). :raises ResourceFailed: it went to ERROR."""
+        action = {"resize": {"flavorRef": await self._client.flavors.find_id(flavor)}}
+        return await self._action(server, action, "instance.verify_resize", wait, timeout)
+
+    async def confirm_resize(self, server: Server | str) -> Server:
+        """Keep a resize (VERIFY_RESIZE): the server is ACTIVE (or SHUTOFF) again when this returns."""
+        server_id = await self.find_id(server)
+        await self._client.request("POST", f"{COMPUTE}/servers/{server_id}/action", {"confirmResize": None})
+        return await self.get(server_id)
+
+    async def revert_resize(
+        self, server: Server | str, *, wait: bool = True, timeout: float = 300.0
+    ) -> Server:
+        """Undo a resize (VERIFY_RESIZE): the old flavor again; with ``wait``, return the server once
+        ACTIVE (or SHUTOFF, as it was)."""
+        return await self._action(server, {"revertResize": None}, RESIZE_ENDS, wait, timeout)
+
     async def console_output(self, server: Server | str, lines: int | None = None) -> str:
         """The server's serial console log (its last ``lines`` lines when given)."""
         argument = {} if lines is None else {"length": lines}
@@ -638,7 +661,12 @@ class ServerManager(_Manager[Server]):
         await self._client.request("DELETE", path)
 
     async def _action(
-        self, server: Server | str, action: dict[str, Any], done: str, wait: bool, timeout: float
+        self,
+        server: Server | str,
+        action: dict[str, Any],
+        done: str | frozenset[str],
+        wait: bool,
+        timeout: float,
     ) -> Server:
         server_id = await self.find_id(server)
         path = f"{COMPUTE}/servers/{server_id}/action"
@@ -651,14 +679,20 @@ class ServerManager(_Manager[Server]):
         return await self.get(server_id)
 
     async def _until(
-        self, watch: Watch, server_id: str, done: str, timeout: float, failure: type[ResourceFailed]
+        self,
+        watch: Watch,
+        server_id: str,
+        done: str | frozenset[str],
+        timeout: float,
+        failure: type[ResourceFailed],
     ) -> None:
-        """Wait for the server's ``done`` event.
+        """Wait for the server's ``done`` event (one of them).
 
         :raises failure: it went to ERROR instead. :raises NotFound: it was deleted instead.
         """
-        event = await watch.until(server_id, {done, "instance.error", "instance.deleted"}, timeout)
-        if event.type == done:
+        wanted = {done} if isinstance(done, str) else set(done)
+        event = await watch.until(server_id, {*wanted, "instance.error", "instance.deleted"}, timeout)
+        if event.type in wanted:
             return
         if event.type == "instance.deleted":
             raise NotFound(404, f"server {server_id} was deleted", event.request_id)

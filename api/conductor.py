@@ -11,7 +11,7 @@ the states themselves: ``runtime.states``.
 Facets, by caller (each made of the parts the conductor's servants implement, by job):
 
 * ``Compute``: the user-facing compute API, as the gateway reaches it: ``Servers`` (reads),
-  ``ServerCreation``, ``ServerActions`` (power changes, reboot, delete), ``ServerDetails``
+  ``ServerCreation``, ``ServerActions`` (power changes, reboot, delete), ``ServerResizes``, ``ServerDetails``
   (name, access addresses, metadata, lock), ``ServerVolumes``, ``ServerHistory`` (the actions
   of an instance and their steps), ``ComputeQuotas``, ``Flavors`` and ``Keypairs``;
 * ``ConductorForNodes``: what compute nodes call, each as its own host
@@ -40,7 +40,8 @@ carries the password and the key pair's public key (a node writes both to the co
 empty) and deletes the volumes marked ``delete_on_termination`` with the instance;
 ``Placement.image_ref`` is then the image the boot volume was made from; 6 -
 ``NodeBuilds.get_instance_metadata`` (what a node's metadata service tells a guest of itself); 7 -
-``ComputeServices`` (the hosts' state and usage, enabling and disabling one: admins only).
+``ComputeServices`` (the hosts' state and usage, enabling and disabling one: admins only); 8 -
+``ServerResizes`` (resize, confirm, revert: the RESIZED vm_state, VERIFY_RESIZE).
 
 Events (kind ``instance``, on ``evt.instance.<project>.<id>``, with the instance as ``Instance``
 shows it): ``instance.building`` (recorded), ``instance.<task_state>`` when an action starts
@@ -73,6 +74,9 @@ Status = Literal[
     "REBOOT",
     "HARD_REBOOT",
     "REBUILD",
+    "RESIZE",
+    "VERIFY_RESIZE",
+    "REVERT_RESIZE",
     "UNKNOWN",
 ]
 """An instance's status as Nova's API shows it (made of its vm_state and task_state)."""
@@ -809,10 +813,47 @@ class ComputeServices(ServiceAPI, address="conductor"):
         ...
 
 
+class ServerResizes(ServiceAPI, address="conductor"):
+    """A resize to another flavor (on the instance's host): VERIFY_RESIZE, then confirmed or reverted."""
+
+    @call(policy="compute:write", idempotent=True)
+    async def resize_instance(self, *, instance_uuid: Id, flavor_ref: Id) -> Instance:
+        """Resize to ``flavor_ref``: its claim is taken beside the old one, the node gives the
+        domain the new size, and the instance is RESIZED (VERIFY_RESIZE) showing the new flavor.
+
+        :raises NotFound: no such instance, or another project's.
+        :raises InvalidRequest: an unknown flavor, the instance's own, or one with a smaller disk.
+        :raises Conflict: not active or stopped with no task, or locked; or its host has no room
+            for the new flavor (the instance stays as it was).
+        :raises QuotaExceeded: the project's cores or RAM would go past its limit.
+        """
+        ...
+
+    @call(policy="compute:write", idempotent=True)
+    async def confirm_resize(self, *, instance_uuid: Id) -> Instance:
+        """Keep the new flavor: the old claim is given back; active (or stopped, as it was) again.
+
+        :raises NotFound: no such instance, or another project's.
+        :raises Conflict: not RESIZED (VERIFY_RESIZE), or locked.
+        """
+        ...
+
+    @call(policy="compute:write", idempotent=True)
+    async def revert_resize(self, *, instance_uuid: Id) -> Instance:
+        """Go back to the old flavor (REVERT_RESIZE): the node gives the domain its old size, then
+        the new claim is given back; active (or stopped, as it was) again.
+
+        :raises NotFound: no such instance, or another project's.
+        :raises Conflict: not RESIZED (VERIFY_RESIZE), or locked.
+        """
+        ...
+
+
 class Compute(
     Servers,
     ServerCreation,
     ServerActions,
+    ServerResizes,
     ServerDetails,
     ServerVolumes,
     ServerHistory,

@@ -8,7 +8,8 @@ of a domain; ``aiostack audit`` and the tests list its domains. The gateway alon
 user is the only one allowed ``NodeConsole``'s subjects) opens a guest's interactive serial
 console and relays its bytes (``NodeConsole``).
 
-Version history: 1 - initial; 2 - ``NodeConsole``.
+Version history: 1 - initial; 2 - ``NodeConsole``; 3 - ``resize_instance``, ``finish_resize``,
+``revert_resize``.
 
 Events (kind ``domain``): ``domain.lifecycle`` (each libvirt lifecycle event of this host's
 domains, as ``{event, event_id, detail, host, libvirt_ts}``) and ``domain.reconciled`` (a
@@ -22,7 +23,7 @@ from typing import Annotated, Literal, TypedDict
 
 from msgspec import Meta
 
-from api.fields import Amount, Id
+from api.fields import Amount, Id, Name, PositiveAmount
 from api.volume import Connection
 from bus.api import ServiceAPI, call, cast
 
@@ -68,6 +69,17 @@ class PowerState(TypedDict):
     exists: bool
     """The instance has a domain on this host."""
     running: bool
+
+
+class DomainFlavor(TypedDict):
+    """The size a resize gives a domain."""
+
+    name: Name
+    vcpus: PositiveAmount
+    memory_mb: PositiveAmount
+    disk_gb: Amount
+    """The root disk (0: the instance boots from a volume, or the flavor has none); a bigger one
+    than the disk has grows it, a smaller one leaves it."""
 
 
 class DomainView(TypedDict):
@@ -129,6 +141,30 @@ class Node(ServiceAPI, address="node.{host}"):
         """Upload a copy of the instance's disk (flattened: its image's bytes and what the guest
         wrote) as the queued image ``image_id``, then report ``task_done``; a failed upload
         discards the image."""
+        ...
+
+    @cast
+    async def resize_instance(self, *, instance_uuid: Id, flavor: DomainFlavor) -> None:
+        """A resize's first step on the node: power the domain off, grow its disk if the flavor's
+        is bigger (keeping the old disk until the resize is confirmed or reverted), define it
+        again with the flavor's vCPUs and RAM, then report ``task_done``."""
+        ...
+
+    @cast
+    async def finish_resize(self, *, instance_uuid: Id, power_on: bool) -> None:
+        """A resize's last step: start the resized domain if the instance ran (``power_on``), then
+        report its power state (``sync_power_state``)."""
+        ...
+
+    @cast
+    async def revert_resize(self, *, instance_uuid: Id, flavor: DomainFlavor, power_on: bool) -> None:
+        """Give the domain its old ``flavor`` back (and its old disk), starting it if ``power_on``;
+        then report the domain's power state (``sync_power_state``)."""
+        ...
+
+    @cast
+    async def confirm_resize(self, *, instance_uuid: Id) -> None:
+        """The resize is kept: drop what was kept to revert it (the old disk)."""
         ...
 
     @cast

@@ -1,7 +1,9 @@
 """The scheduler's API (nova-scheduler + Placement): host capacity, liveness and claims.
 
 Version history: 1 - initial; 2 - hosts are enabled or disabled by an operator
-(``set_host_enabled``, with a reason ``HostView`` shows): a disabled host gets no new instances.
+(``set_host_enabled``, with a reason ``HostView`` shows): a disabled host gets no new instances;
+3 - a resize holds two claims until it is confirmed or reverted (``claim_resize``,
+``confirm_resize``, ``revert_resize``; ``Allocation.resize_held``).
 
 Events (kind ``node``): ``node.up`` (a host reported for the first time, or again after
 ``node.down``) and ``node.down`` (its last report is older than the service down time),
@@ -10,7 +12,7 @@ with the host's view as state; each transition is published once.
 
 from __future__ import annotations
 
-from typing import Annotated, TypedDict
+from typing import Annotated, NotRequired, TypedDict
 
 from msgspec import Meta
 
@@ -49,6 +51,9 @@ class Allocation(TypedDict):
     memory_mb: int
     disk_gb: int
     created_at: str
+    resize_held: NotRequired[bool]
+    """True: the claim of the flavor a resize leaves, held until it is confirmed or reverted (the
+    instance's other claim is the new flavor's)."""
 
 
 class Destination(TypedDict):
@@ -126,6 +131,30 @@ class Scheduler(SchedulerReader, address="scheduler"):
 
         :raises Conflict: the host's generation kept changing under the release.
         """
+        ...
+
+    @call(idempotent=True)
+    async def claim_resize(
+        self, *, instance_uuid: Id, vcpus: PositiveAmount, memory_mb: PositiveAmount, disk_gb: Amount
+    ) -> Destination:
+        """Claim the new flavor of a resize on the instance's host, keeping the old claim (held)
+        beside it, in one transaction: the host must have room for the new flavor besides what it
+        holds. Idempotent: a resize already claimed gets its host again.
+
+        :raises NotFound: the instance has no claim.
+        :raises NoValidHost: its host has no room for the new flavor (or is down or disabled).
+        """
+        ...
+
+    @call(idempotent=True)
+    async def confirm_resize(self, *, instance_uuid: Id) -> Released:
+        """Give back the held claim of a resize (the new one stays); idempotent."""
+        ...
+
+    @call(idempotent=True)
+    async def revert_resize(self, *, instance_uuid: Id) -> Released:
+        """Give back the new claim of a resize and make the held one the instance's claim again,
+        in one transaction; idempotent."""
         ...
 
     @call(idempotent=True)

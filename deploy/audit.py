@@ -3,7 +3,9 @@
 Read over the bus as the operator (the admin credentials of the data directory):
 
 * instances in a task state past the conductor's task timeout, or in ERROR without a fault;
-* claims (scheduler) for no live instance;
+* claims (scheduler) for no live instance; a resize's second claim (the old flavor's, held until
+  it is confirmed or reverted) for an instance that is not resizing, or on another host than
+  the instance's;
 * ports bound to no live instance, and so the IPs they hold (net); a host's DHCP port on a
   network none of its instances has a port on any more;
 * volumes reserved, attached or detaching to no live instance (volume);
@@ -27,14 +29,14 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from api.conductor import ConductorOperator
+from api.conductor import AuditedInstance, ConductorOperator
 from api.net import COMPUTE_OWNER, DHCP_OWNER, Net
 from api.node import Node
 from api.scheduler import HostView, SchedulerReader
 from api.volume import VolumeAttachments
 from bus import AiostackError, Bus
 
-SETTLED_STATES = ("active", "stopped", "paused", "suspended")
+SETTLED_STATES = ("active", "stopped", "paused", "suspended", "resized")
 RECHECK_AFTER = 2.0
 
 DOMAIN_STATES = {
@@ -63,6 +65,11 @@ class AuditReport:
     problems: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
+
+
+def _resizing(row: AuditedInstance) -> bool:
+    """Whether the instance is in a resize (one that may hold two claims)."""
+    return row["vm_state"] == "resized" or str(row["task_state"] or "").startswith("resize_")
 
 
 async def _domains_by_host(bus: Bus, hosts: list[HostView], report: AuditReport) -> dict[str, dict[str, int]]:
@@ -111,9 +118,18 @@ async def audit_once(bus: Bus) -> AuditReport:
         if row["vm_state"] == "error" and not row["fault"]:
             problems[f"fault:{uuid}"] = f"instance {uuid} is in ERROR with no fault"
     for claim in claims:
-        if claim["instance_uuid"] not in instances:
-            problems[f"claim:{claim['instance_uuid']}"] = (
-                f"claim on {claim['host']} for instance {claim['instance_uuid']}, which does not exist"
+        uuid = claim["instance_uuid"]
+        if uuid not in instances:
+            problems[f"claim:{uuid}"] = f"claim on {claim['host']} for instance {uuid}, which does not exist"
+        elif claim.get("resize_held") and not _resizing(instances[uuid]):
+            row = instances[uuid]
+            problems[f"resize-claim:{uuid}"] = (
+                f"instance {uuid} ({row['vm_state']}, task {row['task_state']}) holds a resize's second"
+                f" claim on {claim['host']} but is not resizing"
+            )
+        elif claim.get("resize_held") and claim["host"] != instances[uuid]["host"]:
+            problems[f"resize-claim:{uuid}"] = (
+                f"the resize of instance {uuid} on {instances[uuid]['host']} holds a claim on {claim['host']}"
             )
     for port in ports:
         if port["device_id"] not in instances:

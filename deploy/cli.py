@@ -86,6 +86,16 @@ def _add_token_key_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_resize_confirm_window(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--resize-confirm-window",
+        type=float,
+        default=0.0,
+        help="conductor: seconds after which a resized server (VERIFY_RESIZE) is confirmed by"
+        " itself (Nova's resize_confirm_window); 0: never",
+    )
+
+
 def _add_test_node_options(parser: argparse.ArgumentParser) -> None:
     """The size of a test-driver node's simulated host."""
     parser.add_argument("--node-vcpus", type=int, default=128, help="vCPUs of each test-driver node")
@@ -191,6 +201,7 @@ def up(commands: Any) -> Runner:
     _add_trusted_proxy(parser)
     _add_guest_options(parser)
     _add_task_timeout(parser)
+    _add_resize_confirm_window(parser)
     _add_test_node_options(parser)
     _add_token_key_options(parser)
 
@@ -264,6 +275,7 @@ def add_run_parser(commands: Any) -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="node (tests): each build waits this long before it gathers its image, ports and volumes",
     )
+    _add_resize_confirm_window(parser)
     parser.add_argument("--listen", default="127.0.0.1:8774", help="gateway: HOST:PORT to listen on")
     parser.add_argument("--tls-cert", type=Path, help="gateway: serve HTTPS with this certificate (PEM)")
     parser.add_argument("--tls-key", type=Path, help="gateway: the certificate's private key (PEM)")
@@ -420,6 +432,7 @@ def join(commands: Any) -> Runner:
     _add_guest_options(parser)
     _add_test_node_options(parser)
     _add_task_timeout(parser)
+    _add_resize_confirm_window(parser)
 
     def run_join(args: argparse.Namespace) -> int:
         from deploy.join import run_host

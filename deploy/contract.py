@@ -132,6 +132,7 @@ async def references(session: aiohttp.ClientSession, url: str, token: str) -> di
         "network": next(network["id"] for network in networks if network["name"] == "default"),
         "kept": kept,
         "token": token,
+        "url": url,
     }
 
 

@@ -12,8 +12,8 @@ gateway or pools outside its CIDR, a subnet pool's prefix with host bits set or 
 order, a security group rule whose protocol, ports, remote CIDR and ethertype do not agree, a port
 with groups and no port security, a router's extra route whose nexthop is on none of its subnets, a
 gateway's or floating IP's address that is not on its network, a floating IP's fixed IP its port
-does not hold (Neutron), or an application credential expiring in the past
-(Keystone). Drawn at random, those members
+does not hold (Neutron), an application credential expiring in the past (Keystone), or a resize
+to the server's own flavor or a smaller disk (Nova). Drawn at random, those members
 would make every valid request of the kind a "valid request rejected". So, in the *positive* cases
 only (negative ones go as drawn), each such member is replaced with one that exists or fits
 (``AIOSTACK_CONTRACT_REFS``, JSON, made by ``contract.references``), or dropped when it is optional
@@ -55,9 +55,10 @@ import ipaddress
 import itertools
 import json
 import os
+import urllib.request
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 import schemathesis
 from schemathesis.generation.modes import GenerationMode
@@ -81,6 +82,8 @@ METADATA_ITEMS = (
     "/volume/v3/{project_id}/snapshots/{snapshot_id}/metadata/{key}",
 )
 """Routes whose body names the one item the path names (else 400, as Nova and Cinder answer)."""
+DEFAULT_FLAVORS = ("1", "2", "3", "4", "5")
+"""``actors.conductor.flavors.DEFAULT_FLAVORS``' ids, smallest first."""
 _SUBNETS = itertools.count()
 """Numbers the CIDRs no other subnet has, one for each positive subnet create (172.16.0.0/12 is no
 one's here; ``count``'s ``next`` is atomic, as the run's workers are threads)."""
@@ -115,6 +118,25 @@ def _server(server: dict[str, Any]) -> None:
         server["block_device_mapping_v2"] = kept
         if not kept and not server.get("imageRef"):  # it booted from a volume: from the image instead
             server["imageRef"] = REFS["image"]
+
+
+def _bigger_flavor(server_id: str) -> str:
+    """The default flavor next bigger than the server's (its disk too: a resize never shrinks one),
+    asked of the gateway as the run; the tiny one for a server it does not show."""
+    request = urllib.request.Request(
+        f"{REFS['url']}/compute/v2.1/servers/{quote(server_id, safe='')}",
+        headers={"X-Auth-Token": REFS["token"]},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            current = str(json.load(response)["server"]["flavor"]["id"])
+    except (OSError, ValueError, KeyError):
+        return "1"
+    return (
+        DEFAULT_FLAVORS[min(DEFAULT_FLAVORS.index(current) + 1, len(DEFAULT_FLAVORS) - 1)]
+        if current in DEFAULT_FLAVORS
+        else "1"
+    )
 
 
 def _subnet(subnet: dict[str, Any]) -> None:
@@ -261,6 +283,9 @@ def map_case(context: Any, case: Any) -> Any:
         rebuild = _member(case.body, "rebuild")
         if rebuild is not None:
             rebuild["imageRef"] = REFS["image"]
+        resize = _member(case.body, "resize")
+        if resize is not None and isinstance(case.path_parameters, dict):
+            resize["flavorRef"] = _bigger_flavor(str(case.path_parameters.get("server_id", "")))
     elif method == "POST" and path == f"{NETWORK}/subnets":
         for subnet in _members(case.body, "subnet"):
             _subnet(subnet)

@@ -142,7 +142,12 @@ def host_specs(membership: Membership, args: argparse.Namespace, data_dir: Path)
     listen = args.listen or f"{membership.address}:{GATEWAY_PORT}"
     options = {
         "gateway": ("--listen", listen),
-        "conductor": ("--task-timeout", str(args.task_timeout)),
+        "conductor": (
+            "--task-timeout",
+            str(args.task_timeout),
+            "--resize-confirm-window",
+            str(args.resize_confirm_window),
+        ),
         "volume": ("--host", host, "--nbd-listen", membership.address),  # each controller a storage host
     }
     return [

@@ -83,7 +83,15 @@ def actor_factories(
     if name == "conductor":
         from actors.conductor.actor import ConductorActor
 
-        return [partial(ConductorActor, bus, config, task_timeout=args.task_timeout)]
+        return [
+            partial(
+                ConductorActor,
+                bus,
+                config,
+                task_timeout=args.task_timeout,
+                resize_confirm_window=args.resize_confirm_window,
+            )
+        ]
     if name == "cluster":
         from actors.cluster import ClusterActor
         from deploy.credentials import join_users, member_users

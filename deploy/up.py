@@ -178,7 +178,9 @@ def child_specs(args: argparse.Namespace, tls: GatewayTls | None = None) -> list
     specs = [ChildSpec(name, (name,)) for name in ("scheduler", "image", "net")]
     specs.insert(0, ChildSpec("identity", ("identity", *token_key_args(args))))
     specs.append(ChildSpec("volume", ("volume", "--host", LOCAL_STORAGE)))
-    specs.insert(2, ChildSpec("conductor", ("conductor", "--task-timeout", str(args.task_timeout))))
+    conductor_args = ("--task-timeout", str(args.task_timeout))
+    conductor_args += ("--resize-confirm-window", str(args.resize_confirm_window))
+    specs.insert(2, ChildSpec("conductor", ("conductor", *conductor_args)))
     https = ("--tls-cert", str(tls.certificate), "--tls-key", str(tls.key)) if tls else ()
     proxies = tuple(item for proxy in args.trusted_proxy for item in ("--trusted-proxy", str(proxy)))
     specs.append(ChildSpec("gateway", ("gateway", "--listen", args.listen, *https, *proxies)))

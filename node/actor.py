@@ -11,7 +11,8 @@ to the one that does it:
 * ``Hypervisor`` (``node/hypervisor.py``): the libvirt connection, its reconnect, calls off the loop;
 * ``Records`` (``node/records.py``): the node's store of domains and the work in its hands;
 * ``EventForwarder`` (``node/events.py``): libvirt's lifecycle events -> event stream -> conductor;
-* ``Builder`` (``node/build.py``): build and delete; ``Power`` (``node/power.py``); ``Volumes``
+* ``Builder`` (``node/build.py``): build and delete; ``Power`` (``node/power.py``); ``Resizer``
+  (``node/resize.py``): a domain given another flavor, and back; ``Volumes``
   (``node/volumes.py``); ``Consoles`` (``node/console.py``, serving ``NodeConsole``: the guests'
   interactive serial consoles, for the gateway); ``Reconciler`` (``node/reconcile.py``): at start,
   after a reconnect, and the orphan sweep;
@@ -51,6 +52,7 @@ from api.net import ROUTERS_CHANGED
 from api.node import (
     AttachedVolume,
     ConsoleOutput,
+    DomainFlavor,
     DomainView,
     Node,
     PowerAction,
@@ -73,6 +75,7 @@ from node.peers import Peers
 from node.power import Power
 from node.reconcile import Reconciler
 from node.records import Records
+from node.resize import Resizer
 from node.routers import RouterAgent
 from node.security import SecurityGroups
 from node.snapshots import Snapshots
@@ -173,6 +176,9 @@ class NodeActor(Actor, Node):
             shutdown_timeout=shutdown_timeout,
         )
         self.volumes = Volumes(hypervisor=self.hypervisor, records=self.records)
+        self.resizer = Resizer(
+            host, peers=peers, hypervisor=self.hypervisor, records=self.records, images=self.images
+        )
         self.consoles = Consoles(host, hypervisor=self.hypervisor, records=self.records)
         self.serve(self.consoles)
         self.snapshots = Snapshots(
@@ -306,6 +312,18 @@ class NodeActor(Actor, Node):
 
     async def snapshot_instance(self, *, instance_uuid: str, image_id: str) -> None:
         await self.snapshots.snapshot_instance(instance_uuid, image_id)
+
+    async def resize_instance(self, *, instance_uuid: str, flavor: DomainFlavor) -> None:
+        await self.resizer.resize_instance(instance_uuid, flavor)
+
+    async def finish_resize(self, *, instance_uuid: str, power_on: bool) -> None:
+        await self.resizer.finish_resize(instance_uuid, power_on)
+
+    async def revert_resize(self, *, instance_uuid: str, flavor: DomainFlavor, power_on: bool) -> None:
+        await self.resizer.revert_resize(instance_uuid, flavor, power_on)
+
+    async def confirm_resize(self, *, instance_uuid: str) -> None:
+        await self.resizer.confirm_resize(instance_uuid)
 
     async def stop_instance(self, *, instance_uuid: str) -> None:
         await self.power.stop_instance(instance_uuid)

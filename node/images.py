@@ -40,6 +40,8 @@ CONSOLE_MAX_BYTES = 1024 * 1024
 PART_SUFFIX = ".part"
 SNAPSHOT = "snapshot.qcow2"
 """A flattened copy of an instance's disk, while it is uploaded as an image (``node.snapshots``)."""
+RESIZE_BACKUP = "disk.resize-backup"
+"""The root overlay as it was before a resize grew it, kept until the resize is confirmed or reverted."""
 QCOW2_MAGIC = b"QFI\xfb"
 
 
@@ -217,6 +219,28 @@ class ImageCache:
         target = directory / SNAPSHOT
         await _run("qemu-img", "convert", "-U", "-O", "qcow2", str(directory / "disk"), str(target))
         return target
+
+    async def grow_root_disk(self, instance_uuid: str, root_gb: int) -> bool:
+        """Grow the instance's overlay to ``root_gb`` GiB if it is smaller, keeping a copy of it as
+        it was (``RESIZE_BACKUP``, for a revert) unless one is kept already; whether it grew."""
+        disk = self.instance_dir(instance_uuid) / "disk"
+        if not disk.exists() or await _virtual_size(disk, "qcow2") >= root_gb * 1024**3:
+            return False
+        backup = disk.with_name(RESIZE_BACKUP)
+        if not backup.exists():
+            await asyncio.to_thread(shutil.copy2, disk, backup)
+        await _run("qemu-img", "resize", "-q", "-f", "qcow2", str(disk), f"{root_gb}G")
+        return True
+
+    def restore_root_disk(self, instance_uuid: str) -> None:
+        """The overlay as it was before a resize grew it (a revert), if a copy was kept."""
+        backup = self.instance_dir(instance_uuid) / RESIZE_BACKUP
+        if backup.exists():
+            backup.replace(backup.with_name("disk"))
+
+    def drop_resize_backup(self, instance_uuid: str) -> None:
+        """The copy kept for a revert (the resize is confirmed)."""
+        (self.instance_dir(instance_uuid) / RESIZE_BACKUP).unlink(missing_ok=True)
 
     def remove_snapshot(self, instance_uuid: str) -> None:
         (self.instance_dir(instance_uuid) / SNAPSHOT).unlink(missing_ok=True)

@@ -28,12 +28,24 @@ from node.peers import Peers
 from node.power import Power
 from node.records import Records
 from runtime.events import publish_event
-from runtime.states import TaskState, VmState
+from runtime.states import PowerState, TaskState, VmState
 
 log = logging.getLogger(__name__)
 
 RUNNING_VM_STATES = (VmState.ACTIVE, VmState.BUILDING, VmState.PAUSED)
-"""The instance's ``vm_state`` when its domain should run (unless it is being powered off)."""
+"""The instance's ``vm_state`` when its domain should run (unless it is being powered off; a
+RESIZED one runs if it ran)."""
+RESIZE_TASKS = frozenset(
+    {
+        TaskState.RESIZE_PREP,
+        TaskState.RESIZE_MIGRATING,
+        TaskState.RESIZE_MIGRATED,
+        TaskState.RESIZE_FINISH,
+        TaskState.RESIZE_REVERTING,
+        TaskState.RESIZE_CONFIRMING,
+    }
+)
+"""A resize's tasks: the domain is left as it is (the conductor's watch sees the resize through)."""
 
 
 class Reconciler:
@@ -80,9 +92,11 @@ class Reconciler:
                 continue
             if domain is None:
                 domain = await self.hypervisor.define(stored[uuid]["xml"])
+            if instance["task_state"] in RESIZE_TASKS:
+                continue  # the conductor sends the resize's step again, or ends it
             want_running = (
                 instance["vm_state"] in RUNNING_VM_STATES and instance["task_state"] != TaskState.POWERING_OFF
-            )
+            ) or (instance["vm_state"] == VmState.RESIZED and instance["power_state"] == PowerState.RUNNING)
             if instance["task_state"] == TaskState.POWERING_ON:
                 want_running = True
             running = await self.hypervisor.is_running(domain)

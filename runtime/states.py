@@ -51,6 +51,8 @@ class VmState(enum.StrEnum):
     STOPPED = "stopped"
     PAUSED = "paused"
     SUSPENDED = "suspended"
+    RESIZED = "resized"
+    """A resize (or cold migration) is done and waits to be confirmed or reverted."""
     ERROR = "error"
     DELETED = "deleted"
 
@@ -71,6 +73,12 @@ class TaskState(enum.StrEnum):
     RESUMING = "resuming"
     REBUILDING = "rebuilding"
     IMAGE_SNAPSHOT = "image_snapshot"
+    RESIZE_PREP = "resize_prep"
+    RESIZE_MIGRATING = "resize_migrating"
+    RESIZE_MIGRATED = "resize_migrated"
+    RESIZE_FINISH = "resize_finish"
+    RESIZE_REVERTING = "resize_reverting"
+    RESIZE_CONFIRMING = "resize_confirming"
 
 
 class PowerState(enum.IntEnum):

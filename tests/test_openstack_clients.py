@@ -335,3 +335,53 @@ def test_the_openstack_cli_lists_and_disables_compute_services_and_shows_hypervi
     assert (hypervisor["Hypervisor Hostname"], hypervisor["State"]) == ("node-1", "up")
     shown = cli_json(cloud, "hypervisor", "show", "node-1", user="admin")
     assert shown["vcpus"] > 0 and shown["status"] == "enabled"
+
+
+def aiostack_cli(cloud: RunningCloud, *args: str) -> str:
+    """``aiostack ARGS`` as the demo user of the cloud's data directory."""
+    login = ("--data-dir", str(cloud.data_dir), "--username", "demo", "--project", "demo")
+    command = [
+        sys.executable,
+        "-m",
+        "aiostack.cli",
+        args[0],
+        *login,
+        "--password",
+        PASSWORDS["AIOSTACK_DEMO_PASSWORD"],
+    ]
+    done = subprocess.run([*command, *args[1:]], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, f"aiostack {' '.join(args)} -> {done.returncode}\n{done.stderr[-2000:]}"
+    return done.stdout
+
+
+def until_status(cloud: RunningCloud, server: str, status: str) -> dict[str, Any]:
+    deadline = time.monotonic() + 60
+    while (shown := cli_json(cloud, "server", "show", server))["status"] != status:
+        assert time.monotonic() < deadline, f"{server} is {shown['status']}, not {status}"
+        time.sleep(0.2)
+    return dict(shown)
+
+
+def test_the_openstack_cli_resizes_a_server_and_confirms_and_reverts(cloud: RunningCloud) -> None:
+    cli_json(
+        cloud, "server", "create", "--image", "aiostack-tiny", "--flavor", "m1.tiny", "--wait", "resize-vm"
+    )
+    openstack_cli(cloud, "server", "resize", "--flavor", "m1.small", "--wait", "resize-vm")
+    shown = cli_json(cloud, "server", "show", "resize-vm")
+    assert shown["status"] == "VERIFY_RESIZE" and shown["flavor"].startswith("m1.small"), shown
+    openstack_cli(cloud, "server", "resize", "confirm", "resize-vm")
+    assert until_status(cloud, "resize-vm", "ACTIVE")["flavor"].startswith("m1.small")
+
+    openstack_cli(cloud, "server", "resize", "--flavor", "m1.medium", "--wait", "resize-vm")
+    assert cli_json(cloud, "server", "show", "resize-vm")["flavor"].startswith("m1.medium")
+    openstack_cli(cloud, "server", "resize", "revert", "resize-vm")
+    assert until_status(cloud, "resize-vm", "ACTIVE")["flavor"].startswith("m1.small")
+
+    said = aiostack_cli(cloud, "server", "resize", "resize-vm", "--flavor", "m1.medium", "--wait")
+    assert said.strip() == "resize-vm: VERIFY_RESIZE (flavor 3)"
+    said = aiostack_cli(cloud, "server", "resize", "revert", "resize-vm", "--wait")
+    assert said.strip() == "resize-vm: ACTIVE (flavor 2)"
+    aiostack_cli(cloud, "server", "resize", "resize-vm", "--flavor", "m1.medium", "--wait")
+    said = aiostack_cli(cloud, "server", "resize", "confirm", "resize-vm")
+    assert said.strip() == "resize-vm: ACTIVE (flavor 3)"
+    openstack_cli(cloud, "server", "delete", "--wait", "resize-vm")

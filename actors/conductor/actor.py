@@ -7,6 +7,8 @@ It is composed of servants, one per job, sharing one ``Core`` (store, bus, clien
 * ``lifecycle.DomainReports``: libvirt's word on a domain, through the state machine
   (``states.py``: which states an action may start from and where it leads);
 * ``power.PowerActions``: stop, start, reboot, pause, unpause, suspend, resume, delete;
+* ``resize.Resizes``: resize, confirm, revert (and the auto-confirm after ``resize_confirm_window``
+  seconds, 0: never);
 * ``details.InstanceDetails``: rename, access addresses, metadata, lock;
 * ``volumes.Attachments``: volume attach and detach;
 * ``watch.TaskWatch``: task supervision (redelivery, progress deadlines), live_instances and
@@ -28,6 +30,7 @@ from actors.conductor.keypairs import KeypairBook
 from actors.conductor.lifecycle import DomainReports
 from actors.conductor.power import PowerActions
 from actors.conductor.quotas import QuotaBook
+from actors.conductor.resize import Resizes
 from actors.conductor.schema import MIGRATIONS, InstanceRow
 from actors.conductor.services import HostServices
 from actors.conductor.volumes import Attachments
@@ -61,6 +64,7 @@ class ConductorActor(Actor):
         ack_timeout: float = 5.0,
         announce_after: float = ANNOUNCE_AFTER,
         max_build_attempts: int = 3,
+        resize_confirm_window: float = 0.0,
     ) -> None:
         super().__init__(bus)
         self.store = open_store(config, "conductor", MIGRATIONS)
@@ -75,12 +79,14 @@ class ConductorActor(Actor):
         self.builder = Builder(
             self.core, schedule_timeout=schedule_timeout, max_build_attempts=max_build_attempts
         )
-        reports = DomainReports(self.core)
-        self.watch = TaskWatch(self.core, self.builder, reports)
+        resizes = Resizes(self.core, confirm_window=resize_confirm_window)
+        reports = DomainReports(self.core, resizes)
+        self.watch = TaskWatch(self.core, self.builder, reports, resizes)
         self.serve(
             ServerReads(self.core),
             self.builder,
             PowerActions(self.core, self.builder),
+            resizes,
             InstanceDetails(self.core),
             Attachments(self.core),
             FlavorCatalog(self.store),

@@ -21,7 +21,7 @@ from actors.conductor.details import access_address
 from actors.conductor.flavors import find_flavor
 from actors.conductor.keypairs import has_keypair, public_key
 from actors.conductor.quotas import check_instance_quota
-from actors.conductor.schema import InstanceRow, states_of, task_state_of, view
+from actors.conductor.schema import InstanceRow, host_claim, recorded_claim, states_of, task_state_of, view
 from actors.conductor.states import BUILDING_ON_HOST, CREATED, Action, Report
 from api.conductor import (
     BlockDevice,
@@ -50,17 +50,6 @@ SCHEDULE_ATTEMPT_TIMEOUT = 5.0
 """A claim takes milliseconds; a scheduler that died with the request never answers."""
 ACTIVE_IMAGE = "active"
 AVAILABLE_VOLUME = "available"
-
-
-def host_claim(flavor: Flavor, block_devices: list[BlockDevice]) -> Flavor:
-    """What a host must hold for the instance: the flavor, without its root disk when the
-    instance boots from a volume (as Nova claims no local disk then)."""
-    return {**flavor, "disk": 0} if boot_volume(block_devices) is not None else flavor
-
-
-def recorded_claim(row: InstanceRow) -> Flavor:
-    """``host_claim`` of a recorded instance."""
-    return host_claim(from_json(row["flavor"]), from_json(row["block_devices"], []))
 
 
 class Builder(ServerCreation, NodeBuilds):

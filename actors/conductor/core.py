@@ -16,12 +16,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from actors.conductor.schema import InstanceRow, states_of, task_state_of, view, vm_state_of
+from actors.conductor.schema import InstanceRow, recorded_claim, states_of, task_state_of, view, vm_state_of
 from actors.conductor.states import ACTION_OF_TASK, Action, Change, Trigger, status_of, transition
 from api.conductor import BlockDevice, Cause, Fault, HostStatus, Instance, InstanceChange, Server
 from api.image import ImageReader
 from api.net import Net
-from api.node import Node, RebootType
+from api.node import DomainFlavor, Node, RebootType
 from api.scheduler import Scheduler
 from api.volume import VolumeRecords
 from bus import AiostackError, Bus, Conflict, NotFound, current_request_id
@@ -51,13 +51,43 @@ NODE_TASKS: dict[TaskState, tuple[str, dict[str, str]]] = {
     TaskState.DELETING: (Node.terminate_instance.__name__, {}),
     TaskState.REBUILDING: (Node.rebuild_instance.__name__, {}),
     TaskState.IMAGE_SNAPSHOT: (Node.snapshot_instance.__name__, {}),
+    TaskState.RESIZE_MIGRATING: (Node.resize_instance.__name__, {}),
+    TaskState.RESIZE_FINISH: (Node.finish_resize.__name__, {}),
+    TaskState.RESIZE_REVERTING: (Node.revert_resize.__name__, {}),
     **{
         task: (Node.change_power.__name__, {"action": ACTION_OF_TASK[task]})
         for task in (TaskState.PAUSING, TaskState.UNPAUSING, TaskState.SUSPENDING, TaskState.RESUMING)
     },
 }
 """task_state -> the node method (a cast of ``api.node.Node``) that does the node's part, and its
-arguments besides the instance. A task's method is looked up here each time it is sent."""
+arguments besides the instance (those a row gives: ``task_arguments``). A task's method is looked
+up here each time it is sent. A resize's claim (resize_prep), its step between the node's two
+(resize_migrated) and its confirmation (resize_confirming) are the conductor's own."""
+
+
+def domain_flavor(row: InstanceRow) -> DomainFlavor:
+    """The size the instance's ``flavor`` (and its boot) gives its domain."""
+    claim = recorded_claim(row)
+    return {
+        "name": claim["name"],
+        "vcpus": claim["vcpus"],
+        "memory_mb": claim["ram"],
+        "disk_gb": claim["disk"],
+    }
+
+
+def task_arguments(row: InstanceRow, task: TaskState) -> dict[str, Any]:
+    """The arguments of the node method of ``task`` besides the instance."""
+    power_on = bool(row["resize_power_on"])
+    if task is TaskState.IMAGE_SNAPSHOT:
+        return {"image_id": str(row["snapshot_image"])}
+    if task is TaskState.RESIZE_MIGRATING:
+        return {"flavor": domain_flavor(row)}
+    if task is TaskState.RESIZE_FINISH:
+        return {"power_on": power_on}
+    if task is TaskState.RESIZE_REVERTING:
+        return {"flavor": domain_flavor(row), "power_on": power_on}
+    return NODE_TASKS[task][1]
 
 
 @dataclass(frozen=True, slots=True)
@@ -385,9 +415,8 @@ class Core:
         """Cast the node its part of the instance's current task (again, when redelivering)."""
         task, host = task_state_of(row), row["host"]
         assert task is not None and host is not None, f"instance {row['uuid']} has no task or no host"
-        method, arguments = NODE_TASKS[task]
-        if task is TaskState.IMAGE_SNAPSHOT:
-            arguments = {"image_id": str(row["snapshot_image"])}
+        method = NODE_TASKS[task][0]
+        arguments = task_arguments(row, task)
         await self.store.execute(
             "UPDATE instances SET task_sent_at = ?, task_sends = task_sends + 1 WHERE uuid = ?",
             (time.time(), row["uuid"]),

@@ -10,12 +10,12 @@ from typing import Any
 from actors.conductor.core import Core
 from actors.conductor.quotas import instance_usage
 from actors.conductor.schema import InstanceRow
-from actors.conductor.states import STATUS, TASK_STATUS
+from actors.conductor.states import RESIZE_FROM, RESIZE_STEPS, STATUS, TASK_STATUS
 from api.conductor import ComputeHost, ConsoleOutput, ProjectUsage, Server, Servers
 from bus import Conflict, InvalidRequest
 from runtime.context import caller, require_caller, sees_all
 from runtime.stamps import stamp
-from runtime.states import VmState
+from runtime.states import TaskState, VmState
 from runtime.store import from_json
 
 MAX_LIMIT = 1000
@@ -28,6 +28,15 @@ def status_condition(status: str) -> tuple[str, list[Any]]:
     for task_state, shown in TASK_STATUS.items():
         if status == shown:
             return "(vm_state = ? AND task_state = ?)", [VmState.ACTIVE, task_state]
+    if status == "RESIZE":
+        return "(vm_state IN (?, ?) AND task_state IN (?, ?, ?, ?))", [*RESIZE_FROM, *RESIZE_STEPS]
+    if status == "REVERT_RESIZE":
+        return "(vm_state = ? AND task_state = ?)", [VmState.RESIZED, TaskState.RESIZE_REVERTING]
+    if status == "VERIFY_RESIZE":
+        return "(vm_state = ? AND coalesce(task_state, '') != ?)", [
+            VmState.RESIZED,
+            TaskState.RESIZE_REVERTING,
+        ]
     vm_states = [vm_state for vm_state, shown in STATUS.items() if shown == status]
     if not vm_states:
         return "1 = 0", []

@@ -12,18 +12,20 @@ publish there): a report about an instance recorded elsewhere, or nowhere, is re
 from __future__ import annotations
 
 from actors.conductor.core import Core
-from actors.conductor.schema import InstanceRow, view
-from actors.conductor.states import Action, Report
+from actors.conductor.resize import Resizes
+from actors.conductor.schema import InstanceRow, task_state_of, view, vm_state_of
+from actors.conductor.states import RESIZE_STEPS, RESIZE_TASKS, Action, Report
 from api.conductor import Cause, InstanceChange, NodeReports
-from runtime.states import Lifecycle
+from runtime.states import Lifecycle, TaskState, VmState
 
 
 class DomainReports(NodeReports):
     """Serves ``api.conductor.NodeReports`` (each call from the node of the instance's host: any
     other is refused ``NotFound`` by ``Core.placed``, and changes nothing)."""
 
-    def __init__(self, core: Core) -> None:
+    def __init__(self, core: Core, resizes: Resizes) -> None:
         self.core = core
+        self.resizes = resizes
 
     async def domain_event(
         self, *, instance_uuid: str, event: int, detail: int, host: str
@@ -71,11 +73,16 @@ class DomainReports(NodeReports):
         )
 
     async def task_done(self, *, instance_uuid: str, host: str) -> None:
-        """A node finished a soft reboot (libvirt reports no event for it).
+        """A node finished a soft reboot, a rebuild of a stopped instance, a snapshot or a step of
+        a resize (libvirt reports no event for them).
 
         :raises NotFound: no such instance on ``host``.
         """
-        moved = await self.core.transit(await self.core.placed(instance_uuid, host), Report.TASK_DONE)
+        row = await self.core.placed(instance_uuid, host)
+        if task_state_of(row) in RESIZE_STEPS:
+            await self.resizes.step_done(row)
+            return
+        moved = await self.core.transit(row, Report.TASK_DONE)
         if moved is not None:
             await self.core.publish(moved.row)
 
@@ -92,6 +99,16 @@ class DomainReports(NodeReports):
             return None
         if change.deleted:
             return await self.core.finish_delete(row, trigger, cause)
+        task = task_state_of(row)
+        ends_task = change.task_state is None and task is not None
+        if ends_task and task is TaskState.RESIZE_FINISH and change.vm_state is VmState.RESIZED:
+            return await self.resizes.finished(row, trigger, cause)
+        decided = (TaskState.RESIZE_CONFIRMING, TaskState.RESIZE_REVERTING)
+        if ends_task and task in decided and change.vm_state is not VmState.ERROR:
+            return await self.resizes.end(row, trigger, cause)
+        resizing = task in RESIZE_TASKS or vm_state_of(row) is VmState.RESIZED
+        if resizing and change.task_state is None and change.vm_state is not VmState.RESIZED:
+            return await self.resizes.abandon(row, trigger, cause)
         moved = await self.core.transit(row, trigger)
         if moved is None:
             return None

@@ -7,7 +7,7 @@ from typing import TypedDict
 from actors.conductor.keypairs import MIGRATION as KEYPAIRS_MIGRATION
 from actors.conductor.quotas import MIGRATION as QUOTAS_MIGRATION
 from actors.conductor.states import status_of
-from api.conductor import Instance
+from api.conductor import BlockDevice, Flavor, Instance, boot_volume
 from runtime.states import PowerState, TaskState, VmState
 from runtime.store import Migration, Step, from_json
 
@@ -95,6 +95,13 @@ MIGRATIONS: list[Step] = [
     """
     ALTER TABLE instances ADD COLUMN security_groups TEXT;
     """,
+    # 13: a resize: the flavor it leaves (JSON) until confirmed or reverted, whether the domain ran
+    # before it, and when it became RESIZED
+    """
+    ALTER TABLE instances ADD COLUMN old_flavor TEXT;
+    ALTER TABLE instances ADD COLUMN resize_power_on INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE instances ADD COLUMN resized_at REAL;
+    """,
 ]
 
 
@@ -155,6 +162,24 @@ class InstanceRow(TypedDict):
     security_groups: str | None
     """JSON: the ids of the security groups its new ports join, resolved at create; None: its
     project's default group."""
+    old_flavor: str | None
+    """JSON: during a resize, the flavor it leaves (``flavor`` is the one it goes to: while it
+    reverts, the old one again, and this the one given up); None: no resize."""
+    resize_power_on: int
+    """1: the domain ran when the resize (or its revert) began, and runs again after it."""
+    resized_at: float | None
+    """When the resize became RESIZED (epoch seconds): the auto-confirm window counts from it."""
+
+
+def host_claim(flavor: Flavor, block_devices: list[BlockDevice]) -> Flavor:
+    """What a host must hold for the instance: the flavor, without its root disk when the
+    instance boots from a volume (as Nova claims no local disk then)."""
+    return {**flavor, "disk": 0} if boot_volume(block_devices) is not None else flavor
+
+
+def recorded_claim(row: InstanceRow) -> Flavor:
+    """``host_claim`` of a recorded instance."""
+    return host_claim(from_json(row["flavor"]), from_json(row["block_devices"], []))
 
 
 def vm_state_of(row: InstanceRow) -> VmState:

@@ -34,6 +34,17 @@ Triggers:
 | delete      | any (any task)                            | deleting           | UNDEFINED -> deleted |
 +-------------+-------------------------------------------+--------------------+----------------------+
 
+A resize (``resize.py``) runs as Nova's: ``resize`` from active or stopped is resize_prep
+(the conductor claims the new flavor), ``RESIZE_CLAIMED`` resize_migrating (the node powers the
+domain off and defines it again with the new flavor: ``task_done``), resize_migrated,
+``RESIZE_FINISHING`` resize_finish (the node starts it if it ran and reports its power state:
+``RUNNING`` or ``NOT_RUNNING``), then RESIZED (VERIFY_RESIZE) with no task. ``confirmResize``
+(resize_confirming) and ``revertResize`` (resize_reverting: the node defines the old flavor
+again) end with the domain's power state
+(``RUNNING``: active, ``NOT_RUNNING``: stopped). ``RESIZE_FAILED`` ends a resize that could not
+go on: back where it was from resize_prep, in ERROR from a node's step. libvirt's events during
+a resize, and while RESIZED, change only the power state.
+
 ``attach_volume`` needs active or stopped with no task running, ``detach_volume``, ``lock``
 and ``unlock`` any live state; none of them changes the states. A new instance is ``CREATED``
 (building, scheduling): ``SCHEDULED`` (spawning), then STARTED (active), or ``RESCHEDULED``
@@ -69,6 +80,9 @@ class Action(enum.StrEnum):
     UNLOCK = "unlock"
     REBUILD = "rebuild"
     CREATE_IMAGE = "createImage"
+    RESIZE = "resize"
+    CONFIRM_RESIZE = "confirmResize"
+    REVERT_RESIZE = "revertResize"
 
 
 class Report(enum.StrEnum):
@@ -92,6 +106,12 @@ class Report(enum.StrEnum):
     """The node found no domain to undefine for an instance being deleted."""
     DELETED_HERE = "deleted_here"
     """The conductor finished a delete without a node (no host, or the host does not answer)."""
+    RESIZE_CLAIMED = "resize_claimed"
+    """The scheduler holds the resize's new flavor: the node resizes the domain."""
+    RESIZE_FINISHING = "resize_finishing"
+    """The domain has its new flavor: the node finishes (starts it again if it ran)."""
+    RESIZE_FAILED = "resize_failed"
+    """A resize cannot go on: no room for the new flavor, or a step that made no progress."""
 
 
 Trigger = Action | Lifecycle | Report
@@ -143,6 +163,15 @@ POWER_ACTIONS: Final[dict[Action, tuple[frozenset[VmState], TaskState]]] = {
 and the domain with it; createImage: a copy of its disk uploaded as an image): the vm_states each
 may start from (with no task running) and the task_state it runs under."""
 
+RESIZE_FROM: Final = frozenset({VmState.ACTIVE, VmState.STOPPED})
+"""The vm_states a resize may start from (with no task running)."""
+RESIZE_STEPS: Final = frozenset(
+    {TaskState.RESIZE_PREP, TaskState.RESIZE_MIGRATING, TaskState.RESIZE_MIGRATED, TaskState.RESIZE_FINISH}
+)
+"""The tasks of a resize before it is RESIZED."""
+RESIZE_TASKS: Final = RESIZE_STEPS | {TaskState.RESIZE_REVERTING, TaskState.RESIZE_CONFIRMING}
+"""Every task of a resize: libvirt's events during them change only the power state."""
+
 VOLUME_STATES: Final = frozenset({VmState.ACTIVE, VmState.STOPPED})
 """The vm_states a volume may be attached in (with no task running)."""
 
@@ -151,6 +180,9 @@ ACTION_OF_TASK: Final[dict[TaskState, Action]] = {
     TaskState.SPAWNING: Action.CREATE,
     TaskState.DELETING: Action.DELETE,
     **{task: action for action, (_, task) in POWER_ACTIONS.items()},
+    **dict.fromkeys(RESIZE_STEPS, Action.RESIZE),
+    TaskState.RESIZE_CONFIRMING: Action.CONFIRM_RESIZE,
+    TaskState.RESIZE_REVERTING: Action.REVERT_RESIZE,
 }
 """The action each task_state belongs to."""
 
@@ -162,6 +194,7 @@ STATUS: Final[dict[VmState, Status]] = {
     VmState.SUSPENDED: "SUSPENDED",
     VmState.ERROR: "ERROR",
     VmState.DELETED: "DELETED",
+    VmState.RESIZED: "VERIFY_RESIZE",
 }
 """The status Nova shows for each vm_state..."""
 TASK_STATUS: Final[dict[TaskState, Status]] = {
@@ -169,13 +202,17 @@ TASK_STATUS: Final[dict[TaskState, Status]] = {
     TaskState.REBOOTING_HARD: "HARD_REBOOT",
     TaskState.REBUILDING: "REBUILD",
 }
-"""... but for an active instance in these tasks."""
+"""... but for an active instance in these tasks, ..."""
 
 
 def status_of(vm_state: VmState, task_state: TaskState | None) -> Status:
     """Nova's status of an instance in these states."""
     if vm_state is VmState.ACTIVE and task_state in TASK_STATUS:
         return TASK_STATUS[task_state]
+    if vm_state in RESIZE_FROM and task_state in RESIZE_STEPS:
+        return "RESIZE"  # ... an active or stopped one resizing, ...
+    if vm_state is VmState.RESIZED and task_state is TaskState.RESIZE_REVERTING:
+        return "REVERT_RESIZE"  # ... and a resized one reverting
     return STATUS.get(vm_state, "UNKNOWN")
 
 
@@ -200,6 +237,13 @@ def _action(vm_state: VmState, task_state: TaskState | None, action: Action) -> 
         return None
     if action is Action.ATTACH_VOLUME:
         return Change(vm_state, None) if vm_state in VOLUME_STATES else None
+    if action is Action.RESIZE:
+        return Change(vm_state, TaskState.RESIZE_PREP) if vm_state in RESIZE_FROM else None
+    if action in (Action.CONFIRM_RESIZE, Action.REVERT_RESIZE):
+        if vm_state is not VmState.RESIZED:
+            return None
+        confirm = action is Action.CONFIRM_RESIZE
+        return Change(vm_state, TaskState.RESIZE_CONFIRMING if confirm else TaskState.RESIZE_REVERTING)
     if action in POWER_ACTIONS:
         allowed, task = POWER_ACTIONS[action]
         return Change(vm_state, task) if vm_state in allowed else None
@@ -208,6 +252,13 @@ def _action(vm_state: VmState, task_state: TaskState | None, action: Action) -> 
 
 def _lifecycle(vm_state: VmState, task_state: TaskState | None, event: Lifecycle) -> Change | None:
     deleting = task_state is TaskState.DELETING
+    if (task_state in RESIZE_TASKS or vm_state is VmState.RESIZED) and not deleting:
+        if event in (Lifecycle.STARTED, Lifecycle.RESUMED):
+            return Change(vm_state, task_state, PowerState.RUNNING)
+        if event is Lifecycle.STOPPED:
+            return Change(vm_state, task_state, PowerState.SHUTDOWN)
+        if event is Lifecycle.SUSPENDED:  # paused behind the resize's back
+            return Change(VmState.PAUSED, None, PowerState.PAUSED)
     if event in (Lifecycle.STARTED, Lifecycle.RESUMED):
         if deleting:
             return Change(vm_state, task_state, PowerState.RUNNING)
@@ -241,7 +292,26 @@ def _lifecycle(vm_state: VmState, task_state: TaskState | None, event: Lifecycle
 def _report(vm_state: VmState, task_state: TaskState | None, report: Report) -> Change | None:
     deleting = task_state is TaskState.DELETING
     building = vm_state is VmState.BUILDING
+    resizing = task_state in RESIZE_STEPS or (vm_state is VmState.RESIZED and task_state is None)
     match report:
+        case Report.RUNNING if task_state is TaskState.RESIZE_FINISH:
+            return Change(VmState.RESIZED, None, PowerState.RUNNING)
+        case Report.NOT_RUNNING if task_state is TaskState.RESIZE_FINISH:
+            return Change(VmState.RESIZED, None, PowerState.SHUTDOWN)
+        case Report.RUNNING if resizing:
+            return Change(vm_state, task_state, PowerState.RUNNING)
+        case Report.NOT_RUNNING if resizing:
+            return Change(vm_state, task_state, PowerState.SHUTDOWN)
+        case Report.RESIZE_CLAIMED if task_state is TaskState.RESIZE_PREP:
+            return Change(vm_state, TaskState.RESIZE_MIGRATING)
+        case Report.TASK_DONE if task_state is TaskState.RESIZE_MIGRATING:
+            return Change(vm_state, TaskState.RESIZE_MIGRATED)
+        case Report.RESIZE_FINISHING if task_state is TaskState.RESIZE_MIGRATED:
+            return Change(vm_state, TaskState.RESIZE_FINISH)
+        case Report.RESIZE_FAILED if task_state is TaskState.RESIZE_PREP:
+            return Change(vm_state, None)
+        case Report.RESIZE_FAILED if task_state in RESIZE_TASKS:
+            return Change(VmState.ERROR, None)
         case Report.SCHEDULED if building and task_state is TaskState.SCHEDULING:
             return Change(VmState.BUILDING, TaskState.SPAWNING)
         case Report.RESCHEDULED if building and task_state is TaskState.SPAWNING:

@@ -36,8 +36,9 @@ import time
 from actors.conductor.build import Builder
 from actors.conductor.core import NODE_TASKS, Core
 from actors.conductor.lifecycle import DomainReports
+from actors.conductor.resize import Resizes
 from actors.conductor.schema import InstanceRow, task_state_of, view, vm_state_of
-from actors.conductor.states import ACTION_OF_TASK, Report
+from actors.conductor.states import ACTION_OF_TASK, RESIZE_TASKS, Report
 from api.conductor import (
     Audit,
     BlockDevice,
@@ -66,10 +67,11 @@ class TaskWatch(NodeTasks, ConductorForOwners, ConductorOperator):
     """Serves ``api.conductor.NodeTasks``, ``ConductorForOwners`` and ``ConductorOperator``; its
     ``watch_forever`` sends unacknowledged tasks again and resolves the stalled ones."""
 
-    def __init__(self, core: Core, builder: Builder, reports: DomainReports) -> None:
+    def __init__(self, core: Core, builder: Builder, reports: DomainReports, resizes: Resizes) -> None:
         self.core = core
         self.builder = builder
         self.reports = reports
+        self.resizes = resizes
 
     # -- what nodes, owners and the operator ask --------------------------------------------
 
@@ -165,13 +167,14 @@ class TaskWatch(NodeTasks, ConductorForOwners, ConductorOperator):
 
     async def watch_forever(self) -> None:
         """Every ≤ 1 s: refresh host liveness, send unacknowledged tasks again, resolve stalled ones,
-        record the events published and publish those missed."""
+        confirm the resizes past their window, record the events published and publish those missed."""
         interval = max(0.2, min(1.0, self.core.ack_timeout / 2))
         while True:
             await asyncio.sleep(interval)
             try:
                 await self.core.refresh_hosts()
                 await self._check_tasks()
+                await self.resizes.confirm_expired(time.time())
                 await self.core.record_announced()
                 await self.core.announce_missed(time.time())
             except Exception:
@@ -218,6 +221,9 @@ class TaskWatch(NodeTasks, ConductorForOwners, ConductorOperator):
         if task is TaskState.SCHEDULING:
             await self.core.touch(uuid, task)
             self.builder.resume_scheduling(row)
+            return
+        if task in RESIZE_TASKS:
+            await self.resizes.resolve_stalled(row, task, reason)
             return
         domain = await self._node_domain(host, uuid)
         resend = domain is not None and row["task_sends"] < MAX_TASK_SENDS

@@ -1,7 +1,9 @@
 """Server actions (``POST /servers/{server_id}/action``): power changes, reboot, lock, console output.
 
 The body is exactly one action: ``os-stop``, ``os-start``, ``pause``, ``unpause``, ``suspend``,
-``resume``, ``lock``, ``unlock`` (their values are not read, as Nova's), ``reboot``
+``resume``, ``lock``, ``unlock``, ``confirmResize``, ``revertResize`` (their values are not read,
+as Nova's), ``resize`` (``{"flavorRef": ...}``: VERIFY_RESIZE once the node gave the server the
+flavor; ``confirmResize`` answers 204), ``reboot``
 (``{"type": "SOFT" | "HARD"}``), ``rebuild`` (``imageRef``, and ``name``, ``metadata``,
 ``adminPass``, access addresses), ``createImage`` (``name``, ``metadata``: a snapshot of the
 disk, its image named in the ``Location`` header), ``os-getConsoleOutput`` (``{"length": N}``: the last N
@@ -70,6 +72,15 @@ class Rebuild(Request, kw_only=True):
             check_name(self.name)
 
 
+class Resize(Request, kw_only=True):
+    """Resize to ``flavorRef``; ``OS-DCF:diskConfig`` is taken and ignored."""
+
+    flavorRef: Id
+    disk_config: Literal["AUTO", "MANUAL"] | UnsetType = msgspec.field(
+        default=UNSET, name="OS-DCF:diskConfig"
+    )
+
+
 class CreateImage(Request):
     """A snapshot of the server's disk, as an image of this name (with ``metadata`` as its
     properties besides those it keeps from the server's image)."""
@@ -99,6 +110,9 @@ class ServerAction(Request):
     os_start: Any = msgspec.field(default=UNSET, name="os-start")
     reboot: Reboot | UnsetType = UNSET
     rebuild: Rebuild | UnsetType = UNSET
+    resize: Resize | UnsetType = UNSET
+    confirm_resize: Any = msgspec.field(default=UNSET, name="confirmResize")
+    revert_resize: Any = msgspec.field(default=UNSET, name="revertResize")
     create_image: CreateImage | UnsetType = msgspec.field(default=UNSET, name="createImage")
     pause: Any = UNSET
     unpause: Any = UNSET
@@ -158,11 +172,13 @@ routes = Routes()
             ServerRebuiltBody,
             "Taken: a rebuild answers the server being rebuilt, with its administrator password; the"
             " other actions (os-stop, os-start, reboot, pause, unpause, suspend, resume, lock, unlock,"
+            " resize, revertResize,"
             " createImage: its Location header names the image, which becomes active once the"
             " server's node has uploaded the disk; addSecurityGroup, removeSecurityGroup) answer no"
             " body. The state follows.",
             or_empty=True,
         ),
+        Reply(204, None, "confirmResize: the resize is kept, the old flavor's claim given back."),
         Reply(
             200,
             ConsoleOutput,
@@ -177,8 +193,10 @@ routes = Routes()
 async def server_action(request: web.Request, body: ServerAction) -> web.Response:
     """404: no such server (or security group, or one the server is not in to remove); 409: its
     state does not allow the action, it is locked (or its driver keeps no console log, or has no
-    serial console), a security group name several groups have; 403: unlocking an admin's lock,
-    not being one; 400: a security group for a server with no port (or one without port security)."""
+    serial console), a security group name several groups have, no room for a resize on its
+    host; 403: unlocking an admin's lock, not being one, a resize past the quota; 400: a security
+    group for a server with no port (or one without port security), a resize to an unknown
+    flavor, to the server's own, or to a smaller disk."""
     server_id = request.match_info["server_id"]
     conductor = compute(request)
     if body.os_stop is not UNSET:
@@ -208,6 +226,13 @@ async def server_action(request: web.Request, body: ServerAction) -> web.Respons
         )
         location = f"{request.scheme}://{request.host}/image/v2/images/{image_id}"
         return no_content(202, headers={"Location": location})
+    elif isinstance(body.resize, Resize):
+        await conductor.resize_instance(instance_uuid=server_id, flavor_ref=body.resize.flavorRef)
+    elif body.confirm_resize is not UNSET:
+        await conductor.confirm_resize(instance_uuid=server_id)
+        return no_content(204)
+    elif body.revert_resize is not UNSET:
+        await conductor.revert_resize(instance_uuid=server_id)
     elif body.lock is not UNSET:
         await conductor.lock_instance(instance_uuid=server_id)
     elif body.unlock is not UNSET:

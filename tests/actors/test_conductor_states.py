@@ -72,6 +72,10 @@ ACTIONS_FROM_IDLE: dict[tuple[Action, VmState], TaskState | None] = {
     (Action.CREATE_IMAGE, V.SUSPENDED): T.IMAGE_SNAPSHOT,
     (Action.ATTACH_VOLUME, V.ACTIVE): None,
     (Action.ATTACH_VOLUME, V.STOPPED): None,
+    (Action.RESIZE, V.ACTIVE): T.RESIZE_PREP,
+    (Action.RESIZE, V.STOPPED): T.RESIZE_PREP,
+    (Action.CONFIRM_RESIZE, V.RESIZED): T.RESIZE_CONFIRMING,
+    (Action.REVERT_RESIZE, V.RESIZED): T.RESIZE_REVERTING,
 }
 ACTIONS_FROM_ANY: dict[Action, TaskState | Same] = {
     # actions that start from any live state, whatever its task: the task they lead to
@@ -100,6 +104,8 @@ def case_of(vm_state: VmState, task_state: TaskState | None) -> str:
     """The kinds of state a lifecycle event tells apart."""
     if task_state is T.DELETING:
         return "deleting"
+    if task_state in RESIZE_TASKS or vm_state is V.RESIZED:
+        return "resizing"
     if vm_state is V.BUILDING:
         return "building"
     if task_state in (T.REBOOTING, T.REBOOTING_HARD, T.REBUILDING):
@@ -110,10 +116,14 @@ def case_of(vm_state: VmState, task_state: TaskState | None) -> str:
 
 
 RUNS = Expected(V.ACTIVE, None, P.RUNNING)
+RESIZE_STEPS = (T.RESIZE_PREP, T.RESIZE_MIGRATING, T.RESIZE_MIGRATED, T.RESIZE_FINISH)
+RESIZE_TASKS = (*RESIZE_STEPS, T.RESIZE_REVERTING, T.RESIZE_CONFIRMING)
+CASES_OF_STATE = ("deleting", "resizing", "building", "rebooting", "suspending", "other")
 LIFECYCLE: dict[Lifecycle, dict[str, Expected | None]] = {
     #                 an event in each case of state leads to (None: changes nothing)
     Lifecycle.STARTED: {
         "deleting": Expected(SAME, SAME, P.RUNNING),
+        "resizing": Expected(SAME, SAME, P.RUNNING),  # a step of the resize
         "building": Expected(V.ACTIVE, None, P.RUNNING, launched=True),
         "rebooting": RUNS,
         "suspending": RUNS,
@@ -121,6 +131,7 @@ LIFECYCLE: dict[Lifecycle, dict[str, Expected | None]] = {
     },
     Lifecycle.RESUMED: {
         "deleting": Expected(SAME, SAME, P.RUNNING),
+        "resizing": Expected(SAME, SAME, P.RUNNING),
         "building": Expected(V.ACTIVE, None, P.RUNNING, launched=True),
         "rebooting": RUNS,
         "suspending": RUNS,
@@ -128,6 +139,7 @@ LIFECYCLE: dict[Lifecycle, dict[str, Expected | None]] = {
     },
     Lifecycle.STOPPED: {
         "deleting": Expected(SAME, SAME, P.SHUTDOWN),
+        "resizing": Expected(SAME, SAME, P.SHUTDOWN),
         "building": Expected(SAME, SAME, P.SHUTDOWN),
         "rebooting": Expected(SAME, SAME, P.SHUTDOWN),
         "suspending": Expected(V.SUSPENDED, None, P.SHUTDOWN),
@@ -135,6 +147,7 @@ LIFECYCLE: dict[Lifecycle, dict[str, Expected | None]] = {
     },
     Lifecycle.SUSPENDED: {
         "deleting": None,
+        "resizing": Expected(V.PAUSED, None, P.PAUSED),
         "building": Expected(V.PAUSED, None, P.PAUSED),
         "rebooting": Expected(V.PAUSED, None, P.PAUSED),
         "suspending": None,  # QEMU pauses a guest while its managed save writes it out: STOPPED follows
@@ -142,6 +155,7 @@ LIFECYCLE: dict[Lifecycle, dict[str, Expected | None]] = {
     },
     Lifecycle.CRASHED: {
         "deleting": Expected(SAME, SAME, P.CRASHED),
+        "resizing": Expected(V.ERROR, None, P.CRASHED),
         "building": Expected(V.ERROR, None, P.CRASHED),
         "rebooting": Expected(V.ERROR, None, P.CRASHED),
         "suspending": Expected(V.ERROR, None, P.CRASHED),
@@ -149,14 +163,15 @@ LIFECYCLE: dict[Lifecycle, dict[str, Expected | None]] = {
     },
     Lifecycle.UNDEFINED: {
         "deleting": Expected(V.DELETED, None, P.NOSTATE),
+        "resizing": None,
         "building": None,
         "rebooting": None,
         "suspending": None,
         "other": None,
     },
-    Lifecycle.DEFINED: dict.fromkeys(("deleting", "building", "rebooting", "suspending", "other")),
-    Lifecycle.SHUTDOWN: dict.fromkeys(("deleting", "building", "rebooting", "suspending", "other")),
-    Lifecycle.PMSUSPENDED: dict.fromkeys(("deleting", "building", "rebooting", "suspending", "other")),
+    Lifecycle.DEFINED: dict.fromkeys(CASES_OF_STATE),
+    Lifecycle.SHUTDOWN: dict.fromkeys(CASES_OF_STATE),
+    Lifecycle.PMSUSPENDED: dict.fromkeys(CASES_OF_STATE),
 }
 
 
@@ -181,16 +196,27 @@ REPORTS_FROM: dict[Report, dict[tuple[VmState | None, TaskState | None], Expecte
         (V.BUILDING, T.SPAWNING): Expected(V.ERROR, None),
     },
     Report.RUNNING: {
-        (None, task): Expected(V.ACTIVE, None, P.RUNNING)
-        for task in [None, *TaskState]
-        if task is not T.DELETING
+        **{
+            (None, task): Expected(V.ACTIVE, None, P.RUNNING)
+            for task in [None, *TaskState]
+            if task is not T.DELETING
+        },
+        **{(None, task): Expected(SAME, SAME, P.RUNNING) for task in RESIZE_STEPS},
+        (V.RESIZED, None): Expected(SAME, SAME, P.RUNNING),  # a resize waiting: only the power state
+        (None, T.RESIZE_FINISH): Expected(V.RESIZED, None, P.RUNNING),  # the node's last step
     },
     Report.NOT_RUNNING: {
-        (None, task): Expected(V.STOPPED, None, P.SHUTDOWN)
-        for task in [None, *TaskState]
-        if task is not T.DELETING
+        **{
+            (None, task): Expected(V.STOPPED, None, P.SHUTDOWN)
+            for task in [None, *TaskState]
+            if task is not T.DELETING
+        },
+        **{(None, task): Expected(SAME, SAME, P.SHUTDOWN) for task in RESIZE_STEPS},
+        (V.RESIZED, None): Expected(SAME, SAME, P.SHUTDOWN),
+        (None, T.RESIZE_FINISH): Expected(V.RESIZED, None, P.SHUTDOWN),
     },
     Report.TASK_DONE: {
+        (None, T.RESIZE_MIGRATING): Expected(SAME, T.RESIZE_MIGRATED),
         (None, T.REBOOTING): Expected(SAME, None),
         (None, T.REBUILDING): Expected(SAME, None),  # a stopped instance's rebuild ends stopped
         (None, T.IMAGE_SNAPSHOT): Expected(SAME, None),
@@ -198,6 +224,12 @@ REPORTS_FROM: dict[Report, dict[tuple[VmState | None, TaskState | None], Expecte
     Report.TASK_ABANDONED: {(None, task): Expected(SAME, None) for task in POWER_TASKS},
     Report.DOMAIN_GONE: {(None, T.DELETING): Expected(V.DELETED, None, P.NOSTATE)},
     Report.DELETED_HERE: {(None, T.DELETING): Expected(V.DELETED, None, P.NOSTATE)},
+    Report.RESIZE_CLAIMED: {(None, T.RESIZE_PREP): Expected(SAME, T.RESIZE_MIGRATING)},
+    Report.RESIZE_FINISHING: {(None, T.RESIZE_MIGRATED): Expected(SAME, T.RESIZE_FINISH)},
+    Report.RESIZE_FAILED: {
+        **{(None, task): Expected(V.ERROR, None) for task in RESIZE_TASKS},
+        (None, T.RESIZE_PREP): Expected(SAME, None),  # no node touched it: back where it was
+    },
 }
 
 
@@ -206,7 +238,12 @@ def expected_for_report(report: Report, vm_state: VmState, task_state: TaskState
         return None
     table = REPORTS_FROM[report]
     expected = table.get((vm_state, task_state)) or table.get((None, task_state))
-    if expected is not None and report is Report.RUNNING and vm_state is V.BUILDING:
+    if (
+        expected is not None
+        and report is Report.RUNNING
+        and vm_state is V.BUILDING
+        and expected.vm_state is V.ACTIVE
+    ):
         return expected._replace(launched=True)  # a build found running: its first start
     return expected
 
@@ -269,7 +306,9 @@ def test_the_table_covers_every_trigger_from_every_state_and_allows_some_of_each
 def test_a_new_instance_is_building_and_scheduling_and_every_task_belongs_to_an_action() -> None:
     assert CREATED == (V.BUILDING, T.SCHEDULING)
     assert set(ACTION_OF_TASK) == set(TaskState)
-    assert set(NODE_TASKS) == set(TaskState) - {T.SCHEDULING}  # every task but scheduling is a node's
+    # every task is a node's but scheduling, a resize's claim, its step between the node's two and its confirm
+    conductors = {T.SCHEDULING, T.RESIZE_PREP, T.RESIZE_MIGRATED, T.RESIZE_CONFIRMING}
+    assert set(NODE_TASKS) == set(TaskState) - conductors
 
 
 @pytest.mark.parametrize(
@@ -286,6 +325,11 @@ def test_a_new_instance_is_building_and_scheduling_and_every_task_belongs_to_an_
         (V.SUSPENDED, T.RESUMING, "SUSPENDED"),
         (V.ERROR, None, "ERROR"),
         (V.DELETED, None, "DELETED"),
+        (V.ACTIVE, T.RESIZE_PREP, "RESIZE"),
+        (V.STOPPED, T.RESIZE_FINISH, "RESIZE"),
+        (V.RESIZED, None, "VERIFY_RESIZE"),
+        (V.RESIZED, T.RESIZE_CONFIRMING, "VERIFY_RESIZE"),
+        (V.RESIZED, T.RESIZE_REVERTING, "REVERT_RESIZE"),
     ],
 )
 def test_the_status_nova_shows(vm_state: VmState, task_state: TaskState | None, status: str) -> None:

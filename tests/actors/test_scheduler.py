@@ -332,3 +332,48 @@ async def test_capacity_change_bumps_generation_but_a_heartbeat_does_not(
     assert first["generation"] == beat["generation"] == 0
     assert beat["last_seen"] >= first["last_seen"]
     assert grown["generation"] == 1 and grown["vcpus"] == 8 and grown["vcpus_free"] == 8 * 16
+
+
+async def test_a_resize_holds_both_claims_until_confirmed_or_reverted(
+    bus: Bus, start_actor, config: Config
+) -> None:
+    await start_scheduler(start_actor, config, bus)
+    await report(bus, "only", 4, 3072, 100)
+    assert await claim(bus, "i-1", vcpus=1, memory_mb=1024, disk_gb=10) == "only"
+
+    async def used() -> list[int]:
+        host = (await hosts(bus))["only"]
+        return [host["vcpus_used"], host["memory_mb_used"], host["disk_gb_used"]]
+
+    async def claims() -> list[tuple[int, bool]]:
+        return sorted(
+            (c["memory_mb"], bool(c.get("resize_held"))) for c in await bus.call("scheduler.list_allocations")
+        )
+
+    async def resize(**size: int) -> str:
+        reply = await bus.call("scheduler.claim_resize", {"instance_uuid": "i-1", **size})
+        return str(reply["host"])
+
+    with pytest.raises(NoValidHost, match="its host only short of RAM"):
+        await resize(vcpus=1, memory_mb=2560, disk_gb=10)  # 1024 held + 2560 > 3072
+    assert await used() == [1, 1024, 10] and await claims() == [(1024, False)]
+    with pytest.raises(NotFound):
+        await bus.call(
+            "scheduler.claim_resize", {"instance_uuid": "never", "vcpus": 1, "memory_mb": 1, "disk_gb": 0}
+        )
+
+    assert await resize(vcpus=2, memory_mb=2048, disk_gb=20) == "only"
+    assert await resize(vcpus=2, memory_mb=2048, disk_gb=20) == "only"  # sent again: one claim
+    assert await used() == [3, 3072, 30] and await claims() == [(1024, True), (2048, False)]
+    assert await bus.call("scheduler.revert_resize", {"instance_uuid": "i-1"}) == {"released": True}
+    assert await bus.call("scheduler.revert_resize", {"instance_uuid": "i-1"}) == {"released": False}
+    assert await used() == [1, 1024, 10] and await claims() == [(1024, False)]
+
+    await resize(vcpus=2, memory_mb=2048, disk_gb=20)
+    assert await bus.call("scheduler.confirm_resize", {"instance_uuid": "i-1"}) == {"released": True}
+    assert await bus.call("scheduler.confirm_resize", {"instance_uuid": "i-1"}) == {"released": False}
+    assert await used() == [2, 2048, 20] and await claims() == [(2048, False)]
+
+    await resize(vcpus=1, memory_mb=512, disk_gb=20)
+    assert await bus.call("scheduler.release", {"instance_uuid": "i-1"}) == {"released": True}
+    assert await used() == [0, 0, 0] and await claims() == []

@@ -1,0 +1,292 @@
+"""Resize: an instance given another flavor on its host, then the change confirmed or reverted.
+
+Nova's sequence (``states.py`` decides each step): ``resize_instance`` checks the flavor and the
+quota and starts resize_prep; the scheduler takes the new flavor's claim beside the old one in
+one transaction (``claim_resize``: the host must hold both until the resize is confirmed or
+reverted, so it is never over-committed and never without the instance's claim);
+resize_migrating: the node powers the domain off and defines it again with the new vCPUs and
+RAM (growing its disk); resize_migrated; resize_finish: the node starts it again if it ran;
+RESIZED (VERIFY_RESIZE), showing the new flavor. ``confirm_resize`` gives the old claim back,
+``revert_resize`` has the node give the domain its old flavor back, then the new claim is given
+back and the held one is the instance's again (one transaction, ``revert_resize``); either
+ends active, or stopped when the domain is not running (a stopped server stays stopped).
+
+Every step is recorded on the row before it is taken (the task supervision of ``watch.py``
+resends a step a node did not take), and a resize whose step made no progress for the task
+timeout is settled (``resolve_stalled``): a claim that did not finish is undone; a node step
+that its node will not finish ends in ERROR with one claim, that of the flavor the instance is
+left recorded with. A RESIZED instance is confirmed by itself ``confirm_window`` seconds after
+(Nova's ``resize_confirm_window``; 0: never).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from actors.conductor.core import Core
+from actors.conductor.flavors import find_flavor
+from actors.conductor.quotas import UNITS, instance_usage, limits_of
+from actors.conductor.schema import InstanceRow, recorded_claim, task_state_of, view, vm_state_of
+from actors.conductor.states import ACTION_OF_TASK, Action, Report
+from api.conductor import Cause, Fault, Flavor, Instance, InstanceChange, ServerResizes, boot_volume
+from bus import AiostackError, Conflict, InvalidRequest, NotFound, NoValidHost, QuotaExceeded, request_scope
+from runtime.stamps import utcnow
+from runtime.states import Lifecycle, PowerState, TaskState, VmState
+from runtime.store import Store, from_json, to_json
+
+log = logging.getLogger(__name__)
+
+NEW_FLAVOR_DEFINED = frozenset(
+    {TaskState.RESIZE_MIGRATED, TaskState.RESIZE_FINISH, TaskState.RESIZE_CONFIRMING}
+)
+"""The steps of a resize by which its node has given the domain the new flavor."""
+MAX_STEP_SENDS = 3
+"""A node step that made no progress is sent again, while its host is up, this often in all."""
+
+
+async def check_resize_quota(store: Store, project_id: str, old: Flavor, new: Flavor) -> None:
+    """:raises QuotaExceeded: the new flavor's extra cores or RAM go past the project's limit."""
+    limits = await limits_of(store, project_id)
+    used = await instance_usage(store, project_id)
+    extra = {"cores": new["vcpus"] - old["vcpus"], "ram": new["ram"] - old["ram"]}
+    for resource, amount in extra.items():
+        limit = limits[resource]
+        if amount > 0 and limit >= 0 and used[resource] + amount > limit:
+            raise QuotaExceeded(
+                f"Quota exceeded for {resource}: Requested {amount}, but already used {used[resource]}"
+                f" of {limit} {UNITS[resource]}"
+            )
+
+
+def power_report(row: InstanceRow) -> Report:
+    """What ends a confirm: the domain's power state as last recorded (active or stopped)."""
+    return Report.RUNNING if row["power_state"] == PowerState.RUNNING else Report.NOT_RUNNING
+
+
+class Resizes(ServerResizes):
+    """Serves ``api.conductor.ServerResizes``; the node's steps, the watch's stalls and the
+    auto-confirm come here too (see the module's docstring)."""
+
+    def __init__(self, core: Core, *, confirm_window: float = 0.0) -> None:
+        self.core = core
+        self.confirm_window = confirm_window
+
+    # -- what a user asks -------------------------------------------------------------------
+
+    async def resize_instance(self, *, instance_uuid: str, flavor_ref: str) -> Instance:
+        row = await self.core.row(instance_uuid)
+        if await self.core.asked_already(Action.RESIZE, instance_uuid) is not None:
+            return view(row)  # this request, sent again: its reply was lost
+        self.core.check_lock(row)
+        self.core.require(row, Action.RESIZE)
+        flavor = await find_flavor(self.core.store, flavor_ref)
+        if flavor is None:
+            raise InvalidRequest(f"Flavor {flavor_ref} could not be found.")
+        old: Flavor = from_json(row["flavor"])
+        if flavor["id"] == old["id"]:
+            raise InvalidRequest("When resizing, instances must change flavor!")
+        volume_backed = boot_volume(from_json(row["block_devices"], [])) is not None
+        if not volume_backed and flavor["disk"] < old["disk"]:
+            raise InvalidRequest(
+                f"Resize error: Unable to resize disk down: flavor {flavor['name']} has a {flavor['disk']} GB"
+                f" disk, the server's is {old['disk']} GB."
+            )
+        await check_resize_quota(self.core.store, row["project_id"], old, flavor)
+        columns = {
+            "flavor": to_json(flavor),
+            "old_flavor": row["flavor"],
+            "resize_power_on": int(row["vm_state"] == VmState.ACTIVE),
+            "resized_at": None,
+        }
+        row, _ = await self.core.begin(instance_uuid, Action.RESIZE, columns)
+        if task_state_of(row) is TaskState.RESIZE_PREP:
+            row = await self._claim(row)
+        return view(row)
+
+    async def confirm_resize(self, *, instance_uuid: str) -> Instance:
+        row, _ = await self.core.begin(instance_uuid, Action.CONFIRM_RESIZE)
+        if task_state_of(row) is TaskState.RESIZE_CONFIRMING:
+            row = await self._confirm(row)
+        return view(row)
+
+    async def revert_resize(self, *, instance_uuid: str) -> Instance:
+        row = await self.core.row(instance_uuid)
+        columns = {
+            "flavor": row["old_flavor"] or row["flavor"],
+            "old_flavor": row["flavor"],
+            "resize_power_on": int(row["power_state"] == PowerState.RUNNING),
+        }
+        row, _ = await self.core.begin(instance_uuid, Action.REVERT_RESIZE, columns)
+        if task_state_of(row) is TaskState.RESIZE_REVERTING:
+            await self.core.send_task(row)
+        return view(row)
+
+    # -- the steps --------------------------------------------------------------------------
+
+    async def _claim(self, row: InstanceRow) -> InstanceRow:
+        """resize_prep: claim the new flavor beside the old, then hand the node its first step.
+
+        :raises Conflict: the host has no room for the new flavor (the resize is undone).
+        """
+        uuid = row["uuid"]
+        claim = recorded_claim(row)
+        try:
+            await self.core.scheduler.claim_resize(
+                instance_uuid=uuid, vcpus=claim["vcpus"], memory_mb=claim["ram"], disk_gb=claim["disk"]
+            )
+        except (NoValidHost, NotFound) as exc:
+            await self._undo_prep(row, f"No valid host was found for the resize: {exc}")
+            raise Conflict(f"No valid host was found for the resize: {exc}") from None
+        moved = await self.core.transit(row, Report.RESIZE_CLAIMED)
+        if moved is None:  # deleted meanwhile: its delete gives both claims back
+            return await self.core.fresh(uuid) or row
+        await self.core.record_step(uuid, Action.RESIZE, "claim_resize", row["host"], "Success")
+        await self.core.publish(moved.row, f"instance.{TaskState.RESIZE_MIGRATING}")
+        await self.core.send_task(moved.row)
+        return moved.row
+
+    async def _undo_prep(self, row: InstanceRow, reason: str) -> None:
+        """A resize_prep that cannot go on: no new claim, the old flavor again, as it was."""
+        await self.core.scheduler.revert_resize(instance_uuid=row["uuid"])
+        columns = {"flavor": row["old_flavor"] or row["flavor"], "old_flavor": None}
+        moved = await self.core.transit(row, Report.RESIZE_FAILED, columns)
+        if moved is None:
+            return
+        await self.core.finish_action(row["uuid"], Action.RESIZE, "Error", reason)
+        await self.core.publish(moved.row)
+
+    async def step_done(self, row: InstanceRow) -> None:
+        """The node finished resize_migrating (``task_done``): on to resize_finish."""
+        if task_state_of(row) is not TaskState.RESIZE_MIGRATING:
+            return
+        moved = await self.core.transit(row, Report.TASK_DONE)
+        if moved is not None:
+            await self.core.record_step(row["uuid"], Action.RESIZE, "resize_instance", row["host"], "Success")
+            await self.core.publish(moved.row, f"instance.{TaskState.RESIZE_MIGRATED}")
+            await self.finish(moved.row)
+
+    async def finished(
+        self, row: InstanceRow, trigger: Report | Lifecycle, cause: Cause
+    ) -> InstanceChange | None:
+        """resize_finish -> RESIZED: the node reported the resized domain's power state."""
+        moved = await self.core.transit(row, trigger, {"resized_at": time.time()})
+        if moved is None:
+            return None
+        await self.core.record_step(row["uuid"], Action.RESIZE, "finish_resize", row["host"], "Success")
+        await self.core.finish_action(row["uuid"], Action.RESIZE, "Success")
+        return await self.core.publish_change(moved.row, cause)
+
+    async def finish(self, row: InstanceRow) -> None:
+        """resize_migrated -> resize_finish: the node starts the resized domain (if it ran)."""
+        moved = await self.core.transit(row, Report.RESIZE_FINISHING)
+        if moved is not None:
+            await self.core.publish(moved.row, f"instance.{TaskState.RESIZE_FINISH}")
+            await self.core.send_task(moved.row)
+
+    async def _confirm(self, row: InstanceRow) -> InstanceRow:
+        """resize_confirming: the old claim given back, the instance as its domain is."""
+        cause: Cause = {"domain_event": None, "detail": "resize confirmed", "host": row["host"]}
+        await self.end(row, power_report(row), cause)
+        if row["host"] is not None:
+            try:
+                await self.core.node(row["host"]).confirm_resize(instance_uuid=row["uuid"])
+            except AiostackError as exc:
+                log.warning("instance %s: its node did not take the confirm: %s", row["uuid"], exc)
+        return await self.core.fresh(row["uuid"]) or row
+
+    async def end(self, row: InstanceRow, trigger: Report | Lifecycle, cause: Cause) -> InstanceChange | None:
+        """End a confirm or a revert (``trigger`` gives the power state it ends with): its claims
+        settled first (the new one kept, or the held one back), then the states."""
+        task = task_state_of(row)
+        uuid = row["uuid"]
+        if task is TaskState.RESIZE_CONFIRMING:
+            await self.core.scheduler.confirm_resize(instance_uuid=uuid)
+        else:
+            await self.core.scheduler.revert_resize(instance_uuid=uuid)
+        moved = await self.core.transit(row, trigger, {"old_flavor": None, "resized_at": None})
+        if moved is None:
+            return None
+        action = Action.CONFIRM_RESIZE if task is TaskState.RESIZE_CONFIRMING else Action.REVERT_RESIZE
+        await self.core.finish_action(uuid, action, "Success")
+        return await self.core.publish_change(moved.row, cause)
+
+    # -- what the watch does ----------------------------------------------------------------
+
+    async def confirm_expired(self, now: float) -> None:
+        """Confirm the resizes RESIZED for longer than ``confirm_window`` (0: never)."""
+        if self.confirm_window <= 0:
+            return
+        rows = await self.core.store.fetchall(
+            "SELECT * FROM instances WHERE deleted = 0 AND vm_state = ? AND task_state IS NULL"
+            " AND resized_at < ?",
+            (VmState.RESIZED, now - self.confirm_window),
+            row=InstanceRow,
+        )
+        for row in rows:
+            with request_scope():
+                try:
+                    await self.confirm_resize(instance_uuid=row["uuid"])
+                    log.info("instance %s: resize confirmed after %.0f s", row["uuid"], self.confirm_window)
+                except AiostackError as exc:
+                    log.warning("instance %s: its resize could not be confirmed: %s", row["uuid"], exc)
+
+    async def resolve_stalled(self, row: InstanceRow, task: TaskState, reason: str) -> None:
+        """A resize's step made no progress for the task timeout: go on, send it again, or end it."""
+        uuid, host = row["uuid"], row["host"]
+        if task is TaskState.RESIZE_PREP:
+            await self._undo_prep(row, reason)
+        elif task is TaskState.RESIZE_MIGRATED:
+            await self.finish(row)
+        elif task is TaskState.RESIZE_CONFIRMING:
+            await self._confirm(row)
+        elif host is not None and self.core.hosts_alive.get(host) and row["task_sends"] < MAX_STEP_SENDS:
+            await self.core.touch(uuid, task)
+            await self.core.send_task(row)
+        else:
+            await self._fail(row, task, f"{reason}; {'host down' if host else 'no host'}")
+
+    async def _settle_claims(self, row: InstanceRow) -> dict[str, Any]:
+        """A resize that ends otherwise than confirmed or reverted keeps one claim, that of the
+        flavor its domain was last given: the new one once the node defined it (resize_migrated
+        and after), the old one before it and during a revert (``flavor`` since the revert
+        began). The instance's columns that go with it."""
+        task = task_state_of(row)
+        defined = task in NEW_FLAVOR_DEFINED or (task is None and vm_state_of(row) is VmState.RESIZED)
+        if defined:
+            await self.core.scheduler.confirm_resize(instance_uuid=row["uuid"])
+        else:
+            await self.core.scheduler.revert_resize(instance_uuid=row["uuid"])
+        keep = defined or task is TaskState.RESIZE_REVERTING
+        return {
+            "flavor": row["flavor"] if keep else row["old_flavor"] or row["flavor"],
+            "old_flavor": None,
+            "resized_at": None,
+        }
+
+    async def abandon(
+        self, row: InstanceRow, trigger: Report | Lifecycle, cause: Cause
+    ) -> InstanceChange | None:
+        """libvirt's word ends a resize otherwise (the guest crashed, or was paused): one claim kept."""
+        columns = await self._settle_claims(row)
+        moved = await self.core.transit(row, trigger, columns)
+        if moved is None:
+            return None
+        task = task_state_of(row)
+        if task is not None:
+            reason = f"{task} ended by {trigger.name.lower()}"
+            await self.core.finish_action(row["uuid"], ACTION_OF_TASK[task], "Error", reason)
+        return await self.core.publish_change(moved.row, cause)
+
+    async def _fail(self, row: InstanceRow, task: TaskState, reason: str) -> None:
+        """A node's step its node will not finish: ERROR, with one claim (``_settle_claims``)."""
+        uuid = row["uuid"]
+        fault: Fault = {"code": 500, "message": reason[:1000], "created": utcnow()}
+        columns = {**await self._settle_claims(row), "fault": to_json(fault)}
+        moved = await self.core.transit(row, Report.RESIZE_FAILED, columns)
+        if moved is None:
+            return
+        action = Action.REVERT_RESIZE if task is TaskState.RESIZE_REVERTING else Action.RESIZE
+        await self.core.finish_action(uuid, action, "Error", reason)
+        await self.core.publish(moved.row)
