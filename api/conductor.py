@@ -45,7 +45,8 @@ empty) and deletes the volumes marked ``delete_on_termination`` with the instanc
 ``ComputeUsage`` (what each project's instances used over a period: Nova's simple tenant usage).
 
 Events (kind ``instance``, on ``evt.instance.<project>.<id>``, with the instance as ``Instance``
-shows it): ``instance.building`` (recorded), ``instance.<task_state>`` when an action starts
+shows it): ``instance.building`` (recorded), ``instance.spawning`` (a host was chosen: the
+build goes to its node), ``instance.<task_state>`` when an action starts
 (``instance.powering-off``, ``instance.deleting``, ...), ``instance.<status>`` when the state
 changes (``instance.active``, ``instance.shutoff``, ``instance.error``, ...; with ``cause``
 when libvirt's word changed it), ``instance.deleted`` last.

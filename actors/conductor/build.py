@@ -329,6 +329,7 @@ class Builder(ServerCreation, NodeBuilds):
                 await self.core.scheduler.release(instance_uuid=instance_uuid)
                 return
             await self.core.record_step(instance_uuid, Action.CREATE, "schedule", host, "Success")
+            await self.core.publish(moved.row, f"instance.{TaskState.SPAWNING}")  # its host chosen
             await self.core.send_task(moved.row)
         except TRANSIENT_ERRORS as exc:  # the conductor's own trouble, not the build's: ask again later
             log.warning("build of %s: %s; the watch takes it up again", instance_uuid, exc)
