@@ -44,6 +44,13 @@ checks.not_a_server_error.expected-statuses = ["2xx", "3xx", "4xx", "101"]
 checks.positive_data_acceptance.expected-statuses = [
     "2xx", "3xx", "401", "403", "404", "409", "429", "5xx", "101",
 ]
+
+# A usage report's period must end after it starts (Nova's 400): two times, each valid, may not
+# make one, which a schema cannot say.
+[[operations]]
+include-path-regex = "^/compute/v2.1/os-simple-tenant-usage"
+include-method = "GET"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403", "404"]
 """
 """Schemathesis's configuration (``schemathesis.toml``) of the run."""
 SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")

@@ -10,6 +10,7 @@ Paging (microversion 2.40) is not built: aiostack's compute API stops at 2.16.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -20,25 +21,35 @@ from api.conductor import ServerUsage, TenantUsage
 from bus import InvalidRequest
 from gateway.compute.common import BASE, compute
 from gateway.http import json_response
-from gateway.routing import Body, Query, Reply, Routes
+from gateway.routing import DATE_PATTERN, Body, Query, Reply, Routes
 
 USAGE = f"{BASE}/os-simple-tenant-usage"
 NOVA_FORMATS = ("%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%S.%f", "%Y-%m-%d %H:%M:%S.%f")
 """The times Nova's ``start`` and ``end`` take."""
+_CLOCK = "([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]"
+NOVA_TIME_PATTERN = f"^({DATE_PATTERN}(T{_CLOCK}([.][0-9]{{1,6}})?| {_CLOCK}[.][0-9]{{1,6}}))?$"
+"""``NOVA_FORMATS`` (real dates only), or empty: now. Checked by the handlers (a time that does
+not match is Nova's 400), and shown in the API's document."""
+NovaTime = Annotated[
+    str,
+    Meta(
+        max_length=64, extra_json_schema={"pattern": NOVA_TIME_PATTERN, "examples": ["2026-01-01T00:00:00"]}
+    ),
+]
 DETAILED = ("1", "true")
 """``detailed`` values that ask for each server: Nova takes ``1`` only; openstacksdk (and so
 ``openstack usage list``) sends ``True``."""
+INVALID_TIME = "Invalid datetime string: Datetime is in invalid format"
 SHOWN = "%Y-%m-%dT%H:%M:%S.%f"
 """How Nova shows a time here: UTC, no offset."""
 
 
 class UsageQuery(Query):
-    start: (
-        Annotated[str, Meta(max_length=64, description="The period's start (UTC; default: now).")] | UnsetType
-    ) = UNSET
+    start: Annotated[NovaTime, Meta(description="The period's start (UTC; default: now).")] | UnsetType = (
+        UNSET
+    )
     end: (
-        Annotated[str, Meta(max_length=64, description="The period's end (UTC; default and at most: now).")]
-        | UnsetType
+        Annotated[NovaTime, Meta(description="The period's end (UTC; default and at most: now).")] | UnsetType
     ) = UNSET
     detailed: (
         Annotated[str, Meta(max_length=8, description="1 (or true): each project's servers too (list only).")]
@@ -102,12 +113,14 @@ def nova_time(when: str | None) -> datetime:
     """
     if not when:
         return datetime.now(UTC)
+    if re.fullmatch(NOVA_TIME_PATTERN, when) is None:  # fullmatch: ``$`` would let a newline through
+        raise InvalidRequest(INVALID_TIME)
     for form in NOVA_FORMATS:
         try:
             return datetime.strptime(when, form).replace(tzinfo=UTC)
         except ValueError:
             continue
-    raise InvalidRequest("Invalid datetime string: Datetime is in invalid format")
+    raise InvalidRequest(INVALID_TIME)
 
 
 def period(query: UsageQuery) -> tuple[datetime, datetime]:

@@ -127,6 +127,9 @@ async def test_bad_periods_are_refused_with_novas_messages(api: Api, cloud: Any)
     for query, message in (
         ("start=yesterday&end=2999-01-01T00:00:00", "Invalid datetime string: Datetime is in invalid format"),
         ("start=2026-01-01T00:00:00Z", "Invalid datetime string: Datetime is in invalid format"),
+        ("start=2026-02-30T00:00:00", "Invalid datetime string: Datetime is in invalid format"),
+        ("end=2026-01-01%2000:00:00", "Invalid datetime string: Datetime is in invalid format"),
+        ("end=2026-01-01T00:00:00%0A", "Invalid datetime string: Datetime is in invalid format"),
         (
             f"start={later}&end=2000-01-01T00:00:00",
             "Invalid start time. The start time cannot occur after the end time.",
