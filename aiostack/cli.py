@@ -1,10 +1,11 @@
 """The `aiostack` command: the cloud's resources through its gateway, and the server's own commands.
 
 `server`, `image`, `network`, `volume`, `flavor` and `events` are clients of the REST API
-(``aiostack.commands``). `up`, `run`, `audit` and `ping` belong to the server and come from
-the ``aiostack.commands`` entry points it installs (``deploy/cli.py``): this module imports
-nothing of it, so the SDK and CLI work without the server installed, and say what to install
-when one of its commands is asked for.
+(``aiostack.commands``); `completion bash|zsh` prints a shell completion script made from this
+parser (every command, subcommand and option: ``shtab``). `up`, `run`, `audit` and `ping` belong
+to the server and come from the ``aiostack.commands`` entry points it installs
+(``deploy/cli.py``): this module imports nothing of it, so the SDK and CLI work without the
+server installed, and say what to install when one of its commands is asked for.
 """
 
 from __future__ import annotations
@@ -19,10 +20,13 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
+import shtab
+
 from aiostack.commands import add_client_commands, run_client_command
 
 Runner = Callable[[argparse.Namespace], int]
 COMMAND_GROUP = "aiostack.commands"
+COMPLETION_SHELLS = ("bash", "zsh")
 
 
 def default_data_dir() -> Path:
@@ -61,6 +65,11 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Runner]]:
             add = _unavailable(entry.name, exc)
         runners[entry.name] = add(commands)
     add_client_commands(commands, default_data_dir())
+    completion = commands.add_parser(
+        "completion",
+        help='print a shell completion script: eval "$(aiostack completion bash)" (in ~/.bashrc)',
+    )
+    completion.add_argument("shell", choices=COMPLETION_SHELLS)
     return parser, runners
 
 
@@ -74,6 +83,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     if args.command in runners:
         raise SystemExit(runners[args.command](args))
+    if args.command == "completion":
+        print(shtab.complete(parser, shell=args.shell))
+        return
     try:
         raise SystemExit(asyncio.run(run_client_command(args)))
     except KeyboardInterrupt:

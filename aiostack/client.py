@@ -34,6 +34,7 @@ from aiostack.sdk import (
     ImageManager,
     KeypairManager,
     NetworkManager,
+    OnEvent,
     ServerManager,
     VolumeManager,
     Watch,
@@ -448,6 +449,7 @@ class Client:
         security_groups: list[str] | None = None,
         wait: bool = False,
         timeout: float = 300,
+        on_event: OnEvent | None = None,
     ) -> dict[str, Any]:
         """``servers.create`` as the server's REST body; a failed build is returned (status ERROR)."""
         try:
@@ -462,6 +464,7 @@ class Client:
                 security_groups=security_groups,
                 wait=wait,
                 timeout=timeout,
+                on_event=on_event,
             )
         except BuildFailed as exc:
             return exc.resource.raw
@@ -472,18 +475,26 @@ class Client:
         return (await self.servers.get(server)).raw
 
     async def server_action(
-        self, server: str, action: str, *, wait: bool = False, timeout: float = 300
+        self,
+        server: str,
+        action: str,
+        *,
+        wait: bool = False,
+        timeout: float = 300,
+        on_event: OnEvent | None = None,
     ) -> None:
-        """``stop``, ``start``, ``reboot`` (soft), ``reboot-hard`` or ``delete``."""
+        """``stop``, ``start``, ``reboot`` (soft), ``reboot-hard`` or ``delete``; with ``wait``,
+        ``on_event`` is called with each of the server's events until the change is done."""
         servers = self.servers
+        waiting: dict[str, Any] = {"wait": wait, "timeout": timeout, "on_event": on_event}
         if action == "delete":
-            await servers.delete(server, wait=wait, timeout=timeout)
+            await servers.delete(server, **waiting)
         elif action == "stop":
-            await servers.stop(server, wait=wait, timeout=timeout)
+            await servers.stop(server, **waiting)
         elif action == "start":
-            await servers.start(server, wait=wait, timeout=timeout)
+            await servers.start(server, **waiting)
         elif action in ("reboot", "reboot-hard"):
-            await servers.reboot(server, hard=action == "reboot-hard", wait=wait, timeout=timeout)
+            await servers.reboot(server, hard=action == "reboot-hard", **waiting)
         else:
             raise ValueError(f"unknown server action {action!r}")
 

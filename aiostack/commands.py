@@ -19,7 +19,7 @@ from aiostack.clouds import CloudAuth, CloudNotFound, find_cloud, gateway_of
 from aiostack.output import UnknownColumn, add_output_options, print_listing, print_resource
 from aiostack.resize_command import add_resize_command, run_resize
 from aiostack.resource_commands import RESOURCES, add_resource_commands, run_resource_command
-from aiostack.sdk import ApiError, SerialConsole
+from aiostack.sdk import ApiError, Event, SerialConsole
 
 ESCAPE = b"\x1d"
 """Ctrl-]: leaves an attached console, as in telnet and ``virsh console``."""
@@ -82,7 +82,11 @@ def add_client_commands(commands: Any, data_dir_default: Path) -> None:
     create.add_argument(
         "--user-data", type=Path, help="a file the guest runs at first boot (script, cloud-config)"
     )
-    create.add_argument("--wait", action="store_true", help="return when the server is ACTIVE (or ERROR)")
+    create.add_argument(
+        "--wait",
+        action="store_true",
+        help="return when the server is ACTIVE (or ERROR), printing each state it goes through on stderr",
+    )
     add_output_options(create)
     add_output_options(actions.add_parser("list", help="list servers"))
     show = actions.add_parser("show", help="show one server")
@@ -104,7 +108,11 @@ def add_client_commands(commands: Any, data_dir_default: Path) -> None:
     for action in ("delete", "stop", "start", "reboot"):
         parser = actions.add_parser(action, help=f"{action} a server")
         parser.add_argument("server", help="name or id")
-        parser.add_argument("--wait", action="store_true", help="return when the change is done")
+        parser.add_argument(
+            "--wait",
+            action="store_true",
+            help="return when the change is done, printing each state it goes through on stderr",
+        )
         if action == "reboot":
             parser.add_argument("--hard", action="store_true", help="destroy and start again")
     add_resize_command(actions)
@@ -169,6 +177,23 @@ def event_line(event: Any) -> str:
     return f"{event.seq:>8} {when} {event.kind:<8} {event.type:<24} {event.id} {detail}"
 
 
+class Progress:
+    """Prints a server's state on stderr each time its status or task changes (``BUILD scheduling``,
+    ``BUILD spawning``, ``ACTIVE``), as its events arrive: stdout keeps only the command's output."""
+
+    def __init__(self) -> None:
+        self.last: str | None = None
+
+    def __call__(self, event: Event) -> None:
+        if event.kind != "instance":
+            return
+        shown = (event.state.get("status"), event.state.get("task_state"))
+        line = " ".join(str(part) for part in shown if part)
+        if line and line != self.last:
+            self.last = line
+            print(line, file=sys.stderr, flush=True)
+
+
 async def run_client_command(args: argparse.Namespace) -> int:
     try:
         login = login_of(args)
@@ -206,6 +231,7 @@ async def run_client_command(args: argparse.Namespace) -> int:
                     user_data=args.user_data.read_bytes() if args.user_data else None,
                     security_groups=args.security_groups,
                     wait=args.wait,
+                    on_event=Progress(),
                 )
                 print_resource(server, format=args.format, only=args.column)
                 return 1 if server.get("status") == "ERROR" else 0
@@ -233,7 +259,7 @@ async def run_client_command(args: argparse.Namespace) -> int:
                 print(await client.console_output(args.server, args.lines), end="")
                 return 0
             action = "reboot-hard" if args.action == "reboot" and args.hard else args.action
-            await client.server_action(args.server, action, wait=args.wait)
+            await client.server_action(args.server, action, wait=args.wait, on_event=Progress())
             return 0
         except ApiError as exc:
             print(f"aiostack: {exc}", file=sys.stderr)

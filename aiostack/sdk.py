@@ -3,7 +3,9 @@
 ``aiostack.client.Client`` carries one manager per resource: ``client.servers``,
 ``client.images``, ``client.networks``, ``client.volumes``, ``client.flavors``. An
 operation with ``wait=True`` sends its request on the client's websocket and returns when
-the event that ends it arrives on that same socket (docs/EVENTS.md): no polling.
+the event that ends it arrives on that same socket (docs/EVENTS.md): no polling. Such an
+operation on a server takes ``on_event``, called with each of the server's events as it arrives
+(the CLI's ``--wait`` prints each state the server goes through).
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from typing import Any, ClassVar, Generic, Protocol, TypeVar
 from urllib.parse import quote, urlencode
 
 COMPUTE = "/compute/v2.1"
+OnEvent = Callable[["Event"], None]
+"""Called with each event of the resource an operation waits on, as it arrives."""
 IMAGES = "/image/v2/images"
 NETWORKS = "/network/v2.0/networks"
 CONSOLE_MICROVERSION = {"OpenStack-API-Version": "compute 2.6"}
@@ -398,13 +402,24 @@ class Watch:
             raise item
         return item
 
-    async def until(self, resource_id: str, types: Collection[str], timeout: float | None = None) -> Event:
-        """The first event of one of ``types`` for ``resource_id``. :raises TimeoutError:"""
+    async def until(
+        self,
+        resource_id: str,
+        types: Collection[str],
+        timeout: float | None = None,
+        on_event: OnEvent | None = None,
+    ) -> Event:
+        """The first event of one of ``types`` for ``resource_id``; ``on_event`` is called with each
+        of its events until then, that one included. :raises TimeoutError:"""
         try:
             async with asyncio.timeout(timeout):
                 while True:
                     event = await anext(self)
-                    if event.id == resource_id and event.type in types:
+                    if event.id != resource_id:
+                        continue
+                    if on_event is not None:
+                        on_event(event)
+                    if event.type in types:
                         return event
         except TimeoutError:
             wanted = " or ".join(sorted(types))
@@ -527,13 +542,14 @@ class ServerManager(_Manager[Server]):
         security_groups: builtins.list[str] | None = None,
         wait: bool = True,
         timeout: float = 300.0,
+        on_event: OnEvent | None = None,
     ) -> Server:
         """Boot a server from ``image``, or from the bootable volume ``boot_volume`` (deleted with the
         server when ``delete_volume_on_termination``), on ``network``, else the project's default;
         ``key_name``: the key pair root logs in with; ``user_data``: what the guest runs at its first
         boot (a script, cloud-config); ``security_groups``: the names (or ids) of the project's
         security groups its ports join (None: ``default``); with ``wait``, return once its
-        ``instance.active`` event arrives.
+        ``instance.active`` event arrives (``on_event`` called with each of its events meanwhile).
 
         :raises ValueError: neither or both of ``image`` and ``boot_volume``.
         :raises BuildFailed: it went to ERROR instead (``fault`` says why).
@@ -572,10 +588,18 @@ class ServerManager(_Manager[Server]):
             return await self.get(answer["server"]["id"])
         async with client.watch() as watch:
             answer = await client.ws_request("POST", f"{COMPUTE}/servers", {"server": body})
-            await self._until(watch, answer["server"]["id"], "instance.active", timeout, BuildFailed)
+            server_id = answer["server"]["id"]
+            await self._until(watch, server_id, "instance.active", timeout, BuildFailed, on_event)
         return await self.get(answer["server"]["id"])
 
-    async def delete(self, server: Server | str, *, wait: bool = True, timeout: float = 300.0) -> None:
+    async def delete(
+        self,
+        server: Server | str,
+        *,
+        wait: bool = True,
+        timeout: float = 300.0,
+        on_event: OnEvent | None = None,
+    ) -> None:
         """Delete a server; with ``wait``, return once its ``instance.deleted`` event arrives."""
         server_id = await self.find_id(server)
         path = f"{COMPUTE}/servers/{server_id}"
@@ -584,22 +608,42 @@ class ServerManager(_Manager[Server]):
             return
         async with self._client.watch() as watch:
             await self._client.ws_request("DELETE", path)
-            await self._until(watch, server_id, "instance.deleted", timeout, ResourceFailed)
+            await self._until(watch, server_id, "instance.deleted", timeout, ResourceFailed, on_event)
 
-    async def stop(self, server: Server | str, *, wait: bool = True, timeout: float = 300.0) -> Server:
+    async def stop(
+        self,
+        server: Server | str,
+        *,
+        wait: bool = True,
+        timeout: float = 300.0,
+        on_event: OnEvent | None = None,
+    ) -> Server:
         """Power a server off; with ``wait``, return it once SHUTOFF."""
-        return await self._action(server, {"os-stop": None}, "instance.shutoff", wait, timeout)
+        return await self._action(server, {"os-stop": None}, "instance.shutoff", wait, timeout, on_event)
 
-    async def start(self, server: Server | str, *, wait: bool = True, timeout: float = 300.0) -> Server:
+    async def start(
+        self,
+        server: Server | str,
+        *,
+        wait: bool = True,
+        timeout: float = 300.0,
+        on_event: OnEvent | None = None,
+    ) -> Server:
         """Power a server on; with ``wait``, return it once ACTIVE."""
-        return await self._action(server, {"os-start": None}, "instance.active", wait, timeout)
+        return await self._action(server, {"os-start": None}, "instance.active", wait, timeout, on_event)
 
     async def reboot(
-        self, server: Server | str, *, hard: bool = False, wait: bool = True, timeout: float = 300.0
+        self,
+        server: Server | str,
+        *,
+        hard: bool = False,
+        wait: bool = True,
+        timeout: float = 300.0,
+        on_event: OnEvent | None = None,
     ) -> Server:
         """Reboot a server (soft: ACPI; ``hard``: power cycle); with ``wait``, return it once ACTIVE."""
         action = {"reboot": {"type": "HARD" if hard else "SOFT"}}
-        return await self._action(server, action, "instance.active", wait, timeout)
+        return await self._action(server, action, "instance.active", wait, timeout, on_event)
 
     async def resize(
         self, server: Server | str, flavor: Flavor | str, *, wait: bool = True, timeout: float = 300.0
@@ -667,6 +711,7 @@ class ServerManager(_Manager[Server]):
         done: str | frozenset[str],
         wait: bool,
         timeout: float,
+        on_event: OnEvent | None = None,
     ) -> Server:
         server_id = await self.find_id(server)
         path = f"{COMPUTE}/servers/{server_id}/action"
@@ -675,7 +720,7 @@ class ServerManager(_Manager[Server]):
         else:
             async with self._client.watch() as watch:
                 await self._client.ws_request("POST", path, action)
-                await self._until(watch, server_id, done, timeout, ResourceFailed)
+                await self._until(watch, server_id, done, timeout, ResourceFailed, on_event)
         return await self.get(server_id)
 
     async def _until(
@@ -685,13 +730,15 @@ class ServerManager(_Manager[Server]):
         done: str | frozenset[str],
         timeout: float,
         failure: type[ResourceFailed],
+        on_event: OnEvent | None = None,
     ) -> None:
-        """Wait for the server's ``done`` event (one of them).
+        """Wait for the server's ``done`` event (one of them; ``on_event`` called with each of its events).
 
         :raises failure: it went to ERROR instead. :raises NotFound: it was deleted instead.
         """
         wanted = {done} if isinstance(done, str) else set(done)
-        event = await watch.until(server_id, {*wanted, "instance.error", "instance.deleted"}, timeout)
+        ends = {*wanted, "instance.error", "instance.deleted"}
+        event = await watch.until(server_id, ends, timeout, on_event)
         if event.type in wanted:
             return
         if event.type == "instance.deleted":

@@ -13,7 +13,8 @@ Facets, by caller (each made of the parts the conductor's servants implement, by
 * ``Compute``: the user-facing compute API, as the gateway reaches it: ``Servers`` (reads),
   ``ServerCreation``, ``ServerActions`` (power changes, reboot, delete), ``ServerResizes``, ``ServerDetails``
   (name, access addresses, metadata, lock), ``ServerVolumes``, ``ServerHistory`` (the actions
-  of an instance and their steps), ``ComputeQuotas``, ``Flavors`` and ``Keypairs``;
+  of an instance and their steps), ``ComputeQuotas``, ``ComputeUsage`` (usage over a period),
+  ``Flavors`` and ``Keypairs``;
 * ``ConductorForNodes``: what compute nodes call, each as its own host
   (``conductor.host.<host>``): ``NodeBuilds`` (the build request, its addresses, its
   failure), ``NodeReports`` (libvirt's word on a domain) and ``NodeTasks`` (progress of the
@@ -41,10 +42,12 @@ empty) and deletes the volumes marked ``delete_on_termination`` with the instanc
 ``Placement.image_ref`` is then the image the boot volume was made from; 6 -
 ``NodeBuilds.get_instance_metadata`` (what a node's metadata service tells a guest of itself); 7 -
 ``ComputeServices`` (the hosts' state and usage, enabling and disabling one: admins only); 8 -
-``ServerResizes`` (resize, confirm, revert: the RESIZED vm_state, VERIFY_RESIZE).
+``ServerResizes`` (resize, confirm, revert: the RESIZED vm_state, VERIFY_RESIZE); 9 -
+``ComputeUsage`` (what each project's instances used over a period: Nova's simple tenant usage).
 
 Events (kind ``instance``, on ``evt.instance.<project>.<id>``, with the instance as ``Instance``
-shows it): ``instance.building`` (recorded), ``instance.<task_state>`` when an action starts
+shows it): ``instance.building`` (recorded), ``instance.spawning`` (a host was chosen: the
+build goes to its node), ``instance.<task_state>`` when an action starts
 (``instance.powering-off``, ``instance.deleting``, ...), ``instance.<status>`` when the state
 changes (``instance.active``, ``instance.shutoff``, ``instance.error``, ...; with ``cause``
 when libvirt's word changed it), ``instance.deleted`` last.
@@ -254,6 +257,43 @@ class ProjectUsage(TypedDict):
     instances: int
     cores: int
     ram: int
+
+
+class ServerUsage(TypedDict):
+    """What one instance used of a period (Nova's ``server_usages`` item)."""
+
+    instance_id: str
+    name: str
+    tenant_id: str
+    flavor: str
+    """The flavor's name."""
+    vcpus: int
+    memory_mb: int
+    local_gb: int
+    """Root and ephemeral disk."""
+    hours: float
+    """How long it lived within the period."""
+    started_at: str
+    """When it first ran (``launched_at``)."""
+    ended_at: str | None
+    """When it was deleted (``terminated_at``), None while it lives."""
+    state: str
+    """Its vm_state, ``terminated`` once deleted."""
+    uptime: int
+    """Seconds from its start to its end (or to now)."""
+
+
+class TenantUsage(TypedDict):
+    """What one project's instances used of a period: the sums of ``hours`` and of hours times
+    each instance's vCPUs, RAM and disk (Nova's tenant usage)."""
+
+    tenant_id: str
+    total_hours: float
+    total_vcpus_usage: float
+    total_memory_mb_usage: float
+    total_local_gb_usage: float
+    server_usages: list[ServerUsage]
+    """Oldest first."""
 
 
 class InstanceAction(TypedDict):
@@ -792,6 +832,28 @@ class ServerHistory(ServiceAPI, address="conductor"):
         ...
 
 
+UsageTime = Annotated[str, Meta(min_length=1, max_length=64)]
+"""An ISO 8601 time (without an offset: UTC)."""
+
+
+class ComputeUsage(ServiceAPI, address="conductor"):
+    """What instances used over a period (Nova's ``os-simple-tenant-usage``), from their records:
+    a deleted instance counts for the time it lived."""
+
+    @call(policy="compute:read", idempotent=True)
+    async def usage(
+        self, *, start: UsageTime, end: UsageTime, project_id: Id | None = None
+    ) -> list[TenantUsage]:
+        """Each project's usage over [``start``, ``end``): every instance that ran in it, for the
+        hours it lived in it; ``project_id``: that project's only (its members or admins), else
+        every project's (admins only). A project none of whose instances ran is left out.
+
+        :raises InvalidRequest: a time that is not ISO 8601, or ``end`` before ``start``.
+        :raises Forbidden: every project's usage, or another project's, asked by no admin.
+        """
+        ...
+
+
 class ComputeServices(ServiceAPI, address="conductor"):
     """What an operator asks of the compute hosts: their state and usage, and taking one out of
     scheduling (admins only)."""
@@ -858,6 +920,7 @@ class Compute(
     ServerVolumes,
     ServerHistory,
     ComputeQuotas,
+    ComputeUsage,
     Flavors,
     Keypairs,
     ComputeServices,

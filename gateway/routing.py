@@ -74,12 +74,12 @@ Id = Annotated[str, Meta(min_length=1, max_length=255)]
 """The id (or name) of a resource in a path or a body: what the actors take as an id."""
 Time = Annotated[str, Meta(extra_json_schema={"format": "date-time"})]
 """An ISO 8601 UTC time, as OpenStack APIs show them (``2026-01-01T00:00:00Z``)."""
-_DATE = (
+DATE_PATTERN = (
     "([1-9][0-9]{3}-((0[13578]|1[02])-(0[1-9]|[12][0-9]|3[01])|(0[469]|11)-(0[1-9]|[12][0-9]|30)"
     "|02-(0[1-9]|1[0-9]|2[0-8]))|[1-9][0-9](0[48]|[2468][048]|[13579][26])-02-29)"
 )
 _OFFSET = "(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])"
-TIME_PATTERN = f"^{_DATE}T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]([.][0-9]{{1,6}})?{_OFFSET}?$"
+TIME_PATTERN = f"^{DATE_PATTERN}T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]([.][0-9]{{1,6}})?{_OFFSET}?$"
 TimeParameter = Annotated[str, Meta(pattern=TIME_PATTERN, examples=["2026-01-01T00:00:00Z"])]
 """A time a request gives: ISO 8601, UTC when it has no offset (``moment`` reads it). A pattern, not
 JSON Schema's ``format`` (an annotation only, which a generator may ignore): every date it lets

@@ -120,7 +120,16 @@ async def test_restart_on_the_same_data_dir_keeps_everything_and_reconciles(tmp_
 
 
 async def as_demo(data_dir: Path, command: str, *args: str) -> tuple[int, str]:
-    """``aiostack COMMAND ARGS`` as the demo user; its exit status and output."""
+    """``aiostack COMMAND ARGS`` as the demo user; its exit status and output (stdout and stderr)."""
+    code, output, _ = await as_demo_apart(data_dir, command, *args, merged=True)
+    return code, output
+
+
+async def as_demo_apart(
+    data_dir: Path, command: str, *args: str, merged: bool = False
+) -> tuple[int, str, str]:
+    """``aiostack COMMAND ARGS`` as the demo user; its exit status, stdout and stderr (``merged``:
+    stderr goes to stdout)."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -136,10 +145,11 @@ async def as_demo(data_dir: Path, command: str, *args: str) -> tuple[int, str]:
         "demo",
         *args,
         stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
+        stderr=asyncio.subprocess.STDOUT if merged else asyncio.subprocess.PIPE,
     )
-    output, _ = await asyncio.wait_for(process.communicate(), 60)
-    return process.returncode, output.decode()
+    output, errors = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode is not None
+    return process.returncode, output.decode(), (errors or b"").decode()
 
 
 async def aiostack_with(env: dict[str, str], *args: str) -> tuple[int, str]:
@@ -160,9 +170,12 @@ async def aiostack_cli(data_dir: Path, *args: str) -> tuple[int, str]:
 
 async def test_server_commands_drive_the_cloud_from_the_shell(tmp_path) -> None:
     async with aiostack_up(tmp_path) as cloud:
-        code, output = await aiostack_cli(tmp_path, "create", "shell-vm", "--flavor", "m1.tiny", "--wait")
-        assert code == 0, output
+        code, output, progress = await as_demo_apart(
+            tmp_path, "server", "create", "shell-vm", "--flavor", "m1.tiny", "--wait"
+        )
+        assert code == 0, output + progress
         assert re.search(r"^\| status +\| ACTIVE +\|$", output, re.M), output
+        assert progress.splitlines() == ["BUILD scheduling", "BUILD spawning", "ACTIVE"]  # as they happen
         code, output = await aiostack_cli(tmp_path, "list")
         assert code == 0 and "shell-vm" in output and "ACTIVE" in output and "default=10.20." in output
         code, output = await aiostack_cli(tmp_path, "list", "-f", "json")
@@ -172,8 +185,8 @@ async def test_server_commands_drive_the_cloud_from_the_shell(tmp_path) -> None:
         assert (code, output) == (0, "shell-vm ACTIVE\n")
         code, output = await aiostack_cli(tmp_path, "list", "-c", "Flavour")
         assert code == 2 and "no column 'Flavour'; the columns are: ID, Name, Status, Networks" in output
-        code, output = await aiostack_cli(tmp_path, "stop", "shell-vm", "--wait")
-        assert code == 0, output
+        code, output, progress = await as_demo_apart(tmp_path, "server", "stop", "shell-vm", "--wait")
+        assert (code, output, progress.splitlines()) == (0, "", ["ACTIVE powering-off", "SHUTOFF"])
         code, output = await aiostack_cli(tmp_path, "show", "shell-vm", "-f", "json")
         assert code == 0 and json.loads(output)["status"] == "SHUTOFF"
         for command in (["start", "shell-vm", "--wait"], ["reboot", "shell-vm", "--hard", "--wait"]):
@@ -185,15 +198,16 @@ async def test_server_commands_drive_the_cloud_from_the_shell(tmp_path) -> None:
         assert output == "status: ACTIVE\nname: shell-vm\n"
         code, output = await aiostack_cli(tmp_path, "stop", "no-such-vm")
         assert code == 1 and "no server named 'no-such-vm'" in output
-        code, output = await aiostack_cli(tmp_path, "delete", "shell-vm", "--wait")
-        assert code == 0, output
+        code, output, progress = await as_demo_apart(tmp_path, "server", "delete", "shell-vm", "--wait")
+        assert (code, progress.splitlines()[-1]) == (0, "DELETED"), output + progress
         code, output = await aiostack_cli(tmp_path, "list")
         assert "shell-vm" not in output
         code, output = await as_demo(tmp_path, "events", "--kind", "instance")
         assert code == 0, output
         lines = output.splitlines()
-        assert [line.split()[3] for line in lines][:3] == [
+        assert [line.split()[3] for line in lines][:4] == [
             "instance.building",
+            "instance.spawning",
             "instance.active",
             "instance.powering-off",
         ]
@@ -219,8 +233,11 @@ async def test_server_commands_drive_the_cloud_from_the_shell(tmp_path) -> None:
             stdout=asyncio.subprocess.PIPE,
         )
         try:
-            code, output = await aiostack_cli(tmp_path, "create", "followed", "--wait")
-            assert code == 0, output
+            code, output, progress = await as_demo_apart(
+                tmp_path, "server", "create", "followed", "--wait", "-f", "json"
+            )
+            assert code == 0 and json.loads(output)["status"] == "ACTIVE", output  # stdout: JSON only
+            assert progress.splitlines()[-1] == "ACTIVE"
             async with asyncio.timeout(30):
                 followed = ""
                 while "instance.active" not in followed:

@@ -385,3 +385,49 @@ def test_the_openstack_cli_resizes_a_server_and_confirms_and_reverts(cloud: Runn
     said = aiostack_cli(cloud, "server", "resize", "confirm", "resize-vm")
     assert said.strip() == "resize-vm: ACTIVE (flavor 3)"
     openstack_cli(cloud, "server", "delete", "--wait", "resize-vm")
+
+
+def test_the_openstack_cli_lists_a_servers_events_and_shows_one(cloud: RunningCloud) -> None:
+    server = cli_json(
+        cloud, "server", "create", "--image", "aiostack-tiny", "--flavor", "m1.tiny", "--network", "default",
+        "--wait", "evented",
+    )  # fmt: skip
+    openstack_cli(cloud, "server", "stop", "evented")
+    events = cli_json(cloud, "server", "event", "list", "evented")
+    assert [(e["Action"], e["Server ID"]) for e in events] == [
+        ("stop", server["id"]),
+        ("create", server["id"]),
+    ]
+    created = events[1]
+    assert created["Request ID"].startswith("req-")
+    shown = cli_json(cloud, "server", "event", "show", "evented", created["Request ID"])
+    assert (shown["action"], shown["request_id"]) == ("create", created["Request ID"])
+    assert "schedule" in {step["event"] for step in shown["events"]}
+    as_admin = cli_json(cloud, "server", "event", "show", server["id"], created["Request ID"], user="admin")
+    assert all("traceback" in step for step in as_admin["events"])
+    openstack_cli(cloud, "server", "delete", "--wait", "evented")
+
+
+def test_the_openstack_cli_shows_usage_of_live_and_deleted_servers(cloud: RunningCloud) -> None:
+    for name in ("used-kept", "used-gone"):
+        openstack_cli(
+            cloud, "server", "create", "--image", "aiostack-tiny", "--flavor", "m1.tiny", "--network",
+            "default", "--wait", name,
+        )  # fmt: skip
+    openstack_cli(cloud, "server", "delete", "--wait", "used-gone")
+    demo = cli_json(cloud, "token", "issue")["project_id"]
+    mine = cli_json(cloud, "usage", "show")
+    assert mine["Project"] == demo
+    states = {server["name"]: server["state"] for server in mine["Servers"]}
+    assert (states["used-kept"], states["used-gone"]) == ("active", "terminated")
+    assert float(mine["CPU Hours"]) > 0 and float(mine["RAM MB-Hours"]) > 0
+    env = {**os.environ, "OS_CLIENT_CONFIG_FILE": str(cloud.data_dir / "clouds.yaml")}
+    done = subprocess.run(
+        [OPENSTACK, "--os-cloud", "aiostack-demo", "usage", "list"],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode != 0 and "os-simple-tenant-usage:list" in done.stderr
+    listed = {row["Project"]: row for row in cli_json(cloud, "usage", "list", user="admin")}
+    assert len(listed[demo]["Servers"]) == len(mine["Servers"])
+    assert float(listed[demo]["CPU Hours"]) > 0
+    openstack_cli(cloud, "server", "delete", "--wait", "used-kept")

@@ -46,6 +46,9 @@ def test_the_sdk_and_the_cli_install_alone_without_a_compiler(tmp_path: Path) ->
     cli = tmp_path / "venv" / "bin" / "aiostack"
     listed = run(cli, "server", "--help")
     assert listed.returncode == 0 and "create" in listed.stdout, listed.stderr
+    completion = run(cli, "completion", "bash")
+    assert completion.returncode == 0, completion.stderr
+    assert "_shtab_aiostack_server_subparsers" in completion.stdout  # shtab came with the CLI
     refused = run(cli, "up")
     assert refused.returncode == 2
     assert "pip install 'aiostack[server,node]'" in refused.stderr

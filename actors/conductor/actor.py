@@ -14,7 +14,8 @@ It is composed of servants, one per job, sharing one ``Core`` (store, bus, clien
 * ``watch.TaskWatch``: task supervision (redelivery, progress deadlines), live_instances and
   placements (for the owners' checks), the audit and the action log;
 * ``instances.ServerReads``, ``flavors.FlavorCatalog``, ``keypairs.KeypairBook``,
-  ``quotas.QuotaBook``: reads, flavors, key pairs, quotas.
+  ``quotas.QuotaBook``: reads, flavors, key pairs, quotas;
+* ``usage.UsageReports``: what instances used over a period (simple tenant usage).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from actors.conductor.quotas import QuotaBook
 from actors.conductor.resize import Resizes
 from actors.conductor.schema import MIGRATIONS, InstanceRow
 from actors.conductor.services import HostServices
+from actors.conductor.usage import UsageReports
 from actors.conductor.volumes import Attachments
 from actors.conductor.watch import TaskWatch
 from api.identity import ServiceTokens
@@ -93,6 +95,7 @@ class ConductorActor(Actor):
             KeypairBook(self.store),
             QuotaBook(self.store),
             HostServices(self.core),
+            UsageReports(self.store),
             reports,
             self.watch,
         )

@@ -318,6 +318,7 @@ class Builder(ServerCreation, NodeBuilds):
                 await self.core.scheduler.release(instance_uuid=instance_uuid)
                 return
             await self.core.record_step(instance_uuid, Action.CREATE, "schedule", host, "Success")
+            await self._announce_spawning(moved.row)
             await self.core.send_task(moved.row)
         except TRANSIENT_ERRORS as exc:  # the conductor's own trouble, not the build's: ask again later
             log.warning("build of %s: %s; the watch takes it up again", instance_uuid, exc)
@@ -331,6 +332,14 @@ class Builder(ServerCreation, NodeBuilds):
             await self.fail_build(instance_uuid, f"{type(exc).__name__}: {exc}")
         finally:
             self._building.discard(instance_uuid)
+
+    async def _announce_spawning(self, row: InstanceRow) -> None:
+        """Publish ``instance.spawning``: its host is chosen. The stream's trouble does not stop the
+        build: a change without its event is announced later (``Core.announce_missed``)."""
+        try:
+            await self.core.publish(row, f"instance.{TaskState.SPAWNING}")
+        except AiostackError as exc:
+            log.warning("instance %s: instance.spawning not published: %s", row["uuid"], exc)
 
     async def fail_build(self, instance_uuid: str, message: str, host: str | None = None) -> None:
         """The build gives up: ERROR with ``message`` as its fault, the claim released."""

@@ -8,7 +8,8 @@
 * ``consoles``: remote consoles (a guest's serial console, as a websocket: the node's ``NodeConsole``);
 * ``flavors``, ``images`` (Nova's proxy to Glance), ``keypairs``, ``limits``, ``quotas``,
   ``zones`` (availability zones);
-* ``hosts``: the compute hosts for operators (``os-services``, ``os-hypervisors``).
+* ``hosts``: the compute hosts for operators (``os-services``, ``os-hypervisors``);
+* ``usage``: what each project's instances used over a period (``os-simple-tenant-usage``).
 
 Every route calls the conductor through its ``Compute`` facet (``common.compute``); the serial
 console also the server's node, through ``NodeConsole``.
@@ -31,6 +32,7 @@ from gateway.compute import (
     metadata,
     quotas,
     servers,
+    usage,
     zones,
 )
 from gateway.routing import Routes
@@ -50,6 +52,7 @@ for _module in (
     quotas,
     zones,
     hosts,
+    usage,
 ):
     routes.include(_module.routes)
 

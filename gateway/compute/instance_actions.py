@@ -3,14 +3,19 @@
 Every action a user starts (create, stop, reboot, lock, attach_volume...) is recorded by the
 conductor with the request id of the call that started it (the ``x-compute-request-id`` its
 answer carried), and how it ended. Showing one action by its request id gives its steps
-(``events``: scheduling, the node's acceptance, a reschedule...) to admins, as Nova's default
-policy does. ``openstack server event list`` reads these.
+(``events``: scheduling, the node's acceptance, a reschedule...), with what went wrong in a failed
+one (``traceback``) for admins only, as Nova 2.51 and later show them: Nova before 2.51 shows no
+steps to others, and ``openstack server event show`` fails on an action without ``events`` (it
+iterates them), so aiostack shows them at every microversion. ``openstack server event list``
+and ``show`` read these.
 """
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from aiohttp import web
-from msgspec import UNSET, UnsetType
+from msgspec import UNSET, Meta, UnsetType
 
 from api.conductor import InstanceAction, InstanceActionEvent
 from bus import NotFound
@@ -38,12 +43,11 @@ class ActionEvent(Body):
     start_time: Time
     finish_time: Time | None
     result: str | None
-    traceback: str | None
+    traceback: Annotated[str | None, Meta(description="Admins only.")] | UnsetType = UNSET
 
 
 class ActionDetail(ActionView):
-    events: list[ActionEvent] | UnsetType = UNSET
-    """Admins only."""
+    events: list[ActionEvent]
 
 
 class ActionList(Body):
@@ -66,14 +70,14 @@ def _view(action: InstanceAction) -> ActionView:
     )
 
 
-def _event(step: InstanceActionEvent) -> ActionEvent:
+def _event(step: InstanceActionEvent, admin: bool) -> ActionEvent:
     failed = step["result"] != "Success"
     return ActionEvent(
         event=step["event"],
         start_time=step["time"],
         finish_time=step["time"],
         result=step["result"],
-        traceback=step["details"] if failed else None,
+        traceback=(step["details"] if failed else None) if admin else UNSET,
     )
 
 
@@ -95,7 +99,7 @@ async def list_instance_actions(request: web.Request) -> web.Response:
 @routes.get(
     f"{ACTIONS}/{{request_id}}",
     "Show a server's action",
-    replies=[Reply(200, ActionShown, "The action the request started (with its steps, for admins).")],
+    replies=[Reply(200, ActionShown, "The action the request started, with its steps.")],
     errors=(404,),
     path_types=SERVER_ID,
 )
@@ -107,8 +111,9 @@ async def show_instance_action(request: web.Request) -> web.Response:
     if not found:
         raise NotFound(f"Action {request_id} on instance {server_id} could not be found.")
     action = found[-1]
-    shown = ActionDetail(**{f: getattr(_view(action), f) for f in ActionView.__struct_fields__})
-    if context_of(request).is_admin:
-        steps = await operator.list_action_events(instance_uuid=server_id)
-        shown.events = [_event(step) for step in steps if step["action_id"] == action["id"]]
+    admin = context_of(request).is_admin
+    steps = await operator.list_action_events(instance_uuid=server_id)
+    events = [_event(step, admin) for step in steps if step["action_id"] == action["id"]]
+    view = _view(action)
+    shown = ActionDetail(events=events, **{f: getattr(view, f) for f in ActionView.__struct_fields__})
     return json_response(ActionShown(instanceAction=shown))
