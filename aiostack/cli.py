@@ -1,9 +1,9 @@
 """The `aiostack` command: the cloud's resources through its gateway, and the server's own commands.
 
-`server`, `image`, `network`, `volume`, `flavor` and `events` are clients of the REST API
+`server`, `image`, `network`, `volume`, `keypair`, `flavor` and `events` are clients of the REST API
 (``aiostack.commands``); `completion bash|zsh` prints a shell completion script made from this
-parser (every command, subcommand and option: ``shtab``). `up`, `run`, `audit` and `ping` belong
-to the server and come from the ``aiostack.commands`` entry points it installs
+parser (every command, subcommand and option: ``shtab``). `up`, `run`, `audit`, `ping`, `join`,
+`cluster` and `token` belong to the server and come from the ``aiostack.commands`` entry points it installs
 (``deploy/cli.py``): this module imports nothing of it, so the SDK and CLI work without the
 server installed, and say what to install when one of its commands is asked for.
 """
