@@ -41,7 +41,7 @@ from bus.errors import (
     Overloaded,
     RemoteError,
 )
-from bus.metrics import ACTOR_HANDLE_SECONDS, ACTOR_LOAD, ACTOR_MESSAGES, OK, UNKNOWN_METHOD
+from bus.metrics import ACTOR_LOAD, OK, UNKNOWN_METHOD, actor_handle_seconds, actor_messages
 
 log = logging.getLogger(__name__)
 CANCEL_AGAIN_AFTER = 1.0
@@ -317,7 +317,7 @@ class Actor:
         method = msg.subject.rpartition(".")[2]
         if method not in route.handlers:
             method = UNKNOWN_METHOD
-        ACTOR_MESSAGES.labels(self.kind, method, outcome).inc()
+        actor_messages(self.kind, method, outcome).inc()
         return method
 
     async def _worker(self) -> None:
@@ -389,7 +389,7 @@ class Actor:
                 current.reset(token)
         finally:
             label = self._count(route, msg, outcome)
-            ACTOR_HANDLE_SECONDS.labels(self.kind, label).observe(time.perf_counter() - began)
+            actor_handle_seconds(self.kind, label).observe(time.perf_counter() - began)
 
     async def _dispatch(self, served: Served, envelope: Envelope, caller: dict[str, str]) -> Any:
         declaration, method_handler = served

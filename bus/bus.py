@@ -44,7 +44,7 @@ from bus.errors import (
     NoResponders,
     StoreUnavailable,
 )
-from bus.metrics import BUS_CALL_SECONDS, OK
+from bus.metrics import OK, bus_call_seconds
 from bus.server import TLS_NAME
 
 log = logging.getLogger(__name__)
@@ -382,7 +382,7 @@ class Bus:
             raise
         finally:
             head, _, method = address.rpartition(".")
-            BUS_CALL_SECONDS.labels(target or head, method, outcome).observe(time.perf_counter() - began)
+            bus_call_seconds(target or head, method, outcome).observe(time.perf_counter() - began)
 
     async def call_patiently(
         self,
