@@ -344,7 +344,7 @@ class Bus:
 
         The call is timed (``aiostack_bus_call_seconds``) under ``target``, its address as the
         facet declares it (``node.{host}``: a host's name would make a label value per host), or
-        the address itself when not given.
+        the address's first word when not given (``node`` for ``node.<host>``).
 
         :raises CallTimeout: no reply within ``timeout`` (or the inherited deadline).
         :raises NoResponders: nobody subscribes to the subject (still, ``NO_RESPONDERS_PATIENCE``

@@ -333,11 +333,12 @@ async def test_image_network_volume_and_flavor_commands_print_tables(tmp_path) -
         assert (await as_demo(data_dir, "keypair", "list", "-f", "value", "-c", "Name"))[1] == "shell-key\n"
         script = tmp_path / "user-data"
         script.write_text("#!/bin/sh\necho hello\n")
-        code, output = await as_demo(
+        code, output, progress = await as_demo_apart(
             data_dir, "server", "create", "shell-keyed", "--key-name", "shell-key",
             "--user-data", str(script), "--wait", "-f", "value", "-c", "key_name", "-c", "status",
         )  # fmt: skip
-        assert (code, output) == (0, "shell-key\nACTIVE\n"), output
+        assert (code, output) == (0, "shell-key\nACTIVE\n"), output + progress
+        assert progress.splitlines()[-1] == "ACTIVE", progress  # the progress goes to stderr
         assert (await as_demo(data_dir, "server", "add", "volume", "shell-keyed", "shell-vol"))[0] == 0
         code, output = await as_demo(data_dir, "volume", "list", "-f", "json")
         [attached] = [volume for volume in json.loads(output) if volume["Name"] == "shell-vol"]

@@ -14,7 +14,7 @@ import pytest
 
 from deploy.contract import run_contract
 
-MAX_EXAMPLES = 25
+MAX_EXAMPLES = 10
 
 
 @pytest.mark.timeout(900)

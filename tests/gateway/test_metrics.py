@@ -6,18 +6,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from api.metrics import COLLECT
 from bus import Actor, Bus
 from bus.envelope import request_id_of
 from runtime.config import Config
-from runtime.metrics import answer_collections
 from tests.helpers import Api
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "docs" / "grafana-aiostack.json"
@@ -111,8 +112,18 @@ async def test_metrics_count_a_boot_by_route_template_and_show_the_cloud_without
 async def test_metrics_of_the_other_processes_are_gathered_over_the_bus(
     api: Api, gateway_url: str, config: Config
 ) -> None:
+    # another process's own registry: this test process's holds every earlier test's series
+    registry = CollectorRegistry()
+    ProcessCollector(registry=registry)
+    text = generate_latest(registry).decode()
+
+    async def answer(msg: Any) -> None:
+        request_id = request_id_of(msg.data) or ""
+        answered = {"process": "volume:elsewhere", "pid": os.getpid(), "exposition": text}
+        await bus.reply(msg, request_id, answered)
+
     async with await Bus.connect(config.nats_url, prefix=config.prefix, name="another-process") as bus:
-        await answer_collections(bus, COLLECT, "volume:elsewhere")
+        await bus.subscribe(bus.subject(COLLECT.pattern), answer)
         await bus.flush()
         _, samples = await scrape(api.session, gateway_url)
     assert total(samples, "aiostack_metrics_processes", process="gateway") == 2

@@ -399,6 +399,37 @@ async def test_a_guest_keeps_running_and_active_across_a_libvirtd_restart(qemu_c
     assert not qemu_running(server["id"])
 
 
+async def test_a_real_guest_resized_sees_its_new_memory_and_disk_and_a_revert_gives_the_old_back(
+    qemu_cloud: QemuCloud,
+) -> None:
+    client = qemu_cloud.client
+    script = (
+        "printf '%s-%s' $(grep MemTotal /proc/meminfo | tr -s ' ' | cut -d' ' -f2) $(cat /sys/block/vda/size)"
+    )
+    server_id = await boot_running_script(
+        client, {"name": "grower", "imageRef": qemu_cloud.images["disk"]}, script
+    )
+    before = (await qemu_cloud.console_until(server_id, r"AIOSTACK-USER-DATA exit=0 output=(\S+)")).group(1)
+    memory_kb, sectors = (int(value) for value in before.split("-"))
+    assert memory_kb < 512 * 1024 and sectors == 1024**3 // 512  # m1.tiny: 512 MB, 1 GB
+
+    resized = await client.servers.resize(server_id, "m1.small", timeout=GUEST_DEADLINE)
+    assert resized.status == "VERIFY_RESIZE"
+    after = await qemu_cloud.console_until(server_id, r"AIOSTACK-USER-DATA exit=0 output=(\S+)", count=2)
+    memory_kb, sectors = (int(value) for value in after.group(1).split("-"))
+    assert 512 * 1024 < memory_kb <= 2048 * 1024 and sectors == 20 * 1024**3 // 512  # m1.small
+    disk_dir = qemu_cloud.node.images.instance_dir(server_id)
+    assert (disk_dir / "disk.resize-backup").exists()
+
+    reverted = await client.servers.revert_resize(server_id, timeout=GUEST_DEADLINE)
+    assert reverted.status == "ACTIVE" and reverted.flavor_id == "1"
+    again = await qemu_cloud.console_until(server_id, r"AIOSTACK-USER-DATA exit=0 output=(\S+)", count=3)
+    memory_kb, sectors = (int(value) for value in again.group(1).split("-"))
+    assert memory_kb < 512 * 1024 and sectors == 1024**3 // 512
+    assert not (disk_dir / "disk.resize-backup").exists()
+    await client.server_action(server_id, "delete", wait=True)
+
+
 async def test_without_a_bridge_a_guest_falls_back_to_user_mode_networking_and_its_port_says_so(
     start_actor, config, gateway_url, test_guest
 ) -> None:
@@ -432,34 +463,3 @@ async def test_without_a_bridge_a_guest_falls_back_to_user_mode_networking_and_i
         assert not qemu_running(server["id"])
     await node.stop()
     shutil.rmtree(embed_root)
-
-
-async def test_a_real_guest_resized_sees_its_new_memory_and_disk_and_a_revert_gives_the_old_back(
-    qemu_cloud: QemuCloud,
-) -> None:
-    client = qemu_cloud.client
-    script = (
-        "printf '%s-%s' $(grep MemTotal /proc/meminfo | tr -s ' ' | cut -d' ' -f2) $(cat /sys/block/vda/size)"
-    )
-    server_id = await boot_running_script(
-        client, {"name": "grower", "imageRef": qemu_cloud.images["disk"]}, script
-    )
-    before = (await qemu_cloud.console_until(server_id, r"AIOSTACK-USER-DATA exit=0 output=(\S+)")).group(1)
-    memory_kb, sectors = (int(value) for value in before.split("-"))
-    assert memory_kb < 512 * 1024 and sectors == 1024**3 // 512  # m1.tiny: 512 MB, 1 GB
-
-    resized = await client.servers.resize(server_id, "m1.small", timeout=GUEST_DEADLINE)
-    assert resized.status == "VERIFY_RESIZE"
-    after = await qemu_cloud.console_until(server_id, r"AIOSTACK-USER-DATA exit=0 output=(\S+)", count=2)
-    memory_kb, sectors = (int(value) for value in after.group(1).split("-"))
-    assert 512 * 1024 < memory_kb <= 2048 * 1024 and sectors == 20 * 1024**3 // 512  # m1.small
-    disk_dir = qemu_cloud.node.images.instance_dir(server_id)
-    assert (disk_dir / "disk.resize-backup").exists()
-
-    reverted = await client.servers.revert_resize(server_id, timeout=GUEST_DEADLINE)
-    assert reverted.status == "ACTIVE" and reverted.flavor_id == "1"
-    again = await qemu_cloud.console_until(server_id, r"AIOSTACK-USER-DATA exit=0 output=(\S+)", count=3)
-    memory_kb, sectors = (int(value) for value in again.group(1).split("-"))
-    assert memory_kb < 512 * 1024 and sectors == 1024**3 // 512
-    assert not (disk_dir / "disk.resize-backup").exists()
-    await client.server_action(server_id, "delete", wait=True)
