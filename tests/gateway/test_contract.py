@@ -14,7 +14,7 @@ import pytest
 
 from deploy.contract import run_contract
 
-MAX_EXAMPLES = 10
+MAX_EXAMPLES = 25
 
 
 @pytest.mark.timeout(900)
