@@ -24,6 +24,43 @@ os.environ["AIOSTACK_CHECK_REPLIES"] = "1"
 
 ADMIN_PASSWORD = "admin-secret"
 
+FULL_SIZE_HINT = "`./stack test --full` runs every test, the full-size cases of the heavy suites too"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--full",
+        action="store_true",
+        help="also run the full-size cases of the heavy suites (marked full_size), which CI leaves out",
+    )
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    if config.getoption("--full"):
+        return "aiostack: the full suite, full-size cases included"
+    return f"aiostack: the CI-sized suite; {FULL_SIZE_HINT}"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Without ``--full``, the full-size cases are deselected (pytest counts them as such)."""
+    if config.getoption("--full"):
+        return
+    full_size = [item for item in items if item.get_closest_marker("full_size")]
+    if full_size:
+        items[:] = [item for item in items if not item.get_closest_marker("full_size")]
+        config.hook.pytest_deselected(items=full_size)
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    if not config.getoption("--full"):
+        terminalreporter.write_line(f"aiostack: full-size cases deselected; {FULL_SIZE_HINT}")
+
+
+@pytest.fixture
+def full_size(request: pytest.FixtureRequest) -> bool:
+    """Whether the run is the full one (``--full``): sized suites take their full size."""
+    return bool(request.config.getoption("--full"))
+
 
 @pytest.fixture(autouse=True)
 def bootstrap_passwords(monkeypatch: pytest.MonkeyPatch) -> None:

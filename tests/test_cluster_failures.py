@@ -29,6 +29,7 @@ BOOTS = 90
 LANES = 8
 
 
+@pytest.mark.full_size
 @pytest.mark.timeout(600)
 async def test_boots_succeed_through_a_controllers_loss_and_a_nats_servers_loss() -> None:
     async with cloud_on_hosts(computes=2, clients=1) as cloud:

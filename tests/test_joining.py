@@ -47,6 +47,7 @@ async def logs_in(cloud: HarnessCloud, host: str, credentials: str) -> bool:
     return output.strip().splitlines()[-1] == "logged-in"
 
 
+@pytest.mark.full_size
 @pytest.mark.timeout(600)
 async def test_hosts_join_once_per_token_and_removal_revokes_them() -> None:
     async with cloud_on_hosts(computes=2, clients=1) as cloud:

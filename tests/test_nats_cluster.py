@@ -15,6 +15,8 @@ import shutil
 import sys
 from pathlib import Path
 
+import pytest
+
 from deploy.credentials import Principal, prepare, trust
 from deploy.hosts import build
 from deploy.tls import CertificateAuthority
@@ -143,6 +145,7 @@ asyncio.run(main())
 """
 
 
+@pytest.mark.full_size
 async def test_events_published_while_the_streams_leader_dies_are_kept_once() -> None:
     """The event stream (R3) loses its leader's server: each event is offered again until the new
     leader acknowledges it, and the stream keeps every one exactly once."""

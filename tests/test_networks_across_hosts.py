@@ -115,6 +115,7 @@ def test_guest() -> TestGuest:
     return build_test_guest(default_cache_dir())
 
 
+@pytest.mark.full_size
 async def test_guests_on_two_hosts_share_their_network_not_anothers_and_a_volume_moves_between_them(
     test_guest: TestGuest,
 ) -> None:

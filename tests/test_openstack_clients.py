@@ -140,6 +140,7 @@ def test_the_openstack_cli_runs_a_whole_day(cloud: RunningCloud, tmp_path: Path)
     assert {v["Name"]: v for v in cli_json(cloud, "volume", "list")}["cli-vol"]["Status"] == "available"
 
 
+@pytest.mark.full_size
 def test_the_openstack_cli_boots_a_server_from_a_volume_made_from_an_image(cloud: RunningCloud) -> None:
     volume = cli_json(cloud, "volume", "create", "--image", "aiostack-tiny", "--size", "1", "cli-root")
     assert volume["size"] == 1
@@ -165,6 +166,7 @@ def test_the_openstack_cli_boots_a_server_from_a_volume_made_from_an_image(cloud
     openstack_cli(cloud, "volume", "delete", "cli-root")
 
 
+@pytest.mark.full_size
 def test_the_openstack_cli_boots_a_server_in_a_security_group_and_adds_and_removes_groups(
     cloud: RunningCloud,
 ) -> None:
@@ -225,6 +227,7 @@ def test_openstack_port_create_works_and_extensions_are_listed(cloud: RunningClo
     openstack_cli(cloud, "port", "delete", "p1")
 
 
+@pytest.mark.full_size
 def test_the_openstack_cli_routes_a_subnet_to_an_external_network_and_floats_an_ip(
     cloud: RunningCloud,
 ) -> None:
@@ -272,6 +275,7 @@ def test_the_openstack_cli_routes_a_subnet_to_an_external_network_and_floats_an_
     assert "cli-router" not in {r["Name"] for r in cli_json(cloud, "router", "list")}
 
 
+@pytest.mark.full_size
 def test_another_projects_community_image_does_not_shadow_the_default_image(
     cloud: RunningCloud, tmp_path: Path
 ) -> None:
@@ -362,6 +366,7 @@ def until_status(cloud: RunningCloud, server: str, status: str) -> dict[str, Any
     return dict(shown)
 
 
+@pytest.mark.full_size
 def test_the_openstack_cli_resizes_a_server_and_confirms_and_reverts(cloud: RunningCloud) -> None:
     cli_json(
         cloud, "server", "create", "--image", "aiostack-tiny", "--flavor", "m1.tiny", "--wait", "resize-vm"
@@ -387,6 +392,7 @@ def test_the_openstack_cli_resizes_a_server_and_confirms_and_reverts(cloud: Runn
     openstack_cli(cloud, "server", "delete", "--wait", "resize-vm")
 
 
+@pytest.mark.full_size
 def test_the_openstack_cli_lists_a_servers_events_and_shows_one(cloud: RunningCloud) -> None:
     server = cli_json(
         cloud, "server", "create", "--image", "aiostack-tiny", "--flavor", "m1.tiny", "--network", "default",
@@ -408,6 +414,7 @@ def test_the_openstack_cli_lists_a_servers_events_and_shows_one(cloud: RunningCl
     openstack_cli(cloud, "server", "delete", "--wait", "evented")
 
 
+@pytest.mark.full_size
 def test_the_openstack_cli_shows_usage_of_live_and_deleted_servers(cloud: RunningCloud) -> None:
     for name in ("used-kept", "used-gone"):
         openstack_cli(

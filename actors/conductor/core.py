@@ -174,7 +174,7 @@ class Core:
 
     async def shown(self, row: InstanceRow) -> Server:
         """An instance as the API shows it: its view and whether its host is up."""
-        await self.refresh_hosts()
+        await self.refresh_hosts(unless_known=row["host"])
         return self.as_server(row)
 
     def as_server(self, row: InstanceRow) -> Server:
@@ -195,9 +195,11 @@ class Core:
         alive = self.hosts_alive.get(host)
         return "UNKNOWN" if alive is None else "UP" if alive else "DOWN"
 
-    async def refresh_hosts(self) -> None:
-        """Ask the scheduler which hosts are alive, unless it was asked very recently."""
-        if time.monotonic() - self._hosts_checked < HOSTS_REFRESH:
+    async def refresh_hosts(self, unless_known: str | None = None) -> None:
+        """Ask the scheduler which hosts are alive, unless it was asked very recently and knew
+        ``unless_known`` (a host that joined since the last answer is asked about at once)."""
+        recent = time.monotonic() - self._hosts_checked < HOSTS_REFRESH
+        if recent and (unless_known is None or unless_known in self.hosts_alive):
             return
         try:
             hosts = await self.hosts.list_hosts()

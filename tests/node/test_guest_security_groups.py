@@ -107,6 +107,7 @@ async def guarded_cloud(qemu_cloud: QemuCloud) -> AsyncIterator[QemuCloud]:  # n
         await firewall.remove(qemu_cloud.node.host)
 
 
+@pytest.mark.full_size
 async def test_a_real_guest_answers_on_port_22_only_while_a_rule_allows_the_host(
     guarded_cloud: QemuCloud,
 ) -> None:
@@ -217,6 +218,7 @@ async def rebootable_cloud(
             await firewall.remove(last.host)
 
 
+@pytest.mark.full_size
 async def test_a_node_restarted_after_a_host_reboot_starts_its_guest_again_only_once_it_is_filtered(
     rebootable_cloud: RebootableCloud,
 ) -> None:

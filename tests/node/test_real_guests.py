@@ -252,6 +252,7 @@ async def test_a_real_guest_reads_its_config_drive_its_root_password_key_and_use
     assert not drive.exists()
 
 
+@pytest.mark.full_size
 async def test_a_real_guests_snapshot_holds_what_it_wrote_and_boots(qemu_cloud: QemuCloud) -> None:
     client = qemu_cloud.client
 
@@ -283,6 +284,7 @@ async def test_a_real_guests_snapshot_holds_what_it_wrote_and_boots(qemu_cloud: 
         await client.server_action(server_id, "delete", wait=True)
 
 
+@pytest.mark.full_size
 async def test_a_real_guest_boots_from_a_volume_whose_writes_outlive_the_server(
     qemu_cloud: QemuCloud,
 ) -> None:
@@ -321,6 +323,7 @@ async def test_a_real_guest_boots_from_a_volume_whose_writes_outlive_the_server(
     await client.request("DELETE", f"{volumes}/{volume['id']}")
 
 
+@pytest.mark.full_size
 async def test_a_guest_that_powers_itself_off_becomes_shutoff_without_any_call(
     qemu_cloud: QemuCloud, test_guest: TestGuest
 ) -> None:
@@ -343,6 +346,7 @@ async def test_a_guest_that_powers_itself_off_becomes_shutoff_without_any_call(
     await client.server_action(server["id"], "delete", wait=True)
 
 
+@pytest.mark.full_size
 async def test_a_guest_that_ignores_acpi_is_destroyed_after_the_shutdown_timeout(
     start_actor, config, gateway_url, test_guest
 ) -> None:
@@ -355,6 +359,7 @@ async def test_a_guest_that_ignores_acpi_is_destroyed_after_the_shutdown_timeout
         await client.server_action(server["id"], "delete", wait=True)
 
 
+@pytest.mark.full_size
 async def test_a_suspended_guest_is_deleted_with_its_managed_save_image(qemu_cloud: QemuCloud) -> None:
     """Suspend is libvirt's managed save (the guest's memory in a file, QEMU gone); libvirt refuses
     a plain undefine while that file exists, so the delete must take it with the domain."""
@@ -378,6 +383,7 @@ async def test_a_suspended_guest_is_deleted_with_its_managed_save_image(qemu_clo
     assert server["id"] not in await node.records.uuids()
 
 
+@pytest.mark.full_size
 async def test_a_guest_keeps_running_and_active_across_a_libvirtd_restart(qemu_cloud: QemuCloud) -> None:
     client, node = qemu_cloud.client, qemu_cloud.node
     server = await client.create_server("guest-3", image="test-guest", flavor="m1.tiny", wait=True)
@@ -399,6 +405,7 @@ async def test_a_guest_keeps_running_and_active_across_a_libvirtd_restart(qemu_c
     assert not qemu_running(server["id"])
 
 
+@pytest.mark.full_size
 async def test_a_real_guest_resized_sees_its_new_memory_and_disk_and_a_revert_gives_the_old_back(
     qemu_cloud: QemuCloud,
 ) -> None:
@@ -430,6 +437,7 @@ async def test_a_real_guest_resized_sees_its_new_memory_and_disk_and_a_revert_gi
     await client.server_action(server_id, "delete", wait=True)
 
 
+@pytest.mark.full_size
 async def test_without_a_bridge_a_guest_falls_back_to_user_mode_networking_and_its_port_says_so(
     start_actor, config, gateway_url, test_guest
 ) -> None:

@@ -141,6 +141,7 @@ def test_guest_reports_disk_lease_and_ready(guest: TestGuest, boot: Callable[...
     vm.wait_for(r"^AIOSTACK-METADATA none$")  # user-mode networking routes no metadata service
 
 
+@pytest.mark.full_size
 def test_guest_sees_hotplugged_disk_and_nic(boot: Callable[..., Qemu], tmp_path: Path) -> None:
     extra = tmp_path / "extra.raw"
     extra.write_bytes(bytes(1024 * 1024))
@@ -161,6 +162,7 @@ def test_guest_sees_hotplugged_disk_and_nic(boot: Callable[..., Qemu], tmp_path:
     vm.wait_for(r"^AIOSTACK-DISK-REMOVED name=vdb$")
 
 
+@pytest.mark.full_size
 def test_acpi_power_button_powers_guest_off(boot: Callable[..., Qemu]) -> None:
     vm = boot()
     vm.wait_for(r"^AIOSTACK-READY ", BOOT_TIMEOUT)
@@ -169,6 +171,7 @@ def test_acpi_power_button_powers_guest_off(boot: Callable[..., Qemu]) -> None:
     assert vm.wait_exit() == 0
 
 
+@pytest.mark.full_size
 def test_guest_powers_itself_off_when_asked_on_cmdline(boot: Callable[..., Qemu]) -> None:
     vm = boot("aiostack.poweroff_after=1")
     vm.wait_for(r"^AIOSTACK-READY ", BOOT_TIMEOUT)
