@@ -64,12 +64,14 @@ class ChildSpec:
     args: tuple[str, ...]
     user: str | None = None
     """Its NATS user when not named like the process (a cluster's: ``conductor@controller-1``)."""
+    hosts: tuple[str, ...] = ()
+    """A node process's compute hosts."""
 
     @property
     def principal(self) -> Principal:
         """Its NATS user; a node process's user serves its hosts, a volume process's its storage host."""
         kind = self.args[0]
-        hosts = tuple(self.name.split("+")) if kind == "node" else ()
+        hosts = self.hosts
         if kind == "volume":
             hosts = (self.args[self.args.index("--host") + 1],)
         return Principal(self.user or self.name, kind, hosts)
@@ -200,7 +202,8 @@ def child_specs(args: argparse.Namespace, tls: GatewayTls | None = None) -> list
             node_args += ["--host", host, "--libvirt", uri]
         if args.libvirt != "test":
             node_args += guest_args(args)
-        specs.append(ChildSpec("+".join(group), tuple(node_args)))
+        name = group[0] if len(group) == 1 else f"{group[0]}+{len(group) - 1}"  # node-1+24: and 24 more
+        specs.append(ChildSpec(name, tuple(node_args), hosts=tuple(group)))
     if getattr(args, "cluster", None):
         specs.insert(0, ChildSpec("cluster", ("cluster",)))
         storage = (
@@ -243,7 +246,7 @@ def actor_addresses(specs: list[ChildSpec]) -> list[str]:
     addresses = []
     for spec in specs:
         if spec.args[0] == "node":
-            addresses += [Node.address_for(host=host) for host in spec.name.split("+")]
+            addresses += [Node.address_for(host=host) for host in spec.hosts]
         elif spec.name != "gateway":
             addresses.append(spec.name)
     return addresses
