@@ -43,8 +43,9 @@ Version history:
   ``list_user_projects`` (the user itself or a reader); ``change_password`` (the user, with its
   password). Role names may not start with ``system:``.
 * 6 - service tokens: ``ServiceTokens.issue_service_token`` (the service user, ``SERVICE_ROLE`` on
-  the ``service`` project, made at every start if missing), ``validate(allow_expired=True)``
-  (a token expired within the stale window); ``rotate_keys`` also on a schedule.
+  the ``service`` project, made at every start if missing), ``validate(service_token=...)``
+  (a token expired within the stale window, vouched for by a valid service token);
+  ``rotate_keys`` also on a schedule.
 
 Events: none in the event stream; revocations are published on ``REVOKED`` (core NATS).
 """
@@ -164,7 +165,7 @@ class KeyLayout(TypedDict):
 
 class ServiceTokens(ServiceAPI, address="identity"):
     """What the processes doing long work for users ask: a service token (only the kinds whose
-    NATS users may send here, the conductor and the nodes, can ask)."""
+    NATS users may send here, the conductor and the nodes, can ask; the gateway cannot)."""
 
     @call
     async def issue_service_token(self) -> ServiceToken:
@@ -175,9 +176,8 @@ class ServiceTokens(ServiceAPI, address="identity"):
         ...
 
 
-class Tokens(TokenValidation, ServiceTokens, address="identity"):
-    """Logins, re-scoping, revocation and key rotation (the gateway's ``/auth/tokens``), and the
-    service tokens of the processes doing long work for users."""
+class Tokens(TokenValidation, address="identity"):
+    """Logins, re-scoping, revocation and key rotation (the gateway's ``/auth/tokens``)."""
 
     @call(idempotent=True)
     async def issue(

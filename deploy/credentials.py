@@ -40,7 +40,7 @@ from actors import orphans, placement
 from actors.conductor import peers as conductor_peers
 from api.cluster import Cluster, ClusterHosts, ClusterJoin, Role
 from api.conductor import Compute, ConductorForNodes
-from api.identity import REVOKED, Tokens, TokenValidation
+from api.identity import REVOKED, ServiceTokens, Tokens, TokenValidation
 from api.image import ImageForNodes, ImageReader, Images
 from api.metrics import COLLECT
 from api.net import ROUTERS_CHANGED, SECURITY_CHANGED, Net, NetForNodes
@@ -88,7 +88,7 @@ class Kind:
 
 
 KINDS: dict[str, Kind] = {
-    "identity": Kind(serves=(Tokens,), publishes=(REVOKED,), listens=(COLLECT.pattern,)),
+    "identity": Kind(serves=(Tokens, ServiceTokens), publishes=(REVOKED,), listens=(COLLECT.pattern,)),
     "conductor": Kind(
         serves=(Compute, ConductorForNodes),
         uses=conductor_peers.FACETS,

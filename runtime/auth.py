@@ -86,13 +86,14 @@ class TokenValidation(ServiceAPI, address="identity"):
     """What every process asks the identity service: is this token valid, and whose is it."""
 
     @call(idempotent=True)
-    async def validate(self, *, token: str, allow_expired: bool = False) -> TokenInfo:
-        """What a valid token says, with the user's current roles; with ``allow_expired``, a token
-        that expired less than the identity service's stale window ago is valid too (a caller
-        asks so only for a call a valid service token vouches for).
+    async def validate(self, *, token: str, service_token: str | None = None) -> TokenInfo:
+        """What a valid token says, with the user's current roles; with ``service_token``, a valid
+        (unexpired) token of a service (``SERVICE_ROLE``), a token that expired less than the
+        identity service's stale window ago is valid too (Keystone's service-token vouching).
 
         :raises Unauthorized: malformed or undecryptable token, expired, revoked, its user or
-            project disabled or gone, its application credential gone, or no role left.
+            project disabled or gone, its application credential gone, or no role left; a
+            ``service_token`` that is invalid or no service's.
         """
         raise NotImplementedError  # a stub: the identity actor serves it
 
@@ -121,7 +122,8 @@ class TokenValidator:
         self.ttl = ttl
         self.max_entries = max_entries
         self._cache: dict[tuple[str, bool], tuple[Identity, float]] = {}
-        """By (token, whether an expired one was allowed): the identity and until when it is kept."""
+        """By (token, whether a service token vouched for it, allowing it expired): the identity
+        and until when it is kept."""
         self._revoked_tokens: set[str] = set()
         self._revoked_users: dict[str, float] = {}
         self._revoked_projects: dict[str, float] = {}
@@ -162,31 +164,32 @@ class TokenValidator:
             or self._revoked_projects.get(ctx.project_id or "", 0.0) >= identity.issued_at
         )
 
-    async def validate(self, token: str, *, allow_expired: bool = False) -> Identity:
-        """The identity a token carries; with ``allow_expired`` one that expired within the
-        identity service's stale window too.
+    async def validate(self, token: str, *, service_token: str | None = None) -> Identity:
+        """The identity a token carries; with a ``service_token`` (checked by the identity
+        service), one that expired within the identity service's stale window too.
 
-        :raises Unauthorized: unknown, expired or revoked token.
+        :raises Unauthorized: unknown, expired or revoked token; an invalid service token.
         """
         now = time.time()
-        for key in ((token, False), (token, True)) if allow_expired else ((token, False),):
+        vouched = service_token is not None
+        for key in ((token, False), (token, True)) if vouched else ((token, False),):
             entry = self._cache.get(key)
             if entry is not None and entry[1] > now:
                 return entry[0]
-        key = (token, allow_expired)
+        key = (token, vouched)
         asking = self._asking.get(key)
         if asking is None:
-            asking = self._asking[key] = asyncio.create_task(self._ask(token, allow_expired))
+            asking = self._asking[key] = asyncio.create_task(self._ask(token, service_token))
             asking.add_done_callback(partial(self._asked, key))
         # a caller that gives up (cancelled) leaves the answer to the others and the cache
         return await asyncio.shield(asking)
 
-    async def _ask(self, token: str, allow_expired: bool) -> Identity:
-        """Ask the identity actor about ``token`` and cache the answer (an expired token's,
-        allowed, for ``ttl``: the identity actor bounds how long after its expiry it is allowed)."""
+    async def _ask(self, token: str, service_token: str | None) -> Identity:
+        """Ask the identity actor about ``token`` and cache the answer (one a service token
+        vouched for, for ``ttl``: the identity actor bounds how long after its expiry it is allowed)."""
         now = time.time()
         with request_scope():
-            info = await self.identity.validate(token=token, allow_expired=allow_expired)
+            info = await self.identity.validate(token=token, service_token=service_token)
         identity = Identity(
             Context(info["user_id"], info["project_id"], tuple(info["roles"]), token),
             info["audit_id"],
@@ -197,8 +200,9 @@ class TokenValidator:
             raise Unauthorized("The token has been revoked.")
         if len(self._cache) >= self.max_entries:
             self._cache.clear()
-        until = now + self.ttl if allow_expired else min(now + self.ttl, identity.expires_at)
-        self._cache[(token, allow_expired)] = (identity, until)
+        vouched = service_token is not None
+        until = now + self.ttl if vouched else min(now + self.ttl, identity.expires_at)
+        self._cache[(token, vouched)] = (identity, until)
         return identity
 
     def _asked(self, key: tuple[str, bool], task: asyncio.Task[Identity]) -> None:
@@ -223,7 +227,7 @@ class TokenValidator:
             service = await self.validate(claimed.service_token)
             if SERVICE_ROLE not in service.context.roles:
                 raise Unauthorized("The message's service token is not a service's.")
-        identity = await self.validate(claimed.token, allow_expired=claimed.service_token is not None)
+        identity = await self.validate(claimed.token, service_token=claimed.service_token)
         ctx = identity.context
         if ctx.user_id != claimed.user_id or ctx.project_id != claimed.project_id:
             raise Unauthorized("The message's user or project does not match its token.")

@@ -23,6 +23,7 @@ from actors.volume import VolumeActor
 from api.identity import ServiceTokens, Token, Tokens
 from api.net import Net
 from bus import Bus, Context, Forbidden, Unauthorized, request_scope
+from deploy.credentials import Principal, permissions
 from node.actor import NodeActor
 from node.testnode import write_test_node_file
 from tests.helpers import DEMO_PASSWORD, Api
@@ -84,6 +85,34 @@ async def test_a_users_own_token_is_no_service_token(bus: Bus, start_actor, conf
         await ServiceTokens.client(bus).issue_service_token()
 
 
+async def test_the_identity_service_itself_lets_only_a_service_token_vouch_for_an_expired_one(
+    bus: Bus, start_actor, config
+) -> None:
+    await start_actor(IdentityActor, config, token_ttl=2.0)
+    tokens = Tokens.client(bus)
+    demo = await tokens.issue(username="demo", password=DEMO_PASSWORD)
+    admin = await tokens.issue(username="admin", password="admin-secret")
+    await expired(demo)
+    for not_a_service in (admin["token"], "not-a-token"):
+        with pytest.raises(Unauthorized):
+            await tokens.validate(token=demo["token"], service_token=not_a_service)
+    with pytest.raises(Unauthorized):
+        await tokens.validate(token=demo["token"])
+    vouched = await tokens.validate(token=demo["token"], service_token=await service_token(bus))
+    assert vouched["user_id"] == demo["user"]["id"]
+
+
+def test_the_gateway_may_not_ask_for_a_service_token_and_the_conductor_and_nodes_may() -> None:
+    subject = f"aiostack.rpc.{ServiceTokens.address}.issue_service_token"
+    hosts = {"node": ("node-1",)}
+    publishes = {
+        kind: permissions(Principal(kind, kind, hosts.get(kind, ())), "aiostack")["publish"]["allow"]
+        for kind in ("gateway", "conductor", "node", "net")
+    }
+    allowed = {kind: subject in subjects for kind, subjects in publishes.items()}
+    assert allowed == {"gateway": False, "conductor": True, "node": True, "net": False}
+
+
 async def test_a_service_token_vouches_neither_for_a_revoked_token_nor_past_the_stale_window(
     bus: Bus, start_actor, config
 ) -> None:
@@ -100,7 +129,7 @@ async def test_a_service_token_vouches_neither_for_a_revoked_token_nor_past_the_
     assert await list_networks(bus, context_of(stale, vouching)) == ["default"]
     await asyncio.sleep(max(0.0, stale["expires_at"] + 3.0 - time.time()) + 0.2)
     with pytest.raises(Unauthorized):
-        await tokens.validate(token=stale["token"], allow_expired=True)
+        await tokens.validate(token=stale["token"], service_token=await service_token(bus))
 
 
 @pytest.fixture

@@ -22,9 +22,9 @@ class Counting:
     def __init__(self, client: Any) -> None:
         self.client, self.calls = client, 0
 
-    async def validate(self, *, token: str, allow_expired: bool = False) -> Any:
+    async def validate(self, *, token: str, service_token: str | None = None) -> Any:
         self.calls += 1
-        return await self.client.validate(token=token, allow_expired=allow_expired)
+        return await self.client.validate(token=token, service_token=service_token)
 
 
 async def test_concurrent_misses_on_one_token_ask_once(bus: Bus, start_actor, config) -> None:

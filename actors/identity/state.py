@@ -45,7 +45,7 @@ class IdentityState:
     """The longest a token lives; a revocation is kept that long (and the stale window longer)."""
     stale_window: float = STALE_WINDOW
     """How long after its expiry a token a service token vouches for is still valid
-    (``validate(allow_expired=True)``; Keystone's ``allow_expired_window``, 2 days)."""
+    (``validate(service_token=...)``; Keystone's ``allow_expired_window``, 2 days)."""
     dummy_hash: str = ""
     """A password hash nobody knows (set at start): what unknown users are checked against."""
 

@@ -30,7 +30,17 @@ from actors.identity.keys import MAX_TOKEN_LENGTH, InvalidToken, TokenPayload, n
 from actors.identity.passwords import AUTH_FAILED, check_password, hash_password, needs_rehash
 from actors.identity.state import IdentityState, administers
 from actors.identity.throttle import LoginThrottle, PasswordChecks, Throttling, source_key
-from api.identity import SERVICE_ROLE, KeyLayout, Revocation, RoleRef, ServiceToken, Token, TokenInfo, Tokens
+from api.identity import (
+    SERVICE_ROLE,
+    KeyLayout,
+    Revocation,
+    RoleRef,
+    ServiceToken,
+    ServiceTokens,
+    Token,
+    TokenInfo,
+    Tokens,
+)
 from bus import Forbidden, InvalidRequest, Unauthorized
 from runtime.context import caller
 from runtime.policy import system_role
@@ -73,8 +83,8 @@ class Checked:
     app_cred: dict[str, Any] | None
 
 
-class TokenService(Tokens):
-    """Serves ``Tokens`` (and so ``TokenValidation``) for the identity actor."""
+class TokenService(Tokens, ServiceTokens):
+    """Serves ``Tokens`` (and so ``TokenValidation``) and ``ServiceTokens`` for the identity actor."""
 
     def __init__(self, state: IdentityState, *, throttling: Throttling, checks: PasswordChecks) -> None:
         self.state = state
@@ -293,8 +303,12 @@ class TokenService(Tokens):
             else None,
         }
 
-    async def validate(self, *, token: str, allow_expired: bool = False) -> TokenInfo:
-        checked = await self.check(token, allow_expired=allow_expired)
+    async def validate(self, *, token: str, service_token: str | None = None) -> TokenInfo:
+        if service_token is not None:
+            service = await self.check(service_token)
+            if SERVICE_ROLE not in {role["name"] for role in service.roles}:
+                raise _refused("the service token is no service's")
+        checked = await self.check(token, allow_expired=service_token is not None)
         payload, user, project = checked.payload, checked.user, checked.project
         roles = [role["name"] for role in checked.roles]
         return {
