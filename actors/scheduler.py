@@ -121,6 +121,8 @@ class SchedulerActor(Actor, Scheduler):
         liveness_interval: float = 5.0,
     ) -> None:
         super().__init__(bus)
+        self._stop_counting: Callable[[], None] = lambda: None
+        """Ends the metrics refresher ``on_start`` registers (nothing until it has)."""
         ratios = (cpu_allocation_ratio, ram_allocation_ratio, disk_allocation_ratio)
         if min(service_down_time, liveness_interval, *ratios) <= 0:
             raise ValueError("scheduler times and allocation ratios must be positive")

@@ -29,6 +29,9 @@ CONSOLE_MICROVERSION = {"OpenStack-API-Version": "compute 2.6"}
 """The first compute microversion with remote consoles."""
 RESIZE_ENDS = frozenset({"instance.active", "instance.shutoff"})
 """The events a confirmed or reverted resize ends with (a stopped server stays stopped)."""
+RESIZE_UNDONE = frozenset({*RESIZE_ENDS, "instance.paused"})
+"""The events of a resize that ended before VERIFY_RESIZE: undone (no room on the host), or
+abandoned (its guest paused)."""
 
 
 # -- errors ---------------------------------------------------------------------------------------
@@ -649,9 +652,11 @@ class ServerManager(_Manager[Server]):
         self, server: Server | str, flavor: Flavor | str, *, wait: bool = True, timeout: float = 300.0
     ) -> Server:
         """Resize a server to ``flavor``; with ``wait``, return it once VERIFY_RESIZE (then
-        ``confirm_resize`` or ``revert_resize``). :raises ResourceFailed: it went to ERROR."""
+        ``confirm_resize`` or ``revert_resize``). :raises ResourceFailed: it went to ERROR, or
+        the resize ended without reaching VERIFY_RESIZE."""
         action = {"resize": {"flavorRef": await self._client.flavors.find_id(flavor)}}
-        return await self._action(server, action, "instance.verify_resize", wait, timeout)
+        verify = "instance.verify_resize"
+        return await self._action(server, action, verify, wait, timeout, undone=RESIZE_UNDONE)
 
     async def confirm_resize(self, server: Server | str) -> Server:
         """Keep a resize (VERIFY_RESIZE): the server is ACTIVE (or SHUTOFF) again when this returns."""
@@ -712,6 +717,8 @@ class ServerManager(_Manager[Server]):
         wait: bool,
         timeout: float,
         on_event: OnEvent | None = None,
+        *,
+        undone: frozenset[str] = frozenset(),
     ) -> Server:
         server_id = await self.find_id(server)
         path = f"{COMPUTE}/servers/{server_id}/action"
@@ -720,7 +727,7 @@ class ServerManager(_Manager[Server]):
         else:
             async with self._client.watch() as watch:
                 await self._client.ws_request("POST", path, action)
-                await self._until(watch, server_id, done, timeout, ResourceFailed, on_event)
+                await self._until(watch, server_id, done, timeout, ResourceFailed, on_event, undone=undone)
         return await self.get(server_id)
 
     async def _until(
@@ -731,18 +738,24 @@ class ServerManager(_Manager[Server]):
         timeout: float,
         failure: type[ResourceFailed],
         on_event: OnEvent | None = None,
+        *,
+        undone: frozenset[str] = frozenset(),
     ) -> None:
         """Wait for the server's ``done`` event (one of them; ``on_event`` called with each of its events).
 
-        :raises failure: it went to ERROR instead. :raises NotFound: it was deleted instead.
+        :raises failure: it went to ERROR instead, or an ``undone`` event came (the change
+            ended without its end). :raises NotFound: it was deleted instead.
         """
         wanted = {done} if isinstance(done, str) else set(done)
-        ends = {*wanted, "instance.error", "instance.deleted"}
+        ends = {*wanted, *undone, "instance.error", "instance.deleted"}
         event = await watch.until(server_id, ends, timeout, on_event)
         if event.type in wanted:
             return
         if event.type == "instance.deleted":
             raise NotFound(404, f"server {server_id} was deleted", event.request_id)
+        if event.type in undone:
+            server = await self.get(server_id)
+            raise failure(server, f"it ended {server.status} instead ({event.type})", event.request_id)
         server = await self.get(server_id)
         fault = server.fault or event.state.get("fault") or {}
         raise failure(server, str(fault.get("message", "the server is in ERROR")), event.request_id)

@@ -204,8 +204,10 @@ class Bus:
         self.authenticator: Callable[[Context], Awaitable[Context]] | None = None
         self.policy_check: Callable[[str, Context], bool] | None = None
         self.service_token: str | None = None
-        """This process's service token (``runtime.auth.ServiceTokenKeeper`` keeps it fresh): sent
+        """This process's service token (``runtime.auth.keep_service_token`` keeps it fresh): sent
         with every call and cast made for a user, so long work outlives the user's token."""
+        self.service_token_keeper: asyncio.Task[None] | None = None
+        """The one task keeping ``service_token`` (several node actors may share this connection)."""
 
     @classmethod
     async def connect(
@@ -381,8 +383,10 @@ class Bus:
             outcome = type(exc).__name__
             raise
         finally:
-            head, _, method = address.rpartition(".")
-            bus_call_seconds(target or head, method, outcome).observe(time.perf_counter() - began)
+            method = address.rpartition(".")[2]
+            bus_call_seconds(target or address.partition(".")[0], method, outcome).observe(
+                time.perf_counter() - began
+            )
 
     async def call_patiently(
         self,

@@ -58,8 +58,8 @@ class Context:
     user_id: str | None = None
     project_id: str | None = None
     roles: tuple[str, ...] = ()
-    token: str | None = None
-    service_token: str | None = None
+    token: str | None = field(default=None, repr=False)
+    service_token: str | None = field(default=None, repr=False)
     """A token of a service doing long work for the user (a build): with it the user's token is
     accepted a while after it expired (Keystone's X-Service-Token, ``runtime.auth``)."""
 

@@ -221,22 +221,33 @@ class ImageCache:
         return target
 
     async def grow_root_disk(self, instance_uuid: str, root_gb: int) -> bool:
-        """Grow the instance's overlay to ``root_gb`` GiB if it is smaller, keeping a copy of it as
-        it was (``RESIZE_BACKUP``, for a revert) unless one is kept already; whether it grew."""
+        """Grow the instance's overlay to ``root_gb`` GiB if it is smaller, first copying it as it
+        is (``RESIZE_BACKUP``, for a revert: a disk still smaller is as this resize found it, so
+        the copy replaces any older one); whether it grew."""
         disk = self.instance_dir(instance_uuid) / "disk"
         if not disk.exists() or await _virtual_size(disk, "qcow2") >= root_gb * 1024**3:
             return False
-        backup = disk.with_name(RESIZE_BACKUP)
-        if not backup.exists():
-            await asyncio.to_thread(shutil.copy2, disk, backup)
+        await asyncio.to_thread(shutil.copy2, disk, disk.with_name(RESIZE_BACKUP))
         await _run("qemu-img", "resize", "-q", "-f", "qcow2", str(disk), f"{root_gb}G")
         return True
 
-    def restore_root_disk(self, instance_uuid: str) -> None:
-        """The overlay as it was before a resize grew it (a revert), if a copy was kept."""
+    async def restore_root_disk(self, instance_uuid: str, root_gb: int) -> None:
+        """Revert to a flavor of ``root_gb`` GiB: put back the overlay as it was before the resize
+        grew it. The copy kept is this resize's if it holds at least ``root_gb`` GiB (the overlay
+        was made at least that big) and less than the disk now; a smaller one is an older
+        resize's, whose confirm did not reach this node (disks only grow), and is dropped, never
+        restored."""
         backup = self.instance_dir(instance_uuid) / RESIZE_BACKUP
-        if backup.exists():
-            backup.replace(backup.with_name("disk"))
+        disk = backup.with_name("disk")
+        if not backup.exists():
+            return
+        size = await _virtual_size(backup, "qcow2")
+        current = await _virtual_size(disk, "qcow2") if disk.exists() else 0
+        if root_gb * 1024**3 <= size < current:
+            backup.replace(disk)
+        else:
+            log.warning("instance %s: dropping an older resize backup (%d bytes)", instance_uuid, size)
+            backup.unlink()
 
     def drop_resize_backup(self, instance_uuid: str) -> None:
         """The copy kept for a revert (the resize is confirmed)."""

@@ -88,7 +88,7 @@ class Resizer:
             try:
                 await self._power_off(instance_uuid)
                 if self.hypervisor.real_guests:
-                    self.images.restore_root_disk(instance_uuid)
+                    await self.images.restore_root_disk(instance_uuid, flavor["disk_gb"])
                 await self._define(instance_uuid, flavor)
                 running = await self._power_on(instance_uuid, power_on)
             except NotFound as exc:

@@ -242,8 +242,14 @@ async def keep_service_token(
     """Keep a service token on ``bus`` (``Bus.service_token``), for a process doing long work for
     users: ``issue`` (``api.identity.ServiceTokens.issue_service_token``) asked now, and again
     halfway to the token's expiry (every ``retry`` seconds while the identity service gives none;
-    said once). Runs until cancelled (an actor's background task)."""
-    told = False
+    said once; a token past its expiry is no longer sent). Runs until cancelled (an actor's
+    background task). One keeper per bus works at a time: another (node actors sharing their
+    process's connection) waits, and takes over if that one stops."""
+    me = asyncio.current_task()
+    while (keeper := bus.service_token_keeper) is not None and keeper is not me and not keeper.done():
+        await asyncio.wait({keeper})
+    bus.service_token_keeper = me
+    told, expires_at = False, 0.0
     while True:
         try:
             with request_scope():
@@ -254,9 +260,11 @@ async def keep_service_token(
                     "no service token yet (%s: %s); asking every %.0f s", type(exc).__name__, exc, retry
                 )
                 told = True
+            if time.time() >= expires_at:
+                bus.service_token = None
             await asyncio.sleep(retry)
             continue
-        bus.service_token, told = issued["token"], False
+        bus.service_token, expires_at, told = issued["token"], issued["expires_at"], False
         await asyncio.sleep(max(MIN_SERVICE_TOKEN_REFRESH, (issued["expires_at"] - time.time()) / 2))
 
 

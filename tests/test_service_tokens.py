@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -20,12 +21,13 @@ from actors.image import ImageActor
 from actors.net.actor import NetActor
 from actors.scheduler import SchedulerActor
 from actors.volume import VolumeActor
-from api.identity import ServiceTokens, Token, Tokens
+from api.identity import ServiceToken, ServiceTokens, Token, Tokens
 from api.net import Net
-from bus import Bus, Context, Forbidden, Unauthorized, request_scope
+from bus import AiostackError, Bus, Context, Forbidden, StoreUnavailable, Unauthorized, request_scope
 from deploy.credentials import Principal, permissions
 from node.actor import NodeActor
 from node.testnode import write_test_node_file
+from runtime.auth import keep_service_token
 from tests.helpers import DEMO_PASSWORD, Api
 
 USER_TOKEN_TTL = 6.0
@@ -203,3 +205,49 @@ async def test_a_build_outliving_the_users_token_goes_active_with_its_port_and_v
         f"/compute/v2.1/servers/{server_id}", headers={"X-Auth-Token": expired_token}
     )
     assert status == 401, refused
+
+
+async def test_node_actors_sharing_a_connection_keep_one_service_token_between_them(bus: Bus) -> None:
+    asked: list[str] = []
+
+    def issuer(name: str) -> Callable[[], Awaitable[ServiceToken]]:
+        async def issue() -> ServiceToken:
+            asked.append(name)
+            return {"token": f"token-of-{name}", "expires_at": time.time() + 3600}
+
+        return issue
+
+    first = asyncio.create_task(keep_service_token(bus, issuer("first")))
+    second = asyncio.create_task(keep_service_token(bus, issuer("second")))
+    async with asyncio.timeout(10):
+        while bus.service_token is None:
+            await asyncio.sleep(0.01)
+    await asyncio.sleep(0.1)
+    assert asked == ["first"] and bus.service_token == "token-of-first"
+    first.cancel()
+    async with asyncio.timeout(10):
+        while asked == ["first"]:
+            await asyncio.sleep(0.01)
+    assert asked == ["first", "second"] and bus.service_token == "token-of-second"
+    second.cancel()
+
+
+async def test_a_service_token_past_its_expiry_is_no_longer_sent(bus: Bus) -> None:
+    answers: list[ServiceToken | AiostackError] = [
+        {"token": "short-lived", "expires_at": time.time() + 0.5},
+        StoreUnavailable("identity is away"),
+    ]
+
+    async def issue() -> ServiceToken:
+        answer = answers[0] if len(answers) == 1 else answers.pop(0)
+        if isinstance(answer, AiostackError):
+            raise answer
+        return answer
+
+    keeper = asyncio.create_task(keep_service_token(bus, issue, retry=0.1))
+    async with asyncio.timeout(10):
+        while bus.service_token != "short-lived":
+            await asyncio.sleep(0.01)
+        while bus.service_token is not None:
+            await asyncio.sleep(0.05)
+    keeper.cancel()

@@ -20,6 +20,8 @@ It is composed of servants, one per job, sharing one ``Core`` (store, bus, clien
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from prometheus_client import Gauge
 
 from actors.conductor.build import Builder
@@ -69,6 +71,8 @@ class ConductorActor(Actor):
         resize_confirm_window: float = 0.0,
     ) -> None:
         super().__init__(bus)
+        self._stop_counting: Callable[[], None] = lambda: None
+        """Ends the metrics refresher ``on_start`` registers (nothing until it has)."""
         self.store = open_store(config, "conductor", MIGRATIONS)
         self.core = Core(
             bus,

@@ -83,10 +83,10 @@ class Resizes(ServerResizes):
         self.core.require(row, Action.RESIZE)
         flavor = await find_flavor(self.core.store, flavor_ref)
         if flavor is None:
-            raise InvalidRequest(f"Flavor {flavor_ref} could not be found.")
+            raise InvalidRequest("Unable to locate requested flavor.")
         old: Flavor = from_json(row["flavor"])
         if flavor["id"] == old["id"]:
-            raise InvalidRequest("When resizing, instances must change flavor!")
+            raise InvalidRequest("Resize requires a flavor change.")
         volume_backed = boot_volume(from_json(row["block_devices"], [])) is not None
         if not volume_backed and flavor["disk"] < old["disk"]:
             raise InvalidRequest(

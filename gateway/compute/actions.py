@@ -31,6 +31,7 @@ from gateway.compute.server_security import add_security_group, remove_security_
 from gateway.compute.servers import (
     AccessIPv4,
     AccessIPv6,
+    FlavorRef,
     ServerName,
     ServerRebuilt,
     ServerRebuiltBody,
@@ -75,7 +76,7 @@ class Rebuild(Request, kw_only=True):
 class Resize(Request, kw_only=True):
     """Resize to ``flavorRef``; ``OS-DCF:diskConfig`` is taken and ignored."""
 
-    flavorRef: Id
+    flavorRef: FlavorRef
     disk_config: Literal["AUTO", "MANUAL"] | UnsetType = msgspec.field(
         default=UNSET, name="OS-DCF:diskConfig"
     )
@@ -227,7 +228,7 @@ async def server_action(request: web.Request, body: ServerAction) -> web.Respons
         location = f"{request.scheme}://{request.host}/image/v2/images/{image_id}"
         return no_content(202, headers={"Location": location})
     elif isinstance(body.resize, Resize):
-        await conductor.resize_instance(instance_uuid=server_id, flavor_ref=body.resize.flavorRef)
+        await conductor.resize_instance(instance_uuid=server_id, flavor_ref=str(body.resize.flavorRef))
     elif body.confirm_resize is not UNSET:
         await conductor.confirm_resize(instance_uuid=server_id)
         return no_content(204)

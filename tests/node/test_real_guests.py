@@ -405,7 +405,6 @@ async def test_a_guest_keeps_running_and_active_across_a_libvirtd_restart(qemu_c
     assert not qemu_running(server["id"])
 
 
-@pytest.mark.full_size
 async def test_a_real_guest_resized_sees_its_new_memory_and_disk_and_a_revert_gives_the_old_back(
     qemu_cloud: QemuCloud,
 ) -> None:
