@@ -4,13 +4,15 @@
   (``conductor``, ``node``: never a host's address), the method and how it ended (``ok`` or the
   error's type: ``NotFound``, ``Overloaded``, ...);
 * ``aiostack_actor_handle_seconds{actor, method}``: from a worker taking a message to its answer;
-* ``aiostack_actor_inflight`` and ``aiostack_actor_backlog{actor, address}`` (and their limits,
-  ``aiostack_actor_max_inflight``, ``aiostack_actor_max_backlog``): read from each running actor
-  at collection time (``ACTOR_LOAD``);
+* ``aiostack_actor_inflight`` and ``aiostack_actor_backlog{actor}`` (and their limits,
+  ``aiostack_actor_max_inflight``, ``aiostack_actor_max_backlog``): read from the running actors
+  at collection time (``ACTOR_LOAD``), summed over the actors of a kind in the process (a node
+  process's hosts);
 * ``aiostack_bus_call_seconds{target, method, outcome}``: a bus call from its first send to its
   answer (or error), by the facet's address template (``node.{host}``: never a host's name).
 
-Labels hold names from the code (kinds, methods, error types), never ids, so they stay few.
+Labels hold names from the code (kinds, methods, error types), never ids or hosts' names, so they
+stay few (and the public ``/metrics`` names no host, as Nova shows hosts to admins only).
 """
 
 from __future__ import annotations
@@ -78,13 +80,14 @@ class Loaded(Protocol):
 
 
 class ActorLoad(Collector):
-    """The in-flight and backlog gauges of the running actors of this process, read when collected."""
+    """The in-flight and backlog gauges of the running actors of this process, read when collected
+    and summed by kind."""
 
     def __init__(self) -> None:
         self.actors: weakref.WeakSet[Loaded] = weakref.WeakSet()
 
     def collect(self) -> Iterator[Metric]:
-        labels = ["actor", "address"]
+        labels = ["actor"]
         families = {
             "inflight": GaugeMetricFamily(
                 "aiostack_actor_inflight", "Messages an actor is handling now", labels=labels
@@ -101,9 +104,12 @@ class ActorLoad(Collector):
                 labels=labels,
             ),
         }
-        for actor in list(self.actors):
-            for attribute, family in families.items():
-                family.add_metric([actor.kind, actor.address], getattr(actor, attribute))
+        for attribute, family in families.items():
+            by_kind: dict[str, float] = {}
+            for actor in list(self.actors):
+                by_kind[actor.kind] = by_kind.get(actor.kind, 0) + getattr(actor, attribute)
+            for kind, value in by_kind.items():
+                family.add_metric([kind], value)
         yield from families.values()
 
 

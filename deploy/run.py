@@ -168,7 +168,7 @@ async def run_actor(args: argparse.Namespace, process: str) -> int:
             await serve_gateway(bus, config, args.listen, stop, tls, args.trusted_proxy)
             return 0
         await install(bus)
-        await answer_collections(bus, COLLECT, process)
+        await answer_collections(bus, COLLECT, args.actor)  # its kind: the pid tells processes apart
         supervisors = [Supervisor(factory) for factory in actor_factories(args.actor, bus, config, args)]
         for supervisor in supervisors:
             await supervisor.start()

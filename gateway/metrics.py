@@ -17,7 +17,7 @@ that did not answer in time is absent from that scrape only.
 The route is public, as ``/`` and ``/openapi.json`` are: Prometheus scrapes without a Keystone
 token, and what it shows is about the cloud's machinery, never about a tenant (no project, user or
 resource id, no token in any label: every label value is a name from the code, a route template,
-a state or a host-independent address).
+a state or an address template; no host's name: a sample's ``process`` is its process's kind).
 """
 
 from __future__ import annotations
