@@ -35,6 +35,7 @@ from api.node import Node
 from api.scheduler import HostView, SchedulerReader
 from api.volume import VolumeAttachments
 from bus import AiostackError, Bus
+from runtime.states import RESIZE_TASKS, VmState
 
 SETTLED_STATES = ("active", "stopped", "paused", "suspended", "resized")
 RECHECK_AFTER = 2.0
@@ -69,7 +70,7 @@ class AuditReport:
 
 def _resizing(row: AuditedInstance) -> bool:
     """Whether the instance is in a resize (one that may hold two claims)."""
-    return row["vm_state"] == "resized" or str(row["task_state"] or "").startswith("resize_")
+    return row["vm_state"] == VmState.RESIZED or row["task_state"] in RESIZE_TASKS
 
 
 async def _domains_by_host(bus: Bus, hosts: list[HostView], report: AuditReport) -> dict[str, dict[str, int]]:

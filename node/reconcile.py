@@ -28,24 +28,13 @@ from node.peers import Peers
 from node.power import Power
 from node.records import Records
 from runtime.events import publish_event
-from runtime.states import PowerState, TaskState, VmState
+from runtime.states import RESIZE_TASKS, PowerState, TaskState, VmState
 
 log = logging.getLogger(__name__)
 
 RUNNING_VM_STATES = (VmState.ACTIVE, VmState.BUILDING, VmState.PAUSED)
 """The instance's ``vm_state`` when its domain should run (unless it is being powered off; a
 RESIZED one runs if it ran)."""
-RESIZE_TASKS = frozenset(
-    {
-        TaskState.RESIZE_PREP,
-        TaskState.RESIZE_MIGRATING,
-        TaskState.RESIZE_MIGRATED,
-        TaskState.RESIZE_FINISH,
-        TaskState.RESIZE_REVERTING,
-        TaskState.RESIZE_CONFIRMING,
-    }
-)
-"""A resize's tasks: the domain is left as it is (the conductor's watch sees the resize through)."""
 
 
 class Reconciler:

@@ -81,6 +81,19 @@ class TaskState(enum.StrEnum):
     RESIZE_CONFIRMING = "resize_confirming"
 
 
+RESIZE_TASKS = frozenset(
+    {
+        TaskState.RESIZE_PREP,
+        TaskState.RESIZE_MIGRATING,
+        TaskState.RESIZE_MIGRATED,
+        TaskState.RESIZE_FINISH,
+        TaskState.RESIZE_REVERTING,
+        TaskState.RESIZE_CONFIRMING,
+    }
+)
+"""Every task of a resize (the conductor, the node's reconcile and the audit read them so)."""
+
+
 class PowerState(enum.IntEnum):
     """Nova's ``power_state`` numbers: what the hypervisor last said of the domain."""
 

@@ -14,9 +14,9 @@ from __future__ import annotations
 from actors.conductor.core import Core
 from actors.conductor.resize import Resizes
 from actors.conductor.schema import InstanceRow, task_state_of, view, vm_state_of
-from actors.conductor.states import RESIZE_STEPS, RESIZE_TASKS, Action, Report
+from actors.conductor.states import RESIZE_STEPS, Action, Report
 from api.conductor import Cause, InstanceChange, NodeReports
-from runtime.states import Lifecycle, TaskState, VmState
+from runtime.states import RESIZE_TASKS, Lifecycle, TaskState, VmState
 
 
 class DomainReports(NodeReports):

@@ -58,7 +58,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from api.conductor import Status
-from runtime.states import Lifecycle, PowerState, TaskState, VmState
+from runtime.states import RESIZE_TASKS, Lifecycle, PowerState, TaskState, VmState
 
 
 class Action(enum.StrEnum):
@@ -169,8 +169,6 @@ RESIZE_STEPS: Final = frozenset(
     {TaskState.RESIZE_PREP, TaskState.RESIZE_MIGRATING, TaskState.RESIZE_MIGRATED, TaskState.RESIZE_FINISH}
 )
 """The tasks of a resize before it is RESIZED."""
-RESIZE_TASKS: Final = RESIZE_STEPS | {TaskState.RESIZE_REVERTING, TaskState.RESIZE_CONFIRMING}
-"""Every task of a resize: libvirt's events during them change only the power state."""
 
 VOLUME_STATES: Final = frozenset({VmState.ACTIVE, VmState.STOPPED})
 """The vm_states a volume may be attached in (with no task running)."""

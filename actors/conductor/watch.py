@@ -38,7 +38,7 @@ from actors.conductor.core import NODE_TASKS, Core
 from actors.conductor.lifecycle import DomainReports
 from actors.conductor.resize import Resizes
 from actors.conductor.schema import InstanceRow, task_state_of, view, vm_state_of
-from actors.conductor.states import ACTION_OF_TASK, RESIZE_TASKS, Report
+from actors.conductor.states import ACTION_OF_TASK, Report
 from api.conductor import (
     Audit,
     BlockDevice,
@@ -53,7 +53,7 @@ from api.conductor import (
 )
 from api.node import PowerState as DomainPower
 from bus import AiostackError, NotFound, request_scope
-from runtime.states import TaskState
+from runtime.states import RESIZE_TASKS, TaskState
 from runtime.store import from_json
 
 log = logging.getLogger(__name__)
