@@ -154,10 +154,9 @@ async def run_actor(args: argparse.Namespace, process: str) -> int:
     restrict_new_files()
     config = Config(data_dir=args.data_dir, nats_url=args.nats, prefix=args.prefix, database=args.database)
     stop = stop_on_signals()
-    name = f"node.{','.join(args.host or ['node-1'])}" if args.actor == "node" else args.actor
-    try:
+    try:  # named as in the logs (node-1+999: a name joining every host would not fit in CONNECT)
         bus = await Bus.connect(
-            config.nats_url, prefix=config.prefix, name=name, credentials=args.credentials
+            config.nats_url, prefix=config.prefix, name=process, credentials=args.credentials
         )
     except BusAuthFailed as exc:
         log.error("aiostack run %s: %s", args.actor, exc)
