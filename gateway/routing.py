@@ -339,6 +339,14 @@ class Routes:
             app.router.add_route(route.method, _router_path(route), route.handler)
             registered.append(route)
 
+    def add_aliases_to(self, app: web.Application, prefix: str, alias: str) -> None:
+        """Serve each route under ``prefix`` at ``alias`` too, by the same handler (the registry,
+        and so the OpenAPI document, names each route once: at ``prefix``)."""
+        for route in self.routes:
+            path = _router_path(route)
+            if path.startswith(f"{prefix}/"):
+                app.router.add_route(route.method, alias + path.removeprefix(prefix), route.handler)
+
 
 def route_of(handler: Any) -> Route | None:
     """The registered route a (possibly middleware-wrapped) handler serves, if any."""

@@ -9,7 +9,9 @@ version used in the same headers, with ``Vary``. A version outside the range is 
 406, as Nova and Cinder do.
 
 Compute 2.1-2.16: 2.3 shows admins the extended server attributes, 2.9 ``locked``, 2.16
-``host_status`` (admins). Volume 3.0 only.
+``host_status`` (admins). Volume 3.0 only. Compute is also Nova's legacy v2.0 (``/compute/v2``,
+listed first as Nova lists it): the v2.1 routes, at microversion 2.1 whatever a request asks,
+answered without microversion headers.
 """
 
 from __future__ import annotations
@@ -25,6 +27,10 @@ from gateway.http import MICROVERSION, Handler, json_response, service_of
 from gateway.routing import Body, Link, Reply, Routes, Time
 
 UPDATED = "2026-11-01T00:00:00Z"
+LEGACY_BASE = "/compute/v2"
+"""Nova's legacy v2.0 endpoint: the v2.1 API without microversions."""
+LEGACY_UPDATED = "2011-01-21T11:33:21Z"
+LEGACY_MEDIA = "compute+json;version=2"
 
 
 class NotAcceptable(InvalidRequest):
@@ -94,6 +100,9 @@ async def microversion_middleware(request: web.Request, handler: Handler) -> web
     service = service_of(request.path)
     if service not in RANGES or request.match_info.http_exception is not None:
         return await handler(request)  # not a route (404) or not its method (405): said first
+    if request.path.startswith(f"{LEGACY_BASE}/"):
+        request[MICROVERSION] = RANGES[service][0]
+        return await handler(request)
     version = requested_microversion(request, service)
     request[MICROVERSION] = version
     response = await handler(request)
@@ -192,6 +201,20 @@ def _microversioned(
     )
 
 
+def _compute_v20(request: web.Request) -> MicroversionedVersion:
+    return MicroversionedVersion(
+        id="v2.0",
+        status="SUPPORTED",
+        version="",
+        min_version="",
+        updated=LEGACY_UPDATED,
+        links=[Link(rel="self", href=f"{_base(request)}{LEGACY_BASE}/")],
+        media_types=[
+            MediaType(base="application/json", type="application/vnd.openstack.compute+json;version=2")
+        ],
+    )
+
+
 def _compute_v21(request: web.Request) -> MicroversionedVersion:
     return _microversioned(request, "compute", "v2.1", "/compute/v2.1", "compute+json;version=2.1")
 
@@ -244,7 +267,17 @@ async def identity_v3(request: web.Request) -> web.Response:
     replies=[Reply(200, MicroversionedVersions, "The versions of the API.")],
 )
 async def compute_versions(request: web.Request) -> web.Response:
-    return json_response(MicroversionedVersions(versions=[_compute_v21(request)]))
+    return json_response(MicroversionedVersions(versions=[_compute_v20(request), _compute_v21(request)]))
+
+
+@_at(
+    LEGACY_BASE,
+    f"{LEGACY_BASE}/",
+    summary="Compute API v2.0 (legacy)",
+    replies=[Reply(200, MicroversionedVersionDocument, "The version (no microversions).")],
+)
+async def compute_v20(request: web.Request) -> web.Response:
+    return json_response(MicroversionedVersionDocument(version=_compute_v20(request)))
 
 
 @_at(

@@ -1,4 +1,6 @@
-"""Compute (Nova v2.1 under ``/compute/v2.1``): one module per resource, each its routes and schemas.
+"""Compute (Nova v2.1 under ``/compute/v2.1``, and as Nova's legacy v2.0 under ``/compute/v2``: the
+same routes, microversion 2.1 whatever the request asks, ``gateway.versions``): one module per
+resource, each its routes and schemas.
 
 * ``servers``: create, list (ids or in detail), show, update, delete;
 * ``actions``: power changes, reboot, lock, console output (``/servers/{id}/action``);
@@ -35,7 +37,9 @@ from gateway.compute import (
     usage,
     zones,
 )
+from gateway.compute.common import BASE
 from gateway.routing import Routes
+from gateway.versions import LEGACY_BASE
 
 routes = Routes()
 for _module in (
@@ -60,3 +64,4 @@ for _module in (
 def add_routes(app: web.Application) -> None:
     app[consoles.GRANTS] = consoles.Grants()
     routes.add_to(app)
+    routes.add_aliases_to(app, BASE, LEGACY_BASE)

@@ -17,6 +17,7 @@ SERVER_HEADERS = {"OpenStack-API-Version", "X-OpenStack-Nova-API-Version"}
         ("/compute", 200, "versions"),
         ("/compute/", 200, "versions"),
         ("/compute/v2.1", 200, "version"),
+        ("/compute/v2", 200, "version"),
         ("/image", 300, "versions"),
         ("/network", 200, "versions"),
         ("/volume", 300, "versions"),
@@ -30,8 +31,37 @@ async def test_every_service_answers_its_version_document_without_a_token(
     assert got == status, body
     documents = body[key]["values"] if path == "/identity" else body[key]
     document = documents[0] if isinstance(documents, list) else documents
-    assert document["status"] in ("stable", "CURRENT")
+    assert document["status"] in ("stable", "CURRENT", "SUPPORTED")
     assert document["links"][0]["href"].startswith(gateway_url)
+
+
+async def test_compute_is_also_novas_legacy_v2_without_microversions(
+    api: Api, cloud, gateway_url: str
+) -> None:
+    _, listed = await api.get("/compute")
+    assert [version["id"] for version in listed["versions"]] == ["v2.0", "v2.1"]  # Nova's order
+    legacy = listed["versions"][0]
+    assert (legacy["status"], legacy["version"], legacy["min_version"]) == ("SUPPORTED", "", "")
+    assert legacy["links"] == [{"rel": "self", "href": f"{gateway_url}/compute/v2/"}]
+    _, document = await api.get("/compute/v2/")
+    assert document["version"]["links"] == legacy["links"]
+    await api.login("admin", "admin-secret", "admin")
+    _, image = await api.get("/image/v2/images?name=aiostack-tiny")
+    status, created = await api.post(
+        "/compute/v2/servers",
+        {"server": {"name": "legacy", "imageRef": image["images"][0]["id"], "flavorRef": "1"}},
+    )
+    assert status == 202, created
+    path = f"/compute/v2/servers/{created['server']['id']}"
+    async with api.session.get(
+        f"{api.base_url}{path}", headers={**api.headers, "OpenStack-API-Version": "compute 2.16"}
+    ) as response:
+        assert response.status == 200 and not SERVER_HEADERS & set(response.headers)
+        shown = (await response.json())["server"]
+    assert shown["name"] == "legacy" and "locked" not in shown  # 2.1's fields: the header is ignored
+    _, listed_servers = await api.get("/compute/v2.1/servers")
+    assert created["server"]["id"] in {server["id"] for server in listed_servers["servers"]}
+    assert (await api.get("/compute/v2/nothing-here"))[0] == 404
 
 
 async def test_compute_microversions_are_negotiated_and_echoed(api: Api, cloud) -> None:
