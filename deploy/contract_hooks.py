@@ -314,8 +314,9 @@ def map_case(context: Any, case: Any) -> Any:
         if router is not None:  # nexthops on the router's subnets, addresses of its network: not drawn
             router.pop("routes", None)
             gateway = router.get("external_gateway_info")
-            if isinstance(gateway, dict):
+            if isinstance(gateway, dict):  # on the external network (any other is Neutron's 400)
                 gateway.pop("external_fixed_ips", None)
+                gateway["network_id"] = REFS["external_network"]
     elif method in ("POST", "PUT") and path in (
         f"{NETWORK}/floatingips",
         f"{NETWORK}/floatingips/{{floatingip_id}}",

@@ -34,7 +34,7 @@ from gateway.routing import (
     json_based,
     schema_extra,
 )
-from gateway.versions import RANGES, header_values, versions_of
+from gateway.versions import RANGES, header_values, is_legacy, versions_of
 
 Schema = dict[str, Any]
 PATH = "/openapi.json"
@@ -177,7 +177,7 @@ def _error_response(route: Route, status: int, schemas: _Schemas) -> Schema:
 
 
 def _registered_operation(route: Route, schemas: _Schemas) -> Schema:
-    microversioned = route.service in RANGES
+    microversioned = route.service in RANGES and not is_legacy(route.path)
     parameters: list[Schema] = [
         {
             "name": name,

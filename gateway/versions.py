@@ -100,7 +100,7 @@ async def microversion_middleware(request: web.Request, handler: Handler) -> web
     service = service_of(request.path)
     if service not in RANGES or request.match_info.http_exception is not None:
         return await handler(request)  # not a route (404) or not its method (405): said first
-    if request.path.startswith(f"{LEGACY_BASE}/"):
+    if is_legacy(request.path):
         request[MICROVERSION] = RANGES[service][0]
         return await handler(request)
     version = requested_microversion(request, service)
@@ -114,6 +114,11 @@ async def microversion_middleware(request: web.Request, handler: Handler) -> web
         vary.append(legacy_header)
     response.headers["Vary"] = ", ".join(vary)
     return response
+
+
+def is_legacy(path: str) -> bool:
+    """Whether a path is Nova's legacy v2.0 (no microversions, none named in the answer)."""
+    return path == LEGACY_BASE or path.startswith(f"{LEGACY_BASE}/")
 
 
 def microversion(request: web.Request) -> tuple[int, int]:
