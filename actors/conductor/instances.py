@@ -25,9 +25,10 @@ MAX_LIMIT = 1000
 def status_condition(status: str) -> tuple[str, list[Any]]:
     """The SQL condition, and its parameters, for the instances Nova shows with ``status`` (an
     unknown status: none)."""
-    for task_state, shown in TASK_STATUS.items():
-        if status == shown:
-            return "(vm_state = ? AND task_state = ?)", [VmState.ACTIVE, task_state]
+    tasks = [task_state for task_state, shown in TASK_STATUS.items() if shown == status]
+    if tasks:
+        marks = ", ".join("?" * len(tasks))
+        return f"(vm_state = ? AND task_state IN ({marks}))", [VmState.ACTIVE, *tasks]
     if status == "RESIZE":
         return "(vm_state IN (?, ?) AND task_state IN (?, ?, ?, ?))", [*RESIZE_FROM, *RESIZE_STEPS]
     if status == "REVERT_RESIZE":
