@@ -24,7 +24,7 @@ from aiostack.client import Client
 from api.conductor import ConductorOperator
 from api.net import Net
 from api.node import Node
-from api.scheduler import SchedulerReader
+from api.scheduler import Scheduler, SchedulerReader
 from api.volume import VolumeAttachments
 from bus import Actor, Bus
 from deploy.audit import audit
@@ -489,3 +489,50 @@ async def test_the_sdk_evacuates_and_waits_until_active(
         moved = await client.servers.evacuate(server_id, on_event=lambda event: seen.append(event.type))
     assert (moved.status, moved.host) == ("ACTIVE", _other(source))
     assert seen[-1] == "instance.active" and "instance.rebuild_spawning" in seen
+
+
+async def test_a_server_booted_from_a_volume_is_evacuated_with_its_root_volume(
+    evacuate_cloud: EvacuateCloud,
+) -> None:
+    cloud = evacuate_cloud
+    api = cloud.api
+    image = (await api.get("/image/v2/images?name=aiostack-tiny"))[1]["images"][0]["id"]
+    volumes = f"/volume/v3/{api.project_id}/volumes"
+    status, created = await api.post(volumes, {"volume": {"size": 1, "imageRef": image}})
+    assert status == 202, created
+    volume_id = created["volume"]["id"]
+    async with asyncio.timeout(20):
+        while (await api.get(f"{volumes}/{volume_id}"))[1]["volume"]["status"] != "available":
+            await asyncio.sleep(0.05)
+    mapping = {"uuid": volume_id, "source_type": "volume", "destination_type": "volume", "boot_index": 0}
+    server = {"name": "from-volume", "flavorRef": "1", "imageRef": "", "block_device_mapping_v2": [mapping]}
+    status, body = await api.post("/compute/v2.1/servers", {"server": server})
+    assert status == 202, body
+    server_id = body["server"]["id"]
+    source = (await cloud.until(server_id, "ACTIVE"))["OS-EXT-SRV-ATTR:host"]
+    await cloud.stop_node(source)
+    assert (await cloud.evacuate(server_id))[0] == 200
+    server = await cloud.until(server_id, "ACTIVE")
+    target = _other(source)
+    assert server["OS-EXT-SRV-ATTR:host"] == target
+    assert await cloud.attachments(server_id) == [(volume_id, "attached", target)]
+    xml = cloud.nodes[target].hypervisor.conn.lookupByUUIDString(server_id).XMLDesc()
+    root = xml[xml.index("<disk") : xml.index("</disk>")]
+    assert "<target dev='vda'" in root and f"{volume_id}.raw'/>" in root  # the volume, as it was
+    assert await cloud.claims(server_id) == [target]
+    assert (await audit(cloud.bus)).problems == {}
+
+
+async def test_the_audit_finds_a_claim_left_on_another_host_than_its_instance(
+    evacuate_cloud: EvacuateCloud,
+) -> None:
+    cloud = evacuate_cloud
+    server_id = await cloud.boot()
+    source = (await cloud.server(server_id))["OS-EXT-SRV-ATTR:host"]
+    await Scheduler.client(cloud.bus).claim_evacuate(
+        instance_uuid=server_id, source_host=source, vcpus=1, memory_mb=512, disk_gb=1
+    )
+    problems = (await audit(cloud.bus, recheck_after=0.1)).problems
+    assert problems == {
+        f"claim-host:{server_id}": f"instance {server_id} is on {source} but its claim is on {_other(source)}"
+    }
