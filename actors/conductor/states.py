@@ -223,12 +223,16 @@ TASK_STATUS: Final[dict[TaskState, Status]] = {
     TaskState.REBUILD_SPAWNING: "REBUILD",
 }
 """... but for an active instance in these tasks, ..."""
+REBUILD_TASKS: Final = frozenset({TaskState.REBUILDING, TaskState.REBUILD_SPAWNING})
+"""The tasks of a rebuild or an evacuate: REBUILD from active, stopped or error (Nova's map)."""
 
 
 def status_of(vm_state: VmState, task_state: TaskState | None) -> Status:
     """Nova's status of an instance in these states."""
     if vm_state is VmState.ACTIVE and task_state in TASK_STATUS:
         return TASK_STATUS[task_state]
+    if vm_state in (VmState.STOPPED, VmState.ERROR) and task_state in REBUILD_TASKS:
+        return "REBUILD"  # ... a stopped or failed one rebuilt (or evacuated), ...
     if vm_state in RESIZE_FROM and task_state in RESIZE_STEPS:
         return "RESIZE"  # ... an active or stopped one resizing, ...
     if vm_state is VmState.RESIZED and task_state is TaskState.RESIZE_REVERTING:

@@ -340,6 +340,9 @@ def test_a_new_instance_is_building_and_scheduling_and_every_task_belongs_to_an_
         (V.RESIZED, T.RESIZE_REVERTING, "REVERT_RESIZE"),
         (V.ACTIVE, T.REBUILDING, "REBUILD"),
         (V.ACTIVE, T.REBUILD_SPAWNING, "REBUILD"),
+        (V.STOPPED, T.REBUILDING, "REBUILD"),  # Nova's map: a stopped or failed one rebuilt or evacuated
+        (V.ERROR, T.REBUILD_SPAWNING, "REBUILD"),
+        (V.PAUSED, T.REBUILDING, "PAUSED"),
     ],
 )
 def test_the_status_nova_shows(vm_state: VmState, task_state: TaskState | None, status: str) -> None:
