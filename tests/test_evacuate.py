@@ -536,3 +536,25 @@ async def test_the_audit_finds_a_claim_left_on_another_host_than_its_instance(
     assert problems == {
         f"claim-host:{server_id}": f"instance {server_id} is on {source} but its claim is on {_other(source)}"
     }
+
+
+async def test_an_evacuated_server_is_deleted_on_its_new_host_with_all_it_holds(
+    evacuate_cloud: EvacuateCloud,
+) -> None:
+    cloud = evacuate_cloud
+    server_id = await cloud.boot()
+    volume_id = await _attach_volume(cloud, server_id)
+    source = (await cloud.server(server_id))["OS-EXT-SRV-ATTR:host"]
+    await cloud.stop_node(source)
+    assert (await cloud.evacuate(server_id))[0] == 200
+    await cloud.until(server_id, "ACTIVE")
+    assert (await cloud.api.delete(f"/compute/v2.1/servers/{server_id}"))[0] == 204
+    async with asyncio.timeout(10):
+        while (await cloud.api.get(f"/compute/v2.1/servers/{server_id}"))[0] != 404:
+            await asyncio.sleep(0.05)
+    assert await cloud.claims(server_id) == [] and await cloud.ports(server_id) == []
+    assert await cloud.attachments(server_id) == []
+    _, volume = await cloud.api.get(f"/volume/v3/{cloud.api.project_id}/volumes/{volume_id}")
+    assert volume["volume"]["status"] == "available"
+    assert server_id not in [uuid for uuid, _ in await cloud.domains(_other(source))]
+    assert (await audit(cloud.bus)).problems == {}
