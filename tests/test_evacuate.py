@@ -558,3 +558,29 @@ async def test_an_evacuated_server_is_deleted_on_its_new_host_with_all_it_holds(
     assert volume["volume"]["status"] == "available"
     assert server_id not in [uuid for uuid, _ in await cloud.domains(_other(source))]
     assert (await audit(cloud.bus)).problems == {}
+
+
+async def test_a_step_the_destination_did_not_take_is_sent_again(
+    evacuate_cloud: EvacuateCloud, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cloud = evacuate_cloud
+    server_id = await cloud.boot()
+    source = (await cloud.server(server_id))["OS-EXT-SRV-ATTR:host"]
+    target = cloud.nodes[_other(source)]
+    real = target.builder.evacuate_instance
+    dropped: list[str] = []
+
+    async def lost_once(instance_uuid: str) -> None:
+        if not dropped:
+            dropped.append(instance_uuid)  # the cast is lost
+            return
+        await real(instance_uuid)
+
+    monkeypatch.setattr(target.builder, "evacuate_instance", lost_once)
+    await cloud.stop_node(source)
+    assert (await cloud.evacuate(server_id))[0] == 200
+    server = await cloud.until(server_id, "ACTIVE")
+    assert dropped == [server_id] and server["OS-EXT-SRV-ATTR:host"] == target.host
+    steps = await ConductorOperator.client(cloud.bus).list_action_events(instance_uuid=server_id)
+    assert "evacuate_instance:sent_again" in [s["event"] for s in steps if s["action"] == "evacuate"]
+    assert await cloud.claims(server_id) == [target.host]
