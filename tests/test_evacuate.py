@@ -233,7 +233,9 @@ async def test_an_evacuate_builds_the_server_on_another_host_with_its_port_and_v
     steps = await ConductorOperator.client(cloud.bus).list_action_events(instance_uuid=server_id)
     evacuated = [(s["event"], s["host"]) for s in steps if s["action"] == "evacuate"]
     assert evacuated[0] == ("claim_evacuate", target) and evacuated[-1] == ("rebuild_instance", target)
-    assert sorted(evacuated[1:-1]) == [("evacuate_instance:sent", target), ("node_accepted", target)]
+    # node_accepted unless the node's progress report (with its heartbeat) took the task first
+    assert ("evacuate_instance:sent", target) in evacuated[1:-1]
+    assert set(evacuated[1:-1]) <= {("evacuate_instance:sent", target), ("node_accepted", target)}
     hosts = {h["host"]: h for h in await SchedulerReader.client(cloud.bus).list_hosts()}
     assert (hosts[source]["vcpus_used"], hosts[target]["vcpus_used"]) == (0, 1)
     report = await audit(cloud.bus)
