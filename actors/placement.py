@@ -12,7 +12,9 @@ Reads on a build's path (an image's chunks, a network's name) may use an answer 
 ``PLACEMENT_TTL`` seconds old; what takes or gives back resources (ports made or released,
 volumes reserved, attached or freed) always asks the conductor (``fresh=True``), so a node an
 instance was just rescheduled away from cannot touch what its new host holds. Plugging in a port
-already bound to the calling host (by such a fresh call) uses the kept answer.
+already bound to the calling host (by such a fresh call) uses the kept answer. A kept answer that
+names another host than the caller's is never the refusal: the instance may have moved there
+since (rescheduled, evacuated), so the conductor is asked again.
 """
 
 from __future__ import annotations
@@ -44,9 +46,9 @@ class Placements:
         :raises NotFound: no such live instance, or it is not on ``host``.
         """
         kept = None if fresh else self._kept.get(instance_uuid)
-        if kept is not None and kept[0] > time.monotonic():
+        if kept is not None and kept[0] > time.monotonic() and kept[1]["host"] == host:
             placement = kept[1]
-        else:
+        else:  # a kept answer naming another host may be stale (the instance moved: asked again)
             try:
                 placement = await self.conductor.placement(instance_uuid=instance_uuid)
             except NotFound:

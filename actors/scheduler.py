@@ -445,6 +445,69 @@ class SchedulerActor(Actor, Scheduler):
         log.info("claimed the resize of %s on %s", instance_uuid, row["host"])
         return str(row["host"])
 
+    # -- evacuates ------------------------------------------------------------------------
+
+    async def claim_evacuate(
+        self,
+        *,
+        instance_uuid: str,
+        source_host: str,
+        vcpus: int,
+        memory_mb: int,
+        disk_gb: int,
+        host: str | None = None,
+    ) -> Destination:
+        """Move an evacuate's claim off its source (``api.scheduler.Scheduler.claim_evacuate``)."""
+        request = {"vcpus": vcpus, "memory_mb": memory_mb, "disk_gb": disk_gb}
+        destination = await self._retrying(
+            f"evacuate claim for {instance_uuid}",
+            lambda: self._claim_evacuate(instance_uuid, source_host, request, host),
+        )
+        return {"host": destination}
+
+    async def _claim_evacuate(
+        self, instance_uuid: str, source: str, request: dict[str, int], forced: str | None
+    ) -> str:
+        async with self.store.transaction() as db:
+            claim = await db.fetchone("SELECT * FROM allocations WHERE instance_uuid = ?", (instance_uuid,))
+            if claim is not None and claim["host"] != source:
+                return str(claim["host"])  # moved already: this request, sent again
+            now = time.time()
+            if forced is not None:
+                row = await db.fetchone("SELECT * FROM hosts WHERE host = ?", (forced,))
+                if row is None:
+                    raise NotFound(f"Compute host {forced} not found.")
+                reason = self._rejection({**row, "enabled": 1}, request, {source}, now)
+                if reason is not None:
+                    raise self._no_valid_host(request, Counter({f"the host asked for {reason}": 1}), 1)
+                best = row
+            else:
+                rows = await db.fetchall("SELECT * FROM hosts")
+                reasons: Counter[str] = Counter()
+                fitting = []
+                for row in rows:
+                    reason = self._rejection(row, request, {source}, now)
+                    if reason is None:
+                        fitting.append(row)
+                    else:
+                        reasons[reason] += 1
+                if not fitting:
+                    raise self._no_valid_host(request, reasons, len(rows))
+                best = min(
+                    fitting,
+                    key=lambda row: (-self._free(row, "memory_mb"), -self._free(row, "vcpus"), row["host"]),
+                )
+            for table in ("allocations", "resize_held"):
+                await self._give_back(db, table, instance_uuid)
+            await _swap_usage(db, best["host"], best["generation"], request)
+            await db.execute(
+                "INSERT INTO allocations (instance_uuid, host, vcpus, memory_mb, disk_gb, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (instance_uuid, best["host"], *(request[resource] for resource in RESOURCES), utcnow()),
+            )
+        log.info("moved the claim of %s from %s to %s (evacuate)", instance_uuid, source, best["host"])
+        return str(best["host"])
+
     async def confirm_resize(self, *, instance_uuid: str) -> Released:
         """The resize is kept: its held (old) claim is given back."""
         released = await self._retrying(

@@ -47,6 +47,7 @@ from api.volume import (
     Connected,
     Connection,
     Detached,
+    Reattached,
     Snapshot,
     SnapshotStatus,
     Sort,
@@ -1206,6 +1207,44 @@ class VolumeActor(Actor, VolumeRecords):
             await self._publish(volume)
         return {"detached": [volume["id"] for volume in volumes]}
 
+    async def reattach_all(self, *, instance_uuid: str, host: str) -> builtins.list[Reattached]:
+        """The instance's attached volumes, their attachments moved to ``host``
+        (``api.volume.VolumeAttacher.reattach_all``: the caller checked the instance is there)."""
+        ended: builtins.list[tuple[str, str]] = []
+        async with self.store.transaction() as db:
+            attachments = await db.fetchall(
+                "SELECT * FROM attachments WHERE server_id = ? AND attach_status = 'attached'"
+                " ORDER BY attached_at, volume_id",
+                (instance_uuid,),
+                row=AttachmentRow,
+            )
+            volumes: builtins.list[tuple[Volume, str, str]] = []
+            for attachment in attachments:
+                volume_row = await db.fetchone(
+                    "SELECT * FROM volumes WHERE id = ?", (attachment["volume_id"],), row=VolumeRow
+                )
+                if volume_row is None:
+                    continue
+                export = attachment["export"]
+                if attachment["host_name"] != host:
+                    if export:
+                        ended.append((export, volume_row["host"]))
+                        export = _export_name()
+                    await db.execute(
+                        "UPDATE attachments SET host_name = ?, export = ? WHERE id = ?",
+                        (host, export, attachment["id"]),
+                    )
+                volumes.append((_record(volume_row, []), export, attachment["device"] or ""))
+        for old in ended:
+            await self._unexport(old)
+        reattached: builtins.list[Reattached] = []
+        for volume, export, device in volumes:
+            connection = await self._connection(volume, export)
+            reattached.append({"volume": volume, "device": device, "connection": connection})
+        if attachments:
+            log.info("volume: %d attachment(s) of %s made again for %s", len(reattached), instance_uuid, host)
+        return reattached
+
     async def list_attachments(self) -> builtins.list[AttachmentRecord]:
         """Every attachment the caller may see (``api.volume.VolumeAttachments.list_attachments``)."""
         condition, params = _scope(all_tenants=True)
@@ -1241,6 +1280,12 @@ class NodeVolumes(VolumeAttacher):
         return await self.actor.attach_complete(
             volume_id=volume_id, instance_uuid=instance_uuid, host=host, device=device
         )
+
+    async def reattach_all(self, *, instance_uuid: str, host: str) -> builtins.list[Reattached]:
+        """The attachments of an instance on ``host``, made again there
+        (``api.volume.VolumeAttacher.reattach_all``)."""
+        await self.placements.on_host(instance_uuid, host, fresh=True)
+        return await self.actor.reattach_all(instance_uuid=instance_uuid, host=host)
 
     async def detach_all(self, *, instance_uuid: str, host: str) -> Detached:
         """Free the volumes of an instance on ``host`` (``api.volume.VolumeAttacher.detach_all``)."""

@@ -116,6 +116,16 @@ def add_client_commands(commands: Any, data_dir_default: Path) -> None:
         if action == "reboot":
             parser.add_argument("--hard", action="store_true", help="destroy and start again")
     add_resize_command(actions)
+    evacuate = actions.add_parser(
+        "evacuate", help="build a server whose host is down again on another host (admins)"
+    )
+    evacuate.add_argument("server", help="name or id")
+    evacuate.add_argument("--host", help="the host to build it on (default: the scheduler's choice)")
+    evacuate.add_argument(
+        "--wait",
+        action="store_true",
+        help="return when it is ACTIVE (or SHUTOFF) there, printing each state it goes through on stderr",
+    )
 
 
 def login_of(args: argparse.Namespace) -> CloudAuth:
@@ -253,6 +263,12 @@ async def run_client_command(args: argparse.Namespace) -> int:
                 return 0
             if args.action == "resize":
                 return await run_resize(client, args)
+            if args.action == "evacuate":
+                moved = await client.servers.evacuate(
+                    args.server, args.host, wait=args.wait, on_event=Progress()
+                )
+                print(f"{moved.name}: {moved.status} (host {moved.host or '-'})")
+                return 0
             if args.action == "console" and args.attach:
                 return await attach_console(client, args.server)
             if args.action == "console":

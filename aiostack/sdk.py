@@ -29,6 +29,8 @@ CONSOLE_MICROVERSION = {"OpenStack-API-Version": "compute 2.6"}
 """The first compute microversion with remote consoles."""
 RESIZE_ENDS = frozenset({"instance.active", "instance.shutoff"})
 """The events a confirmed or reverted resize ends with (a stopped server stays stopped)."""
+EVACUATE_MICROVERSION = {"OpenStack-API-Version": "compute 2.14"}
+"""The first compute microversion whose evacuate takes no ``onSharedStorage`` (and answers no password)."""
 RESIZE_UNDONE = frozenset({*RESIZE_ENDS, "instance.paused"})
 """The events of a resize that ended before VERIFY_RESIZE: undone (no room on the host), or
 abandoned (its guest paused)."""
@@ -658,6 +660,23 @@ class ServerManager(_Manager[Server]):
         verify = "instance.verify_resize"
         return await self._action(server, action, verify, wait, timeout, undone=RESIZE_UNDONE)
 
+    async def evacuate(
+        self,
+        server: Server | str,
+        host: str | None = None,
+        *,
+        wait: bool = True,
+        timeout: float = 300.0,
+        on_event: OnEvent | None = None,
+    ) -> Server:
+        """Evacuate a server whose host is down (admins): built again on ``host`` (None: the
+        scheduler's choice); with ``wait``, return it once ACTIVE (or SHUTOFF, as it was).
+        :raises ResourceFailed: it went to ERROR."""
+        action: dict[str, Any] = {"evacuate": {} if host is None else {"host": host}}
+        return await self._action(
+            server, action, RESIZE_ENDS, wait, timeout, on_event, headers=EVACUATE_MICROVERSION
+        )
+
     async def confirm_resize(self, server: Server | str) -> Server:
         """Keep a resize (VERIFY_RESIZE): the server is ACTIVE (or SHUTOFF) again when this returns."""
         server_id = await self.find_id(server)
@@ -717,16 +736,17 @@ class ServerManager(_Manager[Server]):
         wait: bool,
         timeout: float,
         on_event: OnEvent | None = None,
+        headers: dict[str, str] | None = None,
         *,
         undone: frozenset[str] = frozenset(),
     ) -> Server:
         server_id = await self.find_id(server)
         path = f"{COMPUTE}/servers/{server_id}/action"
         if not wait:
-            await self._client.request("POST", path, action)
+            await self._client.request("POST", path, action, headers)
         else:
             async with self._client.watch() as watch:
-                await self._client.ws_request("POST", path, action)
+                await self._client.ws_request("POST", path, action, headers)
                 await self._until(watch, server_id, done, timeout, ResourceFailed, on_event, undone=undone)
         return await self.get(server_id)
 

@@ -11,7 +11,8 @@ the states themselves: ``runtime.states``.
 Facets, by caller (each made of the parts the conductor's servants implement, by job):
 
 * ``Compute``: the user-facing compute API, as the gateway reaches it: ``Servers`` (reads),
-  ``ServerCreation``, ``ServerActions`` (power changes, reboot, delete), ``ServerResizes``, ``ServerDetails``
+  ``ServerCreation``, ``ServerActions`` (power changes, reboot, delete), ``ServerResizes``,
+  ``ServerEvacuations``, ``ServerDetails``
   (name, access addresses, metadata, lock), ``ServerVolumes``, ``ServerHistory`` (the actions
   of an instance and their steps), ``ComputeQuotas``, ``ComputeUsage`` (usage over a period),
   ``Flavors`` and ``Keypairs``;
@@ -43,7 +44,10 @@ empty) and deletes the volumes marked ``delete_on_termination`` with the instanc
 ``NodeBuilds.get_instance_metadata`` (what a node's metadata service tells a guest of itself); 7 -
 ``ComputeServices`` (the hosts' state and usage, enabling and disabling one: admins only); 8 -
 ``ServerResizes`` (resize, confirm, revert: the RESIZED vm_state, VERIFY_RESIZE); 9 -
-``ComputeUsage`` (what each project's instances used over a period: Nova's simple tenant usage).
+``ComputeUsage`` (what each project's instances used over a period: Nova's simple tenant usage); 10 -
+``ServerEvacuations`` (an instance of a down host built again on another: admins only),
+``NodeBuilds.get_build_request`` answers an evacuate's destination too, and ``build_failed`` ends
+an evacuate in ERROR.
 
 Events (kind ``instance``, on ``evt.instance.<project>.<id>``, with the instance as ``Instance``
 shows it): ``instance.building`` (recorded), ``instance.spawning`` (a host was chosen: the
@@ -96,6 +100,8 @@ SecurityGroupRef = Annotated[str, Meta(min_length=1, max_length=255)]
 """A security group's name or id."""
 AdminPass = Annotated[str, Meta(min_length=1, max_length=255)]
 """The password the guest's administrator account gets (Nova's ``adminPass``)."""
+TargetHost = Annotated[str, Meta(min_length=1, max_length=255, pattern=r"^[a-zA-Z0-9-._]*$")]
+"""A compute host an operator names (Nova's ``hostname`` parameter type)."""
 KeypairName = Annotated[str, Meta(pattern=r"^[A-Za-z0-9 _.@-]{1,255}$")]
 """A key pair's name: 1 to 255 letters, digits, spaces, ``_``, ``.``, ``@`` or ``-``."""
 PublicKey = Annotated[str, Meta(max_length=16384)]
@@ -911,11 +917,32 @@ class ServerResizes(ServiceAPI, address="conductor"):
         ...
 
 
+class ServerEvacuations(ServiceAPI, address="conductor"):
+    """An instance of a host that is down built again on another host (Nova's evacuate)."""
+
+    @call(policy="compute:admin", idempotent=True)
+    async def evacuate_instance(
+        self, *, instance_uuid: Id, host: TargetHost | None = None, admin_pass: AdminPass | None = None
+    ) -> Instance:
+        """Evacuate the instance from its host, which must be down: its claim moves to ``host``
+        (forced; None: the scheduler's choice, never its own host) in one transaction, the node
+        there builds its domain again from its image with its ports and volumes (REBUILD:
+        rebuilding, rebuild_spawning), and it ends active, or stopped if it was stopped.
+
+        :raises NotFound: no such instance; ``host`` is no compute host ("Compute host ... not found.").
+        :raises InvalidRequest: ``host`` is the instance's own, or is down; the instance's host
+            is up ("Compute service of ... is still in use."); no host has room for it.
+        :raises Conflict: not active, stopped or error with no task, or it has no host.
+        """
+        ...
+
+
 class Compute(
     Servers,
     ServerCreation,
     ServerActions,
     ServerResizes,
+    ServerEvacuations,
     ServerDetails,
     ServerVolumes,
     ServerHistory,
@@ -972,7 +999,8 @@ class NodeBuilds(ServiceAPI, address="conductor.host.{host}", caller="host"):
     @call
     async def build_failed(self, *, instance_uuid: Id, message: str) -> None:
         """The node could not build (and gave back what it took): another host is tried, up to
-        the conductor's ``max_build_attempts`` in all; then ERROR with the fault.
+        the conductor's ``max_build_attempts`` in all; then ERROR with the fault. An evacuate's
+        destination that could not build the instance ends the evacuate in ERROR.
 
         :raises NotFound: no such instance on the calling host.
         """

@@ -9,7 +9,7 @@ user is the only one allowed ``NodeConsole``'s subjects) opens a guest's interac
 console and relays its bytes (``NodeConsole``).
 
 Version history: 1 - initial; 2 - ``NodeConsole``; 3 - ``resize_instance``, ``finish_resize``,
-``revert_resize``.
+``revert_resize``; 4 - ``evacuate_instance``.
 
 Events (kind ``domain``): ``domain.lifecycle`` (each libvirt lifecycle event of this host's
 domains, as ``{event, event_id, detail, host, libvirt_ts}``) and ``domain.reconciled`` (a
@@ -148,6 +148,15 @@ class Node(ServiceAPI, address="node.{host}"):
         """A resize's first step on the node: power the domain off, grow its disk if the flavor's
         is bigger (keeping the old disk until the resize is confirmed or reverted), define it
         again with the flavor's vCPUs and RAM, then report ``task_done``."""
+        ...
+
+    @cast
+    async def evacuate_instance(self, *, instance_uuid: Id) -> None:
+        """An evacuate's destination: build the instance's domain here again (its disk from its
+        image, or its boot volume), with its ports (their binding moved here) and the volumes
+        attached to it (their attachments made again for this host); start it unless it was
+        stopped, then report its power state (``sync_power_state``). A failure gives back what
+        this node made (its ports and volumes stay the instance's) and reports ``build_failed``."""
         ...
 
     @cast

@@ -3,7 +3,8 @@
 Version history: 1 - initial; 2 - hosts are enabled or disabled by an operator
 (``set_host_enabled``, with a reason ``HostView`` shows): a disabled host gets no new instances;
 3 - a resize holds two claims until it is confirmed or reverted (``claim_resize``,
-``confirm_resize``, ``revert_resize``; ``Allocation.resize_held``).
+``confirm_resize``, ``revert_resize``; ``Allocation.resize_held``); 4 - an evacuate moves an
+instance's claim off its (down) host in one transaction (``claim_evacuate``).
 
 Events (kind ``node``): ``node.up`` (a host reported for the first time, or again after
 ``node.down``) and ``node.down`` (its last report is older than the service down time),
@@ -143,6 +144,28 @@ class Scheduler(SchedulerReader, address="scheduler"):
 
         :raises NotFound: the instance has no claim.
         :raises NoValidHost: its host has no room for the new flavor (or is down or disabled).
+        """
+        ...
+
+    @call(idempotent=True)
+    async def claim_evacuate(
+        self,
+        *,
+        instance_uuid: Id,
+        source_host: HostName,
+        vcpus: PositiveAmount,
+        memory_mb: PositiveAmount,
+        disk_gb: Amount,
+        host: HostName | None = None,
+    ) -> Destination:
+        """Move the instance's claim off ``source_host`` (an evacuate), in one transaction: the
+        claim is taken on the best other host (or on ``host``, forced: it must be up and have
+        room, disabled or not) and given back on the source, a resize's held claim with it; an
+        instance with no claim gets one. Idempotent: a claim already off the source stays where
+        it is, and its host is answered.
+
+        :raises NotFound: ``host`` is no known compute host.
+        :raises NoValidHost: no other host (or not ``host``) is up, enabled and has room.
         """
         ...
 

@@ -48,7 +48,8 @@ and page; ``VolumeStorage.copy_file``, ``copy_image`` (the storage host reads th
 image service as the caller sees it), ``extend_file``, and ``connect``'s and ``keep_exports``'
 read-only exports. 5 - quotas: ``VolumeQuotas`` (shown, set, deleted; usage counted
 from the rows) and ``QuotaExceeded`` from ``create``, ``create_snapshot`` and ``extend``; the
-actor's own handlers are ``VolumeRecords``, and ``Volumes`` is both facets.
+actor's own handlers are ``VolumeRecords``, and ``Volumes`` is both facets. 6 -
+``VolumeAttacher.reattach_all``: an evacuated instance's attachments made again for its new host.
 
 Events (kind ``volume``, on ``evt.volume.<project>.<id>``): ``volume.<status>`` at every status
 change (``volume.deleted`` last), with the volume as users see it (no ``path``, no ``format``).
@@ -237,6 +238,14 @@ class Connected(TypedDict):
     connection: Connection
 
 
+class Reattached(TypedDict):
+    """A volume attached to an instance, as its (new) host's node reaches it now."""
+
+    volume: Volume
+    device: str
+    connection: Connection
+
+
 class Detached(TypedDict):
     """The ids of the volumes freed."""
 
@@ -291,6 +300,17 @@ class VolumeAttacher(ServiceAPI, address="volume.host.{host}", caller="host"):
 
         :raises NotFound: as ``reserve``, or the volume is not reserved for the instance.
         :raises Conflict: the volume is not attaching.
+        """
+        ...
+
+    @call(idempotent=True)
+    async def reattach_all(self, *, instance_uuid: Id) -> list[Reattached]:
+        """The volumes attached to the instance (on the calling host: an evacuate moved it here),
+        each attachment made again for this host: its ``host_name`` the calling host, and a new
+        NBD export in place of the old host's (which is ended). They stay in-use throughout.
+        Idempotent: an attachment already this host's keeps its export.
+
+        :raises NotFound: no such instance on the calling host.
         """
         ...
 

@@ -3,7 +3,8 @@
 Read over the bus as the operator (the admin credentials of the data directory):
 
 * instances in a task state past the conductor's task timeout, or in ERROR without a fault;
-* claims (scheduler) for no live instance; a resize's second claim (the old flavor's, held until
+* claims (scheduler) for no live instance, or on another host than the instance's (an evacuate
+  that left its claim behind); a resize's second claim (the old flavor's, held until
   it is confirmed or reverted) for an instance that is not resizing, or on another host than
   the instance's;
 * ports bound to no live instance, and so the IPs they hold (net); a host's DHCP port on a
@@ -127,6 +128,10 @@ async def audit_once(bus: Bus) -> AuditReport:
             problems[f"resize-claim:{uuid}"] = (
                 f"instance {uuid} ({row['vm_state']}, task {row['task_state']}) holds a resize's second"
                 f" claim on {claim['host']} but is not resizing"
+            )
+        elif not claim.get("resize_held") and instances[uuid]["host"] not in (None, claim["host"]):
+            problems[f"claim-host:{uuid}"] = (
+                f"instance {uuid} is on {instances[uuid]['host']} but its claim is on {claim['host']}"
             )
         elif claim.get("resize_held") and claim["host"] != instances[uuid]["host"]:
             problems[f"resize-claim:{uuid}"] = (

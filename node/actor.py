@@ -310,6 +310,9 @@ class NodeActor(Actor, Node):
     async def rebuild_instance(self, *, instance_uuid: str) -> None:
         await self.builder.rebuild_instance(instance_uuid)
 
+    async def evacuate_instance(self, *, instance_uuid: str) -> None:
+        await self.builder.evacuate_instance(instance_uuid)
+
     async def snapshot_instance(self, *, instance_uuid: str, image_id: str) -> None:
         await self.snapshots.snapshot_instance(instance_uuid, image_id)
 

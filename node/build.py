@@ -32,6 +32,7 @@ import libvirt
 from api.conductor import BuildRequest, boot_volume
 from api.image import Image
 from api.net import Network, Port
+from api.volume import Reattached
 from bus import TRANSIENT_ERRORS, AiostackError, Conflict, NotFound
 from node.configdrive import TARGET, write_config_drive
 from node.domain import Disk, DomainSpec, Nic, disk_bus, domain_xml, next_disk_target
@@ -172,9 +173,13 @@ class Builder:
         except AiostackError as exc:
             log.error("node %s: could not report the failed build of %s: %s", self.host, instance_uuid, exc)
 
-    async def _prepare(self, request: BuildRequest) -> tuple[str, list[tuple[str, str]]]:
+    async def _prepare(
+        self, request: BuildRequest, attached: list[Reattached] | None = None
+    ) -> tuple[str, list[tuple[str, str]]]:
         """Steps 20-28: the image (and its kernel and ramdisk) or the volume to boot from, the
-        ports, the other volumes; for a real guest its config drive too.
+        ports, the other volumes; for a real guest its config drive too. ``attached``: the
+        volumes an evacuated instance has attached (their attachments this host's already), in
+        place of reserving those it boots with.
 
         Returns the domain XML and the reserved volumes with their devices.
         """
@@ -184,15 +189,19 @@ class Builder:
         volumes: list[tuple[str, str]] = []
         boot = boot_volume(request["block_devices"])
         image: Image | None = None
+        kept = {reattached["volume"]["id"]: reattached for reattached in attached or []}
         if boot is None:
             image = await self.peers.patient_image.get(image_id=instance["image_ref"], instance_uuid=uuid)
             properties = image["properties"]
         else:  # its root disk: the volume, which shows what the image it was made from boots with
-            reserved = await self.peers.volume.reserve(volume_id=boot["volume_id"], instance_uuid=uuid)
+            if attached is not None:  # attached already, this host's attachment
+                reserved = kept.pop(boot["volume_id"])
+            else:
+                reserved = await self.peers.volume.reserve(volume_id=boot["volume_id"], instance_uuid=uuid)
+                volumes.append((boot["volume_id"], "/dev/vda"))
             properties = reserved["volume"]["image_metadata"] or {}
             root_volume = volume_disk(reserved["connection"], "vda", boot["volume_id"])
             disks.append(replace(root_volume, bus=disk_bus(properties)))
-            volumes.append((boot["volume_id"], "/dev/vda"))
         boot_images = {
             key: await self._boot_image(properties[key], key, uuid)
             for key in ("kernel_id", "ramdisk_id")
@@ -229,8 +238,13 @@ class Builder:
             nics = [Nic(port["mac_address"], port["id"]) for port in ports]
             console_log = None
             extra_disks = []
+        for volume_id, reattached in kept.items():  # an evacuated instance's other volumes
+            target = reattached["device"].removeprefix("/dev/") or next_disk_target(
+                {disk.target for disk in disks}
+            )
+            disks.append(volume_disk(reattached["connection"], target, volume_id))
         for device in request["block_devices"]:
-            if device is boot:
+            if device is boot or attached is not None:
                 continue
             reserved = await self.peers.volume.reserve(
                 volume_id=device["volume_id"], instance_uuid=instance["id"]
@@ -366,6 +380,55 @@ class Builder:
             await self.peers.patient_conductor.task_done(instance_uuid=instance_uuid)
         else:
             await self.hypervisor.virt(domain.create)
+
+    async def evacuate_instance(self, instance_uuid: str) -> None:
+        """An evacuate's destination: build the instance's domain here again (its ports and
+        volumes kept, moved to this host), start it unless it was stopped, report its power
+        state. A failure gives back what this node made (never the ports and volumes, the
+        instance's) and reports ``build_failed``, which ends the evacuate in ERROR."""
+        async with self.records.lock(instance_uuid), self.records.working_on(instance_uuid):
+            try:
+                request = await self.peers.patient_conductor.get_build_request(instance_uuid=instance_uuid)
+            except (Conflict, NotFound) as exc:
+                log.info("node %s: not evacuating %s here: %s", self.host, instance_uuid, exc)
+                return
+            except TRANSIENT_ERRORS as exc:  # unacknowledged: the conductor sends it again
+                log.info("node %s: conductor away, evacuate of %s waits: %s", self.host, instance_uuid, exc)
+                return
+            self.records.note_request(instance_uuid)
+            try:
+                running = await self._evacuate(instance_uuid, request)
+            except Exception as exc:
+                message = f"{type(exc).__name__}: {exc}"
+                log.warning("node %s: evacuate of %s failed: %s", self.host, instance_uuid, message)
+                undo = Cleanup(f"node {self.host}: undo of the failed evacuate of {instance_uuid}")
+                xml = await undo.step("removing the domain", self._remove_from_libvirt(instance_uuid))
+                await self._release_here(instance_uuid, xml, undo)
+                await self._report_build_failure(instance_uuid, message)
+                return
+            await self.peers.patient_conductor.sync_power_state(instance_uuid=instance_uuid, running=running)
+
+    async def _evacuate(self, instance_uuid: str, request: BuildRequest) -> bool:
+        """Define (and start, unless it was stopped) the evacuated instance's domain; whether it runs.
+        Delivered again, the domain there is kept."""
+        instance = request["instance"]
+        power_on = instance["vm_state"] != VmState.STOPPED
+        domain = await self.hypervisor.domain(instance_uuid)
+        if domain is None:
+            attached = await self.peers.patient_volume.reattach_all(instance_uuid=instance_uuid)
+            xml, _ = await self._prepare(request, attached)
+            await self.records.save(instance_uuid, instance["project_id"], xml)
+            if not power_on:
+                await self.records.set_desired(instance_uuid, "shutoff")
+            domain = await self.hypervisor.define(xml)
+            await self.security.refresh()  # its ports' chains, before the guest's first frame
+            self.networks_plugged()
+        running = await self.hypervisor.is_running(domain)
+        if power_on and not running:
+            await self.records.set_desired(instance_uuid, "running")
+            await self.hypervisor.virt(domain.create)
+            return True
+        return running
 
     async def terminate_instance(self, instance_uuid: str) -> None:
         """Destroy, release ports and volumes, undefine: the UNDEFINED event finishes the delete."""

@@ -72,6 +72,8 @@ class TaskState(enum.StrEnum):
     SUSPENDING = "suspending"
     RESUMING = "resuming"
     REBUILDING = "rebuilding"
+    REBUILD_SPAWNING = "rebuild_spawning"
+    """An evacuate's second step: the destination's node builds the domain again."""
     IMAGE_SNAPSHOT = "image_snapshot"
     RESIZE_PREP = "resize_prep"
     RESIZE_MIGRATING = "resize_migrating"

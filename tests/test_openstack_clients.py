@@ -438,3 +438,43 @@ def test_the_openstack_cli_shows_usage_of_live_and_deleted_servers(cloud: Runnin
     assert len(listed[demo]["Servers"]) == len(mine["Servers"])
     assert float(listed[demo]["CPU Hours"]) > 0
     openstack_cli(cloud, "server", "delete", "--wait", "used-kept")
+
+
+@pytest.mark.full_size
+def test_the_openstack_cli_evacuate_reaches_nova_s_checks(cloud: RunningCloud) -> None:
+    """`openstack server evacuate` as the admin: this cloud's one host is up, which Nova refuses
+    with 400 and says so; a member is not allowed to (403), with the openstack CLI or `aiostack
+    server evacuate`. (The evacuate itself, a host down, is tests/test_evacuate.py's.)"""
+    cli_json(
+        cloud, "server", "create", "--image", "aiostack-tiny", "--flavor", "m1.tiny", "--wait", "evac-vm"
+    )
+    env = {
+        **os.environ,
+        "OS_CLIENT_CONFIG_FILE": str(cloud.data_dir / "clouds.yaml"),
+        "OS_CLOUD": "aiostack-admin",
+    }
+    server_id = cli_json(cloud, "server", "show", "evac-vm")["id"]
+    host = cli_json(cloud, "server", "show", server_id, user="admin")["OS-EXT-SRV-ATTR:host"]
+    done = subprocess.run(
+        [OPENSTACK, "server", "evacuate", server_id], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 1 and f"Compute service of {host} is still in use." in done.stderr, done.stderr
+    done = subprocess.run(
+        [OPENSTACK, "server", "evacuate", "evac-vm"],
+        env={**env, "OS_CLOUD": "aiostack-demo"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1 and "Policy doesn't allow" in done.stderr, done.stderr
+    login = ("--data-dir", str(cloud.data_dir), "--username", "demo", "--project", "demo")
+    password = ("--password", PASSWORDS["AIOSTACK_DEMO_PASSWORD"])
+    done = subprocess.run(
+        [sys.executable, "-m", "aiostack.cli", "server", *login, *password, "evacuate", "evac-vm", "--wait"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1 and "Policy doesn't allow" in done.stderr, done.stderr
+    assert cli_json(cloud, "server", "show", "evac-vm")["status"] == "ACTIVE"
+    openstack_cli(cloud, "server", "delete", "--wait", "evac-vm")

@@ -7,6 +7,7 @@ It is composed of servants, one per job, sharing one ``Core`` (store, bus, clien
 * ``lifecycle.DomainReports``: libvirt's word on a domain, through the state machine
   (``states.py``: which states an action may start from and where it leads);
 * ``power.PowerActions``: stop, start, reboot, pause, unpause, suspend, resume, delete;
+* ``evacuate.Evacuations``: evacuate (an instance of a down host built again on another);
 * ``resize.Resizes``: resize, confirm, revert (and the auto-confirm after ``resize_confirm_window``
   seconds, 0: never);
 * ``details.InstanceDetails``: rename, access addresses, metadata, lock;
@@ -27,6 +28,7 @@ from prometheus_client import Gauge
 from actors.conductor.build import Builder
 from actors.conductor.core import ANNOUNCE_AFTER, Core
 from actors.conductor.details import InstanceDetails
+from actors.conductor.evacuate import Evacuations
 from actors.conductor.flavors import FlavorCatalog, add_default_flavors
 from actors.conductor.instances import ServerReads
 from actors.conductor.keypairs import KeypairBook
@@ -86,13 +88,16 @@ class ConductorActor(Actor):
             self.core, schedule_timeout=schedule_timeout, max_build_attempts=max_build_attempts
         )
         resizes = Resizes(self.core, confirm_window=resize_confirm_window)
-        reports = DomainReports(self.core, resizes)
-        self.watch = TaskWatch(self.core, self.builder, reports, resizes)
+        evacuations = Evacuations(self.core)
+        self.builder.evacuate_failed = evacuations.fail
+        reports = DomainReports(self.core, resizes, evacuations)
+        self.watch = TaskWatch(self.core, self.builder, reports, resizes, evacuations)
         self.serve(
             ServerReads(self.core),
             self.builder,
             PowerActions(self.core, self.builder),
             resizes,
+            evacuations,
             InstanceDetails(self.core),
             Attachments(self.core),
             FlavorCatalog(self.store),

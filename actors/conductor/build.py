@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from actors.conductor.core import Core
+from actors.conductor.core import Core, action_of
 from actors.conductor.details import access_address
 from actors.conductor.flavors import find_flavor
 from actors.conductor.keypairs import has_keypair, public_key
@@ -66,6 +67,8 @@ class Builder(ServerCreation, NodeBuilds):
         self._images_checked: dict[tuple[str, str | None], float] = {}
         self._building: set[str] = set()
         """Instances whose build task runs in this process."""
+        self.evacuate_failed: Callable[[InstanceRow, str], Awaitable[None]] | None = None
+        """Ends an evacuate whose destination's node could not build it (``evacuate.Evacuations``)."""
 
     # -- create ---------------------------------------------------------------------------
 
@@ -411,7 +414,8 @@ class Builder(ServerCreation, NodeBuilds):
         :raises Conflict: the instance is not being built any more.
         """
         row = await self.core.placed(instance_uuid, host)
-        rebuilding = task_state_of(row) is TaskState.REBUILDING
+        task = task_state_of(row)
+        rebuilding = task in (TaskState.REBUILDING, TaskState.REBUILD_SPAWNING)
         if states_of(row) != BUILDING_ON_HOST and not rebuilding:
             raise Conflict(f"Instance {instance_uuid} is not being built on {host}")
         if not row["task_acked"]:
@@ -419,7 +423,7 @@ class Builder(ServerCreation, NodeBuilds):
                 "UPDATE instances SET task_acked = 1, progress_at = ? WHERE uuid = ? AND host = ?",
                 (time.time(), instance_uuid, host),
             )
-            action = Action.REBUILD if rebuilding else Action.CREATE
+            action = action_of(row, task) if task is not None and rebuilding else Action.CREATE
             await self.core.record_step(instance_uuid, action, "node_accepted", host, "Success")
         return {
             "instance": view(row),
@@ -473,6 +477,9 @@ class Builder(ServerCreation, NodeBuilds):
         :raises NotFound: no such instance on ``host``.
         """
         row = await self.core.placed(instance_uuid, host)
+        if task_state_of(row) is TaskState.REBUILD_SPAWNING and self.evacuate_failed is not None:
+            await self.evacuate_failed(row, f"evacuate to {host} failed: {message}")
+            return
         if states_of(row) != BUILDING_ON_HOST:
             return
         await self.reschedule(row, f"build on {host} failed: {message}")

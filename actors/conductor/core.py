@@ -54,6 +54,7 @@ NODE_TASKS: dict[TaskState, tuple[str, dict[str, str]]] = {
     TaskState.RESIZE_MIGRATING: (Node.resize_instance.__name__, {}),
     TaskState.RESIZE_FINISH: (Node.finish_resize.__name__, {}),
     TaskState.RESIZE_REVERTING: (Node.revert_resize.__name__, {}),
+    TaskState.REBUILD_SPAWNING: (Node.evacuate_instance.__name__, {}),
     **{
         task: (Node.change_power.__name__, {"action": ACTION_OF_TASK[task]})
         for task in (TaskState.PAUSING, TaskState.UNPAUSING, TaskState.SUSPENDING, TaskState.RESUMING)
@@ -62,7 +63,15 @@ NODE_TASKS: dict[TaskState, tuple[str, dict[str, str]]] = {
 """task_state -> the node method (a cast of ``api.node.Node``) that does the node's part, and its
 arguments besides the instance (those a row gives: ``task_arguments``). A task's method is looked
 up here each time it is sent. A resize's claim (resize_prep), its step between the node's two
-(resize_migrated) and its confirmation (resize_confirming) are the conductor's own."""
+(resize_migrated) and its confirmation (resize_confirming) are the conductor's own, and so is an
+evacuate's claim (rebuilding, with ``evacuate_from``: never sent to a node)."""
+
+
+def action_of(row: InstanceRow, task: TaskState) -> Action:
+    """The action the instance's ``task`` belongs to (an evacuate's rebuilding is no rebuild)."""
+    if row["evacuate_from"] is not None and task in (TaskState.REBUILDING, TaskState.REBUILD_SPAWNING):
+        return Action.EVACUATE
+    return ACTION_OF_TASK[task]
 
 
 def domain_flavor(row: InstanceRow) -> DomainFlavor:
@@ -168,7 +177,8 @@ class Core:
             (a node learns nothing of other hosts' instances).
         """
         row = await self.fresh(instance_uuid)
-        if row is None or row["host"] != host:
+        if row is None or row["host"] != host or row["evacuate_from"] == host:
+            # an instance being evacuated away from its host is no longer that host's node's
             raise NotFound(f"Instance {instance_uuid} could not be found on host {host}.")
         return row
 
@@ -267,8 +277,14 @@ class Core:
             changes["power_state"] = change.power_state
         if change.launched:
             changes["launched_at"] = now
-        if row["admin_pass"] is not None and change.vm_state is not VmState.BUILDING:
-            changes["admin_pass"] = None  # the build ended: the password was delivered, or never will be
+        if (
+            row["admin_pass"] is not None
+            and change.vm_state is not VmState.BUILDING
+            and change.task_state is None
+        ):
+            changes["admin_pass"] = (
+                None  # the build (or rebuild) ended: the password was delivered, or never will be
+            )
         if change.deleted:
             changes |= {"deleted": 1, "terminated_at": now}
         changes |= {"updated_at": now, "progress_at": time.time()}
@@ -425,7 +441,7 @@ class Core:
         )
         await getattr(self.node(host), method)(instance_uuid=row["uuid"], **arguments)
         step = "sent" if not row["task_sends"] else "sent_again"
-        await self.record_step(row["uuid"], ACTION_OF_TASK[task], f"{method}:{step}", host, "Success")
+        await self.record_step(row["uuid"], action_of(row, task), f"{method}:{step}", host, "Success")
 
     # -- the actions log ------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ from typing import Any
 from actors.conductor.core import Core
 from actors.conductor.quotas import instance_usage
 from actors.conductor.schema import InstanceRow
-from actors.conductor.states import RESIZE_FROM, RESIZE_STEPS, STATUS, TASK_STATUS
+from actors.conductor.states import REBUILD_TASKS, RESIZE_FROM, RESIZE_STEPS, STATUS, TASK_STATUS
 from api.conductor import ComputeHost, ConsoleOutput, ProjectUsage, Server, Servers
 from bus import Conflict, InvalidRequest
 from runtime.context import caller, require_caller, sees_all
@@ -25,9 +25,17 @@ MAX_LIMIT = 1000
 def status_condition(status: str) -> tuple[str, list[Any]]:
     """The SQL condition, and its parameters, for the instances Nova shows with ``status`` (an
     unknown status: none)."""
-    for task_state, shown in TASK_STATUS.items():
-        if status == shown:
-            return "(vm_state = ? AND task_state = ?)", [VmState.ACTIVE, task_state]
+    if status == "REBUILD":
+        return "(vm_state IN (?, ?, ?) AND task_state IN (?, ?))", [
+            VmState.ACTIVE,
+            VmState.STOPPED,
+            VmState.ERROR,
+            *sorted(REBUILD_TASKS),
+        ]
+    tasks = [task_state for task_state, shown in TASK_STATUS.items() if shown == status]
+    if tasks:
+        marks = ", ".join("?" * len(tasks))
+        return f"(vm_state = ? AND task_state IN ({marks}))", [VmState.ACTIVE, *tasks]
     if status == "RESIZE":
         return "(vm_state IN (?, ?) AND task_state IN (?, ?, ?, ?))", [*RESIZE_FROM, *RESIZE_STEPS]
     if status == "REVERT_RESIZE":
@@ -44,6 +52,8 @@ def status_condition(status: str) -> tuple[str, list[Any]]:
     if vm_state is VmState.ACTIVE:  # but the active ones showing a task's status
         marks = ", ".join("?" * len(TASK_STATUS))
         return f"(vm_state = ? AND coalesce(task_state, '') NOT IN ({marks}))", [vm_state, *TASK_STATUS]
+    if vm_state in (VmState.STOPPED, VmState.ERROR):  # but those rebuilding (REBUILD)
+        return "(vm_state = ? AND coalesce(task_state, '') NOT IN (?, ?))", [vm_state, *sorted(REBUILD_TASKS)]
     return "vm_state = ?", [vm_state]
 
 

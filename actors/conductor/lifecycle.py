@@ -12,6 +12,7 @@ publish there): a report about an instance recorded elsewhere, or nowhere, is re
 from __future__ import annotations
 
 from actors.conductor.core import Core
+from actors.conductor.evacuate import Evacuations
 from actors.conductor.resize import Resizes
 from actors.conductor.schema import InstanceRow, task_state_of, view, vm_state_of
 from actors.conductor.states import RESIZE_STEPS, Action, Report
@@ -23,9 +24,10 @@ class DomainReports(NodeReports):
     """Serves ``api.conductor.NodeReports`` (each call from the node of the instance's host: any
     other is refused ``NotFound`` by ``Core.placed``, and changes nothing)."""
 
-    def __init__(self, core: Core, resizes: Resizes) -> None:
+    def __init__(self, core: Core, resizes: Resizes, evacuations: Evacuations) -> None:
         self.core = core
         self.resizes = resizes
+        self.evacuations = evacuations
 
     async def domain_event(
         self, *, instance_uuid: str, event: int, detail: int, host: str
@@ -101,6 +103,8 @@ class DomainReports(NodeReports):
             return await self.core.finish_delete(row, trigger, cause)
         task = task_state_of(row)
         ends_task = change.task_state is None and task is not None
+        if ends_task and task is TaskState.REBUILD_SPAWNING:
+            return await self.evacuations.finished(row, trigger, cause)
         if ends_task and task is TaskState.RESIZE_FINISH and change.vm_state is VmState.RESIZED:
             return await self.resizes.finished(row, trigger, cause)
         decided = (TaskState.RESIZE_CONFIRMING, TaskState.RESIZE_REVERTING)

@@ -102,6 +102,11 @@ MIGRATIONS: list[Step] = [
     ALTER TABLE instances ADD COLUMN resize_power_on INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE instances ADD COLUMN resized_at REAL;
     """,
+    # 14: an evacuate: the host it leaves (while it runs) and the one it was asked to go to
+    """
+    ALTER TABLE instances ADD COLUMN evacuate_from TEXT;
+    ALTER TABLE instances ADD COLUMN evacuate_to TEXT;
+    """,
 ]
 
 
@@ -169,6 +174,11 @@ class InstanceRow(TypedDict):
     """1: the domain ran when the resize (or its revert) began, and runs again after it."""
     resized_at: float | None
     """When the resize became RESIZED (epoch seconds): the auto-confirm window counts from it."""
+    evacuate_from: str | None
+    """While an evacuate runs: the (down) host it leaves; its node's word on the instance is no
+    longer taken, nor listed to it. None: no evacuate."""
+    evacuate_to: str | None
+    """The destination an evacuate was asked for (None: the scheduler's choice)."""
 
 
 def host_claim(flavor: Flavor, block_devices: list[BlockDevice]) -> Flavor:

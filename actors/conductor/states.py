@@ -31,6 +31,8 @@ Triggers:
 | rebuild     | active, stopped, error                    | rebuilding         | STARTED -> active,   |
 |             |                                           |                    | task_done (stopped)  |
 | createImage | active, stopped, paused, suspended        | image_snapshot     | task_done            |
+| evacuate    | active, stopped, error                    | rebuilding,        | STARTED -> active,   |
+|             |                                           | rebuild_spawning   | not_running: stopped |
 | delete      | any (any task)                            | deleting           | UNDEFINED -> deleted |
 +-------------+-------------------------------------------+--------------------+----------------------+
 
@@ -44,6 +46,13 @@ again) end with the domain's power state
 (``RUNNING``: active, ``NOT_RUNNING``: stopped). ``RESIZE_FAILED`` ends a resize that could not
 go on: back where it was from resize_prep, in ERROR from a node's step. libvirt's events during
 a resize, and while RESIZED, change only the power state.
+
+An evacuate (``evacuate.py``) runs as Nova's: ``evacuate`` from active, stopped or error, its
+host down, is rebuilding (the conductor moves the claim to a destination: ``EVACUATE_CLAIMED``),
+then rebuild_spawning on the destination, whose node builds the domain again from the image and
+ends it with libvirt's word (STARTED: active) or the power state (``NOT_RUNNING``: a stopped one
+stays stopped). ``EVACUATE_FAILED`` ends one that could not go on: back where it was from
+rebuilding (no destination: nothing moved), in ERROR from rebuild_spawning.
 
 ``attach_volume`` needs active or stopped with no task running, ``detach_volume``, ``lock``
 and ``unlock`` any live state; none of them changes the states. A new instance is ``CREATED``
@@ -83,6 +92,7 @@ class Action(enum.StrEnum):
     RESIZE = "resize"
     CONFIRM_RESIZE = "confirmResize"
     REVERT_RESIZE = "revertResize"
+    EVACUATE = "evacuate"
 
 
 class Report(enum.StrEnum):
@@ -112,6 +122,10 @@ class Report(enum.StrEnum):
     """The domain has its new flavor: the node finishes (starts it again if it ran)."""
     RESIZE_FAILED = "resize_failed"
     """A resize cannot go on: no room for the new flavor, or a step that made no progress."""
+    EVACUATE_CLAIMED = "evacuate_claimed"
+    """The scheduler moved an evacuate's claim to its destination: the node there builds it."""
+    EVACUATE_FAILED = "evacuate_failed"
+    """An evacuate cannot go on: no destination (nothing moved), or its node's step failed or stalled."""
 
 
 Trigger = Action | Lifecycle | Report
@@ -170,6 +184,9 @@ RESIZE_STEPS: Final = frozenset(
 )
 """The tasks of a resize before it is RESIZED."""
 
+EVACUATE_FROM: Final = frozenset({VmState.ACTIVE, VmState.STOPPED, VmState.ERROR})
+"""The vm_states an evacuate may start from (with no task running), as Nova's."""
+
 VOLUME_STATES: Final = frozenset({VmState.ACTIVE, VmState.STOPPED})
 """The vm_states a volume may be attached in (with no task running)."""
 
@@ -181,8 +198,10 @@ ACTION_OF_TASK: Final[dict[TaskState, Action]] = {
     **dict.fromkeys(RESIZE_STEPS, Action.RESIZE),
     TaskState.RESIZE_CONFIRMING: Action.CONFIRM_RESIZE,
     TaskState.RESIZE_REVERTING: Action.REVERT_RESIZE,
+    TaskState.REBUILD_SPAWNING: Action.EVACUATE,
 }
-"""The action each task_state belongs to."""
+"""The action each task_state belongs to (an evacuate's first step is ``rebuilding`` too: the
+conductor tells it from a rebuild's by the instance's ``evacuate_from``)."""
 
 STATUS: Final[dict[VmState, Status]] = {
     VmState.BUILDING: "BUILD",
@@ -199,14 +218,19 @@ TASK_STATUS: Final[dict[TaskState, Status]] = {
     TaskState.REBOOTING: "REBOOT",
     TaskState.REBOOTING_HARD: "HARD_REBOOT",
     TaskState.REBUILDING: "REBUILD",
+    TaskState.REBUILD_SPAWNING: "REBUILD",
 }
 """... but for an active instance in these tasks, ..."""
+REBUILD_TASKS: Final = frozenset({TaskState.REBUILDING, TaskState.REBUILD_SPAWNING})
+"""The tasks of a rebuild or an evacuate: REBUILD from active, stopped or error (Nova's map)."""
 
 
 def status_of(vm_state: VmState, task_state: TaskState | None) -> Status:
     """Nova's status of an instance in these states."""
     if vm_state is VmState.ACTIVE and task_state in TASK_STATUS:
         return TASK_STATUS[task_state]
+    if vm_state in (VmState.STOPPED, VmState.ERROR) and task_state in REBUILD_TASKS:
+        return "REBUILD"  # ... a stopped or failed one rebuilt (or evacuated), ...
     if vm_state in RESIZE_FROM and task_state in RESIZE_STEPS:
         return "RESIZE"  # ... an active or stopped one resizing, ...
     if vm_state is VmState.RESIZED and task_state is TaskState.RESIZE_REVERTING:
@@ -237,6 +261,8 @@ def _action(vm_state: VmState, task_state: TaskState | None, action: Action) -> 
         return Change(vm_state, None) if vm_state in VOLUME_STATES else None
     if action is Action.RESIZE:
         return Change(vm_state, TaskState.RESIZE_PREP) if vm_state in RESIZE_FROM else None
+    if action is Action.EVACUATE:
+        return Change(vm_state, TaskState.REBUILDING) if vm_state in EVACUATE_FROM else None
     if action in (Action.CONFIRM_RESIZE, Action.REVERT_RESIZE):
         if vm_state is not VmState.RESIZED:
             return None
@@ -268,6 +294,7 @@ def _lifecycle(vm_state: VmState, task_state: TaskState | None, event: Lifecycle
             TaskState.REBOOTING,
             TaskState.REBOOTING_HARD,
             TaskState.REBUILDING,
+            TaskState.REBUILD_SPAWNING,
         ):
             return Change(vm_state, task_state, PowerState.SHUTDOWN)
         if task_state is TaskState.SUSPENDING:
@@ -309,6 +336,12 @@ def _report(vm_state: VmState, task_state: TaskState | None, report: Report) -> 
         case Report.RESIZE_FAILED if task_state is TaskState.RESIZE_PREP:
             return Change(vm_state, None)
         case Report.RESIZE_FAILED if task_state in RESIZE_TASKS:
+            return Change(VmState.ERROR, None)
+        case Report.EVACUATE_CLAIMED if task_state is TaskState.REBUILDING:
+            return Change(vm_state, TaskState.REBUILD_SPAWNING)
+        case Report.EVACUATE_FAILED if task_state is TaskState.REBUILDING:
+            return Change(vm_state, None)
+        case Report.EVACUATE_FAILED if task_state is TaskState.REBUILD_SPAWNING:
             return Change(VmState.ERROR, None)
         case Report.SCHEDULED if building and task_state is TaskState.SCHEDULING:
             return Change(VmState.BUILDING, TaskState.SPAWNING)

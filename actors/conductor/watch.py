@@ -34,11 +34,12 @@ import logging
 import time
 
 from actors.conductor.build import Builder
-from actors.conductor.core import NODE_TASKS, Core
+from actors.conductor.core import NODE_TASKS, Core, action_of
+from actors.conductor.evacuate import Evacuations
 from actors.conductor.lifecycle import DomainReports
 from actors.conductor.resize import Resizes
 from actors.conductor.schema import InstanceRow, task_state_of, view, vm_state_of
-from actors.conductor.states import ACTION_OF_TASK, Report
+from actors.conductor.states import Action, Report
 from api.conductor import (
     Audit,
     BlockDevice,
@@ -67,11 +68,19 @@ class TaskWatch(NodeTasks, ConductorForOwners, ConductorOperator):
     """Serves ``api.conductor.NodeTasks``, ``ConductorForOwners`` and ``ConductorOperator``; its
     ``watch_forever`` sends unacknowledged tasks again and resolves the stalled ones."""
 
-    def __init__(self, core: Core, builder: Builder, reports: DomainReports, resizes: Resizes) -> None:
+    def __init__(
+        self,
+        core: Core,
+        builder: Builder,
+        reports: DomainReports,
+        resizes: Resizes,
+        evacuations: Evacuations,
+    ) -> None:
         self.core = core
         self.builder = builder
         self.reports = reports
         self.resizes = resizes
+        self.evacuations = evacuations
 
     # -- what nodes, owners and the operator ask --------------------------------------------
 
@@ -88,9 +97,12 @@ class TaskWatch(NodeTasks, ConductorForOwners, ConductorOperator):
         )
 
     async def list_host_instances(self, *, host: str) -> list[Instance]:
-        """Every live instance recorded on the calling node's ``host`` (it reconciles libvirt with these)."""
+        """Every live instance recorded on the calling node's ``host`` (it reconciles libvirt with
+        these), but those being evacuated away from it (their domain there is stale)."""
         rows = await self.core.store.fetchall(
-            "SELECT * FROM instances WHERE host = ? AND deleted = 0", (host,), row=InstanceRow
+            "SELECT * FROM instances WHERE host = ? AND deleted = 0 AND coalesce(evacuate_from, '') != ?",
+            (host, host),
+            row=InstanceRow,
         )
         return [view(row) for row in rows]
 
@@ -117,7 +129,8 @@ class TaskWatch(NodeTasks, ConductorForOwners, ConductorOperator):
         boot = boot_volume(devices)
         return {
             "instance_uuid": row["uuid"],
-            "host": row["host"],
+            # being evacuated away from its host: no node's, until the destination is recorded
+            "host": None if row["evacuate_from"] == row["host"] else row["host"],
             "project_id": row["project_id"],
             "image_ref": row["image_ref"] or (boot is not None and boot.get("image_id")) or "",
             "volumes": [device["volume_id"] for device in devices],
@@ -193,6 +206,7 @@ class TaskWatch(NodeTasks, ConductorForOwners, ConductorOperator):
                     await self._resolve_stalled(row, task)
             elif (
                 task in NODE_TASKS
+                and not (task is TaskState.REBUILDING and row["evacuate_from"] is not None)  # the conductor's
                 and not row["task_acked"]
                 and now - (row["task_sent_at"] or 0) > self.core.ack_timeout
                 and (row["host"] is None or self.core.hosts_alive.get(row["host"], True))
@@ -217,13 +231,16 @@ class TaskWatch(NodeTasks, ConductorForOwners, ConductorOperator):
         idle = time.time() - row["progress_at"]
         reason = f"{task} made no progress for {idle:.0f} s" + (f" on {host}" if host else "")
         log.warning("instance %s: %s", uuid, reason)
-        await self.core.record_step(uuid, ACTION_OF_TASK[task], "stalled", host, "Error", reason)
+        await self.core.record_step(uuid, action_of(row, task), "stalled", host, "Error", reason)
         if task is TaskState.SCHEDULING:
             await self.core.touch(uuid, task)
             self.builder.resume_scheduling(row)
             return
         if task in RESIZE_TASKS:
             await self.resizes.resolve_stalled(row, task, reason)
+            return
+        if action_of(row, task) is Action.EVACUATE:
+            await self.evacuations.resolve_stalled(row, task, reason)
             return
         domain = await self._node_domain(host, uuid)
         resend = domain is not None and row["task_sends"] < MAX_TASK_SENDS
@@ -250,7 +267,7 @@ class TaskWatch(NodeTasks, ConductorForOwners, ConductorOperator):
         else:
             moved = await self.core.transit(row, Report.TASK_ABANDONED)
             if moved is not None:
-                await self.core.finish_action(uuid, ACTION_OF_TASK[task], "Error", f"{reason}; host down")
+                await self.core.finish_action(uuid, action_of(row, task), "Error", f"{reason}; host down")
                 await self.core.publish(moved.row)
 
     async def _settle_power(self, row: InstanceRow, *, running: bool) -> None:

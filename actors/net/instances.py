@@ -50,33 +50,52 @@ class InstanceServant(InstancePorts, Allocations):
             existing = await self.state.load(
                 PORT, "r.device_id = ? AND r.project_id = ?", [instance_uuid, project_id], db
             )
-            if existing:  # asked again (a build delivered twice, or rebuilt on another host)
+            if existing:  # asked again (a build delivered twice, or evacuated to another host)
+                moved = [dict(port) for port in existing if port["binding:host_id"] != host]
                 for port in existing:
                     if port["binding:host_id"] != host:
                         await update(db, "ports", port["id"], {"binding_host": host})
                         port["binding:host_id"] = host
-                return existing
-            if requests is None:
-                requests = [{"uuid": await _auto_network(db, project_id)}]
-            ports = []
-            for request in requests:
-                if "port" in request:
-                    ports.append(await self._bind(db, request["port"], project_id, instance_uuid, host))
-                    continue
-                await check_quota(db, "port", project_id)
-                fixed_ips: list[FixedIpRequest] | None = None
-                if "fixed_ip" in request:
-                    fixed_ips = [{"ip_address": request["fixed_ip"]}]
-                columns: dict[str, Any] = {"project_id": project_id, "device_id": instance_uuid}
-                columns |= {"binding_host": host, "device_owner": COMPUTE_OWNER, "created_for_instance": True}
-                port = await new_port(
-                    db, request["uuid"], project_id, fixed_ips, columns, security_groups=security_groups
-                )
-                ports.append(port)
-            change = await ports_changed(db, ports)
+                if not moved:
+                    return existing
+                # told: the hosts filtering the ports' groups, the old binding host and the new one
+                change = await ports_changed(db, [*moved, *existing])
+                ports = existing
+            else:
+                ports = await self._new_ports(db, requests, project_id, instance_uuid, host, security_groups)
+                change = await ports_changed(db, ports)
         await tell(self.state.bus, change)
         for bound in ports:
             await self.state.publish("port.bound", bound)
+        return ports
+
+    async def _new_ports(
+        self,
+        db: Db,
+        requests: list[RequestedNetwork] | None,
+        project_id: str,
+        instance_uuid: str,
+        host: str,
+        security_groups: list[str] | None,
+    ) -> list[Port]:
+        """The ports of an instance that has none yet (``allocate_for_instance``)."""
+        if requests is None:
+            requests = [{"uuid": await _auto_network(db, project_id)}]
+        ports = []
+        for request in requests:
+            if "port" in request:
+                ports.append(await self._bind(db, request["port"], project_id, instance_uuid, host))
+                continue
+            await check_quota(db, "port", project_id)
+            fixed_ips: list[FixedIpRequest] | None = None
+            if "fixed_ip" in request:
+                fixed_ips = [{"ip_address": request["fixed_ip"]}]
+            columns: dict[str, Any] = {"project_id": project_id, "device_id": instance_uuid}
+            columns |= {"binding_host": host, "device_owner": COMPUTE_OWNER, "created_for_instance": True}
+            port = await new_port(
+                db, request["uuid"], project_id, fixed_ips, columns, security_groups=security_groups
+            )
+            ports.append(port)
         return ports
 
     async def _bind(self, db: Db, port_id: str, project_id: str, instance_uuid: str, host: str) -> Port:

@@ -4,7 +4,9 @@ The body is exactly one action: ``os-stop``, ``os-start``, ``pause``, ``unpause`
 ``resume``, ``lock``, ``unlock``, ``confirmResize``, ``revertResize`` (their values are not read,
 as Nova's), ``resize`` (``{"flavorRef": ...}``: VERIFY_RESIZE once the node gave the server the
 flavor; ``confirmResize`` answers 204), ``reboot``
-(``{"type": "SOFT" | "HARD"}``), ``rebuild`` (``imageRef``, and ``name``, ``metadata``,
+(``{"type": "SOFT" | "HARD"}``), ``evacuate`` (admins: ``host``, ``adminPass``, before 2.14
+``onSharedStorage``; the server's host must be down: 200, with ``adminPass`` before 2.14),
+``rebuild`` (``imageRef``, and ``name``, ``metadata``,
 ``adminPass``, access addresses), ``createImage`` (``name``, ``metadata``: a snapshot of the
 disk, its image named in the ``Location`` header), ``os-getConsoleOutput`` (``{"length": N}``: the last N
 lines, -1 or none for all) or ``os-getSerialConsole`` (``{"type": "serial"}``: a URL of the serial
@@ -23,8 +25,9 @@ import msgspec
 from aiohttp import web
 from msgspec import UNSET, Meta, UnsetType
 
-from api.conductor import AdminPass, ImageName, MetadataKey, MetadataValue
+from api.conductor import AdminPass, ImageName, MetadataKey, MetadataValue, TargetHost
 from api.node import PowerAction, RebootType
+from bus import InvalidRequest
 from gateway.compute.common import BASE, SERVER_ID, compute
 from gateway.compute.consoles import serial_console_url
 from gateway.compute.server_security import add_security_group, remove_security_group
@@ -41,6 +44,7 @@ from gateway.compute.servers import (
 )
 from gateway.http import json_response, no_content
 from gateway.routing import MAX_AMOUNT, Body, Id, Reply, Request, Routes, given
+from gateway.versions import microversion
 
 ConsoleLength = (
     Annotated[int, Meta(ge=-1, le=MAX_AMOUNT)] | Annotated[str, Meta(pattern=r"^(-1|[0-9]{1,9})$")]
@@ -82,6 +86,29 @@ class Resize(Request, kw_only=True):
     )
 
 
+TRUE_WORDS = ("True", "TRUE", "true", "1", "ON", "On", "on", "YES", "Yes", "yes")
+FALSE_WORDS = ("False", "FALSE", "false", "0", "OFF", "Off", "off", "NO", "No", "no")
+NovaBoolean = bool | Literal[TRUE_WORDS + FALSE_WORDS]  # type: ignore[valid-type]
+"""Nova's ``boolean`` parameter type: a JSON boolean or one of its words."""
+PASSWORD_DROPPED_AT = (2, 14)
+"""The microversion from which evacuate takes no ``onSharedStorage`` and answers no password."""
+
+
+class Evacuate(Request, kw_only=True):
+    """Evacuate to ``host`` (forced; none: the scheduler's choice) with ``adminPass``;
+    ``onSharedStorage`` is required before 2.14 and refused from it."""
+
+    host: TargetHost | UnsetType = UNSET
+    adminPass: AdminPass | UnsetType = UNSET
+    onSharedStorage: NovaBoolean | UnsetType = UNSET
+
+
+class EvacuateBody(Body):
+    """Before 2.14: the administrator password the evacuated server gets (null on shared storage)."""
+
+    adminPass: str | None
+
+
 class CreateImage(Request):
     """A snapshot of the server's disk, as an image of this name (with ``metadata`` as its
     properties besides those it keeps from the server's image)."""
@@ -111,6 +138,7 @@ class ServerAction(Request):
     os_start: Any = msgspec.field(default=UNSET, name="os-start")
     reboot: Reboot | UnsetType = UNSET
     rebuild: Rebuild | UnsetType = UNSET
+    evacuate: Evacuate | UnsetType = UNSET
     resize: Resize | UnsetType = UNSET
     confirm_resize: Any = msgspec.field(default=UNSET, name="confirmResize")
     revert_resize: Any = msgspec.field(default=UNSET, name="revertResize")
@@ -184,8 +212,10 @@ routes = Routes()
             200,
             ConsoleOutput,
             "The console output (os-getConsoleOutput), or the serial console's URL with a one-time"
-            " token (os-getSerialConsole).",
-            alternatives=(SerialConsoleBody,),
+            " token (os-getSerialConsole); evacuate (admins): its administrator password before"
+            " 2.14, no body from 2.14.",
+            alternatives=(SerialConsoleBody, EvacuateBody),
+            or_empty=True,
         ),
     ],
     errors=(403, 404, 409),
@@ -197,7 +227,9 @@ async def server_action(request: web.Request, body: ServerAction) -> web.Respons
     serial console), a security group name several groups have, no room for a resize on its
     host; 403: unlocking an admin's lock, not being one, a resize past the quota; 400: a security
     group for a server with no port (or one without port security), a resize to an unknown
-    flavor, to the server's own, or to a smaller disk."""
+    flavor, to the server's own, or to a smaller disk; an evacuate whose server's host is up, to
+    its own host, to one that is down or has no room (an unknown one is 404; a server that is not
+    active, stopped or in error 409; not an admin 403)."""
     server_id = request.match_info["server_id"]
     conductor = compute(request)
     if body.os_stop is not UNSET:
@@ -227,6 +259,8 @@ async def server_action(request: web.Request, body: ServerAction) -> web.Respons
         )
         location = f"{request.scheme}://{request.host}/image/v2/images/{image_id}"
         return no_content(202, headers={"Location": location})
+    elif isinstance(body.evacuate, Evacuate):
+        return await _evacuate(request, server_id, body.evacuate)
     elif isinstance(body.resize, Resize):
         await conductor.resize_instance(instance_uuid=server_id, flavor_ref=str(body.resize.flavorRef))
     elif body.confirm_resize is not UNSET:
@@ -257,3 +291,34 @@ async def server_action(request: web.Request, body: ServerAction) -> web.Respons
         action = next(name for name in POWER_ACTIONS if getattr(body, name) is not UNSET)
         await conductor.change_power(instance_uuid=server_id, action=action)
     return no_content(202)
+
+
+async def _evacuate(request: web.Request, server_id: str, evacuate: Evacuate) -> web.Response:
+    """Nova's ``evacuate`` at the request's microversion: before 2.14 ``onSharedStorage`` is
+    required (a password with it true is refused) and the answer names the password; from 2.14
+    it is refused (Nova's schema) and the answer has no body."""
+    before_214 = microversion(request) < PASSWORD_DROPPED_AT
+    password = given(evacuate.adminPass)
+    if before_214:
+        if evacuate.onSharedStorage is UNSET:
+            raise InvalidRequest(
+                "Invalid input for field/attribute evacuate. 'onSharedStorage' is a required property"
+            )
+        shared = evacuate.onSharedStorage is True or evacuate.onSharedStorage in TRUE_WORDS
+        if shared and password is not None:
+            raise InvalidRequest("admin password can't be changed on existing disk")
+        if password is None and not shared:
+            password = secrets.token_urlsafe(9)
+    else:
+        if evacuate.onSharedStorage is not UNSET:
+            raise InvalidRequest(
+                "Invalid input for field/attribute evacuate."
+                " Additional properties are not allowed ('onSharedStorage' was unexpected)"
+            )
+        password = password or secrets.token_urlsafe(9)
+    await compute(request).evacuate_instance(
+        instance_uuid=server_id, host=given(evacuate.host), admin_pass=password
+    )
+    if before_214:
+        return json_response(EvacuateBody(adminPass=password))
+    return no_content(200)

@@ -76,6 +76,9 @@ ACTIONS_FROM_IDLE: dict[tuple[Action, VmState], TaskState | None] = {
     (Action.RESIZE, V.STOPPED): T.RESIZE_PREP,
     (Action.CONFIRM_RESIZE, V.RESIZED): T.RESIZE_CONFIRMING,
     (Action.REVERT_RESIZE, V.RESIZED): T.RESIZE_REVERTING,
+    (Action.EVACUATE, V.ACTIVE): T.REBUILDING,
+    (Action.EVACUATE, V.STOPPED): T.REBUILDING,
+    (Action.EVACUATE, V.ERROR): T.REBUILDING,
 }
 ACTIONS_FROM_ANY: dict[Action, TaskState | Same] = {
     # actions that start from any live state, whatever its task: the task they lead to
@@ -108,7 +111,7 @@ def case_of(vm_state: VmState, task_state: TaskState | None) -> str:
         return "resizing"
     if vm_state is V.BUILDING:
         return "building"
-    if task_state in (T.REBOOTING, T.REBOOTING_HARD, T.REBUILDING):
+    if task_state in (T.REBOOTING, T.REBOOTING_HARD, T.REBUILDING, T.REBUILD_SPAWNING):
         return "rebooting"
     if task_state is T.SUSPENDING:
         return "suspending"
@@ -226,6 +229,11 @@ REPORTS_FROM: dict[Report, dict[tuple[VmState | None, TaskState | None], Expecte
     Report.DELETED_HERE: {(None, T.DELETING): Expected(V.DELETED, None, P.NOSTATE)},
     Report.RESIZE_CLAIMED: {(None, T.RESIZE_PREP): Expected(SAME, T.RESIZE_MIGRATING)},
     Report.RESIZE_FINISHING: {(None, T.RESIZE_MIGRATED): Expected(SAME, T.RESIZE_FINISH)},
+    Report.EVACUATE_CLAIMED: {(None, T.REBUILDING): Expected(SAME, T.REBUILD_SPAWNING)},
+    Report.EVACUATE_FAILED: {
+        (None, T.REBUILDING): Expected(SAME, None),  # no destination: nothing moved, back where it was
+        (None, T.REBUILD_SPAWNING): Expected(V.ERROR, None),  # the destination's step failed
+    },
     Report.RESIZE_FAILED: {
         **{(None, task): Expected(V.ERROR, None) for task in RESIZE_TASKS},
         (None, T.RESIZE_PREP): Expected(SAME, None),  # no node touched it: back where it was
@@ -330,6 +338,11 @@ def test_a_new_instance_is_building_and_scheduling_and_every_task_belongs_to_an_
         (V.RESIZED, None, "VERIFY_RESIZE"),
         (V.RESIZED, T.RESIZE_CONFIRMING, "VERIFY_RESIZE"),
         (V.RESIZED, T.RESIZE_REVERTING, "REVERT_RESIZE"),
+        (V.ACTIVE, T.REBUILDING, "REBUILD"),
+        (V.ACTIVE, T.REBUILD_SPAWNING, "REBUILD"),
+        (V.STOPPED, T.REBUILDING, "REBUILD"),  # Nova's map: a stopped or failed one rebuilt or evacuated
+        (V.ERROR, T.REBUILD_SPAWNING, "REBUILD"),
+        (V.PAUSED, T.REBUILDING, "PAUSED"),
     ],
 )
 def test_the_status_nova_shows(vm_state: VmState, task_state: TaskState | None, status: str) -> None:

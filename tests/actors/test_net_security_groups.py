@@ -161,3 +161,26 @@ async def test_the_hosts_a_change_concerns_are_told_of_it(client: Net, notices: 
         told = [await notices.get() for _ in range(3)]
     assert sorted(told) == [("node-1", [default]), ("node-2", [default]), ("node-3", [default])]
     assert notices.empty()
+
+
+async def test_an_instance_s_ports_bound_again_on_another_host_tell_both_hosts(
+    client: Net, notices: Any
+) -> None:
+    """An evacuate's destination asks for the instance's ports: they are bound there (the same
+    ports and addresses), and the host they leave and the one they join are told."""
+    network, _ = await network_with_subnet(client, ALICE)
+    with acting_as(ALICE):
+        default = (await client.list_security_groups(name="default"))[0]["id"]
+    first = await allocate(client, "instance-1", "project-a", [{"uuid": network["id"]}], host="node-1")
+    async with asyncio.timeout(10):
+        assert await notices.get() == ("node-1", [default])
+    again = await allocate(client, "instance-1", "project-a", [{"uuid": network["id"]}], host="node-2")
+    assert [(p["id"], p["fixed_ips"], p["binding:host_id"]) for p in again] == [
+        (first[0]["id"], first[0]["fixed_ips"], "node-2")
+    ]
+    async with asyncio.timeout(10):
+        told = sorted([await notices.get() for _ in range(2)])
+    assert told == [("node-1", [default]), ("node-2", [default])]
+    await allocate(client, "instance-1", "project-a", [{"uuid": network["id"]}], host="node-2")
+    await asyncio.sleep(0.2)
+    assert notices.empty()  # asked again on the same host: nothing moved, no one told

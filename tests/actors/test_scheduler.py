@@ -377,3 +377,45 @@ async def test_a_resize_holds_both_claims_until_confirmed_or_reverted(
     await resize(vcpus=1, memory_mb=512, disk_gb=20)
     assert await bus.call("scheduler.release", {"instance_uuid": "i-1"}) == {"released": True}
     assert await used() == [0, 0, 0] and await claims() == []
+
+
+async def test_an_evacuate_moves_the_claim_off_its_host_in_one_step(
+    bus: Bus, start_actor, config: Config
+) -> None:
+    await start_scheduler(start_actor, config, bus)
+    await report(bus, "a", 4, 8192, 100)
+    await report(bus, "b", 4, 4096, 100)
+    await report(bus, "c", 4, 1024, 100)
+    assert await claim(bus, "i-1", vcpus=1, memory_mb=1024, disk_gb=10) == "a"
+
+    async def evacuate(instance_uuid: str, **extra: Any) -> str:
+        size = {"vcpus": 1, "memory_mb": 1024, "disk_gb": 10}
+        reply = await bus.call(
+            "scheduler.claim_evacuate", {"instance_uuid": instance_uuid, "source_host": "a", **size, **extra}
+        )
+        return str(reply["host"])
+
+    async def used() -> dict[str, int]:
+        return {name: host["memory_mb_used"] for name, host in (await hosts(bus)).items()}
+
+    async def claims() -> list[tuple[str, str]]:
+        return sorted((c["instance_uuid"], c["host"]) for c in await bus.call("scheduler.list_allocations"))
+
+    assert await evacuate("i-1") == "b"  # the most free RAM but its own host's
+    assert await used() == {"a": 0, "b": 1024, "c": 0} and await claims() == [("i-1", "b")]
+    assert await evacuate("i-1") == "b"  # sent again: the claim stays where it went
+    assert await used() == {"a": 0, "b": 1024, "c": 0} and await claims() == [("i-1", "b")]
+
+    assert await claim(bus, "i-2", vcpus=1, memory_mb=2048, disk_gb=10) == "a"
+    with pytest.raises(NoValidHost, match="the host asked for short of RAM"):
+        await evacuate("i-2", memory_mb=2048, host="c")
+    with pytest.raises(NoValidHost, match="excluded"):
+        await evacuate("i-2", memory_mb=2048, host="a")
+    with pytest.raises(NotFound, match=r"Compute host zz not found\."):
+        await evacuate("i-2", memory_mb=2048, host="zz")
+    assert await used() == {"a": 2048, "b": 1024, "c": 0}  # refused: nothing moved
+    assert await evacuate("i-2", memory_mb=2048, host="b") == "b"  # forced
+    assert await used() == {"a": 0, "b": 3072, "c": 0}
+    assert await evacuate("i-3") == "c"  # an instance with no claim gets one (b and c: as much RAM free)
+    assert await claims() == [("i-1", "b"), ("i-2", "b"), ("i-3", "c")]
+    assert await used() == {"a": 0, "b": 3072, "c": 1024}
