@@ -107,11 +107,12 @@ class LocalPostgres:
         )
         self._wait_ready()
 
-    def stop(self) -> None:
-        """Stop the server ("fast" shutdown: connections are cut), keeping its data."""
+    def stop(self, *, discard: bool = False) -> None:
+        """Stop the server ("fast" shutdown: connections are cut), keeping its data; with
+        ``discard``, "immediate" (no shutdown checkpoint: the data is about to be removed)."""
         if self._server is not None and self._server.poll() is None:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(self._server.pid, signal.SIGINT)
+                os.killpg(self._server.pid, signal.SIGQUIT if discard else signal.SIGINT)
             try:
                 self._server.wait(15)
             except subprocess.TimeoutExpired:
@@ -145,7 +146,7 @@ class LocalPostgres:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self.stop()
+        self.stop(discard=True)
         shutil.rmtree(self.dir, ignore_errors=True)
 
 

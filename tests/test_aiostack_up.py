@@ -12,6 +12,7 @@ from pathlib import Path
 
 import aiohttp
 import psutil
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from bus import Bus
@@ -303,6 +304,7 @@ async def test_several_test_driver_nodes_can_share_one_process(tmp_path) -> None
         assert known == set(hosts)
 
 
+@pytest.mark.full_size
 async def test_image_network_volume_and_flavor_commands_print_tables(tmp_path) -> None:
     image_file = tmp_path / "disk.raw"
     image_file.write_bytes(b"\0" * (3 << 20))

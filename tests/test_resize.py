@@ -311,7 +311,12 @@ async def test_every_step_is_an_event_and_an_action_step(resize_cloud: ResizeClo
         ("instance.active", "ACTIVE"),
     ]
     steps = await ConductorOperator.client(cloud.bus).list_action_events(instance_uuid=server_id)
-    assert [(step["action"], step["event"]) for step in steps if step["action"] != "create"] == [
+    taken = [
+        (step["action"], step["event"])
+        for step in steps  # a step whose node was slow to take it may be sent again (ack_timeout)
+        if step["action"] != "create" and not step["event"].endswith(":sent_again")
+    ]
+    assert taken == [
         ("resize", "claim_resize"),
         ("resize", "resize_instance:sent"),
         ("resize", "resize_instance"),
