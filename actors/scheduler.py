@@ -313,22 +313,7 @@ class SchedulerActor(Actor, Scheduler):
             )
             if existing is not None:
                 return existing["host"]
-            now = time.time()
-            rows = await db.fetchall("SELECT * FROM hosts")
-            reasons: Counter[str] = Counter()
-            fitting = []
-            for row in rows:
-                reason = self._rejection(row, request, excluded, now)
-                if reason is None:
-                    fitting.append(row)
-                else:
-                    reasons[reason] += 1
-            if not fitting:
-                raise self._no_valid_host(request, reasons, len(rows))
-            best = min(
-                fitting,
-                key=lambda row: (-self._free(row, "memory_mb"), -self._free(row, "vcpus"), row["host"]),
-            )
+            best = await self._best_host(db, request, excluded, time.time())
             await _swap_usage(db, best["host"], best["generation"], request)
             await db.execute(
                 "INSERT INTO allocations (instance_uuid, host, vcpus, memory_mb, disk_gb, created_at)"
@@ -337,6 +322,29 @@ class SchedulerActor(Actor, Scheduler):
             )
         log.info("claimed %s on %s", instance_uuid, best["host"])
         return best["host"]
+
+    async def _best_host(
+        self, db: Db, request: dict[str, int], excluded: set[str], now: float
+    ) -> dict[str, Any]:
+        """The host with the most free RAM (then vCPUs, then by name) that can take ``request``.
+
+        :raises NoValidHost: none can, with how many hosts failed which filter.
+        """
+        rows = await db.fetchall("SELECT * FROM hosts")
+        reasons: Counter[str] = Counter()
+        fitting = []
+        for row in rows:
+            reason = self._rejection(row, request, excluded, now)
+            if reason is None:
+                fitting.append(row)
+            else:
+                reasons[reason] += 1
+        if not fitting:
+            raise self._no_valid_host(request, reasons, len(rows))
+        return min(
+            fitting,
+            key=lambda row: (-self._free(row, "memory_mb"), -self._free(row, "vcpus"), row["host"]),
+        )
 
     def _rejection(
         self, row: dict[str, Any], request: dict[str, int], excluded: set[str], now: float
@@ -482,21 +490,7 @@ class SchedulerActor(Actor, Scheduler):
                     raise self._no_valid_host(request, Counter({f"the host asked for {reason}": 1}), 1)
                 best = row
             else:
-                rows = await db.fetchall("SELECT * FROM hosts")
-                reasons: Counter[str] = Counter()
-                fitting = []
-                for row in rows:
-                    reason = self._rejection(row, request, {source}, now)
-                    if reason is None:
-                        fitting.append(row)
-                    else:
-                        reasons[reason] += 1
-                if not fitting:
-                    raise self._no_valid_host(request, reasons, len(rows))
-                best = min(
-                    fitting,
-                    key=lambda row: (-self._free(row, "memory_mb"), -self._free(row, "vcpus"), row["host"]),
-                )
+                best = await self._best_host(db, request, {source}, now)
             for table in ("allocations", "resize_held"):
                 await self._give_back(db, table, instance_uuid)
             await _swap_usage(db, best["host"], best["generation"], request)
