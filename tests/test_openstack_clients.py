@@ -99,6 +99,7 @@ def test_openstacksdk_drives_images_networks_servers_and_volumes(
     conn.block_storage.wait_for_status(volume, "available", wait=30)
 
 
+@pytest.mark.full_size
 def test_the_openstack_cli_runs_a_whole_day(cloud: RunningCloud, tmp_path: Path) -> None:
     token = cli_json(cloud, "token", "issue")
     assert token["id"] and token["project_id"] and token["expires"]
