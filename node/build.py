@@ -40,6 +40,7 @@ from node.hypervisor import Hypervisor
 from node.images import ImageCache
 from node.networks import Attachment, Networking
 from node.peers import Peers
+from node.power import start_if_asked
 from node.records import Records
 from node.security import SecurityGroups
 from node.volumes import volume_disk
@@ -423,12 +424,7 @@ class Builder:
             domain = await self.hypervisor.define(xml)
             await self.security.refresh()  # its ports' chains, before the guest's first frame
             self.networks_plugged()
-        running = await self.hypervisor.is_running(domain)
-        if power_on and not running:
-            await self.records.set_desired(instance_uuid, "running")
-            await self.hypervisor.virt(domain.create)
-            return True
-        return running
+        return await start_if_asked(self.hypervisor, self.records, instance_uuid, domain, power_on)
 
     async def terminate_instance(self, instance_uuid: str) -> None:
         """Destroy, release ports and volumes, undefine: the UNDEFINED event finishes the delete."""

@@ -33,6 +33,19 @@ ALREADY_THERE = {
 """A domain's state -> the event libvirt would have sent on getting there (else RESUMED)."""
 
 
+async def start_if_asked(
+    hypervisor: Hypervisor, records: Records, instance_uuid: str, domain: libvirt.virDomain, power_on: bool
+) -> bool:
+    """Start ``domain`` if ``power_on`` and it is not running (recording that it should run);
+    whether it runs."""
+    running = await hypervisor.is_running(domain)
+    if power_on and not running:
+        await records.set_desired(instance_uuid, "running")
+        await hypervisor.virt(domain.create)
+        return True
+    return running
+
+
 class Power:
     """Power changes of this node's domains (see the module's docstring)."""
 

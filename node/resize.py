@@ -24,6 +24,7 @@ from node.domain import METADATA_NS
 from node.hypervisor import Hypervisor
 from node.images import ImageCache
 from node.peers import Peers
+from node.power import start_if_asked
 from node.records import Records
 
 log = logging.getLogger(__name__)
@@ -117,9 +118,4 @@ class Resizer:
     async def _power_on(self, instance_uuid: str, power_on: bool) -> bool:
         """Start the domain if ``power_on`` (and it is not running); whether it runs."""
         domain = await self.hypervisor.existing(instance_uuid)
-        running = await self.hypervisor.is_running(domain)
-        if power_on and not running:
-            await self.records.set_desired(instance_uuid, "running")
-            await self.hypervisor.virt(domain.create)
-            return True
-        return running
+        return await start_if_asked(self.hypervisor, self.records, instance_uuid, domain, power_on)
