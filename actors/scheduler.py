@@ -59,6 +59,15 @@ MIGRATIONS = [
         vcpus INTEGER NOT NULL, memory_mb INTEGER NOT NULL, disk_gb INTEGER NOT NULL,
         created_at TEXT NOT NULL);
     """,
+    # Placement's inventory: what each host offers after the allocation ratios (``capacity``),
+    # indexed by what is free in the order a claim picks hosts, so a claim reads one row
+    """
+    ALTER TABLE hosts ADD COLUMN vcpus_capacity INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE hosts ADD COLUMN memory_mb_capacity INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE hosts ADD COLUMN disk_gb_capacity INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX hosts_by_free ON hosts (
+        (memory_mb_capacity - memory_mb_used) DESC, (vcpus_capacity - vcpus_used) DESC, host);
+    """,
 ]
 
 # hosts.generation: bumped by every change of a row but a bare heartbeat (inventory, usage,
@@ -72,6 +81,17 @@ HOSTS = Gauge(
     ["state"],
 )
 CAS_ATTEMPTS = 5
+
+FREE = {resource: f"({resource}_capacity - {resource}_used)" for resource in RESOURCES}
+"""What is left of each resource on a host, in SQL (capacity: total x allocation ratio)."""
+BEST_HOST = (
+    "SELECT * FROM hosts WHERE enabled = 1 AND last_seen >= :since {excluding}"
+    f" AND {FREE['memory_mb']} >= :memory_mb AND {FREE['vcpus']} >= :vcpus"
+    f" AND {FREE['disk_gb']} >= :disk_gb"
+    f" ORDER BY {FREE['memory_mb']} DESC, {FREE['vcpus']} DESC, host LIMIT 1"
+)
+"""The claim's pick: the live, enabled host with the most free RAM (then vCPUs, then by name)
+that fits; it walks the ``hosts_by_free`` index and stops at the first host that fits."""
 
 HOST_ROWS = (
     "SELECT hosts.*, COUNT(allocations.instance_uuid) AS instances FROM hosts"
@@ -134,6 +154,7 @@ class SchedulerActor(Actor, Scheduler):
 
     async def on_start(self) -> None:
         await self.store.open()
+        await self._apply_allocation_ratios()
         self._heartbeats = await self.bus.subscribe(
             self.bus.subject(HEARTBEAT.pattern), self._on_heartbeat, queue="scheduler"
         )
@@ -172,9 +193,32 @@ class SchedulerActor(Actor, Scheduler):
 
     # -- host views -----------------------------------------------------------------------
 
-    def _free(self, row: dict[str, Any], resource: str) -> int:
-        """What is left of ``resource`` on a host: total x allocation ratio - used."""
-        return int(row[resource] * self.allocation_ratios[resource]) - row[f"{resource}_used"]
+    def _capacities(self, totals: dict[str, Any]) -> dict[str, int]:
+        """What a host with these totals offers: each total x its allocation ratio."""
+        return {
+            f"{resource}_capacity": int(totals[resource] * self.allocation_ratios[resource])
+            for resource in RESOURCES
+        }
+
+    async def _apply_allocation_ratios(self) -> None:
+        """Bring every host's capacity to this scheduler's allocation ratios (they may have changed
+        since the last start); a host whose capacity changes gets a new generation."""
+        async with self.store.transaction() as db:
+            for row in await db.fetchall("SELECT * FROM hosts"):
+                capacities = self._capacities(row)
+                if any(row[column] != value for column, value in capacities.items()):
+                    await db.execute(
+                        "UPDATE hosts SET vcpus_capacity = :vcpus_capacity,"
+                        " memory_mb_capacity = :memory_mb_capacity,"
+                        " disk_gb_capacity = :disk_gb_capacity, generation = generation + 1"
+                        " WHERE host = :host",
+                        {**capacities, "host": row["host"]},
+                    )
+
+    @staticmethod
+    def _free(row: dict[str, Any], resource: str) -> int:
+        """What is left of ``resource`` on a host: its capacity - used."""
+        return int(row[f"{resource}_capacity"]) - int(row[f"{resource}_used"])
 
     def _alive(self, row: dict[str, Any], now: float) -> bool:
         return now - row["last_seen"] <= self.service_down_time
@@ -229,13 +273,23 @@ class SchedulerActor(Actor, Scheduler):
             came_up = old is None or not old["announced_up"]
             changed = came_up or any(old[key] != value for key, value in values.items())
             await db.execute(
-                "INSERT INTO hosts (host, hypervisor_type, vcpus, memory_mb, disk_gb, last_seen)"
-                " VALUES (:host, :hypervisor_type, :vcpus, :memory_mb, :disk_gb, :last_seen)"
+                "INSERT INTO hosts (host, hypervisor_type, vcpus, memory_mb, disk_gb, last_seen,"
+                " vcpus_capacity, memory_mb_capacity, disk_gb_capacity)"
+                " VALUES (:host, :hypervisor_type, :vcpus, :memory_mb, :disk_gb, :last_seen,"
+                " :vcpus_capacity, :memory_mb_capacity, :disk_gb_capacity)"
                 " ON CONFLICT (host) DO UPDATE SET hypervisor_type = excluded.hypervisor_type,"
                 " vcpus = excluded.vcpus, memory_mb = excluded.memory_mb, disk_gb = excluded.disk_gb,"
+                " vcpus_capacity = excluded.vcpus_capacity,"
+                " memory_mb_capacity = excluded.memory_mb_capacity,"
+                " disk_gb_capacity = excluded.disk_gb_capacity,"
                 " last_seen = excluded.last_seen, announced_up = 1,"
                 " generation = hosts.generation + :bump",
-                {**values, "last_seen": time.time(), "bump": int(changed)},
+                {
+                    **values,
+                    **self._capacities(values),
+                    "last_seen": time.time(),
+                    "bump": int(changed),
+                },
             )
             (view,) = await self._views(db, [host])
         if came_up:
@@ -330,21 +384,17 @@ class SchedulerActor(Actor, Scheduler):
 
         :raises NoValidHost: none can, with how many hosts failed which filter.
         """
-        rows = await db.fetchall("SELECT * FROM hosts")
-        reasons: Counter[str] = Counter()
-        fitting = []
-        for row in rows:
-            reason = self._rejection(row, request, excluded, now)
-            if reason is None:
-                fitting.append(row)
-            else:
-                reasons[reason] += 1
-        if not fitting:
-            raise self._no_valid_host(request, reasons, len(rows))
-        return min(
-            fitting,
-            key=lambda row: (-self._free(row, "memory_mb"), -self._free(row, "vcpus"), row["host"]),
+        names = {f"excluded_{index}": host for index, host in enumerate(sorted(excluded))}
+        excluding = f"AND host NOT IN ({', '.join(f':{name}' for name in names)})" if names else ""
+        best = await db.fetchone(
+            BEST_HOST.format(excluding=excluding),
+            {**request, **names, "since": now - self.service_down_time},
         )
+        if best is not None:
+            return best
+        rows = await db.fetchall("SELECT * FROM hosts")
+        reasons = Counter(filter(None, (self._rejection(row, request, excluded, now) for row in rows)))
+        raise self._no_valid_host(request, reasons, len(rows))
 
     def _rejection(
         self, row: dict[str, Any], request: dict[str, int], excluded: set[str], now: float

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from nats.aio.msg import Msg
 
-from actors.scheduler import SchedulerActor
+from actors.scheduler import BEST_HOST, SchedulerActor
 from bus import Bus, InvalidRequest, NoResponders, NotFound, NoValidHost, decode
 from runtime.config import Config
 
@@ -332,6 +332,43 @@ async def test_capacity_change_bumps_generation_but_a_heartbeat_does_not(
     assert first["generation"] == beat["generation"] == 0
     assert beat["last_seen"] >= first["last_seen"]
     assert grown["generation"] == 1 and grown["vcpus"] == 8 and grown["vcpus_free"] == 8 * 16
+
+
+async def test_a_scheduler_started_with_other_allocation_ratios_applies_them_to_known_hosts(
+    bus: Bus, start_actor, config: Config
+) -> None:
+    first = await start_scheduler(start_actor, config, bus)
+    reported = await report(bus, "a", 8, 4096, 100)
+    assert reported["vcpus_free"] == 8 * 16
+
+    second = await start_scheduler(start_actor, config, bus, cpu_allocation_ratio=2.0)
+
+    for replica in (first, second):  # the capacity is the store's, whichever replica reads it
+        (host,) = await replica.list_hosts()
+        assert host["vcpus_free"] == 8 * 2 and host["generation"] == reported["generation"] + 1
+    assert await claim(bus, "i-1", vcpus=16) == "a"
+    with pytest.raises(NoValidHost, match="1 short of vCPU"):
+        await claim(bus, "i-2", vcpus=1)
+
+
+async def test_a_claim_reads_the_free_capacity_index_not_every_host(
+    bus: Bus, start_actor, config: Config
+) -> None:
+    scheduler = await start_scheduler(start_actor, config, bus)
+    for n in range(50):
+        await report(bus, f"h{n:02}", 8, 4096 + n, 100)
+    query = BEST_HOST.format(excluding="")
+    params = {**SMALL, "since": 0.0}
+
+    async with scheduler.store.transaction() as db:
+        if db.dialect == "postgresql":  # a table this small is scanned unless scans are off
+            await db.execute("SET LOCAL enable_seqscan = off")
+            plan = [row["QUERY PLAN"] for row in await db.fetchall(f"EXPLAIN {query}", params)]
+        else:
+            plan = [row["detail"] for row in await db.fetchall(f"EXPLAIN QUERY PLAN {query}", params)]
+
+    assert any("hosts_by_free" in line for line in plan), plan
+    assert await claim(bus, "i-1") == "h49"
 
 
 async def test_a_resize_holds_both_claims_until_confirmed_or_reverted(

@@ -1,0 +1,126 @@
+"""Scale benchmark: a cloud of 1,000 simulated hosts on one machine (`aiostack up`, real processes).
+
+Starts `aiostack up --nodes 1000 --nodes-per-process K` (test-driver hosts), waits until every
+host has reported, and measures:
+
+* the resident memory of the whole cloud idle (every aiostack process and its nats-server);
+* the scheduler's decision time at that size: ``select_destinations`` called over the bus as the
+  conductor calls it (one claim each, released after), sequentially, p50 and p99.
+
+Ends with one RESULT line; goals (issue 19): idle memory <= 600 MB, decision p50 <= 2 ms and
+p99 <= 10 ms. Boot throughput at 1,000 hosts against 8 is not measured here yet.
+
+    python bench/scale.py [--nodes 1000] [--nodes-per-process 1000] [--decisions 2000]
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# Run as a script, this folder comes first on sys.path, where bench/token.py would shadow the
+# standard library's token module: put the repository there instead.
+sys.path[0] = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+
+import argparse
+import asyncio
+import tempfile
+import time
+import uuid
+
+import psutil
+
+from api.scheduler import Scheduler
+from bus import Bus
+from deploy.launch import aiostack_up
+
+PASSWORD = "bench-secret"
+SMALL = {"vcpus": 1, "memory_mb": 512, "disk_gb": 1}
+GOALS = {"idle_mb": 600.0, "decision_p50_ms": 2.0, "decision_p99_ms": 10.0}
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
+
+
+def resident_mb(pid: int) -> dict[str, float]:
+    """The resident memory of a process and each of its children, in MiB, by command line."""
+    root = psutil.Process(pid)
+    return {
+        " ".join(process.cmdline()[2:6]) or process.name(): process.memory_info().rss / 2**20
+        for process in [root, *root.children(recursive=True)]
+    }
+
+
+async def wait_for_hosts(scheduler: Scheduler, count: int, deadline: float) -> float:
+    """Seconds until ``count`` hosts are up by the scheduler's word."""
+    started = time.monotonic()
+    async with asyncio.timeout(deadline):
+        while sum(host["alive"] for host in await scheduler.list_hosts()) < count:
+            await asyncio.sleep(1.0)
+    return time.monotonic() - started
+
+
+async def decide(scheduler: Scheduler, count: int) -> list[float]:
+    """Milliseconds per claim, ``count`` claims one after another, each released at once."""
+    took = []
+    for _ in range(count):
+        instance = str(uuid.uuid4())
+        started = time.perf_counter()
+        await scheduler.select_destinations(instance_uuid=instance, **SMALL)
+        took.append((time.perf_counter() - started) * 1000)
+        await scheduler.release(instance_uuid=instance)
+    return took
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--nodes", type=int, default=1000)
+    parser.add_argument("--nodes-per-process", type=int, default=1000)
+    parser.add_argument("--decisions", type=int, default=2000)
+    parser.add_argument("--settle", type=float, default=20.0, help="seconds idle before measuring memory")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="aiostack-bench-scale-") as data_dir:
+        async with (
+            aiostack_up(
+                data_dir,
+                "--nodes",
+                str(args.nodes),
+                "--nodes-per-process",
+                str(args.nodes_per_process),
+                env={"AIOSTACK_ADMIN_PASSWORD": PASSWORD},
+                timeout=600.0,
+            ) as cloud,
+            await Bus.connect(cloud.nats_url, name="bench-scale", credentials=cloud.admin_credentials) as bus,
+        ):
+            scheduler = Scheduler.client(bus)
+            up_s = await wait_for_hosts(scheduler, args.nodes, deadline=600.0)
+            print(f"{args.nodes} hosts up {up_s:.1f} s after the gateway answered", flush=True)
+            await asyncio.sleep(args.settle)
+            by_process = resident_mb(cloud.process.pid)
+            idle_mb = sum(by_process.values())
+            print(f"idle: {idle_mb:.0f} MB resident in all", flush=True)
+            for command, size in sorted(by_process.items(), key=lambda item: -item[1]):
+                print(f"  {size:6.0f} MB  {command}")
+            await decide(scheduler, 50)  # warm up connections and caches
+            took = await decide(scheduler, args.decisions)
+    figures = {
+        "idle_mb": idle_mb,
+        "decision_p50_ms": percentile(took, 0.5),
+        "decision_p99_ms": percentile(took, 0.99),
+    }
+    met = all(figures[key] <= goal for key, goal in GOALS.items())
+    shown = " ".join(
+        f"{key}={value:.2f}" if key != "idle_mb" else f"{key}={value:.0f}" for key, value in figures.items()
+    )
+    print(
+        f"RESULT hosts={args.nodes} nodes_per_process={args.nodes_per_process} {shown}"
+        f" goal_met={'yes' if met else 'no'}"
+    )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
