@@ -6,8 +6,10 @@ replicas of one actor share the load. It implements them itself (``class Schedul
 Scheduler)``) or through servant objects handed to ``serve``. A message's body is the map of
 the handler's keyword arguments, checked against the facet's annotations before the handler
 runs; the handler's return value is the reply body. At most ``max_inflight`` messages are
-handled at once; up to ``max_backlog`` more wait, and past that a caller gets ``Overloaded``
-at once instead of a timeout. ``stop()`` drains: no new messages are taken, accepted ones are answered.
+handled at once, each by a worker task started when a message finds every worker busy and
+ending when none waits (an idle actor holds no worker, which matters with a thousand simulated
+hosts in one process); up to ``max_backlog`` more wait, and past that a caller gets
+``Overloaded`` at once instead of a timeout. ``stop()`` drains: no new messages are taken, accepted ones are answered.
 """
 
 from __future__ import annotations
@@ -87,7 +89,7 @@ class Actor:
             self.serve(self)
         self._queue: asyncio.Queue[tuple[Msg, _Route]] = asyncio.Queue(self.max_backlog)
         self._subscriptions: list[Subscription] = []
-        self._workers: list[asyncio.Task[None]] = []
+        self._workers: set[asyncio.Task[None]] = set()
         self._background: set[asyncio.Task[Any]] = set()
         self._started = asyncio.Event()
         self._stop_requested = asyncio.Event()
@@ -210,10 +212,6 @@ class Actor:
         try:
             await self.on_start()
             self.state = ActorState.STARTING
-            self._workers = [
-                asyncio.create_task(self._worker(), name=f"{self.address}-worker-{i}")
-                for i in range(self.max_inflight)
-            ]
             for route in self._routes.values():
                 self._subscriptions.append(
                     await self.bus.subscribe(
@@ -311,6 +309,11 @@ class Actor:
             await self._answer_error(
                 msg, Overloaded(f"actor {self.address} has {self.inflight} in flight and a full backlog")
             )
+            return
+        starting = len(self._workers) - self.inflight  # workers not yet at a message
+        if starting < self._queue.qsize() and len(self._workers) < self.max_inflight:
+            worker = asyncio.create_task(self._worker(), name=f"{self.address}-worker")
+            self._workers.add(worker)
 
     def _count(self, route: _Route, msg: Msg, outcome: str) -> str:
         """Count one message's outcome; return its method label."""
@@ -321,8 +324,10 @@ class Actor:
         return method
 
     async def _worker(self) -> None:
-        while True:
-            msg, route = await self._queue.get()
+        """Answer waiting messages until none waits, then end (leaving ``_workers`` at once, so a
+        message queued after the last look starts another worker)."""
+        while not self._queue.empty():
+            msg, route = self._queue.get_nowait()
             self.inflight += 1
             try:
                 await self._handle(msg, route)
@@ -336,6 +341,7 @@ class Actor:
             finally:
                 self.inflight -= 1
                 self._queue.task_done()
+        self._workers.discard(asyncio.current_task())
 
     async def _handle(self, msg: Msg, route: _Route) -> None:
         """Answer one message; count it by how it went (``ok``, or the error's type) and time it."""

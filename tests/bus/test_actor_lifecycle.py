@@ -109,6 +109,30 @@ async def test_inflight_limit_holds_and_overflow_is_refused_not_lost(bus: Bus) -
     assert refused
 
 
+def worker_tasks(actor: Actor) -> int:
+    return sum(task.get_name() == f"{actor.address}-worker" for task in asyncio.all_tasks())
+
+
+async def test_workers_start_with_the_work_up_to_the_limit_and_an_idle_actor_keeps_none(bus: Bus) -> None:
+    actor = Worker(bus, max_inflight=8)
+    await actor.start()
+    try:
+        assert worker_tasks(actor) == 0
+        calls = [asyncio.create_task(bus.call("worker.work", {"seconds": 0.3})) for _ in range(20)]
+        async with asyncio.timeout(10):
+            while actor.inflight < 8:
+                await asyncio.sleep(0.01)
+        assert worker_tasks(actor) == 8 and actor.backlog == 12
+        assert await asyncio.gather(*calls) == [actor.instance_id] * 20
+        assert actor.peak == 8
+        async with asyncio.timeout(10):
+            while worker_tasks(actor):
+                await asyncio.sleep(0.01)
+        assert await bus.call("worker.work") == actor.instance_id  # and a new message gets one again
+    finally:
+        await actor.stop()
+
+
 async def test_supervisor_restarts_a_crashed_actor(bus: Bus) -> None:
     supervisor = Supervisor(lambda: Worker(bus), backoff_min=0.05)
     await supervisor.start()
