@@ -3,7 +3,9 @@
 Starts `aiostack up --nodes 1000 --nodes-per-process K` (test-driver hosts), waits until every
 host has reported, and measures:
 
-* the resident memory of the whole cloud idle (every aiostack process and its nats-server);
+* the memory of the whole cloud idle (every aiostack process and its nats-server), as the sum of
+  their proportional set sizes (PSS: a page shared by processes counted once in all), beside the
+  sum of their RSS;
 * the scheduler's decision time at that size: ``select_destinations`` called over the bus as the
   conductor calls it (one claim each, released after), sequentially, p50 and p99.
 
@@ -44,13 +46,16 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
 
 
-def resident_mb(pid: int) -> dict[str, float]:
-    """The resident memory of a process and each of its children, in MiB, by command line."""
+def memory_mb(pid: int) -> dict[str, tuple[float, float]]:
+    """The memory of a process and each of its children, in MiB, by command line: resident
+    (RSS: pages shared between processes counted in each) and proportional (PSS: each shared
+    page split between the processes sharing it, so the sum is what the cloud takes)."""
     root = psutil.Process(pid)
-    return {
-        " ".join(process.cmdline()[2:6]) or process.name(): process.memory_info().rss / 2**20
-        for process in [root, *root.children(recursive=True)]
-    }
+    shown = {}
+    for process in [root, *root.children(recursive=True)]:
+        memory = process.memory_full_info()
+        shown[" ".join(process.cmdline()[2:6]) or process.name()] = (memory.rss / 2**20, memory.pss / 2**20)
+    return shown
 
 
 async def wait_for_hosts(scheduler: Scheduler, count: int, deadline: float) -> float:
@@ -100,21 +105,24 @@ async def main() -> None:
             up_s = await wait_for_hosts(scheduler, args.nodes, deadline=600.0)
             print(f"{args.nodes} hosts up {up_s:.1f} s after the gateway answered", flush=True)
             await asyncio.sleep(args.settle)
-            by_process = resident_mb(cloud.process.pid)
-            idle_mb = sum(by_process.values())
-            print(f"idle: {idle_mb:.0f} MB resident in all", flush=True)
-            for command, size in sorted(by_process.items(), key=lambda item: -item[1]):
-                print(f"  {size:6.0f} MB  {command}")
+            by_process = memory_mb(cloud.process.pid)
+            idle_rss_mb = sum(rss for rss, _ in by_process.values())
+            idle_mb = sum(pss for _, pss in by_process.values())
+            print(f"idle: {idle_mb:.0f} MB in all (PSS; RSS summed: {idle_rss_mb:.0f} MB)", flush=True)
+            for command, (rss, pss) in sorted(by_process.items(), key=lambda item: -item[1][1]):
+                print(f"  {pss:6.0f} MB PSS {rss:6.0f} MB RSS  {command}")
             await decide(scheduler, 50)  # warm up connections and caches
             took = await decide(scheduler, args.decisions)
     figures = {
         "idle_mb": idle_mb,
+        "idle_rss_mb": idle_rss_mb,
         "decision_p50_ms": percentile(took, 0.5),
         "decision_p99_ms": percentile(took, 0.99),
     }
     met = all(figures[key] <= goal for key, goal in GOALS.items())
     shown = " ".join(
-        f"{key}={value:.2f}" if key != "idle_mb" else f"{key}={value:.0f}" for key, value in figures.items()
+        f"{key}={value:.0f}" if key.endswith("_mb") else f"{key}={value:.2f}"
+        for key, value in figures.items()
     )
     print(
         f"RESULT hosts={args.nodes} nodes_per_process={args.nodes_per_process} {shown}"

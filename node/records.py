@@ -30,6 +30,9 @@ MIGRATIONS = [
 ]
 
 Power = Literal["running", "shutoff"]
+STORE_IDLE_CLOSE = 10.0
+"""Seconds unused after which the store's connection is closed (a node process may simulate a
+thousand hosts, each with its store; the next statement opens it again)."""
 
 
 class DomainRow(TypedDict):
@@ -45,7 +48,7 @@ class Records:
     """The node's store of domains and its per-instance bookkeeping (see the module's docstring)."""
 
     def __init__(self, path: Path) -> None:
-        self.store = SqliteStore(path, MIGRATIONS)
+        self.store = SqliteStore(path, MIGRATIONS, idle_close=STORE_IDLE_CLOSE)
         self.projects: dict[str, str] = {}
         """This node's domains (stored, or built since it started) and their projects."""
         self.request_ids: dict[str, str] = {}

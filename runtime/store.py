@@ -173,46 +173,103 @@ class _SqliteDb(Db):
 
 
 class SqliteStore(Store):
-    """A sqlite file (WAL). Statements run on aiosqlite's thread, one at a time (the store's lock)."""
+    """A sqlite file (WAL). Statements run on aiosqlite's thread, one at a time (the store's lock).
+
+    With ``idle_close`` (seconds) the connection is closed once nothing used it for that long,
+    and opened again by the next statement: a connection holds about 140 KiB, which a node
+    process simulating a thousand hosts, each with its store, should not keep for idle hosts.
+    """
 
     dialect = "sqlite"
 
-    def __init__(self, path: Path | str, migrations: Sequence[Step]) -> None:
+    def __init__(
+        self, path: Path | str, migrations: Sequence[Step], *, idle_close: float | None = None
+    ) -> None:
         super().__init__(Path(path).stem, migrations)
         self.path = Path(path)
+        self.idle_close = idle_close
         self._db: _SqliteDb | None = None
+        self._opened = False
         self._lock = asyncio.Lock()
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self._closing: set[asyncio.Task[None]] = set()
 
     @property
     def location(self) -> str:
         return str(self.path)
 
     async def open(self) -> None:
+        async with self._lock:
+            await self._connect()
+            self._opened = True
+            self._close_when_idle()
+
+    async def _connect(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         connection = await aiosqlite.connect(self.path, isolation_level=None, timeout=30)
         connection.row_factory = sqlite3.Row
         for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON", "busy_timeout=30000"):
             await connection.execute(f"PRAGMA {pragma}")
-        self._db = _SqliteDb(connection)
-        async with self.transaction() as db:
+        db = self._db = _SqliteDb(connection)
+        await db.execute("BEGIN IMMEDIATE")
+        try:
             (row,) = await db.fetchall("PRAGMA user_version")
             await self.migrate(db, int(row["user_version"]), "PRAGMA user_version = {}")
+            await db.execute("COMMIT")
+        except BaseException:
+            await db.execute("ROLLBACK")
+            raise
 
     async def close(self) -> None:
+        async with self._lock:
+            self._opened = False
+            await self._disconnect()
+        await asyncio.gather(*self._closing)
+
+    async def _disconnect(self) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
         if self._db is not None:
             db, self._db = self._db, None
             await db.connection.close()
 
-    @property
-    def db(self) -> _SqliteDb:
-        if self._db is None:
-            raise RuntimeError(f"store {self.path} is not open")
-        return self._db
+    def _close_when_idle(self) -> None:
+        """(Re)start the idle countdown; called holding the lock, after each use."""
+        if self.idle_close is None:
+            return
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+        self._idle_timer = asyncio.get_running_loop().call_later(self.idle_close, self._idle)
+
+    def _idle(self) -> None:
+        self._idle_timer = None
+        task = asyncio.create_task(self._close_idle(), name=f"close idle store {self.path}")
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def _close_idle(self) -> None:
+        async with self._lock:
+            if self._idle_timer is None:  # nothing used it since the countdown ended
+                await self._disconnect()
+
+    @asynccontextmanager
+    async def _using(self) -> AsyncIterator[_SqliteDb]:
+        """The connection, holding the store's lock (opened again if an idle spell closed it)."""
+        async with self._lock:
+            if not self._opened:
+                raise RuntimeError(f"store {self.path} is not open")
+            if self._db is None:
+                await self._connect()
+            assert self._db is not None
+            try:
+                yield self._db
+            finally:
+                self._close_when_idle()
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Db]:
-        async with self._lock:
-            db = self.db
+        async with self._using() as db:
             await db.execute("BEGIN IMMEDIATE")
             try:
                 yield db
@@ -222,16 +279,16 @@ class SqliteStore(Store):
                 raise
 
     async def execute(self, sql: str, params: Params = ()) -> int:
-        async with self._lock:
-            return await self.db.execute(sql, params)
+        async with self._using() as db:
+            return await db.execute(sql, params)
 
     async def executemany(self, sql: str, rows: Iterable[Params]) -> None:
         async with self.transaction() as db:
             await db.executemany(sql, rows)
 
     async def _rows(self, sql: str, params: Params) -> list[dict[str, Any]]:
-        async with self._lock:
-            return await self.db._rows(sql, params)
+        async with self._using() as db:
+            return await db._rows(sql, params)
 
 
 @contextmanager
