@@ -126,6 +126,30 @@ class ResizeCloud:
         return [(action["action"], action["result"]) for action in listed]
 
 
+async def events_until_active(ws: Any, server_id: str, field: str) -> list[tuple[str, Any]]:
+    """The server's events on the websocket ``ws`` up to ``instance.active``: each type, and its
+    state's ``field``."""
+    seen: list[tuple[str, Any]] = []
+    async with asyncio.timeout(10):
+        while not seen or seen[-1][0] != "instance.active":
+            frame = json.loads((await ws.receive()).data)
+            if frame["type"] == "event" and frame["event"]["id"] == server_id:
+                event = frame["event"]
+                seen.append((event["type"], event["state"][field]))
+    return seen
+
+
+async def steps_taken(bus: Bus, server_id: str) -> list[tuple[str, str]]:
+    """The steps of the server's actions but its create (a step whose node was slow to take it may
+    be sent again, after ``ack_timeout``: those sends are left out)."""
+    steps = await ConductorOperator.client(bus).list_action_events(instance_uuid=server_id)
+    return [
+        (step["action"], step["event"])
+        for step in steps
+        if step["action"] != "create" and not step["event"].endswith(":sent_again")
+    ]
+
+
 @pytest.fixture
 async def resize_cloud(start_actor, config, api, bus, request: pytest.FixtureRequest) -> ResizeCloud:
     marker = request.node.get_closest_marker("confirm_window")
@@ -292,13 +316,7 @@ async def test_every_step_is_an_event_and_an_action_step(resize_cloud: ResizeClo
         assert (await cloud.until(server_id, "VERIFY_RESIZE"))["flavor"]["id"] == "2"
         assert (await cloud.act(server_id, {"revertResize": None}))[0] == 202
         await cloud.until(server_id, "ACTIVE")
-        seen: list[tuple[str, str | None]] = []
-        async with asyncio.timeout(10):
-            while not seen or seen[-1][0] != "instance.active":
-                frame = json.loads((await ws.receive()).data)
-                if frame["type"] == "event" and frame["event"]["id"] == server_id:
-                    event = frame["event"]
-                    seen.append((event["type"], event["state"]["status"]))
+        seen = await events_until_active(ws, server_id, "status")
     finally:
         await ws.close()
     assert seen == [
@@ -310,13 +328,7 @@ async def test_every_step_is_an_event_and_an_action_step(resize_cloud: ResizeClo
         ("instance.resize_reverting", "REVERT_RESIZE"),
         ("instance.active", "ACTIVE"),
     ]
-    steps = await ConductorOperator.client(cloud.bus).list_action_events(instance_uuid=server_id)
-    taken = [
-        (step["action"], step["event"])
-        for step in steps  # a step whose node was slow to take it may be sent again (ack_timeout)
-        if step["action"] != "create" and not step["event"].endswith(":sent_again")
-    ]
-    assert taken == [
+    assert await steps_taken(cloud.bus, server_id) == [
         ("resize", "claim_resize"),
         ("resize", "resize_instance:sent"),
         ("resize", "resize_instance"),
