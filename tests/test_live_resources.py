@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import sys
 import xml.etree.ElementTree as ET
 from typing import Any
 
 import libvirt
+import pytest
 
+from aiostack import BadRequest, Client, ResourceFailed
 from api.conductor import ConductorOperator
 from api.scheduler import Scheduler
 from deploy.audit import audit
@@ -169,11 +173,16 @@ async def test_quota_room_state_and_other_projects_refuse_a_change_that_changes_
     assert (await audit(cloud.bus)).problems == {}
 
 
-async def test_a_change_libvirt_refuses_leaves_the_server_as_it_was(resize_cloud: ResizeCloud) -> None:
+async def test_a_change_libvirt_refuses_leaves_the_server_as_it_was(
+    resize_cloud: ResizeCloud, gateway_url: str
+) -> None:
     cloud = resize_cloud
     await set_maxima(cloud, maxima={"aiostack:max_vcpus": "40"})
     server_id = await cloud.boot()
-    assert (await change(cloud, server_id, vcpus=40))[0] == 202  # the test driver takes 32 at most
+    async with Client(gateway_url) as client:
+        await client.login("admin", "admin-secret", "admin")
+        with pytest.raises(ResourceFailed, match="the change was refused: it has 1 vCPUs, 512 MB"):
+            await client.servers.set_resources(server_id, vcpus=40)  # the test driver takes 32 at most
     server = await settled(cloud, server_id)
     assert server["status"] == "ACTIVE" and server["aiostack:resources"] == {"vcpus": 1, "ram": 512}
     assert await live_size(cloud, server_id) == (1, 512, 1, 512)
@@ -296,3 +305,32 @@ async def test_deleting_a_changed_server_gives_its_claim_back(resize_cloud: Resi
             await asyncio.sleep(0.05)
     assert await cloud.claims(server_id) == []
     assert await cloud.host_used() == (0, 0, 0)
+
+
+async def test_the_sdk_and_the_cli_change_a_server_and_wait_for_it(
+    resize_cloud: ResizeCloud, gateway_url: str
+) -> None:
+    cloud = resize_cloud
+    await set_maxima(cloud)
+    server_id = await cloud.boot(name="sized")
+    async with Client(gateway_url) as client:
+        await client.login("admin", "admin-secret", "admin")
+        server = await client.servers.set_resources("sized", vcpus=2, ram=1024)
+        assert (server.status, server.vcpus, server.ram) == ("ACTIVE", 2, 1024)
+        with pytest.raises(BadRequest):
+            await client.servers.set_resources("sized", vcpus=5)
+    environment = {
+        **os.environ,
+        "AIOSTACK_URL": gateway_url,
+        "OS_USERNAME": "admin",
+        "OS_PASSWORD": "admin-secret",
+        "OS_PROJECT_NAME": "admin",
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "aiostack.cli", "server", "set-resources", "sized", "--vcpus", "3", "--wait",
+        env=environment, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    output = (await asyncio.wait_for(process.communicate(), 120))[0].decode()
+    assert process.returncode == 0 and "sized: ACTIVE (3 vCPUs, 1024 MB)" in output, output
+    assert await live_size(cloud, server_id) == (3, 1024, 3, 1024)
+    assert await cloud.claims(server_id) == [(3, 1024, 1, False)]
