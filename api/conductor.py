@@ -50,7 +50,8 @@ empty) and deletes the volumes marked ``delete_on_termination`` with the instanc
 an evacuate in ERROR; 11 - ``FlavorExtraSpecs`` (Nova's flavor extra specs), ``Flavor.max_vcpus``
 and ``max_ram`` (its ``aiostack:max_vcpus`` and ``aiostack:max_ram_mb``), and
 ``ServerLiveResources`` (a running instance's vCPUs and RAM changed live, within those maxima),
-``NodeReports.task_refused``.
+``NodeReports.task_refused``; ``AuditedInstance`` has the size its record says (``vcpus``,
+``memory_mb``).
 
 Events (kind ``instance``, on ``evt.instance.<project>.<id>``, with the instance as ``Instance``
 shows it): ``instance.building`` (recorded), ``instance.spawning`` (a host was chosen: the
@@ -444,6 +445,10 @@ class AuditedInstance(TypedDict):
     fault: Fault | None
     idle_s: float
     """Seconds since the instance last made progress."""
+    vcpus: NotRequired[int]
+    """The vCPUs its record says it has (and its claim must hold)."""
+    memory_mb: NotRequired[int]
+    """The RAM (MB) its record says it has (and its claim must hold)."""
 
 
 class Audit(TypedDict):

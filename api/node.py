@@ -10,7 +10,7 @@ console and relays its bytes (``NodeConsole``).
 
 Version history: 1 - initial; 2 - ``NodeConsole``; 3 - ``resize_instance``, ``finish_resize``,
 ``revert_resize``; 4 - ``evacuate_instance``; 5 - ``set_resources`` (a live change of vCPUs and
-RAM), ``DomainFlavor``'s ``max_vcpus`` and ``max_memory_mb``.
+RAM), ``DomainFlavor``'s ``max_vcpus`` and ``max_memory_mb``, ``DomainView``'s size.
 
 Events (kind ``domain``): ``domain.lifecycle`` (each libvirt lifecycle event of this host's
 domains, as ``{event, event_id, detail, host, libvirt_ts}``) and ``domain.reconciled`` (a
@@ -96,6 +96,10 @@ class DomainView(TypedDict):
     """libvirt's ``VIR_DOMAIN_*`` state: 1 running, 3 paused, 5 shut off."""
     project_id: str | None
     """None: not one of this node's domains."""
+    vcpus: NotRequired[int]
+    """The vCPUs it has now (a running guest's online ones; else its definition's)."""
+    memory_mb: NotRequired[int]
+    """The memory it has now (a running guest's balloon; else its definition's), MiB."""
 
 
 class Node(ServiceAPI, address="node.{host}"):

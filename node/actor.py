@@ -374,12 +374,15 @@ class NodeActor(Actor, Node):
         listed: list[DomainView] = []
         for domain in await self.hypervisor.domains():
             uuid = domain.UUIDString()
+            _, _, memory_kib, vcpus, _ = await self.hypervisor.virt(domain.info)
             listed.append(
                 {
                     "uuid": uuid,
                     "name": domain.name(),
                     "state": await self.hypervisor.state(domain),
                     "project_id": self.records.projects.get(uuid),
+                    "vcpus": vcpus,
+                    "memory_mb": memory_kib // 1024,
                 }
             )
         return listed

@@ -334,3 +334,24 @@ async def test_the_sdk_and_the_cli_change_a_server_and_wait_for_it(
     assert process.returncode == 0 and "sized: ACTIVE (3 vCPUs, 1024 MB)" in output, output
     assert await live_size(cloud, server_id) == (3, 1024, 3, 1024)
     assert await cloud.claims(server_id) == [(3, 1024, 1, False)]
+
+
+async def test_the_audit_finds_a_claim_or_a_running_domain_of_another_size_than_recorded(
+    resize_cloud: ResizeCloud,
+) -> None:
+    cloud = resize_cloud
+    await set_maxima(cloud)
+    server_id = await cloud.boot()
+    await Scheduler.client(cloud.bus).set_claim_size(instance_uuid=server_id, vcpus=2, memory_mb=512)
+    assert cloud.node is not None
+    domain = await cloud.node.hypervisor.existing(server_id)
+    domain.setMemoryFlags(1024 * 1024, libvirt.VIR_DOMAIN_AFFECT_LIVE)  # behind the conductor's back
+    problems = (await audit(cloud.bus, recheck_after=0.1)).problems
+    assert problems == {
+        f"claim-size:{server_id}": (
+            f"instance {server_id} has 1 vCPUs, 512 MB but its claim on node-1 is 2 vCPUs, 512 MB"
+        ),
+        f"size:{server_id}": (
+            f"instance {server_id} has 1 vCPUs, 512 MB but its running domain on node-1 has 1 vCPUs, 1024 MB"
+        ),
+    }

@@ -39,7 +39,7 @@ from actors.conductor.evacuate import Evacuations
 from actors.conductor.lifecycle import DomainReports
 from actors.conductor.live_resources import LiveResources
 from actors.conductor.resize import Resizes
-from actors.conductor.schema import InstanceRow, task_state_of, view, vm_state_of
+from actors.conductor.schema import InstanceRow, recorded_claim, task_state_of, view, vm_state_of
 from actors.conductor.states import Action, Report
 from api.conductor import (
     Audit,
@@ -155,6 +155,8 @@ class TaskWatch(NodeTasks, ConductorForOwners, ConductorOperator):
                     "task_state": task_state_of(row),
                     "fault": from_json(row["fault"]),
                     "idle_s": round(now - row["progress_at"], 1),
+                    "vcpus": recorded_claim(row)["vcpus"],
+                    "memory_mb": recorded_claim(row)["ram"],
                 }
                 for row in rows
             ],
