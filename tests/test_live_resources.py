@@ -355,3 +355,20 @@ async def test_the_audit_finds_a_claim_or_a_running_domain_of_another_size_than_
             f"instance {server_id} has 1 vCPUs, 512 MB but its running domain on node-1 has 1 vCPUs, 1024 MB"
         ),
     }
+
+
+async def test_a_locked_server_is_refused_and_only_admins_set_the_maxima(resize_cloud: ResizeCloud) -> None:
+    cloud = resize_cloud
+    await set_maxima(cloud)
+    await cloud.api.login("demo", DEMO_PASSWORD, "demo")
+    status, body = await cloud.api.post(
+        "/compute/v2.1/flavors/1/os-extra_specs", {"extra_specs": {"aiostack:max_vcpus": "8"}}
+    )
+    assert status == 403, body
+    status, body = await cloud.api.get("/compute/v2.1/flavors/1/os-extra_specs")
+    assert status == 200 and body["extra_specs"] == MAXIMA, body
+    server_id = await cloud.boot(name="owned")
+    assert (await cloud.act(server_id, {"lock": None}))[0] == 202
+    status, body = await change(cloud, server_id, vcpus=2)
+    assert status == 409 and f"Instance {server_id} is locked" in json.dumps(body), body
+    assert [action for action, _ in await cloud.actions(server_id)] == ["create", "lock"]

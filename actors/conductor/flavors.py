@@ -9,7 +9,7 @@ from runtime.store import Db, Store
 
 MAXIMA = {"aiostack:max_vcpus": ("max_vcpus", "vcpus"), "aiostack:max_ram_mb": ("max_ram", "ram")}
 """The extra specs that bound a live change of an instance of the flavor: each key, the ``Flavor``
-field it becomes, and the flavor's own field it may not be below."""
+field it becomes (``find_flavor``), and the flavor's own field it may not be below."""
 
 DEFAULT_FLAVORS = (
     ("1", "m1.tiny", 1, 512, 1),
@@ -40,9 +40,10 @@ async def find_flavor(store: Store, flavor_ref: str) -> Flavor | None:
     if flavor is None:
         return None
     specs = await extra_specs_of(store, flavor["id"])
-    for key, (field, _) in MAXIMA.items():
-        if key in specs:
-            flavor[field] = int(specs[key])  # type: ignore[literal-required]
+    if "aiostack:max_vcpus" in specs:
+        flavor["max_vcpus"] = int(specs["aiostack:max_vcpus"])
+    if "aiostack:max_ram_mb" in specs:
+        flavor["max_ram"] = int(specs["aiostack:max_ram_mb"])
     return flavor
 
 
@@ -55,14 +56,15 @@ async def extra_specs_of(db: Db | Store, flavor_id: str) -> dict[str, str]:
 
 def check_maxima(flavor: Flavor, extra_specs: dict[str, str]) -> None:
     """:raises InvalidRequest: an aiostack maximum that is no whole number or is below the flavor's own."""
+    own_sizes = {"vcpus": flavor["vcpus"], "ram": flavor["ram"]}
     for key, (_, own) in MAXIMA.items():
         if key not in extra_specs:
             continue
         value = extra_specs[key]
-        if not value.isdigit() or int(value) < flavor[own]:  # type: ignore[literal-required]
+        if not value.isdigit() or int(value) < own_sizes[own]:
             raise InvalidRequest(
                 f"Validation failed; extra spec {key} must be a whole number no smaller than the flavor's"
-                f" {own} ({flavor[own]}), not {value!r}."  # type: ignore[literal-required]
+                f" {own} ({own_sizes[own]}), not {value!r}."
             )
 
 

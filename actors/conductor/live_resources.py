@@ -44,8 +44,9 @@ log = logging.getLogger(__name__)
 
 MAX_STEP_SENDS = 3
 """The node's step that made no progress is sent again, while its host is up, this often in all."""
-LIMITS = (("vcpus", "max_vcpus", "vCPUs"), ("ram", "max_ram", "RAM (MB)"))
-"""Each resource a live change sets: the flavor record's field, its maximum's, and its label."""
+LIMITS = (("vcpus", "aiostack:max_vcpus", "vCPUs"), ("ram", "aiostack:max_ram_mb", "RAM (MB)"))
+"""Each resource a live change sets: the flavor record's field, the extra spec of its maximum, and
+its label."""
 
 
 def covering(old: Flavor, new: Flavor) -> dict[str, int]:
@@ -59,22 +60,21 @@ def check_size(flavor: Flavor, booted: Flavor, asked: dict[str, int | None]) -> 
 
     :raises InvalidRequest: the flavor sets no maximum for what is asked, or it is outside.
     """
-    size = {field: int(flavor[field]) for field, _, _ in LIMITS}  # type: ignore[literal-required]
-    for field, maximum_field, label in LIMITS:
-        value = asked[field]
+    size = {"vcpus": flavor["vcpus"], "ram": flavor["ram"]}
+    lowest = {"vcpus": booted["vcpus"], "ram": booted["ram"]}
+    highest = {"vcpus": flavor.get("max_vcpus"), "ram": flavor.get("max_ram")}
+    for field, spec, label in LIMITS:
+        value, low, high = asked[field], lowest[field], highest[field]
         if value is None:
             continue
-        maximum = flavor.get(maximum_field)
-        if maximum is None and value != size[field]:
+        if high is None and value != size[field]:
             raise InvalidRequest(
                 f"The flavor {flavor['name']} of the server allows no live change of its {label}"
-                f" (it sets no aiostack:{'max_vcpus' if field == 'vcpus' else 'max_ram_mb'})."
+                f" (it sets no {spec})."
             )
-        low = int(booted[field])  # type: ignore[literal-required]
-        high = int(maximum if maximum is not None else low)
-        if not low <= value <= high:
+        if not low <= value <= (high or low):
             raise InvalidRequest(
-                f"Invalid {label} {value}: the flavor {flavor['name']} allows {low} to {high}."
+                f"Invalid {label} {value}: the flavor {flavor['name']} allows {low} to {high or low}."
             )
         size[field] = value
     return size

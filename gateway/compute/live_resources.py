@@ -28,8 +28,9 @@ from gateway.versions import RANGES, microversion
 
 SET_RESOURCES = "aiostack:setResources"
 SET_RESOURCES_FROM: tuple[int, int] = RANGES["compute"][1]
-"""The compute microversion the live change is served from (the newest served when it was
-added; it stays this one as newer versions are added)."""
+"""The compute microversion the live change is served from: the newest one served (2.25 once issue
+18's microversions are in). Whoever adds a newer version pins this to the one it was, so that a
+microversion keeps meaning what it meant."""
 Size = Annotated[int, Meta(ge=1, le=MAX_AMOUNT)]
 
 
