@@ -198,12 +198,11 @@ async def test_every_step_is_an_event_and_an_action_step(resize_cloud: ResizeClo
     cloud = resize_cloud
     await set_maxima(cloud)
     server_id = await cloud.boot()
-    ws = await cloud.api.session.ws_connect(f"{gateway_url}/ws?kinds=instance", headers=cloud.api.headers)
-    try:
+    async with cloud.api.session.ws_connect(
+        f"{gateway_url}/ws?kinds=instance", headers=cloud.api.headers
+    ) as ws:
         assert (await change(cloud, server_id, vcpus=2, ram=1024))[0] == 202
         seen = await events_until_active(ws, server_id, "task_state")
-    finally:
-        await ws.close()
     assert seen == [
         ("instance.resources_claiming", "resources_claiming"),
         ("instance.resources_changing", "resources_changing"),
@@ -299,10 +298,7 @@ async def test_deleting_a_changed_server_gives_its_claim_back(resize_cloud: Resi
     server_id = await cloud.boot()
     assert (await change(cloud, server_id, ram=1024))[0] == 202
     await settled(cloud, server_id)
-    assert (await cloud.api.delete(f"/compute/v2.1/servers/{server_id}"))[0] == 204
-    async with asyncio.timeout(10):
-        while (await cloud.api.get(f"/compute/v2.1/servers/{server_id}"))[0] != 404:
-            await asyncio.sleep(0.05)
+    await cloud.delete(server_id)
     assert await cloud.claims(server_id) == []
     assert await cloud.host_used() == (0, 0, 0)
 

@@ -93,6 +93,13 @@ class ResizeCloud:
                 await asyncio.sleep(0.05)
         return server
 
+    async def delete(self, server_id: str) -> None:
+        """Delete the server and wait until it is gone."""
+        assert (await self.api.delete(f"/compute/v2.1/servers/{server_id}"))[0] == 204
+        async with asyncio.timeout(10):
+            while (await self.api.get(f"/compute/v2.1/servers/{server_id}"))[0] != 404:
+                await asyncio.sleep(0.05)
+
     async def act(self, server_id: str, action: dict[str, Any]) -> tuple[int, Any]:
         return await self.api.post(f"/compute/v2.1/servers/{server_id}/action", action)
 
@@ -310,15 +317,14 @@ async def test_a_resize_whose_node_dies_ends_in_error_with_one_claim(resize_clou
 async def test_every_step_is_an_event_and_an_action_step(resize_cloud: ResizeCloud, gateway_url: str) -> None:
     cloud = resize_cloud
     server_id = await cloud.boot()
-    ws = await cloud.api.session.ws_connect(f"{gateway_url}/ws?kinds=instance", headers=cloud.api.headers)
-    try:
+    async with cloud.api.session.ws_connect(
+        f"{gateway_url}/ws?kinds=instance", headers=cloud.api.headers
+    ) as ws:
         assert (await cloud.act(server_id, {"resize": {"flavorRef": "2"}}))[0] == 202
         assert (await cloud.until(server_id, "VERIFY_RESIZE"))["flavor"]["id"] == "2"
         assert (await cloud.act(server_id, {"revertResize": None}))[0] == 202
         await cloud.until(server_id, "ACTIVE")
         seen = await events_until_active(ws, server_id, "status")
-    finally:
-        await ws.close()
     assert seen == [
         ("instance.resize_prep", "RESIZE"),
         ("instance.resize_migrating", "RESIZE"),
@@ -343,10 +349,7 @@ async def test_deleting_a_resized_server_gives_back_both_claims(resize_cloud: Re
     server_id = await cloud.boot()
     assert (await cloud.act(server_id, {"resize": {"flavorRef": "2"}}))[0] == 202
     await cloud.until(server_id, "VERIFY_RESIZE")
-    assert (await cloud.api.delete(f"/compute/v2.1/servers/{server_id}"))[0] == 204
-    async with asyncio.timeout(10):
-        while (await cloud.api.get(f"/compute/v2.1/servers/{server_id}"))[0] != 404:
-            await asyncio.sleep(0.05)
+    await cloud.delete(server_id)
     assert await cloud.claims(server_id) == []
     assert await cloud.host_used() == (0, 0, 0)
     assert (await audit(cloud.bus)).problems == {}
