@@ -503,6 +503,42 @@ class SchedulerActor(Actor, Scheduler):
         log.info("claimed the resize of %s on %s", instance_uuid, row["host"])
         return str(row["host"])
 
+    # -- live changes of vCPUs and RAM ----------------------------------------------------
+
+    async def set_claim_size(self, *, instance_uuid: str, vcpus: int, memory_mb: int) -> Allocation:
+        """Give the instance's claim another size (``api.scheduler.Scheduler.set_claim_size``)."""
+        size = {"vcpus": vcpus, "memory_mb": memory_mb}
+        return await self._retrying(
+            f"claim size of {instance_uuid}", lambda: self._set_claim_size(instance_uuid, size)
+        )
+
+    async def _set_claim_size(self, instance_uuid: str, size: dict[str, int]) -> Allocation:
+        async with self.store.transaction() as db:
+            claim = await db.fetchone(
+                "SELECT * FROM allocations WHERE instance_uuid = ?", (instance_uuid,), row=Allocation
+            )
+            if claim is None:
+                raise NotFound(f"no allocation for instance {instance_uuid}")
+            delta = {**{resource: size[resource] - claim[resource] for resource in size}, "disk_gb": 0}
+            if not any(delta.values()):
+                return claim  # that size already: this request, sent again
+            row = await db.fetchone("SELECT * FROM hosts WHERE host = ?", (claim["host"],))
+            assert row is not None, "an allocation's host row is never deleted"
+            growth = {resource: max(0, amount) for resource, amount in delta.items()}
+            short = [resource for resource in RESOURCES if self._free(row, resource) < growth[resource]]
+            if short:
+                reason = f"its host {row['host']} short of {', '.join(short)}"
+                raise self._no_valid_host(growth, Counter({reason: 1}), 1)
+            await _swap_usage(db, row["host"], row["generation"], delta)
+            resized = await db.fetchone(
+                "UPDATE allocations SET vcpus = ?, memory_mb = ? WHERE instance_uuid = ? RETURNING *",
+                (size["vcpus"], size["memory_mb"], instance_uuid),
+                row=Allocation,
+            )
+        assert resized is not None
+        log.info("claim of %s on %s is now %s", instance_uuid, row["host"], size)
+        return resized
+
     # -- evacuates ------------------------------------------------------------------------
 
     async def claim_evacuate(

@@ -31,6 +31,11 @@ RESIZE_ENDS = frozenset({"instance.active", "instance.shutoff"})
 """The events a confirmed or reverted resize ends with (a stopped server stays stopped)."""
 EVACUATE_MICROVERSION = {"OpenStack-API-Version": "compute 2.14"}
 """The first compute microversion whose evacuate takes no ``onSharedStorage`` (and answers no password)."""
+LIVE_RESOURCES_MICROVERSION = {"OpenStack-API-Version": "compute latest"}
+"""aiostack's live change of vCPUs and RAM is served from the newest compute microversion, and a
+server shows the size it has now (``aiostack:resources``) from it."""
+LIVE_CHANGE_UNDONE = frozenset({"instance.shutoff", "instance.paused"})
+"""The events of a live change its guest ended (it stopped or was paused)."""
 RESIZE_UNDONE = frozenset({*RESIZE_ENDS, "instance.paused"})
 """The events of a resize that ended before VERIFY_RESIZE: undone (no room on the host), or
 abandoned (its guest paused)."""
@@ -131,6 +136,8 @@ class Server:
     volume_ids: tuple[str, ...]
     host: str | None  # admins only
     host_status: str | None  # admins only, microversion 2.16
+    vcpus: int | None  # the vCPUs and RAM (MB) it has now, read at the newest microversion
+    ram: int | None
     created: str
     updated: str
     raw: dict[str, Any] = field(repr=False, compare=False)
@@ -153,6 +160,8 @@ class Server:
             volume_ids=tuple(v["id"] for v in body.get("os-extended-volumes:volumes_attached", [])),
             host=body.get("OS-EXT-SRV-ATTR:host"),
             host_status=body.get("host_status"),
+            vcpus=body.get("aiostack:resources", {}).get("vcpus"),
+            ram=body.get("aiostack:resources", {}).get("ram"),
             created=body["created"],
             updated=body["updated"],
             raw=dict(body),
@@ -675,6 +684,45 @@ class ServerManager(_Manager[Server]):
         action: dict[str, Any] = {"evacuate": {} if host is None else {"host": host}}
         return await self._action(
             server, action, RESIZE_ENDS, wait, timeout, on_event, headers=EVACUATE_MICROVERSION
+        )
+
+    async def set_resources(
+        self,
+        server: Server | str,
+        *,
+        vcpus: int | None = None,
+        ram: int | None = None,
+        wait: bool = True,
+        timeout: float = 300.0,
+    ) -> Server:
+        """Change a running server's vCPUs and RAM (MB) live, within its flavor's maxima (what is
+        None stays); with ``wait``, return it once the change is done (``vcpus`` and ``ram`` show
+        its size). :raises ResourceFailed: it went to ERROR, its guest stopped meanwhile, or its
+        hypervisor refused the change (the server keeps the size it had)."""
+        size = {name: value for name, value in (("vcpus", vcpus), ("ram", ram)) if value is not None}
+        action = {"aiostack:setResources": size}
+        await self._action(
+            server,
+            action,
+            "instance.active",
+            wait,
+            timeout,
+            headers=LIVE_RESOURCES_MICROVERSION,
+            undone=LIVE_CHANGE_UNDONE,
+        )
+        changed = await self.sized(server)
+        if wait and any(getattr(changed, name) != value for name, value in size.items()):
+            raise ResourceFailed(
+                changed, f"the change was refused: it has {changed.vcpus} vCPUs, {changed.ram} MB"
+            )
+        return changed
+
+    async def sized(self, server: Server | str) -> Server:
+        """One server, fresh, with the vCPUs and RAM it has now (``vcpus``, ``ram``)."""
+        server_id = await self.find_id(server)
+        path = f"{COMPUTE}/servers/{server_id}"
+        return Server.from_api(
+            (await self._client.request("GET", path, None, LIVE_RESOURCES_MICROVERSION))["server"]
         )
 
     async def confirm_resize(self, server: Server | str) -> Server:

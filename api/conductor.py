@@ -47,7 +47,11 @@ empty) and deletes the volumes marked ``delete_on_termination`` with the instanc
 ``ComputeUsage`` (what each project's instances used over a period: Nova's simple tenant usage); 10 -
 ``ServerEvacuations`` (an instance of a down host built again on another: admins only),
 ``NodeBuilds.get_build_request`` answers an evacuate's destination too, and ``build_failed`` ends
-an evacuate in ERROR.
+an evacuate in ERROR; 11 - ``FlavorExtraSpecs`` (Nova's flavor extra specs), ``Flavor.max_vcpus``
+and ``max_ram`` (its ``aiostack:max_vcpus`` and ``aiostack:max_ram_mb``), and
+``ServerLiveResources`` (a running instance's vCPUs and RAM changed live, within those maxima),
+``NodeReports.task_refused``; ``AuditedInstance`` has the size its record says (``vcpus``,
+``memory_mb``).
 
 Events (kind ``instance``, on ``evt.instance.<project>.<id>``, with the instance as ``Instance``
 shows it): ``instance.building`` (recorded), ``instance.spawning`` (a host was chosen: the
@@ -63,7 +67,7 @@ from typing import Annotated, Any, Literal, NotRequired, TypedDict
 
 from msgspec import Meta
 
-from api.fields import HostName, Id, Name
+from api.fields import HostName, Id, Name, PositiveAmount
 from api.net import RequestedNetwork
 from api.node import DeviceName, PowerAction, RebootType
 from api.scheduler import Reason as DisabledReason
@@ -151,6 +155,10 @@ class Flavor(TypedDict):
     swap: int
     is_public: int
     """1 or 0."""
+    max_vcpus: NotRequired[int]
+    """The vCPUs a live change may give its instances (extra spec ``aiostack:max_vcpus``)."""
+    max_ram: NotRequired[int]
+    """The RAM (MB) a live change may give its instances (extra spec ``aiostack:max_ram_mb``)."""
 
 
 class Fault(TypedDict):
@@ -437,6 +445,10 @@ class AuditedInstance(TypedDict):
     fault: Fault | None
     idle_s: float
     """Seconds since the instance last made progress."""
+    vcpus: NotRequired[int]
+    """The vCPUs its record says it has (and its claim must hold)."""
+    memory_mb: NotRequired[int]
+    """The RAM (MB) its record says it has (and its claim must hold)."""
 
 
 class Audit(TypedDict):
@@ -937,18 +949,83 @@ class ServerEvacuations(ServiceAPI, address="conductor"):
         ...
 
 
+RefusalReason = Annotated[str, Meta(max_length=1000)]
+"""Why libvirt refused a node a task (its error)."""
+ExtraSpecKey = Annotated[str, Meta(min_length=1, max_length=255, pattern=r"^[\w.:-]+$")]
+ExtraSpecValue = Annotated[str, Meta(max_length=255)]
+
+
+class FlavorExtraSpecs(ServiceAPI, address="conductor"):
+    """Nova's flavor extra specs: key-value pairs an admin sets on a flavor. aiostack reads
+    ``aiostack:max_vcpus`` and ``aiostack:max_ram_mb`` (the most a live change may give an
+    instance of the flavor); the others are kept and shown."""
+
+    @call(policy="compute:read", idempotent=True)
+    async def get_extra_specs(self, *, flavor_id: Id) -> dict[str, str]:
+        """The flavor's extra specs.
+
+        :raises NotFound: no such flavor.
+        """
+        ...
+
+    @call(policy="compute:admin", idempotent=True)
+    async def set_extra_specs(
+        self, *, flavor_id: Id, extra_specs: dict[ExtraSpecKey, ExtraSpecValue]
+    ) -> dict[str, str]:
+        """Add or change these keys; the flavor's extra specs as they now are. Instances booted
+        before keep the maxima they were booted with.
+
+        :raises NotFound: no such flavor.
+        :raises InvalidRequest: an aiostack maximum that is no whole number, or is below the
+            flavor's own vCPUs or RAM.
+        """
+        ...
+
+    @call(policy="compute:admin", idempotent=True)
+    async def delete_extra_spec(self, *, flavor_id: Id, key: ExtraSpecKey) -> None:
+        """Delete one key of the flavor's extra specs.
+
+        :raises NotFound: no such flavor, or it has no such key.
+        """
+        ...
+
+
+class ServerLiveResources(ServiceAPI, address="conductor"):
+    """A running instance's vCPUs and RAM changed live, within its flavor's maxima (aiostack's
+    ``setResources``: vCPU hot-plug and the memory balloon)."""
+
+    @call(policy="compute:write", idempotent=True)
+    async def set_resources(
+        self, *, instance_uuid: Id, vcpus: PositiveAmount | None = None, ram: PositiveAmount | None = None
+    ) -> Instance:
+        """Give the running instance ``vcpus`` and ``ram`` MB (None: as it has): its claim is set
+        to cover both sizes, its node changes the running domain, then the claim is the new size.
+        Its flavor shows the current size.
+
+        :raises NotFound: no such instance, or another project's.
+        :raises InvalidRequest: its flavor sets no maximum for what is asked, or a size outside
+            the flavor's own and its maximum.
+        :raises Conflict: not active with no task, or locked; or its host has no room for the
+            growth (the instance stays as it was).
+        :raises QuotaExceeded: the project's cores or RAM would go past its limit.
+        """
+        ...
+
+
 class Compute(
     Servers,
     ServerCreation,
     ServerActions,
     ServerResizes,
     ServerEvacuations,
+    ServerLiveResources,
     ServerDetails,
     ServerVolumes,
     ServerHistory,
     ComputeQuotas,
     ComputeUsage,
     Flavors,
+    FlavorExtraSpecs,
     Keypairs,
     ComputeServices,
     address="conductor",
@@ -1039,6 +1116,15 @@ class NodeReports(ServiceAPI, address="conductor.host.{host}", caller="host"):
     @call
     async def task_done(self, *, instance_uuid: Id) -> None:
         """The node finished a task libvirt reports no event for (a soft reboot).
+
+        :raises NotFound: no such instance on the calling host.
+        """
+        ...
+
+    @call
+    async def task_refused(self, *, instance_uuid: Id, reason: RefusalReason) -> None:
+        """libvirt refused the node a live change of vCPUs and RAM, and the domain has its old
+        size again: the change ends, the instance as it was.
 
         :raises NotFound: no such instance on the calling host.
         """

@@ -9,7 +9,8 @@ user is the only one allowed ``NodeConsole``'s subjects) opens a guest's interac
 console and relays its bytes (``NodeConsole``).
 
 Version history: 1 - initial; 2 - ``NodeConsole``; 3 - ``resize_instance``, ``finish_resize``,
-``revert_resize``; 4 - ``evacuate_instance``.
+``revert_resize``; 4 - ``evacuate_instance``; 5 - ``set_resources`` (a live change of vCPUs and
+RAM), ``DomainFlavor``'s ``max_vcpus`` and ``max_memory_mb``, ``DomainView``'s size.
 
 Events (kind ``domain``): ``domain.lifecycle`` (each libvirt lifecycle event of this host's
 domains, as ``{event, event_id, detail, host, libvirt_ts}``) and ``domain.reconciled`` (a
@@ -19,7 +20,7 @@ is ``api.scheduler.HEARTBEAT``.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, TypedDict
+from typing import Annotated, Literal, NotRequired, TypedDict
 
 from msgspec import Meta
 
@@ -80,6 +81,10 @@ class DomainFlavor(TypedDict):
     disk_gb: Amount
     """The root disk (0: the instance boots from a volume, or the flavor has none); a bigger one
     than the disk has grows it, a smaller one leaves it."""
+    max_vcpus: NotRequired[PositiveAmount]
+    """The vCPUs a live change may give it (the flavor's ``aiostack:max_vcpus``); none: ``vcpus``."""
+    max_memory_mb: NotRequired[PositiveAmount]
+    """The RAM a live change may give it (the flavor's ``aiostack:max_ram_mb``); none: ``memory_mb``."""
 
 
 class DomainView(TypedDict):
@@ -91,6 +96,10 @@ class DomainView(TypedDict):
     """libvirt's ``VIR_DOMAIN_*`` state: 1 running, 3 paused, 5 shut off."""
     project_id: str | None
     """None: not one of this node's domains."""
+    vcpus: NotRequired[int]
+    """The vCPUs it has now (a running guest's online ones; else its definition's)."""
+    memory_mb: NotRequired[int]
+    """The memory it has now (a running guest's balloon; else its definition's), MiB."""
 
 
 class Node(ServiceAPI, address="node.{host}"):
@@ -148,6 +157,16 @@ class Node(ServiceAPI, address="node.{host}"):
         """A resize's first step on the node: power the domain off, grow its disk if the flavor's
         is bigger (keeping the old disk until the resize is confirmed or reverted), define it
         again with the flavor's vCPUs and RAM, then report ``task_done``."""
+        ...
+
+    @cast
+    async def set_resources(
+        self, *, instance_uuid: Id, vcpus: PositiveAmount, memory_mb: PositiveAmount
+    ) -> None:
+        """A live change of vCPUs and RAM: once the conductor has the task (``task_progress``
+        answers it), give the domain's definition and, if it runs, the running guest ``vcpus``
+        (hot-plugged) and ``memory_mb`` (its balloon), then report ``task_done``. A task the
+        conductor no longer has is left undone."""
         ...
 
     @cast

@@ -4,7 +4,8 @@ Version history: 1 - initial; 2 - hosts are enabled or disabled by an operator
 (``set_host_enabled``, with a reason ``HostView`` shows): a disabled host gets no new instances;
 3 - a resize holds two claims until it is confirmed or reverted (``claim_resize``,
 ``confirm_resize``, ``revert_resize``; ``Allocation.resize_held``); 4 - an evacuate moves an
-instance's claim off its (down) host in one transaction (``claim_evacuate``).
+instance's claim off its (down) host in one transaction (``claim_evacuate``); 5 - a live change of
+vCPUs and RAM sets an instance's claim to another size on its host (``set_claim_size``).
 
 Events (kind ``node``): ``node.up`` (a host reported for the first time, or again after
 ``node.down``) and ``node.down`` (its last report is older than the service down time),
@@ -144,6 +145,19 @@ class Scheduler(SchedulerReader, address="scheduler"):
 
         :raises NotFound: the instance has no claim.
         :raises NoValidHost: its host has no room for the new flavor (or is down or disabled).
+        """
+        ...
+
+    @call(idempotent=True)
+    async def set_claim_size(
+        self, *, instance_uuid: Id, vcpus: PositiveAmount, memory_mb: PositiveAmount
+    ) -> Allocation:
+        """Make the instance's claim on its host ``vcpus`` and ``memory_mb`` (its disk as it is), in
+        one transaction: what grows must fit in what the host has free (what shrinks is given
+        back). Idempotent: a claim of that size already is answered as it is.
+
+        :raises NotFound: the instance has no claim.
+        :raises NoValidHost: its host has no room for the growth.
         """
         ...
 

@@ -15,7 +15,10 @@ Read over the bus as the operator (the admin credentials of the data directory):
 * domains whose power state is not what the conductor records for their instance (a running
   domain of a SHUTOFF or SUSPENDED instance, a stopped one of an ACTIVE instance, ...), for
   instances with no task under way: what a node reporting a false power state, or a domain
-  changed behind the conductor's back, leaves.
+  changed behind the conductor's back, leaves;
+* sizes that disagree, for instances with no task under way: a claim of other vCPUs or RAM than
+  the instance's record says it has, or a running domain of another size than that (what a live
+  change of vCPUs and RAM that ended badly, or a change behind the conductor's back, leaves).
 
 The holders are read before the instances, so a resource made meanwhile belongs to a
 live instance; a problem is reported only if a second pass a moment later still sees it,
@@ -32,13 +35,15 @@ from typing import Any
 
 from api.conductor import AuditedInstance, ConductorOperator
 from api.net import COMPUTE_OWNER, DHCP_OWNER, Net
-from api.node import Node
+from api.node import DomainView, Node
 from api.scheduler import HostView, SchedulerReader
 from api.volume import VolumeAttachments
 from bus import AiostackError, Bus
 from runtime.states import RESIZE_TASKS, VmState
 
 SETTLED_STATES = ("active", "stopped", "paused", "suspended", "resized")
+RUNNING = 1
+"""libvirt's ``VIR_DOMAIN_RUNNING``."""
 RECHECK_AFTER = 2.0
 
 DOMAIN_STATES = {
@@ -69,14 +74,24 @@ class AuditReport:
     counts: dict[str, int] = field(default_factory=dict)
 
 
+def _size_differs(row: AuditedInstance, vcpus: int | None, memory_mb: int | None) -> bool:
+    """Whether an instance with no task under way has another size than ``vcpus`` and
+    ``memory_mb`` (what is not known does not differ)."""
+    if row["task_state"] is not None or "vcpus" not in row or vcpus is None or memory_mb is None:
+        return False
+    return (row["vcpus"], row.get("memory_mb")) != (vcpus, memory_mb)
+
+
 def _resizing(row: AuditedInstance) -> bool:
     """Whether the instance is in a resize (one that may hold two claims)."""
     return row["vm_state"] == VmState.RESIZED or row["task_state"] in RESIZE_TASKS
 
 
-async def _domains_by_host(bus: Bus, hosts: list[HostView], report: AuditReport) -> dict[str, dict[str, int]]:
-    """Each live host's instance domains, with their libvirt state."""
-    domains: dict[str, dict[str, int]] = {}
+async def _domains_by_host(
+    bus: Bus, hosts: list[HostView], report: AuditReport
+) -> dict[str, dict[str, DomainView]]:
+    """Each live host's instance domains, by uuid."""
+    domains: dict[str, dict[str, DomainView]] = {}
     for host in hosts:
         name = host["host"]
         if not host["alive"]:
@@ -87,7 +102,7 @@ async def _domains_by_host(bus: Bus, hosts: list[HostView], report: AuditReport)
         except AiostackError as exc:
             report.notes.append(f"node {name} did not answer ({exc}): its domains were not checked")
             continue
-        domains[name] = {d["uuid"]: d["state"] for d in listed if d["name"].startswith("instance-")}
+        domains[name] = {d["uuid"]: d for d in listed if d["name"].startswith("instance-")}
     return domains
 
 
@@ -133,6 +148,14 @@ async def audit_once(bus: Bus) -> AuditReport:
             problems[f"claim-host:{uuid}"] = (
                 f"instance {uuid} is on {instances[uuid]['host']} but its claim is on {claim['host']}"
             )
+        elif not claim.get("resize_held") and _size_differs(
+            instances[uuid], claim["vcpus"], claim["memory_mb"]
+        ):
+            row = instances[uuid]
+            problems[f"claim-size:{uuid}"] = (
+                f"instance {uuid} has {row.get('vcpus')} vCPUs, {row.get('memory_mb')} MB but its claim on"
+                f" {claim['host']} is {claim['vcpus']} vCPUs, {claim['memory_mb']} MB"
+            )
         elif claim.get("resize_held") and claim["host"] != instances[uuid]["host"]:
             problems[f"resize-claim:{uuid}"] = (
                 f"the resize of instance {uuid} on {instances[uuid]['host']} holds a claim on {claim['host']}"
@@ -159,7 +182,8 @@ async def audit_once(bus: Bus) -> AuditReport:
                 f" {attachment['server_id']}, which does not exist"
             )
     for host, uuids in domains.items():
-        for uuid, state in uuids.items():
+        for uuid, domain in uuids.items():
+            state = domain["state"]
             if uuid not in instances or instances[uuid]["host"] != host:
                 problems[f"domain:{host}:{uuid}"] = (
                     f"domain instance-{uuid} on {host} has no instance record there"
@@ -171,6 +195,11 @@ async def audit_once(bus: Bus) -> AuditReport:
                 problems[f"power:{uuid}"] = (
                     f"instance {uuid} is {row['vm_state']} but its domain on {host} is"
                     f" {DOMAIN_STATES.get(state, f'in state {state}')}"
+                )
+            if state == RUNNING and _size_differs(row, domain.get("vcpus"), domain.get("memory_mb")):
+                problems[f"size:{uuid}"] = (
+                    f"instance {uuid} has {row.get('vcpus')} vCPUs, {row.get('memory_mb')} MB but its running"
+                    f" domain on {host} has {domain.get('vcpus')} vCPUs, {domain.get('memory_mb')} MB"
                 )
         for uuid, row in instances.items():
             if row["host"] == host and row["vm_state"] in SETTLED_STATES and uuid not in uuids:

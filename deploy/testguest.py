@@ -8,7 +8,9 @@ lease, a ready marker, hot-plugged disks and NICs, whether the addresses of
 result=ok|failed``, each tried for up to 30 s), the first bytes of each hot-plugged disk
 (``AIOSTACK-DISK-HEAD``; with ``aiostack.stamp=TEXT`` it then writes TEXT there,
 ``AIOSTACK-DISK-STAMPED``), and power-off (ACPI power button, or
-``aiostack.poweroff_after=N`` on the kernel command line). First it reads its config drive
+``aiostack.poweroff_after=N`` on the kernel command line), and its size whenever it changes
+(``AIOSTACK-SIZE cpus=N mem_kb=KB``: the CPUs online, hot-plugged ones brought online as a udev
+rule would, and ``MemTotal``, which its memory balloon moves). First it reads its config drive
 (``node/configdrive.py``): ``AIOSTACK-CONFIG-DRIVE uuid=UUID admin_pass=set|none`` (root's
 password set from ``admin_pass``, one without quotes or backslashes), then runs its user data as a
 shell script (``AIOSTACK-USER-DATA exit=N output=...``). Root's authorized keys are the
@@ -48,7 +50,10 @@ if TYPE_CHECKING:
 
 KERNEL_PACKAGE = re.compile(r"^linux-image-6\.1\.0-(\d+)-cloud-amd64$")
 # the modules the guest loads; their dependencies are resolved from each module's .modinfo
-MODULE_ROOTS = ("virtio_pci", "virtio_blk", "virtio_net", "evdev", "button", "ata_piix", "sr_mod", "isofs")
+MODULE_ROOTS = (
+    "virtio_pci", "virtio_blk", "virtio_net", "virtio_balloon", "evdev", "button", "ata_piix", "sr_mod",
+    "isofs",
+)  # fmt: skip
 DECOMPRESSORS: dict[str, Callable[[bytes], bytes]] = {
     ".ko": bytes,
     ".ko.xz": lzma.decompress,
@@ -181,8 +186,16 @@ watch_devices() {
             listed "$n" "$nics" || echo "AIOSTACK-NIC-ADDED dev=$n mac=$(cat "/sys/class/net/$n/address")"
         done
         nics=$now
+        now=$(names /sys/devices/system/cpu/cpu[0-9]*)
+        for c in $now; do listed "$c" "$cpus" || echo 1 >"/sys/devices/system/cpu/$c/online"; done 2>/dev/null
+        cpus=$now
+        online=$(grep -c ^processor /proc/cpuinfo)
+        now="cpus=$online mem_kb=$(sed -n 's/^MemTotal: *\([0-9]*\).*/\1/p' /proc/meminfo)"
+        [ "$now" = "$size" ] || echo "AIOSTACK-SIZE $now"
+        size=$now
     done
 }
+cpus=$(names /sys/devices/system/cpu/cpu[0-9]*)
 watch_devices &
 
 ip=${addr%/*}

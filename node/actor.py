@@ -12,7 +12,8 @@ to the one that does it:
 * ``Records`` (``node/records.py``): the node's store of domains and the work in its hands;
 * ``EventForwarder`` (``node/events.py``): libvirt's lifecycle events -> event stream -> conductor;
 * ``Builder`` (``node/build.py``): build and delete; ``Power`` (``node/power.py``); ``Resizer``
-  (``node/resize.py``): a domain given another flavor, and back; ``Volumes``
+  (``node/resize.py``): a domain given another flavor, and back; ``LiveResizer``
+  (``node/live_resources.py``): a running domain's vCPUs and RAM changed live; ``Volumes``
   (``node/volumes.py``); ``Consoles`` (``node/console.py``, serving ``NodeConsole``: the guests'
   interactive serial consoles, for the gateway); ``Reconciler`` (``node/reconcile.py``): at start,
   after a reconnect, and the orphan sweep;
@@ -67,6 +68,7 @@ from node.console import Consoles
 from node.events import EventForwarder
 from node.hypervisor import Hypervisor
 from node.images import ImageCache
+from node.live_resources import LiveResizer
 from node.metadata import GuestFinder, MetadataService
 from node.networks import GuestNetworks, Networking, bridge_name
 from node.overlay import OverlayNetworks
@@ -179,6 +181,7 @@ class NodeActor(Actor, Node):
         self.resizer = Resizer(
             host, peers=peers, hypervisor=self.hypervisor, records=self.records, images=self.images
         )
+        self.live_resizer = LiveResizer(host, peers=peers, hypervisor=self.hypervisor, records=self.records)
         self.consoles = Consoles(host, hypervisor=self.hypervisor, records=self.records)
         self.serve(self.consoles)
         self.snapshots = Snapshots(
@@ -328,6 +331,9 @@ class NodeActor(Actor, Node):
     async def confirm_resize(self, *, instance_uuid: str) -> None:
         await self.resizer.confirm_resize(instance_uuid)
 
+    async def set_resources(self, *, instance_uuid: str, vcpus: int, memory_mb: int) -> None:
+        await self.live_resizer.set_resources(instance_uuid, vcpus, memory_mb)
+
     async def stop_instance(self, *, instance_uuid: str) -> None:
         await self.power.stop_instance(instance_uuid)
 
@@ -368,12 +374,15 @@ class NodeActor(Actor, Node):
         listed: list[DomainView] = []
         for domain in await self.hypervisor.domains():
             uuid = domain.UUIDString()
+            _, _, memory_kib, vcpus, _ = await self.hypervisor.virt(domain.info)
             listed.append(
                 {
                     "uuid": uuid,
                     "name": domain.name(),
                     "state": await self.hypervisor.state(domain),
                     "project_id": self.records.projects.get(uuid),
+                    "vcpus": vcpus,
+                    "memory_mb": memory_kib // 1024,
                 }
             )
         return listed

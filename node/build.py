@@ -263,6 +263,8 @@ class Builder:
             flavor_name=flavor["name"],
             vcpus=flavor["vcpus"],
             memory_mb=flavor["ram"],
+            max_vcpus=flavor.get("max_vcpus"),
+            max_memory_mb=flavor.get("max_ram"),
             domain_type=self.hypervisor.domain_type,
             disks=(*disks, *extra_disks),
             nics=tuple(nics),

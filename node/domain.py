@@ -62,6 +62,10 @@ class DomainSpec:
     vcpus: int
     memory_mb: int
     domain_type: str = "test"
+    max_vcpus: int | None = None
+    """The vCPUs a live change may bring online (None: ``vcpus``, none to add)."""
+    max_memory_mb: int | None = None
+    """The memory a live change may give the guest through its balloon (None: ``memory_mb``)."""
     disks: tuple[Disk, ...] = ()
     nics: tuple[Nic, ...] = ()
     kernel: str | None = None
@@ -108,8 +112,7 @@ def domain_xml(spec: DomainSpec) -> str:
     ET.SubElement(metadata, f"{{{METADATA_NS}}}name").text = spec.name
     ET.SubElement(metadata, f"{{{METADATA_NS}}}project").text = spec.project_id
     ET.SubElement(metadata, f"{{{METADATA_NS}}}flavor").text = spec.flavor_name
-    ET.SubElement(domain, "memory", unit="MiB").text = str(spec.memory_mb)
-    ET.SubElement(domain, "vcpu").text = str(spec.vcpus)
+    set_size(domain, spec.vcpus, spec.memory_mb, spec.max_vcpus, spec.max_memory_mb)
     os_element = ET.SubElement(domain, "os")
     real_guest = spec.domain_type in ("qemu", "kvm")
     os_type = {"arch": "x86_64", "machine": "pc"} if real_guest else {"arch": "x86_64"}
@@ -154,8 +157,33 @@ def domain_xml(spec: DomainSpec) -> str:
         console = ET.SubElement(devices, "console", type="pty")
         ET.SubElement(console, "target", type="serial", port="0")
     if real_guest:
-        ET.SubElement(devices, "memballoon", model="none")
+        ET.SubElement(devices, "memballoon", model="virtio" if spec.max_memory_mb else "none")
     return ET.tostring(_fit_for_xml(domain), encoding="unicode")
+
+
+def set_size(
+    domain: ET.Element, vcpus: int, memory_mb: int, max_vcpus: int | None, max_memory_mb: int | None
+) -> None:
+    """Give a domain definition its vCPUs and memory. With maxima (a flavor that allows live
+    changes): ``<vcpu current='vcpus'>max</vcpu>`` and ``<memory>`` the maximum with
+    ``<currentMemory>`` the memory (its balloon: a real guest's ``memballoon`` is virtio); without:
+    exactly ``vcpus`` and ``memory_mb``, as a domain of any other flavor is."""
+    for tag, amount in (("memory", max_memory_mb or memory_mb), ("currentMemory", memory_mb)):
+        element = domain.find(tag)
+        if element is None and tag == "currentMemory" and not max_memory_mb:
+            continue
+        if element is None:
+            element = ET.SubElement(domain, tag)
+        element.text = str(amount)
+        element.attrib = {"unit": "MiB"}
+    vcpu = domain.find("vcpu")
+    if vcpu is None:
+        vcpu = ET.SubElement(domain, "vcpu")
+    vcpu.text = str(max_vcpus or vcpus)
+    vcpu.attrib = {"current": str(vcpus)} if max_vcpus else {}
+    balloon = domain.find("devices/memballoon")
+    if balloon is not None and max_memory_mb:
+        balloon.set("model", "virtio")
 
 
 def disk_element(disk: Disk) -> ET.Element:

@@ -20,7 +20,7 @@ import xml.etree.ElementTree as ET
 
 from api.node import DomainFlavor
 from bus import NotFound
-from node.domain import METADATA_NS
+from node.domain import METADATA_NS, set_size
 from node.hypervisor import Hypervisor
 from node.images import ImageCache
 from node.peers import Peers
@@ -31,17 +31,12 @@ log = logging.getLogger(__name__)
 
 
 def resized_xml(xml: str, flavor: DomainFlavor) -> str:
-    """A domain definition with the flavor's vCPUs, RAM (``<memory>``, ``<currentMemory>``) and name."""
+    """A domain definition with the flavor's vCPUs, RAM (``<memory>``, ``<currentMemory>``), their
+    live-change maxima and its name."""
     domain = ET.fromstring(xml)
-    for tag in ("memory", "currentMemory"):
-        element = domain.find(tag)
-        if element is not None:
-            element.text = str(flavor["memory_mb"])
-            element.attrib = {"unit": "MiB"}
-    vcpu = domain.find("vcpu")
-    if vcpu is None:
-        vcpu = ET.SubElement(domain, "vcpu")
-    vcpu.text = str(flavor["vcpus"])
+    set_size(
+        domain, flavor["vcpus"], flavor["memory_mb"], flavor.get("max_vcpus"), flavor.get("max_memory_mb")
+    )
     name = domain.find(f"metadata/{{{METADATA_NS}}}instance/{{{METADATA_NS}}}flavor")
     if name is not None:
         name.text = flavor["name"]

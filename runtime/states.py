@@ -81,6 +81,10 @@ class TaskState(enum.StrEnum):
     RESIZE_FINISH = "resize_finish"
     RESIZE_REVERTING = "resize_reverting"
     RESIZE_CONFIRMING = "resize_confirming"
+    RESOURCES_CLAIMING = "resources_claiming"
+    """A live change of vCPUs and RAM (aiostack's ``setResources``): the conductor claims the size."""
+    RESOURCES_CHANGING = "resources_changing"
+    """A live change of vCPUs and RAM: the node gives the running domain the new size."""
 
 
 RESIZE_TASKS = frozenset(
@@ -94,6 +98,8 @@ RESIZE_TASKS = frozenset(
     }
 )
 """Every task of a resize (the conductor, the node's reconcile and the audit read them so)."""
+LIVE_RESOURCE_TASKS = frozenset({TaskState.RESOURCES_CLAIMING, TaskState.RESOURCES_CHANGING})
+"""Every task of a live change of vCPUs and RAM."""
 
 
 class PowerState(enum.IntEnum):

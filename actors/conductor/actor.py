@@ -8,6 +8,7 @@ It is composed of servants, one per job, sharing one ``Core`` (store, bus, clien
   (``states.py``: which states an action may start from and where it leads);
 * ``power.PowerActions``: stop, start, reboot, pause, unpause, suspend, resume, delete;
 * ``evacuate.Evacuations``: evacuate (an instance of a down host built again on another);
+* ``live_resources.LiveResources``: a running instance's vCPUs and RAM changed live;
 * ``resize.Resizes``: resize, confirm, revert (and the auto-confirm after ``resize_confirm_window``
   seconds, 0: never);
 * ``details.InstanceDetails``: rename, access addresses, metadata, lock;
@@ -29,10 +30,11 @@ from actors.conductor.build import Builder
 from actors.conductor.core import ANNOUNCE_AFTER, Core
 from actors.conductor.details import InstanceDetails
 from actors.conductor.evacuate import Evacuations
-from actors.conductor.flavors import FlavorCatalog, add_default_flavors
+from actors.conductor.flavors import FlavorCatalog, FlavorSpecs, add_default_flavors
 from actors.conductor.instances import ServerReads
 from actors.conductor.keypairs import KeypairBook
 from actors.conductor.lifecycle import DomainReports
+from actors.conductor.live_resources import LiveResources
 from actors.conductor.power import PowerActions
 from actors.conductor.quotas import QuotaBook
 from actors.conductor.resize import Resizes
@@ -90,17 +92,20 @@ class ConductorActor(Actor):
         resizes = Resizes(self.core, confirm_window=resize_confirm_window)
         evacuations = Evacuations(self.core)
         self.builder.evacuate_failed = evacuations.fail
-        reports = DomainReports(self.core, resizes, evacuations)
-        self.watch = TaskWatch(self.core, self.builder, reports, resizes, evacuations)
+        live_resources = LiveResources(self.core)
+        reports = DomainReports(self.core, resizes, evacuations, live_resources)
+        self.watch = TaskWatch(self.core, self.builder, reports, resizes, evacuations, live_resources)
         self.serve(
             ServerReads(self.core),
             self.builder,
             PowerActions(self.core, self.builder),
             resizes,
             evacuations,
+            live_resources,
             InstanceDetails(self.core),
             Attachments(self.core),
             FlavorCatalog(self.store),
+            FlavorSpecs(self.store),
             KeypairBook(self.store),
             QuotaBook(self.store),
             HostServices(self.core),

@@ -55,6 +55,7 @@ NODE_TASKS: dict[TaskState, tuple[str, dict[str, str]]] = {
     TaskState.RESIZE_FINISH: (Node.finish_resize.__name__, {}),
     TaskState.RESIZE_REVERTING: (Node.revert_resize.__name__, {}),
     TaskState.REBUILD_SPAWNING: (Node.evacuate_instance.__name__, {}),
+    TaskState.RESOURCES_CHANGING: (Node.set_resources.__name__, {}),
     **{
         task: (Node.change_power.__name__, {"action": ACTION_OF_TASK[task]})
         for task in (TaskState.PAUSING, TaskState.UNPAUSING, TaskState.SUSPENDING, TaskState.RESUMING)
@@ -64,7 +65,8 @@ NODE_TASKS: dict[TaskState, tuple[str, dict[str, str]]] = {
 arguments besides the instance (those a row gives: ``task_arguments``). A task's method is looked
 up here each time it is sent. A resize's claim (resize_prep), its step between the node's two
 (resize_migrated) and its confirmation (resize_confirming) are the conductor's own, and so is an
-evacuate's claim (rebuilding, with ``evacuate_from``: never sent to a node)."""
+evacuate's claim (rebuilding, with ``evacuate_from``: never sent to a node) and a live change's
+(resources_claiming)."""
 
 
 def action_of(row: InstanceRow, task: TaskState) -> Action:
@@ -77,12 +79,17 @@ def action_of(row: InstanceRow, task: TaskState) -> Action:
 def domain_flavor(row: InstanceRow) -> DomainFlavor:
     """The size the instance's ``flavor`` (and its boot) gives its domain."""
     claim = recorded_claim(row)
-    return {
+    flavor: DomainFlavor = {
         "name": claim["name"],
         "vcpus": claim["vcpus"],
         "memory_mb": claim["ram"],
         "disk_gb": claim["disk"],
     }
+    if "max_vcpus" in claim:
+        flavor["max_vcpus"] = claim["max_vcpus"]
+    if "max_ram" in claim:
+        flavor["max_memory_mb"] = claim["max_ram"]
+    return flavor
 
 
 def task_arguments(row: InstanceRow, task: TaskState) -> dict[str, Any]:
@@ -96,6 +103,9 @@ def task_arguments(row: InstanceRow, task: TaskState) -> dict[str, Any]:
         return {"power_on": power_on}
     if task is TaskState.RESIZE_REVERTING:
         return {"flavor": domain_flavor(row), "power_on": power_on}
+    if task is TaskState.RESOURCES_CHANGING:
+        size = domain_flavor(row)
+        return {"vcpus": size["vcpus"], "memory_mb": size["memory_mb"]}
     return NODE_TASKS[task][1]
 
 
@@ -442,6 +452,18 @@ class Core:
         await getattr(self.node(host), method)(instance_uuid=row["uuid"], **arguments)
         step = "sent" if not row["task_sends"] else "sent_again"
         await self.record_step(row["uuid"], action_of(row, task), f"{method}:{step}", host, "Success")
+
+    async def on_to_node(self, row: InstanceRow, trigger: Trigger, action: Action, step: str) -> InstanceRow:
+        """The conductor's ``step`` of ``action`` is done: ``trigger`` takes the instance on to its
+        node's task, recorded, published and cast. The instance as it now is (as it was found
+        when the trigger changed nothing: deleted meanwhile)."""
+        moved = await self.transit(row, trigger)
+        if moved is None:
+            return await self.fresh(row["uuid"]) or row
+        await self.record_step(row["uuid"], action, step, row["host"], "Success")
+        await self.publish(moved.row, f"instance.{moved.change.task_state}")
+        await self.send_task(moved.row)
+        return moved.row
 
     # -- the actions log ------------------------------------------------------------------
 

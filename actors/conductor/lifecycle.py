@@ -13,21 +13,25 @@ from __future__ import annotations
 
 from actors.conductor.core import Core
 from actors.conductor.evacuate import Evacuations
+from actors.conductor.live_resources import LiveResources
 from actors.conductor.resize import Resizes
 from actors.conductor.schema import InstanceRow, task_state_of, view, vm_state_of
 from actors.conductor.states import RESIZE_STEPS, Action, Report
 from api.conductor import Cause, InstanceChange, NodeReports
-from runtime.states import RESIZE_TASKS, Lifecycle, TaskState, VmState
+from runtime.states import LIVE_RESOURCE_TASKS, RESIZE_TASKS, Lifecycle, TaskState, VmState
 
 
 class DomainReports(NodeReports):
     """Serves ``api.conductor.NodeReports`` (each call from the node of the instance's host: any
     other is refused ``NotFound`` by ``Core.placed``, and changes nothing)."""
 
-    def __init__(self, core: Core, resizes: Resizes, evacuations: Evacuations) -> None:
+    def __init__(
+        self, core: Core, resizes: Resizes, evacuations: Evacuations, live_resources: LiveResources
+    ) -> None:
         self.core = core
         self.resizes = resizes
         self.evacuations = evacuations
+        self.live_resources = live_resources
 
     async def domain_event(
         self, *, instance_uuid: str, event: int, detail: int, host: str
@@ -76,7 +80,7 @@ class DomainReports(NodeReports):
 
     async def task_done(self, *, instance_uuid: str, host: str) -> None:
         """A node finished a soft reboot, a rebuild of a stopped instance, a snapshot or a step of
-        a resize (libvirt reports no event for them).
+        a resize or a live change of vCPUs and RAM (libvirt reports no event for them).
 
         :raises NotFound: no such instance on ``host``.
         """
@@ -84,9 +88,21 @@ class DomainReports(NodeReports):
         if task_state_of(row) in RESIZE_STEPS:
             await self.resizes.step_done(row)
             return
+        if task_state_of(row) is TaskState.RESOURCES_CHANGING:
+            await self.live_resources.step_done(row)
+            return
         moved = await self.core.transit(row, Report.TASK_DONE)
         if moved is not None:
             await self.core.publish(moved.row)
+
+    async def task_refused(self, *, instance_uuid: str, reason: str, host: str) -> None:
+        """libvirt refused the node a live change of vCPUs and RAM (the old size is back).
+
+        :raises NotFound: no such instance on ``host``.
+        """
+        row = await self.core.placed(instance_uuid, host)
+        if task_state_of(row) is TaskState.RESOURCES_CHANGING:
+            await self.live_resources.refused(row, reason)
 
     async def report(
         self, row: InstanceRow, trigger: Lifecycle | Report, cause: Cause
@@ -105,6 +121,8 @@ class DomainReports(NodeReports):
         ends_task = change.task_state is None and task is not None
         if ends_task and task is TaskState.REBUILD_SPAWNING:
             return await self.evacuations.finished(row, trigger, cause)
+        if ends_task and task in LIVE_RESOURCE_TASKS:
+            return await self.live_resources.abandon(row, trigger, cause)
         if ends_task and task is TaskState.RESIZE_FINISH and change.vm_state is VmState.RESIZED:
             return await self.resizes.finished(row, trigger, cause)
         decided = (TaskState.RESIZE_CONFIRMING, TaskState.RESIZE_REVERTING)

@@ -139,13 +139,8 @@ class Resizes(ServerResizes):
         except (NoValidHost, NotFound) as exc:
             await self._undo_prep(row, f"No valid host was found for the resize: {exc}")
             raise Conflict(f"No valid host was found for the resize: {exc}") from None
-        moved = await self.core.transit(row, Report.RESIZE_CLAIMED)
-        if moved is None:  # deleted meanwhile: its delete gives both claims back
-            return await self.core.fresh(uuid) or row
-        await self.core.record_step(uuid, Action.RESIZE, "claim_resize", row["host"], "Success")
-        await self.core.publish(moved.row, f"instance.{TaskState.RESIZE_MIGRATING}")
-        await self.core.send_task(moved.row)
-        return moved.row
+        # deleted meanwhile: its delete gives both claims back
+        return await self.core.on_to_node(row, Report.RESIZE_CLAIMED, Action.RESIZE, "claim_resize")
 
     async def _undo_prep(self, row: InstanceRow, reason: str) -> None:
         """A resize_prep that cannot go on: no new claim, the old flavor again, as it was."""

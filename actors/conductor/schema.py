@@ -107,6 +107,12 @@ MIGRATIONS: list[Step] = [
     ALTER TABLE instances ADD COLUMN evacuate_from TEXT;
     ALTER TABLE instances ADD COLUMN evacuate_to TEXT;
     """,
+    # 15: Nova's flavor extra specs (aiostack reads its own maxima for live changes from them)
+    """
+    CREATE TABLE flavor_extra_specs (
+        flavor_id TEXT NOT NULL REFERENCES flavors(id), key TEXT NOT NULL, value TEXT NOT NULL,
+        PRIMARY KEY (flavor_id, key));
+    """,
 ]
 
 
@@ -169,7 +175,8 @@ class InstanceRow(TypedDict):
     project's default group."""
     old_flavor: str | None
     """JSON: during a resize, the flavor it leaves (``flavor`` is the one it goes to: while it
-    reverts, the old one again, and this the one given up); None: no resize."""
+    reverts, the old one again, and this the one given up); during a live change of vCPUs and
+    RAM, the size it leaves (``flavor``: the one it goes to). None: neither."""
     resize_power_on: int
     """1: the domain ran when the resize (or its revert) began, and runs again after it."""
     resized_at: float | None

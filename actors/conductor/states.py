@@ -47,6 +47,15 @@ again) end with the domain's power state
 go on: back where it was from resize_prep, in ERROR from a node's step. libvirt's events during
 a resize, and while RESIZED, change only the power state.
 
+A live change of vCPUs and RAM (``live_resources.py``, aiostack's ``setResources``) starts from
+active: resources_claiming (the conductor sets the claim), ``RESOURCES_CLAIMED``
+resources_changing (the node changes the running domain: ``task_done`` ends it, still active).
+A power state a node reports meanwhile (``RUNNING``, ``NOT_RUNNING``: a node that restarted),
+and libvirt's STARTED or RESUMED (its domain started again), change only the power state; its
+other events end the change as they end any task. ``RESOURCES_FAILED`` ends one that could not
+go on: back where it was from resources_claiming, in ERROR from resources_changing;
+``RESOURCES_REFUSED`` (libvirt refused the node, which put the old size back) ends it as it was.
+
 An evacuate (``evacuate.py``) runs as Nova's: ``evacuate`` from active, stopped or error, its
 host down, is rebuilding (the conductor moves the claim to a destination: ``EVACUATE_CLAIMED``),
 then rebuild_spawning on the destination, whose node builds the domain again from the image and
@@ -67,7 +76,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from api.conductor import Status
-from runtime.states import RESIZE_TASKS, Lifecycle, PowerState, TaskState, VmState
+from runtime.states import LIVE_RESOURCE_TASKS, RESIZE_TASKS, Lifecycle, PowerState, TaskState, VmState
 
 
 class Action(enum.StrEnum):
@@ -93,6 +102,7 @@ class Action(enum.StrEnum):
     CONFIRM_RESIZE = "confirmResize"
     REVERT_RESIZE = "revertResize"
     EVACUATE = "evacuate"
+    SET_RESOURCES = "setResources"
 
 
 class Report(enum.StrEnum):
@@ -126,6 +136,12 @@ class Report(enum.StrEnum):
     """The scheduler moved an evacuate's claim to its destination: the node there builds it."""
     EVACUATE_FAILED = "evacuate_failed"
     """An evacuate cannot go on: no destination (nothing moved), or its node's step failed or stalled."""
+    RESOURCES_CLAIMED = "resources_claimed"
+    """The scheduler holds a live change's size: the node changes the running domain."""
+    RESOURCES_FAILED = "resources_failed"
+    """A live change cannot go on: back where it was before its node took it, else in ERROR."""
+    RESOURCES_REFUSED = "resources_refused"
+    """libvirt refused the node a live change, which put the old size back: as it was."""
 
 
 Trigger = Action | Lifecycle | Report
@@ -184,6 +200,9 @@ RESIZE_STEPS: Final = frozenset(
 )
 """The tasks of a resize before it is RESIZED."""
 
+RESOURCES_FROM: Final = frozenset({VmState.ACTIVE})
+"""The vm_states a live change of vCPUs and RAM may start from (with no task running)."""
+
 EVACUATE_FROM: Final = frozenset({VmState.ACTIVE, VmState.STOPPED, VmState.ERROR})
 """The vm_states an evacuate may start from (with no task running), as Nova's."""
 
@@ -199,6 +218,8 @@ ACTION_OF_TASK: Final[dict[TaskState, Action]] = {
     TaskState.RESIZE_CONFIRMING: Action.CONFIRM_RESIZE,
     TaskState.RESIZE_REVERTING: Action.REVERT_RESIZE,
     TaskState.REBUILD_SPAWNING: Action.EVACUATE,
+    TaskState.RESOURCES_CLAIMING: Action.SET_RESOURCES,
+    TaskState.RESOURCES_CHANGING: Action.SET_RESOURCES,
 }
 """The action each task_state belongs to (an evacuate's first step is ``rebuilding`` too: the
 conductor tells it from a rebuild's by the instance's ``evacuate_from``)."""
@@ -263,6 +284,8 @@ def _action(vm_state: VmState, task_state: TaskState | None, action: Action) -> 
         return Change(vm_state, TaskState.RESIZE_PREP) if vm_state in RESIZE_FROM else None
     if action is Action.EVACUATE:
         return Change(vm_state, TaskState.REBUILDING) if vm_state in EVACUATE_FROM else None
+    if action is Action.SET_RESOURCES:
+        return Change(vm_state, TaskState.RESOURCES_CLAIMING) if vm_state in RESOURCES_FROM else None
     if action in (Action.CONFIRM_RESIZE, Action.REVERT_RESIZE):
         if vm_state is not VmState.RESIZED:
             return None
@@ -284,7 +307,8 @@ def _lifecycle(vm_state: VmState, task_state: TaskState | None, event: Lifecycle
         if event is Lifecycle.SUSPENDED:  # paused behind the resize's back
             return Change(VmState.PAUSED, None, PowerState.PAUSED)
     if event in (Lifecycle.STARTED, Lifecycle.RESUMED):
-        if deleting:
+        changing = task_state in LIVE_RESOURCE_TASKS and vm_state is not VmState.BUILDING
+        if deleting or changing:  # a restarted node started its domain again: the change goes on
             return Change(vm_state, task_state, PowerState.RUNNING)
         return Change(VmState.ACTIVE, None, PowerState.RUNNING, launched=vm_state is VmState.BUILDING)
     if event is Lifecycle.STOPPED:
@@ -318,6 +342,7 @@ def _report(vm_state: VmState, task_state: TaskState | None, report: Report) -> 
     deleting = task_state is TaskState.DELETING
     building = vm_state is VmState.BUILDING
     resizing = task_state in RESIZE_STEPS or (vm_state is VmState.RESIZED and task_state is None)
+    resizing = resizing or task_state in LIVE_RESOURCE_TASKS  # a power state seen: the change goes on
     match report:
         case Report.RUNNING if task_state is TaskState.RESIZE_FINISH:
             return Change(VmState.RESIZED, None, PowerState.RUNNING)
@@ -342,6 +367,16 @@ def _report(vm_state: VmState, task_state: TaskState | None, report: Report) -> 
         case Report.EVACUATE_FAILED if task_state is TaskState.REBUILDING:
             return Change(vm_state, None)
         case Report.EVACUATE_FAILED if task_state is TaskState.REBUILD_SPAWNING:
+            return Change(VmState.ERROR, None)
+        case Report.RESOURCES_CLAIMED if task_state is TaskState.RESOURCES_CLAIMING:
+            return Change(vm_state, TaskState.RESOURCES_CHANGING)
+        case Report.TASK_DONE if task_state is TaskState.RESOURCES_CHANGING:
+            return Change(vm_state, None)
+        case Report.RESOURCES_FAILED if task_state is TaskState.RESOURCES_CLAIMING:
+            return Change(vm_state, None)
+        case Report.RESOURCES_REFUSED if task_state is TaskState.RESOURCES_CHANGING:
+            return Change(vm_state, None)
+        case Report.RESOURCES_FAILED if task_state is TaskState.RESOURCES_CHANGING:
             return Change(VmState.ERROR, None)
         case Report.SCHEDULED if building and task_state is TaskState.SCHEDULING:
             return Change(VmState.BUILDING, TaskState.SPAWNING)

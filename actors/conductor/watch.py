@@ -37,8 +37,9 @@ from actors.conductor.build import Builder
 from actors.conductor.core import NODE_TASKS, Core, action_of
 from actors.conductor.evacuate import Evacuations
 from actors.conductor.lifecycle import DomainReports
+from actors.conductor.live_resources import LiveResources
 from actors.conductor.resize import Resizes
-from actors.conductor.schema import InstanceRow, task_state_of, view, vm_state_of
+from actors.conductor.schema import InstanceRow, recorded_claim, task_state_of, view, vm_state_of
 from actors.conductor.states import Action, Report
 from api.conductor import (
     Audit,
@@ -54,7 +55,7 @@ from api.conductor import (
 )
 from api.node import PowerState as DomainPower
 from bus import AiostackError, NotFound, request_scope
-from runtime.states import RESIZE_TASKS, TaskState
+from runtime.states import LIVE_RESOURCE_TASKS, RESIZE_TASKS, TaskState
 from runtime.store import from_json
 
 log = logging.getLogger(__name__)
@@ -75,12 +76,14 @@ class TaskWatch(NodeTasks, ConductorForOwners, ConductorOperator):
         reports: DomainReports,
         resizes: Resizes,
         evacuations: Evacuations,
+        live_resources: LiveResources,
     ) -> None:
         self.core = core
         self.builder = builder
         self.reports = reports
         self.resizes = resizes
         self.evacuations = evacuations
+        self.live_resources = live_resources
 
     # -- what nodes, owners and the operator ask --------------------------------------------
 
@@ -152,6 +155,8 @@ class TaskWatch(NodeTasks, ConductorForOwners, ConductorOperator):
                     "task_state": task_state_of(row),
                     "fault": from_json(row["fault"]),
                     "idle_s": round(now - row["progress_at"], 1),
+                    "vcpus": recorded_claim(row)["vcpus"],
+                    "memory_mb": recorded_claim(row)["ram"],
                 }
                 for row in rows
             ],
@@ -238,6 +243,9 @@ class TaskWatch(NodeTasks, ConductorForOwners, ConductorOperator):
             return
         if task in RESIZE_TASKS:
             await self.resizes.resolve_stalled(row, task, reason)
+            return
+        if task in LIVE_RESOURCE_TASKS:
+            await self.live_resources.resolve_stalled(row, task, reason)
             return
         if action_of(row, task) is Action.EVACUATE:
             await self.evacuations.resolve_stalled(row, task, reason)

@@ -8,6 +8,8 @@ resource, each its routes and schemas.
 * ``instance_actions``: what was done to a server (``os-instance-actions``);
 * ``attachments``: a server's volume attachments;
 * ``consoles``: remote consoles (a guest's serial console, as a websocket: the node's ``NodeConsole``);
+* ``live_resources``: a running server's vCPUs and RAM changed live (``aiostack:setResources``),
+  and flavor extra specs (``os-extra_specs``: the maxima of such a change);
 * ``flavors``, ``images`` (Nova's proxy to Glance), ``keypairs``, ``limits``, ``quotas``,
   ``zones`` (availability zones);
 * ``hosts``: the compute hosts for operators (``os-services``, ``os-hypervisors``);
@@ -31,6 +33,7 @@ from gateway.compute import (
     instance_actions,
     keypairs,
     limits,
+    live_resources,
     metadata,
     quotas,
     servers,
@@ -50,6 +53,7 @@ for _module in (
     attachments,
     consoles,
     flavors,
+    live_resources,
     images,
     keypairs,
     limits,

@@ -30,6 +30,7 @@ from api.node import PowerAction, RebootType
 from bus import InvalidRequest
 from gateway.compute.common import BASE, SERVER_ID, compute
 from gateway.compute.consoles import serial_console_url
+from gateway.compute.live_resources import SET_RESOURCES, SetResources, set_resources
 from gateway.compute.server_security import add_security_group, remove_security_group
 from gateway.compute.servers import (
     AccessIPv4,
@@ -161,6 +162,7 @@ class ServerAction(Request):
     remove_security_group: SecurityGroupAction | UnsetType = msgspec.field(
         default=UNSET, name="removeSecurityGroup"
     )
+    set_resources: SetResources | UnsetType = msgspec.field(default=UNSET, name=SET_RESOURCES)
     __schema_extra__: ClassVar[dict[str, Any]] = {"minProperties": 1, "maxProperties": 1}
 
     def __post_init__(self) -> None:
@@ -203,8 +205,9 @@ routes = Routes()
             " other actions (os-stop, os-start, reboot, pause, unpause, suspend, resume, lock, unlock,"
             " resize, revertResize,"
             " createImage: its Location header names the image, which becomes active once the"
-            " server's node has uploaded the disk; addSecurityGroup, removeSecurityGroup) answer no"
-            " body. The state follows.",
+            " server's node has uploaded the disk; addSecurityGroup, removeSecurityGroup;"
+            " aiostack:setResources, from the newest microversion: the running server's vCPUs and"
+            " RAM changed live within its flavor's maxima) answer no body. The state follows.",
             or_empty=True,
         ),
         Reply(204, None, "confirmResize: the resize is kept, the old flavor's claim given back."),
@@ -229,7 +232,9 @@ async def server_action(request: web.Request, body: ServerAction) -> web.Respons
     group for a server with no port (or one without port security), a resize to an unknown
     flavor, to the server's own, or to a smaller disk; an evacuate whose server's host is up, to
     its own host, to one that is down or has no room (an unknown one is 404; a server that is not
-    active, stopped or in error 409; not an admin 403)."""
+    active, stopped or in error 409; not an admin 403); aiostack:setResources: 400 below its
+    microversion, for a flavor with no maximum for what is asked or a size outside its range, 403
+    past the quota, 409 a server not active with no task, or a host with no room for the growth."""
     server_id = request.match_info["server_id"]
     conductor = compute(request)
     if body.os_stop is not UNSET:
@@ -284,6 +289,8 @@ async def server_action(request: web.Request, body: ServerAction) -> web.Respons
         await add_security_group(request, server_id, body.add_security_group.name)
     elif isinstance(body.remove_security_group, SecurityGroupAction):
         await remove_security_group(request, server_id, body.remove_security_group.name)
+    elif isinstance(body.set_resources, SetResources):
+        await set_resources(request, server_id, body.set_resources)
     elif isinstance(body.serial_console, SerialConsoleRequest):
         url = await serial_console_url(request, server_id)
         return json_response(SerialConsoleBody(console=SerialConsole(type="serial", url=url)))

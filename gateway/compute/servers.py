@@ -32,6 +32,7 @@ from gateway.compute.common import (
     compute,
     links,
 )
+from gateway.compute.live_resources import LiveSize, live_size
 from gateway.compute.server_security import group_names_by_server
 from gateway.http import client, context_of, json_response, no_content
 from gateway.routing import (
@@ -421,6 +422,7 @@ class Server(Body):
     host_status: Annotated[HostStatus, Meta(description="Admins, 2.16 and later.")] | UnsetType = UNSET
     fault: ServerFault | UnsetType = UNSET
     progress: Progress | UnsetType = UNSET
+    resources: LiveSize | UnsetType = msgspec.field(default=UNSET, name="aiostack:resources")
 
 
 class ServerUpdated(Body):
@@ -551,6 +553,7 @@ def server_detail(
         volumes_attached=volumes,
         locked=instance["locked"] if version >= (2, 9) else UNSET,
         fault=ServerFault(**instance["fault"]) if instance["fault"] else UNSET,
+        resources=live_size(request, instance),
     )
     if admin:
         server.host = server.hypervisor_hostname = instance["host"]

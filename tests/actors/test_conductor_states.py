@@ -79,6 +79,7 @@ ACTIONS_FROM_IDLE: dict[tuple[Action, VmState], TaskState | None] = {
     (Action.EVACUATE, V.ACTIVE): T.REBUILDING,
     (Action.EVACUATE, V.STOPPED): T.REBUILDING,
     (Action.EVACUATE, V.ERROR): T.REBUILDING,
+    (Action.SET_RESOURCES, V.ACTIVE): T.RESOURCES_CLAIMING,
 }
 ACTIONS_FROM_ANY: dict[Action, TaskState | Same] = {
     # actions that start from any live state, whatever its task: the task they lead to
@@ -111,6 +112,8 @@ def case_of(vm_state: VmState, task_state: TaskState | None) -> str:
         return "resizing"
     if vm_state is V.BUILDING:
         return "building"
+    if task_state in LIVE_RESOURCE_TASKS:
+        return "changing"
     if task_state in (T.REBOOTING, T.REBOOTING_HARD, T.REBUILDING, T.REBUILD_SPAWNING):
         return "rebooting"
     if task_state is T.SUSPENDING:
@@ -121,12 +124,14 @@ def case_of(vm_state: VmState, task_state: TaskState | None) -> str:
 RUNS = Expected(V.ACTIVE, None, P.RUNNING)
 RESIZE_STEPS = (T.RESIZE_PREP, T.RESIZE_MIGRATING, T.RESIZE_MIGRATED, T.RESIZE_FINISH)
 RESIZE_TASKS = (*RESIZE_STEPS, T.RESIZE_REVERTING, T.RESIZE_CONFIRMING)
-CASES_OF_STATE = ("deleting", "resizing", "building", "rebooting", "suspending", "other")
+LIVE_RESOURCE_TASKS = (T.RESOURCES_CLAIMING, T.RESOURCES_CHANGING)
+CASES_OF_STATE = ("deleting", "resizing", "changing", "building", "rebooting", "suspending", "other")
 LIFECYCLE: dict[Lifecycle, dict[str, Expected | None]] = {
     #                 an event in each case of state leads to (None: changes nothing)
     Lifecycle.STARTED: {
         "deleting": Expected(SAME, SAME, P.RUNNING),
         "resizing": Expected(SAME, SAME, P.RUNNING),  # a step of the resize
+        "changing": Expected(SAME, SAME, P.RUNNING),  # a restarted node started it again: the change goes on
         "building": Expected(V.ACTIVE, None, P.RUNNING, launched=True),
         "rebooting": RUNS,
         "suspending": RUNS,
@@ -135,6 +140,7 @@ LIFECYCLE: dict[Lifecycle, dict[str, Expected | None]] = {
     Lifecycle.RESUMED: {
         "deleting": Expected(SAME, SAME, P.RUNNING),
         "resizing": Expected(SAME, SAME, P.RUNNING),
+        "changing": Expected(SAME, SAME, P.RUNNING),
         "building": Expected(V.ACTIVE, None, P.RUNNING, launched=True),
         "rebooting": RUNS,
         "suspending": RUNS,
@@ -143,6 +149,7 @@ LIFECYCLE: dict[Lifecycle, dict[str, Expected | None]] = {
     Lifecycle.STOPPED: {
         "deleting": Expected(SAME, SAME, P.SHUTDOWN),
         "resizing": Expected(SAME, SAME, P.SHUTDOWN),
+        "changing": Expected(V.STOPPED, None, P.SHUTDOWN),  # the guest stopped: the change ends
         "building": Expected(SAME, SAME, P.SHUTDOWN),
         "rebooting": Expected(SAME, SAME, P.SHUTDOWN),
         "suspending": Expected(V.SUSPENDED, None, P.SHUTDOWN),
@@ -151,6 +158,7 @@ LIFECYCLE: dict[Lifecycle, dict[str, Expected | None]] = {
     Lifecycle.SUSPENDED: {
         "deleting": None,
         "resizing": Expected(V.PAUSED, None, P.PAUSED),
+        "changing": Expected(V.PAUSED, None, P.PAUSED),
         "building": Expected(V.PAUSED, None, P.PAUSED),
         "rebooting": Expected(V.PAUSED, None, P.PAUSED),
         "suspending": None,  # QEMU pauses a guest while its managed save writes it out: STOPPED follows
@@ -159,6 +167,7 @@ LIFECYCLE: dict[Lifecycle, dict[str, Expected | None]] = {
     Lifecycle.CRASHED: {
         "deleting": Expected(SAME, SAME, P.CRASHED),
         "resizing": Expected(V.ERROR, None, P.CRASHED),
+        "changing": Expected(V.ERROR, None, P.CRASHED),
         "building": Expected(V.ERROR, None, P.CRASHED),
         "rebooting": Expected(V.ERROR, None, P.CRASHED),
         "suspending": Expected(V.ERROR, None, P.CRASHED),
@@ -167,6 +176,7 @@ LIFECYCLE: dict[Lifecycle, dict[str, Expected | None]] = {
     Lifecycle.UNDEFINED: {
         "deleting": Expected(V.DELETED, None, P.NOSTATE),
         "resizing": None,
+        "changing": None,
         "building": None,
         "rebooting": None,
         "suspending": None,
@@ -204,7 +214,7 @@ REPORTS_FROM: dict[Report, dict[tuple[VmState | None, TaskState | None], Expecte
             for task in [None, *TaskState]
             if task is not T.DELETING
         },
-        **{(None, task): Expected(SAME, SAME, P.RUNNING) for task in RESIZE_STEPS},
+        **{(None, task): Expected(SAME, SAME, P.RUNNING) for task in (*RESIZE_STEPS, *LIVE_RESOURCE_TASKS)},
         (V.RESIZED, None): Expected(SAME, SAME, P.RUNNING),  # a resize waiting: only the power state
         (None, T.RESIZE_FINISH): Expected(V.RESIZED, None, P.RUNNING),  # the node's last step
     },
@@ -214,7 +224,7 @@ REPORTS_FROM: dict[Report, dict[tuple[VmState | None, TaskState | None], Expecte
             for task in [None, *TaskState]
             if task is not T.DELETING
         },
-        **{(None, task): Expected(SAME, SAME, P.SHUTDOWN) for task in RESIZE_STEPS},
+        **{(None, task): Expected(SAME, SAME, P.SHUTDOWN) for task in (*RESIZE_STEPS, *LIVE_RESOURCE_TASKS)},
         (V.RESIZED, None): Expected(SAME, SAME, P.SHUTDOWN),
         (None, T.RESIZE_FINISH): Expected(V.RESIZED, None, P.SHUTDOWN),
     },
@@ -223,6 +233,7 @@ REPORTS_FROM: dict[Report, dict[tuple[VmState | None, TaskState | None], Expecte
         (None, T.REBOOTING): Expected(SAME, None),
         (None, T.REBUILDING): Expected(SAME, None),  # a stopped instance's rebuild ends stopped
         (None, T.IMAGE_SNAPSHOT): Expected(SAME, None),
+        (None, T.RESOURCES_CHANGING): Expected(SAME, None),  # the node changed the running domain
     },
     Report.TASK_ABANDONED: {(None, task): Expected(SAME, None) for task in POWER_TASKS},
     Report.DOMAIN_GONE: {(None, T.DELETING): Expected(V.DELETED, None, P.NOSTATE)},
@@ -234,6 +245,12 @@ REPORTS_FROM: dict[Report, dict[tuple[VmState | None, TaskState | None], Expecte
         (None, T.REBUILDING): Expected(SAME, None),  # no destination: nothing moved, back where it was
         (None, T.REBUILD_SPAWNING): Expected(V.ERROR, None),  # the destination's step failed
     },
+    Report.RESOURCES_CLAIMED: {(None, T.RESOURCES_CLAIMING): Expected(SAME, T.RESOURCES_CHANGING)},
+    Report.RESOURCES_FAILED: {
+        (None, T.RESOURCES_CLAIMING): Expected(SAME, None),  # no node touched it: back where it was
+        (None, T.RESOURCES_CHANGING): Expected(V.ERROR, None),  # its node will not finish
+    },
+    Report.RESOURCES_REFUSED: {(None, T.RESOURCES_CHANGING): Expected(SAME, None)},  # the old size back
     Report.RESIZE_FAILED: {
         **{(None, task): Expected(V.ERROR, None) for task in RESIZE_TASKS},
         (None, T.RESIZE_PREP): Expected(SAME, None),  # no node touched it: back where it was
@@ -314,8 +331,9 @@ def test_the_table_covers_every_trigger_from_every_state_and_allows_some_of_each
 def test_a_new_instance_is_building_and_scheduling_and_every_task_belongs_to_an_action() -> None:
     assert CREATED == (V.BUILDING, T.SCHEDULING)
     assert set(ACTION_OF_TASK) == set(TaskState)
-    # every task is a node's but scheduling, a resize's claim, its step between the node's two and its confirm
-    conductors = {T.SCHEDULING, T.RESIZE_PREP, T.RESIZE_MIGRATED, T.RESIZE_CONFIRMING}
+    # every task is a node's but scheduling, a resize's claim, its step between the node's two and its
+    # confirm, and a live change's claim
+    conductors = {T.SCHEDULING, T.RESIZE_PREP, T.RESIZE_MIGRATED, T.RESIZE_CONFIRMING, T.RESOURCES_CLAIMING}
     assert set(NODE_TASKS) == set(TaskState) - conductors
 
 
@@ -343,6 +361,7 @@ def test_a_new_instance_is_building_and_scheduling_and_every_task_belongs_to_an_
         (V.STOPPED, T.REBUILDING, "REBUILD"),  # Nova's map: a stopped or failed one rebuilt or evacuated
         (V.ERROR, T.REBUILD_SPAWNING, "REBUILD"),
         (V.PAUSED, T.REBUILDING, "PAUSED"),
+        (V.ACTIVE, T.RESOURCES_CHANGING, "ACTIVE"),  # a live change: the server stays ACTIVE
     ],
 )
 def test_the_status_nova_shows(vm_state: VmState, task_state: TaskState | None, status: str) -> None:

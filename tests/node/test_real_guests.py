@@ -16,7 +16,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,7 @@ from aiostack.client import Client
 from deploy.testguest import TestGuest, build_test_guest, default_cache_dir, register_test_guest
 from node.actor import NodeActor
 from node.libvirtd import SYSTEM_URI, ensure_libvirtd, stop_libvirtd
+from tests.conftest import ADMIN_PASSWORD
 from tests.helpers import DEMO_PASSWORD
 
 GUEST_DEADLINE = 120.0
@@ -434,6 +435,45 @@ async def test_a_real_guest_resized_sees_its_new_memory_and_disk_and_a_revert_gi
     assert memory_kb < 512 * 1024 and sectors == 1024**3 // 512
     assert not (disk_dir / "disk.resize-backup").exists()
     await client.server_action(server_id, "delete", wait=True)
+
+
+async def guest_size(cloud: QemuCloud, server_id: str, wanted: Callable[[int, int], bool]) -> tuple[int, int]:
+    """The CPUs online and ``MemTotal`` (kB) the guest last printed, once ``wanted`` says yes to them."""
+    size = (0, 0)
+    try:
+        async with asyncio.timeout(GUEST_DEADLINE):
+            while True:
+                sizes = re.findall(
+                    r"AIOSTACK-SIZE cpus=(\d+) mem_kb=(\d+)", await cloud.client.console_output(server_id)
+                )
+                if sizes and wanted(*(size := (int(sizes[-1][0]), int(sizes[-1][1])))):
+                    return size
+                await asyncio.sleep(0.5)
+    except TimeoutError:
+        raise AssertionError(f"the guest's last size: {size}") from None
+
+
+async def test_a_real_guest_sees_vcpus_hot_plugged_and_its_balloon_moved_live(
+    qemu_cloud: QemuCloud, gateway_url: str
+) -> None:
+    async with Client(gateway_url) as admin:
+        await admin.login("admin", ADMIN_PASSWORD, "admin")
+        maxima = {"aiostack:max_vcpus": "2", "aiostack:max_ram_mb": "1024"}
+        await admin.request("POST", "/compute/v2.1/flavors/1/os-extra_specs", {"extra_specs": maxima})
+    client = qemu_cloud.client
+    server = await client.create_server("sized", image="test-guest", flavor="m1.tiny", wait=True)
+    size = await guest_size(qemu_cloud, server["id"], lambda cpus, kb: kb < 512 * 1024)
+    assert size[0] == 1  # of 2: one to plug in; 512 of 1024 MB: the balloon holds the rest
+
+    changed = await client.servers.set_resources(server["id"], vcpus=2, ram=1024, timeout=GUEST_DEADLINE)
+    assert (changed.status, changed.vcpus, changed.ram) == ("ACTIVE", 2, 1024)
+    await guest_size(qemu_cloud, server["id"], lambda cpus, kb: cpus == 2 and kb > 768 * 1024)
+
+    changed = await client.servers.set_resources(server["id"], ram=512, timeout=GUEST_DEADLINE)
+    assert (changed.vcpus, changed.ram) == (2, 512)
+    size = await guest_size(qemu_cloud, server["id"], lambda cpus, kb: kb < 512 * 1024)
+    assert size[0] == 2
+    await client.server_action(server["id"], "delete", wait=True)
 
 
 @pytest.mark.full_size
