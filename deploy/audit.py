@@ -15,7 +15,9 @@ Read over the bus as the operator (the admin credentials of the data directory):
 * domains whose power state is not what the conductor records for their instance (a running
   domain of a SHUTOFF or SUSPENDED instance, a stopped one of an ACTIVE instance, ...), for
   instances with no task under way: what a node reporting a false power state, or a domain
-  changed behind the conductor's back, leaves.
+  changed behind the conductor's back, leaves;
+* a port bound to an instance with no task under way whose domain lacks its NIC, and a NIC whose
+  port is not the instance's (an interface attach or detach left half done).
 
 The holders are read before the instances, so a resource made meanwhile belongs to a
 live instance; a problem is reported only if a second pass a moment later still sees it,
@@ -31,8 +33,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from api.conductor import AuditedInstance, ConductorOperator
-from api.net import COMPUTE_OWNER, DHCP_OWNER, Net
-from api.node import Node
+from api.net import COMPUTE_OWNER, DHCP_OWNER, Net, Port
+from api.node import DomainView, Node
 from api.scheduler import HostView, SchedulerReader
 from api.volume import VolumeAttachments
 from bus import AiostackError, Bus
@@ -74,9 +76,11 @@ def _resizing(row: AuditedInstance) -> bool:
     return row["vm_state"] == VmState.RESIZED or row["task_state"] in RESIZE_TASKS
 
 
-async def _domains_by_host(bus: Bus, hosts: list[HostView], report: AuditReport) -> dict[str, dict[str, int]]:
-    """Each live host's instance domains, with their libvirt state."""
-    domains: dict[str, dict[str, int]] = {}
+async def _domains_by_host(
+    bus: Bus, hosts: list[HostView], report: AuditReport
+) -> dict[str, dict[str, DomainView]]:
+    """Each live host's instance domains."""
+    domains: dict[str, dict[str, DomainView]] = {}
     for host in hosts:
         name = host["host"]
         if not host["alive"]:
@@ -87,7 +91,7 @@ async def _domains_by_host(bus: Bus, hosts: list[HostView], report: AuditReport)
         except AiostackError as exc:
             report.notes.append(f"node {name} did not answer ({exc}): its domains were not checked")
             continue
-        domains[name] = {d["uuid"]: d["state"] for d in listed if d["name"].startswith("instance-")}
+        domains[name] = {d["uuid"]: d for d in listed if d["name"].startswith("instance-")}
     return domains
 
 
@@ -159,7 +163,8 @@ async def audit_once(bus: Bus) -> AuditReport:
                 f" {attachment['server_id']}, which does not exist"
             )
     for host, uuids in domains.items():
-        for uuid, state in uuids.items():
+        for uuid, domain in uuids.items():
+            state = domain["state"]
             if uuid not in instances or instances[uuid]["host"] != host:
                 problems[f"domain:{host}:{uuid}"] = (
                     f"domain instance-{uuid} on {host} has no instance record there"
@@ -172,10 +177,41 @@ async def audit_once(bus: Bus) -> AuditReport:
                     f"instance {uuid} is {row['vm_state']} but its domain on {host} is"
                     f" {DOMAIN_STATES.get(state, f'in state {state}')}"
                 )
+        _check_nics(problems, host, uuids, instances, ports)
         for uuid, row in instances.items():
             if row["host"] == host and row["vm_state"] in SETTLED_STATES and uuid not in uuids:
                 problems[f"nodomain:{uuid}"] = f"instance {uuid} ({row['vm_state']}) has no domain on {host}"
     return report
+
+
+def _check_nics(
+    problems: dict[str, str],
+    host: str,
+    domains: dict[str, DomainView],
+    instances: dict[str, AuditedInstance],
+    ports: list[Port],
+) -> None:
+    """A port bound to an instance of ``host`` with no task under way whose domain lacks its NIC, and
+    a NIC whose port is not the instance's (an interface attach or detach left half done)."""
+    settled = {
+        uuid
+        for uuid, domain in domains.items()
+        if uuid in instances and instances[uuid]["host"] == host and instances[uuid]["task_state"] is None
+    }
+    bound: dict[str, set[str]] = {uuid: set() for uuid in settled}
+    for port in ports:
+        if port["device_id"] in settled:
+            bound[port["device_id"]].add(port["mac_address"])
+            if port["mac_address"] not in domains[port["device_id"]]["macs"]:
+                problems[f"nic:{port['id']}"] = (
+                    f"port {port['id']} is bound to instance {port['device_id']}, whose domain on {host}"
+                    f" has no NIC {port['mac_address']}"
+                )
+    for uuid in settled:
+        for mac in set(domains[uuid]["macs"]) - bound[uuid]:
+            problems[f"nic:{uuid}:{mac}"] = (
+                f"the domain of instance {uuid} on {host} has a NIC {mac} whose port is not the instance's"
+            )
 
 
 async def audit(bus: Bus, recheck_after: float = RECHECK_AFTER) -> AuditReport:

@@ -12,6 +12,7 @@ It is composed of servants, one per job, sharing one ``Core`` (store, bus, clien
   seconds, 0: never);
 * ``details.InstanceDetails``: rename, access addresses, metadata, lock;
 * ``volumes.Attachments``: volume attach and detach;
+* ``interfaces.Interfaces``: NIC attach and detach (os-interface), settled by the watch after a crash;
 * ``watch.TaskWatch``: task supervision (redelivery, progress deadlines), live_instances and
   placements (for the owners' checks), the audit and the action log;
 * ``instances.ServerReads``, ``flavors.FlavorCatalog``, ``keypairs.KeypairBook``,
@@ -31,6 +32,7 @@ from actors.conductor.details import InstanceDetails
 from actors.conductor.evacuate import Evacuations
 from actors.conductor.flavors import FlavorCatalog, add_default_flavors
 from actors.conductor.instances import ServerReads
+from actors.conductor.interfaces import Interfaces
 from actors.conductor.keypairs import KeypairBook
 from actors.conductor.lifecycle import DomainReports
 from actors.conductor.power import PowerActions
@@ -91,7 +93,8 @@ class ConductorActor(Actor):
         evacuations = Evacuations(self.core)
         self.builder.evacuate_failed = evacuations.fail
         reports = DomainReports(self.core, resizes, evacuations)
-        self.watch = TaskWatch(self.core, self.builder, reports, resizes, evacuations)
+        self.interfaces = Interfaces(self.core)
+        self.watch = TaskWatch(self.core, self.builder, reports, resizes, evacuations, self.interfaces)
         self.serve(
             ServerReads(self.core),
             self.builder,
@@ -100,6 +103,7 @@ class ConductorActor(Actor):
             evacuations,
             InstanceDetails(self.core),
             Attachments(self.core),
+            self.interfaces,
             FlavorCatalog(self.store),
             KeypairBook(self.store),
             QuotaBook(self.store),

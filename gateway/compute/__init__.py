@@ -7,6 +7,7 @@ resource, each its routes and schemas.
 * ``metadata``: a server's metadata;
 * ``instance_actions``: what was done to a server (``os-instance-actions``);
 * ``attachments``: a server's volume attachments;
+* ``interfaces``: a server's network interfaces, hot-plugged (``os-interface``);
 * ``consoles``: remote consoles (a guest's serial console, as a websocket: the node's ``NodeConsole``);
 * ``flavors``, ``images`` (Nova's proxy to Glance), ``keypairs``, ``limits``, ``quotas``,
   ``zones`` (availability zones);
@@ -29,6 +30,7 @@ from gateway.compute import (
     hosts,
     images,
     instance_actions,
+    interfaces,
     keypairs,
     limits,
     metadata,
@@ -48,6 +50,7 @@ for _module in (
     metadata,
     instance_actions,
     attachments,
+    interfaces,
     consoles,
     flavors,
     images,
