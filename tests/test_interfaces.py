@@ -15,9 +15,11 @@ from typing import Any
 import pytest
 
 from actors.conductor.states import Action
+from aiostack.client import Client
 from api.conductor import ConductorOperator
 from api.net import Net
 from deploy.audit import audit
+from tests.helpers import DEMO_PASSWORD, aiostack_cli
 from tests.test_resize import ResizeCloud
 
 
@@ -301,3 +303,26 @@ async def test_the_audit_finds_a_port_bound_to_a_server_whose_domain_lacks_its_n
     assert f"whose domain on node-1 has no NIC {port['mac_address']}" in problems[f"nic:{port['id']}"]
     await Net.client(cloud.bus).detach_port(instance_uuid=server_id, port_id=port["id"])
     assert (await audit(cloud.bus, recheck_after=0.1)).problems == {}
+
+
+async def test_the_sdk_and_the_cli_add_and_remove_a_servers_nics(
+    nic_cloud: InterfaceCloud, gateway_url: str
+) -> None:
+    cloud = nic_cloud
+    server_id = await cloud.boot()
+    network_id = await cloud.network("extra", "10.90.0.0/24")
+    port = await cloud.port(network_id)
+    async with Client(gateway_url) as client:
+        await client.login("demo", DEMO_PASSWORD, "demo")
+        made = await client.servers.attach_interface(server_id, network="extra", fixed_ip="10.90.0.50")
+        assert made.net_id == network_id and made.ip_addresses == ("10.90.0.50",)
+        listed = await client.servers.interfaces(server_id)
+        assert [nic.port_id for nic in listed][1:] == [made.port_id]
+        added = await aiostack_cli(gateway_url, "server", "add", "port", "vm", port["id"])
+        assert added.split()[:2] == [port["id"], port["mac_address"]]
+        assert port["mac_address"] in await cloud.domain_macs(server_id)
+        await aiostack_cli(gateway_url, "server", "remove", "port", "vm", port["id"])
+        await client.servers.detach_interface(server_id, made.port_id)
+        assert [nic.port_id for nic in await client.servers.interfaces(server_id)] == [listed[0].port_id]
+    assert len(await cloud.domain_macs(server_id)) == 1
+    assert (await audit(cloud.bus)).problems == {}

@@ -14,7 +14,6 @@ import json
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -35,7 +34,7 @@ from aiostack.client import Client
 from deploy.testguest import TestGuest, build_test_guest, default_cache_dir, register_test_guest
 from node.actor import NodeActor
 from node.libvirtd import SYSTEM_URI, ensure_libvirtd, stop_libvirtd
-from tests.helpers import DEMO_PASSWORD
+from tests.helpers import DEMO_PASSWORD, aiostack_cli
 
 GUEST_DEADLINE = 120.0
 
@@ -106,18 +105,6 @@ async def remove_guests(node: NodeActor) -> None:
 async def qemu_cloud(start_actor, config, gateway_url, test_guest) -> AsyncIterator[QemuCloud]:
     async for cloud in _qemu_cloud(start_actor, config, gateway_url, test_guest, shutdown_timeout=30.0):
         yield cloud
-
-
-async def aiostack_cli(url: str, command: str, *args: str) -> str:
-    """``aiostack COMMAND ARGS`` as the demo user; its output (it must succeed)."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "aiostack.cli", command, "--url", url, "--username", "demo",
-        "--password", DEMO_PASSWORD, "--project", "demo", *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
-    output, _ = await process.communicate()
-    assert process.returncode == 0, output
-    return output.decode()
 
 
 async def boot_running_script(client: Client, server: dict[str, Any], script: str) -> str:
