@@ -31,8 +31,10 @@ from actors.net.actor import NetActor
 from actors.scheduler import SchedulerActor
 from actors.volume import VolumeActor
 from aiostack.client import Client
+from aiostack.sdk import NotFound
 from deploy.testguest import TestGuest, build_test_guest, default_cache_dir, register_test_guest
 from node.actor import NodeActor
+from node.domain import tap_name
 from node.libvirtd import SYSTEM_URI, ensure_libvirtd, stop_libvirtd
 from tests.helpers import DEMO_PASSWORD, aiostack_cli
 
@@ -421,6 +423,44 @@ async def test_a_real_guest_resized_sees_its_new_memory_and_disk_and_a_revert_gi
     assert memory_kb < 512 * 1024 and sectors == 1024**3 // 512
     assert not (disk_dir / "disk.resize-backup").exists()
     await client.server_action(server_id, "delete", wait=True)
+
+
+async def test_a_real_guest_sees_a_hot_plugged_nic_come_with_its_address_and_go(
+    qemu_cloud: QemuCloud,
+) -> None:
+    client = qemu_cloud.client
+    server = await client.create_server("nic-guest", image="test-guest", flavor="m1.tiny", wait=True)
+    await qemu_cloud.console_until(server["id"], r"AIOSTACK-READY ip=")
+    network = (await client.request("POST", "/network/v2.0/networks", {"network": {"name": "second"}}))[
+        "network"
+    ]
+    subnet = {"network_id": network["id"], "cidr": "10.77.0.0/24", "ip_version": 4}
+    await client.request("POST", "/network/v2.0/subnets", {"subnet": subnet})
+    body = {"interfaceAttachment": {"net_id": network["id"], "fixed_ips": [{"ip_address": "10.77.0.20"}]}}
+    nic = (await client.request("POST", f"/compute/v2.1/servers/{server['id']}/os-interface", body))[
+        "interfaceAttachment"
+    ]
+    added = await qemu_cloud.console_until(server["id"], r"AIOSTACK-NIC-ADDED dev=(\S+) mac=(\S+)")
+    assert added.group(2) == nic["mac_addr"]
+    lease = await qemu_cloud.console_until(server["id"], rf"AIOSTACK-NIC-IP dev={added.group(1)} addr=(\S*)")
+    assert lease.group(1) == "10.77.0.20/24"  # the network's DHCP gave the hot-plugged port its address
+    assert (await qemu_cloud.dhcp_entries(network["id"])).get(nic["mac_addr"]) == "10.77.0.20"
+    port = (await client.request("GET", f"/network/v2.0/ports/{nic['port_id']}"))["port"]
+    assert port["binding:vif_type"] == "bridge" and port["binding:host_id"] == qemu_cloud.node.host
+    stored = await qemu_cloud.node.records.stored_xml(server["id"])
+    assert stored is not None and tap_name(nic["port_id"]) in stored
+    ruleset = subprocess.run(["nft", "list", "ruleset"], capture_output=True, text=True, check=True).stdout
+    assert tap_name(nic["port_id"]) in ruleset  # its security groups filter its tap
+
+    await client.request("DELETE", f"/compute/v2.1/servers/{server['id']}/os-interface/{nic['port_id']}")
+    await qemu_cloud.console_until(server["id"], rf"AIOSTACK-NIC-REMOVED dev={added.group(1)}")
+    assert nic["mac_addr"] not in await qemu_cloud.node.interfaces.list_interfaces(server["id"])
+    ruleset = subprocess.run(["nft", "list", "ruleset"], capture_output=True, text=True, check=True).stdout
+    assert tap_name(nic["port_id"]) not in ruleset
+    with pytest.raises(NotFound):
+        await client.request("GET", f"/network/v2.0/ports/{nic['port_id']}")
+    await client.server_action(server["id"], "delete", wait=True)
+    assert not qemu_running(server["id"])
 
 
 @pytest.mark.full_size
