@@ -119,6 +119,13 @@ async def boot_running_script(client: Client, server: dict[str, Any], script: st
     return server_id
 
 
+async def nft_ruleset() -> str:
+    process = await asyncio.create_subprocess_exec("nft", "list", "ruleset", stdout=asyncio.subprocess.PIPE)
+    output, _ = await process.communicate()
+    assert process.returncode == 0
+    return output.decode()
+
+
 def qemu_running(instance_uuid: str) -> bool:
     return (
         subprocess.run(["pgrep", "-f", f"guest=instance-{instance_uuid}"], capture_output=True).returncode
@@ -449,14 +456,12 @@ async def test_a_real_guest_sees_a_hot_plugged_nic_come_with_its_address_and_go(
     assert port["binding:vif_type"] == "bridge" and port["binding:host_id"] == qemu_cloud.node.host
     stored = await qemu_cloud.node.records.stored_xml(server["id"])
     assert stored is not None and tap_name(nic["port_id"]) in stored
-    ruleset = subprocess.run(["nft", "list", "ruleset"], capture_output=True, text=True, check=True).stdout
-    assert tap_name(nic["port_id"]) in ruleset  # its security groups filter its tap
+    assert tap_name(nic["port_id"]) in await nft_ruleset()  # its security groups filter its tap
 
     await client.request("DELETE", f"/compute/v2.1/servers/{server['id']}/os-interface/{nic['port_id']}")
     await qemu_cloud.console_until(server["id"], rf"AIOSTACK-NIC-REMOVED dev={added.group(1)}")
     assert nic["mac_addr"] not in await qemu_cloud.node.interfaces.list_interfaces(server["id"])
-    ruleset = subprocess.run(["nft", "list", "ruleset"], capture_output=True, text=True, check=True).stdout
-    assert tap_name(nic["port_id"]) not in ruleset
+    assert tap_name(nic["port_id"]) not in await nft_ruleset()
     with pytest.raises(NotFound):
         await client.request("GET", f"/network/v2.0/ports/{nic['port_id']}")
     await client.server_action(server["id"], "delete", wait=True)
