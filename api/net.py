@@ -828,11 +828,12 @@ class InstancePorts(ServiceAPI, address="net"):
         """One more port of an instance on ``host`` (Nova's interface attach), acting for
         ``project_id``: a new port on ``network_id`` (with ``fixed_ip`` if given; in the project's
         default security group; deleted by ``detach_port`` or ``deallocate_for_instance``), or the
-        project's port ``port_id``, bound. Publishes ``port.bound``.
+        project's port ``port_id``, bound; neither: a new port on the network a build's "auto"
+        picks. Publishes ``port.bound``.
 
-        :raises InvalidRequest: both or neither of network_id and port_id, a port with a fixed_ip,
-            a fixed_ip that is no address of the network.
-        :raises NotFound: a network or port the project does not see.
+        :raises InvalidRequest: both network_id and port_id, a port with a fixed_ip, a fixed_ip
+            that is no address of the network.
+        :raises NotFound: a network or port the project does not see; no default network.
         :raises PortInUse: the port has a device.
         :raises Conflict: the address is taken, or none is free.
         :raises OverQuota: the project has as many ports as its limit.

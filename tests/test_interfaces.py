@@ -20,6 +20,7 @@ from api.conductor import ConductorOperator
 from api.net import Net
 from deploy.audit import audit
 from tests.helpers import DEMO_PASSWORD, aiostack_cli
+from tests.test_access_control import add_user, issue
 from tests.test_resize import ResizeCloud
 
 
@@ -325,4 +326,36 @@ async def test_the_sdk_and_the_cli_add_and_remove_a_servers_nics(
         await client.servers.detach_interface(server_id, made.port_id)
         assert [nic.port_id for nic in await client.servers.interfaces(server_id)] == [listed[0].port_id]
     assert len(await cloud.domain_macs(server_id)) == 1
+    assert (await audit(cloud.bus)).problems == {}
+
+
+async def test_a_reader_lists_a_servers_interfaces_but_may_not_attach_or_detach(
+    nic_cloud: InterfaceCloud,
+) -> None:
+    cloud = nic_cloud
+    server_id = await cloud.boot()
+    [boot_nic] = await cloud.interfaces(server_id)
+    await add_user(
+        cloud.bus, await issue(cloud.bus, "admin", "admin-secret", "admin"), "rita", "demo", "reader"
+    )
+    await cloud.api.login("rita", "rita-pw", "demo")
+    assert await cloud.interfaces(server_id) == [boot_nic]
+    status, body = await cloud.attach(server_id, {"interfaceAttachment": {}})
+    assert status == 403 and "compute:write" in json.dumps(body), body
+    status, body = await cloud.detach(server_id, boot_nic["port_id"])
+    assert status == 403 and "compute:write" in json.dumps(body), body
+    assert await cloud.interfaces(server_id) == [boot_nic]
+    assert await cloud.actions(server_id) == [("create", "Success")]
+
+
+async def test_with_no_port_or_network_the_nic_joins_the_network_a_boot_would_pick(
+    nic_cloud: InterfaceCloud,
+) -> None:
+    cloud = nic_cloud
+    server_id = await cloud.boot()
+    [boot_nic] = await cloud.interfaces(server_id)
+    status, body = await cloud.attach(server_id, {})  # Nova's body may leave interfaceAttachment out
+    assert status == 200, body
+    assert body["interfaceAttachment"]["net_id"] == boot_nic["net_id"]  # the shared default network
+    assert len(await cloud.domain_macs(server_id)) == 2
     assert (await audit(cloud.bus)).problems == {}

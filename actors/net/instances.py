@@ -137,11 +137,14 @@ class InstanceServant(InstancePorts, Allocations):
             request["uuid"] = network_id
         if fixed_ip is not None:
             request["fixed_ip"] = fixed_ip
-        _network_requests([request])  # both or neither of port and network: as a build's request
+        if request:
+            _network_requests([request])  # both of port and network, or a port with an address
         project = scope()
         if project is not None and project != project_id:
             raise Forbidden(f"A member of project {project} cannot act for project {project_id}.")
         async with self.state.writing() as db:
+            if not request:
+                request["uuid"] = await _auto_network(db, project_id)
             [port] = await self._new_ports(db, [request], project_id, instance_uuid, host, None)
             change = await ports_changed(db, [port])
         await tell(self.state.bus, change)
