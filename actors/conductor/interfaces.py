@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from datetime import UTC, datetime
 from typing import Final
 
@@ -57,8 +58,8 @@ class Interfaces(ServerInterfaces):
 
     def __init__(self, core: Core) -> None:
         self.core = core
-        self.in_hand: set[str] = set()
-        """Instances whose attach or detach this conductor is seeing through now."""
+        self.in_hand: Counter[str] = Counter()
+        """Instances whose attaches and detaches this conductor is seeing through now (how many)."""
         self._settled_at = 0.0
 
     async def list_interfaces(self, *, instance_uuid: str) -> list[InterfaceAttachment]:
@@ -87,7 +88,7 @@ class Interfaces(ServerInterfaces):
         row = await self._changeable(instance_uuid, Action.ATTACH_INTERFACE)
         host = row["host"]
         assert host is not None
-        self.in_hand.add(instance_uuid)
+        self.in_hand[instance_uuid] += 1
         try:
             await self.core.start_action(instance_uuid, Action.ATTACH_INTERFACE)
             try:
@@ -119,7 +120,7 @@ class Interfaces(ServerInterfaces):
             await self._announce(instance_uuid, "instance.interface_attached")
             await self.core.finish_action(instance_uuid, Action.ATTACH_INTERFACE, "Success")
         finally:
-            self.in_hand.discard(instance_uuid)
+            self._let_go(instance_uuid)
         return attachment_of(port)
 
     async def _undo_attach(self, row: InstanceRow, port: Port, error: BaseException) -> None:
@@ -147,7 +148,7 @@ class Interfaces(ServerInterfaces):
         attached = {port["id"]: port for port in await self._ports(instance_uuid)}
         if port_id not in attached:
             raise NotFound(f"Port id {port_id} could not be found.")
-        self.in_hand.add(instance_uuid)
+        self.in_hand[instance_uuid] += 1
         try:
             await self.core.start_action(instance_uuid, Action.DETACH_INTERFACE)
             released = await self.core.net.detach_port(instance_uuid=instance_uuid, port_id=port_id)
@@ -166,7 +167,12 @@ class Interfaces(ServerInterfaces):
             await self._announce(instance_uuid, "instance.interface_detached")
             await self.core.finish_action(instance_uuid, Action.DETACH_INTERFACE, "Success")
         finally:
-            self.in_hand.discard(instance_uuid)
+            self._let_go(instance_uuid)
+
+    def _let_go(self, instance_uuid: str) -> None:
+        self.in_hand[instance_uuid] -= 1
+        if not self.in_hand[instance_uuid]:
+            del self.in_hand[instance_uuid]
 
     async def _changeable(self, instance_uuid: str, action: Action) -> InstanceRow:
         """The instance, if it may have a NIC plugged or taken out now.
@@ -224,8 +230,8 @@ class Interfaces(ServerInterfaces):
         )
         for stalled in rows:
             uuid = stalled["instance_uuid"]
-            if uuid not in self.in_hand:
-                self.in_hand.add(uuid)
+            if not self.in_hand[uuid]:
+                self.in_hand[uuid] += 1
                 self.core.spawn(
                     self._settle_logged(uuid, Action(stalled["action"])), name=f"settle-nic-{uuid}"
                 )
@@ -240,7 +246,7 @@ class Interfaces(ServerInterfaces):
         except AiostackError as exc:
             log.warning("instance %s: its %s could not be settled yet: %s", instance_uuid, action, exc)
         finally:
-            self.in_hand.discard(instance_uuid)
+            self._let_go(instance_uuid)
 
     async def _settle(self, instance_uuid: str, action: Action) -> None:
         row = await self.core.fresh(instance_uuid)
