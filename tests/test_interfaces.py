@@ -60,6 +60,12 @@ class InterfaceCloud(ResizeCloud):
         assert self.node is not None
         return await self.node.interfaces.list_interfaces(server_id)
 
+    async def until_finished(self, server_id: str, action: str, result: str) -> None:
+        """Until the server's ``action`` has finished with ``result`` (the watch settled it)."""
+        async with asyncio.timeout(30):
+            while (action, result) not in await self.actions(server_id):
+                await asyncio.sleep(0.1)
+
     async def steps(self, server_id: str, action: str) -> list[tuple[str, str]]:
         listed = await ConductorOperator.client(self.bus).list_action_events(instance_uuid=server_id)
         return [(step["event"], step["result"]) for step in listed if step["action"] == action]
@@ -234,9 +240,7 @@ async def test_an_attach_whose_conductor_died_after_binding_is_plugged_by_the_ne
     await conductor.stop()  # ... and dies
     assert port["mac_address"] not in await cloud.domain_macs(server_id)
     await cloud.start_conductor(0.0)
-    async with asyncio.timeout(20):
-        while ("attach_interface", "Success") not in await cloud.actions(server_id):
-            await asyncio.sleep(0.1)
+    await cloud.until_finished(server_id, "attach_interface", "Success")
     assert port["mac_address"] in await cloud.domain_macs(server_id)
     assert ("reconciled", "Success") in await cloud.steps(server_id, "attach_interface")
     assert "extra" in (await cloud.server(server_id))["addresses"]
@@ -258,9 +262,7 @@ async def test_an_attach_whose_node_is_away_gives_the_port_back_and_leaves_no_ni
     assert given_back["device_id"] == ""
     assert ("attach_interface", None) in await cloud.actions(server_id)  # open until the node is asked
     await cloud.start_node()
-    async with asyncio.timeout(30):
-        while ("attach_interface", "Success") not in await cloud.actions(server_id):
-            await asyncio.sleep(0.1)
+    await cloud.until_finished(server_id, "attach_interface", "Error")
     assert port["mac_address"] not in await cloud.domain_macs(server_id)
     assert len(await cloud.domain_macs(server_id)) == 1
     assert (await audit(cloud.bus)).problems == {}
@@ -282,9 +284,7 @@ async def test_a_detach_whose_conductor_died_after_giving_the_port_back_is_unplu
     await conductor.stop()
     assert attached["mac_addr"] in await cloud.domain_macs(server_id)
     await cloud.start_conductor(0.0)
-    async with asyncio.timeout(20):
-        while ("detach_interface", "Success") not in await cloud.actions(server_id):
-            await asyncio.sleep(0.1)
+    await cloud.until_finished(server_id, "detach_interface", "Success")
     assert attached["mac_addr"] not in await cloud.domain_macs(server_id)
     assert (await cloud.api.get(f"/network/v2.0/ports/{attached['port_id']}"))[0] == 404
     assert (await audit(cloud.bus)).problems == {}

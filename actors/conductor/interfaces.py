@@ -265,17 +265,36 @@ class Interfaces(ServerInterfaces):
                 instance_uuid, action, "Error", f"the instance has no domain on {host}"
             )
             return
-        for mac in sorted(set(ports) - macs):
+        plugged, unplugged = sorted(set(ports) - macs), sorted(macs - set(ports))
+        for mac in plugged:
             await node.attach_interface(instance_uuid=instance_uuid, port=ports[mac])
-        for mac in sorted(macs - set(ports)):
+        for mac in unplugged:
             await node.detach_interface(instance_uuid=instance_uuid, mac_address=mac)
-        done = f"plugged {sorted(set(ports) - macs)}, unplugged {sorted(macs - set(ports))}"
+        done = f"plugged {plugged}, unplugged {unplugged}"
         await self.core.record_step(instance_uuid, action, "reconciled", host, "Success", done)
-        event = (
-            "instance.interface_attached"
-            if action is Action.ATTACH_INTERFACE
-            else "instance.interface_detached"
+        if action is Action.ATTACH_INTERFACE:
+            bound = await self._step_detail(instance_uuid, action, "bind_port")
+            given_back = await self._step_detail(instance_uuid, action, "unbind_port")
+            attached = bool(plugged) or (bound is not None and given_back is None)
+            outcome = "a port was attached" if attached else "no port was attached"
+            await self._announce(instance_uuid, "instance.interface_attached")
+        else:
+            attached = (
+                bool(unplugged) or await self._step_detail(instance_uuid, action, "unbind_port") is not None
+            )
+            outcome = "the port was detached" if attached else "no port was detached"
+            await self._announce(instance_uuid, "instance.interface_detached")
+        result = "Success" if attached else "Error"
+        await self.core.finish_action(
+            instance_uuid, action, result, f"finished by the conductor's watch: {outcome}"
         )
-        await self._announce(instance_uuid, event)
-        await self.core.finish_action(instance_uuid, action, "Success", "finished by the conductor's watch")
-        log.info("instance %s: %s settled: %s", instance_uuid, action, done)
+        log.info("instance %s: %s settled (%s): %s", instance_uuid, action, outcome, done)
+
+    async def _step_detail(self, instance_uuid: str, action: Action, event: str) -> str | None:
+        """The details of a step of the instance's latest ``action`` (None: no such step)."""
+        row = await self.core.store.fetchone(
+            "SELECT e.details FROM instance_action_events e WHERE e.event = ? AND e.action_id ="
+            " (SELECT MAX(id) FROM instance_actions WHERE instance_uuid = ? AND action = ?)",
+            (event, instance_uuid, action),
+        )
+        return None if row is None else str(row["details"])
