@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 import pytest
 
@@ -22,6 +23,8 @@ from deploy.audit import audit
 from tests.helpers import DEMO_PASSWORD, aiostack_cli
 from tests.test_access_control import add_user, issue
 from tests.test_resize import ResizeCloud
+
+T = TypeVar("T")
 
 
 class InterfaceCloud(ResizeCloud):
@@ -59,6 +62,15 @@ class InterfaceCloud(ResizeCloud):
     async def domain_macs(self, server_id: str) -> list[str]:
         assert self.node is not None
         return await self.node.interfaces.list_interfaces(server_id)
+
+    async def conductor_dies_after(self, server_id: str, action: Action, net_step: Awaitable[T]) -> T:
+        """What an attach or detach does before it calls the node (its action recorded, then its
+        step with the net actor), then its conductor dies; what the step answered."""
+        assert self.conductor is not None
+        await self.conductor.core.start_action(server_id, action)
+        answer = await net_step
+        await self.conductor.stop()
+        return answer
 
     async def until_finished(self, server_id: str, action: str, result: str) -> None:
         """Until the server's ``action`` has finished with ``result`` (the watch settled it)."""
@@ -230,15 +242,17 @@ async def test_an_attach_whose_conductor_died_after_binding_is_plugged_by_the_ne
     cloud = nic_cloud
     server_id = await cloud.boot()
     network_id = await cloud.network("extra", "10.50.0.0/24")
-    conductor = cloud.conductor
-    assert conductor is not None
-    # what an attach records before it calls the node: its action, the port bound on the host
-    await conductor.core.start_action(server_id, Action.ATTACH_INTERFACE)
-    port = await Net.client(cloud.bus).attach_port(
-        instance_uuid=server_id, project_id=str(cloud.api.project_id), host="node-1", network_id=network_id
+    port = await cloud.conductor_dies_after(
+        server_id,
+        Action.ATTACH_INTERFACE,
+        Net.client(cloud.bus).attach_port(
+            instance_uuid=server_id,
+            project_id=str(cloud.api.project_id),
+            host="node-1",
+            network_id=network_id,
+        ),
     )
-    await conductor.stop()  # ... and dies
-    assert port["mac_address"] not in await cloud.domain_macs(server_id)
+    assert port is not None and port["mac_address"] not in await cloud.domain_macs(server_id)
     await cloud.start_conductor(0.0)
     await cloud.until_finished(server_id, "attach_interface", "Success")
     assert port["mac_address"] in await cloud.domain_macs(server_id)
@@ -277,11 +291,11 @@ async def test_a_detach_whose_conductor_died_after_giving_the_port_back_is_unplu
     status, body = await cloud.attach(server_id, {"interfaceAttachment": {"net_id": network_id}})
     assert status == 200, body
     attached = body["interfaceAttachment"]
-    conductor = cloud.conductor
-    assert conductor is not None
-    await conductor.core.start_action(server_id, Action.DETACH_INTERFACE)
-    await Net.client(cloud.bus).detach_port(instance_uuid=server_id, port_id=attached["port_id"])
-    await conductor.stop()
+    await cloud.conductor_dies_after(
+        server_id,
+        Action.DETACH_INTERFACE,
+        Net.client(cloud.bus).detach_port(instance_uuid=server_id, port_id=attached["port_id"]),
+    )
     assert attached["mac_addr"] in await cloud.domain_macs(server_id)
     await cloud.start_conductor(0.0)
     await cloud.until_finished(server_id, "detach_interface", "Success")
