@@ -16,6 +16,7 @@ from typing import IO, Any
 
 from aiostack.client import Client
 from aiostack.clouds import CloudAuth, CloudNotFound, find_cloud, gateway_of
+from aiostack.interface_command import NIC_KINDS, run_interface_change
 from aiostack.live_resources_command import add_set_resources_command, run_set_resources
 from aiostack.output import UnknownColumn, add_output_options, print_listing, print_resource
 from aiostack.resize_command import add_resize_command, run_resize
@@ -100,12 +101,13 @@ def add_client_commands(commands: Any, data_dir_default: Path) -> None:
         "--attach", action="store_true", help="a live terminal on the serial console (Ctrl-] leaves)"
     )
     for action, preposition in (("add", "to"), ("remove", "from")):
-        change = actions.add_parser(action, help=f"{action} a volume {preposition} a server")
-        change.add_argument("kind", choices=["volume"])
+        change = actions.add_parser(action, help=f"{action} a volume or a NIC {preposition} a server")
+        change.add_argument("kind", choices=["volume", *NIC_KINDS])
         change.add_argument("server", help="name or id")
-        change.add_argument("volume", help="name or id")
+        change.add_argument("target", metavar="volume|port|network", help="name or id (a port: its id)")
         if action == "add":
             change.add_argument("--device", help="e.g. /dev/vdb (default: the next free one)")
+            change.add_argument("--fixed-ip", help="with a network: the address the new port holds")
     for action in ("delete", "stop", "start", "reboot"):
         parser = actions.add_parser(action, help=f"{action} a server")
         parser.add_argument("server", help="name or id")
@@ -257,11 +259,13 @@ async def run_client_command(args: argparse.Namespace) -> int:
             if args.action == "show":
                 print_resource(await client.server(args.server), format=args.format, only=args.column)
                 return 0
+            if args.action in ("add", "remove") and args.kind in NIC_KINDS:
+                return await run_interface_change(client, args)
             if args.action == "add":
-                await client.servers.attach_volume(args.server, args.volume, args.device)
+                await client.servers.attach_volume(args.server, args.target, args.device)
                 return 0
             if args.action == "remove":
-                await client.servers.detach_volume(args.server, args.volume)
+                await client.servers.detach_volume(args.server, args.target)
                 return 0
             if args.action == "resize":
                 return await run_resize(client, args)

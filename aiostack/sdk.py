@@ -252,6 +252,28 @@ class Network:
 
 
 @dataclass(frozen=True, slots=True)
+class InterfaceAttachment:
+    """A port of a server (Nova's os-interface): its network, MAC, state and addresses."""
+
+    port_id: str
+    net_id: str
+    mac_addr: str
+    port_state: str
+    ip_addresses: tuple[str, ...]
+
+    @classmethod
+    def from_nova(cls, body: Mapping[str, Any]) -> InterfaceAttachment:
+        """From Nova's ``interfaceAttachment``."""
+        return cls(
+            body["port_id"],
+            body["net_id"],
+            body["mac_addr"],
+            body["port_state"],
+            tuple(fixed["ip_address"] for fixed in body["fixed_ips"]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class VolumeAttachment:
     """A volume attached to a server, at ``device``."""
 
@@ -774,6 +796,38 @@ class ServerManager(_Manager[Server]):
         """Detach a volume; it is available again when this returns."""
         volume_id = await self._client.volumes.find_id(volume)
         path = f"{COMPUTE}/servers/{await self.find_id(server)}/os-volume_attachments/{volume_id}"
+        await self._client.request("DELETE", path)
+
+    async def interfaces(self, server: Server | str) -> builtins.list[InterfaceAttachment]:
+        """The server's ports."""
+        path = f"{COMPUTE}/servers/{await self.find_id(server)}/os-interface"
+        answer = await self._client.request("GET", path)
+        return [InterfaceAttachment.from_nova(body) for body in answer["interfaceAttachments"]]
+
+    async def attach_interface(
+        self,
+        server: Server | str,
+        *,
+        port: str | None = None,
+        network: str | None = None,
+        fixed_ip: str | None = None,
+    ) -> InterfaceAttachment:
+        """Hot-plug a port (an unbound one of the project, by id), or a new port on ``network`` (name
+        or id; at ``fixed_ip`` if given) into the server; it is plugged when this returns."""
+        body: dict[str, Any] = {}
+        if port is not None:
+            body["port_id"] = port
+        if network is not None:
+            body["net_id"] = await self._client.networks.find_id(network)
+        if fixed_ip is not None:
+            body["fixed_ips"] = [{"ip_address": fixed_ip}]
+        path = f"{COMPUTE}/servers/{await self.find_id(server)}/os-interface"
+        answer = await self._client.request("POST", path, {"interfaceAttachment": body})
+        return InterfaceAttachment.from_nova(answer["interfaceAttachment"])
+
+    async def detach_interface(self, server: Server | str, port: str) -> None:
+        """Take a port out of the server: deleted if it was made for it, else unbound and kept."""
+        path = f"{COMPUTE}/servers/{await self.find_id(server)}/os-interface/{port}"
         await self._client.request("DELETE", path)
 
     async def _action(

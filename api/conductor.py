@@ -13,7 +13,8 @@ Facets, by caller (each made of the parts the conductor's servants implement, by
 * ``Compute``: the user-facing compute API, as the gateway reaches it: ``Servers`` (reads),
   ``ServerCreation``, ``ServerActions`` (power changes, reboot, delete), ``ServerResizes``,
   ``ServerEvacuations``, ``ServerDetails``
-  (name, access addresses, metadata, lock), ``ServerVolumes``, ``ServerHistory`` (the actions
+  (name, access addresses, metadata, lock), ``ServerVolumes``, ``ServerInterfaces``,
+  ``ServerHistory`` (the actions
   of an instance and their steps), ``ComputeQuotas``, ``ComputeUsage`` (usage over a period),
   ``Flavors`` and ``Keypairs``;
 * ``ConductorForNodes``: what compute nodes call, each as its own host
@@ -51,14 +52,15 @@ an evacuate in ERROR; 11 - ``FlavorExtraSpecs`` (Nova's flavor extra specs), ``F
 and ``max_ram`` (its ``aiostack:max_vcpus`` and ``aiostack:max_ram_mb``), and
 ``ServerLiveResources`` (a running instance's vCPUs and RAM changed live, within those maxima),
 ``NodeReports.task_refused``; ``AuditedInstance`` has the size its record says (``vcpus``,
-``memory_mb``).
+``memory_mb``); 12 - ``ServerInterfaces`` (NIC hot-plug: Nova's os-interface).
 
 Events (kind ``instance``, on ``evt.instance.<project>.<id>``, with the instance as ``Instance``
 shows it): ``instance.building`` (recorded), ``instance.spawning`` (a host was chosen: the
 build goes to its node), ``instance.<task_state>`` when an action starts
 (``instance.powering-off``, ``instance.deleting``, ...), ``instance.<status>`` when the state
 changes (``instance.active``, ``instance.shutoff``, ``instance.error``, ...; with ``cause``
-when libvirt's word changed it), ``instance.deleted`` last.
+when libvirt's word changed it), ``instance.interface_attached`` / ``instance.interface_detached``
+(a NIC hot-plugged or taken out: the instance with its new ``addresses``), ``instance.deleted`` last.
 """
 
 from __future__ import annotations
@@ -68,7 +70,7 @@ from typing import Annotated, Any, Literal, NotRequired, TypedDict
 from msgspec import Meta
 
 from api.fields import HostName, Id, Name, PositiveAmount
-from api.net import RequestedNetwork
+from api.net import IpAddress, Port, RequestedNetwork
 from api.node import DeviceName, PowerAction, RebootType
 from api.scheduler import Reason as DisabledReason
 from bus.api import ServiceAPI, call
@@ -349,6 +351,21 @@ class VolumeAttachment(TypedDict):
     device: str | None
 
 
+class InterfaceFixedIp(TypedDict):
+    subnet_id: str
+    ip_address: str
+
+
+class InterfaceAttachment(TypedDict):
+    """A port of an instance, as Nova's os-interface shows it."""
+
+    port_id: str
+    net_id: str
+    mac_addr: str
+    port_state: str
+    fixed_ips: list[InterfaceFixedIp]
+
+
 class ConsoleOutput(TypedDict):
     output: str
 
@@ -373,6 +390,23 @@ class BlockDevice(TypedDict):
 def boot_volume(block_devices: list[BlockDevice]) -> BlockDevice | None:
     """The volume an instance boots from (``boot_index`` 0), if it boots from one."""
     return next((device for device in block_devices if device.get("boot_index") == 0), None)
+
+
+def addresses_of(ports: list[Port], network_names: dict[str, str]) -> dict[str, list[dict[str, Any]]]:
+    """Nova's ``addresses`` of an instance with these ports: network name -> fixed IPs with their MAC
+    (``network_names``: network id -> name, for those that have one)."""
+    addresses: dict[str, list[dict[str, Any]]] = {}
+    for port in ports:
+        for fixed in port["fixed_ips"]:
+            addresses.setdefault(network_names.get(port["network_id"]) or port["network_id"], []).append(
+                {
+                    "addr": fixed["ip_address"],
+                    "version": 4,
+                    "OS-EXT-IPS:type": "fixed",
+                    "OS-EXT-IPS-MAC:mac_addr": port["mac_address"],
+                }
+            )
+    return addresses
 
 
 class BuildRequest(TypedDict):
@@ -737,6 +771,56 @@ class ServerVolumes(ServiceAPI, address="conductor"):
         ...
 
 
+class ServerInterfaces(ServiceAPI, address="conductor"):
+    """Ports of an instance, hot-plugged into its domain and out (Nova's os-interface)."""
+
+    @call(policy="compute:read", idempotent=True)
+    async def list_interfaces(self, *, instance_uuid: Id) -> list[InterfaceAttachment]:
+        """The instance's ports.
+
+        :raises NotFound: no such instance, or another project's.
+        """
+        ...
+
+    @call(policy="compute:read", idempotent=True)
+    async def get_interface(self, *, instance_uuid: Id, port_id: Id) -> InterfaceAttachment:
+        """One port of the instance.
+
+        :raises NotFound: no such instance or port, or the port is not the instance's.
+        """
+        ...
+
+    @call(policy="compute:write", timeout=180)
+    async def attach_interface(
+        self,
+        *,
+        instance_uuid: Id,
+        port_id: Id | None = None,
+        network_id: Id | None = None,
+        fixed_ip: IpAddress | None = None,
+    ) -> InterfaceAttachment:
+        """Bind the project's unbound port ``port_id``, or a new port on ``network_id`` (with
+        ``fixed_ip``; neither: the network a build would pick), to the instance on its host, then
+        have its node plug it in.
+
+        :raises NotFound: no such instance, network or port, or another project's.
+        :raises InvalidRequest: both port_id and network_id, or fixed_ip without network_id.
+        :raises Conflict: the instance is locked, or not active, paused or stopped with no task;
+            the port is in use (``PortInUse``); the address is taken.
+        """
+        ...
+
+    @call(policy="compute:write", timeout=180)
+    async def detach_interface(self, *, instance_uuid: Id, port_id: Id) -> None:
+        """Have the node unplug the port, then give it back: deleted if it was made for the
+        instance, else unbound and kept.
+
+        :raises NotFound: no such instance, or the port is not the instance's.
+        :raises Conflict: the instance is locked, or not active, paused or stopped with no task.
+        """
+        ...
+
+
 class Flavors(ServiceAPI, address="conductor"):
     """The sizes an instance may have."""
 
@@ -1021,6 +1105,7 @@ class Compute(
     ServerLiveResources,
     ServerDetails,
     ServerVolumes,
+    ServerInterfaces,
     ServerHistory,
     ComputeQuotas,
     ComputeUsage,

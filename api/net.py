@@ -45,10 +45,12 @@ groups and their rules (``SecurityGroups``, quotas of both), ports' ``security_g
 ``port_security_enabled``, ``NetForNodes.security_for_host``; 9 - external networks
 (``router_external``: admins make and list them, every project sees them), routers (``Routers``: gateway,
 interfaces, extra routes), floating IPs (``FloatingIps``), their quotas, and
-``NetForNodes.routers_for_host`` with ``ROUTERS_CHANGED``.
+``NetForNodes.routers_for_host`` with ``ROUTERS_CHANGED``; 10 - ``InstancePorts.attach_port`` and
+``detach_port``: one port of an instance made or bound, and given back (interface hot-plug).
 
 Events (kind ``port``, project the port's, with the port as ``get_port`` shows it):
-``port.bound`` (``allocate_for_instance``, one per port; ``dhcp_port`` when it makes one), ``port.plugged``
+``port.bound`` (``allocate_for_instance``, one per port; ``attach_port``; ``dhcp_port`` when it
+makes one), ``port.plugged``
 (``set_port_binding``), ``port.unbound`` (``deallocate_for_instance`` gave a port the user
 made back) and ``port.deleted`` (``delete_port``, ``delete_network`` for each of its ports,
 ``deallocate_for_instance`` for those it made, ``release_dhcp_port``).
@@ -810,6 +812,39 @@ class InstancePorts(ServiceAPI, address="net"):
 
         :raises NotFound: no such port.
         """
+        ...
+
+    @call
+    async def attach_port(
+        self,
+        *,
+        instance_uuid: Id,
+        project_id: Text,
+        host: HostName,
+        network_id: Id | None = None,
+        port_id: Id | None = None,
+        fixed_ip: IpAddress | None = None,
+    ) -> Port:
+        """One more port of an instance on ``host`` (Nova's interface attach), acting for
+        ``project_id``: a new port on ``network_id`` (with ``fixed_ip`` if given; in the project's
+        default security group; deleted by ``detach_port`` or ``deallocate_for_instance``), or the
+        project's port ``port_id``, bound; neither: a new port on the network a build's "auto"
+        picks. Publishes ``port.bound``.
+
+        :raises InvalidRequest: both network_id and port_id, a port with a fixed_ip, a fixed_ip
+            that is no address of the network.
+        :raises NotFound: a network or port the project does not see; no default network.
+        :raises PortInUse: the port has a device.
+        :raises Conflict: the address is taken, or none is free.
+        :raises OverQuota: the project has as many ports as its limit.
+        """
+        ...
+
+    @call(idempotent=True)
+    async def detach_port(self, *, instance_uuid: Id, port_id: Id) -> Port | None:
+        """Give back one port of the instance: deleted if ``allocate_for_instance`` or
+        ``attach_port`` made it (publishes ``port.deleted``), else unbound and kept
+        (``port.unbound``); the port as it was. None: the port is not the instance's (any more)."""
         ...
 
 

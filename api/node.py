@@ -10,7 +10,8 @@ console and relays its bytes (``NodeConsole``).
 
 Version history: 1 - initial; 2 - ``NodeConsole``; 3 - ``resize_instance``, ``finish_resize``,
 ``revert_resize``; 4 - ``evacuate_instance``; 5 - ``set_resources`` (a live change of vCPUs and
-RAM), ``DomainFlavor``'s ``max_vcpus`` and ``max_memory_mb``, ``DomainView``'s size.
+RAM), ``DomainFlavor``'s ``max_vcpus`` and ``max_memory_mb``, ``DomainView``'s size; 6 - ``attach_interface``,
+``detach_interface``, ``list_interfaces`` (NIC hot-plug), ``DomainView.macs``.
 
 Events (kind ``domain``): ``domain.lifecycle`` (each libvirt lifecycle event of this host's
 domains, as ``{event, event_id, detail, host, libvirt_ts}``) and ``domain.reconciled`` (a
@@ -25,6 +26,7 @@ from typing import Annotated, Literal, NotRequired, TypedDict
 from msgspec import Meta
 
 from api.fields import Amount, Id, Name, PositiveAmount
+from api.net import MacAddress, Port
 from api.volume import Connection
 from bus.api import ServiceAPI, call, cast
 
@@ -100,6 +102,8 @@ class DomainView(TypedDict):
     """The vCPUs it has now (a running guest's online ones; else its definition's)."""
     memory_mb: NotRequired[int]
     """The memory it has now (a running guest's balloon; else its definition's), MiB."""
+    macs: list[str]
+    """The MAC addresses of its NICs (its definition); none for a domain not this node's."""
 
 
 class Node(ServiceAPI, address="node.{host}"):
@@ -223,6 +227,34 @@ class Node(ServiceAPI, address="node.{host}"):
         """Detach the volume live where the driver can, and from the persistent definition.
 
         :raises NotFound: the instance has no domain here, or the volume is not attached to it.
+        """
+        ...
+
+    @call(timeout=90)
+    async def attach_interface(self, *, instance_uuid: Id, port: Port) -> None:
+        """Plug a port bound to the instance on this host into its domain (live where it runs, and
+        in its definition), with a real guest's bridge, DHCP entry and security groups as a build
+        gives them; nothing if the domain has the port's MAC already.
+
+        :raises NotFound: the instance has no domain here.
+        """
+        ...
+
+    @call(idempotent=True, timeout=90)
+    async def detach_interface(self, *, instance_uuid: Id, mac_address: MacAddress) -> None:
+        """Take the NIC with this MAC out of the domain (waiting for a running guest to release
+        it), and its DHCP entry and filter; nothing if the domain has no such NIC.
+
+        :raises NotFound: the instance has no domain here.
+        :raises Conflict: the guest did not release the NIC in time (it is gone from the definition).
+        """
+        ...
+
+    @call(idempotent=True)
+    async def list_interfaces(self, *, instance_uuid: Id) -> list[str]:
+        """The MAC addresses of the domain's NICs (its definition).
+
+        :raises NotFound: the instance has no domain here.
         """
         ...
 

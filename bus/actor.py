@@ -9,7 +9,8 @@ runs; the handler's return value is the reply body. At most ``max_inflight`` mes
 handled at once, each by a worker task started when a message finds every worker busy and
 ending when none waits (an idle actor holds no worker, which matters with a thousand simulated
 hosts in one process); up to ``max_backlog`` more wait, and past that a caller gets
-``Overloaded`` at once instead of a timeout. ``stop()`` drains: no new messages are taken, accepted ones are answered.
+``Overloaded`` at once instead of a timeout. ``stop()`` drains: no new messages are taken,
+accepted ones are answered.
 """
 
 from __future__ import annotations

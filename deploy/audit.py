@@ -19,6 +19,8 @@ Read over the bus as the operator (the admin credentials of the data directory):
 * sizes that disagree, for instances with no task under way: a claim of other vCPUs or RAM than
   the instance's record says it has, or a running domain of another size than that (what a live
   change of vCPUs and RAM that ended badly, or a change behind the conductor's back, leaves).
+* a port bound to an instance with no task under way whose domain lacks its NIC, and a NIC whose
+  port is not the instance's (an interface attach or detach left half done).
 
 The holders are read before the instances, so a resource made meanwhile belongs to a
 live instance; a problem is reported only if a second pass a moment later still sees it,
@@ -34,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from api.conductor import AuditedInstance, ConductorOperator
-from api.net import COMPUTE_OWNER, DHCP_OWNER, Net
+from api.net import COMPUTE_OWNER, DHCP_OWNER, Net, Port
 from api.node import DomainView, Node
 from api.scheduler import HostView, SchedulerReader
 from api.volume import VolumeAttachments
@@ -201,10 +203,41 @@ async def audit_once(bus: Bus) -> AuditReport:
                     f"instance {uuid} has {row.get('vcpus')} vCPUs, {row.get('memory_mb')} MB but its running"
                     f" domain on {host} has {domain.get('vcpus')} vCPUs, {domain.get('memory_mb')} MB"
                 )
+        _check_nics(problems, host, uuids, instances, ports)
         for uuid, row in instances.items():
             if row["host"] == host and row["vm_state"] in SETTLED_STATES and uuid not in uuids:
                 problems[f"nodomain:{uuid}"] = f"instance {uuid} ({row['vm_state']}) has no domain on {host}"
     return report
+
+
+def _check_nics(
+    problems: dict[str, str],
+    host: str,
+    domains: dict[str, DomainView],
+    instances: dict[str, AuditedInstance],
+    ports: list[Port],
+) -> None:
+    """A port bound to an instance of ``host`` with no task under way whose domain lacks its NIC, and
+    a NIC whose port is not the instance's (an interface attach or detach left half done)."""
+    settled = {
+        uuid
+        for uuid, domain in domains.items()
+        if uuid in instances and instances[uuid]["host"] == host and instances[uuid]["task_state"] is None
+    }
+    bound: dict[str, set[str]] = {uuid: set() for uuid in settled}
+    for port in ports:
+        if port["device_id"] in settled:
+            bound[port["device_id"]].add(port["mac_address"])
+            if port["mac_address"] not in domains[port["device_id"]]["macs"]:
+                problems[f"nic:{port['id']}"] = (
+                    f"port {port['id']} is bound to instance {port['device_id']}, whose domain on {host}"
+                    f" has no NIC {port['mac_address']}"
+                )
+    for uuid in settled:
+        for mac in set(domains[uuid]["macs"]) - bound[uuid]:
+            problems[f"nic:{uuid}:{mac}"] = (
+                f"the domain of instance {uuid} on {host} has a NIC {mac} whose port is not the instance's"
+            )
 
 
 async def audit(bus: Bus, recheck_after: float = RECHECK_AFTER) -> AuditReport:

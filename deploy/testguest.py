@@ -3,7 +3,8 @@
 The kernel and its modules come from Debian 12's ``linux-image-6.1.0-*-cloud-amd64`` package
 (fetched with ``apt-get download``), userspace is ``/bin/busybox`` from busybox-static. The
 guest's ``/init`` reports on the serial console with ``AIOSTACK-`` lines: its disks, its DHCP
-lease, a ready marker, hot-plugged disks and NICs, whether the addresses of
+lease, a ready marker, hot-plugged disks and NICs (``AIOSTACK-NIC-ADDED``, then the DHCP address
+it got, ``AIOSTACK-NIC-IP``; ``AIOSTACK-NIC-REMOVED``), whether the addresses of
 ``aiostack.ping=IP,IP...`` on the kernel command line answer a ping (``AIOSTACK-PING to=IP
 result=ok|failed``, each tried for up to 30 s), the first bytes of each hot-plugged disk
 (``AIOSTACK-DISK-HEAD``; with ``aiostack.stamp=TEXT`` it then writes TEXT there,
@@ -175,6 +176,16 @@ added() {
     fi
 }
 
+nic_added() {
+    # a hot-plugged NIC: said at once, then its DHCP lease (its address only: eth0 keeps the routes)
+    echo "AIOSTACK-NIC-ADDED dev=$1 mac=$(cat "/sys/class/net/$1/address")"
+    (
+        ip link set "$1" up
+        AIOSTACK_ADDRESS_ONLY=1 udhcpc -i "$1" -s /etc/udhcpc.script -f -q -n -t 5 -T 2 >/dev/null 2>&1
+        echo "AIOSTACK-NIC-IP dev=$1 addr=$(ip -o -4 addr show dev "$1" | awk '{print $4; exit}')"
+    ) &
+}
+
 watch_devices() {
     while sleep 0.5; do
         now=$(names /sys/block/vd*)
@@ -182,9 +193,8 @@ watch_devices() {
         for d in $disks; do listed "$d" "$now" || echo "AIOSTACK-DISK-REMOVED name=$d"; done
         disks=$now
         now=$(names /sys/class/net/eth*)
-        for n in $now; do
-            listed "$n" "$nics" || echo "AIOSTACK-NIC-ADDED dev=$n mac=$(cat "/sys/class/net/$n/address")"
-        done
+        for n in $now; do listed "$n" "$nics" || nic_added "$n"; done
+        for n in $nics; do listed "$n" "$now" || echo "AIOSTACK-NIC-REMOVED dev=$n"; done
         nics=$now
         now=$(names /sys/devices/system/cpu/cpu[0-9]*)
         for c in $now; do listed "$c" "$cpus" || echo 1 >"/sys/devices/system/cpu/$c/online"; done 2>/dev/null
@@ -223,6 +233,7 @@ case "$1" in
     bound|renew)
         ip -4 addr flush dev "$interface"
         ip addr add "$ip/$mask" dev "$interface"
+        [ -n "$AIOSTACK_ADDRESS_ONLY" ] && exit 0
         [ -n "$router" ] && ip route replace default via "${router%% *}" dev "$interface"
         # classless static routes (option 121: the way to the metadata service), destination gateway pairs
         set -- $staticroutes

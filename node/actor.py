@@ -14,7 +14,8 @@ to the one that does it:
 * ``Builder`` (``node/build.py``): build and delete; ``Power`` (``node/power.py``); ``Resizer``
   (``node/resize.py``): a domain given another flavor, and back; ``LiveResizer``
   (``node/live_resources.py``): a running domain's vCPUs and RAM changed live; ``Volumes``
-  (``node/volumes.py``); ``Consoles`` (``node/console.py``, serving ``NodeConsole``: the guests'
+  (``node/volumes.py``); ``Interfaces`` (``node/interfaces.py``: NIC hot-plug);
+  ``Consoles`` (``node/console.py``, serving ``NodeConsole``: the guests'
   interactive serial consoles, for the gateway); ``Reconciler`` (``node/reconcile.py``): at start,
   after a reconnect, and the orphan sweep;
 * ``SecurityGroups`` (``node/security.py``): on a host with real guests, its security groups as
@@ -49,7 +50,7 @@ import libvirt
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from api.net import ROUTERS_CHANGED
+from api.net import ROUTERS_CHANGED, Port
 from api.node import (
     AttachedVolume,
     ConsoleOutput,
@@ -68,6 +69,7 @@ from node.console import Consoles
 from node.events import EventForwarder
 from node.hypervisor import Hypervisor
 from node.images import ImageCache
+from node.interfaces import Interfaces
 from node.live_resources import LiveResizer
 from node.metadata import GuestFinder, MetadataService
 from node.networks import GuestNetworks, Networking, bridge_name
@@ -178,6 +180,13 @@ class NodeActor(Actor, Node):
             shutdown_timeout=shutdown_timeout,
         )
         self.volumes = Volumes(hypervisor=self.hypervisor, records=self.records)
+        self.interfaces = Interfaces(
+            hypervisor=self.hypervisor,
+            records=self.records,
+            builder=self.builder,
+            networks=self.networks,
+            security=self.security,
+        )
         self.resizer = Resizer(
             host, peers=peers, hypervisor=self.hypervisor, records=self.records, images=self.images
         )
@@ -362,6 +371,15 @@ class NodeActor(Actor, Node):
     async def detach_volume(self, *, instance_uuid: str, volume_id: str, connection: Connection) -> None:
         await self.volumes.detach_volume(instance_uuid, volume_id, connection)
 
+    async def attach_interface(self, *, instance_uuid: str, port: Port) -> None:
+        await self.interfaces.attach_interface(instance_uuid, port)
+
+    async def detach_interface(self, *, instance_uuid: str, mac_address: str) -> None:
+        await self.interfaces.detach_interface(instance_uuid, mac_address)
+
+    async def list_interfaces(self, *, instance_uuid: str) -> list[str]:
+        return await self.interfaces.list_interfaces(instance_uuid)
+
     async def get_console_output(self, *, instance_uuid: str, length: int | None = None) -> ConsoleOutput:
         """:raises NotFound: no domain. :raises Conflict: the driver keeps no console log."""
         await self.hypervisor.existing(instance_uuid)
@@ -375,14 +393,16 @@ class NodeActor(Actor, Node):
         for domain in await self.hypervisor.domains():
             uuid = domain.UUIDString()
             _, _, memory_kib, vcpus, _ = await self.hypervisor.virt(domain.info)
+            project_id = self.records.projects.get(uuid)
             listed.append(
                 {
                     "uuid": uuid,
                     "name": domain.name(),
                     "state": await self.hypervisor.state(domain),
-                    "project_id": self.records.projects.get(uuid),
+                    "project_id": project_id,
                     "vcpus": vcpus,
                     "memory_mb": memory_kib // 1024,
+                    "macs": [] if project_id is None else await self.interfaces.domain_macs(domain),
                 }
             )
         return listed

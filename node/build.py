@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 
 import libvirt
 
-from api.conductor import BuildRequest, boot_volume
+from api.conductor import BuildRequest, addresses_of, boot_volume
 from api.image import Image
 from api.net import Network, Port
 from api.volume import Reattached
@@ -223,7 +223,7 @@ class Builder:
             else:  # its console log and config drive, besides the volume it boots from
                 self.images.instance_dir(uuid).mkdir(parents=True, exist_ok=True)
             files = {key: str(await self.images.base(record, uuid)) for key, record in boot_images.items()}
-            nics = [await self._guest_nic(port, uuid) for port in ports]
+            nics = [await self.guest_nic(port, uuid) for port in ports]
             console_log: str | None = str(self.images.console_log(instance["id"]))
             config_drive = await write_config_drive(
                 self.images.instance_dir(uuid), request, ports, {nic.port_id: nic.mtu for nic in nics}
@@ -282,7 +282,7 @@ class Builder:
         except NotFound:
             raise NotFound(f"{key} image {image_id} of instance {instance_uuid} could not be found") from None
 
-    async def _guest_nic(self, port: Port, instance_uuid: str) -> Nic:
+    async def guest_nic(self, port: Port, instance_uuid: str) -> Nic:
         """The port as a NIC of a real guest: on its network's bridge with a DHCP entry, or user-mode."""
         subnet = None
         if port["fixed_ips"]:
@@ -323,19 +323,11 @@ class Builder:
 
     async def _addresses(self, ports: list[Port], instance_uuid: str) -> dict[str, list[dict[str, Any]]]:
         """Nova's ``addresses``: network name -> fixed IPs with their MAC."""
-        addresses: dict[str, list[dict[str, Any]]] = {}
-        for port in ports:
-            network = await self._network(port["network_id"], instance_uuid)
-            for fixed in port["fixed_ips"]:
-                addresses.setdefault(network["name"] or network["id"], []).append(
-                    {
-                        "addr": fixed["ip_address"],
-                        "version": 4,
-                        "OS-EXT-IPS:type": "fixed",
-                        "OS-EXT-IPS-MAC:mac_addr": port["mac_address"],
-                    }
-                )
-        return addresses
+        names = {
+            port["network_id"]: (await self._network(port["network_id"], instance_uuid))["name"]
+            for port in ports
+        }
+        return addresses_of(ports, names)
 
     async def _undo_build(self, instance_uuid: str) -> None:
         """Give back what a failed build took: the domain, its ports and volume attachments, its

@@ -136,20 +136,7 @@ def domain_xml(spec: DomainSpec) -> str:
     for disk in spec.disks:
         devices.append(disk_element(disk))
     for nic in spec.nics:
-        kind = (
-            "network" if nic.network else "bridge" if nic.bridge else "user" if nic.user_mode else "ethernet"
-        )
-        interface = ET.SubElement(devices, "interface", type=kind)
-        ET.SubElement(interface, "mac", address=nic.mac)
-        if nic.network:
-            ET.SubElement(interface, "source", network=nic.network)
-        elif nic.bridge:
-            ET.SubElement(interface, "source", bridge=nic.bridge)
-        if nic.network or nic.bridge:
-            ET.SubElement(interface, "target", dev=tap_name(nic.port_id))
-        if nic.mtu:
-            ET.SubElement(interface, "mtu", size=str(nic.mtu))
-        ET.SubElement(interface, "model", type="virtio")
+        devices.append(interface_element(nic))
     if spec.console_log:
         serial = ET.SubElement(devices, "serial", type="pty")
         ET.SubElement(serial, "log", file=spec.console_log, append="on")
@@ -184,6 +171,36 @@ def set_size(
     balloon = domain.find("devices/memballoon")
     if balloon is not None and max_memory_mb:
         balloon.set("model", "virtio")
+
+
+def interface_element(nic: Nic) -> ET.Element:
+    kind = "network" if nic.network else "bridge" if nic.bridge else "user" if nic.user_mode else "ethernet"
+    interface = ET.Element("interface", type=kind)
+    ET.SubElement(interface, "mac", address=nic.mac)
+    if nic.network:
+        ET.SubElement(interface, "source", network=nic.network)
+    elif nic.bridge:
+        ET.SubElement(interface, "source", bridge=nic.bridge)
+    if nic.network or nic.bridge:
+        ET.SubElement(interface, "target", dev=tap_name(nic.port_id))
+    if nic.mtu:
+        ET.SubElement(interface, "mtu", size=str(nic.mtu))
+    ET.SubElement(interface, "model", type="virtio")
+    return interface
+
+
+def interface_xml(nic: Nic) -> str:
+    """A NIC as a device to hot-plug: the element a domain built with it has."""
+    return ET.tostring(_fit_for_xml(interface_element(nic)), encoding="unicode")
+
+
+def interface_macs(xml: str) -> list[str]:
+    """The MAC addresses of a domain's NICs, in order."""
+    return [
+        mac.get("address", "")
+        for interface in ET.fromstring(xml_safe(xml)).iter("interface")
+        if (mac := interface.find("mac")) is not None
+    ]
 
 
 def disk_element(disk: Disk) -> ET.Element:

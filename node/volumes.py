@@ -9,13 +9,12 @@ at boot are disks of the domain from the start (``node/build.py``).
 
 from __future__ import annotations
 
-import xml.etree.ElementTree as ET
-
 import libvirt
 
 from api.node import AttachedVolume
 from api.volume import Connection
 from bus import Conflict, NotFound
+from node.devices import change_device
 from node.domain import Disk, disk_source, disk_targets, disk_xml, next_disk_target
 from node.hypervisor import Hypervisor
 from node.records import Records
@@ -64,32 +63,13 @@ class Volumes:
         return domain
 
     async def _change_device(self, domain: libvirt.virDomain, device_xml: str, *, attach: bool) -> None:
-        flags = libvirt.VIR_DOMAIN_AFFECT_CONFIG
-        if await self.hypervisor.is_running(domain):
-            flags |= libvirt.VIR_DOMAIN_AFFECT_LIVE
-        change = domain.attachDeviceFlags if attach else domain.detachDeviceFlags
-        try:
-            await self.hypervisor.virt(change, device_xml, flags)
-        except libvirt.libvirtError as exc:
-            if exc.get_error_code() != libvirt.VIR_ERR_NO_SUPPORT:
-                raise
-            await self._redefine_with_device(domain, device_xml, attach=attach)
-
-    async def _redefine_with_device(
-        self, domain: libvirt.virDomain, device_xml: str, *, attach: bool
-    ) -> None:
-        """For drivers without device hot-plug (the test driver): change the persistent definition."""
-        root = ET.fromstring(await self.hypervisor.persistent_xml(domain))
-        devices = root.find("devices")
-        assert devices is not None
-        device = ET.fromstring(device_xml)
-        if attach:
-            devices.append(device)
-        else:
-            for disk in devices.findall("disk"):
-                if disk_source(disk) == disk_source(device):
-                    devices.remove(disk)
-        await self.hypervisor.define(ET.tostring(root, encoding="unicode"))
+        await change_device(
+            self.hypervisor,
+            domain,
+            device_xml,
+            attach=attach,
+            same=lambda disk, device: disk_source(disk) == disk_source(device),
+        )
 
     async def _remember_xml(self, instance_uuid: str, domain: libvirt.virDomain) -> None:
         await self.records.set_xml(instance_uuid, await self.hypervisor.persistent_xml(domain))

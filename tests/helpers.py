@@ -62,3 +62,15 @@ async def aiostack_audit(data_dir: str | os.PathLike[str]) -> tuple[int, str]:
     )  # fmt: skip
     output, _ = await process.communicate()
     return process.returncode or 0, output.decode()
+
+
+async def aiostack_cli(url: str, command: str, *args: str) -> str:
+    """``aiostack COMMAND ARGS`` as the demo user; its output (it must succeed)."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "aiostack.cli", command, "--url", url, "--username", "demo",
+        "--password", DEMO_PASSWORD, "--project", "demo", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    output, _ = await process.communicate()
+    assert process.returncode == 0, output
+    return output.decode()

@@ -393,6 +393,31 @@ def test_the_openstack_cli_resizes_a_server_and_confirms_and_reverts(cloud: Runn
     openstack_cli(cloud, "server", "delete", "--wait", "resize-vm")
 
 
+def test_the_openstack_cli_adds_and_removes_a_servers_port_and_network(cloud: RunningCloud) -> None:
+    network = cli_json(cloud, "network", "create", "cli-second")
+    openstack_cli(
+        cloud, "subnet", "create", "--network", "cli-second", "--subnet-range", "10.66.0.0/24", "cli-sub"
+    )
+    port = cli_json(cloud, "port", "create", "--network", "cli-second", "cli-nic")
+    cli_json(
+        cloud, "server", "create", "--image", "aiostack-tiny", "--flavor", "m1.tiny", "--network", "default",
+        "--wait", "nic-vm",
+    )  # fmt: skip
+
+    def ports() -> list[str]:
+        return sorted(row["Name"] for row in cli_json(cloud, "port", "list", "--server", "nic-vm"))
+
+    openstack_cli(cloud, "server", "add", "port", "nic-vm", "cli-nic")
+    openstack_cli(cloud, "server", "add", "network", "nic-vm", "cli-second")
+    assert ports() == ["", "", "cli-nic"]
+    openstack_cli(cloud, "server", "remove", "port", "nic-vm", "cli-nic")
+    openstack_cli(cloud, "server", "remove", "network", "nic-vm", network["id"])
+    assert ports() == [""]  # the port Nova made on the network is gone with it; the user's is kept:
+    [kept] = cli_json(cloud, "port", "list", "--network", "cli-second", "--long")
+    assert kept["ID"] == port["id"] and kept["Status"] == "DOWN"
+    openstack_cli(cloud, "server", "delete", "--wait", "nic-vm")
+
+
 @pytest.mark.full_size
 def test_the_openstack_cli_lists_a_servers_events_and_shows_one(cloud: RunningCloud) -> None:
     server = cli_json(

@@ -50,6 +50,10 @@ class ResizeCloud:
             SchedulerActor, self.config, secure=True, service_down_time=2.0, liveness_interval=0.2
         )
         await self.start_conductor(confirm_window)
+        await self.start_node()
+        await self.api.login("admin", "admin-secret", "admin")
+
+    async def start_node(self) -> None:
         uri = write_test_node_file(
             self.config.data_dir / "nodes" / "node-1" / "testnode.xml", vcpus=64, memory_mb=65536
         )
@@ -59,7 +63,6 @@ class ResizeCloud:
         assert isinstance(node, NodeActor)
         await node.report_capacity()
         self.node = node
-        await self.api.login("admin", "admin-secret", "admin")
 
     async def start_conductor(self, confirm_window: float) -> None:
         conductor = await self.start_actor(

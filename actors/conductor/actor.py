@@ -13,6 +13,7 @@ It is composed of servants, one per job, sharing one ``Core`` (store, bus, clien
   seconds, 0: never);
 * ``details.InstanceDetails``: rename, access addresses, metadata, lock;
 * ``volumes.Attachments``: volume attach and detach;
+* ``interfaces.Interfaces``: NIC attach and detach (os-interface), settled by the watch after a crash;
 * ``watch.TaskWatch``: task supervision (redelivery, progress deadlines), live_instances and
   placements (for the owners' checks), the audit and the action log;
 * ``instances.ServerReads``, ``flavors.FlavorCatalog``, ``keypairs.KeypairBook``,
@@ -32,6 +33,7 @@ from actors.conductor.details import InstanceDetails
 from actors.conductor.evacuate import Evacuations
 from actors.conductor.flavors import FlavorCatalog, FlavorSpecs, add_default_flavors
 from actors.conductor.instances import ServerReads
+from actors.conductor.interfaces import Interfaces
 from actors.conductor.keypairs import KeypairBook
 from actors.conductor.lifecycle import DomainReports
 from actors.conductor.live_resources import LiveResources
@@ -94,7 +96,10 @@ class ConductorActor(Actor):
         self.builder.evacuate_failed = evacuations.fail
         live_resources = LiveResources(self.core)
         reports = DomainReports(self.core, resizes, evacuations, live_resources)
-        self.watch = TaskWatch(self.core, self.builder, reports, resizes, evacuations, live_resources)
+        self.interfaces = Interfaces(self.core)
+        self.watch = TaskWatch(
+            self.core, self.builder, reports, resizes, evacuations, live_resources, self.interfaces
+        )
         self.serve(
             ServerReads(self.core),
             self.builder,
@@ -104,6 +109,7 @@ class ConductorActor(Actor):
             live_resources,
             InstanceDetails(self.core),
             Attachments(self.core),
+            self.interfaces,
             FlavorCatalog(self.store),
             FlavorSpecs(self.store),
             KeypairBook(self.store),

@@ -94,6 +94,8 @@ class Action(enum.StrEnum):
     RESUME = "resume"
     ATTACH_VOLUME = "attach_volume"
     DETACH_VOLUME = "detach_volume"
+    ATTACH_INTERFACE = "attach_interface"
+    DETACH_INTERFACE = "detach_interface"
     LOCK = "lock"
     UNLOCK = "unlock"
     REBUILD = "rebuild"
@@ -207,6 +209,8 @@ EVACUATE_FROM: Final = frozenset({VmState.ACTIVE, VmState.STOPPED, VmState.ERROR
 """The vm_states an evacuate may start from (with no task running), as Nova's."""
 
 VOLUME_STATES: Final = frozenset({VmState.ACTIVE, VmState.STOPPED})
+INTERFACE_STATES: Final = frozenset({VmState.ACTIVE, VmState.PAUSED, VmState.STOPPED})
+"""Where a NIC may be plugged in or taken out (Nova's attach_interface and detach_interface)."""
 """The vm_states a volume may be attached in (with no task running)."""
 
 ACTION_OF_TASK: Final[dict[TaskState, Action]] = {
@@ -280,6 +284,8 @@ def _action(vm_state: VmState, task_state: TaskState | None, action: Action) -> 
         return None
     if action is Action.ATTACH_VOLUME:
         return Change(vm_state, None) if vm_state in VOLUME_STATES else None
+    if action in (Action.ATTACH_INTERFACE, Action.DETACH_INTERFACE):
+        return Change(vm_state, None) if vm_state in INTERFACE_STATES else None
     if action is Action.RESIZE:
         return Change(vm_state, TaskState.RESIZE_PREP) if vm_state in RESIZE_FROM else None
     if action is Action.EVACUATE:

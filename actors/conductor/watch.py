@@ -36,6 +36,7 @@ import time
 from actors.conductor.build import Builder
 from actors.conductor.core import NODE_TASKS, Core, action_of
 from actors.conductor.evacuate import Evacuations
+from actors.conductor.interfaces import Interfaces
 from actors.conductor.lifecycle import DomainReports
 from actors.conductor.live_resources import LiveResources
 from actors.conductor.resize import Resizes
@@ -77,8 +78,10 @@ class TaskWatch(NodeTasks, ConductorForOwners, ConductorOperator):
         resizes: Resizes,
         evacuations: Evacuations,
         live_resources: LiveResources,
+        interfaces: Interfaces,
     ) -> None:
         self.core = core
+        self.interfaces = interfaces
         self.builder = builder
         self.reports = reports
         self.resizes = resizes
@@ -185,7 +188,8 @@ class TaskWatch(NodeTasks, ConductorForOwners, ConductorOperator):
 
     async def watch_forever(self) -> None:
         """Every ≤ 1 s: refresh host liveness, send unacknowledged tasks again, resolve stalled ones,
-        confirm the resizes past their window, record the events published and publish those missed."""
+        confirm the resizes past their window, settle the NIC changes no one sees through, record the
+        events published and publish those missed."""
         interval = max(0.2, min(1.0, self.core.ack_timeout / 2))
         while True:
             await asyncio.sleep(interval)
@@ -193,6 +197,7 @@ class TaskWatch(NodeTasks, ConductorForOwners, ConductorOperator):
                 await self.core.refresh_hosts()
                 await self._check_tasks()
                 await self.resizes.confirm_expired(time.time())
+                await self.interfaces.settle_stalled()
                 await self.core.record_announced()
                 await self.core.announce_missed(time.time())
             except Exception:

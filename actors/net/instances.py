@@ -19,10 +19,11 @@ from api.net import (
     InstancePorts,
     IpAllocation,
     Port,
+    PortInUse,
     RequestedNetwork,
     VifType,
 )
-from bus import Conflict, Forbidden, NotFound
+from bus import Forbidden, NotFound
 from runtime.context import caller, sees_all
 from runtime.store import to_json
 
@@ -107,7 +108,7 @@ class InstanceServant(InstancePorts, Allocations):
         """
         port = await self.state.get(PORT, port_id, project_id, db)
         if port["device_id"]:
-            raise Conflict(
+            raise PortInUse(
                 f"Unable to complete operation on port {port_id} for network {port['network_id']}."
                 f" Port already has an attached device {port['device_id']}."
             )
@@ -117,6 +118,47 @@ class InstanceServant(InstancePorts, Allocations):
 
     async def deallocate_for_instance(self, *, instance_uuid: str) -> Deallocated:
         conditions, params = where({"device_id": instance_uuid, "project_id": scope()})
+        events = await self._give_back(conditions, params)
+        deleted = sum(event == "port.deleted" for event, _ in events)
+        return {"deleted": deleted, "unbound": len(events) - deleted}
+
+    async def attach_port(
+        self,
+        *,
+        instance_uuid: str,
+        project_id: str,
+        host: str,
+        network_id: str | None = None,
+        port_id: str | None = None,
+        fixed_ip: str | None = None,
+    ) -> Port:
+        request: RequestedNetwork = {"port": port_id} if port_id is not None else {}
+        if network_id is not None:
+            request["uuid"] = network_id
+        if fixed_ip is not None:
+            request["fixed_ip"] = fixed_ip
+        if request:
+            _network_requests([request])  # both of port and network, or a port with an address
+        project = scope()
+        if project is not None and project != project_id:
+            raise Forbidden(f"A member of project {project} cannot act for project {project_id}.")
+        async with self.state.writing() as db:
+            if not request:
+                request["uuid"] = await _auto_network(db, project_id)
+            [port] = await self._new_ports(db, [request], project_id, instance_uuid, host, None)
+            change = await ports_changed(db, [port])
+        await tell(self.state.bus, change)
+        await self.state.publish("port.bound", port)
+        return port
+
+    async def detach_port(self, *, instance_uuid: str, port_id: str) -> Port | None:
+        conditions, params = where({"id": port_id, "device_id": instance_uuid, "project_id": scope()})
+        events = await self._give_back(conditions, params)
+        return events[0][1] if events else None
+
+    async def _give_back(self, conditions: str, params: list[Any]) -> list[tuple[str, Port]]:
+        """Delete the ports matching ``conditions`` that were made for their instance, unbind the
+        others; tell the hosts and routers, publish ``port.deleted``/``port.unbound``."""
         events: list[tuple[str, Port]] = []
         routers: Served = {}
         async with self.state.writing() as db:
@@ -136,8 +178,7 @@ class InstanceServant(InstancePorts, Allocations):
         await tell_routers(self.state.bus, routers)
         for event, port in events:
             await self.state.publish(event, port)
-        deleted = sum(event == "port.deleted" for event, _ in events)
-        return {"deleted": deleted, "unbound": len(events) - deleted}
+        return events
 
     async def set_port_binding(self, *, port_id: str, vif_type: VifType, vif_details: dict[str, Any]) -> Port:
         async with self.state.writing() as db:

@@ -7,6 +7,7 @@ resource, each its routes and schemas.
 * ``metadata``: a server's metadata;
 * ``instance_actions``: what was done to a server (``os-instance-actions``);
 * ``attachments``: a server's volume attachments;
+* ``interfaces``: a server's network interfaces, hot-plugged (``os-interface``);
 * ``consoles``: remote consoles (a guest's serial console, as a websocket: the node's ``NodeConsole``);
 * ``live_resources``: a running server's vCPUs and RAM changed live (``aiostack:setResources``),
   and flavor extra specs (``os-extra_specs``: the maxima of such a change);
@@ -31,6 +32,7 @@ from gateway.compute import (
     hosts,
     images,
     instance_actions,
+    interfaces,
     keypairs,
     limits,
     live_resources,
@@ -51,6 +53,7 @@ for _module in (
     metadata,
     instance_actions,
     attachments,
+    interfaces,
     consoles,
     flavors,
     live_resources,

@@ -14,7 +14,6 @@ import json
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -32,11 +31,13 @@ from actors.net.actor import NetActor
 from actors.scheduler import SchedulerActor
 from actors.volume import VolumeActor
 from aiostack.client import Client
+from aiostack.sdk import NotFound
 from deploy.testguest import TestGuest, build_test_guest, default_cache_dir, register_test_guest
 from node.actor import NodeActor
+from node.domain import tap_name
 from node.libvirtd import SYSTEM_URI, ensure_libvirtd, stop_libvirtd
 from tests.conftest import ADMIN_PASSWORD
-from tests.helpers import DEMO_PASSWORD
+from tests.helpers import DEMO_PASSWORD, aiostack_cli
 
 GUEST_DEADLINE = 120.0
 
@@ -109,18 +110,6 @@ async def qemu_cloud(start_actor, config, gateway_url, test_guest) -> AsyncItera
         yield cloud
 
 
-async def aiostack_cli(url: str, command: str, *args: str) -> str:
-    """``aiostack COMMAND ARGS`` as the demo user; its output (it must succeed)."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "aiostack.cli", command, "--url", url, "--username", "demo",
-        "--password", DEMO_PASSWORD, "--project", "demo", *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
-    output, _ = await process.communicate()
-    assert process.returncode == 0, output
-    return output.decode()
-
-
 async def boot_running_script(client: Client, server: dict[str, Any], script: str) -> str:
     """Boot ``server`` (flavor 1) with ``script`` as its user data; its id once it is ACTIVE."""
     body = {"flavorRef": "1", **server, "user_data": base64.b64encode(script.encode()).decode()}
@@ -129,6 +118,13 @@ async def boot_running_script(client: Client, server: dict[str, Any], script: st
         while (await client.server(server_id))["status"] != "ACTIVE":
             await asyncio.sleep(0.2)
     return server_id
+
+
+async def nft_ruleset() -> str:
+    process = await asyncio.create_subprocess_exec("nft", "list", "ruleset", stdout=asyncio.subprocess.PIPE)
+    output, _ = await process.communicate()
+    assert process.returncode == 0
+    return output.decode()
 
 
 def qemu_running(instance_uuid: str) -> bool:
@@ -474,6 +470,42 @@ async def test_a_real_guest_sees_vcpus_hot_plugged_and_its_balloon_moved_live(
     size = await guest_size(qemu_cloud, server["id"], lambda cpus, kb: kb < 512 * 1024)
     assert size[0] == 2
     await client.server_action(server["id"], "delete", wait=True)
+
+
+async def test_a_real_guest_sees_a_hot_plugged_nic_come_with_its_address_and_go(
+    qemu_cloud: QemuCloud,
+) -> None:
+    client = qemu_cloud.client
+    server = await client.create_server("nic-guest", image="test-guest", flavor="m1.tiny", wait=True)
+    await qemu_cloud.console_until(server["id"], r"AIOSTACK-READY ip=")
+    network = (await client.request("POST", "/network/v2.0/networks", {"network": {"name": "second"}}))[
+        "network"
+    ]
+    subnet = {"network_id": network["id"], "cidr": "10.77.0.0/24", "ip_version": 4}
+    await client.request("POST", "/network/v2.0/subnets", {"subnet": subnet})
+    body = {"interfaceAttachment": {"net_id": network["id"], "fixed_ips": [{"ip_address": "10.77.0.20"}]}}
+    nic = (await client.request("POST", f"/compute/v2.1/servers/{server['id']}/os-interface", body))[
+        "interfaceAttachment"
+    ]
+    added = await qemu_cloud.console_until(server["id"], r"AIOSTACK-NIC-ADDED dev=(\S+) mac=(\S+)")
+    assert added.group(2) == nic["mac_addr"]
+    lease = await qemu_cloud.console_until(server["id"], rf"AIOSTACK-NIC-IP dev={added.group(1)} addr=(\S*)")
+    assert lease.group(1) == "10.77.0.20/24"  # the network's DHCP gave the hot-plugged port its address
+    assert (await qemu_cloud.dhcp_entries(network["id"])).get(nic["mac_addr"]) == "10.77.0.20"
+    port = (await client.request("GET", f"/network/v2.0/ports/{nic['port_id']}"))["port"]
+    assert port["binding:vif_type"] == "bridge" and port["binding:host_id"] == qemu_cloud.node.host
+    stored = await qemu_cloud.node.records.stored_xml(server["id"])
+    assert stored is not None and tap_name(nic["port_id"]) in stored
+    assert tap_name(nic["port_id"]) in await nft_ruleset()  # its security groups filter its tap
+
+    await client.request("DELETE", f"/compute/v2.1/servers/{server['id']}/os-interface/{nic['port_id']}")
+    await qemu_cloud.console_until(server["id"], rf"AIOSTACK-NIC-REMOVED dev={added.group(1)}")
+    assert nic["mac_addr"] not in await qemu_cloud.node.interfaces.list_interfaces(server["id"])
+    assert tap_name(nic["port_id"]) not in await nft_ruleset()
+    with pytest.raises(NotFound):
+        await client.request("GET", f"/network/v2.0/ports/{nic['port_id']}")
+    await client.server_action(server["id"], "delete", wait=True)
+    assert not qemu_running(server["id"])
 
 
 @pytest.mark.full_size

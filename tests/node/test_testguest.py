@@ -142,7 +142,7 @@ def test_guest_reports_disk_lease_and_ready(guest: TestGuest, boot: Callable[...
 
 
 @pytest.mark.full_size
-def test_guest_sees_hotplugged_disk_and_nic(boot: Callable[..., Qemu], tmp_path: Path) -> None:
+def test_guest_sees_hotplugged_disk_and_nic_come_and_go(boot: Callable[..., Qemu], tmp_path: Path) -> None:
     extra = tmp_path / "extra.raw"
     extra.write_bytes(bytes(1024 * 1024))
     vm = boot()
@@ -158,8 +158,11 @@ def test_guest_sees_hotplugged_disk_and_nic(boot: Callable[..., Qemu], tmp_path:
     vm.qmp("netdev_add", type="user", id="n1")
     vm.qmp("device_add", driver="virtio-net-pci", netdev="n1", mac="52:54:00:12:34:57", id="extra-nic")
     vm.wait_for(r"^AIOSTACK-NIC-ADDED dev=eth1 mac=52:54:00:12:34:57$")
+    vm.wait_for(r"^AIOSTACK-NIC-IP dev=eth1 addr=10\.0\.2\.15/24$")  # user-mode networking's DHCP
     vm.qmp("device_del", id="extra-disk")
     vm.wait_for(r"^AIOSTACK-DISK-REMOVED name=vdb$")
+    vm.qmp("device_del", id="extra-nic")
+    vm.wait_for(r"^AIOSTACK-NIC-REMOVED dev=eth1$")
 
 
 @pytest.mark.full_size
