@@ -9,7 +9,7 @@ user is the only one allowed ``NodeConsole``'s subjects) opens a guest's interac
 console and relays its bytes (``NodeConsole``).
 
 Version history: 1 - initial; 2 - ``NodeConsole``; 3 - ``resize_instance``, ``finish_resize``,
-``revert_resize``; 4 - ``evacuate_instance``.
+``revert_resize``; 4 - ``evacuate_instance``; 5 - ``trigger_crash_dump``.
 
 Events (kind ``domain``): ``domain.lifecycle`` (each libvirt lifecycle event of this host's
 domains, as ``{event, event_id, detail, host, libvirt_ts}``) and ``domain.reconciled`` (a
@@ -213,6 +213,16 @@ class Node(ServiceAPI, address="node.{host}"):
 
         :raises NotFound: the instance has no domain here.
         :raises Conflict: the host's driver keeps no console log (libvirt's test driver).
+        """
+        ...
+
+    @call
+    async def trigger_crash_dump(self, *, instance_uuid: Id) -> None:
+        """Inject an NMI into the running guest (libvirt's ``injectNMI``).
+
+        :raises NotFound: the instance has no domain here.
+        :raises Conflict: the domain is not running.
+        :raises InvalidRequest: the driver cannot inject an NMI ("Triggering crash dump is not supported").
         """
         ...
 

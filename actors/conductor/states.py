@@ -54,8 +54,9 @@ ends it with libvirt's word (STARTED: active) or the power state (``NOT_RUNNING`
 stays stopped). ``EVACUATE_FAILED`` ends one that could not go on: back where it was from
 rebuilding (no destination: nothing moved), in ERROR from rebuild_spawning.
 
-``attach_volume`` needs active or stopped with no task running, ``detach_volume``, ``lock``
-and ``unlock`` any live state; none of them changes the states. A new instance is ``CREATED``
+``attach_volume`` needs active or stopped with no task running, ``trigger_crash_dump`` active,
+paused, resized or error with no task running, ``detach_volume``, ``lock`` and ``unlock`` any
+live state; none of them changes the states. A new instance is ``CREATED``
 (building, scheduling): ``SCHEDULED`` (spawning), then STARTED (active), or ``RESCHEDULED``
 back to scheduling, or ``BUILD_FAILED`` (error).
 """
@@ -93,6 +94,7 @@ class Action(enum.StrEnum):
     CONFIRM_RESIZE = "confirmResize"
     REVERT_RESIZE = "revertResize"
     EVACUATE = "evacuate"
+    TRIGGER_CRASH_DUMP = "trigger_crash_dump"
 
 
 class Report(enum.StrEnum):
@@ -187,6 +189,10 @@ RESIZE_STEPS: Final = frozenset(
 EVACUATE_FROM: Final = frozenset({VmState.ACTIVE, VmState.STOPPED, VmState.ERROR})
 """The vm_states an evacuate may start from (with no task running), as Nova's."""
 
+CRASH_DUMP_FROM: Final = frozenset({VmState.ACTIVE, VmState.PAUSED, VmState.RESIZED, VmState.ERROR})
+"""The vm_states a crash dump may be triggered in (with no task running): Nova's, but rescued
+(no rescue here). It changes no state."""
+
 VOLUME_STATES: Final = frozenset({VmState.ACTIVE, VmState.STOPPED})
 """The vm_states a volume may be attached in (with no task running)."""
 
@@ -259,6 +265,8 @@ def _action(vm_state: VmState, task_state: TaskState | None, action: Action) -> 
         return None
     if action is Action.ATTACH_VOLUME:
         return Change(vm_state, None) if vm_state in VOLUME_STATES else None
+    if action is Action.TRIGGER_CRASH_DUMP:
+        return Change(vm_state, None) if vm_state in CRASH_DUMP_FROM else None
     if action is Action.RESIZE:
         return Change(vm_state, TaskState.RESIZE_PREP) if vm_state in RESIZE_FROM else None
     if action is Action.EVACUATE:
