@@ -25,7 +25,8 @@ async def test_a_crash_dump_is_triggered_from_2_17_and_recorded_and_absent_at_2_
     _, listed = await api.get(f"{SERVERS}/{server_id}/os-instance-actions")
     assert [a["action"] for a in listed["instanceActions"]] == ["create"]  # nothing was done
 
-    async with api.session.post(api.base_url + action, json=CRASH_DUMP, headers={**api.headers, **V217}) as answer:
+    headers = {**api.headers, **V217}
+    async with api.session.post(api.base_url + action, json=CRASH_DUMP, headers=headers) as answer:
         assert answer.status == 202 and not await answer.read()
         request_id = answer.headers["x-compute-request-id"]
     _, shown = await api.get(f"{SERVERS}/{server_id}/os-instance-actions/{request_id}")

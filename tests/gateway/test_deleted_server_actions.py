@@ -30,7 +30,7 @@ async def _until_gone(api: Api, server_id: str) -> None:
     raise AssertionError(f"server {server_id} was never deleted")
 
 
-async def test_a_deleted_servers_actions_are_shown_from_2_21_only(demo: Api, bob: Api) -> None:
+async def test_a_deleted_servers_actions_are_shown_from_2_21_only(demo: Api, bob: Api) -> None:  # noqa: F811
     api = demo
     server_id = await _boot(api, "short-lived")
     await _until_active(api, server_id)
