@@ -64,7 +64,8 @@ def add_client_commands(commands: Any, data_dir_default: Path) -> None:
     server = commands.add_parser(
         "server",
         parents=[options],
-        help="create, list, show, stop, start, reboot, delete servers; read a console log",
+        help="create, list, show, describe, stop, start, reboot, delete servers; read a console log;"
+        " trigger a crash dump",
     )
     actions = server.add_subparsers(dest="action", required=True)
     create = actions.add_parser("create", help="boot a server")
@@ -84,6 +85,7 @@ def add_client_commands(commands: Any, data_dir_default: Path) -> None:
     create.add_argument(
         "--user-data", type=Path, help="a file the guest runs at first boot (script, cloud-config)"
     )
+    create.add_argument("--description", help="what the server is for (up to 255 characters)")
     create.add_argument(
         "--wait",
         action="store_true",
@@ -118,6 +120,11 @@ def add_client_commands(commands: Any, data_dir_default: Path) -> None:
         )
         if action == "reboot":
             parser.add_argument("--hard", action="store_true", help="destroy and start again")
+    describe = actions.add_parser("set", help="change a server's description")
+    describe.add_argument("server", help="name or id")
+    describe.add_argument("--description", required=True, help="what it is for (up to 255 characters)")
+    dump = actions.add_parser("dump", help="trigger a crash dump in a server (an NMI to its guest)")
+    dump.add_argument("server", help="name or id")
     add_resize_command(actions)
     add_set_resources_command(actions)
     evacuate = actions.add_parser(
@@ -244,6 +251,7 @@ async def run_client_command(args: argparse.Namespace) -> int:
                     key_name=args.key_name,
                     user_data=args.user_data.read_bytes() if args.user_data else None,
                     security_groups=args.security_groups,
+                    description=args.description,
                     wait=args.wait,
                     on_event=Progress(),
                 )
@@ -271,6 +279,13 @@ async def run_client_command(args: argparse.Namespace) -> int:
                 return await run_resize(client, args)
             if args.action == "set-resources":
                 return await run_set_resources(client, args)
+            if args.action == "set":
+                described = await client.servers.set_description(args.server, args.description)
+                print(f"{described.name}: {described.description}")
+                return 0
+            if args.action == "dump":
+                await client.servers.trigger_crash_dump(args.server)
+                return 0
             if args.action == "evacuate":
                 moved = await client.servers.evacuate(
                     args.server, args.host, wait=args.wait, on_event=Progress()

@@ -29,11 +29,15 @@ CONSOLE_MICROVERSION = {"OpenStack-API-Version": "compute 2.6"}
 """The first compute microversion with remote consoles."""
 RESIZE_ENDS = frozenset({"instance.active", "instance.shutoff"})
 """The events a confirmed or reverted resize ends with (a stopped server stays stopped)."""
+SERVER_MICROVERSION = {"OpenStack-API-Version": "compute 2.19"}
+"""The compute microversion servers are created, changed and read at: the first with their description."""
+CRASH_DUMP_MICROVERSION = {"OpenStack-API-Version": "compute 2.17"}
+"""The first compute microversion with ``trigger_crash_dump``."""
 EVACUATE_MICROVERSION = {"OpenStack-API-Version": "compute 2.14"}
 """The first compute microversion whose evacuate takes no ``onSharedStorage`` (and answers no password)."""
-LIVE_RESOURCES_MICROVERSION = {"OpenStack-API-Version": "compute latest"}
-"""aiostack's live change of vCPUs and RAM is served from the newest compute microversion, and a
-server shows the size it has now (``aiostack:resources``) from it."""
+LIVE_RESOURCES_MICROVERSION = {"OpenStack-API-Version": "compute 2.16"}
+"""aiostack's live change of vCPUs and RAM is served from compute 2.16, and a server shows the size
+it has now (``aiostack:resources``) from it."""
 LIVE_CHANGE_UNDONE = frozenset({"instance.shutoff", "instance.paused"})
 """The events of a live change its guest ended (it stopped or was paused)."""
 RESIZE_UNDONE = frozenset({*RESIZE_ENDS, "instance.paused"})
@@ -136,8 +140,9 @@ class Server:
     volume_ids: tuple[str, ...]
     host: str | None  # admins only
     host_status: str | None  # admins only, microversion 2.16
-    vcpus: int | None  # the vCPUs and RAM (MB) it has now, read at the newest microversion
+    vcpus: int | None  # the vCPUs and RAM (MB) it has now, read at 2.16 or later
     ram: int | None
+    description: str | None
     created: str
     updated: str
     raw: dict[str, Any] = field(repr=False, compare=False)
@@ -162,6 +167,7 @@ class Server:
             host_status=body.get("host_status"),
             vcpus=body.get("aiostack:resources", {}).get("vcpus"),
             ram=body.get("aiostack:resources", {}).get("ram"),
+            description=body.get("description"),
             created=body["created"],
             updated=body["updated"],
             raw=dict(body),
@@ -553,15 +559,16 @@ class ServerManager(_Manager[Server]):
 
     async def list(self, **filters: Any) -> builtins.list[Server]:
         """The caller's servers (``name``, ``status``, ``all_tenants`` filter as in Nova)."""
-        body = await self._client.request("GET", _query(f"{COMPUTE}/servers/detail", filters))
+        path = _query(f"{COMPUTE}/servers/detail", filters)
+        body = await self._client.request("GET", path, headers=SERVER_MICROVERSION)
         return [Server.from_api(server) for server in body["servers"]]
 
     async def get(self, server: Server | str) -> Server:
         """One server, fresh. :raises NotFound:"""
         server_id = await self.find_id(server)
-        return Server.from_api(
-            (await self._client.request("GET", f"{COMPUTE}/servers/{server_id}"))["server"]
-        )
+        path = f"{COMPUTE}/servers/{server_id}"
+        shown = await self._client.request("GET", path, headers=SERVER_MICROVERSION)
+        return Server.from_api(shown["server"])
 
     async def create(
         self,
@@ -576,6 +583,7 @@ class ServerManager(_Manager[Server]):
         key_name: Keypair | str | None = None,
         user_data: bytes | str | None = None,
         security_groups: builtins.list[str] | None = None,
+        description: str | None = None,
         wait: bool = True,
         timeout: float = 300.0,
         on_event: OnEvent | None = None,
@@ -584,7 +592,8 @@ class ServerManager(_Manager[Server]):
         server when ``delete_volume_on_termination``), on ``network``, else the project's default;
         ``key_name``: the key pair root logs in with; ``user_data``: what the guest runs at its first
         boot (a script, cloud-config); ``security_groups``: the names (or ids) of the project's
-        security groups its ports join (None: ``default``); with ``wait``, return once its
+        security groups its ports join (None: ``default``); ``description``: what it is for (up to
+        255 characters); with ``wait``, return once its
         ``instance.active`` event arrives (``on_event`` called with each of its events meanwhile).
 
         :raises ValueError: neither or both of ``image`` and ``boot_volume``.
@@ -619,11 +628,14 @@ class ServerManager(_Manager[Server]):
             body["user_data"] = base64.b64encode(data).decode()
         if security_groups is not None:
             body["security_groups"] = [{"name": group} for group in security_groups]
+        if description is not None:
+            body["description"] = description
+        path = f"{COMPUTE}/servers"
         if not wait:
-            answer = await client.request("POST", f"{COMPUTE}/servers", {"server": body})
+            answer = await client.request("POST", path, {"server": body}, SERVER_MICROVERSION)
             return await self.get(answer["server"]["id"])
         async with client.watch() as watch:
-            answer = await client.ws_request("POST", f"{COMPUTE}/servers", {"server": body})
+            answer = await client.ws_request("POST", path, {"server": body}, SERVER_MICROVERSION)
             server_id = answer["server"]["id"]
             await self._until(watch, server_id, "instance.active", timeout, BuildFailed, on_event)
         return await self.get(answer["server"]["id"])
@@ -746,6 +758,19 @@ class ServerManager(_Manager[Server]):
         return Server.from_api(
             (await self._client.request("GET", path, None, LIVE_RESOURCES_MICROVERSION))["server"]
         )
+
+    async def set_description(self, server: Server | str, description: str | None) -> Server:
+        """Describe a server (up to 255 characters; None: no description); the server as it now is."""
+        path = f"{COMPUTE}/servers/{await self.find_id(server)}"
+        body = {"server": {"description": description}}
+        return Server.from_api((await self._client.request("PUT", path, body, SERVER_MICROVERSION))["server"])
+
+    async def trigger_crash_dump(self, server: Server | str) -> None:
+        """Inject an NMI into the guest (a kernel set up for it dumps its memory and reboots).
+        :raises Conflict: the server is not active, paused, resized or in error, or is locked.
+        :raises BadRequest: its host cannot inject an NMI."""
+        path = f"{COMPUTE}/servers/{await self.find_id(server)}/action"
+        await self._client.request("POST", path, {"trigger_crash_dump": None}, CRASH_DUMP_MICROVERSION)
 
     async def confirm_resize(self, server: Server | str) -> Server:
         """Keep a resize (VERIFY_RESIZE): the server is ACTIVE (or SHUTOFF) again when this returns."""

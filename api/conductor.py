@@ -52,7 +52,10 @@ an evacuate in ERROR; 11 - ``FlavorExtraSpecs`` (Nova's flavor extra specs), ``F
 and ``max_ram`` (its ``aiostack:max_vcpus`` and ``aiostack:max_ram_mb``), and
 ``ServerLiveResources`` (a running instance's vCPUs and RAM changed live, within those maxima),
 ``NodeReports.task_refused``; ``AuditedInstance`` has the size its record says (``vcpus``,
-``memory_mb``); 12 - ``ServerInterfaces`` (NIC hot-plug: Nova's os-interface).
+``memory_mb``); 12 - ``ServerInterfaces`` (NIC hot-plug: Nova's os-interface); 13 -
+``ServerCrashDumps`` (an NMI injected into the guest, Nova 2.17), an instance's ``description``
+(``create_instance``, ``update_instance``, ``rebuild_instance``; Nova 2.19), ``ServerHistory`` reads a deleted
+instance's actions when asked (Nova 2.21).
 
 Events (kind ``instance``, on ``evt.instance.<project>.<id>``, with the instance as ``Instance``
 shows it): ``instance.building`` (recorded), ``instance.spawning`` (a host was chosen: the
@@ -140,6 +143,8 @@ Nova's."""
 QuotaLimit = Annotated[int, Meta(ge=-1, le=2**31 - 1)]
 """A limit; -1: unlimited."""
 LockReason = Annotated[str, Meta(max_length=255)]
+Description = Annotated[str, Meta(max_length=255)]
+"""What the user says an instance is for (Nova's server ``description``, 2.19)."""
 
 
 # -- reply types ----------------------------------------------------------------------------
@@ -176,6 +181,7 @@ class Instance(TypedDict):
 
     id: str
     name: str
+    description: str | None
     status: Status
     vm_state: VmState
     task_state: TaskState | None
@@ -575,6 +581,7 @@ class ServerCreation(ServiceAPI, address="conductor"):
         access_ip_v6: AccessAddress = "",
         admin_pass: AdminPass | None = None,
         security_groups: list[SecurityGroupRef] | None = None,
+        description: Description | None = None,
     ) -> Instance:
         """Record a new instance (BUILD: building/scheduling) and start building it; answers at once.
         ``admin_pass`` goes to the guest in its config drive (real guests), and is forgotten once
@@ -612,8 +619,11 @@ class ServerDetails(ServiceAPI, address="conductor"):
         name: ServerName | None = None,
         access_ip_v4: AccessAddress | None = None,
         access_ip_v6: AccessAddress | None = None,
+        description: Description | None = None,
+        forget_description: bool = False,
     ) -> Server:
-        """Rename the instance or set its access addresses (None: unchanged; empty: none).
+        """Rename the instance, set its access addresses (None: unchanged; empty: none) or its
+        description (None: unchanged; ``forget_description``: none, as Nova's null).
 
         :raises NotFound: no such instance, or another project's.
         :raises InvalidRequest: an access address that is not one of its version.
@@ -704,10 +714,13 @@ class ServerActions(ServiceAPI, address="conductor"):
         admin_pass: AdminPass | None = None,
         access_ip_v4: AccessAddress | None = None,
         access_ip_v6: AccessAddress | None = None,
+        description: Description | None = None,
+        forget_description: bool = False,
     ) -> Instance:
         """Rebuild from ``image_ref`` (REBUILD): the node makes the disk again and starts the
-        domain (a stopped instance stays stopped). ``name``, ``metadata`` (all of it) and the
-        access addresses change with it when given; ``admin_pass`` goes to the new config drive.
+        domain (a stopped instance stays stopped). ``name``, ``metadata`` (all of it), the
+        access addresses and the description (``forget_description``: none) change with it when
+        given; ``admin_pass`` goes to the new config drive.
 
         :raises NotFound: no such instance, or another project's.
         :raises InvalidRequest: an unknown or inactive image, or a bad access address.
@@ -918,18 +931,21 @@ class ServerHistory(ServiceAPI, address="conductor"):
     """What was done to an instance: its actions (Nova's instance actions) and their steps."""
 
     @call(policy="compute:read", idempotent=True)
-    async def list_actions(self, *, instance_uuid: Id) -> list[InstanceAction]:
-        """The instance's actions, oldest first.
+    async def list_actions(self, *, instance_uuid: Id, deleted_too: bool = False) -> list[InstanceAction]:
+        """The instance's actions, oldest first; ``deleted_too``: a deleted instance's as well.
 
-        :raises NotFound: no such instance, or another project's.
+        :raises NotFound: no such (live, without ``deleted_too``) instance, or another project's.
         """
         ...
 
     @call(policy="compute:read", idempotent=True)
-    async def list_action_events(self, *, instance_uuid: Id) -> list[InstanceActionEvent]:
-        """The steps of the instance's actions, oldest first, each with its action's name.
+    async def list_action_events(
+        self, *, instance_uuid: Id, deleted_too: bool = False
+    ) -> list[InstanceActionEvent]:
+        """The steps of the instance's actions, oldest first, each with its action's name;
+        ``deleted_too``: a deleted instance's as well.
 
-        :raises NotFound: no such instance, or another project's.
+        :raises NotFound: no such (live, without ``deleted_too``) instance, or another project's.
         """
         ...
 
@@ -1096,10 +1112,27 @@ class ServerLiveResources(ServiceAPI, address="conductor"):
         ...
 
 
+class ServerCrashDumps(ServiceAPI, address="conductor"):
+    """A crash dump triggered in the guest (Nova's ``trigger_crash_dump``): its node injects an NMI."""
+
+    @call(policy="compute:write")
+    async def trigger_crash_dump(self, *, instance_uuid: Id) -> None:
+        """Inject an NMI into the guest (a kernel configured for it dumps its memory and reboots);
+        the instance's states do not change. Recorded as the action ``trigger_crash_dump``.
+
+        :raises NotFound: no such instance, or another project's.
+        :raises Conflict: not active, paused, resized or in error with no task (or never
+            launched), locked, with no host, or its domain is not running.
+        :raises InvalidRequest: the host's driver cannot inject an NMI.
+        """
+        ...
+
+
 class Compute(
     Servers,
     ServerCreation,
     ServerActions,
+    ServerCrashDumps,
     ServerResizes,
     ServerEvacuations,
     ServerLiveResources,

@@ -11,7 +11,7 @@ console and relays its bytes (``NodeConsole``).
 Version history: 1 - initial; 2 - ``NodeConsole``; 3 - ``resize_instance``, ``finish_resize``,
 ``revert_resize``; 4 - ``evacuate_instance``; 5 - ``set_resources`` (a live change of vCPUs and
 RAM), ``DomainFlavor``'s ``max_vcpus`` and ``max_memory_mb``, ``DomainView``'s size; 6 - ``attach_interface``,
-``detach_interface``, ``list_interfaces`` (NIC hot-plug), ``DomainView.macs``.
+``detach_interface``, ``list_interfaces`` (NIC hot-plug), ``DomainView.macs``; 7 - ``trigger_crash_dump``.
 
 Events (kind ``domain``): ``domain.lifecycle`` (each libvirt lifecycle event of this host's
 domains, as ``{event, event_id, detail, host, libvirt_ts}``) and ``domain.reconciled`` (a
@@ -264,6 +264,16 @@ class Node(ServiceAPI, address="node.{host}"):
 
         :raises NotFound: the instance has no domain here.
         :raises Conflict: the host's driver keeps no console log (libvirt's test driver).
+        """
+        ...
+
+    @call
+    async def trigger_crash_dump(self, *, instance_uuid: Id) -> None:
+        """Inject an NMI into the running guest (libvirt's ``injectNMI``).
+
+        :raises NotFound: the instance has no domain here.
+        :raises Conflict: the domain is not running.
+        :raises InvalidRequest: the driver cannot inject an NMI ("Triggering crash dump is not supported").
         """
         ...
 

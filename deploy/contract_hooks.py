@@ -18,8 +18,9 @@ would make every valid request of the kind a "valid request rejected". So, in th
 only (negative ones go as drawn), each such member is replaced with one that exists or fits
 (``AIOSTACK_CONTRACT_REFS``, JSON, made by ``contract.references``), or dropped when it is optional
 and nothing fitting exists (a port of one's own, a free fixed IP, an available volume: each is used
-up by the first boot that names it). Nothing else is changed, and every check still judges every
-answer.
+up by the first boot that names it). A server's ``description``, refused before 2.19, is left out of a
+request that asks for an earlier microversion (evacuate's members: see ``_evacuate``). Nothing
+else is changed, and every check still judges every answer.
 
 **What the run needs is kept.** The run acts as the admin, and schemathesis learns real ids
 from the answers (it lists users, projects, roles, networks, subnets) and reuses them in other
@@ -64,6 +65,8 @@ import schemathesis
 from schemathesis.generation.modes import GenerationMode
 from schemathesis.openapi.checks import UseAfterFree
 from schemathesis.specs.openapi import checks
+
+from gateway.versions import versions_of
 
 # Glance's PATCH bodies are JSON in media types of their own, which schemathesis does not know as JSON
 schemathesis.serializer.alias(
@@ -204,7 +207,43 @@ def _members(body: Any, key: str) -> list[dict[str, Any]]:
 
 NO_SERVER = "00000000-0000-4000-8000-00000000e7ac"
 EVACUATE_VERSION = "compute 2.14"
+DESCRIPTION_SINCE = (2, 19)
 VERSION_HEADERS = frozenset({"openstack-api-version", "x-openstack-nova-api-version"})
+
+
+def _at_version(case: Any, version: str) -> None:
+    """Send the case at ``version`` (``OpenStack-API-Version``), whatever version headers it drew."""
+    headers = {
+        name: value
+        for name, value in (case.headers if isinstance(case.headers, dict) else {}).items()
+        if name.lower() not in VERSION_HEADERS
+    }
+    case.headers = {**headers, "OpenStack-API-Version": version}
+
+
+def _before_description(case: Any) -> bool:
+    """Whether the compute microversion a case's headers ask for (2.1 when none) is one before 2.19."""
+    headers = {name.lower(): value for name, value in (case.headers or {}).items()}
+    standard = headers.get("openstack-api-version")
+    asked = (
+        standard.removeprefix("compute ")
+        if isinstance(standard, str)
+        else headers.get("x-openstack-nova-api-version")
+    )
+    if asked is None:
+        return True
+    if asked not in versions_of("compute") or asked == "latest":
+        return False
+    major, minor = asked.split(".")
+    return (int(major), int(minor)) < DESCRIPTION_SINCE
+
+
+def _described(case: Any, member: dict[str, Any] | None) -> None:
+    """A server's ``description`` is refused before 2.19, as Nova's schemas refuse it, which a
+    schema of the latest microversion cannot say: a positive request asking for an earlier one
+    leaves its description out."""
+    if member is not None and _before_description(case):
+        member.pop("description", None)
 
 
 def _evacuate(case: Any, evacuate: dict[str, Any]) -> None:
@@ -213,12 +252,7 @@ def _evacuate(case: Any, evacuate: dict[str, Any]) -> None:
     requires it before (400): neither can a schema say. A positive evacuate names a server that
     does not exist (404), at 2.14 with a body 2.14 takes."""
     case.path_parameters["server_id"] = NO_SERVER
-    headers = {
-        name: value
-        for name, value in (case.headers if isinstance(case.headers, dict) else {}).items()
-        if name.lower() not in VERSION_HEADERS
-    }
-    case.headers = {**headers, "OpenStack-API-Version": EVACUATE_VERSION}
+    _at_version(case, EVACUATE_VERSION)
     evacuate.pop("onSharedStorage", None)
 
 
@@ -288,6 +322,9 @@ def map_case(context: Any, case: Any) -> Any:
         server = _member(case.body, "server")
         if server is not None:
             _server(server)
+        _described(case, server)
+    elif method == "PUT" and path == "/compute/v2.1/servers/{server_id}":
+        _described(case, _member(case.body, "server"))
     elif method == "POST" and path == "/compute/v2.1/os-keypairs":
         keypair = _member(case.body, "keypair")
         if keypair is not None and keypair.get("type") == "x509":
@@ -303,6 +340,7 @@ def map_case(context: Any, case: Any) -> Any:
         rebuild = _member(case.body, "rebuild")
         if rebuild is not None:
             rebuild["imageRef"] = REFS["image"]
+        _described(case, rebuild)
         resize = _member(case.body, "resize")
         if resize is not None and isinstance(case.path_parameters, dict):
             resize["flavorRef"] = _bigger_flavor(str(case.path_parameters.get("server_id", "")))

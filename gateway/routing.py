@@ -339,13 +339,21 @@ class Routes:
             app.router.add_route(route.method, _router_path(route), route.handler)
             registered.append(route)
 
-    def add_aliases_to(self, app: web.Application, prefix: str, alias: str) -> None:
-        """Serve each route under ``prefix`` at ``alias`` too, by the same handler (the registry,
-        and so the OpenAPI document, names each route once: at ``prefix``)."""
+    def add_aliases_to(
+        self,
+        app: web.Application,
+        prefix: str,
+        alias: str,
+        *,
+        wrap: Callable[[Handler], Handler] | None = None,
+    ) -> None:
+        """Serve each route under ``prefix`` at ``alias`` too, by the same handler (``wrap``: behind
+        what it adds; the registry, and so the OpenAPI document, names each route once: at ``prefix``)."""
         for route in self.routes:
             path = _router_path(route)
             if path.startswith(f"{prefix}/"):
-                app.router.add_route(route.method, alias + path.removeprefix(prefix), route.handler)
+                handler = route.handler if wrap is None else wrap(route.handler)
+                app.router.add_route(route.method, alias + path.removeprefix(prefix), handler)
 
 
 def route_of(handler: Any) -> Route | None:

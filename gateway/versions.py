@@ -8,10 +8,14 @@ image and network keep theirs in their modules). Compute and volume take microve
 version used in the same headers, with ``Vary``. A version outside the range is refused with
 406, as Nova and Cinder do.
 
-Compute 2.1-2.16: 2.3 shows admins the extended server attributes, 2.9 ``locked``, 2.16
-``host_status`` (admins). Volume 3.0 only. Compute is also Nova's legacy v2.0 (``/compute/v2``,
-listed first as Nova lists it): the v2.1 routes, at microversion 2.1 whatever a request asks,
-answered without microversion headers.
+Compute 2.1-2.21: 2.3 shows admins the extended server attributes, 2.9 ``locked``, 2.16
+``host_status`` (admins), 2.17 the ``trigger_crash_dump`` action, 2.19 a server's ``description``,
+2.21 the actions of deleted servers. 2.18 made the project id in compute URLs optional: the
+routes are served with it and without it at every microversion, as Nova serves them
+(``gateway.compute.project_routes``); 2.20 (volumes of shelved servers: no server is shelved
+here) changes no answer. Volume 3.0 only.
+Compute is also Nova's legacy v2.0 (``/compute/v2``, listed first as Nova lists it): the v2.1
+routes, at microversion 2.1 whatever a request asks, answered without microversion headers.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ class NotAcceptable(InvalidRequest):
 
 
 RANGES = {
-    "compute": ((2, 1), (2, 16), "X-OpenStack-Nova-API-Version"),
+    "compute": ((2, 1), (2, 21), "X-OpenStack-Nova-API-Version"),
     "volume": ((3, 0), (3, 0), None),
 }
 _WELL_FORMED = r"[0-9]+\.[0-9]+"

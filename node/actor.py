@@ -25,8 +25,8 @@ to the one that does it:
   on the host's ``ROUTERS_CHANGED`` notices, when a guest's networks are plugged, and every 60 s;
 * and itself: the heartbeat (capacity on ``api.scheduler.HEARTBEAT``, and ``task_progress``
   for the instances in its hands), the aging of the image cache (every ``image_cache_interval``,
-  ``ImageCache.age`` with the images its stored domains use), the console log and the list of
-  domains.
+  ``ImageCache.age`` with the images its stored domains use), the console log, the list of
+  domains and a crash dump's NMI (``node/crash_dump.py``).
 
 On a QEMU host (``qemu:///system``, ``qemu:///embed?root=...``) guests are real: disks are
 qcow2 overlays on cached images (``node/images.py``), NICs join a libvirt network per
@@ -66,6 +66,7 @@ from api.volume import Connection
 from bus import Actor, AiostackError, Bus, Conflict
 from node.build import Builder
 from node.console import Consoles
+from node.crash_dump import inject_nmi
 from node.events import EventForwarder
 from node.hypervisor import Hypervisor
 from node.images import ImageCache
@@ -357,6 +358,9 @@ class NodeActor(Actor, Node):
 
     async def get_power_state(self, *, instance_uuid: str) -> PowerState:
         return await self.power.get_power_state(instance_uuid)
+
+    async def trigger_crash_dump(self, *, instance_uuid: str) -> None:
+        await inject_nmi(self.hypervisor, instance_uuid)
 
     async def attach_volume(
         self,

@@ -172,11 +172,15 @@ async def aiostack_cli(data_dir: Path, *args: str) -> tuple[int, str]:
 async def test_server_commands_drive_the_cloud_from_the_shell(tmp_path) -> None:
     async with aiostack_up(tmp_path) as cloud:
         code, output, progress = await as_demo_apart(
-            tmp_path, "server", "create", "shell-vm", "--flavor", "m1.tiny", "--wait"
+            tmp_path, "server", "create", "shell-vm", "--flavor", "m1.tiny", "--description", "web", "--wait"
         )
         assert code == 0, output + progress
         assert re.search(r"^\| status +\| ACTIVE +\|$", output, re.M), output
+        assert re.search(r"^\| description +\| web +\|$", output, re.M), output
         assert progress.splitlines() == ["BUILD scheduling", "BUILD spawning", "ACTIVE"]  # as they happen
+        code, output = await aiostack_cli(tmp_path, "set", "shell-vm", "--description", "db")
+        assert (code, output) == (0, "shell-vm: db\n")
+        assert await aiostack_cli(tmp_path, "dump", "shell-vm") == (0, "")  # the guest got an NMI
         code, output = await aiostack_cli(tmp_path, "list")
         assert code == 0 and "shell-vm" in output and "ACTIVE" in output and "default=10.20." in output
         code, output = await aiostack_cli(tmp_path, "list", "-f", "json")
@@ -206,10 +210,11 @@ async def test_server_commands_drive_the_cloud_from_the_shell(tmp_path) -> None:
         code, output = await as_demo(tmp_path, "events", "--kind", "instance")
         assert code == 0, output
         lines = output.splitlines()
-        assert [line.split()[3] for line in lines][:4] == [
+        assert [line.split()[3] for line in lines][:5] == [
             "instance.building",
             "instance.spawning",
             "instance.active",
+            "instance.updated",  # its description
             "instance.powering-off",
         ]
         assert lines[-1].split()[3] == "instance.deleted" and "status=DELETED" in lines[-1]

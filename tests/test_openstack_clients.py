@@ -215,6 +215,24 @@ def test_the_openstack_cli_prints_the_services_own_error_messages(cloud: Running
     assert done.returncode == 1 and "not-a-cidr" in done.stderr
 
 
+def test_the_openstack_cli_describes_a_server_dumps_it_and_lists_its_events_once_deleted(
+    cloud: RunningCloud,
+) -> None:
+    """Compute 2.17 (``server dump create``), 2.19 (``--description``), 2.21 (a deleted server's events)."""
+    at_219 = ("--os-compute-api-version", "2.19")
+    server = cli_json(
+        cloud, *at_219, "server", "create", "--image", "aiostack-tiny", "--flavor", "m1.tiny",
+        "--network", "default", "--description", "web", "--wait", "described",
+    )  # fmt: skip
+    assert server["description"] == "web"
+    openstack_cli(cloud, *at_219, "server", "set", "--description", "db", "described")
+    assert cli_json(cloud, *at_219, "server", "show", "described")["description"] == "db"
+    openstack_cli(cloud, "--os-compute-api-version", "2.17", "server", "dump", "create", "described")
+    openstack_cli(cloud, "server", "delete", "--wait", "described")
+    events = cli_json(cloud, "--os-compute-api-version", "2.21", "server", "event", "list", server["id"])
+    assert [e["Action"] for e in events] == ["delete", "trigger_crash_dump", "create"]
+
+
 def test_openstack_port_create_works_and_extensions_are_listed(cloud: RunningCloud) -> None:
     """`openstack port create` asks Neutron's /extensions first (it answered 404: issue 13)."""
     network = cli_json(cloud, "network", "create", "port-net")

@@ -54,6 +54,20 @@ async def test_a_server_boots_stops_starts_reboots_and_is_deleted_with_waits(cli
         await client.servers.get(server.id)
 
 
+async def test_a_server_is_described_and_gets_a_crash_dump(client: Client) -> None:
+    server = await client.servers.create(
+        "sdk-described", image="aiostack-tiny", flavor="m1.tiny", description="web"
+    )
+    assert server.description == "web"
+    assert (await client.servers.set_description(server, "db")).description == "db"
+    assert (await client.servers.set_description(server, None)).description is None
+    await client.servers.trigger_crash_dump(server)
+    assert (await client.servers.get(server)).status == "ACTIVE"
+    await client.servers.stop(server)
+    with pytest.raises(Conflict):
+        await client.servers.trigger_crash_dump(server)
+
+
 async def test_images_upload_get_list_and_delete(client: Client, tmp_path: Path) -> None:
     data = tmp_path / "disk.raw"
     data.write_bytes(b"\1" * 5000)

@@ -7,6 +7,7 @@ It is composed of servants, one per job, sharing one ``Core`` (store, bus, clien
 * ``lifecycle.DomainReports``: libvirt's word on a domain, through the state machine
   (``states.py``: which states an action may start from and where it leads);
 * ``power.PowerActions``: stop, start, reboot, pause, unpause, suspend, resume, delete;
+* ``crash_dump.CrashDumps``: trigger_crash_dump (an NMI into the guest);
 * ``evacuate.Evacuations``: evacuate (an instance of a down host built again on another);
 * ``live_resources.LiveResources``: a running instance's vCPUs and RAM changed live;
 * ``resize.Resizes``: resize, confirm, revert (and the auto-confirm after ``resize_confirm_window``
@@ -29,6 +30,7 @@ from prometheus_client import Gauge
 
 from actors.conductor.build import Builder
 from actors.conductor.core import ANNOUNCE_AFTER, Core
+from actors.conductor.crash_dump import CrashDumps
 from actors.conductor.details import InstanceDetails
 from actors.conductor.evacuate import Evacuations
 from actors.conductor.flavors import FlavorCatalog, FlavorSpecs, add_default_flavors
@@ -104,6 +106,7 @@ class ConductorActor(Actor):
             ServerReads(self.core),
             self.builder,
             PowerActions(self.core, self.builder),
+            CrashDumps(self.core),
             resizes,
             evacuations,
             live_resources,

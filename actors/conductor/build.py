@@ -87,6 +87,7 @@ class Builder(ServerCreation, NodeBuilds):
         access_ip_v6: str = "",
         admin_pass: str | None = None,
         security_groups: list[str] | None = None,
+        description: str | None = None,
     ) -> Instance:
         """Record a new instance (BUILD) and start building it; answers at once. The same request
         asked again (its reply lost, ``api.conductor``'s resend) answers the instance it made.
@@ -156,6 +157,7 @@ class Builder(ServerCreation, NodeBuilds):
             "admin_pass": admin_pass,
             "snapshot_image": None,
             "security_groups": None if group_ids is None else to_json(group_ids),
+            "description": description,
         }
         async with self.core.store.transaction() as db:
             asked = await self.core.asked_already(Action.CREATE, db=db)

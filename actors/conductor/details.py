@@ -42,6 +42,30 @@ def access_address(address: str, version: int) -> str:
     return str(parsed)
 
 
+def given_details(
+    name: str | None,
+    access_ip_v4: str | None,
+    access_ip_v6: str | None,
+    description: str | None,
+    forget_description: bool,
+) -> dict[str, Any]:
+    """The columns an update or a rebuild writes: those given (None: unchanged), the access
+    addresses as Nova keeps them, the description None when it is forgotten.
+
+    :raises InvalidRequest: an access address that is not one of its version.
+    """
+    columns: dict[str, Any] = {}
+    if name is not None:
+        columns["name"] = name
+    if access_ip_v4 is not None:
+        columns["access_ip_v4"] = access_address(access_ip_v4, 4)
+    if access_ip_v6 is not None:
+        columns["access_ip_v6"] = access_address(access_ip_v6, 6)
+    if description is not None or forget_description:
+        columns["description"] = None if forget_description else description
+    return columns
+
+
 class InstanceDetails(ServerDetails):
     """Serves ``api.conductor.ServerDetails``."""
 
@@ -69,15 +93,11 @@ class InstanceDetails(ServerDetails):
         name: str | None = None,
         access_ip_v4: str | None = None,
         access_ip_v6: str | None = None,
+        description: str | None = None,
+        forget_description: bool = False,
     ) -> Server:
-        """Rename the instance or set its access addresses (None: unchanged)."""
-        columns: dict[str, Any] = {}
-        if name is not None:
-            columns["name"] = name
-        if access_ip_v4 is not None:
-            columns["access_ip_v4"] = access_address(access_ip_v4, 4)
-        if access_ip_v6 is not None:
-            columns["access_ip_v6"] = access_address(access_ip_v6, 6)
+        """Rename the instance, set its access addresses or its description (None: unchanged)."""
+        columns = given_details(name, access_ip_v4, access_ip_v6, description, forget_description)
         row = await self._update(instance_uuid, columns) if columns else await self.core.row(instance_uuid)
         return await self.core.shown(row)
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from actors.conductor.build import Builder
 from actors.conductor.core import Core
-from actors.conductor.details import access_address
+from actors.conductor.details import given_details
 from actors.conductor.quotas import check_count
 from actors.conductor.schema import task_state_of, view
 from actors.conductor.states import Action, Report
@@ -62,6 +62,8 @@ class PowerActions(ServerActions):
         admin_pass: str | None = None,
         access_ip_v4: str | None = None,
         access_ip_v6: str | None = None,
+        description: str | None = None,
+        forget_description: bool = False,
     ) -> Instance:
         """REBUILD: the node makes the disk again from ``image_ref``; what else is given changes with it."""
         row = await self.core.row(instance_uuid)
@@ -69,15 +71,10 @@ class PowerActions(ServerActions):
             raise Conflict(f"Instance {instance_uuid} has volumes attached at boot: it cannot be rebuilt")
         await self.builder.check_image(image_ref)
         columns: dict[str, Any] = {"image_ref": image_ref, "admin_pass": admin_pass}
-        if name is not None:
-            columns["name"] = name
+        columns |= given_details(name, access_ip_v4, access_ip_v6, description, forget_description)
         if metadata is not None:
             await check_count(self.core.store, row["project_id"], "metadata_items", len(metadata))
             columns["metadata"] = to_json(metadata)
-        if access_ip_v4 is not None:
-            columns["access_ip_v4"] = access_address(access_ip_v4, 4)
-        if access_ip_v6 is not None:
-            columns["access_ip_v6"] = access_address(access_ip_v6, 6)
         row, _ = await self.core.begin(instance_uuid, Action.REBUILD, columns)
         if task_state_of(row) is not None:
             await self.core.send_task(row)

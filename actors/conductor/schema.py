@@ -113,6 +113,10 @@ MIGRATIONS: list[Step] = [
         flavor_id TEXT NOT NULL REFERENCES flavors(id), key TEXT NOT NULL, value TEXT NOT NULL,
         PRIMARY KEY (flavor_id, key));
     """,
+    # 16: the user's description of the instance (Nova 2.19; NULL: none)
+    """
+    ALTER TABLE instances ADD COLUMN description TEXT;
+    """,
 ]
 
 
@@ -186,6 +190,8 @@ class InstanceRow(TypedDict):
     longer taken, nor listed to it. None: no evacuate."""
     evacuate_to: str | None
     """The destination an evacuate was asked for (None: the scheduler's choice)."""
+    description: str | None
+    """The user's description (Nova's ``display_description``); None: none."""
 
 
 def host_claim(flavor: Flavor, block_devices: list[BlockDevice]) -> Flavor:
@@ -217,6 +223,7 @@ def view(row: InstanceRow) -> Instance:
     return {
         "id": row["uuid"],
         "name": row["name"],
+        "description": row["description"],
         "status": status_of(vm_state, task_state),
         "vm_state": vm_state,
         "task_state": task_state,

@@ -63,8 +63,9 @@ ends it with libvirt's word (STARTED: active) or the power state (``NOT_RUNNING`
 stays stopped). ``EVACUATE_FAILED`` ends one that could not go on: back where it was from
 rebuilding (no destination: nothing moved), in ERROR from rebuild_spawning.
 
-``attach_volume`` needs active or stopped with no task running, ``detach_volume``, ``lock``
-and ``unlock`` any live state; none of them changes the states. A new instance is ``CREATED``
+``attach_volume`` needs active or stopped with no task running, ``trigger_crash_dump`` active,
+paused, resized or error with no task running, ``detach_volume``, ``lock`` and ``unlock`` any
+live state; none of them changes the states. A new instance is ``CREATED``
 (building, scheduling): ``SCHEDULED`` (spawning), then STARTED (active), or ``RESCHEDULED``
 back to scheduling, or ``BUILD_FAILED`` (error).
 """
@@ -105,6 +106,7 @@ class Action(enum.StrEnum):
     REVERT_RESIZE = "revertResize"
     EVACUATE = "evacuate"
     SET_RESOURCES = "setResources"
+    TRIGGER_CRASH_DUMP = "trigger_crash_dump"
 
 
 class Report(enum.StrEnum):
@@ -208,6 +210,10 @@ RESOURCES_FROM: Final = frozenset({VmState.ACTIVE})
 EVACUATE_FROM: Final = frozenset({VmState.ACTIVE, VmState.STOPPED, VmState.ERROR})
 """The vm_states an evacuate may start from (with no task running), as Nova's."""
 
+CRASH_DUMP_FROM: Final = frozenset({VmState.ACTIVE, VmState.PAUSED, VmState.RESIZED, VmState.ERROR})
+"""The vm_states a crash dump may be triggered in (with no task running): Nova's, but rescued
+(no rescue here). It changes no state."""
+
 VOLUME_STATES: Final = frozenset({VmState.ACTIVE, VmState.STOPPED})
 INTERFACE_STATES: Final = frozenset({VmState.ACTIVE, VmState.PAUSED, VmState.STOPPED})
 """Where a NIC may be plugged in or taken out (Nova's attach_interface and detach_interface)."""
@@ -286,6 +292,8 @@ def _action(vm_state: VmState, task_state: TaskState | None, action: Action) -> 
         return Change(vm_state, None) if vm_state in VOLUME_STATES else None
     if action in (Action.ATTACH_INTERFACE, Action.DETACH_INTERFACE):
         return Change(vm_state, None) if vm_state in INTERFACE_STATES else None
+    if action is Action.TRIGGER_CRASH_DUMP:
+        return Change(vm_state, None) if vm_state in CRASH_DUMP_FROM else None
     if action is Action.RESIZE:
         return Change(vm_state, TaskState.RESIZE_PREP) if vm_state in RESIZE_FROM else None
     if action is Action.EVACUATE:

@@ -56,6 +56,7 @@ from api.conductor import (
 )
 from api.node import PowerState as DomainPower
 from bus import AiostackError, NotFound, request_scope
+from runtime.context import check_visible
 from runtime.states import LIVE_RESOURCE_TASKS, RESIZE_TASKS, TaskState
 from runtime.store import from_json
 
@@ -165,17 +166,31 @@ class TaskWatch(NodeTasks, ConductorForOwners, ConductorOperator):
             ],
         }
 
-    async def list_actions(self, *, instance_uuid: str) -> list[InstanceAction]:
-        await self.core.row(instance_uuid)
+    async def _seen(self, instance_uuid: str, deleted_too: bool) -> None:
+        """:raises NotFound: no such instance the caller may see (live, unless ``deleted_too``)."""
+        if not deleted_too:
+            await self.core.row(instance_uuid)
+            return
+        row = await self.core.store.fetchone(
+            "SELECT project_id FROM instances WHERE uuid = ?", (instance_uuid,)
+        )
+        if row is None:
+            raise NotFound(f"Instance {instance_uuid} could not be found.")
+        check_visible("Instance", instance_uuid, row["project_id"])
+
+    async def list_actions(self, *, instance_uuid: str, deleted_too: bool = False) -> list[InstanceAction]:
+        await self._seen(instance_uuid, deleted_too)
         return await self.core.store.fetchall(
             "SELECT * FROM instance_actions WHERE instance_uuid = ? ORDER BY id",
             (instance_uuid,),
             row=InstanceAction,
         )
 
-    async def list_action_events(self, *, instance_uuid: str) -> list[InstanceActionEvent]:
+    async def list_action_events(
+        self, *, instance_uuid: str, deleted_too: bool = False
+    ) -> list[InstanceActionEvent]:
         """The steps of the instance's actions, oldest first, each with its action's name."""
-        await self.core.row(instance_uuid)
+        await self._seen(instance_uuid, deleted_too)
         return await self.core.store.fetchall(
             "SELECT e.action_id, a.action, e.event, e.host, e.time, e.result, e.details"
             " FROM instance_action_events e"

@@ -14,7 +14,8 @@ resource, each its routes and schemas.
 * ``flavors``, ``images`` (Nova's proxy to Glance), ``keypairs``, ``limits``, ``quotas``,
   ``zones`` (availability zones);
 * ``hosts``: the compute hosts for operators (``os-services``, ``os-hypervisors``);
-* ``usage``: what each project's instances used over a period (``os-simple-tenant-usage``).
+* ``usage``: what each project's instances used over a period (``os-simple-tenant-usage``);
+* ``project_routes``: every route with the project id in the URL too (Nova's, optional since 2.18).
 
 Every route calls the conductor through its ``Compute`` facet (``common.compute``); the serial
 console also the server's node, through ``NodeConsole``.
@@ -43,6 +44,7 @@ from gateway.compute import (
     zones,
 )
 from gateway.compute.common import BASE
+from gateway.compute.project_routes import add_project_routes
 from gateway.routing import Routes
 from gateway.versions import LEGACY_BASE
 
@@ -72,3 +74,4 @@ def add_routes(app: web.Application) -> None:
     app[consoles.GRANTS] = consoles.Grants()
     routes.add_to(app)
     routes.add_aliases_to(app, BASE, LEGACY_BASE)
+    add_project_routes(app, routes)

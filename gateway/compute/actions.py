@@ -6,14 +6,15 @@ as Nova's), ``resize`` (``{"flavorRef": ...}``: VERIFY_RESIZE once the node gave
 flavor; ``confirmResize`` answers 204), ``reboot``
 (``{"type": "SOFT" | "HARD"}``), ``evacuate`` (admins: ``host``, ``adminPass``, before 2.14
 ``onSharedStorage``; the server's host must be down: 200, with ``adminPass`` before 2.14),
-``rebuild`` (``imageRef``, and ``name``, ``metadata``,
-``adminPass``, access addresses), ``createImage`` (``name``, ``metadata``: a snapshot of the
-disk, its image named in the ``Location`` header), ``os-getConsoleOutput`` (``{"length": N}``: the last N
-lines, -1 or none for all) or ``os-getSerialConsole`` (``{"type": "serial"}``: a URL of the serial
-console, as ``remote-consoles`` gives). Each is 202 once the conductor has taken it (the state
-follows), but the consoles, 200; a rebuild answers the server, with its new administrator
-password. A locked server refuses every action but ``unlock`` (and an admin's) with 409; an
-admin's lock only an admin lifts (403).
+``rebuild`` (``imageRef``, and ``name``, ``metadata``, ``adminPass``, access addresses, from
+2.19 ``description``), ``createImage`` (``name``, ``metadata``: a snapshot of the disk, its image
+named in the ``Location`` header), ``os-getConsoleOutput`` (``{"length": N}``: the last N
+lines, -1 or none for all), ``os-getSerialConsole`` (``{"type": "serial"}``: a URL of the serial
+console, as ``remote-consoles`` gives) or ``trigger_crash_dump`` (2.17, ``null``: an NMI into
+the guest; before 2.17 404, as Nova answers an action its microversion does not have). Each is
+202 once the conductor has taken it (the state follows), but the consoles, 200; a rebuild
+answers the server, with its new administrator password. A locked server refuses every action
+but ``unlock`` (and an admin's) with 409; an admin's lock only an admin lifts (403).
 """
 
 from __future__ import annotations
@@ -30,16 +31,20 @@ from api.node import PowerAction, RebootType
 from bus import InvalidRequest
 from gateway.compute.common import BASE, SERVER_ID, compute
 from gateway.compute.consoles import serial_console_url
+from gateway.compute.crash_dump import trigger_crash_dump
 from gateway.compute.live_resources import SET_RESOURCES, SetResources, set_resources
 from gateway.compute.server_security import add_security_group, remove_security_group
 from gateway.compute.servers import (
     AccessIPv4,
     AccessIPv6,
+    DescriptionChange,
     FlavorRef,
     ServerName,
     ServerRebuilt,
     ServerRebuiltBody,
     ServerUpdated,
+    check_description,
+    check_description_allowed,
     check_name,
     server_updated,
 )
@@ -72,10 +77,12 @@ class Rebuild(Request, kw_only=True):
         default=UNSET, name="OS-DCF:diskConfig"
     )
     preserve_ephemeral: bool | UnsetType = UNSET
+    description: DescriptionChange = UNSET
 
     def __post_init__(self) -> None:
         if isinstance(self.name, str):
             check_name(self.name)
+        check_description(self.description)
 
 
 class Resize(Request, kw_only=True):
@@ -163,6 +170,7 @@ class ServerAction(Request):
         default=UNSET, name="removeSecurityGroup"
     )
     set_resources: SetResources | UnsetType = msgspec.field(default=UNSET, name=SET_RESOURCES)
+    trigger_crash_dump: Annotated[None, Meta(description="2.17 and later (404 before).")] | UnsetType = UNSET
     __schema_extra__: ClassVar[dict[str, Any]] = {"minProperties": 1, "maxProperties": 1}
 
     def __post_init__(self) -> None:
@@ -206,8 +214,9 @@ routes = Routes()
             " resize, revertResize,"
             " createImage: its Location header names the image, which becomes active once the"
             " server's node has uploaded the disk; addSecurityGroup, removeSecurityGroup;"
-            " aiostack:setResources, from the newest microversion: the running server's vCPUs and"
-            " RAM changed live within its flavor's maxima) answer no body. The state follows.",
+            " trigger_crash_dump, 2.17: the guest got its NMI; aiostack:setResources, from 2.16:"
+            " the running server's vCPUs and RAM changed live within its flavor's"
+            " maxima) answer no body. The state follows.",
             or_empty=True,
         ),
         Reply(204, None, "confirmResize: the resize is kept, the old flavor's claim given back."),
@@ -232,7 +241,9 @@ async def server_action(request: web.Request, body: ServerAction) -> web.Respons
     group for a server with no port (or one without port security), a resize to an unknown
     flavor, to the server's own, or to a smaller disk; an evacuate whose server's host is up, to
     its own host, to one that is down or has no room (an unknown one is 404; a server that is not
-    active, stopped or in error 409; not an admin 403); aiostack:setResources: 400 below its
+    active, stopped or in error 409; not an admin 403); a crash dump (2.17; 404 before) of a
+    server that is not active, paused, resized or in error, or whose host's driver cannot inject
+    an NMI (400); aiostack:setResources: 400 below its
     microversion, for a flavor with no maximum for what is asked or a size outside its range, 403
     past the quota, 409 a server not active with no task, or a host with no room for the growth."""
     server_id = request.match_info["server_id"]
@@ -243,6 +254,7 @@ async def server_action(request: web.Request, body: ServerAction) -> web.Respons
         await conductor.start_instance(instance_uuid=server_id)
     elif isinstance(body.rebuild, Rebuild):
         rebuild = body.rebuild
+        check_description_allowed(request, rebuild.description, "rebuild")
         admin_pass = rebuild.adminPass or secrets.token_urlsafe(9)
         instance = await conductor.rebuild_instance(
             instance_uuid=server_id,
@@ -252,6 +264,8 @@ async def server_action(request: web.Request, body: ServerAction) -> web.Respons
             admin_pass=admin_pass,
             access_ip_v4=given(rebuild.accessIPv4),
             access_ip_v6=given(rebuild.accessIPv6),
+            description=given(rebuild.description),
+            forget_description=rebuild.description is None,
         )
         shown = server_updated(request, {**instance, "host_status": ""})
         rebuilt = ServerRebuilt(
@@ -291,6 +305,8 @@ async def server_action(request: web.Request, body: ServerAction) -> web.Respons
         await remove_security_group(request, server_id, body.remove_security_group.name)
     elif isinstance(body.set_resources, SetResources):
         await set_resources(request, server_id, body.set_resources)
+    elif body.trigger_crash_dump is not UNSET:
+        await trigger_crash_dump(request, server_id)
     elif isinstance(body.serial_console, SerialConsoleRequest):
         url = await serial_console_url(request, server_id)
         return json_response(SerialConsoleBody(console=SerialConsole(type="serial", url=url)))

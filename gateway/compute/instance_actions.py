@@ -6,8 +6,9 @@ answer carried), and how it ended. Showing one action by its request id gives it
 (``events``: scheduling, the node's acceptance, a reschedule...), with what went wrong in a failed
 one (``traceback``) for admins only, as Nova 2.51 and later show them: Nova before 2.51 shows no
 steps to others, and ``openstack server event show`` fails on an action without ``events`` (it
-iterates them), so aiostack shows them at every microversion. ``openstack server event list``
-and ``show`` read these.
+iterates them), so aiostack shows them at every microversion. From 2.21 a deleted server's
+actions are shown too (before, it is 404 as any server that is gone). ``openstack server event
+list`` and ``show`` read these.
 """
 
 from __future__ import annotations
@@ -22,10 +23,13 @@ from bus import NotFound
 from gateway.compute.common import BASE, SERVER_ID, compute
 from gateway.http import context_of, json_response
 from gateway.routing import Body, Reply, Routes, Time
+from gateway.versions import microversion
 
 ACTIONS = f"{BASE}/servers/{{server_id}}/os-instance-actions"
 NOVA_NAMES = {"reboot_hard": "reboot"}
 """Where the conductor's action names differ from Nova's."""
+DELETED_TOO_SINCE = (2, 21)
+"""The microversion from which a deleted server's actions are shown."""
 
 
 class ActionView(Body):
@@ -81,6 +85,10 @@ def _event(step: InstanceActionEvent, admin: bool) -> ActionEvent:
     )
 
 
+def _deleted_too(request: web.Request) -> bool:
+    return microversion(request) >= DELETED_TOO_SINCE
+
+
 routes = Routes()
 
 
@@ -92,7 +100,10 @@ routes = Routes()
     path_types=SERVER_ID,
 )
 async def list_instance_actions(request: web.Request) -> web.Response:
-    actions = await compute(request).list_actions(instance_uuid=request.match_info["server_id"])
+    """404: no such server (before 2.21: or it is deleted)."""
+    actions = await compute(request).list_actions(
+        instance_uuid=request.match_info["server_id"], deleted_too=_deleted_too(request)
+    )
     return json_response(ActionList(instanceActions=[_view(a) for a in reversed(actions)]))
 
 
@@ -104,15 +115,17 @@ async def list_instance_actions(request: web.Request) -> web.Response:
     path_types=SERVER_ID,
 )
 async def show_instance_action(request: web.Request) -> web.Response:
-    """404: no such server, or no action of it started by that request."""
+    """404: no such server (before 2.21: or it is deleted), or no action of it started by that request."""
     server_id, request_id = request.match_info["server_id"], request.match_info["request_id"]
     operator = compute(request)
-    found = [a for a in await operator.list_actions(instance_uuid=server_id) if a["request_id"] == request_id]
+    deleted_too = _deleted_too(request)
+    actions = await operator.list_actions(instance_uuid=server_id, deleted_too=deleted_too)
+    found = [a for a in actions if a["request_id"] == request_id]
     if not found:
         raise NotFound(f"Action {request_id} on instance {server_id} could not be found.")
     action = found[-1]
     admin = context_of(request).is_admin
-    steps = await operator.list_action_events(instance_uuid=server_id)
+    steps = await operator.list_action_events(instance_uuid=server_id, deleted_too=deleted_too)
     events = [_event(step, admin) for step in steps if step["action_id"] == action["id"]]
     view = _view(action)
     shown = ActionDetail(events=events, **{f: getattr(view, f) for f in ActionView.__struct_fields__})

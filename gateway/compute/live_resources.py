@@ -24,13 +24,12 @@ from bus import InvalidRequest, NotFound
 from gateway.compute.common import BASE, compute
 from gateway.http import json_response, no_content
 from gateway.routing import MAX_AMOUNT, Body, Id, Reply, Request, Routes
-from gateway.versions import RANGES, microversion
+from gateway.versions import microversion
 
 SET_RESOURCES = "aiostack:setResources"
-SET_RESOURCES_FROM: tuple[int, int] = RANGES["compute"][1]
-"""The compute microversion the live change is served from: the newest one served (2.25 once issue
-18's microversions are in). Whoever adds a newer version pins this to the one it was, so that a
-microversion keeps meaning what it meant."""
+SET_RESOURCES_FROM = (2, 16)
+"""The compute microversion the live change is served from: the newest one the gateway served when
+it was added, fixed so that a microversion keeps meaning what it meant."""
 Size = Annotated[int, Meta(ge=1, le=MAX_AMOUNT)]
 
 

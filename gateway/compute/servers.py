@@ -1,7 +1,9 @@
 """Servers (Nova v2.1 ``/servers``): create, list (ids or in detail), show, update, delete.
 
-A server is shown as Nova's API shows it at the request's microversion (2.1-2.16): 2.3 adds
-the extended server attributes for admins, 2.9 ``locked``, 2.16 ``host_status`` (admins).
+A server is shown as Nova's API shows it at the request's microversion (2.1-2.21): 2.3 adds
+the extended server attributes for admins, 2.9 ``locked``, 2.16 ``host_status`` (admins), 2.19
+its ``description`` (given at create, update and rebuild from 2.19, refused before as Nova's
+schemas refuse it; a server created before 2.19 is described by its name, as Nova's is).
 Creating records the server and answers 202 at once; the build goes on in the conductor.
 Deleting answers 204 once the conductor has taken the delete, as Nova does; the server shows
 ``task_state`` ``deleting`` until its node has removed it.
@@ -21,7 +23,7 @@ from msgspec import UNSET, Meta, UnsetType
 from api.conductor import AdminPass, BlockDevice, Compute, HostStatus, KeypairName, Status
 from api.conductor import Server as Instance
 from api.volume import Volumes
-from bus import NotFound
+from bus import InvalidRequest, NotFound
 from gateway.compute.common import (
     BASE,
     ERRORS_OF_A_SERVER,
@@ -68,6 +70,28 @@ def check_name(name: str) -> None:
     """:raises ValueError: ``name`` is not a ``ServerName``."""
     if _PRINTABLE.fullmatch(name) is None or _NOT_BLANK.search(name) is None:
         raise ValueError("'name' must be printable characters (no control character), not all blanks")
+
+
+DESCRIPTION_SINCE = (2, 19)
+"""The microversion from which a server has a ``description``."""
+Description = Annotated[str, Meta(max_length=255, extra_json_schema={"pattern": f"^[^{_CONTROL}]*$"})]
+"""Up to 255 printable characters (``check_description``), empty too."""
+
+
+def check_description(description: object) -> None:
+    """:raises ValueError: ``description`` is a string that is not a ``Description``."""
+    if isinstance(description, str) and _PRINTABLE.fullmatch(description) is None:
+        raise ValueError("'description' must be printable characters (no control character)")
+
+
+def check_description_allowed(request: web.Request, description: str | UnsetType | None, member: str) -> None:
+    """:raises InvalidRequest: a request gives a ``description`` (null too) before 2.19, as Nova's
+    schemas refuse it then."""
+    if description is not UNSET and microversion(request) < DESCRIPTION_SINCE:
+        raise InvalidRequest(
+            f"Invalid input for field/attribute {member}."
+            " Additional properties are not allowed ('description' was unexpected)"
+        )
 
 
 FlavorRef = Annotated[str, Meta(min_length=1, max_length=255)] | Annotated[int, Meta(ge=0, le=MAX_AMOUNT)]
@@ -207,10 +231,10 @@ class ServerCreate(Request, kw_only=True):
     ones the caller may use (else 400). ``security_groups`` (names or ids of the project's groups,
     else 400) are those the server's new ports join (none given: ``default``). Nova's members
     aiostack does not act on are taken and ignored: ``availability_zone``, ``config_drive``,
-    ``OS-DCF:diskConfig``, ``min_count``, ``max_count``, ``description``. ``accessIPv4``/``accessIPv6``
-    are kept and shown (an address of that version, else 400). ``adminPass`` (else one made here,
-    answered once) and ``user_data`` (base64, else 400) reach the guest in its config drive, as
-    Nova's do."""
+    ``OS-DCF:diskConfig``, ``min_count``, ``max_count``. ``description`` (2.19 and later) is kept
+    and shown from 2.19. ``accessIPv4``/``accessIPv6`` are kept and shown (an address of that
+    version, else 400). ``adminPass`` (else one made here, answered once) and ``user_data``
+    (base64, else 400) reach the guest in its config drive, as Nova's do."""
 
     name: ServerName
     imageRef: Annotated[str, Meta(max_length=255)] | UnsetType = UNSET
@@ -231,7 +255,9 @@ class ServerCreate(Request, kw_only=True):
     max_count: Count | UnsetType = UNSET
     accessIPv4: AccessIPv4 | UnsetType = UNSET
     accessIPv6: AccessIPv6 | UnsetType = UNSET
-    description: Text | UnsetType | None = UNSET
+    description: (
+        Annotated[Description | None, Meta(description="2.19 and later (400 before).")] | UnsetType
+    ) = UNSET
     __schema_extra__: ClassVar[dict[str, Any]] = {
         "anyOf": [
             {"required": ["imageRef"], "properties": {"imageRef": {"minLength": 1}}},
@@ -259,6 +285,7 @@ class ServerCreate(Request, kw_only=True):
 
     def __post_init__(self) -> None:
         check_name(self.name)
+        check_description(self.description)
         if isinstance(self.user_data, str) and re.fullmatch(BASE64, self.user_data) is None:
             raise ValueError("'user_data' must be base64")
         mappings = self.block_device_mapping_v2 or []
@@ -283,16 +310,24 @@ class ServerCreateRequest(Request):
     scheduler_hints: dict[str, Any] | UnsetType = msgspec.field(default=UNSET, name="os:scheduler_hints")
 
 
+DescriptionChange = (
+    Annotated[Description | None, Meta(description="2.19 and later (400 before); null: none.")] | UnsetType
+)
+
+
 class ServerUpdate(Request):
-    """What changes: the name, the access addresses (an address of that version, or empty)."""
+    """What changes: the name, the access addresses (an address of that version, or empty), the
+    description (2.19 and later)."""
 
     name: ServerName | UnsetType = UNSET
     accessIPv4: AccessIPv4 | UnsetType = UNSET
     accessIPv6: AccessIPv6 | UnsetType = UNSET
+    description: DescriptionChange = UNSET
 
     def __post_init__(self) -> None:
         if isinstance(self.name, str):
             check_name(self.name)
+        check_description(self.description)
 
 
 class ServerUpdateRequest(Request):
@@ -364,8 +399,11 @@ class ServerSummary(Body):
     links: list[Link]
 
 
+ShownDescription = Annotated[str | None, Meta(description="2.19 and later.")] | UnsetType
+
+
 class Server(Body):
-    """A server at the request's microversion (Nova 2.1-2.16)."""
+    """A server at the request's microversion (Nova 2.1-2.21)."""
 
     id: str
     name: str
@@ -420,6 +458,7 @@ class Server(Body):
     )
     locked: Annotated[bool, Meta(description="2.9 and later.")] | UnsetType = UNSET
     host_status: Annotated[HostStatus, Meta(description="Admins, 2.16 and later.")] | UnsetType = UNSET
+    description: ShownDescription = UNSET
     fault: ServerFault | UnsetType = UNSET
     progress: Progress | UnsetType = UNSET
     resources: LiveSize | UnsetType = msgspec.field(default=UNSET, name="aiostack:resources")
@@ -446,6 +485,7 @@ class ServerUpdated(Body):
     disk_config: Literal["MANUAL", "AUTO"] = msgspec.field(name="OS-DCF:diskConfig")
     progress: Progress | UnsetType = UNSET
     locked: Annotated[bool, Meta(description="2.9 and later.")] | UnsetType = UNSET
+    description: ShownDescription = UNSET
     fault: ServerFault | UnsetType = UNSET
 
 
@@ -516,7 +556,7 @@ def server_summary(request: web.Request, instance: Instance) -> ServerSummary:
 def server_detail(
     request: web.Request, instance: Instance, volumes: list[AttachedVolumeId], groups: list[str]
 ) -> Server:
-    """A server as Nova's API shows it at the request's microversion (2.1-2.16), ``groups`` the
+    """A server as Nova's API shows it at the request's microversion (2.1-2.21), ``groups`` the
     names of its ports' security groups."""
     admin = context_of(request).is_admin
     version = microversion(request)
@@ -552,6 +592,7 @@ def server_detail(
         security_groups=[SecurityGroupName(name=name) for name in groups] if groups else UNSET,
         volumes_attached=volumes,
         locked=instance["locked"] if version >= (2, 9) else UNSET,
+        description=instance["description"] if version >= DESCRIPTION_SINCE else UNSET,
         fault=ServerFault(**instance["fault"]) if instance["fault"] else UNSET,
         resources=live_size(request, instance),
     )
@@ -647,6 +688,7 @@ async def create_server(request: web.Request, body: ServerCreateRequest) -> web.
     """Boot a server; 400 when the flavor, image, key pair, a network, port, volume or security
     group does not exist."""
     server = body.server
+    check_description_allowed(request, server.description, "server")
     admin_pass = server.adminPass or secrets.token_urlsafe(9)
     block_devices = [
         BlockDevice(
@@ -673,6 +715,7 @@ async def create_server(request: web.Request, body: ServerCreateRequest) -> web.
         security_groups=None
         if server.security_groups is UNSET
         else [group.name for group in server.security_groups],
+        description=given(server.description) if microversion(request) >= DESCRIPTION_SINCE else server.name,
     )
     asked = [DEFAULT_GROUP] if server.security_groups is UNSET else [g.name for g in server.security_groups]
     created = ServerCreated(
@@ -748,13 +791,17 @@ async def show_server(request: web.Request) -> web.Response:
     path_types=SERVER_ID,
 )
 async def update_server(request: web.Request, body: ServerUpdateRequest) -> web.Response:
-    """Rename a server or set its access addresses; 400 for an address not of its version."""
+    """Rename a server, set its access addresses or (2.19) its description; 400 for an address
+    not of its version."""
     changes = body.server
+    check_description_allowed(request, changes.description, "server")
     instance = await compute(request).update_instance(
         instance_uuid=request.match_info["server_id"],
         name=given(changes.name),
         access_ip_v4=given(changes.accessIPv4),
         access_ip_v6=given(changes.accessIPv6),
+        description=given(changes.description),
+        forget_description=changes.description is None,
     )
     return json_response(ServerUpdatedBody(server=server_updated(request, instance)))
 

@@ -5,7 +5,7 @@
 Nova's (UTC, no offset, microseconds). Listing every project's is for admins; showing one's, for
 its members and admins (Nova's default policy). An instance counts from when it first ran until
 it was deleted, so deleted ones count for the time they lived (the conductor's ``ComputeUsage``).
-Paging (microversion 2.40) is not built: aiostack's compute API stops at 2.16.
+Paging (microversion 2.40) is not built: aiostack's compute API stops at 2.21.
 """
 
 from __future__ import annotations

@@ -86,6 +86,10 @@ ACTIONS_FROM_IDLE: dict[tuple[Action, VmState], TaskState | None] = {
     (Action.EVACUATE, V.STOPPED): T.REBUILDING,
     (Action.EVACUATE, V.ERROR): T.REBUILDING,
     (Action.SET_RESOURCES, V.ACTIVE): T.RESOURCES_CLAIMING,
+    (Action.TRIGGER_CRASH_DUMP, V.ACTIVE): None,
+    (Action.TRIGGER_CRASH_DUMP, V.PAUSED): None,
+    (Action.TRIGGER_CRASH_DUMP, V.RESIZED): None,
+    (Action.TRIGGER_CRASH_DUMP, V.ERROR): None,
 }
 ACTIONS_FROM_ANY: dict[Action, TaskState | Same] = {
     # actions that start from any live state, whatever its task: the task they lead to

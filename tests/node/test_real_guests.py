@@ -147,6 +147,8 @@ async def test_a_real_guest_gets_its_ip_sees_a_hot_plugged_volume_stops_starts_a
     assert f"AIOSTACK-READY ip={address['addr']}" in await aiostack_cli(
         client.url, "server", "console", "guest-1", "--lines", "50"
     )
+    await client.servers.trigger_crash_dump(server["id"])  # QEMU injects the NMI; the kernel says so
+    await qemu_cloud.console_until(server["id"], r"NMI received")
     network_id = (await client.request("GET", "/network/v2.0/networks?name=default"))["networks"][0]["id"]
     mac = address["OS-EXT-IPS-MAC:mac_addr"]
     assert (await qemu_cloud.dhcp_entries(network_id)).get(mac) == address["addr"]
