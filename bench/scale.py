@@ -37,7 +37,7 @@ import psutil
 from api.scheduler import Scheduler
 from bench.boot import IN_FLIGHT, Cloud, boot_many
 from bus import Bus
-from deploy.launch import aiostack_up
+from deploy.launch import RunningCloud, aiostack_up
 
 PASSWORD = "bench-secret"
 SMALL = {"vcpus": 1, "memory_mb": 512, "disk_gb": 1}
@@ -83,15 +83,31 @@ async def decide(scheduler: Scheduler, count: int) -> list[float]:
     return took
 
 
-async def boots_per_s(gateway_url: str, boots: int) -> float:
-    """Boots/s through the REST API with ``IN_FLIGHT`` in flight (after a warm-up round)."""
-    cloud = Cloud(gateway_url)
+def cpu_seconds(pid: int) -> dict[str, float]:
+    """The CPU time (user + system) each process of the cloud has used, by command line."""
+    root = psutil.Process(pid)
+    return {
+        " ".join(process.cmdline()[2:4]) or process.name(): sum(process.cpu_times()[:2])
+        for process in [root, *root.children(recursive=True)]
+    }
+
+
+async def boots_per_s(up: RunningCloud, boots: int, label: str) -> float:
+    """Boots/s through the REST API with ``IN_FLIGHT`` in flight (after a warm-up round); prints
+    the CPU each process spent per boot."""
+    cloud = Cloud(up.gateway_url)
     await cloud.start()
     try:
         await boot_many(cloud, IN_FLIGHT, "warm")
-        return boots / await boot_many(cloud, boots, "load")
+        before = cpu_seconds(up.process.pid)
+        rate = boots / await boot_many(cloud, boots, "load")
+        after = cpu_seconds(up.process.pid)
     finally:
         await cloud.close()
+    spent = {command: (after[command] - before.get(command, 0.0)) * 1000 / boots for command in after}
+    shown = ", ".join(f"{command} {ms:.1f}" for command, ms in sorted(spent.items(), key=lambda i: -i[1]))
+    print(f"CPU ms per boot, {label}: {sum(spent.values()):.1f} in all: {shown}", flush=True)
+    return rate
 
 
 async def eight_hosts_boots_per_s(boots: int) -> float:
@@ -100,7 +116,7 @@ async def eight_hosts_boots_per_s(boots: int) -> float:
         async with aiostack_up(
             data_dir, "--nodes", "8", "--nodes-per-process", "8", env={"AIOSTACK_ADMIN_PASSWORD": PASSWORD}
         ) as cloud:
-            return await boots_per_s(cloud.gateway_url, boots)
+            return await boots_per_s(cloud, boots, "8 hosts")
 
 
 async def main() -> None:
@@ -138,7 +154,7 @@ async def main() -> None:
                 print(f"  {pss:6.0f} MB PSS {rss:6.0f} MB RSS  {command}")
             await decide(scheduler, 50)  # warm up connections and caches
             took = await decide(scheduler, args.decisions)
-            many_hosts = await boots_per_s(cloud.gateway_url, args.boots)
+            many_hosts = await boots_per_s(cloud, args.boots, f"{args.nodes} hosts")
     eight_hosts = await eight_hosts_boots_per_s(args.boots)
     print(
         f"boots/s with {IN_FLIGHT} in flight: {many_hosts:.0f} over {args.nodes} hosts,"
