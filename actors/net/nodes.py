@@ -172,7 +172,8 @@ class NodePorts(NetForNodes):
 
     async def security_for_host(self, *, host: str) -> HostSecurity:
         """What ``host`` enforces: only its own instance ports (``api.net.NetForNodes``)."""
-        return await host_security(self.state.store, host)
+        async with self.state.writing() as db:
+            return await host_security(db, host)
 
     async def routers_for_host(self, *, host: str) -> HostRouters:
         """The routers ``host`` serves, which it serves from now on (``api.net.NetForNodes``)."""

@@ -188,6 +188,12 @@ MIGRATIONS: list[Step] = [
     CREATE INDEX floatingips_port ON floatingips(port_id);
     CREATE INDEX floatingips_router ON floatingips(router_id);
     """,
+    # 10: the hosts that enforce security groups (from their first ``security_for_host`` on): only
+    # they are told of changes (a test-driver host filters nothing and is never told)
+    """
+    CREATE TABLE filtering_hosts (host TEXT PRIMARY KEY, created_at TEXT NOT NULL);
+    CREATE INDEX ports_binding_host ON ports(binding_host);
+    """,
 ]
 
 # networks.shared, admin_state_up; subnets.enable_dhcp; ports.admin_state_up,

@@ -38,7 +38,7 @@ from api.net import (
     SecurityGroups,
 )
 from bus import Bus, InvalidRequest
-from runtime.stamps import new_uuid
+from runtime.stamps import new_uuid, utcnow
 
 PROTOCOLS = {
     "ah": 51, "dccp": 33, "egp": 8, "esp": 50, "gre": 47, "icmp": 1, "icmpv6": 58, "igmp": 2,
@@ -259,26 +259,38 @@ Change = tuple[set[str], set[str]]
 
 
 async def hosts_filtering(db: Db, groups: Collection[str]) -> set[str]:
-    """The hosts of the ports in ``groups`` or in groups with a rule naming one of them as remote."""
+    """The hosts enforcing security groups (``filtering_hosts``) that have ports in ``groups`` or
+    in groups with a rule naming one of them as remote: one indexed look per such host, however
+    many ports the groups have."""
     if not groups:
         return set()
     marks = ", ".join("?" * len(groups))
     rows = await db.fetchall(
-        "SELECT DISTINCT p.binding_host FROM ports p JOIN port_security_groups g ON g.port_id = p.id"
-        f" WHERE p.binding_host != '' AND (g.security_group_id IN ({marks}) OR g.security_group_id IN"
-        f" (SELECT security_group_id FROM security_group_rules WHERE remote_group_id IN ({marks})))",
+        "SELECT f.host FROM filtering_hosts f WHERE EXISTS (SELECT 1 FROM ports p"
+        " JOIN port_security_groups g ON g.port_id = p.id WHERE p.binding_host = f.host"
+        f" AND (g.security_group_id IN ({marks}) OR g.security_group_id IN"
+        f" (SELECT security_group_id FROM security_group_rules WHERE remote_group_id IN ({marks}))))",
         [*groups, *groups],
     )
-    return {row["binding_host"] for row in rows}
+    return {row["host"] for row in rows}
+
+
+async def filtering(db: Db, hosts: Collection[str]) -> set[str]:
+    """Those of ``hosts`` that enforce security groups."""
+    if not hosts:
+        return set()
+    marks = ", ".join("?" * len(hosts))
+    rows = await db.fetchall(f"SELECT host FROM filtering_hosts WHERE host IN ({marks})", list(hosts))
+    return {row["host"] for row in rows}
 
 
 async def ports_changed(db: Db, ports: Iterable[Mapping[str, Any]]) -> Change:
     """The groups of ``ports`` (records, as they were or are) and the hosts to tell: those
-    ``hosts_filtering`` them, and the ports' own."""
+    ``hosts_filtering`` them, and the ports' own if they enforce security groups."""
     ports = list(ports)
     groups = {group for port in ports for group in port["security_groups"]}
-    hosts = await hosts_filtering(db, groups) | {port["binding:host_id"] for port in ports}
-    return groups, hosts - {""}
+    own = {port["binding:host_id"] for port in ports} - {""}
+    return groups, await hosts_filtering(db, groups) | await filtering(db, own)
 
 
 async def tell(bus: Bus, *changes: Change) -> None:
@@ -290,7 +302,12 @@ async def tell(bus: Bus, *changes: Change) -> None:
 
 async def host_security(db: Db, host: str) -> HostSecurity:
     """What ``host`` enforces (``api.net.NetForNodes.security_for_host``): its instance ports, their
-    groups' rules, and the members of the remote groups those name."""
+    groups' rules, and the members of the remote groups those name. From then on the host is told
+    of the changes that concern it (``filtering_hosts``)."""
+    await db.execute(
+        "INSERT INTO filtering_hosts (host, created_at) VALUES (?, ?) ON CONFLICT (host) DO NOTHING",
+        (host, utcnow()),
+    )
     ports = await db.fetchall(
         "SELECT id, network_id, mac_address, port_security_enabled FROM ports"
         " WHERE binding_host = ? AND device_owner = ? ORDER BY rowid",

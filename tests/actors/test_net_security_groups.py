@@ -139,7 +139,14 @@ async def notices(bus: Bus) -> AsyncIterator[asyncio.Queue[tuple[str, list[str]]
     await subscription.unsubscribe()
 
 
-async def test_the_hosts_a_change_concerns_are_told_of_it(client: Net, notices: Any) -> None:
+async def enforcing(bus: Bus, *hosts: str) -> None:
+    """These hosts enforce security groups: each asked for what it enforces once."""
+    for host in hosts:
+        await NetForNodes.client(bus, host=host).security_for_host()
+
+
+async def test_the_hosts_a_change_concerns_are_told_of_it(client: Net, bus: Bus, notices: Any) -> None:
+    await enforcing(bus, "node-1", "node-2", "node-3")
     network, _ = await network_with_subnet(client, ALICE)
     with acting_as(ALICE):
         default = (await client.list_security_groups(name="default"))[0]["id"]
@@ -163,11 +170,32 @@ async def test_the_hosts_a_change_concerns_are_told_of_it(client: Net, notices: 
     assert notices.empty()
 
 
+async def test_a_host_that_never_asked_what_it_enforces_is_never_told(
+    client: Net, bus: Bus, notices: Any
+) -> None:
+    """A test-driver host filters nothing and never asks: a boot on it, or next to it in its
+    groups, sends it no notice, while a host that enforces is told as before."""
+    await enforcing(bus, "node-1")
+    network, _ = await network_with_subnet(client, ALICE)
+    with acting_as(ALICE):
+        default = (await client.list_security_groups(name="default"))[0]["id"]
+    await allocate(client, "instance-1", "project-a", [{"uuid": network["id"]}], host="simulated-1")
+    await allocate(client, "instance-2", "project-a", [{"uuid": network["id"]}], host="node-1")
+    async with asyncio.timeout(10):
+        assert await notices.get() == ("node-1", [default])
+    await allocate(client, "instance-3", "project-a", [{"uuid": network["id"]}], host="simulated-2")
+    async with asyncio.timeout(10):
+        assert await notices.get() == ("node-1", [default])  # a member of its group came
+    await asyncio.sleep(0.2)
+    assert notices.empty()
+
+
 async def test_an_instance_s_ports_bound_again_on_another_host_tell_both_hosts(
-    client: Net, notices: Any
+    client: Net, bus: Bus, notices: Any
 ) -> None:
     """An evacuate's destination asks for the instance's ports: they are bound there (the same
     ports and addresses), and the host they leave and the one they join are told."""
+    await enforcing(bus, "node-1", "node-2")
     network, _ = await network_with_subnet(client, ALICE)
     with acting_as(ALICE):
         default = (await client.list_security_groups(name="default"))[0]["id"]
