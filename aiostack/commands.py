@@ -16,6 +16,7 @@ from typing import IO, Any
 
 from aiostack.client import Client
 from aiostack.clouds import CloudAuth, CloudNotFound, find_cloud, gateway_of
+from aiostack.migrate_command import add_migrate_command, run_migrate
 from aiostack.output import UnknownColumn, add_output_options, print_listing, print_resource
 from aiostack.resize_command import add_resize_command, run_resize
 from aiostack.resource_commands import RESOURCES, add_resource_commands, run_resource_command
@@ -116,6 +117,7 @@ def add_client_commands(commands: Any, data_dir_default: Path) -> None:
         if action == "reboot":
             parser.add_argument("--hard", action="store_true", help="destroy and start again")
     add_resize_command(actions)
+    add_migrate_command(actions)
     evacuate = actions.add_parser(
         "evacuate", help="build a server whose host is down again on another host (admins)"
     )
@@ -263,6 +265,8 @@ async def run_client_command(args: argparse.Namespace) -> int:
                 return 0
             if args.action == "resize":
                 return await run_resize(client, args)
+            if args.action == "migrate":
+                return await run_migrate(client, args, Progress())
             if args.action == "evacuate":
                 moved = await client.servers.evacuate(
                     args.server, args.host, wait=args.wait, on_event=Progress()

@@ -31,6 +31,8 @@ RESIZE_ENDS = frozenset({"instance.active", "instance.shutoff"})
 """The events a confirmed or reverted resize ends with (a stopped server stays stopped)."""
 EVACUATE_MICROVERSION = {"OpenStack-API-Version": "compute 2.14"}
 """The first compute microversion whose evacuate takes no ``onSharedStorage`` (and answers no password)."""
+LIVE_MIGRATION_MICROVERSION = {"OpenStack-API-Version": "compute 2.25"}
+"""The first compute microversion whose live migration takes ``block_migration: auto``."""
 RESIZE_UNDONE = frozenset({*RESIZE_ENDS, "instance.paused"})
 """The events of a resize that ended before VERIFY_RESIZE: undone (no room on the host), or
 abandoned (its guest paused)."""
@@ -675,6 +677,30 @@ class ServerManager(_Manager[Server]):
         action: dict[str, Any] = {"evacuate": {} if host is None else {"host": host}}
         return await self._action(
             server, action, RESIZE_ENDS, wait, timeout, on_event, headers=EVACUATE_MICROVERSION
+        )
+
+    async def migrate(self, server: Server | str, *, wait: bool = True, timeout: float = 300.0) -> Server:
+        """Cold-migrate a server to another host (admins; the scheduler's choice); with ``wait``,
+        return it once VERIFY_RESIZE (then ``confirm_resize`` or ``revert_resize``).
+        :raises ResourceFailed: it went to ERROR, or the migration ended before VERIFY_RESIZE."""
+        verify = "instance.verify_resize"
+        return await self._action(server, {"migrate": None}, verify, wait, timeout, undone=RESIZE_UNDONE)
+
+    async def live_migrate(
+        self,
+        server: Server | str,
+        host: str | None = None,
+        *,
+        wait: bool = True,
+        timeout: float = 300.0,
+        on_event: OnEvent | None = None,
+    ) -> Server:
+        """Live-migrate a server (admins) to ``host`` (None: the scheduler's choice); with
+        ``wait``, return it once ACTIVE again (on its new host, or on its own if it was rolled
+        back). :raises ResourceFailed: it went to ERROR."""
+        action = {"os-migrateLive": {"host": host, "block_migration": "auto"}}
+        return await self._action(
+            server, action, "instance.active", wait, timeout, on_event, headers=LIVE_MIGRATION_MICROVERSION
         )
 
     async def confirm_resize(self, server: Server | str) -> Server:

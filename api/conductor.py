@@ -47,7 +47,9 @@ empty) and deletes the volumes marked ``delete_on_termination`` with the instanc
 ``ComputeUsage`` (what each project's instances used over a period: Nova's simple tenant usage); 10 -
 ``ServerEvacuations`` (an instance of a down host built again on another: admins only),
 ``NodeBuilds.get_build_request`` answers an evacuate's destination too, and ``build_failed`` ends
-an evacuate in ERROR.
+an evacuate in ERROR; 11 - ``ServerMigrations`` (migration records; cold migration),
+``AuditedInstance.other_host``, ``get_build_request`` answers a cold or live migration's
+destination (and its source, reverting or rolling back), ``NodeTasks.migration_progress``.
 
 Events (kind ``instance``, on ``evt.instance.<project>.<id>``, with the instance as ``Instance``
 shows it): ``instance.building`` (recorded), ``instance.spawning`` (a host was chosen: the
@@ -63,7 +65,7 @@ from typing import Annotated, Any, Literal, NotRequired, TypedDict
 
 from msgspec import Meta
 
-from api.fields import HostName, Id, Name
+from api.fields import HostName, Id, Name, PositiveAmount
 from api.net import RequestedNetwork
 from api.node import DeviceName, PowerAction, RebootType
 from api.scheduler import Reason as DisabledReason
@@ -84,6 +86,7 @@ Status = Literal[
     "RESIZE",
     "VERIFY_RESIZE",
     "REVERT_RESIZE",
+    "MIGRATING",
     "UNKNOWN",
 ]
 """An instance's status as Nova's API shows it (made of its vm_state and task_state)."""
@@ -382,6 +385,11 @@ class BuildRequest(TypedDict):
     """The key pair's public key by its name (none without ``key_name``)."""
     security_groups: NotRequired[list[str] | None]
     """The ids of the security groups the ports made for it join (None: its project's default)."""
+    power_on: NotRequired[bool]
+    """A cold migration's host: whether the domain defined there is started (it ran before)."""
+    rebind: NotRequired[bool]
+    """A live migration rolled back: the domain runs on this host still; its ports and volumes
+    are taken back here."""
 
 
 class InstanceMetadata(TypedDict):
@@ -437,6 +445,65 @@ class AuditedInstance(TypedDict):
     fault: Fault | None
     idle_s: float
     """Seconds since the instance last made progress."""
+    other_host: NotRequired[str | None]
+    """During a cold or live migration: the host of its other claim (the one it leaves or goes to)."""
+
+
+MigrationType = Literal["migration", "resize", "live-migration", "evacuation"]
+"""Nova's ``migration_type``."""
+MigrationStatus = Literal[
+    "queued",
+    "preparing",
+    "running",
+    "accepted",
+    "pre-migrating",
+    "migrating",
+    "post-migrating",
+    "finished",
+    "confirming",
+    "reverting",
+    "confirmed",
+    "reverted",
+    "error",
+    "failed",
+    "done",
+    "completed",
+    "cancelled",
+]
+"""Nova's migration statuses: a resize or cold migration's (pre-migrating ... finished, then
+confirmed or reverted), a live migration's (queued, preparing, running, then completed, failed
+or cancelled), an evacuate's (accepted, pre-migrating, then done or failed); error for any."""
+
+
+ByteCount = Annotated[int, Meta(ge=0, le=2**53)]
+CopyVerdict = Literal["go_on", "stop", "finish_now"]
+"""What the source of a live migration is told as it copies: go on, stop, or finish now."""
+
+
+class MigrationRecord(TypedDict):
+    """A resize, cold or live migration or evacuate of an instance (Nova's ``migrations`` row)."""
+
+    id: int
+    uuid: str
+    instance_uuid: str
+    project_id: str
+    user_id: str
+    migration_type: MigrationType
+    status: MigrationStatus
+    source_compute: str | None
+    dest_compute: str | None
+    """None until its destination is chosen."""
+    old_instance_type_id: str
+    new_instance_type_id: str
+    memory_total_bytes: int | None
+    """A live migration's progress (None before it runs, and for the others)."""
+    memory_processed_bytes: int | None
+    memory_remaining_bytes: int | None
+    disk_total_bytes: int | None
+    disk_processed_bytes: int | None
+    disk_remaining_bytes: int | None
+    created_at: str
+    updated_at: str | None
 
 
 class Audit(TypedDict):
@@ -937,8 +1004,88 @@ class ServerEvacuations(ServiceAPI, address="conductor"):
         ...
 
 
+class ServerMigrations(ServiceAPI, address="conductor"):
+    """Migration records, cold and live migration (admins only, as Nova's default policy)."""
+
+    @call(policy="compute:admin", idempotent=True)
+    async def list_migrations(
+        self,
+        *,
+        host: HostName | None = None,
+        status: Name | None = None,
+        instance_uuid: Id | None = None,
+        migration_type: MigrationType | None = None,
+    ) -> list[MigrationRecord]:
+        """Every resize, migration, live migration and evacuate matching the filters given,
+        newest first (``host``: its source or its destination)."""
+        ...
+
+    @call(policy="compute:admin", idempotent=True)
+    async def get_server_migration(
+        self, *, instance_uuid: Id, migration_id: PositiveAmount
+    ) -> MigrationRecord:
+        """A live migration of the instance in progress (queued, preparing, running, post-migrating).
+
+        :raises NotFound: no such instance, or no such live migration of it in progress.
+        """
+        ...
+
+    @call(policy="compute:admin", idempotent=True)
+    async def live_migrate_instance(
+        self, *, instance_uuid: Id, host: TargetHost | None = None, block_migration: bool = False
+    ) -> Instance:
+        """Live-migrate the instance (MIGRATING, ``migrating`` throughout) to ``host`` (forced,
+        disabled or not; None: the scheduler's choice, never its own host): its claim is taken
+        there beside its own, its host's node copies the guest while it runs, the destination's
+        node defines and starts it with its ports and volumes, and the source's claim and domain
+        go. A destination that fails rolls it back (it keeps running on its host).
+
+        :raises NotFound: no such instance.
+        :raises InvalidRequest: ``host`` is unknown, down, or the instance's own; no host has
+            room; the instance's host runs real guests (not migrated live between hosts).
+        :raises Conflict: not active with no task, or locked.
+        """
+        ...
+
+    @call(policy="compute:admin", idempotent=True)
+    async def abort_migration(self, *, instance_uuid: Id, migration_id: PositiveAmount) -> None:
+        """Abort a running live migration: it is rolled back (``cancelled``), the instance stays on
+        its host.
+
+        :raises NotFound: no such instance, or no such migration of it.
+        :raises Conflict: the instance is not migrating.
+        :raises InvalidRequest: the migration is not running (or is no live migration).
+        """
+        ...
+
+    @call(policy="compute:admin", idempotent=True)
+    async def force_complete_migration(self, *, instance_uuid: Id, migration_id: PositiveAmount) -> None:
+        """Have a running live migration finish its copy now (Nova pauses the guest for it).
+
+        :raises NotFound: no such instance, or no such migration of it.
+        :raises Conflict: the instance is not migrating.
+        :raises InvalidRequest: the migration is not running (or is no live migration).
+        """
+        ...
+
+    @call(policy="compute:admin", idempotent=True)
+    async def migrate_instance(self, *, instance_uuid: Id) -> Instance:
+        """Cold-migrate the instance (a resize to its own flavor on another host): the scheduler
+        claims another host beside the instance's (never its own), its domain moves there
+        (RESIZE), and it is RESIZED (VERIFY_RESIZE) until ``confirm_resize`` (the source's claim
+        given back) or ``revert_resize`` (moved back).
+
+        :raises NotFound: no such instance.
+        :raises InvalidRequest: no other host has room ("No valid host was found.").
+        :raises Conflict: not active or stopped with no task, or locked; its host runs real
+            guests (their disks are not copied between hosts).
+        """
+        ...
+
+
 class Compute(
     Servers,
+    ServerMigrations,
     ServerCreation,
     ServerActions,
     ServerResizes,
@@ -1058,6 +1205,23 @@ class NodeTasks(ServiceAPI, address="conductor.host.{host}", caller="host"):
     @call(idempotent=True)
     async def list_host_instances(self) -> list[Instance]:
         """Every live instance recorded on the calling host (a node reconciles libvirt with these)."""
+        ...
+
+    @call(idempotent=True)
+    async def migration_progress(
+        self,
+        *,
+        instance_uuid: Id,
+        memory_total_bytes: ByteCount,
+        memory_processed_bytes: ByteCount,
+        memory_remaining_bytes: ByteCount,
+    ) -> CopyVerdict:
+        """The source of a live migration has copied this much of the guest's memory: the record
+        shows it (``running``). Answers whether to go on, stop (the migration was aborted, or
+        ended otherwise) or finish now (forced to complete).
+
+        :raises NotFound: no such live instance on the calling host.
+        """
         ...
 
 

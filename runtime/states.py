@@ -81,6 +81,8 @@ class TaskState(enum.StrEnum):
     RESIZE_FINISH = "resize_finish"
     RESIZE_REVERTING = "resize_reverting"
     RESIZE_CONFIRMING = "resize_confirming"
+    MIGRATING = "migrating"
+    """A live migration, from its claim to its end (its step: the instance's ``migration_step``)."""
 
 
 RESIZE_TASKS = frozenset(

@@ -8,6 +8,8 @@ It is composed of servants, one per job, sharing one ``Core`` (store, bus, clien
   (``states.py``: which states an action may start from and where it leads);
 * ``power.PowerActions``: stop, start, reboot, pause, unpause, suspend, resume, delete;
 * ``evacuate.Evacuations``: evacuate (an instance of a down host built again on another);
+* ``migrate.Migrations``: the migration records, cold migration (``resize.py``'s steps), live
+  migration (``live.py``);
 * ``resize.Resizes``: resize, confirm, revert (and the auto-confirm after ``resize_confirm_window``
   seconds, 0: never);
 * ``details.InstanceDetails``: rename, access addresses, metadata, lock;
@@ -33,6 +35,8 @@ from actors.conductor.flavors import FlavorCatalog, add_default_flavors
 from actors.conductor.instances import ServerReads
 from actors.conductor.keypairs import KeypairBook
 from actors.conductor.lifecycle import DomainReports
+from actors.conductor.live import LiveMigrations
+from actors.conductor.migrate import Migrations
 from actors.conductor.power import PowerActions
 from actors.conductor.quotas import QuotaBook
 from actors.conductor.resize import Resizes
@@ -90,14 +94,17 @@ class ConductorActor(Actor):
         resizes = Resizes(self.core, confirm_window=resize_confirm_window)
         evacuations = Evacuations(self.core)
         self.builder.evacuate_failed = evacuations.fail
-        reports = DomainReports(self.core, resizes, evacuations)
-        self.watch = TaskWatch(self.core, self.builder, reports, resizes, evacuations)
+        live = LiveMigrations(self.core)
+        self.builder.migration_failed = Migrations.failed_step(resizes, live)
+        reports = DomainReports(self.core, resizes, evacuations, live)
+        self.watch = TaskWatch(self.core, self.builder, reports, resizes, evacuations, live)
         self.serve(
             ServerReads(self.core),
             self.builder,
             PowerActions(self.core, self.builder),
             resizes,
             evacuations,
+            Migrations(self.core, resizes, live),
             InstanceDetails(self.core),
             Attachments(self.core),
             FlavorCatalog(self.store),

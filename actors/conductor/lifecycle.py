@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from actors.conductor.core import Core
 from actors.conductor.evacuate import Evacuations
+from actors.conductor.live import LiveMigrations
 from actors.conductor.resize import Resizes
 from actors.conductor.schema import InstanceRow, task_state_of, view, vm_state_of
 from actors.conductor.states import RESIZE_STEPS, Action, Report
@@ -24,10 +25,11 @@ class DomainReports(NodeReports):
     """Serves ``api.conductor.NodeReports`` (each call from the node of the instance's host: any
     other is refused ``NotFound`` by ``Core.placed``, and changes nothing)."""
 
-    def __init__(self, core: Core, resizes: Resizes, evacuations: Evacuations) -> None:
+    def __init__(self, core: Core, resizes: Resizes, evacuations: Evacuations, live: LiveMigrations) -> None:
         self.core = core
         self.resizes = resizes
         self.evacuations = evacuations
+        self.live = live
 
     async def domain_event(
         self, *, instance_uuid: str, event: int, detail: int, host: str
@@ -84,6 +86,9 @@ class DomainReports(NodeReports):
         if task_state_of(row) in RESIZE_STEPS:
             await self.resizes.step_done(row)
             return
+        if task_state_of(row) is TaskState.MIGRATING:
+            await self.live.copied(row)
+            return
         moved = await self.core.transit(row, Report.TASK_DONE)
         if moved is not None:
             await self.core.publish(moved.row)
@@ -103,6 +108,8 @@ class DomainReports(NodeReports):
             return await self.core.finish_delete(row, trigger, cause)
         task = task_state_of(row)
         ends_task = change.task_state is None and task is not None
+        if ends_task and task is TaskState.MIGRATING:
+            return await self.live.end(row, trigger, cause)
         if ends_task and task is TaskState.REBUILD_SPAWNING:
             return await self.evacuations.finished(row, trigger, cause)
         if ends_task and task is TaskState.RESIZE_FINISH and change.vm_state is VmState.RESIZED:

@@ -93,6 +93,10 @@ class Action(enum.StrEnum):
     CONFIRM_RESIZE = "confirmResize"
     REVERT_RESIZE = "revertResize"
     EVACUATE = "evacuate"
+    MIGRATE = "migrate"
+    """A cold migration: a resize to the same flavor on another host (its steps are a resize's)."""
+    LIVE_MIGRATION = "live-migration"
+    """A live migration: the running domain moves to another host (``migrating`` throughout)."""
 
 
 class Report(enum.StrEnum):
@@ -126,6 +130,12 @@ class Report(enum.StrEnum):
     """The scheduler moved an evacuate's claim to its destination: the node there builds it."""
     EVACUATE_FAILED = "evacuate_failed"
     """An evacuate cannot go on: no destination (nothing moved), or its node's step failed or stalled."""
+    LIVE_STEP = "live_step"
+    """A live migration goes on to its next step (``migration_step``), still ``migrating``."""
+    LIVE_ENDED = "live_ended"
+    """A live migration ends without its destination's word: cancelled, or given up (nothing moved)."""
+    LIVE_FAILED = "live_failed"
+    """A live migration's rollback could not finish: ERROR."""
 
 
 Trigger = Action | Lifecycle | Report
@@ -184,6 +194,10 @@ RESIZE_STEPS: Final = frozenset(
 )
 """The tasks of a resize before it is RESIZED."""
 
+LIVE_MIGRATION_FROM: Final = frozenset({VmState.ACTIVE})
+"""The vm_states a live migration may start from (with no task running): a paused guest is not
+migrated (the destination starts the domain it defines)."""
+
 EVACUATE_FROM: Final = frozenset({VmState.ACTIVE, VmState.STOPPED, VmState.ERROR})
 """The vm_states an evacuate may start from (with no task running), as Nova's."""
 
@@ -199,6 +213,7 @@ ACTION_OF_TASK: Final[dict[TaskState, Action]] = {
     TaskState.RESIZE_CONFIRMING: Action.CONFIRM_RESIZE,
     TaskState.RESIZE_REVERTING: Action.REVERT_RESIZE,
     TaskState.REBUILD_SPAWNING: Action.EVACUATE,
+    TaskState.MIGRATING: Action.LIVE_MIGRATION,
 }
 """The action each task_state belongs to (an evacuate's first step is ``rebuilding`` too: the
 conductor tells it from a rebuild's by the instance's ``evacuate_from``)."""
@@ -219,6 +234,7 @@ TASK_STATUS: Final[dict[TaskState, Status]] = {
     TaskState.REBOOTING_HARD: "HARD_REBOOT",
     TaskState.REBUILDING: "REBUILD",
     TaskState.REBUILD_SPAWNING: "REBUILD",
+    TaskState.MIGRATING: "MIGRATING",
 }
 """... but for an active instance in these tasks, ..."""
 REBUILD_TASKS: Final = frozenset({TaskState.REBUILDING, TaskState.REBUILD_SPAWNING})
@@ -259,8 +275,10 @@ def _action(vm_state: VmState, task_state: TaskState | None, action: Action) -> 
         return None
     if action is Action.ATTACH_VOLUME:
         return Change(vm_state, None) if vm_state in VOLUME_STATES else None
-    if action is Action.RESIZE:
+    if action in (Action.RESIZE, Action.MIGRATE):
         return Change(vm_state, TaskState.RESIZE_PREP) if vm_state in RESIZE_FROM else None
+    if action is Action.LIVE_MIGRATION:
+        return Change(vm_state, TaskState.MIGRATING) if vm_state in LIVE_MIGRATION_FROM else None
     if action is Action.EVACUATE:
         return Change(vm_state, TaskState.REBUILDING) if vm_state in EVACUATE_FROM else None
     if action in (Action.CONFIRM_RESIZE, Action.REVERT_RESIZE):
@@ -342,6 +360,12 @@ def _report(vm_state: VmState, task_state: TaskState | None, report: Report) -> 
         case Report.EVACUATE_FAILED if task_state is TaskState.REBUILDING:
             return Change(vm_state, None)
         case Report.EVACUATE_FAILED if task_state is TaskState.REBUILD_SPAWNING:
+            return Change(VmState.ERROR, None)
+        case Report.LIVE_STEP if task_state is TaskState.MIGRATING:
+            return Change(vm_state, TaskState.MIGRATING)
+        case Report.LIVE_ENDED if task_state is TaskState.MIGRATING:
+            return Change(vm_state, None)
+        case Report.LIVE_FAILED if task_state is TaskState.MIGRATING:
             return Change(VmState.ERROR, None)
         case Report.SCHEDULED if building and task_state is TaskState.SCHEDULING:
             return Change(VmState.BUILDING, TaskState.SPAWNING)

@@ -37,6 +37,7 @@ from actors.conductor.build import Builder
 from actors.conductor.core import NODE_TASKS, Core, action_of
 from actors.conductor.evacuate import Evacuations
 from actors.conductor.lifecycle import DomainReports
+from actors.conductor.live import LiveMigrations
 from actors.conductor.resize import Resizes
 from actors.conductor.schema import InstanceRow, task_state_of, view, vm_state_of
 from actors.conductor.states import Action, Report
@@ -45,6 +46,7 @@ from api.conductor import (
     BlockDevice,
     ConductorForOwners,
     ConductorOperator,
+    CopyVerdict,
     Instance,
     InstanceAction,
     InstanceActionEvent,
@@ -75,12 +77,14 @@ class TaskWatch(NodeTasks, ConductorForOwners, ConductorOperator):
         reports: DomainReports,
         resizes: Resizes,
         evacuations: Evacuations,
+        live: LiveMigrations,
     ) -> None:
         self.core = core
         self.builder = builder
         self.reports = reports
         self.resizes = resizes
         self.evacuations = evacuations
+        self.live = live
 
     # -- what nodes, owners and the operator ask --------------------------------------------
 
@@ -105,6 +109,19 @@ class TaskWatch(NodeTasks, ConductorForOwners, ConductorOperator):
             row=InstanceRow,
         )
         return [view(row) for row in rows]
+
+    async def migration_progress(
+        self,
+        *,
+        instance_uuid: str,
+        memory_total_bytes: int,
+        memory_processed_bytes: int,
+        memory_remaining_bytes: int,
+        host: str,
+    ) -> CopyVerdict:
+        return await self.live.progress(
+            instance_uuid, host, memory_total_bytes, memory_processed_bytes, memory_remaining_bytes
+        )
 
     async def live_instances(self, *, instance_uuids: list[str]) -> list[str]:
         """Which of these instances still exist (not deleted): the rest hold nothing any more."""
@@ -152,6 +169,9 @@ class TaskWatch(NodeTasks, ConductorForOwners, ConductorOperator):
                     "task_state": task_state_of(row),
                     "fault": from_json(row["fault"]),
                     "idle_s": round(now - row["progress_at"], 1),
+                    "other_host": row["migrate_to"]
+                    if row["host"] == row["migrate_from"]
+                    else row["migrate_from"],
                 }
                 for row in rows
             ],
@@ -207,6 +227,7 @@ class TaskWatch(NodeTasks, ConductorForOwners, ConductorOperator):
             elif (
                 task in NODE_TASKS
                 and not (task is TaskState.REBUILDING and row["evacuate_from"] is not None)  # the conductor's
+                and not (task is TaskState.MIGRATING and row["migration_step"] == "claim")  # the conductor's
                 and not row["task_acked"]
                 and now - (row["task_sent_at"] or 0) > self.core.ack_timeout
                 and (row["host"] is None or self.core.hosts_alive.get(row["host"], True))
@@ -238,6 +259,9 @@ class TaskWatch(NodeTasks, ConductorForOwners, ConductorOperator):
             return
         if task in RESIZE_TASKS:
             await self.resizes.resolve_stalled(row, task, reason)
+            return
+        if task is TaskState.MIGRATING:
+            await self.live.resolve_stalled(row, reason)
             return
         if action_of(row, task) is Action.EVACUATE:
             await self.evacuations.resolve_stalled(row, task, reason)

@@ -11,6 +11,7 @@ resource, each its routes and schemas.
 * ``flavors``, ``images`` (Nova's proxy to Glance), ``keypairs``, ``limits``, ``quotas``,
   ``zones`` (availability zones);
 * ``hosts``: the compute hosts for operators (``os-services``, ``os-hypervisors``);
+* ``migrations``: every resize, migration and evacuate (``os-migrations``, admins);
 * ``usage``: what each project's instances used over a period (``os-simple-tenant-usage``).
 
 Every route calls the conductor through its ``Compute`` facet (``common.compute``); the serial
@@ -32,6 +33,7 @@ from gateway.compute import (
     keypairs,
     limits,
     metadata,
+    migrations,
     quotas,
     servers,
     usage,
@@ -56,6 +58,7 @@ for _module in (
     quotas,
     zones,
     hosts,
+    migrations,
     usage,
 ):
     routes.include(_module.routes)
