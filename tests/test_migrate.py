@@ -287,7 +287,7 @@ async def test_a_cold_migration_goes_on_after_its_conductor_restarts(migrate_clo
     assert (await audit(cloud.bus)).problems == {}
 
 
-async def test_a_cold_migration_whose_destination_dies_ends_in_error_with_one_claim(
+async def test_a_cold_migration_whose_destination_dies_ends_in_error_on_its_host_with_one_claim(
     migrate_cloud: MigrateCloud,
 ) -> None:
     cloud = migrate_cloud
@@ -300,10 +300,13 @@ async def test_a_cold_migration_whose_destination_dies_ends_in_error_with_one_cl
     server = await cloud.until(server_id, "ERROR", timeout=TASK_TIMEOUT * 8)
     assert "made no progress" in server["fault"]["message"]
     assert server["OS-EXT-STS:task_state"] is None
-    assert await cloud.claims(server_id) == [server["OS-EXT-SRV-ATTR:host"]]  # one claim, where recorded
+    assert server["OS-EXT-SRV-ATTR:host"] == source  # where its domain still is
+    assert [uuid for uuid, _ in await cloud.domains(source)] == [server_id]
+    assert await cloud.claims(server_id) == [source]  # one claim, where it is recorded
     [record] = await cloud.migrations(f"?instance_uuid={server_id}")
     assert record["status"] == "error"
     assert ("migrate", "Error") in await cloud.actions(server_id)
+    assert (await audit(cloud.bus)).problems == {}
 
 
 async def _cli(gateway_url: str, cwd: Any, *args: str) -> str:
@@ -367,7 +370,8 @@ async def test_a_live_migration_moves_the_running_server_with_its_port_address_a
         seen = await events_until_active(ws, server_id)
     finally:
         await ws.close()
-    assert seen == [
+    assert seen == [  # started, claimed, recorded on its destination, running there
+        ("instance.migrating", "MIGRATING"),
         ("instance.migrating", "MIGRATING"),
         ("instance.migrating", "MIGRATING"),
         ("instance.active", "ACTIVE"),

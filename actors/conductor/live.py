@@ -203,6 +203,7 @@ class LiveMigrations:
         await self.core.record_step(
             row["uuid"], Action.LIVE_MIGRATION, "live_migration", row["host"], "Success"
         )
+        await self.core.publish(moved.row, f"instance.{TaskState.MIGRATING}")  # now on its destination
         await self.core.send_task(moved.row)
 
     async def end(self, row: InstanceRow, trigger: Report | Lifecycle, cause: Cause) -> InstanceChange | None:
@@ -266,6 +267,7 @@ class LiveMigrations:
         await self.core.record_step(
             uuid, Action.LIVE_MIGRATION, "rollback_live_migration", row["host"], "Error", reason
         )
+        await self.core.publish(moved.row, f"instance.{TaskState.MIGRATING}")  # back on its source
         await self.core.send_task(moved.row)
 
     async def failed(self, row: InstanceRow, task: TaskState, reason: str) -> None:

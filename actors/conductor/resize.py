@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import Any, Literal
 
 from actors.conductor.core import Core
 from actors.conductor.flavors import find_flavor
@@ -44,6 +44,11 @@ NEW_FLAVOR_DEFINED = frozenset(
     {TaskState.RESIZE_MIGRATED, TaskState.RESIZE_FINISH, TaskState.RESIZE_CONFIRMING}
 )
 """The steps of a resize by which its node has given the domain the new flavor."""
+MOVING_FROM: dict[TaskState, Literal["migrate_from", "migrate_to"]] = {
+    TaskState.RESIZE_FINISH: "migrate_from",
+    TaskState.RESIZE_REVERTING: "migrate_to",
+}
+"""A cold migration's node steps: the column naming the host the domain moves from in each."""
 COPYLESS_HYPERVISOR = "test"
 """The only hypervisor whose hosts cold-migrate: libvirt's test driver, whose domains have no disk
 to copy (a real guest's disk is not copied between hosts)."""
@@ -323,15 +328,16 @@ class Resizes(ServerResizes):
         else:
             await self.fail(row, task, f"{reason}; {'host down' if host else 'no host'}")
 
-    async def _settle_claims(self, row: InstanceRow) -> dict[str, Any]:
+    async def _settle_claims(self, row: InstanceRow, host: str | None = None) -> dict[str, Any]:
         """A resize that ends otherwise than confirmed or reverted keeps one claim, that of the
         flavor its domain was last given: the new one once the node defined it (resize_migrated
         and after), the old one before it and during a revert (``flavor`` since the revert
-        began). The instance's columns that go with it."""
+        began); a migration's, that of the host the instance is recorded on (or ``host``, where
+        it goes back to). The instance's columns that go with it."""
         task = task_state_of(row)
         defined = task in NEW_FLAVOR_DEFINED or (task is None and vm_state_of(row) is VmState.RESIZED)
-        if row["migrate_from"] is not None:  # the claim kept is where the instance is recorded
-            defined = row["host"] == row["migrate_to"]
+        if row["migrate_from"] is not None:
+            defined = (host or row["host"]) == row["migrate_to"]
         if defined:
             await self.core.scheduler.confirm_resize(instance_uuid=row["uuid"])
         else:
@@ -341,6 +347,7 @@ class Resizes(ServerResizes):
             "flavor": row["flavor"] if keep else row["old_flavor"] or row["flavor"],
             "old_flavor": None,
             "resized_at": None,
+            **({"host": host} if host is not None else {}),
         }
 
     async def abandon(
@@ -358,10 +365,13 @@ class Resizes(ServerResizes):
         return await self.core.publish_change(moved.row, cause)
 
     async def fail(self, row: InstanceRow, task: TaskState, reason: str) -> None:
-        """A node's step its node will not finish: ERROR, with one claim (``_settle_claims``)."""
+        """A node's step its node will not finish: ERROR, with one claim (``_settle_claims``). A
+        migration whose node would not define the domain is recorded again on the host it was
+        moving from, whose domain is still there (dropped only once the move is done)."""
         uuid = row["uuid"]
         fault: Fault = {"code": 500, "message": reason[:1000], "created": utcnow()}
-        columns = {**await self._settle_claims(row), "fault": to_json(fault)}
+        back = MOVING_FROM.get(task) if row["migrate_from"] is not None else None
+        columns = {**await self._settle_claims(row, back and row[back]), "fault": to_json(fault)}
         moved = await self.core.transit(row, Report.RESIZE_FAILED, columns)
         if moved is None:
             return
