@@ -27,7 +27,7 @@ import asyncio
 import tempfile
 
 from aiostack.client import Client
-from bench.resize import GOAL_S, PASSWORD, percentile, timed
+from bench.resize import GOAL_S, PASSWORD, percentile, print_percentiles, timed
 from deploy.launch import aiostack_up
 
 
@@ -63,11 +63,7 @@ async def main() -> None:
     parser.add_argument("--servers", type=int, default=10, help="servers, each resized and migrated twice")
     args = parser.parse_args()
     times = await measure(args.servers)
-    for name, values in times.items():
-        print(
-            f"{name}: p50 {percentile(values, 0.5):.3f} s, p99 {percentile(values, 0.99):.3f} s"
-            f" ({len(values)} times)"
-        )
+    print_percentiles(times)
     resize_s, cold_s = percentile(times["resize"], 0.5), percentile(times["cold_migration"], 0.5)
     print(
         f"RESULT resize_s={resize_s:.3f} cold_migration_s={cold_s:.3f}"
