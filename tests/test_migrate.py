@@ -541,3 +541,32 @@ async def test_a_live_migration_whose_source_dies_mid_copy_ends_with_one_claim(
         while (problems := (await audit(cloud.bus)).problems) != {}:
             await asyncio.sleep(0.5)
     assert problems == {}
+
+
+async def test_a_server_deleted_while_it_migrates_live_leaves_nothing_on_either_host(
+    slow_copy_cloud: SlowCopyCloud,
+) -> None:
+    cloud = slow_copy_cloud
+    server_id, source = await cloud.migrating()
+    await cloud.until_copying(server_id)
+    status, body = await cloud.api.delete(f"/compute/v2.1/servers/{server_id}")
+    assert status == 204, body
+    async with asyncio.timeout(15):
+        while (await cloud.api.get(f"/compute/v2.1/servers/{server_id}"))[0] != 404:
+            await asyncio.sleep(0.05)
+    assert await cloud.claims(server_id) == []
+    assert await cloud.ports(server_id) == []
+    assert await cloud.domains(source) == [] and await cloud.domains(_other(source)) == []
+    assert [r["status"] for r in await cloud.migrations(f"?instance_uuid={server_id}")] == ["error"]
+    assert (await audit(cloud.bus)).problems == {}
+
+
+async def test_an_evacuate_is_a_migration_record_too(migrate_cloud: MigrateCloud) -> None:
+    cloud = migrate_cloud
+    server_id, source, target = await cloud.boot_placed()
+    await cloud.stop_node(source)
+    assert (await cloud.evacuate(server_id))[0] == 200
+    await cloud.until(server_id, "ACTIVE")
+    [record] = await cloud.migrations(f"?migration_type=evacuation&host={target}", headers=V223)
+    assert (record["instance_uuid"], record["status"]) == (server_id, "done")
+    assert (record["source_compute"], record["dest_compute"]) == (source, target)

@@ -368,7 +368,20 @@ class Core:
             return None
         await self.finish_action(row["uuid"], Action.DELETE, "Success")
         await self._delete_volumes_on_termination(row)
+        await self._drop_on_other_host(row)
         return await self.publish_change(moved.row, cause)
+
+    async def _drop_on_other_host(self, row: InstanceRow) -> None:
+        """A migration's instance deleted: the node of the migration's other host removes the
+        domain it may hold (else its orphan sweep will)."""
+        for host in {row["migrate_from"], row["migrate_to"]} - {row["host"], None}:
+            assert host is not None
+            try:
+                await self.node(host).drop_moved_instance(instance_uuid=row["uuid"])
+            except AiostackError as exc:
+                log.warning(
+                    "instance %s: %s did not take the removal of its domain: %s", row["uuid"], host, exc
+                )
 
     async def _delete_volumes_on_termination(self, row: InstanceRow) -> None:
         """Delete the volumes the instance was booted with ``delete_on_termination`` (freed by now:
