@@ -12,7 +12,8 @@ Facets, by caller (each made of the parts the conductor's servants implement, by
 
 * ``Compute``: the user-facing compute API, as the gateway reaches it: ``Servers`` (reads),
   ``ServerCreation``, ``ServerActions`` (power changes, reboot, delete), ``ServerResizes``,
-  ``ServerEvacuations``, ``ServerDetails``
+  ``ServerEvacuations``, ``ServerMigrations`` (migration records, cold and live migration),
+  ``ServerDetails``
   (name, access addresses, metadata, lock), ``ServerVolumes``, ``ServerHistory`` (the actions
   of an instance and their steps), ``ComputeQuotas``, ``ComputeUsage`` (usage over a period),
   ``Flavors`` and ``Keypairs``;

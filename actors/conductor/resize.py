@@ -17,6 +17,17 @@ timeout is settled (``resolve_stalled``): a claim that did not finish is undone;
 that its node will not finish ends in ERROR with one claim, that of the flavor the instance is
 left recorded with. A RESIZED instance is confirmed by itself ``confirm_window`` seconds after
 (Nova's ``resize_confirm_window``; 0: never).
+
+A cold migration (``migrate_instance``, Nova's ``migrate``) is a resize to the instance's own
+flavor on another host, with the same steps: ``migrate_from`` records the host it leaves; the
+claim is taken on the best other host (``migrate_to``) beside the source's; resize_migrating: the
+source's node powers the domain off; resize_finish: the instance is recorded on its destination,
+whose node defines the domain from the build request (its ports' binding and volumes' attachments
+moved there, as an evacuate's) and starts it if it ran; once RESIZED the source's node removes its
+domain. Confirm gives the source's claim back; revert records it on its source again, whose node
+defines it there (ports and volumes back), then the destination's claim is given back and its
+domain removed. A node step that will not finish ends in ERROR on the host the domain was moving
+from (still there). Refused on hosts of real guests (their disks are not copied).
 """
 
 from __future__ import annotations
