@@ -8,16 +8,25 @@ conductor's task timeout is 3 s.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
+import signal
 import sys
 from typing import Any
 
 import aiohttp
 import pytest
 
+from aiostack import ApiError
 from aiostack.client import Client
+from api.node import Node
+from api.scheduler import SchedulerReader
+from bus import Bus
 from deploy.audit import audit
-from tests.helpers import DEMO_PASSWORD, Api
+from deploy.chaos import victim_pid
+from deploy.launch import aiostack_up
+from tests.helpers import DEMO_PASSWORD, Api, aiostack_audit
 from tests.test_evacuate import (
     TASK_TIMEOUT,
     EvacuateCloud,
@@ -570,3 +579,72 @@ async def test_an_evacuate_is_a_migration_record_too(migrate_cloud: MigrateCloud
     [record] = await cloud.migrations(f"?migration_type=evacuation&host={target}", headers=V223)
     assert (record["instance_uuid"], record["status"]) == (server_id, "done")
     assert (record["source_compute"], record["dest_compute"]) == (source, target)
+
+
+# -- a real `aiostack up`, its processes killed mid-migration ---------------------------------------
+
+CHAOS_PASSWORD = "chaos-secret"
+CHAOS_VICTIMS = ("conductor", "scheduler", "net", "volume", "source", "destination", "nats-server")
+"""Each process of a two-node `aiostack up`, by its role in the migration (the node processes)."""
+
+
+async def _settled(client: Client, server_id: str, deadline: float = 90.0) -> dict[str, Any]:
+    """The server once it is ACTIVE (or ERROR) with no task: its migration ended one way or the other."""
+    path = f"/compute/v2.1/servers/{server_id}"
+    async with asyncio.timeout(deadline):
+        while True:
+            try:
+                server = (await client.request("GET", path, headers=V225))["server"]
+                if server["status"] in ("ACTIVE", "ERROR") and server["OS-EXT-STS:task_state"] is None:
+                    return dict(server)
+            except ApiError:
+                pass  # the gateway's bus is away (nats-server restarting)
+            await asyncio.sleep(0.2)
+
+
+@pytest.mark.full_size
+@pytest.mark.timeout(900)
+async def test_killing_any_process_mid_live_migration_leaves_one_domain_and_one_claim(tmp_path) -> None:
+    """SIGKILL each process of a real `aiostack up --nodes 2` in turn while a live migration copies
+    (4 MB/s): `aiostack up` restarts it, the migration ends (completed, or rolled back), the server
+    is ACTIVE with exactly one claim and one domain, on its recorded host, and `aiostack audit` is
+    clean."""
+    args = ("--nodes", "2", "--task-timeout", "5", "--migration-bandwidth", "4")
+    async with (
+        aiostack_up(tmp_path, *args, env={"AIOSTACK_ADMIN_PASSWORD": CHAOS_PASSWORD}) as cloud,
+        Client(cloud.gateway_url) as client,
+        await Bus.connect(cloud.nats_url, name="migrate-chaos", credentials=cloud.admin_credentials) as bus,
+    ):
+        await client.login("admin", CHAOS_PASSWORD, "admin")
+        for victim in CHAOS_VICTIMS:
+            server = await client.servers.create(f"chaos-{victim}", image="aiostack-tiny", flavor="m1.tiny")
+            source = str(server.host)
+            await client.servers.live_migrate(server, wait=False)
+            path = f"/compute/v2.1/servers/{server.id}/migrations"
+            async with asyncio.timeout(30):
+                while (
+                    not (running := (await client.request("GET", path, headers=V225))["migrations"])
+                    or not (running[0]["memory_processed_bytes"])
+                ):
+                    await asyncio.sleep(0.1)
+            role = {"source": source, "destination": _other(source)}
+            os.kill(victim_pid(tmp_path, role.get(victim, victim)), signal.SIGKILL)
+            with contextlib.suppress(ApiError):  # done with the copy now (if it still runs)
+                await client.request(
+                    "POST", f"{path}/{running[0]['id']}/action", {"force_complete": None}, headers=V225
+                )
+            settled = await _settled(client, server.id)
+            assert settled["status"] == "ACTIVE", (victim, settled)
+            host = settled["OS-EXT-SRV-ATTR:host"]
+            async with asyncio.timeout(60):
+                while True:
+                    claims = [c["host"] for c in await SchedulerReader.client(bus).list_allocations()]
+                    domains = {
+                        name: [d["uuid"] for d in await Node.client(bus, host=name).list_domains()]
+                        for name in ("node-1", "node-2")
+                    }
+                    if claims == [host] and domains == {host: [server.id], _other(host): []}:
+                        break
+                    await asyncio.sleep(0.5)
+            assert (await aiostack_audit(tmp_path))[0] == 0, victim
+            await client.servers.delete(server)
