@@ -178,8 +178,9 @@ class Node(ServiceAPI, address="node.{host}"):
 
     @cast
     async def drop_moved_instance(self, *, instance_uuid: Id) -> None:
-        """The instance moved to another host (a cold migration finished or reverted): remove its
-        domain and files here if it is no longer recorded on this host (the orphan sweep, now)."""
+        """The instance moved to another host (a cold or live migration finished or was undone, or
+        it was deleted mid-migration): remove its domain and files here if it is no longer recorded
+        on this host (the orphan sweep, now)."""
         ...
 
     @cast
