@@ -467,27 +467,42 @@ class SchedulerActor(Actor, Scheduler):
     # -- resizes --------------------------------------------------------------------------
 
     async def claim_resize(
-        self, *, instance_uuid: str, vcpus: int, memory_mb: int, disk_gb: int
+        self,
+        *,
+        instance_uuid: str,
+        vcpus: int,
+        memory_mb: int,
+        disk_gb: int,
+        elsewhere: bool = False,
+        host: str | None = None,
     ) -> Destination:
         """Claim a resize's new flavor beside the old (``api.scheduler.Scheduler.claim_resize``)."""
         request = {"vcpus": vcpus, "memory_mb": memory_mb, "disk_gb": disk_gb}
-        host = await self._retrying(
-            f"resize claim for {instance_uuid}", lambda: self._claim_resize(instance_uuid, request)
+        destination = await self._retrying(
+            f"resize claim for {instance_uuid}",
+            lambda: self._claim_resize(instance_uuid, request, elsewhere=elsewhere, forced=host),
         )
-        return {"host": host}
+        return {"host": destination}
 
-    async def _claim_resize(self, instance_uuid: str, request: dict[str, int]) -> str:
+    async def _claim_resize(
+        self, instance_uuid: str, request: dict[str, int], *, elsewhere: bool, forced: str | None
+    ) -> str:
         async with self.store.transaction() as db:
             claim = await db.fetchone("SELECT * FROM allocations WHERE instance_uuid = ?", (instance_uuid,))
             if claim is None:
                 raise NotFound(f"no allocation for instance {instance_uuid}")
             if await db.fetchone("SELECT 1 FROM resize_held WHERE instance_uuid = ?", (instance_uuid,)):
                 return str(claim["host"])  # claimed already: this request, sent again
-            row = await db.fetchone("SELECT * FROM hosts WHERE host = ?", (claim["host"],))
-            assert row is not None, "an allocation's host row is never deleted"
-            reason = self._rejection(row, request, set(), time.time())
-            if reason is not None:
-                raise self._no_valid_host(request, Counter({f"its host {row['host']} {reason}": 1}), 1)
+            source, now = claim["host"], time.time()
+            if elsewhere:
+                row = await self._chosen_host(db, request, {source}, forced, now)
+            else:
+                found = await db.fetchone("SELECT * FROM hosts WHERE host = ?", (source,))
+                assert found is not None, "an allocation's host row is never deleted"
+                row = found
+                reason = self._rejection(row, request, set(), now)
+                if reason is not None:
+                    raise self._no_valid_host(request, Counter({f"its host {row['host']} {reason}": 1}), 1)
             await _swap_usage(db, row["host"], row["generation"], request)
             await db.execute(
                 "INSERT INTO resize_held (instance_uuid, host, vcpus, memory_mb, disk_gb, created_at)"
@@ -496,11 +511,11 @@ class SchedulerActor(Actor, Scheduler):
                 (instance_uuid,),
             )
             await db.execute(
-                "UPDATE allocations SET vcpus = ?, memory_mb = ?, disk_gb = ?, created_at = ?"
+                "UPDATE allocations SET host = ?, vcpus = ?, memory_mb = ?, disk_gb = ?, created_at = ?"
                 " WHERE instance_uuid = ?",
-                (*(request[resource] for resource in RESOURCES), utcnow(), instance_uuid),
+                (row["host"], *(request[resource] for resource in RESOURCES), utcnow(), instance_uuid),
             )
-        log.info("claimed the resize of %s on %s", instance_uuid, row["host"])
+        log.info("claimed the resize of %s on %s (from %s)", instance_uuid, row["host"], source)
         return str(row["host"])
 
     # -- live changes of vCPUs and RAM ----------------------------------------------------
@@ -539,6 +554,25 @@ class SchedulerActor(Actor, Scheduler):
         log.info("claim of %s on %s is now %s", instance_uuid, row["host"], size)
         return resized
 
+    async def _chosen_host(
+        self, db: Db, request: dict[str, int], excluded: set[str], forced: str | None, now: float
+    ) -> dict[str, Any]:
+        """The host asked for (if it can take ``request``, disabled or not, as Nova forces it), else
+        the best other than ``excluded``.
+
+        :raises NotFound: the host asked for is unknown.
+        :raises NoValidHost: it (or every host) cannot take it.
+        """
+        if forced is None:
+            return await self._best_host(db, request, excluded, now)
+        row = await db.fetchone("SELECT * FROM hosts WHERE host = ?", (forced,))
+        if row is None:
+            raise NotFound(f"Compute host {forced} not found.")
+        reason = self._rejection({**row, "enabled": 1}, request, excluded, now)
+        if reason is not None:
+            raise self._no_valid_host(request, Counter({f"the host asked for {reason}": 1}), 1)
+        return row
+
     # -- evacuates ------------------------------------------------------------------------
 
     async def claim_evacuate(
@@ -566,17 +600,7 @@ class SchedulerActor(Actor, Scheduler):
             claim = await db.fetchone("SELECT * FROM allocations WHERE instance_uuid = ?", (instance_uuid,))
             if claim is not None and claim["host"] != source:
                 return str(claim["host"])  # moved already: this request, sent again
-            now = time.time()
-            if forced is not None:
-                row = await db.fetchone("SELECT * FROM hosts WHERE host = ?", (forced,))
-                if row is None:
-                    raise NotFound(f"Compute host {forced} not found.")
-                reason = self._rejection({**row, "enabled": 1}, request, {source}, now)
-                if reason is not None:
-                    raise self._no_valid_host(request, Counter({f"the host asked for {reason}": 1}), 1)
-                best = row
-            else:
-                best = await self._best_host(db, request, {source}, now)
+            best = await self._chosen_host(db, request, {source}, forced, time.time())
             for table in ("allocations", "resize_held"):
                 await self._give_back(db, table, instance_uuid)
             await _swap_usage(db, best["host"], best["generation"], request)

@@ -18,6 +18,7 @@ from aiostack.client import Client
 from aiostack.clouds import CloudAuth, CloudNotFound, find_cloud, gateway_of
 from aiostack.interface_command import NIC_KINDS, run_interface_change
 from aiostack.live_resources_command import add_set_resources_command, run_set_resources
+from aiostack.migrate_command import add_migrate_command, run_migrate
 from aiostack.output import UnknownColumn, add_output_options, print_listing, print_resource
 from aiostack.resize_command import add_resize_command, run_resize
 from aiostack.resource_commands import RESOURCES, add_resource_commands, run_resource_command
@@ -127,6 +128,7 @@ def add_client_commands(commands: Any, data_dir_default: Path) -> None:
     dump.add_argument("server", help="name or id")
     add_resize_command(actions)
     add_set_resources_command(actions)
+    add_migrate_command(actions)
     evacuate = actions.add_parser(
         "evacuate", help="build a server whose host is down again on another host (admins)"
     )
@@ -286,6 +288,8 @@ async def run_client_command(args: argparse.Namespace) -> int:
             if args.action == "dump":
                 await client.servers.trigger_crash_dump(args.server)
                 return 0
+            if args.action == "migrate":
+                return await run_migrate(client, args, Progress())
             if args.action == "evacuate":
                 moved = await client.servers.evacuate(
                     args.server, args.host, wait=args.wait, on_event=Progress()

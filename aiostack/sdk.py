@@ -40,6 +40,8 @@ LIVE_RESOURCES_MICROVERSION = {"OpenStack-API-Version": "compute 2.16"}
 it has now (``aiostack:resources``) from it."""
 LIVE_CHANGE_UNDONE = frozenset({"instance.shutoff", "instance.paused"})
 """The events of a live change its guest ended (it stopped or was paused)."""
+LIVE_MIGRATION_MICROVERSION = {"OpenStack-API-Version": "compute 2.25"}
+"""The first compute microversion whose live migration takes ``block_migration: auto``."""
 RESIZE_UNDONE = frozenset({*RESIZE_ENDS, "instance.paused"})
 """The events of a resize that ended before VERIFY_RESIZE: undone (no room on the host), or
 abandoned (its guest paused)."""
@@ -771,6 +773,30 @@ class ServerManager(_Manager[Server]):
         :raises BadRequest: its host cannot inject an NMI."""
         path = f"{COMPUTE}/servers/{await self.find_id(server)}/action"
         await self._client.request("POST", path, {"trigger_crash_dump": None}, CRASH_DUMP_MICROVERSION)
+
+    async def migrate(self, server: Server | str, *, wait: bool = True, timeout: float = 300.0) -> Server:
+        """Cold-migrate a server to another host (admins; the scheduler's choice); with ``wait``,
+        return it once VERIFY_RESIZE (then ``confirm_resize`` or ``revert_resize``).
+        :raises ResourceFailed: it went to ERROR, or the migration ended before VERIFY_RESIZE."""
+        verify = "instance.verify_resize"
+        return await self._action(server, {"migrate": None}, verify, wait, timeout, undone=RESIZE_UNDONE)
+
+    async def live_migrate(
+        self,
+        server: Server | str,
+        host: str | None = None,
+        *,
+        wait: bool = True,
+        timeout: float = 300.0,
+        on_event: OnEvent | None = None,
+    ) -> Server:
+        """Live-migrate a server (admins) to ``host`` (None: the scheduler's choice); with
+        ``wait``, return it once ACTIVE again (on its new host, or on its own if it was rolled
+        back). :raises ResourceFailed: it went to ERROR."""
+        action = {"os-migrateLive": {"host": host, "block_migration": "auto"}}
+        return await self._action(
+            server, action, "instance.active", wait, timeout, on_event, headers=LIVE_MIGRATION_MICROVERSION
+        )
 
     async def confirm_resize(self, server: Server | str) -> Server:
         """Keep a resize (VERIFY_RESIZE): the server is ACTIVE (or SHUTOFF) again when this returns."""

@@ -12,7 +12,8 @@ Facets, by caller (each made of the parts the conductor's servants implement, by
 
 * ``Compute``: the user-facing compute API, as the gateway reaches it: ``Servers`` (reads),
   ``ServerCreation``, ``ServerActions`` (power changes, reboot, delete), ``ServerResizes``,
-  ``ServerEvacuations``, ``ServerDetails``
+  ``ServerEvacuations``, ``ServerMigrations`` (migration records, cold and live migration),
+  ``ServerDetails``
   (name, access addresses, metadata, lock), ``ServerVolumes``, ``ServerInterfaces``,
   ``ServerHistory`` (the actions
   of an instance and their steps), ``ComputeQuotas``, ``ComputeUsage`` (usage over a period),
@@ -55,7 +56,9 @@ and ``max_ram`` (its ``aiostack:max_vcpus`` and ``aiostack:max_ram_mb``), and
 ``memory_mb``); 12 - ``ServerInterfaces`` (NIC hot-plug: Nova's os-interface); 13 -
 ``ServerCrashDumps`` (an NMI injected into the guest, Nova 2.17), an instance's ``description``
 (``create_instance``, ``update_instance``, ``rebuild_instance``; Nova 2.19), ``ServerHistory`` reads a deleted
-instance's actions when asked (Nova 2.21).
+instance's actions when asked (Nova 2.21); 14 - ``ServerMigrations`` (migration records; cold and live
+migration), ``AuditedInstance.other_host``, ``get_build_request`` answers a cold or live migration's
+destination (and its source, reverting or rolling back), ``NodeTasks.migration_progress``.
 
 Events (kind ``instance``, on ``evt.instance.<project>.<id>``, with the instance as ``Instance``
 shows it): ``instance.building`` (recorded), ``instance.spawning`` (a host was chosen: the
@@ -93,6 +96,7 @@ Status = Literal[
     "RESIZE",
     "VERIFY_RESIZE",
     "REVERT_RESIZE",
+    "MIGRATING",
     "UNKNOWN",
 ]
 """An instance's status as Nova's API shows it (made of its vm_state and task_state)."""
@@ -430,6 +434,11 @@ class BuildRequest(TypedDict):
     """The key pair's public key by its name (none without ``key_name``)."""
     security_groups: NotRequired[list[str] | None]
     """The ids of the security groups the ports made for it join (None: its project's default)."""
+    power_on: NotRequired[bool]
+    """A cold migration's host: whether the domain defined there is started (it ran before)."""
+    rebind: NotRequired[bool]
+    """A live migration rolled back: the domain runs on this host still; its ports and volumes
+    are taken back here."""
 
 
 class InstanceMetadata(TypedDict):
@@ -489,6 +498,65 @@ class AuditedInstance(TypedDict):
     """The vCPUs its record says it has (and its claim must hold)."""
     memory_mb: NotRequired[int]
     """The RAM (MB) its record says it has (and its claim must hold)."""
+    other_host: NotRequired[str | None]
+    """During a cold or live migration: the host of its other claim (the one it leaves or goes to)."""
+
+
+MigrationType = Literal["migration", "resize", "live-migration", "evacuation"]
+"""Nova's ``migration_type``."""
+MigrationStatus = Literal[
+    "queued",
+    "preparing",
+    "running",
+    "accepted",
+    "pre-migrating",
+    "migrating",
+    "post-migrating",
+    "finished",
+    "confirming",
+    "reverting",
+    "confirmed",
+    "reverted",
+    "error",
+    "failed",
+    "done",
+    "completed",
+    "cancelled",
+]
+"""Nova's migration statuses: a resize or cold migration's (pre-migrating ... finished, then
+confirmed or reverted), a live migration's (queued, preparing, running, then completed, failed
+or cancelled), an evacuate's (accepted, pre-migrating, then done or failed); error for any."""
+
+
+ByteCount = Annotated[int, Meta(ge=0, le=2**53)]
+CopyVerdict = Literal["go_on", "stop", "finish_now"]
+"""What the source of a live migration is told as it copies: go on, stop, or finish now."""
+
+
+class MigrationRecord(TypedDict):
+    """A resize, cold or live migration or evacuate of an instance (Nova's ``migrations`` row)."""
+
+    id: int
+    uuid: str
+    instance_uuid: str
+    project_id: str
+    user_id: str
+    migration_type: MigrationType
+    status: MigrationStatus
+    source_compute: str | None
+    dest_compute: str | None
+    """None until its destination is chosen."""
+    old_instance_type_id: str
+    new_instance_type_id: str
+    memory_total_bytes: int | None
+    """A live migration's progress (None before it runs, and for the others)."""
+    memory_processed_bytes: int | None
+    memory_remaining_bytes: int | None
+    disk_total_bytes: int | None
+    disk_processed_bytes: int | None
+    disk_remaining_bytes: int | None
+    created_at: str
+    updated_at: str | None
 
 
 class Audit(TypedDict):
@@ -1128,8 +1196,88 @@ class ServerCrashDumps(ServiceAPI, address="conductor"):
         ...
 
 
+class ServerMigrations(ServiceAPI, address="conductor"):
+    """Migration records, cold and live migration (admins only, as Nova's default policy)."""
+
+    @call(policy="compute:admin", idempotent=True)
+    async def list_migrations(
+        self,
+        *,
+        host: HostName | None = None,
+        status: Name | None = None,
+        instance_uuid: Id | None = None,
+        migration_type: MigrationType | None = None,
+    ) -> list[MigrationRecord]:
+        """Every resize, migration, live migration and evacuate matching the filters given,
+        newest first (``host``: its source or its destination)."""
+        ...
+
+    @call(policy="compute:admin", idempotent=True)
+    async def get_server_migration(
+        self, *, instance_uuid: Id, migration_id: PositiveAmount
+    ) -> MigrationRecord:
+        """A live migration of the instance in progress (queued, preparing, running, post-migrating).
+
+        :raises NotFound: no such instance, or no such live migration of it in progress.
+        """
+        ...
+
+    @call(policy="compute:admin", idempotent=True)
+    async def live_migrate_instance(
+        self, *, instance_uuid: Id, host: TargetHost | None = None, block_migration: bool = False
+    ) -> Instance:
+        """Live-migrate the instance (MIGRATING, ``migrating`` throughout) to ``host`` (forced,
+        disabled or not; None: the scheduler's choice, never its own host): its claim is taken
+        there beside its own, its host's node copies the guest while it runs, the destination's
+        node defines and starts it with its ports and volumes, and the source's claim and domain
+        go. A destination that fails rolls it back (it keeps running on its host).
+
+        :raises NotFound: no such instance.
+        :raises InvalidRequest: ``host`` is unknown, down, or the instance's own; no host has
+            room; the instance's host runs real guests (not migrated live between hosts).
+        :raises Conflict: not active with no task, or locked.
+        """
+        ...
+
+    @call(policy="compute:admin", idempotent=True)
+    async def abort_migration(self, *, instance_uuid: Id, migration_id: PositiveAmount) -> None:
+        """Abort a running live migration: it is rolled back (``cancelled``), the instance stays on
+        its host.
+
+        :raises NotFound: no such instance, or no such migration of it.
+        :raises Conflict: the instance is not migrating.
+        :raises InvalidRequest: the migration is not running (or is no live migration).
+        """
+        ...
+
+    @call(policy="compute:admin", idempotent=True)
+    async def force_complete_migration(self, *, instance_uuid: Id, migration_id: PositiveAmount) -> None:
+        """Have a running live migration finish its copy now (Nova pauses the guest for it).
+
+        :raises NotFound: no such instance, or no such migration of it.
+        :raises Conflict: the instance is not migrating.
+        :raises InvalidRequest: the migration is not running (or is no live migration).
+        """
+        ...
+
+    @call(policy="compute:admin", idempotent=True)
+    async def migrate_instance(self, *, instance_uuid: Id) -> Instance:
+        """Cold-migrate the instance (a resize to its own flavor on another host): the scheduler
+        claims another host beside the instance's (never its own), its domain moves there
+        (RESIZE), and it is RESIZED (VERIFY_RESIZE) until ``confirm_resize`` (the source's claim
+        given back) or ``revert_resize`` (moved back).
+
+        :raises NotFound: no such instance.
+        :raises InvalidRequest: no other host has room ("No valid host was found.").
+        :raises Conflict: not active or stopped with no task, or locked; its host runs real
+            guests (their disks are not copied between hosts).
+        """
+        ...
+
+
 class Compute(
     Servers,
+    ServerMigrations,
     ServerCreation,
     ServerActions,
     ServerCrashDumps,
@@ -1262,6 +1410,23 @@ class NodeTasks(ServiceAPI, address="conductor.host.{host}", caller="host"):
     @call(idempotent=True)
     async def list_host_instances(self) -> list[Instance]:
         """Every live instance recorded on the calling host (a node reconciles libvirt with these)."""
+        ...
+
+    @call(idempotent=True)
+    async def migration_progress(
+        self,
+        *,
+        instance_uuid: Id,
+        memory_total_bytes: ByteCount,
+        memory_processed_bytes: ByteCount,
+        memory_remaining_bytes: ByteCount,
+    ) -> CopyVerdict:
+        """The source of a live migration has copied this much of the guest's memory: the record
+        shows it (``running``). Answers whether to go on, stop (the migration was aborted, or
+        ended otherwise) or finish now (forced to complete).
+
+        :raises NotFound: no such live instance on the calling host.
+        """
         ...
 
 

@@ -11,7 +11,8 @@ console and relays its bytes (``NodeConsole``).
 Version history: 1 - initial; 2 - ``NodeConsole``; 3 - ``resize_instance``, ``finish_resize``,
 ``revert_resize``; 4 - ``evacuate_instance``; 5 - ``set_resources`` (a live change of vCPUs and
 RAM), ``DomainFlavor``'s ``max_vcpus`` and ``max_memory_mb``, ``DomainView``'s size; 6 - ``attach_interface``,
-``detach_interface``, ``list_interfaces`` (NIC hot-plug), ``DomainView.macs``; 7 - ``trigger_crash_dump``.
+``detach_interface``, ``list_interfaces`` (NIC hot-plug), ``DomainView.macs``; 7 - ``trigger_crash_dump``; 8 -
+``finish_migration``, ``drop_moved_instance`` (cold migration), ``live_migration``.
 
 Events (kind ``domain``): ``domain.lifecycle`` (each libvirt lifecycle event of this host's
 domains, as ``{event, event_id, detail, host, libvirt_ts}``) and ``domain.reconciled`` (a
@@ -25,7 +26,7 @@ from typing import Annotated, Literal, NotRequired, TypedDict
 
 from msgspec import Meta
 
-from api.fields import Amount, Id, Name, PositiveAmount
+from api.fields import Amount, HostName, Id, Name, PositiveAmount
 from api.net import MacAddress, Port
 from api.volume import Connection
 from bus.api import ServiceAPI, call, cast
@@ -180,6 +181,29 @@ class Node(ServiceAPI, address="node.{host}"):
         attached to it (their attachments made again for this host); start it unless it was
         stopped, then report its power state (``sync_power_state``). A failure gives back what
         this node made (its ports and volumes stay the instance's) and reports ``build_failed``."""
+        ...
+
+    @cast
+    async def finish_migration(self, *, instance_uuid: Id) -> None:
+        """A cold migration's destination (or, reverting, its source): define the instance's
+        domain here from its build request, as ``evacuate_instance`` does (its ports' binding and
+        its volumes' attachments moved here), start it if the instance ran, then report its power
+        state (``sync_power_state``); a failure reports ``build_failed``."""
+        ...
+
+    @cast
+    async def live_migration(self, *, instance_uuid: Id, destination: HostName) -> None:
+        """A live migration's source: copy the running guest to ``destination`` (on the test
+        driver, its memory at the node's ``migration_bandwidth``), reporting its progress
+        (``migration_progress``: it stops when told to), then ``task_done``; the domain keeps
+        running here until the instance runs on the destination."""
+        ...
+
+    @cast
+    async def drop_moved_instance(self, *, instance_uuid: Id) -> None:
+        """The instance moved to another host (a cold or live migration finished or was undone, or
+        it was deleted mid-migration): remove its domain and files here if it is no longer recorded
+        on this host (the orphan sweep, now)."""
         ...
 
     @cast

@@ -5,7 +5,8 @@ Version history: 1 - initial; 2 - hosts are enabled or disabled by an operator
 3 - a resize holds two claims until it is confirmed or reverted (``claim_resize``,
 ``confirm_resize``, ``revert_resize``; ``Allocation.resize_held``); 4 - an evacuate moves an
 instance's claim off its (down) host in one transaction (``claim_evacuate``); 5 - a live change of
-vCPUs and RAM sets an instance's claim to another size on its host (``set_claim_size``).
+vCPUs and RAM sets an instance's claim to another size on its host (``set_claim_size``); 6 -
+``claim_resize`` claims on another host (``elsewhere``, ``host``: a cold or live migration).
 
 Events (kind ``node``): ``node.up`` (a host reported for the first time, or again after
 ``node.down``) and ``node.down`` (its last report is older than the service down time),
@@ -137,14 +138,24 @@ class Scheduler(SchedulerReader, address="scheduler"):
 
     @call(idempotent=True)
     async def claim_resize(
-        self, *, instance_uuid: Id, vcpus: PositiveAmount, memory_mb: PositiveAmount, disk_gb: Amount
+        self,
+        *,
+        instance_uuid: Id,
+        vcpus: PositiveAmount,
+        memory_mb: PositiveAmount,
+        disk_gb: Amount,
+        elsewhere: bool = False,
+        host: HostName | None = None,
     ) -> Destination:
         """Claim the new flavor of a resize on the instance's host, keeping the old claim (held)
         beside it, in one transaction: the host must have room for the new flavor besides what it
-        holds. Idempotent: a resize already claimed gets its host again.
+        holds. ``elsewhere`` (a cold or live migration): the claim is taken on ``host`` (forced:
+        disabled or not) or the best other host, never the instance's, and the old one held on
+        its host. Idempotent: a resize already claimed gets its host again.
 
-        :raises NotFound: the instance has no claim.
-        :raises NoValidHost: its host has no room for the new flavor (or is down or disabled).
+        :raises NotFound: the instance has no claim; ``host`` is unknown.
+        :raises NoValidHost: its host (or ``host``, or every other host) has no room for the new
+            flavor (or is down or disabled).
         """
         ...
 

@@ -36,6 +36,15 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
 
 
+def print_percentiles(times: dict[str, list[float]]) -> None:
+    """p50 and p99 of each kind of time, a line each."""
+    for name, values in times.items():
+        print(
+            f"{name}: p50 {percentile(values, 0.5):.3f} s, p99 {percentile(values, 0.99):.3f} s"
+            f" ({len(values)} times)"
+        )
+
+
 async def timed(work: Awaitable[object], into: list[float]) -> None:
     began = time.perf_counter()
     await work
@@ -70,11 +79,7 @@ async def main() -> None:
     parser.add_argument("--servers", type=int, default=10, help="servers, each resized twice")
     args = parser.parse_args()
     times = await measure(args.servers)
-    for name, values in times.items():
-        print(
-            f"{name}: p50 {percentile(values, 0.5):.3f} s, p99 {percentile(values, 0.99):.3f} s"
-            f" ({len(values)} times)"
-        )
+    print_percentiles(times)
     resize_s = percentile(times["resize"], 0.5)
     print(
         f"RESULT resize_s={resize_s:.3f} confirm_s={percentile(times['confirm'], 0.5):.3f}"

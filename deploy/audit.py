@@ -6,7 +6,7 @@ Read over the bus as the operator (the admin credentials of the data directory):
 * claims (scheduler) for no live instance, or on another host than the instance's (an evacuate
   that left its claim behind); a resize's second claim (the old flavor's, held until
   it is confirmed or reverted) for an instance that is not resizing, or on another host than
-  the instance's;
+  the instance's (or, during a cold or live migration, than the host it leaves or goes to);
 * ports bound to no live instance, and so the IPs they hold (net); a host's DHCP port on a
   network none of its instances has a port on any more;
 * volumes reserved, attached or detaching to no live instance (volume);
@@ -89,6 +89,17 @@ def _resizing(row: AuditedInstance) -> bool:
     return row["vm_state"] == VmState.RESIZED or row["task_state"] in RESIZE_TASKS
 
 
+def _migration_hosts(row: AuditedInstance) -> tuple[str | None, ...]:
+    """The hosts the instance's claims may be on: its own and, during a cold or live migration,
+    the host it leaves or goes to."""
+    return (row["host"], row.get("other_host"))
+
+
+def _claim_host_wrong(row: AuditedInstance, host: str) -> bool:
+    """Whether the instance's (not held) claim on ``host`` is on a host it has nothing to do with."""
+    return row["host"] is not None and host not in _migration_hosts(row)
+
+
 async def _domains_by_host(
     bus: Bus, hosts: list[HostView], report: AuditReport
 ) -> dict[str, dict[str, DomainView]]:
@@ -146,7 +157,7 @@ async def audit_once(bus: Bus) -> AuditReport:
                 f"instance {uuid} ({row['vm_state']}, task {row['task_state']}) holds a resize's second"
                 f" claim on {claim['host']} but is not resizing"
             )
-        elif not claim.get("resize_held") and instances[uuid]["host"] not in (None, claim["host"]):
+        elif not claim.get("resize_held") and _claim_host_wrong(instances[uuid], claim["host"]):
             problems[f"claim-host:{uuid}"] = (
                 f"instance {uuid} is on {instances[uuid]['host']} but its claim is on {claim['host']}"
             )
@@ -158,7 +169,7 @@ async def audit_once(bus: Bus) -> AuditReport:
                 f"instance {uuid} has {row.get('vcpus')} vCPUs, {row.get('memory_mb')} MB but its claim on"
                 f" {claim['host']} is {claim['vcpus']} vCPUs, {claim['memory_mb']} MB"
             )
-        elif claim.get("resize_held") and claim["host"] != instances[uuid]["host"]:
+        elif claim.get("resize_held") and claim["host"] not in _migration_hosts(instances[uuid]):
             problems[f"resize-claim:{uuid}"] = (
                 f"the resize of instance {uuid} on {instances[uuid]['host']} holds a claim on {claim['host']}"
             )

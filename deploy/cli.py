@@ -97,10 +97,21 @@ def _add_resize_confirm_window(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_test_node_options(parser: argparse.ArgumentParser) -> None:
-    """The size of a test-driver node's simulated host."""
+    """The size of a test-driver node's simulated host, and how fast it migrates a guest live."""
     parser.add_argument("--node-vcpus", type=int, default=128, help="vCPUs of each test-driver node")
     parser.add_argument(
         "--node-memory-mb", type=int, default=1024 * 1024, help="RAM of each test-driver node"
+    )
+    _add_migration_bandwidth(parser)
+
+
+def _add_migration_bandwidth(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--migration-bandwidth",
+        type=float,
+        default=0.0,
+        metavar="MB_PER_S",
+        help="test-driver node: the rate at which a live migration copies a guest's memory (0: at once)",
     )
 
 
@@ -275,6 +286,7 @@ def add_run_parser(commands: Any) -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="node (tests): each build waits this long before it gathers its image, ports and volumes",
     )
+    _add_migration_bandwidth(parser)
     _add_resize_confirm_window(parser)
     parser.add_argument("--listen", default="127.0.0.1:8774", help="gateway: HOST:PORT to listen on")
     parser.add_argument("--tls-cert", type=Path, help="gateway: serve HTTPS with this certificate (PEM)")

@@ -138,6 +138,8 @@ def host_specs(membership: Membership, args: argparse.Namespace, data_dir: Path)
         node = ("node", "--host", host, "--libvirt", uri, "--overlay", membership.address)
         if not uri.startswith("test:"):
             node += guest_args(args)
+        else:
+            node += ("--migration-bandwidth", str(args.migration_bandwidth))
         return [ChildSpec(member_user("node", host), node, hosts=(host,))]
     listen = args.listen or f"{membership.address}:{GATEWAY_PORT}"
     options = {

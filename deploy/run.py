@@ -61,6 +61,7 @@ def actor_factories(
                 overlay_ip=args.overlay,
                 image_cache_max_age=args.image_cache_max_age,
                 build_delay=args.build_delay,
+                migration_bandwidth=args.migration_bandwidth,
             )
             for host, uri in zip(hosts, uris, strict=True)
         ]

@@ -202,6 +202,8 @@ def child_specs(args: argparse.Namespace, tls: GatewayTls | None = None) -> list
             node_args += ["--host", host, "--libvirt", uri]
         if args.libvirt != "test":
             node_args += guest_args(args)
+        else:
+            node_args += ["--migration-bandwidth", str(args.migration_bandwidth)]
         name = group[0] if len(group) == 1 else f"{group[0]}+{len(group) - 1}"  # node-1+24: and 24 more
         specs.append(ChildSpec(name, tuple(node_args), hosts=tuple(group)))
     if getattr(args, "cluster", None):

@@ -8,10 +8,12 @@ image and network keep theirs in their modules). Compute and volume take microve
 version used in the same headers, with ``Vary``. A version outside the range is refused with
 406, as Nova and Cinder do.
 
-Compute 2.1-2.21: 2.3 shows admins the extended server attributes, 2.9 ``locked``, 2.16
+Compute 2.1-2.25: 2.3 shows admins the extended server attributes, 2.9 ``locked``, 2.16
 ``host_status`` (admins), 2.17 the ``trigger_crash_dump`` action, 2.19 a server's ``description``,
-2.21 the actions of deleted servers. 2.18 made the project id in compute URLs optional: the
-routes are served with it and without it at every microversion, as Nova serves them
+2.21 the actions of deleted servers, 2.22 forcing a live migration to complete, 2.23 a migration's
+type (and the server migrations API), 2.24 aborting a live migration, 2.25 live migration's
+``block_migration: auto``. 2.18 made the project id in compute URLs optional: the routes are
+served with it and without it at every microversion, as Nova serves them
 (``gateway.compute.project_routes``); 2.20 (volumes of shelved servers: no server is shelved
 here) changes no answer. Volume 3.0 only.
 Compute is also Nova's legacy v2.0 (``/compute/v2``, listed first as Nova lists it): the v2.1
@@ -42,7 +44,7 @@ class NotAcceptable(InvalidRequest):
 
 
 RANGES = {
-    "compute": ((2, 1), (2, 21), "X-OpenStack-Nova-API-Version"),
+    "compute": ((2, 1), (2, 25), "X-OpenStack-Nova-API-Version"),
     "volume": ((3, 0), (3, 0), None),
 }
 _WELL_FORMED = r"[0-9]+\.[0-9]+"

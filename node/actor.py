@@ -13,7 +13,8 @@ to the one that does it:
 * ``EventForwarder`` (``node/events.py``): libvirt's lifecycle events -> event stream -> conductor;
 * ``Builder`` (``node/build.py``): build and delete; ``Power`` (``node/power.py``); ``Resizer``
   (``node/resize.py``): a domain given another flavor, and back; ``LiveResizer``
-  (``node/live_resources.py``): a running domain's vCPUs and RAM changed live; ``Volumes``
+  (``node/live_resources.py``): a running domain's vCPUs and RAM changed live; ``LiveMigrator``
+  (``node/migrate.py``): a live migration's source; ``Volumes``
   (``node/volumes.py``); ``Interfaces`` (``node/interfaces.py``: NIC hot-plug);
   ``Consoles`` (``node/console.py``, serving ``NodeConsole``: the guests'
   interactive serial consoles, for the gateway); ``Reconciler`` (``node/reconcile.py``): at start,
@@ -73,6 +74,7 @@ from node.images import ImageCache
 from node.interfaces import Interfaces
 from node.live_resources import LiveResizer
 from node.metadata import GuestFinder, MetadataService
+from node.migrate import LiveMigrator
 from node.networks import GuestNetworks, Networking, bridge_name
 from node.overlay import OverlayNetworks
 from node.overlay import bridge_for as overlay_bridge
@@ -112,9 +114,12 @@ class NodeActor(Actor, Node):
         image_cache_max_age: float = 86400.0,
         overlay_ip: str | None = None,
         build_delay: float = 0.0,
+        migration_bandwidth: float = 0.0,
     ) -> None:
         """``build_delay``: seconds each build waits before it gathers its image, ports and
-        volumes (a test driver's slow build, for work that outlives the user's token)."""
+        volumes (a test driver's slow build, for work that outlives the user's token);
+        ``migration_bandwidth``: MB/s at which a test-driver node copies a live-migrating guest's
+        memory (0: at once)."""
         if not host or any(c in host for c in " .*>"):
             raise ValueError(f"invalid host name {host!r}")
         super().__init__(bus, address=Node.address_for(host=host))
@@ -192,6 +197,13 @@ class NodeActor(Actor, Node):
             host, peers=peers, hypervisor=self.hypervisor, records=self.records, images=self.images
         )
         self.live_resizer = LiveResizer(host, peers=peers, hypervisor=self.hypervisor, records=self.records)
+        self.live_migrator = LiveMigrator(
+            host,
+            peers=peers,
+            hypervisor=self.hypervisor,
+            records=self.records,
+            bandwidth_mb=migration_bandwidth,
+        )
         self.consoles = Consoles(host, hypervisor=self.hypervisor, records=self.records)
         self.serve(self.consoles)
         self.snapshots = Snapshots(
@@ -325,6 +337,15 @@ class NodeActor(Actor, Node):
 
     async def evacuate_instance(self, *, instance_uuid: str) -> None:
         await self.builder.evacuate_instance(instance_uuid)
+
+    async def finish_migration(self, *, instance_uuid: str) -> None:
+        await self.builder.evacuate_instance(instance_uuid)
+
+    async def live_migration(self, *, instance_uuid: str, destination: str) -> None:
+        await self.live_migrator.live_migration(instance_uuid, destination)
+
+    async def drop_moved_instance(self, *, instance_uuid: str) -> None:
+        await self.reconciler.remove_if_orphan(instance_uuid)
 
     async def snapshot_instance(self, *, instance_uuid: str, image_id: str) -> None:
         await self.snapshots.snapshot_instance(instance_uuid, image_id)

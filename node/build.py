@@ -407,8 +407,15 @@ class Builder:
         """Define (and start, unless it was stopped) the evacuated instance's domain; whether it runs.
         Delivered again, the domain there is kept."""
         instance = request["instance"]
-        power_on = instance["vm_state"] != VmState.STOPPED
+        power_on = request.get("power_on", instance["vm_state"] != VmState.STOPPED)
         domain = await self.hypervisor.domain(instance_uuid)
+        if domain is not None and request.get("rebind"):  # a live migration rolled back to this host
+            await self.peers.patient_volume.reattach_all(instance_uuid=instance_uuid)
+            await self.peers.patient_net.allocate_for_instance(
+                instance_uuid=instance_uuid,
+                requested_networks=request["requested_networks"],
+                security_groups=request.get("security_groups"),
+            )
         if domain is None:
             attached = await self.peers.patient_volume.reattach_all(instance_uuid=instance_uuid)
             xml, _ = await self._prepare(request, attached)

@@ -151,6 +151,17 @@ class Reconciler:
             except (AiostackError, libvirt.libvirtError, ConnectionError) as exc:
                 log.info("node %s: orphan sweep postponed: %s", self.host, exc)
 
+    async def remove_if_orphan(self, instance_uuid: str) -> None:
+        """Remove the instance's domain here if it is not (or no longer) recorded on this host,
+        after any step on it in hand (a migration's source, once the instance moved)."""
+        async with self.records.lock(instance_uuid):
+            records = await self.conductor.list_host_instances()
+            if instance_uuid not in {instance["id"] for instance in records}:
+                log.info(
+                    "node %s: %s moved to another host; removing its domain here", self.host, instance_uuid
+                )
+                await self.builder.remove_domain(instance_uuid)
+
     async def remove_orphans(self) -> None:
         """Remove the domains of instances not (or no longer) recorded on this host: deleted
         while the node was away, or rebuilt on another host. Ports, volumes and claims are

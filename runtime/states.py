@@ -85,6 +85,8 @@ class TaskState(enum.StrEnum):
     """A live change of vCPUs and RAM (aiostack's ``setResources``): the conductor claims the size."""
     RESOURCES_CHANGING = "resources_changing"
     """A live change of vCPUs and RAM: the node gives the running domain the new size."""
+    MIGRATING = "migrating"
+    """A live migration, from its claim to its end (its step: the instance's ``migration_step``)."""
 
 
 RESIZE_TASKS = frozenset(

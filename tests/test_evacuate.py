@@ -166,6 +166,29 @@ async def _attach_volume(cloud: EvacuateCloud, server_id: str) -> str:
     return volume_id
 
 
+async def events_until_active(ws: aiohttp.ClientWebSocketResponse, server_id: str) -> list[tuple[str, str]]:
+    """The (event type, status) of the server's events on the event socket, until it is active."""
+    seen: list[tuple[str, str]] = []
+    async with asyncio.timeout(10):
+        while not seen or seen[-1][0] != "instance.active":
+            frame = json.loads((await ws.receive()).data)
+            if frame["type"] == "event" and frame["event"]["id"] == server_id:
+                seen.append((frame["event"]["type"], frame["event"]["state"]["status"]))
+    return seen
+
+
+async def boot_as(user: Api, cloud: EvacuateCloud) -> str:
+    """A server of ``user``'s, ACTIVE."""
+    image = (await user.get("/image/v2/images?name=aiostack-tiny"))[1]["images"][0]["id"]
+    status, created = await user.post(
+        "/compute/v2.1/servers", {"server": {"name": "mine", "imageRef": image, "flavorRef": "1"}}
+    )
+    assert status == 202, created
+    server_id = str(created["server"]["id"])
+    await cloud.until(server_id, "ACTIVE")
+    return server_id
+
+
 def _other(host: str) -> str:
     return "node-2" if host == "node-1" else "node-1"
 
@@ -204,12 +227,7 @@ async def test_an_evacuate_builds_the_server_on_another_host_with_its_port_and_v
         status, body = await cloud.evacuate(server_id)
         assert (status, body) == (200, b"")  # from 2.14 an empty body
         server = await cloud.until(server_id, "ACTIVE")
-        seen: list[tuple[str, str]] = []
-        async with asyncio.timeout(10):
-            while not seen or seen[-1][0] != "instance.active":
-                frame = json.loads((await ws.receive()).data)
-                if frame["type"] == "event" and frame["event"]["id"] == server_id:
-                    seen.append((frame["event"]["type"], frame["event"]["state"]["status"]))
+        seen = await events_until_active(ws, server_id)
     finally:
         await ws.close()
     assert seen == [
@@ -394,13 +412,7 @@ async def test_a_member_may_not_evacuate(evacuate_cloud: EvacuateCloud, gateway_
     async with aiohttp.ClientSession() as session:
         member = Api(session, gateway_url)
         await member.login("demo", DEMO_PASSWORD)
-        image = (await member.get("/image/v2/images?name=aiostack-tiny"))[1]["images"][0]["id"]
-        status, created = await member.post(
-            "/compute/v2.1/servers", {"server": {"name": "mine", "imageRef": image, "flavorRef": "1"}}
-        )
-        assert status == 202, created
-        server_id = created["server"]["id"]
-        await cloud.until(server_id, "ACTIVE")
+        server_id = await boot_as(member, cloud)
         status, body = await member.post(
             f"/compute/v2.1/servers/{server_id}/action", {"evacuate": {}}, headers=V214
         )

@@ -10,6 +10,8 @@ It is composed of servants, one per job, sharing one ``Core`` (store, bus, clien
 * ``crash_dump.CrashDumps``: trigger_crash_dump (an NMI into the guest);
 * ``evacuate.Evacuations``: evacuate (an instance of a down host built again on another);
 * ``live_resources.LiveResources``: a running instance's vCPUs and RAM changed live;
+* ``migrate.Migrations``: the migration records, cold migration (``resize.py``'s steps), live
+  migration (``live.py``);
 * ``resize.Resizes``: resize, confirm, revert (and the auto-confirm after ``resize_confirm_window``
   seconds, 0: never);
 * ``details.InstanceDetails``: rename, access addresses, metadata, lock;
@@ -38,7 +40,9 @@ from actors.conductor.instances import ServerReads
 from actors.conductor.interfaces import Interfaces
 from actors.conductor.keypairs import KeypairBook
 from actors.conductor.lifecycle import DomainReports
+from actors.conductor.live import LiveMigrations
 from actors.conductor.live_resources import LiveResources
+from actors.conductor.migrate import Migrations
 from actors.conductor.power import PowerActions
 from actors.conductor.quotas import QuotaBook
 from actors.conductor.resize import Resizes
@@ -97,10 +101,12 @@ class ConductorActor(Actor):
         evacuations = Evacuations(self.core)
         self.builder.evacuate_failed = evacuations.fail
         live_resources = LiveResources(self.core)
-        reports = DomainReports(self.core, resizes, evacuations, live_resources)
+        live = LiveMigrations(self.core)
+        self.builder.migration_failed = Migrations.failed_step(resizes, live)
+        reports = DomainReports(self.core, resizes, evacuations, live_resources, live)
         self.interfaces = Interfaces(self.core)
         self.watch = TaskWatch(
-            self.core, self.builder, reports, resizes, evacuations, live_resources, self.interfaces
+            self.core, self.builder, reports, resizes, evacuations, live_resources, live, self.interfaces
         )
         self.serve(
             ServerReads(self.core),
@@ -110,6 +116,7 @@ class ConductorActor(Actor):
             resizes,
             evacuations,
             live_resources,
+            Migrations(self.core, resizes, live),
             InstanceDetails(self.core),
             Attachments(self.core),
             self.interfaces,

@@ -17,7 +17,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from actors.conductor.core import Core, action_of
+from actors.conductor.core import MIGRATION_TASKS, Core, action_of
 from actors.conductor.details import access_address
 from actors.conductor.flavors import find_flavor
 from actors.conductor.keypairs import has_keypair, public_key
@@ -46,6 +46,9 @@ from runtime.store import from_json, to_json
 
 log = logging.getLogger(__name__)
 
+LIVE_NODE_STEPS = ("switch", "rollback")
+"""A live migration's steps whose node defines (or takes back) the domain from the build request."""
+
 IMAGE_CHECK_TTL = 5.0
 SCHEDULE_ATTEMPT_TIMEOUT = 5.0
 """A claim takes milliseconds; a scheduler that died with the request never answers."""
@@ -69,6 +72,9 @@ class Builder(ServerCreation, NodeBuilds):
         """Instances whose build task runs in this process."""
         self.evacuate_failed: Callable[[InstanceRow, str], Awaitable[None]] | None = None
         """Ends an evacuate whose destination's node could not build it (``evacuate.Evacuations``)."""
+        self.migration_failed: Callable[[InstanceRow, TaskState, str], Awaitable[None]] | None = None
+        """Ends a cold migration whose node could not define its domain (``resize.Resizes``), or rolls
+        back a live one (``live.LiveMigrations``)."""
 
     # -- create ---------------------------------------------------------------------------
 
@@ -417,7 +423,11 @@ class Builder(ServerCreation, NodeBuilds):
         """
         row = await self.core.placed(instance_uuid, host)
         task = task_state_of(row)
-        rebuilding = task in (TaskState.REBUILDING, TaskState.REBUILD_SPAWNING)
+        live_step = row["migration_step"] if task is TaskState.MIGRATING else None
+        migrating = (
+            row["migrate_from"] is not None and task in MIGRATION_TASKS
+        ) or live_step in LIVE_NODE_STEPS
+        rebuilding = task in (TaskState.REBUILDING, TaskState.REBUILD_SPAWNING) or migrating
         if states_of(row) != BUILDING_ON_HOST and not rebuilding:
             raise Conflict(f"Instance {instance_uuid} is not being built on {host}")
         if not row["task_acked"]:
@@ -427,7 +437,7 @@ class Builder(ServerCreation, NodeBuilds):
             )
             action = action_of(row, task) if task is not None and rebuilding else Action.CREATE
             await self.core.record_step(instance_uuid, action, "node_accepted", host, "Success")
-        return {
+        request: BuildRequest = {
             "instance": view(row),
             "requested_networks": from_json(row["requested_networks"], "auto"),
             "block_devices": from_json(row["block_devices"], []),
@@ -436,6 +446,10 @@ class Builder(ServerCreation, NodeBuilds):
             "public_keys": await self._public_keys(row),
             "security_groups": from_json(row["security_groups"]),
         }
+        if migrating:
+            request["power_on"] = bool(row["resize_power_on"]) or live_step is not None
+            request["rebind"] = live_step == "rollback"
+        return request
 
     async def get_instance_metadata(self, *, instance_uuid: str, host: str) -> InstanceMetadata:
         """What the metadata service of ``host``'s node tells the instance of itself: its config
@@ -479,8 +493,15 @@ class Builder(ServerCreation, NodeBuilds):
         :raises NotFound: no such instance on ``host``.
         """
         row = await self.core.placed(instance_uuid, host)
-        if task_state_of(row) is TaskState.REBUILD_SPAWNING and self.evacuate_failed is not None:
+        task = task_state_of(row)
+        if task is TaskState.REBUILD_SPAWNING and self.evacuate_failed is not None:
             await self.evacuate_failed(row, f"evacuate to {host} failed: {message}")
+            return
+        moving = task in MIGRATION_TASKS or (
+            task is TaskState.MIGRATING and row["migration_step"] == "switch"
+        )
+        if moving and row["migrate_from"] is not None and self.migration_failed is not None:
+            await self.migration_failed(row, task, f"migration to {host} failed: {message}")
             return
         if states_of(row) != BUILDING_ON_HOST:
             return

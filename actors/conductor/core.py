@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from actors.conductor.migrations import follow as follow_migration
 from actors.conductor.schema import InstanceRow, recorded_claim, states_of, task_state_of, view, vm_state_of
 from actors.conductor.states import ACTION_OF_TASK, Action, Change, Trigger, status_of, transition
 from api.conductor import BlockDevice, Cause, Fault, HostStatus, Instance, InstanceChange, Server
@@ -56,6 +57,7 @@ NODE_TASKS: dict[TaskState, tuple[str, dict[str, str]]] = {
     TaskState.RESIZE_REVERTING: (Node.revert_resize.__name__, {}),
     TaskState.REBUILD_SPAWNING: (Node.evacuate_instance.__name__, {}),
     TaskState.RESOURCES_CHANGING: (Node.set_resources.__name__, {}),
+    TaskState.MIGRATING: (Node.live_migration.__name__, {}),
     **{
         task: (Node.change_power.__name__, {"action": ACTION_OF_TASK[task]})
         for task in (TaskState.PAUSING, TaskState.UNPAUSING, TaskState.SUSPENDING, TaskState.RESUMING)
@@ -65,15 +67,36 @@ NODE_TASKS: dict[TaskState, tuple[str, dict[str, str]]] = {
 arguments besides the instance (those a row gives: ``task_arguments``). A task's method is looked
 up here each time it is sent. A resize's claim (resize_prep), its step between the node's two
 (resize_migrated) and its confirmation (resize_confirming) are the conductor's own, and so is an
-evacuate's claim (rebuilding, with ``evacuate_from``: never sent to a node) and a live change's
-(resources_claiming)."""
+evacuate's claim (rebuilding, with ``evacuate_from``: never sent to a node), a live change's
+(resources_claiming), and a live migration's (``migration_step`` claim)."""
+
+
+MIGRATION_TASKS: dict[TaskState, str] = dict.fromkeys(
+    (TaskState.RESIZE_FINISH, TaskState.RESIZE_REVERTING), Node.finish_migration.__name__
+)
+"""A cold migration's node steps where they are not a resize's: the host it goes to (reverting:
+the one it returns to) defines the domain from the build request."""
 
 
 def action_of(row: InstanceRow, task: TaskState) -> Action:
-    """The action the instance's ``task`` belongs to (an evacuate's rebuilding is no rebuild)."""
+    """The action the instance's ``task`` belongs to (an evacuate's rebuilding is no rebuild, a
+    cold migration's resize_prep... no resize)."""
     if row["evacuate_from"] is not None and task in (TaskState.REBUILDING, TaskState.REBUILD_SPAWNING):
         return Action.EVACUATE
+    if row["migrate_from"] is not None and ACTION_OF_TASK[task] is Action.RESIZE:
+        return Action.MIGRATE
     return ACTION_OF_TASK[task]
+
+
+def node_call(row: InstanceRow, task: TaskState) -> tuple[str, dict[str, Any]]:
+    """The node method of the instance's ``task`` and its arguments besides the instance."""
+    if row["migrate_from"] is not None and task in MIGRATION_TASKS:
+        return MIGRATION_TASKS[task], {}
+    if task is TaskState.MIGRATING and row["migration_step"] != "copy":  # switch, or rollback
+        return Node.finish_migration.__name__, {}
+    if task is TaskState.MIGRATING:
+        return Node.live_migration.__name__, {"destination": row["migrate_to"]}
+    return NODE_TASKS[task][0], task_arguments(row, task)
 
 
 def domain_flavor(row: InstanceRow) -> DomainFlavor:
@@ -266,6 +289,7 @@ class Core:
                 return None
             updated = await self._write(row, change, columns or {})
             if updated is not None:
+                await follow_migration(self.store, row, updated)
                 return Moved(row, updated, change)
             fresh = await self.fresh(row["uuid"])
             if fresh is None or fresh["host"] != host:
@@ -353,7 +377,20 @@ class Core:
             return None
         await self.finish_action(row["uuid"], Action.DELETE, "Success")
         await self._delete_volumes_on_termination(row)
+        await self._drop_on_other_host(row)
         return await self.publish_change(moved.row, cause)
+
+    async def _drop_on_other_host(self, row: InstanceRow) -> None:
+        """A migration's instance deleted: the node of the migration's other host removes the
+        domain it may hold (else its orphan sweep will)."""
+        for host in {row["migrate_from"], row["migrate_to"]} - {row["host"], None}:
+            assert host is not None
+            try:
+                await self.node(host).drop_moved_instance(instance_uuid=row["uuid"])
+            except AiostackError as exc:
+                log.warning(
+                    "instance %s: %s did not take the removal of its domain: %s", row["uuid"], host, exc
+                )
 
     async def _delete_volumes_on_termination(self, row: InstanceRow) -> None:
         """Delete the volumes the instance was booted with ``delete_on_termination`` (freed by now:
@@ -443,8 +480,7 @@ class Core:
         """Cast the node its part of the instance's current task (again, when redelivering)."""
         task, host = task_state_of(row), row["host"]
         assert task is not None and host is not None, f"instance {row['uuid']} has no task or no host"
-        method = NODE_TASKS[task][0]
-        arguments = task_arguments(row, task)
+        method, arguments = node_call(row, task)
         await self.store.execute(
             "UPDATE instances SET task_sent_at = ?, task_sends = task_sends + 1 WHERE uuid = ?",
             (time.time(), row["uuid"]),
@@ -453,14 +489,23 @@ class Core:
         step = "sent" if not row["task_sends"] else "sent_again"
         await self.record_step(row["uuid"], action_of(row, task), f"{method}:{step}", host, "Success")
 
-    async def on_to_node(self, row: InstanceRow, trigger: Trigger, action: Action, step: str) -> InstanceRow:
-        """The conductor's ``step`` of ``action`` is done: ``trigger`` takes the instance on to its
-        node's task, recorded, published and cast. The instance as it now is (as it was found
-        when the trigger changed nothing: deleted meanwhile)."""
-        moved = await self.transit(row, trigger)
+    async def on_to_node(
+        self,
+        row: InstanceRow,
+        trigger: Trigger,
+        action: Action,
+        step: str,
+        columns: dict[str, Any] | None = None,
+        step_host: str | None = None,
+    ) -> InstanceRow:
+        """The conductor's ``step`` of ``action`` (taken on ``step_host``, else the instance's host)
+        is done: ``trigger`` takes the instance on to its node's task (``columns`` written with it),
+        recorded, published and cast. The instance as it now is (as it was found when the trigger
+        changed nothing: deleted meanwhile)."""
+        moved = await self.transit(row, trigger, columns)
         if moved is None:
             return await self.fresh(row["uuid"]) or row
-        await self.record_step(row["uuid"], action, step, row["host"], "Success")
+        await self.record_step(row["uuid"], action, step, step_host or row["host"], "Success")
         await self.publish(moved.row, f"instance.{moved.change.task_state}")
         await self.send_task(moved.row)
         return moved.row

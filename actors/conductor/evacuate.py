@@ -27,6 +27,8 @@ import logging
 from typing import Any
 
 from actors.conductor.core import Core
+from actors.conductor.migrations import Kind
+from actors.conductor.recorded import begin_recorded
 from actors.conductor.schema import InstanceRow, recorded_claim, task_state_of, view, vm_state_of
 from actors.conductor.states import Action, Report
 from api.conductor import Cause, Fault, Instance, InstanceChange, ServerEvacuations
@@ -73,7 +75,9 @@ class Evacuations(ServerEvacuations):
         if host is not None and not hosts[host]["alive"]:
             raise InvalidRequest(f"Compute service of {host} is unavailable at this time.")
         columns = {"evacuate_from": source, "evacuate_to": host, "admin_pass": admin_pass}
-        row, _ = await self.core.begin(instance_uuid, Action.EVACUATE, columns)
+        row, _ = await begin_recorded(
+            self.core, instance_uuid, Action.EVACUATE, Kind.EVACUATION, columns, status="accepted", dest=host
+        )
         if task_state_of(row) is TaskState.REBUILDING and row["evacuate_from"] is not None:
             row = await self._claim(row)
         return view(row)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from actors.conductor.core import Core
 from actors.conductor.evacuate import Evacuations
+from actors.conductor.live import LiveMigrations
 from actors.conductor.live_resources import LiveResources
 from actors.conductor.resize import Resizes
 from actors.conductor.schema import InstanceRow, task_state_of, view, vm_state_of
@@ -26,12 +27,18 @@ class DomainReports(NodeReports):
     other is refused ``NotFound`` by ``Core.placed``, and changes nothing)."""
 
     def __init__(
-        self, core: Core, resizes: Resizes, evacuations: Evacuations, live_resources: LiveResources
+        self,
+        core: Core,
+        resizes: Resizes,
+        evacuations: Evacuations,
+        live_resources: LiveResources,
+        live: LiveMigrations,
     ) -> None:
         self.core = core
         self.resizes = resizes
         self.evacuations = evacuations
         self.live_resources = live_resources
+        self.live = live
 
     async def domain_event(
         self, *, instance_uuid: str, event: int, detail: int, host: str
@@ -91,6 +98,9 @@ class DomainReports(NodeReports):
         if task_state_of(row) is TaskState.RESOURCES_CHANGING:
             await self.live_resources.step_done(row)
             return
+        if task_state_of(row) is TaskState.MIGRATING:
+            await self.live.copied(row)
+            return
         moved = await self.core.transit(row, Report.TASK_DONE)
         if moved is not None:
             await self.core.publish(moved.row)
@@ -119,6 +129,8 @@ class DomainReports(NodeReports):
             return await self.core.finish_delete(row, trigger, cause)
         task = task_state_of(row)
         ends_task = change.task_state is None and task is not None
+        if ends_task and task is TaskState.MIGRATING:
+            return await self.live.end(row, trigger, cause)
         if ends_task and task is TaskState.REBUILD_SPAWNING:
             return await self.evacuations.finished(row, trigger, cause)
         if ends_task and task in LIVE_RESOURCE_TASKS:

@@ -17,18 +17,31 @@ timeout is settled (``resolve_stalled``): a claim that did not finish is undone;
 that its node will not finish ends in ERROR with one claim, that of the flavor the instance is
 left recorded with. A RESIZED instance is confirmed by itself ``confirm_window`` seconds after
 (Nova's ``resize_confirm_window``; 0: never).
+
+A cold migration (``migrate_instance``, Nova's ``migrate``) is a resize to the instance's own
+flavor on another host, with the same steps: ``migrate_from`` records the host it leaves; the
+claim is taken on the best other host (``migrate_to``) beside the source's; resize_migrating: the
+source's node powers the domain off; resize_finish: the instance is recorded on its destination,
+whose node defines the domain from the build request (its ports' binding and volumes' attachments
+moved there, as an evacuate's) and starts it if it ran; once RESIZED the source's node removes its
+domain. Confirm gives the source's claim back; revert records it on its source again, whose node
+defines it there (ports and volumes back), then the destination's claim is given back and its
+domain removed. A node step that will not finish ends in ERROR on the host the domain was moving
+from (still there). Refused on hosts of real guests (their disks are not copied).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import Any, Literal
 
 from actors.conductor.core import Core
 from actors.conductor.flavors import find_flavor
+from actors.conductor.migrations import Kind
 from actors.conductor.quotas import UNITS, instance_usage, limits_of
-from actors.conductor.schema import InstanceRow, recorded_claim, task_state_of, view, vm_state_of
+from actors.conductor.recorded import begin_recorded, claim_beside, drop_moved
+from actors.conductor.schema import InstanceRow, task_state_of, view, vm_state_of
 from actors.conductor.states import ACTION_OF_TASK, Action, Report
 from api.conductor import Cause, Fault, Flavor, Instance, InstanceChange, ServerResizes, boot_volume
 from bus import AiostackError, Conflict, InvalidRequest, NotFound, NoValidHost, QuotaExceeded, request_scope
@@ -42,6 +55,14 @@ NEW_FLAVOR_DEFINED = frozenset(
     {TaskState.RESIZE_MIGRATED, TaskState.RESIZE_FINISH, TaskState.RESIZE_CONFIRMING}
 )
 """The steps of a resize by which its node has given the domain the new flavor."""
+MOVING_FROM: dict[TaskState, Literal["migrate_from", "migrate_to"]] = {
+    TaskState.RESIZE_FINISH: "migrate_from",
+    TaskState.RESIZE_REVERTING: "migrate_to",
+}
+"""A cold migration's node steps: the column naming the host the domain moves from in each."""
+COPYLESS_HYPERVISOR = "test"
+"""The only hypervisor whose hosts cold-migrate: libvirt's test driver, whose domains have no disk
+to copy (a real guest's disk is not copied between hosts)."""
 MAX_STEP_SENDS = 3
 """A node step that made no progress is sent again, while its host is up, this often in all."""
 
@@ -100,10 +121,59 @@ class Resizes(ServerResizes):
             "resize_power_on": int(row["vm_state"] == VmState.ACTIVE),
             "resized_at": None,
         }
-        row, _ = await self.core.begin(instance_uuid, Action.RESIZE, columns)
+        row, _ = await begin_recorded(
+            self.core,
+            instance_uuid,
+            Action.RESIZE,
+            Kind.RESIZE,
+            columns,
+            status="pre-migrating",
+            dest=row["host"],
+            new_flavor=flavor,
+        )
         if task_state_of(row) is TaskState.RESIZE_PREP:
             row = await self._claim(row)
         return view(row)
+
+    async def migrate_instance(self, *, instance_uuid: str) -> Instance:
+        """Cold migration (``api.conductor.ServerMigrations.migrate_instance``): a resize to the
+        instance's own flavor, claimed on another host (``migrate_from``: the one it leaves)."""
+        row = await self.core.row(instance_uuid)
+        if await self.core.asked_already(Action.MIGRATE, instance_uuid) is not None:
+            return view(row)  # this request, sent again: its reply was lost
+        self.core.check_lock(row)
+        self.core.require(row, Action.MIGRATE)
+        await self._check_movable(row)
+        columns = {
+            "old_flavor": row["flavor"],
+            "resize_power_on": int(row["vm_state"] == VmState.ACTIVE),
+            "resized_at": None,
+            "migrate_from": row["host"],
+        }
+        row, _ = await begin_recorded(
+            self.core,
+            instance_uuid,
+            Action.MIGRATE,
+            Kind.MIGRATION,
+            columns,
+            status="pre-migrating",
+            dest=None,
+        )
+        if task_state_of(row) is TaskState.RESIZE_PREP:
+            row = await self._claim(row)
+        return view(row)
+
+    async def _check_movable(self, row: InstanceRow) -> None:
+        """:raises Conflict: the instance has no host, or its host runs real guests (a cold
+        migration defines the domain again on its destination: the disk would not follow)."""
+        hosts = {host["host"]: host for host in await self.core.hosts.list_hosts()}
+        source = row["host"]
+        kind = hosts[source]["hypervisor_type"] if source in hosts else None
+        if kind != COPYLESS_HYPERVISOR:
+            raise Conflict(
+                f"Cannot 'migrate' instance {row['uuid']}: its host {source} runs {kind or 'no'} guests,"
+                " whose disks aiostack does not copy between hosts (only test-driver hosts migrate)"
+            )
 
     async def confirm_resize(self, *, instance_uuid: str) -> Instance:
         row, _ = await self.core.begin(instance_uuid, Action.CONFIRM_RESIZE)
@@ -118,6 +188,8 @@ class Resizes(ServerResizes):
             "old_flavor": row["flavor"],
             "resize_power_on": int(row["power_state"] == PowerState.RUNNING),
         }
+        if row["migrate_from"] is not None:
+            columns["host"] = row["migrate_from"]  # its domain is defined there again
         row, _ = await self.core.begin(instance_uuid, Action.REVERT_RESIZE, columns)
         if task_state_of(row) is TaskState.RESIZE_REVERTING:
             await self.core.send_task(row)
@@ -126,21 +198,30 @@ class Resizes(ServerResizes):
     # -- the steps --------------------------------------------------------------------------
 
     async def _claim(self, row: InstanceRow) -> InstanceRow:
-        """resize_prep: claim the new flavor beside the old, then hand the node its first step.
+        """resize_prep: claim the new flavor beside the old (a migration: on another host, recorded
+        as ``migrate_to``), then hand the node its first step.
 
         :raises Conflict: the host has no room for the new flavor (the resize is undone).
+        :raises InvalidRequest: no other host has room for a migration (it is undone).
         """
-        uuid = row["uuid"]
-        claim = recorded_claim(row)
+        migrating = row["migrate_from"] is not None
         try:
-            await self.core.scheduler.claim_resize(
-                instance_uuid=uuid, vcpus=claim["vcpus"], memory_mb=claim["ram"], disk_gb=claim["disk"]
-            )
+            host = await claim_beside(self.core, row, elsewhere=migrating)
         except (NoValidHost, NotFound) as exc:
+            if migrating:
+                await self._undo_prep(row, f"No valid host was found. {exc}")
+                raise InvalidRequest(f"No valid host was found. {exc}") from None
             await self._undo_prep(row, f"No valid host was found for the resize: {exc}")
             raise Conflict(f"No valid host was found for the resize: {exc}") from None
         # deleted meanwhile: its delete gives both claims back
-        return await self.core.on_to_node(row, Report.RESIZE_CLAIMED, Action.RESIZE, "claim_resize")
+        return await self.core.on_to_node(
+            row,
+            Report.RESIZE_CLAIMED,
+            self._action(row),
+            "claim_resize",
+            {"migrate_to": host} if migrating else None,
+            step_host=host,
+        )
 
     async def _undo_prep(self, row: InstanceRow, reason: str) -> None:
         """A resize_prep that cannot go on: no new claim, the old flavor again, as it was."""
@@ -149,8 +230,13 @@ class Resizes(ServerResizes):
         moved = await self.core.transit(row, Report.RESIZE_FAILED, columns)
         if moved is None:
             return
-        await self.core.finish_action(row["uuid"], Action.RESIZE, "Error", reason)
+        await self.core.finish_action(row["uuid"], self._action(row), "Error", reason)
         await self.core.publish(moved.row)
+
+    @staticmethod
+    def _action(row: InstanceRow) -> Action:
+        """The action of the instance's resize steps: a resize, or a cold migration."""
+        return Action.MIGRATE if row["migrate_from"] is not None else Action.RESIZE
 
     async def step_done(self, row: InstanceRow) -> None:
         """The node finished resize_migrating (``task_done``): on to resize_finish."""
@@ -158,7 +244,9 @@ class Resizes(ServerResizes):
             return
         moved = await self.core.transit(row, Report.TASK_DONE)
         if moved is not None:
-            await self.core.record_step(row["uuid"], Action.RESIZE, "resize_instance", row["host"], "Success")
+            await self.core.record_step(
+                row["uuid"], self._action(row), "resize_instance", row["host"], "Success"
+            )
             await self.core.publish(moved.row, f"instance.{TaskState.RESIZE_MIGRATED}")
             await self.finish(moved.row)
 
@@ -169,13 +257,18 @@ class Resizes(ServerResizes):
         moved = await self.core.transit(row, trigger, {"resized_at": time.time()})
         if moved is None:
             return None
-        await self.core.record_step(row["uuid"], Action.RESIZE, "finish_resize", row["host"], "Success")
-        await self.core.finish_action(row["uuid"], Action.RESIZE, "Success")
+        action = self._action(row)
+        await self.core.record_step(row["uuid"], action, "finish_resize", row["host"], "Success")
+        await self.core.finish_action(row["uuid"], action, "Success")
+        if row["migrate_from"] is not None:
+            await drop_moved(self.core, row["uuid"], row["migrate_from"])
         return await self.core.publish_change(moved.row, cause)
 
     async def finish(self, row: InstanceRow) -> None:
-        """resize_migrated -> resize_finish: the node starts the resized domain (if it ran)."""
-        moved = await self.core.transit(row, Report.RESIZE_FINISHING)
+        """resize_migrated -> resize_finish: the node starts the resized domain (if it ran); a
+        migration's is recorded on its destination, whose node defines it there."""
+        columns = {"host": row["migrate_to"]} if row["migrate_from"] is not None else None
+        moved = await self.core.transit(row, Report.RESIZE_FINISHING, columns)
         if moved is not None:
             await self.core.publish(moved.row, f"instance.{TaskState.RESIZE_FINISH}")
             await self.core.send_task(moved.row)
@@ -184,7 +277,7 @@ class Resizes(ServerResizes):
         """resize_confirming: the old claim given back, the instance as its domain is."""
         cause: Cause = {"domain_event": None, "detail": "resize confirmed", "host": row["host"]}
         await self.end(row, power_report(row), cause)
-        if row["host"] is not None:
+        if row["host"] is not None and row["migrate_from"] is None:
             try:
                 await self.core.node(row["host"]).confirm_resize(instance_uuid=row["uuid"])
             except AiostackError as exc:
@@ -205,6 +298,9 @@ class Resizes(ServerResizes):
             return None
         action = Action.CONFIRM_RESIZE if task is TaskState.RESIZE_CONFIRMING else Action.REVERT_RESIZE
         await self.core.finish_action(uuid, action, "Success")
+        left = row["migrate_from"] if task is TaskState.RESIZE_CONFIRMING else row["migrate_to"]
+        if left is not None:
+            await drop_moved(self.core, row["uuid"], left)
         return await self.core.publish_change(moved.row, cause)
 
     # -- what the watch does ----------------------------------------------------------------
@@ -240,15 +336,18 @@ class Resizes(ServerResizes):
             await self.core.touch(uuid, task)
             await self.core.send_task(row)
         else:
-            await self._fail(row, task, f"{reason}; {'host down' if host else 'no host'}")
+            await self.fail(row, task, f"{reason}; {'host down' if host else 'no host'}")
 
-    async def _settle_claims(self, row: InstanceRow) -> dict[str, Any]:
+    async def _settle_claims(self, row: InstanceRow, host: str | None = None) -> dict[str, Any]:
         """A resize that ends otherwise than confirmed or reverted keeps one claim, that of the
         flavor its domain was last given: the new one once the node defined it (resize_migrated
         and after), the old one before it and during a revert (``flavor`` since the revert
-        began). The instance's columns that go with it."""
+        began); a migration's, that of the host the instance is recorded on (or ``host``, where
+        it goes back to). The instance's columns that go with it."""
         task = task_state_of(row)
         defined = task in NEW_FLAVOR_DEFINED or (task is None and vm_state_of(row) is VmState.RESIZED)
+        if row["migrate_from"] is not None:
+            defined = (host or row["host"]) == row["migrate_to"]
         if defined:
             await self.core.scheduler.confirm_resize(instance_uuid=row["uuid"])
         else:
@@ -258,6 +357,7 @@ class Resizes(ServerResizes):
             "flavor": row["flavor"] if keep else row["old_flavor"] or row["flavor"],
             "old_flavor": None,
             "resized_at": None,
+            **({"host": host} if host is not None else {}),
         }
 
     async def abandon(
@@ -274,14 +374,17 @@ class Resizes(ServerResizes):
             await self.core.finish_action(row["uuid"], ACTION_OF_TASK[task], "Error", reason)
         return await self.core.publish_change(moved.row, cause)
 
-    async def _fail(self, row: InstanceRow, task: TaskState, reason: str) -> None:
-        """A node's step its node will not finish: ERROR, with one claim (``_settle_claims``)."""
+    async def fail(self, row: InstanceRow, task: TaskState, reason: str) -> None:
+        """A node's step its node will not finish: ERROR, with one claim (``_settle_claims``). A
+        migration whose node would not define the domain is recorded again on the host it was
+        moving from, whose domain is still there (dropped only once the move is done)."""
         uuid = row["uuid"]
         fault: Fault = {"code": 500, "message": reason[:1000], "created": utcnow()}
-        columns = {**await self._settle_claims(row), "fault": to_json(fault)}
+        back = MOVING_FROM.get(task) if row["migrate_from"] is not None else None
+        columns = {**await self._settle_claims(row, back and row[back]), "fault": to_json(fault)}
         moved = await self.core.transit(row, Report.RESIZE_FAILED, columns)
         if moved is None:
             return
-        action = Action.REVERT_RESIZE if task is TaskState.RESIZE_REVERTING else Action.RESIZE
+        action = Action.REVERT_RESIZE if task is TaskState.RESIZE_REVERTING else self._action(row)
         await self.core.finish_action(uuid, action, "Error", reason)
         await self.core.publish(moved.row)

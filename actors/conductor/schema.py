@@ -117,6 +117,23 @@ MIGRATIONS: list[Step] = [
     """
     ALTER TABLE instances ADD COLUMN description TEXT;
     """,
+    # 17: migration records (``migrations.py``); on the instance the one in progress and, for a
+    # cold or live migration, the host it leaves and the one it goes to
+    """
+    CREATE TABLE migrations (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, uuid TEXT NOT NULL UNIQUE, instance_uuid TEXT NOT NULL,
+        project_id TEXT NOT NULL, user_id TEXT NOT NULL, migration_type TEXT NOT NULL,
+        status TEXT NOT NULL, source_compute TEXT, dest_compute TEXT,
+        old_instance_type_id TEXT, new_instance_type_id TEXT,
+        memory_total_bytes INTEGER, memory_processed_bytes INTEGER, memory_remaining_bytes INTEGER,
+        disk_total_bytes INTEGER, disk_processed_bytes INTEGER, disk_remaining_bytes INTEGER,
+        force_complete INTEGER NOT NULL DEFAULT 0, created_at TEXT NOT NULL, updated_at TEXT);
+    CREATE INDEX migrations_instance ON migrations(instance_uuid);
+    ALTER TABLE instances ADD COLUMN migration_id INTEGER;
+    ALTER TABLE instances ADD COLUMN migrate_from TEXT;
+    ALTER TABLE instances ADD COLUMN migrate_to TEXT;
+    ALTER TABLE instances ADD COLUMN migration_step TEXT;
+    """,
 ]
 
 
@@ -192,6 +209,16 @@ class InstanceRow(TypedDict):
     """The destination an evacuate was asked for (None: the scheduler's choice)."""
     description: str | None
     """The user's description (Nova's ``display_description``); None: none."""
+    migration_id: int | None
+    """The migration record (``migrations.py``) of the resize, migration or evacuate in progress."""
+    migrate_from: str | None
+    """During a cold or live migration: the host it leaves (its claim there is held until the end)."""
+    migrate_to: str | None
+    """During a cold or live migration: the host it goes to."""
+    migration_step: str | None
+    """During a live migration: ``claim`` (the conductor's), ``copy`` (the source's node), ``switch``
+    (the destination's node defines and starts it there), ``rollback`` (the source's node takes its
+    ports and volumes back)."""
 
 
 def host_claim(flavor: Flavor, block_devices: list[BlockDevice]) -> Flavor:

@@ -107,6 +107,10 @@ class Action(enum.StrEnum):
     EVACUATE = "evacuate"
     SET_RESOURCES = "setResources"
     TRIGGER_CRASH_DUMP = "trigger_crash_dump"
+    MIGRATE = "migrate"
+    """A cold migration: a resize to the same flavor on another host (its steps are a resize's)."""
+    LIVE_MIGRATION = "live-migration"
+    """A live migration: the running domain moves to another host (``migrating`` throughout)."""
 
 
 class Report(enum.StrEnum):
@@ -146,6 +150,12 @@ class Report(enum.StrEnum):
     """A live change cannot go on: back where it was before its node took it, else in ERROR."""
     RESOURCES_REFUSED = "resources_refused"
     """libvirt refused the node a live change, which put the old size back: as it was."""
+    LIVE_STEP = "live_step"
+    """A live migration goes on to its next step (``migration_step``), still ``migrating``."""
+    LIVE_ENDED = "live_ended"
+    """A live migration ends without its destination's word: cancelled, or given up (nothing moved)."""
+    LIVE_FAILED = "live_failed"
+    """A live migration's rollback could not finish: ERROR."""
 
 
 Trigger = Action | Lifecycle | Report
@@ -206,6 +216,9 @@ RESIZE_STEPS: Final = frozenset(
 
 RESOURCES_FROM: Final = frozenset({VmState.ACTIVE})
 """The vm_states a live change of vCPUs and RAM may start from (with no task running)."""
+LIVE_MIGRATION_FROM: Final = frozenset({VmState.ACTIVE})
+"""The vm_states a live migration may start from (with no task running): a paused guest is not
+migrated (the destination starts the domain it defines)."""
 
 EVACUATE_FROM: Final = frozenset({VmState.ACTIVE, VmState.STOPPED, VmState.ERROR})
 """The vm_states an evacuate may start from (with no task running), as Nova's."""
@@ -230,6 +243,7 @@ ACTION_OF_TASK: Final[dict[TaskState, Action]] = {
     TaskState.REBUILD_SPAWNING: Action.EVACUATE,
     TaskState.RESOURCES_CLAIMING: Action.SET_RESOURCES,
     TaskState.RESOURCES_CHANGING: Action.SET_RESOURCES,
+    TaskState.MIGRATING: Action.LIVE_MIGRATION,
 }
 """The action each task_state belongs to (an evacuate's first step is ``rebuilding`` too: the
 conductor tells it from a rebuild's by the instance's ``evacuate_from``)."""
@@ -250,6 +264,7 @@ TASK_STATUS: Final[dict[TaskState, Status]] = {
     TaskState.REBOOTING_HARD: "HARD_REBOOT",
     TaskState.REBUILDING: "REBUILD",
     TaskState.REBUILD_SPAWNING: "REBUILD",
+    TaskState.MIGRATING: "MIGRATING",
 }
 """... but for an active instance in these tasks, ..."""
 REBUILD_TASKS: Final = frozenset({TaskState.REBUILDING, TaskState.REBUILD_SPAWNING})
@@ -294,8 +309,10 @@ def _action(vm_state: VmState, task_state: TaskState | None, action: Action) -> 
         return Change(vm_state, None) if vm_state in INTERFACE_STATES else None
     if action is Action.TRIGGER_CRASH_DUMP:
         return Change(vm_state, None) if vm_state in CRASH_DUMP_FROM else None
-    if action is Action.RESIZE:
+    if action in (Action.RESIZE, Action.MIGRATE):
         return Change(vm_state, TaskState.RESIZE_PREP) if vm_state in RESIZE_FROM else None
+    if action is Action.LIVE_MIGRATION:
+        return Change(vm_state, TaskState.MIGRATING) if vm_state in LIVE_MIGRATION_FROM else None
     if action is Action.EVACUATE:
         return Change(vm_state, TaskState.REBUILDING) if vm_state in EVACUATE_FROM else None
     if action is Action.SET_RESOURCES:
@@ -391,6 +408,12 @@ def _report(vm_state: VmState, task_state: TaskState | None, report: Report) -> 
         case Report.RESOURCES_REFUSED if task_state is TaskState.RESOURCES_CHANGING:
             return Change(vm_state, None)
         case Report.RESOURCES_FAILED if task_state is TaskState.RESOURCES_CHANGING:
+            return Change(VmState.ERROR, None)
+        case Report.LIVE_STEP if task_state is TaskState.MIGRATING:
+            return Change(vm_state, TaskState.MIGRATING)
+        case Report.LIVE_ENDED if task_state is TaskState.MIGRATING:
+            return Change(vm_state, None)
+        case Report.LIVE_FAILED if task_state is TaskState.MIGRATING:
             return Change(VmState.ERROR, None)
         case Report.SCHEDULED if building and task_state is TaskState.SCHEDULING:
             return Change(VmState.BUILDING, TaskState.SPAWNING)

@@ -38,6 +38,7 @@ from actors.conductor.core import NODE_TASKS, Core, action_of
 from actors.conductor.evacuate import Evacuations
 from actors.conductor.interfaces import Interfaces
 from actors.conductor.lifecycle import DomainReports
+from actors.conductor.live import LiveMigrations
 from actors.conductor.live_resources import LiveResources
 from actors.conductor.resize import Resizes
 from actors.conductor.schema import InstanceRow, recorded_claim, task_state_of, view, vm_state_of
@@ -47,6 +48,7 @@ from api.conductor import (
     BlockDevice,
     ConductorForOwners,
     ConductorOperator,
+    CopyVerdict,
     Instance,
     InstanceAction,
     InstanceActionEvent,
@@ -79,6 +81,7 @@ class TaskWatch(NodeTasks, ConductorForOwners, ConductorOperator):
         resizes: Resizes,
         evacuations: Evacuations,
         live_resources: LiveResources,
+        live: LiveMigrations,
         interfaces: Interfaces,
     ) -> None:
         self.core = core
@@ -88,6 +91,7 @@ class TaskWatch(NodeTasks, ConductorForOwners, ConductorOperator):
         self.resizes = resizes
         self.evacuations = evacuations
         self.live_resources = live_resources
+        self.live = live
 
     # -- what nodes, owners and the operator ask --------------------------------------------
 
@@ -112,6 +116,19 @@ class TaskWatch(NodeTasks, ConductorForOwners, ConductorOperator):
             row=InstanceRow,
         )
         return [view(row) for row in rows]
+
+    async def migration_progress(
+        self,
+        *,
+        instance_uuid: str,
+        memory_total_bytes: int,
+        memory_processed_bytes: int,
+        memory_remaining_bytes: int,
+        host: str,
+    ) -> CopyVerdict:
+        return await self.live.progress(
+            instance_uuid, host, memory_total_bytes, memory_processed_bytes, memory_remaining_bytes
+        )
 
     async def live_instances(self, *, instance_uuids: list[str]) -> list[str]:
         """Which of these instances still exist (not deleted): the rest hold nothing any more."""
@@ -161,6 +178,9 @@ class TaskWatch(NodeTasks, ConductorForOwners, ConductorOperator):
                     "idle_s": round(now - row["progress_at"], 1),
                     "vcpus": recorded_claim(row)["vcpus"],
                     "memory_mb": recorded_claim(row)["ram"],
+                    "other_host": row["migrate_to"]
+                    if row["host"] == row["migrate_from"]
+                    else row["migrate_from"],
                 }
                 for row in rows
             ],
@@ -232,6 +252,7 @@ class TaskWatch(NodeTasks, ConductorForOwners, ConductorOperator):
             elif (
                 task in NODE_TASKS
                 and not (task is TaskState.REBUILDING and row["evacuate_from"] is not None)  # the conductor's
+                and not (task is TaskState.MIGRATING and row["migration_step"] == "claim")  # the conductor's
                 and not row["task_acked"]
                 and now - (row["task_sent_at"] or 0) > self.core.ack_timeout
                 and (row["host"] is None or self.core.hosts_alive.get(row["host"], True))
@@ -266,6 +287,9 @@ class TaskWatch(NodeTasks, ConductorForOwners, ConductorOperator):
             return
         if task in LIVE_RESOURCE_TASKS:
             await self.live_resources.resolve_stalled(row, task, reason)
+            return
+        if task is TaskState.MIGRATING:
+            await self.live.resolve_stalled(row, reason)
             return
         if action_of(row, task) is Action.EVACUATE:
             await self.evacuations.resolve_stalled(row, task, reason)

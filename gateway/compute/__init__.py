@@ -14,6 +14,7 @@ resource, each its routes and schemas.
 * ``flavors``, ``images`` (Nova's proxy to Glance), ``keypairs``, ``limits``, ``quotas``,
   ``zones`` (availability zones);
 * ``hosts``: the compute hosts for operators (``os-services``, ``os-hypervisors``);
+* ``migrations``: every resize, migration and evacuate (``os-migrations``, admins);
 * ``usage``: what each project's instances used over a period (``os-simple-tenant-usage``);
 * ``project_routes``: every route with the project id in the URL too (Nova's, optional since 2.18).
 
@@ -38,6 +39,7 @@ from gateway.compute import (
     limits,
     live_resources,
     metadata,
+    migrations,
     quotas,
     servers,
     usage,
@@ -65,6 +67,7 @@ for _module in (
     quotas,
     zones,
     hosts,
+    migrations,
     usage,
 ):
     routes.include(_module.routes)

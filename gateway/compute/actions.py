@@ -2,8 +2,11 @@
 
 The body is exactly one action: ``os-stop``, ``os-start``, ``pause``, ``unpause``, ``suspend``,
 ``resume``, ``lock``, ``unlock``, ``confirmResize``, ``revertResize`` (their values are not read,
-as Nova's), ``resize`` (``{"flavorRef": ...}``: VERIFY_RESIZE once the node gave the server the
-flavor; ``confirmResize`` answers 204), ``reboot``
+as Nova's), ``migrate`` (admins; null, as Nova's before 2.56: a cold migration to the scheduler's
+choice, then VERIFY_RESIZE as a resize), ``os-migrateLive`` (admins: ``host``, ``block_migration``,
+before 2.25 ``disk_over_commit``; MIGRATING until it runs on its new host), ``resize``
+(``{"flavorRef": ...}``: VERIFY_RESIZE once the node gave the server the flavor; ``confirmResize``
+answers 204), ``reboot``
 (``{"type": "SOFT" | "HARD"}``), ``evacuate`` (admins: ``host``, ``adminPass``, before 2.14
 ``onSharedStorage``; the server's host must be down: 200, with ``adminPass`` before 2.14),
 ``rebuild`` (``imageRef``, and ``name``, ``metadata``, ``adminPass``, access addresses, from
@@ -117,6 +120,22 @@ class EvacuateBody(Body):
     adminPass: str | None
 
 
+class MigrateLive(Request, kw_only=True):
+    """Live-migrate to ``host`` (forced; null: the scheduler's choice). Before 2.25
+    ``disk_over_commit`` is required and ``block_migration`` a boolean; from 2.25 it may be
+    ``auto`` and ``disk_over_commit`` is refused. Both are taken and ignored (the test driver's
+    domains have no disk to copy)."""
+
+    host: TargetHost | None
+    block_migration: NovaBoolean | Literal["auto"]  # type: ignore[valid-type]
+    disk_over_commit: NovaBoolean | UnsetType = UNSET  # type: ignore[valid-type]
+
+
+AUTO_BLOCK_MIGRATION_FROM = (2, 25)
+"""The microversion from which a live migration's ``block_migration`` may be ``auto`` and
+``disk_over_commit`` is gone."""
+
+
 class CreateImage(Request):
     """A snapshot of the server's disk, as an image of this name (with ``metadata`` as its
     properties besides those it keeps from the server's image)."""
@@ -150,6 +169,8 @@ class ServerAction(Request):
     resize: Resize | UnsetType = UNSET
     confirm_resize: Any = msgspec.field(default=UNSET, name="confirmResize")
     revert_resize: Any = msgspec.field(default=UNSET, name="revertResize")
+    migrate: UnsetType | None = UNSET
+    migrate_live: MigrateLive | UnsetType = msgspec.field(default=UNSET, name="os-migrateLive")
     create_image: CreateImage | UnsetType = msgspec.field(default=UNSET, name="createImage")
     pause: Any = UNSET
     unpause: Any = UNSET
@@ -211,7 +232,7 @@ routes = Routes()
             ServerRebuiltBody,
             "Taken: a rebuild answers the server being rebuilt, with its administrator password; the"
             " other actions (os-stop, os-start, reboot, pause, unpause, suspend, resume, lock, unlock,"
-            " resize, revertResize,"
+            " resize, revertResize, migrate and os-migrateLive (admins),"
             " createImage: its Location header names the image, which becomes active once the"
             " server's node has uploaded the disk; addSecurityGroup, removeSecurityGroup;"
             " trigger_crash_dump, 2.17: the guest got its NMI; aiostack:setResources, from 2.16:"
@@ -241,9 +262,10 @@ async def server_action(request: web.Request, body: ServerAction) -> web.Respons
     group for a server with no port (or one without port security), a resize to an unknown
     flavor, to the server's own, or to a smaller disk; an evacuate whose server's host is up, to
     its own host, to one that is down or has no room (an unknown one is 404; a server that is not
-    active, stopped or in error 409; not an admin 403); a crash dump (2.17; 404 before) of a
-    server that is not active, paused, resized or in error, or whose host's driver cannot inject
-    an NMI (400); aiostack:setResources: 400 below its
+    active, stopped or in error 409; not an admin 403); a migrate with no other host that has room
+    (400), of a server that is not active or stopped, or whose host runs real guests (409); a
+    crash dump (2.17; 404 before) of a server that is not active, paused, resized or in error, or
+    whose host's driver cannot inject an NMI (400); aiostack:setResources: 400 below its
     microversion, for a flavor with no maximum for what is asked or a size outside its range, 403
     past the quota, 409 a server not active with no task, or a host with no room for the growth."""
     server_id = request.match_info["server_id"]
@@ -287,6 +309,10 @@ async def server_action(request: web.Request, body: ServerAction) -> web.Respons
         return no_content(204)
     elif body.revert_resize is not UNSET:
         await conductor.revert_resize(instance_uuid=server_id)
+    elif body.migrate is None:
+        await conductor.migrate_instance(instance_uuid=server_id)
+    elif isinstance(body.migrate_live, MigrateLive):
+        await _migrate_live(request, server_id, body.migrate_live)
     elif body.lock is not UNSET:
         await conductor.lock_instance(instance_uuid=server_id)
     elif body.unlock is not UNSET:
@@ -314,6 +340,29 @@ async def server_action(request: web.Request, body: ServerAction) -> web.Respons
         action = next(name for name in POWER_ACTIONS if getattr(body, name) is not UNSET)
         await conductor.change_power(instance_uuid=server_id, action=action)
     return no_content(202)
+
+
+async def _migrate_live(request: web.Request, server_id: str, migrate: MigrateLive) -> None:
+    """Nova's ``os-migrateLive`` at the request's microversion (its body's schema changes at 2.25)."""
+    if microversion(request) < AUTO_BLOCK_MIGRATION_FROM:
+        if migrate.disk_over_commit is UNSET:
+            raise InvalidRequest(
+                "Invalid input for field/attribute os-migrateLive. 'disk_over_commit' is a required property"
+            )
+        if migrate.block_migration == "auto":
+            raise InvalidRequest(
+                "Invalid input for field/attribute block_migration. Value: auto. 'auto' is not valid under"
+                " any of the given schemas"
+            )
+    elif migrate.disk_over_commit is not UNSET:
+        raise InvalidRequest(
+            "Invalid input for field/attribute os-migrateLive."
+            " Additional properties are not allowed ('disk_over_commit' was unexpected)"
+        )
+    block = migrate.block_migration is True or migrate.block_migration in TRUE_WORDS
+    await compute(request).live_migrate_instance(
+        instance_uuid=server_id, host=migrate.host, block_migration=block
+    )
 
 
 async def _evacuate(request: web.Request, server_id: str, evacuate: Evacuate) -> web.Response:

@@ -80,6 +80,9 @@ ACTIONS_FROM_IDLE: dict[tuple[Action, VmState], TaskState | None] = {
     (Action.DETACH_INTERFACE, V.STOPPED): None,
     (Action.RESIZE, V.ACTIVE): T.RESIZE_PREP,
     (Action.RESIZE, V.STOPPED): T.RESIZE_PREP,
+    (Action.MIGRATE, V.ACTIVE): T.RESIZE_PREP,  # a cold migration: a resize to its own flavor elsewhere
+    (Action.MIGRATE, V.STOPPED): T.RESIZE_PREP,
+    (Action.LIVE_MIGRATION, V.ACTIVE): T.MIGRATING,  # not paused: the destination starts the domain
     (Action.CONFIRM_RESIZE, V.RESIZED): T.RESIZE_CONFIRMING,
     (Action.REVERT_RESIZE, V.RESIZED): T.RESIZE_REVERTING,
     (Action.EVACUATE, V.ACTIVE): T.REBUILDING,
@@ -265,6 +268,9 @@ REPORTS_FROM: dict[Report, dict[tuple[VmState | None, TaskState | None], Expecte
         **{(None, task): Expected(V.ERROR, None) for task in RESIZE_TASKS},
         (None, T.RESIZE_PREP): Expected(SAME, None),  # no node touched it: back where it was
     },
+    Report.LIVE_STEP: {(None, T.MIGRATING): Expected(SAME, T.MIGRATING)},  # migrating throughout
+    Report.LIVE_ENDED: {(None, T.MIGRATING): Expected(SAME, None)},  # cancelled, or nothing moved
+    Report.LIVE_FAILED: {(None, T.MIGRATING): Expected(V.ERROR, None)},  # a rollback that cannot finish
 }
 
 
@@ -372,6 +378,7 @@ def test_a_new_instance_is_building_and_scheduling_and_every_task_belongs_to_an_
         (V.ERROR, T.REBUILD_SPAWNING, "REBUILD"),
         (V.PAUSED, T.REBUILDING, "PAUSED"),
         (V.ACTIVE, T.RESOURCES_CHANGING, "ACTIVE"),  # a live change: the server stays ACTIVE
+        (V.ACTIVE, T.MIGRATING, "MIGRATING"),
     ],
 )
 def test_the_status_nova_shows(vm_state: VmState, task_state: TaskState | None, status: str) -> None:
