@@ -1207,6 +1207,24 @@ class VolumeActor(Actor, VolumeRecords):
             await self._publish(volume)
         return {"detached": [volume["id"] for volume in volumes]}
 
+    async def release_host(self, *, instance_uuid: str) -> builtins.list[str]:
+        """The instance's attachments kept with no host and no export
+        (``api.volume.VolumeAttachments.release_host``)."""
+        async with self.store.transaction() as db:
+            rows = await db.fetchall(
+                "SELECT a.id, a.volume_id, a.export, v.host FROM attachments a"
+                " JOIN volumes v ON v.id = a.volume_id WHERE a.server_id = ? AND a.attach_status = 'attached'"
+                " ORDER BY a.volume_id",
+                (instance_uuid,),
+            )
+            for row in rows:
+                await db.execute(
+                    "UPDATE attachments SET host_name = NULL, export = '' WHERE id = ?", (row["id"],)
+                )
+        for row in rows:
+            await self._unexport((row["export"], row["host"]))
+        return [row["volume_id"] for row in rows]
+
     async def reattach_all(self, *, instance_uuid: str, host: str) -> builtins.list[Reattached]:
         """The instance's attached volumes, their attachments moved to ``host``
         (``api.volume.VolumeAttacher.reattach_all``: the caller checked the instance is there)."""
@@ -1229,7 +1247,7 @@ class VolumeActor(Actor, VolumeRecords):
                 if attachment["host_name"] != host:
                     if export:
                         ended.append((export, volume_row["host"]))
-                        export = _export_name()
+                    export = _export_name()  # an offloaded instance's attachment has none
                     await db.execute(
                         "UPDATE attachments SET host_name = ?, export = ? WHERE id = ?",
                         (host, export, attachment["id"]),

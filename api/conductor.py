@@ -12,7 +12,7 @@ Facets, by caller (each made of the parts the conductor's servants implement, by
 
 * ``Compute``: the user-facing compute API, as the gateway reaches it: ``Servers`` (reads),
   ``ServerCreation``, ``ServerActions`` (power changes, reboot, delete), ``ServerResizes``,
-  ``ServerEvacuations``, ``ServerDetails``
+  ``ServerEvacuations``, ``ServerShelves``, ``ServerDetails``
   (name, access addresses, metadata, lock), ``ServerVolumes``, ``ServerHistory`` (the actions
   of an instance and their steps), ``ComputeQuotas``, ``ComputeUsage`` (usage over a period),
   ``Flavors`` and ``Keypairs``;
@@ -47,7 +47,9 @@ empty) and deletes the volumes marked ``delete_on_termination`` with the instanc
 ``ComputeUsage`` (what each project's instances used over a period: Nova's simple tenant usage); 10 -
 ``ServerEvacuations`` (an instance of a down host built again on another: admins only),
 ``NodeBuilds.get_build_request`` answers an evacuate's destination too, and ``build_failed`` ends
-an evacuate in ERROR.
+an evacuate in ERROR; 11 - ``ServerShelves`` (shelve, shelve offload, unshelve: the SHELVED and
+SHELVED_OFFLOADED vm_states), ``NodeBuilds.get_build_request`` answers an unshelve's host too (the
+shelved image as ``image_ref``).
 
 Events (kind ``instance``, on ``evt.instance.<project>.<id>``, with the instance as ``Instance``
 shows it): ``instance.building`` (recorded), ``instance.spawning`` (a host was chosen: the
@@ -84,6 +86,8 @@ Status = Literal[
     "RESIZE",
     "VERIFY_RESIZE",
     "REVERT_RESIZE",
+    "SHELVED",
+    "SHELVED_OFFLOADED",
     "UNKNOWN",
 ]
 """An instance's status as Nova's API shows it (made of its vm_state and task_state)."""
@@ -937,12 +941,51 @@ class ServerEvacuations(ServiceAPI, address="conductor"):
         ...
 
 
+class ServerShelves(ServiceAPI, address="conductor"):
+    """Shelve (the disk saved as an image, the domain shut off), offload (host resources freed),
+    unshelve (on the same host, or any host once offloaded)."""
+
+    @call(policy="compute:write", idempotent=True)
+    async def shelve_instance(self, *, instance_uuid: Id) -> Instance:
+        """Shelve: the node powers the domain off and uploads its disk as the image
+        ``<name>-shelved`` (none for a volume-backed server); SHELVED, then offloaded at once
+        when the conductor's ``shelved_offload_time`` is 0.
+
+        :raises NotFound: no such instance, or another project's.
+        :raises Conflict: not active, stopped, paused or suspended with no task, or locked.
+        """
+        ...
+
+    @call(policy="compute:admin", idempotent=True)
+    async def shelve_offload_instance(self, *, instance_uuid: Id) -> Instance:
+        """Offload a SHELVED instance: its domain and files removed, its claim given back, its
+        ports unbound and volume attachments released from the host (both kept):
+        SHELVED_OFFLOADED, on no host.
+
+        :raises NotFound: no such instance.
+        :raises Conflict: not SHELVED with no task, or locked.
+        """
+        ...
+
+    @call(policy="compute:write", idempotent=True)
+    async def unshelve_instance(self, *, instance_uuid: Id) -> Instance:
+        """Unshelve: a SHELVED instance's domain is started again; an offloaded one is built on
+        the host the scheduler claims, from its shelved image, with its ports and volumes. ACTIVE
+        after; the shelved image is deleted.
+
+        :raises NotFound: no such instance, or another project's.
+        :raises Conflict: not SHELVED or SHELVED_OFFLOADED with no task, or locked.
+        """
+        ...
+
+
 class Compute(
     Servers,
     ServerCreation,
     ServerActions,
     ServerResizes,
     ServerEvacuations,
+    ServerShelves,
     ServerDetails,
     ServerVolumes,
     ServerHistory,

@@ -9,7 +9,8 @@ user is the only one allowed ``NodeConsole``'s subjects) opens a guest's interac
 console and relays its bytes (``NodeConsole``).
 
 Version history: 1 - initial; 2 - ``NodeConsole``; 3 - ``resize_instance``, ``finish_resize``,
-``revert_resize``; 4 - ``evacuate_instance``.
+``revert_resize``; 4 - ``evacuate_instance``; 5 - ``shelve_instance``, ``shelve_offload_instance``,
+``unshelve_instance``.
 
 Events (kind ``domain``): ``domain.lifecycle`` (each libvirt lifecycle event of this host's
 domains, as ``{event, event_id, detail, host, libvirt_ts}``) and ``domain.reconciled`` (a
@@ -157,6 +158,26 @@ class Node(ServiceAPI, address="node.{host}"):
         attached to it (their attachments made again for this host); start it unless it was
         stopped, then report its power state (``sync_power_state``). A failure gives back what
         this node made (its ports and volumes stay the instance's) and reports ``build_failed``."""
+        ...
+
+    @cast
+    async def shelve_instance(self, *, instance_uuid: Id) -> None:
+        """A shelve's first step: power the domain off (an ACPI shutdown, ``destroy`` after the
+        shutdown timeout; a suspended guest's saved memory dropped), then report ``task_done``.
+        Its disk is uploaded next by ``snapshot_instance``."""
+        ...
+
+    @cast
+    async def shelve_offload_instance(self, *, instance_uuid: Id) -> None:
+        """Offload a shelved instance: destroy and undefine its domain and remove its files and
+        DHCP entries here (its ports and volumes stay the instance's), then report ``task_done``."""
+        ...
+
+    @cast
+    async def unshelve_instance(self, *, instance_uuid: Id) -> None:
+        """Build an offloaded instance here from its shelved image (or its boot volume), with its
+        ports and volumes, as ``evacuate_instance`` builds one: start it and report its power
+        state; a failure gives back what this node made and reports ``build_failed``."""
         ...
 
     @cast

@@ -50,6 +50,8 @@ read-only exports. 5 - quotas: ``VolumeQuotas`` (shown, set, deleted; usage coun
 from the rows) and ``QuotaExceeded`` from ``create``, ``create_snapshot`` and ``extend``; the
 actor's own handlers are ``VolumeRecords``, and ``Volumes`` is both facets. 6 -
 ``VolumeAttacher.reattach_all``: an evacuated instance's attachments made again for its new host.
+7 - ``VolumeAttachments.release_host``: a shelved instance's attachments released from its host
+when it is offloaded (``reattach_all`` makes them the unshelving host's).
 
 Events (kind ``volume``, on ``evt.volume.<project>.<id>``): ``volume.<status>`` at every status
 change (``volume.deleted`` last), with the volume as users see it (no ``path``, no ``format``).
@@ -350,6 +352,14 @@ class VolumeAttachments(ServiceAPI, address="volume"):
     @call(idempotent=True)
     async def detach_all(self, *, instance_uuid: Id) -> Detached:
         """Free every volume attached, attaching or detaching to a deleted instance; idempotent."""
+        ...
+
+    @call(idempotent=True)
+    async def release_host(self, *, instance_uuid: Id) -> list[str]:
+        """Release the instance's attachments from their host (a shelved instance offloaded): each
+        stays attached to the instance (the volume in-use) with no host and no export (Cinder's
+        attachment without a connector); ``VolumeAttacher.reattach_all`` makes them a host's again.
+        Answers the volumes; idempotent."""
         ...
 
     @call(policy="volume:read", idempotent=True)

@@ -12,10 +12,11 @@ to the one that does it:
 * ``Records`` (``node/records.py``): the node's store of domains and the work in its hands;
 * ``EventForwarder`` (``node/events.py``): libvirt's lifecycle events -> event stream -> conductor;
 * ``Builder`` (``node/build.py``): build and delete; ``Power`` (``node/power.py``); ``Resizer``
-  (``node/resize.py``): a domain given another flavor, and back; ``Volumes``
-  (``node/volumes.py``); ``Consoles`` (``node/console.py``, serving ``NodeConsole``: the guests'
-  interactive serial consoles, for the gateway); ``Reconciler`` (``node/reconcile.py``): at start,
-  after a reconnect, and the orphan sweep;
+  (``node/resize.py``): a domain given another flavor, and back; ``Shelver`` (``node/shelve.py``):
+  a domain powered off to be shelved, removed when offloaded (an unshelve is the evacuate's
+  build); ``Volumes`` (``node/volumes.py``); ``Consoles`` (``node/console.py``, serving
+  ``NodeConsole``: the guests' interactive serial consoles, for the gateway); ``Reconciler``
+  (``node/reconcile.py``): at start, after a reconnect, and the orphan sweep;
 * ``SecurityGroups`` (``node/security.py``): on a host with real guests, its security groups as
   nftables tables (``node/firewall.py``), kept in line with the net actor's notices;
 * ``RouterAgent`` (``node/routers.py``): on a host with real guests, the routers the net actor
@@ -78,6 +79,7 @@ from node.records import Records
 from node.resize import Resizer
 from node.routers import RouterAgent
 from node.security import SecurityGroups
+from node.shelve import Shelver
 from node.snapshots import Snapshots
 from node.volumes import Volumes
 from runtime.auth import keep_service_token
@@ -179,6 +181,7 @@ class NodeActor(Actor, Node):
         self.resizer = Resizer(
             host, peers=peers, hypervisor=self.hypervisor, records=self.records, images=self.images
         )
+        self.shelver = Shelver(self.power, self.builder)
         self.consoles = Consoles(host, hypervisor=self.hypervisor, records=self.records)
         self.serve(self.consoles)
         self.snapshots = Snapshots(
@@ -311,6 +314,15 @@ class NodeActor(Actor, Node):
         await self.builder.rebuild_instance(instance_uuid)
 
     async def evacuate_instance(self, *, instance_uuid: str) -> None:
+        await self.builder.evacuate_instance(instance_uuid)
+
+    async def shelve_instance(self, *, instance_uuid: str) -> None:
+        await self.shelver.shelve_instance(instance_uuid)
+
+    async def shelve_offload_instance(self, *, instance_uuid: str) -> None:
+        await self.shelver.shelve_offload_instance(instance_uuid)
+
+    async def unshelve_instance(self, *, instance_uuid: str) -> None:
         await self.builder.evacuate_instance(instance_uuid)
 
     async def snapshot_instance(self, *, instance_uuid: str, image_id: str) -> None:

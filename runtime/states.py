@@ -53,6 +53,10 @@ class VmState(enum.StrEnum):
     SUSPENDED = "suspended"
     RESIZED = "resized"
     """A resize (or cold migration) is done and waits to be confirmed or reverted."""
+    SHELVED = "shelved"
+    """Shelved: its disk saved as an image, its domain shut off (still defined) on its host."""
+    SHELVED_OFFLOADED = "shelved_offloaded"
+    """Shelved and offloaded: no host, no domain, no claim; its ports and volumes kept."""
     ERROR = "error"
     DELETED = "deleted"
 
@@ -81,6 +85,11 @@ class TaskState(enum.StrEnum):
     RESIZE_FINISH = "resize_finish"
     RESIZE_REVERTING = "resize_reverting"
     RESIZE_CONFIRMING = "resize_confirming"
+    SHELVING = "shelving"
+    SHELVING_IMAGE_PENDING_UPLOAD = "shelving_image_pending_upload"
+    SHELVING_IMAGE_UPLOADING = "shelving_image_uploading"
+    SHELVING_OFFLOADING = "shelving_offloading"
+    UNSHELVING = "unshelving"
 
 
 RESIZE_TASKS = frozenset(
@@ -94,6 +103,15 @@ RESIZE_TASKS = frozenset(
     }
 )
 """Every task of a resize (the conductor, the node's reconcile and the audit read them so)."""
+SHELVE_TASKS = frozenset(
+    {
+        TaskState.SHELVING,
+        TaskState.SHELVING_IMAGE_PENDING_UPLOAD,
+        TaskState.SHELVING_IMAGE_UPLOADING,
+        TaskState.SHELVING_OFFLOADING,
+    }
+)
+"""The tasks of a shelve and of its offload (the domain is powered off, snapshotted, removed)."""
 
 
 class PowerState(enum.IntEnum):

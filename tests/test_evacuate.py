@@ -59,9 +59,9 @@ class EvacuateCloud:
             await self.start_node(host)
         await self.api.login("admin", "admin-secret", "admin")
 
-    async def start_conductor(self) -> None:
+    async def start_conductor(self, **options: Any) -> None:
         conductor = await self.start_actor(
-            ConductorActor, self.config, secure=True, task_timeout=TASK_TIMEOUT, ack_timeout=0.5
+            ConductorActor, self.config, secure=True, task_timeout=TASK_TIMEOUT, ack_timeout=0.5, **options
         )
         assert isinstance(conductor, ConductorActor)
         self.conductor = conductor
@@ -394,12 +394,7 @@ async def test_a_member_may_not_evacuate(evacuate_cloud: EvacuateCloud, gateway_
     async with aiohttp.ClientSession() as session:
         member = Api(session, gateway_url)
         await member.login("demo", DEMO_PASSWORD)
-        image = (await member.get("/image/v2/images?name=aiostack-tiny"))[1]["images"][0]["id"]
-        status, created = await member.post(
-            "/compute/v2.1/servers", {"server": {"name": "mine", "imageRef": image, "flavorRef": "1"}}
-        )
-        assert status == 202, created
-        server_id = created["server"]["id"]
+        server_id = await member.boot_tiny("mine")
         await cloud.until(server_id, "ACTIVE")
         status, body = await member.post(
             f"/compute/v2.1/servers/{server_id}/action", {"evacuate": {}}, headers=V214

@@ -8,6 +8,8 @@ It is composed of servants, one per job, sharing one ``Core`` (store, bus, clien
   (``states.py``: which states an action may start from and where it leads);
 * ``power.PowerActions``: stop, start, reboot, pause, unpause, suspend, resume, delete;
 * ``evacuate.Evacuations``: evacuate (an instance of a down host built again on another);
+* ``shelve.Shelves``: shelve, shelve offload (at once, or after ``shelved_offload_time`` seconds;
+  -1: never), unshelve;
 * ``resize.Resizes``: resize, confirm, revert (and the auto-confirm after ``resize_confirm_window``
   seconds, 0: never);
 * ``details.InstanceDetails``: rename, access addresses, metadata, lock;
@@ -38,6 +40,7 @@ from actors.conductor.quotas import QuotaBook
 from actors.conductor.resize import Resizes
 from actors.conductor.schema import MIGRATIONS, InstanceRow
 from actors.conductor.services import HostServices
+from actors.conductor.shelve import Shelves
 from actors.conductor.usage import UsageReports
 from actors.conductor.volumes import Attachments
 from actors.conductor.watch import TaskWatch
@@ -71,6 +74,7 @@ class ConductorActor(Actor):
         announce_after: float = ANNOUNCE_AFTER,
         max_build_attempts: int = 3,
         resize_confirm_window: float = 0.0,
+        shelved_offload_time: float = 0.0,
     ) -> None:
         super().__init__(bus)
         self._stop_counting: Callable[[], None] = lambda: None
@@ -90,14 +94,17 @@ class ConductorActor(Actor):
         resizes = Resizes(self.core, confirm_window=resize_confirm_window)
         evacuations = Evacuations(self.core)
         self.builder.evacuate_failed = evacuations.fail
-        reports = DomainReports(self.core, resizes, evacuations)
-        self.watch = TaskWatch(self.core, self.builder, reports, resizes, evacuations)
+        shelves = Shelves(self.core, offload_time=shelved_offload_time)
+        self.builder.unshelve_failed = shelves.unshelve_failed
+        reports = DomainReports(self.core, resizes, evacuations, shelves)
+        self.watch = TaskWatch(self.core, self.builder, reports, resizes, evacuations, shelves)
         self.serve(
             ServerReads(self.core),
             self.builder,
             PowerActions(self.core, self.builder),
             resizes,
             evacuations,
+            shelves,
             InstanceDetails(self.core),
             Attachments(self.core),
             FlavorCatalog(self.store),

@@ -22,7 +22,16 @@ from actors.conductor.details import access_address
 from actors.conductor.flavors import find_flavor
 from actors.conductor.keypairs import has_keypair, public_key
 from actors.conductor.quotas import check_instance_quota
-from actors.conductor.schema import InstanceRow, host_claim, recorded_claim, states_of, task_state_of, view
+from actors.conductor.schema import (
+    InstanceRow,
+    booted_image,
+    host_claim,
+    recorded_claim,
+    states_of,
+    task_state_of,
+    unshelving,
+    view,
+)
 from actors.conductor.states import BUILDING_ON_HOST, CREATED, Action, Report
 from api.conductor import (
     BlockDevice,
@@ -69,6 +78,8 @@ class Builder(ServerCreation, NodeBuilds):
         """Instances whose build task runs in this process."""
         self.evacuate_failed: Callable[[InstanceRow, str], Awaitable[None]] | None = None
         """Ends an evacuate whose destination's node could not build it (``evacuate.Evacuations``)."""
+        self.unshelve_failed: Callable[[InstanceRow, str], Awaitable[None]] | None = None
+        """Offloads again an instance its unshelving host's node could not build (``shelve.Shelves``)."""
 
     # -- create ---------------------------------------------------------------------------
 
@@ -415,7 +426,7 @@ class Builder(ServerCreation, NodeBuilds):
         """
         row = await self.core.placed(instance_uuid, host)
         task = task_state_of(row)
-        rebuilding = task in (TaskState.REBUILDING, TaskState.REBUILD_SPAWNING)
+        rebuilding = task in (TaskState.REBUILDING, TaskState.REBUILD_SPAWNING) or unshelving(row)
         if states_of(row) != BUILDING_ON_HOST and not rebuilding:
             raise Conflict(f"Instance {instance_uuid} is not being built on {host}")
         if not row["task_acked"]:
@@ -426,7 +437,7 @@ class Builder(ServerCreation, NodeBuilds):
             action = action_of(row, task) if task is not None and rebuilding else Action.CREATE
             await self.core.record_step(instance_uuid, action, "node_accepted", host, "Success")
         return {
-            "instance": view(row),
+            "instance": {**view(row), "image_ref": booted_image(row)},
             "requested_networks": from_json(row["requested_networks"], "auto"),
             "block_devices": from_json(row["block_devices"], []),
             "user_data": row["user_data"],
@@ -479,6 +490,9 @@ class Builder(ServerCreation, NodeBuilds):
         row = await self.core.placed(instance_uuid, host)
         if task_state_of(row) is TaskState.REBUILD_SPAWNING and self.evacuate_failed is not None:
             await self.evacuate_failed(row, f"evacuate to {host} failed: {message}")
+            return
+        if unshelving(row) and self.unshelve_failed is not None:
+            await self.unshelve_failed(row, f"unshelve on {host} failed: {message}")
             return
         if states_of(row) != BUILDING_ON_HOST:
             return

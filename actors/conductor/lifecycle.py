@@ -15,19 +15,21 @@ from actors.conductor.core import Core
 from actors.conductor.evacuate import Evacuations
 from actors.conductor.resize import Resizes
 from actors.conductor.schema import InstanceRow, task_state_of, view, vm_state_of
+from actors.conductor.shelve import Shelves, in_shelve
 from actors.conductor.states import RESIZE_STEPS, Action, Report
 from api.conductor import Cause, InstanceChange, NodeReports
-from runtime.states import RESIZE_TASKS, Lifecycle, TaskState, VmState
+from runtime.states import RESIZE_TASKS, SHELVE_TASKS, Lifecycle, TaskState, VmState
 
 
 class DomainReports(NodeReports):
     """Serves ``api.conductor.NodeReports`` (each call from the node of the instance's host: any
     other is refused ``NotFound`` by ``Core.placed``, and changes nothing)."""
 
-    def __init__(self, core: Core, resizes: Resizes, evacuations: Evacuations) -> None:
+    def __init__(self, core: Core, resizes: Resizes, evacuations: Evacuations, shelves: Shelves) -> None:
         self.core = core
         self.resizes = resizes
         self.evacuations = evacuations
+        self.shelves = shelves
 
     async def domain_event(
         self, *, instance_uuid: str, event: int, detail: int, host: str
@@ -84,6 +86,9 @@ class DomainReports(NodeReports):
         if task_state_of(row) in RESIZE_STEPS:
             await self.resizes.step_done(row)
             return
+        if task_state_of(row) in SHELVE_TASKS:
+            await self.shelves.step_done(row)
+            return
         moved = await self.core.transit(row, Report.TASK_DONE)
         if moved is not None:
             await self.core.publish(moved.row)
@@ -102,6 +107,8 @@ class DomainReports(NodeReports):
         if change.deleted:
             return await self.core.finish_delete(row, trigger, cause)
         task = task_state_of(row)
+        if in_shelve(row) and task is not TaskState.DELETING:
+            return await self.shelves.report(row, trigger, cause)
         ends_task = change.task_state is None and task is not None
         if ends_task and task is TaskState.REBUILD_SPAWNING:
             return await self.evacuations.finished(row, trigger, cause)

@@ -38,7 +38,8 @@ from actors.conductor.core import NODE_TASKS, Core, action_of
 from actors.conductor.evacuate import Evacuations
 from actors.conductor.lifecycle import DomainReports
 from actors.conductor.resize import Resizes
-from actors.conductor.schema import InstanceRow, task_state_of, view, vm_state_of
+from actors.conductor.schema import InstanceRow, booted_image, task_state_of, view, vm_state_of
+from actors.conductor.shelve import Shelves, stalled_here
 from actors.conductor.states import Action, Report
 from api.conductor import (
     Audit,
@@ -75,12 +76,14 @@ class TaskWatch(NodeTasks, ConductorForOwners, ConductorOperator):
         reports: DomainReports,
         resizes: Resizes,
         evacuations: Evacuations,
+        shelves: Shelves,
     ) -> None:
         self.core = core
         self.builder = builder
         self.reports = reports
         self.resizes = resizes
         self.evacuations = evacuations
+        self.shelves = shelves
 
     # -- what nodes, owners and the operator ask --------------------------------------------
 
@@ -132,7 +135,7 @@ class TaskWatch(NodeTasks, ConductorForOwners, ConductorOperator):
             # being evacuated away from its host: no node's, until the destination is recorded
             "host": None if row["evacuate_from"] == row["host"] else row["host"],
             "project_id": row["project_id"],
-            "image_ref": row["image_ref"] or (boot is not None and boot.get("image_id")) or "",
+            "image_ref": booted_image(row) or (boot is not None and boot.get("image_id")) or "",
             "volumes": [device["volume_id"] for device in devices],
         }
 
@@ -180,7 +183,8 @@ class TaskWatch(NodeTasks, ConductorForOwners, ConductorOperator):
 
     async def watch_forever(self) -> None:
         """Every ≤ 1 s: refresh host liveness, send unacknowledged tasks again, resolve stalled ones,
-        confirm the resizes past their window, record the events published and publish those missed."""
+        confirm the resizes past their window, offload the instances shelved past theirs, record
+        the events published and publish those missed."""
         interval = max(0.2, min(1.0, self.core.ack_timeout / 2))
         while True:
             await asyncio.sleep(interval)
@@ -188,6 +192,7 @@ class TaskWatch(NodeTasks, ConductorForOwners, ConductorOperator):
                 await self.core.refresh_hosts()
                 await self._check_tasks()
                 await self.resizes.confirm_expired(time.time())
+                await self.shelves.offload_expired(time.time())
                 await self.core.record_announced()
                 await self.core.announce_missed(time.time())
             except Exception:
@@ -241,6 +246,9 @@ class TaskWatch(NodeTasks, ConductorForOwners, ConductorOperator):
             return
         if action_of(row, task) is Action.EVACUATE:
             await self.evacuations.resolve_stalled(row, task, reason)
+            return
+        if stalled_here(row, task):
+            await self.shelves.resolve_stalled(row, task, reason)
             return
         domain = await self._node_domain(host, uuid)
         resend = domain is not None and row["task_sends"] < MAX_TASK_SENDS

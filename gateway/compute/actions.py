@@ -2,8 +2,9 @@
 
 The body is exactly one action: ``os-stop``, ``os-start``, ``pause``, ``unpause``, ``suspend``,
 ``resume``, ``lock``, ``unlock``, ``confirmResize``, ``revertResize`` (their values are not read,
-as Nova's), ``resize`` (``{"flavorRef": ...}``: VERIFY_RESIZE once the node gave the server the
-flavor; ``confirmResize`` answers 204), ``reboot``
+as Nova's), ``shelve``, ``shelveOffload`` (admins), ``unshelve`` (null, as Nova's schema before
+2.77: its ``availability_zone`` is not served), ``resize`` (``{"flavorRef": ...}``: VERIFY_RESIZE
+once the node gave the server the flavor; ``confirmResize`` answers 204), ``reboot``
 (``{"type": "SOFT" | "HARD"}``), ``evacuate`` (admins: ``host``, ``adminPass``, before 2.14
 ``onSharedStorage``; the server's host must be down: 200, with ``adminPass`` before 2.14),
 ``rebuild`` (``imageRef``, and ``name``, ``metadata``,
@@ -142,6 +143,9 @@ class ServerAction(Request):
     resize: Resize | UnsetType = UNSET
     confirm_resize: Any = msgspec.field(default=UNSET, name="confirmResize")
     revert_resize: Any = msgspec.field(default=UNSET, name="revertResize")
+    shelve: Any = UNSET
+    shelve_offload: Any = msgspec.field(default=UNSET, name="shelveOffload")
+    unshelve: Any = UNSET
     create_image: CreateImage | UnsetType = msgspec.field(default=UNSET, name="createImage")
     pause: Any = UNSET
     unpause: Any = UNSET
@@ -201,7 +205,7 @@ routes = Routes()
             ServerRebuiltBody,
             "Taken: a rebuild answers the server being rebuilt, with its administrator password; the"
             " other actions (os-stop, os-start, reboot, pause, unpause, suspend, resume, lock, unlock,"
-            " resize, revertResize,"
+            " resize, revertResize, shelve, shelveOffload (admins), unshelve,"
             " createImage: its Location header names the image, which becomes active once the"
             " server's node has uploaded the disk; addSecurityGroup, removeSecurityGroup) answer no"
             " body. The state follows.",
@@ -268,6 +272,12 @@ async def server_action(request: web.Request, body: ServerAction) -> web.Respons
         return no_content(204)
     elif body.revert_resize is not UNSET:
         await conductor.revert_resize(instance_uuid=server_id)
+    elif body.shelve is not UNSET:
+        await conductor.shelve_instance(instance_uuid=server_id)
+    elif body.shelve_offload is not UNSET:
+        await conductor.shelve_offload_instance(instance_uuid=server_id)
+    elif body.unshelve is not UNSET:
+        await conductor.unshelve_instance(instance_uuid=server_id)
     elif body.lock is not UNSET:
         await conductor.lock_instance(instance_uuid=server_id)
     elif body.unlock is not UNSET:

@@ -79,6 +79,13 @@ ACTIONS_FROM_IDLE: dict[tuple[Action, VmState], TaskState | None] = {
     (Action.EVACUATE, V.ACTIVE): T.REBUILDING,
     (Action.EVACUATE, V.STOPPED): T.REBUILDING,
     (Action.EVACUATE, V.ERROR): T.REBUILDING,
+    (Action.SHELVE, V.ACTIVE): T.SHELVING,
+    (Action.SHELVE, V.STOPPED): T.SHELVING,
+    (Action.SHELVE, V.PAUSED): T.SHELVING,
+    (Action.SHELVE, V.SUSPENDED): T.SHELVING,
+    (Action.SHELVE_OFFLOAD, V.SHELVED): T.SHELVING_OFFLOADING,
+    (Action.UNSHELVE, V.SHELVED): T.POWERING_ON,  # its domain is still there: started again
+    (Action.UNSHELVE, V.SHELVED_OFFLOADED): T.UNSHELVING,  # a host is claimed first
 }
 ACTIONS_FROM_ANY: dict[Action, TaskState | Same] = {
     # actions that start from any live state, whatever its task: the task they lead to
@@ -107,6 +114,10 @@ def case_of(vm_state: VmState, task_state: TaskState | None) -> str:
     """The kinds of state a lifecycle event tells apart."""
     if task_state is T.DELETING:
         return "deleting"
+    if task_state in SHELVE_TASKS:
+        return "shelving"
+    if vm_state in (V.SHELVED, V.SHELVED_OFFLOADED):
+        return "shelved"
     if task_state in RESIZE_TASKS or vm_state is V.RESIZED:
         return "resizing"
     if vm_state is V.BUILDING:
@@ -121,11 +132,28 @@ def case_of(vm_state: VmState, task_state: TaskState | None) -> str:
 RUNS = Expected(V.ACTIVE, None, P.RUNNING)
 RESIZE_STEPS = (T.RESIZE_PREP, T.RESIZE_MIGRATING, T.RESIZE_MIGRATED, T.RESIZE_FINISH)
 RESIZE_TASKS = (*RESIZE_STEPS, T.RESIZE_REVERTING, T.RESIZE_CONFIRMING)
-CASES_OF_STATE = ("deleting", "resizing", "building", "rebooting", "suspending", "other")
+SHELVE_TASKS = (
+    T.SHELVING,
+    T.SHELVING_IMAGE_PENDING_UPLOAD,
+    T.SHELVING_IMAGE_UPLOADING,
+    T.SHELVING_OFFLOADING,
+)
+CASES_OF_STATE = (
+    "deleting",
+    "shelving",
+    "shelved",
+    "resizing",
+    "building",
+    "rebooting",
+    "suspending",
+    "other",
+)
 LIFECYCLE: dict[Lifecycle, dict[str, Expected | None]] = {
     #                 an event in each case of state leads to (None: changes nothing)
     Lifecycle.STARTED: {
         "deleting": Expected(SAME, SAME, P.RUNNING),
+        "shelving": Expected(SAME, SAME, P.RUNNING),
+        "shelved": RUNS,  # unshelved, or started by anyone
         "resizing": Expected(SAME, SAME, P.RUNNING),  # a step of the resize
         "building": Expected(V.ACTIVE, None, P.RUNNING, launched=True),
         "rebooting": RUNS,
@@ -134,6 +162,8 @@ LIFECYCLE: dict[Lifecycle, dict[str, Expected | None]] = {
     },
     Lifecycle.RESUMED: {
         "deleting": Expected(SAME, SAME, P.RUNNING),
+        "shelving": Expected(SAME, SAME, P.RUNNING),
+        "shelved": RUNS,
         "resizing": Expected(SAME, SAME, P.RUNNING),
         "building": Expected(V.ACTIVE, None, P.RUNNING, launched=True),
         "rebooting": RUNS,
@@ -142,6 +172,8 @@ LIFECYCLE: dict[Lifecycle, dict[str, Expected | None]] = {
     },
     Lifecycle.STOPPED: {
         "deleting": Expected(SAME, SAME, P.SHUTDOWN),
+        "shelving": Expected(SAME, SAME, P.SHUTDOWN),  # a shelve's power-off
+        "shelved": Expected(SAME, SAME, P.SHUTDOWN),
         "resizing": Expected(SAME, SAME, P.SHUTDOWN),
         "building": Expected(SAME, SAME, P.SHUTDOWN),
         "rebooting": Expected(SAME, SAME, P.SHUTDOWN),
@@ -150,6 +182,8 @@ LIFECYCLE: dict[Lifecycle, dict[str, Expected | None]] = {
     },
     Lifecycle.SUSPENDED: {
         "deleting": None,
+        "shelving": Expected(SAME, SAME, P.PAUSED),
+        "shelved": Expected(SAME, SAME, P.PAUSED),
         "resizing": Expected(V.PAUSED, None, P.PAUSED),
         "building": Expected(V.PAUSED, None, P.PAUSED),
         "rebooting": Expected(V.PAUSED, None, P.PAUSED),
@@ -158,6 +192,8 @@ LIFECYCLE: dict[Lifecycle, dict[str, Expected | None]] = {
     },
     Lifecycle.CRASHED: {
         "deleting": Expected(SAME, SAME, P.CRASHED),
+        "shelving": Expected(SAME, SAME, P.CRASHED),
+        "shelved": Expected(V.ERROR, None, P.CRASHED),
         "resizing": Expected(V.ERROR, None, P.CRASHED),
         "building": Expected(V.ERROR, None, P.CRASHED),
         "rebooting": Expected(V.ERROR, None, P.CRASHED),
@@ -166,6 +202,8 @@ LIFECYCLE: dict[Lifecycle, dict[str, Expected | None]] = {
     },
     Lifecycle.UNDEFINED: {
         "deleting": Expected(V.DELETED, None, P.NOSTATE),
+        "shelving": None,  # an offload's
+        "shelved": None,
         "resizing": None,
         "building": None,
         "rebooting": None,
@@ -241,10 +279,66 @@ REPORTS_FROM: dict[Report, dict[tuple[VmState | None, TaskState | None], Expecte
 }
 
 
+SHELVE_UPLOAD_STEPS = (T.SHELVING, T.SHELVING_IMAGE_PENDING_UPLOAD, T.SHELVING_IMAGE_UPLOADING)
+SHELVE_REPORTS_FROM: dict[Report, dict[tuple[VmState | None, TaskState | None], Expected]] = {
+    # while a shelve (or offload) runs, or while shelved: {(vm_state or None, task_state): change}
+    Report.RUNNING: {
+        **{(None, task): Expected(SAME, SAME, P.RUNNING) for task in SHELVE_TASKS},
+        **{
+            (vm_state, task): Expected(V.ACTIVE, None, P.RUNNING)
+            for vm_state in (V.SHELVED, V.SHELVED_OFFLOADED)
+            for task in [None, *TaskState]
+            if task not in SHELVE_TASKS
+        },
+    },
+    Report.NOT_RUNNING: {
+        **{(None, task): Expected(SAME, SAME, P.SHUTDOWN) for task in SHELVE_TASKS},
+        **{
+            (V.SHELVED, task): Expected(SAME, None, P.SHUTDOWN)  # an unshelve's start that did not start it
+            for task in [None, *TaskState]
+            if task not in SHELVE_TASKS
+        },
+    },
+    Report.TASK_ABANDONED: {
+        (None, T.SHELVING): Expected(SAME, None),  # its node never took it and is down: as it was
+        **{
+            (vm_state, task): Expected(SAME, None)
+            for vm_state in (V.SHELVED, V.SHELVED_OFFLOADED)
+            for task in POWER_TASKS
+        },
+    },
+    Report.SHELVE_POWERED_OFF: {
+        (None, T.SHELVING): Expected(SAME, T.SHELVING_IMAGE_PENDING_UPLOAD, P.SHUTDOWN)
+    },
+    Report.SHELVE_UPLOADING: {
+        (None, T.SHELVING_IMAGE_PENDING_UPLOAD): Expected(SAME, T.SHELVING_IMAGE_UPLOADING)
+    },
+    Report.SHELVE_DONE: {
+        (None, T.SHELVING): Expected(V.SHELVED, None, P.SHUTDOWN),  # volume-backed: no upload
+        (None, T.SHELVING_IMAGE_UPLOADING): Expected(V.SHELVED, None, P.SHUTDOWN),
+    },
+    Report.SHELVE_FAILED: {
+        **{(None, task): Expected(V.ERROR, None) for task in SHELVE_UPLOAD_STEPS},
+        (None, T.SHELVING_OFFLOADING): Expected(V.SHELVED, None),
+    },
+    Report.OFFLOADED: {(None, T.SHELVING_OFFLOADING): Expected(V.SHELVED_OFFLOADED, None, P.NOSTATE)},
+    Report.UNSHELVE_CLAIMED: {(V.SHELVED_OFFLOADED, T.UNSHELVING): Expected(SAME, T.SPAWNING)},
+    Report.UNSHELVE_FAILED: {
+        (V.SHELVED_OFFLOADED, T.UNSHELVING): Expected(SAME, None, P.NOSTATE),
+        (V.SHELVED_OFFLOADED, T.SPAWNING): Expected(SAME, None, P.NOSTATE),
+    },
+}
+
+
 def expected_for_report(report: Report, vm_state: VmState, task_state: TaskState | None) -> Expected | None:
     if vm_state is V.DELETED:
         return None
-    table = REPORTS_FROM[report]
+    if task_state is not T.DELETING and (
+        task_state in SHELVE_TASKS or vm_state in (V.SHELVED, V.SHELVED_OFFLOADED)
+    ):
+        shelve_table = SHELVE_REPORTS_FROM.get(report, {})
+        return shelve_table.get((vm_state, task_state)) or shelve_table.get((None, task_state))
+    table = REPORTS_FROM.get(report, {})
     expected = table.get((vm_state, task_state)) or table.get((None, task_state))
     if (
         expected is not None
@@ -314,8 +408,10 @@ def test_the_table_covers_every_trigger_from_every_state_and_allows_some_of_each
 def test_a_new_instance_is_building_and_scheduling_and_every_task_belongs_to_an_action() -> None:
     assert CREATED == (V.BUILDING, T.SCHEDULING)
     assert set(ACTION_OF_TASK) == set(TaskState)
-    # every task is a node's but scheduling, a resize's claim, its step between the node's two and its confirm
+    # every task is a node's but scheduling, a resize's claim, its step between the node's two and its
+    # confirm, a shelve's step between the node's two and an unshelve's claim
     conductors = {T.SCHEDULING, T.RESIZE_PREP, T.RESIZE_MIGRATED, T.RESIZE_CONFIRMING}
+    conductors |= {T.SHELVING_IMAGE_PENDING_UPLOAD, T.UNSHELVING}
     assert set(NODE_TASKS) == set(TaskState) - conductors
 
 
@@ -343,6 +439,12 @@ def test_a_new_instance_is_building_and_scheduling_and_every_task_belongs_to_an_
         (V.STOPPED, T.REBUILDING, "REBUILD"),  # Nova's map: a stopped or failed one rebuilt or evacuated
         (V.ERROR, T.REBUILD_SPAWNING, "REBUILD"),
         (V.PAUSED, T.REBUILDING, "PAUSED"),
+        (V.ACTIVE, T.SHELVING, "ACTIVE"),  # Nova shows the vm_state's status while it shelves
+        (V.STOPPED, T.SHELVING_IMAGE_UPLOADING, "SHUTOFF"),
+        (V.SHELVED, None, "SHELVED"),
+        (V.SHELVED, T.SHELVING_OFFLOADING, "SHELVED"),
+        (V.SHELVED_OFFLOADED, None, "SHELVED_OFFLOADED"),
+        (V.SHELVED_OFFLOADED, T.SPAWNING, "SHELVED_OFFLOADED"),
     ],
 )
 def test_the_status_nova_shows(vm_state: VmState, task_state: TaskState | None, status: str) -> None:

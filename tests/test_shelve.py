@@ -1,0 +1,359 @@
+"""Shelve, shelve offload, unshelve: a server's disk saved as an image, its host's resources freed,
+and the server brought back on any host with its port, address and volume; what is refused; and
+what a conductor restart or a node dying mid-step leaves (nothing stuck, nothing leaked).
+
+Every actor runs in this process on its own bus connection against a real nats-server, nodes on
+libvirt's test driver, the gateway on a real loopback HTTP server; the scheduler calls a node
+down after 2 s of silence, the conductor's task timeout is 3 s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import aiohttp
+import pytest
+
+from api.image import ImageReader
+from api.scheduler import Scheduler
+from bus import NotFound
+from deploy.audit import audit
+from tests.helpers import DEMO_PASSWORD, Api
+from tests.test_evacuate import TASK_TIMEOUT, EvacuateCloud, _attach_volume, _other
+
+ACTION = "/compute/v2.1/servers/{}/action"
+V220 = {"OpenStack-API-Version": "compute 2.20"}
+V219 = {"OpenStack-API-Version": "compute 2.19"}
+
+
+class ShelveCloud(EvacuateCloud):
+    """Two test-driver nodes; the conductor offloads shelved servers after ``offload_time``."""
+
+    offload_time = 0.0
+
+    async def start_conductor(self, **options: Any) -> None:
+        await super().start_conductor(shelved_offload_time=self.offload_time, **options)
+
+    async def act(
+        self, server_id: str, action: str, headers: dict[str, str] | None = None
+    ) -> tuple[int, Any]:
+        return await self.api.post(ACTION.format(server_id), {action: None}, headers=headers or {})
+
+    async def image_status(self, image_id: str) -> str:
+        try:
+            return (await ImageReader.client(self.bus).get(image_id=image_id))["status"]
+        except NotFound:
+            return "gone"
+
+    async def shelved_images(self, name: str) -> list[dict[str, Any]]:
+        status, body = await self.api.get(f"/image/v2/images?name={name}-shelved")
+        assert status == 200, body
+        return list(body["images"])
+
+    async def system_metadata(self, server_id: str) -> dict[str, Any]:
+        conductor = self.conductor
+        assert conductor is not None
+        row = await conductor.store.fetchone(
+            "SELECT system_metadata FROM instances WHERE uuid = ?", (server_id,)
+        )
+        assert row is not None
+        return dict(json.loads(row["system_metadata"]))
+
+    async def steps(self, server_id: str) -> list[tuple[str, str]]:
+        conductor = self.conductor
+        assert conductor is not None
+        events = await conductor.watch.list_action_events(instance_uuid=server_id)
+        return [(event["action"], event["event"]) for event in events]
+
+
+class KeptShelveCloud(ShelveCloud):
+    """Shelved servers are never offloaded by themselves (``shelved_offload_time`` -1)."""
+
+    offload_time = -1.0
+
+
+@pytest.fixture
+async def shelve_cloud(start_actor, config, api, bus) -> ShelveCloud:
+    cloud = ShelveCloud(start_actor, config, api, bus)
+    await cloud.start()
+    return cloud
+
+
+@pytest.fixture
+async def kept_cloud(start_actor, config, api, bus) -> KeptShelveCloud:
+    cloud = KeptShelveCloud(start_actor, config, api, bus)
+    await cloud.start()
+    return cloud
+
+
+async def _events(
+    gateway_url: str, cloud: ShelveCloud, server_id: str, until: str, work: Any
+) -> list[tuple[str, str]]:
+    """The instance events of ``server_id`` while ``work`` runs, up to the event ``until``."""
+    ws = await cloud.api.session.ws_connect(f"{gateway_url}/ws?kinds=instance", headers=cloud.api.headers)
+    seen: list[tuple[str, str]] = []
+    try:
+        await work()
+        async with asyncio.timeout(20):
+            while not seen or seen[-1][0] != until:
+                frame = json.loads((await ws.receive()).data)
+                if frame["type"] == "event" and frame["event"]["id"] == server_id:
+                    seen.append((frame["event"]["type"], frame["event"]["state"]["status"]))
+    finally:
+        await ws.close()
+    return seen
+
+
+async def test_a_shelve_saves_the_disk_as_an_image_and_offloads_the_server_keeping_port_and_volume(
+    shelve_cloud: ShelveCloud, gateway_url: str
+) -> None:
+    cloud = shelve_cloud
+    server_id = await cloud.boot("keeper")
+    volume_id = await _attach_volume(cloud, server_id)
+    host = (await cloud.server(server_id))["OS-EXT-SRV-ATTR:host"]
+    [(port_id, address, _)] = await cloud.ports(server_id)
+
+    async def shelve() -> None:
+        status, body = await cloud.act(server_id, "shelve")
+        assert (status, body) == (202, b"")
+
+    seen = await _events(gateway_url, cloud, server_id, "instance.shelved_offloaded", shelve)
+    assert seen == [
+        ("instance.shelving", "ACTIVE"),
+        ("instance.shelving_image_pending_upload", "ACTIVE"),
+        ("instance.shelving_image_uploading", "ACTIVE"),
+        ("instance.shelved", "SHELVED"),
+        ("instance.shelving_offloading", "SHELVED"),
+        ("instance.shelved_offloaded", "SHELVED_OFFLOADED"),
+    ]
+    server = await cloud.server(server_id)
+    assert server["OS-EXT-SRV-ATTR:host"] is None and server["OS-EXT-STS:vm_state"] == "shelved_offloaded"
+    [image] = await cloud.shelved_images("keeper")
+    assert image["status"] == "active" and image["instance_uuid"] == server_id
+    system = await cloud.system_metadata(server_id)
+    assert system["shelved_image_id"] == image["id"] and system["shelved_host"] == host
+    assert system["shelved_at"]
+    assert await cloud.claims(server_id) == []  # the host's resources given back
+    assert await cloud.domains(host) == []
+    assert await cloud.ports(server_id) == [(port_id, address, "")]  # kept, with its address, unbound
+    assert await cloud.attachments(server_id) == [(volume_id, "attached", None)]
+    assert await cloud.actions(server_id) == [
+        ("create", "Success"),
+        ("attach_volume", "Success"),
+        ("shelve", "Success"),
+        ("shelveOffload", "Success"),
+    ]
+    steps = await cloud.steps(server_id)
+    assert [step for step in steps if step[0] in ("shelve", "shelveOffload")] == [
+        ("shelve", "shelve_instance:sent"),
+        ("shelve", "shelve_instance"),
+        ("shelve", "snapshot_instance:sent"),
+        ("shelve", "snapshot_instance"),
+        ("shelveOffload", "shelve_offload_instance:sent"),
+        ("shelveOffload", "shelve_offload_instance"),
+    ]
+    assert (await audit(cloud.bus)).problems == {}
+
+
+async def test_an_unshelve_builds_the_offloaded_server_on_another_host_with_its_address_and_volume(
+    shelve_cloud: ShelveCloud, gateway_url: str
+) -> None:
+    cloud = shelve_cloud
+    server_id = await cloud.boot("traveller")
+    volume_id = await _attach_volume(cloud, server_id)
+    source = (await cloud.server(server_id))["OS-EXT-SRV-ATTR:host"]
+    target = _other(source)
+    [(port_id, address, _)] = await cloud.ports(server_id)
+    assert (await cloud.act(server_id, "shelve"))[0] == 202
+    await cloud.until(server_id, "SHELVED_OFFLOADED")
+    [image] = await cloud.shelved_images("traveller")
+    await Scheduler.client(cloud.bus).set_host_enabled(host=source, enabled=False)
+
+    async def unshelve() -> None:
+        status, body = await cloud.act(server_id, "unshelve")
+        assert (status, body) == (202, b"")
+
+    seen = await _events(gateway_url, cloud, server_id, "instance.active", unshelve)
+    assert seen == [
+        ("instance.unshelving", "SHELVED_OFFLOADED"),
+        ("instance.spawning", "SHELVED_OFFLOADED"),
+        ("instance.active", "ACTIVE"),
+    ]
+    server = await cloud.server(server_id)
+    assert server["OS-EXT-SRV-ATTR:host"] == target and server["OS-EXT-STS:task_state"] is None
+    assert server["image"]["id"] != image["id"]  # the image it was booted from, as before
+    assert await cloud.claims(server_id) == [target]
+    assert await cloud.ports(server_id) == [(port_id, address, target)]
+    assert await cloud.attachments(server_id) == [(volume_id, "attached", target)]
+    assert [uuid for uuid, _ in await cloud.domains(target)] == [server_id]
+    assert await cloud.image_status(image["id"]) in ("deleted", "gone")
+    assert await cloud.system_metadata(server_id) == {}
+    assert ("unshelve", "Success") in await cloud.actions(server_id)
+    assert ("unshelve", "unshelve_instance:sent") in await cloud.steps(server_id)
+    assert (await audit(cloud.bus)).problems == {}
+
+
+async def test_a_shelved_server_keeps_its_domain_until_an_admin_offloads_it(
+    kept_cloud: KeptShelveCloud,
+) -> None:
+    cloud = kept_cloud
+    server_id = await cloud.boot("stay")
+    host = (await cloud.server(server_id))["OS-EXT-SRV-ATTR:host"]
+    assert (await cloud.act(server_id, "shelve"))[0] == 202
+    server = await cloud.until(server_id, "SHELVED")
+    assert server["OS-EXT-SRV-ATTR:host"] == host and server["OS-EXT-STS:task_state"] is None
+    assert await cloud.domains(host) == [(server_id, 5)]  # shut off, still defined
+    assert await cloud.claims(server_id) == [host]
+    assert (await audit(cloud.bus)).problems == {}
+    assert (await cloud.act(server_id, "shelveOffload"))[0] == 202
+    await cloud.until(server_id, "SHELVED_OFFLOADED")
+    assert await cloud.domains(host) == [] and await cloud.claims(server_id) == []
+    assert ("shelveOffload", "Success") in await cloud.actions(server_id)
+    assert (await audit(cloud.bus)).problems == {}
+
+
+async def test_an_unshelve_of_a_shelved_server_starts_its_domain_and_deletes_the_image(
+    kept_cloud: KeptShelveCloud,
+) -> None:
+    cloud = kept_cloud
+    server_id = await cloud.boot("back")
+    host = (await cloud.server(server_id))["OS-EXT-SRV-ATTR:host"]
+    assert (await cloud.act(server_id, "shelve"))[0] == 202
+    await cloud.until(server_id, "SHELVED")
+    [image] = await cloud.shelved_images("back")
+    assert (await cloud.act(server_id, "unshelve"))[0] == 202
+    server = await cloud.until(server_id, "ACTIVE")
+    assert server["OS-EXT-SRV-ATTR:host"] == host
+    assert await cloud.domains(host) == [(server_id, 1)]
+    assert await cloud.image_status(image["id"]) in ("deleted", "gone")
+    assert await cloud.system_metadata(server_id) == {}
+    assert ("unshelve", "start_instance:sent") in await cloud.steps(server_id)
+    assert ("unshelve", "Success") in await cloud.actions(server_id)
+    assert (await audit(cloud.bus)).problems == {}
+
+
+async def test_a_stopped_paused_or_suspended_server_is_shelved(kept_cloud: KeptShelveCloud) -> None:
+    cloud = kept_cloud
+    for action, status in (("os-stop", "SHUTOFF"), ("pause", "PAUSED"), ("suspend", "SUSPENDED")):
+        server_id = await cloud.boot(action)
+        host = (await cloud.server(server_id))["OS-EXT-SRV-ATTR:host"]
+        assert (await cloud.act(server_id, action))[0] == 202
+        await cloud.until(server_id, status)
+        assert (await cloud.act(server_id, "shelve"))[0] == 202
+        await cloud.until(server_id, "SHELVED")
+        assert (server_id, 5) in await cloud.domains(host)
+    assert (await audit(cloud.bus)).problems == {}
+
+
+async def test_shelve_requests_the_state_does_not_allow_are_refused_and_change_nothing(
+    kept_cloud: KeptShelveCloud, gateway_url: str
+) -> None:
+    cloud = kept_cloud
+    server_id = await cloud.boot("refused")
+    status, body = await cloud.act(server_id, "unshelve")
+    assert status == 409, body
+    assert "Cannot 'unshelve' instance" in body["conflictingRequest"]["message"]
+    status, body = await cloud.act(server_id, "shelveOffload")
+    assert status == 409, body
+    assert (await cloud.act(server_id, "lock"))[0] == 202
+    async with aiohttp.ClientSession() as session:
+        member = Api(session, gateway_url)
+        await member.login("demo", DEMO_PASSWORD)
+        mine = await member.boot_tiny("mine")
+        await cloud.until(mine, "ACTIVE")
+        assert (await member.post(ACTION.format(mine), {"lock": None}))[0] == 202
+        status, body = await member.post(ACTION.format(mine), {"shelve": None})
+        assert status == 409, body
+        assert "is locked" in body["conflictingRequest"]["message"]
+        assert (await member.post(ACTION.format(mine), {"unlock": None}))[0] == 202
+        assert (await member.post(ACTION.format(mine), {"shelve": None}))[0] == 202
+        await cloud.until(mine, "SHELVED")
+        status, body = await member.post(ACTION.format(mine), {"shelveOffload": None})
+        assert status == 403, body  # admins only, as Nova's policy
+        status, body = await member.post(ACTION.format(mine), {"shelve": None})
+        assert status == 409, body
+    assert (await cloud.server(mine))["status"] == "SHELVED"
+    assert (await cloud.server(server_id))["status"] == "ACTIVE"
+    assert [action for action, _ in await cloud.actions(server_id)] == ["create", "lock"]
+
+
+async def test_a_shelved_offloaded_server_is_deleted_with_its_port_volume_attachment_and_image(
+    shelve_cloud: ShelveCloud,
+) -> None:
+    cloud = shelve_cloud
+    server_id = await cloud.boot("gone")
+    volume_id = await _attach_volume(cloud, server_id)
+    assert (await cloud.act(server_id, "shelve"))[0] == 202
+    await cloud.until(server_id, "SHELVED_OFFLOADED")
+    [image] = await cloud.shelved_images("gone")
+    status, body = await cloud.api.delete(f"/compute/v2.1/servers/{server_id}")
+    assert status == 204, body
+    async with asyncio.timeout(10):
+        while (await cloud.api.get(f"/compute/v2.1/servers/{server_id}"))[0] != 404:
+            await asyncio.sleep(0.05)
+    assert await cloud.ports(server_id) == []
+    assert await cloud.attachments(server_id) == []
+    volume = (await cloud.api.get(f"/volume/v3/{cloud.api.project_id}/volumes/{volume_id}"))[1]["volume"]
+    assert volume["status"] == "available"
+    assert await cloud.image_status(image["id"]) in ("deleted", "gone")
+    assert (await audit(cloud.bus)).problems == {}
+
+
+async def test_a_shelve_goes_on_after_its_conductor_restarts(shelve_cloud: ShelveCloud) -> None:
+    cloud = shelve_cloud
+    server_id = await cloud.boot("restart")
+    conductor = cloud.conductor
+    assert conductor is not None
+    assert (await cloud.act(server_id, "shelve"))[0] == 202
+    await conductor.stop()  # the node's report of its step waits for a conductor
+    await asyncio.sleep(1.0)
+    await cloud.start_conductor()
+    server = await cloud.until(server_id, "SHELVED_OFFLOADED", timeout=TASK_TIMEOUT * 8)
+    assert server["OS-EXT-SRV-ATTR:host"] is None
+    assert await cloud.claims(server_id) == []
+    assert len(await cloud.shelved_images("restart")) == 1
+    assert (await audit(cloud.bus)).problems == {}
+
+
+async def test_a_shelve_whose_node_is_down_ends_where_it_was_with_nothing_leaked(
+    shelve_cloud: ShelveCloud,
+) -> None:
+    cloud = shelve_cloud
+    server_id = await cloud.boot("unheard")
+    host = (await cloud.server(server_id))["OS-EXT-SRV-ATTR:host"]
+    await cloud.stop_node(host)
+    assert (await cloud.act(server_id, "shelve"))[0] == 202
+    async with asyncio.timeout(TASK_TIMEOUT * 6):
+        while (await cloud.server(server_id))["OS-EXT-STS:task_state"] is not None:
+            await asyncio.sleep(0.1)
+    server = await cloud.server(server_id)
+    assert (server["status"], server["OS-EXT-SRV-ATTR:host"]) == ("ACTIVE", host)
+    assert ("shelve", "Error") in await cloud.actions(server_id)
+    assert await cloud.shelved_images("unheard") == []
+    assert await cloud.system_metadata(server_id) == {}
+    assert await cloud.claims(server_id) == [host]
+    assert (await audit(cloud.bus)).problems == {}
+
+
+async def test_an_unshelve_whose_node_dies_is_offloaded_again_with_no_claim(
+    shelve_cloud: ShelveCloud,
+) -> None:
+    cloud = shelve_cloud
+    server_id = await cloud.boot("orphan")
+    assert (await cloud.act(server_id, "shelve"))[0] == 202
+    await cloud.until(server_id, "SHELVED_OFFLOADED")
+    await Scheduler.client(cloud.bus).set_host_enabled(host="node-1", enabled=False)
+    await cloud.nodes["node-2"].stop()  # gone, but the scheduler still calls it up for 2 s
+    assert (await cloud.act(server_id, "unshelve"))[0] == 202
+    del cloud.nodes["node-2"]
+    async with asyncio.timeout(TASK_TIMEOUT * 8):
+        while (server := await cloud.server(server_id))["OS-EXT-STS:task_state"] is not None:
+            await asyncio.sleep(0.1)
+    assert (server["status"], server["OS-EXT-SRV-ATTR:host"]) == ("SHELVED_OFFLOADED", None)
+    assert await cloud.claims(server_id) == []
+    assert ("unshelve", "Error") in await cloud.actions(server_id)
+    assert [port[2] for port in await cloud.ports(server_id)] == [""]
+    assert len(await cloud.shelved_images("orphan")) == 1  # kept: the server unshelves from it later
+    assert (await audit(cloud.bus)).problems == {}
