@@ -31,6 +31,10 @@ RESIZE_ENDS = frozenset({"instance.active", "instance.shutoff"})
 """The events a confirmed or reverted resize ends with (a stopped server stays stopped)."""
 EVACUATE_MICROVERSION = {"OpenStack-API-Version": "compute 2.14"}
 """The first compute microversion whose evacuate takes no ``onSharedStorage`` (and answers no password)."""
+SHELVE_UNDONE = frozenset({"instance.active", "instance.shutoff", "instance.paused", "instance.suspended"})
+"""The events of a shelve that ended where it began (its node never took it)."""
+UNSHELVE_UNDONE = frozenset({"instance.shelved", "instance.shelved_offloaded"})
+"""The events of an unshelve that ended shelved again (no host, or its node failed)."""
 RESIZE_UNDONE = frozenset({*RESIZE_ENDS, "instance.paused"})
 """The events of a resize that ended before VERIFY_RESIZE: undone (no room on the host), or
 abandoned (its guest paused)."""
@@ -675,6 +679,62 @@ class ServerManager(_Manager[Server]):
         action: dict[str, Any] = {"evacuate": {} if host is None else {"host": host}}
         return await self._action(
             server, action, RESIZE_ENDS, wait, timeout, on_event, headers=EVACUATE_MICROVERSION
+        )
+
+    async def shelve(
+        self,
+        server: Server | str,
+        *,
+        wait: bool = True,
+        timeout: float = 300.0,
+        on_event: OnEvent | None = None,
+    ) -> Server:
+        """Shelve a server (its disk saved as the image ``<name>-shelved``); with ``wait``, return
+        it once SHELVED, or SHELVED_OFFLOADED when the cloud offloads it at once.
+        :raises ResourceFailed: it went to ERROR, or the shelve ended where it began."""
+        server_id = await self.find_id(server)
+        if not wait:
+            return await self._action(server_id, {"shelve": None}, "instance.shelved", wait, timeout)
+        async with self._client.watch() as watch:
+            await self._client.ws_request("POST", f"{COMPUTE}/servers/{server_id}/action", {"shelve": None})
+            shelved = frozenset({"instance.shelved", "instance.shelved_offloaded"})
+            await self._until(
+                watch, server_id, shelved, timeout, ResourceFailed, on_event, undone=SHELVE_UNDONE
+            )
+            shown = await self.get(server_id)
+            if shown.task_state == "shelving_offloading":  # recorded before instance.shelved was published
+                offloaded = "instance.shelved_offloaded"
+                await self._until(watch, server_id, offloaded, timeout, ResourceFailed, on_event)
+        return await self.get(server_id)
+
+    async def shelve_offload(
+        self,
+        server: Server | str,
+        *,
+        wait: bool = True,
+        timeout: float = 300.0,
+        on_event: OnEvent | None = None,
+    ) -> Server:
+        """Offload a SHELVED server (admins): its host's resources freed; with ``wait``, return it
+        once SHELVED_OFFLOADED. :raises ResourceFailed: the offload ended SHELVED."""
+        offloaded = "instance.shelved_offloaded"
+        undone = frozenset({"instance.shelved"})
+        return await self._action(
+            server, {"shelveOffload": None}, offloaded, wait, timeout, on_event, undone=undone
+        )
+
+    async def unshelve(
+        self,
+        server: Server | str,
+        *,
+        wait: bool = True,
+        timeout: float = 300.0,
+        on_event: OnEvent | None = None,
+    ) -> Server:
+        """Unshelve a SHELVED or SHELVED_OFFLOADED server (on any host once offloaded); with
+        ``wait``, return it once ACTIVE. :raises ResourceFailed: it ended shelved again, or ERROR."""
+        return await self._action(
+            server, {"unshelve": None}, "instance.active", wait, timeout, on_event, undone=UNSHELVE_UNDONE
         )
 
     async def confirm_resize(self, server: Server | str) -> Server:

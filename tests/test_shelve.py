@@ -16,11 +16,13 @@ from typing import Any
 import aiohttp
 import pytest
 
+from aiostack.client import Client
 from api.image import ImageReader
 from api.scheduler import Scheduler
 from bus import NotFound
 from deploy.audit import audit
 from tests.helpers import DEMO_PASSWORD, Api
+from tests.test_aiostack_up import aiostack_with
 from tests.test_evacuate import TASK_TIMEOUT, EvacuateCloud, _attach_volume, _other
 
 ACTION = "/compute/v2.1/servers/{}/action"
@@ -357,3 +359,105 @@ async def test_an_unshelve_whose_node_dies_is_offloaded_again_with_no_claim(
     assert [port[2] for port in await cloud.ports(server_id)] == [""]
     assert len(await cloud.shelved_images("orphan")) == 1  # kept: the server unshelves from it later
     assert (await audit(cloud.bus)).problems == {}
+
+
+async def test_a_server_booted_from_a_volume_is_shelved_without_an_image_and_unshelved_elsewhere(
+    shelve_cloud: ShelveCloud,
+) -> None:
+    cloud = shelve_cloud
+    server_id, volume_id = await cloud.boot_from_volume("rooted")
+    source = (await cloud.server(server_id))["OS-EXT-SRV-ATTR:host"]
+    assert (await cloud.act(server_id, "shelve"))[0] == 202
+    await cloud.until(server_id, "SHELVED_OFFLOADED")
+    assert await cloud.shelved_images("rooted") == []  # as Nova: no image of a volume-backed server
+    assert (await cloud.system_metadata(server_id))["shelved_image_id"] is None
+    assert await cloud.attachments(server_id) == [(volume_id, "attached", None)]
+    await Scheduler.client(cloud.bus).set_host_enabled(host=source, enabled=False)
+    assert (await cloud.act(server_id, "unshelve"))[0] == 202
+    server = await cloud.until(server_id, "ACTIVE")
+    target = _other(source)
+    assert server["OS-EXT-SRV-ATTR:host"] == target
+    assert await cloud.attachments(server_id) == [(volume_id, "attached", target)]
+    root = cloud.first_disk(target, server_id)
+    assert "<target dev='vda'" in root and f"{volume_id}.raw'/>" in root  # its root volume, as it was
+    assert (await audit(cloud.bus)).problems == {}
+
+
+async def test_a_shelved_server_is_offloaded_by_the_watch_after_the_offload_time(
+    start_actor, config, api, bus
+) -> None:
+    class SoonOffloaded(ShelveCloud):
+        offload_time = 1.0
+
+    cloud = SoonOffloaded(start_actor, config, api, bus)
+    await cloud.start()
+    server_id = await cloud.boot("later")
+    assert (await cloud.act(server_id, "shelve"))[0] == 202
+    shelved = await cloud.until(server_id, "SHELVED", "SHELVED_OFFLOADED")
+    assert shelved["status"] == "SHELVED"  # not at once
+    await cloud.until(server_id, "SHELVED_OFFLOADED", timeout=15)
+    assert await cloud.claims(server_id) == []
+    offload = [action for action in await cloud.actions(server_id) if action[0] == "shelveOffload"]
+    assert offload == [("shelveOffload", "Success")]
+
+
+async def test_an_offloaded_server_still_counts_in_its_projects_cores_and_ram(
+    shelve_cloud: ShelveCloud,
+) -> None:
+    cloud = shelve_cloud
+    server_id = await cloud.boot("counted")
+    limits = "/compute/v2.1/limits"
+    before = (await cloud.api.get(limits))[1]["limits"]["absolute"]
+    assert (await cloud.act(server_id, "shelve"))[0] == 202
+    await cloud.until(server_id, "SHELVED_OFFLOADED")
+    after = (await cloud.api.get(limits))[1]["limits"]["absolute"]
+    counted = ("totalCoresUsed", "totalRAMUsed", "totalInstancesUsed")
+    assert {key: after[key] for key in counted} == {key: before[key] for key in counted}
+    assert after["totalInstancesUsed"] >= 1 and after["totalCoresUsed"] >= 1
+
+
+async def test_the_sdk_shelves_offloads_and_unshelves_with_waits(
+    kept_cloud: KeptShelveCloud, gateway_url: str
+) -> None:
+    cloud = kept_cloud
+    server_id = await cloud.boot("sdk")
+    seen: list[str] = []
+    async with Client(gateway_url) as client:
+        await client.login("admin", "admin-secret", "admin")
+        shelved = await client.servers.shelve(server_id, on_event=lambda event: seen.append(event.type))
+        assert (shelved.status, shelved.task_state) == ("SHELVED", None)
+        assert seen[-1] == "instance.shelved" and "instance.shelving_image_uploading" in seen
+        offloaded = await client.servers.shelve_offload(server_id)
+        assert (offloaded.status, offloaded.host) == ("SHELVED_OFFLOADED", None)
+        unshelved = await client.servers.unshelve(server_id)
+        assert unshelved.status == "ACTIVE" and unshelved.host in ("node-1", "node-2")
+
+
+async def test_the_sdk_waits_for_the_offload_that_follows_a_shelve(
+    shelve_cloud: ShelveCloud, gateway_url: str
+) -> None:
+    cloud = shelve_cloud
+    server_id = await cloud.boot("sdk-offloaded")
+    async with Client(gateway_url) as client:
+        await client.login("admin", "admin-secret", "admin")
+        shelved = await client.servers.shelve(server_id)
+    assert (shelved.status, shelved.task_state, shelved.host) == ("SHELVED_OFFLOADED", None, None)
+
+
+async def test_the_cli_shelves_and_unshelves_a_server(kept_cloud: KeptShelveCloud, gateway_url: str) -> None:
+    cloud = kept_cloud
+    await cloud.boot("shell")
+    env = {
+        "OS_AUTH_URL": f"{gateway_url}/identity/v3",
+        "OS_USERNAME": "admin",
+        "OS_PASSWORD": "admin-secret",
+        "OS_PROJECT_NAME": "admin",
+    }
+    code, output = await aiostack_with(env, "server", "shelve", "shell", "--wait")
+    assert code == 0 and "shell: SHELVED (host node-" in output, output
+    code, output = await aiostack_with(env, "server", "shelve-offload", "shell", "--wait")
+    assert code == 0 and "shell: SHELVED_OFFLOADED (host -)" in output, output
+    code, output = await aiostack_with(env, "server", "unshelve", "shell", "--wait")
+    assert code == 0 and "shell: ACTIVE (host node-" in output, output
+    code, output = await aiostack_with(env, "server", "unshelve", "shell")
+    assert code == 1 and "Cannot 'unshelve' instance" in output, output

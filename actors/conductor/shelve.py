@@ -177,19 +177,32 @@ class Shelves(ServerShelves):
         await self.core.send_task(moved.row)
 
     async def _shelved(self, row: InstanceRow, step: str) -> None:
-        """SHELVED; offloaded at once when ``offload_time`` is 0."""
-        moved = await self.core.end_task(row, Report.SHELVE_DONE, Action.SHELVE, "Success", step=step)
-        if moved is not None and self.offload_time == 0:
-            await self.offload(moved.row)
+        """SHELVED; offloaded at once when ``offload_time`` is 0 (recorded before ``instance.shelved``
+        is published, as Nova saves both at once: whoever reads the server after that event
+        sees whether it is being offloaded)."""
+        moved = await self.core.transit(row, Report.SHELVE_DONE)
+        if moved is None:
+            return
+        await self.core.record_step(row["uuid"], Action.SHELVE, step, row["host"], "Success")
+        await self.core.finish_action(row["uuid"], Action.SHELVE, "Success")
+        offloading = (
+            await self.core.transit(moved.row, Action.SHELVE_OFFLOAD) if self.offload_time == 0 else None
+        )
+        await self.core.publish(moved.row)
+        if offloading is not None:
+            await self._send_offload(offloading.row)
 
     async def offload(self, row: InstanceRow) -> None:
         """Offload a SHELVED instance (the conductor's own decision: no user asked)."""
         moved = await self.core.transit(row, Action.SHELVE_OFFLOAD)
-        if moved is None:
-            return
+        if moved is not None:
+            await self._send_offload(moved.row)
+
+    async def _send_offload(self, row: InstanceRow) -> None:
+        """Record the offload the conductor started, publish it, hand it to the node."""
         await self.core.start_action(row["uuid"], Action.SHELVE_OFFLOAD)
-        await self.core.publish(moved.row, f"instance.{TaskState.SHELVING_OFFLOADING}")
-        await self.core.send_task(moved.row)
+        await self.core.publish(row, f"instance.{TaskState.SHELVING_OFFLOADING}")
+        await self.core.send_task(row)
 
     async def _release_host(self, instance_uuid: str) -> None:
         """What an instance leaving its host gives back there: its claim, its ports' binding, its
