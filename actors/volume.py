@@ -1207,8 +1207,16 @@ class VolumeActor(Actor, VolumeRecords):
             await self._publish(volume)
         return {"detached": [volume["id"] for volume in volumes]}
 
+    async def attach_offloaded(self, *, volume_id: str, instance_uuid: str) -> Volume:
+        """Attaching -> in-use on no host (``api.volume.VolumeAttachments.attach_offloaded``)."""
+        volume = await self._move(
+            volume_id, "attaching", "in-use", ATTACH, (None, None, utcnow()), instance_uuid=instance_uuid
+        )
+        await self.release_host(instance_uuid=instance_uuid)
+        return volume
+
     async def release_host(self, *, instance_uuid: str) -> builtins.list[str]:
-        """The instance's attachments kept with no host and no export
+        """The instance's attachments kept with no host, their exports ended
         (``api.volume.VolumeAttachments.release_host``)."""
         async with self.store.transaction() as db:
             rows = await db.fetchall(
@@ -1217,9 +1225,10 @@ class VolumeActor(Actor, VolumeRecords):
                 " ORDER BY a.volume_id",
                 (instance_uuid,),
             )
-            for row in rows:
+            for row in rows:  # a name no storage host exports yet (a detach's connection exports it)
                 await db.execute(
-                    "UPDATE attachments SET host_name = NULL, export = '' WHERE id = ?", (row["id"],)
+                    "UPDATE attachments SET host_name = NULL, export = ? WHERE id = ?",
+                    (_export_name(), row["id"]),
                 )
         for row in rows:
             await self._unexport((row["export"], row["host"]))
@@ -1247,7 +1256,7 @@ class VolumeActor(Actor, VolumeRecords):
                 if attachment["host_name"] != host:
                     if export:
                         ended.append((export, volume_row["host"]))
-                    export = _export_name()  # an offloaded instance's attachment has none
+                        export = _export_name()
                     await db.execute(
                         "UPDATE attachments SET host_name = ?, export = ? WHERE id = ?",
                         (host, export, attachment["id"]),

@@ -8,8 +8,10 @@ image and network keep theirs in their modules). Compute and volume take microve
 version used in the same headers, with ``Vary``. A version outside the range is refused with
 406, as Nova and Cinder do.
 
-Compute 2.1-2.16: 2.3 shows admins the extended server attributes, 2.9 ``locked``, 2.16
-``host_status`` (admins). Volume 3.0 only. Compute is also Nova's legacy v2.0 (``/compute/v2``,
+Compute 2.1-2.20: 2.3 shows admins the extended server attributes, 2.9 ``locked``, 2.16
+``host_status`` (admins), 2.20 a shelved-offloaded server's volumes attached and detached
+(2.17-2.19 are served as 2.16 is: their changes are another branch's).
+Volume 3.0 only. Compute is also Nova's legacy v2.0 (``/compute/v2``,
 listed first as Nova lists it): the v2.1 routes, at microversion 2.1 whatever a request asks,
 answered without microversion headers.
 """
@@ -38,7 +40,7 @@ class NotAcceptable(InvalidRequest):
 
 
 RANGES = {
-    "compute": ((2, 1), (2, 16), "X-OpenStack-Nova-API-Version"),
+    "compute": ((2, 1), (2, 20), "X-OpenStack-Nova-API-Version"),
     "volume": ((3, 0), (3, 0), None),
 }
 _WELL_FORMED = r"[0-9]+\.[0-9]+"

@@ -461,3 +461,53 @@ async def test_the_cli_shelves_and_unshelves_a_server(kept_cloud: KeptShelveClou
     assert code == 0 and "shell: ACTIVE (host node-" in output, output
     code, output = await aiostack_with(env, "server", "unshelve", "shell")
     assert code == 1 and "Cannot 'unshelve' instance" in output, output
+
+
+async def test_from_2_20_a_volume_is_attached_to_and_detached_from_an_offloaded_server(
+    shelve_cloud: ShelveCloud,
+) -> None:
+    cloud = shelve_cloud
+    server_id = await cloud.boot("later-disk")
+    source = (await cloud.server(server_id))["OS-EXT-SRV-ATTR:host"]
+    assert (await cloud.act(server_id, "shelve"))[0] == 202
+    await cloud.until(server_id, "SHELVED_OFFLOADED")
+    api = cloud.api
+    volumes = f"/volume/v3/{api.project_id}/volumes"
+    made = []
+    for name in ("kept", "dropped"):
+        status, created = await api.post(volumes, {"volume": {"size": 1, "name": name}})
+        assert status == 202, created
+        made.append(created["volume"]["id"])
+    async with asyncio.timeout(10):
+        for volume_id in made:
+            while (await api.get(f"{volumes}/{volume_id}"))[1]["volume"]["status"] != "available":
+                await asyncio.sleep(0.05)
+    kept, dropped = made
+    attachments = f"/compute/v2.1/servers/{server_id}/os-volume_attachments"
+    status, body = await api.post(attachments, {"volumeAttachment": {"volumeId": kept}}, headers=V219)
+    assert status == 409, body
+    assert body["conflictingRequest"]["message"] == (
+        f"Cannot 'attach_volume' instance {server_id} while it is in vm_state shelved_offloaded"
+    )
+    assert (await api.get(f"{volumes}/{kept}"))[1]["volume"]["status"] == "available"  # nothing changed
+    for volume_id in made:
+        status, body = await api.post(
+            attachments, {"volumeAttachment": {"volumeId": volume_id}}, headers=V220
+        )
+        assert status == 200, body
+        assert body["volumeAttachment"]["device"] is None  # no host has it yet, as Nova shows it
+        assert (volume_id, "attached", None) in await cloud.attachments(server_id)
+    status, body = await api.delete(f"{attachments}/{dropped}", headers=V219)
+    assert status == 409, body
+    status, body = await api.delete(f"{attachments}/{dropped}", headers=V220)
+    assert status == 202, body
+    assert (await api.get(f"{volumes}/{dropped}"))[1]["volume"]["status"] == "available"
+    assert await cloud.attachments(server_id) == [(kept, "attached", None)]
+    await Scheduler.client(cloud.bus).set_host_enabled(host=source, enabled=False)
+    assert (await cloud.act(server_id, "unshelve"))[0] == 202
+    target = (await cloud.until(server_id, "ACTIVE"))["OS-EXT-SRV-ATTR:host"]
+    assert target == _other(source)
+    assert await cloud.attachments(server_id) == [(kept, "attached", target)]
+    xml = cloud.nodes[target].hypervisor.connection.lookupByUUIDString(server_id).XMLDesc()
+    assert f"{kept}.raw'/>" in xml  # the node attached it when it built the server
+    assert (await audit(cloud.bus)).problems == {}

@@ -66,7 +66,7 @@ spawning on that host (STARTED or ``RUNNING``: active). ``SHELVE_FAILED`` ends a
 never took it on a host that is down is dropped (``TASK_ABANDONED``). libvirt's events during a
 shelve and while shelved change only the power state, but STARTED.
 
-``attach_volume`` needs active or stopped with no task running, ``detach_volume``, ``lock``
+``attach_volume`` needs active, stopped or shelved-offloaded with no task running, ``detach_volume``, ``lock``
 and ``unlock`` any live state; none of them changes the states. A new instance is ``CREATED``
 (building, scheduling): ``SCHEDULED`` (spawning), then STARTED (active), or ``RESCHEDULED``
 back to scheduling, or ``BUILD_FAILED`` (error).
@@ -302,7 +302,7 @@ def _action(vm_state: VmState, task_state: TaskState | None, action: Action) -> 
     if task_state is not None:
         return None
     if action is Action.ATTACH_VOLUME:
-        return Change(vm_state, None) if vm_state in VOLUME_STATES else None
+        return Change(vm_state, None) if vm_state in VOLUME_STATES | {VmState.SHELVED_OFFLOADED} else None
     if action is Action.RESIZE:
         return Change(vm_state, TaskState.RESIZE_PREP) if vm_state in RESIZE_FROM else None
     if action is Action.EVACUATE:

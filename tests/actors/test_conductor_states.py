@@ -72,6 +72,7 @@ ACTIONS_FROM_IDLE: dict[tuple[Action, VmState], TaskState | None] = {
     (Action.CREATE_IMAGE, V.SUSPENDED): T.IMAGE_SNAPSHOT,
     (Action.ATTACH_VOLUME, V.ACTIVE): None,
     (Action.ATTACH_VOLUME, V.STOPPED): None,
+    (Action.ATTACH_VOLUME, V.SHELVED_OFFLOADED): None,  # from 2.20 (the gateway's gate): no node
     (Action.RESIZE, V.ACTIVE): T.RESIZE_PREP,
     (Action.RESIZE, V.STOPPED): T.RESIZE_PREP,
     (Action.CONFIRM_RESIZE, V.RESIZED): T.RESIZE_CONFIRMING,

@@ -67,7 +67,7 @@ async def test_compute_is_also_novas_legacy_v2_without_microversions(
 async def test_compute_microversions_are_negotiated_and_echoed(api: Api, cloud) -> None:
     await api.login("admin", "admin-secret", "admin")
     _, version = await api.get("/compute/v2.1")
-    assert (version["version"]["min_version"], version["version"]["version"]) == ("2.1", "2.16")
+    assert (version["version"]["min_version"], version["version"]["version"]) == ("2.1", "2.20")
     async with api.session.get(f"{api.base_url}/compute/v2.1/flavors", headers=api.headers) as response:
         assert response.headers["OpenStack-API-Version"] == "compute 2.1"
         assert response.headers["X-OpenStack-Nova-API-Version"] == "2.1"
@@ -75,14 +75,14 @@ async def test_compute_microversions_are_negotiated_and_echoed(api: Api, cloud) 
     for header, value, echoed in (
         ("OpenStack-API-Version", "compute 2.9", "2.9"),
         ("X-OpenStack-Nova-API-Version", "2.16", "2.16"),
-        ("OpenStack-API-Version", "compute latest", "2.16"),
+        ("OpenStack-API-Version", "compute latest", "2.20"),
     ):
         async with api.session.get(
             f"{api.base_url}/compute/v2.1/servers", headers={**api.headers, header: value}
         ) as response:
             assert response.status == 200 and response.headers["X-OpenStack-Nova-API-Version"] == echoed
     status, body = await api.get("/compute/v2.1/servers", headers={"OpenStack-API-Version": "compute 2.99"})
-    assert status == 406 and "maximum is 2.16" in body["notAcceptable"]["message"]
+    assert status == 406 and "maximum is 2.20" in body["notAcceptable"]["message"]
     status, body = await api.get("/compute/v2.1/servers", headers={"OpenStack-API-Version": "compute two"})
     assert status == 400 and "Invalid API version request" in body["badRequest"]["message"]
 

@@ -385,7 +385,7 @@ async def test_requests_are_checked_against_their_declared_types(gateway: Gatewa
     await gateway.call("POST", IMAGES, 413, json=too_big)
     for header, value, status in (
         ("OpenStack-API-Version", "volume 3.0", 400),
-        ("OpenStack-API-Version", "compute 2.17", 406),
+        ("OpenStack-API-Version", "compute 2.21", 406),
         ("X-OpenStack-Nova-API-Version", "2.0", 406),
         ("X-OpenStack-Nova-API-Version", "two", 400),
     ):
