@@ -825,17 +825,26 @@ class ServerManager(_Manager[Server]):
 
         :raises failure: it went to ERROR instead, or an ``undone`` event came (the change
             ended without its end). :raises NotFound: it was deleted instead.
+
+        An ``undone`` event of a server still in a task is no end: the conductor publishes the
+        state of a change whose event was missed as ``instance.<status>``, and a server's status
+        may be its vm_state's while a task runs (ACTIVE while it is shelving).
         """
         wanted = {done} if isinstance(done, str) else set(done)
         ends = {*wanted, *undone, "instance.error", "instance.deleted"}
-        event = await watch.until(server_id, ends, timeout, on_event)
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            left = max(0.0, deadline - asyncio.get_running_loop().time())
+            event = await watch.until(server_id, ends, left, on_event)
+            if event.type not in undone:
+                break
+            server = await self.get(server_id)
+            if server.task_state is None:
+                raise failure(server, f"it ended {server.status} instead ({event.type})", event.request_id)
         if event.type in wanted:
             return
         if event.type == "instance.deleted":
             raise NotFound(404, f"server {server_id} was deleted", event.request_id)
-        if event.type in undone:
-            server = await self.get(server_id)
-            raise failure(server, f"it ended {server.status} instead ({event.type})", event.request_id)
         server = await self.get(server_id)
         fault = server.fault or event.state.get("fault") or {}
         raise failure(server, str(fault.get("message", "the server is in ERROR")), event.request_id)

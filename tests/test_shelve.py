@@ -511,3 +511,57 @@ async def test_from_2_20_a_volume_is_attached_to_and_detached_from_an_offloaded_
     xml = cloud.nodes[target].hypervisor.connection.lookupByUUIDString(server_id).XMLDesc()
     assert f"{kept}.raw'/>" in xml  # the node attached it when it built the server
     assert (await audit(cloud.bus)).problems == {}
+
+
+async def test_a_shelve_step_a_conductor_died_in_is_done_again_by_the_watch(
+    shelve_cloud: ShelveCloud, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The conductor dies between the node's power-off and the upload's cast (its own step,
+    shelving_image_pending_upload): its watch does the step again and the shelve goes on, with
+    one image."""
+    cloud = shelve_cloud
+    server_id = await cloud.boot("resumed")
+    conductor = cloud.conductor
+    assert conductor is not None
+    core = conductor.watch.shelves.core
+    real_transit = core.transit
+
+    async def lost_transit(row: Any, trigger: Any, columns: Any = None) -> Any:
+        if str(trigger) == "shelve_uploading":
+            raise ConnectionError("the conductor died here")
+        return await real_transit(row, trigger, columns)
+
+    monkeypatch.setattr(core, "transit", lost_transit)
+    assert (await cloud.act(server_id, "shelve"))[0] == 202
+    async with asyncio.timeout(10):
+        while (await cloud.server(server_id))["OS-EXT-STS:task_state"] != "shelving_image_pending_upload":
+            await asyncio.sleep(0.05)
+    monkeypatch.setattr(core, "transit", real_transit)
+    await cloud.until(server_id, "SHELVED_OFFLOADED", timeout=TASK_TIMEOUT * 6)
+    assert [image["status"] for image in await cloud.shelved_images("resumed")] == ["active"]
+    steps = await cloud.steps(server_id)
+    assert ("shelve", "stalled") in steps and ("shelve", "snapshot_instance") in steps
+    assert await cloud.claims(server_id) == []
+    assert (await audit(cloud.bus)).problems == {}
+
+
+async def test_an_offload_whose_node_is_down_is_finished_by_the_conductor_and_the_node_cleans_up(
+    kept_cloud: KeptShelveCloud,
+) -> None:
+    cloud = kept_cloud
+    server_id = await cloud.boot("stranded")
+    host = (await cloud.server(server_id))["OS-EXT-SRV-ATTR:host"]
+    assert (await cloud.act(server_id, "shelve"))[0] == 202
+    await cloud.until(server_id, "SHELVED")
+    await cloud.stop_node(host)
+    assert (await cloud.act(server_id, "shelveOffload"))[0] == 202
+    server = await cloud.until(server_id, "SHELVED_OFFLOADED", timeout=TASK_TIMEOUT * 6)
+    assert server["OS-EXT-SRV-ATTR:host"] is None and server["OS-EXT-STS:task_state"] is None
+    assert await cloud.claims(server_id) == [] and [p[2] for p in await cloud.ports(server_id)] == [""]
+    assert ("shelveOffload", "Success") in await cloud.actions(server_id)
+    returned = await cloud.start_node(host)  # it still has its record of the domain: an orphan now
+    async with asyncio.timeout(10):
+        while server_id in await returned.records.uuids():
+            await asyncio.sleep(0.1)
+    assert await cloud.domains(host) == []
+    assert (await audit(cloud.bus)).problems == {}

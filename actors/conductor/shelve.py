@@ -58,6 +58,9 @@ log = logging.getLogger(__name__)
 MAX_STEP_SENDS = 3
 """A node's step that made no progress is sent again, while its host is up, this often in all."""
 SHELVE_KEYS = ("shelved_at", "shelved_image_id", "shelved_host")
+UPLOADING = frozenset({"queued", "saving"})
+"""The statuses of a shelved image whose upload has not ended (a ``task_done`` then is not the
+upload's: the power-off step's, sent again)."""
 """The system metadata a shelve records, and an unshelve (or a failed shelve) removes."""
 
 
@@ -162,6 +165,8 @@ class Shelves(ServerShelves):
                 status = f"unknown ({exc})"
             if status == "active":
                 await self._shelved(row, "snapshot_instance")
+            elif status in UPLOADING:  # a power-off step's report sent again: the upload goes on
+                log.info("instance %s: its shelved image is %s; the upload goes on", uuid, status)
             else:
                 await self.fail(row, f"the shelved image {image_id} was not uploaded: {status}")
         elif task is TaskState.SHELVING_OFFLOADING:
