@@ -454,6 +454,7 @@ async def test_a_real_guest_shelved_and_unshelved_finds_what_it_wrote_on_its_dis
     )
     first = await qemu_cloud.console_until(server_id, r"AIOSTACK-USER-DATA exit=0 output=(\S+)")
     assert first.group(1) == "read=."
+    await qemu_cloud.console_until(server_id, r"AIOSTACK-READY")  # its acpid is up: the power button works
     shelved = await client.servers.shelve(server_id, timeout=GUEST_DEADLINE)
     assert shelved.status == "SHELVED_OFFLOADED"
     assert not qemu_running(server_id)
