@@ -24,12 +24,9 @@ import argparse
 import asyncio
 import tempfile
 
-from aiostack.client import Client
-from bench.resize import percentile, timed
-from deploy.launch import aiostack_up
+from bench.resize import demo_client, percentile, timed
 from tests.helpers import aiostack_audit
 
-PASSWORD = "bench-secret"
 GOAL_S = 2.0
 
 
@@ -37,12 +34,7 @@ async def measure(servers: int) -> tuple[dict[str, list[float]], int]:
     """The times of each step, and the audit's exit status at the end."""
     times: dict[str, list[float]] = {"shelve": [], "unshelve": []}
     with tempfile.TemporaryDirectory() as data_dir:
-        env = {"AIOSTACK_ADMIN_PASSWORD": PASSWORD, "AIOSTACK_DEMO_PASSWORD": PASSWORD}
-        async with (
-            aiostack_up(data_dir, "--log-level", "ERROR", env=env) as cloud,
-            Client(cloud.gateway_url) as client,
-        ):
-            await client.login("demo", PASSWORD, "demo")
+        async with demo_client(data_dir) as client:
             for number in range(servers):
                 server = await client.servers.create(
                     f"shelve-{number}", image="aiostack-tiny", flavor="m1.tiny"
