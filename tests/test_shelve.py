@@ -565,3 +565,32 @@ async def test_an_offload_whose_node_is_down_is_finished_by_the_conductor_and_th
             await asyncio.sleep(0.1)
     assert await cloud.domains(host) == []
     assert (await audit(cloud.bus)).problems == {}
+
+
+async def test_a_shelve_whose_node_dies_during_the_upload_ends_in_error_with_its_image_deleted(
+    kept_cloud: KeptShelveCloud, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cloud = kept_cloud
+    server_id = await cloud.boot("cut")
+    host = (await cloud.server(server_id))["OS-EXT-SRV-ATTR:host"]
+    node = cloud.nodes[host]
+    uploading, dying = asyncio.Event(), asyncio.Event()
+
+    async def never_uploads(instance_uuid: str, image_id: str) -> None:
+        uploading.set()
+        await dying.wait()  # the node dies in the middle of it: nothing more is reported
+
+    monkeypatch.setattr(node.snapshots, "snapshot_instance", never_uploads)
+    assert (await cloud.act(server_id, "shelve"))[0] == 202
+    async with asyncio.timeout(10):
+        await uploading.wait()
+    [image] = await cloud.shelved_images("cut")
+    dying.set()
+    await cloud.stop_node(host)
+    server = await cloud.until(server_id, "ERROR", timeout=TASK_TIMEOUT * 6)
+    assert "made no progress" in server["fault"]["message"] and server["OS-EXT-STS:task_state"] is None
+    assert await cloud.image_status(image["id"]) in ("deleted", "gone")
+    assert await cloud.system_metadata(server_id) == {}
+    assert await cloud.claims(server_id) == [host]  # one claim, where it is recorded
+    assert ("shelve", "Error") in await cloud.actions(server_id)
+    assert (await audit(cloud.bus)).problems == {}
