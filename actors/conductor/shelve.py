@@ -229,11 +229,8 @@ class Shelves(ServerShelves):
         )
 
     async def fail(self, row: InstanceRow, reason: str) -> None:
-        """A shelve that cannot go on: ERROR with a fault, its image deleted (an offload: SHELVED
-        again, its node's domain kept)."""
-        if task_state_of(row) is TaskState.SHELVING_OFFLOADING:
-            await self.core.end_task(row, Report.SHELVE_FAILED, Action.SHELVE_OFFLOAD, "Error", reason)
-            return
+        """A shelve that cannot go on: ERROR with a fault, its image deleted, its system metadata
+        cleaned (an offload never fails: the conductor finishes it)."""
         fault: Fault = {"code": 500, "message": reason[:1000], "created": utcnow()}
         columns = {"fault": to_json(fault), "system_metadata": unshelved_metadata(row)}
         if await self.core.end_task(row, Report.SHELVE_FAILED, Action.SHELVE, "Error", reason, columns):

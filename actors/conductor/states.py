@@ -61,8 +61,8 @@ SHELVED (a volume-backed one: straight from shelving). ``shelveOffload`` from sh
 shelving_offloading (the node removes the domain), then ``OFFLOADED`` SHELVED_OFFLOADED.
 ``unshelve`` of a shelved one is powering-on (STARTED: active; ``NOT_RUNNING``: shelved again),
 of an offloaded one unshelving (the conductor claims a host: ``UNSHELVE_CLAIMED``), then
-spawning on that host (STARTED or ``RUNNING``: active). ``SHELVE_FAILED`` ends a shelve in ERROR
-(an offload: shelved again), ``UNSHELVE_FAILED`` an unshelve offloaded again; a shelve whose node
+spawning on that host (STARTED or ``RUNNING``: active). ``SHELVE_FAILED`` ends a shelve in ERROR,
+``UNSHELVE_FAILED`` an unshelve offloaded again; a shelve whose node
 never took it on a host that is down is dropped (``TASK_ABANDONED``). libvirt's events during a
 shelve and while shelved change only the power state, but STARTED.
 
@@ -148,7 +148,7 @@ class Report(enum.StrEnum):
     SHELVE_DONE = "shelve_done"
     """The shelve's image is uploaded (or a volume-backed instance is powered off): SHELVED."""
     SHELVE_FAILED = "shelve_failed"
-    """A shelve, or its offload, cannot go on (its upload failed, or its node's step stalled)."""
+    """A shelve cannot go on (its upload failed, or its node's step stalled)."""
     OFFLOADED = "offloaded"
     """The shelved instance's domain is gone and its claim, port bindings and volume exports
     given back: SHELVED_OFFLOADED, on no host."""
@@ -416,8 +416,6 @@ def _shelve_report(vm_state: VmState, task_state: TaskState | None, report: Repo
             return Change(vm_state, None)  # its node never took it, and is down: as it was
         case Report.SHELVE_FAILED if task_state in SHELVE_UPLOAD_STEPS:
             return Change(VmState.ERROR, None)
-        case Report.SHELVE_FAILED if task_state is TaskState.SHELVING_OFFLOADING:
-            return Change(VmState.SHELVED, None)
         case Report.OFFLOADED if task_state is TaskState.SHELVING_OFFLOADING:
             return Change(VmState.SHELVED_OFFLOADED, None, PowerState.NOSTATE)
         case Report.UNSHELVE_CLAIMED if offloaded and task_state is TaskState.UNSHELVING:

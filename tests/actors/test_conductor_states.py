@@ -318,10 +318,7 @@ SHELVE_REPORTS_FROM: dict[Report, dict[tuple[VmState | None, TaskState | None], 
         (None, T.SHELVING): Expected(V.SHELVED, None, P.SHUTDOWN),  # volume-backed: no upload
         (None, T.SHELVING_IMAGE_UPLOADING): Expected(V.SHELVED, None, P.SHUTDOWN),
     },
-    Report.SHELVE_FAILED: {
-        **{(None, task): Expected(V.ERROR, None) for task in SHELVE_UPLOAD_STEPS},
-        (None, T.SHELVING_OFFLOADING): Expected(V.SHELVED, None),
-    },
+    Report.SHELVE_FAILED: {(None, task): Expected(V.ERROR, None) for task in SHELVE_UPLOAD_STEPS},
     Report.OFFLOADED: {(None, T.SHELVING_OFFLOADING): Expected(V.SHELVED_OFFLOADED, None, P.NOSTATE)},
     Report.UNSHELVE_CLAIMED: {(V.SHELVED_OFFLOADED, T.UNSHELVING): Expected(SAME, T.SPAWNING)},
     Report.UNSHELVE_FAILED: {
