@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 from typing import Any
 
 import aiohttp
@@ -19,9 +21,11 @@ import pytest
 from aiostack.client import Client
 from api.image import ImageReader
 from api.scheduler import Scheduler
-from bus import NotFound
+from bus import Bus, NotFound
 from deploy.audit import audit
-from tests.helpers import DEMO_PASSWORD, Api
+from deploy.chaos import VICTIMS, delete_everything, victim_pid
+from deploy.launch import aiostack_up
+from tests.helpers import DEMO_PASSWORD, Api, aiostack_audit
 from tests.test_aiostack_up import aiostack_with
 from tests.test_evacuate import TASK_TIMEOUT, EvacuateCloud, _attach_volume, _other
 
@@ -594,3 +598,66 @@ async def test_a_shelve_whose_node_dies_during_the_upload_ends_in_error_with_its
     assert await cloud.claims(server_id) == [host]  # one claim, where it is recorded
     assert ("shelve", "Error") in await cloud.actions(server_id)
     assert (await audit(cloud.bus)).problems == {}
+
+
+async def _settle(client: Client, bus: Bus, done: set[str], deadline: float = 90.0) -> list[dict[str, Any]]:
+    """Every server once none is in a task and each is in one of ``done`` (or ERROR with a fault)
+    and the audit is clean; the servers then."""
+    stop = asyncio.get_running_loop().time() + deadline
+    while True:
+        try:
+            servers = (await client.request("GET", "/compute/v2.1/servers/detail?all_tenants=1"))["servers"]
+            settled = all(
+                not s["OS-EXT-STS:task_state"]
+                and (s["status"] in done or (s["status"] == "ERROR" and s.get("fault")))
+                for s in servers
+            )
+            if settled and not (await audit(bus, recheck_after=0.5)).problems:
+                return servers
+        except Exception:  # the cloud, or this client's own NATS connection, is still coming back
+            pass
+        assert asyncio.get_running_loop().time() < stop, "the cloud did not settle"
+        await asyncio.sleep(0.5)
+
+
+@pytest.mark.full_size
+@pytest.mark.timeout(900)
+async def test_killing_any_process_mid_shelve_and_mid_unshelve_leaves_nothing_stuck_or_leaked(
+    tmp_path: Any,
+) -> None:
+    """`aiostack up` (two test-driver nodes, task timeout 10 s): for each victim, 12 servers shelved
+    at once and the victim SIGKILLed while they shelve, then unshelved and killed again."""
+    password = "shelve-chaos"
+    async with (
+        aiostack_up(
+            tmp_path, "--nodes", "2", "--task-timeout", "10", env={"AIOSTACK_ADMIN_PASSWORD": password}
+        ) as cloud,
+        Client(cloud.gateway_url) as client,
+        await Bus.connect(cloud.nats_url, name="shelve-chaos", credentials=cloud.admin_credentials) as bus,
+    ):
+        await client.login("admin", password, "admin")
+        for round_number, victim in enumerate(VICTIMS):
+            servers = [
+                (
+                    await client.servers.create(
+                        f"chaos-{round_number}-{n}", image="aiostack-tiny", flavor="m1.tiny"
+                    )
+                ).id
+                for n in range(12)
+            ]
+            await asyncio.gather(*(client.servers.shelve(s, wait=False) for s in servers))
+            os.kill(victim_pid(tmp_path, victim), signal.SIGKILL)
+            shelved = await _settle(client, bus, {"SHELVED_OFFLOADED", "ACTIVE"})
+            offloaded = [s["id"] for s in shelved if s["status"] == "SHELVED_OFFLOADED"]
+            assert offloaded, shelved
+            await asyncio.gather(*(client.servers.unshelve(s, wait=False) for s in offloaded))
+            os.kill(victim_pid(tmp_path, victim), signal.SIGKILL)
+            await _settle(client, bus, {"SHELVED_OFFLOADED", "ACTIVE"})
+            leaked = await delete_everything(client, bus)
+            assert leaked == {"ports": 0, "claims": 0, "volume_attachments": 0, "domains": 0}, (
+                victim,
+                leaked,
+            )
+            images = (await client.request("GET", "/image/v2/images"))["images"]
+            assert not [image["name"] for image in images if image["name"].endswith("-shelved")], victim
+        assert (await aiostack_audit(tmp_path))[0] == 0
