@@ -1207,6 +1207,33 @@ class VolumeActor(Actor, VolumeRecords):
             await self._publish(volume)
         return {"detached": [volume["id"] for volume in volumes]}
 
+    async def attach_offloaded(self, *, volume_id: str, instance_uuid: str) -> Volume:
+        """Attaching -> in-use on no host (``api.volume.VolumeAttachments.attach_offloaded``)."""
+        volume = await self._move(
+            volume_id, "attaching", "in-use", ATTACH, (None, None, utcnow()), instance_uuid=instance_uuid
+        )
+        await self.release_host(instance_uuid=instance_uuid)
+        return volume
+
+    async def release_host(self, *, instance_uuid: str) -> builtins.list[str]:
+        """The instance's attachments kept with no host, their exports ended
+        (``api.volume.VolumeAttachments.release_host``)."""
+        async with self.store.transaction() as db:
+            rows = await db.fetchall(
+                "SELECT a.id, a.volume_id, a.export, v.host FROM attachments a"
+                " JOIN volumes v ON v.id = a.volume_id WHERE a.server_id = ? AND a.attach_status = 'attached'"
+                " ORDER BY a.volume_id",
+                (instance_uuid,),
+            )
+            for row in rows:  # a name no storage host exports yet (a detach's connection exports it)
+                await db.execute(
+                    "UPDATE attachments SET host_name = NULL, export = ? WHERE id = ?",
+                    (_export_name(), row["id"]),
+                )
+        for row in rows:
+            await self._unexport((row["export"], row["host"]))
+        return [row["volume_id"] for row in rows]
+
     async def reattach_all(self, *, instance_uuid: str, host: str) -> builtins.list[Reattached]:
         """The instance's attached volumes, their attachments moved to ``host``
         (``api.volume.VolumeAttacher.reattach_all``: the caller checked the instance is there)."""

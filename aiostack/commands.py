@@ -23,6 +23,8 @@ from aiostack.output import UnknownColumn, add_output_options, print_listing, pr
 from aiostack.resize_command import add_resize_command, run_resize
 from aiostack.resource_commands import RESOURCES, add_resource_commands, run_resource_command
 from aiostack.sdk import ApiError, Event, SerialConsole
+from aiostack.shelve_command import HELP as SHELVE_ACTIONS
+from aiostack.shelve_command import add_shelve_commands, run_shelve
 
 ESCAPE = b"\x1d"
 """Ctrl-]: leaves an attached console, as in telnet and ``virsh console``."""
@@ -129,6 +131,7 @@ def add_client_commands(commands: Any, data_dir_default: Path) -> None:
     add_resize_command(actions)
     add_set_resources_command(actions)
     add_migrate_command(actions)
+    add_shelve_commands(actions)
     evacuate = actions.add_parser(
         "evacuate", help="build a server whose host is down again on another host (admins)"
     )
@@ -290,6 +293,8 @@ async def run_client_command(args: argparse.Namespace) -> int:
                 return 0
             if args.action == "migrate":
                 return await run_migrate(client, args, Progress())
+            if args.action in SHELVE_ACTIONS:
+                return await run_shelve(client, args, Progress())
             if args.action == "evacuate":
                 moved = await client.servers.evacuate(
                     args.server, args.host, wait=args.wait, on_event=Progress()

@@ -42,6 +42,10 @@ LIVE_CHANGE_UNDONE = frozenset({"instance.shutoff", "instance.paused"})
 """The events of a live change its guest ended (it stopped or was paused)."""
 LIVE_MIGRATION_MICROVERSION = {"OpenStack-API-Version": "compute 2.25"}
 """The first compute microversion whose live migration takes ``block_migration: auto``."""
+SHELVE_UNDONE = frozenset({"instance.active", "instance.shutoff", "instance.paused", "instance.suspended"})
+"""The events of a shelve that ended where it began (its node never took it)."""
+UNSHELVE_UNDONE = frozenset({"instance.shelved", "instance.shelved_offloaded"})
+"""The events of an unshelve that ended shelved again (no host, or its node failed)."""
 RESIZE_UNDONE = frozenset({*RESIZE_ENDS, "instance.paused"})
 """The events of a resize that ended before VERIFY_RESIZE: undone (no room on the host), or
 abandoned (its guest paused)."""
@@ -798,6 +802,62 @@ class ServerManager(_Manager[Server]):
             server, action, "instance.active", wait, timeout, on_event, headers=LIVE_MIGRATION_MICROVERSION
         )
 
+    async def shelve(
+        self,
+        server: Server | str,
+        *,
+        wait: bool = True,
+        timeout: float = 300.0,
+        on_event: OnEvent | None = None,
+    ) -> Server:
+        """Shelve a server (its disk saved as the image ``<name>-shelved``); with ``wait``, return
+        it once SHELVED, or SHELVED_OFFLOADED when the cloud offloads it at once.
+        :raises ResourceFailed: it went to ERROR, or the shelve ended where it began."""
+        server_id = await self.find_id(server)
+        if not wait:
+            return await self._action(server_id, {"shelve": None}, "instance.shelved", wait, timeout)
+        async with self._client.watch() as watch:
+            await self._client.ws_request("POST", f"{COMPUTE}/servers/{server_id}/action", {"shelve": None})
+            shelved = frozenset({"instance.shelved", "instance.shelved_offloaded"})
+            await self._until(
+                watch, server_id, shelved, timeout, ResourceFailed, on_event, undone=SHELVE_UNDONE
+            )
+            shown = await self.get(server_id)
+            if shown.task_state == "shelving_offloading":  # recorded before instance.shelved was published
+                offloaded = "instance.shelved_offloaded"
+                await self._until(watch, server_id, offloaded, timeout, ResourceFailed, on_event)
+        return await self.get(server_id)
+
+    async def shelve_offload(
+        self,
+        server: Server | str,
+        *,
+        wait: bool = True,
+        timeout: float = 300.0,
+        on_event: OnEvent | None = None,
+    ) -> Server:
+        """Offload a SHELVED server (admins): its host's resources freed; with ``wait``, return it
+        once SHELVED_OFFLOADED. :raises ResourceFailed: the offload ended SHELVED."""
+        offloaded = "instance.shelved_offloaded"
+        undone = frozenset({"instance.shelved"})
+        return await self._action(
+            server, {"shelveOffload": None}, offloaded, wait, timeout, on_event, undone=undone
+        )
+
+    async def unshelve(
+        self,
+        server: Server | str,
+        *,
+        wait: bool = True,
+        timeout: float = 300.0,
+        on_event: OnEvent | None = None,
+    ) -> Server:
+        """Unshelve a SHELVED or SHELVED_OFFLOADED server (on any host once offloaded); with
+        ``wait``, return it once ACTIVE. :raises ResourceFailed: it ended shelved again, or ERROR."""
+        return await self._action(
+            server, {"unshelve": None}, "instance.active", wait, timeout, on_event, undone=UNSHELVE_UNDONE
+        )
+
     async def confirm_resize(self, server: Server | str) -> Server:
         """Keep a resize (VERIFY_RESIZE): the server is ACTIVE (or SHUTOFF) again when this returns."""
         server_id = await self.find_id(server)
@@ -918,17 +978,26 @@ class ServerManager(_Manager[Server]):
 
         :raises failure: it went to ERROR instead, or an ``undone`` event came (the change
             ended without its end). :raises NotFound: it was deleted instead.
+
+        An ``undone`` event of a server still in a task is no end: the conductor publishes the
+        state of a change whose event was missed as ``instance.<status>``, and a server's status
+        may be its vm_state's while a task runs (ACTIVE while it is shelving).
         """
         wanted = {done} if isinstance(done, str) else set(done)
         ends = {*wanted, *undone, "instance.error", "instance.deleted"}
-        event = await watch.until(server_id, ends, timeout, on_event)
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            left = max(0.0, deadline - asyncio.get_running_loop().time())
+            event = await watch.until(server_id, ends, left, on_event)
+            if event.type not in undone:
+                break
+            server = await self.get(server_id)
+            if server.task_state is None:
+                raise failure(server, f"it ended {server.status} instead ({event.type})", event.request_id)
         if event.type in wanted:
             return
         if event.type == "instance.deleted":
             raise NotFound(404, f"server {server_id} was deleted", event.request_id)
-        if event.type in undone:
-            server = await self.get(server_id)
-            raise failure(server, f"it ended {server.status} instead ({event.type})", event.request_id)
         server = await self.get(server_id)
         fault = server.fault or event.state.get("fault") or {}
         raise failure(server, str(fault.get("message", "the server is in ERROR")), event.request_id)

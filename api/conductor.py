@@ -13,7 +13,7 @@ Facets, by caller (each made of the parts the conductor's servants implement, by
 * ``Compute``: the user-facing compute API, as the gateway reaches it: ``Servers`` (reads),
   ``ServerCreation``, ``ServerActions`` (power changes, reboot, delete), ``ServerResizes``,
   ``ServerEvacuations``, ``ServerMigrations`` (migration records, cold and live migration),
-  ``ServerDetails``
+  ``ServerShelves``, ``ServerDetails``
   (name, access addresses, metadata, lock), ``ServerVolumes``, ``ServerInterfaces``,
   ``ServerHistory`` (the actions
   of an instance and their steps), ``ComputeQuotas``, ``ComputeUsage`` (usage over a period),
@@ -55,10 +55,13 @@ and ``max_ram`` (its ``aiostack:max_vcpus`` and ``aiostack:max_ram_mb``), and
 ``NodeReports.task_refused``; ``AuditedInstance`` has the size its record says (``vcpus``,
 ``memory_mb``); 12 - ``ServerInterfaces`` (NIC hot-plug: Nova's os-interface); 13 -
 ``ServerCrashDumps`` (an NMI injected into the guest, Nova 2.17), an instance's ``description``
-(``create_instance``, ``update_instance``, ``rebuild_instance``; Nova 2.19), ``ServerHistory`` reads a deleted
-instance's actions when asked (Nova 2.21); 14 - ``ServerMigrations`` (migration records; cold and live
-migration), ``AuditedInstance.other_host``, ``get_build_request`` answers a cold or live migration's
-destination (and its source, reverting or rolling back), ``NodeTasks.migration_progress``.
+(``create_instance``, ``update_instance``, ``rebuild_instance``; Nova 2.19), ``ServerHistory`` reads
+a deleted instance's actions when asked (Nova 2.21); 14 - ``ServerMigrations`` (migration records;
+cold and live migration), ``AuditedInstance.other_host``, ``get_build_request`` answers a cold or
+live migration's destination (and its source, reverting or rolling back),
+``NodeTasks.migration_progress``; 15 - ``ServerShelves`` (shelve, shelve offload, unshelve: the
+SHELVED and SHELVED_OFFLOADED vm_states), ``NodeBuilds.get_build_request`` answers an unshelve's
+host too (the shelved image as ``image_ref``).
 
 Events (kind ``instance``, on ``evt.instance.<project>.<id>``, with the instance as ``Instance``
 shows it): ``instance.building`` (recorded), ``instance.spawning`` (a host was chosen: the
@@ -97,6 +100,8 @@ Status = Literal[
     "VERIFY_RESIZE",
     "REVERT_RESIZE",
     "MIGRATING",
+    "SHELVED",
+    "SHELVED_OFFLOADED",
     "UNKNOWN",
 ]
 """An instance's status as Nova's API shows it (made of its vm_state and task_state)."""
@@ -1275,6 +1280,44 @@ class ServerMigrations(ServiceAPI, address="conductor"):
         ...
 
 
+class ServerShelves(ServiceAPI, address="conductor"):
+    """Shelve (the disk saved as an image, the domain shut off), offload (host resources freed),
+    unshelve (on the same host, or any host once offloaded)."""
+
+    @call(policy="compute:write", idempotent=True)
+    async def shelve_instance(self, *, instance_uuid: Id) -> Instance:
+        """Shelve: the node powers the domain off and uploads its disk as the image
+        ``<name>-shelved`` (none for a volume-backed server); SHELVED, then offloaded at once
+        when the conductor's ``shelved_offload_time`` is 0.
+
+        :raises NotFound: no such instance, or another project's.
+        :raises Conflict: not active, stopped, paused or suspended with no task, or locked.
+        """
+        ...
+
+    @call(policy="compute:admin", idempotent=True)
+    async def shelve_offload_instance(self, *, instance_uuid: Id) -> Instance:
+        """Offload a SHELVED instance: its domain and files removed, its claim given back, its
+        ports unbound and volume attachments released from the host (both kept):
+        SHELVED_OFFLOADED, on no host.
+
+        :raises NotFound: no such instance.
+        :raises Conflict: not SHELVED with no task, or locked.
+        """
+        ...
+
+    @call(policy="compute:write", idempotent=True)
+    async def unshelve_instance(self, *, instance_uuid: Id) -> Instance:
+        """Unshelve: a SHELVED instance's domain is started again; an offloaded one is built on
+        the host the scheduler claims, from its shelved image, with its ports and volumes. ACTIVE
+        after; the shelved image is deleted.
+
+        :raises NotFound: no such instance, or another project's.
+        :raises Conflict: not SHELVED or SHELVED_OFFLOADED with no task, or locked.
+        """
+        ...
+
+
 class Compute(
     Servers,
     ServerMigrations,
@@ -1284,6 +1327,7 @@ class Compute(
     ServerResizes,
     ServerEvacuations,
     ServerLiveResources,
+    ServerShelves,
     ServerDetails,
     ServerVolumes,
     ServerInterfaces,

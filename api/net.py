@@ -46,14 +46,16 @@ groups and their rules (``SecurityGroups``, quotas of both), ports' ``security_g
 (``router_external``: admins make and list them, every project sees them), routers (``Routers``: gateway,
 interfaces, extra routes), floating IPs (``FloatingIps``), their quotas, and
 ``NetForNodes.routers_for_host`` with ``ROUTERS_CHANGED``; 10 - ``InstancePorts.attach_port`` and
-``detach_port``: one port of an instance made or bound, and given back (interface hot-plug).
+``detach_port``: one port of an instance made or bound, and given back (interface hot-plug); 11 -
+``InstancePorts.unbind_instance_ports`` (a shelved instance offloaded: its ports kept, bound to no host).
 
 Events (kind ``port``, project the port's, with the port as ``get_port`` shows it):
 ``port.bound`` (``allocate_for_instance``, one per port; ``attach_port``; ``dhcp_port`` when it
 makes one), ``port.plugged``
 (``set_port_binding``), ``port.unbound`` (``deallocate_for_instance`` gave a port the user
-made back) and ``port.deleted`` (``delete_port``, ``delete_network`` for each of its ports,
-``deallocate_for_instance`` for those it made, ``release_dhcp_port``).
+made back, or ``unbind_instance_ports`` unbound one from its host) and ``port.deleted``
+(``delete_port``, ``delete_network`` for each of its ports, ``deallocate_for_instance`` for those it
+made, ``release_dhcp_port``).
 """
 
 from __future__ import annotations
@@ -802,6 +804,14 @@ class InstancePorts(ServiceAPI, address="net"):
         """Delete the instance's ports ``allocate_for_instance`` created (releasing their
         addresses) and unbind those it was given; idempotent. Publishes ``port.deleted`` and
         ``port.unbound``."""
+        ...
+
+    @call(idempotent=True)
+    async def unbind_instance_ports(self, *, instance_uuid: Id) -> list[Port]:
+        """Unbind the instance's ports from their host (a shelved instance offloaded): their
+        ``binding:host_id`` cleared, ``binding:vif_type`` ``unbound``; they stay the instance's,
+        with their addresses. ``allocate_for_instance`` binds them to a host again. Publishes
+        ``port.unbound``; idempotent."""
         ...
 
     @call(idempotent=True)

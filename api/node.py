@@ -12,7 +12,8 @@ Version history: 1 - initial; 2 - ``NodeConsole``; 3 - ``resize_instance``, ``fi
 ``revert_resize``; 4 - ``evacuate_instance``; 5 - ``set_resources`` (a live change of vCPUs and
 RAM), ``DomainFlavor``'s ``max_vcpus`` and ``max_memory_mb``, ``DomainView``'s size; 6 - ``attach_interface``,
 ``detach_interface``, ``list_interfaces`` (NIC hot-plug), ``DomainView.macs``; 7 - ``trigger_crash_dump``; 8 -
-``finish_migration``, ``drop_moved_instance`` (cold migration), ``live_migration``.
+``finish_migration``, ``drop_moved_instance`` (cold migration), ``live_migration``; 9 - ``shelve_instance``,
+``shelve_offload_instance``, ``unshelve_instance``.
 
 Events (kind ``domain``): ``domain.lifecycle`` (each libvirt lifecycle event of this host's
 domains, as ``{event, event_id, detail, host, libvirt_ts}``) and ``domain.reconciled`` (a
@@ -204,6 +205,26 @@ class Node(ServiceAPI, address="node.{host}"):
         """The instance moved to another host (a cold or live migration finished or was undone, or
         it was deleted mid-migration): remove its domain and files here if it is no longer recorded
         on this host (the orphan sweep, now)."""
+        ...
+
+    @cast
+    async def shelve_instance(self, *, instance_uuid: Id) -> None:
+        """A shelve's first step: power the domain off (an ACPI shutdown, ``destroy`` after the
+        shutdown timeout; a suspended guest's saved memory dropped), then report ``task_done``.
+        Its disk is uploaded next by ``snapshot_instance``."""
+        ...
+
+    @cast
+    async def shelve_offload_instance(self, *, instance_uuid: Id) -> None:
+        """Offload a shelved instance: destroy and undefine its domain and remove its files and
+        DHCP entries here (its ports and volumes stay the instance's), then report ``task_done``."""
+        ...
+
+    @cast
+    async def unshelve_instance(self, *, instance_uuid: Id) -> None:
+        """Build an offloaded instance here from its shelved image (or its boot volume), with its
+        ports and volumes, as ``evacuate_instance`` builds one: start it and report its power
+        state; a failure gives back what this node made and reports ``build_failed``."""
         ...
 
     @cast

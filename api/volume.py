@@ -50,6 +50,9 @@ read-only exports. 5 - quotas: ``VolumeQuotas`` (shown, set, deleted; usage coun
 from the rows) and ``QuotaExceeded`` from ``create``, ``create_snapshot`` and ``extend``; the
 actor's own handlers are ``VolumeRecords``, and ``Volumes`` is both facets. 6 -
 ``VolumeAttacher.reattach_all``: an evacuated instance's attachments made again for its new host.
+7 - ``VolumeAttachments.release_host``: a shelved instance's attachments released from its host
+when it is offloaded (``reattach_all`` makes them the unshelving host's), and ``attach_offloaded``:
+a volume attached to an offloaded instance, with no host.
 
 Events (kind ``volume``, on ``evt.volume.<project>.<id>``): ``volume.<status>`` at every status
 change (``volume.deleted`` last), with the volume as users see it (no ``path``, no ``format``).
@@ -350,6 +353,25 @@ class VolumeAttachments(ServiceAPI, address="volume"):
     @call(idempotent=True)
     async def detach_all(self, *, instance_uuid: Id) -> Detached:
         """Free every volume attached, attaching or detaching to a deleted instance; idempotent."""
+        ...
+
+    @call
+    async def attach_offloaded(self, *, volume_id: Id, instance_uuid: Id) -> Volume:
+        """The volume reserved for a shelved-offloaded instance attached to it with no host or
+        device, its export ended (attaching -> in-use): its node attaches it when the instance is unshelved
+        (``VolumeAttacher.reattach_all``).
+
+        :raises NotFound: no such volume visible to the caller, or not reserved for the instance.
+        :raises Conflict: the volume is not attaching.
+        """
+        ...
+
+    @call(idempotent=True)
+    async def release_host(self, *, instance_uuid: Id) -> list[str]:
+        """Release the instance's attachments from their host (a shelved instance offloaded): each
+        stays attached to the instance (the volume in-use) with no host, its export ended (Cinder's
+        attachment without a connector); ``VolumeAttacher.reattach_all`` makes them a host's again.
+        Answers the volumes; idempotent."""
         ...
 
     @call(policy="volume:read", idempotent=True)

@@ -22,7 +22,8 @@ import argparse
 import asyncio
 import tempfile
 import time
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable
+from contextlib import asynccontextmanager
 
 from aiostack.client import Client
 from deploy.launch import aiostack_up
@@ -51,15 +52,22 @@ async def timed(work: Awaitable[object], into: list[float]) -> None:
     into.append(time.perf_counter() - began)
 
 
+@asynccontextmanager
+async def demo_client(data_dir: str) -> AsyncIterator[Client]:
+    """`aiostack up` in ``data_dir`` (logging errors only), and the SDK logged in as its demo user."""
+    env = {"AIOSTACK_ADMIN_PASSWORD": PASSWORD, "AIOSTACK_DEMO_PASSWORD": PASSWORD}
+    async with (
+        aiostack_up(data_dir, "--log-level", "ERROR", env=env) as cloud,
+        Client(cloud.gateway_url) as client,
+    ):
+        await client.login("demo", PASSWORD, "demo")
+        yield client
+
+
 async def measure(servers: int) -> dict[str, list[float]]:
     times: dict[str, list[float]] = {"resize": [], "revert": [], "confirm": []}
     with tempfile.TemporaryDirectory() as data_dir:
-        env = {"AIOSTACK_ADMIN_PASSWORD": PASSWORD, "AIOSTACK_DEMO_PASSWORD": PASSWORD}
-        async with (
-            aiostack_up(data_dir, "--log-level", "ERROR", env=env) as cloud,
-            Client(cloud.gateway_url) as client,
-        ):
-            await client.login("demo", PASSWORD, "demo")
+        async with demo_client(data_dir) as client:
             for number in range(servers):
                 server = await client.servers.create(
                     f"resize-{number}", image="aiostack-tiny", flavor="m1.tiny"

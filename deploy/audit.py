@@ -10,6 +10,8 @@ Read over the bus as the operator (the admin credentials of the data directory):
 * ports bound to no live instance, and so the IPs they hold (net); a host's DHCP port on a
   network none of its instances has a port on any more;
 * volumes reserved, attached or detaching to no live instance (volume);
+* a shelved-offloaded instance (with no task) that is recorded on a host, holds a claim, or has a
+  port bound to a host: what an offload left behind;
 * libvirt domains with no record on their host, and records with no domain (every node
   that is up; a node that is down is reported as not checked);
 * domains whose power state is not what the conductor records for their instance (a running
@@ -43,7 +45,7 @@ from api.volume import VolumeAttachments
 from bus import AiostackError, Bus
 from runtime.states import RESIZE_TASKS, VmState
 
-SETTLED_STATES = ("active", "stopped", "paused", "suspended", "resized")
+SETTLED_STATES = ("active", "stopped", "paused", "suspended", "resized", "shelved")
 RUNNING = 1
 """libvirt's ``VIR_DOMAIN_RUNNING``."""
 RECHECK_AFTER = 2.0
@@ -64,9 +66,10 @@ EXPECTED_DOMAIN_STATES: dict[str, frozenset[int]] = {
     "paused": frozenset({3}),
     "stopped": frozenset({4, 5, 6}),
     "suspended": frozenset({5}),
+    "shelved": frozenset({5}),
 }
 """The domain states that agree with an instance's vm_state, when no task is under way (a
-suspended instance's domain is saved to disk: shut off)."""
+suspended instance's domain is saved to disk: shut off; a shelved one's is powered off)."""
 
 
 @dataclass
@@ -147,10 +150,16 @@ async def audit_once(bus: Bus) -> AuditReport:
             )
         if row["vm_state"] == "error" and not row["fault"]:
             problems[f"fault:{uuid}"] = f"instance {uuid} is in ERROR with no fault"
+        if row["vm_state"] == VmState.SHELVED_OFFLOADED and row["host"] is not None:
+            problems[f"offloaded:{uuid}"] = f"instance {uuid} is offloaded but recorded on {row['host']}"
     for claim in claims:
         uuid = claim["instance_uuid"]
         if uuid not in instances:
             problems[f"claim:{uuid}"] = f"claim on {claim['host']} for instance {uuid}, which does not exist"
+        elif instances[uuid]["vm_state"] == VmState.SHELVED_OFFLOADED and not instances[uuid]["task_state"]:
+            problems[f"offloaded-claim:{uuid}"] = (
+                f"instance {uuid} is offloaded but holds a claim on {claim['host']}"
+            )
         elif claim.get("resize_held") and not _resizing(instances[uuid]):
             row = instances[uuid]
             problems[f"resize-claim:{uuid}"] = (
@@ -174,6 +183,13 @@ async def audit_once(bus: Bus) -> AuditReport:
                 f"the resize of instance {uuid} on {instances[uuid]['host']} holds a claim on {claim['host']}"
             )
     for port in ports:
+        owner = instances.get(port["device_id"])
+        offloaded = owner is not None and owner["vm_state"] == VmState.SHELVED_OFFLOADED
+        if offloaded and not owner["task_state"] and port["binding:host_id"]:
+            problems[f"offloaded-port:{port['id']}"] = (
+                f"port {port['id']} of offloaded instance {port['device_id']} is bound to"
+                f" {port['binding:host_id']}"
+            )
         if port["device_id"] not in instances:
             ips = ", ".join(ip["ip_address"] for ip in port["fixed_ips"]) or "no IP"
             problems[f"port:{port['id']}"] = (

@@ -94,6 +94,13 @@ def _add_resize_confirm_window(parser: argparse.ArgumentParser) -> None:
         help="conductor: seconds after which a resized server (VERIFY_RESIZE) is confirmed by"
         " itself (Nova's resize_confirm_window); 0: never",
     )
+    parser.add_argument(
+        "--shelved-offload-time",
+        type=float,
+        default=0.0,
+        help="conductor: seconds after which a shelved server is offloaded (its host's resources"
+        " freed; Nova's shelved_offload_time); 0: at once, -1: never",
+    )
 
 
 def _add_test_node_options(parser: argparse.ArgumentParser) -> None:

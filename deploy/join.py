@@ -149,6 +149,8 @@ def host_specs(membership: Membership, args: argparse.Namespace, data_dir: Path)
             str(args.task_timeout),
             "--resize-confirm-window",
             str(args.resize_confirm_window),
+            "--shelved-offload-time",
+            str(args.shelved_offload_time),
         ),
         "volume": ("--host", host, "--nbd-listen", membership.address),  # each controller a storage host
     }

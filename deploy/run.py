@@ -91,6 +91,7 @@ def actor_factories(
                 config,
                 task_timeout=args.task_timeout,
                 resize_confirm_window=args.resize_confirm_window,
+                shelved_offload_time=args.shelved_offload_time,
             )
         ]
     if name == "cluster":

@@ -182,6 +182,7 @@ def child_specs(args: argparse.Namespace, tls: GatewayTls | None = None) -> list
     specs.append(ChildSpec("volume", ("volume", "--host", LOCAL_STORAGE)))
     conductor_args = ("--task-timeout", str(args.task_timeout))
     conductor_args += ("--resize-confirm-window", str(args.resize_confirm_window))
+    conductor_args += ("--shelved-offload-time", str(args.shelved_offload_time))
     specs.insert(2, ChildSpec("conductor", ("conductor", *conductor_args)))
     https = ("--tls-cert", str(tls.certificate), "--tls-key", str(tls.key)) if tls else ()
     proxies = tuple(item for proxy in args.trusted_proxy for item in ("--trusted-proxy", str(proxy)))

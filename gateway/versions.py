@@ -14,8 +14,8 @@ Compute 2.1-2.25: 2.3 shows admins the extended server attributes, 2.9 ``locked`
 type (and the server migrations API), 2.24 aborting a live migration, 2.25 live migration's
 ``block_migration: auto``. 2.18 made the project id in compute URLs optional: the routes are
 served with it and without it at every microversion, as Nova serves them
-(``gateway.compute.project_routes``); 2.20 (volumes of shelved servers: no server is shelved
-here) changes no answer. Volume 3.0 only.
+(``gateway.compute.project_routes``); 2.20 attaches and detaches the volumes of a
+shelved-offloaded server. Volume 3.0 only.
 Compute is also Nova's legacy v2.0 (``/compute/v2``, listed first as Nova lists it): the v2.1
 routes, at microversion 2.1 whatever a request asks, answered without microversion headers.
 """

@@ -14,8 +14,9 @@ to the one that does it:
 * ``Builder`` (``node/build.py``): build and delete; ``Power`` (``node/power.py``); ``Resizer``
   (``node/resize.py``): a domain given another flavor, and back; ``LiveResizer``
   (``node/live_resources.py``): a running domain's vCPUs and RAM changed live; ``LiveMigrator``
-  (``node/migrate.py``): a live migration's source; ``Volumes``
-  (``node/volumes.py``); ``Interfaces`` (``node/interfaces.py``: NIC hot-plug);
+  (``node/migrate.py``): a live migration's source; ``Shelver`` (``node/shelve.py``): a domain
+  powered off to be shelved, removed when offloaded (an unshelve is the evacuate's build);
+  ``Volumes`` (``node/volumes.py``); ``Interfaces`` (``node/interfaces.py``: NIC hot-plug);
   ``Consoles`` (``node/console.py``, serving ``NodeConsole``: the guests'
   interactive serial consoles, for the gateway); ``Reconciler`` (``node/reconcile.py``): at start,
   after a reconnect, and the orphan sweep;
@@ -85,6 +86,7 @@ from node.records import Records
 from node.resize import Resizer
 from node.routers import RouterAgent
 from node.security import SecurityGroups
+from node.shelve import Shelver
 from node.snapshots import Snapshots
 from node.volumes import Volumes
 from runtime.auth import keep_service_token
@@ -204,6 +206,7 @@ class NodeActor(Actor, Node):
             records=self.records,
             bandwidth_mb=migration_bandwidth,
         )
+        self.shelver = Shelver(self.power, self.builder)
         self.consoles = Consoles(host, hypervisor=self.hypervisor, records=self.records)
         self.serve(self.consoles)
         self.snapshots = Snapshots(
@@ -346,6 +349,15 @@ class NodeActor(Actor, Node):
 
     async def drop_moved_instance(self, *, instance_uuid: str) -> None:
         await self.reconciler.remove_if_orphan(instance_uuid)
+
+    async def shelve_instance(self, *, instance_uuid: str) -> None:
+        await self.shelver.shelve_instance(instance_uuid)
+
+    async def shelve_offload_instance(self, *, instance_uuid: str) -> None:
+        await self.shelver.shelve_offload_instance(instance_uuid)
+
+    async def unshelve_instance(self, *, instance_uuid: str) -> None:
+        await self.builder.evacuate_instance(instance_uuid)
 
     async def snapshot_instance(self, *, instance_uuid: str, image_id: str) -> None:
         await self.snapshots.snapshot_instance(instance_uuid, image_id)

@@ -377,10 +377,11 @@ class Builder:
             await self.hypervisor.virt(domain.create)
 
     async def evacuate_instance(self, instance_uuid: str) -> None:
-        """An evacuate's destination: build the instance's domain here again (its ports and
-        volumes kept, moved to this host), start it unless it was stopped, report its power
-        state. A failure gives back what this node made (never the ports and volumes, the
-        instance's) and reports ``build_failed``, which ends the evacuate in ERROR."""
+        """An evacuate's destination, or an offloaded instance's unshelve: build the instance's
+        domain here again (its ports and volumes kept, moved to this host; its disk from the image
+        the build request names), start it unless it was stopped, report its power state. A
+        failure gives back what this node made (never the ports and volumes, the instance's) and
+        reports ``build_failed``, which ends the evacuate in ERROR (offloads the unshelved one again)."""
         async with self.records.lock(instance_uuid), self.records.working_on(instance_uuid):
             try:
                 request = await self.peers.patient_conductor.get_build_request(instance_uuid=instance_uuid)

@@ -125,6 +125,10 @@ class Power:
         if not await self.hypervisor.is_running(domain):
             await self.sync(instance_uuid, running=False)
             return
+        await self.shut_down(instance_uuid, domain)
+
+    async def shut_down(self, instance_uuid: str, domain: libvirt.virDomain) -> None:
+        """Power a running domain off: ACPI shutdown, ``destroy`` after ``shutdown_timeout``."""
         with self.events.awaiting_stop(instance_uuid) as stopped:
             try:
                 await self.hypervisor.virt(domain.shutdown)

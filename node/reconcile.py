@@ -28,7 +28,7 @@ from node.peers import Peers
 from node.power import Power
 from node.records import Records
 from runtime.events import publish_event
-from runtime.states import RESIZE_TASKS, PowerState, TaskState, VmState
+from runtime.states import RESIZE_TASKS, SHELVE_TASKS, PowerState, TaskState, VmState
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +81,8 @@ class Reconciler:
                 continue
             if domain is None:
                 domain = await self.hypervisor.define(stored[uuid]["xml"])
-            if instance["task_state"] in RESIZE_TASKS:
-                continue  # the conductor sends the resize's step again, or ends it
+            if instance["task_state"] in RESIZE_TASKS | SHELVE_TASKS:
+                continue  # the conductor sends the resize's (or shelve's) step again, or ends it
             want_running = (
                 instance["vm_state"] in RUNNING_VM_STATES and instance["task_state"] != TaskState.POWERING_OFF
             ) or (instance["vm_state"] == VmState.RESIZED and instance["power_state"] == PowerState.RUNNING)

@@ -53,6 +53,10 @@ class VmState(enum.StrEnum):
     SUSPENDED = "suspended"
     RESIZED = "resized"
     """A resize (or cold migration) is done and waits to be confirmed or reverted."""
+    SHELVED = "shelved"
+    """Shelved: its disk saved as an image, its domain shut off (still defined) on its host."""
+    SHELVED_OFFLOADED = "shelved_offloaded"
+    """Shelved and offloaded: no host, no domain, no claim; its ports and volumes kept."""
     ERROR = "error"
     DELETED = "deleted"
 
@@ -87,6 +91,11 @@ class TaskState(enum.StrEnum):
     """A live change of vCPUs and RAM: the node gives the running domain the new size."""
     MIGRATING = "migrating"
     """A live migration, from its claim to its end (its step: the instance's ``migration_step``)."""
+    SHELVING = "shelving"
+    SHELVING_IMAGE_PENDING_UPLOAD = "shelving_image_pending_upload"
+    SHELVING_IMAGE_UPLOADING = "shelving_image_uploading"
+    SHELVING_OFFLOADING = "shelving_offloading"
+    UNSHELVING = "unshelving"
 
 
 RESIZE_TASKS = frozenset(
@@ -102,6 +111,15 @@ RESIZE_TASKS = frozenset(
 """Every task of a resize (the conductor, the node's reconcile and the audit read them so)."""
 LIVE_RESOURCE_TASKS = frozenset({TaskState.RESOURCES_CLAIMING, TaskState.RESOURCES_CHANGING})
 """Every task of a live change of vCPUs and RAM."""
+SHELVE_TASKS = frozenset(
+    {
+        TaskState.SHELVING,
+        TaskState.SHELVING_IMAGE_PENDING_UPLOAD,
+        TaskState.SHELVING_IMAGE_UPLOADING,
+        TaskState.SHELVING_OFFLOADING,
+    }
+)
+"""The tasks of a shelve and of its offload (the domain is powered off, snapshotted, removed)."""
 
 
 class PowerState(enum.IntEnum):

@@ -53,6 +53,15 @@ class Api:
     async def delete(self, path: str, **kwargs: Any) -> tuple[int, Any]:
         return await self.request("DELETE", path, **kwargs)
 
+    async def boot_tiny(self, name: str) -> str:
+        """Ask for a server of the tiny image and flavor 1; its id (it is being built)."""
+        image = (await self.get("/image/v2/images?name=aiostack-tiny"))[1]["images"][0]["id"]
+        status, created = await self.post(
+            "/compute/v2.1/servers", {"server": {"name": name, "imageRef": image, "flavorRef": "1"}}
+        )
+        assert status == 202, created
+        return str(created["server"]["id"])
+
 
 async def aiostack_audit(data_dir: str | os.PathLike[str]) -> tuple[int, str]:
     """Run ``aiostack audit`` on a running cloud's data directory: its exit status and output."""

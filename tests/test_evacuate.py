@@ -59,9 +59,9 @@ class EvacuateCloud:
             await self.start_node(host)
         await self.api.login("admin", "admin-secret", "admin")
 
-    async def start_conductor(self) -> None:
+    async def start_conductor(self, **options: Any) -> None:
         conductor = await self.start_actor(
-            ConductorActor, self.config, secure=True, task_timeout=TASK_TIMEOUT, ack_timeout=0.5
+            ConductorActor, self.config, secure=True, task_timeout=TASK_TIMEOUT, ack_timeout=0.5, **options
         )
         assert isinstance(conductor, ConductorActor)
         self.conductor = conductor
@@ -95,6 +95,30 @@ class EvacuateCloud:
         assert status == 202, body
         await self.until(body["server"]["id"], "ACTIVE")
         return str(body["server"]["id"])
+
+    async def boot_from_volume(self, name: str = "from-volume") -> tuple[str, str]:
+        """An ACTIVE server booted from a volume made of the tiny image: (server, volume)."""
+        api = self.api
+        image = (await api.get("/image/v2/images?name=aiostack-tiny"))[1]["images"][0]["id"]
+        volumes = f"/volume/v3/{api.project_id}/volumes"
+        status, created = await api.post(volumes, {"volume": {"size": 1, "imageRef": image}})
+        assert status == 202, created
+        volume_id = str(created["volume"]["id"])
+        async with asyncio.timeout(20):
+            while (await api.get(f"{volumes}/{volume_id}"))[1]["volume"]["status"] != "available":
+                await asyncio.sleep(0.05)
+        mapping = {"uuid": volume_id, "source_type": "volume", "destination_type": "volume", "boot_index": 0}
+        server = {"name": name, "flavorRef": "1", "imageRef": "", "block_device_mapping_v2": [mapping]}
+        status, body = await api.post("/compute/v2.1/servers", {"server": server})
+        assert status == 202, body
+        server_id = str(body["server"]["id"])
+        await self.until(server_id, "ACTIVE")
+        return server_id, volume_id
+
+    def first_disk(self, host: str, server_id: str) -> str:
+        """The first ``<disk>`` of the server's domain on ``host``, as libvirt defines it."""
+        xml = str(self.nodes[host].hypervisor.connection.lookupByUUIDString(server_id).XMLDesc())
+        return xml[xml.index("<disk") : xml.index("</disk>")]
 
     async def server(self, server_id: str) -> dict[str, Any]:
         status, body = await self.api.get(f"/compute/v2.1/servers/{server_id}", headers=V216)
@@ -509,29 +533,15 @@ async def test_a_server_booted_from_a_volume_is_evacuated_with_its_root_volume(
     evacuate_cloud: EvacuateCloud,
 ) -> None:
     cloud = evacuate_cloud
-    api = cloud.api
-    image = (await api.get("/image/v2/images?name=aiostack-tiny"))[1]["images"][0]["id"]
-    volumes = f"/volume/v3/{api.project_id}/volumes"
-    status, created = await api.post(volumes, {"volume": {"size": 1, "imageRef": image}})
-    assert status == 202, created
-    volume_id = created["volume"]["id"]
-    async with asyncio.timeout(20):
-        while (await api.get(f"{volumes}/{volume_id}"))[1]["volume"]["status"] != "available":
-            await asyncio.sleep(0.05)
-    mapping = {"uuid": volume_id, "source_type": "volume", "destination_type": "volume", "boot_index": 0}
-    server = {"name": "from-volume", "flavorRef": "1", "imageRef": "", "block_device_mapping_v2": [mapping]}
-    status, body = await api.post("/compute/v2.1/servers", {"server": server})
-    assert status == 202, body
-    server_id = body["server"]["id"]
-    source = (await cloud.until(server_id, "ACTIVE"))["OS-EXT-SRV-ATTR:host"]
+    server_id, volume_id = await cloud.boot_from_volume()
+    source = (await cloud.server(server_id))["OS-EXT-SRV-ATTR:host"]
     await cloud.stop_node(source)
     assert (await cloud.evacuate(server_id))[0] == 200
     server = await cloud.until(server_id, "ACTIVE")
     target = _other(source)
     assert server["OS-EXT-SRV-ATTR:host"] == target
     assert await cloud.attachments(server_id) == [(volume_id, "attached", target)]
-    xml = cloud.nodes[target].hypervisor.conn.lookupByUUIDString(server_id).XMLDesc()
-    root = xml[xml.index("<disk") : xml.index("</disk>")]
+    root = cloud.first_disk(target, server_id)
     assert "<target dev='vda'" in root and f"{volume_id}.raw'/>" in root  # the volume, as it was
     assert await cloud.claims(server_id) == [target]
     assert (await audit(cloud.bus)).problems == {}

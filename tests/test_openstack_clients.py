@@ -522,3 +522,24 @@ def test_the_openstack_cli_evacuate_reaches_nova_s_checks(cloud: RunningCloud) -
     assert done.returncode == 1 and "Policy doesn't allow" in done.stderr, done.stderr
     assert cli_json(cloud, "server", "show", "evac-vm")["status"] == "ACTIVE"
     openstack_cli(cloud, "server", "delete", "--wait", "evac-vm")
+
+
+@pytest.mark.full_size
+def test_the_openstack_cli_shelves_and_unshelves_a_server_keeping_its_address(cloud: RunningCloud) -> None:
+    server = cli_json(
+        cloud, "server", "create", "--image", "aiostack-tiny", "--flavor", "m1.tiny", "--wait", "shelf-vm"
+    )
+    address = cli_json(cloud, "server", "show", "shelf-vm")["addresses"]
+    openstack_cli(cloud, "server", "shelve", "--wait", "shelf-vm")
+    shown = cli_json(cloud, "server", "show", "shelf-vm")
+    assert shown["status"] == "SHELVED_OFFLOADED", shown  # `aiostack up` offloads at once, as Nova
+    images = cli_json(cloud, "image", "list", "--name", "shelf-vm-shelved")
+    assert [image["Status"] for image in images] == ["active"]
+    openstack_cli(cloud, "server", "unshelve", "--wait", "shelf-vm")
+    shown = cli_json(cloud, "server", "show", "shelf-vm")
+    assert (shown["status"], shown["id"], shown["addresses"]) == ("ACTIVE", server["id"], address)
+    assert cli_json(cloud, "image", "list", "--name", "shelf-vm-shelved") == []
+    said = aiostack_cli(cloud, "server", "shelve", "shelf-vm", "--wait")
+    assert said.strip() == "shelf-vm: SHELVED_OFFLOADED (host -)"
+    openstack_cli(cloud, "server", "delete", "--wait", "shelf-vm")
+    assert cli_json(cloud, "image", "list", "--name", "shelf-vm-shelved") == []

@@ -12,6 +12,8 @@ It is composed of servants, one per job, sharing one ``Core`` (store, bus, clien
 * ``live_resources.LiveResources``: a running instance's vCPUs and RAM changed live;
 * ``migrate.Migrations``: the migration records, cold migration (``resize.py``'s steps), live
   migration (``live.py``);
+* ``shelve.Shelves``: shelve, shelve offload (at once, or after ``shelved_offload_time`` seconds;
+  -1: never), unshelve;
 * ``resize.Resizes``: resize, confirm, revert (and the auto-confirm after ``resize_confirm_window``
   seconds, 0: never);
 * ``details.InstanceDetails``: rename, access addresses, metadata, lock;
@@ -48,6 +50,7 @@ from actors.conductor.quotas import QuotaBook
 from actors.conductor.resize import Resizes
 from actors.conductor.schema import MIGRATIONS, InstanceRow
 from actors.conductor.services import HostServices
+from actors.conductor.shelve import Shelves
 from actors.conductor.usage import UsageReports
 from actors.conductor.volumes import Attachments
 from actors.conductor.watch import TaskWatch
@@ -81,6 +84,7 @@ class ConductorActor(Actor):
         announce_after: float = ANNOUNCE_AFTER,
         max_build_attempts: int = 3,
         resize_confirm_window: float = 0.0,
+        shelved_offload_time: float = 0.0,
     ) -> None:
         super().__init__(bus)
         self._stop_counting: Callable[[], None] = lambda: None
@@ -102,11 +106,21 @@ class ConductorActor(Actor):
         self.builder.evacuate_failed = evacuations.fail
         live_resources = LiveResources(self.core)
         live = LiveMigrations(self.core)
+        shelves = Shelves(self.core, offload_time=shelved_offload_time)
         self.builder.migration_failed = Migrations.failed_step(resizes, live)
-        reports = DomainReports(self.core, resizes, evacuations, live_resources, live)
+        self.builder.unshelve_failed = shelves.unshelve_failed
+        reports = DomainReports(self.core, resizes, evacuations, live_resources, live, shelves)
         self.interfaces = Interfaces(self.core)
         self.watch = TaskWatch(
-            self.core, self.builder, reports, resizes, evacuations, live_resources, live, self.interfaces
+            self.core,
+            self.builder,
+            reports,
+            resizes,
+            evacuations,
+            live_resources,
+            live,
+            shelves,
+            self.interfaces,
         )
         self.serve(
             ServerReads(self.core),
@@ -117,6 +131,7 @@ class ConductorActor(Actor):
             evacuations,
             live_resources,
             Migrations(self.core, resizes, live),
+            shelves,
             InstanceDetails(self.core),
             Attachments(self.core),
             self.interfaces,

@@ -22,7 +22,16 @@ from actors.conductor.details import access_address
 from actors.conductor.flavors import find_flavor
 from actors.conductor.keypairs import has_keypair, public_key
 from actors.conductor.quotas import check_instance_quota
-from actors.conductor.schema import InstanceRow, host_claim, recorded_claim, states_of, task_state_of, view
+from actors.conductor.schema import (
+    InstanceRow,
+    booted_image,
+    host_claim,
+    recorded_claim,
+    states_of,
+    task_state_of,
+    unshelving,
+    view,
+)
 from actors.conductor.states import BUILDING_ON_HOST, CREATED, Action, Report
 from api.conductor import (
     BlockDevice,
@@ -75,6 +84,8 @@ class Builder(ServerCreation, NodeBuilds):
         self.migration_failed: Callable[[InstanceRow, TaskState, str], Awaitable[None]] | None = None
         """Ends a cold migration whose node could not define its domain (``resize.Resizes``), or rolls
         back a live one (``live.LiveMigrations``)."""
+        self.unshelve_failed: Callable[[InstanceRow, str], Awaitable[None]] | None = None
+        """Offloads again an instance its unshelving host's node could not build (``shelve.Shelves``)."""
 
     # -- create ---------------------------------------------------------------------------
 
@@ -427,7 +438,9 @@ class Builder(ServerCreation, NodeBuilds):
         migrating = (
             row["migrate_from"] is not None and task in MIGRATION_TASKS
         ) or live_step in LIVE_NODE_STEPS
-        rebuilding = task in (TaskState.REBUILDING, TaskState.REBUILD_SPAWNING) or migrating
+        rebuilding = (
+            task in (TaskState.REBUILDING, TaskState.REBUILD_SPAWNING) or migrating or unshelving(row)
+        )
         if states_of(row) != BUILDING_ON_HOST and not rebuilding:
             raise Conflict(f"Instance {instance_uuid} is not being built on {host}")
         if not row["task_acked"]:
@@ -438,7 +451,7 @@ class Builder(ServerCreation, NodeBuilds):
             action = action_of(row, task) if task is not None and rebuilding else Action.CREATE
             await self.core.record_step(instance_uuid, action, "node_accepted", host, "Success")
         request: BuildRequest = {
-            "instance": view(row),
+            "instance": {**view(row), "image_ref": booted_image(row)},
             "requested_networks": from_json(row["requested_networks"], "auto"),
             "block_devices": from_json(row["block_devices"], []),
             "user_data": row["user_data"],
@@ -502,6 +515,9 @@ class Builder(ServerCreation, NodeBuilds):
         )
         if moving and row["migrate_from"] is not None and self.migration_failed is not None:
             await self.migration_failed(row, task, f"migration to {host} failed: {message}")
+            return
+        if unshelving(row) and self.unshelve_failed is not None:
+            await self.unshelve_failed(row, f"unshelve on {host} failed: {message}")
             return
         if states_of(row) != BUILDING_ON_HOST:
             return

@@ -17,10 +17,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from actors.conductor.migrations import follow as follow_migration
-from actors.conductor.schema import InstanceRow, recorded_claim, states_of, task_state_of, view, vm_state_of
+from actors.conductor.schema import (
+    InstanceRow,
+    recorded_claim,
+    shelved_image,
+    states_of,
+    task_state_of,
+    view,
+    vm_state_of,
+)
 from actors.conductor.states import ACTION_OF_TASK, Action, Change, Trigger, status_of, transition
 from api.conductor import BlockDevice, Cause, Fault, HostStatus, Instance, InstanceChange, Server
-from api.image import ImageReader
+from api.image import ImageReader, Images
 from api.net import Net
 from api.node import DomainFlavor, Node, RebootType
 from api.scheduler import Scheduler
@@ -58,6 +66,9 @@ NODE_TASKS: dict[TaskState, tuple[str, dict[str, str]]] = {
     TaskState.REBUILD_SPAWNING: (Node.evacuate_instance.__name__, {}),
     TaskState.RESOURCES_CHANGING: (Node.set_resources.__name__, {}),
     TaskState.MIGRATING: (Node.live_migration.__name__, {}),
+    TaskState.SHELVING: (Node.shelve_instance.__name__, {}),
+    TaskState.SHELVING_IMAGE_UPLOADING: (Node.snapshot_instance.__name__, {}),
+    TaskState.SHELVING_OFFLOADING: (Node.shelve_offload_instance.__name__, {}),
     **{
         task: (Node.change_power.__name__, {"action": ACTION_OF_TASK[task]})
         for task in (TaskState.PAUSING, TaskState.UNPAUSING, TaskState.SUSPENDING, TaskState.RESUMING)
@@ -68,7 +79,9 @@ arguments besides the instance (those a row gives: ``task_arguments``). A task's
 up here each time it is sent. A resize's claim (resize_prep), its step between the node's two
 (resize_migrated) and its confirmation (resize_confirming) are the conductor's own, and so is an
 evacuate's claim (rebuilding, with ``evacuate_from``: never sent to a node), a live change's
-(resources_claiming), and a live migration's (``migration_step`` claim)."""
+(resources_claiming), a live migration's (``migration_step`` claim), and a shelve's
+shelving_image_pending_upload and an unshelve's claim (unshelving). An offloaded instance's
+spawning is an unshelve's: ``node_call``."""
 
 
 MIGRATION_TASKS: dict[TaskState, str] = dict.fromkeys(
@@ -78,6 +91,12 @@ MIGRATION_TASKS: dict[TaskState, str] = dict.fromkeys(
 the one it returns to) defines the domain from the build request."""
 
 
+UNSHELVE_STEPS = frozenset(
+    {(VmState.SHELVED, TaskState.POWERING_ON), (VmState.SHELVED_OFFLOADED, TaskState.SPAWNING)}
+)
+"""An unshelve's node steps (vm_state, task_state): a shelved domain started, an offloaded one built."""
+
+
 def action_of(row: InstanceRow, task: TaskState) -> Action:
     """The action the instance's ``task`` belongs to (an evacuate's rebuilding is no rebuild, a
     cold migration's resize_prep... no resize)."""
@@ -85,11 +104,16 @@ def action_of(row: InstanceRow, task: TaskState) -> Action:
         return Action.EVACUATE
     if row["migrate_from"] is not None and ACTION_OF_TASK[task] is Action.RESIZE:
         return Action.MIGRATE
+    if (row["vm_state"], task) in UNSHELVE_STEPS:
+        return Action.UNSHELVE
     return ACTION_OF_TASK[task]
 
 
 def node_call(row: InstanceRow, task: TaskState) -> tuple[str, dict[str, Any]]:
-    """The node method of the instance's ``task`` and its arguments besides the instance."""
+    """The node method of the instance's ``task`` and its arguments besides the instance (an
+    offloaded instance's spawning is its unshelve)."""
+    if task is TaskState.SPAWNING and row["vm_state"] == VmState.SHELVED_OFFLOADED:
+        return Node.unshelve_instance.__name__, task_arguments(row, task)
     if row["migrate_from"] is not None and task in MIGRATION_TASKS:
         return MIGRATION_TASKS[task], {}
     if task is TaskState.MIGRATING and row["migration_step"] != "copy":  # switch, or rollback
@@ -120,6 +144,8 @@ def task_arguments(row: InstanceRow, task: TaskState) -> dict[str, Any]:
     power_on = bool(row["resize_power_on"])
     if task is TaskState.IMAGE_SNAPSHOT:
         return {"image_id": str(row["snapshot_image"])}
+    if task is TaskState.SHELVING_IMAGE_UPLOADING:
+        return {"image_id": str(shelved_image(row))}
     if task is TaskState.RESIZE_MIGRATING:
         return {"flavor": domain_flavor(row)}
     if task is TaskState.RESIZE_FINISH:
@@ -168,6 +194,7 @@ class Core:
         self.announce_after = announce_after
         self.scheduler = Scheduler.client(bus)
         self.images = ImageReader.client(bus)
+        self.image_writer = Images.client(bus)
         self.net = Net.client(bus)
         self.volumes = VolumeRecords.client(bus)
         self.hosts = Scheduler.client(bus, timeout=HOSTS_TIMEOUT)
@@ -330,6 +357,28 @@ class Core:
             row=InstanceRow,
         )
 
+    async def end_task(
+        self,
+        row: InstanceRow,
+        trigger: Trigger,
+        action: Action,
+        result: str,
+        message: str | None = None,
+        columns: Mapping[str, Any] | None = None,
+        step: str | None = None,
+    ) -> Moved | None:
+        """End the instance's task by ``trigger`` (writing ``columns``), record its last ``step``
+        (a success), finish its ``action`` with ``result`` and publish its new state; None when
+        the trigger changed nothing."""
+        moved = await self.transit(row, trigger, columns)
+        if moved is None:
+            return None
+        if step is not None:
+            await self.record_step(row["uuid"], action, step, row["host"], "Success")
+        await self.finish_action(row["uuid"], action, result, message)
+        await self.publish(moved.row)
+        return moved
+
     async def touch(self, instance_uuid: str, task_state: TaskState) -> None:
         """The instance made progress in its task (a resend, a retry): its deadline starts again."""
         await self.store.execute(
@@ -378,6 +427,7 @@ class Core:
         await self.finish_action(row["uuid"], Action.DELETE, "Success")
         await self._delete_volumes_on_termination(row)
         await self._drop_on_other_host(row)
+        await self.delete_shelved_image(row)
         return await self.publish_change(moved.row, cause)
 
     async def _drop_on_other_host(self, row: InstanceRow) -> None:
@@ -411,6 +461,19 @@ class Core:
                     device["volume_id"],
                     exc,
                 )
+
+    async def delete_shelved_image(self, row: InstanceRow) -> None:
+        """Delete the image a shelve saved the instance's disk to, if any (gone already: fine);
+        one the image service does not delete stays, and is said in the log."""
+        image_id = shelved_image(row)
+        if image_id is None:
+            return
+        try:
+            await self.image_writer.delete(image_id=image_id)
+        except NotFound:
+            pass
+        except AiostackError as exc:
+            log.error("instance %s: shelved image %s not deleted: %s", row["uuid"], image_id, exc)
 
     async def release_everywhere(self, instance_uuid: str) -> None:
         """The instance's ports and volume attachments (what its node gives back when it has one)."""

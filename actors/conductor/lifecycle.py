@@ -17,9 +17,10 @@ from actors.conductor.live import LiveMigrations
 from actors.conductor.live_resources import LiveResources
 from actors.conductor.resize import Resizes
 from actors.conductor.schema import InstanceRow, task_state_of, view, vm_state_of
+from actors.conductor.shelve import Shelves, in_shelve
 from actors.conductor.states import RESIZE_STEPS, Action, Report
 from api.conductor import Cause, InstanceChange, NodeReports
-from runtime.states import LIVE_RESOURCE_TASKS, RESIZE_TASKS, Lifecycle, TaskState, VmState
+from runtime.states import LIVE_RESOURCE_TASKS, RESIZE_TASKS, SHELVE_TASKS, Lifecycle, TaskState, VmState
 
 
 class DomainReports(NodeReports):
@@ -33,12 +34,14 @@ class DomainReports(NodeReports):
         evacuations: Evacuations,
         live_resources: LiveResources,
         live: LiveMigrations,
+        shelves: Shelves,
     ) -> None:
         self.core = core
         self.resizes = resizes
         self.evacuations = evacuations
         self.live_resources = live_resources
         self.live = live
+        self.shelves = shelves
 
     async def domain_event(
         self, *, instance_uuid: str, event: int, detail: int, host: str
@@ -101,6 +104,9 @@ class DomainReports(NodeReports):
         if task_state_of(row) is TaskState.MIGRATING:
             await self.live.copied(row)
             return
+        if task_state_of(row) in SHELVE_TASKS:
+            await self.shelves.step_done(row)
+            return
         moved = await self.core.transit(row, Report.TASK_DONE)
         if moved is not None:
             await self.core.publish(moved.row)
@@ -128,6 +134,8 @@ class DomainReports(NodeReports):
         if change.deleted:
             return await self.core.finish_delete(row, trigger, cause)
         task = task_state_of(row)
+        if in_shelve(row) and task is not TaskState.DELETING:
+            return await self.shelves.report(row, trigger, cause)
         ends_task = change.task_state is None and task is not None
         if ends_task and task is TaskState.MIGRATING:
             return await self.live.end(row, trigger, cause)

@@ -14,10 +14,10 @@ from actors.conductor.build import Builder
 from actors.conductor.core import Core
 from actors.conductor.details import given_details
 from actors.conductor.quotas import check_count
-from actors.conductor.schema import task_state_of, view
+from actors.conductor.schema import InstanceRow, task_state_of, view
 from actors.conductor.states import Action, Report
 from api.conductor import Instance, ServerActions
-from api.image import Images
+from api.image import Image, ImageReader, Images
 from api.node import PowerAction, RebootType
 from bus import AiostackError, Conflict, NotFound
 from runtime.store import from_json, to_json
@@ -26,6 +26,41 @@ BOOT_PROPERTIES = frozenset(
     ("kernel_id", "ramdisk_id", "os_command_line", "hw_disk_bus", "hw_machine_type", "os_type", "os_distro")
 )
 """The properties of an instance's image that its snapshot keeps: what it boots with."""
+
+
+async def new_snapshot_image(
+    reader: ImageReader,
+    images: Images,
+    row: InstanceRow,
+    name: str,
+    metadata: dict[str, str] | None = None,
+    image_id: str | None = None,
+) -> Image:
+    """A queued image of the caller's project for a snapshot of the instance's disk (its node may
+    upload only into it), with the boot properties of the instance's image and ``metadata``.
+
+    :raises Conflict: ``image_id`` is an image that exists (or existed).
+    """
+    try:
+        base = await reader.get(image_id=row["image_ref"])
+    except NotFound:
+        base = None
+    properties = {
+        key: value for key, value in (base["properties"] if base else {}).items() if key in BOOT_PROPERTIES
+    }
+    properties |= {"image_type": "snapshot", "base_image_ref": row["image_ref"]}
+    properties["user_id"] = row["user_id"]
+    properties |= dict(metadata or {})  # the user's words win, as in Nova
+    properties["instance_uuid"] = row["uuid"]  # but this one: the node may upload only into it
+    return await images.create(
+        name=name,
+        disk_format=base["disk_format"] if base and base["disk_format"] else "qcow2",
+        container_format="bare",
+        min_disk=from_json(row["flavor"], {}).get("disk", 0),
+        min_ram=base["min_ram"] if base else 0,
+        properties=properties,
+        id=image_id,
+    )
 
 
 class PowerActions(ServerActions):
@@ -92,27 +127,7 @@ class PowerActions(ServerActions):
                 f"Instance {instance_uuid} boots from a volume: snapshot the volume instead"
                 " (a volume-backed server's image is not built)"
             )
-        try:
-            base = await self.core.images.get(image_id=row["image_ref"])
-        except NotFound:
-            base = None
-        properties = {
-            key: value
-            for key, value in (base["properties"] if base else {}).items()
-            if key in BOOT_PROPERTIES
-        }
-        properties |= {"image_type": "snapshot", "base_image_ref": row["image_ref"]}
-        properties["user_id"] = row["user_id"]
-        properties |= dict(metadata or {})  # the user's words win, as in Nova
-        properties["instance_uuid"] = instance_uuid  # but this one: the node may upload only into it
-        image = await self.images.create(
-            name=name,
-            disk_format=base["disk_format"] if base and base["disk_format"] else "qcow2",
-            container_format="bare",
-            min_disk=from_json(row["flavor"], {}).get("disk", 0),
-            min_ram=base["min_ram"] if base else 0,
-            properties=properties,
-        )
+        image = await new_snapshot_image(self.core.images, self.images, row, name, metadata)
         try:
             moved, _ = await self.core.begin(
                 instance_uuid, Action.CREATE_IMAGE, {"snapshot_image": image["id"]}

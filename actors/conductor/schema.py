@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TypedDict
+from typing import Any, TypedDict
 
 from actors.conductor.keypairs import MIGRATION as KEYPAIRS_MIGRATION
 from actors.conductor.quotas import MIGRATION as QUOTAS_MIGRATION
@@ -134,6 +134,10 @@ MIGRATIONS: list[Step] = [
     ALTER TABLE instances ADD COLUMN migrate_to TEXT;
     ALTER TABLE instances ADD COLUMN migration_step TEXT;
     """,
+    # 18: Nova's instance system metadata (JSON): a shelve's shelved_at, shelved_image_id, shelved_host
+    """
+    ALTER TABLE instances ADD COLUMN system_metadata TEXT NOT NULL DEFAULT '{}';
+    """,
 ]
 
 
@@ -219,6 +223,31 @@ class InstanceRow(TypedDict):
     """During a live migration: ``claim`` (the conductor's), ``copy`` (the source's node), ``switch``
     (the destination's node defines and starts it there), ``rollback`` (the source's node takes its
     ports and volumes back)."""
+    system_metadata: str
+    """JSON: Nova's system metadata; while shelved, ``shelved_at``, ``shelved_image_id`` (the image
+    its disk was saved to; None for a volume-backed one) and ``shelved_host``."""
+
+
+def system_metadata(row: InstanceRow) -> dict[str, Any]:
+    """The instance's system metadata."""
+    return from_json(row["system_metadata"], {})
+
+
+def unshelving(row: InstanceRow) -> bool:
+    """Whether the instance is an offloaded one its host's node builds (an unshelve's spawning)."""
+    return row["vm_state"] == VmState.SHELVED_OFFLOADED and row["task_state"] == TaskState.SPAWNING
+
+
+def booted_image(row: InstanceRow) -> str:
+    """The image the instance's node builds its disk from: its shelved image while an offloaded
+    instance is unshelved, else its ``image_ref`` (empty: it boots from a volume)."""
+    return (shelved_image(row) if unshelving(row) else None) or row["image_ref"]
+
+
+def shelved_image(row: InstanceRow) -> str | None:
+    """The image a shelve saved (or saves) the instance's disk to; None: none."""
+    image_id = system_metadata(row).get("shelved_image_id")
+    return str(image_id) if image_id else None
 
 
 def host_claim(flavor: Flavor, block_devices: list[BlockDevice]) -> Flavor:

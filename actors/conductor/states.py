@@ -63,9 +63,22 @@ ends it with libvirt's word (STARTED: active) or the power state (``NOT_RUNNING`
 stays stopped). ``EVACUATE_FAILED`` ends one that could not go on: back where it was from
 rebuilding (no destination: nothing moved), in ERROR from rebuild_spawning.
 
-``attach_volume`` needs active or stopped with no task running, ``trigger_crash_dump`` active,
-paused, resized or error with no task running, ``detach_volume``, ``lock`` and ``unlock`` any
-live state; none of them changes the states. A new instance is ``CREATED``
+A shelve (``shelve.py``) runs as Nova's: ``shelve`` from active, stopped, paused or suspended is
+shelving (the node powers the domain off: ``SHELVE_POWERED_OFF``), shelving_image_pending_upload,
+``SHELVE_UPLOADING`` shelving_image_uploading (the node uploads the disk), then ``SHELVE_DONE``
+SHELVED (a volume-backed one: straight from shelving). ``shelveOffload`` from shelved is
+shelving_offloading (the node removes the domain), then ``OFFLOADED`` SHELVED_OFFLOADED.
+``unshelve`` of a shelved one is powering-on (STARTED: active; ``NOT_RUNNING``: shelved again),
+of an offloaded one unshelving (the conductor claims a host: ``UNSHELVE_CLAIMED``), then
+spawning on that host (STARTED or ``RUNNING``: active). ``SHELVE_FAILED`` ends a shelve in ERROR,
+``UNSHELVE_FAILED`` an unshelve offloaded again; a shelve whose node
+never took it on a host that is down is dropped (``TASK_ABANDONED``). libvirt's events during a
+shelve and while shelved change only the power state, but STARTED.
+
+``attach_volume`` needs active, stopped or shelved-offloaded with no task running,
+``trigger_crash_dump`` active, paused, resized or error with no task running, ``detach_volume``,
+``lock`` and ``unlock`` any live state; none of them changes the states. A new instance is
+``CREATED``
 (building, scheduling): ``SCHEDULED`` (spawning), then STARTED (active), or ``RESCHEDULED``
 back to scheduling, or ``BUILD_FAILED`` (error).
 """
@@ -77,7 +90,15 @@ from dataclasses import dataclass
 from typing import Final
 
 from api.conductor import Status
-from runtime.states import LIVE_RESOURCE_TASKS, RESIZE_TASKS, Lifecycle, PowerState, TaskState, VmState
+from runtime.states import (
+    LIVE_RESOURCE_TASKS,
+    RESIZE_TASKS,
+    SHELVE_TASKS,
+    Lifecycle,
+    PowerState,
+    TaskState,
+    VmState,
+)
 
 
 class Action(enum.StrEnum):
@@ -111,6 +132,9 @@ class Action(enum.StrEnum):
     """A cold migration: a resize to the same flavor on another host (its steps are a resize's)."""
     LIVE_MIGRATION = "live-migration"
     """A live migration: the running domain moves to another host (``migrating`` throughout)."""
+    SHELVE = "shelve"
+    SHELVE_OFFLOAD = "shelveOffload"
+    UNSHELVE = "unshelve"
 
 
 class Report(enum.StrEnum):
@@ -156,6 +180,21 @@ class Report(enum.StrEnum):
     """A live migration ends without its destination's word: cancelled, or given up (nothing moved)."""
     LIVE_FAILED = "live_failed"
     """A live migration's rollback could not finish: ERROR."""
+    SHELVE_POWERED_OFF = "shelve_powered_off"
+    """The node powered a shelving instance's domain off: its disk is to be uploaded."""
+    SHELVE_UPLOADING = "shelve_uploading"
+    """The shelve's upload is handed to the node (the conductor's step between the node's two)."""
+    SHELVE_DONE = "shelve_done"
+    """The shelve's image is uploaded (or a volume-backed instance is powered off): SHELVED."""
+    SHELVE_FAILED = "shelve_failed"
+    """A shelve cannot go on (its upload failed, or its node's step stalled)."""
+    OFFLOADED = "offloaded"
+    """The shelved instance's domain is gone and its claim, port bindings and volume exports
+    given back: SHELVED_OFFLOADED, on no host."""
+    UNSHELVE_CLAIMED = "unshelve_claimed"
+    """The scheduler claimed a host for an offloaded instance: the node there builds it."""
+    UNSHELVE_FAILED = "unshelve_failed"
+    """An unshelve cannot go on (no host, or its node failed or stalled): offloaded again."""
 
 
 Trigger = Action | Lifecycle | Report
@@ -226,6 +265,13 @@ EVACUATE_FROM: Final = frozenset({VmState.ACTIVE, VmState.STOPPED, VmState.ERROR
 CRASH_DUMP_FROM: Final = frozenset({VmState.ACTIVE, VmState.PAUSED, VmState.RESIZED, VmState.ERROR})
 """The vm_states a crash dump may be triggered in (with no task running): Nova's, but rescued
 (no rescue here). It changes no state."""
+SHELVE_FROM: Final = frozenset({VmState.ACTIVE, VmState.STOPPED, VmState.PAUSED, VmState.SUSPENDED})
+"""The vm_states a shelve may start from (with no task running), as Nova's."""
+SHELVED_STATES: Final = frozenset({VmState.SHELVED, VmState.SHELVED_OFFLOADED})
+SHELVE_UPLOAD_STEPS: Final = frozenset(
+    {TaskState.SHELVING, TaskState.SHELVING_IMAGE_PENDING_UPLOAD, TaskState.SHELVING_IMAGE_UPLOADING}
+)
+"""The tasks of a shelve before it is SHELVED."""
 
 VOLUME_STATES: Final = frozenset({VmState.ACTIVE, VmState.STOPPED})
 INTERFACE_STATES: Final = frozenset({VmState.ACTIVE, VmState.PAUSED, VmState.STOPPED})
@@ -244,9 +290,13 @@ ACTION_OF_TASK: Final[dict[TaskState, Action]] = {
     TaskState.RESOURCES_CLAIMING: Action.SET_RESOURCES,
     TaskState.RESOURCES_CHANGING: Action.SET_RESOURCES,
     TaskState.MIGRATING: Action.LIVE_MIGRATION,
+    **dict.fromkeys(SHELVE_UPLOAD_STEPS, Action.SHELVE),
+    TaskState.SHELVING_OFFLOADING: Action.SHELVE_OFFLOAD,
+    TaskState.UNSHELVING: Action.UNSHELVE,
 }
 """The action each task_state belongs to (an evacuate's first step is ``rebuilding`` too: the
-conductor tells it from a rebuild's by the instance's ``evacuate_from``)."""
+conductor tells it from a rebuild's by the instance's ``evacuate_from``; an unshelve's powering-on
+of a SHELVED instance and spawning of an offloaded one are told by their vm_state)."""
 
 STATUS: Final[dict[VmState, Status]] = {
     VmState.BUILDING: "BUILD",
@@ -257,6 +307,8 @@ STATUS: Final[dict[VmState, Status]] = {
     VmState.ERROR: "ERROR",
     VmState.DELETED: "DELETED",
     VmState.RESIZED: "VERIFY_RESIZE",
+    VmState.SHELVED: "SHELVED",
+    VmState.SHELVED_OFFLOADED: "SHELVED_OFFLOADED",
 }
 """The status Nova shows for each vm_state..."""
 TASK_STATUS: Final[dict[TaskState, Status]] = {
@@ -304,7 +356,7 @@ def _action(vm_state: VmState, task_state: TaskState | None, action: Action) -> 
     if task_state is not None:
         return None
     if action is Action.ATTACH_VOLUME:
-        return Change(vm_state, None) if vm_state in VOLUME_STATES else None
+        return Change(vm_state, None) if vm_state in VOLUME_STATES | {VmState.SHELVED_OFFLOADED} else None
     if action in (Action.ATTACH_INTERFACE, Action.DETACH_INTERFACE):
         return Change(vm_state, None) if vm_state in INTERFACE_STATES else None
     if action is Action.TRIGGER_CRASH_DUMP:
@@ -317,6 +369,14 @@ def _action(vm_state: VmState, task_state: TaskState | None, action: Action) -> 
         return Change(vm_state, TaskState.REBUILDING) if vm_state in EVACUATE_FROM else None
     if action is Action.SET_RESOURCES:
         return Change(vm_state, TaskState.RESOURCES_CLAIMING) if vm_state in RESOURCES_FROM else None
+    if action is Action.SHELVE:
+        return Change(vm_state, TaskState.SHELVING) if vm_state in SHELVE_FROM else None
+    if action is Action.SHELVE_OFFLOAD:
+        return Change(vm_state, TaskState.SHELVING_OFFLOADING) if vm_state is VmState.SHELVED else None
+    if action is Action.UNSHELVE:
+        if vm_state is VmState.SHELVED:
+            return Change(vm_state, TaskState.POWERING_ON)
+        return Change(vm_state, TaskState.UNSHELVING) if vm_state is VmState.SHELVED_OFFLOADED else None
     if action in (Action.CONFIRM_RESIZE, Action.REVERT_RESIZE):
         if vm_state is not VmState.RESIZED:
             return None
@@ -330,6 +390,8 @@ def _action(vm_state: VmState, task_state: TaskState | None, action: Action) -> 
 
 def _lifecycle(vm_state: VmState, task_state: TaskState | None, event: Lifecycle) -> Change | None:
     deleting = task_state is TaskState.DELETING
+    if not deleting and (task_state in SHELVE_TASKS or vm_state in SHELVED_STATES):
+        return _shelved_lifecycle(vm_state, task_state, event)
     if (task_state in RESIZE_TASKS or vm_state is VmState.RESIZED) and not deleting:
         if event in (Lifecycle.STARTED, Lifecycle.RESUMED):
             return Change(vm_state, task_state, PowerState.RUNNING)
@@ -369,8 +431,67 @@ def _lifecycle(vm_state: VmState, task_state: TaskState | None, event: Lifecycle
     return None  # DEFINED, SHUTDOWN (STOPPED follows), PMSUSPENDED; UNDEFINED outside a delete
 
 
+def _shelved_lifecycle(vm_state: VmState, task_state: TaskState | None, event: Lifecycle) -> Change | None:
+    """libvirt's word while a shelve runs and while shelved: only the power state changes, but
+    a shelved domain that starts (an unshelve's, or anyone's) is ACTIVE again, one that crashes
+    ERROR."""
+    power = _EVENT_POWER.get(event)
+    if power is None:
+        return None  # DEFINED, UNDEFINED, SHUTDOWN, PMSUSPENDED
+    if task_state in SHELVE_TASKS:
+        return Change(vm_state, task_state, power)
+    if event in (Lifecycle.STARTED, Lifecycle.RESUMED):
+        return Change(VmState.ACTIVE, None, PowerState.RUNNING)
+    if event is Lifecycle.CRASHED:
+        return Change(VmState.ERROR, None, PowerState.CRASHED)
+    return Change(vm_state, task_state, power)
+
+
+_EVENT_POWER: Final = {
+    Lifecycle.STARTED: PowerState.RUNNING,
+    Lifecycle.RESUMED: PowerState.RUNNING,
+    Lifecycle.STOPPED: PowerState.SHUTDOWN,
+    Lifecycle.SUSPENDED: PowerState.PAUSED,
+    Lifecycle.CRASHED: PowerState.CRASHED,
+}
+
+
+def _shelve_report(vm_state: VmState, task_state: TaskState | None, report: Report) -> Change | None:
+    """What a report does to an instance being shelved, shelved, or being unshelved."""
+    offloaded = vm_state is VmState.SHELVED_OFFLOADED
+    match report:
+        case Report.RUNNING | Report.NOT_RUNNING if task_state in SHELVE_TASKS:
+            running = report is Report.RUNNING
+            return Change(vm_state, task_state, PowerState.RUNNING if running else PowerState.SHUTDOWN)
+        case Report.RUNNING:
+            return Change(VmState.ACTIVE, None, PowerState.RUNNING)  # unshelved (or started by anyone)
+        case Report.NOT_RUNNING if vm_state is VmState.SHELVED:
+            return Change(vm_state, None, PowerState.SHUTDOWN)  # an unshelve's start that did not start it
+        case Report.TASK_ABANDONED if task_state is not None and ACTION_OF_TASK[task_state] in POWER_ACTIONS:
+            return Change(vm_state, None)
+        case Report.SHELVE_POWERED_OFF if task_state is TaskState.SHELVING:
+            return Change(vm_state, TaskState.SHELVING_IMAGE_PENDING_UPLOAD, PowerState.SHUTDOWN)
+        case Report.SHELVE_UPLOADING if task_state is TaskState.SHELVING_IMAGE_PENDING_UPLOAD:
+            return Change(vm_state, TaskState.SHELVING_IMAGE_UPLOADING)
+        case Report.SHELVE_DONE if task_state in (TaskState.SHELVING, TaskState.SHELVING_IMAGE_UPLOADING):
+            return Change(VmState.SHELVED, None, PowerState.SHUTDOWN)
+        case Report.TASK_ABANDONED if task_state is TaskState.SHELVING:
+            return Change(vm_state, None)  # its node never took it, and is down: as it was
+        case Report.SHELVE_FAILED if task_state in SHELVE_UPLOAD_STEPS:
+            return Change(VmState.ERROR, None)
+        case Report.OFFLOADED if task_state is TaskState.SHELVING_OFFLOADING:
+            return Change(VmState.SHELVED_OFFLOADED, None, PowerState.NOSTATE)
+        case Report.UNSHELVE_CLAIMED if offloaded and task_state is TaskState.UNSHELVING:
+            return Change(vm_state, TaskState.SPAWNING)
+        case Report.UNSHELVE_FAILED if offloaded and task_state in (TaskState.UNSHELVING, TaskState.SPAWNING):
+            return Change(vm_state, None, PowerState.NOSTATE)
+    return None
+
+
 def _report(vm_state: VmState, task_state: TaskState | None, report: Report) -> Change | None:
     deleting = task_state is TaskState.DELETING
+    if not deleting and (task_state in SHELVE_TASKS or vm_state in SHELVED_STATES):
+        return _shelve_report(vm_state, task_state, report)
     building = vm_state is VmState.BUILDING
     resizing = task_state in RESIZE_STEPS or (vm_state is VmState.RESIZED and task_state is None)
     resizing = resizing or task_state in LIVE_RESOURCE_TASKS  # a power state seen: the change goes on

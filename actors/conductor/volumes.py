@@ -1,5 +1,7 @@
 """Volumes attached to a running or stopped instance: the conductor drives the attach protocol
-(``api.volume``), the instance's node does the libvirt part.
+(``api.volume``), the instance's node does the libvirt part. A shelved-offloaded instance has no
+node: its volume is attached with no host (``attach_offloaded``), or detached, by the conductor
+alone; its node attaches it when it is unshelved.
 
 attach: ``reserve`` (available -> attaching), the node attaches, ``attach_complete`` (in-use);
 if the node fails, ``unreserve``. detach: ``begin_detach`` (in-use -> detaching), the node
@@ -18,6 +20,7 @@ from actors.conductor.states import Action
 from api.conductor import ServerVolumes, VolumeAttachment, boot_volume
 from api.volume import AttachStatus, Connection
 from bus import AiostackError, CallTimeout, Conflict, InvalidRequest, NotFound
+from runtime.states import VmState
 from runtime.store import from_json
 
 log = logging.getLogger(__name__)
@@ -41,7 +44,8 @@ class Attachments(ServerVolumes):
         row = await self.core.row(instance_uuid)
         self.core.check_lock(row)
         host = row["host"]
-        if host is None or self.core.decide(row, Action.ATTACH_VOLUME) is None:
+        offloaded = row["vm_state"] == VmState.SHELVED_OFFLOADED
+        if (host is None and not offloaded) or self.core.decide(row, Action.ATTACH_VOLUME) is None:
             raise Conflict(
                 f"Cannot attach a volume to instance {instance_uuid} in vm_state {row['vm_state']}"
             )
@@ -51,6 +55,11 @@ class Attachments(ServerVolumes):
         await self.core.record_step(
             instance_uuid, Action.ATTACH_VOLUME, "reserve", None, "Success", volume_id
         )
+        if host is None:  # offloaded: its node attaches it when it is unshelved
+            await self.core.volumes.attach_offloaded(volume_id=volume_id, instance_uuid=instance_uuid)
+            await self.core.record_step(instance_uuid, Action.ATTACH_VOLUME, "attached", None, "Success")
+            await self.core.finish_action(instance_uuid, Action.ATTACH_VOLUME, "Success")
+            return {"id": volume_id, "volumeId": volume_id, "serverId": instance_uuid, "device": None}
         try:
             attached = await self.core.node(host).attach_volume(
                 instance_uuid=instance_uuid, volume_id=volume_id, connection=connection, device=device
@@ -112,11 +121,12 @@ class Attachments(ServerVolumes):
             raise InvalidRequest(f"Volume {volume_id} is the root disk of instance {instance_uuid}.")
         detaching = await self.core.volumes.begin_detach(volume_id=volume_id, instance_uuid=instance_uuid)
         try:
-            if row["host"] is None:
+            if row["host"] is None and row["vm_state"] != VmState.SHELVED_OFFLOADED:
                 raise Conflict(f"Instance {instance_uuid} has no host to detach volume {volume_id} from")
-            await self.core.node(row["host"]).detach_volume(
-                instance_uuid=instance_uuid, volume_id=volume_id, connection=detaching["connection"]
-            )
+            if row["host"] is not None:  # an offloaded instance's volume is in no domain
+                await self.core.node(row["host"]).detach_volume(
+                    instance_uuid=instance_uuid, volume_id=volume_id, connection=detaching["connection"]
+                )
         except BaseException:
             await self.core.volumes.roll_detaching(volume_id=volume_id)
             raise

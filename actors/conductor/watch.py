@@ -41,7 +41,15 @@ from actors.conductor.lifecycle import DomainReports
 from actors.conductor.live import LiveMigrations
 from actors.conductor.live_resources import LiveResources
 from actors.conductor.resize import Resizes
-from actors.conductor.schema import InstanceRow, recorded_claim, task_state_of, view, vm_state_of
+from actors.conductor.schema import (
+    InstanceRow,
+    booted_image,
+    recorded_claim,
+    task_state_of,
+    view,
+    vm_state_of,
+)
+from actors.conductor.shelve import Shelves, stalled_here
 from actors.conductor.states import Action, Report
 from api.conductor import (
     Audit,
@@ -82,6 +90,7 @@ class TaskWatch(NodeTasks, ConductorForOwners, ConductorOperator):
         evacuations: Evacuations,
         live_resources: LiveResources,
         live: LiveMigrations,
+        shelves: Shelves,
         interfaces: Interfaces,
     ) -> None:
         self.core = core
@@ -92,6 +101,7 @@ class TaskWatch(NodeTasks, ConductorForOwners, ConductorOperator):
         self.evacuations = evacuations
         self.live_resources = live_resources
         self.live = live
+        self.shelves = shelves
 
     # -- what nodes, owners and the operator ask --------------------------------------------
 
@@ -156,7 +166,7 @@ class TaskWatch(NodeTasks, ConductorForOwners, ConductorOperator):
             # being evacuated away from its host: no node's, until the destination is recorded
             "host": None if row["evacuate_from"] == row["host"] else row["host"],
             "project_id": row["project_id"],
-            "image_ref": row["image_ref"] or (boot is not None and boot.get("image_id")) or "",
+            "image_ref": booted_image(row) or (boot is not None and boot.get("image_id")) or "",
             "volumes": [device["volume_id"] for device in devices],
         }
 
@@ -223,8 +233,8 @@ class TaskWatch(NodeTasks, ConductorForOwners, ConductorOperator):
 
     async def watch_forever(self) -> None:
         """Every ≤ 1 s: refresh host liveness, send unacknowledged tasks again, resolve stalled ones,
-        confirm the resizes past their window, settle the NIC changes no one sees through, record the
-        events published and publish those missed."""
+        confirm the resizes past their window, offload the instances shelved past theirs, settle the
+        NIC changes no one sees through, record the events published and publish those missed."""
         interval = max(0.2, min(1.0, self.core.ack_timeout / 2))
         while True:
             await asyncio.sleep(interval)
@@ -233,6 +243,7 @@ class TaskWatch(NodeTasks, ConductorForOwners, ConductorOperator):
                 await self._check_tasks()
                 await self.resizes.confirm_expired(time.time())
                 await self.interfaces.settle_stalled()
+                await self.shelves.offload_expired(time.time())
                 await self.core.record_announced()
                 await self.core.announce_missed(time.time())
             except Exception:
@@ -293,6 +304,9 @@ class TaskWatch(NodeTasks, ConductorForOwners, ConductorOperator):
             return
         if action_of(row, task) is Action.EVACUATE:
             await self.evacuations.resolve_stalled(row, task, reason)
+            return
+        if stalled_here(row, task):
+            await self.shelves.resolve_stalled(row, task, reason)
             return
         domain = await self._node_domain(host, uuid)
         resend = domain is not None and row["task_sends"] < MAX_TASK_SENDS

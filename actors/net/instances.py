@@ -180,6 +180,25 @@ class InstanceServant(InstancePorts, Allocations):
             await self.state.publish(event, port)
         return events
 
+    async def unbind_instance_ports(self, *, instance_uuid: str) -> list[Port]:
+        conditions, params = where({"device_id": instance_uuid, "project_id": scope()})
+        unbound: list[Port] = []
+        async with self.state.writing() as db:
+            bound = await db.fetchall(
+                f"SELECT id FROM ports WHERE {conditions} AND binding_host != ''", params
+            )
+            before = [await self.state.get(PORT, row["id"], None, db) for row in bound]
+            for port in before:
+                changes = {"binding_host": "", "binding_vif_type": "unbound", "binding_vif_details": "{}"}
+                await update(db, "ports", port["id"], changes)
+                unbound.append(await self.state.get(PORT, port["id"], None, db))
+            # told: the hosts filtering the ports' groups and the binding host they leave
+            change = await ports_changed(db, [*before, *unbound])
+        await tell(self.state.bus, change)
+        for port in unbound:
+            await self.state.publish("port.unbound", port)
+        return unbound
+
     async def set_port_binding(self, *, port_id: str, vif_type: VifType, vif_details: dict[str, Any]) -> Port:
         async with self.state.writing() as db:
             await self.state.get(PORT, port_id, None, db)

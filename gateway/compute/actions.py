@@ -4,9 +4,10 @@ The body is exactly one action: ``os-stop``, ``os-start``, ``pause``, ``unpause`
 ``resume``, ``lock``, ``unlock``, ``confirmResize``, ``revertResize`` (their values are not read,
 as Nova's), ``migrate`` (admins; null, as Nova's before 2.56: a cold migration to the scheduler's
 choice, then VERIFY_RESIZE as a resize), ``os-migrateLive`` (admins: ``host``, ``block_migration``,
-before 2.25 ``disk_over_commit``; MIGRATING until it runs on its new host), ``resize``
-(``{"flavorRef": ...}``: VERIFY_RESIZE once the node gave the server the flavor; ``confirmResize``
-answers 204), ``reboot``
+before 2.25 ``disk_over_commit``; MIGRATING until it runs on its new host), ``shelve``,
+``shelveOffload`` (admins), ``unshelve`` (null, as Nova's schema before 2.77: its
+``availability_zone`` is not served), ``resize`` (``{"flavorRef": ...}``: VERIFY_RESIZE once the
+node gave the server the flavor; ``confirmResize`` answers 204), ``reboot``
 (``{"type": "SOFT" | "HARD"}``), ``evacuate`` (admins: ``host``, ``adminPass``, before 2.14
 ``onSharedStorage``; the server's host must be down: 200, with ``adminPass`` before 2.14),
 ``rebuild`` (``imageRef``, and ``name``, ``metadata``, ``adminPass``, access addresses, from
@@ -171,6 +172,9 @@ class ServerAction(Request):
     revert_resize: Any = msgspec.field(default=UNSET, name="revertResize")
     migrate: UnsetType | None = UNSET
     migrate_live: MigrateLive | UnsetType = msgspec.field(default=UNSET, name="os-migrateLive")
+    shelve: Any = UNSET
+    shelve_offload: Any = msgspec.field(default=UNSET, name="shelveOffload")
+    unshelve: Any = UNSET
     create_image: CreateImage | UnsetType = msgspec.field(default=UNSET, name="createImage")
     pause: Any = UNSET
     unpause: Any = UNSET
@@ -232,7 +236,8 @@ routes = Routes()
             ServerRebuiltBody,
             "Taken: a rebuild answers the server being rebuilt, with its administrator password; the"
             " other actions (os-stop, os-start, reboot, pause, unpause, suspend, resume, lock, unlock,"
-            " resize, revertResize, migrate and os-migrateLive (admins),"
+            " resize, revertResize, migrate and os-migrateLive (admins), shelve, shelveOffload (admins),"
+            " unshelve,"
             " createImage: its Location header names the image, which becomes active once the"
             " server's node has uploaded the disk; addSecurityGroup, removeSecurityGroup;"
             " trigger_crash_dump, 2.17: the guest got its NMI; aiostack:setResources, from 2.16:"
@@ -313,6 +318,12 @@ async def server_action(request: web.Request, body: ServerAction) -> web.Respons
         await conductor.migrate_instance(instance_uuid=server_id)
     elif isinstance(body.migrate_live, MigrateLive):
         await _migrate_live(request, server_id, body.migrate_live)
+    elif body.shelve is not UNSET:
+        await conductor.shelve_instance(instance_uuid=server_id)
+    elif body.shelve_offload is not UNSET:
+        await conductor.shelve_offload_instance(instance_uuid=server_id)
+    elif body.unshelve is not UNSET:
+        await conductor.unshelve_instance(instance_uuid=server_id)
     elif body.lock is not UNSET:
         await conductor.lock_instance(instance_uuid=server_id)
     elif body.unlock is not UNSET:

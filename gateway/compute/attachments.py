@@ -1,7 +1,9 @@
 """A server's volume attachments (``/servers/{server_id}/os-volume_attachments``): list, attach, detach.
 
 Attaching reserves the volume, has the server's node attach it live, then marks it in-use;
-detaching undoes it. Both wait for the node (up to two minutes).
+detaching undoes it. Both wait for the node (up to two minutes). From 2.20 a shelved-offloaded
+server's volumes are attached (with no host: its node attaches them when it is unshelved) and
+detached too; before, that is refused 409, as Nova does.
 """
 
 from __future__ import annotations
@@ -10,10 +12,12 @@ from aiohttp import web
 from msgspec import UNSET, UnsetType
 
 from api.conductor import VolumeAttachment
-from bus import NotFound
+from bus import Conflict, NotFound
 from gateway.compute.common import BASE, ERRORS_OF_A_SERVER, SERVER_ID, GuestDevice, check_device, compute
 from gateway.http import json_response, no_content
 from gateway.routing import Body, Id, Reply, Request, Routes, given
+from gateway.versions import microversion
+from runtime.states import VmState
 
 ATTACHMENTS = f"{BASE}/servers/{{server_id}}/os-volume_attachments"
 
@@ -60,6 +64,18 @@ def attachment_view(attachment: VolumeAttachment) -> Attachment:
 
 
 routes = Routes()
+OFFLOADED_FROM = (2, 20)
+"""The microversion from which a shelved-offloaded server's volumes are attached and detached."""
+
+
+async def _check_offloaded(request: web.Request, action: str) -> None:
+    """:raises Conflict: before 2.20, the server is shelved-offloaded (Nova's answer)."""
+    if microversion(request) >= OFFLOADED_FROM:
+        return
+    server_id = request.match_info["server_id"]
+    server = await compute(request).get_instance(instance_uuid=server_id)
+    if server["vm_state"] == VmState.SHELVED_OFFLOADED:
+        raise Conflict(f"Cannot '{action}' instance {server_id} while it is in vm_state shelved_offloaded")
 
 
 @routes.get(
@@ -85,8 +101,9 @@ async def list_volume_attachments(request: web.Request) -> web.Response:
     path_types=SERVER_ID,
 )
 async def attach_volume(request: web.Request, body: AttachmentRequestBody) -> web.Response:
-    """404: no such server or volume; 409: the server has no host or is busy, the volume is not
-    available, or the device is taken."""
+    """404: no such server or volume; 409: the server has no host or is busy (a shelved-offloaded
+    one before 2.20), the volume is not available, or the device is taken."""
+    await _check_offloaded(request, "attach_volume")
     asked = body.volumeAttachment
     attachment = await compute(request).attach_volume(
         instance_uuid=request.match_info["server_id"],
@@ -123,7 +140,9 @@ async def show_volume_attachment(request: web.Request) -> web.Response:
     path_types=SERVER_ID,
 )
 async def detach_volume(request: web.Request) -> web.Response:
-    """404: no such server, or the volume is not attached to it; 400: it is the server's root disk."""
+    """404: no such server, or the volume is not attached to it; 400: it is the server's root disk;
+    409: the server is busy, or shelved-offloaded before 2.20."""
+    await _check_offloaded(request, "detach_volume")
     await compute(request).detach_volume(
         instance_uuid=request.match_info["server_id"], volume_id=request.match_info["volume_id"]
     )

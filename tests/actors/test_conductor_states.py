@@ -78,6 +78,7 @@ ACTIONS_FROM_IDLE: dict[tuple[Action, VmState], TaskState | None] = {
     (Action.DETACH_INTERFACE, V.ACTIVE): None,
     (Action.DETACH_INTERFACE, V.PAUSED): None,
     (Action.DETACH_INTERFACE, V.STOPPED): None,
+    (Action.ATTACH_VOLUME, V.SHELVED_OFFLOADED): None,  # from 2.20 (the gateway's gate): no node
     (Action.RESIZE, V.ACTIVE): T.RESIZE_PREP,
     (Action.RESIZE, V.STOPPED): T.RESIZE_PREP,
     (Action.MIGRATE, V.ACTIVE): T.RESIZE_PREP,  # a cold migration: a resize to its own flavor elsewhere
@@ -93,6 +94,13 @@ ACTIONS_FROM_IDLE: dict[tuple[Action, VmState], TaskState | None] = {
     (Action.TRIGGER_CRASH_DUMP, V.PAUSED): None,
     (Action.TRIGGER_CRASH_DUMP, V.RESIZED): None,
     (Action.TRIGGER_CRASH_DUMP, V.ERROR): None,
+    (Action.SHELVE, V.ACTIVE): T.SHELVING,
+    (Action.SHELVE, V.STOPPED): T.SHELVING,
+    (Action.SHELVE, V.PAUSED): T.SHELVING,
+    (Action.SHELVE, V.SUSPENDED): T.SHELVING,
+    (Action.SHELVE_OFFLOAD, V.SHELVED): T.SHELVING_OFFLOADING,
+    (Action.UNSHELVE, V.SHELVED): T.POWERING_ON,  # its domain is still there: started again
+    (Action.UNSHELVE, V.SHELVED_OFFLOADED): T.UNSHELVING,  # a host is claimed first
 }
 ACTIONS_FROM_ANY: dict[Action, TaskState | Same] = {
     # actions that start from any live state, whatever its task: the task they lead to
@@ -121,6 +129,10 @@ def case_of(vm_state: VmState, task_state: TaskState | None) -> str:
     """The kinds of state a lifecycle event tells apart."""
     if task_state is T.DELETING:
         return "deleting"
+    if task_state in SHELVE_TASKS:
+        return "shelving"
+    if vm_state in (V.SHELVED, V.SHELVED_OFFLOADED):
+        return "shelved"
     if task_state in RESIZE_TASKS or vm_state is V.RESIZED:
         return "resizing"
     if vm_state is V.BUILDING:
@@ -138,11 +150,29 @@ RUNS = Expected(V.ACTIVE, None, P.RUNNING)
 RESIZE_STEPS = (T.RESIZE_PREP, T.RESIZE_MIGRATING, T.RESIZE_MIGRATED, T.RESIZE_FINISH)
 RESIZE_TASKS = (*RESIZE_STEPS, T.RESIZE_REVERTING, T.RESIZE_CONFIRMING)
 LIVE_RESOURCE_TASKS = (T.RESOURCES_CLAIMING, T.RESOURCES_CHANGING)
-CASES_OF_STATE = ("deleting", "resizing", "changing", "building", "rebooting", "suspending", "other")
+SHELVE_TASKS = (
+    T.SHELVING,
+    T.SHELVING_IMAGE_PENDING_UPLOAD,
+    T.SHELVING_IMAGE_UPLOADING,
+    T.SHELVING_OFFLOADING,
+)
+CASES_OF_STATE = (
+    "deleting",
+    "shelving",
+    "shelved",
+    "resizing",
+    "changing",
+    "building",
+    "rebooting",
+    "suspending",
+    "other",
+)
 LIFECYCLE: dict[Lifecycle, dict[str, Expected | None]] = {
     #                 an event in each case of state leads to (None: changes nothing)
     Lifecycle.STARTED: {
         "deleting": Expected(SAME, SAME, P.RUNNING),
+        "shelving": Expected(SAME, SAME, P.RUNNING),
+        "shelved": RUNS,  # unshelved, or started by anyone
         "resizing": Expected(SAME, SAME, P.RUNNING),  # a step of the resize
         "changing": Expected(SAME, SAME, P.RUNNING),  # a restarted node started it again: the change goes on
         "building": Expected(V.ACTIVE, None, P.RUNNING, launched=True),
@@ -152,6 +182,8 @@ LIFECYCLE: dict[Lifecycle, dict[str, Expected | None]] = {
     },
     Lifecycle.RESUMED: {
         "deleting": Expected(SAME, SAME, P.RUNNING),
+        "shelving": Expected(SAME, SAME, P.RUNNING),
+        "shelved": RUNS,
         "resizing": Expected(SAME, SAME, P.RUNNING),
         "changing": Expected(SAME, SAME, P.RUNNING),
         "building": Expected(V.ACTIVE, None, P.RUNNING, launched=True),
@@ -161,6 +193,8 @@ LIFECYCLE: dict[Lifecycle, dict[str, Expected | None]] = {
     },
     Lifecycle.STOPPED: {
         "deleting": Expected(SAME, SAME, P.SHUTDOWN),
+        "shelving": Expected(SAME, SAME, P.SHUTDOWN),  # a shelve's power-off
+        "shelved": Expected(SAME, SAME, P.SHUTDOWN),
         "resizing": Expected(SAME, SAME, P.SHUTDOWN),
         "changing": Expected(V.STOPPED, None, P.SHUTDOWN),  # the guest stopped: the change ends
         "building": Expected(SAME, SAME, P.SHUTDOWN),
@@ -170,6 +204,8 @@ LIFECYCLE: dict[Lifecycle, dict[str, Expected | None]] = {
     },
     Lifecycle.SUSPENDED: {
         "deleting": None,
+        "shelving": Expected(SAME, SAME, P.PAUSED),
+        "shelved": Expected(SAME, SAME, P.PAUSED),
         "resizing": Expected(V.PAUSED, None, P.PAUSED),
         "changing": Expected(V.PAUSED, None, P.PAUSED),
         "building": Expected(V.PAUSED, None, P.PAUSED),
@@ -179,6 +215,8 @@ LIFECYCLE: dict[Lifecycle, dict[str, Expected | None]] = {
     },
     Lifecycle.CRASHED: {
         "deleting": Expected(SAME, SAME, P.CRASHED),
+        "shelving": Expected(SAME, SAME, P.CRASHED),
+        "shelved": Expected(V.ERROR, None, P.CRASHED),
         "resizing": Expected(V.ERROR, None, P.CRASHED),
         "changing": Expected(V.ERROR, None, P.CRASHED),
         "building": Expected(V.ERROR, None, P.CRASHED),
@@ -188,6 +226,8 @@ LIFECYCLE: dict[Lifecycle, dict[str, Expected | None]] = {
     },
     Lifecycle.UNDEFINED: {
         "deleting": Expected(V.DELETED, None, P.NOSTATE),
+        "shelving": None,  # an offload's
+        "shelved": None,
         "resizing": None,
         "changing": None,
         "building": None,
@@ -274,10 +314,63 @@ REPORTS_FROM: dict[Report, dict[tuple[VmState | None, TaskState | None], Expecte
 }
 
 
+SHELVE_UPLOAD_STEPS = (T.SHELVING, T.SHELVING_IMAGE_PENDING_UPLOAD, T.SHELVING_IMAGE_UPLOADING)
+SHELVE_REPORTS_FROM: dict[Report, dict[tuple[VmState | None, TaskState | None], Expected]] = {
+    # while a shelve (or offload) runs, or while shelved: {(vm_state or None, task_state): change}
+    Report.RUNNING: {
+        **{(None, task): Expected(SAME, SAME, P.RUNNING) for task in SHELVE_TASKS},
+        **{
+            (vm_state, task): Expected(V.ACTIVE, None, P.RUNNING)
+            for vm_state in (V.SHELVED, V.SHELVED_OFFLOADED)
+            for task in [None, *TaskState]
+            if task not in SHELVE_TASKS
+        },
+    },
+    Report.NOT_RUNNING: {
+        **{(None, task): Expected(SAME, SAME, P.SHUTDOWN) for task in SHELVE_TASKS},
+        **{
+            (V.SHELVED, task): Expected(SAME, None, P.SHUTDOWN)  # an unshelve's start that did not start it
+            for task in [None, *TaskState]
+            if task not in SHELVE_TASKS
+        },
+    },
+    Report.TASK_ABANDONED: {
+        (None, T.SHELVING): Expected(SAME, None),  # its node never took it and is down: as it was
+        **{
+            (vm_state, task): Expected(SAME, None)
+            for vm_state in (V.SHELVED, V.SHELVED_OFFLOADED)
+            for task in POWER_TASKS
+        },
+    },
+    Report.SHELVE_POWERED_OFF: {
+        (None, T.SHELVING): Expected(SAME, T.SHELVING_IMAGE_PENDING_UPLOAD, P.SHUTDOWN)
+    },
+    Report.SHELVE_UPLOADING: {
+        (None, T.SHELVING_IMAGE_PENDING_UPLOAD): Expected(SAME, T.SHELVING_IMAGE_UPLOADING)
+    },
+    Report.SHELVE_DONE: {
+        (None, T.SHELVING): Expected(V.SHELVED, None, P.SHUTDOWN),  # volume-backed: no upload
+        (None, T.SHELVING_IMAGE_UPLOADING): Expected(V.SHELVED, None, P.SHUTDOWN),
+    },
+    Report.SHELVE_FAILED: {(None, task): Expected(V.ERROR, None) for task in SHELVE_UPLOAD_STEPS},
+    Report.OFFLOADED: {(None, T.SHELVING_OFFLOADING): Expected(V.SHELVED_OFFLOADED, None, P.NOSTATE)},
+    Report.UNSHELVE_CLAIMED: {(V.SHELVED_OFFLOADED, T.UNSHELVING): Expected(SAME, T.SPAWNING)},
+    Report.UNSHELVE_FAILED: {
+        (V.SHELVED_OFFLOADED, T.UNSHELVING): Expected(SAME, None, P.NOSTATE),
+        (V.SHELVED_OFFLOADED, T.SPAWNING): Expected(SAME, None, P.NOSTATE),
+    },
+}
+
+
 def expected_for_report(report: Report, vm_state: VmState, task_state: TaskState | None) -> Expected | None:
     if vm_state is V.DELETED:
         return None
-    table = REPORTS_FROM[report]
+    if task_state is not T.DELETING and (
+        task_state in SHELVE_TASKS or vm_state in (V.SHELVED, V.SHELVED_OFFLOADED)
+    ):
+        shelve_table = SHELVE_REPORTS_FROM.get(report, {})
+        return shelve_table.get((vm_state, task_state)) or shelve_table.get((None, task_state))
+    table = REPORTS_FROM.get(report, {})
     expected = table.get((vm_state, task_state)) or table.get((None, task_state))
     if (
         expected is not None
@@ -348,8 +441,9 @@ def test_a_new_instance_is_building_and_scheduling_and_every_task_belongs_to_an_
     assert CREATED == (V.BUILDING, T.SCHEDULING)
     assert set(ACTION_OF_TASK) == set(TaskState)
     # every task is a node's but scheduling, a resize's claim, its step between the node's two and its
-    # confirm, and a live change's claim
+    # confirm, a live change's claim, a shelve's step between the node's two and an unshelve's claim
     conductors = {T.SCHEDULING, T.RESIZE_PREP, T.RESIZE_MIGRATED, T.RESIZE_CONFIRMING, T.RESOURCES_CLAIMING}
+    conductors |= {T.SHELVING_IMAGE_PENDING_UPLOAD, T.UNSHELVING}
     assert set(NODE_TASKS) == set(TaskState) - conductors
 
 
@@ -379,6 +473,12 @@ def test_a_new_instance_is_building_and_scheduling_and_every_task_belongs_to_an_
         (V.PAUSED, T.REBUILDING, "PAUSED"),
         (V.ACTIVE, T.RESOURCES_CHANGING, "ACTIVE"),  # a live change: the server stays ACTIVE
         (V.ACTIVE, T.MIGRATING, "MIGRATING"),
+        (V.ACTIVE, T.SHELVING, "ACTIVE"),  # Nova shows the vm_state's status while it shelves
+        (V.STOPPED, T.SHELVING_IMAGE_UPLOADING, "SHUTOFF"),
+        (V.SHELVED, None, "SHELVED"),
+        (V.SHELVED, T.SHELVING_OFFLOADING, "SHELVED"),
+        (V.SHELVED_OFFLOADED, None, "SHELVED_OFFLOADED"),
+        (V.SHELVED_OFFLOADED, T.SPAWNING, "SHELVED_OFFLOADED"),
     ],
 )
 def test_the_status_nova_shows(vm_state: VmState, task_state: TaskState | None, status: str) -> None:

@@ -179,6 +179,30 @@ async def test_deleted_port_releases_its_address_for_reuse(client: Net, port_eve
     )
 
 
+async def test_an_offloaded_instances_ports_are_unbound_keeping_their_addresses_and_bound_again(
+    client: Net, port_events
+) -> None:
+    network, _ = await network_with_subnet(client, ALICE)
+    [port] = await allocate(client, "vm-shelved", "project-a", [{"uuid": network["id"]}], host="node-1")
+    await next_events(port_events, 1)  # port.bound
+    [unbound] = await client.unbind_instance_ports(instance_uuid="vm-shelved")
+    assert (unbound["id"], unbound["device_id"], unbound["fixed_ips"]) == (
+        port["id"],
+        "vm-shelved",
+        port["fixed_ips"],
+    )
+    assert (unbound["binding:host_id"], unbound["binding:vif_type"]) == ("", "unbound")
+    (event,) = await next_events(port_events, 1)
+    assert (event["type"], event["id"]) == ("port.unbound", port["id"])
+    assert await client.unbind_instance_ports(instance_uuid="vm-shelved") == []  # idempotent
+    [bound] = await allocate(client, "vm-shelved", "project-a", [{"uuid": network["id"]}], host="node-2")
+    assert (bound["id"], bound["binding:host_id"], bound["fixed_ips"]) == (
+        port["id"],
+        "node-2",
+        port["fixed_ips"],
+    )
+
+
 async def test_allocate_for_instance_is_idempotent_and_deallocate_releases_everything(
     client: Net, port_events
 ) -> None:
@@ -464,7 +488,7 @@ def test_the_node_facet_holds_what_nodes_call() -> None:
     node_only = {"dhcp_port", "instance_ports_at", "release_dhcp_port", "routers_for_host"}
     node_only |= {"security_for_host"}
     assert set(NetForNodes.api_methods) - node_only < set(Net.api_methods)
-    assert len(Net.api_methods) == 58
+    assert len(Net.api_methods) == 59
 
 
 async def test_networks_and_subnets_in_use_are_not_deleted(client: Net, port_events) -> None:

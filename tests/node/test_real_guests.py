@@ -510,6 +510,40 @@ async def test_a_real_guest_sees_a_hot_plugged_nic_come_with_its_address_and_go(
     assert not qemu_running(server["id"])
 
 
+async def test_a_real_guest_shelved_and_unshelved_finds_what_it_wrote_on_its_disk(
+    qemu_cloud: QemuCloud,
+) -> None:
+    """Shelved (powered off by ACPI, its disk uploaded as an image, offloaded at once: the
+    conductor's default), then unshelved from that image: the guest reads back the stamp it wrote
+    before, and the shelved image is gone."""
+    client = qemu_cloud.client
+    stamp = "SHELVE-STAMPED"
+    script = (
+        f"v=$(dd if=/dev/vda bs=1 skip=8192 count={len(stamp)} 2>/dev/null | tr -d '\\000');"
+        f" printf {stamp} | dd of=/dev/vda bs=1 seek=8192 conv=notrunc,fsync 2>/dev/null;"
+        " printf 'read=%s.' \"$v\""
+    )
+    server_id = await boot_running_script(
+        client, {"name": "shelf", "imageRef": qemu_cloud.images["disk"]}, script
+    )
+    first = await qemu_cloud.console_until(server_id, r"AIOSTACK-USER-DATA exit=0 output=(\S+)")
+    assert first.group(1) == "read=."
+    await qemu_cloud.console_until(server_id, r"AIOSTACK-READY")  # its acpid is up: the power button works
+    shelved = await client.servers.shelve(server_id, timeout=GUEST_DEADLINE)
+    assert shelved.status == "SHELVED_OFFLOADED"
+    assert not qemu_running(server_id)
+    assert not qemu_cloud.node.images.instance_dir(server_id).exists()  # the host keeps nothing of it
+    [image] = (await client.request("GET", "/image/v2/images?name=shelf-shelved"))["images"]
+    assert image["status"] == "active" and image["disk_format"] == "qcow2"
+    unshelved = await client.servers.unshelve(server_id, timeout=GUEST_DEADLINE)
+    assert unshelved.status == "ACTIVE" and qemu_running(server_id)
+    again = await qemu_cloud.console_until(server_id, r"AIOSTACK-USER-DATA exit=0 output=(\S+)", count=1)
+    assert again.group(1) == f"read={stamp}."  # the new console log: what the first boot wrote survived
+    assert (await client.request("GET", "/image/v2/images?name=shelf-shelved"))["images"] == []
+    await client.server_action(server_id, "delete", wait=True)
+    assert not qemu_running(server_id)
+
+
 @pytest.mark.full_size
 async def test_without_a_bridge_a_guest_falls_back_to_user_mode_networking_and_its_port_says_so(
     start_actor, config, gateway_url, test_guest
