@@ -13,7 +13,9 @@ order, a security group rule whose protocol, ports, remote CIDR and ethertype do
 with groups and no port security, a router's extra route whose nexthop is on none of its subnets, a
 gateway's or floating IP's address that is not on its network, a floating IP's fixed IP its port
 does not hold (Neutron), an application credential expiring in the past (Keystone), or a resize
-to the server's own flavor or a smaller disk (Nova). Drawn at random, those members
+to the server's own flavor or a smaller disk, or an interface attach naming both a port and a
+network or an address not on its network (Nova; the schema says the first, but schemathesis's
+coverage phase draws it anyway). Drawn at random, those members
 would make every valid request of the kind a "valid request rejected". So, in the *positive* cases
 only (negative ones go as drawn), each such member is replaced with one that exists or fits
 (``AIOSTACK_CONTRACT_REFS``, JSON, made by ``contract.references``), or dropped when it is optional
@@ -347,6 +349,12 @@ def map_case(context: Any, case: Any) -> Any:
         evacuate = _member(case.body, "evacuate")
         if evacuate is not None and isinstance(case.path_parameters, dict):
             _evacuate(case, evacuate)
+    elif method == "POST" and path == "/compute/v2.1/servers/{server_id}/os-interface":
+        attachment = _member(case.body, "interfaceAttachment")
+        if attachment is not None:  # one of a port and a network; an address on it is not drawn
+            attachment.pop("fixed_ips", None)
+            if attachment.get("net_id") is not None:
+                attachment.pop("port_id", None)
     elif method == "POST" and path == f"{NETWORK}/subnets":
         for subnet in _members(case.body, "subnet"):
             _subnet(subnet)

@@ -35,8 +35,26 @@ class InterfaceRequest(Request):
     fixed_ips: Annotated[list[InterfaceIpRequest], Meta(min_length=1, max_length=1)] | UnsetType = UNSET
 
 
+NAMED = {"type": "string"}
+PORT_OR_NETWORK = {
+    "allOf": [
+        {"not": {"required": ["port_id", "net_id"], "properties": {"port_id": NAMED, "net_id": NAMED}}},
+        {
+            "anyOf": [
+                {"not": {"required": ["fixed_ips"]}},
+                {"required": ["net_id"], "properties": {"net_id": NAMED}},
+            ]
+        },
+    ]
+}
+"""What Nova's code refuses with 400 and its schema does not say: a port and a network both named,
+and addresses asked with no network."""
+
+
 class InterfaceRequestBody(Request):
-    interfaceAttachment: InterfaceRequest | UnsetType = UNSET
+    interfaceAttachment: Annotated[InterfaceRequest, Meta(extra_json_schema=PORT_OR_NETWORK)] | UnsetType = (
+        UNSET
+    )
 
 
 class InterfaceIp(Body):
