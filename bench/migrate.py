@@ -65,12 +65,14 @@ async def main() -> None:
     times = await measure(args.servers)
     print_percentiles(times)
     resize_s, cold_s = percentile(times["resize"], 0.5), percentile(times["cold_migration"], 0.5)
+    print("real QEMU guests are not migrated between hosts: their live-migration time and downtime")
+    print("are not measured, so the goal (downtime <= 1 s) is not met")
     print(
         f"RESULT resize_s={resize_s:.3f} cold_migration_s={cold_s:.3f}"
         f" live_migration_test_driver_s={percentile(times['live_migration'], 0.5):.3f}"
         f" resize_and_cold_goal_met={'yes' if max(resize_s, cold_s) <= GOAL_S else 'no'}"
         " real_guest_live_migration_s=not_measured real_guest_downtime_s=not_measured"
-        " goal_met=no (real QEMU guests are not migrated between hosts)"
+        " goal_met=no"
     )
 
 
