@@ -35,19 +35,13 @@ import uuid
 import psutil
 
 from api.scheduler import Scheduler
-from bench.boot import IN_FLIGHT, Cloud, boot_many
+from bench.boot import IN_FLIGHT, PASSWORD, Cloud, boot_many, percentile
 from bus import Bus
 from deploy.launch import RunningCloud, aiostack_up
 
-PASSWORD = "bench-secret"
 SMALL = {"vcpus": 1, "memory_mb": 512, "disk_gb": 1}
 GOALS = {"idle_mb": 600.0, "decision_p50_ms": 2.0, "decision_p99_ms": 10.0}
 THROUGHPUT_KEPT_GOAL = 0.8
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
 
 
 def memory_mb(pid: int) -> dict[str, tuple[float, float]]:
