@@ -210,15 +210,10 @@ class SqliteStore(Store):
         connection.row_factory = sqlite3.Row
         for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON", "busy_timeout=30000"):
             await connection.execute(f"PRAGMA {pragma}")
-        db = self._db = _SqliteDb(connection)
-        await db.execute("BEGIN IMMEDIATE")
-        try:
+        self._db = _SqliteDb(connection)
+        async with _immediate(self._db) as db:
             (row,) = await db.fetchall("PRAGMA user_version")
             await self.migrate(db, int(row["user_version"]), "PRAGMA user_version = {}")
-            await db.execute("COMMIT")
-        except BaseException:
-            await db.execute("ROLLBACK")
-            raise
 
     async def close(self) -> None:
         async with self._lock:
@@ -269,14 +264,8 @@ class SqliteStore(Store):
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Db]:
-        async with self._using() as db:
-            await db.execute("BEGIN IMMEDIATE")
-            try:
-                yield db
-                await db.execute("COMMIT")
-            except BaseException:
-                await db.execute("ROLLBACK")
-                raise
+        async with self._using() as connected, _immediate(connected) as db:
+            yield db
 
     async def execute(self, sql: str, params: Params = ()) -> int:
         async with self._using() as db:
@@ -289,6 +278,18 @@ class SqliteStore(Store):
     async def _rows(self, sql: str, params: Params) -> list[dict[str, Any]]:
         async with self._using() as db:
             return await db._rows(sql, params)
+
+
+@asynccontextmanager
+async def _immediate(db: _SqliteDb) -> AsyncIterator[_SqliteDb]:
+    """A ``BEGIN IMMEDIATE`` transaction on ``db``: committed on success, rolled back on error."""
+    await db.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+        await db.execute("COMMIT")
+    except BaseException:
+        await db.execute("ROLLBACK")
+        raise
 
 
 @contextmanager
