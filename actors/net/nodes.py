@@ -15,7 +15,7 @@ from actors.net.hosts import serve_routers
 from actors.net.instances import InstanceServant
 from actors.net.ports import new_port
 from actors.net.schema import NETWORK, PORT, SUBNET
-from actors.net.secgroups import host_security
+from actors.net.secgroups import filters_from_now_on, host_security
 from actors.net.state import NetState
 from actors.placement import Placements
 from api.net import (
@@ -172,8 +172,8 @@ class NodePorts(NetForNodes):
 
     async def security_for_host(self, *, host: str) -> HostSecurity:
         """What ``host`` enforces: only its own instance ports (``api.net.NetForNodes``)."""
-        async with self.state.writing() as db:
-            return await host_security(db, host)
+        await filters_from_now_on(self.state, host)
+        return await host_security(self.state.store, host)
 
     async def routers_for_host(self, *, host: str) -> HostRouters:
         """The routers ``host`` serves, which it serves from now on (``api.net.NetForNodes``)."""

@@ -300,14 +300,20 @@ async def tell(bus: Bus, *changes: Change) -> None:
         await SECURITY_CHANGED.publish(bus, {"groups": groups}, host=host)
 
 
+async def filters_from_now_on(state: NetState, host: str) -> None:
+    """``host`` enforces security groups: from now on it is told of the changes that concern it
+    (``filtering_hosts``; a read when it is already, a write the first time)."""
+    if await state.store.fetchone("SELECT 1 FROM filtering_hosts WHERE host = ?", (host,)) is None:
+        async with state.writing() as db:
+            await db.execute(
+                "INSERT INTO filtering_hosts (host, created_at) VALUES (?, ?) ON CONFLICT (host) DO NOTHING",
+                (host, utcnow()),
+            )
+
+
 async def host_security(db: Db, host: str) -> HostSecurity:
     """What ``host`` enforces (``api.net.NetForNodes.security_for_host``): its instance ports, their
-    groups' rules, and the members of the remote groups those name. From then on the host is told
-    of the changes that concern it (``filtering_hosts``)."""
-    await db.execute(
-        "INSERT INTO filtering_hosts (host, created_at) VALUES (?, ?) ON CONFLICT (host) DO NOTHING",
-        (host, utcnow()),
-    )
+    groups' rules, and the members of the remote groups those name."""
     ports = await db.fetchall(
         "SELECT id, network_id, mac_address, port_security_enabled FROM ports"
         " WHERE binding_host = ? AND device_owner = ? ORDER BY rowid",
