@@ -15,13 +15,14 @@ import aiohttp
 import pytest
 
 from actors.conductor.actor import ConductorActor
+from actors.conductor.states import Report
 from actors.identity.actor import IdentityActor
 from actors.image import ImageActor
 from actors.net.actor import NetActor
 from actors.scheduler import SchedulerActor
 from actors.volume import VolumeActor
 from aiostack.client import Client
-from api.conductor import ConductorOperator
+from api.conductor import Cause, ConductorOperator
 from api.net import Net
 from api.node import Node
 from api.scheduler import Scheduler, SchedulerReader
@@ -30,6 +31,7 @@ from bus import Actor, Bus
 from deploy.audit import audit
 from node.actor import NodeActor
 from node.testnode import write_test_node_file
+from runtime.states import TaskState
 from tests.helpers import DEMO_PASSWORD, Api
 
 TASK_TIMEOUT = 3.0
@@ -295,6 +297,30 @@ async def test_an_evacuate_builds_the_server_on_another_host_with_its_port_and_v
     assert await cloud.attachments(server_id) == [(volume_id, "attached", target)]
     assert await cloud.claims(server_id) == [target]
     assert (await audit(cloud.bus)).problems == {}
+
+
+async def test_a_report_decided_on_the_rebuilding_row_after_the_rebuild_ended_records_no_second_step(
+    evacuate_cloud: EvacuateCloud,
+) -> None:
+    """libvirt's event and the node's power report of the new domain are handled at once: the one
+    that loses the race finds the rebuild ended, writes only the power state, and records nothing
+    (before, the evacuate had two rebuild_instance steps)."""
+    cloud = evacuate_cloud
+    server_id = await cloud.boot()
+    source = (await cloud.server(server_id))["OS-EXT-SRV-ATTR:host"]
+    await cloud.stop_node(source)
+    assert (await cloud.evacuate(server_id))[0] == 200
+    await cloud.until(server_id, "ACTIVE")
+    assert cloud.conductor is not None
+    ended = await cloud.conductor.core.fresh(server_id)
+    assert ended is not None
+    rebuilding = {**ended, "task_state": TaskState.REBUILD_SPAWNING.value}  # as the loser read it
+    cause: Cause = {"domain_event": None, "detail": "power state sync", "host": ended["host"]}
+    change = await cloud.conductor.watch.reports.report(rebuilding, Report.RUNNING, cause)
+    assert change is not None and (change["vm_state"], change["task_state"]) == ("active", None)
+    steps = await ConductorOperator.client(cloud.bus).list_action_events(instance_uuid=server_id)
+    assert [s["event"] for s in steps if s["action"] == "evacuate"].count("rebuild_instance") == 1
+    assert await cloud.actions(server_id) == [("create", "Success"), ("evacuate", "Success")]
 
 
 async def test_the_returning_host_removes_a_stale_domain_its_libvirt_kept(

@@ -373,9 +373,10 @@ class Core:
         moved = await self.transit(row, trigger, columns)
         if moved is None:
             return None
-        if step is not None:
-            await self.record_step(row["uuid"], action, step, row["host"], "Success")
-        await self.finish_action(row["uuid"], action, result, message)
+        if states_of(moved.before) == states_of(row):  # else another report ended the task first
+            if step is not None:
+                await self.record_step(row["uuid"], action, step, row["host"], "Success")
+            await self.finish_action(row["uuid"], action, result, message)
         await self.publish(moved.row)
         return moved
 
@@ -496,6 +497,13 @@ class Core:
         instance: InstanceChange = {**view(row), "cause": cause}
         await self._publish(row, instance, None)
         return instance
+
+    async def publish_moved(self, moved: Moved, cause: Cause) -> InstanceChange:
+        """The instance as ``moved`` left it, published if its states changed (a power state or
+        column alone is not an event)."""
+        if moved.states_changed:
+            return await self.publish_change(moved.row, cause)
+        return {**view(moved.row), "cause": cause}
 
     async def _publish(self, row: InstanceRow, instance: Instance, event_type: str | None) -> None:
         """Publish, then note the row's version announced (written with the next watch round)."""

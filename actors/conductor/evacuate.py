@@ -135,6 +135,8 @@ class Evacuations(ServerEvacuations):
         moved = await self.core.transit(row, trigger, ENDED)
         if moved is None:
             return None
+        if task_state_of(moved.before) is not TaskState.REBUILD_SPAWNING:
+            return await self.core.publish_moved(moved, cause)  # another report of the domain ended it
         uuid, vm_state = row["uuid"], vm_state_of(moved.row)
         if vm_state in (VmState.ACTIVE, VmState.STOPPED):
             await self.core.record_step(uuid, Action.EVACUATE, "rebuild_instance", row["host"], "Success")

@@ -16,7 +16,7 @@ from actors.conductor.evacuate import Evacuations
 from actors.conductor.live import LiveMigrations
 from actors.conductor.live_resources import LiveResources
 from actors.conductor.resize import Resizes
-from actors.conductor.schema import InstanceRow, task_state_of, view, vm_state_of
+from actors.conductor.schema import InstanceRow, task_state_of, vm_state_of
 from actors.conductor.shelve import Shelves, in_shelve
 from actors.conductor.states import RESIZE_STEPS, Action, Report
 from api.conductor import Cause, InstanceChange, NodeReports
@@ -156,6 +156,4 @@ class DomainReports(NodeReports):
             return None
         if moved.change.launched:
             await self.core.finish_action(row["uuid"], Action.CREATE, "Success")
-        if moved.states_changed:
-            return await self.core.publish_change(moved.row, cause)
-        return {**view(moved.row), "cause": cause}
+        return await self.core.publish_moved(moved, cause)

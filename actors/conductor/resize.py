@@ -257,6 +257,8 @@ class Resizes(ServerResizes):
         moved = await self.core.transit(row, trigger, {"resized_at": time.time()})
         if moved is None:
             return None
+        if task_state_of(moved.before) is not TaskState.RESIZE_FINISH:
+            return await self.core.publish_moved(moved, cause)  # another report of the domain ended it
         action = self._action(row)
         await self.core.record_step(row["uuid"], action, "finish_resize", row["host"], "Success")
         await self.core.finish_action(row["uuid"], action, "Success")

@@ -286,25 +286,25 @@ class Shelves(ServerShelves):
         change = self.core.decide(row, trigger)
         if change is None:
             return None
-        leaving = vm_state_of(row) in SHELVED_STATES and change.vm_state not in SHELVED_STATES
-        columns = {"system_metadata": unshelved_metadata(row)} if leaving else None
+        may_leave = vm_state_of(row) in SHELVED_STATES and change.vm_state not in SHELVED_STATES
+        columns = {"system_metadata": unshelved_metadata(row)} if may_leave else None
         moved = await self.core.transit(row, trigger, columns)
         if moved is None:
             return None
-        task = task_state_of(row)
-        unshelving = task is not None and (vm_state_of(row), task) in UNSHELVE_STEPS
+        before = moved.before  # the row the change was decided on: ``row`` may have been stale
+        leaving = vm_state_of(before) in SHELVED_STATES and vm_state_of(moved.row) not in SHELVED_STATES
+        task = task_state_of(before)
+        unshelving = task is not None and (vm_state_of(before), task) in UNSHELVE_STEPS
         if leaving:
             await self.core.delete_shelved_image(row)
             if unshelving:
                 step = "unshelve_instance" if task is TaskState.SPAWNING else "start_instance"
                 await self.core.record_step(row["uuid"], Action.UNSHELVE, step, row["host"], "Success")
                 await self.core.finish_action(row["uuid"], Action.UNSHELVE, "Success")
-        elif unshelving and change.task_state is None:
-            reason = f"{task} ended {change.vm_state} by {trigger.name.lower()}"
+        elif unshelving and moved.change.task_state is None:
+            reason = f"{task} ended {moved.change.vm_state} by {trigger.name.lower()}"
             await self.core.finish_action(row["uuid"], Action.UNSHELVE, "Error", reason)
-        if moved.states_changed:
-            return await self.core.publish_change(moved.row, cause)
-        return {**view(moved.row), "cause": cause}
+        return await self.core.publish_moved(moved, cause)
 
     # -- what the watch does ----------------------------------------------------------------
 
