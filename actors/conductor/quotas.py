@@ -15,7 +15,7 @@ from typing import Any, cast
 from api.conductor import DEFAULT_QUOTAS, ComputeQuotas, Quotas, QuotaUsage
 from bus import Conflict, Forbidden, QuotaExceeded
 from runtime.context import require_caller
-from runtime.store import Db, Store, from_json
+from runtime.store import Db, Store
 
 MIGRATION = """
     CREATE TABLE quotas (
@@ -31,17 +31,25 @@ async def limits_of(db: Db | Store, project_id: str) -> dict[str, int]:
     return {**DEFAULT_QUOTAS, **{row["resource"]: row["hard_limit"] for row in rows}}
 
 
+_FLAVOR_FIELD = {
+    "sqlite": "json_extract(flavor, '$.{field}')",
+    "postgresql": "(flavor::json->>'{field}')::bigint",
+}
+
+
 async def instance_usage(db: Db | Store, project_id: str) -> dict[str, int]:
-    """What the project's live instances hold: how many, their vCPUs, their RAM (MB)."""
-    rows = await db.fetchall(
-        "SELECT flavor FROM instances WHERE project_id = ? AND deleted = 0", (project_id,)
+    """What the project's live instances hold: how many, their vCPUs, their RAM (MB); summed by
+    the database over the project's index (a boot in a project of 10,000 instances parses no
+    flavor of theirs)."""
+    field = _FLAVOR_FIELD[db.dialect]
+    row = await db.fetchone(
+        f"SELECT COUNT(*) AS instances, COALESCE(SUM({field.format(field='vcpus')}), 0) AS cores,"
+        f" COALESCE(SUM({field.format(field='ram')}), 0) AS ram"
+        " FROM instances WHERE project_id = ? AND deleted = 0",
+        (project_id,),
     )
-    flavors = [from_json(row["flavor"], {}) for row in rows]
-    return {
-        "instances": len(flavors),
-        "cores": sum(flavor.get("vcpus", 0) for flavor in flavors),
-        "ram": sum(flavor.get("ram", 0) for flavor in flavors),
-    }
+    assert row is not None  # an aggregate always answers one row
+    return {resource: int(row[resource]) for resource in ("instances", "cores", "ram")}
 
 
 async def check_instance_quota(db: Db, project_id: str, flavor: dict[str, Any]) -> None:
@@ -50,6 +58,8 @@ async def check_instance_quota(db: Db, project_id: str, flavor: dict[str, Any]) 
     :raises QuotaExceeded: the project would go past its limit of instances, vCPUs or RAM.
     """
     limits = await limits_of(db, project_id)
+    if all(limits[resource] < 0 for resource in UNITS):
+        return  # unlimited: nothing to count
     used = await instance_usage(db, project_id)
     wanted = {"instances": 1, "cores": int(flavor.get("vcpus", 0)), "ram": int(flavor.get("ram", 0))}
     for resource, amount in wanted.items():

@@ -15,10 +15,17 @@ import pytest
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from actors.conductor.actor import ConductorActor
-from api.conductor import Compute, ConductorForNodes, ConductorForOwners, ConductorOperator, Server
+from api.conductor import (
+    Compute,
+    ComputeQuotas,
+    ConductorForNodes,
+    ConductorForOwners,
+    ConductorOperator,
+    Server,
+)
 from api.identity import Tokens
 from api.image import Images
-from bus import Actor, Bus, Context, InvalidRequest, NotFound, decode, request_scope
+from bus import Actor, Bus, Context, InvalidRequest, NotFound, QuotaExceeded, decode, request_scope
 from runtime.states import Lifecycle, TaskState
 
 
@@ -241,3 +248,34 @@ async def test_a_change_recorded_without_its_event_is_announced_by_the_watch_onc
             await asyncio.sleep(0.1)
     with pytest.raises(nats.errors.TimeoutError):  # announced: not published again
         await events.next_msg(timeout=3)
+
+
+async def test_quota_usage_is_summed_from_the_live_instances_flavors_and_refuses_past_the_limit(
+    bus: Bus, demo: Context
+) -> None:
+    """On both stores: the database sums the project's instances' vCPUs and RAM from their flavors;
+    a create past the limit is refused naming what is used, and makes nothing."""
+    admin = await issue(bus, "admin", "admin-secret", "admin")
+    quotas = ComputeQuotas.client(bus)
+    first, second = await boot(bus, demo, "one"), await boot(bus, demo, "two")
+    with request_scope(context=demo):
+        await Compute.client(bus).delete_instance(instance_uuid=second["id"])
+        async with asyncio.timeout(30):
+            while second["id"] in [s["id"] for s in await Compute.client(bus).list_instances()]:
+                await asyncio.sleep(0.05)
+    await boot(bus, demo, "three")
+    with request_scope(context=admin):
+        used = await quotas.get_quota_usage(project_id=str(demo.project_id))
+        assert {r: used[r]["in_use"] for r in ("instances", "cores", "ram")} == {
+            "instances": 2,
+            "cores": 2,
+            "ram": 1024,
+        }
+        await quotas.set_quotas(project_id=str(demo.project_id), limits={"cores": 2})
+    compute = Compute.client(bus)
+    with request_scope(context=demo), pytest.raises(QuotaExceeded, match="already used 2 of 2 cores"):
+        (image,) = await Images.client(bus).list(name="aiostack-tiny")
+        await compute.create_instance(name="four", flavor_ref="1", image_ref=image["id"])
+    with request_scope(context=demo):
+        names = sorted(s["name"] for s in await compute.list_instances())
+    assert first["name"] in names and names == ["one", "three"]
