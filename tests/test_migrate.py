@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from actors.conductor.migrations import Kind, start
 from aiostack import ApiError
 from aiostack.client import Client
 from api.node import Node
@@ -277,6 +278,37 @@ async def test_the_migrations_list_shows_resizes_and_migrations_and_filters_them
     resize_record = next(r for r in everything if r["instance_uuid"] == resized)
     assert (resize_record["old_instance_type_id"], resize_record["new_instance_type_id"]) == (1, 2)
     assert resize_record["source_compute"] == resize_record["dest_compute"]
+
+
+async def test_a_record_whose_conductor_stopped_before_starting_the_task_ends_in_error(
+    migrate_cloud: MigrateCloud,
+) -> None:
+    """A conductor stopped between making a migration record and starting its task: once older than
+    the task timeout, the watch ends the record (error); the instance, never touched, migrates."""
+    cloud = migrate_cloud
+    server_id = await cloud.boot()
+    assert cloud.conductor is not None
+    row = await cloud.conductor.core.fresh(server_id)
+    assert row is not None
+    orphan = await start(cloud.conductor.core.store, row, Kind.MIGRATION, status="pre-migrating", dest=None)
+
+    async def status_of(migration_id: int) -> str:
+        records = await cloud.migrations(f"?instance_uuid={server_id}", headers=V223)
+        return str(next(record["status"] for record in records if record["id"] == migration_id))
+
+    assert await status_of(orphan) == "pre-migrating"
+    async with asyncio.timeout(TASK_TIMEOUT * 4):
+        while await status_of(orphan) != "error":
+            await asyncio.sleep(0.2)
+    assert (await cloud.server(server_id))["status"] == "ACTIVE"
+    assert (await cloud.migrate(server_id))[0] == 202
+    await cloud.until(server_id, "VERIFY_RESIZE")
+    records = await cloud.migrations(f"?instance_uuid={server_id}", headers=V223)
+    assert sorted((record["id"] == orphan, record["status"]) for record in records) == [
+        (False, "finished"),
+        (True, "error"),
+    ]
+    assert (await audit(cloud.bus)).problems == {}
 
 
 async def test_a_cold_migration_goes_on_after_its_conductor_restarts(migrate_cloud: MigrateCloud) -> None:

@@ -16,7 +16,7 @@ import enum
 import uuid as uuidlib
 from typing import Any, Final
 
-from actors.conductor.schema import InstanceRow
+from actors.conductor.schema import FINAL, IN_PROGRESS_SQL, InstanceRow
 from api.conductor import Flavor, MigrationRecord, MigrationStatus
 from runtime.stamps import utcnow
 from runtime.states import TaskState, VmState
@@ -32,10 +32,6 @@ class Kind(enum.StrEnum):
     EVACUATION = "evacuation"
 
 
-FINAL: Final[frozenset[MigrationStatus]] = frozenset(
-    {"confirmed", "reverted", "error", "failed", "done", "completed", "cancelled"}
-)
-"""The statuses that end a record."""
 RESIZE_STEP_STATUS: Final[dict[TaskState, MigrationStatus]] = {
     TaskState.RESIZE_PREP: "pre-migrating",
     TaskState.RESIZE_MIGRATING: "migrating",
@@ -128,6 +124,20 @@ async def set_status(store: Store, migration_id: int, status: MigrationStatus, *
             " WHERE migration_id = ?",
             (migration_id,),
         )
+
+
+async def end_orphans(store: Store, made_before: str) -> list[int]:
+    """Records in progress made before ``made_before`` that no instance points to (a conductor
+    stopped between making one and starting its task): ``error``. Reads only the records in
+    progress."""
+    orphans = await store.fetchall(
+        f"SELECT id FROM migrations m WHERE {IN_PROGRESS_SQL} AND created_at < ?"
+        " AND NOT EXISTS (SELECT 1 FROM instances i WHERE i.migration_id = m.id)",
+        (made_before,),
+    )
+    for orphan in orphans:
+        await set_status(store, int(orphan["id"]), "error")
+    return [int(orphan["id"]) for orphan in orphans]
 
 
 async def follow(store: Store, before: InstanceRow, after: InstanceRow) -> None:

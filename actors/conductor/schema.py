@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any, TypedDict
+from typing import Any, Final, TypedDict
 
 from actors.conductor.keypairs import MIGRATION as KEYPAIRS_MIGRATION
 from actors.conductor.quotas import MIGRATION as QUOTAS_MIGRATION
 from actors.conductor.states import status_of
-from api.conductor import BlockDevice, Flavor, Instance, boot_volume
+from api.conductor import BlockDevice, Flavor, Instance, MigrationStatus, boot_volume
 from runtime.states import PowerState, TaskState, VmState
 from runtime.store import Migration, Step, from_json
+
+FINAL: Final[frozenset[MigrationStatus]] = frozenset(
+    {"confirmed", "reverted", "error", "failed", "done", "completed", "cancelled"}
+)
+"""The statuses that end a migration record (``migrations.py``)."""
+IN_PROGRESS_SQL: Final[str] = f"status NOT IN ({', '.join(repr(status) for status in sorted(FINAL))})"
+"""The migration records not ended, as the partial index ``migrations_in_progress`` has it (the
+same text in a query lets sqlite use the index)."""
 
 _TASK_SUPERVISION = """
     ALTER TABLE instances ADD COLUMN progress_at REAL NOT NULL DEFAULT 0;
@@ -137,6 +145,11 @@ MIGRATIONS: list[Step] = [
     # 18: Nova's instance system metadata (JSON): a shelve's shelved_at, shelved_image_id, shelved_host
     """
     ALTER TABLE instances ADD COLUMN system_metadata TEXT NOT NULL DEFAULT '{}';
+    """,
+    # 19: the watch ends the records in progress no instance points to (``migrations.end_orphans``)
+    f"""
+    CREATE INDEX migrations_in_progress ON migrations(created_at) WHERE {IN_PROGRESS_SQL};
+    CREATE INDEX instances_migration ON instances(migration_id) WHERE migration_id IS NOT NULL;
     """,
 ]
 

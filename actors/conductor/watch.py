@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from datetime import UTC, datetime, timedelta
 
 from actors.conductor.build import Builder
 from actors.conductor.core import NODE_TASKS, Core, action_of
@@ -40,6 +41,7 @@ from actors.conductor.interfaces import Interfaces
 from actors.conductor.lifecycle import DomainReports
 from actors.conductor.live import LiveMigrations
 from actors.conductor.live_resources import LiveResources
+from actors.conductor.migrations import end_orphans
 from actors.conductor.resize import Resizes
 from actors.conductor.schema import (
     InstanceRow,
@@ -67,6 +69,7 @@ from api.conductor import (
 from api.node import PowerState as DomainPower
 from bus import AiostackError, NotFound, request_scope
 from runtime.context import check_visible
+from runtime.stamps import stamp
 from runtime.states import LIVE_RESOURCE_TASKS, RESIZE_TASKS, TaskState
 from runtime.store import from_json
 
@@ -241,6 +244,7 @@ class TaskWatch(NodeTasks, ConductorForOwners, ConductorOperator):
             try:
                 await self.core.refresh_hosts()
                 await self._check_tasks()
+                await self._end_orphan_migrations()
                 await self.resizes.confirm_expired(time.time())
                 await self.interfaces.settle_stalled()
                 await self.shelves.offload_expired(time.time())
@@ -248,6 +252,12 @@ class TaskWatch(NodeTasks, ConductorForOwners, ConductorOperator):
                 await self.core.announce_missed(time.time())
             except Exception:
                 log.exception("task watch round failed; next round in %.1f s", interval)
+
+    async def _end_orphan_migrations(self) -> None:
+        """Migration records a stopped conductor made but never started a task with: ``error``."""
+        made_before = stamp(datetime.now(UTC) - timedelta(seconds=self.core.task_timeout))
+        for migration_id in await end_orphans(self.core.store, made_before):
+            log.warning("migration %d: no instance started it (its conductor stopped); error", migration_id)
 
     async def _check_tasks(self) -> None:
         now = time.time()
