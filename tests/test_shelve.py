@@ -517,6 +517,49 @@ async def test_from_2_20_a_volume_is_attached_to_and_detached_from_an_offloaded_
     assert (await audit(cloud.bus)).problems == {}
 
 
+async def test_from_2_20_a_volume_attached_to_a_shelved_server_goes_with_it_through_offload_and_unshelve(
+    kept_cloud: KeptShelveCloud,
+) -> None:
+    """Its domain is shut off on its host: the volume goes into the domain's definition there; the
+    offload releases its export, the unshelve attaches it where the server is built."""
+    cloud = kept_cloud
+    server_id = await cloud.boot("shelved-disk")
+    source = (await cloud.server(server_id))["OS-EXT-SRV-ATTR:host"]
+    assert (await cloud.act(server_id, "shelve"))[0] == 202
+    await cloud.until(server_id, "SHELVED")
+    api = cloud.api
+    volumes = f"/volume/v3/{api.project_id}/volumes"
+    status, created = await api.post(volumes, {"volume": {"size": 1, "name": "while-shelved"}})
+    assert status == 202, created
+    volume_id = created["volume"]["id"]
+    async with asyncio.timeout(10):
+        while (await api.get(f"{volumes}/{volume_id}"))[1]["volume"]["status"] != "available":
+            await asyncio.sleep(0.05)
+    attachments = f"/compute/v2.1/servers/{server_id}/os-volume_attachments"
+    status, body = await api.post(attachments, {"volumeAttachment": {"volumeId": volume_id}}, headers=V219)
+    assert status == 409, body
+    assert body["conflictingRequest"]["message"] == (
+        f"Cannot 'attach_volume' instance {server_id} while it is in vm_state shelved"
+    )
+    assert (await api.get(f"{volumes}/{volume_id}"))[1]["volume"]["status"] == "available"
+    status, body = await api.post(attachments, {"volumeAttachment": {"volumeId": volume_id}}, headers=V220)
+    assert status == 200, body
+    assert await cloud.attachments(server_id) == [(volume_id, "attached", source)]
+    xml = cloud.nodes[source].hypervisor.connection.lookupByUUIDString(server_id).XMLDesc()
+    assert f"{volume_id}.raw'/>" in xml  # in the shut-off domain's definition
+    assert (await cloud.act(server_id, "shelveOffload"))[0] == 202
+    await cloud.until(server_id, "SHELVED_OFFLOADED")
+    assert await cloud.attachments(server_id) == [(volume_id, "attached", None)]
+    await Scheduler.client(cloud.bus).set_host_enabled(host=source, enabled=False)
+    assert (await cloud.act(server_id, "unshelve"))[0] == 202
+    target = (await cloud.until(server_id, "ACTIVE"))["OS-EXT-SRV-ATTR:host"]
+    assert target == _other(source)
+    assert await cloud.attachments(server_id) == [(volume_id, "attached", target)]
+    xml = cloud.nodes[target].hypervisor.connection.lookupByUUIDString(server_id).XMLDesc()
+    assert f"{volume_id}.raw'/>" in xml
+    assert (await audit(cloud.bus)).problems == {}
+
+
 async def test_a_shelve_step_a_conductor_died_in_is_done_again_by_the_watch(
     shelve_cloud: ShelveCloud, monkeypatch: pytest.MonkeyPatch
 ) -> None:

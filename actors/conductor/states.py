@@ -273,10 +273,12 @@ SHELVE_UPLOAD_STEPS: Final = frozenset(
 )
 """The tasks of a shelve before it is SHELVED."""
 
-VOLUME_STATES: Final = frozenset({VmState.ACTIVE, VmState.STOPPED})
+VOLUME_STATES: Final = frozenset({VmState.ACTIVE, VmState.STOPPED, VmState.SHELVED})
+"""The vm_states a volume may be attached in (with no task running) on the instance's host: a
+shelved instance's domain is shut off there, as a stopped one's (and an offloaded one's volumes
+wait for its unshelve)."""
 INTERFACE_STATES: Final = frozenset({VmState.ACTIVE, VmState.PAUSED, VmState.STOPPED})
 """Where a NIC may be plugged in or taken out (Nova's attach_interface and detach_interface)."""
-"""The vm_states a volume may be attached in (with no task running)."""
 
 ACTION_OF_TASK: Final[dict[TaskState, Action]] = {
     TaskState.SCHEDULING: Action.CREATE,

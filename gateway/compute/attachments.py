@@ -64,18 +64,19 @@ def attachment_view(attachment: VolumeAttachment) -> Attachment:
 
 
 routes = Routes()
-OFFLOADED_FROM = (2, 20)
-"""The microversion from which a shelved-offloaded server's volumes are attached and detached."""
+SHELVED_FROM = (2, 20)
+"""The microversion from which a shelved or shelved-offloaded server's volumes are attached and
+detached."""
 
 
-async def _check_offloaded(request: web.Request, action: str) -> None:
-    """:raises Conflict: before 2.20, the server is shelved-offloaded (Nova's answer)."""
-    if microversion(request) >= OFFLOADED_FROM:
+async def _check_shelved(request: web.Request, action: str) -> None:
+    """:raises Conflict: before 2.20, the server is shelved or shelved-offloaded (Nova's answer)."""
+    if microversion(request) >= SHELVED_FROM:
         return
     server_id = request.match_info["server_id"]
     server = await compute(request).get_instance(instance_uuid=server_id)
-    if server["vm_state"] == VmState.SHELVED_OFFLOADED:
-        raise Conflict(f"Cannot '{action}' instance {server_id} while it is in vm_state shelved_offloaded")
+    if server["vm_state"] in (VmState.SHELVED, VmState.SHELVED_OFFLOADED):
+        raise Conflict(f"Cannot '{action}' instance {server_id} while it is in vm_state {server['vm_state']}")
 
 
 @routes.get(
@@ -103,7 +104,7 @@ async def list_volume_attachments(request: web.Request) -> web.Response:
 async def attach_volume(request: web.Request, body: AttachmentRequestBody) -> web.Response:
     """404: no such server or volume; 409: the server has no host or is busy (a shelved-offloaded
     one before 2.20), the volume is not available, or the device is taken."""
-    await _check_offloaded(request, "attach_volume")
+    await _check_shelved(request, "attach_volume")
     asked = body.volumeAttachment
     attachment = await compute(request).attach_volume(
         instance_uuid=request.match_info["server_id"],
@@ -141,8 +142,8 @@ async def show_volume_attachment(request: web.Request) -> web.Response:
 )
 async def detach_volume(request: web.Request) -> web.Response:
     """404: no such server, or the volume is not attached to it; 400: it is the server's root disk;
-    409: the server is busy, or shelved-offloaded before 2.20."""
-    await _check_offloaded(request, "detach_volume")
+    409: the server is busy, or shelved (or shelved-offloaded) before 2.20."""
+    await _check_shelved(request, "detach_volume")
     await compute(request).detach_volume(
         instance_uuid=request.match_info["server_id"], volume_id=request.match_info["volume_id"]
     )

@@ -79,6 +79,7 @@ ACTIONS_FROM_IDLE: dict[tuple[Action, VmState], TaskState | None] = {
     (Action.DETACH_INTERFACE, V.PAUSED): None,
     (Action.DETACH_INTERFACE, V.STOPPED): None,
     (Action.ATTACH_VOLUME, V.SHELVED_OFFLOADED): None,  # from 2.20 (the gateway's gate): no node
+    (Action.ATTACH_VOLUME, V.SHELVED): None,  # from 2.20: into the shut-off domain on its host
     (Action.RESIZE, V.ACTIVE): T.RESIZE_PREP,
     (Action.RESIZE, V.STOPPED): T.RESIZE_PREP,
     (Action.MIGRATE, V.ACTIVE): T.RESIZE_PREP,  # a cold migration: a resize to its own flavor elsewhere
