@@ -1,11 +1,15 @@
 """Event delivery benchmark on the real stack (`aiostack up`: real nats-server, one process per actor).
 
-Prints: latency from the libvirt lifecycle callback on the node (the ``libvirt_ts`` of each
-``domain.lifecycle`` event) to the websocket client, p50/p99, with 1 and with 100 concurrent
-subscribers; events/s one gateway process delivers; the gateway's resident memory with 1,000
-connected subscribers. Subscribers live in separate worker processes (25 sockets each), so
-the figures are the gateway's, not one client process parsing 100 copies of each frame.
-Ends with one RESULT line.
+Prints: latency from the libvirt lifecycle callback on the node (the ``libvirt_ts`` the node
+stamps on each ``domain.lifecycle`` event when libvirt's callback runs) to each websocket
+client's receipt, p50/p99 over every (event, subscriber) pair, with 1, 100 and 1,000 concurrent
+subscribers while servers boot one after another on the test driver (their DEFINED and STARTED
+events); the gateway's resident memory with 1,000 connected subscribers; events/s one gateway
+process delivers. Subscribers live in worker processes of 250 sockets each, read in an epoll
+loop on plain sockets that only stamp and split the frames as they arrive (the JSON is parsed
+after the run), so the figures are the gateway's, not the cost of a Python websocket client
+parsing 1,000 copies of each frame on the same two cores. Goal: p99 <= 10 ms at 100 and at
+1,000 subscribers, gateway <= 150 MB with 1,000. Ends with one RESULT line.
 
     python bench/events.py [--boots 100] [--flood 20000]
 """
@@ -21,20 +25,29 @@ sys.path[0] = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 
 import argparse
 import asyncio
+import base64
 import json
+import selectors
+import socket
 import statistics
+import struct
 import tempfile
 import time
 
 import aiohttp
 import psutil
+from yarl import URL
 
 from aiostack.client import password_auth
 from bus import Bus
 from deploy.launch import aiostack_up
 
 PASSWORD = "bench-secret"
-SOCKETS_PER_WORKER = 25
+SOCKETS_PER_WORKER = 250
+SUBSCRIBERS = (1, 100, 1000)
+FLOOD_BATCH = 1000
+TOKEN_VARIABLE = "AIOSTACK_BENCH_TOKEN"
+"""How a worker gets the token the main process logged in with (one login, not one per worker)."""
 
 
 async def login(session: aiohttp.ClientSession, url: str) -> tuple[str, str]:
@@ -45,52 +58,90 @@ async def login(session: aiohttp.ClientSession, url: str) -> tuple[str, str]:
     return token, project
 
 
-async def worker(url: str, sockets: int, kinds: str, expect: int) -> None:
+class RawSubscriber:
+    """One event websocket on a plain socket: the handshake, then frames split as bytes arrive,
+    each text frame kept with the time its last byte was read (parsed only once the run is over),
+    pings answered. As cheap per frame as a Python client gets, so the latency is the gateway's."""
+
+    def __init__(self, url: URL, token: str, kinds: str) -> None:
+        self.sock = socket.create_connection((url.host, url.port))
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.sock.sendall(
+            f"GET /ws?kinds={kinds} HTTP/1.1\r\nHost: {url.host}:{url.port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+            f"X-Auth-Token: {token}\r\n\r\n".encode()
+        )
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += self.sock.recv(4096)
+        head, self.buffer = head.split(b"\r\n\r\n", 1)
+        if not head.startswith(b"HTTP/1.1 101"):
+            raise RuntimeError(f"no websocket: {head.decode(errors='replace')}")
+        self.sock.setblocking(False)
+        self.texts: list[tuple[float, bytes]] = []
+        self.events = 0
+
+    def read(self) -> None:
+        data = self.sock.recv(1 << 20)
+        arrived = time.time()
+        if not data:
+            raise RuntimeError("the gateway closed an event socket")
+        self.buffer += data
+        while len(self.buffer) >= 2:
+            opcode, length, start = self.buffer[0] & 0x0F, self.buffer[1] & 0x7F, 2
+            if length == 126:
+                (length,), start = struct.unpack_from("!H", self.buffer, 2), 4
+            elif length == 127:
+                (length,), start = struct.unpack_from("!Q", self.buffer, 2), 10
+            if len(self.buffer) < start + length:
+                return
+            payload, self.buffer = self.buffer[start : start + length], self.buffer[start + length :]
+            if opcode == 0x1:
+                self.texts.append((arrived, payload))
+                self.events += payload.startswith(b'{"type": "event"')
+            elif opcode == 0x9:  # ping: pong, masked with a zero key as a client must mask
+                self.sock.sendall(bytes([0x8A, 0x80 | len(payload), 0, 0, 0, 0]) + payload)
+
+    def latencies(self) -> list[float]:
+        """From the libvirt callback to this socket, for each ``domain.lifecycle`` event."""
+        found = []
+        for arrived, payload in self.texts:
+            frame = json.loads(payload)
+            if frame["type"] == "event" and frame["event"]["type"] == "domain.lifecycle":
+                found.append(arrived - frame["event"]["state"]["libvirt_ts"])
+        return found
+
+
+def worker(url: str, token: str, sockets: int, kinds: str, expect: int) -> None:
     """A subscriber process: ``sockets`` websockets; prints what each saw as JSON on stdin EOF,
     or once every socket has ``expect`` events (with the time that happened)."""
-    async with aiohttp.ClientSession() as session:
-        token, _ = await login(session, url)
-        latencies: list[float] = []
-        counts = [0] * sockets
-        all_done = asyncio.Event()
-        done_at = 0.0
-
-        async def read(index: int, ws: aiohttp.ClientWebSocketResponse) -> None:
-            async for message in ws:
-                arrived = time.time()
-                frame = json.loads(message.data)
-                if frame["type"] != "event":
-                    continue
-                counts[index] += 1
-                if expect and counts[index] == expect and all(c >= expect for c in counts):
-                    nonlocal done_at
-                    done_at = arrived
-                    all_done.set()
-                event = frame["event"]
-                if event["type"] == "domain.lifecycle":
-                    latencies.append(arrived - event["state"]["libvirt_ts"])
-
-        sockets_open = [
-            await session.ws_connect(f"{url}/ws?kinds={kinds}", headers={"X-Auth-Token": token})
-            for _ in range(sockets)
-        ]
-        readers = [asyncio.create_task(read(i, ws)) for i, ws in enumerate(sockets_open)]
-        print("ready", flush=True)
-        stdin_closed = asyncio.ensure_future(asyncio.get_running_loop().run_in_executor(None, sys.stdin.read))
-        await asyncio.wait(
-            {stdin_closed, asyncio.ensure_future(all_done.wait())}, return_when=asyncio.FIRST_COMPLETED
-        )
-        for reader in readers:
-            reader.cancel()
-        print(json.dumps({"latencies": latencies, "counts": counts, "done_at": done_at}), flush=True)
-        os._exit(0)
+    subscribers = [RawSubscriber(URL(url), token, kinds) for _ in range(sockets)]
+    selector = selectors.DefaultSelector()
+    for subscriber in subscribers:
+        selector.register(subscriber.sock, selectors.EVENT_READ, subscriber)
+    selector.register(sys.stdin, selectors.EVENT_READ, None)
+    print("ready", flush=True)
+    done_at = 0.0
+    while not done_at:
+        for key, _ in selector.select():
+            if key.data is None:
+                if not sys.stdin.read():
+                    done_at = -1.0
+                continue
+            key.data.read()
+            if expect and all(subscriber.events >= expect for subscriber in subscribers):
+                done_at = time.time()
+    latencies = [latency for subscriber in subscribers for latency in subscriber.latencies()]
+    counts = [subscriber.events for subscriber in subscribers]
+    print(json.dumps({"latencies": latencies, "counts": counts, "done_at": max(done_at, 0.0)}), flush=True)
+    os._exit(0)
 
 
 class Workers:
     """Subscriber worker processes holding ``total`` websockets between them."""
 
-    def __init__(self, url: str, total: int, kinds: str, expect: int = 0) -> None:
-        self.url, self.total, self.kinds, self.expect = url, total, kinds, expect
+    def __init__(self, url: str, token: str, total: int, kinds: str, expect: int = 0) -> None:
+        self.url, self.token, self.total, self.kinds, self.expect = url, token, total, kinds, expect
         self.processes: list[asyncio.subprocess.Process] = []
 
     async def __aenter__(self) -> Workers:
@@ -111,6 +162,7 @@ class Workers:
                 str(self.expect),
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
+                env={**os.environ, TOKEN_VARIABLE: self.token},
             )
             self.processes.append(process)
         for process in self.processes:
@@ -180,7 +232,7 @@ async def main() -> None:
     parser.add_argument("--flood", type=int, default=20000)
     args = parser.parse_args()
     if args.worker:
-        await worker(args.worker, args.sockets, args.kinds, args.expect)
+        worker(args.worker, os.environ[TOKEN_VARIABLE], args.sockets, args.kinds, args.expect)
         return
     results: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as data_dir:
@@ -188,22 +240,31 @@ async def main() -> None:
             data_dir,
             "--log-level",
             "WARNING",
-            env={"AIOSTACK_ADMIN_PASSWORD": PASSWORD, "AIOSTACK_DEMO_PASSWORD": PASSWORD},
+            env={
+                "AIOSTACK_ADMIN_PASSWORD": PASSWORD,
+                "AIOSTACK_DEMO_PASSWORD": PASSWORD,
+                # one user (admin) holds every subscriber's socket, and the booting client's
+                "AIOSTACK_GATEWAY_SOCKETS_PER_USER": str(max(SUBSCRIBERS) + 1),
+            },
         ) as cloud:
             url, nats_url = cloud.gateway_url, cloud.nats_url
             gateway_pid = next(
                 p.pid for p in psutil.Process(cloud.process.pid).children() if "gateway" in p.cmdline()
             )
-            for subscribers in (1, 100):
-                async with Workers(url, subscribers, "domain") as workers:
+            async with aiohttp.ClientSession() as session:
+                token, project = await login(session, url)
+            for subscribers in SUBSCRIBERS:
+                async with Workers(url, token, subscribers, "domain") as workers:
+                    if subscribers == 1000:
+                        await asyncio.sleep(2)
+                        results["gateway_mb_1000"] = psutil.Process(gateway_pid).memory_info().rss / 2**20
                     await boot_sequentially(url, args.boots)
                     await asyncio.sleep(0.5)
                     latencies, _, _ = await workers.results()
                 results[f"p50_ms_{subscribers}"] = statistics.median(latencies) * 1000
                 results[f"p99_ms_{subscribers}"] = percentile(latencies, 0.99) * 1000
+                results[f"pairs_{subscribers}"] = len(latencies)
 
-            async with aiohttp.ClientSession() as session:
-                _, project = await login(session, url)
             body = {
                 "kind": "volume",
                 "id": "flood",
@@ -214,7 +275,7 @@ async def main() -> None:
                 "state": {"status": "available", "size": 1},
             }
             async with (
-                Workers(url, 10, "volume", expect=args.flood) as workers,
+                Workers(url, token, 10, "volume", expect=args.flood) as workers,
                 await Bus.connect(
                     nats_url,
                     name="bench-flood",
@@ -222,35 +283,34 @@ async def main() -> None:
                 ) as bus,
             ):
                 began = time.time()
-                await asyncio.gather(
-                    *(bus.publish_event(f"evt.volume.{project}.flood", body) for _ in range(args.flood))
-                )
+                for first in range(0, args.flood, FLOOD_BATCH):  # the client's outbound buffer is bounded
+                    batch = range(first, min(first + FLOOD_BATCH, args.flood))
+                    await asyncio.gather(
+                        *(bus.publish_event(f"evt.volume.{project}.flood", body) for _ in batch)
+                    )
                 _, counts, done_at = await workers.results()
             results["delivered"] = sum(counts)
             results["events_per_s"] = sum(counts) / (done_at - began)
             assert sum(counts) == args.flood * 10, f"{sum(counts)} of {args.flood * 10} delivered"
 
-            async with Workers(url, 1000, "instance"):
-                await asyncio.sleep(2)
-                results["gateway_mb_1000"] = psutil.Process(gateway_pid).memory_info().rss / 2**20
-
-    print(
-        f"libvirt callback -> websocket client, 1 subscriber: p50 {results['p50_ms_1']:.2f} ms, "
-        f"p99 {results['p99_ms_1']:.2f} ms"
-    )
-    print(
-        f"libvirt callback -> websocket client, 100 subscribers: p50 {results['p50_ms_100']:.2f} ms, "
-        f"p99 {results['p99_ms_100']:.2f} ms"
-    )
+    for subscribers in SUBSCRIBERS:
+        print(
+            f"libvirt callback -> websocket client, {subscribers} subscriber(s):"
+            f" p50 {results[f'p50_ms_{subscribers}']:.2f} ms, p99 {results[f'p99_ms_{subscribers}']:.2f} ms"
+            f" over {results[f'pairs_{subscribers}']:.0f} (event, subscriber) pairs"
+        )
     print(
         f"one gateway delivered {results['delivered']:.0f} events to 10 sockets: "
         f"{results['events_per_s']:.0f} events/s"
     )
     print(f"gateway resident memory with 1000 subscribers: {results['gateway_mb_1000']:.0f} MB")
-    goal_met = results["p99_ms_100"] <= 10 and results["gateway_mb_1000"] <= 150
+    goal_met = (
+        results["p99_ms_100"] <= 10 and results["p99_ms_1000"] <= 10 and results["gateway_mb_1000"] <= 150
+    )
     print(
         f"RESULT p50_ms_1={results['p50_ms_1']:.2f} p99_ms_1={results['p99_ms_1']:.2f} "
         f"p50_ms_100={results['p50_ms_100']:.2f} p99_ms_100={results['p99_ms_100']:.2f} "
+        f"p50_ms_1000={results['p50_ms_1000']:.2f} p99_ms_1000={results['p99_ms_1000']:.2f} "
         f"events_per_s={results['events_per_s']:.0f} gateway_mb_1000={results['gateway_mb_1000']:.0f} "
         f"goal_met={'yes' if goal_met else 'no'}"
     )

@@ -19,10 +19,14 @@ format, and ``/openapi.json`` documents it. Frames (JSON text), documented in do
   "headers": {...}}``; ``{"type": "error", "id": ..., "message": ...}`` refuses a bad frame
 
 One ordered JetStream consumer per gateway feeds a ring of recent events and every live
-socket; each event's frame is made once. A resuming socket replays from the ring, or
-first from the stream itself when the ring does not reach back far enough. Every socket
-has a bounded queue and its own sender: a client that falls behind is cut off with its
-resume point, so server memory stays bounded and other clients lose nothing.
+socket; each event's frame is made once, and its WebSocket frame's bytes too: a live socket that
+keeps up (nothing queued for it, its transport's buffer below ``DIRECT_WRITE_LIMIT``, no
+compression negotiated) gets those very bytes written to its transport at once, so one event
+reaching a thousand sockets costs a thousand writes, not a thousand tasks woken to encode it
+again. A resuming socket replays from the ring, or first from the stream itself when the ring
+does not reach back far enough. Every socket has a bounded queue and its own sender for what
+cannot be written at once: a client that falls behind is cut off with its resume point, so server
+memory stays bounded and other clients lose nothing.
 
 Request frames are answered by the gateway's own routes: each one is made over loopback
 HTTP to the address the socket came in on, with the socket's token (validated again each
@@ -40,6 +44,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import struct
 import time
 import weakref
 from collections import Counter, deque
@@ -68,6 +73,9 @@ log = logging.getLogger(__name__)
 
 RING_SIZE = 4096
 QUEUE_LIMIT = 1024
+DIRECT_WRITE_LIMIT = 2**16
+"""Bytes a socket's transport may hold unsent and still take an event's frame at once (aiohttp's
+own limit before a send waits for the buffer to drain); above it, events queue for its sender."""
 CLOSE_SLOW_CONSUMER = 4008
 CLOSE_RESUME_EXPIRED = 4010
 CLOSE_TOKEN_INVALID = 4001
@@ -134,7 +142,8 @@ SOCKET_COUNTS = web.AppKey("event_socket_counts", SocketCounts)
 
 @dataclass(frozen=True, slots=True)
 class StoredEvent:
-    """An event as the gateway keeps it: what filters look at, and its frame, made once."""
+    """An event as the gateway keeps it: what filters look at, and its frame, made once (as text,
+    and as the bytes of an uncompressed WebSocket text frame)."""
 
     seq: int
     kind: str
@@ -142,6 +151,19 @@ class StoredEvent:
     project: str
     type: str
     frame: str
+    wire: bytes
+
+
+def text_frame(payload: bytes) -> bytes:
+    """A final, unmasked, uncompressed WebSocket text frame (RFC 6455 5.2): what a server sends."""
+    length = len(payload)
+    if length < 126:
+        header = struct.pack("!BB", 0x81, length)
+    elif length < 2**16:
+        header = struct.pack("!BBH", 0x81, 126, length)
+    else:
+        header = struct.pack("!BBQ", 0x81, 127, length)
+    return header + payload
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,7 +208,27 @@ def stored_event(msg: Msg) -> StoredEvent | None:
         str(body.get("project")),
         str(body.get("type")),
         frame,
+        text_frame(frame.encode()),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class DirectWrites:
+    """A live socket's transport, for frames written from the hub itself (no compression negotiated)."""
+
+    ws: web.WebSocketResponse
+    transport: asyncio.Transport
+
+    def write(self, stored: StoredEvent) -> bool:
+        """Write the event's frame if the socket is open and keeps up; False: it must be queued."""
+        if (
+            self.ws.closed
+            or self.transport.is_closing()
+            or self.transport.get_write_buffer_size() > DIRECT_WRITE_LIMIT
+        ):
+            return False
+        self.transport.write(stored.wire)
+        return True
 
 
 @dataclass(eq=False)
@@ -199,10 +241,17 @@ class Subscriber:
     catching_up: bool = True
     overflowed: bool = False
     sender: asyncio.Task[None] | None = None
+    direct: DirectWrites | None = None
+    """Set once everything before live events is sent: events may then be written at once."""
 
     def offer(self, stored: StoredEvent) -> None:
-        """Called by the hub for every live event; a full queue stops the sender at once."""
+        """Called by the hub for every live event: written at once when nothing is queued before it
+        and the socket keeps up, else queued for the sender; a full queue stops the sender at once."""
         if self.catching_up or self.overflowed or not self.filter.matches(stored):
+            return
+        direct = self.direct
+        if not self.queue and direct is not None and stored.seq > self.cursor and direct.write(stored):
+            self.cursor = stored.seq
             return
         if len(self.queue) < self.queue_limit:
             self.queue.append(stored)
@@ -604,7 +653,12 @@ async def _event_socket(request: web.Request, query: EventQuery) -> web.WebSocke
     try:
         await ws.prepare(request)
         request.app[SOCKETS].add(ws)
-        subscriber.sender = asyncio.create_task(_serve(ws, hub, subscriber, since, first_seq, last_seq))
+        direct = None
+        if not ws.compress and isinstance(request.transport, asyncio.Transport):
+            direct = DirectWrites(ws, request.transport)
+        subscriber.sender = asyncio.create_task(
+            _serve(ws, hub, subscriber, since, first_seq, last_seq, direct)
+        )
         tasks = [
             subscriber.sender,
             asyncio.create_task(_read_requests(ws, relay)),
@@ -645,8 +699,16 @@ async def _read_requests(ws: web.WebSocketResponse, relay: RequestRelay) -> None
 
 
 async def _serve(
-    ws: web.WebSocketResponse, hub: EventHub, subscriber: Subscriber, since: int | None, first: int, last: int
+    ws: web.WebSocketResponse,
+    hub: EventHub,
+    subscriber: Subscriber,
+    since: int | None,
+    first: int,
+    last: int,
+    direct: DirectWrites | None,
 ) -> None:
+    """Send the socket's opening frames and what it missed, then its live events: from here on
+    the hub writes those it can at once (``direct``), this task the ones queued."""
     start = subscriber.cursor if since is None else since
     await ws.send_json({"type": "subscribed", "since": start, "first_seq": first, "last_seq": last})
     if since is not None:
@@ -656,6 +718,7 @@ async def _serve(
             return
         await _catch_up(ws, hub, subscriber, since)
     await ws.send_json({"type": "caught_up", "seq": subscriber.cursor})
+    subscriber.direct = direct
     while not subscriber.overflowed:
         await subscriber.wakeup.wait()
         subscriber.wakeup.clear()

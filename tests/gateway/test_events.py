@@ -17,6 +17,7 @@ from aiohttp import web
 from aiostack import Client, Event, EventsExpired
 from bus import Bus
 from gateway.app import create_app
+from gateway.websocket import text_frame
 from tests.helpers import DEMO_PASSWORD
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "EVENTS.md"
@@ -290,3 +291,38 @@ async def test_a_resume_point_the_stream_no_longer_keeps_is_refused_explicitly(
     assert expired.value.first_seq == first
     kept = [e async for e in demo.events(since=first - 1, until_caught_up=True)]
     assert [e.seq for e in kept] == list(range(first, first + len(kept)))
+
+
+def test_an_event_frame_is_an_unmasked_text_frame_as_rfc_6455_writes_one() -> None:
+    # RFC 6455 5.7: 'A single-frame unmasked text message', and the 16- and 64-bit lengths of 5.2
+    assert text_frame(b"Hello") == bytes([0x81, 0x05, 0x48, 0x65, 0x6C, 0x6C, 0x6F])
+    assert text_frame(b"x" * 256)[:4] == bytes([0x81, 126, 0x01, 0x00])
+    assert text_frame(b"x" * 65536)[:10] == bytes([0x81, 127, 0, 0, 0, 0, 0, 1, 0, 0])
+
+
+async def test_events_of_every_frame_length_arrive_whole_and_in_order_compressed_or_not(
+    demo: Client, gateway_url: str, bus: Bus
+) -> None:
+    """Written at once by the hub (uncompressed, keeping up) or queued for the socket's sender
+    (a 70 kB frame fills the transport's buffer; compression negotiated): the same frames."""
+    headers = {"X-Auth-Token": demo.token}
+    sizes = [0, 1_000, 70_000] * 10
+    async with (
+        demo.session.ws_connect(f"{gateway_url}/ws?kinds=volume", headers=headers) as plain,
+        demo.session.ws_connect(f"{gateway_url}/ws?kinds=volume", headers=headers, compress=15) as deflated,
+    ):
+        for ws in (plain, deflated):
+            assert (await ws.receive_json())["type"] == "subscribed"
+            assert (await ws.receive_json())["type"] == "caught_up"
+        published = []
+        for n, size in enumerate(sizes):
+            state = {"padding": "p" * size}
+            body = {"kind": "volume", "id": f"sized{n}", "project": demo.project_id, "type": "volume.test"}
+            subject = f"evt.volume.{demo.project_id}.sized{n}"
+            seq = await bus.publish_event(subject, {**body, "ts": 0.0, "request_id": None, "state": state})
+            published.append((seq, f"sized{n}", state))
+        for ws in (plain, deflated):
+            frames = [await ws.receive_json() for _ in sizes]
+            got = [(f["seq"], f["event"]["id"], f["event"]["state"]) for f in frames]
+            assert got == published
+    assert "permessage-deflate" in deflated._response.headers.get("Sec-WebSocket-Extensions", "")
