@@ -178,7 +178,7 @@ class Reconciler:
         candidates = stored | (in_libvirt & set(self.records.projects))  # several nodes may share a libvirtd
         records = await self.conductor.list_host_instances()
         for uuid in candidates - {instance["id"] for instance in records}:
-            if uuid in self.records.working:
+            if uuid in self.records.working or uuid in self.records.arriving:
                 continue
             async with self.records.lock(uuid):
                 log.warning(
