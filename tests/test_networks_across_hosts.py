@@ -1,5 +1,5 @@
 """Tenant networks across hosts: real QEMU guests on two compute hosts of the harness, each host
-a network namespace whose node runs QEMU in its own process (``join --libvirt embed``), and
+a network namespace with a libvirtd of its own (``deploy.cluster.start_host_libvirtd``), and
 each network a VXLAN segment between them (``node.overlay``).
 
 A client on a third host registers the test guest, makes two networks with the same subnet

@@ -30,10 +30,10 @@ from actors.net.actor import NetActor
 from actors.scheduler import SchedulerActor
 from actors.volume import VolumeActor
 from aiostack.client import Client
-from deploy.hosts import Host, Hosts
+from deploy.cluster import start_host_libvirtd
+from deploy.hosts import Hosts
 from deploy.testguest import TestGuest, build_test_guest, default_cache_dir, register_test_guest
 from node.actor import NodeActor
-from node.libvirtd import answers, host_libvirtd
 from tests.conftest import ADMIN_PASSWORD
 
 GUEST_DEADLINE = 120.0
@@ -59,16 +59,6 @@ def test_guest() -> TestGuest:
     return build_test_guest(default_cache_dir())
 
 
-async def start_libvirtd(host: Host) -> str:
-    """The host's own libvirtd, started in its namespace; its URI once it answers."""
-    argv, uri = host_libvirtd(host.dir / "libvirt", host.name)
-    await host.start("libvirtd", argv)
-    async with asyncio.timeout(60):
-        while not await asyncio.to_thread(answers, uri):
-            await asyncio.sleep(0.2)
-    return uri
-
-
 @pytest.fixture
 async def two_hosts(start_actor, config, gateway_url, test_guest) -> AsyncIterator[TwoHosts]:
     hosts = Hosts(Path(tempfile.mkdtemp(prefix="aiostack-hosts-")))
@@ -76,7 +66,7 @@ async def two_hosts(start_actor, config, gateway_url, test_guest) -> AsyncIterat
     nodes: dict[str, NodeActor] = {}
     try:
         harness = {name: hosts.add(name, "compute") for name in ("mig-a", "mig-b")}
-        uris = {name: await start_libvirtd(host) for name, host in harness.items()}
+        uris = {name: await start_host_libvirtd(host) for name, host in harness.items()}
         for actor_class in (IdentityActor, SchedulerActor, ConductorActor, ImageActor, NetActor, VolumeActor):
             await start_actor(actor_class, config, secure=True)
         for name, host in harness.items():
