@@ -11,8 +11,8 @@ on), whether it booted again (``AIOSTACK-CONFIG-DRIVE`` on the new host's consol
 addresses before and after; and libvirt's own measure of the guest's downtime (the completed
 job's statistics on the destination, ``VIR_DOMAIN_JOB_STATS_COMPLETED``), read through the
 destination's libvirtd (``uris``: host -> URI). With ``--volume-first`` a volume is attached
-before the first round, which is then refused (the guest runs on where it was; the record
-``failed``), and detached again.
+first, and a live migration asked for (which the cloud refuses: the status it answers), then
+detached again.
 
     python -m deploy.migration_probe URL GUEST_JSON URIS_JSON [--rounds 1] [--volume-first]
 """
@@ -30,6 +30,7 @@ from typing import Any
 
 import libvirt
 
+from aiostack import ApiError
 from aiostack.client import Client
 from deploy.testguest import TestGuest, console_match, register_test_guest
 
@@ -127,7 +128,12 @@ async def probe(
         if volume_first:
             volume = await client.volumes.create(1, "held")
             await client.servers.attach_volume(server_id, volume.id)
-            report["with_volume"] = await migrate_once(client, server_id, uris)
+            try:
+                await client.servers.live_migrate(server_id, wait=False)
+                report["with_volume"] = 202
+            except ApiError as exc:
+                report["with_volume"] = exc.status
+            report["after_refusal"] = (await settled(client, server_id))["status"]
             await client.servers.detach_volume(server_id, volume.id)
             await client.volumes.delete(volume.id)
         for _ in range(rounds):

@@ -91,6 +91,11 @@ class LiveMigrations:
                 f"Migration pre-check error: instance {instance_uuid}'s host {source} runs {kind or 'no'}"
                 " guests, which aiostack does not migrate live between hosts"
             )
+        if kind != "test" and await self._has_volumes(instance_uuid):
+            raise InvalidRequest(
+                f"Migration pre-check error: instance {instance_uuid} has volumes attached: a real guest"
+                " with volumes is not migrated live (its attachments would be on both hosts at the switch)"
+            )
         columns = {"migrate_from": source, "migrate_to": None, "migration_step": "claim"}
         row, _ = await begin_recorded(
             self.core, instance_uuid, Action.LIVE_MIGRATION, Kind.LIVE, columns, status="queued", dest=host
@@ -98,6 +103,12 @@ class LiveMigrations:
         if task_state_of(row) is TaskState.MIGRATING and row["migration_step"] == "claim":
             row = await self._claim(row, host)
         return view(row)
+
+    async def _has_volumes(self, instance_uuid: str) -> bool:
+        return any(
+            attachment["server_id"] == instance_uuid
+            for attachment in await self.core.volumes.list_attachments()
+        )
 
     async def server_migration(self, instance_uuid: str, migration_id: int) -> MigrationRecord:
         """:raises NotFound: no such live migration of the instance in progress."""

@@ -3,7 +3,9 @@
 the other actors run in the test's process and drive those daemons through their sockets.
 
 The guest (``deploy.testguest``) prints a counter on its serial console once a second (its user
-data). Live-migrated to the other host, it keeps running: the console there goes on counting
+data). A live migration aborted while libvirt copies it (``DELETE /servers/{id}/migrations/{id}``,
+``abortJob``) leaves it running where it was, the record ``cancelled``, nothing of it on the
+destination. Live-migrated to the other host, it keeps running: the console there goes on counting
 from where it was, with no second boot; its address and its port are the same, the port now bound
 to the destination; the source keeps nothing of it; the migration record is completed with its
 memory figures; libvirt on the destination measured the guest's downtime.
@@ -66,7 +68,8 @@ async def two_hosts(start_actor, config, gateway_url, test_guest) -> AsyncIterat
     nodes: dict[str, NodeActor] = {}
     try:
         harness = {name: hosts.add(name, "compute") for name in ("mig-a", "mig-b")}
-        uris = {name: await start_host_libvirtd(host) for name, host in harness.items()}
+        started = await asyncio.gather(*(start_host_libvirtd(host) for host in harness.values()))
+        uris = dict(zip(harness, started, strict=True))
         for actor_class in (IdentityActor, SchedulerActor, ConductorActor, ImageActor, NetActor, VolumeActor):
             await start_actor(actor_class, config, secure=True)
         for name, host in harness.items():
@@ -112,6 +115,26 @@ async def counted_past(client: Client, server_id: str, at_least: int) -> list[in
         raise AssertionError(f"the counter did not reach {at_least}:\n{output[-3000:]}") from None
 
 
+async def server_migrations(client: Client, server_id: str) -> list[dict[str, Any]]:
+    """The server's live migrations in progress (``GET /servers/{id}/migrations``)."""
+    path = f"/compute/v2.1/servers/{server_id}/migrations"
+    return list((await client.request("GET", path, headers=MICROVERSION))["migrations"])
+
+
+async def migrations_of(client: Client, server_id: str) -> list[dict[str, Any]]:
+    """The server's migration records, newest first."""
+    path = f"/compute/v2.1/os-migrations?instance_uuid={server_id}"
+    return list((await client.request("GET", path))["migrations"])
+
+
+async def settled(client: Client, server_id: str) -> dict[str, Any]:
+    """The server once no task is in hand."""
+    async with asyncio.timeout(GUEST_DEADLINE):
+        while (server := await client.server(server_id))["OS-EXT-STS:task_state"] is not None:
+            await asyncio.sleep(0.2)
+    return server
+
+
 async def until_status(client: Client, server_id: str, status: str) -> dict[str, Any]:
     async with asyncio.timeout(GUEST_DEADLINE):
         while (server := await client.server(server_id))["status"] != status:
@@ -133,32 +156,44 @@ async def test_a_real_guest_live_migrates_to_the_other_host_and_keeps_counting(t
     source = server["OS-EXT-SRV-ATTR:host"]
     [dest] = set(two_hosts.nodes) - {source}
     addresses = server["addresses"]
-    before = await counted_past(client, server_id, 3)
+    await counted_past(client, server_id, 1)
+
+    # aborted while libvirt copies it: it runs on here, the destination keeps nothing of it
+    await client.servers.live_migrate(server_id, dest, wait=False)
+    async with asyncio.timeout(GUEST_DEADLINE):
+        while (
+            not (running := await server_migrations(client, server_id)) or running[0]["status"] != "running"
+        ):
+            await asyncio.sleep(0.1)
+    path = f"/compute/v2.1/servers/{server_id}/migrations/{running[0]['id']}"
+    await client.request("DELETE", path, headers=MICROVERSION)
+    server = await settled(client, server_id)
+    assert (server["status"], server["OS-EXT-SRV-ATTR:host"]) == ("ACTIVE", source), server
+    assert [m["status"] for m in await migrations_of(client, server_id)] == ["cancelled"]
+    async with asyncio.timeout(30):
+        while await two_hosts.nodes[dest].records.uuids() or await two_hosts.nodes[dest].hypervisor.domains():
+            await asyncio.sleep(0.2)
+    before = await counted_past(client, server_id, (await console_counts(client, server_id))[0][-1] + 1)
     assert (await console_counts(client, server_id))[1].count(BOOTED) == 1
 
     await client.servers.live_migrate(server_id, dest, wait=False)
     seen_totals: list[int] = []
     async with asyncio.timeout(GUEST_DEADLINE):
         while (server := await client.server(server_id))["OS-EXT-STS:task_state"] is not None:
-            running = await client.request(
-                "GET", f"/compute/v2.1/servers/{server_id}/migrations", headers=MICROVERSION
-            )
-            seen_totals += [m["memory_total_bytes"] or 0 for m in running["migrations"]]
+            seen_totals += [m["memory_total_bytes"] or 0 for m in await server_migrations(client, server_id)]
             await asyncio.sleep(0.2)
     actions = await client.request("GET", f"/compute/v2.1/servers/{server_id}/os-instance-actions")
     assert (server["status"], server["OS-EXT-SRV-ATTR:host"]) == ("ACTIVE", dest), (server, actions)
 
-    after = await counted_past(client, server_id, before[-1] + 3)  # the destination's console
+    after = await counted_past(client, server_id, before[-1] + 2)  # the destination's console
     assert after[0] > before[-1] - 2 and after == list(range(after[0], after[-1] + 1)), (before, after)
     _, output = await console_counts(client, server_id)
     assert BOOTED not in output  # no second boot
     assert server["addresses"] == addresses
     port = (await client.request("GET", f"/network/v2.0/ports?device_id={server_id}"))["ports"][0]
     assert port["binding:host_id"] == dest
-    migrations = (await client.request("GET", f"/compute/v2.1/os-migrations?instance_uuid={server_id}"))[
-        "migrations"
-    ]
-    assert [m["status"] for m in migrations] == ["completed"], migrations
+    migrations = await migrations_of(client, server_id)
+    assert [m["status"] for m in migrations] == ["completed", "cancelled"], migrations
     assert max(seen_totals, default=0) >= 500 * 2**20, seen_totals  # libvirt's job info, as it ran
 
     conn = await asyncio.to_thread(libvirt.open, two_hosts.uris[dest])
