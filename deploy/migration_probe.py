@@ -94,6 +94,9 @@ async def migrate_once(client: Client, server_id: str, uris: dict[str, str]) -> 
     after, output = await counts(client, server_id)
     after = after or await counted_past(client, server_id, 1)
     moved = host == dest
+    actions = f"/compute/v2.1/servers/{server_id}/os-instance-actions"
+    last = (await client.request("GET", actions))["instanceActions"][0]["request_id"]
+    action = (await client.request("GET", f"{actions}/{last}"))["instanceAction"]
     return {
         "source": source,
         "dest": dest,
@@ -106,6 +109,7 @@ async def migrate_once(client: Client, server_id: str, uris: dict[str, str]) -> 
         "booted_again": moved and BOOTED in output,
         "addresses": [server["addresses"], after_server["addresses"]],
         "downtime_ms": await asyncio.to_thread(downtime_ms, uris[dest], server_id) if moved else None,
+        "action": {"message": action.get("message"), "events": action.get("events", [])},
     }
 
 

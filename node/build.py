@@ -181,9 +181,13 @@ class Builder:
             if request["block_devices"]:
                 raise Conflict(f"instance {instance_uuid} has volumes: its live migration is not supported")
             self.records.arriving.add(instance_uuid)
-            xml, _ = await self._prepare(request, [], incoming=ports)
-            await self.records.save(instance_uuid, request["instance"]["project_id"], xml)
-            await self.security.refresh()
+            try:
+                xml, _ = await self._prepare(request, [], incoming=ports)
+                await self.records.save(instance_uuid, request["instance"]["project_id"], xml)
+                await self.security.refresh()
+            except Exception:
+                await self.remove_domain(instance_uuid)
+                raise
             self.networks_plugged()
             return xml
 

@@ -19,9 +19,11 @@ PEER2PEER, PERSIST_DEST, UNDEFINE_SOURCE and NON_SHARED_INC: the disks are never
 hosts, so the top layer of each is always copied, as ``--block-migration`` asks) in a thread,
 its libvirtd opening the destination's itself and QEMU's stream going to the destination's
 address; every ``PROGRESS_INTERVAL`` it reports libvirt's job info (``migration_progress``), and
-aborts the job (``abortJob``) when told to stop, or pauses the guest when told to finish now
-(Nova's force-complete without post-copy). Done, it reports ``task_done``: the destination's
-node, at the switch, finds the domain running there and takes its ports (``finish_migration``).
+aborts the job (``abortJob``) when told to stop, or lets it pause the guest for as long as the
+rest takes when told to finish now (``migrateSetMaxDowntime``: the pause Nova's force-complete
+makes without post-copy, as the migration's own, whose events are the migration's). Done, it
+reports ``task_done``: the destination's node, at the switch, finds the domain running there and
+takes its ports (``finish_migration``).
 A copy that fails leaves the guest running here: the source reports ``build_failed`` and the
 conductor has the destination remove what it prepared. Volumes (NBD disks) are refused: their
 attachments would have to be on both hosts during the switch.
@@ -59,6 +61,8 @@ MIGRATE_FLAGS = (
     | libvirt.VIR_MIGRATE_NON_SHARED_INC
 )
 """Nova's live-migration flags, with its block migration's (disks never shared here)."""
+FORCED_DOWNTIME_MS = 60_000
+"""The downtime a migration forced to complete may take: its next round is the last."""
 TARGET_TIMEOUT = 330.0
 """Seconds the source waits for its destination to be prepared (the conductor waits 300 for it)."""
 
@@ -185,7 +189,7 @@ class LiveMigrator:
         job = asyncio.ensure_future(
             asyncio.to_thread(domain.migrateToURI3, target["libvirt_uri"], params, MIGRATE_FLAGS)
         )
-        stopped = paused = False
+        stopped = forced = False
         while not job.done():
             await asyncio.wait({job}, timeout=PROGRESS_INTERVAL)
             if job.done() or stopped:
@@ -204,16 +208,13 @@ class LiveMigrator:
                 stopped = True
                 with contextlib.suppress(libvirt.libvirtError):
                     await asyncio.to_thread(domain.abortJob)
-            elif verdict == "finish_now" and not paused:
-                paused = True
+            elif verdict == "finish_now" and not forced:
+                forced = True
                 with contextlib.suppress(libvirt.libvirtError):
-                    await asyncio.to_thread(domain.suspend)
+                    await asyncio.to_thread(domain.migrateSetMaxDowntime, FORCED_DOWNTIME_MS, 0)
         try:
             await job
         except libvirt.libvirtError:
-            if paused:  # forced, then failed: the guest runs on here
-                with contextlib.suppress(libvirt.libvirtError):
-                    await asyncio.to_thread(domain.resume)
             if stopped:
                 return False
             raise
