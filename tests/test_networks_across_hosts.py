@@ -116,6 +116,7 @@ def test_guest() -> TestGuest:
 
 
 @pytest.mark.full_size
+@pytest.mark.timeout(900)
 async def test_guests_on_two_hosts_share_their_network_not_anothers_and_a_volume_moves_between_them(
     test_guest: TestGuest,
 ) -> None:
