@@ -1363,7 +1363,8 @@ class NodeBuilds(ServiceAPI, address="conductor.host.{host}", caller="host"):
     @call(idempotent=True)
     async def get_build_request(self, *, instance_uuid: Id) -> BuildRequest:
         """What the calling node needs to build (steps 14-19) or rebuild the instance; asking
-        acknowledges the task.
+        acknowledges the task. A live migration's destination asks it too while the guest is
+        copied there (``Placement.arriving``): its answer acknowledges nothing.
 
         :raises NotFound: no such instance on the calling host (deleted, rescheduled, another host's).
         :raises Conflict: the instance is not being built any more.
