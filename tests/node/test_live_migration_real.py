@@ -3,7 +3,8 @@
 the other actors run in the test's process and drive those daemons through their sockets.
 
 The guest (``deploy.testguest``) prints a counter on its serial console once a second (its user
-data). A live migration aborted while libvirt copies it (``DELETE /servers/{id}/migrations/{id}``,
+data). A live migration to a destination that cannot take it fails, the guest running on where
+it was (the record ``failed``). One aborted while libvirt copies it (``DELETE /servers/{id}/migrations/{id}``,
 ``abortJob``) leaves it running where it was, the record ``cancelled``, nothing of it on the
 destination. Live-migrated to the other host, it keeps running: the console there goes on counting
 from where it was, with no second boot; its address and its port are the same, the port now bound
@@ -158,6 +159,15 @@ async def test_a_real_guest_live_migrates_to_the_other_host_and_keeps_counting(t
     addresses = server["addresses"]
     await counted_past(client, server_id, 1)
 
+    # a destination that cannot take it (no address for the guest's stream): it runs on here
+    migrator = two_hosts.nodes[dest].live_migrator
+    address, migrator.address = migrator.address, None
+    await client.servers.live_migrate(server_id, dest, wait=False)
+    server = await settled(client, server_id)
+    assert (server["status"], server["OS-EXT-SRV-ATTR:host"]) == ("ACTIVE", source), server
+    assert [m["status"] for m in await migrations_of(client, server_id)] == ["failed"]
+    migrator.address = address
+
     # aborted while libvirt copies it: it runs on here, the destination keeps nothing of it
     await client.servers.live_migrate(server_id, dest, wait=False)
     async with asyncio.timeout(GUEST_DEADLINE):
@@ -169,7 +179,7 @@ async def test_a_real_guest_live_migrates_to_the_other_host_and_keeps_counting(t
     await client.request("DELETE", path, headers=MICROVERSION)
     server = await settled(client, server_id)
     assert (server["status"], server["OS-EXT-SRV-ATTR:host"]) == ("ACTIVE", source), server
-    assert [m["status"] for m in await migrations_of(client, server_id)] == ["cancelled"]
+    assert [m["status"] for m in await migrations_of(client, server_id)] == ["cancelled", "failed"]
     async with asyncio.timeout(30):
         while await two_hosts.nodes[dest].records.uuids() or await two_hosts.nodes[dest].hypervisor.domains():
             await asyncio.sleep(0.2)
@@ -193,7 +203,7 @@ async def test_a_real_guest_live_migrates_to_the_other_host_and_keeps_counting(t
     port = (await client.request("GET", f"/network/v2.0/ports?device_id={server_id}"))["ports"][0]
     assert port["binding:host_id"] == dest
     migrations = await migrations_of(client, server_id)
-    assert [m["status"] for m in migrations] == ["completed", "cancelled"], migrations
+    assert [m["status"] for m in migrations] == ["completed", "cancelled", "failed"], migrations
     assert max(seen_totals, default=0) >= 500 * 2**20, seen_totals  # libvirt's job info, as it ran
 
     conn = await asyncio.to_thread(libvirt.open, two_hosts.uris[dest])
