@@ -864,9 +864,9 @@ class NodeImages(ImageForNodes):
 
         :raises NotFound: otherwise (the same answer whichever check failed).
         """
-        placement = await self.placements.on_host(instance_uuid, host)
+        placement = await self.placements.on_host(instance_uuid, host, arriving=True)
         if image_id != placement["image_ref"]:  # it may have been rebuilt from it since that was kept
-            placement = await self.placements.on_host(instance_uuid, host, fresh=True)
+            placement = await self.placements.on_host(instance_uuid, host, fresh=True, arriving=True)
         booted = placement["image_ref"]
         try:
             if image_id != booted:

@@ -14,7 +14,9 @@ volumes reserved, attached or freed) always asks the conductor (``fresh=True``),
 instance was just rescheduled away from cannot touch what its new host holds. Plugging in a port
 already bound to the calling host (by such a fresh call) uses the kept answer. A kept answer that
 names another host than the caller's is never the refusal: the instance may have moved there
-since (rescheduled, evacuated), so the conductor is asked again.
+since (rescheduled, evacuated), so the conductor is asked again. The reads a live migration's
+destination makes while it prepares for a real guest (the image, networks, subnets and its DHCP
+port on them) are answered for that host too (``arriving``).
 """
 
 from __future__ import annotations
@@ -40,13 +42,20 @@ class Placements:
         self.ttl = ttl
         self._kept: dict[str, tuple[float, Placement]] = {}
 
-    async def on_host(self, instance_uuid: str, host: str, *, fresh: bool = False) -> Placement:
-        """The instance's placement, if it is live and recorded on ``host``.
+    async def on_host(
+        self, instance_uuid: str, host: str, *, fresh: bool = False, arriving: bool = False
+    ) -> Placement:
+        """The instance's placement, if it is live and recorded on ``host`` (with ``arriving``:
+        or ``host`` is where a live migration copies it now, its node preparing for it).
 
         :raises NotFound: no such live instance, or it is not on ``host``.
         """
+
+        def there(placement: Placement) -> bool:
+            return placement["host"] == host or (arriving and placement.get("arriving") == host)
+
         kept = None if fresh else self._kept.get(instance_uuid)
-        if kept is not None and kept[0] > time.monotonic() and kept[1]["host"] == host:
+        if kept is not None and kept[0] > time.monotonic() and there(kept[1]):
             placement = kept[1]
         else:  # a kept answer naming another host may be stale (the instance moved: asked again)
             try:
@@ -57,7 +66,7 @@ class Placements:
             if len(self._kept) >= CACHE_MAX:
                 self._kept.clear()
             self._kept[instance_uuid] = (time.monotonic() + self.ttl, placement)
-        if placement["host"] != host:
+        if not there(placement):
             raise NotFound(f"Instance {instance_uuid} could not be found on host {host}.")
         return placement
 

@@ -61,7 +61,10 @@ cold and live migration), ``AuditedInstance.other_host``, ``get_build_request`` 
 live migration's destination (and its source, reverting or rolling back),
 ``NodeTasks.migration_progress``; 15 - ``ServerShelves`` (shelve, shelve offload, unshelve: the
 SHELVED and SHELVED_OFFLOADED vm_states), ``NodeBuilds.get_build_request`` answers an unshelve's
-host too (the shelved image as ``image_ref``).
+host too (the shelved image as ``image_ref``); 16 - ``NodeTasks.live_migration_target`` (a real
+guest's live migration: its destination prepared), ``Placement.arriving`` (the destination of a
+live migration that is copying the instance: it may read what the instance uses), and
+``get_build_request`` answers that destination too (preparing).
 
 Events (kind ``instance``, on ``evt.instance.<project>.<id>``, with the instance as ``Instance``
 shows it): ``instance.building`` (recorded), ``instance.spawning`` (a host was chosen: the
@@ -80,7 +83,7 @@ from msgspec import Meta
 
 from api.fields import HostName, Id, Name, PositiveAmount
 from api.net import IpAddress, Port, RequestedNetwork
-from api.node import DeviceName, PowerAction, RebootType
+from api.node import DeviceName, LiveMigrationTarget, PowerAction, RebootType
 from api.scheduler import Reason as DisabledReason
 from bus.api import ServiceAPI, call
 from runtime.states import PowerState, TaskState, VmState
@@ -442,8 +445,8 @@ class BuildRequest(TypedDict):
     power_on: NotRequired[bool]
     """A cold migration's host: whether the domain defined there is started (it ran before)."""
     rebind: NotRequired[bool]
-    """A live migration rolled back: the domain runs on this host still; its ports and volumes
-    are taken back here."""
+    """A live migration rolled back (the domain runs on this host still) or switched here (a real
+    guest's domain arrived with the migration): its ports and volumes are taken (back) here."""
 
 
 class InstanceMetadata(TypedDict):
@@ -485,6 +488,9 @@ class Placement(TypedDict):
     image_ref: str
     volumes: list[str]
     """The volumes attached to it at boot (``block_devices``)."""
+    arriving: NotRequired[str | None]
+    """The destination of a live migration copying the instance now: its node prepares to take
+    the guest, reading what the instance uses (its image, networks and subnets, DHCP ports)."""
 
 
 class AuditedInstance(TypedDict):
@@ -1357,7 +1363,8 @@ class NodeBuilds(ServiceAPI, address="conductor.host.{host}", caller="host"):
     @call(idempotent=True)
     async def get_build_request(self, *, instance_uuid: Id) -> BuildRequest:
         """What the calling node needs to build (steps 14-19) or rebuild the instance; asking
-        acknowledges the task.
+        acknowledges the task. A live migration's destination asks it too while the guest is
+        copied there (``Placement.arriving``): its answer acknowledges nothing.
 
         :raises NotFound: no such instance on the calling host (deleted, rescheduled, another host's).
         :raises Conflict: the instance is not being built any more.
@@ -1470,6 +1477,18 @@ class NodeTasks(ServiceAPI, address="conductor.host.{host}", caller="host"):
         ended otherwise) or finish now (forced to complete).
 
         :raises NotFound: no such live instance on the calling host.
+        """
+        ...
+
+    @call
+    async def live_migration_target(self, *, instance_uuid: Id) -> LiveMigrationTarget:
+        """The source of a real guest's live migration asks for its destination, which the
+        conductor has prepare for the guest (``Node.prepare_live_migration``, with the instance's
+        ports): the destination's domain definition and where to send the guest.
+
+        :raises NotFound: no such live instance on the calling host.
+        :raises Conflict: the instance is not copied by a live migration now, or its destination
+            cannot take it.
         """
         ...
 

@@ -13,7 +13,8 @@ Version history: 1 - initial; 2 - ``NodeConsole``; 3 - ``resize_instance``, ``fi
 RAM), ``DomainFlavor``'s ``max_vcpus`` and ``max_memory_mb``, ``DomainView``'s size; 6 - ``attach_interface``,
 ``detach_interface``, ``list_interfaces`` (NIC hot-plug), ``DomainView.macs``; 7 - ``trigger_crash_dump``; 8 -
 ``finish_migration``, ``drop_moved_instance`` (cold migration), ``live_migration``; 9 - ``shelve_instance``,
-``shelve_offload_instance``, ``unshelve_instance``.
+``shelve_offload_instance``, ``unshelve_instance``; 10 - ``prepare_live_migration`` (a real guest's
+live migration: the destination's part before the guest arrives), ``LiveMigrationTarget``.
 
 Events (kind ``domain``): ``domain.lifecycle`` (each libvirt lifecycle event of this host's
 domains, as ``{event, event_id, detail, host, libvirt_ts}``) and ``domain.reconciled`` (a
@@ -56,6 +57,17 @@ class AttachedVolume(TypedDict):
 
 class ConsoleOutput(TypedDict):
     output: str
+
+
+class LiveMigrationTarget(TypedDict):
+    """Where a real guest's live migration sends it: the destination prepared for it."""
+
+    xml: str
+    """The domain definition with the destination's paths (libvirt's ``DEST_XML`` and ``PERSIST_XML``)."""
+    libvirt_uri: str
+    """The destination's libvirtd, which the source's opens itself (peer to peer)."""
+    migrate_uri: str
+    """Where QEMU sends the guest's memory and disks: ``tcp://<destination address>``."""
 
 
 class OpenedConsole(TypedDict):
@@ -198,6 +210,21 @@ class Node(ServiceAPI, address="node.{host}"):
         driver, its memory at the node's ``migration_bandwidth``), reporting its progress
         (``migration_progress``: it stops when told to), then ``task_done``; the domain keeps
         running here until the instance runs on the destination."""
+        ...
+
+    @call
+    async def prepare_live_migration(self, *, instance_uuid: Id, ports: list[Port]) -> LiveMigrationTarget:
+        """A real guest's live migration, on its destination before the guest arrives (Nova's
+        ``pre_live_migration``): its disk (an overlay on the same image, which the migration fills),
+        config drive and boot files made here, ``ports`` plugged in here (their networks' segments
+        and DHCP entries, their security groups' chains ready for their taps; the ports stay bound
+        to the source until the switch), the definition stored. A migration that does not happen
+        leaves them to ``drop_moved_instance``.
+
+        :raises Conflict: this host cannot take a live-migrating guest (no libvirtd of its own
+            to receive it, or no address for the guest's stream).
+        :raises NotFound: the instance is not arriving here.
+        """
         ...
 
     @cast

@@ -21,7 +21,7 @@ import secrets
 import signal
 import sys
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,8 @@ class HarnessCloud:
     computes: tuple[str, ...]
     clients: tuple[str, ...]
     admin_password: str
+    libvirt_uris: dict[str, str] = field(default_factory=dict)
+    """The libvirtd of each compute host of real guests (``node.libvirtd.host_libvirtd``)."""
 
     @property
     def controller(self) -> Host:
@@ -105,6 +107,19 @@ class HarnessCloud:
                 os.kill(int(ports.stem.rsplit("_", 1)[1]), signal.SIGKILL)
 
 
+async def start_host_libvirtd(host: Host, timeout: float = 60.0) -> str:
+    """Start the host's own libvirtd (``node.libvirtd.host_libvirtd``) in its namespace; its URI
+    once it answers."""
+    from node.libvirtd import answers, host_libvirtd  # libvirt-python: hosts of real guests only
+
+    argv, uri = host_libvirtd(host.dir / "libvirt", host.name)
+    await host.start("libvirtd", argv)
+    async with asyncio.timeout(timeout):
+        while not await asyncio.to_thread(answers, uri):
+            await asyncio.sleep(0.2)
+    return uri
+
+
 def data_dir_of(host: Host) -> Path:
     """Where `aiostack join` keeps a host's data."""
     return host.dir / "aiostack"
@@ -117,8 +132,9 @@ async def cloud_on_hosts(
     """Build the harness (3 controllers, ``computes`` + ``clients`` other hosts), start the cloud
     and let every host join it; return once every host is alive in the cluster and every node
     in the scheduler; tear everything down on exit. The first ``guests`` compute hosts run real
-    QEMU guests (``join --libvirt embed``: QEMU in the node's process, in the host's namespace,
-    tenant networks as VXLAN segments between the hosts); the others test-driver nodes."""
+    QEMU guests, each host with a libvirtd of its own (``start_host_libvirtd``: QEMU in the host's
+    namespace, guests live-migrating between the hosts; tenant networks as VXLAN segments between
+    them); the others test-driver nodes."""
     async with build(controllers=3, databases=1, computes=computes + clients, nats=False) as hosts:
         controller = hosts.hosts["controller-1"]
         data_dir = data_dir_of(controller)
@@ -155,7 +171,8 @@ async def cloud_on_hosts(
         memory = str(1024 * node_vcpus)
         for number, name in enumerate(compute_names):
             if number < guests:
-                await cloud.join(name, "compute", "--libvirt", "embed", "--virt-type", "qemu")
+                uri = cloud.libvirt_uris[name] = await start_host_libvirtd(hosts.hosts[name])
+                await cloud.join(name, "compute", "--libvirt", uri, "--virt-type", "qemu")
             else:
                 await cloud.join(name, "compute", "--node-vcpus", str(node_vcpus), "--node-memory-mb", memory)
         try:

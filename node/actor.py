@@ -52,12 +52,14 @@ import libvirt
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from api.conductor import ConductorForNodes
 from api.net import ROUTERS_CHANGED, Port
 from api.node import (
     AttachedVolume,
     ConsoleOutput,
     DomainFlavor,
     DomainView,
+    LiveMigrationTarget,
     Node,
     PowerAction,
     PowerState,
@@ -75,7 +77,7 @@ from node.images import ImageCache
 from node.interfaces import Interfaces
 from node.live_resources import LiveResizer
 from node.metadata import GuestFinder, MetadataService
-from node.migrate import LiveMigrator
+from node.migrate import TARGET_TIMEOUT, LiveMigrator
 from node.networks import GuestNetworks, Networking, bridge_name
 from node.overlay import OverlayNetworks
 from node.overlay import bridge_for as overlay_bridge
@@ -117,11 +119,13 @@ class NodeActor(Actor, Node):
         overlay_ip: str | None = None,
         build_delay: float = 0.0,
         migration_bandwidth: float = 0.0,
+        migration_address: str | None = None,
     ) -> None:
         """``build_delay``: seconds each build waits before it gathers its image, ports and
         volumes (a test driver's slow build, for work that outlives the user's token);
         ``migration_bandwidth``: MB/s at which a test-driver node copies a live-migrating guest's
-        memory (0: at once)."""
+        memory (0: at once); ``migration_address``: where real guests live-migrating here are
+        sent (default: ``overlay_ip``; none: this host takes none)."""
         if not host or any(c in host for c in " .*>"):
             raise ValueError(f"invalid host name {host!r}")
         super().__init__(bus, address=Node.address_for(host=host))
@@ -205,6 +209,9 @@ class NodeActor(Actor, Node):
             hypervisor=self.hypervisor,
             records=self.records,
             bandwidth_mb=migration_bandwidth,
+            builder=self.builder,
+            address=migration_address or overlay_ip,
+            targets=ConductorForNodes.client(bus, host=host, timeout=TARGET_TIMEOUT),
         )
         self.shelver = Shelver(self.power, self.builder)
         self.consoles = Consoles(host, hypervisor=self.hypervisor, records=self.records)
@@ -346,6 +353,9 @@ class NodeActor(Actor, Node):
 
     async def live_migration(self, *, instance_uuid: str, destination: str) -> None:
         await self.live_migrator.live_migration(instance_uuid, destination)
+
+    async def prepare_live_migration(self, *, instance_uuid: str, ports: list[Port]) -> LiveMigrationTarget:
+        return await self.live_migrator.prepare(instance_uuid, ports)
 
     async def drop_moved_instance(self, *, instance_uuid: str) -> None:
         await self.reconciler.remove_if_orphan(instance_uuid)

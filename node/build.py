@@ -168,6 +168,29 @@ class Builder:
         self.networks_plugged()
         await self.hypervisor.virt(domain.create)
 
+    async def prepare_incoming(self, instance_uuid: str, ports: list[Port]) -> str:
+        """A real guest's live migration is bringing it here (``Node.prepare_live_migration``): its
+        disk, config drive and boot files, its ``ports`` plugged in (still bound to the source:
+        their binding moves at the switch), its definition stored and its security groups' chains
+        made for its taps. Returns the definition; ``remove_domain`` undoes it.
+
+        :raises NotFound: the instance is not arriving here.
+        """
+        async with self.records.lock(instance_uuid):
+            request = await self.peers.patient_conductor.get_build_request(instance_uuid=instance_uuid)
+            if request["block_devices"]:
+                raise Conflict(f"instance {instance_uuid} has volumes: its live migration is not supported")
+            self.records.arriving.add(instance_uuid)
+            try:
+                xml, _ = await self._prepare(request, [], incoming=ports)
+                await self.records.save(instance_uuid, request["instance"]["project_id"], xml)
+                await self.security.refresh()
+            except Exception:
+                await self.remove_domain(instance_uuid)
+                raise
+            self.networks_plugged()
+            return xml
+
     async def _report_build_failure(self, instance_uuid: str, message: str) -> None:
         try:
             await self.peers.patient_conductor.build_failed(instance_uuid=instance_uuid, message=message)
@@ -175,12 +198,16 @@ class Builder:
             log.error("node %s: could not report the failed build of %s: %s", self.host, instance_uuid, exc)
 
     async def _prepare(
-        self, request: BuildRequest, attached: list[Reattached] | None = None
+        self,
+        request: BuildRequest,
+        attached: list[Reattached] | None = None,
+        incoming: list[Port] | None = None,
     ) -> tuple[str, list[tuple[str, str]]]:
         """Steps 20-28: the image (and its kernel and ramdisk) or the volume to boot from, the
         ports, the other volumes; for a real guest its config drive too. ``attached``: the
         volumes an evacuated instance has attached (their attachments this host's already), in
-        place of reserving those it boots with.
+        place of reserving those it boots with; ``incoming``: a live migration's destination
+        preparing, the instance's ports as they are (bound to its source).
 
         Returns the domain XML and the reserved volumes with their devices.
         """
@@ -208,13 +235,16 @@ class Builder:
             for key in ("kernel_id", "ramdisk_id")
             if properties.get(key)
         }
-        ports = await self.peers.patient_net.allocate_for_instance(
-            instance_uuid=uuid,
-            requested_networks=requested_networks,
-            security_groups=request.get("security_groups"),
-        )
-        addresses = await self._addresses(ports, uuid)
-        await self.peers.patient_conductor.instance_spawning(instance_uuid=uuid, addresses=addresses)
+        if incoming is None:
+            ports = await self.peers.patient_net.allocate_for_instance(
+                instance_uuid=uuid,
+                requested_networks=requested_networks,
+                security_groups=request.get("security_groups"),
+            )
+            addresses = await self._addresses(ports, uuid)
+            await self.peers.patient_conductor.instance_spawning(instance_uuid=uuid, addresses=addresses)
+        else:
+            ports = incoming
         flavor = instance["flavor"]
         if self.hypervisor.real_guests:
             if image is not None:
@@ -223,7 +253,7 @@ class Builder:
             else:  # its console log and config drive, besides the volume it boots from
                 self.images.instance_dir(uuid).mkdir(parents=True, exist_ok=True)
             files = {key: str(await self.images.base(record, uuid)) for key, record in boot_images.items()}
-            nics = [await self.guest_nic(port, uuid) for port in ports]
+            nics = [await self.guest_nic(port, uuid, bind=incoming is None) for port in ports]
             console_log: str | None = str(self.images.console_log(instance["id"]))
             config_drive = await write_config_drive(
                 self.images.instance_dir(uuid), request, ports, {nic.port_id: nic.mtu for nic in nics}
@@ -282,8 +312,9 @@ class Builder:
         except NotFound:
             raise NotFound(f"{key} image {image_id} of instance {instance_uuid} could not be found") from None
 
-    async def guest_nic(self, port: Port, instance_uuid: str) -> Nic:
-        """The port as a NIC of a real guest: on its network's bridge with a DHCP entry, or user-mode."""
+    async def guest_nic(self, port: Port, instance_uuid: str, *, bind: bool = True) -> Nic:
+        """The port as a NIC of a real guest: on its network's bridge with a DHCP entry, or
+        user-mode; ``bind``: its binding says how (a port bound to this host)."""
         subnet = None
         if port["fixed_ips"]:
             subnet = await self.peers.net.get_subnet(
@@ -293,9 +324,10 @@ class Builder:
         attachment = await self.networks.attach(
             self.hypervisor.connection, network, subnet, port, instance_uuid
         )
-        await self.peers.net.set_port_binding(
-            port_id=port["id"], vif_type=attachment.vif_type, vif_details=self._vif_details(attachment)
-        )
+        if bind:
+            await self.peers.net.set_port_binding(
+                port_id=port["id"], vif_type=attachment.vif_type, vif_details=self._vif_details(attachment)
+            )
         return Nic(
             port["mac_address"],
             port["id"],
@@ -410,13 +442,16 @@ class Builder:
         instance = request["instance"]
         power_on = request.get("power_on", instance["vm_state"] != VmState.STOPPED)
         domain = await self.hypervisor.domain(instance_uuid)
-        if domain is not None and request.get("rebind"):  # a live migration rolled back to this host
+        if domain is not None and request.get("rebind"):
+            # a live migration rolled back to this host, or a real guest's arrived here with it
             await self.peers.patient_volume.reattach_all(instance_uuid=instance_uuid)
             await self.peers.patient_net.allocate_for_instance(
                 instance_uuid=instance_uuid,
                 requested_networks=request["requested_networks"],
                 security_groups=request.get("security_groups"),
             )
+            self.records.arriving.discard(instance_uuid)
+            await self.security.refresh()
         if domain is None:
             attached = await self.peers.patient_volume.reattach_all(instance_uuid=instance_uuid)
             xml, _ = await self._prepare(request, attached)
@@ -454,6 +489,7 @@ class Builder:
         """The domain, its files and its record here, and nothing else: what an orphan (an
         instance deleted while this node was away, or rebuilt elsewhere) leaves on this host.
         Never raises (``Cleanup``): what failed is left for the next orphan sweep."""
+        self.records.arriving.discard(instance_uuid)
         removal = Cleanup(f"node {self.host}: removal of orphan {instance_uuid}")
         xml = await removal.step("removing the domain", self._remove_from_libvirt(instance_uuid))
         await self._release_here(instance_uuid, xml, removal)

@@ -4,7 +4,9 @@ libvirtaio runs the lifecycle callback on the loop thread; it only queues the ev
 node's domains: several nodes may share one libvirtd). One task takes them in order: each is
 published at once as a ``domain.lifecycle`` event (in the request of the work that caused it)
 and handed to the conductor's ``domain_event``, which turns it into the instance's state.
-Both are retried, bounded, while nats-server or the conductor is away.
+Both are retried, bounded, while nats-server or the conductor is away. A live migration's
+own events (``MIGRATION_EVENTS``), and the UNDEFINED of a domain that left with one, are only
+published: the migration's steps say what they mean.
 """
 
 from __future__ import annotations
@@ -29,6 +31,14 @@ log = logging.getLogger(__name__)
 
 RUNNING_EVENTS = (libvirt.VIR_DOMAIN_EVENT_STARTED, libvirt.VIR_DOMAIN_EVENT_RESUMED)
 NOT_RUNNING_EVENTS = (libvirt.VIR_DOMAIN_EVENT_STOPPED, libvirt.VIR_DOMAIN_EVENT_CRASHED)
+MIGRATION_EVENTS = {
+    (libvirt.VIR_DOMAIN_EVENT_STARTED, libvirt.VIR_DOMAIN_EVENT_STARTED_MIGRATED),
+    (libvirt.VIR_DOMAIN_EVENT_SUSPENDED, libvirt.VIR_DOMAIN_EVENT_SUSPENDED_MIGRATED),
+    (libvirt.VIR_DOMAIN_EVENT_RESUMED, libvirt.VIR_DOMAIN_EVENT_RESUMED_MIGRATED),
+    (libvirt.VIR_DOMAIN_EVENT_STOPPED, libvirt.VIR_DOMAIN_EVENT_STOPPED_MIGRATED),
+}
+"""A live migration's own events (a real guest leaving, or arriving, paused at the switchover): the
+conductor follows the migration from the nodes' reports instead (``node.migrate``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +62,8 @@ class EventForwarder:
         """Whether each domain ran at its last event (or when first seen): what a reconnect compares."""
         self._queue: asyncio.Queue[LifecycleEvent] = asyncio.Queue()
         self._stopped: dict[str, asyncio.Event] = {}
+        self._left: set[str] = set()
+        """Domains that left with a live migration, until their UNDEFINED event."""
 
     def on_lifecycle(
         self, _conn: libvirt.virConnect, domain: libvirt.virDomain, event: int, detail: int, _opaque: object
@@ -90,8 +102,19 @@ class EventForwarder:
             project = self.records.projects.get(item.instance_uuid)
             with request_scope(self.records.request_ids.get(item.instance_uuid)):
                 await self._publish(item, project)
-                if project is not None and item.event != libvirt.VIR_DOMAIN_EVENT_DEFINED:
+                if project is not None and self._for_conductor(item):
                     await self.tell_conductor(item)
+
+    def _for_conductor(self, item: LifecycleEvent) -> bool:
+        """Whether the conductor is told of the event (see the module's docstring)."""
+        if (item.event, item.detail) in MIGRATION_EVENTS:
+            if item.event == libvirt.VIR_DOMAIN_EVENT_STOPPED:
+                self._left.add(item.instance_uuid)
+            return False
+        if item.event == libvirt.VIR_DOMAIN_EVENT_UNDEFINED and item.instance_uuid in self._left:
+            self._left.discard(item.instance_uuid)
+            return False
+        return item.event != libvirt.VIR_DOMAIN_EVENT_DEFINED
 
     async def _publish(self, item: LifecycleEvent, project: str | None) -> None:
         """Store the raw event in the event stream, riding out a nats-server restart (bounded)."""

@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import time
+import uuid as uuidlib
 from pathlib import Path
 
 import libvirt
@@ -91,3 +92,47 @@ def prepare_embed_root(root: Path) -> str:
     (root / "etc").mkdir(parents=True, exist_ok=True)
     (root / "etc" / "qemu.conf").write_text('user = "root"\ngroup = "root"\nstdio_handler = "file"\n')
     return f"qemu:///embed?root={root}"
+
+
+HOST_MOUNTS = ("/run/libvirt", "/var/lib/libvirt", "/var/cache/libvirt", "/var/log/libvirt", "/etc/libvirt")
+"""What a host's own libvirtd sees of its own (``host_libvirtd``): bind mounts of its directory."""
+HOST_DAEMON = "aiostack-virtd"
+"""The name a host's libvirtd runs under (a link to libvirtd): ``stop_libvirtd`` and the checks for
+the machine's own libvirtd (``pgrep -x libvirtd``) never take it for that one."""
+
+
+def host_libvirtd(root: Path, hostname: str) -> tuple[list[str], str]:
+    """A libvirtd of one harness host (a network namespace on a machine shared with other hosts):
+    the command that runs it, to start inside the host's namespace (``nsenter --net``), and the
+    URI of its socket, which every namespace of the machine reaches (one filesystem).
+
+    It runs in a mount namespace of its own where ``HOST_MOUNTS`` are directories under ``root``
+    (its own sockets, state, QEMU monitors and configuration), with a UTS namespace named
+    ``hostname`` and its own ``host_uuid``: libvirt refuses to migrate a guest to a host with the
+    source's UUID. QEMU runs as root and writes the serial console's log itself (no virtlogd), in
+    no cgroup of libvirt's (several daemons on one machine would share their names). Migrating
+    between two such hosts, the source's daemon opens the destination's URI itself (peer to
+    peer) and QEMU's stream goes over the hosts' network."""
+    mounts = {target: root / target.strip("/").replace("/", "-") for target in HOST_MOUNTS}
+    for directory in mounts.values():
+        directory.mkdir(parents=True, exist_ok=True)
+    etc = mounts["/etc/libvirt"]
+    uuid_file = root / "host_uuid"
+    if not uuid_file.exists():
+        uuid_file.write_text(str(uuidlib.uuid4()))
+    (etc / "libvirtd.conf").write_text(
+        f'host_uuid = "{uuid_file.read_text().strip()}"\n'
+        'auth_unix_rw = "none"\nauth_unix_ro = "none"\nunix_sock_rw_perms = "0700"\n'
+    )
+    (etc / "qemu.conf").write_text(
+        'user = "root"\ngroup = "root"\nstdio_handler = "file"\ncgroup_controllers = [ ]\n'
+    )
+    daemon = root / HOST_DAEMON
+    if not daemon.exists():
+        daemon.symlink_to(shutil.which("libvirtd") or "/usr/sbin/libvirtd")
+    for target in HOST_MOUNTS:  # the mount points, on the machine (libvirt's packages make them too)
+        Path(target).mkdir(parents=True, exist_ok=True)
+    script = "".join(f"mount --bind {source} {target} && " for target, source in mounts.items())
+    script = f"hostname {hostname} && {script}exec {daemon} --pid-file {root / 'libvirtd.pid'}"
+    argv = ["unshare", "--mount", "--uts", "--propagation", "private", "sh", "-c", script]
+    return argv, f"qemu+unix:///system?socket={mounts['/run/libvirt'] / 'libvirt-sock'}"

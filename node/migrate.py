@@ -8,16 +8,42 @@ keeps running here, untouched) or finish now (forced to complete). It then repor
 ``task_done``; the conductor records the instance on the destination, whose node defines and
 starts the domain there (``finish_migration``), and has this node remove its own
 (``drop_moved_instance``) once the destination runs it. The domain runs here throughout.
+
+A real guest (QEMU, each host with a libvirtd of its own: ``node.libvirtd.host_libvirtd``) is
+moved by libvirt, with Nova's flags and sequence. The source asks the conductor for its
+destination (``live_migration_target``), whose node prepares first (``prepare``: Nova's
+``pre_live_migration``; ``Builder.prepare_incoming``): its disk an overlay on the same image, its
+config drive and boot files, its ports plugged into their networks there, its definition with
+the destination's paths, which it answers. The source then calls ``migrateToURI3`` (LIVE,
+PEER2PEER, PERSIST_DEST, UNDEFINE_SOURCE and NON_SHARED_INC: the disks are never shared between
+hosts, so the top layer of each is always copied, as ``--block-migration`` asks) in a thread,
+its libvirtd opening the destination's itself and QEMU's stream going to the destination's
+address; every ``PROGRESS_INTERVAL`` it reports libvirt's job info (``migration_progress``), and
+aborts the job (``abortJob``) when told to stop, or lets it pause the guest for as long as the
+rest takes when told to finish now (``migrateSetMaxDowntime``: the pause Nova's force-complete
+makes without post-copy, as the migration's own, whose events are the migration's). Done, it
+reports ``task_done``: the destination's node, at the switch, finds the domain running there and
+takes its ports (``finish_migration``).
+A copy that fails leaves the guest running here: the source reports ``build_failed`` and the
+conductor has the destination remove what it prepared. Volumes (NBD disks) are refused: their
+attachments would have to be on both hosts during the switch.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import xml.etree.ElementTree as ET
 
-from bus import NotFound
+import libvirt
+
+from api.conductor import ConductorForNodes
+from api.net import Port
+from api.node import LiveMigrationTarget
+from bus import AiostackError, Conflict, NotFound
+from node.build import Builder
 from node.hypervisor import Hypervisor
 from node.peers import Peers
 from node.records import Records
@@ -27,6 +53,24 @@ log = logging.getLogger(__name__)
 PROGRESS_INTERVAL = 0.2
 """Seconds between two progress reports of a copy."""
 MIB = 1 << 20
+MIGRATE_FLAGS = (
+    libvirt.VIR_MIGRATE_LIVE
+    | libvirt.VIR_MIGRATE_PEER2PEER
+    | libvirt.VIR_MIGRATE_PERSIST_DEST
+    | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE
+    | libvirt.VIR_MIGRATE_NON_SHARED_INC
+)
+"""Nova's live-migration flags, with its block migration's (disks never shared here)."""
+FORCED_DOWNTIME_MS = 60_000
+"""The downtime a migration forced to complete may take: its next round is the last."""
+TARGET_TIMEOUT = 330.0
+"""Seconds the source waits for its destination to be prepared (the conductor waits 300 for it)."""
+
+
+def takes_migrations(uri: str) -> bool:
+    """Whether a libvirt URI names a libvirtd that can send and receive migrating guests (one of
+    its own, not QEMU in the node's process, ``qemu:///embed``, nor the test driver)."""
+    return uri.startswith(("qemu:///system", "qemu+"))
 
 
 def memory_bytes(xml: str) -> int:
@@ -42,13 +86,27 @@ class LiveMigrator:
     """The node's part of live migrations as their source (see the module's docstring)."""
 
     def __init__(
-        self, host: str, *, peers: Peers, hypervisor: Hypervisor, records: Records, bandwidth_mb: float
+        self,
+        host: str,
+        *,
+        peers: Peers,
+        hypervisor: Hypervisor,
+        records: Records,
+        bandwidth_mb: float,
+        builder: Builder,
+        address: str | None,
+        targets: ConductorForNodes,
     ) -> None:
+        """``address``: where guests migrating here are sent (None: this host takes none);
+        ``targets``: the conductor, waiting ``TARGET_TIMEOUT`` for a destination to be prepared."""
         self.host = host
         self.peers = peers
         self.hypervisor = hypervisor
         self.records = records
         self.bandwidth_mb = bandwidth_mb
+        self.builder = builder
+        self.address = address
+        self.targets = targets
 
     async def live_migration(self, instance_uuid: str, destination: str) -> None:
         async with self.records.lock(instance_uuid), self.records.working_on(instance_uuid):
@@ -57,6 +115,9 @@ class LiveMigrator:
                 domain = await self.hypervisor.existing(instance_uuid)
             except NotFound as exc:
                 log.warning("node %s: not migrating %s: %s", self.host, instance_uuid, exc)
+                return
+            if self.hypervisor.real_guests:
+                await self._migrate(instance_uuid, domain)
                 return
             total = memory_bytes(await self.hypervisor.persistent_xml(domain))
             if not await self._copy(instance_uuid, total):
@@ -82,3 +143,79 @@ class LiveMigrator:
             if verdict == "finish_now" or processed >= total:
                 return True
             await asyncio.sleep(PROGRESS_INTERVAL)
+
+    # -- a real guest ---------------------------------------------------------------------------
+
+    async def prepare(self, instance_uuid: str, ports: list[Port]) -> LiveMigrationTarget:
+        """The destination's part before a real guest arrives: what it needs made here."""
+        if not self.hypervisor.real_guests or not takes_migrations(self.hypervisor.uri) or not self.address:
+            raise Conflict(
+                f"host {self.host} cannot take live-migrating guests ({self.hypervisor.uri} has no"
+                " libvirtd of its own, or the node no migration address)"
+            )
+        xml = await self.builder.prepare_incoming(instance_uuid, ports)
+        return {"xml": xml, "libvirt_uri": self.hypervisor.uri, "migrate_uri": f"tcp://{self.address}"}
+
+    async def _migrate(self, instance_uuid: str, domain: libvirt.virDomain) -> None:
+        """Send the running guest to its destination; ``task_done`` once it runs there, else
+        ``build_failed`` (it runs on here) unless the migration was stopped."""
+        try:
+            if not takes_migrations(self.hypervisor.uri):
+                raise Conflict(f"{self.hypervisor.uri} cannot send a guest to another host")
+            xml = await self.hypervisor.persistent_xml(domain)
+            if any(disk.get("type") == "network" for disk in ET.fromstring(xml).iter("disk")):
+                raise Conflict("a real guest with volumes attached is not live-migrated")
+            target = await self.targets.live_migration_target(instance_uuid=instance_uuid)
+            if not await self._send(instance_uuid, domain, target):
+                log.info("node %s: live migration of %s stopped", self.host, instance_uuid)
+                return
+        except (AiostackError, libvirt.libvirtError) as exc:
+            message = exc.get_error_message() if isinstance(exc, libvirt.libvirtError) else str(exc)
+            log.warning("node %s: live migration of %s failed: %s", self.host, instance_uuid, message)
+            await self.peers.patient_conductor.build_failed(
+                instance_uuid=instance_uuid, message=f"live migration failed: {message}"[:1000]
+            )
+            return
+        await self.peers.patient_conductor.task_done(instance_uuid=instance_uuid)
+
+    async def _send(self, instance_uuid: str, domain: libvirt.virDomain, target: LiveMigrationTarget) -> bool:
+        """``migrateToURI3`` in a thread, its progress reported meanwhile; whether it finished
+        (False: stopped, the guest runs on here). :raises libvirt.libvirtError: it failed."""
+        params = {
+            libvirt.VIR_MIGRATE_PARAM_URI: target["migrate_uri"],
+            libvirt.VIR_MIGRATE_PARAM_DEST_XML: target["xml"],
+            libvirt.VIR_MIGRATE_PARAM_PERSIST_XML: target["xml"],
+        }
+        job = asyncio.ensure_future(
+            asyncio.to_thread(domain.migrateToURI3, target["libvirt_uri"], params, MIGRATE_FLAGS)
+        )
+        stopped = forced = False
+        while not job.done():
+            await asyncio.wait({job}, timeout=PROGRESS_INTERVAL)
+            if job.done() or stopped:
+                continue
+            try:
+                info = await asyncio.to_thread(domain.jobStats)
+            except libvirt.libvirtError:
+                continue  # between the job's phases (or just ended)
+            verdict = await self.peers.patient_conductor.migration_progress(
+                instance_uuid=instance_uuid,
+                memory_total_bytes=int(info.get("memory_total", 0)),
+                memory_processed_bytes=int(info.get("memory_processed", 0)),
+                memory_remaining_bytes=int(info.get("memory_remaining", 0)),
+            )
+            if verdict == "stop":
+                stopped = True
+                with contextlib.suppress(libvirt.libvirtError):
+                    await asyncio.to_thread(domain.abortJob)
+            elif verdict == "finish_now" and not forced:
+                forced = True
+                with contextlib.suppress(libvirt.libvirtError):
+                    await asyncio.to_thread(domain.migrateSetMaxDowntime, FORCED_DOWNTIME_MS, 0)
+        try:
+            await job
+        except libvirt.libvirtError:
+            if stopped:
+                return False
+            raise
+        return True

@@ -20,7 +20,7 @@ from typing import Any
 import libvirt
 
 from api.conductor import Instance
-from bus import AiostackError, Bus, request_scope
+from bus import AiostackError, Bus, Conflict, NotFound, request_scope
 from node.build import Builder
 from node.events import EventForwarder
 from node.hypervisor import Hypervisor
@@ -156,11 +156,23 @@ class Reconciler:
         after any step on it in hand (a migration's source, once the instance moved)."""
         async with self.records.lock(instance_uuid):
             records = await self.conductor.list_host_instances()
-            if instance_uuid not in {instance["id"] for instance in records}:
+            if instance_uuid not in {instance["id"] for instance in records} and not (
+                instance_uuid in self.records.arriving and await self._still_arriving(instance_uuid)
+            ):
                 log.info(
                     "node %s: %s moved to another host; removing its domain here", self.host, instance_uuid
                 )
                 await self.builder.remove_domain(instance_uuid)
+
+    async def _still_arriving(self, instance_uuid: str) -> bool:
+        """Whether a live migration brings the instance (not recorded here) to this host now: the
+        conductor answers its build request to that destination only. A removal cast before this
+        migration began, delivered late, leaves what it prepared alone."""
+        try:
+            await self.conductor.get_build_request(instance_uuid=instance_uuid)
+        except (NotFound, Conflict):
+            return False
+        return True
 
     async def remove_orphans(self) -> None:
         """Remove the domains of instances not (or no longer) recorded on this host: deleted
@@ -178,7 +190,7 @@ class Reconciler:
         candidates = stored | (in_libvirt & set(self.records.projects))  # several nodes may share a libvirtd
         records = await self.conductor.list_host_instances()
         for uuid in candidates - {instance["id"] for instance in records}:
-            if uuid in self.records.working:
+            if uuid in self.records.working or uuid in self.records.arriving:
                 continue
             async with self.records.lock(uuid):
                 log.warning(

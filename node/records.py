@@ -55,6 +55,9 @@ class Records:
         """The request each instance's current work belongs to ("" for none)."""
         self.working: dict[str, int] = {}
         """Instances in this node's hands: how many tasks of each are running (never 0: deleted)."""
+        self.arriving: set[str] = set()
+        """Real guests a live migration is bringing here, prepared for (``Builder.prepare_incoming``)
+        and not recorded on this host yet: no orphans."""
         self._locks: dict[str, asyncio.Lock] = {}
 
     async def open(self) -> None:

@@ -1,5 +1,5 @@
 """Tenant networks across hosts: real QEMU guests on two compute hosts of the harness, each host
-a network namespace whose node runs QEMU in its own process (``join --libvirt embed``), and
+a network namespace with a libvirtd of its own (``deploy.cluster.start_host_libvirtd``), and
 each network a VXLAN segment between them (``node.overlay``).
 
 A client on a third host registers the test guest, makes two networks with the same subnet
@@ -116,6 +116,7 @@ def test_guest() -> TestGuest:
 
 
 @pytest.mark.full_size
+@pytest.mark.timeout(900)
 async def test_guests_on_two_hosts_share_their_network_not_anothers_and_a_volume_moves_between_them(
     test_guest: TestGuest,
 ) -> None:

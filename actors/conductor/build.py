@@ -432,9 +432,11 @@ class Builder(ServerCreation, NodeBuilds):
         :raises NotFound: no such instance on ``host`` (deleted, rescheduled, another host's).
         :raises Conflict: the instance is not being built any more.
         """
-        row = await self.core.placed(instance_uuid, host)
+        row = await self.core.placed(instance_uuid, host, arriving=True)
         task = task_state_of(row)
         live_step = row["migration_step"] if task is TaskState.MIGRATING else None
+        if row["host"] != host:  # a live migration's destination, preparing: no task of its own
+            return await self._request(row)
         migrating = (
             row["migrate_from"] is not None and task in MIGRATION_TASKS
         ) or live_step in LIVE_NODE_STEPS
@@ -450,7 +452,15 @@ class Builder(ServerCreation, NodeBuilds):
             )
             action = action_of(row, task) if task is not None and rebuilding else Action.CREATE
             await self.core.record_step(instance_uuid, action, "node_accepted", host, "Success")
-        request: BuildRequest = {
+        request = await self._request(row)
+        if migrating:
+            request["power_on"] = bool(row["resize_power_on"]) or live_step is not None
+            request["rebind"] = live_step in LIVE_NODE_STEPS
+        return request
+
+    async def _request(self, row: InstanceRow) -> BuildRequest:
+        """The instance, its networks, volumes and what its config drive holds."""
+        return {
             "instance": {**view(row), "image_ref": booted_image(row)},
             "requested_networks": from_json(row["requested_networks"], "auto"),
             "block_devices": from_json(row["block_devices"], []),
@@ -459,10 +469,6 @@ class Builder(ServerCreation, NodeBuilds):
             "public_keys": await self._public_keys(row),
             "security_groups": from_json(row["security_groups"]),
         }
-        if migrating:
-            request["power_on"] = bool(row["resize_power_on"]) or live_step is not None
-            request["rebind"] = live_step == "rollback"
-        return request
 
     async def get_instance_metadata(self, *, instance_uuid: str, host: str) -> InstanceMetadata:
         """What the metadata service of ``host``'s node tells the instance of itself: its config
@@ -511,7 +517,7 @@ class Builder(ServerCreation, NodeBuilds):
             await self.evacuate_failed(row, f"evacuate to {host} failed: {message}")
             return
         moving = task in MIGRATION_TASKS or (
-            task is TaskState.MIGRATING and row["migration_step"] == "switch"
+            task is TaskState.MIGRATING and row["migration_step"] in ("copy", "switch")
         )
         if moving and row["migrate_from"] is not None and self.migration_failed is not None:
             await self.migration_failed(row, task, f"migration to {host} failed: {message}")

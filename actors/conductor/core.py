@@ -109,6 +109,12 @@ def action_of(row: InstanceRow, task: TaskState) -> Action:
     return ACTION_OF_TASK[task]
 
 
+def arriving_at(row: InstanceRow) -> str | None:
+    """The destination a live migration copies the instance to now (its node prepares for it)."""
+    copying = task_state_of(row) is TaskState.MIGRATING and row["migration_step"] == "copy"
+    return row["migrate_to"] if copying else None
+
+
 def node_call(row: InstanceRow, task: TaskState) -> tuple[str, dict[str, Any]]:
     """The node method of the instance's ``task`` and its arguments besides the instance (an
     offloaded instance's spawning is its unshelve)."""
@@ -229,14 +235,17 @@ class Core:
             "SELECT * FROM instances WHERE uuid = ? AND deleted = 0", (instance_uuid,), row=InstanceRow
         )
 
-    async def placed(self, instance_uuid: str, host: str) -> InstanceRow:
+    async def placed(self, instance_uuid: str, host: str, *, arriving: bool = False) -> InstanceRow:
         """The live instance, if it is recorded on ``host``: the only instances a node's call may
-        name (``api.conductor.ConductorForNodes``, whose ``host`` is the subject's).
+        name (``api.conductor.ConductorForNodes``, whose ``host`` is the subject's); with
+        ``arriving``, also if ``host`` is where a live migration copies it now (``arriving_at``).
 
         :raises NotFound: no such live instance on ``host``, whether it exists elsewhere or not
             (a node learns nothing of other hosts' instances).
         """
         row = await self.fresh(instance_uuid)
+        if row is not None and arriving and arriving_at(row) == host:
+            return row
         if row is None or row["host"] != host or row["evacuate_from"] == host:
             # an instance being evacuated away from its host is no longer that host's node's
             raise NotFound(f"Instance {instance_uuid} could not be found on host {host}.")

@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from actors.conductor.core import Core
+from actors.conductor.core import Core, arriving_at
 from actors.conductor.migrations import Kind, list_migrations, set_status
 from actors.conductor.recorded import begin_recorded, claim_beside, drop_moved
 from actors.conductor.schema import InstanceRow, task_state_of, view
@@ -43,6 +43,7 @@ from api.conductor import (
     MigrationRecord,
     MigrationStatus,
 )
+from api.node import LiveMigrationTarget
 from bus import AiostackError, Conflict, InvalidRequest, NotFound, NoValidHost
 from runtime.stamps import utcnow
 from runtime.states import Lifecycle, TaskState
@@ -50,10 +51,12 @@ from runtime.store import to_json
 
 log = logging.getLogger(__name__)
 
-LIVE_HYPERVISOR = "test"
-"""The only hypervisor whose hosts migrate live here: libvirt's test driver (the node moves the
-domain itself). Real QEMU guests are not migrated between hosts (harness hosts use
-``qemu:///embed``, which cannot migrate)."""
+LIVE_HYPERVISORS = frozenset({"test", "qemu", "kvm"})
+"""The hypervisors whose hosts migrate live: libvirt's test driver (the node moves the domain
+itself) and QEMU (libvirt's ``migrateToURI3``, between hosts with a libvirtd each: a host whose
+QEMU runs in its node's process, ``qemu:///embed``, refuses to take part)."""
+PREPARE_TIMEOUT = 300.0
+"""Seconds a destination may take to prepare for a real guest (its image fetched, its networks made)."""
 IN_PROGRESS: frozenset[MigrationStatus] = frozenset({"queued", "preparing", "running", "post-migrating"})
 MAX_STEP_SENDS = 3
 ENDED: dict[str, Any] = {"migration_step": None}
@@ -83,10 +86,15 @@ class LiveMigrations:
             if not hosts[host]["alive"]:
                 raise InvalidRequest(f"Compute service of {host} is unavailable at this time.")
         kind = hosts[source]["hypervisor_type"] if source in hosts else None
-        if kind != LIVE_HYPERVISOR:
+        if kind not in LIVE_HYPERVISORS:
             raise InvalidRequest(
                 f"Migration pre-check error: instance {instance_uuid}'s host {source} runs {kind or 'no'}"
-                " guests, which aiostack does not migrate live between hosts (only test-driver hosts do)"
+                " guests, which aiostack does not migrate live between hosts"
+            )
+        if kind != "test" and await self._has_volumes(instance_uuid):
+            raise InvalidRequest(
+                f"Migration pre-check error: instance {instance_uuid} has volumes attached: a real guest"
+                " with volumes is not migrated live (its attachments would be on both hosts at the switch)"
             )
         columns = {"migrate_from": source, "migrate_to": None, "migration_step": "claim"}
         row, _ = await begin_recorded(
@@ -95,6 +103,12 @@ class LiveMigrations:
         if task_state_of(row) is TaskState.MIGRATING and row["migration_step"] == "claim":
             row = await self._claim(row, host)
         return view(row)
+
+    async def _has_volumes(self, instance_uuid: str) -> bool:
+        return any(
+            attachment["server_id"] == instance_uuid
+            for attachment in await self.core.volumes.list_attachments()
+        )
 
     async def server_migration(self, instance_uuid: str, migration_id: int) -> MigrationRecord:
         """:raises NotFound: no such live migration of the instance in progress."""
@@ -190,6 +204,24 @@ class LiveMigrations:
         )
         return "finish_now" if forced and forced["force_complete"] else "go_on"
 
+    async def target(self, instance_uuid: str, host: str) -> LiveMigrationTarget:
+        """A real guest's source asks where it goes: its destination prepares (with its ports).
+
+        :raises Conflict: the instance is not being copied, or the destination cannot take it.
+        """
+        row = await self.core.placed(instance_uuid, host)
+        dest = arriving_at(row)
+        if dest is None:
+            raise Conflict(f"Instance {instance_uuid} is not being live-migrated from {host} now")
+        await self.core.touch(instance_uuid, TaskState.MIGRATING)
+        ports = await self.core.net.list_ports(device_id=instance_uuid)
+        node = self.core.node(dest, timeout=PREPARE_TIMEOUT)
+        target = await node.prepare_live_migration(instance_uuid=instance_uuid, ports=ports)
+        await self.core.record_step(
+            instance_uuid, Action.LIVE_MIGRATION, "pre_live_migration", dest, "Success"
+        )
+        return target
+
     async def copied(self, row: InstanceRow) -> None:
         """copy is done (``task_done``): the instance is recorded on its destination (switch)."""
         if row["migration_step"] != "copy" or row["migrate_to"] is None:
@@ -241,8 +273,9 @@ class LiveMigrations:
 
     async def _end_before_switch(self, row: InstanceRow, status: MigrationStatus, reason: str) -> None:
         """Before the switch nothing moved: the destination's claim (if taken) given back, the
-        instance ACTIVE on its host, the record ``status``."""
-        uuid = row["uuid"]
+        instance ACTIVE on its host, the record ``status``; what the destination prepared (a real
+        guest's) removed there."""
+        uuid, dest = row["uuid"], row["migrate_to"]
         await self.core.scheduler.revert_resize(instance_uuid=uuid)
         migration_id = row["migration_id"]
         moved = await self.core.transit(row, Report.LIVE_ENDED, ENDED)
@@ -252,6 +285,8 @@ class LiveMigrations:
             await set_status(self.core.store, migration_id, status)
         await self.core.finish_action(uuid, Action.LIVE_MIGRATION, "Error", reason)
         await self.core.publish(moved.row)
+        if dest is not None:
+            await drop_moved(self.core, uuid, dest)
 
     async def rollback(self, row: InstanceRow, reason: str) -> None:
         """After the switch: recorded on its source again (its domain kept running there), the
@@ -271,8 +306,11 @@ class LiveMigrations:
         await self.core.send_task(moved.row)
 
     async def failed(self, row: InstanceRow, task: TaskState, reason: str) -> None:
-        """The destination's node could not define the domain (``build_failed``): roll back."""
-        if task is TaskState.MIGRATING:
+        """The destination's node could not define the domain (``build_failed``): roll back; or
+        the source's could not copy a real guest (its domain runs on there): nothing moved."""
+        if task is TaskState.MIGRATING and row["migration_step"] == "copy":
+            await self._end_before_switch(row, "failed", reason)
+        elif task is TaskState.MIGRATING:
             await self.rollback(row, reason)
 
     # -- what the watch does ----------------------------------------------------------------

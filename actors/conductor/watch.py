@@ -35,7 +35,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 from actors.conductor.build import Builder
-from actors.conductor.core import NODE_TASKS, Core, action_of
+from actors.conductor.core import NODE_TASKS, Core, action_of, arriving_at
 from actors.conductor.evacuate import Evacuations
 from actors.conductor.interfaces import Interfaces
 from actors.conductor.lifecycle import DomainReports
@@ -66,6 +66,7 @@ from api.conductor import (
     Placement,
     boot_volume,
 )
+from api.node import LiveMigrationTarget
 from api.node import PowerState as DomainPower
 from bus import AiostackError, NotFound, request_scope
 from runtime.context import check_visible
@@ -143,6 +144,9 @@ class TaskWatch(NodeTasks, ConductorForOwners, ConductorOperator):
             instance_uuid, host, memory_total_bytes, memory_processed_bytes, memory_remaining_bytes
         )
 
+    async def live_migration_target(self, *, instance_uuid: str, host: str) -> LiveMigrationTarget:
+        return await self.live.target(instance_uuid, host)
+
     async def live_instances(self, *, instance_uuids: list[str]) -> list[str]:
         """Which of these instances still exist (not deleted): the rest hold nothing any more."""
         if not instance_uuids:
@@ -171,6 +175,7 @@ class TaskWatch(NodeTasks, ConductorForOwners, ConductorOperator):
             "project_id": row["project_id"],
             "image_ref": booted_image(row) or (boot is not None and boot.get("image_id")) or "",
             "volumes": [device["volume_id"] for device in devices],
+            "arriving": arriving_at(row),
         }
 
     async def audit_instances(self) -> Audit:

@@ -99,7 +99,7 @@ class NodePorts(NetForNodes):
 
         :raises NotFound: no such instance on ``host``, or no such network it may read.
         """
-        await self.placements.on_host(instance_uuid, host)
+        await self.placements.on_host(instance_uuid, host, arriving=True)
         network = await self.state.get(NETWORK, network_id, None)
         if network["shared"] or await self._has_port_on(instance_uuid, network_id):
             return network
@@ -110,7 +110,7 @@ class NodePorts(NetForNodes):
 
         :raises NotFound: no such instance on ``host``, or no such subnet it may read.
         """
-        await self.placements.on_host(instance_uuid, host)
+        await self.placements.on_host(instance_uuid, host, arriving=True)
         subnet = await self.state.get(SUBNET, subnet_id, None)
         network = await self.state.get(NETWORK, subnet["network_id"], None)
         if network["shared"] or await self._has_port_on(instance_uuid, network["id"]):

@@ -1,0 +1,223 @@
+"""Live migration of a real QEMU guest between two hosts, each a network namespace of the harness
+(``deploy.hosts``) running a libvirtd of its own (``node.libvirtd.host_libvirtd``); the nodes and
+the other actors run in the test's process and drive those daemons through their sockets.
+
+The guest (``deploy.testguest``) prints a counter on its serial console once a second (its user
+data). A live migration to a destination that cannot take it fails, the guest running on where
+it was (the record ``failed``). One aborted while libvirt copies it (``DELETE /servers/{id}/migrations/{id}``,
+``abortJob``) leaves it running where it was, the record ``cancelled``, nothing of it on the
+destination. Live-migrated to the other host, it keeps running: the console there goes on counting
+from where it was, with no second boot; its address and its port are the same, the port now bound
+to the destination; the source keeps nothing of it; the migration record is completed with its
+memory figures; libvirt on the destination measured the guest's downtime.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import re
+import tempfile
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import libvirt
+import pytest
+
+from actors.conductor.actor import ConductorActor
+from actors.identity.actor import IdentityActor
+from actors.image import ImageActor
+from actors.net.actor import NetActor
+from actors.scheduler import SchedulerActor
+from actors.volume import VolumeActor
+from aiostack.client import Client
+from deploy.cluster import start_host_libvirtd
+from deploy.hosts import Hosts
+from deploy.testguest import TestGuest, build_test_guest, default_cache_dir, register_test_guest
+from node.actor import NodeActor
+from tests.conftest import ADMIN_PASSWORD
+
+GUEST_DEADLINE = 120.0
+COUNTER_SCRIPT = (
+    "#!/bin/sh\n"
+    '( i=0; while true; do i=$((i+1)); echo "AIOSTACK-COUNT $i" > /dev/console; sleep 1; done ) &\n'
+)
+COUNT = r"AIOSTACK-COUNT (\d+)"
+MICROVERSION = {"OpenStack-API-Version": "compute 2.25"}
+BOOTED = "AIOSTACK-CONFIG-DRIVE"
+"""What the guest says once each boot."""
+
+
+@dataclass
+class TwoHosts:
+    client: Client
+    nodes: dict[str, NodeActor]
+    uris: dict[str, str]
+
+
+@pytest.fixture(scope="module")
+def test_guest() -> TestGuest:
+    return build_test_guest(default_cache_dir())
+
+
+@pytest.fixture
+async def two_hosts(start_actor, config, gateway_url, test_guest) -> AsyncIterator[TwoHosts]:
+    hosts = Hosts(Path(tempfile.mkdtemp(prefix="aiostack-hosts-")))
+    await hosts.open()
+    nodes: dict[str, NodeActor] = {}
+    try:
+        harness = {name: hosts.add(name, "compute") for name in ("mig-a", "mig-b")}
+        started = await asyncio.gather(*(start_host_libvirtd(host) for host in harness.values()))
+        uris = dict(zip(harness, started, strict=True))
+        for actor_class in (IdentityActor, SchedulerActor, ConductorActor, ImageActor, NetActor, VolumeActor):
+            await start_actor(actor_class, config, secure=True)
+        for name, host in harness.items():
+            node = await start_actor(
+                NodeActor,
+                config,
+                host=name,
+                libvirt_uri=uris[name],
+                migration_address=host.address,
+                secure=True,
+                shutdown_timeout=5.0,
+            )
+            assert isinstance(node, NodeActor)
+            await node.report_capacity()
+            nodes[name] = node
+        async with Client(gateway_url) as client:
+            await client.login("admin", ADMIN_PASSWORD, "admin")
+            await register_test_guest(client, test_guest, name="test-guest")
+            yield TwoHosts(client, nodes, uris)
+    finally:
+        for node in nodes.values():
+            for uuid in await node.records.uuids():
+                await node.builder.remove_domain(uuid)
+        await hosts.close()
+
+
+async def console_counts(client: Client, server_id: str) -> tuple[list[int], str]:
+    output = await client.console_output(server_id)
+    return [int(count) for count in re.findall(COUNT, output)], output
+
+
+async def counted_past(client: Client, server_id: str, at_least: int) -> list[int]:
+    """The counter values on the console, once one is ``at_least``."""
+    output = ""
+    try:
+        async with asyncio.timeout(GUEST_DEADLINE):
+            while True:
+                counts, output = await console_counts(client, server_id)
+                if counts and counts[-1] >= at_least:
+                    return counts
+                await asyncio.sleep(0.5)
+    except TimeoutError:
+        raise AssertionError(f"the counter did not reach {at_least}:\n{output[-3000:]}") from None
+
+
+async def server_migrations(client: Client, server_id: str) -> list[dict[str, Any]]:
+    """The server's live migrations in progress (``GET /servers/{id}/migrations``)."""
+    path = f"/compute/v2.1/servers/{server_id}/migrations"
+    return list((await client.request("GET", path, headers=MICROVERSION))["migrations"])
+
+
+async def migrations_of(client: Client, server_id: str) -> list[dict[str, Any]]:
+    """The server's migration records, newest first."""
+    path = f"/compute/v2.1/os-migrations?instance_uuid={server_id}"
+    return list((await client.request("GET", path))["migrations"])
+
+
+async def settled(client: Client, server_id: str) -> dict[str, Any]:
+    """The server once no task is in hand."""
+    async with asyncio.timeout(GUEST_DEADLINE):
+        while (server := await client.server(server_id))["OS-EXT-STS:task_state"] is not None:
+            await asyncio.sleep(0.2)
+    return server
+
+
+async def until_status(client: Client, server_id: str, status: str) -> dict[str, Any]:
+    async with asyncio.timeout(GUEST_DEADLINE):
+        while (server := await client.server(server_id))["status"] != status:
+            assert server["status"] != "ERROR", server
+            await asyncio.sleep(0.3)
+    return server
+
+
+async def test_a_real_guest_live_migrates_to_the_other_host_and_keeps_counting(two_hosts: TwoHosts) -> None:
+    client = two_hosts.client
+    body = {
+        "name": "counter",
+        "imageRef": (await client.request("GET", "/image/v2/images?name=test-guest"))["images"][0]["id"],
+        "flavorRef": "1",
+        "user_data": base64.b64encode(COUNTER_SCRIPT.encode()).decode(),
+    }
+    server_id = (await client.request("POST", "/compute/v2.1/servers", {"server": body}))["server"]["id"]
+    server = await until_status(client, server_id, "ACTIVE")
+    source = server["OS-EXT-SRV-ATTR:host"]
+    [dest] = set(two_hosts.nodes) - {source}
+    addresses = server["addresses"]
+    await counted_past(client, server_id, 1)
+
+    # a destination that cannot take it (no address for the guest's stream): it runs on here
+    migrator = two_hosts.nodes[dest].live_migrator
+    address, migrator.address = migrator.address, None
+    await client.servers.live_migrate(server_id, dest, wait=False)
+    server = await settled(client, server_id)
+    assert (server["status"], server["OS-EXT-SRV-ATTR:host"]) == ("ACTIVE", source), server
+    assert [m["status"] for m in await migrations_of(client, server_id)] == ["failed"]
+    migrator.address = address
+
+    # aborted while libvirt copies it: it runs on here, the destination keeps nothing of it
+    await client.servers.live_migrate(server_id, dest, wait=False)
+    async with asyncio.timeout(GUEST_DEADLINE):
+        while (
+            not (running := await server_migrations(client, server_id)) or running[0]["status"] != "running"
+        ):
+            await asyncio.sleep(0.1)
+    path = f"/compute/v2.1/servers/{server_id}/migrations/{running[0]['id']}"
+    await client.request("DELETE", path, headers=MICROVERSION)
+    server = await settled(client, server_id)
+    assert (server["status"], server["OS-EXT-SRV-ATTR:host"]) == ("ACTIVE", source), server
+    assert [m["status"] for m in await migrations_of(client, server_id)] == ["cancelled", "failed"]
+    async with asyncio.timeout(30):
+        while await two_hosts.nodes[dest].records.uuids() or await two_hosts.nodes[dest].hypervisor.domains():
+            await asyncio.sleep(0.2)
+    before = await counted_past(client, server_id, (await console_counts(client, server_id))[0][-1] + 1)
+    assert (await console_counts(client, server_id))[1].count(BOOTED) == 1
+
+    await client.servers.live_migrate(server_id, dest, wait=False)
+    seen_totals: list[int] = []
+    async with asyncio.timeout(GUEST_DEADLINE):
+        while (server := await client.server(server_id))["OS-EXT-STS:task_state"] is not None:
+            seen_totals += [m["memory_total_bytes"] or 0 for m in await server_migrations(client, server_id)]
+            await asyncio.sleep(0.2)
+    actions = await client.request("GET", f"/compute/v2.1/servers/{server_id}/os-instance-actions")
+    assert (server["status"], server["OS-EXT-SRV-ATTR:host"]) == ("ACTIVE", dest), (server, actions)
+
+    after = await counted_past(client, server_id, before[-1] + 2)  # the destination's console
+    assert after[0] > before[-1] - 2 and after == list(range(after[0], after[-1] + 1)), (before, after)
+    _, output = await console_counts(client, server_id)
+    assert BOOTED not in output  # no second boot
+    assert server["addresses"] == addresses
+    port = (await client.request("GET", f"/network/v2.0/ports?device_id={server_id}"))["ports"][0]
+    assert port["binding:host_id"] == dest
+    migrations = await migrations_of(client, server_id)
+    assert [m["status"] for m in migrations] == ["completed", "cancelled", "failed"], migrations
+    assert max(seen_totals, default=0) >= 500 * 2**20, seen_totals  # libvirt's job info, as it ran
+
+    conn = await asyncio.to_thread(libvirt.open, two_hosts.uris[dest])
+    try:
+        domain = conn.lookupByUUIDString(server_id)
+        assert domain.state()[0] == libvirt.VIR_DOMAIN_RUNNING
+        stats = domain.jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED)
+        assert 0 < stats["downtime"] < 10_000, stats  # ms, as libvirt measured it
+    finally:
+        conn.close()
+    async with asyncio.timeout(30):  # the source removes its domain and files once it moved
+        while await two_hosts.nodes[source].records.uuids():
+            await asyncio.sleep(0.2)
+    assert await two_hosts.nodes[source].hypervisor.domains() == []
+
+    await client.server_action(server_id, "delete", wait=True)
+    assert await two_hosts.nodes[dest].hypervisor.domains() == []
