@@ -47,7 +47,9 @@ groups and their rules (``SecurityGroups``, quotas of both), ports' ``security_g
 interfaces, extra routes), floating IPs (``FloatingIps``), their quotas, and
 ``NetForNodes.routers_for_host`` with ``ROUTERS_CHANGED``; 10 - ``InstancePorts.attach_port`` and
 ``detach_port``: one port of an instance made or bound, and given back (interface hot-plug); 11 -
-``InstancePorts.unbind_instance_ports`` (a shelved instance offloaded: its ports kept, bound to no host).
+``InstancePorts.unbind_instance_ports`` (a shelved instance offloaded: its ports kept, bound to no host);
+12 - ``NetForNodes.security_for_host`` takes ``arriving``: the ports of instances a live migration
+copies to the host are filtered there before their binding moves.
 
 Events (kind ``port``, project the port's, with the port as ``get_port`` shows it):
 ``port.bound`` (``allocate_for_instance``, one per port; ``attach_port``; ``dhcp_port`` when it
@@ -945,10 +947,13 @@ class NetForNodes(ServiceAPI, address="net.host.{host}", caller="host"):
         ...
 
     @call(idempotent=True)
-    async def security_for_host(self) -> HostSecurity:
+    async def security_for_host(self, *, arriving: list[Id] | None = None) -> HostSecurity:
         """What the calling host enforces: every
         instance port bound to it, with its groups' rules, and the members of the remote groups
-        those rules name (their ports on any host)."""
+        those rules name (their ports on any host); with ``arriving``, also the ports of those
+        instances, which live migrations are copying to it (still bound to their source: the
+        guest may resume here before its binding moves, and must be filtered from its first frame);
+        one that is neither on the calling host nor arriving there is left out."""
         ...
 
     @call(idempotent=True)

@@ -11,6 +11,8 @@ net actor's answer to ``NetForNodes.security_for_host``:
   hear), coalesced: one refresh runs, and the notices arriving meanwhile make one more;
 * synchronously in the build path, after the ports are allocated and plugged and before the
   domain starts (a new port's chains exist before its first frame), and after a delete;
+* when a live migration's destination prepares: the arriving instance's ports are enforced here
+  (``arriving``) while still bound to the source, before the guest can resume here;
 * after a NATS reconnect and every ``resync_interval`` (core NATS delivers a notice at most once).
 
 The taps and bridges come from the domain definitions the node stores: each bridged NIC is named
@@ -174,7 +176,7 @@ class SecurityGroups:
             log.warning("node %s: security groups not refreshed after %s: %s", self.host, why, exc)
 
     async def _apply(self) -> None:
-        security = await self.net.security_for_host()
+        security = await self.net.security_for_host(arriving=sorted(self.records.arriving))
         taps = plugged_taps(row["xml"] for row in await self.records.rows())
         nics = {
             port["port_id"]: (taps[tap], tap)

@@ -170,10 +170,18 @@ class NodePorts(NetForNodes):
             await self.state.publish("port.deleted", port)
         return bool(found)
 
-    async def security_for_host(self, *, host: str) -> HostSecurity:
-        """What ``host`` enforces: only its own instance ports (``api.net.NetForNodes``)."""
+    async def security_for_host(self, *, host: str, arriving: list[str] | None = None) -> HostSecurity:
+        """What ``host`` enforces: only its own instance ports, and those of the instances arriving
+        there (``api.net.NetForNodes``); an ``arriving`` instance that is not (any more) is left out."""
+        confirmed = []
+        for instance_uuid in arriving or []:
+            try:
+                await self.placements.on_host(instance_uuid, host, fresh=True, arriving=True)
+            except NotFound:
+                continue
+            confirmed.append(instance_uuid)
         await filters_from_now_on(self.state, host)
-        return await host_security(self.state.store, host)
+        return await host_security(self.state.store, host, confirmed)
 
     async def routers_for_host(self, *, host: str) -> HostRouters:
         """The routers ``host`` serves, which it serves from now on (``api.net.NetForNodes``)."""

@@ -8,7 +8,7 @@ number, the ports, the remote CIDR's network or the remote group.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from ipaddress import ip_network
 from typing import Any
 
@@ -311,13 +311,16 @@ async def filters_from_now_on(state: NetState, host: str) -> None:
             )
 
 
-async def host_security(db: Db, host: str) -> HostSecurity:
-    """What ``host`` enforces (``api.net.NetForNodes.security_for_host``): its instance ports, their
-    groups' rules, and the members of the remote groups those name."""
+async def host_security(db: Db, host: str, arriving: Sequence[str] = ()) -> HostSecurity:
+    """What ``host`` enforces (``api.net.NetForNodes.security_for_host``): its instance ports and
+    those of the ``arriving`` instances, their groups' rules, and the members of the remote groups
+    those name."""
+    devices = ", ".join("?" * len(arriving))
     ports = await db.fetchall(
         "SELECT id, network_id, mac_address, port_security_enabled FROM ports"
-        " WHERE binding_host = ? AND device_owner = ? ORDER BY rowid",
-        (host, COMPUTE_OWNER),
+        f" WHERE (binding_host = ?{f' OR device_id IN ({devices})' if arriving else ''})"
+        " AND device_owner = ? ORDER BY rowid",
+        (host, *arriving, COMPUTE_OWNER),
     )
     shown: list[PortSecurity] = []
     remote: set[str] = set()

@@ -37,6 +37,8 @@ from deploy.cluster import start_host_libvirtd
 from deploy.hosts import Hosts
 from deploy.testguest import TestGuest, build_test_guest, default_cache_dir, register_test_guest
 from node.actor import NodeActor
+from node.domain import tap_name
+from node.firewall import table_name
 from tests.conftest import ADMIN_PASSWORD
 
 GUEST_DEADLINE = 120.0
@@ -95,6 +97,16 @@ async def two_hosts(start_actor, config, gateway_url, test_guest) -> AsyncIterat
             for uuid in await node.records.uuids():
                 await node.builder.remove_domain(uuid)
         await hosts.close()
+
+
+async def nft_table(host: str) -> str:
+    """The bridge table of the node's security-group ruleset (empty if it has none)."""
+    process = await asyncio.create_subprocess_exec(
+        "nft", "list", "table", "bridge", table_name(host),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    output, _ = await process.communicate()
+    return output.decode()
 
 
 async def console_counts(client: Client, server_id: str) -> tuple[list[int], str]:
@@ -175,6 +187,10 @@ async def test_a_real_guest_live_migrates_to_the_other_host_and_keeps_counting(t
             not (running := await server_migrations(client, server_id)) or running[0]["status"] != "running"
         ):
             await asyncio.sleep(0.1)
+    # while the copy runs, the destination filters the arriving guest's tap (still bound to the source)
+    [port] = (await client.request("GET", f"/network/v2.0/ports?device_id={server_id}"))["ports"]
+    assert port["binding:host_id"] == source
+    assert tap_name(port["id"]) in await nft_table(dest) and tap_name(port["id"]) in await nft_table(source)
     path = f"/compute/v2.1/servers/{server_id}/migrations/{running[0]['id']}"
     await client.request("DELETE", path, headers=MICROVERSION)
     server = await settled(client, server_id)
