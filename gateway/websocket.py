@@ -2,7 +2,9 @@
 the REST API's requests on the same connection.
 
 ``GET /ws?kinds=instance,volume&ids=...&types=instance.active&since=SEQ`` with
-``X-Auth-Token`` (or ``?token=``), a WebSocket handshake. ``since`` is the last sequence the
+``X-Auth-Token`` (or ``?token=``, or, as a browser sends it, the subprotocols
+``aiostack.events, aiostack.token.<token>`` in ``Sec-WebSocket-Protocol``: the socket then
+answers ``aiostack.events``), a WebSocket handshake. ``since`` is the last sequence the
 client saw (``now`` by default, ``0`` for everything the stream keeps); ``since_time`` (ISO
 8601) starts at a time instead. The route is on the registry (``gateway.routing``) like every
 other: its query and the handshake's headers are checked before the socket opens, so a request
@@ -60,7 +62,7 @@ from yarl import URL
 
 from api.fields import Id
 from bus import BadMessage, Bus, Unauthorized, decode
-from gateway.http import BUS, LIMITS, TOKENS, context_of, error_body, service_of
+from gateway.http import BUS, EVENTS_PROTOCOL, LIMITS, TOKENS, context_of, error_body, service_of
 from gateway.metrics import EVENT_LAG, EVENT_PENDING
 from gateway.routing import Headers, Query, Reply, Routes, TimeParameter, given, moment
 
@@ -409,6 +411,16 @@ class Handshake(Headers):
         str, Meta(pattern="^[A-Za-z0-9+/]{21}[AQgw]==$", description="16 random bytes in base64.")
     ] = msgspec.field(name="Sec-WebSocket-Key")
     version: Literal["13"] = msgspec.field(name="Sec-WebSocket-Version")
+    protocols: (
+        Annotated[
+            str,
+            Meta(
+                max_length=9000,
+                description="aiostack.events, aiostack.token.<token>: the token where no header can go.",
+            ),
+        ]
+        | UnsetType
+    ) = msgspec.field(default=UNSET, name="Sec-WebSocket-Protocol")
 
 
 class BadFrame(Exception):
@@ -598,7 +610,7 @@ async def _event_socket(request: web.Request, query: EventQuery) -> web.WebSocke
         subscriber.cursor = hub.ring[-1].seq if hub.ring else hub.started_after
         subscriber.catching_up = False
     hub.subscribers.add(subscriber)  # before the handshake answer: no event after it is missed
-    ws = web.WebSocketResponse(heartbeat=30, max_msg_size=1 << 20)
+    ws = web.WebSocketResponse(heartbeat=30, max_msg_size=1 << 20, protocols=(EVENTS_PROTOCOL,))
     relay = RequestRelay(ws, request)
     tasks: list[asyncio.Task[None]] = []
     try:

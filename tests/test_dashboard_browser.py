@@ -1,0 +1,192 @@
+"""The web dashboard in a real headless Chromium (Debian's ``chromium``, driven by Playwright), on a
+real cloud and gateway: a server is launched, followed to ACTIVE, stopped, resumed after its event
+socket was cut, and deleted, all from the page, which makes no REST request while states change.
+
+Screenshots of each step are kept in the test's pytest temporary directory, under
+``dashboard-screenshots`` (pytest keeps the last three runs' directories; the path is logged).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import aiohttp
+import pytest
+from aiohttp import WSCloseCode, web
+from aiohttp.test_utils import TestServer
+from playwright.async_api import Page, Request, async_playwright, expect
+
+from bus import Bus
+from gateway.app import create_app
+from gateway.websocket import SOCKET_COUNTS, SOCKETS
+from runtime.config import Config
+from tests.conftest import ADMIN_PASSWORD
+from tests.helpers import DEMO_PASSWORD, Api
+
+log = logging.getLogger(__name__)
+
+CHROMIUM = "/usr/bin/chromium"
+STATE_TIMEOUT_MS = 30_000
+
+
+@pytest.fixture
+async def gateway(config: Config, cloud) -> AsyncIterator[tuple[str, web.Application]]:
+    """The gateway on a loopback HTTP server, with its app (to cut the page's event socket)."""
+    gateway_bus = await Bus.connect(config.nats_url, prefix=config.prefix, name="gateway")
+    app = create_app(gateway_bus)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        yield str(server.make_url("")).rstrip("/"), app
+    finally:
+        await server.close()
+        await gateway_bus.close()
+
+
+class Requests:
+    """Every HTTP request the page makes (its document and assets too), as ``METHOD /path``."""
+
+    def __init__(self, page: Page) -> None:
+        self.made: list[str] = []
+        page.on("request", self.record)
+
+    def record(self, request: Request) -> None:
+        self.made.append(f"{request.method} {urlsplit(request.url).path}")
+
+    def since(self, mark: int) -> list[str]:
+        return self.made[mark:]
+
+
+async def cut_and_hold(app: web.Application) -> str:
+    """Close the page's event socket from the gateway's side and refuse its user another one (429)
+    until ``release``: the user whose sockets are held."""
+    counts = app[SOCKET_COUNTS]
+    (user,) = counts.held
+    counts.held[user] += 10_000
+    for ws in list(app[SOCKETS]):
+        await ws.close(code=WSCloseCode.SERVICE_RESTART, message=b"test: cut")
+    return user
+
+
+def release(app: web.Application, user: str) -> None:
+    app[SOCKET_COUNTS].held[user] -= 10_000
+
+
+async def second_project_with_a_server(api: Api) -> str:
+    """Make demo a member of a second project (``second``) holding an ACTIVE server, other-1."""
+    await api.login("admin", ADMIN_PASSWORD, "admin")
+    status, created = await api.post("/identity/v3/projects", {"project": {"name": "second"}})
+    assert status == 201, created
+    _, users = await api.get("/identity/v3/users?name=demo")
+    grant = f"/identity/v3/projects/{created['project']['id']}/users/{users['users'][0]['id']}/roles/member"
+    assert (await api.put(grant))[0] == 204
+    await api.login(project="second")
+    server_id = await api.boot_tiny("other-1")
+    await wait_for_status(api, server_id, "ACTIVE")
+    return server_id
+
+
+async def wait_for_status(api: Api, server_id: str, status: str) -> None:
+    async with asyncio.timeout(30):
+        while (await api.get(f"/compute/v2.1/servers/{server_id}"))[1]["server"]["status"] != status:
+            await asyncio.sleep(0.1)
+
+
+async def test_the_dashboard_follows_a_server_live_without_polling(
+    gateway: tuple[str, web.Application], tmp_path: Path
+) -> None:
+    url, app = gateway
+    shots = tmp_path / "dashboard-screenshots"
+    log.info("dashboard screenshots: %s", shots)
+    async with aiohttp.ClientSession() as session, async_playwright() as playwright:
+        api = Api(session, url)
+        other_server = await second_project_with_a_server(api)
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM)
+        try:
+            page = await browser.new_page()
+            requests = Requests(page)
+            await page.goto(url)
+            form = page.locator("#login-form")
+            await expect(form.get_by_label("User")).to_be_focused()  # the keyboard alone logs in
+            for text in ("demo", DEMO_PASSWORD, None, "demo"):
+                if text is not None:
+                    await page.keyboard.type(text)
+                await page.keyboard.press("Tab")
+            await expect(form.get_by_role("button", name="Log in")).to_be_focused()
+            await page.keyboard.press("Enter")
+            await expect(page.locator("#link-state")).to_have_text("live")
+            await expect(page.locator("#no-instances")).to_be_visible()
+            await page.screenshot(path=shots / "1-instances.png", full_page=True)
+            token = await page.evaluate("JSON.parse(sessionStorage.getItem('aiostack.session')).token")
+            assert token and not any(token in made for made in requests.made)
+
+            await page.get_by_role("button", name="Launch instance").click()
+            await page.get_by_label("Name").fill("web-1")
+            await page.get_by_label("Image").select_option(label="aiostack-tiny")
+            await page.get_by_label("Flavor").select_option(value="1")
+            mark = len(requests.made)
+            await page.get_by_role("button", name="Launch", exact=True).click()
+            row = page.locator("#instance-rows tr", has_text="web-1")
+            await expect(row.locator("[data-field=status]")).to_have_text("ACTIVE", timeout=STATE_TIMEOUT_MS)
+            assert requests.since(mark) == ["POST /compute/v2.1/servers"]
+            server_id = await row.get_attribute("data-id")
+            assert await page.locator("#announcer").text_content() == "Instance web-1 is now ACTIVE."
+            await page.screenshot(path=shots / "2-active.png", full_page=True)
+
+            await row.get_by_role("link", name="web-1").click()
+            await expect(page.locator("#detail-title")).to_have_text("web-1")
+            mark = len(requests.made)
+            await page.get_by_role("button", name="Show console log").click()
+            await expect(page.locator("#console-log")).to_be_visible()
+            await expect(page.locator("#console-log")).not_to_be_empty()  # test driver: it says it has none
+            assert f"POST /compute/v2.1/servers/{server_id}/action" in requests.since(mark)
+            await expect(page.locator("#timeline li")).not_to_have_count(0)
+            await page.screenshot(path=shots / "3-console.png", full_page=True)
+
+            actions = page.locator("#detail-actions")
+            mark = len(requests.made)
+            await actions.get_by_role("button", name="Stop web-1").click()
+            await expect(page.locator("#detail-status")).to_have_text("SHUTOFF", timeout=STATE_TIMEOUT_MS)
+            assert requests.since(mark) == [f"POST /compute/v2.1/servers/{server_id}/action"]
+            await page.screenshot(path=shots / "4-shutoff.png", full_page=True)
+
+            # the socket is cut and refused while the server is started behind the page's back:
+            # once back, the page resumes after the last event it saw and shows what it missed
+            mark = len(requests.made)
+            user = await cut_and_hold(app)
+            await expect(page.locator("#link-state")).to_have_text("reconnecting")
+            await api.login()
+            status, _ = await api.post(f"/compute/v2.1/servers/{server_id}/action", {"os-start": None})
+            assert status == 202
+            await wait_for_status(api, server_id, "ACTIVE")
+            assert await page.locator("#detail-status").text_content() == "SHUTOFF"
+            release(app, user)
+            await expect(page.locator("#detail-status")).to_have_text("ACTIVE", timeout=STATE_TIMEOUT_MS)
+            await expect(page.locator("#link-state")).to_have_text("live")
+            assert requests.since(mark) == []
+
+            mark = len(requests.made)
+            page.once("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+            await actions.get_by_role("button", name="Delete web-1").click()
+            await expect(page.locator("#detail-status")).to_have_text("DELETED", timeout=STATE_TIMEOUT_MS)
+            await page.get_by_role("link", name="All instances").click()
+            await expect(page.locator("#no-instances")).to_be_visible()
+            assert requests.since(mark) == [f"DELETE /compute/v2.1/servers/{server_id}"]
+            await page.screenshot(path=shots / "5-deleted.png", full_page=True)
+            assert requests.made.count("GET /compute/v2.1/servers/detail") == 1  # the initial load only
+
+            await page.locator("#project-switch").select_option(label="second")
+            other = page.locator("#instance-rows tr", has_text="other-1")
+            await expect(other.locator("[data-field=status]")).to_have_text(
+                "ACTIVE", timeout=STATE_TIMEOUT_MS
+            )
+            assert await other.get_attribute("data-id") == other_server
+            await expect(page.locator("#link-state")).to_have_text("live")
+            assert requests.made.count("GET /compute/v2.1/servers/detail") == 2  # the new project's
+            await page.screenshot(path=shots / "6-second-project.png", full_page=True)
+        finally:
+            await browser.close()
