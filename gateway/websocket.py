@@ -82,6 +82,9 @@ EVENT_QUEUE_LIMIT = web.AppKey("event_queue_limit", int)
 SOCKETS = web.AppKey("event_sockets", weakref.WeakSet)
 LOOPBACK = web.AppKey("loopback_session", aiohttp.ClientSession)
 
+PROTOCOLS_LENGTH = 4096
+"""The longest ``Sec-WebSocket-Protocol`` taken (a token is a few hundred characters; aiohttp refuses
+a header field over 8190 bytes before any route sees it)."""
 REQUEST_LIMIT = 64  # request frames in flight per socket
 REQUEST_TIMEOUT = 300.0
 LOOPBACK_CONNECTIONS = 256
@@ -411,11 +414,16 @@ class Handshake(Headers):
         str, Meta(pattern="^[A-Za-z0-9+/]{21}[AQgw]==$", description="16 random bytes in base64.")
     ] = msgspec.field(name="Sec-WebSocket-Key")
     version: Literal["13"] = msgspec.field(name="Sec-WebSocket-Version")
+
+
+class EventHandshake(Handshake):
+    """The event socket's handshake: a browser's WebSocket carries its token in the subprotocols."""
+
     protocols: (
         Annotated[
             str,
             Meta(
-                max_length=9000,
+                max_length=PROTOCOLS_LENGTH,
                 description="aiostack.events, aiostack.token.<token>: the token where no header can go.",
             ),
         ]
@@ -571,7 +579,7 @@ routes = Routes()
     "/ws",
     "The event socket, which also carries requests",
     query=EventQuery,
-    headers=Handshake,
+    headers=EventHandshake,
     policy="events:read",
     token_in_query=True,
     replies=[
@@ -590,7 +598,9 @@ routes = Routes()
     ],
     errors=(429,),
 )
-async def events_socket(request: web.Request, query: EventQuery, headers: Handshake) -> web.WebSocketResponse:
+async def events_socket(
+    request: web.Request, query: EventQuery, headers: EventHandshake
+) -> web.WebSocketResponse:
     """A request that does not upgrade (no WebSocket handshake) is a 400, as is a bad query; 429:
     the user has as many sockets open as one user may (``Limits.sockets_per_user``)."""
     ctx = context_of(request)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -90,6 +91,19 @@ async def second_project_with_a_server(api: Api) -> str:
     return server_id
 
 
+async def available_volume(api: Api, name: str) -> str:
+    """A new 1 GiB volume of demo's project, once available: its id."""
+    await api.login()
+    path = f"/volume/v3/{api.project_id}/volumes"
+    status, created = await api.post(path, {"volume": {"size": 1, "name": name}})
+    assert status == 202, created
+    volume_id = str(created["volume"]["id"])
+    async with asyncio.timeout(30):
+        while (await api.get(f"{path}/{volume_id}"))[1]["volume"]["status"] != "available":
+            await asyncio.sleep(0.1)
+    return volume_id
+
+
 async def wait_for_status(api: Api, server_id: str, status: str) -> None:
     async with asyncio.timeout(30):
         while (await api.get(f"/compute/v2.1/servers/{server_id}"))[1]["server"]["status"] != status:
@@ -105,6 +119,7 @@ async def test_the_dashboard_follows_a_server_live_without_polling(
     async with aiohttp.ClientSession() as session, async_playwright() as playwright:
         api = Api(session, url)
         other_server = await second_project_with_a_server(api)
+        volume = await available_volume(api, "data-1")
         browser = await playwright.chromium.launch(executable_path=CHROMIUM)
         try:
             page = await browser.new_page()
@@ -128,6 +143,7 @@ async def test_the_dashboard_follows_a_server_live_without_polling(
             await page.get_by_label("Name").fill("web-1")
             await page.get_by_label("Image").select_option(label="aiostack-tiny")
             await page.get_by_label("Flavor").select_option(value="1")
+            await page.get_by_label("Volume to attach").select_option(value=volume)
             mark = len(requests.made)
             await page.get_by_role("button", name="Launch", exact=True).click()
             row = page.locator("#instance-rows tr", has_text="web-1")
@@ -145,6 +161,8 @@ async def test_the_dashboard_follows_a_server_live_without_polling(
             await expect(page.locator("#console-log")).not_to_be_empty()  # test driver: it says it has none
             assert f"POST /compute/v2.1/servers/{server_id}/action" in requests.since(mark)
             await expect(page.locator("#timeline li")).not_to_have_count(0)
+            await expect(page.locator("#volumes li")).to_have_text([re.compile(volume)])
+            await expect(page.locator("#ports tr")).to_have_count(1)
             await page.screenshot(path=shots / "3-console.png", full_page=True)
 
             actions = page.locator("#detail-actions")
@@ -152,6 +170,7 @@ async def test_the_dashboard_follows_a_server_live_without_polling(
             await actions.get_by_role("button", name="Stop web-1").click()
             await expect(page.locator("#detail-status")).to_have_text("SHUTOFF", timeout=STATE_TIMEOUT_MS)
             assert requests.since(mark) == [f"POST /compute/v2.1/servers/{server_id}/action"]
+            await expect(page.locator("#events li").first).to_have_text(re.compile(r"instance\.shutoff$"))
             await page.screenshot(path=shots / "4-shutoff.png", full_page=True)
 
             # the socket is cut and refused while the server is started behind the page's back:

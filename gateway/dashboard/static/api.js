@@ -120,7 +120,8 @@ export class Api {
       const page = await this.get(path);
       servers.push(...page.servers);
       const next = (page.servers_links || []).find((link) => link.rel === "next");
-      path = next ? new URL(next.href, location.href).pathname + new URL(next.href, location.href).search : null;
+      const nextUrl = next ? new URL(next.href, location.href) : null;
+      path = nextUrl ? nextUrl.pathname + nextUrl.search : null;
     }
     return servers;
   }

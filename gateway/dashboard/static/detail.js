@@ -19,10 +19,20 @@ export class DetailPage {
     this.buttons = actionButtons(app, () => this.instance());
     $("detail-actions").append(...this.buttons.map(({ button }) => button));
     app.store.subscribe((change) => {
-      if (this.id && (change.kind === "reset" || change.instance.id === this.id)) this.fill();
+      if (!this.id || (change.kind !== "reset" && change.instance.id !== this.id)) return;
+      this.fill();
+      if (change.event) this.record(change.event);
     });
     $("console-show").addEventListener("click", () => this.showConsole());
     $("timeline-refresh").addEventListener("click", () => this.loadTimeline());
+  }
+
+  /** Note an event of this instance in the page's list of the events it saw (the latest 50). */
+  record(event) {
+    const list = $("events");
+    const when = new Date(event.ts * 1000).toISOString().replace(/\.\d+Z$/, "Z");
+    list.prepend(item(`${when} ${event.type}`));
+    while (list.children.length > 50) list.lastElementChild.remove();
   }
 
   instance() {
@@ -33,7 +43,7 @@ export class DetailPage {
     this.id = id;
     $("console-log").hidden = true;
     $("console-log").textContent = "";
-    for (const list of ["timeline", "ports", "volumes"]) $(list).replaceChildren();
+    for (const list of ["timeline", "events", "ports", "volumes"]) $(list).replaceChildren();
     this.fill();
     $("detail-title").focus();
     await Promise.all([this.loadTimeline(), this.loadPorts(), this.loadVolumes()]);

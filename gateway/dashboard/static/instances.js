@@ -150,11 +150,12 @@ export class InstancesPage {
           api.get("/network/v2.0/networks"),
           api.get("/compute/v2.1/os-keypairs"),
           api.get(`/network/v2.0/security-groups?project_id=${this.app.session.project.id}`),
+          api.get(`/volume/v3/${this.app.session.project.id}/volumes/detail?status=available`),
         ]),
       null,
     );
     if (!loaded) return;
-    const [images, flavors, networks, keypairs, groups] = loaded;
+    const [images, flavors, networks, keypairs, groups, volumes] = loaded;
     fillSelect($("launch-image"), images.images, (image) => [image.id, image.name]);
     fillSelect($("launch-flavor"), flavors.flavors, (flavor) => [
       flavor.id,
@@ -165,6 +166,12 @@ export class InstancesPage {
       $("launch-keypair"),
       keypairs.keypairs.map((entry) => entry.keypair),
       (keypair) => [keypair.name, keypair.name],
+      "None",
+    );
+    fillSelect(
+      $("launch-volume"),
+      volumes.volumes,
+      (volume) => [volume.id, `${volume.name || volume.id} (${volume.size} GiB)`],
       "None",
     );
     const fieldset = $("launch-groups");
@@ -196,6 +203,11 @@ export class InstancesPage {
     if (data.get("keypair")) server.key_name = data.get("keypair");
     const groups = data.getAll("security_group");
     if (groups.length) server.security_groups = groups.map((name) => ({ name }));
+    if (data.get("volume")) {
+      server.block_device_mapping_v2 = [
+        { source_type: "volume", destination_type: "volume", uuid: data.get("volume"), boot_index: -1 },
+      ];
+    }
     const created = await this.app.attempt(
       () => this.app.api.post("/compute/v2.1/servers", { server }),
       `Launching ${server.name}`,

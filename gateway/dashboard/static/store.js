@@ -42,7 +42,8 @@ export class InstanceStore {
     this.listeners = new Set();
   }
 
-  /** Tell ``listener(change)`` of every change: {kind: "reset"} or {kind: "put"|"gone", instance, before}. */
+  /** Tell ``listener(change)`` of every change: {kind: "reset"} or {kind: "put"|"gone", instance,
+   * before, event} (``event``: the stream's event that made it, none for the page's own guess). */
   subscribe(listener) {
     this.listeners.add(listener);
     return () => this.listeners.delete(listener);
@@ -79,12 +80,12 @@ export class InstanceStore {
     if (event.type === "instance.deleted") {
       if (!before) return;
       this.instances.delete(event.id);
-      this.emit({ kind: "gone", instance: before, before });
+      this.emit({ kind: "gone", instance: before, before, event });
       return;
     }
     const instance = fromEvent(event.state);
     this.instances.set(instance.id, instance);
-    this.emit({ kind: "put", instance, before });
+    this.emit({ kind: "put", instance, before, event });
   }
 
   /** An instance the page itself just asked for (its create answered): shown until its events come. */
