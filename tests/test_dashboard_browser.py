@@ -140,12 +140,13 @@ async def test_the_dashboard_follows_a_server_live_without_polling(
             assert token and not any(token in made for made in requests.made)
 
             await page.get_by_role("button", name="Launch instance").click()
-            await page.get_by_label("Name").fill("web-1")
-            await page.get_by_label("Image").select_option(label="aiostack-tiny")
-            await page.get_by_label("Flavor").select_option(value="1")
-            await page.get_by_label("Volume to attach").select_option(value=volume)
+            launch = page.locator("#launch-form")
+            await launch.get_by_label("Name").fill("web-1")
+            await launch.get_by_label("Image").select_option(label="aiostack-tiny")
+            await launch.get_by_label("Flavor").select_option(value="1")
+            await launch.get_by_label("Volume to attach").select_option(value=volume)
             mark = len(requests.made)
-            await page.get_by_role("button", name="Launch", exact=True).click()
+            await launch.get_by_role("button", name="Launch", exact=True).click()
             row = page.locator("#instance-rows tr", has_text="web-1")
             await expect(row.locator("[data-field=status]")).to_have_text("ACTIVE", timeout=STATE_TIMEOUT_MS)
             assert requests.since(mark) == ["POST /compute/v2.1/servers"]
@@ -207,5 +208,54 @@ async def test_the_dashboard_follows_a_server_live_without_polling(
             await expect(page.locator("#link-state")).to_have_text("live")
             assert requests.made.count("GET /compute/v2.1/servers/detail") == 2  # the new project's
             await page.screenshot(path=shots / "6-second-project.png", full_page=True)
+        finally:
+            await browser.close()
+
+
+async def test_the_images_page_uploads_with_progress_and_follows_image_events(
+    gateway: tuple[str, web.Application], tmp_path: Path
+) -> None:
+    url, _ = gateway
+    shots = tmp_path / "dashboard-screenshots"
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM)
+        try:
+            page = await browser.new_page()
+            requests = Requests(page)
+            await page.goto(url)
+            form = page.locator("#login-form")
+            await form.get_by_label("User").fill("demo")
+            await form.get_by_label("Password").fill(DEMO_PASSWORD)
+            await form.get_by_label("Project").fill("demo")
+            await form.get_by_role("button", name="Log in").click()
+            await expect(page.locator("#link-state")).to_have_text("live")
+            await page.get_by_role("navigation", name="Pages").get_by_role("link", name="Images").click()
+            rows = page.locator("#image-rows tr")
+            tiny = rows.filter(has_text="aiostack-tiny")
+            await expect(tiny.locator("[data-field=status]")).to_have_text("active")
+
+            upload = page.locator("#upload-form")
+            await upload.get_by_label("Name").fill("blob")
+            await upload.get_by_label("Disk format").select_option("raw")
+            data = bytes(range(256)) * 1024
+            await upload.get_by_label("File").set_input_files(
+                files=[{"name": "blob.raw", "mimeType": "application/octet-stream", "buffer": data}]
+            )
+            mark = len(requests.made)
+            await upload.get_by_role("button", name="Upload").click()
+            blob = rows.filter(has_text="blob")
+            await expect(blob.locator("[data-field=status]")).to_have_text("active", timeout=STATE_TIMEOUT_MS)
+            await expect(blob.locator("[data-field=size]")).to_have_text("256.0 KiB")
+            await expect(page.locator("#upload-progress")).to_have_attribute("value", "100")
+            image_id = await blob.get_attribute("data-id")
+            assert requests.since(mark) == ["POST /image/v2/images", f"PUT /image/v2/images/{image_id}/file"]
+            await page.screenshot(path=shots / "images.png", full_page=True)
+
+            mark = len(requests.made)
+            page.once("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+            await blob.get_by_role("button", name="Delete image blob").click()
+            await expect(blob).to_have_count(0)
+            assert requests.since(mark) == [f"DELETE /image/v2/images/{image_id}"]
+            assert requests.made.count("GET /image/v2/images") == 1  # the listing, read once
         finally:
             await browser.close()

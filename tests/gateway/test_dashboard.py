@@ -21,6 +21,7 @@ ASSETS = {
     "/dashboard/store.js": "text/javascript",
     "/dashboard/instances.js": "text/javascript",
     "/dashboard/detail.js": "text/javascript",
+    "/dashboard/images.js": "text/javascript",
     "/dashboard/style.css": "text/css",
 }
 

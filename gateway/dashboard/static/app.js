@@ -4,11 +4,12 @@
 import { Api, forgetSession, isAdmin, loadSession, login, rescope } from "./api.js";
 import { DetailPage } from "./detail.js";
 import { EventStream } from "./events.js";
+import { ImagesPage } from "./images.js";
 import { InstancesPage } from "./instances.js";
 import { InstanceStore } from "./store.js";
 
 const $ = (id) => document.getElementById(id);
-const VIEWS = ["login-view", "instances-view", "detail-view"];
+const VIEWS = ["login-view", "instances-view", "images-view", "detail-view"];
 
 class App {
   constructor() {
@@ -18,6 +19,7 @@ class App {
     this.store = new InstanceStore();
     this.instancesPage = new InstancesPage(this);
     this.detailPage = new DetailPage(this);
+    this.imagesPage = new ImagesPage(this);
     $("login-form").addEventListener("submit", (event) => {
       event.preventDefault();
       this.logIn();
@@ -35,10 +37,15 @@ class App {
 
   show(view) {
     for (const name of VIEWS) $(name).hidden = name !== view;
+    for (const link of document.querySelectorAll("#pages a")) {
+      if (`${link.dataset.page}-view` === view) link.setAttribute("aria-current", "page");
+      else link.removeAttribute("aria-current");
+    }
   }
 
   showLogin() {
     $("session").hidden = true;
+    $("pages").hidden = true;
     this.show("login-view");
     $("login-user").focus();
   }
@@ -89,6 +96,7 @@ class App {
     this.session = null;
     forgetSession();
     this.store.unload();
+    this.imagesPage.unload();
     this.showLogin();
   }
 
@@ -105,16 +113,21 @@ class App {
     this.session = session;
     this.api = new Api(session);
     this.store.unload();
+    this.imagesPage.unload();
     document.body.classList.toggle("admin", isAdmin(session));
     $("who").textContent = `${session.user.name}`;
     $("session").hidden = false;
+    $("pages").hidden = false;
     this.fillProjects();
-    const query = { kinds: "instance" };
+    const query = { kinds: "instance,image" };
     if (isAdmin(session)) query.project = session.project.id;
     this.stream = new EventStream(
       session.token,
       {
-        onEvent: (event) => this.store.apply(event),
+        onEvent: (event) => {
+          this.store.apply(event);
+          this.imagesPage.apply(event);
+        },
         onSubscribed: () => this.loadIfNeeded(),
         onState: (state) => this.linkState(state),
         onExpired: () => this.store.unload(),
@@ -164,6 +177,10 @@ class App {
     if (match) {
       this.show("detail-view");
       this.detailPage.show(match[1]);
+    } else if (location.hash === "#/images") {
+      this.show("images-view");
+      $("images-title").focus();
+      this.imagesPage.show();
     } else {
       this.show("instances-view");
       $("instances-title").focus();
