@@ -19,6 +19,8 @@ import aiohttp
 import pytest
 from aiohttp import WSCloseCode, web
 from aiohttp.test_utils import TestServer
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from playwright.async_api import Page, Request, async_playwright, expect
 
 from bus import Bus
@@ -212,7 +214,7 @@ async def test_the_dashboard_follows_a_server_live_without_polling(
             await browser.close()
 
 
-async def test_the_images_page_uploads_with_progress_and_follows_image_events(
+async def test_the_images_page_uploads_with_progress_and_the_key_pairs_page_makes_keys(
     gateway: tuple[str, web.Application], tmp_path: Path
 ) -> None:
     url, _ = gateway
@@ -257,5 +259,30 @@ async def test_the_images_page_uploads_with_progress_and_follows_image_events(
             await expect(blob).to_have_count(0)
             assert requests.since(mark) == [f"DELETE /image/v2/images/{image_id}"]
             assert requests.made.count("GET /image/v2/images") == 1  # the listing, read once
+
+            await page.get_by_role("navigation", name="Pages").get_by_role("link", name="Key pairs").click()
+            keys = page.locator("#keypair-form")
+            await keys.get_by_label("Name").fill("generated")
+            await keys.get_by_role("button", name="Create key pair").click()
+            await expect(page.get_by_label("Private key (shown once: save it now)")).to_have_value(
+                re.compile("PRIVATE KEY")
+            )
+            async with page.expect_download() as saving:
+                await page.get_by_role("link", name="Save the private key").click()
+            saved = await saving.value
+            assert saved.suggested_filename == "generated.pem"
+            assert "PRIVATE KEY" in Path(await saved.path()).read_text()
+            public = (
+                Ed25519PrivateKey.generate().public_key().public_bytes(Encoding.OpenSSH, PublicFormat.OpenSSH)
+            )
+            await keys.get_by_label("Name").fill("imported")
+            await keys.get_by_label("Public key to import (empty: generate one)").fill(public.decode())
+            await keys.get_by_role("button", name="Create key pair").click()
+            await expect(page.locator("#keypair-rows th")).to_have_text(["generated", "imported"])
+            await expect(page.locator("#private-key")).to_be_hidden()
+            await page.screenshot(path=shots / "keypairs.png", full_page=True)
+            page.once("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+            await page.get_by_role("button", name="Delete key pair generated").click()
+            await expect(page.locator("#keypair-rows th")).to_have_text(["imported"])
         finally:
             await browser.close()

@@ -22,6 +22,7 @@ ASSETS = {
     "/dashboard/instances.js": "text/javascript",
     "/dashboard/detail.js": "text/javascript",
     "/dashboard/images.js": "text/javascript",
+    "/dashboard/keypairs.js": "text/javascript",
     "/dashboard/style.css": "text/css",
 }
 
@@ -48,7 +49,7 @@ async def test_a_browser_asking_for_the_root_gets_the_page_with_no_inline_script
     assert "<style" not in page and " style=" not in page
     assert not re.search(r"<[^>]+\son[a-z]+=", page)  # no inline event handler either
     labelled = set(re.findall(r'<label for="([^"]+)"', page))
-    fields = set(re.findall(r'<(?:input|select)[^>]*\bid="([^"]+)"', page))
+    fields = set(re.findall(r'<(?:input|select|textarea|progress)[^>]*\bid="([^"]+)"', page))
     assert fields and fields <= labelled  # every field has its label
     for path in re.findall(r'(?:src|href)="(/dashboard/[^"]+)"', page):
         assert path in ASSETS

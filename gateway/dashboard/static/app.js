@@ -6,10 +6,11 @@ import { DetailPage } from "./detail.js";
 import { EventStream } from "./events.js";
 import { ImagesPage } from "./images.js";
 import { InstancesPage } from "./instances.js";
+import { KeypairsPage } from "./keypairs.js";
 import { InstanceStore } from "./store.js";
 
 const $ = (id) => document.getElementById(id);
-const VIEWS = ["login-view", "instances-view", "images-view", "detail-view"];
+const VIEWS = ["login-view", "instances-view", "images-view", "keypairs-view", "detail-view"];
 
 class App {
   constructor() {
@@ -20,6 +21,7 @@ class App {
     this.instancesPage = new InstancesPage(this);
     this.detailPage = new DetailPage(this);
     this.imagesPage = new ImagesPage(this);
+    this.keypairsPage = new KeypairsPage(this);
     $("login-form").addEventListener("submit", (event) => {
       event.preventDefault();
       this.logIn();
@@ -181,6 +183,10 @@ class App {
       this.show("images-view");
       $("images-title").focus();
       this.imagesPage.show();
+    } else if (location.hash === "#/keypairs") {
+      this.show("keypairs-view");
+      $("keypairs-title").focus();
+      this.keypairsPage.show();
     } else {
       this.show("instances-view");
       $("instances-title").focus();
