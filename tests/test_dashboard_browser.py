@@ -214,7 +214,7 @@ async def test_the_dashboard_follows_a_server_live_without_polling(
             await browser.close()
 
 
-async def test_the_images_page_uploads_with_progress_and_the_key_pairs_page_makes_keys(
+async def test_the_images_volumes_and_key_pairs_pages(
     gateway: tuple[str, web.Application], tmp_path: Path
 ) -> None:
     url, _ = gateway
@@ -231,6 +231,7 @@ async def test_the_images_page_uploads_with_progress_and_the_key_pairs_page_make
             await form.get_by_label("Project").fill("demo")
             await form.get_by_role("button", name="Log in").click()
             await expect(page.locator("#link-state")).to_have_text("live")
+            project = await page.evaluate("JSON.parse(sessionStorage.getItem('aiostack.session')).project.id")
             await page.get_by_role("navigation", name="Pages").get_by_role("link", name="Images").click()
             rows = page.locator("#image-rows tr")
             tiny = rows.filter(has_text="aiostack-tiny")
@@ -284,5 +285,29 @@ async def test_the_images_page_uploads_with_progress_and_the_key_pairs_page_make
             page.once("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
             await page.get_by_role("button", name="Delete key pair generated").click()
             await expect(page.locator("#keypair-rows th")).to_have_text(["imported"])
+
+            mark = len(requests.made)
+            await page.get_by_role("navigation", name="Pages").get_by_role("link", name="Volumes").click()
+            await expect(page.locator("#volumes-title")).to_be_focused()
+            volumes = page.locator("#volume-form")
+            await volumes.get_by_label("Name").fill("vol-1")
+            await volumes.get_by_label("Size (GiB)").fill("2")
+            await volumes.get_by_role("button", name="Create volume").click()
+            made = page.locator("#volume-rows tr", has_text="vol-1")
+            await expect(made.locator("[data-field=status]")).to_have_text(
+                "available", timeout=STATE_TIMEOUT_MS
+            )
+            await expect(made.locator("[data-field=size]")).to_have_text("2 GiB")
+            assert requests.since(mark) == [
+                f"GET /volume/v3/{project}/volumes/detail",
+                f"POST /volume/v3/{project}/volumes",
+            ]
+            volume_id = await made.get_attribute("data-id")
+            page.once("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+            mark = len(requests.made)
+            await made.get_by_role("button", name="Delete volume vol-1").click()
+            await expect(made).to_have_count(0, timeout=STATE_TIMEOUT_MS)
+            assert requests.since(mark) == [f"DELETE /volume/v3/{project}/volumes/{volume_id}"]
+            await page.screenshot(path=shots / "volumes.png", full_page=True)
         finally:
             await browser.close()

@@ -23,6 +23,8 @@ ASSETS = {
     "/dashboard/detail.js": "text/javascript",
     "/dashboard/images.js": "text/javascript",
     "/dashboard/keypairs.js": "text/javascript",
+    "/dashboard/live.js": "text/javascript",
+    "/dashboard/volumes.js": "text/javascript",
     "/dashboard/style.css": "text/css",
 }
 

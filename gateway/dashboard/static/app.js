@@ -7,10 +7,11 @@ import { EventStream } from "./events.js";
 import { ImagesPage } from "./images.js";
 import { InstancesPage } from "./instances.js";
 import { KeypairsPage } from "./keypairs.js";
+import { VolumesPage } from "./volumes.js";
 import { InstanceStore } from "./store.js";
 
 const $ = (id) => document.getElementById(id);
-const VIEWS = ["login-view", "instances-view", "images-view", "keypairs-view", "detail-view"];
+const VIEWS = ["login-view", "instances-view", "images-view", "volumes-view", "keypairs-view", "detail-view"];
 
 class App {
   constructor() {
@@ -22,6 +23,7 @@ class App {
     this.detailPage = new DetailPage(this);
     this.imagesPage = new ImagesPage(this);
     this.keypairsPage = new KeypairsPage(this);
+    this.volumesPage = new VolumesPage(this);
     $("login-form").addEventListener("submit", (event) => {
       event.preventDefault();
       this.logIn();
@@ -98,7 +100,8 @@ class App {
     this.session = null;
     forgetSession();
     this.store.unload();
-    this.imagesPage.unload();
+    this.imagesPage.images.unload();
+    this.volumesPage.volumes.unload();
     this.showLogin();
   }
 
@@ -115,20 +118,22 @@ class App {
     this.session = session;
     this.api = new Api(session);
     this.store.unload();
-    this.imagesPage.unload();
+    this.imagesPage.images.unload();
+    this.volumesPage.volumes.unload();
     document.body.classList.toggle("admin", isAdmin(session));
     $("who").textContent = `${session.user.name}`;
     $("session").hidden = false;
     $("pages").hidden = false;
     this.fillProjects();
-    const query = { kinds: "instance,image" };
+    const query = { kinds: "instance,image,volume" };
     if (isAdmin(session)) query.project = session.project.id;
     this.stream = new EventStream(
       session.token,
       {
         onEvent: (event) => {
           this.store.apply(event);
-          this.imagesPage.apply(event);
+          this.imagesPage.images.apply(event);
+          this.volumesPage.volumes.apply(event);
         },
         onSubscribed: () => this.loadIfNeeded(),
         onState: (state) => this.linkState(state),
@@ -183,6 +188,10 @@ class App {
       this.show("images-view");
       $("images-title").focus();
       this.imagesPage.show();
+    } else if (location.hash === "#/volumes") {
+      this.show("volumes-view");
+      $("volumes-title").focus();
+      this.volumesPage.show();
     } else if (location.hash === "#/keypairs") {
       this.show("keypairs-view");
       $("keypairs-title").focus();

@@ -1,10 +1,12 @@
 // The images page: the project's images (and the public ones), read over REST when the page first
 // opens and kept up to date by the stream's image events; an upload form with its progress.
 
+import { LiveCollection, LiveTable } from "./live.js";
+
 const $ = (id) => document.getElementById(id);
 
-/** An image's size for people: "12.0 MiB". */
-function sizeText(size) {
+/** A size in bytes for people: "12.0 MiB". */
+export function sizeText(size) {
   if (size === null || size === undefined) return "";
   const units = ["B", "KiB", "MiB", "GiB", "TiB"];
   let value = size;
@@ -19,30 +21,35 @@ function sizeText(size) {
 export class ImagesPage {
   constructor(app) {
     this.app = app;
-    this.images = new Map();
-    this.rows = new Map();
-    this.loaded = false;
+    this.images = new LiveCollection("image");
     this.loading = false;
-    this.pending = [];
-    this.body = $("image-rows");
+    this.table = new LiveTable(app, this.images, $("image-rows"), {
+      noun: "Image",
+      columns: [
+        { field: "name", text: (image) => image.name || image.id },
+        { field: "status", text: (image) => image.status },
+        { field: "visibility", text: (image) => image.visibility },
+        { field: "size", text: (image) => sizeText(image.size) },
+        { field: "disk_format", text: (image) => image.disk_format || "" },
+      ],
+      actions: (image) => [
+        {
+          name: "Delete",
+          label: `Delete image ${image.name || image.id}`,
+          run: () => this.remove(image),
+          enabled: image.owner === app.session.project.id,
+        },
+      ],
+    });
     $("upload-form").addEventListener("submit", (event) => {
       event.preventDefault();
       this.upload();
     });
   }
 
-  /** Forget everything (another session): the listing is read again when the page opens. */
-  unload() {
-    this.images = new Map();
-    this.loaded = false;
-    this.pending = [];
-    this.body.replaceChildren();
-    this.rows.clear();
-  }
-
-  /** The page opens: the listing, once; the events that came while it was read, after it. */
+  /** The page opens: the listing, once per session (the events keep it up to date after). */
   async show() {
-    if (this.loaded || this.loading) return;
+    if (this.images.loaded || this.loading) return;
     this.loading = true;
     const session = this.app.session;
     try {
@@ -54,82 +61,10 @@ export class ImagesPage {
         images.push(...page.images);
         path = page.next || null;
       }
-      this.images = new Map(images.map((image) => [image.id, image]));
-      this.loaded = true;
-      this.render();
-      const pending = this.pending;
-      this.pending = [];
-      for (const event of pending) this.apply(event);
+      this.images.load(images);
     } finally {
       this.loading = false;
     }
-  }
-
-  /** An event of the stream (image events only count). */
-  apply(event) {
-    if (event.kind !== "image") return;
-    if (!this.loaded) {
-      this.pending.push(event);
-      return;
-    }
-    const before = this.images.get(event.id);
-    if (event.type === "image.deleted") {
-      this.images.delete(event.id);
-      const row = this.rows.get(event.id);
-      if (row) row.tr.remove();
-      this.rows.delete(event.id);
-      if (before) this.app.announce(`Image ${before.name} was deleted.`);
-      return;
-    }
-    const image = event.state;
-    this.images.set(image.id, image);
-    const row = this.rows.get(image.id);
-    if (row) this.fill(row, image);
-    else this.body.append(this.row(image));
-    if (before && before.status !== image.status) this.app.announce(`Image ${image.name} is now ${image.status}.`);
-  }
-
-  render() {
-    this.rows.clear();
-    const sorted = [...this.images.values()].sort((a, b) => (a.name || "").localeCompare(b.name || ""));
-    this.body.replaceChildren(...sorted.map((image) => this.row(image)));
-  }
-
-  row(image) {
-    const tr = document.createElement("tr");
-    tr.dataset.id = image.id;
-    const name = document.createElement("th");
-    name.scope = "row";
-    tr.append(name);
-    const cells = { name };
-    for (const field of ["status", "visibility", "size", "disk_format"]) {
-      const td = document.createElement("td");
-      td.dataset.field = field;
-      cells[field] = td;
-      tr.append(td);
-    }
-    const actions = document.createElement("td");
-    const remove = document.createElement("button");
-    remove.type = "button";
-    remove.textContent = "Delete";
-    remove.addEventListener("click", () => this.remove(this.images.get(image.id) || image));
-    actions.append(remove);
-    tr.append(actions);
-    const row = { tr, cells, remove };
-    this.rows.set(image.id, row);
-    this.fill(row, image);
-    return tr;
-  }
-
-  fill(row, image) {
-    row.cells.name.textContent = image.name || image.id;
-    row.cells.status.textContent = image.status;
-    row.cells.status.dataset.status = image.status.toUpperCase();
-    row.cells.visibility.textContent = image.visibility;
-    row.cells.size.textContent = sizeText(image.size);
-    row.cells.disk_format.textContent = image.disk_format || "";
-    row.remove.disabled = image.owner !== this.app.session.project.id;
-    row.remove.setAttribute("aria-label", `Delete image ${image.name || image.id}`);
   }
 
   async remove(image) {
