@@ -34,6 +34,7 @@ class App {
   }
 
   start() {
+    performance.mark("dashboard:started");
     const session = loadSession();
     if (session) this.begin(session);
     else this.showLogin();
@@ -170,9 +171,12 @@ class App {
     if (this.store.loaded || this.loading) return;
     this.loading = true;
     const session = this.session;
+    performance.mark("dashboard:subscribed");
     try {
       const servers = await this.attempt(() => this.api.servers(), null);
+      performance.mark("dashboard:listed");
       if (servers && session === this.session) this.store.load(servers);
+      performance.mark("dashboard:rendered");
     } finally {
       this.loading = false;
     }
