@@ -80,8 +80,10 @@ def release(app: web.Application, user: str) -> None:
 
 
 async def second_project_with_a_server(api: Api) -> str:
-    """Make demo a member of a second project (``second``) holding an ACTIVE server, other-1."""
+    """Make demo a member of a second project (``second``) holding an ACTIVE server, other-1; and
+    boot admin-1 in the admin project."""
     await api.login("admin", ADMIN_PASSWORD, "admin")
+    await api.boot_tiny("admin-1")
     status, created = await api.post("/identity/v3/projects", {"project": {"name": "second"}})
     assert status == 201, created
     _, users = await api.get("/identity/v3/users?name=demo")
@@ -210,6 +212,20 @@ async def test_the_dashboard_follows_a_server_live_without_polling(
             await expect(page.locator("#link-state")).to_have_text("live")
             assert requests.made.count("GET /compute/v2.1/servers/detail") == 2  # the new project's
             await page.screenshot(path=shots / "6-second-project.png", full_page=True)
+            await expect(page.get_by_role("columnheader", name="Host")).to_be_hidden()  # not an admin
+
+            await page.get_by_role("button", name="Log out").click()
+            await form.get_by_label("User").fill("admin")
+            await form.get_by_label("Password").fill(ADMIN_PASSWORD)
+            await form.get_by_label("Project").fill("admin")
+            await form.get_by_role("button", name="Log in").click()
+            await expect(page.get_by_role("columnheader", name="Host")).to_be_visible()
+            admins = page.locator("#instance-rows tr", has_text="admin-1")
+            await expect(admins.locator("[data-field=status]")).to_have_text(
+                "ACTIVE", timeout=STATE_TIMEOUT_MS
+            )
+            await expect(admins.locator("[data-field=host]")).to_have_text("node-1")
+            await expect(page.locator("#instance-rows tr")).to_have_count(1)  # its project's only
         finally:
             await browser.close()
 
