@@ -155,7 +155,7 @@ async def test_the_dashboard_follows_a_server_live_without_polling(
             await expect(row.locator("[data-field=status]")).to_have_text("ACTIVE", timeout=STATE_TIMEOUT_MS)
             assert requests.since(mark) == ["POST /compute/v2.1/servers"]
             server_id = await row.get_attribute("data-id")
-            assert await page.locator("#announcer").text_content() == "Instance web-1 is now ACTIVE."
+            await expect(page.get_by_role("log")).to_contain_text("Instance web-1 is now ACTIVE.")
             await page.screenshot(path=shots / "2-active.png", full_page=True)
 
             await row.get_by_role("link", name="web-1").click()

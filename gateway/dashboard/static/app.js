@@ -55,9 +55,13 @@ class App {
     $("login-user").focus();
   }
 
-  /** Say something to screen readers (the polite live region). */
+  /** Say something to screen readers (a polite log: the latest few messages are kept). */
   announce(text) {
-    $("announcer").textContent = text;
+    const log = $("announcer");
+    const message = document.createElement("p");
+    message.textContent = text;
+    log.append(message);
+    while (log.children.length > 5) log.firstElementChild.remove();
   }
 
   showError(text) {
