@@ -171,6 +171,17 @@ async def test_the_dashboard_follows_a_server_live_without_polling(
             await page.screenshot(path=shots / "3-console.png", full_page=True)
 
             actions = page.locator("#detail-actions")
+            status = page.locator("#detail-status")
+            await expect(page.locator("#detail-flavor")).to_have_text("m1.tiny")
+            mark = len(requests.made)
+            await page.get_by_label("New flavor").select_option(value="2")
+            await page.get_by_role("button", name="Resize", exact=True).click()
+            await expect(status).to_have_text("VERIFY_RESIZE", timeout=STATE_TIMEOUT_MS)
+            await expect(page.locator("#detail-flavor")).to_have_text("m1.small")
+            await actions.get_by_role("button", name="Confirm resize web-1").click()
+            await expect(status).to_have_text("ACTIVE", timeout=STATE_TIMEOUT_MS)
+            assert requests.since(mark) == [f"POST /compute/v2.1/servers/{server_id}/action"] * 2
+
             mark = len(requests.made)
             await actions.get_by_role("button", name="Stop web-1").click()
             await expect(page.locator("#detail-status")).to_have_text("SHUTOFF", timeout=STATE_TIMEOUT_MS)

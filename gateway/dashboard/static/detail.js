@@ -23,7 +23,12 @@ export class DetailPage {
       this.fill();
       if (change.event) this.record(change.event);
     });
+    this.flavors = new Map();
     $("console-show").addEventListener("click", () => this.showConsole());
+    $("resize-form").addEventListener("submit", (event) => {
+      event.preventDefault();
+      this.resize();
+    });
     $("timeline-refresh").addEventListener("click", () => this.loadTimeline());
   }
 
@@ -46,7 +51,7 @@ export class DetailPage {
     for (const list of ["timeline", "events", "ports", "volumes"]) $(list).replaceChildren();
     this.fill();
     $("detail-title").focus();
-    await Promise.all([this.loadTimeline(), this.loadPorts(), this.loadVolumes()]);
+    await Promise.all([this.loadTimeline(), this.loadPorts(), this.loadVolumes(), this.loadFlavors()]);
   }
 
   fill() {
@@ -58,6 +63,7 @@ export class DetailPage {
       $("detail-status").textContent = "DELETED";
       $("detail-status").dataset.status = "DELETED";
       for (const { button } of this.buttons) button.disabled = true;
+      $("resize-submit").disabled = true;
       return;
     }
     $("detail-title").textContent = instance.name;
@@ -66,7 +72,34 @@ export class DetailPage {
     $("detail-task").textContent = instance.task || "none";
     $("detail-addresses").textContent = addressText(instance.addresses) || "none";
     $("detail-host").textContent = instance.host || "";
+    const flavor = this.flavors.get(instance.flavor);
+    $("detail-flavor").textContent = flavor ? flavor.name : instance.flavor || "";
+    $("resize-submit").disabled = Boolean(instance.task) || !["ACTIVE", "SHUTOFF"].includes(instance.status);
     updateButtons(this.buttons, instance);
+  }
+
+  async loadFlavors() {
+    const listed = await this.app.attempt(() => this.app.api.get("/compute/v2.1/flavors/detail"), null);
+    if (!listed) return;
+    this.flavors = new Map(listed.flavors.map((flavor) => [flavor.id, flavor]));
+    $("resize-flavor").replaceChildren(
+      ...listed.flavors.map(
+        (flavor) => new Option(`${flavor.name} (${flavor.vcpus} vCPU, ${flavor.ram} MiB, ${flavor.disk} GiB)`, flavor.id),
+      ),
+    );
+    this.fill();
+  }
+
+  /** Resize to the chosen flavor; the instance's events say VERIFY_RESIZE, then confirm or revert. */
+  async resize() {
+    const instance = this.instance();
+    const flavorRef = $("resize-flavor").value;
+    if (!instance || !flavorRef) return;
+    const flavor = this.flavors.get(flavorRef);
+    await this.app.attempt(
+      () => this.app.api.serverAction(instance.id, { resize: { flavorRef } }),
+      `Resizing ${instance.name} to ${flavor ? flavor.name : flavorRef}`,
+    );
   }
 
   async showConsole() {

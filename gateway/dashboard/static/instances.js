@@ -10,6 +10,8 @@ export const ACTIONS = [
   { name: "Start", body: { "os-start": null }, when: ["SHUTOFF"] },
   { name: "Stop", body: { "os-stop": null }, when: ["ACTIVE", "ERROR"] },
   { name: "Reboot", body: { reboot: { type: "SOFT" } }, when: ["ACTIVE"] },
+  { name: "Confirm resize", body: { confirmResize: null }, when: ["VERIFY_RESIZE"] },
+  { name: "Revert resize", body: { revertResize: null }, when: ["VERIFY_RESIZE"] },
   { name: "Delete", body: null, when: null },
 ];
 
@@ -29,7 +31,7 @@ export function actionButtons(app, getInstance) {
     const button = document.createElement("button");
     button.type = "button";
     button.textContent = action.name;
-    button.dataset.action = action.name.toLowerCase();
+    button.dataset.action = action.name.toLowerCase().replace(" ", "-");
     button.addEventListener("click", () => runAction(app, getInstance(), action));
     return { action, button };
   });

@@ -30,7 +30,7 @@ export function fromEvent(state) {
     task: state.task_state || null,
     addresses: state.addresses || {},
     host: state.host || null,
-    flavor: state.flavor ? state.flavor.id || state.flavor.name : null,
+    flavor: state.flavor ? state.flavor.id : null,
   };
 }
 
