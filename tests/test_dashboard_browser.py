@@ -114,6 +114,7 @@ async def wait_for_status(api: Api, server_id: str, status: str) -> None:
             await asyncio.sleep(0.1)
 
 
+@pytest.mark.nodes(2)
 async def test_the_dashboard_follows_a_server_live_without_polling(
     gateway: tuple[str, web.Application], tmp_path: Path
 ) -> None:
@@ -224,6 +225,7 @@ async def test_the_dashboard_follows_a_server_live_without_polling(
             assert requests.made.count("GET /compute/v2.1/servers/detail") == 2  # the new project's
             await page.screenshot(path=shots / "6-second-project.png", full_page=True)
             await expect(page.get_by_role("columnheader", name="Host")).to_be_hidden()  # not an admin
+            await expect(other.get_by_role("button", name="Live migrate other-1")).to_be_hidden()
 
             await page.get_by_role("button", name="Log out").click()
             await form.get_by_label("User").fill("admin")
@@ -235,8 +237,20 @@ async def test_the_dashboard_follows_a_server_live_without_polling(
             await expect(admins.locator("[data-field=status]")).to_have_text(
                 "ACTIVE", timeout=STATE_TIMEOUT_MS
             )
-            await expect(admins.locator("[data-field=host]")).to_have_text("node-1")
+            host = admins.locator("[data-field=host]")
+            await expect(host).to_have_text(re.compile("^node-[12]$"))
+            source = await host.text_content()
             await expect(page.locator("#instance-rows tr")).to_have_count(1)  # its project's only
+            mark = len(requests.made)
+            await admins.get_by_role("button", name="Live migrate admin-1").click()
+            destination = {"node-1": "node-2", "node-2": "node-1"}[source or ""]
+            await expect(host).to_have_text(destination, timeout=STATE_TIMEOUT_MS)
+            await expect(admins.locator("[data-field=status]")).to_have_text(
+                "ACTIVE", timeout=STATE_TIMEOUT_MS
+            )
+            admin_server = await admins.get_attribute("data-id")
+            assert requests.since(mark) == [f"POST /compute/v2.1/servers/{admin_server}/action"]
+            await page.screenshot(path=shots / "7-admin-migrated.png", full_page=True)
         finally:
             await browser.close()
 

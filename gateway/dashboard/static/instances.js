@@ -5,13 +5,20 @@ import { addressText } from "./store.js";
 
 const $ = (id) => document.getElementById(id);
 
-/** The actions a row offers, each with the statuses it is offered in. */
+/** The actions a row offers, each with the statuses it is offered in (``admin``: to admins only). */
 export const ACTIONS = [
   { name: "Start", body: { "os-start": null }, when: ["SHUTOFF"] },
   { name: "Stop", body: { "os-stop": null }, when: ["ACTIVE", "ERROR"] },
   { name: "Reboot", body: { reboot: { type: "SOFT" } }, when: ["ACTIVE"] },
   { name: "Confirm resize", body: { confirmResize: null }, when: ["VERIFY_RESIZE"] },
   { name: "Revert resize", body: { revertResize: null }, when: ["VERIFY_RESIZE"] },
+  {
+    name: "Live migrate",
+    body: { "os-migrateLive": { host: null, block_migration: "auto" } },
+    when: ["ACTIVE"],
+    admin: true,
+  },
+  { name: "Migrate", body: { migrate: null }, when: ["ACTIVE", "SHUTOFF"], admin: true },
   { name: "Delete", body: null, when: null },
 ];
 
@@ -32,6 +39,7 @@ export function actionButtons(app, getInstance) {
     button.type = "button";
     button.textContent = action.name;
     button.dataset.action = action.name.toLowerCase().replace(" ", "-");
+    if (action.admin) button.className = "admin-only";
     button.addEventListener("click", () => runAction(app, getInstance(), action));
     return { action, button };
   });
