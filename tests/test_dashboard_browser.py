@@ -255,7 +255,7 @@ async def test_the_dashboard_follows_a_server_live_without_polling(
             await browser.close()
 
 
-async def test_the_images_volumes_and_key_pairs_pages(
+async def test_the_images_volumes_network_and_key_pairs_pages(
     gateway: tuple[str, web.Application], tmp_path: Path
 ) -> None:
     url, _ = gateway
@@ -350,5 +350,14 @@ async def test_the_images_volumes_and_key_pairs_pages(
             await expect(made).to_have_count(0, timeout=STATE_TIMEOUT_MS)
             assert requests.since(mark) == [f"DELETE /volume/v3/{project}/volumes/{volume_id}"]
             await page.screenshot(path=shots / "volumes.png", full_page=True)
+
+            await page.get_by_role("navigation", name="Pages").get_by_role("link", name="Network").click()
+            networks = page.get_by_role("table", name="Networks")
+            await expect(networks.get_by_role("row", name=re.compile("default"))).to_contain_text(
+                "10.20.0.0/16"
+            )
+            groups = page.get_by_role("table", name="Security groups")
+            await expect(groups.get_by_role("rowheader")).to_have_text(["default"])
+            await page.screenshot(path=shots / "network.png", full_page=True)
         finally:
             await browser.close()

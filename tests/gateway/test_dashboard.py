@@ -24,6 +24,7 @@ ASSETS = {
     "/dashboard/images.js": "text/javascript",
     "/dashboard/keypairs.js": "text/javascript",
     "/dashboard/live.js": "text/javascript",
+    "/dashboard/networks.js": "text/javascript",
     "/dashboard/volumes.js": "text/javascript",
     "/dashboard/style.css": "text/css",
 }
@@ -50,6 +51,8 @@ async def test_a_browser_asking_for_the_root_gets_the_page_with_no_inline_script
     assert scripts == [(' type="module" src="/dashboard/app.js"', "")]
     assert "<style" not in page and " style=" not in page
     assert not re.search(r"<[^>]+\son[a-z]+=", page)  # no inline event handler either
+    ids = re.findall(r'\bid="([^"]+)"', page)
+    assert len(ids) == len(set(ids)), "an id is given twice"  # labels and aria-labelledby point at one
     labelled = set(re.findall(r'<label for="([^"]+)"', page))
     fields = set(re.findall(r'<(?:input|select|textarea|progress)[^>]*\bid="([^"]+)"', page))
     assert fields and fields <= labelled  # every field has its label

@@ -7,11 +7,20 @@ import { EventStream } from "./events.js";
 import { ImagesPage } from "./images.js";
 import { InstancesPage } from "./instances.js";
 import { KeypairsPage } from "./keypairs.js";
+import { NetworksPage } from "./networks.js";
 import { VolumesPage } from "./volumes.js";
 import { InstanceStore } from "./store.js";
 
 const $ = (id) => document.getElementById(id);
-const VIEWS = ["login-view", "instances-view", "images-view", "volumes-view", "keypairs-view", "detail-view"];
+const VIEWS = [
+  "login-view",
+  "instances-view",
+  "images-view",
+  "volumes-view",
+  "network-view",
+  "keypairs-view",
+  "detail-view",
+];
 
 class App {
   constructor() {
@@ -24,6 +33,7 @@ class App {
     this.imagesPage = new ImagesPage(this);
     this.keypairsPage = new KeypairsPage(this);
     this.volumesPage = new VolumesPage(this);
+    this.networksPage = new NetworksPage(this);
     $("login-form").addEventListener("submit", (event) => {
       event.preventDefault();
       this.logIn();
@@ -200,6 +210,10 @@ class App {
       this.show("volumes-view");
       $("volumes-title").focus();
       this.volumesPage.show();
+    } else if (location.hash === "#/network") {
+      this.show("network-view");
+      $("network-title").focus();
+      this.networksPage.show();
     } else if (location.hash === "#/keypairs") {
       this.show("keypairs-view");
       $("keypairs-title").focus();
