@@ -359,5 +359,15 @@ async def test_the_images_volumes_network_and_key_pairs_pages(
             groups = page.get_by_role("table", name="Security groups")
             await expect(groups.get_by_role("rowheader")).to_have_text(["default"])
             await page.screenshot(path=shots / "network.png", full_page=True)
+
+            # the token revoked: the event socket is closed (4001) and the page asks for a login
+            token = await page.evaluate("JSON.parse(sessionStorage.getItem('aiostack.session')).token")
+            async with aiohttp.ClientSession() as session:
+                revoke = {"X-Auth-Token": token, "X-Subject-Token": token}
+                async with session.delete(f"{url}/identity/v3/auth/tokens", headers=revoke) as response:
+                    assert response.status == 204
+            await expect(page.locator("#login-form")).to_be_visible(timeout=STATE_TIMEOUT_MS)
+            await expect(page.get_by_role("alert")).to_have_text("Your session has ended: log in again.")
+            assert await page.evaluate("sessionStorage.getItem('aiostack.session')") is None
         finally:
             await browser.close()
