@@ -2,7 +2,7 @@
 
 Each service's routes live in their own module (``versions``, ``identity``, ``compute``,
 ``image``, ``network``, ``security_groups``, ``routers``, ``floating_ips``, ``volume``, ``websocket``,
-``metrics``, ``openapi``) with an ``add_routes(app)``
+``metrics``, ``openapi``, ``dashboard``) with an ``add_routes(app)``
 function, and every route is declared on a ``gateway.routing.Routes`` registry, which checks
 requests against their types, names each route's policy, and from which ``/openapi.json`` is
 assembled. A handler gets the caller with ``context_of(request)`` and calls actors through
@@ -51,6 +51,7 @@ from gateway.http import (
     error_body,
     json_response,
     service_of,
+    token_of_protocols,
 )
 from gateway.metrics import count_error, metrics_middleware
 from gateway.routing import route_of
@@ -151,16 +152,17 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """The caller of a route that is not public (its X-Auth-Token, or ``?token=`` where the route
-    takes one), checked against the route's policy. A request no route matches (404, 405) needs a
-    token too, and no policy: the router answers it."""
+    """The caller of a route that is not public (its X-Auth-Token, or where the route takes one
+    ``?token=`` or the WebSocket subprotocol ``aiostack.token.<token>``), checked against the
+    route's policy. A request no route matches (404, 405) needs a token too, and no policy: the
+    router answers it."""
     route = route_of(handler)
     if (route is not None and route.public) or request.method == "OPTIONS":
         with request_scope(request[REQUEST_ID]):
             return await handler(request)
     token = request.headers.get("X-Auth-Token")
     if not token and route is not None and route.token_in_query:
-        token = request.query.get("token")
+        token = request.query.get("token") or token_of_protocols(request)
     if not token:
         raise Unauthorized("The request you have made requires authentication (X-Auth-Token missing).")
     if len(token) > MAX_TOKEN or not (token.isascii() and token.isprintable()):
@@ -191,6 +193,7 @@ def create_app(bus: Bus, limits: Limits | None = None) -> web.Application:
     """The whole gateway on one bus connection (``limits``: the defaults when None)."""
     from gateway import (
         compute,
+        dashboard,
         floating_ips,
         identity,
         image,
@@ -210,6 +213,7 @@ def create_app(bus: Bus, limits: Limits | None = None) -> web.Application:
             metrics_middleware,
             request_id_middleware,
             error_middleware,
+            dashboard.page_middleware,
             auth_middleware,
             versions.microversion_middleware,
         ],
@@ -223,6 +227,6 @@ def create_app(bus: Bus, limits: Limits | None = None) -> web.Application:
     app.cleanup_ctx.append(_listen_for_revocations)
     app.on_response_prepare.append(_add_request_id)
     modules = (versions, identity, compute, image, network, security_groups, routers, floating_ips, volume)
-    for module in (*modules, websocket, metrics, openapi):
+    for module in (*modules, websocket, metrics, openapi, dashboard):
         module.add_routes(app)
     return app

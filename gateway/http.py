@@ -202,6 +202,23 @@ def no_content(status: int = 204, headers: dict[str, str] | None = None) -> web.
     return web.Response(status=status, headers=headers)
 
 
+EVENTS_PROTOCOL = "aiostack.events"
+"""The WebSocket subprotocol the event socket answers with when a client offers it."""
+TOKEN_PROTOCOL = "aiostack.token."
+"""A WebSocket subprotocol ``aiostack.token.<token>`` carries the caller's token: a browser's
+WebSocket sets no header but this one, and a URL (``?token=``) may end up in a history or a log."""
+
+
+def token_of_protocols(request: web.Request) -> str | None:
+    """The token a WebSocket handshake offers as the subprotocol ``aiostack.token.<token>``."""
+    for header in request.headers.getall("Sec-WebSocket-Protocol", []):
+        for offered in header.split(","):
+            offered = offered.strip()
+            if offered.startswith(TOKEN_PROTOCOL):
+                return offered[len(TOKEN_PROTOCOL) :]
+    return None
+
+
 def context_of(request: web.Request) -> Context:
     """The caller of an authenticated request."""
     return request[CONTEXT]

@@ -2,7 +2,9 @@
 the REST API's requests on the same connection.
 
 ``GET /ws?kinds=instance,volume&ids=...&types=instance.active&since=SEQ`` with
-``X-Auth-Token`` (or ``?token=``), a WebSocket handshake. ``since`` is the last sequence the
+``X-Auth-Token`` (or ``?token=``, or, as a browser sends it, the subprotocols
+``aiostack.events, aiostack.token.<token>`` in ``Sec-WebSocket-Protocol``: the socket then
+answers ``aiostack.events``), a WebSocket handshake. ``since`` is the last sequence the
 client saw (``now`` by default, ``0`` for everything the stream keeps); ``since_time`` (ISO
 8601) starts at a time instead. The route is on the registry (``gateway.routing``) like every
 other: its query and the handshake's headers are checked before the socket opens, so a request
@@ -65,7 +67,7 @@ from yarl import URL
 
 from api.fields import Id
 from bus import BadMessage, Bus, Unauthorized, decode
-from gateway.http import BUS, LIMITS, TOKENS, context_of, error_body, service_of
+from gateway.http import BUS, EVENTS_PROTOCOL, LIMITS, TOKENS, context_of, error_body, service_of
 from gateway.metrics import EVENT_LAG, EVENT_PENDING
 from gateway.routing import Headers, Query, Reply, Routes, TimeParameter, given, moment
 
@@ -88,6 +90,9 @@ EVENT_QUEUE_LIMIT = web.AppKey("event_queue_limit", int)
 SOCKETS = web.AppKey("event_sockets", weakref.WeakSet)
 LOOPBACK = web.AppKey("loopback_session", aiohttp.ClientSession)
 
+PROTOCOLS_LENGTH = 4096
+"""The longest ``Sec-WebSocket-Protocol`` taken (a token is a few hundred characters; aiohttp refuses
+a header field over 8190 bytes before any route sees it)."""
 REQUEST_LIMIT = 64  # request frames in flight per socket
 REQUEST_TIMEOUT = 300.0
 LOOPBACK_CONNECTIONS = 256
@@ -460,6 +465,21 @@ class Handshake(Headers):
     version: Literal["13"] = msgspec.field(name="Sec-WebSocket-Version")
 
 
+class EventHandshake(Handshake):
+    """The event socket's handshake: a browser's WebSocket carries its token in the subprotocols."""
+
+    protocols: (
+        Annotated[
+            str,
+            Meta(
+                max_length=PROTOCOLS_LENGTH,
+                description="aiostack.events, aiostack.token.<token>: the token where no header can go.",
+            ),
+        ]
+        | UnsetType
+    ) = msgspec.field(default=UNSET, name="Sec-WebSocket-Protocol")
+
+
 class BadFrame(Exception):
     """A frame that is no valid request; ``frame_id`` is its id when it had a usable one."""
 
@@ -608,7 +628,7 @@ routes = Routes()
     "/ws",
     "The event socket, which also carries requests",
     query=EventQuery,
-    headers=Handshake,
+    headers=EventHandshake,
     policy="events:read",
     token_in_query=True,
     replies=[
@@ -627,7 +647,9 @@ routes = Routes()
     ],
     errors=(429,),
 )
-async def events_socket(request: web.Request, query: EventQuery, headers: Handshake) -> web.WebSocketResponse:
+async def events_socket(
+    request: web.Request, query: EventQuery, headers: EventHandshake
+) -> web.WebSocketResponse:
     """A request that does not upgrade (no WebSocket handshake) is a 400, as is a bad query; 429:
     the user has as many sockets open as one user may (``Limits.sockets_per_user``)."""
     ctx = context_of(request)
@@ -647,7 +669,7 @@ async def _event_socket(request: web.Request, query: EventQuery) -> web.WebSocke
         subscriber.cursor = hub.ring[-1].seq if hub.ring else hub.started_after
         subscriber.catching_up = False
     hub.subscribers.add(subscriber)  # before the handshake answer: no event after it is missed
-    ws = web.WebSocketResponse(heartbeat=30, max_msg_size=1 << 20)
+    ws = web.WebSocketResponse(heartbeat=30, max_msg_size=1 << 20, protocols=(EVENTS_PROTOCOL,))
     relay = RequestRelay(ws, request)
     tasks: list[asyncio.Task[None]] = []
     try:

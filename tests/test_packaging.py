@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,6 +31,9 @@ def test_the_sdk_and_the_cli_install_alone_without_a_compiler(tmp_path: Path) ->
     )  # fmt: skip
     assert built.returncode == 0, built.stderr
     (wheel,) = (tmp_path / "dist").glob("aiostack-*.whl")
+    packaged = set(zipfile.ZipFile(wheel).namelist())
+    dashboard = {f"gateway/dashboard/static/{name}" for name in ("index.html", "app.js", "style.css")}
+    assert dashboard <= packaged, "the wheel lacks the dashboard's assets"
     assert run(sys.executable, "-m", "venv", tmp_path / "venv").returncode == 0
     python = tmp_path / "venv" / "bin" / "python"
     no_compiler = {**os.environ, "CC": "/bin/false", "CXX": "/bin/false"}

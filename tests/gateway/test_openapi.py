@@ -201,6 +201,7 @@ def test_the_registry_documents_every_status_in_the_services_error_format(gatewa
         "network",
         "ws",
         "metrics",
+        "dashboard",
         "openapi.json",
     }
     for route in routes:

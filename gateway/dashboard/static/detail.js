@@ -1,0 +1,169 @@
+// An instance's page: its state (live, from the store), actions, console log, action timeline,
+// ports and volumes (read when the page opens; the timeline again on request).
+
+import { actionButtons, updateButtons } from "./instances.js";
+import { addressText } from "./store.js";
+
+const $ = (id) => document.getElementById(id);
+
+function item(text) {
+  const li = document.createElement("li");
+  li.textContent = text;
+  return li;
+}
+
+export class DetailPage {
+  constructor(app) {
+    this.app = app;
+    this.id = null;
+    this.buttons = actionButtons(app, () => this.instance());
+    $("detail-actions").append(...this.buttons.map(({ button }) => button));
+    app.store.subscribe((change) => {
+      if (!this.id || (change.kind !== "reset" && change.instance.id !== this.id)) return;
+      this.fill();
+      if (change.event) this.record(change.event);
+    });
+    this.flavors = new Map();
+    $("console-show").addEventListener("click", () => this.showConsole());
+    $("resize-form").addEventListener("submit", (event) => {
+      event.preventDefault();
+      this.resize();
+    });
+    $("timeline-refresh").addEventListener("click", () => this.loadTimeline());
+  }
+
+  /** Note an event of this instance in the page's list of the events it saw (the latest 50). */
+  record(event) {
+    const list = $("events");
+    const when = new Date(event.ts * 1000).toISOString().replace(/\.\d+Z$/, "Z");
+    list.prepend(item(`${when} ${event.type}`));
+    while (list.children.length > 50) list.lastElementChild.remove();
+  }
+
+  instance() {
+    return this.app.store.instances.get(this.id);
+  }
+
+  async show(id) {
+    this.id = id;
+    $("console-log").hidden = true;
+    $("console-log").textContent = "";
+    for (const list of ["timeline", "events", "ports", "volumes"]) $(list).replaceChildren();
+    this.fill();
+    $("detail-title").focus();
+    await Promise.all([this.loadTimeline(), this.loadPorts(), this.loadVolumes(), this.loadFlavors()]);
+  }
+
+  fill() {
+    const instance = this.instance();
+    $("detail-id").textContent = this.id;
+    if (!instance) {
+      if (!this.app.store.loaded) return;
+      $("detail-title").textContent = "Instance deleted";
+      $("detail-status").textContent = "DELETED";
+      $("detail-status").dataset.status = "DELETED";
+      for (const { button } of this.buttons) button.disabled = true;
+      $("resize-submit").disabled = true;
+      return;
+    }
+    $("detail-title").textContent = instance.name;
+    $("detail-status").textContent = instance.status;
+    $("detail-status").dataset.status = instance.status;
+    $("detail-task").textContent = instance.task || "none";
+    $("detail-addresses").textContent = addressText(instance.addresses) || "none";
+    $("detail-host").textContent = instance.host || "";
+    const flavor = this.flavors.get(instance.flavor);
+    $("detail-flavor").textContent = flavor ? flavor.name : instance.flavor || "";
+    $("resize-submit").disabled = Boolean(instance.task) || !["ACTIVE", "SHUTOFF"].includes(instance.status);
+    updateButtons(this.buttons, instance);
+  }
+
+  async loadFlavors() {
+    const listed = await this.app.attempt(() => this.app.api.get("/compute/v2.1/flavors/detail"), null);
+    if (!listed) return;
+    this.flavors = new Map(listed.flavors.map((flavor) => [flavor.id, flavor]));
+    $("resize-flavor").replaceChildren(
+      ...listed.flavors.map(
+        (flavor) => new Option(`${flavor.name} (${flavor.vcpus} vCPU, ${flavor.ram} MiB, ${flavor.disk} GiB)`, flavor.id),
+      ),
+    );
+    this.fill();
+  }
+
+  /** Resize to the chosen flavor; the instance's events say VERIFY_RESIZE, then confirm or revert. */
+  async resize() {
+    const instance = this.instance();
+    const flavorRef = $("resize-flavor").value;
+    if (!instance || !flavorRef) return;
+    const flavor = this.flavors.get(flavorRef);
+    await this.app.attempt(
+      () => this.app.api.serverAction(instance.id, { resize: { flavorRef } }),
+      `Resizing ${instance.name} to ${flavor ? flavor.name : flavorRef}`,
+    );
+  }
+
+  async showConsole() {
+    const id = this.id;
+    let text;
+    try {
+      const output = await this.app.api.serverAction(id, { "os-getConsoleOutput": { length: 200 } });
+      text = output.output || "(the console has printed nothing yet)";
+    } catch (error) {
+      if (error.status === 401) return this.app.attempt(() => Promise.reject(error), null);
+      text = `No console log: ${error.message}`;
+    }
+    if (id !== this.id) return;
+    const log = $("console-log");
+    log.textContent = text;
+    log.hidden = false;
+    log.focus();
+  }
+
+  async loadTimeline() {
+    const id = this.id;
+    const listed = await this.app.attempt(
+      () => this.app.api.get(`/compute/v2.1/servers/${id}/os-instance-actions`),
+      null,
+    );
+    if (!listed || id !== this.id) return;
+    const entries = [...listed.instanceActions].sort((a, b) => a.start_time.localeCompare(b.start_time));
+    $("timeline").replaceChildren(
+      ...entries.map((action) =>
+        item(`${action.start_time} ${action.action}${action.message ? `: ${action.message}` : ""}`),
+      ),
+    );
+  }
+
+  async loadPorts() {
+    const id = this.id;
+    const listed = await this.app.attempt(() => this.app.api.get(`/network/v2.0/ports?device_id=${id}`), null);
+    if (!listed || id !== this.id) return;
+    $("ports").replaceChildren(
+      ...listed.ports.map((port) => {
+        const tr = document.createElement("tr");
+        const ips = port.fixed_ips.map((fixed) => fixed.ip_address).join(", ");
+        for (const text of [port.id, port.network_id, port.mac_address, ips, port.status]) {
+          const td = document.createElement("td");
+          td.textContent = text;
+          tr.append(td);
+        }
+        return tr;
+      }),
+    );
+  }
+
+  async loadVolumes() {
+    const id = this.id;
+    const listed = await this.app.attempt(
+      () => this.app.api.get(`/compute/v2.1/servers/${id}/os-volume_attachments`),
+      null,
+    );
+    if (!listed || id !== this.id) return;
+    const attached = listed.volumeAttachments;
+    $("volumes").replaceChildren(
+      ...(attached.length
+        ? attached.map((attachment) => item(`${attachment.volumeId} on ${attachment.device || "(no device)"}`))
+        : [item("No volumes attached.")]),
+    );
+  }
+}

@@ -1,0 +1,373 @@
+"""The web dashboard in a real headless Chromium (Debian's ``chromium``, driven by Playwright), on a
+real cloud and gateway: a server is launched, followed to ACTIVE, stopped, resumed after its event
+socket was cut, and deleted, all from the page, which makes no REST request while states change.
+
+Screenshots of each step are kept in the test's pytest temporary directory, under
+``dashboard-screenshots`` (pytest keeps the last three runs' directories; the path is logged).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import aiohttp
+import pytest
+from aiohttp import WSCloseCode, web
+from aiohttp.test_utils import TestServer
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from playwright.async_api import Page, Request, async_playwright, expect
+
+from bus import Bus
+from gateway.app import create_app
+from gateway.websocket import SOCKET_COUNTS, SOCKETS
+from runtime.config import Config
+from tests.conftest import ADMIN_PASSWORD
+from tests.helpers import DEMO_PASSWORD, Api
+
+log = logging.getLogger(__name__)
+
+CHROMIUM = "/usr/bin/chromium"
+STATE_TIMEOUT_MS = 30_000
+
+
+@pytest.fixture
+async def gateway(config: Config, cloud) -> AsyncIterator[tuple[str, web.Application]]:
+    """The gateway on a loopback HTTP server, with its app (to cut the page's event socket)."""
+    gateway_bus = await Bus.connect(config.nats_url, prefix=config.prefix, name="gateway")
+    app = create_app(gateway_bus)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        yield str(server.make_url("")).rstrip("/"), app
+    finally:
+        await server.close()
+        await gateway_bus.close()
+
+
+class Requests:
+    """Every HTTP request the page makes (its document and assets too), as ``METHOD /path``."""
+
+    def __init__(self, page: Page) -> None:
+        self.made: list[str] = []
+        page.on("request", self.record)
+
+    def record(self, request: Request) -> None:
+        self.made.append(f"{request.method} {urlsplit(request.url).path}")
+
+    def since(self, mark: int) -> list[str]:
+        return self.made[mark:]
+
+
+async def cut_and_hold(app: web.Application) -> str:
+    """Close the page's event socket from the gateway's side and refuse its user another one (429)
+    until ``release``: the user whose sockets are held."""
+    counts = app[SOCKET_COUNTS]
+    (user,) = counts.held
+    counts.held[user] += 10_000
+    for ws in list(app[SOCKETS]):
+        await ws.close(code=WSCloseCode.SERVICE_RESTART, message=b"test: cut")
+    return user
+
+
+def release(app: web.Application, user: str) -> None:
+    app[SOCKET_COUNTS].held[user] -= 10_000
+
+
+async def second_project_with_a_server(api: Api) -> str:
+    """Make demo a member of a second project (``second``) holding an ACTIVE server, other-1; and
+    boot admin-1 in the admin project."""
+    await api.login("admin", ADMIN_PASSWORD, "admin")
+    await api.boot_tiny("admin-1")
+    status, created = await api.post("/identity/v3/projects", {"project": {"name": "second"}})
+    assert status == 201, created
+    _, users = await api.get("/identity/v3/users?name=demo")
+    grant = f"/identity/v3/projects/{created['project']['id']}/users/{users['users'][0]['id']}/roles/member"
+    assert (await api.put(grant))[0] == 204
+    await api.login(project="second")
+    server_id = await api.boot_tiny("other-1")
+    await wait_for_status(api, server_id, "ACTIVE")
+    return server_id
+
+
+async def available_volume(api: Api, name: str) -> str:
+    """A new 1 GiB volume of demo's project, once available: its id."""
+    await api.login()
+    path = f"/volume/v3/{api.project_id}/volumes"
+    status, created = await api.post(path, {"volume": {"size": 1, "name": name}})
+    assert status == 202, created
+    volume_id = str(created["volume"]["id"])
+    async with asyncio.timeout(30):
+        while (await api.get(f"{path}/{volume_id}"))[1]["volume"]["status"] != "available":
+            await asyncio.sleep(0.1)
+    return volume_id
+
+
+async def wait_for_status(api: Api, server_id: str, status: str) -> None:
+    async with asyncio.timeout(30):
+        while (await api.get(f"/compute/v2.1/servers/{server_id}"))[1]["server"]["status"] != status:
+            await asyncio.sleep(0.1)
+
+
+@pytest.mark.nodes(2)
+async def test_the_dashboard_follows_a_server_live_without_polling(
+    gateway: tuple[str, web.Application], tmp_path: Path
+) -> None:
+    url, app = gateway
+    shots = tmp_path / "dashboard-screenshots"
+    log.info("dashboard screenshots: %s", shots)
+    async with aiohttp.ClientSession() as session, async_playwright() as playwright:
+        api = Api(session, url)
+        other_server = await second_project_with_a_server(api)
+        volume = await available_volume(api, "data-1")
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM)
+        try:
+            page = await browser.new_page()
+            requests = Requests(page)
+            await page.goto(url)
+            form = page.locator("#login-form")
+            await expect(form.get_by_label("User")).to_be_focused()  # the keyboard alone logs in
+            for text in ("demo", DEMO_PASSWORD, None, "demo"):
+                if text is not None:
+                    await page.keyboard.type(text)
+                await page.keyboard.press("Tab")
+            await expect(form.get_by_role("button", name="Log in")).to_be_focused()
+            await page.keyboard.press("Enter")
+            await expect(page.locator("#link-state")).to_have_text("live")
+            await expect(page.locator("#no-instances")).to_be_visible()
+            await page.screenshot(path=shots / "1-instances.png", full_page=True)
+            token = await page.evaluate("JSON.parse(sessionStorage.getItem('aiostack.session')).token")
+            assert token and not any(token in made for made in requests.made)
+
+            await page.get_by_role("button", name="Launch instance").click()
+            launch = page.locator("#launch-form")
+            await launch.get_by_label("Name").fill("web-1")
+            await launch.get_by_label("Image").select_option(label="aiostack-tiny")
+            await launch.get_by_label("Flavor").select_option(value="1")
+            await launch.get_by_label("Volume to attach").select_option(value=volume)
+            mark = len(requests.made)
+            await launch.get_by_role("button", name="Launch", exact=True).click()
+            row = page.locator("#instance-rows tr", has_text="web-1")
+            await expect(row.locator("[data-field=status]")).to_have_text("ACTIVE", timeout=STATE_TIMEOUT_MS)
+            assert requests.since(mark) == ["POST /compute/v2.1/servers"]
+            server_id = await row.get_attribute("data-id")
+            await expect(page.get_by_role("log")).to_contain_text("Instance web-1 is now ACTIVE.")
+            await page.screenshot(path=shots / "2-active.png", full_page=True)
+
+            await row.get_by_role("link", name="web-1").click()
+            await expect(page.locator("#detail-title")).to_have_text("web-1")
+            mark = len(requests.made)
+            await page.get_by_role("button", name="Show console log").click()
+            await expect(page.locator("#console-log")).to_be_visible()
+            await expect(page.locator("#console-log")).not_to_be_empty()  # test driver: it says it has none
+            assert f"POST /compute/v2.1/servers/{server_id}/action" in requests.since(mark)
+            await expect(page.locator("#timeline li")).not_to_have_count(0)
+            await expect(page.locator("#volumes li")).to_have_text([re.compile(volume)])
+            await expect(page.locator("#ports tr")).to_have_count(1)
+            await page.screenshot(path=shots / "3-console.png", full_page=True)
+
+            actions = page.locator("#detail-actions")
+            status = page.locator("#detail-status")
+            await expect(page.locator("#detail-flavor")).to_have_text("m1.tiny")
+            mark = len(requests.made)
+            await page.get_by_label("New flavor").select_option(value="2")
+            await page.get_by_role("button", name="Resize", exact=True).click()
+            await expect(status).to_have_text("VERIFY_RESIZE", timeout=STATE_TIMEOUT_MS)
+            await expect(page.locator("#detail-flavor")).to_have_text("m1.small")
+            await actions.get_by_role("button", name="Confirm resize web-1").click()
+            await expect(status).to_have_text("ACTIVE", timeout=STATE_TIMEOUT_MS)
+            assert requests.since(mark) == [f"POST /compute/v2.1/servers/{server_id}/action"] * 2
+
+            mark = len(requests.made)
+            await actions.get_by_role("button", name="Stop web-1").click()
+            await expect(page.locator("#detail-status")).to_have_text("SHUTOFF", timeout=STATE_TIMEOUT_MS)
+            assert requests.since(mark) == [f"POST /compute/v2.1/servers/{server_id}/action"]
+            await expect(page.locator("#events li").first).to_have_text(re.compile(r"instance\.shutoff$"))
+            await page.screenshot(path=shots / "4-shutoff.png", full_page=True)
+
+            # the socket is cut and refused while the server is started behind the page's back:
+            # once back, the page resumes after the last event it saw and shows what it missed
+            mark = len(requests.made)
+            user = await cut_and_hold(app)
+            await expect(page.locator("#link-state")).to_have_text("reconnecting")
+            await api.login()
+            status, _ = await api.post(f"/compute/v2.1/servers/{server_id}/action", {"os-start": None})
+            assert status == 202
+            await wait_for_status(api, server_id, "ACTIVE")
+            assert await page.locator("#detail-status").text_content() == "SHUTOFF"
+            release(app, user)
+            await expect(page.locator("#detail-status")).to_have_text("ACTIVE", timeout=STATE_TIMEOUT_MS)
+            await expect(page.locator("#link-state")).to_have_text("live")
+            assert requests.since(mark) == []
+
+            mark = len(requests.made)
+            page.once("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+            await actions.get_by_role("button", name="Delete web-1").click()
+            await expect(page.locator("#detail-status")).to_have_text("DELETED", timeout=STATE_TIMEOUT_MS)
+            await page.get_by_role("link", name="All instances").click()
+            await expect(page.locator("#no-instances")).to_be_visible()
+            assert requests.since(mark) == [f"DELETE /compute/v2.1/servers/{server_id}"]
+            await page.screenshot(path=shots / "5-deleted.png", full_page=True)
+            assert requests.made.count("GET /compute/v2.1/servers/detail") == 1  # the initial load only
+
+            await page.locator("#project-switch").select_option(label="second")
+            other = page.locator("#instance-rows tr", has_text="other-1")
+            await expect(other.locator("[data-field=status]")).to_have_text(
+                "ACTIVE", timeout=STATE_TIMEOUT_MS
+            )
+            assert await other.get_attribute("data-id") == other_server
+            await expect(page.locator("#link-state")).to_have_text("live")
+            assert requests.made.count("GET /compute/v2.1/servers/detail") == 2  # the new project's
+            await page.screenshot(path=shots / "6-second-project.png", full_page=True)
+            await expect(page.get_by_role("columnheader", name="Host")).to_be_hidden()  # not an admin
+            await expect(other.get_by_role("button", name="Live migrate other-1")).to_be_hidden()
+
+            await page.get_by_role("button", name="Log out").click()
+            await form.get_by_label("User").fill("admin")
+            await form.get_by_label("Password").fill(ADMIN_PASSWORD)
+            await form.get_by_label("Project").fill("admin")
+            await form.get_by_role("button", name="Log in").click()
+            await expect(page.get_by_role("columnheader", name="Host")).to_be_visible()
+            admins = page.locator("#instance-rows tr", has_text="admin-1")
+            await expect(admins.locator("[data-field=status]")).to_have_text(
+                "ACTIVE", timeout=STATE_TIMEOUT_MS
+            )
+            host = admins.locator("[data-field=host]")
+            await expect(host).to_have_text(re.compile("^node-[12]$"))
+            source = await host.text_content()
+            await expect(page.locator("#instance-rows tr")).to_have_count(1)  # its project's only
+            mark = len(requests.made)
+            await admins.get_by_role("button", name="Live migrate admin-1").click()
+            destination = {"node-1": "node-2", "node-2": "node-1"}[source or ""]
+            await expect(host).to_have_text(destination, timeout=STATE_TIMEOUT_MS)
+            await expect(admins.locator("[data-field=status]")).to_have_text(
+                "ACTIVE", timeout=STATE_TIMEOUT_MS
+            )
+            admin_server = await admins.get_attribute("data-id")
+            assert requests.since(mark) == [f"POST /compute/v2.1/servers/{admin_server}/action"]
+            await page.screenshot(path=shots / "7-admin-migrated.png", full_page=True)
+        finally:
+            await browser.close()
+
+
+async def test_the_images_volumes_network_and_key_pairs_pages(
+    gateway: tuple[str, web.Application], tmp_path: Path
+) -> None:
+    url, _ = gateway
+    shots = tmp_path / "dashboard-screenshots"
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM)
+        try:
+            page = await browser.new_page()
+            requests = Requests(page)
+            await page.goto(url)
+            form = page.locator("#login-form")
+            await form.get_by_label("User").fill("demo")
+            await form.get_by_label("Password").fill(DEMO_PASSWORD)
+            await form.get_by_label("Project").fill("demo")
+            await form.get_by_role("button", name="Log in").click()
+            await expect(page.locator("#link-state")).to_have_text("live")
+            project = await page.evaluate("JSON.parse(sessionStorage.getItem('aiostack.session')).project.id")
+            await page.get_by_role("navigation", name="Pages").get_by_role("link", name="Images").click()
+            rows = page.locator("#image-rows tr")
+            tiny = rows.filter(has_text="aiostack-tiny")
+            await expect(tiny.locator("[data-field=status]")).to_have_text("active")
+
+            upload = page.locator("#upload-form")
+            await upload.get_by_label("Name").fill("blob")
+            await upload.get_by_label("Disk format").select_option("raw")
+            data = bytes(range(256)) * 1024
+            await upload.get_by_label("File").set_input_files(
+                files=[{"name": "blob.raw", "mimeType": "application/octet-stream", "buffer": data}]
+            )
+            mark = len(requests.made)
+            await upload.get_by_role("button", name="Upload").click()
+            blob = rows.filter(has_text="blob")
+            await expect(blob.locator("[data-field=status]")).to_have_text("active", timeout=STATE_TIMEOUT_MS)
+            await expect(blob.locator("[data-field=size]")).to_have_text("256.0 KiB")
+            await expect(page.locator("#upload-progress")).to_have_attribute("value", "100")
+            image_id = await blob.get_attribute("data-id")
+            assert requests.since(mark) == ["POST /image/v2/images", f"PUT /image/v2/images/{image_id}/file"]
+            await page.screenshot(path=shots / "images.png", full_page=True)
+
+            mark = len(requests.made)
+            page.once("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+            await blob.get_by_role("button", name="Delete image blob").click()
+            await expect(blob).to_have_count(0)
+            assert requests.since(mark) == [f"DELETE /image/v2/images/{image_id}"]
+            assert requests.made.count("GET /image/v2/images") == 1  # the listing, read once
+
+            await page.get_by_role("navigation", name="Pages").get_by_role("link", name="Key pairs").click()
+            keys = page.locator("#keypair-form")
+            await keys.get_by_label("Name").fill("generated")
+            await keys.get_by_role("button", name="Create key pair").click()
+            await expect(page.get_by_label("Private key (shown once: save it now)")).to_have_value(
+                re.compile("PRIVATE KEY")
+            )
+            async with page.expect_download() as saving:
+                await page.get_by_role("link", name="Save the private key").click()
+            saved = await saving.value
+            assert saved.suggested_filename == "generated.pem"
+            assert "PRIVATE KEY" in Path(await saved.path()).read_text()
+            public = (
+                Ed25519PrivateKey.generate().public_key().public_bytes(Encoding.OpenSSH, PublicFormat.OpenSSH)
+            )
+            await keys.get_by_label("Name").fill("imported")
+            await keys.get_by_label("Public key to import (empty: generate one)").fill(public.decode())
+            await keys.get_by_role("button", name="Create key pair").click()
+            await expect(page.locator("#keypair-rows th")).to_have_text(["generated", "imported"])
+            await expect(page.locator("#private-key")).to_be_hidden()
+            await page.screenshot(path=shots / "keypairs.png", full_page=True)
+            page.once("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+            await page.get_by_role("button", name="Delete key pair generated").click()
+            await expect(page.locator("#keypair-rows th")).to_have_text(["imported"])
+
+            mark = len(requests.made)
+            await page.get_by_role("navigation", name="Pages").get_by_role("link", name="Volumes").click()
+            await expect(page.locator("#volumes-title")).to_be_focused()
+            volumes = page.locator("#volume-form")
+            await volumes.get_by_label("Name").fill("vol-1")
+            await volumes.get_by_label("Size (GiB)").fill("2")
+            await volumes.get_by_role("button", name="Create volume").click()
+            made = page.locator("#volume-rows tr", has_text="vol-1")
+            await expect(made.locator("[data-field=status]")).to_have_text(
+                "available", timeout=STATE_TIMEOUT_MS
+            )
+            await expect(made.locator("[data-field=size]")).to_have_text("2 GiB")
+            assert requests.since(mark) == [
+                f"GET /volume/v3/{project}/volumes/detail",
+                f"POST /volume/v3/{project}/volumes",
+            ]
+            volume_id = await made.get_attribute("data-id")
+            page.once("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+            mark = len(requests.made)
+            await made.get_by_role("button", name="Delete volume vol-1").click()
+            await expect(made).to_have_count(0, timeout=STATE_TIMEOUT_MS)
+            assert requests.since(mark) == [f"DELETE /volume/v3/{project}/volumes/{volume_id}"]
+            await page.screenshot(path=shots / "volumes.png", full_page=True)
+
+            await page.get_by_role("navigation", name="Pages").get_by_role("link", name="Network").click()
+            networks = page.get_by_role("table", name="Networks")
+            await expect(networks.get_by_role("row", name=re.compile("default"))).to_contain_text(
+                "10.20.0.0/16"
+            )
+            groups = page.get_by_role("table", name="Security groups")
+            await expect(groups.get_by_role("rowheader")).to_have_text(["default"])
+            await page.screenshot(path=shots / "network.png", full_page=True)
+
+            # the token revoked: the event socket is closed (4001) and the page asks for a login
+            token = await page.evaluate("JSON.parse(sessionStorage.getItem('aiostack.session')).token")
+            async with aiohttp.ClientSession() as session:
+                revoke = {"X-Auth-Token": token, "X-Subject-Token": token}
+                async with session.delete(f"{url}/identity/v3/auth/tokens", headers=revoke) as response:
+                    assert response.status == 204
+            await expect(page.locator("#login-form")).to_be_visible(timeout=STATE_TIMEOUT_MS)
+            await expect(page.get_by_role("alert")).to_have_text("Your session has ended: log in again.")
+            assert await page.evaluate("sessionStorage.getItem('aiostack.session')") is None
+        finally:
+            await browser.close()
