@@ -57,6 +57,11 @@ def status_condition(status: str) -> tuple[str, list[Any]]:
     return "vm_state = ?", [vm_state]
 
 
+def page_query(clauses: list[str]) -> str:
+    """The instances meeting every one of ``clauses``, newest first (``list_instances``)."""
+    return f"SELECT * FROM instances WHERE {' AND '.join(clauses)} ORDER BY created_at DESC, uuid DESC"
+
+
 def _as_stamp(when: str) -> str:
     """An ISO 8601 time as the store writes its stamps (UTC, ``Z``), to compare with them.
 
@@ -166,7 +171,7 @@ class ServerReads(Servers):
             clauses.append(condition)
             params += values
         most = MAX_LIMIT if limit is None else min(limit, MAX_LIMIT)
-        sql = f"SELECT * FROM instances WHERE {' AND '.join(clauses)} ORDER BY created_at DESC, uuid DESC"
+        sql = page_query(clauses)
         if matches:
             rows = await self.core.store.fetchall(sql, params, row=InstanceRow)
             rows = [row for row in rows if all(match(row) for match in matches)][:most]

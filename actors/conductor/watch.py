@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from datetime import UTC, datetime
 
 from actors.conductor.build import Builder
 from actors.conductor.core import NODE_TASKS, Core, action_of
@@ -42,6 +43,8 @@ from actors.conductor.live import LiveMigrations
 from actors.conductor.live_resources import LiveResources
 from actors.conductor.resize import Resizes
 from actors.conductor.schema import (
+    DELETED_SINCE,
+    TASKS_IN_FLIGHT,
     InstanceRow,
     booted_image,
     recorded_claim,
@@ -57,6 +60,7 @@ from api.conductor import (
     ConductorForOwners,
     ConductorOperator,
     CopyVerdict,
+    Deletions,
     Instance,
     InstanceAction,
     InstanceActionEvent,
@@ -65,13 +69,17 @@ from api.conductor import (
     boot_volume,
 )
 from api.node import PowerState as DomainPower
-from bus import AiostackError, NotFound, request_scope
+from bus import AiostackError, InvalidRequest, NotFound, request_scope
 from runtime.context import check_visible
+from runtime.stamps import STAMP_FORMAT, stamp
 from runtime.states import LIVE_RESOURCE_TASKS, RESIZE_TASKS, TaskState
 from runtime.store import from_json
 
 log = logging.getLogger(__name__)
 
+DELETIONS_OVERLAP = 30.0
+"""Seconds each ``deleted_since`` answer's ``until`` lies before its time: a delete being written
+meanwhile, or stamped by a replica whose clock is a little behind, is in the next answer too."""
 MAX_TASK_SENDS = 3
 """A stalled build or delete is sent again while its node answers, this often."""
 DOMAIN_QUERY_TIMEOUT = 5.0
@@ -127,6 +135,17 @@ class TaskWatch(NodeTasks, ConductorForOwners, ConductorOperator):
         )
         return [view(row) for row in rows]
 
+    async def recorded_here(self, *, instance_uuids: list[str], host: str) -> list[str]:
+        if not instance_uuids:
+            return []
+        marks = ", ".join("?" * len(instance_uuids))
+        rows = await self.core.store.fetchall(
+            f"SELECT uuid FROM instances WHERE uuid IN ({marks}) AND host = ? AND deleted = 0"
+            " AND coalesce(evacuate_from, '') != ?",
+            (*instance_uuids, host, host),
+        )
+        return [row["uuid"] for row in rows]
+
     async def migration_progress(
         self,
         *,
@@ -149,6 +168,18 @@ class TaskWatch(NodeTasks, ConductorForOwners, ConductorOperator):
             f"SELECT uuid FROM instances WHERE deleted = 0 AND uuid IN ({marks})", instance_uuids
         )
         return [row["uuid"] for row in rows]
+
+    async def deleted_since(self, *, since: str | None) -> Deletions:
+        """:raises InvalidRequest: ``since`` is no time as the conductor stamps them."""
+        until = stamp(datetime.fromtimestamp(time.time() - DELETIONS_OVERLAP, UTC))
+        if since is None:
+            return {"instance_uuids": [], "until": until}
+        try:
+            datetime.strptime(since, STAMP_FORMAT)
+        except ValueError:
+            raise InvalidRequest(f"Invalid time {since!r}: not as deleted_since answers them") from None
+        rows = await self.core.store.fetchall(DELETED_SINCE, (since,))
+        return {"instance_uuids": [row["uuid"] for row in rows], "until": until}
 
     async def placement(self, *, instance_uuid: str) -> Placement:
         """Where a live instance is, whose, and the image (for one booted from a volume, the image
@@ -251,9 +282,7 @@ class TaskWatch(NodeTasks, ConductorForOwners, ConductorOperator):
 
     async def _check_tasks(self) -> None:
         now = time.time()
-        rows = await self.core.store.fetchall(
-            "SELECT * FROM instances WHERE deleted = 0 AND task_state IS NOT NULL", row=InstanceRow
-        )
+        rows = await self.core.store.fetchall(TASKS_IN_FLIGHT, row=InstanceRow)
         for row in rows:
             task = task_state_of(row)
             assert task is not None

@@ -120,9 +120,12 @@ async def test_what_nodes_send_is_checked_too_and_changes_nothing(bus: Bus, demo
         (node_address, "list_host_instances", {"host": "node-2"}, "unknown field `host`"),
         (node_address, "build_failed", {"instance_uuid": uuid}, "missing required field `message`"),
         ("conductor", "live_instances", {}, "missing required field `instance_uuids`"),
+        (node_address, "recorded_here", {"instance_uuids": [uuid], "host": host}, "unknown field `host`"),
     ]:
         with pytest.raises(InvalidRequest, match=f"conductor.{method}: .*{said(says)}"):
             await bus.call(f"{address}.{method}", body)
+    with pytest.raises(InvalidRequest, match="Invalid time 'yesterday'"):
+        await ConductorForOwners.client(bus).deleted_since(since="yesterday")
     with request_scope(context=demo):
         assert await Compute.client(bus).get_instance(instance_uuid=uuid) == server
 
@@ -173,6 +176,10 @@ async def test_a_node_reaches_only_the_instances_recorded_on_its_host(bus: Bus, 
     assert await impostor.task_progress(instance_uuids=[uuid]) == 0
     assert await impostor.list_host_instances() == []
     assert [i["id"] for i in await ConductorForNodes.client(bus, host=host).list_host_instances()] == [uuid]
+    assert await impostor.recorded_here(instance_uuids=[uuid]) == []
+    assert await ConductorForNodes.client(bus, host=host).recorded_here(instance_uuids=[uuid, "gone"]) == [
+        uuid
+    ]
     assert await audited(operator) == before
     with request_scope(context=demo):
         assert (await Compute.client(bus).get_instance(instance_uuid=uuid))["status"] == "ACTIVE"
