@@ -57,6 +57,11 @@ def status_condition(status: str) -> tuple[str, list[Any]]:
     return "vm_state = ?", [vm_state]
 
 
+AFTER_MARKER = "created_at <= ? AND (created_at < ? OR uuid < ?)"
+"""The instances after the marker's (its ``created_at``, the same, its ``uuid``) in a page's order:
+a range of the index from the marker on (with an OR alone, every instance before it is read)."""
+
+
 def page_query(clauses: list[str]) -> str:
     """The instances meeting every one of ``clauses``, newest first (``list_instances``)."""
     return f"SELECT * FROM instances WHERE {' AND '.join(clauses)} ORDER BY created_at DESC, uuid DESC"
@@ -164,7 +169,7 @@ class ServerReads(Servers):
             )
             if anchor is None:
                 raise InvalidRequest(f"marker [{marker}] not found")
-            clauses.append("(created_at < ? OR (created_at = ? AND uuid < ?))")
+            clauses.append(AFTER_MARKER)
             params += [anchor["created_at"], anchor["created_at"], anchor["uuid"]]
         if status:
             condition, values = status_condition(status.upper())

@@ -248,3 +248,18 @@ async def test_a_change_recorded_without_its_event_is_announced_by_the_watch_onc
             await asyncio.sleep(0.1)
     with pytest.raises(nats.errors.TimeoutError):  # announced: not published again
         await events.next_msg(timeout=3)
+
+
+async def test_pages_after_a_marker_hold_every_instance_once_newest_first(bus: Bus, demo: Context) -> None:
+    """Instances made within one second (their ``created_at`` the same) are told apart by id."""
+    compute = Compute.client(bus)
+    for number in range(5):
+        with request_scope(context=demo):  # each create a request of its own
+            (image,) = await Images.client(bus).list(name="aiostack-tiny")
+            await compute.create_instance(name=f"vm-{number}", flavor_ref="1", image_ref=image["id"])
+    with request_scope(context=demo):
+        every = [server["id"] for server in await compute.list_instances()]
+        walked: list[str] = []
+        while page := await compute.list_instances(limit=2, marker=walked[-1] if walked else None):
+            walked += [server["id"] for server in page]
+    assert walked == every and len(set(every)) == 5

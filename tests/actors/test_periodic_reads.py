@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from actors.conductor.instances import page_query
+from actors.conductor.instances import AFTER_MARKER, page_query
 from actors.conductor.schema import (
     DELETED_SINCE,
     EXPIRED_RESIZES,
@@ -72,11 +72,32 @@ async def test_each_periodic_read_walks_an_index_of_the_work_in_flight(config: C
     assert not full_scans(plan, dialect, index), plan
 
 
-async def test_a_page_of_a_projects_instances_walks_that_projects_alone_in_order(config: Config) -> None:
-    """However many instances other projects have: no scan of every live instance, no sort."""
-    query = f"{page_query(['deleted = 0', 'project_id = ?'])} LIMIT ?"
-    dialect, plan = await query_plan(config, query, ("a-project", 100))
+PAGES = {
+    "a project's first": (["deleted = 0", "project_id = ?"], ("a-project",), "instances_project"),
+    "a project's next": (
+        ["deleted = 0", "project_id = ?", AFTER_MARKER],
+        ("a-project", "2026-01-01T00:00:00Z", "2026-01-01T00:00:00Z", "an-id"),
+        "instances_project",
+    ),
+    "every project's next": (
+        ["deleted = 0", AFTER_MARKER],
+        ("2026-01-01T00:00:00Z", "2026-01-01T00:00:00Z", "an-id"),
+        "instances_listing",
+    ),
+}
 
-    assert any("instances_project" in line for line in plan), plan
-    assert not full_scans(plan, dialect, "instances_project"), plan
+
+@pytest.mark.parametrize("page", sorted(PAGES))
+async def test_a_page_of_instances_walks_its_own_in_order(config: Config, page: str) -> None:
+    """However many instances other projects have, or come before the marker: the index's range
+    from the page's first instance on, no sort."""
+    clauses, params, index = PAGES[page]
+    dialect, plan = await query_plan(config, f"{page_query(clauses)} LIMIT ?", (*params, 100))
+
+    assert any(index in line for line in plan), plan
+    assert not full_scans(plan, dialect, index), plan
     assert not [line for line in plan if "TEMP B-TREE" in line or "Sort" in line], plan
+    if dialect == "sqlite" and AFTER_MARKER in clauses:
+        assert any("created_at<?" in line for line in plan), plan
+    elif AFTER_MARKER in clauses:
+        assert any("Index Cond" in line and "created_at <=" in line for line in plan), plan
