@@ -20,11 +20,16 @@ again:
   tried are excluded) up to ``max_build_attempts`` in all, as Nova's retries do (``build.py``).
 
 It also answers the other actors' "which of these instances are still alive?"
-(``live_instances``), with which they release what they hold for instances that are gone, and
-"where is this instance, and whose is it?" (``placement``), against which they check a node's
-calls; a node's "which instances are recorded on me?" (``list_host_instances``, the host the
-subject's); and the operator's reads: ``aiostack audit``'s ``audit_instances``, and each
-instance's actions and their steps.
+(``live_instances``, their orphan sweep at start) and "which were deleted since?"
+(``deleted_since``, their periodic ones), with which they release what they hold for instances
+that are gone, and "where is this instance, and whose is it?" (``placement``), against which they
+check a node's calls; a node's "which instances are recorded on me?" (``list_host_instances``, and
+``recorded_here`` for the ids of its domains; the host the subject's); and the operator's reads:
+``aiostack audit``'s ``audit_instances``, and each instance's actions and their steps.
+
+Every round reads the work in flight alone, through indexes of it (``schema``: the instances with
+a task, resized or shelved ones, the NIC changes unfinished, the changes not announced): however
+many instances rest, a round costs what is in flight.
 """
 
 from __future__ import annotations
