@@ -56,9 +56,10 @@ async def sweep_orphans_forever(
 async def _sweep_all(
     conductor: ConductorForOwners, holders: Holders, release: Callable[[str], Awaitable[Any]], what: str
 ) -> str:
-    """Every instance held, asked about; the time to ask for deletions from next."""
-    since = (await conductor.deleted_since(since=None))["until"]
+    """Every instance held (read before the conductor is asked: what is made meanwhile belongs to
+    an instance that exists), asked about; the time to ask for deletions from next."""
     held = sorted(set(await holders(None)))
+    since = (await conductor.deleted_since(since=None))["until"]
     live: set[str] = set()
     for chunk in _chunks(held):
         live.update(await conductor.live_instances(instance_uuids=list(chunk)))
