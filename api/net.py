@@ -48,8 +48,8 @@ interfaces, extra routes), floating IPs (``FloatingIps``), their quotas, and
 ``NetForNodes.routers_for_host`` with ``ROUTERS_CHANGED``; 10 - ``InstancePorts.attach_port`` and
 ``detach_port``: one port of an instance made or bound, and given back (interface hot-plug); 11 -
 ``InstancePorts.unbind_instance_ports`` (a shelved instance offloaded: its ports kept, bound to no host);
-12 - ``list_ports``' ``device_ids`` (the ports of these devices alone), ``group_names_by_device``
-(the names of the groups of these devices' ports): a page of servers reads its own.
+12 - ``group_names_by_device`` (the names of the groups of these devices' ports: a page of
+servers reads its own).
 
 Events (kind ``port``, project the port's, with the port as ``get_port`` shows it):
 ``port.bound`` (``allocate_for_instance``, one per port; ``attach_port``; ``dhcp_port`` when it
@@ -1249,10 +1249,8 @@ class Ports(ServiceAPI, address="net"):
         network_id: Text | None = None,
         device_id: Text | None = None,
         device_owner: Text | None = None,
-        device_ids: list[Id] | None = None,
     ) -> list[Port]:
-        """The ports the caller sees (its project's), filtered, oldest first; ``device_ids``: of
-        these devices alone."""
+        """The ports the caller sees (its project's), filtered, oldest first."""
         ...
 
     @call(policy="network:read", idempotent=True)

@@ -82,18 +82,10 @@ class PortServant(Ports):
         return made
 
     async def list_ports(
-        self,
-        *,
-        network_id: str | None = None,
-        device_id: str | None = None,
-        device_owner: str | None = None,
-        device_ids: list[str] | None = None,
+        self, *, network_id: str | None = None, device_id: str | None = None, device_owner: str | None = None
     ) -> list[Port]:
         filters = {"r.network_id": network_id, "r.device_id": device_id, "r.device_owner": device_owner}
         conditions, params = where(filters)
-        if device_ids is not None:
-            conditions += f" AND r.device_id IN ({', '.join('?' * len(device_ids)) or 'NULL'})"
-            params += device_ids
         return await self.state.load(PORT, conditions, params, scope=scope())
 
     async def get_port(self, *, port_id: str) -> Port:
