@@ -14,7 +14,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from nats.aio.msg import Msg
@@ -22,7 +22,7 @@ from nats.aio.subscription import Subscription
 from prometheus_client import Gauge
 
 from actors.orphans import ORPHAN_SWEEP_INTERVAL, sweep_orphans_forever
-from api.scheduler import HEARTBEAT, Allocation, Destination, HostView, Released, Scheduler
+from api.scheduler import HEARTBEAT, Allocation, Destination, HostLiveness, HostView, Released, Scheduler
 from bus import Actor, AiostackError, Bus, Conflict, NotFound, NoValidHost
 from bus.envelope import request_id_of
 from runtime.config import Config
@@ -167,9 +167,15 @@ class SchedulerActor(Actor, Scheduler):
             name="scheduler-orphans",
         )
 
-    async def _claimants(self) -> list[str]:
+    async def _claimants(self, among: Sequence[str] | None) -> list[str]:
+        """The instances with a claim (held or not): all, or those ``among`` these."""
+        where, params = "", list(among or ())
+        if among is not None:
+            where = f" WHERE instance_uuid IN ({', '.join('?' * len(among))})"
         rows = await self.store.fetchall(
-            "SELECT instance_uuid FROM allocations UNION SELECT instance_uuid FROM resize_held"
+            f"SELECT instance_uuid FROM allocations{where}"
+            f" UNION SELECT instance_uuid FROM resize_held{where}",
+            params * 2,
         )
         return [row["instance_uuid"] for row in rows]
 
@@ -320,6 +326,11 @@ class SchedulerActor(Actor, Scheduler):
         rows = await self.store.fetchall(HOST_ROWS.format(where=""))
         now = time.time()
         return [self._view(row, now) for row in rows]
+
+    async def list_host_liveness(self) -> list[HostLiveness]:
+        now = time.time()
+        rows = await self.store.fetchall("SELECT host, last_seen FROM hosts ORDER BY host")
+        return [{"host": row["host"], "alive": self._alive(row, now)} for row in rows]
 
     async def set_host_enabled(
         self, *, host: str, enabled: bool, disabled_reason: str | None = None

@@ -27,7 +27,7 @@ from __future__ import annotations
 import builtins
 import logging
 import secrets
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypedDict, TypeVar
 
 from actors.orphans import ORPHAN_SWEEP_INTERVAL, sweep_orphans_forever
@@ -402,11 +402,13 @@ class VolumeActor(Actor, VolumeRecords):
             name="volume-orphans",
         )
 
-    async def _attached_instances(self) -> list[str]:
-        return [
-            row["server_id"]
-            for row in await self.store.fetchall("SELECT DISTINCT server_id FROM attachments")
-        ]
+    async def _attached_instances(self, among: Sequence[str] | None) -> list[str]:
+        """The instances with volumes attached: all, or those ``among`` these."""
+        where = "" if among is None else f" WHERE server_id IN ({', '.join('?' * len(among))})"
+        rows = await self.store.fetchall(
+            f"SELECT DISTINCT server_id FROM attachments{where}", list(among or ())
+        )
+        return [row["server_id"] for row in rows]
 
     async def _detach_orphan(self, instance_uuid: str) -> Detached:
         return await self.detach_all(instance_uuid=instance_uuid)
@@ -1272,9 +1274,14 @@ class VolumeActor(Actor, VolumeRecords):
             log.info("volume: %d attachment(s) of %s made again for %s", len(reattached), instance_uuid, host)
         return reattached
 
-    async def list_attachments(self) -> builtins.list[AttachmentRecord]:
+    async def list_attachments(
+        self, *, server_ids: builtins.list[str] | None = None
+    ) -> builtins.list[AttachmentRecord]:
         """Every attachment the caller may see (``api.volume.VolumeAttachments.list_attachments``)."""
         condition, params = _scope(all_tenants=True)
+        if server_ids is not None:
+            condition += f" AND a.server_id IN ({', '.join('?' * len(server_ids)) or 'NULL'})"
+            params = [*params, *server_ids]
         rows = await self.store.fetchall(
             "SELECT a.*, v.project_id FROM attachments a JOIN volumes v ON v.id = a.volume_id"
             f" WHERE {condition} ORDER BY a.volume_id",

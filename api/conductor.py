@@ -64,7 +64,11 @@ SHELVED and SHELVED_OFFLOADED vm_states), ``NodeBuilds.get_build_request`` answe
 host too (the shelved image as ``image_ref``); 16 - ``NodeTasks.live_migration_target`` (a real
 guest's live migration: its destination prepared), ``Placement.arriving`` (the destination of a
 live migration that is copying the instance: it may read what the instance uses), and
-``get_build_request`` answers that destination too (preparing).
+``get_build_request`` answers that destination too (preparing);
+17 - ``ConductorForOwners.deleted_since`` (the
+instances deleted since a time: the owners' periodic orphan sweeps read the deletions alone),
+``NodeTasks.recorded_here`` (which of its domains' instances are recorded on the calling host:
+a node's orphan sweep sends and gets ids, not every instance of the host).
 
 Events (kind ``instance``, on ``evt.instance.<project>.<id>``, with the instance as ``Instance``
 shows it): ``instance.building`` (recorded), ``instance.spawning`` (a host was chosen: the
@@ -1464,6 +1468,12 @@ class NodeTasks(ServiceAPI, address="conductor.host.{host}", caller="host"):
         ...
 
     @call(idempotent=True)
+    async def recorded_here(self, *, instance_uuids: list[Id]) -> list[str]:
+        """Which of these instances are live and recorded on the calling host, but those being
+        evacuated away from it (a node's orphan sweep removes the domains of the others)."""
+        ...
+
+    @call(idempotent=True)
     async def migration_progress(
         self,
         *,
@@ -1501,6 +1511,19 @@ class ConductorForNodes(NodeBuilds, NodeReports, NodeTasks, address="conductor.h
 # -- what the other actors and the operator call ----------------------------------------------
 
 
+Stamp = Annotated[str, Meta(max_length=64)]
+"""A time as the conductor stamps its records (ISO 8601, UTC, ``Z``)."""
+
+
+class Deletions(TypedDict):
+    """The instances deleted since a time, and the time to ask from next (a little before the
+    answer: a delete being written then, or stamped by a replica whose clock is behind, is in the
+    next answer too)."""
+
+    instance_uuids: list[str]
+    until: Stamp
+
+
 class ConductorForOwners(ServiceAPI, address="conductor"):
     """What the owners of per-instance resources (image, net, scheduler, volume) ask: which
     instances are gone (their orphan sweeps), and where one is and whose (their checks of a
@@ -1509,6 +1532,12 @@ class ConductorForOwners(ServiceAPI, address="conductor"):
     @call(idempotent=True)
     async def live_instances(self, *, instance_uuids: list[Id]) -> list[str]:
         """Which of these instances still exist (not deleted): the rest hold nothing any more."""
+        ...
+
+    @call(idempotent=True)
+    async def deleted_since(self, *, since: Stamp | None) -> Deletions:
+        """The instances deleted at or after ``since`` (an ``until`` this call answered; None:
+        none, only ``until``), however many instances live."""
         ...
 
     @call(idempotent=True)

@@ -49,7 +49,9 @@ interfaces, extra routes), floating IPs (``FloatingIps``), their quotas, and
 ``detach_port``: one port of an instance made or bound, and given back (interface hot-plug); 11 -
 ``InstancePorts.unbind_instance_ports`` (a shelved instance offloaded: its ports kept, bound to no host);
 12 - ``NetForNodes.security_for_host`` takes ``arriving``: the ports of instances a live migration
-copies to the host are filtered there before their binding moves.
+copies to the host are filtered there before their binding moves;
+13 - ``group_names_by_device`` (the names of the groups of these devices' ports: a page of
+servers reads its own).
 
 Events (kind ``port``, project the port's, with the port as ``get_port`` shows it):
 ``port.bound`` (``allocate_for_instance``, one per port; ``attach_port``; ``dhcp_port`` when it
@@ -1393,6 +1395,12 @@ class SecurityGroups(ServiceAPI, address="net"):
     async def list_security_groups(self, *, name: Text | None = None) -> list[SecurityGroup]:
         """The groups the caller sees (its project's, its default group made first if it has none;
         every project's for an admin), oldest first."""
+        ...
+
+    @call(policy="network:read", idempotent=True)
+    async def group_names_by_device(self, *, device_ids: list[Id]) -> dict[str, list[str]]:
+        """The names of the groups the caller sees of these devices' ports it sees, by device id, in
+        the order of their ports (oldest first) and ids, each once; a device with none is left out."""
         ...
 
     @call(policy="network:read", idempotent=True)

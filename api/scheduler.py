@@ -6,7 +6,9 @@ Version history: 1 - initial; 2 - hosts are enabled or disabled by an operator
 ``confirm_resize``, ``revert_resize``; ``Allocation.resize_held``); 4 - an evacuate moves an
 instance's claim off its (down) host in one transaction (``claim_evacuate``); 5 - a live change of
 vCPUs and RAM sets an instance's claim to another size on its host (``set_claim_size``); 6 -
-``claim_resize`` claims on another host (``elsewhere``, ``host``: a cold or live migration).
+``claim_resize`` claims on another host (``elsewhere``, ``host``: a cold or live migration); 7 -
+``list_host_liveness``: each host's liveness alone (no allocation is counted), for the conductor's
+periodic refresh.
 
 Events (kind ``node``): ``node.up`` (a host reported for the first time, or again after
 ``node.down``) and ``node.down`` (its last report is older than the service down time),
@@ -43,6 +45,13 @@ class HostView(TypedDict):
     disk_gb: int
     disk_gb_used: int
     disk_gb_free: int
+
+
+class HostLiveness(TypedDict):
+    """Whether a host is alive (it reported within the service down time)."""
+
+    host: str
+    alive: bool
 
 
 class Allocation(TypedDict):
@@ -90,6 +99,11 @@ class SchedulerReader(ServiceAPI, address="scheduler"):
     @call(idempotent=True)
     async def list_hosts(self) -> list[HostView]:
         """Every host, by name."""
+        ...
+
+    @call(idempotent=True)
+    async def list_host_liveness(self) -> list[HostLiveness]:
+        """Every host and whether it is alive: the hosts alone, however many instances they hold."""
         ...
 
     @call(idempotent=True)

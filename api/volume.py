@@ -50,6 +50,7 @@ read-only exports. 5 - quotas: ``VolumeQuotas`` (shown, set, deleted; usage coun
 from the rows) and ``QuotaExceeded`` from ``create``, ``create_snapshot`` and ``extend``; the
 actor's own handlers are ``VolumeRecords``, and ``Volumes`` is both facets. 6 -
 ``VolumeAttacher.reattach_all``: an evacuated instance's attachments made again for its new host.
+7 - ``list_attachments``' ``server_ids`` (the attachments of these servers alone).
 7 - ``VolumeAttachments.release_host``: a shelved instance's attachments released from its host
 when it is offloaded (``reattach_all`` makes them the unshelving host's), and ``attach_offloaded``:
 a volume attached to an offloaded instance, with no host.
@@ -419,8 +420,9 @@ class VolumeAttachments(ServiceAPI, address="volume"):
         ...
 
     @call(idempotent=True)
-    async def list_attachments(self) -> list[AttachmentRecord]:
-        """Every attachment the caller may see (all for admins and services), by volume id."""
+    async def list_attachments(self, *, server_ids: list[Id] | None = None) -> list[AttachmentRecord]:
+        """Every attachment the caller may see (all for admins and services), by volume id;
+        ``server_ids``: of these servers alone."""
         ...
 
 

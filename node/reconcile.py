@@ -32,6 +32,8 @@ from runtime.states import RESIZE_TASKS, SHELVE_TASKS, PowerState, TaskState, Vm
 
 log = logging.getLogger(__name__)
 
+ASK_AT_ONCE = 500
+"""Instance ids per ``recorded_here`` question: the messages stay small however many domains."""
 RUNNING_VM_STATES = (VmState.ACTIVE, VmState.BUILDING, VmState.PAUSED)
 """The instance's ``vm_state`` when its domain should run (unless it is being powered off; a
 RESIZED one runs if it ran)."""
@@ -155,8 +157,7 @@ class Reconciler:
         """Remove the instance's domain here if it is not (or no longer) recorded on this host,
         after any step on it in hand (a migration's source, once the instance moved)."""
         async with self.records.lock(instance_uuid):
-            records = await self.conductor.list_host_instances()
-            if instance_uuid not in {instance["id"] for instance in records} and not (
+            if not await self.conductor.recorded_here(instance_uuids=[instance_uuid]) and not (
                 instance_uuid in self.records.arriving and await self._still_arriving(instance_uuid)
             ):
                 log.info(
@@ -182,14 +183,17 @@ class Reconciler:
         only those there were before the conductor was asked: a build finishing meanwhile is
         not in its answer, and is no orphan."""
         stored = await self.records.uuids()
-        in_libvirt = {
-            domain.UUIDString()
-            for domain in await self.hypervisor.domains()
-            if domain.name().startswith("instance-")
-        }
-        candidates = stored | (in_libvirt & set(self.records.projects))  # several nodes may share a libvirtd
-        records = await self.conductor.list_host_instances()
-        for uuid in candidates - {instance["id"] for instance in records}:
+        # several nodes may share a libvirtd: only this node's domains are candidates, those stored
+        # and those built here since it started that libvirt still has (looked up one by one:
+        # libvirt's every domain is not listed)
+        built = [uuid for uuid in self.records.projects if uuid not in stored]
+        in_libvirt = {uuid for uuid in built if await self.hypervisor.domain(uuid) is not None}
+        candidates = sorted(stored | in_libvirt)
+        recorded: set[str] = set()
+        for start in range(0, len(candidates), ASK_AT_ONCE):
+            chunk = candidates[start : start + ASK_AT_ONCE]
+            recorded.update(await self.conductor.recorded_here(instance_uuids=chunk))
+        for uuid in set(candidates) - recorded:
             if uuid in self.records.working or uuid in self.records.arriving:
                 continue
             async with self.records.lock(uuid):

@@ -74,7 +74,7 @@ class Records:
         return await self.store.fetchall("SELECT * FROM domains", row=DomainRow)
 
     async def uuids(self) -> set[str]:
-        return {row["uuid"] for row in await self.rows()}
+        return {row["uuid"] for row in await self.store.fetchall("SELECT uuid FROM domains")}
 
     async def stored_xml(self, instance_uuid: str) -> str | None:
         row = await self.store.fetchone(

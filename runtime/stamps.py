@@ -5,6 +5,9 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
+STAMP_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+"""The stamps' form (``datetime.strptime`` reads one back)."""
+
 
 def new_uuid() -> str:
     return str(uuid.uuid4())
@@ -17,4 +20,4 @@ def utcnow() -> str:
 
 def stamp(moment: datetime) -> str:
     """An aware time as the stamps ``utcnow`` writes (UTC, seconds, ``Z``)."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return moment.astimezone(UTC).strftime(STAMP_FORMAT)

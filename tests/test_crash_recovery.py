@@ -267,3 +267,45 @@ async def test_restarted_owners_release_what_they_hold_for_instances_that_are_go
             await asyncio.sleep(0.2)
     assert await bus.call("net.list_ports", {"device_id": ghost}) == []
     assert await bus.call("scheduler.list_allocations") == []
+
+
+async def test_owners_release_what_an_instance_deleted_since_their_last_sweep_still_holds(
+    crash_cloud: Cloud, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After their sweep at start, the scheduler and net actor ask the conductor for the instances
+    deleted since their last sweep alone: a claim and a port such an instance still holds (taken
+    after its delete gave back what it had) are released at their next round."""
+    bus = crash_cloud.bus
+    monkeypatch.setattr(SchedulerActor, "orphan_sweep_interval", 0.3)
+    monkeypatch.setattr(NetActor, "orphan_sweep_interval", 0.3)
+    await crash_cloud.actors["scheduler"].stop()
+    await crash_cloud.actors["net"].stop()
+    await crash_cloud.start_scheduler()
+    crash_cloud.actors["net"] = await crash_cloud.start_actor(NetActor, crash_cloud.config, secure=True)
+    server_id = await crash_cloud.boot("vm")
+    host = (await crash_cloud.until(server_id, "ACTIVE"))["OS-EXT-SRV-ATTR:host"]
+    status, _ = await crash_cloud.api.delete(f"/compute/v2.1/servers/{server_id}")
+    assert status == 204
+    async with asyncio.timeout(10):
+        while (await crash_cloud.api.get(f"/compute/v2.1/servers/{server_id}"))[0] != 404:
+            await asyncio.sleep(0.1)
+    await bus.call(
+        "scheduler.select_destinations",
+        {"instance_uuid": server_id, "vcpus": 1, "memory_mb": 64, "disk_gb": 0},
+    )
+    await bus.call(
+        "net.allocate_for_instance",
+        {
+            "instance_uuid": server_id,
+            "project_id": crash_cloud.api.project_id,
+            "requested_networks": "auto",
+            "host": host,
+        },
+    )
+    async with asyncio.timeout(10):
+        while await bus.call("net.list_ports", {"device_id": server_id}) or any(
+            allocation["instance_uuid"] == server_id
+            for allocation in await bus.call("scheduler.list_allocations")
+        ):
+            await asyncio.sleep(0.1)
+    assert (await audit(bus, recheck_after=0)).problems == {}

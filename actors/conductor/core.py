@@ -18,6 +18,7 @@ from typing import Any
 
 from actors.conductor.migrations import follow as follow_migration
 from actors.conductor.schema import (
+    UNANNOUNCED,
     InstanceRow,
     recorded_claim,
     shelved_image,
@@ -281,7 +282,7 @@ class Core:
         if recent and (unless_known is None or unless_known in self.hosts_alive):
             return
         try:
-            hosts = await self.hosts.list_hosts()
+            hosts = await self.hosts.list_host_liveness()
         except AiostackError as exc:
             log.info("host liveness unknown: %s", exc)
             return
@@ -544,9 +545,7 @@ class Core:
         ``announce_after`` seconds (its conductor died between recording and publishing, or the
         stream did not answer): as ``instance.<status>``, the message id the first try used for
         that event type, so the stream keeps one if both got through."""
-        rows = await self.store.fetchall(
-            "SELECT * FROM instances WHERE announced_version < version", row=InstanceRow
-        )
+        rows = await self.store.fetchall(UNANNOUNCED, row=InstanceRow)
         pending = {(row["uuid"], row["version"]) for row in rows}
         self.unannounced_since = {key: self.unannounced_since.get(key, now) for key in pending}
         for row in rows:

@@ -57,6 +57,16 @@ def status_condition(status: str) -> tuple[str, list[Any]]:
     return "vm_state = ?", [vm_state]
 
 
+AFTER_MARKER = "created_at <= ? AND (created_at < ? OR uuid < ?)"
+"""The instances after the marker's (its ``created_at``, the same, its ``uuid``) in a page's order:
+a range of the index from the marker on (with an OR alone, every instance before it is read)."""
+
+
+def page_query(clauses: list[str]) -> str:
+    """The instances meeting every one of ``clauses``, newest first (``list_instances``)."""
+    return f"SELECT * FROM instances WHERE {' AND '.join(clauses)} ORDER BY created_at DESC, uuid DESC"
+
+
 def _as_stamp(when: str) -> str:
     """An ISO 8601 time as the store writes its stamps (UTC, ``Z``), to compare with them.
 
@@ -159,14 +169,14 @@ class ServerReads(Servers):
             )
             if anchor is None:
                 raise InvalidRequest(f"marker [{marker}] not found")
-            clauses.append("(created_at < ? OR (created_at = ? AND uuid < ?))")
+            clauses.append(AFTER_MARKER)
             params += [anchor["created_at"], anchor["created_at"], anchor["uuid"]]
         if status:
             condition, values = status_condition(status.upper())
             clauses.append(condition)
             params += values
         most = MAX_LIMIT if limit is None else min(limit, MAX_LIMIT)
-        sql = f"SELECT * FROM instances WHERE {' AND '.join(clauses)} ORDER BY created_at DESC, uuid DESC"
+        sql = page_query(clauses)
         if matches:
             rows = await self.core.store.fetchall(sql, params, row=InstanceRow)
             rows = [row for row in rows if all(match(row) for match in matches)][:most]

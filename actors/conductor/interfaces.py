@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from typing import Final
 
 from actors.conductor.core import Core
-from actors.conductor.schema import InstanceRow
+from actors.conductor.schema import UNFINISHED_ACTIONS, InstanceRow
 from actors.conductor.states import Action
 from api.conductor import InterfaceAttachment, ServerInterfaces, addresses_of
 from api.net import COMPUTE_OWNER, Port, PortInUse
@@ -223,11 +223,7 @@ class Interfaces(ServerInterfaces):
             return
         self._settled_at = now
         started_before = stamp(datetime.fromtimestamp(now - self.core.ack_timeout, UTC))
-        rows = await self.core.store.fetchall(
-            "SELECT DISTINCT instance_uuid, action FROM instance_actions"
-            " WHERE finish_time IS NULL AND action IN (?, ?) AND start_time < ?",
-            (*INTERFACE_ACTIONS, started_before),
-        )
+        rows = await self.core.store.fetchall(UNFINISHED_ACTIONS, (*INTERFACE_ACTIONS, started_before))
         for stalled in rows:
             uuid = stalled["instance_uuid"]
             if not self.in_hand[uuid]:

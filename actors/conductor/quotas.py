@@ -58,10 +58,10 @@ async def check_instance_quota(db: Db, project_id: str, flavor: dict[str, Any]) 
     :raises QuotaExceeded: the project would go past its limit of instances, vCPUs or RAM.
     """
     limits = await limits_of(db, project_id)
-    if all(limits[resource] < 0 for resource in UNITS):
-        return  # unlimited: nothing to count
-    used = await instance_usage(db, project_id)
     wanted = {"instances": 1, "cores": int(flavor.get("vcpus", 0)), "ram": int(flavor.get("ram", 0))}
+    if all(limits[resource] < 0 for resource in wanted):
+        return  # unlimited: the project's instances are not counted
+    used = await instance_usage(db, project_id)
     for resource, amount in wanted.items():
         limit = limits[resource]
         if limit >= 0 and used[resource] + amount > limit:

@@ -41,7 +41,7 @@ from actors.conductor.flavors import find_flavor
 from actors.conductor.migrations import Kind
 from actors.conductor.quotas import UNITS, instance_usage, limits_of
 from actors.conductor.recorded import begin_recorded, claim_beside, drop_moved
-from actors.conductor.schema import InstanceRow, task_state_of, view, vm_state_of
+from actors.conductor.schema import EXPIRED_RESIZES, InstanceRow, task_state_of, view, vm_state_of
 from actors.conductor.states import ACTION_OF_TASK, Action, Report
 from api.conductor import Cause, Fault, Flavor, Instance, InstanceChange, ServerResizes, boot_volume
 from bus import AiostackError, Conflict, InvalidRequest, NotFound, NoValidHost, QuotaExceeded, request_scope
@@ -312,10 +312,7 @@ class Resizes(ServerResizes):
         if self.confirm_window <= 0:
             return
         rows = await self.core.store.fetchall(
-            "SELECT * FROM instances WHERE deleted = 0 AND vm_state = ? AND task_state IS NULL"
-            " AND resized_at < ?",
-            (VmState.RESIZED, now - self.confirm_window),
-            row=InstanceRow,
+            EXPIRED_RESIZES, (VmState.RESIZED, now - self.confirm_window), row=InstanceRow
         )
         for row in rows:
             with request_scope():

@@ -151,7 +151,40 @@ MIGRATIONS: list[Step] = [
     CREATE INDEX migrations_in_progress ON migrations(created_at) WHERE {IN_PROGRESS_SQL};
     CREATE INDEX instances_migration ON instances(migration_id) WHERE migration_id IS NOT NULL;
     """,
+    # 20: the task watch reads the work in flight alone, however many instances rest: those with a
+    # task, the resized and shelved ones (auto-confirm, offload) by their state, the NIC changes
+    # not finished; the owners' orphan sweeps read the instances deleted since their last; a
+    # project's page of instances walks that project's alone, in the page's order
+    """
+    CREATE INDEX instances_in_task ON instances(task_state) WHERE task_state IS NOT NULL;
+    CREATE INDEX instances_vm_state ON instances(vm_state, resized_at);
+    CREATE INDEX instance_actions_unfinished ON instance_actions(action, start_time)
+        WHERE finish_time IS NULL;
+    CREATE INDEX instances_deleted ON instances(deleted, terminated_at);
+    DROP INDEX instances_project;
+    CREATE INDEX instances_project ON instances(project_id, deleted, created_at, uuid);
+    """,
 ]
+
+# The periodic reads (watch.py), each over an index of the work in flight alone
+TASKS_IN_FLIGHT = "SELECT * FROM instances WHERE task_state IS NOT NULL"
+"""The instances with a task (a deleted one has none): the partial index ``instances_in_task``."""
+RESTING_IN = "SELECT * FROM instances WHERE vm_state = ? AND task_state IS NULL"
+"""The instances in a state (shelved: to offload) with no task: ``instances_vm_state``."""
+EXPIRED_RESIZES = f"{RESTING_IN} AND resized_at < ?"
+"""The instances RESIZED, with no task, since before a time (to confirm): ``instances_vm_state``."""
+UNANNOUNCED = "SELECT * FROM instances WHERE announced_version < version"
+"""The instances whose last change the event stream has not acknowledged: the partial index
+``instances_unannounced``."""
+UNFINISHED_ACTIONS = (
+    "SELECT DISTINCT instance_uuid, action FROM instance_actions"
+    " WHERE finish_time IS NULL AND action IN (?, ?) AND start_time < ?"
+)
+"""Two actions (attach and detach interface) started before a time and not finished: the partial
+index ``instance_actions_unfinished``."""
+DELETED_SINCE = "SELECT uuid FROM instances WHERE deleted = 1 AND terminated_at >= ?"
+"""The instances deleted since a time (the owners' orphan sweeps): a range of the index
+``instances_deleted``."""
 
 
 class InstanceRow(TypedDict):

@@ -37,6 +37,7 @@ from datetime import datetime
 from actors.conductor.core import UNSHELVE_STEPS, Core
 from actors.conductor.power import new_snapshot_image
 from actors.conductor.schema import (
+    RESTING_IN,
     InstanceRow,
     recorded_claim,
     shelved_image,
@@ -312,11 +313,7 @@ class Shelves(ServerShelves):
         """Offload the instances SHELVED for ``offload_time`` seconds (-1: never)."""
         if self.offload_time < 0:
             return
-        rows = await self.core.store.fetchall(
-            "SELECT * FROM instances WHERE deleted = 0 AND vm_state = ? AND task_state IS NULL",
-            (VmState.SHELVED,),
-            row=InstanceRow,
-        )
+        rows = await self.core.store.fetchall(RESTING_IN, (VmState.SHELVED,), row=InstanceRow)
         for row in rows:
             if shelved_for(row, now) < self.offload_time:
                 continue

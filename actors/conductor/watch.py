@@ -20,11 +20,16 @@ again:
   tried are excluded) up to ``max_build_attempts`` in all, as Nova's retries do (``build.py``).
 
 It also answers the other actors' "which of these instances are still alive?"
-(``live_instances``), with which they release what they hold for instances that are gone, and
-"where is this instance, and whose is it?" (``placement``), against which they check a node's
-calls; a node's "which instances are recorded on me?" (``list_host_instances``, the host the
-subject's); and the operator's reads: ``aiostack audit``'s ``audit_instances``, and each
-instance's actions and their steps.
+(``live_instances``, their orphan sweep at start) and "which were deleted since?"
+(``deleted_since``, their periodic ones), with which they release what they hold for instances
+that are gone, and "where is this instance, and whose is it?" (``placement``), against which they
+check a node's calls; a node's "which instances are recorded on me?" (``list_host_instances``, and
+``recorded_here`` for the ids of its domains; the host the subject's); and the operator's reads:
+``aiostack audit``'s ``audit_instances``, and each instance's actions and their steps.
+
+Every round reads the work in flight alone, through indexes of it (``schema``: the instances with
+a task, resized or shelved ones, the NIC changes unfinished, the changes not announced): however
+many instances rest, a round costs what is in flight.
 """
 
 from __future__ import annotations
@@ -44,6 +49,8 @@ from actors.conductor.live_resources import LiveResources
 from actors.conductor.migrations import end_orphans
 from actors.conductor.resize import Resizes
 from actors.conductor.schema import (
+    DELETED_SINCE,
+    TASKS_IN_FLIGHT,
     InstanceRow,
     booted_image,
     recorded_claim,
@@ -59,6 +66,7 @@ from api.conductor import (
     ConductorForOwners,
     ConductorOperator,
     CopyVerdict,
+    Deletions,
     Instance,
     InstanceAction,
     InstanceActionEvent,
@@ -68,14 +76,17 @@ from api.conductor import (
 )
 from api.node import LiveMigrationTarget
 from api.node import PowerState as DomainPower
-from bus import AiostackError, NotFound, request_scope
+from bus import AiostackError, InvalidRequest, NotFound, request_scope
 from runtime.context import check_visible
-from runtime.stamps import stamp
+from runtime.stamps import STAMP_FORMAT, stamp
 from runtime.states import LIVE_RESOURCE_TASKS, RESIZE_TASKS, TaskState
 from runtime.store import from_json
 
 log = logging.getLogger(__name__)
 
+DELETIONS_OVERLAP = 30.0
+"""Seconds each ``deleted_since`` answer's ``until`` lies before its time: a delete being written
+meanwhile, or stamped by a replica whose clock is a little behind, is in the next answer too."""
 MAX_TASK_SENDS = 3
 """A stalled build or delete is sent again while its node answers, this often."""
 DOMAIN_QUERY_TIMEOUT = 5.0
@@ -131,6 +142,17 @@ class TaskWatch(NodeTasks, ConductorForOwners, ConductorOperator):
         )
         return [view(row) for row in rows]
 
+    async def recorded_here(self, *, instance_uuids: list[str], host: str) -> list[str]:
+        if not instance_uuids:
+            return []
+        marks = ", ".join("?" * len(instance_uuids))
+        rows = await self.core.store.fetchall(
+            f"SELECT uuid FROM instances WHERE uuid IN ({marks}) AND host = ? AND deleted = 0"
+            " AND coalesce(evacuate_from, '') != ?",
+            (*instance_uuids, host, host),
+        )
+        return [row["uuid"] for row in rows]
+
     async def migration_progress(
         self,
         *,
@@ -156,6 +178,18 @@ class TaskWatch(NodeTasks, ConductorForOwners, ConductorOperator):
             f"SELECT uuid FROM instances WHERE deleted = 0 AND uuid IN ({marks})", instance_uuids
         )
         return [row["uuid"] for row in rows]
+
+    async def deleted_since(self, *, since: str | None) -> Deletions:
+        """:raises InvalidRequest: ``since`` is no time as the conductor stamps them."""
+        until = stamp(datetime.fromtimestamp(time.time() - DELETIONS_OVERLAP, UTC))
+        if since is None:
+            return {"instance_uuids": [], "until": until}
+        try:
+            datetime.strptime(since, STAMP_FORMAT)
+        except ValueError:
+            raise InvalidRequest(f"Invalid time {since!r}: not as deleted_since answers them") from None
+        rows = await self.core.store.fetchall(DELETED_SINCE, (since,))
+        return {"instance_uuids": [row["uuid"] for row in rows], "until": until}
 
     async def placement(self, *, instance_uuid: str) -> Placement:
         """Where a live instance is, whose, and the image (for one booted from a volume, the image
@@ -266,9 +300,7 @@ class TaskWatch(NodeTasks, ConductorForOwners, ConductorOperator):
 
     async def _check_tasks(self) -> None:
         now = time.time()
-        rows = await self.core.store.fetchall(
-            "SELECT * FROM instances WHERE deleted = 0 AND task_state IS NOT NULL", row=InstanceRow
-        )
+        rows = await self.core.store.fetchall(TASKS_IN_FLIGHT, row=InstanceRow)
         for row in rows:
             task = task_state_of(row)
             assert task is not None

@@ -19,6 +19,7 @@ that serves DHCP on a network holds a port there (``NetForNodes.dhcp_port``).
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 from actors.net.floatingips import FloatingIpServant
 from actors.net.instances import InstanceServant
@@ -116,10 +117,12 @@ class NetActor(Actor):
             await insert_subnet(db, {**subnet, "enable_dhcp": True, "dns_nameservers": "[]"})
         log.info("first start: shared network %r with subnet %s", DEFAULT_NETWORK, DEFAULT_CIDR)
 
-    async def _instances_with_ports(self) -> list[str]:
+    async def _instances_with_ports(self, among: Sequence[str] | None) -> list[str]:
+        """The instances with ports: all, or those ``among`` these."""
+        among_clause = "" if among is None else f" AND device_id IN ({', '.join('?' * len(among))})"
         rows = await self.store.fetchall(
-            "SELECT DISTINCT device_id FROM ports WHERE device_owner = ? AND device_id != ''",
-            (COMPUTE_OWNER,),
+            f"SELECT DISTINCT device_id FROM ports WHERE device_owner = ? AND device_id != ''{among_clause}",
+            (COMPUTE_OWNER, *(among or ())),
         )
         return [row["device_id"] for row in rows]
 

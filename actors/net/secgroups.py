@@ -407,6 +407,24 @@ class SecurityGroupServant(SecurityGroups):
         rules = await self.state.load(SECURITY_GROUP_RULE, "1 = 1", [], scope=project)
         return [_with_rules(group, rules) for group in groups]
 
+    async def group_names_by_device(self, *, device_ids: list[str]) -> dict[str, list[str]]:
+        project = scope()
+        seen = "" if project is None else " AND p.project_id = ? AND g.project_id = ?"
+        rows = await self.state.store.fetchall(
+            "SELECT p.device_id, g.name FROM ports p"
+            " JOIN port_security_groups pg ON pg.port_id = p.id"
+            " JOIN security_groups g ON g.id = pg.security_group_id"
+            f" WHERE p.device_id IN ({', '.join('?' * len(device_ids)) or 'NULL'}){seen}"
+            " ORDER BY p.rowid, g.id",
+            [*device_ids, *([project] * 2 if project is not None else [])],
+        )
+        names: dict[str, list[str]] = {}
+        for row in rows:
+            device = names.setdefault(row["device_id"], [])
+            if row["name"] not in device:
+                device.append(row["name"])
+        return names
+
     async def get_security_group(self, *, security_group_id: str) -> SecurityGroup:
         return await self._group(self.state.store, security_group_id, scope())
 

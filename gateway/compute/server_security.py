@@ -16,19 +16,10 @@ CANNOT_APPLY = (
 """Nova's ``SecurityGroupCannotBeApplied``."""
 
 
-async def group_names_by_server(request: web.Request) -> dict[str, list[str]]:
-    """The names of the security groups of every server's ports the caller sees, by server id, in
-    two calls (a server without ports, or whose ports are in no group, has none)."""
-    net = client(request, Net)
-    names = {group["id"]: group["name"] for group in await net.list_security_groups()}
-    by_server: dict[str, list[str]] = {}
-    for port in await net.list_ports():
-        if port["device_id"] and port["security_groups"]:
-            groups = by_server.setdefault(port["device_id"], [])
-            for group_id in port["security_groups"]:
-                if group_id in names and names[group_id] not in groups:
-                    groups.append(names[group_id])
-    return by_server
+async def group_names_by_server(request: web.Request, server_ids: list[str]) -> dict[str, list[str]]:
+    """The names of the security groups of these servers' ports the caller sees, by server id, in
+    one call (a server without ports, or whose ports are in no group, has none)."""
+    return await client(request, Net).group_names_by_device(device_ids=server_ids)
 
 
 async def add_security_group(request: web.Request, server_id: str, name: str) -> None:

@@ -631,10 +631,12 @@ def fixed_addresses(instance: Instance) -> dict[str, list[FixedAddress]]:
     }
 
 
-async def _volumes_by_server(request: web.Request) -> dict[str, list[AttachedVolumeId]]:
-    """``os-extended-volumes:volumes_attached`` of every server the caller sees, in one call."""
+async def _volumes_by_server(
+    request: web.Request, server_ids: list[str]
+) -> dict[str, list[AttachedVolumeId]]:
+    """``os-extended-volumes:volumes_attached`` of these servers, in one call."""
     attached: dict[str, list[AttachedVolumeId]] = {}
-    for attachment in await client(request, Volumes).list_attachments():
+    for attachment in await client(request, Volumes).list_attachments(server_ids=server_ids):
         if attachment["attach_status"] == "attached":
             attached.setdefault(attachment["server_id"], []).append(
                 AttachedVolumeId(id=attachment["volume_id"])
@@ -756,8 +758,9 @@ async def list_servers(request: web.Request, query: ServerQuery) -> web.Response
 async def list_servers_detail(request: web.Request, query: ServerQuery) -> web.Response:
     """A page of the project's servers, each in full; 400 for a ``marker`` that is no server."""
     instances = await _instances(request, query)
-    volumes = await _volumes_by_server(request)
-    groups = await group_names_by_server(request)
+    server_ids = [instance["id"] for instance in instances]
+    volumes = await _volumes_by_server(request, server_ids)
+    groups = await group_names_by_server(request, server_ids)
     servers = [
         server_detail(request, i, volumes.get(i["id"], []), groups.get(i["id"], [])) for i in instances
     ]
@@ -776,8 +779,8 @@ async def list_servers_detail(request: web.Request, query: ServerQuery) -> web.R
 )
 async def show_server(request: web.Request) -> web.Response:
     instance = await compute(request).get_instance(instance_uuid=request.match_info["server_id"])
-    volumes = await _volumes_by_server(request)
-    groups = await group_names_by_server(request)
+    volumes = await _volumes_by_server(request, [instance["id"]])
+    groups = await group_names_by_server(request, [instance["id"]])
     shown = server_detail(request, instance, volumes.get(instance["id"], []), groups.get(instance["id"], []))
     return json_response(ServerShown(server=shown))
 

@@ -127,9 +127,12 @@ async def test_what_nodes_send_is_checked_too_and_changes_nothing(bus: Bus, demo
         (node_address, "list_host_instances", {"host": "node-2"}, "unknown field `host`"),
         (node_address, "build_failed", {"instance_uuid": uuid}, "missing required field `message`"),
         ("conductor", "live_instances", {}, "missing required field `instance_uuids`"),
+        (node_address, "recorded_here", {"instance_uuids": [uuid], "host": host}, "unknown field `host`"),
     ]:
         with pytest.raises(InvalidRequest, match=f"conductor.{method}: .*{said(says)}"):
             await bus.call(f"{address}.{method}", body)
+    with pytest.raises(InvalidRequest, match="Invalid time 'yesterday'"):
+        await ConductorForOwners.client(bus).deleted_since(since="yesterday")
     with request_scope(context=demo):
         assert await Compute.client(bus).get_instance(instance_uuid=uuid) == server
 
@@ -180,6 +183,10 @@ async def test_a_node_reaches_only_the_instances_recorded_on_its_host(bus: Bus, 
     assert await impostor.task_progress(instance_uuids=[uuid]) == 0
     assert await impostor.list_host_instances() == []
     assert [i["id"] for i in await ConductorForNodes.client(bus, host=host).list_host_instances()] == [uuid]
+    assert await impostor.recorded_here(instance_uuids=[uuid]) == []
+    assert await ConductorForNodes.client(bus, host=host).recorded_here(instance_uuids=[uuid, "gone"]) == [
+        uuid
+    ]
     assert await audited(operator) == before
     with request_scope(context=demo):
         assert (await Compute.client(bus).get_instance(instance_uuid=uuid))["status"] == "ACTIVE"
@@ -280,3 +287,18 @@ async def test_quota_usage_is_summed_from_the_live_instances_flavors_and_refuses
     with request_scope(context=demo):
         names = sorted(s["name"] for s in await compute.list_instances())
     assert first["name"] in names and names == ["one", "three"]
+
+
+async def test_pages_after_a_marker_hold_every_instance_once_newest_first(bus: Bus, demo: Context) -> None:
+    """Instances made within one second (their ``created_at`` the same) are told apart by id."""
+    compute = Compute.client(bus)
+    for number in range(5):
+        with request_scope(context=demo):  # each create a request of its own
+            (image,) = await Images.client(bus).list(name="aiostack-tiny")
+            await compute.create_instance(name=f"vm-{number}", flavor_ref="1", image_ref=image["id"])
+    with request_scope(context=demo):
+        every = [server["id"] for server in await compute.list_instances()]
+        walked: list[str] = []
+        while page := await compute.list_instances(limit=2, marker=walked[-1] if walked else None):
+            walked += [server["id"] for server in page]
+    assert walked == every and len(set(every)) == 5

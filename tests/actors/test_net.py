@@ -488,7 +488,7 @@ def test_the_node_facet_holds_what_nodes_call() -> None:
     node_only = {"dhcp_port", "instance_ports_at", "release_dhcp_port", "routers_for_host"}
     node_only |= {"security_for_host"}
     assert set(NetForNodes.api_methods) - node_only < set(Net.api_methods)
-    assert len(Net.api_methods) == 59
+    assert len(Net.api_methods) == 60
 
 
 async def test_networks_and_subnets_in_use_are_not_deleted(client: Net, port_events) -> None:

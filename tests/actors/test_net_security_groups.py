@@ -54,6 +54,24 @@ async def test_instance_ports_go_in_the_default_group_and_network_ports_in_none(
         await client.delete_security_group(security_group_id=default["id"])
 
 
+async def test_the_group_names_of_devices_are_those_of_their_ports_the_caller_sees(client: Net) -> None:
+    network, _ = await network_with_subnet(client, ALICE)
+    await allocate(client, "instance-1", "project-a", [{"uuid": network["id"]}])
+    await allocate(client, "instance-2", "project-a", [{"uuid": network["id"]}])
+    with acting_as(ALICE):
+        web = await client.create_security_group(name="web")
+        (port,) = await client.list_ports(device_id="instance-2")
+        await client.update_port(port_id=port["id"], security_groups=[*port["security_groups"], web["id"]])
+        names = await client.group_names_by_device(device_ids=["instance-1", "instance-2", "instance-3"])
+    by_id = [name for _, name in sorted([(port["security_groups"][0], "default"), (web["id"], "web")])]
+    assert names == {"instance-1": ["default"], "instance-2": by_id}
+    with acting_as(BOB):
+        assert await client.group_names_by_device(device_ids=["instance-1", "instance-2"]) == {}
+    with acting_as(ADMIN):
+        assert await client.group_names_by_device(device_ids=["instance-1"]) == {"instance-1": ["default"]}
+        assert await client.group_names_by_device(device_ids=[]) == {}
+
+
 async def test_a_group_deleted_takes_the_rules_naming_it_as_remote_with_it(client: Net) -> None:
     with acting_as(ALICE):
         web = await client.create_security_group(name="web")

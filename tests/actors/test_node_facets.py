@@ -16,7 +16,7 @@ import pytest
 from actors.image import ImageActor
 from actors.net.actor import NetActor
 from actors.volume import VolumeActor
-from api.conductor import ConductorForOwners, Placement
+from api.conductor import ConductorForOwners, Deletions, Placement
 from api.image import ImageForNodes, Images
 from api.net import Net, NetForNodes
 from api.volume import VolumeAttacher, Volumes
@@ -50,6 +50,9 @@ class StandInConductor(Actor, ConductorForOwners):
 
     async def live_instances(self, *, instance_uuids: list[str]) -> list[str]:
         return instance_uuids
+
+    async def deleted_since(self, *, since: str | None) -> Deletions:
+        return {"instance_uuids": [], "until": since or "2026-01-01T00:00:00Z"}
 
     async def placement(self, *, instance_uuid: str) -> Placement:
         if instance_uuid not in self.placements:

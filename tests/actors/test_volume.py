@@ -305,6 +305,8 @@ async def test_attach_protocol_moves_status_and_publishes_each_step(
     assert attachment["attachment_id"] and attachment["attached_at"].endswith("Z")
     [audit] = await acting(None, volumes.list_attachments())
     assert audit["attach_status"] == "attached" and audit["project_id"] == "demo-project"
+    assert await acting(None, volumes.list_attachments(server_ids=[SERVER])) == [audit]
+    assert await acting(None, volumes.list_attachments(server_ids=["another-server"])) == []
     detaching = await acting(DEMO, volumes.begin_detach(volume_id=volume["id"], instance_uuid=SERVER))
     assert detaching["volume"]["status"] == "detaching"
     assert detaching["volume"]["attachments"] == in_use["attachments"]
