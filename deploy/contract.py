@@ -54,6 +54,13 @@ checks.not_a_server_error.expected-statuses = ["2xx", "3xx", "4xx", "101"]
 checks.positive_data_acceptance.expected-statuses = [
     "2xx", "3xx", "401", "403", "404", "409", "429", "5xx", "101",
 ]
+
+# A hypervisor's uptime is not reported: its documented answer for a hypervisor that exists is
+# Nova's 501 for a virt driver without it (the stateful phase reaches one through the detail list).
+[[operations]]
+include-path = "/compute/v2.1/os-hypervisors/{hypervisor_id}/uptime"
+include-method = "GET"
+checks.not_a_server_error.expected-statuses = ["2xx", "3xx", "4xx", "501"]
 """
 """Schemathesis's configuration (``schemathesis.toml``) of the run."""
 SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")

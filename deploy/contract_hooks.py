@@ -209,6 +209,7 @@ def _members(body: Any, key: str) -> list[dict[str, Any]]:
 
 NO_SERVER = "00000000-0000-4000-8000-00000000e7ac"
 EVACUATE_VERSION = "compute 2.14"
+MIGRATE_LIVE_VERSION = "compute 2.25"
 DESCRIPTION_SINCE = (2, 19)
 VERSION_HEADERS = frozenset({"openstack-api-version", "x-openstack-nova-api-version"})
 
@@ -256,6 +257,15 @@ def _evacuate(case: Any, evacuate: dict[str, Any]) -> None:
     case.path_parameters["server_id"] = NO_SERVER
     _at_version(case, EVACUATE_VERSION)
     evacuate.pop("onSharedStorage", None)
+
+
+def _migrate_live(case: Any, migrate: dict[str, Any]) -> None:
+    """``os-migrateLive``'s body changed at 2.25 (``block_migration`` may be ``auto``,
+    ``disk_over_commit`` is gone; before, it is required and ``block_migration`` a boolean), which
+    a schema of the latest microversion cannot say: a positive one is sent at 2.25, without
+    ``disk_over_commit``."""
+    _at_version(case, MIGRATE_LIVE_VERSION)
+    migrate.pop("disk_over_commit", None)
 
 
 def _member(body: Any, key: str) -> dict[str, Any] | None:
@@ -349,6 +359,9 @@ def map_case(context: Any, case: Any) -> Any:
         evacuate = _member(case.body, "evacuate")
         if evacuate is not None and isinstance(case.path_parameters, dict):
             _evacuate(case, evacuate)
+        migrate = _member(case.body, "os-migrateLive")
+        if migrate is not None:
+            _migrate_live(case, migrate)
     elif method == "POST" and path == "/compute/v2.1/servers/{server_id}/os-interface":
         attachment = _member(case.body, "interfaceAttachment")
         if attachment is not None:  # one of a port and a network; an address on it is not drawn
