@@ -34,7 +34,7 @@ from __future__ import annotations
 import asyncio
 import re
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from ipaddress import ip_address, ip_network
 
@@ -251,6 +251,40 @@ async def _nft(script: str, prefix: Sequence[str]) -> None:
     _, err = await process.communicate(script.encode())
     if process.returncode != 0:
         raise FirewallError(err.decode(errors="replace").strip())
+
+
+ISOLATION_TABLE = "aiostack_isolation"
+
+
+def render_isolation(bridges: Iterable[str]) -> str:
+    """The ``nft -f`` script that isolates each of ``bridges`` (the libvirt networks' bridges of
+    ``node.networks``), in one transaction: nothing is routed into or out of one, what stays on a
+    bridge (bridged, which br_netfilter shows the forward hook with the bridge as both its
+    interfaces) passes on to the security groups' tables. This is what libvirt's iptables rules
+    for an isolated network did (``LIBVIRT_FWI``/``FWO``/``FWX``): its networks are ``open`` now,
+    for which libvirt writes no rules, so that adding a DHCP host no longer rewrites them all.
+    No bridges: no table."""
+    lines = [f"table inet {ISOLATION_TABLE}", f"delete table inet {ISOLATION_TABLE}"]
+    names = sorted(set(bridges))
+    if names:
+        lines += [
+            f"table inet {ISOLATION_TABLE} {{",
+            "  chain forward { type filter hook forward priority filter; policy accept;",
+        ]
+        for bridge in names:
+            lines.append(f'    iifname "{bridge}" oifname != "{bridge}" reject')
+            lines.append(f'    oifname "{bridge}" iifname != "{bridge}" reject')
+        lines += ["  }", "}"]
+    return "\n".join(lines) + "\n"
+
+
+async def isolate(bridges: Iterable[str], prefix: Sequence[str] = ()) -> None:
+    """Make the isolation table hold exactly ``bridges`` (see ``render_isolation``; ``prefix`` as
+    for ``apply``).
+
+    :raises FirewallError: nft refused.
+    """
+    await _nft(render_isolation(bridges), prefix)
 
 
 async def apply(host: str, ruleset: Ruleset, prefix: Sequence[str] = ()) -> None:

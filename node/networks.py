@@ -1,7 +1,10 @@
 """Guest networking on a QEMU node: one libvirt network per aiostack network.
 
 Each aiostack network a guest joins becomes a persistent libvirt network on this host: an
-isolated bridge (no forwarding: guest traffic never leaves the host) that holds the address of
+isolated bridge (nothing routed into or out of it: guest traffic never leaves the host; a
+libvirt ``open`` network, isolated by the node's nftables table ``firewall.ISOLATION_TABLE``,
+since libvirt rewrites all its iptables rules of an isolated network on every DHCP host change,
+a quarter of a second here) that holds the address of
 the host's DHCP port on the network (``NetForNodes.dhcp_port``, Neutron's ``network:dhcp`` port,
 taken when the network's first guest comes and given back when the network goes), with dnsmasq
 there serving DHCP only to the MACs of its ports, each with its port's fixed IP
@@ -39,6 +42,7 @@ import libvirt
 
 from api.net import NetForNodes, Network, Port, Subnet
 from bus import AiostackError, NotFound
+from node import firewall
 from node.domain import xml_safe
 from node.metadata import METADATA_ADDRESS, MetadataService
 
@@ -128,16 +132,16 @@ class SubnetDhcp:
 
 
 def dhcp_option_values(
-    dhcp: SubnetDhcp, *, mtu: int | None = None, router: bool = True, metadata_via: str | None = None
+    dhcp: SubnetDhcp, *, mtu: int | None = None, metadata_via: str | None = None
 ) -> list[str]:
-    """dnsmasq's ``dhcp-option`` values: the MTU (option 26), the router (3), the name servers (6)
-    and the classless static routes (121): the metadata service through ``metadata_via``, the
-    host routes, and the default route through the gateway among them (RFC 3442 has a client that
-    takes option 121 ignore option 3; Neutron's DHCP agent adds it so, unless a host route is
-    itself the default)."""
+    """dnsmasq's ``dhcp-option`` values: the MTU (option 26), the router (3: the gateway, or
+    none where the subnet has no gateway, as Neutron's DHCP agent says it; else dnsmasq would name
+    itself), the name servers (6) and the classless static routes (121): the metadata service
+    through ``metadata_via``, the host routes, and the default route through the gateway among them
+    (RFC 3442 has a client that takes option 121 ignore option 3; Neutron's DHCP agent adds it so,
+    unless a host route is itself the default)."""
     options = [f"option:mtu,{mtu}"] if mtu else []
-    if router and dhcp.gateway:
-        options.append(f"option:router,{dhcp.gateway}")
+    options.append(f"option:router,{dhcp.gateway}" if dhcp.gateway else "option:router")
     if dhcp.dns_nameservers:
         options.append(f"option:dns-server,{','.join(dhcp.dns_nameservers)}")
     routes = [(f"{METADATA_ADDRESS}/32", metadata_via)] if metadata_via else []
@@ -165,13 +169,14 @@ def network_xml(
     ET.SubElement(network, "name").text = libvirt_network_name(network_id)
     if uuid is not None:
         ET.SubElement(network, "uuid").text = uuid
+    ET.SubElement(network, "forward", mode="open")
     ET.SubElement(network, "bridge", name=bridge_name(network_id), stp="off", delay="0")
     ip = ET.SubElement(network, "ip", address=address, prefix=str(cidr.prefixlen))
     dhcp = ET.SubElement(ip, "dhcp")
     for mac, host_ip in {KEEPER_MAC: address, **(hosts or {})}.items():
         ET.SubElement(dhcp, "host", mac=mac, ip=host_ip)
     options = ET.SubElement(network, f"{{{DNSMASQ_NS}}}options")
-    values = dhcp_option_values(SubnetDhcp.of(subnet), router=False, metadata_via=address)
+    values = dhcp_option_values(SubnetDhcp.of(subnet), metadata_via=address)
     for value in values:
         ET.SubElement(options, f"{{{DNSMASQ_NS}}}option", value=f"dhcp-option={value}")
     return ET.tostring(network, encoding="unicode")
@@ -181,6 +186,13 @@ def network_address(xml: str) -> str | None:
     """The address a libvirt network's bridge holds, given the network's XML."""
     ip = ET.fromstring(xml).find("ip")
     return None if ip is None else ip.get("address")
+
+
+def defined_as_wanted(xml: str, address: str) -> bool:
+    """A libvirt network's XML has its bridge at ``address`` and is ``open`` (an earlier version's
+    were at the gateway, or isolated by libvirt's own iptables rules)."""
+    forward = ET.fromstring(xml).find("forward")
+    return network_address(xml) == address and forward is not None and forward.get("mode") == "open"
 
 
 def dhcp_host_xml(mac: str, ip: str) -> str:
@@ -207,6 +219,9 @@ class GuestNetworks:
         self._metadata = metadata
         self._connection = connection
         self._locks: dict[str, asyncio.Lock] = {}
+        self._isolated: frozenset[str] | None = None
+        """The bridges the isolation table holds (None: not known yet)."""
+        self._isolation_lock = asyncio.Lock()
 
     async def attach(
         self,
@@ -293,7 +308,7 @@ class GuestNetworks:
                 except libvirt.libvirtError:
                     continue
                 await self._remove_host(network, mac.get("address", ""))
-                await self._remove_if_unused(network)
+                await self._remove_if_unused(conn, network)
 
     async def _unused(self, network: Any) -> bool:
         """No guest holds a DHCP entry on the network, and no running domain is plugged into it."""
@@ -301,7 +316,7 @@ class GuestNetworks:
             return False
         return not (await self._run(network.isActive) and await self._run(network.listAllPorts, 0))
 
-    async def _remove_if_unused(self, network: Any) -> None:
+    async def _remove_if_unused(self, conn: libvirt.virConnect, network: Any) -> None:
         if not await self._unused(network):
             return
         name = await self._run(network.name)
@@ -316,6 +331,7 @@ class GuestNetworks:
             await self._run(network.destroy)
         await self._run(network.undefine)
         log.info("removed libvirt network %s: no guest uses it any more", name)
+        await self._isolate(conn)
 
     async def _reclaim_bridge_of(self, conn: libvirt.virConnect, error: libvirt.libvirtError) -> bool:
         """If ``error`` says the subnet is taken by a stale aiostack network (left by a crashed or
@@ -360,17 +376,33 @@ class GuestNetworks:
                     raise
                 await self._run(network.create)
             await self._run(network.setAutostart, 1)
+        await self._isolate(conn)
         return network
+
+    async def _isolate(self, conn: libvirt.virConnect) -> None:
+        """Isolate the bridges of the aiostack networks running here (``firewall.isolate``), when
+        they are not the ones isolated last.
+
+        :raises firewall.FirewallError: nft refused.
+        """
+        async with self._isolation_lock:
+            running = await self._run(conn.listAllNetworks, libvirt.VIR_CONNECT_LIST_NETWORKS_ACTIVE)
+            names = [await self._run(network.name) for network in running]
+            ids = [network_id for name in names if (network_id := network_id_of(name)) is not None]
+            bridges = frozenset(bridge_name(network_id) for network_id in ids)
+            if bridges != self._isolated:
+                await firewall.isolate(bridges)
+                self._isolated = bridges
 
     async def _readdress(
         self, conn: libvirt.virConnect, network: Any, network_id: str, subnet: Subnet, address: str
     ) -> Any:
-        """Define the network anew with its bridge at ``address``, its DHCP entries kept, if its
-        definition holds another (an earlier version's: the gateway). No running guest plugged
-        in: at once (started again if it ran); else the definition waits for the network's next
-        start."""
+        """Define the network anew with its bridge at ``address``, ``open``, its DHCP entries kept,
+        if its definition is otherwise (an earlier version's: at the gateway, or isolated). No
+        running guest plugged in: at once (started again if it ran); else the definition waits
+        for the network's next start."""
         defined = await self._run(network.XMLDesc, libvirt.VIR_NETWORK_XML_INACTIVE)
-        if network_address(defined) == address:
+        if defined_as_wanted(defined, address):
             return network
         hosts = {mac: ip for mac, ip in (await self._dhcp_hosts(network)).items() if mac != KEEPER_MAC}
         xml = network_xml(network_id, subnet, address, hosts, uuid=await self._run(network.UUIDString))
@@ -378,7 +410,8 @@ class GuestNetworks:
         if active and await self._run(network.listAllPorts, 0):
             await self._run(conn.networkDefineXML, xml)
             log.warning(
-                "libvirt network %s is defined again at %s; its running bridge keeps %s until it next starts",
+                "libvirt network %s is defined again (open, at %s); its running bridge stays as it"
+                " was (at %s) until it next starts",
                 libvirt_network_name(network_id),
                 address,
                 network_address(defined),
@@ -387,7 +420,7 @@ class GuestNetworks:
         if active:
             await self._run(network.destroy)
         log.info(
-            "libvirt network %s moves from %s to %s",
+            "libvirt network %s is defined again (open), from %s to %s",
             libvirt_network_name(network_id),
             network_address(defined),
             address,
@@ -460,13 +493,17 @@ class GuestNetworks:
                         # one whose DHCP port was not given back (the net actor did not answer
                         # then); any other may be another deployment's, on its way to its guests
                         if await self.net.release_dhcp_port(network_id=network_id):
-                            await self._remove_if_unused(network)
+                            await self._remove_if_unused(conn, network)
                         continue
                     network = await self._restore_address(conn, network, network_id)
-                except (AiostackError, libvirt.libvirtError) as exc:
+                except (AiostackError, libvirt.libvirtError, firewall.FirewallError) as exc:
                     log.warning("libvirt network of %s kept as it is: %s", network_id, exc)
             if await self._run(network.isActive):
                 await self._serve_metadata(network_id)
+        try:
+            await self._isolate(conn)
+        except (libvirt.libvirtError, firewall.FirewallError) as exc:
+            log.error("the bridges of this host's networks are not isolated: %s", exc)
 
     async def _restore_address(self, conn: libvirt.virConnect, network: Any, network_id: str) -> Any:
         """The network at the address its subnet wants, found through one of its guests' ports

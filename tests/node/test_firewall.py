@@ -14,11 +14,13 @@ import pytest
 
 from api.net import HostSecurity
 from node.firewall import (
+    ISOLATION_TABLE,
     PortFilter,
     Rule,
     Ruleset,
     apply,
     conntrack_zone,
+    isolate,
     remove,
     render,
     ruleset_of,
@@ -228,3 +230,79 @@ async def test_a_guest_allowed_no_egress_still_reaches_the_metadata_service(lab:
         server.terminate()
         server.wait()
         await remove("node-1", prefix)
+
+
+@dataclass(frozen=True, slots=True)
+class RoutedLab:
+    """A host routing between two bridges (``ip_forward`` on), a guest on each and a neighbour of
+    the first guest on its bridge."""
+
+    host: str
+    guest: str
+    across: str
+    neighbour: str
+
+
+@pytest.fixture
+def routed_lab() -> Iterator[RoutedLab]:
+    tag = uuid.uuid4().hex[:6]
+    names = [f"aiostack-test-iso-{tag}{suffix}" for suffix in ("", "-g1", "-g2", "-g3")]
+    made: list[str] = []
+    try:
+        for name in names:
+            _run("ip", "netns", "add", name)
+            made.append(name)
+        host, guest, across, neighbour = names
+        _in(host, "sysctl", "-qw", "net.ipv4.ip_forward=1", "net.bridge.bridge-nf-call-iptables=1")
+        for bridge, subnet in (("isobr1", "10.78.1"), ("isobr2", "10.78.2")):
+            _in(host, "ip", "link", "add", bridge, "type", "bridge")
+            _in(host, "ip", "addr", "add", f"{subnet}.1/24", "dev", bridge)
+            _in(host, "ip", "link", "set", bridge, "up")
+        for number, (namespace, bridge, address) in enumerate(
+            (
+                (guest, "isobr1", "10.78.1.11"),
+                (across, "isobr2", "10.78.2.12"),
+                (neighbour, "isobr1", "10.78.1.13"),
+            )
+        ):
+            _in(
+                host,
+                "ip",
+                "link",
+                "add",
+                f"isotap{number}",
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "netns",
+                namespace,
+            )
+            _in(host, "ip", "link", "set", f"isotap{number}", "master", bridge, "up")
+            _in(namespace, "ip", "link", "set", "eth0", "up")
+            _in(namespace, "ip", "addr", "add", f"{address}/24", "dev", "eth0")
+            _in(namespace, "ip", "route", "add", "default", "via", address.rsplit(".", 1)[0] + ".1")
+        yield RoutedLab(host, guest, across, neighbour)
+    finally:
+        for name in made:
+            _run("ip", "netns", "del", name, check=False)
+
+
+async def test_an_isolated_bridge_routes_nothing_in_or_out_but_bridges_and_serves_the_host(
+    routed_lab: RoutedLab,
+) -> None:
+    lab, prefix = routed_lab, ("ip", "netns", "exec", routed_lab.host)
+    assert pings(lab.guest, "10.78.2.12"), "the lab's host must route between its bridges"
+
+    await isolate(["isobr1", "isobr2"], prefix)
+
+    assert not pings(lab.guest, "10.78.2.12")
+    assert not pings(lab.across, "10.78.1.11")
+    assert pings(lab.guest, "10.78.1.1"), "the host's own address on the bridge (DHCP, metadata)"
+    assert pings(lab.guest, "10.78.1.13"), "a neighbour on the same bridge"
+
+    await isolate([], prefix)
+
+    assert ISOLATION_TABLE not in _in(lab.host, "nft", "list", "tables").stdout
+    assert pings(lab.guest, "10.78.2.12")

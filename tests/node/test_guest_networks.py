@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import ipaddress
 import os
+import re
 import shutil
 import subprocess
 import uuid
@@ -26,6 +27,7 @@ import pytest
 
 from aiostack.client import Client
 from api.net import DHCP_OWNER, Subnet
+from node.firewall import ISOLATION_TABLE
 from node.libvirtd import SYSTEM_URI, ensure_libvirtd
 from node.metadata import METADATA_ADDRESS
 from node.networks import (
@@ -33,6 +35,7 @@ from node.networks import (
     KEEPER_MAC,
     SubnetDhcp,
     bridge_name,
+    defined_as_wanted,
     dhcp_option_values,
     libvirt_network_name,
     network_address,
@@ -65,6 +68,12 @@ def subnet(**changes: object) -> Subnet:
     return {**record, **changes}  # type: ignore[typeddict-item]
 
 
+def isolated_bridges() -> list[str]:
+    """The bridges this host's isolation table keeps apart (none: no table)."""
+    listed = subprocess.run(["nft", "list", "table", "inet", ISOLATION_TABLE], capture_output=True, text=True)
+    return sorted(set(re.findall(r'iifname "([^"]+)"', listed.stdout)))
+
+
 def dnsmasq_options(xml: str) -> list[str]:
     return [option.get("value", "") for option in ET.fromstring(xml).iter(f"{{{DNSMASQ_NS}}}option")]
 
@@ -78,7 +87,12 @@ def test_the_bridge_holds_the_dhcp_ports_address_and_routes_go_through_it_and_th
     hosts = {host.get("mac"): host.get("ip") for host in root.iter("host")}
     assert hosts == {KEEPER_MAC: "10.231.7.2", CLIENT_MAC: "10.231.7.23"}
     assert root.find("uuid") is None
+    assert root.find("forward").get("mode") == "open"  # type: ignore[union-attr]
+    assert defined_as_wanted(xml, "10.231.7.2") and not defined_as_wanted(xml, "10.231.7.1")
+    isolated_by_libvirt = xml.replace('<forward mode="open" />', "")
+    assert "forward" not in isolated_by_libvirt and not defined_as_wanted(isolated_by_libvirt, "10.231.7.2")
     assert dnsmasq_options(xml) == [
+        "dhcp-option=option:router,10.231.7.1",
         "dhcp-option=option:dns-server,10.231.7.53",
         "dhcp-option=option:classless-static-route,"
         f"{METADATA_ADDRESS}/32,10.231.7.2,10.50.0.0/16,10.231.7.254,0.0.0.0/0,10.231.7.1",
@@ -93,8 +107,9 @@ def test_a_network_defined_anew_keeps_its_libvirt_uuid() -> None:
 
 def test_without_a_gateway_there_is_no_default_route_and_a_host_routes_default_wins() -> None:
     no_gateway = SubnetDhcp.of(subnet(gateway_ip=None, host_routes=[], dns_nameservers=[]))
-    assert dhcp_option_values(no_gateway, router=False, metadata_via="10.231.7.2") == [
-        f"option:classless-static-route,{METADATA_ADDRESS}/32,10.231.7.2"
+    assert dhcp_option_values(no_gateway, metadata_via="10.231.7.2") == [
+        "option:router",  # dnsmasq sends no router option, rather than its own address
+        f"option:classless-static-route,{METADATA_ADDRESS}/32,10.231.7.2",
     ]
     own_default = SubnetDhcp.of(subnet(host_routes=[{"destination": "0.0.0.0/0", "nexthop": "10.231.7.9"}]))
     assert dhcp_option_values(own_default, mtu=1450, metadata_via="10.231.7.2") == [
@@ -160,7 +175,7 @@ def test_libvirts_dnsmasq_gives_a_real_client_its_address_and_the_routes(
     assert lease["staticroutes"].split() == [
         f"{METADATA_ADDRESS}/32", "10.231.7.2", "10.50.0.0/16", "10.231.7.254", "0.0.0.0/0", "10.231.7.1",
     ]  # fmt: skip
-    assert "router" not in lease  # an isolated network's dnsmasq gives none: option 121 has the default
+    assert lease["router"] == "10.231.7.1"  # never dnsmasq's own address, the DHCP port's
 
 
 def earlier_network_xml(network_id: str, gateway: str, prefix: int, uuid: str = "") -> str:
@@ -217,6 +232,8 @@ async def test_a_network_defined_at_the_gateway_moves_to_the_dhcp_port_which_goe
         assert fixed_ip["ip_address"] != gateway
         assert addresses_of(bridge) == [f"{fixed_ip['ip_address']}/{prefix}", f"{METADATA_ADDRESS}/32"]
         assert network_address(conn.networkLookupByName(name).XMLDesc(0)) == fixed_ip["ip_address"]
+        assert defined_as_wanted(conn.networkLookupByName(name).XMLDesc(0), fixed_ip["ip_address"])
+        assert isolated_bridges() == [bridge]
 
         # defined at the gateway again (as if by an earlier version) while the guest runs: the
         # node's start defines it at the DHCP port's address, for the network's next start
@@ -231,6 +248,7 @@ async def test_a_network_defined_at_the_gateway_moves_to_the_dhcp_port_which_goe
         await client.server_action(server_id, "delete", wait=True)
         assert await dhcp_ports(gateway_url, network["id"]) == []
         assert name not in conn.listNetworks() + conn.listDefinedNetworks()
+        assert isolated_bridges() == []
     finally:
         with contextlib.suppress(libvirt.libvirtError):
             left = conn.networkLookupByName(name)
