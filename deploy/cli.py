@@ -432,7 +432,13 @@ def join(commands: Any) -> Runner:
         "join",
         help="join a cluster with a token from `aiostack cluster add`, then run this host; Ctrl-C stops it",
     )
-    parser.add_argument("token", nargs="?", help="the join token (leave out to start a host that has joined)")
+    parser.add_argument(
+        "token",
+        nargs="?",
+        help="the join token, or - to read it from standard input (default: $AIOSTACK_JOIN_TOKEN; an"
+        " argument stays visible in the process list while the host runs); leave out to start a host"
+        " that has joined",
+    )
     parser.add_argument("--data-dir", type=Path, default=default_data_dir(), help="where everything is kept")
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR (every process)")
     parser.add_argument(

@@ -27,6 +27,7 @@ from typing import Any
 
 from api.cluster import nats_url
 from deploy.hosts import HarnessError, Host, Hosts, build
+from deploy.members import JOIN_TOKEN_VARIABLE
 from deploy.run import stop_on_signals
 from runtime.config import DATABASE_VARIABLE
 
@@ -78,23 +79,16 @@ class HarnessCloud:
         return await self.cli("audit")
 
     async def join(self, name: str, role: str, *options: str) -> None:
-        """`aiostack cluster add` on controller-1, `aiostack join TOKEN` (running on) host ``name``."""
+        """`aiostack cluster add` on controller-1, `aiostack join` (running on) host ``name``, its token
+        in the environment."""
         added = json.loads(
             (await self.cli("cluster", "add", name, "--role", role, "--json")).splitlines()[-1]
         )
         host = self.hosts.hosts[name]
         await host.start(
             "aiostack-join",
-            [
-                *PYTHON,
-                "join",
-                added["token"],
-                "--data-dir",
-                str(data_dir_of(host)),
-                "--log-level",
-                "WARNING",
-                *options,
-            ],
+            [*PYTHON, "join", "--data-dir", str(data_dir_of(host)), "--log-level", "WARNING", *options],
+            env={**os.environ, JOIN_TOKEN_VARIABLE: added["token"]},
         )
 
     def kill_nats_server(self, name: str) -> None:

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import sys
 import tempfile
 import time
@@ -39,6 +40,7 @@ from deploy.credentials import (
 )
 from deploy.members import (
     DATABASE_FILE,
+    JOIN_TOKEN_VARIABLE,
     ClusteredNats,
     JoinToken,
     Membership,
@@ -160,15 +162,27 @@ def host_specs(membership: Membership, args: argparse.Namespace, data_dir: Path)
     ]
 
 
+def given_token(argument: str | None) -> str | None:
+    """The join token: the argument, one line of standard input for ``-``, else
+    ``$AIOSTACK_JOIN_TOKEN`` (taken out of the environment, so this host's processes do not
+    inherit it). An argument stays in the process list, which every user reads, for as long as the
+    host runs; the environment is readable by its owner alone."""
+    from_environment = os.environ.pop(JOIN_TOKEN_VARIABLE, None)
+    if argument == "-":
+        return sys.stdin.readline().strip() or None
+    return argument or from_environment or None
+
+
 async def run_host(args: argparse.Namespace) -> int:
     data_dir: Path = args.data_dir
     restrict_new_files()
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     make_private(data_dir)
     membership = Membership.load(data_dir)
-    if args.token:
+    text = given_token(args.token)
+    if text:
         try:
-            token = JoinToken.decode(args.token)
+            token = JoinToken.decode(text)
         except TokenError as exc:
             if membership is None:
                 print(f"aiostack join: {exc}", file=sys.stderr)

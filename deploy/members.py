@@ -56,6 +56,10 @@ class TokenError(ValueError):
     """A join token that cannot be read, or has expired."""
 
 
+JOIN_TOKEN_VARIABLE = "AIOSTACK_JOIN_TOKEN"
+"""Where `aiostack join` takes its token from when it is given no argument."""
+
+
 @dataclass(frozen=True, slots=True)
 class JoinToken:
     """What `aiostack cluster add` prints: where the cluster is, whom to trust, the one-time user."""
@@ -267,7 +271,7 @@ async def manage(args: Any, nats_url: str, admin: Path) -> int:
                 else:
                     expires = time.strftime("%H:%M:%S", time.localtime(invitation["expires_at"]))
                     print(f"On {args.name}, within {args.ttl:.0f} s (until {expires}), once:")
-                    print(f"  aiostack join {token.encode()}")
+                    print(f"  AIOSTACK_JOIN_TOKEN={token.encode()} aiostack join")
             elif args.action == "remove":
                 host = await cluster.remove(name=args.name)
                 print(

@@ -6,8 +6,11 @@ again)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,6 +18,7 @@ import pytest
 from deploy.cluster import HarnessCloud, cloud_on_hosts, data_dir_of
 from deploy.credentials import CONTROLLER_PROCESSES
 from deploy.hosts import HarnessError
+from deploy.members import JOIN_TOKEN_VARIABLE, TOKEN_PREFIX
 from tests.test_aiostack_up import aiostack_up
 
 AIOSTACK = [sys.executable, "-m", "aiostack.cli"]
@@ -64,12 +68,19 @@ async def test_hosts_join_once_per_token_and_removal_revokes_them() -> None:
         }
         assert "volume" in CONTROLLER_PROCESSES  # every controller a storage host
         assert listed["compute-1"]["processes"] == {"compute-1": "running"}
+        assert not [
+            line for line in command_lines() if TOKEN_PREFIX in line
+        ]  # the harness's tokens: in the environment
 
         spare = cloud.hosts.hosts[cloud.clients[0]]
         token = json.loads(
             (await cloud.cli("cluster", "add", spare.name, "--role", "compute", "--json")).splitlines()[-1]
         )["token"]
-        await spare.start("aiostack-join", [*AIOSTACK, "join", token, "--data-dir", str(data_dir_of(spare))])
+        await spare.start(
+            "aiostack-join",
+            [*AIOSTACK, "join", "-", "--data-dir", str(data_dir_of(spare))],
+            env={**os.environ, JOIN_TOKEN_VARIABLE: token},
+        )
         await cloud.controller.run(
             sys.executable, "-m", "deploy.cluster", "wait-for-members", "--data-dir", str(cloud.data_dir),
             spare.name, timeout=120,
@@ -107,12 +118,34 @@ async def test_hosts_join_once_per_token_and_removal_revokes_them() -> None:
         assert "Authorization Violation" in log or "refused the credentials" in log
 
 
-async def aiostack(*args: str) -> tuple[int, str]:
+def command_lines() -> list[str]:
+    """Every process's command line, as any user reads them (``ps``)."""
+    lines = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):
+            lines.append(cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+    return lines
+
+
+async def aiostack(*args: str, stdin: bytes = b"", env: dict[str, str] | None = None) -> tuple[int, str]:
     process = await asyncio.create_subprocess_exec(
-        *AIOSTACK, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
-    )
-    output, _ = await process.communicate()
+        *AIOSTACK, *args, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT, env=env,
+    )  # fmt: skip
+    output, _ = await process.communicate(stdin)
     return process.returncode or 0, output.decode()
+
+
+async def test_the_join_token_comes_from_standard_input_or_the_environment_as_from_the_argument(
+    tmp_path: Path,
+) -> None:
+    code, output = await aiostack("join", "-", "--data-dir", str(tmp_path / "a"), stdin=b"hello\n")
+    assert code == 2 and "not an aiostack join token" in output
+    environment = {**os.environ, JOIN_TOKEN_VARIABLE: f"{TOKEN_PREFIX}bm90LWpzb24"}
+    code, output = await aiostack("join", "--data-dir", str(tmp_path / "b"), env=environment)
+    assert code == 2 and "damaged" in output
+    code, output = await aiostack("join", "-", "--data-dir", str(tmp_path / "c"), stdin=b"")
+    assert code == 2 and "belongs to no cluster" in output
 
 
 async def test_bad_tokens_and_options_are_refused_before_anything_starts(tmp_path) -> None:
