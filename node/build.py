@@ -230,25 +230,35 @@ class Builder:
             properties = reserved["volume"]["image_metadata"] or {}
             root_volume = volume_disk(reserved["connection"], "vda", boot["volume_id"])
             disks.append(replace(root_volume, bus=disk_bus(properties)))
-        boot_images = {
-            key: await self._boot_image(properties[key], key, uuid)
-            for key in ("kernel_id", "ramdisk_id")
-            if properties.get(key)
-        }
-        if incoming is None:
-            ports = await self.peers.patient_net.allocate_for_instance(
-                instance_uuid=uuid,
-                requested_networks=requested_networks,
-                security_groups=request.get("security_groups"),
-            )
-            addresses = await self._addresses(ports, uuid)
-            await self.peers.patient_conductor.instance_spawning(instance_uuid=uuid, addresses=addresses)
-        else:
-            ports = incoming
         flavor = instance["flavor"]
+        root_disk = (  # made while the ports are had: qemu-img is a process of its own
+            asyncio.ensure_future(self.images.create_root_disk(uuid, image, flavor["disk"]))
+            if self.hypervisor.real_guests and image is not None
+            else None
+        )
+        try:
+            boot_images = {
+                key: await self._boot_image(properties[key], key, uuid)
+                for key in ("kernel_id", "ramdisk_id")
+                if properties.get(key)
+            }
+            if incoming is None:
+                ports = await self.peers.patient_net.allocate_for_instance(
+                    instance_uuid=uuid,
+                    requested_networks=requested_networks,
+                    security_groups=request.get("security_groups"),
+                )
+                addresses = await self._addresses(ports, uuid)
+                await self.peers.patient_conductor.instance_spawning(instance_uuid=uuid, addresses=addresses)
+            else:
+                ports = incoming
+        except BaseException:
+            if root_disk is not None:  # finished, so that undoing the build finds the disk it made
+                await asyncio.gather(root_disk, return_exceptions=True)
+            raise
         if self.hypervisor.real_guests:
-            if image is not None:
-                root = await self.images.create_root_disk(instance["id"], image, flavor["disk"])
+            if root_disk is not None:
+                root = await root_disk
                 disks.append(Disk(str(root), "vda", format="qcow2", bus=disk_bus(properties)))
             else:  # its console log and config drive, besides the volume it boots from
                 self.images.instance_dir(uuid).mkdir(parents=True, exist_ok=True)
