@@ -21,8 +21,10 @@ stored it in ``node.sqlite`` for a server booted through aiostack), with its own
 
 Ratios are aiostack over direct (p50s); the rounds' own differences (aiostack's ACTIVE less the
 direct domain's running) are reported too, being less at the mercy of a shared machine's drift.
-Goal: aiostack adds <= 10 % to a real QEMU boot's time to ACTIVE (aiostack's p50 to ACTIVE <=
-1.1 x the direct p50 to running). Ends with one RESULT line.
+Goal: aiostack adds <= 10 % to a real QEMU boot's time to ACTIVE: both aiostack's p50 to ACTIVE
+<= 1.1 x the direct p50 to running, and the rounds' p50 difference <= 0.1 x the direct p50 to
+running (so a lucky or unlucky drift of the machine's load meets it in neither). Ends with one
+RESULT line.
 
     python bench/limit.py [--test-boots 200] [--qemu-boots 5]
 """
@@ -300,7 +302,9 @@ async def main() -> None:
         f" the first guest on the host (image cache, network and its bridge made) was ACTIVE after"
         f" {r['qemu_first_active_s']:.3f} s"
     )
-    goal_met = r["qemu_ratio_active"] <= 1.10
+    goal_met = (
+        r["qemu_ratio_active"] <= 1.10 and r["qemu_extra_p50_s"] <= 0.10 * r["qemu_direct_running_p50_s"]
+    )
     print(
         f"RESULT td_direct_p50_ms={r['td_direct_p50_ms']:.2f}"
         f" td_aiostack_p50_ms={r['td_aiostack_p50_ms']:.2f} td_ratio={r['td_ratio']:.1f}"
