@@ -1,6 +1,7 @@
 // An instance's page: its state (live, from the store), actions, console log, action timeline,
 // ports and volumes (read when the page opens; the timeline again on request).
 
+import { SerialConsole } from "./console.js";
 import { actionButtons, updateButtons } from "./instances.js";
 import { addressText } from "./store.js";
 
@@ -19,17 +20,32 @@ export class DetailPage {
     this.buttons = actionButtons(app, () => this.instance());
     $("detail-actions").append(...this.buttons.map(({ button }) => button));
     app.store.subscribe((change) => {
-      if (!this.id || (change.kind !== "reset" && change.instance.id !== this.id)) return;
+      if (!this.id || (change.kind !== "reset" && change.item.id !== this.id)) return;
       this.fill();
       if (change.event) this.record(change.event);
     });
     this.flavors = new Map();
+    this.serial = new SerialConsole(app);
     $("console-show").addEventListener("click", () => this.showConsole());
     $("resize-form").addEventListener("submit", (event) => {
       event.preventDefault();
       this.resize();
     });
     $("timeline-refresh").addEventListener("click", () => this.loadTimeline());
+    $("attach-form").addEventListener("submit", (event) => {
+      event.preventDefault();
+      this.attach();
+    });
+    this.attached = new Set();
+  }
+
+  /** A volume event of the session's stream: one attached to or detached from this instance has
+   * its attachments read again (and the volumes that may be attached). */
+  volumeEvent(event) {
+    if (!this.id || event.kind !== "volume" || $("detail-view").hidden) return;
+    const mine = (event.state.attachments || []).some((attachment) => attachment.server_id === this.id);
+    if (!this.instance()) return;
+    if (mine || this.attached.has(event.id) || event.type === "volume.available") this.loadVolumes(true);
   }
 
   /** Note an event of this instance in the page's list of the events it saw (the latest 50). */
@@ -41,11 +57,12 @@ export class DetailPage {
   }
 
   instance() {
-    return this.app.store.instances.get(this.id);
+    return this.app.store.items.get(this.id);
   }
 
   async show(id) {
     this.id = id;
+    this.serial.showFor(id);
     $("console-log").hidden = true;
     $("console-log").textContent = "";
     for (const list of ["timeline", "events", "ports", "volumes"]) $(list).replaceChildren();
@@ -64,6 +81,7 @@ export class DetailPage {
       $("detail-status").dataset.status = "DELETED";
       for (const { button } of this.buttons) button.disabled = true;
       $("resize-submit").disabled = true;
+      $("serial-open").disabled = true;
       return;
     }
     $("detail-title").textContent = instance.name;
@@ -75,6 +93,7 @@ export class DetailPage {
     const flavor = this.flavors.get(instance.flavor);
     $("detail-flavor").textContent = flavor ? flavor.name : instance.flavor || "";
     $("resize-submit").disabled = Boolean(instance.task) || !["ACTIVE", "SHUTOFF"].includes(instance.status);
+    $("serial-open").disabled = instance.status !== "ACTIVE";
     updateButtons(this.buttons, instance);
   }
 
@@ -152,18 +171,59 @@ export class DetailPage {
     );
   }
 
-  async loadVolumes() {
+  /** The attached volumes and those that may be attached; ``quietly`` (an event asked): a failure
+   * is not shown (the instance is being deleted: its own events say so). */
+  async loadVolumes(quietly = false) {
     const id = this.id;
-    const listed = await this.app.attempt(
-      () => this.app.api.get(`/compute/v2.1/servers/${id}/os-volume_attachments`),
-      null,
-    );
-    if (!listed || id !== this.id) return;
+    const project = this.app.session.project.id;
+    const read = () =>
+      Promise.all([
+        this.app.api.get(`/compute/v2.1/servers/${id}/os-volume_attachments`),
+        this.app.api.get(`/volume/v3/${project}/volumes/detail?status=available`),
+      ]);
+    const loaded = quietly ? await read().catch(() => null) : await this.app.attempt(read, null);
+    if (!loaded || id !== this.id) return;
+    const [listed, available] = loaded;
     const attached = listed.volumeAttachments;
+    this.attached = new Set(attached.map((attachment) => attachment.volumeId));
     $("volumes").replaceChildren(
       ...(attached.length
-        ? attached.map((attachment) => item(`${attachment.volumeId} on ${attachment.device || "(no device)"}`))
+        ? attached.map((attachment) => {
+            const li = item(`${attachment.volumeId} on ${attachment.device || "(no device)"} `);
+            const detach = document.createElement("button");
+            detach.type = "button";
+            detach.textContent = "Detach";
+            detach.setAttribute("aria-label", `Detach volume ${attachment.volumeId}`);
+            detach.addEventListener("click", () => this.detach(attachment.volumeId));
+            li.append(detach);
+            return li;
+          })
         : [item("No volumes attached.")]),
+    );
+    const choice = $("attach-volume").value;
+    const option = (volume) => new Option(`${volume.name || volume.id} (${volume.size} GiB)`, volume.id);
+    $("attach-volume").replaceChildren(...available.volumes.map(option));
+    if (available.volumes.some((volume) => volume.id === choice)) $("attach-volume").value = choice;
+    $("attach-submit").disabled = !available.volumes.length;
+  }
+
+  /** Attach the chosen volume (its volume events say when it is in use: the list follows them). */
+  async attach() {
+    const volumeId = $("attach-volume").value;
+    if (!volumeId) return;
+    await this.app.attempt(
+      () =>
+        this.app.api.post(`/compute/v2.1/servers/${this.id}/os-volume_attachments`, {
+          volumeAttachment: { volumeId },
+        }),
+      `Attaching volume ${volumeId}`,
+    );
+  }
+
+  async detach(volumeId) {
+    await this.app.attempt(
+      () => this.app.api.del(`/compute/v2.1/servers/${this.id}/os-volume_attachments/${volumeId}`),
+      `Detaching volume ${volumeId}`,
     );
   }
 }
