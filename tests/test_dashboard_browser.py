@@ -26,8 +26,10 @@ from playwright.async_api import Page, Request, async_playwright, expect
 from bus import Bus
 from gateway.app import create_app
 from gateway.websocket import SOCKET_COUNTS, SOCKETS
+from node.actor import NodeActor
+from node.testnode import write_test_node_file
 from runtime.config import Config
-from tests.conftest import ADMIN_PASSWORD
+from tests.conftest import ADMIN_PASSWORD, StartActor
 from tests.helpers import DEMO_PASSWORD, Api
 
 log = logging.getLogger(__name__)
@@ -120,7 +122,17 @@ def running_vms_total(total: int) -> str:
     return f"[...{cells}].reduce((sum, cell) => sum + Number(cell.textContent), 0) === {total}"
 
 
-async def admin_overview(page: Page, api: Api, requests: Requests, shots: Path) -> None:
+async def start_node(start_actor: StartActor, config: Config, host: str) -> None:
+    """Another test-driver node, as the ``cloud`` fixture starts them, once it has reported."""
+    uri = write_test_node_file(config.data_dir / "nodes" / host / "testnode.xml", vcpus=64, memory_mb=65536)
+    node = await start_actor(NodeActor, config, host=host, libvirt_uri=uri, secure=True)
+    assert isinstance(node, NodeActor)
+    await node.report_capacity()
+
+
+async def admin_overview(
+    page: Page, api: Api, requests: Requests, shots: Path, start_actor: StartActor, config: Config
+) -> None:
     """The overview as an admin (of the admin project, which holds admin-1): its quotas, each
     host's vCPUs and RAM charted, the compute services disabled and enabled again; a server booted
     behind the page's back shows on its host's figures and the project's quotas, no reload asked."""
@@ -156,6 +168,13 @@ async def admin_overview(page: Page, api: Api, requests: Requests, shots: Path) 
     assert listed["services"][0]["status"] == "disabled"
     await page.keyboard.press("Enter")
     await expect(services.locator("[data-field=status]")).to_have_text(["enabled", "enabled"])
+
+    mark = len(requests.made)  # a new host reports: its node.up event alone puts it on the page
+    await start_node(start_actor, config, "node-3")
+    await expect(page.locator("#hypervisor-rows tr[data-host=node-3]")).to_contain_text("0 / 64")
+    await expect(services.locator("[data-field=state]")).to_have_text(["up", "up", "up"])
+    await expect(page.get_by_role("log")).to_contain_text("Host node-3 is up.")
+    assert requests.since(mark) == []
 
 
 async def identity_admin(page: Page, shots: Path) -> None:
@@ -197,7 +216,7 @@ async def identity_admin(page: Page, shots: Path) -> None:
 
 @pytest.mark.nodes(2)
 async def test_the_dashboard_follows_a_server_live_without_polling(
-    gateway: tuple[str, web.Application], tmp_path: Path
+    gateway: tuple[str, web.Application], tmp_path: Path, start_actor: StartActor, config: Config
 ) -> None:
     url, app = gateway
     shots = tmp_path / "dashboard-screenshots"
@@ -368,7 +387,7 @@ async def test_the_dashboard_follows_a_server_live_without_polling(
             admin_server = await admins.get_attribute("data-id")
             assert requests.since(mark) == [f"POST /compute/v2.1/servers/{admin_server}/action"]
             await page.screenshot(path=shots / "7-admin-migrated.png", full_page=True)
-            await admin_overview(page, api, requests, shots)
+            await admin_overview(page, api, requests, shots, start_actor, config)
             await identity_admin(page, shots)
         finally:
             await browser.close()

@@ -128,8 +128,13 @@ export class OverviewPage {
         memory_mb_used: view.memory_mb_used,
         running_vms: view.instances,
       });
-      const service = this.services.get(view.host);
-      if (service) this.services.set(view.host, { ...service, state: view.alive ? "up" : "down" });
+      const service = this.services.get(view.host) || { host: view.host, binary: "nova-compute" };
+      this.services.set(view.host, {
+        ...service,
+        state: view.alive ? "up" : "down",
+        status: view.enabled ? "enabled" : "disabled",
+        disabled_reason: view.disabled_reason,
+      });
       this.app.announce(`Host ${view.host} is ${view.alive ? "up" : "down"}.`);
       this.renderHosts();
     } else if (settles(event)) {
