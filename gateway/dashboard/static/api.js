@@ -108,10 +108,6 @@ export class Api {
     return (await send("PUT", path, { token: this.session.token, body })).data;
   }
 
-  async patch(path, body) {
-    return (await send("PATCH", path, { token: this.session.token, body })).data;
-  }
-
   async del(path) {
     return (await send("DELETE", path, { token: this.session.token })).data;
   }

@@ -70,7 +70,7 @@ export class SerialConsole {
   }
 
   show(data) {
-    const text = typeof data === "string" ? data : this.decoder.decode(data, { stream: true });
+    const text = this.decoder.decode(data, { stream: true });
     const output = $("serial-output");
     output.textContent = (output.textContent + plainText(text)).slice(-KEPT_CHARACTERS);
     output.scrollTop = output.scrollHeight;

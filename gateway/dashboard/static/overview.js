@@ -62,6 +62,7 @@ export class OverviewPage {
   constructor(app) {
     this.app = app;
     this.stream = null;
+    this.shown = false;
     this.hosts = new Map();
     this.services = new Map();
     this.quotas = new Rereader(() => this.loadQuotas());
