@@ -110,6 +110,33 @@ async def available_volume(api: Api, name: str) -> str:
     return volume_id
 
 
+async def free_floating_ip(api: Api) -> str:
+    """A floating IP of demo's, on no port, from a new external network that a router of the
+    admin's joins to the default network: its address."""
+    await api.login("admin", ADMIN_PASSWORD, "admin")
+    net = "/network/v2.0"
+    status, public = await api.post(
+        f"{net}/networks", {"network": {"name": "public", "router:external": True}}
+    )
+    assert status == 201, public
+    public_id = public["network"]["id"]
+    subnet = {"subnet": {"network_id": public_id, "cidr": "203.0.113.0/24", "ip_version": 4}}
+    assert (await api.post(f"{net}/subnets", subnet))[0] == 201
+    _, default = await api.get(f"{net}/subnets?cidr=10.20.0.0/16")
+    router = {"router": {"name": "edge", "external_gateway_info": {"network_id": public_id}}}
+    status, made = await api.post(f"{net}/routers", router)
+    assert status == 201, made
+    joined = {"subnet_id": default["subnets"][0]["id"]}
+    status, body = await api.put(f"{net}/routers/{made['router']['id']}/add_router_interface", joined)
+    assert status == 200, body
+    await api.login()
+    status, floating = await api.post(
+        f"{net}/floatingips", {"floatingip": {"floating_network_id": public_id}}
+    )
+    assert status == 201, floating
+    return str(floating["floatingip"]["floating_ip_address"])
+
+
 async def wait_for_status(api: Api, server_id: str, status: str) -> None:
     async with asyncio.timeout(30):
         while (await api.get(f"/compute/v2.1/servers/{server_id}"))[1]["server"]["status"] != status:
@@ -229,6 +256,7 @@ async def test_the_dashboard_follows_a_server_live_without_polling(
         api = Api(session, url)
         other_server = await second_project_with_a_server(api)
         volume = await available_volume(api, "data-1")
+        floating_ip = await free_floating_ip(api)
         browser = await playwright.chromium.launch(executable_path=CHROMIUM)
         try:
             page = await browser.new_page()
@@ -297,6 +325,15 @@ async def test_the_dashboard_follows_a_server_live_without_polling(
             made = requests.since(mark)
             assert made[0] == f"DELETE /compute/v2.1/servers/{server_id}/os-volume_attachments/{volume}"
             assert f"POST /compute/v2.1/servers/{server_id}/os-volume_attachments" in made
+
+            # the free floating IP put on web-1's port and taken off again (no events: read again)
+            floating = page.locator("#floating-ips li")
+            await expect(floating).to_have_text(["No floating IPs."])
+            await page.get_by_label("Free floating IP").select_option(label=floating_ip)
+            await page.get_by_role("button", name="Associate floating IP").click()
+            await expect(floating).to_have_text([re.compile(f"^{re.escape(floating_ip)} to 10\\.20\\.")])
+            await page.get_by_role("button", name=f"Disassociate floating IP {floating_ip}").click()
+            await expect(floating).to_have_text(["No floating IPs."])
             _, boot = await api.get(f"/volume/v3/{project}/volumes?name=web-1-boot")
             (boot_volume,) = boot["volumes"]
 

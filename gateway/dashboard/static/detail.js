@@ -1,5 +1,6 @@
-// An instance's page: its state (live, from the store), actions, console log, action timeline,
-// ports and volumes (read when the page opens; the timeline again on request).
+// An instance's page: its state (live, from the store), actions, console log, serial console, action
+// timeline, ports, floating IPs and volumes (read when the page opens; the timeline again on
+// request, the volumes on their events, the floating IPs, which have none, after the page's changes).
 
 import { SerialConsole } from "./console.js";
 import { actionButtons, updateButtons } from "./instances.js";
@@ -32,6 +33,13 @@ export class DetailPage {
       this.resize();
     });
     $("timeline-refresh").addEventListener("click", () => this.loadTimeline());
+    this.ports = [];
+    $("associate-form").addEventListener("submit", (event) => {
+      event.preventDefault();
+      const choice = $("associate-ip");
+      const address = choice.selectedOptions[0]?.textContent;
+      this.associate(choice.value, this.ports[0].id, `Associating ${address}`);
+    });
     $("attach-form").addEventListener("submit", (event) => {
       event.preventDefault();
       this.attach();
@@ -65,7 +73,7 @@ export class DetailPage {
     this.serial.showFor(id);
     $("console-log").hidden = true;
     $("console-log").textContent = "";
-    for (const list of ["timeline", "events", "ports", "volumes"]) $(list).replaceChildren();
+    for (const list of ["timeline", "events", "ports", "volumes", "floating-ips"]) $(list).replaceChildren();
     this.fill();
     $("detail-title").focus();
     await Promise.all([this.loadTimeline(), this.loadPorts(), this.loadVolumes(), this.loadFlavors()]);
@@ -157,6 +165,8 @@ export class DetailPage {
     const id = this.id;
     const listed = await this.app.attempt(() => this.app.api.get(`/network/v2.0/ports?device_id=${id}`), null);
     if (!listed || id !== this.id) return;
+    this.ports = listed.ports;
+    await this.loadFloatingIps();
     $("ports").replaceChildren(
       ...listed.ports.map((port) => {
         const tr = document.createElement("tr");
@@ -173,6 +183,45 @@ export class DetailPage {
 
   /** The attached volumes and those that may be attached; ``quietly`` (an event asked): a failure
    * is not shown (the instance is being deleted: its own events say so). */
+  /** The floating IPs on this instance's ports, and the project's free ones to associate (floating
+   * IPs have no events: read when the page opens and after the page's own changes). */
+  async loadFloatingIps() {
+    const id = this.id;
+    const listed = await this.app.attempt(() => this.app.api.get("/network/v2.0/floatingips"), null);
+    if (!listed || id !== this.id) return;
+    const ports = new Set(this.ports.map((port) => port.id));
+    const mine = listed.floatingips.filter((floating) => ports.has(floating.port_id));
+    $("floating-ips").replaceChildren(
+      ...(mine.length
+        ? mine.map((floating) => {
+            const address = floating.floating_ip_address;
+            const li = item(`${address} to ${floating.fixed_ip_address} `);
+            const button = document.createElement("button");
+            button.type = "button";
+            button.textContent = "Disassociate";
+            button.setAttribute("aria-label", `Disassociate floating IP ${address}`);
+            button.addEventListener("click", () => this.associate(floating.id, null, `Disassociating ${address}`));
+            li.append(button);
+            return li;
+          })
+        : [item("No floating IPs.")]),
+    );
+    const free = listed.floatingips.filter((floating) => !floating.port_id);
+    $("associate-ip").replaceChildren(
+      ...free.map((floating) => new Option(floating.floating_ip_address, floating.id)),
+    );
+    $("associate-submit").disabled = !free.length || !this.ports.length;
+  }
+
+  /** Put a floating IP on the instance's first port (``portId`` null: take it off). */
+  async associate(floatingId, portId, announcement) {
+    const done = await this.app.attempt(
+      () => this.app.api.put(`/network/v2.0/floatingips/${floatingId}`, { floatingip: { port_id: portId } }),
+      announcement,
+    );
+    if (done) await this.loadFloatingIps();
+  }
+
   async loadVolumes(quietly = false) {
     const id = this.id;
     const project = this.app.session.project.id;
