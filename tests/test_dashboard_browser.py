@@ -161,6 +161,60 @@ async def start_node(start_actor: StartActor, config: Config, host: str) -> None
     await node.report_capacity()
 
 
+async def network_changes(page: Page, requests: Requests, shots: Path) -> None:
+    """The network page's changes, as demo: a network made with its subnet and deleted (one whose
+    subnet is refused is not left behind), a floating IP allocated from the external network and
+    released, a security group made, given a rule and deleted; each list read again after."""
+    networks = page.get_by_role("table", name="Networks")
+    making = page.get_by_role("form", name="Create a network")
+    await making.get_by_label("Network name").fill("bad-net")
+    await making.get_by_label("Subnet CIDR").fill("10.30.0.0/99")
+    await making.get_by_role("button", name="Create network").click()
+    await expect(page.get_by_role("alert")).to_be_visible()
+    await making.get_by_label("Subnet CIDR").fill("10.30.0.0/24")
+    await making.get_by_label("Network name").fill("web-net")
+    await making.get_by_role("button", name="Create network").click()
+    await expect(networks.get_by_role("row", name=re.compile("web-net"))).to_contain_text("10.30.0.0/24")
+    await expect(networks.get_by_role("rowheader", name="bad-net")).to_have_count(0)  # deleted again
+    await expect(page.get_by_role("alert")).to_be_hidden()
+    page.once("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+    await page.get_by_role("button", name="Delete network web-net").click()
+    await expect(networks.get_by_role("rowheader", name="web-net")).to_have_count(0)
+
+    floating = page.get_by_role("table", name="Floating IPs")
+    await expect(floating).to_contain_text("No floating IPs.")
+    allocating = page.get_by_role("form", name="Allocate a floating IP")
+    await allocating.get_by_label("External network").select_option(label="public")
+    await allocating.get_by_role("button", name="Allocate floating IP").click()
+    allocated = floating.get_by_role("row", name=re.compile("203\\.0\\.113\\."))
+    await expect(allocated).to_contain_text("not associated")
+    address = await allocated.get_by_role("rowheader").text_content()
+    page.once("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+    await page.get_by_role("button", name=f"Release floating IP {address}").click()
+    await expect(floating).to_contain_text("No floating IPs.")
+
+    groups = page.get_by_role("table", name="Security groups")
+    creating = page.get_by_role("form", name="Create a security group")
+    await creating.get_by_label("Group name").fill("web")
+    await creating.get_by_label("Group description").fill("the web servers")
+    await creating.get_by_role("button", name="Create security group").click()
+    web = groups.get_by_role("row", name=re.compile("^web "))
+    await expect(web).to_contain_text("the web servers")
+    adding = page.get_by_role("form", name="Add a rule")
+    await adding.get_by_label("To group").select_option(label="web")
+    await adding.get_by_label("Protocol").select_option("tcp")
+    await adding.get_by_label("Port (empty: all)").fill("22")
+    await adding.get_by_label("Remote CIDR (empty: anywhere)").fill("0.0.0.0/0")
+    mark = len(requests.made)
+    await adding.get_by_role("button", name="Add rule").click()
+    await expect(web).to_contain_text("ingress IPv4 tcp 22 from 0.0.0.0/0")
+    assert requests.since(mark)[0] == "POST /network/v2.0/security-group-rules"
+    await page.screenshot(path=shots / "network.png", full_page=True)
+    page.once("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+    await page.get_by_role("button", name="Delete security group web").click()
+    await expect(groups.get_by_role("rowheader")).to_have_text(["default"])
+
+
 async def admin_overview(
     page: Page, api: Api, requests: Requests, shots: Path, start_actor: StartActor, config: Config
 ) -> None:
@@ -446,6 +500,13 @@ async def test_the_images_volumes_network_and_key_pairs_pages(
         await api.login("admin", ADMIN_PASSWORD, "admin")
         quota_set = {"quota_set": {"instances": 10, "cores": 20}}
         assert (await api.put(f"/compute/v2.1/os-quota-sets/{demo}", quota_set))[0] == 200
+        external = {"network": {"name": "public", "router:external": True}}
+        status, public = await api.post("/network/v2.0/networks", external)
+        assert status == 201, public
+        subnet = {
+            "subnet": {"network_id": public["network"]["id"], "cidr": "203.0.113.0/24", "ip_version": 4}
+        }
+        assert (await api.post("/network/v2.0/subnets", subnet))[0] == 201
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(executable_path=CHROMIUM)
         try:
@@ -556,7 +617,7 @@ async def test_the_images_volumes_network_and_key_pairs_pages(
             )
             groups = page.get_by_role("table", name="Security groups")
             await expect(groups.get_by_role("rowheader")).to_have_text(["default"])
-            await page.screenshot(path=shots / "network.png", full_page=True)
+            await network_changes(page, requests, shots)
 
             # the overview as a member: the project's quotas and usage; no hypervisor, no identity page
             nav = page.get_by_role("navigation", name="Pages")
