@@ -429,6 +429,7 @@ async def test_the_dashboard_follows_a_server_live_without_polling(
             page.once("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
             await actions.get_by_role("button", name="Delete web-1").click()
             await expect(page.locator("#detail-status")).to_have_text("DELETED", timeout=STATE_TIMEOUT_MS)
+            await expect(page.locator("#ports tr")).to_have_count(0)  # its port's deleted event
             await page.get_by_role("link", name="All instances").click()
             await expect(page.locator("#no-instances")).to_be_visible()
             made = requests.since(mark)

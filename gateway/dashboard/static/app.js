@@ -151,7 +151,7 @@ class App {
     $("session").hidden = false;
     $("pages").hidden = false;
     this.fillProjects();
-    const query = { kinds: "instance,image,volume" };
+    const query = { kinds: "instance,image,volume,port" };
     if (isAdmin(session)) query.project = session.project.id;
     this.stream = new EventStream(
       session.token,
@@ -162,6 +162,7 @@ class App {
           this.volumesPage.volumes.apply(event);
           this.overviewPage.projectEvent(event);
           this.detailPage.volumeEvent(event);
+          this.detailPage.portEvent(event);
           for (const watch of this.watches) watch(event);
         },
         onSubscribed: () => this.loadIfNeeded(),

@@ -1,6 +1,7 @@
 // An instance's page: its state (live, from the store), actions, console log, serial console, action
-// timeline, ports, floating IPs and volumes (read when the page opens; the timeline again on
-// request, the volumes on their events, the floating IPs, which have none, after the page's changes).
+// timeline, ports, floating IPs and volumes (read when the page opens; then the ports follow their
+// events in place, the volumes are read again on theirs, the timeline on request, and the floating
+// IPs, which have no events, after the page's own changes).
 
 import { SerialConsole } from "./console.js";
 import { actionButtons, updateButtons } from "./instances.js";
@@ -70,6 +71,7 @@ export class DetailPage {
 
   async show(id) {
     this.id = id;
+    this.ports = [];
     this.serial.showFor(id);
     $("console-log").hidden = true;
     $("console-log").textContent = "";
@@ -167,9 +169,24 @@ export class DetailPage {
     if (!listed || id !== this.id) return;
     this.ports = listed.ports;
     await this.loadFloatingIps();
+    this.renderPorts();
+  }
+
+  /** A port event (it carries the whole port): this instance's ports change in place, no read. */
+  portEvent(event) {
+    if (!this.id || event.kind !== "port" || $("detail-view").hidden) return;
+    const kept = this.ports.filter((port) => port.id !== event.id);
+    const mine = event.type !== "port.deleted" && event.state.device_id === this.id;
+    if (!mine && kept.length === this.ports.length) return;
+    this.ports = mine ? [...kept, event.state] : kept;
+    this.renderPorts();
+  }
+
+  renderPorts() {
     $("ports").replaceChildren(
-      ...listed.ports.map((port) => {
+      ...this.ports.map((port) => {
         const tr = document.createElement("tr");
+        tr.dataset.id = port.id;
         const ips = port.fixed_ips.map((fixed) => fixed.ip_address).join(", ");
         for (const text of [port.id, port.network_id, port.mac_address, ips, port.status]) {
           const td = document.createElement("td");
@@ -181,8 +198,6 @@ export class DetailPage {
     );
   }
 
-  /** The attached volumes and those that may be attached; ``quietly`` (an event asked): a failure
-   * is not shown (the instance is being deleted: its own events say so). */
   /** The floating IPs on this instance's ports, and the project's free ones to associate (floating
    * IPs have no events: read when the page opens and after the page's own changes). */
   async loadFloatingIps() {
