@@ -333,6 +333,11 @@ async def test_the_dashboard_follows_a_server_live_without_polling(
             await page.get_by_role("button", name="Launch instance").click()
             launch = page.locator("#launch-form")
             await expect(launch.get_by_label("Name")).to_be_focused()
+            await page.keyboard.press("Escape")  # closes the wizard, back on the button that opened it
+            await expect(launch).to_be_hidden()
+            await expect(page.get_by_role("button", name="Launch instance")).to_be_focused()
+            await page.keyboard.press("Enter")
+            await expect(launch.get_by_label("Name")).to_be_focused()
             await launch.get_by_label("Name").fill("web-1")
             await expect(launch.get_by_label("Boot volume", exact=True)).to_be_hidden()
             await launch.get_by_label("Boot from").select_option(value="new-volume")

@@ -65,6 +65,9 @@ export class InstancesPage {
       this.launch();
     });
     $("launch-source").addEventListener("change", () => this.showSource());
+    $("launch-form").addEventListener("keydown", (event) => {
+      if (event.key === "Escape") this.closeLaunch();
+    });
   }
 
   /** The fields of the chosen boot source only: an image, its volume's size, or a bootable volume. */
