@@ -13,9 +13,11 @@ import os
 import pty
 import sys
 import termios
+from pathlib import Path
 
 import aiohttp
 import pytest
+from playwright.async_api import async_playwright, expect
 
 from aiostack.sdk import BadRequest, Conflict, SerialConsole
 from tests.helpers import DEMO_PASSWORD
@@ -26,6 +28,7 @@ from tests.node.test_real_guests import (  # noqa: F401
     test_guest,
 )
 
+CHROMIUM = "/usr/bin/chromium"
 SHELL_ON_THE_CONSOLE = "#!/bin/sh\nsh -c 'exec sh </dev/ttyS0 >/dev/ttyS0 2>&1' &\n"
 V26 = {"OpenStack-API-Version": "compute 2.6"}
 
@@ -149,3 +152,43 @@ async def _attach_with_the_cli(url: str, server_id: str) -> None:
             await process.wait()
         os.close(controller)
         os.close(terminal)
+
+
+@pytest.mark.full_size
+async def test_the_dashboards_serial_console_runs_what_is_typed_in_the_browser(
+    qemu_cloud: QemuCloud,  # noqa: F811 (the fixture)
+    tmp_path: Path,
+) -> None:
+    """The web dashboard's instance page opens the guest's serial console in headless Chromium: a
+    line typed there runs on the guest and its output is shown; closing it leaves the console free
+    for the next client."""
+    server_id = await _boot_with_a_shell(qemu_cloud)
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM)
+        try:
+            page = await browser.new_page()
+            await page.goto(qemu_cloud.client.url)
+            form = page.locator("#login-form")
+            await form.get_by_label("User").fill("demo")
+            await form.get_by_label("Password").fill(DEMO_PASSWORD)
+            await form.get_by_label("Project").fill("demo")
+            await form.get_by_role("button", name="Log in").click()
+            await expect(page.locator("#link-state")).to_have_text("live")
+            await page.goto(f"{qemu_cloud.client.url}/#/instances/{server_id}")
+            await expect(page.locator("#detail-status")).to_have_text("ACTIVE")
+            await page.get_by_role("button", name="Open serial console").click()
+            typed = page.get_by_label("Console input")
+            await expect(typed).to_be_focused(timeout=GUEST_DEADLINE * 1000)
+            await page.keyboard.type("echo AIOSTACK-WEB-$((6*7))")
+            await page.keyboard.press("Enter")
+            output = page.locator("#serial-output")
+            await expect(output).to_contain_text("AIOSTACK-WEB-42", timeout=GUEST_DEADLINE * 1000)
+            await page.screenshot(path=tmp_path / "dashboard-serial-console.png", full_page=True)
+            await page.get_by_role("button", name="Close serial console").click()
+            await expect(page.locator("#serial-state")).to_have_text("Closed.")
+        finally:
+            await browser.close()
+    async with qemu_cloud.client.servers.serial_console(server_id) as console:  # free again
+        await console.write(b"echo AIOSTACK-AFTER-$((1+1))\n")
+        await _read_until(console, b"AIOSTACK-AFTER-2")
+    await qemu_cloud.client.server_action(server_id, "delete", wait=True)

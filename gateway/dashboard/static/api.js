@@ -104,6 +104,10 @@ export class Api {
     return (await send("POST", path, { token: this.session.token, body })).data;
   }
 
+  async put(path, body) {
+    return (await send("PUT", path, { token: this.session.token, body })).data;
+  }
+
   async del(path) {
     return (await send("DELETE", path, { token: this.session.token })).data;
   }

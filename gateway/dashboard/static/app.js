@@ -1,15 +1,18 @@
 // The dashboard: login, the project switch, the event stream feeding the instance store, and the
-// pages (#/instances, #/instances/<id>).
+// pages (#/instances, #/instances/<id>, #/images, #/volumes, #/network, #/keypairs, #/overview,
+// #/identity).
 
 import { Api, forgetSession, isAdmin, loadSession, login, rescope } from "./api.js";
 import { DetailPage } from "./detail.js";
-import { EventStream } from "./events.js";
+import { EventStream, EventWatch } from "./events.js";
+import { IdentityPage } from "./identity.js";
 import { ImagesPage } from "./images.js";
 import { InstancesPage } from "./instances.js";
 import { KeypairsPage } from "./keypairs.js";
 import { NetworksPage } from "./networks.js";
+import { OverviewPage } from "./overview.js";
 import { VolumesPage } from "./volumes.js";
-import { InstanceStore } from "./store.js";
+import { instanceCollection } from "./store.js";
 
 const $ = (id) => document.getElementById(id);
 const VIEWS = [
@@ -19,6 +22,8 @@ const VIEWS = [
   "volumes-view",
   "network-view",
   "keypairs-view",
+  "overview-view",
+  "identity-view",
   "detail-view",
 ];
 
@@ -27,13 +32,16 @@ class App {
     this.session = null;
     this.api = null;
     this.stream = null;
-    this.store = new InstanceStore();
+    this.watches = new Set();
+    this.store = instanceCollection();
     this.instancesPage = new InstancesPage(this);
     this.detailPage = new DetailPage(this);
     this.imagesPage = new ImagesPage(this);
     this.keypairsPage = new KeypairsPage(this);
     this.volumesPage = new VolumesPage(this);
     this.networksPage = new NetworksPage(this);
+    this.overviewPage = new OverviewPage(this);
+    this.identityPage = new IdentityPage(this);
     $("login-form").addEventListener("submit", (event) => {
       event.preventDefault();
       this.logIn();
@@ -51,6 +59,8 @@ class App {
   }
 
   show(view) {
+    if (view !== "overview-view") this.overviewPage.hide();
+    if (view !== "detail-view") this.detailPage.serial.showFor(null);
     for (const name of VIEWS) $(name).hidden = name !== view;
     for (const link of document.querySelectorAll("#pages a")) {
       if (`${link.dataset.page}-view` === view) link.setAttribute("aria-current", "page");
@@ -130,6 +140,7 @@ class App {
   /** Work as ``session``: the socket first, then (once it is subscribed) the listing. */
   begin(session) {
     if (this.stream) this.stream.close();
+    this.overviewPage.hide();
     this.session = session;
     this.api = new Api(session);
     this.store.unload();
@@ -140,7 +151,7 @@ class App {
     $("session").hidden = false;
     $("pages").hidden = false;
     this.fillProjects();
-    const query = { kinds: "instance,image,volume" };
+    const query = { kinds: "instance,image,volume,port" };
     if (isAdmin(session)) query.project = session.project.id;
     this.stream = new EventStream(
       session.token,
@@ -149,6 +160,10 @@ class App {
           this.store.apply(event);
           this.imagesPage.images.apply(event);
           this.volumesPage.volumes.apply(event);
+          this.overviewPage.projectEvent(event);
+          this.detailPage.volumeEvent(event);
+          this.detailPage.portEvent(event);
+          for (const watch of this.watches) watch(event);
         },
         onSubscribed: () => this.loadIfNeeded(),
         onState: (state) => this.linkState(state),
@@ -162,6 +177,11 @@ class App {
     );
     this.stream.open();
     this.route();
+  }
+
+  /** Watch this session's events of ``kind`` from now on (``EventWatch``). */
+  watchEvents(kind) {
+    return new EventWatch(this.watches, kind);
   }
 
   linkState(state) {
@@ -218,6 +238,14 @@ class App {
       this.show("keypairs-view");
       $("keypairs-title").focus();
       this.keypairsPage.show();
+    } else if (location.hash === "#/overview") {
+      this.show("overview-view");
+      $("overview-title").focus();
+      this.overviewPage.show();
+    } else if (location.hash === "#/identity" && isAdmin(this.session)) {
+      this.show("identity-view");
+      $("identity-title").focus();
+      this.identityPage.show();
     } else {
       this.show("instances-view");
       $("instances-title").focus();

@@ -76,3 +76,39 @@ export class EventStream {
     if (this.socket) this.socket.close(1000);
   }
 }
+
+/**
+ * The stream's events of one kind from now on, kept until ``stop``: ``until(test)`` is the first
+ * that passes ``test``, whether it came already or is still to come (a resource made by a request
+ * may send its events before the request's answer is read).
+ */
+export class EventWatch {
+  constructor(watches, kind) {
+    this.watches = watches;
+    this.kind = kind;
+    this.seen = [];
+    this.waiting = [];
+    this.watch = (event) => this.take(event);
+    watches.add(this.watch);
+  }
+
+  take(event) {
+    if (event.kind !== this.kind) return;
+    this.seen.push(event);
+    for (const waiting of [...this.waiting]) {
+      if (!waiting.test(event)) continue;
+      this.waiting.splice(this.waiting.indexOf(waiting), 1);
+      waiting.resolve(event);
+    }
+  }
+
+  until(test) {
+    const found = this.seen.find(test);
+    if (found) return Promise.resolve(found);
+    return new Promise((resolve) => this.waiting.push({ test, resolve }));
+  }
+
+  stop() {
+    this.watches.delete(this.watch);
+  }
+}

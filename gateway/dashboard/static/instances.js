@@ -64,12 +64,26 @@ export class InstancesPage {
       event.preventDefault();
       this.launch();
     });
+    $("launch-source").addEventListener("change", () => this.showSource());
+    $("launch-form").addEventListener("keydown", (event) => {
+      if (event.key === "Escape") this.closeLaunch();
+    });
+  }
+
+  /** The fields of the chosen boot source only: an image, its volume's size, or a bootable volume. */
+  showSource() {
+    const source = $("launch-source").value;
+    $("launch-image-field").hidden = source === "volume";
+    $("launch-image").required = source !== "volume";
+    $("launch-boot-size-field").hidden = source !== "new-volume";
+    $("launch-boot-volume-field").hidden = source !== "volume";
+    $("launch-boot-volume").required = source === "volume";
   }
 
   render() {
     const fragment = document.createDocumentFragment();
     this.rows.clear();
-    const sorted = [...this.app.store.instances.values()].sort((a, b) => a.name.localeCompare(b.name));
+    const sorted = [...this.app.store.items.values()].sort((a, b) => a.name.localeCompare(b.name));
     for (const instance of sorted) fragment.append(this.row(instance));
     this.body.replaceChildren(fragment);
     this.showEmpty();
@@ -98,7 +112,7 @@ export class InstancesPage {
     }
     const actions = document.createElement("td");
     actions.className = "buttons";
-    const buttons = actionButtons(this.app, () => this.app.store.instances.get(instance.id) || instance);
+    const buttons = actionButtons(this.app, () => this.app.store.items.get(instance.id) || instance);
     actions.append(...buttons.map(({ button }) => button));
     tr.append(actions);
     const row = { tr, cells, buttons };
@@ -122,7 +136,7 @@ export class InstancesPage {
       this.render();
       return;
     }
-    const { instance, before } = change;
+    const { item: instance, before } = change;
     const row = this.rows.get(instance.id);
     if (change.kind === "gone") {
       if (row) row.tr.remove();
@@ -178,11 +192,12 @@ export class InstancesPage {
       (keypair) => [keypair.name, keypair.name],
       "None",
     );
+    const volumeOption = (volume) => [volume.id, `${volume.name || volume.id} (${volume.size} GiB)`];
+    fillSelect($("launch-volume"), volumes.volumes, volumeOption, "None");
     fillSelect(
-      $("launch-volume"),
-      volumes.volumes,
-      (volume) => [volume.id, `${volume.name || volume.id} (${volume.size} GiB)`],
-      "None",
+      $("launch-boot-volume"),
+      volumes.volumes.filter((volume) => volume.bootable === "true"),
+      volumeOption,
     );
     const fieldset = $("launch-groups");
     fieldset.replaceChildren(fieldset.querySelector("legend"));
@@ -196,6 +211,7 @@ export class InstancesPage {
       label.append(box, ` ${group.name}`);
       fieldset.append(label);
     }
+    this.showSource();
     $("launch-name").focus();
   }
 
@@ -205,27 +221,108 @@ export class InstancesPage {
     $("launch-open").focus();
   }
 
+  /**
+   * Boot what the form says. A volume it makes (to boot from, or a new empty one to attach) is made
+   * first and waited for (its ``volume.available`` event); it is deleted with the instance, and at
+   * once when the boot is refused.
+   */
   async launch() {
     const form = $("launch-form");
     const data = new FormData(form);
-    const server = { name: data.get("name"), imageRef: data.get("image"), flavorRef: data.get("flavor") };
+    const name = data.get("name");
+    const server = { name, flavorRef: data.get("flavor") };
     if (data.get("network")) server.networks = [{ uuid: data.get("network") }];
     if (data.get("keypair")) server.key_name = data.get("keypair");
     const groups = data.getAll("security_group");
-    if (groups.length) server.security_groups = groups.map((name) => ({ name }));
-    if (data.get("volume")) {
-      server.block_device_mapping_v2 = [
-        { source_type: "volume", destination_type: "volume", uuid: data.get("volume"), boot_index: -1 },
-      ];
+    if (groups.length) server.security_groups = groups.map((group) => ({ name: group }));
+    const made = [];
+    const watch = this.app.watchEvents("volume");
+    try {
+      const mappings = await this.mappings(data, name, made, watch);
+      if (!mappings) return this.forget(made);
+      if (data.get("source") === "image") server.imageRef = data.get("image");
+      if (mappings.length) server.block_device_mapping_v2 = mappings;
+      const created = await this.app.attempt(
+        () => this.app.api.post("/compute/v2.1/servers", { server }),
+        `Launching ${name}`,
+      );
+      if (!created) return this.forget(made);
+      this.app.store.expect({
+        id: created.server.id,
+        name,
+        status: "BUILD",
+        task: "scheduling",
+        addresses: {},
+        host: null,
+        flavor: null,
+      });
+      form.reset();
+      this.closeLaunch();
+    } finally {
+      watch.stop();
     }
+  }
+
+  /** The form's block device mappings, the volumes they need made (their ids added to ``made``);
+   * null when one could not be made. */
+  async mappings(data, name, made, watch) {
+    const mappings = [];
+    const mapping = (uuid, bootIndex, deleteWithServer) => ({
+      source_type: "volume",
+      destination_type: "volume",
+      uuid,
+      boot_index: bootIndex,
+      delete_on_termination: deleteWithServer,
+    });
+    const source = data.get("source");
+    if (source === "volume") mappings.push(mapping(data.get("boot_volume"), 0, false));
+    if (source === "new-volume") {
+      const size = Number(data.get("boot_size"));
+      const volume = { name: `${name}-boot`, size, imageRef: data.get("image") };
+      const id = await this.makeVolume(volume, made, watch);
+      if (!id) return null;
+      mappings.push(mapping(id, 0, true));
+    }
+    if (data.get("volume")) mappings.push(mapping(data.get("volume"), -1, false));
+    if (data.get("new_volume")) {
+      const volume = { name: `${name}-data`, size: Number(data.get("new_volume")) };
+      const id = await this.makeVolume(volume, made, watch);
+      if (!id) return null;
+      mappings.push(mapping(id, -1, true));
+    }
+    return mappings;
+  }
+
+  /** A new volume, once available (its id, also added to ``made``); null when it failed. The volume
+   * service answers once it is made; its event is waited for when the answer says it is not yet. */
+  async makeVolume(volume, made, watch) {
+    const path = `/volume/v3/${this.app.session.project.id}/volumes`;
     const created = await this.app.attempt(
-      () => this.app.api.post("/compute/v2.1/servers", { server }),
-      `Launching ${server.name}`,
+      () => this.app.api.post(path, { volume }),
+      `Creating volume ${volume.name}`,
     );
-    if (!created) return;
-    this.app.store.expect(created.server.id, server.name);
-    form.reset();
-    this.closeLaunch();
+    if (!created) return null;
+    const id = created.volume.id;
+    made.push(id);
+    let status = created.volume.status;
+    if (!["available", "error"].includes(status)) {
+      const settled = await watch.until(
+        (event) => event.id === id && ["volume.available", "volume.error"].includes(event.type),
+      );
+      status = settled.state.status;
+    }
+    if (status === "error") {
+      this.app.showError(`The volume ${volume.name} could not be made.`);
+      return null;
+    }
+    return id;
+  }
+
+  /** Delete the volumes made for a boot that did not happen (the boot's error stays shown; a volume
+   * that cannot be deleted stays on the volumes page). */
+  async forget(made) {
+    const path = `/volume/v3/${this.app.session.project.id}/volumes`;
+    for (const id of made) await this.app.api.del(`${path}/${id}`).catch(() => null);
   }
 }
 

@@ -2,16 +2,24 @@
 // resource's whole new state), and a table that shows one and changes its rows in place.
 
 export class LiveCollection {
-  /** ``kind``: the events' kind (image, volume); ``fromEvent``: an event's state as a listed item. */
-  constructor(kind, fromEvent = (state) => state) {
+  /**
+   * ``kind``: the events' kind (instance, image, volume); ``fromEvent``: an event's state as an item;
+   * ``fromListed``: an item of the REST listing as one.
+   */
+  constructor(kind, fromEvent = (state) => state, fromListed = (listed) => listed) {
     this.kind = kind;
     this.fromEvent = fromEvent;
+    this.fromListed = fromListed;
     this.items = new Map();
     this.loaded = false;
     this.pending = [];
     this.listeners = new Set();
   }
 
+  /**
+   * Tell ``listener(change)`` of every change: {kind: "reset"} or {kind: "put"|"gone", item, before,
+   * event} (``event``: the stream's event that made it; none for the page's own ``expect``).
+   */
   subscribe(listener) {
     this.listeners.add(listener);
   }
@@ -30,7 +38,7 @@ export class LiveCollection {
 
   /** The REST listing, then the events that came while it was read, in order. */
   load(items) {
-    this.items = new Map(items.map((item) => [item.id, item]));
+    this.items = new Map(items.map((listed) => this.fromListed(listed)).map((item) => [item.id, item]));
     this.loaded = true;
     this.emit({ kind: "reset" });
     const pending = this.pending;
@@ -47,12 +55,19 @@ export class LiveCollection {
     const before = this.items.get(event.id);
     if (event.type === `${this.kind}.deleted`) {
       this.items.delete(event.id);
-      if (before) this.emit({ kind: "gone", item: before, before });
+      if (before) this.emit({ kind: "gone", item: before, before, event });
       return;
     }
     const item = this.fromEvent(event.state);
     this.items.set(item.id, item);
-    this.emit({ kind: "put", item, before });
+    this.emit({ kind: "put", item, before, event });
+  }
+
+  /** An item the page itself just made (its create answered): shown until its events come. */
+  expect(item) {
+    if (!this.loaded || this.items.has(item.id)) return;
+    this.items.set(item.id, item);
+    this.emit({ kind: "put", item, before: undefined });
   }
 }
 
