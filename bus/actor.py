@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import enum
+import functools
 import logging
 import os
 import re
@@ -480,6 +481,13 @@ def _address_matches(template: str, address: str) -> bool:
     return re.fullmatch(pattern, address) is not None
 
 
+def factory_name(factory: Callable[[], Actor]) -> str:
+    """The name of what a factory makes, never its arguments (a partial's may hold secrets: a
+    database DSN with its password)."""
+    made = factory.func if isinstance(factory, functools.partial) else factory
+    return getattr(made, "__qualname__", type(made).__name__)
+
+
 class Supervisor:
     """Runs the actor ``factory`` makes; when it crashes, makes and runs a new one after a backoff.
 
@@ -540,7 +548,9 @@ class Supervisor:
             self._task.result()
         elif serving.exception() is not None:
             log.warning(
-                "no %s actor serving after %.0f s; the supervisor keeps trying", self.factory, timeout
+                "no %s actor serving after %.0f s; the supervisor keeps trying",
+                factory_name(self.factory),
+                timeout,
             )
 
     async def wait_running(self, timeout: float = 30.0) -> Actor:

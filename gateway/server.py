@@ -101,8 +101,9 @@ class GatewaySite(web.BaseSite):
     @property
     def port(self) -> int:
         """The port listened on (the one the system chose for port 0, once started)."""
-        if self._server is not None and isinstance(self._server, asyncio.Server) and self._server.sockets:
-            port: int = self._server.sockets[0].getsockname()[1]
+        sockets = getattr(self._server, "sockets", None)  # asyncio's or uvloop's server
+        if sockets:
+            port: int = sockets[0].getsockname()[1]
             return port
         return self._port
 

@@ -676,7 +676,7 @@ async def _event_socket(request: web.Request, query: EventQuery) -> web.WebSocke
         await ws.prepare(request)
         request.app[SOCKETS].add(ws)
         direct = None
-        if not ws.compress and isinstance(request.transport, asyncio.Transport):
+        if not ws.compress and request.transport is not None:  # asyncio's transport or uvloop's
             direct = DirectWrites(ws, request.transport)
         subscriber.sender = asyncio.create_task(
             _serve(ws, hub, subscriber, since, first_seq, last_seq, direct)

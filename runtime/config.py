@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from bus.bus import DEFAULT_PREFIX
@@ -24,8 +24,9 @@ class Config:
     data_dir: Path
     nats_url: str
     prefix: str = DEFAULT_PREFIX
-    database: str | None = None
-    """A PostgreSQL DSN the stateful actors share (a cluster); None: a sqlite file each."""
+    database: str | None = field(default=None, repr=False)
+    """A PostgreSQL DSN the stateful actors share (a cluster); None: a sqlite file each. Not in the
+    repr: it holds the database password."""
 
     def store_path(self, name: str) -> Path:
         """The sqlite file of one actor (``<data_dir>/<name>.sqlite``)."""

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import logging
 from collections import Counter as Tally
+from pathlib import Path
 
 import pytest
 
@@ -17,6 +20,7 @@ from bus import (
     Supervisor,
 )
 from bus.api import ServiceAPI, call
+from runtime.config import Config
 
 
 class WorkerAPI(ServiceAPI, address="worker"):
@@ -237,6 +241,31 @@ async def test_a_supervisor_whose_factory_fails_says_so_at_start(bus: Bus) -> No
 
     with pytest.raises(ValueError, match="invalid host name"):
         await Supervisor(broken).start()
+
+
+class NeverStarts(Actor):
+    name = "never-starts"
+
+    def __init__(self, bus: Bus, config: Config) -> None:
+        super().__init__(bus)
+        self.config = config
+
+    async def on_start(self) -> None:
+        raise ConnectionRefusedError("the database is not there yet")
+
+
+async def test_a_supervisor_still_waiting_names_its_actor_and_never_its_arguments(
+    bus: Bus, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = Config(Path("/nonexistent"), "nats://127.0.0.1:1", database="postgresql://u:s3cret-pw@h/db")
+    supervisor = Supervisor(functools.partial(NeverStarts, bus, config), backoff_min=0.05)
+    try:
+        with caplog.at_level(logging.WARNING, logger="bus.actor"):
+            await supervisor.start(timeout=0.3)
+    finally:
+        await supervisor.stop()
+    assert "no NeverStarts actor serving after 0 s" in caplog.text
+    assert "s3cret-pw" not in caplog.text and "s3cret-pw" not in repr(config)
 
 
 async def test_a_call_reaching_an_actor_still_starting_is_answered(nats_server: EmbeddedNatsServer) -> None:
