@@ -14,7 +14,9 @@ RAM), ``DomainFlavor``'s ``max_vcpus`` and ``max_memory_mb``, ``DomainView``'s s
 ``detach_interface``, ``list_interfaces`` (NIC hot-plug), ``DomainView.macs``; 7 - ``trigger_crash_dump``; 8 -
 ``finish_migration``, ``drop_moved_instance`` (cold migration), ``live_migration``; 9 - ``shelve_instance``,
 ``shelve_offload_instance``, ``unshelve_instance``; 10 - ``prepare_live_migration`` (a real guest's
-live migration: the destination's part before the guest arrives), ``LiveMigrationTarget``.
+live migration: the destination's part before the guest arrives), ``LiveMigrationTarget``; 11 -
+``prepare_live_migration``'s ``volumes`` (a real guest with volumes migrates live: the
+destination's own attachments).
 
 Events (kind ``domain``): ``domain.lifecycle`` (each libvirt lifecycle event of this host's
 domains, as ``{event, event_id, detail, host, libvirt_ts}``) and ``domain.reconciled`` (a
@@ -30,7 +32,7 @@ from msgspec import Meta
 
 from api.fields import Amount, HostName, Id, Name, PositiveAmount
 from api.net import MacAddress, Port
-from api.volume import Connection
+from api.volume import Connection, Reattached
 from bus.api import ServiceAPI, call, cast
 
 RebootType = Literal["SOFT", "HARD"]
@@ -213,13 +215,16 @@ class Node(ServiceAPI, address="node.{host}"):
         ...
 
     @call
-    async def prepare_live_migration(self, *, instance_uuid: Id, ports: list[Port]) -> LiveMigrationTarget:
+    async def prepare_live_migration(
+        self, *, instance_uuid: Id, ports: list[Port], volumes: list[Reattached] | None = None
+    ) -> LiveMigrationTarget:
         """A real guest's live migration, on its destination before the guest arrives (Nova's
         ``pre_live_migration``): its disk (an overlay on the same image, which the migration fills),
         config drive and boot files made here, ``ports`` plugged in here (their networks' segments
         and DHCP entries, their security groups' chains ready for their taps; the ports stay bound
-        to the source until the switch), the definition stored. A migration that does not happen
-        leaves them to ``drop_moved_instance``.
+        to the source until the switch), ``volumes`` as this host reaches them (its arriving
+        attachments: ``VolumeAttachments.attach_arriving``), the definition stored. A migration
+        that does not happen leaves them to ``drop_moved_instance``.
 
         :raises Conflict: this host cannot take a live-migrating guest (no libvirtd of its own
             to receive it, or no address for the guest's stream).

@@ -66,7 +66,7 @@ from api.node import (
     RebootType,
 )
 from api.scheduler import HEARTBEAT, Capacity
-from api.volume import Connection
+from api.volume import Connection, Reattached
 from bus import Actor, AiostackError, Bus, Conflict
 from node.build import Builder
 from node.console import Consoles
@@ -354,8 +354,10 @@ class NodeActor(Actor, Node):
     async def live_migration(self, *, instance_uuid: str, destination: str) -> None:
         await self.live_migrator.live_migration(instance_uuid, destination)
 
-    async def prepare_live_migration(self, *, instance_uuid: str, ports: list[Port]) -> LiveMigrationTarget:
-        return await self.live_migrator.prepare(instance_uuid, ports)
+    async def prepare_live_migration(
+        self, *, instance_uuid: str, ports: list[Port], volumes: list[Reattached] | None = None
+    ) -> LiveMigrationTarget:
+        return await self.live_migrator.prepare(instance_uuid, ports, volumes or [])
 
     async def drop_moved_instance(self, *, instance_uuid: str) -> None:
         await self.reconciler.remove_if_orphan(instance_uuid)

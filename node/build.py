@@ -168,21 +168,21 @@ class Builder:
         self.networks_plugged()
         await self.hypervisor.virt(domain.create)
 
-    async def prepare_incoming(self, instance_uuid: str, ports: list[Port]) -> str:
+    async def prepare_incoming(self, instance_uuid: str, ports: list[Port], volumes: list[Reattached]) -> str:
         """A real guest's live migration is bringing it here (``Node.prepare_live_migration``): its
         disk, config drive and boot files, its ``ports`` plugged in (still bound to the source:
-        their binding moves at the switch), its definition stored and its security groups' chains
-        made for its taps. Returns the definition; ``remove_domain`` undoes it.
+        their binding moves at the switch), its ``volumes`` reached through this host's own
+        attachments, its definition stored and its security groups' chains made for its taps.
+        Returns the definition; ``remove_domain`` undoes it (never the attachments: the
+        conductor's).
 
         :raises NotFound: the instance is not arriving here.
         """
         async with self.records.lock(instance_uuid):
             request = await self.peers.patient_conductor.get_build_request(instance_uuid=instance_uuid)
-            if request["block_devices"]:
-                raise Conflict(f"instance {instance_uuid} has volumes: its live migration is not supported")
             self.records.arriving.add(instance_uuid)
             try:
-                xml, _ = await self._prepare(request, [], incoming=ports)
+                xml, _ = await self._prepare(request, volumes, incoming=ports)
                 await self.records.save(instance_uuid, request["instance"]["project_id"], xml)
                 await self.security.refresh()
             except Exception:

@@ -8,7 +8,9 @@ queued, preparing, running, post-migrating, then completed (or cancelled, failed
   the instance's own (``claim_resize`` ``elsewhere``: the host asked for, forced, or the best
   other one); none: nothing moved, 400.
 * ``copy``: the source's node copies the running guest (``live_migration``; on the test driver
-  its memory at the node's ``migration_bandwidth``), reporting its progress
+  its memory at the node's ``migration_bandwidth``; a real guest's destination prepared first,
+  ``target``, with an arriving attachment of each of its volumes: NBD exports of its own),
+  reporting its progress
   (``migration_progress``, which answers whether to go on: an abort stops it) and ``task_done``.
 * ``switch``: the instance is recorded on the destination, whose node defines and starts the
   domain from its build request with its ports (bound there) and volumes (attached there); its
@@ -91,11 +93,6 @@ class LiveMigrations:
                 f"Migration pre-check error: instance {instance_uuid}'s host {source} runs {kind or 'no'}"
                 " guests, which aiostack does not migrate live between hosts"
             )
-        if kind != "test" and await self._has_volumes(instance_uuid):
-            raise InvalidRequest(
-                f"Migration pre-check error: instance {instance_uuid} has volumes attached: a real guest"
-                " with volumes is not migrated live (its attachments would be on both hosts at the switch)"
-            )
         columns = {"migrate_from": source, "migrate_to": None, "migration_step": "claim"}
         row, _ = await begin_recorded(
             self.core, instance_uuid, Action.LIVE_MIGRATION, Kind.LIVE, columns, status="queued", dest=host
@@ -103,12 +100,6 @@ class LiveMigrations:
         if task_state_of(row) is TaskState.MIGRATING and row["migration_step"] == "claim":
             row = await self._claim(row, host)
         return view(row)
-
-    async def _has_volumes(self, instance_uuid: str) -> bool:
-        return any(
-            attachment["server_id"] == instance_uuid
-            for attachment in await self.core.volumes.list_attachments()
-        )
 
     async def server_migration(self, instance_uuid: str, migration_id: int) -> MigrationRecord:
         """:raises NotFound: no such live migration of the instance in progress."""
@@ -216,7 +207,19 @@ class LiveMigrations:
         await self.core.touch(instance_uuid, TaskState.MIGRATING)
         ports = await self.core.net.list_ports(device_id=instance_uuid)
         node = self.core.node(dest, timeout=PREPARE_TIMEOUT)
-        target = await node.prepare_live_migration(instance_uuid=instance_uuid, ports=ports)
+        try:
+            volumes = await self.core.volumes.attach_arriving(instance_uuid=instance_uuid, host=dest)
+            if any(volume["connection"]["transport"] != "nbd" for volume in volumes):
+                raise Conflict(
+                    f"Instance {instance_uuid} has volumes that are files of one host (no NBD export):"
+                    " another host cannot reach them"
+                )
+            target = await node.prepare_live_migration(
+                instance_uuid=instance_uuid, ports=ports, volumes=volumes
+            )
+        except AiostackError:
+            await self.core.volumes.drop_arriving(instance_uuid=instance_uuid)
+            raise
         await self.core.record_step(
             instance_uuid, Action.LIVE_MIGRATION, "pre_live_migration", dest, "Success"
         )
@@ -272,10 +275,11 @@ class LiveMigrations:
         return await self.core.publish_change(moved.row, cause)
 
     async def _end_before_switch(self, row: InstanceRow, status: MigrationStatus, reason: str) -> None:
-        """Before the switch nothing moved: the destination's claim (if taken) given back, the
-        instance ACTIVE on its host, the record ``status``; what the destination prepared (a real
-        guest's) removed there."""
+        """Before the switch nothing moved: the destination's arriving volume attachments and its
+        claim (if taken) given back, the instance ACTIVE on its host, the record ``status``; what
+        the destination prepared (a real guest's) removed there."""
         uuid, dest = row["uuid"], row["migrate_to"]
+        await self.core.volumes.drop_arriving(instance_uuid=uuid)  # first: a crash after it ends it again
         await self.core.scheduler.revert_resize(instance_uuid=uuid)
         migration_id = row["migration_id"]
         moved = await self.core.transit(row, Report.LIVE_ENDED, ENDED)

@@ -3,11 +3,16 @@
 the other actors run in the test's process and drive those daemons through their sockets.
 
 The guest (``deploy.testguest``) prints a counter on its serial console once a second (its user
-data). A live migration to a destination that cannot take it fails, the guest running on where
+data), and writes it to its volume (``/dev/vdb``: attached live, an NBD export served by
+qemu-storage-daemon on a third harness host) each time, saying so once it reached the volume
+(``conv=fsync``). A live migration to a destination that cannot take it fails, the guest running on where
 it was (the record ``failed``). One aborted while libvirt copies it (``DELETE /servers/{id}/migrations/{id}``,
 ``abortJob``) leaves it running where it was, the record ``cancelled``, nothing of it on the
-destination. Live-migrated to the other host, it keeps running: the console there goes on counting
-from where it was, with no second boot; its address and its port are the same, the port now bound
+destination; meanwhile the destination had an export of its own of the volume (two), afterwards
+only the source's is left. Live-migrated to the other host, it keeps running: the console there
+goes on counting from where it was, with no second boot, and writing to the volume, whose file
+holds what the destination wrote; the volume attached to the destination through a new export,
+the source's ended; its address and its port are the same, the port now bound
 to the destination; the source keeps nothing of it; the migration record is completed with its
 memory figures; libvirt on the destination measured the guest's downtime.
 """
@@ -29,6 +34,7 @@ import pytest
 from actors.conductor.actor import ConductorActor
 from actors.identity.actor import IdentityActor
 from actors.image import ImageActor
+from actors.nbd import NbdServer
 from actors.net.actor import NetActor
 from actors.scheduler import SchedulerActor
 from actors.volume import VolumeActor
@@ -44,9 +50,12 @@ from tests.conftest import ADMIN_PASSWORD
 GUEST_DEADLINE = 120.0
 COUNTER_SCRIPT = (
     "#!/bin/sh\n"
-    '( i=0; while true; do i=$((i+1)); echo "AIOSTACK-COUNT $i" > /dev/console; sleep 1; done ) &\n'
+    '( i=0; while true; do i=$((i+1)); echo "AIOSTACK-COUNT $i" > /dev/console;'
+    ' [ -b /dev/vdb ] && echo "vol-$i-" | dd of=/dev/vdb bs=512 conv=sync,fsync 2>/dev/null'
+    ' && echo "AIOSTACK-VOL wrote=$i" > /dev/console; sleep 1; done ) &\n'
 )
 COUNT = r"AIOSTACK-COUNT (\d+)"
+WROTE = r"AIOSTACK-VOL wrote=(\d+)"
 MICROVERSION = {"OpenStack-API-Version": "compute 2.25"}
 BOOTED = "AIOSTACK-CONFIG-DRIVE"
 """What the guest says once each boot."""
@@ -57,6 +66,7 @@ class TwoHosts:
     client: Client
     nodes: dict[str, NodeActor]
     uris: dict[str, str]
+    volumes: VolumeActor
 
 
 @pytest.fixture(scope="module")
@@ -73,8 +83,14 @@ async def two_hosts(start_actor, config, gateway_url, test_guest) -> AsyncIterat
         harness = {name: hosts.add(name, "compute") for name in ("mig-a", "mig-b")}
         started = await asyncio.gather(*(start_host_libvirtd(host) for host in harness.values()))
         uris = dict(zip(harness, started, strict=True))
-        for actor_class in (IdentityActor, SchedulerActor, ConductorActor, ImageActor, NetActor, VolumeActor):
+        storage = hosts.add("mig-vol", "storage")  # the volumes' NBD exports, served in its namespace
+        nbd = NbdServer(config.data_dir / "volumes" / "nbd", storage.address)
+        nbd.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        await storage.run(*nbd.command())  # the volume actor finds it running
+        for actor_class in (IdentityActor, SchedulerActor, ConductorActor, ImageActor, NetActor):
             await start_actor(actor_class, config, secure=True)
+        volumes = await start_actor(VolumeActor, config, secure=True, nbd_listen=storage.address)
+        assert isinstance(volumes, VolumeActor)
         for name, host in harness.items():
             node = await start_actor(
                 NodeActor,
@@ -91,12 +107,12 @@ async def two_hosts(start_actor, config, gateway_url, test_guest) -> AsyncIterat
         async with Client(gateway_url) as client:
             await client.login("admin", ADMIN_PASSWORD, "admin")
             await register_test_guest(client, test_guest, name="test-guest")
-            yield TwoHosts(client, nodes, uris)
+            yield TwoHosts(client, nodes, uris, volumes)
     finally:
         for node in nodes.values():
             for uuid in await node.records.uuids():
                 await node.builder.remove_domain(uuid)
-        await hosts.close()
+        await hosts.close()  # its daemons too (libvirtds, qemu-storage-daemon)
 
 
 async def nft_table(host: str) -> str:
@@ -128,6 +144,38 @@ async def counted_past(client: Client, server_id: str, at_least: int) -> list[in
         raise AssertionError(f"the counter did not reach {at_least}:\n{output[-3000:]}") from None
 
 
+async def wrote_past(client: Client, server_id: str, at_least: int) -> int:
+    """The last count the guest wrote to its volume, once one is ``at_least``."""
+    output = ""
+    try:
+        async with asyncio.timeout(GUEST_DEADLINE):
+            while True:
+                output = await client.console_output(server_id)
+                wrote = [int(count) for count in re.findall(WROTE, output)]
+                if wrote and wrote[-1] >= at_least:
+                    return wrote[-1]
+                await asyncio.sleep(0.5)
+    except TimeoutError:
+        raise AssertionError(f"no count {at_least} written to the volume:\n{output[-3000:]}") from None
+
+
+async def volume_state(two_hosts: TwoHosts, volume_id: str) -> tuple[list[tuple[str, str | None]], set[str]]:
+    """The volume's attachments (status, host), and the names its storage host exports."""
+    rows = await two_hosts.volumes.store.fetchall(
+        "SELECT attach_status, host_name FROM attachments WHERE volume_id = ? ORDER BY attach_status",
+        (volume_id,),
+    )
+    nbd = two_hosts.volumes.storage.nbd
+    assert nbd is not None
+    return [(row["attach_status"], row["host_name"]) for row in rows], await nbd.exports()
+
+
+def volume_head(two_hosts: TwoHosts, volume_id: str) -> str:
+    """What the volume's file starts with, as its storage host holds it."""
+    with open(two_hosts.volumes.storage.pool / f"{volume_id}.raw", "rb") as file:
+        return file.read(64).split(b"\0")[0].decode(errors="replace")
+
+
 async def server_migrations(client: Client, server_id: str) -> list[dict[str, Any]]:
     """The server's live migrations in progress (``GET /servers/{id}/migrations``)."""
     path = f"/compute/v2.1/servers/{server_id}/migrations"
@@ -156,7 +204,9 @@ async def until_status(client: Client, server_id: str, status: str) -> dict[str,
     return server
 
 
-async def test_a_real_guest_live_migrates_to_the_other_host_and_keeps_counting(two_hosts: TwoHosts) -> None:
+async def test_a_real_guest_live_migrates_to_the_other_host_and_keeps_counting_and_its_volume(
+    two_hosts: TwoHosts,
+) -> None:
     client = two_hosts.client
     body = {
         "name": "counter",
@@ -170,6 +220,11 @@ async def test_a_real_guest_live_migrates_to_the_other_host_and_keeps_counting(t
     [dest] = set(two_hosts.nodes) - {source}
     addresses = server["addresses"]
     await counted_past(client, server_id, 1)
+    volume = await client.volumes.create(1, "migrating")
+    await client.servers.attach_volume(server_id, volume.id)  # live, over NBD
+    await wrote_past(client, server_id, 1)
+    attached, exports = await volume_state(two_hosts, volume.id)
+    assert attached == [("attached", source)] and len(exports) == 1, (attached, exports)
 
     # a destination that cannot take it (no address for the guest's stream): it runs on here
     migrator = two_hosts.nodes[dest].live_migrator
@@ -178,6 +233,7 @@ async def test_a_real_guest_live_migrates_to_the_other_host_and_keeps_counting(t
     server = await settled(client, server_id)
     assert (server["status"], server["OS-EXT-SRV-ATTR:host"]) == ("ACTIVE", source), server
     assert [m["status"] for m in await migrations_of(client, server_id)] == ["failed"]
+    assert await volume_state(two_hosts, volume.id) == (attached, exports)  # no second export left
     migrator.address = address
 
     # aborted while libvirt copies it: it runs on here, the destination keeps nothing of it
@@ -191,6 +247,9 @@ async def test_a_real_guest_live_migrates_to_the_other_host_and_keeps_counting(t
     [port] = (await client.request("GET", f"/network/v2.0/ports?device_id={server_id}"))["ports"]
     assert port["binding:host_id"] == source
     assert tap_name(port["id"]) in await nft_table(dest) and tap_name(port["id"]) in await nft_table(source)
+    # and it reaches the volume through an attachment and an export of its own
+    both, copying = await volume_state(two_hosts, volume.id)
+    assert both == [("arriving", dest), ("attached", source)] and len(copying) == 2 and exports < copying
     path = f"/compute/v2.1/servers/{server_id}/migrations/{running[0]['id']}"
     await client.request("DELETE", path, headers=MICROVERSION)
     server = await settled(client, server_id)
@@ -199,7 +258,9 @@ async def test_a_real_guest_live_migrates_to_the_other_host_and_keeps_counting(t
     async with asyncio.timeout(30):
         while await two_hosts.nodes[dest].records.uuids() or await two_hosts.nodes[dest].hypervisor.domains():
             await asyncio.sleep(0.2)
+    assert await volume_state(two_hosts, volume.id) == (attached, exports)
     before = await counted_past(client, server_id, (await console_counts(client, server_id))[0][-1] + 1)
+    written_before = await wrote_past(client, server_id, before[-1] - 1)
     assert (await console_counts(client, server_id))[1].count(BOOTED) == 1
 
     await client.servers.live_migrate(server_id, dest, wait=False)
@@ -215,6 +276,11 @@ async def test_a_real_guest_live_migrates_to_the_other_host_and_keeps_counting(t
     assert after[0] > before[-1] - 2 and after == list(range(after[0], after[-1] + 1)), (before, after)
     _, output = await console_counts(client, server_id)
     assert BOOTED not in output  # no second boot
+    written = await wrote_past(client, server_id, written_before + 2)  # to the volume, from the destination
+    head = re.fullmatch(r"vol-(\d+)-\n?", volume_head(two_hosts, volume.id))
+    assert head is not None and int(head[1]) >= written, volume_head(two_hosts, volume.id)
+    moved, served = await volume_state(two_hosts, volume.id)
+    assert moved == [("attached", dest)] and len(served) == 1 and not served & exports, (moved, served)
     assert server["addresses"] == addresses
     port = (await client.request("GET", f"/network/v2.0/ports?device_id={server_id}"))["ports"][0]
     assert port["binding:host_id"] == dest
@@ -237,3 +303,5 @@ async def test_a_real_guest_live_migrates_to_the_other_host_and_keeps_counting(t
 
     await client.server_action(server_id, "delete", wait=True)
     assert await two_hosts.nodes[dest].hypervisor.domains() == []
+    assert await volume_state(two_hosts, volume.id) == ([], set())
+    assert (await client.volumes.get(volume.id)).status == "available"
