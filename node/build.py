@@ -434,7 +434,17 @@ class Builder:
                 await self._release_here(instance_uuid, xml, undo)
                 await self._report_build_failure(instance_uuid, message)
                 return
+            if running and await self._arrived_paused(instance_uuid):
+                # a paused guest live-migrated here: paused it stays, as libvirt would have said
+                await self.peers.patient_conductor.domain_event(
+                    instance_uuid=instance_uuid, event=libvirt.VIR_DOMAIN_EVENT_SUSPENDED, detail=0
+                )
+                return
             await self.peers.patient_conductor.sync_power_state(instance_uuid=instance_uuid, running=running)
+
+    async def _arrived_paused(self, instance_uuid: str) -> bool:
+        domain = await self.hypervisor.domain(instance_uuid)
+        return domain is not None and await self.hypervisor.state(domain) == libvirt.VIR_DOMAIN_PAUSED
 
     async def _evacuate(self, instance_uuid: str, request: BuildRequest) -> bool:
         """Define (and start, unless it was stopped) the evacuated instance's domain; whether it runs.

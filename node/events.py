@@ -63,7 +63,8 @@ class EventForwarder:
         self._queue: asyncio.Queue[LifecycleEvent] = asyncio.Queue()
         self._stopped: dict[str, asyncio.Event] = {}
         self._left: set[str] = set()
-        """Domains that left with a live migration, until their UNDEFINED event."""
+        """Domains that left with a live migration, until their UNDEFINED event (which may never
+        come here: the node may have forgotten the domain first) or their coming back."""
 
     def on_lifecycle(
         self, _conn: libvirt.virConnect, domain: libvirt.virDomain, event: int, detail: int, _opaque: object
@@ -110,6 +111,8 @@ class EventForwarder:
         if (item.event, item.detail) in MIGRATION_EVENTS:
             if item.event == libvirt.VIR_DOMAIN_EVENT_STOPPED:
                 self._left.add(item.instance_uuid)
+            elif item.event == libvirt.VIR_DOMAIN_EVENT_STARTED:  # back again: its next UNDEFINED is news
+                self._left.discard(item.instance_uuid)
             return False
         if item.event == libvirt.VIR_DOMAIN_EVENT_UNDEFINED and item.instance_uuid in self._left:
             self._left.discard(item.instance_uuid)

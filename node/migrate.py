@@ -209,6 +209,8 @@ class LiveMigrator:
             libvirt.VIR_MIGRATE_PARAM_PERSIST_XML: target["xml"],
         }
         flags = MIGRATE_FLAGS
+        if await self.hypervisor.state(domain) == libvirt.VIR_DOMAIN_PAUSED:
+            flags |= libvirt.VIR_MIGRATE_PAUSED  # a paused guest stays paused on its destination
         if disks:
             params[libvirt.VIR_MIGRATE_PARAM_MIGRATE_DISKS] = disks
         else:

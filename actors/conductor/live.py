@@ -1,6 +1,7 @@
 """Live migration: a running instance moved to another host (Nova's ``os-migrateLive``).
 
-The instance is ACTIVE, ``migrating`` (MIGRATING) from start to end; its step is recorded on the
+The instance is ACTIVE (or PAUSED: a real guest, which stays paused on its destination),
+``migrating`` (MIGRATING) from start to end; its step is recorded on the
 row (``migration_step``) before each cast, and its migration record (``migrations.py``) goes
 queued, preparing, running, post-migrating, then completed (or cancelled, failed, error):
 
@@ -48,7 +49,7 @@ from api.conductor import (
 from api.node import LiveMigrationTarget
 from bus import AiostackError, Conflict, InvalidRequest, NotFound, NoValidHost
 from runtime.stamps import utcnow
-from runtime.states import Lifecycle, TaskState
+from runtime.states import Lifecycle, TaskState, VmState
 from runtime.store import to_json
 
 log = logging.getLogger(__name__)
@@ -92,6 +93,11 @@ class LiveMigrations:
             raise InvalidRequest(
                 f"Migration pre-check error: instance {instance_uuid}'s host {source} runs {kind or 'no'}"
                 " guests, which aiostack does not migrate live between hosts"
+            )
+        if kind == "test" and row["vm_state"] == VmState.PAUSED:
+            raise Conflict(
+                f"Cannot '{Action.LIVE_MIGRATION}' instance {instance_uuid} while it is in vm_state"
+                f" {VmState.PAUSED}: a paused guest of libvirt's test driver is not migrated live"
             )
         columns = {"migrate_from": source, "migrate_to": None, "migration_step": "claim"}
         row, _ = await begin_recorded(
@@ -254,8 +260,10 @@ class LiveMigrations:
         moved = await self.core.transit(row, trigger, ENDED)
         if moved is None or task_state_of(moved.before) is not TaskState.MIGRATING:
             return None  # ended meanwhile (by another report of the same domain)
-        running = moved.row["task_state"] is None and moved.row["vm_state"] == "active"
-        status: MigrationStatus = "completed" if arrived and running else "failed" if running else "error"
+        kept = (
+            moved.row["task_state"] is None and moved.row["vm_state"] == row["vm_state"]
+        )  # running or paused
+        status: MigrationStatus = "completed" if arrived and kept else "failed" if kept else "error"
         if migration_id is not None:
             await set_status(self.core.store, migration_id, status)
         if status == "completed":

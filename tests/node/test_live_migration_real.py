@@ -14,7 +14,8 @@ goes on counting from where it was, with no second boot, and writing to the volu
 holds what the destination wrote; the volume attached to the destination through a new export,
 the source's ended; its address and its port are the same, the port now bound
 to the destination; the source keeps nothing of it; the migration record is completed with its
-memory figures; libvirt on the destination measured the guest's downtime.
+memory figures; libvirt on the destination measured the guest's downtime. Paused there, it
+moves back paused: it counts no further until unpaused, then writes to its volume from there.
 """
 
 from __future__ import annotations
@@ -79,6 +80,7 @@ async def two_hosts(start_actor, config, gateway_url, test_guest) -> AsyncIterat
     hosts = Hosts(Path(tempfile.mkdtemp(prefix="aiostack-hosts-")))
     await hosts.open()
     nodes: dict[str, NodeActor] = {}
+    volumes: VolumeActor | None = None
     try:
         harness = {name: hosts.add(name, "compute") for name in ("mig-a", "mig-b")}
         started = await asyncio.gather(*(start_host_libvirtd(host) for host in harness.values()))
@@ -89,8 +91,9 @@ async def two_hosts(start_actor, config, gateway_url, test_guest) -> AsyncIterat
         await storage.run(*nbd.command())  # the volume actor finds it running
         for actor_class in (IdentityActor, SchedulerActor, ConductorActor, ImageActor, NetActor):
             await start_actor(actor_class, config, secure=True)
-        volumes = await start_actor(VolumeActor, config, secure=True, nbd_listen=storage.address)
-        assert isinstance(volumes, VolumeActor)
+        volume_actor = await start_actor(VolumeActor, config, secure=True, nbd_listen=storage.address)
+        assert isinstance(volume_actor, VolumeActor)
+        volumes = volume_actor
         for name, host in harness.items():
             node = await start_actor(
                 NodeActor,
@@ -107,11 +110,13 @@ async def two_hosts(start_actor, config, gateway_url, test_guest) -> AsyncIterat
         async with Client(gateway_url) as client:
             await client.login("admin", ADMIN_PASSWORD, "admin")
             await register_test_guest(client, test_guest, name="test-guest")
-            yield TwoHosts(client, nodes, uris, volumes)
+            yield TwoHosts(client, nodes, uris, volume_actor)
     finally:
         for node in nodes.values():
             for uuid in await node.records.uuids():
                 await node.builder.remove_domain(uuid)
+        if volumes is not None and volumes.storage.nbd is not None:
+            await volumes.storage.nbd.stop()  # its daemon goes with the harness
         await hosts.close()  # its daemons too (libvirtds, qemu-storage-daemon)
 
 
@@ -301,7 +306,26 @@ async def test_a_real_guest_live_migrates_to_the_other_host_and_keeps_counting_a
             await asyncio.sleep(0.2)
     assert await two_hosts.nodes[source].hypervisor.domains() == []
 
+    # paused, it moves back paused (libvirt's PAUSED flag): it runs nowhere until unpaused there
+    action = f"/compute/v2.1/servers/{server_id}/action"
+    await client.request("POST", action, {"pause": None})
+    await until_status(client, server_id, "PAUSED")
+    await client.servers.live_migrate(server_id, source, wait=False)
+    server = await settled(client, server_id)
+    assert (server["status"], server["OS-EXT-SRV-ATTR:host"]) == ("PAUSED", source), server
+    statuses = [m["status"] for m in await migrations_of(client, server_id)]
+    assert statuses == ["completed", "completed", "cancelled", "failed"], statuses
+    paused_at, _ = await console_counts(client, server_id)  # the source's console log, new
+    await asyncio.sleep(2)
+    assert (await console_counts(client, server_id))[0] == paused_at  # no step while paused
+    back, _ = await volume_state(two_hosts, volume.id)
+    assert back == [("attached", source)], back
+    await client.request("POST", action, {"unpause": None})
+    await until_status(client, server_id, "ACTIVE")
+    await wrote_past(client, server_id, written + 2)  # to the volume, on the source again
+
     await client.server_action(server_id, "delete", wait=True)
+    assert await two_hosts.nodes[source].hypervisor.domains() == []
     assert await two_hosts.nodes[dest].hypervisor.domains() == []
     assert await volume_state(two_hosts, volume.id) == ([], set())
     assert (await client.volumes.get(volume.id)).status == "available"
