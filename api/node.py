@@ -16,7 +16,8 @@ RAM), ``DomainFlavor``'s ``max_vcpus`` and ``max_memory_mb``, ``DomainView``'s s
 ``shelve_offload_instance``, ``unshelve_instance``; 10 - ``prepare_live_migration`` (a real guest's
 live migration: the destination's part before the guest arrives), ``LiveMigrationTarget``; 11 -
 ``prepare_live_migration``'s ``volumes`` (a real guest with volumes migrates live: the
-destination's own attachments).
+destination's own attachments), ``resize_instance``'s ``destination`` (a real guest's cold
+migration copies its disks there).
 
 Events (kind ``domain``): ``domain.lifecycle`` (each libvirt lifecycle event of this host's
 domains, as ``{event, event_id, detail, host, libvirt_ts}``) and ``domain.reconciled`` (a
@@ -173,10 +174,17 @@ class Node(ServiceAPI, address="node.{host}"):
         ...
 
     @cast
-    async def resize_instance(self, *, instance_uuid: Id, flavor: DomainFlavor) -> None:
+    async def resize_instance(
+        self, *, instance_uuid: Id, flavor: DomainFlavor, destination: HostName | None = None
+    ) -> None:
         """A resize's first step on the node: power the domain off, grow its disk if the flavor's
         is bigger (keeping the old disk until the resize is confirmed or reverted), define it
-        again with the flavor's vCPUs and RAM, then report ``task_done``."""
+        again with the flavor's vCPUs and RAM, then report ``task_done``. With ``destination``
+        (a cold migration) a real guest's local disks are then copied there (its node prepared
+        first, as for a live migration: ``ConductorForNodes.live_migration_target``): the guest
+        started paused here, never run, migrated by libvirt (not live, the local disks copied),
+        stopped there; the domain stays here, shut off, until the migration is confirmed
+        (reverted: it starts here again as it left)."""
         ...
 
     @cast

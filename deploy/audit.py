@@ -222,12 +222,14 @@ async def audit_once(bus: Bus) -> AuditReport:
     for host, uuids in domains.items():
         for uuid, domain in uuids.items():
             state = domain["state"]
-            if uuid not in instances or instances[uuid]["host"] != host:
+            if uuid not in instances or host not in _migration_hosts(instances[uuid]):
                 problems[f"domain:{host}:{uuid}"] = (
                     f"domain instance-{uuid} on {host} has no instance record there"
                 )
                 continue
             row = instances[uuid]
+            if host != row["host"]:  # a migration's other host: its copy stays until the migration ends
+                continue
             expected = EXPECTED_DOMAIN_STATES.get(row["vm_state"])
             if row["task_state"] is None and expected is not None and state not in expected:
                 problems[f"power:{uuid}"] = (

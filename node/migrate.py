@@ -65,6 +65,13 @@ MIGRATE_FLAGS = (
     | libvirt.VIR_MIGRATE_NON_SHARED_INC
 )
 """Nova's live-migration flags, with its block migration's (disks never shared here)."""
+COPY_FLAGS = (
+    libvirt.VIR_MIGRATE_PEER2PEER
+    | libvirt.VIR_MIGRATE_PERSIST_DEST
+    | libvirt.VIR_MIGRATE_NON_SHARED_INC
+    | libvirt.VIR_MIGRATE_PAUSED
+)
+"""A cold migration's copy of a stopped guest's disks: not live, the source's definition kept."""
 FORCED_DOWNTIME_MS = 60_000
 """The downtime a migration forced to complete may take: its next round is the last."""
 TARGET_TIMEOUT = 330.0
@@ -99,6 +106,17 @@ def local_disks(xml: str) -> list[str]:
         and disk.find("serial") is None
         and (target := disk.find("target")) is not None
     ]
+
+
+def _stop_there(uri: str, instance_uuid: str) -> None:
+    """Stop the guest a cold migration's copy left paused on its destination (blocking)."""
+    connection = libvirt.open(uri)
+    try:
+        domain = connection.lookupByUUIDString(instance_uuid)
+        if domain.isActive():
+            domain.destroy()
+    finally:
+        connection.close()
 
 
 class LiveMigrator:
@@ -176,6 +194,41 @@ class LiveMigrator:
             )
         xml = await self.builder.prepare_incoming(instance_uuid, ports, volumes)
         return {"xml": xml, "libvirt_uri": self.hypervisor.uri, "migrate_uri": f"tcp://{self.address}"}
+
+    async def copy_stopped(self, instance_uuid: str) -> None:
+        """A cold migration's copy of the stopped guest's local disks to its destination (prepared
+        first, as a live migration's): libvirt copies disks only from a running QEMU, so the guest
+        is started paused here (it never runs: its events are not the conductor's), migrated (not
+        live; PERSIST_DEST, the local disks copied, PAUSED) and stopped there; its domain stays
+        here, shut off, for a revert. Sent again, it copies again.
+
+        :raises Conflict: this host cannot send, or the destination cannot take the guest.
+        :raises libvirt.libvirtError: the copy failed (the guest stays here, shut off).
+        """
+        if not takes_migrations(self.hypervisor.uri):
+            raise Conflict(f"{self.hypervisor.uri} cannot send a guest to another host")
+        domain = await self.hypervisor.existing(instance_uuid)
+        disks = local_disks(await self.hypervisor.persistent_xml(domain))
+        target = await self.targets.live_migration_target(instance_uuid=instance_uuid)
+        params: dict[str, Any] = {
+            libvirt.VIR_MIGRATE_PARAM_URI: target["migrate_uri"],
+            libvirt.VIR_MIGRATE_PARAM_DEST_XML: target["xml"],
+            libvirt.VIR_MIGRATE_PARAM_PERSIST_XML: target["xml"],
+        }
+        flags = COPY_FLAGS
+        if disks:
+            params[libvirt.VIR_MIGRATE_PARAM_MIGRATE_DISKS] = disks
+        else:
+            flags &= ~libvirt.VIR_MIGRATE_NON_SHARED_INC
+        self.records.copying.add(instance_uuid)
+        try:
+            await self.hypervisor.virt(domain.createWithFlags, libvirt.VIR_DOMAIN_START_PAUSED)
+            await asyncio.to_thread(domain.migrateToURI3, target["libvirt_uri"], params, flags)
+        finally:
+            if await self.hypervisor.is_running(domain):
+                await self.hypervisor.virt(domain.destroy)
+            self.records.copying.discard(instance_uuid)
+        await asyncio.to_thread(_stop_there, target["libvirt_uri"], instance_uuid)
 
     async def _migrate(self, instance_uuid: str, domain: libvirt.virDomain) -> None:
         """Send the running guest to its destination; ``task_done`` once it runs there, else

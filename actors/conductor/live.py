@@ -202,15 +202,16 @@ class LiveMigrations:
         return "finish_now" if forced and forced["force_complete"] else "go_on"
 
     async def target(self, instance_uuid: str, host: str) -> LiveMigrationTarget:
-        """A real guest's source asks where it goes: its destination prepares (with its ports).
+        """A real guest's source asks where it goes (a live migration, or a cold one's disk
+        copy): its destination prepares (with its ports and its own volume attachments).
 
         :raises Conflict: the instance is not being copied, or the destination cannot take it.
         """
         row = await self.core.placed(instance_uuid, host)
-        dest = arriving_at(row)
-        if dest is None:
-            raise Conflict(f"Instance {instance_uuid} is not being live-migrated from {host} now")
-        await self.core.touch(instance_uuid, TaskState.MIGRATING)
+        dest, task = arriving_at(row), task_state_of(row)
+        if dest is None or task is None:
+            raise Conflict(f"Instance {instance_uuid} is not being migrated from {host} now")
+        await self.core.touch(instance_uuid, task)
         ports = await self.core.net.list_ports(device_id=instance_uuid)
         node = self.core.node(dest, timeout=PREPARE_TIMEOUT)
         try:
@@ -226,9 +227,10 @@ class LiveMigrations:
         except AiostackError:
             await self.core.volumes.drop_arriving(instance_uuid=instance_uuid)
             raise
-        await self.core.record_step(
-            instance_uuid, Action.LIVE_MIGRATION, "pre_live_migration", dest, "Success"
-        )
+        if task is TaskState.MIGRATING:
+            await self.core.record_step(
+                instance_uuid, Action.LIVE_MIGRATION, "pre_live_migration", dest, "Success"
+            )
         return target
 
     async def copied(self, row: InstanceRow) -> None:

@@ -329,3 +329,86 @@ async def test_a_real_guest_live_migrates_to_the_other_host_and_keeps_counting_a
     assert await two_hosts.nodes[dest].hypervisor.domains() == []
     assert await volume_state(two_hosts, volume.id) == ([], set())
     assert (await client.volumes.get(volume.id)).status == "available"
+
+
+STAMP_SCRIPT = (
+    "#!/bin/sh\n"
+    "old=$(dd if=/dev/vda bs=512 skip=2048 count=1 2>/dev/null | tr -dc 'a-z0-9-')\n"
+    "new=boot-$(tr -dc 'a-f0-9' < /proc/sys/kernel/random/boot_id | cut -c1-12)\n"
+    "echo $new | dd of=/dev/vda bs=512 seek=2048 conv=sync,fsync 2>/dev/null\n"
+    'echo "AIOSTACK-STAMP read=$old wrote=$new" > /dev/console\n'
+)
+STAMP = r"AIOSTACK-STAMP read=([a-z0-9-]*) wrote=([a-z0-9-]+)"
+
+
+async def stamped(client: Client, server_id: str, after: int = 0) -> tuple[str, str]:
+    """The last boot's stamp line once there are more than ``after``: what it read from its
+    root disk, and what it wrote there."""
+    output = ""
+    try:
+        async with asyncio.timeout(GUEST_DEADLINE):
+            while len(stamps := re.findall(STAMP, output := await client.console_output(server_id))) <= after:
+                await asyncio.sleep(0.5)
+    except TimeoutError:
+        raise AssertionError(f"no stamp past {after}:\n{output[-3000:]}") from None
+    read, wrote = stamps[-1]
+    return read, wrote
+
+
+@pytest.mark.full_size  # four boots of the guest under TCG: about 50 s
+async def test_a_real_guest_cold_migrates_with_its_disk_and_reverts_to_the_disk_it_left(
+    two_hosts: TwoHosts,
+) -> None:
+    """Cold migration (``migrate``): the guest is powered off, its root disk copied to the other
+    host, where it boots from it (what it wrote before is there) in VERIFY_RESIZE, its port bound
+    there; the source keeps its shut-off domain and disk until the migration is confirmed or
+    reverted. Reverted, it boots on its source from the disk as it left; migrated again and
+    confirmed, the source keeps nothing."""
+    client = two_hosts.client
+    body = {
+        "name": "cold",
+        "imageRef": (await client.request("GET", "/image/v2/images?name=test-guest"))["images"][0]["id"],
+        "flavorRef": "1",
+        "user_data": base64.b64encode(STAMP_SCRIPT.encode()).decode(),
+    }
+    server_id = (await client.request("POST", "/compute/v2.1/servers", {"server": body}))["server"]["id"]
+    server = await until_status(client, server_id, "ACTIVE")
+    source = server["OS-EXT-SRV-ATTR:host"]
+    [dest] = set(two_hosts.nodes) - {source}
+    _, first = await stamped(client, server_id)
+    action = f"/compute/v2.1/servers/{server_id}/action"
+
+    await client.request("POST", action, {"migrate": None})
+    server = await until_status(client, server_id, "VERIFY_RESIZE")
+    assert server["OS-EXT-SRV-ATTR:host"] == dest
+    read, second = await stamped(client, server_id)  # the destination's console: its first boot
+    assert read == first, (read, first)  # the disk it boots from is the one it left
+    [port] = (await client.request("GET", f"/network/v2.0/ports?device_id={server_id}"))["ports"]
+    assert port["binding:host_id"] == dest
+    kept = two_hosts.nodes[source].hypervisor
+    [domain] = await kept.domains()
+    assert domain.UUIDString() == server_id and not await kept.is_running(domain)
+
+    await client.request("POST", action, {"revertResize": None})
+    server = await until_status(client, server_id, "ACTIVE")
+    assert server["OS-EXT-SRV-ATTR:host"] == source
+    read, third = await stamped(client, server_id, after=1)  # the source's console log goes on
+    assert read == first, (read, first, second)  # its disk as it left, not the destination's
+    async with asyncio.timeout(30):
+        while await two_hosts.nodes[dest].hypervisor.domains():
+            await asyncio.sleep(0.2)
+
+    await client.request("POST", action, {"migrate": None})
+    await until_status(client, server_id, "VERIFY_RESIZE")
+    read, _ = await stamped(client, server_id)
+    assert read == third, (read, third)
+    await client.request("POST", action, {"confirmResize": None})
+    server = await until_status(client, server_id, "ACTIVE")
+    assert server["OS-EXT-SRV-ATTR:host"] == dest
+    async with asyncio.timeout(30):  # the source's copy goes once confirmed
+        while await kept.domains() or await two_hosts.nodes[source].records.uuids():
+            await asyncio.sleep(0.2)
+    statuses = [m["status"] for m in await migrations_of(client, server_id)]
+    assert statuses == ["confirmed", "reverted"], statuses
+    await client.server_action(server_id, "delete", wait=True)
+    assert await two_hosts.nodes[dest].hypervisor.domains() == []
