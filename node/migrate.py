@@ -28,7 +28,13 @@ A copy that fails leaves the guest running here: the source reports ``build_fail
 conductor has the destination remove what it prepared. Volumes stay attached: the destination's
 definition names its own attachments (NBD exports of their own, ``attach_arriving``), which the
 destination's QEMU opens inactive and uses once the guest runs there; only the local disks are
-copied (``VIR_MIGRATE_PARAM_MIGRATE_DISKS``, as Nova lists them), never a volume.
+copied (``VIR_MIGRATE_PARAM_MIGRATE_DISKS``, as Nova lists them), never a volume. A paused
+guest migrates with libvirt's PAUSED flag and stays paused there.
+
+A cold migration's source (``Resizer.resize_instance`` with a destination) has the stopped guest's
+local disks copied the same way (``copy_stopped``): the destination prepared first, the guest
+started paused here (it never runs), migrated not live, then stopped there; the source's
+definition and disk stay until the migration is confirmed, for a revert.
 """
 
 from __future__ import annotations
