@@ -43,7 +43,7 @@ from node.peers import Peers
 from node.power import start_if_asked
 from node.records import Records
 from node.security import SecurityGroups
-from node.volumes import volume_disk
+from node.volumes import volume_disk, with_connections
 from runtime.states import VmState
 
 log = logging.getLogger(__name__)
@@ -453,8 +453,13 @@ class Builder:
         power_on = request.get("power_on", instance["vm_state"] != VmState.STOPPED)
         domain = await self.hypervisor.domain(instance_uuid)
         if domain is not None and request.get("rebind"):
-            # a live migration rolled back to this host, or a real guest's arrived here with it
-            await self.peers.patient_volume.reattach_all(instance_uuid=instance_uuid)
+            # a live migration rolled back to this host, a real guest's arrived here with it, or
+            # a cold migration's copy (or its source's domain, reverted to)
+            reattached = await self.peers.patient_volume.reattach_all(instance_uuid=instance_uuid)
+            if reattached and not await self.hypervisor.is_running(domain):  # its volumes' exports now
+                xml = with_connections(await self.hypervisor.persistent_xml(domain), reattached)
+                await self.records.set_xml(instance_uuid, xml)
+                domain = await self.hypervisor.define(xml)
             await self.peers.patient_net.allocate_for_instance(
                 instance_uuid=instance_uuid,
                 requested_networks=request["requested_networks"],

@@ -363,7 +363,8 @@ async def test_a_real_guest_cold_migrates_with_its_disk_and_reverts_to_the_disk_
     host, where it boots from it (what it wrote before is there) in VERIFY_RESIZE, its port bound
     there; the source keeps its shut-off domain and disk until the migration is confirmed or
     reverted. Reverted, it boots on its source from the disk as it left; migrated again and
-    confirmed, the source keeps nothing."""
+    confirmed, the source keeps nothing. Its volume follows it each time (an NBD export of its own
+    on each host, the other's ended), never copied."""
     client = two_hosts.client
     body = {
         "name": "cold",
@@ -377,10 +378,15 @@ async def test_a_real_guest_cold_migrates_with_its_disk_and_reverts_to_the_disk_
     [dest] = set(two_hosts.nodes) - {source}
     _, first = await stamped(client, server_id)
     action = f"/compute/v2.1/servers/{server_id}/action"
+    volume = await client.volumes.create(1, "cold")
+    await client.servers.attach_volume(server_id, volume.id)  # live, over NBD
+    _, exports = await volume_state(two_hosts, volume.id)
 
     await client.request("POST", action, {"migrate": None})
     server = await until_status(client, server_id, "VERIFY_RESIZE")
     assert server["OS-EXT-SRV-ATTR:host"] == dest
+    moved, served = await volume_state(two_hosts, volume.id)  # its own export there, the source's ended
+    assert moved == [("attached", dest)] and len(served) == 1 and not served & exports, (moved, served)
     read, second = await stamped(client, server_id)  # the destination's console: its first boot
     assert read == first, (read, first)  # the disk it boots from is the one it left
     [port] = (await client.request("GET", f"/network/v2.0/ports?device_id={server_id}"))["ports"]
@@ -394,6 +400,10 @@ async def test_a_real_guest_cold_migrates_with_its_disk_and_reverts_to_the_disk_
     assert server["OS-EXT-SRV-ATTR:host"] == source
     read, third = await stamped(client, server_id, after=1)  # the source's console log goes on
     assert read == first, (read, first, second)  # its disk as it left, not the destination's
+    back, served_back = await volume_state(two_hosts, volume.id)
+    assert back == [("attached", source)] and len(served_back) == 1 and not served_back & served, back
+    disks = await client.request("GET", f"/compute/v2.1/servers/{server_id}/os-volume_attachments")
+    assert [a["volumeId"] for a in disks["volumeAttachments"]] == [volume.id]
     async with asyncio.timeout(30):
         while await two_hosts.nodes[dest].hypervisor.domains():
             await asyncio.sleep(0.2)
@@ -410,5 +420,7 @@ async def test_a_real_guest_cold_migrates_with_its_disk_and_reverts_to_the_disk_
             await asyncio.sleep(0.2)
     statuses = [m["status"] for m in await migrations_of(client, server_id)]
     assert statuses == ["confirmed", "reverted"], statuses
+    assert (await volume_state(two_hosts, volume.id))[0] == [("attached", dest)]
     await client.server_action(server_id, "delete", wait=True)
     assert await two_hosts.nodes[dest].hypervisor.domains() == []
+    assert await volume_state(two_hosts, volume.id) == ([], set())
