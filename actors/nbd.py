@@ -7,7 +7,9 @@ that attachment alone, under a random name (``export``, the attachment's; 32 byt
 volume's format decoded by the daemon (the node sees raw). The export goes when the attachment
 does (unreserve, detach, an instance's deletion), so a name stops working once its attachment
 ends; the attach protocol lets one attachment exist per volume, so a volume is never writable
-by two guests.
+by two guests. A live migration gives the destination an attachment of its own meanwhile
+(``VolumeAttachments.attach_arriving``): its export shares the first's block node, and only the
+guest that runs writes (the destination's QEMU holds the disk inactive until the source's stops).
 
 One daemon per volume host, started by the actor, daemonized (``--daemonize``, its pid in
 ``<data>/volumes/nbd/qsd.pid``): it outlives a restart of the actor, so guests keep their disks;
@@ -63,19 +65,24 @@ class NbdServer:
     def _running_pid(self) -> int | None:
         return running_pid(self.pidfile, b"qemu-storage-daemon")
 
+    def command(self) -> list[str]:
+        """The daemon's command line (it daemonizes once it serves)."""
+        return [
+            "qemu-storage-daemon",
+            "--chardev", f"socket,id=qmp,path={self.socket},server=on,wait=off",
+            "--monitor", "chardev=qmp",
+            "--nbd-server", f"addr.type=inet,addr.host={self.address},addr.port={self.port}",
+            "--daemonize", "--pidfile", str(self.pidfile),
+        ]  # fmt: skip
+
     async def start(self) -> None:
         """Connect to the running daemon, or start one first."""
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         if self._running_pid() is None:
             self.socket.unlink(missing_ok=True)
             process = await asyncio.create_subprocess_exec(
-                "qemu-storage-daemon",
-                "--chardev", f"socket,id=qmp,path={self.socket},server=on,wait=off",
-                "--monitor", "chardev=qmp",
-                "--nbd-server", f"addr.type=inet,addr.host={self.address},addr.port={self.port}",
-                "--daemonize", "--pidfile", str(self.pidfile),
-                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-            )  # fmt: skip
+                *self.command(), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+            )
             _, err = await process.communicate()
             if process.returncode != 0:
                 raise NbdError(f"qemu-storage-daemon did not start: {err.decode(errors='replace').strip()}")
@@ -111,38 +118,60 @@ class NbdServer:
 
     async def export(self, name: str, path: str, volume_format: str, *, writable: bool = True) -> None:
         """Export a volume's file under ``name`` (``writable`` or refusing writes: opened
-        read-only); nothing if it is exported already."""
+        read-only); nothing if it is exported already. A file open for another export already
+        (a live migration's second attachment) is exported from that same block node: one
+        cache, one view of the file, and QEMU's lock on it taken once."""
         async with self._lock:
             if name in await self.exports():
                 return
-            node = NODE_PREFIX + name
-            await self._execute(
-                "blockdev-add",
-                {
-                    "driver": volume_format,
-                    "node-name": node,
-                    "read-only": not writable,
-                    "file": {"driver": "file", "filename": path},
-                },
-            )
+            node = await self._node_of(path, writable)
+            opened = node is None
+            if node is None:
+                node = NODE_PREFIX + name
+                await self._execute(
+                    "blockdev-add",
+                    {
+                        "driver": volume_format,
+                        "node-name": node,
+                        "read-only": not writable,
+                        "file": {"driver": "file", "filename": path},
+                    },
+                )
             try:
                 await self._execute(
                     "block-export-add",
                     {"type": "nbd", "id": name, "node-name": node, "name": name, "writable": writable},
                 )
             except NbdError:
-                await self._execute("blockdev-del", {"node-name": node})
+                if opened:
+                    await self._execute("blockdev-del", {"node-name": node})
                 raise
 
+    async def _node_of(self, path: str, writable: bool) -> str | None:
+        """The block node of ours that has ``path`` open as asked (read-write or read-only), if any."""
+        for node in await self._execute("query-named-block-nodes", {"flat": True}):
+            name = node.get("node-name", "")
+            if name.startswith(NODE_PREFIX) and node.get("file") == path and node.get("ro") != writable:
+                return str(name)
+        return None
+
+    async def _export_nodes(self) -> dict[str, str]:
+        """Each export's block node."""
+        return {export["id"]: export["node-name"] for export in await self._execute("query-block-exports")}
+
     async def unexport(self, name: str) -> None:
-        """End an export (its clients are cut off) and close the file; nothing if there is none."""
+        """End an export (its clients are cut off), and close the file unless another export
+        serves it; nothing if there is none."""
         async with self._lock:
+            node = (await self._export_nodes()).get(name, NODE_PREFIX + name)
             if name in await self.exports():
                 await self._execute("block-export-del", {"id": name, "mode": "hard"})
                 for _ in range(100):  # the export goes once its last request has ended
                     if name not in await self.exports():
                         break
                     await asyncio.sleep(0.02)
+            if node in (await self._export_nodes()).values():
+                return
             nodes = {node["node-name"] for node in await self._execute("query-named-block-nodes")}
-            if NODE_PREFIX + name in nodes:
-                await self._execute("blockdev-del", {"node-name": NODE_PREFIX + name})
+            if node in nodes:
+                await self._execute("blockdev-del", {"node-name": node})

@@ -205,13 +205,17 @@ UNRESERVE = "DELETE FROM attachments WHERE volume_id = ? AND attach_status = 're
 ATTACH = "UPDATE attachments SET attach_status = 'attached', host_name = ?, device = ?, attached_at = ?"
 ATTACH += " WHERE id = ?"
 BEGIN_DETACH = "UPDATE attachments SET attach_status = 'detaching' WHERE id = ?"
-ROLL_DETACHING = "UPDATE attachments SET attach_status = 'attached' WHERE volume_id = ?"
+ROLL_DETACHING = (
+    "UPDATE attachments SET attach_status = 'attached' WHERE volume_id = ? AND attach_status = 'detaching'"
+)
 DETACH = "DELETE FROM attachments WHERE id = ?"
-ATTACHMENT_TO = "SELECT id FROM attachments WHERE volume_id = ? AND server_id = ?"
+ATTACHMENT_TO = (
+    "SELECT id FROM attachments WHERE volume_id = ? AND server_id = ? AND attach_status != 'arriving'"
+)
 _EXPORT = (
     "SELECT a.export, v.host FROM attachments a JOIN volumes v ON v.id = a.volume_id WHERE a.volume_id = ?"
 )
-EXPORT_TO = _EXPORT + " AND a.server_id = ?"
+EXPORT_TO = _EXPORT + " AND a.server_id = ? AND a.attach_status != 'arriving'"
 EXPORT_RESERVED = _EXPORT + " AND a.attach_status = 'reserved'"
 
 # a change of a volume inside a transaction: gets the volume, answers its new status (None: same)
@@ -1239,8 +1243,8 @@ class VolumeActor(Actor, VolumeRecords):
     async def reattach_all(self, *, instance_uuid: str, host: str) -> builtins.list[Reattached]:
         """The instance's attached volumes, their attachments moved to ``host``
         (``api.volume.VolumeAttacher.reattach_all``: the caller checked the instance is there)."""
-        ended: builtins.list[tuple[str, str]] = []
         async with self.store.transaction() as db:
+            ended = await _settle_arriving(db, instance_uuid, host)
             attachments = await db.fetchall(
                 "SELECT * FROM attachments WHERE server_id = ? AND attach_status = 'attached'"
                 " ORDER BY attached_at, volume_id",
@@ -1274,6 +1278,64 @@ class VolumeActor(Actor, VolumeRecords):
             log.info("volume: %d attachment(s) of %s made again for %s", len(reattached), instance_uuid, host)
         return reattached
 
+    async def attach_arriving(self, *, instance_uuid: str, host: str) -> builtins.list[Reattached]:
+        """``api.volume.VolumeAttachments.attach_arriving``: a second attachment per volume, for ``host``."""
+        async with self.store.transaction() as db:
+            rows = await db.fetchall(
+                "SELECT * FROM attachments WHERE server_id = ? AND attach_status IN ('attached', 'arriving')"
+                " ORDER BY attached_at, volume_id",
+                (instance_uuid,),
+                row=AttachmentRow,
+            )
+            arriving = {
+                row["volume_id"]: row
+                for row in rows
+                if row["attach_status"] == "arriving" and row["host_name"] == host
+            }
+            for row in rows:
+                if row["attach_status"] != "attached" or row["volume_id"] in arriving:
+                    continue
+                made: AttachmentRow = {
+                    **row,
+                    "id": new_uuid(),
+                    "attach_status": "arriving",
+                    "host_name": host,
+                    "export": _export_name() if row["export"] else "",
+                }
+                await db.execute(
+                    "INSERT INTO attachments (id, volume_id, server_id, attach_status, host_name, device,"
+                    " attached_at, export) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    tuple(made[key] for key in AttachmentRow.__annotations__),  # type: ignore[literal-required]
+                )
+                arriving[row["volume_id"]] = made
+            volumes = {volume_id: await self._load(db, volume_id) for volume_id in arriving}
+        made_for: builtins.list[Reattached] = []
+        for volume_id, row in arriving.items():
+            connection = await self._connection(volumes[volume_id], row["export"])
+            made_for.append(
+                {"volume": volumes[volume_id], "device": row["device"] or "", "connection": connection}
+            )
+        if made_for:
+            log.info(
+                "volume: %d attachment(s) of %s made for %s, arriving", len(made_for), instance_uuid, host
+            )
+        return made_for
+
+    async def drop_arriving(self, *, instance_uuid: str) -> builtins.list[str]:
+        """``api.volume.VolumeAttachments.drop_arriving``."""
+        async with self.store.transaction() as db:
+            rows = await db.fetchall(
+                "SELECT a.volume_id, a.export, v.host FROM attachments a JOIN volumes v ON v.id = a.volume_id"
+                " WHERE a.server_id = ? AND a.attach_status = 'arriving' ORDER BY a.volume_id",
+                (instance_uuid,),
+            )
+            await db.execute(
+                "DELETE FROM attachments WHERE server_id = ? AND attach_status = 'arriving'", (instance_uuid,)
+            )
+        for row in rows:
+            await self._unexport((row["export"], row["host"]))
+        return [row["volume_id"] for row in rows]
+
     async def list_attachments(
         self, *, server_ids: builtins.list[str] | None = None
     ) -> builtins.list[AttachmentRecord]:
@@ -1292,6 +1354,30 @@ class VolumeActor(Actor, VolumeRecords):
             {**_attachment_view(row), "attach_status": row["attach_status"], "project_id": row["project_id"]}
             for row in rows
         ]
+
+
+async def _settle_arriving(db: Db, instance_uuid: str, host: str) -> builtins.list[tuple[str, str]]:
+    """A live migration's arriving attachments as the instance settles on ``host``: one on it
+    becomes its volume's attachment (the other removed), one elsewhere is removed. Answers the
+    exports to end, with their storage hosts."""
+    rows = await db.fetchall(
+        "SELECT a.id, a.volume_id, a.attach_status, a.host_name, a.export, v.host AS storage"
+        " FROM attachments a JOIN volumes v ON v.id = a.volume_id WHERE a.server_id = ?"
+        " AND a.attach_status IN ('attached', 'arriving')",
+        (instance_uuid,),
+    )
+    arrived = {
+        row["volume_id"] for row in rows if row["attach_status"] == "arriving" and row["host_name"] == host
+    }
+    ended: builtins.list[tuple[str, str]] = []
+    for row in rows:
+        if row["attach_status"] == "arriving" and row["host_name"] == host:
+            await db.execute("UPDATE attachments SET attach_status = 'attached' WHERE id = ?", (row["id"],))
+        elif row["attach_status"] == "arriving" or row["volume_id"] in arrived:
+            await db.execute("DELETE FROM attachments WHERE id = ?", (row["id"],))
+            if row["export"]:
+                ended.append((row["export"], row["storage"]))
+    return ended
 
 
 class NodeVolumes(VolumeAttacher):

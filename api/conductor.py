@@ -68,7 +68,11 @@ live migration that is copying the instance: it may read what the instance uses)
 17 - ``ConductorForOwners.deleted_since`` (the
 instances deleted since a time: the owners' periodic orphan sweeps read the deletions alone),
 ``NodeTasks.recorded_here`` (which of its domains' instances are recorded on the calling host:
-a node's orphan sweep sends and gets ids, not every instance of the host).
+a node's orphan sweep sends and gets ids, not every instance of the host). 18 -
+``recorded_here`` also answers the instances a migration in progress has the calling host as
+its other end of (a cold migration's source keeps its domain until confirmed or reverted);
+``live_migration_target`` answers a real guest's cold migration's source too (the copy of its
+disks), ``Placement.arriving`` and ``get_build_request`` that migration's destination meanwhile.
 
 Events (kind ``instance``, on ``evt.instance.<project>.<id>``, with the instance as ``Instance``
 shows it): ``instance.building`` (recorded), ``instance.spawning`` (a host was chosen: the
@@ -1470,7 +1474,8 @@ class NodeTasks(ServiceAPI, address="conductor.host.{host}", caller="host"):
     @call(idempotent=True)
     async def recorded_here(self, *, instance_uuids: list[Id]) -> list[str]:
         """Which of these instances are live and recorded on the calling host, but those being
-        evacuated away from it (a node's orphan sweep removes the domains of the others)."""
+        evacuated away from it, or have the host as the other end of a migration in progress (a
+        node's orphan sweep removes the domains of the others)."""
         ...
 
     @call(idempotent=True)
@@ -1492,13 +1497,15 @@ class NodeTasks(ServiceAPI, address="conductor.host.{host}", caller="host"):
 
     @call
     async def live_migration_target(self, *, instance_uuid: Id) -> LiveMigrationTarget:
-        """The source of a real guest's live migration asks for its destination, which the
-        conductor has prepare for the guest (``Node.prepare_live_migration``, with the instance's
-        ports): the destination's domain definition and where to send the guest.
+        """The source of a real guest's live migration (or of a cold migration's copy of its
+        disks) asks for its destination, which the conductor has prepare for the guest
+        (``Node.prepare_live_migration``, with the instance's ports and the destination's own
+        volume attachments, ``VolumeAttachments.attach_arriving``): the destination's domain
+        definition and where to send the guest.
 
         :raises NotFound: no such live instance on the calling host.
-        :raises Conflict: the instance is not copied by a live migration now, or its destination
-            cannot take it.
+        :raises Conflict: the instance is not copied by a migration now, its volumes are files
+            of one host, or its destination cannot take it.
         """
         ...
 

@@ -14,7 +14,10 @@ RAM), ``DomainFlavor``'s ``max_vcpus`` and ``max_memory_mb``, ``DomainView``'s s
 ``detach_interface``, ``list_interfaces`` (NIC hot-plug), ``DomainView.macs``; 7 - ``trigger_crash_dump``; 8 -
 ``finish_migration``, ``drop_moved_instance`` (cold migration), ``live_migration``; 9 - ``shelve_instance``,
 ``shelve_offload_instance``, ``unshelve_instance``; 10 - ``prepare_live_migration`` (a real guest's
-live migration: the destination's part before the guest arrives), ``LiveMigrationTarget``.
+live migration: the destination's part before the guest arrives), ``LiveMigrationTarget``; 11 -
+``prepare_live_migration``'s ``volumes`` (a real guest with volumes migrates live: the
+destination's own attachments), ``resize_instance``'s ``destination`` (a real guest's cold
+migration copies its disks there).
 
 Events (kind ``domain``): ``domain.lifecycle`` (each libvirt lifecycle event of this host's
 domains, as ``{event, event_id, detail, host, libvirt_ts}``) and ``domain.reconciled`` (a
@@ -30,7 +33,7 @@ from msgspec import Meta
 
 from api.fields import Amount, HostName, Id, Name, PositiveAmount
 from api.net import MacAddress, Port
-from api.volume import Connection
+from api.volume import Connection, Reattached
 from bus.api import ServiceAPI, call, cast
 
 RebootType = Literal["SOFT", "HARD"]
@@ -171,10 +174,17 @@ class Node(ServiceAPI, address="node.{host}"):
         ...
 
     @cast
-    async def resize_instance(self, *, instance_uuid: Id, flavor: DomainFlavor) -> None:
+    async def resize_instance(
+        self, *, instance_uuid: Id, flavor: DomainFlavor, destination: HostName | None = None
+    ) -> None:
         """A resize's first step on the node: power the domain off, grow its disk if the flavor's
         is bigger (keeping the old disk until the resize is confirmed or reverted), define it
-        again with the flavor's vCPUs and RAM, then report ``task_done``."""
+        again with the flavor's vCPUs and RAM, then report ``task_done``. With ``destination``
+        (a cold migration) a real guest's local disks are then copied there (its node prepared
+        first, as for a live migration: ``ConductorForNodes.live_migration_target``): the guest
+        started paused here, never run, migrated by libvirt (not live, the local disks copied),
+        stopped there; the domain stays here, shut off, until the migration is confirmed
+        (reverted: it starts here again as it left)."""
         ...
 
     @cast
@@ -213,13 +223,16 @@ class Node(ServiceAPI, address="node.{host}"):
         ...
 
     @call
-    async def prepare_live_migration(self, *, instance_uuid: Id, ports: list[Port]) -> LiveMigrationTarget:
+    async def prepare_live_migration(
+        self, *, instance_uuid: Id, ports: list[Port], volumes: list[Reattached] | None = None
+    ) -> LiveMigrationTarget:
         """A real guest's live migration, on its destination before the guest arrives (Nova's
         ``pre_live_migration``): its disk (an overlay on the same image, which the migration fills),
         config drive and boot files made here, ``ports`` plugged in here (their networks' segments
         and DHCP entries, their security groups' chains ready for their taps; the ports stay bound
-        to the source until the switch), the definition stored. A migration that does not happen
-        leaves them to ``drop_moved_instance``.
+        to the source until the switch), ``volumes`` as this host reaches them (its arriving
+        attachments: ``VolumeAttachments.attach_arriving``), the definition stored. A migration
+        that does not happen leaves them to ``drop_moved_instance``.
 
         :raises Conflict: this host cannot take a live-migrating guest (no libvirtd of its own
             to receive it, or no address for the guest's stream).

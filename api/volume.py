@@ -54,6 +54,10 @@ actor's own handlers are ``VolumeRecords``, and ``Volumes`` is both facets. 6 -
 7 - ``VolumeAttachments.release_host``: a shelved instance's attachments released from its host
 when it is offloaded (``reattach_all`` makes them the unshelving host's), and ``attach_offloaded``:
 a volume attached to an offloaded instance, with no host.
+8 - ``VolumeAttachments.attach_arriving`` and ``drop_arriving``: a live migration's destination
+gets an attachment of its own (``AttachStatus`` ``arriving``) beside the source's, which
+``VolumeAttacher.reattach_all`` on the destination makes the one (the source's ended) and on the
+source drops (Cinder's second attachment during a live migration).
 
 Events (kind ``volume``, on ``evt.volume.<project>.<id>``): ``volume.<status>`` at every status
 change (``volume.deleted`` last), with the volume as users see it (no ``path``, no ``format``).
@@ -94,8 +98,10 @@ MAX_PAGE = 1000
 COPY_TIMEOUT = 300.0
 """How long making a volume's file as a copy (of a volume, a snapshot or an image) may take: the
 calls that do wait as long (the bus's 10 s otherwise)."""
-AttachStatus = Literal["reserved", "attached", "detaching"]
-"""An attachment row: reserved (its volume attaching), attached (in-use), detaching."""
+AttachStatus = Literal["reserved", "attached", "detaching", "arriving"]
+"""An attachment row: reserved (its volume attaching), attached (in-use), detaching; arriving: a
+live migration's destination's attachment beside the source's (``attach_arriving``), never shown
+in the volume's ``attachments``."""
 
 Size = Annotated[int, Meta(ge=1, le=MAX_SIZE_GIB)]
 """A volume's size in GiB."""
@@ -312,7 +318,9 @@ class VolumeAttacher(ServiceAPI, address="volume.host.{host}", caller="host"):
         """The volumes attached to the instance (on the calling host: an evacuate moved it here),
         each attachment made again for this host: its ``host_name`` the calling host, and a new
         NBD export in place of the old host's (which is ended). They stay in-use throughout.
-        Idempotent: an attachment already this host's keeps its export.
+        Idempotent: an attachment already this host's keeps its export. A live migration's
+        arriving attachment (``VolumeAttachments.attach_arriving``) on this host becomes the
+        attachment (the other ended); one on another host is dropped.
 
         :raises NotFound: no such instance on the calling host.
         """
@@ -365,6 +373,27 @@ class VolumeAttachments(ServiceAPI, address="volume"):
         :raises NotFound: no such volume visible to the caller, or not reserved for the instance.
         :raises Conflict: the volume is not attaching.
         """
+        ...
+
+    @call(idempotent=True)
+    async def attach_arriving(self, *, instance_uuid: Id, host: HostName) -> list[Reattached]:
+        """A live migration's destination ``host`` gets an attachment of its own of each volume
+        attached to the instance (Cinder's attachment for the destination host), ``arriving``
+        beside the source's: the same device, its own NBD export of the same open volume, which
+        its QEMU holds inactive until the guest runs there. ``VolumeAttacher.reattach_all`` from
+        the host the migration ends on settles them: the destination's made the one, or dropped
+        on the source; ``drop_arriving`` drops them. Idempotent (an arriving attachment is
+        answered as it is).
+
+        :raises Conflict: a volume could not be exported for the host.
+        """
+        ...
+
+    @call(idempotent=True)
+    async def drop_arriving(self, *, instance_uuid: Id) -> list[str]:
+        """The instance's arriving attachments (``attach_arriving``: a live migration that did not
+        happen) removed, their exports ended; the source's untouched. Answers their volumes;
+        idempotent."""
         ...
 
     @call(idempotent=True)

@@ -9,7 +9,8 @@ Read over the bus as the operator (the admin credentials of the data directory):
   the instance's (or, during a cold or live migration, than the host it leaves or goes to);
 * ports bound to no live instance, and so the IPs they hold (net); a host's DHCP port on a
   network none of its instances has a port on any more;
-* volumes reserved, attached or detaching to no live instance (volume);
+* volumes reserved, attached or detaching to no live instance, or arriving (a live migration's
+  destination's attachment) for an instance that is not migrating (volume);
 * a shelved-offloaded instance (with no task) that is recorded on a host, holds a claim, or has a
   port bound to a host: what an offload left behind;
 * libvirt domains with no record on their host, and records with no domain (every node
@@ -210,15 +211,25 @@ async def audit_once(bus: Bus) -> AuditReport:
                 f"volume {attachment['volume_id']} is {attachment['attach_status']} to instance"
                 f" {attachment['server_id']}, which does not exist"
             )
+        elif (
+            attachment["attach_status"] == "arriving"
+            and instances[attachment["server_id"]]["task_state"] is None
+        ):
+            problems[f"volume:{attachment['volume_id']}:arriving"] = (
+                f"volume {attachment['volume_id']} has an attachment arriving at {attachment['host_name']}"
+                f" for instance {attachment['server_id']}, which is not migrating"
+            )
     for host, uuids in domains.items():
         for uuid, domain in uuids.items():
             state = domain["state"]
-            if uuid not in instances or instances[uuid]["host"] != host:
+            if uuid not in instances or host not in _migration_hosts(instances[uuid]):
                 problems[f"domain:{host}:{uuid}"] = (
                     f"domain instance-{uuid} on {host} has no instance record there"
                 )
                 continue
             row = instances[uuid]
+            if host != row["host"]:  # a migration's other host: its copy stays until the migration ends
+                continue
             expected = EXPECTED_DOMAIN_STATES.get(row["vm_state"])
             if row["task_state"] is None and expected is not None and state not in expected:
                 problems[f"power:{uuid}"] = (

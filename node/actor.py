@@ -66,7 +66,7 @@ from api.node import (
     RebootType,
 )
 from api.scheduler import HEARTBEAT, Capacity
-from api.volume import Connection
+from api.volume import Connection, Reattached
 from bus import Actor, AiostackError, Bus, Conflict
 from node.build import Builder
 from node.console import Consoles
@@ -199,9 +199,6 @@ class NodeActor(Actor, Node):
             networks=self.networks,
             security=self.security,
         )
-        self.resizer = Resizer(
-            host, peers=peers, hypervisor=self.hypervisor, records=self.records, images=self.images
-        )
         self.live_resizer = LiveResizer(host, peers=peers, hypervisor=self.hypervisor, records=self.records)
         self.live_migrator = LiveMigrator(
             host,
@@ -212,6 +209,14 @@ class NodeActor(Actor, Node):
             builder=self.builder,
             address=migration_address or overlay_ip,
             targets=ConductorForNodes.client(bus, host=host, timeout=TARGET_TIMEOUT),
+        )
+        self.resizer = Resizer(
+            host,
+            peers=peers,
+            hypervisor=self.hypervisor,
+            records=self.records,
+            images=self.images,
+            copy_disks=self.live_migrator.copy_stopped,
         )
         self.shelver = Shelver(self.power, self.builder)
         self.consoles = Consoles(host, hypervisor=self.hypervisor, records=self.records)
@@ -354,8 +359,10 @@ class NodeActor(Actor, Node):
     async def live_migration(self, *, instance_uuid: str, destination: str) -> None:
         await self.live_migrator.live_migration(instance_uuid, destination)
 
-    async def prepare_live_migration(self, *, instance_uuid: str, ports: list[Port]) -> LiveMigrationTarget:
-        return await self.live_migrator.prepare(instance_uuid, ports)
+    async def prepare_live_migration(
+        self, *, instance_uuid: str, ports: list[Port], volumes: list[Reattached] | None = None
+    ) -> LiveMigrationTarget:
+        return await self.live_migrator.prepare(instance_uuid, ports, volumes or [])
 
     async def drop_moved_instance(self, *, instance_uuid: str) -> None:
         await self.reconciler.remove_if_orphan(instance_uuid)
@@ -372,8 +379,10 @@ class NodeActor(Actor, Node):
     async def snapshot_instance(self, *, instance_uuid: str, image_id: str) -> None:
         await self.snapshots.snapshot_instance(instance_uuid, image_id)
 
-    async def resize_instance(self, *, instance_uuid: str, flavor: DomainFlavor) -> None:
-        await self.resizer.resize_instance(instance_uuid, flavor)
+    async def resize_instance(
+        self, *, instance_uuid: str, flavor: DomainFlavor, destination: str | None = None
+    ) -> None:
+        await self.resizer.resize_instance(instance_uuid, flavor, destination)
 
     async def finish_resize(self, *, instance_uuid: str, power_on: bool) -> None:
         await self.resizer.finish_resize(instance_uuid, power_on)

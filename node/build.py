@@ -43,7 +43,7 @@ from node.peers import Peers
 from node.power import start_if_asked
 from node.records import Records
 from node.security import SecurityGroups
-from node.volumes import volume_disk
+from node.volumes import volume_disk, with_connections
 from runtime.states import VmState
 
 log = logging.getLogger(__name__)
@@ -168,21 +168,21 @@ class Builder:
         self.networks_plugged()
         await self.hypervisor.virt(domain.create)
 
-    async def prepare_incoming(self, instance_uuid: str, ports: list[Port]) -> str:
+    async def prepare_incoming(self, instance_uuid: str, ports: list[Port], volumes: list[Reattached]) -> str:
         """A real guest's live migration is bringing it here (``Node.prepare_live_migration``): its
         disk, config drive and boot files, its ``ports`` plugged in (still bound to the source:
-        their binding moves at the switch), its definition stored and its security groups' chains
-        made for its taps. Returns the definition; ``remove_domain`` undoes it.
+        their binding moves at the switch), its ``volumes`` reached through this host's own
+        attachments, its definition stored and its security groups' chains made for its taps.
+        Returns the definition; ``remove_domain`` undoes it (never the attachments: the
+        conductor's).
 
         :raises NotFound: the instance is not arriving here.
         """
         async with self.records.lock(instance_uuid):
             request = await self.peers.patient_conductor.get_build_request(instance_uuid=instance_uuid)
-            if request["block_devices"]:
-                raise Conflict(f"instance {instance_uuid} has volumes: its live migration is not supported")
             self.records.arriving.add(instance_uuid)
             try:
-                xml, _ = await self._prepare(request, [], incoming=ports)
+                xml, _ = await self._prepare(request, volumes, incoming=ports)
                 await self.records.save(instance_uuid, request["instance"]["project_id"], xml)
                 await self.security.refresh()
             except Exception:
@@ -444,7 +444,17 @@ class Builder:
                 await self._release_here(instance_uuid, xml, undo)
                 await self._report_build_failure(instance_uuid, message)
                 return
+            if running and await self._arrived_paused(instance_uuid):
+                # a paused guest live-migrated here: paused it stays, as libvirt would have said
+                await self.peers.patient_conductor.domain_event(
+                    instance_uuid=instance_uuid, event=libvirt.VIR_DOMAIN_EVENT_SUSPENDED, detail=0
+                )
+                return
             await self.peers.patient_conductor.sync_power_state(instance_uuid=instance_uuid, running=running)
+
+    async def _arrived_paused(self, instance_uuid: str) -> bool:
+        domain = await self.hypervisor.domain(instance_uuid)
+        return domain is not None and await self.hypervisor.state(domain) == libvirt.VIR_DOMAIN_PAUSED
 
     async def _evacuate(self, instance_uuid: str, request: BuildRequest) -> bool:
         """Define (and start, unless it was stopped) the evacuated instance's domain; whether it runs.
@@ -453,8 +463,13 @@ class Builder:
         power_on = request.get("power_on", instance["vm_state"] != VmState.STOPPED)
         domain = await self.hypervisor.domain(instance_uuid)
         if domain is not None and request.get("rebind"):
-            # a live migration rolled back to this host, or a real guest's arrived here with it
-            await self.peers.patient_volume.reattach_all(instance_uuid=instance_uuid)
+            # a live migration rolled back to this host, a real guest's arrived here with it, or
+            # a cold migration's copy (or its source's domain, reverted to)
+            reattached = await self.peers.patient_volume.reattach_all(instance_uuid=instance_uuid)
+            if reattached and not await self.hypervisor.is_running(domain):  # its volumes' exports now
+                xml = with_connections(await self.hypervisor.persistent_xml(domain), reattached)
+                await self.records.set_xml(instance_uuid, xml)
+                domain = await self.hypervisor.define(xml)
             await self.peers.patient_net.allocate_for_instance(
                 instance_uuid=instance_uuid,
                 requested_networks=request["requested_networks"],

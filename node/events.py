@@ -6,7 +6,8 @@ published at once as a ``domain.lifecycle`` event (in the request of the work th
 and handed to the conductor's ``domain_event``, which turns it into the instance's state.
 Both are retried, bounded, while nats-server or the conductor is away. A live migration's
 own events (``MIGRATION_EVENTS``), and the UNDEFINED of a domain that left with one, are only
-published: the migration's steps say what they mean.
+published: the migration's steps say what they mean; so are those of a stopped guest started
+paused for a cold migration's copy of its disks.
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ class LifecycleEvent:
     """libvirt's ``VIR_DOMAIN_EVENT_*``."""
     detail: int
     at: float
+    copying: bool = False
+    """The domain ran only for a cold migration's copy of its disks (``Records.copying``)."""
 
 
 class EventForwarder:
@@ -63,7 +66,8 @@ class EventForwarder:
         self._queue: asyncio.Queue[LifecycleEvent] = asyncio.Queue()
         self._stopped: dict[str, asyncio.Event] = {}
         self._left: set[str] = set()
-        """Domains that left with a live migration, until their UNDEFINED event."""
+        """Domains that left with a live migration, until their UNDEFINED event (which may never
+        come here: the node may have forgotten the domain first) or their coming back."""
 
     def on_lifecycle(
         self, _conn: libvirt.virConnect, domain: libvirt.virDomain, event: int, detail: int, _opaque: object
@@ -71,7 +75,8 @@ class EventForwarder:
         """libvirtaio runs this on the loop thread: only queue the event, if the domain is this node's."""
         uuid = domain.UUIDString()
         if uuid in self.records.projects:
-            self._queue.put_nowait(LifecycleEvent(uuid, event, detail, time.time()))
+            copying = uuid in self.records.copying
+            self._queue.put_nowait(LifecycleEvent(uuid, event, detail, time.time(), copying))
 
     async def snapshot(self, hypervisor: Hypervisor) -> None:
         """Note whether each domain runs, if nothing is noted yet (a reconnect compares with it)."""
@@ -107,6 +112,10 @@ class EventForwarder:
 
     def _for_conductor(self, item: LifecycleEvent) -> bool:
         """Whether the conductor is told of the event (see the module's docstring)."""
+        if item.event == libvirt.VIR_DOMAIN_EVENT_STARTED:  # (back) here: its next UNDEFINED is news
+            self._left.discard(item.instance_uuid)
+        if item.copying:
+            return False
         if (item.event, item.detail) in MIGRATION_EVENTS:
             if item.event == libvirt.VIR_DOMAIN_EVENT_STOPPED:
                 self._left.add(item.instance_uuid)

@@ -25,8 +25,16 @@ makes without post-copy, as the migration's own, whose events are the migration'
 reports ``task_done``: the destination's node, at the switch, finds the domain running there and
 takes its ports (``finish_migration``).
 A copy that fails leaves the guest running here: the source reports ``build_failed`` and the
-conductor has the destination remove what it prepared. Volumes (NBD disks) are refused: their
-attachments would have to be on both hosts during the switch.
+conductor has the destination remove what it prepared. Volumes stay attached: the destination's
+definition names its own attachments (NBD exports of their own, ``attach_arriving``), which the
+destination's QEMU opens inactive and uses once the guest runs there; only the local disks are
+copied (``VIR_MIGRATE_PARAM_MIGRATE_DISKS``, as Nova lists them), never a volume. A paused
+guest migrates with libvirt's PAUSED flag and stays paused there.
+
+A cold migration's source (``Resizer.resize_instance`` with a destination) has the stopped guest's
+local disks copied the same way (``copy_stopped``): the destination prepared first, the guest
+started paused here (it never runs), migrated not live, then stopped there; the source's
+definition and disk stay until the migration is confirmed, for a revert.
 """
 
 from __future__ import annotations
@@ -36,12 +44,14 @@ import contextlib
 import logging
 import time
 import xml.etree.ElementTree as ET
+from typing import Any
 
 import libvirt
 
 from api.conductor import ConductorForNodes
 from api.net import Port
 from api.node import LiveMigrationTarget
+from api.volume import Reattached
 from bus import AiostackError, Conflict, NotFound
 from node.build import Builder
 from node.hypervisor import Hypervisor
@@ -61,6 +71,13 @@ MIGRATE_FLAGS = (
     | libvirt.VIR_MIGRATE_NON_SHARED_INC
 )
 """Nova's live-migration flags, with its block migration's (disks never shared here)."""
+COPY_FLAGS = (
+    libvirt.VIR_MIGRATE_PEER2PEER
+    | libvirt.VIR_MIGRATE_PERSIST_DEST
+    | libvirt.VIR_MIGRATE_NON_SHARED_INC
+    | libvirt.VIR_MIGRATE_PAUSED
+)
+"""A cold migration's copy of a stopped guest's disks: not live, the source's definition kept."""
 FORCED_DOWNTIME_MS = 60_000
 """The downtime a migration forced to complete may take: its next round is the last."""
 TARGET_TIMEOUT = 330.0
@@ -80,6 +97,32 @@ def memory_bytes(xml: str) -> int:
         return 0
     units = {"KiB": 1 << 10, "k": 1 << 10, "MiB": MIB, "M": MIB, "GiB": 1 << 30, "G": 1 << 30, "b": 1}
     return int(memory.text) * units.get(memory.get("unit", "KiB"), 1 << 10)
+
+
+def local_disks(xml: str) -> list[str]:
+    """The targets of a domain's disks that live on its host and are written (its root overlay):
+    what a block migration copies. Never a volume (a network disk, or one with a volume's
+    ``<serial>``: each host reaches it through an attachment of its own), nor a read-only one."""
+    return [
+        target.get("dev", "")
+        for disk in ET.fromstring(xml).iter("disk")
+        if disk.get("type") == "file"
+        and disk.get("device", "disk") == "disk"
+        and disk.find("readonly") is None
+        and disk.find("serial") is None
+        and (target := disk.find("target")) is not None
+    ]
+
+
+def _stop_there(uri: str, instance_uuid: str) -> None:
+    """Stop the guest a cold migration's copy left paused on its destination (blocking)."""
+    connection = libvirt.open(uri)
+    try:
+        domain = connection.lookupByUUIDString(instance_uuid)
+        if domain.isActive():
+            domain.destroy()
+    finally:
+        connection.close()
 
 
 class LiveMigrator:
@@ -146,15 +189,52 @@ class LiveMigrator:
 
     # -- a real guest ---------------------------------------------------------------------------
 
-    async def prepare(self, instance_uuid: str, ports: list[Port]) -> LiveMigrationTarget:
+    async def prepare(
+        self, instance_uuid: str, ports: list[Port], volumes: list[Reattached]
+    ) -> LiveMigrationTarget:
         """The destination's part before a real guest arrives: what it needs made here."""
         if not self.hypervisor.real_guests or not takes_migrations(self.hypervisor.uri) or not self.address:
             raise Conflict(
                 f"host {self.host} cannot take live-migrating guests ({self.hypervisor.uri} has no"
                 " libvirtd of its own, or the node no migration address)"
             )
-        xml = await self.builder.prepare_incoming(instance_uuid, ports)
+        xml = await self.builder.prepare_incoming(instance_uuid, ports, volumes)
         return {"xml": xml, "libvirt_uri": self.hypervisor.uri, "migrate_uri": f"tcp://{self.address}"}
+
+    async def copy_stopped(self, instance_uuid: str) -> None:
+        """A cold migration's copy of the stopped guest's local disks to its destination (prepared
+        first, as a live migration's): libvirt copies disks only from a running QEMU, so the guest
+        is started paused here (it never runs: its events are not the conductor's), migrated (not
+        live; PERSIST_DEST, the local disks copied, PAUSED) and stopped there; its domain stays
+        here, shut off, for a revert. Sent again, it copies again.
+
+        :raises Conflict: this host cannot send, or the destination cannot take the guest.
+        :raises libvirt.libvirtError: the copy failed (the guest stays here, shut off).
+        """
+        if not takes_migrations(self.hypervisor.uri):
+            raise Conflict(f"{self.hypervisor.uri} cannot send a guest to another host")
+        domain = await self.hypervisor.existing(instance_uuid)
+        disks = local_disks(await self.hypervisor.persistent_xml(domain))
+        target = await self.targets.live_migration_target(instance_uuid=instance_uuid)
+        params: dict[str, Any] = {
+            libvirt.VIR_MIGRATE_PARAM_URI: target["migrate_uri"],
+            libvirt.VIR_MIGRATE_PARAM_DEST_XML: target["xml"],
+            libvirt.VIR_MIGRATE_PARAM_PERSIST_XML: target["xml"],
+        }
+        flags = COPY_FLAGS
+        if disks:
+            params[libvirt.VIR_MIGRATE_PARAM_MIGRATE_DISKS] = disks
+        else:
+            flags &= ~libvirt.VIR_MIGRATE_NON_SHARED_INC
+        self.records.copying.add(instance_uuid)
+        try:
+            await self.hypervisor.virt(domain.createWithFlags, libvirt.VIR_DOMAIN_START_PAUSED)
+            await asyncio.to_thread(domain.migrateToURI3, target["libvirt_uri"], params, flags)
+        finally:
+            if await self.hypervisor.is_running(domain):
+                await self.hypervisor.virt(domain.destroy)
+            self.records.copying.discard(instance_uuid)
+        await asyncio.to_thread(_stop_there, target["libvirt_uri"], instance_uuid)
 
     async def _migrate(self, instance_uuid: str, domain: libvirt.virDomain) -> None:
         """Send the running guest to its destination; ``task_done`` once it runs there, else
@@ -162,11 +242,9 @@ class LiveMigrator:
         try:
             if not takes_migrations(self.hypervisor.uri):
                 raise Conflict(f"{self.hypervisor.uri} cannot send a guest to another host")
-            xml = await self.hypervisor.persistent_xml(domain)
-            if any(disk.get("type") == "network" for disk in ET.fromstring(xml).iter("disk")):
-                raise Conflict("a real guest with volumes attached is not live-migrated")
+            disks = local_disks(await self.hypervisor.persistent_xml(domain))
             target = await self.targets.live_migration_target(instance_uuid=instance_uuid)
-            if not await self._send(instance_uuid, domain, target):
+            if not await self._send(instance_uuid, domain, target, disks):
                 log.info("node %s: live migration of %s stopped", self.host, instance_uuid)
                 return
         except (AiostackError, libvirt.libvirtError) as exc:
@@ -178,16 +256,26 @@ class LiveMigrator:
             return
         await self.peers.patient_conductor.task_done(instance_uuid=instance_uuid)
 
-    async def _send(self, instance_uuid: str, domain: libvirt.virDomain, target: LiveMigrationTarget) -> bool:
-        """``migrateToURI3`` in a thread, its progress reported meanwhile; whether it finished
-        (False: stopped, the guest runs on here). :raises libvirt.libvirtError: it failed."""
-        params = {
+    async def _send(
+        self, instance_uuid: str, domain: libvirt.virDomain, target: LiveMigrationTarget, disks: list[str]
+    ) -> bool:
+        """``migrateToURI3`` in a thread, its progress reported meanwhile, copying the local
+        ``disks`` (none: no block migration); whether it finished (False: stopped, the guest runs
+        on here). :raises libvirt.libvirtError: it failed."""
+        params: dict[str, Any] = {
             libvirt.VIR_MIGRATE_PARAM_URI: target["migrate_uri"],
             libvirt.VIR_MIGRATE_PARAM_DEST_XML: target["xml"],
             libvirt.VIR_MIGRATE_PARAM_PERSIST_XML: target["xml"],
         }
+        flags = MIGRATE_FLAGS
+        if await self.hypervisor.state(domain) == libvirt.VIR_DOMAIN_PAUSED:
+            flags |= libvirt.VIR_MIGRATE_PAUSED  # a paused guest stays paused on its destination
+        if disks:
+            params[libvirt.VIR_MIGRATE_PARAM_MIGRATE_DISKS] = disks
+        else:
+            flags &= ~libvirt.VIR_MIGRATE_NON_SHARED_INC
         job = asyncio.ensure_future(
-            asyncio.to_thread(domain.migrateToURI3, target["libvirt_uri"], params, MIGRATE_FLAGS)
+            asyncio.to_thread(domain.migrateToURI3, target["libvirt_uri"], params, flags)
         )
         stopped = forced = False
         while not job.done():

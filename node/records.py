@@ -58,6 +58,9 @@ class Records:
         self.arriving: set[str] = set()
         """Real guests a live migration is bringing here, prepared for (``Builder.prepare_incoming``)
         and not recorded on this host yet: no orphans."""
+        self.copying: set[str] = set()
+        """Stopped real guests whose disks a cold migration copies from here now, started paused
+        for it (``LiveMigrator.copy_stopped``): their lifecycle events are not the conductor's."""
         self._locks: dict[str, asyncio.Lock] = {}
 
     async def open(self) -> None:

@@ -4,8 +4,9 @@ The conductor casts each step of the resize (``actors/conductor/resize.py``), re
 ``resize_instance`` powers the domain off (``destroy``: libvirt's STOPPED event changes only the
 power state during a resize), grows a real guest's root overlay if the flavor's disk is bigger
 (``qemu-img resize``, the overlay as it was kept beside it), defines the domain again with the
-new ``<vcpu>`` and ``<memory>``, stores the definition and reports ``task_done``;
-``finish_resize`` starts it if the instance ran, and reports its power state; ``revert_resize``
+new ``<vcpu>`` and ``<memory>``, stores the definition (a cold migration's, ``destination``,
+then copies a real guest's local disks there: ``LiveMigrator.copy_stopped``) and reports
+``task_done``; ``finish_resize`` starts it if the instance ran, and reports its power state; ``revert_resize``
 powers it off, puts the old overlay back, defines the old flavor again, starts it if it ran and
 reports its power state; ``confirm_resize`` drops the old overlay. Each is idempotent (a step
 sent again does it again to the same end) and holds the instance's lock, so a delete never runs
@@ -17,9 +18,12 @@ from __future__ import annotations
 
 import logging
 import xml.etree.ElementTree as ET
+from collections.abc import Awaitable, Callable
+
+import libvirt
 
 from api.node import DomainFlavor
-from bus import NotFound
+from bus import AiostackError, NotFound
 from node.domain import METADATA_NS, set_size
 from node.hypervisor import Hypervisor
 from node.images import ImageCache
@@ -47,15 +51,26 @@ class Resizer:
     """The node's part of resizes (see the module's docstring)."""
 
     def __init__(
-        self, host: str, *, peers: Peers, hypervisor: Hypervisor, records: Records, images: ImageCache
+        self,
+        host: str,
+        *,
+        peers: Peers,
+        hypervisor: Hypervisor,
+        records: Records,
+        images: ImageCache,
+        copy_disks: Callable[[str], Awaitable[None]],
     ) -> None:
+        """``copy_disks``: a stopped real guest's local disks copied to its cold migration's destination."""
         self.host = host
         self.peers = peers
         self.hypervisor = hypervisor
         self.records = records
         self.images = images
+        self.copy_disks = copy_disks
 
-    async def resize_instance(self, instance_uuid: str, flavor: DomainFlavor) -> None:
+    async def resize_instance(
+        self, instance_uuid: str, flavor: DomainFlavor, destination: str | None
+    ) -> None:
         async with self.records.lock(instance_uuid), self.records.working_on(instance_uuid):
             await self.peers.patient_conductor.task_progress(instance_uuids=[instance_uuid])
             try:
@@ -63,8 +78,19 @@ class Resizer:
                 if self.hypervisor.real_guests and flavor["disk_gb"]:
                     await self.images.grow_root_disk(instance_uuid, flavor["disk_gb"])
                 await self._define(instance_uuid, flavor)
+                if self.hypervisor.real_guests and destination is not None:
+                    await self.copy_disks(instance_uuid)
             except NotFound as exc:
                 log.warning("node %s: not resizing %s: %s", self.host, instance_uuid, exc)
+                return
+            except (AiostackError, libvirt.libvirtError) as exc:  # the watch sends the step again
+                log.warning(
+                    "node %s: the disks of %s were not copied to %s: %s",
+                    self.host,
+                    instance_uuid,
+                    destination,
+                    exc,
+                )
                 return
             await self.peers.patient_conductor.task_done(instance_uuid=instance_uuid)
 

@@ -9,10 +9,12 @@ at boot are disks of the domain from the start (``node/build.py``).
 
 from __future__ import annotations
 
+import xml.etree.ElementTree as ET
+
 import libvirt
 
 from api.node import AttachedVolume
-from api.volume import Connection
+from api.volume import Connection, Reattached
 from bus import Conflict, NotFound
 from node.devices import change_device
 from node.domain import Disk, disk_source, disk_targets, disk_xml, next_disk_target
@@ -88,3 +90,24 @@ def volume_disk(connection: Connection, target: str, volume_id: str) -> Disk:
             readonly=readonly,
         )
     return Disk(connection["path"], target, format=connection["format"], serial=volume_id, readonly=readonly)
+
+
+def with_connections(xml: str, attached: list[Reattached]) -> str:
+    """A domain definition whose volume disks (matched by device) are reached through these
+    connections: each disk's type, driver and source replaced, the rest (bus, serial) kept."""
+    domain = ET.fromstring(xml)
+    by_target = {volume["device"].removeprefix("/dev/"): volume for volume in attached}
+    for disk in domain.iter("disk"):
+        target = disk.find("target")
+        volume = by_target.get(target.get("dev", "") if target is not None else "")
+        if volume is None:
+            continue
+        dev = volume["device"].removeprefix("/dev/")
+        fresh = ET.fromstring(disk_xml(volume_disk(volume["connection"], dev, volume["volume"]["id"])))
+        disk.set("type", fresh.get("type", "file"))
+        for tag in ("driver", "source"):
+            for old in disk.findall(tag):
+                disk.remove(old)
+            for index, new in enumerate(fresh.findall(tag)):
+                disk.insert(index, new)
+    return ET.tostring(domain, encoding="unicode")

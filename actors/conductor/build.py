@@ -455,7 +455,7 @@ class Builder(ServerCreation, NodeBuilds):
         request = await self._request(row)
         if migrating:
             request["power_on"] = bool(row["resize_power_on"]) or live_step is not None
-            request["rebind"] = live_step in LIVE_NODE_STEPS
+            request["rebind"] = True  # a domain already there (copied, or left) takes its ports and volumes
         return request
 
     async def _request(self, row: InstanceRow) -> BuildRequest:

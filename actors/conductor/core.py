@@ -111,9 +111,12 @@ def action_of(row: InstanceRow, task: TaskState) -> Action:
 
 
 def arriving_at(row: InstanceRow) -> str | None:
-    """The destination a live migration copies the instance to now (its node prepares for it)."""
-    copying = task_state_of(row) is TaskState.MIGRATING and row["migration_step"] == "copy"
-    return row["migrate_to"] if copying else None
+    """The destination a live migration copies the instance to now, or a cold migration's source
+    its disks (its node prepares for it)."""
+    task = task_state_of(row)
+    copying = task is TaskState.MIGRATING and row["migration_step"] == "copy"
+    cold = task is TaskState.RESIZE_MIGRATING and row["migrate_from"] is not None
+    return row["migrate_to"] if copying or cold else None
 
 
 def node_call(row: InstanceRow, task: TaskState) -> tuple[str, dict[str, Any]]:
@@ -153,6 +156,8 @@ def task_arguments(row: InstanceRow, task: TaskState) -> dict[str, Any]:
         return {"image_id": str(row["snapshot_image"])}
     if task is TaskState.SHELVING_IMAGE_UPLOADING:
         return {"image_id": str(shelved_image(row))}
+    if task is TaskState.RESIZE_MIGRATING and row["migrate_from"] is not None:
+        return {"flavor": domain_flavor(row), "destination": row["migrate_to"]}
     if task is TaskState.RESIZE_MIGRATING:
         return {"flavor": domain_flavor(row)}
     if task is TaskState.RESIZE_FINISH:

@@ -1,6 +1,7 @@
 """Live migration: a running instance moved to another host (Nova's ``os-migrateLive``).
 
-The instance is ACTIVE, ``migrating`` (MIGRATING) from start to end; its step is recorded on the
+The instance is ACTIVE (or PAUSED: a real guest, which stays paused on its destination),
+``migrating`` (MIGRATING) from start to end; its step is recorded on the
 row (``migration_step``) before each cast, and its migration record (``migrations.py``) goes
 queued, preparing, running, post-migrating, then completed (or cancelled, failed, error):
 
@@ -8,7 +9,9 @@ queued, preparing, running, post-migrating, then completed (or cancelled, failed
   the instance's own (``claim_resize`` ``elsewhere``: the host asked for, forced, or the best
   other one); none: nothing moved, 400.
 * ``copy``: the source's node copies the running guest (``live_migration``; on the test driver
-  its memory at the node's ``migration_bandwidth``), reporting its progress
+  its memory at the node's ``migration_bandwidth``; a real guest's destination prepared first,
+  ``target``, with an arriving attachment of each of its volumes: NBD exports of its own),
+  reporting its progress
   (``migration_progress``, which answers whether to go on: an abort stops it) and ``task_done``.
 * ``switch``: the instance is recorded on the destination, whose node defines and starts the
   domain from its build request with its ports (bound there) and volumes (attached there); its
@@ -46,7 +49,7 @@ from api.conductor import (
 from api.node import LiveMigrationTarget
 from bus import AiostackError, Conflict, InvalidRequest, NotFound, NoValidHost
 from runtime.stamps import utcnow
-from runtime.states import Lifecycle, TaskState
+from runtime.states import Lifecycle, TaskState, VmState
 from runtime.store import to_json
 
 log = logging.getLogger(__name__)
@@ -91,10 +94,10 @@ class LiveMigrations:
                 f"Migration pre-check error: instance {instance_uuid}'s host {source} runs {kind or 'no'}"
                 " guests, which aiostack does not migrate live between hosts"
             )
-        if kind != "test" and await self._has_volumes(instance_uuid):
-            raise InvalidRequest(
-                f"Migration pre-check error: instance {instance_uuid} has volumes attached: a real guest"
-                " with volumes is not migrated live (its attachments would be on both hosts at the switch)"
+        if kind == "test" and row["vm_state"] == VmState.PAUSED:
+            raise Conflict(
+                f"Cannot '{Action.LIVE_MIGRATION}' instance {instance_uuid} while it is in vm_state"
+                f" {VmState.PAUSED}: a paused guest of libvirt's test driver is not migrated live"
             )
         columns = {"migrate_from": source, "migrate_to": None, "migration_step": "claim"}
         row, _ = await begin_recorded(
@@ -103,12 +106,6 @@ class LiveMigrations:
         if task_state_of(row) is TaskState.MIGRATING and row["migration_step"] == "claim":
             row = await self._claim(row, host)
         return view(row)
-
-    async def _has_volumes(self, instance_uuid: str) -> bool:
-        return any(
-            attachment["server_id"] == instance_uuid
-            for attachment in await self.core.volumes.list_attachments()
-        )
 
     async def server_migration(self, instance_uuid: str, migration_id: int) -> MigrationRecord:
         """:raises NotFound: no such live migration of the instance in progress."""
@@ -205,21 +202,35 @@ class LiveMigrations:
         return "finish_now" if forced and forced["force_complete"] else "go_on"
 
     async def target(self, instance_uuid: str, host: str) -> LiveMigrationTarget:
-        """A real guest's source asks where it goes: its destination prepares (with its ports).
+        """A real guest's source asks where it goes (a live migration, or a cold one's disk
+        copy): its destination prepares (with its ports and its own volume attachments).
 
         :raises Conflict: the instance is not being copied, or the destination cannot take it.
         """
         row = await self.core.placed(instance_uuid, host)
-        dest = arriving_at(row)
-        if dest is None:
-            raise Conflict(f"Instance {instance_uuid} is not being live-migrated from {host} now")
-        await self.core.touch(instance_uuid, TaskState.MIGRATING)
+        dest, task = arriving_at(row), task_state_of(row)
+        if dest is None or task is None:
+            raise Conflict(f"Instance {instance_uuid} is not being migrated from {host} now")
+        await self.core.touch(instance_uuid, task)
         ports = await self.core.net.list_ports(device_id=instance_uuid)
         node = self.core.node(dest, timeout=PREPARE_TIMEOUT)
-        target = await node.prepare_live_migration(instance_uuid=instance_uuid, ports=ports)
-        await self.core.record_step(
-            instance_uuid, Action.LIVE_MIGRATION, "pre_live_migration", dest, "Success"
-        )
+        try:
+            volumes = await self.core.volumes.attach_arriving(instance_uuid=instance_uuid, host=dest)
+            if any(volume["connection"]["transport"] != "nbd" for volume in volumes):
+                raise Conflict(
+                    f"Instance {instance_uuid} has volumes that are files of one host (no NBD export):"
+                    " another host cannot reach them"
+                )
+            target = await node.prepare_live_migration(
+                instance_uuid=instance_uuid, ports=ports, volumes=volumes
+            )
+        except AiostackError:
+            await self.core.volumes.drop_arriving(instance_uuid=instance_uuid)
+            raise
+        if task is TaskState.MIGRATING:
+            await self.core.record_step(
+                instance_uuid, Action.LIVE_MIGRATION, "pre_live_migration", dest, "Success"
+            )
         return target
 
     async def copied(self, row: InstanceRow) -> None:
@@ -251,8 +262,10 @@ class LiveMigrations:
         moved = await self.core.transit(row, trigger, ENDED)
         if moved is None or task_state_of(moved.before) is not TaskState.MIGRATING:
             return None  # ended meanwhile (by another report of the same domain)
-        running = moved.row["task_state"] is None and moved.row["vm_state"] == "active"
-        status: MigrationStatus = "completed" if arrived and running else "failed" if running else "error"
+        kept = (
+            moved.row["task_state"] is None and moved.row["vm_state"] == row["vm_state"]
+        )  # running or paused
+        status: MigrationStatus = "completed" if arrived and kept else "failed" if kept else "error"
         if migration_id is not None:
             await set_status(self.core.store, migration_id, status)
         if status == "completed":
@@ -272,10 +285,11 @@ class LiveMigrations:
         return await self.core.publish_change(moved.row, cause)
 
     async def _end_before_switch(self, row: InstanceRow, status: MigrationStatus, reason: str) -> None:
-        """Before the switch nothing moved: the destination's claim (if taken) given back, the
-        instance ACTIVE on its host, the record ``status``; what the destination prepared (a real
-        guest's) removed there."""
+        """Before the switch nothing moved: the destination's arriving volume attachments and its
+        claim (if taken) given back, the instance ACTIVE on its host, the record ``status``; what
+        the destination prepared (a real guest's) removed there."""
         uuid, dest = row["uuid"], row["migrate_to"]
+        await self.core.volumes.drop_arriving(instance_uuid=uuid)  # first: a crash after it ends it again
         await self.core.scheduler.revert_resize(instance_uuid=uuid)
         migration_id = row["migration_id"]
         moved = await self.core.transit(row, Report.LIVE_ENDED, ENDED)

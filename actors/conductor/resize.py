@@ -21,13 +21,16 @@ left recorded with. A RESIZED instance is confirmed by itself ``confirm_window``
 A cold migration (``migrate_instance``, Nova's ``migrate``) is a resize to the instance's own
 flavor on another host, with the same steps: ``migrate_from`` records the host it leaves; the
 claim is taken on the best other host (``migrate_to``) beside the source's; resize_migrating: the
-source's node powers the domain off; resize_finish: the instance is recorded on its destination,
-whose node defines the domain from the build request (its ports' binding and volumes' attachments
-moved there, as an evacuate's) and starts it if it ran; once RESIZED the source's node removes its
-domain. Confirm gives the source's claim back; revert records it on its source again, whose node
-defines it there (ports and volumes back), then the destination's claim is given back and its
-domain removed. A node step that will not finish ends in ERROR on the host the domain was moving
-from (still there). Refused on hosts of real guests (their disks are not copied).
+source's node powers the domain off (a real guest's local disks then copied to the destination,
+prepared as for a live migration: ``node.migrate``); resize_finish: the instance is recorded on
+its destination, whose node defines the domain from the build request, or takes the copied one
+(its ports' binding and volumes' attachments moved there, as an evacuate's), and starts it if it
+ran. The source's node keeps its domain, shut off, until the migration ends (Nova's): confirm
+gives the source's claim back and has it removed; revert records the instance on its source
+again, whose node takes its domain back (ports and volumes back; a real guest's disk as it left)
+and starts it if it ran, then the destination's claim is given back and its domain removed. A
+node step that will not finish ends in ERROR on the host the domain was moving from (still
+there), the destination's arriving volume attachments dropped.
 """
 
 from __future__ import annotations
@@ -60,9 +63,10 @@ MOVING_FROM: dict[TaskState, Literal["migrate_from", "migrate_to"]] = {
     TaskState.RESIZE_REVERTING: "migrate_to",
 }
 """A cold migration's node steps: the column naming the host the domain moves from in each."""
-COPYLESS_HYPERVISOR = "test"
-"""The only hypervisor whose hosts cold-migrate: libvirt's test driver, whose domains have no disk
-to copy (a real guest's disk is not copied between hosts)."""
+MIGRATING_HYPERVISORS = frozenset({"test", "qemu", "kvm"})
+"""The hypervisors whose hosts cold-migrate: libvirt's test driver (no disk to copy) and QEMU (the
+source's libvirtd copies the disks to the destination's: ``node.migrate``; a host whose QEMU runs
+in its node's process, ``qemu:///embed``, cannot take part, and the migration fails)."""
 MAX_STEP_SENDS = 3
 """A node step that made no progress is sent again, while its host is up, this often in all."""
 
@@ -169,10 +173,10 @@ class Resizes(ServerResizes):
         hosts = {host["host"]: host for host in await self.core.hosts.list_hosts()}
         source = row["host"]
         kind = hosts[source]["hypervisor_type"] if source in hosts else None
-        if kind != COPYLESS_HYPERVISOR:
+        if kind not in MIGRATING_HYPERVISORS:
             raise Conflict(
                 f"Cannot 'migrate' instance {row['uuid']}: its host {source} runs {kind or 'no'} guests,"
-                " whose disks aiostack does not copy between hosts (only test-driver hosts migrate)"
+                " which aiostack does not migrate"
             )
 
     async def confirm_resize(self, *, instance_uuid: str) -> Instance:
@@ -262,8 +266,6 @@ class Resizes(ServerResizes):
         action = self._action(row)
         await self.core.record_step(row["uuid"], action, "finish_resize", row["host"], "Success")
         await self.core.finish_action(row["uuid"], action, "Success")
-        if row["migrate_from"] is not None:
-            await drop_moved(self.core, row["uuid"], row["migrate_from"])
         return await self.core.publish_change(moved.row, cause)
 
     async def finish(self, row: InstanceRow) -> None:
@@ -384,6 +386,8 @@ class Resizes(ServerResizes):
         moved = await self.core.transit(row, Report.RESIZE_FAILED, columns)
         if moved is None:
             return
+        if row["migrate_from"] is not None:
+            await self.core.volumes.drop_arriving(instance_uuid=uuid)
         action = Action.REVERT_RESIZE if task is TaskState.RESIZE_REVERTING else self._action(row)
         await self.core.finish_action(uuid, action, "Error", reason)
         await self.core.publish(moved.row)

@@ -255,7 +255,7 @@ RESIZE_STEPS: Final = frozenset(
 
 RESOURCES_FROM: Final = frozenset({VmState.ACTIVE})
 """The vm_states a live change of vCPUs and RAM may start from (with no task running)."""
-LIVE_MIGRATION_FROM: Final = frozenset({VmState.ACTIVE})
+LIVE_MIGRATION_FROM: Final = frozenset({VmState.ACTIVE, VmState.PAUSED})
 """The vm_states a live migration may start from (with no task running): a paused guest is not
 migrated (the destination starts the domain it defines)."""
 

@@ -147,9 +147,9 @@ class TaskWatch(NodeTasks, ConductorForOwners, ConductorOperator):
             return []
         marks = ", ".join("?" * len(instance_uuids))
         rows = await self.core.store.fetchall(
-            f"SELECT uuid FROM instances WHERE uuid IN ({marks}) AND host = ? AND deleted = 0"
-            " AND coalesce(evacuate_from, '') != ?",
-            (*instance_uuids, host, host),
+            f"SELECT uuid FROM instances WHERE uuid IN ({marks}) AND deleted = 0"
+            " AND ((host = ? AND coalesce(evacuate_from, '') != ?) OR ? IN (migrate_from, migrate_to))",
+            (*instance_uuids, host, host, host),
         )
         return [row["uuid"] for row in rows]
 

@@ -84,7 +84,8 @@ ACTIONS_FROM_IDLE: dict[tuple[Action, VmState], TaskState | None] = {
     (Action.RESIZE, V.STOPPED): T.RESIZE_PREP,
     (Action.MIGRATE, V.ACTIVE): T.RESIZE_PREP,  # a cold migration: a resize to its own flavor elsewhere
     (Action.MIGRATE, V.STOPPED): T.RESIZE_PREP,
-    (Action.LIVE_MIGRATION, V.ACTIVE): T.MIGRATING,  # not paused: the destination starts the domain
+    (Action.LIVE_MIGRATION, V.ACTIVE): T.MIGRATING,
+    (Action.LIVE_MIGRATION, V.PAUSED): T.MIGRATING,  # a real guest, paused on its destination (Nova's)
     (Action.CONFIRM_RESIZE, V.RESIZED): T.RESIZE_CONFIRMING,
     (Action.REVERT_RESIZE, V.RESIZED): T.RESIZE_REVERTING,
     (Action.EVACUATE, V.ACTIVE): T.REBUILDING,

@@ -547,6 +547,58 @@ async def test_with_an_nbd_address_each_attachment_gets_an_export_of_its_own_tha
         await actor.storage.nbd.stop(daemon=True)
 
 
+async def test_a_live_migrations_destination_gets_an_export_of_its_own_of_the_same_open_volume(
+    volumes: Volumes, start_actor, config: Config
+) -> None:
+    """attach_arriving: a second attachment (for the destination) with its own export of the
+    same block node, so both see one volume; the migration that ends on the destination keeps its
+    attachment alone (the source's export ended), one that does not happen drops it (the
+    source's untouched); every attachment gone, the volume's file is closed."""
+    port = free_port()
+    actor = await start_actor(VolumeActor, config, nbd_listen=f"127.0.0.1:{port}")
+    assert actor.storage.nbd is not None
+    try:
+        volume = await attached(volumes, server=SERVER)  # on node1
+        [source] = await actor.reattach_all(instance_uuid=SERVER, host="node1")
+        assert "wrote 512/512" in _nbd_io(dict(source["connection"]), "write -P 0x61 0 512")
+
+        [arriving] = await acting(DEMO, volumes.attach_arriving(instance_uuid=SERVER, host="node2"))
+        assert await acting(DEMO, volumes.attach_arriving(instance_uuid=SERVER, host="node2")) == [arriving]
+        assert (
+            arriving["device"] == "/dev/vdb"
+            and arriving["connection"]["export"] != source["connection"]["export"]
+        )
+        assert "read 512/512" in _nbd_io(dict(arriving["connection"]), "read -P 0x61 0 512")
+        assert "wrote 512/512" in _nbd_io(dict(arriving["connection"]), "write -P 0x62 0 512")
+        assert "read 512/512" in _nbd_io(dict(source["connection"]), "read -P 0x62 0 512")  # one volume
+        shown = await acting(DEMO, volumes.get(volume_id=volume["id"]))
+        assert [a["host_name"] for a in shown["attachments"]] == ["node1"]  # the arriving one not shown
+        nodes = {export["node-name"] for export in await actor.storage.nbd._execute("query-block-exports")}
+        assert len(nodes) == 1  # both exports on one block node: the file opened once
+
+        assert await acting(DEMO, volumes.drop_arriving(instance_uuid=SERVER)) == [volume["id"]]
+        assert "read 512/512" not in _nbd_io(dict(arriving["connection"]), "read 0 512")
+        assert "read 512/512" in _nbd_io(dict(source["connection"]), "read -P 0x62 0 512")
+        assert await actor.storage.nbd.exports() == {source["connection"]["export"]}
+
+        [arriving] = await acting(DEMO, volumes.attach_arriving(instance_uuid=SERVER, host="node2"))
+        [moved] = await actor.reattach_all(instance_uuid=SERVER, host="node2")  # it ended there
+        assert moved["connection"] == arriving["connection"]
+        assert "read 512/512" not in _nbd_io(dict(source["connection"]), "read 0 512")
+        assert "read 512/512" in _nbd_io(dict(arriving["connection"]), "read -P 0x62 0 512")
+        shown = await acting(DEMO, volumes.get(volume_id=volume["id"]))
+        assert [a["host_name"] for a in shown["attachments"]] == ["node2"] and shown["status"] == "in-use"
+
+        [back] = await acting(DEMO, volumes.attach_arriving(instance_uuid=SERVER, host="node1"))
+        assert await actor.reattach_all(instance_uuid=SERVER, host="node2") == [moved]  # rolled back
+        assert "read 512/512" not in _nbd_io(dict(back["connection"]), "read 0 512")
+        await acting(DEMO, volumes.detach_all(instance_uuid=SERVER))
+        assert await actor.storage.nbd.exports() == set()
+        assert not await actor.storage.nbd._execute("query-named-block-nodes")  # the file closed
+    finally:
+        await actor.storage.nbd.stop(daemon=True)
+
+
 @contextlib.asynccontextmanager
 async def two_replicas(
     nats_server: EmbeddedNatsServer, database: str, tmp_path: Path
