@@ -68,7 +68,8 @@ live migration that is copying the instance: it may read what the instance uses)
 17 - ``ConductorForOwners.deleted_since`` (the
 instances deleted since a time: the owners' periodic orphan sweeps read the deletions alone),
 ``NodeTasks.recorded_here`` (which of its domains' instances are recorded on the calling host:
-a node's orphan sweep sends and gets ids, not every instance of the host).
+a node's orphan sweep sends and gets ids, not every instance of the host); 18 -
+``Flavor.hypervisor_type`` (its ``capabilities:hypervisor_type`` extra spec: ``lxc`` boots containers).
 
 Events (kind ``instance``, on ``evt.instance.<project>.<id>``, with the instance as ``Instance``
 shows it): ``instance.building`` (recorded), ``instance.spawning`` (a host was chosen: the
@@ -182,6 +183,9 @@ class Flavor(TypedDict):
     """The vCPUs a live change may give its instances (extra spec ``aiostack:max_vcpus``)."""
     max_ram: NotRequired[int]
     """The RAM (MB) a live change may give its instances (extra spec ``aiostack:max_ram_mb``)."""
+    hypervisor_type: NotRequired[str]
+    """The kind of host its instances run on (extra spec ``capabilities:hypervisor_type``, as Nova's
+    ComputeCapabilitiesFilter reads it): ``lxc`` for containers; none: a virtual machine."""
 
 
 class Fault(TypedDict):

@@ -328,6 +328,7 @@ class Builder(ServerCreation, NodeBuilds):
                 memory_mb=claim["ram"],
                 disk_gb=claim["disk"],
                 exclude_hosts=exclude_hosts or [],
+                hypervisor_type=claim.get("hypervisor_type"),
             )
             host = placed["host"]
             row = await self.core.fresh(instance_uuid)

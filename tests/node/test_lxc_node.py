@@ -1,0 +1,231 @@
+"""The LXC node (``node.lxc.actor``) in a cloud beside a test-driver node: instances of a flavor
+whose ``capabilities:hypervisor_type`` is ``lxc`` boot as real liblxc containers from a busybox
+root filesystem image, through the gateway, the conductor and the scheduler."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from actors.conductor.actor import ConductorActor
+from actors.identity.actor import IdentityActor
+from actors.image import ImageActor
+from actors.net.actor import NetActor
+from actors.scheduler import SchedulerActor
+from actors.volume import VolumeActor
+from api.node import Node
+from bus import Bus, Conflict
+from node.actor import NodeActor
+from node.lxc.actor import LxcNodeActor
+from node.lxc.rootfs import busybox_rootfs
+from node.lxc.runtime import lock_dir, monitor_fifo
+from node.testnode import write_test_node_file
+from runtime.config import Config
+from tests.conftest import ADMIN_PASSWORD, StartActor
+from tests.helpers import Api
+
+OCTETS = {"Content-Type": "application/octet-stream"}
+CONTAINER_FLAVOR, VM_FLAVOR = "1", "2"
+CONTAINER_IMAGE = {"container_format": "docker", "disk_format": "raw"}
+
+
+@dataclass
+class Cloud:
+    api: Api
+    admin: Api
+    lxc: LxcNodeActor
+    flavor: str
+    image: str
+
+
+@pytest.fixture(scope="session")
+def busybox_tar(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    return busybox_rootfs(tmp_path_factory.mktemp("lxc-image") / "busybox.tar.gz").read_bytes()
+
+
+@pytest.fixture
+async def lxc_cloud(
+    start_actor: StartActor, config: Config, api: Api, gateway_url: str, busybox_tar: bytes
+) -> Any:
+    """Every actor, a test-driver node ``node-1`` and an LXC node ``lxc-1``; flavor 1 (m1.tiny)
+    made a container flavor, and the busybox image, public."""
+    for cls in (IdentityActor, SchedulerActor, ConductorActor, ImageActor, NetActor, VolumeActor):
+        await start_actor(cls, config, secure=True)
+    testnode = config.data_dir / "nodes" / "node-1" / "testnode.xml"
+    uri = write_test_node_file(testnode, vcpus=64, memory_mb=65536)
+    vm_node = await start_actor(NodeActor, config, host="node-1", libvirt_uri=uri, secure=True)
+    lxc = await start_actor(LxcNodeActor, config, host="lxc-1", shutdown_timeout=10, secure=True)
+    await vm_node.report_capacity()
+    await lxc.report_capacity()
+    admin = Api(api.session, api.base_url)
+    await admin.login("admin", ADMIN_PASSWORD, "admin")
+    flavor_id = CONTAINER_FLAVOR
+    status, body = await admin.post(
+        f"/compute/v2.1/flavors/{flavor_id}/os-extra_specs",
+        {"extra_specs": {"capabilities:hypervisor_type": "lxc"}},
+    )
+    assert status == 200, body
+    image_body = {"name": "busybox-rootfs", "visibility": "public", **CONTAINER_IMAGE}
+    status, image = await admin.post("/image/v2/images", image_body)
+    assert status == 201, image
+    file = f"/image/v2/images/{image['id']}/file"
+    status, _ = await admin.request("PUT", file, data=busybox_tar, headers=OCTETS)
+    assert status == 204
+    await api.login()
+    yield Cloud(api, admin, lxc, flavor_id, image["id"])
+    lxcpath = lxc.containers.lxcpath
+    left = lxc.containers.names()
+    for name in left:  # a failed test's: removed, then reported
+        await lxc.containers.destroy(name)
+    await lxc.stop()  # before the fixture does: what it leaves is checked
+    assert lxc_ls(lxcpath) == ""
+    assert not monitor_fifo(lxcpath).exists() and not lock_dir(lxcpath).exists()
+    assert left == [], "containers left behind"
+
+
+def lxc_ls(lxcpath: Path) -> str:
+    listed = subprocess.run(["lxc-ls", "-P", str(lxcpath)], capture_output=True, text=True, check=True)
+    return listed.stdout.strip()
+
+
+async def boot(cloud: Cloud, name: str, image: str | None = None, flavor: str | None = None) -> str:
+    status, body = await cloud.api.post(
+        "/compute/v2.1/servers",
+        {"server": {"name": name, "imageRef": image or cloud.image, "flavorRef": flavor or cloud.flavor}},
+    )
+    assert status == 202, body
+    return str(body["server"]["id"])
+
+
+async def server(cloud: Cloud, server_id: str) -> dict[str, Any]:
+    status, body = await cloud.admin.get(f"/compute/v2.1/servers/{server_id}")
+    assert status == 200, body
+    return dict(body["server"])
+
+
+async def until_status(cloud: Cloud, server_id: str, wanted: str) -> dict[str, Any]:
+    """The server once it has ``wanted`` status and no task."""
+    async with asyncio.timeout(30):
+        while True:
+            shown = await server(cloud, server_id)
+            if shown["status"] == wanted and shown["OS-EXT-STS:task_state"] is None:
+                return shown
+            assert shown["status"] != "ERROR" or wanted == "ERROR", shown.get("fault")
+            await asyncio.sleep(0.05)
+
+
+async def console(cloud: Cloud, server_id: str, marker: str, count: int = 1) -> str:
+    """The console log once ``count`` of its lines start with ``marker``."""
+    async with asyncio.timeout(30):
+        while True:
+            status, body = await cloud.api.post(
+                f"/compute/v2.1/servers/{server_id}/action", {"os-getConsoleOutput": {}}
+            )
+            assert status == 200, body
+            output = str(body["output"])
+            if sum(line.startswith(marker) for line in output.splitlines()) >= count:
+                return output
+            await asyncio.sleep(0.05)
+
+
+async def action(cloud: Cloud, server_id: str, body: dict[str, Any]) -> None:
+    status, answer = await cloud.api.post(f"/compute/v2.1/servers/{server_id}/action", body)
+    assert status == 202, answer
+
+
+async def test_a_container_boots_logs_stops_starts_reboots_and_is_deleted(lxc_cloud: Cloud, bus: Bus) -> None:
+    cloud = lxc_cloud
+    server_id = await boot(cloud, "box")
+    shown = await until_status(cloud, server_id, "ACTIVE")
+    assert shown["OS-EXT-SRV-ATTR:host"] == "lxc-1" and shown["OS-EXT-STS:power_state"] == 1
+    assert "AIOSTACK-BOOT count=1" in await console(cloud, server_id, "AIOSTACK-READY")
+    node = Node.client(bus, host="lxc-1")
+    assert await node.get_power_state(instance_uuid=server_id) == {"exists": True, "running": True}
+    [listed] = await node.list_domains()
+    assert (listed["uuid"], listed["state"], listed["project_id"]) == (server_id, 1, cloud.api.project_id)
+
+    await action(cloud, server_id, {"os-stop": None})
+    await until_status(cloud, server_id, "SHUTOFF")
+    assert "AIOSTACK-SHUTDOWN" in await console(cloud, server_id, "AIOSTACK-READY")
+    assert await node.get_power_state(instance_uuid=server_id) == {"exists": True, "running": False}
+    await action(cloud, server_id, {"os-start": None})
+    await until_status(cloud, server_id, "ACTIVE")
+    assert "AIOSTACK-BOOT count=2" in await console(cloud, server_id, "AIOSTACK-READY", count=2)
+
+    await action(cloud, server_id, {"reboot": {"type": "SOFT"}})
+    await until_status(cloud, server_id, "ACTIVE")
+    assert "AIOSTACK-BOOT count=3" in await console(cloud, server_id, "AIOSTACK-READY", count=3)
+    await action(cloud, server_id, {"reboot": {"type": "HARD"}})
+    await until_status(cloud, server_id, "ACTIVE")
+    assert "AIOSTACK-BOOT count=4" in await console(cloud, server_id, "AIOSTACK-READY", count=4)
+
+    status, _ = await cloud.api.delete(f"/compute/v2.1/servers/{server_id}")
+    assert status == 204
+    async with asyncio.timeout(30):
+        while (await cloud.admin.get(f"/compute/v2.1/servers/{server_id}"))[0] != 404:
+            await asyncio.sleep(0.05)
+    assert cloud.lxc.containers.names() == [] and await node.list_domains() == []
+    assert not cloud.lxc.images.instance_dir(server_id).exists()
+    _, ports = await cloud.admin.get(f"/network/v2.0/ports?device_id={server_id}")
+    assert ports["ports"] == []
+
+
+async def test_vm_flavors_never_land_on_the_container_host(lxc_cloud: Cloud) -> None:
+    cloud = lxc_cloud
+    _, images = await cloud.api.get("/image/v2/images?name=aiostack-tiny")
+    vms = [await boot(cloud, f"vm-{n}", image=images["images"][0]["id"], flavor=VM_FLAVOR) for n in range(3)]
+    for server_id in vms:  # the container host has far more free RAM than the flavor needs
+        assert (await until_status(cloud, server_id, "ACTIVE"))["OS-EXT-SRV-ATTR:host"] == "node-1"
+    assert cloud.lxc.containers.names() == []
+    for server_id in vms:
+        await cloud.api.delete(f"/compute/v2.1/servers/{server_id}")
+
+
+async def test_a_vm_image_on_a_container_flavor_fails_clearly_and_leaks_nothing(lxc_cloud: Cloud) -> None:
+    cloud = lxc_cloud
+    _, images = await cloud.api.get("/image/v2/images?name=aiostack-tiny")
+    server_id = await boot(cloud, "wrong", image=images["images"][0]["id"])
+    shown = await until_status(cloud, server_id, "ERROR")
+    expected = "a container boots from a root filesystem tar (container_format docker"
+    assert expected in shown["fault"]["message"]
+    assert cloud.lxc.containers.names() == []
+    assert not cloud.lxc.images.instance_dir(server_id).exists()
+    _, ports = await cloud.admin.get(f"/network/v2.0/ports?device_id={server_id}")
+    assert ports["ports"] == []
+    await cloud.api.delete(f"/compute/v2.1/servers/{server_id}")
+
+
+async def test_what_a_container_cannot_do_is_refused_and_changes_nothing(lxc_cloud: Cloud, bus: Bus) -> None:
+    cloud = lxc_cloud
+    server_id = await boot(cloud, "box")
+    await until_status(cloud, server_id, "ACTIVE")
+    node = Node.client(bus, host="lxc-1")
+    connection: Any = {"transport": "file", "path": "/v.raw", "format": "raw", "host": "", "port": 0}
+    connection["export"] = ""
+    with pytest.raises(Conflict, match="attaching a volume is not supported by lxc-1, which runs containers"):
+        await node.attach_volume(instance_uuid=server_id, volume_id="v-1", connection=connection)
+    await action(cloud, server_id, {"pause": None})
+    shown = await until_status(cloud, server_id, "ACTIVE")  # the task ends, the container still runs
+    assert shown["OS-EXT-STS:power_state"] == 1
+    assert await node.get_power_state(instance_uuid=server_id) == {"exists": True, "running": True}
+    live = {"host": None, "block_migration": False, "disk_over_commit": False}
+    path = f"/compute/v2.1/servers/{server_id}/action"
+    status, body = await cloud.admin.post(path, {"os-migrateLive": live})
+    assert status == 400 and "runs lxc guests" in str(body), body
+    await cloud.api.delete(f"/compute/v2.1/servers/{server_id}")
+    async with asyncio.timeout(30):
+        while cloud.lxc.containers.names():
+            await asyncio.sleep(0.05)
+
+
+def test_the_busybox_image_is_a_gzip_tar_with_init(tmp_path: Path) -> None:
+    import tarfile
+
+    with tarfile.open(busybox_rootfs(tmp_path / "rootfs.tar.gz")) as tar:
+        names = set(tar.getnames())
+    assert {"sbin/init", "bin/busybox", "bin/udhcpc", "etc/inittab", "etc/rc.boot"} <= names
