@@ -16,12 +16,20 @@ it, a SOFT reboot asks init to reboot (liblxc starts it again; its states meanwh
 forwarded, and the node reports ``task_done`` once it runs), a HARD one kills and starts it
 (STOPPED, then STARTED). The console log is what init wrote to ``/dev/console``.
 
+Each port is a veth pair: the container's ``eth<N>`` with the port's MAC, and its host end, named
+as a QEMU guest's tap is (``domain.tap_name``), on the network's bridge on this host, which
+``node.overlay`` makes without VXLAN (a bridge, and dnsmasq in a namespace of its own serving each
+port's MAC its fixed IP). The node stores each container's definition as libvirt's LXC driver
+would have it (``<domain type='lxc'>`` with its bridged interfaces): what ``SecurityGroups`` reads
+to filter the host ends with the same nftables tables as QEMU guests' taps, and what
+``OverlayNetworks.release`` reads to drop the DHCP entries. The busybox image's init asks DHCP
+for its address on ``eth0``.
+
 What a container cannot do, or this node does not do yet, is refused: a call with ``Conflict``
 (volumes, NICs hot-plugged, a live migration's destination, a crash dump), a cast by reporting
 the container's power state to the conductor at once (``sync_power_state``), which ends the
 instance's task with nothing changed, and logging why. The conductor refuses live and cold
-migrations of an ``lxc`` host's instances before they reach it. Ports are allocated (their
-fixed IPs are the instance's) but not plugged yet: a container has no NIC.
+migrations of an ``lxc`` host's instances before they reach it.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ import asyncio
 import logging
 import os
 import shutil
+import xml.etree.ElementTree as ET
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
@@ -53,12 +62,15 @@ from api.scheduler import HEARTBEAT, Capacity
 from api.volume import Connection
 from bus import TRANSIENT_ERRORS, Actor, AiostackError, Bus, Conflict, NotFound
 from node.build import Cleanup
+from node.domain import tap_name
 from node.events import EventForwarder
 from node.images import ImageCache
 from node.lxc.rootfs import check_formats, unpack
-from node.lxc.runtime import ContainerError, Containers, ContainerSpec, StateChange
+from node.lxc.runtime import ContainerError, Containers, ContainerSpec, StateChange, Veth
+from node.overlay import OverlayNetworks
 from node.peers import Peers
 from node.records import Records
+from node.security import SecurityGroups
 from runtime.auth import keep_service_token
 from runtime.config import Config
 
@@ -106,6 +118,10 @@ class LxcNodeActor(Actor, Node):
         self.images = ImageCache(self.peers.image, self.state_dir)
         self.containers = Containers(self.state_dir / "lxc", self._state_changed)
         self.rootfs_dir = self.state_dir / "images" / "_rootfs"
+        self.networks = OverlayNetworks(self.peers.net, self.state_dir, None)
+        self.security = SecurityGroups(
+            bus, host, net=self.peers.patient_net, records=self.records, spawn=self._spawn
+        )
         self._killing: set[str] = set()
         """Containers the node is killing: their STOPPED is a destroy."""
         self._rebooting: dict[str, asyncio.Event] = {}
@@ -118,12 +134,15 @@ class LxcNodeActor(Actor, Node):
         self._spawn(keep_service_token(self.bus, self.peers.service_tokens.issue_service_token), "token")
         await self.records.open()
         await self.containers.open()
+        await self.networks.restore()
+        await self.security.start()
         self._spawn(self.events.forward_forever(), "events")
         self._spawn(self._report_forever(), "report")
         self._spawn(self._sync_power_states(), "sync")
         log.info("node %s: containers (liblxc) under %s", self.host, self.containers.lxcpath)
 
     async def on_stop(self) -> None:
+        await self.security.stop()
         self.containers.close()
         await self.records.close()
 
@@ -232,6 +251,7 @@ class LxcNodeActor(Actor, Node):
                 await undo.step("removing the container", self._destroy(instance_uuid))
                 await undo.step("releasing ports", self._release_ports(instance_uuid))
                 await self._release_here(instance_uuid, undo)
+                await self.security.refresh_logged(f"the failed build of {instance_uuid}")
                 try:
                     await self.peers.patient_conductor.build_failed(
                         instance_uuid=instance_uuid, message=message
@@ -260,15 +280,38 @@ class LxcNodeActor(Actor, Node):
             instance_uuid=instance_uuid, addresses=await self._addresses(ports, instance_uuid)
         )
         rootfs = await self._rootfs(image["id"], await self.images.base(image, instance_uuid))
+        nics = [nic for port in ports if (nic := await self._plug(port, instance_uuid)) is not None]
         spec = ContainerSpec(
             name=instance_uuid,
             hostname=instance["name"] if _hostname_ok(instance["name"]) else f"instance-{instance_uuid[:8]}",
             rootfs=rootfs,
             console_log=self.images.console_log(instance_uuid),
+            nics=tuple(nics),
         )
-        await self.records.save(instance_uuid, instance["project_id"], self.containers.config(spec))
+        await self.records.save(instance_uuid, instance["project_id"], definition(instance_uuid, nics))
         await self.containers.define(spec)
+        await self.security.refresh()  # its ports' chains, before its first frame
         await self.containers.start(instance_uuid)
+
+    async def _plug(self, port: Port, instance_uuid: str) -> Veth | None:
+        """The port on its network's bridge here, with its DHCP entry; its veth (None: the
+        network has no IPv4 subnet to serve, and the port is bound as ``binding_failed``)."""
+        subnet = None
+        if port["fixed_ips"]:
+            subnet = await self.peers.net.get_subnet(
+                subnet_id=port["fixed_ips"][0]["subnet_id"], instance_uuid=instance_uuid
+            )
+        network = await self.peers.net.get_network(network_id=port["network_id"], instance_uuid=instance_uuid)
+        attachment = await self.networks.attach(None, network, subnet, port, instance_uuid)
+        if attachment.bridge is None:
+            reason = attachment.fallback_reason or "no bridge"
+            await self.peers.net.set_port_binding(
+                port_id=port["id"], vif_type="binding_failed", vif_details={"reason": reason}
+            )
+            return None
+        details = {**attachment.details, "port_filter": self.security.enforcing}
+        await self.peers.net.set_port_binding(port_id=port["id"], vif_type="bridge", vif_details=details)
+        return Veth(attachment.bridge, port["mac_address"], tap_name(port["id"]), attachment.mtu)
 
     async def _rootfs(self, image_id: str, archive: Path) -> Path:
         """The image's root filesystem, unpacked once on this node (containers overlay it)."""
@@ -304,6 +347,7 @@ class LxcNodeActor(Actor, Node):
                     instance_uuid,
                 )
             await self._release_here(instance_uuid, Cleanup(f"node {self.host}: delete of {instance_uuid}"))
+            await self.security.refresh_logged(f"the delete of {instance_uuid}")
             if existed:
                 self.events.queue(
                     instance_uuid,
@@ -328,7 +372,11 @@ class LxcNodeActor(Actor, Node):
         await self.peers.patient_net.deallocate_for_instance(instance_uuid=uuid)
 
     async def _release_here(self, uuid: str, cleanup: Cleanup) -> None:
-        """The container's files (its console log), then its record here if nothing failed."""
+        """The container's DHCP entries (a network it was the last of leaves this host) and files
+        (its console log), then its record here if nothing failed."""
+        xml = await cleanup.step("reading its definition", self.records.stored_xml(uuid))
+        if xml is not None:
+            await cleanup.step("releasing its DHCP entries", self.networks.release(None, xml))
         await cleanup.step("removing its files", asyncio.to_thread(self.images.remove_instance, uuid))
         if cleanup.ok:
             await cleanup.step("forgetting it", self.records.delete(uuid))
@@ -408,13 +456,14 @@ class LxcNodeActor(Actor, Node):
         for uuid in self.containers.names():
             project_id = self.records.projects.get(uuid)
             running = await self.containers.running(uuid)
+            xml = await self.records.stored_xml(uuid)
             listed.append(
                 {
                     "uuid": uuid,
                     "name": uuid,
                     "state": DOMAIN_RUNNING if running else DOMAIN_SHUTOFF,
                     "project_id": project_id,
-                    "macs": [],
+                    "macs": macs_of(xml) if xml else [],
                 }
             )
         return listed
@@ -503,7 +552,26 @@ class LxcNodeActor(Actor, Node):
 
     async def list_interfaces(self, *, instance_uuid: str) -> list[str]:
         await self._existing(instance_uuid)
-        return []
+        xml = await self.records.stored_xml(instance_uuid)
+        return macs_of(xml) if xml else []
+
+
+def definition(uuid: str, nics: list[Veth]) -> str:
+    """The container as libvirt's LXC driver would define it: its bridged interfaces (what the
+    node's firewall and DHCP read of a guest)."""
+    domain = ET.Element("domain", type="lxc")
+    ET.SubElement(domain, "uuid").text = uuid
+    devices = ET.SubElement(domain, "devices")
+    for nic in nics:
+        interface = ET.SubElement(devices, "interface", type="bridge")
+        ET.SubElement(interface, "mac", address=nic.mac)
+        ET.SubElement(interface, "source", bridge=nic.bridge)
+        ET.SubElement(interface, "target", dev=nic.host_end)
+    return ET.tostring(domain, encoding="unicode")
+
+
+def macs_of(xml: str) -> list[str]:
+    return [mac.get("address", "") for mac in ET.fromstring(xml).iter("mac")]
 
 
 def _hostname_ok(name: str) -> bool:

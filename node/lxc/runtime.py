@@ -67,8 +67,32 @@ class ContainerSpec:
     """The unpacked root filesystem it is an overlay on (read only to it)."""
     console_log: Path
     memory_mb: int | None = None
-    nics: tuple[str, ...] = ()
-    """Lines of ``lxc.net.*`` configuration (``Containers.veth_config``); none: no network."""
+    nics: tuple[Veth, ...] = ()
+    """Its NICs, ``eth0`` first; none: no network."""
+
+
+@dataclass(frozen=True, slots=True)
+class Veth:
+    """A container NIC: a veth pair, its host end (``host_end``) on a bridge of this host."""
+
+    bridge: str
+    mac: str
+    host_end: str
+    """The name of its end on the host (the name the node's firewall filters)."""
+    mtu: int | None = None
+
+    def config(self, index: int) -> list[str]:
+        """liblxc's ``lxc.net.<index>.*`` lines."""
+        key = f"lxc.net.{index}"
+        lines = [
+            f"{key}.type = veth",
+            f"{key}.link = {self.bridge}",
+            f"{key}.hwaddr = {self.mac}",
+            f"{key}.veth.pair = {self.host_end}",
+            f"{key}.name = eth{index}",
+            f"{key}.flags = up",
+        ]
+        return lines + ([f"{key}.mtu = {self.mtu}"] if self.mtu else [])
 
 
 def monitor_fifo(lxcpath: Path) -> Path:
@@ -198,7 +222,10 @@ class Containers:
             "lxc.init.cmd = /sbin/init",
             "lxc.signal.halt = SIGUSR2",  # busybox init: power off
             "lxc.signal.reboot = SIGTERM",  # busybox init: reboot
-            *(spec.nics or ("lxc.net.0.type = empty",)),
+            *(
+                [line for index, nic in enumerate(spec.nics) for line in nic.config(index)]
+                or ["lxc.net.0.type = empty"]
+            ),
         ]
         return "\n".join(lines) + "\n"
 

@@ -20,10 +20,12 @@ from actors.scheduler import SchedulerActor
 from actors.volume import VolumeActor
 from api.node import Node
 from bus import Bus, Conflict
+from node import firewall
 from node.actor import NodeActor
 from node.lxc.actor import LxcNodeActor
 from node.lxc.rootfs import busybox_rootfs
 from node.lxc.runtime import lock_dir, monitor_fifo
+from node.overlay import bridge_for
 from node.testnode import write_test_node_file
 from runtime.config import Config
 from tests.conftest import ADMIN_PASSWORD, StartActor
@@ -80,11 +82,17 @@ async def lxc_cloud(
     yield Cloud(api, admin, lxc, flavor_id, image["id"])
     lxcpath = lxc.containers.lxcpath
     left = lxc.containers.names()
-    for name in left:  # a failed test's: removed, then reported
+    for name in left:  # a failed test's: removed with what it holds on the host, then reported
         await lxc.containers.destroy(name)
+        if (xml := await lxc.records.stored_xml(name)) is not None:
+            await lxc.networks.release(None, xml)
+        await lxc.records.delete(name)
+    await lxc.security.refresh()
     await lxc.stop()  # before the fixture does: what it leaves is checked
     assert lxc_ls(lxcpath) == ""
     assert not monitor_fifo(lxcpath).exists() and not lock_dir(lxcpath).exists()
+    assert list(lxc.networks.dir.glob("*/network.json")) == []
+    assert await run("nft", "list", "table", "inet", firewall.table_name(lxc.host)) != 0
     assert left == [], "containers left behind"
 
 
@@ -143,7 +151,9 @@ async def test_a_container_boots_logs_stops_starts_reboots_and_is_deleted(lxc_cl
     server_id = await boot(cloud, "box")
     shown = await until_status(cloud, server_id, "ACTIVE")
     assert shown["OS-EXT-SRV-ATTR:host"] == "lxc-1" and shown["OS-EXT-STS:power_state"] == 1
-    assert "AIOSTACK-BOOT count=1" in await console(cloud, server_id, "AIOSTACK-READY")
+    [[address]] = [[fixed["addr"] for fixed in fixed_ips] for fixed_ips in shown["addresses"].values()]
+    output = await console(cloud, server_id, "AIOSTACK-READY")
+    assert "AIOSTACK-BOOT count=1" in output and f"AIOSTACK-READY ip={address}\n" in output
     node = Node.client(bus, host="lxc-1")
     assert await node.get_power_state(instance_uuid=server_id) == {"exists": True, "running": True}
     [listed] = await node.list_domains()
@@ -229,3 +239,65 @@ def test_the_busybox_image_is_a_gzip_tar_with_init(tmp_path: Path) -> None:
     with tarfile.open(busybox_rootfs(tmp_path / "rootfs.tar.gz")) as tar:
         names = set(tar.getnames())
     assert {"sbin/init", "bin/busybox", "bin/udhcpc", "etc/inittab", "etc/rc.boot"} <= names
+
+
+async def run(*argv: str) -> int:
+    process = await asyncio.create_subprocess_exec(
+        *argv, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+    )
+    return await process.wait()
+
+
+async def test_containers_get_their_ports_addresses_and_security_groups_filter_them(
+    lxc_cloud: Cloud,
+) -> None:
+    cloud = lxc_cloud
+    first, second = await boot(cloud, "first"), await boot(cloud, "second")
+    addresses = {}
+    for server_id in (first, second):
+        shown = await until_status(cloud, server_id, "ACTIVE")
+        [[address]] = [[fixed["addr"] for fixed in fixed_ips] for fixed_ips in shown["addresses"].values()]
+        assert f"AIOSTACK-READY ip={address}\n" in await console(cloud, server_id, "AIOSTACK-READY")
+        addresses[server_id] = address
+    _, ports = await cloud.admin.get(f"/network/v2.0/ports?device_id={first}")
+    [port] = ports["ports"]
+    assert port["binding:vif_type"] == "bridge" and port["binding:vif_details"]["port_filter"] is True
+    network_id = port["network_id"]
+    namespace = cloud.lxc.networks.namespace_for(network_id)
+    query = f"device_owner=network:dhcp&network_id={network_id}"
+    _, dhcp_ports = await cloud.admin.get(f"/network/v2.0/ports?{query}")
+    [dhcp_address] = [fixed["ip_address"] for dhcp in dhcp_ports["ports"] for fixed in dhcp["fixed_ips"]]
+
+    async def pings_from_outside(address: str) -> bool:
+        """Whether ``address`` answers a ping from the DHCP port's namespace (in no security group)."""
+        ping = ("busybox", "ping", "-c", "1", "-W", "1", address)
+        return await run("ip", "netns", "exec", namespace, *ping) == 0
+
+    # the default group: ingress from its members only
+    lxcpath = str(cloud.lxc.containers.lxcpath)
+    ping = ("ping", "-c", "1", "-W", "5", addresses[first])
+    assert await run("lxc-attach", "-P", lxcpath, "-n", second, "--", *ping) == 0
+    assert not await pings_from_outside(addresses[first])
+
+    [default] = (await cloud.api.get("/network/v2.0/security-groups?name=default"))[1]["security_groups"]
+    rule = {
+        "security_group_id": default["id"],
+        "direction": "ingress",
+        "ethertype": "IPv4",
+        "protocol": "icmp",
+        "remote_ip_prefix": f"{dhcp_address}/32",
+    }
+    status, made = await cloud.api.post("/network/v2.0/security-group-rules", {"security_group_rule": rule})
+    assert status == 201, made
+    async with asyncio.timeout(20):
+        while not await pings_from_outside(addresses[first]):
+            await asyncio.sleep(0.1)
+    assert await pings_from_outside(addresses[second])
+
+    for server_id in (first, second):
+        await cloud.api.delete(f"/compute/v2.1/servers/{server_id}")
+    async with asyncio.timeout(30):
+        while cloud.lxc.containers.names() or (cloud.lxc.networks.dir / network_id).exists():
+            await asyncio.sleep(0.05)
+    assert await run("ip", "link", "show", "dev", bridge_for(network_id)) != 0
+    assert await run("ip", "netns", "pids", namespace) != 0  # the DHCP namespace is gone
