@@ -4,6 +4,7 @@ root filesystem image, through the gateway, the conductor and the scheduler."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import subprocess
 from dataclasses import dataclass
@@ -20,6 +21,9 @@ from actors.scheduler import SchedulerActor
 from actors.volume import VolumeActor
 from api.node import Node
 from bus import Bus, Conflict
+from deploy.cli import add_run_parser
+from deploy.run import actor_factories
+from deploy.up import child_specs
 from node import firewall
 from node.actor import NodeActor
 from node.lxc.actor import LxcNodeActor
@@ -30,6 +34,7 @@ from node.testnode import write_test_node_file
 from runtime.config import Config
 from tests.conftest import ADMIN_PASSWORD, StartActor
 from tests.helpers import Api
+from tests.test_config_file import started
 
 OCTETS = {"Content-Type": "application/octet-stream"}
 CONTAINER_FLAVOR, VM_FLAVOR = "1", "2"
@@ -301,3 +306,22 @@ async def test_containers_get_their_ports_addresses_and_security_groups_filter_t
             await asyncio.sleep(0.05)
     assert await run("ip", "link", "show", "dev", bridge_for(network_id)) != 0
     assert await run("ip", "netns", "pids", namespace) != 0  # the DHCP namespace is gone
+
+
+def test_up_runs_lxc_nodes_beside_the_others_each_an_lxc_node_process(tmp_path: Path) -> None:
+    args = started(tmp_path, "--lxc-nodes", "2", "--shutdown-timeout", "7")
+    specs = {spec.name: spec for spec in child_specs(args)}
+    assert {"node-1", "lxc-1", "lxc-2"} <= set(specs)
+    lxc = specs["lxc-2"]
+    assert lxc.args == ("node", "--host", "lxc-2", "--virt-type", "lxc", "--shutdown-timeout", "7.0")
+    assert lxc.hosts == ("lxc-2",) and lxc.principal.kind == "node"
+    run = add_run_parser(argparse.ArgumentParser().add_subparsers())
+    bus_options = ("--nats", "nats://127.0.0.1:1")
+    run_args = run.parse_args(["node", *bus_options, *lxc.args[1:]])
+    config = Config(data_dir=tmp_path, nats_url="nats://127.0.0.1:1")
+    (factory,) = actor_factories("node", None, config, run_args)  # type: ignore[arg-type]
+    node = factory()
+    assert isinstance(node, LxcNodeActor) and node.host == "lxc-2" and node.shutdown_timeout == 7.0
+    with_libvirt = run.parse_args(["node", *bus_options, *lxc.args[1:], "--libvirt", "x"])
+    with pytest.raises(SystemExit, match="has no --libvirt"):
+        actor_factories("node", None, config, with_libvirt)  # type: ignore[arg-type]
