@@ -22,7 +22,16 @@ from nats.aio.subscription import Subscription
 from prometheus_client import Gauge
 
 from actors.orphans import ORPHAN_SWEEP_INTERVAL, sweep_orphans_forever
-from api.scheduler import HEARTBEAT, Allocation, Destination, HostLiveness, HostView, Released, Scheduler
+from api.scheduler import (
+    CONTAINER_HYPERVISOR_TYPE,
+    HEARTBEAT,
+    Allocation,
+    Destination,
+    HostLiveness,
+    HostView,
+    Released,
+    Scheduler,
+)
 from bus import Actor, AiostackError, Bus, Conflict, NotFound, NoValidHost
 from bus.envelope import request_id_of
 from runtime.config import Config
@@ -84,9 +93,9 @@ CAS_ATTEMPTS = 5
 
 FREE = {resource: f"({resource}_capacity - {resource}_used)" for resource in RESOURCES}
 """What is left of each resource on a host, in SQL (capacity: total x allocation ratio)."""
-CONTAINER_HOSTS = "lxc"
-"""The ``hypervisor_type`` of hosts that run containers: they take only the instances that ask for
-them (``select_destinations``' ``hypervisor_type``), and those land nowhere else."""
+CONTAINER_HOSTS = CONTAINER_HYPERVISOR_TYPE
+"""Hosts that run containers take only the instances that ask for them (``select_destinations``'
+``hypervisor_type``), and those land nowhere else."""
 BEST_HOST = (
     "SELECT * FROM hosts WHERE enabled = 1 AND last_seen >= :since {excluding}"
     f" AND hypervisor_type {{kind}} '{CONTAINER_HOSTS}'"

@@ -91,6 +91,9 @@ Reason = Annotated[str, Meta(max_length=255)]
 """Why a host was disabled (Nova's ``disabled_reason``: at most 255 characters)."""
 
 HEARTBEAT = Topic("hb.{host}", Capacity)
+CONTAINER_HYPERVISOR_TYPE = "lxc"
+"""The ``hypervisor_type`` of the hosts that run containers (``node.lxc``), and of the flavors whose
+instances are containers (their extra spec ``capabilities:hypervisor_type``)."""
 """Each node requests on ``hb.<its host>``, a subject only it may publish to; the scheduler
 answers with the host's ``HostView``."""
 

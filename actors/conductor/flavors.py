@@ -4,6 +4,7 @@ their extra specs (Nova's), of which aiostack reads the maxima of a live change 
 from __future__ import annotations
 
 from api.conductor import Flavor, FlavorExtraSpecs, Flavors
+from api.scheduler import CONTAINER_HYPERVISOR_TYPE
 from bus import InvalidRequest, NotFound
 from runtime.store import Db, Store
 
@@ -50,6 +51,11 @@ async def find_flavor(store: Store, flavor_ref: str) -> Flavor | None:
     if HYPERVISOR_TYPE_SPEC in specs:
         flavor["hypervisor_type"] = hypervisor_type_of(specs[HYPERVISOR_TYPE_SPEC])
     return flavor
+
+
+def is_container_flavor(flavor: Flavor) -> bool:
+    """Whether the flavor's instances are containers (they run on LXC hosts)."""
+    return flavor.get("hypervisor_type") == CONTAINER_HYPERVISOR_TYPE
 
 
 def hypervisor_type_of(value: str) -> str:

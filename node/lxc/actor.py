@@ -58,7 +58,7 @@ from api.node import (
     PowerState,
     RebootType,
 )
-from api.scheduler import HEARTBEAT, Capacity
+from api.scheduler import CONTAINER_HYPERVISOR_TYPE, HEARTBEAT, Capacity
 from api.volume import Connection
 from bus import TRANSIENT_ERRORS, Actor, AiostackError, Bus, Conflict, NotFound
 from node.build import Cleanup
@@ -76,7 +76,7 @@ from runtime.config import Config
 
 log = logging.getLogger(__name__)
 
-HYPERVISOR_TYPE = "lxc"
+HYPERVISOR_TYPE = CONTAINER_HYPERVISOR_TYPE
 DOMAIN_RUNNING, DOMAIN_SHUTOFF = 1, 5
 """libvirt's ``VIR_DOMAIN_RUNNING`` and ``VIR_DOMAIN_SHUTOFF``, which ``DomainView.state`` speaks."""
 

@@ -21,9 +21,10 @@ import subprocess
 import tarfile
 from pathlib import Path
 
+from api.image import ROOTFS_FORMATS
+
 BUSYBOX = Path("/bin/busybox")
-CONTAINER_FORMAT = "docker"
-DISK_FORMAT = "raw"
+CONTAINER_FORMAT, DISK_FORMAT = ROOTFS_FORMATS
 READY_MARKER = "AIOSTACK-READY"
 
 INITTAB = """\
