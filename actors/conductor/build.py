@@ -126,10 +126,10 @@ class Builder(ServerCreation, NodeBuilds):
         if image_ref and boots_from_volume:
             raise InvalidRequest("An instance boots from an image or from a volume, not both.")
         containers = is_container_flavor(flavor)
-        if containers and boots_from_volume:
+        if containers and volumes:
             raise InvalidRequest(
                 f"Flavor {flavor['name']} makes containers (capabilities:hypervisor_type"
-                f" {CONTAINER_HYPERVISOR_TYPE}), which boot from an image, not a volume."
+                f" {CONTAINER_HYPERVISOR_TYPE}), which boot from an image and take no volumes."
             )
         if image_ref:
             await self.check_image(image_ref, containers=containers)

@@ -286,6 +286,7 @@ class LxcNodeActor(Actor, Node):
             hostname=instance["name"] if _hostname_ok(instance["name"]) else f"instance-{instance_uuid[:8]}",
             rootfs=rootfs,
             console_log=self.images.console_log(instance_uuid),
+            memory_mb=instance["flavor"]["ram"],
             nics=tuple(nics),
         )
         await self.records.save(instance_uuid, instance["project_id"], definition(instance_uuid, nics))

@@ -42,6 +42,15 @@ STATES = ("STOPPED", "STARTING", "RUNNING", "STOPPING", "ABORTING", "FREEZING", 
 """liblxc's ``lxc_state_t``, by value."""
 RUN_DIR = Path("/run")
 """liblxc's rundir for root (``RUNTIME_PATH``)."""
+CGROUP_V1_MEMORY = Path("/sys/fs/cgroup/memory")
+
+
+def memory_limit(memory_mb: int) -> str:
+    """liblxc's line limiting a container's memory: the cgroup v1 controller where the host has it
+    (a hybrid layout), else cgroup v2's."""
+    if CGROUP_V1_MEMORY.is_dir():
+        return f"lxc.cgroup.memory.limit_in_bytes = {memory_mb}M"
+    return f"lxc.cgroup2.memory.max = {memory_mb}M"
 
 
 class ContainerError(Exception):
@@ -67,6 +76,7 @@ class ContainerSpec:
     """The unpacked root filesystem it is an overlay on (read only to it)."""
     console_log: Path
     memory_mb: int | None = None
+    """Its memory limit (the flavor's RAM); none: unlimited."""
     nics: tuple[Veth, ...] = ()
     """Its NICs, ``eth0`` first; none: no network."""
 
@@ -222,6 +232,7 @@ class Containers:
             "lxc.init.cmd = /sbin/init",
             "lxc.signal.halt = SIGUSR2",  # busybox init: power off
             "lxc.signal.reboot = SIGTERM",  # busybox init: reboot
+            *([memory_limit(spec.memory_mb)] if spec.memory_mb else []),
             *(
                 [line for index, nic in enumerate(spec.nics) for line in nic.config(index)]
                 or ["lxc.net.0.type = empty"]
@@ -252,6 +263,10 @@ class Containers:
         if not self.defined(name):
             return "STOPPED"
         return (await _lxc("lxc-info", "-P", str(self.lxcpath), "-n", name, "-s", "-H")).strip()
+
+    async def cgroup_value(self, name: str, key: str) -> str:
+        """A running container's cgroup setting (``memory.limit_in_bytes``...)."""
+        return (await _lxc("lxc-cgroup", "-P", str(self.lxcpath), "-n", name, key)).strip()
 
     async def running(self, name: str) -> bool:
         return await self.state(name) == "RUNNING"

@@ -34,6 +34,7 @@ from node.testnode import write_test_node_file
 from runtime.config import Config
 from tests.conftest import ADMIN_PASSWORD, StartActor
 from tests.helpers import Api
+from tests.node.test_lxc_runtime import MEMORY_LIMIT
 from tests.test_config_file import started
 
 OCTETS = {"Content-Type": "application/octet-stream"}
@@ -161,6 +162,7 @@ async def test_a_container_boots_logs_stops_starts_reboots_and_is_deleted(lxc_cl
     assert "AIOSTACK-BOOT count=1" in output and f"AIOSTACK-READY ip={address}\n" in output
     node = Node.client(bus, host="lxc-1")
     assert await node.get_power_state(instance_uuid=server_id) == {"exists": True, "running": True}
+    assert await cloud.lxc.containers.cgroup_value(server_id, MEMORY_LIMIT) == str(512 * 1024**2)  # m1.tiny
     [listed] = await node.list_domains()
     assert (listed["uuid"], listed["state"], listed["project_id"]) == (server_id, 1, cloud.api.project_id)
 
@@ -249,6 +251,16 @@ async def test_the_api_refuses_an_image_of_the_wrong_kind_at_once(lxc_cloud: Clo
             "/compute/v2.1/servers", {"server": {"name": "wrong", "imageRef": image, "flavorRef": flavor}}
         )
         assert status == 400 and expected in str(body), body
+    status, volume = await cloud.api.post(
+        f"/volume/v3/{cloud.api.project_id}/volumes", {"volume": {"size": 1}}
+    )
+    assert status == 202, volume
+    mapping = {"uuid": volume["volume"]["id"], "source_type": "volume", "destination_type": "volume"}
+    server = {"name": "with-volume", "imageRef": cloud.image, "flavorRef": CONTAINER_FLAVOR}
+    status, body = await cloud.api.post(
+        "/compute/v2.1/servers", {"server": {**server, "block_device_mapping_v2": [mapping]}}
+    )
+    assert status == 400 and "which boot from an image and take no volumes" in str(body), body
     _, servers = await cloud.api.get("/compute/v2.1/servers")
     assert servers["servers"] == []
 

@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 
 from node.lxc.rootfs import ImageFormatError, busybox_rootfs, unpack
-from node.lxc.runtime import Containers, ContainerSpec, StateChange, lock_dir, monitor_fifo
+from node.lxc.runtime import CGROUP_V1_MEMORY, Containers, ContainerSpec, StateChange, lock_dir, monitor_fifo
+
+MEMORY_LIMIT = "memory.limit_in_bytes" if CGROUP_V1_MEMORY.is_dir() else "memory.max"
 
 
 @pytest.fixture(scope="session")
@@ -74,7 +76,8 @@ async def console_line(path: Path, marker: str, count: int = 1) -> str:
 
 
 def spec(rootfs: Path, tmp_path: Path, name: str = "c1") -> ContainerSpec:
-    return ContainerSpec(name=name, hostname=name, rootfs=rootfs, console_log=tmp_path / name / "console.log")
+    console_log = tmp_path / name / "console.log"
+    return ContainerSpec(name=name, hostname=name, rootfs=rootfs, console_log=console_log, memory_mb=96)
 
 
 async def test_a_container_boots_stops_starts_reboots_and_is_destroyed(
@@ -90,6 +93,7 @@ async def test_a_container_boots_stops_starts_reboots_and_is_destroyed(
     assert await watched.until("c1", "RUNNING") == ["STARTING", "RUNNING"]
     assert "AIOSTACK-READY ip=none" in await console_line(c1.console_log, "AIOSTACK-READY")
     assert await containers.running("c1")
+    assert await containers.cgroup_value("c1", MEMORY_LIMIT) == str(96 * 1024**2)
 
     await containers.stop("c1", timeout=10)
     assert await watched.until("c1", "STOPPED") == ["STOPPING", "STOPPED"]
