@@ -85,7 +85,9 @@ async def lxc_cloud(
     status, _ = await admin.request("PUT", file, data=busybox_tar, headers=OCTETS)
     assert status == 204
     await api.login()
-    yield Cloud(api, admin, lxc, flavor_id, image["id"])
+    cloud = Cloud(api, admin, lxc, flavor_id, image["id"])
+    yield cloud
+    lxc = cloud.lxc  # a test may have started it again
     lxcpath = lxc.containers.lxcpath
     left = lxc.containers.names()
     for name in left:  # a failed test's: removed with what it holds on the host, then reported
@@ -135,16 +137,20 @@ async def until_status(cloud: Cloud, server_id: str, wanted: str) -> dict[str, A
 
 async def console(cloud: Cloud, server_id: str, marker: str, count: int = 1) -> str:
     """The console log once ``count`` of its lines start with ``marker``."""
-    async with asyncio.timeout(30):
-        while True:
-            status, body = await cloud.api.post(
-                f"/compute/v2.1/servers/{server_id}/action", {"os-getConsoleOutput": {}}
-            )
-            assert status == 200, body
-            output = str(body["output"])
-            if sum(line.startswith(marker) for line in output.splitlines()) >= count:
-                return output
-            await asyncio.sleep(0.05)
+    output = ""
+    try:
+        async with asyncio.timeout(30):
+            while True:
+                status, body = await cloud.api.post(
+                    f"/compute/v2.1/servers/{server_id}/action", {"os-getConsoleOutput": {}}
+                )
+                assert status == 200, body
+                output = str(body["output"])
+                if sum(line.startswith(marker) for line in output.splitlines()) >= count:
+                    return output
+                await asyncio.sleep(0.05)
+    except TimeoutError:
+        raise AssertionError(f"no {count} {marker} lines in the console log:\n{output}") from None
 
 
 async def action(cloud: Cloud, server_id: str, body: dict[str, Any]) -> None:
@@ -263,6 +269,28 @@ async def test_the_api_refuses_an_image_of_the_wrong_kind_at_once(lxc_cloud: Clo
     assert status == 400 and "which boot from an image and take no volumes" in str(body), body
     _, servers = await cloud.api.get("/compute/v2.1/servers")
     assert servers["servers"] == []
+
+
+async def test_what_changed_while_the_node_was_away_is_synced_when_it_starts(
+    lxc_cloud: Cloud, start_actor: StartActor, config: Config
+) -> None:
+    cloud = lxc_cloud
+    server_id = await boot(cloud, "box")
+    await until_status(cloud, server_id, "ACTIVE")
+    await console(cloud, server_id, "AIOSTACK-READY")
+    away = cloud.lxc
+    await away.stop()
+    assert await away.containers.running(server_id)  # containers outlive their node
+    await away.containers.kill(server_id)  # no node hears it
+    cloud.lxc = await start_actor(LxcNodeActor, config, host="lxc-1", shutdown_timeout=10, secure=True)
+    await until_status(cloud, server_id, "SHUTOFF")  # its power state, synced at the node's start
+    await action(cloud, server_id, {"os-start": None})
+    await until_status(cloud, server_id, "ACTIVE")  # the monitor read again: RUNNING is STARTED
+    assert "AIOSTACK-BOOT count=2" in await console(cloud, server_id, "AIOSTACK-READY", count=2)
+    await cloud.api.delete(f"/compute/v2.1/servers/{server_id}")
+    async with asyncio.timeout(30):
+        while cloud.lxc.containers.names():
+            await asyncio.sleep(0.05)
 
 
 def test_the_busybox_image_is_a_gzip_tar_with_init(tmp_path: Path) -> None:
