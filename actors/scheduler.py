@@ -22,7 +22,16 @@ from nats.aio.subscription import Subscription
 from prometheus_client import Gauge
 
 from actors.orphans import ORPHAN_SWEEP_INTERVAL, sweep_orphans_forever
-from api.scheduler import HEARTBEAT, Allocation, Destination, HostLiveness, HostView, Released, Scheduler
+from api.scheduler import (
+    CONTAINER_HYPERVISOR_TYPE,
+    HEARTBEAT,
+    Allocation,
+    Destination,
+    HostLiveness,
+    HostView,
+    Released,
+    Scheduler,
+)
 from bus import Actor, AiostackError, Bus, Conflict, NotFound, NoValidHost
 from bus.envelope import request_id_of
 from runtime.config import Config
@@ -84,8 +93,12 @@ CAS_ATTEMPTS = 5
 
 FREE = {resource: f"({resource}_capacity - {resource}_used)" for resource in RESOURCES}
 """What is left of each resource on a host, in SQL (capacity: total x allocation ratio)."""
+CONTAINER_HOSTS = CONTAINER_HYPERVISOR_TYPE
+"""Hosts that run containers take only the instances that ask for them (``select_destinations``'
+``hypervisor_type``), and those land nowhere else."""
 BEST_HOST = (
     "SELECT * FROM hosts WHERE enabled = 1 AND last_seen >= :since {excluding}"
+    f" AND hypervisor_type {{kind}} '{CONTAINER_HOSTS}'"
     f" AND {FREE['memory_mb']} >= :memory_mb AND {FREE['vcpus']} >= :vcpus"
     f" AND {FREE['disk_gb']} >= :disk_gb"
     f" ORDER BY {FREE['memory_mb']} DESC, {FREE['vcpus']} DESC, host LIMIT 1"
@@ -100,6 +113,10 @@ HOST_ROWS = (
 )
 
 T = TypeVar("T")
+
+
+def runs_containers(row: dict[str, Any]) -> bool:
+    return bool(row["hypervisor_type"] == CONTAINER_HOSTS)
 
 
 class _StaleGeneration(Exception):
@@ -362,23 +379,27 @@ class SchedulerActor(Actor, Scheduler):
         memory_mb: int,
         disk_gb: int,
         exclude_hosts: list[str] | None = None,
+        hypervisor_type: str | None = None,
     ) -> Destination:
         """Claim on the best host (``api.scheduler.Scheduler.select_destinations``)."""
         request = {"vcpus": vcpus, "memory_mb": memory_mb, "disk_gb": disk_gb}
         excluded = set(exclude_hosts or ())
+        containers = hypervisor_type == CONTAINER_HOSTS
         host = await self._retrying(
-            f"claim for {instance_uuid}", lambda: self._claim(instance_uuid, request, excluded)
+            f"claim for {instance_uuid}", lambda: self._claim(instance_uuid, request, excluded, containers)
         )
         return {"host": host}
 
-    async def _claim(self, instance_uuid: str, request: dict[str, int], excluded: set[str]) -> str:
+    async def _claim(
+        self, instance_uuid: str, request: dict[str, int], excluded: set[str], containers: bool
+    ) -> str:
         async with self.store.transaction() as db:
             existing = await db.fetchone(
                 "SELECT host FROM allocations WHERE instance_uuid = ?", (instance_uuid,)
             )
             if existing is not None:
                 return existing["host"]
-            best = await self._best_host(db, request, excluded, time.time())
+            best = await self._best_host(db, request, excluded, time.time(), containers)
             await _swap_usage(db, best["host"], best["generation"], request)
             await db.execute(
                 "INSERT INTO allocations (instance_uuid, host, vcpus, memory_mb, disk_gb, created_at)"
@@ -389,28 +410,33 @@ class SchedulerActor(Actor, Scheduler):
         return best["host"]
 
     async def _best_host(
-        self, db: Db, request: dict[str, int], excluded: set[str], now: float
+        self, db: Db, request: dict[str, int], excluded: set[str], now: float, containers: bool
     ) -> dict[str, Any]:
-        """The host with the most free RAM (then vCPUs, then by name) that can take ``request``.
+        """The host with the most free RAM (then vCPUs, then by name) that can take ``request``,
+        among the hosts of containers (``containers``) or the others.
 
         :raises NoValidHost: none can, with how many hosts failed which filter.
         """
         names = {f"excluded_{index}": host for index, host in enumerate(sorted(excluded))}
         excluding = f"AND host NOT IN ({', '.join(f':{name}' for name in names)})" if names else ""
         best = await db.fetchone(
-            BEST_HOST.format(excluding=excluding),
+            BEST_HOST.format(excluding=excluding, kind="=" if containers else "<>"),
             {**request, **names, "since": now - self.service_down_time},
         )
         if best is not None:
             return best
         rows = await db.fetchall("SELECT * FROM hosts")
-        reasons = Counter(filter(None, (self._rejection(row, request, excluded, now) for row in rows)))
+        reasons = Counter(
+            filter(None, (self._rejection(row, request, excluded, now, containers) for row in rows))
+        )
         raise self._no_valid_host(request, reasons, len(rows))
 
     def _rejection(
-        self, row: dict[str, Any], request: dict[str, int], excluded: set[str], now: float
+        self, row: dict[str, Any], request: dict[str, int], excluded: set[str], now: float, containers: bool
     ) -> str | None:
         """Why a host cannot take ``request`` (the first filter it fails), or None."""
+        if (row["hypervisor_type"] == CONTAINER_HOSTS) != containers:
+            return "running containers" if not containers else "running no containers"
         if not self._alive(row, now):
             return "down"
         if not row["enabled"]:
@@ -506,12 +532,13 @@ class SchedulerActor(Actor, Scheduler):
                 return str(claim["host"])  # claimed already: this request, sent again
             source, now = claim["host"], time.time()
             if elsewhere:
-                row = await self._chosen_host(db, request, {source}, forced, now)
+                kind = await self._runs_containers(db, source)
+                row = await self._chosen_host(db, request, {source}, forced, now, kind)
             else:
                 found = await db.fetchone("SELECT * FROM hosts WHERE host = ?", (source,))
                 assert found is not None, "an allocation's host row is never deleted"
                 row = found
-                reason = self._rejection(row, request, set(), now)
+                reason = self._rejection(row, request, set(), now, runs_containers(row))
                 if reason is not None:
                     raise self._no_valid_host(request, Counter({f"its host {row['host']} {reason}": 1}), 1)
             await _swap_usage(db, row["host"], row["generation"], request)
@@ -566,23 +593,36 @@ class SchedulerActor(Actor, Scheduler):
         return resized
 
     async def _chosen_host(
-        self, db: Db, request: dict[str, int], excluded: set[str], forced: str | None, now: float
+        self,
+        db: Db,
+        request: dict[str, int],
+        excluded: set[str],
+        forced: str | None,
+        now: float,
+        containers: bool,
     ) -> dict[str, Any]:
         """The host asked for (if it can take ``request``, disabled or not, as Nova forces it), else
-        the best other than ``excluded``.
+        the best other than ``excluded`` (of the kind ``containers`` says: an instance moves only
+        between hosts of its kind).
 
         :raises NotFound: the host asked for is unknown.
         :raises NoValidHost: it (or every host) cannot take it.
         """
         if forced is None:
-            return await self._best_host(db, request, excluded, now)
+            return await self._best_host(db, request, excluded, now, containers)
         row = await db.fetchone("SELECT * FROM hosts WHERE host = ?", (forced,))
         if row is None:
             raise NotFound(f"Compute host {forced} not found.")
-        reason = self._rejection({**row, "enabled": 1}, request, excluded, now)
+        reason = self._rejection({**row, "enabled": 1}, request, excluded, now, containers)
         if reason is not None:
             raise self._no_valid_host(request, Counter({f"the host asked for {reason}": 1}), 1)
         return row
+
+    @staticmethod
+    async def _runs_containers(db: Db, host: str) -> bool:
+        """Whether ``host`` runs containers (an instance leaving it goes to a host of its kind)."""
+        row = await db.fetchone("SELECT hypervisor_type FROM hosts WHERE host = ?", (host,))
+        return row is not None and runs_containers(row)
 
     # -- evacuates ------------------------------------------------------------------------
 
@@ -611,7 +651,8 @@ class SchedulerActor(Actor, Scheduler):
             claim = await db.fetchone("SELECT * FROM allocations WHERE instance_uuid = ?", (instance_uuid,))
             if claim is not None and claim["host"] != source:
                 return str(claim["host"])  # moved already: this request, sent again
-            best = await self._chosen_host(db, request, {source}, forced, time.time())
+            kind = await self._runs_containers(db, source)
+            best = await self._chosen_host(db, request, {source}, forced, time.time(), kind)
             for table in ("allocations", "resize_held"):
                 await self._give_back(db, table, instance_uuid)
             await _swap_usage(db, best["host"], best["generation"], request)

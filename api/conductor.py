@@ -73,6 +73,7 @@ a node's orphan sweep sends and gets ids, not every instance of the host). 18 -
 its other end of (a cold migration's source keeps its domain until confirmed or reverted);
 ``live_migration_target`` answers a real guest's cold migration's source too (the copy of its
 disks), ``Placement.arriving`` and ``get_build_request`` that migration's destination meanwhile.
+19 - ``Flavor.hypervisor_type`` (its ``capabilities:hypervisor_type`` extra spec: ``lxc`` boots containers).
 
 Events (kind ``instance``, on ``evt.instance.<project>.<id>``, with the instance as ``Instance``
 shows it): ``instance.building`` (recorded), ``instance.spawning`` (a host was chosen: the
@@ -186,6 +187,9 @@ class Flavor(TypedDict):
     """The vCPUs a live change may give its instances (extra spec ``aiostack:max_vcpus``)."""
     max_ram: NotRequired[int]
     """The RAM (MB) a live change may give its instances (extra spec ``aiostack:max_ram_mb``)."""
+    hypervisor_type: NotRequired[str]
+    """The kind of host its instances run on (extra spec ``capabilities:hypervisor_type``, as Nova's
+    ComputeCapabilitiesFilter reads it): ``lxc`` for containers; none: a virtual machine."""
 
 
 class Fault(TypedDict):

@@ -49,6 +49,9 @@ ImageStatus = Literal["queued", "saving", "active", "killed", "deleted", "deacti
 
 DISK_FORMATS: tuple[str, ...] = typing.get_args(DiskFormat)
 CONTAINER_FORMATS: tuple[str, ...] = typing.get_args(ContainerFormat)
+ROOTFS_FORMATS = ("docker", "raw")
+"""``(container_format, disk_format)`` of the images containers boot (``node.lxc``): a root
+filesystem tar (Glance's ``docker``: "a tar archive of the container filesystem")."""
 VISIBILITIES: tuple[str, ...] = typing.get_args(Visibility)
 STATUSES: tuple[str, ...] = typing.get_args(ImageStatus)
 

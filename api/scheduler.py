@@ -8,7 +8,9 @@ instance's claim off its (down) host in one transaction (``claim_evacuate``); 5 
 vCPUs and RAM sets an instance's claim to another size on its host (``set_claim_size``); 6 -
 ``claim_resize`` claims on another host (``elsewhere``, ``host``: a cold or live migration); 7 -
 ``list_host_liveness``: each host's liveness alone (no allocation is counted), for the conductor's
-periodic refresh.
+periodic refresh; 8 - ``select_destinations``' ``hypervisor_type`` (``lxc``: a container, which
+only hosts of containers take, and they take nothing else; an instance moving with
+``claim_resize`` or ``claim_evacuate`` stays on hosts of its kind).
 
 Events (kind ``node``): ``node.up`` (a host reported for the first time, or again after
 ``node.down``) and ``node.down`` (its last report is older than the service down time),
@@ -89,6 +91,9 @@ Reason = Annotated[str, Meta(max_length=255)]
 """Why a host was disabled (Nova's ``disabled_reason``: at most 255 characters)."""
 
 HEARTBEAT = Topic("hb.{host}", Capacity)
+CONTAINER_HYPERVISOR_TYPE = "lxc"
+"""The ``hypervisor_type`` of the hosts that run containers (``node.lxc``), and of the flavors whose
+instances are containers (their extra spec ``capabilities:hypervisor_type``)."""
 """Each node requests on ``hb.<its host>``, a subject only it may publish to; the scheduler
 answers with the host's ``HostView``."""
 
@@ -132,8 +137,12 @@ class Scheduler(SchedulerReader, address="scheduler"):
         memory_mb: PositiveAmount,
         disk_gb: Amount,
         exclude_hosts: list[HostName] | None = None,
+        hypervisor_type: Name | None = None,
     ) -> Destination:
         """Pick the alive, enabled, not excluded host with room and the most free RAM, and claim on it.
+        ``hypervisor_type`` ``lxc`` (the flavor's ``capabilities:hypervisor_type``) picks among the
+        hosts that run containers (``Capacity.hypervisor_type`` ``lxc``); anything else, or none,
+        among the others.
 
         Idempotent: an instance that already has an allocation gets its host again.
 

@@ -133,13 +133,14 @@ def _add_trusted_proxy(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_guest_options(parser: argparse.ArgumentParser) -> None:
-    """Options of nodes on a QEMU libvirt (real guests)."""
+def _add_guest_options(parser: argparse.ArgumentParser, *, containers: bool = False) -> None:
+    """Options of nodes on a QEMU libvirt (real guests); ``containers``: or of LXC nodes."""
     parser.add_argument(
         "--virt-type",
-        choices=("auto", "kvm", "qemu"),
+        choices=("auto", "kvm", "qemu", *(("lxc",) if containers else ())),
         default="auto",
-        help="QEMU accelerator: kvm, qemu (TCG), or auto: kvm only where KVM really runs a guest",
+        help="QEMU accelerator: kvm, qemu (TCG), or auto: kvm only where KVM really runs a guest"
+        + ("; lxc: the node runs system containers (liblxc), not a libvirt host" if containers else ""),
     )
     parser.add_argument(
         "--shutdown-timeout",
@@ -186,6 +187,13 @@ def up(commands: Any) -> Runner:
         "--host-name", default=socket.gethostname(), help="with --cluster: this host's name in the cluster"
     )
     parser.add_argument("--nodes", type=int, default=1, help="how many compute nodes to run")
+    parser.add_argument(
+        "--lxc-nodes",
+        type=int,
+        default=0,
+        help="how many LXC nodes to run besides (lxc-1...): their instances are system containers, of"
+        " the flavors whose extra spec capabilities:hypervisor_type is lxc",
+    )
     parser.add_argument(
         "--remote-node",
         action="append",
@@ -283,7 +291,7 @@ def add_run_parser(commands: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--report-interval", type=float, default=10.0, help="node: seconds between heartbeats"
     )
-    _add_guest_options(parser)
+    _add_guest_options(parser, containers=True)
     _add_task_timeout(parser)
     _add_token_key_options(parser)
     parser.add_argument(

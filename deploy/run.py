@@ -38,6 +38,22 @@ def actor_factories(
     name: str, bus: Bus, config: Config, args: argparse.Namespace
 ) -> list[Callable[[], Actor]]:
     """How to make the named actor (or the process's nodes); imports only what it needs."""
+    if name == "node" and args.virt_type == "lxc":
+        from node.lxc.actor import LxcNodeActor
+
+        if args.libvirt:
+            raise SystemExit("aiostack run node: an LXC node (--virt-type lxc) has no --libvirt")
+        return [
+            partial(
+                LxcNodeActor,
+                bus,
+                config,
+                host=host,
+                report_interval=args.report_interval,
+                shutdown_timeout=args.shutdown_timeout,
+            )
+            for host in args.host or ["lxc-1"]
+        ]
     if name == "node":
         from node.actor import NodeActor
 

@@ -207,6 +207,9 @@ def child_specs(args: argparse.Namespace, tls: GatewayTls | None = None) -> list
             node_args += ["--migration-bandwidth", str(args.migration_bandwidth)]
         name = group[0] if len(group) == 1 else f"{group[0]}+{len(group) - 1}"  # node-1+24: and 24 more
         specs.append(ChildSpec(name, tuple(node_args), hosts=tuple(group)))
+    for host in (f"lxc-{number}" for number in range(1, args.lxc_nodes + 1)):
+        lxc_args = ("--virt-type", "lxc", "--shutdown-timeout", str(args.shutdown_timeout))
+        specs.append(ChildSpec(host, ("node", "--host", host, *lxc_args), hosts=(host,)))
     if getattr(args, "cluster", None):
         specs.insert(0, ChildSpec("cluster", ("cluster",)))
         storage = (

@@ -73,10 +73,14 @@ class EventForwarder:
         self, _conn: libvirt.virConnect, domain: libvirt.virDomain, event: int, detail: int, _opaque: object
     ) -> None:
         """libvirtaio runs this on the loop thread: only queue the event, if the domain is this node's."""
-        uuid = domain.UUIDString()
-        if uuid in self.records.projects:
-            copying = uuid in self.records.copying
-            self._queue.put_nowait(LifecycleEvent(uuid, event, detail, time.time(), copying))
+        self.queue(domain.UUIDString(), event, detail)
+
+    def queue(self, instance_uuid: str, event: int, detail: int) -> None:
+        """Queue a lifecycle event (libvirt's ``VIR_DOMAIN_EVENT_*``), if the domain is this node's
+        (an LXC node's containers' state changes come as the libvirt events they stand for)."""
+        if instance_uuid in self.records.projects:
+            copying = instance_uuid in self.records.copying
+            self._queue.put_nowait(LifecycleEvent(instance_uuid, event, detail, time.time(), copying))
 
     async def snapshot(self, hypervisor: Hypervisor) -> None:
         """Note whether each domain runs, if nothing is noted yet (a reconnect compares with it)."""

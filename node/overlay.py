@@ -29,6 +29,10 @@ a network a guest of this host joins gets, on this host:
   a libvirt network's bridge; DHCP routes it through the DHCP port's address (option 121, so
   the default route through the gateway goes with it), as Neutron's isolated metadata does.
 
+Without an overlay address (``local_ip`` None: the LXC node, ``node.lxc``) a network is the
+bridge and its DHCP alone, with no VXLAN device: its guests are this host's only, and their MTU is
+the network's.
+
 What a network is on this host is kept in ``<state>/overlay/<network id>/`` (``network.json``,
 the subnet's DHCP options ``dhcp.json``, the MACs served, dnsmasq's pid): ``restore``, at the
 node's start, makes the bridges, VXLAN devices and DHCP of recorded networks again (after the
@@ -166,7 +170,7 @@ class OverlayNetworks:
         self,
         net: NetForNodes,
         state_dir: Path,
-        local_ip: str,
+        local_ip: str | None,
         group: str = VXLAN_GROUP,
         *,
         metadata: MetadataService | None = None,
@@ -190,7 +194,7 @@ class OverlayNetworks:
 
     async def attach(
         self,
-        conn: libvirt.virConnect,
+        conn: libvirt.virConnect | None,
         network: Network,
         subnet: Subnet | None,
         port: Port,
@@ -212,7 +216,7 @@ class OverlayNetworks:
             None, "bridge", bridge=bridge_for(network["id"]), mtu=segment.mtu, segmentation_id=segment.vni
         )
 
-    async def release(self, conn: libvirt.virConnect, xml: str) -> None:
+    async def release(self, conn: libvirt.virConnect | None, xml: str) -> None:
         """Stop serving the NICs of a (stopped) domain, given its XML; a network no guest of this
         host uses any more goes from this host, and its DHCP port is given back."""
         bridges = {bridge_for(path.name): path.name for path in self._recorded()}
@@ -292,13 +296,16 @@ class OverlayNetworks:
         known = self._load(network["id"])
         if known is not None:
             return known
-        _, uplink_mtu = await uplink_of(self.local_ip)
+        mtu = network["mtu"]
+        if self.local_ip is not None:
+            _, uplink_mtu = await uplink_of(self.local_ip)
+            mtu = min(mtu, uplink_mtu - VXLAN_OVERHEAD)
         port = await self.net.dhcp_port(network_id=network["id"], instance_uuid=instance_uuid)
         address = next(f["ip_address"] for f in port["fixed_ips"] if f["subnet_id"] == subnet["id"])
         segment = Segment(
             network_id=network["id"],
             vni=network["provider:segmentation_id"],
-            mtu=min(network["mtu"], uplink_mtu - VXLAN_OVERHEAD),
+            mtu=mtu,
             cidr=subnet["cidr"],
             gateway=subnet.get("gateway_ip") or None,
             dhcp_port_id=port["id"],
@@ -316,7 +323,7 @@ class OverlayNetworks:
         if not await _link_exists(bridge):
             await _run("ip", "link", "add", bridge, "type", "bridge", "stp_state", "0", "forward_delay", "0")
             await _run("ip", "link", "set", bridge, "mtu", str(segment.mtu), "up")
-        if not await _link_exists(vxlan):
+        if self.local_ip is not None and not await _link_exists(vxlan):
             uplink, _ = await uplink_of(self.local_ip)
             await _run(
                 "ip", "link", "add", vxlan, "type", "vxlan", "id", str(segment.vni),
@@ -400,7 +407,8 @@ class OverlayNetworks:
         namespace = self.namespace_for(network_id)
         if (NETNS_DIR / namespace).exists():
             await _run("ip", "netns", "del", namespace)  # its veth end goes, and the peer with it
-        for link in (vxlan_for(segment.vni), bridge_for(network_id)):
+        links = (vxlan_for(segment.vni),) if self.local_ip is not None else ()
+        for link in (*links, bridge_for(network_id)):
             if await _link_exists(link):
                 await _run("ip", "link", "del", link)
         await self.net.release_dhcp_port(network_id=network_id)

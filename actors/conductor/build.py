@@ -19,7 +19,7 @@ from typing import Any
 
 from actors.conductor.core import MIGRATION_TASKS, Core, action_of
 from actors.conductor.details import access_address
-from actors.conductor.flavors import find_flavor
+from actors.conductor.flavors import find_flavor, is_container_flavor
 from actors.conductor.keypairs import has_keypair, public_key
 from actors.conductor.quotas import check_instance_quota
 from actors.conductor.schema import (
@@ -45,8 +45,9 @@ from api.conductor import (
     ServerCreation,
     boot_volume,
 )
+from api.image import ROOTFS_FORMATS
 from api.net import RequestedNetwork
-from api.scheduler import Scheduler
+from api.scheduler import CONTAINER_HYPERVISOR_TYPE, Scheduler
 from bus import TRANSIENT_ERRORS, AiostackError, Conflict, InvalidRequest, NotFound, Unauthorized
 from runtime.context import caller, require_caller
 from runtime.stamps import new_uuid, utcnow
@@ -76,7 +77,7 @@ class Builder(ServerCreation, NodeBuilds):
         )
         """Asks again while the scheduler is away (restarting, or died holding the request) until
         ``schedule_timeout`` has passed: claims are idempotent per instance."""
-        self._images_checked: dict[tuple[str, str | None], float] = {}
+        self._images_checked: dict[tuple[str, str | None, bool], float] = {}
         self._building: set[str] = set()
         """Instances whose build task runs in this process."""
         self.evacuate_failed: Callable[[InstanceRow, str], Awaitable[None]] | None = None
@@ -124,8 +125,14 @@ class Builder(ServerCreation, NodeBuilds):
         boots_from_volume = boot_volume(volumes) is not None
         if image_ref and boots_from_volume:
             raise InvalidRequest("An instance boots from an image or from a volume, not both.")
+        containers = is_container_flavor(flavor)
+        if containers and volumes:
+            raise InvalidRequest(
+                f"Flavor {flavor['name']} makes containers (capabilities:hypervisor_type"
+                f" {CONTAINER_HYPERVISOR_TYPE}), which boot from an image and take no volumes."
+            )
         if image_ref:
-            await self.check_image(image_ref)
+            await self.check_image(image_ref, containers=containers)
         elif not boots_from_volume:
             raise InvalidRequest("An image or a volume to boot from is needed (imageRef is empty).")
         if key_name is not None and not await has_keypair(self.core.store, ctx.user_id, key_name):
@@ -196,14 +203,16 @@ class Builder(ServerCreation, NodeBuilds):
         )
         return instance
 
-    async def check_image(self, image_ref: str) -> None:
-        """The image must exist, be active and visible to the caller (what nova-api checks).
+    async def check_image(self, image_ref: str, *, containers: bool = False) -> None:
+        """The image must exist, be active and visible to the caller (what nova-api checks), and
+        be a root filesystem tar (``ROOTFS_FORMATS``) for a container (``containers``), anything
+        else for a virtual machine.
 
-        A positive answer is kept for ``IMAGE_CHECK_TTL`` seconds per (image, project): the
+        A positive answer is kept for ``IMAGE_CHECK_TTL`` seconds per (image, project, kind): the
         node asks the image actor again before it builds (step 20), which stays the authority.
         """
         ctx = caller()
-        key = (image_ref, ctx.project_id if ctx else None)
+        key = (image_ref, ctx.project_id if ctx else None, containers)
         if self._images_checked.get(key, 0.0) > time.monotonic():
             return
         try:
@@ -212,6 +221,17 @@ class Builder(ServerCreation, NodeBuilds):
             raise InvalidRequest(f"Image {image_ref} could not be found.") from None
         if image["status"] != ACTIVE_IMAGE:
             raise InvalidRequest(f"Image {image_ref} is not active.")
+        formats = (image["container_format"], image["disk_format"])
+        if containers and formats != ROOTFS_FORMATS:
+            raise InvalidRequest(
+                f"Image {image_ref} is {'/'.join(formats)}: a container boots from a root filesystem"
+                f" tar (container_format {ROOTFS_FORMATS[0]}, disk_format {ROOTFS_FORMATS[1]})."
+            )
+        if not containers and formats == ROOTFS_FORMATS:
+            raise InvalidRequest(
+                f"Image {image_ref} is a container's root filesystem ({'/'.join(formats)}): it boots"
+                f" with a container flavor (capabilities:hypervisor_type {CONTAINER_HYPERVISOR_TYPE})."
+            )
         if len(self._images_checked) > 10_000:
             self._images_checked.clear()
         self._images_checked[key] = time.monotonic() + IMAGE_CHECK_TTL
@@ -328,6 +348,7 @@ class Builder(ServerCreation, NodeBuilds):
                 memory_mb=claim["ram"],
                 disk_gb=claim["disk"],
                 exclude_hosts=exclude_hosts or [],
+                hypervisor_type=claim.get("hypervisor_type"),
             )
             host = placed["host"]
             row = await self.core.fresh(instance_uuid)

@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from actors.conductor.flavors import is_container_flavor
 from actors.conductor.migrations import follow as follow_migration
 from actors.conductor.schema import (
     UNANNOUNCED,
@@ -170,6 +171,19 @@ def task_arguments(row: InstanceRow, task: TaskState) -> dict[str, Any]:
     return NODE_TASKS[task][1]
 
 
+CONTAINERS_REFUSE = frozenset(
+    {
+        Action.PAUSE, Action.UNPAUSE, Action.SUSPEND, Action.RESUME, Action.ATTACH_VOLUME,
+        Action.DETACH_VOLUME, Action.ATTACH_INTERFACE, Action.DETACH_INTERFACE, Action.REBUILD,
+        Action.CREATE_IMAGE, Action.RESIZE, Action.EVACUATE, Action.SET_RESOURCES,
+        Action.TRIGGER_CRASH_DUMP, Action.MIGRATE, Action.LIVE_MIGRATION, Action.SHELVE,
+        Action.SHELVE_OFFLOAD, Action.UNSHELVE,
+    }
+)  # fmt: skip
+"""What a container (an instance of a flavor whose ``capabilities:hypervisor_type`` is ``lxc``) is
+refused: an LXC node starts, stops, reboots and deletes containers, nothing else yet."""
+
+
 @dataclass(frozen=True, slots=True)
 class Moved:
     """An instance ``transit`` took through a trigger: the row before and after, and the change."""
@@ -304,8 +318,14 @@ class Core:
     def require(self, row: InstanceRow, action: Action) -> Change:
         """What ``action`` does to the instance.
 
-        :raises Conflict: the instance's states do not allow the action.
+        :raises Conflict: the instance's states do not allow the action, or it is a container
+            and containers do not do it (``CONTAINERS_REFUSE``).
         """
+        if action in CONTAINERS_REFUSE and is_container_flavor(from_json(row["flavor"], {})):
+            raise Conflict(
+                f"Cannot '{action}' instance {row['uuid']}: it runs as a container (its flavor's"
+                " capabilities:hypervisor_type is lxc), which aiostack does not do that to"
+            )
         change = self.decide(row, action)
         if change is None:
             task = row["task_state"]

@@ -4,9 +4,13 @@ their extra specs (Nova's), of which aiostack reads the maxima of a live change 
 from __future__ import annotations
 
 from api.conductor import Flavor, FlavorExtraSpecs, Flavors
+from api.scheduler import CONTAINER_HYPERVISOR_TYPE
 from bus import InvalidRequest, NotFound
 from runtime.store import Db, Store
 
+HYPERVISOR_TYPE_SPEC = "capabilities:hypervisor_type"
+"""The extra spec that sends a flavor's instances to one kind of host (``lxc``: containers), as
+Nova's ComputeCapabilitiesFilter matches it against each host's ``hypervisor_type``."""
 MAXIMA = {"aiostack:max_vcpus": ("max_vcpus", "vcpus"), "aiostack:max_ram_mb": ("max_ram", "ram")}
 """The extra specs that bound a live change of an instance of the flavor: each key, the ``Flavor``
 field it becomes (``find_flavor``), and the flavor's own field it may not be below."""
@@ -44,7 +48,20 @@ async def find_flavor(store: Store, flavor_ref: str) -> Flavor | None:
         flavor["max_vcpus"] = int(specs["aiostack:max_vcpus"])
     if "aiostack:max_ram_mb" in specs:
         flavor["max_ram"] = int(specs["aiostack:max_ram_mb"])
+    if HYPERVISOR_TYPE_SPEC in specs:
+        flavor["hypervisor_type"] = hypervisor_type_of(specs[HYPERVISOR_TYPE_SPEC])
     return flavor
+
+
+def is_container_flavor(flavor: Flavor) -> bool:
+    """Whether the flavor's instances are containers (they run on LXC hosts)."""
+    return flavor.get("hypervisor_type") == CONTAINER_HYPERVISOR_TYPE
+
+
+def hypervisor_type_of(value: str) -> str:
+    """The host kind a ``capabilities:hypervisor_type`` extra spec asks for (Nova's ``s== lxc``
+    or plain ``lxc``)."""
+    return value.removeprefix("s==").strip().lower()
 
 
 async def extra_specs_of(db: Db | Store, flavor_id: str) -> dict[str, str]:

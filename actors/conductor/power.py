@@ -13,6 +13,7 @@ from typing import Any
 from actors.conductor.build import Builder
 from actors.conductor.core import Core
 from actors.conductor.details import given_details
+from actors.conductor.flavors import is_container_flavor
 from actors.conductor.quotas import check_count
 from actors.conductor.schema import InstanceRow, task_state_of, view
 from actors.conductor.states import Action, Report
@@ -104,7 +105,8 @@ class PowerActions(ServerActions):
         row = await self.core.row(instance_uuid)
         if from_json(row["block_devices"], []):
             raise Conflict(f"Instance {instance_uuid} has volumes attached at boot: it cannot be rebuilt")
-        await self.builder.check_image(image_ref)
+        containers = is_container_flavor(from_json(row["flavor"]))
+        await self.builder.check_image(image_ref, containers=containers)
         columns: dict[str, Any] = {"image_ref": image_ref, "admin_pass": admin_pass}
         columns |= given_details(name, access_ip_v4, access_ip_v6, description, forget_description)
         if metadata is not None:

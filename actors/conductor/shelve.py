@@ -251,7 +251,11 @@ class Shelves(ServerShelves):
         claim = recorded_claim(row)
         try:
             destination = await self.core.scheduler.select_destinations(
-                instance_uuid=uuid, vcpus=claim["vcpus"], memory_mb=claim["ram"], disk_gb=claim["disk"]
+                instance_uuid=uuid,
+                vcpus=claim["vcpus"],
+                memory_mb=claim["ram"],
+                disk_gb=claim["disk"],
+                hypervisor_type=claim.get("hypervisor_type"),
             )
         except NoValidHost as exc:
             await self.unshelve_failed(row, f"No valid host was found. {exc}")

@@ -255,6 +255,32 @@ async def test_exclude_hosts_is_honoured(bus: Bus, start_actor, config: Config) 
     assert "2 hosts known, 2 excluded" in refused.value.message
 
 
+async def test_containers_go_to_hosts_of_containers_and_nothing_else_does(
+    bus: Bus, start_actor, config: Config
+) -> None:
+    await start_scheduler(start_actor, config, bus)
+    await report(bus, "vm-host", 4, 4096, 100)
+    await bus.call(
+        "scheduler.report_capacity",
+        {"host": "lxc-host", "vcpus": 4, "memory_mb": 8192, "disk_gb": 100, "hypervisor_type": "lxc"},
+    )
+
+    assert await claim(bus, "vm-1") == "vm-host"  # though the container host has more free RAM
+    assert await claim(bus, "vm-2", hypervisor_type="qemu") == "vm-host"
+    assert await claim(bus, "c-1", hypervisor_type="lxc") == "lxc-host"
+    with pytest.raises(NoValidHost) as refused:
+        await claim(bus, "vm-3", exclude_hosts=["vm-host"])
+    assert "2 hosts known, 1 excluded, 1 running containers" in refused.value.message
+    with pytest.raises(NoValidHost) as refused:
+        await claim(bus, "c-2", hypervisor_type="lxc", memory_mb=8192)
+    assert "2 hosts known, 1 running no containers, 1 short of RAM" in refused.value.message
+    assert {allocation["instance_uuid"] for allocation in await bus.call("scheduler.list_allocations")} == {
+        "vm-1",
+        "vm-2",
+        "c-1",
+    }
+
+
 async def test_no_hosts_at_all_says_so(bus: Bus, start_actor, config: Config) -> None:
     await start_scheduler(start_actor, config, bus)
     with pytest.raises(NoValidHost, match="no compute host has reported"):
@@ -357,7 +383,7 @@ async def test_a_claim_reads_the_free_capacity_index_not_every_host(
     scheduler = await start_scheduler(start_actor, config, bus)
     for n in range(50):
         await report(bus, f"h{n:02}", 8, 4096 + n, 100)
-    query = BEST_HOST.format(excluding="")
+    query = BEST_HOST.format(excluding="", kind="<>")
     params = {**SMALL, "since": 0.0}
 
     async with scheduler.store.transaction() as db:

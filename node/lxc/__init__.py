@@ -1,0 +1,1 @@
+"""Containers as instances: a node kind that runs system containers with liblxc (``lxc-*`` tools)."""
