@@ -59,7 +59,7 @@ from api.node import (
     RebootType,
 )
 from api.scheduler import CONTAINER_HYPERVISOR_TYPE, HEARTBEAT, Capacity
-from api.volume import Connection
+from api.volume import Connection, Reattached
 from bus import TRANSIENT_ERRORS, Actor, AiostackError, Bus, Conflict, NotFound
 from node.build import Cleanup
 from node.domain import tap_name
@@ -498,7 +498,9 @@ class LxcNodeActor(Actor, Node):
     async def live_migration(self, *, instance_uuid: str, destination: str) -> None:
         await self._refuse_cast(instance_uuid, "a live migration")
 
-    async def prepare_live_migration(self, *, instance_uuid: str, ports: list[Port]) -> LiveMigrationTarget:
+    async def prepare_live_migration(
+        self, *, instance_uuid: str, ports: list[Port], volumes: list[Reattached] | None = None
+    ) -> LiveMigrationTarget:
         raise self._refused("a live migration")
 
     async def drop_moved_instance(self, *, instance_uuid: str) -> None:
@@ -516,7 +518,9 @@ class LxcNodeActor(Actor, Node):
     async def snapshot_instance(self, *, instance_uuid: str, image_id: str) -> None:
         await self._refuse_cast(instance_uuid, "a snapshot")
 
-    async def resize_instance(self, *, instance_uuid: str, flavor: DomainFlavor) -> None:
+    async def resize_instance(
+        self, *, instance_uuid: str, flavor: DomainFlavor, destination: str | None = None
+    ) -> None:
         await self._refuse_cast(instance_uuid, "a resize")
 
     async def finish_resize(self, *, instance_uuid: str, power_on: bool) -> None:
