@@ -11,6 +11,7 @@ Deleting answers 204 once the conductor has taken the delete, as Nova does; the 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 import secrets
@@ -557,8 +558,9 @@ def server_summary(request: web.Request, instance: Instance) -> ServerSummary:
 
 class ServerView:
     """How the servers of one answer are shown: the request's microversion, admin or not, and its
-    links' base, read once; each flavor's and image's reference and each (project, host)'s
-    ``hostId`` made once per answer (a page of 100 servers shares a few)."""
+    links' base, read once; each flavor's and image's reference, each (project, host)'s ``hostId``
+    and each list of security group names made once per answer (a page of 100 servers shares a
+    few): the same object stands in each server that shows it, which the encoder does not mind."""
 
     def __init__(self, request: web.Request) -> None:
         self.admin = context_of(request).is_admin
@@ -566,6 +568,7 @@ class ServerView:
         self.base = link_base(request)
         self._references: dict[tuple[str, str], Reference] = {}
         self._host_ids: dict[tuple[str, str], str] = {}
+        self._group_names: dict[tuple[str, ...], list[SecurityGroupName]] = {}
 
     def reference(self, kind: str, resource_id: str) -> Reference:
         """A flavor's or image's id with its links."""
@@ -574,6 +577,13 @@ class ServerView:
             made = self._references[kind, resource_id] = Reference(
                 id=resource_id, links=links_at(self.base, kind, resource_id)
             )
+        return made
+
+    def group_names(self, groups: list[str]) -> list[SecurityGroupName]:
+        """The ``security_groups`` of a server whose ports are in the groups named ``groups``."""
+        made = self._group_names.get(tuple(groups))
+        if made is None:
+            made = self._group_names[tuple(groups)] = [SecurityGroupName(name=name) for name in groups]
         return made
 
     def host_id(self, project_id: str, host: str | None) -> str:
@@ -617,7 +627,7 @@ class ServerView:
             power_state=instance["power_state"],
             launched_at=instance["launched_at"],
             terminated_at=instance["terminated_at"],
-            security_groups=[SecurityGroupName(name=name) for name in groups] if groups else UNSET,
+            security_groups=self.group_names(groups) if groups else UNSET,
             volumes_attached=volumes,
             locked=instance["locked"] if version >= (2, 9) else UNSET,
             description=instance["description"] if version >= DESCRIPTION_SINCE else UNSET,
@@ -672,6 +682,18 @@ async def _volumes_by_server(
                 AttachedVolumeId(id=attachment["volume_id"])
             )
     return attached
+
+
+async def _volumes_and_groups(
+    request: web.Request, server_ids: list[str]
+) -> tuple[dict[str, list[AttachedVolumeId]], dict[str, list[str]]]:
+    """The attached volumes and the security group names of these servers, asked of the volume
+    and net services at once (neither is asked for no server: an empty page)."""
+    if not server_ids:
+        return {}, {}
+    return await asyncio.gather(
+        _volumes_by_server(request, server_ids), group_names_by_server(request, server_ids)
+    )
 
 
 def _next_link(
@@ -788,9 +810,7 @@ async def list_servers(request: web.Request, query: ServerQuery) -> web.Response
 async def list_servers_detail(request: web.Request, query: ServerQuery) -> web.Response:
     """A page of the project's servers, each in full; 400 for a ``marker`` that is no server."""
     instances = await _instances(request, query)
-    server_ids = [instance["id"] for instance in instances]
-    volumes = await _volumes_by_server(request, server_ids)
-    groups = await group_names_by_server(request, server_ids)
+    volumes, groups = await _volumes_and_groups(request, [instance["id"] for instance in instances])
     view = ServerView(request)
     servers = [view.detail(i, volumes.get(i["id"], []), groups.get(i["id"], [])) for i in instances]
     last = servers[-1].id if servers else None
@@ -808,8 +828,7 @@ async def list_servers_detail(request: web.Request, query: ServerQuery) -> web.R
 )
 async def show_server(request: web.Request) -> web.Response:
     instance = await compute(request).get_instance(instance_uuid=request.match_info["server_id"])
-    volumes = await _volumes_by_server(request, [instance["id"]])
-    groups = await group_names_by_server(request, [instance["id"]])
+    volumes, groups = await _volumes_and_groups(request, [instance["id"]])
     shown = server_detail(request, instance, volumes.get(instance["id"], []), groups.get(instance["id"], []))
     return json_response(ServerShown(server=shown))
 
