@@ -167,9 +167,17 @@ class _SqliteDb(Db):
             await self.connection.executemany(sql, rows)
 
     async def _rows(self, sql: str, params: Params) -> list[dict[str, Any]]:
-        """Execute and fetch together: one hop to aiosqlite's thread."""
+        """Execute and fetch together: one hop to aiosqlite's thread. Each row's values are zipped
+        with the column names read once (``dict(sqlite3.Row)`` looks each column up by name, 5x
+        slower), unless a name repeats: then the first column of that name is kept, as there."""
         with _sqlite_constraints():
-            return [dict(found) for found in await self.connection.execute_fetchall(sql, params)]
+            found = list(await self.connection.execute_fetchall(sql, params))
+        if not found:
+            return []
+        names = found[0].keys()
+        if len(set(names)) < len(names):
+            return [dict(row) for row in found]
+        return [dict(zip(names, row, strict=True)) for row in found]
 
 
 class SqliteStore(Store):

@@ -21,6 +21,7 @@ from actors.conductor.migrations import follow as follow_migration
 from actors.conductor.schema import (
     UNANNOUNCED,
     InstanceRow,
+    ShownRow,
     recorded_claim,
     shelved_image,
     states_of,
@@ -276,7 +277,7 @@ class Core:
         await self.refresh_hosts(unless_known=row["host"])
         return self.as_server(row)
 
-    def as_server(self, row: InstanceRow) -> Server:
+    def as_server(self, row: ShownRow) -> Server:
         """An instance as the API shows it, its host's liveness as last refreshed."""
         return {**view(row), "host_status": self.host_status(row["host"])}
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from actors.conductor.core import Core
 from actors.conductor.quotas import instance_usage
-from actors.conductor.schema import InstanceRow
+from actors.conductor.schema import SHOWN_COLUMNS, ShownRow
 from actors.conductor.states import REBUILD_TASKS, RESIZE_FROM, RESIZE_STEPS, STATUS, TASK_STATUS
 from api.conductor import ComputeHost, ConsoleOutput, ProjectUsage, Server, Servers
 from bus import Conflict, InvalidRequest
@@ -64,7 +64,10 @@ a range of the index from the marker on (with an OR alone, every instance before
 
 def page_query(clauses: list[str]) -> str:
     """The instances meeting every one of ``clauses``, newest first (``list_instances``)."""
-    return f"SELECT * FROM instances WHERE {' AND '.join(clauses)} ORDER BY created_at DESC, uuid DESC"
+    return (
+        f"SELECT {SHOWN_COLUMNS} FROM instances WHERE {' AND '.join(clauses)}"
+        " ORDER BY created_at DESC, uuid DESC"
+    )
 
 
 def _as_stamp(when: str) -> str:
@@ -94,14 +97,14 @@ def _regex(pattern: str) -> re.Pattern[str]:
         return re.compile(re.escape(pattern))
 
 
-def _fixed_ips(row: InstanceRow) -> list[str]:
+def _fixed_ips(row: ShownRow) -> list[str]:
     addresses: dict[str, list[dict[str, Any]]] = from_json(row["addresses"], {})
     return [str(address.get("addr", "")) for network in addresses.values() for address in network]
 
 
-def _matchers(*, name: str | None, flavor: str | None, ip: str | None) -> list[Callable[[InstanceRow], bool]]:
+def _matchers(*, name: str | None, flavor: str | None, ip: str | None) -> list[Callable[[ShownRow], bool]]:
     """The filters of ``list_instances`` the store does not apply: one test of a row each."""
-    matches: list[Callable[[InstanceRow], bool]] = []
+    matches: list[Callable[[ShownRow], bool]] = []
     if name:
         named = _regex(name)
         matches.append(lambda row: named.search(row["name"]) is not None)
@@ -178,10 +181,10 @@ class ServerReads(Servers):
         most = MAX_LIMIT if limit is None else min(limit, MAX_LIMIT)
         sql = page_query(clauses)
         if matches:
-            rows = await self.core.store.fetchall(sql, params, row=InstanceRow)
+            rows = await self.core.store.fetchall(sql, params, row=ShownRow)
             rows = [row for row in rows if all(match(row) for match in matches)][:most]
         else:
-            rows = await self.core.store.fetchall(f"{sql} LIMIT ?", [*params, most], row=InstanceRow)
+            rows = await self.core.store.fetchall(f"{sql} LIMIT ?", [*params, most], row=ShownRow)
         await self.core.refresh_hosts()
         return [self.core.as_server(row) for row in rows]
 

@@ -307,11 +307,44 @@ def recorded_claim(row: InstanceRow) -> Flavor:
     return host_claim(from_json(row["flavor"]), from_json(row["block_devices"], []))
 
 
-def vm_state_of(row: InstanceRow) -> VmState:
+class ShownRow(TypedDict):
+    """The columns of ``instances`` that ``view`` shows (an ``InstanceRow`` is one): all a page of
+    instances reads (``SHOWN_COLUMNS``), not the build's, tasks' and migrations' own."""
+
+    uuid: str
+    name: str
+    description: str | None
+    vm_state: str
+    task_state: str | None
+    power_state: int
+    project_id: str
+    user_id: str
+    host: str | None
+    flavor: str
+    image_ref: str
+    metadata: str
+    key_name: str | None
+    access_ip_v4: str
+    access_ip_v6: str
+    locked_by: str | None
+    locked_reason: str | None
+    addresses: str
+    fault: str | None
+    created_at: str
+    updated_at: str
+    launched_at: str | None
+    terminated_at: str | None
+
+
+SHOWN_COLUMNS: Final = ", ".join(ShownRow.__annotations__)
+"""The select list of ``ShownRow``."""
+
+
+def vm_state_of(row: ShownRow) -> VmState:
     return VmState(row["vm_state"])
 
 
-def task_state_of(row: InstanceRow) -> TaskState | None:
+def task_state_of(row: ShownRow) -> TaskState | None:
     return None if row["task_state"] is None else TaskState(row["task_state"])
 
 
@@ -319,7 +352,7 @@ def states_of(row: InstanceRow) -> tuple[VmState, TaskState | None]:
     return vm_state_of(row), task_state_of(row)
 
 
-def view(row: InstanceRow) -> Instance:
+def view(row: ShownRow) -> Instance:
     """An instance as the API and events show it."""
     vm_state, task_state = vm_state_of(row), task_state_of(row)
     return {

@@ -33,7 +33,16 @@ def check_device(device: object) -> None:
 
 def links(request: web.Request, kind: str, resource_id: str) -> list[Link]:
     """Nova's self and bookmark links of a resource."""
-    base = f"{request.scheme}://{request.host}"
+    return links_at(link_base(request), kind, resource_id)
+
+
+def link_base(request: web.Request) -> str:
+    """Where the links of a request's answer start: its scheme and host."""
+    return f"{request.scheme}://{request.host}"
+
+
+def links_at(base: str, kind: str, resource_id: str) -> list[Link]:
+    """``links`` from a ``link_base``: what each item of a long answer costs."""
     return [
         Link(rel="self", href=f"{base}{BASE}/{kind}/{resource_id}"),
         Link(rel="bookmark", href=f"{base}/compute/{kind}/{resource_id}"),

@@ -51,9 +51,9 @@ class LiveSize(Body):
     ram: int
 
 
-def live_size(request: web.Request, instance: Instance) -> LiveSize | UnsetType:
-    """What a server shows as ``aiostack:resources`` at the request's microversion."""
-    if microversion(request) < SET_RESOURCES_FROM:
+def live_size(version: tuple[int, int], instance: Instance) -> LiveSize | UnsetType:
+    """What a server shows as ``aiostack:resources`` at microversion ``version``."""
+    if version < SET_RESOURCES_FROM:
         return UNSET
     return LiveSize(vcpus=instance["flavor"]["vcpus"], ram=instance["flavor"]["ram"])
 

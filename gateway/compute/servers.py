@@ -11,6 +11,7 @@ Deleting answers 204 once the conductor has taken the delete, as Nova does; the 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 import secrets
@@ -32,7 +33,9 @@ from gateway.compute.common import (
     Reference,
     check_device,
     compute,
+    link_base,
     links,
+    links_at,
 )
 from gateway.compute.live_resources import LiveSize, live_size
 from gateway.compute.server_security import group_names_by_server
@@ -553,66 +556,103 @@ def server_summary(request: web.Request, instance: Instance) -> ServerSummary:
     )
 
 
+class ServerView:
+    """How the servers of one answer are shown: the request's microversion, admin or not, and its
+    links' base, read once; each flavor's and image's reference, each (project, host)'s ``hostId``
+    and each list of security group names made once per answer (a page of 100 servers shares a
+    few): the same object stands in each server that shows it, which the encoder does not mind."""
+
+    def __init__(self, request: web.Request) -> None:
+        self.admin = context_of(request).is_admin
+        self.version = microversion(request)
+        self.base = link_base(request)
+        self._references: dict[tuple[str, str], Reference] = {}
+        self._host_ids: dict[tuple[str, str], str] = {}
+        self._group_names: dict[tuple[str, ...], list[SecurityGroupName]] = {}
+
+    def reference(self, kind: str, resource_id: str) -> Reference:
+        """A flavor's or image's id with its links."""
+        made = self._references.get((kind, resource_id))
+        if made is None:
+            made = self._references[kind, resource_id] = Reference(
+                id=resource_id, links=links_at(self.base, kind, resource_id)
+            )
+        return made
+
+    def group_names(self, groups: list[str]) -> list[SecurityGroupName]:
+        """The ``security_groups`` of a server whose ports are in the groups named ``groups``."""
+        made = self._group_names.get(tuple(groups))
+        if made is None:
+            made = self._group_names[tuple(groups)] = [SecurityGroupName(name=name) for name in groups]
+        return made
+
+    def host_id(self, project_id: str, host: str | None) -> str:
+        """Nova's ``hostId``: the host hashed with the project (the same host is another id to
+        another project); "" with no host."""
+        if not host:
+            return ""
+        made = self._host_ids.get((project_id, host))
+        if made is None:
+            made = self._host_ids[project_id, host] = hashlib.sha224((project_id + host).encode()).hexdigest()
+        return made
+
+    def detail(self, instance: Instance, volumes: list[AttachedVolumeId], groups: list[str]) -> Server:
+        """A server as Nova's API shows it at the request's microversion (2.1-2.21), ``groups``
+        the names of its ports' security groups."""
+        version = self.version
+        image_ref = instance["image_ref"]
+        server = Server(
+            id=instance["id"],
+            name=instance["name"],
+            links=links_at(self.base, "servers", instance["id"]),
+            status=instance["status"],
+            tenant_id=instance["project_id"],
+            user_id=instance["user_id"],
+            metadata=instance["metadata"],
+            hostId=self.host_id(instance["project_id"], instance["host"]),
+            image=self.reference("images", image_ref) if image_ref else "",
+            flavor=self.reference("flavors", instance["flavor"]["id"]),
+            created=instance["created_at"],
+            updated=instance["updated_at"],
+            addresses=instance["addresses"],  # type: ignore[arg-type]  # as the node saw its ports
+            accessIPv4=instance["access_ip_v4"],
+            accessIPv6=instance["access_ip_v6"],
+            key_name=instance["key_name"],
+            progress=0 if instance["status"] in PROGRESS_STATUSES else UNSET,
+            config_drive="",
+            disk_config="MANUAL",
+            availability_zone="nova",
+            vm_state=instance["vm_state"],
+            task_state=instance["task_state"],
+            power_state=instance["power_state"],
+            launched_at=instance["launched_at"],
+            terminated_at=instance["terminated_at"],
+            security_groups=self.group_names(groups) if groups else UNSET,
+            volumes_attached=volumes,
+            locked=instance["locked"] if version >= (2, 9) else UNSET,
+            description=instance["description"] if version >= DESCRIPTION_SINCE else UNSET,
+            fault=ServerFault(**instance["fault"]) if instance["fault"] else UNSET,
+            resources=live_size(version, instance),
+        )
+        if self.admin:
+            server.host = server.hypervisor_hostname = instance["host"]
+            server.instance_name = f"instance-{instance['id']}"
+            if version >= (2, 3):
+                server.reservation_id = server.kernel_id = server.ramdisk_id = ""
+                server.launch_index = 0
+                server.hostname = instance["name"]
+                server.root_device_name = "/dev/vda"
+                server.user_data = None
+            if version >= (2, 16):
+                server.host_status = instance.get("host_status", "")
+        return server
+
+
 def server_detail(
     request: web.Request, instance: Instance, volumes: list[AttachedVolumeId], groups: list[str]
 ) -> Server:
-    """A server as Nova's API shows it at the request's microversion (2.1-2.21), ``groups`` the
-    names of its ports' security groups."""
-    admin = context_of(request).is_admin
-    version = microversion(request)
-    host = instance["host"] or ""
-    server = Server(
-        id=instance["id"],
-        name=instance["name"],
-        links=links(request, "servers", instance["id"]),
-        status=instance["status"],
-        tenant_id=instance["project_id"],
-        user_id=instance["user_id"],
-        metadata=instance["metadata"],
-        hostId=hashlib.sha224((instance["project_id"] + host).encode()).hexdigest() if host else "",
-        image=_image(request, instance["image_ref"]),
-        flavor=Reference(
-            id=instance["flavor"]["id"], links=links(request, "flavors", instance["flavor"]["id"])
-        ),
-        created=instance["created_at"],
-        updated=instance["updated_at"],
-        addresses=instance["addresses"],  # type: ignore[arg-type]  # as the node saw its ports
-        accessIPv4=instance["access_ip_v4"],
-        accessIPv6=instance["access_ip_v6"],
-        key_name=instance["key_name"],
-        progress=0 if instance["status"] in PROGRESS_STATUSES else UNSET,
-        config_drive="",
-        disk_config="MANUAL",
-        availability_zone="nova",
-        vm_state=instance["vm_state"],
-        task_state=instance["task_state"],
-        power_state=instance["power_state"],
-        launched_at=instance["launched_at"],
-        terminated_at=instance["terminated_at"],
-        security_groups=[SecurityGroupName(name=name) for name in groups] if groups else UNSET,
-        volumes_attached=volumes,
-        locked=instance["locked"] if version >= (2, 9) else UNSET,
-        description=instance["description"] if version >= DESCRIPTION_SINCE else UNSET,
-        fault=ServerFault(**instance["fault"]) if instance["fault"] else UNSET,
-        resources=live_size(request, instance),
-    )
-    if admin:
-        server.host = server.hypervisor_hostname = instance["host"]
-        server.instance_name = f"instance-{instance['id']}"
-        if version >= (2, 3):
-            server.reservation_id = server.kernel_id = server.ramdisk_id = ""
-            server.launch_index = 0
-            server.hostname = instance["name"]
-            server.root_device_name = "/dev/vda"
-            server.user_data = None
-        if version >= (2, 16):
-            server.host_status = instance.get("host_status", "")
-    return server
-
-
-def _image(request: web.Request, image_ref: str) -> Reference | Literal[""]:
-    """The image a server booted from; "" for one booted from a volume, as Nova shows it."""
-    return Reference(id=image_ref, links=links(request, "images", image_ref)) if image_ref else ""
+    """One server as ``ServerView.detail`` shows it."""
+    return ServerView(request).detail(instance, volumes, groups)
 
 
 def server_updated(request: web.Request, instance: Instance) -> ServerUpdated:
@@ -642,6 +682,18 @@ async def _volumes_by_server(
                 AttachedVolumeId(id=attachment["volume_id"])
             )
     return attached
+
+
+async def _volumes_and_groups(
+    request: web.Request, server_ids: list[str]
+) -> tuple[dict[str, list[AttachedVolumeId]], dict[str, list[str]]]:
+    """The attached volumes and the security group names of these servers, asked of the volume
+    and net services at once (neither is asked for no server: an empty page)."""
+    if not server_ids:
+        return {}, {}
+    return await asyncio.gather(
+        _volumes_by_server(request, server_ids), group_names_by_server(request, server_ids)
+    )
 
 
 def _next_link(
@@ -758,12 +810,9 @@ async def list_servers(request: web.Request, query: ServerQuery) -> web.Response
 async def list_servers_detail(request: web.Request, query: ServerQuery) -> web.Response:
     """A page of the project's servers, each in full; 400 for a ``marker`` that is no server."""
     instances = await _instances(request, query)
-    server_ids = [instance["id"] for instance in instances]
-    volumes = await _volumes_by_server(request, server_ids)
-    groups = await group_names_by_server(request, server_ids)
-    servers = [
-        server_detail(request, i, volumes.get(i["id"], []), groups.get(i["id"], [])) for i in instances
-    ]
+    volumes, groups = await _volumes_and_groups(request, [instance["id"] for instance in instances])
+    view = ServerView(request)
+    servers = [view.detail(i, volumes.get(i["id"], []), groups.get(i["id"], [])) for i in instances]
     last = servers[-1].id if servers else None
     return json_response(
         ServerDetailList(servers=servers, servers_links=_next_link(request, query, len(servers), last))
@@ -779,8 +828,7 @@ async def list_servers_detail(request: web.Request, query: ServerQuery) -> web.R
 )
 async def show_server(request: web.Request) -> web.Response:
     instance = await compute(request).get_instance(instance_uuid=request.match_info["server_id"])
-    volumes = await _volumes_by_server(request, [instance["id"]])
-    groups = await group_names_by_server(request, [instance["id"]])
+    volumes, groups = await _volumes_and_groups(request, [instance["id"]])
     shown = server_detail(request, instance, volumes.get(instance["id"], []), groups.get(instance["id"], []))
     return json_response(ServerShown(server=shown))
 
