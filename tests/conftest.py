@@ -12,6 +12,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from bus import Actor, Bus, EmbeddedNatsServer
+from deploy.testguest import TestGuest, build_test_guest, default_cache_dir
 from runtime.auth import install
 from runtime.config import Config
 from tests.helpers import DEMO_PASSWORD, Api
@@ -170,3 +171,9 @@ async def cloud(start_actor: StartActor, config: Config, request: pytest.Fixture
     for node in actors[6:]:
         await node.report_capacity()  # type: ignore[attr-defined]
     return actors
+
+
+@pytest.fixture(scope="session")
+def test_guest() -> TestGuest:
+    """The test guest of ``deploy.testguest`` (built once from Debian packages, then cached)."""
+    return build_test_guest(default_cache_dir())

@@ -18,12 +18,7 @@ import sys
 import pytest
 
 from deploy.cluster import cloud_on_hosts
-from deploy.testguest import TestGuest, build_test_guest, default_cache_dir
-
-
-@pytest.fixture(scope="module")
-def test_guest() -> TestGuest:
-    return build_test_guest(default_cache_dir())
+from deploy.testguest import TestGuest
 
 
 @pytest.mark.full_size

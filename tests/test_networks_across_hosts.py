@@ -24,7 +24,7 @@ import sys
 import pytest
 
 from deploy.cluster import cloud_on_hosts
-from deploy.testguest import TestGuest, build_test_guest, default_cache_dir
+from deploy.testguest import TestGuest
 
 CLIENT = """
 import asyncio, json, os, sys, time
@@ -108,11 +108,6 @@ async def main():
 
 asyncio.run(main())
 """
-
-
-@pytest.fixture(scope="module")
-def test_guest() -> TestGuest:
-    return build_test_guest(default_cache_dir())
 
 
 @pytest.mark.full_size

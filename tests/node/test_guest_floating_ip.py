@@ -31,14 +31,8 @@ from aiostack import ApiError
 from aiostack.client import Client
 from node.networks import bridge_name
 from tests.conftest import ADMIN_PASSWORD
+from tests.node.real_guests import GUEST_DEADLINE, QemuCloud, qemu_running
 from tests.node.test_guest_ssh import run, ssh_argv, with_key
-from tests.node.test_real_guests import (  # noqa: F401 (qemu_cloud and test_guest are fixtures)
-    GUEST_DEADLINE,
-    QemuCloud,
-    qemu_cloud,
-    qemu_running,
-    test_guest,
-)
 
 EXTERNAL_CIDR = "203.0.113.0/24"
 UPSTREAM = "203.0.113.1"
@@ -109,7 +103,7 @@ async def external_network(admin: Client) -> dict[str, Any]:
 
 
 async def test_ssh_reaches_a_real_guest_through_its_floating_ip_once_a_rule_opens_port_22(
-    qemu_cloud: QemuCloud,  # noqa: F811 (the fixture imported above)
+    qemu_cloud: QemuCloud,
     admin: Client,
     outside: str,
     tmp_path: Path,

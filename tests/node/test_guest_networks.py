@@ -42,7 +42,7 @@ from node.networks import (
     network_xml,
 )
 from tests.conftest import ADMIN_PASSWORD
-from tests.node.test_real_guests import GUEST_DEADLINE, QemuCloud, qemu_cloud, test_guest  # noqa: F401 (fixtures)
+from tests.node.real_guests import GUEST_DEADLINE, QemuCloud
 
 CLIENT_MAC = "fa:16:3e:00:21:07"
 SCRIPT = """#!/bin/sh
@@ -205,7 +205,7 @@ def addresses_of(bridge: str) -> list[str]:
 
 
 async def test_a_network_defined_at_the_gateway_moves_to_the_dhcp_port_which_goes_with_the_last_guest(
-    qemu_cloud: QemuCloud,  # noqa: F811
+    qemu_cloud: QemuCloud,
     gateway_url: str,
 ) -> None:
     client = qemu_cloud.client
@@ -278,7 +278,7 @@ def routed_on_this_host(cidr: str) -> Iterator[str]:
 
 
 async def test_a_subnet_routed_on_the_host_gets_its_guest_user_mode_and_its_dhcp_port_back(
-    qemu_cloud: QemuCloud,  # noqa: F811
+    qemu_cloud: QemuCloud,
     gateway_url: str,
 ) -> None:
     client = qemu_cloud.client

@@ -30,15 +30,8 @@ from node import firewall
 from node.actor import NodeActor
 from node.libvirtd import SYSTEM_URI
 from tests.helpers import DEMO_PASSWORD
+from tests.node.real_guests import GUEST_DEADLINE, QemuCloud, qemu_running, remove_guests
 from tests.node.test_guest_ssh import run
-from tests.node.test_real_guests import (  # noqa: F401 (qemu_cloud and test_guest are fixtures)
-    GUEST_DEADLINE,
-    QemuCloud,
-    qemu_cloud,
-    qemu_running,
-    remove_guests,
-    test_guest,
-)
 
 GUARDED_CIDR = "10.231.0.0/24"
 NO_ANSWER_WITHIN = 3.0
@@ -99,7 +92,7 @@ async def boot_guarded(cloud: QemuCloud) -> dict[str, Any]:
 
 
 @pytest.fixture
-async def guarded_cloud(qemu_cloud: QemuCloud) -> AsyncIterator[QemuCloud]:  # noqa: F811 (the fixture)
+async def guarded_cloud(qemu_cloud: QemuCloud) -> AsyncIterator[QemuCloud]:
     """The QEMU cloud; its node's tables removed afterwards, whatever the test left."""
     try:
         yield qemu_cloud
@@ -194,7 +187,7 @@ async def rebootable_cloud(
     start_actor: Any,
     config: Any,
     gateway_url: str,
-    test_guest: TestGuest,  # noqa: F811 (the fixture imported above)
+    test_guest: TestGuest,
 ) -> AsyncIterator[RebootableCloud]:
     """The QEMU cloud of ``test_real_guests``, keeping its actors: a test stops and starts them."""
     actors: dict[str, Actor] = {}

@@ -21,12 +21,7 @@ from playwright.async_api import async_playwright, expect
 
 from aiostack.sdk import BadRequest, Conflict, SerialConsole
 from tests.helpers import DEMO_PASSWORD
-from tests.node.test_real_guests import (  # noqa: F401
-    GUEST_DEADLINE,
-    QemuCloud,
-    qemu_cloud,
-    test_guest,
-)
+from tests.node.real_guests import GUEST_DEADLINE, QemuCloud
 
 CHROMIUM = "/usr/bin/chromium"
 SHELL_ON_THE_CONSOLE = "#!/bin/sh\nsh -c 'exec sh </dev/ttyS0 >/dev/ttyS0 2>&1' &\n"
@@ -70,7 +65,7 @@ async def _read_until(console: SerialConsole, wanted: bytes) -> bytes:
 
 
 async def test_a_real_guests_serial_console_runs_what_is_typed_and_its_token_opens_it_once(
-    qemu_cloud: QemuCloud,  # noqa: F811 (the fixture)
+    qemu_cloud: QemuCloud,
 ) -> None:
     client = qemu_cloud.client
     server_id = await _boot_with_a_shell(qemu_cloud)
@@ -156,7 +151,7 @@ async def _attach_with_the_cli(url: str, server_id: str) -> None:
 
 @pytest.mark.full_size
 async def test_the_dashboards_serial_console_runs_what_is_typed_in_the_browser(
-    qemu_cloud: QemuCloud,  # noqa: F811 (the fixture)
+    qemu_cloud: QemuCloud,
     tmp_path: Path,
 ) -> None:
     """The web dashboard's instance page opens the guest's serial console in headless Chromium: a

@@ -16,13 +16,7 @@ import json
 import os
 from pathlib import Path
 
-from tests.node.test_real_guests import (  # noqa: F401 (qemu_cloud and test_guest are fixtures)
-    GUEST_DEADLINE,
-    QemuCloud,
-    qemu_cloud,
-    qemu_running,
-    test_guest,
-)
+from tests.node.real_guests import GUEST_DEADLINE, QemuCloud, qemu_running
 
 PASSWORD = "Secret-Pass-2"
 METADATA = "/config/openstack/latest/meta_data.json"
@@ -60,7 +54,7 @@ def with_key(key: Path) -> list[str]:
 
 
 async def test_root_logs_into_a_real_guest_with_its_key_pair_and_no_other_key(
-    qemu_cloud: QemuCloud,  # noqa: F811 (the fixture imported above)
+    qemu_cloud: QemuCloud,
     tmp_path: Path,
 ) -> None:
     client = qemu_cloud.client

@@ -42,7 +42,7 @@ from actors.volume import VolumeActor
 from aiostack.client import Client
 from deploy.cluster import start_host_libvirtd
 from deploy.hosts import Hosts
-from deploy.testguest import TestGuest, build_test_guest, default_cache_dir, register_test_guest
+from deploy.testguest import register_test_guest
 from node.actor import NodeActor
 from node.domain import tap_name
 from node.firewall import table_name
@@ -68,11 +68,6 @@ class TwoHosts:
     nodes: dict[str, NodeActor]
     uris: dict[str, str]
     volumes: VolumeActor
-
-
-@pytest.fixture(scope="module")
-def test_guest() -> TestGuest:
-    return build_test_guest(default_cache_dir())
 
 
 @pytest.fixture

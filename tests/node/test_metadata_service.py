@@ -19,8 +19,8 @@ import pytest
 
 from node.metadata import METADATA_ADDRESS, Guest, MetadataService
 from node.networks import bridge_name, libvirt_network_name, network_address
+from tests.node.real_guests import GUEST_DEADLINE, QemuCloud
 from tests.node.test_metadata_paths import NETWORK, guest
-from tests.node.test_real_guests import GUEST_DEADLINE, QemuCloud, qemu_cloud, test_guest  # noqa: F401
 
 needs_namespaces = pytest.mark.skipif(
     os.geteuid() != 0 or not all(shutil.which(tool) for tool in ("ip", "curl", "ss")),
@@ -101,7 +101,7 @@ async def boot(cloud: QemuCloud, name: str, **extra: str) -> str:
 
 
 async def test_two_guests_each_read_their_own_metadata_and_no_one_else_is_answered(
-    qemu_cloud: QemuCloud,  # noqa: F811
+    qemu_cloud: QemuCloud,
 ) -> None:
     client = qemu_cloud.client
     await client.request("POST", "/compute/v2.1/os-keypairs", {"keypair": {"name": "mine"}})

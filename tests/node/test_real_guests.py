@@ -13,10 +13,8 @@ import io
 import json
 import re
 import shutil
-import subprocess
 import tempfile
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,82 +30,13 @@ from actors.scheduler import SchedulerActor
 from actors.volume import VolumeActor
 from aiostack.client import Client
 from aiostack.sdk import NotFound
-from deploy.testguest import TestGuest, build_test_guest, default_cache_dir, register_test_guest
+from deploy.testguest import TestGuest, register_test_guest
 from node.actor import NodeActor
 from node.domain import tap_name
-from node.libvirtd import SYSTEM_URI, ensure_libvirtd, stop_libvirtd
+from node.libvirtd import ensure_libvirtd, stop_libvirtd
 from tests.conftest import ADMIN_PASSWORD
 from tests.helpers import DEMO_PASSWORD, aiostack_cli
-
-GUEST_DEADLINE = 120.0
-
-
-@pytest.fixture(scope="module")
-def test_guest() -> TestGuest:
-    ensure_libvirtd()
-    return build_test_guest(default_cache_dir())
-
-
-@dataclass
-class QemuCloud:
-    client: Client
-    node: NodeActor
-    images: dict[str, str]
-
-    async def console_until(self, server_id: str, pattern: str, *, count: int = 1) -> re.Match[str]:
-        """Poll the console log through the API until ``pattern`` has matched ``count`` times."""
-        output = ""
-        try:
-            async with asyncio.timeout(GUEST_DEADLINE):
-                while True:
-                    output = await self.client.console_output(server_id)
-                    matches = list(re.finditer(pattern, output))
-                    if len(matches) >= count:
-                        return matches[count - 1]
-                    await asyncio.sleep(0.5)
-        except TimeoutError:
-            raise AssertionError(f"no {pattern!r} (x{count}) on the console:\n{output[-3000:]}") from None
-
-    async def dhcp_entries(self, network_id: str) -> dict[str, str]:
-        return await self.node.networks.dhcp_entries(self.node.hypervisor.connection, network_id)
-
-
-async def _qemu_cloud(
-    start_actor: Any, config: Any, gateway_url: str, test_guest: TestGuest, **node_options: Any
-) -> AsyncIterator[QemuCloud]:
-    for actor_class in (IdentityActor, SchedulerActor, ConductorActor, ImageActor, NetActor, VolumeActor):
-        await start_actor(actor_class, config, secure=True)
-    node = await start_actor(
-        NodeActor, config, host="qemu-1", libvirt_uri=SYSTEM_URI, secure=True, **node_options
-    )
-    assert isinstance(node, NodeActor)
-    await node.report_capacity()
-    async with Client(gateway_url) as client:
-        await client.login("demo", DEMO_PASSWORD, "demo")
-        images = await register_test_guest(client, test_guest, name="test-guest")
-        try:
-            yield QemuCloud(client, node, images)
-        finally:
-            await remove_guests(node)
-
-
-async def remove_guests(node: NodeActor) -> None:
-    """What a failed test left on the system libvirtd must not run on into the next tests: the
-    builds still in the node's hands are waited for first (one that ended after the removal would
-    leave its guest running)."""
-    if node.hypervisor.conn is None:
-        return
-    async with asyncio.timeout(GUEST_DEADLINE):
-        while any(node.records.working.values()):
-            await asyncio.sleep(0.2)
-    for uuid in await node.records.uuids():
-        await node.builder.remove_domain(uuid)
-
-
-@pytest.fixture
-async def qemu_cloud(start_actor, config, gateway_url, test_guest) -> AsyncIterator[QemuCloud]:
-    async for cloud in _qemu_cloud(start_actor, config, gateway_url, test_guest, shutdown_timeout=30.0):
-        yield cloud
+from tests.node.real_guests import GUEST_DEADLINE, QemuCloud, qemu_cloud_of, qemu_running
 
 
 async def boot_running_script(client: Client, server: dict[str, Any], script: str) -> str:
@@ -125,13 +54,6 @@ async def nft_ruleset() -> str:
     output, _ = await process.communicate()
     assert process.returncode == 0
     return output.decode()
-
-
-def qemu_running(instance_uuid: str) -> bool:
-    return (
-        subprocess.run(["pgrep", "-f", f"guest=instance-{instance_uuid}"], capture_output=True).returncode
-        == 0
-    )
 
 
 async def test_a_real_guest_gets_its_ip_sees_a_hot_plugged_volume_stops_starts_and_leaves_nothing(
@@ -349,7 +271,7 @@ async def test_a_guest_that_powers_itself_off_becomes_shutoff_without_any_call(
 async def test_a_guest_that_ignores_acpi_is_destroyed_after_the_shutdown_timeout(
     start_actor, config, gateway_url, test_guest
 ) -> None:
-    async for cloud in _qemu_cloud(start_actor, config, gateway_url, test_guest, shutdown_timeout=2.0):
+    async for cloud in qemu_cloud_of(start_actor, config, gateway_url, test_guest, shutdown_timeout=2.0):
         client = cloud.client
         server = await client.create_server("no-os", image=TINY_NAME, flavor="m1.tiny", wait=True)
         await client.server_action(server["id"], "stop", wait=True)
