@@ -19,6 +19,8 @@ from actors.conductor.schema import (
     UNANNOUNCED,
     UNFINISHED_ACTIONS,
 )
+from actors.net.schema import MIGRATIONS as NET_MIGRATIONS
+from actors.net.secgroups import group_names_query
 from runtime.config import Config
 from runtime.states import VmState
 from runtime.store import open_store
@@ -46,9 +48,15 @@ def full_scans(plan: list[str], dialect: str, index: str) -> list[str]:
     return [line for line in plan if line.startswith("SCAN") and not (index in PARTIAL and index in line)]
 
 
-async def query_plan(config: Config, query: str, params: tuple[Any, ...]) -> tuple[str, list[str]]:
-    """The dialect of the conductor's store, and its plan of ``query``."""
-    store = open_store(config, "conductor", MIGRATIONS)
+async def query_plan(
+    config: Config,
+    query: str,
+    params: tuple[Any, ...],
+    store_name: str = "conductor",
+    migrations: Any = MIGRATIONS,
+) -> tuple[str, list[str]]:
+    """The dialect of a store (the conductor's by default), and its plan of ``query``."""
+    store = open_store(config, store_name, migrations)
     await store.open()
     try:
         async with store.transaction() as db:
@@ -101,3 +109,15 @@ async def test_a_page_of_instances_walks_its_own_in_order(config: Config, page: 
         assert any("created_at<?" in line for line in plan), plan
     elif AFTER_MARKER in clauses:
         assert any("Index Cond" in line and "created_at <=" in line for line in plan), plan
+
+
+@pytest.mark.parametrize("scoped", [True, False], ids=["a project's", "every project's"])
+async def test_a_pages_security_group_names_are_read_by_its_devices(config: Config, scoped: bool) -> None:
+    """However many ports the project has: the page's devices' ports, through their index."""
+    devices = tuple(f"device-{number}" for number in range(100))
+    query = group_names_query(len(devices), scoped=scoped)
+    params = (*devices, *(("a-project",) * 2 if scoped else ()))
+    _, plan = await query_plan(config, query, params, "net", NET_MIGRATIONS)
+
+    assert any("ports_device" in line for line in plan), plan
+    assert not any("ports_project" in line for line in plan), plan
