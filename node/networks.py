@@ -376,7 +376,8 @@ class GuestNetworks:
                     raise
                 await self._run(network.create)
             await self._run(network.setAutostart, 1)
-        await self._isolate(conn)
+        if bridge_name(network_id) not in (self._isolated or ()):  # not on every guest's way in
+            await self._isolate(conn)
         return network
 
     async def _isolate(self, conn: libvirt.virConnect) -> None:
