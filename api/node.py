@@ -17,7 +17,8 @@ RAM), ``DomainFlavor``'s ``max_vcpus`` and ``max_memory_mb``, ``DomainView``'s s
 live migration: the destination's part before the guest arrives), ``LiveMigrationTarget``; 11 -
 ``prepare_live_migration``'s ``volumes`` (a real guest with volumes migrates live: the
 destination's own attachments), ``resize_instance``'s ``destination`` (a real guest's cold
-migration copies its disks there).
+migration copies its disks there); 12 - ``remove_reverted_copy`` (a cold migration's revert
+removes the destination's guest before its source starts it again).
 
 Events (kind ``domain``): ``domain.lifecycle`` (each libvirt lifecycle event of this host's
 domains, as ``{event, event_id, detail, host, libvirt_ts}``) and ``domain.reconciled`` (a
@@ -245,6 +246,13 @@ class Node(ServiceAPI, address="node.{host}"):
         """The instance moved to another host (a cold or live migration finished or was undone, or
         it was deleted mid-migration): remove its domain and files here if it is no longer recorded
         on this host (the orphan sweep, now)."""
+        ...
+
+    @call(idempotent=True)
+    async def remove_reverted_copy(self, *, instance_uuid: Id) -> None:
+        """A cold migration's revert, on its destination before the source starts the guest again:
+        destroy and undefine the instance's domain here and remove its files and DHCP entries (its
+        ports and volumes are the source's to take back). Nothing here: nothing to do."""
         ...
 
     @cast

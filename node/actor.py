@@ -367,6 +367,9 @@ class NodeActor(Actor, Node):
     async def drop_moved_instance(self, *, instance_uuid: str) -> None:
         await self.reconciler.remove_if_orphan(instance_uuid)
 
+    async def remove_reverted_copy(self, *, instance_uuid: str) -> None:
+        await self.reconciler.remove_reverted_copy(instance_uuid)
+
     async def shelve_instance(self, *, instance_uuid: str) -> None:
         await self.shelver.shelve_instance(instance_uuid)
 

@@ -165,6 +165,15 @@ class Reconciler:
                 )
                 await self.builder.remove_domain(instance_uuid)
 
+    async def remove_reverted_copy(self, instance_uuid: str) -> None:
+        """Remove the domain a cold migration brought here, which the conductor is reverting
+        (the instance counts as recorded here until the revert ends), after any step on it in hand."""
+        async with self.records.lock(instance_uuid):
+            log.info(
+                "node %s: %s goes back to its source; removing its domain here", self.host, instance_uuid
+            )
+            await self.builder.remove_domain(instance_uuid)
+
     async def _still_arriving(self, instance_uuid: str) -> bool:
         """Whether a live migration brings the instance (not recorded here) to this host now: the
         conductor answers its build request to that destination only. A removal cast before this

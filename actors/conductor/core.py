@@ -94,6 +94,12 @@ MIGRATION_TASKS: dict[TaskState, str] = dict.fromkeys(
 the one it returns to) defines the domain from the build request."""
 
 
+COPY_REMOVED = "copy_removed"
+"""A cold migration's revert's ``migration_step`` once its destination's copy is removed."""
+REMOVE_COPY_TIMEOUT = 60.0
+"""Seconds the destination's node has to destroy a reverted copy (a real guest's QEMU, its disk)."""
+
+
 UNSHELVE_STEPS = frozenset(
     {(VmState.SHELVED, TaskState.POWERING_ON), (VmState.SHELVED_OFFLOADED, TaskState.SPAWNING)}
 )
@@ -119,6 +125,13 @@ def arriving_at(row: InstanceRow) -> str | None:
     copying = task is TaskState.MIGRATING and row["migration_step"] == "copy"
     cold = task is TaskState.RESIZE_MIGRATING and row["migrate_from"] is not None
     return row["migrate_to"] if copying or cold else None
+
+
+def reverting_copy(row: InstanceRow) -> bool:
+    """Whether the instance's cold migration is reverting and its destination's copy is not
+    removed yet."""
+    reverting = task_state_of(row) is TaskState.RESIZE_REVERTING and row["migrate_from"] is not None
+    return reverting and row["migration_step"] != COPY_REMOVED
 
 
 def node_call(row: InstanceRow, task: TaskState) -> tuple[str, dict[str, Any]]:
@@ -370,6 +383,7 @@ class Core:
             changes["vm_state"] = change.vm_state
         if change.task_state != row["task_state"]:
             changes |= {"task_state": change.task_state, "task_acked": 0, "task_sends": 0}
+            changes.setdefault("migration_step", None)  # a step is its task's
         if change.power_state is not None:
             changes["power_state"] = change.power_state
         if change.launched:
@@ -590,9 +604,43 @@ class Core:
             "UPDATE instances SET task_sent_at = ?, task_sends = task_sends + 1 WHERE uuid = ?",
             (time.time(), row["uuid"]),
         )
+        if reverting_copy(row) and not await self._remove_reverted_copy(row):
+            return
         await getattr(self.node(host), method)(instance_uuid=row["uuid"], **arguments)
         step = "sent" if not row["task_sends"] else "sent_again"
         await self.record_step(row["uuid"], action_of(row, task), f"{method}:{step}", host, "Success")
+
+    async def _remove_reverted_copy(self, row: InstanceRow) -> bool:
+        """A cold migration's revert, before its source defines and starts the domain again: the
+        destination's node removes its copy (Nova's ``revert_resize`` on the destination), so that
+        the guest never runs on two hosts at once; then ``migration_step`` says it is gone. A
+        destination that is down is not waited for, as for an evacuate: its orphan sweep removes
+        the copy once the revert ends. Whether the source may go on (else the watch sends the
+        step again)."""
+        uuid, destination = row["uuid"], row["migrate_to"]
+        assert destination is not None
+        if self.hosts_alive.get(destination):
+            try:
+                await self.node(destination, timeout=REMOVE_COPY_TIMEOUT).remove_reverted_copy(
+                    instance_uuid=uuid
+                )
+            except AiostackError as exc:
+                log.warning("instance %s: %s did not remove its copy: %s", uuid, destination, exc)
+                await self.record_step(
+                    uuid, Action.REVERT_RESIZE, "remove_reverted_copy", destination, "Error", str(exc)
+                )
+                return False
+            result, details = "Success", None
+        else:
+            result, details = "Error", "host down: its copy is left to its orphan sweep"
+        await self.store.execute(
+            "UPDATE instances SET migration_step = ? WHERE uuid = ? AND task_state = ?",
+            (COPY_REMOVED, uuid, TaskState.RESIZE_REVERTING),
+        )
+        await self.record_step(
+            uuid, Action.REVERT_RESIZE, "remove_reverted_copy", destination, result, details
+        )
+        return True
 
     async def on_to_node(
         self,

@@ -39,7 +39,7 @@ import logging
 import time
 from typing import Any, Literal
 
-from actors.conductor.core import Core
+from actors.conductor.core import COPY_REMOVED, Core
 from actors.conductor.flavors import find_flavor
 from actors.conductor.migrations import Kind
 from actors.conductor.quotas import UNITS, instance_usage, limits_of
@@ -378,10 +378,12 @@ class Resizes(ServerResizes):
     async def fail(self, row: InstanceRow, task: TaskState, reason: str) -> None:
         """A node's step its node will not finish: ERROR, with one claim (``_settle_claims``). A
         migration whose node would not define the domain is recorded again on the host it was
-        moving from, whose domain is still there (dropped only once the move is done)."""
+        moving from, whose domain is still there (dropped only once the move is done); a revert's,
+        once the destination removed its copy, stays on its source, which kept its disk."""
         uuid = row["uuid"]
         fault: Fault = {"code": 500, "message": reason[:1000], "created": utcnow()}
-        back = MOVING_FROM.get(task) if row["migrate_from"] is not None else None
+        moving = row["migrate_from"] is not None and row["migration_step"] != COPY_REMOVED
+        back = MOVING_FROM.get(task) if moving else None
         columns = {**await self._settle_claims(row, back and row[back]), "fault": to_json(fault)}
         moved = await self.core.transit(row, Report.RESIZE_FAILED, columns)
         if moved is None:

@@ -268,7 +268,9 @@ class InstanceRow(TypedDict):
     migration_step: str | None
     """During a live migration: ``claim`` (the conductor's), ``copy`` (the source's node), ``switch``
     (the destination's node defines and starts it there), ``rollback`` (the source's node takes its
-    ports and volumes back)."""
+    ports and volumes back). During a cold migration's revert: ``copy_removed`` once the
+    destination's node removed its copy (the source's node defines and starts it next). A new
+    task starts without one."""
     system_metadata: str
     """JSON: Nova's system metadata; while shelved, ``shelved_at``, ``shelved_image_id`` (the image
     its disk was saved to; None for a volume-backed one) and ``shelved_host``."""

@@ -506,6 +506,9 @@ class LxcNodeActor(Actor, Node):
     async def drop_moved_instance(self, *, instance_uuid: str) -> None:
         log.info("node %s: no moved instance to drop (containers do not move): %s", self.host, instance_uuid)
 
+    async def remove_reverted_copy(self, *, instance_uuid: str) -> None:
+        log.info("node %s: no migrated copy to remove (containers do not move): %s", self.host, instance_uuid)
+
     async def shelve_instance(self, *, instance_uuid: str) -> None:
         await self._refuse_cast(instance_uuid, "a shelve")
 
