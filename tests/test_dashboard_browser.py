@@ -179,6 +179,7 @@ async def router_changes(page: Page, requests: Requests, shots: Path) -> None:
     routers = page.get_by_role("table", name="Routers")
     interfaces = page.get_by_role("table", name="Router interfaces")
     await expect(interfaces).to_contain_text("No router interfaces.")
+    await expect(page.get_by_text("No routers.")).to_be_visible()
     making = page.get_by_role("form", name="Create a router")
     await making.get_by_label("Router name").fill("web-router")
     await expect(making.get_by_label("External gateway")).to_have_value("")  # none
@@ -233,6 +234,7 @@ async def router_changes(page: Page, requests: Requests, shots: Path) -> None:
     await row.get_by_role("button", name="Delete router web-router").click()
     await expect(row).to_have_count(0)
     await expect(page.locator("#router-title")).to_be_focused()
+    await expect(page.get_by_text("No routers.")).to_be_visible()
     assert [made for made in requests.since(mark) if not made.startswith(("PUT", "DELETE"))] == [
         "POST /network/v2.0/routers"
     ]
@@ -357,6 +359,7 @@ async def admin_overview(
     hypervisor_state = page.locator("#hypervisor-rows tr[data-host=node-3] [data-field=state]")
     await expect(hypervisor_state).to_have_text("down", timeout=STATE_TIMEOUT_MS)
     await expect(services.locator("[data-field=state]")).to_have_text(["up", "up", "down"])
+    await expect(hypervisor_state).to_have_attribute("data-state", "down")  # styled as such
     await expect(page.get_by_role("log")).to_contain_text("Host node-3 is down.")
     await page.screenshot(path=shots / "8-host-down.png", full_page=True)
     assert requests.since(mark) == []

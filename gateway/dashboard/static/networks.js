@@ -283,6 +283,7 @@ export class NetworksPage {
     const options = routers.map((router) => [this.routerTable.name(router), router.id]);
     fillSelect($("gateway-router"), options);
     fillSelect($("interface-router"), options);
+    $("no-routers").hidden = !this.routers.loaded || routers.length > 0;
     $("gateway-submit").disabled = !routers.length || !this.external.length;
     $("interface-submit").disabled = !routers.length;
     const interfaces = routers.flatMap((router) => (router.interfaces || []).map((held) => ({ router, held })));
