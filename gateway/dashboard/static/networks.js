@@ -142,7 +142,9 @@ export class NetworksPage {
     this.form("network-form", (data) => this.createNetwork(data));
     this.form("allocate-form", (data) => this.allocate(data));
     this.form("router-form", (data) => this.createRouter(data));
-    this.form("gateway-form", (data) => this.setGateway(this.routers.items.get(data.get("router")), data.get("network")));
+    this.form("gateway-form", (data) =>
+      this.setGateway(this.routers.items.get(data.get("router")), data.get("network")),
+    );
     this.form("interface-form", (data) => this.addInterface(data));
     this.form("group-form", (data) => this.createGroup(data));
     this.form("rule-form", (data) => this.addRule(data));
