@@ -107,7 +107,7 @@ KINDS: dict[str, Kind] = {
     "net": Kind(
         serves=(Net, NetForNodes),
         uses=(*orphans.FACETS, *placement.FACETS),
-        events=("port",),
+        events=("port", "router", "security_group"),
         publishes=(SECURITY_CHANGED, ROUTERS_CHANGED),
         listens=(COLLECT.pattern,),
     ),

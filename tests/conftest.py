@@ -141,6 +141,19 @@ async def api(gateway_url: str) -> AsyncIterator[Api]:
         yield Api(session, gateway_url)
 
 
+def liveness(request: pytest.FixtureRequest) -> tuple[dict[str, float], dict[str, float]]:
+    """The scheduler's and the nodes' options that ``@pytest.mark.host_down_after(s)`` asks: a host
+    is called down after ``s`` seconds without a report, and its node reports 8 times as often."""
+    marker = request.node.get_closest_marker("host_down_after")
+    if marker is None:
+        return {}, {}
+    down_after = float(marker.args[0])
+    return (
+        {"service_down_time": down_after, "liveness_interval": down_after / 10},
+        {"report_interval": down_after / 8},
+    )
+
+
 @pytest.fixture
 async def cloud(start_actor: StartActor, config: Config, request: pytest.FixtureRequest) -> list[Actor]:
     """Every actor in this process, each on its own bus connection, plus ``nodes`` test-driver nodes.
@@ -158,8 +171,9 @@ async def cloud(start_actor: StartActor, config: Config, request: pytest.Fixture
 
     marker = request.node.get_closest_marker("nodes")
     node_count = marker.args[0] if marker else 1
+    scheduler, node = liveness(request)
     actors = [
-        await start_actor(cls, config, secure=True)
+        await start_actor(cls, config, secure=True, **(scheduler if cls is SchedulerActor else {}))
         for cls in (IdentityActor, SchedulerActor, ConductorActor, ImageActor, NetActor, VolumeActor)
     ]
     for number in range(1, node_count + 1):
@@ -167,7 +181,7 @@ async def cloud(start_actor: StartActor, config: Config, request: pytest.Fixture
         uri = write_test_node_file(
             config.data_dir / "nodes" / host / "testnode.xml", vcpus=64, memory_mb=65536
         )
-        actors.append(await start_actor(NodeActor, config, host=host, libvirt_uri=uri, secure=True))
+        actors.append(await start_actor(NodeActor, config, host=host, libvirt_uri=uri, secure=True, **node))
     for node in actors[6:]:
         await node.report_capacity()  # type: ignore[attr-defined]
     return actors

@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 
 CHROMIUM = "/usr/bin/chromium"
 STATE_TIMEOUT_MS = 30_000
+HOST_DOWN_AFTER = 4.0
+"""Seconds without a report after which the scheduler calls a host down (``host_down_after``)."""
 
 
 @pytest.fixture
@@ -153,18 +155,97 @@ async def until_running_vms(page: Page, total: int) -> None:
             await asyncio.sleep(0.05)
 
 
-async def start_node(start_actor: StartActor, config: Config, host: str) -> None:
+async def start_node(start_actor: StartActor, config: Config, host: str) -> NodeActor:
     """Another test-driver node, as the ``cloud`` fixture starts them, once it has reported."""
     uri = write_test_node_file(config.data_dir / "nodes" / host / "testnode.xml", vcpus=64, memory_mb=65536)
-    node = await start_actor(NodeActor, config, host=host, libvirt_uri=uri, secure=True)
+    node = await start_actor(
+        NodeActor, config, host=host, libvirt_uri=uri, secure=True, report_interval=HOST_DOWN_AFTER / 8
+    )
     assert isinstance(node, NodeActor)
     await node.report_capacity()
+    return node
+
+
+def accept_dialog(page: Page) -> None:
+    """Accept the next dialog (a ``confirm``) the page opens."""
+    page.once("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+
+
+async def router_changes(page: Page, requests: Requests, shots: Path) -> None:
+    """Routers, as demo: one made with no gateway, given the external network's and an interface on
+    web-net's subnet (from the keyboard), refused deletion while it has it (the service's message
+    shown), the interface removed from the keyboard, the gateway cleared and the router deleted;
+    each change shown from its router event, nothing read again."""
+    routers = page.get_by_role("table", name="Routers")
+    interfaces = page.get_by_role("table", name="Router interfaces")
+    await expect(interfaces).to_contain_text("No router interfaces.")
+    await expect(page.get_by_text("No routers.")).to_be_visible()
+    making = page.get_by_role("form", name="Create a router")
+    await making.get_by_label("Router name").fill("web-router")
+    await expect(making.get_by_label("External gateway")).to_have_value("")  # none
+    mark = len(requests.made)
+    await making.get_by_role("button", name="Create router").click()
+    row = routers.get_by_role("row", name=re.compile("^web-router "))
+    gateway = row.locator("[data-field=gateway]")
+    await expect(gateway).to_have_text("none")
+    router_id = await row.get_attribute("data-id")
+
+    setting = page.get_by_role("form", name="Set a router's gateway")
+    await setting.get_by_label("Router").select_option(label="web-router")
+    await setting.get_by_label("Gateway network").select_option(label="public")
+    await setting.get_by_role("button", name="Set gateway").click()
+    await expect(gateway).to_have_text("public")
+
+    adding = page.get_by_role("form", name="Add a router interface")
+    await adding.get_by_label("Router to connect").select_option(label="web-router")
+    await adding.get_by_label("Subnet").select_option(label="web-net-subnet (10.30.0.0/24)")
+    await adding.get_by_label("Subnet").focus()
+    await page.keyboard.press("Tab")
+    await expect(adding.get_by_role("button", name="Add interface")).to_be_focused()
+    await page.keyboard.press("Enter")
+    await expect(row.locator("[data-field=interfaces]")).to_have_text("10.30.0.1")
+    await expect(interfaces.get_by_role("row", name=re.compile("^web-router "))).to_contain_text("10.30.0.1")
+    path = f"/network/v2.0/routers/{router_id}"
+    assert requests.since(mark) == [
+        "POST /network/v2.0/routers",
+        f"PUT {path}",
+        f"PUT {path}/add_router_interface",
+    ]
+    await page.screenshot(path=shots / "routers.png", full_page=True)
+
+    accept_dialog(page)
+    await row.get_by_role("button", name="Delete router web-router").click()
+    await expect(page.get_by_role("alert")).to_have_text(f"Router {router_id} still has ports")
+    remove = interfaces.get_by_role(
+        "button", name="Remove the interface of router web-router on web-net-subnet (10.30.0.0/24)"
+    )
+    await remove.focus()
+    await page.keyboard.press("Enter")
+    await expect(interfaces).to_contain_text("No router interfaces.")
+    await expect(page.locator("#interfaces-title")).to_be_focused()
+    await expect(row.locator("[data-field=interfaces]")).to_have_text("")
+    await expect(page.get_by_role("alert")).to_be_hidden()
+
+    clear = row.get_by_role("button", name="Clear the external gateway of router web-router")
+    await clear.click()
+    await expect(gateway).to_have_text("none")
+    await expect(clear).to_be_disabled()
+    accept_dialog(page)
+    await row.get_by_role("button", name="Delete router web-router").click()
+    await expect(row).to_have_count(0)
+    await expect(page.locator("#router-title")).to_be_focused()
+    await expect(page.get_by_text("No routers.")).to_be_visible()
+    assert [made for made in requests.since(mark) if not made.startswith(("PUT", "DELETE"))] == [
+        "POST /network/v2.0/routers"
+    ]
 
 
 async def network_changes(page: Page, requests: Requests, shots: Path) -> None:
     """The network page's changes, as demo: a network made with its subnet and deleted (one whose
-    subnet is refused is not left behind), a floating IP allocated from the external network and
-    released, a security group made, given a rule and deleted; each list read again after."""
+    subnet is refused is not left behind), a router edited on it (``router_changes``), a floating
+    IP allocated from the external network and released (each list read again after), a security
+    group made, given a rule (a second time refused), the rule deleted from the keyboard and the
+    group deleted, each shown from its security group event."""
     networks = page.get_by_role("table", name="Networks")
     making = page.get_by_role("form", name="Create a network")
     await making.get_by_label("Network name").fill("bad-net")
@@ -177,6 +258,7 @@ async def network_changes(page: Page, requests: Requests, shots: Path) -> None:
     await expect(networks.get_by_role("row", name=re.compile("web-net"))).to_contain_text("10.30.0.0/24")
     await expect(networks.get_by_role("rowheader", name="bad-net")).to_have_count(0)  # deleted again
     await expect(page.get_by_role("alert")).to_be_hidden()
+    await router_changes(page, requests, shots)
     page.once("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
     await page.get_by_role("button", name="Delete network web-net").click()
     await expect(networks.get_by_role("rowheader", name="web-net")).to_have_count(0)
@@ -201,15 +283,28 @@ async def network_changes(page: Page, requests: Requests, shots: Path) -> None:
     web = groups.get_by_role("row", name=re.compile("^web "))
     await expect(web).to_contain_text("the web servers")
     adding = page.get_by_role("form", name="Add a rule")
-    await adding.get_by_label("To group").select_option(label="web")
-    await adding.get_by_label("Protocol").select_option("tcp")
-    await adding.get_by_label("Port (empty: all)").fill("22")
-    await adding.get_by_label("Remote CIDR (empty: anywhere)").fill("0.0.0.0/0")
     mark = len(requests.made)
-    await adding.get_by_role("button", name="Add rule").click()
-    await expect(web).to_contain_text("ingress IPv4 tcp 22 from 0.0.0.0/0")
-    assert requests.since(mark)[0] == "POST /network/v2.0/security-group-rules"
+    for _ in range(2):  # the same rule twice: the second is refused with the service's message
+        await adding.get_by_label("To group").select_option(label="web")
+        await adding.get_by_label("Protocol").select_option("tcp")
+        await adding.get_by_label("Port (empty: all)").fill("22")
+        await adding.get_by_label("Remote CIDR (empty: anywhere)").fill("0.0.0.0/0")
+        await adding.get_by_role("button", name="Add rule").click()
+        await expect(web).to_contain_text("ingress IPv4 tcp 22 from 0.0.0.0/0")
+    await expect(page.get_by_role("alert")).to_contain_text("Security group rule already exists.")
+    assert requests.since(mark) == ["POST /network/v2.0/security-group-rules"] * 2
     await page.screenshot(path=shots / "network.png", full_page=True)
+    rules = page.get_by_role("table", name="Security group rules")
+    mark = len(requests.made)
+    accept_dialog(page)
+    await rules.get_by_role("button", name="Delete rule ingress IPv4 tcp 22 from 0.0.0.0/0 of web").focus()
+    await page.keyboard.press("Enter")
+    await expect(web).not_to_contain_text("tcp 22")
+    await expect(rules).not_to_contain_text("tcp 22")
+    await expect(page.locator("#rules-title")).to_be_focused()
+    await expect(page.get_by_role("alert")).to_be_hidden()
+    (deleted,) = requests.since(mark)
+    assert deleted.startswith("DELETE /network/v2.0/security-group-rules/")
     page.once("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
     await page.get_by_role("button", name="Delete security group web").click()
     await expect(groups.get_by_role("rowheader")).to_have_text(["default"])
@@ -220,7 +315,8 @@ async def admin_overview(
 ) -> None:
     """The overview as an admin (of the admin project, which holds admin-1): its quotas, each
     host's vCPUs and RAM charted, the compute services disabled and enabled again; a server booted
-    behind the page's back shows on its host's figures and the project's quotas, no reload asked."""
+    behind the page's back shows on its host's figures and the project's quotas, no reload asked;
+    a new node shows up, and down when it stops, from their node events alone."""
     await page.get_by_role("navigation", name="Pages").get_by_role("link", name="Overview").click()
     await expect(page.locator("#overview-title")).to_be_focused()
     quotas = page.get_by_role(
@@ -255,10 +351,17 @@ async def admin_overview(
     await expect(services.locator("[data-field=status]")).to_have_text(["enabled", "enabled"])
 
     mark = len(requests.made)  # a new host reports: its node.up event alone puts it on the page
-    await start_node(start_actor, config, "node-3")
+    node = await start_node(start_actor, config, "node-3")
     await expect(page.locator("#hypervisor-rows tr[data-host=node-3]")).to_contain_text("0 / 64")
     await expect(services.locator("[data-field=state]")).to_have_text(["up", "up", "up"])
     await expect(page.get_by_role("log")).to_contain_text("Host node-3 is up.")
+    await node.stop()  # no more reports: the scheduler's node.down event marks it down on the page
+    hypervisor_state = page.locator("#hypervisor-rows tr[data-host=node-3] [data-field=state]")
+    await expect(hypervisor_state).to_have_text("down", timeout=STATE_TIMEOUT_MS)
+    await expect(services.locator("[data-field=state]")).to_have_text(["up", "up", "down"])
+    await expect(hypervisor_state).to_have_attribute("data-state", "down")  # styled as such
+    await expect(page.get_by_role("log")).to_contain_text("Host node-3 is down.")
+    await page.screenshot(path=shots / "8-host-down.png", full_page=True)
     assert requests.since(mark) == []
 
 
@@ -300,6 +403,7 @@ async def identity_admin(page: Page, shots: Path) -> None:
 
 
 @pytest.mark.nodes(2)
+@pytest.mark.host_down_after(HOST_DOWN_AFTER)
 async def test_the_dashboard_follows_a_server_live_without_polling(
     gateway: tuple[str, web.Application], tmp_path: Path, start_actor: StartActor, config: Config
 ) -> None:

@@ -4,7 +4,8 @@ external gateway and their interfaces, checked as Neutron checks them.
 A router's ports are the ports whose device is the router: its gateway (``ROUTER_GATEWAY_OWNER``, of
 no project, on an external network) and its interfaces (``ROUTER_INTERFACE_OWNER``, of the router's
 project, one fixed IP each). Every change is told, after its transaction, to the host serving the
-router (``actors.net.hosts``).
+router (``actors.net.hosts``), and published as a ``router.<change>`` event whose state is the
+router with its interfaces (``router_state``).
 """
 
 from __future__ import annotations
@@ -68,6 +69,18 @@ async def _load_ports(db: Db, condition: str, params: list[Any]) -> list[Port]:
     return [PORT.view(row) for row in rows]
 
 
+async def router_state(db: Db, router_id: str) -> dict[str, Any]:
+    """The router as its events show it: its view and ``interfaces``, a ``{port_id, subnet_id,
+    ip_address}`` for each address of its interface ports."""
+    router = await get_router(db, router_id, None)
+    interfaces = [
+        {"port_id": port["id"], "subnet_id": fixed["subnet_id"], "ip_address": fixed["ip_address"]}
+        for port in await router_ports(db, router_id, ROUTER_INTERFACE_OWNER)
+        for fixed in port["fixed_ips"]
+    ]
+    return {**router, "interfaces": interfaces}
+
+
 async def _interface_subnets(db: Db, router_id: str) -> list[dict[str, Any]]:
     """The subnets (id, cidr) the router's interfaces are on."""
     return await db.fetchall(
@@ -111,8 +124,10 @@ class RouterServant(Routers):
                 snat = await self._set_gateway(db, router_id, external_gateway_info, project)
                 await db.execute("UPDATE routers SET enable_snat = ? WHERE id = ?", (snat, router_id))
             router = await get_router(db, router_id, None)
+            shown = await router_state(db, router_id)
             change = await served(db, [router_id])
         await tell_routers(self.state.bus, change)
+        await self.state.announce("router.created", shown)
         return router
 
     async def list_routers(self) -> list[Router]:
@@ -149,8 +164,10 @@ class RouterServant(Routers):
                 changes["routes"] = json.dumps(await _checked_routes(db, router_id, routes))
             await update(db, "routers", router_id, changes)
             router = await get_router(db, router_id, None)
+            shown = await router_state(db, router_id)
             change = await served(db, [router_id])
         await tell_routers(self.state.bus, change)
+        await self.state.announce("router.updated", shown)
         return router
 
     async def delete_router(self, *, router_id: str) -> None:
@@ -159,6 +176,7 @@ class RouterServant(Routers):
             await get_router(db, router_id, project)
             if await router_ports(db, router_id, ROUTER_INTERFACE_OWNER):
                 raise RouterInUse(f"Router {router_id} still has ports")
+            shown = await router_state(db, router_id)
             change = await served(db, [router_id])
             await db.execute(
                 "UPDATE floatingips SET router_id = NULL, fixed_ip_address = NULL WHERE router_id = ?",
@@ -170,6 +188,7 @@ class RouterServant(Routers):
             )
             await db.execute("DELETE FROM routers WHERE id = ?", (router_id,))
         await tell_routers(self.state.bus, change)
+        await self.state.announce("router.deleted", shown)
 
     async def add_router_interface(
         self, *, router_id: str, subnet_id: str | None = None, port_id: str | None = None
@@ -185,8 +204,10 @@ class RouterServant(Routers):
                 assert subnet_id is not None
                 port = await self._new_interface(db, router, subnet_id, project)
             answer = _interface(router, port)
+            shown = await router_state(db, router_id)
             change = await served(db, [router_id])
         await tell_routers(self.state.bus, change)
+        await self.state.announce("router.interface_added", shown)
         return answer
 
     async def remove_router_interface(
@@ -217,9 +238,11 @@ class RouterServant(Routers):
             port = found[0]
             await _check_unused(db, router, port)
             await db.execute("DELETE FROM ports WHERE id = ?", (port["id"],))
+            shown = await router_state(db, router_id)
             change = await served(db, [router_id])
         await tell_routers(self.state.bus, change)
         await self.state.publish("port.deleted", port)
+        await self.state.announce("router.interface_removed", shown)
         return _interface(router, port)
 
     async def _set_gateway(

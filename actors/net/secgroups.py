@@ -3,7 +3,10 @@ them, the default group each project gets on first use, and the groups a port is
 
 A rule is kept as it was asked (its protocol a name or a number as text, its remote CIDR with any
 host bits); what makes two rules the same (``_traffic``) is the traffic they match: the protocol's
-number, the ports, the remote CIDR's network or the remote group.
+number, the ports, the remote CIDR's network or the remote group. A group's creation, change,
+rules added or deleted and deletion are published as ``security_group.<change>`` events whose state
+is the group with its rules (its last, when deleted); a project's default group, made on first use,
+has none.
 """
 
 from __future__ import annotations
@@ -408,7 +411,9 @@ class SecurityGroupServant(SecurityGroups):
                 await default_group(db, project)
             await check_quota(db, "security_group", project)
             group_id = await _insert_group(db, project, name, description, False)
-            return await self._group(db, group_id, None)
+            made = await self._group(db, group_id, None)
+        await self.state.announce("security_group.created", made)
+        return made
 
     async def list_security_groups(self, *, name: str | None = None) -> list[SecurityGroup]:
         project, own = scope(), caller_project()  # an admin sees every project's, and has its own
@@ -450,7 +455,9 @@ class SecurityGroupServant(SecurityGroups):
                 if name == DEFAULT_GROUP:
                     raise SecurityGroupDefaultAlreadyExists("Default security group already exists.")
             await update(db, "security_groups", security_group_id, {"name": name, "description": description})
-            return await self._group(db, security_group_id, None)
+            changed = await self._group(db, security_group_id, None)
+        await self.state.announce("security_group.updated", changed)
+        return changed
 
     async def delete_security_group(self, *, security_group_id: str) -> None:
         project = scope()
@@ -465,8 +472,10 @@ class SecurityGroupServant(SecurityGroups):
             ):
                 raise SecurityGroupInUse(f"Security Group {security_group_id} in use.")
             hosts = await hosts_filtering(db, [security_group_id])
+            last = await self._group(db, security_group_id, None)
             await db.execute("DELETE FROM security_groups WHERE id = ?", (security_group_id,))
         await tell(self.state.bus, ({security_group_id}, hosts))
+        await self.state.announce("security_group.deleted", last)
 
     async def create_security_group_rule(
         self,
@@ -499,7 +508,10 @@ class SecurityGroupServant(SecurityGroups):
                 made.append(await _insert_rule(db, checked))
             groups = {rule["security_group_id"] for rule in made}
             hosts = await hosts_filtering(db, groups)
+            changed = [await self._group(db, group, None) for group in sorted(groups)]
         await tell(self.state.bus, (groups, hosts))
+        for group in changed:
+            await self.state.announce("security_group.rule_added", group)
         return made
 
     async def list_security_group_rules(
@@ -523,7 +535,9 @@ class SecurityGroupServant(SecurityGroups):
         async with self.state.writing() as db:
             await db.execute("DELETE FROM security_group_rules WHERE id = ?", (rule["id"],))
             hosts = await hosts_filtering(db, [group])
+            changed = await self._group(db, group, None)
         await tell(self.state.bus, ({group}, hosts))
+        await self.state.announce("security_group.rule_deleted", changed)
 
     async def _checked(self, db: Db, asked: SecurityGroupRuleRequest, project: str | None) -> dict[str, Any]:
         """The columns of the rule ``asked`` (of a group ``project`` sees), checked as Neutron does.

@@ -66,7 +66,13 @@ class NetState:
 
     async def publish(self, event_type: str, port: Port) -> None:
         """Publish a port event (``port.bound``, ``port.deleted``...) with the port as its state."""
-        await publish_event(self.bus, "port", port["id"], port["project_id"], event_type, {**port})
+        await self.announce(event_type, port)
+
+    async def announce(self, event_type: str, state: Mapping[str, Any]) -> None:
+        """Publish the event ``<kind>.<change>`` of a resource (a port, router, security group)
+        with ``state``, its new state (its last, when deleted), holding its ``id`` and ``project_id``."""
+        kind = event_type.partition(".")[0]
+        await publish_event(self.bus, kind, state["id"], state["project_id"], event_type, {**state})
 
 
 def invalid(field: str, reason: str) -> InvalidRequest:

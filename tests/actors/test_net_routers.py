@@ -34,7 +34,7 @@ from api.net import (
     ServicePortInUse,
     Subnet,
 )
-from bus import Bus, Conflict, Forbidden, NotFound
+from bus import Bus, Conflict, Forbidden, NotFound, decode
 from tests.actors.test_net import ADMIN, ALICE, BOB, acting_as, allocate, network_with_subnet, snapshot
 
 
@@ -400,3 +400,37 @@ async def test_the_serving_host_is_told_of_each_change(client: Net, bus: Bus, no
         assert await notices.get() == ("node-1", [router_id])  # the instance's port given back
     plan = await NetForNodes.client(bus, host="node-1").routers_for_host()
     assert plan["routers"][0]["floating_ips"] == []
+
+
+async def test_each_router_change_is_an_event_with_its_interfaces(client: Net, bus: Bus) -> None:
+    events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+    async def on_event(msg: Msg) -> None:
+        events.put_nowait(decode(msg.data).body)
+
+    await bus.subscribe(bus.subject("evt.router.>"), on_event)
+    await bus.flush()
+    public, _ = await external_network(client)
+    _, subnet = await network_with_subnet(client, ALICE, "10.1.0.0/24")
+    with acting_as(ALICE):
+        router = await client.create_router(name="r1")
+        await client.update_router(router_id=router["id"], external_gateway_info={"network_id": public["id"]})
+        await client.add_router_interface(router_id=router["id"], subnet_id=subnet["id"])
+        with pytest.raises(RouterInUse):
+            await client.delete_router(router_id=router["id"])  # refused: no event
+        await client.remove_router_interface(router_id=router["id"], subnet_id=subnet["id"])
+        await client.delete_router(router_id=router["id"])
+    seen = []
+    async with asyncio.timeout(10):
+        for _ in range(5):
+            seen.append(await events.get())
+    assert [(e["type"], e["id"], e["project"]) for e in seen] == [
+        (f"router.{change}", router["id"], "project-a")
+        for change in ("created", "updated", "interface_added", "interface_removed", "deleted")
+    ]
+    assert seen[0]["state"]["external_gateway_info"] is None
+    assert seen[1]["state"]["external_gateway_info"]["network_id"] == public["id"]
+    (interface,) = seen[2]["state"]["interfaces"]
+    assert (interface["subnet_id"], interface["ip_address"]) == (subnet["id"], "10.1.0.1")
+    assert seen[3]["state"]["interfaces"] == seen[4]["state"]["interfaces"] == []
+    assert events.empty()

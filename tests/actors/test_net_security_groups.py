@@ -21,7 +21,7 @@ from api.net import (
     SecurityGroupNotFound,
     SecurityGroupRuleExists,
 )
-from bus import Bus, InvalidRequest
+from bus import Bus, InvalidRequest, decode
 from tests.actors.test_net import ADMIN, ALICE, BOB, acting_as, allocate, network_with_subnet
 
 
@@ -230,3 +230,35 @@ async def test_an_instance_s_ports_bound_again_on_another_host_tell_both_hosts(
     await allocate(client, "instance-1", "project-a", [{"uuid": network["id"]}], host="node-2")
     await asyncio.sleep(0.2)
     assert notices.empty()  # asked again on the same host: nothing moved, no one told
+
+
+async def test_each_group_change_is_an_event_with_its_rules(client: Net, bus: Bus) -> None:
+    events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+    async def on_event(msg: Msg) -> None:
+        events.put_nowait(decode(msg.data).body)
+
+    await bus.subscribe(bus.subject("evt.security_group.>"), on_event)
+    await bus.flush()
+    with acting_as(ALICE):
+        group = await client.create_security_group(name="web", description="the web servers")
+        rule = await client.create_security_group_rule(
+            security_group_id=group["id"], direction="ingress", protocol="tcp", remote_ip_prefix="0.0.0.0/0"
+        )
+        await client.update_security_group(security_group_id=group["id"], description="web")
+        await client.delete_security_group_rule(security_group_rule_id=rule["id"])
+        await client.delete_security_group(security_group_id=group["id"])
+    seen = []
+    async with asyncio.timeout(10):
+        while len(seen) < 5:
+            event = await events.get()
+            if event["id"] == group["id"]:  # not the default group's
+                seen.append(event)
+    assert [(e["type"], e["project"]) for e in seen] == [
+        (f"security_group.{change}", "project-a")
+        for change in ("created", "rule_added", "updated", "rule_deleted", "deleted")
+    ]
+    rules = [[r["id"] for r in e["state"]["security_group_rules"]] for e in seen]
+    assert rule["id"] in rules[1] and rule["id"] in rules[2]
+    assert rule["id"] not in rules[0] + rules[3] + rules[4]
+    assert [e["state"]["description"] for e in seen] == ["the web servers"] * 2 + ["web"] * 3

@@ -127,6 +127,7 @@ class App {
     this.store.unload();
     this.imagesPage.images.unload();
     this.volumesPage.volumes.unload();
+    this.networksPage.unload();
     this.showLogin();
   }
 
@@ -146,12 +147,13 @@ class App {
     this.store.unload();
     this.imagesPage.images.unload();
     this.volumesPage.volumes.unload();
+    this.networksPage.unload();
     document.body.classList.toggle("admin", isAdmin(session));
     $("who").textContent = `${session.user.name}`;
     $("session").hidden = false;
     $("pages").hidden = false;
     this.fillProjects();
-    const query = { kinds: "instance,image,volume,port" };
+    const query = { kinds: "instance,image,volume,port,router,security_group" };
     if (isAdmin(session)) query.project = session.project.id;
     this.stream = new EventStream(
       session.token,
@@ -160,6 +162,8 @@ class App {
           this.store.apply(event);
           this.imagesPage.images.apply(event);
           this.volumesPage.volumes.apply(event);
+          this.networksPage.routers.apply(event);
+          this.networksPage.groups.apply(event);
           this.overviewPage.projectEvent(event);
           this.detailPage.volumeEvent(event);
           this.detailPage.portEvent(event);

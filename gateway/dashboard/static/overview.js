@@ -244,6 +244,7 @@ export class OverviewPage {
         ]);
         tr.dataset.host = host.hypervisor_hostname;
         tr.children[1].dataset.field = "state";
+        tr.children[1].dataset.state = host.state;
         return tr;
       }),
     );
@@ -261,6 +262,7 @@ export class OverviewPage {
     ]);
     tr.dataset.host = service.host;
     tr.children[2].dataset.field = "state";
+    tr.children[2].dataset.state = service.state;
     tr.children[3].dataset.field = "status";
     const enable = service.status === "disabled";
     const button = document.createElement("button");
