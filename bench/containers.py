@@ -5,10 +5,13 @@ Prints, for each kind, boots one after another (deleted in between): time from P
 the instance.active event (the SDK waits on the websocket) and to the ready marker on the console
 (``AIOSTACK-READY``, read through os-getConsoleOutput every 20 ms), and, for containers, the
 node's own part: ``lxc-start`` to the marker in the console log, measured on a container of the
-same image under the LXC node's runtime (``node.lxc.runtime``) outside the cloud. The goal: a
-container ready within 300 ms of its POST (median). Ends with one RESULT line.
+same image under the LXC node's runtime (``node.lxc.runtime``) outside the cloud; then a
+volume attached to a running container and detached again (``--volumes`` times): the time from
+POST os-volume_attachments to its answer (the block device is in the container then), and from
+DELETE to its answer (gone from the container and the host). The goal: a container ready within
+300 ms of its POST (median). Ends with one RESULT line.
 
-    python bench/containers.py [--containers 10] [--vms 2]
+    python bench/containers.py [--containers 10] [--vms 2] [--volumes 10]
 """
 
 from __future__ import annotations
@@ -72,6 +75,30 @@ async def boots(
     return actives, readies
 
 
+async def volume_cycles(
+    client: Client, image: str, flavor: str, count: int
+) -> tuple[list[float], list[float]]:
+    """Seconds each attach and detach of one volume to one running container took (the API's answer)."""
+    server = await client.create_server("volume-bench", image=image, flavor=flavor, wait=True)
+    created = await client.request("POST", f"/volume/v3/{client.project_id}/volumes", {"volume": {"size": 1}})
+    volume_id = created["volume"]["id"]
+    attachments = f"/compute/v2.1/servers/{server['id']}/os-volume_attachments"
+    attaches, detaches = [], []
+    try:
+        for _ in range(count):
+            started = time.perf_counter()
+            await client.request("POST", attachments, {"volumeAttachment": {"volumeId": volume_id}})
+            attaches.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            await client.request("DELETE", f"{attachments}/{volume_id}")
+            detaches.append(time.perf_counter() - started)
+    finally:
+        await client.server_action(server["id"], "delete", wait=True)
+        await client.request("DELETE", f"/volume/v3/{client.project_id}/volumes/{volume_id}")
+    print(f"volume: attach median {ms(attaches)} ms, detach median {ms(detaches)} ms ({count} each)")
+    return attaches, detaches
+
+
 async def runtime_starts(archive: Path, directory: Path, count: int) -> list[float]:
     """Seconds from ``lxc-start`` to the ready marker in the console log, for ``count`` starts of
     one container (killed in between), on the LXC node's runtime alone."""
@@ -109,6 +136,7 @@ async def main() -> None:
     )
     parser.add_argument("--containers", type=int, default=10)
     parser.add_argument("--vms", type=int, default=2)
+    parser.add_argument("--volumes", type=int, default=10)
     args = parser.parse_args()
     await asyncio.to_thread(ensure_libvirtd)
     guest = await asyncio.to_thread(build_test_guest, default_cache_dir())
@@ -134,12 +162,15 @@ async def main() -> None:
                 client, "container", args.containers, "busybox-rootfs", "m1.small", 0.02
             )
             v_active, v_ready = await boots(client, "vm", args.vms, "test-guest", VM_FLAVOR, 0.05)
+            attaches, detaches = await volume_cycles(client, "busybox-rootfs", "m1.small", args.volumes)
 
     goal_met = statistics.median(c_ready) <= GOAL_S
     print(
         f"RESULT container_active_p50_ms={ms(c_active)} container_ready_p50_ms={ms(c_ready)}"
         f" container_runtime_ready_p50_ms={ms(node_only)} vm_active_p50_ms={ms(v_active)}"
-        f" vm_ready_p50_ms={ms(v_ready)} containers={args.containers} vms={args.vms}"
+        f" vm_ready_p50_ms={ms(v_ready)} volume_attach_p50_ms={ms(attaches)}"
+        f" volume_detach_p50_ms={ms(detaches)} containers={args.containers} vms={args.vms}"
+        f" volumes={args.volumes}"
         f" goal_met={'yes' if goal_met else 'no'}"
     )
 

@@ -21,7 +21,7 @@ def running_pid(pidfile: Path, *marks: bytes) -> int | None:
         command = Path(f"/proc/{pid}/cmdline").read_bytes()
     except (OSError, ValueError):
         return None
-    return pid if all(mark in command for mark in marks) else None
+    return pid if all(mark in command for mark in marks) and not exited(pid) else None
 
 
 async def stop_pid(pid: int) -> None:
@@ -29,8 +29,17 @@ async def stop_pid(pid: int) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
     for _ in range(int(STOP_GRACE / 0.02)):
-        if not Path(f"/proc/{pid}").exists():
+        if exited(pid):
             return
         await asyncio.sleep(0.02)
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
+
+
+def exited(pid: int) -> bool:
+    """Whether the process is gone, or a zombie (a daemon's parent, init, has not reaped it yet)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rpartition(")")[2].split()[0] == "Z"

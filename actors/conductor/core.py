@@ -187,15 +187,15 @@ def task_arguments(row: InstanceRow, task: TaskState) -> dict[str, Any]:
 
 CONTAINERS_REFUSE = frozenset(
     {
-        Action.PAUSE, Action.UNPAUSE, Action.SUSPEND, Action.RESUME, Action.ATTACH_VOLUME,
-        Action.DETACH_VOLUME, Action.ATTACH_INTERFACE, Action.DETACH_INTERFACE, Action.REBUILD,
-        Action.CREATE_IMAGE, Action.RESIZE, Action.EVACUATE, Action.SET_RESOURCES,
-        Action.TRIGGER_CRASH_DUMP, Action.MIGRATE, Action.LIVE_MIGRATION, Action.SHELVE,
-        Action.SHELVE_OFFLOAD, Action.UNSHELVE,
+        Action.PAUSE, Action.UNPAUSE, Action.SUSPEND, Action.RESUME, Action.ATTACH_INTERFACE,
+        Action.DETACH_INTERFACE, Action.REBUILD, Action.CREATE_IMAGE, Action.RESIZE, Action.EVACUATE,
+        Action.SET_RESOURCES, Action.TRIGGER_CRASH_DUMP, Action.MIGRATE, Action.LIVE_MIGRATION,
+        Action.SHELVE, Action.SHELVE_OFFLOAD, Action.UNSHELVE,
     }
 )  # fmt: skip
 """What a container (an instance of a flavor whose ``capabilities:hypervisor_type`` is ``lxc``) is
-refused: an LXC node starts, stops, reboots and deletes containers, nothing else yet."""
+refused: an LXC node starts, stops, reboots and deletes containers and attaches and detaches their
+volumes, nothing else yet."""
 
 
 @dataclass(frozen=True, slots=True)

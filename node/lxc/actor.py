@@ -25,8 +25,19 @@ to filter the host ends with the same nftables tables as QEMU guests' taps, and 
 ``OverlayNetworks.release`` reads to drop the DHCP entries. The busybox image's init asks DHCP
 for its address on ``eth0``.
 
+A volume attached is a block device of the container, ``/dev/vdb`` and on, as a QEMU guest's
+disk: ``node.lxc.volumes`` makes it a loop device of this host (on a FUSE export of the volume by a
+qemu-storage-daemon of the node's), which the container gets at once when it runs (its node made
+in its ``/dev``, its devices cgroup allowing it) and at each start (liblxc's configuration,
+before its init runs). The stored definition holds the volume as a QEMU guest's disk (its
+connection), from which a start, or the node's own start, makes the device again where it is
+gone. A detach refuses a device the container has a filesystem of mounted (``Conflict``); a
+delete removes the devices before the volumes are freed. Every container's devices cgroup
+denies every device but the standard character devices and its volumes'. At its start the node
+removes the devices of volumes no container here has (what a crash mid-attach left).
+
 What a container cannot do, or this node does not do yet, is refused: a call with ``Conflict``
-(volumes, NICs hot-plugged, a live migration's destination, a crash dump), a cast by reporting
+(NICs hot-plugged, a live migration's destination, a crash dump), a cast by reporting
 the container's power state to the conductor at once (``sync_power_state``), which ends the
 instance's task with nothing changed, and logging why. The conductor refuses live and cold
 migrations of an ``lxc`` host's instances before they reach it.
@@ -35,8 +46,10 @@ migrations of an ``lxc`` host's instances before they reach it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import re
 import shutil
 import xml.etree.ElementTree as ET
 from collections.abc import Coroutine
@@ -59,18 +72,20 @@ from api.node import (
     RebootType,
 )
 from api.scheduler import CONTAINER_HYPERVISOR_TYPE, HEARTBEAT, Capacity
-from api.volume import Connection, Reattached
-from bus import TRANSIENT_ERRORS, Actor, AiostackError, Bus, Conflict, NotFound
+from api.volume import Connection, Reattached, VolumeFormat
+from bus import TRANSIENT_ERRORS, Actor, AiostackError, Bus, Conflict, InvalidRequest, NotFound
 from node.build import Cleanup
-from node.domain import tap_name
+from node.domain import disk_element, disk_source, next_disk_target, tap_name
 from node.events import EventForwarder
 from node.images import ImageCache
 from node.lxc.rootfs import check_formats, unpack
-from node.lxc.runtime import ContainerError, Containers, ContainerSpec, StateChange, Veth
+from node.lxc.runtime import BlockDevice, ContainerError, Containers, ContainerSpec, StateChange, Veth
+from node.lxc.volumes import DeviceBusy, HostVolumes, VolumeDeviceError
 from node.overlay import OverlayNetworks
 from node.peers import Peers
 from node.records import Records
 from node.security import SecurityGroups
+from node.volumes import volume_disk
 from runtime.auth import keep_service_token
 from runtime.config import Config
 
@@ -79,6 +94,10 @@ log = logging.getLogger(__name__)
 HYPERVISOR_TYPE = CONTAINER_HYPERVISOR_TYPE
 DOMAIN_RUNNING, DOMAIN_SHUTOFF = 1, 5
 """libvirt's ``VIR_DOMAIN_RUNNING`` and ``VIR_DOMAIN_SHUTOFF``, which ``DomainView.state`` speaks."""
+VOLUME_DEVICE = re.compile(r"(vd|sd|xvd|hd)[a-z]{1,2}")
+"""The names a volume's device may have in a container (none of its other devices')."""
+ROOT_DEVICE = "vda"
+"""Kept for the root, as a QEMU guest's: a container's first volume is ``/dev/vdb``."""
 
 
 def _memory_mb() -> int:
@@ -117,6 +136,7 @@ class LxcNodeActor(Actor, Node):
         self.events = EventForwarder(bus, host, self.records, self.peers.conductor)
         self.images = ImageCache(self.peers.image, self.state_dir)
         self.containers = Containers(self.state_dir / "lxc", self._state_changed)
+        self.volumes = HostVolumes(self.state_dir / "lxc-volumes")
         self.rootfs_dir = self.state_dir / "images" / "_rootfs"
         self.networks = OverlayNetworks(self.peers.net, self.state_dir, None)
         self.security = SecurityGroups(
@@ -135,6 +155,7 @@ class LxcNodeActor(Actor, Node):
         await self.records.open()
         await self.containers.open()
         await self.networks.restore()
+        self._spawn(self._restore_volumes(), "volumes")
         await self.security.start()
         self._spawn(self.events.forward_forever(), "events")
         self._spawn(self._report_forever(), "report")
@@ -173,6 +194,8 @@ class LxcNodeActor(Actor, Node):
                 rebooting.set()
             return
         if change.state == "RUNNING":
+            if any(held == uuid for held, _ in self.volumes.connected()):
+                self._spawn(self._give_devices(uuid), f"devices-{uuid}")
             self.events.queue(uuid, libvirt.VIR_DOMAIN_EVENT_STARTED, libvirt.VIR_DOMAIN_EVENT_STARTED_BOOTED)
         elif change.state == "STOPPED":
             detail = (
@@ -240,7 +263,7 @@ class LxcNodeActor(Actor, Node):
                         instance_uuid=instance_uuid, running=True
                     )
                 else:
-                    await self.containers.start(instance_uuid)
+                    await self._start(instance_uuid)
                 return
             try:
                 await self._build(instance_uuid, request)
@@ -249,7 +272,7 @@ class LxcNodeActor(Actor, Node):
                 log.warning("node %s: build of %s failed: %s", self.host, instance_uuid, message)
                 undo = Cleanup(f"node {self.host}: undo of the failed build of {instance_uuid}")
                 await undo.step("removing the container", self._destroy(instance_uuid))
-                await undo.step("releasing ports", self._release_ports(instance_uuid))
+                await undo.step("releasing ports and volumes", self._release_elsewhere(instance_uuid))
                 await self._release_here(instance_uuid, undo)
                 await self.security.refresh_logged(f"the failed build of {instance_uuid}")
                 try:
@@ -340,10 +363,10 @@ class LxcNodeActor(Actor, Node):
             existed = self.containers.defined(instance_uuid)
             await self._destroy(instance_uuid)
             try:
-                await self._release_ports(instance_uuid)
+                await self._release_elsewhere(instance_uuid)
             except NotFound:
                 log.info(
-                    "node %s: %s is no longer recorded here: its ports are not this node's",
+                    "node %s: %s is no longer recorded here: its ports and volumes are not this node's",
                     self.host,
                     instance_uuid,
                 )
@@ -369,13 +392,24 @@ class LxcNodeActor(Actor, Node):
         finally:
             self._killing.discard(uuid)
 
-    async def _release_ports(self, uuid: str) -> None:
+    async def _release_elsewhere(self, uuid: str) -> None:
+        """Its ports and volumes' attachments; first, its volumes' block devices here (what the
+        container wrote is in its volumes before they are freed)."""
+        await self._disconnect_volumes(uuid)
         await self.peers.patient_net.deallocate_for_instance(instance_uuid=uuid)
+        await self.peers.patient_volume.detach_all(instance_uuid=uuid)
+
+    async def _disconnect_volumes(self, uuid: str) -> None:
+        """What the container's volumes have on this host (its block devices), removed."""
+        for held, name in self.volumes.connected():
+            if held == uuid:
+                await self.volumes.disconnect(uuid, name)
 
     async def _release_here(self, uuid: str, cleanup: Cleanup) -> None:
-        """The container's DHCP entries (a network it was the last of leaves this host) and files
-        (its console log), then its record here if nothing failed."""
+        """The container's DHCP entries (a network it was the last of leaves this host), volumes'
+        block devices and files (its console log), then its record here if nothing failed."""
         xml = await cleanup.step("reading its definition", self.records.stored_xml(uuid))
+        await cleanup.step("removing its volumes' block devices", self._disconnect_volumes(uuid))
         if xml is not None:
             await cleanup.step("releasing its DHCP entries", self.networks.release(None, xml))
         await cleanup.step("removing its files", asyncio.to_thread(self.images.remove_instance, uuid))
@@ -409,7 +443,7 @@ class LxcNodeActor(Actor, Node):
             if await self.containers.running(instance_uuid):
                 await self._sync(instance_uuid, running=True)
                 return
-            await self.containers.start(instance_uuid)
+            await self._start(instance_uuid)
 
     async def reboot_instance(self, *, instance_uuid: str, reboot_type: RebootType = "SOFT") -> None:
         async with self.records.working_on(instance_uuid):
@@ -417,7 +451,7 @@ class LxcNodeActor(Actor, Node):
             self.records.note_request(instance_uuid)
             if reboot_type == "HARD":
                 await self._kill(instance_uuid)
-                await self.containers.start(instance_uuid)
+                await self._start(instance_uuid)
                 return
             if not await self.containers.running(instance_uuid):
                 await self.peers.patient_conductor.sync_power_state(
@@ -426,10 +460,14 @@ class LxcNodeActor(Actor, Node):
                 return
             running_again = self._rebooting[instance_uuid] = asyncio.Event()
             try:
-                await self.containers.reboot(instance_uuid)
+                if await self._disks(instance_uuid):  # started again as a stop and a start would
+                    await self.containers.stop(instance_uuid, self.shutdown_timeout)
+                    await self._start(instance_uuid)
+                else:
+                    await self.containers.reboot(instance_uuid)
                 async with asyncio.timeout(self.shutdown_timeout):
                     await running_again.wait()
-            except (TimeoutError, ContainerError) as exc:
+            except (TimeoutError, ContainerError, VolumeDeviceError) as exc:
                 log.warning("node %s: soft reboot of %s failed: %s", self.host, instance_uuid, exc)
             finally:
                 del self._rebooting[instance_uuid]
@@ -439,6 +477,18 @@ class LxcNodeActor(Actor, Node):
                 await self.peers.patient_conductor.sync_power_state(
                     instance_uuid=instance_uuid, running=False
                 )
+
+    async def _start(self, uuid: str) -> None:
+        """Start the container with its volumes' block devices (made again where they are gone).
+        One that cannot be made keeps it from starting, as a QEMU guest whose disk cannot be
+        opened does not start: its power state (off) ends the task."""
+        try:
+            await self._connect_volumes(uuid)
+        except VolumeDeviceError as exc:
+            log.warning("node %s: %s not started, a volume is not there: %s", self.host, uuid, exc)
+            await self._sync(uuid, running=False)
+            return
+        await self.containers.start(uuid)
 
     async def _sync(self, uuid: str, *, running: bool) -> None:
         """The container's power state to the conductor, when no event will say it."""
@@ -468,6 +518,154 @@ class LxcNodeActor(Actor, Node):
                 }
             )
         return listed
+
+    # -- volumes ---------------------------------------------------------------------------
+
+    async def attach_volume(
+        self, *, instance_uuid: str, volume_id: str, connection: Connection, device: str | None = None
+    ) -> AttachedVolume:
+        """The volume as a block device of this host, given to the container as ``device``
+        (``/dev/vdb``, ``/dev/vdc``... by default): at once if it runs, and from each start.
+
+        :raises NotFound: the instance has no container here.
+        :raises InvalidRequest: ``device`` is no disk's name.
+        :raises Conflict: the device name is taken, the volume is attached already, or it could
+            not be made a block device here (nothing is left of the attempt).
+        """
+        async with self.records.lock(instance_uuid):
+            await self._existing(instance_uuid)
+            self.records.note_request(instance_uuid)
+            xml = await self._definition(instance_uuid)
+            disks = disks_of(xml)
+            if volume_disk(connection, "", volume_id).path in map(disk_source, disks.values()):
+                raise Conflict(f"volume {volume_id} is attached to instance {instance_uuid} already")
+            name = (device or "").removeprefix("/dev/") or next_disk_target({ROOT_DEVICE, *disks})
+            if not VOLUME_DEVICE.fullmatch(name):
+                raise InvalidRequest(f"/dev/{name} is no disk's name (a container's volumes are /dev/vdb...)")
+            if name in disks or name == ROOT_DEVICE:
+                raise Conflict(f"device /dev/{name} is already in use on instance {instance_uuid}")
+            try:
+                block = await self.volumes.connect(instance_uuid, name, connection)
+            except VolumeDeviceError as exc:
+                raise Conflict(f"volume {volume_id}: {exc}") from None
+            disk = disk_element(volume_disk(connection, name, volume_id))
+            try:
+                if await self.containers.running(instance_uuid):
+                    await self.containers.add_device(instance_uuid, block)
+                await self._keep_disks(instance_uuid, with_disk(xml, disk))
+            except (ContainerError, VolumeDeviceError, OSError) as exc:
+                await self._take_device(instance_uuid, block)
+                with contextlib.suppress(VolumeDeviceError):
+                    await self.volumes.disconnect(instance_uuid, name)
+                raise Conflict(f"volume {volume_id} not given to the container: {exc}") from None
+        return {"device": f"/dev/{name}"}
+
+    async def detach_volume(self, *, instance_uuid: str, volume_id: str, connection: Connection) -> None:
+        """Take the volume's block device from the container and remove it from this host.
+
+        :raises NotFound: the instance has no container here, or the volume is not attached to it.
+        :raises Conflict: the device is in use in the container (a filesystem on it is mounted):
+            nothing changed.
+        """
+        async with self.records.lock(instance_uuid):
+            await self._existing(instance_uuid)
+            self.records.note_request(instance_uuid)
+            xml = await self._definition(instance_uuid)
+            source = volume_disk(connection, "", volume_id).path
+            name = next((name for name, disk in disks_of(xml).items() if disk_source(disk) == source), None)
+            if name is None:
+                raise NotFound(f"volume {volume_id} is not attached to instance {instance_uuid}")
+            busy = Conflict(
+                f"device /dev/{name} of instance {instance_uuid} is in use: a filesystem on it is"
+                " mounted in the container (unmount it first)"
+            )
+            if self.volumes.busy(instance_uuid, name):
+                raise busy
+            block = self.volumes.device(instance_uuid, name)
+            await self._take_device(instance_uuid, block)
+            try:
+                await self.volumes.disconnect(instance_uuid, name)
+            except DeviceBusy:  # mounted meanwhile: it keeps its device
+                if block is not None and await self.containers.running(instance_uuid):
+                    await self.containers.add_device(instance_uuid, block)
+                raise busy from None
+            except VolumeDeviceError as exc:
+                raise Conflict(f"volume {volume_id} not detached: {exc}") from None
+            await self._keep_disks(instance_uuid, without_disk(xml, name))
+
+    async def _definition(self, uuid: str) -> str:
+        return await self.records.stored_xml(uuid) or definition(uuid, [])
+
+    async def _disks(self, uuid: str) -> dict[str, ET.Element]:
+        """The container's volumes' disks, by device name."""
+        xml = await self.records.stored_xml(uuid)
+        return disks_of(xml) if xml else {}
+
+    def _devices(self, uuid: str, disks: dict[str, ET.Element]) -> list[BlockDevice]:
+        """The block devices of those of its volumes that are connected on this host."""
+        devices = []
+        for name, disk in sorted(disks.items()):
+            device = self.volumes.device(uuid, name, readonly=disk.find("readonly") is not None)
+            if device is not None:
+                devices.append(device)
+        return devices
+
+    async def _keep_disks(self, uuid: str, xml: str) -> None:
+        """The container's definition with its volumes, here and in liblxc's configuration."""
+        self.containers.set_devices(uuid, self._devices(uuid, disks_of(xml)))
+        await self.records.set_xml(uuid, xml)
+
+    async def _take_device(self, uuid: str, block: BlockDevice | None) -> None:
+        """The block device out of the running container (nothing if it runs not, or is gone)."""
+        if block is not None and await self.containers.running(uuid):
+            with contextlib.suppress(ContainerError, OSError):
+                await self.containers.remove_device(uuid, block)
+
+    async def _connect_volumes(self, uuid: str) -> None:
+        """The container's volumes as block devices of this host (made again where they are gone:
+        the host restarted), and its configuration giving them.
+
+        :raises VolumeDeviceError: one could not be made.
+        """
+        disks = await self._disks(uuid)
+        for name, disk in disks.items():
+            await self.volumes.connect(uuid, name, connection_of(disk))
+        if disks:
+            self.containers.set_devices(uuid, self._devices(uuid, disks))
+
+    async def _give_devices(self, uuid: str) -> None:
+        """The running container's volumes' devices, given again (liblxc restarts a container
+        rebooted from inside with the devices cgroup it first started with)."""
+        async with self.records.lock(uuid):
+            try:
+                for device in self._devices(uuid, await self._disks(uuid)):
+                    await self.containers.add_device(uuid, device)
+            except (ContainerError, OSError) as exc:
+                log.info("node %s: devices of %s not given again: %s", self.host, uuid, exc)
+
+    async def _restore_volumes(self) -> None:
+        """At start (this node may have crashed mid-attach): remove the block devices of volumes no
+        container here has, and make those of the containers' volumes again where they are gone."""
+        for uuid, name in self.volumes.connected():
+            if not self.containers.defined(uuid) or name not in await self._disks(uuid):
+                log.info("node %s: removing the orphan volume device %s of %s", self.host, name, uuid)
+                try:
+                    await self.volumes.disconnect(uuid, name)
+                except VolumeDeviceError as exc:
+                    log.warning("node %s: orphan device %s of %s stays: %s", self.host, name, uuid, exc)
+        for uuid in sorted(self.records.projects):
+            disks = await self._disks(uuid) if self.containers.defined(uuid) else {}
+            if not disks:
+                continue
+            before = self._devices(uuid, disks)
+            try:
+                await self._connect_volumes(uuid)
+                if await self.containers.running(uuid):
+                    for device in set(before) - set(self._devices(uuid, disks)):  # made anew
+                        await self.containers.remove_device(uuid, device)
+                    await self._give_devices(uuid)
+            except (VolumeDeviceError, ContainerError, OSError) as exc:
+                log.warning("node %s: volumes of %s not connected: %s", self.host, uuid, exc)
 
     # -- what containers do not do (yet) ---------------------------------------------------
 
@@ -544,14 +742,6 @@ class LxcNodeActor(Actor, Node):
     async def trigger_crash_dump(self, *, instance_uuid: str) -> None:
         raise self._refused("a crash dump (NMI)")
 
-    async def attach_volume(
-        self, *, instance_uuid: str, volume_id: str, connection: Connection, device: str | None = None
-    ) -> AttachedVolume:
-        raise self._refused("attaching a volume")
-
-    async def detach_volume(self, *, instance_uuid: str, volume_id: str, connection: Connection) -> None:
-        raise self._refused("detaching a volume")
-
     async def attach_interface(self, *, instance_uuid: str, port: Port) -> None:
         raise self._refused("attaching an interface")
 
@@ -575,6 +765,63 @@ def definition(uuid: str, nics: list[Veth]) -> str:
         ET.SubElement(interface, "mac", address=nic.mac)
         ET.SubElement(interface, "source", bridge=nic.bridge)
         ET.SubElement(interface, "target", dev=nic.host_end)
+    return ET.tostring(domain, encoding="unicode")
+
+
+def disks_of(xml: str) -> dict[str, ET.Element]:
+    """A definition's volume disks, by device name."""
+    disks = {}
+    for disk in ET.fromstring(xml).iter("disk"):
+        target = disk.find("target")
+        if target is not None:
+            disks[target.get("dev", "")] = disk
+    return disks
+
+
+def connection_of(disk: ET.Element) -> Connection:
+    """How a volume disk of a definition reaches its volume (what ``volume_disk`` wrote)."""
+    source, driver = disk.find("source"), disk.find("driver")
+    host = source.find("host") if source is not None else None
+    readonly = disk.find("readonly") is not None
+    file = source.get("file", "") if source is not None else ""
+    fmt: VolumeFormat = "qcow2" if driver is not None and driver.get("type") == "qcow2" else "raw"
+    if host is None or source is None:
+        return {
+            "transport": "file",
+            "path": file,
+            "format": fmt,
+            "host": "",
+            "port": 0,
+            "export": "",
+            "readonly": readonly,
+        }
+    return {
+        "transport": "nbd",
+        "path": "",
+        "format": "raw",
+        "host": host.get("name", ""),
+        "port": int(host.get("port", "0")),
+        "export": source.get("name", ""),
+        "readonly": readonly,
+    }
+
+
+def with_disk(xml: str, disk: ET.Element) -> str:
+    domain = ET.fromstring(xml)
+    devices = domain.find("devices")
+    if devices is None:
+        devices = ET.SubElement(domain, "devices")
+    devices.append(disk)
+    return ET.tostring(domain, encoding="unicode")
+
+
+def without_disk(xml: str, name: str) -> str:
+    domain = ET.fromstring(xml)
+    for devices in domain.iter("devices"):
+        for disk in devices.findall("disk"):
+            target = disk.find("target")
+            if target is not None and target.get("dev") == name:
+                devices.remove(disk)
     return ET.tostring(domain, encoding="unicode")
 
 

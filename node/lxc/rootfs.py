@@ -10,7 +10,8 @@ an overlay of it.
 ``busybox_rootfs`` builds a tiny one from Debian's busybox-static, as ``deploy.testguest``
 builds the test guest: busybox's ``init`` runs ``/etc/rc.boot``, which asks DHCP for each NIC's
 address and says on the console ``AIOSTACK-BOOT count=N`` (its boots, counted in
-``/var/boots``) then ``AIOSTACK-READY ip=ADDRESS|none``.
+``/var/boots``), ``AIOSTACK-DISK /dev/vdX bytes=SIZE`` for each disk it has (its volumes), then
+``AIOSTACK-READY ip=ADDRESS|none``.
 """
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ mkdir -p /run /tmp
 boots=$(cat /var/boots 2>/dev/null)x
 echo "$boots" > /var/boots
 echo "AIOSTACK-BOOT count=${#boots}"
+for disk in /dev/vd? /dev/sd?; do
+    [ -b "$disk" ] && echo "AIOSTACK-DISK $disk bytes=$(blockdev --getsize64 "$disk" 2>&1)"
+done
 address=none
 if [ -e /sys/class/net/eth0 ]; then
     ip link set eth0 up

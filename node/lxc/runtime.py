@@ -5,7 +5,12 @@ nothing collides with the system's containers or another node's. A container is 
 instance's uuid; its directory holds liblxc's ``config`` and ``upper`` (what the container
 writes: its root is an overlay, liblxc's ``overlay:LOWER:UPPER``, on the image's unpacked root
 filesystem, which no container writes to). Its console (``/dev/console``, init's output) is
-logged to a file the node names.
+logged to a file the node names. Its devices cgroup allows the standard character devices
+(``STANDARD_DEVICES``) and the block devices of its volumes alone: those are in ``devices.conf``
+(included by ``config``), made in its ``/dev`` by liblxc's autodev hook before its init runs, or
+given to it running (``add_device``: the node made through ``/proc/<init>/root/dev``, the
+cgroup told through ``lxc-cgroup``; not ``lxc-device``, which first enters the host's network
+namespace through ``/proc/1``, and fails where that is not allowed).
 
 State changes come from liblxc's monitor, never from polling: every container's monitor
 process (the ``lxc-start`` that stays behind it) writes each change of state, and the exit
@@ -43,6 +48,24 @@ STATES = ("STOPPED", "STARTING", "RUNNING", "STOPPING", "ABORTING", "FREEZING", 
 RUN_DIR = Path("/run")
 """liblxc's rundir for root (``RUNTIME_PATH``)."""
 CGROUP_V1_MEMORY = Path("/sys/fs/cgroup/memory")
+DEVICES_CONFIG, DEVICES_HOOK = "devices.conf", "devices.hook"
+"""In a container's directory: liblxc's lines for its volumes' devices, and the hook making their nodes."""
+CGROUP_V1_DEVICES = Path("/sys/fs/cgroup/devices")
+STANDARD_DEVICES = (
+    "c *:* m",  # device nodes may be made, not used
+    "b *:* m",
+    "c 1:3 rwm",  # null
+    "c 1:5 rwm",  # zero
+    "c 1:7 rwm",  # full
+    "c 1:8 rwm",  # random
+    "c 1:9 rwm",  # urandom
+    "c 5:0 rwm",  # tty
+    "c 5:1 rwm",  # console
+    "c 5:2 rwm",  # ptmx
+    "c 136:* rwm",  # pts
+)
+"""The devices every container may use (liblxc's ``common.conf`` without rtc, fuse, tun, kvm
+and hpet); its volumes' block devices are added to them."""
 
 
 def memory_limit(memory_mb: int) -> str:
@@ -51,6 +74,12 @@ def memory_limit(memory_mb: int) -> str:
     if CGROUP_V1_MEMORY.is_dir():
         return f"lxc.cgroup.memory.limit_in_bytes = {memory_mb}M"
     return f"lxc.cgroup2.memory.max = {memory_mb}M"
+
+
+def devices_key(rule: str) -> str:
+    """liblxc's key for a devices cgroup rule (``allow`` or ``deny``): cgroup v1's controller
+    where the host has it, else cgroup v2's (a BPF program liblxc makes)."""
+    return f"lxc.cgroup.devices.{rule}" if CGROUP_V1_DEVICES.is_dir() else f"lxc.cgroup2.devices.{rule}"
 
 
 class ContainerError(Exception):
@@ -79,6 +108,25 @@ class ContainerSpec:
     """Its memory limit (the flavor's RAM); none: unlimited."""
     nics: tuple[Veth, ...] = ()
     """Its NICs, ``eth0`` first; none: no network."""
+
+
+@dataclass(frozen=True, slots=True)
+class BlockDevice:
+    """A block device of the host the container sees as ``/dev/<name>`` (a volume's)."""
+
+    name: str
+    major: int
+    minor: int
+    readonly: bool = False
+
+    @property
+    def rule(self) -> str:
+        """Its devices cgroup rule: read-write, or read-only."""
+        return f"b {self.major}:{self.minor} {'rm' if self.readonly else 'rwm'}"
+
+    @property
+    def mode(self) -> int:
+        return 0o440 if self.readonly else 0o660
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +222,18 @@ def remove_empty(directory: Path, top: Path) -> None:
         directory = directory.parent
 
 
+def make_device_node(node: Path, device: BlockDevice) -> None:
+    """The block device's node at ``node`` (another one there is replaced)."""
+    with contextlib.suppress(FileNotFoundError):
+        there = node.lstat()
+        if stat.S_ISBLK(there.st_mode) and there.st_rdev == os.makedev(device.major, device.minor):
+            os.chmod(node, device.mode)
+            return
+        node.unlink()
+    os.mknod(node, stat.S_IFBLK | device.mode, os.makedev(device.major, device.minor))
+    os.chmod(node, device.mode)  # not the umask's
+
+
 def lock_dir(lxcpath: Path) -> Path:
     """Where liblxc keeps the lock files of ``lxcpath``'s containers."""
     return RUN_DIR / "lxc" / "lock" / str(lxcpath).lstrip("/")
@@ -233,6 +293,9 @@ class Containers:
             "lxc.signal.halt = SIGUSR2",  # busybox init: power off
             "lxc.signal.reboot = SIGTERM",  # busybox init: reboot
             *([memory_limit(spec.memory_mb)] if spec.memory_mb else []),
+            f"{devices_key('deny')} = a",
+            *(f"{devices_key('allow')} = {rule}" for rule in STANDARD_DEVICES),
+            f"lxc.include = {self.directory(spec.name) / DEVICES_CONFIG}",
             *(
                 [line for index, nic in enumerate(spec.nics) for line in nic.config(index)]
                 or ["lxc.net.0.type = empty"]
@@ -246,8 +309,51 @@ class Containers:
         directory = self.directory(spec.name)
         (directory / "upper").mkdir(parents=True, exist_ok=True)
         spec.console_log.parent.mkdir(parents=True, exist_ok=True)
+        (directory / DEVICES_CONFIG).write_text("")
         (directory / "config").write_text(text)
         return text
+
+    def set_devices(self, name: str, devices: list[BlockDevice]) -> None:
+        """The block devices the container has from its next start: allowed by its devices
+        cgroup, and made in its ``/dev`` by liblxc's autodev hook (before its init runs)."""
+        directory = self.directory(name)
+        hook = directory / DEVICES_HOOK
+        lines = [f"{devices_key('allow')} = {device.rule}" for device in devices]
+        if devices:
+            made = (
+                f'mknod -m {device.mode:o} "$LXC_ROOTFS_MOUNT/dev/{device.name}"'
+                f" b {device.major} {device.minor}"
+                for device in devices
+            )
+            hook.write_text("\n".join(["#!/bin/sh", "set -e", *made]) + "\n")
+            hook.chmod(0o700)
+            lines.append(f"lxc.hook.autodev = {hook}")
+        else:
+            hook.unlink(missing_ok=True)
+        (directory / DEVICES_CONFIG).write_text("".join(f"{line}\n" for line in lines))
+        config = directory / "config"
+        include = f"lxc.include = {directory / DEVICES_CONFIG}\n"
+        if include not in config.read_text():  # defined before containers had volumes
+            with config.open("a") as file:
+                file.write(include)
+
+    async def pid(self, name: str) -> int:
+        """The pid of the running container's init."""
+        return int(await _lxc("lxc-info", "-P", str(self.lxcpath), "-n", name, "-p", "-H"))
+
+    async def add_device(self, name: str, device: BlockDevice) -> None:
+        """Give the running container the block device now: allowed by its devices cgroup, its
+        node made in its ``/dev`` (through its init's root, ``/proc/<pid>/root``)."""
+        await _lxc("lxc-cgroup", "-P", str(self.lxcpath), "-n", name, "devices.allow", device.rule)
+        node = Path(f"/proc/{await self.pid(name)}/root/dev/{device.name}")
+        await asyncio.to_thread(make_device_node, node, device)
+
+    async def remove_device(self, name: str, device: BlockDevice) -> None:
+        """Take the block device from the running container: its node gone from its ``/dev``, its
+        devices cgroup denying it (what has it open keeps it until it closes it)."""
+        node = Path(f"/proc/{await self.pid(name)}/root/dev/{device.name}")
+        await asyncio.to_thread(node.unlink, True)
+        await _lxc("lxc-cgroup", "-P", str(self.lxcpath), "-n", name, "devices.deny", device.rule)
 
     def defined(self, name: str) -> bool:
         return (self.directory(name) / "config").exists()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import subprocess
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from actors.net.actor import NetActor
 from actors.scheduler import SchedulerActor
 from actors.volume import VolumeActor
 from api.node import Node
-from bus import Bus, Conflict
+from bus import Bus, Conflict, NotFound
 from deploy.cli import add_run_parser
 from deploy.run import actor_factories
 from deploy.up import child_specs
@@ -29,6 +30,7 @@ from node.actor import NodeActor
 from node.lxc.actor import LxcNodeActor
 from node.lxc.rootfs import busybox_rootfs
 from node.lxc.runtime import lock_dir, monitor_fifo
+from node.lxc.volumes import loops_backed_by, mounted
 from node.overlay import bridge_for
 from node.testnode import write_test_node_file
 from runtime.config import Config
@@ -95,6 +97,9 @@ async def lxc_cloud(
         if (xml := await lxc.records.stored_xml(name)) is not None:
             await lxc.networks.release(None, xml)
         await lxc.records.delete(name)
+    volumes_left = lxc.volumes.connected()
+    for instance, device in volumes_left:
+        await lxc.volumes.disconnect(instance, device)
     await lxc.security.refresh()
     await lxc.stop()  # before the fixture does: what it leaves is checked
     assert lxc_ls(lxcpath) == ""
@@ -102,6 +107,8 @@ async def lxc_cloud(
     assert list(lxc.networks.dir.glob("*/network.json")) == []
     assert await run("nft", "list", "table", "inet", firewall.table_name(lxc.host)) != 0
     assert left == [], "containers left behind"
+    assert volumes_left == [], "volume devices left behind"
+    assert not any(mounted(path) for path in host_paths(lxc.volumes.directory))
 
 
 def lxc_ls(lxcpath: Path) -> str:
@@ -225,16 +232,10 @@ async def test_what_a_container_cannot_do_is_refused_and_changes_nothing(lxc_clo
     ):
         status, answer = await api.post(path, body)
         assert status == 409 and "it runs as a container" in str(answer), (body, answer)
-    status, answer = await cloud.api.post(
-        f"/compute/v2.1/servers/{server_id}/os-volume_attachments", {"volumeAttachment": {"volumeId": "v-1"}}
-    )
-    assert status in (404, 409), answer  # no such volume, or refused: never attached
     # the node, asked directly, refuses what it cannot do and leaves the container running
     node = Node.client(bus, host="lxc-1")
-    connection: Any = {"transport": "file", "path": "/v.raw", "format": "raw", "host": "", "port": 0}
-    connection["export"] = ""
-    with pytest.raises(Conflict, match="attaching a volume is not supported by lxc-1, which runs containers"):
-        await node.attach_volume(instance_uuid=server_id, volume_id="v-1", connection=connection)
+    with pytest.raises(Conflict, match="an interface is not supported by lxc-1, which runs containers"):
+        await node.detach_interface(instance_uuid=server_id, mac_address="fa:16:3e:00:00:01")
     await node.change_power(instance_uuid=server_id, action="pause")
     shown = await until_status(cloud, server_id, "ACTIVE")
     assert shown["OS-EXT-STS:power_state"] == 1
@@ -380,3 +381,150 @@ def test_up_runs_lxc_nodes_beside_the_others_each_an_lxc_node_process(tmp_path: 
     with_libvirt = run.parse_args(["node", *bus_options, *lxc.args[1:], "--libvirt", "x"])
     with pytest.raises(SystemExit, match="has no --libvirt"):
         actor_factories("node", None, config, with_libvirt)  # type: ignore[arg-type]
+
+
+def host_paths(directory: Path) -> list[Path]:
+    """The FUSE mount points a node's volume devices may have under ``directory``."""
+    return list(directory.glob("*/disk")) if directory.exists() else []
+
+
+async def in_container(cloud: Cloud, server_id: str, script: str) -> str:
+    """What ``script`` says (stdout and stderr) run by the container's sh (``lxc-attach``)."""
+    process = await asyncio.create_subprocess_exec(
+        "lxc-attach", "-P", str(cloud.lxc.containers.lxcpath), "-n", server_id, "--", "/bin/sh", "-c", script,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    out, _ = await process.communicate()
+    return out.decode()
+
+
+async def volume_status(cloud: Cloud, volume_id: str) -> str:
+    status, body = await cloud.api.get(f"/volume/v3/{cloud.api.project_id}/volumes/{volume_id}")
+    assert status == 200, body
+    return str(body["volume"]["status"])
+
+
+async def attach(cloud: Cloud, server_id: str, volume_id: str) -> tuple[int, Any]:
+    return await cloud.api.post(
+        f"/compute/v2.1/servers/{server_id}/os-volume_attachments",
+        {"volumeAttachment": {"volumeId": volume_id}},
+    )
+
+
+def disks_at_boot(output: str, count: int) -> list[str]:
+    """The disks the busybox image's init saw at its ``count``th boot (its ``AIOSTACK-DISK`` lines)."""
+    boot = output.split(f"AIOSTACK-BOOT count={count}\n", 1)[1].split("AIOSTACK-READY", 1)[0]
+    return [
+        line.removeprefix("AIOSTACK-DISK ") for line in boot.splitlines() if line.startswith("AIOSTACK-DISK ")
+    ]
+
+
+MOUNT = "mkdir -p /mnt && mount -t ext2 /dev/vdb /mnt"
+
+
+async def test_a_volume_is_a_block_device_of_the_container_live_and_from_each_start(
+    lxc_cloud: Cloud, bus: Bus, start_actor: StartActor, config: Config
+) -> None:
+    """Attached live, the volume is /dev/vdb in the container (its devices cgroup allowing it and
+    no other disk); a mounted one is not detached; stopped and started, it is there again;
+    detached, it is gone from the container and the host; what the container wrote is read by
+    another one it is attached to while stopped; a delete frees it; the node's restart removes
+    what a crash left."""
+    cloud = lxc_cloud
+    first = await boot(cloud, "first")
+    await until_status(cloud, first, "ACTIVE")
+    await console(cloud, first, "AIOSTACK-READY")
+    status, created = await cloud.api.post(
+        f"/volume/v3/{cloud.api.project_id}/volumes", {"volume": {"size": 1}}
+    )
+    assert status == 202, created
+    volume_id = created["volume"]["id"]
+    volume_file = config.data_dir / "volumes" / f"{volume_id}.raw"
+    status, body = await attach(cloud, first, volume_id)
+    assert status == 200 and body["volumeAttachment"]["device"] == "/dev/vdb", body
+    assert await volume_status(cloud, volume_id) == "in-use"
+    made = await in_container(
+        cloud,
+        first,
+        f"mke2fs -q /dev/vdb 4096 && {MOUNT} && echo AIOSTACK-VOLUME-DATA > /mnt/data && cat /mnt/data",
+    )
+    assert made.endswith("AIOSTACK-VOLUME-DATA\n"), made
+    denied = await in_container(cloud, first, "mknod /dev/memory c 1 1 && head -c 1 /dev/memory")
+    assert "Operation not permitted" in denied, denied  # no device but its own
+
+    path = f"/compute/v2.1/servers/{first}/os-volume_attachments/{volume_id}"
+    status, body = await cloud.api.delete(path)
+    assert status == 409 and "a filesystem on it is mounted in the container" in str(body), body
+    assert await volume_status(cloud, volume_id) == "in-use"  # nothing changed
+    assert await in_container(cloud, first, "cat /mnt/data") == "AIOSTACK-VOLUME-DATA\n"
+
+    await action(cloud, first, {"os-stop": None})
+    await until_status(cloud, first, "SHUTOFF")
+    await action(cloud, first, {"os-start": None})
+    await until_status(cloud, first, "ACTIVE")
+    output = await console(cloud, first, "AIOSTACK-READY", count=2)
+    assert disks_at_boot(output, 2) == [f"/dev/vdb bytes={1024**3}"]  # there (and usable) as init ran
+    read = await in_container(cloud, first, f"{MOUNT} && cat /mnt/data && umount /mnt")
+    assert read == "AIOSTACK-VOLUME-DATA\n", read
+    await action(cloud, first, {"reboot": {"type": "SOFT"}})
+    await until_status(cloud, first, "ACTIVE")
+    output = await console(cloud, first, "AIOSTACK-READY", count=3)
+    assert disks_at_boot(output, 3) == [f"/dev/vdb bytes={1024**3}"]
+    status, _ = await cloud.api.delete(path)
+    assert status == 202
+    assert await volume_status(cloud, volume_id) == "available"
+    assert "No such file" in await in_container(cloud, first, "ls /dev/vdb")
+    assert cloud.lxc.volumes.connected() == [] and host_paths(cloud.lxc.volumes.directory) == []
+
+    second = await boot(cloud, "second")
+    await until_status(cloud, second, "ACTIVE")
+    await action(cloud, second, {"os-stop": None})
+    await until_status(cloud, second, "SHUTOFF")
+    status, body = await attach(cloud, second, volume_id)  # while it is stopped
+    assert status == 200 and body["volumeAttachment"]["device"] == "/dev/vdb", body
+    status, body = await attach(cloud, first, volume_id)
+    assert status in (400, 409), body  # in use: refused, nothing changed
+    assert await volume_status(cloud, volume_id) == "in-use"
+    await action(cloud, second, {"os-start": None})
+    await until_status(cloud, second, "ACTIVE")
+    output = await console(cloud, second, "AIOSTACK-READY", count=2)
+    assert disks_at_boot(output, 1) == [] and disks_at_boot(output, 2) == [f"/dev/vdb bytes={1024**3}"]
+    read = await in_container(cloud, second, f"{MOUNT} && cat /mnt/data && echo AIOSTACK-SECOND > /mnt/data")
+    assert read == "AIOSTACK-VOLUME-DATA\n", read
+
+    # a node that crashed mid-attach left a device no container has; its restart removes it
+    node = Node.client(bus, host="lxc-1")
+    gone = str(uuid.uuid4())
+    with pytest.raises(NotFound):  # no such container: nothing made
+        await node.attach_volume(
+            instance_uuid=gone, volume_id=volume_id, connection=file_connection(volume_file)
+        )
+    assert cloud.lxc.volumes.connected() == [(second, "vdb")]
+    await cloud.lxc.stop()
+    other = config.data_dir / "other.raw"
+    other.write_bytes(bytes(1024 * 1024))
+    orphan = await cloud.lxc.volumes.connect(gone, "vdc", file_connection(other))
+    cloud.lxc = await start_actor(LxcNodeActor, config, host="lxc-1", shutdown_timeout=10, secure=True)
+    async with asyncio.timeout(20):
+        while cloud.lxc.volumes.connected() != [(second, "vdb")]:
+            await asyncio.sleep(0.05)
+    assert not loops_backed_by(cloud.lxc.volumes.folder(gone, "vdc") / "disk")
+    assert orphan.minor != cloud.lxc.volumes.device(second, "vdb").minor  # type: ignore[union-attr]
+    assert await in_container(cloud, second, "cat /mnt/data") == "AIOSTACK-SECOND\n"  # kept its volume
+
+    status, _ = await cloud.api.delete(f"/compute/v2.1/servers/{second}")  # mounted: the delete frees it
+    assert status == 204
+    async with asyncio.timeout(30):
+        while second in cloud.lxc.containers.names() or await volume_status(cloud, volume_id) != "available":
+            await asyncio.sleep(0.05)
+    assert cloud.lxc.volumes.connected() == [] and host_paths(cloud.lxc.volumes.directory) == []
+    assert b"AIOSTACK-SECOND" in volume_file.read_bytes()  # what the container wrote is in the volume
+    await cloud.api.delete(f"/compute/v2.1/servers/{first}")
+    async with asyncio.timeout(30):
+        while cloud.lxc.containers.names():
+            await asyncio.sleep(0.05)
+
+
+def file_connection(path: Path) -> Any:
+    """A raw volume file, as the volume actor with no NBD address connects it."""
+    return {"transport": "file", "path": str(path), "format": "raw", "host": "", "port": 0, "export": ""}
