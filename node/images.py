@@ -30,6 +30,7 @@ from pathlib import Path
 from api.image import CHUNK_MAX, Image, ImageForNodes
 from bus import Conflict
 from node.configdrive import FILE_NAME as CONFIG_DRIVE
+from runtime.processes import run_tool
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +133,7 @@ class ImageCache:
             disk = directory / "disk"
             virtual_size = await _virtual_size(base, backing_format)
             size = max(root_gb * 1024**3, virtual_size)
-            await _run(
+            await run_tool(
                 "qemu-img",
                 "create",
                 "-q",
@@ -217,7 +218,7 @@ class ImageCache:
         the guest perhaps running: ``-U``); its path, in the instance's directory."""
         directory = self.instance_dir(instance_uuid)
         target = directory / SNAPSHOT
-        await _run("qemu-img", "convert", "-U", "-O", "qcow2", str(directory / "disk"), str(target))
+        await run_tool("qemu-img", "convert", "-U", "-O", "qcow2", str(directory / "disk"), str(target))
         return target
 
     async def grow_root_disk(self, instance_uuid: str, root_gb: int) -> bool:
@@ -228,7 +229,7 @@ class ImageCache:
         if not disk.exists() or await _virtual_size(disk, "qcow2") >= root_gb * 1024**3:
             return False
         await asyncio.to_thread(shutil.copy2, disk, disk.with_name(RESIZE_BACKUP))
-        await _run("qemu-img", "resize", "-q", "-f", "qcow2", str(disk), f"{root_gb}G")
+        await run_tool("qemu-img", "resize", "-q", "-f", "qcow2", str(disk), f"{root_gb}G")
         return True
 
     async def restore_root_disk(self, instance_uuid: str, root_gb: int) -> None:
@@ -317,15 +318,5 @@ def _tail(path: Path, limit: int) -> bytes:
 async def _virtual_size(path: Path, disk_format: str) -> int:
     if disk_format == "raw":
         return path.stat().st_size
-    output = await _run("qemu-img", "info", "--output=json", "-f", disk_format, str(path))
+    output = await run_tool("qemu-img", "info", "--output=json", "-f", disk_format, str(path))
     return int(json.loads(output)["virtual-size"])
-
-
-async def _run(*command: str) -> str:
-    process = await asyncio.create_subprocess_exec(
-        *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    )
-    stdout, stderr = await process.communicate()
-    if process.returncode != 0:
-        raise RuntimeError(f"{command[0]} {command[1]} failed: {stderr.decode(errors='replace').strip()}")
-    return stdout.decode()

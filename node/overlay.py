@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ipaddress
 import json
 import logging
@@ -59,7 +60,7 @@ from api.net import NetForNodes, Network, Port, Subnet
 from node.domain import xml_safe
 from node.metadata import MetadataService
 from node.networks import Attachment, SubnetDhcp, dhcp_option_values
-from runtime.processes import running_pid, stop_pid
+from runtime.processes import ToolFailed, run_tool, running_pid, stop_pid
 
 log = logging.getLogger(__name__)
 
@@ -122,18 +123,12 @@ def dnsmasq_command(segment: Segment, dhcp: SubnetDhcp, hosts: dict[str, str], p
     ]  # fmt: skip
 
 
-class OverlayError(Exception):
+class OverlayError(ToolFailed):
     """A command that builds the overlay failed (its output says why)."""
 
 
-async def _run(*argv: str) -> str:
-    process = await asyncio.create_subprocess_exec(
-        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    )
-    out, err = await process.communicate()
-    if process.returncode != 0:
-        raise OverlayError(f"{' '.join(argv)}: {err.decode(errors='replace').strip()}")
-    return out.decode()
+_run = functools.partial(run_tool, error=OverlayError)
+"""A tool run to its end: :raises OverlayError: it failed."""
 
 
 async def _link_exists(name: str, namespace: str | None = None) -> bool:

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ipaddress
 import json
 import logging
@@ -49,6 +50,7 @@ from typing import Any
 
 from api.net import FloatingIpPlan, HostRouters, RouterPlan, RouterPort
 from node.overlay import NETNS_DIR, own_namespace_name
+from runtime.processes import ToolFailed, run_tool
 
 log = logging.getLogger(__name__)
 
@@ -129,21 +131,12 @@ def _stale_flows(qg: str, fips: list[str], snat_addresses: list[str]) -> list[st
     return statements
 
 
-class RouterError(Exception):
+class RouterError(ToolFailed):
     """A command that makes a router failed (its output says why)."""
 
 
-async def _run(*argv: str, stdin: str | None = None) -> str:
-    process = await asyncio.create_subprocess_exec(
-        *argv,
-        stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await process.communicate(stdin.encode() if stdin is not None else None)
-    if process.returncode != 0:
-        raise RouterError(f"{' '.join(argv)}: {err.decode(errors='replace').strip()}")
-    return out.decode()
+_run = functools.partial(run_tool, error=RouterError)
+"""A tool run to its end: :raises RouterError: it failed."""
 
 
 async def _announce(namespace: str, device: str, address: str) -> None:

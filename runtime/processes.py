@@ -1,5 +1,6 @@
-"""Daemons a service starts and finds again by their pid file (qemu-storage-daemon, dnsmasq):
-they outlive the process that started them, so a restarted one finds them, or stops them."""
+"""The programs a service runs: tools run to their end (``run_tool``), and daemons it starts and
+finds again by their pid file (qemu-storage-daemon, dnsmasq), which outlive the process that
+started them, so a restarted one finds them, or stops them."""
 
 from __future__ import annotations
 
@@ -8,6 +9,29 @@ import contextlib
 import os
 import signal
 from pathlib import Path
+
+
+class ToolFailed(RuntimeError):
+    """A program exited with an error (the command and its own words say why)."""
+
+
+async def run_tool(*argv: str, stdin: str | None = None, error: type[ToolFailed] = ToolFailed) -> str:
+    """Run a program to its end; what it printed.
+
+    :raises ToolFailed: (or ``error``) it exited non-zero: the command and its stderr.
+    """
+    process = await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await process.communicate(stdin.encode() if stdin is not None else None)
+    if process.returncode != 0:
+        said = err.decode(errors="replace").strip() or f"exit status {process.returncode}"
+        raise error(f"{' '.join(argv)}: {said}")
+    return out.decode()
+
 
 STOP_GRACE = 2.0
 """Seconds a daemon gets between SIGTERM and SIGKILL."""

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -31,30 +32,23 @@ from pathlib import Path
 
 from api.volume import Connection
 from node.lxc.runtime import BlockDevice
-from runtime.processes import running_pid, stop_pid
+from runtime.processes import ToolFailed, run_tool, running_pid, stop_pid
 
 QSD = "qemu-storage-daemon"
 NODE = "volume"
 SYS_BLOCK = Path("/sys/block")
 
 
-class VolumeDeviceError(Exception):
+class VolumeDeviceError(ToolFailed):
     """The volume could not be made a block device on this host (the tool's words say why)."""
+
+
+_run = functools.partial(run_tool, error=VolumeDeviceError)
+"""A tool run to its end: :raises VolumeDeviceError: it failed."""
 
 
 class DeviceBusy(VolumeDeviceError):
     """The volume's block device is held (a filesystem on it is mounted in the container)."""
-
-
-async def _run(*argv: str) -> str:
-    """A tool's output. :raises VolumeDeviceError: it failed."""
-    process = await asyncio.create_subprocess_exec(
-        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    )
-    out, err = await process.communicate()
-    if process.returncode != 0:
-        raise VolumeDeviceError(f"{argv[0]}: {err.decode(errors='replace').strip() or process.returncode}")
-    return out.decode()
 
 
 def blockdev(connection: Connection) -> dict[str, object]:
