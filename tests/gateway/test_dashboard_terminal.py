@@ -141,9 +141,8 @@ async def test_scrollback_is_bounded_and_the_cursor_position_is_answered(page: P
     assert shown["cursor"] == [7, 4]
     shown = await screen_after(page, "ab\r\ncd\x1b[6n\x1b[5n", rows=3)
     assert shown["replies"] == ["\x1b[2;3R", "\x1b[0n"]
-    shown = await screen_after(
-        page, "a\r\nb\r\nc\x1bM\x1bMd\x1bMe", rows=3
-    )  # reverse index at the top scrolls down
+    # reverse index (ESC M) moves up, and at the top scrolls the screen down
+    shown = await screen_after(page, "a\r\nb\r\nc\x1bM\x1bMd\x1bMe", rows=3)
     assert (shown["lines"], shown["cursor"]) == (["  e", "ad", "b"], [0, 3])
 
 
