@@ -30,6 +30,7 @@ ASSETS = {
     "/dashboard/chart.js": "text/javascript",
     "/dashboard/identity.js": "text/javascript",
     "/dashboard/console.js": "text/javascript",
+    "/dashboard/terminal.js": "text/javascript",
     "/dashboard/style.css": "text/css",
 }
 

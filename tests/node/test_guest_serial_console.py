@@ -11,13 +11,14 @@ import asyncio
 import base64
 import os
 import pty
+import re
 import sys
 import termios
 from pathlib import Path
 
 import aiohttp
 import pytest
-from playwright.async_api import async_playwright, expect
+from playwright.async_api import Locator, Page, async_playwright, expect
 
 from aiostack.sdk import BadRequest, Conflict, SerialConsole
 from tests.helpers import DEMO_PASSWORD
@@ -25,15 +26,22 @@ from tests.node.real_guests import GUEST_DEADLINE, QemuCloud
 
 CHROMIUM = "/usr/bin/chromium"
 SHELL_ON_THE_CONSOLE = "#!/bin/sh\nsh -c 'exec sh </dev/ttyS0 >/dev/ttyS0 2>&1' &\n"
+# An interactive shell in a session of its own with the console as its controlling terminal (job
+# control: Ctrl-C interrupts what runs in the foreground). start-stop-daemon puts it in the
+# background: a shell's ``&`` would have it ignore SIGINT, and its commands with it.
+SHELL_IN_ITS_OWN_SESSION = (
+    "#!/bin/sh\nstart-stop-daemon -S -b -p /tmp/console.pid -m -x /bin/busybox --"
+    " sh -c 'exec setsid -c sh -i </dev/ttyS0 >/dev/ttyS0 2>&1'\n"
+)
 V26 = {"OpenStack-API-Version": "compute 2.6"}
 
 
-async def _boot_with_a_shell(cloud: QemuCloud) -> str:
+async def _boot_with_a_shell(cloud: QemuCloud, user_data: str = SHELL_ON_THE_CONSOLE) -> str:
     body = {
         "name": "console",
         "imageRef": cloud.images["disk"],
         "flavorRef": "1",
-        "user_data": base64.b64encode(SHELL_ON_THE_CONSOLE.encode()).decode(),
+        "user_data": base64.b64encode(user_data.encode()).decode(),
     }
     client = cloud.client
     server_id = str((await client.request("POST", "/compute/v2.1/servers", {"server": body}))["server"]["id"])
@@ -42,6 +50,64 @@ async def _boot_with_a_shell(cloud: QemuCloud) -> str:
             await asyncio.sleep(0.2)
     await cloud.console_until(server_id, r"AIOSTACK-READY")
     return server_id
+
+
+async def _lines(page: Page) -> list[str]:
+    """The terminal's lines as shown (trailing blanks left out)."""
+    text: str = await page.locator("#serial-output").evaluate("(terminal) => terminal.textContent")
+    return [line.rstrip() for line in text.split("\n")]
+
+
+async def _until_it_ends(terminal: Locator, *lines: str) -> None:
+    """Until the terminal's last lines are ``lines``, the cursor on the last."""
+    ending = "\n".join(re.escape(line) for line in lines)
+    await expect(terminal).to_have_text(re.compile(f"\n{ending}\\s*$"), timeout=GUEST_DEADLINE * 1000)
+
+
+async def _keys_in_the_terminal(page: Page, terminal: Locator) -> None:
+    """Keys pressed in the focused terminal, each step waiting for the prompt (the shell reads keys
+    itself only then), and what the terminal shows after them."""
+    await page.keyboard.type("echo AIOSTACK-WEB-$((6*7))")
+    await page.keyboard.press("Enter")
+    await expect(terminal).to_have_text(
+        re.compile(r"\nAIOSTACK-WEB-42\n\S[^\n]*$"), timeout=GUEST_DEADLINE * 1000
+    )
+    prompt = (await _lines(page))[-1]  # the shell's, back after the command ("/ #")
+    # Ctrl-C: the sleep stops (its echo says it runs, in the foreground), 128 + SIGINT its status;
+    # the terminal driver's echo of it, ^C, then the prompt on the next line
+    await page.keyboard.type("sh -c 'echo SLEEPING-$((1+1)); exec sleep 30'")
+    await page.keyboard.press("Enter")
+    await _until_it_ends(terminal, "SLEEPING-2", "")
+    await page.keyboard.press("Control+c")
+    await _until_it_ends(terminal, "SLEEPING-2", "^C", prompt)
+    await page.keyboard.type("echo rc=$?")
+    await page.keyboard.press("Enter")
+    await _until_it_ends(terminal, "rc=130", prompt)
+    # Ctrl-C at the prompt: the line typed is dropped, never run
+    await page.keyboard.type("echo AIOSTACK-NOT-$((0+0))")
+    await page.keyboard.press("Control+c")
+    await _until_it_ends(terminal, f"{prompt} echo AIOSTACK-NOT-$((0+0))^C", prompt)
+    # a paste: its text sent as typed, its line end as Enter
+    await page.evaluate("navigator.clipboard.writeText('echo AIOSTACK-PASTE-$((4+4))\\n')")
+    await page.keyboard.press("Control+Shift+V")
+    await _until_it_ends(terminal, f"{prompt} echo AIOSTACK-PASTE-$((4+4))", "AIOSTACK-PASTE-8", prompt)
+    # the up arrow: the last command again, shown as typed
+    await page.keyboard.type("echo AIOSTACK-UP-$((2+3))")
+    await page.keyboard.press("Enter")
+    await _until_it_ends(terminal, "AIOSTACK-UP-5", prompt)
+    await page.keyboard.press("ArrowUp")
+    await _until_it_ends(terminal, "AIOSTACK-UP-5", f"{prompt} echo AIOSTACK-UP-$((2+3))")
+    await page.keyboard.press("Enter")
+    await _until_it_ends(terminal, f"{prompt} echo AIOSTACK-UP-$((2+3))", "AIOSTACK-UP-5", prompt)
+    # the left arrow: a character put in the middle of the line
+    await page.keyboard.type("echo AIOSTACK-MID-ac")
+    await page.keyboard.press("ArrowLeft")
+    await page.keyboard.type("b")
+    await _until_it_ends(terminal, f"{prompt} echo AIOSTACK-MID-abc")
+    await page.keyboard.press("Enter")
+    await _until_it_ends(terminal, f"{prompt} echo AIOSTACK-MID-abc", "AIOSTACK-MID-abc", prompt)
+    lines = await _lines(page)
+    assert lines.count("AIOSTACK-UP-5") == 2 and "AIOSTACK-NOT-0" not in lines, lines
 
 
 async def _console_url(cloud: QemuCloud, server_id: str) -> str:
@@ -154,14 +220,18 @@ async def test_the_dashboards_serial_console_runs_what_is_typed_in_the_browser(
     qemu_cloud: QemuCloud,
     tmp_path: Path,
 ) -> None:
-    """The web dashboard's instance page opens the guest's serial console in headless Chromium: a
-    line typed there runs on the guest and its output is shown; closing it leaves the console free
-    for the next client."""
-    server_id = await _boot_with_a_shell(qemu_cloud)
+    """The web dashboard's instance page opens the guest's serial console in headless Chromium, a
+    terminal: keys pressed there go to the guest's shell at once (Ctrl-C stops a ``sleep``, the up
+    arrow recalls a command, the left arrow edits one in the middle) and the screen shows what a
+    terminal shows; Ctrl+] leaves it for the line form, and closing it leaves the console free for
+    the next client."""
+    server_id = await _boot_with_a_shell(qemu_cloud, SHELL_IN_ITS_OWN_SESSION)
+    deadline = GUEST_DEADLINE * 1000
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(executable_path=CHROMIUM)
         try:
-            page = await browser.new_page()
+            context = await browser.new_context(permissions=["clipboard-read", "clipboard-write"])
+            page = await context.new_page()
             await page.goto(qemu_cloud.client.url)
             form = page.locator("#login-form")
             await form.get_by_label("User").fill("demo")
@@ -172,13 +242,18 @@ async def test_the_dashboards_serial_console_runs_what_is_typed_in_the_browser(
             await page.goto(f"{qemu_cloud.client.url}/#/instances/{server_id}")
             await expect(page.locator("#detail-status")).to_have_text("ACTIVE")
             await page.get_by_role("button", name="Open serial console").click()
-            typed = page.get_by_label("Console input")
-            await expect(typed).to_be_focused(timeout=GUEST_DEADLINE * 1000)
-            await page.keyboard.type("echo AIOSTACK-WEB-$((6*7))")
+            terminal = page.get_by_role("application", name="Serial console")
+            await expect(terminal).to_be_focused(timeout=deadline)
+            try:
+                await _keys_in_the_terminal(page, terminal)
+            finally:
+                await page.screenshot(path=tmp_path / "dashboard-serial-console.png", full_page=True)
+            await page.keyboard.press("Control+BracketRight")
+            typed = page.get_by_label("Console input (a whole line)")
+            await expect(typed).to_be_focused()
+            await page.keyboard.type("echo AIOSTACK-LINE-$((3*3))")
             await page.keyboard.press("Enter")
-            output = page.locator("#serial-output")
-            await expect(output).to_contain_text("AIOSTACK-WEB-42", timeout=GUEST_DEADLINE * 1000)
-            await page.screenshot(path=tmp_path / "dashboard-serial-console.png", full_page=True)
+            await expect(terminal).to_contain_text("AIOSTACK-LINE-9", timeout=deadline)
             await page.get_by_role("button", name="Close serial console").click()
             await expect(page.locator("#serial-state")).to_have_text("Closed.")
         finally:
