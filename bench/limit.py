@@ -215,7 +215,13 @@ class QemuRound:
         """Seconds libvirt takes to add a DHCP host entry to a running network, live (what the node
         does for each port it plugs in): the stopped server's own entry, removed and added back."""
         interface = next(ET.fromstring(xml).iter("interface"))
-        network = self.conn.networkLookupByName(interface.findall("source")[0].get("network"))
+        source = interface.find("source")
+        if source is None or source.get("network") is None:
+            raise RuntimeError(
+                "the guest got user-mode networking, not its network's bridge (another cloud's"
+                " libvirt network on the same addresses?): the node's log says why"
+            )
+        network = self.conn.networkLookupByName(source.get("network"))
         mac = interface.findall("mac")[0].get("address")
         entry = next(
             host for host in ET.fromstring(network.XMLDesc(0)).iter("host") if host.get("mac") == mac
@@ -251,6 +257,8 @@ async def qemu_phase(args: argparse.Namespace, results: dict[str, float]) -> Non
                 measured = [await rounds.run(number) for number in range(1, args.qemu_boots + 1)]
                 await client.server_action(keeper, "delete", wait=True)
             finally:
+                for server in await client.servers.list():  # those a failed round left: QEMU guests
+                    await client.servers.delete(server, wait=True)
                 await cloud.close()
                 await asyncio.to_thread(conn.close)
     for number, times in enumerate(measured, 1):
