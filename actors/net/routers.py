@@ -69,13 +69,12 @@ async def _load_ports(db: Db, condition: str, params: list[Any]) -> list[Port]:
     return [PORT.view(row) for row in rows]
 
 
-async def router_state(db: Db, router_id: str) -> dict[str, Any]:
-    """The router as its events show it: its view and ``interfaces``, a ``{port_id, subnet_id,
-    ip_address}`` for each address of its interface ports."""
-    router = await get_router(db, router_id, None)
+async def router_state(db: Db, router: Router) -> dict[str, Any]:
+    """The router (its view as read in the same transaction) as its events show it, with
+    ``interfaces``: a ``{port_id, subnet_id, ip_address}`` for each address of its interface ports."""
     interfaces = [
         {"port_id": port["id"], "subnet_id": fixed["subnet_id"], "ip_address": fixed["ip_address"]}
-        for port in await router_ports(db, router_id, ROUTER_INTERFACE_OWNER)
+        for port in await router_ports(db, router["id"], ROUTER_INTERFACE_OWNER)
         for fixed in port["fixed_ips"]
     ]
     return {**router, "interfaces": interfaces}
@@ -124,7 +123,7 @@ class RouterServant(Routers):
                 snat = await self._set_gateway(db, router_id, external_gateway_info, project)
                 await db.execute("UPDATE routers SET enable_snat = ? WHERE id = ?", (snat, router_id))
             router = await get_router(db, router_id, None)
-            shown = await router_state(db, router_id)
+            shown = await router_state(db, router)
             change = await served(db, [router_id])
         await tell_routers(self.state.bus, change)
         await self.state.announce("router.created", shown)
@@ -164,7 +163,7 @@ class RouterServant(Routers):
                 changes["routes"] = json.dumps(await _checked_routes(db, router_id, routes))
             await update(db, "routers", router_id, changes)
             router = await get_router(db, router_id, None)
-            shown = await router_state(db, router_id)
+            shown = await router_state(db, router)
             change = await served(db, [router_id])
         await tell_routers(self.state.bus, change)
         await self.state.announce("router.updated", shown)
@@ -173,10 +172,10 @@ class RouterServant(Routers):
     async def delete_router(self, *, router_id: str) -> None:
         project = scope()
         async with self.state.writing() as db:
-            await get_router(db, router_id, project)
+            router = await get_router(db, router_id, project)
             if await router_ports(db, router_id, ROUTER_INTERFACE_OWNER):
                 raise RouterInUse(f"Router {router_id} still has ports")
-            shown = await router_state(db, router_id)
+            shown = await router_state(db, router)
             change = await served(db, [router_id])
             await db.execute(
                 "UPDATE floatingips SET router_id = NULL, fixed_ip_address = NULL WHERE router_id = ?",
@@ -204,7 +203,7 @@ class RouterServant(Routers):
                 assert subnet_id is not None
                 port = await self._new_interface(db, router, subnet_id, project)
             answer = _interface(router, port)
-            shown = await router_state(db, router_id)
+            shown = await router_state(db, router)
             change = await served(db, [router_id])
         await tell_routers(self.state.bus, change)
         await self.state.announce("router.interface_added", shown)
@@ -238,10 +237,10 @@ class RouterServant(Routers):
             port = found[0]
             await _check_unused(db, router, port)
             await db.execute("DELETE FROM ports WHERE id = ?", (port["id"],))
-            shown = await router_state(db, router_id)
+            shown = await router_state(db, router)
             change = await served(db, [router_id])
         await tell_routers(self.state.bus, change)
-        await self.state.publish("port.deleted", port)
+        await self.state.announce("port.deleted", port)
         await self.state.announce("router.interface_removed", shown)
         return _interface(router, port)
 
