@@ -67,7 +67,7 @@ class InstanceServant(InstancePorts, Allocations):
                 change = await ports_changed(db, ports)
         await tell(self.state.bus, change)
         for bound in ports:
-            await self.state.publish("port.bound", bound)
+            await self.state.announce("port.bound", bound)
         return ports
 
     async def _new_ports(
@@ -148,7 +148,7 @@ class InstanceServant(InstancePorts, Allocations):
             [port] = await self._new_ports(db, [request], project_id, instance_uuid, host, None)
             change = await ports_changed(db, [port])
         await tell(self.state.bus, change)
-        await self.state.publish("port.bound", port)
+        await self.state.announce("port.bound", port)
         return port
 
     async def detach_port(self, *, instance_uuid: str, port_id: str) -> Port | None:
@@ -177,7 +177,7 @@ class InstanceServant(InstancePorts, Allocations):
         await tell(self.state.bus, change)
         await tell_routers(self.state.bus, routers)
         for event, port in events:
-            await self.state.publish(event, port)
+            await self.state.announce(event, port)
         return events
 
     async def unbind_instance_ports(self, *, instance_uuid: str) -> list[Port]:
@@ -196,7 +196,7 @@ class InstanceServant(InstancePorts, Allocations):
             change = await ports_changed(db, [*before, *unbound])
         await tell(self.state.bus, change)
         for port in unbound:
-            await self.state.publish("port.unbound", port)
+            await self.state.announce("port.unbound", port)
         return unbound
 
     async def set_port_binding(self, *, port_id: str, vif_type: VifType, vif_details: dict[str, Any]) -> Port:
@@ -205,7 +205,7 @@ class InstanceServant(InstancePorts, Allocations):
             changes = {"binding_vif_type": vif_type, "binding_vif_details": to_json(vif_details)}
             await update(db, "ports", port_id, changes)
             port = await self.state.get(PORT, port_id, None, db)
-        await self.state.publish("port.plugged", port)
+        await self.state.announce("port.plugged", port)
         return port
 
     async def list_allocations(self) -> list[IpAllocation]:

@@ -122,4 +122,4 @@ class NetworkServant(Networks):
                 await db.execute(f"DELETE FROM {table} WHERE {column} = ?", (network_id,))
         await tell_routers(self.state.bus, routers)
         for port in ports:
-            await self.state.publish("port.deleted", port)
+            await self.state.announce("port.deleted", port)

@@ -157,7 +157,7 @@ class NodePorts(NetForNodes):
             }
             columns |= {"binding_host": host, "binding_vif_type": "bridge", "name": f"dhcp on {host}"}
             port = await new_port(db, network_id, None, None, columns)
-        await self.state.publish("port.bound", port)
+        await self.state.announce("port.bound", port)
         return port
 
     async def release_dhcp_port(self, *, network_id: str, host: str) -> bool:
@@ -167,7 +167,7 @@ class NodePorts(NetForNodes):
             for port in found:
                 await db.execute("DELETE FROM ports WHERE id = ?", (port["id"],))
         for port in found:
-            await self.state.publish("port.deleted", port)
+            await self.state.announce("port.deleted", port)
         return bool(found)
 
     async def security_for_host(self, *, host: str, arriving: list[str] | None = None) -> HostSecurity:

@@ -143,7 +143,7 @@ class PortServant(Ports):
             await db.execute("DELETE FROM ports WHERE id = ?", (port_id,))
         await tell(self.state.bus, change)
         await tell_routers(self.state.bus, routers)
-        await self.state.publish("port.deleted", port)
+        await self.state.announce("port.deleted", port)
 
 
 async def new_port(

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from actors.net.schema import Kind
-from api.net import Port
 from bus import Bus, Conflict, Forbidden, InvalidRequest, NotFound
 from runtime.context import caller, sees_all
 from runtime.events import publish_event
@@ -63,10 +62,6 @@ class NetState:
                 f"{kind.title} {row_id} belongs to another project: only its owner may change it."
             )
         return found[0]
-
-    async def publish(self, event_type: str, port: Port) -> None:
-        """Publish a port event (``port.bound``, ``port.deleted``...) with the port as its state."""
-        await self.announce(event_type, port)
 
     async def announce(self, event_type: str, state: Mapping[str, Any]) -> None:
         """Publish the event ``<kind>.<change>`` of a resource (a port, router, security group)
