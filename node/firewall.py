@@ -1,6 +1,6 @@
 """Security groups on a node (applied by ``node.security``): the node's nftables tables, rendered
-whole from its ports and applied in one ``nft`` transaction, so a change takes effect at once and a
-packet never sees half a ruleset.
+whole from its ports and applied in one nft transaction (in this process: ``node.nftables``), so
+a change takes effect at once and a packet never sees half a ruleset.
 
 Two tables per node, both named ``table_name(host)``:
 
@@ -31,14 +31,14 @@ are separate, a drop in any one is final.
 
 from __future__ import annotations
 
-import asyncio
 import re
 import zlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from ipaddress import ip_address, ip_network
 
 from api.net import HostSecurity
+from node import nftables
 from node.metadata import METADATA_ADDRESS
 
 ICMP_PROTOCOLS = {1: "icmp", 58: "icmpv6"}
@@ -240,17 +240,14 @@ def render(host: str, ruleset: Ruleset) -> str:
 
 
 class FirewallError(Exception):
-    """``nft`` refused a script (its message says why); the table is as it was."""
+    """nft refused a script (its message says why); the table is as it was."""
 
 
-async def _nft(script: str, prefix: Sequence[str]) -> None:
-    process = await asyncio.create_subprocess_exec(
-        *prefix, "nft", "-f", "-",
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    _, err = await process.communicate(script.encode())
-    if process.returncode != 0:
-        raise FirewallError(err.decode(errors="replace").strip())
+async def _nft(script: str, namespace: str | None) -> None:
+    try:
+        await nftables.run(script, namespace)
+    except nftables.NftError as exc:
+        raise FirewallError(str(exc)) from exc
 
 
 ISOLATION_TABLE = "aiostack_isolation"
@@ -278,24 +275,24 @@ def render_isolation(bridges: Iterable[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-async def isolate(bridges: Iterable[str], prefix: Sequence[str] = ()) -> None:
-    """Make the isolation table hold exactly ``bridges`` (see ``render_isolation``; ``prefix`` as
-    for ``apply``).
+async def isolate(bridges: Iterable[str], namespace: str | None = None) -> None:
+    """Make the isolation table hold exactly ``bridges`` (see ``render_isolation``; ``namespace``
+    as for ``apply``).
 
     :raises FirewallError: nft refused.
     """
-    await _nft(render_isolation(bridges), prefix)
+    await _nft(render_isolation(bridges), namespace)
 
 
-async def apply(host: str, ruleset: Ruleset, prefix: Sequence[str] = ()) -> None:
-    """Make the node's table ``ruleset`` (``prefix``: run ``nft`` through it, as ``ip netns exec NS``)."""
-    await _nft(render(host, ruleset), prefix)
+async def apply(host: str, ruleset: Ruleset, namespace: str | None = None) -> None:
+    """Make the node's table ``ruleset`` (in the named network namespace, else this process's)."""
+    await _nft(render(host, ruleset), namespace)
 
 
-async def remove(host: str, prefix: Sequence[str] = ()) -> None:
+async def remove(host: str, namespace: str | None = None) -> None:
     """Remove the node's tables (nothing if it has none)."""
     table = table_name(host)
     script = "".join(
         f"table {family} {table}\ndelete table {family} {table}\n" for family in ("inet", "bridge")
     )
-    await _nft(script, prefix)
+    await _nft(script, namespace)

@@ -162,24 +162,23 @@ async def test_ingress_is_denied_but_for_the_rules_and_a_rule_added_takes_effect
         ["ip", "netns", "exec", lab.guests[0], "python3", "-m", "http.server", "22", "--bind", "10.77.0.11"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
-    prefix = ("ip", "netns", "exec", lab.host)
     try:
         for _ in range(100):
             if connects(lab.guests[0], "10.77.0.11", 22):
                 break
             await asyncio.sleep(0.1)
         assert pings(lab.host, "10.77.0.11") and connects(lab.host, "10.77.0.11", 22)  # no tables yet
-        await apply("node-1", lab.ruleset(DEFAULT_RULES), prefix)
+        await apply("node-1", lab.ruleset(DEFAULT_RULES), lab.host)
         assert pings(lab.guests[1], "10.77.0.11")  # a member of the group
         assert not pings(lab.host, "10.77.0.11")  # not a member
         assert not connects(lab.host, "10.77.0.11", 22)
         assert pings(lab.guests[0], "10.77.0.1")  # egress, and its replies
-        await apply("node-1", lab.ruleset(DEFAULT_RULES + SSH_AND_PING), prefix)
+        await apply("node-1", lab.ruleset(DEFAULT_RULES + SSH_AND_PING), lab.host)
         assert pings(lab.host, "10.77.0.11") and connects(lab.host, "10.77.0.11", 22)
         _in(lab.guests[1], "ip", "addr", "add", "10.77.0.99/24", "dev", "eth0")
         assert pings(lab.guests[1], "10.77.0.1", source="10.77.0.12")
         assert not pings(lab.guests[1], "10.77.0.1", source="10.77.0.99")  # not its fixed IP
-        await remove("node-1", prefix)
+        await remove("node-1", lab.host)
         assert _in(lab.host, "nft", "list", "tables").stdout == ""
     finally:
         server.terminate()
@@ -197,15 +196,14 @@ def conntrack_zones(namespace: str, address: str) -> set[int]:
 
 
 async def test_each_bridge_tracks_its_flows_in_its_own_conntrack_zone(lab: Lab) -> None:
-    prefix = ("ip", "netns", "exec", lab.host)
     try:
-        await apply("node-1", lab.ruleset(DEFAULT_RULES + SSH_AND_PING), prefix)
+        await apply("node-1", lab.ruleset(DEFAULT_RULES + SSH_AND_PING), lab.host)
         assert pings(lab.host, "10.77.0.11")  # sent by the host onto the bridge
         assert pings(lab.guests[1], "10.77.0.11")  # bridged from one guest to the other
         assert conntrack_zones(lab.host, "10.77.0.11") == {conntrack_zone(lab.bridge)}
         assert conntrack_zone(lab.bridge) != conntrack_zone("other-bridge")
     finally:
-        await remove("node-1", prefix)
+        await remove("node-1", lab.host)
 
 
 async def test_a_guest_allowed_no_egress_still_reaches_the_metadata_service(lab: Lab) -> None:
@@ -215,21 +213,20 @@ async def test_a_guest_allowed_no_egress_still_reaches_the_metadata_service(lab:
         ["ip", "netns", "exec", lab.host, "python3", "-m", "http.server", "80"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
-    prefix = ("ip", "netns", "exec", lab.host)
     no_egress = (Rule("ingress", "IPv4", remote_group_id=GROUP),)
     try:
         for _ in range(100):
             if connects(lab.guests[0], METADATA_ADDRESS, 80) and connects(lab.guests[0], "10.77.0.1", 80):
                 break
             await asyncio.sleep(0.1)
-        await apply("node-1", lab.ruleset(no_egress), prefix)
+        await apply("node-1", lab.ruleset(no_egress), lab.host)
         assert connects(lab.guests[0], METADATA_ADDRESS, 80)
         assert not connects(lab.guests[0], "10.77.0.1", 80)  # the same server at the host's address
         assert not pings(lab.guests[0], "10.77.0.1")
     finally:
         server.terminate()
         server.wait()
-        await remove("node-1", prefix)
+        await remove("node-1", lab.host)
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,17 +289,17 @@ def routed_lab() -> Iterator[RoutedLab]:
 async def test_an_isolated_bridge_routes_nothing_in_or_out_but_bridges_and_serves_the_host(
     routed_lab: RoutedLab,
 ) -> None:
-    lab, prefix = routed_lab, ("ip", "netns", "exec", routed_lab.host)
+    lab = routed_lab
     assert pings(lab.guest, "10.78.2.12"), "the lab's host must route between its bridges"
 
-    await isolate(["isobr1", "isobr2"], prefix)
+    await isolate(["isobr1", "isobr2"], lab.host)
 
     assert not pings(lab.guest, "10.78.2.12")
     assert not pings(lab.across, "10.78.1.11")
     assert pings(lab.guest, "10.78.1.1"), "the host's own address on the bridge (DHCP, metadata)"
     assert pings(lab.guest, "10.78.1.13"), "a neighbour on the same bridge"
 
-    await isolate([], prefix)
+    await isolate([], lab.host)
 
     assert ISOLATION_TABLE not in _in(lab.host, "nft", "list", "tables").stdout
     assert pings(lab.guest, "10.78.2.12")
