@@ -29,6 +29,7 @@ from typing import Any, TypedDict
 import msgspec
 
 from actors.placement import Placements, sees_for
+from api.conductor import Placement
 from api.image import (
     CHUNK_MAX,
     READ_ONLY,
@@ -865,17 +866,28 @@ class NodeImages(ImageForNodes):
         :raises NotFound: otherwise (the same answer whichever check failed).
         """
         placement = await self.placements.on_host(instance_uuid, host, arriving=True)
-        if image_id != placement["image_ref"]:  # it may have been rebuilt from it since that was kept
+        try:
+            row = await self._used_by(image_id, placement)
+        except NotFound:  # it may have been rebuilt from that image since the placement was kept
             placement = await self.placements.on_host(instance_uuid, host, fresh=True, arriving=True)
+            row = await self._used_by(image_id, placement)
+        if not sees_for(placement, row["owner"], public=_public(row)):
+            raise NotFound(f"image {image_id} could not be found for instance {instance_uuid}")
+        return row
+
+    async def _used_by(self, image_id: str, placement: Placement) -> ImageRow:
+        """The image's row if the placed instance boots from it or from an image naming it as its
+        kernel or ramdisk.
+
+        :raises NotFound: it does not.
+        """
         booted = placement["image_ref"]
         try:
             if image_id != booted:
                 properties = from_json((await self.actor.stored(booted))["properties"], {})
                 if image_id not in (properties.get("kernel_id"), properties.get("ramdisk_id")):
                     raise NotFound(f"image {image_id} could not be found")
-            row = await self.actor.stored(image_id)
+            return await self.actor.stored(image_id)
         except NotFound:
+            instance_uuid = placement["instance_uuid"]
             raise NotFound(f"image {image_id} could not be found for instance {instance_uuid}") from None
-        if not sees_for(placement, row["owner"], public=_public(row)):
-            raise NotFound(f"image {image_id} could not be found for instance {instance_uuid}")
-        return row

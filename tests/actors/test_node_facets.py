@@ -35,6 +35,8 @@ class StandInConductor(Actor, ConductorForOwners):
     def __init__(self, bus: Bus) -> None:
         super().__init__(bus)
         self.placements: dict[str, Placement] = {}
+        self.asked = 0
+        """How many times ``placement`` was called."""
 
     def place(
         self, uuid: str, host: str | None, ctx: Context, image: str = "", volumes: list[str] | None = None
@@ -55,6 +57,7 @@ class StandInConductor(Actor, ConductorForOwners):
         return {"instance_uuids": [], "until": since or "2026-01-01T00:00:00Z"}
 
     async def placement(self, *, instance_uuid: str) -> Placement:
+        self.asked += 1
         if instance_uuid not in self.placements:
             raise NotFound(f"Instance {instance_uuid} could not be found.")
         return self.placements[instance_uuid]
@@ -118,6 +121,30 @@ async def test_a_node_reads_only_the_images_of_its_instances_as_their_project_se
         await bus.call(
             "image.host.node-2.get", {"image_id": booted, "instance_uuid": demo_vm, "host": "node-1"}
         )
+
+
+async def test_a_node_reads_its_images_kernel_and_ramdisk_on_one_placement_and_a_rebuilt_image_on_a_fresh_one(
+    bus: Bus, start_actor, config, conductor: StandInConductor
+) -> None:
+    await start_actor(ImageActor, config)
+    images = Images.client(bus)
+    kernel = await private_image(images, DEMO, b"kernel")
+    ramdisk = await private_image(images, DEMO, b"ramdisk")
+    booted = await private_image(images, DEMO, b"disk", kernel_id=kernel, ramdisk_id=ramdisk)
+    rebuilt_from = await private_image(images, DEMO, b"another disk")
+    vm = conductor.place("vm-kernel", "node-1", DEMO, booted)
+    node = ImageForNodes.client(bus, host="node-1")
+
+    for image_id in (booted, kernel, ramdisk):
+        assert (await node.get(image_id=image_id, instance_uuid=vm))["id"] == image_id
+    assert conductor.asked == 1  # the kept placement serves the kernel and the ramdisk
+
+    conductor.place(vm, "node-1", DEMO, rebuilt_from)  # rebuilt: the kept placement is stale
+    assert (await node.get(image_id=rebuilt_from, instance_uuid=vm))["id"] == rebuilt_from
+    assert conductor.asked == 2
+    with pytest.raises(NotFound, match=f"image {kernel} could not be found for instance {vm}"):
+        await node.get(image_id=kernel, instance_uuid=vm)  # asked again: no longer its kernel
+    assert conductor.asked == 3
 
 
 async def test_a_node_reads_a_public_image_for_its_instance(
