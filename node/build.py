@@ -51,6 +51,17 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+async def _all_finished(*work: Awaitable[Any]) -> list[Any]:
+    """Run ``work`` at once and wait for all of it, then raise the first failure if there is one:
+    unlike ``asyncio.gather``'s, nothing is still running when it is raised (undoing a build must
+    find every port or disk it made)."""
+    outcomes = await asyncio.gather(*work, return_exceptions=True)
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
+    return outcomes
+
+
 class Cleanup:
     """The steps of one teardown: each runs even when an earlier one failed; a failure is logged
     with its traceback and remembered, never raised (``ok`` is False once a step failed)."""
@@ -159,12 +170,14 @@ class Builder:
             await asyncio.sleep(self.build_delay)
         xml, volumes = await self._prepare(request)
         await self.records.save(instance_uuid, instance["project_id"], xml)
-        domain = await self.hypervisor.define(xml)
+        # its ports' chains, from the record just saved, before the guest's first frame
+        defined = asyncio.ensure_future(self.hypervisor.define(xml))
+        await _all_finished(defined, self.security.refresh())
+        domain = defined.result()
         for volume_id, device in volumes:
             await self.peers.volume.attach_complete(
                 volume_id=volume_id, instance_uuid=instance_uuid, device=device
             )
-        await self.security.refresh()  # its ports' chains, before the guest's first frame
         self.networks_plugged()
         await self.hypervisor.virt(domain.create)
 
@@ -211,7 +224,7 @@ class Builder:
 
         Returns the domain XML and the reserved volumes with their devices.
         """
-        instance, requested_networks = request["instance"], request["requested_networks"]
+        instance = request["instance"]
         uuid = instance["id"]
         disks: list[Disk] = []
         volumes: list[tuple[str, str]] = []
@@ -236,26 +249,18 @@ class Builder:
             if self.hypervisor.real_guests and image is not None
             else None
         )
-        try:
-            boot_images = {
-                key: await self._boot_image(properties[key], key, uuid)
-                for key in ("kernel_id", "ramdisk_id")
-                if properties.get(key)
-            }
-            if incoming is None:
-                ports = await self.peers.patient_net.allocate_for_instance(
-                    instance_uuid=uuid,
-                    requested_networks=requested_networks,
-                    security_groups=request.get("security_groups"),
-                )
-                addresses = await self._addresses(ports, uuid)
-                await self.peers.patient_conductor.instance_spawning(instance_uuid=uuid, addresses=addresses)
-            else:
-                ports = incoming
+        keys = [key for key in ("kernel_id", "ramdisk_id") if properties.get(key)]
+        try:  # the ports, the kernel and the ramdisk at once, each finished before any failure counts
+            outcomes = await _all_finished(
+                self._ports(request, incoming),
+                *(self._boot_image(properties[key], key, uuid) for key in keys),
+            )
         except BaseException:
             if root_disk is not None:  # finished, so that undoing the build finds the disk it made
                 await asyncio.gather(root_disk, return_exceptions=True)
             raise
+        ports: list[Port] = outcomes[0]
+        boot_images: dict[str, Image] = dict(zip(keys, outcomes[1:], strict=True))
         if self.hypervisor.real_guests:
             if root_disk is not None:
                 root = await root_disk
@@ -314,6 +319,21 @@ class Builder:
             console_log=console_log,
         )
         return domain_xml(spec), volumes
+
+    async def _ports(self, request: BuildRequest, incoming: list[Port] | None) -> list[Port]:
+        """The instance's ports, allocated and told to the conductor (``incoming``: a live
+        migration's, as they are)."""
+        if incoming is not None:
+            return incoming
+        uuid = request["instance"]["id"]
+        ports = await self.peers.patient_net.allocate_for_instance(
+            instance_uuid=uuid,
+            requested_networks=request["requested_networks"],
+            security_groups=request.get("security_groups"),
+        )
+        addresses = await self._addresses(ports, uuid)
+        await self.peers.patient_conductor.instance_spawning(instance_uuid=uuid, addresses=addresses)
+        return ports
 
     async def _boot_image(self, image_id: str, key: str, instance_uuid: str) -> Image:
         """The kernel (``kernel_id``) or ramdisk (``ramdisk_id``) image an instance boots with."""
