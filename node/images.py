@@ -55,6 +55,8 @@ class ImageCache:
         self.base_dir = state_dir / "images" / "_base"
         self.instances_dir = state_dir / "instances"
         self._locks: dict[str, asyncio.Lock] = {}
+        self._virtual_sizes: dict[str, int] = {}
+        """Each base's virtual size, by image id: an image's data never changes once it is active."""
 
     def instance_dir(self, instance_uuid: str) -> Path:
         return self.instances_dir / instance_uuid
@@ -131,7 +133,10 @@ class ImageCache:
             directory = self.instance_dir(instance_uuid)
             directory.mkdir(parents=True, exist_ok=True)
             disk = directory / "disk"
-            virtual_size = await _virtual_size(base, backing_format)
+            virtual_size = self._virtual_sizes.get(image["id"])
+            if virtual_size is None:
+                virtual_size = await _virtual_size(base, backing_format)
+                self._virtual_sizes[image["id"]] = virtual_size
             size = max(root_gb * 1024**3, virtual_size)
             await run_tool(
                 "qemu-img",
@@ -203,6 +208,7 @@ class ImageCache:
                     "removed cached image %s, unused for over %g s (%d bytes freed)", image_id, max_age, freed
                 )
                 removed.append(image_id)
+                self._virtual_sizes.pop(image_id, None)
         return removed
 
     async def console_output(self, instance_uuid: str, length: int | None = None) -> str:
