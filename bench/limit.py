@@ -17,7 +17,9 @@ stored it in ``node.sqlite`` for a server booted through aiostack), with its own
    the caches and stays up through the rounds, so the network each round's guest plugs into (its
    bridge and DHCP server) exists already, as on any host that runs guests; its own time to
    ACTIVE, the network made on the way, is reported. Each round also times what the node's plug
-   of a port costs in libvirt: one DHCP host entry added to the running network, live.
+   of a port costs in libvirt: one DHCP host entry added to the running network, live. Each
+   timed boot starts ``SETTLE`` seconds after the step before it (the last round's delete; the
+   stop and the disk's copy), so neither side pays for the other's leftovers on the two cores.
 
 Ratios are aiostack over direct (p50s); the rounds' own differences (aiostack's ACTIVE less the
 direct domain's running) are reported too, being less at the mercy of a shared machine's drift.
@@ -59,6 +61,7 @@ from node.libvirtd import SYSTEM_URI, ensure_libvirtd
 from node.networks import UPDATE_FLAGS
 
 READY = "AIOSTACK-READY"
+SETTLE = 1.0
 ENV = {"AIOSTACK_ADMIN_PASSWORD": PASSWORD, "AIOSTACK_DEMO_PASSWORD": PASSWORD}
 
 
@@ -183,6 +186,7 @@ class QemuRound:
 
     async def run(self, number: int) -> dict[str, float]:
         times: dict[str, float] = {}
+        await asyncio.sleep(SETTLE)
         began = time.perf_counter()
         server_id, sent, _ = await self.cloud.boot(f"limit-{number}")
         arrived, _ = await self.cloud.wait(server_id, "instance.active")
@@ -198,6 +202,7 @@ class QemuRound:
         await asyncio.to_thread(shutil.copy, disk, copy)
         direct_log = console_log.with_name("console.limit-direct.log")
         clone = clone_xml(xml, f"limit-direct-{number}", copy, direct_log)
+        await asyncio.sleep(SETTLE)
         began = time.perf_counter()
         domain = await asyncio.to_thread(define_and_start, self.conn, clone)
         times["direct_running"] = time.perf_counter() - began
