@@ -10,7 +10,7 @@ import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SERVER_ONLY = ("nats", "msgpack", "msgspec", "asyncpg", "libvirt", "cryptography")
+SERVER_ONLY = ("nats", "msgpack", "msgspec", "asyncpg", "libvirt", "cryptography", "uvloop")
 
 
 def run(*command: str | Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
