@@ -315,12 +315,14 @@ def run(commands: Any) -> Runner:
     add_run_parser(commands)
 
     def run_one(args: argparse.Namespace) -> int:
-        import uvloop
-
-        from deploy.run import run_actor
+        from deploy.run import run_actor, starts_daemons
 
         process = process_label(args)
         configure_logging(args.log_level, args.log_format, process)
+        if starts_daemons(args):
+            return asyncio.run(run_actor(args, process))
+        import uvloop
+
         return uvloop.run(run_actor(args, process))  # libuv's loop: about 15 % less CPU per boot
 
     return run_one

@@ -34,6 +34,20 @@ log = logging.getLogger(__name__)
 ACTOR_NAMES = ("identity", "conductor", "scheduler", "image", "net", "volume", "node", "gateway", "cluster")
 
 
+def starts_daemons(args: argparse.Namespace) -> bool:
+    """Whether the process starts programs that outlive the call that started them: the volume
+    actor (its qemu-storage-daemon) and a node of real guests or containers (qemu-storage-daemon,
+    lxc-start, dnsmasq). Those run on asyncio's own event loop, the others on uvloop's: a child
+    uvloop starts inherits some of its parent's descriptors (libuv's own pipes and sockets) even
+    with ``close_fds``, so a daemon would hold them for its whole life, and waiting for a
+    daemonizing program's output would wait for the daemon's end."""
+    if args.actor == "volume":
+        return True
+    if args.actor != "node":
+        return False
+    return args.virt_type == "lxc" or any(not uri.startswith("test:///") for uri in args.libvirt or [])
+
+
 def actor_factories(
     name: str, bus: Bus, config: Config, args: argparse.Namespace
 ) -> list[Callable[[], Actor]]:

@@ -49,9 +49,14 @@ async def test_up_starts_everything_and_stops_cleanly_on_ctrl_c(tmp_path) -> Non
         assert credentials.stat().st_mode & 0o777 == 0o700
         assert all(f.stat().st_mode & 0o777 == 0o600 for f in credentials.iterdir())
         assert (credentials / "node-2.json").exists() and (credentials / "gateway.json").exists()
+        on_uvloop = {}
         async with await Bus.connect(cloud.nats_url, credentials=credentials / "admin.json") as bus:
             for actor in ("identity", "scheduler", "conductor", "image", "net", "volume", "node.node-2"):
-                assert (await bus.call(f"{actor}.ping", timeout=20))["pid"] in {c.pid for c in children}
+                pid = (await bus.call(f"{actor}.ping", timeout=20))["pid"]
+                assert pid in {c.pid for c in children}
+                on_uvloop[actor] = "uvloop" in Path(f"/proc/{pid}/maps").read_text()
+        # the volume actor starts a daemon (qemu-storage-daemon): asyncio's loop (deploy.run.starts_daemons)
+        assert on_uvloop == {actor: actor != "volume" for actor in on_uvloop}
         cloud.process.send_signal(signal.SIGINT)
         async with asyncio.timeout(60):
             assert await cloud.process.wait() == 0
