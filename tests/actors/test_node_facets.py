@@ -88,14 +88,19 @@ async def private_image(images: Images, ctx: Context, data: bytes, **properties:
     return image["id"]
 
 
+async def image_with_kernel_and_ramdisk(images: Images, ctx: Context) -> tuple[str, str, str]:
+    """A private kernel, ramdisk and the disk image that names them, of ``ctx``'s project."""
+    kernel = await private_image(images, ctx, b"kernel")
+    ramdisk = await private_image(images, ctx, b"ramdisk")
+    return kernel, ramdisk, await private_image(images, ctx, b"disk", kernel_id=kernel, ramdisk_id=ramdisk)
+
+
 async def test_a_node_reads_only_the_images_of_its_instances_as_their_project_sees_them(
     bus: Bus, start_actor, config, conductor: StandInConductor
 ) -> None:
     await start_actor(ImageActor, config)
     images = Images.client(bus)
-    kernel = await private_image(images, DEMO, b"kernel")
-    ramdisk = await private_image(images, DEMO, b"ramdisk")
-    booted = await private_image(images, DEMO, b"disk", kernel_id=kernel, ramdisk_id=ramdisk)
+    kernel, ramdisk, booted = await image_with_kernel_and_ramdisk(images, DEMO)
     other_private = await private_image(images, OTHER, b"their secret")
     demo_vm = conductor.place("vm-demo", "node-1", DEMO, booted)
     stale_vm = conductor.place("vm-stale", "node-1", DEMO, other_private)  # made private after the boot
@@ -128,9 +133,7 @@ async def test_a_node_reads_its_images_kernel_and_ramdisk_on_one_placement_and_a
 ) -> None:
     await start_actor(ImageActor, config)
     images = Images.client(bus)
-    kernel = await private_image(images, DEMO, b"kernel")
-    ramdisk = await private_image(images, DEMO, b"ramdisk")
-    booted = await private_image(images, DEMO, b"disk", kernel_id=kernel, ramdisk_id=ramdisk)
+    kernel, ramdisk, booted = await image_with_kernel_and_ramdisk(images, DEMO)
     rebuilt_from = await private_image(images, DEMO, b"another disk")
     vm = conductor.place("vm-kernel", "node-1", DEMO, booted)
     node = ImageForNodes.client(bus, host="node-1")
