@@ -27,24 +27,20 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import concurrent.futures
-import ctypes
 import errno
 import json
 import logging
-import os
 import socket
-import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
 from api.conductor import ConductorForNodes, InstanceMetadata
 from api.net import NetForNodes, Port
 from bus import AiostackError, NotFound
+from node import netns
 from node.configdrive import hostname_of, meta_data, network_data
 
 log = logging.getLogger(__name__)
@@ -314,34 +310,13 @@ async def _ip(*argv: str) -> None:
         raise OSError(f"ip {' '.join(argv)}: {error.decode(errors='replace').strip()}")
 
 
-CLONE_NEWNET = 0x40000000
-NETNS_DIR = Path("/run/netns")
-
-
 def listening_socket_in(namespace: str, address: str, port: int, device: str) -> socket.socket:
-    """``listening_socket`` made inside the network namespace ``namespace`` (``/run/netns``): by a
-    thread of its own that enters the namespace (``setns``, which moves only the calling thread)
-    and ends; the socket stays in that namespace, served by whoever holds it.
+    """``listening_socket`` made inside the network namespace ``namespace`` (``node.netns.call_in``);
+    the socket stays in that namespace, served by whoever holds it.
 
     :raises OSError: the namespace could not be entered, or the socket set up there.
     """
-    made: concurrent.futures.Future[socket.socket] = concurrent.futures.Future()
-
-    def make() -> None:
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            with open(NETNS_DIR / namespace, "rb") as handle:
-                if libc.setns(handle.fileno(), CLONE_NEWNET) != 0:
-                    code = ctypes.get_errno()
-                    raise OSError(code, f"setns into {namespace}: {os.strerror(code)}")
-            made.set_result(listening_socket(address, port, device))
-        except OSError as exc:
-            made.set_exception(exc)
-
-    thread = threading.Thread(target=make, name=f"metadata-in-{namespace}")
-    thread.start()
-    thread.join()
-    return made.result()
+    return netns.call_in(namespace, lambda: listening_socket(address, port, device))
 
 
 def listening_socket(address: str, port: int, device: str) -> socket.socket:
@@ -421,7 +396,7 @@ class MetadataService:
         """
         self.lookup.forget(network_id)
         async with self._lock:
-            inode = (NETNS_DIR / namespace).stat().st_ino
+            inode = (netns.NETNS_DIR / namespace).stat().st_ino
             listener = self._listeners.get(network_id)
             if listener is not None and (listener.namespace, listener.identity) == (namespace, inode):
                 return

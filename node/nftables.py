@@ -9,8 +9,9 @@ security group refresh is on the boot's path).
 
 Every call runs on one thread of its own (a libnftables context is not thread-safe; ctypes lets
 the event loop run meanwhile). The host's context lives as long as the process. A script for a
-named network namespace (``ip netns``) gets a context opened in that namespace for that call only:
-its socket would keep a deleted namespace alive, or miss one made again under the same name.
+named network namespace (``ip netns``) gets a context opened in that namespace, by a thread that
+enters it (``node.netns.call_in``), for that call only: its socket would keep a deleted namespace
+alive, or miss one made again under the same name.
 """
 
 from __future__ import annotations
@@ -18,11 +19,9 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import functools
-import os
 from concurrent.futures import ThreadPoolExecutor
 
-CLONE_NEWNET = 0x40000000
-NETNS_DIR = "/run/netns"
+from node import netns
 
 
 class NftError(Exception):
@@ -47,7 +46,6 @@ class _Library:
         lib.nft_run_cmd_from_buffer.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
         lib.nft_run_cmd_from_buffer.restype = ctypes.c_int
         self.lib = lib
-        self.libc = ctypes.CDLL(None, use_errno=True)
 
     def open(self) -> int:
         """A new context, its output and errors kept for us (nothing printed); its netlink socket
@@ -67,12 +65,6 @@ class _Library:
 
     def free(self, ctx: int) -> None:
         self.lib.nft_ctx_free(ctx)
-
-    def enter(self, namespace_fd: int, name: str) -> None:
-        """Move the calling thread into the network namespace open as ``namespace_fd``."""
-        if self.libc.setns(namespace_fd, CLONE_NEWNET) != 0:
-            errno = ctypes.get_errno()
-            raise NftError(f"cannot enter the network namespace {name}: {os.strerror(errno)}")
 
 
 class _Nftables:
@@ -97,29 +89,18 @@ class _Nftables:
                 self._host_ctx = library.open()
             library.run(self._host_ctx, script)
             return
-        ctx = self._open_in(namespace)
         try:
-            library.run(ctx, script)
-        finally:
-            library.free(ctx)
-
-    def _open_in(self, namespace: str) -> int:
-        """A context whose socket is in ``namespace``; the thread goes back to its own after."""
-        library = self._library
-        try:
-            there = os.open(os.path.join(NETNS_DIR, namespace), os.O_RDONLY | os.O_CLOEXEC)
+            netns.call_in(namespace, functools.partial(self._run_once, script))
         except OSError as exc:
-            raise NftError(f"no network namespace {namespace}: {exc.strerror}") from exc
-        home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+            raise NftError(str(exc)) from exc
+
+    def _run_once(self, script: str) -> None:
+        """``script`` on a context of its own, opened in the calling thread's namespace."""
+        ctx = self._library.open()
         try:
-            library.enter(there, namespace)
-            try:
-                return library.open()
-            finally:
-                library.enter(home, "of this process")
+            self._library.run(ctx, script)
         finally:
-            os.close(home)
-            os.close(there)
+            self._library.free(ctx)
 
 
 _NFTABLES = _Nftables()

@@ -59,6 +59,7 @@ import libvirt
 from api.net import NetForNodes, Network, Port, Subnet
 from node.domain import xml_safe
 from node.metadata import MetadataService
+from node.netns import NETNS_DIR
 from node.networks import Attachment, SubnetDhcp, dhcp_option_values
 from runtime.processes import ToolFailed, run_tool, running_pid, stop_pid
 
@@ -68,7 +69,6 @@ VXLAN_GROUP = "239.1.1.1"
 VXLAN_PORT = 4789
 VXLAN_OVERHEAD = 50
 """Bytes VXLAN adds to each frame (outer Ethernet, IP, UDP and VXLAN headers)."""
-NETNS_DIR = Path("/run/netns")
 
 
 def bridge_for(network_id: str) -> str:

@@ -49,7 +49,8 @@ from pathlib import Path
 from typing import Any
 
 from api.net import FloatingIpPlan, HostRouters, RouterPlan, RouterPort
-from node.overlay import NETNS_DIR, own_namespace_name
+from node.netns import NETNS_DIR
+from node.overlay import own_namespace_name
 from runtime.processes import ToolFailed, run_tool
 
 log = logging.getLogger(__name__)
