@@ -25,7 +25,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import libvirt
 
@@ -60,6 +60,15 @@ async def _all_finished(*work: Awaitable[Any]) -> list[Any]:
         if isinstance(outcome, BaseException):
             raise outcome
     return outcomes
+
+
+class Prepared(NamedTuple):
+    """What a build gathered (``Builder._prepare``)."""
+
+    xml: str
+    volumes: list[tuple[str, str]]
+    """The volumes it reserved, each with its device."""
+    ports: list[Port]
 
 
 class Cleanup:
@@ -168,13 +177,13 @@ class Builder:
         instance = request["instance"]
         if self.build_delay:
             await asyncio.sleep(self.build_delay)
-        xml, volumes = await self._prepare(request)
-        await self.records.save(instance_uuid, instance["project_id"], xml)
+        prepared = await self._prepare(request)
+        await self.records.save(instance_uuid, instance["project_id"], prepared.xml)
         # its ports' chains, from the record just saved, before the guest's first frame
-        defined = asyncio.ensure_future(self.hypervisor.define(xml))
-        await _all_finished(defined, self.security.refresh())
+        defined = asyncio.ensure_future(self.hypervisor.define(prepared.xml))
+        await _all_finished(defined, self.security.refresh(), self._spawning(instance_uuid, prepared.ports))
         domain = defined.result()
-        for volume_id, device in volumes:
+        for volume_id, device in prepared.volumes:
             await self.peers.volume.attach_complete(
                 volume_id=volume_id, instance_uuid=instance_uuid, device=device
             )
@@ -195,7 +204,7 @@ class Builder:
             request = await self.peers.patient_conductor.get_build_request(instance_uuid=instance_uuid)
             self.records.arriving.add(instance_uuid)
             try:
-                xml, _ = await self._prepare(request, volumes, incoming=ports)
+                xml = (await self._prepare(request, volumes, incoming=ports)).xml
                 await self.records.save(instance_uuid, request["instance"]["project_id"], xml)
                 await self.security.refresh()
             except Exception:
@@ -215,14 +224,14 @@ class Builder:
         request: BuildRequest,
         attached: list[Reattached] | None = None,
         incoming: list[Port] | None = None,
-    ) -> tuple[str, list[tuple[str, str]]]:
+    ) -> Prepared:
         """Steps 20-28: the image (and its kernel and ramdisk) or the volume to boot from, the
         ports, the other volumes; for a real guest its config drive too. ``attached``: the
         volumes an evacuated instance has attached (their attachments this host's already), in
         place of reserving those it boots with; ``incoming``: a live migration's destination
         preparing, the instance's ports as they are (bound to its source).
 
-        Returns the domain XML and the reserved volumes with their devices.
+        Returns the domain XML, the reserved volumes with their devices and the ports.
         """
         instance = request["instance"]
         uuid = instance["id"]
@@ -231,33 +240,32 @@ class Builder:
         boot = boot_volume(request["block_devices"])
         image: Image | None = None
         kept = {reattached["volume"]["id"]: reattached for reattached in attached or []}
-        if boot is None:
-            image = await self.peers.patient_image.get(image_id=instance["image_ref"], instance_uuid=uuid)
-            properties = image["properties"]
-        else:  # its root disk: the volume, which shows what the image it was made from boots with
-            if attached is not None:  # attached already, this host's attachment
-                reserved = kept.pop(boot["volume_id"])
-            else:
-                reserved = await self.peers.volume.reserve(volume_id=boot["volume_id"], instance_uuid=uuid)
-                volumes.append((boot["volume_id"], "/dev/vda"))
-            properties = reserved["volume"]["image_metadata"] or {}
-            root_volume = volume_disk(reserved["connection"], "vda", boot["volume_id"])
-            disks.append(replace(root_volume, bus=disk_bus(properties)))
         flavor = instance["flavor"]
-        root_disk = (  # made while the ports are had: qemu-img is a process of its own
-            asyncio.ensure_future(self.images.create_root_disk(uuid, image, flavor["disk"]))
-            if self.hypervisor.real_guests and image is not None
-            else None
-        )
-        keys = [key for key in ("kernel_id", "ramdisk_id") if properties.get(key)]
-        try:  # the ports, the kernel and the ramdisk at once, each finished before any failure counts
+        ports_had = asyncio.ensure_future(self._ports(request, incoming))  # while the image is read
+        root_disk: asyncio.Future[Path] | None = None
+        try:
+            if boot is None:
+                image = await self.peers.patient_image.get(image_id=instance["image_ref"], instance_uuid=uuid)
+                properties = image["properties"]
+            else:  # its root disk: the volume, which shows what the image it was made from boots with
+                if attached is not None:  # attached already, this host's attachment
+                    reserved = kept.pop(boot["volume_id"])
+                else:
+                    reserved = await self.peers.volume.reserve(
+                        volume_id=boot["volume_id"], instance_uuid=uuid
+                    )
+                    volumes.append((boot["volume_id"], "/dev/vda"))
+                properties = reserved["volume"]["image_metadata"] or {}
+                root_volume = volume_disk(reserved["connection"], "vda", boot["volume_id"])
+                disks.append(replace(root_volume, bus=disk_bus(properties)))
+            if self.hypervisor.real_guests and image is not None:  # qemu-img: a process of its own
+                root_disk = asyncio.ensure_future(self.images.create_root_disk(uuid, image, flavor["disk"]))
+            keys = [key for key in ("kernel_id", "ramdisk_id") if properties.get(key)]
             outcomes = await _all_finished(
-                self._ports(request, incoming),
-                *(self._boot_image(properties[key], key, uuid) for key in keys),
+                ports_had, *(self._boot_image(properties[key], key, uuid) for key in keys)
             )
-        except BaseException:
-            if root_disk is not None:  # finished, so that undoing the build finds the disk it made
-                await asyncio.gather(root_disk, return_exceptions=True)
+        except BaseException:  # all finished, so that undoing the build finds every port and disk made
+            await asyncio.gather(*(work for work in (ports_had, root_disk) if work), return_exceptions=True)
             raise
         ports: list[Port] = outcomes[0]
         boot_images: dict[str, Image] = dict(zip(keys, outcomes[1:], strict=True))
@@ -318,22 +326,25 @@ class Builder:
             cmdline=properties.get("os_command_line"),
             console_log=console_log,
         )
-        return domain_xml(spec), volumes
+        return Prepared(domain_xml(spec), volumes, ports)
 
     async def _ports(self, request: BuildRequest, incoming: list[Port] | None) -> list[Port]:
-        """The instance's ports, allocated and told to the conductor (``incoming``: a live
-        migration's, as they are)."""
+        """The instance's ports, allocated (``incoming``: a live migration's, as they are)."""
         if incoming is not None:
             return incoming
-        uuid = request["instance"]["id"]
-        ports = await self.peers.patient_net.allocate_for_instance(
-            instance_uuid=uuid,
+        return await self.peers.patient_net.allocate_for_instance(
+            instance_uuid=request["instance"]["id"],
             requested_networks=request["requested_networks"],
             security_groups=request.get("security_groups"),
         )
-        addresses = await self._addresses(ports, uuid)
-        await self.peers.patient_conductor.instance_spawning(instance_uuid=uuid, addresses=addresses)
-        return ports
+
+    async def _spawning(self, instance_uuid: str, ports: list[Port]) -> None:
+        """Tell the conductor the instance has what it needs to be created here, and its addresses.
+
+        :raises NotFound: it is no longer this host's (deleted, rescheduled).
+        """
+        addresses = await self._addresses(ports, instance_uuid)
+        await self.peers.patient_conductor.instance_spawning(instance_uuid=instance_uuid, addresses=addresses)
 
     async def _boot_image(self, image_id: str, key: str, instance_uuid: str) -> Image:
         """The kernel (``kernel_id``) or ramdisk (``ramdisk_id``) image an instance boots with."""
@@ -429,9 +440,10 @@ class Builder:
         if await self.hypervisor.is_running(domain):
             await self.hypervisor.virt(domain.destroy)
         self.images.remove_disks(instance_uuid)
-        xml, _ = await self._prepare(request)
-        await self.records.save(instance_uuid, request["instance"]["project_id"], xml)
-        domain = await self.hypervisor.define(xml)
+        prepared = await self._prepare(request)
+        await self._spawning(instance_uuid, prepared.ports)
+        await self.records.save(instance_uuid, request["instance"]["project_id"], prepared.xml)
+        domain = await self.hypervisor.define(prepared.xml)
         await self.security.refresh()
         if request["instance"]["vm_state"] == VmState.STOPPED:
             await self.peers.patient_conductor.task_done(instance_uuid=instance_uuid)
@@ -499,11 +511,12 @@ class Builder:
             await self.security.refresh()
         if domain is None:
             attached = await self.peers.patient_volume.reattach_all(instance_uuid=instance_uuid)
-            xml, _ = await self._prepare(request, attached)
-            await self.records.save(instance_uuid, instance["project_id"], xml)
+            prepared = await self._prepare(request, attached)
+            await self._spawning(instance_uuid, prepared.ports)
+            await self.records.save(instance_uuid, instance["project_id"], prepared.xml)
             if not power_on:
                 await self.records.set_desired(instance_uuid, "shutoff")
-            domain = await self.hypervisor.define(xml)
+            domain = await self.hypervisor.define(prepared.xml)
             await self.security.refresh()  # its ports' chains, before the guest's first frame
             self.networks_plugged()
         return await start_if_asked(self.hypervisor, self.records, instance_uuid, domain, power_on)

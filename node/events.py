@@ -3,7 +3,8 @@
 libvirtaio runs the lifecycle callback on the loop thread; it only queues the event (of this
 node's domains: several nodes may share one libvirtd). One task takes them in order: each is
 published at once as a ``domain.lifecycle`` event (in the request of the work that caused it)
-and handed to the conductor's ``domain_event``, which turns it into the instance's state.
+and handed, at the same time, to the conductor's ``domain_event``, which turns it into the
+instance's state.
 Both are retried, bounded, while nats-server or the conductor is away. A live migration's
 own events (``MIGRATION_EVENTS``), and the UNDEFINED of a domain that left with one, are only
 published: the migration's steps say what they mean; so are those of a stopped guest started
@@ -66,6 +67,8 @@ class EventForwarder:
         self._queue: asyncio.Queue[LifecycleEvent] = asyncio.Queue()
         self._stopped: dict[str, asyncio.Event] = {}
         self._left: set[str] = set()
+        self._stream_known = False
+        """Whether an event of this node was stored: its connection has checked the event stream."""
         """Domains that left with a live migration, until their UNDEFINED event (which may never
         come here: the node may have forgotten the domain first) or their coming back."""
 
@@ -110,8 +113,15 @@ class EventForwarder:
                 self._stopped[item.instance_uuid].set()
             project = self.records.projects.get(item.instance_uuid)
             with request_scope(self.records.request_ids.get(item.instance_uuid)):
-                await self._publish(item, project)
-                if project is not None and self._for_conductor(item):
+                if project is None or not self._for_conductor(item):
+                    await self._publish(item, project)
+                elif self._stream_known:
+                    # at once: the event leaves first on this connection (which has checked the
+                    # stream, so nothing is asked before it), and the stream has it before the
+                    # conductor hears of it and publishes what follows from it
+                    await asyncio.gather(self._publish(item, project), self.tell_conductor(item))
+                else:
+                    await self._publish(item, project)
                     await self.tell_conductor(item)
 
     def _for_conductor(self, item: LifecycleEvent) -> bool:
@@ -143,6 +153,7 @@ class EventForwarder:
                 await publish_event(
                     self.bus, "domain", item.instance_uuid, project, "domain.lifecycle", body, host=self.host
                 )
+                self._stream_known = True
                 return
             except Exception as exc:  # the bus's own errors, and nats-py's while it reconnects
                 log.warning(

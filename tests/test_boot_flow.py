@@ -17,6 +17,7 @@ import pytest
 
 from api.node import Node
 from bus import Bus, decode
+from runtime.events import event_filter
 
 
 class EventStream:
@@ -427,6 +428,31 @@ async def test_failed_build_ends_in_error_and_releases_everything(
     assert volume["volume"]["status"] == "available" and volume["volume"]["attachments"] == []
     assert (await api.delete(f"/compute/v2.1/servers/{server_id}"))[0] == 204
     await events.wait_for(is_event(server_id, "instance.deleted"))
+
+
+async def test_a_build_whose_image_went_away_after_the_api_took_it_ends_in_error_and_frees_its_ports(
+    api, events: EventStream, bus: Bus
+) -> None:
+    """The node reads the image while its ports are made: the build that finds the image deleted
+    (the conductor's check of it, a moment old, still said active) gives its ports back."""
+    port_events: list[tuple[str, str]] = []
+
+    async def port_event(msg) -> None:
+        event = decode(msg.data).body
+        port_events.append((event["type"], event["state"]["device_id"]))
+
+    await bus.subscribe(f"{bus.prefix}.{event_filter('port')}", port_event)
+    image = await _image_with(api)
+    first = await boot(api, "first", imageRef=image)  # the conductor has checked the image now
+    await events.wait_for(is_event(first, "instance.active"))
+    assert (await api.delete(f"/image/v2/images/{image}"))[0] == 204
+    server_id = await boot(api, "too-late", imageRef=image)
+    failed = await events.wait_for(is_event(server_id, "instance.error"))
+    assert f"image {image} could not be found" in failed["state"]["fault"]["message"]
+    assert await bus.call("net.list_ports", {"device_id": server_id}) == []
+    assert ("port.deleted", server_id) in port_events  # it had one, given back
+    assert server_id not in {a["instance_uuid"] for a in await bus.call("scheduler.list_allocations")}
+    assert [domain["uuid"] for domain in await Node.client(bus, host="node-1").list_domains()] == [first]
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,7 @@ is ``RESCHEDULED`` on another host up to ``max_build_attempts`` in all; then ``B
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -193,15 +194,14 @@ class Builder(ServerCreation, NodeBuilds):
                 f"INSERT INTO instances ({columns}) VALUES ({', '.join(':' + key for key in row)})", row
             )
             await self.core.start_action(row["uuid"], Action.CREATE, db=db)
-        try:
-            instance = await self.core.publish(row, "instance.building")
-        except Exception as exc:  # the instance is recorded: it is built, and the caller told so, regardless
-            log.warning("instance %s: its building event could not be stored: %s", row["uuid"], exc)
-            instance = view(row)
+        # the caller is answered while the stream stores the building event and the scheduler
+        # claims a host; every later event of the instance waits for that one
+        building = self.core.spawn(self._announce(row, "instance.building"), name=f"building-{row['uuid']}")
         self.core.spawn(
-            self._schedule_and_build(row["uuid"], host_claim(flavor, volumes)), name=f"build-{row['uuid']}"
+            self._schedule_and_build(row["uuid"], host_claim(flavor, volumes), announced=building),
+            name=f"build-{row['uuid']}",
         )
-        return instance
+        return view(row)
 
     async def check_image(self, image_ref: str, *, containers: bool = False) -> None:
         """The image must exist, be active and visible to the caller (what nova-api checks), and
@@ -337,19 +337,25 @@ class Builder(ServerCreation, NodeBuilds):
         claim: Flavor,
         exclude_hosts: list[str] | None = None,
         previous_failure: str | None = None,
+        announced: Awaitable[None] | None = None,
     ) -> None:
         """Steps 8-13: pick a host (not one tried before) and claim ``claim`` on it (``host_claim``),
-        record it, hand the build to the node."""
+        record it, hand the build to the node. ``announced``: the publishing of the instance's
+        building event, which the claim need not wait for but its next event does."""
         self._building.add(instance_uuid)
         try:
-            placed = await self.scheduler.select_destinations(
-                instance_uuid=instance_uuid,
-                vcpus=claim["vcpus"],
-                memory_mb=claim["ram"],
-                disk_gb=claim["disk"],
-                exclude_hosts=exclude_hosts or [],
-                hypervisor_type=claim.get("hypervisor_type"),
-            )
+            try:
+                placed = await self.scheduler.select_destinations(
+                    instance_uuid=instance_uuid,
+                    vcpus=claim["vcpus"],
+                    memory_mb=claim["ram"],
+                    disk_gb=claim["disk"],
+                    exclude_hosts=exclude_hosts or [],
+                    hypervisor_type=claim.get("hypervisor_type"),
+                )
+            finally:
+                if announced is not None:
+                    await announced
             host = placed["host"]
             row = await self.core.fresh(instance_uuid)
             moved = None
@@ -361,8 +367,11 @@ class Builder(ServerCreation, NodeBuilds):
                 await self.core.scheduler.release(instance_uuid=instance_uuid)
                 return
             await self.core.record_step(instance_uuid, Action.CREATE, "schedule", host, "Success")
-            await self._announce_spawning(moved.row)
+            # the event leaves before the build: its task is ready before the node can ask for
+            # the build request, and the node's own events come after that answer
+            spawning = asyncio.ensure_future(self._announce(moved.row, f"instance.{TaskState.SPAWNING}"))
             await self.core.send_task(moved.row)
+            await spawning
         except TRANSIENT_ERRORS as exc:  # the conductor's own trouble, not the build's: ask again later
             log.warning("build of %s: %s; the watch takes it up again", instance_uuid, exc)
         except AiostackError as exc:
@@ -376,13 +385,14 @@ class Builder(ServerCreation, NodeBuilds):
         finally:
             self._building.discard(instance_uuid)
 
-    async def _announce_spawning(self, row: InstanceRow) -> None:
-        """Publish ``instance.spawning``: its host is chosen. The stream's trouble does not stop the
-        build: a change without its event is announced later (``Core.announce_missed``)."""
+    async def _announce(self, row: InstanceRow, event_type: str) -> None:
+        """Publish the instance's state as ``event_type`` (``instance.building``: it is recorded;
+        ``instance.spawning``: its host is chosen). The stream's trouble does not stop the build: a
+        change without its event is announced later (``Core.announce_missed``)."""
         try:
-            await self.core.publish(row, f"instance.{TaskState.SPAWNING}")
-        except AiostackError as exc:
-            log.warning("instance %s: instance.spawning not published: %s", row["uuid"], exc)
+            await self.core.publish(row, event_type)
+        except Exception as exc:
+            log.warning("instance %s: %s not published: %s", row["uuid"], event_type, exc)
 
     async def fail_build(self, instance_uuid: str, message: str, host: str | None = None) -> None:
         """The build gives up: ERROR with ``message`` as its fault, the claim released."""
