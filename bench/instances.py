@@ -8,7 +8,8 @@ With them all existing it measures:
 * sequential boots: POST /servers to the ``instance.active`` event on the websocket, one after
   another, p50 and p99 (these stay, so the cloud grows by ``--sequential``);
 * 100-server pages with 16 clients (bench/api.py's ``hammer``): each project's user walking its
-  100 servers, and admin walking ``all_tenants=1`` 10 pages from a random server on;
+  100 servers, and admin walking ``all_tenants=1`` 10 pages from a random server on (each
+  client reading only the ids and links of a page);
 * the cloud idle: the CPU time (user + system) of every aiostack process (nats-server included)
   over ``--idle`` seconds once the boots settled, as a share of one core, in all and by process.
 
@@ -44,7 +45,7 @@ from bench.api import (
     SERVERS,
     SERVERS_PER_PROJECT,
     boot_all,
-    call,
+    get_page,
     hammer,
     login,
     make_projects,
@@ -104,7 +105,7 @@ async def admin_pages(
     for _ in range(ADMIN_PAGES):
         began = time.perf_counter()
         query = f"{url}{SERVERS}/detail?limit={PAGE}&all_tenants=1&marker={marker}"
-        page, _ = await call(session, "GET", query, token)
+        page = await get_page(session, query, token)
         times.append((time.perf_counter() - began) * 1000)
         pages.append(page)
         if len(page["servers"]) < PAGE:
