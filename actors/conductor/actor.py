@@ -46,7 +46,7 @@ from actors.conductor.live import LiveMigrations
 from actors.conductor.live_resources import LiveResources
 from actors.conductor.migrate import Migrations
 from actors.conductor.power import PowerActions
-from actors.conductor.quotas import QuotaBook
+from actors.conductor.quotas import USAGE_TRIGGERS, QuotaBook
 from actors.conductor.resize import Resizes
 from actors.conductor.schema import MIGRATIONS, InstanceRow
 from actors.conductor.services import HostServices
@@ -152,6 +152,9 @@ class ConductorActor(Actor):
             name="conductor-service-token",
         )
         await self.store.open()
+        async with self.store.transaction() as db:
+            for trigger in USAGE_TRIGGERS[db.dialect]:
+                await db.execute(trigger)
         await add_default_flavors(self.store)
         # a build task lives in memory: pick up what a previous conductor had not scheduled yet
         for row in await self.store.fetchall(

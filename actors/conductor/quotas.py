@@ -1,11 +1,14 @@
 """Compute quotas (Nova's quota sets): limits per project, checked where each resource is made.
 
 A project's limit of a resource is its row in ``quotas`` or else the default (``DEFAULT_QUOTAS``).
-Usage is never kept apart from what it counts: it is counted from the live instances (and the
-key pairs, and an instance's metadata) inside the store transaction that makes the new one, and
-the store has one writer at a time (``runtime.store``: sqlite's ``BEGIN IMMEDIATE``, PostgreSQL's
-transaction lock), so two creates can never both see room for one. Usage stays exact: a deleted
-instance stops counting the moment its row says so.
+Usage is read inside the store transaction that makes the new instance (or key pair, or an
+instance's metadata), and the store has one writer at a time (``runtime.store``: sqlite's
+``BEGIN IMMEDIATE``, PostgreSQL's transaction lock), so two creates can never both see room for
+one. Key pairs and metadata are counted there. The instances, their vCPUs and RAM are summed in
+``project_usage`` by the database itself (``USAGE_TRIGGERS``): every change of an instance row's
+project, flavor or ``deleted`` moves its project's sums in the same statement, whichever code
+made it, so usage stays exact (a deleted instance stops counting the moment its row says so)
+and a boot reads one row however many instances its project has.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from typing import Any, cast
 from api.conductor import DEFAULT_QUOTAS, ComputeQuotas, Quotas, QuotaUsage
 from bus import Conflict, Forbidden, QuotaExceeded
 from runtime.context import require_caller
-from runtime.store import Db, Store
+from runtime.store import Db, Migration, Store
 
 MIGRATION = """
     CREATE TABLE quotas (
@@ -31,25 +34,82 @@ async def limits_of(db: Db | Store, project_id: str) -> dict[str, int]:
     return {**DEFAULT_QUOTAS, **{row["resource"]: row["hard_limit"] for row in rows}}
 
 
-_FLAVOR_FIELD = {
-    "sqlite": "json_extract(flavor, '$.{field}')",
-    "postgresql": "(flavor::json->>'{field}')::bigint",
+def _flavor_field(dialect: str, field: str, row: str = "") -> str:
+    """An integer of an instance's flavor (JSON) in SQL, 0 where it has none; ``row``: ``NEW`` or
+    ``OLD`` in a trigger."""
+    flavor = f"{row}.flavor" if row else "flavor"
+    if dialect == "postgresql":
+        return f"COALESCE(({flavor}::json->>'{field}')::bigint, 0)"
+    return f"COALESCE(json_extract({flavor}, '$.{field}'), 0)"
+
+
+def _usage_migration(dialect: str) -> str:
+    return f"""
+    CREATE TABLE project_usage (
+        project_id TEXT PRIMARY KEY, instances BIGINT NOT NULL, cores BIGINT NOT NULL,
+        ram BIGINT NOT NULL);
+    INSERT INTO project_usage (project_id, instances, cores, ram)
+        SELECT project_id, COUNT(*), SUM({_flavor_field(dialect, "vcpus")}),
+            SUM({_flavor_field(dialect, "ram")})
+        FROM instances WHERE deleted = 0 GROUP BY project_id;
+    """
+
+
+USAGE_MIGRATION = Migration(sqlite=_usage_migration("sqlite"), postgresql=_usage_migration("postgresql"))
+"""``project_usage``: each project's live instances, their vCPUs and RAM (MB), as they are now."""
+
+
+def _counted(dialect: str) -> str:
+    """The statement adding the NEW row to its project's usage, if it is live."""
+    return (
+        "INSERT INTO project_usage (project_id, instances, cores, ram)"
+        f" SELECT NEW.project_id, 1, {_flavor_field(dialect, 'vcpus', 'NEW')},"
+        f" {_flavor_field(dialect, 'ram', 'NEW')} WHERE NEW.deleted = 0"
+        " ON CONFLICT (project_id) DO UPDATE SET instances = project_usage.instances + 1,"
+        " cores = project_usage.cores + excluded.cores, ram = project_usage.ram + excluded.ram;"
+    )
+
+
+def _uncounted(dialect: str) -> str:
+    """The statement taking the OLD row from its project's usage, if it was live."""
+    return (
+        "UPDATE project_usage SET instances = instances - 1,"
+        f" cores = cores - {_flavor_field(dialect, 'vcpus', 'OLD')},"
+        f" ram = ram - {_flavor_field(dialect, 'ram', 'OLD')}"
+        " WHERE project_id = OLD.project_id AND OLD.deleted = 0;"
+    )
+
+
+USAGE_TRIGGERS = {
+    "sqlite": [
+        "CREATE TRIGGER IF NOT EXISTS instances_usage_insert AFTER INSERT ON instances"
+        f" BEGIN {_counted('sqlite')} END",
+        "CREATE TRIGGER IF NOT EXISTS instances_usage_update"
+        " AFTER UPDATE OF project_id, flavor, deleted ON instances"
+        f" BEGIN {_uncounted('sqlite')} {_counted('sqlite')} END",
+        "CREATE TRIGGER IF NOT EXISTS instances_usage_delete AFTER DELETE ON instances"
+        f" BEGIN {_uncounted('sqlite')} END",
+    ],
+    "postgresql": [
+        "CREATE OR REPLACE FUNCTION instances_usage() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+        f" IF TG_OP <> 'INSERT' THEN {_uncounted('postgresql')} END IF;"
+        f" IF TG_OP <> 'DELETE' THEN {_counted('postgresql')} END IF;"
+        " RETURN NULL; END $$",
+        "CREATE OR REPLACE TRIGGER instances_usage"
+        " AFTER INSERT OR DELETE OR UPDATE OF project_id, flavor, deleted ON instances"
+        " FOR EACH ROW EXECUTE FUNCTION instances_usage()",
+    ],
 }
+"""What keeps ``project_usage`` in step with the instances, by the store's dialect (made at start:
+a migration is split on ";", which a trigger's body holds)."""
 
 
 async def instance_usage(db: Db | Store, project_id: str) -> dict[str, int]:
-    """What the project's live instances hold: how many, their vCPUs, their RAM (MB); summed by
-    the database over the project's index (a boot in a project of 10,000 instances parses no
-    flavor of theirs)."""
-    field = _FLAVOR_FIELD[db.dialect]
+    """What the project's live instances hold: how many, their vCPUs, their RAM (MB)."""
     row = await db.fetchone(
-        f"SELECT COUNT(*) AS instances, COALESCE(SUM({field.format(field='vcpus')}), 0) AS cores,"
-        f" COALESCE(SUM({field.format(field='ram')}), 0) AS ram"
-        " FROM instances WHERE project_id = ? AND deleted = 0",
-        (project_id,),
+        "SELECT instances, cores, ram FROM project_usage WHERE project_id = ?", (project_id,)
     )
-    assert row is not None  # an aggregate always answers one row
-    return {resource: int(row[resource]) for resource in ("instances", "cores", "ram")}
+    return {resource: int(row[resource]) if row else 0 for resource in ("instances", "cores", "ram")}
 
 
 async def check_instance_quota(db: Db, project_id: str, flavor: dict[str, Any]) -> None:

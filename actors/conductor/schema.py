@@ -6,6 +6,7 @@ from typing import Any, Final, TypedDict
 
 from actors.conductor.keypairs import MIGRATION as KEYPAIRS_MIGRATION
 from actors.conductor.quotas import MIGRATION as QUOTAS_MIGRATION
+from actors.conductor.quotas import USAGE_MIGRATION
 from actors.conductor.states import status_of
 from api.conductor import BlockDevice, Flavor, Instance, MigrationStatus, boot_volume
 from runtime.states import PowerState, TaskState, VmState
@@ -164,6 +165,8 @@ MIGRATIONS: list[Step] = [
     DROP INDEX instances_project;
     CREATE INDEX instances_project ON instances(project_id, deleted, created_at, uuid);
     """,
+    # 21: each project's instances, vCPUs and RAM, summed as they change (``quotas.USAGE_TRIGGERS``)
+    USAGE_MIGRATION,
 ]
 
 # The periodic reads (watch.py), each over an index of the work in flight alone

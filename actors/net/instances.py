@@ -27,6 +27,9 @@ from bus import Forbidden, NotFound
 from runtime.context import caller, sees_all
 from runtime.store import to_json
 
+INSTANCE_PORTS = "r.device_id = ? AND r.project_id = ?"
+"""An instance's ports in its project: read through ``ports_device`` (device, project)."""
+
 
 class InstanceServant(InstancePorts, Allocations):
     """Serves ``api.net.InstancePorts`` and ``api.net.Allocations``."""
@@ -48,9 +51,7 @@ class InstanceServant(InstancePorts, Allocations):
         if project is not None and project != project_id:
             raise Forbidden(f"A member of project {project} cannot act for project {project_id}.")
         async with self.state.writing() as db:
-            existing = await self.state.load(
-                PORT, "r.device_id = ? AND r.project_id = ?", [instance_uuid, project_id], db
-            )
+            existing = await self.state.load(PORT, INSTANCE_PORTS, [instance_uuid, project_id], db)
             if existing:  # asked again (a build delivered twice, or evacuated to another host)
                 moved = [dict(port) for port in existing if port["binding:host_id"] != host]
                 for port in existing:

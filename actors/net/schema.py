@@ -194,6 +194,12 @@ MIGRATIONS: list[Step] = [
     CREATE TABLE filtering_hosts (host TEXT PRIMARY KEY, created_at TEXT NOT NULL);
     CREATE INDEX ports_binding_host ON ports(binding_host);
     """,
+    # 11: an instance's ports in its project are read by the instance however many ports the
+    # project has (sqlite, which keeps no statistics, walked the project's index instead)
+    """
+    DROP INDEX ports_device;
+    CREATE INDEX ports_device ON ports(device_id, project_id);
+    """,
 ]
 
 # networks.shared, admin_state_up; subnets.enable_dhcp; ports.admin_state_up,

@@ -19,7 +19,9 @@ from actors.conductor.schema import (
     UNANNOUNCED,
     UNFINISHED_ACTIONS,
 )
+from actors.net.instances import INSTANCE_PORTS
 from actors.net.schema import MIGRATIONS as NET_MIGRATIONS
+from actors.net.schema import PORT
 from actors.net.secgroups import group_names_query
 from runtime.config import Config
 from runtime.states import VmState
@@ -118,6 +120,16 @@ async def test_a_pages_security_group_names_are_read_by_its_devices(config: Conf
     query = group_names_query(len(devices), scoped=scoped)
     params = (*devices, *(("a-project",) * 2 if scoped else ()))
     _, plan = await query_plan(config, query, params, "net", NET_MIGRATIONS)
+
+    assert any("ports_device" in line for line in plan), plan
+    assert not any("ports_project" in line for line in plan), plan
+
+
+async def test_an_instances_ports_in_its_project_are_read_by_the_instance(config: Config) -> None:
+    """``allocate_for_instance``'s first read: however many ports the project has, the instance's,
+    through the index of devices (with their projects)."""
+    query = f"{PORT.select} WHERE {INSTANCE_PORTS} ORDER BY r.rowid"
+    _, plan = await query_plan(config, query, ("an-instance", "a-project"), "net", NET_MIGRATIONS)
 
     assert any("ports_device" in line for line in plan), plan
     assert not any("ports_project" in line for line in plan), plan
