@@ -265,7 +265,8 @@ class Builder:
                 ports_had, *(self._boot_image(properties[key], key, uuid) for key in keys)
             )
         except BaseException:  # all finished, so that undoing the build finds every port and disk made
-            await asyncio.gather(*(work for work in (ports_had, root_disk) if work), return_exceptions=True)
+            begun = [work for work in (ports_had, root_disk) if work is not None]
+            await asyncio.gather(*begun, return_exceptions=True)
             raise
         ports: list[Port] = outcomes[0]
         boot_images: dict[str, Image] = dict(zip(keys, outcomes[1:], strict=True))
