@@ -2,8 +2,10 @@
 rules, routers and floating IPs a project may have.
 
 A project's limit of a resource is its row in ``quotas`` or else ``api.net.DEFAULT_QUOTAS``.
-Usage is never kept apart from what it counts: ``check_quota`` counts the project's rows inside the
-store transaction that inserts the new one, and the store has one writer at a time
+Usage is ``project_counts``, which the database keeps in step with the resources' own tables
+(``schema.TRIGGERS``, in the statement that inserts, deletes or moves a row, cascades too).
+``check_quota`` reads it inside the store transaction that inserts the new one, and the store has
+one writer at a time
 (``NetState.writing``: sqlite's ``BEGIN IMMEDIATE``, PostgreSQL's transaction lock), so two creates
 can never both see room for one, and a bulk create (one transaction, checked before each insert)
 past the limit rolls back whole. A deleted row stops counting the moment it goes.
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any, cast
 
+from actors.net.schema import COUNTED
 from actors.net.state import Db, NetState
 from api.net import (
     DEFAULT_QUOTAS,
@@ -26,18 +29,6 @@ from api.net import (
 from bus import Conflict, Forbidden, NotFound
 from runtime.context import caller, sees_all
 
-TABLES: dict[QuotaResource, str] = {
-    "network": "networks",
-    "subnet": "subnets",
-    "port": "ports",
-    "subnetpool": "subnetpools",
-    "security_group": "security_groups",
-    "security_group_rule": "security_group_rules",
-    "router": "routers",
-    "floatingip": "floatingips",
-}
-"""The table whose rows of a project (by ``project_id``) are its usage of each resource."""
-
 
 async def limits_of(db: Db, project_id: str) -> Quotas:
     """The project's limits: its own where it has them, the defaults elsewhere."""
@@ -48,7 +39,7 @@ async def limits_of(db: Db, project_id: str) -> Quotas:
 async def used(db: Db, resource: QuotaResource, project_id: str) -> int:
     """How many of ``resource`` the project has now."""
     row = await db.fetchone(
-        f"SELECT COUNT(*) AS n FROM {TABLES[resource]} WHERE project_id = ?", (project_id,)
+        "SELECT n FROM project_counts WHERE project_id = ? AND resource = ?", (project_id, resource)
     )
     return int(row["n"]) if row else 0
 
@@ -116,7 +107,7 @@ class QuotaServant(NetworkQuotas):
                 "used": await used(store, resource, project_id),
                 "reserved": 0,
             }
-            for resource in TABLES
+            for resource in COUNTED
         }
         return cast(QuotaDetails, details)
 

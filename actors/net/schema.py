@@ -17,6 +17,7 @@ from api.net import (
     FloatingIp,
     Network,
     Port,
+    QuotaResource,
     Router,
     SecurityGroup,
     SecurityGroupRule,
@@ -58,6 +59,19 @@ _CONVERT_ADDRESSES = {
         SELECT subnet_id, v + 1, next - 1 FROM gaps WHERE next - v > 1;""",
 }
 """Migration 2's conversion of the rows of schema 1 (sqlite only: JSON and json_each)."""
+
+COUNTED: dict[QuotaResource, str] = {
+    "network": "networks",
+    "subnet": "subnets",
+    "port": "ports",
+    "subnetpool": "subnetpools",
+    "security_group": "security_groups",
+    "security_group_rule": "security_group_rules",
+    "router": "routers",
+    "floatingip": "floatingips",
+}
+"""The table whose rows of a project (by ``project_id``) are its usage of each quota resource,
+counted in ``project_counts``."""
 
 MIGRATIONS: list[Step] = [
     """
@@ -200,6 +214,18 @@ MIGRATIONS: list[Step] = [
     DROP INDEX ports_device;
     CREATE INDEX ports_device ON ports(device_id, project_id);
     """,
+    # 12: how many of each resource each project has, kept by COUNT_TRIGGERS (a quota check reads
+    # one row, however many ports a project of 10,000 instances has)
+    """
+    CREATE TABLE project_counts (
+        project_id TEXT NOT NULL, resource TEXT NOT NULL, n BIGINT NOT NULL,
+        PRIMARY KEY (project_id, resource));
+    """
+    + "".join(
+        f"INSERT INTO project_counts (project_id, resource, n)"
+        f" SELECT project_id, '{resource}', COUNT(*) FROM {table} GROUP BY project_id;\n"
+        for resource, table in COUNTED.items()
+    ),
 ]
 
 # networks.shared, admin_state_up; subnets.enable_dhcp; ports.admin_state_up,
@@ -253,11 +279,54 @@ _RELEASE = f"""
             AND (SELECT hi FROM ip_free WHERE subnet_id = OLD.subnet_id AND lo = {_BELOW.format("OLD")})
                 >= OLD.ip_int;
 """
+
+
+# Keep project_counts (MIGRATIONS[12]) in step with each counted table, whatever changes it (an
+# ON DELETE CASCADE too): a row counts for its project from its insert to its delete.
+def _counting(resource: str) -> tuple[str, str]:
+    """The statements counting the NEW row in, and the OLD row out, of its project's count of
+    ``resource`` (an SQL expression)."""
+    count_in = (
+        f"INSERT INTO project_counts (project_id, resource, n) VALUES (NEW.project_id, {resource}, 1)"
+        " ON CONFLICT (project_id, resource) DO UPDATE SET n = project_counts.n + 1;"
+    )
+    count_out = (
+        f"UPDATE project_counts SET n = n - 1 WHERE project_id = OLD.project_id AND resource = {resource};"
+    )
+    return count_in, count_out
+
+
+def _sqlite_counting(resource: str, table: str) -> list[str]:
+    count_in, count_out = _counting(f"'{resource}'")
+    return [
+        f"CREATE TRIGGER IF NOT EXISTS {table}_counted AFTER INSERT ON {table} BEGIN {count_in} END",
+        f"CREATE TRIGGER IF NOT EXISTS {table}_uncounted AFTER DELETE ON {table} BEGIN {count_out} END",
+        f"CREATE TRIGGER IF NOT EXISTS {table}_recounted AFTER UPDATE OF project_id ON {table}"
+        f" BEGIN {count_out} {count_in} END",
+    ]
+
+
+_POSTGRESQL_COUNTING = [
+    "CREATE OR REPLACE FUNCTION project_counts() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+    f" IF TG_OP <> 'INSERT' THEN {_counting('TG_ARGV[0]')[1]} END IF;"
+    f" IF TG_OP <> 'DELETE' THEN {_counting('TG_ARGV[0]')[0]} END IF;"
+    " RETURN NULL; END $$",
+    *(
+        f"CREATE OR REPLACE TRIGGER {table}_counted AFTER INSERT OR DELETE OR UPDATE OF project_id"
+        f" ON {table} FOR EACH ROW EXECUTE FUNCTION project_counts('{resource}')"
+        for resource, table in COUNTED.items()
+    ),
+]
 TRIGGERS = {
     "sqlite": [
         f"CREATE TRIGGER IF NOT EXISTS ip_allocations_take AFTER INSERT ON ip_allocations BEGIN {_TAKE} END",
         f"CREATE TRIGGER IF NOT EXISTS ip_allocations_release AFTER DELETE ON ip_allocations"
         f" WHEN {_IN_POOL} BEGIN {_RELEASE} END",
+        *(
+            statement
+            for resource, table in COUNTED.items()
+            for statement in _sqlite_counting(resource, table)
+        ),
     ],
     "postgresql": [
         "CREATE OR REPLACE FUNCTION ip_allocations_take() RETURNS trigger LANGUAGE plpgsql"
@@ -268,6 +337,7 @@ TRIGGERS = {
         f" AS $$ BEGIN IF {_IN_POOL} THEN {_RELEASE} END IF; RETURN NULL; END $$",
         "CREATE OR REPLACE TRIGGER ip_allocations_release AFTER DELETE ON ip_allocations"
         " FOR EACH ROW EXECUTE FUNCTION ip_allocations_release()",
+        *_POSTGRESQL_COUNTING,
     ],
 }
 """The statements that make the triggers, by the store's dialect."""
