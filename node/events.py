@@ -67,10 +67,10 @@ class EventForwarder:
         self._queue: asyncio.Queue[LifecycleEvent] = asyncio.Queue()
         self._stopped: dict[str, asyncio.Event] = {}
         self._left: set[str] = set()
-        self._stream_known = False
-        """Whether an event of this node was stored: its connection has checked the event stream."""
         """Domains that left with a live migration, until their UNDEFINED event (which may never
         come here: the node may have forgotten the domain first) or their coming back."""
+        self._stream_known = False
+        """Whether an event of this node was stored: its connection has checked the event stream."""
 
     def on_lifecycle(
         self, _conn: libvirt.virConnect, domain: libvirt.virDomain, event: int, detail: int, _opaque: object

@@ -15,9 +15,7 @@ def _collected(thing: Any) -> bool:
     return any(tracked is thing for tracked in gc.get_objects())
 
 
-def test_a_started_process_leaves_what_it_made_out_of_collections_and_collects_young_objects_in_batches() -> (
-    None
-):
+def test_a_started_process_freezes_what_it_made_and_collects_young_objects_in_batches() -> None:
     threshold = gc.get_threshold()
     made_while_starting: dict[str, list[str]] = {"routes": []}
     assert _collected(made_while_starting)

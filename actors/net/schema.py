@@ -214,7 +214,7 @@ MIGRATIONS: list[Step] = [
     DROP INDEX ports_device;
     CREATE INDEX ports_device ON ports(device_id, project_id);
     """,
-    # 12: how many of each resource each project has, kept by COUNT_TRIGGERS (a quota check reads
+    # 12: how many of each resource each project has, kept by TRIGGERS (a quota check reads
     # one row, however many ports a project of 10,000 instances has)
     """
     CREATE TABLE project_counts (
@@ -306,10 +306,11 @@ def _sqlite_counting(resource: str, table: str) -> list[str]:
     ]
 
 
+_COUNT_ARGUMENT_IN, _COUNT_ARGUMENT_OUT = _counting("TG_ARGV[0]")
 _POSTGRESQL_COUNTING = [
     "CREATE OR REPLACE FUNCTION project_counts() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
-    f" IF TG_OP <> 'INSERT' THEN {_counting('TG_ARGV[0]')[1]} END IF;"
-    f" IF TG_OP <> 'DELETE' THEN {_counting('TG_ARGV[0]')[0]} END IF;"
+    f" IF TG_OP <> 'INSERT' THEN {_COUNT_ARGUMENT_OUT} END IF;"
+    f" IF TG_OP <> 'DELETE' THEN {_COUNT_ARGUMENT_IN} END IF;"
     " RETURN NULL; END $$",
     *(
         f"CREATE OR REPLACE TRIGGER {table}_counted AFTER INSERT OR DELETE OR UPDATE OF project_id"
